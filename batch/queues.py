@@ -1,0 +1,10 @@
+"""Per-node queue naming: only chunk ids travel, on the queue of the node that owns the job."""
+from django.conf import settings
+
+
+def work_notification_queue(node_id: str | None = None, module_id: str | None = None) -> str:
+    """`batch2-work-notification-<nodeId>-<moduleId>`, with periods for hyphens when configured."""
+    name = f"batch2-work-notification-{node_id or settings.NODE_ID}-{module_id or settings.MODULE_ID}"
+    if settings.REPLACE_HYPHENS_WITH_PERIODS:
+        name = name.replace("-", ".")
+    return name

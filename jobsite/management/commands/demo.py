@@ -1,0 +1,72 @@
+"""`make demo`: bring the whole stack up from the Procfile, run work through it, print where things are."""
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from jobsite.accounts import api_token_for, ensure_admin_user
+from jobsite.celery import ping
+
+WEB_PORT = 8000
+
+
+def wait_for_web(url: str, stack: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if stack.poll() is not None:
+            raise CommandError(f"the stack exited with {stack.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise CommandError(f"{url} did not answer within {timeout:.0f}s") from None
+            time.sleep(0.5)
+
+
+class Command(BaseCommand):
+    help = "Start web, worker, beat and Flower (Procfile, through honcho), run the demo work, show the URLs."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--exit-after", action="store_true", help="stop the stack once the demo work is done")
+
+    def handle(self, *args, exit_after: bool, **options):
+        password = ensure_admin_user("admin")
+        token = api_token_for("admin")
+        bin_dir = str(Path(sys.executable).parent)
+        env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+        stack = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start", "--port", str(WEB_PORT)],
+                                 cwd=settings.BASE_DIR, env=env)
+        try:
+            wait_for_web(f"http://127.0.0.1:{WEB_PORT}/healthz", stack)
+            self.stdout.write("stack is up; sending a task through Redis to a worker ...")
+            reply = ping.delay("demo").get(timeout=60)
+            self.stdout.write(self.style.SUCCESS(f"worker pid {reply['pid']} on node {reply['node']} answered"))
+            self.stdout.write(self.style.SUCCESS(self.where_things_are(password, token)))
+            if not exit_after:
+                stack.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if stack.poll() is None:
+                stack.terminate()
+                stack.wait(30)
+
+    def where_things_are(self, password: str | None, token: str) -> str:
+        login = f"admin / {password}  (shown once; `manage.py changepassword admin` to reset)" if password \
+            else "admin (already created earlier; `manage.py changepassword admin` to reset)"
+        return "\n".join([
+            "",
+            f"  Admin (job dashboard)  http://127.0.0.1:{WEB_PORT}/admin/   login: {login}",
+            f"  Health                 http://127.0.0.1:{WEB_PORT}/healthz",
+            f"  API token              {token}   (Authorization: Bearer <token>)",
+            f"  Flower                 http://127.0.0.1:{settings.FLOWER_PORT}/   login: "
+            f"{settings.FLOWER_USER} / {settings.FLOWER_PASSWORD}",
+            "  Ctrl-C stops the stack; `make stop` stops the embedded PostgreSQL and Redis.",
+            "",
+        ])

@@ -1,0 +1,19 @@
+import os
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    help = "Start Flower on this node's broker, behind basic auth from FLOWER_USER / FLOWER_PASSWORD."
+
+    def handle(self, *args, **options):
+        if not settings.FLOWER_PASSWORD:
+            raise CommandError("FLOWER_PASSWORD is not set: Flower never runs without credentials")
+        argv = [
+            sys.executable, "-m", "celery", "-A", "jobsite", "flower",
+            f"--port={settings.FLOWER_PORT}",
+            f"--basic-auth={settings.FLOWER_USER}:{settings.FLOWER_PASSWORD}",
+        ]
+        os.execv(sys.executable, argv)

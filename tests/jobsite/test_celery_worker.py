@@ -1,0 +1,49 @@
+"""A real `celery worker` consumes this node's batch queue, named after its node and module."""
+import uuid
+
+import pytest
+
+from batch.queues import work_notification_queue
+from jobsite.celery import ping
+from tests.processes import celery_worker
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
+
+
+def unique_node() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+def test_worker_consumes_its_node_queue_by_default(processes, settings):
+    node = unique_node()
+    processes.append(celery_worker(env={"NODE_ID": node}))
+
+    queue = work_notification_queue(node, settings.MODULE_ID)
+    assert queue == f"batch2-work-notification-{node}-{settings.MODULE_ID}"
+    result = ping.apply_async(args=["hello"], queue=queue).get(timeout=30)
+
+    assert result["payload"] == "hello"
+    assert result["node"] == node
+
+
+def test_worker_consumes_the_period_form_when_the_setting_is_on(processes, settings):
+    node = unique_node()
+    processes.append(celery_worker(env={"NODE_ID": node, "REPLACE_HYPHENS_WITH_PERIODS": "true"}))
+
+    settings.REPLACE_HYPHENS_WITH_PERIODS = True
+    queue = work_notification_queue(node, settings.MODULE_ID)
+    assert "-" not in queue.removeprefix("batch2")
+    result = ping.apply_async(queue=queue).get(timeout=30)
+
+    assert result["node"] == node
+
+
+def test_a_node_does_not_consume_another_nodes_queue(processes, settings):
+    mine, theirs = unique_node(), unique_node()
+    processes.append(celery_worker(env={"NODE_ID": mine}))
+
+    pending = ping.apply_async(queue=work_notification_queue(theirs, settings.MODULE_ID))
+    answered = ping.apply_async(queue=work_notification_queue(mine, settings.MODULE_ID)).get(timeout=30)
+
+    assert answered["node"] == mine
+    assert pending.status == "PENDING"

