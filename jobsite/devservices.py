@@ -30,6 +30,9 @@ DATABASE_NAME = "heavylift"
 
 def _start_postgres() -> str:
     """Start (or reuse) the embedded PostgreSQL and return a URL for the `heavylift` database."""
+    # pgserver keeps its lock file in the user's runtime dir; name one rather than let it guess (and warn).
+    os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/heavylift-runtime-{os.getuid()}")
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
     import pgserver
 
     server = pgserver.get_server(PGDATA, cleanup_mode=None)  # keep running after this process exits
