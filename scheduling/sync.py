@@ -2,7 +2,8 @@
 
 Every job has one row named after it. Clustered jobs carry the task beat sends; local jobs carry a task that
 is never sent (each worker process runs them itself), so that the admin lists and pauses them all the same.
-The row's kwargs hold the exact schedule; its interval/crontab is only what the admin can display.
+The row's kwargs hold the exact schedule; its interval/crontab is only what the admin can display. The queue
+is not in the row: each beat sends to its own SCHEDULER_QUEUE, so no process's sync can re-route the others.
 The schedule is owned by code: a sync overwrites it, but leaves the `enabled` flag set in the admin alone.
 """
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from celery.schedules import crontab as celery_crontab
-from django.conf import settings
 from django.db import connection, transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 
@@ -117,7 +117,7 @@ def _upsert(job: ScheduledJob, description: str, report: SyncReport, enabled_if_
     wanted = {
         "task": CLUSTERED_TASK if job.clustered else LOCAL_TASK,
         "kwargs": json.dumps({"job": job.name, "schedule": job.schedule.to_dict()}, sort_keys=True),
-        "queue": settings.SCHEDULER_QUEUE if job.clustered else None,
+        "queue": None,  # beat sends to its own SCHEDULER_QUEUE
         "description": description,
         **_display_schedule(job.schedule),
     }
