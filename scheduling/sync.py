@@ -13,7 +13,6 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from celery.schedules import crontab as celery_crontab
 from django.db import connection, transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 
@@ -144,15 +143,14 @@ def _display_schedule(schedule: Schedule) -> dict:
     """The nearest django-celery-beat schedule, for the admin's eyes only (beat uses the kwargs)."""
     if isinstance(schedule, CronSchedule) and schedule.fires_at_whole_minutes:
         minute, hour, day_of_month, month_of_year, day_of_week = schedule.minute_fields
+        fields = {"minute": minute, "hour": hour, "day_of_month": day_of_month, "month_of_year": month_of_year,
+                  "day_of_week": day_of_week, "timezone": schedule.timezone}
         try:
-            celery_crontab(minute, hour, day_of_week, day_of_month, month_of_year)
+            CrontabSchedule(**fields).schedule  # parsed the way django-celery-beat will parse it
         except (ValueError, KeyError, IndexError):
-            pass  # Quartz syntax (L, #, W) celery cannot show
+            pass  # Quartz syntax (L, #, W) a crontab cannot show
         else:
-            shown, _ = CrontabSchedule.objects.get_or_create(
-                minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
-                day_of_week=day_of_week, timezone=schedule.timezone,
-            )
+            shown, _ = CrontabSchedule.objects.get_or_create(**fields)
             return {"crontab": shown, "interval": None}
     every = schedule.seconds if isinstance(schedule, EverySeconds) else 1  # seconds-level crons: checked each second
     shown, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
