@@ -22,8 +22,7 @@ def resolve_conditional_only(reference: str) -> str | None:
 
 def prepare_resource(resource: dict, resolve: Callable[[str], str | None] = resolve_conditional_only) -> dict:
     """Rewrite the references `resolve` knows, then check the resource (422 when it is not valid)."""
-    rewrite_references(resource, resolve)
-    check_resource(resource)
+    check_resource(resource, rewrite_references(resource, resolve))
     return resource
 
 

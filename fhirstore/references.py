@@ -6,23 +6,24 @@ is a reference the store (or the wider web) can follow.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.search_params import parse_relative_reference
 
 
-def iter_reference_elements(node: object) -> Iterator[dict]:
+def reference_elements(node: object) -> list[dict]:
     """Every element of `node` with a string `reference` (a Reference), `contained` resources included."""
-    if isinstance(node, dict):
-        if isinstance(node.get("reference"), str):
-            yield node
-        for value in node.values():
-            if isinstance(value, (dict, list)):
-                yield from iter_reference_elements(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from iter_reference_elements(item)
+    found, stack = [], [node]
+    while stack:  # a stack, not recursion: this runs on every resource of a bulk load
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("reference"), str):
+                found.append(item)
+            stack.extend(value for value in item.values() if isinstance(value, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(value for value in item if isinstance(value, (dict, list)))
+    return found
 
 
 def is_conditional_reference(reference: str) -> bool:
@@ -31,12 +32,14 @@ def is_conditional_reference(reference: str) -> bool:
     return bool(separator) and resource_type in RESOURCE_TYPES
 
 
-def rewrite_references(resource: dict, resolve: Callable[[str], str | None]) -> None:
-    """Replace, in place, each reference for which `resolve` returns a new value."""
-    for element in iter_reference_elements(resource):
+def rewrite_references(resource: dict, resolve: Callable[[str], str | None]) -> list[dict]:
+    """Replace, in place, each reference for which `resolve` returns a new value; returns the references."""
+    elements = reference_elements(resource)
+    for element in elements:
         replacement = resolve(element["reference"])
         if replacement is not None:
             element["reference"] = replacement
+    return elements
 
 
 def reference_problem(reference: str) -> str | None:

@@ -11,7 +11,7 @@ from django.conf import settings
 from pydantic import ValidationError
 
 from fhirstore.exceptions import InvalidRequest, InvalidResource, UnknownResourceType
-from fhirstore.references import iter_reference_elements, reference_problem
+from fhirstore.references import reference_elements, reference_problem
 from fhirstore.resource_types import is_resource_type, is_valid_id
 
 MAX_REPORTED_PROBLEMS = 20  # issues listed in one OperationOutcome; the rest are summarized
@@ -31,14 +31,17 @@ def check_resource_type(resource: object, expected_type: str | None = None) -> d
     return resource
 
 
-def check_resource(resource: dict) -> None:
-    """Refuse (422) a resource that is not structurally sound, or not valid R4B when full validation is on."""
+def check_resource(resource: dict, references: list[dict] | None = None) -> None:
+    """Refuse (422) a resource that is not structurally sound, or not valid R4B when full validation is on.
+
+    `references` are its reference elements, when the caller has collected them already.
+    """
     problems = []
     if not is_valid_id(resource.get("id")):
         problems.append(f"id {resource.get('id')!r} is not a FHIR id (1-64 of A-Z a-z 0-9 - .)")
     if "meta" in resource and not isinstance(resource["meta"], dict):
         problems.append("meta must be an object")
-    for element in iter_reference_elements(resource):
+    for element in reference_elements(resource) if references is None else references:
         problem = reference_problem(element["reference"])
         if problem:
             problems.append(problem)
