@@ -282,16 +282,19 @@ def parse_relative_reference(reference: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-def _walk(node: object, path: list[str]) -> Iterator[object]:
-    if isinstance(node, list):
-        for item in node:
-            yield from _walk(item, path)
-        return
-    if not path:
-        yield node
-        return
-    if isinstance(node, dict) and path[0] in node:
-        yield from _walk(node[path[0]], path[1:])
+def _walk(resource: dict, path: list[str]) -> list[object]:
+    """The values at `path`, lists along the way (and at the end) flattened."""
+    current: list[object] = [resource]
+    for key in path:  # a loop, not recursive generators: this runs for every parameter of every resource
+        found: list[object] = []
+        for node in current:
+            if isinstance(node, dict) and (value := node.get(key)) is not None:
+                if isinstance(value, list):
+                    found.extend(value)
+                else:
+                    found.append(value)
+        current = found
+    return current
 
 
 def _tokens(value: object) -> Iterator[tuple[str, str]]:
