@@ -40,8 +40,12 @@ class Command(BaseCommand):
         token = api_token_for("admin")
         bin_dir = str(Path(sys.executable).parent)
         env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-        stack = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start", "--port", str(WEB_PORT)],
-                                 cwd=settings.BASE_DIR, env=env)
+        log_path = settings.BASE_DIR / ".services" / "stack.log"
+        log_path.parent.mkdir(exist_ok=True)
+        self.stdout.write(f"starting web, worker, beat and Flower (Procfile); their logs: {log_path}")
+        with log_path.open("ab") as log:
+            stack = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start", "--port", str(WEB_PORT)],
+                                     cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for_web(f"http://127.0.0.1:{WEB_PORT}/healthz", stack)
             self.stdout.write("stack is up; sending a task through Redis to a worker ...")
