@@ -14,7 +14,7 @@ An alias (`stored_as`) searches the rows of another parameter restricted to some
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -215,7 +215,6 @@ def _build_registry() -> dict[str, dict[str, SearchParam]]:
 
 
 REGISTRY: dict[str, dict[str, SearchParam]] = _build_registry()
-SPECIAL_PARAMS = ("_id", "_lastUpdated")  # every type; answered from the resource table's own columns
 
 
 def params_for(resource_type: str) -> Mapping[str, SearchParam]:
@@ -366,9 +365,3 @@ def _add_reference(rows: IndexRows, param: SearchParam, value: object) -> None:
 _ADD: dict[Kind, Callable[[IndexRows, SearchParam, object], None]] = {
     "token": _add_token, "string": _add_string, "date": _add_date, "reference": _add_reference,
 }
-
-
-def all_params() -> Iterable[SearchParam]:
-    """Every registered parameter, type by type (for the CapabilityStatement)."""
-    for params in REGISTRY.values():
-        yield from params.values()
