@@ -7,4 +7,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("control/scripts", include("scheduling.urls")),
+    path("", include("fhirstore.urls")),
 ]
