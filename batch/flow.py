@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterable
 from uuid import UUID
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -19,7 +19,6 @@ from batch.notifications import WorkNotification, announce
 from batch.progress import compute_progress
 from batch.registry import registry
 from batch.states import (
-    UNFINISHED_CHUNK_STATUSES,
     ChunkStatus,
     JobStatus,
     change_all_chunks_status,
@@ -78,6 +77,28 @@ def _top_up(instance: JobInstance, ready: Q) -> int:
     return len(moved)
 
 
+def on_chunk_finished(instance_id: UUID, definition: JobDefinition, step_id: str) -> None:
+    """A chunk left flight: when it was the last of its step (gated) or of its job, move the job on.
+
+    The check runs after the chunk's own commit, so of two workers finishing the last two chunks at
+    once, at least the later one sees both done.
+    """
+    if not has_unfinished_chunks(instance_id, step_id if definition.gated else None):
+        advance_job(instance_id)
+
+
+def has_unfinished_chunks(instance_id: UUID, step_id: str | None = None) -> bool:
+    """Any chunk (of the step) not COMPLETED? One index probe per status, as SQL: it runs once per chunk."""
+    sql = "SELECT EXISTS (SELECT 1 FROM batch_workchunk WHERE instance_id = %s AND status = ANY(%s)"
+    params: list = [instance_id, NOT_COMPLETED_CHUNK_STATUSES]
+    if step_id is not None:
+        sql += " AND target_step_id = %s"
+        params.append(step_id)
+    with connection.cursor() as cursor:
+        cursor.execute(sql + ")", params)
+        return cursor.fetchone()[0]
+
+
 def advance_job(instance_id: UUID) -> None:
     """If the job's current work is all done: open the next gate, trigger the reducer, or complete the job."""
     instance = JobInstance.objects.filter(id=instance_id).first()
@@ -85,7 +106,7 @@ def advance_job(instance_id: UUID) -> None:
         return
     definition = registry.get(instance.definition_id, instance.definition_version)
     if not definition.gated:
-        if not WorkChunk.objects.filter(instance_id=instance.id, status__in=UNFINISHED_CHUNK_STATUSES).exists():
+        if not has_unfinished_chunks(instance.id):
             complete_job(instance, definition)
         return
     step_id = instance.current_gated_step_id
@@ -93,7 +114,7 @@ def advance_job(instance_id: UUID) -> None:
     if reduction is not None and step_id == reduction.id:
         _finalize(instance, reduction.id)  # a job restarted after its reducer failed
         return
-    while not _has_unfinished_chunks(instance.id, step_id):
+    while not has_unfinished_chunks(instance.id, step_id):
         next_step = definition.step_after(step_id)
         if next_step is None:
             complete_job(instance, definition)
@@ -101,12 +122,6 @@ def advance_job(instance_id: UUID) -> None:
         if not _open_gate(instance, step_id, next_step) or next_step.kind is StepKind.REDUCTION:
             return
         step_id = next_step.id  # a step that received no chunks is done at once
-
-
-def _has_unfinished_chunks(instance_id: UUID, step_id: str) -> bool:
-    return WorkChunk.objects.filter(
-        instance_id=instance_id, target_step_id=step_id, status__in=NOT_COMPLETED_CHUNK_STATUSES
-    ).exists()
 
 
 def _open_gate(instance: JobInstance, step_id: str, next_step: StepDefinition) -> bool:

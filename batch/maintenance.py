@@ -24,11 +24,17 @@ from django.utils import timezone
 
 from batch import flow
 from batch.conf import batch_settings
-from batch.models import UNFINISHED_JOB_STATUSES, JobInstance, WorkChunk
+from batch.models import JobInstance, WorkChunk
 from batch.progress import refresh_progress
 from batch.queues import pending_notifications, work_notification_queue
 from batch.registry import registry
-from batch.states import ENDED_JOB_STATUSES, ChunkStatus, JobStatus, change_all_chunks_status
+from batch.states import (
+    ENDED_JOB_STATUSES,
+    UNFINISHED_JOB_STATUSES,
+    ChunkStatus,
+    JobStatus,
+    change_all_chunks_status,
+)
 from batch.worker import on_lease_expired
 
 logger = logging.getLogger(__name__)

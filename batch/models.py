@@ -11,10 +11,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from batch.states import ChunkStatus, JobStatus
+from batch.states import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 
 ID_LENGTH = 100  # definition and step ids, as the reference allows
-UNFINISHED_JOB_STATUSES = [JobStatus.QUEUED, JobStatus.IN_PROGRESS, JobStatus.FINALIZE]
 
 
 class JobInstance(models.Model):
@@ -57,7 +56,7 @@ class JobInstance(models.Model):
             models.Index(fields=["status", "-create_time"], name="batch_job_status_created"),
             models.Index(fields=["definition_id", "-create_time"], name="batch_job_definition_created"),
             # Maintenance walks only the unfinished instances.
-            models.Index(fields=["id"], name="batch_job_unfinished", condition=Q(status__in=UNFINISHED_JOB_STATUSES)),
+            models.Index(fields=["id"], name="batch_job_unfinished", condition=Q(status__in=sorted(UNFINISHED_JOB_STATUSES))),
             models.Index(fields=["end_time"], name="batch_job_ended", condition=Q(end_time__isnull=False)),
         ]
 

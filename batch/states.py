@@ -10,9 +10,10 @@ import logging
 from collections.abc import Iterable
 from uuid import UUID
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ CHUNK_TRANSITIONS: dict[ChunkStatus, frozenset[ChunkStatus]] = {
     C.FAILED: frozenset({C.READY}),  # beyond: restart
 }
 
-CANCELLABLE_JOB_STATUSES = frozenset({J.QUEUED, J.IN_PROGRESS, J.FINALIZE})
+UNFINISHED_JOB_STATUSES = frozenset({J.QUEUED, J.IN_PROGRESS, J.FINALIZE})
+CANCELLABLE_JOB_STATUSES = UNFINISHED_JOB_STATUSES
 ENDED_JOB_STATUSES = frozenset({J.COMPLETED, J.FAILED, J.CANCELLED})
 RESTARTABLE_JOB_STATUSES = frozenset({J.FAILED, J.CANCELLED})
 # Chunks a worker may claim: announced and waiting, or waiting for a retry after an error.
@@ -105,6 +107,29 @@ def change_chunk_status(chunk_id: UUID, target: ChunkStatus, *, only_if: Q | Non
     moved = WorkChunk.objects.filter(condition).update(status=target, update_time=timezone.now(), **fields)
     if not moved:
         logger.debug("chunk %s: move to %s refused", chunk_id, target)
+    return bool(moved)
+
+
+def change_owned_chunk_status(chunk_id: UUID, attempt: int, target: ChunkStatus, **fields) -> bool:
+    """Move an IN_PROGRESS chunk still held by claim number `attempt` to `target`.
+
+    The same conditional update as `change_chunk_status`, written as SQL: it runs once per chunk, and the
+    ORM would double its cost.
+    """
+    if target not in CHUNK_TRANSITIONS[ChunkStatus.IN_PROGRESS]:
+        logger.info("chunk %s: move IN_PROGRESS -> %s refused (not in the table)", chunk_id, target)
+        return False
+    assignments = ", ".join(f"{column} = %s" for column in fields)
+    values = [Jsonb(value) if isinstance(value, (dict, list)) else value for value in fields.values()]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE batch_workchunk SET status = %s, update_time = %s{', ' if fields else ''}{assignments} "
+            "WHERE id = %s AND status = %s AND attempts = %s",
+            [target, timezone.now(), *values, chunk_id, ChunkStatus.IN_PROGRESS, attempt],
+        )
+        moved = cursor.rowcount
+    if not moved:
+        logger.debug("chunk %s: move to %s refused (claim %s no longer owns it)", chunk_id, target, attempt)
     return bool(moved)
 
 

@@ -7,6 +7,7 @@ another worker took it) cannot overwrite the new owner's result.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -35,6 +36,8 @@ from batch.states import (
     JobStatus,
     change_chunk_status,
     change_job_status,
+    change_owned_chunk_status,
+    chunk_statuses_leading_to,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,10 +103,8 @@ def _lease_deadline():
 
 
 def chunk_lease(chunk_id: UUID, attempt: int) -> Lease:
-    return Lease(lambda: change_chunk_status(
-        chunk_id, ChunkStatus.IN_PROGRESS, only_if=Q(status=ChunkStatus.IN_PROGRESS, attempts=attempt),
-        lease_expires_at=_lease_deadline(),
-    ))
+    return Lease(lambda: change_owned_chunk_status(chunk_id, attempt, ChunkStatus.IN_PROGRESS,
+                                                   lease_expires_at=_lease_deadline()))
 
 
 # --- What a step sees ----------------------------------------------------------------------------------
@@ -176,6 +177,10 @@ class ChunkSink:
             with transaction.atomic():
                 self.flush()
 
+    @property
+    def pending(self) -> bool:
+        return bool(self._buffer)
+
     def flush(self) -> None:
         """Write the buffered chunks; a non-gated job's are queued and announced with the commit."""
         if not self._buffer:
@@ -200,26 +205,50 @@ def on_work_notification(notification: WorkNotification, worker: str = "", task_
         run_chunk(definition, chunk)
 
 
+# The claim, as one statement: lock the chunk row unless another worker holds it (SKIP LOCKED), check
+# that it is claimable and that its job runs and is not cancelled, move it to IN_PROGRESS with a lease.
+CLAIM_SQL = """
+WITH claimable AS (
+    SELECT chunk.id FROM batch_workchunk chunk JOIN batch_jobinstance job ON job.id = chunk.instance_id
+    WHERE chunk.id = %(chunk_id)s AND chunk.status = ANY(%(claimable)s)
+      AND NOT job.cancelled AND job.status = ANY(%(running)s)
+    FOR UPDATE OF chunk SKIP LOCKED
+)
+UPDATE batch_workchunk chunk
+SET status = %(in_progress)s, attempts = chunk.attempts + 1, start_time = COALESCE(chunk.start_time, %(now)s),
+    lease_expires_at = %(lease)s, worker = %(worker)s, task_id = %(task_id)s, update_time = %(now)s
+FROM claimable, batch_jobinstance job
+WHERE chunk.id = claimable.id AND job.id = chunk.instance_id
+RETURNING chunk.target_step_id, chunk.data::text, chunk.attempts, chunk.error_count, chunk.poll_attempts,
+          chunk.sequence, job.id, job.definition_id, job.definition_version, job.status, job.parameters::text,
+          job.node_id, job.module_id, job.max_concurrent_chunks
+"""
+CLAIMABLE_SOURCES = sorted(CLAIMABLE_CHUNK_STATUSES & set(chunk_statuses_leading_to(ChunkStatus.IN_PROGRESS)))
+
+
 def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> WorkChunk | None:
     """QUEUED/ERRORED -> IN_PROGRESS under a row lock; None when there is nothing (more) to claim."""
     now = timezone.now()
-    with transaction.atomic():
-        chunk = (WorkChunk.objects.select_for_update(skip_locked=True, of=("self",)).select_related("instance")
-                 .filter(id=chunk_id).first())
-        if chunk is None or chunk.status not in CLAIMABLE_CHUNK_STATUSES:
-            return None
-        instance = chunk.instance
-        if instance.cancelled or instance.status not in (JobStatus.QUEUED, JobStatus.IN_PROGRESS):
-            return None
-        chunk.attempts += 1
-        chunk.start_time = chunk.start_time or now
-        chunk.status = ChunkStatus.IN_PROGRESS
-        change_chunk_status(chunk.id, ChunkStatus.IN_PROGRESS, only_if=Q(status__in=CLAIMABLE_CHUNK_STATUSES),
-                            attempts=chunk.attempts, start_time=chunk.start_time,
-                            lease_expires_at=now + batch_settings().lease, worker=worker, task_id=task_id)
-        if instance.status == JobStatus.QUEUED:
-            change_job_status(instance.id, JobStatus.IN_PROGRESS, only_if=Q(status=JobStatus.QUEUED), start_time=now)
-    return chunk
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM_SQL, {
+            "chunk_id": chunk_id, "claimable": CLAIMABLE_SOURCES, "running": [JobStatus.QUEUED, JobStatus.IN_PROGRESS],
+            "in_progress": ChunkStatus.IN_PROGRESS, "now": now, "lease": now + batch_settings().lease,
+            "worker": worker[:200], "task_id": task_id[:64],
+        })
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (step_id, data, attempts, error_count, poll_attempts, sequence, instance_id, definition_id, definition_version,
+     job_status, parameters, node_id, module_id, max_concurrent_chunks) = row
+    instance = JobInstance(id=instance_id, definition_id=definition_id, definition_version=definition_version,
+                           status=job_status, parameters=json.loads(parameters), node_id=node_id,
+                           module_id=module_id, max_concurrent_chunks=max_concurrent_chunks)
+    if job_status == JobStatus.QUEUED:
+        change_job_status(instance_id, JobStatus.IN_PROGRESS, only_if=Q(status=JobStatus.QUEUED), start_time=now)
+    return WorkChunk(id=chunk_id, instance=instance, definition_id=definition_id,
+                     definition_version=definition_version, target_step_id=step_id, sequence=sequence,
+                     status=ChunkStatus.IN_PROGRESS, data=json.loads(data) if data is not None else None,
+                     attempts=attempts, error_count=error_count, poll_attempts=poll_attempts)
 
 
 def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
@@ -232,7 +261,7 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
         try:
             records = step.run(context, sink)
         except RetryChunkLater as signal:
-            on_chunk_poll_requested(chunk, signal.delay or batch_settings().retry_later_delay)
+            on_chunk_poll_requested(chunk, definition, signal.delay or batch_settings().retry_later_delay)
         except JobFailed as failure:
             on_chunk_failed(chunk, str(failure))
         except JobCancelled:
@@ -241,50 +270,51 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
             logger.exception("job %s chunk %s: step %s raised", instance.id, chunk.id, step.id)
             on_chunk_errored(chunk, _describe(error))
         else:
-            on_chunk_completed(chunk, sink, int(records or 0), context.warnings)
+            on_chunk_completed(chunk, definition, sink, int(records or 0), context.warnings)
 
 
-def _fenced(chunk: WorkChunk) -> Q:
-    """Only while this claim still owns the chunk."""
-    return Q(status=ChunkStatus.IN_PROGRESS, attempts=chunk.attempts)
+def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None, **fields) -> bool:
+    """Move the chunk only while this claim still owns it (and `only_if` holds)."""
+    if only_if is None:
+        return change_owned_chunk_status(chunk.id, chunk.attempts, target, **fields)
+    owned = Q(status=ChunkStatus.IN_PROGRESS, attempts=chunk.attempts) & only_if
+    return change_chunk_status(chunk.id, target, only_if=owned, **fields)
 
 
-def on_chunk_completed(chunk: WorkChunk, sink: ChunkSink, records: int, warnings: list[str]) -> None:
-    with transaction.atomic():
-        sink.flush()
-        completed = change_chunk_status(
-            chunk.id, ChunkStatus.COMPLETED, only_if=_fenced(chunk), records_processed=records,
-            end_time=timezone.now(), data=None, lease_expires_at=None,
-            warning_message="\n".join(warnings) or None,
-        )
-        if not completed:
-            transaction.set_rollback(True)  # another claim owns the chunk now: its run counts, not ours
-            return
-    _after_chunk_left_flight(chunk.instance)
+def on_chunk_completed(chunk: WorkChunk, definition: JobDefinition, sink: ChunkSink, records: int,
+                       warnings: list[str]) -> None:
+    fields = dict(records_processed=records, end_time=timezone.now(), data=None, lease_expires_at=None,
+                  warning_message="\n".join(warnings) or None)
+    if sink.pending:
+        with transaction.atomic():
+            sink.flush()
+            if not _move_owned(chunk, ChunkStatus.COMPLETED, **fields):
+                transaction.set_rollback(True)  # another claim owns the chunk now: its run counts, not ours
+                return
+    elif not _move_owned(chunk, ChunkStatus.COMPLETED, **fields):
+        return
+    _after_chunk_left_flight(chunk, definition)
 
 
 def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> None:
     """ERRORED and announced again for a retry; past the retry limit, FAILED and the job with it."""
-    owned = _fenced(chunk) & (only_if or Q())
     errors = chunk.error_count + 1
     if errors > batch_settings().max_chunk_retries:
         on_chunk_failed(chunk, f"Too many errors: {errors}. Last error msg was {message}", error_count=errors,
-                        only_if=owned)
+                        only_if=only_if)
         return
     with transaction.atomic():
-        if change_chunk_status(chunk.id, ChunkStatus.ERRORED, only_if=owned, error_count=errors,
-                               error_message=message, lease_expires_at=None, announced_at=timezone.now()):
+        if _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,
+                       lease_expires_at=None, announced_at=timezone.now()):
             flow.announce_chunks(chunk.instance, [(chunk.id, chunk.target_step_id)])
 
 
 def on_chunk_failed(chunk: WorkChunk, message: str, *, error_count: int | None = None,
                     only_if: Q | None = None) -> None:
     with transaction.atomic():
-        failed = change_chunk_status(
-            chunk.id, ChunkStatus.FAILED, only_if=_fenced(chunk) & (only_if or Q()), error_message=message,
-            end_time=timezone.now(), lease_expires_at=None,
-            error_count=error_count if error_count is not None else chunk.error_count,
-        )
+        failed = _move_owned(chunk, ChunkStatus.FAILED, only_if, error_message=message, end_time=timezone.now(),
+                             lease_expires_at=None,
+                             error_count=error_count if error_count is not None else chunk.error_count)
         if failed:
             flow.fail_job(chunk.instance_id, message)
 
@@ -300,11 +330,11 @@ def on_lease_expired(chunk: WorkChunk, now) -> None:
     )
 
 
-def on_chunk_poll_requested(chunk: WorkChunk, delay) -> None:
+def on_chunk_poll_requested(chunk: WorkChunk, definition: JobDefinition, delay) -> None:
     """POLL_WAITING until `delay` has passed; maintenance makes it READY again then."""
-    if change_chunk_status(chunk.id, ChunkStatus.POLL_WAITING, only_if=_fenced(chunk), lease_expires_at=None,
-                           next_poll_time=timezone.now() + delay, poll_attempts=chunk.poll_attempts + 1):
-        _after_chunk_left_flight(chunk.instance)
+    if _move_owned(chunk, ChunkStatus.POLL_WAITING, lease_expires_at=None, next_poll_time=timezone.now() + delay,
+                   poll_attempts=chunk.poll_attempts + 1):
+        _after_chunk_left_flight(chunk, definition)
 
 
 def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> None:
@@ -314,13 +344,13 @@ def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> None:
     if not context.is_cancelled():
         on_chunk_errored(chunk, "the step raised JobCancelled but the job is not cancelled")
         return
-    change_chunk_status(chunk.id, ChunkStatus.READY, only_if=_fenced(chunk), lease_expires_at=None)
+    _move_owned(chunk, ChunkStatus.READY, lease_expires_at=None)
 
 
-def _after_chunk_left_flight(instance: JobInstance) -> None:
-    flow.advance_job(instance.id)
-    if instance.max_concurrent_chunks:
-        flow.enqueue_ready_chunks(instance)
+def _after_chunk_left_flight(chunk: WorkChunk, definition: JobDefinition) -> None:
+    flow.on_chunk_finished(chunk.instance_id, definition, chunk.target_step_id)
+    if chunk.instance.max_concurrent_chunks:
+        flow.enqueue_ready_chunks(chunk.instance)
 
 
 def _describe(error: Exception) -> str:
