@@ -54,6 +54,7 @@ class Lease:
 
     renew: Callable[[], bool]
     lost: bool = False
+    renew_at: float = 0.0  # time.monotonic() of the next renewal
 
 
 class LeaseKeeper:
@@ -62,37 +63,42 @@ class LeaseKeeper:
     def __init__(self) -> None:
         self._leases: set[Lease] = set()
         self._lock = threading.Lock()
+        self._changed = threading.Event()
         self._thread: threading.Thread | None = None
 
     @contextmanager
     def holding(self, lease: Lease) -> Iterator[Lease]:
-        self._start()
+        lease.renew_at = time.monotonic() + batch_settings().lease_renewal_interval.total_seconds()
         with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # not alive: this is a forked child
+                self._thread = threading.Thread(target=self._run, name="batch-lease-keeper", daemon=True)
+                self._thread.start()
             self._leases.add(lease)
+        self._changed.set()
         try:
             yield lease
         finally:
             with self._lock:
                 self._leases.discard(lease)
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():  # not alive: this is a forked child
-                self._thread = threading.Thread(target=self._run, name="batch-lease-keeper", daemon=True)
-                self._thread.start()
-
     def _run(self) -> None:
         while True:
-            time.sleep(batch_settings().lease_renewal_interval.total_seconds())
             with self._lock:
                 leases = list(self._leases)
-            for lease in leases:
+            next_renewal = min((lease.renew_at for lease in leases), default=None)
+            self._changed.wait(None if next_renewal is None else max(0.0, next_renewal - time.monotonic()))
+            self._changed.clear()
+            now = time.monotonic()
+            due = [lease for lease in leases if lease.renew_at <= now]
+            for lease in due:
+                lease.renew_at = now + batch_settings().lease_renewal_interval.total_seconds()
                 try:
                     if not lease.renew():
                         lease.lost = True
                 except Exception:
                     logger.exception("lease renewal failed; retrying at the next interval")
-            connection.close()  # a renewal every few seconds does not need to hold a connection in between
+            if due:
+                connection.close()  # a renewal every few seconds does not need to hold a connection in between
 
 
 lease_keeper = LeaseKeeper()

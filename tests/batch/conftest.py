@@ -71,6 +71,11 @@ def define_job() -> Iterator[Callable[..., JobDefinition]]:
         registry.unregister(definition.id, definition.version)
 
 
+def unique_node() -> str:
+    """A node id of the test's own, so its queue holds nothing from other runs."""
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
 def emit(count: int, **data: Any):
     """A first step that emits `count` chunks `{"n": i, **data}`."""
     def step(context, sink) -> int:
