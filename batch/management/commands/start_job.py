@@ -2,11 +2,9 @@ import getpass
 import json
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
-
-from batch.coordinator import start_job, watch_job
+from batch.coordinator import start_job
 from batch.exceptions import BatchError
-from batch.progress import describe_duration
+from batch.management.follow import follow_job
 from batch.states import JobStatus
 
 
@@ -38,16 +36,7 @@ class Command(BaseCommand):
 
     def follow(self, instance_id) -> None:
         # The bar writes to the raw stream: Django's wrapper would end every redraw with a newline.
-        with tqdm(total=1, unit="chunk", file=self.stderr._out, dynamic_ncols=True,
-                  bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} chunks [{elapsed}{postfix}]") as bar:
-            for snapshot in watch_job(instance_id):
-                figures = snapshot.figures
-                bar.total = max(figures.chunks, 1)
-                bar.n = figures.completed_chunks
-                rate = f"{figures.records_per_second:.1f}" if figures.records_per_second else "-"
-                bar.set_postfix_str(f"{snapshot.instance.status} {figures.combined_records_processed} records, "
-                                    f"{rate} rec/s, ETA {describe_duration(figures.estimated_seconds_remaining)}")
-        instance = snapshot.instance
+        instance = follow_job(instance_id, self.stderr._out)
         if instance.status != JobStatus.COMPLETED:
             raise CommandError(f"job {instance.id} {instance.status}: {instance.error_message or 'no message'}")
         self.stdout.write(f"COMPLETED: {instance.combined_records_processed} records"
