@@ -30,6 +30,7 @@ from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.registry import registry
 from batch.states import (
+    CHUNK_TRANSITIONS,
     CLAIMABLE_CHUNK_STATUSES,
     ENDED_JOB_STATUSES,
     ChunkStatus,
@@ -84,12 +85,12 @@ class LeaseKeeper:
     def _run(self) -> None:
         while True:
             with self._lock:
-                leases = list(self._leases)
-            next_renewal = min((lease.renew_at for lease in leases), default=None)
+                next_renewal = min((lease.renew_at for lease in self._leases), default=None)
             self._changed.wait(None if next_renewal is None else max(0.0, next_renewal - time.monotonic()))
             self._changed.clear()
             now = time.monotonic()
-            due = [lease for lease in leases if lease.renew_at <= now]
+            with self._lock:
+                due = [lease for lease in self._leases if lease.renew_at <= now]
             for lease in due:
                 lease.renew_at = now + batch_settings().lease_renewal_interval.total_seconds()
                 try:
@@ -287,19 +288,49 @@ def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None,
     return change_chunk_status(chunk.id, target, only_if=owned, **fields)
 
 
+# Completion, as one statement: COMPLETED while this claim still owns the chunk, and in the same round
+# trip, how many other chunks of its step (gated) or job its snapshot shows unfinished (up to a limit).
+COMPLETE_SQL = """
+UPDATE batch_workchunk
+SET status = %(completed)s, update_time = %(now)s, end_time = %(now)s, records_processed = %(records)s,
+    data = NULL, lease_expires_at = NULL, warning_message = %(warnings)s
+WHERE id = %(chunk_id)s AND status = %(in_progress)s AND attempts = %(attempt)s
+RETURNING (SELECT count(*) FROM (
+    SELECT 1 FROM batch_workchunk other
+    WHERE other.instance_id = %(instance_id)s AND other.status = ANY(%(not_completed)s) AND other.id <> %(chunk_id)s
+    {same_step} LIMIT %(limit)s) others)
+"""
+assert ChunkStatus.COMPLETED in CHUNK_TRANSITIONS[ChunkStatus.IN_PROGRESS]
+
+
 def on_chunk_completed(chunk: WorkChunk, definition: JobDefinition, sink: ChunkSink, records: int,
                        warnings: list[str]) -> None:
-    fields = dict(records_processed=records, end_time=timezone.now(), data=None, lease_expires_at=None,
-                  warning_message="\n".join(warnings) or None)
     if sink.pending:
         with transaction.atomic():
             sink.flush()
-            if not _move_owned(chunk, ChunkStatus.COMPLETED, **fields):
+            unfinished_seen = _complete(chunk, definition, records, warnings)
+            if unfinished_seen is None:
                 transaction.set_rollback(True)  # another claim owns the chunk now: its run counts, not ours
                 return
-    elif not _move_owned(chunk, ChunkStatus.COMPLETED, **fields):
-        return
-    _after_chunk_left_flight(chunk, definition)
+    else:
+        unfinished_seen = _complete(chunk, definition, records, warnings)
+        if unfinished_seen is None:
+            return
+    _after_chunk_left_flight(chunk, definition, unfinished_seen)
+
+
+def _complete(chunk: WorkChunk, definition: JobDefinition, records: int, warnings: list[str]) -> int | None:
+    """None when this claim no longer owns the chunk, else the unfinished chunks its statement saw."""
+    with connection.cursor() as cursor:
+        cursor.execute(COMPLETE_SQL.format(same_step="AND other.target_step_id = %(step_id)s"
+                                           if definition.gated else ""), {
+            "completed": ChunkStatus.COMPLETED, "in_progress": ChunkStatus.IN_PROGRESS, "now": timezone.now(),
+            "records": records, "warnings": "\n".join(warnings) or None, "chunk_id": chunk.id,
+            "attempt": chunk.attempts, "instance_id": chunk.instance_id, "step_id": chunk.target_step_id,
+            "not_completed": flow.NOT_COMPLETED_CHUNK_STATUSES, "limit": flow.NEAR_THE_END,
+        })
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> None:
@@ -353,8 +384,8 @@ def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> None:
     _move_owned(chunk, ChunkStatus.READY, lease_expires_at=None)
 
 
-def _after_chunk_left_flight(chunk: WorkChunk, definition: JobDefinition) -> None:
-    flow.on_chunk_finished(chunk.instance_id, definition, chunk.target_step_id)
+def _after_chunk_left_flight(chunk: WorkChunk, definition: JobDefinition, unfinished_seen: int | None = None) -> None:
+    flow.on_chunk_finished(chunk.instance_id, definition, chunk.target_step_id, unfinished_seen)
     if chunk.instance.max_concurrent_chunks:
         flow.enqueue_ready_chunks(chunk.instance)
 
