@@ -24,6 +24,7 @@ from batch.states import (
     change_all_chunks_status,
     change_chunks_status,
     change_job_status,
+    change_listed_chunks_status,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,10 +58,13 @@ def enqueue_ready_chunks(instance: JobInstance, only: list[UUID] | None = None) 
     if instance.max_concurrent_chunks:
         return _top_up(instance, ready)
     if only is not None:
-        ready &= Q(id__in=only)
+        with transaction.atomic(savepoint=False):
+            moved = change_listed_chunks_status(only, ChunkStatus.QUEUED, announced_at=timezone.now())
+            announce_chunks(instance, moved)
+        return len(moved)
     queued = 0
     while True:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             moved = change_chunks_status(ready, ChunkStatus.QUEUED, limit=ENQUEUE_PAGE, announced_at=timezone.now())
             announce_chunks(instance, moved)
         queued += len(moved)
