@@ -11,9 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from batch.api import MAX_ID_LENGTH as ID_LENGTH
 from batch.states import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
-
-ID_LENGTH = 100  # definition and step ids, as the reference allows
 
 
 class JobInstance(models.Model):
