@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 ENQUEUE_PAGE = 1000  # chunks moved READY -> QUEUED per statement: a few ms each, and bounded memory
 # Chunks that hold one of a capped job's slots: announced, running, or waiting for their retry.
 IN_FLIGHT_CHUNK_STATUSES = [ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS, ChunkStatus.ERRORED]
-NOT_COMPLETED_CHUNK_STATUSES = sorted(set(ChunkStatus) - {ChunkStatus.COMPLETED})
 # Fewer unfinished chunks than this and some may be finishing right now in other workers: check again
 # after the commit. More workers than this finishing one job's chunks in the same instant would leave
 # the job to maintenance for one interval.
@@ -101,9 +100,9 @@ def on_chunk_finished(instance_id: UUID, definition: JobDefinition, step_id: str
 
 
 def has_unfinished_chunks(instance_id: UUID, step_id: str | None = None) -> bool:
-    """Any chunk (of the step) not COMPLETED? One index probe per status, as SQL: it runs once per chunk."""
-    sql = "SELECT EXISTS (SELECT 1 FROM batch_workchunk WHERE instance_id = %s AND status = ANY(%s)"
-    params: list = [instance_id, NOT_COMPLETED_CHUNK_STATUSES]
+    """Any chunk (of the step) not COMPLETED? Answered from the partial index of unfinished chunks."""
+    sql = "SELECT EXISTS (SELECT 1 FROM batch_workchunk WHERE instance_id = %s AND NOT status = 'COMPLETED'"
+    params: list = [instance_id]
     if step_id is not None:
         sql += " AND target_step_id = %s"
         params.append(step_id)

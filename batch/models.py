@@ -104,6 +104,9 @@ class WorkChunk(models.Model):
                 include=["records_processed", "error_count", "start_time", "end_time"],
                 name="batch_chunk_step_status",
             ),
+            # "Is anything left in this step / job?" after every chunk: stops at the first few entries.
+            models.Index(fields=["instance", "target_step_id"], name="batch_chunk_unfinished",
+                         condition=~Q(status=ChunkStatus.COMPLETED)),
             # Maintenance: leases that ran out.
             models.Index(fields=["lease_expires_at"], name="batch_chunk_leases",
                          condition=Q(status=ChunkStatus.IN_PROGRESS)),

@@ -329,7 +329,7 @@ FROM {relaxed_commit} AS relaxed
 WHERE id = %(chunk_id)s AND status = %(in_progress)s AND attempts = %(attempt)s
 RETURNING (SELECT count(*) FROM (
     SELECT 1 FROM batch_workchunk other
-    WHERE other.instance_id = %(instance_id)s AND other.status = ANY(%(not_completed)s) AND other.id <> %(chunk_id)s
+    WHERE other.instance_id = %(instance_id)s AND NOT other.status = 'COMPLETED' AND other.id <> %(chunk_id)s
     {same_step} LIMIT %(limit)s) others)
 """
 COMPLETE_SQL = COMPLETE_TEMPLATE.format(relaxed_commit=RELAXED_COMMIT, same_step="")
@@ -360,7 +360,7 @@ def _complete(chunk: WorkChunk, definition: JobDefinition, records: int, warning
         "completed": ChunkStatus.COMPLETED, "in_progress": ChunkStatus.IN_PROGRESS, "now": timezone.now(),
         "records": records, "warnings": "\n".join(warnings) or None, "chunk_id": chunk.id,
         "attempt": chunk.attempts, "instance_id": chunk.instance_id, "step_id": chunk.target_step_id,
-        "not_completed": flow.NOT_COMPLETED_CHUNK_STATUSES, "limit": flow.NEAR_THE_END,
+        "limit": flow.NEAR_THE_END,
     })
     return row[0] if row else None
 
