@@ -29,11 +29,9 @@ from batch.coordinator import start_job  # noqa: E402
 from batch.models import JobInstance  # noqa: E402
 from batch.queues import work_notification_queue  # noqa: E402
 from batch.states import ENDED_JOB_STATUSES  # noqa: E402
-from bench.tasks import noop  # noqa: E402
-from jobsite.celery import app, ping  # noqa: E402
+from bench.tasks import publish_noops, wait_until_consumed  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-PUBLISH_BATCH = 500  # as the engine's publisher
 POLL_SECONDS = 0.05  # completion is seen within this; small against the runs timed
 WARM_UP = 200  # tasks and chunks run before timing: worker imports, connections, caches
 
@@ -43,16 +41,14 @@ def start_worker(node: str, queue: str, concurrency: int) -> subprocess.Popen:
             "--concurrency", str(concurrency), "--queues", queue, "--include", "bench.tasks",
             "--hostname", f"bench-{node}@%h", "--without-mingle", "--without-gossip"]
     worker = subprocess.Popen(argv, cwd=PROJECT_DIR, env={**os.environ, "NODE_ID": node}, start_new_session=True)
-    ping.apply_async(queue=queue).get(timeout=120)  # answers once the worker consumes
+    wait_until_consumed(queue, timeout=120)
     return worker
 
 
 def plain_celery(queue: str, count: int) -> float:
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     started = time.perf_counter()
-    with app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
-        for index in range(count):
-            noop.apply_async((index,), queue=queue, exchange="", routing_key=queue, producer=producer)
+    publish_noops(queue, count)
     while broker.llen(queue) or broker.hlen("unacked"):
         time.sleep(POLL_SECONDS)
     return time.perf_counter() - started
