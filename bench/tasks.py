@@ -1,11 +1,30 @@
-"""CPU-bound Celery work that keeps the batch workers busy during `bench_scheduling` (loaded with `-I bench.tasks`)."""
+"""Celery tasks of the benchmarks (workers load them with `-I bench.tasks`): baselines and background load."""
 import time
 
-from celery import shared_task
+from celery import current_app, shared_task
+
+PUBLISH_BATCH = 500  # Redis commands pipelined per round trip, as the engine's publisher
+
+
+@shared_task(name="bench.noop", acks_late=True, ignore_result=True)
+def noop(index: int) -> None:
+    """Nothing: what remains is the cost of Celery and Redis themselves."""
 
 
 @shared_task(name="bench.burn_cpu", ignore_result=True)
 def burn_cpu(seconds: float) -> None:
+    """Keeps a worker process busy, for figures measured under load."""
     deadline = time.process_time() + seconds
     while time.process_time() < deadline:
         pass
+
+
+def publish_noops(queue: str, count: int) -> None:
+    with current_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
+        for index in range(count):
+            noop.apply_async((index,), queue=queue, exchange="", routing_key=queue, producer=producer)
+
+
+def wait_until_consumed(queue: str, timeout: float) -> None:
+    """Returns once a worker answers a round trip through `queue`."""
+    current_app.send_task("heavylift.ping", queue=queue, ignore_result=False).get(timeout=timeout)

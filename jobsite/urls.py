@@ -6,6 +6,7 @@ from jobsite.health import healthz
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("", include("batch.urls")),  # the batch control API: /control/jobs
     path("control/scripts", include("scheduling.urls")),
-    path("", include("fhirstore.urls")),
+    path("", include("fhirstore.urls")),  # the FHIR API: /fhir
 ]

@@ -1,0 +1,38 @@
+"""Celery glue of the batch engine: thin tasks that call engine functions, and the publisher."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import current_app, shared_task
+from celery.utils import uuid
+
+from batch.notifications import WorkNotification
+from batch.worker import on_work_notification
+
+PUBLISH_BATCH = 500  # Redis commands pipelined per round trip when many chunks are announced at once
+
+
+@shared_task(name="batch.work_notification", bind=True, acks_late=True, reject_on_worker_lost=True,
+             ignore_result=True)
+def work_notification(self, message: dict[str, Any]) -> None:
+    on_work_notification(WorkNotification.from_message(message), worker=f"{self.request.hostname}/{os.getpid()}",
+                         task_id=self.request.id or "")
+
+
+def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> None:
+    """Publish straight to the queue's Redis list (anonymous exchange: no routing table to lose).
+
+    Built with `app.amqp`'s message functions rather than `apply_async`: a first step may announce
+    thousands of chunks, and this skips the per-call option merging and routing (about 2.5 times faster).
+    """
+    amqp = current_app.amqp
+    with current_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
+        for message in messages:
+            task_message = amqp.create_task_message(
+                uuid(), work_notification.name, (message,), {}, ignore_result=True, kwargsrepr="",
+                # what Flower shows for the task; cheaper than Celery's own repr of the message
+                argsrepr=f"{message['jobDefinitionId']} {message['targetStepId']} {message.get('chunkId', 'reduction')}",
+            )
+            amqp.send_task_message(producer, work_notification.name, task_message, exchange="", routing_key=queue,
+                                   queue=queue)
