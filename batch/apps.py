@@ -5,3 +5,10 @@ class BatchConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "batch"
     verbose_name = "Batch jobs"
+
+    def ready(self) -> None:
+        from batch.api import register
+        from batch.diagnostics import DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED
+
+        register(DIAGNOSTIC_NOOP)
+        register(DIAGNOSTIC_NOOP_GATED)

@@ -8,3 +8,14 @@ def work_notification_queue(node_id: str | None = None, module_id: str | None = 
     if settings.REPLACE_HYPHENS_WITH_PERIODS:
         name = name.replace("-", ".")
     return name
+
+
+def pending_notifications(queue: str) -> int:
+    """Messages waiting in a node's queue on the Redis broker (not counting those a worker holds)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        return client.llen(queue)
+    finally:
+        client.close()

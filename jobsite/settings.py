@@ -189,3 +189,22 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=10)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+
+# --- Batch ----------------------------------------------------------------------------------------
+BATCH_MAINTENANCE_INTERVAL_SECONDS = env_int("BATCH_MAINTENANCE_INTERVAL_SECONDS", 5, minimum=1)  # safety-net pass
+BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 30, minimum=2)  # a dead worker's chunk is retried after this
+BATCH_MAX_CHUNK_RETRIES = env_int("BATCH_MAX_CHUNK_RETRIES", 3)  # as the reference: the 4th error fails the chunk
+BATCH_RETRY_LATER_SECONDS = env_int("BATCH_RETRY_LATER_SECONDS", 60)  # RetryChunkLater without a delay
+BATCH_REANNOUNCE_AFTER_SECONDS = env_int("BATCH_REANNOUNCE_AFTER_SECONDS", 30, minimum=1)  # lost-message recovery
+BATCH_PURGE_ENDED_AFTER_DAYS = env_int("BATCH_PURGE_ENDED_AFTER_DAYS", 7, minimum=1)  # ended jobs are deleted then
+CELERY_BEAT_SCHEDULE = {
+    "batch-maintenance": {
+        "task": "batch.run_maintenance_pass",
+        "schedule": float(BATCH_MAINTENANCE_INTERVAL_SECONDS),
+        # A pass nobody ran in time is useless: the next one is due already.
+        "options": {"expires": float(BATCH_MAINTENANCE_INTERVAL_SECONDS)},
+    },
+}
+# Celery's Django fixup closes the database connection around every task unless this is set; a fresh
+# PostgreSQL connection per chunk would cost more than the chunk. Reopened after this many tasks.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=1)

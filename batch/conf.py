@@ -1,0 +1,33 @@
+"""The batch app's settings, read from `django.conf.settings` (which reads the environment) each time,
+so a test can change them with the `settings` fixture."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    maintenance_interval: timedelta
+    lease: timedelta
+    max_chunk_retries: int
+    retry_later_delay: timedelta
+    reannounce_after: timedelta
+    purge_ended_after: timedelta
+
+    @property
+    def lease_renewal_interval(self) -> timedelta:
+        return self.lease / 3  # two renewals may fail (a slow database) before the lease lapses
+
+
+def batch_settings() -> BatchSettings:
+    return BatchSettings(
+        maintenance_interval=timedelta(seconds=settings.BATCH_MAINTENANCE_INTERVAL_SECONDS),
+        lease=timedelta(seconds=settings.BATCH_LEASE_SECONDS),
+        max_chunk_retries=settings.BATCH_MAX_CHUNK_RETRIES,
+        retry_later_delay=timedelta(seconds=settings.BATCH_RETRY_LATER_SECONDS),
+        reannounce_after=timedelta(seconds=settings.BATCH_REANNOUNCE_AFTER_SECONDS),
+        purge_ended_after=timedelta(days=settings.BATCH_PURGE_ENDED_AFTER_DAYS),
+    )

@@ -1,0 +1,65 @@
+"""Diagnostic jobs for demos, tests and benchmarks: they do nothing but emit, sleep and count."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from batch.api import DataSink, JobDefinition, JobDefinitionBuilder, StepContext
+
+SLEEP_SLICE_SECONDS = 0.1  # a sleeping step checks for a cancel this often
+
+
+def generate_chunks(context: StepContext, sink: DataSink) -> int:
+    for index in range(context.parameters["chunks"]):
+        sink.accept({"index": index})
+    return 0
+
+
+def sleep_and_count(context: StepContext, sink: DataSink) -> int:
+    deadline = time.monotonic() + context.parameters["sleep_ms"] / 1000
+    while (remaining := deadline - time.monotonic()) > 0:
+        context.check_cancelled()
+        time.sleep(min(remaining, SLEEP_SLICE_SECONDS))
+    return context.parameters["records_per_chunk"]
+
+
+def sleep_count_and_pass_on(context: StepContext, sink: DataSink) -> int:
+    records = sleep_and_count(context, sink)
+    sink.accept({"index": context.data["index"], "records": records})
+    return records
+
+
+def sum_records(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    chunks = records = 0
+    for data in inputs:
+        chunks += 1
+        records += data["records"]
+    return {"chunks": chunks, "records": records}
+
+
+def _with_parameters(builder: JobDefinitionBuilder) -> JobDefinitionBuilder:
+    return (builder
+            .parameter("chunks", int, default=10, minimum=0, maximum=1_000_000,
+                       description="chunks the first step emits")
+            .parameter("sleep_ms", int, default=0, minimum=0, maximum=3_600_000,
+                       description="how long each chunk sleeps")
+            .parameter("records_per_chunk", int, default=1, minimum=0, description="records each chunk reports"))
+
+
+DIAGNOSTIC_NOOP: JobDefinition = (
+    _with_parameters(JobDefinitionBuilder("DIAGNOSTIC_NOOP", 1, "Emits chunks that sleep and count (not gated)."))
+    .first_step("generate-chunks", generate_chunks, "emits `chunks` chunks")
+    .last_step("sleep", sleep_and_count, "sleeps `sleep_ms`, reports `records_per_chunk`")
+    .build()
+)
+
+DIAGNOSTIC_NOOP_GATED: JobDefinition = (
+    _with_parameters(JobDefinitionBuilder("DIAGNOSTIC_NOOP_GATED", 1,
+                                          "Emits chunks that sleep and count, then sums them (gated, reduced)."))
+    .gated()
+    .first_step("generate-chunks", generate_chunks, "emits `chunks` chunks")
+    .intermediate_step("sleep", sleep_count_and_pass_on, "sleeps `sleep_ms`, reports `records_per_chunk`")
+    .reduction_step("sum-records", sum_records, "sums the records into the report")
+    .build()
+)

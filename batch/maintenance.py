@@ -1,0 +1,175 @@
+"""The maintenance pass: the safety net that moves every unfinished job on, whatever got lost.
+
+Per unfinished instance, as the reference: due POLL_WAITING chunks become READY; progress is recomputed;
+a gate whose step is done opens (or the job completes); READY chunks are queued. Beyond the reference:
+chunks whose worker stopped renewing its lease are retried (or failed at the limit), QUEUED chunks whose
+message was lost (Redis restarted or flushed, a worker killed with the message in hand) are announced
+again, and a FINALIZE job whose reducer died gets a new one. Ended jobs are deleted after a week.
+
+A plain function, callable from anywhere (beat task, test, shell). Only one pass runs at a time in the
+cluster (a PostgreSQL advisory lock); a second caller returns at once. Each change inside is a
+conditional update anyway, so even two passes could not corrupt anything.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from batch import flow
+from batch.conf import batch_settings
+from batch.models import JobInstance, WorkChunk
+from batch.progress import refresh_progress
+from batch.queues import pending_notifications, work_notification_queue
+from batch.registry import registry
+from batch.states import (
+    ENDED_JOB_STATUSES,
+    UNFINISHED_JOB_STATUSES,
+    ChunkStatus,
+    JobStatus,
+    change_all_chunks_status,
+)
+from batch.worker import on_lease_expired
+
+logger = logging.getLogger(__name__)
+
+MAINTENANCE_LOCK_KEY = 0x6261746368  # "batch": the advisory lock every maintenance pass of the cluster takes
+INSTANCE_PAGE = 100  # instances read per query
+CHUNK_PAGE = 1000  # chunks of one kind handled per instance per pass; the rest wait for the next pass
+DELETE_PAGE = 5000  # chunks deleted per statement when an ended job is purged
+
+
+@dataclass
+class MaintenanceReport:
+    ran: bool = True
+    instances: int = 0
+    polls_due: int = 0
+    leases_expired: int = 0
+    enqueued: int = 0
+    reannounced: int = 0
+    reductions_reannounced: int = 0
+    purged_instances: int = 0
+
+
+def run_maintenance_pass() -> MaintenanceReport:
+    with _advisory_lock(MAINTENANCE_LOCK_KEY) as acquired:
+        if not acquired:
+            logger.debug("another maintenance pass is running; this one skips")
+            return MaintenanceReport(ran=False)
+        report = MaintenanceReport()
+        for instance in _unfinished_instances():
+            report.instances += 1
+            try:
+                maintain_instance(instance, report)
+            except Exception:
+                logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
+        _purge_ended(report)
+    return report
+
+
+def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
+    now = timezone.now()
+    if instance.status == JobStatus.FINALIZE:
+        _recover_reduction(instance, now, report)
+    else:
+        report.polls_due += change_all_chunks_status(
+            Q(instance_id=instance.id, status=ChunkStatus.POLL_WAITING, next_poll_time__lte=now), ChunkStatus.READY
+        )
+        expired = (WorkChunk.objects.select_related("instance")
+                   .filter(instance_id=instance.id, status=ChunkStatus.IN_PROGRESS, lease_expires_at__lt=now)
+                   .order_by("lease_expires_at")[:CHUNK_PAGE])
+        for chunk in expired:
+            on_lease_expired(chunk, now)
+            report.leases_expired += 1
+        if instance.current_gated_step_id:
+            # Chunks a lost worker emitted into a step whose gate has opened meanwhile.
+            change_all_chunks_status(Q(instance_id=instance.id, target_step_id=instance.current_gated_step_id,
+                                       status=ChunkStatus.GATE_WAITING), ChunkStatus.READY)
+        flow.advance_job(instance.id)
+        report.enqueued += flow.enqueue_ready_chunks(instance)
+        report.reannounced += _reannounce_lost_chunks(instance, now)
+    if JobInstance.objects.filter(id=instance.id, status__in=UNFINISHED_JOB_STATUSES).exists():
+        refresh_progress(instance.id)
+
+
+def _unfinished_instances() -> Iterator[JobInstance]:
+    after = None
+    while True:
+        page = JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES).order_by("id")
+        if after is not None:
+            page = page.filter(id__gt=after)
+        instances = list(page[:INSTANCE_PAGE])
+        yield from instances
+        if len(instances) < INSTANCE_PAGE:
+            return
+        after = instances[-1].id
+
+
+def _queue_is_drained(instance: JobInstance) -> bool:
+    """With nothing waiting in the node's queue, an old unclaimed announcement can only have been lost."""
+    return pending_notifications(work_notification_queue(instance.node_id, instance.module_id)) == 0
+
+
+def _reannounce_lost_chunks(instance: JobInstance, now: datetime) -> int:
+    lost = Q(instance_id=instance.id, status__in=[ChunkStatus.QUEUED, ChunkStatus.ERRORED],
+             announced_at__lt=now - batch_settings().reannounce_after)
+    if not WorkChunk.objects.filter(lost).exists() or not _queue_is_drained(instance):
+        return 0
+    with transaction.atomic():
+        chunks = list(WorkChunk.objects.filter(lost).select_for_update(skip_locked=True)
+                      .values_list("id", "target_step_id")[:CHUNK_PAGE])
+        WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in chunks]).update(announced_at=now)
+        flow.announce_chunks(instance, chunks)
+    logger.warning("job %s: %d chunk announcements were lost; announced again", instance.id, len(chunks))
+    return len(chunks)
+
+
+def _recover_reduction(instance: JobInstance, now: datetime, report: MaintenanceReport) -> None:
+    settings = batch_settings()
+    lease = instance.reducer_lease_expires_at
+    if lease is not None and lease >= now:
+        return  # a reducer is running
+    if lease is None and instance.update_time > now - settings.reannounce_after:
+        return  # just reached FINALIZE: its announcement is on the way
+    if instance.reducer_attempts > settings.max_chunk_retries:
+        flow.fail_job(instance.id, f"Too many errors: {instance.reducer_attempts}. "
+                                   "Last error msg was the reducer stopped renewing its lease")
+        return
+    if not _queue_is_drained(instance):
+        return
+    definition = registry.get(instance.definition_id, instance.definition_version)
+    flow.announce_reduction(instance, definition.reduction_step.id)
+    report.reductions_reannounced += 1
+
+
+def _purge_ended(report: MaintenanceReport) -> None:
+    cutoff = timezone.now() - batch_settings().purge_ended_after
+    ended = list(JobInstance.objects.filter(end_time__lt=cutoff, status__in=ENDED_JOB_STATUSES)
+                 .values_list("id", flat=True)[:INSTANCE_PAGE])
+    for instance_id in ended:
+        while True:
+            chunk_ids = list(WorkChunk.objects.filter(instance_id=instance_id).values_list("id", flat=True)[:DELETE_PAGE])
+            if not chunk_ids:
+                break
+            WorkChunk.objects.filter(id__in=chunk_ids).delete()
+        JobInstance.objects.filter(id=instance_id).delete()
+        report.purged_instances += 1
+
+
+@contextmanager
+def _advisory_lock(key: int) -> Iterator[bool]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])

@@ -1,0 +1,114 @@
+"""Durable state of batch jobs: one row per job instance, one row per unit of work (chunk).
+
+The rows are the truth; Redis messages only announce them. Statuses change only through
+`batch.states` (conditional updates), never by assigning `status` and calling `save()`.
+"""
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from batch.states import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+
+ID_LENGTH = 100  # definition and step ids, as the reference allows
+
+
+class JobInstance(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    definition_id = models.CharField(max_length=ID_LENGTH)
+    definition_version = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    cancelled = models.BooleanField(default=False)
+    parameters = models.JSONField(default=dict)
+
+    create_time = models.DateTimeField(default=timezone.now)
+    start_time = models.DateTimeField(null=True, blank=True)
+    end_time = models.DateTimeField(null=True, blank=True)
+    update_time = models.DateTimeField(default=timezone.now)
+
+    combined_records_processed = models.BigIntegerField(default=0)
+    records_per_second = models.FloatField(null=True, blank=True)
+    elapsed_seconds = models.FloatField(null=True, blank=True)
+    progress = models.FloatField(default=0.0)  # completed chunks / all chunks, 0..1
+    estimated_seconds_remaining = models.FloatField(null=True, blank=True)
+    error_count = models.IntegerField(default=0)
+    error_message = models.TextField(null=True, blank=True)
+    warning_messages = models.TextField(null=True, blank=True)
+
+    current_gated_step_id = models.CharField(max_length=ID_LENGTH, null=True, blank=True)
+    report = models.JSONField(null=True, blank=True)
+    started_by = models.CharField(max_length=150, blank=True)
+    node_id = models.CharField(max_length=64)
+    module_id = models.CharField(max_length=64)
+    max_concurrent_chunks = models.PositiveIntegerField(null=True, blank=True)
+
+    # The reducer holds this lease while it runs; when it lapses the reduction is announced again.
+    reducer_lease_expires_at = models.DateTimeField(null=True, blank=True)
+    reducer_attempts = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["-create_time"]
+        indexes = [
+            models.Index(fields=["-create_time"], name="batch_job_created"),
+            models.Index(fields=["status", "-create_time"], name="batch_job_status_created"),
+            models.Index(fields=["definition_id", "-create_time"], name="batch_job_definition_created"),
+            # Maintenance walks only the unfinished instances.
+            models.Index(fields=["id"], name="batch_job_unfinished", condition=Q(status__in=sorted(UNFINISHED_JOB_STATUSES))),
+            models.Index(fields=["end_time"], name="batch_job_ended", condition=Q(end_time__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.definition_id} v{self.definition_version} {self.id} ({self.status})"
+
+
+class WorkChunk(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    instance = models.ForeignKey(JobInstance, on_delete=models.CASCADE, related_name="chunks", db_index=False)
+    definition_id = models.CharField(max_length=ID_LENGTH)
+    definition_version = models.PositiveIntegerField()
+    target_step_id = models.CharField(max_length=ID_LENGTH)
+    sequence = models.IntegerField(default=0)  # order among the chunks emitted by one step run
+    status = models.CharField(max_length=16, choices=ChunkStatus.choices)
+    data = models.JSONField(null=True, blank=True)  # cleared once the chunk completes
+
+    records_processed = models.BigIntegerField(null=True, blank=True)
+    error_count = models.IntegerField(default=0)
+    error_message = models.TextField(null=True, blank=True)
+    warning_message = models.TextField(null=True, blank=True)
+
+    create_time = models.DateTimeField(default=timezone.now)
+    start_time = models.DateTimeField(null=True, blank=True)
+    end_time = models.DateTimeField(null=True, blank=True)
+    update_time = models.DateTimeField(default=timezone.now)
+    next_poll_time = models.DateTimeField(null=True, blank=True)
+    poll_attempts = models.IntegerField(default=0)
+
+    # When the chunk was last announced on its node's queue (to find announcements that got lost).
+    announced_at = models.DateTimeField(null=True, blank=True)
+    # Claims so far: bumped by every claim, it fences a worker that lost its lease out of the chunk.
+    attempts = models.IntegerField(default=0)
+    # An IN_PROGRESS chunk belongs to its worker until then; the worker renews it while the step runs.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)  # Celery hostname and pid of the last claimer
+    task_id = models.CharField(max_length=64, blank=True)  # Celery task id of the last claim (Flower)
+
+    class Meta:
+        indexes = [
+            # "Is anything unfinished?" and "which chunks are READY?" per instance.
+            models.Index(fields=["instance", "status"], name="batch_chunk_instance_status"),
+            # Per-step counts, progress figures and gate checks, answered from the index alone.
+            models.Index(
+                fields=["instance", "target_step_id", "status"],
+                include=["records_processed", "error_count", "start_time", "end_time"],
+                name="batch_chunk_step_status",
+            ),
+            # Maintenance: leases that ran out.
+            models.Index(fields=["lease_expires_at"], name="batch_chunk_leases",
+                         condition=Q(status=ChunkStatus.IN_PROGRESS)),
+        ]
+
+    def __str__(self) -> str:
+        return f"chunk {self.id} -> {self.target_step_id} ({self.status})"

@@ -1,0 +1,68 @@
+"""Work notifications: only ids travel, on the queue of the node that owns the job, after the commit.
+
+The message is a hint that a chunk (or a reduction) is ready; the database row is the truth. A lost
+message is re-sent by maintenance, a duplicate finds nothing to claim.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.db import transaction
+
+from batch.queues import work_notification_queue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkNotification:
+    instance_id: UUID
+    definition_id: str
+    definition_version: int
+    target_step_id: str
+    chunk_id: UUID | None  # None: run the job's reduction step
+
+    def to_message(self) -> dict[str, Any]:
+        message = {
+            "instanceId": str(self.instance_id),
+            "jobDefinitionId": self.definition_id,
+            "jobDefinitionVersion": self.definition_version,
+            "targetStepId": self.target_step_id,
+        }
+        if self.chunk_id is not None:
+            message["chunkId"] = str(self.chunk_id)
+        return message
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> WorkNotification:
+        chunk_id = message.get("chunkId")
+        return cls(
+            instance_id=UUID(message["instanceId"]),
+            definition_id=message["jobDefinitionId"],
+            definition_version=int(message["jobDefinitionVersion"]),
+            target_step_id=message["targetStepId"],
+            chunk_id=UUID(chunk_id) if chunk_id else None,
+        )
+
+
+def announce(node_id: str, module_id: str, notifications: Iterable[WorkNotification]) -> None:
+    """Publish once the current transaction commits (at once outside a transaction).
+
+    A failed publish is logged, not raised: the chunk stays QUEUED and maintenance announces it again.
+    """
+    messages = [notification.to_message() for notification in notifications]
+    if not messages:
+        return
+    queue = work_notification_queue(node_id, module_id)
+    transaction.on_commit(lambda: deliver(queue, messages), robust=True)
+
+
+def deliver(queue: str, messages: list[dict[str, Any]]) -> None:
+    """Hand the messages to the broker (the one place the engine reaches Celery)."""
+    from batch.tasks import publish_work_notifications
+
+    publish_work_notifications(queue, messages)

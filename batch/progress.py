@@ -1,0 +1,112 @@
+"""Progress figures of a job instance, computed from its chunks as the reference does.
+
+progress = completed / all chunks; rate = records / (last chunk end − first chunk start);
+ETA = elapsed / progress − elapsed; errors = the chunks' sum; error message = the first ERRORED chunk's,
+replaced by a FAILED one's; warnings = the chunks' distinct warnings, joined.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from uuid import UUID
+
+from django.db.models import Case, Count, IntegerField, Max, Min, Q, Sum, Value, When
+
+from batch.models import JobInstance, WorkChunk
+from batch.states import ChunkStatus
+
+MAX_WARNINGS_SHOWN = 20  # distinct chunk warnings joined into the job's; more would drown the page
+
+
+@dataclass(frozen=True)
+class ProgressFigures:
+    combined_records_processed: int
+    records_per_second: float | None
+    elapsed_seconds: float | None
+    progress: float
+    estimated_seconds_remaining: float | None
+    error_count: int
+    error_message: str | None
+    warning_messages: str | None
+
+    def as_fields(self) -> dict:
+        return asdict(self)
+
+
+def chunk_counts(instance_id: UUID) -> dict[str, dict[str, int]]:
+    """{step id: {status: chunks}}, answered from the (instance, step, status) index."""
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    rows = (WorkChunk.objects.filter(instance_id=instance_id).values("target_step_id", "status")
+            .annotate(chunks=Count("*")).order_by())
+    for row in rows:
+        counts[row["target_step_id"]][row["status"]] = row["chunks"]
+    return dict(counts)
+
+
+def compute_progress(instance_id: UUID) -> ProgressFigures:
+    totals = WorkChunk.objects.filter(instance_id=instance_id).aggregate(
+        chunks=Count("*"),
+        completed=Count("status", filter=Q(status=ChunkStatus.COMPLETED)),
+        records=Sum("records_processed"),
+        first_start=Min("start_time"),
+        last_end=Max("end_time"),
+        errors=Sum("error_count"),
+        failed=Count("status", filter=Q(status=ChunkStatus.FAILED)),
+    )
+    chunks, completed = totals["chunks"], totals["completed"]
+    records = totals["records"] or 0
+    elapsed = _seconds_between(totals["first_start"], totals["last_end"])
+    progress = completed / chunks if chunks else 0.0
+    rate = records / elapsed if elapsed else None
+    remaining = elapsed / progress - elapsed if elapsed is not None and progress else None
+    errors = totals["errors"] or 0
+    return ProgressFigures(
+        combined_records_processed=records,
+        records_per_second=rate,
+        elapsed_seconds=elapsed,
+        progress=progress,
+        estimated_seconds_remaining=remaining,
+        error_count=errors,
+        error_message=_error_message(instance_id) if errors or totals["failed"] else None,
+        warning_messages=_warnings(instance_id),
+    )
+
+
+def refresh_progress(instance_id: UUID) -> ProgressFigures:
+    """Recompute and store the figures (not a status change, so no transition)."""
+    figures = compute_progress(instance_id)
+    JobInstance.objects.filter(id=instance_id).update(**figures.as_fields())
+    return figures
+
+
+def describe_duration(seconds: float | None) -> str:
+    """`10 minutes`, `1 hour 5 minutes`, `42 seconds`: for people, not for parsing."""
+    if seconds is None:
+        return "unknown"
+    seconds = round(seconds)
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount} {unit}{'s' if amount != 1 else ''}")
+    return " ".join(parts[:2]) or "0 seconds"
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None or end <= start:
+        return None
+    return (end - start).total_seconds()
+
+
+def _error_message(instance_id: UUID) -> str | None:
+    failed_first = Case(When(status=ChunkStatus.FAILED, then=Value(0)), default=Value(1), output_field=IntegerField())
+    return (WorkChunk.objects.filter(instance_id=instance_id, status__in=[ChunkStatus.FAILED, ChunkStatus.ERRORED],
+                                     error_message__isnull=False)
+            .order_by(failed_first, "update_time").values_list("error_message", flat=True).first())
+
+
+def _warnings(instance_id: UUID) -> str | None:
+    warnings = list(WorkChunk.objects.filter(instance_id=instance_id, warning_message__isnull=False)
+                    .order_by().values_list("warning_message", flat=True).distinct()[:MAX_WARNINGS_SHOWN])
+    return "\n".join(sorted(warnings)) or None

@@ -1,0 +1,92 @@
+"""The reduction step: runs once per job, after the gate before it opened (job in FINALIZE).
+
+Exactly once: the job reached FINALIZE by one conditional update, and a reducer runs only while it holds
+the job's reducer lease, taken by another conditional update. A reducer whose process died lets the
+lease lapse; maintenance then announces the reduction again and a new attempt starts from scratch
+(its inputs are still there), up to the retry limit.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+from django.db.models import F, Q
+from django.utils import timezone
+
+from batch import flow
+from batch.api import JobDefinition
+from batch.conf import batch_settings
+from batch.exceptions import JobCancelled
+from batch.models import JobInstance, WorkChunk
+from batch.states import ChunkStatus, JobStatus, change_job_status
+from batch.worker import Lease, RunningStepContext, lease_keeper
+
+logger = logging.getLogger(__name__)
+
+INPUT_PAGE = 500  # reduction inputs read per query: bounded memory, whatever the job's size
+
+
+def on_reduction_notification(instance_id: UUID, definition: JobDefinition) -> None:
+    instance = on_reduction_claimed(instance_id)
+    if instance is not None:
+        run_reduction(definition, instance)
+
+
+def on_reduction_claimed(instance_id: UUID) -> JobInstance | None:
+    """Take the reducer lease of a FINALIZE job unless a live reducer holds it; None: nothing to do."""
+    now = timezone.now()
+    free = Q(reducer_lease_expires_at__isnull=True) | Q(reducer_lease_expires_at__lt=now)
+    claimed = JobInstance.objects.filter(free, id=instance_id, status=JobStatus.FINALIZE, cancelled=False).update(
+        reducer_lease_expires_at=now + batch_settings().lease, reducer_attempts=F("reducer_attempts") + 1,
+        update_time=now,
+    )
+    return JobInstance.objects.get(id=instance_id) if claimed else None
+
+
+def reducer_lease(instance_id: UUID, attempt: int) -> Lease:
+    return Lease(lambda: bool(JobInstance.objects.filter(
+        id=instance_id, status=JobStatus.FINALIZE, reducer_attempts=attempt,
+    ).update(reducer_lease_expires_at=timezone.now() + batch_settings().lease)))
+
+
+def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
+    step = definition.reduction_step
+    attempt = instance.reducer_attempts
+    with lease_keeper.holding(reducer_lease(instance.id, attempt)) as lease:
+        context = RunningStepContext(instance.id, step.id, None, instance.parameters, None, lease)
+        try:
+            report = step.reduce(context, _inputs(instance.id, step.id, context))
+        except JobCancelled:
+            logger.info("job %s: reduction stopped by a cancel", instance.id)
+            return
+        except Exception as error:
+            logger.exception("job %s: reduction step %s raised", instance.id, step.id)
+            on_reduction_failed(instance, attempt, f"Reduction step {step.id} failed: {type(error).__name__}: {error}")
+            return
+    if lease.lost:
+        return
+    flow.complete_job(instance, definition, only_if=Q(reducer_attempts=attempt), report=dict(report))
+
+
+def on_reduction_failed(instance: JobInstance, attempt: int, message: str) -> None:
+    change_job_status(instance.id, JobStatus.FAILED, only_if=Q(reducer_attempts=attempt), error_message=message,
+                      end_time=timezone.now(), reducer_lease_expires_at=None)
+
+
+def _inputs(instance_id: UUID, step_id: str, context: RunningStepContext) -> Iterator[dict[str, Any]]:
+    """The chunks emitted for the reduction, in emission order, read page by page (keyset)."""
+    chunks = WorkChunk.objects.filter(instance_id=instance_id, target_step_id=step_id,
+                                      status=ChunkStatus.REDUCTION_READY).order_by("create_time", "sequence", "id")
+    after = Q()
+    while True:
+        page = list(chunks.filter(after).values_list("create_time", "sequence", "id", "data")[:INPUT_PAGE])
+        for *_, data in page:
+            yield data
+        if len(page) < INPUT_PAGE:
+            return
+        context.check_cancelled()
+        created, sequence, chunk_id, _ = page[-1]
+        after = (Q(create_time__gt=created) | Q(create_time=created, sequence__gt=sequence)
+                 | Q(create_time=created, sequence=sequence, id__gt=chunk_id))

@@ -1,0 +1,32 @@
+"""Celery glue of the batch engine: thin tasks that call engine functions, and the publisher."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import current_app, shared_task
+
+from batch.maintenance import run_maintenance_pass
+from batch.notifications import WorkNotification
+from batch.worker import on_work_notification
+
+PUBLISH_BATCH = 500  # Redis commands pipelined per round trip when many chunks are announced at once
+
+
+@shared_task(name="batch.work_notification", bind=True, acks_late=True, reject_on_worker_lost=True,
+             ignore_result=True)
+def work_notification(self, message: dict[str, Any]) -> None:
+    on_work_notification(WorkNotification.from_message(message), worker=f"{self.request.hostname}/{os.getpid()}",
+                         task_id=self.request.id or "")
+
+
+@shared_task(name="batch.run_maintenance_pass", ignore_result=True)
+def maintenance_pass() -> None:
+    run_maintenance_pass()
+
+
+def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> None:
+    """Publish straight to the queue's Redis list (anonymous exchange: no routing table to lose)."""
+    with current_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
+        for message in messages:
+            work_notification.apply_async((message,), queue=queue, exchange="", routing_key=queue, producer=producer)

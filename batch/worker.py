@@ -1,0 +1,363 @@
+"""The worker side: a notification arrives, the chunk is claimed, its step runs, the outcome is stored.
+
+Claims lock the row (`SKIP LOCKED`), so a duplicate message arriving at the same moment finds nothing
+and a late one finds the chunk no longer claimable: both change nothing. Every outcome is a conditional
+update fenced by the claim's attempt number, so a worker that lost its chunk (its lease ran out and
+another worker took it) cannot overwrite the new owner's result.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from batch import flow
+from batch.api import JobDefinition, StepDefinition
+from batch.conf import batch_settings
+from batch.exceptions import BatchError, JobCancelled, JobFailed, RetryChunkLater
+from batch.models import JobInstance, WorkChunk
+from batch.notifications import WorkNotification
+from batch.registry import registry
+from batch.states import (
+    CLAIMABLE_CHUNK_STATUSES,
+    ENDED_JOB_STATUSES,
+    ChunkStatus,
+    JobStatus,
+    change_chunk_status,
+    change_job_status,
+    change_owned_chunk_status,
+    chunk_statuses_leading_to,
+)
+
+logger = logging.getLogger(__name__)
+
+SINK_FLUSH_SIZE = 500  # emitted chunks written per insert: bounded memory, one round trip per 500
+CANCEL_CHECK_SECONDS = 1.0  # a step learns of a cancel within about this, at one query per interval
+MAX_ERROR_MESSAGE = 2000  # characters kept of an exception's text
+
+
+# --- Leases --------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Lease:
+    """A claim on running work that must be renewed; `lost` turns true when a renewal finds it gone."""
+
+    renew: Callable[[], bool]
+    lost: bool = False
+    renew_at: float = 0.0  # time.monotonic() of the next renewal
+
+
+class LeaseKeeper:
+    """One daemon thread per worker process renews the leases of the work running in that process."""
+
+    def __init__(self) -> None:
+        self._leases: set[Lease] = set()
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, lease: Lease) -> Iterator[Lease]:
+        lease.renew_at = time.monotonic() + batch_settings().lease_renewal_interval.total_seconds()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # not alive: this is a forked child
+                self._thread = threading.Thread(target=self._run, name="batch-lease-keeper", daemon=True)
+                self._thread.start()
+            self._leases.add(lease)
+        self._changed.set()
+        try:
+            yield lease
+        finally:
+            with self._lock:
+                self._leases.discard(lease)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                leases = list(self._leases)
+            next_renewal = min((lease.renew_at for lease in leases), default=None)
+            self._changed.wait(None if next_renewal is None else max(0.0, next_renewal - time.monotonic()))
+            self._changed.clear()
+            now = time.monotonic()
+            due = [lease for lease in leases if lease.renew_at <= now]
+            for lease in due:
+                lease.renew_at = now + batch_settings().lease_renewal_interval.total_seconds()
+                try:
+                    if not lease.renew():
+                        lease.lost = True
+                except Exception:
+                    logger.exception("lease renewal failed; retrying at the next interval")
+            if due:
+                connection.close()  # a renewal every few seconds does not need to hold a connection in between
+
+
+lease_keeper = LeaseKeeper()
+
+
+def _lease_deadline():
+    return timezone.now() + batch_settings().lease
+
+
+def chunk_lease(chunk_id: UUID, attempt: int) -> Lease:
+    return Lease(lambda: change_owned_chunk_status(chunk_id, attempt, ChunkStatus.IN_PROGRESS,
+                                                   lease_expires_at=_lease_deadline()))
+
+
+# --- What a step sees ----------------------------------------------------------------------------------
+@dataclass
+class RunningStepContext:
+    """The engine's `batch.api.StepContext`."""
+
+    instance_id: UUID
+    step_id: str
+    chunk_id: UUID | None
+    parameters: Mapping[str, Any]
+    data: Mapping[str, Any] | None
+    lease: Lease
+    warnings: list[str] = field(default_factory=list)
+    _cancelled: bool = False
+    _checked_at: float = float("-inf")
+
+    def is_cancelled(self) -> bool:
+        if self._cancelled or self.lease.lost:
+            return True
+        if time.monotonic() - self._checked_at >= CANCEL_CHECK_SECONDS:
+            self._checked_at = time.monotonic()
+            self._cancelled = JobInstance.objects.filter(
+                Q(cancelled=True) | Q(status__in=ENDED_JOB_STATUSES), id=self.instance_id
+            ).exists()
+        return self._cancelled
+
+    def check_cancelled(self) -> None:
+        if self.is_cancelled():
+            raise JobCancelled(f"job {self.instance_id} was cancelled; step {self.step_id} stops")
+
+    def add_warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+class ChunkSink:
+    """The engine's `batch.api.DataSink`: emitted chunks are written in batches as the step runs.
+
+    The n-th chunk a chunk emits always gets the same id, so a step that is run again (after an error
+    or a lost worker) re-emits the same chunks, and the copies are ignored instead of doing work twice.
+    """
+
+    def __init__(self, definition: JobDefinition, instance: JobInstance, chunk: WorkChunk, step: StepDefinition,
+                 context: RunningStepContext):
+        self.definition = definition
+        self.instance = instance
+        self.source = chunk
+        self.target = definition.step_after(step.id) if step.emits else None
+        self.step = step
+        self.context = context
+        self.emitted = 0
+        self._buffer: list[WorkChunk] = []
+
+    def accept(self, data: Mapping[str, Any]) -> None:
+        if self.target is None:
+            raise BatchError(f"step {self.step.id!r} is the last step of {self.definition.id}: it cannot emit chunks")
+        self.context.check_cancelled()
+        self._buffer.append(WorkChunk(
+            id=uuid.uuid5(self.source.id, str(self.emitted)),
+            instance_id=self.instance.id,
+            definition_id=self.definition.id,
+            definition_version=self.definition.version,
+            target_step_id=self.target.id,
+            sequence=self.emitted,
+            status=ChunkStatus.GATE_WAITING if self.definition.gated else ChunkStatus.READY,
+            data=dict(data),
+        ))
+        self.emitted += 1
+        if len(self._buffer) >= SINK_FLUSH_SIZE:
+            with transaction.atomic():
+                self.flush()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._buffer)
+
+    def flush(self) -> None:
+        """Write the buffered chunks; a non-gated job's are queued and announced with the commit."""
+        if not self._buffer:
+            return
+        WorkChunk.objects.bulk_create(self._buffer, ignore_conflicts=True)
+        if not self.definition.gated:
+            flow.enqueue_ready_chunks(self.instance, only=[chunk.id for chunk in self._buffer])
+        self._buffer = []
+
+
+# --- Events --------------------------------------------------------------------------------------------
+def on_work_notification(notification: WorkNotification, worker: str = "", task_id: str = "") -> None:
+    """Entry point of a work message. An unknown definition raises (loudly); unknown work is dropped."""
+    definition = registry.get(notification.definition_id, notification.definition_version)
+    if notification.chunk_id is None:
+        from batch.reduction import on_reduction_notification
+
+        on_reduction_notification(notification.instance_id, definition)
+        return
+    chunk = on_chunk_claimed(notification.chunk_id, worker, task_id)
+    if chunk is not None:
+        run_chunk(definition, chunk)
+
+
+# The claim, as one statement: lock the chunk row unless another worker holds it (SKIP LOCKED), check
+# that it is claimable and that its job runs and is not cancelled, move it to IN_PROGRESS with a lease.
+CLAIM_SQL = """
+WITH claimable AS (
+    SELECT chunk.id FROM batch_workchunk chunk JOIN batch_jobinstance job ON job.id = chunk.instance_id
+    WHERE chunk.id = %(chunk_id)s AND chunk.status = ANY(%(claimable)s)
+      AND NOT job.cancelled AND job.status = ANY(%(running)s)
+    FOR UPDATE OF chunk SKIP LOCKED
+)
+UPDATE batch_workchunk chunk
+SET status = %(in_progress)s, attempts = chunk.attempts + 1, start_time = COALESCE(chunk.start_time, %(now)s),
+    lease_expires_at = %(lease)s, worker = %(worker)s, task_id = %(task_id)s, update_time = %(now)s
+FROM claimable, batch_jobinstance job
+WHERE chunk.id = claimable.id AND job.id = chunk.instance_id
+RETURNING chunk.target_step_id, chunk.data::text, chunk.attempts, chunk.error_count, chunk.poll_attempts,
+          chunk.sequence, job.id, job.definition_id, job.definition_version, job.status, job.parameters::text,
+          job.node_id, job.module_id, job.max_concurrent_chunks
+"""
+CLAIMABLE_SOURCES = sorted(CLAIMABLE_CHUNK_STATUSES & set(chunk_statuses_leading_to(ChunkStatus.IN_PROGRESS)))
+
+
+def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> WorkChunk | None:
+    """QUEUED/ERRORED -> IN_PROGRESS under a row lock; None when there is nothing (more) to claim."""
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM_SQL, {
+            "chunk_id": chunk_id, "claimable": CLAIMABLE_SOURCES, "running": [JobStatus.QUEUED, JobStatus.IN_PROGRESS],
+            "in_progress": ChunkStatus.IN_PROGRESS, "now": now, "lease": now + batch_settings().lease,
+            "worker": worker[:200], "task_id": task_id[:64],
+        })
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (step_id, data, attempts, error_count, poll_attempts, sequence, instance_id, definition_id, definition_version,
+     job_status, parameters, node_id, module_id, max_concurrent_chunks) = row
+    instance = JobInstance(id=instance_id, definition_id=definition_id, definition_version=definition_version,
+                           status=job_status, parameters=json.loads(parameters), node_id=node_id,
+                           module_id=module_id, max_concurrent_chunks=max_concurrent_chunks)
+    if job_status == JobStatus.QUEUED:
+        change_job_status(instance_id, JobStatus.IN_PROGRESS, only_if=Q(status=JobStatus.QUEUED), start_time=now)
+    return WorkChunk(id=chunk_id, instance=instance, definition_id=definition_id,
+                     definition_version=definition_version, target_step_id=step_id, sequence=sequence,
+                     status=ChunkStatus.IN_PROGRESS, data=json.loads(data) if data is not None else None,
+                     attempts=attempts, error_count=error_count, poll_attempts=poll_attempts)
+
+
+def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
+    """Run the claimed chunk's step (its lease renewed meanwhile) and store the outcome."""
+    instance = chunk.instance
+    step = definition.step(chunk.target_step_id)
+    with lease_keeper.holding(chunk_lease(chunk.id, chunk.attempts)) as lease:
+        context = RunningStepContext(instance.id, step.id, chunk.id, instance.parameters, chunk.data, lease)
+        sink = ChunkSink(definition, instance, chunk, step, context)
+        try:
+            records = step.run(context, sink)
+        except RetryChunkLater as signal:
+            on_chunk_poll_requested(chunk, definition, signal.delay or batch_settings().retry_later_delay)
+        except JobFailed as failure:
+            on_chunk_failed(chunk, str(failure))
+        except JobCancelled:
+            on_chunk_interrupted(chunk, context)
+        except Exception as error:
+            logger.exception("job %s chunk %s: step %s raised", instance.id, chunk.id, step.id)
+            on_chunk_errored(chunk, _describe(error))
+        else:
+            on_chunk_completed(chunk, definition, sink, int(records or 0), context.warnings)
+
+
+def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None, **fields) -> bool:
+    """Move the chunk only while this claim still owns it (and `only_if` holds)."""
+    if only_if is None:
+        return change_owned_chunk_status(chunk.id, chunk.attempts, target, **fields)
+    owned = Q(status=ChunkStatus.IN_PROGRESS, attempts=chunk.attempts) & only_if
+    return change_chunk_status(chunk.id, target, only_if=owned, **fields)
+
+
+def on_chunk_completed(chunk: WorkChunk, definition: JobDefinition, sink: ChunkSink, records: int,
+                       warnings: list[str]) -> None:
+    fields = dict(records_processed=records, end_time=timezone.now(), data=None, lease_expires_at=None,
+                  warning_message="\n".join(warnings) or None)
+    if sink.pending:
+        with transaction.atomic():
+            sink.flush()
+            if not _move_owned(chunk, ChunkStatus.COMPLETED, **fields):
+                transaction.set_rollback(True)  # another claim owns the chunk now: its run counts, not ours
+                return
+    elif not _move_owned(chunk, ChunkStatus.COMPLETED, **fields):
+        return
+    _after_chunk_left_flight(chunk, definition)
+
+
+def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> None:
+    """ERRORED and announced again for a retry; past the retry limit, FAILED and the job with it."""
+    errors = chunk.error_count + 1
+    if errors > batch_settings().max_chunk_retries:
+        on_chunk_failed(chunk, f"Too many errors: {errors}. Last error msg was {message}", error_count=errors,
+                        only_if=only_if)
+        return
+    with transaction.atomic():
+        if _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,
+                       lease_expires_at=None, announced_at=timezone.now()):
+            flow.announce_chunks(chunk.instance, [(chunk.id, chunk.target_step_id)])
+
+
+def on_chunk_failed(chunk: WorkChunk, message: str, *, error_count: int | None = None,
+                    only_if: Q | None = None) -> None:
+    with transaction.atomic():
+        failed = _move_owned(chunk, ChunkStatus.FAILED, only_if, error_message=message, end_time=timezone.now(),
+                             lease_expires_at=None,
+                             error_count=error_count if error_count is not None else chunk.error_count)
+        if failed:
+            flow.fail_job(chunk.instance_id, message)
+
+
+def on_lease_expired(chunk: WorkChunk, now) -> None:
+    """Its worker stopped renewing the lease (killed, hung, cut off): an error, retried up to the limit.
+
+    Counting lost workers as errors is what stops a chunk that kills every worker it runs on.
+    """
+    on_chunk_errored(
+        chunk, f"Worker lost: {chunk.worker or 'a worker'} stopped renewing its lease (attempt {chunk.attempts})",
+        only_if=Q(lease_expires_at__lt=now),
+    )
+
+
+def on_chunk_poll_requested(chunk: WorkChunk, definition: JobDefinition, delay) -> None:
+    """POLL_WAITING until `delay` has passed; maintenance makes it READY again then."""
+    if _move_owned(chunk, ChunkStatus.POLL_WAITING, lease_expires_at=None, next_poll_time=timezone.now() + delay,
+                   poll_attempts=chunk.poll_attempts + 1):
+        _after_chunk_left_flight(chunk, definition)
+
+
+def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> None:
+    """A cancel stopped the step: the chunk goes back to READY, to run again if the job is restarted."""
+    if context.lease.lost:
+        return
+    if not context.is_cancelled():
+        on_chunk_errored(chunk, "the step raised JobCancelled but the job is not cancelled")
+        return
+    _move_owned(chunk, ChunkStatus.READY, lease_expires_at=None)
+
+
+def _after_chunk_left_flight(chunk: WorkChunk, definition: JobDefinition) -> None:
+    flow.on_chunk_finished(chunk.instance_id, definition, chunk.target_step_id)
+    if chunk.instance.max_concurrent_chunks:
+        flow.enqueue_ready_chunks(chunk.instance)
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:MAX_ERROR_MESSAGE]

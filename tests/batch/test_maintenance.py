@@ -1,0 +1,168 @@
+"""Maintenance recovers what the broker and dead processes lose, and only one pass runs at a time."""
+from datetime import timedelta
+
+import psycopg
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.db import connection
+from django.utils import timezone
+from freezegun import freeze_time
+
+from batch.coordinator import cancel_job, start_job
+from batch.maintenance import MAINTENANCE_LOCK_KEY, run_maintenance_pass
+from batch.models import JobInstance, WorkChunk
+from batch.queues import work_notification_queue
+from batch.reduction import on_reduction_claimed
+from batch.states import ChunkStatus, JobStatus
+from batch.worker import on_chunk_claimed
+from tests.batch.conftest import count_records, emit, unique_node
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def later(seconds: float):
+    return freeze_time(timezone.now() + timedelta(seconds=seconds))
+
+
+def test_a_chunk_whose_worker_died_is_retried_after_its_lease(define_job, bus, settings):
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", count_records()))
+    instance = start_job(job.id, {}, node_id=unique_node())
+    bus.deliver_next()
+    [work] = bus.take()
+    on_chunk_claimed(work.chunk_id, worker="doomed")  # ... and the worker is killed: nobody renews the lease
+
+    assert run_maintenance_pass().leases_expired == 0, "the lease still runs"
+    with later(settings.BATCH_LEASE_SECONDS + 1):
+        assert run_maintenance_pass().leases_expired == 1
+
+    chunk = WorkChunk.objects.get(id=work.chunk_id)
+    assert (chunk.status, chunk.error_count) == (ChunkStatus.ERRORED, 1)
+    assert chunk.error_message == "Worker lost: doomed stopped renewing its lease (attempt 1)"
+    assert [n.chunk_id for n in bus.take()] == [work.chunk_id], "announced again for its retry"
+    bus.sent.append(("q", work.to_message()))
+    bus.drain()
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
+
+
+def test_a_chunk_that_kills_every_worker_fails_at_the_retry_limit(define_job, bus, settings):
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", count_records()))
+    instance = start_job(job.id, {}, node_id=unique_node())
+    bus.deliver_next()
+    [work] = bus.take()
+
+    for attempt in range(1, 5):
+        assert on_chunk_claimed(work.chunk_id) is not None, f"claim {attempt}"
+        with later(attempt * (settings.BATCH_LEASE_SECONDS + 1)):
+            run_maintenance_pass()
+        bus.take()
+
+    chunk = WorkChunk.objects.get(id=work.chunk_id)
+    assert (chunk.status, chunk.attempts) == (ChunkStatus.FAILED, 4)
+    assert chunk.error_message.startswith("Too many errors: 4. Last error msg was Worker lost")
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.FAILED
+
+
+def test_a_lost_announcement_is_sent_again_once_the_node_queue_is_drained(define_job, bus, settings):
+    node = unique_node()
+    job = define_job(lambda b: b.first_step("plan", emit(0)).last_step("work", count_records()))
+    instance = start_job(job.id, {}, node_id=node)
+    bus.take()  # the announcement is lost (Redis restarted, say)
+    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    queue = work_notification_queue(node, settings.MODULE_ID)
+
+    assert run_maintenance_pass().reannounced == 0, "too recent to call lost"
+    broker.lpush(queue, "someone else's message")
+    try:
+        with later(settings.BATCH_REANNOUNCE_AFTER_SECONDS + 1):
+            assert run_maintenance_pass().reannounced == 0, "the queue is not drained: it may still arrive"
+    finally:
+        broker.delete(queue)
+    with later(settings.BATCH_REANNOUNCE_AFTER_SECONDS + 1):
+        assert run_maintenance_pass().reannounced == 1
+        assert run_maintenance_pass().reannounced == 0, "announced again once per period, not every pass"
+
+    bus.drain()
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
+
+
+def test_a_pass_skips_while_another_holds_the_lock():
+    params = connection.settings_dict
+    with psycopg.connect(host=params["HOST"], port=params["PORT"] or None, user=params["USER"],
+                         dbname=params["NAME"], password=params["PASSWORD"] or None, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [MAINTENANCE_LOCK_KEY])
+        assert run_maintenance_pass().ran is False
+    assert run_maintenance_pass().ran is True
+
+
+def sum_n(context, inputs) -> dict:
+    return {"total": sum(data["n"] for data in inputs)}
+
+
+def pass_n_on(context, sink) -> int:
+    sink.accept({"n": context.data["n"]})
+    return 1
+
+
+def test_a_reducer_that_died_is_run_again_after_its_lease(define_job, bus, settings):
+    job = define_job(lambda b: b.gated().first_step("plan", emit(3)).intermediate_step("work", pass_n_on)
+                     .reduction_step("sum", sum_n))
+    instance = start_job(job.id, {}, node_id=unique_node())
+    for _ in range(4):
+        bus.deliver_next()
+    bus.take()
+    assert on_reduction_claimed(instance.id) is not None  # ... and its process dies
+
+    with later(settings.BATCH_LEASE_SECONDS + 1):
+        assert run_maintenance_pass().reductions_reannounced == 1
+        bus.drain()
+
+    instance.refresh_from_db()
+    assert (instance.status, instance.report, instance.reducer_attempts) == (JobStatus.COMPLETED, {"total": 3}, 2)
+
+
+def test_a_reducer_that_keeps_dying_fails_the_job(define_job, bus, settings):
+    job = define_job(lambda b: b.gated().first_step("plan", emit(1)).intermediate_step("work", pass_n_on)
+                     .reduction_step("sum", sum_n))
+    instance = start_job(job.id, {}, node_id=unique_node())
+    for _ in range(2):
+        bus.deliver_next()
+    bus.take()
+
+    for attempt in range(1, 5):
+        with later(attempt * (settings.BATCH_LEASE_SECONDS + 1)):
+            assert on_reduction_claimed(instance.id) is not None
+    with later(5 * (settings.BATCH_LEASE_SECONDS + 1)):
+        run_maintenance_pass()
+
+    instance.refresh_from_db()
+    assert instance.status == JobStatus.FAILED
+    assert instance.error_message.startswith("Too many errors: 4")
+
+
+def test_a_cancel_during_the_reduction_wins_over_its_result(define_job, bus):
+    def reduce_then_get_cancelled(context, inputs) -> dict:
+        total = sum(data["n"] for data in inputs)
+        cancel_job(context.instance_id)
+        return {"total": total}
+
+    job = define_job(lambda b: b.gated().first_step("plan", emit(2)).intermediate_step("work", pass_n_on)
+                     .reduction_step("sum", reduce_then_get_cancelled))
+    instance = start_job(job.id, {}, node_id=unique_node())
+
+    bus.drain()
+
+    instance.refresh_from_db()
+    assert (instance.status, instance.report) == (JobStatus.CANCELLED, None)
+    assert instance.error_message == "Job instance cancelled at step sum"
+
+
+def test_maintenance_completes_a_job_whose_last_worker_died_between_commit_and_check(define_job, bus):
+    job = define_job(lambda b: b.first_step("plan", emit(0)).last_step("work", count_records()))
+    instance = start_job(job.id, {}, node_id=unique_node())
+    WorkChunk.objects.filter(instance_id=instance.id).update(status=ChunkStatus.COMPLETED)
+    JobInstance.objects.filter(id=instance.id).update(status=JobStatus.IN_PROGRESS)
+
+    run_maintenance_pass()
+
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED

@@ -1,0 +1,272 @@
+"""The worker: claims are exclusive, duplicates and late messages change nothing, a lost claim cannot write,
+re-run steps do not duplicate their output, leases are renewed, cancels stop steps, caps hold."""
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from batch.api import JobDefinitionBuilder
+from batch.coordinator import cancel_job, start_job
+from batch.exceptions import BatchError, UnknownJobDefinition
+from batch.maintenance import run_maintenance_pass
+from batch.models import JobInstance, WorkChunk
+from batch.notifications import WorkNotification
+from batch.registry import registry
+from batch.states import ChunkStatus, JobStatus
+from batch.worker import on_chunk_claimed, on_work_notification, run_chunk
+from tests.batch.conftest import count_records, emit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def recording(calls: list, records: int = 1):
+    def step(context, sink) -> int:
+        calls.append(context.data)
+        return records
+    return step
+
+
+def test_the_same_message_delivered_twice_runs_the_step_once(define_job, bus):
+    calls = []
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", recording(calls)))
+    start_job(job.id, {})
+    bus.deliver_next()
+    [work] = bus.take()
+
+    on_work_notification(work)
+    on_work_notification(work)
+
+    assert calls == [{"n": 0}]
+    assert WorkChunk.objects.get(id=work.chunk_id).attempts == 1
+
+
+def test_a_chunk_locked_by_another_claim_is_skipped_not_waited_for(define_job, bus):
+    job = define_job(lambda b: b.first_step("plan", emit(0)).last_step("work", count_records()))
+    start_job(job.id, {})
+    [first] = bus.take()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_row_lock():
+        with transaction.atomic():
+            WorkChunk.objects.select_for_update().get(id=first.chunk_id)
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_row_lock)
+    holder.start()
+    locked.wait(10)
+    started = time.monotonic()
+
+    claimed = on_chunk_claimed(first.chunk_id)
+
+    release.set()
+    holder.join()
+    assert claimed is None and time.monotonic() - started < 1
+    assert on_chunk_claimed(first.chunk_id) is not None, "once the lock is gone the chunk is claimable"
+
+
+def test_an_unknown_definition_fails_loudly_and_an_unknown_chunk_is_dropped(define_job, bus):
+    job = define_job(lambda b: b.first_step("plan", emit(0)).last_step("work", count_records()))
+    instance = start_job(job.id, {})
+    [first] = bus.take()
+
+    with pytest.raises(UnknownJobDefinition):
+        on_work_notification(WorkNotification(instance.id, "NO_SUCH_JOB", 1, "plan", first.chunk_id))
+    on_work_notification(WorkNotification(instance.id, job.id, 1, "plan", uuid.uuid4()))
+
+    assert WorkChunk.objects.get(id=first.chunk_id).status == ChunkStatus.QUEUED
+
+
+def test_a_cancelled_job_has_nothing_to_claim(define_job, bus):
+    calls = []
+    job = define_job(lambda b: b.first_step("plan", emit(0)).last_step("work", recording(calls)))
+    instance = start_job(job.id, {})
+    cancel_job(instance.id)
+
+    bus.drain()
+
+    assert WorkChunk.objects.get(instance_id=instance.id).status == ChunkStatus.QUEUED
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.CANCELLED
+
+
+def test_a_worker_that_lost_its_claim_cannot_write_its_result(define_job, bus):
+    calls = []
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", recording(calls, records=5)))
+    start_job(job.id, {})
+    bus.deliver_next()
+    [work] = bus.take()
+    stale = on_chunk_claimed(work.chunk_id, worker="slow")
+    WorkChunk.objects.filter(id=work.chunk_id).update(status=ChunkStatus.ERRORED)  # as maintenance does
+    fresh = on_chunk_claimed(work.chunk_id, worker="fast")
+
+    run_chunk(job, stale)
+    chunk = WorkChunk.objects.get(id=work.chunk_id)
+    assert (chunk.status, chunk.worker) == (ChunkStatus.IN_PROGRESS, "fast"), "the stale result was discarded"
+
+    run_chunk(job, fresh)
+    chunk.refresh_from_db()
+    assert (chunk.status, chunk.attempts, chunk.records_processed) == (ChunkStatus.COMPLETED, 2, 5)
+
+
+def test_a_step_run_again_re_emits_the_same_chunks_instead_of_new_ones(define_job, bus):
+    attempts = []
+
+    def plan(context, sink) -> int:
+        attempts.append(1)
+        for n in range(3):
+            sink.accept({"n": n})
+        if len(attempts) == 1:
+            raise RuntimeError("crashed after emitting")
+        return 0
+
+    job = define_job(lambda b: b.gated().first_step("plan", plan).last_step("work", count_records()))
+    instance = start_job(job.id, {})
+
+    bus.drain()
+
+    assert len(attempts) == 2
+    work = WorkChunk.objects.filter(instance_id=instance.id, target_step_id="work")
+    assert sorted(work.values_list("sequence", flat=True)) == [0, 1, 2]
+    assert JobInstance.objects.get(id=instance.id).combined_records_processed == 3
+
+
+def test_a_capped_job_never_has_more_chunks_in_flight_than_its_cap(define_job, bus):
+    in_flight = []
+
+    def work(context, sink) -> int:
+        in_flight.append(WorkChunk.objects.filter(
+            instance_id=context.instance_id, status__in=[ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS]).count())
+        return 1
+
+    job = define_job(lambda b: b.first_step("plan", emit(7)).last_step("work", work).max_concurrent_chunks(2))
+    instance = start_job(job.id, {})
+    bus.deliver_next()
+    assert len(bus.sent) == 2, "only two of the seven chunks are announced"
+    assert WorkChunk.objects.filter(instance_id=instance.id, status=ChunkStatus.READY).count() == 5
+
+    bus.drain()
+
+    assert len(in_flight) == 7 and max(in_flight) <= 2
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
+
+
+def test_the_lease_is_renewed_while_a_long_step_runs(define_job, bus, settings):
+    settings.BATCH_LEASE_SECONDS = 2  # renewed every 2/3 s
+    seen = {}
+
+    def slow(context, sink) -> int:
+        claimed_until = WorkChunk.objects.get(id=context.chunk_id).lease_expires_at
+        time.sleep(2.5)  # longer than the lease
+        seen["renewed_until"] = WorkChunk.objects.get(id=context.chunk_id).lease_expires_at
+        seen["maintenance"] = run_maintenance_pass()
+        seen["claimed_until"] = claimed_until
+        return 1
+
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", slow))
+    instance = start_job(job.id, {})
+
+    bus.drain()
+
+    assert seen["renewed_until"] > seen["claimed_until"] + timedelta(seconds=1)
+    assert seen["maintenance"].leases_expired == 0
+    chunk = WorkChunk.objects.get(instance_id=instance.id, target_step_id="work")
+    assert (chunk.status, chunk.error_count) == (ChunkStatus.COMPLETED, 0)
+
+
+def test_a_cancel_stops_a_running_step_within_a_second_and_releases_its_chunk(define_job, bus):
+    observed = {}
+
+    def long_step(context, sink) -> int:
+        assert not context.is_cancelled()
+        cancel_job(context.instance_id)  # as if an operator pressed cancel now
+        started = time.monotonic()
+        while time.monotonic() - started < 10:
+            if context.is_cancelled():
+                observed["after"] = time.monotonic() - started
+                context.check_cancelled()
+            time.sleep(0.05)
+        return 1
+
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", long_step))
+    instance = start_job(job.id, {})
+
+    bus.drain()
+
+    assert observed["after"] <= 1.2
+    chunk = WorkChunk.objects.get(instance_id=instance.id, target_step_id="work")
+    assert (chunk.status, chunk.error_count) == (ChunkStatus.READY, 0)
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.CANCELLED
+
+
+def test_emitting_into_a_cancelled_job_raises_and_stops_the_step(define_job, bus):
+    emitted = []
+
+    def plan(context, sink) -> int:
+        cancel_job(context.instance_id)
+        time.sleep(1.05)  # past the cancel check interval
+        for n in range(1000):
+            sink.accept({"n": n})
+            emitted.append(n)
+        return 0
+
+    job = define_job(lambda b: b.first_step("plan", plan).last_step("work", count_records()))
+    instance = start_job(job.id, {})
+
+    bus.drain()
+
+    assert emitted == []
+    assert WorkChunk.objects.get(instance_id=instance.id).status == ChunkStatus.READY
+
+
+def test_the_last_step_cannot_emit(define_job, bus):
+    def work(context, sink) -> int:
+        sink.accept({"more": True})
+        return 1
+
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", work))
+    instance = start_job(job.id, {})
+    bus.deliver_next()
+
+    bus.deliver_next()
+
+    chunk = WorkChunk.objects.get(instance_id=instance.id, target_step_id="work")
+    assert chunk.status == ChunkStatus.ERRORED
+    assert BatchError.__name__ in chunk.error_message and "cannot emit chunks" in chunk.error_message
+
+
+def test_warnings_are_kept_on_the_chunk_and_joined_into_the_job(define_job, bus):
+    def work(context, sink) -> int:
+        context.add_warning(f"row {context.data['n']} skipped")
+        return 1
+
+    job = define_job(lambda b: b.first_step("plan", emit(2)).last_step("work", work))
+    instance = start_job(job.id, {})
+
+    bus.drain()
+
+    instance.refresh_from_db()
+    assert instance.warning_messages == "row 0 skipped\nrow 1 skipped"
+    assert instance.status == JobStatus.COMPLETED
+
+
+def test_a_running_instance_keeps_its_version_when_a_newer_one_is_registered(define_job, bus):
+    calls = []
+    old = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", recording(calls, records=1)))
+    instance = start_job(old.id, {})
+    newer = (JobDefinitionBuilder(old.id, 2).first_step("plan", emit(1))
+             .last_step("work", lambda c, s: 100).build())
+    registry.register(newer)
+    try:
+        bus.drain()
+        assert start_job(old.id, {}).definition_version == 2
+    finally:
+        registry.unregister(old.id, 2)
+
+    instance.refresh_from_db()
+    assert (instance.definition_version, instance.combined_records_processed) == (1, 1)
+    assert timezone.now() >= instance.end_time
