@@ -208,3 +208,14 @@ CELERY_BEAT_SCHEDULE = {
 # Celery's Django fixup closes the database connection around every task unless this is set; a fresh
 # PostgreSQL connection per chunk would cost more than the chunk. Reopened after this many tasks.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=1)
+
+# --- FHIR store -----------------------------------------------------------------------------------
+FHIR_ALLOW_ANONYMOUS_READ = env_bool("FHIR_ALLOW_ANONYMOUS_READ", False)  # reads without a token or session
+FHIR_FULL_VALIDATION = env_bool("FHIR_FULL_VALIDATION", False)  # validate every write against the R4B models
+# Synthea's largest single-patient transaction bundles are ~20 MB; anything beyond this is refused (413).
+FHIR_MAX_REQUEST_BYTES = env_int("FHIR_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
+FHIR_DEFAULT_PAGE_SIZE = env_int("FHIR_DEFAULT_PAGE_SIZE", 20, minimum=1)  # search page size without _count
+FHIR_MAX_PAGE_SIZE = env_int("FHIR_MAX_PAGE_SIZE", 1000, minimum=1)  # largest _count honoured
+# Ids kept per cached search (HAPI's default fetch limit): a broader search is cut there, with a warning.
+FHIR_SEARCH_MAX_RESULTS = env_int("FHIR_SEARCH_MAX_RESULTS", 10000, minimum=1)
+FHIR_SEARCH_CACHE_SECONDS = env_int("FHIR_SEARCH_CACHE_SECONDS", 3600, minimum=1)  # paging links live this long

@@ -1,0 +1,232 @@
+"""Bulk loading: NDJSON files (bulk-export layout, `Type.000.ndjson`) and transaction bundles (Synthea's).
+
+NDJSON is streamed line by line. Each line is parsed, checked and its conditional references resolved
+on its own — a bad line is reported with its file, line number and reason and the load goes on — and the
+good ones are written in batches through `storage.save_resources` (COPY), one transaction per batch: a
+resource is either fully stored, index rows included, or not at all. Bundles are read whole (one patient
+each) and processed as transactions. Files load in reference order — Organizations, Locations and
+Practitioners before the resources that point at them — so conditional references find their targets.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from django.db import DatabaseError, transaction
+
+from fhirstore.bundles import process_bundle
+from fhirstore.exceptions import FhirStoreError, InvalidRequest, PreconditionFailed
+from fhirstore.interactions import prepare_resource
+from fhirstore.references import is_conditional_reference
+from fhirstore.search import find_logical_ids, resolve_conditional_reference
+from fhirstore.storage import Write, save_resources
+from fhirstore.validation import check_resource_type
+
+# Resources per write transaction: ~0.1 s of COPY for Synthea-sized resources; larger batches gain little.
+LOAD_BATCH_SIZE = 1000
+# Conditional references remembered while loading (Synthea repeats a few hundred practitioners and
+# organizations millions of times); the memo is cleared when it grows past this, keeping memory bounded.
+RESOLVED_REFERENCE_MEMO = 100_000
+# Referenced types first; anything else after them, by name.
+LOAD_ORDER = ("Organization", "Location", "Practitioner", "PractitionerRole", "Medication", "Patient", "Group",
+              "Device", "Encounter")
+REFERENCE_DATA_BUNDLES = ("hospitalInformation", "practitionerInformation")  # Synthea's shared bundles
+
+
+@dataclass(frozen=True)
+class BadInput:
+    path: str
+    line: int | None  # None for a whole file (a bundle)
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}" if self.line is not None else f"{self.path}: {self.reason}"
+
+
+@dataclass
+class LoadReport:
+    counts: Counter = field(default_factory=Counter)  # resources stored, by type
+    bad: list[BadInput] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class BulkLoader:
+    """Collects checked resources and writes them in batches; use as a context manager (flushes at exit)."""
+
+    def __init__(self, report: LoadReport | None = None, batch_size: int = LOAD_BATCH_SIZE):
+        self.report = report or LoadReport()
+        self.batch_size = batch_size
+        self._pending: list[tuple[dict, str, int | None]] = []
+        self._pending_keys: set[tuple[str, str]] = set()
+        self._resolved: dict[str, str] = {}
+        self._unresolvable: dict[str, PreconditionFailed] = {}  # until the next flush adds resources
+
+    def __enter__(self) -> BulkLoader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if exc_info[0] is None:
+            self.flush()
+
+    def add_json_line(self, line: bytes, path: str, line_number: int | None) -> None:
+        """Parse, check and queue one NDJSON line; a bad one is reported, not raised."""
+        try:
+            resource = json.loads(line)
+        except ValueError as error:
+            self.report.bad.append(BadInput(path, line_number, f"not valid JSON: {error}"))
+            return
+        self.add(resource, path, line_number)
+
+    def add(self, resource: object, path: str, line_number: int | None) -> None:
+        """Check and queue one resource (it keeps its id); a bad one is reported, not raised."""
+        try:
+            resource = check_resource_type(resource)
+            if "id" not in resource:
+                raise InvalidRequest("the resource has no id (bulk data keeps the ids it was exported with)")
+            prepare_resource(resource, self._resolve)
+        except FhirStoreError as error:
+            self.report.bad.append(BadInput(path, line_number, error.message))
+            return
+        key = (resource["resourceType"], resource["id"])
+        if key in self._pending_keys or len(self._pending) >= self.batch_size:
+            self.flush()  # a repeated id becomes the next version in the next batch
+        self._pending.append((resource, path, line_number))
+        self._pending_keys.add(key)
+
+    def flush(self) -> None:
+        """Write what is queued: one transaction, or one per resource when the batch as a whole fails."""
+        pending, self._pending, self._pending_keys = self._pending, [], set()
+        if not pending:
+            return
+        self._unresolvable.clear()
+        try:
+            with transaction.atomic():
+                save_resources([Write(resource) for resource, _, _ in pending])
+            self.report.counts.update(resource["resourceType"] for resource, _, _ in pending)
+        except (FhirStoreError, DatabaseError):
+            for resource, path, line_number in pending:
+                self._write_alone(resource, path, line_number)
+
+    def _write_alone(self, resource: dict, path: str, line_number: int | None) -> None:
+        try:
+            with transaction.atomic():
+                save_resources([Write(resource)])
+            self.report.counts[resource["resourceType"]] += 1
+        except FhirStoreError as error:
+            self.report.bad.append(BadInput(path, line_number, error.message))
+        except DatabaseError as error:
+            self.report.bad.append(BadInput(path, line_number, f"the database refused it: {error}".strip()))
+
+    def _resolve(self, reference: str) -> str | None:
+        if not is_conditional_reference(reference):
+            return None
+        if reference in self._unresolvable:
+            raise self._unresolvable[reference]
+        if reference not in self._resolved:
+            if len(self._resolved) >= RESOLVED_REFERENCE_MEMO:
+                self._resolved.clear()
+            try:
+                if self._pending and not find_logical_ids(reference, limit=1):
+                    self.flush()  # the target may be waiting in this very batch
+                self._resolved[reference] = resolve_conditional_reference(reference)
+            except PreconditionFailed as error:
+                self._unresolvable[reference] = error
+                raise
+        return self._resolved[reference]
+
+
+def load_paths(paths: Iterable[str | Path], *, batch_size: int = LOAD_BATCH_SIZE,
+               progress: Callable[[int], None] | None = None) -> LoadReport:
+    """Load NDJSON files, bundle files and directories of them; `progress` is told of the bytes consumed."""
+    files = ordered_input_files(paths)
+    report = LoadReport()
+    with BulkLoader(report, batch_size) as loader:
+        for path in files:
+            if _is_ndjson(path):
+                load_ndjson(path, loader, progress)
+            else:
+                loader.flush()  # a bundle may refer to what was loaded before it
+                load_bundle_file(path, report)
+                if progress:
+                    progress(path.stat().st_size)
+    return report
+
+
+def load_ndjson(path: Path, loader: BulkLoader, progress: Callable[[int], None] | None = None) -> None:
+    """Stream one NDJSON file into `loader`, line by line."""
+    with _open(path) as lines:
+        for line_number, line in enumerate(lines, start=1):
+            if progress:
+                progress(len(line))
+            if line.strip():
+                loader.add_json_line(line, str(path), line_number)
+
+
+def load_bundle_file(path: Path, report: LoadReport) -> None:
+    """Process one JSON file: a transaction/batch Bundle, or a single resource written as one."""
+    try:
+        with _open(path) as stream:
+            document = json.load(stream)
+    except (ValueError, OSError) as error:
+        report.bad.append(BadInput(str(path), None, f"not valid JSON: {error}"))
+        return
+    if isinstance(document, dict) and document.get("resourceType") != "Bundle":
+        with BulkLoader(report) as loader:
+            loader.add(document, str(path), None)
+        return
+    try:
+        response = process_bundle(document)
+    except FhirStoreError as error:
+        report.bad.append(BadInput(str(path), None, error.message))
+        return
+    for request_entry, response_entry in zip(document["entry"], response["entry"]):
+        status = response_entry.get("response", {}).get("status", "")
+        method = request_entry["request"]["method"]
+        if status.startswith("201") or (method == "PUT" and status.startswith("200")):  # 200 POST: matched
+            report.counts[request_entry["resource"]["resourceType"]] += 1
+        elif not status.startswith(("200", "201", "204")):
+            issue = response_entry["response"].get("outcome", {}).get("issue", [{}])[0]
+            report.bad.append(BadInput(str(path), None, f"{status}: {issue.get('diagnostics', '')}"))
+
+
+def ordered_input_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The files to load (directories expanded), referenced types first; InvalidRequest for a missing path."""
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(p for p in path.iterdir() if p.is_file() and _is_loadable(p))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InvalidRequest(f"{path} does not exist")
+    return sorted(files, key=_load_rank)
+
+
+def _load_rank(path: Path) -> tuple:
+    name = path.name
+    if _is_ndjson(path):
+        resource_type = name.split(".")[0]
+        rank = LOAD_ORDER.index(resource_type) if resource_type in LOAD_ORDER else len(LOAD_ORDER)
+        return 0, rank, name
+    return 1, 0 if name.startswith(REFERENCE_DATA_BUNDLES) else 1, name
+
+
+def _is_ndjson(path: Path) -> bool:
+    return path.name.endswith((".ndjson", ".ndjson.gz"))
+
+
+def _is_loadable(path: Path) -> bool:
+    return path.name.endswith((".ndjson", ".ndjson.gz", ".json", ".json.gz"))
+
+
+def _open(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")

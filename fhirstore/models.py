@@ -1,0 +1,114 @@
+"""Resources, their superseded versions, the search index and the search result cache.
+
+Layout choices, for scans over millions of rows:
+- `Resource` holds the current version of every resource, body included, so a read or an export is one
+  row; `ResourceVersion` holds only superseded versions (an initial load writes each body once).
+- Text keys use the "C" collation: byte order, so keyset paging agrees with Python's string order, and
+  `LIKE 'prefix%'` can use a B-tree.
+- Index rows carry no surrogate key: their primary key is the search key itself, ending with the
+  resource, so a search is one index-only range scan. They reference `Resource` without a database
+  foreign key constraint (bulk loads COPY them in without a trigger per row); every write replaces a
+  resource's rows in the same transaction.
+"""
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+C = "C"  # byte-order collation, see the module docstring
+
+
+class Resource(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    resource_type = models.CharField(max_length=64, db_collation=C)
+    logical_id = models.CharField(max_length=64, db_collation=C)
+    version_id = models.PositiveIntegerField()
+    last_updated = models.DateTimeField()
+    deleted = models.BooleanField(default=False)
+    body = models.JSONField(null=True)  # null once deleted; meta.versionId / meta.lastUpdated kept in step
+
+    class Meta:
+        constraints = [
+            # Reads by id, and "ids of type T (changed since S) in id order" as an index-only keyset scan.
+            models.UniqueConstraint(
+                fields=["resource_type", "logical_id"], include=["last_updated", "deleted"],
+                name="fhir_resource_type_id",
+            ),
+        ]
+        indexes = [
+            # `_lastUpdated` searches and sorting, and `_since` when few resources changed.
+            models.Index(fields=["resource_type", "last_updated"], name="fhir_resource_type_updated"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.resource_type}/{self.logical_id}/_history/{self.version_id}"
+
+
+class ResourceVersion(models.Model):
+    """A superseded version: the current one lives in `Resource`."""
+
+    pk = models.CompositePrimaryKey("resource", "version_id")
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="versions", db_index=False)
+    version_id = models.PositiveIntegerField()
+    last_updated = models.DateTimeField()
+    deleted = models.BooleanField(default=False)
+    body = models.JSONField(null=True)
+
+
+def _index_resource_field() -> models.ForeignKey:
+    return models.ForeignKey(Resource, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+
+
+class TokenIndex(models.Model):
+    """`identifier`, `code`, `status`, `category`, …: a system and a code."""
+
+    pk = models.CompositePrimaryKey("resource_type", "param", "code", "system", "resource")
+    resource_type = models.CharField(max_length=64, db_collation=C)
+    param = models.CharField(max_length=64, db_collation=C)
+    system = models.CharField(max_length=200, db_collation=C)  # "" when the value has none
+    code = models.CharField(max_length=200, db_collation=C)
+    resource = _index_resource_field()
+
+
+class StringIndex(models.Model):
+    """`name`, `family`, `given`: matched by case- and accent-insensitive prefix (or exactly)."""
+
+    pk = models.CompositePrimaryKey("resource_type", "param", "normalized", "exact", "resource")
+    resource_type = models.CharField(max_length=64, db_collation=C)
+    param = models.CharField(max_length=64, db_collation=C)
+    normalized = models.CharField(max_length=200, db_collation=C)
+    exact = models.CharField(max_length=200, db_collation=C)
+    resource = _index_resource_field()
+
+
+class DateIndex(models.Model):
+    """`birthdate`, `date`, …: the range of instants the value covers (see `fhirdates`)."""
+
+    pk = models.CompositePrimaryKey("resource_type", "param", "low", "high", "resource")
+    resource_type = models.CharField(max_length=64, db_collation=C)
+    param = models.CharField(max_length=64, db_collation=C)
+    low = models.DateTimeField()
+    high = models.DateTimeField()
+    resource = _index_resource_field()
+
+
+class ReferenceIndex(models.Model):
+    """Which resource points at which, by which parameter: reference searches and Patient compartments."""
+
+    # Leading with the target: "everything that points at Patient P" is one range scan.
+    pk = models.CompositePrimaryKey("target_id", "target_type", "resource_type", "param", "resource")
+    resource_type = models.CharField(max_length=64, db_collation=C)
+    param = models.CharField(max_length=64, db_collation=C)
+    target_type = models.CharField(max_length=64, db_collation=C)
+    target_id = models.CharField(max_length=64, db_collation=C)
+    resource = _index_resource_field()
+
+
+class SearchCache(models.Model):
+    """One search's matches in order, so its pages stay stable; rows expire after FHIR_SEARCH_CACHE_SECONDS."""
+
+    id = models.UUIDField(primary_key=True)
+    resource_type = models.CharField(max_length=64)
+    query = models.TextField()  # the normalized query string, for the `self` link
+    created = models.DateTimeField(db_index=True)  # the stale-search cleanup deletes by this
+    total = models.PositiveIntegerField()
+    truncated = models.BooleanField(default=False)  # more matched than FHIR_SEARCH_MAX_RESULTS
+    resource_ids = ArrayField(models.BigIntegerField())  # `Resource.id`s in result order

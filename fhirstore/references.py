@@ -1,0 +1,55 @@
+"""References inside resources: finding them, telling their forms apart, and rewriting them in place.
+
+A transaction bundle's `urn:uuid:` references and conditional references (`Practitioner?identifier=s|v`)
+are rewritten to literal `Type/id` references before a resource is stored; everything stored afterwards
+is a reference the store (or the wider web) can follow.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fhirstore.resource_types import RESOURCE_TYPES
+from fhirstore.search_params import parse_relative_reference
+
+
+def reference_elements(node: object) -> list[dict]:
+    """Every element of `node` with a string `reference` (a Reference), `contained` resources included."""
+    found, stack = [], [node]
+    while stack:  # a stack, not recursion: this runs on every resource of a bulk load
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("reference"), str):
+                found.append(item)
+            stack.extend(value for value in item.values() if isinstance(value, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(value for value in item if isinstance(value, (dict, list)))
+    return found
+
+
+def is_conditional_reference(reference: str) -> bool:
+    """`Type?search` — a reference by search, to be resolved to the one resource it matches."""
+    resource_type, separator, _ = reference.partition("?")
+    return bool(separator) and resource_type in RESOURCE_TYPES
+
+
+def rewrite_references(resource: dict, resolve: Callable[[str], str | None]) -> list[dict]:
+    """Replace, in place, each reference for which `resolve` returns a new value; returns the references."""
+    elements = reference_elements(resource)
+    for element in elements:
+        replacement = resolve(element["reference"])
+        if replacement is not None:
+            element["reference"] = replacement
+    return elements
+
+
+def reference_problem(reference: str) -> str | None:
+    """Why a stored reference would be unusable, or None when it is a literal, absolute or contained one."""
+    if reference.startswith("#") or reference.startswith(("http://", "https://")):
+        return None
+    if parse_relative_reference(reference) is not None:
+        return None
+    if is_conditional_reference(reference):
+        return f"conditional reference {reference!r} was not resolved"
+    if reference.startswith("urn:"):
+        return f"reference {reference!r} does not resolve to any entry of the bundle"
+    return f"reference {reference!r} is not Type/id, an absolute URL or #contained"

@@ -1,0 +1,310 @@
+"""FHIR search: query strings to filters on the resource table, and the search result cache.
+
+`parse_search` turns `?code=http://loinc.org|8867-4&date=ge2020` into a Django `Q` over `Resource`
+(one `id IN (index range scan)` per parameter), so the REST search, conditional references,
+conditional creates and the bulk export's `_typeFilter` all match resources the same way.
+
+A REST search runs once: its matching ids, in result order, go into a `SearchCache` row inside the
+database (`INSERT … SELECT ARRAY(…)`, no ids travel through Python), and every page is a slice of that
+array. Paging links stay stable while resources change, until the row expires.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import parse_qsl, urlencode
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from fhirstore.exceptions import InvalidRequest, PreconditionFailed, SearchExpired, UnknownResourceType, \
+    UnsupportedSearch
+from fhirstore.fhirdates import parse_date_range
+from fhirstore.models import DateIndex, ReferenceIndex, Resource, SearchCache, StringIndex, TokenIndex
+from fhirstore.resource_types import RESOURCE_TYPES, is_resource_type, is_valid_id
+from fhirstore.search_params import INDEXED_TEXT_LENGTH, SearchParam, normalize_string, params_for
+
+DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
+IGNORED_PARAMS = frozenset({"_format", "_pretty", "_total"})  # accepted, no effect on the matches
+SORTS = {"_lastUpdated": ("last_updated", "id"), "_id": ("logical_id",)}
+DEFAULT_SORT = ("id",)  # insertion order: stable, and free with the primary key
+
+
+@dataclass(frozen=True)
+class ParsedSearch:
+    """A search for one type: the filter, the order, the page size asked for, the canonical query string."""
+
+    resource_type: str
+    filter: Q
+    order_by: tuple[str, ...]
+    count: int | None
+    query: str
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    search_id: uuid.UUID
+    resource_type: str
+    query: str
+    total: int  # ids in the cache
+    truncated: bool  # more resources matched than the cache keeps
+    offset: int
+    count: int
+    resources: list[dict]  # current bodies, in result order (resources deleted since the search are skipped)
+
+
+def parse_search(resource_type: str, params: Iterable[tuple[str, str]], *,
+                 allow_result_params: bool = True) -> ParsedSearch:
+    """Parse a type's search parameters; InvalidRequest (400) for unknown or malformed ones.
+
+    Parameters repeated are ANDed; comma-separated values of one parameter are ORed. With
+    `allow_result_params=False` (`_typeFilter`, conditional references) `_count` and `_sort` are refused.
+    """
+    if not is_resource_type(resource_type):
+        raise UnknownResourceType(f"Unknown resource type {resource_type!r}")
+    params = list(params)
+    conditions = Q()
+    order_by, count = DEFAULT_SORT, None
+    for raw_name, value in params:
+        name, _, modifier = raw_name.partition(":")
+        if name in IGNORED_PARAMS:
+            continue
+        if name in ("_count", "_sort"):
+            if not allow_result_params:
+                raise InvalidRequest(f"{name} is not allowed here")
+            if name == "_count":
+                count = _parse_count(value)
+            else:
+                order_by = _parse_sort(value)
+            continue
+        values = [v for v in value.split(",") if v]
+        if not values:
+            continue  # an empty parameter is ignored, as HAPI does
+        conditions &= _param_filter(resource_type, name, modifier or None, values)
+    return ParsedSearch(resource_type, conditions, order_by, count, urlencode(params))
+
+
+def search_filter(resource_type: str, query: str) -> Q:
+    """The filter of a query string for one type (`category=laboratory&status=final`), for `_typeFilter`.
+
+    `_count` and `_sort` are refused; use it as `Resource.objects.filter(resource_type=T).filter(q)`.
+    """
+    return parse_search(resource_type, parse_qsl(query, keep_blank_values=True), allow_result_params=False).filter
+
+
+def type_filter(expression: str) -> tuple[str, Q]:
+    """`(type, filter)` of a `Type?query` expression, such as a `_typeFilter` value or a conditional reference."""
+    resource_type, separator, query = expression.partition("?")
+    if not separator:
+        raise InvalidRequest(f"{expression!r} is not of the form Type?parameters")
+    if resource_type not in RESOURCE_TYPES:
+        raise InvalidRequest(f"Unknown resource type {resource_type!r} in {expression!r}")
+    return resource_type, search_filter(resource_type, query)
+
+
+def matching_resources(resource_type: str, conditions: Q = Q()) -> QuerySet[Resource]:
+    """The current, not deleted resources of a type that match `conditions`."""
+    return Resource.objects.filter(resource_type=resource_type, deleted=False).filter(conditions)
+
+
+def find_logical_ids(expression: str, limit: int = 2) -> list[str]:
+    """Up to `limit` ids matching `Type?query` (conditional create, update and references look for one)."""
+    resource_type, conditions = type_filter(expression)
+    return list(matching_resources(resource_type, conditions).order_by("id").values_list("logical_id", flat=True)
+                [:limit])
+
+
+def resolve_conditional_reference(reference: str) -> str:
+    """`Type/id` of the one resource a conditional reference `Type?query` matches; 412 for none or several."""
+    matches = find_logical_ids(reference)
+    if len(matches) != 1:
+        found = "no resource" if not matches else "more than one resource"
+        raise PreconditionFailed(f"Conditional reference {reference!r} matches {found}; it must match exactly one")
+    return f"{reference.partition('?')[0]}/{matches[0]}"
+
+
+def run_search(search: ParsedSearch, *, now: datetime | None = None) -> uuid.UUID:
+    """Run a search once and keep its matching ids, in order, in the search result cache."""
+    limit = settings.FHIR_SEARCH_MAX_RESULTS
+    matches = (matching_resources(search.resource_type, search.filter).order_by(*search.order_by)
+               .values_list("id", flat=True)[: limit + 1])
+    sql, params = matches.query.sql_with_params()
+    search_id = uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO fhirstore_searchcache (id, resource_type, query, created, total, truncated, resource_ids)"
+            " SELECT %s, %s, %s, %s, least(cardinality(m.ids), %s), cardinality(m.ids) > %s, m.ids[1:%s]"
+            f" FROM (SELECT ARRAY({sql}) AS ids) m",
+            [search_id, search.resource_type, search.query, now or timezone.now(), limit, limit, limit, *params],
+        )
+    return search_id
+
+
+def search_page(search_id: uuid.UUID | str, offset: int, count: int, *, now: datetime | None = None) -> SearchPage:
+    """One page of a cached search; SearchExpired (410) once the search is gone or too old."""
+    try:
+        search_id = uuid.UUID(str(search_id))
+    except ValueError:
+        raise SearchExpired(f"{search_id!r} is not a search id") from None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT resource_type, query, created, total, truncated, resource_ids[%s:%s]"
+            " FROM fhirstore_searchcache WHERE id = %s",
+            [offset + 1, offset + count, search_id],
+        )
+        row = cursor.fetchone()
+    max_age = timedelta(seconds=settings.FHIR_SEARCH_CACHE_SECONDS)
+    if row is None or row[2] < (now or timezone.now()) - max_age:
+        raise SearchExpired(f"Search {search_id} has expired or never existed; run the search again")
+    resource_type, query, _, total, truncated, page_ids = row
+    bodies = dict(Resource.objects.filter(pk__in=page_ids or [], deleted=False).values_list("id", "body"))
+    return SearchPage(search_id, resource_type, query, total, truncated, offset, count,
+                      [bodies[pk] for pk in page_ids or [] if pk in bodies])
+
+
+def delete_expired_searches(*, now: datetime | None = None) -> int:
+    """Remove the cached searches older than FHIR_SEARCH_CACHE_SECONDS (for the scheduled cleanup job)."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.FHIR_SEARCH_CACHE_SECONDS)
+    deleted, _ = SearchCache.objects.filter(created__lt=cutoff).delete()
+    return deleted
+
+
+def _parse_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise InvalidRequest(f"_count must be a whole number, got {value!r}") from None
+    if count < 0:
+        raise InvalidRequest(f"_count must not be negative, got {count}")
+    return min(count, settings.FHIR_MAX_PAGE_SIZE)
+
+
+def _parse_sort(value: str) -> tuple[str, ...]:
+    order: list[str] = []
+    for key in value.split(","):
+        descending = key.startswith("-")
+        columns = SORTS.get(key.lstrip("-"))
+        if columns is None:
+            raise UnsupportedSearch(f"_sort={key!r} is not supported (supported: {', '.join(SORTS)})")
+        order.extend(f"-{column}" if descending else column for column in columns)
+    return (*order, "id")
+
+
+def _param_filter(resource_type: str, name: str, modifier: str | None, values: Sequence[str]) -> Q:
+    if name == "_id":
+        _no_modifier(name, modifier)
+        return Q(logical_id__in=values)
+    if name == "_lastUpdated":
+        _no_modifier(name, modifier)
+        return _any(_instant_filter(value) for value in values)
+    param = params_for(resource_type).get(name)
+    if param is None:
+        if name.startswith("_"):
+            raise UnsupportedSearch(f"Search parameter {name!r} is not supported")
+        if "." in name:
+            raise UnsupportedSearch(f"Chained search parameter {name!r} is not supported")
+        raise InvalidRequest(f"Unknown search parameter {name!r} for {resource_type}")
+    return Q(pk__in=_INDEX_FILTERS[param.kind](param, modifier, values))
+
+
+def _token_rows(param: SearchParam, modifier: str | None, values: Sequence[str]) -> QuerySet:
+    _no_modifier(param.name, modifier)
+    conditions = Q()
+    for value in values:
+        if "|" in value:
+            system, _, code = value.partition("|")
+            condition = Q(system=system[:INDEXED_TEXT_LENGTH]) if system else Q(system="")
+            if code:
+                condition &= Q(code=code[:INDEXED_TEXT_LENGTH])
+        else:
+            condition = Q(code=value[:INDEXED_TEXT_LENGTH])
+        conditions |= condition
+    return _index_rows(TokenIndex, param).filter(conditions)
+
+
+def _string_rows(param: SearchParam, modifier: str | None, values: Sequence[str]) -> QuerySet:
+    if modifier == "exact":
+        conditions = _any(Q(exact=value[:INDEXED_TEXT_LENGTH]) for value in values)
+    elif modifier == "contains":
+        conditions = _any(Q(normalized__contains=normalize_string(value)) for value in values)
+    elif modifier is None:
+        conditions = _any(Q(normalized__startswith=normalize_string(value)[:INDEXED_TEXT_LENGTH]) for value in values)
+    else:
+        raise UnsupportedSearch(f"Modifier :{modifier} is not supported on {param.name} (use :exact or :contains)")
+    return _index_rows(StringIndex, param).filter(conditions)
+
+
+def _date_rows(param: SearchParam, modifier: str | None, values: Sequence[str]) -> QuerySet:
+    _no_modifier(param.name, modifier)
+    conditions = Q()
+    for value in values:
+        prefix, low, high = _parse_date_value(param.name, value)
+        conditions |= {
+            "eq": Q(low__gte=low, high__lte=high), "ne": ~Q(low__gte=low, high__lte=high),
+            "gt": Q(high__gt=high), "ge": Q(high__gte=low), "lt": Q(low__lt=low), "le": Q(low__lte=high),
+            "sa": Q(low__gt=high), "eb": Q(high__lt=low),
+        }[prefix]
+    return _index_rows(DateIndex, param).filter(conditions)
+
+
+def _reference_rows(param: SearchParam, modifier: str | None, values: Sequence[str]) -> QuerySet:
+    if modifier is not None and modifier not in RESOURCE_TYPES:
+        raise UnsupportedSearch(f"Modifier :{modifier} is not supported on {param.name} (use :Type)")
+    conditions = Q()
+    for value in values:
+        target_type, target_id = _parse_reference_value(param, modifier, value)
+        conditions |= Q(target_id=target_id, target_type=target_type) if target_type else Q(target_id=target_id)
+    rows = _index_rows(ReferenceIndex, param).filter(conditions)
+    return rows.filter(target_type__in=param.targets) if param.stored_as else rows
+
+
+def _parse_reference_value(param: SearchParam, modifier: str | None, value: str) -> tuple[str | None, str]:
+    if modifier is not None:
+        target_type, target_id = modifier, value
+    elif "/" in value:
+        target_type, target_id = value.rstrip("/").split("/")[-2:]  # Type/id, or an absolute URL ending so
+    else:
+        target_type, target_id = (param.targets[0] if len(param.targets) == 1 else None), value
+    if (target_type is not None and target_type not in RESOURCE_TYPES) or not is_valid_id(target_id):
+        raise InvalidRequest(f"{param.name}={value!r} is not a reference (Type/id or id)")
+    return target_type, target_id
+
+
+def _index_rows(model, param: SearchParam) -> QuerySet:
+    return model.objects.filter(resource_type=param.resource_type, param=param.index_name).values("resource_id")
+
+
+def _parse_date_value(name: str, value: str) -> tuple[str, datetime, datetime]:
+    prefix = value[:2] if value[:2] in DATE_PREFIXES else "eq"
+    covered = parse_date_range(value[2:] if value[:2] in DATE_PREFIXES else value)
+    if covered is None:
+        raise InvalidRequest(f"{name}={value!r} is not a date (optional prefix {'/'.join(DATE_PREFIXES)})")
+    return prefix, *covered
+
+
+def _instant_filter(value: str) -> Q:
+    prefix, low, high = _parse_date_value("_lastUpdated", value)
+    return {
+        "eq": Q(last_updated__range=(low, high)), "ne": ~Q(last_updated__range=(low, high)),
+        "gt": Q(last_updated__gt=high), "sa": Q(last_updated__gt=high), "ge": Q(last_updated__gte=low),
+        "lt": Q(last_updated__lt=low), "eb": Q(last_updated__lt=low), "le": Q(last_updated__lte=high),
+    }[prefix]
+
+
+def _no_modifier(name: str, modifier: str | None) -> None:
+    if modifier is not None:
+        raise UnsupportedSearch(f"Modifier :{modifier} is not supported on {name}")
+
+
+def _any(conditions: Iterable[Q]) -> Q:
+    combined = Q()
+    for condition in conditions:
+        combined |= condition
+    return combined
+
+
+_INDEX_FILTERS = {"token": _token_rows, "string": _string_rows, "date": _date_rows, "reference": _reference_rows}

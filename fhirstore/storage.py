@@ -1,0 +1,310 @@
+"""Writing and reading resources, with versions, `meta` and the search index kept in step.
+
+`save_resources` is the one write path: a single REST create, a transaction bundle and a bulk load of
+thousands of NDJSON lines all go through it. It takes a batch, locks the existing rows in id order,
+moves their current versions into the history, and COPYs the new rows and all their index rows, so a
+batch costs a handful of statements whatever its size.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from fhirstore.exceptions import (
+    InvalidRequest, PreconditionFailed, ResourceGone, ResourceNotFound, UnknownResourceType, VersionConflict,
+)
+from fhirstore.fhirdates import format_instant
+from fhirstore.models import DateIndex, ReferenceIndex, Resource, ResourceVersion, StringIndex, TokenIndex
+from fhirstore.resource_types import is_resource_type
+from fhirstore.search_params import IndexRows, extract_index_rows
+
+INDEX_TABLES = (TokenIndex, StringIndex, DateIndex, ReferenceIndex)
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One version of a resource as stored; `body` is None for a deletion."""
+
+    resource_type: str
+    logical_id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    body: dict | None
+    created: bool = False  # this write created the resource (or brought a deleted one back)
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def versioned_reference(self) -> str:
+        return f"{self.resource_type}/{self.logical_id}/_history/{self.version_id}"
+
+
+@dataclass(frozen=True)
+class Write:
+    """A resource to create or replace (it carries its `resourceType` and `id`)."""
+
+    resource: dict
+    if_match: int | None = None  # the version the client expects to replace (If-Match), if any
+
+
+def new_logical_id() -> str:
+    """A server-assigned id."""
+    return str(uuid.uuid4())
+
+
+def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> list[StoredVersion]:
+    """Create or update a batch of checked resources, in the caller's transaction.
+
+    Each resource gets its next version id and `meta.versionId` / `meta.lastUpdated` (its body is
+    updated in place); its search index rows are replaced. A resource may appear only once per batch.
+    Raises PreconditionFailed when an If-Match version is not the current one, and VersionConflict
+    when a concurrent transaction created the same resource first.
+    """
+    if not writes:
+        return []
+    _require_transaction()
+    now = now or timezone.now()
+    keys = [(w.resource["resourceType"], w.resource["id"]) for w in writes]
+    if len(set(keys)) != len(keys):
+        raise InvalidRequest("A resource may be written only once per batch")
+    with connection.cursor() as cursor:
+        existing = _lock_current_rows(cursor, keys)
+        for write, key in zip(writes, keys):
+            _check_if_match(key, write.if_match, existing.get(key))
+        replaced = [pk for pk, _, _ in existing.values()]
+        _move_to_history(cursor, replaced)
+        new_keys = [key for key in keys if key not in existing]
+        new_pks = iter(_allocate_pks(cursor, len(new_keys)))
+        results, new_rows, updated_rows, index_items = [], [], [], []
+        for write, key in zip(writes, keys):
+            current = existing.get(key)
+            version_id = current[1] + 1 if current else 1
+            pk = current[0] if current else next(new_pks)
+            body = write.resource
+            body["meta"] = {**(body.get("meta") or {}), "versionId": str(version_id),
+                            "lastUpdated": format_instant(now)}
+            text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+            if current:
+                updated_rows.append((pk, version_id, text))
+            else:
+                new_rows.append((pk, key[0], key[1], version_id, now, False, text))
+            index_items.append((pk, key[0], extract_index_rows(body)))
+            created = current is None or current[2]
+            results.append(StoredVersion(key[0], key[1], version_id, now, False, body, created))
+        with _concurrent_creation_is_a_conflict():
+            _copy(cursor, Resource, ("id", "resource_type", "logical_id", "version_id", "last_updated", "deleted",
+                                     "body"), new_rows)
+            if updated_rows:
+                cursor.execute(
+                    "UPDATE fhirstore_resource r SET version_id = u.version_id, last_updated = %s, deleted = false,"
+                    " body = u.body::jsonb FROM unnest(%s::bigint[], %s::int[], %s::text[])"
+                    " AS u(id, version_id, body) WHERE r.id = u.id",
+                    [now, *map(list, zip(*updated_rows))],
+                )
+            _write_index_rows(cursor, index_items)
+    return results
+
+
+def delete_resource(resource_type: str, logical_id: str, *, if_match: int | None = None,
+                    now: datetime | None = None) -> StoredVersion | None:
+    """Delete (logically) in the caller's transaction; the deletion is a new version without a body.
+
+    Returns None when the resource was already deleted (deleting is idempotent); raises ResourceNotFound
+    when it never existed.
+    """
+    _require_transaction()
+    now = now or timezone.now()
+    key = (resource_type, logical_id)
+    with connection.cursor() as cursor:
+        current = _lock_current_rows(cursor, [key]).get(key)
+        if current is None:
+            raise ResourceNotFound(f"{resource_type}/{logical_id} does not exist")
+        _check_if_match(key, if_match, current)
+        pk, version_id, deleted = current
+        if deleted:
+            return None
+        _move_to_history(cursor, [pk])
+        cursor.execute(
+            "UPDATE fhirstore_resource SET version_id = %s, last_updated = %s, deleted = true, body = NULL"
+            " WHERE id = %s", [version_id + 1, now, pk],
+        )
+    return StoredVersion(resource_type, logical_id, version_id + 1, now, True, None)
+
+
+def reindex_resources(pks: Sequence[int]) -> int:
+    """Re-extract the search index rows of these resources (after the parameter table changed).
+
+    Returns how many current, not deleted resources were reindexed. Runs in its own transaction.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, resource_type, body::text FROM fhirstore_resource WHERE id = ANY(%s) AND NOT deleted"
+            " ORDER BY id FOR UPDATE", [list(pks)],
+        )
+        items = [(pk, resource_type, extract_index_rows(json.loads(body)))
+                 for pk, resource_type, body in cursor.fetchall()]
+        _delete_index_rows(cursor, [pk for pk, _, _ in items])
+        _write_index_rows(cursor, items)
+    return len(items)
+
+
+def read_resource(resource_type: str, logical_id: str) -> StoredVersion:
+    """The current version; ResourceGone (410) when it is deleted, ResourceNotFound (404) when unknown."""
+    row = _current_row(resource_type, logical_id)
+    if row.deleted:
+        raise ResourceGone(f"{resource_type}/{logical_id} was deleted (version {row.version_id})")
+    return _stored(row)
+
+
+def read_version(resource_type: str, logical_id: str, version_id: int) -> StoredVersion:
+    """One version (vread); ResourceGone when that version is a deletion."""
+    row = _current_row(resource_type, logical_id)
+    if row.version_id == version_id:
+        version = _stored(row)
+    else:
+        old = ResourceVersion.objects.filter(resource_id=row.pk, version_id=version_id).first()
+        if old is None:
+            raise ResourceNotFound(f"{resource_type}/{logical_id} has no version {version_id}")
+        version = StoredVersion(resource_type, logical_id, old.version_id, old.last_updated, old.deleted, old.body)
+    if version.deleted:
+        raise ResourceGone(f"Version {version_id} of {resource_type}/{logical_id} is a deletion")
+    return version
+
+
+def resource_history(resource_type: str, logical_id: str, *, since: datetime | None = None,
+                     offset: int = 0, count: int = 20) -> tuple[int, list[StoredVersion]]:
+    """`(total, page)`: the versions of one resource, newest first, deletions included."""
+    row = _current_row(resource_type, logical_id)
+    versions = (
+        "SELECT version_id, last_updated, deleted, body FROM fhirstore_resource WHERE id = %(pk)s"
+        " UNION ALL SELECT version_id, last_updated, deleted, body FROM fhirstore_resourceversion"
+        " WHERE resource_id = %(pk)s"
+    )
+    where = "WHERE last_updated >= %(since)s" if since else ""
+    arguments = {"pk": row.pk, "since": since, "offset": offset, "count": count}
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM ({versions}) v {where}", arguments)
+        total = cursor.fetchone()[0]
+        cursor.execute(
+            f"SELECT version_id, last_updated, deleted, body FROM ({versions}) v {where}"
+            " ORDER BY version_id DESC OFFSET %(offset)s LIMIT %(count)s", arguments,
+        )
+        page = [StoredVersion(resource_type, logical_id, version_id, last_updated, deleted,
+                              json.loads(body) if body is not None else None)
+                for version_id, last_updated, deleted, body in cursor.fetchall()]
+    return total, page
+
+
+def _current_row(resource_type: str, logical_id: str) -> Resource:
+    if not is_resource_type(resource_type):
+        raise UnknownResourceType(f"Unknown resource type {resource_type!r}")
+    row = Resource.objects.filter(resource_type=resource_type, logical_id=logical_id).first()
+    if row is None:
+        raise ResourceNotFound(f"{resource_type}/{logical_id} is not known")
+    return row
+
+
+def _stored(row: Resource) -> StoredVersion:
+    return StoredVersion(row.resource_type, row.logical_id, row.version_id, row.last_updated, row.deleted, row.body)
+
+
+def _require_transaction() -> None:
+    if not connection.in_atomic_block:
+        raise RuntimeError("writes to the FHIR store must run inside transaction.atomic()")
+
+
+def _lock_current_rows(cursor, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int, bool]]:
+    """`{(type, id): (pk, version_id, deleted)}` of the rows that exist, locked in pk order (no deadlocks)."""
+    types, ids = zip(*keys)
+    cursor.execute(
+        "SELECT r.id, r.resource_type, r.logical_id, r.version_id, r.deleted FROM fhirstore_resource r"
+        " JOIN unnest(%s::text[], %s::text[]) AS k(resource_type, logical_id)"
+        " ON r.resource_type = k.resource_type AND r.logical_id = k.logical_id ORDER BY r.id FOR UPDATE OF r",
+        [list(types), list(ids)],
+    )
+    return {(resource_type, logical_id): (pk, version_id, deleted)
+            for pk, resource_type, logical_id, version_id, deleted in cursor.fetchall()}
+
+
+def _check_if_match(key: tuple[str, str], if_match: int | None, current: tuple[int, int, bool] | None) -> None:
+    if if_match is None:
+        return
+    if current is None:
+        raise PreconditionFailed(f"{key[0]}/{key[1]} does not exist, so it is not at version {if_match}")
+    if current[1] != if_match:
+        raise PreconditionFailed(f"{key[0]}/{key[1]} is at version {current[1]}, not {if_match} (If-Match)")
+
+
+def _move_to_history(cursor, pks: Sequence[int]) -> None:
+    if not pks:
+        return
+    cursor.execute(
+        "INSERT INTO fhirstore_resourceversion (resource_id, version_id, last_updated, deleted, body)"
+        " SELECT id, version_id, last_updated, deleted, body FROM fhirstore_resource WHERE id = ANY(%s)",
+        [list(pks)],
+    )
+    _delete_index_rows(cursor, pks)
+
+
+def _delete_index_rows(cursor, pks: Sequence[int]) -> None:
+    if pks:
+        for model in INDEX_TABLES:
+            cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE resource_id = ANY(%s)", [list(pks)])
+
+
+def _allocate_pks(cursor, count: int) -> list[int]:
+    if not count:
+        return []
+    cursor.execute(
+        "SELECT nextval(pg_get_serial_sequence('fhirstore_resource', 'id')) FROM generate_series(1, %s)", [count]
+    )
+    return [pk for (pk,) in cursor.fetchall()]
+
+
+def _write_index_rows(cursor, items: Iterable[tuple[int, str, IndexRows]]) -> None:
+    items = list(items)
+    _copy(cursor, TokenIndex, ("resource_id", "resource_type", "param", "system", "code"),
+          _rows(items, "tokens"))
+    _copy(cursor, StringIndex, ("resource_id", "resource_type", "param", "normalized", "exact"),
+          _rows(items, "strings"))
+    _copy(cursor, DateIndex, ("resource_id", "resource_type", "param", "low", "high"), _rows(items, "dates"))
+    _copy(cursor, ReferenceIndex, ("resource_id", "resource_type", "param", "target_type", "target_id"),
+          _rows(items, "references"))
+
+
+def _rows(items: list[tuple[int, str, IndexRows]], kind: str) -> Iterator[tuple]:
+    for pk, resource_type, rows in items:
+        for row in getattr(rows, kind):
+            yield (pk, resource_type, *row)
+
+
+def _copy(cursor, model, columns: Sequence[str], rows: Iterable[tuple]) -> None:
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return
+    with connection.wrap_database_errors, cursor.copy(
+        f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN"
+    ) as copy:
+        copy.write_row(first)
+        for row in rows:
+            copy.write_row(row)
+
+
+@contextmanager
+def _concurrent_creation_is_a_conflict() -> Iterator[None]:
+    """A unique violation while writing means a concurrent transaction created the same resource first."""
+    try:
+        yield
+    except IntegrityError as error:
+        raise VersionConflict("Another request created the same resource at the same time; retry") from error

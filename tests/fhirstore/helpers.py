@@ -1,0 +1,50 @@
+"""Helpers for the FHIR store tests: a FHIR JSON client, sample resources, OperationOutcome checks."""
+import json
+from pathlib import Path
+
+from django.test import Client
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SYNTHEA_NDJSON = FIXTURES / "synthea-3-patients"
+SYNTHEA_BUNDLES = FIXTURES / "synthea-bundles"
+FHIR_JSON = "application/fhir+json"
+
+
+class FhirClient:
+    """A Django test client speaking FHIR JSON, with an API token unless told otherwise."""
+
+    def __init__(self, authorization: str | None = None, **defaults):
+        headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+        self.client = Client(**headers, **defaults)
+
+    def get(self, path: str, **headers):
+        return self.client.get(path, HTTP_ACCEPT=FHIR_JSON, **headers)
+
+    def post(self, path: str, document, **headers):
+        return self.client.post(path, _body(document), content_type=FHIR_JSON, **headers)
+
+    def put(self, path: str, document, **headers):
+        return self.client.put(path, _body(document), content_type=FHIR_JSON, **headers)
+
+    def delete(self, path: str, **headers):
+        return self.client.delete(path, **headers)
+
+
+def _body(document) -> str | bytes:
+    return document if isinstance(document, (str, bytes)) else json.dumps(document)
+
+
+def patient(family: str = "Chalmers", given: str = "Peter", birth_date: str = "1974-12-25", **extra) -> dict:
+    return {"resourceType": "Patient", "name": [{"family": family, "given": [given]}], "birthDate": birth_date,
+            **extra}
+
+
+def assert_outcome(response, status: int, text: str = "") -> dict:
+    """The response has this status and an OperationOutcome body mentioning `text`."""
+    assert response.status_code == status, response.content[:2000]
+    assert response["Content-Type"].startswith(FHIR_JSON)
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    diagnostics = " ".join(issue.get("diagnostics", "") for issue in body["issue"])
+    assert text in diagnostics, diagnostics
+    return body
