@@ -7,7 +7,6 @@ missed tick (one catch-up run), never the backlog; two beats send the same tick,
 """
 from __future__ import annotations
 
-import copy
 import logging
 from datetime import datetime
 
@@ -87,6 +86,13 @@ class NodeAwareScheduler(DatabaseScheduler):
 
     def apply_async(self, entry, producer=None, advance=True, **kwargs):
         if isinstance(entry.schedule, TickSchedule):
-            entry = copy.copy(entry)
-            entry.kwargs = {**entry.kwargs, "tick": entry.schedule.latest_tick().isoformat()}
+            entry = _with_kwargs(entry, tick=entry.schedule.latest_tick().isoformat())
         return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+
+
+def _with_kwargs(entry: ScheduledJobEntry, **kwargs) -> ScheduledJobEntry:
+    """A shallow copy carrying more kwargs (`copy.copy` cannot: ScheduleEntry pickles to other arguments)."""
+    copied = object.__new__(type(entry))
+    copied.__dict__.update(entry.__dict__)
+    copied.kwargs = {**entry.kwargs, **kwargs}
+    return copied

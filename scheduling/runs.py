@@ -160,12 +160,12 @@ def _finish(run_id: int, outcome: RunOutcome, error: str) -> bool:
 
 
 @contextmanager
-def _heartbeat(run_id: int, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+def _heartbeat(run_id: int) -> Iterator[None]:
     stop = threading.Event()
 
     def beat() -> None:
         try:
-            while not stop.wait(every):
+            while not stop.wait(HEARTBEAT_SECONDS):
                 close_old_connections()
                 JobRun.objects.filter(pk=run_id, outcome=RunOutcome.RUNNING).update(heartbeat_at=Now())
         except Exception:
