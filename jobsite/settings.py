@@ -219,3 +219,13 @@ FHIR_MAX_PAGE_SIZE = env_int("FHIR_MAX_PAGE_SIZE", 1000, minimum=1)  # largest _
 # Ids kept per cached search (HAPI's default fetch limit): a broader search is cut there, with a warning.
 FHIR_SEARCH_MAX_RESULTS = env_int("FHIR_SEARCH_MAX_RESULTS", 10000, minimum=1)
 FHIR_SEARCH_CACHE_SECONDS = env_int("FHIR_SEARCH_CACHE_SECONDS", 3600, minimum=1)  # paging links live this long
+
+# --- Scheduling -----------------------------------------------------------------------------------
+# Clustered scheduled jobs go through this queue, consumed only by `manage.py run_scheduler_worker`,
+# so batch chunks never delay scheduled work and scheduled work never delays chunks.
+SCHEDULER_QUEUE = env_identifier("SCHEDULER_QUEUE", "scheduled-jobs")
+SCHEDULER_THREAD_COUNT = env_int("SCHEDULER_THREAD_COUNT", 4, minimum=1)  # scheduled jobs a node runs at once
+SCHEDULER_RUN_RETENTION_DAYS = env_int("SCHEDULER_RUN_RETENTION_DAYS", 7, minimum=1)  # JobRun rows kept
+# Modules declaring @scheduled jobs besides each installed app's `jobs.py` (comma-separated dotted paths).
+SCHEDULING_JOB_MODULES = [m.strip() for m in env_str("SCHEDULING_JOB_MODULES", "").split(",") if m.strip()]
+CUSTOM_SCRIPTS_ENABLED = env_bool("CUSTOM_SCRIPTS_ENABLED", False)  # superusers may upload scheduled scripts

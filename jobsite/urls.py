@@ -8,4 +8,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     # --- FHIR store ---
     path("", include("fhirstore.urls")),
+
+    path("control/scripts", include("scheduling.urls")),
 ]

@@ -1,19 +1,76 @@
-"""The beat scheduler of every node: django-celery-beat's, switched off by `JOB_SCHEDULING=false`."""
-import logging
+"""The beat scheduler of every node: django-celery-beat's, with exact ticks, switched off by `JOB_SCHEDULING=false`.
 
+Rows of clustered jobs fire on their own schedule (cron with seconds, or an interval aligned to the epoch),
+read from the row's kwargs, and every message carries the tick it is for: the latest point on the schedule
+at or before the moment beat sends it. A beat that was down therefore sends one message for the latest
+missed tick (one catch-up run), never the backlog; two beats send the same tick, and Postgres keeps one.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from celery.schedules import BaseSchedule, schedstate
 from django.conf import settings
-from django_celery_beat.schedulers import DatabaseScheduler
+from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
+
+from scheduling.registry import registry
+from scheduling.schedules import Schedule, schedule_from_dict
+from scheduling.sync import CLUSTERED_TASK, LOCAL_TASK, sync_declared_jobs
 
 logger = logging.getLogger(__name__)
+
+
+class TickSchedule(BaseSchedule):
+    """A celery schedule over our ticks: due when a tick has come since the last send."""
+
+    def __init__(self, ticks: Schedule, app=None):
+        super().__init__(app=app)
+        self.ticks = ticks
+
+    def latest_tick(self) -> datetime:
+        return self.ticks.latest_tick_at_or_before(self.now())
+
+    def is_due(self, last_run_at: datetime) -> schedstate:
+        now = self.now()
+        due = self.ticks.latest_tick_at_or_before(now) > last_run_at
+        return schedstate(due, (self.ticks.next_tick_after(now) - now).total_seconds())
+
+    def remaining_estimate(self, last_run_at: datetime):
+        now = self.now()
+        return self.ticks.next_tick_after(max(now, last_run_at)) - now
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TickSchedule) and other.ticks == self.ticks
+
+    def __repr__(self) -> str:
+        return f"<TickSchedule: {self.ticks}>"
+
+
+class ScheduledJobEntry(ModelEntry):
+    """A PeriodicTask row; a clustered job's row fires on the exact schedule held in its kwargs."""
+
+    def __init__(self, model, app=None):
+        super().__init__(model, app=app)
+        if model.task == CLUSTERED_TASK:
+            try:
+                ticks = schedule_from_dict(self.kwargs["schedule"])
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.error("not scheduling %s: its kwargs hold no valid schedule (%s)", model.name, exc)
+                raise ValueError(model.name) from exc  # django-celery-beat leaves the row out
+            self.schedule = TickSchedule(ticks, app=self.app)
 
 
 class NodeAwareScheduler(DatabaseScheduler):
     """A beat on a node with `JOB_SCHEDULING=false` stays up but schedules nothing."""
 
+    Entry = ScheduledJobEntry
+
     def setup_schedule(self) -> None:
         if not settings.JOB_SCHEDULING:
             logger.warning("JOB_SCHEDULING=false on node %s: this beat schedules nothing", settings.NODE_ID)
             return
+        sync_declared_jobs(registry.all())
         super().setup_schedule()
 
     @property
@@ -21,3 +78,21 @@ class NodeAwareScheduler(DatabaseScheduler):
         if not settings.JOB_SCHEDULING:
             return {}
         return super().schedule
+
+    def enabled_models_qs(self):
+        """Clustered jobs always; local jobs never (each worker process runs those itself)."""
+        others = super().enabled_models_qs().exclude(task__in=(CLUSTERED_TASK, LOCAL_TASK))
+        return others | self.Model.objects.enabled().filter(task=CLUSTERED_TASK)
+
+    def apply_async(self, entry, producer=None, advance=True, **kwargs):
+        if isinstance(entry.schedule, TickSchedule):
+            entry = _with_kwargs(entry, tick=entry.schedule.latest_tick().isoformat())
+        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+
+
+def _with_kwargs(entry: ScheduledJobEntry, **kwargs) -> ScheduledJobEntry:
+    """A shallow copy carrying more kwargs (`copy.copy` cannot: ScheduleEntry pickles to other arguments)."""
+    copied = object.__new__(type(entry))
+    copied.__dict__.update(entry.__dict__)
+    copied.kwargs = {**entry.kwargs, **kwargs}
+    return copied

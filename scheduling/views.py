@@ -1,0 +1,111 @@
+"""`/control/scripts`: superusers upload, read, change and delete custom scripts (JSON, token or session auth)."""
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
+from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from scheduling import scripts
+from scheduling.exceptions import CustomScriptsDisabled, InvalidScript, ScriptExists, ScriptNotFound
+from scheduling.models import CustomScript
+from scheduling.sync import script_job_rows
+
+ERROR_STATUS = {
+    InvalidScript: status.HTTP_400_BAD_REQUEST,
+    CustomScriptsDisabled: status.HTTP_403_FORBIDDEN,
+    ScriptNotFound: status.HTTP_404_NOT_FOUND,
+    ScriptExists: status.HTTP_409_CONFLICT,
+}
+
+
+class CustomScriptsEnabled(BasePermission):
+    message = "custom scripts are switched off on this node (CUSTOM_SCRIPTS_ENABLED=false)"
+
+    def has_permission(self, request, view) -> bool:
+        return settings.CUSTOM_SCRIPTS_ENABLED
+
+
+class IsSuperuser(BasePermission):
+    message = "only superusers may manage custom scripts"
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_superuser)
+
+
+class NewScript(serializers.Serializer):
+    name = serializers.CharField(max_length=64)
+    source = serializers.CharField(trim_whitespace=False)
+    enabled = serializers.BooleanField(default=True)
+
+
+class ScriptChange(serializers.Serializer):
+    source = serializers.CharField(trim_whitespace=False, required=False)
+    enabled = serializers.BooleanField(required=False)
+
+    def validate(self, attrs: dict) -> dict:
+        if not attrs:
+            raise serializers.ValidationError("give source and/or enabled")
+        return attrs
+
+
+def describe(script: CustomScript, with_source: bool) -> dict:
+    body = {
+        "name": script.name,
+        "enabled": script.enabled,
+        "sha256": script.sha256,
+        "created_at": script.created_at,
+        "updated_at": script.updated_at,
+        "updated_by": script.updated_by.get_username() if script.updated_by else None,
+        "jobs": script_job_rows(script.name),
+    }
+    if with_source:
+        body["source"] = script.source
+    return body
+
+
+class ScriptsAPIView(APIView):
+    permission_classes = [IsAuthenticated, CustomScriptsEnabled, IsSuperuser]
+
+    def handle_exception(self, exc):
+        """Every error of these endpoints is `{"error": ...}`, with the line when a script is refused."""
+        for error_type, code in ERROR_STATUS.items():
+            if isinstance(exc, error_type):
+                body = {"error": str(exc)}
+                if isinstance(exc, InvalidScript):
+                    body = {"error": "invalid script", "reason": exc.reason, "line": exc.line}
+                return Response(body, status=code)
+        response = super().handle_exception(exc)
+        if isinstance(exc, serializers.ValidationError):
+            response.data = {"error": "invalid request", "fields": response.data}
+        elif isinstance(exc, APIException) and isinstance(response.data, dict) and "detail" in response.data:
+            response.data = {"error": str(response.data["detail"])}
+        return response
+
+
+class ScriptListView(ScriptsAPIView):
+    def get(self, request):
+        return Response([describe(script, with_source=False) for script in scripts.list_scripts()])
+
+    def post(self, request):
+        data = NewScript(data=request.data)
+        data.is_valid(raise_exception=True)
+        script = scripts.create_script(user=request.user, **data.validated_data)
+        return Response(describe(script, with_source=True), status=status.HTTP_201_CREATED)
+
+
+class ScriptDetailView(ScriptsAPIView):
+    def get(self, request, name: str):
+        return Response(describe(scripts.get_script(name), with_source=True))
+
+    def put(self, request, name: str):
+        data = ScriptChange(data=request.data)
+        data.is_valid(raise_exception=True)
+        script = scripts.update_script(name, request.user, **data.validated_data)
+        return Response(describe(script, with_source=True))
+
+    def delete(self, request, name: str):
+        scripts.delete_script(name, request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)

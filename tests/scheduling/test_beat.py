@@ -1,0 +1,79 @@
+"""Beat fires clustered jobs on their exact ticks and stamps each message with the tick it is for."""
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from django.conf import settings
+from kombu import Connection
+
+from jobsite.celery import app
+from scheduling.beat import NodeAwareScheduler, TickSchedule
+from scheduling.registry import ScheduledJob
+from scheduling.schedules import CronSchedule, EverySeconds
+from scheduling.sync import sync_declared_jobs
+
+T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
+
+
+def noop() -> None:
+    pass
+
+
+def declare(*jobs: tuple[str, object, bool]) -> None:
+    sync_declared_jobs([ScheduledJob(name, noop, schedule, clustered, False) for name, schedule, clustered in jobs])
+
+
+def test_a_tick_schedule_is_due_once_a_tick_passed_since_the_last_send():
+    now = T0 + timedelta(seconds=0.5)
+    every_two = TickSchedule(EverySeconds(2), app=app)
+    every_two.nowfun = lambda: now
+
+    assert every_two.is_due(T0 - timedelta(seconds=0.1)) == (True, 1.5)
+    assert every_two.is_due(T0 + timedelta(seconds=0.01)) == (False, 1.5)
+
+
+@pytest.mark.django_db(transaction=True)  # django-celery-beat commits and closes connections itself
+def test_beat_schedules_clustered_jobs_on_their_own_ticks_and_leaves_local_jobs_to_the_workers():
+    hour_from_now = (datetime.now(timezone.utc) + timedelta(hours=5)).hour
+    declare(
+        ("a.every_two", EverySeconds(2), True),
+        ("a.far_hour", CronSchedule(f"0 0 {hour_from_now} * * ?", "UTC"), True),
+        ("a.local", EverySeconds(1), False),
+    )
+
+    schedule = NodeAwareScheduler(app=app, lazy=True).schedule
+
+    assert schedule["a.every_two"].schedule == TickSchedule(EverySeconds(2))
+    assert schedule["a.far_hour"].schedule == TickSchedule(CronSchedule(f"0 0 {hour_from_now} * * ?", "UTC"))
+    assert "a.local" not in schedule
+
+
+@pytest.mark.django_db(transaction=True)  # django-celery-beat commits and closes connections itself
+def test_a_node_without_job_scheduling_schedules_nothing(settings):
+    declare(("a.every_two", EverySeconds(2), True))
+    settings.JOB_SCHEDULING = False
+
+    assert NodeAwareScheduler(app=app, lazy=True).schedule == {}
+
+
+@pytest.mark.django_db(transaction=True)  # django-celery-beat commits and closes connections itself
+def test_the_message_carries_the_latest_tick_on_the_scheduler_queue(settings):
+    settings.SCHEDULER_QUEUE = f"test-{uuid.uuid4().hex[:8]}"
+    declare(("a.every_two", EverySeconds(2), True))
+    scheduler = NodeAwareScheduler(app=app, lazy=True)
+    entry = scheduler.schedule["a.every_two"]
+
+    before = datetime.now(timezone.utc)
+    scheduler.apply_async(entry, advance=False)
+
+    with Connection(settings.CELERY_BROKER_URL) as broker:
+        queue = broker.SimpleQueue(settings.SCHEDULER_QUEUE)
+        message = queue.get(timeout=5)
+        message.ack()
+        queue.close()
+    args, kwargs, _ = message.payload
+    tick = datetime.fromisoformat(kwargs["tick"])
+    assert message.headers["task"] == "scheduling.run_clustered_job"
+    assert kwargs["job"] == "a.every_two" and kwargs["schedule"] == {"every_seconds": 2}
+    assert tick == EverySeconds(2).latest_tick_at_or_before(before) or tick == EverySeconds(2).next_tick_after(before)
+    assert "tick" not in entry.kwargs  # the entry itself is unchanged; each send stamps its own tick

@@ -1,0 +1,113 @@
+"""Declared jobs become PeriodicTask rows: created, updated with the code, disabled when gone; pauses stay."""
+import json
+
+import pytest
+from django_celery_beat.models import PeriodicTask, PeriodicTasks
+
+from scheduling.registry import ScheduledJob
+from scheduling.schedules import CronSchedule, EverySeconds
+from scheduling.sync import CLUSTERED_TASK, LOCAL_TASK, REMOVED_FROM_CODE, sync_declared_jobs
+
+pytestmark = pytest.mark.django_db
+
+
+def noop() -> None:
+    pass
+
+
+def job(name="app.jobs.cleanup", schedule=EverySeconds(60), clustered=True) -> ScheduledJob:
+    return ScheduledJob(name, noop, schedule, clustered, transactional=False)
+
+
+def row(name="app.jobs.cleanup") -> PeriodicTask:
+    return PeriodicTask.objects.get(name=name)
+
+
+def test_a_clustered_job_gets_an_enabled_row_on_the_scheduler_queue(settings):
+    settings.SCHEDULER_QUEUE = "scheduled-test"
+
+    report = sync_declared_jobs([job()])
+
+    created = row()
+    assert report.created == ["app.jobs.cleanup"]
+    assert created.enabled
+    assert created.task == CLUSTERED_TASK
+    assert created.queue == "scheduled-test"
+    assert json.loads(created.kwargs) == {"job": "app.jobs.cleanup", "schedule": {"every_seconds": 60}}
+    assert (created.interval.every, created.interval.period) == (60, "seconds")
+
+
+def test_a_local_job_row_is_never_queued():
+    sync_declared_jobs([job(clustered=False)])
+
+    assert (row().task, row().queue) == (LOCAL_TASK, None)
+
+
+def test_whole_minute_crons_show_as_crontabs_and_second_crons_as_one_second_intervals():
+    sync_declared_jobs([
+        job("a.nightly", CronSchedule("0 0 1 * * ?", "Europe/Berlin")),
+        job("a.fast", CronSchedule("*/2 * * * * ?", "UTC")),
+        job("a.last_day", CronSchedule("0 0 1 L * ?", "UTC")),
+    ])
+
+    nightly = row("a.nightly").crontab
+    assert (nightly.minute, nightly.hour, nightly.day_of_month, str(nightly.timezone)) == ("0", "1", "*", "Europe/Berlin")
+    assert row("a.fast").interval.every == 1
+    assert row("a.last_day").interval.every == 1  # celery's crontab cannot show L; the kwargs hold the truth
+    assert json.loads(row("a.last_day").kwargs)["schedule"] == {"cron": "0 0 1 L * ?", "timezone": "UTC"}
+
+
+def test_a_schedule_changed_in_code_updates_the_row_and_moves_the_change_marker():
+    sync_declared_jobs([job(schedule=EverySeconds(60))])
+    before = PeriodicTasks.last_change()
+
+    report = sync_declared_jobs([job(schedule=EverySeconds(30))])
+
+    assert report.updated == ["app.jobs.cleanup"]
+    assert json.loads(row().kwargs)["schedule"] == {"every_seconds": 30}
+    assert PeriodicTasks.last_change() > before
+
+
+def test_an_unchanged_declaration_writes_nothing():
+    sync_declared_jobs([job()])
+    before = PeriodicTasks.last_change()
+
+    report = sync_declared_jobs([job()])
+
+    assert (report.created, report.updated, report.disabled) == ([], [], [])
+    assert PeriodicTasks.last_change() == before
+
+
+def test_a_job_removed_from_code_is_disabled_and_comes_back_when_declared_again():
+    sync_declared_jobs([job()])
+
+    assert sync_declared_jobs([]).disabled == ["app.jobs.cleanup"]
+    assert not row().enabled
+    assert row().description == REMOVED_FROM_CODE
+
+    sync_declared_jobs([job()])
+    assert row().enabled
+
+
+def test_a_pause_in_the_admin_survives_a_sync_and_a_code_change():
+    sync_declared_jobs([job()])
+    paused = row()
+    paused.enabled = False
+    paused.save()
+
+    sync_declared_jobs([job(schedule=EverySeconds(5))])
+
+    assert not row().enabled
+    assert json.loads(row().kwargs)["schedule"] == {"every_seconds": 5}
+
+
+def test_rows_that_are_not_ours_are_left_alone():
+    from django_celery_beat.models import IntervalSchedule
+
+    every_hour, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.HOURS)
+    PeriodicTask.objects.create(name="app.jobs.cleanup", task="someone.elses", interval=every_hour)
+
+    sync_declared_jobs([job()])
+    sync_declared_jobs([])
+
+    assert (row().task, row().enabled) == ("someone.elses", True)
