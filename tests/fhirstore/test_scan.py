@@ -1,0 +1,115 @@
+"""The bulk-read functions the $export job builds on: keyset id pages, compartments, bodies, type filters."""
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from django.db import transaction
+
+from fhirstore.exceptions import InvalidRequest, ResourceNotFound
+from fhirstore.scan import (
+    compartment_ids_page, current_bodies, current_bodies_json, group_patient_ids, iter_compartment_id_pages,
+    iter_resource_id_pages, missing_ids, resource_ids_page,
+)
+from fhirstore.search import search_filter, type_filter
+from fhirstore.storage import Write, delete_resource, save_resources
+from tests.fhirstore.helpers import patient
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+
+
+def store(*resources: dict, at: datetime = T0) -> None:
+    with transaction.atomic():
+        save_resources([Write(resource) for resource in resources], now=at)
+
+
+def observation(observation_id: str, subject: str, category: str = "vital-signs", status: str = "final") -> dict:
+    return {"resourceType": "Observation", "id": observation_id, "status": status,
+            "category": [{"coding": [{"code": category}]}], "code": {"coding": [{"code": "x"}]},
+            "subject": {"reference": subject}}
+
+
+def test_id_pages_walk_a_type_in_id_order_by_keyset():
+    store(*[patient(id=f"p{n:02d}") for n in range(7)], observation("o1", "Patient/p00"))
+
+    pages = list(iter_resource_id_pages("Patient", page_size=3))
+
+    assert pages == [["p00", "p01", "p02"], ["p03", "p04", "p05"], ["p06"]]
+    assert resource_ids_page("Patient", after="p04", limit=10) == ["p05", "p06"]
+
+
+def test_id_pages_leave_out_deleted_resources():
+    store(patient(id="a"), patient(id="b"))
+    with transaction.atomic():
+        delete_resource("Patient", "a")
+
+    assert resource_ids_page("Patient") == ["b"]
+
+
+def test_since_keeps_resources_changed_at_or_after_it():
+    store(patient(id="old"), at=T0)
+    store(patient(id="boundary"), at=T0 + timedelta(hours=1))
+    store(patient(id="new"), at=T0 + timedelta(hours=2))
+
+    assert resource_ids_page("Patient", since=T0 + timedelta(hours=1)) == ["boundary", "new"]
+
+
+def test_type_filters_reuse_search_and_any_of_them_may_match():
+    store(observation("lab-final", "Patient/p", "laboratory"), observation("lab-prelim", "Patient/p", "laboratory",
+                                                                          "preliminary"),
+          observation("vital", "Patient/p"), observation("survey", "Patient/p", "survey"))
+    resource_type, labs = type_filter("Observation?category=laboratory&status=final")
+
+    assert resource_type == "Observation"
+    assert resource_ids_page("Observation", filters=[labs]) == ["lab-final"]
+    assert resource_ids_page("Observation", filters=[labs, search_filter("Observation", "category=survey")]) == \
+        ["lab-final", "survey"]
+
+
+@pytest.mark.parametrize("expression", ["Observation", "Spaceship?x=1", "Observation?nonsense=1",
+                                        "Observation?category=laboratory&_count=5"])
+def test_bad_type_filters_are_refused(expression):
+    with pytest.raises(InvalidRequest):
+        type_filter(expression)
+
+
+def test_compartments_hold_what_points_at_the_patients_through_compartment_parameters():
+    store(patient(id="p1"), patient(id="p2"), patient(id="p3", link=[{"other": {"reference": "Patient/p1"},
+                                                                      "type": "seealso"}]),
+          observation("o1", "Patient/p1"), observation("o2", "Patient/p2"), observation("o3", "Patient/p3"),
+          {**observation("performed-by-p2", "Patient/p3"), "performer": [{"reference": "Patient/p2"}]},
+          observation("group-obs", "Group/p1"),
+          {"resourceType": "Encounter", "id": "e1", "status": "finished", "subject": {"reference": "Patient/p1"}},
+          {"resourceType": "Organization", "id": "org", "name": "Not in any compartment"})
+
+    assert compartment_ids_page("Observation", ["p1", "p2"]) == ["o1", "o2", "performed-by-p2"]
+    assert compartment_ids_page("Encounter", ["p1"]) == ["e1"]
+    assert compartment_ids_page("Patient", ["p1"]) == ["p1", "p3"]  # itself, and who links to it
+    assert compartment_ids_page("Organization", ["p1"]) == []
+    assert list(iter_compartment_id_pages("Observation", ["p1", "p2", "p3"], page_size=2)) == \
+        [["o1", "o2"], ["o3", "performed-by-p2"]]
+
+
+def test_bodies_load_in_id_order_without_deleted_ones():
+    store(patient(id="b"), patient(id="a"), patient(id="gone"))
+    with transaction.atomic():
+        delete_resource("Patient", "gone")
+
+    assert [body["id"] for body in current_bodies("Patient", ["b", "gone", "a", "unknown"])] == ["a", "b"]
+    lines = current_bodies_json("Patient", ["b", "a"])
+    assert [json.loads(line)["id"] for line in lines] == ["a", "b"]
+    assert all("\n" not in line for line in lines)
+    assert json.loads(lines[0])["meta"]["versionId"] == "1"
+
+
+def test_missing_ids_and_group_members():
+    store(patient(id="p1"), patient(id="p2"),
+          {"resourceType": "Group", "id": "g", "type": "person", "actual": True, "member": [
+              {"entity": {"reference": "Patient/p2"}}, {"entity": {"reference": "Patient/p1"}},
+              {"entity": {"reference": "Practitioner/d"}}]})
+
+    assert missing_ids("Patient", ["p1", "nobody"]) == ["nobody"]
+    assert group_patient_ids("g") == ["p1", "p2"]
+    with pytest.raises(ResourceNotFound):
+        group_patient_ids("no-such-group")

@@ -1,0 +1,126 @@
+"""The parameter table, the per-type extraction it drives, FHIR date ranges, reindexing, and index use."""
+import json
+from datetime import datetime, timezone
+
+import pytest
+from django.db import connection, transaction
+
+from fhirstore.fhirdates import HIGHEST, parse_date_range
+from fhirstore.models import TokenIndex
+from fhirstore.scan import compartment_ids_page, resource_ids_page
+from fhirstore.search_params import (
+    REGISTRY, extract_index_rows, extractor_for, patient_compartment_params, patient_compartment_types,
+)
+from fhirstore.storage import Write, reindex_resources, save_resources
+from tests.fhirstore.helpers import SYNTHEA_NDJSON, patient
+
+
+def first_line(resource_type: str) -> dict:
+    with (SYNTHEA_NDJSON / f"{resource_type}.000.ndjson").open() as lines:
+        return json.loads(next(lines))
+
+
+def test_every_alias_points_at_a_stored_parameter_of_its_type():
+    for resource_type, params in REGISTRY.items():
+        for param in params.values():
+            if param.stored_as:
+                assert params[param.stored_as].kind == "reference", (resource_type, param.name)
+
+
+def test_each_type_has_its_own_extraction_function():
+    assert extractor_for("Observation").__name__ == "extract_Observation"
+    assert extractor_for("Observation") is extractor_for("Observation")
+
+
+def test_a_synthea_encounter_yields_tokens_dates_and_references():
+    encounter = first_line("Encounter")
+    encounter["participant"][0]["individual"]["reference"] = "Practitioner/doc"
+
+    rows = extract_index_rows(encounter)
+
+    assert ("status", "", "finished") in rows.tokens
+    assert ("class", "http://terminology.hl7.org/CodeSystem/v3-ActCode", "AMB") in rows.tokens
+    assert ("subject", "Patient", encounter["subject"]["reference"].split("/")[1]) in rows.references
+    assert ("participant", "Practitioner", "doc") in rows.references
+    assert ("practitioner", "Practitioner", "doc") in rows.references
+    [(name, low, high)] = rows.dates
+    assert name == "date" and low < high
+    assert not any(name == "patient" for name, _, _ in rows.references)  # an alias stores nothing
+
+
+def test_a_patient_yields_identifiers_names_and_birthdate():
+    rows = extract_index_rows(patient(family="Ängström", given="Bo", identifier=[{"system": "urn:s", "value": "1"}]))
+
+    assert ("identifier", "urn:s", "1") in rows.tokens
+    assert ("family", "angstrom", "Ängström") in rows.strings
+    assert ("given", "bo", "Bo") in rows.strings
+    assert ("birthdate", datetime(1974, 12, 25, tzinfo=timezone.utc),
+            datetime(1974, 12, 25, 23, 59, 59, 999999, tzinfo=timezone.utc)) in rows.dates
+
+
+def test_types_without_parameters_yield_no_rows():
+    rows = extract_index_rows({"resourceType": "Basic", "id": "b", "code": {"coding": [{"code": "x"}]}})
+
+    assert (rows.tokens, rows.strings, rows.dates, rows.references) == (set(), set(), set(), set())
+
+
+def test_patient_compartment_follows_the_r4_definition():
+    assert patient_compartment_params("Observation") == ("subject", "performer")
+    assert patient_compartment_params("Immunization") == ("patient",)
+    assert patient_compartment_params("Encounter") == ("subject",)
+    assert patient_compartment_params("Organization") == ()
+    assert {"Patient", "Observation", "Encounter", "Condition", "Procedure", "MedicationRequest",
+            "Immunization", "DocumentReference", "AllergyIntolerance"} <= set(patient_compartment_types())
+
+
+@pytest.mark.parametrize("text, low, high", [
+    ("2020", datetime(2020, 1, 1), datetime(2020, 12, 31, 23, 59, 59, 999999)),
+    ("2020-02", datetime(2020, 2, 1), datetime(2020, 2, 29, 23, 59, 59, 999999)),
+    ("2020-02-03T04:05:06-05:00", datetime(2020, 2, 3, 9, 5, 6), datetime(2020, 2, 3, 9, 5, 6, 999999)),
+    ("2020-02-03T04:05:06.25Z", datetime(2020, 2, 3, 4, 5, 6, 250000), datetime(2020, 2, 3, 4, 5, 6, 259999)),
+])
+def test_fhir_dates_cover_the_range_their_precision_says(text, low, high):
+    assert parse_date_range(text) == (low.replace(tzinfo=timezone.utc), high.replace(tzinfo=timezone.utc))
+
+
+@pytest.mark.parametrize("text", ["2021-02-29", "2020-13", "20", "yesterday", "2020-01-01T10"])
+def test_impossible_dates_are_not_dates(text):
+    assert parse_date_range(text) is None
+
+
+def test_the_last_year_reaches_the_end_of_time():
+    assert parse_date_range("9999")[1] == HIGHEST
+
+
+@pytest.mark.django_db
+def test_reindex_rebuilds_the_rows_of_the_given_resources():
+    with transaction.atomic():
+        [stored] = save_resources([Write(patient(id="p1", identifier=[{"system": "urn:s", "value": "1"}]))])
+    pk = TokenIndex.objects.get(code="1").resource_id
+    TokenIndex.objects.filter(resource_id=pk).delete()
+
+    assert reindex_resources([pk]) == 1
+    assert TokenIndex.objects.filter(resource_id=pk, param="identifier", code="1").exists()
+
+
+@pytest.mark.django_db
+def test_keyset_and_compartment_queries_can_run_on_indexes_alone():
+    """The two scans the export depends on are index range scans, whatever the table size."""
+    with transaction.atomic():
+        save_resources([Write(patient(id="p1")), Write({"resourceType": "Observation", "id": "o1", "status": "final",
+                                                        "code": {}, "subject": {"reference": "Patient/p1"}})])
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        assert "fhir_resource_type_id" in _plan(cursor, lambda: resource_ids_page("Patient", after="a"))
+        assert "fhirstore_referenceindex_pkey" in _plan(cursor, lambda: compartment_ids_page("Observation", ["p1"]))
+
+
+def _plan(cursor, run) -> str:
+    captured = []
+    with connection.execute_wrapper(lambda execute, sql, params, many, context: captured.append((sql, params))
+                                    or execute(sql, params, many, context)):
+        run()
+    sql, params = captured[-1]
+    cursor.execute(f"EXPLAIN {sql}", params)
+    return "\n".join(row[0] for row in cursor.fetchall())
