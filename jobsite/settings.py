@@ -5,6 +5,7 @@ A bad value stops start-up with one line naming the variable and what it accepts
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -106,6 +107,7 @@ INSTALLED_APPS = [
     "batch",
     "scheduling",
     "fhirstore",
+    "fhirstore.bulkexport",
 ]
 
 MIDDLEWARE = [
@@ -229,3 +231,35 @@ SCHEDULER_RUN_RETENTION_DAYS = env_int("SCHEDULER_RUN_RETENTION_DAYS", 7, minimu
 # Modules declaring @scheduled jobs besides each installed app's `jobs.py` (comma-separated dotted paths).
 SCHEDULING_JOB_MODULES = [m.strip() for m in env_str("SCHEDULING_JOB_MODULES", "").split(",") if m.strip()]
 CUSTOM_SCRIPTS_ENABLED = env_bool("CUSTOM_SCRIPTS_ENABLED", False)  # superusers may upload scheduled scripts
+
+# --- Bulk export ----------------------------------------------------------------------------------
+BULK_EXPORT_CHUNK_SIZE = env_int("BULK_EXPORT_CHUNK_SIZE", 1000, minimum=1)  # resource ids per chunk and file, as HAPI
+# Export files are deleted this long after their export ended (HAPI keeps them 2 hours); `Expires` says when.
+BULK_EXPORT_RETENTION_SECONDS = env_int("BULK_EXPORT_RETENTION_SECONDS", 2 * 3600, minimum=1)
+BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3, minimum=1)  # one more gets 429
+# Chunks of one export running at once (0: as many as there are worker processes); a cap leaves room for others.
+BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS", 0)
+# Where export files live: any Django storage backend (e.g. storages.backends.s3.S3Storage) and its options as
+# JSON; by default the file system under MEDIA_ROOT/bulkexport.
+BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
+
+
+def env_json_object(name: str, default: dict) -> dict:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object, got {raw!r}")
+    return value
+
+
+BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"location": str(MEDIA_ROOT / "bulkexport")})
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},  # Django's defaults, kept
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "bulkexport": {"BACKEND": BULK_EXPORT_STORAGE_BACKEND, "OPTIONS": BULK_EXPORT_STORAGE_OPTIONS},
+}
