@@ -181,10 +181,10 @@ def _type_filters(expressions: list[str], types: tuple[str, ...], problems: _Pro
 def _elements(names: list[str], problems: _Problems) -> tuple[str, ...]:
     kept = set()
     for name in names:
-        resource_type, _, element = name.rpartition(".")
-        if resource_type and resource_type not in RESOURCE_TYPES:
-            problems.errors.append(f"_elements {name!r}: {resource_type!r} is not a resource type")
-        elif not ELEMENT.match(element):
+        first, _, rest = name.partition(".")
+        if first[:1].isupper() and first not in RESOURCE_TYPES:
+            problems.errors.append(f"_elements {name!r}: {first!r} is not a resource type")
+        elif not ELEMENT.match(rest if first[:1].isupper() else name):
             problems.unsupported(f"_elements {name!r}: only top-level elements (e.g. status, Patient.name) are supported")
         else:
             kept.add(name)
