@@ -4,7 +4,9 @@ The control API, the management commands and the admin are thin wrappers over th
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +18,7 @@ from django.utils import timezone
 from batch import flow
 from batch.exceptions import InvalidParameters, JobNotFound, JobStateConflict, UnknownJobDefinition
 from batch.models import JobInstance, WorkChunk
+from batch.progress import ProgressFigures, compute_progress
 from batch.registry import registry
 from batch.states import (
     ENDED_JOB_STATUSES,
@@ -141,5 +144,22 @@ def _current_step(instance: JobInstance) -> str:
     return next((step for step in steps if step in pending), steps[-1] if steps else "unknown")
 
 
-def is_ended(instance: JobInstance) -> bool:
-    return instance.status in ENDED_JOB_STATUSES
+@dataclass(frozen=True)
+class JobSnapshot:
+    instance: JobInstance
+    figures: ProgressFigures
+
+    @property
+    def ended(self) -> bool:
+        return self.instance.status in ENDED_JOB_STATUSES
+
+
+def watch_job(instance_id: UUID | str, every: float = 0.5) -> Iterator[JobSnapshot]:
+    """Fresh figures of the job every `every` seconds (computed from its chunks), until it has ended."""
+    while True:
+        instance = get_job(instance_id)
+        snapshot = JobSnapshot(instance, compute_progress(instance.id))
+        yield snapshot
+        if snapshot.ended:
+            return
+        time.sleep(every)

@@ -21,6 +21,8 @@ MAX_WARNINGS_SHOWN = 20  # distinct chunk warnings joined into the job's; more w
 
 @dataclass(frozen=True)
 class ProgressFigures:
+    chunks: int
+    completed_chunks: int
     combined_records_processed: int
     records_per_second: float | None
     elapsed_seconds: float | None
@@ -31,7 +33,10 @@ class ProgressFigures:
     warning_messages: str | None
 
     def as_fields(self) -> dict:
-        return asdict(self)
+        """The figures the job instance row stores."""
+        fields = asdict(self)
+        del fields["chunks"], fields["completed_chunks"]
+        return fields
 
 
 def chunk_counts(instance_id: UUID) -> dict[str, dict[str, int]]:
@@ -62,6 +67,8 @@ def compute_progress(instance_id: UUID) -> ProgressFigures:
     remaining = elapsed / progress - elapsed if elapsed is not None and progress else None
     errors = totals["errors"] or 0
     return ProgressFigures(
+        chunks=chunks,
+        completed_chunks=completed,
         combined_records_processed=records,
         records_per_second=rate,
         elapsed_seconds=elapsed,

@@ -94,8 +94,8 @@ def change_job_status(instance_id: UUID, target: JobStatus, *, only_if: Q | None
     condition = Q(id=instance_id, status__in=job_statuses_leading_to(target)) & (only_if or Q())
     moved = JobInstance.objects.filter(condition).update(status=target, update_time=timezone.now(), **fields)
     if not moved:
-        logger.info("job %s: move to %s refused (not allowed from its status, or another process won)",
-                    instance_id, target)
+        logger.debug("job %s: move to %s refused (not allowed from its status, or another process won)",
+                     instance_id, target)
     return bool(moved)
 
 
@@ -117,7 +117,7 @@ def change_owned_chunk_status(chunk_id: UUID, attempt: int, target: ChunkStatus,
     ORM would double its cost.
     """
     if target not in CHUNK_TRANSITIONS[ChunkStatus.IN_PROGRESS]:
-        logger.info("chunk %s: move IN_PROGRESS -> %s refused (not in the table)", chunk_id, target)
+        logger.warning("chunk %s: move IN_PROGRESS -> %s refused (not in the table)", chunk_id, target)
         return False
     assignments = ", ".join(f"{column} = %s" for column in fields)
     values = [Jsonb(value) if isinstance(value, (dict, list)) else value for value in fields.values()]

@@ -29,4 +29,7 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> No
     """Publish straight to the queue's Redis list (anonymous exchange: no routing table to lose)."""
     with current_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
         for message in messages:
-            work_notification.apply_async((message,), queue=queue, exchange="", routing_key=queue, producer=producer)
+            # argsrepr: what Flower shows for the task; cheaper than Celery's own repr of the message.
+            work_notification.apply_async((message,), queue=queue, exchange="", routing_key=queue, producer=producer,
+                                          argsrepr=f"{message['jobDefinitionId']} {message['targetStepId']} "
+                                                   f"{message.get('chunkId', 'reduction')}", kwargsrepr="")

@@ -10,4 +10,5 @@ urlpatterns = [
     path("", include("fhirstore.urls")),
 
     path("control/scripts", include("scheduling.urls")),
+    path("", include("batch.urls")),  # the batch control API: /control/jobs
 ]

@@ -9,10 +9,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from batch.coordinator import start_job
+from batch.management.follow import follow_job
 from jobsite.accounts import api_token_for, ensure_admin_user
-from jobsite.celery import ping
 
 WEB_PORT = 8000
+DEMO_JOB = "DIAGNOSTIC_NOOP_GATED"
+DEMO_PARAMETERS = {"chunks": 40, "sleep_ms": 150, "records_per_chunk": 25}  # a few seconds on two processes
+DEMO_TIMEOUT = 120  # seconds; the worker may still be starting when the job is queued
 
 
 def wait_for_web(url: str, stack: subprocess.Popen, timeout: float = 60) -> None:
@@ -48,9 +52,7 @@ class Command(BaseCommand):
                                      cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for_web(f"http://127.0.0.1:{WEB_PORT}/healthz", stack)
-            self.stdout.write("stack is up; sending a task through Redis to a worker ...")
-            reply = ping.delay("demo").get(timeout=60)
-            self.stdout.write(self.style.SUCCESS(f"worker pid {reply['pid']} on node {reply['node']} answered"))
+            self.run_demo_job()
             self.stdout.write(self.style.SUCCESS(self.where_things_are(password, token)))
             if not exit_after:
                 stack.wait()
@@ -60,6 +62,17 @@ class Command(BaseCommand):
             if stack.poll() is None:
                 stack.terminate()
                 stack.wait(30)
+
+    def run_demo_job(self) -> None:
+        """A gated job with a reduction, through Redis and the stack's worker, with its progress shown."""
+        instance = start_job(DEMO_JOB, DEMO_PARAMETERS, started_by="demo")
+        self.stdout.write(f"stack is up; job {DEMO_JOB} {instance.id} runs through Redis on the worker ...")
+        ended = follow_job(instance.id, self.stdout._out, timeout=DEMO_TIMEOUT)
+        if ended.status != "COMPLETED":
+            raise CommandError(f"the demo job {ended.status}: {ended.error_message}")
+        self.stdout.write(self.style.SUCCESS(
+            f"job {ended.id} COMPLETED: report {ended.report}; see it at "
+            f"http://127.0.0.1:{WEB_PORT}/admin/batch/jobinstance/{ended.id}/change/"))
 
     def where_things_are(self, password: str | None, token: str) -> str:
         login = f"admin / {password}  (shown once; `manage.py changepassword admin` to reset)" if password \

@@ -1,0 +1,18 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from batch.coordinator import cancel_job
+from batch.exceptions import BatchError
+
+
+class Command(BaseCommand):
+    help = "Cancel a job instance; a running step stops within about a second."
+
+    def add_arguments(self, parser):
+        parser.add_argument("instance_id")
+
+    def handle(self, *args, instance_id: str, **options):
+        try:
+            instance = cancel_job(instance_id)
+        except BatchError as error:
+            raise CommandError(str(error)) from None
+        self.stdout.write(f"{instance.id} {instance.status}")

@@ -1,0 +1,100 @@
+"""Batch engine throughput against plain Celery, on one worker, through the same Redis, in the same run.
+
+Engine: DIAGNOSTIC_NOOP with N chunks and sleep_ms=0, timed from `start_job` to COMPLETED (so the first
+step emitting and announcing the N chunks is included). Baseline: N plain Celery no-op tasks published
+in pipelined batches, timed until the queue is empty and every message is acknowledged.
+
+    python -m bench.bench_batch [--chunks 10000] [--concurrency N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
+django.setup()
+
+import redis  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from batch.coordinator import start_job  # noqa: E402
+from batch.models import JobInstance  # noqa: E402
+from batch.queues import work_notification_queue  # noqa: E402
+from batch.states import ENDED_JOB_STATUSES  # noqa: E402
+from bench.tasks import noop  # noqa: E402
+from jobsite.celery import app, ping  # noqa: E402
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PUBLISH_BATCH = 500  # as the engine's publisher
+POLL_SECONDS = 0.01
+WARM_UP = 200  # tasks and chunks run before timing: worker imports, connections, caches
+
+
+def start_worker(node: str, queue: str, concurrency: int) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "celery", "-A", "jobsite", "worker", "--loglevel", "WARNING",
+            "--concurrency", str(concurrency), "--queues", queue, "--include", "bench.tasks",
+            "--hostname", f"bench-{node}@%h", "--without-mingle", "--without-gossip"]
+    worker = subprocess.Popen(argv, cwd=PROJECT_DIR, env={**os.environ, "NODE_ID": node}, start_new_session=True)
+    ping.apply_async(queue=queue).get(timeout=120)  # answers once the worker consumes
+    return worker
+
+
+def plain_celery(queue: str, count: int) -> float:
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
+        for index in range(count):
+            noop.apply_async((index,), queue=queue, exchange="", routing_key=queue, producer=producer)
+    while broker.llen(queue) or broker.hlen("unacked"):
+        time.sleep(POLL_SECONDS)
+    return time.perf_counter() - started
+
+
+def engine(node: str, count: int) -> float:
+    started = time.perf_counter()
+    instance = start_job("DIAGNOSTIC_NOOP", {"chunks": count, "sleep_ms": 0}, started_by="bench", node_id=node)
+    while (status := JobInstance.objects.values_list("status", flat=True).get(id=instance.id)) \
+            not in ENDED_JOB_STATUSES:
+        time.sleep(POLL_SECONDS)
+    elapsed = time.perf_counter() - started
+    if status != "COMPLETED":
+        raise SystemExit(f"the benchmark job ended {status}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=settings.BATCH_MAX_THREADS)
+    args = parser.parse_args()
+
+    node = f"bench-{uuid.uuid4().hex[:8]}"
+    queue = work_notification_queue(node, settings.MODULE_ID)
+    worker = start_worker(node, queue, args.concurrency)
+    try:
+        plain_celery(queue, WARM_UP)
+        engine(node, WARM_UP)
+        plain_seconds = plain_celery(queue, args.chunks)
+        engine_seconds = engine(node, args.chunks)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+        JobInstance.objects.filter(node_id=node).delete()
+
+    plain_rate, engine_rate = args.chunks / plain_seconds, args.chunks / engine_seconds
+    print(f"one worker, concurrency {args.concurrency}, {args.chunks} messages each")
+    print(f"plain Celery no-op tasks      {plain_seconds:7.2f} s  {plain_rate:8.0f} tasks/s")
+    print(f"engine DIAGNOSTIC_NOOP chunks {engine_seconds:7.2f} s  {engine_rate:8.0f} chunks/s")
+    print(f"engine / plain Celery         {engine_rate / plain_rate:7.0%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class TestJobsConfig(AppConfig):
+    name = "tests.batch.testjobs"
+    label = "batch_testjobs"
+
+    def ready(self) -> None:
+        from batch.api import register
+        from tests.batch.testjobs.jobs import LOGGED_JOB
+
+        register(LOGGED_JOB)

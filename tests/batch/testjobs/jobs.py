@@ -1,0 +1,37 @@
+import time
+from pathlib import Path
+
+from batch.api import DataSink, JobDefinitionBuilder, JobFailed, StepContext
+
+
+def emit_chunks(context: StepContext, sink: DataSink) -> int:
+    for index in range(context.parameters["chunks"]):
+        sink.accept({"index": index})
+    return 0
+
+
+def sleep_then_log(context: StepContext, sink: DataSink) -> int:
+    """Fails fatally on `fail_index` while the file `fail_while` exists; logs the index once finished."""
+    index = context.data["index"]
+    if index == context.parameters["fail_index"] and Path(context.parameters["fail_while"]).exists():
+        raise JobFailed(f"chunk {index} fails while {context.parameters['fail_while']} exists")
+    deadline = time.monotonic() + context.parameters["sleep_ms"] / 1000
+    while time.monotonic() < deadline:
+        context.check_cancelled()
+        time.sleep(0.05)
+    with open(context.parameters["log"], "a") as log:
+        log.write(f"{index}\n")
+    return 1
+
+
+LOGGED_JOB = (
+    JobDefinitionBuilder("TEST_LOGGED", 1, "Writes down each chunk it finishes.")
+    .parameter("chunks", int, default=10)
+    .parameter("sleep_ms", int, default=0)
+    .parameter("log", str, required=True)
+    .parameter("fail_index", int, default=-1)
+    .parameter("fail_while", str, default="/nonexistent")
+    .first_step("emit", emit_chunks)
+    .last_step("log", sleep_then_log)
+    .build()
+)
