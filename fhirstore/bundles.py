@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
+from django.conf import settings
 from django.db import transaction
 
 from fhirstore.exceptions import FhirStoreError, InvalidRequest, PreconditionFailed, UnknownResourceType
@@ -25,11 +26,11 @@ from fhirstore.responses import operation_outcome, searchset_bundle
 from fhirstore.search import find_logical_ids, parse_search, resolve_conditional_reference, run_search, search_page
 from fhirstore.storage import (
     StoredVersion, Write, delete_resource, new_logical_id, read_resource, read_version, save_resources,
+    version_from_etag,
 )
 from fhirstore.validation import check_resource_type
 
 METHODS = ("DELETE", "POST", "PUT", "GET")  # the order a transaction processes its entries in
-GET_PAGE_SIZE = 20  # resources in a search result inside a bundle response
 
 
 @dataclass
@@ -122,13 +123,13 @@ def _parse_entry(index: int, raw: object) -> _Entry:
         if not is_resource_type(parts[0]):
             raise UnknownResourceType(f"Unknown resource type in request.url {request['url']!r}")
         entry = _Entry(index, method, parts[0], full_url=raw.get("fullUrl"), query=query or None)
-        entry.if_match = _if_match_version(request.get("ifMatch"))
+        entry.if_match = version_from_etag(request.get("ifMatch"))
         if len(parts) >= 2:
             if not is_valid_id(parts[1]) or len(parts) not in (2, 4) or (len(parts) == 4 and parts[2] != "_history"):
                 raise InvalidRequest(f"request.url {request['url']!r} is not Type, Type/id or Type/id/_history/v")
             entry.logical_id = parts[1]
             if len(parts) == 4:
-                entry.version_id = _version_number(parts[3])
+                entry.version_id = version_from_etag(parts[3])
         if method in ("POST", "PUT"):
             entry.resource = check_resource_type(raw.get("resource"), entry.resource_type)
             if method == "POST":
@@ -210,7 +211,8 @@ def _delete(entry: _Entry) -> None:
 def _read(entry: _Entry, base_url: str) -> None:
     if entry.logical_id is None:
         search = parse_search(entry.resource_type, parse_qsl(entry.query or "", keep_blank_values=True))
-        page = search_page(run_search(search), 0, search.count if search.count is not None else GET_PAGE_SIZE)
+        count = search.count if search.count is not None else settings.FHIR_DEFAULT_PAGE_SIZE
+        page = search_page(run_search(search), 0, count)
         entry.response = {"resource": searchset_bundle(page, base_url), "response": {"status": "200 OK"}}
         return
     version = read_version(entry.resource_type, entry.logical_id, entry.version_id) if entry.version_id \
@@ -236,19 +238,6 @@ def _at(entry: _Entry, function: Callable, *args):
         if hasattr(error, "problems"):
             located.problems = [f"Bundle.entry[{entry.index}]: {problem}" for problem in error.problems]
         raise located from error
-
-
-def _if_match_version(value: object) -> int | None:
-    if value in (None, ""):
-        return None
-    text = str(value)
-    return _version_number(text[3:-1] if text.startswith('W/"') and text.endswith('"') else text)
-
-
-def _version_number(text: str) -> int:
-    if not text.isdigit():
-        raise InvalidRequest(f"{text!r} is not a version id")
-    return int(text)
 
 
 def _status_line(status: int) -> str:

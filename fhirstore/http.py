@@ -23,7 +23,7 @@ from fhirstore.exceptions import (
     FhirStoreError, Forbidden, InvalidRequest, NotAuthorized, PayloadTooLarge, UnsupportedMediaType,
 )
 from fhirstore.responses import operation_outcome, outcome
-from fhirstore.storage import StoredVersion
+from fhirstore.storage import StoredVersion, version_from_etag
 
 logger = logging.getLogger(__name__)
 
@@ -120,18 +120,16 @@ def read_json_body(request) -> object:
         raise InvalidRequest(f"The body is not valid JSON: {error}") from None
 
 
+def read_form_body(request) -> str:
+    """The form-encoded parameters of `POST T/_search`."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise InvalidRequest("POST _search takes application/x-www-form-urlencoded parameters")
+    return request._request.read(settings.FHIR_MAX_REQUEST_BYTES).decode(errors="replace")
+
+
 def if_match_version(request) -> int | None:
     """The version an `If-Match: W/"3"` header asks for, or None."""
-    value = request.headers.get("If-Match")
-    if not value:
-        return None
-    text = value.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    text = text.strip('"')
-    if not text.isdigit():
-        raise InvalidRequest(f"If-Match {value!r} is not a version (W/\"<version>\")")
-    return int(text)
+    return version_from_etag(request.headers.get("If-Match"))
 
 
 def wants_minimal(request) -> bool:

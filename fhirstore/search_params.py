@@ -14,7 +14,7 @@ An alias (`stored_as`) searches the rows of another parameter restricted to some
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -215,7 +215,6 @@ def _build_registry() -> dict[str, dict[str, SearchParam]]:
 
 
 REGISTRY: dict[str, dict[str, SearchParam]] = _build_registry()
-SPECIAL_PARAMS = ("_id", "_lastUpdated")  # every type; answered from the resource table's own columns
 
 
 def params_for(resource_type: str) -> Mapping[str, SearchParam]:
@@ -282,16 +281,19 @@ def parse_relative_reference(reference: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-def _walk(node: object, path: list[str]) -> Iterator[object]:
-    if isinstance(node, list):
-        for item in node:
-            yield from _walk(item, path)
-        return
-    if not path:
-        yield node
-        return
-    if isinstance(node, dict) and path[0] in node:
-        yield from _walk(node[path[0]], path[1:])
+def _walk(resource: dict, path: list[str]) -> list[object]:
+    """The values at `path`, lists along the way (and at the end) flattened."""
+    current: list[object] = [resource]
+    for key in path:  # a loop, not recursive generators: this runs for every parameter of every resource
+        found: list[object] = []
+        for node in current:
+            if isinstance(node, dict) and (value := node.get(key)) is not None:
+                if isinstance(value, list):
+                    found.extend(value)
+                else:
+                    found.append(value)
+        current = found
+    return current
 
 
 def _tokens(value: object) -> Iterator[tuple[str, str]]:
@@ -363,9 +365,3 @@ def _add_reference(rows: IndexRows, param: SearchParam, value: object) -> None:
 _ADD: dict[Kind, Callable[[IndexRows, SearchParam, object], None]] = {
     "token": _add_token, "string": _add_string, "date": _add_date, "reference": _add_reference,
 }
-
-
-def all_params() -> Iterable[SearchParam]:
-    """Every registered parameter, type by type (for the CapabilityStatement)."""
-    for params in REGISTRY.values():
-        yield from params.values()

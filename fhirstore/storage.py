@@ -57,6 +57,17 @@ class Write:
     if_match: int | None = None  # the version the client expects to replace (If-Match), if any
 
 
+def version_from_etag(value: object) -> int | None:
+    """The version of an ETag / If-Match value (`W/"3"`, `"3"` or `3`); None when empty."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    text = (text[2:] if text.startswith("W/") else text).strip('"')
+    if not text.isdigit():
+        raise InvalidRequest(f"{value!r} is not a version (W/\"<version>\")")
+    return int(text)
+
+
 def new_logical_id() -> str:
     """A server-assigned id."""
     return str(uuid.uuid4())

@@ -11,7 +11,8 @@ from fhirstore.capability import capability_statement
 from fhirstore.exceptions import InvalidRequest, ResourceNotFound, UnknownResourceType
 from fhirstore.fhirdates import parse_date_range
 from fhirstore.http import (
-    FhirView, base_url, fhir_response, if_match_version, read_json_body, version_headers, wants_minimal,
+    FhirView, base_url, fhir_response, if_match_version, read_form_body, read_json_body, version_headers,
+    wants_minimal,
 )
 from fhirstore.resource_types import is_resource_type
 from fhirstore.responses import history_bundle, outcome, searchset_bundle
@@ -99,13 +100,6 @@ class TypeSearchView(FhirView):
         _known_type(resource_type)
         form = parse_qsl(read_form_body(request), keep_blank_values=True)
         return _search(request, resource_type, _query_pairs(request.GET) + form)
-
-
-def read_form_body(request) -> str:
-    content_type = request.content_type or ""
-    if content_type != "application/x-www-form-urlencoded":
-        raise InvalidRequest("POST _search takes application/x-www-form-urlencoded parameters")
-    return request._request.read(settings.FHIR_MAX_REQUEST_BYTES).decode(errors="replace")
 
 
 class InstanceView(FhirView):

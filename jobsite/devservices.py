@@ -10,6 +10,7 @@ This runs before Django is configured, so it reads the environment itself and im
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
@@ -35,6 +36,7 @@ def _start_postgres() -> str:
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
     import pgserver
 
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # its INFO chatter runs even at interpreter exit
     server = pgserver.get_server(PGDATA, cleanup_mode=None)  # keep running after this process exits
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(1 row)" not in exists:
