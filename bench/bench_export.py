@@ -53,6 +53,7 @@ class ExportRun:
     files: int
     seconds: float
     peak_rss: dict[str, int]  # worker process (role/pid) -> bytes
+    peak_rss_by_step: dict[str, int]  # step -> the largest RSS of a process while it ran a chunk of that step
     latencies: list[float] = field(default_factory=list)
 
 
@@ -141,6 +142,7 @@ def export(client: Client, worker: subprocess.Popen, patients: list[str]) -> Exp
     """A system export over HTTP, with worker RSS sampled and reads timed while it runs."""
     latencies: list[float] = []
     peak_rss: dict[str, int] = {}
+    peak_rss_by_step: dict[str, int] = {}
     running = threading.Event()
     running.set()
 
@@ -151,11 +153,12 @@ def export(client: Client, worker: subprocess.Popen, patients: list[str]) -> Exp
     reader = threading.Thread(target=read_meanwhile, daemon=True)
     started = time.monotonic()
     status_url = client.kick_off()
+    instance_id = _job_instance_id(status_url)
     reader.start()
     last_poll, manifest = 0.0, None
     try:
         while manifest is None:
-            _sample_rss(worker, peak_rss)
+            _sample_rss(worker, peak_rss, _running_steps(instance_id), peak_rss_by_step)
             if time.monotonic() - last_poll >= POLL_SECONDS:
                 last_poll = time.monotonic()
                 manifest = client.poll(status_url)
@@ -167,7 +170,7 @@ def export(client: Client, worker: subprocess.Popen, patients: list[str]) -> Exp
         reader.join()
     client.delete(status_url)
     return ExportRun(sum(output["count"] for output in manifest["output"]), len(manifest["output"]), seconds,
-                     peak_rss, latencies)
+                     peak_rss, peak_rss_by_step, latencies)
 
 
 def raw_copy(database_url: str, target: Path) -> tuple[float, int]:
@@ -183,8 +186,10 @@ def raw_copy(database_url: str, target: Path) -> tuple[float, int]:
 
 def report_export(title: str, run: ExportRun) -> None:
     rss = ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sorted(run.peak_rss.items()))
+    by_step = ", ".join(f"{step} {size / 2**20:.0f} MiB" for step, size in run.peak_rss_by_step.items())
     print(f"\n-- {title}: {run.resources:,} resources in {run.files:,} files, {run.seconds:.1f} s = "
-          f"{run.resources / run.seconds:,.0f} resources/s\n   peak RSS: {rss}\n   reads meanwhile: "
+          f"{run.resources / run.seconds:,.0f} resources/s\n   peak RSS: {rss}\n   peak RSS of a process while it "
+          f"ran a chunk of: {by_step}\n   reads meanwhile: "
           f"p50 {_ms(run.latencies, 50):.1f} ms, p99 {_ms(run.latencies, 99):.1f} ms ({len(run.latencies)} reads)",
           flush=True)
 
@@ -242,7 +247,25 @@ class Client:
         return response
 
 
-def _sample_rss(worker: subprocess.Popen, peak_rss: dict[str, int]) -> None:
+def _job_instance_id(status_url: str) -> str:
+    from fhirstore.bulkexport.models import BulkExport
+
+    return BulkExport.objects.values_list("job_instance_id", flat=True).get(id=status_url.rsplit("=", 1)[1])
+
+
+def _running_steps(instance_id: str) -> dict[int, str]:
+    """pid -> the step of the chunk that process runs now (the reducer runs no chunk: FINALIZE)."""
+    from batch.models import JobInstance, WorkChunk
+
+    running = {int(worker.rsplit("/", 1)[1]): step for worker, step in WorkChunk.objects.filter(
+        instance_id=instance_id, status="IN_PROGRESS").values_list("worker", "target_step_id") if "/" in worker}
+    if JobInstance.objects.filter(id=instance_id, status="FINALIZE").exists():
+        running.setdefault(-1, "create-report")
+    return running
+
+
+def _sample_rss(worker: subprocess.Popen, peak_rss: dict[str, int], steps: dict[int, str],
+                peak_rss_by_step: dict[str, int]) -> None:
     try:
         main = psutil.Process(worker.pid)
         processes = [("main", main), *(("pool", child) for child in main.children(recursive=True))]
@@ -255,6 +278,9 @@ def _sample_rss(worker: subprocess.Popen, peak_rss: dict[str, int]) -> None:
             continue
         name = f"{role} {process.pid}"
         peak_rss[name] = max(peak_rss.get(name, 0), rss)
+        step = steps.get(process.pid) or (steps.get(-1) if role == "pool" else None)
+        if step is not None:
+            peak_rss_by_step[step] = max(peak_rss_by_step.get(step, 0), rss)
 
 
 def _token() -> str:

@@ -11,9 +11,9 @@ from fhirstore.bulkexport.services import purge_expired_exports
 from fhirstore.bulkexport.steps import (
     BULK_EXPORT_JOB, create_report, expand_resources, fetch_resources, write_to_binaries,
 )
+from fhirstore.exceptions import InvalidRequest
 from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.search import type_filter
-from fhirstore.exceptions import InvalidRequest
 from scheduling import scheduled
 
 logger = logging.getLogger(__name__)

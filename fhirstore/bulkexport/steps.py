@@ -2,7 +2,7 @@
 
 fetch-resources → expand-resources → write-to-binaries → create-report, gated as HAPI's. A chunk carries
 one resource type: `fetch` emits {type, ids} per BULK_EXPORT_CHUNK_SIZE ids, `expand` the same resources
-as NDJSON (compressed), `write` one file per chunk ({file, type, count}), and the reducer lists them as the manifest.
+as NDJSON (both compressed), `write` one file per chunk ({file, type, count}), and the reducer lists them as the manifest.
 Every step can run again after a lost worker: emitted chunks and file ids derive from the chunk ids, so a
 rerun rewrites the same file and the same row instead of adding one.
 """
@@ -91,7 +91,7 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
         pages = id_pages(resource_type, level=job.level, patients=patients, since=job.since,
                          filters=type_filters_for(resource_type, job.type_filters), page_size=job.chunk_size)
         for ids in pages:
-            sink.accept({"type": resource_type, "ids": ids})
+            sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids))})
             fetched += len(ids)
     return fetched
 
@@ -100,7 +100,7 @@ def expand_resources(context: StepContext, sink: DataSink) -> int:
     """The current bodies of the chunk's ids as NDJSON (deleted ones left out), subsetted by `_elements`."""
     job = ExportJob.from_parameters(context.parameters)
     resource_type = context.data["type"]
-    lines = current_bodies_json(resource_type, context.data["ids"])
+    lines = current_bodies_json(resource_type, unpack(context.data["ids_zlib"]).decode().split("\n"))
     elements = elements_of(resource_type, job.elements)
     if elements:
         lines = [subset(line, elements) for line in lines]
@@ -110,9 +110,10 @@ def expand_resources(context: StepContext, sink: DataSink) -> int:
 
 
 def pack(text: str) -> str:
-    """The chunk's NDJSON compressed: ~6x less to write into and read back from the chunk table than as JSON text.
+    """Text compressed for a chunk's data: NDJSON ~5x smaller, and a page of ids one string instead of 1,000.
 
-    Level 1: a 1,000-resource chunk compresses in ~10 ms; higher levels cost more than the bytes they save.
+    Less to write into and read back from the chunk table, and less held by the engine while it buffers the
+    fetch step's chunks (500 of them). Level 1: ~10 ms for 1,000 resources; higher levels cost more than they save.
     """
     return base64.b64encode(zlib.compress(text.encode(), 1)).decode("ascii")
 
