@@ -97,8 +97,15 @@ def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportS
     if instance.status == JobStatus.COMPLETED:
         if export.expires_at is not None and export.expires_at <= timezone.now():
             raise ExportNotFound(f"Export {export_id} has expired")
-        return ExportStatus(ExportState.COMPLETED, "Completed", instance.report, export.expires_at)
+        return ExportStatus(ExportState.COMPLETED, "Completed", _in_spec_order(instance.report), export.expires_at)
     return ExportStatus(ExportState.RUNNING, _progress(instance))
+
+
+def _in_spec_order(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its keys in the order of the spec's example (the report column keeps them jsonb's way)."""
+    keys = ("transactionTime", "request", "requiresAccessToken", "output", "deleted", "error")
+    return {**{key: manifest[key] for key in keys if key in manifest},
+            "output": [{"type": item["type"], "url": item["url"], "count": item["count"]} for item in manifest["output"]]}
 
 
 def _progress(instance: JobInstance) -> str:

@@ -87,8 +87,7 @@ class Command(BaseCommand):
             self.stdout.write(f"loaded the sample data: {report.total} resources ({len(report.bad)} refused)")
         base = f"http://127.0.0.1:{WEB_PORT}/fhir"
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
-        kick_off = urllib.request.Request(f"{base}/$export?_type=Patient,Encounter,Condition,Observation",
-                                          headers={**headers, "Prefer": "respond-async"})
+        kick_off = urllib.request.Request(f"{base}/$export", headers={**headers, "Prefer": "respond-async"})
         with urllib.request.urlopen(kick_off, timeout=30) as response:
             status_url = response.headers["Content-Location"]
         self.stdout.write(f"$export kicked off (202); polling {status_url}")
