@@ -24,6 +24,7 @@ from batch.states import (
     change_all_chunks_status,
     change_chunks_status,
     change_job_status,
+    change_listed_chunks_status,
 )
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,10 @@ logger = logging.getLogger(__name__)
 ENQUEUE_PAGE = 1000  # chunks moved READY -> QUEUED per statement: a few ms each, and bounded memory
 # Chunks that hold one of a capped job's slots: announced, running, or waiting for their retry.
 IN_FLIGHT_CHUNK_STATUSES = [ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS, ChunkStatus.ERRORED]
-NOT_COMPLETED_CHUNK_STATUSES = sorted(set(ChunkStatus) - {ChunkStatus.COMPLETED})
+# Fewer unfinished chunks than this and some may be finishing right now in other workers: check again
+# after the commit. More workers than this finishing one job's chunks in the same instant would leave
+# the job to maintenance for one interval.
+NEAR_THE_END = 64
 
 
 def announce_chunks(instance: JobInstance, chunks: Iterable[tuple[UUID, str]]) -> None:
@@ -53,10 +57,13 @@ def enqueue_ready_chunks(instance: JobInstance, only: list[UUID] | None = None) 
     if instance.max_concurrent_chunks:
         return _top_up(instance, ready)
     if only is not None:
-        ready &= Q(id__in=only)
+        with transaction.atomic(savepoint=False):
+            moved = change_listed_chunks_status(only, ChunkStatus.QUEUED, announced_at=timezone.now())
+            announce_chunks(instance, moved)
+        return len(moved)
     queued = 0
     while True:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             moved = change_chunks_status(ready, ChunkStatus.QUEUED, limit=ENQUEUE_PAGE, announced_at=timezone.now())
             announce_chunks(instance, moved)
         queued += len(moved)
@@ -77,20 +84,25 @@ def _top_up(instance: JobInstance, ready: Q) -> int:
     return len(moved)
 
 
-def on_chunk_finished(instance_id: UUID, definition: JobDefinition, step_id: str) -> None:
+def on_chunk_finished(instance_id: UUID, definition: JobDefinition, step_id: str,
+                      unfinished_seen: int | None = None) -> None:
     """A chunk left flight: when it was the last of its step (gated) or of its job, move the job on.
 
-    The check runs after the chunk's own commit, so of two workers finishing the last two chunks at
-    once, at least the later one sees both done.
+    `unfinished_seen` is what the chunk's own completion statement counted (up to NEAR_THE_END). Far
+    from the end, that settles it without another query. Near the end, chunks finishing at the same
+    moment cannot see each other's commits, so the check runs again after the commit: of two workers
+    finishing the last two chunks at once, at least the later one sees both done.
     """
-    if not has_unfinished_chunks(instance_id, step_id if definition.gated else None):
+    if unfinished_seen is not None and unfinished_seen >= NEAR_THE_END:
+        return
+    if unfinished_seen == 0 or not has_unfinished_chunks(instance_id, step_id if definition.gated else None):
         advance_job(instance_id)
 
 
 def has_unfinished_chunks(instance_id: UUID, step_id: str | None = None) -> bool:
-    """Any chunk (of the step) not COMPLETED? One index probe per status, as SQL: it runs once per chunk."""
-    sql = "SELECT EXISTS (SELECT 1 FROM batch_workchunk WHERE instance_id = %s AND status = ANY(%s)"
-    params: list = [instance_id, NOT_COMPLETED_CHUNK_STATUSES]
+    """Any chunk (of the step) not COMPLETED? Answered from the partial index of unfinished chunks."""
+    sql = "SELECT EXISTS (SELECT 1 FROM batch_workchunk WHERE instance_id = %s AND NOT status = 'COMPLETED'"
+    params: list = [instance_id]
     if step_id is not None:
         sql += " AND target_step_id = %s"
         params.append(step_id)

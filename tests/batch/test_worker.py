@@ -197,7 +197,7 @@ def test_a_cancel_stops_a_running_step_within_a_second_and_releases_its_chunk(de
 
     bus.drain()
 
-    assert observed["after"] <= 1.2
+    assert observed["after"] <= 1.5, "one check interval (1 s), plus a loaded machine's slack"
     chunk = WorkChunk.objects.get(instance_id=instance.id, target_step_id="work")
     assert (chunk.status, chunk.error_count) == (ChunkStatus.READY, 0)
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.CANCELLED
