@@ -11,6 +11,7 @@ It runs in a database of its own (`<DATABASE_URL's name>_bench`), created at sta
 (`--keep` keeps it), so it never touches your data.
 
     python -m bench.bench_fhirstore [--resources 1000000] [--load-resources 100000] [--repeats 200]
+                                    [--keep] [--reuse]
 """
 from __future__ import annotations
 
@@ -36,11 +37,13 @@ def main() -> None:
     parser.add_argument("--load-resources", type=int, default=100_000, help="resources in the load comparison")
     parser.add_argument("--repeats", type=int, default=200, help="runs of each kind of search")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument("--reuse", action="store_true", help="search the database a --keep run left (no loading)")
     options = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL is not set (see .env.example)")
     bench_url, bench_name = _bench_database_url(base_url)
-    _recreate_database(base_url, bench_name)
+    if not options.reuse:
+        _recreate_database(base_url, bench_name)
     os.environ["DATABASE_URL"] = bench_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
     import django
@@ -52,8 +55,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-fhirstore-"))
     try:
         print(f"database {bench_name}; {os.cpu_count()} CPUs", flush=True)
-        loaded = bench_load(workdir, options.load_resources, bench_url)
-        bench_fill(options.resources - loaded)
+        if not options.reuse:
+            loaded = bench_load(workdir, options.load_resources, bench_url)
+            bench_fill(options.resources - loaded)
         bench_search(options.repeats)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -139,7 +143,7 @@ def bench_search(repeats: int) -> None:
     from fhirstore.scan import compartment_ids_page, resource_ids_page
     from jobsite.accounts import api_token_for
 
-    get_user_model().objects.create_user("bench")
+    get_user_model().objects.get_or_create(username="bench")
     client = Client(HTTP_AUTHORIZATION=f"Bearer {api_token_for('bench')}", HTTP_HOST="localhost")
     rng = random.Random(3)
     with connection.cursor() as cursor:

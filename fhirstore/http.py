@@ -42,8 +42,14 @@ class FhirAccess(BasePermission):
 
 
 class FhirJsonRenderer(BaseRenderer):
+    """Renders what DRF itself answers (OPTIONS); the views return finished responses."""
+
     media_type = FHIR_JSON
     format = "json"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        return b"" if data is None else json.dumps(data, ensure_ascii=False).encode()
 
 
 class AnyAccept(BaseContentNegotiation):

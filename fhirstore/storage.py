@@ -152,18 +152,18 @@ def delete_resource(resource_type: str, logical_id: str, *, if_match: int | None
     return StoredVersion(resource_type, logical_id, version_id + 1, now, True, None)
 
 
-def reindex_resources(pks: Sequence[int]) -> int:
+def reindex_resources(resource_type: str, ids: Sequence[str]) -> int:
     """Re-extract the search index rows of these resources (after the parameter table changed).
 
-    Returns how many current, not deleted resources were reindexed. Runs in its own transaction.
+    Takes a page of `scan.resource_ids_page`; returns how many current resources were reindexed.
+    Runs in its own transaction.
     """
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            "SELECT id, resource_type, body::text FROM fhirstore_resource WHERE id = ANY(%s) AND NOT deleted"
-            " ORDER BY id FOR UPDATE", [list(pks)],
+            "SELECT id, resource_type, body::text FROM fhirstore_resource WHERE resource_type = %s"
+            " AND logical_id = ANY(%s) AND NOT deleted ORDER BY id FOR UPDATE", [resource_type, list(ids)],
         )
-        items = [(pk, resource_type, extract_index_rows(json.loads(body)))
-                 for pk, resource_type, body in cursor.fetchall()]
+        items = [(pk, found_type, extract_index_rows(json.loads(body))) for pk, found_type, body in cursor.fetchall()]
         _delete_index_rows(cursor, [pk for pk, _, _ in items])
         _write_index_rows(cursor, items)
     return len(items)

@@ -192,3 +192,11 @@ def test_metadata_lists_types_interactions_and_search_parameters(fhir):
         {i["code"] for i in observation["interaction"]}
     names = {p["name"] for p in observation["searchParam"]}
     assert {"_id", "_lastUpdated", "code", "category", "status", "subject", "patient", "date"} <= names
+
+
+def test_options_describes_the_endpoint_in_json(fhir):
+    response = fhir.client.options("/fhir/Patient")
+
+    assert response.status_code == 200
+    assert "POST" in response["Allow"]
+    assert response["Content-Type"].startswith("application/fhir+json")

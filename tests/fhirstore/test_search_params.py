@@ -95,12 +95,13 @@ def test_the_last_year_reaches_the_end_of_time():
 @pytest.mark.django_db
 def test_reindex_rebuilds_the_rows_of_the_given_resources():
     with transaction.atomic():
-        [stored] = save_resources([Write(patient(id="p1", identifier=[{"system": "urn:s", "value": "1"}]))])
-    pk = TokenIndex.objects.get(code="1").resource_id
-    TokenIndex.objects.filter(resource_id=pk).delete()
+        save_resources([Write(patient(id="p1", identifier=[{"system": "urn:s", "value": "1"}])),
+                        Write(patient(id="p2"))])
+    TokenIndex.objects.filter(resource__logical_id="p1").delete()
 
-    assert reindex_resources([pk]) == 1
-    assert TokenIndex.objects.filter(resource_id=pk, param="identifier", code="1").exists()
+    assert reindex_resources("Patient", resource_ids_page("Patient")) == 2
+    assert TokenIndex.objects.filter(resource__logical_id="p1", param="identifier", code="1").exists()
+    assert TokenIndex.objects.filter(resource__logical_id="p2").count() == 0  # p2 has no tokens to rebuild
 
 
 @pytest.mark.django_db
