@@ -1,4 +1,7 @@
-"""The Celery side of the batch benchmark: the no-op baseline task and its publisher."""
+"""The Celery side of the benchmarks (loaded with `-I bench.tasks`): the batch benchmark's no-op baseline task
+and its publisher, and the CPU-bound work that keeps the batch workers busy during `bench_scheduling`."""
+import time
+
 from celery import current_app, shared_task
 
 PUBLISH_BATCH = 500  # Redis commands pipelined per round trip, as the engine's publisher
@@ -18,3 +21,10 @@ def publish_noops(queue: str, count: int) -> None:
 def wait_until_consumed(queue: str, timeout: float) -> None:
     """Returns once a worker answers a round trip through `queue`."""
     current_app.send_task("heavylift.ping", queue=queue, ignore_result=False).get(timeout=timeout)
+
+
+@shared_task(name="bench.burn_cpu", ignore_result=True)
+def burn_cpu(seconds: float) -> None:
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        pass

@@ -1,7 +1,7 @@
 """The beat scheduler of every node: django-celery-beat's, with exact ticks, switched off by `JOB_SCHEDULING=false`.
 
 Rows of clustered jobs fire on their own schedule (cron with seconds, or an interval aligned to the epoch),
-read from the row's kwargs, and every message carries the tick it is for: the latest point on the schedule
+read from the row's kwargs, and every message, sent to this beat's SCHEDULER_QUEUE, carries the tick it is for: the latest point on the schedule
 at or before the moment beat sends it. A beat that was down therefore sends one message for the latest
 missed tick (one catch-up run), never the backlog; two beats send the same tick, and Postgres keeps one.
 """
@@ -86,13 +86,14 @@ class NodeAwareScheduler(DatabaseScheduler):
 
     def apply_async(self, entry, producer=None, advance=True, **kwargs):
         if isinstance(entry.schedule, TickSchedule):
-            entry = _with_kwargs(entry, tick=entry.schedule.latest_tick().isoformat())
+            entry = _stamped(entry, tick=entry.schedule.latest_tick().isoformat(), queue=settings.SCHEDULER_QUEUE)
         return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
 
 
-def _with_kwargs(entry: ScheduledJobEntry, **kwargs) -> ScheduledJobEntry:
-    """A shallow copy carrying more kwargs (`copy.copy` cannot: ScheduleEntry pickles to other arguments)."""
+def _stamped(entry: ScheduledJobEntry, tick: str, queue: str) -> ScheduledJobEntry:
+    """A shallow copy sending `tick` to `queue` (`copy.copy` cannot: ScheduleEntry pickles to other arguments)."""
     copied = object.__new__(type(entry))
     copied.__dict__.update(entry.__dict__)
-    copied.kwargs = {**entry.kwargs, **kwargs}
+    copied.kwargs = {**entry.kwargs, "tick": tick}
+    copied.options = {**entry.options, "queue": queue}
     return copied

@@ -140,6 +140,8 @@ def collecting_script_jobs(script_name: str) -> Iterator[list[ScheduledJob]]:
 
 
 def _job_name(function: Callable, explicit: str | None, collector: _ScriptCollector | None) -> str:
+    if explicit is not None and not isinstance(explicit, str):
+        raise InvalidJobDeclaration(f"name must be a string, got {explicit!r}")
     if not callable(function):
         raise InvalidJobDeclaration(f"@scheduled decorates a function, not {function!r}")
     required = [

@@ -2,7 +2,8 @@
 
 Every job has one row named after it. Clustered jobs carry the task beat sends; local jobs carry a task that
 is never sent (each worker process runs them itself), so that the admin lists and pauses them all the same.
-The row's kwargs hold the exact schedule; its interval/crontab is only what the admin can display.
+The row's kwargs hold the exact schedule; its interval/crontab is only what the admin can display. The queue
+is not in the row: each beat sends to its own SCHEDULER_QUEUE, so no process's sync can re-route the others.
 The schedule is owned by code: a sync overwrites it, but leaves the `enabled` flag set in the admin alone.
 """
 from __future__ import annotations
@@ -12,8 +13,6 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from celery.schedules import crontab as celery_crontab
-from django.conf import settings
 from django.db import connection, transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 
@@ -117,7 +116,7 @@ def _upsert(job: ScheduledJob, description: str, report: SyncReport, enabled_if_
     wanted = {
         "task": CLUSTERED_TASK if job.clustered else LOCAL_TASK,
         "kwargs": json.dumps({"job": job.name, "schedule": job.schedule.to_dict()}, sort_keys=True),
-        "queue": settings.SCHEDULER_QUEUE if job.clustered else None,
+        "queue": None,  # beat sends to its own SCHEDULER_QUEUE
         "description": description,
         **_display_schedule(job.schedule),
     }
@@ -144,15 +143,14 @@ def _display_schedule(schedule: Schedule) -> dict:
     """The nearest django-celery-beat schedule, for the admin's eyes only (beat uses the kwargs)."""
     if isinstance(schedule, CronSchedule) and schedule.fires_at_whole_minutes:
         minute, hour, day_of_month, month_of_year, day_of_week = schedule.minute_fields
+        fields = {"minute": minute, "hour": hour, "day_of_month": day_of_month, "month_of_year": month_of_year,
+                  "day_of_week": day_of_week, "timezone": schedule.timezone}
         try:
-            celery_crontab(minute, hour, day_of_week, day_of_month, month_of_year)
+            CrontabSchedule(**fields).schedule  # parsed the way django-celery-beat will parse it
         except (ValueError, KeyError, IndexError):
-            pass  # Quartz syntax (L, #, W) celery cannot show
+            pass  # Quartz syntax (L, #, W) a crontab cannot show
         else:
-            shown, _ = CrontabSchedule.objects.get_or_create(
-                minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
-                day_of_week=day_of_week, timezone=schedule.timezone,
-            )
+            shown, _ = CrontabSchedule.objects.get_or_create(**fields)
             return {"crontab": shown, "interval": None}
     every = schedule.seconds if isinstance(schedule, EverySeconds) else 1  # seconds-level crons: checked each second
     shown, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)

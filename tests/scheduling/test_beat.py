@@ -32,6 +32,16 @@ def test_a_tick_schedule_is_due_once_a_tick_passed_since_the_last_send():
     assert every_two.is_due(T0 + timedelta(seconds=0.01)) == (False, 1.5)
 
 
+def test_after_an_hour_down_beat_sends_the_latest_missed_tick_once_not_the_backlog():
+    now = T0 + timedelta(seconds=0.5)
+    every_two = TickSchedule(EverySeconds(2), app=app)
+    every_two.nowfun = lambda: now
+
+    assert every_two.is_due(T0 - timedelta(hours=1)).is_due
+    assert every_two.latest_tick() == T0
+    assert not every_two.is_due(now).is_due  # what beat remembers once it has sent it
+
+
 @pytest.mark.django_db(transaction=True)  # django-celery-beat commits and closes connections itself
 def test_beat_schedules_clustered_jobs_on_their_own_ticks_and_leaves_local_jobs_to_the_workers():
     hour_from_now = (datetime.now(timezone.utc) + timedelta(hours=5)).hour

@@ -162,7 +162,7 @@ def test_a_script_uploaded_while_everything_runs_is_picked_up_within_seconds_and
     processes, tmp_path, settings
 ):
     env = cluster_env(tmp_path, CUSTOM_SCRIPTS_ENABLED="true")
-    settings.SCHEDULER_QUEUE, settings.CUSTOM_SCRIPTS_ENABLED = env["SCHEDULER_QUEUE"], True
+    settings.CUSTOM_SCRIPTS_ENABLED = True
     worker, beat = scheduler_worker(env), celery_beat(env)
     processes.extend([worker, beat])
     wait_until_ready(worker)

@@ -23,16 +23,14 @@ def row(name="app.jobs.cleanup") -> PeriodicTask:
     return PeriodicTask.objects.get(name=name)
 
 
-def test_a_clustered_job_gets_an_enabled_row_on_the_scheduler_queue(settings):
-    settings.SCHEDULER_QUEUE = "scheduled-test"
-
+def test_a_clustered_job_gets_an_enabled_row_that_beat_sends():
     report = sync_declared_jobs([job()])
 
     created = row()
     assert report.created == ["app.jobs.cleanup"]
     assert created.enabled
     assert created.task == CLUSTERED_TASK
-    assert created.queue == "scheduled-test"
+    assert created.queue is None  # each beat sends to its own SCHEDULER_QUEUE
     assert json.loads(created.kwargs) == {"job": "app.jobs.cleanup", "schedule": {"every_seconds": 60}}
     assert (created.interval.every, created.interval.period) == (60, "seconds")
 
