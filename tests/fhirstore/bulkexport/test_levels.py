@@ -155,3 +155,14 @@ def test_output_format_accepts_the_ndjson_names(exporter, two_patients):
     for output_format in ("application/fhir%2Bndjson", "application/ndjson", "ndjson"):
         response = exporter.kick_off(f"/fhir/$export?_type=Patient&_outputFormat={output_format}")
         assert response.status_code == 202, response.content
+
+
+def test_filtered_walks_are_split_every_chunk_size_resources_too(exporter, two_patients, settings):
+    settings.BULK_EXPORT_CHUNK_SIZE = 1
+
+    filtered = exporter.export("/fhir/$export?_type=Observation&_typeFilter=Observation%3Fcategory%3Dlaboratory")
+    compartments = exporter.export("/fhir/Patient/$export?_type=Observation")
+
+    assert [output["count"] for output in filtered["output"]] == [1, 1]
+    assert exporter.ids(filtered) == {"Observation": ["o1", "o3"]}
+    assert exporter.ids(compartments) == {"Observation": ["o1", "o2", "o3"]}
