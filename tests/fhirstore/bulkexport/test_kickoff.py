@@ -154,3 +154,32 @@ def test_the_capability_statement_instantiates_bulk_data_and_lists_the_export_op
     resources = {resource["type"]: resource for resource in statement["rest"][0]["resource"]}
     assert resources["Patient"]["operation"][0]["definition"].endswith("patient-export")
     assert resources["Group"]["operation"][0]["definition"].endswith("group-export")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_kick_offs_of_one_user_cannot_both_pass_the_limit(api_user, settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from fhirstore.bulkexport.exceptions import TooManyExports
+    from fhirstore.bulkexport.parameters import Level, parse_export_request
+    from fhirstore.bulkexport.services import kick_off
+
+    settings.BULK_EXPORT_MAX_RUNNING_PER_USER = 1
+
+    def start(resource_type: str) -> str:
+        try:
+            kick_off(api_user, parse_export_request(Level.SYSTEM, [("_type", resource_type)]),
+                     base_url="http://testserver/fhir", request_url="http://testserver/fhir/$export")
+            return "started"
+        except TooManyExports:
+            return "refused"
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = sorted(pool.map(start, ["Patient", "Observation", "Condition", "Encounter"]))
+
+    assert outcomes == ["refused", "refused", "refused", "started"]
+    assert BulkExport.objects.count() == 1
