@@ -78,7 +78,7 @@ def job_parameters(request: ExportRequest, *, export_id: uuid.UUID, base_url: st
 
 
 def fetch_resources(context: StepContext, sink: DataSink) -> int:
-    """Walk the matching ids type by type, in id order, one keyset page (= one chunk) at a time."""
+    """Walk the matching ids type by type, in id order, one page (= one chunk) at a time."""
     job = ExportJob.from_parameters(context.parameters)
     patients = job.patients
     if job.level is Level.GROUP:
