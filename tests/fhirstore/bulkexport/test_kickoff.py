@@ -157,7 +157,7 @@ def test_the_capability_statement_instantiates_bulk_data_and_lists_the_export_op
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_kick_offs_of_one_user_cannot_both_pass_the_limit(api_user, settings):
+def test_concurrent_kick_offs_of_one_user_cannot_both_pass_the_limit(api_user, settings, bus):
     from concurrent.futures import ThreadPoolExecutor
 
     from django.db import connection
@@ -166,7 +166,7 @@ def test_concurrent_kick_offs_of_one_user_cannot_both_pass_the_limit(api_user, s
     from fhirstore.bulkexport.parameters import Level, parse_export_request
     from fhirstore.bulkexport.services import kick_off
 
-    settings.BULK_EXPORT_MAX_RUNNING_PER_USER = 1
+    settings.BULK_EXPORT_MAX_RUNNING_PER_USER = 1  # the jobs' messages stay on `bus`, not in Redis
 
     def start(resource_type: str) -> str:
         try:
