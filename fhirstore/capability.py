@@ -11,6 +11,12 @@ from fhirstore.search_params import params_for
 
 FHIR_VERSION = "4.0.1"  # the R4 data Synthea writes; validation uses the compatible R4B models
 INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "create", "search-type")
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"  # Bulk Data Access IG v2
+EXPORT_OPERATION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+TYPE_OPERATIONS = {
+    "Patient": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}],
+    "Group": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}],
+}
 COMMON_SEARCH_PARAMS = (
     {"name": "_id", "type": "token", "documentation": "The logical id"},
     {"name": "_lastUpdated", "type": "date", "documentation": "meta.lastUpdated, with prefixes eq ne gt ge lt le sa eb"},
@@ -23,6 +29,7 @@ def capability_statement(base_url: str) -> dict:
         "status": "active",
         "date": format_instant(timezone.now()),
         "kind": "instance",
+        "instantiates": [BULK_DATA],
         "software": {"name": "Heavylift FHIR store"},
         "implementation": {"description": "Heavylift FHIR store", "url": base_url},
         "fhirVersion": FHIR_VERSION,
@@ -33,6 +40,7 @@ def capability_statement(base_url: str) -> dict:
                                         "staff sessions also work. Writes always need one."},
             "resource": _resources(),
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            "operation": [{"name": "export", "definition": EXPORT_OPERATION}],
         }],
     }
 
@@ -52,4 +60,5 @@ def _resources() -> list[dict]:
              "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{param.name}"}
             for param in params_for(resource_type).values()
         )],
+        **({"operation": TYPE_OPERATIONS[resource_type]} if resource_type in TYPE_OPERATIONS else {}),
     } for resource_type in sorted(RESOURCE_TYPES)]

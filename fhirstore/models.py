@@ -103,7 +103,7 @@ class ReferenceIndex(models.Model):
 
 
 class SearchCache(models.Model):
-    """One search's matches in order, so its pages stay stable; rows expire after FHIR_SEARCH_CACHE_SECONDS."""
+    """One search's matches in order, so its pages stay stable; rows expire after EXPIRE_SEARCH_RESULTS_AFTER_MINUTES."""
 
     id = models.UUIDField(primary_key=True)
     resource_type = models.CharField(max_length=64)

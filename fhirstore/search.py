@@ -157,7 +157,7 @@ def search_page(search_id: uuid.UUID | str, offset: int, count: int, *, now: dat
             [offset + 1, offset + count, search_id],
         )
         row = cursor.fetchone()
-    max_age = timedelta(seconds=settings.FHIR_SEARCH_CACHE_SECONDS)
+    max_age = timedelta(minutes=settings.EXPIRE_SEARCH_RESULTS_AFTER_MINUTES)
     if row is None or row[2] < (now or timezone.now()) - max_age:
         raise SearchExpired(f"Search {search_id} has expired or never existed; run the search again")
     resource_type, query, _, total, truncated, page_ids = row
@@ -167,8 +167,8 @@ def search_page(search_id: uuid.UUID | str, offset: int, count: int, *, now: dat
 
 
 def delete_expired_searches(*, now: datetime | None = None) -> int:
-    """Remove the cached searches older than FHIR_SEARCH_CACHE_SECONDS (for the scheduled cleanup job)."""
-    cutoff = (now or timezone.now()) - timedelta(seconds=settings.FHIR_SEARCH_CACHE_SECONDS)
+    """Remove the cached searches older than EXPIRE_SEARCH_RESULTS_AFTER_MINUTES (for the scheduled cleanup job)."""
+    cutoff = (now or timezone.now()) - timedelta(minutes=settings.EXPIRE_SEARCH_RESULTS_AFTER_MINUTES)
     deleted, _ = SearchCache.objects.filter(created__lt=cutoff).delete()
     return deleted
 

@@ -2,7 +2,7 @@
 where transaction bundles are POSTed, needs no trailing slash. More specific FHIR routes (operations such
 as `$export`) go before the last, catch-all pattern.
 """
-from django.urls import path, re_path, register_converter
+from django.urls import include, path, re_path, register_converter
 
 from fhirstore import views
 
@@ -25,6 +25,7 @@ register_converter(ResourceTypeConverter, "fhirtype")
 register_converter(LogicalIdConverter, "fhirid")
 
 urlpatterns = [
+    path("", include("fhirstore.bulkexport.urls")),  # $export operations, ahead of the type routes
     path("fhir", views.SystemView.as_view(), name="fhir-system"),
     path("fhir/metadata", views.MetadataView.as_view(), name="fhir-metadata"),
     path("fhir/<fhirtype:resource_type>", views.TypeView.as_view(), name="fhir-type"),

@@ -69,6 +69,10 @@ class SystemView(FhirView):
 
 
 class MetadataView(FhirView):
+    """The CapabilityStatement is public, as clients read it before they authenticate (SMART discovery)."""
+
+    permission_classes: list = []
+
     def get(self, request):
         return fhir_response(capability_statement(base_url(request)))
 

@@ -5,6 +5,7 @@ A bad value stops start-up with one line naming the variable and what it accepts
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -62,6 +63,19 @@ def env_identifier(name: str, default: str) -> str:
     return value
 
 
+def env_json_object(name: str, default: dict) -> dict:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object, got {raw!r}")
+    return value
+
+
 def env_url(name: str, schemes: tuple[str, ...]) -> str:
     value = env_str(name)
     if urlsplit(value).scheme not in schemes:
@@ -106,6 +120,7 @@ INSTALLED_APPS = [
     "batch",
     "scheduling",
     "fhirstore",
+    "fhirstore.bulkexport",
 ]
 
 MIDDLEWARE = [
@@ -190,27 +205,6 @@ CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 
-# --- Scheduling -----------------------------------------------------------------------------------
-# Clustered scheduled jobs go through this queue, consumed only by `manage.py run_scheduler_worker`,
-# so batch chunks never delay scheduled work and scheduled work never delays chunks.
-SCHEDULER_QUEUE = env_identifier("SCHEDULER_QUEUE", "scheduled-jobs")
-SCHEDULER_THREAD_COUNT = env_int("SCHEDULER_THREAD_COUNT", 4, minimum=1)  # scheduled jobs a node runs at once
-SCHEDULER_RUN_RETENTION_DAYS = env_int("SCHEDULER_RUN_RETENTION_DAYS", 7, minimum=1)  # JobRun rows kept
-# Modules declaring @scheduled jobs besides each installed app's `jobs.py` (comma-separated dotted paths).
-SCHEDULING_JOB_MODULES = [m.strip() for m in env_str("SCHEDULING_JOB_MODULES", "").split(",") if m.strip()]
-CUSTOM_SCRIPTS_ENABLED = env_bool("CUSTOM_SCRIPTS_ENABLED", False)  # superusers may upload scheduled scripts
-
-# --- FHIR store -----------------------------------------------------------------------------------
-FHIR_ALLOW_ANONYMOUS_READ = env_bool("FHIR_ALLOW_ANONYMOUS_READ", False)  # reads without a token or session
-FHIR_FULL_VALIDATION = env_bool("FHIR_FULL_VALIDATION", False)  # validate every write against the R4B models
-# Synthea's largest single-patient transaction bundles are ~20 MB; anything beyond this is refused (413).
-FHIR_MAX_REQUEST_BYTES = env_int("FHIR_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
-FHIR_DEFAULT_PAGE_SIZE = env_int("FHIR_DEFAULT_PAGE_SIZE", 20, minimum=1)  # search page size without _count
-FHIR_MAX_PAGE_SIZE = env_int("FHIR_MAX_PAGE_SIZE", 1000, minimum=1)  # largest _count honoured
-# Ids kept per cached search (HAPI's default fetch limit): a broader search is cut there, with a warning.
-FHIR_SEARCH_MAX_RESULTS = env_int("FHIR_SEARCH_MAX_RESULTS", 10000, minimum=1)
-FHIR_SEARCH_CACHE_SECONDS = env_int("FHIR_SEARCH_CACHE_SECONDS", 3600, minimum=1)  # paging links live this long
-
 # --- Batch ----------------------------------------------------------------------------------------
 BATCH_MAINTENANCE_INTERVAL_SECONDS = env_int("BATCH_MAINTENANCE_INTERVAL_SECONDS", 5, minimum=1)  # safety-net pass
 BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 30, minimum=2)  # a dead worker's chunk is retried after this
@@ -222,3 +216,42 @@ BATCH_FLOWER_URL = env_str("BATCH_FLOWER_URL", f"http://127.0.0.1:{FLOWER_PORT}"
 # Celery's Django fixup closes the database connection around every task unless this is set; a fresh
 # PostgreSQL connection per chunk would cost more than the chunk. Reopened after this many tasks.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=1)
+
+# --- FHIR store -----------------------------------------------------------------------------------
+FHIR_ALLOW_ANONYMOUS_READ = env_bool("FHIR_ALLOW_ANONYMOUS_READ", False)  # reads without a token or session
+FHIR_FULL_VALIDATION = env_bool("FHIR_FULL_VALIDATION", False)  # validate every write against the R4B models
+# Synthea's largest single-patient transaction bundles are ~20 MB; anything beyond this is refused (413).
+FHIR_MAX_REQUEST_BYTES = env_int("FHIR_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
+FHIR_DEFAULT_PAGE_SIZE = env_int("FHIR_DEFAULT_PAGE_SIZE", 20, minimum=1)  # search page size without _count
+FHIR_MAX_PAGE_SIZE = env_int("FHIR_MAX_PAGE_SIZE", 1000, minimum=1)  # largest _count honoured
+# Ids kept per cached search (HAPI's default fetch limit): a broader search is cut there, with a warning.
+FHIR_SEARCH_MAX_RESULTS = env_int("FHIR_SEARCH_MAX_RESULTS", 10000, minimum=1)
+# Cached searches (and the paging links into them) live this long, then the clustered job deletes them.
+EXPIRE_SEARCH_RESULTS_AFTER_MINUTES = env_int("EXPIRE_SEARCH_RESULTS_AFTER_MINUTES", 60, minimum=1)
+
+# --- Scheduling -----------------------------------------------------------------------------------
+# Clustered scheduled jobs go through this queue, consumed only by `manage.py run_scheduler_worker`,
+# so batch chunks never delay scheduled work and scheduled work never delays chunks.
+SCHEDULER_QUEUE = env_identifier("SCHEDULER_QUEUE", "scheduled-jobs")
+SCHEDULER_THREAD_COUNT = env_int("SCHEDULER_THREAD_COUNT", 4, minimum=1)  # scheduled jobs a node runs at once
+SCHEDULER_RUN_RETENTION_DAYS = env_int("SCHEDULER_RUN_RETENTION_DAYS", 7, minimum=1)  # JobRun rows kept
+# Modules declaring @scheduled jobs besides each installed app's `jobs.py` (comma-separated dotted paths).
+SCHEDULING_JOB_MODULES = [m.strip() for m in env_str("SCHEDULING_JOB_MODULES", "").split(",") if m.strip()]
+CUSTOM_SCRIPTS_ENABLED = env_bool("CUSTOM_SCRIPTS_ENABLED", False)  # superusers may upload scheduled scripts
+
+# --- Bulk export ----------------------------------------------------------------------------------
+BULK_EXPORT_CHUNK_SIZE = env_int("BULK_EXPORT_CHUNK_SIZE", 1000, minimum=1)  # resource ids per chunk and file, as HAPI
+# Export files are deleted this long after their export ended (HAPI keeps them 2 hours); `Expires` says when.
+BULK_EXPORT_RETENTION_SECONDS = env_int("BULK_EXPORT_RETENTION_SECONDS", 2 * 3600, minimum=1)
+BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3, minimum=1)  # one more gets 429
+# Chunks of one export running at once (0: as many as there are worker processes); a cap leaves room for others.
+BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS", 0)
+# Where export files live: any Django storage backend (e.g. storages.backends.s3.S3Storage) and its options as
+# JSON; by default the file system under MEDIA_ROOT/bulkexport.
+BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
+BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"location": str(MEDIA_ROOT / "bulkexport")})
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},  # Django's defaults, kept
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "bulkexport": {"BACKEND": BULK_EXPORT_STORAGE_BACKEND, "OPTIONS": BULK_EXPORT_STORAGE_OPTIONS},
+}

@@ -5,7 +5,7 @@ from tests.fhirstore.helpers import FhirClient, assert_outcome, patient
 
 pytestmark = pytest.mark.django_db
 
-READS = ["/fhir/metadata", "/fhir/Patient?family=x", "/fhir/Patient/p1", "/fhir/Patient/p1/_history",
+READS = ["/fhir/Patient?family=x", "/fhir/Patient/p1", "/fhir/Patient/p1/_history",
          "/fhir/Patient/p1/_history/1"]
 
 
@@ -22,7 +22,14 @@ def test_reads_without_credentials_are_401(anonymous, stored_patient, path):
     assert response["WWW-Authenticate"] == "Bearer"
 
 
-@pytest.mark.parametrize("path", READS)
+def test_the_capability_statement_is_public_as_clients_read_it_before_authenticating(anonymous):
+    response = anonymous.get("/fhir/metadata")
+
+    assert response.status_code == 200
+    assert response.json()["resourceType"] == "CapabilityStatement"
+
+
+@pytest.mark.parametrize("path", READS + ["/fhir/metadata"])
 def test_bearer_tokens_work_on_every_read(token, stored_patient, path):
     assert FhirClient(f"Bearer {token}").get(path).status_code == 200
 

@@ -267,7 +267,7 @@ class TestPaging:
     def test_an_expired_search_is_410(self, fhir, settings):
         first = fhir.get("/fhir/Patient?_count=2").json()
 
-        with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=settings.FHIR_SEARCH_CACHE_SECONDS + 1)):
+        with freeze_time(datetime.now(timezone.utc) + timedelta(minutes=settings.EXPIRE_SEARCH_RESULTS_AFTER_MINUTES, seconds=1)):
             assert_outcome(fhir.client.get(self.link(first, "next")), 410, "expired")
             assert delete_expired_searches() == 1
 

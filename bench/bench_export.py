@@ -1,0 +1,359 @@
+"""Bulk export: throughput against a raw COPY of the same bodies, worker memory, API latency meanwhile.
+
+1. The store is filled with generated resources (`generate_fhir`'s bulk path) to a tenth of `--resources`,
+   and a system `$export` runs over HTTP (gunicorn as in the Procfile) on the standard Procfile worker
+   (`celery -A jobsite worker`, BATCH_MAX_THREADS processes); then it is filled to `--resources` and the
+   export runs again. Each export is timed from kick-off to the manifest, and its files are counted.
+2. The physical limit, in the same run on the full store: `COPY (SELECT body FROM fhirstore_resource …)
+   TO STDOUT` into a file — no Python, no chunks, no second copy through the database.
+3. Memory: the peak RSS of every worker process during each export, sampled every 0.2 s (psutil). It must
+   not grow with the export: the small and the full export are compared.
+4. Latency: `GET /fhir/Patient/[id]` with a Bearer token, back to back from one client, p50/p99 with the
+   system idle and while each export runs.
+
+It runs in a database of its own (`<DATABASE_URL's name>_bench_export`), created at start and dropped at
+the end (`--keep` keeps it, `--reuse` starts from a kept one).
+
+    python -m bench.bench_export [--resources 1000000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+import psycopg
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+RSS_SAMPLE_SECONDS = 0.2  # often enough to catch a step's peak, cheap enough not to load the machine
+POLL_SECONDS = 0.5  # status polls of the benchmark's client: finer than the 2 s clients are told, to time finer
+IDLE_READS = 500  # reads timed with the system idle
+SMALL_FRACTION = 10  # the small export is this fraction of the full one
+
+
+@dataclass
+class ExportRun:
+    resources: int
+    files: int
+    seconds: float
+    peak_rss: dict[str, int]  # worker process (role/pid) -> bytes
+    peak_rss_by_step: dict[str, int]  # step -> the largest RSS of a process while it ran a chunk of that step
+    latencies: list[float] = field(default_factory=list)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=1_000_000, help="store size of the full export")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument("--reuse", action="store_true", help="start from a kept benchmark database")
+    options = parser.parse_args()
+
+    base_url = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL is not set (see .env.example)")
+    bench_url, bench_name = _bench_database_url(base_url)
+    if not options.reuse:
+        _recreate_database(base_url, bench_name)
+    os.environ["DATABASE_URL"] = bench_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-export-"))
+    node = f"bench-export-{uuid.uuid4().hex[:8]}"
+    environment = {**os.environ, "NODE_ID": node, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING",
+                   "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")})}
+    stack: list[subprocess.Popen] = []
+    try:
+        from django.conf import settings
+
+        print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
+              f"chunk size {settings.BULK_EXPORT_CHUNK_SIZE}", flush=True)
+        fill(options.resources // SMALL_FRACTION - _stored())
+        port = _free_port()
+        stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                             "--threads", "4"], environment, workdir / "web.log"))
+        worker = _start(["celery", "-A", "jobsite", "worker", "-E", "--loglevel", "WARNING", "--hostname",
+                         f"{node}-%h-%i"], environment, workdir / "worker.log")
+        stack.append(worker)
+        base = f"http://127.0.0.1:{port}/fhir"
+        client = Client(base, _token())
+        client.wait_until_up()
+        patients = _patient_ids()
+        idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
+        print(f"\n-- idle: GET /fhir/Patient/[id] p50 {_ms(idle, 50):.1f} ms, p99 {_ms(idle, 99):.1f} ms "
+              f"({len(idle)} reads)", flush=True)
+        small = export(client, worker, patients)
+        report_export("small export", small)
+        fill(options.resources - _stored())
+        copy_seconds, copied = raw_copy(bench_url, workdir / "copy.ndjson")
+        print(f"\n-- COPY (SELECT body FROM fhirstore_resource WHERE NOT deleted) TO a file: {copied:,} resources in "
+              f"{copy_seconds:.1f} s = {copied / copy_seconds:,.0f} resources/s", flush=True)
+        full = export(client, worker, patients)
+        report_export("full export", full)
+        summary(idle, small, full, copied / copy_seconds)
+    finally:
+        for process in reversed(stack):
+            _stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+        from django.db import connections
+
+        connections.close_all()
+        if not options.keep:
+            _drop_database(base_url, bench_name)
+
+
+def fill(resources: int) -> None:
+    from django.db import connection
+
+    from fhirstore.loading import BulkLoader
+    from fhirstore.synthetic import generate_resources, patient_count_for
+
+    if resources > 0:
+        started = time.monotonic()
+        with BulkLoader() as loader:
+            for resource in generate_resources(patient_count_for(resources), seed=_stored()):
+                loader.add(resource, "generated", None)
+        print(f"\n-- fill: {loader.report.total:,} more resources in {time.monotonic() - started:.0f} s", flush=True)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")  # what autovacuum does after a bulk load; index-only scans need it
+        cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        print(f"store: {_stored():,} resources, database {cursor.fetchone()[0]}", flush=True)
+
+
+def export(client: Client, worker: subprocess.Popen, patients: list[str]) -> ExportRun:
+    """A system export over HTTP, with worker RSS sampled and reads timed while it runs."""
+    latencies: list[float] = []
+    peak_rss: dict[str, int] = {}
+    peak_rss_by_step: dict[str, int] = {}
+    running = threading.Event()
+    running.set()
+
+    def read_meanwhile() -> None:
+        while running.is_set():
+            latencies.append(client.read_patient(random.choice(patients)))
+
+    reader = threading.Thread(target=read_meanwhile, daemon=True)
+    started = time.monotonic()
+    status_url = client.kick_off()
+    instance_id = _job_instance_id(status_url)
+    reader.start()
+    last_poll, manifest = 0.0, None
+    try:
+        while manifest is None:
+            _sample_rss(worker, peak_rss, _running_steps(instance_id), peak_rss_by_step)
+            if time.monotonic() - last_poll >= POLL_SECONDS:
+                last_poll = time.monotonic()
+                manifest = client.poll(status_url)
+            else:
+                time.sleep(RSS_SAMPLE_SECONDS)
+        seconds = time.monotonic() - started
+    finally:
+        running.clear()
+        reader.join()
+    client.delete(status_url)
+    return ExportRun(sum(output["count"] for output in manifest["output"]), len(manifest["output"]), seconds,
+                     peak_rss, peak_rss_by_step, latencies)
+
+
+def raw_copy(database_url: str, target: Path) -> tuple[float, int]:
+    started = time.monotonic()
+    lines = 0
+    with psycopg.connect(database_url) as connection, connection.cursor() as cursor, target.open("wb") as out:
+        with cursor.copy("COPY (SELECT body FROM fhirstore_resource WHERE NOT deleted) TO STDOUT") as copy:
+            for block in copy:
+                out.write(block)
+                lines += bytes(block).count(b"\n")
+    return time.monotonic() - started, lines
+
+
+def report_export(title: str, run: ExportRun) -> None:
+    rss = ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sorted(run.peak_rss.items()))
+    by_step = ", ".join(f"{step} {size / 2**20:.0f} MiB" for step, size in run.peak_rss_by_step.items())
+    print(f"\n-- {title}: {run.resources:,} resources in {run.files:,} files, {run.seconds:.1f} s = "
+          f"{run.resources / run.seconds:,.0f} resources/s\n   peak RSS: {rss}\n   peak RSS of a process while it "
+          f"ran a chunk of: {by_step}\n   reads meanwhile: "
+          f"p50 {_ms(run.latencies, 50):.1f} ms, p99 {_ms(run.latencies, 99):.1f} ms ({len(run.latencies)} reads)",
+          flush=True)
+
+
+def summary(idle: list[float], small: ExportRun, full: ExportRun, copy_rate: float) -> None:
+    rate = full.resources / full.seconds
+    print("\n== summary ==")
+    print(f"export throughput   {rate:,.0f} resources/s ({full.resources:,} resources); raw COPY {copy_rate:,.0f} "
+          f"resources/s; export = {rate / copy_rate:.1%} of COPY")
+    print(f"worker peak RSS     largest process: {max(small.peak_rss.values()) / 2**20:.0f} MiB at "
+          f"{small.resources:,} resources, {max(full.peak_rss.values()) / 2**20:.0f} MiB at {full.resources:,}")
+    print(f"read latency        idle p50 {_ms(idle, 50):.1f} / p99 {_ms(idle, 99):.1f} ms; during the full export "
+          f"p50 {_ms(full.latencies, 50):.1f} / p99 {_ms(full.latencies, 99):.1f} ms", flush=True)
+
+
+class Client:
+    """A Bulk Data client over plain HTTP, with an API token."""
+
+    def __init__(self, base: str, token: str):
+        self.base = base
+        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+
+    def wait_until_up(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._request("GET", f"{self.base}/metadata")
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def read_patient(self, logical_id: str) -> float:
+        started = time.perf_counter()
+        self._request("GET", f"{self.base}/Patient/{logical_id}")
+        return time.perf_counter() - started
+
+    def kick_off(self) -> str:
+        response = self._request("GET", f"{self.base}/$export", {"Prefer": "respond-async"})
+        return response.headers["Content-Location"]
+
+    def poll(self, status_url: str) -> dict | None:
+        response = self._request("GET", status_url)
+        return json.loads(response.read()) if response.status == 200 else None
+
+    def delete(self, status_url: str) -> None:
+        self._request("DELETE", status_url)
+
+    def _request(self, method: str, url: str, headers: dict | None = None):
+        request = urllib.request.Request(url, method=method, headers={**self.headers, **(headers or {})})
+        response = urllib.request.urlopen(request, timeout=60)
+        if response.status not in (200, 202):
+            raise SystemExit(f"{method} {url}: {response.status} {response.read()[:500]!r}")
+        return response
+
+
+def _job_instance_id(status_url: str) -> str:
+    from fhirstore.bulkexport.models import BulkExport
+
+    return BulkExport.objects.values_list("job_instance_id", flat=True).get(id=status_url.rsplit("=", 1)[1])
+
+
+def _running_steps(instance_id: str) -> dict[int, str]:
+    """pid -> the step of the chunk that process runs now (the reducer runs no chunk: FINALIZE)."""
+    from batch.models import JobInstance, WorkChunk
+
+    running = {int(worker.rsplit("/", 1)[1]): step for worker, step in WorkChunk.objects.filter(
+        instance_id=instance_id, status="IN_PROGRESS").values_list("worker", "target_step_id") if "/" in worker}
+    if JobInstance.objects.filter(id=instance_id, status="FINALIZE").exists():
+        running.setdefault(-1, "create-report")
+    return running
+
+
+def _sample_rss(worker: subprocess.Popen, peak_rss: dict[str, int], steps: dict[int, str],
+                peak_rss_by_step: dict[str, int]) -> None:
+    try:
+        main = psutil.Process(worker.pid)
+        processes = [("main", main), *(("pool", child) for child in main.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return
+    for role, process in processes:
+        try:
+            rss = process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+        name = f"{role} {process.pid}"
+        peak_rss[name] = max(peak_rss.get(name, 0), rss)
+        step = steps.get(process.pid) or (steps.get(-1) if role == "pool" else None)
+        if step is not None:
+            peak_rss_by_step[step] = max(peak_rss_by_step.get(step, 0), rss)
+
+
+def _token() -> str:
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-export")
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+def _stored() -> int:
+    from fhirstore.models import Resource
+
+    return Resource.objects.filter(deleted=False).count()
+
+
+def _patient_ids(limit: int = 10_000) -> list[str]:
+    from fhirstore.models import Resource
+
+    return list(Resource.objects.filter(resource_type="Patient").values_list("logical_id", flat=True)[:limit])
+
+
+def _start(argv: list[str], environment: dict[str, str], log: Path) -> subprocess.Popen:
+    executable = str(Path(sys.executable).parent / argv[0])
+    with log.open("wb") as out:
+        return subprocess.Popen([executable, *argv[1:]], cwd=PROJECT_DIR, env=environment, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _ms(timings: list[float], percentile: int) -> float:
+    if len(timings) < 2:
+        return float("nan")
+    return statistics.quantiles(timings, n=100, method="inclusive")[percentile - 1] * 1000
+
+
+def _bench_database_url(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/") + "_bench_export"
+    return urlunsplit(parts._replace(path=f"/{name}")), name
+
+
+def _maintenance_url(url: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
+
+
+def _recreate_database(url: str, name: str) -> None:
+    with psycopg.connect(_maintenance_url(url), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+
+
+def _drop_database(url: str, name: str) -> None:
+    with psycopg.connect(_maintenance_url(url), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

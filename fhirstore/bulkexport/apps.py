@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class BulkExportConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "fhirstore.bulkexport"
+    label = "bulkexport"
+    verbose_name = "FHIR Bulk Data export"
+
+    def ready(self) -> None:
+        from batch.api import register
+        from fhirstore.bulkexport.jobs import BULK_EXPORT
+
+        register(BULK_EXPORT)

@@ -1,0 +1,46 @@
+"""An export request and the files (HAPI's `Binary` resources) its job wrote.
+
+The batch job instance holds the export's status, progress and manifest (its report); these rows hold what
+the job does not know: who asked, for what exactly, and where the files are. Deleting an export (DELETE of
+its status URL, or expiry) deletes its rows and files, so a later poll finds nothing: 404.
+"""
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class BulkExport(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)  # the export id in the status URL
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_exports")
+    job_instance_id = models.UUIDField(unique=True)  # `batch.JobInstance`; kept by id: batch purges its own rows
+    request_url = models.TextField()  # the kick-off URL, echoed in the manifest
+    # The request in canonical form: an identical request of the same owner while this one runs reuses it.
+    fingerprint = models.CharField(max_length=64)
+    transaction_time = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)  # set when the manifest is made
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "fingerprint"], name="bulkexport_owner_request")]
+
+    def __str__(self) -> str:
+        return f"export {self.id} (job {self.job_instance_id})"
+
+
+class ExportFile(models.Model):
+    """One NDJSON file of one resource type: HAPI's `Binary`. Its content lives in the `bulkexport` storage."""
+
+    id = models.UUIDField(primary_key=True, editable=False)  # derived from the chunk that wrote it: a rerun rewrites it
+    export = models.ForeignKey(BulkExport, on_delete=models.CASCADE, related_name="files")
+    job_instance_id = models.UUIDField()
+    resource_type = models.CharField(max_length=64)
+    path = models.CharField(max_length=500)  # the name in the storage
+    count = models.PositiveIntegerField()  # resources (lines) in the file
+    created = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)  # null while the export runs
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="bulkexport_file_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.resource_type} file {self.id} ({self.count})"

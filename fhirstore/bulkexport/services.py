@@ -1,0 +1,190 @@
+"""The bulk export as plain functions: kick-off, status, delete, download, purge. The views are thin over these.
+
+An export belongs to the user who started it: another user's export is "not found" to everyone else.
+"""
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from batch.coordinator import cancel_job, start_job
+from batch.exceptions import JobNotFound, JobStateConflict
+from batch.models import JobInstance, WorkChunk
+from batch.states import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from fhirstore.bulkexport.exceptions import ExportFailed, ExportFileNotFound, ExportNotFound, TooManyExports
+from fhirstore.bulkexport.files import delete_files, open_file
+from fhirstore.bulkexport.models import BulkExport, ExportFile
+from fhirstore.bulkexport.parameters import ExportRequest
+from fhirstore.bulkexport.steps import BULK_EXPORT_JOB, job_parameters
+
+PURGE_PAGE = 100  # exports deleted per transaction by the purge
+
+
+@dataclass(frozen=True)
+class KickOff:
+    export: BulkExport
+    reused: bool  # an identical export of the same user was running already
+    warnings: tuple[str, ...]  # what lenient handling left out
+
+
+def kick_off(user: AbstractBaseUser, request: ExportRequest, *, base_url: str, request_url: str) -> KickOff:
+    """Start an export job, or return the identical one this user has running.
+
+    TooManyExports when the user has BULK_EXPORT_MAX_RUNNING_PER_USER exports running already.
+    """
+    fingerprint = request.fingerprint()
+    with transaction.atomic():
+        # One kick-off per user at a time, so two concurrent ones cannot both pass the limit or both start.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
+        running = _running_exports(user)
+        identical = running.filter(fingerprint=fingerprint).first()
+        if identical is not None:
+            return KickOff(identical, True, request.warnings)
+        limit = settings.BULK_EXPORT_MAX_RUNNING_PER_USER
+        if running.count() >= limit:
+            raise TooManyExports(f"{limit} of your exports are running, the most allowed; retry once one has finished "
+                                 "(or DELETE one)")
+        export_id, now = uuid.uuid4(), timezone.now()
+        instance = start_job(
+            BULK_EXPORT_JOB,
+            job_parameters(request, export_id=export_id, base_url=base_url, request_url=request_url,
+                           transaction_time=now),
+            started_by=user.get_username(),
+            max_concurrent_chunks=settings.BULK_EXPORT_MAX_CONCURRENT_CHUNKS or None,
+        )
+        export = BulkExport.objects.create(id=export_id, owner=user, job_instance_id=instance.id,
+                                           request_url=request_url, fingerprint=fingerprint, transaction_time=now)
+    return KickOff(export, False, request.warnings)
+
+
+def _running_exports(user: AbstractBaseUser) -> QuerySet[BulkExport]:
+    running_jobs = JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES).values("id")
+    return BulkExport.objects.filter(owner=user, job_instance_id__in=running_jobs)
+
+
+class ExportState(enum.Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class ExportStatus:
+    state: ExportState
+    progress: str  # X-Progress while running: short, for people
+    manifest: dict[str, Any] | None = None
+    expires_at: datetime | None = None
+
+
+def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportStatus:
+    """Running or completed; ExportFailed for a failed export, ExportNotFound for a deleted, cancelled,
+    expired or unknown one (or another user's)."""
+    export = _owned_export(user, export_id)
+    instance = JobInstance.objects.filter(id=export.job_instance_id).first()
+    if instance is None or instance.status == JobStatus.CANCELLED:
+        raise ExportNotFound(f"Export {export_id} was cancelled")
+    if instance.status == JobStatus.FAILED:
+        raise ExportFailed(f"Export {export_id} failed: {instance.error_message or 'unknown error'}")
+    if instance.status == JobStatus.COMPLETED:
+        if export.expires_at is not None and export.expires_at <= timezone.now():
+            raise ExportNotFound(f"Export {export_id} has expired")
+        return ExportStatus(ExportState.COMPLETED, "Completed", _in_spec_order(instance.report), export.expires_at)
+    return ExportStatus(ExportState.RUNNING, _progress(instance))
+
+
+def _in_spec_order(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its keys in the order of the spec's example (the report column keeps them jsonb's way)."""
+    keys = ("transactionTime", "request", "requiresAccessToken", "output", "deleted", "error")
+    return {**{key: manifest[key] for key in keys if key in manifest},
+            "output": [{"type": item["type"], "url": item["url"], "count": item["count"]} for item in manifest["output"]]}
+
+
+def _progress(instance: JobInstance) -> str:
+    if instance.status == JobStatus.QUEUED:
+        return "Queued"
+    if instance.status == JobStatus.FINALIZE:
+        return "Writing the manifest (step 4 of 4)"
+    step = instance.current_gated_step_id
+    counts = dict(WorkChunk.objects.filter(instance_id=instance.id, target_step_id=step).values_list("status")
+                  .annotate(chunks=Count("*")).order_by())
+    steps = ("fetch-resources", "expand-resources", "write-to-binaries")
+    number = steps.index(step) + 1 if step in steps else "?"
+    return (f"{step}: {counts.get(ChunkStatus.COMPLETED, 0)} of {sum(counts.values())} chunks done (step {number} of 4), "
+            f"{instance.combined_records_processed} records")
+
+
+def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:
+    """Cancel a running export, or remove a finished one; either way its files and rows are gone after."""
+    with transaction.atomic():
+        export = _owned_export(user, export_id, lock=True)
+        try:
+            cancel_job(export.job_instance_id)
+        except (JobStateConflict, JobNotFound):
+            pass  # it has ended already (or batch purged it): only the files are left to remove
+        paths = list(export.files.values_list("path", flat=True))
+        export.delete()
+    delete_files(paths)
+
+
+def open_export_file(user: AbstractBaseUser, file_id: uuid.UUID | str) -> tuple[ExportFile, IO[bytes]]:
+    """The file's row and its content as a stream; ExportFileNotFound for a deleted, expired or foreign one."""
+    try:
+        file = ExportFile.objects.filter(id=uuid.UUID(str(file_id)), export__owner=user).first()
+    except ValueError:
+        file = None
+    if file is None or (file.expires_at is not None and file.expires_at <= timezone.now()):
+        raise ExportFileNotFound(f"Export file {file_id} is not known (deleted, expired or not yours)")
+    try:
+        return file, open_file(file.path)
+    except FileNotFoundError:
+        raise ExportFileNotFound(f"Export file {file_id} is gone") from None
+
+
+@dataclass
+class PurgeReport:
+    exports: int = 0
+    files: int = 0
+
+
+def purge_expired_exports(*, now: datetime | None = None) -> PurgeReport:
+    """Delete exports whose files expired, and those that ended without a manifest more than a retention ago
+    (failed, cancelled, or their job purged), with their files."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.BULK_EXPORT_RETENTION_SECONDS)
+    ended_long_ago = JobInstance.objects.filter(end_time__lt=cutoff).values("id")
+    job_gone = ~Exists(JobInstance.objects.filter(id=OuterRef("job_instance_id")))
+    expired = BulkExport.objects.filter(
+        Q(expires_at__lt=now) | Q(expires_at__isnull=True, job_instance_id__in=ended_long_ago)
+        | Q(job_gone, transaction_time__lt=cutoff)
+    )
+    report = PurgeReport()
+    while True:
+        with transaction.atomic():
+            page = list(expired.select_for_update(skip_locked=True).values_list("id", flat=True)[:PURGE_PAGE])
+            paths = list(ExportFile.objects.filter(export_id__in=page).values_list("path", flat=True))
+            BulkExport.objects.filter(id__in=page).delete()
+        delete_files(paths)
+        report.exports += len(page)
+        report.files += len(paths)
+        if len(page) < PURGE_PAGE:
+            return report
+
+
+def _owned_export(user: AbstractBaseUser, export_id: uuid.UUID | str, *, lock: bool = False) -> BulkExport:
+    try:
+        exports = BulkExport.objects.filter(id=uuid.UUID(str(export_id)), owner_id=user.pk)
+    except ValueError:
+        raise ExportNotFound(f"{export_id!r} is not an export id") from None
+    export = (exports.select_for_update() if lock else exports).first()
+    if export is None:
+        raise ExportNotFound(f"Export {export_id} is not known (deleted, expired or not yours)")
+    return export

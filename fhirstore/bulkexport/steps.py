@@ -1,0 +1,182 @@
+"""The steps of the BULK_EXPORT job, written against the batch job-author API only.
+
+fetch-resources → expand-resources → write-to-binaries → create-report, gated as HAPI's. A chunk carries
+one resource type: `fetch` emits {type, ids} per BULK_EXPORT_CHUNK_SIZE ids, `expand` the same resources
+as NDJSON (both compressed), `write` one file per chunk ({file, type, count}), and the reducer lists them as the manifest.
+Every step can run again after a lost worker: emitted chunks and file ids derive from the chunk ids, so a
+rerun rewrites the same file and the same row instead of adding one.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from batch.api import DataSink, JobCancelled, JobFailed, StepContext
+from fhirstore.bulkexport.files import delete_files, file_path, write_file
+from fhirstore.bulkexport.models import BulkExport, ExportFile
+from fhirstore.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportRequest, Level
+from fhirstore.bulkexport.selection import id_pages, type_filters_for
+from fhirstore.exceptions import FhirStoreError
+from fhirstore.fhirdates import format_instant, parse_date_range
+from fhirstore.scan import current_bodies_json, group_patient_ids
+
+BULK_EXPORT_JOB = "BULK_EXPORT"
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
+             "display": "subsetted"}
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """The job's parameters, typed."""
+
+    export_id: uuid.UUID
+    level: Level
+    types: tuple[str, ...]
+    since: datetime | None
+    type_filters: tuple[str, ...]
+    elements: tuple[str, ...]
+    patients: tuple[str, ...]
+    group_id: str | None
+    base_url: str
+    request_url: str
+    transaction_time: str
+    chunk_size: int
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> ExportJob:
+        since = parameters.get("since")
+        return cls(
+            export_id=uuid.UUID(parameters["export_id"]), level=Level(parameters["level"]),
+            types=tuple(parameters["types"]), since=parse_date_range(since)[0] if since else None,
+            type_filters=tuple(parameters["type_filters"]), elements=tuple(parameters["elements"]),
+            patients=tuple(parameters["patients"]), group_id=parameters.get("group_id"),
+            base_url=parameters["base_url"], request_url=parameters["request_url"],
+            transaction_time=parameters["transaction_time"], chunk_size=parameters["chunk_size"],
+        )
+
+
+def job_parameters(request: ExportRequest, *, export_id: uuid.UUID, base_url: str, request_url: str,
+                   transaction_time: datetime) -> dict[str, Any]:
+    return {
+        "export_id": str(export_id), "level": request.level.value, "types": list(request.types),
+        "since": format_instant(request.since) if request.since else None, "type_filters": list(request.type_filters),
+        "elements": list(request.elements), "patients": list(request.patients), "group_id": request.group_id,
+        "base_url": base_url, "request_url": request_url, "transaction_time": format_instant(transaction_time),
+        "chunk_size": settings.BULK_EXPORT_CHUNK_SIZE,
+    }
+
+
+def fetch_resources(context: StepContext, sink: DataSink) -> int:
+    """Walk the matching ids type by type, in id order, one page (= one chunk) at a time."""
+    job = ExportJob.from_parameters(context.parameters)
+    patients = job.patients
+    if job.level is Level.GROUP:
+        try:
+            patients = tuple(group_patient_ids(job.group_id))
+        except FhirStoreError as error:
+            raise JobFailed(error.message) from None
+    fetched = 0
+    for resource_type in job.types:
+        pages = id_pages(resource_type, level=job.level, patients=patients, since=job.since,
+                         filters=type_filters_for(resource_type, job.type_filters), page_size=job.chunk_size)
+        for ids in pages:
+            sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids))})
+            fetched += len(ids)
+    return fetched
+
+
+def expand_resources(context: StepContext, sink: DataSink) -> int:
+    """The current bodies of the chunk's ids as NDJSON (deleted ones left out), subsetted by `_elements`."""
+    job = ExportJob.from_parameters(context.parameters)
+    resource_type = context.data["type"]
+    lines = current_bodies_json(resource_type, unpack(context.data["ids_zlib"]).decode().split("\n"))
+    elements = elements_of(resource_type, job.elements)
+    if elements:
+        lines = [subset(line, elements) for line in lines]
+    if lines:
+        sink.accept({"type": resource_type, "ndjson_zlib": pack("\n".join(lines) + "\n"), "count": len(lines)})
+    return len(lines)
+
+
+def pack(text: str) -> str:
+    """Text compressed for a chunk's data: NDJSON ~5x smaller, and a page of ids one string instead of 1,000.
+
+    Less to write into and read back from the chunk table, and less held by the engine while it buffers the
+    fetch step's chunks (500 of them). Level 1: ~10 ms for 1,000 resources; higher levels cost more than they save.
+    """
+    return base64.b64encode(zlib.compress(text.encode(), 1)).decode("ascii")
+
+
+def unpack(packed: str) -> bytes:
+    return zlib.decompress(base64.b64decode(packed))
+
+
+def elements_of(resource_type: str, elements: Iterable[str]) -> frozenset[str]:
+    """The `_elements` that apply to a type; empty: the type is exported whole."""
+    kept = set()
+    for element in elements:
+        prefix, _, name = element.rpartition(".")
+        if not prefix or prefix == resource_type:
+            kept.add(name)
+    return frozenset(kept)
+
+
+def subset(line: str, elements: frozenset[str]) -> str:
+    body = json.loads(line)
+    kept = {name: value for name, value in body.items() if name in elements or name in ALWAYS_KEPT_ELEMENTS}
+    meta = dict(kept.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    kept["meta"] = meta
+    return json.dumps(kept, separators=(",", ":"), ensure_ascii=False)
+
+
+def write_to_binaries(context: StepContext, sink: DataSink) -> int:
+    """One NDJSON file per chunk in the export storage, and its `ExportFile` row."""
+    job = ExportJob.from_parameters(context.parameters)
+    resource_type, count = context.data["type"], context.data["count"]
+    file_id = uuid.uuid5(context.chunk_id, "file")
+    path = file_path(job.export_id, resource_type, file_id)
+    write_file(path, unpack(context.data["ndjson_zlib"]))
+    with transaction.atomic():
+        # The export row lock orders this against a DELETE of the export: either the DELETE sees this
+        # file's row (and removes the file), or this step sees the export gone (and removes it itself).
+        if not BulkExport.objects.select_for_update().filter(id=job.export_id).exists():
+            delete_files([path])
+            raise JobCancelled(f"export {job.export_id} was deleted")
+        ExportFile.objects.update_or_create(id=file_id, defaults={
+            "export_id": job.export_id, "job_instance_id": context.instance_id, "resource_type": resource_type,
+            "path": path, "count": count,
+        })
+    sink.accept({"file": str(file_id), "type": resource_type, "count": count})
+    return count
+
+
+def create_report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The manifest: per type its files' URLs and counts; the files expire BULK_EXPORT_RETENTION_SECONDS from now."""
+    job = ExportJob.from_parameters(context.parameters)
+    files_by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for item in inputs:
+        files_by_type[item["type"]].append({"type": item["type"], "url": f"{job.base_url}/$export-file/{item['file']}",
+                                            "count": item["count"]})
+    expires_at = timezone.now() + timedelta(seconds=settings.BULK_EXPORT_RETENTION_SECONDS)
+    ExportFile.objects.filter(export_id=job.export_id).update(expires_at=expires_at)
+    BulkExport.objects.filter(id=job.export_id).update(expires_at=expires_at)
+    return {
+        "transactionTime": job.transaction_time,
+        "request": job.request_url,
+        "requiresAccessToken": True,
+        "output": [file for resource_type in sorted(files_by_type) for file in files_by_type[resource_type]],
+        "deleted": [],
+        "error": [],
+    }

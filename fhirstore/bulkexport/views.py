@@ -1,0 +1,115 @@
+"""The Bulk Data protocol over HTTP: thin views over `parameters` and `services`.
+
+Kick-off `GET|POST [base]/$export`, `[base]/Patient/$export`, `[base]/Group/[id]/$export` (Prefer:
+respond-async) → 202 + Content-Location; `GET [status]` → 202 (X-Progress, Retry-After) or 200 + manifest;
+`DELETE [status]` → 202; `GET [file]` → the NDJSON stream. Every endpoint needs an authenticated caller.
+"""
+from __future__ import annotations
+
+import json
+
+from django.http import FileResponse, HttpResponse
+from django.utils.http import http_date
+
+from fhirstore.bulkexport.exceptions import TooManyExports
+from fhirstore.bulkexport.parameters import Level, body_parameters, parse_export_request, query_parameters
+from fhirstore.bulkexport.services import ExportState, delete_export, export_status, kick_off, open_export_file
+from fhirstore.exceptions import InvalidRequest
+from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
+
+NDJSON = "application/fhir+ndjson"
+RETRY_AFTER_SECONDS = 2  # how soon to poll again: clients wait as told, so short keeps small exports quick
+TOO_MANY_RETRY_AFTER_SECONDS = 30  # a running export of the same user takes at least this long to make room
+
+
+class ExportAccess(FhirAccess):
+    """Exports belong to a user: anonymous callers are refused even where anonymous FHIR reads are allowed."""
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated) and super().has_permission(request, view)
+
+
+class BulkExportView(FhirView):
+    permission_classes = [ExportAccess]
+
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        response = super().handle_exception(exc)
+        if isinstance(exc, TooManyExports):
+            response["Retry-After"] = str(TOO_MANY_RETRY_AFTER_SECONDS)
+        return response
+
+
+def status_url(request, export_id) -> str:
+    return f"{base_url(request)}/$export-poll-status?_jobId={export_id}"
+
+
+class KickOffView(BulkExportView):
+    level: Level = Level.SYSTEM
+
+    def get(self, request, group_id: str | None = None):
+        return self.kick_off(request, query_parameters(_pairs(request.GET)), group_id)
+
+    def post(self, request, group_id: str | None = None):
+        return self.kick_off(request, body_parameters(read_json_body(request)) + query_parameters(_pairs(request.GET)),
+                             group_id)
+
+    def kick_off(self, request, pairs: list[tuple[str, str]], group_id: str | None):
+        preferences = {token.strip().lower() for part in request.headers.get("Prefer", "").split(",")
+                       for token in part.split(";")}
+        if "respond-async" not in preferences:
+            raise InvalidRequest("$export runs asynchronously: send the header Prefer: respond-async")
+        export_request = parse_export_request(self.level, pairs, lenient="handling=lenient" in preferences,
+                                              group_id=group_id)
+        started = kick_off(request.user, export_request, base_url=base_url(request),
+                           request_url=request.build_absolute_uri())
+        message = ("An identical export of yours is running; poll its status URL" if started.reused
+                   else "The export has started; poll its status URL")
+        issues = [{"severity": "information", "code": "informational", "diagnostics": message}]
+        issues += [{"severity": "warning", "code": "not-supported", "diagnostics": f"Ignored: {warning}"}
+                   for warning in started.warnings]
+        return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, status=202,
+                             headers={"Content-Location": status_url(request, started.export.id)})
+
+
+class PatientKickOffView(KickOffView):
+    level = Level.PATIENT
+
+
+class GroupKickOffView(KickOffView):
+    level = Level.GROUP
+
+
+class ExportStatusView(BulkExportView):
+    def get(self, request):
+        status = export_status(request.user, _job_id(request))
+        if status.state is ExportState.RUNNING:
+            return fhir_response(None, status=202, headers={"X-Progress": status.progress[:100],
+                                                            "Retry-After": str(RETRY_AFTER_SECONDS)})
+        response = HttpResponse(json.dumps(status.manifest), content_type="application/json")
+        if status.expires_at is not None:
+            response["Expires"] = http_date(status.expires_at.timestamp())
+        return response
+
+    def delete(self, request):
+        export_id = _job_id(request)
+        delete_export(request.user, export_id)
+        return fhir_response({"resourceType": "OperationOutcome", "issue": [{
+            "severity": "information", "code": "informational",
+            "diagnostics": f"Export {export_id} is cancelled and its files deleted"}]}, status=202)
+
+
+class ExportFileView(BulkExportView):
+    def get(self, request, file_id: str):
+        _, stream = open_export_file(request.user, file_id)
+        return FileResponse(stream, content_type=NDJSON)
+
+
+def _pairs(query_dict) -> list[tuple[str, str]]:
+    return [(name, value) for name, values in query_dict.lists() for value in values]
+
+
+def _job_id(request) -> str:
+    job_id = request.GET.get("_jobId")
+    if not job_id:
+        raise InvalidRequest("The status URL needs _jobId (use the Content-Location of the kick-off)")
+    return job_id

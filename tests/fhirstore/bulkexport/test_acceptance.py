@@ -1,0 +1,166 @@
+"""The export through real processes: a live web server, real celery workers, a real Bulk Data client.
+
+`smart-fetch` (the SMART/Cumulus client, unchanged) exports the Synthea fixtures over HTTP, and what it
+downloaded is compared with the store resource by resource. A worker killed with SIGKILL in the middle of
+an export costs a retry, never a lost or duplicated resource.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+
+from batch.maintenance import run_maintenance_pass
+from batch.models import JobInstance, WorkChunk
+from batch.queues import work_notification_queue
+from batch.states import ChunkStatus, JobStatus
+from fhirstore.bulkexport.models import BulkExport
+from fhirstore.bulkexport.parameters import Level, parse_export_request
+from fhirstore.bulkexport.services import kick_off
+from fhirstore.loading import BulkLoader, load_paths
+from fhirstore.models import Resource
+from fhirstore.synthetic import generate_resources
+from tests.fhirstore.bulkexport.conftest import delete, observation, store
+from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON
+from tests.processes import Process, celery_worker, free_port
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
+
+SMART_FETCH = str(Path(sys.executable).parent / "smart-fetch")
+# smart-fetch's default Observation filter (filtering.Filters, for servers other than Epic).
+DEFAULT_OBSERVATION_CATEGORIES = {"social-history", "vital-signs", "imaging", "laboratory", "survey", "exam",
+                                  "procedure", "therapy", "activity"}
+EXPORTED_TYPES = ("Patient", "Encounter", "Condition", "Immunization", "MedicationRequest", "Observation", "Procedure")
+
+
+def node_environment(node: str, export_storage: Path, **extra: str) -> dict[str, str]:
+    return {"NODE_ID": node, "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(export_storage)}),
+            "JOB_SCHEDULING": "false", **extra}
+
+
+def store_bodies(resource_type: str) -> dict[str, dict]:
+    return dict(Resource.objects.filter(resource_type=resource_type, deleted=False).values_list("logical_id", "body"))
+
+
+def read_downloads(directory: Path) -> dict[str, list[dict]]:
+    downloaded: dict[str, list[dict]] = {}
+    for path in sorted(directory.glob("*.ndjson.gz")):
+        with gzip.open(path, "rt") as lines:
+            downloaded.setdefault(path.name.split(".")[0], []).extend(json.loads(line) for line in lines if line.strip())
+    return downloaded
+
+
+def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the_store(processes, tmp_path,
+                                                                                         export_storage):
+    report = load_paths([SYNTHEA_NDJSON, SYNTHEA_BUNDLES])
+    assert not report.bad
+    store(observation("outside-default-filter", "ghost", category="uncategorized-xyz"))
+    some_condition = Resource.objects.filter(resource_type="Condition").values_list("logical_id", flat=True).first()
+    delete("Condition", some_condition)
+    user = get_user_model().objects.create_user("smart-fetch")
+    token_file = tmp_path / "token"
+    token_file.write_text(Token.objects.create(user=user).key)
+    node, port = f"test-{uuid.uuid4().hex[:8]}", free_port()
+    environment = node_environment(node, export_storage)
+    processes.append(celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=2))
+    web = Process([sys.executable, "-m", "gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                   "--threads", "4"], env=environment, name="web")
+    processes.append(web)
+    web.wait_for_output("Booting worker", timeout=60)
+    output = tmp_path / "out"
+
+    fetched = subprocess.run(
+        [SMART_FETCH, "bulk", "--fhir-url", f"http://127.0.0.1:{port}/fhir", "--bearer-token", str(token_file),
+         "--type", ",".join(EXPORTED_TYPES), str(output)],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "200"},
+    )
+
+    assert fetched.returncode == 0, fetched.stdout[-3000:] + fetched.stderr[-3000:] + web.output()[-3000:]
+    downloaded = read_downloads(output)
+    assert set(downloaded) == set(EXPORTED_TYPES)
+    for resource_type in EXPORTED_TYPES:
+        expected = store_bodies(resource_type)
+        if resource_type == "Observation":
+            expected = {logical_id: body for logical_id, body in expected.items()
+                        if {coding["code"] for category in body.get("category", []) for coding in category["coding"]}
+                        & DEFAULT_OBSERVATION_CATEGORIES}
+            assert "outside-default-filter" not in expected
+        resources = downloaded[resource_type]
+        assert Counter(resource["id"] for resource in resources).most_common(1)[0][1] == 1, resource_type
+        assert {resource["id"]: resource for resource in resources} == expected, resource_type
+    assert some_condition not in {resource["id"] for resource in downloaded["Condition"]}
+    # smart-fetch DELETEs the export once it has the files: nothing is left on the server.
+    assert not BulkExport.objects.exists()
+    assert not [path for path in export_storage.rglob("*") if path.is_file()]
+
+
+def test_a_worker_killed_mid_export_costs_a_retry_and_the_manifest_still_lists_every_resource_once(
+        processes, settings, export_storage):
+    with BulkLoader() as loader:
+        for resource in generate_resources(patients=15, seed=7):
+            loader.add(resource, "generated", None)
+    node = f"test-{uuid.uuid4().hex[:8]}"
+    settings.NODE_ID = node
+    settings.BULK_EXPORT_CHUNK_SIZE = 100
+    settings.BATCH_REANNOUNCE_AFTER_SECONDS = 1
+    environment = node_environment(node, export_storage, BATCH_LEASE_SECONDS="3")
+    queue = work_notification_queue(node)
+    doomed = celery_worker(env=environment, queues=[queue], concurrency=1, name="doomed")
+    processes.append(doomed)
+    processes.append(celery_worker(env=environment, queues=[queue], concurrency=1, name="survivor"))
+    owner = get_user_model().objects.create_user("exporter")
+    request = parse_export_request(Level.SYSTEM, [])
+    export = kick_off(owner, request, base_url="http://testserver/fhir", request_url="http://testserver/fhir/$export").export
+
+    killed_holding = _kill_while_it_runs_a_chunk(doomed, export.job_instance_id)
+    instance = _wait_for_the_end(export.job_instance_id)
+
+    assert instance.status == JobStatus.COMPLETED, instance.error_message
+    assert killed_holding, "the kill landed while the doomed worker held a chunk"
+    assert WorkChunk.objects.filter(instance_id=instance.id, attempts__gt=1).exists(), "a chunk was run again"
+    listed = Counter()
+    for output in instance.report["output"]:
+        path = next(export_storage.rglob(output["url"].rsplit("/", 1)[1] + ".ndjson"))
+        lines = path.read_text().splitlines()
+        assert len(lines) == output["count"]
+        listed.update((output["type"], json.loads(line)["id"]) for line in lines)
+    stored = Counter(Resource.objects.filter(deleted=False).values_list("resource_type", "logical_id"))
+    assert listed == stored
+
+
+def _kill_while_it_runs_a_chunk(worker: Process, instance_id, timeout: float = 60) -> bool:
+    """SIGKILL the worker (its whole process group) as soon as it expands or writes a chunk of the job."""
+    deadline = time.monotonic() + timeout
+    holding = WorkChunk.objects.filter(instance_id=instance_id, status=ChunkStatus.IN_PROGRESS,
+                                       target_step_id__in=["expand-resources", "write-to-binaries"],
+                                       worker__startswith=worker.name)
+    while time.monotonic() < deadline:
+        if holding.exists():
+            worker.signal_group(signal.SIGKILL)
+            return True
+        time.sleep(0.002)
+    worker.signal_group(signal.SIGKILL)
+    return False
+
+
+def _wait_for_the_end(instance_id, timeout: float = 90) -> JobInstance:
+    """Runs the maintenance pass (beat's job) meanwhile: it retries the chunks whose worker stopped renewing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        instance = JobInstance.objects.get(id=instance_id)
+        if instance.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
+            return instance
+        run_maintenance_pass()
+        time.sleep(0.5)
+    raise AssertionError(f"the export did not finish in {timeout}s: {JobInstance.objects.get(id=instance_id)}")
