@@ -44,7 +44,8 @@ from batch.states import (
 
 logger = logging.getLogger(__name__)
 
-SINK_FLUSH_SIZE = 500  # emitted chunks written per insert: bounded memory, one round trip per 500
+SINK_FLUSH_SIZE = 500  # emitted chunks written per insert: one round trip per 500 small chunks
+SINK_FLUSH_BYTES = 4 * 1024 * 1024  # ...or per 4 MiB of chunk data, so large chunks keep a step's memory flat
 CANCEL_CHECK_SECONDS = 1.0  # a step learns of a cancel within about this, at one query per interval
 MAX_ERROR_MESSAGE = 2000  # characters kept of an exception's text
 
@@ -198,14 +199,17 @@ class ChunkSink:
         self.context = context
         self.emitted = 0
         self._buffer: list[tuple[UUID, int, str]] = []
+        self._buffered_bytes = 0
 
     def accept(self, data: Mapping[str, Any]) -> None:
         if self.target is None:
             raise BatchError(f"step {self.step.id!r} is the last step of {self.definition.id}: it cannot emit chunks")
         self.context.check_cancelled()
-        self._buffer.append((uuid.uuid5(self.source.id, str(self.emitted)), self.emitted, json.dumps(data)))
+        document = json.dumps(data)
+        self._buffer.append((uuid.uuid5(self.source.id, str(self.emitted)), self.emitted, document))
+        self._buffered_bytes += len(document)
         self.emitted += 1
-        if len(self._buffer) >= SINK_FLUSH_SIZE:
+        if len(self._buffer) >= SINK_FLUSH_SIZE or self._buffered_bytes >= SINK_FLUSH_BYTES:
             with transaction.atomic():
                 self.flush()
 
@@ -229,6 +233,7 @@ class ChunkSink:
         if inserted and not self.definition.gated:
             flow.enqueue_ready_chunks(self.instance, only=inserted)
         self._buffer = []
+        self._buffered_bytes = 0
 
 
 # --- Events --------------------------------------------------------------------------------------------

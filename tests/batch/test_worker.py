@@ -17,7 +17,7 @@ from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.registry import registry
 from batch.states import ChunkStatus, JobStatus
-from batch.worker import on_chunk_claimed, on_work_notification, run_chunk
+from batch.worker import SINK_FLUSH_BYTES, on_chunk_claimed, on_work_notification, run_chunk
 from tests.batch.conftest import count_records, emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -270,3 +270,24 @@ def test_a_running_instance_keeps_its_version_when_a_newer_one_is_registered(def
     instance.refresh_from_db()
     assert (instance.definition_version, instance.combined_records_processed) == (1, 1)
     assert timezone.now() >= instance.end_time
+
+
+def test_large_emitted_chunks_are_written_as_the_step_goes_so_its_memory_stays_flat(define_job, bus):
+    stored_while_emitting = []
+    big = "x" * (SINK_FLUSH_BYTES // 4)
+
+    def plan(context, sink) -> int:
+        for n in range(9):
+            sink.accept({"n": n, "payload": big})
+            stored_while_emitting.append(
+                WorkChunk.objects.filter(instance_id=context.instance_id, target_step_id="work").count())
+        return 0
+
+    job = define_job(lambda b: b.gated().first_step("plan", plan).last_step("work", count_records()))
+    instance = start_job(job.id, {})
+
+    bus.drain()
+
+    assert stored_while_emitting == [0, 0, 0, 4, 4, 4, 4, 8, 8], "written every 4 MiB, long before 500 chunks"
+    assert WorkChunk.objects.filter(instance_id=instance.id, target_step_id="work").count() == 9
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
