@@ -98,8 +98,9 @@ class Command(BaseCommand):
                     manifest = json.load(response)
                     self.stdout.write(self.style.SUCCESS(f"export complete; expires {response.headers['Expires']}; "
                                                          f"manifest:\n{json.dumps(manifest, indent=2)}"))
-                    self.stdout.write(f"download a file: curl -H 'Authorization: Bearer {token}' "
-                                      f"{manifest['output'][0]['url'] if manifest['output'] else '(none)'}")
+                    if manifest["output"]:
+                        self.stdout.write(f"download a file: curl -H 'Authorization: Bearer {token}' "
+                                          f"'{manifest['output'][0]['url']}'")
                     return
                 self.stdout.write(f"  202 X-Progress: {response.headers['X-Progress']}")
             time.sleep(EXPORT_POLL_SECONDS)
