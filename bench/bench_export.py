@@ -24,7 +24,6 @@ import os
 import random
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,10 +34,11 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import psycopg
+
+from bench.support import bench_database_url, drop_database, free_port, percentile_ms, recreate_database
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RSS_SAMPLE_SECONDS = 0.2  # often enough to catch a step's peak, cheap enough not to load the machine
@@ -65,9 +65,9 @@ def main() -> None:
     options = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL is not set (see .env.example)")
-    bench_url, bench_name = _bench_database_url(base_url)
+    bench_url, bench_name = bench_database_url(base_url, "bench_export")
     if not options.reuse:
-        _recreate_database(base_url, bench_name)
+        recreate_database(base_url, bench_name)
     os.environ["DATABASE_URL"] = bench_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
     import django
@@ -87,7 +87,7 @@ def main() -> None:
         print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
               f"chunk size {settings.BULK_EXPORT_CHUNK_SIZE}", flush=True)
         fill(options.resources // SMALL_FRACTION - _stored())
-        port = _free_port()
+        port = free_port()
         stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                              "--threads", "4"], environment, workdir / "web.log"))
         worker = _start(["celery", "-A", "jobsite", "worker", "-E", "--loglevel", "WARNING", "--hostname",
@@ -98,7 +98,7 @@ def main() -> None:
         client.wait_until_up()
         patients = _patient_ids()
         idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
-        print(f"\n-- idle: GET /fhir/Patient/[id] p50 {_ms(idle, 50):.1f} ms, p99 {_ms(idle, 99):.1f} ms "
+        print(f"\n-- idle: GET /fhir/Patient/[id] p50 {percentile_ms(idle, 50):.1f} ms, p99 {percentile_ms(idle, 99):.1f} ms "
               f"({len(idle)} reads)", flush=True)
         small = export(client, worker, patients)
         report_export("small export", small)
@@ -117,7 +117,7 @@ def main() -> None:
 
         connections.close_all()
         if not options.keep:
-            _drop_database(base_url, bench_name)
+            drop_database(base_url, bench_name)
 
 
 def fill(resources: int) -> None:
@@ -190,7 +190,7 @@ def report_export(title: str, run: ExportRun) -> None:
     print(f"\n-- {title}: {run.resources:,} resources in {run.files:,} files, {run.seconds:.1f} s = "
           f"{run.resources / run.seconds:,.0f} resources/s\n   peak RSS: {rss}\n   peak RSS of a process while it "
           f"ran a chunk of: {by_step}\n   reads meanwhile: "
-          f"p50 {_ms(run.latencies, 50):.1f} ms, p99 {_ms(run.latencies, 99):.1f} ms ({len(run.latencies)} reads)",
+          f"p50 {percentile_ms(run.latencies, 50):.1f} ms, p99 {percentile_ms(run.latencies, 99):.1f} ms ({len(run.latencies)} reads)",
           flush=True)
 
 
@@ -201,8 +201,8 @@ def summary(idle: list[float], small: ExportRun, full: ExportRun, copy_rate: flo
           f"resources/s; export = {rate / copy_rate:.1%} of COPY")
     print(f"worker peak RSS     largest process: {max(small.peak_rss.values()) / 2**20:.0f} MiB at "
           f"{small.resources:,} resources, {max(full.peak_rss.values()) / 2**20:.0f} MiB at {full.resources:,}")
-    print(f"read latency        idle p50 {_ms(idle, 50):.1f} / p99 {_ms(idle, 99):.1f} ms; during the full export "
-          f"p50 {_ms(full.latencies, 50):.1f} / p99 {_ms(full.latencies, 99):.1f} ms", flush=True)
+    print(f"read latency        idle p50 {percentile_ms(idle, 50):.1f} / p99 {percentile_ms(idle, 99):.1f} ms; during the full export "
+          f"p50 {percentile_ms(full.latencies, 50):.1f} / p99 {percentile_ms(full.latencies, 99):.1f} ms", flush=True)
 
 
 class Client:
@@ -320,39 +320,16 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(5)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
-def _ms(timings: list[float], percentile: int) -> float:
-    if len(timings) < 2:
-        return float("nan")
-    return statistics.quantiles(timings, n=100, method="inclusive")[percentile - 1] * 1000
 
 
-def _bench_database_url(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/") + "_bench_export"
-    return urlunsplit(parts._replace(path=f"/{name}")), name
 
 
-def _maintenance_url(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
 
 
-def _recreate_database(url: str, name: str) -> None:
-    with psycopg.connect(_maintenance_url(url), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
 
 
-def _drop_database(url: str, name: str) -> None:
-    with psycopg.connect(_maintenance_url(url), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -19,14 +19,14 @@ import argparse
 import os
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+
+from bench.support import bench_database_url, drop_database, percentile_ms, recreate_database
 
 COPY_CHUNK = 1 << 20  # bytes per write to the raw COPY: large enough that Python is not the bottleneck
 
@@ -41,9 +41,9 @@ def main() -> None:
     options = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL is not set (see .env.example)")
-    bench_url, bench_name = _bench_database_url(base_url)
+    bench_url, bench_name = bench_database_url(base_url, "bench")
     if not options.reuse:
-        _recreate_database(base_url, bench_name)
+        recreate_database(base_url, bench_name)
     os.environ["DATABASE_URL"] = bench_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
     import django
@@ -65,7 +65,7 @@ def main() -> None:
 
         connections.close_all()
         if not options.keep:
-            _drop_database(base_url, bench_name)
+            drop_database(base_url, bench_name)
 
 
 def bench_load(workdir: Path, resources: int, database_url: str) -> int:
@@ -206,34 +206,19 @@ def bench_search(repeats: int) -> None:
             result = run()
             timings.append(result if isinstance(result, float) else time.perf_counter() - started)
         everything.extend(timings)
-        print(f"{name:<52}{_ms(timings, 50):>9.1f}{_ms(timings, 99):>9.1f}{max(timings) * 1000:>9.1f}", flush=True)
-    print(f"{'all of the above':<52}{_ms(everything, 50):>9.1f}{_ms(everything, 99):>9.1f}"
+        print(f"{name:<52}{percentile_ms(timings, 50):>9.1f}{percentile_ms(timings, 99):>9.1f}{max(timings) * 1000:>9.1f}", flush=True)
+    print(f"{'all of the above':<52}{percentile_ms(everything, 50):>9.1f}{percentile_ms(everything, 99):>9.1f}"
           f"{max(everything) * 1000:>9.1f}")
 
 
-def _ms(timings: list[float], percentile: int) -> float:
-    return statistics.quantiles(timings, n=100, method="inclusive")[percentile - 1] * 1000
 
 
-def _bench_database_url(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/") + "_bench"
-    return urlunsplit(parts._replace(path=f"/{name}")), name
 
 
-def _maintenance_url(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
 
 
-def _recreate_database(url: str, name: str) -> None:
-    with psycopg.connect(_maintenance_url(url), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
 
 
-def _drop_database(url: str, name: str) -> None:
-    with psycopg.connect(_maintenance_url(url), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from django.conf import settings
 from kombu import Connection
 
 from jobsite.celery import app

@@ -1,0 +1,43 @@
+"""What the benchmarks share: a throw-away database of their own, percentiles, a free port."""
+from __future__ import annotations
+
+import socket
+import statistics
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+
+def bench_database_url(url: str, suffix: str) -> tuple[str, str]:
+    """The URL and name of `<database>_<suffix>` on the server of `url`."""
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/')}_{suffix}"
+    return urlunsplit(parts._replace(path=f"/{name}")), name
+
+
+def recreate_database(url: str, name: str) -> None:
+    drop_database(url, name)
+    with psycopg.connect(_maintenance_url(url), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(url: str, name: str) -> None:
+    with psycopg.connect(_maintenance_url(url), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _maintenance_url(url: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
+
+
+def percentile_ms(timings: list[float], percentile: int) -> float:
+    """The percentile of timings in seconds, in milliseconds (nan with fewer than two)."""
+    if len(timings) < 2:
+        return float("nan")
+    return statistics.quantiles(timings, n=100, method="inclusive")[percentile - 1] * 1000
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
