@@ -1,5 +1,4 @@
-"""Celery tasks of the benchmarks (workers load them with `-I bench.tasks`): baselines and background load."""
-import time
+"""Celery tasks of the benchmarks (workers load them with `-I bench.tasks`): bare Celery, the engine's baseline."""
 
 from celery import current_app, shared_task
 
@@ -9,14 +8,6 @@ PUBLISH_BATCH = 500  # Redis commands pipelined per round trip, as the engine's 
 @shared_task(name="bench.noop", acks_late=True, ignore_result=True)
 def noop(index: int) -> None:
     """Nothing: what remains is the cost of Celery and Redis themselves."""
-
-
-@shared_task(name="bench.burn_cpu", ignore_result=True)
-def burn_cpu(seconds: float) -> None:
-    """Keeps a worker process busy, for figures measured under load."""
-    deadline = time.process_time() + seconds
-    while time.process_time() < deadline:
-        pass
 
 
 def publish_noops(queue: str, count: int) -> None:
