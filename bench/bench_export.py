@@ -38,7 +38,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from bench.support import bench_database_url, drop_database, free_port, percentile_ms, recreate_database
+from bench.support import bench_database, free_port, percentile_ms
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RSS_SAMPLE_SECONDS = 0.2  # often enough to catch a step's peak, cheap enough not to load the machine
@@ -64,60 +64,44 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="start from a kept benchmark database")
     options = parser.parse_args()
 
-    base_url = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL is not set (see .env.example)")
-    bench_url, bench_name = bench_database_url(base_url, "bench_export")
-    if not options.reuse:
-        recreate_database(base_url, bench_name)
-    os.environ["DATABASE_URL"] = bench_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
-    import django
+    with bench_database("bench_export", reuse=options.reuse, keep=options.keep) as (bench_url, bench_name):
+        workdir = Path(tempfile.mkdtemp(prefix="bench-export-"))
+        node = f"bench-export-{uuid.uuid4().hex[:8]}"
+        environment = {**os.environ, "NODE_ID": node, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING",
+                       "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")})}
+        stack: list[subprocess.Popen] = []
+        try:
+            from django.conf import settings
 
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-export-"))
-    node = f"bench-export-{uuid.uuid4().hex[:8]}"
-    environment = {**os.environ, "NODE_ID": node, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING",
-                   "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")})}
-    stack: list[subprocess.Popen] = []
-    try:
-        from django.conf import settings
-
-        print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
-              f"chunk size {settings.BULK_EXPORT_CHUNK_SIZE}", flush=True)
-        fill(options.resources // SMALL_FRACTION - _stored())
-        port = free_port()
-        stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                             "--threads", "4"], environment, workdir / "web.log"))
-        worker = _start(["celery", "-A", "jobsite", "worker", "-E", "--loglevel", "WARNING", "--hostname",
-                         f"{node}-%h-%i"], environment, workdir / "worker.log")
-        stack.append(worker)
-        base = f"http://127.0.0.1:{port}/fhir"
-        client = Client(base, _token())
-        client.wait_until_up()
-        patients = _patient_ids()
-        idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
-        print(f"\n-- idle: GET /fhir/Patient/[id] p50 {percentile_ms(idle, 50):.1f} ms, p99 {percentile_ms(idle, 99):.1f} ms "
-              f"({len(idle)} reads)", flush=True)
-        small = export(client, worker, patients)
-        report_export("small export", small)
-        fill(options.resources - _stored())
-        copy_seconds, copied = raw_copy(bench_url, workdir / "copy.ndjson")
-        print(f"\n-- COPY (SELECT body FROM fhirstore_resource WHERE NOT deleted) TO a file: {copied:,} resources in "
-              f"{copy_seconds:.1f} s = {copied / copy_seconds:,.0f} resources/s", flush=True)
-        full = export(client, worker, patients)
-        report_export("full export", full)
-        summary(idle, small, full, copied / copy_seconds)
-    finally:
-        for process in reversed(stack):
-            _stop(process)
-        shutil.rmtree(workdir, ignore_errors=True)
-        from django.db import connections
-
-        connections.close_all()
-        if not options.keep:
-            drop_database(base_url, bench_name)
+            print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
+                  f"chunk size {settings.BULK_EXPORT_CHUNK_SIZE}", flush=True)
+            fill(options.resources // SMALL_FRACTION - _stored())
+            port = free_port()
+            stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                                 "--threads", "4"], environment, workdir / "web.log"))
+            worker = _start(["celery", "-A", "jobsite", "worker", "-E", "--loglevel", "WARNING", "--hostname",
+                             f"{node}-%h-%i"], environment, workdir / "worker.log")
+            stack.append(worker)
+            base = f"http://127.0.0.1:{port}/fhir"
+            client = Client(base, _token())
+            client.wait_until_up()
+            patients = _patient_ids()
+            idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
+            print(f"\n-- idle: GET /fhir/Patient/[id] p50 {percentile_ms(idle, 50):.1f} ms, p99 {percentile_ms(idle, 99):.1f} ms "
+                  f"({len(idle)} reads)", flush=True)
+            small = export(client, worker, patients)
+            report_export("small export", small)
+            fill(options.resources - _stored())
+            copy_seconds, copied = raw_copy(bench_url, workdir / "copy.ndjson")
+            print(f"\n-- COPY (SELECT body FROM fhirstore_resource WHERE NOT deleted) TO a file: {copied:,} resources in "
+                  f"{copy_seconds:.1f} s = {copied / copy_seconds:,.0f} resources/s", flush=True)
+            full = export(client, worker, patients)
+            report_export("full export", full)
+            summary(idle, small, full, copied / copy_seconds)
+        finally:
+            for process in reversed(stack):
+                _stop(process)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def fill(resources: int) -> None:

@@ -19,14 +19,13 @@ import argparse
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 
-from bench.support import bench_database_url, drop_database, percentile_ms, recreate_database
+from bench.support import bench_database, percentile_ms
 
 COPY_CHUNK = 1 << 20  # bytes per write to the raw COPY: large enough that Python is not the bottleneck
 
@@ -40,32 +39,16 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="search the database a --keep run left (no loading)")
     options = parser.parse_args()
 
-    base_url = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL is not set (see .env.example)")
-    bench_url, bench_name = bench_database_url(base_url, "bench")
-    if not options.reuse:
-        recreate_database(base_url, bench_name)
-    os.environ["DATABASE_URL"] = bench_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-fhirstore-"))
-    try:
-        print(f"database {bench_name}; {os.cpu_count()} CPUs", flush=True)
-        if not options.reuse:
-            loaded = bench_load(workdir, options.load_resources, bench_url)
-            bench_fill(options.resources - loaded)
-        bench_search(options.repeats)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        from django.db import connections
-
-        connections.close_all()
-        if not options.keep:
-            drop_database(base_url, bench_name)
+    with bench_database("bench", reuse=options.reuse, keep=options.keep) as (bench_url, bench_name):
+        workdir = Path(tempfile.mkdtemp(prefix="bench-fhirstore-"))
+        try:
+            print(f"database {bench_name}; {os.cpu_count()} CPUs", flush=True)
+            if not options.reuse:
+                loaded = bench_load(workdir, options.load_resources, bench_url)
+                bench_fill(options.resources - loaded)
+            bench_search(options.repeats)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def bench_load(workdir: Path, resources: int, database_url: str) -> int:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench.support import bench_database_url, drop_database, percentile_ms, recreate_database
+from bench.support import bench_database, percentile_ms
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
 
@@ -134,75 +134,66 @@ def report(name: str, started: datetime, stopped: datetime) -> str:
 
 
 def main() -> None:
-    base_url = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL is not set (see .env.example)")
-    bench_url, bench_name = bench_database_url(base_url, "bench_scheduling")
-    recreate_database(base_url, bench_name)
     batch_node = f"bench-batch-{uuid.uuid4().hex[:6]}"
     workdir = Path(tempfile.mkdtemp(prefix="bench-scheduling-"))
-    # The subprocesses inherit these: the same database, export files in the work directory, and this
-    # process kicks exports off on the batch workers' node, so its announcements reach their queue.
-    os.environ.update({"DATABASE_URL": bench_url, "NODE_ID": batch_node,
+    # The subprocesses inherit these (and the benchmark database): export files in the work directory, and
+    # this process kicks exports off on the batch workers' node, so its announcements reach their queue.
+    os.environ.update({"NODE_ID": batch_node,
                        "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")})})
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    from batch.queues import work_notification_queue
-    from jobsite.celery import app
-
-    scheduled_queue, batch_queue = f"bench-scheduled-{uuid.uuid4().hex[:6]}", work_notification_queue()
-    base = {"SCHEDULING_JOB_MODULES": "bench.scheduling_jobs", "SCHEDULER_THREAD_COUNT": SCHEDULER_THREADS}
-    stack = Stack()
-    phases = []
     try:
-        call_command("migrate", verbosity=0)
-        print(f"database {bench_name}: generate_fhir --patients {PATIENTS} --seed 1 ...", flush=True)
-        call_command("generate_fhir", patients=PATIENTS, seed=1, no_progress=True)
-        print(f"starting 3 scheduler workers (x{SCHEDULER_THREADS}) and 2 beats ...", flush=True)
-        for index in range(3):
-            stack.start([sys.executable, "manage.py", "run_scheduler_worker", "--", "--without-mingle",
-                         "--without-gossip"],
-                        {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": scheduled_queue}, " ready.")
-        beats = [beat(stack, {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": scheduled_queue})
-                 for index in range(2)]
-        phases.append(phase("idle", PHASE_SECONDS))
+        with bench_database("bench_scheduling") as (_, bench_name):
+            from django.core.management import call_command
 
-        print(f"starting {BUSY_WORKERS} batch workers (BATCH_MAX_THREADS={BUSY_CONCURRENCY}) on {batch_queue}, "
-              f"exports back to back ...", flush=True)
-        for index in range(BUSY_WORKERS):
-            stack.start([sys.executable, "-m", "celery", "-A", "jobsite", "worker", "-Q", batch_queue,
-                         "--loglevel", "INFO", "--without-mingle", "--without-gossip",
-                         "--hostname", f"{batch_node}-{index}@%h"],
-                        {**base, "BATCH_MAX_THREADS": str(BUSY_CONCURRENCY)}, " ready.")
-        exports = Exports()
-        exports.top_up()
-        phases.append(phase("busy", PHASE_SECONDS, exports.top_up))
+            from batch.queues import work_notification_queue
+            from jobsite.celery import app
 
-        print("baseline: beats now route scheduled work onto the batch queue ...", flush=True)
-        for old in beats:
-            stack.stop(old)
-        for index in range(2):
-            beat(stack, {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": batch_queue})
-        phases.append(phase("baseline", PHASE_SECONDS, exports.top_up))
+            scheduled_queue, batch_queue = f"bench-scheduled-{uuid.uuid4().hex[:6]}", work_notification_queue()
+            base = {"SCHEDULING_JOB_MODULES": "bench.scheduling_jobs", "SCHEDULER_THREAD_COUNT": SCHEDULER_THREADS}
+            stack = Stack()
+            phases = []
+            try:
+                print(f"database {bench_name}: generate_fhir --patients {PATIENTS} --seed 1 ...", flush=True)
+                call_command("generate_fhir", patients=PATIENTS, seed=1, no_progress=True)
+                print(f"starting 3 scheduler workers (x{SCHEDULER_THREADS}) and 2 beats ...", flush=True)
+                for index in range(3):
+                    stack.start([sys.executable, "manage.py", "run_scheduler_worker", "--", "--without-mingle",
+                                 "--without-gossip"],
+                                {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": scheduled_queue}, " ready.")
+                beats = [beat(stack, {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": scheduled_queue})
+                         for index in range(2)]
+                phases.append(phase("idle", PHASE_SECONDS))
 
-        print(f"\nstart delay of a clustered job after its tick (ms), 2 beats, 3 scheduler workers, "
-              f"{os.cpu_count()} CPUs; {exports.completed} exports completed meanwhile")
-        print(f"{'phase':<10} {'p50':>8} {'p99':>8} {'max':>8} {'ran/ticks':>11} {'missed':>6}")
-        for name, started, stopped in phases:
-            print(report(name, started, stopped))
-        print("ran/ticks: occurrences started during the phase; missed: taken after the next tick had come.")
+                print(f"starting {BUSY_WORKERS} batch workers (BATCH_MAX_THREADS={BUSY_CONCURRENCY}) on {batch_queue}, "
+                      f"exports back to back ...", flush=True)
+                for index in range(BUSY_WORKERS):
+                    stack.start([sys.executable, "-m", "celery", "-A", "jobsite", "worker", "-Q", batch_queue,
+                                 "--loglevel", "INFO", "--without-mingle", "--without-gossip",
+                                 "--hostname", f"{batch_node}-{index}@%h"],
+                                {**base, "BATCH_MAX_THREADS": str(BUSY_CONCURRENCY)}, " ready.")
+                exports = Exports()
+                exports.top_up()
+                phases.append(phase("busy", PHASE_SECONDS, exports.top_up))
+
+                print("baseline: beats now route scheduled work onto the batch queue ...", flush=True)
+                for old in beats:
+                    stack.stop(old)
+                for index in range(2):
+                    beat(stack, {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": batch_queue})
+                phases.append(phase("baseline", PHASE_SECONDS, exports.top_up))
+
+                print(f"\nstart delay of a clustered job after its tick (ms), 2 beats, 3 scheduler workers, "
+                      f"{os.cpu_count()} CPUs; {exports.completed} exports completed meanwhile")
+                print(f"{'phase':<10} {'p50':>8} {'p99':>8} {'max':>8} {'ran/ticks':>11} {'missed':>6}")
+                for name, started, stopped in phases:
+                    print(report(name, started, stopped))
+                print("ran/ticks: occurrences started during the phase; missed: taken after the next tick had come.")
+            finally:
+                stack.stop_all()
+                with app.connection_for_write() as broker:
+                    for queue in (scheduled_queue, batch_queue):
+                        broker.default_channel.queue_purge(queue)
     finally:
-        stack.stop_all()
-        with app.connection_for_write() as broker:
-            for queue in (scheduled_queue, batch_queue):
-                broker.default_channel.queue_purge(queue)
-        from django.db import connections
-
-        connections.close_all()
-        drop_database(base_url, bench_name)
         shutil.rmtree(workdir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,40 @@
 """What the benchmarks share: a throw-away database of their own, percentiles, a free port."""
 from __future__ import annotations
 
+import os
 import socket
 import statistics
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+
+
+@contextmanager
+def bench_database(suffix: str, *, reuse: bool = False, keep: bool = False) -> Iterator[tuple[str, str]]:
+    """`<DATABASE_URL's database>_<suffix>`, created (unless `reuse`), migrated, and dropped afterwards (unless
+    `keep`), with Django set up on it and DATABASE_URL pointing at it for the subprocesses. Yields (url, name)."""
+    base_url = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL is not set (see .env.example)")
+    url, name = bench_database_url(base_url, suffix)
+    if not reuse:
+        recreate_database(base_url, name)
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connections
+
+    try:
+        call_command("migrate", verbosity=0)
+        yield url, name
+    finally:
+        connections.close_all()
+        if not keep:
+            drop_database(base_url, name)
 
 
 def bench_database_url(url: str, suffix: str) -> tuple[str, str]:
