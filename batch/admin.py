@@ -1,6 +1,6 @@
 """The Django admin as the durable job dashboard: every job with its progress, chunks and errors.
 
-Actions call the coordinator services; nothing here changes a status by itself. Chunks are read-only.
+Actions call `batch.control`; nothing here changes a status by itself. Chunks are read-only.
 """
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from batch import coordinator
-from batch.exceptions import BatchError
+from batch import control
+from batch.control import BatchError
 from batch.models import JobInstance, WorkChunk
-from batch.progress import chunk_counts, describe_duration
-from batch.registry import registry
-from batch.states import ChunkStatus
+from batch.control import describe_duration
+from batch.statuses import ChunkStatus
 
 ERRORS_SHOWN = 20  # distinct chunk error messages on a job's page
 
@@ -86,16 +85,12 @@ class JobInstanceAdmin(admin.ModelAdmin):
 
     @admin.display(description="chunks per step and status")
     def chunks_per_step(self, instance: JobInstance) -> str:
-        counts = chunk_counts(instance.id)
-        try:
-            order = [step.id for step in registry.get(instance.definition_id, instance.definition_version).steps]
-        except BatchError:
-            order = sorted(counts)
+        job = control.get_job(instance.id)
         chunk_list = reverse("admin:batch_workchunk_changelist")
         rows = format_html_join("", "<tr><td><a href=\"{}?{}\">{}</a></td><td>{}</td></tr>", (
-            (chunk_list, urlencode({"instance__id__exact": instance.id, "target_step_id": step}), step,
-             ", ".join(f"{status} {count}" for status, count in sorted(counts.get(step, {}).items())) or "none")
-            for step in order
+            (chunk_list, urlencode({"instance__id__exact": instance.id, "target_step_id": step.step_id}), step.step_id,
+             ", ".join(f"{status} {count}" for status, count in sorted(step.chunks.items())) or "none")
+            for step in job.steps
         ))
         return format_html("<table><tr><th>step</th><th>chunks</th></tr>{}</table>", rows)
 
@@ -113,11 +108,11 @@ class JobInstanceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected jobs")
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[JobInstance]) -> None:
-        self._apply(request, queryset, coordinator.cancel_job, "cancelled")
+        self._apply(request, queryset, control.cancel_job, "cancelled")
 
     @admin.action(description="Restart the selected jobs (failed or cancelled) where they stopped")
     def restart_jobs(self, request: HttpRequest, queryset: QuerySet[JobInstance]) -> None:
-        self._apply(request, queryset, coordinator.restart_job, "restarted")
+        self._apply(request, queryset, control.restart_job, "restarted")
 
     def _apply(self, request: HttpRequest, queryset: QuerySet[JobInstance], action, done: str) -> None:
         succeeded = 0

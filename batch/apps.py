@@ -9,6 +9,9 @@ class BatchConfig(AppConfig):
     def ready(self) -> None:
         from batch.api import register
         from batch.diagnostics import DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED
+        from batch.notifications import use_publisher
+        from batch.tasks import publish_work_notifications
 
+        use_publisher(publish_work_notifications)
         register(DIAGNOSTIC_NOOP)
         register(DIAGNOSTIC_NOOP_GATED)

@@ -4,9 +4,7 @@ The control API, the management commands and the admin are thin wrappers over th
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -18,17 +16,9 @@ from django.utils import timezone
 from batch import flow
 from batch.exceptions import InvalidParameters, JobNotFound, JobStateConflict, UnknownJobDefinition
 from batch.models import JobInstance, WorkChunk
-from batch.progress import ProgressFigures, compute_progress
 from batch.registry import registry
-from batch.states import (
-    ENDED_JOB_STATUSES,
-    RESTARTABLE_JOB_STATUSES,
-    UNFINISHED_CHUNK_STATUSES,
-    ChunkStatus,
-    JobStatus,
-    change_all_chunks_status,
-    change_job_status,
-)
+from batch.statuses import RESTARTABLE_JOB_STATUSES, UNFINISHED_CHUNK_STATUSES, ChunkStatus, JobStatus
+from batch.transitions import change_all_chunks_status, change_job_status
 
 # Chunks a restart issues again; COMPLETED ones stay done, GATE_WAITING ones wait for their gate.
 REISSUED_CHUNK_STATUSES = [ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS, ChunkStatus.ERRORED, ChunkStatus.FAILED,
@@ -142,24 +132,3 @@ def _current_step(instance: JobInstance) -> str:
     except UnknownJobDefinition:
         steps = sorted(pending)
     return next((step for step in steps if step in pending), steps[-1] if steps else "unknown")
-
-
-@dataclass(frozen=True)
-class JobSnapshot:
-    instance: JobInstance
-    figures: ProgressFigures
-
-    @property
-    def ended(self) -> bool:
-        return self.instance.status in ENDED_JOB_STATUSES
-
-
-def watch_job(instance_id: UUID | str, every: float = 0.5) -> Iterator[JobSnapshot]:
-    """Fresh figures of the job every `every` seconds (computed from its chunks), until it has ended."""
-    while True:
-        instance = get_job(instance_id)
-        snapshot = JobSnapshot(instance, compute_progress(instance.id))
-        yield snapshot
-        if snapshot.ended:
-            return
-        time.sleep(every)

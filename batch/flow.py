@@ -18,9 +18,8 @@ from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification, announce
 from batch.progress import compute_progress
 from batch.registry import registry
-from batch.states import (
-    ChunkStatus,
-    JobStatus,
+from batch.statuses import ChunkStatus, JobStatus
+from batch.transitions import (
     change_all_chunks_status,
     change_chunks_status,
     change_job_status,

@@ -28,13 +28,8 @@ from batch.models import JobInstance, WorkChunk
 from batch.progress import refresh_progress
 from batch.queues import pending_notifications, work_notification_queue
 from batch.registry import registry
-from batch.states import (
-    ENDED_JOB_STATUSES,
-    UNFINISHED_JOB_STATUSES,
-    ChunkStatus,
-    JobStatus,
-    change_all_chunks_status,
-)
+from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.transitions import change_all_chunks_status
 from batch.worker import on_lease_expired
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Durable state of batch jobs: one row per job instance, one row per unit of work (chunk).
 
 The rows are the truth; Redis messages only announce them. Statuses change only through
-`batch.states` (conditional updates), never by assigning `status` and calling `save()`.
+`batch.transitions` (conditional updates), never by assigning `status` and calling `save()`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from batch.api import MAX_ID_LENGTH as ID_LENGTH
-from batch.states import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 
 
 class JobInstance(models.Model):

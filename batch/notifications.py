@@ -6,7 +6,7 @@ message is re-sent by maintenance, a duplicate finds nothing to claim.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -49,6 +49,20 @@ class WorkNotification:
         )
 
 
+Publisher = Callable[[str, list[dict[str, Any]]], None]
+"""Hands a queue's messages to the broker: the Celery publisher, wired in `BatchConfig.ready()`, or a
+test's in-process bus (`batch.testing`). Set at start-up, so the engine never imports Celery."""
+
+_publisher: Publisher | None = None
+
+
+def use_publisher(publisher: Publisher | None) -> Publisher | None:
+    """Make `publisher` the one announcements go to; return the one it replaces."""
+    global _publisher
+    previous, _publisher = _publisher, publisher
+    return previous
+
+
 def announce(node_id: str, module_id: str, notifications: Iterable[WorkNotification]) -> None:
     """Publish once the current transaction commits (at once outside a transaction).
 
@@ -58,11 +72,10 @@ def announce(node_id: str, module_id: str, notifications: Iterable[WorkNotificat
     if not messages:
         return
     queue = work_notification_queue(node_id, module_id)
-    transaction.on_commit(lambda: deliver(queue, messages), robust=True)
+    transaction.on_commit(lambda: _publish(queue, messages), robust=True)
 
 
-def deliver(queue: str, messages: list[dict[str, Any]]) -> None:
-    """Hand the messages to the broker (the one place the engine reaches Celery)."""
-    from batch.tasks import publish_work_notifications
-
-    publish_work_notifications(queue, messages)
+def _publish(queue: str, messages: list[dict[str, Any]]) -> None:
+    if _publisher is None:
+        raise RuntimeError("no work-notification publisher: BatchConfig.ready() has not run")
+    _publisher(queue, messages)

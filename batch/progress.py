@@ -6,7 +6,6 @@ replaced by a FAILED one's; warnings = the chunks' distinct warnings, joined.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from uuid import UUID
@@ -14,7 +13,7 @@ from uuid import UUID
 from django.db.models import Case, Count, IntegerField, Max, Min, Q, Sum, Value, When
 
 from batch.models import JobInstance, WorkChunk
-from batch.states import ChunkStatus
+from batch.statuses import ChunkStatus
 
 MAX_WARNINGS_SHOWN = 20  # distinct chunk warnings joined into the job's; more would drown the page
 
@@ -37,16 +36,6 @@ class ProgressFigures:
         fields = asdict(self)
         del fields["chunks"], fields["completed_chunks"]
         return fields
-
-
-def chunk_counts(instance_id: UUID) -> dict[str, dict[str, int]]:
-    """{step id: {status: chunks}}, answered from the (instance, step, status) index."""
-    counts: dict[str, dict[str, int]] = defaultdict(dict)
-    rows = (WorkChunk.objects.filter(instance_id=instance_id).values("target_step_id", "status")
-            .annotate(chunks=Count("*")).order_by())
-    for row in rows:
-        counts[row["target_step_id"]][row["status"]] = row["chunks"]
-    return dict(counts)
 
 
 def compute_progress(instance_id: UUID) -> ProgressFigures:

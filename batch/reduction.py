@@ -20,8 +20,10 @@ from batch.api import JobDefinition
 from batch.conf import batch_settings
 from batch.exceptions import JobCancelled
 from batch.models import JobInstance, WorkChunk
-from batch.states import ChunkStatus, JobStatus, change_job_status
-from batch.worker import Lease, RunningStepContext, lease_keeper
+from batch.statuses import ChunkStatus, JobStatus
+from batch.transitions import change_job_status
+from batch.leases import Lease, lease_keeper
+from batch.step_context import RunningStepContext
 
 logger = logging.getLogger(__name__)
 

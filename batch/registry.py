@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
-from batch.api import JobDefinition
 from batch.exceptions import DuplicateJobDefinition, UnknownJobDefinition
+
+if TYPE_CHECKING:  # registering needs no more than the object; batch.api's register() imports this module
+    from batch.api import JobDefinition
 
 
 class JobDefinitionRegistry:

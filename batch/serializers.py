@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from batch.exceptions import UnknownJobDefinition
-from batch.models import JobInstance
-from batch.progress import chunk_counts, describe_duration
-from batch.registry import registry
+from batch.control import JobSnapshot, describe_duration
 
 
-class JobInstanceSerializer(serializers.Serializer):
+class JobSerializer(serializers.Serializer):
     instanceId = serializers.UUIDField(source="id")
     jobDefinitionId = serializers.CharField(source="definition_id")
     jobDefinitionVersion = serializers.IntegerField(source="definition_version")
@@ -37,23 +34,17 @@ class JobInstanceSerializer(serializers.Serializer):
     moduleId = serializers.CharField(source="module_id")
     maxConcurrentChunks = serializers.IntegerField(source="max_concurrent_chunks")
 
-    def get_estimatedTimeRemaining(self, instance: JobInstance) -> str | None:
-        seconds = instance.estimated_seconds_remaining
+    def get_estimatedTimeRemaining(self, job: JobSnapshot) -> str | None:
+        seconds = job.estimated_seconds_remaining
         return describe_duration(seconds) if seconds is not None else None
 
 
-class JobInstanceDetailSerializer(JobInstanceSerializer):
+class JobDetailSerializer(JobSerializer):
     steps = serializers.SerializerMethodField()
 
-    def get_steps(self, instance: JobInstance) -> list[dict]:
+    def get_steps(self, job: JobSnapshot) -> list[dict]:
         """Chunk counts per step and status, steps in the definition's order."""
-        counts = chunk_counts(instance.id)
-        try:
-            order = [step.id for step in registry.get(instance.definition_id, instance.definition_version).steps]
-        except UnknownJobDefinition:
-            order = []
-        order += sorted(set(counts) - set(order))
-        return [{"stepId": step_id, "chunks": counts.get(step_id, {})} for step_id in order]
+        return [{"stepId": step.step_id, "chunks": dict(step.chunks)} for step in job.steps]
 
 
 class StartJobRequest(serializers.Serializer):

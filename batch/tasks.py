@@ -8,7 +8,7 @@ from celery import current_app, shared_task
 from celery.utils import uuid
 
 from batch.notifications import WorkNotification
-from batch.worker import on_work_notification
+from batch.dispatch import on_work_notification
 
 PUBLISH_BATCH = 500  # Redis commands pipelined per round trip when many chunks are announced at once
 

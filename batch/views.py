@@ -1,4 +1,4 @@
-"""The control API: thin views over `batch.coordinator`. Errors come back as `{"errors": [...]}`."""
+"""The control API: thin views over `batch.control`. Errors come back as `{"errors": [...]}`."""
 from __future__ import annotations
 
 from rest_framework import status
@@ -8,10 +8,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from batch import coordinator
-from batch.exceptions import BatchError, InvalidParameters, JobNotFound, JobStateConflict
-from batch.serializers import JobInstanceDetailSerializer, JobInstanceSerializer, StartJobRequest
-from batch.states import JobStatus
+from batch import control
+from batch.control import BatchError, InvalidParameters, JobNotFound, JobStateConflict, JobStatus
+from batch.serializers import JobDetailSerializer, JobSerializer, StartJobRequest
 
 
 class IsStaffOrTokenClient(BasePermission):
@@ -52,8 +51,8 @@ class JobListView(APIView):
             return errors([f"unknown jobStatus {s!r}; one of {', '.join(JobStatus)}" for s in unknown],
                           status.HTTP_400_BAD_REQUEST)
         pages = JobPages()
-        page = pages.paginate_queryset(coordinator.list_jobs(statuses), request, view=self)
-        return pages.get_paginated_response(JobInstanceSerializer(page, many=True).data)
+        page = pages.paginate_queryset(control.list_jobs(statuses), request, view=self)
+        return pages.get_paginated_response(JobSerializer(page, many=True).data)
 
     def post(self, request: Request) -> Response:
         start = StartJobRequest(data=request.data)
@@ -61,24 +60,24 @@ class JobListView(APIView):
             return errors([f"{field}: {message}" for field, messages in start.errors.items() for message in messages],
                           status.HTTP_400_BAD_REQUEST)
         try:
-            instance = coordinator.start_job(
+            job = control.start_job(
                 start.validated_data["jobDefinitionId"], start.validated_data["parameters"],
                 started_by=request.user.get_username(),
                 max_concurrent_chunks=start.validated_data["maxConcurrentChunks"],
             )
         except BatchError as error:
             return refused(error)
-        return Response(JobInstanceSerializer(instance).data, status=status.HTTP_201_CREATED)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
     def delete(self, request: Request) -> Response:
         instance_id = request.query_params.get("instanceId")
         if not instance_id:
             return errors(["instanceId is required: DELETE /control/jobs?instanceId=<id>"], status.HTTP_400_BAD_REQUEST)
         try:
-            instance = coordinator.cancel_job(instance_id)
+            job = control.cancel_job(instance_id)
         except BatchError as error:
             return refused(error)
-        return Response(JobInstanceSerializer(instance).data, status=status.HTTP_202_ACCEPTED)
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 class JobDetailView(APIView):
@@ -86,10 +85,10 @@ class JobDetailView(APIView):
 
     def get(self, request: Request, instance_id: str) -> Response:
         try:
-            instance = coordinator.get_job(instance_id)
+            job = control.get_job(instance_id)
         except BatchError as error:
             return refused(error)
-        return Response(JobInstanceDetailSerializer(instance).data)
+        return Response(JobDetailSerializer(job).data)
 
 
 class JobRestartView(APIView):
@@ -97,7 +96,7 @@ class JobRestartView(APIView):
 
     def post(self, request: Request, instance_id: str) -> Response:
         try:
-            instance = coordinator.restart_job(instance_id)
+            job = control.restart_job(instance_id)
         except BatchError as error:
             return refused(error)
-        return Response(JobInstanceSerializer(instance).data)
+        return Response(JobSerializer(job).data)

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -27,26 +23,26 @@ from batch import flow
 from batch.api import JobDefinition, StepDefinition
 from batch.conf import batch_settings
 from batch.exceptions import BatchError, JobCancelled, JobFailed, RetryChunkLater
+from batch.leases import chunk_lease, lease_keeper
 from batch.models import JobInstance, WorkChunk
-from batch.notifications import WorkNotification
-from batch.registry import registry
-from batch.states import (
+from batch.statuses import (
     CHUNK_TRANSITIONS,
     CLAIMABLE_CHUNK_STATUSES,
-    ENDED_JOB_STATUSES,
     ChunkStatus,
     JobStatus,
+    chunk_statuses_leading_to,
+)
+from batch.step_context import RunningStepContext
+from batch.transitions import (
     change_chunk_status,
     change_job_status,
     change_owned_chunk_status,
-    chunk_statuses_leading_to,
 )
 
 logger = logging.getLogger(__name__)
 
 SINK_FLUSH_SIZE = 500  # emitted chunks written per insert: one round trip per 500 small chunks
 SINK_FLUSH_BYTES = 4 * 1024 * 1024  # ...or per 4 MiB of chunk data, so large chunks keep a step's memory flat
-CANCEL_CHECK_SECONDS = 1.0  # a step learns of a cancel within about this, at one query per interval
 MAX_ERROR_MESSAGE = 2000  # characters kept of an exception's text
 
 
@@ -67,105 +63,6 @@ def execute_prepared(sql: str, params: Mapping[str, Any]) -> tuple | None:
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
         return cursor.fetchone()
-
-
-# --- Leases --------------------------------------------------------------------------------------------
-@dataclass(eq=False)
-class Lease:
-    """A claim on running work that must be renewed; `lost` turns true when a renewal finds it gone."""
-
-    renew: Callable[[], bool]
-    lost: bool = False
-    renew_at: float = 0.0  # time.monotonic() of the next renewal
-
-
-class LeaseKeeper:
-    """One daemon thread per worker process renews the leases of the work running in that process."""
-
-    def __init__(self) -> None:
-        self._leases: set[Lease] = set()
-        self._lock = threading.Lock()
-        self._changed = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @contextmanager
-    def holding(self, lease: Lease) -> Iterator[Lease]:
-        lease.renew_at = time.monotonic() + batch_settings().lease_renewal_interval.total_seconds()
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():  # not alive: this is a forked child
-                self._thread = threading.Thread(target=self._run, name="batch-lease-keeper", daemon=True)
-                self._thread.start()
-            self._leases.add(lease)
-        self._changed.set()
-        try:
-            yield lease
-        finally:
-            with self._lock:
-                self._leases.discard(lease)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                next_renewal = min((lease.renew_at for lease in self._leases), default=None)
-            self._changed.wait(None if next_renewal is None else max(0.0, next_renewal - time.monotonic()))
-            self._changed.clear()
-            now = time.monotonic()
-            with self._lock:
-                due = [lease for lease in self._leases if lease.renew_at <= now]
-            for lease in due:
-                lease.renew_at = now + batch_settings().lease_renewal_interval.total_seconds()
-                try:
-                    if not lease.renew():
-                        lease.lost = True
-                except Exception:
-                    logger.exception("lease renewal failed; retrying at the next interval")
-            if due:
-                connection.close()  # a renewal every few seconds does not need to hold a connection in between
-
-
-lease_keeper = LeaseKeeper()
-
-
-def _lease_deadline():
-    return timezone.now() + batch_settings().lease
-
-
-def chunk_lease(chunk_id: UUID, attempt: int) -> Lease:
-    return Lease(lambda: change_owned_chunk_status(chunk_id, attempt, ChunkStatus.IN_PROGRESS,
-                                                   lease_expires_at=_lease_deadline()))
-
-
-# --- What a step sees ----------------------------------------------------------------------------------
-@dataclass
-class RunningStepContext:
-    """The engine's `batch.api.StepContext`."""
-
-    instance_id: UUID
-    step_id: str
-    chunk_id: UUID | None
-    parameters: Mapping[str, Any]
-    data: Mapping[str, Any] | None
-    lease: Lease
-    warnings: list[str] = field(default_factory=list)
-    _cancelled: bool = False
-    _checked_at: float = float("-inf")
-
-    def is_cancelled(self) -> bool:
-        if self._cancelled or self.lease.lost:
-            return True
-        if time.monotonic() - self._checked_at >= CANCEL_CHECK_SECONDS:
-            self._checked_at = time.monotonic()
-            self._cancelled = JobInstance.objects.filter(
-                Q(cancelled=True) | Q(status__in=ENDED_JOB_STATUSES), id=self.instance_id
-            ).exists()
-        return self._cancelled
-
-    def check_cancelled(self) -> None:
-        if self.is_cancelled():
-            raise JobCancelled(f"job {self.instance_id} was cancelled; step {self.step_id} stops")
-
-    def add_warning(self, message: str) -> None:
-        self.warnings.append(message)
 
 
 # Emitted chunks, written in one statement per batch: arrays of ids, sequences and JSON documents
@@ -237,19 +134,6 @@ class ChunkSink:
 
 
 # --- Events --------------------------------------------------------------------------------------------
-def on_work_notification(notification: WorkNotification, worker: str = "", task_id: str = "") -> None:
-    """Entry point of a work message. An unknown definition raises (loudly); unknown work is dropped."""
-    definition = registry.get(notification.definition_id, notification.definition_version)
-    if notification.chunk_id is None:
-        from batch.reduction import on_reduction_notification
-
-        on_reduction_notification(notification.instance_id, definition)
-        return
-    chunk = on_chunk_claimed(notification.chunk_id, worker, task_id)
-    if chunk is not None:
-        run_chunk(definition, chunk)
-
-
 # The claim, as one statement: lock the chunk row unless another worker holds it (SKIP LOCKED), check
 # that it is claimable and that its job runs and is not cancelled, move it to IN_PROGRESS with a lease.
 CLAIM_SQL = """

@@ -28,7 +28,7 @@ from django.conf import settings  # noqa: E402
 from batch.coordinator import start_job  # noqa: E402
 from batch.models import JobInstance  # noqa: E402
 from batch.queues import work_notification_queue  # noqa: E402
-from batch.states import ENDED_JOB_STATUSES  # noqa: E402
+from batch.statuses import ENDED_JOB_STATUSES  # noqa: E402
 from bench.tasks import publish_noops, wait_until_consumed  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent

@@ -1,6 +1,15 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
 import pytest
 
 from tests.processes import Process
+
+if TYPE_CHECKING:  # batch's modules need Django set up, which happens after this file is read
+    from batch.api import JobDefinition
+    from batch.testing import InProcessBus
 
 
 @pytest.fixture
@@ -10,3 +19,21 @@ def processes():
     yield started
     for process in reversed(started):
         process.stop()
+
+
+@pytest.fixture
+def bus() -> Iterator[InProcessBus]:
+    """Work messages stay here until the test delivers them, in this process (no Celery, no Redis)."""
+    from batch.testing import in_process_bus
+
+    with in_process_bus() as in_process:
+        yield in_process
+
+
+@pytest.fixture
+def define_job() -> Iterator[Callable[..., JobDefinition]]:
+    """`define_job(lambda b: b.first_step(...).last_step(...))` builds and registers a uniquely named job."""
+    from batch.testing import throwaway_jobs
+
+    with throwaway_jobs() as define:
+        yield define

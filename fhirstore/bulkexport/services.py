@@ -14,13 +14,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from batch.coordinator import cancel_job, start_job
-from batch.exceptions import JobNotFound, JobStateConflict
-from batch.models import JobInstance, WorkChunk
-from batch.states import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from batch import control
+from batch.control import JobNotFound, JobSnapshot, JobStateConflict, JobStatus
 from fhirstore.bulkexport.exceptions import ExportFailed, ExportFileNotFound, ExportNotFound, TooManyExports
 from fhirstore.bulkexport.files import delete_files, open_file
 from fhirstore.bulkexport.models import BulkExport, ExportFile
@@ -55,21 +53,20 @@ def kick_off(user: AbstractBaseUser, request: ExportRequest, *, base_url: str, r
             raise TooManyExports(f"{limit} of your exports are running, the most allowed; retry once one has finished "
                                  "(or DELETE one)")
         export_id, now = uuid.uuid4(), timezone.now()
-        instance = start_job(
+        job = control.start_job(
             BULK_EXPORT_JOB,
             job_parameters(request, export_id=export_id, base_url=base_url, request_url=request_url,
                            transaction_time=now),
             started_by=user.get_username(),
             max_concurrent_chunks=settings.BULK_EXPORT_MAX_CONCURRENT_CHUNKS or None,
         )
-        export = BulkExport.objects.create(id=export_id, owner=user, job_instance_id=instance.id,
+        export = BulkExport.objects.create(id=export_id, owner=user, job_instance_id=job.id,
                                            request_url=request_url, fingerprint=fingerprint, transaction_time=now)
     return KickOff(export, False, request.warnings)
 
 
 def _running_exports(user: AbstractBaseUser) -> QuerySet[BulkExport]:
-    running_jobs = JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES).values("id")
-    return BulkExport.objects.filter(owner=user, job_instance_id__in=running_jobs)
+    return BulkExport.objects.filter(owner=user, job_instance_id__in=control.unfinished_job_ids())
 
 
 class ExportState(enum.Enum):
@@ -89,16 +86,19 @@ def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportS
     """Running or completed; ExportFailed for a failed export, ExportNotFound for a deleted, cancelled,
     expired or unknown one (or another user's)."""
     export = _owned_export(user, export_id)
-    instance = JobInstance.objects.filter(id=export.job_instance_id).first()
-    if instance is None or instance.status == JobStatus.CANCELLED:
+    try:
+        job = control.get_job(export.job_instance_id)
+    except JobNotFound:
+        raise ExportNotFound(f"Export {export_id} was cancelled") from None
+    if job.status == JobStatus.CANCELLED:
         raise ExportNotFound(f"Export {export_id} was cancelled")
-    if instance.status == JobStatus.FAILED:
-        raise ExportFailed(f"Export {export_id} failed: {instance.error_message or 'unknown error'}")
-    if instance.status == JobStatus.COMPLETED:
+    if job.status == JobStatus.FAILED:
+        raise ExportFailed(f"Export {export_id} failed: {job.error_message or 'unknown error'}")
+    if job.status == JobStatus.COMPLETED:
         if export.expires_at is not None and export.expires_at <= timezone.now():
             raise ExportNotFound(f"Export {export_id} has expired")
-        return ExportStatus(ExportState.COMPLETED, "Completed", _in_spec_order(instance.report), export.expires_at)
-    return ExportStatus(ExportState.RUNNING, _progress(instance))
+        return ExportStatus(ExportState.COMPLETED, "Completed", _in_spec_order(job.report), export.expires_at)
+    return ExportStatus(ExportState.RUNNING, _progress(job))
 
 
 def _in_spec_order(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -108,18 +108,15 @@ def _in_spec_order(manifest: dict[str, Any]) -> dict[str, Any]:
             "output": [{"type": item["type"], "url": item["url"], "count": item["count"]} for item in manifest["output"]]}
 
 
-def _progress(instance: JobInstance) -> str:
-    if instance.status == JobStatus.QUEUED:
+def _progress(job: JobSnapshot) -> str:
+    if job.status == JobStatus.QUEUED:
         return "Queued"
-    if instance.status == JobStatus.FINALIZE:
-        return "Writing the manifest (step 4 of 4)"
-    step = instance.current_gated_step_id
-    counts = dict(WorkChunk.objects.filter(instance_id=instance.id, target_step_id=step).values_list("status")
-                  .annotate(chunks=Count("*")).order_by())
-    steps = ("fetch-resources", "expand-resources", "write-to-binaries")
-    number = steps.index(step) + 1 if step in steps else "?"
-    return (f"{step}: {counts.get(ChunkStatus.COMPLETED, 0)} of {sum(counts.values())} chunks done (step {number} of 4), "
-            f"{instance.combined_records_processed} records")
+    number, count, step_id = job.current_step_number, job.step_count, job.current_step
+    if job.status == JobStatus.FINALIZE:
+        return f"{step_id} (step {number} of {count})"
+    step = job.step(step_id or "")
+    return (f"{step_id}: {step.done} of {step.total} chunks done (step {number} of {count}), "
+            f"{job.combined_records_processed} records")
 
 
 def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:
@@ -127,7 +124,7 @@ def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:
     with transaction.atomic():
         export = _owned_export(user, export_id, lock=True)
         try:
-            cancel_job(export.job_instance_id)
+            control.cancel_job(export.job_instance_id)
         except (JobStateConflict, JobNotFound):
             pass  # it has ended already (or batch purged it): only the files are left to remove
         paths = list(export.files.values_list("path", flat=True))
@@ -160,11 +157,9 @@ def purge_expired_exports(*, now: datetime | None = None) -> PurgeReport:
     (failed, cancelled, or their job purged), with their files."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.BULK_EXPORT_RETENTION_SECONDS)
-    ended_long_ago = JobInstance.objects.filter(end_time__lt=cutoff).values("id")
-    job_gone = ~Exists(JobInstance.objects.filter(id=OuterRef("job_instance_id")))
     expired = BulkExport.objects.filter(
-        Q(expires_at__lt=now) | Q(expires_at__isnull=True, job_instance_id__in=ended_long_ago)
-        | Q(job_gone, transaction_time__lt=cutoff)
+        Q(expires_at__lt=now) | Q(expires_at__isnull=True, job_instance_id__in=control.ended_job_ids(before=cutoff))
+        | (~Q(job_instance_id__in=control.job_ids()) & Q(transaction_time__lt=cutoff))
     )
     report = PurgeReport()
     while True:

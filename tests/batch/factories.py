@@ -1,7 +1,7 @@
 import factory
 
 from batch.models import JobInstance, WorkChunk
-from batch.states import ChunkStatus, JobStatus
+from batch.statuses import ChunkStatus, JobStatus
 
 
 class JobInstanceFactory(factory.django.DjangoModelFactory):

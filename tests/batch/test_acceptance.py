@@ -21,7 +21,7 @@ from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.queues import work_notification_queue
 from batch.registry import registry
-from batch.states import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.tasks import publish_work_notifications
 from tests.batch.conftest import unique_node
 from tests.batch.testjobs.jobs import LOGGED_JOB

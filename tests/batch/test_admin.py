@@ -3,15 +3,15 @@ import pytest
 from django.urls import reverse
 
 from batch.models import JobInstance
-from batch.states import ChunkStatus, JobStatus
+from batch.statuses import ChunkStatus, JobStatus
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    monkeypatch.setattr("batch.notifications.deliver", lambda queue, messages: None)
+def no_broker(bus):
+    """Starting a job announces its first chunk; these tests look at the admin, not at Redis."""
 
 
 @pytest.fixture

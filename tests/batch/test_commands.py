@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from batch.coordinator import start_job
 from batch.exceptions import JobFailed
 from batch.models import JobInstance
-from batch.states import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
 from tests.batch.conftest import emit
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
 from tests.processes import PROJECT_DIR

@@ -5,16 +5,15 @@ from rest_framework.test import APIClient
 
 from batch.coordinator import start_job
 from batch.models import JobInstance
-from batch.states import JobStatus
+from batch.statuses import JobStatus
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
+def no_broker(bus):
     """Starting a job announces its first chunk; these tests look at the API, not at Redis."""
-    monkeypatch.setattr("batch.notifications.deliver", lambda queue, messages: None)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 from batch.coordinator import cancel_job, get_job, list_jobs, restart_job, start_job
 from batch.exceptions import InvalidParameters, JobFailed, JobNotFound, JobStateConflict, UnknownJobDefinition
 from batch.models import JobInstance, WorkChunk
-from batch.states import ChunkStatus, JobStatus
+from batch.statuses import ChunkStatus, JobStatus
 from tests.batch.conftest import emit
 from tests.batch.factories import JobInstanceFactory
 

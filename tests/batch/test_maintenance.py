@@ -14,7 +14,7 @@ from batch.maintenance import MAINTENANCE_LOCK_KEY, run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
 from batch.reduction import on_reduction_claimed
-from batch.states import ChunkStatus, JobStatus
+from batch.statuses import ChunkStatus, JobStatus
 from batch.worker import on_chunk_claimed
 from tests.batch.conftest import count_records, emit, unique_node
 

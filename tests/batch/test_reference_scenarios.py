@@ -15,7 +15,7 @@ from batch.exceptions import JobFailed, JobStateConflict, RetryChunkLater
 from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
 from batch.progress import describe_duration, refresh_progress
-from batch.states import CANCELLABLE_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.statuses import CANCELLABLE_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.worker import on_chunk_claimed, run_chunk
 from tests.batch.conftest import count_records, emit
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory

@@ -11,13 +11,14 @@ from django.utils import timezone
 
 from batch.api import JobDefinitionBuilder
 from batch.coordinator import cancel_job, start_job
+from batch.dispatch import on_work_notification
 from batch.exceptions import BatchError, UnknownJobDefinition
 from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.registry import registry
-from batch.states import ChunkStatus, JobStatus
-from batch.worker import SINK_FLUSH_BYTES, on_chunk_claimed, on_work_notification, run_chunk
+from batch.statuses import ChunkStatus, JobStatus
+from batch.worker import SINK_FLUSH_BYTES, on_chunk_claimed, run_chunk
 from tests.batch.conftest import count_records, emit
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -2,10 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from batch.coordinator import get_job
-from batch.exceptions import BatchError
-from batch.progress import describe_duration
-from batch.serializers import JobInstanceDetailSerializer
+from batch.control import BatchError, describe_duration, get_job
+from batch.serializers import JobDetailSerializer
 
 
 class Command(BaseCommand):
@@ -21,7 +19,7 @@ class Command(BaseCommand):
             instance = get_job(instance_id)
         except BatchError as error:
             raise CommandError(str(error)) from None
-        shown = JobInstanceDetailSerializer(instance).data
+        shown = JobDetailSerializer(instance).data
         if as_json:
             self.stdout.write(json.dumps(shown, indent=2))
             return

@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from batch.coordinator import list_jobs
-from batch.states import JobStatus
+from batch.control import JobStatus, list_jobs
 
 
 class Command(BaseCommand):

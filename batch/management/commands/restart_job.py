@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from batch.coordinator import restart_job
-from batch.exceptions import BatchError
+from batch import control
 
 
 class Command(BaseCommand):
@@ -12,7 +11,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, instance_id: str, **options):
         try:
-            instance = restart_job(instance_id)
-        except BatchError as error:
+            job = control.restart_job(instance_id)
+        except control.BatchError as error:
             raise CommandError(str(error)) from None
-        self.stdout.write(f"{instance.id} {instance.status}")
+        self.stdout.write(f"{job.id} {job.status}")

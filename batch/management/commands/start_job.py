@@ -2,10 +2,8 @@ import getpass
 import json
 
 from django.core.management.base import BaseCommand, CommandError
-from batch.coordinator import start_job
-from batch.exceptions import BatchError
-from batch.management.follow import follow_job
-from batch.states import JobStatus
+
+from batch.control import BatchError, JobStatus, follow_job, start_job
 
 
 class Command(BaseCommand):
@@ -36,7 +34,10 @@ class Command(BaseCommand):
 
     def follow(self, instance_id) -> None:
         # The bar writes to the raw stream: Django's wrapper would end every redraw with a newline.
-        instance = follow_job(instance_id, self.stderr._out)
+        try:
+            instance = follow_job(instance_id, self.stderr._out)
+        except BatchError as error:
+            raise CommandError(str(error)) from None
         if instance.status != JobStatus.COMPLETED:
             raise CommandError(f"job {instance.id} {instance.status}: {instance.error_message or 'no message'}")
         self.stdout.write(f"COMPLETED: {instance.combined_records_processed} records"

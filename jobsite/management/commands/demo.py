@@ -10,8 +10,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from batch.coordinator import start_job
-from batch.management.follow import follow_job
+from batch.control import BatchError, follow_job, start_job
 from fhirstore.loading import load_paths
 from fhirstore.models import Resource
 from jobsite.accounts import api_token_for, ensure_admin_user
@@ -73,7 +72,10 @@ class Command(BaseCommand):
         """A gated job with a reduction, through Redis and the stack's worker, with its progress shown."""
         instance = start_job(DEMO_JOB, DEMO_PARAMETERS, started_by="demo")
         self.stdout.write(f"stack is up; job {DEMO_JOB} {instance.id} runs through Redis on the worker ...")
-        ended = follow_job(instance.id, self.stdout._out, timeout=DEMO_TIMEOUT)
+        try:
+            ended = follow_job(instance.id, self.stdout._out, timeout=DEMO_TIMEOUT)
+        except BatchError as error:
+            raise CommandError(str(error)) from None
         if ended.status != "COMPLETED":
             raise CommandError(f"the demo job {ended.status}: {ended.error_message}")
         self.stdout.write(self.style.SUCCESS(

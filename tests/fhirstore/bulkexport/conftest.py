@@ -10,7 +10,7 @@ from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from fhirstore.storage import Write, delete_resource, save_resources
-from tests.batch.conftest import Bus
+from batch.testing import InProcessBus
 from tests.fhirstore.helpers import FhirClient
 
 
@@ -22,20 +22,12 @@ def export_storage(settings, tmp_path):
     return tmp_path / "exports"
 
 
-@pytest.fixture
-def bus(monkeypatch) -> Bus:
-    """Work messages stay here until the test delivers them, in this process (no Celery, no Redis)."""
-    bus = Bus()
-    monkeypatch.setattr("batch.notifications.deliver", bus.record)
-    return bus
-
-
 @dataclass
 class Exporter:
     """A Bulk Data client over the Django test client, with the job run in-process by `bus`."""
 
     fhir: FhirClient
-    bus: Bus
+    bus: InProcessBus
 
     def kick_off(self, path: str, prefer: str = "respond-async"):
         return self.fhir.get(path, HTTP_PREFER=prefer)

@@ -24,7 +24,7 @@ from rest_framework.authtoken.models import Token
 from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
-from batch.states import ChunkStatus, JobStatus
+from batch.statuses import ChunkStatus, JobStatus
 from fhirstore.bulkexport.models import BulkExport
 from fhirstore.bulkexport.parameters import Level, parse_export_request
 from fhirstore.bulkexport.services import kick_off

@@ -5,8 +5,9 @@ from email.utils import parsedate_to_datetime
 import pytest
 from freezegun import freeze_time
 
+from batch import control
 from batch.models import JobInstance
-from batch.states import JobStatus
+from batch.statuses import JobStatus
 from fhirstore.bulkexport.models import BulkExport, ExportFile
 from fhirstore.bulkexport.services import purge_expired_exports
 from scheduling.registry import registry as scheduled_jobs
@@ -138,9 +139,7 @@ def test_the_purge_removes_exports_that_ended_without_a_manifest_a_retention_ago
     status_url = exporter.kick_off("/fhir/$export?_type=Patient")["Content-Location"]
     while not ExportFile.objects.exists():
         exporter.bus.deliver_next()
-    from batch.coordinator import cancel_job
-
-    cancel_job(BulkExport.objects.get().job_instance_id)  # by an operator, not by DELETE: the files stay
+    control.cancel_job(BulkExport.objects.get().job_instance_id)  # by an operator, not by DELETE: the files stay
     assert purge_expired_exports().exports == 0
     with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=61)):
         assert purge_expired_exports().exports == 1

@@ -1,7 +1,7 @@
-"""The two state machines of the batch engine, as data, and the only way to change a status.
+"""The only way to change a status: a conditional `UPDATE … WHERE status IN (<statuses allowed to move
+there>)`, following the transition tables of `batch.statuses`.
 
-Every status change is a conditional `UPDATE … WHERE status IN (<statuses allowed to move there>)`:
-the row count says who won, so two processes can never both make the same move. A refused move
+The row count says who won, so two processes can never both make the same move. A refused move
 (illegal, or lost to another process) changes nothing and is logged.
 """
 from __future__ import annotations
@@ -10,87 +10,25 @@ import logging
 from collections.abc import Iterable
 from uuid import UUID
 
-from django.db import connection, models, transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from batch.models import JobInstance, WorkChunk
+from batch.statuses import (
+    CHUNK_TRANSITIONS,
+    ChunkStatus,
+    JobStatus,
+    chunk_statuses_leading_to,
+    job_statuses_leading_to,
+)
+
 logger = logging.getLogger(__name__)
-
-
-class JobStatus(models.TextChoices):
-    QUEUED = "QUEUED"
-    IN_PROGRESS = "IN_PROGRESS"
-    FINALIZE = "FINALIZE"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-class ChunkStatus(models.TextChoices):
-    GATE_WAITING = "GATE_WAITING"
-    READY = "READY"
-    QUEUED = "QUEUED"
-    IN_PROGRESS = "IN_PROGRESS"
-    POLL_WAITING = "POLL_WAITING"
-    ERRORED = "ERRORED"
-    REDUCTION_READY = "REDUCTION_READY"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-
-
-J, C = JobStatus, ChunkStatus
-
-JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    J.QUEUED: frozenset({J.IN_PROGRESS, J.CANCELLED}),
-    J.IN_PROGRESS: frozenset({J.FINALIZE, J.COMPLETED, J.FAILED, J.CANCELLED}),
-    J.FINALIZE: frozenset({J.COMPLETED, J.FAILED, J.CANCELLED}),
-    J.COMPLETED: frozenset(),
-    # Beyond the reference: a failed or cancelled job can be restarted where it stopped.
-    J.FAILED: frozenset({J.IN_PROGRESS}),
-    J.CANCELLED: frozenset({J.IN_PROGRESS}),
-}
-
-CHUNK_TRANSITIONS: dict[ChunkStatus, frozenset[ChunkStatus]] = {
-    C.GATE_WAITING: frozenset({C.READY, C.REDUCTION_READY}),
-    # Beyond: QUEUED -> READY when a restart re-issues a chunk whose job had stopped.
-    C.READY: frozenset({C.QUEUED}),
-    C.QUEUED: frozenset({C.IN_PROGRESS, C.READY}),
-    # IN_PROGRESS -> IN_PROGRESS renews the lease. Beyond: -> READY when a cancel interrupts the step
-    # or a restart re-issues it.
-    C.IN_PROGRESS: frozenset({C.IN_PROGRESS, C.ERRORED, C.FAILED, C.COMPLETED, C.POLL_WAITING, C.READY}),
-    C.POLL_WAITING: frozenset({C.READY}),
-    C.ERRORED: frozenset({C.IN_PROGRESS, C.FAILED, C.COMPLETED, C.READY}),
-    C.REDUCTION_READY: frozenset({C.COMPLETED, C.FAILED}),
-    C.COMPLETED: frozenset(),
-    C.FAILED: frozenset({C.READY}),  # beyond: restart
-}
-
-UNFINISHED_JOB_STATUSES = frozenset({J.QUEUED, J.IN_PROGRESS, J.FINALIZE})
-CANCELLABLE_JOB_STATUSES = UNFINISHED_JOB_STATUSES
-ENDED_JOB_STATUSES = frozenset({J.COMPLETED, J.FAILED, J.CANCELLED})
-RESTARTABLE_JOB_STATUSES = frozenset({J.FAILED, J.CANCELLED})
-# Chunks a worker may claim: announced and waiting, or waiting for a retry after an error.
-CLAIMABLE_CHUNK_STATUSES = frozenset({C.QUEUED, C.ERRORED})
-UNFINISHED_CHUNK_STATUSES = frozenset(set(C) - {C.COMPLETED, C.FAILED})
-
-
-def _sources(table: dict, target) -> list[str]:
-    return sorted(source for source, targets in table.items() if target in targets)
-
-
-def job_statuses_leading_to(target: JobStatus) -> list[str]:
-    return _sources(JOB_TRANSITIONS, target)
-
-
-def chunk_statuses_leading_to(target: ChunkStatus) -> list[str]:
-    return _sources(CHUNK_TRANSITIONS, target)
 
 
 def change_job_status(instance_id: UUID, target: JobStatus, *, only_if: Q | None = None, **fields) -> bool:
     """Move one job instance to `target` if the table allows it from its current status (and `only_if` holds)."""
-    from batch.models import JobInstance
-
     condition = Q(id=instance_id, status__in=job_statuses_leading_to(target)) & (only_if or Q())
     moved = JobInstance.objects.filter(condition).update(status=target, update_time=timezone.now(), **fields)
     if not moved:
@@ -101,8 +39,6 @@ def change_job_status(instance_id: UUID, target: JobStatus, *, only_if: Q | None
 
 def change_chunk_status(chunk_id: UUID, target: ChunkStatus, *, only_if: Q | None = None, **fields) -> bool:
     """Move one work chunk to `target` if the table allows it from its current status (and `only_if` holds)."""
-    from batch.models import WorkChunk
-
     condition = Q(id=chunk_id, status__in=chunk_statuses_leading_to(target)) & (only_if or Q())
     moved = WorkChunk.objects.filter(condition).update(status=target, update_time=timezone.now(), **fields)
     if not moved:
@@ -140,8 +76,6 @@ def change_chunks_status(
 
     Rows are locked with `SKIP LOCKED`, so a row another process is moving right now is left to it.
     """
-    from batch.models import WorkChunk
-
     with transaction.atomic(savepoint=False):
         moving = list(
             WorkChunk.objects.filter(where, status__in=chunk_statuses_leading_to(target))
@@ -174,8 +108,6 @@ def change_listed_chunks_status(chunk_ids: list[UUID], target: ChunkStatus, **fi
 
 def change_all_chunks_status(where: Q, target: ChunkStatus, **fields) -> int:
     """Move every chunk matching `where` that the table allows to `target`, in one statement."""
-    from batch.models import WorkChunk
-
     return WorkChunk.objects.filter(where, status__in=chunk_statuses_leading_to(target)).update(
         status=target, update_time=timezone.now(), **fields
     )

@@ -3,15 +3,8 @@ import pytest
 from django.db.models import Q
 
 from batch.models import WorkChunk
-from batch.states import (
-    CHUNK_TRANSITIONS,
-    JOB_TRANSITIONS,
-    ChunkStatus,
-    JobStatus,
-    change_chunk_status,
-    change_chunks_status,
-    change_job_status,
-)
+from batch.statuses import CHUNK_TRANSITIONS, JOB_TRANSITIONS, ChunkStatus, JobStatus
+from batch.transitions import change_chunk_status, change_chunks_status, change_job_status
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
 
 pytestmark = pytest.mark.django_db

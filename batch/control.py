@@ -1,0 +1,283 @@
+"""The control surface of the batch engine: start, cancel, restart, list and watch jobs.
+
+With `batch.api` (defining jobs) and `batch.testing` (running them in a test), this is all code outside
+the engine may touch: the FHIR jobs, the control API, the commands and the admin's actions. Jobs come
+back as `JobSnapshot`s, frozen read models, never as database rows, so callers cannot write around the
+engine's state machine and the engine can change its tables without breaking them.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO, overload
+from uuid import UUID
+
+from django.db.models import Count, QuerySet
+
+from batch import coordinator
+from batch.exceptions import (
+    BatchError,
+    InvalidParameters,
+    JobNotFound,
+    JobStateConflict,
+    UnknownJobDefinition,
+)
+from batch.models import JobInstance, WorkChunk
+from batch.progress import compute_progress, describe_duration
+from batch.queues import work_notification_queue
+from batch.registry import registry
+from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+
+__all__ = [
+    "BatchError", "InvalidParameters", "JobList", "JobNotFound", "JobSnapshot", "JobStateConflict", "JobStatus",
+    "StepProgress", "UnknownJobDefinition", "cancel_job", "describe_duration", "ended_job_ids", "follow_job", "get_job", "job_ids", "list_jobs",
+    "restart_job", "start_job", "unfinished_job_ids", "watch_job", "work_notification_queue",
+]
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """One step of a job: its chunks so far, by status."""
+
+    step_id: str
+    chunks: Mapping[str, int]  # {chunk status: count}
+
+    @property
+    def total(self) -> int:
+        return sum(self.chunks.values())
+
+    @property
+    def done(self) -> int:
+        return self.chunks.get(ChunkStatus.COMPLETED, 0)
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A job as it was when read. Field names follow the reference's JobInstance (snake_case)."""
+
+    id: UUID
+    definition_id: str
+    definition_version: int
+    status: JobStatus
+    cancelled: bool
+    parameters: Mapping[str, Any]
+    started_by: str
+    node_id: str
+    module_id: str
+    max_concurrent_chunks: int | None
+    create_time: datetime
+    start_time: datetime | None
+    end_time: datetime | None
+    update_time: datetime
+    progress: float  # completed chunks / all chunks, 0..1
+    combined_records_processed: int
+    records_per_second: float | None
+    elapsed_seconds: float | None
+    estimated_seconds_remaining: float | None
+    error_count: int
+    error_message: str | None
+    warning_messages: str | None
+    current_gated_step_id: str | None
+    report: Any
+    steps: tuple[StepProgress, ...]  # every step of the definition, in order, then any unknown to it
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED_JOB_STATUSES
+
+    @property
+    def step_count(self) -> int:
+        return len(self.steps)
+
+    @property
+    def current_step(self) -> str | None:
+        """The gated step, or else the first step with unfinished chunks; None once the job has ended."""
+        if self.ended:
+            return None
+        if self.current_gated_step_id:
+            return self.current_gated_step_id
+        for step in self.steps:
+            if step.done < step.total:
+                return step.step_id
+        return self.steps[-1].step_id if self.steps else None
+
+    @property
+    def current_step_number(self) -> int | None:
+        """1-based position of `current_step` among the steps."""
+        current = self.current_step
+        return next((number for number, step in enumerate(self.steps, 1) if step.step_id == current), None)
+
+    @property
+    def completed_chunks(self) -> int:
+        return sum(step.done for step in self.steps)
+
+    @property
+    def chunk_count(self) -> int:
+        return sum(step.total for step in self.steps)
+
+    def step(self, step_id: str) -> StepProgress:
+        return next((step for step in self.steps if step.step_id == step_id), StepProgress(step_id, {}))
+
+
+def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *, started_by: str = "",
+              node_id: str | None = None, module_id: str | None = None,
+              max_concurrent_chunks: int | None = None) -> JobSnapshot:
+    """Validate the parameters and queue the job. `InvalidParameters` (listing every problem) or
+    `UnknownJobDefinition` leave nothing written. Call inside the caller's transaction to start the
+    job only if that transaction commits: nothing is announced before the commit."""
+    instance = coordinator.start_job(definition_id, parameters, started_by=started_by, node_id=node_id,
+                                     module_id=module_id, max_concurrent_chunks=max_concurrent_chunks)
+    return _snapshot(instance)
+
+
+def get_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnapshot:
+    """`JobNotFound` for an unknown id, or, when `started_by` is given, for another user's job: a
+    client cannot tell the two apart. Progress figures are computed from the chunks now, not read from
+    the job row that maintenance refreshes every few seconds."""
+    instance = _owned(job_id, started_by)
+    figures = compute_progress(instance.id)
+    for name, value in figures.as_fields().items():
+        setattr(instance, name, value)
+    return _snapshot(instance)
+
+
+def cancel_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnapshot:
+    """CANCELLED at once; a running step notices within about a second and its chunk is released.
+    `JobNotFound`, or `JobStateConflict` when the job has ended already."""
+    _owned(job_id, started_by)
+    coordinator.cancel_job(job_id)
+    return get_job(job_id)
+
+
+def restart_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnapshot:
+    """Resume a FAILED or CANCELLED job where it stopped: completed chunks stay done.
+    `JobNotFound`, or `JobStateConflict` for a job in any other status."""
+    _owned(job_id, started_by)
+    coordinator.restart_job(job_id)
+    return get_job(job_id)
+
+
+def list_jobs(statuses: Iterable[str] = (), *, started_by: str | None = None,
+              definition_ids: Iterable[str] = ()) -> JobList:
+    """Newest first, as a lazy sequence: slice it (Django's and DRF's paginators do) to read a page."""
+    jobs = coordinator.list_jobs(statuses)
+    if started_by is not None:
+        jobs = jobs.filter(started_by=started_by)
+    definition_ids = list(definition_ids)
+    if definition_ids:
+        jobs = jobs.filter(definition_id__in=definition_ids)
+    return JobList(jobs)
+
+
+def watch_job(job_id: UUID | str, every: float = 0.5) -> Iterator[JobSnapshot]:
+    """A fresh snapshot every `every` seconds until the job has ended (the last one is the ended job)."""
+    while True:
+        snapshot = get_job(job_id)
+        yield snapshot
+        if snapshot.ended:
+            return
+        time.sleep(every)
+
+
+def follow_job(job_id: UUID | str, out: TextIO, timeout: float | None = None) -> JobSnapshot:
+    """Draw a progress bar (chunks done, records, rate, ETA) on a terminal until the job ends; return the
+    ended job. `JobStateConflict` when it has not ended within `timeout` seconds."""
+    from tqdm import tqdm  # only commands draw bars; web processes never import it
+
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    with tqdm(total=1, unit="chunk", file=out, dynamic_ncols=True,
+              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} chunks [{elapsed}{postfix}]") as bar:
+        for snapshot in watch_job(job_id):
+            bar.total = max(snapshot.chunk_count, 1)
+            bar.n = snapshot.completed_chunks
+            rate = f"{snapshot.records_per_second:.1f}" if snapshot.records_per_second else "-"
+            bar.set_postfix_str(f"{snapshot.status} {snapshot.combined_records_processed} records, {rate} rec/s, "
+                                f"ETA {describe_duration(snapshot.estimated_seconds_remaining)}")
+            if deadline is not None and time.monotonic() > deadline and not snapshot.ended:
+                raise JobStateConflict(f"job {job_id} did not end within {timeout:.0f}s (is a worker running?)")
+    return snapshot
+
+
+# Sets of job ids, as lazy subqueries: `Model.objects.filter(job_id__in=unfinished_job_ids())` is one query.
+def unfinished_job_ids() -> QuerySet:
+    """Ids of jobs not yet ended (QUEUED, IN_PROGRESS, FINALIZE)."""
+    return JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES).values("id")
+
+
+def ended_job_ids(*, before: datetime) -> QuerySet:
+    """Ids of jobs that ended before `before`."""
+    return JobInstance.objects.filter(end_time__lt=before).values("id")
+
+
+def job_ids() -> QuerySet:
+    """Ids of every job the engine still knows."""
+    return JobInstance.objects.values("id")
+
+
+class JobList(Sequence[JobSnapshot]):
+    """Jobs newest first; reading a slice costs two queries, whatever its length."""
+
+    def __init__(self, jobs: QuerySet[JobInstance]):
+        self._jobs = jobs
+
+    def count(self, value: Any = None) -> int:  # Paginator calls count() with no argument
+        return self._jobs.count()
+
+    def __len__(self) -> int:
+        return self.count()
+
+    @overload
+    def __getitem__(self, index: int) -> JobSnapshot: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[JobSnapshot]: ...
+
+    def __getitem__(self, index: int | slice) -> JobSnapshot | list[JobSnapshot]:
+        if isinstance(index, int):
+            return self[index:index + 1][0]
+        return _snapshots(list(self._jobs[index]))
+
+
+def _owned(job_id: UUID | str, started_by: str | None) -> JobInstance:
+    instance = coordinator.get_job(job_id)
+    if started_by is not None and instance.started_by != started_by:
+        raise JobNotFound(f"no job instance {job_id}")
+    return instance
+
+
+def _snapshot(instance: JobInstance) -> JobSnapshot:
+    return _snapshots([instance])[0]
+
+
+def _snapshots(instances: list[JobInstance]) -> list[JobSnapshot]:
+    """Snapshots of the jobs with their per-step chunk counts, read in one grouped query."""
+    counts: dict[UUID, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    rows = (WorkChunk.objects.filter(instance_id__in=[instance.id for instance in instances])
+            .values_list("instance_id", "target_step_id", "status").annotate(chunks=Count("*")).order_by())
+    for instance_id, step_id, status, chunks in rows:
+        counts[instance_id][step_id][status] = chunks
+    return [_to_snapshot(instance, counts[instance.id]) for instance in instances]
+
+
+def _to_snapshot(instance: JobInstance, counts: Mapping[str, Mapping[str, int]]) -> JobSnapshot:
+    try:
+        order = [step.id for step in registry.get(instance.definition_id, instance.definition_version).steps]
+    except UnknownJobDefinition:
+        order = []
+    order += sorted(set(counts) - set(order))
+    return JobSnapshot(
+        id=instance.id, definition_id=instance.definition_id, definition_version=instance.definition_version,
+        status=JobStatus(instance.status), cancelled=instance.cancelled, parameters=instance.parameters,
+        started_by=instance.started_by, node_id=instance.node_id, module_id=instance.module_id,
+        max_concurrent_chunks=instance.max_concurrent_chunks, create_time=instance.create_time,
+        start_time=instance.start_time, end_time=instance.end_time, update_time=instance.update_time,
+        progress=instance.progress, combined_records_processed=instance.combined_records_processed,
+        records_per_second=instance.records_per_second, elapsed_seconds=instance.elapsed_seconds,
+        estimated_seconds_remaining=instance.estimated_seconds_remaining, error_count=instance.error_count,
+        error_message=instance.error_message, warning_messages=instance.warning_messages,
+        current_gated_step_id=instance.current_gated_step_id, report=instance.report,
+        steps=tuple(StepProgress(step_id, dict(counts.get(step_id, {}))) for step_id in order),
+    )

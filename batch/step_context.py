@@ -1,0 +1,49 @@
+"""What a running step sees of the engine: the `batch.api.StepContext` it is given."""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from django.db.models import Q
+
+from batch.exceptions import JobCancelled
+from batch.leases import Lease
+from batch.models import JobInstance
+from batch.statuses import ENDED_JOB_STATUSES
+
+CANCEL_CHECK_SECONDS = 1.0  # a step learns of a cancel within about this, at one query per interval
+
+
+@dataclass
+class RunningStepContext:
+    """The engine's `batch.api.StepContext`."""
+
+    instance_id: UUID
+    step_id: str
+    chunk_id: UUID | None
+    parameters: Mapping[str, Any]
+    data: Mapping[str, Any] | None
+    lease: Lease
+    warnings: list[str] = field(default_factory=list)
+    _cancelled: bool = False
+    _checked_at: float = float("-inf")
+
+    def is_cancelled(self) -> bool:
+        if self._cancelled or self.lease.lost:
+            return True
+        if time.monotonic() - self._checked_at >= CANCEL_CHECK_SECONDS:
+            self._checked_at = time.monotonic()
+            self._cancelled = JobInstance.objects.filter(
+                Q(cancelled=True) | Q(status__in=ENDED_JOB_STATUSES), id=self.instance_id
+            ).exists()
+        return self._cancelled
+
+    def check_cancelled(self) -> None:
+        if self.is_cancelled():
+            raise JobCancelled(f"job {self.instance_id} was cancelled; step {self.step_id} stops")
+
+    def add_warning(self, message: str) -> None:
+        self.warnings.append(message)
