@@ -121,7 +121,7 @@ class Exports:
 
 def report(name: str, started: datetime, stopped: datetime) -> str:
     from scheduling.models import JobRun, RunOutcome
-    from bench.scheduling_jobs import BENCH_JOBS
+    from bench.periodic_for_bench import BENCH_JOBS
 
     runs = JobRun.objects.filter(job_name__in=BENCH_JOBS, tick__gt=started + SETTLE, tick__lt=stopped - SETTLE)
     ticks = int((stopped - started - 2 * SETTLE).total_seconds()) * len(BENCH_JOBS)
@@ -148,7 +148,7 @@ def main() -> None:
             from jobsite.celery import app
 
             scheduled_queue, batch_queue = f"bench-scheduled-{uuid.uuid4().hex[:6]}", work_notification_queue()
-            base = {"SCHEDULING_JOB_MODULES": "bench.scheduling_jobs", "SCHEDULER_THREAD_COUNT": SCHEDULER_THREADS}
+            base = {"SCHEDULING_JOB_MODULES": "bench.periodic_for_bench", "SCHEDULER_THREAD_COUNT": SCHEDULER_THREADS}
             stack = Stack()
             phases = []
             try:

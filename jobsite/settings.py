@@ -235,7 +235,7 @@ EXPIRE_SEARCH_RESULTS_AFTER_MINUTES = env_int("EXPIRE_SEARCH_RESULTS_AFTER_MINUT
 SCHEDULER_QUEUE = env_identifier("SCHEDULER_QUEUE", "scheduled-jobs")
 SCHEDULER_THREAD_COUNT = env_int("SCHEDULER_THREAD_COUNT", 4, minimum=1)  # scheduled jobs a node runs at once
 SCHEDULER_RUN_RETENTION_DAYS = env_int("SCHEDULER_RUN_RETENTION_DAYS", 7, minimum=1)  # JobRun rows kept
-# Modules declaring @scheduled jobs besides each installed app's `jobs.py` (comma-separated dotted paths).
+# Modules declaring @scheduled jobs besides each installed app's `periodic.py` (comma-separated dotted paths).
 SCHEDULING_JOB_MODULES = [m.strip() for m in env_str("SCHEDULING_JOB_MODULES", "").split(",") if m.strip()]
 CUSTOM_SCRIPTS_ENABLED = env_bool("CUSTOM_SCRIPTS_ENABLED", False)  # superusers may upload scheduled scripts
 

@@ -12,8 +12,8 @@ class SchedulingConfig(AppConfig):
     verbose_name = "Scheduled jobs"
 
     def ready(self) -> None:
-        """Import every app's `jobs` module (and SCHEDULING_JOB_MODULES), where `@scheduled` jobs are declared."""
-        autodiscover_modules("jobs")
+        """Import every app's `periodic` module (and SCHEDULING_JOB_MODULES), where `@scheduled` jobs are declared."""
+        autodiscover_modules("periodic")
         for module in settings.SCHEDULING_JOB_MODULES:
             import_module(module)
         post_migrate.connect(sync_after_migrate, sender=self)

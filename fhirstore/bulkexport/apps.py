@@ -9,6 +9,6 @@ class BulkExportConfig(AppConfig):
 
     def ready(self) -> None:
         from batch.api import register
-        from fhirstore.bulkexport.jobs import BULK_EXPORT
+        from fhirstore.bulkexport.definition import BULK_EXPORT
 
         register(BULK_EXPORT)

@@ -24,7 +24,7 @@ from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.tasks import publish_work_notifications
 from tests.batch.conftest import unique_node
-from tests.batch.testjobs.jobs import LOGGED_JOB
+from tests.batch.testjobs.definition import LOGGED_JOB
 from tests.processes import celery_worker
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]

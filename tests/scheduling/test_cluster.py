@@ -22,9 +22,9 @@ from tests.scheduling.recorder import RECORD_FILE, read_runs
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
-FAST_JOB = "tests.scheduling.jobs_every_two_seconds.clustered_every_two_seconds"
-LOCAL_JOB = "tests.scheduling.jobs_every_two_seconds.local_every_second"
-SLOW_JOB = "tests.scheduling.jobs_overlapping.clustered_slow"
+FAST_JOB = "tests.scheduling.periodic_every_two_seconds.clustered_every_two_seconds"
+LOCAL_JOB = "tests.scheduling.periodic_every_two_seconds.local_every_second"
+SLOW_JOB = "tests.scheduling.periodic_overlapping.clustered_slow"
 WINDOW_SECONDS = 30  # the 30 s; the processes mostly sleep, so two cores cope
 SETTLE = timedelta(seconds=3)  # ticks this close to start or stop are left out: processes were still coming up
 
@@ -57,8 +57,8 @@ def pool_pids(node: str, worker) -> set[int]:
 
 
 def test_two_beats_and_three_workers_run_every_tick_once_and_local_jobs_in_every_process(processes, tmp_path):
-    env = cluster_env(tmp_path, SCHEDULING_JOB_MODULES="tests.scheduling.jobs_every_two_seconds,"
-                                                       "tests.scheduling.jobs_overlapping")
+    env = cluster_env(tmp_path, SCHEDULING_JOB_MODULES="tests.scheduling.periodic_every_two_seconds,"
+                                                       "tests.scheduling.periodic_overlapping")
     nodes = [unique("node") for _ in range(3)]
     workers = [scheduler_worker({**env, "NODE_ID": node}, name=f"scheduler-{node}") for node in nodes]
     beats = [celery_beat({**env, "NODE_ID": node}, name=f"beat-{node}") for node in nodes[:2]]
@@ -104,7 +104,7 @@ def test_two_beats_and_three_workers_run_every_tick_once_and_local_jobs_in_every
 
 
 def test_a_node_with_job_scheduling_off_runs_nothing_scheduled_but_still_runs_batch_work(processes, tmp_path, settings):
-    env = cluster_env(tmp_path, SCHEDULING_JOB_MODULES="tests.scheduling.jobs_every_two_seconds")
+    env = cluster_env(tmp_path, SCHEDULING_JOB_MODULES="tests.scheduling.periodic_every_two_seconds")
     primary, secondary = unique("primary"), unique("secondary")
     off = {**env, "NODE_ID": secondary, "JOB_SCHEDULING": "false"}
     secondary_scheduler = scheduler_worker(off, name="scheduler-secondary")

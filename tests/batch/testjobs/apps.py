@@ -7,6 +7,6 @@ class TestJobsConfig(AppConfig):
 
     def ready(self) -> None:
         from batch.api import register
-        from tests.batch.testjobs.jobs import LOGGED_JOB
+        from tests.batch.testjobs.definition import LOGGED_JOB
 
         register(LOGGED_JOB)

@@ -149,8 +149,8 @@ def test_the_purge_removes_exports_that_ended_without_a_manifest_a_retention_ago
 
 
 def test_the_purge_and_the_search_cleanup_are_clustered_scheduled_jobs():
-    purge = scheduled_jobs.get("fhirstore.bulkexport.jobs.purge_expired_export_files")
-    searches = scheduled_jobs.get("fhirstore.jobs.delete_expired_cached_searches")
+    purge = scheduled_jobs.get("fhirstore.bulkexport.periodic.purge_expired_export_files")
+    searches = scheduled_jobs.get("fhirstore.periodic.delete_expired_cached_searches")
 
     assert purge.clustered and purge.schedule.to_dict() == {"every_seconds": 3600}
     assert searches.clustered and searches.schedule.to_dict() == {"every_seconds": 60}

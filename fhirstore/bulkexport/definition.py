@@ -1,22 +1,17 @@
-"""The bulk export's jobs: the BULK_EXPORT batch job (registered in `apps.py`) and the hourly purge."""
+"""The BULK_EXPORT batch job definition, registered in `apps.py`: parameters, checks and steps."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from batch.api import JobDefinition, JobDefinitionBuilder
 from fhirstore.bulkexport.parameters import Level
-from fhirstore.bulkexport.services import purge_expired_exports
 from fhirstore.bulkexport.steps import (
     BULK_EXPORT_JOB, create_report, expand_resources, fetch_resources, write_to_binaries,
 )
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.search import type_filter
-from scheduling import scheduled
-
-logger = logging.getLogger(__name__)
 
 
 def _check(parameters: Mapping[str, Any]) -> Iterable[str]:
@@ -57,11 +52,3 @@ BULK_EXPORT: JobDefinition = (
     .reduction_step("create-report", create_report, "the manifest")
     .build()
 )
-
-
-@scheduled(every_seconds=3600)
-def purge_expired_export_files() -> None:
-    """Files are promised until `Expires`, not longer: delete them, their rows, and their exports."""
-    report = purge_expired_exports()
-    if report.exports:
-        logger.info("purged %d expired exports (%d files)", report.exports, report.files)
