@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from django.db import DatabaseError, connection
 from django.db.models import Q
 
+from batch.connections import is_connection_loss
 from batch.exceptions import JobCancelled
 from batch.leases import Lease
 from batch.models import JobInstance
@@ -36,9 +38,15 @@ class RunningStepContext:
             return True
         if time.monotonic() - self._checked_at >= CANCEL_CHECK_SECONDS:
             self._checked_at = time.monotonic()
-            self._cancelled = JobInstance.objects.filter(
-                Q(cancelled=True) | Q(status__in=ENDED_JOB_STATUSES), id=self.instance_id
-            ).exists()
+            try:
+                self._cancelled = JobInstance.objects.filter(
+                    Q(cancelled=True) | Q(status__in=ENDED_JOB_STATUSES), id=self.instance_id
+                ).exists()
+            except DatabaseError as error:
+                # The database is away (a restart): not a reason to stop the step; ask again next interval.
+                if connection.in_atomic_block or not is_connection_loss(error):
+                    raise
+                connection.close()
         return self._cancelled
 
     def check_cancelled(self) -> None:

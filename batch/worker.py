@@ -11,6 +11,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +23,7 @@ from django.utils import timezone
 from batch import flow
 from batch.api import JobDefinition, StepDefinition
 from batch.conf import batch_settings
+from batch.connections import surviving_connection_loss
 from batch.exceptions import BatchError, JobCancelled, JobFailed, RetryChunkLater
 from batch.leases import chunk_lease, lease_keeper
 from batch.models import JobInstance, WorkChunk
@@ -188,16 +190,19 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
         try:
             records = step.run(context, sink)
         except RetryChunkLater as signal:
-            on_chunk_poll_requested(chunk, definition, signal.delay or batch_settings().retry_later_delay)
+            outcome = partial(on_chunk_poll_requested, chunk, definition,
+                              signal.delay or batch_settings().retry_later_delay)
         except JobFailed as failure:
-            on_chunk_failed(chunk, str(failure))
+            outcome = partial(on_chunk_failed, chunk, str(failure))
         except JobCancelled:
-            on_chunk_interrupted(chunk, context)
+            outcome = partial(on_chunk_interrupted, chunk, context)
         except Exception as error:
             logger.exception("job %s chunk %s: step %s raised", instance.id, chunk.id, step.id)
-            on_chunk_errored(chunk, _describe(error))
+            outcome = partial(on_chunk_errored, chunk, _describe(error))
         else:
-            on_chunk_completed(chunk, definition, sink, int(records or 0), context.warnings)
+            outcome = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings)
+        # Recording the outcome outlives a database restart: the step's work is not thrown away for it.
+        surviving_connection_loss(outcome, f"recording the outcome of chunk {chunk.id}")
 
 
 def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None, **fields) -> bool:
