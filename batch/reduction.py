@@ -59,7 +59,7 @@ def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
     step = definition.reduction_step
     attempt = instance.reducer_attempts
     with lease_keeper.holding(reducer_lease(instance.id, attempt)) as lease:
-        context = RunningStepContext(instance.id, step.id, None, instance.parameters, None, lease)
+        context = RunningStepContext(instance.id, step.id, None, instance.parameters, None, lease, attempt=attempt)
         try:
             report = step.reduce(context, _inputs(instance.id, step.id, context))
         except JobCancelled:

@@ -29,6 +29,7 @@ class RunningStepContext:
     parameters: Mapping[str, Any]
     data: Mapping[str, Any] | None
     lease: Lease
+    attempt: int = 1
     warnings: list[str] = field(default_factory=list)
     _cancelled: bool = False
     _checked_at: float = float("-inf")
@@ -39,15 +40,19 @@ class RunningStepContext:
         if time.monotonic() - self._checked_at >= CANCEL_CHECK_SECONDS:
             self._checked_at = time.monotonic()
             try:
-                self._cancelled = JobInstance.objects.filter(
-                    Q(cancelled=True) | Q(status__in=ENDED_JOB_STATUSES), id=self.instance_id
-                ).exists()
+                self._cancelled = self.job_is_stopped()
             except DatabaseError as error:
                 # The database is away (a restart): not a reason to stop the step; ask again next interval.
                 if connection.in_atomic_block or not is_connection_loss(error):
                     raise
                 connection.close()
         return self._cancelled
+
+    def job_is_stopped(self) -> bool:
+        """Asked of the database now: is the job cancelled or over?"""
+        return JobInstance.objects.filter(
+            Q(cancelled=True) | Q(status__in=ENDED_JOB_STATUSES), id=self.instance_id
+        ).exists()
 
     def check_cancelled(self) -> None:
         if self.is_cancelled():

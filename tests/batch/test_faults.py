@@ -198,3 +198,6 @@ def test_a_chunk_that_hangs_is_errored_after_the_maximum_run_time_and_retried(cl
     hung = next(chunk for chunk in cluster.chunks(job_id, "sleep") if chunk["sequence"] == 2)
     assert hung["attempts"] == 2 and hung["error_count"] == 1
     assert f"{MAX_CHUNK_SECONDS} s" in hung["error_message"]
+    worker = cluster.processes[0]
+    cluster.wait_for(lambda: "did not stop: recycling this process" in worker.output(), timeout=30,
+                     what="the hung process recycled")
