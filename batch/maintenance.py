@@ -20,7 +20,6 @@ from datetime import datetime
 
 from django.db import connection, transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from batch import flow
 from batch.conf import batch_settings
@@ -29,7 +28,7 @@ from batch.progress import refresh_progress
 from batch.queues import pending_notifications, work_notification_queue
 from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
-from batch.transitions import change_all_chunks_status
+from batch.transitions import change_all_chunks_status, read_database_now
 from batch.worker import on_lease_expired
 
 logger = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ def run_maintenance_pass() -> MaintenanceReport:
 
 
 def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
-    now = timezone.now()
+    now = read_database_now()  # every "is it late" below is judged by the database's clock, as it wrote them
     if instance.status == JobStatus.FINALIZE:
         _recover_reduction(instance, now, report)
     else:
@@ -144,7 +143,7 @@ def _recover_reduction(instance: JobInstance, now: datetime, report: Maintenance
 
 
 def _purge_ended(report: MaintenanceReport) -> None:
-    cutoff = timezone.now() - batch_settings().purge_ended_after
+    cutoff = read_database_now() - batch_settings().purge_ended_after
     ended = list(JobInstance.objects.filter(end_time__lt=cutoff, status__in=ENDED_JOB_STATUSES)
                  .values_list("id", flat=True)[:INSTANCE_PAGE])
     for instance_id in ended:

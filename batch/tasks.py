@@ -22,7 +22,7 @@ def work_notification(self, message: dict[str, Any]) -> None:
                          task_id=self.request.id or "")
 
 
-def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> None:
+def publish_work_notifications(queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0) -> None:
     """Publish straight to the queue's Redis list (anonymous exchange: no routing table to lose).
 
     Built with `app.amqp`'s message functions rather than `apply_async`: a first step may announce
@@ -33,6 +33,7 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> No
         for message in messages:
             task_message = amqp.create_task_message(
                 uuid(), work_notification.name, (message,), {}, ignore_result=True, kwargsrepr="",
+                countdown=delay_seconds or None,  # a retry's backoff: the worker holds it until then
                 # what Flower shows for the task; cheaper than Celery's own repr of the message
                 argsrepr=f"{message['jobDefinitionId']} {message['targetStepId']} {message.get('chunkId', 'reduction')}",
             )
