@@ -129,17 +129,17 @@ lease_keeper = LeaseKeeper()
 # ignores the cancel lets its lease lapse instead of holding a worker slot forever.
 RENEW_CHUNK_LEASE_SQL = """
 UPDATE batch_workchunk chunk SET lease_expires_at = now() + %s, update_time = now()
-WHERE chunk.id = %s AND chunk.status = %s AND chunk.attempts = %s
+WHERE chunk.id = %s AND chunk.status = %s AND chunk.claim_token = %s
   AND NOT EXISTS (SELECT 1 FROM batch_jobinstance job WHERE job.id = chunk.instance_id AND job.cancelled)
 """
 
 
-def chunk_lease(chunk_id: UUID, attempt: int, max_seconds: float | None = None,
+def chunk_lease(chunk_id: UUID, claim_token: UUID, max_seconds: float | None = None,
                 on_overrun: Callable[[], object] | None = None) -> Lease:
     def renew() -> bool:
         with connection.cursor() as cursor:
             cursor.execute(RENEW_CHUNK_LEASE_SQL, [batch_settings().lease, chunk_id,
-                                                   ChunkStatus.IN_PROGRESS, attempt])
+                                                   ChunkStatus.IN_PROGRESS, claim_token])
             return cursor.rowcount == 1
 
     return Lease(renew, max_seconds=max_seconds, on_overrun=on_overrun)

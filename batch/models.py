@@ -87,8 +87,11 @@ class WorkChunk(models.Model):
 
     # When the chunk was last announced on its node's queue (to find announcements that got lost).
     announced_at = models.DateTimeField(null=True, blank=True)
-    # Claims so far: bumped by every claim, it fences a worker that lost its lease out of the chunk.
+    # Claims so far (bumped by every claim; a restart keeps counting).
     attempts = models.IntegerField(default=0)
+    # A random token drawn by each claim: every outcome and lease renewal is conditional on it, so a worker
+    # that lost its chunk (lease lapsed, overrun, job restarted) can never record over the current claim.
+    claim_token = models.UUIDField(null=True, blank=True)
     # An IN_PROGRESS chunk belongs to its worker until then; the worker renews it while the step runs.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)  # Celery hostname and pid of the last claimer

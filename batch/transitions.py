@@ -90,8 +90,8 @@ def change_chunk_status(chunk_id: UUID, target: ChunkStatus, *, only_if: Q | Non
     return bool(moved)
 
 
-def change_owned_chunk_status(chunk_id: UUID, attempt: int, target: ChunkStatus, **fields) -> bool:
-    """Move an IN_PROGRESS chunk still held by claim number `attempt` to `target`.
+def change_owned_chunk_status(chunk_id: UUID, claim_token: UUID, target: ChunkStatus, **fields) -> bool:
+    """Move an IN_PROGRESS chunk still held by the claim that drew `claim_token` to `target`.
 
     The same conditional update as `change_chunk_status`, written as SQL: it runs once per chunk, and the
     ORM would double its cost.
@@ -103,12 +103,12 @@ def change_owned_chunk_status(chunk_id: UUID, attempt: int, target: ChunkStatus,
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE batch_workchunk SET status = %s, update_time = now(){assignments} "
-            "WHERE id = %s AND status = %s AND attempts = %s",
-            [target, *values, chunk_id, ChunkStatus.IN_PROGRESS, attempt],
+            "WHERE id = %s AND status = %s AND claim_token = %s",
+            [target, *values, chunk_id, ChunkStatus.IN_PROGRESS, claim_token],
         )
         moved = cursor.rowcount
     if not moved:
-        logger.debug("chunk %s: move to %s refused (claim %s no longer owns it)", chunk_id, target, attempt)
+        logger.debug("chunk %s: move to %s refused (claim %s no longer owns it)", chunk_id, target, claim_token)
     return bool(moved)
 
 

@@ -2,7 +2,7 @@
 
 Claims lock the row (`SKIP LOCKED`), so a duplicate message arriving at the same moment finds nothing
 and a late one finds the chunk no longer claimable: both change nothing. Every outcome is a conditional
-update fenced by the claim's attempt number, so a worker that lost its chunk (its lease ran out and
+update fenced by the claim's random token, so a worker that lost its chunk (its lease ran out and
 another worker took it) cannot overwrite the new owner's result.
 """
 from __future__ import annotations
@@ -147,11 +147,11 @@ WITH claimable AS (
     FOR UPDATE OF chunk SKIP LOCKED
 )
 UPDATE batch_workchunk chunk
-SET status = %(in_progress)s, attempts = chunk.attempts + 1, start_time = COALESCE(chunk.start_time, now()),
+SET status = %(in_progress)s, attempts = chunk.attempts + 1, claim_token = gen_random_uuid(), start_time = COALESCE(chunk.start_time, now()),
     lease_expires_at = now() + %(lease)s, worker = %(worker)s, task_id = %(task_id)s, update_time = now()
 FROM claimable, batch_jobinstance job, {relaxed_commit} AS relaxed
 WHERE chunk.id = claimable.id AND job.id = chunk.instance_id
-RETURNING chunk.target_step_id, chunk.data::text, chunk.attempts, chunk.error_count, chunk.poll_attempts,
+RETURNING chunk.claim_token, chunk.target_step_id, chunk.data::text, chunk.attempts, chunk.error_count, chunk.poll_attempts,
           chunk.sequence, job.id, job.definition_id, job.definition_version, job.status, job.parameters::text,
           job.node_id, job.module_id, job.max_concurrent_chunks
 """.format(relaxed_commit=RELAXED_COMMIT)
@@ -167,7 +167,7 @@ def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> Wor
     })
     if row is None:
         return None
-    (step_id, data, attempts, error_count, poll_attempts, sequence, instance_id, definition_id, definition_version,
+    (claim_token, step_id, data, attempts, error_count, poll_attempts, sequence, instance_id, definition_id, definition_version,
      job_status, parameters, node_id, module_id, max_concurrent_chunks) = row
     instance = JobInstance(id=instance_id, definition_id=definition_id, definition_version=definition_version,
                            status=job_status, parameters=json.loads(parameters), node_id=node_id,
@@ -178,7 +178,8 @@ def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> Wor
     return WorkChunk(id=chunk_id, instance=instance, definition_id=definition_id,
                      definition_version=definition_version, target_step_id=step_id, sequence=sequence,
                      status=ChunkStatus.IN_PROGRESS, data=json.loads(data) if data is not None else None,
-                     attempts=attempts, error_count=error_count, poll_attempts=poll_attempts)
+                     attempts=attempts, claim_token=claim_token, error_count=error_count,
+                     poll_attempts=poll_attempts)
 
 
 def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
@@ -187,7 +188,7 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
     step = definition.step(chunk.target_step_id)
     max_seconds = definition.max_chunk_seconds or batch_settings().max_chunk_run.total_seconds()
     overrun = f"the step ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS): taken as hung"
-    lease = chunk_lease(chunk.id, chunk.attempts, max_seconds, on_overrun=lambda: on_chunk_errored(chunk, overrun))
+    lease = chunk_lease(chunk.id, chunk.claim_token, max_seconds, on_overrun=lambda: on_chunk_errored(chunk, overrun))
     with lease_keeper.holding(lease):
         context = RunningStepContext(instance.id, step.id, chunk.id, instance.parameters, chunk.data, lease,
                                      attempt=chunk.attempts)
@@ -205,7 +206,10 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
             logger.exception("job %s chunk %s: step %s raised", instance.id, chunk.id, step.id)
             outcome = partial(on_chunk_errored, chunk, _describe(error))
         else:
-            outcome = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings)
+            if lease.lost:  # the chunk is no longer this claim's (lapsed, overrun, cancelled): its result does not count
+                outcome = partial(on_chunk_interrupted, chunk, context)
+            else:
+                outcome = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings)
         # Recording the outcome outlives a database restart: the step's work is not thrown away for it.
         try:
             surviving_connection_loss(outcome, f"recording the outcome of chunk {chunk.id}")
@@ -218,8 +222,8 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
 def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None, **fields) -> bool:
     """Move the chunk only while this claim still owns it (and `only_if` holds)."""
     if only_if is None:
-        return change_owned_chunk_status(chunk.id, chunk.attempts, target, **fields)
-    owned = Q(status=ChunkStatus.IN_PROGRESS, attempts=chunk.attempts) & only_if
+        return change_owned_chunk_status(chunk.id, chunk.claim_token, target, **fields)
+    owned = Q(status=ChunkStatus.IN_PROGRESS, claim_token=chunk.claim_token) & only_if
     return change_chunk_status(chunk.id, target, only_if=owned, **fields)
 
 
@@ -230,7 +234,7 @@ UPDATE batch_workchunk
 SET status = %(completed)s, update_time = now(), end_time = now(), records_processed = %(records)s,
     data = NULL, lease_expires_at = NULL, warning_message = %(warnings)s
 FROM {relaxed_commit} AS relaxed
-WHERE id = %(chunk_id)s AND status = %(in_progress)s AND attempts = %(attempt)s
+WHERE id = %(chunk_id)s AND status = %(in_progress)s AND claim_token = %(claim_token)s
 RETURNING (SELECT count(*) FROM (
     SELECT 1 FROM batch_workchunk other
     WHERE other.instance_id = %(instance_id)s AND NOT other.status = 'COMPLETED' AND other.id <> %(chunk_id)s
@@ -270,7 +274,7 @@ def _complete(chunk: WorkChunk, definition: JobDefinition, records: int,
     row = execute_prepared(COMPLETE_IN_GATED_STEP_SQL if definition.gated else COMPLETE_SQL, {
         "completed": ChunkStatus.COMPLETED, "in_progress": ChunkStatus.IN_PROGRESS,
         "records": records, "warnings": "\n".join(warnings) or None, "chunk_id": chunk.id,
-        "attempt": chunk.attempts, "instance_id": chunk.instance_id, "step_id": chunk.target_step_id,
+        "claim_token": chunk.claim_token, "instance_id": chunk.instance_id, "step_id": chunk.target_step_id,
         "limit": flow.NEAR_THE_END,
     })
     return (row[0], row[1]) if row else None
