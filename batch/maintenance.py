@@ -64,7 +64,15 @@ def run_maintenance_pass() -> MaintenanceReport:
             except Exception:
                 logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
         _purge_ended(report)
+        _record_pass_ended()
     return report
+
+
+def _record_pass_ended() -> None:
+    """Tell the batch workers' watchdogs that maintenance is not starved (`batch.maintenance_watchdog`)."""
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO batch_maintenancepass (id, ended_at) VALUES (1, now()) "
+                       "ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at")
 
 
 def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:

@@ -117,3 +117,13 @@ class WorkChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.id} -> {self.target_step_id} ({self.status})"
+
+
+class MaintenancePass(models.Model):
+    """One row: when the last maintenance pass of the cluster ended, by the database's clock.
+
+    Batch workers read it to step in when the scheduled pass is starved (see `batch.maintenance_watchdog`).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    ended_at = models.DateTimeField()

@@ -5,11 +5,12 @@ import os
 from typing import Any
 
 from celery import current_app, shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from celery.utils import uuid
 
 from batch.dispatch import on_work_notification
 from batch.leases import kill_this_process, lease_keeper
+from batch.maintenance_watchdog import start_watchdog
 from batch.notifications import WorkNotification
 
 PUBLISH_BATCH = 500  # Redis commands pipelined per round trip when many chunks are announced at once
@@ -45,3 +46,9 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]], delay
 def recycle_hung_pool_processes(**kwargs) -> None:
     """In a prefork pool process a step that overran and would not stop is ended by killing the process."""
     lease_keeper.recycle_process = kill_this_process
+
+
+@worker_ready.connect
+def watch_for_starved_maintenance(**kwargs) -> None:
+    """Each worker's main process runs maintenance itself when the scheduled pass has not run for a while."""
+    start_watchdog()
