@@ -20,7 +20,7 @@ migrate: services
 	$(ENV) $(PY) manage.py migrate --noinput
 
 demo: migrate
-	$(ENV) $(PY) manage.py demo
+	$(ENV) BATCH_DIAGNOSTIC_JOBS=true $(PY) manage.py demo
 
 test: services
 	$(ENV) $(PY) -m pytest

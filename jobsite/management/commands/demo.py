@@ -8,12 +8,14 @@ import urllib.request
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from batch.control import BatchError, follow_job, start_job
 from fhirstore.loading import load_paths
 from fhirstore.models import Resource
-from jobsite.accounts import api_token_for, ensure_admin_user
+from jobsite.accounts import ensure_admin_user
+from jobsite.tokens import token_for
 
 WEB_PORT = 8000
 DEMO_JOB = "DIAGNOSTIC_NOOP_GATED"
@@ -45,7 +47,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, exit_after: bool, **options):
         password = ensure_admin_user("admin")
-        token = api_token_for("admin")
+        token = token_for(get_user_model().objects.get(username="admin"))
         bin_dir = str(Path(sys.executable).parent)
         env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
         log_path = settings.BASE_DIR / ".services" / "stack.log"
