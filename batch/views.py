@@ -12,6 +12,7 @@ from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -66,6 +67,7 @@ class ControlView(APIView):
     """Every control endpoint: authenticated, scope-checked, and every error in the `{"errors": [...]}` shape."""
 
     permission_classes = [IsStaffOrTokenClient, TokenHasScope]
+    parser_classes = [JSONParser]  # JSON only: the edge checks JSON bodies (jobsite/edge.py); others get 415
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, Http404):

@@ -126,6 +126,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "jobsite.edge.HostileInputMiddleware",  # 400/413 in each API's error shape before a view sees bad input
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -220,11 +221,17 @@ BATCH_FLOWER_URL = env_str("BATCH_FLOWER_URL", f"http://127.0.0.1:{FLOWER_PORT}"
 # PostgreSQL connection per chunk would cost more than the chunk. Reopened after this many tasks.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=1)
 
+# --- Hostile input (jobsite/edge.py, docs/security.md) ---------------------------------------------
+API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 100, minimum=2)  # deeper JSON bodies get 400, not a stack overflow
+CONTROL_MAX_REQUEST_BYTES = env_int("CONTROL_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024)  # larger: 413
+
 # --- FHIR store -----------------------------------------------------------------------------------
 FHIR_ALLOW_ANONYMOUS_READ = env_bool("FHIR_ALLOW_ANONYMOUS_READ", False)  # reads without a token or session
 FHIR_FULL_VALIDATION = env_bool("FHIR_FULL_VALIDATION", False)  # validate every write against the R4B models
 # Synthea's largest single-patient transaction bundles are ~20 MB; anything beyond this is refused (413).
 FHIR_MAX_REQUEST_BYTES = env_int("FHIR_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
+# Bodies up to the larger API limit are read by Django (the edge checks them first); the admin's forms too.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(FHIR_MAX_REQUEST_BYTES, CONTROL_MAX_REQUEST_BYTES)
 FHIR_DEFAULT_PAGE_SIZE = env_int("FHIR_DEFAULT_PAGE_SIZE", 20, minimum=1)  # search page size without _count
 FHIR_MAX_PAGE_SIZE = env_int("FHIR_MAX_PAGE_SIZE", 1000, minimum=1)  # largest _count honoured
 # Ids kept per cached search (HAPI's default fetch limit): a broader search is cut there, with a warning.
