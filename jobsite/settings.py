@@ -89,6 +89,22 @@ SECRET_KEY = env_str("SECRET_KEY")
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
+# --- Behind a TLS-terminating proxy (docs/security.md) --------------------------------------------
+# Trust the proxy's X-Forwarded-Proto / X-Forwarded-Host, so that URLs the server hands out (export manifests,
+# Content-Location, paging links) say https:// and the public host. Only behind a proxy that sets them.
+TRUST_X_FORWARDED_PROTO = env_bool("TRUST_X_FORWARDED_PROTO", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUST_X_FORWARDED_PROTO else None
+USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
+# Outside DEBUG: cookies only over HTTPS, HSTS on HTTPS answers, no MIME sniffing, no framing.
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)  # sent on HTTPS answers only
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)  # true where the server itself should send http to https
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
 DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql"))
 REDIS_URL = env_url("REDIS_URL", ("redis", "rediss"))
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
@@ -99,6 +115,10 @@ MODULE_ID = env_identifier("MODULE_ID", "batch")
 REPLACE_HYPHENS_WITH_PERIODS = env_bool("REPLACE_HYPHENS_WITH_PERIODS", False)
 JOB_SCHEDULING = env_bool("JOB_SCHEDULING", True)  # false: this node leaves scheduling to the others
 BATCH_MAX_THREADS = env_int("BATCH_MAX_THREADS", os.cpu_count() or 2, minimum=1)  # worker processes
+
+# --- Web process (Procfile, `make demo`) -----------------------------------------------------------
+BIND_ADDRESS = env_str("BIND_ADDRESS", "127.0.0.1")  # only this machine unless told otherwise (0.0.0.0)
+PORT = env_int("PORT", 8000, minimum=1)
 
 # --- Flower ---------------------------------------------------------------------------------------
 FLOWER_USER = env_str("FLOWER_USER", "admin")
