@@ -200,6 +200,16 @@ def follow_job(job_id: UUID | str, out: TextIO, timeout: float | None = None) ->
     return snapshot
 
 
+def discard_chunk_data(job_ids: Iterable[UUID | str] | QuerySet) -> int:
+    """Clear the data of every chunk of these jobs that have ended; returns how many chunks held some.
+
+    Completed chunks lose their data anyway; this is for the chunks a FAILED or CANCELLED job leaves behind,
+    when their data must not stay until the job is purged (an export's patient data, say). Such a job can no
+    longer be restarted where it stopped: its unfinished chunks have nothing left to work on."""
+    ended = JobInstance.objects.filter(id__in=job_ids, status__in=ENDED_JOB_STATUSES).values("id")
+    return WorkChunk.objects.filter(instance_id__in=ended, data__isnull=False).update(data=None)
+
+
 # Sets of job ids, as lazy subqueries: `Model.objects.filter(job_id__in=unfinished_job_ids())` is one query.
 def unfinished_job_ids() -> QuerySet:
     """Ids of jobs not yet ended (QUEUED, IN_PROGRESS, FINALIZE)."""

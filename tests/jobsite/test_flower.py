@@ -6,6 +6,7 @@ import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,7 @@ def test_flower_refuses_requests_without_credentials(processes):
     assert status == 401
     assert get(url, "ops:wrong") == 401
     assert get(url, "ops:s3cret") == 200
+    assert b"s3cret" not in Path(f"/proc/{flower.popen.pid}/cmdline").read_bytes()  # `ps` shows no password
 
 
 def test_flower_does_not_start_without_a_password():

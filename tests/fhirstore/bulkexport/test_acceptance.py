@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
+from jobsite.tokens import token_for
 
 from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
@@ -70,7 +70,7 @@ def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the
     delete("Condition", some_condition)
     user = get_user_model().objects.create_user("smart-fetch")
     token_file = tmp_path / "token"
-    token_file.write_text(Token.objects.create(user=user).key)
+    token_file.write_text(token_for(user))
     node, port = f"test-{uuid.uuid4().hex[:8]}", free_port()
     environment = node_environment(node, export_storage)
     processes.append(celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=2))
