@@ -87,6 +87,8 @@ def read_lines(url: str, headers: Mapping[str, str]) -> Iterator[Line]:
                         done = line.number
                         yield line
             return
+        except InvalidImportRequest as error:  # a redirect out of the allow-list: no point in retrying
+            raise JobFailed(f"Could not read {url}: {error.message}") from None
         except SourceUnavailable as error:
             if not error.retryable or attempt >= settings.BULK_IMPORT_FETCH_ATTEMPTS:
                 raise JobFailed(f"Could not read {url}: {error} (after {attempt} attempts)") from None
