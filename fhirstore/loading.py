@@ -148,7 +148,9 @@ class BulkLoader:
 def load_paths(paths: Iterable[str | Path], *, batch_size: int = LOAD_BATCH_SIZE,
                progress: Callable[[int], None] | None = None) -> LoadReport:
     """Load NDJSON files, bundle files and directories of them; `progress` is told of the bytes consumed."""
-    from fhirstore.bulkimport.services import load_ndjson_files  # the import job's path; it builds on this module
+    from fhirstore.bulkimport.services import (
+        load_ndjson_files,  # the import job's path; it builds on this module
+    )
 
     files = ordered_input_files(paths)
     report = LoadReport()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,10 +18,22 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from fhirstore.exceptions import (
-    InvalidRequest, PreconditionFailed, ResourceGone, ResourceNotFound, UnknownResourceType, VersionConflict,
+    InvalidRequest,
+    PreconditionFailed,
+    ResourceGone,
+    ResourceNotFound,
+    UnknownResourceType,
+    VersionConflict,
 )
 from fhirstore.fhirdates import format_instant
-from fhirstore.models import DateIndex, ReferenceIndex, Resource, ResourceVersion, StringIndex, TokenIndex
+from fhirstore.models import (
+    DateIndex,
+    ReferenceIndex,
+    Resource,
+    ResourceVersion,
+    StringIndex,
+    TokenIndex,
+)
 from fhirstore.resource_types import is_resource_type
 from fhirstore.search_params import IndexRows, extract_index_rows
 
@@ -62,7 +74,7 @@ def version_from_etag(value: object) -> int | None:
     if value in (None, ""):
         return None
     text = str(value).strip()
-    text = (text[2:] if text.startswith("W/") else text).strip('"')
+    text = (text.removeprefix("W/")).strip('"')
     if not text.isdigit():
         raise InvalidRequest(f"{value!r} is not a version (W/\"<version>\")")
     return int(text)

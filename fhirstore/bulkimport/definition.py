@@ -7,7 +7,13 @@ from typing import Any
 from batch.api import JobDefinition, JobDefinitionBuilder
 from fhirstore.bulkimport.exceptions import InvalidImportRequest
 from fhirstore.bulkimport.sources import check_source
-from fhirstore.bulkimport.steps import BULK_IMPORT_JOB, fetch_files, load_deferred, load_resources, report
+from fhirstore.bulkimport.steps import (
+    BULK_IMPORT_JOB,
+    fetch_files,
+    load_deferred,
+    load_resources,
+    report,
+)
 
 
 def _check(parameters: Mapping[str, Any]) -> Iterable[str]:

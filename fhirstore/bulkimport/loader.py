@@ -29,7 +29,11 @@ from django.db import DatabaseError, connection, transaction
 
 from fhirstore.bulkimport.models import StagedId
 from fhirstore.exceptions import FhirStoreError, InvalidRequest, PreconditionFailed
-from fhirstore.references import is_conditional_reference, reference_elements, reference_problem
+from fhirstore.references import (
+    is_conditional_reference,
+    reference_elements,
+    reference_problem,
+)
 from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.search import find_logical_ids
 from fhirstore.storage import Write, save_changed_resources

@@ -19,7 +19,13 @@ from django.db import transaction
 from batch import control
 from batch.control import JobNotFound, JobSnapshot, JobStateConflict, JobStatus
 from fhirstore.bulkimport.exceptions import ImportFailed, ImportNotFound
-from fhirstore.bulkimport.loader import ChunkOutcome, SourceLine, drop_staged_ids, load_lines, stage_ids
+from fhirstore.bulkimport.loader import (
+    ChunkOutcome,
+    SourceLine,
+    drop_staged_ids,
+    load_lines,
+    stage_ids,
+)
 from fhirstore.bulkimport.models import BulkImport, BulkSubmission, ImportIssue
 from fhirstore.bulkimport.parameters import ImportRequest, SubmitRequest
 from fhirstore.bulkimport.sources import READ_BLOCK, lines

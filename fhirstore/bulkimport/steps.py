@@ -28,7 +28,12 @@ from django.conf import settings
 from batch.api import DataSink, JobCancelled, JobFailed, StepContext
 from fhirstore.bulkimport.exceptions import InvalidImportRequest, SourceUnavailable
 from fhirstore.bulkimport.loader import (
-    ChunkOutcome, SourceLine, drop_staged_ids, load_lines, merge_summaries, stage_ids,
+    ChunkOutcome,
+    SourceLine,
+    drop_staged_ids,
+    load_lines,
+    merge_summaries,
+    stage_ids,
 )
 from fhirstore.bulkimport.models import BulkImport, ImportIssue
 from fhirstore.bulkimport.sources import Line, check_source, lines, open_blocks

@@ -12,9 +12,20 @@ import json
 
 from django.http import HttpResponse, StreamingHttpResponse
 
-from fhirstore.bulkimport.parameters import parse_import_request, parse_submission_key, parse_submit_request
+from fhirstore.bulkimport.parameters import (
+    parse_import_request,
+    parse_submission_key,
+    parse_submit_request,
+)
 from fhirstore.bulkimport.services import (
-    ImportState, can_import, cancel_import, error_lines, import_status, kick_off, report_outcome, submission_status,
+    ImportState,
+    can_import,
+    cancel_import,
+    error_lines,
+    import_status,
+    kick_off,
+    report_outcome,
+    submission_status,
     submit,
 )
 from fhirstore.exceptions import InvalidRequest

@@ -8,8 +8,8 @@ import pytest
 
 from batch.models import JobInstance
 from batch.statuses import JobStatus
-from fhirstore.bulkimport.models import BulkImport
 from fhirstore.bulkimport import steps
+from fhirstore.bulkimport.models import BulkImport
 from fhirstore.models import Resource
 from tests.fhirstore.bulkimport.conftest import diagnostics, parameters, write_ndjson
 from tests.fhirstore.helpers import assert_outcome
@@ -139,6 +139,7 @@ def test_polling_shows_progress_then_delete_cancels_and_later_polls_are_404(impo
 
 def test_another_users_import_is_not_found(importer, file_root, django_user_model):
     from rest_framework.authtoken.models import Token
+
     from tests.fhirstore.helpers import FhirClient
     url = write_ndjson(file_root / "Patient.ndjson", {"resourceType": "Patient", "id": "p"}).as_uri()
     status_url = importer.kick_off(url)["Content-Location"]
