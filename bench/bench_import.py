@@ -41,15 +41,17 @@ IDLE_READS = 500
 SEED_RESOURCES = 5_000  # in the store before the import, so that reads have patients to read
 RSS_SAMPLE_SECONDS = 0.2
 POLL_SECONDS = 0.5
+IMPORT_TIMEOUT_SECONDS = 60
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=200_000, help="resources imported")
     parser.add_argument("--json", action="store_true", help="print one JSON object of the figures as the last line")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     options = parser.parse_args()
 
-    with bench_database("bench_import") as (bench_url, bench_name):
+    with bench_database("bench_import", keep=options.keep) as (bench_url, bench_name):
         workdir = Path(tempfile.mkdtemp(prefix="bench-import-"))
         node = f"bench-import-{uuid.uuid4().hex[:8]}"
         inputs = workdir / "inputs"
@@ -70,15 +72,16 @@ def main() -> None:
             port = free_port()
             stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                                  "--threads", "4"], environment, workdir / "web.log"))
-            worker = _start(["celery", "-A", "jobsite", "worker", "--loglevel", "WARNING", "--hostname",
+            worker = _start(["celery", "-A", "jobsite", "worker", "--loglevel", "INFO", "--hostname",
                              f"{node}-%h-%i"], environment, workdir / "worker.log")
             stack.append(worker)
             client = Client(f"http://127.0.0.1:{port}/fhir", _token())
             client.wait_until_up()
+            _wait_for_worker(workdir / "worker.log")  # a message to a queue no worker declared yet is dropped
             patients = _patient_ids()
             idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
-            first = run_import(client, worker, patients, inputs)
-            again = run_import(client, worker, patients, inputs)
+            first = run_import(client, worker, patients, inputs, workdir)
+            again = run_import(client, worker, patients, inputs, workdir)
             figures = {
                 "resources": total, "copy_resources_per_s": round(total / copy_seconds),
                 "import_seconds": round(first["seconds"], 1),
@@ -147,7 +150,7 @@ def raw_copy(database_url: str, directory: Path) -> float:
     return seconds
 
 
-def run_import(client: Client, worker: subprocess.Popen, patients: list[str], inputs: Path) -> dict:
+def run_import(client: Client, worker: subprocess.Popen, patients: list[str], inputs: Path, workdir: Path) -> dict:
     latencies: list[float] = []
     peak_rss: dict[str, int] = {}
     running = threading.Event()
@@ -164,6 +167,9 @@ def run_import(client: Client, worker: subprocess.Popen, patients: list[str], in
     last_poll, outcome = 0.0, None
     try:
         while outcome is None:
+            if time.monotonic() - started > IMPORT_TIMEOUT_SECONDS:
+                logs = "".join((workdir / name).read_text(errors="replace")[-3000:] for name in ("web.log", "worker.log"))
+                raise SystemExit(f"the import did not finish in {IMPORT_TIMEOUT_SECONDS} s:\n{logs}")
             _sample_rss(worker, peak_rss, {}, {})
             if time.monotonic() - last_poll >= POLL_SECONDS:
                 last_poll = time.monotonic()
@@ -220,6 +226,14 @@ class Client:
         if response.status not in (200, 202):
             raise SystemExit(f"{method} {url}: {response.status} {response.read()[:500]!r}")
         return response
+
+
+def _wait_for_worker(log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while " ready." not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the worker did not start in {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.5)
 
 
 def _token() -> str:
