@@ -41,7 +41,7 @@ IDLE_READS = 500
 SEED_RESOURCES = 5_000  # in the store before the import, so that reads have patients to read
 RSS_SAMPLE_SECONDS = 0.2
 POLL_SECONDS = 0.5
-IMPORT_TIMEOUT_SECONDS = 60
+IMPORT_TIMEOUT_SECONDS = 3600
 
 
 def main() -> None:
