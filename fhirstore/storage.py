@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,10 +18,22 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from fhirstore.exceptions import (
-    InvalidRequest, PreconditionFailed, ResourceGone, ResourceNotFound, UnknownResourceType, VersionConflict,
+    InvalidRequest,
+    PreconditionFailed,
+    ResourceGone,
+    ResourceNotFound,
+    UnknownResourceType,
+    VersionConflict,
 )
 from fhirstore.fhirdates import format_instant
-from fhirstore.models import DateIndex, ReferenceIndex, Resource, ResourceVersion, StringIndex, TokenIndex
+from fhirstore.models import (
+    DateIndex,
+    ReferenceIndex,
+    Resource,
+    ResourceVersion,
+    StringIndex,
+    TokenIndex,
+)
 from fhirstore.resource_types import is_resource_type
 from fhirstore.search_params import IndexRows, extract_index_rows
 
@@ -62,7 +74,7 @@ def version_from_etag(value: object) -> int | None:
     if value in (None, ""):
         return None
     text = str(value).strip()
-    text = (text[2:] if text.startswith("W/") else text).strip('"')
+    text = (text.removeprefix("W/")).strip('"')
     if not text.isdigit():
         raise InvalidRequest(f"{value!r} is not a version (W/\"<version>\")")
     return int(text)
@@ -124,6 +136,47 @@ def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> l
                 )
             _write_index_rows(cursor, index_items)
     return results
+
+
+def save_changed_resources(writes: Sequence[Write], *, now: datetime | None = None
+                           ) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
+    """`save_resources` for imports: a resource whose content equals its current version is left alone.
+
+    "Equal" ignores `meta.versionId` and `meta.lastUpdated` (the source's, or ours), so loading the same
+    data again makes no new version. Returns the versions written and the `(type, id)`s left unchanged.
+    The comparison is one statement over the batch, and only for resources that exist already.
+    """
+    if not writes:
+        return [], set()
+    _require_transaction()
+    keys = [(w.resource["resourceType"], w.resource["id"]) for w in writes]
+    with connection.cursor() as cursor:
+        existing = _lock_current_rows(cursor, keys)
+        candidates = [(key, _without_version_meta(write.resource)) for write, key in zip(writes, keys)
+                      if key in existing and not existing[key][2] and write.if_match is None]
+        unchanged: set[tuple[str, str]] = set()
+        if candidates:
+            types, ids, bodies = zip(*((key[0], key[1], json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+                                       for key, body in candidates))
+            cursor.execute(
+                "SELECT r.resource_type, r.logical_id FROM fhirstore_resource r"
+                " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS u(resource_type, logical_id, body)"
+                " ON r.resource_type = u.resource_type AND r.logical_id = u.logical_id"
+                " WHERE NOT r.deleted AND u.body::jsonb = CASE WHEN (r.body->'meta') - 'versionId' - 'lastUpdated'"
+                " = '{}'::jsonb THEN r.body - 'meta' ELSE r.body #- '{meta,versionId}' #- '{meta,lastUpdated}' END",
+                [list(types), list(ids), list(bodies)],
+            )
+            unchanged = {(resource_type, logical_id) for resource_type, logical_id in cursor.fetchall()}
+    changed = [write for write, key in zip(writes, keys) if key not in unchanged]
+    return save_resources(changed, now=now), unchanged
+
+
+def _without_version_meta(resource: dict) -> dict:
+    meta = resource.get("meta")
+    if not isinstance(meta, dict):
+        return resource
+    kept = {name: value for name, value in meta.items() if name not in ("versionId", "lastUpdated")}
+    return {**resource, "meta": kept} if kept else {name: value for name, value in resource.items() if name != "meta"}
 
 
 def delete_resource(resource_type: str, logical_id: str, *, if_match: int | None = None,

@@ -140,6 +140,7 @@ INSTALLED_APPS = [
     "scheduling",
     "fhirstore",
     "fhirstore.bulkexport",
+    "fhirstore.bulkimport",
 ]
 
 MIDDLEWARE = [
@@ -280,6 +281,22 @@ BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS",
 # JSON; by default the file system under MEDIA_ROOT/bulkexport.
 BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
 BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"location": str(MEDIA_ROOT / "bulkexport")})
+# --- Bulk import ----------------------------------------------------------------------------------
+BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # NDJSON lines per load chunk
+# URL prefixes $import / $bulk-submit may fetch from (comma-separated); none by default: nothing is fetched.
+BULK_IMPORT_ALLOWED_SOURCES = [p.strip() for p in env_str("BULK_IMPORT_ALLOWED_SOURCES", "").split(",") if p.strip()]
+# file:// inputs are allowed only under this directory; unset: never.
+BULK_IMPORT_FILE_ROOT = env_str("BULK_IMPORT_FILE_ROOT", "")
+BULK_IMPORT_MAX_FILE_BYTES = env_int("BULK_IMPORT_MAX_FILE_BYTES", 8 * 1024**3, minimum=1)  # per input, decompressed
+BULK_IMPORT_MAX_LINE_BYTES = env_int("BULK_IMPORT_MAX_LINE_BYTES", 16 * 1024**2, minimum=1024)  # longer: a bad line
+BULK_IMPORT_FETCH_ATTEMPTS = env_int("BULK_IMPORT_FETCH_ATTEMPTS", 4, minimum=1)  # tries per input, with backoff
+# A reference neither literal nor resolvable (e.g. `urn:uuid:` of a resource nowhere to be found): stored
+# verbatim with a warning, or (true) the line is rejected.
+BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR = env_bool("BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR", False)
+BULK_IMPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_IMPORT_MAX_CONCURRENT_CHUNKS", 0)  # 0: as many as workers
+# Allowed $bulk-submit submitters as system|value (comma-separated); empty: any authenticated importer.
+BULK_SUBMIT_ALLOWED_SUBMITTERS = [s.strip() for s in env_str("BULK_SUBMIT_ALLOWED_SUBMITTERS", "").split(",")
+                                  if s.strip()]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},  # Django's defaults, kept
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
