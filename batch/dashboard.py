@@ -1,0 +1,225 @@
+"""The figures of the job dashboard (the batch admin's overview and job pages), each one aggregate query.
+
+The admin views only render these. Everything is computed in PostgreSQL with its own clock (`now()`), so a
+web process whose clock drifts still draws the last hour the workers wrote. Every query is answered from an
+index whatever the size of the tables: counts per status, completed chunks of the last hour, chunks in flight.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Max, Min, Q, Sum
+
+from batch import control
+from batch.control import JobSnapshot
+from batch.models import JobInstance, WorkChunk
+from batch.queues import pending_notifications, work_notification_queue
+from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from jobsite.display import short_duration
+
+logger = logging.getLogger(__name__)
+
+THROUGHPUT_MINUTES = 60
+RUNNING_JOBS_SHOWN = 25
+ERRORS_SHOWN = 50
+WORKER_INSPECT_TIMEOUT = 0.5  # seconds the overview waits for workers to answer Celery's broadcast
+WORKER_INSPECT_CACHE_SECONDS = 10.0  # one broadcast per web process at most this often, however many viewers
+
+
+@dataclass(frozen=True)
+class MinuteThroughput:
+    minute: datetime  # the start of the minute
+    chunks: int
+    records: int
+
+
+@dataclass(frozen=True)
+class NodeActivity:
+    """One node's batch queue: what waits in Redis, what is being worked on, who consumes it."""
+
+    node_id: str
+    module_id: str
+    queue: str
+    queue_depth: int | None  # None: Redis did not answer
+    chunks_in_flight: int
+    workers: Sequence[str] | None  # None: unknown (no worker answered, or the broker is down)
+
+
+@dataclass(frozen=True)
+class StepTimeline:
+    """One step of a job: its chunks by status, when its first chunk started and its last ended."""
+
+    step_id: str
+    chunks: Mapping[str, int]
+    start_time: datetime | None
+    end_time: datetime | None
+    records: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.chunks.values())
+
+    @property
+    def done(self) -> int:
+        return self.chunks.get(ChunkStatus.COMPLETED, 0)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.start_time is None or self.end_time is None or self.end_time < self.start_time:
+            return None
+        return (self.end_time - self.start_time).total_seconds()
+
+    @property
+    def records_per_second(self) -> float | None:
+        duration = self.duration_seconds
+        return self.records / duration if duration else None
+
+
+@dataclass(frozen=True)
+class ChunkError:
+    chunk_id: UUID
+    step_id: str
+    status: str
+    attempts: int
+    error_count: int
+    worker: str
+    message: str
+    time: datetime
+    next_attempt_at: datetime | None  # an ERRORED chunk waiting for its retry
+
+
+@dataclass(frozen=True)
+class JobErrors:
+    total: int  # the job's error count: every failed attempt of every chunk
+    chunks_with_errors: int
+    shown: Sequence[ChunkError]  # the most recent first, at most ERRORS_SHOWN
+
+
+def job_counts_by_status() -> dict[str, int]:
+    """Every status, zero included, in the order of the state machine."""
+    counts = dict(JobInstance.objects.order_by().values_list("status").annotate(jobs=Count("*")))
+    return {status: counts.get(status, 0) for status in JobStatus}
+
+
+def throughput_per_minute(minutes: int = THROUGHPUT_MINUTES) -> list[MinuteThroughput]:
+    """Chunks and records completed per minute over the last `minutes` minutes, oldest first, the current
+    (partial) minute last; minutes without a completed chunk are zeros."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH minutes AS (
+                SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => %s - 1),
+                                       date_trunc('minute', now()), interval '1 minute') AS minute
+            ), done AS (
+                SELECT date_trunc('minute', end_time) AS minute, count(*) AS chunks,
+                       coalesce(sum(records_processed), 0) AS records
+                FROM {WorkChunk._meta.db_table}
+                WHERE status = %s AND end_time >= date_trunc('minute', now()) - make_interval(mins => %s - 1)
+                GROUP BY 1
+            )
+            SELECT minutes.minute, coalesce(done.chunks, 0), coalesce(done.records, 0)
+            FROM minutes LEFT JOIN done USING (minute) ORDER BY minutes.minute
+            """,
+            [minutes, ChunkStatus.COMPLETED.value, minutes],
+        )
+        return [MinuteThroughput(minute, int(chunks), int(records)) for minute, chunks, records in cursor.fetchall()]
+
+
+def running_jobs(limit: int = RUNNING_JOBS_SHOWN) -> list[JobSnapshot]:
+    """The unfinished jobs, newest first, with their stored progress figures (maintenance refreshes them)."""
+    return list(control.list_jobs(UNFINISHED_JOB_STATUSES)[:limit])
+
+
+def node_activity(workers_by_queue: Callable[[], Mapping[str, Sequence[str]] | None] | None = None) -> list[NodeActivity]:
+    """This node's queue and the queue of every node that owns an unfinished job."""
+    workers = (workers_by_queue or celery_workers_by_queue)()
+    nodes = set(JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES).order_by()
+                .values_list("node_id", "module_id").distinct())
+    nodes.add((settings.NODE_ID, settings.MODULE_ID))
+    in_flight = dict(
+        ((node, module), count) for node, module, count in
+        WorkChunk.objects.filter(status=ChunkStatus.IN_PROGRESS).order_by()
+        .values_list("instance__node_id", "instance__module_id").annotate(chunks=Count("*"))
+    )
+    activity = []
+    for node_id, module_id in sorted(nodes):
+        queue = work_notification_queue(node_id, module_id)
+        activity.append(NodeActivity(
+            node_id=node_id, module_id=module_id, queue=queue, queue_depth=_queue_depth(queue),
+            chunks_in_flight=in_flight.get((node_id, module_id), 0),
+            workers=None if workers is None else sorted(workers.get(queue, ())),
+        ))
+    return activity
+
+
+_inspected: tuple[float, Mapping[str, Sequence[str]] | None] | None = None
+
+
+def celery_workers_by_queue() -> Mapping[str, Sequence[str]] | None:
+    """{queue: worker host names} from Celery's `inspect().active_queues()`; None when no worker answers
+    within WORKER_INSPECT_TIMEOUT (none alive, or the broker is down). Cached briefly in this process."""
+    global _inspected
+    if _inspected is not None and time.monotonic() - _inspected[0] < WORKER_INSPECT_CACHE_SECONDS:
+        return _inspected[1]
+    from celery import current_app
+
+    try:
+        replies = current_app.control.inspect(timeout=WORKER_INSPECT_TIMEOUT).active_queues() or {}
+    except Exception:  # the broker is down: the page still renders, saying "unknown"
+        logger.warning("workers could not be inspected", exc_info=True)
+        replies = {}
+    by_queue: dict[str, list[str]] = {}
+    for worker, queues in replies.items():
+        for queue in queues or ():
+            by_queue.setdefault(queue["name"], []).append(worker)
+    _inspected = (time.monotonic(), by_queue or None)
+    return _inspected[1]
+
+
+def step_timeline(job: JobSnapshot) -> list[StepTimeline]:
+    """Each step of the job in definition order: chunks by status, first start, last end, records."""
+    spans = {
+        step_id: (start, end, records or 0) for step_id, start, end, records in
+        WorkChunk.objects.filter(instance_id=job.id).order_by().values_list("target_step_id")
+        .annotate(start=Min("start_time"), end=Max("end_time"), records=Sum("records_processed"))
+    }
+    return [StepTimeline(step.step_id, step.chunks, *spans.get(step.step_id, (None, None, 0))) for step in job.steps]
+
+
+def job_errors(job_id: UUID, limit: int = ERRORS_SHOWN) -> JobErrors:
+    """The job's errors from its chunks: the total of failed attempts, and the latest chunks that had any."""
+    with_errors = WorkChunk.objects.filter(instance_id=job_id).filter(Q(error_count__gt=0) | Q(status=ChunkStatus.FAILED))
+    totals = with_errors.aggregate(total=Sum("error_count"), chunks=Count("*"))
+    shown = [
+        ChunkError(chunk_id=chunk_id, step_id=step_id, status=status, attempts=attempts, error_count=errors,
+                   worker=worker, message=message or "", time=updated,
+                   next_attempt_at=next_poll if status == ChunkStatus.ERRORED else None)
+        for chunk_id, step_id, status, attempts, errors, worker, message, updated, next_poll in
+        with_errors.order_by("-update_time").values_list(
+            "id", "target_step_id", "status", "attempts", "error_count", "worker", "error_message", "update_time",
+            "next_poll_time")[:limit]
+    ]
+    return JobErrors(total=totals["total"] or 0, chunks_with_errors=totals["chunks"], shown=shown)
+
+
+def eta(job: JobSnapshot) -> str:
+    """An ended job has no ETA; an unfinished one has one once it has progress to extrapolate from."""
+    if job.ended:
+        return "-"
+    return short_duration(job.estimated_seconds_remaining)
+
+
+def _queue_depth(queue: str) -> int | None:
+    try:
+        return pending_notifications(queue)
+    except Exception:
+        logger.warning("queue %s could not be measured", queue, exc_info=True)
+        return None
+
