@@ -114,7 +114,9 @@ def test_viewing_jobs_does_not_allow_changing_them(viewer_client, failed_job):
 
 def test_the_overview_shows_counts_throughput_running_jobs_and_nodes(admin_client, failed_job, monkeypatch):
     monkeypatch.setattr("batch.dashboard.celery_workers_by_queue", lambda: None)
-    running = JobInstanceFactory(status=JobStatus.IN_PROGRESS, progress=0.25, definition_id="DIAGNOSTIC_NOOP")
+    running = JobInstanceFactory(status=JobStatus.IN_PROGRESS, definition_id="DIAGNOSTIC_NOOP")
+    WorkChunkFactory(instance=running, status=ChunkStatus.COMPLETED)
+    WorkChunkFactory.create_batch(3, instance=running, status=ChunkStatus.QUEUED)
 
     page = admin_client.get(reverse("admin:batch_dashboard"))
 

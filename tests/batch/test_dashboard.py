@@ -48,6 +48,19 @@ def test_running_jobs_are_the_unfinished_ones_newest_first():
     assert [job.id for job in dashboard.running_jobs()] == [newer.id, older.id]
 
 
+def test_running_jobs_show_progress_rate_and_eta_from_their_chunks_not_the_stored_row():
+    start = timezone.now() - timedelta(seconds=10)
+    job = JobInstanceFactory(status=JobStatus.IN_PROGRESS, progress=0.0, combined_records_processed=0)
+    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, start_time=start,
+                     end_time=start + timedelta(seconds=10), records_processed=40)
+    WorkChunkFactory(instance=job, status=ChunkStatus.IN_PROGRESS, start_time=start + timedelta(seconds=5))
+
+    (running,) = dashboard.running_jobs()
+
+    assert (running.progress, running.combined_records_processed, running.records_per_second) == (0.5, 40, 4.0)
+    assert running.estimated_seconds_remaining == 10
+
+
 def test_node_activity_counts_chunks_in_flight_per_node_and_names_its_queue_and_workers(settings):
     job = JobInstanceFactory(node_id="node-a", module_id="batch")
     WorkChunkFactory.create_batch(2, instance=job, status=ChunkStatus.IN_PROGRESS)
