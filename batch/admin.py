@@ -39,8 +39,8 @@ def _search_by_id(queryset: QuerySet, term: str, field: str = "id") -> QuerySet:
 
 @admin.register(JobInstance)
 class JobInstanceAdmin(admin.ModelAdmin):
-    list_display = ("short_id", "definition_id", "status", "progress_bar", "records", "rate", "eta", "started",
-                    "duration", "errors")
+    list_display = ("short_id", "definition", "status_badge", "progress_bar", "records", "timing", "started",
+                    "errors")
     list_display_links = ("short_id",)
     list_filter = ("status", "definition_id", "node_id", "started_by")
     search_fields = ("id",)
@@ -65,6 +65,9 @@ class JobInstanceAdmin(admin.ModelAdmin):
             return queryset, False
         return _search_by_id(queryset, search_term), False
 
+    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        return super().changelist_view(request, {"title": "Jobs", **(extra_context or {})})
+
     def get_urls(self):
         own = [
             path("dashboard/", self.admin_site.admin_view(self.overview_view), name="batch_dashboard"),
@@ -80,6 +83,10 @@ class JobInstanceAdmin(admin.ModelAdmin):
     def short_id(self, instance: JobInstance) -> str:
         return str(instance.id)[:8]
 
+    @admin.display(description="definition", ordering="definition_id")
+    def definition(self, instance: JobInstance) -> str:
+        return instance.definition_id
+
     @admin.display(description="progress", ordering="progress")
     def progress_bar(self, instance: JobInstance) -> str:
         return format_html('<progress value="{}" max="1"></progress> {}%', f"{instance.progress:.3f}",
@@ -89,23 +96,20 @@ class JobInstanceAdmin(admin.ModelAdmin):
     def records(self, instance: JobInstance) -> str:
         return f"{instance.combined_records_processed:,}"
 
-    @admin.display(description="rec/s", ordering="records_per_second")
-    def rate(self, instance: JobInstance) -> str:
-        return f"{instance.records_per_second:,.1f}" if instance.records_per_second else "-"
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, instance: JobInstance) -> str:
+        return format_html('<span class="badge status-{}">{}</span>', instance.status.lower(), instance.status)
 
-    @admin.display(description="ETA")
-    def eta(self, instance: JobInstance) -> str:
-        if instance.status not in UNFINISHED_JOB_STATUSES:
-            return "-"
-        return short_duration(instance.estimated_seconds_remaining)
+    @admin.display(description="ETA / took")
+    def timing(self, instance: JobInstance) -> str:
+        """An unfinished job's ETA, an ended job's duration: the one figure of the two that means something."""
+        if instance.status in UNFINISHED_JOB_STATUSES:
+            return f"ETA {short_duration(instance.estimated_seconds_remaining)}"
+        return short_duration(instance.elapsed_seconds)
 
     @admin.display(description="started", ordering="start_time")
     def started(self, instance: JobInstance) -> str:
         return moment(instance.start_time or instance.create_time)
-
-    @admin.display(description="took", ordering="elapsed_seconds")
-    def duration(self, instance: JobInstance) -> str:
-        return short_duration(instance.elapsed_seconds)
 
     @admin.display(description="errors", ordering="error_count")
     def errors(self, instance: JobInstance) -> int:

@@ -35,12 +35,38 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class KindFilter(admin.SimpleListFilter):
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return [("clustered", "clustered: once in the cluster"), ("local", "local: in every process")]
+
+    def queryset(self, request, queryset):
+        if self.value() in operations.KINDS:
+            return queryset.filter(task=operations.KINDS[self.value()])
+        return queryset
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "active"), ("paused", "paused")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("active", "paused"):
+            return queryset.filter(enabled=self.value() == "active")
+        return queryset
+
+
 @admin.register(ScheduledJobSchedule)
 class ScheduledJobAdmin(admin.ModelAdmin):
     """Every clustered and local job, with pause/resume and run-now; the recent runs below, failures in red."""
 
     list_display = ["name", "kind", "schedule", "state", "next_run", "last_run", "last_outcome", "last_duration"]
-    list_filter = ["enabled", "task"]
+    list_filter = [StateFilter, KindFilter]
     search_fields = ["name"]
     ordering = ["name"]
     actions = ["pause_jobs", "resume_jobs", "run_jobs_now"]
@@ -67,7 +93,8 @@ class ScheduledJobAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(f"{reverse('admin:scheduling_jobrun_changelist')}?{urlencode({'job_name': job.name})}")
 
     def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(request, {**(extra_context or {}), "recent_runs": operations.recent_runs()})
+        return super().changelist_view(request, {"title": "Scheduled jobs", **(extra_context or {}),
+                                                 "recent_runs": operations.recent_runs()})
 
     @admin.display(description="kind", ordering="task")
     def kind(self, job) -> str:
@@ -83,7 +110,7 @@ class ScheduledJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="next run")
     def next_run(self, job) -> str:
-        return moment(operations.next_run(job, timezone.now())) if job.enabled else "paused"
+        return moment(operations.next_run(job, timezone.now())) if job.enabled else "-"
 
     @admin.display(description="last run", ordering="last_tick")
     def last_run(self, job) -> str:
@@ -93,7 +120,7 @@ class ScheduledJobAdmin(admin.ModelAdmin):
         run = operations.last_run(job)
         return moment(run.started_at) if run else "never"
 
-    @admin.display(description="last outcome")
+    @admin.display(description="outcome")
     def last_outcome(self, job) -> str:
         run = operations.last_run(job)
         return _outcome(run.outcome if run else None)

@@ -20,10 +20,11 @@ from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from scheduling.exceptions import SchedulingError, UnknownJob
 from scheduling.models import JobRun
 from scheduling.schedules import Schedule, schedule_from_dict
-from scheduling.sync import CLUSTERED_TASK, OUR_TASKS
+from scheduling.sync import CLUSTERED_TASK, LOCAL_TASK, OUR_TASKS
 from scheduling.tasks import run_clustered_job_now
 
 RECENT_RUNS_SHOWN = 25
+KINDS = {"clustered": CLUSTERED_TASK, "local": LOCAL_TASK}
 
 
 @dataclass(frozen=True)

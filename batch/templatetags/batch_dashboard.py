@@ -63,10 +63,11 @@ def throughput_chart(minutes: Sequence[MinuteThroughput], field: str, label: str
         for index, (minute, value) in enumerate(zip(minutes, values))
         for height in [value / peak * plot_height if peak else 0]
     ))
-    ticks = format_html_join("", '<text x="{}" y="{}" text-anchor="middle">{}</text>', (
-        (f"{CHART_LEFT + index * slot + slot / 2:.1f}", CHART_HEIGHT - 4,
-         "now" if index == len(values) - 1 else f"-{len(values) - 1 - index} min")
-        for index in range(len(values)) if (len(values) - 1 - index) % 15 == 0
+    last = len(values) - 1
+    ticks = format_html_join("", '<text x="{}" y="{}" text-anchor="{}">{}</text>', (
+        (f"{CHART_LEFT + index * slot + slot / 2:.1f}" if index < last else str(CHART_WIDTH), CHART_HEIGHT - 4,
+         "middle" if index < last else "end", f"-{last - index} min" if index < last else "now")
+        for index in range(len(values)) if (last - index) % 15 == 0
     ))
     return format_html(
         '<svg class="throughput" viewBox="0 0 {} {}" role="img" aria-label="{} per minute, last hour, peak {}">'

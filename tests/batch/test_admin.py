@@ -30,14 +30,17 @@ def failed_job():
 
 
 def test_the_job_list_shows_status_progress_and_filters(admin_client, failed_job):
-    other = JobInstanceFactory(status=JobStatus.COMPLETED, definition_id="OTHER")
+    other = JobInstanceFactory(status=JobStatus.COMPLETED, definition_id="OTHER", node_id="node-2", started_by="alice")
 
     page = admin_client.get(reverse("admin:batch_jobinstance_changelist"), {"status__exact": "FAILED"})
 
     assert page.status_code == 200
     html = page.content.decode()
-    assert str(failed_job.id)[:8] in html and "<progress" in html and "50%" in html and "0.1" in html
+    assert str(failed_job.id)[:8] in html and "<progress" in html and "50%" in html
+    assert 'class="badge status-failed"' in html and "<h1>Jobs</h1>" in html
     assert str(other.id)[:8] not in html
+    for filtered_by in ("status__exact=COMPLETED", "definition_id=OTHER", "node_id=node-2", "started_by=alice"):
+        assert filtered_by in html
 
 
 def test_search_finds_a_job_by_its_id_or_its_first_characters(admin_client, failed_job):

@@ -3,16 +3,19 @@
  * in place, so the page updates without a reload; a page whose fresh copy says 0 (an ended job) stops. */
 (function () {
   "use strict";
-  var timeFormat = new Intl.DateTimeFormat(undefined, {
+  var dateAndTime = new Intl.DateTimeFormat(undefined, {
     year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit"
   });
+  var timeOnly = new Intl.DateTimeFormat(undefined, {hour: "2-digit", minute: "2-digit", second: "2-digit"});
 
+  /* Today's times show as times (the date in the tooltip); other days with their date. */
   function localTimes(root) {
+    var today = new Date().toDateString();
     root.querySelectorAll("time[datetime]").forEach(function (element) {
       var moment = new Date(element.getAttribute("datetime"));
       if (!isNaN(moment)) {
-        element.title = element.textContent;
-        element.textContent = timeFormat.format(moment);
+        element.title = dateAndTime.format(moment) + " (" + element.getAttribute("datetime") + ")";
+        element.textContent = (moment.toDateString() === today ? timeOnly : dateAndTime).format(moment);
       }
     });
   }
