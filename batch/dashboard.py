@@ -7,10 +7,11 @@ index whatever the size of the tables: counts per status, completed chunks of th
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
@@ -21,7 +22,7 @@ from batch import control
 from batch.control import JobSnapshot
 from batch.models import JobInstance, WorkChunk
 from batch.progress import estimate_rates
-from batch.queues import pending_notifications, work_notification_queue
+from batch.queues import pending_notifications_of, work_notification_queue
 from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 from jobsite.display import short_duration
 
@@ -109,28 +110,61 @@ def job_counts_by_status() -> dict[str, int]:
     return {status: counts.get(status, 0) for status in JobStatus}
 
 
+class _SettledMinutes:
+    """Per-minute totals of minutes that can no longer change, kept in this process: a view then aggregates
+    only the chunks of the last few minutes, not the whole hour (half a million rows on a busy cluster).
+    A minute is settled SETTLE_MINUTES after it ended by the database's clock, allowing for workers whose
+    clocks lag (they stamp end_time)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._minutes: dict[datetime, tuple[int, int]] = {}
+
+    def known(self, since: datetime) -> dict[datetime, tuple[int, int]]:
+        with self._lock:
+            for minute in [minute for minute in self._minutes if minute < since]:
+                del self._minutes[minute]
+            return dict(self._minutes)
+
+    def remember(self, minutes: Mapping[datetime, tuple[int, int]]) -> None:
+        with self._lock:
+            self._minutes.update(minutes)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._minutes.clear()
+
+
+SETTLE_MINUTES = 2
+settled_minutes = _SettledMinutes()
+
+
 def throughput_per_minute(minutes: int = THROUGHPUT_MINUTES) -> list[MinuteThroughput]:
     """Chunks and records completed per minute over the last `minutes` minutes, oldest first, the current
     (partial) minute last; minutes without a completed chunk are zeros."""
     with connection.cursor() as cursor:
+        cursor.execute("SELECT date_trunc('minute', now())")
+        current = cursor.fetchone()[0]
+        first = current - timedelta(minutes=minutes - 1)
+        settled_before = current - timedelta(minutes=SETTLE_MINUTES)
+        window = [first + timedelta(minutes=offset) for offset in range(minutes)]
+        known = settled_minutes.known(since=first)
+        read_from = next((minute for minute in window if minute not in known and minute < settled_before),
+                         settled_before)
         cursor.execute(
             f"""
-            WITH minutes AS (
-                SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => %s - 1),
-                                       date_trunc('minute', now()), interval '1 minute') AS minute
-            ), done AS (
-                SELECT date_trunc('minute', end_time) AS minute, count(*) AS chunks,
-                       coalesce(sum(records_processed), 0) AS records
-                FROM {WorkChunk._meta.db_table}
-                WHERE status = %s AND end_time >= date_trunc('minute', now()) - make_interval(mins => %s - 1)
-                GROUP BY 1
-            )
-            SELECT minutes.minute, coalesce(done.chunks, 0), coalesce(done.records, 0)
-            FROM minutes LEFT JOIN done USING (minute) ORDER BY minutes.minute
+            SELECT date_trunc('minute', end_time), count(*), coalesce(sum(records_processed), 0)
+            FROM {WorkChunk._meta.db_table}
+            WHERE status = %s AND end_time >= %s
+            GROUP BY 1
             """,
-            [minutes, ChunkStatus.COMPLETED.value, minutes],
+            [ChunkStatus.COMPLETED.value, read_from],
         )
-        return [MinuteThroughput(minute, int(chunks), int(records)) for minute, chunks, records in cursor.fetchall()]
+        read = {minute: (int(chunks), int(records)) for minute, chunks, records in cursor.fetchall()}
+    settled_minutes.remember({minute: read.get(minute, (0, 0)) for minute in window
+                              if read_from <= minute < settled_before})
+    totals = {**known, **read}
+    return [MinuteThroughput(minute, *totals.get(minute, (0, 0))) for minute in window]
 
 
 def running_jobs(limit: int = RUNNING_JOBS_SHOWN) -> list[JobSnapshot]:
@@ -163,26 +197,56 @@ def node_activity(workers_by_queue: Callable[[], Mapping[str, Sequence[str]] | N
         WorkChunk.objects.filter(status=ChunkStatus.IN_PROGRESS).order_by()
         .values_list("instance__node_id", "instance__module_id").annotate(chunks=Count("*"))
     )
+    queues = {(node_id, module_id): work_notification_queue(node_id, module_id) for node_id, module_id in sorted(nodes)}
+    depths = _queue_depths(list(queues.values()))
     activity = []
-    for node_id, module_id in sorted(nodes):
-        queue = work_notification_queue(node_id, module_id)
+    for (node_id, module_id), queue in queues.items():
         activity.append(NodeActivity(
-            node_id=node_id, module_id=module_id, queue=queue, queue_depth=_queue_depth(queue),
+            node_id=node_id, module_id=module_id, queue=queue, queue_depth=depths.get(queue),
             chunks_in_flight=in_flight.get((node_id, module_id), 0),
             workers=None if workers is None else sorted(workers.get(queue, ())),
         ))
     return activity
 
 
-_inspected: tuple[float, Mapping[str, Sequence[str]] | None] | None = None
+class _WorkerCache:
+    """Celery's broadcast waits its whole timeout for replies, so a page must not wait for it on every view:
+    the first view in a process asks and waits; later views get the last answer at once while a background
+    thread asks again once it is older than WORKER_INSPECT_CACHE_SECONDS."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answer: Mapping[str, Sequence[str]] | None = None
+        self._asked_at: float | None = None
+        self._asking = False
+
+    def get(self, ask: Callable[[], Mapping[str, Sequence[str]] | None]) -> Mapping[str, Sequence[str]] | None:
+        with self._lock:
+            first = self._asked_at is None
+            stale = first or time.monotonic() - self._asked_at >= WORKER_INSPECT_CACHE_SECONDS
+            if stale and not first and not self._asking:
+                self._asking = True
+                threading.Thread(target=self._refresh, args=(ask,), name="dashboard-inspect", daemon=True).start()
+        if first:
+            self._refresh(ask)
+        return self._answer
+
+    def _refresh(self, ask) -> None:
+        answer = ask()
+        with self._lock:
+            self._answer, self._asked_at, self._asking = answer, time.monotonic(), False
+
+
+_workers = _WorkerCache()
 
 
 def celery_workers_by_queue() -> Mapping[str, Sequence[str]] | None:
-    """{queue: worker host names} from Celery's `inspect().active_queues()`; None when no worker answers
-    within WORKER_INSPECT_TIMEOUT (none alive, or the broker is down). Cached briefly in this process."""
-    global _inspected
-    if _inspected is not None and time.monotonic() - _inspected[0] < WORKER_INSPECT_CACHE_SECONDS:
-        return _inspected[1]
+    """{queue: worker host names}, as Celery's `inspect().active_queues()` last answered; None when no worker
+    answered within WORKER_INSPECT_TIMEOUT (none alive, or the broker is down)."""
+    return _workers.get(_inspect_active_queues)
+
+
+def _inspect_active_queues() -> Mapping[str, Sequence[str]] | None:
     from celery import current_app
 
     try:
@@ -194,8 +258,7 @@ def celery_workers_by_queue() -> Mapping[str, Sequence[str]] | None:
     for worker, queues in replies.items():
         for queue in queues or ():
             by_queue.setdefault(queue["name"], []).append(worker)
-    _inspected = (time.monotonic(), by_queue or None)
-    return _inspected[1]
+    return by_queue or None
 
 
 def step_timeline(job: JobSnapshot) -> list[StepTimeline]:
@@ -231,10 +294,10 @@ def eta(job: JobSnapshot) -> str:
     return short_duration(job.estimated_seconds_remaining)
 
 
-def _queue_depth(queue: str) -> int | None:
+def _queue_depths(queues: list[str]) -> dict[str, int]:
+    """Messages waiting per queue; {} when Redis does not answer (the page says "unknown")."""
     try:
-        return pending_notifications(queue)
+        return pending_notifications_of(queues)
     except Exception:
-        logger.warning("queue %s could not be measured", queue, exc_info=True)
-        return None
-
+        logger.warning("queues could not be measured", exc_info=True)
+        return {}

@@ -1,4 +1,5 @@
 """The dashboard's figures: each is one aggregate over the job and chunk rows, by the database's clock."""
+import time
 from datetime import timedelta
 
 import pytest
@@ -38,6 +39,20 @@ def test_throughput_counts_completed_chunks_and_their_records_per_minute_of_the_
     assert (minutes[-31].chunks, minutes[-31].records) == (1, 1)
     assert sum(minute.chunks for minute in minutes) == 3, "neither the failed chunk nor the one 90 minutes ago"
     assert all(later.minute - earlier.minute == timedelta(minutes=1) for earlier, later in zip(minutes, minutes[1:]))
+
+
+def test_settled_minutes_are_read_once_and_the_last_minutes_every_time():
+    now = timezone.now()
+    job = JobInstanceFactory()
+    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now - timedelta(minutes=30))
+    assert sum(minute.chunks for minute in dashboard.throughput_per_minute()) == 1
+
+    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now - timedelta(minutes=30))
+    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now)
+    minutes = dashboard.throughput_per_minute()
+
+    assert minutes[-31].chunks == 1, "a settled minute is not aggregated again (a late row there is not counted)"
+    assert minutes[-1].chunks == 1
 
 
 def test_running_jobs_are_the_unfinished_ones_newest_first():
@@ -126,3 +141,22 @@ def test_an_ended_job_has_no_eta():
     (cancelled,) = control.list_jobs([JobStatus.CANCELLED])
 
     assert (dashboard.eta(running), dashboard.eta(cancelled)) == ("1 min 20 s", "-")
+
+
+def test_workers_are_asked_once_then_served_from_the_last_answer_while_a_thread_asks_again(monkeypatch):
+    monkeypatch.setattr(dashboard, "WORKER_INSPECT_CACHE_SECONDS", 0.0)
+    answers = iter([{"q": ["w1"]}, {"q": ["w1", "w2"]}])
+    asked = []
+    cache = dashboard._WorkerCache()
+
+    def ask():
+        asked.append(1)
+        return next(answers)
+
+    assert cache.get(ask) == {"q": ["w1"]}, "the first view waits for the answer"
+    assert cache.get(ask) == {"q": ["w1"]}, "a later view does not wait: it gets the last answer"
+    deadline = time.monotonic() + 10
+    while cache.get(lambda: {"q": ["w1", "w2"]}) != {"q": ["w1", "w2"]}:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert len(asked) == 2
