@@ -1,4 +1,4 @@
-"""The Celery app. Queues: `default`, and this node's batch queue (see `batch.control.work_notification_queue`)."""
+"""The Celery app. Queues: `default`, and this node's batch queue (see `batch.queues`)."""
 import os
 
 from celery import Celery
@@ -14,7 +14,7 @@ app.autodiscover_tasks()
 @app.on_after_configure.connect
 def declare_queues(sender: Celery, **kwargs) -> None:
     """A worker consumes the default queue and its own node's batch queue unless `-Q` says otherwise."""
-    from batch.control import work_notification_queue
+    from batch.queues import work_notification_queue
 
     sender.conf.task_queues = (Queue("default"), Queue(work_notification_queue()))
 
