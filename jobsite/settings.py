@@ -232,6 +232,7 @@ BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 30, minimum=2)  # a dead wo
 BATCH_MAX_CHUNK_RETRIES = env_int("BATCH_MAX_CHUNK_RETRIES", 3)  # as the reference: the 4th error fails the chunk
 BATCH_RETRY_LATER_SECONDS = env_int("BATCH_RETRY_LATER_SECONDS", 60)  # RetryChunkLater without a delay
 BATCH_REANNOUNCE_AFTER_SECONDS = env_int("BATCH_REANNOUNCE_AFTER_SECONDS", 30, minimum=1)  # lost-message recovery
+BATCH_MAX_CHUNK_SECONDS = env_int("BATCH_MAX_CHUNK_SECONDS", 3600, minimum=1)  # a chunk running longer is hung
 BATCH_PURGE_ENDED_AFTER_DAYS = env_int("BATCH_PURGE_ENDED_AFTER_DAYS", 7, minimum=1)  # ended jobs are deleted then
 # Diagnostic no-op jobs (DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED) exist only when this is true (tests, `make demo`).
 BATCH_DIAGNOSTIC_JOBS = env_bool("BATCH_DIAGNOSTIC_JOBS", False)
