@@ -5,8 +5,10 @@ import os
 from typing import Any
 
 from celery import current_app, shared_task
+from celery.signals import worker_ready, worker_shutdown
 from celery.utils import uuid
 
+from batch import nodes
 from batch.notifications import WorkNotification
 from batch.dispatch import on_work_notification
 
@@ -36,3 +38,15 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> No
             )
             amqp.send_task_message(producer, work_notification.name, task_message, exchange="", routing_key=queue,
                                    queue=queue)
+
+
+@worker_ready.connect
+def start_node_heartbeat(sender, **kwargs) -> None:
+    """In the worker's main process, once it consumes: its node counts as alive while it beats."""
+    consumed = {queue.name for queue in sender.task_consumer.queues}
+    nodes.start_heartbeat(f"{sender.hostname}/{os.getpid()}", consumed)
+
+
+@worker_shutdown.connect
+def stop_node_heartbeat(**kwargs) -> None:
+    nodes.stop_heartbeat()

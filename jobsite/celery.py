@@ -2,6 +2,7 @@
 import os
 
 from celery import Celery
+from celery.signals import celeryd_init
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
@@ -11,12 +12,17 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@app.on_after_configure.connect
-def declare_queues(sender: Celery, **kwargs) -> None:
-    """A worker consumes the default queue and its own node's batch queue unless `-Q` says otherwise."""
+@celeryd_init.connect
+def declare_queues(conf, **kwargs) -> None:
+    """A worker consumes the default queue and its own node's batch queue unless `-Q` says otherwise.
+
+    Declared when the worker starts, once Celery's Django fixup has set Django up (`batch.control`
+    needs the app registry); at `on_after_configure` it is not, and the import failed silently,
+    leaving workers on `default` only. Other processes publish by queue name and need no declaration.
+    """
     from batch.control import work_notification_queue
 
-    sender.conf.task_queues = (Queue("default"), Queue(work_notification_queue()))
+    conf.task_queues = (Queue("default"), Queue(work_notification_queue()))
 
 
 @app.task(name="heavylift.ping", ignore_result=False)

@@ -212,6 +212,9 @@ BATCH_MAX_CHUNK_RETRIES = env_int("BATCH_MAX_CHUNK_RETRIES", 3)  # as the refere
 BATCH_RETRY_LATER_SECONDS = env_int("BATCH_RETRY_LATER_SECONDS", 60)  # RetryChunkLater without a delay
 BATCH_REANNOUNCE_AFTER_SECONDS = env_int("BATCH_REANNOUNCE_AFTER_SECONDS", 30, minimum=1)  # lost-message recovery
 BATCH_PURGE_ENDED_AFTER_DAYS = env_int("BATCH_PURGE_ENDED_AFTER_DAYS", 7, minimum=1)  # ended jobs are deleted then
+# A node none of whose batch workers has recorded a heartbeat for this long is dead: maintenance moves
+# its unfinished jobs to a live node. Workers beat every third of it.
+BATCH_NODE_TIMEOUT_SECONDS = env_int("BATCH_NODE_TIMEOUT_SECONDS", 60, minimum=3)
 BATCH_FLOWER_URL = env_str("BATCH_FLOWER_URL", f"http://127.0.0.1:{FLOWER_PORT}")  # admin links chunks' tasks here
 # Celery's Django fixup closes the database connection around every task unless this is set; a fresh
 # PostgreSQL connection per chunk would cost more than the chunk. Reopened after this many tasks.
