@@ -60,7 +60,7 @@ def start_job_from_the_shell(node: str, parameters: str) -> str:
 def test_jobs_of_a_dead_node_and_of_a_node_without_workers_complete_on_a_live_node(processes, settings):
     settings.BATCH_NODE_TIMEOUT_SECONDS = NODE_TIMEOUT
     live, doomed = unique_node(), unique_node()
-    _, victim = start_workers(processes, {"live": live, "victim": doomed})
+    live_worker, victim = start_workers(processes, {"live": live, "victim": doomed})
     orphan = start_job_from_the_shell(f"gone-{live}", '{"chunks": 4, "sleep_ms": 50}')
     pinned = start_job("DIAGNOSTIC_NOOP", {"chunks": 20, "sleep_ms": 300}, node_id=doomed)
     chunks = WorkChunk.objects.filter(instance_id=pinned.id, target_step_id="sleep")
@@ -82,3 +82,6 @@ def test_jobs_of_a_dead_node_and_of_a_node_without_workers_complete_on_a_live_no
                in job.warning_messages
     assert chunks.filter(worker__startswith="live-").exists(), "the rest ran on the live node"
     assert doomed not in {node.node_id for node in live_nodes()}
+
+    live_worker.stop()  # a clean shutdown: no longer listed as live, though its node keeps its jobs a while
+    assert live not in {node.node_id for node in live_nodes()}
