@@ -121,7 +121,7 @@ class WorkerHeartbeat(models.Model):
     """A batch worker's last sign of life, one row per worker (Celery hostname and main pid).
 
     Stamped with PostgreSQL's clock, so "not seen for N seconds" means the same on every machine. A
-    node is alive while one of its workers has beaten recently; see `batch.nodes`.
+    node is alive while one of its workers has beaten recently; see `batch.heartbeats` and `batch.nodes`.
     """
 
     worker = models.CharField(max_length=200, unique=True)
@@ -159,4 +159,5 @@ class JobReassignment(models.Model):
 
     def describe(self) -> str:
         """The line the job's warnings show, e.g. `2026-11-30 00:01:02 UTC: moved from node a to node b: …`."""
-        return f"{self.at:%Y-%m-%d %H:%M:%S %Z}: moved from node {self.from_node_id} to node {self.to_node_id}: {self.reason}"
+        return (f"{self.at:%Y-%m-%d %H:%M:%S %Z}: moved from node {self.from_node_id} to node {self.to_node_id}: "
+                f"{self.reason}")

@@ -8,7 +8,7 @@ from celery import current_app, shared_task
 from celery.signals import worker_ready, worker_shutdown
 from celery.utils import uuid
 
-from batch import nodes
+from batch import heartbeats
 from batch.notifications import WorkNotification
 from batch.dispatch import on_work_notification
 
@@ -44,9 +44,9 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> No
 def start_node_heartbeat(sender, **kwargs) -> None:
     """In the worker's main process, once it consumes: its node counts as alive while it beats."""
     consumed = {queue.name for queue in sender.task_consumer.queues}
-    nodes.start_heartbeat(f"{sender.hostname}/{os.getpid()}", consumed)
+    heartbeats.start_heartbeat(f"{sender.hostname}/{os.getpid()}", consumed)
 
 
 @worker_shutdown.connect
 def stop_node_heartbeat(**kwargs) -> None:
-    nodes.stop_heartbeat()
+    heartbeats.stop_heartbeat()

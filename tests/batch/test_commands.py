@@ -132,7 +132,7 @@ def test_bad_input_is_one_line_on_stderr_and_a_non_zero_exit():
 
 
 def test_reassign_jobs_moves_a_nodes_jobs_and_prints_a_line_per_job(bus):
-    from batch.nodes import record_heartbeat
+    from batch.heartbeats import record_heartbeat
 
     record_heartbeat("b1", "node-b")
     instance = start_job("DIAGNOSTIC_NOOP", {"chunks": 1}, node_id="node-a")

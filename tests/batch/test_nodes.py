@@ -14,16 +14,16 @@ from freezegun import freeze_time
 
 from batch import control
 from batch.coordinator import start_job
-from batch.maintenance import run_maintenance_pass
-from batch.models import JobInstance, WorkerHeartbeat
-from batch.nodes import (
+from batch.heartbeats import (
     Heartbeat,
     live_nodes,
-    reassign_jobs,
     record_heartbeat,
     record_stopped,
     start_heartbeat,
 )
+from batch.maintenance import run_maintenance_pass
+from batch.models import JobInstance, WorkerHeartbeat
+from batch.nodes import reassign_jobs
 from batch.queues import work_notification_queue
 from batch.statuses import JobStatus
 from tests.batch.conftest import count_records, emit
