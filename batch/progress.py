@@ -2,7 +2,7 @@
 
 progress = completed / all chunks; rate = records / (last chunk end − first chunk start);
 ETA = elapsed / progress − elapsed; errors = the chunks' sum; error message = the first ERRORED chunk's,
-replaced by a FAILED one's; warnings = the chunks' distinct warnings, joined.
+replaced by a FAILED one's; warnings = the job's moves between nodes, then the chunks' distinct warnings.
 """
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from uuid import UUID
 
 from django.db.models import Case, Count, IntegerField, Max, Min, Q, Sum, Value, When
 
-from batch.models import JobInstance, WorkChunk
+from batch.models import JobInstance, JobReassignment, WorkChunk
 from batch.statuses import ChunkStatus
 
 MAX_WARNINGS_SHOWN = 20  # distinct chunk warnings joined into the job's; more would drown the page
+MAX_REASSIGNMENTS_SHOWN = 5  # the job's latest moves between nodes, shown before them
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ def _error_message(instance_id: UUID) -> str | None:
 
 
 def _warnings(instance_id: UUID) -> str | None:
+    """The job's moves between nodes (latest few, oldest first), then its chunks' distinct warnings."""
+    moves = reversed(JobReassignment.objects.filter(instance_id=instance_id).order_by("-at", "-id")
+                     [:MAX_REASSIGNMENTS_SHOWN])
     warnings = list(WorkChunk.objects.filter(instance_id=instance_id, warning_message__isnull=False)
                     .order_by().values_list("warning_message", flat=True).distinct()[:MAX_WARNINGS_SHOWN])
-    return "\n".join(sorted(warnings)) or None
+    return "\n".join([*(move.describe() for move in moves), *sorted(warnings)]) or None

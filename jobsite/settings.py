@@ -238,6 +238,9 @@ BATCH_PURGE_ENDED_AFTER_DAYS = env_int("BATCH_PURGE_ENDED_AFTER_DAYS", 7, minimu
 BATCH_DIAGNOSTIC_JOBS = env_bool("BATCH_DIAGNOSTIC_JOBS", False)
 # Job definitions a client (not an operator) may start through POST /control/jobs; comma-separated, default none.
 BATCH_CLIENT_JOB_DEFINITIONS = [d.strip() for d in env_str("BATCH_CLIENT_JOB_DEFINITIONS", "").split(",") if d.strip()]
+# A node none of whose batch workers has recorded a heartbeat for this long is dead: maintenance moves
+# its unfinished jobs to a live node. Workers beat every third of it.
+BATCH_NODE_TIMEOUT_SECONDS = env_int("BATCH_NODE_TIMEOUT_SECONDS", 60, minimum=3)
 BATCH_FLOWER_URL = env_str("BATCH_FLOWER_URL", f"http://127.0.0.1:{FLOWER_PORT}")  # admin links chunks' tasks here
 # Celery's Django fixup closes the database connection around every task unless this is set; a fresh
 # PostgreSQL connection per chunk would cost more than the chunk. Reopened after this many tasks.
