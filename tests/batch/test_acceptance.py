@@ -32,7 +32,7 @@ from tests.batch.conftest import unique_node
 from tests.batch.testjobs.definition import LOGGED_JOB
 from tests.isolation import flush_test_redis
 from tests.processes import (
-    Process, celery_beat, celery_worker, scheduler_worker, start_all, wait_until, wait_until_beating,
+    Process, celery_beat, celery_worker, scheduler_worker, start_all, stop_all, wait_until, wait_until_beating,
     wait_until_ready,
 )
 
@@ -58,12 +58,10 @@ def node_workers(django_db_setup, django_db_blocker):
         try:
             start_all(workers, wait_until_ready)
         except BaseException:
-            for worker in workers:
-                worker.stop()
+            stop_all(workers)
             raise
     yield workers
-    for worker in workers:
-        worker.stop()
+    stop_all(workers)
 
 
 @pytest.fixture
