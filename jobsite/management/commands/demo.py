@@ -42,20 +42,24 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--exit-after", action="store_true", help="stop the stack once the demo work is done")
+        parser.add_argument("--port", type=int, default=WEB_PORT, help=f"the web process's port (default {WEB_PORT})")
+        parser.add_argument("--stack-log", type=Path, default=settings.BASE_DIR / ".services" / "stack.log",
+                            help="where the stack's processes log (default .services/stack.log)")
 
-    def handle(self, *args, exit_after: bool, **options):
+    def handle(self, *args, exit_after: bool, port: int, stack_log: Path, **options):
+        self.port = port
         password = ensure_admin_user("admin")
         token = api_token_for("admin")
         bin_dir = str(Path(sys.executable).parent)
         env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-        log_path = settings.BASE_DIR / ".services" / "stack.log"
-        log_path.parent.mkdir(exist_ok=True)
+        log_path = stack_log
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         self.stdout.write(f"starting web, worker, beat and Flower (Procfile); their logs: {log_path}")
         with log_path.open("ab") as log:
-            stack = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start", "--port", str(WEB_PORT)],
+            stack = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start", "--port", str(port)],
                                      cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for_web(f"http://127.0.0.1:{WEB_PORT}/healthz", stack)
+            wait_for_web(f"http://127.0.0.1:{port}/healthz", stack)
             self.run_demo_job()
             self.run_demo_export(token)
             self.stdout.write(self.style.SUCCESS(self.where_things_are(password, token)))
@@ -80,14 +84,14 @@ class Command(BaseCommand):
             raise CommandError(f"the demo job {ended.status}: {ended.error_message}")
         self.stdout.write(self.style.SUCCESS(
             f"job {ended.id} COMPLETED: report {ended.report}; see it at "
-            f"http://127.0.0.1:{WEB_PORT}/admin/batch/jobinstance/{ended.id}/change/"))
+            f"http://127.0.0.1:{self.port}/admin/batch/jobinstance/{ended.id}/change/"))
 
     def run_demo_export(self, token: str) -> None:
         """Sample data in, then a Bulk Data `$export` over HTTP as a client does it: kick-off, poll, manifest."""
         if not Resource.objects.exists():
             report = load_paths([SAMPLE_DATA / "synthea-3-patients", SAMPLE_DATA / "synthea-bundles"])
             self.stdout.write(f"loaded the sample data: {report.total} resources ({len(report.bad)} refused)")
-        base = f"http://127.0.0.1:{WEB_PORT}/fhir"
+        base = f"http://127.0.0.1:{self.port}/fhir"
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
         kick_off = urllib.request.Request(f"{base}/$export", headers={**headers, "Prefer": "respond-async"})
         with urllib.request.urlopen(kick_off, timeout=30) as response:
@@ -113,8 +117,8 @@ class Command(BaseCommand):
             else "admin (already created earlier; `manage.py changepassword admin` to reset)"
         return "\n".join([
             "",
-            f"  Admin (job dashboard)  http://127.0.0.1:{WEB_PORT}/admin/   login: {login}",
-            f"  Health                 http://127.0.0.1:{WEB_PORT}/healthz",
+            f"  Admin (job dashboard)  http://127.0.0.1:{self.port}/admin/   login: {login}",
+            f"  Health                 http://127.0.0.1:{self.port}/healthz",
             f"  API token              {token}   (Authorization: Bearer <token>)",
             f"  Flower                 http://127.0.0.1:{settings.FLOWER_PORT}/   login: "
             f"{settings.FLOWER_USER} / {settings.FLOWER_PASSWORD}",
