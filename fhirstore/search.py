@@ -21,12 +21,13 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from fhirstore.custom_params import searchable_param
 from fhirstore.exceptions import InvalidRequest, PreconditionFailed, SearchExpired, UnknownResourceType, \
     UnsupportedSearch
 from fhirstore.fhirdates import parse_date_range
 from fhirstore.models import DateIndex, ReferenceIndex, Resource, SearchCache, StringIndex, TokenIndex
 from fhirstore.resource_types import RESOURCE_TYPES, is_resource_type, is_valid_id
-from fhirstore.search_params import INDEXED_TEXT_LENGTH, SearchParam, normalize_string, params_for
+from fhirstore.search_params import INDEXED_TEXT_LENGTH, SearchParam, normalize_string
 
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 IGNORED_PARAMS = frozenset({"_format", "_pretty", "_total"})  # accepted, no effect on the matches
@@ -201,7 +202,7 @@ def _param_filter(resource_type: str, name: str, modifier: str | None, values: S
     if name == "_lastUpdated":
         _no_modifier(name, modifier)
         return _any(_instant_filter(value) for value in values)
-    param = params_for(resource_type).get(name)
+    param = searchable_param(resource_type, name)
     if param is None:
         if name.startswith("_"):
             raise UnsupportedSearch(f"Search parameter {name!r} is not supported")

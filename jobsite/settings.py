@@ -121,6 +121,7 @@ INSTALLED_APPS = [
     "scheduling",
     "fhirstore",
     "fhirstore.bulkexport",
+    "fhirstore.reindex",
 ]
 
 MIDDLEWARE = [
