@@ -119,7 +119,7 @@ def dry_run_parameters(rows: IndexRows) -> dict:
         return {"name": name, "valueString": format_instant(value) if isinstance(value, datetime) else str(value)}
 
     def rows_of(table: str, found: Iterable[tuple], columns: tuple[str, ...]) -> list[dict]:
-        return [{"name": table, "part": [part(column, str(value)) for column, value in zip(columns, row)]}
+        return [{"name": table, "part": [part(column, value) for column, value in zip(columns, row)]}
                 for row in sorted(found, key=lambda row: tuple(map(str, row)))]
 
     return {"resourceType": "Parameters", "parameter": [

@@ -44,7 +44,7 @@ def index_snapshot(**filters) -> dict[str, set[tuple]]:
     logical = dict(Resource.objects.values_list("id", "logical_id"))
     snapshot = {}
     for model in INDEX_TABLES:
-        columns = [f.column for f in model._meta.local_fields if f.column != "resource_id"]
+        columns = [f.column for f in model._meta.local_fields if f.column and f.column != "resource_id"]
         rows = model.objects.filter(**filters).values_list("resource_id", *columns)
         snapshot[model.__name__] = {(logical[row[0]], *row[1:]) for row in rows}
     return snapshot
