@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db import connection
 from django.dispatch import Signal
 
@@ -143,16 +144,21 @@ def only_params(rows: IndexRows, *, keep: Iterable[str] | None = None, exclude: 
                        for kind in ("tokens", "strings", "dates", "references")))
 
 
-def searchable_param(resource_type: str, name: str) -> SearchParam | None:
-    """The parameter a search by `name` uses (a custom one replaces a built-in); ParameterNotReady while a
-    new, changed or deleted-override parameter is being reindexed."""
+def searchable_param(resource_type: str, name: str, warnings: list[str]) -> SearchParam | None:
+    """The parameter a search by `name` uses (a custom one replaces a built-in).
+
+    While a new, changed or deleted-override parameter is being reindexed: ParameterNotReady, or with
+    FHIR_SEARCH_WHILE_INDEXING=warn the parameter as far as it is indexed, and a warning added to `warnings`.
+    """
     custom = current_registry().by_type.get(resource_type, {}).get(name)
     if custom is None:
         return params_for(resource_type).get(name)
     if not custom.ready:
         job = f" (reindex job {custom.reindex_job_id})" if custom.reindex_job_id else ""
-        raise ParameterNotReady(f"Search parameter {name!r} of {resource_type} is being indexed{job}; "
-                                "search with it once the reindex has completed")
+        message = f"Search parameter {name!r} of {resource_type} is being indexed{job}"
+        if settings.FHIR_SEARCH_WHILE_INDEXING != "warn":
+            raise ParameterNotReady(f"{message}; search with it once the reindex has completed")
+        warnings.append(f"{message}: these results may be incomplete until the reindex has completed")
     return custom.param if custom.expression is not None else params_for(resource_type).get(name)
 
 

@@ -44,6 +44,7 @@ class ParsedSearch:
     order_by: tuple[str, ...]
     count: int | None
     query: str
+    warnings: tuple[str, ...] = ()  # for the Bundle: e.g. a parameter still being indexed
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def parse_search(resource_type: str, params: Iterable[tuple[str, str]], *,
         raise UnknownResourceType(f"Unknown resource type {resource_type!r}")
     params = list(params)
     conditions = Q()
-    order_by, count = DEFAULT_SORT, None
+    order_by, count, warnings = DEFAULT_SORT, None, []
     for raw_name, value in params:
         name, _, modifier = raw_name.partition(":")
         if name in IGNORED_PARAMS:
@@ -85,8 +86,8 @@ def parse_search(resource_type: str, params: Iterable[tuple[str, str]], *,
         values = [v for v in value.split(",") if v]
         if not values:
             continue  # an empty parameter is ignored, as HAPI does
-        conditions &= _param_filter(resource_type, name, modifier or None, values)
-    return ParsedSearch(resource_type, conditions, order_by, count, urlencode(params))
+        conditions &= _param_filter(resource_type, name, modifier or None, values, warnings)
+    return ParsedSearch(resource_type, conditions, order_by, count, urlencode(params), tuple(warnings))
 
 
 def search_filter(resource_type: str, query: str) -> Q:
@@ -195,14 +196,15 @@ def _parse_sort(value: str) -> tuple[str, ...]:
     return (*order, "id")
 
 
-def _param_filter(resource_type: str, name: str, modifier: str | None, values: Sequence[str]) -> Q:
+def _param_filter(resource_type: str, name: str, modifier: str | None, values: Sequence[str],
+                  warnings: list[str]) -> Q:
     if name == "_id":
         _no_modifier(name, modifier)
         return Q(logical_id__in=values)
     if name == "_lastUpdated":
         _no_modifier(name, modifier)
         return _any(_instant_filter(value) for value in values)
-    param = searchable_param(resource_type, name)
+    param = searchable_param(resource_type, name, warnings)
     if param is None:
         if name.startswith("_"):
             raise UnsupportedSearch(f"Search parameter {name!r} is not supported")

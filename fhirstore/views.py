@@ -74,7 +74,10 @@ def _search(request, resource_type: str, params: list[tuple[str, str]]):
     search = parse_search(resource_type, params)
     count = search.count if search.count is not None else settings.FHIR_DEFAULT_PAGE_SIZE
     page = search_page(run_search(search), 0, count)
-    return fhir_response(searchset_bundle(page, base_url(request)))
+    bundle = searchset_bundle(page, base_url(request))
+    bundle["entry"] += [{"resource": outcome("warning", "incomplete", warning), "search": {"mode": "outcome"}}
+                        for warning in search.warnings]
+    return fhir_response(bundle)
 
 
 class SystemView(FhirView):

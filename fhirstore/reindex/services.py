@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from batch import control
@@ -87,7 +88,8 @@ def start_reindex(request: ReindexRequest, *, started_by: str) -> JobSnapshot:
     if unknown:
         raise InvalidReindexRequest([f"unknown search parameters: {', '.join(unknown)}"])
     try:
-        return control.start_job(REINDEX_JOB, request.job_parameters(), started_by=started_by)
+        return control.start_job(REINDEX_JOB, request.job_parameters(), started_by=started_by,
+                                 max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS or None)
     except InvalidParameters as error:
         raise InvalidReindexRequest(list(error.problems)) from None
 
@@ -102,7 +104,8 @@ def reindex_changed_parameters(sender: object, *, search_parameter: int, resourc
     """`search_parameters_changed`: one job over the parameter's base types, rebuilding only its rows. It
     starts when the SearchParameter's transaction commits; the parameter is searchable when it completes."""
     job = control.start_job(REINDEX_JOB, {"urls": [f"{t}?" for t in resource_types], "search_parameters": list(codes)},
-                            started_by=PARAMETER_CHANGE_STARTER)
+                            started_by=PARAMETER_CHANGE_STARTER,
+                            max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS or None)
     CustomSearchParameter.objects.filter(search_parameter_id=search_parameter).update(reindex_job_id=job.id)
 
 

@@ -1,11 +1,15 @@
 """Custom SearchParameters through the REST API: not trusted until their reindex completed, then exact."""
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connection, transaction
 
 from batch import control
 from batch.control import JobStatus
 from fhirstore.models import CustomSearchParameter, Resource, TokenIndex
+from fhirstore.storage import Write, save_resources
 from tests.fhirstore.helpers import assert_outcome
 from tests.fhirstore.reindex.conftest import BIRTH_SEX, patient, search_parameter, store
 
@@ -141,3 +145,55 @@ def test_only_operators_may_write_search_parameters(fhir, operator):
     assert_outcome(fhir.post("/fhir", bundle), 403, "manage_search_parameters")
     assert fhir.get("/fhir/SearchParameter").status_code == 200  # reading them is not restricted
     assert not Resource.objects.filter(resource_type="SearchParameter").exists()
+
+
+def test_with_the_warn_setting_a_search_answers_the_matches_so_far_with_a_warning(operator, bus, settings):
+    settings.FHIR_SEARCH_WHILE_INDEXING = "warn"
+    store(patient("p1", "F"))
+    operator.post("/fhir/SearchParameter", search_parameter())
+    store(patient("p2", "F"))  # indexed by its write; p1 waits for the reindex
+
+    bundle = operator.get("/fhir/Patient?birthsex=F").json()
+    assert [e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == "match"] == ["p2"]
+    warnings = [e["resource"]["issue"][0] for e in bundle["entry"] if e["search"]["mode"] == "outcome"]
+    assert warnings[0]["severity"] == "warning" and "may be incomplete" in warnings[0]["diagnostics"]
+
+    bus.drain()
+    bundle = operator.get("/fhir/Patient?birthsex=F").json()
+    assert sorted(e["resource"]["id"] for e in bundle["entry"]) == ["p1", "p2"]
+
+
+def test_a_write_in_flight_when_a_parameter_is_created_is_indexed_by_the_write_or_the_reindex(operator, bus):
+    """The write took the parameters lock (shared) and extracted without the new parameter; the
+    SearchParameter waits for it to commit, so the reindex that follows sees the write."""
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_write():
+        try:
+            with transaction.atomic():
+                save_resources([Write(patient("late", "F"))])
+                writing.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    def create_parameter():
+        try:
+            created.append(operator.post("/fhir/SearchParameter", search_parameter()).status_code)
+        finally:
+            connection.close()
+
+    created: list[int] = []
+    writer = threading.Thread(target=slow_write)
+    writer.start()
+    assert writing.wait(60)
+    creator = threading.Thread(target=create_parameter)
+    creator.start()
+    creator.join(1)
+    assert creator.is_alive()  # waiting for the write's transaction
+    release.set()
+    writer.join(60)
+    creator.join(60)
+    assert created == [201]
+    bus.drain()
+    assert found_ids(operator, "birthsex=F") == {"late"}
