@@ -141,6 +141,7 @@ INSTALLED_APPS = [
     "fhirstore",
     "fhirstore.bulkexport",
     "fhirstore.bulkimport",
+    "fhirstore.reindex",
 ]
 
 MIDDLEWARE = [
@@ -263,6 +264,13 @@ FHIR_MAX_PAGE_SIZE = env_int("FHIR_MAX_PAGE_SIZE", 1000, minimum=1)  # largest _
 FHIR_SEARCH_MAX_RESULTS = env_int("FHIR_SEARCH_MAX_RESULTS", 10000, minimum=1)
 # Cached searches (and the paging links into them) live this long, then the clustered job deletes them.
 EXPIRE_SEARCH_RESULTS_AFTER_MINUTES = env_int("EXPIRE_SEARCH_RESULTS_AFTER_MINUTES", 60, minimum=1)
+# A search by a SearchParameter whose reindex has not completed: `refuse` (400) or `warn` (the matches so
+# far, with an OperationOutcome warning in the Bundle).
+FHIR_SEARCH_WHILE_INDEXING = env_str("FHIR_SEARCH_WHILE_INDEXING", "refuse").lower()
+if FHIR_SEARCH_WHILE_INDEXING not in ("refuse", "warn"):
+    raise ImproperlyConfigured(f"FHIR_SEARCH_WHILE_INDEXING must be refuse or warn, got {FHIR_SEARCH_WHILE_INDEXING!r}")
+# Chunks of one reindex job running at once (0: as many as there are workers), to leave room for other work.
+REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", 0)
 
 # --- Scheduling -----------------------------------------------------------------------------------
 # Clustered scheduled jobs go through this queue, consumed only by `manage.py run_scheduler_worker`,
