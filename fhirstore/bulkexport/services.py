@@ -24,6 +24,7 @@ from fhirstore.bulkexport.files import delete_files, open_file
 from fhirstore.bulkexport.models import BulkExport, ExportFile
 from fhirstore.bulkexport.parameters import ExportRequest
 from fhirstore.bulkexport.steps import BULK_EXPORT_JOB, job_parameters
+from fhirstore.storage import settled_time
 
 PURGE_PAGE = 100  # exports deleted per transaction by the purge
 
@@ -52,7 +53,8 @@ def kick_off(user: AbstractBaseUser, request: ExportRequest, *, base_url: str, r
         if running.count() >= limit:
             raise TooManyExports(f"{limit} of your exports are running, the most allowed; retry once one has finished "
                                  "(or DELETE one)")
-        export_id, now = uuid.uuid4(), timezone.now()
+        # transactionTime: the export holds everything up to it, and a `_since` of it misses nothing later.
+        export_id, now = uuid.uuid4(), settled_time()
         job = control.start_job(
             BULK_EXPORT_JOB,
             job_parameters(request, export_id=export_id, base_url=base_url, request_url=request_url,
