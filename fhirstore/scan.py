@@ -40,6 +40,56 @@ def iter_resource_id_pages(resource_type: str, *, since: datetime | None = None,
                                                   filters=filters, limit=page_size))
 
 
+def iter_resource_id_ranges(resource_type: str, *, since: datetime | None = None, until: datetime | None = None,
+                            page_size: int = ID_PAGE_SIZE) -> Iterator[tuple[str, str, int]]:
+    """`(after, last, count)` per page of ids of a type, in id order: the page is the ids in `(after, last]`.
+
+    The same walk as `iter_resource_id_pages`, but only a page's last id leaves the database ("" before the
+    first). With `until`, a page's ids stay the same whatever is written later: `range_bodies_ndjson` reads them.
+    """
+    resources = current_resources(resource_type, since=since, until=until).order_by("logical_id")
+    after = ""
+    while True:
+        sql, params = resources.filter(logical_id__gt=after).values("logical_id")[:page_size].query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT max(logical_id), count(*) FROM ({sql}) page", params)
+            last, count = cursor.fetchone()
+        if not count:
+            return
+        yield after, last, count
+        after = last
+
+
+def range_bodies_ndjson(resource_type: str, after: str, last: str, *, since: datetime | None,
+                        until: datetime) -> tuple[int, str]:
+    """`(count, NDJSON)`: the bodies, as they were at `until`, of the ids in `(after, last]` that were current then
+    (and changed at or after `since`), one JSON text a line, in id order, joined in the database."""
+    with connection.cursor() as cursor:
+        cursor.execute(RANGE_BODIES_SQL, {"type": resource_type, "after": after, "last": last, "until": until,
+                                          "since": since})
+        count, text = cursor.fetchone()
+    return count, text
+
+
+# A row changed after `until` is read in its latest version up to then (the lateral subquery is skipped for
+# the others: its condition on the outer row is false), and only if that version is not a deletion.
+RANGE_BODIES_SQL = """
+SELECT count(*), coalesce(string_agg(body, E'\n' ORDER BY logical_id), '') FROM (
+    SELECT r.logical_id, CASE WHEN r.last_updated <= %(until)s THEN r.body::text ELSE old.body::text END AS body
+    FROM fhirstore_resource r
+    LEFT JOIN LATERAL (
+        SELECT v.body, v.deleted, v.last_updated FROM fhirstore_resourceversion v
+        WHERE r.last_updated > %(until)s AND v.resource_id = r.id AND v.last_updated <= %(until)s
+        ORDER BY v.version_id DESC LIMIT 1
+    ) old ON true
+    WHERE r.resource_type = %(type)s AND r.logical_id > %(after)s AND r.logical_id <= %(last)s
+      AND CASE WHEN r.last_updated <= %(until)s
+               THEN NOT r.deleted AND r.last_updated >= coalesce(%(since)s, '-infinity'::timestamptz)
+               ELSE NOT old.deleted AND old.last_updated >= coalesce(%(since)s, '-infinity'::timestamptz) END
+) page
+"""
+
+
 def compartment_ids_page(resource_type: str, patient_ids: Sequence[str], *, after: str | None = None,
                          since: datetime | None = None, until: datetime | None = None, filters: Sequence[Q] = (),
                          limit: int = ID_PAGE_SIZE) -> list[str]:

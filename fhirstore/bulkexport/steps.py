@@ -1,9 +1,12 @@
 """The steps of the BULK_EXPORT job, written against the batch job-author API only.
 
 fetch-resources → expand-resources → write-to-binaries → create-report, gated as HAPI's. A chunk carries
-one resource type: `fetch` emits {type, ids} per BULK_EXPORT_CHUNK_SIZE ids, `expand` the same resources
-as NDJSON (both compressed), `write` one file per chunk ({file, type, count}), and the reducer lists them as the manifest.
-With `_since`, deletions travel the same way (`deleted: true`) into transaction Bundles, listed under `deleted`.
+one resource type and at most BULK_EXPORT_CHUNK_SIZE resources. An unfiltered system-level walk emits id
+bounds {type, after, last, count}: `expand` passes them on (unless `_elements` needs the bodies) and `write`
+streams the bodies of `(after, last]` from the database into the file, so they cross the database once, as
+text. A filtered or compartment walk emits {type, ids} (compressed), which `expand` turns into NDJSON
+(compressed) for `write`. Each `write` makes one file ({file, type, count}); the reducer lists them as the
+manifest. With `_since`, deletions travel as ids (`deleted: true`) into transaction Bundles, listed under `deleted`.
 
 The export reads the store as it was at its transactionTime (`storage.settled_time()` at the kick-off: no
 write stamped up to it is still uncommitted), so what a step reads never changes under it. Every step can
@@ -33,7 +36,9 @@ from fhirstore.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportRequest,
 from fhirstore.bulkexport.selection import id_pages, type_filters_for
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.fhirdates import format_instant, parse_date_range
-from fhirstore.scan import current_bodies_json, group_patient_ids, iter_deleted_id_pages
+from fhirstore.scan import (
+    current_bodies_json, group_patient_ids, iter_deleted_id_pages, iter_resource_id_ranges, range_bodies_ndjson,
+)
 
 BULK_EXPORT_JOB = "BULK_EXPORT"
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
@@ -103,8 +108,15 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
             raise JobFailed(error.message) from None
     fetched = 0
     for resource_type in job.types:
+        filters = type_filters_for(resource_type, job.type_filters)
+        if job.level is Level.SYSTEM and not filters:
+            for after, last, count in iter_resource_id_ranges(resource_type, since=job.since, until=job.until,
+                                                              page_size=job.chunk_size):
+                sink.accept({"type": resource_type, "after": after, "last": last, "count": count})
+                fetched += count
+            continue
         pages = id_pages(resource_type, level=job.level, patients=patients, since=job.since, until=job.until,
-                         filters=type_filters_for(resource_type, job.type_filters), page_size=job.chunk_size)
+                         filters=filters, page_size=job.chunk_size)
         for ids in pages:
             sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids))})
             fetched += len(ids)
@@ -119,17 +131,30 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
 
 def expand_resources(context: StepContext, sink: DataSink) -> int:
     """The chunk's bodies as they were at transactionTime, as NDJSON, subsetted by `_elements`; deletions as
-    the spec's transaction Bundles with a DELETE entry."""
+    the spec's transaction Bundles with a DELETE entry.
+
+    A range of ids exported whole goes on as it is: `write-to-binaries` streams its bodies from the database
+    into the file, so they cross the database once, as text, and are never parsed.
+    """
     job = ExportJob.from_parameters(context.parameters)
     resource_type = context.data["type"]
-    ids = unpack(context.data["ids_zlib"]).decode().split("\n")
-    if context.data.get("deleted"):
+    elements = elements_of(resource_type, job.elements)
+    if "last" in context.data:
+        if not elements:
+            sink.accept(dict(context.data))
+            return context.data["count"]
+        _, text = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"], since=job.since,
+                                      until=job.until)
+        lines = text.split("\n") if text else []
+    elif context.data.get("deleted"):
+        ids = unpack(context.data["ids_zlib"]).decode().split("\n")
         lines = [deletion_bundle(resource_type, logical_id) for logical_id in ids]
         sink.accept({"type": resource_type, "ndjson_zlib": pack("\n".join(lines) + "\n"), "count": len(lines),
                      "deleted": True})
         return len(lines)
-    lines = current_bodies_json(resource_type, ids, until=job.until)
-    elements = elements_of(resource_type, job.elements)
+    else:
+        ids = unpack(context.data["ids_zlib"]).decode().split("\n")
+        lines = current_bodies_json(resource_type, ids, until=job.until)
     if elements:
         lines = [subset(line, elements) for line in lines]
     if lines:
@@ -182,7 +207,15 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
     resource_type, count = ("Bundle" if deleted else context.data["type"]), context.data["count"]
     file_id = uuid.uuid5(context.chunk_id, "file")
     path = file_path(job.export_id, resource_type, file_id)
-    write_file(path, unpack(context.data["ndjson_zlib"]))
+    if "last" in context.data:
+        count, text = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"],
+                                          since=job.since, until=job.until)
+        content = (text + "\n").encode() if count else b""
+    else:
+        content = unpack(context.data["ndjson_zlib"])
+    if not count:
+        return 0
+    write_file(path, content)
     with transaction.atomic():
         # The export row lock orders this against a DELETE of the export: either the DELETE sees this
         # file's row (and removes the file), or this step sees the export gone (and removes it itself).
