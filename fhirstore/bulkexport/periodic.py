@@ -1,9 +1,10 @@
-"""The bulk export's scheduled task: the hourly purge of expired export files, once per hour in the cluster."""
+"""The bulk export's scheduled tasks, each once per tick in the cluster: the hourly purge of expired exports,
+and the minutely deletion of failed or cancelled exports' files."""
 from __future__ import annotations
 
 import logging
 
-from fhirstore.bulkexport.services import purge_expired_exports
+from fhirstore.bulkexport.services import delete_files_of_ended_exports, purge_expired_exports
 from scheduling import scheduled
 
 logger = logging.getLogger(__name__)
@@ -15,3 +16,11 @@ def purge_expired_export_files() -> None:
     report = purge_expired_exports()
     if report.exports:
         logger.info("purged %d expired exports (%d files)", report.exports, report.files)
+
+
+@scheduled(every_seconds=60)
+def delete_files_of_failed_and_cancelled_exports() -> None:
+    """A failed or cancelled export's files hold PHI nobody will download: gone within a minute, not at expiry."""
+    deleted = delete_files_of_ended_exports()
+    if deleted:
+        logger.info("deleted %d files of failed or cancelled exports", deleted)

@@ -95,7 +95,8 @@ def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportS
     if job.status == JobStatus.CANCELLED:
         raise ExportNotFound(f"Export {export_id} was cancelled")
     if job.status == JobStatus.FAILED:
-        raise ExportFailed(f"Export {export_id} failed: {job.error_message or 'unknown error'}")
+        raise ExportFailed(f"Export {export_id} failed: {export.failure}" if export.failure else
+                           f"Export {export_id} failed on the server (job {job.id}); an operator can see why")
     if job.status == JobStatus.COMPLETED:
         if export.expires_at is not None and export.expires_at <= timezone.now():
             raise ExportNotFound(f"Export {export_id} has expired")
@@ -174,6 +175,26 @@ def purge_expired_exports(*, now: datetime | None = None) -> PurgeReport:
         report.files += len(paths)
         if len(page) < PURGE_PAGE:
             return report
+
+
+def delete_files_of_ended_exports() -> int:
+    """Delete the files of exports whose job failed or was cancelled, at once: they hold PHI that nobody
+    will download. The export row stays (a poll still answers "failed" or "cancelled") until the purge.
+
+    Returns how many files were deleted.
+    """
+    ended = BulkExport.objects.filter(expires_at__isnull=True,
+                                      job_instance_id__in=control.ended_job_ids(before=timezone.now()))
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            page = list(ExportFile.objects.filter(export__in=ended).select_for_update(skip_locked=True)
+                        .values_list("id", "path")[:PURGE_PAGE])
+            ExportFile.objects.filter(id__in=[file_id for file_id, _ in page]).delete()
+        delete_files([path for _, path in page])
+        deleted += len(page)
+        if len(page) < PURGE_PAGE:
+            return deleted
 
 
 def _owned_export(user: AbstractBaseUser, export_id: uuid.UUID | str, *, lock: bool = False) -> BulkExport:

@@ -105,6 +105,7 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
         try:
             patients = tuple(group_patient_ids(job.group_id))
         except FhirStoreError as error:
+            BulkExport.objects.filter(id=job.export_id).update(failure=error.message)
             raise JobFailed(error.message) from None
     fetched = 0
     for resource_type in job.types:
