@@ -40,24 +40,46 @@ def iter_resource_id_pages(resource_type: str, *, since: datetime | None = None,
                                                   filters=filters, limit=page_size))
 
 
-def iter_resource_id_ranges(resource_type: str, *, since: datetime | None = None, until: datetime | None = None,
+def iter_resource_id_ranges(resource_type: str, *, since: datetime | None = None, until: datetime,
                             page_size: int = ID_PAGE_SIZE) -> Iterator[tuple[str, str, int]]:
-    """`(after, last, count)` per page of ids of a type, in id order: the page is the ids in `(after, last]`.
+    """`(after, last, count)` per page of the ids current at `until` (changed at or after `since`), in id
+    order: the page is the ids in `(after, last]`.
 
-    The same walk as `iter_resource_id_pages`, but only a page's last id leaves the database ("" before the
-    first). With `until`, a page's ids stay the same whatever is written later: `range_bodies_ndjson` reads them.
+    Only a page's count and last id leave the database ("" is before the first). Nothing written later
+    changes the pages: `range_bodies_ndjson` reads exactly their resources.
     """
-    resources = current_resources(resource_type, since=since, until=until).order_by("logical_id")
     after = ""
     while True:
-        sql, params = resources.filter(logical_id__gt=after).values("logical_id")[:page_size].query.sql_with_params()
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT max(logical_id), count(*) FROM ({sql}) page", params)
+            cursor.execute(RANGE_PAGE_SQL, {"type": resource_type, "after": after, "until": until, "since": since,
+                                            "limit": page_size})
             last, count = cursor.fetchone()
         if not count:
             return
         yield after, last, count
         after = last
+
+
+# The ids current at `until`: those not changed since, an index-only range scan of (resource_type, logical_id)
+# INCLUDE (last_updated, deleted); and the few changed since (by the (resource_type, last_updated) index)
+# whose latest version up to `until` is not a deletion.
+RANGE_PAGE_SQL = """
+SELECT max(logical_id), count(*) FROM (
+    SELECT logical_id FROM (
+        (SELECT logical_id FROM fhirstore_resource
+         WHERE resource_type = %(type)s AND logical_id > %(after)s AND last_updated <= %(until)s AND NOT deleted
+           AND last_updated >= coalesce(%(since)s, '-infinity'::timestamptz)
+         ORDER BY logical_id LIMIT %(limit)s)
+        UNION ALL
+        (SELECT r.logical_id FROM fhirstore_resource r
+         WHERE r.resource_type = %(type)s AND r.logical_id > %(after)s AND r.last_updated > %(until)s
+           AND (SELECT NOT v.deleted AND v.last_updated >= coalesce(%(since)s, '-infinity'::timestamptz)
+                FROM fhirstore_resourceversion v WHERE v.resource_id = r.id AND v.last_updated <= %(until)s
+                ORDER BY v.version_id DESC LIMIT 1)
+         ORDER BY r.logical_id LIMIT %(limit)s)
+    ) candidates ORDER BY logical_id LIMIT %(limit)s
+) page
+"""
 
 
 def range_bodies_ndjson(resource_type: str, after: str, last: str, *, since: datetime | None,
