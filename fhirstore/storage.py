@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
-from django.utils import timezone
 
 from fhirstore.exceptions import (
     InvalidRequest,
@@ -98,13 +97,13 @@ def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> l
     if not writes:
         return []
     _require_transaction()
-    now = now or timezone.now()
     keys = [(w.resource["resourceType"], w.resource["id"]) for w in writes]
     if len(set(keys)) != len(keys):
         raise InvalidRequest("A resource may be written only once per batch")
     changes_parameters = any(resource_type == "SearchParameter" for resource_type, _ in keys)
     extract = index_extractor(exclusive=changes_parameters)
     with connection.cursor() as cursor:
+        now = now or _transaction_start(cursor)
         existing = _lock_current_rows(cursor, keys)
         for write, key in zip(writes, keys):
             _check_if_match(key, write.if_match, existing.get(key))
@@ -194,11 +193,11 @@ def delete_resource(resource_type: str, logical_id: str, *, if_match: int | None
     when it never existed.
     """
     _require_transaction()
-    now = now or timezone.now()
     key = (resource_type, logical_id)
     if resource_type == "SearchParameter":
         index_extractor(exclusive=True)
     with connection.cursor() as cursor:
+        now = now or _transaction_start(cursor)
         current = _lock_current_rows(cursor, [key]).get(key)
         if current is None:
             raise ResourceNotFound(f"{resource_type}/{logical_id} does not exist")
@@ -304,6 +303,33 @@ def _current_row(resource_type: str, logical_id: str) -> Resource:
 
 def _stored(row: Resource) -> StoredVersion:
     return StoredVersion(row.resource_type, row.logical_id, row.version_id, row.last_updated, row.deleted, row.body)
+
+
+def _transaction_start(cursor) -> datetime:
+    """The database's clock at the start of this transaction: every write of it is stamped `meta.lastUpdated` so.
+
+    Not the application's clock (hosts disagree), and not the commit time (unknown until it happens): an export's
+    `transactionTime` is chosen before the start of every write transaction still open (`settled_time`), so a
+    write that commits late still lands at or after it, and the next `_since` export finds it.
+    """
+    cursor.execute("SELECT now()")
+    return cursor.fetchone()[0]
+
+
+def settled_time() -> datetime:
+    """The latest instant up to which every write is committed: now, or just before the start of the oldest
+    other transaction of this database still open, if earlier (it may be writing, stamped with its start).
+
+    A read after this (in a later transaction) sees every version stamped at or before it, and no write still
+    to commit can get such a stamp: "everything up to it" holds, and stays the same however long a reader takes. Needs to see the other sessions' `xact_start`: the same
+    database role, or `pg_read_all_stats`.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend') - interval '1 microsecond')"
+        )
+        return cursor.fetchone()[0]
 
 
 def _require_transaction() -> None:
