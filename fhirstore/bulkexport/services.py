@@ -97,7 +97,7 @@ def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportS
         raise ExportNotFound(f"Export {export_id} was cancelled")
     if job.status == JobStatus.FAILED:
         control.discard_chunk_data([export.job_instance_id])
-        raise ExportFailed(f"Export {export_id} failed: {export.failure}" if export.failure else
+        raise ExportFailed(f"Export {export_id} failed: {without_paths(export.failure)}" if export.failure else
                            f"Export {export_id} failed on the server (job {job.id}); an operator can see why")
     if job.status == JobStatus.COMPLETED:
         if export.expires_at is not None and export.expires_at <= timezone.now():
