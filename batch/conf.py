@@ -16,6 +16,7 @@ class BatchSettings:
     retry_later_delay: timedelta
     reannounce_after: timedelta
     purge_ended_after: timedelta
+    max_chunk_run: timedelta
     node_timeout: timedelta
 
     @property
@@ -35,5 +36,6 @@ def batch_settings() -> BatchSettings:
         retry_later_delay=timedelta(seconds=settings.BATCH_RETRY_LATER_SECONDS),
         reannounce_after=timedelta(seconds=settings.BATCH_REANNOUNCE_AFTER_SECONDS),
         purge_ended_after=timedelta(days=settings.BATCH_PURGE_ENDED_AFTER_DAYS),
+        max_chunk_run=timedelta(seconds=settings.BATCH_MAX_CHUNK_SECONDS),
         node_timeout=timedelta(seconds=settings.BATCH_NODE_TIMEOUT_SECONDS),
     )

@@ -51,23 +51,38 @@ def compute_progress(instance_id: UUID) -> ProgressFigures:
     )
     chunks, completed = totals["chunks"], totals["completed"]
     records = totals["records"] or 0
-    elapsed = _seconds_between(totals["first_start"], totals["last_end"])
-    progress = completed / chunks if chunks else 0.0
-    rate = records / elapsed if elapsed else None
-    remaining = elapsed / progress - elapsed if elapsed is not None and progress else None
+    rates = estimate_rates(chunks, completed, records, totals["first_start"], totals["last_end"])
     errors = totals["errors"] or 0
     return ProgressFigures(
         chunks=chunks,
         completed_chunks=completed,
         combined_records_processed=records,
-        records_per_second=rate,
-        elapsed_seconds=elapsed,
-        progress=progress,
-        estimated_seconds_remaining=remaining,
+        records_per_second=rates.records_per_second,
+        elapsed_seconds=rates.elapsed_seconds,
+        progress=rates.progress,
+        estimated_seconds_remaining=rates.estimated_seconds_remaining,
         error_count=errors,
         error_message=_error_message(instance_id) if errors or totals["failed"] else None,
         warning_messages=_warnings(instance_id),
     )
+
+
+@dataclass(frozen=True)
+class Rates:
+    progress: float
+    records_per_second: float | None
+    elapsed_seconds: float | None
+    estimated_seconds_remaining: float | None
+
+
+def estimate_rates(chunks: int, completed: int, records: int, first_start: datetime | None,
+                   last_end: datetime | None) -> Rates:
+    """The reference's figures from a job's chunk totals (shared with the dashboard's grouped query)."""
+    elapsed = _seconds_between(first_start, last_end)
+    progress = completed / chunks if chunks else 0.0
+    rate = records / elapsed if elapsed else None
+    remaining = elapsed / progress - elapsed if elapsed is not None and progress else None
+    return Rates(progress, rate, elapsed, remaining)
 
 
 def refresh_progress(instance_id: UUID) -> ProgressFigures:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batch', '0001_initial'),
+        ('batch', '0002_chunk_completed_end_index'),
     ]
 
     operations = [
