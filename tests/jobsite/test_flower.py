@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 import uuid
 from base64 import b64encode
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +53,7 @@ def test_flower_refuses_requests_without_credentials(processes):
     assert status == 401
     assert get(url, "ops:wrong") == 401
     assert get(url, "ops:s3cret") == 200
+    assert b"s3cret" not in Path(f"/proc/{flower.popen.pid}/cmdline").read_bytes()  # `ps` shows no password
 
 
 def test_flower_shows_the_running_workers(processes):

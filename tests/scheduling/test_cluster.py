@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
+from jobsite.tokens import token_for
 from rest_framework.test import APIClient
 
 from batch.control import start_job
@@ -175,7 +175,7 @@ def test_a_script_uploaded_while_everything_runs_is_picked_up_and_stops_when_dis
     wait_until_beating(beat)
     root = get_user_model().objects.create_superuser("root", password="pw")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=root).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(root)}")
     record = tmp_path / "runs.jsonl"
 
     def ran(kind: bool) -> list[dict]:
