@@ -140,6 +140,8 @@ INSTALLED_APPS = [
     "scheduling",
     "fhirstore",
     "fhirstore.bulkexport",
+    "fhirstore.bulkimport",
+    "fhirstore.reindex",
 ]
 
 MIDDLEWARE = [
@@ -231,11 +233,15 @@ BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 30, minimum=2)  # a dead wo
 BATCH_MAX_CHUNK_RETRIES = env_int("BATCH_MAX_CHUNK_RETRIES", 3)  # as the reference: the 4th error fails the chunk
 BATCH_RETRY_LATER_SECONDS = env_int("BATCH_RETRY_LATER_SECONDS", 60)  # RetryChunkLater without a delay
 BATCH_REANNOUNCE_AFTER_SECONDS = env_int("BATCH_REANNOUNCE_AFTER_SECONDS", 30, minimum=1)  # lost-message recovery
+BATCH_MAX_CHUNK_SECONDS = env_int("BATCH_MAX_CHUNK_SECONDS", 3600, minimum=1)  # a chunk running longer is hung
 BATCH_PURGE_ENDED_AFTER_DAYS = env_int("BATCH_PURGE_ENDED_AFTER_DAYS", 7, minimum=1)  # ended jobs are deleted then
 # Diagnostic no-op jobs (DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED) exist only when this is true (tests, `make demo`).
 BATCH_DIAGNOSTIC_JOBS = env_bool("BATCH_DIAGNOSTIC_JOBS", False)
 # Job definitions a client (not an operator) may start through POST /control/jobs; comma-separated, default none.
 BATCH_CLIENT_JOB_DEFINITIONS = [d.strip() for d in env_str("BATCH_CLIENT_JOB_DEFINITIONS", "").split(",") if d.strip()]
+# A node none of whose batch workers has recorded a heartbeat for this long is dead: maintenance moves
+# its unfinished jobs to a live node. Workers beat every third of it.
+BATCH_NODE_TIMEOUT_SECONDS = env_int("BATCH_NODE_TIMEOUT_SECONDS", 60, minimum=3)
 BATCH_FLOWER_URL = env_str("BATCH_FLOWER_URL", f"http://127.0.0.1:{FLOWER_PORT}")  # admin links chunks' tasks here
 # Celery's Django fixup closes the database connection around every task unless this is set; a fresh
 # PostgreSQL connection per chunk would cost more than the chunk. Reopened after this many tasks.
@@ -258,6 +264,13 @@ FHIR_MAX_PAGE_SIZE = env_int("FHIR_MAX_PAGE_SIZE", 1000, minimum=1)  # largest _
 FHIR_SEARCH_MAX_RESULTS = env_int("FHIR_SEARCH_MAX_RESULTS", 10000, minimum=1)
 # Cached searches (and the paging links into them) live this long, then the clustered job deletes them.
 EXPIRE_SEARCH_RESULTS_AFTER_MINUTES = env_int("EXPIRE_SEARCH_RESULTS_AFTER_MINUTES", 60, minimum=1)
+# A search by a SearchParameter whose reindex has not completed: `refuse` (400) or `warn` (the matches so
+# far, with an OperationOutcome warning in the Bundle).
+FHIR_SEARCH_WHILE_INDEXING = env_str("FHIR_SEARCH_WHILE_INDEXING", "refuse").lower()
+if FHIR_SEARCH_WHILE_INDEXING not in ("refuse", "warn"):
+    raise ImproperlyConfigured(f"FHIR_SEARCH_WHILE_INDEXING must be refuse or warn, got {FHIR_SEARCH_WHILE_INDEXING!r}")
+# Chunks of one reindex job running at once (0: as many as there are workers), to leave room for other work.
+REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", 0)
 
 # --- Scheduling -----------------------------------------------------------------------------------
 # Clustered scheduled jobs go through this queue, consumed only by `manage.py run_scheduler_worker`,
@@ -270,7 +283,7 @@ SCHEDULING_JOB_MODULES = [m.strip() for m in env_str("SCHEDULING_JOB_MODULES", "
 CUSTOM_SCRIPTS_ENABLED = env_bool("CUSTOM_SCRIPTS_ENABLED", False)  # superusers may upload scheduled scripts
 
 # --- Bulk export ----------------------------------------------------------------------------------
-BULK_EXPORT_CHUNK_SIZE = env_int("BULK_EXPORT_CHUNK_SIZE", 1000, minimum=1)  # resource ids per chunk and file, as HAPI
+BULK_EXPORT_CHUNK_SIZE = env_int("BULK_EXPORT_CHUNK_SIZE", 5000, minimum=1)  # resources per chunk and file
 # Export files are deleted this long after their export ended (HAPI keeps them 2 hours); `Expires` says when.
 BULK_EXPORT_RETENTION_SECONDS = env_int("BULK_EXPORT_RETENTION_SECONDS", 2 * 3600, minimum=1)
 BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3, minimum=1)  # one more gets 429
@@ -280,6 +293,22 @@ BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS",
 # JSON; by default the file system under MEDIA_ROOT/bulkexport.
 BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
 BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"location": str(MEDIA_ROOT / "bulkexport")})
+# --- Bulk import ----------------------------------------------------------------------------------
+BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # NDJSON lines per load chunk
+# URL prefixes $import / $bulk-submit may fetch from (comma-separated); none by default: nothing is fetched.
+BULK_IMPORT_ALLOWED_SOURCES = [p.strip() for p in env_str("BULK_IMPORT_ALLOWED_SOURCES", "").split(",") if p.strip()]
+# file:// inputs are allowed only under this directory; unset: never.
+BULK_IMPORT_FILE_ROOT = env_str("BULK_IMPORT_FILE_ROOT", "")
+BULK_IMPORT_MAX_FILE_BYTES = env_int("BULK_IMPORT_MAX_FILE_BYTES", 8 * 1024**3, minimum=1)  # per input, decompressed
+BULK_IMPORT_MAX_LINE_BYTES = env_int("BULK_IMPORT_MAX_LINE_BYTES", 16 * 1024**2, minimum=1024)  # longer: a bad line
+BULK_IMPORT_FETCH_ATTEMPTS = env_int("BULK_IMPORT_FETCH_ATTEMPTS", 4, minimum=1)  # tries per input, with backoff
+# A reference neither literal nor resolvable (e.g. `urn:uuid:` of a resource nowhere to be found): stored
+# verbatim with a warning, or (true) the line is rejected.
+BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR = env_bool("BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR", False)
+BULK_IMPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_IMPORT_MAX_CONCURRENT_CHUNKS", 0)  # 0: as many as workers
+# Allowed $bulk-submit submitters as system|value (comma-separated); empty: any authenticated importer.
+BULK_SUBMIT_ALLOWED_SUBMITTERS = [s.strip() for s in env_str("BULK_SUBMIT_ALLOWED_SUBMITTERS", "").split(",")
+                                  if s.strip()]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},  # Django's defaults, kept
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

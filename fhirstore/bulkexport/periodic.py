@@ -1,10 +1,15 @@
-"""The bulk export's scheduled tasks, each once per tick in the cluster: the hourly purge of expired export files,
-and the minutely discard of the patient data failed or cancelled exports left in work chunks."""
+"""The bulk export's scheduled tasks, each once per tick in the cluster: the hourly purge of expired exports,
+and, every minute, the deletion of failed or cancelled exports' files and of the patient data they left in
+work chunks."""
 from __future__ import annotations
 
 import logging
 
-from fhirstore.bulkexport.services import discard_ended_export_data, purge_expired_exports
+from fhirstore.bulkexport.services import (
+    delete_files_of_ended_exports,
+    discard_ended_export_data,
+    purge_expired_exports,
+)
 from scheduling import scheduled
 
 logger = logging.getLogger(__name__)
@@ -24,3 +29,11 @@ def discard_failed_export_data() -> None:
     discarded = discard_ended_export_data()
     if discarded:
         logger.info("discarded the data of %d chunks of ended exports", discarded)
+
+
+@scheduled(every_seconds=60)
+def delete_files_of_failed_and_cancelled_exports() -> None:
+    """A failed or cancelled export's files hold PHI nobody will download: gone within a minute, not at expiry."""
+    deleted = delete_files_of_ended_exports()
+    if deleted:
+        logger.info("deleted %d files of failed or cancelled exports", deleted)

@@ -25,19 +25,19 @@ SAMPLE_DATA = settings.BASE_DIR / "tests" / "fhirstore" / "fixtures"  # Synthea 
 EXPORT_POLL_SECONDS = 1  # the demo polls faster than the 2 s the server suggests, to show each step
 
 
-def web_url() -> str:
+def web_url(port: int) -> str:
     host = "127.0.0.1" if settings.BIND_ADDRESS in ("0.0.0.0", "::") else settings.BIND_ADDRESS
-    return f"http://{host}:{settings.PORT}"
+    return f"http://{host}:{port}"
 
 
-def refuse_busy_port() -> None:
+def refuse_busy_port(port: int) -> None:
     """One line, before anything starts, rather than a web process dying in the stack's log."""
     with socket.socket(socket.AF_INET6 if ":" in settings.BIND_ADDRESS else socket.AF_INET) as probe:
         try:
-            probe.bind((settings.BIND_ADDRESS, settings.PORT))
+            probe.bind((settings.BIND_ADDRESS, port))
         except OSError as error:
-            raise CommandError(f"port {settings.PORT} on {settings.BIND_ADDRESS} is busy ({error.strerror}); "
-                               f"choose another with PORT=…, e.g. `PORT={settings.PORT + 1} make demo`") from None
+            raise CommandError(f"port {port} on {settings.BIND_ADDRESS} is busy ({error.strerror}); "
+                               f"choose another with PORT=…, e.g. `PORT={port + 1} make demo`") from None
 
 
 def wait_for_web(url: str, stack: subprocess.Popen, timeout: float = 60) -> None:
@@ -59,21 +59,25 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--exit-after", action="store_true", help="stop the stack once the demo work is done")
+        parser.add_argument("--port", type=int, default=settings.PORT, help="the web process's port (default: PORT)")
+        parser.add_argument("--stack-log", type=Path, default=settings.BASE_DIR / ".services" / "stack.log",
+                            help="where the stack's processes log (default .services/stack.log)")
 
-    def handle(self, *args, exit_after: bool, **options):
-        refuse_busy_port()
+    def handle(self, *args, exit_after: bool, port: int, stack_log: Path, **options):
+        self.port = port
+        refuse_busy_port(port)
         password = ensure_admin_user("admin")
         token = token_for(get_user_model().objects.get(username="admin"))
         bin_dir = str(Path(sys.executable).parent)
         env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-        log_path = settings.BASE_DIR / ".services" / "stack.log"
-        log_path.parent.mkdir(exist_ok=True)
+        log_path = stack_log
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         self.stdout.write(f"starting web, worker, beat and Flower (Procfile); their logs: {log_path}")
         with log_path.open("ab") as log:
-            stack = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start", "--port", str(settings.PORT)],
+            stack = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start", "--port", str(port)],
                                      cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for_web(f"{web_url()}/healthz", stack)
+            wait_for_web(f"{web_url(self.port)}/healthz", stack)
             self.run_demo_job()
             self.run_demo_export(token)
             self.stdout.write(self.style.SUCCESS(self.where_things_are(password, token)))
@@ -98,14 +102,14 @@ class Command(BaseCommand):
             raise CommandError(f"the demo job {ended.status}: {ended.error_message}")
         self.stdout.write(self.style.SUCCESS(
             f"job {ended.id} COMPLETED: report {ended.report}; see it at "
-            f"{web_url()}/admin/batch/jobinstance/{ended.id}/change/"))
+            f"{web_url(self.port)}/admin/batch/jobinstance/{ended.id}/change/"))
 
     def run_demo_export(self, token: str) -> None:
         """Sample data in, then a Bulk Data `$export` over HTTP as a client does it: kick-off, poll, manifest."""
         if not Resource.objects.exists():
             report = load_paths([SAMPLE_DATA / "synthea-3-patients", SAMPLE_DATA / "synthea-bundles"])
             self.stdout.write(f"loaded the sample data: {report.total} resources ({len(report.bad)} refused)")
-        base = f"{web_url()}/fhir"
+        base = f"{web_url(self.port)}/fhir"
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
         kick_off = urllib.request.Request(f"{base}/$export", headers={**headers, "Prefer": "respond-async"})
         with urllib.request.urlopen(kick_off, timeout=30) as response:
@@ -131,8 +135,8 @@ class Command(BaseCommand):
             else "admin (already created earlier; `manage.py changepassword admin` to reset)"
         return "\n".join([
             "",
-            f"  Admin (job dashboard)  {web_url()}/admin/   login: {login}",
-            f"  Health                 {web_url()}/healthz",
+            f"  Admin (job dashboard)  {web_url(self.port)}/admin/   login: {login}",
+            f"  Health                 {web_url(self.port)}/healthz",
             f"  API token              {token}   (Authorization: Bearer <token>)",
             f"  Flower                 http://127.0.0.1:{settings.FLOWER_PORT}/   login: "
             f"{settings.FLOWER_USER} / {settings.FLOWER_PASSWORD}",
