@@ -18,6 +18,7 @@ from django.utils import timezone
 from batch import flow
 from batch.api import JobDefinition
 from batch.conf import batch_settings
+from batch.connections import surviving_connection_loss
 from batch.exceptions import JobCancelled
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
@@ -31,7 +32,8 @@ INPUT_PAGE = 500  # reduction inputs read per query: bounded memory, whatever th
 
 
 def on_reduction_notification(instance_id: UUID, definition: JobDefinition) -> None:
-    instance = on_reduction_claimed(instance_id)
+    instance = surviving_connection_loss(lambda: on_reduction_claimed(instance_id),
+                                         f"claiming the reduction of job {instance_id}")
     if instance is not None:
         run_reduction(definition, instance)
 
@@ -57,7 +59,7 @@ def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
     step = definition.reduction_step
     attempt = instance.reducer_attempts
     with lease_keeper.holding(reducer_lease(instance.id, attempt)) as lease:
-        context = RunningStepContext(instance.id, step.id, None, instance.parameters, None, lease)
+        context = RunningStepContext(instance.id, step.id, None, instance.parameters, None, lease, attempt=attempt)
         try:
             report = step.reduce(context, _inputs(instance.id, step.id, context))
         except JobCancelled:
@@ -65,11 +67,15 @@ def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
             return
         except Exception as error:
             logger.exception("job %s: reduction step %s raised", instance.id, step.id)
-            on_reduction_failed(instance, attempt, f"Reduction step {step.id} failed: {type(error).__name__}: {error}")
+            message = f"Reduction step {step.id} failed: {type(error).__name__}: {error}"
+            surviving_connection_loss(lambda: on_reduction_failed(instance, attempt, message),
+                                      f"recording the failed reduction of job {instance.id}")
             return
     if lease.lost:
         return
-    flow.complete_job(instance, definition, only_if=Q(reducer_attempts=attempt), report=dict(report))
+    surviving_connection_loss(
+        lambda: flow.complete_job(instance, definition, only_if=Q(reducer_attempts=attempt), report=dict(report)),
+        f"completing job {instance.id}")
 
 
 def on_reduction_failed(instance: JobInstance, attempt: int, message: str) -> None:

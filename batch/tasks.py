@@ -5,10 +5,13 @@ import os
 from typing import Any
 
 from celery import current_app, shared_task
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from celery.utils import uuid
 
-from batch.notifications import WorkNotification
+from batch import heartbeats
 from batch.dispatch import on_work_notification
+from batch.leases import kill_this_process, lease_keeper
+from batch.notifications import WorkNotification
 
 PUBLISH_BATCH = 500  # Redis commands pipelined per round trip when many chunks are announced at once
 
@@ -36,3 +39,19 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> No
             )
             amqp.send_task_message(producer, work_notification.name, task_message, exchange="", routing_key=queue,
                                    queue=queue)
+
+
+@worker_process_init.connect
+def recycle_hung_pool_processes(**kwargs) -> None:
+    """In a prefork pool process a step that overran and would not stop is ended by killing the process."""
+    lease_keeper.recycle_process = kill_this_process
+@worker_ready.connect
+def start_node_heartbeat(sender, **kwargs) -> None:
+    """In the worker's main process, once it consumes: its node counts as alive while it beats."""
+    consumed = {queue.name for queue in sender.task_consumer.queues}
+    heartbeats.start_heartbeat(f"{sender.hostname}/{os.getpid()}", consumed)
+
+
+@worker_shutdown.connect
+def stop_node_heartbeat(**kwargs) -> None:
+    heartbeats.stop_heartbeat()

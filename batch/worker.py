@@ -11,6 +11,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +23,7 @@ from django.utils import timezone
 from batch import flow
 from batch.api import JobDefinition, StepDefinition
 from batch.conf import batch_settings
+from batch.connections import surviving_connection_loss
 from batch.exceptions import BatchError, JobCancelled, JobFailed, RetryChunkLater
 from batch.leases import chunk_lease, lease_keeper
 from batch.models import JobInstance, WorkChunk
@@ -182,22 +184,29 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
     """Run the claimed chunk's step (its lease renewed meanwhile) and store the outcome."""
     instance = chunk.instance
     step = definition.step(chunk.target_step_id)
-    with lease_keeper.holding(chunk_lease(chunk.id, chunk.attempts)) as lease:
-        context = RunningStepContext(instance.id, step.id, chunk.id, instance.parameters, chunk.data, lease)
+    max_seconds = definition.max_chunk_seconds or batch_settings().max_chunk_run.total_seconds()
+    overrun = f"the step ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS): taken as hung"
+    lease = chunk_lease(chunk.id, chunk.attempts, max_seconds, on_overrun=lambda: on_chunk_errored(chunk, overrun))
+    with lease_keeper.holding(lease):
+        context = RunningStepContext(instance.id, step.id, chunk.id, instance.parameters, chunk.data, lease,
+                                     attempt=chunk.attempts)
         sink = ChunkSink(definition, instance, chunk, step, context)
         try:
             records = step.run(context, sink)
         except RetryChunkLater as signal:
-            on_chunk_poll_requested(chunk, definition, signal.delay or batch_settings().retry_later_delay)
+            outcome = partial(on_chunk_poll_requested, chunk, definition,
+                              signal.delay or batch_settings().retry_later_delay)
         except JobFailed as failure:
-            on_chunk_failed(chunk, str(failure))
+            outcome = partial(on_chunk_failed, chunk, str(failure))
         except JobCancelled:
-            on_chunk_interrupted(chunk, context)
+            outcome = partial(on_chunk_interrupted, chunk, context)
         except Exception as error:
             logger.exception("job %s chunk %s: step %s raised", instance.id, chunk.id, step.id)
-            on_chunk_errored(chunk, _describe(error))
+            outcome = partial(on_chunk_errored, chunk, _describe(error))
         else:
-            on_chunk_completed(chunk, definition, sink, int(records or 0), context.warnings)
+            outcome = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings)
+        # Recording the outcome outlives a database restart: the step's work is not thrown away for it.
+        surviving_connection_loss(outcome, f"recording the outcome of chunk {chunk.id}")
 
 
 def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None, **fields) -> bool:
@@ -296,13 +305,15 @@ def on_chunk_poll_requested(chunk: WorkChunk, definition: JobDefinition, delay) 
 
 
 def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> None:
-    """A cancel stopped the step: the chunk goes back to READY, to run again if the job is restarted."""
-    if context.lease.lost:
-        return
-    if not context.is_cancelled():
+    """A cancel stopped the step: the chunk goes back to READY, to run again if the job is restarted.
+
+    A lost lease also looks like a cancel to the step; then the chunk is someone else's (or errored by
+    an overrun) and nothing is recorded here.
+    """
+    if context.job_is_stopped():
+        _move_owned(chunk, ChunkStatus.READY, lease_expires_at=None)  # fenced: only while this claim owns it
+    elif not context.lease.lost:
         on_chunk_errored(chunk, "the step raised JobCancelled but the job is not cancelled")
-        return
-    _move_owned(chunk, ChunkStatus.READY, lease_expires_at=None)
 
 
 def _after_chunk_left_flight(chunk: WorkChunk, definition: JobDefinition, unfinished_seen: int | None = None) -> None:

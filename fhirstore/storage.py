@@ -9,19 +9,30 @@ from __future__ import annotations
 
 import json
 import uuid
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
-from django.utils import timezone
 
 from fhirstore.exceptions import (
-    InvalidRequest, PreconditionFailed, ResourceGone, ResourceNotFound, UnknownResourceType, VersionConflict,
+    InvalidRequest,
+    PreconditionFailed,
+    ResourceGone,
+    ResourceNotFound,
+    UnknownResourceType,
+    VersionConflict,
 )
 from fhirstore.fhirdates import format_instant
-from fhirstore.models import DateIndex, ReferenceIndex, Resource, ResourceVersion, StringIndex, TokenIndex
+from fhirstore.models import (
+    DateIndex,
+    ReferenceIndex,
+    Resource,
+    ResourceVersion,
+    StringIndex,
+    TokenIndex,
+)
 from fhirstore.resource_types import is_resource_type
 from fhirstore.custom_params import index_extractor, only_params, sync_search_parameters
 from fhirstore.search_params import IndexRows
@@ -63,7 +74,7 @@ def version_from_etag(value: object) -> int | None:
     if value in (None, ""):
         return None
     text = str(value).strip()
-    text = (text[2:] if text.startswith("W/") else text).strip('"')
+    text = (text.removeprefix("W/")).strip('"')
     if not text.isdigit():
         raise InvalidRequest(f"{value!r} is not a version (W/\"<version>\")")
     return int(text)
@@ -86,13 +97,13 @@ def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> l
     if not writes:
         return []
     _require_transaction()
-    now = now or timezone.now()
     keys = [(w.resource["resourceType"], w.resource["id"]) for w in writes]
     if len(set(keys)) != len(keys):
         raise InvalidRequest("A resource may be written only once per batch")
     changes_parameters = any(resource_type == "SearchParameter" for resource_type, _ in keys)
     extract = index_extractor(exclusive=changes_parameters)
     with connection.cursor() as cursor:
+        now = now or _transaction_start(cursor)
         existing = _lock_current_rows(cursor, keys)
         for write, key in zip(writes, keys):
             _check_if_match(key, write.if_match, existing.get(key))
@@ -133,6 +144,47 @@ def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> l
     return results
 
 
+def save_changed_resources(writes: Sequence[Write], *, now: datetime | None = None
+                           ) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
+    """`save_resources` for imports: a resource whose content equals its current version is left alone.
+
+    "Equal" ignores `meta.versionId` and `meta.lastUpdated` (the source's, or ours), so loading the same
+    data again makes no new version. Returns the versions written and the `(type, id)`s left unchanged.
+    The comparison is one statement over the batch, and only for resources that exist already.
+    """
+    if not writes:
+        return [], set()
+    _require_transaction()
+    keys = [(w.resource["resourceType"], w.resource["id"]) for w in writes]
+    with connection.cursor() as cursor:
+        existing = _lock_current_rows(cursor, keys)
+        candidates = [(key, _without_version_meta(write.resource)) for write, key in zip(writes, keys)
+                      if key in existing and not existing[key][2] and write.if_match is None]
+        unchanged: set[tuple[str, str]] = set()
+        if candidates:
+            types, ids, bodies = zip(*((key[0], key[1], json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+                                       for key, body in candidates))
+            cursor.execute(
+                "SELECT r.resource_type, r.logical_id FROM fhirstore_resource r"
+                " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS u(resource_type, logical_id, body)"
+                " ON r.resource_type = u.resource_type AND r.logical_id = u.logical_id"
+                " WHERE NOT r.deleted AND u.body::jsonb = CASE WHEN (r.body->'meta') - 'versionId' - 'lastUpdated'"
+                " = '{}'::jsonb THEN r.body - 'meta' ELSE r.body #- '{meta,versionId}' #- '{meta,lastUpdated}' END",
+                [list(types), list(ids), list(bodies)],
+            )
+            unchanged = {(resource_type, logical_id) for resource_type, logical_id in cursor.fetchall()}
+    changed = [write for write, key in zip(writes, keys) if key not in unchanged]
+    return save_resources(changed, now=now), unchanged
+
+
+def _without_version_meta(resource: dict) -> dict:
+    meta = resource.get("meta")
+    if not isinstance(meta, dict):
+        return resource
+    kept = {name: value for name, value in meta.items() if name not in ("versionId", "lastUpdated")}
+    return {**resource, "meta": kept} if kept else {name: value for name, value in resource.items() if name != "meta"}
+
+
 def delete_resource(resource_type: str, logical_id: str, *, if_match: int | None = None,
                     now: datetime | None = None) -> StoredVersion | None:
     """Delete (logically) in the caller's transaction; the deletion is a new version without a body.
@@ -141,11 +193,11 @@ def delete_resource(resource_type: str, logical_id: str, *, if_match: int | None
     when it never existed.
     """
     _require_transaction()
-    now = now or timezone.now()
     key = (resource_type, logical_id)
     if resource_type == "SearchParameter":
         index_extractor(exclusive=True)
     with connection.cursor() as cursor:
+        now = now or _transaction_start(cursor)
         current = _lock_current_rows(cursor, [key]).get(key)
         if current is None:
             raise ResourceNotFound(f"{resource_type}/{logical_id} does not exist")
@@ -251,6 +303,33 @@ def _current_row(resource_type: str, logical_id: str) -> Resource:
 
 def _stored(row: Resource) -> StoredVersion:
     return StoredVersion(row.resource_type, row.logical_id, row.version_id, row.last_updated, row.deleted, row.body)
+
+
+def _transaction_start(cursor) -> datetime:
+    """The database's clock at the start of this transaction: every write of it is stamped `meta.lastUpdated` so.
+
+    Not the application's clock (hosts disagree), and not the commit time (unknown until it happens): an export's
+    `transactionTime` is chosen before the start of every write transaction still open (`settled_time`), so a
+    write that commits late still lands at or after it, and the next `_since` export finds it.
+    """
+    cursor.execute("SELECT now()")
+    return cursor.fetchone()[0]
+
+
+def settled_time() -> datetime:
+    """The latest instant up to which every write is committed: now, or just before the start of the oldest
+    other transaction of this database still open, if earlier (it may be writing, stamped with its start).
+
+    A read after this (in a later transaction) sees every version stamped at or before it, and no write still
+    to commit can get such a stamp: "everything up to it" holds, and stays the same however long a reader takes. Needs to see the other sessions' `xact_start`: the same
+    database role, or `pg_read_all_stats`.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend') - interval '1 microsecond')"
+        )
+        return cursor.fetchone()[0]
 
 
 def _require_transaction() -> None:

@@ -18,6 +18,7 @@ from fhirstore.resource_types import is_resource_type
 from fhirstore.responses import history_bundle, outcome, searchset_bundle
 from fhirstore.search import parse_search, run_search, search_page
 from fhirstore.storage import StoredVersion, read_resource, read_version, resource_history
+from jobsite.models import Scope
 
 
 def _known_type(resource_type: str) -> str:
@@ -128,7 +129,9 @@ class TypeView(FhirView):
 
 
 class TypeSearchView(FhirView):
-    """`POST /fhir/T/_search` with form-encoded parameters."""
+    """`POST /fhir/T/_search` with form-encoded parameters: a read, whatever the method."""
+
+    required_scope = Scope.FHIR_READ
 
     def post(self, request, resource_type: str):
         _known_type(resource_type)

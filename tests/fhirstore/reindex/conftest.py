@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import transaction
-from rest_framework.authtoken.models import Token
+from jobsite.tokens import token_for
 
 from fhirstore.models import DateIndex, ReferenceIndex, Resource, StringIndex, TokenIndex
 from fhirstore.storage import Write, save_resources
@@ -19,7 +19,7 @@ def operator(django_user_model) -> FhirClient:
     """A user given the two permissions (not staff): may manage SearchParameters and start reindexes."""
     user = django_user_model.objects.create_user("operator")
     user.user_permissions.add(*Permission.objects.filter(codename__in=["manage_search_parameters", "reindex"]))
-    return FhirClient(f"Bearer {Token.objects.create(user=user).key}")
+    return FhirClient(f"Bearer {token_for(user)}")
 
 
 def store(*resources: dict) -> None:
