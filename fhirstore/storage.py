@@ -156,6 +156,8 @@ def save_changed_resources(writes: Sequence[Write], *, now: datetime | None = No
         return [], set()
     _require_transaction()
     keys = [(w.resource["resourceType"], w.resource["id"]) for w in writes]
+    # The parameters lock before any row lock, in the order save_resources takes them (no lock-order deadlock).
+    index_extractor(exclusive=any(resource_type == "SearchParameter" for resource_type, _ in keys))
     with connection.cursor() as cursor:
         existing = _lock_current_rows(cursor, keys)
         candidates = [(key, _without_version_meta(write.resource)) for write, key in zip(writes, keys)

@@ -18,6 +18,7 @@ from fhirstore.resource_types import is_resource_type
 from fhirstore.responses import history_bundle, outcome, searchset_bundle
 from fhirstore.search import parse_search, run_search, search_page
 from fhirstore.storage import StoredVersion, read_resource, read_version, resource_history
+from jobsite.auth import is_operator
 from jobsite.models import Scope
 
 
@@ -28,12 +29,12 @@ def _known_type(resource_type: str) -> str:
 
 
 def _may_write(request, resource_type: str) -> str:
-    """SearchParameters change what every write indexes and start reindex jobs: operators only (staff, or
-    users with the permission `fhirstore.manage_search_parameters`, until scoped tokens land)."""
-    user = request.user
-    if resource_type == "SearchParameter" and not (user.is_staff or user.has_perm("fhirstore.manage_search_parameters")):
-        raise Forbidden("Creating, changing or deleting a SearchParameter needs the permission "
-                        "fhirstore.manage_search_parameters")
+    """SearchParameters change what every write indexes and start reindex jobs: operators only (a staff
+    session or a token with `control`), or users granted the permission `fhirstore.manage_search_parameters`."""
+    if resource_type == "SearchParameter" and not (
+            is_operator(request) or request.user.has_perm("fhirstore.manage_search_parameters")):
+        raise Forbidden("Creating, changing or deleting a SearchParameter is for operators (a token with the "
+                        "'control' scope) or users with the permission fhirstore.manage_search_parameters")
     return resource_type
 
 

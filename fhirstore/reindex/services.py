@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 
 from batch import control
 from batch.control import InvalidParameters, JobSnapshot
@@ -92,11 +91,6 @@ def start_reindex(request: ReindexRequest, *, started_by: str) -> JobSnapshot:
                                  max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS or None)
     except InvalidParameters as error:
         raise InvalidReindexRequest(list(error.problems)) from None
-
-
-def may_reindex(user: AbstractBaseUser) -> bool:
-    """Operators: staff, or users given the permission (until scoped tokens say `fhir:write`)."""
-    return bool(user and user.is_authenticated and (user.is_staff or user.has_perm(REINDEX_PERMISSION)))
 
 
 def reindex_changed_parameters(sender: object, *, search_parameter: int, resource_types: Sequence[str],

@@ -3,25 +3,34 @@
 `POST [base]/$reindex` and `POST [base]/[Type]/$reindex` (a Parameters body: url*, batchSize?,
 searchParameter*) start a REINDEX job and answer 200 with a Parameters naming the job and the URL of its
 status on the control API. `GET [base]/[Type]/[id]/$reindex-dryrun` answers the index rows a reindex would
-write for that resource. Both are for operators (`services.may_reindex`).
+write for that resource. Both are for operators (see `ReindexAccess`).
 """
 from __future__ import annotations
 
 from django.urls import reverse
 
 from fhirstore.http import FhirAccess, FhirView, fhir_response, read_json_body
-from fhirstore.reindex.services import dry_run, dry_run_parameters, may_reindex, parse_reindex_parameters, start_reindex
+from fhirstore.reindex.services import REINDEX_PERMISSION, dry_run, dry_run_parameters, parse_reindex_parameters, \
+    start_reindex
+from jobsite.auth import TokenHasScope, is_operator
+from jobsite.models import Scope
 
 
 class ReindexAccess(FhirAccess):
-    message = "Reindexing is for operators: staff, or users with the permission fhirstore.reindex"
+    """Operators (a staff session, or a token with the `control` scope), or users granted the Django permission
+    `fhirstore.reindex`: a reindex loads the whole store."""
+
+    message = ("Reindexing is for operators (a staff session or a token with the 'control' scope) or users with "
+               "the permission fhirstore.reindex")
 
     def has_permission(self, request, view) -> bool:
-        return may_reindex(request.user) and super().has_permission(request, view)
+        permitted = is_operator(request) or request.user.has_perm(REINDEX_PERMISSION)
+        return permitted and super().has_permission(request, view)
 
 
 class ReindexView(FhirView):
-    permission_classes = [ReindexAccess]
+    permission_classes = [ReindexAccess, TokenHasScope]
+    required_scope = Scope.FHIR_WRITE  # it rewrites the index, as writes do
 
     def post(self, request, resource_type: str | None = None):
         body = read_json_body(request) if request.META.get("CONTENT_LENGTH") not in (None, "", "0") else None
@@ -34,7 +43,7 @@ class ReindexView(FhirView):
 
 
 class ReindexDryRunView(FhirView):
-    permission_classes = [ReindexAccess]
+    permission_classes = [ReindexAccess, TokenHasScope]  # a read (`fhir:read`), for operators
 
     def get(self, request, resource_type: str, logical_id: str):
         return fhir_response(dry_run_parameters(dry_run(resource_type, logical_id)))

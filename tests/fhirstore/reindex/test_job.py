@@ -13,7 +13,8 @@ from fhirstore.models import Resource, TokenIndex
 from fhirstore.synthetic import generate_resources
 from fhirstore.storage import Write, save_resources
 from fhirstore.reindex.services import ReindexRequest, start_reindex
-from tests.fhirstore.helpers import assert_outcome
+from jobsite.tokens import token_for
+from tests.fhirstore.helpers import FhirClient, assert_outcome
 from tests.fhirstore.reindex.conftest import INDEX_TABLES, index_snapshot, patient, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,6 +102,16 @@ def test_reindex_is_for_operators_only(fhir, anonymous):
     assert_outcome(fhir.post("/fhir/$reindex", {"resourceType": "Parameters"}), 403, "operators")
     assert_outcome(anonymous.post("/fhir/$reindex", {"resourceType": "Parameters"}), 401)
     assert_outcome(fhir.get("/fhir/Patient/p1/$reindex-dryrun"), 403, "operators")
+    assert not control.list_jobs(definition_ids=["REINDEX"])
+
+
+def test_an_operator_token_needs_the_control_and_fhir_write_scopes(django_user_model):
+    user = django_user_model.objects.create_user("ops")
+    operator = FhirClient(f"Bearer {token_for(user, ['control', 'fhir:write'])}")
+    read_only_operator = FhirClient(f"Bearer {token_for(user, ['control', 'fhir:read'])}")
+
+    assert_outcome(read_only_operator.post("/fhir/$reindex", {"resourceType": "Parameters"}), 403, "fhir:write")
+    assert operator.post("/fhir/$reindex", {"resourceType": "Parameters"}).status_code == 200
 
 
 def test_a_restart_after_cancel_resumes_from_the_pages_not_yet_done(operator, bus):

@@ -10,7 +10,8 @@ from batch import control
 from batch.control import JobStatus
 from fhirstore.models import CustomSearchParameter, Resource, TokenIndex
 from fhirstore.storage import Write, save_resources
-from tests.fhirstore.helpers import assert_outcome
+from jobsite.tokens import token_for
+from tests.fhirstore.helpers import FhirClient, assert_outcome
 from tests.fhirstore.reindex.conftest import BIRTH_SEX, patient, search_parameter, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -136,6 +137,12 @@ def test_a_parameter_that_cannot_be_indexed_is_refused_and_nothing_is_written(op
 def test_a_second_parameter_with_the_same_code_and_base_is_refused(operator, bus):
     operator.post("/fhir/SearchParameter", search_parameter())
     assert_outcome(operator.post("/fhir/SearchParameter", search_parameter()), 422, "is defined already")
+
+
+def test_an_operator_token_may_write_search_parameters(django_user_model, bus):
+    user = django_user_model.objects.create_user("ops")
+    operator = FhirClient(f"Bearer {token_for(user, ['control', 'fhir:write', 'fhir:read'])}")
+    assert operator.post("/fhir/SearchParameter", search_parameter()).status_code == 201
 
 
 def test_only_operators_may_write_search_parameters(fhir, operator):
