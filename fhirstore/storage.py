@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -156,8 +157,7 @@ def save_changed_resources(writes: Sequence[Write], *, now: datetime | None = No
                       if key in existing and not existing[key][2] and write.if_match is None]
         unchanged: set[tuple[str, str]] = set()
         if candidates:
-            types, ids, bodies = zip(*((key[0], key[1], json.dumps(body, separators=(",", ":"), ensure_ascii=False))
-                                       for key, body in candidates))
+            types, ids, bodies = zip(*((key[0], key[1], orjson.dumps(body).decode()) for key, body in candidates))
             cursor.execute(
                 "SELECT r.resource_type, r.logical_id FROM fhirstore_resource r"
                 " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS u(resource_type, logical_id, body)"
