@@ -162,3 +162,17 @@ def test_import_fhir_starts_the_job_on_files_under_the_file_root_and_refuses_oth
     assert Resource.objects.filter(logical_id="p").exists()
     with pytest.raises(CommandError, match="not under BULK_IMPORT_FILE_ROOT"):
         call_command("import_fhir", str(write_ndjson(tmp_path / "Patient.ndjson", "{}")))
+
+
+@pytest.mark.parametrize("url", ["https://data.example.org.evil.com/Patient.ndjson",
+                                 "https://data.example.org@evil.com/Patient.ndjson",
+                                 "https://evil.com/https://data.example.org/Patient.ndjson",
+                                 "ftp://data.example.org/Patient.ndjson"])
+def test_the_allow_list_matches_host_and_path_not_just_text(url, settings):
+    from fhirstore.bulkimport.exceptions import InvalidImportRequest
+    from fhirstore.bulkimport.sources import check_source
+
+    settings.BULK_IMPORT_ALLOWED_SOURCES = ["https://data.example.org"]
+    check_source("https://data.example.org/exports/Patient.ndjson")
+    with pytest.raises(InvalidImportRequest):
+        check_source(url)
