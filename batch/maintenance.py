@@ -47,7 +47,6 @@ class MaintenanceReport:
     ran: bool = True
     instances: int = 0
     polls_due: int = 0
-    retries_due: int = 0  # errored chunks whose backoff has passed, made READY again
     leases_expired: int = 0
     enqueued: int = 0
     reannounced: int = 0
@@ -79,10 +78,6 @@ def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
     else:
         report.polls_due += change_all_chunks_status(
             Q(instance_id=instance.id, status=ChunkStatus.POLL_WAITING, next_poll_time__lte=now), ChunkStatus.READY
-        )
-        report.retries_due += change_all_chunks_status(
-            Q(instance_id=instance.id, status=ChunkStatus.ERRORED, next_poll_time__lte=now), ChunkStatus.READY,
-            next_poll_time=None,
         )
         expired = (WorkChunk.objects.select_related("instance")
                    .filter(instance_id=instance.id, status=ChunkStatus.IN_PROGRESS, lease_expires_at__lt=now)

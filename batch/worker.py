@@ -142,7 +142,6 @@ CLAIM_SQL = """
 WITH claimable AS (
     SELECT chunk.id FROM batch_workchunk chunk JOIN batch_jobinstance job ON job.id = chunk.instance_id
     WHERE chunk.id = %(chunk_id)s AND chunk.status = ANY(%(claimable)s)
-      AND (chunk.status <> %(errored)s OR chunk.next_poll_time IS NULL OR chunk.next_poll_time <= %(now)s)
       AND NOT job.cancelled AND job.status = ANY(%(running)s)
     FOR UPDATE OF chunk SKIP LOCKED
 )
@@ -163,8 +162,7 @@ def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> Wor
     now = timezone.now()
     row = execute_prepared(CLAIM_SQL, {
         "chunk_id": chunk_id, "claimable": CLAIMABLE_SOURCES, "running": [JobStatus.QUEUED, JobStatus.IN_PROGRESS],
-        "in_progress": ChunkStatus.IN_PROGRESS, "errored": ChunkStatus.ERRORED, "now": now,
-        "lease": now + batch_settings().lease,
+        "in_progress": ChunkStatus.IN_PROGRESS, "now": now, "lease": now + batch_settings().lease,
         "worker": worker[:200], "task_id": task_id[:64],
     })
     if row is None:
@@ -266,17 +264,11 @@ def _complete(chunk: WorkChunk, definition: JobDefinition, records: int, warning
 
 
 def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> None:
-    """ERRORED, and tried again after the backoff (BATCH_RETRY_BACKOFF_SECONDS; at once without one);
-    past the retry limit, FAILED and the job with it."""
+    """ERRORED and announced again for a retry; past the retry limit, FAILED and the job with it."""
     errors = chunk.error_count + 1
     if errors > batch_settings().max_chunk_retries:
         on_chunk_failed(chunk, f"Too many errors: {errors}. Last error msg was {message}", error_count=errors,
                         only_if=only_if)
-        return
-    delay = batch_settings().retry_delay(errors)
-    if delay:  # maintenance makes it READY (and so announces it) once the backoff has passed
-        _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,
-                    lease_expires_at=None, next_poll_time=timezone.now() + delay)
         return
     with transaction.atomic():
         if _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,

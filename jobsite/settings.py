@@ -54,20 +54,6 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
-def env_int_list(name: str, default: list[int], minimum: int = 0) -> list[int]:
-    """Comma-separated integers, e.g. `1,5,30`."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        values = [int(part) for part in raw.split(",")]
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be comma-separated integers, got {raw!r}") from None
-    if any(value < minimum for value in values):
-        raise ImproperlyConfigured(f"{name} values must be at least {minimum}, got {raw!r}")
-    return values
-
-
 def env_identifier(name: str, default: str) -> str:
     value = env_str(name, default)
     if not _IDENTIFIER.match(value):
@@ -246,8 +232,6 @@ BATCH_MAINTENANCE_INTERVAL_SECONDS = env_int("BATCH_MAINTENANCE_INTERVAL_SECONDS
 BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 30, minimum=2)  # a dead worker's chunk is retried after this
 BATCH_MAX_CHUNK_RETRIES = env_int("BATCH_MAX_CHUNK_RETRIES", 3)  # as the reference: the 4th error fails the chunk
 BATCH_RETRY_LATER_SECONDS = env_int("BATCH_RETRY_LATER_SECONDS", 60)  # RetryChunkLater without a delay
-# Wait before the n-th retry of a chunk that raised (the last value repeats): a passing hiccup must not fail a job.
-BATCH_RETRY_BACKOFF_SECONDS = env_int_list("BATCH_RETRY_BACKOFF_SECONDS", [1, 5, 30])
 BATCH_REANNOUNCE_AFTER_SECONDS = env_int("BATCH_REANNOUNCE_AFTER_SECONDS", 30, minimum=1)  # lost-message recovery
 BATCH_MAX_CHUNK_SECONDS = env_int("BATCH_MAX_CHUNK_SECONDS", 3600, minimum=1)  # a chunk running longer is hung
 BATCH_PURGE_ENDED_AFTER_DAYS = env_int("BATCH_PURGE_ENDED_AFTER_DAYS", 7, minimum=1)  # ended jobs are deleted then

@@ -20,13 +20,6 @@ def processes():
     stop_all(started)
 
 
-@pytest.fixture(autouse=True)
-def chunks_retry_at_once(settings):
-    """A chunk that raised is retried without a backoff in this process's tests, so a test that drains the bus
-    sees its retries; the backoff has its own tests (worker processes keep the configured one)."""
-    settings.BATCH_RETRY_BACKOFF_SECONDS = []
-
-
 @pytest.fixture
 def bus() -> Iterator[InProcessBus]:
     """Work messages stay here until the test delivers them, in this process (no Celery, no Redis)."""
