@@ -17,6 +17,7 @@ class BatchSettings:
     reannounce_after: timedelta
     purge_ended_after: timedelta
     max_chunk_run: timedelta
+    node_timeout: timedelta
     retry_backoffs: tuple[timedelta, ...]
 
     def retry_backoff(self, errors: int) -> timedelta:
@@ -29,6 +30,10 @@ class BatchSettings:
     def lease_renewal_interval(self) -> timedelta:
         return self.lease / 3  # two renewals may fail (a slow database) before the lease lapses
 
+    @property
+    def heartbeat_interval(self) -> timedelta:
+        return self.node_timeout / 3  # two heartbeats may fail (a database restart) before the node counts as dead
+
 
 def batch_settings() -> BatchSettings:
     return BatchSettings(
@@ -39,5 +44,6 @@ def batch_settings() -> BatchSettings:
         reannounce_after=timedelta(seconds=settings.BATCH_REANNOUNCE_AFTER_SECONDS),
         purge_ended_after=timedelta(days=settings.BATCH_PURGE_ENDED_AFTER_DAYS),
         max_chunk_run=timedelta(seconds=settings.BATCH_MAX_CHUNK_SECONDS),
+        node_timeout=timedelta(seconds=settings.BATCH_NODE_TIMEOUT_SECONDS),
         retry_backoffs=tuple(timedelta(seconds=seconds) for seconds in settings.BATCH_RETRY_BACKOFF_SECONDS),
     )

@@ -4,7 +4,8 @@ Per unfinished instance, as the reference: due POLL_WAITING chunks become READY;
 a gate whose step is done opens (or the job completes); READY chunks are queued. Beyond the reference:
 chunks whose worker stopped renewing its lease are retried (or failed at the limit), QUEUED chunks whose
 message was lost (Redis restarted or flushed, a worker killed with the message in hand) are announced
-again, and a FINALIZE job whose reducer died gets a new one. Ended jobs are deleted after a week.
+again, a FINALIZE job whose reducer died gets a new one, and the jobs of a node without live workers
+move to a live node (`batch.nodes`). Ended jobs are deleted after a week.
 
 A plain function, callable from anywhere (beat task, test, shell). Only one pass runs at a time in the
 cluster (a PostgreSQL advisory lock); a second caller returns at once. Each change inside is a
@@ -24,6 +25,7 @@ from django.db.models import Q
 from batch import flow
 from batch.conf import batch_settings
 from batch.models import JobInstance, WorkChunk
+from batch.nodes import rehome_stranded_jobs
 from batch.progress import refresh_progress
 from batch.queues import pending_notifications, work_notification_queue
 from batch.registry import registry
@@ -49,6 +51,7 @@ class MaintenanceReport:
     reannounced: int = 0
     reductions_reannounced: int = 0
     purged_instances: int = 0
+    rehomed: int = 0
 
 
 def run_maintenance_pass() -> MaintenanceReport:
@@ -56,7 +59,7 @@ def run_maintenance_pass() -> MaintenanceReport:
         if not acquired:
             logger.debug("another maintenance pass is running; this one skips")
             return MaintenanceReport(ran=False)
-        report = MaintenanceReport()
+        report = MaintenanceReport(rehomed=rehome_stranded_jobs())  # first: the jobs below see their new node
         for instance in _unfinished_instances():
             report.instances += 1
             try:

@@ -5,9 +5,10 @@ import os
 from typing import Any
 
 from celery import current_app, shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from celery.utils import uuid
 
+from batch import heartbeats
 from batch.dispatch import on_work_notification
 from batch.leases import kill_this_process, lease_keeper
 from batch.maintenance_watchdog import start_watchdog
@@ -46,6 +47,18 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]], delay
 def recycle_hung_pool_processes(**kwargs) -> None:
     """In a prefork pool process a step that overran and would not stop is ended by killing the process."""
     lease_keeper.recycle_process = kill_this_process
+
+
+@worker_ready.connect
+def start_node_heartbeat(sender, **kwargs) -> None:
+    """In the worker's main process, once it consumes: its node counts as alive while it beats."""
+    consumed = {queue.name for queue in sender.task_consumer.queues}
+    heartbeats.start_heartbeat(f"{sender.hostname}/{os.getpid()}", consumed)
+
+
+@worker_shutdown.connect
+def stop_node_heartbeat(**kwargs) -> None:
+    heartbeats.stop_heartbeat()
 
 
 @worker_ready.connect

@@ -1,4 +1,4 @@
-"""The Celery app. Queues: `default`, and this node's batch queue (see `batch.control.work_notification_queue`)."""
+"""The Celery app. Queues: `default`, and this node's batch queue (see `batch.queues`)."""
 import os
 
 from celery import Celery
@@ -16,10 +16,10 @@ app.autodiscover_tasks()
 def declare_queues(conf, **kwargs) -> None:
     """A worker consumes the default queue and its own node's batch queue unless `-Q` says otherwise.
 
-    At `celeryd_init` Django is set up (the loader imported the apps), so `batch.control` can be imported;
-    earlier, at `on_after_configure`, the import failed and the signal swallowed the error.
+    At `celeryd_init` Django is set up (the loader imported the apps), so the engine's modules can be
+    imported; earlier, at `on_after_configure`, such an import fails and the signal swallows the error.
     """
-    from batch.control import work_notification_queue
+    from batch.queues import work_notification_queue
 
     conf.task_queues = (Queue("default"), Queue(work_notification_queue()))
 

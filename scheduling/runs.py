@@ -58,16 +58,20 @@ def process_name() -> str:
 
 def run_occurrence(
     job_name: str,
-    schedule: Schedule,
+    schedule: Schedule | None,
     tick: datetime,
     resolve: Callable[[str], ScheduledJob | None],
     is_enabled: Callable[[str], bool],
+    on_demand: bool = False,
 ) -> Occurrence:
-    """Run `job_name` for `tick` unless another process has it, it is paused, still running, or stale."""
-    if not is_enabled(job_name):
+    """Run `job_name` for `tick` unless another process has it, it is paused, still running, or stale.
+
+    `on_demand` (an operator's "run now"): the tick is the moment of the click, not a point on the schedule;
+    it runs even while the job is paused, still exactly once and never beside a run of the same job."""
+    if not on_demand and not is_enabled(job_name):
         logger.info("%s @ %s: not run, the job is paused or no longer declared", job_name, tick)
         return Occurrence.NOT_SCHEDULED
-    if is_stale(schedule, tick, timezone.now()):
+    if not on_demand and is_stale(schedule, tick, timezone.now()):
         recorded = _insert_run(job_name, tick, RunOutcome.MISSED)
         return Occurrence.MISSED if recorded else Occurrence.TAKEN
     abandon_silent_runs(job_name)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batch', '0001_initial'),
+        ('batch', '0003_nodes'),
     ]
 
     operations = [

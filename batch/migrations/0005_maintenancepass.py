@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batch', '0002_workchunk_claim_token'),
+        ('batch', '0004_workchunk_claim_token'),
     ]
 
     operations = [
