@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from rest_framework.authtoken.models import Token
+from jobsite.tokens import token_for
 
 from batch.testing import InProcessBus
 from tests.fhirstore.helpers import FhirClient
@@ -25,7 +25,7 @@ def file_root(settings, tmp_path) -> Path:
 @pytest.fixture
 def importer_client(django_user_model) -> FhirClient:
     user = django_user_model.objects.create_user("importer", is_staff=True)
-    return FhirClient(f"Bearer {Token.objects.create(user=user).key}")
+    return FhirClient(f"Bearer {token_for(user)}")
 
 
 def parameters(*urls: str, **storage: str) -> dict:

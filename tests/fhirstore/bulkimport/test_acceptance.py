@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
-from rest_framework.authtoken.models import Token
+from jobsite.tokens import token_for
 
 from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
@@ -101,14 +101,14 @@ def test_an_export_of_one_heavylift_imports_into_another_by_import_and_by_bulk_s
     report = load_paths([SYNTHEA_NDJSON])
     assert not report.bad
     exporter = get_user_model().objects.create_user("exporter")
-    source_token = Token.objects.create(user=exporter).key
+    source_token = token_for(exporter)
     source = Node(processes, subprocess_database_url(), tmp_path)
     target = Node(processes, second_database, tmp_path, BULK_IMPORT_ALLOWED_SOURCES=f"{source.base}/",
                   BULK_IMPORT_CHUNK_SIZE="100")
     target_token = target.manage("shell", "-c", (
-        "from django.contrib.auth import get_user_model; from rest_framework.authtoken.models import Token;"
+        "from django.contrib.auth import get_user_model; from jobsite.tokens import token_for;"
         "u = get_user_model().objects.create_user('importer', is_staff=True);"
-        "print(Token.objects.create(user=u).key)")).strip().splitlines()[-1]  # after shell's auto-import notice
+        "print(token_for(u))")).strip().splitlines()[-1]  # after shell's auto-import notice
     from_source = httpx.Client(headers={"Authorization": f"Bearer {source_token}"}, timeout=30)
     to_target = httpx.Client(headers={"Authorization": f"Bearer {target_token}"}, timeout=30)
 

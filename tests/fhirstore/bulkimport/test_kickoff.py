@@ -139,14 +139,14 @@ def test_polling_shows_progress_then_delete_cancels_and_later_polls_are_404(impo
 
 
 def test_another_users_import_is_not_found(importer, file_root, django_user_model):
-    from rest_framework.authtoken.models import Token
+    from jobsite.tokens import token_for
 
     from tests.fhirstore.helpers import FhirClient
     url = write_ndjson(file_root / "Patient.ndjson", {"resourceType": "Patient", "id": "p"}).as_uri()
     status_url = importer.kick_off(url)["Content-Location"]
     other = django_user_model.objects.create_user("other-importer", is_staff=True)
 
-    assert_outcome(FhirClient(f"Bearer {Token.objects.create(user=other).key}").get(status_url), 404)
+    assert_outcome(FhirClient(f"Bearer {token_for(other)}").get(status_url), 404)
 
 
 def test_import_fhir_starts_the_job_on_files_under_the_file_root_and_refuses_others(file_root, bus, tmp_path):
