@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.urls import reverse
 
 from fhirstore.http import FhirAccess, FhirView, fhir_response, read_json_body
+from jobsite.auth import TokenHasScope
 from fhirstore.reindex.services import dry_run, dry_run_parameters, may_reindex, parse_reindex_parameters, start_reindex
 
 
@@ -21,7 +22,7 @@ class ReindexAccess(FhirAccess):
 
 
 class ReindexView(FhirView):
-    permission_classes = [ReindexAccess]
+    permission_classes = [ReindexAccess, TokenHasScope]  # FhirView's scopes: fhir:write to start, fhir:read to look
 
     def post(self, request, resource_type: str | None = None):
         body = read_json_body(request) if request.META.get("CONTENT_LENGTH") not in (None, "", "0") else None
@@ -34,7 +35,7 @@ class ReindexView(FhirView):
 
 
 class ReindexDryRunView(FhirView):
-    permission_classes = [ReindexAccess]
+    permission_classes = [ReindexAccess, TokenHasScope]  # FhirView's scopes: fhir:write to start, fhir:read to look
 
     def get(self, request, resource_type: str, logical_id: str):
         return fhir_response(dry_run_parameters(dry_run(resource_type, logical_id)))
