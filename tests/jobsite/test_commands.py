@@ -29,6 +29,7 @@ def test_create_api_token_prints_a_new_token_the_apis_accept_each_time():
     assert Client().get("/control/jobs").status_code in (401, 403)
     for token in (first, second):
         assert Client(HTTP_AUTHORIZATION=f"Bearer {token}").get("/control/jobs").status_code == 200
+        assert Client(HTTP_AUTHORIZATION=f"Bearer {token}").get("/fhir/Patient").status_code == 200
 
 
 def test_create_api_token_for_an_unknown_user_says_so():
