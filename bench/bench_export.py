@@ -290,10 +290,11 @@ def _sample_rss(worker: subprocess.Popen, peak_rss: dict[str, int], steps: dict[
 
 def _token() -> str:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+
+    from jobsite.tokens import token_for
 
     user, _ = get_user_model().objects.get_or_create(username="bench-export")
-    return Token.objects.get_or_create(user=user)[0].key
+    return token_for(user)
 
 
 def _stored() -> int:

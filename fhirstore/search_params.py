@@ -15,7 +15,7 @@ An alias (`stored_as`) searches the rows of another parameter restricted to some
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
@@ -282,6 +282,13 @@ def extractor_for(resource_type: str) -> Callable[[dict], IndexRows]:
 
     extract.__name__ = f"extract_{resource_type}"
     return extract
+
+
+def add_index_values(rows: IndexRows, param: SearchParam, values: Iterable[object]) -> None:
+    """Add the rows of values found for `param` (by a custom SearchParameter's FHIRPath) as its kind indexes them."""
+    add = _ADD[param.kind]
+    for value in values:
+        add(rows, param, value)
 
 
 def normalize_string(text: str) -> str:

@@ -1,6 +1,7 @@
-"""The durable dashboard of scheduled work: runs, custom scripts and their audit trail.
+"""The durable dashboard of scheduled work: the scheduled jobs, their runs, custom scripts and their audit trail.
 
-The schedules themselves are django-celery-beat's "Periodic tasks" (pause a job there).
+"Scheduled jobs" lists clustered and local jobs with their schedule, next and last run, and pauses, resumes or
+runs them now (through `scheduling.operations`). Changing anything needs the model's `change` permission.
 """
 from __future__ import annotations
 
@@ -8,10 +9,22 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
 
-from scheduling import scripts
+from jobsite.display import moment, short_duration
+from scheduling import operations, scripts
 from scheduling.exceptions import InvalidScript, SchedulingError
-from scheduling.models import CustomScript, JobRun, ScriptAudit
+from scheduling.models import CustomScript, JobRun, ScheduledJobSchedule, ScriptAudit
+
+
+def _outcome(outcome: str | None) -> str:
+    if outcome is None:
+        return "-"
+    return format_html('<span class="outcome outcome-{}">{}</span>', outcome, outcome)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -22,12 +35,148 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class KindFilter(admin.SimpleListFilter):
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return [("clustered", "clustered: once in the cluster"), ("local", "local: in every process")]
+
+    def queryset(self, request, queryset):
+        if self.value() in operations.KINDS:
+            return queryset.filter(task=operations.KINDS[self.value()])
+        return queryset
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "active"), ("paused", "paused")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("active", "paused"):
+            return queryset.filter(enabled=self.value() == "active")
+        return queryset
+
+
+@admin.register(ScheduledJobSchedule)
+class ScheduledJobAdmin(admin.ModelAdmin):
+    """Every clustered and local job, with pause/resume and run-now; the recent runs below, failures in red."""
+
+    list_display = ["name", "kind", "schedule", "state", "next_run", "last_run", "last_outcome", "last_duration"]
+    list_filter = [StateFilter, KindFilter]
+    search_fields = ["name"]
+    ordering = ["name"]
+    actions = ["pause_jobs", "resume_jobs", "run_jobs_now"]
+    change_list_template = "admin/scheduling/scheduledjobschedule/change_list.html"
+
+    class Media:
+        css = {"all": ["dashboard/dashboard.css"]}
+        js = ["dashboard/dashboard.js"]
+
+    def get_queryset(self, request):
+        return operations.scheduled_job_rows()
+
+    def has_add_permission(self, request) -> bool:
+        return False  # jobs are declared in code or uploaded as scripts
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """A job's page is its run history."""
+        job = self.get_object(request, object_id)
+        if job is None or not self.has_view_or_change_permission(request, job):
+            return HttpResponseRedirect(reverse("admin:scheduling_scheduledjobschedule_changelist"))
+        return HttpResponseRedirect(f"{reverse('admin:scheduling_jobrun_changelist')}?{urlencode({'job_name': job.name})}")
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": "Scheduled jobs", **(extra_context or {}),
+                                                 "recent_runs": operations.recent_runs()})
+
+    @admin.display(description="kind", ordering="task")
+    def kind(self, job) -> str:
+        return "clustered" if operations.is_clustered(job) else "local"
+
+    @admin.display(description="schedule")
+    def schedule(self, job) -> str:
+        return str(operations.schedule_of(job))
+
+    @admin.display(description="state", ordering="enabled")
+    def state(self, job) -> str:
+        return format_html('<span class="{}">{}</span>', "" if job.enabled else "warn", "active" if job.enabled else "paused")
+
+    @admin.display(description="next run")
+    def next_run(self, job) -> str:
+        return moment(operations.next_run(job, timezone.now())) if job.enabled else "-"
+
+    @admin.display(description="last run", ordering="last_tick")
+    def last_run(self, job) -> str:
+        if not operations.is_clustered(job):
+            return format_html('<span class="quiet" title="{}">in every process</span>',
+                               "local jobs run in every worker process and are logged, not recorded")
+        run = operations.last_run(job)
+        return moment(run.started_at) if run else "never"
+
+    @admin.display(description="outcome")
+    def last_outcome(self, job) -> str:
+        run = operations.last_run(job)
+        return _outcome(run.outcome if run else None)
+
+    @admin.display(description="took")
+    def last_duration(self, job) -> str:
+        run = operations.last_run(job)
+        return short_duration(run.duration_seconds) if run else "-"
+
+    @admin.action(description="Pause the selected jobs", permissions=["change"])
+    def pause_jobs(self, request, queryset) -> None:
+        changed = operations.set_paused(queryset.values_list("name", flat=True), paused=True)
+        self.message_user(request, f"{changed} job(s) paused", messages.SUCCESS)
+
+    @admin.action(description="Resume the selected jobs", permissions=["change"])
+    def resume_jobs(self, request, queryset) -> None:
+        changed = operations.set_paused(queryset.values_list("name", flat=True), paused=False)
+        self.message_user(request, f"{changed} job(s) resumed", messages.SUCCESS)
+
+    @admin.action(description="Run the selected clustered jobs now (once in the cluster)", permissions=["change"])
+    def run_jobs_now(self, request, queryset) -> None:
+        for name in queryset.values_list("name", flat=True):
+            try:
+                operations.run_now(name)
+            except SchedulingError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                self.message_user(request, f"{name}: sent to run once now", messages.SUCCESS)
+
+
 @admin.register(JobRun)
 class JobRunAdmin(ReadOnlyAdmin):
-    list_display = ["job_name", "tick", "outcome", "node", "process", "started_at", "finished_at", "start_delay"]
+    list_display = ["job_name", "tick_time", "outcome_shown", "node", "process", "started", "took", "start_delay"]
     list_filter = ["outcome", "node", "job_name"]
     search_fields = ["job_name", "process"]
     date_hierarchy = "tick"
+
+    class Media:
+        css = {"all": ["dashboard/dashboard.css"]}
+        js = ["dashboard/dashboard.js"]
+
+    @admin.display(description="tick", ordering="tick")
+    def tick_time(self, run: JobRun) -> str:
+        return moment(run.tick)
+
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_shown(self, run: JobRun) -> str:
+        return _outcome(run.outcome)
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, run: JobRun) -> str:
+        return moment(run.started_at)
+
+    @admin.display(description="took")
+    def took(self, run: JobRun) -> str:
+        return short_duration((run.finished_at - run.started_at).total_seconds()) if run.finished_at else "-"
 
     @admin.display(description="start delay (s)")
     def start_delay(self, run: JobRun) -> str:
@@ -97,11 +246,11 @@ class CustomScriptAdmin(admin.ModelAdmin):
         for script in queryset:
             scripts.delete_script(script.name, request.user)
 
-    @admin.action(description="Enable the selected scripts")
+    @admin.action(description="Enable the selected scripts", permissions=["change"])
     def enable_scripts(self, request, queryset) -> None:
         self._switch(request, queryset, enabled=True)
 
-    @admin.action(description="Disable the selected scripts")
+    @admin.action(description="Disable the selected scripts", permissions=["change"])
     def disable_scripts(self, request, queryset) -> None:
         self._switch(request, queryset, enabled=False)
 

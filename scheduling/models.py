@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django_celery_beat.models import PeriodicTask
 
 
 class RunOutcome(models.TextChoices):
@@ -90,3 +91,13 @@ class ScriptAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.script_name} {self.action} by {self.username}"
+
+
+class ScheduledJobSchedule(PeriodicTask):
+    """The admin's view of a scheduled job: its django-celery-beat row (no table of its own). Its `change`
+    permission is what pausing, resuming and "run now" require."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "scheduled job"
+        verbose_name_plural = "scheduled jobs"

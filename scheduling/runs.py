@@ -58,16 +58,20 @@ def process_name() -> str:
 
 def run_occurrence(
     job_name: str,
-    schedule: Schedule,
+    schedule: Schedule | None,
     tick: datetime,
     resolve: Callable[[str], ScheduledJob | None],
     is_enabled: Callable[[str], bool],
+    on_demand: bool = False,
 ) -> Occurrence:
-    """Run `job_name` for `tick` unless another process has it, it is paused, still running, or stale."""
-    if not is_enabled(job_name):
+    """Run `job_name` for `tick` unless another process has it, it is paused, still running, or stale.
+
+    `on_demand` (an operator's "run now"): the tick is the moment of the click, not a point on the schedule;
+    it runs even while the job is paused, still exactly once and never beside a run of the same job."""
+    if not on_demand and not is_enabled(job_name):
         logger.info("%s @ %s: not run, the job is paused or no longer declared", job_name, tick)
         return Occurrence.NOT_SCHEDULED
-    if is_stale(schedule, tick, timezone.now()):
+    if not on_demand and is_stale(schedule, tick, timezone.now()):
         recorded = _insert_run(job_name, tick, RunOutcome.MISSED)
         return Occurrence.MISSED if recorded else Occurrence.TAKEN
     abandon_silent_runs(job_name)
@@ -166,10 +170,12 @@ def _heartbeat(run_id: int) -> Iterator[None]:
     def beat() -> None:
         try:
             while not stop.wait(HEARTBEAT_SECONDS):
-                close_old_connections()
-                JobRun.objects.filter(pk=run_id, outcome=RunOutcome.RUNNING).update(heartbeat_at=Now())
-        except Exception:
-            logger.exception("heartbeat of run %s stopped", run_id)
+                try:
+                    close_old_connections()
+                    JobRun.objects.filter(pk=run_id, outcome=RunOutcome.RUNNING).update(heartbeat_at=Now())
+                except Exception:  # the database away for a moment (a restart): beat again next time
+                    logger.exception("heartbeat of run %s failed; retrying in %s s", run_id, HEARTBEAT_SECONDS)
+                    connection.close()
         finally:
             connection.close()  # this thread's own connection
 

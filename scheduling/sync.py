@@ -22,6 +22,7 @@ from scheduling.schedules import CronSchedule, EverySeconds, Schedule
 logger = logging.getLogger(__name__)
 
 CLUSTERED_TASK = "scheduling.run_clustered_job"
+RUN_NOW_TASK = "scheduling.run_clustered_job_now"  # sent by the admin's "run now", never by beat
 LOCAL_TASK = "scheduling.local_job"  # never sent by beat: marks a row as a local job's
 OUR_TASKS = (CLUSTERED_TASK, LOCAL_TASK)
 REMOVED_FROM_CODE = "Disabled by the scheduler: no longer declared in code."

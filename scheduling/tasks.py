@@ -13,7 +13,7 @@ from scheduling.catalog import resolve_job
 from scheduling.local import start_local_job_runner
 from scheduling.registry import registry
 from scheduling.schedules import schedule_from_dict
-from scheduling.sync import CLUSTERED_TASK, is_enabled, sync_declared_jobs
+from scheduling.sync import CLUSTERED_TASK, RUN_NOW_TASK, is_enabled, sync_declared_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,15 @@ def run_clustered_job(job: str, schedule: dict, tick: str) -> str:
     occurrence = runs.run_occurrence(job, schedule_from_dict(schedule), datetime.fromisoformat(tick),
                                      resolve=resolve_job, is_enabled=is_enabled)
     logger.info("%s @ %s: %s", job, tick, occurrence.value)
+    return occurrence.value
+
+
+@shared_task(name=RUN_NOW_TASK, ignore_result=True)
+def run_clustered_job_now(job: str, tick: str) -> str:
+    """An operator's "run now": once in the cluster however often the message is delivered (the tick is the click)."""
+    occurrence = runs.run_occurrence(job, None, datetime.fromisoformat(tick), resolve=resolve_job,
+                                     is_enabled=is_enabled, on_demand=True)
+    logger.info("%s run now @ %s: %s", job, tick, occurrence.value)
     return occurrence.value
 
 

@@ -1,10 +1,15 @@
 """The bulk export's scheduled tasks, each once per tick in the cluster: the hourly purge of expired exports,
-and the minutely deletion of failed or cancelled exports' files."""
+and, every minute, the deletion of failed or cancelled exports' files and of the patient data they left in
+work chunks."""
 from __future__ import annotations
 
 import logging
 
-from fhirstore.bulkexport.services import delete_files_of_ended_exports, purge_expired_exports
+from fhirstore.bulkexport.services import (
+    delete_files_of_ended_exports,
+    discard_ended_export_data,
+    purge_expired_exports,
+)
 from scheduling import scheduled
 
 logger = logging.getLogger(__name__)
@@ -16,6 +21,14 @@ def purge_expired_export_files() -> None:
     report = purge_expired_exports()
     if report.exports:
         logger.info("purged %d expired exports (%d files)", report.exports, report.files)
+
+
+@scheduled(every_seconds=60)
+def discard_failed_export_data() -> None:
+    """A failed or cancelled export's unfinished chunks hold resource ids and NDJSON: not kept for days."""
+    discarded = discard_ended_export_data()
+    if discarded:
+        logger.info("discarded the data of %d chunks of ended exports", discarded)
 
 
 @scheduled(every_seconds=60)

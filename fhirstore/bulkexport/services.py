@@ -5,6 +5,7 @@ An export belongs to the user who started it: another user's export is "not foun
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -95,13 +96,27 @@ def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportS
     if job.status == JobStatus.CANCELLED:
         raise ExportNotFound(f"Export {export_id} was cancelled")
     if job.status == JobStatus.FAILED:
-        raise ExportFailed(f"Export {export_id} failed: {export.failure}" if export.failure else
+        control.discard_chunk_data([export.job_instance_id])
+        raise ExportFailed(f"Export {export_id} failed: {without_paths(export.failure)}" if export.failure else
                            f"Export {export_id} failed on the server (job {job.id}); an operator can see why")
     if job.status == JobStatus.COMPLETED:
         if export.expires_at is not None and export.expires_at <= timezone.now():
             raise ExportNotFound(f"Export {export_id} has expired")
         return ExportStatus(ExportState.COMPLETED, "Completed", _in_spec_order(job.report), export.expires_at)
     return ExportStatus(ExportState.RUNNING, _progress(job))
+
+
+_SERVER_PATH = re.compile(r"""(?:[A-Za-z]:)?[\\/](?:[^\s'"\\/]+[\\/])+[^\s'"]*""")
+
+
+def without_paths(message: str) -> str:
+    """An error message fit for the client: file paths of the server replaced (they tell an attacker the layout)."""
+    return _SERVER_PATH.sub("<path>", message)
+
+
+def discard_ended_export_data() -> int:
+    """Clear the work-chunk data (resource ids, NDJSON) that failed or cancelled exports left behind."""
+    return control.discard_chunk_data(BulkExport.objects.values("job_instance_id"))
 
 
 def _in_spec_order(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +145,7 @@ def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:
             control.cancel_job(export.job_instance_id)
         except (JobStateConflict, JobNotFound):
             pass  # it has ended already (or batch purged it): only the files are left to remove
+        control.discard_chunk_data([export.job_instance_id])  # the patient data its unfinished chunks held
         paths = list(export.files.values_list("path", flat=True))
         export.delete()
     delete_files(paths)

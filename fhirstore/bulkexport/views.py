@@ -18,6 +18,8 @@ from fhirstore.bulkexport.parameters import Level, body_parameters, parse_export
 from fhirstore.bulkexport.services import ExportState, delete_export, export_status, kick_off, open_export_file
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
+from jobsite.auth import TokenHasScope
+from jobsite.models import Scope
 
 NDJSON = "application/fhir+ndjson"
 RETRY_AFTER_SECONDS = 2  # how soon to poll again: clients wait as told, so short keeps small exports quick
@@ -32,7 +34,8 @@ class ExportAccess(FhirAccess):
 
 
 class BulkExportView(FhirView):
-    permission_classes = [ExportAccess]
+    permission_classes = [ExportAccess, TokenHasScope]
+    required_scope = Scope.EXPORT  # kick-off, status, cancel and downloads alike
 
     def handle_exception(self, exc: Exception) -> HttpResponse:
         response = super().handle_exception(exc)

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[2]
-BATCH_PUBLIC_MODULES = {"batch.api", "batch.control", "batch.testing"}
+# batch.queues names the Redis queues (`batch2-work-notification-<node>-<module>`): a deployment contract
+# that the Celery app's configuration reads before Django's models are loaded.
+BATCH_PUBLIC_MODULES = {"batch.api", "batch.control", "batch.queues", "batch.testing"}
 
 
 def module_name(path: Path) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
+
 
 
 
@@ -25,3 +27,13 @@ def count_records(records: int = 1):
     def step(context, sink) -> int:
         return records
     return step
+
+
+@pytest.fixture(autouse=True)
+def fresh_dashboard_minutes():
+    """The dashboard keeps settled minutes' throughput per process; each test's rows are its own."""
+    from batch.dashboard import settled_minutes
+
+    settled_minutes.forget()
+    yield
+    settled_minutes.forget()

@@ -1,5 +1,8 @@
-"""The admin is the job dashboard: pages render with progress, chunk counts and errors; actions work."""
+"""The admin is the job dashboard: overview, job list, a read-only job page with Cancel/Restart; actions work
+only with the change permission."""
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from batch.models import JobInstance
@@ -27,14 +30,17 @@ def failed_job():
 
 
 def test_the_job_list_shows_status_progress_and_filters(admin_client, failed_job):
-    other = JobInstanceFactory(status=JobStatus.COMPLETED, definition_id="OTHER")
+    other = JobInstanceFactory(status=JobStatus.COMPLETED, definition_id="OTHER", node_id="node-2", started_by="alice")
 
     page = admin_client.get(reverse("admin:batch_jobinstance_changelist"), {"status__exact": "FAILED"})
 
     assert page.status_code == 200
     html = page.content.decode()
-    assert str(failed_job.id)[:8] in html and "<progress" in html and "50%" in html and "0.1" in html
+    assert str(failed_job.id)[:8] in html and "<progress" in html and "50%" in html
+    assert 'class="badge status-failed"' in html and "<h1>Jobs</h1>" in html
     assert str(other.id)[:8] not in html
+    for filtered_by in ("status__exact=COMPLETED", "definition_id=OTHER", "node_id=node-2", "started_by=alice"):
+        assert filtered_by in html
 
 
 def test_search_finds_a_job_by_its_id_or_its_first_characters(admin_client, failed_job):
@@ -51,8 +57,80 @@ def test_the_job_page_shows_chunk_counts_per_step_and_the_errors(admin_client, f
 
     assert page.status_code == 200
     html = page.content.decode()
-    assert "generate-chunks" in html and "COMPLETED 1" in html and "COMPLETED 1, FAILED 1" in html
+    assert "generate-chunks" in html and "COMPLETED 1" in html and "FAILED 1" in html
     assert "Last error msg was disk full" in html
+    assert '<td id="job-errors">4 in 1 chunk</td>' in html
+    assert "&quot;sleep_ms&quot;: 0" in html, "parameters pretty-printed"
+
+
+def test_the_job_page_is_read_only_with_cancel_for_a_running_job_and_restart_for_an_ended_one(admin_client, failed_job):
+    running = JobInstanceFactory(status=JobStatus.IN_PROGRESS, estimated_seconds_remaining=199)
+    WorkChunkFactory(instance=running, status=ChunkStatus.IN_PROGRESS)
+
+    failed_page = admin_client.get(reverse("admin:batch_jobinstance_change", args=[failed_job.id])).content.decode()
+    running_page = admin_client.get(reverse("admin:batch_jobinstance_change", args=[running.id])).content.decode()
+
+    for html in (failed_page, running_page):
+        assert 'name="_save"' not in html and "deletelink" not in html
+    assert 'id="restart-job"' in failed_page and 'id="cancel-job"' not in failed_page
+    assert 'id="cancel-job"' in running_page and 'id="restart-job"' not in running_page
+    assert 'data-confirm="Cancel job' in running_page
+    assert '<td id="job-eta">-</td>' in failed_page
+    assert 'data-refresh-seconds="0"' in failed_page and 'data-refresh-seconds="3"' in running_page
+
+
+def test_cancel_and_restart_from_the_job_page(admin_client):
+    running = JobInstanceFactory(status=JobStatus.IN_PROGRESS)
+    WorkChunkFactory(instance=running, status=ChunkStatus.IN_PROGRESS)
+    cancel = reverse("admin:batch_jobinstance_cancel", args=[running.id])
+
+    assert admin_client.get(cancel).status_code == 405, "a link cannot cancel a job"
+    page = admin_client.post(cancel, follow=True)
+    assert JobInstance.objects.get(id=running.id).status == JobStatus.CANCELLED
+    assert f"Job {str(running.id)[:8]} cancelled" in page.content.decode()
+    admin_client.post(reverse("admin:batch_jobinstance_restart", args=[running.id]))
+    assert JobInstance.objects.get(id=running.id).status == JobStatus.IN_PROGRESS
+
+
+@pytest.fixture
+def viewer_client(client):
+    """Staff with the view permission on jobs only."""
+    user = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_jobinstance"))
+    client.force_login(user)
+    return client
+
+
+def test_viewing_jobs_does_not_allow_changing_them(viewer_client, failed_job):
+    running = JobInstanceFactory(status=JobStatus.IN_PROGRESS)
+    changelist = reverse("admin:batch_jobinstance_changelist")
+
+    html = viewer_client.get(changelist).content.decode()
+    assert "cancel_jobs" not in html and "restart_jobs" not in html, "no actions without the change permission"
+    page = viewer_client.get(reverse("admin:batch_jobinstance_change", args=[running.id])).content.decode()
+    assert 'id="cancel-job"' not in page
+    assert viewer_client.post(reverse("admin:batch_jobinstance_cancel", args=[running.id])).status_code == 403
+    viewer_client.post(changelist, {"action": "cancel_jobs", "_selected_action": [running.id]})
+    assert JobInstance.objects.get(id=running.id).status == JobStatus.IN_PROGRESS
+    assert viewer_client.get(reverse("admin:batch_dashboard")).status_code == 200
+
+
+def test_the_overview_shows_counts_throughput_running_jobs_and_nodes(admin_client, failed_job, monkeypatch):
+    monkeypatch.setattr("batch.dashboard.celery_workers_by_queue", lambda: None)
+    running = JobInstanceFactory(status=JobStatus.IN_PROGRESS, definition_id="DIAGNOSTIC_NOOP")
+    WorkChunkFactory(instance=running, status=ChunkStatus.COMPLETED)
+    WorkChunkFactory.create_batch(3, instance=running, status=ChunkStatus.QUEUED)
+
+    page = admin_client.get(reverse("admin:batch_dashboard"))
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'status__exact=FAILED"><span class="count">1</span>' in html
+    assert "<svg" in html and "Chunks completed per minute" in html
+    assert str(running.id)[:8] in html and "25%" in html
+    assert "batch2-work-notification-test-node-batch" in html and "unknown" in html
+    assert "Flower" in html
+    assert reverse("admin:batch_dashboard") in admin_client.get(reverse("admin:app_list", args=["batch"])).content.decode()
 
 
 def test_the_cancel_and_restart_actions_call_the_services(admin_client, failed_job):

@@ -3,7 +3,15 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from django_celery_beat.models import PeriodicTask
+
+from scheduling import catalog
 from scheduling.models import CustomScript, JobRun, RunOutcome, ScriptAudit
+from scheduling.registry import ScheduledJob
+from scheduling.runs import Occurrence
+from scheduling.schedules import EverySeconds
+from scheduling.sync import sync_declared_jobs
+from scheduling.tasks import run_clustered_job
 
 pytestmark = pytest.mark.django_db
 
@@ -44,3 +52,79 @@ def test_the_admin_cannot_add_scripts_while_they_are_off(root_client, settings):
     settings.CUSTOM_SCRIPTS_ENABLED = False
 
     assert root_client.get("/admin/scheduling/customscript/add/").status_code == 403
+
+
+def noop() -> None:
+    pass
+
+
+@pytest.fixture
+def declared_jobs():
+    from scheduling.registry import ScheduledJob
+    from scheduling.schedules import CronSchedule, EverySeconds
+    from scheduling.sync import sync_declared_jobs
+
+    sync_declared_jobs([ScheduledJob("app.jobs.tidy", noop, CronSchedule("0 17 * * * ?", "UTC"), clustered=True,
+                                     transactional=False),
+                        ScheduledJob("app.jobs.cache", noop, EverySeconds(5), clustered=False, transactional=False)])
+    JobRun.objects.create(job_name="app.jobs.tidy", tick=timezone.now(), node="n1", process="h:1",
+                          started_at=timezone.now(), finished_at=timezone.now(), outcome=RunOutcome.FAILED,
+                          error="Traceback: boom")
+
+
+def test_the_scheduled_jobs_page_lists_clustered_and_local_jobs_with_runs_and_failures(root_client, declared_jobs):
+    html = root_client.get("/admin/scheduling/scheduledjobschedule/").content.decode()
+
+    assert "app.jobs.tidy" in html and "clustered" in html and "cron 0 17 * * * ? (UTC)" in html
+    assert "app.jobs.cache" in html and "local" in html and "every 5 s" in html
+    assert "outcome-failed" in html and "run-failed" in html and "Traceback: boom" in html
+    for action in ("pause_jobs", "resume_jobs", "run_jobs_now"):
+        assert action in html
+
+
+def test_pause_and_resume_from_the_scheduled_jobs_page(root_client, declared_jobs):
+    from django_celery_beat.models import PeriodicTask
+
+    row = PeriodicTask.objects.get(name="app.jobs.tidy")
+    root_client.post("/admin/scheduling/scheduledjobschedule/", {"action": "pause_jobs", "_selected_action": [row.pk]})
+    assert not PeriodicTask.objects.get(pk=row.pk).enabled
+    assert "paused" in root_client.get("/admin/scheduling/scheduledjobschedule/").content.decode()
+    root_client.post("/admin/scheduling/scheduledjobschedule/", {"action": "resume_jobs", "_selected_action": [row.pk]})
+    assert PeriodicTask.objects.get(pk=row.pk).enabled
+
+
+def test_viewing_scheduled_jobs_does_not_allow_pausing_them(client, declared_jobs):
+    from django.contrib.auth.models import Permission
+    from django_celery_beat.models import PeriodicTask
+
+    viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_scheduledjobschedule"))
+    client.force_login(viewer)
+    row = PeriodicTask.objects.get(name="app.jobs.tidy")
+
+    page = client.get("/admin/scheduling/scheduledjobschedule/")
+    client.post("/admin/scheduling/scheduledjobschedule/", {"action": "pause_jobs", "_selected_action": [row.pk]})
+
+    assert page.status_code == 200 and "pause_jobs" not in page.content.decode()
+    assert PeriodicTask.objects.get(pk=row.pk).enabled
+def test_a_job_paused_in_the_admin_is_not_run_until_it_is_resumed(root_client, job_registry, monkeypatch):
+    """The real check a scheduler worker makes (`scheduling.sync.is_enabled`), driven from the admin."""
+    calls = []
+    job = ScheduledJob("app.jobs.pausable", lambda: calls.append(1), EverySeconds(60), clustered=True,
+                       transactional=False)
+    job_registry.add(job)
+    monkeypatch.setattr(catalog, "registry", job_registry)
+    sync_declared_jobs([job])
+    row = PeriodicTask.objects.get(name=job.name)
+    tick = EverySeconds(60).next_tick_after(timezone.now())  # never stale during the test
+    changelist = "/admin/django_celery_beat/periodictask/"
+
+    paused = root_client.post(changelist, {"action": "disable_tasks", "_selected_action": [row.pk]})
+    assert paused.status_code == 302
+    assert run_clustered_job(job.name, job.schedule.to_dict(), tick.isoformat()) == Occurrence.NOT_SCHEDULED
+    assert calls == [] and not JobRun.objects.exists()
+
+    resumed = root_client.post(changelist, {"action": "enable_tasks", "_selected_action": [row.pk]})
+    assert resumed.status_code == 302
+    assert run_clustered_job(job.name, job.schedule.to_dict(), tick.isoformat()) == Occurrence.SUCCEEDED
+    assert calls == [1]

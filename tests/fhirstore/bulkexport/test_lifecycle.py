@@ -1,4 +1,5 @@
 """After the kick-off: DELETE before, during and after the job; failures; owners; expiry and the purge job."""
+import json
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
@@ -6,7 +7,7 @@ import pytest
 from freezegun import freeze_time
 
 from batch import control
-from batch.models import JobInstance
+from batch.models import JobInstance, WorkChunk
 from batch.statuses import JobStatus
 from fhirstore.bulkexport.models import BulkExport, ExportFile
 from fhirstore.bulkexport.services import delete_files_of_ended_exports, purge_expired_exports
@@ -57,6 +58,7 @@ def test_delete_while_files_are_being_written_stops_the_job_and_removes_every_fi
     assert_gone(exporter, status_url)
     assert JobInstance.objects.get().status == JobStatus.CANCELLED
     assert stored_files(export_storage) == [] and not ExportFile.objects.exists()
+    assert not WorkChunk.objects.filter(data__isnull=False).exists()  # no patient data left in the chunks
 
 
 def test_delete_after_completion_removes_the_files_and_their_urls(exporter, export_storage):
@@ -100,6 +102,30 @@ def test_a_failed_export_answers_500_with_an_operation_outcome(exporter):
     exporter.bus.drain()
 
     assert_outcome(exporter.fhir.get(status_url), 500, "Group/g1 was deleted")
+    assert not WorkChunk.objects.filter(data__isnull=False).exists()
+
+
+def test_a_failed_export_tells_the_client_no_server_paths(exporter, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "/srv/heavylift/media/bulkexport/x/Patient.ndjson")
+
+    monkeypatch.setattr("fhirstore.bulkexport.steps.write_file", disk_full)
+    status_url = exporter.kick_off("/fhir/$export?_type=Patient")["Content-Location"]
+    exporter.bus.drain()
+
+    body = assert_outcome(exporter.fhir.get(status_url), 500, "failed on the server")
+    assert "/srv" not in json.dumps(body) and "No space" not in json.dumps(body)  # the operator sees why, not the client
+
+
+def test_the_data_of_failed_or_cancelled_exports_is_discarded_by_a_clustered_job(exporter):
+    exporter.kick_off("/fhir/$export?_type=Patient,Observation")
+    exporter.bus.deliver_next()
+    control.cancel_job(JobInstance.objects.get().id)  # as an operator on /control would
+    assert WorkChunk.objects.filter(data__isnull=False).exists()
+
+    scheduled_jobs.get("fhirstore.bulkexport.periodic.discard_failed_export_data").function()
+
+    assert not WorkChunk.objects.filter(data__isnull=False).exists()
 
 
 def test_the_manifest_says_when_its_files_expire(exporter, settings):

@@ -1,0 +1,303 @@
+"""The figures of the job dashboard (the batch admin's overview and job pages), each one aggregate query.
+
+The admin views only render these. Everything is computed in PostgreSQL with its own clock (`now()`), so a
+web process whose clock drifts still draws the last hour the workers wrote. Every query is answered from an
+index whatever the size of the tables: counts per status, completed chunks of the last hour, chunks in flight.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Max, Min, Q, Sum
+
+from batch import control
+from batch.control import JobSnapshot
+from batch.models import JobInstance, WorkChunk
+from batch.progress import estimate_rates
+from batch.queues import pending_notifications_of, work_notification_queue
+from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from jobsite.display import short_duration
+
+logger = logging.getLogger(__name__)
+
+THROUGHPUT_MINUTES = 60
+RUNNING_JOBS_SHOWN = 25
+ERRORS_SHOWN = 50
+WORKER_INSPECT_TIMEOUT = 0.5  # seconds the overview waits for workers to answer Celery's broadcast
+WORKER_INSPECT_CACHE_SECONDS = 10.0  # one broadcast per web process at most this often, however many viewers
+
+
+@dataclass(frozen=True)
+class MinuteThroughput:
+    minute: datetime  # the start of the minute
+    chunks: int
+    records: int
+
+
+@dataclass(frozen=True)
+class NodeActivity:
+    """One node's batch queue: what waits in Redis, what is being worked on, who consumes it."""
+
+    node_id: str
+    module_id: str
+    queue: str
+    queue_depth: int | None  # None: Redis did not answer
+    chunks_in_flight: int
+    workers: Sequence[str] | None  # None: unknown (no worker answered, or the broker is down)
+
+
+@dataclass(frozen=True)
+class StepTimeline:
+    """One step of a job: its chunks by status, when its first chunk started and its last ended."""
+
+    step_id: str
+    chunks: Mapping[str, int]
+    start_time: datetime | None
+    end_time: datetime | None
+    records: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.chunks.values())
+
+    @property
+    def done(self) -> int:
+        return self.chunks.get(ChunkStatus.COMPLETED, 0)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.start_time is None or self.end_time is None or self.end_time < self.start_time:
+            return None
+        return (self.end_time - self.start_time).total_seconds()
+
+    @property
+    def records_per_second(self) -> float | None:
+        duration = self.duration_seconds
+        return self.records / duration if duration else None
+
+
+@dataclass(frozen=True)
+class ChunkError:
+    chunk_id: UUID
+    step_id: str
+    status: str
+    attempts: int
+    error_count: int
+    worker: str
+    message: str
+    time: datetime
+    next_attempt_at: datetime | None  # an ERRORED chunk waiting for its retry
+
+
+@dataclass(frozen=True)
+class JobErrors:
+    total: int  # the job's error count: every failed attempt of every chunk
+    chunks_with_errors: int
+    shown: Sequence[ChunkError]  # the most recent first, at most ERRORS_SHOWN
+
+
+def job_counts_by_status() -> dict[str, int]:
+    """Every status, zero included, in the order of the state machine."""
+    counts = dict(JobInstance.objects.order_by().values_list("status").annotate(jobs=Count("*")))
+    return {status: counts.get(status, 0) for status in JobStatus}
+
+
+class _SettledMinutes:
+    """Per-minute totals of minutes that can no longer change, kept in this process: a view then aggregates
+    only the chunks of the last few minutes, not the whole hour (half a million rows on a busy cluster).
+    A minute is settled SETTLE_MINUTES after it ended by the database's clock, allowing for workers whose
+    clocks lag (they stamp end_time)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._minutes: dict[datetime, tuple[int, int]] = {}
+
+    def known(self, since: datetime) -> dict[datetime, tuple[int, int]]:
+        with self._lock:
+            for minute in [minute for minute in self._minutes if minute < since]:
+                del self._minutes[minute]
+            return dict(self._minutes)
+
+    def remember(self, minutes: Mapping[datetime, tuple[int, int]]) -> None:
+        with self._lock:
+            self._minutes.update(minutes)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._minutes.clear()
+
+
+SETTLE_MINUTES = 2
+settled_minutes = _SettledMinutes()
+
+
+def throughput_per_minute(minutes: int = THROUGHPUT_MINUTES) -> list[MinuteThroughput]:
+    """Chunks and records completed per minute over the last `minutes` minutes, oldest first, the current
+    (partial) minute last; minutes without a completed chunk are zeros."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT date_trunc('minute', now())")
+        current = cursor.fetchone()[0]
+        first = current - timedelta(minutes=minutes - 1)
+        settled_before = current - timedelta(minutes=SETTLE_MINUTES)
+        window = [first + timedelta(minutes=offset) for offset in range(minutes)]
+        known = settled_minutes.known(since=first)
+        read_from = next((minute for minute in window if minute not in known and minute < settled_before),
+                         settled_before)
+        cursor.execute(
+            f"""
+            SELECT date_trunc('minute', end_time), count(*), coalesce(sum(records_processed), 0)
+            FROM {WorkChunk._meta.db_table}
+            WHERE status = %s AND end_time >= %s
+            GROUP BY 1
+            """,
+            [ChunkStatus.COMPLETED.value, read_from],
+        )
+        read = {minute: (int(chunks), int(records)) for minute, chunks, records in cursor.fetchall()}
+    settled_minutes.remember({minute: read.get(minute, (0, 0)) for minute in window
+                              if read_from <= minute < settled_before})
+    totals = {**known, **read}
+    return [MinuteThroughput(minute, *totals.get(minute, (0, 0))) for minute in window]
+
+
+def running_jobs(limit: int = RUNNING_JOBS_SHOWN) -> list[JobSnapshot]:
+    """The unfinished jobs, newest first, their progress, records, rate and ETA computed from their chunks now
+    (one grouped query for all of them) rather than read from the row maintenance refreshes every few seconds."""
+    jobs = list(control.list_jobs(UNFINISHED_JOB_STATUSES)[:limit])
+    totals = {
+        instance_id: (records or 0, first_start, last_end) for instance_id, records, first_start, last_end in
+        WorkChunk.objects.filter(instance_id__in=[job.id for job in jobs]).order_by().values_list("instance_id")
+        .annotate(records=Sum("records_processed"), first_start=Min("start_time"), last_end=Max("end_time"))
+    }
+    live = []
+    for job in jobs:
+        records, first_start, last_end = totals.get(job.id, (0, None, None))
+        rates = estimate_rates(job.chunk_count, job.completed_chunks, records, first_start, last_end)
+        live.append(replace(job, combined_records_processed=records, progress=rates.progress,
+                            records_per_second=rates.records_per_second, elapsed_seconds=rates.elapsed_seconds,
+                            estimated_seconds_remaining=rates.estimated_seconds_remaining))
+    return live
+
+
+def node_activity(workers_by_queue: Callable[[], Mapping[str, Sequence[str]] | None] | None = None) -> list[NodeActivity]:
+    """This node's queue and the queue of every node that owns an unfinished job."""
+    workers = (workers_by_queue or celery_workers_by_queue)()
+    nodes = set(JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES).order_by()
+                .values_list("node_id", "module_id").distinct())
+    nodes.add((settings.NODE_ID, settings.MODULE_ID))
+    in_flight = dict(
+        ((node, module), count) for node, module, count in
+        WorkChunk.objects.filter(status=ChunkStatus.IN_PROGRESS).order_by()
+        .values_list("instance__node_id", "instance__module_id").annotate(chunks=Count("*"))
+    )
+    queues = {(node_id, module_id): work_notification_queue(node_id, module_id) for node_id, module_id in sorted(nodes)}
+    depths = _queue_depths(list(queues.values()))
+    activity = []
+    for (node_id, module_id), queue in queues.items():
+        activity.append(NodeActivity(
+            node_id=node_id, module_id=module_id, queue=queue, queue_depth=depths.get(queue),
+            chunks_in_flight=in_flight.get((node_id, module_id), 0),
+            workers=None if workers is None else sorted(workers.get(queue, ())),
+        ))
+    return activity
+
+
+class _WorkerCache:
+    """Celery's broadcast waits its whole timeout for replies, so a page must not wait for it on every view:
+    the first view in a process asks and waits; later views get the last answer at once while a background
+    thread asks again once it is older than WORKER_INSPECT_CACHE_SECONDS."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answer: Mapping[str, Sequence[str]] | None = None
+        self._asked_at: float | None = None
+        self._asking = False
+
+    def get(self, ask: Callable[[], Mapping[str, Sequence[str]] | None]) -> Mapping[str, Sequence[str]] | None:
+        with self._lock:
+            first = self._asked_at is None
+            stale = first or time.monotonic() - self._asked_at >= WORKER_INSPECT_CACHE_SECONDS
+            if stale and not first and not self._asking:
+                self._asking = True
+                threading.Thread(target=self._refresh, args=(ask,), name="dashboard-inspect", daemon=True).start()
+        if first:
+            self._refresh(ask)
+        return self._answer
+
+    def _refresh(self, ask) -> None:
+        answer = ask()
+        with self._lock:
+            self._answer, self._asked_at, self._asking = answer, time.monotonic(), False
+
+
+_workers = _WorkerCache()
+
+
+def celery_workers_by_queue() -> Mapping[str, Sequence[str]] | None:
+    """{queue: worker host names}, as Celery's `inspect().active_queues()` last answered; None when no worker
+    answered within WORKER_INSPECT_TIMEOUT (none alive, or the broker is down)."""
+    return _workers.get(_inspect_active_queues)
+
+
+def _inspect_active_queues() -> Mapping[str, Sequence[str]] | None:
+    from celery import current_app
+
+    try:
+        replies = current_app.control.inspect(timeout=WORKER_INSPECT_TIMEOUT).active_queues() or {}
+    except Exception:  # the broker is down: the page still renders, saying "unknown"
+        logger.warning("workers could not be inspected", exc_info=True)
+        replies = {}
+    by_queue: dict[str, list[str]] = {}
+    for worker, queues in replies.items():
+        for queue in queues or ():
+            by_queue.setdefault(queue["name"], []).append(worker)
+    return by_queue or None
+
+
+def step_timeline(job: JobSnapshot) -> list[StepTimeline]:
+    """Each step of the job in definition order: chunks by status, first start, last end, records."""
+    spans = {
+        step_id: (start, end, records or 0) for step_id, start, end, records in
+        WorkChunk.objects.filter(instance_id=job.id).order_by().values_list("target_step_id")
+        .annotate(start=Min("start_time"), end=Max("end_time"), records=Sum("records_processed"))
+    }
+    return [StepTimeline(step.step_id, step.chunks, *spans.get(step.step_id, (None, None, 0))) for step in job.steps]
+
+
+def job_errors(job_id: UUID, limit: int = ERRORS_SHOWN) -> JobErrors:
+    """The job's errors from its chunks: the total of failed attempts, and the latest chunks that had any."""
+    with_errors = WorkChunk.objects.filter(instance_id=job_id).filter(Q(error_count__gt=0) | Q(status=ChunkStatus.FAILED))
+    totals = with_errors.aggregate(total=Sum("error_count"), chunks=Count("*"))
+    shown = [
+        ChunkError(chunk_id=chunk_id, step_id=step_id, status=status, attempts=attempts, error_count=errors,
+                   worker=worker, message=message or "", time=updated,
+                   next_attempt_at=next_poll if status == ChunkStatus.ERRORED else None)
+        for chunk_id, step_id, status, attempts, errors, worker, message, updated, next_poll in
+        with_errors.order_by("-update_time").values_list(
+            "id", "target_step_id", "status", "attempts", "error_count", "worker", "error_message", "update_time",
+            "next_poll_time")[:limit]
+    ]
+    return JobErrors(total=totals["total"] or 0, chunks_with_errors=totals["chunks"], shown=shown)
+
+
+def eta(job: JobSnapshot) -> str:
+    """An ended job has no ETA; an unfinished one has one once it has progress to extrapolate from."""
+    if job.ended:
+        return "-"
+    return short_duration(job.estimated_seconds_remaining)
+
+
+def _queue_depths(queues: list[str]) -> dict[str, int]:
+    """Messages waiting per queue; {} when Redis does not answer (the page says "unknown")."""
+    try:
+        return pending_notifications_of(queues)
+    except Exception:
+        logger.warning("queues could not be measured", exc_info=True)
+        return {}

@@ -1,0 +1,162 @@
+"""The dashboard's figures: each is one aggregate over the job and chunk rows, by the database's clock."""
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from batch import control, dashboard
+from batch.statuses import ChunkStatus, JobStatus
+from jobsite.display import short_duration
+from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_job_counts_list_every_status_zeros_included():
+    JobInstanceFactory.create_batch(2, status=JobStatus.FAILED)
+    JobInstanceFactory(status=JobStatus.COMPLETED)
+
+    counts = dashboard.job_counts_by_status()
+
+    assert list(counts) == list(JobStatus)
+    assert counts["FAILED"] == 2 and counts["COMPLETED"] == 1 and counts["QUEUED"] == 0
+
+
+def test_throughput_counts_completed_chunks_and_their_records_per_minute_of_the_last_hour():
+    now = timezone.now()
+    job = JobInstanceFactory()
+    for records in (10, 5):
+        WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now, records_processed=records)
+    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now - timedelta(minutes=30), records_processed=1)
+    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now - timedelta(minutes=90), records_processed=7)
+    WorkChunkFactory(instance=job, status=ChunkStatus.FAILED, end_time=now, records_processed=100)
+
+    minutes = dashboard.throughput_per_minute()
+
+    assert len(minutes) == 60
+    assert (minutes[-1].chunks, minutes[-1].records) == (2, 15), "the current minute is last"
+    assert (minutes[-31].chunks, minutes[-31].records) == (1, 1)
+    assert sum(minute.chunks for minute in minutes) == 3, "neither the failed chunk nor the one 90 minutes ago"
+    assert all(later.minute - earlier.minute == timedelta(minutes=1) for earlier, later in zip(minutes, minutes[1:]))
+
+
+def test_settled_minutes_are_read_once_and_the_last_minutes_every_time():
+    now = timezone.now()
+    job = JobInstanceFactory()
+    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now - timedelta(minutes=30))
+    assert sum(minute.chunks for minute in dashboard.throughput_per_minute()) == 1
+
+    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now - timedelta(minutes=30))
+    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now)
+    minutes = dashboard.throughput_per_minute()
+
+    assert minutes[-31].chunks == 1, "a settled minute is not aggregated again (a late row there is not counted)"
+    assert minutes[-1].chunks == 1
+
+
+def test_running_jobs_are_the_unfinished_ones_newest_first():
+    older = JobInstanceFactory(status=JobStatus.IN_PROGRESS, create_time=timezone.now() - timedelta(hours=1))
+    newer = JobInstanceFactory(status=JobStatus.QUEUED)
+    JobInstanceFactory(status=JobStatus.COMPLETED)
+
+    assert [job.id for job in dashboard.running_jobs()] == [newer.id, older.id]
+
+
+def test_running_jobs_show_progress_rate_and_eta_from_their_chunks_not_the_stored_row():
+    start = timezone.now() - timedelta(seconds=10)
+    job = JobInstanceFactory(status=JobStatus.IN_PROGRESS, progress=0.0, combined_records_processed=0)
+    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, start_time=start,
+                     end_time=start + timedelta(seconds=10), records_processed=40)
+    WorkChunkFactory(instance=job, status=ChunkStatus.IN_PROGRESS, start_time=start + timedelta(seconds=5))
+
+    (running,) = dashboard.running_jobs()
+
+    assert (running.progress, running.combined_records_processed, running.records_per_second) == (0.5, 40, 4.0)
+    assert running.estimated_seconds_remaining == 10
+
+
+def test_node_activity_counts_chunks_in_flight_per_node_and_names_its_queue_and_workers(settings):
+    job = JobInstanceFactory(node_id="node-a", module_id="batch")
+    WorkChunkFactory.create_batch(2, instance=job, status=ChunkStatus.IN_PROGRESS)
+    WorkChunkFactory(instance=job, status=ChunkStatus.READY)
+    queue = control.work_notification_queue("node-a", "batch")
+
+    nodes = {node.node_id: node for node in dashboard.node_activity(lambda: {queue: ["w1@host"]})}
+
+    assert nodes["node-a"].queue == "batch2-work-notification-node-a-batch"
+    assert nodes["node-a"].chunks_in_flight == 2
+    assert nodes["node-a"].workers == ["w1@host"]
+    assert nodes["node-a"].queue_depth == 0
+    assert nodes[settings.NODE_ID].workers == [], "this node is listed even when it owns no job"
+    unknown = dashboard.node_activity(lambda: None)
+    assert all(node.workers is None for node in unknown), "no worker answered: unknown, not none"
+
+
+def test_step_timeline_spans_each_step_with_its_records_and_rate():
+    start = timezone.now() - timedelta(minutes=5)
+    job = JobInstanceFactory()
+    WorkChunkFactory(instance=job, target_step_id="generate-chunks", status=ChunkStatus.COMPLETED, start_time=start,
+                     end_time=start + timedelta(seconds=1), records_processed=0)
+    WorkChunkFactory(instance=job, target_step_id="sleep", status=ChunkStatus.COMPLETED,
+                     start_time=start + timedelta(seconds=1), end_time=start + timedelta(seconds=11), records_processed=50)
+    WorkChunkFactory(instance=job, target_step_id="sleep", status=ChunkStatus.IN_PROGRESS,
+                     start_time=start + timedelta(seconds=2), records_processed=None)
+
+    first, sleep = dashboard.step_timeline(control.get_job(job.id))
+
+    assert first.step_id == "generate-chunks" and first.duration_seconds == 1
+    assert sleep.chunks == {"COMPLETED": 1, "IN_PROGRESS": 1} and (sleep.done, sleep.total) == (1, 2)
+    assert sleep.records == 50 and sleep.records_per_second == 5.0
+
+
+def test_job_errors_total_every_attempt_of_every_chunk_and_show_the_latest():
+    job = JobInstanceFactory(status=JobStatus.FAILED, error_count=0)  # a stale row: the chunks are the truth
+    WorkChunkFactory(instance=job, status=ChunkStatus.FAILED, error_count=4, attempts=4, worker="w1@host",
+                     error_message="disk full")
+    retrying = WorkChunkFactory(instance=job, status=ChunkStatus.ERRORED, error_count=1, error_message="timeout",
+                                next_poll_time=timezone.now() + timedelta(seconds=5))
+    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED)
+
+    errors = dashboard.job_errors(job.id)
+
+    assert errors.total == 5 and errors.chunks_with_errors == 2
+    assert {error.message for error in errors.shown} == {"disk full", "timeout"}
+    assert next(error for error in errors.shown if error.chunk_id == retrying.id).next_attempt_at is not None
+    assert control.get_job(job.id).error_count == 5
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (None, "-"), (0.4, "0.4 s"), (4, "4 s"), (199, "3 min 19 s"), (3600 + 5 * 60 + 2, "1 h 5 min"), (86400 * 2, "2 d"),
+])
+def test_durations_read_like_a_person_says_them(seconds, shown):
+    assert short_duration(seconds) == shown
+
+
+def test_an_ended_job_has_no_eta():
+    JobInstanceFactory(status=JobStatus.IN_PROGRESS, estimated_seconds_remaining=80)
+    JobInstanceFactory(status=JobStatus.CANCELLED, estimated_seconds_remaining=80)
+
+    (running,) = control.list_jobs([JobStatus.IN_PROGRESS])
+    (cancelled,) = control.list_jobs([JobStatus.CANCELLED])
+
+    assert (dashboard.eta(running), dashboard.eta(cancelled)) == ("1 min 20 s", "-")
+
+
+def test_workers_are_asked_once_then_served_from_the_last_answer_while_a_thread_asks_again(monkeypatch):
+    monkeypatch.setattr(dashboard, "WORKER_INSPECT_CACHE_SECONDS", 0.0)
+    answers = iter([{"q": ["w1"]}, {"q": ["w1", "w2"]}])
+    asked = []
+    cache = dashboard._WorkerCache()
+
+    def ask():
+        asked.append(1)
+        return next(answers)
+
+    assert cache.get(ask) == {"q": ["w1"]}, "the first view waits for the answer"
+    assert cache.get(ask) == {"q": ["w1"]}, "a later view does not wait: it gets the last answer"
+    deadline = time.monotonic() + 10
+    while cache.get(lambda: {"q": ["w1", "w2"]}) != {"q": ["w1", "w2"]}:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert len(asked) == 2

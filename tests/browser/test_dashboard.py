@@ -1,0 +1,106 @@
+"""The dashboard as an operator uses it, in a real browser against real workers: watch a job progress without
+reloading, cancel it, restart it, see it complete; pause a scheduled job and run it now."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from django.conf import settings
+from django_celery_beat.models import PeriodicTask
+
+from batch.control import get_job, start_job
+from scheduling.models import JobRun
+from tests.batch.conftest import unique_node
+from tests.processes import celery_worker
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
+
+NODE = unique_node()
+PRUNE_JOB = "scheduling.periodic.prune_job_runs"  # clustered, hourly at :17: a run seen now is the run-now
+
+
+@pytest.fixture
+def worker(processes, live_server):
+    """One worker of NODE taking its batch chunks and the scheduled-jobs queue (it syncs the declared jobs)."""
+    from batch.control import work_notification_queue
+
+    process = celery_worker(env={"NODE_ID": NODE, "BATCH_DIAGNOSTIC_JOBS": "true"}, concurrency=2, name="dashboard",
+                            queues=[work_notification_queue(NODE), settings.SCHEDULER_QUEUE])
+    processes.append(process)
+    return process
+
+
+def wait_until(condition, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"not within {timeout}s"
+        time.sleep(0.2)
+    return result
+
+
+def fits_its_width(page, selector: str) -> bool:
+    return page.evaluate("(selector) => { const box = document.querySelector(selector); "
+                         "return box.scrollWidth <= box.clientWidth; }", selector)
+
+
+def progress_of(page, job_id) -> str:
+    return page.inner_text(f'tr[data-job="{job_id}"] .progress-cell')
+
+
+def test_watch_a_job_cancel_it_restart_it_and_see_it_complete(logged_in, live_server, worker, screenshot):
+    page = logged_in
+    job = start_job("DIAGNOSTIC_NOOP", {"chunks": 80, "sleep_ms": 500}, node_id=NODE, started_by="operator")
+
+    page.goto(f"{live_server.url}/admin/batch/jobinstance/dashboard/")
+    page.evaluate("window.notReloaded = true")
+    first = progress_of(page, job.id)
+    page.wait_for_function("""([id, before]) => {
+        const cell = document.querySelector(`tr[data-job="${id}"] .progress-cell`);
+        return cell && cell.innerText !== before; }""", arg=[str(job.id), first], timeout=30_000)
+    assert page.evaluate("window.notReloaded") is True, "the progress changed without a page reload"
+    assert re.search(r"\d{2}:\d{2}:\d{2}", page.inner_text(f'tr[data-job="{job.id}"]')), "times show seconds"
+    screenshot("overview-running", wide=True)
+
+    page.click(f'tr[data-job="{job.id}"] a')
+    page.wait_for_selector("#cancel-job")
+    screenshot("job-running", wide=True)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#cancel-job")
+    page.wait_for_selector("#job-status:text('CANCELLED')")
+    assert page.inner_text("#job-eta") == "-", "a cancelled job has no ETA"
+    assert page.locator("#cancel-job").count() == 0 and page.locator("input[name=_save]").count() == 0
+    screenshot("job-cancelled")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#restart-job")
+    page.wait_for_selector("#job-status:text('COMPLETED')", timeout=60_000)  # the page refreshes itself
+    assert get_job(job.id).completed_chunks == 81
+    screenshot("job-completed", wide=True)
+
+    page.goto(f"{live_server.url}/admin/batch/jobinstance/")
+    assert fits_its_width(page, "#changelist .results"), "every column of the job list shows at 1280 px"
+    screenshot("job-list", wide=True)
+
+
+def test_pause_a_scheduled_job_and_run_it_now(logged_in, live_server, worker, screenshot):
+    page = logged_in
+    wait_until(lambda: PeriodicTask.objects.filter(name=PRUNE_JOB).exists())
+    changelist = f"{live_server.url}/admin/scheduling/scheduledjobschedule/"
+
+    page.goto(changelist)
+    row = page.locator("#result_list tr", has_text=PRUNE_JOB)
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "pause_jobs")
+    page.click("button[name=index]")
+    assert "paused" in page.locator("#result_list tr", has_text=PRUNE_JOB).inner_text()
+
+    page.locator("#result_list tr", has_text=PRUNE_JOB).locator("input.action-select").check()
+    page.select_option("select[name=action]", "run_jobs_now")
+    page.click("button[name=index]")
+    wait_until(lambda: JobRun.objects.filter(job_name=PRUNE_JOB, outcome="succeeded").exists())
+    page.goto(changelist)
+    assert "succeeded" in page.locator("#result_list tr", has_text=PRUNE_JOB).inner_text()
+    assert JobRun.objects.filter(job_name=PRUNE_JOB).count() == 1, "run now ran exactly once"
+    assert fits_its_width(page, "#changelist .results")
+    screenshot("scheduled-jobs", wide=True)
