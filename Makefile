@@ -20,7 +20,7 @@ migrate: services
 	$(ENV) $(PY) manage.py migrate --noinput
 
 demo: migrate
-	$(ENV) $(PY) manage.py demo
+	$(ENV) BATCH_DIAGNOSTIC_JOBS=true SECURE_COOKIES=false $(PY) manage.py demo  # plain http on loopback
 
 test: services
 	$(ENV) $(PY) -m pytest

@@ -44,6 +44,7 @@ class StepContext(Protocol):
     chunk_id: UUID | None  # None for a reduction step, which reads many chunks
     parameters: JsonObject  # the validated job parameters, defaults filled in
     data: JsonObject | None  # the input chunk's data; None for the first step and for a reduction
+    attempt: int  # 1 on the first run of this chunk (or reduction), 2 on its first retry, ...
 
     def is_cancelled(self) -> bool:
         """True once the job was cancelled (or this worker lost the chunk). Cheap: call it between items."""
@@ -154,6 +155,7 @@ class JobDefinition:
     max_concurrent_chunks: int | None = None  # per job instance; None: as many as the workers can take
     validator: Callable[[JsonObject], Iterable[str]] | None = None
     completion_handler: CompletionHandler | None = None
+    max_chunk_seconds: int | None = None  # a chunk running longer is ERRORED and retried; None: BATCH_MAX_CHUNK_SECONDS
 
     def validate_parameters(self, raw: JsonObject | None) -> dict[str, Any]:
         """The parameters with defaults filled in; raises `InvalidParameters` listing every problem."""
@@ -215,6 +217,7 @@ class JobDefinitionBuilder:
     _max_concurrent_chunks: int | None = None
     _validator: Callable[[JsonObject], Iterable[str]] | None = None
     _completion_handler: CompletionHandler | None = None
+    _max_chunk_seconds: int | None = None
 
     def parameter(self, name: str, type_: type, *, required: bool = False, default: Any = None,
                   minimum: float | None = None, maximum: float | None = None, choices: Iterable[Any] | None = None,
@@ -238,6 +241,11 @@ class JobDefinitionBuilder:
     def max_concurrent_chunks(self, limit: int) -> JobDefinitionBuilder:
         """At most `limit` chunks of one instance are queued or running at once, so it cannot starve others."""
         self._max_concurrent_chunks = limit
+        return self
+
+    def max_chunk_seconds(self, seconds: int) -> JobDefinitionBuilder:
+        """A chunk of this job running longer is taken as hung: ERRORED, retried elsewhere, its process recycled."""
+        self._max_chunk_seconds = seconds
         return self
 
     def on_completion(self, handler: CompletionHandler) -> JobDefinitionBuilder:
@@ -267,7 +275,8 @@ class JobDefinitionBuilder:
         if problems:
             raise InvalidJobDefinition(f"job definition {self.id!r} v{self.version}: " + "; ".join(problems))
         return JobDefinition(self.id, self.version, self.description, tuple(self._parameters), tuple(self._steps),
-                             self._gated, self._max_concurrent_chunks, self._validator, self._completion_handler)
+                             self._gated, self._max_concurrent_chunks, self._validator, self._completion_handler,
+                             self._max_chunk_seconds)
 
     def _problems(self) -> list[str]:
         found = []
@@ -277,6 +286,8 @@ class JobDefinitionBuilder:
             found.append("version must be a positive integer")
         if self._max_concurrent_chunks is not None and self._max_concurrent_chunks < 1:
             found.append("max_concurrent_chunks must be at least 1")
+        if self._max_chunk_seconds is not None and self._max_chunk_seconds < 1:
+            found.append("max_chunk_seconds must be at least 1")
         names = [parameter.name for parameter in self._parameters]
         if len(set(names)) != len(names):
             found.append("parameter names must be unique")

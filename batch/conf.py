@@ -14,19 +14,25 @@ class BatchSettings:
     lease: timedelta
     max_chunk_retries: int
     retry_later_delay: timedelta
-    retry_backoff: tuple[timedelta, ...]
     reannounce_after: timedelta
     purge_ended_after: timedelta
+    max_chunk_run: timedelta
+    node_timeout: timedelta
+    retry_backoffs: tuple[timedelta, ...]
 
-    def retry_delay(self, errors: int) -> timedelta:
-        """How long a chunk waits after its `errors`-th error before it is tried again."""
-        if not self.retry_backoff or errors < 1:
+    def retry_backoff(self, errors: int) -> timedelta:
+        """How long the retry after a chunk's `errors`-th error waits: the n-th backoff, the last one repeating."""
+        if not self.retry_backoffs:
             return timedelta(0)
-        return self.retry_backoff[min(errors, len(self.retry_backoff)) - 1]
+        return self.retry_backoffs[min(max(errors, 1), len(self.retry_backoffs)) - 1]
 
     @property
     def lease_renewal_interval(self) -> timedelta:
         return self.lease / 3  # two renewals may fail (a slow database) before the lease lapses
+
+    @property
+    def heartbeat_interval(self) -> timedelta:
+        return self.node_timeout / 3  # two heartbeats may fail (a database restart) before the node counts as dead
 
 
 def batch_settings() -> BatchSettings:
@@ -35,7 +41,9 @@ def batch_settings() -> BatchSettings:
         lease=timedelta(seconds=settings.BATCH_LEASE_SECONDS),
         max_chunk_retries=settings.BATCH_MAX_CHUNK_RETRIES,
         retry_later_delay=timedelta(seconds=settings.BATCH_RETRY_LATER_SECONDS),
-        retry_backoff=tuple(timedelta(seconds=seconds) for seconds in settings.BATCH_RETRY_BACKOFF_SECONDS),
         reannounce_after=timedelta(seconds=settings.BATCH_REANNOUNCE_AFTER_SECONDS),
         purge_ended_after=timedelta(days=settings.BATCH_PURGE_ENDED_AFTER_DAYS),
+        max_chunk_run=timedelta(seconds=settings.BATCH_MAX_CHUNK_SECONDS),
+        node_timeout=timedelta(seconds=settings.BATCH_NODE_TIMEOUT_SECONDS),
+        retry_backoffs=tuple(timedelta(seconds=seconds) for seconds in settings.BATCH_RETRY_BACKOFF_SECONDS),
     )

@@ -23,17 +23,23 @@ from batch.exceptions import (
     InvalidParameters,
     JobNotFound,
     JobStateConflict,
+    NoLiveNode,
     UnknownJobDefinition,
 )
+from batch.heartbeats import LiveNode, live_nodes
 from batch.models import JobInstance, WorkChunk
+from batch.nodes import Reassignment, reassign_jobs
 from batch.progress import compute_progress, describe_duration
+from batch.queues import work_notification_queue
 from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 
 __all__ = [
     "BatchError", "InvalidParameters", "JobList", "JobNotFound", "JobSnapshot", "JobStateConflict", "JobStatus",
     "StepProgress", "UnknownJobDefinition", "cancel_job", "describe_duration", "ended_job_ids", "follow_job", "get_job", "job_ids", "list_jobs",
-    "restart_job", "start_job", "unfinished_job_ids", "watch_job",
+    "restart_job", "start_job", "unfinished_job_ids", "watch_job", "work_notification_queue",
+    # nodes (batch.heartbeats, batch.nodes): which have live workers, and moving jobs between them
+    "LiveNode", "NoLiveNode", "Reassignment", "live_nodes", "reassign_jobs",
 ]
 
 
@@ -198,6 +204,16 @@ def follow_job(job_id: UUID | str, out: TextIO, timeout: float | None = None) ->
             if deadline is not None and time.monotonic() > deadline and not snapshot.ended:
                 raise JobStateConflict(f"job {job_id} did not end within {timeout:.0f}s (is a worker running?)")
     return snapshot
+
+
+def discard_chunk_data(job_ids: Iterable[UUID | str] | QuerySet) -> int:
+    """Clear the data of every chunk of these jobs that have ended; returns how many chunks held some.
+
+    Completed chunks lose their data anyway; this is for the chunks a FAILED or CANCELLED job leaves behind,
+    when their data must not stay until the job is purged (an export's patient data, say). Such a job can no
+    longer be restarted where it stopped: its unfinished chunks have nothing left to work on."""
+    ended = JobInstance.objects.filter(id__in=job_ids, status__in=ENDED_JOB_STATUSES).values("id")
+    return WorkChunk.objects.filter(instance_id__in=ended, data__isnull=False).update(data=None)
 
 
 # Sets of job ids, as lazy subqueries: `Model.objects.filter(job_id__in=unfinished_job_ids())` is one query.

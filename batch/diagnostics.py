@@ -17,11 +17,19 @@ def generate_chunks(context: StepContext, sink: DataSink) -> int:
 
 
 def sleep_and_count(context: StepContext, sink: DataSink) -> int:
+    if context.data["index"] == context.parameters["hang_at_chunk"] and context.attempt == 1:
+        hang_forever()
     deadline = time.monotonic() + context.parameters["sleep_ms"] / 1000
     while (remaining := deadline - time.monotonic()) > 0:
         context.check_cancelled()
         time.sleep(min(remaining, SLEEP_SLICE_SECONDS))
     return context.parameters["records_per_chunk"]
+
+
+def hang_forever() -> None:
+    """What a step blocked on a dead socket or a lock looks like: alive, deaf to cancels, never returning."""
+    while True:
+        time.sleep(3600)
 
 
 def sleep_count_and_pass_on(context: StepContext, sink: DataSink) -> int:
@@ -44,7 +52,9 @@ def _with_parameters(builder: JobDefinitionBuilder) -> JobDefinitionBuilder:
                        description="chunks the first step emits")
             .parameter("sleep_ms", int, default=0, minimum=0, maximum=3_600_000,
                        description="how long each chunk sleeps")
-            .parameter("records_per_chunk", int, default=1, minimum=0, description="records each chunk reports"))
+            .parameter("records_per_chunk", int, default=1, minimum=0, description="records each chunk reports")
+            .parameter("hang_at_chunk", int, default=-1, minimum=-1,
+                       description="this chunk hangs forever on its first attempt (-1: none); see BATCH_MAX_CHUNK_SECONDS"))
 
 
 DIAGNOSTIC_NOOP: JobDefinition = (

@@ -1,6 +1,7 @@
 """Where a work message goes: a chunk id to the worker, no chunk id to the job's reduction."""
 from __future__ import annotations
 
+from batch.connections import surviving_connection_loss
 from batch.notifications import WorkNotification
 from batch.reduction import on_reduction_notification
 from batch.registry import registry
@@ -13,6 +14,7 @@ def on_work_notification(notification: WorkNotification, worker: str = "", task_
     if notification.chunk_id is None:
         on_reduction_notification(notification.instance_id, definition)
         return
-    chunk = on_chunk_claimed(notification.chunk_id, worker, task_id)
+    chunk = surviving_connection_loss(lambda: on_chunk_claimed(notification.chunk_id, worker, task_id),
+                                      f"claiming chunk {notification.chunk_id}")
     if chunk is not None:
         run_chunk(definition, chunk)

@@ -60,3 +60,8 @@ class JobNotFound(BatchError):
 
 class JobStateConflict(BatchError):
     """The job instance is not in a status that allows this."""
+
+
+# --- Nodes ---------------------------------------------------------------------------------------------
+class NoLiveNode(BatchError):
+    """No node with a live batch worker to move the jobs to."""

@@ -1,11 +1,20 @@
 """Leases on running work: a claim on a chunk (or a job's reduction) that its process must keep renewing.
 
 A lease that is not renewed lapses, and maintenance hands the work to another worker; a renewal that
-finds the lease gone marks it lost, and the step sees that as a cancel.
+finds the lease gone marks it lost, and the step sees that as a cancel. A chunk lease is not renewed
+once its job is cancelled.
+
+A lease may carry a deadline (`BATCH_MAX_CHUNK_SECONDS`): a step that hangs while its process lives (a
+blocked socket, a lock, a deadlock) would otherwise renew its lease forever. At the deadline the keeper
+records the overrun (the chunk is ERRORED and retried elsewhere) and the lease is lost; a step that has
+not returned a few seconds later cannot be stopped from inside, so the keeper recycles the process
+(in a Celery pool process: SIGKILL, and the pool starts a fresh one).
 """
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,22 +23,33 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from django.db import connection
-from django.utils import timezone
 
 from batch.conf import batch_settings
 from batch.statuses import ChunkStatus
-from batch.transitions import change_owned_chunk_status
 
 logger = logging.getLogger(__name__)
 
 
+RECYCLE_GRACE_SECONDS = 3.0  # after an overrun, how long a step has to notice (it sees a cancel) and return
+
+
 @dataclass(eq=False)
 class Lease:
-    """A claim on running work that must be renewed; `lost` turns true when a renewal finds it gone."""
+    """A claim on running work that must be renewed; `lost` turns true when a renewal finds it gone.
+
+    `max_seconds`: past this the work is taken as hung and `on_overrun` records it (once).
+    """
 
     renew: Callable[[], bool]
+    max_seconds: float | None = None
+    on_overrun: Callable[[], object] | None = None
     lost: bool = False
     renew_at: float = 0.0  # time.monotonic() of the next renewal
+    deadline: float = float("inf")  # time.monotonic() past which the work has overrun
+    recycle_at: float = float("inf")  # time.monotonic() past which a still running overrun recycles the process
+
+    def next_event(self) -> float:
+        return min(self.renew_at, self.deadline, self.recycle_at)
 
 
 class LeaseKeeper:
@@ -40,10 +60,16 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._changed = threading.Event()
         self._thread: threading.Thread | None = None
+        # What to do with a process whose step overran and would not return: set in Celery pool processes
+        # (`batch.tasks`); elsewhere (tests, a shell) the overrun is only recorded and logged.
+        self.recycle_process: Callable[[], None] | None = None
 
     @contextmanager
     def holding(self, lease: Lease) -> Iterator[Lease]:
-        lease.renew_at = time.monotonic() + batch_settings().lease_renewal_interval.total_seconds()
+        now = time.monotonic()
+        lease.renew_at = now + batch_settings().lease_renewal_interval.total_seconds()
+        if lease.max_seconds is not None:
+            lease.deadline = now + lease.max_seconds
         with self._lock:
             if self._thread is None or not self._thread.is_alive():  # not alive: this is a forked child
                 self._thread = threading.Thread(target=self._run, name="batch-lease-keeper", daemon=True)
@@ -59,30 +85,66 @@ class LeaseKeeper:
     def _run(self) -> None:
         while True:
             with self._lock:
-                next_renewal = min((lease.renew_at for lease in self._leases), default=None)
-            self._changed.wait(None if next_renewal is None else max(0.0, next_renewal - time.monotonic()))
+                next_event = min((lease.next_event() for lease in self._leases), default=None)
+            self._changed.wait(None if next_event is None else max(0.0, next_event - time.monotonic()))
             self._changed.clear()
             now = time.monotonic()
             with self._lock:
-                due = [lease for lease in self._leases if lease.renew_at <= now]
+                due = [lease for lease in self._leases if lease.next_event() <= now]
             for lease in due:
-                lease.renew_at = now + batch_settings().lease_renewal_interval.total_seconds()
                 try:
-                    if not lease.renew():
-                        lease.lost = True
+                    self._handle(lease, now)
                 except Exception:
                     logger.exception("lease renewal failed; retrying at the next interval")
             if due:
                 connection.close()  # a renewal every few seconds does not need to hold a connection in between
 
+    def _handle(self, lease: Lease, now: float) -> None:
+        if lease.recycle_at <= now:
+            lease.recycle_at = float("inf")
+            logger.error("a step overran its maximum run time of %s s and did not stop: recycling this process",
+                         lease.max_seconds)
+            if self.recycle_process is not None:
+                self.recycle_process()
+            return
+        if lease.deadline <= now:
+            lease.deadline = float("inf")
+            lease.recycle_at = now + RECYCLE_GRACE_SECONDS
+            try:
+                if lease.on_overrun is not None:
+                    lease.on_overrun()  # recorded before the step learns of it, so its retry is already announced
+            finally:
+                lease.lost = True  # the step sees a cancel from now on; its outcome will not count
+            return
+        if lease.renew_at <= now:
+            lease.renew_at = now + batch_settings().lease_renewal_interval.total_seconds()
+            if not lease.lost and not lease.renew():
+                lease.lost = True
+
 
 lease_keeper = LeaseKeeper()
 
 
-def _lease_deadline():
-    return timezone.now() + batch_settings().lease
+# Renewed only while the claim owns the chunk and the job is not cancelled: a cancelled job's step that
+# ignores the cancel lets its lease lapse instead of holding a worker slot forever.
+RENEW_CHUNK_LEASE_SQL = """
+UPDATE batch_workchunk chunk SET lease_expires_at = now() + %s, update_time = now()
+WHERE chunk.id = %s AND chunk.status = %s AND chunk.claim_token = %s
+  AND NOT EXISTS (SELECT 1 FROM batch_jobinstance job WHERE job.id = chunk.instance_id AND job.cancelled)
+"""
 
 
-def chunk_lease(chunk_id: UUID, attempt: int) -> Lease:
-    return Lease(lambda: change_owned_chunk_status(chunk_id, attempt, ChunkStatus.IN_PROGRESS,
-                                                   lease_expires_at=_lease_deadline()))
+def chunk_lease(chunk_id: UUID, claim_token: UUID, max_seconds: float | None = None,
+                on_overrun: Callable[[], object] | None = None) -> Lease:
+    def renew() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(RENEW_CHUNK_LEASE_SQL, [batch_settings().lease, chunk_id,
+                                                   ChunkStatus.IN_PROGRESS, claim_token])
+            return cursor.rowcount == 1
+
+    return Lease(renew, max_seconds=max_seconds, on_overrun=on_overrun)
+
+
+def kill_this_process() -> None:
+    """Recycle a Celery pool process: SIGKILL; the pool replaces it and re-queues its message (acks_late)."""
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -4,7 +4,8 @@ Per unfinished instance, as the reference: due POLL_WAITING chunks become READY;
 a gate whose step is done opens (or the job completes); READY chunks are queued. Beyond the reference:
 chunks whose worker stopped renewing its lease are retried (or failed at the limit), QUEUED chunks whose
 message was lost (Redis restarted or flushed, a worker killed with the message in hand) are announced
-again, and a FINALIZE job whose reducer died gets a new one. Ended jobs are deleted after a week.
+again, a FINALIZE job whose reducer died gets a new one, and the jobs of a node without live workers
+move to a live node (`batch.nodes`). Ended jobs are deleted after a week.
 
 A plain function, callable from anywhere (beat task, test, shell). Only one pass runs at a time in the
 cluster (a PostgreSQL advisory lock); a second caller returns at once. Each change inside is a
@@ -20,16 +21,16 @@ from datetime import datetime
 
 from django.db import connection, transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from batch import flow
 from batch.conf import batch_settings
 from batch.models import JobInstance, WorkChunk
+from batch.nodes import rehome_stranded_jobs
 from batch.progress import refresh_progress
 from batch.queues import pending_notifications, work_notification_queue
 from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
-from batch.transitions import change_all_chunks_status
+from batch.transitions import change_all_chunks_status, read_database_now
 from batch.worker import on_lease_expired
 
 logger = logging.getLogger(__name__)
@@ -45,12 +46,12 @@ class MaintenanceReport:
     ran: bool = True
     instances: int = 0
     polls_due: int = 0
-    retries_due: int = 0  # errored chunks whose backoff has passed, made READY again
     leases_expired: int = 0
     enqueued: int = 0
     reannounced: int = 0
     reductions_reannounced: int = 0
     purged_instances: int = 0
+    rehomed: int = 0
 
 
 def run_maintenance_pass() -> MaintenanceReport:
@@ -58,7 +59,7 @@ def run_maintenance_pass() -> MaintenanceReport:
         if not acquired:
             logger.debug("another maintenance pass is running; this one skips")
             return MaintenanceReport(ran=False)
-        report = MaintenanceReport()
+        report = MaintenanceReport(rehomed=rehome_stranded_jobs())  # first: the jobs below see their new node
         for instance in _unfinished_instances():
             report.instances += 1
             try:
@@ -66,20 +67,24 @@ def run_maintenance_pass() -> MaintenanceReport:
             except Exception:
                 logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
         _purge_ended(report)
+        _record_pass_ended()
     return report
 
 
+def _record_pass_ended() -> None:
+    """Tell the batch workers' watchdogs that maintenance is not starved (`batch.maintenance_watchdog`)."""
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO batch_maintenancepass (id, ended_at) VALUES (1, now()) "
+                       "ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at")
+
+
 def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
-    now = timezone.now()
+    now = read_database_now()  # every "is it late" below is judged by the database's clock, as it wrote them
     if instance.status == JobStatus.FINALIZE:
         _recover_reduction(instance, now, report)
     else:
         report.polls_due += change_all_chunks_status(
             Q(instance_id=instance.id, status=ChunkStatus.POLL_WAITING, next_poll_time__lte=now), ChunkStatus.READY
-        )
-        report.retries_due += change_all_chunks_status(
-            Q(instance_id=instance.id, status=ChunkStatus.ERRORED, next_poll_time__lte=now), ChunkStatus.READY,
-            next_poll_time=None,
         )
         expired = (WorkChunk.objects.select_related("instance")
                    .filter(instance_id=instance.id, status=ChunkStatus.IN_PROGRESS, lease_expires_at__lt=now)
@@ -149,7 +154,7 @@ def _recover_reduction(instance: JobInstance, now: datetime, report: Maintenance
 
 
 def _purge_ended(report: MaintenanceReport) -> None:
-    cutoff = timezone.now() - batch_settings().purge_ended_after
+    cutoff = read_database_now() - batch_settings().purge_ended_after
     ended = list(JobInstance.objects.filter(end_time__lt=cutoff, status__in=ENDED_JOB_STATUSES)
                  .values_list("id", flat=True)[:INSTANCE_PAGE])
     for instance_id in ended:

@@ -9,6 +9,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from batch.api import MAX_ID_LENGTH as ID_LENGTH
@@ -87,8 +88,11 @@ class WorkChunk(models.Model):
 
     # When the chunk was last announced on its node's queue (to find announcements that got lost).
     announced_at = models.DateTimeField(null=True, blank=True)
-    # Claims so far: bumped by every claim, it fences a worker that lost its lease out of the chunk.
+    # Claims so far (bumped by every claim; a restart keeps counting).
     attempts = models.IntegerField(default=0)
+    # A random token drawn by each claim: every outcome and lease renewal is conditional on it, so a worker
+    # that lost its chunk (lease lapsed, overrun, job restarted) can never record over the current claim.
+    claim_token = models.UUIDField(null=True, blank=True)
     # An IN_PROGRESS chunk belongs to its worker until then; the worker renews it while the step runs.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)  # Celery hostname and pid of the last claimer
@@ -117,3 +121,57 @@ class WorkChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.id} -> {self.target_step_id} ({self.status})"
+
+
+class WorkerHeartbeat(models.Model):
+    """A batch worker's last sign of life, one row per worker (Celery hostname and main pid).
+
+    Stamped with PostgreSQL's clock, so "not seen for N seconds" means the same on every machine. A
+    node is alive while one of its workers has beaten recently; see `batch.heartbeats` and `batch.nodes`.
+    """
+
+    worker = models.CharField(max_length=200, unique=True)
+    node_id = models.CharField(max_length=64)
+    module_id = models.CharField(max_length=64)
+    started_at = models.DateTimeField(db_default=Now())
+    last_seen = models.DateTimeField(db_default=Now())
+    stopped_at = models.DateTimeField(null=True, blank=True)  # set by a clean shutdown
+
+    class Meta:
+        indexes = [models.Index(fields=["node_id", "module_id", "last_seen"], name="batch_heartbeat_node_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.worker} ({self.node_id}/{self.module_id})"
+
+
+class JobReassignment(models.Model):
+    """A job moved from one node's queue to another's: by maintenance (dead node) or an operator.
+
+    Kept as rows, not folded into the job's warnings, because the progress refresh rewrites those from
+    the chunks; `batch.progress` adds these back in front of them.
+    """
+
+    instance = models.ForeignKey(JobInstance, on_delete=models.CASCADE, related_name="reassignments")
+    from_node_id = models.CharField(max_length=64)
+    to_node_id = models.CharField(max_length=64)
+    reason = models.CharField(max_length=500)
+    at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self) -> str:
+        """The line the job's warnings show, e.g. `2026-11-30 00:01:02 UTC: moved from node a to node b: …`."""
+        return (f"{self.at:%Y-%m-%d %H:%M:%S %Z}: moved from node {self.from_node_id} to node {self.to_node_id}: "
+                f"{self.reason}")
+class MaintenancePass(models.Model):
+    """One row: when the last maintenance pass of the cluster ended, by the database's clock.
+
+    Batch workers read it to step in when the scheduled pass is starved (see `batch.maintenance_watchdog`).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    ended_at = models.DateTimeField()

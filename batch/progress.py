@@ -2,7 +2,7 @@
 
 progress = completed / all chunks; rate = records / (last chunk end − first chunk start);
 ETA = elapsed / progress − elapsed; errors = the chunks' sum; error message = the first ERRORED chunk's,
-replaced by a FAILED one's; warnings = the chunks' distinct warnings, joined.
+replaced by a FAILED one's; warnings = the job's moves between nodes, then the chunks' distinct warnings.
 """
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from uuid import UUID
 
 from django.db.models import Case, Count, IntegerField, Max, Min, Q, Sum, Value, When
 
-from batch.models import JobInstance, WorkChunk
-from batch.statuses import ChunkStatus
+from batch.models import JobInstance, JobReassignment, WorkChunk
+from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 
 MAX_WARNINGS_SHOWN = 20  # distinct chunk warnings joined into the job's; more would drown the page
+MAX_REASSIGNMENTS_SHOWN = 5  # the job's latest moves between nodes, shown before them
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,27 @@ def estimate_rates(chunks: int, completed: int, records: int, first_start: datet
 
 
 def refresh_progress(instance_id: UUID) -> ProgressFigures:
-    """Recompute and store the figures (not a status change, so no transition)."""
+    """Recompute and store the figures of a job still running (not a status change, so no transition).
+
+    Conditional on the job being unfinished: a job that ended meanwhile keeps the figures and message its
+    ending wrote (see `settle_totals`).
+    """
     figures = compute_progress(instance_id)
-    JobInstance.objects.filter(id=instance_id).update(**figures.as_fields())
+    JobInstance.objects.filter(id=instance_id, status__in=UNFINISHED_JOB_STATUSES).update(**figures.as_fields())
     return figures
+
+
+SETTLED_FIELDS = ("combined_records_processed", "records_per_second", "elapsed_seconds", "progress", "error_count")
+
+
+def settle_totals(instance_id: UUID) -> None:
+    """A FAILED or CANCELLED job's totals: every chunk that finished counts, also one finishing after the end.
+
+    Its error message (why it failed, or that it was cancelled) is left as the ending wrote it.
+    """
+    fields = compute_progress(instance_id).as_fields()
+    JobInstance.objects.filter(id=instance_id, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]).update(
+        **{name: fields[name] for name in SETTLED_FIELDS})
 
 
 def describe_duration(seconds: float | None) -> str:
@@ -118,6 +136,9 @@ def _error_message(instance_id: UUID) -> str | None:
 
 
 def _warnings(instance_id: UUID) -> str | None:
+    """The job's moves between nodes (latest few, oldest first), then its chunks' distinct warnings."""
+    moves = reversed(JobReassignment.objects.filter(instance_id=instance_id).order_by("-at", "-id")
+                     [:MAX_REASSIGNMENTS_SHOWN])
     warnings = list(WorkChunk.objects.filter(instance_id=instance_id, warning_message__isnull=False)
                     .order_by().values_list("warning_message", flat=True).distinct()[:MAX_WARNINGS_SHOWN])
-    return "\n".join(sorted(warnings)) or None
+    return "\n".join([*(move.describe() for move in moves), *sorted(warnings)]) or None

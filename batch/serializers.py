@@ -50,4 +50,5 @@ class JobDetailSerializer(JobSerializer):
 class StartJobRequest(serializers.Serializer):
     jobDefinitionId = serializers.CharField(max_length=100)
     parameters = serializers.JSONField(required=False, default=dict)
-    maxConcurrentChunks = serializers.IntegerField(required=False, min_value=1, allow_null=True, default=None)
+    maxConcurrentChunks = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1, allow_null=True,
+                                                  default=None)

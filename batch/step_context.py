@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from django.db import DatabaseError, connection
 from django.db.models import Q
 
+from batch.connections import is_connection_loss
 from batch.exceptions import JobCancelled
 from batch.leases import Lease
 from batch.models import JobInstance
@@ -27,6 +29,7 @@ class RunningStepContext:
     parameters: Mapping[str, Any]
     data: Mapping[str, Any] | None
     lease: Lease
+    attempt: int = 1
     warnings: list[str] = field(default_factory=list)
     _cancelled: bool = False
     _checked_at: float = float("-inf")
@@ -36,10 +39,20 @@ class RunningStepContext:
             return True
         if time.monotonic() - self._checked_at >= CANCEL_CHECK_SECONDS:
             self._checked_at = time.monotonic()
-            self._cancelled = JobInstance.objects.filter(
-                Q(cancelled=True) | Q(status__in=ENDED_JOB_STATUSES), id=self.instance_id
-            ).exists()
+            try:
+                self._cancelled = self.job_is_stopped()
+            except DatabaseError as error:
+                # The database is away (a restart): not a reason to stop the step; ask again next interval.
+                if connection.in_atomic_block or not is_connection_loss(error):
+                    raise
+                connection.close()
         return self._cancelled
+
+    def job_is_stopped(self) -> bool:
+        """Asked of the database now: is the job cancelled or over?"""
+        return JobInstance.objects.filter(
+            Q(cancelled=True) | Q(status__in=ENDED_JOB_STATUSES), id=self.instance_id
+        ).exists()
 
     def check_cancelled(self) -> None:
         if self.is_cancelled():

@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--resources", type=int, default=1_000_000, help="store size of the full export")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--reuse", action="store_true", help="start from a kept benchmark database")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object, the last line")
     options = parser.parse_args()
 
     with bench_database("bench_export", reuse=options.reuse, keep=options.keep) as (bench_url, bench_name):
@@ -79,8 +80,12 @@ def main() -> None:
             port = free_port()
             stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                                  "--threads", "4"], environment, workdir / "web.log"))
+            from batch.control import work_notification_queue
+
+            # `-Q` spelled out: the Procfile worker's own queue declaration does not reach `celery worker` today.
             worker = _start(["celery", "-A", "jobsite", "worker", "-E", "--loglevel", "WARNING", "--hostname",
-                             f"{node}-%h-%i"], environment, workdir / "worker.log")
+                             f"{node}-%h-%i", "-Q", f"default,{work_notification_queue(node)}"], environment,
+                            workdir / "worker.log")
             stack.append(worker)
             base = f"http://127.0.0.1:{port}/fhir"
             client = Client(base, _token())
@@ -98,6 +103,8 @@ def main() -> None:
             full = export(client, worker, patients)
             report_export("full export", full)
             summary(idle, small, full, copied / copy_seconds)
+            if options.json:
+                print(json.dumps(figures(idle, small, full, copied / copy_seconds)), flush=True)
         finally:
             for process in reversed(stack):
                 _stop(process)
@@ -189,6 +196,20 @@ def summary(idle: list[float], small: ExportRun, full: ExportRun, copy_rate: flo
           f"p50 {percentile_ms(full.latencies, 50):.1f} / p99 {percentile_ms(full.latencies, 99):.1f} ms", flush=True)
 
 
+def figures(idle: list[float], small: ExportRun, full: ExportRun, copy_rate: float) -> dict[str, float | int]:
+    rate = full.resources / full.seconds
+    return {
+        "resources": full.resources, "files": full.files, "export_seconds": round(full.seconds, 2),
+        "export_per_s": round(rate), "copy_per_s": round(copy_rate), "ratio": round(rate / copy_rate, 3),
+        "small_resources": small.resources, "small_export_per_s": round(small.resources / small.seconds),
+        "peak_rss_mib_small": round(max(small.peak_rss.values()) / 2**20),
+        "peak_rss_mib": round(max(full.peak_rss.values()) / 2**20),
+        "read_p50_ms_idle": round(percentile_ms(idle, 50), 1), "read_p99_ms_idle": round(percentile_ms(idle, 99), 1),
+        "read_p50_ms_during": round(percentile_ms(full.latencies, 50), 1),
+        "read_p99_ms_during": round(percentile_ms(full.latencies, 99), 1),
+    }
+
+
 class Client:
     """A Bulk Data client over plain HTTP, with an API token."""
 
@@ -269,10 +290,11 @@ def _sample_rss(worker: subprocess.Popen, peak_rss: dict[str, int], steps: dict[
 
 def _token() -> str:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+
+    from jobsite.tokens import token_for
 
     user, _ = get_user_model().objects.get_or_create(username="bench-export")
-    return Token.objects.get_or_create(user=user)[0].key
+    return token_for(user)
 
 
 def _stored() -> int:

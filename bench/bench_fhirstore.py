@@ -124,10 +124,10 @@ def bench_search(repeats: int) -> None:
     from django.test import Client
 
     from fhirstore.scan import compartment_ids_page, resource_ids_page
-    from jobsite.accounts import api_token_for
+    from jobsite.tokens import token_for
 
-    get_user_model().objects.get_or_create(username="bench")
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {api_token_for('bench')}", HTTP_HOST="localhost")
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}", HTTP_HOST="localhost")
     rng = random.Random(3)
     with connection.cursor() as cursor:
         cursor.execute("SELECT logical_id, body->'name'->0->>'family', body->'identifier'->0->>'value'"

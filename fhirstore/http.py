@@ -24,6 +24,8 @@ from fhirstore.exceptions import (
 )
 from fhirstore.responses import operation_outcome, outcome
 from fhirstore.storage import StoredVersion, version_from_etag
+from jobsite.auth import ScopeRule, TokenHasScope, scope_by_method
+from jobsite.models import Scope
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,10 @@ class AnyAccept(BaseContentNegotiation):
 
 
 class FhirView(APIView):
-    permission_classes = [FhirAccess]
+    """Reads need a token with `fhir:read`, writes `fhir:write`; a view declares otherwise in `required_scope`."""
+
+    permission_classes = [FhirAccess, TokenHasScope]
+    required_scope: ScopeRule = scope_by_method(read=Scope.FHIR_READ, write=Scope.FHIR_WRITE)
     renderer_classes = [FhirJsonRenderer]
     parser_classes: list = []  # bodies are read by `read_json_body`, with their size checked first
     content_negotiation_class = AnyAccept

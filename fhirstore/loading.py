@@ -1,11 +1,11 @@
 """Bulk loading: NDJSON files (bulk-export layout, `Type.000.ndjson`) and transaction bundles (Synthea's).
 
-NDJSON is streamed line by line. Each line is parsed, checked and its conditional references resolved
-on its own — a bad line is reported with its file, line number and reason and the load goes on — and the
-good ones are written in batches through `storage.save_resources` (COPY), one transaction per batch: a
-resource is either fully stored, index rows included, or not at all. Bundles are read whole (one patient
-each) and processed as transactions. Files load in reference order — Organizations, Locations and
-Practitioners before the resources that point at them — so conditional references find their targets.
+NDJSON files go through the BULK_IMPORT job's own code (`fhirstore.bulkimport`), run inline: streamed in
+chunks, `urn:uuid:` and conditional references resolved, unchanged resources left alone, a bad line
+reported with its file, line number and reason while the load goes on. Bundles are read whole (one
+patient each) and processed as transactions. Files load in reference order — Organizations, Locations and
+Practitioners before the resources that point at them. `BulkLoader` writes resources made in Python
+(`generate_fhir`) in batches through `storage.save_resources`.
 """
 from __future__ import annotations
 
@@ -50,8 +50,10 @@ class BadInput:
 
 @dataclass
 class LoadReport:
-    counts: Counter = field(default_factory=Counter)  # resources stored, by type
+    counts: Counter = field(default_factory=Counter)  # resources stored (or found unchanged), by type
     bad: list[BadInput] = field(default_factory=list)
+    unchanged: Counter = field(default_factory=Counter)  # of `counts`: already stored with the same content
+    warnings: list[str] = field(default_factory=list)  # references kept verbatim (a sample)
 
     @property
     def total(self) -> int:
@@ -146,28 +148,19 @@ class BulkLoader:
 def load_paths(paths: Iterable[str | Path], *, batch_size: int = LOAD_BATCH_SIZE,
                progress: Callable[[int], None] | None = None) -> LoadReport:
     """Load NDJSON files, bundle files and directories of them; `progress` is told of the bytes consumed."""
+    from fhirstore.bulkimport.services import (
+        load_ndjson_files,  # the import job's path; it builds on this module
+    )
+
     files = ordered_input_files(paths)
     report = LoadReport()
-    with BulkLoader(report, batch_size) as loader:
-        for path in files:
-            if _is_ndjson(path):
-                load_ndjson(path, loader, progress)
-            else:
-                loader.flush()  # a bundle may refer to what was loaded before it
-                load_bundle_file(path, report)
-                if progress:
-                    progress(path.stat().st_size)
-    return report
-
-
-def load_ndjson(path: Path, loader: BulkLoader, progress: Callable[[int], None] | None = None) -> None:
-    """Stream one NDJSON file into `loader`, line by line."""
-    with _open(path) as lines:
-        for line_number, line in enumerate(lines, start=1):
+    load_ndjson_files([path for path in files if _is_ndjson(path)], report, chunk_size=batch_size, progress=progress)
+    for path in files:
+        if not _is_ndjson(path):
+            load_bundle_file(path, report)
             if progress:
-                progress(len(line))
-            if line.strip():
-                loader.add_json_line(line, str(path), line_number)
+                progress(path.stat().st_size)
+    return report
 
 
 def load_bundle_file(path: Path, report: LoadReport) -> None:

@@ -112,3 +112,32 @@ class SearchCache(models.Model):
     total = models.PositiveIntegerField()
     truncated = models.BooleanField(default=False)  # more matched than FHIR_SEARCH_MAX_RESULTS
     resource_ids = ArrayField(models.BigIntegerField())  # `Resource.id`s in result order
+
+
+class CustomSearchParameter(models.Model):
+    """An active SearchParameter resource, once per base type: what the store indexes beyond its built-in table.
+
+    Written only in the transaction that writes the SearchParameter resource (see `custom_params`). A row is
+    not trusted for search (`ready`) until the reindex job that applies it to the stored resources completed.
+    A row without an `expression` is a deleted override of a built-in parameter: the built-in one is indexed
+    again, and trusted once its reindex completed (then the row goes).
+    """
+
+    search_parameter = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="+")
+    resource_type = models.CharField(max_length=64, db_collation=C)  # one of the SearchParameter's bases
+    code = models.CharField(max_length=64, db_collation=C)
+    kind = models.CharField(max_length=16)  # token, string, date or reference: the index tables there are
+    expression = models.TextField(null=True)  # FHIRPath; null: a deleted override of a built-in parameter
+    targets = ArrayField(models.CharField(max_length=64), default=list)  # reference: SearchParameter.target
+    ready = models.BooleanField(default=False)  # its reindex completed: searches may use it
+    reindex_job_id = models.UUIDField(null=True)  # the REINDEX job that makes it ready
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["resource_type", "code"], name="fhir_custom_param_code")]
+        permissions = [
+            ("manage_search_parameters", "Can create, change and delete SearchParameter resources"),
+            ("reindex", "Can start a reindex ($reindex)"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.resource_type}.{self.code} ({self.kind})"

@@ -3,7 +3,13 @@
 This is what the Bulk Data `$export` job builds on. Every function reads current versions only
 (deleted resources are left out), pages by keyset on the logical id (`WHERE logical_id > after ORDER BY
 logical_id LIMIT n`, an index-only scan of the `(resource_type, logical_id)` index), and never holds more
-than one page in memory. `filters` take the `Q`s of `search.search_filter` / `search.type_filter`; a
+than one page in memory.
+
+`until` reads the store as it was at that instant instead (a `storage.settled_time()`): a resource changed
+later counts in the version it had then (from the history), one created later not at all, one deleted later
+still. Nothing committed later changes what such a read returns, so a walk run twice pages the same way.
+Filters and compartments are still decided by the current index rows (only the rare resource changed after
+`until` could be judged by its newer version). `filters` take the `Q`s of `search.search_filter` / `search.type_filter`; a
 resource passes when it matches any of them (the `_typeFilter`s of one type are ORed).
 """
 from __future__ import annotations
@@ -11,31 +17,112 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
+import psycopg
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 
 from fhirstore.exceptions import ResourceGone, ResourceNotFound
-from fhirstore.models import ReferenceIndex, Resource
+from fhirstore.models import ReferenceIndex, Resource, ResourceVersion
 from fhirstore.search_params import parse_relative_reference, patient_compartment_params
 
 ID_PAGE_SIZE = 1000  # ids per page: the bulk export's chunk size, as HAPI's
 
 
 def resource_ids_page(resource_type: str, *, after: str | None = None, since: datetime | None = None,
-                      filters: Sequence[Q] = (), limit: int = ID_PAGE_SIZE) -> list[str]:
+                      until: datetime | None = None, filters: Sequence[Q] = (), limit: int = ID_PAGE_SIZE) -> list[str]:
     """The next `limit` ids of a type in id order, after `after`; changed at or after `since` if given."""
-    return _page(_current(resource_type, since, filters), after, limit)
+    return _page(current_resources(resource_type, since=since, until=until, filters=filters), after, limit)
 
 
-def iter_resource_id_pages(resource_type: str, *, since: datetime | None = None, filters: Sequence[Q] = (),
-                           page_size: int = ID_PAGE_SIZE) -> Iterator[list[str]]:
+def iter_resource_id_pages(resource_type: str, *, since: datetime | None = None, until: datetime | None = None,
+                           filters: Sequence[Q] = (), page_size: int = ID_PAGE_SIZE) -> Iterator[list[str]]:
     """Every id of a type (changed since `since`), page by page, in id order."""
-    return _pages(lambda after: resource_ids_page(resource_type, after=after, since=since, filters=filters,
-                                                  limit=page_size))
+    return _pages(lambda after: resource_ids_page(resource_type, after=after, since=since, until=until,
+                                                  filters=filters, limit=page_size))
+
+
+def iter_resource_id_ranges(resource_type: str, *, since: datetime | None = None, until: datetime,
+                            page_size: int = ID_PAGE_SIZE) -> Iterator[tuple[str, str, int]]:
+    """`(after, last, count)` per page of the ids current at `until` (changed at or after `since`), in id
+    order: the page is the ids in `(after, last]`.
+
+    Only a page's count and last id leave the database ("" is before the first). Nothing written later
+    changes the pages: `range_bodies_ndjson` reads exactly their resources.
+    """
+    after = ""
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(RANGE_PAGE_SQL, {"type": resource_type, "after": after, "until": until, "since": since,
+                                            "limit": page_size})
+            last, count = cursor.fetchone()
+        if not count:
+            return
+        yield after, last, count
+        after = last
+
+
+# The ids current at `until`: those not changed since, an index-only range scan of (resource_type, logical_id)
+# INCLUDE (last_updated, deleted); and the few changed since whose latest version up to `until` is not a
+# deletion. `OFFSET 0` keeps the latter a scan of the (resource_type, last_updated) index: planned together
+# with the ORDER BY logical_id, it would walk every later id of the type and its heap row on every page.
+RANGE_PAGE_SQL = """
+SELECT max(logical_id), count(*) FROM (
+    SELECT logical_id FROM (
+        (SELECT logical_id FROM fhirstore_resource
+         WHERE resource_type = %(type)s AND logical_id > %(after)s AND last_updated <= %(until)s AND NOT deleted
+           AND last_updated >= coalesce(%(since)s, '-infinity'::timestamptz)
+         ORDER BY logical_id LIMIT %(limit)s)
+        UNION ALL
+        (SELECT r.logical_id FROM (SELECT id, logical_id FROM fhirstore_resource
+                                   WHERE resource_type = %(type)s AND last_updated > %(until)s OFFSET 0) r
+         WHERE r.logical_id > %(after)s
+           AND (SELECT NOT v.deleted AND v.last_updated >= coalesce(%(since)s, '-infinity'::timestamptz)
+                FROM fhirstore_resourceversion v WHERE v.resource_id = r.id AND v.last_updated <= %(until)s
+                ORDER BY v.version_id DESC LIMIT 1)
+         ORDER BY r.logical_id LIMIT %(limit)s)
+    ) candidates ORDER BY logical_id LIMIT %(limit)s
+) page
+"""
+
+
+def range_bodies_ndjson(resource_type: str, after: str, last: str, *, since: datetime | None,
+                        until: datetime) -> tuple[int, bytes]:
+    """`(count, NDJSON)`: the bodies, as they were at `until`, of the ids in `(after, last]` that were current then
+    (and changed at or after `since`), one JSON text a line, in no particular order.
+
+    Joined and UTF-8-encoded in the database and received in binary: the file's bytes arrive as they are, with
+    no decoding, copying or encoding in Python.
+    """
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(RANGE_BODIES_SQL, {"type": resource_type, "after": after, "last": last, "until": until,
+                                          "since": since}, binary=True)
+        count, ndjson = cursor.fetchone()
+    return count, ndjson
+
+
+# In the order the heap gives them (sorting 5,000 bodies by id costs more than reading them, and spills to
+# disk). A row changed after `until` is read in its latest version up to then (the lateral subquery is skipped for
+# the others: its condition on the outer row is false), and only if that version is not a deletion.
+RANGE_BODIES_SQL = """
+SELECT count(*)::int, convert_to(coalesce(string_agg(body || E'\n', ''), ''), 'UTF8') FROM (
+    SELECT r.logical_id, CASE WHEN r.last_updated <= %(until)s THEN r.body::text ELSE old.body::text END AS body
+    FROM fhirstore_resource r
+    LEFT JOIN LATERAL (
+        SELECT v.body, v.deleted, v.last_updated FROM fhirstore_resourceversion v
+        WHERE r.last_updated > %(until)s AND v.resource_id = r.id AND v.last_updated <= %(until)s
+        ORDER BY v.version_id DESC LIMIT 1
+    ) old ON true
+    WHERE r.resource_type = %(type)s AND r.logical_id > %(after)s AND r.logical_id <= %(last)s
+      AND CASE WHEN r.last_updated <= %(until)s
+               THEN NOT r.deleted AND r.last_updated >= coalesce(%(since)s, '-infinity'::timestamptz)
+               ELSE NOT old.deleted AND old.last_updated >= coalesce(%(since)s, '-infinity'::timestamptz) END
+) page
+"""
 
 
 def compartment_ids_page(resource_type: str, patient_ids: Sequence[str], *, after: str | None = None,
-                         since: datetime | None = None, filters: Sequence[Q] = (),
+                         since: datetime | None = None, until: datetime | None = None, filters: Sequence[Q] = (),
                          limit: int = ID_PAGE_SIZE) -> list[str]:
     """The next ids of a type in the Patient compartments of `patient_ids`, in id order, after `after`.
 
@@ -43,7 +130,7 @@ def compartment_ids_page(resource_type: str, patient_ids: Sequence[str], *, afte
     `search_params.patient_compartment_params`) points at that Patient; the Patients themselves are in
     their own compartments. Types outside the Patient compartment have no ids here.
     """
-    resources = _current(resource_type, since, filters)
+    resources = current_resources(resource_type, since=since, until=until, filters=filters)
     if resource_type == "Patient":
         links = ReferenceIndex.objects.filter(resource_type="Patient", param="link", target_type="Patient",
                                               target_id__in=patient_ids).values("resource_id")
@@ -59,10 +146,11 @@ def compartment_ids_page(resource_type: str, patient_ids: Sequence[str], *, afte
 
 
 def iter_compartment_id_pages(resource_type: str, patient_ids: Sequence[str], *, since: datetime | None = None,
-                              filters: Sequence[Q] = (), page_size: int = ID_PAGE_SIZE) -> Iterator[list[str]]:
+                              until: datetime | None = None, filters: Sequence[Q] = (),
+                              page_size: int = ID_PAGE_SIZE) -> Iterator[list[str]]:
     """Every id of a type in the compartments of `patient_ids`, page by page, in id order."""
     return _pages(lambda after: compartment_ids_page(resource_type, patient_ids, after=after, since=since,
-                                                     filters=filters, limit=page_size))
+                                                     until=until, filters=filters, limit=page_size))
 
 
 def current_bodies(resource_type: str, ids: Sequence[str]) -> list[dict]:
@@ -71,14 +159,35 @@ def current_bodies(resource_type: str, ids: Sequence[str]) -> list[dict]:
                 .order_by("logical_id").values_list("body", flat=True))
 
 
-def current_bodies_json(resource_type: str, ids: Sequence[str]) -> list[str]:
-    """As `current_bodies`, but each body as one line of JSON text, ready for NDJSON (no parsing in Python)."""
+def current_bodies_json(resource_type: str, ids: Sequence[str], *, until: datetime | None = None) -> list[str]:
+    """As `current_bodies`, but each body as one line of JSON text, ready for NDJSON (no parsing in Python).
+
+    With `until`, the bodies as they were then (see the module docstring).
+    """
+    if until is None:
+        sql = ("SELECT body::text FROM fhirstore_resource WHERE resource_type = %(type)s AND logical_id = ANY(%(ids)s)"
+               " AND NOT deleted ORDER BY logical_id")
+    else:
+        sql = ("SELECT body FROM (SELECT r.logical_id, CASE WHEN r.last_updated <= %(until)s THEN r.body::text ELSE"
+               " (SELECT v.body::text FROM fhirstore_resourceversion v WHERE v.resource_id = r.id"
+               " AND v.last_updated <= %(until)s ORDER BY v.version_id DESC LIMIT 1) END AS body"
+               " FROM fhirstore_resource r WHERE r.resource_type = %(type)s AND r.logical_id = ANY(%(ids)s)) as_of"
+               " WHERE body IS NOT NULL ORDER BY logical_id")
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT body::text FROM fhirstore_resource WHERE resource_type = %s AND logical_id = ANY(%s)"
-            " AND NOT deleted ORDER BY logical_id", [resource_type, list(ids)],
-        )
+        cursor.execute(sql, {"type": resource_type, "ids": list(ids), "until": until})
         return [body for (body,) in cursor.fetchall()]
+
+
+def iter_deleted_id_pages(resource_type: str, *, since: datetime, until: datetime,
+                          page_size: int = ID_PAGE_SIZE) -> Iterator[list[str]]:
+    """The ids of a type deleted at or after `since` and still deleted at `until`, page by page, in id order."""
+    rows = Resource.objects.filter(resource_type=resource_type)
+    then = _as_of(until)
+    deleted_then = (Q(last_updated__lte=until, deleted=True, last_updated__gte=since)
+                    | Q(last_updated__gt=until, then_deleted=True, then_updated__gte=since))
+    rows = rows.alias(then_deleted=Subquery(then.values("deleted")[:1]),
+                      then_updated=Subquery(then.values("last_updated")[:1])).filter(deleted_then)
+    return _pages(lambda after: _page(rows, after, page_size))
 
 
 def missing_ids(resource_type: str, ids: Sequence[str]) -> list[str]:
@@ -103,16 +212,35 @@ def group_patient_ids(group_id: str) -> list[str]:
     return sorted(patients)
 
 
-def _current(resource_type: str, since: datetime | None, filters: Sequence[Q]) -> QuerySet[Resource]:
-    resources = Resource.objects.filter(resource_type=resource_type, deleted=False)
-    if since is not None:
-        resources = resources.filter(last_updated__gte=since)
+def current_resources(resource_type: str, *, since: datetime | None = None, until: datetime | None = None,
+                      filters: Sequence[Q] = ()) -> QuerySet[Resource]:
+    """The resources of a type that are current (at `until`, if given), changed at or after `since`, matching any
+    of `filters`."""
+    resources = Resource.objects.filter(resource_type=resource_type)
+    if until is None:
+        resources = resources.filter(deleted=False)
+        if since is not None:
+            resources = resources.filter(last_updated__gte=since)
+    else:
+        # Changed after `until`: as its latest version up to then (a subquery only for those few rows).
+        then = _as_of(until)
+        live_then = Q(last_updated__lte=until, deleted=False) | Q(last_updated__gt=until, then_deleted=False)
+        if since is not None:
+            live_then = ((Q(last_updated__lte=until, deleted=False) & Q(last_updated__gte=since))
+                         | Q(last_updated__gt=until, then_deleted=False, then_updated__gte=since))
+        resources = resources.alias(then_deleted=Subquery(then.values("deleted")[:1]),
+                                    then_updated=Subquery(then.values("last_updated")[:1])).filter(live_then)
     if filters:
         matches_any = Q()
         for condition in filters:
             matches_any |= condition
         resources = resources.filter(matches_any)
     return resources
+
+
+def _as_of(until: datetime) -> QuerySet[ResourceVersion]:
+    """The history of the outer resource up to `until`, latest first."""
+    return ResourceVersion.objects.filter(resource=OuterRef("pk"), last_updated__lte=until).order_by("-version_id")
 
 
 def _page(resources: QuerySet[Resource], after: str | None, limit: int) -> list[str]:

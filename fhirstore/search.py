@@ -21,12 +21,13 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from fhirstore.custom_params import searchable_param
 from fhirstore.exceptions import InvalidRequest, PreconditionFailed, SearchExpired, UnknownResourceType, \
     UnsupportedSearch
 from fhirstore.fhirdates import parse_date_range
 from fhirstore.models import DateIndex, ReferenceIndex, Resource, SearchCache, StringIndex, TokenIndex
 from fhirstore.resource_types import RESOURCE_TYPES, is_resource_type, is_valid_id
-from fhirstore.search_params import INDEXED_TEXT_LENGTH, SearchParam, normalize_string, params_for
+from fhirstore.search_params import INDEXED_TEXT_LENGTH, SearchParam, normalize_string
 
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 IGNORED_PARAMS = frozenset({"_format", "_pretty", "_total"})  # accepted, no effect on the matches
@@ -43,6 +44,7 @@ class ParsedSearch:
     order_by: tuple[str, ...]
     count: int | None
     query: str
+    warnings: tuple[str, ...] = ()  # for the Bundle: e.g. a parameter still being indexed
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def parse_search(resource_type: str, params: Iterable[tuple[str, str]], *,
         raise UnknownResourceType(f"Unknown resource type {resource_type!r}")
     params = list(params)
     conditions = Q()
-    order_by, count = DEFAULT_SORT, None
+    order_by, count, warnings = DEFAULT_SORT, None, []
     for raw_name, value in params:
         name, _, modifier = raw_name.partition(":")
         if name in IGNORED_PARAMS:
@@ -84,8 +86,8 @@ def parse_search(resource_type: str, params: Iterable[tuple[str, str]], *,
         values = [v for v in value.split(",") if v]
         if not values:
             continue  # an empty parameter is ignored, as HAPI does
-        conditions &= _param_filter(resource_type, name, modifier or None, values)
-    return ParsedSearch(resource_type, conditions, order_by, count, urlencode(params))
+        conditions &= _param_filter(resource_type, name, modifier or None, values, warnings)
+    return ParsedSearch(resource_type, conditions, order_by, count, urlencode(params), tuple(warnings))
 
 
 def search_filter(resource_type: str, query: str) -> Q:
@@ -194,14 +196,15 @@ def _parse_sort(value: str) -> tuple[str, ...]:
     return (*order, "id")
 
 
-def _param_filter(resource_type: str, name: str, modifier: str | None, values: Sequence[str]) -> Q:
+def _param_filter(resource_type: str, name: str, modifier: str | None, values: Sequence[str],
+                  warnings: list[str]) -> Q:
     if name == "_id":
         _no_modifier(name, modifier)
         return Q(logical_id__in=values)
     if name == "_lastUpdated":
         _no_modifier(name, modifier)
         return _any(_instant_filter(value) for value in values)
-    param = params_for(resource_type).get(name)
+    param = searchable_param(resource_type, name, warnings)
     if param is None:
         if name.startswith("_"):
             raise UnsupportedSearch(f"Search parameter {name!r} is not supported")

@@ -6,20 +6,22 @@ type `effective[x]` is spelled out as its alternatives). `extract_index_rows` tu
 rows for the four index tables, with one extraction function per resource type compiled from this table,
 so a reindex job re-runs exactly what a write runs.
 
-Reference parameters flagged `compartment` define the Patient compartment (after the R4
-CompartmentDefinition "patient"): the resources linked to a patient through them belong to that patient.
+The Patient compartment comes from `compartments` (R4's CompartmentDefinition "patient"): each of its
+parameters is flagged `compartment` here, and the ones this table lacks are added as reference parameters,
+so every resource linked to a patient through them is indexed, and belongs to that patient.
 An alias (`stored_as`) searches the rows of another parameter restricted to some target types, the way
 `Observation.patient` is `Observation.subject` pointing at a Patient; it costs no index rows of its own.
 """
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Literal
 
+from fhirstore.compartments import PATIENT_COMPARTMENT, PATIENT_COMPARTMENT_EXTENSIONS
 from fhirstore.fhirdates import HIGHEST, LOWEST, parse_date_range
 from fhirstore.resource_types import RESOURCE_TYPES, is_valid_id
 
@@ -56,8 +58,8 @@ def _date(name: str, *paths: str) -> tuple[Kind, str, tuple[str, ...], dict]:
     return "date", name, paths or (name,), {}
 
 
-def _ref(name: str, *paths: str, targets: tuple[str, ...] = (), compartment: bool = False):
-    return "reference", name, paths or (name,), {"targets": targets, "compartment": compartment}
+def _ref(name: str, *paths: str, targets: tuple[str, ...] = ()):
+    return "reference", name, paths or (name,), {"targets": targets}
 
 
 def _patient_alias(of: str = "subject") -> tuple[Kind, str, tuple[str, ...], dict]:
@@ -65,8 +67,8 @@ def _patient_alias(of: str = "subject") -> tuple[Kind, str, tuple[str, ...], dic
 
 
 _IDENTIFIER = _token("identifier")
-_SUBJECT = _ref("subject", compartment=True)
-_PATIENT = _ref("patient", compartment=True, targets=("Patient",))
+_SUBJECT = _ref("subject")
+_PATIENT = _ref("patient", targets=("Patient",))
 _ENCOUNTER = _ref("encounter")
 _PEOPLE = ("Practitioner", "PractitionerRole", "Organization", "Patient", "RelatedPerson")
 
@@ -75,7 +77,7 @@ _TABLE: dict[str, tuple[tuple, ...]] = {
         _IDENTIFIER, _string("name", "name"), _string("family", "name.family"), _string("given", "name.given"),
         _date("birthdate", "birthDate"), _token("gender"), _token("active"),
         _ref("general-practitioner", "generalPractitioner"), _ref("organization", "managingOrganization"),
-        _ref("link", "link.other", targets=("Patient",), compartment=True),
+        _ref("link", "link.other", targets=("Patient",)),
     ),
     "Practitioner": (
         _IDENTIFIER, _string("name", "name"), _string("family", "name.family"), _string("given", "name.given"),
@@ -92,7 +94,7 @@ _TABLE: dict[str, tuple[tuple, ...]] = {
     ),
     "Group": (
         _IDENTIFIER, _token("type"), _token("code"), _token("actual"),
-        _ref("member", "member.entity", compartment=True),
+        _ref("member", "member.entity"),
     ),
     "Encounter": (
         _IDENTIFIER, _token("status"), _token("class"), _token("type"), _token("reason-code", "reasonCode"),
@@ -106,18 +108,18 @@ _TABLE: dict[str, tuple[tuple, ...]] = {
         _token("value-concept", "valueCodeableConcept"),
         _SUBJECT, _patient_alias(), _ENCOUNTER,
         _date("date", "effectiveDateTime", "effectivePeriod", "effectiveInstant"),
-        _ref("performer", compartment=True),
+        _ref("performer"),
     ),
     "Condition": (
         _IDENTIFIER, _token("clinical-status", "clinicalStatus"),
         _token("verification-status", "verificationStatus"), _token("category"), _token("code"),
-        _SUBJECT, _patient_alias(), _ENCOUNTER, _ref("asserter", compartment=True),
+        _SUBJECT, _patient_alias(), _ENCOUNTER, _ref("asserter"),
         _date("onset-date", "onsetDateTime", "onsetPeriod"), _date("recorded-date", "recordedDate"),
     ),
     "Procedure": (
         _IDENTIFIER, _token("status"), _token("code"), _token("category"), _token("reason-code", "reasonCode"),
         _SUBJECT, _patient_alias(), _ENCOUNTER, _date("date", "performedDateTime", "performedPeriod"),
-        _ref("performer", "performer.actor", compartment=True), _ref("location"),
+        _ref("performer", "performer.actor"), _ref("location"),
     ),
     "MedicationRequest": (
         _IDENTIFIER, _token("status"), _token("intent"), _token("category"),
@@ -127,7 +129,7 @@ _TABLE: dict[str, tuple[tuple, ...]] = {
     "MedicationAdministration": (
         _IDENTIFIER, _token("status"), _token("code", "medicationCodeableConcept"),
         _SUBJECT, _patient_alias(), _ref("context"), _date("effective-time", "effectiveDateTime", "effectivePeriod"),
-        _ref("performer", "performer.actor", compartment=True),
+        _ref("performer", "performer.actor"),
     ),
     "MedicationStatement": (
         _IDENTIFIER, _token("status"), _token("code", "medicationCodeableConcept"),
@@ -145,7 +147,7 @@ _TABLE: dict[str, tuple[tuple, ...]] = {
     "AllergyIntolerance": (
         _IDENTIFIER, _token("clinical-status", "clinicalStatus"),
         _token("verification-status", "verificationStatus"), _token("type"), _token("category"),
-        _token("code"), _PATIENT, _ref("recorder", compartment=True), _ref("asserter", compartment=True),
+        _token("code"), _PATIENT, _ref("recorder"), _ref("asserter"),
         _date("date", "recordedDate"),
     ),
     "CarePlan": (
@@ -154,19 +156,19 @@ _TABLE: dict[str, tuple[tuple, ...]] = {
     ),
     "CareTeam": (
         _IDENTIFIER, _token("status"), _token("category"), _SUBJECT, _patient_alias(), _ENCOUNTER,
-        _date("date", "period"), _ref("participant", "participant.member", compartment=True),
+        _date("date", "period"), _ref("participant", "participant.member"),
     ),
     "Claim": (
         _IDENTIFIER, _token("status"), _token("use"), _PATIENT, _date("created"), _ref("provider"),
-        _ref("insurer"), _ref("payee", "payee.party", compartment=True), _ref("encounter", "item.encounter"),
+        _ref("insurer"), _ref("payee", "payee.party"), _ref("encounter", "item.encounter"),
     ),
     "ExplanationOfBenefit": (
         _IDENTIFIER, _token("status"), _PATIENT, _date("created"), _ref("provider"), _ref("claim"),
-        _ref("payee", "payee.party", compartment=True), _ref("encounter", "item.encounter"),
+        _ref("payee", "payee.party"), _ref("encounter", "item.encounter"),
     ),
     "DocumentReference": (
         _IDENTIFIER, _token("status"), _token("type"), _token("category"), _SUBJECT, _patient_alias(),
-        _date("date"), _ref("author", compartment=True), _ref("custodian"), _ref("encounter", "context.encounter"),
+        _date("date"), _ref("author"), _ref("custodian"), _ref("encounter", "context.encounter"),
     ),
     "Device": (
         _IDENTIFIER, _token("status"), _token("type"), _PATIENT, _ref("organization", "owner"),
@@ -175,18 +177,18 @@ _TABLE: dict[str, tuple[tuple, ...]] = {
         _IDENTIFIER, _token("status"), _SUBJECT, _patient_alias(), _date("started"), _ENCOUNTER,
     ),
     "Provenance": (
-        _ref("target"), _ref("patient", "target", targets=("Patient",), compartment=True),
+        _ref("target"), _ref("patient", "target", targets=("Patient",)),
         _date("recorded"), _ref("agent", "agent.who"),
     ),
     "Coverage": (
-        _IDENTIFIER, _token("status"), _token("type"), _ref("beneficiary", compartment=True),
-        _ref("subscriber", compartment=True), _ref("policy-holder", "policyHolder", compartment=True),
-        _ref("payor", compartment=True),
+        _IDENTIFIER, _token("status"), _token("type"), _ref("beneficiary"),
+        _ref("subscriber"), _ref("policy-holder", "policyHolder"),
+        _ref("payor"),
     ),
     "ServiceRequest": (
         _IDENTIFIER, _token("status"), _token("intent"), _token("code"), _token("category"),
         _SUBJECT, _patient_alias(), _ENCOUNTER, _date("authored", "authoredOn"), _ref("requester"),
-        _ref("performer", compartment=True),
+        _ref("performer"),
     ),
     "Goal": (_IDENTIFIER, _token("lifecycle-status", "lifecycleStatus"), _SUBJECT, _patient_alias()),
     "RelatedPerson": (_IDENTIFIER, _string("name", "name"), _PATIENT),
@@ -194,7 +196,7 @@ _TABLE: dict[str, tuple[tuple, ...]] = {
     "FamilyMemberHistory": (_IDENTIFIER, _token("status"), _token("code", "condition.code"), _PATIENT, _date("date")),
     "QuestionnaireResponse": (
         _IDENTIFIER, _token("status"), _SUBJECT, _patient_alias(), _date("authored"),
-        _ref("author", compartment=True),
+        _ref("author"),
     ),
     "SupplyDelivery": (_IDENTIFIER, _token("status"), _PATIENT),
     "Medication": (_IDENTIFIER, _token("code"), _token("status")),
@@ -208,10 +210,27 @@ def _build_registry() -> dict[str, dict[str, SearchParam]]:
         params = {}
         for kind, name, paths, options in rows:
             params[name] = SearchParam(resource_type, name, kind, paths, **options)
+        registry[resource_type] = params
+    for resource_type, compartment_params in {**PATIENT_COMPARTMENT, **PATIENT_COMPARTMENT_EXTENSIONS}.items():
+        assert resource_type in RESOURCE_TYPES, resource_type
+        params = registry.setdefault(resource_type, {})
+        for name, paths in compartment_params.items():
+            param = params.get(name) or _compartment_param(resource_type, name, paths, params)
+            assert param.kind == "reference", (resource_type, name)
+            params[name] = replace(param, compartment=True)
+    for resource_type, params in registry.items():
         for param in params.values():
             assert param.stored_as is None or param.stored_as in params, (resource_type, param.name)
-        registry[resource_type] = params
     return registry
+
+
+def _compartment_param(resource_type: str, name: str, paths: tuple[str, ...],
+                       params: Mapping[str, SearchParam]) -> SearchParam:
+    """A compartment parameter the table lacks; `patient` over a stored `subject` is its alias (no rows of its own)."""
+    subject = params.get("subject")
+    if name == "patient" and subject is not None and subject.stored_as is None and subject.paths == paths:
+        return SearchParam(resource_type, name, "reference", targets=("Patient",), stored_as="subject")
+    return SearchParam(resource_type, name, "reference", paths)
 
 
 REGISTRY: dict[str, dict[str, SearchParam]] = _build_registry()
@@ -224,7 +243,7 @@ def params_for(resource_type: str) -> Mapping[str, SearchParam]:
 
 def patient_compartment_params(resource_type: str) -> tuple[str, ...]:
     """The index names of the references that put a resource of this type into a patient's compartment."""
-    return tuple(p.index_name for p in params_for(resource_type).values() if p.compartment and not p.stored_as)
+    return tuple(sorted({p.index_name for p in params_for(resource_type).values() if p.compartment}))
 
 
 def patient_compartment_types() -> tuple[str, ...]:
@@ -263,6 +282,13 @@ def extractor_for(resource_type: str) -> Callable[[dict], IndexRows]:
 
     extract.__name__ = f"extract_{resource_type}"
     return extract
+
+
+def add_index_values(rows: IndexRows, param: SearchParam, values: Iterable[object]) -> None:
+    """Add the rows of values found for `param` (by a custom SearchParameter's FHIRPath) as its kind indexes them."""
+    add = _ADD[param.kind]
+    for value in values:
+        add(rows, param, value)
 
 
 def normalize_string(text: str) -> str:

@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import json
 import uuid
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
 from django.db import IntegrityError, connection, transaction
-from django.utils import timezone
 
 from fhirstore.exceptions import (
-    InvalidRequest, PreconditionFailed, ResourceGone, ResourceNotFound, UnknownResourceType, VersionConflict,
+    InvalidRequest,
+    PreconditionFailed,
+    ResourceGone,
+    ResourceNotFound,
+    UnknownResourceType,
+    VersionConflict,
 )
 from fhirstore.fhirdates import format_instant
-from fhirstore.models import DateIndex, ReferenceIndex, Resource, ResourceVersion, StringIndex, TokenIndex
+from fhirstore.models import (
+    DateIndex,
+    ReferenceIndex,
+    Resource,
+    ResourceVersion,
+    StringIndex,
+    TokenIndex,
+)
 from fhirstore.resource_types import is_resource_type
-from fhirstore.search_params import IndexRows, extract_index_rows
+from fhirstore.custom_params import index_extractor, only_params, sync_search_parameters
+from fhirstore.search_params import IndexRows
 
 INDEX_TABLES = (TokenIndex, StringIndex, DateIndex, ReferenceIndex)
 
@@ -62,7 +75,7 @@ def version_from_etag(value: object) -> int | None:
     if value in (None, ""):
         return None
     text = str(value).strip()
-    text = (text[2:] if text.startswith("W/") else text).strip('"')
+    text = (text.removeprefix("W/")).strip('"')
     if not text.isdigit():
         raise InvalidRequest(f"{value!r} is not a version (W/\"<version>\")")
     return int(text)
@@ -79,16 +92,19 @@ def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> l
     Each resource gets its next version id and `meta.versionId` / `meta.lastUpdated` (its body is
     updated in place); its search index rows are replaced. A resource may appear only once per batch.
     Raises PreconditionFailed when an If-Match version is not the current one, and VersionConflict
-    when a concurrent transaction created the same resource first.
+    when a concurrent transaction created the same resource first. SearchParameter resources change what
+    is indexed (`custom_params`).
     """
     if not writes:
         return []
     _require_transaction()
-    now = now or timezone.now()
     keys = [(w.resource["resourceType"], w.resource["id"]) for w in writes]
     if len(set(keys)) != len(keys):
         raise InvalidRequest("A resource may be written only once per batch")
+    changes_parameters = any(resource_type == "SearchParameter" for resource_type, _ in keys)
+    extract = index_extractor(exclusive=changes_parameters)
     with connection.cursor() as cursor:
+        now = now or _transaction_start(cursor)
         existing = _lock_current_rows(cursor, keys)
         for write, key in zip(writes, keys):
             _check_if_match(key, write.if_match, existing.get(key))
@@ -109,7 +125,7 @@ def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> l
                 updated_rows.append((pk, version_id, text))
             else:
                 new_rows.append((pk, key[0], key[1], version_id, now, False, text))
-            index_items.append((pk, key[0], extract_index_rows(body)))
+            index_items.append((pk, key[0], extract(body)))
             created = current is None or current[2]
             results.append(StoredVersion(key[0], key[1], version_id, now, False, body, created))
         with _concurrent_creation_is_a_conflict():
@@ -123,7 +139,53 @@ def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> l
                     [now, *map(list, zip(*updated_rows))],
                 )
             _write_index_rows(cursor, index_items)
+    if changes_parameters:
+        sync_search_parameters([(pk, version.body) for (pk, _, _), version in zip(index_items, results)
+                                if version.resource_type == "SearchParameter"])
     return results
+
+
+def save_changed_resources(writes: Sequence[Write], *, now: datetime | None = None
+                           ) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
+    """`save_resources` for imports: a resource whose content equals its current version is left alone.
+
+    "Equal" ignores `meta.versionId` and `meta.lastUpdated` (the source's, or ours), so loading the same
+    data again makes no new version. Returns the versions written and the `(type, id)`s left unchanged.
+    The comparison is one statement over the batch, and only for resources that exist already.
+    """
+    if not writes:
+        return [], set()
+    _require_transaction()
+    keys = [(w.resource["resourceType"], w.resource["id"]) for w in writes]
+    # The parameters lock before any row lock, in the order save_resources takes them (no lock-order deadlock).
+    index_extractor(exclusive=any(resource_type == "SearchParameter" for resource_type, _ in keys))
+    with connection.cursor() as cursor:
+        existing = _lock_current_rows(cursor, keys)
+        candidates = [(key, _without_version_meta(write.resource)) for write, key in zip(writes, keys)
+                      if key in existing and not existing[key][2] and write.if_match is None]
+        unchanged: set[tuple[str, str]] = set()
+        if candidates:
+            # One JSON parameter rather than a text[] of bodies: quoting an array client-side costs a regex
+            # substitution per quote character, quoting one string is a single C call.
+            cursor.execute(
+                "SELECT r.resource_type, r.logical_id FROM fhirstore_resource r"
+                " JOIN jsonb_array_elements(%s::jsonb) AS u(item)"
+                " ON r.resource_type = u.item->>0 AND r.logical_id = u.item->>1"
+                " WHERE NOT r.deleted AND u.item->2 = CASE WHEN (r.body->'meta') - 'versionId' - 'lastUpdated'"
+                " = '{}'::jsonb THEN r.body - 'meta' ELSE r.body #- '{meta,versionId}' #- '{meta,lastUpdated}' END",
+                [orjson.dumps([[key[0], key[1], body] for key, body in candidates]).decode()],
+            )
+            unchanged = {(resource_type, logical_id) for resource_type, logical_id in cursor.fetchall()}
+    changed = [write for write, key in zip(writes, keys) if key not in unchanged]
+    return save_resources(changed, now=now), unchanged
+
+
+def _without_version_meta(resource: dict) -> dict:
+    meta = resource.get("meta")
+    if not isinstance(meta, dict):
+        return resource
+    kept = {name: value for name, value in meta.items() if name not in ("versionId", "lastUpdated")}
+    return {**resource, "meta": kept} if kept else {name: value for name, value in resource.items() if name != "meta"}
 
 
 def delete_resource(resource_type: str, logical_id: str, *, if_match: int | None = None,
@@ -134,9 +196,11 @@ def delete_resource(resource_type: str, logical_id: str, *, if_match: int | None
     when it never existed.
     """
     _require_transaction()
-    now = now or timezone.now()
     key = (resource_type, logical_id)
+    if resource_type == "SearchParameter":
+        index_extractor(exclusive=True)
     with connection.cursor() as cursor:
+        now = now or _transaction_start(cursor)
         current = _lock_current_rows(cursor, [key]).get(key)
         if current is None:
             raise ResourceNotFound(f"{resource_type}/{logical_id} does not exist")
@@ -149,24 +213,39 @@ def delete_resource(resource_type: str, logical_id: str, *, if_match: int | None
             "UPDATE fhirstore_resource SET version_id = %s, last_updated = %s, deleted = true, body = NULL"
             " WHERE id = %s", [version_id + 1, now, pk],
         )
+    if resource_type == "SearchParameter":
+        sync_search_parameters([(pk, None)])
     return StoredVersion(resource_type, logical_id, version_id + 1, now, True, None)
 
 
-def reindex_resources(resource_type: str, ids: Sequence[str]) -> int:
-    """Re-extract the search index rows of these resources (after the parameter table changed).
+def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequence[str] | None = None) -> int:
+    """Re-extract the search index rows of these resources (after the parameters changed), set-based.
 
-    Takes a page of `scan.resource_ids_page`; returns how many current resources were reindexed.
-    Runs in its own transaction.
+    Takes a page of `scan.resource_ids_page`; returns how many current resources were reindexed. `params`
+    (index names) limits the rebuild to those parameters' rows. Bodies and versions are not touched.
+    Runs in its own short transaction: the rows are locked (FOR UPDATE, in id order as writes lock them), so
+    a concurrent write of one of them either committed before (its body is what is reindexed) or waits
+    and then replaces the rows itself.
     """
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id, resource_type, body::text FROM fhirstore_resource WHERE resource_type = %s"
-            " AND logical_id = ANY(%s) AND NOT deleted ORDER BY id FOR UPDATE", [resource_type, list(ids)],
-        )
-        items = [(pk, found_type, extract_index_rows(json.loads(body))) for pk, found_type, body in cursor.fetchall()]
-        _delete_index_rows(cursor, [pk for pk, _, _ in items])
-        _write_index_rows(cursor, items)
+    with transaction.atomic():
+        extract = index_extractor()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, body::text FROM fhirstore_resource WHERE resource_type = %s"
+                " AND logical_id = ANY(%s) AND NOT deleted ORDER BY id FOR UPDATE", [resource_type, list(ids)],
+            )
+            items = [(pk, resource_type, extract(json.loads(body))) for pk, body in cursor.fetchall()]
+            if params is not None:
+                items = [(pk, found_type, only_params(rows, keep=params)) for pk, found_type, rows in items]
+            _delete_index_rows(cursor, [pk for pk, _, _ in items], params)
+            _write_index_rows(cursor, items)
     return len(items)
+
+
+def index_rows_of(resource: dict) -> IndexRows:
+    """The index rows a write or a reindex would store for this body now (for `$reindex-dryrun`)."""
+    with transaction.atomic():
+        return index_extractor()(resource)
 
 
 def read_resource(resource_type: str, logical_id: str) -> StoredVersion:
@@ -229,6 +308,33 @@ def _stored(row: Resource) -> StoredVersion:
     return StoredVersion(row.resource_type, row.logical_id, row.version_id, row.last_updated, row.deleted, row.body)
 
 
+def _transaction_start(cursor) -> datetime:
+    """The database's clock at the start of this transaction: every write of it is stamped `meta.lastUpdated` so.
+
+    Not the application's clock (hosts disagree), and not the commit time (unknown until it happens): an export's
+    `transactionTime` is chosen before the start of every write transaction still open (`settled_time`), so a
+    write that commits late still lands at or after it, and the next `_since` export finds it.
+    """
+    cursor.execute("SELECT now()")
+    return cursor.fetchone()[0]
+
+
+def settled_time() -> datetime:
+    """The latest instant up to which every write is committed: now, or just before the start of the oldest
+    other transaction of this database still open, if earlier (it may be writing, stamped with its start).
+
+    A read after this (in a later transaction) sees every version stamped at or before it, and no write still
+    to commit can get such a stamp: "everything up to it" holds, and stays the same however long a reader takes. Needs to see the other sessions' `xact_start`: the same
+    database role, or `pg_read_all_stats`.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend') - interval '1 microsecond')"
+        )
+        return cursor.fetchone()[0]
+
+
 def _require_transaction() -> None:
     if not connection.in_atomic_block:
         raise RuntimeError("writes to the FHIR store must run inside transaction.atomic()")
@@ -267,10 +373,12 @@ def _move_to_history(cursor, pks: Sequence[int]) -> None:
     _delete_index_rows(cursor, pks)
 
 
-def _delete_index_rows(cursor, pks: Sequence[int]) -> None:
+def _delete_index_rows(cursor, pks: Sequence[int], params: Sequence[str] | None = None) -> None:
     if pks:
+        only = " AND param = ANY(%s)" if params is not None else ""
         for model in INDEX_TABLES:
-            cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE resource_id = ANY(%s)", [list(pks)])
+            cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE resource_id = ANY(%s){only}",
+                           [list(pks), *([list(params)] if params is not None else [])])
 
 
 def _allocate_pks(cursor, count: int) -> list[int]:

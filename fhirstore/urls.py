@@ -26,6 +26,8 @@ register_converter(LogicalIdConverter, "fhirid")
 
 urlpatterns = [
     path("", include("fhirstore.bulkexport.urls")),  # $export operations, ahead of the type routes
+    path("", include("fhirstore.bulkimport.urls")),  # $import, $bulk-submit
+    path("", include("fhirstore.reindex.urls")),  # $reindex, $reindex-dryrun
     path("fhir", views.SystemView.as_view(), name="fhir-system"),
     path("fhir/metadata", views.MetadataView.as_view(), name="fhir-metadata"),
     path("fhir/<fhirtype:resource_type>", views.TypeView.as_view(), name="fhir-type"),

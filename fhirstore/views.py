@@ -8,7 +8,7 @@ from django.conf import settings
 from fhirstore import interactions
 from fhirstore.bundles import process_bundle
 from fhirstore.capability import capability_statement
-from fhirstore.exceptions import InvalidRequest, ResourceNotFound, UnknownResourceType
+from fhirstore.exceptions import Forbidden, InvalidRequest, ResourceNotFound, UnknownResourceType
 from fhirstore.fhirdates import parse_date_range
 from fhirstore.http import (
     FhirView, base_url, fhir_response, if_match_version, read_form_body, read_json_body, version_headers,
@@ -18,12 +18,38 @@ from fhirstore.resource_types import is_resource_type
 from fhirstore.responses import history_bundle, outcome, searchset_bundle
 from fhirstore.search import parse_search, run_search, search_page
 from fhirstore.storage import StoredVersion, read_resource, read_version, resource_history
+from jobsite.auth import is_operator
+from jobsite.models import Scope
 
 
 def _known_type(resource_type: str) -> str:
     if not is_resource_type(resource_type):
         raise UnknownResourceType(f"Unknown resource type {resource_type!r}")
     return resource_type
+
+
+def _may_write(request, resource_type: str) -> str:
+    """SearchParameters change what every write indexes and start reindex jobs: operators only (a staff
+    session or a token with `control`), or users granted the permission `fhirstore.manage_search_parameters`."""
+    if resource_type == "SearchParameter" and not (
+            is_operator(request) or request.user.has_perm("fhirstore.manage_search_parameters")):
+        raise Forbidden("Creating, changing or deleting a SearchParameter is for operators (a token with the "
+                        "'control' scope) or users with the permission fhirstore.manage_search_parameters")
+    return resource_type
+
+
+def _bundle_types(bundle: object) -> set[str]:
+    """The resource types a Bundle's entries write or delete (by their resource or request URL)."""
+    entries = bundle.get("entry") if isinstance(bundle, dict) else None
+    types = set()
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict):
+            resource, request = entry.get("resource"), entry.get("request")
+            if isinstance(resource, dict):
+                types.add(resource.get("resourceType"))
+            if isinstance(request, dict) and isinstance(request.get("url"), str):
+                types.add(request["url"].lstrip("/").partition("/")[0].partition("?")[0])
+    return types
 
 
 def _query_pairs(query_dict) -> list[tuple[str, str]]:
@@ -50,7 +76,10 @@ def _search(request, resource_type: str, params: list[tuple[str, str]]):
     search = parse_search(resource_type, params)
     count = search.count if search.count is not None else settings.FHIR_DEFAULT_PAGE_SIZE
     page = search_page(run_search(search), 0, count)
-    return fhir_response(searchset_bundle(page, base_url(request)))
+    bundle = searchset_bundle(page, base_url(request))
+    bundle["entry"] += [{"resource": outcome("warning", "incomplete", warning), "search": {"mode": "outcome"}}
+                        for warning in search.warnings]
+    return fhir_response(bundle)
 
 
 class SystemView(FhirView):
@@ -65,7 +94,10 @@ class SystemView(FhirView):
         return fhir_response(searchset_bundle(search_page(search_id, offset, count), base_url(request)))
 
     def post(self, request):
-        return fhir_response(process_bundle(read_json_body(request), base_url=base_url(request)))
+        bundle = read_json_body(request)
+        if "SearchParameter" in _bundle_types(bundle):
+            _may_write(request, "SearchParameter")
+        return fhir_response(process_bundle(bundle, base_url=base_url(request)))
 
 
 class MetadataView(FhirView):
@@ -84,13 +116,13 @@ class TypeView(FhirView):
         return _search(request, _known_type(resource_type), _query_pairs(request.GET))
 
     def post(self, request, resource_type: str):
-        _known_type(resource_type)
+        _may_write(request, _known_type(resource_type))
         version = interactions.create_resource(resource_type, read_json_body(request),
                                                if_none_exist=request.headers.get("If-None-Exist"))
         return _written(request, version)
 
     def put(self, request, resource_type: str):
-        _known_type(resource_type)
+        _may_write(request, _known_type(resource_type))
         query = request.META.get("QUERY_STRING", "")
         if not query:
             raise InvalidRequest("PUT needs an id (/fhir/T/id) or search parameters (/fhir/T?…)")
@@ -98,7 +130,9 @@ class TypeView(FhirView):
 
 
 class TypeSearchView(FhirView):
-    """`POST /fhir/T/_search` with form-encoded parameters."""
+    """`POST /fhir/T/_search` with form-encoded parameters: a read, whatever the method."""
+
+    required_scope = Scope.FHIR_READ
 
     def post(self, request, resource_type: str):
         _known_type(resource_type)
@@ -114,13 +148,13 @@ class InstanceView(FhirView):
         return fhir_response(version.body, headers=version_headers(version))
 
     def put(self, request, resource_type: str, logical_id: str):
-        _known_type(resource_type)
+        _may_write(request, _known_type(resource_type))
         version = interactions.update_resource(resource_type, logical_id, read_json_body(request),
                                                if_match=if_match_version(request))
         return _written(request, version)
 
     def delete(self, request, resource_type: str, logical_id: str):
-        _known_type(resource_type)
+        _may_write(request, _known_type(resource_type))
         deletion = interactions.delete(resource_type, logical_id, if_match=if_match_version(request))
         if deletion is None:
             return fhir_response(outcome("information", "informational",

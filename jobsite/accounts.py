@@ -1,8 +1,7 @@
-"""Users and API tokens for the people and clients that drive Heavylift."""
+"""The first user of a new installation (API tokens: `jobsite.tokens`)."""
 import secrets
 
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
 
 def ensure_admin_user(username: str = "admin") -> str | None:
@@ -13,10 +12,3 @@ def ensure_admin_user(username: str = "admin") -> str | None:
     password = secrets.token_urlsafe(12)
     User.objects.create_superuser(username=username, email="", password=password)
     return password
-
-
-def api_token_for(username: str) -> str:
-    """The user's API token (created on first use), sent as `Authorization: Bearer <token>`."""
-    user = get_user_model().objects.get(username=username)
-    token, _ = Token.objects.get_or_create(user=user)
-    return token.key

@@ -1,9 +1,33 @@
-"""API token authentication that FHIR clients can use: they send `Authorization: Bearer <token>`."""
-from rest_framework.authentication import TokenAuthentication, get_authorization_header
+"""Who is calling, and what they may do: API tokens, scopes and the operator role (docs/security.md).
+
+Authentication: `Authorization: Bearer <token>` (or `Token <token>`), checked against the hashed tokens of
+`jobsite.tokens`; sessions (the admin's login) are the other way in.
+
+Scopes: a view declares what a token needs with one class attribute, `required_scope`: a `Scope`, or a
+`{method: Scope}` mapping (`scope_by_method(read=…, write=…)` builds the usual one). `TokenHasScope`, in the
+permission classes of the FHIR and control views, refuses a token without it (403); a session has every scope
+(sessions are for staff on these APIs). A view without `required_scope` needs no particular scope.
+
+Roles: an operator — a staff user's session, or a token with the `control` scope — acts on every job; any other
+caller is a client and sees only its own.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.request import Request
+
+from jobsite.models import ApiToken, Scope
+from jobsite.tokens import find_token, record_use
+
+ScopeRule = Scope | Mapping[str, Scope] | None
 
 
-class BearerOrTokenAuthentication(TokenAuthentication):
-    """DRF's token auth, accepting both `Token <key>` and `Bearer <key>`."""
+class BearerOrTokenAuthentication(BaseAuthentication):
+    """`Bearer <token>` or `Token <token>`; sets `request.auth` to the `ApiToken`."""
 
     keywords = ("token", "bearer")
 
@@ -12,12 +36,58 @@ class BearerOrTokenAuthentication(TokenAuthentication):
         if not auth or auth[0].lower().decode(errors="replace") not in self.keywords:
             return None
         if len(auth) != 2:
-            return super().authenticate_credentials("")  # raises AuthenticationFailed
+            raise AuthenticationFailed("Invalid token header: give `Bearer <token>`")
         try:
-            key = auth[1].decode()
+            plaintext = auth[1].decode("ascii")
         except UnicodeError:
-            return super().authenticate_credentials("")
-        return self.authenticate_credentials(key)
+            raise AuthenticationFailed("Invalid token") from None
+        token = find_token(plaintext)
+        if token is None or not token.user.is_active:
+            raise AuthenticationFailed("Invalid token (unknown, expired or revoked)")
+        record_use(token)
+        return token.user, token
 
     def authenticate_header(self, request) -> str:
         return "Bearer"
+
+
+def scope_by_method(read: Scope, write: Scope) -> dict[str, Scope]:
+    """The usual rule: safe methods (GET, HEAD, OPTIONS) need `read`, the others `write`."""
+    return {**{method: read for method in SAFE_METHODS}, **{m: write for m in ("POST", "PUT", "PATCH", "DELETE")}}
+
+
+def token_scopes(request: Request) -> frozenset[str] | None:
+    """The scopes of the token the request came with; None when it came without one (a session, anonymous)."""
+    return frozenset(request.auth.scopes) if isinstance(request.auth, ApiToken) else None
+
+
+def has_scope(request: Request, scope: Scope) -> bool:
+    scopes = token_scopes(request)
+    return scopes is None or scope in scopes
+
+
+def required_scope(view, method: str) -> Scope | None:
+    rule: ScopeRule = getattr(view, "required_scope", None)
+    if isinstance(rule, Mapping):
+        return rule.get(method)
+    return rule
+
+
+class TokenHasScope(BasePermission):
+    """A token must carry the scope the view declares in `required_scope` (see the module docstring)."""
+
+    def has_permission(self, request: Request, view) -> bool:
+        scope = required_scope(view, request.method)
+        if scope is None or has_scope(request, scope):
+            return True
+        self.message = f"this token lacks the {scope.value!r} scope this endpoint needs"
+        return False
+
+
+def is_operator(request: Request) -> bool:
+    """Staff on a session, or a token with the `control` scope: sees and acts on every job."""
+    user = request.user
+    if not (user and user.is_authenticated):
+        return False
+    scopes = token_scopes(request)
+    return Scope.CONTROL in scopes if scopes is not None else user.is_staff

@@ -54,17 +54,17 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
-def env_int_list(name: str, default: list[int], minimum: int = 0) -> list[int]:
-    """Comma-separated integers, e.g. `1,5,30`."""
+def env_seconds_list(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """`1,5,30`: non-negative numbers of seconds, comma-separated."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        values = [int(part) for part in raw.split(",")]
+        values = tuple(float(part) for part in raw.split(","))
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be comma-separated integers, got {raw!r}") from None
-    if any(value < minimum for value in values):
-        raise ImproperlyConfigured(f"{name} values must be at least {minimum}, got {raw!r}")
+        raise ImproperlyConfigured(f"{name} must be comma-separated seconds like 1,5,30, got {raw!r}") from None
+    if any(value < 0 for value in values):
+        raise ImproperlyConfigured(f"{name} must not be negative, got {raw!r}")
     return values
 
 
@@ -103,6 +103,22 @@ SECRET_KEY = env_str("SECRET_KEY")
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
+# --- Behind a TLS-terminating proxy (docs/security.md) --------------------------------------------
+# Trust the proxy's X-Forwarded-Proto / X-Forwarded-Host, so that URLs the server hands out (export manifests,
+# Content-Location, paging links) say https:// and the public host. Only behind a proxy that sets them.
+TRUST_X_FORWARDED_PROTO = env_bool("TRUST_X_FORWARDED_PROTO", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUST_X_FORWARDED_PROTO else None
+USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
+# Outside DEBUG: cookies only over HTTPS, HSTS on HTTPS answers, no MIME sniffing, no framing.
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)  # sent on HTTPS answers only
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)  # true where the server itself should send http to https
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
 DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql"))
 REDIS_URL = env_url("REDIS_URL", ("redis", "rediss"))
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
@@ -113,6 +129,10 @@ MODULE_ID = env_identifier("MODULE_ID", "batch")
 REPLACE_HYPHENS_WITH_PERIODS = env_bool("REPLACE_HYPHENS_WITH_PERIODS", False)
 JOB_SCHEDULING = env_bool("JOB_SCHEDULING", True)  # false: this node leaves scheduling to the others
 BATCH_MAX_THREADS = env_int("BATCH_MAX_THREADS", os.cpu_count() or 2, minimum=1)  # worker processes
+
+# --- Web process (Procfile, `make demo`) -----------------------------------------------------------
+BIND_ADDRESS = env_str("BIND_ADDRESS", "127.0.0.1")  # only this machine unless told otherwise (0.0.0.0)
+PORT = env_int("PORT", 8000, minimum=1)
 
 # --- Flower ---------------------------------------------------------------------------------------
 FLOWER_USER = env_str("FLOWER_USER", "admin")
@@ -128,19 +148,21 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_celery_beat",
     "jobsite",
     "batch",
     "scheduling",
     "fhirstore",
     "fhirstore.bulkexport",
+    "fhirstore.bulkimport",
+    "fhirstore.reindex",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "jobsite.edge.HostileInputMiddleware",  # 400/413 in each API's error shape before a view sees bad input
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -206,7 +228,9 @@ CELERY_TASK_ACKS_LATE = True  # a message is acknowledged only once its task has
 CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed pool process re-queues its message
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # nothing stranded in a dead worker's buffer
 CELERY_WORKER_CONCURRENCY = BATCH_MAX_THREADS
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A Redis blip must not kill the chunks running meanwhile (and charge each an error): their outcome goes to
+# PostgreSQL, and the claim makes a redelivered copy of their message harmless.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -224,26 +248,47 @@ BATCH_MAINTENANCE_INTERVAL_SECONDS = env_int("BATCH_MAINTENANCE_INTERVAL_SECONDS
 BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 30, minimum=2)  # a dead worker's chunk is retried after this
 BATCH_MAX_CHUNK_RETRIES = env_int("BATCH_MAX_CHUNK_RETRIES", 3)  # as the reference: the 4th error fails the chunk
 BATCH_RETRY_LATER_SECONDS = env_int("BATCH_RETRY_LATER_SECONDS", 60)  # RetryChunkLater without a delay
-# Wait before the n-th retry of a chunk that raised (the last value repeats): a passing hiccup must not fail a job.
-BATCH_RETRY_BACKOFF_SECONDS = env_int_list("BATCH_RETRY_BACKOFF_SECONDS", [1, 5, 30])
 BATCH_REANNOUNCE_AFTER_SECONDS = env_int("BATCH_REANNOUNCE_AFTER_SECONDS", 30, minimum=1)  # lost-message recovery
+# The retry after a chunk's 1st, 2nd, 3rd... error waits this long (the last value repeats).
+BATCH_RETRY_BACKOFF_SECONDS = env_seconds_list("BATCH_RETRY_BACKOFF_SECONDS", (1.0, 5.0, 30.0))
+BATCH_MAX_CHUNK_SECONDS = env_int("BATCH_MAX_CHUNK_SECONDS", 3600, minimum=1)  # a chunk running longer is hung
 BATCH_PURGE_ENDED_AFTER_DAYS = env_int("BATCH_PURGE_ENDED_AFTER_DAYS", 7, minimum=1)  # ended jobs are deleted then
+# Diagnostic no-op jobs (DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED) exist only when this is true (tests, `make demo`).
+BATCH_DIAGNOSTIC_JOBS = env_bool("BATCH_DIAGNOSTIC_JOBS", False)
+# Job definitions a client (not an operator) may start through POST /control/jobs; comma-separated, default none.
+BATCH_CLIENT_JOB_DEFINITIONS = [d.strip() for d in env_str("BATCH_CLIENT_JOB_DEFINITIONS", "").split(",") if d.strip()]
+# A node none of whose batch workers has recorded a heartbeat for this long is dead: maintenance moves
+# its unfinished jobs to a live node. Workers beat every third of it.
+BATCH_NODE_TIMEOUT_SECONDS = env_int("BATCH_NODE_TIMEOUT_SECONDS", 60, minimum=3)
 BATCH_FLOWER_URL = env_str("BATCH_FLOWER_URL", f"http://127.0.0.1:{FLOWER_PORT}")  # admin links chunks' tasks here
 # Celery's Django fixup closes the database connection around every task unless this is set; a fresh
 # PostgreSQL connection per chunk would cost more than the chunk. Reopened after this many tasks.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=1)
+
+# --- Hostile input (jobsite/edge.py, docs/security.md) ---------------------------------------------
+API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 100, minimum=2)  # deeper JSON bodies get 400, not a stack overflow
+CONTROL_MAX_REQUEST_BYTES = env_int("CONTROL_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024)  # larger: 413
 
 # --- FHIR store -----------------------------------------------------------------------------------
 FHIR_ALLOW_ANONYMOUS_READ = env_bool("FHIR_ALLOW_ANONYMOUS_READ", False)  # reads without a token or session
 FHIR_FULL_VALIDATION = env_bool("FHIR_FULL_VALIDATION", False)  # validate every write against the R4B models
 # Synthea's largest single-patient transaction bundles are ~20 MB; anything beyond this is refused (413).
 FHIR_MAX_REQUEST_BYTES = env_int("FHIR_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
+# Bodies up to the larger API limit are read by Django (the edge checks them first); the admin's forms too.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(FHIR_MAX_REQUEST_BYTES, CONTROL_MAX_REQUEST_BYTES)
 FHIR_DEFAULT_PAGE_SIZE = env_int("FHIR_DEFAULT_PAGE_SIZE", 20, minimum=1)  # search page size without _count
 FHIR_MAX_PAGE_SIZE = env_int("FHIR_MAX_PAGE_SIZE", 1000, minimum=1)  # largest _count honoured
 # Ids kept per cached search (HAPI's default fetch limit): a broader search is cut there, with a warning.
 FHIR_SEARCH_MAX_RESULTS = env_int("FHIR_SEARCH_MAX_RESULTS", 10000, minimum=1)
 # Cached searches (and the paging links into them) live this long, then the clustered job deletes them.
 EXPIRE_SEARCH_RESULTS_AFTER_MINUTES = env_int("EXPIRE_SEARCH_RESULTS_AFTER_MINUTES", 60, minimum=1)
+# A search by a SearchParameter whose reindex has not completed: `refuse` (400) or `warn` (the matches so
+# far, with an OperationOutcome warning in the Bundle).
+FHIR_SEARCH_WHILE_INDEXING = env_str("FHIR_SEARCH_WHILE_INDEXING", "refuse").lower()
+if FHIR_SEARCH_WHILE_INDEXING not in ("refuse", "warn"):
+    raise ImproperlyConfigured(f"FHIR_SEARCH_WHILE_INDEXING must be refuse or warn, got {FHIR_SEARCH_WHILE_INDEXING!r}")
+# Chunks of one reindex job running at once (0: as many as there are workers), to leave room for other work.
+REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", 0)
 
 # --- Scheduling -----------------------------------------------------------------------------------
 # Clustered scheduled jobs go through this queue, consumed only by `manage.py run_scheduler_worker`,
@@ -256,7 +301,7 @@ SCHEDULING_JOB_MODULES = [m.strip() for m in env_str("SCHEDULING_JOB_MODULES", "
 CUSTOM_SCRIPTS_ENABLED = env_bool("CUSTOM_SCRIPTS_ENABLED", False)  # superusers may upload scheduled scripts
 
 # --- Bulk export ----------------------------------------------------------------------------------
-BULK_EXPORT_CHUNK_SIZE = env_int("BULK_EXPORT_CHUNK_SIZE", 1000, minimum=1)  # resource ids per chunk and file, as HAPI
+BULK_EXPORT_CHUNK_SIZE = env_int("BULK_EXPORT_CHUNK_SIZE", 5000, minimum=1)  # resources per chunk and file
 # Export files are deleted this long after their export ended (HAPI keeps them 2 hours); `Expires` says when.
 BULK_EXPORT_RETENTION_SECONDS = env_int("BULK_EXPORT_RETENTION_SECONDS", 2 * 3600, minimum=1)
 BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3, minimum=1)  # one more gets 429
@@ -266,6 +311,22 @@ BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS",
 # JSON; by default the file system under MEDIA_ROOT/bulkexport.
 BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
 BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"location": str(MEDIA_ROOT / "bulkexport")})
+# --- Bulk import ----------------------------------------------------------------------------------
+BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # NDJSON lines per load chunk
+# URL prefixes $import / $bulk-submit may fetch from (comma-separated); none by default: nothing is fetched.
+BULK_IMPORT_ALLOWED_SOURCES = [p.strip() for p in env_str("BULK_IMPORT_ALLOWED_SOURCES", "").split(",") if p.strip()]
+# file:// inputs are allowed only under this directory; unset: never.
+BULK_IMPORT_FILE_ROOT = env_str("BULK_IMPORT_FILE_ROOT", "")
+BULK_IMPORT_MAX_FILE_BYTES = env_int("BULK_IMPORT_MAX_FILE_BYTES", 8 * 1024**3, minimum=1)  # per input, decompressed
+BULK_IMPORT_MAX_LINE_BYTES = env_int("BULK_IMPORT_MAX_LINE_BYTES", 16 * 1024**2, minimum=1024)  # longer: a bad line
+BULK_IMPORT_FETCH_ATTEMPTS = env_int("BULK_IMPORT_FETCH_ATTEMPTS", 4, minimum=1)  # tries per input, with backoff
+# A reference neither literal nor resolvable (e.g. `urn:uuid:` of a resource nowhere to be found): stored
+# verbatim with a warning, or (true) the line is rejected.
+BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR = env_bool("BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR", False)
+BULK_IMPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_IMPORT_MAX_CONCURRENT_CHUNKS", 0)  # 0: as many as workers
+# Allowed $bulk-submit submitters as system|value (comma-separated); empty: any authenticated importer.
+BULK_SUBMIT_ALLOWED_SUBMITTERS = [s.strip() for s in env_str("BULK_SUBMIT_ALLOWED_SUBMITTERS", "").split(",")
+                                  if s.strip()]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},  # Django's defaults, kept
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -14,7 +14,7 @@ from celery.schedules import BaseSchedule, schedstate
 from django.conf import settings
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
-from scheduling.registry import registry
+from scheduling.registry import SCRIPT_JOB_PREFIX, registry
 from scheduling.schedules import Schedule, schedule_from_dict
 from scheduling.sync import CLUSTERED_TASK, LOCAL_TASK, sync_declared_jobs
 
@@ -80,9 +80,13 @@ class NodeAwareScheduler(DatabaseScheduler):
         return super().schedule
 
     def enabled_models_qs(self):
-        """Clustered jobs always; local jobs never (each worker process runs those itself)."""
+        """Clustered jobs always, custom scripts' only while CUSTOM_SCRIPTS_ENABLED; local jobs never (each worker
+        process runs those itself)."""
         others = super().enabled_models_qs().exclude(task__in=(CLUSTERED_TASK, LOCAL_TASK))
-        return others | self.Model.objects.enabled().filter(task=CLUSTERED_TASK)
+        clustered = self.Model.objects.enabled().filter(task=CLUSTERED_TASK)
+        if not settings.CUSTOM_SCRIPTS_ENABLED:
+            clustered = clustered.exclude(name__startswith=SCRIPT_JOB_PREFIX)
+        return others | clustered
 
     def apply_async(self, entry, producer=None, advance=True, **kwargs):
         if isinstance(entry.schedule, TickSchedule):

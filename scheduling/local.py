@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTasks
 
 from scheduling.catalog import resolve_job
 from scheduling.exceptions import SchedulingError
-from scheduling.registry import RunContext, ScheduledJob, running
+from scheduling.registry import SCRIPT_JOB_PREFIX, RunContext, ScheduledJob, running
 from scheduling.runs import execute
 from scheduling.sync import enabled_local_job_names
 
@@ -34,6 +35,8 @@ def load_enabled_local_jobs() -> list[ScheduledJob]:
     """The local jobs enabled in the PeriodicTask rows, as this process's code or the stored scripts define them."""
     jobs = []
     for name in enabled_local_job_names():
+        if name.startswith(SCRIPT_JOB_PREFIX) and not settings.CUSTOM_SCRIPTS_ENABLED:
+            continue  # switched off on this node: not run, and nothing to warn about
         try:
             job = resolve_job(name)
         except SchedulingError as exc:

@@ -170,10 +170,12 @@ def _heartbeat(run_id: int) -> Iterator[None]:
     def beat() -> None:
         try:
             while not stop.wait(HEARTBEAT_SECONDS):
-                close_old_connections()
-                JobRun.objects.filter(pk=run_id, outcome=RunOutcome.RUNNING).update(heartbeat_at=Now())
-        except Exception:
-            logger.exception("heartbeat of run %s stopped", run_id)
+                try:
+                    close_old_connections()
+                    JobRun.objects.filter(pk=run_id, outcome=RunOutcome.RUNNING).update(heartbeat_at=Now())
+                except Exception:  # the database away for a moment (a restart): beat again next time
+                    logger.exception("heartbeat of run %s failed; retrying in %s s", run_id, HEARTBEAT_SECONDS)
+                    connection.close()
         finally:
             connection.close()  # this thread's own connection
 

@@ -8,6 +8,8 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from jobsite.auth import TokenHasScope
+from jobsite.models import Scope
 from scheduling import scripts
 from scheduling.exceptions import CustomScriptsDisabled, InvalidScript, ScriptExists, ScriptNotFound
 from scheduling.models import CustomScript
@@ -67,7 +69,8 @@ def describe(script: CustomScript, with_source: bool) -> dict:
 
 
 class ScriptsAPIView(APIView):
-    permission_classes = [IsAuthenticated, CustomScriptsEnabled, IsSuperuser]
+    permission_classes = [IsAuthenticated, CustomScriptsEnabled, IsSuperuser, TokenHasScope]
+    required_scope = Scope.CONTROL
 
     def handle_exception(self, exc):
         """Every error of these endpoints is `{"error": ...}`, with the line when a script is refused."""

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.processes import Process
+from tests.processes import Process, stop_all
 
 if TYPE_CHECKING:  # batch's modules need Django set up, which happens after this file is read
     from batch.api import JobDefinition
@@ -17,15 +17,7 @@ def processes():
     """Collects processes a test starts and stops them all when it ends, whatever happened."""
     started: list[Process] = []
     yield started
-    for process in reversed(started):
-        process.stop()
-
-
-@pytest.fixture(autouse=True)
-def chunks_retry_at_once(settings):
-    """A chunk that raised is retried without a backoff in this process's tests, so a test that drains the bus
-    sees its retries; the backoff has its own tests (worker processes keep the configured one)."""
-    settings.BATCH_RETRY_BACKOFF_SECONDS = []
+    stop_all(started)
 
 
 @pytest.fixture

@@ -12,11 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from django.db import connection
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def subprocess_database_url() -> str:
@@ -67,26 +70,107 @@ class Process:
             pass
 
     def stop(self, timeout: float = 15) -> None:
-        if self.popen.poll() is None:
-            self.signal_group(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.signal_group(signal.SIGKILL)
-                self.popen.wait(5)
+        stop_all([self], timeout)
+
+
+def stop_all(processes: list[Process], timeout: float = 15) -> None:
+    """SIGTERM every process at once (their warm shutdowns overlap), SIGKILL what is still up after `timeout`."""
+    running = [process for process in processes if process.popen.poll() is None]
+    for process in running:
+        process.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.popen.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.signal_group(signal.SIGKILL)
+            process.popen.wait(5)
+
+
+STARTUP_TIMEOUT = 120  # a process importing Django and Celery on a loaded 2-core machine
+
+
+def wait_until(condition: Callable[[], T], timeout: float, while_waiting: Callable[[], object] = lambda: None,
+               message: str | Callable[[], str] = "") -> T:
+    """Poll `condition()` until it returns something truthy (returned); fail after `timeout` seconds.
+
+    Tests wait for what must happen, with a ceiling far above what it takes on a loaded machine, instead
+    of sleeping a fixed time and hoping.
+    """
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {message() if callable(message) else message}")
+        while_waiting()
+        time.sleep(0.2)
+    return result
 
 
 def celery_worker(
-    env: dict[str, str] | None = None, queues: list[str] | None = None, concurrency: int = 2, name: str = "worker"
+    env: dict[str, str] | None = None, queues: list[str] | None = None, concurrency: int | None = 2,
+    name: str = "worker", wait: bool = True,
 ) -> Process:
-    """Start `celery worker` and return once it is consuming."""
+    """Start `celery worker` and (unless `wait=False`) return once it is consuming.
+
+    `concurrency=None` leaves the pool size to the settings (BATCH_MAX_THREADS), as the Procfile does.
+    The node name is `<name>-<pid>-<ns>@host`, unique, so a test can address this worker alone.
+    """
     argv = [
         sys.executable, "-m", "celery", "-A", "jobsite", "worker", "--loglevel", "INFO",
-        "--concurrency", str(concurrency), "--hostname", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
-        "--without-mingle", "--without-gossip",
+        "--hostname", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-mingle", "--without-gossip",
     ]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
     if queues:
         argv += ["--queues", ",".join(queues)]
     process = Process(argv, env=env, name=name)
-    process.wait_for_output(" ready.", timeout=60)
+    if wait:
+        wait_until_ready(process)
     return process
+
+
+def wait_until_ready(worker: Process) -> None:
+    worker.wait_for_output(" ready.", timeout=STARTUP_TIMEOUT)
+
+
+def celery_beat(env: dict[str, str], name: str = "beat") -> Process:
+    """`celery beat` with the project's scheduler (CELERY_BEAT_SCHEDULER); wait with `wait_until_beating`."""
+    return Process([sys.executable, "-m", "celery", "-A", "jobsite", "beat", "--loglevel", "INFO", "--pidfile="],
+                   env=env, name=name)
+
+
+def wait_until_beating(beat: Process) -> None:
+    beat.wait_for_output("beat: Starting...", timeout=STARTUP_TIMEOUT)
+
+
+def scheduler_worker(env: dict[str, str], name: str = "scheduler") -> Process:
+    """`manage.py run_scheduler_worker`, as the Procfile starts it; wait with `wait_until_ready`."""
+    return Process([sys.executable, "manage.py", "run_scheduler_worker", "--", "--without-mingle", "--without-gossip"],
+                   env=env, name=name)
+
+
+def scheduler_hostname(node: str, worker: Process) -> str:
+    """The Celery node name run_scheduler_worker gives the worker (the command execs, keeping its pid)."""
+    return f"scheduler-{node}-{worker.popen.pid}@{socket.gethostname()}"
+
+
+def inspect_worker(hostname: str, method: str, timeout: float = 60) -> Any:
+    """Ask one worker over the broker (`stats`, `active_queues`, ...) until it answers.
+
+    A worker busy or just started may miss one broadcast round; asking again until the ceiling is what
+    turns "no answer yet" into a retry instead of a KeyError.
+    """
+    from jobsite.celery import app
+
+    def answer() -> Any:
+        replies = getattr(app.control.inspect(destination=[hostname], timeout=2), method)() or {}
+        return replies.get(hostname) if hostname in replies else None
+
+    return wait_until(lambda: (reply,) if (reply := answer()) is not None else None, timeout,
+                      message=f"{hostname} did not answer {method}")[0]
+
+
+def start_all(processes: list[Process], ready: Callable[[Process], None]) -> None:
+    """Wait for processes that were started together (they come up in parallel, not one after another)."""
+    for process in processes:
+        ready(process)

@@ -1,6 +1,8 @@
 """Export files in the `bulkexport` storage (STORAGES["bulkexport"]: the file system by default, any backend)."""
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterator
 from typing import IO
 from uuid import UUID
 
@@ -30,6 +32,20 @@ def delete_files(paths: list[str]) -> None:
     storage = export_storage()
     for path in paths:
         storage.delete(path)
+
+
+GZIP_LEVEL = 1  # NDJSON shrinks ~8x even at level 1, at a fraction of the CPU of the default 6
+STREAM_BLOCK = 256 * 1024
+
+
+def gzipped(stream: IO[bytes]) -> Iterator[bytes]:
+    """The stream gzip-compressed, a block at a time (a download never holds a whole file)."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    with stream:
+        while block := stream.read(STREAM_BLOCK):
+            if compressed := compressor.compress(block):
+                yield compressed
+    yield compressor.flush()
 
 
 def open_file(path: str) -> IO[bytes]:

@@ -19,6 +19,9 @@ class BulkExport(models.Model):
     fingerprint = models.CharField(max_length=64)
     transaction_time = models.DateTimeField()
     expires_at = models.DateTimeField(null=True, blank=True)  # set when the manifest is made
+    # Why the export failed, in words for its client: a poll shows this, never the engine's error text
+    # (an exception's message may name server paths or SQL). Empty: failed for a reason of the server's.
+    failure = models.TextField(blank=True, default="")
 
     class Meta:
         indexes = [models.Index(fields=["owner", "fingerprint"], name="bulkexport_owner_request")]

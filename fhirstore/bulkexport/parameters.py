@@ -104,7 +104,11 @@ def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, leni
     for name, value in pairs:
         values.setdefault(name, []).append(value.strip())
     for name in sorted(set(values) - SUPPORTED):
-        problems.unsupported(f"Parameter {name!r} is not supported by this server")
+        if name == "includeAssociatedData":
+            problems.unsupported(f"includeAssociatedData ({', '.join(sorted(set(values[name])))}) is not supported: "
+                                 "this server exports no associated data (Provenance, …) beside the resources")
+        else:
+            problems.unsupported(f"Parameter {name!r} is not supported by this server")
 
     _check_output_format(values.get("_outputFormat", []), problems)
     since = _since(values.get("_since", []), problems)

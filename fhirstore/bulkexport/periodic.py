@@ -1,9 +1,15 @@
-"""The bulk export's scheduled task: the hourly purge of expired export files, once per hour in the cluster."""
+"""The bulk export's scheduled tasks, each once per tick in the cluster: the hourly purge of expired exports,
+and, every minute, the deletion of failed or cancelled exports' files and of the patient data they left in
+work chunks."""
 from __future__ import annotations
 
 import logging
 
-from fhirstore.bulkexport.services import purge_expired_exports
+from fhirstore.bulkexport.services import (
+    delete_files_of_ended_exports,
+    discard_ended_export_data,
+    purge_expired_exports,
+)
 from scheduling import scheduled
 
 logger = logging.getLogger(__name__)
@@ -15,3 +21,19 @@ def purge_expired_export_files() -> None:
     report = purge_expired_exports()
     if report.exports:
         logger.info("purged %d expired exports (%d files)", report.exports, report.files)
+
+
+@scheduled(every_seconds=60)
+def discard_failed_export_data() -> None:
+    """A failed or cancelled export's unfinished chunks hold resource ids and NDJSON: not kept for days."""
+    discarded = discard_ended_export_data()
+    if discarded:
+        logger.info("discarded the data of %d chunks of ended exports", discarded)
+
+
+@scheduled(every_seconds=60)
+def delete_files_of_failed_and_cancelled_exports() -> None:
+    """A failed or cancelled export's files hold PHI nobody will download: gone within a minute, not at expiry."""
+    deleted = delete_files_of_ended_exports()
+    if deleted:
+        logger.info("deleted %d files of failed or cancelled exports", deleted)

@@ -19,8 +19,12 @@ from django.db.models import Q
 
 from fhirstore.bulkexport.parameters import Level
 from fhirstore.models import ReferenceIndex
-from fhirstore.scan import iter_compartment_id_pages, iter_resource_id_pages
-from fhirstore.search import matching_resources, type_filter
+from fhirstore.scan import (
+    current_resources,
+    iter_compartment_id_pages,
+    iter_resource_id_pages,
+)
+from fhirstore.search import type_filter
 from fhirstore.search_params import patient_compartment_params
 
 
@@ -30,28 +34,25 @@ def type_filters_for(resource_type: str, expressions: Sequence[str]) -> list[Q]:
 
 
 def id_pages(resource_type: str, *, level: Level, patients: Sequence[str], since: datetime | None,
-             filters: Sequence[Q], page_size: int) -> Iterator[list[str]]:
-    """The ids to export of one type, page by page in id order; `patients` are the listed patients or members."""
+             until: datetime, filters: Sequence[Q], page_size: int) -> Iterator[list[str]]:
+    """The ids to export of one type as the store was at `until`, page by page in id order; `patients` are the
+    listed patients or members."""
     if level is Level.GROUP or (level is Level.PATIENT and patients):
         if not patients:
             return iter(())  # a Group without members
-        return iter_compartment_id_pages(resource_type, patients, since=since, filters=filters, page_size=page_size)
+        return iter_compartment_id_pages(resource_type, patients, since=since, until=until, filters=filters,
+                                         page_size=page_size)
     if level is Level.PATIENT and resource_type != "Patient":
         in_a_compartment = _in_some_patient_compartment(resource_type)
         filters = [condition & in_a_compartment for condition in filters] or [in_a_compartment]
     if not filters:
-        return iter_resource_id_pages(resource_type, since=since, page_size=page_size)
-    return _streamed_pages(resource_type, since, filters, page_size)
+        return iter_resource_id_pages(resource_type, since=since, until=until, page_size=page_size)
+    return _streamed_pages(resource_type, since, until, filters, page_size)
 
 
-def _streamed_pages(resource_type: str, since: datetime | None, filters: Sequence[Q],
+def _streamed_pages(resource_type: str, since: datetime | None, until: datetime, filters: Sequence[Q],
                     page_size: int) -> Iterator[list[str]]:
-    matches_any = Q()
-    for condition in filters:
-        matches_any |= condition
-    resources = matching_resources(resource_type, matches_any)
-    if since is not None:
-        resources = resources.filter(last_updated__gte=since)
+    resources = current_resources(resource_type, since=since, until=until, filters=filters)
     ids = resources.order_by("logical_id").values_list("logical_id", flat=True).iterator(chunk_size=page_size)
     while page := list(islice(ids, page_size)):
         yield page

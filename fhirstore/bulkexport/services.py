@@ -5,6 +5,7 @@ An export belongs to the user who started it: another user's export is "not foun
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from fhirstore.bulkexport.files import delete_files, open_file
 from fhirstore.bulkexport.models import BulkExport, ExportFile
 from fhirstore.bulkexport.parameters import ExportRequest
 from fhirstore.bulkexport.steps import BULK_EXPORT_JOB, job_parameters
+from fhirstore.storage import settled_time
 
 PURGE_PAGE = 100  # exports deleted per transaction by the purge
 
@@ -52,7 +54,8 @@ def kick_off(user: AbstractBaseUser, request: ExportRequest, *, base_url: str, r
         if running.count() >= limit:
             raise TooManyExports(f"{limit} of your exports are running, the most allowed; retry once one has finished "
                                  "(or DELETE one)")
-        export_id, now = uuid.uuid4(), timezone.now()
+        # transactionTime: the export holds everything up to it, and a `_since` of it misses nothing later.
+        export_id, now = uuid.uuid4(), settled_time()
         job = control.start_job(
             BULK_EXPORT_JOB,
             job_parameters(request, export_id=export_id, base_url=base_url, request_url=request_url,
@@ -93,12 +96,27 @@ def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportS
     if job.status == JobStatus.CANCELLED:
         raise ExportNotFound(f"Export {export_id} was cancelled")
     if job.status == JobStatus.FAILED:
-        raise ExportFailed(f"Export {export_id} failed: {job.error_message or 'unknown error'}")
+        control.discard_chunk_data([export.job_instance_id])
+        raise ExportFailed(f"Export {export_id} failed: {without_paths(export.failure)}" if export.failure else
+                           f"Export {export_id} failed on the server (job {job.id}); an operator can see why")
     if job.status == JobStatus.COMPLETED:
         if export.expires_at is not None and export.expires_at <= timezone.now():
             raise ExportNotFound(f"Export {export_id} has expired")
         return ExportStatus(ExportState.COMPLETED, "Completed", _in_spec_order(job.report), export.expires_at)
     return ExportStatus(ExportState.RUNNING, _progress(job))
+
+
+_SERVER_PATH = re.compile(r"""(?:[A-Za-z]:)?[\\/](?:[^\s'"\\/]+[\\/])+[^\s'"]*""")
+
+
+def without_paths(message: str) -> str:
+    """An error message fit for the client: file paths of the server replaced (they tell an attacker the layout)."""
+    return _SERVER_PATH.sub("<path>", message)
+
+
+def discard_ended_export_data() -> int:
+    """Clear the work-chunk data (resource ids, NDJSON) that failed or cancelled exports left behind."""
+    return control.discard_chunk_data(BulkExport.objects.values("job_instance_id"))
 
 
 def _in_spec_order(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +145,7 @@ def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:
             control.cancel_job(export.job_instance_id)
         except (JobStateConflict, JobNotFound):
             pass  # it has ended already (or batch purged it): only the files are left to remove
+        control.discard_chunk_data([export.job_instance_id])  # the patient data its unfinished chunks held
         paths = list(export.files.values_list("path", flat=True))
         export.delete()
     delete_files(paths)
@@ -172,6 +191,26 @@ def purge_expired_exports(*, now: datetime | None = None) -> PurgeReport:
         report.files += len(paths)
         if len(page) < PURGE_PAGE:
             return report
+
+
+def delete_files_of_ended_exports() -> int:
+    """Delete the files of exports whose job failed or was cancelled, at once: they hold PHI that nobody
+    will download. The export row stays (a poll still answers "failed" or "cancelled") until the purge.
+
+    Returns how many files were deleted.
+    """
+    ended = BulkExport.objects.filter(expires_at__isnull=True,
+                                      job_instance_id__in=control.ended_job_ids(before=timezone.now()))
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            page = list(ExportFile.objects.filter(export__in=ended).select_for_update(skip_locked=True)
+                        .values_list("id", "path")[:PURGE_PAGE])
+            ExportFile.objects.filter(id__in=[file_id for file_id, _ in page]).delete()
+        delete_files([path for _, path in page])
+        deleted += len(page)
+        if len(page) < PURGE_PAGE:
+            return deleted
 
 
 def _owned_export(user: AbstractBaseUser, export_id: uuid.UUID | str, *, lock: bool = False) -> BulkExport:

@@ -1,10 +1,17 @@
 """The steps of the BULK_EXPORT job, written against the batch job-author API only.
 
 fetch-resources → expand-resources → write-to-binaries → create-report, gated as HAPI's. A chunk carries
-one resource type: `fetch` emits {type, ids} per BULK_EXPORT_CHUNK_SIZE ids, `expand` the same resources
-as NDJSON (both compressed), `write` one file per chunk ({file, type, count}), and the reducer lists them as the manifest.
-Every step can run again after a lost worker: emitted chunks and file ids derive from the chunk ids, so a
-rerun rewrites the same file and the same row instead of adding one.
+one resource type and at most BULK_EXPORT_CHUNK_SIZE resources. An unfiltered system-level walk emits id
+bounds {type, after, last, count}: `expand` passes them on (unless `_elements` needs the bodies) and `write`
+streams the bodies of `(after, last]` from the database into the file, so they cross the database once, as
+text. A filtered or compartment walk emits {type, ids} (compressed), which `expand` turns into NDJSON
+(compressed) for `write`. Each `write` makes one file ({file, type, count}); the reducer lists them as the
+manifest. With `_since`, deletions travel as ids (`deleted: true`) into transaction Bundles, listed under `deleted`.
+
+The export reads the store as it was at its transactionTime (`storage.settled_time()` at the kick-off: no
+write stamped up to it is still uncommitted), so what a step reads never changes under it. Every step can
+run again after a lost worker: emitted chunks and file ids derive from the chunk ids, and a rerun reads the
+same thing, so it rewrites the same chunks, file and row instead of adding any.
 """
 from __future__ import annotations
 
@@ -29,7 +36,9 @@ from fhirstore.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportRequest,
 from fhirstore.bulkexport.selection import id_pages, type_filters_for
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.fhirdates import format_instant, parse_date_range
-from fhirstore.scan import current_bodies_json, group_patient_ids
+from fhirstore.scan import (
+    current_bodies_json, group_patient_ids, iter_deleted_id_pages, iter_resource_id_ranges, range_bodies_ndjson,
+)
 
 BULK_EXPORT_JOB = "BULK_EXPORT"
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
@@ -52,6 +61,11 @@ class ExportJob:
     request_url: str
     transaction_time: str
     chunk_size: int
+
+    @property
+    def until(self) -> datetime:
+        """The export reads the store as it was at its transactionTime (see `scan`)."""
+        return datetime.fromisoformat(self.transaction_time)
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> ExportJob:
@@ -78,35 +92,81 @@ def job_parameters(request: ExportRequest, *, export_id: uuid.UUID, base_url: st
 
 
 def fetch_resources(context: StepContext, sink: DataSink) -> int:
-    """Walk the matching ids type by type, in id order, one page (= one chunk) at a time."""
+    """Walk the matching ids type by type, in id order, one page (= one chunk) at a time; with `_since`, the
+    deleted ones too.
+
+    The walk reads the store as it was at transactionTime, which nothing committed later changes: a rerun
+    after a lost worker emits exactly the same pages as the first run, so the engine's chunk ids (by emission
+    index) name the same pages, and the copies it already has are ignored.
+    """
     job = ExportJob.from_parameters(context.parameters)
     patients = job.patients
     if job.level is Level.GROUP:
         try:
             patients = tuple(group_patient_ids(job.group_id))
         except FhirStoreError as error:
+            BulkExport.objects.filter(id=job.export_id).update(failure=error.message)
             raise JobFailed(error.message) from None
     fetched = 0
     for resource_type in job.types:
-        pages = id_pages(resource_type, level=job.level, patients=patients, since=job.since,
-                         filters=type_filters_for(resource_type, job.type_filters), page_size=job.chunk_size)
+        filters = type_filters_for(resource_type, job.type_filters)
+        if job.level is Level.SYSTEM and not filters:
+            for after, last, count in iter_resource_id_ranges(resource_type, since=job.since, until=job.until,
+                                                              page_size=job.chunk_size):
+                sink.accept({"type": resource_type, "after": after, "last": last, "count": count})
+                fetched += count
+            continue
+        pages = id_pages(resource_type, level=job.level, patients=patients, since=job.since, until=job.until,
+                         filters=filters, page_size=job.chunk_size)
         for ids in pages:
             sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids))})
             fetched += len(ids)
+    if job.since is not None and job.level is Level.SYSTEM:
+        for resource_type in job.types:
+            for ids in iter_deleted_id_pages(resource_type, since=job.since, until=job.until,
+                                             page_size=job.chunk_size):
+                sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids)), "deleted": True})
+                fetched += len(ids)
     return fetched
 
 
 def expand_resources(context: StepContext, sink: DataSink) -> int:
-    """The current bodies of the chunk's ids as NDJSON (deleted ones left out), subsetted by `_elements`."""
+    """The chunk's bodies as they were at transactionTime, as NDJSON, subsetted by `_elements`; deletions as
+    the spec's transaction Bundles with a DELETE entry.
+
+    A range of ids exported whole goes on as it is: `write-to-binaries` streams its bodies from the database
+    into the file, so they cross the database once, as text, and are never parsed.
+    """
     job = ExportJob.from_parameters(context.parameters)
     resource_type = context.data["type"]
-    lines = current_bodies_json(resource_type, unpack(context.data["ids_zlib"]).decode().split("\n"))
     elements = elements_of(resource_type, job.elements)
+    if "last" in context.data:
+        if not elements:
+            sink.accept(dict(context.data))
+            return context.data["count"]
+        _, ndjson = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"], since=job.since,
+                                        until=job.until)
+        lines = ndjson.decode().splitlines()
+    elif context.data.get("deleted"):
+        ids = unpack(context.data["ids_zlib"]).decode().split("\n")
+        lines = [deletion_bundle(resource_type, logical_id) for logical_id in ids]
+        sink.accept({"type": resource_type, "ndjson_zlib": pack("\n".join(lines) + "\n"), "count": len(lines),
+                     "deleted": True})
+        return len(lines)
+    else:
+        ids = unpack(context.data["ids_zlib"]).decode().split("\n")
+        lines = current_bodies_json(resource_type, ids, until=job.until)
     if elements:
         lines = [subset(line, elements) for line in lines]
     if lines:
         sink.accept({"type": resource_type, "ndjson_zlib": pack("\n".join(lines) + "\n"), "count": len(lines)})
     return len(lines)
+
+
+def deletion_bundle(resource_type: str, logical_id: str) -> str:
+    """One line of a `deleted` file: "a FHIR Bundle with a type of transaction", its entry a DELETE request."""
+    return json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "DELETE", "url": f"{resource_type}/{logical_id}"}}]}, separators=(",", ":"))
 
 
 def pack(text: str) -> str:
@@ -144,10 +204,18 @@ def subset(line: str, elements: frozenset[str]) -> str:
 def write_to_binaries(context: StepContext, sink: DataSink) -> int:
     """One NDJSON file per chunk in the export storage, and its `ExportFile` row."""
     job = ExportJob.from_parameters(context.parameters)
-    resource_type, count = context.data["type"], context.data["count"]
+    deleted = bool(context.data.get("deleted"))
+    resource_type, count = ("Bundle" if deleted else context.data["type"]), context.data["count"]
     file_id = uuid.uuid5(context.chunk_id, "file")
     path = file_path(job.export_id, resource_type, file_id)
-    write_file(path, unpack(context.data["ndjson_zlib"]))
+    if "last" in context.data:
+        count, content = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"],
+                                             since=job.since, until=job.until)
+    else:
+        content = unpack(context.data["ndjson_zlib"])
+    if not count:
+        return 0
+    write_file(path, content)
     with transaction.atomic():
         # The export row lock orders this against a DELETE of the export: either the DELETE sees this
         # file's row (and removes the file), or this step sees the export gone (and removes it itself).
@@ -158,7 +226,7 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
             "export_id": job.export_id, "job_instance_id": context.instance_id, "resource_type": resource_type,
             "path": path, "count": count,
         })
-    sink.accept({"file": str(file_id), "type": resource_type, "count": count})
+    sink.accept({"file": str(file_id), "type": resource_type, "count": count, "deleted": deleted})
     return count
 
 
@@ -166,9 +234,10 @@ def create_report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> 
     """The manifest: per type its files' URLs and counts; the files expire BULK_EXPORT_RETENTION_SECONDS from now."""
     job = ExportJob.from_parameters(context.parameters)
     files_by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    deleted: list[dict[str, Any]] = []
     for item in inputs:
-        files_by_type[item["type"]].append({"type": item["type"], "url": f"{job.base_url}/$export-file/{item['file']}",
-                                            "count": item["count"]})
+        file = {"type": item["type"], "url": f"{job.base_url}/$export-file/{item['file']}", "count": item["count"]}
+        (deleted if item.get("deleted") else files_by_type[item["type"]]).append(file)
     expires_at = timezone.now() + timedelta(seconds=settings.BULK_EXPORT_RETENTION_SECONDS)
     ExportFile.objects.filter(export_id=job.export_id).update(expires_at=expires_at)
     BulkExport.objects.filter(id=job.export_id).update(expires_at=expires_at)
@@ -177,6 +246,6 @@ def create_report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> 
         "request": job.request_url,
         "requiresAccessToken": True,
         "output": [file for resource_type in sorted(files_by_type) for file in files_by_type[resource_type]],
-        "deleted": [],
+        "deleted": deleted,
         "error": [],
     }

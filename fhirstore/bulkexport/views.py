@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 
-from django.http import FileResponse, HttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
 from fhirstore.bulkexport.exceptions import TooManyExports
+from fhirstore.bulkexport.files import gzipped
 from fhirstore.bulkexport.parameters import Level, body_parameters, parse_export_request, query_parameters
 from fhirstore.bulkexport.services import ExportState, delete_export, export_status, kick_off, open_export_file
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
+from jobsite.auth import TokenHasScope
+from jobsite.models import Scope
 
 NDJSON = "application/fhir+ndjson"
 RETRY_AFTER_SECONDS = 2  # how soon to poll again: clients wait as told, so short keeps small exports quick
@@ -30,7 +34,8 @@ class ExportAccess(FhirAccess):
 
 
 class BulkExportView(FhirView):
-    permission_classes = [ExportAccess]
+    permission_classes = [ExportAccess, TokenHasScope]
+    required_scope = Scope.EXPORT  # kick-off, status, cancel and downloads alike
 
     def handle_exception(self, exc: Exception) -> HttpResponse:
         response = super().handle_exception(exc)
@@ -101,7 +106,13 @@ class ExportStatusView(BulkExportView):
 class ExportFileView(BulkExportView):
     def get(self, request, file_id: str):
         _, stream = open_export_file(request.user, file_id)
-        return FileResponse(stream, content_type=NDJSON)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):  # as the reference server: ~8x fewer bytes
+            response = StreamingHttpResponse(gzipped(stream), content_type=NDJSON)
+            response["Content-Encoding"] = "gzip"
+        else:
+            response = FileResponse(stream, content_type=NDJSON)
+        patch_vary_headers(response, ["Accept-Encoding"])
+        return response
 
 
 def _pairs(query_dict) -> list[tuple[str, str]]:

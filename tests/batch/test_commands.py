@@ -129,3 +129,30 @@ def test_bad_input_is_one_line_on_stderr_and_a_non_zero_exit():
 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["CommandError: no job instance no-such-job"]
+
+
+def test_reassign_jobs_moves_a_nodes_jobs_and_prints_a_line_per_job(bus):
+    from batch.heartbeats import record_heartbeat
+
+    record_heartbeat("b1", "node-b")
+    instance = start_job("DIAGNOSTIC_NOOP", {"chunks": 1}, node_id="node-a")
+
+    out, _ = run("reassign_jobs", "--from", "node-a")
+
+    assert out.strip() == f"{instance.id} node-a -> node-b (1 waiting chunks announced)"
+    assert JobInstance.objects.get(id=instance.id).node_id == "node-b"
+    assert run("reassign_jobs", "--from", "node-a")[0].strip() == "no unfinished jobs on node node-a: nothing moved"
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "name the jobs to move: --from NODE or --job ID"),
+    (["--job", "no-such-job"], "no job instance no-such-job"),
+    (["--from", "node a"], "invalid from node 'node a'"),
+    (["--from", "node-a", "--to", "node-z"], "node node-z has no batch worker of module batch seen in the last"),
+])
+def test_reassign_jobs_refuses_bad_input_and_moves_nothing(args, message):
+    instance = JobInstanceFactory(node_id="node-a")
+
+    with pytest.raises(CommandError, match=message):
+        run("reassign_jobs", *args)
+    assert JobInstance.objects.get(id=instance.id).node_id == "node-a"

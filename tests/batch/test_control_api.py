@@ -1,11 +1,11 @@
 """The control API at /control/jobs: camelCase JSON, every problem listed, and nothing without credentials."""
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from batch.coordinator import start_job
 from batch.models import JobInstance
 from batch.statuses import JobStatus
+from jobsite.tokens import token_for
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
 
 pytestmark = pytest.mark.django_db
@@ -18,10 +18,11 @@ def no_broker(bus):
 
 @pytest.fixture
 def api(django_user_model) -> APIClient:
-    """A client that sends an API token the way FHIR clients do: `Authorization: Bearer <token>`."""
-    user = django_user_model.objects.create_user("client")
+    """An operator's client sending an API token the way FHIR clients do: `Authorization: Bearer <token>`.
+    (What a client that is no operator may do: test_control_permissions.py.)"""
+    user = django_user_model.objects.create_user("operator", is_staff=True)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
     return client
 
 
@@ -32,8 +33,8 @@ def test_start_returns_201_with_the_instance_in_camel_case(api):
     assert response.status_code == 201
     body = response.json()
     assert body["jobDefinitionId"] == "DIAGNOSTIC_NOOP" and body["status"] == "QUEUED"
-    assert body["parameters"] == {"chunks": 3, "sleep_ms": 0, "records_per_chunk": 1}
-    assert body["startedBy"] == "client"
+    assert body["parameters"] == {"chunks": 3, "sleep_ms": 0, "records_per_chunk": 1, "hang_at_chunk": -1}
+    assert body["startedBy"] == "operator"
     assert JobInstance.objects.filter(id=body["instanceId"]).exists()
     assert {"combinedRecordsProcessed", "recordsPerSecond", "estimatedTimeRemaining", "errorCount",
             "errorMessage", "progress", "createTime", "startTime", "endTime"} <= set(body)
@@ -132,7 +133,7 @@ def test_restart_resumes_a_failed_job_and_refuses_a_running_one(api):
 def test_the_token_is_also_accepted_with_the_token_keyword(django_user_model):
     user = django_user_model.objects.create_user("script")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     assert client.get("/control/jobs").status_code == 200
 
 

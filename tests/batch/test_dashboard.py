@@ -6,7 +6,6 @@ import pytest
 from django.utils import timezone
 
 from batch import control, dashboard
-from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
 from jobsite.display import short_duration
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
@@ -81,7 +80,7 @@ def test_node_activity_counts_chunks_in_flight_per_node_and_names_its_queue_and_
     job = JobInstanceFactory(node_id="node-a", module_id="batch")
     WorkChunkFactory.create_batch(2, instance=job, status=ChunkStatus.IN_PROGRESS)
     WorkChunkFactory(instance=job, status=ChunkStatus.READY)
-    queue = work_notification_queue("node-a", "batch")
+    queue = control.work_notification_queue("node-a", "batch")
 
     nodes = {node.node_id: node for node in dashboard.node_activity(lambda: {queue: ["w1@host"]})}
 

@@ -1,13 +1,10 @@
 """Maintenance recovers what the broker and dead processes lose, and only one pass runs at a time."""
-from datetime import timedelta
 
 import psycopg
 import pytest
 import redis
 from django.conf import settings as django_settings
 from django.db import connection
-from django.utils import timezone
-from freezegun import freeze_time
 
 from batch.coordinator import cancel_job, start_job
 from batch.maintenance import MAINTENANCE_LOCK_KEY, run_maintenance_pass
@@ -15,6 +12,7 @@ from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
 from batch.reduction import on_reduction_claimed
 from batch.statuses import ChunkStatus, JobStatus
+from batch.testing import time_passes
 from batch.worker import on_chunk_claimed
 from tests.batch.conftest import count_records, emit, unique_node
 
@@ -22,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def later(seconds: float):
-    return freeze_time(timezone.now() + timedelta(seconds=seconds))
+    return time_passes(seconds)
 
 
 def test_a_chunk_whose_worker_died_is_retried_after_its_lease(define_job, bus, settings):
@@ -167,50 +165,3 @@ def test_maintenance_completes_a_job_whose_last_worker_died_between_commit_and_c
     run_maintenance_pass()
 
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
-
-
-def test_a_chunk_that_raised_is_retried_after_its_backoff_not_at_once(define_job, bus, settings):
-    settings.BATCH_RETRY_BACKOFF_SECONDS = [1, 5]
-    calls = []
-
-    def flaky(context, sink) -> int:
-        calls.append(1)
-        if len(calls) <= 2:
-            raise OSError("storage hiccup")
-        return 1
-
-    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", flaky))
-    instance = start_job(job.id, {}, node_id=unique_node())
-    bus.deliver_next()
-    [work] = bus.take()
-    bus.sent.append(("q", work.to_message()))
-    bus.deliver_next()
-
-    chunk = WorkChunk.objects.get(id=work.chunk_id)
-    assert (chunk.status, chunk.error_count) == (ChunkStatus.ERRORED, 1)
-    assert timedelta(seconds=0.5) < chunk.next_poll_time - timezone.now() <= timedelta(seconds=1)
-    assert bus.take() == [], "not announced before its backoff"
-    assert on_chunk_claimed(work.chunk_id) is None, "a stray message cannot claim it early either"
-    assert run_maintenance_pass().retries_due == 0
-
-    with later(2):
-        assert run_maintenance_pass().retries_due == 1
-    bus.drain()
-    chunk.refresh_from_db()
-    assert (chunk.status, chunk.error_count) == (ChunkStatus.ERRORED, 2)
-    assert chunk.next_poll_time - timezone.now() > timedelta(seconds=4), "the second retry waits 5 s"
-    with later(6):
-        run_maintenance_pass()
-    bus.drain()
-    assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
-    assert len(calls) == 3
-
-
-@pytest.mark.parametrize(("backoff", "errors", "seconds"), [
-    ([1, 5, 30], 1, 1), ([1, 5, 30], 3, 30), ([1, 5, 30], 9, 30), ([], 1, 0),
-])
-def test_the_backoff_grows_with_the_errors_and_its_last_value_repeats(settings, backoff, errors, seconds):
-    from batch.conf import batch_settings
-
-    settings.BATCH_RETRY_BACKOFF_SECONDS = backoff
-    assert batch_settings().retry_delay(errors) == timedelta(seconds=seconds)

@@ -1,5 +1,5 @@
 import pytest
-from rest_framework.authtoken.models import Token
+from jobsite.tokens import token_for
 
 from tests.fhirstore.helpers import FhirClient
 
@@ -11,7 +11,7 @@ def api_user(django_user_model):
 
 @pytest.fixture
 def token(api_user) -> str:
-    return Token.objects.create(user=api_user).key
+    return token_for(api_user)
 
 
 @pytest.fixture

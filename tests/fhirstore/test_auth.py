@@ -96,3 +96,32 @@ def test_sessions_of_non_staff_users_are_403(django_user_model):
 
     assert_outcome(client.get("/fhir/Patient"), 403, "only for staff")
     assert_outcome(client.post("/fhir/Patient", patient()), 403)
+
+
+@pytest.fixture
+def scoped(api_user):
+    from jobsite.tokens import token_for
+
+    return lambda *scopes: FhirClient(f"Bearer {token_for(api_user, scopes)}")
+
+
+def test_a_read_only_token_reads_but_may_not_write(scoped, stored_patient):
+    reader = scoped("fhir:read")
+
+    assert reader.get("/fhir/Patient/p1").status_code == 200
+    assert reader.client.post("/fhir/Patient/_search", "family=x",
+                              content_type="application/x-www-form-urlencoded").status_code == 200
+    assert_outcome(reader.put("/fhir/Patient/p2", patient(id="p2")), 403, "'fhir:write' scope")
+    assert_outcome(reader.delete("/fhir/Patient/p1"), 403, "'fhir:write' scope")
+
+
+def test_a_write_only_token_may_not_read(scoped, stored_patient):
+    writer = scoped("fhir:write")
+
+    assert writer.put("/fhir/Patient/p2", patient(id="p2")).status_code == 201
+    assert_outcome(writer.get("/fhir/Patient/p1"), 403, "'fhir:read' scope")
+
+
+def test_export_needs_the_export_scope(scoped):
+    response = scoped("fhir:read").get("/fhir/$export", HTTP_PREFER="respond-async")
+    assert_outcome(response, 403, "'export' scope")

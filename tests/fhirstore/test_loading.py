@@ -68,14 +68,25 @@ def assert_every_reference_resolved_and_conditional_ones_rewritten():
     assert_every_reference_resolves()
 
 
-def test_loading_the_same_files_again_makes_second_versions():
+def test_loading_the_same_files_again_makes_no_new_version():
     run("load_fhir", str(SYNTHEA_NDJSON))
     first = stored_counts()
 
-    run("load_fhir", str(SYNTHEA_NDJSON))
+    output, _ = run("load_fhir", str(SYNTHEA_NDJSON))
 
     assert stored_counts() == first
-    assert set(Resource.objects.values_list("version_id", flat=True)) == {2}
+    assert set(Resource.objects.values_list("version_id", flat=True)) == {1}
+    assert f"{first['Patient']}  ({first['Patient']} unchanged)" in output
+
+
+def test_urn_uuid_references_to_resources_of_the_same_load_resolve(tmp_path):
+    write_lines(tmp_path / "Observation.000.ndjson", {"resourceType": "Observation", "id": "o", "status": "final",
+                                                      "code": {"text": "x"}, "subject": {"reference": "urn:uuid:p"}})
+    write_lines(tmp_path / "Patient.000.ndjson", patient(id="p"))
+
+    run("load_fhir", str(tmp_path))
+
+    assert Resource.objects.get(logical_id="o").body["subject"]["reference"] == "Patient/p"
 
 
 def test_synthea_bundles_load_through_load_fhir():

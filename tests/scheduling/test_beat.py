@@ -3,10 +3,11 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from django_celery_beat.models import PeriodicTask
 from kombu import Connection
 
 from jobsite.celery import app
-from scheduling.beat import NodeAwareScheduler, TickSchedule
+from scheduling.beat import NodeAwareScheduler, ScheduledJobEntry, TickSchedule
 from scheduling.registry import ScheduledJob
 from scheduling.schedules import CronSchedule, EverySeconds
 from scheduling.sync import sync_declared_jobs
@@ -86,3 +87,54 @@ def test_the_message_carries_the_latest_tick_on_the_scheduler_queue(settings):
     assert kwargs["job"] == "a.every_two" and kwargs["schedule"] == {"every_seconds": 2}
     assert tick == EverySeconds(2).latest_tick_at_or_before(before) or tick == EverySeconds(2).next_tick_after(before)
     assert "tick" not in entry.kwargs  # the entry itself is unchanged; each send stamps its own tick
+
+
+BERLIN_NIGHTS = {  # (first minute, last minute) in UTC around 02:00-03:00 local time
+    "clocks go back": (datetime(2024, 10, 26, 23, 50, tzinfo=timezone.utc), datetime(2024, 10, 27, 2, 10, tzinfo=timezone.utc)),
+    "clocks go forward": (datetime(2024, 3, 30, 23, 50, tzinfo=timezone.utc), datetime(2024, 3, 31, 2, 10, tzinfo=timezone.utc)),
+}
+
+
+@pytest.mark.django_db(transaction=True)  # django-celery-beat commits and closes connections itself
+@pytest.mark.parametrize("night", list(BERLIN_NIGHTS))
+def test_beat_through_a_daylight_saving_night_sends_each_calendar_occurrence_once(night, settings, monkeypatch):
+    """Beat's own entries and due-checks, minute by minute through the night on a moved clock, send to Redis."""
+    settings.SCHEDULER_QUEUE = f"test-{uuid.uuid4().hex[:8]}"
+    first, last = BERLIN_NIGHTS[night]
+    clock = {"now": first}
+    monkeypatch.setattr(app, "now", lambda: clock["now"])
+    monkeypatch.setattr(ScheduledJobEntry, "_default_now", lambda entry: clock["now"])
+    half_past_two = CronSchedule("0 30 2 * * ?", "Europe/Berlin")
+    quarterly = CronSchedule("0 */15 * * * ?", "Europe/Berlin")
+    declare(("dst.half_past_two", half_past_two, True), ("dst.quarterly", quarterly, True))
+    PeriodicTask.objects.filter(name__startswith="dst.").update(last_run_at=first)  # a beat up since before the night
+    scheduler = NodeAwareScheduler(app=app, lazy=True)
+    entries = {name: scheduler.schedule[name] for name in ("dst.half_past_two", "dst.quarterly")}
+
+    print({n: (e.last_run_at, e.schedule, e.schedule.now(), e.is_due()) for n, e in entries.items()})
+    while clock["now"] <= last:
+        for name, entry in entries.items():
+            if entry.is_due().is_due:
+                scheduler.apply_async(entry, advance=False)
+                entries[name] = next(entry)  # what beat does after a send: last_run_at is now
+        clock["now"] += timedelta(minutes=1)
+
+    sent: dict[str, list[datetime]] = {}
+    with Connection(settings.CELERY_BROKER_URL) as broker:
+        queue = broker.SimpleQueue(settings.SCHEDULER_QUEUE)
+        for _ in range(queue.qsize()):  # Redis drops a list once it is empty: count first, then take
+            message = queue.get(timeout=5)
+            message.ack()
+            sent.setdefault(message.payload[1]["job"], []).append(datetime.fromisoformat(message.payload[1]["tick"]))
+        queue.close()
+    utc = timezone.utc
+    if night == "clocks go back":
+        # 02:30 comes twice (CEST, then CET): once is sent. Every quarter-hour of real time is sent, both passes.
+        assert sent["dst.half_past_two"] == [datetime(2024, 10, 27, 0, 30, tzinfo=utc)]
+        assert sent["dst.quarterly"] == [datetime(2024, 10, 27, 0, 0, tzinfo=utc) + timedelta(minutes=15 * n)
+                                         for n in range(9)]
+    else:
+        # 02:30 never comes: it is sent when the gap ends (03:00 CEST). No quarter-hour of the skipped hour exists.
+        assert sent["dst.half_past_two"] == [datetime(2024, 3, 31, 1, 0, tzinfo=utc)]
+        assert sent["dst.quarterly"] == [datetime(2024, 3, 31, 0, 0, tzinfo=utc) + timedelta(minutes=15 * n)
+                                         for n in range(9)]

@@ -17,7 +17,9 @@ EVERY_MINUTE = EverySeconds(60)
 
 
 def current_tick() -> datetime:
-    return EVERY_MINUTE.latest_tick_at_or_before(timezone.now())
+    """A tick that cannot go stale while the test runs: the next minute's (a tick is stale once the one after
+    it has come, so a tick taken as "this minute's" would turn MISSED if the test crossed a minute boundary)."""
+    return EVERY_MINUTE.next_tick_after(timezone.now())
 
 
 class CountingJob:
@@ -75,7 +77,7 @@ def test_many_processes_racing_for_one_tick_run_it_once():
 @pytest.mark.django_db(transaction=True)
 def test_a_run_still_going_at_the_next_tick_makes_that_tick_skipped():
     release, started = threading.Event(), threading.Event()
-    counting = CountingJob(body=lambda: (started.set(), release.wait(10)))
+    counting = CountingJob(body=lambda: (started.set(), release.wait(120)))
     first = current_tick()
     outcome_of_first = []
 
@@ -87,7 +89,7 @@ def test_a_run_still_going_at_the_next_tick_makes_that_tick_skipped():
 
     runner = threading.Thread(target=long_run)
     runner.start()
-    assert started.wait(10)
+    assert started.wait(120)
 
     second = first + timedelta(minutes=1)
     assert counting.run(second) == Occurrence.SKIPPED
@@ -106,7 +108,7 @@ def test_a_run_still_going_at_the_next_tick_makes_that_tick_skipped():
 @pytest.mark.django_db
 def test_a_message_arriving_after_the_next_tick_is_recorded_missed_and_not_run():
     counting = CountingJob()
-    stale = current_tick() - timedelta(minutes=1)
+    stale = current_tick() - timedelta(minutes=2)  # the tick after it (last minute's) has come
 
     assert counting.run(stale) == Occurrence.MISSED
 

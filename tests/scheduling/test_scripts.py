@@ -184,3 +184,59 @@ def test_a_script_job_that_asks_for_a_transaction_leaves_nothing_when_it_fails(s
     error = JobRun.objects.get().error
     assert 'File "<script cleanup>", line 8' in error
     assert 'raise RuntimeError("second step failed")' in error  # the script's own line, for whoever reads the run
+
+
+@pytest.mark.parametrize("source, line, reason", [
+    (source_with("def broken(:\n    pass\n"), 2, "SyntaxError"),
+    (source_with("@scheduled(cron='0 0 25 * * ?')\ndef f():\n    pass\n"), 2, "the hour field '25' is not valid"),
+    (source_with("@scheduled(every_seconds=0)\ndef f():\n    pass\n"), 2, "every_seconds must be a whole number"),
+    (source_with("@scheduled(every_seconds=5)\ndef f(x):\n    pass\n"), 2, "requires x"),
+    (source_with("EVERY = 5\n@scheduled(every_seconds=EVERY)\ndef f():\n    pass\n"), 3, "must be literals"),
+    (source_with("@scheduled\ndef f():\n    pass\n"), 2, "write @scheduled(cron=...)"),
+    (source_with("def outer():\n    @scheduled(every_seconds=5)\n    def f():\n        pass\n"), 3, "top level"),
+    (source_with("@scheduled(every_seconds=5, when='now')\ndef f():\n    pass\n"), 2, "no argument when"),
+    (source_with("@scheduled(every_seconds=5)\ndef f():\n    pass\n@scheduled(every_seconds=6, name='f')\n"
+                 "def g():\n    pass\n"), 5, "two scheduled jobs"),
+    (source_with("def helper():\n    pass\n"), None, "declares no @scheduled function"),
+])
+def test_the_web_process_checks_a_script_without_running_it(source, line, reason):
+    with pytest.raises(InvalidScript) as refused:
+        scripts.check_script("bad", source)
+
+    assert reason in refused.value.reason
+    assert refused.value.line == line
+
+
+def test_checking_a_script_reads_the_same_jobs_its_code_declares(settings):
+    checked = {job.name: job for job in scripts.check_script("reports", TWO_JOBS)}
+    compiled = {job.name: job for job in scripts.compile_script("reports", TWO_JOBS)}
+
+    assert {name: (job.schedule, job.clustered) for name, job in checked.items()} == {
+        name: (job.schedule, job.clustered) for name, job in compiled.items()}
+
+
+@pytest.mark.django_db
+def test_uploading_a_script_does_not_run_its_top_level_code(scripts_on, admin_user, tmp_path):
+    marker = tmp_path / "ran"
+    source = TWO_JOBS + f"\nopen({str(marker)!r}, 'w').close()\nraise SystemExit('top level ran')\n"
+
+    scripts.create_script("quiet", source, admin_user)
+
+    assert not marker.exists()
+    assert set(PeriodicTask.objects.filter(name__startswith="scripts.quiet.").values_list("name", flat=True)) == {
+        "scripts.quiet.nightly", "scripts.quiet.refresh"}
+
+
+@pytest.mark.django_db
+def test_switching_custom_scripts_off_stops_them_on_the_node(scripts_on, admin_user, settings):
+    from scheduling.beat import NodeAwareScheduler
+    from scheduling.local import load_enabled_local_jobs
+
+    scripts.create_script("reports", TWO_JOBS, admin_user)
+    settings.CUSTOM_SCRIPTS_ENABLED = False
+
+    assert resolve_job("scripts.reports.nightly") is None
+    assert not any(job.name.startswith("scripts.") for job in load_enabled_local_jobs())
+    scheduler = object.__new__(NodeAwareScheduler)
+    scheduler.Model = PeriodicTask
+    assert not NodeAwareScheduler.enabled_models_qs(scheduler).filter(name__startswith="scripts.").exists()

@@ -9,11 +9,13 @@ from fhirstore.loading import LOAD_BATCH_SIZE, LoadReport, load_paths, ordered_i
 
 class Command(BaseCommand):
     help = ("Load FHIR NDJSON files (bulk-export layout, Type.000.ndjson[.gz]) and transaction bundles (Synthea's); "
-            "directories are expanded. Bad lines are reported and skipped; exits non-zero if there were any.")
+            "directories are expanded. NDJSON goes through the BULK_IMPORT job's steps, run inline: urn:uuid and "
+            "conditional references resolved, unchanged resources left alone. Bad lines are reported and skipped; "
+            "exits non-zero if there were any.")
 
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+", help="NDJSON files, bundle files, or directories of them")
-        parser.add_argument("--batch-size", type=int, default=LOAD_BATCH_SIZE, help="resources per transaction")
+        parser.add_argument("--batch-size", type=int, default=LOAD_BATCH_SIZE, help="lines per chunk (and transaction)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args, paths: list[str], batch_size: int, no_progress: bool, **options):
@@ -35,8 +37,11 @@ class Command(BaseCommand):
 
 def print_report(command: BaseCommand, report: LoadReport, seconds: float) -> None:
     for resource_type, count in sorted(report.counts.items()):
-        command.stdout.write(f"{resource_type:<28}{count:>10}")
+        unchanged = report.unchanged[resource_type]
+        command.stdout.write(f"{resource_type:<28}{count:>10}" + (f"  ({unchanged} unchanged)" if unchanged else ""))
     rate = report.total / seconds if seconds > 0 else 0.0
     command.stdout.write(f"{'total':<28}{report.total:>10}  in {seconds:.1f} s ({rate:,.0f} resources/s)")
+    for warning in report.warnings:
+        command.stderr.write(f"warning {warning}")
     for bad in report.bad:
         command.stderr.write(f"rejected {bad}")

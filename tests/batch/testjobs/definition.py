@@ -3,6 +3,8 @@ from pathlib import Path
 
 from batch.api import DataSink, JobDefinitionBuilder, JobFailed, StepContext
 
+HOLD_POLL_SECONDS = 0.05
+
 
 def emit_chunks(context: StepContext, sink: DataSink) -> int:
     for index in range(context.parameters["chunks"]):
@@ -11,14 +13,19 @@ def emit_chunks(context: StepContext, sink: DataSink) -> int:
 
 
 def sleep_then_log(context: StepContext, sink: DataSink) -> int:
-    """Fails fatally on `fail_index` while the file `fail_while` exists; logs the index once finished."""
+    """Fails fatally on `fail_index` while the file `fail_while` exists; waits while the file `hold_while`
+    exists (so a test knows its chunks are running when it injects a fault); logs the index once finished."""
     index = context.data["index"]
     if index == context.parameters["fail_index"] and Path(context.parameters["fail_while"]).exists():
         raise JobFailed(f"chunk {index} fails while {context.parameters['fail_while']} exists")
+    hold = Path(context.parameters["hold_while"])
+    while hold.exists():
+        context.check_cancelled()
+        time.sleep(HOLD_POLL_SECONDS)
     deadline = time.monotonic() + context.parameters["sleep_ms"] / 1000
     while time.monotonic() < deadline:
         context.check_cancelled()
-        time.sleep(0.05)
+        time.sleep(HOLD_POLL_SECONDS)
     with open(context.parameters["log"], "a") as log:
         log.write(f"{index}\n")
     return 1
@@ -31,6 +38,7 @@ LOGGED_JOB = (
     .parameter("log", str, required=True)
     .parameter("fail_index", int, default=-1)
     .parameter("fail_while", str, default="/nonexistent")
+    .parameter("hold_while", str, default="/nonexistent")
     .first_step("emit", emit_chunks)
     .last_step("log", sleep_then_log)
     .build()

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 from django.db import transaction
-from rest_framework.authtoken.models import Token
+from jobsite.tokens import token_for
 
 from fhirstore.storage import Write, delete_resource, save_resources
 from batch.testing import InProcessBus
@@ -72,7 +72,7 @@ def exporter(fhir, bus) -> Exporter:
 @pytest.fixture
 def other_user_client(django_user_model) -> FhirClient:
     user = django_user_model.objects.create_user("someone-else")
-    return FhirClient(f"Bearer {Token.objects.create(user=user).key}")
+    return FhirClient(f"Bearer {token_for(user)}")
 
 
 def store(*resources: dict, at: datetime | None = None) -> None:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
+from smart_fetch.resources import PATIENT_TYPES as SMART_FETCH_DEFAULT_TYPES
 
-from batch.maintenance import run_maintenance_pass
+from jobsite.tokens import token_for
+
 from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
@@ -33,7 +34,10 @@ from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirstore.bulkexport.conftest import delete, observation, store
 from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON
-from tests.processes import Process, celery_worker, free_port
+from tests.processes import (
+    Process, celery_beat, celery_worker, free_port, scheduler_worker, start_all, wait_until, wait_until_beating,
+    wait_until_ready,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -68,33 +72,16 @@ def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the
     store(observation("outside-default-filter", "ghost", category="uncategorized-xyz"))
     some_condition = Resource.objects.filter(resource_type="Condition").values_list("logical_id", flat=True).first()
     delete("Condition", some_condition)
-    user = get_user_model().objects.create_user("smart-fetch")
-    token_file = tmp_path / "token"
-    token_file.write_text(Token.objects.create(user=user).key)
-    node, port = f"test-{uuid.uuid4().hex[:8]}", free_port()
-    environment = node_environment(node, export_storage)
-    processes.append(celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=2))
-    web = Process([sys.executable, "-m", "gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                   "--threads", "4"], env=environment, name="web")
-    processes.append(web)
-    web.wait_for_output("Booting worker", timeout=60)
     output = tmp_path / "out"
 
-    fetched = subprocess.run(
-        [SMART_FETCH, "bulk", "--fhir-url", f"http://127.0.0.1:{port}/fhir", "--bearer-token", str(token_file),
-         "--type", ",".join(EXPORTED_TYPES), str(output)],
-        capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "200"},
-    )
+    smart_fetch = SmartFetch.serving(processes, tmp_path, export_storage)
+    downloaded = smart_fetch.bulk(output, "--type", ",".join(EXPORTED_TYPES))
 
-    assert fetched.returncode == 0, fetched.stdout[-3000:] + fetched.stderr[-3000:] + web.output()[-3000:]
-    downloaded = read_downloads(output)
     assert set(downloaded) == set(EXPORTED_TYPES)
     for resource_type in EXPORTED_TYPES:
         expected = store_bodies(resource_type)
         if resource_type == "Observation":
-            expected = {logical_id: body for logical_id, body in expected.items()
-                        if {coding["code"] for category in body.get("category", []) for coding in category["coding"]}
-                        & DEFAULT_OBSERVATION_CATEGORIES}
+            expected = {logical_id: body for logical_id, body in expected.items() if _in_default_categories(body)}
             assert "outside-default-filter" not in expected
         resources = downloaded[resource_type]
         assert Counter(resource["id"] for resource in resources).most_common(1)[0][1] == 1, resource_type
@@ -105,30 +92,129 @@ def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the
     assert not [path for path in export_storage.rglob("*") if path.is_file()]
 
 
-def test_a_worker_killed_mid_export_costs_a_retry_and_the_manifest_still_lists_every_resource_once(
+def test_smart_fetch_default_group_export_gets_exactly_the_members_patient_compartments(processes, tmp_path,
+                                                                                        export_storage):
+    """No `--type`: smart-fetch asks for its own US Core list (MedicationDispense, Specimen, Device, …)."""
+    report = load_paths([SYNTHEA_NDJSON])
+    assert not report.bad
+    patients = sorted(Resource.objects.filter(resource_type="Patient").values_list("logical_id", flat=True))
+    members, outsider = patients[:-1], patients[-1]
+    for patient_id in patients:
+        store({"resourceType": "MedicationDispense", "id": f"dispense-{patient_id}", "status": "completed",
+               "medicationCodeableConcept": {"text": "aspirin"}, "subject": {"reference": f"Patient/{patient_id}"}},
+              {"resourceType": "Specimen", "id": f"specimen-{patient_id}", "subject": {"reference": f"Patient/{patient_id}"}},
+              {"resourceType": "ServiceRequest", "id": f"request-{patient_id}", "status": "active", "intent": "order",
+               "subject": {"reference": f"Patient/{patient_id}"}},
+              {"resourceType": "EpisodeOfCare", "id": f"episode-{patient_id}", "status": "active",
+               "patient": {"reference": f"Patient/{patient_id}"}})
+    store({"resourceType": "Group", "id": "cohort", "type": "person", "actual": True,
+           "member": [{"entity": {"reference": f"Patient/{patient_id}"}} for patient_id in members]})
+
+    smart_fetch = SmartFetch.serving(processes, tmp_path, export_storage)
+    downloaded = smart_fetch.bulk(tmp_path / "out", "--group", "cohort")
+
+    member_references = {f"Patient/{patient_id}" for patient_id in members}
+    expected_types = set()
+    for resource_type in SMART_FETCH_DEFAULT_TYPES:
+        expected = {logical_id: body for logical_id, body in store_bodies(resource_type).items()
+                    if (resource_type == "Patient" and logical_id in members)
+                    or member_references & set(_references_in(body))}
+        if resource_type == "Observation":
+            expected = {logical_id: body for logical_id, body in expected.items() if _in_default_categories(body)}
+        if expected:
+            expected_types.add(resource_type)
+        resources = downloaded.get(resource_type, [])
+        assert len(resources) == len({resource["id"] for resource in resources}), resource_type
+        assert {resource["id"]: resource for resource in resources} == expected, resource_type
+    assert {"MedicationDispense", "Specimen", "ServiceRequest", "EpisodeOfCare", "Device"} <= expected_types
+    assert set(downloaded) == expected_types
+    assert f"dispense-{outsider}" not in {resource["id"] for resource in downloaded["MedicationDispense"]}
+
+
+def _references_in(node: object):
+    """Every `reference` anywhere in a resource: an oracle for "points at a member" independent of the index."""
+    if isinstance(node, dict):
+        if isinstance(node.get("reference"), str):
+            yield node["reference"]
+        for value in node.values():
+            yield from _references_in(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _references_in(value)
+
+
+def _in_default_categories(observation: dict) -> bool:
+    return bool({coding["code"] for category in observation.get("category", []) for coding in category["coding"]}
+                & DEFAULT_OBSERVATION_CATEGORIES)
+
+
+class SmartFetch:
+    """smart-fetch (unchanged) against a live gunicorn and a real celery worker of a node of their own."""
+
+    def __init__(self, url: str, token_file: Path, web: Process):
+        self.url, self.token_file, self.web = url, token_file, web
+
+    @classmethod
+    def serving(cls, processes, tmp_path: Path, export_storage: Path) -> SmartFetch:
+        user = get_user_model().objects.create_user("smart-fetch")
+        token_file = tmp_path / "token"
+        token_file.write_text(token_for(user))
+        node, port = f"test-{uuid.uuid4().hex[:8]}", free_port()
+        environment = node_environment(node, export_storage)
+        processes.append(celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=2))
+        web = Process([sys.executable, "-m", "gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
+                       "1", "--threads", "4"], env=environment, name="web")
+        processes.append(web)
+        web.wait_for_output("Booting worker", timeout=60)
+        return cls(f"http://127.0.0.1:{port}/fhir", token_file, web)
+
+    def bulk(self, output: Path, *arguments: str) -> dict[str, list[dict]]:
+        """Run `smart-fetch bulk`; what it downloaded, by type."""
+        fetched = subprocess.run(
+            [SMART_FETCH, "bulk", "--fhir-url", self.url, "--bearer-token", str(self.token_file), *arguments,
+             str(output)],
+            capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "200"},
+        )
+        assert fetched.returncode == 0, fetched.stdout[-3000:] + fetched.stderr[-3000:] + self.web.output()[-3000:]
+        return read_downloads(output)
+
+
+def test_a_worker_killed_mid_export_costs_a_retry_that_beat_arranges_and_the_manifest_lists_every_resource_once(
         processes, settings, export_storage):
     with BulkLoader() as loader:
         for resource in generate_resources(patients=15, seed=7):
             loader.add(resource, "generated", None)
     node = f"test-{uuid.uuid4().hex[:8]}"
     settings.NODE_ID = node
-    settings.BULK_EXPORT_CHUNK_SIZE = 100
-    settings.BATCH_REANNOUNCE_AFTER_SECONDS = 1
-    environment = node_environment(node, export_storage, BATCH_LEASE_SECONDS="3")
+    settings.BULK_EXPORT_CHUNK_SIZE = 25
+    environment = node_environment(node, export_storage)
     queue = work_notification_queue(node)
-    doomed = celery_worker(env=environment, queues=[queue], concurrency=1, name="doomed")
-    processes.append(doomed)
-    processes.append(celery_worker(env=environment, queues=[queue], concurrency=1, name="survivor"))
+    # Production's safety net, not the test, notices the dead worker: beat runs batch.maintenance every second.
+    scheduling = {**environment, "JOB_SCHEDULING": "true", "SCHEDULER_QUEUE": f"scheduled-{node}",
+                  "SCHEDULER_THREAD_COUNT": "1", "BATCH_MAINTENANCE_INTERVAL_SECONDS": "1",
+                  "BATCH_REANNOUNCE_AFTER_SECONDS": "2"}
+    started = [celery_worker(env={**environment, "BATCH_LEASE_SECONDS": "3"}, queues=[queue], concurrency=1,
+                             name="doomed", wait=False),
+               celery_worker(env=environment, queues=[queue], concurrency=1, name="survivor", wait=False),
+               scheduler_worker(scheduling)]
+    beat = celery_beat(scheduling)
+    processes.extend([*started, beat])
+    start_all(started, wait_until_ready)
+    wait_until_beating(beat)
+    doomed = started[0]
     owner = get_user_model().objects.create_user("exporter")
     request = parse_export_request(Level.SYSTEM, [])
     export = kick_off(owner, request, base_url="http://testserver/fhir", request_url="http://testserver/fhir/$export").export
 
-    killed_holding = _kill_while_it_runs_a_chunk(doomed, export.job_instance_id)
-    instance = _wait_for_the_end(export.job_instance_id)
+    killed = _kill_while_it_runs_a_chunk(doomed, export.job_instance_id)
+    instance = wait_until(lambda: (job := JobInstance.objects.get(id=export.job_instance_id)).status in (
+        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and job, timeout=180,
+        message=lambda: JobInstance.objects.get(id=export.job_instance_id))
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
-    assert killed_holding, "the kill landed while the doomed worker held a chunk"
-    assert WorkChunk.objects.filter(instance_id=instance.id, attempts__gt=1).exists(), "a chunk was run again"
+    killed.refresh_from_db()
+    assert (killed.status, killed.attempts, killed.error_count) == (ChunkStatus.COMPLETED, 2, 1)
+    assert killed.error_message.startswith("Worker lost: doomed-")
     listed = Counter()
     for output in instance.report["output"]:
         path = next(export_storage.rglob(output["url"].rsplit("/", 1)[1] + ".ndjson"))
@@ -139,28 +225,26 @@ def test_a_worker_killed_mid_export_costs_a_retry_and_the_manifest_still_lists_e
     assert listed == stored
 
 
-def _kill_while_it_runs_a_chunk(worker: Process, instance_id, timeout: float = 60) -> bool:
-    """SIGKILL the worker (its whole process group) as soon as it expands or writes a chunk of the job."""
-    deadline = time.monotonic() + timeout
+def _kill_while_it_runs_a_chunk(worker: Process, instance_id, timeout: float = 180) -> WorkChunk:
+    """SIGKILL the worker (its whole process group) while it expands or writes a chunk of the job.
+
+    Seeing the chunk IN_PROGRESS and killing are two steps, and the chunk may finish in between; so the
+    worker is frozen first (SIGSTOP), and killed only if, frozen, it still holds the chunk a moment later
+    (time for a completion already sent to PostgreSQL to land). Otherwise it thaws and the hunt goes on.
+    """
     holding = WorkChunk.objects.filter(instance_id=instance_id, status=ChunkStatus.IN_PROGRESS,
                                        target_step_id__in=["expand-resources", "write-to-binaries"],
-                                       worker__startswith=worker.name)
-    while time.monotonic() < deadline:
-        if holding.exists():
-            worker.signal_group(signal.SIGKILL)
-            return True
-        time.sleep(0.002)
-    worker.signal_group(signal.SIGKILL)
-    return False
-
-
-def _wait_for_the_end(instance_id, timeout: float = 90) -> JobInstance:
-    """Runs the maintenance pass (beat's job) meanwhile: it retries the chunks whose worker stopped renewing."""
+                                       worker__startswith=worker.name + "-")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        instance = JobInstance.objects.get(id=instance_id)
-        if instance.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
-            return instance
-        run_maintenance_pass()
-        time.sleep(0.5)
-    raise AssertionError(f"the export did not finish in {timeout}s: {JobInstance.objects.get(id=instance_id)}")
+        if holding.exists():
+            worker.signal_group(signal.SIGSTOP)
+            time.sleep(1)
+            held = holding.first()
+            if held is not None:
+                worker.signal_group(signal.SIGKILL)
+                worker.signal_group(signal.SIGCONT)
+                return held
+            worker.signal_group(signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError(f"{worker.name} ran no chunk of the export in {timeout} s:\n{worker.output()[-3000:]}")

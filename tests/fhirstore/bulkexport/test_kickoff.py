@@ -52,7 +52,8 @@ def test_a_post_kick_off_takes_a_parameters_resource(exporter):
     ("/fhir/$export?patient=Patient/p1", "patient is not allowed at system level"),
     ("/fhir/$export?_outputFormat=text/csv", "_outputFormat 'text/csv' is not supported"),
     ("/fhir/$export?_until=2024-01-01", "Parameter '_until' is not supported"),
-    ("/fhir/$export?includeAssociatedData=LatestProvenanceResources", "'includeAssociatedData' is not supported"),
+    ("/fhir/$export?includeAssociatedData=LatestProvenanceResources",
+     "includeAssociatedData (LatestProvenanceResources) is not supported"),
     ("/fhir/$export?_typeFilter=nonsense", "is not of the form Type?parameters"),
     ("/fhir/$export?_type=Patient&_typeFilter=Patient%3Fshoe-size%3D9", "Unknown search parameter 'shoe-size'"),
     ("/fhir/$export?_elements=name.given", "only top-level elements"),
@@ -150,7 +151,7 @@ def test_the_capability_statement_instantiates_bulk_data_and_lists_the_export_op
     statement = fhir.get("/fhir/metadata").json()
 
     assert "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data" in statement["instantiates"]
-    assert [operation["name"] for operation in statement["rest"][0]["operation"]] == ["export"]
+    assert [operation["name"] for operation in statement["rest"][0]["operation"]] == ["export", "import", "bulk-submit"]
     resources = {resource["type"]: resource for resource in statement["rest"][0]["resource"]}
     assert resources["Patient"]["operation"][0]["definition"].endswith("patient-export")
     assert resources["Group"]["operation"][0]["definition"].endswith("group-export")

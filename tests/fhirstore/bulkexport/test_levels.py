@@ -1,4 +1,5 @@
 """What an export contains: per level, per parameter, latest versions only, deleted ones left out."""
+import gzip
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -38,6 +39,18 @@ def test_files_hold_latest_versions_and_leave_deleted_resources_out(exporter, tw
     assert [resource["id"] for resource in downloaded["Observation"]] == ["o1", "o3"]
     p1 = next(resource for resource in downloaded["Patient"] if resource["id"] == "p1")
     assert p1["gender"] == "female" and p1["meta"]["versionId"] == "2"
+
+
+def test_a_client_that_accepts_gzip_downloads_the_same_lines_compressed(exporter, two_patients):
+    manifest = exporter.export("/fhir/$export?_type=Observation")
+    url = manifest["output"][0]["url"]
+    plain = b"".join(exporter.fhir.get(url).streaming_content)
+
+    response = exporter.fhir.get(url, HTTP_ACCEPT_ENCODING="gzip, deflate")
+
+    assert response["Content-Encoding"] == "gzip" and "Accept-Encoding" in response["Vary"]
+    assert gzip.decompress(b"".join(response.streaming_content)) == plain
+    assert len(plain.splitlines()) == 3
 
 
 def test_files_are_split_every_chunk_size_resources(exporter, settings):

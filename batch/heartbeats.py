@@ -1,0 +1,173 @@
+"""Heartbeats: which nodes have live batch workers, on PostgreSQL's clock.
+
+Every batch worker (the main process of a `celery worker` that consumes its node's batch queue)
+records a heartbeat from a thread: node id, module id, `hostname/pid`, stamped with the database's
+`now()`, so "not seen for N seconds" means the same on every machine whatever their clocks say.
+`batch.nodes` moves the jobs of a node none of whose workers beat within `BATCH_NODE_TIMEOUT_SECONDS`;
+the job dashboard lists `live_nodes()`. Web processes and the scheduler worker record nothing.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from batch.conf import batch_settings
+from batch.models import WorkerHeartbeat
+from batch.queues import work_notification_queue
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_RETENTION = timedelta(days=1)  # rows of workers not seen for this long are deleted
+
+
+@dataclass(frozen=True)
+class LiveNode:
+    """A node (and module) with batch workers that beat within the node timeout."""
+
+    node_id: str
+    module_id: str
+    workers: tuple[str, ...]  # Celery hostname/pid of each live worker
+    last_seen: datetime  # the latest heartbeat, on the database's clock
+
+
+HEARTBEAT_SQL = """
+INSERT INTO batch_workerheartbeat (worker, node_id, module_id, started_at, last_seen, stopped_at)
+VALUES (%(worker)s, %(node_id)s, %(module_id)s, now(), now(), NULL)
+ON CONFLICT (worker) DO UPDATE
+SET node_id = EXCLUDED.node_id, module_id = EXCLUDED.module_id, last_seen = now(), stopped_at = NULL
+"""
+
+
+def record_heartbeat(worker: str, node_id: str | None = None, module_id: str | None = None) -> None:
+    """This worker is alive now (by the database's clock). Defaults: this process's node and module."""
+    with connection.cursor() as cursor:
+        cursor.execute(HEARTBEAT_SQL, {"worker": worker[:200], "node_id": node_id or settings.NODE_ID,
+                                       "module_id": module_id or settings.MODULE_ID})
+
+
+def record_stopped(worker: str) -> None:
+    """A clean shutdown: the worker is no longer listed as live, but its node keeps its jobs for the
+    node timeout, the grace period of a restart."""
+    WorkerHeartbeat.objects.filter(worker=worker[:200]).update(last_seen=Now(), stopped_at=Now())
+
+
+def live_nodes(module_id: str | None = None) -> list[LiveNode]:
+    """Nodes with a batch worker seen within `BATCH_NODE_TIMEOUT_SECONDS` (and not stopped since),
+    by node and module id. What the dashboard shows as "workers seen alive recently"."""
+    workers = (WorkerHeartbeat.objects.filter(_seen_recently(), stopped_at__isnull=True)
+               .order_by("node_id", "module_id", "worker").values_list("node_id", "module_id", "worker", "last_seen"))
+    if module_id is not None:
+        workers = workers.filter(module_id=module_id)
+    nodes: dict[tuple[str, str], list[tuple[str, datetime]]] = {}
+    for node_id, module, worker, last_seen in workers.iterator():
+        nodes.setdefault((node_id, module), []).append((worker, last_seen))
+    return [LiveNode(node_id, module, tuple(worker for worker, _ in seen), max(last for _, last in seen))
+            for (node_id, module), seen in nodes.items()]
+
+
+class Heartbeat:
+    """Beats for one worker from a daemon thread, every third of the node timeout, until stopped.
+
+    A failed beat (PostgreSQL restarting, a network cut) is logged and tried again at the next interval;
+    it never ends the thread. The thread's connection is closed after every beat, so a broken one is
+    never reused and the worker holds no idle connection between beats.
+    """
+
+    def __init__(self, worker: str, node_id: str | None = None, module_id: str | None = None):
+        self.worker = worker
+        self.node_id = node_id or settings.NODE_ID
+        self.module_id = module_id or settings.MODULE_ID
+        self.failing = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="batch-node-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5) -> None:
+        """End the thread and record the clean shutdown (best effort: the worker is going anyway)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            record_stopped(self.worker)
+        except Exception as error:
+            logger.warning("worker %s: could not record its shutdown (%s)", self.worker, error)
+        finally:
+            _close_connection()
+
+    def beat(self) -> bool:
+        """One heartbeat; False (logged) when it could not be recorded."""
+        try:
+            record_heartbeat(self.worker, self.node_id, self.module_id)
+        except Exception as error:
+            if not self.failing:
+                logger.warning("worker %s: heartbeat failed (%s); retrying every %.0fs", self.worker, error,
+                               batch_settings().heartbeat_interval.total_seconds())
+            self.failing = True
+            return False
+        finally:
+            _close_connection()
+        if self.failing:
+            logger.info("worker %s: heartbeat recorded again", self.worker)
+        self.failing = False
+        return True
+
+    def _run(self) -> None:
+        while True:
+            self.beat()
+            if self._stopping.wait(batch_settings().heartbeat_interval.total_seconds()):
+                return
+
+
+_heartbeat: Heartbeat | None = None
+
+
+def start_heartbeat(worker: str, consumed_queues: Collection[str]) -> bool:
+    """Start beating for this process's worker if it consumes this node's batch queue (a worker of
+    other queues only, such as the scheduler's, does not keep the node's jobs running)."""
+    global _heartbeat
+    if work_notification_queue() not in consumed_queues:
+        logger.info("worker %s consumes no batch queue of node %s: it records no heartbeat", worker,
+                    settings.NODE_ID)
+        return False
+    if _heartbeat is None or _heartbeat.worker != worker:
+        _heartbeat = Heartbeat(worker)
+    _heartbeat.start()
+    return True
+
+
+def stop_heartbeat() -> None:
+    global _heartbeat
+    if _heartbeat is not None:
+        _heartbeat.stop()
+        _heartbeat = None
+
+
+def forget_departed_workers() -> int:
+    """Delete the rows of workers not seen for a day (each worker start adds one: the pid is in its name)."""
+    deleted, _ = WorkerHeartbeat.objects.filter(last_seen__lt=Now() - HEARTBEAT_RETENTION).delete()
+    return deleted
+
+
+def _seen_recently() -> Q:
+    return Q(last_seen__gt=Now() - batch_settings().node_timeout)
+
+
+def _close_connection() -> None:
+    try:
+        connection.close()
+    except Exception as error:  # a broken connection may fail to close; it is dropped all the same
+        logger.debug("closing the heartbeat's connection failed: %s", error)

@@ -1,0 +1,254 @@
+"""Bulk import: throughput against a raw COPY of the same NDJSON, worker memory, API latency meanwhile.
+
+1. `--resources` generated resources (Synthea-shaped, `generate_fhir`) are written as NDJSON files.
+2. The physical limit, in the same run: `COPY … FROM STDIN` of those files into a bare jsonb table (WAL-logged,
+   as the store's tables are) — no parsing in Python, no versions, no index rows.
+3. The import: `POST /fhir/$import` (Prefer: respond-async) of the files as file:// URLs, over HTTP (gunicorn
+   as in the Procfile), run by the standard Procfile worker (`celery -A jobsite worker`, BATCH_MAX_THREADS
+   processes), timed from kick-off to the final OperationOutcome. Then the same files once more: every
+   resource unchanged, no new version.
+4. Memory: the peak RSS of every worker process during the import (psutil, every 0.2 s).
+5. Latency: `GET /fhir/Patient/[id]` back to back from one client, p50/p99 with the system idle and while the
+   import runs (the store holds a few thousand resources beforehand, so there is something to read).
+
+It runs in a database of its own (`<DATABASE_URL's name>_bench_import`), created at start and dropped at the end.
+
+    python -m bench.bench_import [--resources 200000] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from bench.bench_export import _sample_rss, _start, _stop
+from bench.support import bench_database, free_port, percentile_ms
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+COPY_CHUNK = 1 << 20
+IDLE_READS = 500
+SEED_RESOURCES = 5_000  # in the store before the import, so that reads have patients to read
+RSS_SAMPLE_SECONDS = 0.2
+POLL_SECONDS = 0.5
+IMPORT_TIMEOUT_SECONDS = 3600
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=200_000, help="resources imported")
+    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures as the last line")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    options = parser.parse_args()
+
+    with bench_database("bench_import", keep=options.keep) as (bench_url, bench_name):
+        workdir = Path(tempfile.mkdtemp(prefix="bench-import-"))
+        node = f"bench-import-{uuid.uuid4().hex[:8]}"
+        inputs = workdir / "inputs"
+        environment = {**os.environ, "NODE_ID": node, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING",
+                       "BULK_IMPORT_FILE_ROOT": str(inputs)}
+        stack: list[subprocess.Popen] = []
+        try:
+            from django.conf import settings
+
+            print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
+                  f"chunk size {settings.BULK_IMPORT_CHUNK_SIZE}", flush=True)
+            seed(workdir / "seed")
+            total, size = write_inputs(inputs, options.resources)
+            print(f"\n-- input: {total:,} resources, {size / 1e6:.0f} MB of NDJSON", flush=True)
+            copy_seconds = raw_copy(bench_url, inputs)
+            print(f"raw COPY into a jsonb table: {copy_seconds:.1f} s = {total / copy_seconds:,.0f} resources/s",
+                  flush=True)
+            port = free_port()
+            stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                                 "--threads", "4"], environment, workdir / "web.log"))
+            worker = _start(["celery", "-A", "jobsite", "worker", "--loglevel", "INFO", "--hostname",
+                             f"{node}-%h-%i"], environment, workdir / "worker.log")
+            stack.append(worker)
+            client = Client(f"http://127.0.0.1:{port}/fhir", _token())
+            client.wait_until_up()
+            _wait_for_worker(workdir / "worker.log")  # a message to a queue no worker declared yet is dropped
+            patients = _patient_ids()
+            idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
+            first = run_import(client, worker, patients, inputs, workdir)
+            again = run_import(client, worker, patients, inputs, workdir)
+            figures = {
+                "resources": total, "copy_resources_per_s": round(total / copy_seconds),
+                "import_seconds": round(first["seconds"], 1),
+                "import_resources_per_s": round(total / first["seconds"]),
+                "ratio_to_copy": round(copy_seconds / first["seconds"], 3),
+                "reimport_seconds": round(again["seconds"], 1), "reimport_outcome": again["outcome"],
+                "outcome": first["outcome"],
+                "worker_peak_rss_mib": round(max(first["rss"].values()) / 2**20),
+                "idle_read_p50_ms": round(percentile_ms(idle, 50), 1),
+                "idle_read_p99_ms": round(percentile_ms(idle, 99), 1),
+                "import_read_p50_ms": round(percentile_ms(first["latencies"], 50), 1),
+                "import_read_p99_ms": round(percentile_ms(first["latencies"], 99), 1),
+                "reads_during_import": len(first["latencies"]),
+            }
+            print(f"\n== summary ==\nimport      {figures['import_resources_per_s']:,} resources/s "
+                  f"({total:,} in {figures['import_seconds']} s): {first['outcome']}\n"
+                  f"raw COPY    {figures['copy_resources_per_s']:,} resources/s; import = "
+                  f"{figures['ratio_to_copy']:.1%} of COPY\n"
+                  f"re-import   {figures['reimport_seconds']} s: {again['outcome']}\n"
+                  f"worker RSS  peak {figures['worker_peak_rss_mib']} MiB (largest process)\n"
+                  f"reads       idle p50 {figures['idle_read_p50_ms']} / p99 {figures['idle_read_p99_ms']} ms; during "
+                  f"the import p50 {figures['import_read_p50_ms']} / p99 {figures['import_read_p99_ms']} ms "
+                  f"({figures['reads_during_import']} reads); ratio p99 "
+                  f"{figures['import_read_p99_ms'] / figures['idle_read_p99_ms']:.2f}", flush=True)
+            if options.json:
+                print(json.dumps(figures))
+        finally:
+            for process in reversed(stack):
+                _stop(process)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def seed(directory: Path) -> None:
+    from fhirstore.loading import load_paths
+    from fhirstore.synthetic import generate_resources, patient_count_for, write_ndjson
+
+    write_ndjson(generate_resources(patient_count_for(SEED_RESOURCES), seed=99), directory)
+    load_paths(sorted(directory.iterdir()))
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+
+
+def write_inputs(directory: Path, resources: int) -> tuple[int, int]:
+    from fhirstore.synthetic import generate_resources, patient_count_for, write_ndjson
+
+    counts = write_ndjson(generate_resources(patient_count_for(resources), seed=1), directory)
+    return sum(counts.values()), sum(path.stat().st_size for path in directory.iterdir())
+
+
+def raw_copy(database_url: str, directory: Path) -> float:
+    with psycopg.connect(database_url, autocommit=True) as raw:
+        raw.execute("CREATE TABLE bench_raw_copy (body jsonb)")
+        started = time.monotonic()
+        with raw.cursor() as cursor:
+            # CSV with quote and delimiter bytes that never occur in JSON: each line arrives verbatim.
+            with cursor.copy("COPY bench_raw_copy (body) FROM STDIN WITH (FORMAT csv, QUOTE e'\\x01', "
+                             "DELIMITER e'\\x02')") as copy:
+                for path in sorted(directory.iterdir()):
+                    with path.open("rb") as file:
+                        while chunk := file.read(COPY_CHUNK):
+                            copy.write(chunk)
+        seconds = time.monotonic() - started
+        raw.execute("DROP TABLE bench_raw_copy")
+    return seconds
+
+
+def run_import(client: Client, worker: subprocess.Popen, patients: list[str], inputs: Path, workdir: Path) -> dict:
+    latencies: list[float] = []
+    peak_rss: dict[str, int] = {}
+    running = threading.Event()
+    running.set()
+
+    def read_meanwhile() -> None:
+        while running.is_set():
+            latencies.append(client.read_patient(random.choice(patients)))
+
+    reader = threading.Thread(target=read_meanwhile, daemon=True)
+    started = time.monotonic()
+    status_url = client.kick_off([path.as_uri() for path in sorted(inputs.iterdir())])
+    reader.start()
+    last_poll, outcome = 0.0, None
+    try:
+        while outcome is None:
+            if time.monotonic() - started > IMPORT_TIMEOUT_SECONDS:
+                logs = "".join((workdir / name).read_text(errors="replace")[-3000:] for name in ("web.log", "worker.log"))
+                raise SystemExit(f"the import did not finish in {IMPORT_TIMEOUT_SECONDS} s:\n{logs}")
+            _sample_rss(worker, peak_rss, {}, {})
+            if time.monotonic() - last_poll >= POLL_SECONDS:
+                last_poll = time.monotonic()
+                outcome = client.poll(status_url)
+            else:
+                time.sleep(RSS_SAMPLE_SECONDS)
+        seconds = time.monotonic() - started
+    finally:
+        running.clear()
+        reader.join()
+    return {"seconds": seconds, "rss": peak_rss, "latencies": latencies,
+            "outcome": outcome["issue"][0]["diagnostics"]}
+
+
+class Client:
+    """An `$import` client over plain HTTP, with a staff user's API token."""
+
+    def __init__(self, base: str, token: str):
+        self.base = base
+        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+
+    def wait_until_up(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._request("GET", f"{self.base}/metadata")
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def read_patient(self, logical_id: str) -> float:
+        started = time.perf_counter()
+        self._request("GET", f"{self.base}/Patient/{logical_id}")
+        return time.perf_counter() - started
+
+    def kick_off(self, urls: list[str]) -> str:
+        body = {"resourceType": "Parameters", "parameter": [
+            {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
+            *({"name": "input", "part": [{"name": "url", "valueUri": url}]} for url in urls)]}
+        response = self._request("POST", f"{self.base}/$import", {"Prefer": "respond-async",
+                                                                  "Content-Type": "application/fhir+json"},
+                                 json.dumps(body).encode())
+        return response.headers["Content-Location"]
+
+    def poll(self, status_url: str) -> dict | None:
+        response = self._request("GET", status_url)
+        return json.loads(response.read()) if response.status == 200 else None
+
+    def _request(self, method: str, url: str, headers: dict | None = None, data: bytes | None = None):
+        request = urllib.request.Request(url, method=method, data=data, headers={**self.headers, **(headers or {})})
+        response = urllib.request.urlopen(request, timeout=60)
+        if response.status not in (200, 202):
+            raise SystemExit(f"{method} {url}: {response.status} {response.read()[:500]!r}")
+        return response
+
+
+def _wait_for_worker(log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while " ready." not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the worker did not start in {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.5)
+
+
+def _token() -> str:
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-import", defaults={"is_staff": True})
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+def _patient_ids(limit: int = 10_000) -> list[str]:
+    from fhirstore.models import Resource
+
+    return list(Resource.objects.filter(resource_type="Patient").values_list("logical_id", flat=True)[:limit])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Reindex: throughput against a set-based SQL rebuild of one token parameter, worker memory, API latency meanwhile.
+
+1. The store is filled with generated resources (`generate_fhir`'s bulk path) to `--resources`.
+2. A `REINDEX` of everything (no urls, every parameter, batch size 1000) runs on the standard Procfile worker
+   (`celery -A jobsite worker`, BATCH_MAX_THREADS processes), timed from the start to COMPLETED.
+3. The physical limit, in the same run on the same store: one `INSERT … SELECT` that rebuilds the
+   `identifier` token rows of every resource in SQL (`jsonb_array_elements`, no Python, no chunks) into a
+   copy of the token table with the same primary key — one parameter, where the reindex does all of them.
+4. Memory: the RSS of every worker process, sampled every 0.2 s; the peak in the first and in the second
+   half of the reindex are compared (flat: no growth with the resources done).
+5. Latency: `GET /fhir/Patient/[id]` with a Bearer token, back to back from one client, p50/p99 idle and
+   during the reindex (the issue's bar: p99 during ÷ p99 idle ≤ 1.5).
+
+It runs in a database of its own (`<DATABASE_URL's name>_bench_reindex`), created at start and dropped at
+the end (`--keep` keeps it, `--reuse` starts from a kept one). `--json` prints the figures as one JSON
+object on the last line.
+
+    python -m bench.bench_reindex [--resources 1000000] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from bench.bench_export import Client, _patient_ids, _start, _stop, _stored, _token, fill
+from bench.support import bench_database, free_port, percentile_ms
+
+RSS_SAMPLE_SECONDS = 0.2
+IDLE_READS = 500
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=1_000_000, help="store size")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument("--reuse", action="store_true", help="start from a kept benchmark database")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    options = parser.parse_args()
+
+    node = f"bench-reindex-{uuid.uuid4().hex[:8]}"
+    os.environ["NODE_ID"] = node  # this process starts the job: it goes to the bench worker's queue
+    with bench_database("bench_reindex", reuse=options.reuse, keep=options.keep) as (bench_url, bench_name):
+        workdir = Path(tempfile.mkdtemp(prefix="bench-reindex-"))
+        environment = {**os.environ, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING"}
+        stack = []
+        try:
+            from django.conf import settings
+
+            print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}",
+                  flush=True)
+            fill(options.resources - _stored())
+            port = free_port()
+            stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                                 "--threads", "4"], environment, workdir / "web.log"))
+            from batch.control import work_notification_queue
+
+            # Queues named explicitly: the default ones of `jobsite.celery` lack the node's queue at present.
+            worker = _start(["celery", "-A", "jobsite", "worker", "--loglevel", "WARNING", "--hostname",
+                             f"{node}-%h-%i", "-Q", f"default,{work_notification_queue(node)}"], environment,
+                            workdir / "worker.log")
+            stack.append(worker)
+            client = Client(f"http://127.0.0.1:{port}/fhir", _token())
+            client.wait_until_up()
+            patients = _patient_ids()
+            idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
+            print(f"\n-- idle: GET /fhir/Patient/[id] p50 {percentile_ms(idle, 50):.1f} ms, "
+                  f"p99 {percentile_ms(idle, 99):.1f} ms ({len(idle)} reads)", flush=True)
+            run = reindex(client, worker, patients)
+            sql_seconds, sql_resources, sql_rows = sql_rebuild(bench_url)
+            figures = summary(idle, run, sql_seconds, sql_resources, sql_rows)
+            if options.json:
+                print(json.dumps(figures))
+        finally:
+            for process in reversed(stack):
+                _stop(process)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def reindex(client: Client, worker, patients: list[str]) -> dict:
+    """A REINDEX of everything, with worker RSS sampled and reads timed while it runs."""
+    from batch import control
+    from fhirstore.reindex.services import ReindexRequest, start_reindex
+
+    latencies: list[float] = []
+    rss_samples: list[tuple[float, int]] = []  # (seconds since start, largest worker process RSS)
+    running = threading.Event()
+    running.set()
+
+    def read_meanwhile() -> None:
+        while running.is_set():
+            latencies.append(client.read_patient(random.choice(patients)))
+
+    reader = threading.Thread(target=read_meanwhile, daemon=True)
+    started = time.monotonic()
+    job = start_reindex(ReindexRequest(), started_by="bench")
+    reader.start()
+    try:
+        while not job.ended:
+            rss_samples.append((time.monotonic() - started, _largest_rss(worker)))
+            time.sleep(RSS_SAMPLE_SECONDS)
+            job = control.get_job(job.id)
+        seconds = time.monotonic() - started
+    finally:
+        running.clear()
+        reader.join()
+    if job.status != control.JobStatus.COMPLETED:
+        raise SystemExit(f"the reindex ended {job.status}: {job.error_message}")
+    half = seconds / 2
+    first = max((rss for at, rss in rss_samples if at < half), default=0)
+    second = max((rss for at, rss in rss_samples if at >= half), default=0)
+    reindexed = _stored()  # every stored, not deleted resource: what a reindex of everything rebuilds
+    print(f"\n-- reindex: {reindexed:,} resources in {seconds:.1f} s = {reindexed / seconds:,.0f} resources/s "
+          f"({job.step('load-ids').done} ranges, {job.step('reindex').done} pages)\n"
+          f"   largest worker process RSS: first half {first / 2**20:.0f} MiB, second half {second / 2**20:.0f} MiB\n"
+          f"   reads meanwhile: p50 {percentile_ms(latencies, 50):.1f} ms, p99 {percentile_ms(latencies, 99):.1f} ms "
+          f"({len(latencies)} reads)", flush=True)
+    return {"resources": reindexed, "seconds": seconds, "rss_first_half": first, "rss_second_half": second,
+            "latencies": latencies}
+
+
+def sql_rebuild(database_url: str) -> tuple[float, int, int]:
+    """One INSERT … SELECT rebuilding the `identifier` token rows of every resource into a copy of the table."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS bench_tokenindex")
+        connection.execute("CREATE TABLE bench_tokenindex (LIKE fhirstore_tokenindex INCLUDING ALL)")
+        started = time.monotonic()
+        inserted = connection.execute(
+            "INSERT INTO bench_tokenindex (resource_type, param, system, code, resource_id)"
+            " SELECT DISTINCT r.resource_type, 'identifier', left(coalesce(i->>'system', ''), 200),"
+            " left(i->>'value', 200), r.id FROM fhirstore_resource r"
+            " CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(r.body->'identifier') = 'array'"
+            " THEN r.body->'identifier' ELSE '[]' END) i WHERE NOT r.deleted AND i->>'value' <> ''"
+        ).rowcount
+        seconds = time.monotonic() - started
+        resources = connection.execute("SELECT count(*) FROM fhirstore_resource WHERE NOT deleted").fetchone()[0]
+        connection.execute("DROP TABLE bench_tokenindex")
+    print(f"\n-- INSERT … SELECT of the identifier token rows of {resources:,} resources ({inserted:,} rows): "
+          f"{seconds:.1f} s = {resources / seconds:,.0f} resources/s", flush=True)
+    return seconds, resources, inserted
+
+
+def summary(idle: list[float], run: dict, sql_seconds: float, sql_resources: int, sql_rows: int) -> dict:
+    rate, sql_rate = run["resources"] / run["seconds"], sql_resources / sql_seconds
+    idle_p99, busy_p99 = percentile_ms(idle, 99), percentile_ms(run["latencies"], 99)
+    print("\n== summary ==")
+    print(f"reindex throughput  {rate:,.0f} resources/s ({run['resources']:,} resources, every parameter); "
+          f"SQL rebuild of one token parameter {sql_rate:,.0f} resources/s; reindex = {rate / sql_rate:.1%} of it")
+    print(f"worker RSS          largest process {run['rss_first_half'] / 2**20:.0f} MiB in the first half, "
+          f"{run['rss_second_half'] / 2**20:.0f} MiB in the second")
+    print(f"read latency        idle p50 {percentile_ms(idle, 50):.1f} / p99 {idle_p99:.1f} ms; during the reindex "
+          f"p50 {percentile_ms(run['latencies'], 50):.1f} / p99 {busy_p99:.1f} ms; p99 ratio {busy_p99 / idle_p99:.2f}",
+          flush=True)
+    return {"resources": run["resources"], "reindex_seconds": round(run["seconds"], 1),
+            "reindex_resources_per_second": round(rate), "sql_rebuild_resources_per_second": round(sql_rate),
+            "sql_rebuild_rows": sql_rows, "reindex_vs_sql": round(rate / sql_rate, 4),
+            "worker_rss_mib_first_half": round(run["rss_first_half"] / 2**20),
+            "worker_rss_mib_second_half": round(run["rss_second_half"] / 2**20),
+            "read_p50_ms_idle": round(percentile_ms(idle, 50), 1), "read_p99_ms_idle": round(idle_p99, 1),
+            "read_p50_ms_reindex": round(percentile_ms(run["latencies"], 50), 1),
+            "read_p99_ms_reindex": round(busy_p99, 1), "read_p99_ratio": round(busy_p99 / idle_p99, 2),
+            "reads_during_reindex": len(run["latencies"])}
+
+
+def _largest_rss(worker) -> int:
+    try:
+        main = psutil.Process(worker.pid)
+        processes = [main, *main.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    sizes = []
+    for process in processes:
+        try:
+            sizes.append(process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            continue
+    return max(sizes, default=0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class BulkImportConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "fhirstore.bulkimport"
+    label = "bulkimport"
+    verbose_name = "FHIR bulk import"
+
+    def ready(self) -> None:
+        from batch.api import register
+        from fhirstore.bulkimport.definition import BULK_IMPORT
+
+        register(BULK_IMPORT)

@@ -1,0 +1,50 @@
+"""The BULK_IMPORT batch job definition, registered in `apps.py`: parameters, checks and steps."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from batch.api import JobDefinition, JobDefinitionBuilder
+from fhirstore.bulkimport.exceptions import InvalidImportRequest
+from fhirstore.bulkimport.sources import check_source
+from fhirstore.bulkimport.steps import (
+    BULK_IMPORT_JOB,
+    fetch_files,
+    load_deferred,
+    load_resources,
+    report,
+)
+
+
+def _check(parameters: Mapping[str, Any]) -> Iterable[str]:
+    """Across parameters; the kick-off checked them for the client already, this guards other starters."""
+    if not parameters["inputs"] and not parameters["manifest_url"]:
+        yield "give inputs, or a manifest_url"
+    urls = [item.get("url") for item in parameters["inputs"]]
+    if parameters["manifest_url"]:
+        urls.append(parameters["manifest_url"])
+    for url in urls:
+        if not isinstance(url, str):
+            yield "every input needs a url"
+            continue
+        try:
+            check_source(url)
+        except InvalidImportRequest as error:
+            yield error.message
+
+
+BULK_IMPORT: JobDefinition = (
+    JobDefinitionBuilder(BULK_IMPORT_JOB, 1, "FHIR bulk import ($import, $bulk-submit): NDJSON files into the store")
+    .gated()
+    .parameter("import_id", str, required=True, description="the BulkImport row (owner, source credentials)")
+    .parameter("inputs", list, default=[], items=dict, description="[{type, url}]: NDJSON files (http(s) or file)")
+    .parameter("manifest_url", str, default="", description="a Bulk Data export manifest whose output to import")
+    .parameter("base_url", str, required=True, description="the FHIR base URL, for the error file's URL")
+    .parameter("chunk_size", int, default=1000, minimum=1, maximum=100_000, description="lines per load chunk")
+    .validate_with(_check)
+    .first_step("fetch-files", fetch_files, "streams each input, one chunk per chunk_size lines; stages ids")
+    .intermediate_step("load-resources", load_resources, "parse, check, resolve references, write (set-based)")
+    .intermediate_step("load-deferred", load_deferred, "lines whose conditional targets loaded in other chunks")
+    .reduction_step("report", report, "counts per type, warnings, the error file")
+    .build()
+)

@@ -1,0 +1,71 @@
+"""An import request, the ids it brings (for `urn:uuid:` references), its rejected lines, and Bulk Submit.
+
+The batch job instance holds the import's status, progress and report; these rows hold what the job does
+not: who asked, the credentials for the sources (kept out of the job's parameters, which the control API
+shows), the ids of the import set while it loads, and the lines it refused (the error NDJSON is streamed
+from them).
+"""
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class BulkImport(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)  # the id in the status URL
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_imports",
+                              null=True, blank=True)  # null: started from the shell
+    job_instance_id = models.UUIDField(unique=True, null=True, blank=True)  # null: loaded inline (load_fhir)
+    request_url = models.TextField(blank=True)
+    request_headers = models.JSONField(default=dict, blank=True)  # sent with every fetch (Authorization, …)
+    submission = models.ForeignKey("BulkSubmission", on_delete=models.CASCADE, null=True, blank=True,
+                                   related_name="imports")
+    manifest_url = models.TextField(blank=True)  # $bulk-submit: the manifest this import reads
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        permissions = [("start_import", "May start bulk imports ($import, $bulk-submit)")]
+
+    def __str__(self) -> str:
+        return f"import {self.id} (job {self.job_instance_id})"
+
+
+class StagedId(models.Model):
+    """One resource of an import set, noted while its files are split, so that `urn:uuid:<id>` references
+    resolve to `Type/<id>` whatever the order the files load in. Deleted when the import reports."""
+
+    pk = models.CompositePrimaryKey("import_id", "logical_id", "resource_type")
+    import_id = models.UUIDField()  # no foreign key: COPY-speed inserts, and inline loads have no job
+    logical_id = models.CharField(max_length=64, db_collation="C")
+    resource_type = models.CharField(max_length=64, db_collation="C")
+
+
+class ImportIssue(models.Model):
+    """A line the import refused: one OperationOutcome of the error NDJSON."""
+
+    import_id = models.UUIDField()
+    chunk_id = models.UUIDField(null=True)  # a rerun of the chunk replaces its issues
+    file = models.TextField()
+    line = models.PositiveIntegerField(null=True)
+    message = models.TextField()
+
+    class Meta:
+        indexes = [models.Index(fields=["import_id", "file", "line"], name="bulkimport_issue_order"),
+                   models.Index(fields=["chunk_id"], name="bulkimport_issue_chunk")]
+
+
+class BulkSubmission(models.Model):
+    """A Bulk Data `$bulk-submit` submission: manifests a provider adds under (submitter, submissionId)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_submissions")
+    submitter = models.CharField(max_length=500)  # system|value of the submitter Identifier
+    submission_id = models.CharField(max_length=200)
+    status = models.CharField(max_length=32, default="in-progress")  # in-progress, completed, entered-in-error
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["submitter", "submission_id"], name="bulkimport_submission")]
+
+    def __str__(self) -> str:
+        return f"submission {self.submitter} {self.submission_id}"

@@ -1,0 +1,189 @@
+"""The steps of the BULK_IMPORT job, written against the batch job-author API only.
+
+fetch-files → load-resources → load-deferred → report, gated:
+- `fetch-files` streams each input (or the inputs a Bulk Data manifest lists), splits it into chunks of
+  `chunk_size` lines (compressed), and notes the import set's ids for `urn:uuid:` references. A source
+  that fails is read again with backoff, resuming after the last line emitted; emitted chunks have ids
+  derived from their position, so a rerun of the step does not duplicate them.
+- `load-resources` loads one chunk (see `loader`), records its bad lines, and passes on the lines whose
+  conditional references found nothing yet.
+- `load-deferred` loads those once every chunk has loaded: the order of the files does not matter.
+- `report` adds up the chunks' counts and drops the staged ids.
+A rerun of a load chunk writes the same resources again, which changes nothing (unchanged content makes
+no new version), and replaces its issues.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from batch.api import DataSink, JobCancelled, JobFailed, StepContext
+from fhirstore.bulkimport.exceptions import InvalidImportRequest, SourceUnavailable
+from fhirstore.bulkimport.loader import (
+    ChunkOutcome,
+    SourceLine,
+    drop_staged_ids,
+    load_lines,
+    merge_summaries,
+    stage_ids,
+)
+from fhirstore.bulkimport.models import BulkImport, ImportIssue
+from fhirstore.bulkimport.sources import Line, check_source, lines, open_blocks
+from fhirstore.loading import LOAD_ORDER
+
+logger = logging.getLogger(__name__)
+
+BULK_IMPORT_JOB = "BULK_IMPORT"
+RETRY_BACKOFF_SECONDS = 1.0  # the first wait before reading a failed source again; doubled each time
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
+def fetch_files(context: StepContext, sink: DataSink) -> int:
+    """Split every input into chunks of `chunk_size` lines, noting the import set's ids on the way."""
+    import_id = uuid.UUID(context.parameters["import_id"])
+    headers = _request_headers(import_id)
+    chunk_size = context.parameters["chunk_size"]
+    inputs = list(context.parameters["inputs"])
+    if context.parameters.get("manifest_url"):
+        inputs += manifest_inputs(context.parameters["manifest_url"], headers)
+    inputs.sort(key=_reference_rank)  # fewer conditional references wait for load-deferred; the order stays fixed
+    fetched = 0
+    for item in inputs:
+        batch: list[Line] = []
+        for line in read_lines(item["url"], headers):
+            batch.append(line)
+            if len(batch) >= chunk_size:
+                fetched += _emit(sink, import_id, item["url"], batch)
+                batch = []
+        if batch:
+            fetched += _emit(sink, import_id, item["url"], batch)
+    return fetched
+
+
+def _reference_rank(item: Mapping[str, str]) -> int:
+    """Referenced types (Organization, Practitioner, …) first: by the input's type, else its file name."""
+    resource_type = item.get("type") or item["url"].rsplit("/", 1)[-1].split(".")[0]
+    return LOAD_ORDER.index(resource_type) if resource_type in LOAD_ORDER else len(LOAD_ORDER)
+
+
+def _request_headers(import_id: uuid.UUID) -> dict[str, str]:
+    headers = BulkImport.objects.filter(id=import_id).values_list("request_headers", flat=True).first()
+    if headers is None:
+        raise JobCancelled(f"import {import_id} was deleted")
+    return headers
+
+
+def _emit(sink: DataSink, import_id: uuid.UUID, url: str, batch: list[Line]) -> int:
+    stage_ids(import_id, (line.content for line in batch if not line.too_long))
+    sink.accept({"file": url, "first_line": batch[0].number, "lines_zlib": pack(b"\n".join(line.content for line in batch)),
+                 "too_long": [line.number for line in batch if line.too_long]})
+    return len(batch)
+
+
+def read_lines(url: str, headers: Mapping[str, str]) -> Iterator[Line]:
+    """The lines of one source; after a retryable failure it is read again, resuming after the last line
+    yielded, up to BULK_IMPORT_FETCH_ATTEMPTS times with doubling waits. JobFailed when it cannot be read."""
+    done, attempt = 0, 1
+    while True:
+        try:
+            with open_blocks(url, headers) as blocks:
+                for line in lines(blocks, source=url):
+                    if line.number > done:
+                        done = line.number
+                        yield line
+            return
+        except InvalidImportRequest as error:  # a redirect out of the allow-list: no point in retrying
+            raise JobFailed(f"Could not read {url}: {error.message}") from None
+        except SourceUnavailable as error:
+            if not error.retryable or attempt >= settings.BULK_IMPORT_FETCH_ATTEMPTS:
+                raise JobFailed(f"Could not read {url}: {error} (after {attempt} attempts)") from None
+            logger.warning("reading %s failed (%s); trying again", url, error)
+            time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            attempt += 1
+
+
+def manifest_inputs(url: str, headers: Mapping[str, str]) -> list[dict[str, str]]:
+    """The `output` files of a Bulk Data export manifest, each checked against the allow-list."""
+    content = bytearray()
+    for line in read_lines(url, headers):
+        content += line.content + b"\n"
+        if len(content) > MAX_MANIFEST_BYTES:
+            raise JobFailed(f"The manifest {url} is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = orjson.loads(bytes(content))
+        outputs = [{"type": str(item.get("type", "")), "url": str(item["url"])} for item in manifest["output"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise JobFailed(f"{url} is not a Bulk Data manifest (JSON with an `output` list of {{type, url}})") from None
+    for output in outputs:
+        try:
+            check_source(output["url"])
+        except InvalidImportRequest as error:
+            raise JobFailed(f"The manifest {url} lists a file that may not be fetched: {error.message}") from None
+    return outputs
+
+
+def load_resources(context: StepContext, sink: DataSink) -> int:
+    """Load one chunk; its bad lines become issues, lines waiting for a conditional target go on."""
+    data = context.data
+    too_long = set(data["too_long"])
+    source_lines = [SourceLine(data["file"], number, None if number in too_long else content)
+                    for number, content in enumerate(unpack(data["lines_zlib"]).split(b"\n"), data["first_line"])]
+    outcome = load_lines(source_lines, import_id=_import_id(context), defer_unresolved=True)
+    _record_issues(context, outcome)
+    deferred = [[line.file, line.number, line.content.decode()] for line in outcome.deferred]
+    sink.accept({"summary": outcome.summary(), "deferred_zlib": pack(orjson.dumps(deferred)) if deferred else None})
+    return len(source_lines)
+
+
+def load_deferred(context: StepContext, sink: DataSink) -> int:
+    """The chunk's lines whose conditional references matched nothing before every chunk had loaded."""
+    summaries = [context.data["summary"]]
+    count = 0
+    if context.data["deferred_zlib"]:
+        deferred = orjson.loads(unpack(context.data["deferred_zlib"]))
+        outcome = load_lines((SourceLine(file, number, content.encode()) for file, number, content in deferred),
+                             import_id=_import_id(context))
+        _record_issues(context, outcome)
+        summaries.append(outcome.summary())
+        count = len(deferred)
+    sink.accept({"summary": merge_summaries(summaries)})
+    return count
+
+
+def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts per type (loaded / unchanged / failed), warnings, and where the rejected lines are."""
+    import_id = _import_id(context)
+    merged = merge_summaries(item["summary"] for item in inputs)
+    drop_staged_ids(import_id)
+    errors = ImportIssue.objects.filter(import_id=import_id).count()
+    totals = {kind: sum(counts[kind] for counts in merged["counts"].values()) for kind in ("loaded", "unchanged", "failed")}
+    return {**merged, "totals": totals, "errors": errors,
+            "error_file": f"{context.parameters['base_url']}/$import-errors/{import_id}" if errors else None}
+
+
+def _import_id(context: StepContext) -> uuid.UUID:
+    return uuid.UUID(context.parameters["import_id"])
+
+
+def _record_issues(context: StepContext, outcome: ChunkOutcome) -> None:
+    import_id = _import_id(context)
+    ImportIssue.objects.filter(chunk_id=context.chunk_id).delete()
+    ImportIssue.objects.bulk_create(ImportIssue(import_id=import_id, chunk_id=context.chunk_id, file=issue.file,
+                                                line=issue.line, message=issue.message) for issue in outcome.issues)
+
+
+def pack(content: bytes) -> str:
+    """Lines compressed for a chunk's data (~5x smaller in the chunk table); level 1 costs least per byte saved."""
+    return base64.b64encode(zlib.compress(content, 1)).decode("ascii")
+
+
+def unpack(packed: str) -> bytes:
+    return zlib.decompress(base64.b64decode(packed))

@@ -1,0 +1,12 @@
+"""Bulk import routes; included by `fhirstore.urls` ahead of its generic type routes."""
+from django.urls import path
+
+from fhirstore.bulkimport import views
+
+urlpatterns = [
+    path("fhir/$import", views.ImportKickOffView.as_view(), name="bulkimport-kickoff"),
+    path("fhir/$import-poll-status", views.ImportStatusView.as_view(), name="bulkimport-status"),
+    path("fhir/$import-errors/<str:import_id>", views.ImportErrorsView.as_view(), name="bulkimport-errors"),
+    path("fhir/$bulk-submit", views.BulkSubmitView.as_view(), name="bulkimport-submit"),
+    path("fhir/$bulk-submit-status", views.BulkSubmitStatusView.as_view(), name="bulkimport-submit-status"),
+]

@@ -1,0 +1,218 @@
+"""Acceptance under faults: PostgreSQL restarted or killed, Redis killed and back empty, a chunk that hangs.
+
+A small cluster of its own (a batch worker, the scheduler worker and beat running maintenance) on a
+PostgreSQL and a Redis this module can break (tests/faults.py), so the shared services stay untouched.
+Nothing is restarted by hand: each test breaks something mid-job and waits for the job to complete.
+Every execution of a chunk is written down by the step itself, so "counted exactly once" is checked
+against what ran, not only against statuses.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from tests.faults import RestartablePostgres, RestartableRedis
+from tests.processes import PROJECT_DIR, Process, celery_worker
+from tests.processes import celery_beat, scheduler_worker, wait_until_beating, wait_until_ready
+
+pytestmark = [pytest.mark.acceptance]
+
+MAX_CHUNK_SECONDS = 5
+
+
+class Cluster:
+    def __init__(self, postgres: RestartablePostgres, redis: RestartableRedis, database_url: str, env: dict):
+        self.postgres, self.redis, self.database_url, self.env = postgres, redis, database_url, env
+        self.processes: list[Process] = []
+
+    def manage(self, *args: str) -> str:
+        import subprocess
+
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env={**os.environ, **self.env},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    def start_job(self, definition_id: str, parameters: dict) -> str:
+        return self.manage("start_job", definition_id, "--params", json.dumps(parameters)).strip().splitlines()[-1]
+
+    def query(self, sql: str, *params) -> list[dict]:
+        with psycopg.connect(self.database_url, row_factory=dict_row) as connection:
+            return connection.execute(sql, params).fetchall()
+
+    def job(self, job_id: str) -> dict:
+        return self.query("SELECT * FROM batch_jobinstance WHERE id = %s", job_id)[0]
+
+    def chunks(self, job_id: str, step_id: str) -> list[dict]:
+        return self.query("SELECT * FROM batch_workchunk WHERE instance_id = %s AND target_step_id = %s",
+                          job_id, step_id)
+
+    def wait_for(self, condition, timeout: float, what: str):
+        """Polls `condition` (which may query the database: errors while it is down count as "not yet")."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if result := condition():
+                    return result
+            except psycopg.OperationalError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not within {timeout}s\n{self.logs()}")
+            time.sleep(0.25)
+
+    def logs(self) -> str:
+        tails = []
+        for process in self.processes:
+            try:
+                tails.append(f"--- {process.name}\n{process.output()[-4000:]}")
+            except OSError as error:
+                tails.append(f"--- {process.name}: {error}")
+        return "\n".join(tails)
+
+    def wait_until_ended(self, job_id: str, timeout: float = 90) -> dict:
+        return self.wait_for(lambda: (job := self.job(job_id))["status"] in ("COMPLETED", "FAILED", "CANCELLED")
+                             and job, timeout, f"job {job_id} ending")
+
+
+@pytest.fixture(scope="module")
+def cluster(django_db_blocker):
+    """PostgreSQL + Redis of its own, migrated, with one batch worker (2 processes), a scheduler worker and beat."""
+    postgres, redis = RestartablePostgres(), RestartableRedis()
+    processes: list[Process] = []
+    try:
+        postgres.start()
+        redis.start()
+        database_url = postgres.create_database("faults")
+        env = {
+            "DATABASE_URL": database_url, "REDIS_URL": redis.url, "NODE_ID": f"faults{uuid.uuid4().hex[:8]}",
+            "DJANGO_SETTINGS_MODULE": "tests.batch.worker_settings", "SCHEDULER_QUEUE": f"sched{uuid.uuid4().hex[:8]}",
+            "SCHEDULER_THREAD_COUNT": "2", "BATCH_MAINTENANCE_INTERVAL_SECONDS": "2", "BATCH_LEASE_SECONDS": "10",
+            "BATCH_REANNOUNCE_AFTER_SECONDS": "4", "BATCH_MAX_CHUNK_SECONDS": str(MAX_CHUNK_SECONDS),
+            "BATCH_DIAGNOSTIC_JOBS": "true",
+        }
+        made = Cluster(postgres, redis, database_url, env)
+        made.manage("migrate", "--noinput")
+        with django_db_blocker.unblock():
+            processes.append(celery_worker(env=env, concurrency=2, name="faults-worker"))
+            scheduler, beat = scheduler_worker(env, name="faults-scheduler"), celery_beat(env, name="faults-beat")
+            processes += [scheduler, beat]
+            wait_until_ready(scheduler)
+            wait_until_beating(beat)
+        made.processes = processes
+        yield made
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        redis.destroy()
+        postgres.destroy()
+
+
+def executions(log: Path) -> Counter:
+    return Counter(int(line) for line in log.read_text().split()) if log.exists() else Counter()
+
+
+def start_logged_job(cluster: Cluster, log: Path, chunks: int = 12, sleep_ms: int = 700) -> str:
+    return cluster.start_job("TEST_LOGGED", {"chunks": chunks, "sleep_ms": sleep_ms, "log": str(log)})
+
+
+def wait_until_midway(cluster: Cluster, job_id: str, log: Path) -> None:
+    """Some chunks done, some running: the moment to break something."""
+    cluster.wait_for(lambda: executions(log) and any(chunk["status"] == "IN_PROGRESS"
+                                                     for chunk in cluster.chunks(job_id, "log")),
+                     timeout=60, what="the job midway")
+
+
+def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chunks: int) -> None:
+    job = cluster.wait_until_ended(job_id)
+    rows = cluster.chunks(job_id, "log")
+    ran = executions(log)
+    assert job["status"] == "COMPLETED", job["error_message"]
+    assert job["combined_records_processed"] == chunks
+    assert sorted(ran) == list(range(chunks))  # every chunk ran...
+    by_index = {row["sequence"]: row for row in rows}
+    assert all(row["status"] == "COMPLETED" and row["records_processed"] == 1 for row in rows)
+    assert [row["error_message"] for row in rows if row["error_count"]] == []  # an outage is no chunk's fault
+    # ...and ran again only where an attempt was cut off (each execution is a claim of its own)
+    assert all(ran[index] <= by_index[index]["attempts"] for index in ran), (ran, {
+        index: row["attempts"] for index, row in by_index.items()})
+
+
+@pytest.mark.parametrize("outage", ["fast-shutdown", "postmaster-sigkill"])
+def test_a_job_completes_after_postgresql_goes_away_mid_job(cluster, tmp_path, outage):
+    log = tmp_path / "ran"
+    job_id = start_logged_job(cluster, log)
+    wait_until_midway(cluster, job_id, log)
+
+    if outage == "fast-shutdown":
+        cluster.postgres.stop_fast()
+    else:
+        cluster.postgres.kill_postmaster()
+    time.sleep(3)  # workers finish steps meanwhile and find the database gone
+    cluster.postgres.start()
+
+    assert_each_chunk_counted_once(cluster, job_id, log, chunks=12)
+
+
+def test_a_job_started_during_a_postgresql_outage_completes_after_it(cluster, tmp_path):
+    log = tmp_path / "ran"
+    job_id = start_logged_job(cluster, log, chunks=4, sleep_ms=100)
+    cluster.wait_until_ended(job_id)
+    cluster.postgres.stop_fast()  # every process now holds a connection that is dead
+    time.sleep(1)
+    cluster.postgres.start()
+
+    second = start_logged_job(cluster, tmp_path / "second", chunks=6, sleep_ms=100)
+
+    assert_each_chunk_counted_once(cluster, second, tmp_path / "second", chunks=6)
+
+
+def test_a_job_completes_after_redis_is_killed_and_comes_back_empty(cluster, tmp_path):
+    log = tmp_path / "ran"
+    job_id = start_logged_job(cluster, log)
+    wait_until_midway(cluster, job_id, log)
+
+    cluster.redis.kill()  # the queued announcements and the unacknowledged messages are gone
+    time.sleep(2)
+    cluster.redis.start()
+
+    assert_each_chunk_counted_once(cluster, job_id, log, chunks=12)
+
+
+def test_a_chunk_that_hangs_is_errored_after_the_maximum_run_time_and_retried(cluster):
+    job_id = cluster.start_job("DIAGNOSTIC_NOOP", {"chunks": 8, "sleep_ms": 50, "records_per_chunk": 3,
+                                                   "hang_at_chunk": 2})
+
+    job = cluster.wait_until_ended(job_id, timeout=120)
+
+    assert job["status"] == "COMPLETED", job["error_message"]
+    assert job["combined_records_processed"] == 8 * 3
+    hung = next(chunk for chunk in cluster.chunks(job_id, "sleep") if chunk["sequence"] == 2)
+    assert hung["attempts"] == 2 and hung["error_count"] == 1
+    assert f"{MAX_CHUNK_SECONDS} s" in hung["error_message"]
+    worker = cluster.processes[0]
+    cluster.wait_for(lambda: "did not stop: recycling this process" in worker.output(), timeout=30,
+                     what="the hung process recycled")
+
+
+def test_a_worker_whose_clock_is_30_s_behind_charges_no_healthy_chunk_an_error(cluster, tmp_path):
+    """Leases are written and judged by PostgreSQL's clock: a host clock 30 s behind (a lease of 10 s would look
+    expired at once to the maintenance of another host) changes nothing."""
+    skewed = celery_worker(env={**cluster.env, "DJANGO_SETTINGS_MODULE": "tests.batch.skewed_clock_settings",
+                                "CLOCK_OFFSET_SECONDS": "-30"}, concurrency=2, name="skewed")
+    try:
+        log = tmp_path / "ran"
+        job_id = start_logged_job(cluster, log, chunks=8, sleep_ms=2500)  # each chunk spans a maintenance pass
+
+        assert_each_chunk_counted_once(cluster, job_id, log, chunks=8)
+        assert any(row["worker"].startswith("skewed-") for row in cluster.chunks(job_id, "log"))
+    finally:
+        skewed.stop()

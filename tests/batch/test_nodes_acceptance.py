@@ -1,0 +1,87 @@
+"""Acceptance: jobs of a node whose workers all died, or that never had one, complete on a live node.
+
+Real `celery worker` processes record their heartbeats; the test runs the maintenance passes beat would.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from batch.control import JobStatus, get_job, live_nodes
+from batch.coordinator import start_job
+from batch.maintenance import run_maintenance_pass
+from batch.models import WorkChunk
+from batch.statuses import ChunkStatus
+from tests.batch.conftest import unique_node
+from tests.processes import PROJECT_DIR, celery_worker, subprocess_database_url
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
+
+NODE_TIMEOUT = 10
+
+
+def wait_until(condition, timeout: float, while_waiting=lambda: None):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"not within {timeout}s"
+        while_waiting()
+        time.sleep(0.5)
+    return result
+
+
+def start_workers(processes: list, nodes: dict[str, str]) -> list:
+    """One single-process worker per {name: node}, started at once (starting is what costs time)."""
+    with ThreadPoolExecutor(len(nodes)) as starting:
+        futures = [starting.submit(celery_worker, env={"NODE_ID": node, "BATCH_LEASE_SECONDS": "2",
+                                                       "BATCH_NODE_TIMEOUT_SECONDS": str(NODE_TIMEOUT)},
+                                   concurrency=1, name=name) for name, node in nodes.items()]
+    for future in futures:
+        if future.exception() is None:
+            processes.append(future.result())  # stopped by the fixture even if another failed to start
+    return [future.result() for future in futures]
+
+
+def start_job_from_the_shell(node: str, parameters: str) -> str:
+    """`NODE_ID=<node> manage.py start_job …`, as on a web-only node; returns the job id."""
+    started = subprocess.run(
+        [sys.executable, "manage.py", "start_job", "DIAGNOSTIC_NOOP", "--params", parameters], cwd=PROJECT_DIR,
+        env={**os.environ, "DATABASE_URL": subprocess_database_url(), "NODE_ID": node},
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    return started.stdout.split()[-1]
+
+
+def test_jobs_of_a_dead_node_and_of_a_node_without_workers_complete_on_a_live_node(processes, settings):
+    settings.BATCH_NODE_TIMEOUT_SECONDS = NODE_TIMEOUT
+    live, doomed = unique_node(), unique_node()
+    live_worker, victim = start_workers(processes, {"live": live, "victim": doomed})
+    orphan = start_job_from_the_shell(f"gone-{live}", '{"chunks": 4, "sleep_ms": 50}')
+    pinned = start_job("DIAGNOSTIC_NOOP", {"chunks": 20, "sleep_ms": 300}, node_id=doomed)
+    chunks = WorkChunk.objects.filter(instance_id=pinned.id, target_step_id="sleep")
+    wait_until(lambda: chunks.filter(status=ChunkStatus.COMPLETED).count() >= 2, timeout=30)
+    assert {node.node_id for node in live_nodes()} >= {live, doomed}, "both nodes' workers beat"
+
+    victim.signal_group(signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(lambda: get_job(pinned.id).ended and get_job(orphan).ended, timeout=60,
+               while_waiting=run_maintenance_pass)
+
+    assert time.monotonic() - killed_at < 60
+    assert chunks.filter(status=ChunkStatus.COMPLETED, worker__startswith="victim-").count() < 20, \
+        "the victim was killed mid-job"
+    for job_id, from_node in [(pinned.id, doomed), (orphan, f"gone-{live}")]:
+        job = get_job(job_id)
+        assert (job.status, job.node_id) == (JobStatus.COMPLETED, live)
+        assert f"moved from node {from_node} to node {live}: no batch worker of node {from_node} seen" \
+               in job.warning_messages
+    assert chunks.filter(worker__startswith="live-").exists(), "the rest ran on the live node"
+    assert doomed not in {node.node_id for node in live_nodes()}
+
+    live_worker.stop()  # a clean shutdown: no longer listed as live, though its node keeps its jobs a while
+    assert live not in {node.node_id for node in live_nodes()}
