@@ -5,7 +5,10 @@ from celery import Celery
 from celery.signals import celeryd_init, task_postrun, task_prerun
 from kombu import Queue
 
+from jobsite.broker import survive_lost_broker_connections
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
+survive_lost_broker_connections()
 
 app = Celery("jobsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
