@@ -18,6 +18,13 @@ class BatchSettings:
     purge_ended_after: timedelta
     max_chunk_run: timedelta
     node_timeout: timedelta
+    retry_backoffs: tuple[timedelta, ...]
+
+    def retry_backoff(self, errors: int) -> timedelta:
+        """How long the retry after a chunk's `errors`-th error waits: the n-th backoff, the last one repeating."""
+        if not self.retry_backoffs:
+            return timedelta(0)
+        return self.retry_backoffs[min(max(errors, 1), len(self.retry_backoffs)) - 1]
 
     @property
     def lease_renewal_interval(self) -> timedelta:
@@ -38,4 +45,5 @@ def batch_settings() -> BatchSettings:
         purge_ended_after=timedelta(days=settings.BATCH_PURGE_ENDED_AFTER_DAYS),
         max_chunk_run=timedelta(seconds=settings.BATCH_MAX_CHUNK_SECONDS),
         node_timeout=timedelta(seconds=settings.BATCH_NODE_TIMEOUT_SECONDS),
+        retry_backoffs=tuple(timedelta(seconds=seconds) for seconds in settings.BATCH_RETRY_BACKOFF_SECONDS),
     )

@@ -11,14 +11,14 @@ from uuid import UUID
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
-from django.utils import timezone
 
 from batch import flow
 from batch.exceptions import InvalidParameters, JobNotFound, JobStateConflict, UnknownJobDefinition
 from batch.models import JobInstance, WorkChunk
+from batch.progress import settle_totals
 from batch.registry import registry
 from batch.statuses import RESTARTABLE_JOB_STATUSES, UNFINISHED_CHUNK_STATUSES, ChunkStatus, JobStatus
-from batch.transitions import change_all_chunks_status, change_job_status
+from batch.transitions import change_all_chunks_status, change_job_status, database_now
 
 # Chunks a restart issues again; COMPLETED ones stay done, GATE_WAITING ones wait for their gate.
 REISSUED_CHUNK_STATUSES = [ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS, ChunkStatus.ERRORED, ChunkStatus.FAILED,
@@ -83,8 +83,10 @@ def cancel_job(instance_id: UUID | str) -> JobInstance:
     """
     instance = get_job(instance_id)
     step = _current_step(instance)
-    cancelled = change_job_status(instance.id, JobStatus.CANCELLED, cancelled=True, end_time=timezone.now(),
+    cancelled = change_job_status(instance.id, JobStatus.CANCELLED, cancelled=True, end_time=database_now(),
                                   error_message=f"Job instance cancelled at step {step}")
+    if cancelled:
+        settle_totals(instance.id)
     instance.refresh_from_db()
     if not cancelled:
         raise JobStateConflict(f"job {instance.id} has already ended: it is {instance.status}")
@@ -107,7 +109,7 @@ def restart_job(instance_id: UUID | str) -> JobInstance:
     with transaction.atomic():
         restarted = change_job_status(
             instance.id, JobStatus.IN_PROGRESS, cancelled=False, end_time=None, error_message=None,
-            start_time=instance.start_time or timezone.now(), reducer_lease_expires_at=None, reducer_attempts=0,
+            start_time=instance.start_time or database_now(), reducer_lease_expires_at=None, reducer_attempts=0,
         )
         if not restarted:
             instance.refresh_from_db()

@@ -11,12 +11,12 @@ from uuid import UUID
 
 from django.db import connection, transaction
 from django.db.models import Q
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from batch.api import CompletedJob, JobDefinition, StepDefinition, StepKind
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification, announce
-from batch.progress import compute_progress
+from batch.progress import compute_progress, settle_totals
 from batch.registry import registry
 from batch.statuses import ChunkStatus, JobStatus
 from batch.transitions import (
@@ -24,6 +24,7 @@ from batch.transitions import (
     change_chunks_status,
     change_job_status,
     change_listed_chunks_status,
+    database_now,
 )
 
 logger = logging.getLogger(__name__)
@@ -37,11 +38,11 @@ IN_FLIGHT_CHUNK_STATUSES = [ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS, ChunkSt
 NEAR_THE_END = 64
 
 
-def announce_chunks(instance: JobInstance, chunks: Iterable[tuple[UUID, str]]) -> None:
+def announce_chunks(instance: JobInstance, chunks: Iterable[tuple[UUID, str]], delay_seconds: float = 0.0) -> None:
     announce(instance.node_id, instance.module_id, (
         WorkNotification(instance.id, instance.definition_id, instance.definition_version, step_id, chunk_id)
         for chunk_id, step_id in chunks
-    ))
+    ), delay_seconds=delay_seconds)
 
 
 def announce_reduction(instance: JobInstance, step_id: str) -> None:
@@ -57,13 +58,13 @@ def enqueue_ready_chunks(instance: JobInstance, only: list[UUID] | None = None) 
         return _top_up(instance, ready)
     if only is not None:
         with transaction.atomic(savepoint=False):
-            moved = change_listed_chunks_status(only, ChunkStatus.QUEUED, announced_at=timezone.now())
+            moved = change_listed_chunks_status(only, ChunkStatus.QUEUED, announced_at=database_now())
             announce_chunks(instance, moved)
         return len(moved)
     queued = 0
     while True:
         with transaction.atomic(savepoint=False):
-            moved = change_chunks_status(ready, ChunkStatus.QUEUED, limit=ENQUEUE_PAGE, announced_at=timezone.now())
+            moved = change_chunks_status(ready, ChunkStatus.QUEUED, limit=ENQUEUE_PAGE, announced_at=database_now())
             announce_chunks(instance, moved)
         queued += len(moved)
         if len(moved) < ENQUEUE_PAGE:
@@ -78,7 +79,7 @@ def _top_up(instance: JobInstance, ready: Q) -> int:
         room = instance.max_concurrent_chunks - in_flight
         if room <= 0:
             return 0
-        moved = change_chunks_status(ready, ChunkStatus.QUEUED, limit=room, announced_at=timezone.now())
+        moved = change_chunks_status(ready, ChunkStatus.QUEUED, limit=room, announced_at=database_now())
         announce_chunks(instance, moved)
     return len(moved)
 
@@ -140,7 +141,7 @@ def _open_gate(instance: JobInstance, step_id: str, next_step: StepDefinition) -
     with transaction.atomic():
         opened = JobInstance.objects.filter(
             id=instance.id, status=JobStatus.IN_PROGRESS, current_gated_step_id=step_id
-        ).update(current_gated_step_id=next_step.id, update_time=timezone.now())
+        ).update(current_gated_step_id=next_step.id, update_time=Now())
         if not opened:
             return False
         if next_step.kind is StepKind.REDUCTION:
@@ -164,7 +165,7 @@ def complete_job(instance: JobInstance, definition: JobDefinition, *, only_if: Q
                  report: dict | None = None) -> bool:
     """COMPLETED with final figures and chunk data purged; the completion handler runs once, in the winner."""
     figures = compute_progress(instance.id)
-    now = timezone.now()
+    now = database_now()
     fields = {**figures.as_fields(), "progress": 1.0, "estimated_seconds_remaining": 0.0, "end_time": now}
     if report is not None:
         fields["report"] = report
@@ -186,7 +187,8 @@ def complete_job(instance: JobInstance, definition: JobDefinition, *, only_if: Q
 
 
 def fail_job(instance_id: UUID, message: str) -> bool:
-    failed = change_job_status(instance_id, JobStatus.FAILED, error_message=message, end_time=timezone.now())
+    failed = change_job_status(instance_id, JobStatus.FAILED, error_message=message, end_time=database_now())
     if failed:
+        settle_totals(instance_id)
         logger.warning("job %s failed: %s", instance_id, message)
     return failed

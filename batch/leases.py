@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from django.db import connection
-from django.utils import timezone
 
 from batch.conf import batch_settings
 from batch.statuses import ChunkStatus
@@ -126,25 +125,21 @@ class LeaseKeeper:
 lease_keeper = LeaseKeeper()
 
 
-def _lease_deadline():
-    return timezone.now() + batch_settings().lease
-
-
 # Renewed only while the claim owns the chunk and the job is not cancelled: a cancelled job's step that
 # ignores the cancel lets its lease lapse instead of holding a worker slot forever.
 RENEW_CHUNK_LEASE_SQL = """
-UPDATE batch_workchunk chunk SET lease_expires_at = %s, update_time = %s
-WHERE chunk.id = %s AND chunk.status = %s AND chunk.attempts = %s
+UPDATE batch_workchunk chunk SET lease_expires_at = now() + %s, update_time = now()
+WHERE chunk.id = %s AND chunk.status = %s AND chunk.claim_token = %s
   AND NOT EXISTS (SELECT 1 FROM batch_jobinstance job WHERE job.id = chunk.instance_id AND job.cancelled)
 """
 
 
-def chunk_lease(chunk_id: UUID, attempt: int, max_seconds: float | None = None,
+def chunk_lease(chunk_id: UUID, claim_token: UUID, max_seconds: float | None = None,
                 on_overrun: Callable[[], object] | None = None) -> Lease:
     def renew() -> bool:
         with connection.cursor() as cursor:
-            cursor.execute(RENEW_CHUNK_LEASE_SQL, [_lease_deadline(), timezone.now(), chunk_id,
-                                                   ChunkStatus.IN_PROGRESS, attempt])
+            cursor.execute(RENEW_CHUNK_LEASE_SQL, [batch_settings().lease, chunk_id,
+                                                   ChunkStatus.IN_PROGRESS, claim_token])
             return cursor.rowcount == 1
 
     return Lease(renew, max_seconds=max_seconds, on_overrun=on_overrun)

@@ -21,7 +21,6 @@ from datetime import datetime
 
 from django.db import connection, transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from batch import flow
 from batch.conf import batch_settings
@@ -31,7 +30,7 @@ from batch.progress import refresh_progress
 from batch.queues import pending_notifications, work_notification_queue
 from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
-from batch.transitions import change_all_chunks_status
+from batch.transitions import change_all_chunks_status, read_database_now
 from batch.worker import on_lease_expired
 
 logger = logging.getLogger(__name__)
@@ -68,11 +67,19 @@ def run_maintenance_pass() -> MaintenanceReport:
             except Exception:
                 logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
         _purge_ended(report)
+        _record_pass_ended()
     return report
 
 
+def _record_pass_ended() -> None:
+    """Tell the batch workers' watchdogs that maintenance is not starved (`batch.maintenance_watchdog`)."""
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO batch_maintenancepass (id, ended_at) VALUES (1, now()) "
+                       "ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at")
+
+
 def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
-    now = timezone.now()
+    now = read_database_now()  # every "is it late" below is judged by the database's clock, as it wrote them
     if instance.status == JobStatus.FINALIZE:
         _recover_reduction(instance, now, report)
     else:
@@ -147,7 +154,7 @@ def _recover_reduction(instance: JobInstance, now: datetime, report: Maintenance
 
 
 def _purge_ended(report: MaintenanceReport) -> None:
-    cutoff = timezone.now() - batch_settings().purge_ended_after
+    cutoff = read_database_now() - batch_settings().purge_ended_after
     ended = list(JobInstance.objects.filter(end_time__lt=cutoff, status__in=ENDED_JOB_STATUSES)
                  .values_list("id", flat=True)[:INSTANCE_PAGE])
     for instance_id in ended:

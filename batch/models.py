@@ -88,8 +88,11 @@ class WorkChunk(models.Model):
 
     # When the chunk was last announced on its node's queue (to find announcements that got lost).
     announced_at = models.DateTimeField(null=True, blank=True)
-    # Claims so far: bumped by every claim, it fences a worker that lost its lease out of the chunk.
+    # Claims so far (bumped by every claim; a restart keeps counting).
     attempts = models.IntegerField(default=0)
+    # A random token drawn by each claim: every outcome and lease renewal is conditional on it, so a worker
+    # that lost its chunk (lease lapsed, overrun, job restarted) can never record over the current claim.
+    claim_token = models.UUIDField(null=True, blank=True)
     # An IN_PROGRESS chunk belongs to its worker until then; the worker renews it while the step runs.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)  # Celery hostname and pid of the last claimer
@@ -164,3 +167,11 @@ class JobReassignment(models.Model):
         """The line the job's warnings show, e.g. `2026-11-30 00:01:02 UTC: moved from node a to node b: …`."""
         return (f"{self.at:%Y-%m-%d %H:%M:%S %Z}: moved from node {self.from_node_id} to node {self.to_node_id}: "
                 f"{self.reason}")
+class MaintenancePass(models.Model):
+    """One row: when the last maintenance pass of the cluster ended, by the database's clock.
+
+    Batch workers read it to step in when the scheduled pass is starved (see `batch.maintenance_watchdog`).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    ended_at = models.DateTimeField()

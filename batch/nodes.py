@@ -53,14 +53,18 @@ class Reassignment:
 
 
 # --- Moving jobs ----------------------------------------------------------------------------------------
-# Unfinished jobs older than the timeout on a node/module none of whose workers beat within it. Both
-# sides of every comparison are on PostgreSQL's clock except `create_time`, written by the starting host.
+# Unfinished jobs older than the timeout on a node/module none of whose workers beat within it, of a
+# module some other node has live workers of (so jobs that cannot move never crowd out those that can).
+# Every comparison is on PostgreSQL's clock but `create_time`, which the starting host wrote.
 STRANDED_JOBS_SQL = """
 SELECT job.id, job.node_id, job.module_id FROM batch_jobinstance job
 WHERE job.status = ANY(%(unfinished)s) AND job.create_time < now() - %(timeout)s
   AND NOT EXISTS (SELECT 1 FROM batch_workerheartbeat seen
                   WHERE seen.node_id = job.node_id AND seen.module_id = job.module_id
                     AND seen.last_seen > now() - %(timeout)s)
+  AND EXISTS (SELECT 1 FROM batch_workerheartbeat live
+              WHERE live.module_id = job.module_id AND live.stopped_at IS NULL
+                AND live.last_seen > now() - %(timeout)s)
 ORDER BY job.create_time, job.id
 LIMIT %(limit)s
 """
@@ -69,8 +73,8 @@ LIMIT %(limit)s
 def rehome_stranded_jobs() -> int:
     """The maintenance part: move the unfinished jobs of dead nodes to live ones; forget long-gone workers.
 
-    Returns the number of jobs moved. Jobs whose module has no live node at all stay (logged): there is
-    nowhere better to put them, and they move as soon as a node comes up.
+    Returns the number of jobs moved. Jobs whose module has no live node at all stay: there is nowhere
+    better to put them, and they move as soon as a node comes up.
     """
     timeout = batch_settings().node_timeout
     forget_departed_workers()
@@ -85,9 +89,7 @@ def rehome_stranded_jobs() -> int:
     for job_id, node_id, module_id in stranded:
         target = targets.pick(module_id, excluding=node_id)
         if target is None:
-            logger.warning("job %s: node %s has no live batch worker, and no other node of module %s has one "
-                           "either: the job waits", job_id, node_id, module_id)
-            continue
+            continue  # the live node stopped between the two queries: the next pass decides again
         reason = (f"no batch worker of node {node_id} seen for {timeout.total_seconds():.0f}s "
                   "(BATCH_NODE_TIMEOUT_SECONDS)")
         try:

@@ -49,9 +49,10 @@ class WorkNotification:
         )
 
 
-Publisher = Callable[[str, list[dict[str, Any]]], None]
-"""Hands a queue's messages to the broker: the Celery publisher, wired in `BatchConfig.ready()`, or a
-test's in-process bus (`batch.testing`). Set at start-up, so the engine never imports Celery."""
+Publisher = Callable[[str, list[dict[str, Any]], float], None]
+"""Hands a queue's messages to the broker, to be delivered no sooner than the given seconds from now: the
+Celery publisher, wired in `BatchConfig.ready()`, or a test's in-process bus (`batch.testing`). Set at
+start-up, so the engine never imports Celery."""
 
 _publisher: Publisher | None = None
 
@@ -63,8 +64,10 @@ def use_publisher(publisher: Publisher | None) -> Publisher | None:
     return previous
 
 
-def announce(node_id: str, module_id: str, notifications: Iterable[WorkNotification]) -> None:
-    """Publish once the current transaction commits (at once outside a transaction).
+def announce(node_id: str, module_id: str, notifications: Iterable[WorkNotification], *,
+             delay_seconds: float = 0.0) -> None:
+    """Publish once the current transaction commits (at once outside a transaction), for delivery after
+    `delay_seconds` (a retry's backoff).
 
     A failed publish is logged, not raised: the chunk stays QUEUED and maintenance announces it again.
     """
@@ -72,10 +75,10 @@ def announce(node_id: str, module_id: str, notifications: Iterable[WorkNotificat
     if not messages:
         return
     queue = work_notification_queue(node_id, module_id)
-    transaction.on_commit(lambda: _publish(queue, messages), robust=True)
+    transaction.on_commit(lambda: _publish(queue, messages, delay_seconds), robust=True)
 
 
-def _publish(queue: str, messages: list[dict[str, Any]]) -> None:
+def _publish(queue: str, messages: list[dict[str, Any]], delay_seconds: float) -> None:
     if _publisher is None:
         raise RuntimeError("no work-notification publisher: BatchConfig.ready() has not run")
-    _publisher(queue, messages)
+    _publisher(queue, messages, delay_seconds)

@@ -13,7 +13,7 @@ from uuid import UUID
 from django.db.models import Case, Count, IntegerField, Max, Min, Q, Sum, Value, When
 
 from batch.models import JobInstance, JobReassignment, WorkChunk
-from batch.statuses import ChunkStatus
+from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 
 MAX_WARNINGS_SHOWN = 20  # distinct chunk warnings joined into the job's; more would drown the page
 MAX_REASSIGNMENTS_SHOWN = 5  # the job's latest moves between nodes, shown before them
@@ -86,10 +86,27 @@ def estimate_rates(chunks: int, completed: int, records: int, first_start: datet
 
 
 def refresh_progress(instance_id: UUID) -> ProgressFigures:
-    """Recompute and store the figures (not a status change, so no transition)."""
+    """Recompute and store the figures of a job still running (not a status change, so no transition).
+
+    Conditional on the job being unfinished: a job that ended meanwhile keeps the figures and message its
+    ending wrote (see `settle_totals`).
+    """
     figures = compute_progress(instance_id)
-    JobInstance.objects.filter(id=instance_id).update(**figures.as_fields())
+    JobInstance.objects.filter(id=instance_id, status__in=UNFINISHED_JOB_STATUSES).update(**figures.as_fields())
     return figures
+
+
+SETTLED_FIELDS = ("combined_records_processed", "records_per_second", "elapsed_seconds", "progress", "error_count")
+
+
+def settle_totals(instance_id: UUID) -> None:
+    """A FAILED or CANCELLED job's totals: every chunk that finished counts, also one finishing after the end.
+
+    Its error message (why it failed, or that it was cancelled) is left as the ending wrote it.
+    """
+    fields = compute_progress(instance_id).as_fields()
+    JobInstance.objects.filter(id=instance_id, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]).update(
+        **{name: fields[name] for name in SETTLED_FIELDS})
 
 
 def describe_duration(seconds: float | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from django.db.models import F, Q
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from batch import flow
 from batch.api import JobDefinition
@@ -22,7 +22,7 @@ from batch.connections import surviving_connection_loss
 from batch.exceptions import JobCancelled
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
-from batch.transitions import change_job_status
+from batch.transitions import change_job_status, database_now
 from batch.leases import Lease, lease_keeper
 from batch.step_context import RunningStepContext
 
@@ -40,11 +40,10 @@ def on_reduction_notification(instance_id: UUID, definition: JobDefinition) -> N
 
 def on_reduction_claimed(instance_id: UUID) -> JobInstance | None:
     """Take the reducer lease of a FINALIZE job unless a live reducer holds it; None: nothing to do."""
-    now = timezone.now()
-    free = Q(reducer_lease_expires_at__isnull=True) | Q(reducer_lease_expires_at__lt=now)
+    free = Q(reducer_lease_expires_at__isnull=True) | Q(reducer_lease_expires_at__lt=Now())
     claimed = JobInstance.objects.filter(free, id=instance_id, status=JobStatus.FINALIZE, cancelled=False).update(
-        reducer_lease_expires_at=now + batch_settings().lease, reducer_attempts=F("reducer_attempts") + 1,
-        update_time=now,
+        reducer_lease_expires_at=database_now(batch_settings().lease).expression(),
+        reducer_attempts=F("reducer_attempts") + 1, update_time=Now(),
     )
     return JobInstance.objects.get(id=instance_id) if claimed else None
 
@@ -52,7 +51,7 @@ def on_reduction_claimed(instance_id: UUID) -> JobInstance | None:
 def reducer_lease(instance_id: UUID, attempt: int) -> Lease:
     return Lease(lambda: bool(JobInstance.objects.filter(
         id=instance_id, status=JobStatus.FINALIZE, reducer_attempts=attempt,
-    ).update(reducer_lease_expires_at=timezone.now() + batch_settings().lease)))
+    ).update(reducer_lease_expires_at=database_now(batch_settings().lease).expression())))
 
 
 def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
@@ -80,7 +79,7 @@ def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
 
 def on_reduction_failed(instance: JobInstance, attempt: int, message: str) -> None:
     change_job_status(instance.id, JobStatus.FAILED, only_if=Q(reducer_attempts=attempt), error_message=message,
-                      end_time=timezone.now(), reducer_lease_expires_at=None)
+                      end_time=database_now(), reducer_lease_expires_at=None)
 
 
 def _inputs(instance_id: UUID, step_id: str, context: RunningStepContext) -> Iterator[dict[str, Any]]:

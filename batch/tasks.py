@@ -11,6 +11,7 @@ from celery.utils import uuid
 from batch import heartbeats
 from batch.dispatch import on_work_notification
 from batch.leases import kill_this_process, lease_keeper
+from batch.maintenance_watchdog import start_watchdog
 from batch.notifications import WorkNotification
 
 PUBLISH_BATCH = 500  # Redis commands pipelined per round trip when many chunks are announced at once
@@ -23,7 +24,7 @@ def work_notification(self, message: dict[str, Any]) -> None:
                          task_id=self.request.id or "")
 
 
-def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> None:
+def publish_work_notifications(queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0) -> None:
     """Publish straight to the queue's Redis list (anonymous exchange: no routing table to lose).
 
     Built with `app.amqp`'s message functions rather than `apply_async`: a first step may announce
@@ -34,6 +35,7 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> No
         for message in messages:
             task_message = amqp.create_task_message(
                 uuid(), work_notification.name, (message,), {}, ignore_result=True, kwargsrepr="",
+                countdown=delay_seconds or None,  # a retry's backoff: the worker holds it until then
                 # what Flower shows for the task; cheaper than Celery's own repr of the message
                 argsrepr=f"{message['jobDefinitionId']} {message['targetStepId']} {message.get('chunkId', 'reduction')}",
             )
@@ -45,6 +47,8 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]]) -> No
 def recycle_hung_pool_processes(**kwargs) -> None:
     """In a prefork pool process a step that overran and would not stop is ended by killing the process."""
     lease_keeper.recycle_process = kill_this_process
+
+
 @worker_ready.connect
 def start_node_heartbeat(sender, **kwargs) -> None:
     """In the worker's main process, once it consumes: its node counts as alive while it beats."""
@@ -55,3 +59,9 @@ def start_node_heartbeat(sender, **kwargs) -> None:
 @worker_shutdown.connect
 def stop_node_heartbeat(**kwargs) -> None:
     heartbeats.stop_heartbeat()
+
+
+@worker_ready.connect
+def watch_for_starved_maintenance(**kwargs) -> None:
+    """Each worker's main process runs maintenance itself when the scheduled pass has not run for a while."""
+    start_watchdog()

@@ -3,6 +3,7 @@
 `in_process_bus()` catches the engine's work notifications where Redis would get them, after the commit,
 and lets the test deliver them in its own process, one at a time or until none are left. With
 `throwaway_jobs()` a test defines uniquely named job definitions that are forgotten when it ends.
+`time_passes(seconds)` moves the engine's stored times into the past, as if the database's clock had run on.
 
     with in_process_bus() as bus, throwaway_jobs() as define_job:
         job = define_job(lambda b: b.first_step("emit", emit).last_step("count", count))
@@ -15,14 +16,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from django.db.models import F
+
 from batch.api import JobDefinition, JobDefinitionBuilder
+from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification, use_publisher
 from batch.registry import registry
 from batch.dispatch import on_work_notification
 
-__all__ = ["InProcessBus", "JobShape", "in_process_bus", "throwaway_jobs"]
+__all__ = ["InProcessBus", "JobShape", "in_process_bus", "throwaway_jobs", "time_passes"]
 
 
 @dataclass
@@ -32,7 +37,8 @@ class InProcessBus:
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     worker: str = "test-worker"  # what the chunks record as the worker that ran them
 
-    def record(self, queue: str, messages: list[dict[str, Any]]) -> None:
+    def record(self, queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0) -> None:
+        """A delayed message (a retry's backoff) is deliverable at once: the test decides when time passes."""
         self.sent.extend((queue, message) for message in messages)
 
     def take(self) -> list[WorkNotification]:
@@ -92,3 +98,19 @@ def throwaway_jobs() -> Iterator[Callable[..., JobDefinition]]:
     finally:
         for definition in registered:
             registry.unregister(definition.id, definition.version)
+
+
+@contextmanager
+def time_passes(seconds: float) -> Iterator[None]:
+    """`with time_passes(31): run_maintenance_pass()`: as if `seconds` had passed on the database's clock.
+
+    The engine judges leases, announcements and poll times by PostgreSQL's `now()`, which freezegun
+    cannot move; instead every time the engine stored is moved `seconds` into the past.
+    """
+    shift = timedelta(seconds=seconds)
+    chunk_times = ("lease_expires_at", "announced_at", "next_poll_time", "update_time", "start_time", "end_time",
+                   "create_time")
+    job_times = ("reducer_lease_expires_at", "update_time", "start_time", "end_time", "create_time")
+    WorkChunk.objects.update(**{name: F(name) - shift for name in chunk_times})
+    JobInstance.objects.update(**{name: F(name) - shift for name in job_times})
+    yield

@@ -2,31 +2,29 @@
 
 Claims lock the row (`SKIP LOCKED`), so a duplicate message arriving at the same moment finds nothing
 and a late one finds the chunk no longer claimable: both change nothing. Every outcome is a conditional
-update fenced by the claim's attempt number, so a worker that lost its chunk (its lease ran out and
+update fenced by the claim's random token, so a worker that lost its chunk (its lease ran out and
 another worker took it) cannot overwrite the new owner's result.
 """
 from __future__ import annotations
 
 import json
 import logging
-import uuid
-from collections.abc import Mapping
 from functools import partial
-from typing import Any
 from uuid import UUID
 
-import psycopg
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from batch import flow
-from batch.api import JobDefinition, StepDefinition
+from batch.api import JobDefinition
 from batch.conf import batch_settings
 from batch.connections import surviving_connection_loss
-from batch.exceptions import BatchError, JobCancelled, JobFailed, RetryChunkLater
+from batch.exceptions import JobCancelled, JobFailed, RetryChunkLater
 from batch.leases import chunk_lease, lease_keeper
+from batch.prepared import RELAXED_COMMIT, execute_prepared
+from batch.sink import ChunkSink
 from batch.models import JobInstance, WorkChunk
+from batch.progress import settle_totals
 from batch.statuses import (
     CHUNK_TRANSITIONS,
     CLAIMABLE_CHUNK_STATUSES,
@@ -39,100 +37,12 @@ from batch.transitions import (
     change_chunk_status,
     change_job_status,
     change_owned_chunk_status,
+    database_now,
 )
 
 logger = logging.getLogger(__name__)
 
-SINK_FLUSH_SIZE = 500  # emitted chunks written per insert: one round trip per 500 small chunks
-SINK_FLUSH_BYTES = 4 * 1024 * 1024  # ...or per 4 MiB of chunk data, so large chunks keep a step's memory flat
 MAX_ERROR_MESSAGE = 2000  # characters kept of an exception's text
-
-
-# The worker's hot statements (claim, emitted chunks, completion) commit without waiting for the WAL
-# flush to disk: on a shared disk that wait is most of a chunk's cost. A PostgreSQL crash (not a worker
-# crash) can then lose the last fraction of a second of them, always as a suffix, which looks exactly
-# like a worker that died at that point: those chunks are claimed and run again, as after any crash.
-RELAXED_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true))"
-
-
-def execute_prepared(sql: str, params: Mapping[str, Any]) -> tuple | None:
-    """Run a hot statement as a server-side prepared statement and return its first row.
-
-    Django binds parameters on the client, so PostgreSQL parses and plans every statement anew; for the
-    claim and the completion, which run once per chunk, planning costs more than running them.
-    """
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchone()
-
-
-# Emitted chunks, written in one statement per batch: arrays of ids, sequences and JSON documents
-# instead of one parameter per column per row. Ids already present (a re-run re-emitting) are skipped.
-INSERT_CHUNKS_SQL = """
-INSERT INTO batch_workchunk (id, instance_id, definition_id, definition_version, target_step_id, sequence, status,
-                             data, error_count, poll_attempts, attempts, create_time, update_time, worker, task_id)
-SELECT emitted.id, %(instance_id)s, %(definition_id)s, %(definition_version)s, %(step_id)s, emitted.sequence,
-       %(status)s, emitted.data::jsonb, 0, 0, 0, %(now)s, %(now)s, '', ''
-FROM unnest(%(ids)s::uuid[], %(sequences)s::int[], %(documents)s::text[]) AS emitted(id, sequence, data),
-     {relaxed_commit} AS relaxed
-ON CONFLICT (id) DO NOTHING
-RETURNING id
-""".format(relaxed_commit=RELAXED_COMMIT)
-
-
-class ChunkSink:
-    """The engine's `batch.api.DataSink`: emitted chunks are written in batches as the step runs.
-
-    The n-th chunk a chunk emits always gets the same id, so a step that is run again (after an error
-    or a lost worker) re-emits the same chunks, and the copies are ignored instead of doing work twice.
-    """
-
-    def __init__(self, definition: JobDefinition, instance: JobInstance, chunk: WorkChunk, step: StepDefinition,
-                 context: RunningStepContext):
-        self.definition = definition
-        self.instance = instance
-        self.source = chunk
-        self.target = definition.step_after(step.id) if step.emits else None
-        self.step = step
-        self.context = context
-        self.emitted = 0
-        self._buffer: list[tuple[UUID, int, str]] = []
-        self._buffered_bytes = 0
-
-    def accept(self, data: Mapping[str, Any]) -> None:
-        if self.target is None:
-            raise BatchError(f"step {self.step.id!r} is the last step of {self.definition.id}: it cannot emit chunks")
-        self.context.check_cancelled()
-        document = json.dumps(data)
-        self._buffer.append((uuid.uuid5(self.source.id, str(self.emitted)), self.emitted, document))
-        self._buffered_bytes += len(document)
-        self.emitted += 1
-        if len(self._buffer) >= SINK_FLUSH_SIZE or self._buffered_bytes >= SINK_FLUSH_BYTES:
-            with transaction.atomic():
-                self.flush()
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._buffer)
-
-    def flush(self) -> None:
-        """Write the buffered chunks; a non-gated job's are queued and announced with the commit."""
-        if not self._buffer:
-            return
-        ids, sequences, documents = zip(*self._buffer)
-        with connection.cursor() as cursor:
-            cursor.execute(INSERT_CHUNKS_SQL, {
-                "instance_id": self.instance.id, "definition_id": self.definition.id,
-                "definition_version": self.definition.version, "step_id": self.target.id,
-                "status": ChunkStatus.GATE_WAITING if self.definition.gated else ChunkStatus.READY,
-                "now": timezone.now(), "ids": list(ids), "sequences": list(sequences), "documents": list(documents),
-            })
-            inserted = [row[0] for row in cursor.fetchall()]
-        if inserted and not self.definition.gated:
-            flow.enqueue_ready_chunks(self.instance, only=inserted)
-        self._buffer = []
-        self._buffered_bytes = 0
 
 
 # --- Events --------------------------------------------------------------------------------------------
@@ -146,11 +56,11 @@ WITH claimable AS (
     FOR UPDATE OF chunk SKIP LOCKED
 )
 UPDATE batch_workchunk chunk
-SET status = %(in_progress)s, attempts = chunk.attempts + 1, start_time = COALESCE(chunk.start_time, %(now)s),
-    lease_expires_at = %(lease)s, worker = %(worker)s, task_id = %(task_id)s, update_time = %(now)s
+SET status = %(in_progress)s, attempts = chunk.attempts + 1, claim_token = gen_random_uuid(), start_time = COALESCE(chunk.start_time, now()),
+    lease_expires_at = now() + %(lease)s, worker = %(worker)s, task_id = %(task_id)s, update_time = now()
 FROM claimable, batch_jobinstance job, {relaxed_commit} AS relaxed
 WHERE chunk.id = claimable.id AND job.id = chunk.instance_id
-RETURNING chunk.target_step_id, chunk.data::text, chunk.attempts, chunk.error_count, chunk.poll_attempts,
+RETURNING chunk.claim_token, chunk.target_step_id, chunk.data::text, chunk.attempts, chunk.error_count, chunk.poll_attempts,
           chunk.sequence, job.id, job.definition_id, job.definition_version, job.status, job.parameters::text,
           job.node_id, job.module_id, job.max_concurrent_chunks
 """.format(relaxed_commit=RELAXED_COMMIT)
@@ -159,25 +69,26 @@ CLAIMABLE_SOURCES = sorted(CLAIMABLE_CHUNK_STATUSES & set(chunk_statuses_leading
 
 def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> WorkChunk | None:
     """QUEUED/ERRORED -> IN_PROGRESS under a row lock; None when there is nothing (more) to claim."""
-    now = timezone.now()
     row = execute_prepared(CLAIM_SQL, {
         "chunk_id": chunk_id, "claimable": CLAIMABLE_SOURCES, "running": [JobStatus.QUEUED, JobStatus.IN_PROGRESS],
-        "in_progress": ChunkStatus.IN_PROGRESS, "now": now, "lease": now + batch_settings().lease,
+        "in_progress": ChunkStatus.IN_PROGRESS, "lease": batch_settings().lease,
         "worker": worker[:200], "task_id": task_id[:64],
     })
     if row is None:
         return None
-    (step_id, data, attempts, error_count, poll_attempts, sequence, instance_id, definition_id, definition_version,
+    (claim_token, step_id, data, attempts, error_count, poll_attempts, sequence, instance_id, definition_id, definition_version,
      job_status, parameters, node_id, module_id, max_concurrent_chunks) = row
     instance = JobInstance(id=instance_id, definition_id=definition_id, definition_version=definition_version,
                            status=job_status, parameters=json.loads(parameters), node_id=node_id,
                            module_id=module_id, max_concurrent_chunks=max_concurrent_chunks)
     if job_status == JobStatus.QUEUED:
-        change_job_status(instance_id, JobStatus.IN_PROGRESS, only_if=Q(status=JobStatus.QUEUED), start_time=now)
+        change_job_status(instance_id, JobStatus.IN_PROGRESS, only_if=Q(status=JobStatus.QUEUED),
+                          start_time=database_now())
     return WorkChunk(id=chunk_id, instance=instance, definition_id=definition_id,
                      definition_version=definition_version, target_step_id=step_id, sequence=sequence,
                      status=ChunkStatus.IN_PROGRESS, data=json.loads(data) if data is not None else None,
-                     attempts=attempts, error_count=error_count, poll_attempts=poll_attempts)
+                     attempts=attempts, claim_token=claim_token, error_count=error_count,
+                     poll_attempts=poll_attempts)
 
 
 def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
@@ -186,7 +97,7 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
     step = definition.step(chunk.target_step_id)
     max_seconds = definition.max_chunk_seconds or batch_settings().max_chunk_run.total_seconds()
     overrun = f"the step ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS): taken as hung"
-    lease = chunk_lease(chunk.id, chunk.attempts, max_seconds, on_overrun=lambda: on_chunk_errored(chunk, overrun))
+    lease = chunk_lease(chunk.id, chunk.claim_token, max_seconds, on_overrun=lambda: on_chunk_errored(chunk, overrun))
     with lease_keeper.holding(lease):
         context = RunningStepContext(instance.id, step.id, chunk.id, instance.parameters, chunk.data, lease,
                                      attempt=chunk.attempts)
@@ -204,16 +115,24 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
             logger.exception("job %s chunk %s: step %s raised", instance.id, chunk.id, step.id)
             outcome = partial(on_chunk_errored, chunk, _describe(error))
         else:
-            outcome = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings)
+            if lease.lost:  # the chunk is no longer this claim's (lapsed, overrun, cancelled): its result does not count
+                outcome = partial(on_chunk_interrupted, chunk, context)
+            else:
+                outcome = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings)
         # Recording the outcome outlives a database restart: the step's work is not thrown away for it.
-        surviving_connection_loss(outcome, f"recording the outcome of chunk {chunk.id}")
+        try:
+            surviving_connection_loss(outcome, f"recording the outcome of chunk {chunk.id}")
+        except Exception as error:  # recorded now with its real message, not later as "Worker lost"
+            logger.exception("job %s chunk %s: recording the outcome failed", instance.id, chunk.id)
+            message = f"recording the outcome failed: {_describe(error)}"
+            surviving_connection_loss(partial(on_chunk_errored, chunk, message), f"recording the error of {chunk.id}")
 
 
 def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None, **fields) -> bool:
     """Move the chunk only while this claim still owns it (and `only_if` holds)."""
     if only_if is None:
-        return change_owned_chunk_status(chunk.id, chunk.attempts, target, **fields)
-    owned = Q(status=ChunkStatus.IN_PROGRESS, attempts=chunk.attempts) & only_if
+        return change_owned_chunk_status(chunk.id, chunk.claim_token, target, **fields)
+    owned = Q(status=ChunkStatus.IN_PROGRESS, claim_token=chunk.claim_token) & only_if
     return change_chunk_status(chunk.id, target, only_if=owned, **fields)
 
 
@@ -221,14 +140,15 @@ def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None,
 # trip, how many other chunks of its step (gated) or job its snapshot shows unfinished (up to a limit).
 COMPLETE_TEMPLATE = """
 UPDATE batch_workchunk
-SET status = %(completed)s, update_time = %(now)s, end_time = %(now)s, records_processed = %(records)s,
+SET status = %(completed)s, update_time = now(), end_time = now(), records_processed = %(records)s,
     data = NULL, lease_expires_at = NULL, warning_message = %(warnings)s
 FROM {relaxed_commit} AS relaxed
-WHERE id = %(chunk_id)s AND status = %(in_progress)s AND attempts = %(attempt)s
+WHERE id = %(chunk_id)s AND status = %(in_progress)s AND claim_token = %(claim_token)s
 RETURNING (SELECT count(*) FROM (
     SELECT 1 FROM batch_workchunk other
     WHERE other.instance_id = %(instance_id)s AND NOT other.status = 'COMPLETED' AND other.id <> %(chunk_id)s
-    {same_step} LIMIT %(limit)s) others)
+    {same_step} LIMIT %(limit)s) others),
+    (SELECT job.status FROM batch_jobinstance job WHERE job.id = %(instance_id)s)
 """
 COMPLETE_SQL = COMPLETE_TEMPLATE.format(relaxed_commit=RELAXED_COMMIT, same_step="")
 COMPLETE_IN_GATED_STEP_SQL = COMPLETE_TEMPLATE.format(relaxed_commit=RELAXED_COMMIT,
@@ -241,45 +161,52 @@ def on_chunk_completed(chunk: WorkChunk, definition: JobDefinition, sink: ChunkS
     if sink.pending:
         with transaction.atomic():
             sink.flush()
-            unfinished_seen = _complete(chunk, definition, records, warnings)
-            if unfinished_seen is None:
+            completed = _complete(chunk, definition, records, warnings)
+            if completed is None:
                 transaction.set_rollback(True)  # another claim owns the chunk now: its run counts, not ours
                 return
     else:
-        unfinished_seen = _complete(chunk, definition, records, warnings)
-        if unfinished_seen is None:
+        completed = _complete(chunk, definition, records, warnings)
+        if completed is None:
             return
+    unfinished_seen, job_status = completed
+    if job_status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        settle_totals(chunk.instance_id)  # finished after its job ended: it still counts in the job's totals
+        return
     _after_chunk_left_flight(chunk, definition, unfinished_seen)
 
 
-def _complete(chunk: WorkChunk, definition: JobDefinition, records: int, warnings: list[str]) -> int | None:
-    """None when this claim no longer owns the chunk, else the unfinished chunks its statement saw."""
+def _complete(chunk: WorkChunk, definition: JobDefinition, records: int,
+              warnings: list[str]) -> tuple[int, str] | None:
+    """None when this claim no longer owns the chunk, else the unfinished chunks its statement saw and the
+    job's status."""
     row = execute_prepared(COMPLETE_IN_GATED_STEP_SQL if definition.gated else COMPLETE_SQL, {
-        "completed": ChunkStatus.COMPLETED, "in_progress": ChunkStatus.IN_PROGRESS, "now": timezone.now(),
+        "completed": ChunkStatus.COMPLETED, "in_progress": ChunkStatus.IN_PROGRESS,
         "records": records, "warnings": "\n".join(warnings) or None, "chunk_id": chunk.id,
-        "attempt": chunk.attempts, "instance_id": chunk.instance_id, "step_id": chunk.target_step_id,
+        "claim_token": chunk.claim_token, "instance_id": chunk.instance_id, "step_id": chunk.target_step_id,
         "limit": flow.NEAR_THE_END,
     })
-    return row[0] if row else None
+    return (row[0], row[1]) if row else None
 
 
 def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> None:
-    """ERRORED and announced again for a retry; past the retry limit, FAILED and the job with it."""
+    """ERRORED and announced again for a retry after a backoff; past the retry limit, FAILED and the job with it."""
     errors = chunk.error_count + 1
     if errors > batch_settings().max_chunk_retries:
         on_chunk_failed(chunk, f"Too many errors: {errors}. Last error msg was {message}", error_count=errors,
                         only_if=only_if)
         return
+    backoff = batch_settings().retry_backoff(errors)
     with transaction.atomic():
         if _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,
-                       lease_expires_at=None, announced_at=timezone.now()):
-            flow.announce_chunks(chunk.instance, [(chunk.id, chunk.target_step_id)])
+                       lease_expires_at=None, announced_at=database_now(backoff)):
+            flow.announce_chunks(chunk.instance, [(chunk.id, chunk.target_step_id)], backoff.total_seconds())
 
 
 def on_chunk_failed(chunk: WorkChunk, message: str, *, error_count: int | None = None,
                     only_if: Q | None = None) -> None:
     with transaction.atomic():
-        failed = _move_owned(chunk, ChunkStatus.FAILED, only_if, error_message=message, end_time=timezone.now(),
+        failed = _move_owned(chunk, ChunkStatus.FAILED, only_if, error_message=message, end_time=database_now(),
                              lease_expires_at=None,
                              error_count=error_count if error_count is not None else chunk.error_count)
         if failed:
@@ -299,7 +226,7 @@ def on_lease_expired(chunk: WorkChunk, now) -> None:
 
 def on_chunk_poll_requested(chunk: WorkChunk, definition: JobDefinition, delay) -> None:
     """POLL_WAITING until `delay` has passed; maintenance makes it READY again then."""
-    if _move_owned(chunk, ChunkStatus.POLL_WAITING, lease_expires_at=None, next_poll_time=timezone.now() + delay,
+    if _move_owned(chunk, ChunkStatus.POLL_WAITING, lease_expires_at=None, next_poll_time=database_now(delay),
                    poll_attempts=chunk.poll_attempts + 1):
         _after_chunk_left_flight(chunk, definition)
 

@@ -13,6 +13,8 @@ FHIR_VERSION = "4.0.1"  # the R4 data Synthea writes; validation uses the compat
 INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "create", "search-type")
 BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"  # Bulk Data Access IG v2
 EXPORT_OPERATION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+IMPORT_OPERATION = "http://hapifhir.io/fhir/OperationDefinition/import"  # HAPI's $import
+BULK_SUBMIT_OPERATION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit"
 TYPE_OPERATIONS = {
     "Patient": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}],
     "Group": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}],
@@ -40,7 +42,9 @@ def capability_statement(base_url: str) -> dict:
                                         "staff sessions also work. Writes always need one."},
             "resource": _resources(),
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
-            "operation": [{"name": "export", "definition": EXPORT_OPERATION}],
+            "operation": [{"name": "export", "definition": EXPORT_OPERATION},
+                          {"name": "import", "definition": IMPORT_OPERATION},
+                          {"name": "bulk-submit", "definition": BULK_SUBMIT_OPERATION}],
         }],
     }
 

@@ -15,14 +15,19 @@ from fhirstore.search_params import parse_relative_reference
 def reference_elements(node: object) -> list[dict]:
     """Every element of `node` with a string `reference` (a Reference), `contained` resources included."""
     found, stack = [], [node]
-    while stack:  # a stack, not recursion: this runs on every resource of a bulk load
-        item = stack.pop()
-        if isinstance(item, dict):
-            if isinstance(item.get("reference"), str):
+    pop, push = stack.pop, stack.append
+    while stack:  # a stack, not recursion, and exact type checks: this runs on every resource of a bulk load
+        item = pop()
+        if type(item) is dict:
+            if type(item.get("reference")) is str:
                 found.append(item)
-            stack.extend(value for value in item.values() if isinstance(value, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend(value for value in item if isinstance(value, (dict, list)))
+            values = item.values()
+        else:
+            values = item
+        for value in values:
+            kind = type(value)
+            if kind is dict or kind is list:
+                push(value)
     return found
 
 

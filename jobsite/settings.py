@@ -54,6 +54,20 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def env_seconds_list(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """`1,5,30`: non-negative numbers of seconds, comma-separated."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be comma-separated seconds like 1,5,30, got {raw!r}") from None
+    if any(value < 0 for value in values):
+        raise ImproperlyConfigured(f"{name} must not be negative, got {raw!r}")
+    return values
+
+
 def env_identifier(name: str, default: str) -> str:
     value = env_str(name, default)
     if not _IDENTIFIER.match(value):
@@ -214,7 +228,9 @@ CELERY_TASK_ACKS_LATE = True  # a message is acknowledged only once its task has
 CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed pool process re-queues its message
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # nothing stranded in a dead worker's buffer
 CELERY_WORKER_CONCURRENCY = BATCH_MAX_THREADS
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A Redis blip must not kill the chunks running meanwhile (and charge each an error): their outcome goes to
+# PostgreSQL, and the claim makes a redelivered copy of their message harmless.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -233,6 +249,8 @@ BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 30, minimum=2)  # a dead wo
 BATCH_MAX_CHUNK_RETRIES = env_int("BATCH_MAX_CHUNK_RETRIES", 3)  # as the reference: the 4th error fails the chunk
 BATCH_RETRY_LATER_SECONDS = env_int("BATCH_RETRY_LATER_SECONDS", 60)  # RetryChunkLater without a delay
 BATCH_REANNOUNCE_AFTER_SECONDS = env_int("BATCH_REANNOUNCE_AFTER_SECONDS", 30, minimum=1)  # lost-message recovery
+# The retry after a chunk's 1st, 2nd, 3rd... error waits this long (the last value repeats).
+BATCH_RETRY_BACKOFF_SECONDS = env_seconds_list("BATCH_RETRY_BACKOFF_SECONDS", (1.0, 5.0, 30.0))
 BATCH_MAX_CHUNK_SECONDS = env_int("BATCH_MAX_CHUNK_SECONDS", 3600, minimum=1)  # a chunk running longer is hung
 BATCH_PURGE_ENDED_AFTER_DAYS = env_int("BATCH_PURGE_ENDED_AFTER_DAYS", 7, minimum=1)  # ended jobs are deleted then
 # Diagnostic no-op jobs (DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED) exist only when this is true (tests, `make demo`).
@@ -283,7 +301,7 @@ SCHEDULING_JOB_MODULES = [m.strip() for m in env_str("SCHEDULING_JOB_MODULES", "
 CUSTOM_SCRIPTS_ENABLED = env_bool("CUSTOM_SCRIPTS_ENABLED", False)  # superusers may upload scheduled scripts
 
 # --- Bulk export ----------------------------------------------------------------------------------
-BULK_EXPORT_CHUNK_SIZE = env_int("BULK_EXPORT_CHUNK_SIZE", 5000, minimum=1)  # resources per chunk and file
+BULK_EXPORT_CHUNK_SIZE = env_int("BULK_EXPORT_CHUNK_SIZE", 10000, minimum=1)  # resources per chunk and file
 # Export files are deleted this long after their export ended (HAPI keeps them 2 hours); `Expires` says when.
 BULK_EXPORT_RETENTION_SECONDS = env_int("BULK_EXPORT_RETENTION_SECONDS", 2 * 3600, minimum=1)
 BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3, minimum=1)  # one more gets 429

@@ -5,7 +5,6 @@ An export belongs to the user who started it: another user's export is "not foun
 from __future__ import annotations
 
 import enum
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -104,14 +103,6 @@ def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportS
             raise ExportNotFound(f"Export {export_id} has expired")
         return ExportStatus(ExportState.COMPLETED, "Completed", _in_spec_order(job.report), export.expires_at)
     return ExportStatus(ExportState.RUNNING, _progress(job))
-
-
-_SERVER_PATH = re.compile(r"""(?:[A-Za-z]:)?[\\/](?:[^\s'"\\/]+[\\/])+[^\s'"]*""")
-
-
-def without_paths(message: str) -> str:
-    """An error message fit for the client: file paths of the server replaced (they tell an attacker the layout)."""
-    return _SERVER_PATH.sub("<path>", message)
 
 
 def discard_ended_export_data() -> int:

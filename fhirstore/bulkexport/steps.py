@@ -144,9 +144,9 @@ def expand_resources(context: StepContext, sink: DataSink) -> int:
         if not elements:
             sink.accept(dict(context.data))
             return context.data["count"]
-        _, text = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"], since=job.since,
-                                      until=job.until)
-        lines = text.split("\n") if text else []
+        _, ndjson = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"], since=job.since,
+                                        until=job.until)
+        lines = ndjson.decode().splitlines()
     elif context.data.get("deleted"):
         ids = unpack(context.data["ids_zlib"]).decode().split("\n")
         lines = [deletion_bundle(resource_type, logical_id) for logical_id in ids]
@@ -209,9 +209,8 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
     file_id = uuid.uuid5(context.chunk_id, "file")
     path = file_path(job.export_id, resource_type, file_id)
     if "last" in context.data:
-        count, text = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"],
-                                          since=job.since, until=job.until)
-        content = (text + "\n").encode() if count else b""
+        count, content = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"],
+                                             since=job.since, until=job.until)
     else:
         content = unpack(context.data["ndjson_zlib"])
     if not count:

@@ -17,6 +17,7 @@ References:
 """
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -40,6 +41,10 @@ from fhirstore.storage import Write, save_changed_resources
 from fhirstore.validation import check_resource, check_resource_type
 
 URN_UUID = "urn:uuid:"
+RESOLVED_REFERENCE_MEMO = 100_000
+_import_memo: tuple[uuid.UUID | None, dict[str, str]] = (None, {})  # (import, {conditional reference: Type/id})
+# `{"resourceType":"T","id":"I"` at the start of a line, as exports write it: staging reads no further.
+_HEAD = re.compile(rb'\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"\s*,\s*"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"')
 WRITE_BATCH_SIZE = 1000  # resources per write transaction: ~0.1-0.2 s, short enough not to stall the API
 MAX_WARNING_SAMPLES = 20  # warnings quoted in a report; the rest are counted
 
@@ -113,7 +118,7 @@ def load_lines(lines: Iterable[SourceLine], *, import_id: uuid.UUID | None, defe
     targets = urn_uuid_targets(import_id, {element["reference"][len(URN_UUID):] for item in parsed
                                            for element in item.references
                                            if element["reference"].startswith(URN_UUID)})
-    resolver = _ConditionalResolver()
+    resolver = _ConditionalResolver(import_id)
     ready = []
     for item in parsed:
         if _resolve_and_check(item, targets, resolver, outcome, defer_unresolved):
@@ -170,12 +175,21 @@ class _Unresolved(Exception):
 
 
 class _ConditionalResolver:
-    """Conditional references of one chunk, each looked up once (Synthea repeats a few hundred often)."""
+    """Conditional references, each looked up once per chunk; a single match is also remembered for the
+    rest of the import in this process (Synthea repeats a few hundred practitioners and organizations
+    throughout), in a memo bounded by RESOLVED_REFERENCE_MEMO."""
 
-    def __init__(self) -> None:
+    def __init__(self, import_id: uuid.UUID | None) -> None:
+        global _import_memo
+        if _import_memo[0] != import_id or len(_import_memo[1]) >= RESOLVED_REFERENCE_MEMO or import_id is None:
+            _import_memo = (import_id, {})
+        self._found = _import_memo[1]
         self._memo: dict[str, str | FhirStoreError | None] = {}
 
     def __call__(self, reference: str) -> str:
+        found = self._found.get(reference)
+        if found is not None:
+            return found
         if reference not in self._memo:
             try:
                 matches = find_logical_ids(reference)
@@ -187,6 +201,8 @@ class _ConditionalResolver:
                         f"Conditional reference {reference!r} matches more than one resource; it must match one")
                 else:
                     self._memo[reference] = f"{reference.partition('?')[0]}/{matches[0]}" if matches else None
+                    if matches:
+                        self._found[reference] = self._memo[reference]
         result = self._memo[reference]
         if isinstance(result, FhirStoreError):
             raise result
@@ -282,6 +298,11 @@ def stage_ids(import_id: uuid.UUID, lines: Iterable[bytes]) -> int:
     """Note the (type, id) of each parseable line in the import set; a rerun notes them again harmlessly."""
     types, ids = [], []
     for content in lines:
+        head = _HEAD.match(content)
+        if head:
+            types.append(head[1].decode())
+            ids.append(head[2].decode())
+            continue
         try:
             resource = orjson.loads(content)
             resource_type, logical_id = resource["resourceType"], resource["id"]

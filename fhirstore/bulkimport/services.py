@@ -8,6 +8,7 @@ import enum
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import orjson
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from batch import control
 from batch.control import JobNotFound, JobSnapshot, JobStateConflict, JobStatus
@@ -26,7 +29,7 @@ from fhirstore.bulkimport.loader import (
     load_lines,
     stage_ids,
 )
-from fhirstore.bulkimport.models import BulkImport, BulkSubmission, ImportIssue
+from fhirstore.bulkimport.models import BulkImport, BulkSubmission, ImportIssue, StagedId
 from fhirstore.bulkimport.parameters import ImportRequest, SubmitRequest
 from fhirstore.bulkimport.sources import READ_BLOCK, lines
 from fhirstore.bulkimport.steps import BULK_IMPORT_JOB
@@ -151,9 +154,7 @@ def _issue_lines(import_id: uuid.UUID) -> Iterator[bytes]:
         page = list(issues.filter(_after(*last))[:ISSUE_PAGE])
 
 
-def _after(file: str, line: int | None, issue_id: int):
-    from django.db.models import Q
-
+def _after(file: str, line: int | None, issue_id: int) -> Q:
     return Q(file__gt=file) | Q(file=file, line__gt=line) | Q(file=file, line=line, id__gt=issue_id)
 
 
@@ -248,7 +249,7 @@ def load_ndjson_files(paths: Sequence[Path], report: LoadReport, *, chunk_size: 
     Files are streamed chunk by chunk; only the deferred lines (conditional references whose target is in a
     later file: rare, since files load in reference order) are held until the end.
     """
-    import_id = uuid.uuid4()
+    import_id = BulkImport.objects.create(request_url="load_fhir").id  # known: the purge leaves its staged ids alone
     try:
         for path in paths:
             for chunk in _chunks(path, chunk_size):
@@ -264,6 +265,7 @@ def load_ndjson_files(paths: Sequence[Path], report: LoadReport, *, chunk_size: 
             load_lines(deferred[start:start + chunk_size], import_id=import_id, outcome=outcome)
     finally:
         drop_staged_ids(import_id)
+        BulkImport.objects.filter(id=import_id).delete()
     for resource_type, counts in outcome.counts.items():
         if counts["loaded"] + counts["unchanged"]:
             report.counts[resource_type] += counts["loaded"] + counts["unchanged"]
@@ -271,6 +273,30 @@ def load_ndjson_files(paths: Sequence[Path], report: LoadReport, *, chunk_size: 
             report.unchanged[resource_type] += counts["unchanged"]
     report.warnings.extend(outcome.warning_samples)
     report.bad.extend(BadInput(issue.file, issue.line, issue.message) for issue in outcome.issues)
+
+
+STAGED_IDS_KEPT_AFTER_END = timedelta(days=1)  # a failed or cancelled import restarted within a day still has them
+
+
+@dataclass
+class PurgeReport:
+    imports: int = 0
+    staged_ids: int = 0
+
+
+def purge_ended_imports(*, now: datetime | None = None) -> PurgeReport:
+    """Staged ids of imports whose job ended more than a day ago (completed ones dropped theirs already), and
+    imports (with their rejected lines) whose job the batch engine has purged."""
+    now = now or timezone.now()
+    report = PurgeReport()
+    gone = BulkImport.objects.filter(job_instance_id__isnull=False).exclude(job_instance_id__in=control.job_ids())
+    gone_ids = list(gone.values_list("id", flat=True))
+    ImportIssue.objects.filter(import_id__in=gone_ids).delete()
+    report.imports = gone.filter(id__in=gone_ids).delete()[1].get("bulkimport.BulkImport", 0)
+    ended = BulkImport.objects.filter(job_instance_id__in=control.ended_job_ids(before=now - STAGED_IDS_KEPT_AFTER_END))
+    known = BulkImport.objects.values("id")
+    report.staged_ids = StagedId.objects.filter(Q(import_id__in=ended.values("id")) | ~Q(import_id__in=known)).delete()[0]
+    return report
 
 
 def _chunks(path: Path, chunk_size: int) -> Iterator[list[SourceLine]]:

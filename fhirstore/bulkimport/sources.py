@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 import httpx
 from django.conf import settings
@@ -43,9 +43,16 @@ def check_source(url: str) -> None:
         return
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InvalidImportRequest(f"{url!r} is not an http(s) or file URL")
-    if not any(url.startswith(prefix) for prefix in settings.BULK_IMPORT_ALLOWED_SOURCES):
+    if not any(_under(parts, urlsplit(prefix)) for prefix in settings.BULK_IMPORT_ALLOWED_SOURCES):
         raise InvalidImportRequest(
             f"{url!r} is not under an allowed import source (BULK_IMPORT_ALLOWED_SOURCES); nothing was fetched")
+
+
+def _under(url: SplitResult, prefix: SplitResult) -> bool:
+    """Same scheme and host (userinfo included, so `https://allowed@evil/` is not `https://allowed/`), and a
+    path under the prefix's: `https://data.example.org` does not admit `https://data.example.org.evil.com`."""
+    return (url.scheme, url.netloc.lower()) == (prefix.scheme, prefix.netloc.lower()) \
+        and url.path.startswith(prefix.path)
 
 
 def _file_path(url: str) -> Path:

@@ -37,6 +37,7 @@ from fhirstore.bulkimport.loader import (
 )
 from fhirstore.bulkimport.models import BulkImport, ImportIssue
 from fhirstore.bulkimport.sources import Line, check_source, lines, open_blocks
+from fhirstore.loading import LOAD_ORDER
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def fetch_files(context: StepContext, sink: DataSink) -> int:
     inputs = list(context.parameters["inputs"])
     if context.parameters.get("manifest_url"):
         inputs += manifest_inputs(context.parameters["manifest_url"], headers)
+    inputs.sort(key=_reference_rank)  # fewer conditional references wait for load-deferred; the order stays fixed
     fetched = 0
     for item in inputs:
         batch: list[Line] = []
@@ -64,6 +66,12 @@ def fetch_files(context: StepContext, sink: DataSink) -> int:
         if batch:
             fetched += _emit(sink, import_id, item["url"], batch)
     return fetched
+
+
+def _reference_rank(item: Mapping[str, str]) -> int:
+    """Referenced types (Organization, Practitioner, …) first: by the input's type, else its file name."""
+    resource_type = item.get("type") or item["url"].rsplit("/", 1)[-1].split(".")[0]
+    return LOAD_ORDER.index(resource_type) if resource_type in LOAD_ORDER else len(LOAD_ORDER)
 
 
 def _request_headers(import_id: uuid.UUID) -> dict[str, str]:

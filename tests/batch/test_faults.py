@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 import uuid
@@ -22,8 +21,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.faults import RestartablePostgres, RestartableRedis
-from tests.processes import PROJECT_DIR, Process, celery_worker
-from tests.scheduling.processes import celery_beat, scheduler_worker, wait_until_beating, wait_until_ready
+from tests.processes import (
+    PROJECT_DIR, Process, celery_beat, celery_worker, scheduler_worker, wait_until_beating, wait_until_ready,
+)
 
 pytestmark = [pytest.mark.acceptance]
 
@@ -141,6 +141,7 @@ def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chu
     assert sorted(ran) == list(range(chunks))  # every chunk ran...
     by_index = {row["sequence"]: row for row in rows}
     assert all(row["status"] == "COMPLETED" and row["records_processed"] == 1 for row in rows)
+    assert [row["error_message"] for row in rows if row["error_count"]] == []  # an outage is no chunk's fault
     # ...and ran again only where an attempt was cut off (each execution is a claim of its own)
     assert all(ran[index] <= by_index[index]["attempts"] for index in ran), (ran, {
         index: row["attempts"] for index, row in by_index.items()})
@@ -201,3 +202,18 @@ def test_a_chunk_that_hangs_is_errored_after_the_maximum_run_time_and_retried(cl
     worker = cluster.processes[0]
     cluster.wait_for(lambda: "did not stop: recycling this process" in worker.output(), timeout=30,
                      what="the hung process recycled")
+
+
+def test_a_worker_whose_clock_is_30_s_behind_charges_no_healthy_chunk_an_error(cluster, tmp_path):
+    """Leases are written and judged by PostgreSQL's clock: a host clock 30 s behind (a lease of 10 s would look
+    expired at once to the maintenance of another host) changes nothing."""
+    skewed = celery_worker(env={**cluster.env, "DJANGO_SETTINGS_MODULE": "tests.batch.skewed_clock_settings",
+                                "CLOCK_OFFSET_SECONDS": "-30"}, concurrency=2, name="skewed")
+    try:
+        log = tmp_path / "ran"
+        job_id = start_logged_job(cluster, log, chunks=8, sleep_ms=2500)  # each chunk spans a maintenance pass
+
+        assert_each_chunk_counted_once(cluster, job_id, log, chunks=8)
+        assert any(row["worker"].startswith("skewed-") for row in cluster.chunks(job_id, "log"))
+    finally:
+        skewed.stop()

@@ -49,7 +49,7 @@ def test_the_lease_of_a_chunk_whose_job_was_cancelled_is_not_renewed(bus, define
     job = start_job(definition.id, {})
     bus.deliver_next()  # the first step: emits the chunk
     chunk = on_chunk_claimed(WorkChunk.objects.get(instance_id=job.id, target_step_id="work").id)
-    lease = chunk_lease(chunk.id, chunk.attempts)
+    lease = chunk_lease(chunk.id, chunk.claim_token)
     assert lease.renew()
 
     cancel_job(job.id)

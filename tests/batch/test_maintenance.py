@@ -1,13 +1,10 @@
 """Maintenance recovers what the broker and dead processes lose, and only one pass runs at a time."""
-from datetime import timedelta
 
 import psycopg
 import pytest
 import redis
 from django.conf import settings as django_settings
 from django.db import connection
-from django.utils import timezone
-from freezegun import freeze_time
 
 from batch.coordinator import cancel_job, start_job
 from batch.maintenance import MAINTENANCE_LOCK_KEY, run_maintenance_pass
@@ -15,6 +12,7 @@ from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
 from batch.reduction import on_reduction_claimed
 from batch.statuses import ChunkStatus, JobStatus
+from batch.testing import time_passes
 from batch.worker import on_chunk_claimed
 from tests.batch.conftest import count_records, emit, unique_node
 
@@ -22,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def later(seconds: float):
-    return freeze_time(timezone.now() + timedelta(seconds=seconds))
+    return time_passes(seconds)
 
 
 def test_a_chunk_whose_worker_died_is_retried_after_its_lease(define_job, bus, settings):

@@ -23,7 +23,7 @@ from batch.heartbeats import (
 )
 from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkerHeartbeat
-from batch.nodes import reassign_jobs
+from batch.nodes import JOB_PAGE, reassign_jobs
 from batch.queues import work_notification_queue
 from batch.statuses import JobStatus
 from tests.batch.conftest import count_records, emit
@@ -178,6 +178,18 @@ def test_with_no_live_node_of_its_module_a_job_waits_where_it_is(two_step_job, b
 
     assert run_maintenance_pass().rehomed == 0
     assert node_of(instance) == "dead"
+
+
+def test_jobs_that_cannot_move_do_not_crowd_out_those_that_can(two_step_job, bus, module):
+    record_heartbeat("b1", "node-b", module)
+    old = timezone.now() - timedelta(seconds=TIMEOUT + 60)
+    JobInstance.objects.bulk_create(JobInstance(definition_id=two_step_job.id, definition_version=1, node_id="dead",
+                                                module_id="a-module-with-no-live-node", create_time=old)
+                                    for _ in range(JOB_PAGE + 1))  # older, and more than one pass's page
+    movable = aged(start_job(two_step_job.id, {}, node_id="dead", module_id=module))
+
+    assert run_maintenance_pass().rehomed == 1
+    assert node_of(movable) == "node-b"
 
 
 def test_a_finalizing_job_gets_its_reduction_announced_on_the_new_node(define_job, bus, module):

@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from freezegun import freeze_time
 
 from batch import flow
 from batch.coordinator import cancel_job, start_job
@@ -16,6 +15,7 @@ from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
 from batch.progress import describe_duration, refresh_progress
 from batch.statuses import CANCELLABLE_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.testing import time_passes
 from batch.worker import on_chunk_claimed, run_chunk
 from tests.batch.conftest import count_records, emit
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
@@ -205,7 +205,7 @@ def test_11_retry_later_three_times_then_success_completes(define_job, bus):
         [work] = chunks_of(instance, "work")
         assert (work.status, work.poll_attempts, work.error_count) == (ChunkStatus.POLL_WAITING, poll, 0)
         assert run_maintenance_pass().polls_due == 0, "not due yet"
-        with freeze_time(timezone.now() + timedelta(seconds=31)):
+        with time_passes(31):
             assert run_maintenance_pass().polls_due == 1
         bus.drain()
 
@@ -263,7 +263,7 @@ def test_14a_the_reducer_runs_exactly_once_even_when_maintenance_is_forced_repea
     assert status_of(instance) == JobStatus.FINALIZE
     assert len(bus.sent) == 1, "the reduction is announced"
 
-    with freeze_time(timezone.now() + timedelta(minutes=5)):  # long enough for maintenance to re-announce
+    with time_passes(5 * 60):  # long enough for maintenance to re-announce
         reannounced = sum(run_maintenance_pass().reductions_reannounced for _ in range(3))
         bus.drain()
         for _ in range(3):

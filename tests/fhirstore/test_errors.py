@@ -100,7 +100,7 @@ def test_a_concurrent_create_of_the_same_resource_is_409(token):
         with transaction.atomic():
             save_resources([Write(patient(id="race"))])
             inserted.set()
-            release.wait(10)
+            release.wait(120)
         connection.close()
 
     def second_writer():
@@ -109,19 +109,19 @@ def test_a_concurrent_create_of_the_same_resource_is_409(token):
 
     threads = [threading.Thread(target=first_writer)]
     threads[0].start()
-    assert inserted.wait(10)
+    assert inserted.wait(120)
     threads.append(threading.Thread(target=second_writer))
     threads[1].start()
     _wait_for_a_backend_waiting_on_a_lock()
     release.set()
     for thread in threads:
-        thread.join(10)
+        thread.join(120)
 
     assert_outcome(responses[0], 409, "at the same time")
 
 
 def _wait_for_a_backend_waiting_on_a_lock() -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120
     with connection.cursor() as cursor:
         while time.monotonic() < deadline:
             cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"

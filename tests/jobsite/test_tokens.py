@@ -93,3 +93,16 @@ def test_revoke_api_token_by_prefix_or_user(client_user):
     assert find_token(second) is None
     with pytest.raises(CommandError, match="no live token"):
         call_command("revoke_api_token", "--user", "client", stdout=StringIO())
+
+
+def test_the_admin_lists_tokens_by_prefix_revokes_them_and_never_shows_a_digest(client_user, admin_client):
+    issued = issue_token(client_user)
+
+    listing = admin_client.get("/admin/jobsite/apitoken/").content.decode()
+    detail = admin_client.get(f"/admin/jobsite/apitoken/{issued.token.pk}/change/").content.decode()
+    assert issued.token.prefix in listing
+    assert issued.token.digest not in listing + detail and issued.plaintext not in listing + detail
+    assert admin_client.get("/admin/jobsite/apitoken/add/").status_code == 403
+
+    admin_client.post("/admin/jobsite/apitoken/", {"action": "revoke", "_selected_action": [issued.token.pk]})
+    assert find_token(issued.plaintext) is None

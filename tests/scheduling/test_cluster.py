@@ -78,12 +78,17 @@ def test_two_beats_and_three_workers_run_every_tick_at_most_once_and_local_jobs_
     stop_all(beats + workers)
     records = read_runs(record)
 
-    # Each tick ran at most once: one row, and exactly one execution for each run that succeeded, none otherwise.
+    # Each tick ran at most once: one row, and one execution for each run that succeeded (or was still running
+    # when the processes were stopped), none for a tick missed or skipped (a run late under load).
     fast_rows = list(JobRun.objects.filter(job_name=FAST_JOB).values_list("tick", "outcome"))
     assert len({tick for tick, _ in fast_rows}) == len(fast_rows)
-    assert {outcome for _, outcome in fast_rows} <= {RunOutcome.SUCCEEDED, RunOutcome.MISSED}
+    assert {outcome for _, outcome in fast_rows} <= {
+        RunOutcome.SUCCEEDED, RunOutcome.MISSED, RunOutcome.SKIPPED, RunOutcome.RUNNING}
     executions = Counter(r["tick"] for r in records if r["job"] == FAST_JOB)
-    assert executions == Counter({tick.isoformat(): 1 for tick, outcome in fast_rows if outcome == RunOutcome.SUCCEEDED})
+    assert max(executions.values()) == 1
+    succeeded = {tick.isoformat() for tick, outcome in fast_rows if outcome == RunOutcome.SUCCEEDED}
+    cut_off = {tick.isoformat() for tick, outcome in fast_rows if outcome == RunOutcome.RUNNING}
+    assert succeeded <= set(executions) <= succeeded | cut_off
     # ... although both beats sent the ticks: the second message of a tick found it taken.
     for beat in beats:
         assert f"Sending due task {FAST_JOB}" in beat.output()
@@ -93,7 +98,7 @@ def test_two_beats_and_three_workers_run_every_tick_at_most_once_and_local_jobs_
 
     # The 3 s job ticking every 2 s never overlapped itself: a tick that came mid-run was skipped.
     slow = sorted((r["started"], r["finished"]) for r in records if r["job"] == SLOW_JOB)
-    assert len(slow) == outcomes(SLOW_JOB)[RunOutcome.SUCCEEDED]
+    assert len(slow) >= outcomes(SLOW_JOB)[RunOutcome.SUCCEEDED]
     assert all(earlier_end <= later_start for (_, earlier_end), (later_start, _) in zip(slow, slow[1:]))
 
 

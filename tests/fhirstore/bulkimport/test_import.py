@@ -63,3 +63,30 @@ def test_importing_the_same_files_again_makes_no_new_version(importer, synthea):
     assert not ResourceVersion.objects.exists()
     assert set(Resource.objects.values_list("version_id", flat=True)) == {1}
     assert dict(Resource.objects.values_list("logical_id", "body")) == bodies
+
+
+def test_the_purge_drops_staged_ids_of_imports_that_ended_without_a_report_and_imports_batch_forgot(
+        importer, synthea):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from batch import control
+    from batch.models import JobInstance
+    from fhirstore.bulkimport.models import BulkImport
+    from fhirstore.bulkimport.services import purge_ended_imports
+
+    importer.kick_off(*file_urls(synthea))
+    importer.bus.deliver_next()  # fetch-files: ids staged
+    assert StagedId.objects.exists()
+    control.cancel_job(BulkImport.objects.get().job_instance_id)  # cancelled: no report step drops them
+    importer.bus.drain()
+
+    assert purge_ended_imports().staged_ids == 0  # kept a day, for a restart
+    assert purge_ended_imports(now=timezone.now() + timedelta(days=2)).staged_ids > 0
+    assert not StagedId.objects.exists()
+    BulkImport.objects.all().delete()
+
+    importer.run(*file_urls(synthea))
+    JobInstance.objects.all().delete()  # what batch's own purge does after BATCH_PURGE_ENDED_AFTER_DAYS
+    assert purge_ended_imports().imports == 1 and not BulkImport.objects.exists()

@@ -1,5 +1,6 @@
 """Kick-off and its refusals (allow-list, permission, Prefer), HTTP sources (gzip, retries, redirects), DELETE."""
 import gzip
+import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -146,3 +147,44 @@ def test_another_users_import_is_not_found(importer, file_root, django_user_mode
     other = django_user_model.objects.create_user("other-importer", is_staff=True)
 
     assert_outcome(FhirClient(f"Bearer {token_for(other)}").get(status_url), 404)
+
+
+def test_import_fhir_starts_the_job_on_files_under_the_file_root_and_refuses_others(file_root, bus, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    write_ndjson(file_root / "Patient.ndjson", {"resourceType": "Patient", "id": "p"})
+    out = io.StringIO()
+    call_command("import_fhir", str(file_root), stdout=out)
+    bus.drain()
+
+    assert out.getvalue().startswith("import ")
+    assert JobInstance.objects.get().status == JobStatus.COMPLETED
+    assert Resource.objects.filter(logical_id="p").exists()
+    with pytest.raises(CommandError, match="not under BULK_IMPORT_FILE_ROOT"):
+        call_command("import_fhir", str(write_ndjson(tmp_path / "Patient.ndjson", "{}")))
+
+
+@pytest.mark.parametrize("url", ["https://data.example.org.evil.com/Patient.ndjson",
+                                 "https://data.example.org@evil.com/Patient.ndjson",
+                                 "https://evil.com/https://data.example.org/Patient.ndjson",
+                                 "ftp://data.example.org/Patient.ndjson"])
+def test_the_allow_list_matches_host_and_path_not_just_text(url, settings):
+    from fhirstore.bulkimport.exceptions import InvalidImportRequest
+    from fhirstore.bulkimport.sources import check_source
+
+    settings.BULK_IMPORT_ALLOWED_SOURCES = ["https://data.example.org"]
+    check_source("https://data.example.org/exports/Patient.ndjson")
+    with pytest.raises(InvalidImportRequest):
+        check_source(url)
+
+
+def test_import_needs_a_token_with_the_import_scope(file_root, django_user_model):
+    from jobsite.tokens import token_for
+    from tests.fhirstore.helpers import FhirClient
+
+    user = django_user_model.objects.create_user("reader-only", is_staff=True)
+    client = FhirClient(f"Bearer {token_for(user, ['fhir:read', 'fhir:write', 'export'])}")
+    url = write_ndjson(file_root / "Patient.ndjson", {"resourceType": "Patient", "id": "p"}).as_uri()
+
+    assert_outcome(client.post("/fhir/$import", parameters(url), HTTP_PREFER="respond-async"), 403, "import")
+    assert not BulkImport.objects.exists()
