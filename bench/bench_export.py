@@ -80,7 +80,7 @@ def main() -> None:
             port = free_port()
             stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                                  "--threads", "4"], environment, workdir / "web.log"))
-            from batch.control import work_notification_queue
+            from batch.queues import work_notification_queue
 
             # `-Q` spelled out: the Procfile worker's own queue declaration does not reach `celery worker` today.
             worker = _start(["celery", "-A", "jobsite", "worker", "-E", "--loglevel", "WARNING", "--hostname",
