@@ -1,8 +1,10 @@
 """The figures of the job dashboard (the batch admin's overview and job pages), each one aggregate query.
 
-The admin views only render these. Everything is computed in PostgreSQL with its own clock (`now()`), so a
-web process whose clock drifts still draws the last hour the workers wrote. Every query is answered from an
-index whatever the size of the tables: counts per status, completed chunks of the last hour, chunks in flight.
+The admin views only render these. Times are PostgreSQL's (`now()`), so a web process whose clock drifts
+still draws the last hour the workers wrote. Every query is answered from an index whatever the size of the
+tables: counts per status, completed chunks of the last minutes, chunks in flight. Two things are kept per
+web process so a view stays cheap on a busy cluster: the totals of minutes that can no longer change, and
+the workers' last answer to Celery's broadcast (which waits its whole timeout).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The job dashboard's overview page with 10,000 jobs and 1,000,000 chunks: server time per view.
 
-The rows are written with `generate_series` (jobs spread over a day, chunks of the last two hours so the
-throughput chart has something in every minute, 20 jobs still running with half their chunks done), then
+The rows are written with `generate_series` (jobs spread over a day, chunks ending evenly over the last two
+hours, ~140 a second, so the throughput chart has something in every minute, 20 jobs still running with half their chunks done), then
 the overview, the job list and a running job's page are rendered `--repeats` times each through Django's
 test client as a superuser (whole stack: middleware, admin, templates). The baseline, in the same run, is
 the admin's own index page. Celery's worker inspect is answered from the per-process cache, as in a web
@@ -75,9 +75,10 @@ def fill(jobs: int, chunks: int) -> None:
                 attempts, worker, task_id)
             SELECT gen_random_uuid(), job.id, job.definition_id, 1, 'step-' || (s %% 3), s,
                    CASE WHEN job.status = 'IN_PROGRESS' AND s %% 2 = 0 THEN 'QUEUED' ELSE 'COMPLETED' END,
-                   1000, 0, now() - interval '2 hours', now() - (s %% 7200) * interval '1 second' - interval '1 second',
-                   now() - (s %% 7200) * interval '1 second', now(), 0, 1, 'worker@host', ''
-            FROM batch_jobinstance AS job, generate_series(1, %s) AS s
+                   1000, 0, now() - interval '2 hours', now() - spread.seconds * interval '1 second' - interval '1 second',
+                   now() - spread.seconds * interval '1 second', now(), 0, 1, 'worker@host', ''
+            FROM batch_jobinstance AS job, generate_series(1, %s) AS s,
+                 LATERAL (SELECT abs(hashtext(job.id::text || s)) %% 7200 AS seconds) AS spread
             """,
             [per_job],
         )

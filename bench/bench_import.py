@@ -238,10 +238,10 @@ def _wait_for_worker(log: Path, timeout: float = 120) -> None:
 
 def _token() -> str:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from jobsite.tokens import token_for
 
     user, _ = get_user_model().objects.get_or_create(username="bench-import", defaults={"is_staff": True})
-    return Token.objects.get_or_create(user=user)[0].key
+    return token_for(user)
 
 
 def _patient_ids(limit: int = 10_000) -> list[str]:

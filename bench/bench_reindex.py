@@ -63,7 +63,7 @@ def main() -> None:
             port = free_port()
             stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                                  "--threads", "4"], environment, workdir / "web.log"))
-            from batch.control import work_notification_queue
+            from batch.queues import work_notification_queue
 
             # Queues named explicitly: the default ones of `jobsite.celery` lack the node's queue at present.
             worker = _start(["celery", "-A", "jobsite", "worker", "--loglevel", "WARNING", "--hostname",

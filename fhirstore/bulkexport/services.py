@@ -5,7 +5,6 @@ An export belongs to the user who started it: another user's export is "not foun
 from __future__ import annotations
 
 import enum
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -97,21 +96,13 @@ def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportS
         raise ExportNotFound(f"Export {export_id} was cancelled")
     if job.status == JobStatus.FAILED:
         control.discard_chunk_data([export.job_instance_id])
-        raise ExportFailed(f"Export {export_id} failed: {without_paths(export.failure)}" if export.failure else
+        raise ExportFailed(f"Export {export_id} failed: {export.failure}" if export.failure else
                            f"Export {export_id} failed on the server (job {job.id}); an operator can see why")
     if job.status == JobStatus.COMPLETED:
         if export.expires_at is not None and export.expires_at <= timezone.now():
             raise ExportNotFound(f"Export {export_id} has expired")
         return ExportStatus(ExportState.COMPLETED, "Completed", _in_spec_order(job.report), export.expires_at)
     return ExportStatus(ExportState.RUNNING, _progress(job))
-
-
-_SERVER_PATH = re.compile(r"""(?:[A-Za-z]:)?[\\/](?:[^\s'"\\/]+[\\/])+[^\s'"]*""")
-
-
-def without_paths(message: str) -> str:
-    """An error message fit for the client: file paths of the server replaced (they tell an attacker the layout)."""
-    return _SERVER_PATH.sub("<path>", message)
 
 
 def discard_ended_export_data() -> int:

@@ -3,8 +3,8 @@
 `POST [base]/$import` (Prefer: respond-async) → 202 + Content-Location `[base]/$import-poll-status?_jobId=…`;
 `GET` it → 202 (X-Progress, Retry-After) or 200 + OperationOutcome of counts, a 4xx/5xx OperationOutcome on
 failure; `DELETE` it → 202 (cancelled). `GET [base]/$import-errors/[id]` → the rejected lines as NDJSON.
-`POST [base]/$bulk-submit`, `POST [base]/$bulk-submit-status`. Every endpoint needs a user allowed to import
-(staff, or the `bulkimport.start_import` permission) — until scoped tokens exist, that is the `import` scope.
+`POST [base]/$bulk-submit`, `POST [base]/$bulk-submit-status`. Every endpoint needs a token with the `import`
+scope, of a user allowed to import (staff, or the `bulkimport.start_import` permission).
 """
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ from fhirstore.bulkimport.services import (
 )
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
+from jobsite.auth import TokenHasScope
+from jobsite.models import Scope
 
 NDJSON = "application/fhir+ndjson"
 RETRY_AFTER_SECONDS = 2
@@ -43,7 +45,8 @@ class ImportAccess(FhirAccess):
 
 
 class BulkImportView(FhirView):
-    permission_classes = [ImportAccess]
+    permission_classes = [ImportAccess, TokenHasScope]
+    required_scope = Scope.IMPORT  # kick-off, status, cancel, error file and Bulk Submit alike
 
 
 def _require_async(request, operation: str) -> None:

@@ -21,8 +21,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.faults import RestartablePostgres, RestartableRedis
-from tests.processes import PROJECT_DIR, Process, celery_worker
-from tests.processes import celery_beat, scheduler_worker, wait_until_beating, wait_until_ready
+from tests.processes import (
+    PROJECT_DIR, Process, celery_beat, celery_worker, scheduler_worker, wait_until_beating, wait_until_ready,
+)
 
 pytestmark = [pytest.mark.acceptance]
 

@@ -7,7 +7,8 @@ from django.db.models import F
 from batch.control import start_job
 from batch.models import WorkChunk
 from batch.statuses import ChunkStatus
-from batch.worker import ChunkSink, on_chunk_claimed, on_chunk_completed
+from batch.sink import ChunkSink
+from batch.worker import on_chunk_claimed, on_chunk_completed
 from tests.batch.conftest import count_records, emit
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -19,7 +19,8 @@ from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.registry import registry
 from batch.statuses import ChunkStatus, JobStatus
-from batch.worker import SINK_FLUSH_BYTES, on_chunk_claimed, run_chunk
+from batch.sink import SINK_FLUSH_BYTES
+from batch.worker import on_chunk_claimed, run_chunk
 from tests.batch.conftest import count_records, emit
 from tests.processes import wait_until
 

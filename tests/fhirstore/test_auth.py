@@ -125,3 +125,22 @@ def test_a_write_only_token_may_not_read(scoped, stored_patient):
 def test_export_needs_the_export_scope(scoped):
     response = scoped("fhir:read").get("/fhir/$export", HTTP_PREFER="respond-async")
     assert_outcome(response, 403, "'export' scope")
+
+
+def test_import_needs_the_import_scope(django_user_model):
+    from jobsite.tokens import token_for
+
+    importer = django_user_model.objects.create_user("importer", is_staff=True)
+    body = {"resourceType": "Parameters", "parameter": []}
+    response = FhirClient(f"Bearer {token_for(importer, ['fhir:write'])}").post(
+        "/fhir/$import", body, HTTP_PREFER="respond-async")
+    assert_outcome(response, 403, "'import' scope")
+
+
+def test_reindex_needs_fhir_write(django_user_model):
+    from jobsite.tokens import token_for
+
+    operator = django_user_model.objects.create_user("reindexer", is_staff=True)
+    response = FhirClient(f"Bearer {token_for(operator, ['fhir:read'])}").post("/fhir/$reindex", {
+        "resourceType": "Parameters", "parameter": []})
+    assert_outcome(response, 403, "'fhir:write' scope")

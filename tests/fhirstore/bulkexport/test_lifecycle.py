@@ -113,8 +113,8 @@ def test_a_failed_export_tells_the_client_no_server_paths(exporter, monkeypatch)
     status_url = exporter.kick_off("/fhir/$export?_type=Patient")["Content-Location"]
     exporter.bus.drain()
 
-    body = assert_outcome(exporter.fhir.get(status_url), 500, "failed on the server")
-    assert "/srv" not in json.dumps(body) and "No space" not in json.dumps(body)  # the operator sees why, not the client
+    body = assert_outcome(exporter.fhir.get(status_url), 500, "an operator can see why")
+    assert "/srv" not in json.dumps(body) and "No space" not in json.dumps(body)
 
 
 def test_the_data_of_failed_or_cancelled_exports_is_discarded_by_a_clustered_job(exporter):

@@ -176,3 +176,15 @@ def test_the_allow_list_matches_host_and_path_not_just_text(url, settings):
     check_source("https://data.example.org/exports/Patient.ndjson")
     with pytest.raises(InvalidImportRequest):
         check_source(url)
+
+
+def test_import_needs_a_token_with_the_import_scope(file_root, django_user_model):
+    from jobsite.tokens import token_for
+    from tests.fhirstore.helpers import FhirClient
+
+    user = django_user_model.objects.create_user("reader-only", is_staff=True)
+    client = FhirClient(f"Bearer {token_for(user, ['fhir:read', 'fhir:write', 'export'])}")
+    url = write_ndjson(file_root / "Patient.ndjson", {"resourceType": "Patient", "id": "p"}).as_uri()
+
+    assert_outcome(client.post("/fhir/$import", parameters(url), HTTP_PREFER="respond-async"), 403, "import")
+    assert not BulkImport.objects.exists()
