@@ -93,7 +93,7 @@ class ChunkError:
     worker: str
     message: str
     time: datetime
-    next_attempt_at: datetime | None  # an ERRORED chunk waiting for its retry
+    next_attempt_at: datetime | None  # when an ERRORED chunk's retry is due (its backoff ends)
 
 
 @dataclass(frozen=True)
@@ -223,11 +223,11 @@ def job_errors(job_id: UUID, limit: int = ERRORS_SHOWN) -> JobErrors:
     shown = [
         ChunkError(chunk_id=chunk_id, step_id=step_id, status=status, attempts=attempts, error_count=errors,
                    worker=worker, message=message or "", time=updated,
-                   next_attempt_at=next_poll if status == ChunkStatus.ERRORED else None)
-        for chunk_id, step_id, status, attempts, errors, worker, message, updated, next_poll in
+                   next_attempt_at=due if status == ChunkStatus.ERRORED else None)
+        for chunk_id, step_id, status, attempts, errors, worker, message, updated, due in
         with_errors.order_by("-update_time").values_list(
             "id", "target_step_id", "status", "attempts", "error_count", "worker", "error_message", "update_time",
-            "next_poll_time")[:limit]
+            "announced_at")[:limit]  # an errored chunk is announced for when its backoff ends
     ]
     return JobErrors(total=totals["total"] or 0, chunks_with_errors=totals["chunks"], shown=shown)
 

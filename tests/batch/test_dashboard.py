@@ -115,7 +115,7 @@ def test_job_errors_total_every_attempt_of_every_chunk_and_show_the_latest():
     WorkChunkFactory(instance=job, status=ChunkStatus.FAILED, error_count=4, attempts=4, worker="w1@host",
                      error_message="disk full")
     retrying = WorkChunkFactory(instance=job, status=ChunkStatus.ERRORED, error_count=1, error_message="timeout",
-                                next_poll_time=timezone.now() + timedelta(seconds=5))
+                                announced_at=timezone.now() + timedelta(seconds=5))
     WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED)
 
     errors = dashboard.job_errors(job.id)
