@@ -2,16 +2,15 @@
 
 The admin views only render these. Times are PostgreSQL's (`now()`), so a web process whose clock drifts
 still draws the last hour the workers wrote. Every query is answered from an index whatever the size of the
-tables: counts per status, completed chunks of the last minutes, chunks in flight. Two things are kept per
-web process so a view stays cheap on a busy cluster: the totals of minutes that can no longer change, and
-the workers' last answer to Celery's broadcast (which waits its whole timeout).
+tables: counts per status, completed chunks of the last minutes, chunks in flight, workers' heartbeats.
+The totals of minutes that can no longer change are kept per web process, so a view stays cheap on a busy
+cluster.
 """
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -33,8 +32,6 @@ logger = logging.getLogger(__name__)
 THROUGHPUT_MINUTES = 60
 RUNNING_JOBS_SHOWN = 25
 ERRORS_SHOWN = 50
-WORKER_INSPECT_TIMEOUT = 0.5  # seconds the overview waits for workers to answer Celery's broadcast
-WORKER_INSPECT_CACHE_SECONDS = 10.0  # one broadcast per web process at most this often, however many viewers
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,7 @@ class NodeActivity:
     queue: str
     queue_depth: int | None  # None: Redis did not answer
     chunks_in_flight: int
-    workers: Sequence[str] | None  # None: unknown (no worker answered, or the broker is down)
+    workers: Sequence[str]  # Celery hostname/pid of each worker whose heartbeat is recent
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ class ChunkError:
     worker: str
     message: str
     time: datetime
-    next_attempt_at: datetime | None  # an ERRORED chunk waiting for its retry
+    next_attempt_at: datetime | None  # when an ERRORED chunk's retry is due (its backoff ends)
 
 
 @dataclass(frozen=True)
@@ -188,12 +185,13 @@ def running_jobs(limit: int = RUNNING_JOBS_SHOWN) -> list[JobSnapshot]:
     return live
 
 
-def node_activity(workers_by_queue: Callable[[], Mapping[str, Sequence[str]] | None] | None = None) -> list[NodeActivity]:
-    """This node's queue and the queue of every node that owns an unfinished job."""
-    workers = (workers_by_queue or celery_workers_by_queue)()
+def node_activity() -> list[NodeActivity]:
+    """Every node with live batch workers (their heartbeats, `batch.control.live_nodes()`), with an unfinished
+    job, or this web process's own: its queue's depth, its chunks in flight and its live workers."""
+    live = {(node.node_id, node.module_id): node.workers for node in control.live_nodes()}
     nodes = set(JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES).order_by()
                 .values_list("node_id", "module_id").distinct())
-    nodes.add((settings.NODE_ID, settings.MODULE_ID))
+    nodes |= set(live) | {(settings.NODE_ID, settings.MODULE_ID)}
     in_flight = dict(
         ((node, module), count) for node, module, count in
         WorkChunk.objects.filter(status=ChunkStatus.IN_PROGRESS).order_by()
@@ -201,66 +199,11 @@ def node_activity(workers_by_queue: Callable[[], Mapping[str, Sequence[str]] | N
     )
     queues = {(node_id, module_id): work_notification_queue(node_id, module_id) for node_id, module_id in sorted(nodes)}
     depths = _queue_depths(list(queues.values()))
-    activity = []
-    for (node_id, module_id), queue in queues.items():
-        activity.append(NodeActivity(
-            node_id=node_id, module_id=module_id, queue=queue, queue_depth=depths.get(queue),
-            chunks_in_flight=in_flight.get((node_id, module_id), 0),
-            workers=None if workers is None else sorted(workers.get(queue, ())),
-        ))
-    return activity
-
-
-class _WorkerCache:
-    """Celery's broadcast waits its whole timeout for replies, so a page must not wait for it on every view:
-    the first view in a process asks and waits; later views get the last answer at once while a background
-    thread asks again once it is older than WORKER_INSPECT_CACHE_SECONDS."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._answer: Mapping[str, Sequence[str]] | None = None
-        self._asked_at: float | None = None
-        self._asking = False
-
-    def get(self, ask: Callable[[], Mapping[str, Sequence[str]] | None]) -> Mapping[str, Sequence[str]] | None:
-        with self._lock:
-            first = self._asked_at is None
-            stale = first or time.monotonic() - self._asked_at >= WORKER_INSPECT_CACHE_SECONDS
-            if stale and not first and not self._asking:
-                self._asking = True
-                threading.Thread(target=self._refresh, args=(ask,), name="dashboard-inspect", daemon=True).start()
-        if first:
-            self._refresh(ask)
-        return self._answer
-
-    def _refresh(self, ask) -> None:
-        answer = ask()
-        with self._lock:
-            self._answer, self._asked_at, self._asking = answer, time.monotonic(), False
-
-
-_workers = _WorkerCache()
-
-
-def celery_workers_by_queue() -> Mapping[str, Sequence[str]] | None:
-    """{queue: worker host names}, as Celery's `inspect().active_queues()` last answered; None when no worker
-    answered within WORKER_INSPECT_TIMEOUT (none alive, or the broker is down)."""
-    return _workers.get(_inspect_active_queues)
-
-
-def _inspect_active_queues() -> Mapping[str, Sequence[str]] | None:
-    from celery import current_app
-
-    try:
-        replies = current_app.control.inspect(timeout=WORKER_INSPECT_TIMEOUT).active_queues() or {}
-    except Exception:  # the broker is down: the page still renders, saying "unknown"
-        logger.warning("workers could not be inspected", exc_info=True)
-        replies = {}
-    by_queue: dict[str, list[str]] = {}
-    for worker, queues in replies.items():
-        for queue in queues or ():
-            by_queue.setdefault(queue["name"], []).append(worker)
-    return by_queue or None
+    return [
+        NodeActivity(node_id=node_id, module_id=module_id, queue=queue, queue_depth=depths.get(queue),
+                     chunks_in_flight=in_flight.get((node_id, module_id), 0), workers=live.get((node_id, module_id), ()))
+        for (node_id, module_id), queue in queues.items()
+    ]
 
 
 def step_timeline(job: JobSnapshot) -> list[StepTimeline]:
@@ -280,11 +223,11 @@ def job_errors(job_id: UUID, limit: int = ERRORS_SHOWN) -> JobErrors:
     shown = [
         ChunkError(chunk_id=chunk_id, step_id=step_id, status=status, attempts=attempts, error_count=errors,
                    worker=worker, message=message or "", time=updated,
-                   next_attempt_at=next_poll if status == ChunkStatus.ERRORED else None)
-        for chunk_id, step_id, status, attempts, errors, worker, message, updated, next_poll in
+                   next_attempt_at=due if status == ChunkStatus.ERRORED else None)
+        for chunk_id, step_id, status, attempts, errors, worker, message, updated, due in
         with_errors.order_by("-update_time").values_list(
             "id", "target_step_id", "status", "attempts", "error_count", "worker", "error_message", "update_time",
-            "next_poll_time")[:limit]
+            "announced_at")[:limit]  # an errored chunk is announced for when its backoff ends
     ]
     return JobErrors(total=totals["total"] or 0, chunks_with_errors=totals["chunks"], shown=shown)
 

@@ -4,8 +4,7 @@ The rows are written with `generate_series` (jobs spread over a day, chunks endi
 hours, ~140 a second, so the throughput chart has something in every minute, 20 jobs still running with half their chunks done), then
 the overview, the job list and a running job's page are rendered `--repeats` times each through Django's
 test client as a superuser (whole stack: middleware, admin, templates). The baseline, in the same run, is
-the admin's own index page. Celery's worker inspect is answered from the per-process cache, as in a web
-process that has served the page before (see `batch.dashboard._WorkerCache`).
+the admin's own index page.
 
 It runs in a database of its own (`<DATABASE_URL's name>_dashboard`), created at start and dropped at the
 end (`--keep` keeps it, `--reuse` measures a kept one).
@@ -90,10 +89,8 @@ def measure(repeats: int) -> dict[str, tuple[float, float]]:
     from django.test import Client
     from django.urls import reverse
 
-    from batch import dashboard
     from batch.models import JobInstance
 
-    dashboard._workers.get(lambda: None)  # as a process that has asked the workers already
     user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True, "is_superuser": True})
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)

@@ -1,11 +1,11 @@
 """The dashboard's figures: each is one aggregate over the job and chunk rows, by the database's clock."""
-import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from batch import control, dashboard
+from batch.heartbeats import record_heartbeat
 from batch.statuses import ChunkStatus, JobStatus
 from jobsite.display import short_duration
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
@@ -76,21 +76,21 @@ def test_running_jobs_show_progress_rate_and_eta_from_their_chunks_not_the_store
     assert running.estimated_seconds_remaining == 10
 
 
-def test_node_activity_counts_chunks_in_flight_per_node_and_names_its_queue_and_workers(settings):
+def test_node_activity_counts_chunks_in_flight_per_node_and_names_its_queue_and_live_workers(settings):
     job = JobInstanceFactory(node_id="node-a", module_id="batch")
     WorkChunkFactory.create_batch(2, instance=job, status=ChunkStatus.IN_PROGRESS)
     WorkChunkFactory(instance=job, status=ChunkStatus.READY)
-    queue = control.work_notification_queue("node-a", "batch")
+    record_heartbeat("w1@host/1", node_id="node-a", module_id="batch")
+    record_heartbeat("w2@host/2", node_id="node-b", module_id="batch")
 
-    nodes = {node.node_id: node for node in dashboard.node_activity(lambda: {queue: ["w1@host"]})}
+    nodes = {node.node_id: node for node in dashboard.node_activity()}
 
-    assert nodes["node-a"].queue == "batch2-work-notification-node-a-batch"
+    assert nodes["node-a"].queue == control.work_notification_queue("node-a", "batch")
     assert nodes["node-a"].chunks_in_flight == 2
-    assert nodes["node-a"].workers == ["w1@host"]
+    assert nodes["node-a"].workers == ("w1@host/1",)
     assert nodes["node-a"].queue_depth == 0
-    assert nodes[settings.NODE_ID].workers == [], "this node is listed even when it owns no job"
-    unknown = dashboard.node_activity(lambda: None)
-    assert all(node.workers is None for node in unknown), "no worker answered: unknown, not none"
+    assert nodes["node-b"].workers == ("w2@host/2",), "a node with live workers and no job is listed"
+    assert nodes[settings.NODE_ID].workers == (), "this node is listed even with no job and no worker"
 
 
 def test_step_timeline_spans_each_step_with_its_records_and_rate():
@@ -115,7 +115,7 @@ def test_job_errors_total_every_attempt_of_every_chunk_and_show_the_latest():
     WorkChunkFactory(instance=job, status=ChunkStatus.FAILED, error_count=4, attempts=4, worker="w1@host",
                      error_message="disk full")
     retrying = WorkChunkFactory(instance=job, status=ChunkStatus.ERRORED, error_count=1, error_message="timeout",
-                                next_poll_time=timezone.now() + timedelta(seconds=5))
+                                announced_at=timezone.now() + timedelta(seconds=5))
     WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED)
 
     errors = dashboard.job_errors(job.id)
@@ -141,22 +141,3 @@ def test_an_ended_job_has_no_eta():
     (cancelled,) = control.list_jobs([JobStatus.CANCELLED])
 
     assert (dashboard.eta(running), dashboard.eta(cancelled)) == ("1 min 20 s", "-")
-
-
-def test_workers_are_asked_once_then_served_from_the_last_answer_while_a_thread_asks_again(monkeypatch):
-    monkeypatch.setattr(dashboard, "WORKER_INSPECT_CACHE_SECONDS", 0.0)
-    answers = iter([{"q": ["w1"]}, {"q": ["w1", "w2"]}])
-    asked = []
-    cache = dashboard._WorkerCache()
-
-    def ask():
-        asked.append(1)
-        return next(answers)
-
-    assert cache.get(ask) == {"q": ["w1"]}, "the first view waits for the answer"
-    assert cache.get(ask) == {"q": ["w1"]}, "a later view does not wait: it gets the last answer"
-    deadline = time.monotonic() + 10
-    while cache.get(lambda: {"q": ["w1", "w2"]}) != {"q": ["w1", "w2"]}:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert len(asked) == 2
