@@ -141,6 +141,6 @@ def test_reindex_needs_fhir_write(django_user_model):
     from jobsite.tokens import token_for
 
     operator = django_user_model.objects.create_user("reindexer", is_staff=True)
-    response = FhirClient(f"Bearer {token_for(operator, ['fhir:read'])}").post("/fhir/$reindex", {
+    response = FhirClient(f"Bearer {token_for(operator, ['fhir:read', 'control'])}").post("/fhir/$reindex", {
         "resourceType": "Parameters", "parameter": []})
     assert_outcome(response, 403, "'fhir:write' scope")
