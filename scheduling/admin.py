@@ -220,6 +220,20 @@ class CustomScriptAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, "name"] if obj else self.readonly_fields
 
+    def changelist_view(self, request, extra_context=None):
+        self._say_when_switched_off(request)
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self._say_when_switched_off(request)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _say_when_switched_off(self, request) -> None:
+        """The rows stay visible, so say plainly that none of them is scheduled or run on this node."""
+        if not settings.CUSTOM_SCRIPTS_ENABLED and request.method == "GET":
+            messages.warning(request, "Custom scripts are switched off on this node (CUSTOM_SCRIPTS_ENABLED=false): "
+                                      "none of these scripts is scheduled or run, and they cannot be changed here.")
+
     def has_view_permission(self, request, obj=None) -> bool:
         return request.user.is_superuser
 

@@ -73,18 +73,21 @@ class ScriptsAPIView(APIView):
     required_scope = Scope.CONTROL
 
     def handle_exception(self, exc):
-        """Every error of these endpoints is `{"error": ...}`, with the line when a script is refused."""
+        """Every error is the control API's shape, `{"errors": [...]}`; a refused script also names the
+        reason and the line on their own, for tools that point at it."""
         for error_type, code in ERROR_STATUS.items():
             if isinstance(exc, error_type):
-                body = {"error": str(exc)}
                 if isinstance(exc, InvalidScript):
-                    body = {"error": "invalid script", "reason": exc.reason, "line": exc.line}
-                return Response(body, status=code)
+                    where = f" (line {exc.line})" if exc.line else ""
+                    return Response({"errors": [f"invalid script: {exc.reason}{where}"], "reason": exc.reason,
+                                     "line": exc.line}, status=code)
+                return Response({"errors": [str(exc)]}, status=code)
         response = super().handle_exception(exc)
-        if isinstance(exc, serializers.ValidationError):
-            response.data = {"error": "invalid request", "fields": response.data}
+        if isinstance(exc, serializers.ValidationError) and isinstance(response.data, dict):
+            response.data = {"errors": [f"{field}: {message}" for field, messages in response.data.items()
+                                        for message in (messages if isinstance(messages, list) else [messages])]}
         elif isinstance(exc, APIException) and isinstance(response.data, dict) and "detail" in response.data:
-            response.data = {"error": str(response.data["detail"])}
+            response.data = {"errors": [str(response.data["detail"])]}
         return response
 
 

@@ -54,6 +54,14 @@ def test_the_admin_cannot_add_scripts_while_they_are_off(root_client, settings):
     assert root_client.get("/admin/scheduling/customscript/add/").status_code == 403
 
 
+def test_the_script_list_says_when_scripts_are_switched_off_and_not_when_they_are_on(root_client, settings):
+    settings.CUSTOM_SCRIPTS_ENABLED = False
+    assert b"Custom scripts are switched off on this node" in root_client.get("/admin/scheduling/customscript/").content
+
+    settings.CUSTOM_SCRIPTS_ENABLED = True
+    assert b"switched off" not in root_client.get("/admin/scheduling/customscript/").content
+
+
 def noop() -> None:
     pass
 

@@ -80,8 +80,8 @@ def test_an_invalid_schedule_is_refused_with_its_line_and_nothing_is_scheduled(r
     response = root.post("/control/scripts", {"name": "bad", "source": SCRIPT.replace("*/10", "77")}, format="json")
 
     assert response.status_code == 400
-    assert response.json() == {"error": "invalid script", "line": 3,
-                               "reason": "cron '77 * * * * ?': the second field '77' is not valid"}
+    reason = "cron '77 * * * * ?': the second field '77' is not valid"
+    assert response.json() == {"errors": [f"invalid script: {reason} (line 3)"], "line": 3, "reason": reason}
     assert not PeriodicTask.objects.filter(name__startswith="scripts.").exists()
 
 
@@ -99,8 +99,7 @@ def test_missing_fields_are_named(root):
     response = root.post("/control/scripts", {"name": "x"}, format="json")
 
     assert response.status_code == 400
-    assert response.json()["error"] == "invalid request"
-    assert "source" in response.json()["fields"]
+    assert response.json() == {"errors": ["source: This field is required."]}
 
 
 def test_a_taken_name_is_a_conflict(root):
@@ -115,7 +114,7 @@ def test_a_user_who_is_not_a_superuser_is_refused():
     response = operator.post("/control/scripts", {"name": "pinger", "source": SCRIPT}, format="json")
 
     assert response.status_code == 403
-    assert response.json() == {"error": "only superusers may manage custom scripts"}
+    assert response.json() == {"errors": ["only superusers may manage custom scripts"]}
     assert operator.get("/control/scripts").status_code == 403
     assert not CustomScript.objects.exists()
 
@@ -132,7 +131,7 @@ def test_everything_is_refused_while_custom_scripts_are_off(root, settings):
     response = root.post("/control/scripts", {"name": "pinger", "source": SCRIPT}, format="json")
 
     assert response.status_code == 403
-    assert response.json() == {"error": "custom scripts are switched off on this node (CUSTOM_SCRIPTS_ENABLED=false)"}
+    assert response.json() == {"errors": ["custom scripts are switched off on this node (CUSTOM_SCRIPTS_ENABLED=false)"]}
     assert root.get("/control/scripts").status_code == 403
 
 
