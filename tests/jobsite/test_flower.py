@@ -70,11 +70,13 @@ def test_flower_shows_the_running_workers(processes):
             listed = json.loads(read(f"http://127.0.0.1:{port}/api/workers?refresh=1", "ops:s3cret"))
         except (urllib.error.URLError, ConnectionError, ValueError):
             return None
-        return listed if hostname in listed else None
+        # Listed first from events, its stats once an inspect answered: wait for both (a busy worker answers late).
+        return listed if listed.get(hostname, {}).get("stats") else None
 
     listed = wait_until(workers_listed, timeout=120, message=lambda: flower.output()[-3000:])
     assert listed[hostname]["stats"]["pool"]["max-concurrency"] == 1
-    assert hostname in read(f"http://127.0.0.1:{port}/workers", "ops:s3cret")
+    # The page renders what Flower's last inspect stored, which may lag the API's refresh by one round.
+    wait_until(lambda: hostname in read(f"http://127.0.0.1:{port}/workers?refresh=1", "ops:s3cret"), timeout=120)
 
 
 def test_flower_does_not_start_without_a_password():
