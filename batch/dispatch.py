@@ -1,5 +1,7 @@
-"""Where a work message goes: a chunk id to the worker, no chunk id to the job's reduction."""
+"""Where a work message goes: chunk ids to the worker, no chunk id to the job's reduction."""
 from __future__ import annotations
+
+from functools import partial
 
 from batch.connections import surviving_connection_loss
 from batch.notifications import WorkNotification
@@ -14,7 +16,11 @@ def on_work_notification(notification: WorkNotification, worker: str = "", task_
     if notification.chunk_id is None:
         on_reduction_notification(notification.instance_id, definition)
         return
-    chunk = surviving_connection_loss(lambda: on_chunk_claimed(notification.chunk_id, worker, task_id),
-                                      f"claiming chunk {notification.chunk_id}")
-    if chunk is not None:
-        run_chunk(definition, chunk)
+    # One at a time, each claimed only when the previous one's outcome is stored: the message is
+    # acknowledged after the last, so a worker lost midway has it redelivered, and the chunks already
+    # done are no longer claimable.
+    for chunk_id in notification.chunk_ids:
+        chunk = surviving_connection_loss(partial(on_chunk_claimed, chunk_id, worker, task_id),
+                                          f"claiming chunk {chunk_id}")
+        if chunk is not None:
+            run_chunk(definition, chunk)

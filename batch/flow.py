@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from itertools import groupby
+from operator import itemgetter
 from uuid import UUID
 
 from django.db import connection, transaction
@@ -36,13 +38,30 @@ IN_FLIGHT_CHUNK_STATUSES = [ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS, ChunkSt
 # after the commit. More workers than this finishing one job's chunks in the same instant would leave
 # the job to maintenance for one interval.
 NEAR_THE_END = 64
+CHUNKS_PER_MESSAGE = 8  # at most, in one work message (see announce_chunks)
+MESSAGES_PER_ANNOUNCEMENT = 64  # at least, before chunks share messages
 
 
 def announce_chunks(instance: JobInstance, chunks: Iterable[tuple[UUID, str]], delay_seconds: float = 0.0) -> None:
-    announce(instance.node_id, instance.module_id, (
-        WorkNotification(instance.id, instance.definition_id, instance.definition_version, step_id, chunk_id)
-        for chunk_id, step_id in chunks
-    ), delay_seconds=delay_seconds)
+    """One message per chunk, or, when many are announced at once, one per few chunks of the same step.
+
+    A message costs the worker's main process more than a no-op chunk costs the database (delivery,
+    the unacked bookkeeping in Redis, the hand-over to a pool process, the acknowledgement), so a
+    large announcement is cut into at least MESSAGES_PER_ANNOUNCEMENT messages of up to
+    CHUNKS_PER_MESSAGE chunks: still enough messages to keep every worker busy. A capped job's
+    chunks go one per message: each is one of its slots.
+    """
+    chunks = list(chunks)
+    per_message = 1 if instance.max_concurrent_chunks else \
+        max(1, min(CHUNKS_PER_MESSAGE, len(chunks) // MESSAGES_PER_ANNOUNCEMENT))
+    notifications = []
+    for step_id, same_step in groupby(chunks, key=itemgetter(1)):
+        chunk_ids = [chunk_id for chunk_id, _ in same_step]
+        for start in range(0, len(chunk_ids), per_message):
+            first, *following = chunk_ids[start:start + per_message]
+            notifications.append(WorkNotification(instance.id, instance.definition_id, instance.definition_version,
+                                                  step_id, first, tuple(following)))
+    announce(instance.node_id, instance.module_id, notifications, delay_seconds=delay_seconds)
 
 
 def announce_reduction(instance: JobInstance, step_id: str) -> None:

@@ -25,6 +25,14 @@ class WorkNotification:
     definition_version: int
     target_step_id: str
     chunk_id: UUID | None  # None: run the job's reduction step
+    # Chunks of the same step to claim and run one after the other once `chunk_id` is done: a job that
+    # announces thousands of chunks at once sends one message per few chunks (see `flow.announce_chunks`).
+    following_chunk_ids: tuple[UUID, ...] = ()
+
+    @property
+    def chunk_ids(self) -> list[UUID]:
+        """Every chunk this message announces, in order."""
+        return [] if self.chunk_id is None else [self.chunk_id, *self.following_chunk_ids]
 
     def to_message(self) -> dict[str, Any]:
         message = {
@@ -35,6 +43,8 @@ class WorkNotification:
         }
         if self.chunk_id is not None:
             message["chunkId"] = str(self.chunk_id)
+        if self.following_chunk_ids:
+            message["followingChunkIds"] = [str(chunk_id) for chunk_id in self.following_chunk_ids]
         return message
 
     @classmethod
@@ -46,6 +56,7 @@ class WorkNotification:
             definition_version=int(message["jobDefinitionVersion"]),
             target_step_id=message["targetStepId"],
             chunk_id=UUID(chunk_id) if chunk_id else None,
+            following_chunk_ids=tuple(UUID(following) for following in message.get("followingChunkIds", ())),
         )
 
 

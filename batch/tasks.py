@@ -37,7 +37,8 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]], delay
                 uuid(), work_notification.name, (message,), {}, ignore_result=True, kwargsrepr="",
                 countdown=delay_seconds or None,  # a retry's backoff: the worker holds it until then
                 # what Flower shows for the task; cheaper than Celery's own repr of the message
-                argsrepr=f"{message['jobDefinitionId']} {message['targetStepId']} {message.get('chunkId', 'reduction')}",
+                argsrepr=f"{message['jobDefinitionId']} {message['targetStepId']} {message.get('chunkId', 'reduction')}"
+                        + (f" +{len(message['followingChunkIds'])}" if "followingChunkIds" in message else ""),
             )
             amqp.send_task_message(producer, work_notification.name, task_message, exchange="", routing_key=queue,
                                    queue=queue)

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from batch import step_context
+from batch import flow, step_context
 from batch.api import JobDefinitionBuilder
 from batch.coordinator import cancel_job, start_job
 from batch.dispatch import on_work_notification
@@ -313,3 +313,33 @@ def test_large_emitted_chunks_are_written_as_the_step_goes_so_its_memory_stays_f
     assert stored_while_emitting == [0, 0, 0, 4, 4, 4, 4, 8, 8], "written every 4 MiB, long before 500 chunks"
     assert WorkChunk.objects.filter(instance_id=instance.id, target_step_id="work").count() == 9
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
+
+
+def test_a_large_announcement_shares_messages_and_a_redelivered_one_runs_only_what_is_left(define_job, bus):
+    calls = []
+    job = define_job(lambda b: b.first_step("plan", emit(640)).last_step("work", recording(calls)))
+    instance = start_job(job.id, {})
+    bus.deliver_next()
+    messages = bus.take()
+    assert len(messages) < 640 and len(messages) >= flow.MESSAGES_PER_ANNOUNCEMENT
+    assert 1 < max(len(m.chunk_ids) for m in messages) <= flow.CHUNKS_PER_MESSAGE
+    assert len({chunk_id for m in messages for chunk_id in m.chunk_ids}) == 640
+    first = messages[0]
+    on_chunk_claimed(first.chunk_ids[1], worker="done before the worker was lost")  # ...and completed below
+    WorkChunk.objects.filter(id=first.chunk_ids[1]).update(status=ChunkStatus.COMPLETED)
+
+    on_work_notification(first)  # redelivered after its worker was lost midway
+
+    assert len(calls) == len(first.chunk_ids) - 1, "a chunk already done is not run again"
+    for message in messages[1:]:
+        on_work_notification(message)
+    assert len(calls) == 639
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
+
+
+def test_a_capped_job_announces_one_chunk_per_message(define_job, bus):
+    job = define_job(lambda b: b.first_step("plan", emit(640)).last_step("work", count_records())
+                     .max_concurrent_chunks(200))
+    start_job(job.id, {})
+    bus.deliver_next()
+    assert all(len(m.chunk_ids) == 1 for m in bus.take())
