@@ -133,7 +133,11 @@ def wait_until_midway(cluster: Cluster, job_id: str, log: Path) -> None:
                      timeout=60, what="the job midway")
 
 
-def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chunks: int) -> None:
+def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chunks: int, crash: bool = False) -> None:
+    """`crash`: PostgreSQL was SIGKILLed. The hot statements commit without waiting for the WAL flush
+    (docs/batch.md), so a crash may lose the last fraction of a second of claims: those chunks run once
+    more than their recorded claims, and lost outcomes leave a lapsed lease ("Worker lost"), exactly as after a
+    worker crash; their results still count once."""
     job = cluster.wait_until_ended(job_id)
     rows = cluster.chunks(job_id, "log")
     ran = executions(log)
@@ -142,9 +146,13 @@ def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chu
     assert sorted(ran) == list(range(chunks))  # every chunk ran...
     by_index = {row["sequence"]: row for row in rows}
     assert all(row["status"] == "COMPLETED" and row["records_processed"] == 1 for row in rows)
-    assert [row["error_message"] for row in rows if row["error_count"]] == []  # an outage is no chunk's fault
+    charged = [row["error_message"] for row in rows if row["error_count"]]
+    if crash:  # what the crash lost looks like a lost worker, and only that
+        charged = [message for message in charged if not message.startswith("Worker lost:")]
+    assert charged == []  # an outage is no chunk's fault
     # ...and ran again only where an attempt was cut off (each execution is a claim of its own)
-    assert all(ran[index] <= by_index[index]["attempts"] for index in ran), (ran, {
+    lost_claims = 1 if crash else 0
+    assert all(ran[index] <= by_index[index]["attempts"] + lost_claims for index in ran), (ran, {
         index: row["attempts"] for index, row in by_index.items()})
 
 
@@ -161,7 +169,7 @@ def test_a_job_completes_after_postgresql_goes_away_mid_job(cluster, tmp_path, o
     time.sleep(3)  # workers finish steps meanwhile and find the database gone
     cluster.postgres.start()
 
-    assert_each_chunk_counted_once(cluster, job_id, log, chunks=12)
+    assert_each_chunk_counted_once(cluster, job_id, log, chunks=12, crash=outage == "postmaster-sigkill")
 
 
 def test_a_job_started_during_a_postgresql_outage_completes_after_it(cluster, tmp_path):
