@@ -22,22 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
-import psutil
 import psycopg
 
-from bench.bench_export import Client, _patient_ids, _start, _stop, _stored, _token, fill
-from bench.support import bench_database, free_port, percentile_ms
+from bench.fhirstack import FhirStack, fhir_stack, fill, idle_latencies, reads_meanwhile, stored, worker_rss
+from bench.support import bench_database, percentile_ms
 
 RSS_SAMPLE_SECONDS = 0.2
-IDLE_READS = 500
 
 
 def main() -> None:
@@ -53,73 +49,44 @@ def main() -> None:
     with bench_database("bench_reindex", reuse=options.reuse, keep=options.keep) as (bench_url, bench_name):
         workdir = Path(tempfile.mkdtemp(prefix="bench-reindex-"))
         environment = {**os.environ, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING"}
-        stack = []
         try:
             from django.conf import settings
 
             print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}",
                   flush=True)
-            fill(options.resources - _stored())
-            port = free_port()
-            stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                                 "--threads", "4"], environment, workdir / "web.log"))
-            from batch.queues import work_notification_queue
-
-            # Queues named explicitly: the default ones of `jobsite.celery` lack the node's queue at present.
-            worker = _start(["celery", "-A", "jobsite", "worker", "--loglevel", "WARNING", "--hostname",
-                             f"{node}-%h-%i", "-Q", f"default,{work_notification_queue(node)}"], environment,
-                            workdir / "worker.log")
-            stack.append(worker)
-            client = Client(f"http://127.0.0.1:{port}/fhir", _token())
-            client.wait_until_up()
-            patients = _patient_ids()
-            idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
-            print(f"\n-- idle: GET /fhir/Patient/[id] p50 {percentile_ms(idle, 50):.1f} ms, "
-                  f"p99 {percentile_ms(idle, 99):.1f} ms ({len(idle)} reads)", flush=True)
-            run = reindex(client, worker, patients)
+            fill(options.resources - stored())
+            with fhir_stack(node, environment, workdir, username="bench-reindex") as stack:
+                idle = idle_latencies(stack.client, stack.patients)
+                run = reindex(stack)
             sql_seconds, sql_resources, sql_rows = sql_rebuild(bench_url)
             figures = summary(idle, run, sql_seconds, sql_resources, sql_rows)
             if options.json:
                 print(json.dumps(figures))
         finally:
-            for process in reversed(stack):
-                _stop(process)
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def reindex(client: Client, worker, patients: list[str]) -> dict:
+def reindex(stack: FhirStack) -> dict:
     """A REINDEX of everything, with worker RSS sampled and reads timed while it runs."""
     from batch import control
     from fhirstore.reindex.services import ReindexRequest, start_reindex
 
-    latencies: list[float] = []
     rss_samples: list[tuple[float, int]] = []  # (seconds since start, largest worker process RSS)
-    running = threading.Event()
-    running.set()
-
-    def read_meanwhile() -> None:
-        while running.is_set():
-            latencies.append(client.read_patient(random.choice(patients)))
-
-    reader = threading.Thread(target=read_meanwhile, daemon=True)
     started = time.monotonic()
     job = start_reindex(ReindexRequest(), started_by="bench")
-    reader.start()
-    try:
+    with reads_meanwhile(stack.client, stack.patients) as latencies:
         while not job.ended:
-            rss_samples.append((time.monotonic() - started, _largest_rss(worker)))
+            largest = max((rss for _, rss in worker_rss(stack.worker).values()), default=0)
+            rss_samples.append((time.monotonic() - started, largest))
             time.sleep(RSS_SAMPLE_SECONDS)
             job = control.get_job(job.id)
         seconds = time.monotonic() - started
-    finally:
-        running.clear()
-        reader.join()
     if job.status != control.JobStatus.COMPLETED:
         raise SystemExit(f"the reindex ended {job.status}: {job.error_message}")
     half = seconds / 2
     first = max((rss for at, rss in rss_samples if at < half), default=0)
     second = max((rss for at, rss in rss_samples if at >= half), default=0)
-    reindexed = _stored()  # every stored, not deleted resource: what a reindex of everything rebuilds
+    reindexed = stored()  # every stored, not deleted resource: what a reindex of everything rebuilds
     print(f"\n-- reindex: {reindexed:,} resources in {seconds:.1f} s = {reindexed / seconds:,.0f} resources/s "
           f"({job.step('load-ids').done} ranges, {job.step('reindex').done} pages)\n"
           f"   largest worker process RSS: first half {first / 2**20:.0f} MiB, second half {second / 2**20:.0f} MiB\n"
@@ -170,21 +137,6 @@ def summary(idle: list[float], run: dict, sql_seconds: float, sql_resources: int
             "read_p50_ms_reindex": round(percentile_ms(run["latencies"], 50), 1),
             "read_p99_ms_reindex": round(busy_p99, 1), "read_p99_ratio": round(busy_p99 / idle_p99, 2),
             "reads_during_reindex": len(run["latencies"])}
-
-
-def _largest_rss(worker) -> int:
-    try:
-        main = psutil.Process(worker.pid)
-        processes = [main, *main.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    sizes = []
-    for process in processes:
-        try:
-            sizes.append(process.memory_info().rss)
-        except psutil.NoSuchProcess:
-            continue
-    return max(sizes, default=0)
 
 
 if __name__ == "__main__":
