@@ -23,7 +23,7 @@ PRUNE_JOB = "scheduling.periodic.prune_job_runs"  # clustered, hourly at :17: a 
 @pytest.fixture
 def worker(processes, live_server):
     """One worker of NODE taking its batch chunks and the scheduled-jobs queue (it syncs the declared jobs)."""
-    from batch.control import work_notification_queue
+    from batch.queues import work_notification_queue
 
     process = celery_worker(env={"NODE_ID": NODE, "BATCH_DIAGNOSTIC_JOBS": "true"}, concurrency=2, name="dashboard",
                             queues=[work_notification_queue(NODE), settings.SCHEDULER_QUEUE])
