@@ -128,7 +128,7 @@ def test_job_errors_total_every_attempt_of_every_chunk_and_show_the_latest():
 
 
 @pytest.mark.parametrize(("seconds", "shown"), [
-    (None, "-"), (0.4, "0.4 s"), (4, "4 s"), (199, "3 min 19 s"), (3600 + 5 * 60 + 2, "1 h 5 min"), (86400 * 2, "2 d"),
+    (None, "-"), (0, "0 s"), (0.02, "< 0.1 s"), (0.4, "0.4 s"), (4, "4 s"), (199, "3 min 19 s"), (3600 + 5 * 60 + 2, "1 h 5 min"), (86400 * 2, "2 d"),
 ])
 def test_durations_read_like_a_person_says_them(seconds, shown):
     assert short_duration(seconds) == shown
