@@ -3,7 +3,6 @@ reloading, cancel it, restart it, see it complete; read a failed job's errors; p
 from __future__ import annotations
 
 import re
-import time
 from datetime import timedelta
 
 import pytest
@@ -17,7 +16,7 @@ from batch.statuses import ChunkStatus, JobStatus
 from scheduling.models import JobRun
 from tests.batch.conftest import unique_node
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
-from tests.processes import celery_worker
+from tests.processes import celery_worker, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -34,14 +33,6 @@ def worker(processes, live_server):
                             queues=[work_notification_queue(NODE), settings.SCHEDULER_QUEUE])
     processes.append(process)
     return process
-
-
-def wait_until(condition, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"not within {timeout}s"
-        time.sleep(0.2)
-    return result
 
 
 def fits_its_width(page, selector: str) -> bool:
@@ -141,7 +132,7 @@ def test_a_failed_job_shows_each_chunks_errors_their_true_total_and_a_retrys_nex
 
 def test_pause_a_scheduled_job_and_run_it_now(logged_in, live_server, worker, screenshot):
     page = logged_in
-    wait_until(lambda: PeriodicTask.objects.filter(name=PRUNE_JOB).exists())
+    wait_until(lambda: PeriodicTask.objects.filter(name=PRUNE_JOB).exists(), 60)
     changelist = f"{live_server.url}/admin/scheduling/scheduledjobschedule/"
 
     page.goto(changelist)
@@ -154,7 +145,7 @@ def test_pause_a_scheduled_job_and_run_it_now(logged_in, live_server, worker, sc
     page.locator("#result_list tr", has_text=PRUNE_JOB).locator("input.action-select").check()
     page.select_option("select[name=action]", "run_jobs_now")
     page.click("button[name=index]")
-    wait_until(lambda: JobRun.objects.filter(job_name=PRUNE_JOB, outcome="succeeded").exists())
+    wait_until(lambda: JobRun.objects.filter(job_name=PRUNE_JOB, outcome="succeeded").exists(), 60)
     page.goto(changelist)
     assert "succeeded" in page.locator("#result_list tr", has_text=PRUNE_JOB).inner_text()
     assert JobRun.objects.filter(job_name=PRUNE_JOB).count() == 1, "run now ran exactly once"

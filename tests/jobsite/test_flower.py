@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -21,7 +20,7 @@ from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
 from tests.batch.conftest import unique_node
 from tests.batch.testjobs.definition import LOGGED_JOB
-from tests.processes import PROJECT_DIR, Process, celery_worker, free_port, wait_until
+from tests.processes import PROJECT_DIR, STARTUP_TIMEOUT, Process, celery_worker, free_port, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -50,14 +49,14 @@ def test_flower_refuses_requests_without_credentials(processes):
                      env={"FLOWER_PORT": str(port), "FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"}, name="flower")
     processes.append(flower)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
+
+    def answered() -> tuple[int] | None:
         try:
-            status = get(url)
-            break
+            return (get(url),)
         except (urllib.error.URLError, ConnectionError):
-            assert time.monotonic() < deadline, flower.output()
-            time.sleep(0.2)
+            return None
+
+    status, = wait_until(answered, STARTUP_TIMEOUT, message="Flower answering")
 
     assert status == 401
     assert get(url, "ops:wrong") == 401
