@@ -28,6 +28,7 @@ from tests.processes import (
 pytestmark = [pytest.mark.acceptance]
 
 MAX_CHUNK_SECONDS = 5
+HELD_FROM = 2  # chunks before this index run freely, so "midway" means some done and some in flight
 LEASE_SECONDS = 20  # outlives an outage plus PostgreSQL's crash recovery on a busy machine
 DATABASE_LOST = "the database connection was lost"  # batch.connections, when a worker meets an outage
 BROKER_LOST = "Connection to broker lost"  # Celery's consumer, when Redis goes away
@@ -121,15 +122,19 @@ def executions(log: Path) -> Counter:
     return Counter(int(line) for line in log.read_text().split()) if log.exists() else Counter()
 
 
-def start_logged_job(cluster: Cluster, log: Path, chunks: int = 12, sleep_ms: int = 700) -> str:
-    return cluster.start_job("TEST_LOGGED", {"chunks": chunks, "sleep_ms": sleep_ms, "log": str(log)})
+def start_logged_job(cluster: Cluster, log: Path, chunks: int = 12, sleep_ms: int = 700, hold: Path | None = None) -> str:
+    """`hold`: while that file exists, chunks from HELD_FROM on wait once started (see `wait_until_midway`)."""
+    held = {"hold_while": str(hold), "hold_from": HELD_FROM} if hold is not None else {}
+    return cluster.start_job("TEST_LOGGED", {"chunks": chunks, "sleep_ms": sleep_ms, "log": str(log), **held})
 
 
 def wait_until_midway(cluster: Cluster, job_id: str, log: Path) -> None:
-    """Some chunks done, some running: the moment to break something."""
+    """Some chunks done, some running: the moment to break something. The job was started with a hold, so it
+    cannot end before the test has seen this, however slow the machine (the test releases the hold once the
+    fault is in)."""
     cluster.wait_for(lambda: executions(log) and any(chunk["status"] == "IN_PROGRESS"
                                                      for chunk in cluster.chunks(job_id, "log")),
-                     timeout=60, what="the job midway")
+                     timeout=120, what="the job midway")
 
 
 def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chunks: int, crash: bool = False) -> None:
@@ -157,8 +162,9 @@ def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chu
 
 @pytest.mark.parametrize("outage", ["fast-shutdown", "postmaster-sigkill"])
 def test_a_job_completes_after_postgresql_goes_away_mid_job(cluster, tmp_path, outage):
-    log = tmp_path / "ran"
-    job_id = start_logged_job(cluster, log)
+    log, hold = tmp_path / "ran", tmp_path / "hold"
+    hold.touch()
+    job_id = start_logged_job(cluster, log, hold=hold)
     wait_until_midway(cluster, job_id, log)
 
     worker = cluster.processes[0]
@@ -167,6 +173,7 @@ def test_a_job_completes_after_postgresql_goes_away_mid_job(cluster, tmp_path, o
         cluster.postgres.stop_fast()
     else:
         cluster.postgres.kill_postmaster()
+    hold.unlink()  # the held chunks go on and meet the outage when they record their outcome
     # The database stays away until a worker, finishing a step, has found it gone; well inside the lease, so
     # no chunk looks abandoned (a longer outage is another test's matter).
     cluster.wait_for(lambda: worker.output().count(DATABASE_LOST) > met_before, timeout=LEASE_SECONDS / 2,
@@ -189,13 +196,15 @@ def test_a_job_started_during_a_postgresql_outage_completes_after_it(cluster, tm
 
 
 def test_a_job_completes_after_redis_is_killed_and_comes_back_empty(cluster, tmp_path):
-    log = tmp_path / "ran"
-    job_id = start_logged_job(cluster, log)
+    log, hold = tmp_path / "ran", tmp_path / "hold"
+    hold.touch()
+    job_id = start_logged_job(cluster, log, hold=hold)
     wait_until_midway(cluster, job_id, log)
 
     worker = cluster.processes[0]
     lost_before = worker.output().count(BROKER_LOST)
     cluster.redis.kill()  # the queued announcements and the unacknowledged messages are gone
+    hold.unlink()  # the chunks in flight go on while Redis is away
     cluster.wait_for(lambda: worker.output().count(BROKER_LOST) > lost_before, timeout=60,
                      what="the batch worker noticing Redis gone")  # so it must reconnect, not just carry on
     cluster.redis.start()

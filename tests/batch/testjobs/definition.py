@@ -22,7 +22,7 @@ def sleep_then_log(context: StepContext, sink: DataSink) -> int:
     if index == context.parameters["fail_index"] and Path(context.parameters["fail_while"]).exists():
         raise JobFailed(f"chunk {index} fails while {context.parameters['fail_while']} exists")
     hold = Path(context.parameters["hold_while"])
-    while hold.exists():
+    while index >= context.parameters["hold_from"] and hold.exists():
         context.check_cancelled()
         time.sleep(HOLD_POLL_SECONDS)
     deadline = time.monotonic() + context.parameters["sleep_ms"] / 1000
@@ -43,6 +43,7 @@ LOGGED_JOB = (
     .parameter("fail_while", str, default="/nonexistent")
     .parameter("error_index", int, default=-1)
     .parameter("hold_while", str, default="/nonexistent")
+    .parameter("hold_from", int, default=0)
     .first_step("emit", emit_chunks)
     .last_step("log", sleep_then_log)
     .build()
