@@ -121,6 +121,86 @@ SELECT count(*)::int, convert_to(coalesce(string_agg(body || E'\n', ''), ''), 'U
 """
 
 
+def row_span(*, until: datetime) -> tuple[int, int] | None:
+    """`(first, last)` row ids (`Resource.id`) of the resources that existed at `until`, or None when none did.
+
+    A row id never changes, and rows created after `until` can only be skipped, so ranges of row ids cut from
+    this span page the store as it was at `until` the same way however often they are cut. Both ends are an
+    index scan of the primary key from its end that stops at the first row that existed then.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(ROW_SPAN_SQL, {"until": until})
+        first, last = cursor.fetchone()
+    return None if first is None else (first, last)
+
+
+ROW_SPAN_SQL = """
+SELECT min(r.id), max(r.id) FROM fhirstore_resource r
+WHERE r.last_updated <= %(until)s
+   OR EXISTS (SELECT FROM fhirstore_resourceversion v WHERE v.resource_id = r.id AND v.last_updated <= %(until)s)
+"""
+
+
+def iter_row_ranges(*, until: datetime, width: int) -> Iterator[tuple[int, int]]:
+    """`(after, last)` row id ranges of at most `width` ids each that cover every resource that existed at
+    `until`, in row id order (see `row_span`); a range holds at most `width` resources, of any types."""
+    span = row_span(until=until)
+    if span is None:
+        return
+    first, end = span
+    for after in range(first - 1, end, width):
+        yield after, min(after + width, end)
+
+
+def row_range_bodies_ndjson(resource_types: Sequence[str], after: int, last: int, *,
+                            until: datetime) -> list[tuple[str, int, bytes]]:
+    """`(type, count, NDJSON)` per type of `resource_types` that has resources current at `until` among the
+    rows `(after, last]`: their bodies as they were then, one JSON text a line, in no particular order.
+
+    Row ids follow the order rows were created in, so a range is a nearly sequential read of a stretch of the
+    table, read once for every type in it: no type's rows are spread over the whole table, as a range of
+    logical ids (random UUIDs) is. Joined in the database and received in binary, as `range_bodies_ndjson`.
+    """
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(ROW_RANGE_BODIES_SQL, {"types": list(resource_types), "after": after, "last": last,
+                                              "until": until}, binary=True)
+        return [(resource_type, count, ndjson) for resource_type, count, ndjson in cursor.fetchall()]
+
+
+# As RANGE_BODIES_SQL, over a range of row ids (the primary key) and grouped by type.
+ROW_RANGE_BODIES_SQL = """
+SELECT resource_type, count(*)::int, convert_to(string_agg(body || E'\n', ''), 'UTF8') FROM (
+    SELECT r.resource_type, CASE WHEN r.last_updated <= %(until)s THEN r.body::text ELSE old.body::text END AS body
+    FROM fhirstore_resource r
+    LEFT JOIN LATERAL (
+        SELECT v.body, v.deleted FROM fhirstore_resourceversion v
+        WHERE r.last_updated > %(until)s AND v.resource_id = r.id AND v.last_updated <= %(until)s
+        ORDER BY v.version_id DESC LIMIT 1
+    ) old ON true
+    WHERE r.id > %(after)s AND r.id <= %(last)s AND r.resource_type = ANY(%(types)s)
+      AND CASE WHEN r.last_updated <= %(until)s THEN NOT r.deleted ELSE NOT old.deleted END
+) page GROUP BY resource_type ORDER BY resource_type
+"""
+
+
+def share_of_rows(resource_types: Sequence[str]) -> float:
+    """About which share of the table's rows (current or deleted) are of these types, from 0 to 1.
+
+    The types are counted (an index-only scan of the type index); the whole table is PostgreSQL's estimate
+    (`reltuples`), counted only when the table was never analyzed.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM fhirstore_resource WHERE resource_type = ANY(%s)", [list(resource_types)])
+        (of_types,) = cursor.fetchone()
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'fhirstore_resource'::regclass")
+        (estimate,) = cursor.fetchone()
+        if estimate is None or estimate < of_types:
+            cursor.execute("SELECT count(*) FROM fhirstore_resource")
+            (estimate,) = cursor.fetchone()
+    return of_types / estimate if estimate else 1.0
+
+
 def compartment_ids_page(resource_type: str, patient_ids: Sequence[str], *, after: str | None = None,
                          since: datetime | None = None, until: datetime | None = None, filters: Sequence[Q] = (),
                          limit: int = ID_PAGE_SIZE) -> list[str]:

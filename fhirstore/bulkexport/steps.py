@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from batch.api import DataSink, JobCancelled, JobFailed, StepContext
@@ -37,10 +37,15 @@ from fhirstore.bulkexport.selection import id_pages, type_filters_for
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.fhirdates import format_instant, parse_date_range
 from fhirstore.scan import (
-    current_bodies_json, group_patient_ids, iter_deleted_id_pages, iter_resource_id_ranges, range_bodies_ndjson,
+    current_bodies_json, group_patient_ids, iter_deleted_id_pages, iter_resource_id_ranges, iter_row_ranges,
+    range_bodies_ndjson, row_range_bodies_ndjson, share_of_rows,
 )
 
 BULK_EXPORT_JOB = "BULK_EXPORT"
+# A whole-store walk pages by row id when the types asked for are at least this share of the rows: a row range
+# reads every row of its stretch of the table once (10,000 rows of all types: 59 ms, measured), a range of one
+# type's logical ids reads a third of that type's blocks (10,000 Observations of 200k resources: 124 ms).
+ROW_RANGES_MIN_SHARE = 0.5
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
              "display": "subsetted"}
 
@@ -107,6 +112,10 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
         except FhirStoreError as error:
             BulkExport.objects.filter(id=job.export_id).update(failure=error.message)
             raise JobFailed(error.message) from None
+    if _walks_row_ranges(job):
+        for after, last in iter_row_ranges(until=job.until, width=job.chunk_size):
+            sink.accept({"after_row": after, "last_row": last})
+        return 0  # bounds only: the resources are counted where they are read, in write-to-binaries
     fetched = 0
     for resource_type in job.types:
         filters = type_filters_for(resource_type, job.type_filters)
@@ -130,6 +139,15 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
     return fetched
 
 
+def _walks_row_ranges(job: ExportJob) -> bool:
+    """Whether the export takes the store nearly whole, as it is: every type or most rows, unfiltered."""
+    if job.level is not Level.SYSTEM or job.since is not None or job.elements:
+        return False
+    if any(type_filters_for(resource_type, job.type_filters) for resource_type in job.types):
+        return False
+    return share_of_rows(job.types) >= ROW_RANGES_MIN_SHARE
+
+
 def expand_resources(context: StepContext, sink: DataSink) -> int:
     """The chunk's bodies as they were at transactionTime, as NDJSON, subsetted by `_elements`; deletions as
     the spec's transaction Bundles with a DELETE entry.
@@ -138,6 +156,9 @@ def expand_resources(context: StepContext, sink: DataSink) -> int:
     into the file, so they cross the database once, as text, and are never parsed.
     """
     job = ExportJob.from_parameters(context.parameters)
+    if "last_row" in context.data:  # the walk takes rows whole, so there is nothing to expand
+        sink.accept(dict(context.data))
+        return 0
     resource_type = context.data["type"]
     elements = elements_of(resource_type, job.elements)
     if "last" in context.data:
@@ -202,32 +223,49 @@ def subset(line: str, elements: frozenset[str]) -> str:
 
 
 def write_to_binaries(context: StepContext, sink: DataSink) -> int:
-    """One NDJSON file per chunk in the export storage, and its `ExportFile` row."""
+    """One NDJSON file per chunk (per type of a row range) in the export storage, and its `ExportFile` row."""
     job = ExportJob.from_parameters(context.parameters)
-    deleted = bool(context.data.get("deleted"))
-    resource_type, count = ("Bundle" if deleted else context.data["type"]), context.data["count"]
-    file_id = uuid.uuid5(context.chunk_id, "file")
-    path = file_path(job.export_id, resource_type, file_id)
-    if "last" in context.data:
-        count, content = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"],
-                                             since=job.since, until=job.until)
+    if "last_row" in context.data:
+        contents = [(resource_type, uuid.uuid5(context.chunk_id, f"file/{resource_type}"), count, ndjson)
+                    for resource_type, count, ndjson in row_range_bodies_ndjson(
+                        job.types, context.data["after_row"], context.data["last_row"], until=job.until)]
+        deleted = False
     else:
-        content = unpack(context.data["ndjson_zlib"])
-    if not count:
+        deleted = bool(context.data.get("deleted"))
+        resource_type, count = ("Bundle" if deleted else context.data["type"]), context.data["count"]
+        if "last" in context.data:
+            count, content = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"],
+                                                 since=job.since, until=job.until)
+        else:
+            content = unpack(context.data["ndjson_zlib"])
+        contents = [(resource_type, uuid.uuid5(context.chunk_id, "file"), count, content)] if count else []
+    files = []
+    for resource_type, file_id, count, content in contents:
+        path = file_path(job.export_id, resource_type, file_id)
+        write_file(path, content)
+        files.append(ExportFile(id=file_id, export_id=job.export_id, job_instance_id=context.instance_id,
+                                resource_type=resource_type, path=path, count=count))
+    if not files:
         return 0
-    write_file(path, content)
     with transaction.atomic():
-        # The export row lock orders this against a DELETE of the export: either the DELETE sees this
-        # file's row (and removes the file), or this step sees the export gone (and removes it itself).
-        if not BulkExport.objects.select_for_update().filter(id=job.export_id).exists():
-            delete_files([path])
+        # The export row lock orders this against a DELETE of the export: either the DELETE sees these
+        # files' rows (and removes the files), or this step sees the export gone (and removes them itself).
+        # A key-share lock: the write steps of one export running at once do not wait for each other.
+        if not _export_key_share_locked(job.export_id):
+            delete_files([file.path for file in files])
             raise JobCancelled(f"export {job.export_id} was deleted")
-        ExportFile.objects.update_or_create(id=file_id, defaults={
-            "export_id": job.export_id, "job_instance_id": context.instance_id, "resource_type": resource_type,
-            "path": path, "count": count,
-        })
-    sink.accept({"file": str(file_id), "type": resource_type, "count": count, "deleted": deleted})
-    return count
+        ExportFile.objects.bulk_create(files, update_conflicts=True, unique_fields=["id"],
+                                       update_fields=["resource_type", "path", "count"])
+    for file in files:
+        sink.accept({"file": str(file.id), "type": file.resource_type, "count": file.count, "deleted": deleted})
+    return sum(file.count for file in files)
+
+
+def _export_key_share_locked(export_id: uuid.UUID) -> bool:
+    """Lock the export row against its deletion (FOR KEY SHARE) for this transaction; False when it is gone."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT FROM {BulkExport._meta.db_table} WHERE id = %s FOR KEY SHARE", [export_id])
+        return cursor.fetchone() is not None
 
 
 def create_report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
