@@ -37,7 +37,7 @@ from fhirstore.bulkexport.selection import id_pages, type_filters_for
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.fhirdates import format_instant, parse_date_range
 from fhirstore.scan import (
-    current_bodies_json, group_patient_ids, iter_deleted_id_pages, iter_resource_id_ranges, iter_row_ranges,
+    current_bodies_json, deleted_in_compartments, group_patient_ids, iter_deleted_id_pages, iter_resource_id_ranges, iter_row_ranges,
     range_bodies_ndjson, row_range_bodies_ndjson, share_of_rows,
 )
 
@@ -130,12 +130,15 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
         for ids in pages:
             sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids))})
             fetched += len(ids)
-    if job.since is not None and job.level is Level.SYSTEM:
+    if job.since is not None and (job.level is not Level.GROUP or patients):
         for resource_type in job.types:
             for ids in iter_deleted_id_pages(resource_type, since=job.since, until=job.until,
                                              page_size=job.chunk_size):
-                sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids)), "deleted": True})
-                fetched += len(ids)
+                if job.level is not Level.SYSTEM:  # those that were in the compartments (of any Patient: None)
+                    ids = deleted_in_compartments(resource_type, ids, patients or None, until=job.until)
+                if ids:
+                    sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids)), "deleted": True})
+                    fetched += len(ids)
     return fetched
 
 
