@@ -1,12 +1,16 @@
 """The steps of the BULK_EXPORT job, written against the batch job-author API only.
 
-fetch-resources → expand-resources → write-to-binaries → create-report, gated as HAPI's. A chunk carries
-one resource type and at most BULK_EXPORT_CHUNK_SIZE resources. An unfiltered system-level walk emits id
-bounds {type, after, last, count}: `expand` passes them on (unless `_elements` needs the bodies) and `write`
-streams the bodies of `(after, last]` from the database into the file, so they cross the database once, as
-text. A filtered or compartment walk emits {type, ids} (compressed), which `expand` turns into NDJSON
-(compressed) for `write`. Each `write` makes one file ({file, type, count}); the reducer lists them as the
-manifest. With `_since`, deletions travel as ids (`deleted: true`) into transaction Bundles, listed under `deleted`.
+fetch-resources → expand-resources → write-to-binaries → create-report, gated as HAPI's. A whole-store walk
+(system level, unfiltered, the types most of the rows) emits ranges of row ids {row_ranges: [[after, last], …]}
+of at most BULK_EXPORT_CHUNK_SIZE rows each: `expand` makes each range a write chunk, and `write` copies the
+range's bodies from the database into one file per type, reading that stretch of the table once. Otherwise a
+chunk carries one resource type and at most BULK_EXPORT_CHUNK_SIZE resources. An unfiltered system-level walk
+of a few types emits id bounds {type, after, last, count}: `expand` passes them on (unless `_elements` needs
+the bodies) and `write` streams the bodies of `(after, last]` from the database into the file, so they cross
+the database once, as text. A filtered or compartment walk emits {type, ids} (compressed), which `expand`
+turns into NDJSON (compressed) for `write`. Each `write` makes one file ({file, type, count}), or one per type
+of a row range; the reducer lists them as the manifest. With `_since`, deletions travel as ids (`deleted: true`) into transaction Bundles, listed
+under `deleted`; at Patient and Group level those that were in the compartments when deleted.
 
 The export reads the store as it was at its transactionTime (`storage.settled_time()` at the kick-off: no
 write stamped up to it is still uncommitted), so what a step reads never changes under it. Every step can
