@@ -75,6 +75,7 @@ class ExportJob:
     request_url: str
     transaction_time: str
     chunk_size: int
+    row_ranges: bool  # walks the whole store by row id ranges (decided at the kick-off, see `walks_row_ranges`)
 
     @property
     def until(self) -> datetime:
@@ -91,6 +92,7 @@ class ExportJob:
             patients=tuple(parameters["patients"]), group_id=parameters.get("group_id"),
             base_url=parameters["base_url"], request_url=parameters["request_url"],
             transaction_time=parameters["transaction_time"], chunk_size=parameters["chunk_size"],
+            row_ranges=parameters.get("row_ranges", False),
         )
 
 
@@ -101,7 +103,7 @@ def job_parameters(request: ExportRequest, *, export_id: uuid.UUID, base_url: st
         "since": format_instant(request.since) if request.since else None, "type_filters": list(request.type_filters),
         "elements": list(request.elements), "patients": list(request.patients), "group_id": request.group_id,
         "base_url": base_url, "request_url": request_url, "transaction_time": format_instant(transaction_time),
-        "chunk_size": settings.BULK_EXPORT_CHUNK_SIZE,
+        "chunk_size": settings.BULK_EXPORT_CHUNK_SIZE, "row_ranges": walks_row_ranges(request),
     }
 
 
@@ -121,7 +123,7 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
         except FhirStoreError as error:
             BulkExport.objects.filter(id=job.export_id).update(failure=error.message)
             raise JobFailed(error.message) from None
-    if _walks_row_ranges(job):
+    if job.row_ranges:
         ranges = iter_row_ranges(until=job.until, width=job.chunk_size)
         while batch := list(islice(ranges, ROW_RANGES_PER_CHUNK)):
             sink.accept({"row_ranges": batch})
@@ -152,13 +154,15 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
     return fetched
 
 
-def _walks_row_ranges(job: ExportJob) -> bool:
-    """Whether the export takes the store nearly whole, as it is: every type or most rows, unfiltered."""
-    if job.level is not Level.SYSTEM or job.since is not None or job.elements:
+def walks_row_ranges(request: ExportRequest) -> bool:
+    """Whether the export takes the store nearly whole, as it is: every type or most rows, unfiltered.
+
+    Decided once, at the kick-off, and kept in the job's parameters: the share of rows changes with writes,
+    and a `fetch-resources` run again after a lost worker must walk exactly as its first run did.
+    """
+    if request.level is not Level.SYSTEM or request.since is not None or request.elements or request.type_filters:
         return False
-    if any(type_filters_for(resource_type, job.type_filters) for resource_type in job.types):
-        return False
-    return share_of_rows(job.types) >= ROW_RANGES_MIN_SHARE
+    return share_of_rows(request.types) >= ROW_RANGES_MIN_SHARE
 
 
 def expand_resources(context: StepContext, sink: DataSink) -> int:
