@@ -41,6 +41,7 @@ from fhirstore.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportRequest,
 from fhirstore.bulkexport.selection import id_pages, type_filters_for
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.fhirdates import format_instant, parse_date_range
+from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.scan import (
     current_bodies_json, deleted_in_compartments, group_patient_ids, iter_deleted_id_pages, iter_resource_id_ranges, iter_row_ranges,
     range_bodies_ndjson, row_range_bodies_ndjson, share_of_rows,
@@ -162,6 +163,8 @@ def walks_row_ranges(request: ExportRequest) -> bool:
     """
     if request.level is not Level.SYSTEM or request.since is not None or request.elements or request.type_filters:
         return False
+    if RESOURCE_TYPES <= set(request.types):  # every row: no need to count them (~250 ms at 1M resources)
+        return True
     return share_of_rows(request.types) >= ROW_RANGES_MIN_SHARE
 
 
