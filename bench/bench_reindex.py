@@ -69,8 +69,8 @@ def main() -> None:
             sql_seconds, sql_resources, sql_rows = sql_rebuild(bench_url)
             figures = summary(idle, idle_after, run, sql_seconds, sql_resources, sql_rows)
             figures.update(max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS,
-                           load_idle_before=load_before, load_reindex=round(statistics.mean(run["loads"]), 2),
-                           load_idle_after=load_after)
+                           load_idle_before=round(load_before, 2), load_reindex=round(statistics.mean(run["loads"]), 2),
+                           load_idle_after=round(load_after, 2))
             if options.json:
                 print(json.dumps(figures))
         finally:
