@@ -9,7 +9,11 @@
 4. Memory: the RSS of every worker process, sampled every 0.2 s; the peak in the first and in the second
    half of the reindex are compared (flat: no growth with the resources done).
 5. Latency: `GET /fhir/Patient/[id]` with a Bearer token, back to back from one client, p50/p99 idle and
-   during the reindex (the issue's bar: p99 during ÷ p99 idle ≤ 1.5).
+   during the reindex (the issue's bar: p99 during ÷ p99 idle ≤ 1.5). The idle reads are taken before
+   and after the reindex and pooled: on a machine shared with others the load drifts over the minutes a
+   reindex takes, and a baseline on both sides brackets it. The 1-minute load average is reported for each
+   phase (idle before, the mean during the reindex, idle after), since it moves the figures more than
+   anything here.
 
 It runs in a database of its own (`<DATABASE_URL's name>_bench_reindex`), created at start and dropped at
 the end (`--keep` keeps it, `--reuse` starts from a kept one). `--json` prints the figures as one JSON
@@ -24,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import statistics
 import time
 import uuid
 from pathlib import Path
@@ -52,14 +57,20 @@ def main() -> None:
         try:
             from django.conf import settings
 
-            print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}",
-                  flush=True)
+            print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
+                  f"reindex chunks at once {settings.REINDEX_MAX_CONCURRENT_CHUNKS or 'all'}", flush=True)
             fill(options.resources - stored())
             with fhir_stack(node, environment, workdir, username="bench-reindex") as stack:
+                load_before = os.getloadavg()[0]
                 idle = idle_latencies(stack.client, stack.patients)
                 run = reindex(stack)
+                load_after = os.getloadavg()[0]
+                idle_after = idle_latencies(stack.client, stack.patients)
             sql_seconds, sql_resources, sql_rows = sql_rebuild(bench_url)
-            figures = summary(idle, run, sql_seconds, sql_resources, sql_rows)
+            figures = summary(idle, idle_after, run, sql_seconds, sql_resources, sql_rows)
+            figures.update(max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS,
+                           load_idle_before=round(load_before, 2), load_reindex=round(statistics.mean(run["loads"]), 2),
+                           load_idle_after=round(load_after, 2))
             if options.json:
                 print(json.dumps(figures))
         finally:
@@ -72,12 +83,14 @@ def reindex(stack: FhirStack) -> dict:
     from fhirstore.reindex.services import ReindexRequest, start_reindex
 
     rss_samples: list[tuple[float, int]] = []  # (seconds since start, largest worker process RSS)
+    loads: list[float] = []  # 1-minute load average, sampled with the RSS
     started = time.monotonic()
     job = start_reindex(ReindexRequest(), started_by="bench")
     with reads_meanwhile(stack.client, stack.patients) as latencies:
         while not job.ended:
             largest = max((rss for _, rss in worker_rss(stack.worker).values()), default=0)
             rss_samples.append((time.monotonic() - started, largest))
+            loads.append(os.getloadavg()[0])
             time.sleep(RSS_SAMPLE_SECONDS)
             job = control.get_job(job.id)
         seconds = time.monotonic() - started
@@ -93,7 +106,7 @@ def reindex(stack: FhirStack) -> dict:
           f"   reads meanwhile: p50 {percentile_ms(latencies, 50):.1f} ms, p99 {percentile_ms(latencies, 99):.1f} ms "
           f"({len(latencies)} reads)", flush=True)
     return {"resources": reindexed, "seconds": seconds, "rss_first_half": first, "rss_second_half": second,
-            "latencies": latencies}
+            "latencies": latencies, "loads": loads}
 
 
 def sql_rebuild(database_url: str) -> tuple[float, int, int]:
@@ -117,15 +130,18 @@ def sql_rebuild(database_url: str) -> tuple[float, int, int]:
     return seconds, resources, inserted
 
 
-def summary(idle: list[float], run: dict, sql_seconds: float, sql_resources: int, sql_rows: int) -> dict:
+def summary(idle_before: list[float], idle_after: list[float], run: dict, sql_seconds: float, sql_resources: int,
+            sql_rows: int) -> dict:
     rate, sql_rate = run["resources"] / run["seconds"], sql_resources / sql_seconds
+    idle = idle_before + idle_after
     idle_p99, busy_p99 = percentile_ms(idle, 99), percentile_ms(run["latencies"], 99)
     print("\n== summary ==")
     print(f"reindex throughput  {rate:,.0f} resources/s ({run['resources']:,} resources, every parameter); "
           f"SQL rebuild of one token parameter {sql_rate:,.0f} resources/s; reindex = {rate / sql_rate:.1%} of it")
     print(f"worker RSS          largest process {run['rss_first_half'] / 2**20:.0f} MiB in the first half, "
           f"{run['rss_second_half'] / 2**20:.0f} MiB in the second")
-    print(f"read latency        idle p50 {percentile_ms(idle, 50):.1f} / p99 {idle_p99:.1f} ms; during the reindex "
+    print(f"read latency        idle (before and after) p50 {percentile_ms(idle, 50):.1f} / p99 {idle_p99:.1f} ms "
+          f"(p99 before {percentile_ms(idle_before, 99):.1f}, after {percentile_ms(idle_after, 99):.1f}); during the reindex "
           f"p50 {percentile_ms(run['latencies'], 50):.1f} / p99 {busy_p99:.1f} ms; p99 ratio {busy_p99 / idle_p99:.2f}",
           flush=True)
     return {"resources": run["resources"], "reindex_seconds": round(run["seconds"], 1),
@@ -134,6 +150,8 @@ def summary(idle: list[float], run: dict, sql_seconds: float, sql_resources: int
             "worker_rss_mib_first_half": round(run["rss_first_half"] / 2**20),
             "worker_rss_mib_second_half": round(run["rss_second_half"] / 2**20),
             "read_p50_ms_idle": round(percentile_ms(idle, 50), 1), "read_p99_ms_idle": round(idle_p99, 1),
+            "read_p99_ms_idle_before": round(percentile_ms(idle_before, 99), 1),
+            "read_p99_ms_idle_after": round(percentile_ms(idle_after, 99), 1),
             "read_p50_ms_reindex": round(percentile_ms(run["latencies"], 50), 1),
             "read_p99_ms_reindex": round(busy_p99, 1), "read_p99_ratio": round(busy_p99 / idle_p99, 2),
             "reads_during_reindex": len(run["latencies"])}
