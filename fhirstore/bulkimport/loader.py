@@ -332,11 +332,12 @@ def stage_ids(import_id: uuid.UUID, lines: Iterable[bytes]) -> int:
             types.append(resource_type)
             ids.append(logical_id)
     if ids:
-        with connection.cursor() as cursor:
+        with connection.cursor() as cursor:  # one JSON parameter: psycopg quotes a text[] element by element
             cursor.execute(
                 "INSERT INTO bulkimport_stagedid (import_id, logical_id, resource_type)"
-                " SELECT %s, * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
-                [import_id, ids, types],
+                " SELECT %s, item->>0, item->>1 FROM jsonb_array_elements(%s::jsonb) AS s(item)"
+                " ON CONFLICT DO NOTHING",
+                [import_id, orjson.dumps(list(zip(ids, types))).decode()],
             )
     return len(ids)
 
