@@ -18,6 +18,7 @@ References:
 from __future__ import annotations
 
 import gc
+import itertools
 import re
 import uuid
 from collections import Counter, defaultdict
@@ -114,20 +115,20 @@ class _Parsed:
 
 def load_lines(lines: Iterable[SourceLine], *, import_id: uuid.UUID | None, defer_unresolved: bool = False,
                outcome: ChunkOutcome | None = None) -> ChunkOutcome:
-    """Parse, check, resolve and write these lines (at most a chunk: they are held in memory)."""
+    """Parse, check, resolve and write these lines, WRITE_BATCH_SIZE at a time (only those are held parsed)."""
     outcome = outcome or ChunkOutcome()
+    resolver = _ConditionalResolver(import_id)
     with _cycle_collector_paused():
-        parsed = [item for item in (_parse(line, outcome) for line in lines) if item is not None]
-        targets = urn_uuid_targets(import_id, {element["reference"][len(URN_UUID):] for item in parsed
-                                               for element in item.references
-                                               if element["reference"].startswith(URN_UUID)})
-        resolver = _ConditionalResolver(import_id)
-        ready = []
-        for item in parsed:
-            if _resolve_and_check(item, targets, resolver, outcome, defer_unresolved):
-                ready.append(item)
-        for batch in _unique_batches(ready):
-            _write(batch, outcome)
+        remaining = iter(lines)
+        while some_lines := list(itertools.islice(remaining, WRITE_BATCH_SIZE)):
+            parsed = [item for item in (_parse(line, outcome) for line in some_lines) if item is not None]
+            targets = urn_uuid_targets(import_id, {element["reference"][len(URN_UUID):] for item in parsed
+                                                   for element in item.references
+                                                   if element["reference"].startswith(URN_UUID)})
+            ready = [item for item in parsed
+                     if _resolve_and_check(item, targets, resolver, outcome, defer_unresolved)]
+            for batch in _unique_batches(ready):
+                _write(batch, outcome)
     return outcome
 
 
