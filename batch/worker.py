@@ -91,13 +91,23 @@ def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> Wor
                      poll_attempts=poll_attempts)
 
 
-def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
-    """Run the claimed chunk's step (its lease renewed meanwhile) and store the outcome."""
+def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> str | None:
+    """Run the claimed chunk's step (its lease renewed meanwhile) and store the outcome.
+
+    Returns the error message stored for the chunk when this run errored or failed it, else None: the
+    Celery task reports it as a failed task once every chunk of its message ran (`batch.tasks`).
+    """
     instance = chunk.instance
     step = definition.step(chunk.target_step_id)
     max_seconds = definition.max_chunk_seconds or batch_settings().max_chunk_run.total_seconds()
-    overrun = f"the step ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS): taken as hung"
-    lease = chunk_lease(chunk.id, chunk.claim_token, max_seconds, on_overrun=lambda: on_chunk_errored(chunk, overrun))
+    overrun_errors: list[str | None] = []  # written by the lease keeper's thread, read once the step returned
+
+    def record_overrun() -> None:
+        overrun = f"the step ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS): taken as hung"
+        overrun_errors.append(on_chunk_errored(chunk, overrun))
+
+    lease = chunk_lease(chunk.id, chunk.claim_token, max_seconds, on_overrun=record_overrun)
+    error: str | None = None
     with lease_keeper.holding(lease):
         context = RunningStepContext(instance.id, step.id, chunk.id, instance.parameters, chunk.data, lease,
                                      attempt=chunk.attempts)
@@ -111,21 +121,24 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk) -> None:
             outcome = partial(on_chunk_failed, chunk, str(failure))
         except JobCancelled:
             outcome = partial(on_chunk_interrupted, chunk, context)
-        except Exception as error:
+        except Exception as raised:
             logger.exception("job %s chunk %s: step %s raised", instance.id, chunk.id, step.id)
-            outcome = partial(on_chunk_errored, chunk, _describe(error))
+            outcome = partial(on_chunk_errored, chunk, _describe(raised))
         else:
             if lease.lost:  # the chunk is no longer this claim's (lapsed, overrun, cancelled): its result does not count
                 outcome = partial(on_chunk_interrupted, chunk, context)
             else:
                 outcome = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings)
         # Recording the outcome outlives a database restart: the step's work is not thrown away for it.
+        # An outcome that stores an error (errored, failed) returns its message.
         try:
-            surviving_connection_loss(outcome, f"recording the outcome of chunk {chunk.id}")
-        except Exception as error:  # recorded now with its real message, not later as "Worker lost"
+            error = surviving_connection_loss(outcome, f"recording the outcome of chunk {chunk.id}")
+        except Exception as failure:  # recorded now with its real message, not later as "Worker lost"
             logger.exception("job %s chunk %s: recording the outcome failed", instance.id, chunk.id)
-            message = f"recording the outcome failed: {_describe(error)}"
-            surviving_connection_loss(partial(on_chunk_errored, chunk, message), f"recording the error of {chunk.id}")
+            message = f"recording the outcome failed: {_describe(failure)}"
+            error = surviving_connection_loss(partial(on_chunk_errored, chunk, message),
+                                              f"recording the error of {chunk.id}")
+    return error or (overrun_errors[0] if overrun_errors else None)
 
 
 def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None, **fields) -> bool:
@@ -189,28 +202,34 @@ def _complete(chunk: WorkChunk, definition: JobDefinition, records: int,
     return (row[0], row[1]) if row else None
 
 
-def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> None:
-    """ERRORED and announced again for a retry after a backoff; past the retry limit, FAILED and the job with it."""
+def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> str | None:
+    """ERRORED and announced again for a retry after a backoff; past the retry limit, FAILED and the job with it.
+
+    Returns the error message stored, None when this claim no longer owned the chunk.
+    """
     errors = chunk.error_count + 1
     if errors > batch_settings().max_chunk_retries:
-        on_chunk_failed(chunk, f"Too many errors: {errors}. Last error msg was {message}", error_count=errors,
-                        only_if=only_if)
-        return
+        return on_chunk_failed(chunk, f"Too many errors: {errors}. Last error msg was {message}", error_count=errors,
+                               only_if=only_if)
     backoff = batch_settings().retry_backoff(errors)
     with transaction.atomic():
-        if _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,
-                       lease_expires_at=None, announced_at=database_now(backoff)):
+        errored = _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,
+                              lease_expires_at=None, announced_at=database_now(backoff))
+        if errored:
             flow.announce_chunks(chunk.instance, [(chunk.id, chunk.target_step_id)], backoff.total_seconds())
+    return message if errored else None
 
 
 def on_chunk_failed(chunk: WorkChunk, message: str, *, error_count: int | None = None,
-                    only_if: Q | None = None) -> None:
+                    only_if: Q | None = None) -> str | None:
+    """FAILED, and its job with it. Returns the error message stored, None when this claim no longer owned the chunk."""
     with transaction.atomic():
         failed = _move_owned(chunk, ChunkStatus.FAILED, only_if, error_message=message, end_time=database_now(),
                              lease_expires_at=None,
                              error_count=error_count if error_count is not None else chunk.error_count)
         if failed:
             flow.fail_job(chunk.instance_id, message)
+    return message if failed else None
 
 
 def on_lease_expired(chunk: WorkChunk, now) -> None:
@@ -231,7 +250,7 @@ def on_chunk_poll_requested(chunk: WorkChunk, definition: JobDefinition, delay) 
         _after_chunk_left_flight(chunk, definition)
 
 
-def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> None:
+def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> str | None:
     """A cancel stopped the step: the chunk goes back to READY, to run again if the job is restarted.
 
     A lost lease also looks like a cancel to the step; then the chunk is someone else's (or errored by
@@ -240,7 +259,8 @@ def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> None:
     if context.job_is_stopped():
         _move_owned(chunk, ChunkStatus.READY, lease_expires_at=None)  # fenced: only while this claim owns it
     elif not context.lease.lost:
-        on_chunk_errored(chunk, "the step raised JobCancelled but the job is not cancelled")
+        return on_chunk_errored(chunk, "the step raised JobCancelled but the job is not cancelled")
+    return None
 
 
 def _after_chunk_left_flight(chunk: WorkChunk, definition: JobDefinition, unfinished_seen: int | None = None) -> None:

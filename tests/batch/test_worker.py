@@ -1,7 +1,6 @@
 """The worker: claims are exclusive, duplicates and late messages change nothing, a lost claim cannot write,
 re-run steps do not duplicate their output, leases are renewed, cancels stop steps, caps hold."""
 import threading
-import time
 import uuid
 from datetime import timedelta
 
@@ -225,12 +224,14 @@ class FakeClock:
         self.now += seconds
 
 
-def test_emitting_into_a_cancelled_job_raises_and_stops_the_step(define_job, bus):
+def test_emitting_into_a_cancelled_job_raises_and_stops_the_step(define_job, bus, monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(step_context, "time", clock)
     emitted = []
 
     def plan(context, sink) -> int:
         cancel_job(context.instance_id)
-        time.sleep(1.05)  # past the cancel check interval
+        clock.advance(step_context.CANCEL_CHECK_SECONDS)  # the next emit is due to check
         for n in range(1000):
             sink.accept({"n": n})
             emitted.append(n)
