@@ -9,10 +9,14 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 LOWEST = datetime(1, 1, 1, tzinfo=timezone.utc)  # stands for "no lower bound" (e.g. a Period without start)
 HIGHEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)  # "no upper bound"
 ONE_MICROSECOND = timedelta(microseconds=1)  # PostgreSQL's timestamp resolution
+# Values parsed lately, remembered: a bulk load indexes the same few dates over and over (an encounter's
+# time is its observations' too: half the values of a Synthea load repeat within the last thousand).
+PARSED_DATES_MEMO = 4096
 
 DATE_PATTERN = re.compile(
     r"^(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
@@ -26,7 +30,12 @@ def parse_date_range(text: str) -> tuple[datetime, datetime] | None:
 
     A time without a zone is taken as UTC (the spec leaves it to the server).
     """
-    match = DATE_PATTERN.match(text) if isinstance(text, str) else None
+    return _parse_date_text(text) if isinstance(text, str) else None
+
+
+@lru_cache(maxsize=PARSED_DATES_MEMO)
+def _parse_date_text(text: str) -> tuple[datetime, datetime] | None:
+    match = DATE_PATTERN.match(text)
     if match is None:
         return None
     parts = match.groupdict()
@@ -69,6 +78,7 @@ def _shift(moment: datetime, year: int) -> datetime | None:
         return None
 
 
+@lru_cache(maxsize=64)  # the zones of the data: a handful
 def _zone(text: str | None) -> timezone:
     if text is None or text == "Z":
         return timezone.utc

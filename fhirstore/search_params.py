@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -30,6 +30,8 @@ from fhirstore.resource_types import RESOURCE_TYPES, is_valid_id
 Kind = Literal["token", "string", "date", "reference", "number", "quantity"]  # number, quantity: custom only
 
 INDEXED_TEXT_LENGTH = 200  # longest string or code kept in an index row (HAPI's limit); B-tree keys stay small
+# References parsed lately, remembered: a bulk load repeats each patient and encounter reference many times.
+PARSED_REFERENCES_MEMO = 4096
 
 
 @dataclass(frozen=True)
@@ -277,14 +279,26 @@ def extract_index_rows(resource: dict) -> IndexRows:
 def extractor_for(resource_type: str) -> Callable[[dict], IndexRows]:
     """The extraction function of one resource type, compiled from the parameter table."""
     stored = [p for p in params_for(resource_type).values() if p.stored_as is None]
-    split_paths = [(p, [path.split(".") for path in p.paths]) for p in stored]
+    # (first element, the rest of the path, add, param) per path: most paths are one element, and most
+    # elements are absent from a given resource, so the first lookup decides cheaply.
+    steps = [(first, tuple(rest), _ADD[p.kind], p) for p in stored
+             for first, *rest in (path.split(".") for path in p.paths)]
 
     def extract(resource: dict) -> IndexRows:
         rows = IndexRows()
-        for param, paths in split_paths:
-            for path in paths:
-                for value in _walk(resource, path):
-                    _ADD[param.kind](rows, param, value)
+        get = resource.get
+        for first, rest, add, param in steps:
+            value = get(first)
+            if value is None:
+                continue
+            if rest:
+                for found in _walk(value if type(value) is list else [value], rest):
+                    add(rows, param, found)
+            elif type(value) is list:
+                for found in value:
+                    add(rows, param, found)
+            else:
+                add(rows, param, value)
         return rows
 
     extract.__name__ = f"extract_{resource_type}"
@@ -304,6 +318,7 @@ def normalize_string(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
+@lru_cache(maxsize=PARSED_REFERENCES_MEMO)
 def parse_relative_reference(reference: str) -> tuple[str, str] | None:
     """`(type, id)` of a relative literal reference `Type/id` or `Type/id/_history/v`; None for anything else."""
     parts = reference.split("/")
@@ -314,9 +329,9 @@ def parse_relative_reference(reference: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-def _walk(resource: dict, path: list[str]) -> list[object]:
-    """The values at `path`, lists along the way (and at the end) flattened."""
-    current: list[object] = [resource]
+def _walk(nodes: list[object], path: Sequence[str]) -> list[object]:
+    """The values at `path` below `nodes`, lists along the way (and at the end) flattened."""
+    current = nodes
     for key in path:  # a loop, not recursive generators: this runs for every parameter of every resource
         found: list[object] = []
         for node in current:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -100,51 +100,79 @@ def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> l
     if not writes:
         return []
     _require_transaction()
-    keys = [(w.resource["resourceType"], w.resource["id"]) for w in writes]
-    if len(set(keys)) != len(keys):
-        raise InvalidRequest("A resource may be written only once per batch")
+    keys = _unique_keys(writes)
     changes_parameters = any(resource_type == "SearchParameter" for resource_type, _ in keys)
     extract = index_extractor(exclusive=changes_parameters)
     with connection.cursor() as cursor:
-        now = now or _transaction_start(cursor)
         existing = _lock_current_rows(cursor, keys)
-        for write, key in zip(writes, keys):
-            _check_if_match(key, write.if_match, existing.get(key))
-        replaced = [pk for pk, _, _ in existing.values()]
-        _move_to_history(cursor, replaced)
-        new_keys = [key for key in keys if key not in existing]
-        new_pks = iter(_allocate_pks(cursor, len(new_keys)))
-        results, new_rows, updated_rows, index_items = [], [], [], []
-        for write, key in zip(writes, keys):
-            current = existing.get(key)
-            version_id = current[1] + 1 if current else 1
-            pk = current[0] if current else next(new_pks)
-            body = write.resource
-            body["meta"] = {**(body.get("meta") or {}), "versionId": str(version_id),
-                            "lastUpdated": format_instant(now)}
-            text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-            if current:
-                updated_rows.append((pk, version_id, text))
-            else:
-                new_rows.append((pk, key[0], key[1], version_id, now, False, text))
-            index_items.append((pk, key[0], extract(body)))
-            created = current is None or current[2]
-            results.append(StoredVersion(key[0], key[1], version_id, now, False, body, created))
-        with _concurrent_creation_is_a_conflict():
-            _copy(cursor, Resource, ("id", "resource_type", "logical_id", "version_id", "last_updated", "deleted",
-                                     "body"), new_rows)
-            if updated_rows:
-                cursor.execute(
-                    "UPDATE fhirstore_resource r SET version_id = u.version_id, last_updated = %s, deleted = false,"
-                    " body = u.body::jsonb FROM unnest(%s::bigint[], %s::int[], %s::text[])"
-                    " AS u(id, version_id, body) WHERE r.id = u.id",
-                    [now, *map(list, zip(*updated_rows))],
-                )
-            _write_index_rows(cursor, index_items)
+        results, pks = _write_locked(cursor, writes, keys, existing, extract, now)
     if changes_parameters:
-        sync_search_parameters([(pk, version.body) for (pk, _, _), version in zip(index_items, results)
-                                if version.resource_type == "SearchParameter"])
+        _sync_search_parameters(results, pks)
     return results
+
+
+def _unique_keys(writes: Sequence[Write]) -> list[tuple[str, str]]:
+    keys = [(w.resource["resourceType"], w.resource["id"]) for w in writes]
+    if len(set(keys)) != len(keys):
+        raise InvalidRequest("A resource may be written only once per batch")
+    return keys
+
+
+def _write_locked(cursor, writes: Sequence[Write], keys: Sequence[tuple[str, str]],
+                  existing: dict[tuple[str, str], tuple[int, int, bool]], extract: Callable[[dict], IndexRows],
+                  now: datetime | None) -> tuple[list[StoredVersion], list[int]]:
+    """The writing half of `save_resources`, once the parameters lock is taken and the rows are locked.
+    Returns the versions and their rows' ids."""
+    if not writes:
+        return [], []
+    now = now or _transaction_start(cursor)
+    for write, key in zip(writes, keys):
+        _check_if_match(key, write.if_match, existing.get(key))
+    replaced = [existing[key][0] for key in keys if key in existing]
+    _move_to_history(cursor, replaced)
+    new_pks = iter(_allocate_pks(cursor, len(keys) - len(replaced)))
+    last_updated = format_instant(now)
+    results, new_rows, updated_rows, index_items = [], [], [], []
+    for write, key in zip(writes, keys):
+        current = existing.get(key)
+        version_id = current[1] + 1 if current else 1
+        pk = current[0] if current else next(new_pks)
+        body = write.resource
+        body["meta"] = {**(body.get("meta") or {}), "versionId": str(version_id), "lastUpdated": last_updated}
+        text = _json_text(body)
+        if current:
+            updated_rows.append((pk, version_id, text))
+        else:
+            new_rows.append((pk, key[0], key[1], version_id, now, False, text))
+        index_items.append((pk, key[0], extract(body)))
+        created = current is None or current[2]
+        results.append(StoredVersion(key[0], key[1], version_id, now, False, body, created))
+    with _concurrent_creation_is_a_conflict():
+        _copy(cursor, Resource, ("id", "resource_type", "logical_id", "version_id", "last_updated", "deleted",
+                                 "body"), new_rows)
+        if updated_rows:
+            cursor.execute(
+                "UPDATE fhirstore_resource r SET version_id = u.version_id, last_updated = %s, deleted = false,"
+                " body = u.body::jsonb FROM unnest(%s::bigint[], %s::int[], %s::text[])"
+                " AS u(id, version_id, body) WHERE r.id = u.id",
+                [now, *map(list, zip(*updated_rows))],
+            )
+        _write_index_rows(cursor, index_items)
+    return results, [pk for pk, _, _ in index_items]
+
+
+def _sync_search_parameters(results: Sequence[StoredVersion], pks: Sequence[int]) -> None:
+    sync_search_parameters([(pk, version.body) for pk, version in zip(pks, results)
+                            if version.resource_type == "SearchParameter"])
+
+
+def _json_text(body: dict) -> str:
+    """Compact JSON of a body: orjson (~5x faster than `json`, a tenth of a bulk load's time saved); `json` for
+    what orjson refuses but `json.loads` may have produced (integers beyond 64 bits), so nothing new fails."""
+    try:
+        return orjson.dumps(body).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 def save_changed_resources(writes: Sequence[Write], *, now: datetime | None = None
@@ -158,9 +186,10 @@ def save_changed_resources(writes: Sequence[Write], *, now: datetime | None = No
     if not writes:
         return [], set()
     _require_transaction()
-    keys = [(w.resource["resourceType"], w.resource["id"]) for w in writes]
+    keys = _unique_keys(writes)
     # The parameters lock before any row lock, in the order save_resources takes them (no lock-order deadlock).
-    index_extractor(exclusive=any(resource_type == "SearchParameter" for resource_type, _ in keys))
+    changes_parameters = any(resource_type == "SearchParameter" for resource_type, _ in keys)
+    extract = index_extractor(exclusive=changes_parameters)
     with connection.cursor() as cursor:
         existing = _lock_current_rows(cursor, keys)
         candidates = [(key, _without_version_meta(write.resource)) for write, key in zip(writes, keys)
@@ -178,8 +207,12 @@ def save_changed_resources(writes: Sequence[Write], *, now: datetime | None = No
                 [orjson.dumps([[key[0], key[1], body] for key, body in candidates]).decode()],
             )
             unchanged = {(resource_type, logical_id) for resource_type, logical_id in cursor.fetchall()}
-    changed = [write for write, key in zip(writes, keys) if key not in unchanged]
-    return save_resources(changed, now=now), unchanged
+        changed = [(write, key) for write, key in zip(writes, keys) if key not in unchanged]
+        results, pks = _write_locked(cursor, [write for write, _ in changed], [key for _, key in changed],
+                                     existing, extract, now)
+    if changes_parameters:
+        _sync_search_parameters(results, pks)
+    return results, unchanged
 
 
 def _without_version_meta(resource: dict) -> dict:
@@ -344,12 +377,13 @@ def _require_transaction() -> None:
 
 def _lock_current_rows(cursor, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int, bool]]:
     """`{(type, id): (pk, version_id, deleted)}` of the rows that exist, locked in pk order (no deadlocks)."""
-    types, ids = zip(*keys)
+    # One JSON parameter, not two text[]: psycopg quotes an array element by element in Python (a tenth of a
+    # bulk load's client CPU went there), one string in a single C call.
     cursor.execute(
         "SELECT r.id, r.resource_type, r.logical_id, r.version_id, r.deleted FROM fhirstore_resource r"
-        " JOIN unnest(%s::text[], %s::text[]) AS k(resource_type, logical_id)"
-        " ON r.resource_type = k.resource_type AND r.logical_id = k.logical_id ORDER BY r.id FOR UPDATE OF r",
-        [list(types), list(ids)],
+        " JOIN jsonb_array_elements(%s::jsonb) AS k(key)"
+        " ON r.resource_type = k.key->>0 AND r.logical_id = k.key->>1 ORDER BY r.id FOR UPDATE OF r",
+        [orjson.dumps(keys).decode()],
     )
     return {(resource_type, logical_id): (pk, version_id, deleted)
             for pk, resource_type, logical_id, version_id, deleted in cursor.fetchall()}

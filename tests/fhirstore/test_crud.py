@@ -36,6 +36,14 @@ def test_plain_json_is_accepted(fhir):
     assert response.status_code == 201
 
 
+def test_a_number_beyond_64_bits_is_stored_as_sent(fhir):
+    """Bodies are serialized with orjson, which refuses such integers; the store must not."""
+    created = fhir.post("/fhir/Basic", {"resourceType": "Basic", "code": {"text": "big"},
+                                        "extension": [{"url": "urn:x", "valueInteger64": 2**70}]}).json()
+
+    assert fhir.get(f"/fhir/Basic/{created['id']}").json()["extension"][0]["valueInteger64"] == 2**70
+
+
 def test_update_makes_a_new_version_and_keeps_the_old_one(fhir):
     created = fhir.post("/fhir/Patient", patient(family="Before")).json()
 

@@ -1,4 +1,5 @@
 """load_fhir and generate_fhir: streamed, batched, every reference resolved, bad lines reported not fatal."""
+import gc
 import gzip
 import json
 import shutil
@@ -8,6 +9,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from fhirstore.bulkimport import loader
 from fhirstore.loading import load_paths
 from fhirstore.models import Resource, TokenIndex
 from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, assert_every_reference_resolves, patient
@@ -141,6 +143,34 @@ def test_a_repeated_id_in_a_file_becomes_a_new_version(tmp_path):
 
     current = Resource.objects.get(logical_id="twice")
     assert (current.version_id, current.body["gender"]) == (2, "female")
+
+
+def test_a_chunk_longer_than_a_write_batch_loads_whole_with_a_repeated_id_as_its_next_version(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "WRITE_BATCH_SIZE", 2)
+    path = tmp_path / "Patient.000.ndjson"
+    write_lines(path, patient(id="a", gender="male"), patient(id="b"), patient(id="c"), patient(id="a", gender="female"),
+                patient(id="d"))
+
+    report = load_paths([path], batch_size=100)
+
+    assert report.counts == {"Patient": 5}
+    assert sorted(Resource.objects.values_list("logical_id", "version_id")) == [("a", 2), ("b", 1), ("c", 1), ("d", 1)]
+    assert Resource.objects.get(logical_id="a").body["gender"] == "female"
+
+
+def test_the_cycle_collector_runs_again_after_a_load_even_one_that_failed(tmp_path, monkeypatch):
+    path = tmp_path / "Patient.000.ndjson"
+    write_lines(path, patient(id="a"))
+    load_paths([path])
+    assert gc.isenabled()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(loader, "_write", broken)
+    with pytest.raises(RuntimeError):
+        load_paths([path])
+    assert gc.isenabled()
 
 
 def test_referenced_types_load_first_whatever_the_order_given(tmp_path):

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import pytest
 from django.db import connection, transaction
 
-from fhirstore.fhirdates import HIGHEST, parse_date_range
+from fhirstore.fhirdates import HIGHEST, LOWEST, parse_date_range
 from fhirstore.models import TokenIndex
 from fhirstore.scan import compartment_ids_page, resource_ids_page
 from fhirstore.search_params import (
@@ -100,6 +100,17 @@ def test_fhir_dates_cover_the_range_their_precision_says(text, low, high):
 @pytest.mark.parametrize("text", ["2021-02-29", "2020-13", "20", "yesterday", "2020-01-01T10"])
 def test_impossible_dates_are_not_dates(text):
     assert parse_date_range(text) is None
+
+
+@pytest.mark.parametrize("value", [None, 2020, {"start": "2020"}, ["2020"]])
+def test_values_that_are_not_text_are_not_dates(value):
+    assert parse_date_range(value) is None
+
+
+def test_a_period_whose_bounds_are_not_text_is_indexed_as_unbounded_rather_than_failing_the_write():
+    encounter = {"resourceType": "Encounter", "id": "e1", "period": {"start": {"not": "a date"}, "end": ["2020"]}}
+
+    assert extract_index_rows(encounter).dates == {("date", LOWEST, HIGHEST)}
 
 
 def test_the_last_year_reaches_the_end_of_time():
