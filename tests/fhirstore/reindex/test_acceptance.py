@@ -2,6 +2,7 @@
 `$reindex` that survives a worker killed with SIGKILL in the middle of it."""
 from __future__ import annotations
 
+import signal
 import uuid
 
 import pytest
@@ -61,10 +62,12 @@ def test_a_search_parameter_on_the_synthea_birth_sex_extension_follows_its_autom
         processes, node, operator):
     assert not load_paths([SYNTHEA_NDJSON]).bad
     store(patient("f1", "F"), patient("f2", "F"), patient("none"))
-    start_workers(processes, node, "worker")
+    worker, = start_workers(processes, node, "worker")
 
+    worker.signal_group(signal.SIGSTOP)  # frozen: its reindex cannot end before the search below, however slow this is
     sp_id = operator.post("/fhir/SearchParameter", search_parameter()).json()["id"]
     assert_outcome(operator.get("/fhir/Patient?birthsex=M"), 400, "is being indexed")
+    worker.signal_group(signal.SIGCONT)
     assert wait_for_the_end(CustomSearchParameter.objects.get().reindex_job_id).status == JobStatus.COMPLETED
     assert searched(operator, "birthsex=M") == birth_sex_by_scan("M") and len(birth_sex_by_scan("M")) == 3
     assert searched(operator, "birthsex=F") == birth_sex_by_scan("F") == {"f1", "f2"}
