@@ -264,26 +264,31 @@ class EmittedChunkHeld:
         self.connection.close()
 
 
+PER_TYPE_WALK = ("Condition", "Encounter", "Immunization", "MedicationRequest", "Patient", "Procedure")
+
+
 @pytest.mark.parametrize(("types", "chunk_size", "held_at", "persisted_when_killed", "row_ranges"), [
     # Every type: 5,145 rows in ranges of 25 row ids, 8 ranges per fetch chunk: 26 fetch chunks, all emitted
-    # and held in the worker's memory when its one flush (at its completion) is stopped.
-    pytest.param((), 25, (5, 15, 25), 0, True, id="whole-store-row-ranges"),
-    # Patient and Encounter (730 resources, a seventh of the store) one per page by (type, last id) keysets:
-    # 730 fetch chunks; each worker has committed the first 500 and is stopped in the second flush, later each time.
-    pytest.param(("Patient", "Encounter"), 1, (550, 620, 700), SINK_FLUSH_SIZE, False, id="per-type-keysets"),
+    # and in the worker's memory when its one flush (at its completion) is stopped.
+    pytest.param((), 25, (5, 15, 25), (0, 0, 0), True, id="whole-store-row-ranges"),
+    # Every type but Observation (1,744 resources, a third of the store), one per page by (type, last id)
+    # keysets: 1,744 fetch chunks. Each worker gets one flush further: it re-emits what the ones before it
+    # committed (the engine must take those as the same pages) and is stopped in the flush after.
+    pytest.param(PER_TYPE_WALK, 1, (750, 1250, 1600), (500, 1000, 1500), False, id="per-type-keysets"),
 ])
 def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactly_once(
         processes, settings, export_storage, types, chunk_size, held_at, persisted_when_killed, row_ranges):
     """Issue 13: kill the worker during the fetch step of a 200k export, several times; every resource once.
 
-    50 generated patients (5,145 resources) stand for the 200k: what a lost fetch risks does not depend on the
-    store's size but on where the walk is cut. A chunk size of 1 or 25 makes this store's walk as long, in
-    pages, as a 200k store's is at 10,000 (some hundreds of chunks), long enough to pass the engine's
-    500-chunk flush: the per-type walk is killed three times with 500 chunks committed and more in memory, so
-    each rerun re-emits those 500 (the engine must take them as the same pages) and goes past them; the
-    whole-store walk (a few dozen chunks at any size that keeps its 8 × 25-row write chunks few) is killed
-    in its final flush. Resources written between the kills (after transactionTime) must not shift a rerun's
-    pages. Each worker is stopped at a chosen emitted chunk (`EmittedChunkHeld`), frozen and killed; beat's
+    50 generated patients (5,145 resources) stand for the 200k: what a lost fetch risks (committed chunks
+    re-emitted, pages shifted on the rerun, a flush cut in half) depends on how many pages the walk has and
+    where it is cut, not on how many resources a page holds. At a chunk size of 1 the per-type walk has 1,744
+    pages, more than a 200k store has at the default 10,000 (20) or at HAPI's 1,000 (200), and it crosses the
+    engine's 500-chunk flush three times: it is killed after 500, 1,000 and 1,500 committed chunks with more
+    in memory, so each rerun re-emits what was committed (the engine must take it as the same pages) and goes
+    past it. The whole-store walk emits 8 row ranges per chunk (26 chunks of 25-row ranges here) and is killed
+    in its only flush (crossing a flush would take 4,000 write chunks). Resources written between the kills
+    (after transactionTime) must not shift a rerun's pages. Each worker is stopped at a chosen emitted chunk (`EmittedChunkHeld`), frozen and killed; beat's
     maintenance sees its lease lapse, and the retry goes to the next worker started on the node's queue.
     """
     with BulkLoader() as loader:
@@ -312,7 +317,7 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
     fetch = WorkChunk.objects.get(instance=instance, target_step_id=FETCH_STEP)
     emitted = WorkChunk.objects.filter(instance=instance, target_step_id="expand-resources")
 
-    for kill, index in enumerate(held_at, start=1):
+    for kill, (index, persisted) in enumerate(zip(held_at, persisted_when_killed, strict=True), start=1):
         held = EmittedChunkHeld(fetch, index)
         try:
             doomed = celery_worker(env={**environment, "BATCH_LEASE_SECONDS": "3"}, queues=[queue], concurrency=1,
@@ -321,7 +326,7 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
             wait_until(held.waited_for, timeout=180, message=lambda: f"fetch never reached chunk {index}:\n{doomed.tail()}")
             kill_while_it_holds(doomed, WorkChunk.objects.filter(
                 id=fetch.id, status=ChunkStatus.IN_PROGRESS, worker__startswith=f"doomed{kill}-"), timeout=60)
-            assert emitted.count() == persisted_when_killed
+            assert emitted.count() == persisted
         finally:
             held.release()
         store(patient(f"written-after-kill-{kill}"))  # after transactionTime: in no page of any rerun
