@@ -252,16 +252,21 @@ class EmittedChunkHeld:
             {"id": uuid.uuid5(fetch_chunk.id, str(index)), "fetch": fetch_chunk.id})
         self.backend = self.connection.info.backend_pid
 
-    def waited_for(self) -> bool:
-        """Whether some session waits for this transaction (the worker's flush of the held id)."""
+    def waiting_sessions(self) -> list[int]:
+        """The database sessions (backend pids) waiting for this transaction: the worker's flush of the held id."""
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-                           [self.backend])
-            return cursor.fetchone()[0] > 0
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [self.backend])
+            return [pid for pid, in cursor.fetchall()]
 
     def release(self) -> None:
         self.connection.rollback()
         self.connection.close()
+
+
+def sessions_alive(pids: list[int]) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids])
+        return cursor.fetchone()[0] > 0
 
 
 PER_TYPE_WALK = ("Condition", "Encounter", "Immunization", "MedicationRequest", "Patient", "Procedure")
@@ -288,8 +293,9 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
     in memory, so each rerun re-emits what was committed (the engine must take it as the same pages) and goes
     past it. The whole-store walk emits 8 row ranges per chunk (26 chunks of 25-row ranges here) and is killed
     in its only flush (crossing a flush would take 4,000 write chunks). Resources written between the kills
-    (after transactionTime) must not shift a rerun's pages. Each worker is stopped at a chosen emitted chunk (`EmittedChunkHeld`), frozen and killed; beat's
-    maintenance sees its lease lapse, and the retry goes to the next worker started on the node's queue.
+    (after transactionTime) must not shift a rerun's pages. Each worker is stopped at a chosen emitted chunk
+    (`EmittedChunkHeld`), frozen and killed; beat's maintenance sees its lease lapse, and the retry goes to the
+    next worker started on the node's queue.
     """
     with BulkLoader() as loader:
         for resource in generate_resources(patients=50, seed=13):
@@ -323,12 +329,16 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
             doomed = celery_worker(env={**environment, "BATCH_LEASE_SECONDS": "3"}, queues=[queue], concurrency=1,
                                    name=f"doomed{kill}")
             processes.append(doomed)
-            wait_until(held.waited_for, timeout=180, message=lambda: f"fetch never reached chunk {index}:\n{doomed.tail()}")
+            stopped = wait_until(held.waiting_sessions, timeout=180,
+                                 message=lambda: f"fetch never reached chunk {index}:\n{doomed.tail()}")
             kill_while_it_holds(doomed, WorkChunk.objects.filter(
                 id=fetch.id, status=ChunkStatus.IN_PROGRESS, worker__startswith=f"doomed{kill}-"), timeout=60)
             assert emitted.count() == persisted
         finally:
             held.release()
+        # Released, the dead worker's session runs its insert, finds its client gone and rolls back; until then
+        # it could take the next held id itself and be mistaken for the next worker.
+        wait_until(lambda: not sessions_alive(stopped), timeout=60, message="the killed worker's session lives on")
         store(patient(f"written-after-kill-{kill}"))  # after transactionTime: in no page of any rerun
 
     processes.append(celery_worker(env=environment, queues=[queue], concurrency=2, name="survivor"))
