@@ -1,10 +1,12 @@
 """The steps of the BULK_IMPORT job, written against the batch job-author API only.
 
-fetch-files → load-resources → load-deferred → report, gated:
-- `fetch-files` streams each input (or the inputs a Bulk Data manifest lists), splits it into chunks of
-  `chunk_size` lines (compressed), and notes the import set's ids for `urn:uuid:` references. A source
-  that fails is read again with backoff, resuming after the last line emitted; emitted chunks have ids
-  derived from their position, so a rerun of the step does not duplicate them.
+list-files → fetch-files → load-resources → load-deferred → report, gated:
+- `list-files` emits one chunk per input (reading the Bulk Data manifest, when given one), so that inputs
+  are fetched in parallel.
+- `fetch-files` streams its one input, splits it into chunks of `chunk_size` lines (compressed), and notes
+  its ids for `urn:uuid:` references; the gate makes every input's ids staged before any chunk loads. A
+  source that fails is read again with backoff, resuming after the last line emitted; emitted chunks have
+  ids derived from their input chunk and position, so a rerun of the chunk does not duplicate them.
 - `load-resources` loads one chunk (see `loader`), records its bad lines, and passes on the lines whose
   conditional references found nothing yet.
 - `load-deferred` loads those once every chunk has loaded: the order of the files does not matter.
@@ -46,25 +48,48 @@ RETRY_BACKOFF_SECONDS = 1.0  # the first wait before reading a failed source aga
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
+def list_files(context: StepContext, sink: DataSink) -> int:
+    """One chunk per input (the inputs a Bulk Data manifest lists too): each is fetched by its own chunk of
+    `fetch-files`, so several worker processes split files at once. Returns the number of inputs."""
+    inputs = _inputs(context, _request_headers(_import_id(context)))
+    for item in inputs:
+        sink.accept({"url": item["url"]})
+    return len(inputs)
+
+
+def fetch_file(context: StepContext, sink: DataSink) -> int:
+    """Split one input into chunks of `chunk_size` lines, noting its ids for `urn:uuid:` references; the job is
+    gated, so every input's ids are staged before any chunk loads."""
+    import_id = _import_id(context)
+    return _split(sink, import_id, context.data["url"], _request_headers(import_id), context.parameters["chunk_size"])
+
+
 def fetch_files(context: StepContext, sink: DataSink) -> int:
-    """Split every input into chunks of `chunk_size` lines, noting the import set's ids on the way."""
-    import_id = uuid.UUID(context.parameters["import_id"])
+    """Version 1's first step, every input split in one chunk: kept for imports started before version 2."""
+    import_id = _import_id(context)
     headers = _request_headers(import_id)
-    chunk_size = context.parameters["chunk_size"]
+    return sum(_split(sink, import_id, item["url"], headers, context.parameters["chunk_size"])
+               for item in _inputs(context, headers))
+
+
+def _inputs(context: StepContext, headers: Mapping[str, str]) -> list[dict[str, str]]:
     inputs = list(context.parameters["inputs"])
     if context.parameters.get("manifest_url"):
         inputs += manifest_inputs(context.parameters["manifest_url"], headers)
     inputs.sort(key=_reference_rank)  # fewer conditional references wait for load-deferred; the order stays fixed
+    return inputs
+
+
+def _split(sink: DataSink, import_id: uuid.UUID, url: str, headers: Mapping[str, str], chunk_size: int) -> int:
     fetched = 0
-    for item in inputs:
-        batch: list[Line] = []
-        for line in read_lines(item["url"], headers):
-            batch.append(line)
-            if len(batch) >= chunk_size:
-                fetched += _emit(sink, import_id, item["url"], batch)
-                batch = []
-        if batch:
-            fetched += _emit(sink, import_id, item["url"], batch)
+    batch: list[Line] = []
+    for line in read_lines(url, headers):
+        batch.append(line)
+        if len(batch) >= chunk_size:
+            fetched += _emit(sink, import_id, url, batch)
+            batch = []
+    if batch:
+        fetched += _emit(sink, import_id, url, batch)
     return fetched
 
 

@@ -53,6 +53,45 @@ def test_importing_the_same_files_again_makes_no_new_version(importer, synthea):
     assert dict(Resource.objects.values_list("logical_id", "body")) == bodies
 
 
+def test_each_input_is_fetched_by_a_chunk_of_its_own_and_every_id_is_staged_before_any_load(importer, synthea,
+                                                                                            settings):
+    from batch import control
+    from fhirstore.bulkimport.models import BulkImport
+
+    settings.BULK_IMPORT_CHUNK_SIZE = 50
+    urls = file_urls(synthea)
+    importer.kick_off(*urls)
+    job_id = BulkImport.objects.get().job_instance_id
+    while control.get_job(job_id).current_step != "load-resources":
+        importer.bus.deliver_next()
+
+    job = control.get_job(job_id)
+    assert job.step("fetch-files").total == job.step("fetch-files").done == len(urls)
+    expected = file_counts(synthea)
+    assert job.step("load-resources").total == sum(-(-count // 50) for count in expected.values())
+    assert StagedId.objects.count() == sum(expected.values()) and not Resource.objects.exists()
+    importer.bus.drain()
+    assert stored_counts() == expected
+
+
+def test_an_import_started_as_version_1_still_completes(importer, synthea):
+    """Version 1 (every input split by one chunk) stays registered for imports running when version 2 came."""
+    from batch import control
+    from batch.models import JobInstance, WorkChunk
+    from fhirstore.bulkimport.models import BulkImport
+
+    response = importer.kick_off(*file_urls(synthea))
+    job_id = BulkImport.objects.get().job_instance_id
+    JobInstance.objects.filter(id=job_id).update(definition_version=1, current_gated_step_id="fetch-files")
+    WorkChunk.objects.filter(instance_id=job_id, target_step_id="list-files").update(target_step_id="fetch-files")
+
+    outcome = importer.finish(response["Content-Location"])
+
+    assert control.get_job(job_id).step("fetch-files").total == 1
+    total = sum(file_counts(synthea).values())
+    assert diagnostics(outcome)[0] == f"Import completed: {total} loaded, 0 unchanged, 0 failed, 0 warnings"
+
+
 def test_the_purge_drops_staged_ids_of_imports_that_ended_without_a_report_and_imports_batch_forgot(
         importer, synthea):
     from datetime import timedelta
@@ -65,7 +104,9 @@ def test_the_purge_drops_staged_ids_of_imports_that_ended_without_a_report_and_i
     from fhirstore.bulkimport.services import purge_ended_imports
 
     importer.kick_off(*file_urls(synthea))
-    importer.bus.deliver_next()  # fetch-files: ids staged
+    job_id = BulkImport.objects.get().job_instance_id
+    while control.get_job(job_id).current_step != "load-resources":
+        importer.bus.deliver_next()  # list-files, then fetch-files: ids staged
     assert StagedId.objects.exists()
     control.cancel_job(BulkImport.objects.get().job_instance_id)  # cancelled: no report step drops them
     importer.bus.drain()
