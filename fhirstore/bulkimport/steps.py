@@ -8,15 +8,17 @@ list-files → fetch-files → load-resources → load-deferred → report, gate
   source that fails is read again with backoff, resuming after the last line emitted; emitted chunks have
   ids derived from their input chunk and position, so a rerun of the chunk does not duplicate them.
 - `load-resources` loads one chunk (see `loader`), records its bad lines, and passes on the lines whose
-  conditional references found nothing yet.
+  conditional references found nothing yet, with its counts; a chunk that has none emits nothing and keeps
+  its counts in a `LoadSummary` row.
 - `load-deferred` loads those once every chunk has loaded: the order of the files does not matter.
-- `report` adds up the chunks' counts and drops the staged ids.
+- `report` adds up the counts (those passed on and the rows) and drops the staged ids.
 A rerun of a load chunk writes the same resources again, which changes nothing (unchanged content makes
 no new version), and replaces its issues.
 """
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import time
 import uuid
@@ -37,7 +39,7 @@ from fhirstore.bulkimport.loader import (
     merge_summaries,
     stage_ids,
 )
-from fhirstore.bulkimport.models import BulkImport, ImportIssue
+from fhirstore.bulkimport.models import BulkImport, ImportIssue, LoadSummary
 from fhirstore.bulkimport.sources import Line, check_source, lines, open_blocks
 from fhirstore.loading import LOAD_ORDER
 
@@ -164,15 +166,25 @@ def load_resources(context: StepContext, sink: DataSink) -> int:
     outcome = load_lines(source_lines, import_id=_import_id(context), defer_unresolved=True)
     _record_issues(context, outcome)
     deferred = [[line.file, line.number, line.content.decode()] for line in outcome.deferred]
-    sink.accept({"summary": outcome.summary(), "deferred_zlib": pack(orjson.dumps(deferred)) if deferred else None})
+    if not deferred:  # nothing for load-deferred to do: no chunk, the report reads the summary from its row
+        LoadSummary.objects.update_or_create(chunk_id=context.chunk_id, defaults={
+            "import_id": _import_id(context), "summary": outcome.summary()})
+        return len(source_lines)
+    LoadSummary.objects.filter(chunk_id=context.chunk_id).delete()  # an earlier run of the chunk deferred nothing
+    sink.accept({"load_chunk": str(context.chunk_id), "summary": outcome.summary(),
+                 "deferred_zlib": pack(orjson.dumps(deferred))})
     return len(source_lines)
 
 
 def load_deferred(context: StepContext, sink: DataSink) -> int:
     """The chunk's lines whose conditional references matched nothing before every chunk had loaded."""
+    if "load_chunk" in context.data:  # absent from chunks emitted before LoadSummary rows existed
+        # A run of the load chunk that deferred nothing may have followed one whose chunk for this step was
+        # written already (the sink flushes large chunks early): this chunk carries the counts, not both.
+        LoadSummary.objects.filter(chunk_id=context.data["load_chunk"]).delete()
     summaries = [context.data["summary"]]
     count = 0
-    if context.data["deferred_zlib"]:
+    if context.data["deferred_zlib"]:  # None in chunks emitted before LoadSummary rows existed
         deferred = orjson.loads(unpack(context.data["deferred_zlib"]))
         outcome = load_lines((SourceLine(file, number, content.encode()) for file, number, content in deferred),
                              import_id=_import_id(context))
@@ -186,7 +198,8 @@ def load_deferred(context: StepContext, sink: DataSink) -> int:
 def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts per type (loaded / unchanged / failed), warnings, and where the rejected lines are."""
     import_id = _import_id(context)
-    merged = merge_summaries(item["summary"] for item in inputs)
+    loaded_alone = LoadSummary.objects.filter(import_id=import_id).values_list("summary", flat=True)
+    merged = merge_summaries(itertools.chain((item["summary"] for item in inputs), loaded_alone.iterator()))
     drop_staged_ids(import_id)
     errors = ImportIssue.objects.filter(import_id=import_id).count()
     totals = {kind: sum(counts[kind] for counts in merged["counts"].values()) for kind in ("loaded", "unchanged", "failed")}

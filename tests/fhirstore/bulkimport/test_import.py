@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from fhirstore.bulkimport.models import StagedId
+from fhirstore.bulkimport.models import LoadSummary, StagedId
 from fhirstore.models import Resource, ResourceVersion
 from tests.fhirstore.bulkimport.conftest import diagnostics, file_urls
 from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_every_reference_resolves
@@ -72,6 +72,7 @@ def test_each_input_is_fetched_by_a_chunk_of_its_own_and_every_id_is_staged_befo
     assert StagedId.objects.count() == sum(expected.values()) and not Resource.objects.exists()
     importer.bus.drain()
     assert stored_counts() == expected
+    assert control.get_job(job_id).step("load-deferred").total == 0  # no chunk deferred a line: none to run
 
 
 def test_an_import_started_as_version_1_still_completes(importer, synthea):
@@ -92,7 +93,7 @@ def test_an_import_started_as_version_1_still_completes(importer, synthea):
     assert diagnostics(outcome)[0] == f"Import completed: {total} loaded, 0 unchanged, 0 failed, 0 warnings"
 
 
-def test_the_purge_drops_staged_ids_of_imports_that_ended_without_a_report_and_imports_batch_forgot(
+def test_the_purge_drops_staged_ids_and_load_summaries_of_imports_that_ended_without_a_report_and_imports_batch_forgot(
         importer, synthea):
     from datetime import timedelta
 
@@ -107,15 +108,18 @@ def test_the_purge_drops_staged_ids_of_imports_that_ended_without_a_report_and_i
     job_id = BulkImport.objects.get().job_instance_id
     while control.get_job(job_id).current_step != "load-resources":
         importer.bus.deliver_next()  # list-files, then fetch-files: ids staged
-    assert StagedId.objects.exists()
+    importer.bus.deliver_next()  # a load chunk: its counts kept for the report
+    assert StagedId.objects.exists() and LoadSummary.objects.exists()
     control.cancel_job(BulkImport.objects.get().job_instance_id)  # cancelled: no report step drops them
     importer.bus.drain()
 
     assert purge_ended_imports().staged_ids == 0  # kept a day, for a restart
-    assert purge_ended_imports(now=timezone.now() + timedelta(days=2)).staged_ids > 0
-    assert not StagedId.objects.exists()
+    purged = purge_ended_imports(now=timezone.now() + timedelta(days=2))
+    assert purged.staged_ids > 0 and purged.load_summaries > 0
+    assert not StagedId.objects.exists() and not LoadSummary.objects.exists()
     BulkImport.objects.all().delete()
 
     importer.run(*file_urls(synthea))
     JobInstance.objects.all().delete()  # what batch's own purge does after BATCH_PURGE_ENDED_AFTER_DAYS
-    assert purge_ended_imports().imports == 1 and not BulkImport.objects.exists()
+    purged = purge_ended_imports()
+    assert purged.imports == 1 and purged.load_summaries > 0 and not BulkImport.objects.exists()
