@@ -9,6 +9,7 @@ class BulkImportConfig(AppConfig):
 
     def ready(self) -> None:
         from batch.api import register
-        from fhirstore.bulkimport.definition import BULK_IMPORT
+        from fhirstore.bulkimport.definition import BULK_IMPORT, BULK_IMPORT_V1
 
         register(BULK_IMPORT)
+        register(BULK_IMPORT_V1)

@@ -11,7 +11,8 @@ logger = logging.getLogger(__name__)
 
 @scheduled(every_seconds=3600)
 def purge_import_leftovers() -> None:
-    """Staged ids of imports that failed or were cancelled a day ago, and imports whose job batch purged."""
+    """Staged ids and load summaries of imports that ended a day ago, and imports whose job batch purged."""
     report = purge_ended_imports()
-    if report.imports or report.staged_ids:
-        logger.info("purged %d imports and %d staged ids", report.imports, report.staged_ids)
+    if report.imports or report.staged_ids or report.load_summaries:
+        logger.info("purged %d imports, %d staged ids and %d load summaries", report.imports, report.staged_ids,
+                    report.load_summaries)

@@ -29,7 +29,7 @@ from fhirstore.bulkimport.loader import (
     load_lines,
     stage_ids,
 )
-from fhirstore.bulkimport.models import BulkImport, BulkSubmission, ImportIssue, StagedId
+from fhirstore.bulkimport.models import BulkImport, BulkSubmission, ImportIssue, LoadSummary, StagedId
 from fhirstore.bulkimport.parameters import ImportRequest, SubmitRequest
 from fhirstore.bulkimport.sources import READ_BLOCK, lines
 from fhirstore.bulkimport.steps import BULK_IMPORT_JOB
@@ -276,11 +276,12 @@ STAGED_IDS_KEPT_AFTER_END = timedelta(days=1)  # a failed or cancelled import re
 class PurgeReport:
     imports: int = 0
     staged_ids: int = 0
+    load_summaries: int = 0
 
 
 def purge_ended_imports(*, now: datetime | None = None) -> PurgeReport:
-    """Staged ids of imports whose job ended more than a day ago (completed ones dropped theirs already), and
-    imports (with their rejected lines) whose job the batch engine has purged."""
+    """Staged ids and load summaries of imports whose job ended more than a day ago (completed ones dropped
+    their staged ids already), and imports (with their rejected lines) whose job the batch engine has purged."""
     now = now or timezone.now()
     report = PurgeReport()
     gone = BulkImport.objects.filter(job_instance_id__isnull=False).exclude(job_instance_id__in=control.job_ids())
@@ -289,7 +290,9 @@ def purge_ended_imports(*, now: datetime | None = None) -> PurgeReport:
     report.imports = gone.filter(id__in=gone_ids).delete()[1].get("bulkimport.BulkImport", 0)
     ended = BulkImport.objects.filter(job_instance_id__in=control.ended_job_ids(before=now - STAGED_IDS_KEPT_AFTER_END))
     known = BulkImport.objects.values("id")
-    report.staged_ids = StagedId.objects.filter(Q(import_id__in=ended.values("id")) | ~Q(import_id__in=known)).delete()[0]
+    leftover = Q(import_id__in=ended.values("id")) | ~Q(import_id__in=known)
+    report.staged_ids = StagedId.objects.filter(leftover).delete()[0]
+    report.load_summaries = LoadSummary.objects.filter(leftover).delete()[0]
     return report
 
 

@@ -1,20 +1,24 @@
 """The steps of the BULK_IMPORT job, written against the batch job-author API only.
 
-fetch-files → load-resources → load-deferred → report, gated:
-- `fetch-files` streams each input (or the inputs a Bulk Data manifest lists), splits it into chunks of
-  `chunk_size` lines (compressed), and notes the import set's ids for `urn:uuid:` references. A source
-  that fails is read again with backoff, resuming after the last line emitted; emitted chunks have ids
-  derived from their position, so a rerun of the step does not duplicate them.
+list-files → fetch-files → load-resources → load-deferred → report, gated:
+- `list-files` emits one chunk per input (reading the Bulk Data manifest, when given one), so that inputs
+  are fetched in parallel.
+- `fetch-files` streams its one input, splits it into chunks of `chunk_size` lines (compressed), and notes
+  its ids for `urn:uuid:` references; the gate makes every input's ids staged before any chunk loads. A
+  source that fails is read again with backoff, resuming after the last line emitted; emitted chunks have
+  ids derived from their input chunk and position, so a rerun of the chunk does not duplicate them.
 - `load-resources` loads one chunk (see `loader`), records its bad lines, and passes on the lines whose
-  conditional references found nothing yet.
+  conditional references found nothing yet, with its counts; a chunk that has none emits nothing and keeps
+  its counts in a `LoadSummary` row.
 - `load-deferred` loads those once every chunk has loaded: the order of the files does not matter.
-- `report` adds up the chunks' counts and drops the staged ids.
+- `report` adds up the counts (those passed on and the rows) and drops the staged ids.
 A rerun of a load chunk writes the same resources again, which changes nothing (unchanged content makes
 no new version), and replaces its issues.
 """
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import time
 import uuid
@@ -35,7 +39,7 @@ from fhirstore.bulkimport.loader import (
     merge_summaries,
     stage_ids,
 )
-from fhirstore.bulkimport.models import BulkImport, ImportIssue
+from fhirstore.bulkimport.models import BulkImport, ImportIssue, LoadSummary
 from fhirstore.bulkimport.sources import Line, check_source, lines, open_blocks
 from fhirstore.loading import LOAD_ORDER
 
@@ -46,25 +50,48 @@ RETRY_BACKOFF_SECONDS = 1.0  # the first wait before reading a failed source aga
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
+def list_files(context: StepContext, sink: DataSink) -> int:
+    """One chunk per input (the inputs a Bulk Data manifest lists too): each is fetched by its own chunk of
+    `fetch-files`, so several worker processes split files at once. Returns the number of inputs."""
+    inputs = _inputs(context, _request_headers(_import_id(context)))
+    for item in inputs:
+        sink.accept({"url": item["url"]})
+    return len(inputs)
+
+
+def fetch_file(context: StepContext, sink: DataSink) -> int:
+    """Split one input into chunks of `chunk_size` lines, noting its ids for `urn:uuid:` references; the job is
+    gated, so every input's ids are staged before any chunk loads."""
+    import_id = _import_id(context)
+    return _split(sink, import_id, context.data["url"], _request_headers(import_id), context.parameters["chunk_size"])
+
+
 def fetch_files(context: StepContext, sink: DataSink) -> int:
-    """Split every input into chunks of `chunk_size` lines, noting the import set's ids on the way."""
-    import_id = uuid.UUID(context.parameters["import_id"])
+    """Version 1's first step, every input split in one chunk: kept for imports started before version 2."""
+    import_id = _import_id(context)
     headers = _request_headers(import_id)
-    chunk_size = context.parameters["chunk_size"]
+    return sum(_split(sink, import_id, item["url"], headers, context.parameters["chunk_size"])
+               for item in _inputs(context, headers))
+
+
+def _inputs(context: StepContext, headers: Mapping[str, str]) -> list[dict[str, str]]:
     inputs = list(context.parameters["inputs"])
     if context.parameters.get("manifest_url"):
         inputs += manifest_inputs(context.parameters["manifest_url"], headers)
     inputs.sort(key=_reference_rank)  # fewer conditional references wait for load-deferred; the order stays fixed
+    return inputs
+
+
+def _split(sink: DataSink, import_id: uuid.UUID, url: str, headers: Mapping[str, str], chunk_size: int) -> int:
     fetched = 0
-    for item in inputs:
-        batch: list[Line] = []
-        for line in read_lines(item["url"], headers):
-            batch.append(line)
-            if len(batch) >= chunk_size:
-                fetched += _emit(sink, import_id, item["url"], batch)
-                batch = []
-        if batch:
-            fetched += _emit(sink, import_id, item["url"], batch)
+    batch: list[Line] = []
+    for line in read_lines(url, headers):
+        batch.append(line)
+        if len(batch) >= chunk_size:
+            fetched += _emit(sink, import_id, url, batch)
+            batch = []
+    if batch:
+        fetched += _emit(sink, import_id, url, batch)
     return fetched
 
 
@@ -139,15 +166,25 @@ def load_resources(context: StepContext, sink: DataSink) -> int:
     outcome = load_lines(source_lines, import_id=_import_id(context), defer_unresolved=True)
     _record_issues(context, outcome)
     deferred = [[line.file, line.number, line.content.decode()] for line in outcome.deferred]
-    sink.accept({"summary": outcome.summary(), "deferred_zlib": pack(orjson.dumps(deferred)) if deferred else None})
+    if not deferred:  # nothing for load-deferred to do: no chunk, the report reads the summary from its row
+        LoadSummary.objects.update_or_create(chunk_id=context.chunk_id, defaults={
+            "import_id": _import_id(context), "summary": outcome.summary()})
+        return len(source_lines)
+    LoadSummary.objects.filter(chunk_id=context.chunk_id).delete()  # an earlier run of the chunk deferred nothing
+    sink.accept({"load_chunk": str(context.chunk_id), "summary": outcome.summary(),
+                 "deferred_zlib": pack(orjson.dumps(deferred))})
     return len(source_lines)
 
 
 def load_deferred(context: StepContext, sink: DataSink) -> int:
     """The chunk's lines whose conditional references matched nothing before every chunk had loaded."""
+    if "load_chunk" in context.data:  # absent from chunks emitted before LoadSummary rows existed
+        # A run of the load chunk that deferred nothing may have followed one whose chunk for this step was
+        # written already (the sink flushes large chunks early): this chunk carries the counts, not both.
+        LoadSummary.objects.filter(chunk_id=context.data["load_chunk"]).delete()
     summaries = [context.data["summary"]]
     count = 0
-    if context.data["deferred_zlib"]:
+    if context.data["deferred_zlib"]:  # None in chunks emitted before LoadSummary rows existed
         deferred = orjson.loads(unpack(context.data["deferred_zlib"]))
         outcome = load_lines((SourceLine(file, number, content.encode()) for file, number, content in deferred),
                              import_id=_import_id(context))
@@ -161,7 +198,8 @@ def load_deferred(context: StepContext, sink: DataSink) -> int:
 def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts per type (loaded / unchanged / failed), warnings, and where the rejected lines are."""
     import_id = _import_id(context)
-    merged = merge_summaries(item["summary"] for item in inputs)
+    loaded_alone = LoadSummary.objects.filter(import_id=import_id).values_list("summary", flat=True)
+    merged = merge_summaries(itertools.chain((item["summary"] for item in inputs), loaded_alone.iterator()))
     drop_staged_ids(import_id)
     errors = ImportIssue.objects.filter(import_id=import_id).count()
     totals = {kind: sum(counts[kind] for counts in merged["counts"].values()) for kind in ("loaded", "unchanged", "failed")}

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from fhirstore.bulkimport.models import StagedId
+from fhirstore.bulkimport.models import LoadSummary, StagedId
 from fhirstore.models import Resource, ResourceVersion
 from tests.fhirstore.bulkimport.conftest import diagnostics, file_urls
 from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_every_reference_resolves
@@ -53,7 +53,47 @@ def test_importing_the_same_files_again_makes_no_new_version(importer, synthea):
     assert dict(Resource.objects.values_list("logical_id", "body")) == bodies
 
 
-def test_the_purge_drops_staged_ids_of_imports_that_ended_without_a_report_and_imports_batch_forgot(
+def test_each_input_is_fetched_by_a_chunk_of_its_own_and_every_id_is_staged_before_any_load(importer, synthea,
+                                                                                            settings):
+    from batch import control
+    from fhirstore.bulkimport.models import BulkImport
+
+    settings.BULK_IMPORT_CHUNK_SIZE = 50
+    urls = file_urls(synthea)
+    importer.kick_off(*urls)
+    job_id = BulkImport.objects.get().job_instance_id
+    while control.get_job(job_id).current_step != "load-resources":
+        importer.bus.deliver_next()
+
+    job = control.get_job(job_id)
+    assert job.step("fetch-files").total == job.step("fetch-files").done == len(urls)
+    expected = file_counts(synthea)
+    assert job.step("load-resources").total == sum(-(-count // 50) for count in expected.values())
+    assert StagedId.objects.count() == sum(expected.values()) and not Resource.objects.exists()
+    importer.bus.drain()
+    assert stored_counts() == expected
+    assert control.get_job(job_id).step("load-deferred").total == 0  # no chunk deferred a line: none to run
+
+
+def test_an_import_started_as_version_1_still_completes(importer, synthea):
+    """Version 1 (every input split by one chunk) stays registered for imports running when version 2 came."""
+    from batch import control
+    from batch.models import JobInstance, WorkChunk
+    from fhirstore.bulkimport.models import BulkImport
+
+    response = importer.kick_off(*file_urls(synthea))
+    job_id = BulkImport.objects.get().job_instance_id
+    JobInstance.objects.filter(id=job_id).update(definition_version=1, current_gated_step_id="fetch-files")
+    WorkChunk.objects.filter(instance_id=job_id, target_step_id="list-files").update(target_step_id="fetch-files")
+
+    outcome = importer.finish(response["Content-Location"])
+
+    assert control.get_job(job_id).step("fetch-files").total == 1
+    total = sum(file_counts(synthea).values())
+    assert diagnostics(outcome)[0] == f"Import completed: {total} loaded, 0 unchanged, 0 failed, 0 warnings"
+
+
+def test_the_purge_drops_staged_ids_and_load_summaries_of_imports_that_ended_without_a_report_and_imports_batch_forgot(
         importer, synthea):
     from datetime import timedelta
 
@@ -65,16 +105,21 @@ def test_the_purge_drops_staged_ids_of_imports_that_ended_without_a_report_and_i
     from fhirstore.bulkimport.services import purge_ended_imports
 
     importer.kick_off(*file_urls(synthea))
-    importer.bus.deliver_next()  # fetch-files: ids staged
-    assert StagedId.objects.exists()
+    job_id = BulkImport.objects.get().job_instance_id
+    while control.get_job(job_id).current_step != "load-resources":
+        importer.bus.deliver_next()  # list-files, then fetch-files: ids staged
+    importer.bus.deliver_next()  # a load chunk: its counts kept for the report
+    assert StagedId.objects.exists() and LoadSummary.objects.exists()
     control.cancel_job(BulkImport.objects.get().job_instance_id)  # cancelled: no report step drops them
     importer.bus.drain()
 
     assert purge_ended_imports().staged_ids == 0  # kept a day, for a restart
-    assert purge_ended_imports(now=timezone.now() + timedelta(days=2)).staged_ids > 0
-    assert not StagedId.objects.exists()
+    purged = purge_ended_imports(now=timezone.now() + timedelta(days=2))
+    assert purged.staged_ids > 0 and purged.load_summaries > 0
+    assert not StagedId.objects.exists() and not LoadSummary.objects.exists()
     BulkImport.objects.all().delete()
 
     importer.run(*file_urls(synthea))
     JobInstance.objects.all().delete()  # what batch's own purge does after BATCH_PURGE_ENDED_AFTER_DAYS
-    assert purge_ended_imports().imports == 1 and not BulkImport.objects.exists()
+    purged = purge_ended_imports()
+    assert purged.imports == 1 and purged.load_summaries > 0 and not BulkImport.objects.exists()

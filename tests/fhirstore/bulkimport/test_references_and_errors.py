@@ -103,3 +103,24 @@ def test_the_error_file_is_only_its_owners(importer, file_root, fhir):
 
     assert fhir.get(error_file.removeprefix("http://testserver")).status_code == 403  # not allowed to import
     assert BulkImport.objects.count() == 1
+
+
+def test_a_conditional_reference_to_a_later_line_waits_for_load_deferred_and_only_its_chunk_goes_there(
+        importer, file_root):
+    from batch import control
+
+    practitioner = {"resourceType": "Practitioner", "id": "p1",
+                    "identifier": [{"system": "https://example.org/npi", "value": "42"}]}
+    encounter = {"resourceType": "Encounter", "id": "e1", "status": "finished", "class": {"code": "AMB"},
+                 "participant": [{"individual": {"reference": "Practitioner?identifier=https://example.org/npi|42"}}]}
+    waiting = write_ndjson(file_root / "Encounter.ndjson", encounter, practitioner)  # the target comes after
+    alone = write_ndjson(file_root / "Patient.ndjson", {"resourceType": "Patient", "id": "a"})
+
+    outcome = importer.run(waiting.as_uri(), alone.as_uri())
+
+    assert diagnostics(outcome)[0] == "Import completed: 3 loaded, 0 unchanged, 0 failed, 0 warnings"
+    assert "Encounter: 1 loaded, 0 unchanged, 0 failed" in diagnostics(outcome)
+    encounter_body = Resource.objects.get(resource_type="Encounter").body
+    assert encounter_body["participant"][0]["individual"]["reference"] == "Practitioner/p1"
+    job = control.get_job(BulkImport.objects.get().job_instance_id)
+    assert (job.step("load-resources").total, job.step("load-deferred").total) == (2, 1)
