@@ -190,7 +190,8 @@ def _complete(chunk: WorkChunk, definition: JobDefinition, records: int,
 
 
 def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> None:
-    """ERRORED and announced again for a retry after a backoff; past the retry limit, FAILED and the job with it."""
+    """ERRORED and announced again for a retry after a backoff (ahead of the node's new work, so the retry
+    does not wait for a backlog to drain); past the retry limit, FAILED and the job with it."""
     errors = chunk.error_count + 1
     if errors > batch_settings().max_chunk_retries:
         on_chunk_failed(chunk, f"Too many errors: {errors}. Last error msg was {message}", error_count=errors,
@@ -200,7 +201,8 @@ def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None
     with transaction.atomic():
         if _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,
                        lease_expires_at=None, announced_at=database_now(backoff)):
-            flow.announce_chunks(chunk.instance, [(chunk.id, chunk.target_step_id)], backoff.total_seconds())
+            flow.announce_chunks(chunk.instance, [(chunk.id, chunk.target_step_id)], backoff.total_seconds(),
+                                 again=True)
 
 
 def on_chunk_failed(chunk: WorkChunk, message: str, *, error_count: int | None = None,
