@@ -30,14 +30,13 @@ from batch.heartbeats import LiveNode, live_nodes
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import Reassignment, reassign_jobs
 from batch.progress import compute_progress, describe_duration
-from batch.queues import work_notification_queue
 from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 
 __all__ = [
     "BatchError", "InvalidParameters", "JobList", "JobNotFound", "JobSnapshot", "JobStateConflict", "JobStatus",
     "StepProgress", "UnknownJobDefinition", "cancel_job", "describe_duration", "ended_job_ids", "follow_job", "get_job", "job_ids", "list_jobs",
-    "restart_job", "start_job", "unfinished_job_ids", "watch_job", "work_notification_queue",
+    "restart_job", "start_job", "unfinished_job_ids", "watch_job",
     # nodes (batch.heartbeats, batch.nodes): which have live workers, and moving jobs between them
     "LiveNode", "NoLiveNode", "Reassignment", "live_nodes", "reassign_jobs",
 ]

@@ -10,15 +10,19 @@ from batch.registry import registry
 from batch.worker import Claim, NextChunk, on_chunk_claimed, run_chunk
 
 
-def on_work_notification(notification: WorkNotification, worker: str = "", task_id: str = "") -> None:
-    """Entry point of a work message. An unknown definition raises (loudly); unknown work is dropped."""
+def on_work_notification(notification: WorkNotification, worker: str = "", task_id: str = "") -> dict[str, str]:
+    """Entry point of a work message. An unknown definition raises (loudly); unknown work is dropped.
+
+    Returns the error messages stored for the message's chunks whose run errored or failed, by chunk id.
+    """
     definition = registry.get(notification.definition_id, notification.definition_version)
     if notification.chunk_id is None:
         on_reduction_notification(notification.instance_id, definition)
-        return
+        return {}
     # One at a time, each claimed only when the previous one's outcome is stored (a completion claims the
     # next chunk in its own statement): the message is acknowledged after the last, so a worker lost
     # midway has it redelivered, and the chunks already done are no longer claimable.
+    errors = {}
     chunk_ids = notification.chunk_ids
     claim: Claim | None = None
     for position, chunk_id in enumerate(chunk_ids):
@@ -28,4 +32,8 @@ def on_work_notification(notification: WorkNotification, worker: str = "", task_
         chunk, claim = claim.chunk, None
         if chunk is not None:
             following = chunk_ids[position + 1] if position + 1 < len(chunk_ids) else None
-            claim = run_chunk(definition, chunk, None if following is None else NextChunk(following, worker, task_id))
+            run = run_chunk(definition, chunk, None if following is None else NextChunk(following, worker, task_id))
+            if run.error is not None:
+                errors[str(chunk_id)] = run.error
+            claim = run.next_claim
+    return errors

@@ -32,6 +32,20 @@ class JobCancelled(StepSignal):
     """The job was cancelled while this step ran; the step stops, its chunk is released."""
 
 
+# --- Reported by the engine ------------------------------------------------------------------------
+class ChunksErrored(BatchError):
+    """Chunks of a work message errored or failed; the engine has stored their outcomes already."""
+
+    def __init__(self, errors: dict[str, str]):
+        """`errors`: each chunk's error message by chunk id."""
+        super().__init__(f"{len(errors)} chunk{'s' if len(errors) > 1 else ''} errored: "
+                         + "; ".join(f"chunk {chunk_id}: {message}" for chunk_id, message in errors.items()))
+        self.errors = errors
+
+    def __reduce__(self):  # rebuilt from `errors` when Celery's pool hands it from its child to the main process
+        return type(self), (self.errors,)
+
+
 # --- Job definitions -----------------------------------------------------------------------------------
 class InvalidJobDefinition(BatchError):
     """The job definition is malformed."""

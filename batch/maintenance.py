@@ -144,8 +144,8 @@ def _recover_reduction(instance: JobInstance, now: datetime, report: Maintenance
     if lease is None and instance.update_time > now - settings.reannounce_after:
         return  # just reached FINALIZE: its announcement is on the way
     if instance.reducer_attempts > settings.max_chunk_retries:
-        flow.fail_job(instance.id, f"Too many errors: {instance.reducer_attempts}. "
-                                   "Last error msg was the reducer stopped renewing its lease")
+        last_error = instance.error_message or "the reducer stopped renewing its lease"
+        flow.fail_job(instance.id, f"Too many errors: {instance.reducer_attempts}. Last error msg was {last_error}")
         return
     if not _queue_is_drained(instance):
         return

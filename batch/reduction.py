@@ -3,7 +3,9 @@
 Exactly once: the job reached FINALIZE by one conditional update, and a reducer runs only while it holds
 the job's reducer lease, taken by another conditional update. A reducer whose process died lets the
 lease lapse; maintenance then announces the reduction again and a new attempt starts from scratch
-(its inputs are still there), up to the retry limit.
+(its inputs are still there), up to the retry limit. A reducer that hangs while its process lives would
+renew its lease forever: it has the same maximum run time as a chunk (`BATCH_MAX_CHUNK_SECONDS`, or the
+definition's), past which its lease lapses at once, the reason is recorded, and the process is recycled.
 """
 from __future__ import annotations
 
@@ -48,16 +50,31 @@ def on_reduction_claimed(instance_id: UUID) -> JobInstance | None:
     return JobInstance.objects.get(id=instance_id) if claimed else None
 
 
-def reducer_lease(instance_id: UUID, attempt: int) -> Lease:
-    return Lease(lambda: bool(JobInstance.objects.filter(
-        id=instance_id, status=JobStatus.FINALIZE, reducer_attempts=attempt,
-    ).update(reducer_lease_expires_at=database_now(batch_settings().lease).expression())))
+def reducer_lease(instance_id: UUID, attempt: int, max_seconds: float | None = None) -> Lease:
+    def renew() -> bool:
+        return bool(JobInstance.objects.filter(id=instance_id, status=JobStatus.FINALIZE, reducer_attempts=attempt)
+                    .update(reducer_lease_expires_at=database_now(batch_settings().lease).expression()))
+
+    return Lease(renew, max_seconds=max_seconds,
+                 on_overrun=None if max_seconds is None else lambda: on_reduction_overrun(instance_id, attempt,
+                                                                                          max_seconds))
+
+
+def on_reduction_overrun(instance_id: UUID, attempt: int, max_seconds: float) -> None:
+    """The reducer ran past its maximum: its lease lapses now, so maintenance starts the next attempt (or fails
+    the job at the retry limit, with this reason)."""
+    JobInstance.objects.filter(id=instance_id, status=JobStatus.FINALIZE, reducer_attempts=attempt).update(
+        reducer_lease_expires_at=Now(), update_time=Now(),
+        error_message=f"the reduction ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS): "
+                      "taken as hung")
+    logger.error("job %s: reduction attempt %d overran its maximum of %g s", instance_id, attempt, max_seconds)
 
 
 def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
     step = definition.reduction_step
     attempt = instance.reducer_attempts
-    with lease_keeper.holding(reducer_lease(instance.id, attempt)) as lease:
+    max_seconds = definition.max_chunk_seconds or batch_settings().max_chunk_run.total_seconds()
+    with lease_keeper.holding(reducer_lease(instance.id, attempt, max_seconds)) as lease:
         context = RunningStepContext(instance.id, step.id, None, instance.parameters, None, lease, attempt=attempt)
         try:
             report = step.reduce(context, _inputs(instance.id, step.id, context))

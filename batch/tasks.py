@@ -10,6 +10,7 @@ from celery.utils import uuid
 
 from batch import heartbeats
 from batch.dispatch import on_work_notification
+from batch.exceptions import ChunksErrored
 from batch.leases import kill_this_process, lease_keeper
 from batch.maintenance_watchdog import start_watchdog
 from batch.notifications import WorkNotification
@@ -18,11 +19,18 @@ from batch.queues import AGAIN_PRIORITY, NEW_WORK_PRIORITY
 PUBLISH_BATCH = 500  # Redis commands pipelined per round trip when many chunks are announced at once
 
 
+# The engine owns retries: a chunk that errored is stored ERRORED and announced again after its backoff
+# before this task ends. The task then raises ChunksErrored only so that Celery's task events (Flower) show
+# the run as failed, with the chunks' messages: no autoretry; `acks_on_failure` acknowledges the message all
+# the same (a redelivery would find nothing to claim anyway); `throws` logs it in one line, without a
+# traceback (the step's own was logged when it raised).
 @shared_task(name="batch.work_notification", bind=True, acks_late=True, reject_on_worker_lost=True,
-             ignore_result=True)
+             acks_on_failure=True, throws=(ChunksErrored,), ignore_result=True)
 def work_notification(self, message: dict[str, Any]) -> None:
-    on_work_notification(WorkNotification.from_message(message), worker=f"{self.request.hostname}/{os.getpid()}",
-                         task_id=self.request.id or "")
+    errors = on_work_notification(WorkNotification.from_message(message),
+                                  worker=f"{self.request.hostname}/{os.getpid()}", task_id=self.request.id or "")
+    if errors:
+        raise ChunksErrored(errors)
 
 
 def publish_work_notifications(queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0,

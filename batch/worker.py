@@ -84,6 +84,14 @@ class Claim:
     chunk: WorkChunk | None
 
 
+@dataclass(frozen=True)
+class ChunkRun:
+    """What running a claimed chunk left: the error message it stored (errored or failed), and the claim of
+    the next chunk its completion made (None: no claim was tried)."""
+    error: str | None = None
+    next_claim: Claim | None = None
+
+
 def _claim_parameters(chunk_id: UUID, worker: str, task_id: str) -> dict:
     return {"claim_id": chunk_id, "claimable": CLAIMABLE_SOURCES, "running": [JobStatus.QUEUED, JobStatus.IN_PROGRESS],
             "in_progress": ChunkStatus.IN_PROGRESS, "lease": batch_settings().lease,
@@ -113,17 +121,26 @@ def _claimed_chunk(chunk_id: UUID, row: tuple) -> WorkChunk:
                      poll_attempts=poll_attempts)
 
 
-def run_chunk(definition: JobDefinition, chunk: WorkChunk, next_chunk: NextChunk | None = None) -> Claim | None:
+def run_chunk(definition: JobDefinition, chunk: WorkChunk, next_chunk: NextChunk | None = None) -> ChunkRun:
     """Run the claimed chunk's step (its lease renewed meanwhile) and store the outcome.
 
-    A completion also claims `next_chunk`, in the same round trip, and returns that claim; after any other
-    outcome None: the caller claims the next chunk itself.
+    Returns the error message stored for the chunk when this run errored or failed it (the Celery task
+    reports it as a failed task once every chunk of its message ran, `batch.tasks`), and, when the chunk
+    completed, the claim of `next_chunk` its completion made in the same round trip; after any other
+    outcome the caller claims the next chunk itself.
     """
     instance = chunk.instance
     step = definition.step(chunk.target_step_id)
     max_seconds = definition.max_chunk_seconds or batch_settings().max_chunk_run.total_seconds()
-    overrun = f"the step ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS): taken as hung"
-    lease = chunk_lease(chunk.id, chunk.claim_token, max_seconds, on_overrun=lambda: on_chunk_errored(chunk, overrun))
+    overrun_errors: list[str | None] = []  # written by the lease keeper's thread, read once the step returned
+
+    def record_overrun() -> None:
+        overrun = f"the step ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS): taken as hung"
+        overrun_errors.append(on_chunk_errored(chunk, overrun))
+
+    lease = chunk_lease(chunk.id, chunk.claim_token, max_seconds, on_overrun=record_overrun)
+    error: str | None = None
+    next_claim: Claim | None = None
     with lease_keeper.holding(lease):
         context = RunningStepContext(instance.id, step.id, chunk.id, instance.parameters, chunk.data, lease,
                                      attempt=chunk.attempts)
@@ -137,9 +154,9 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk, next_chunk: NextChunk
             outcome = partial(on_chunk_failed, chunk, str(failure))
         except JobCancelled:
             outcome = partial(on_chunk_interrupted, chunk, context)
-        except Exception as error:
+        except Exception as raised:
             logger.exception("job %s chunk %s: step %s raised", instance.id, chunk.id, step.id)
-            outcome = partial(on_chunk_errored, chunk, _describe(error))
+            outcome = partial(on_chunk_errored, chunk, _describe(raised))
         else:
             if lease.lost:  # the chunk is no longer this claim's (lapsed, overrun, cancelled): its result does not count
                 outcome = partial(on_chunk_interrupted, chunk, context)
@@ -147,13 +164,21 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk, next_chunk: NextChunk
                 outcome = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings,
                                   next_chunk)
         # Recording the outcome outlives a database restart: the step's work is not thrown away for it.
+        # An outcome that stores an error (errored, failed) returns its message; a completion, its claim of
+        # the next chunk.
         try:
-            return surviving_connection_loss(outcome, f"recording the outcome of chunk {chunk.id}")
-        except Exception as error:  # recorded now with its real message, not later as "Worker lost"
+            recorded = surviving_connection_loss(outcome, f"recording the outcome of chunk {chunk.id}")
+        except Exception as failure:  # recorded now with its real message, not later as "Worker lost"
             logger.exception("job %s chunk %s: recording the outcome failed", instance.id, chunk.id)
-            message = f"recording the outcome failed: {_describe(error)}"
-            surviving_connection_loss(partial(on_chunk_errored, chunk, message), f"recording the error of {chunk.id}")
-            return None
+            message = f"recording the outcome failed: {_describe(failure)}"
+            error = surviving_connection_loss(partial(on_chunk_errored, chunk, message),
+                                              f"recording the error of {chunk.id}")
+        else:
+            if outcome.func is on_chunk_completed:
+                next_claim = recorded
+            else:
+                error = recorded
+    return ChunkRun(error or (overrun_errors[0] if overrun_errors else None), next_claim)
 
 
 def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None, **fields) -> bool:
@@ -238,30 +263,36 @@ def _complete(chunk: WorkChunk, definition: JobDefinition, records: int, warning
     return completed, Claim(None if claimed[0] is None else _claimed_chunk(next_chunk.id, tuple(claimed)))
 
 
-def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> None:
+def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> str | None:
     """ERRORED and announced again for a retry after a backoff (ahead of the node's new work, so the retry
-    does not wait for a backlog to drain); past the retry limit, FAILED and the job with it."""
+    does not wait for a backlog to drain); past the retry limit, FAILED and the job with it.
+
+    Returns the error message stored, None when this claim no longer owned the chunk.
+    """
     errors = chunk.error_count + 1
     if errors > batch_settings().max_chunk_retries:
-        on_chunk_failed(chunk, f"Too many errors: {errors}. Last error msg was {message}", error_count=errors,
-                        only_if=only_if)
-        return
+        return on_chunk_failed(chunk, f"Too many errors: {errors}. Last error msg was {message}", error_count=errors,
+                               only_if=only_if)
     backoff = batch_settings().retry_backoff(errors)
     with transaction.atomic():
-        if _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,
-                       lease_expires_at=None, announced_at=database_now(backoff)):
+        errored = _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,
+                              lease_expires_at=None, announced_at=database_now(backoff))
+        if errored:
             flow.announce_chunks(chunk.instance, [(chunk.id, chunk.target_step_id)], backoff.total_seconds(),
                                  again=True)
+    return message if errored else None
 
 
 def on_chunk_failed(chunk: WorkChunk, message: str, *, error_count: int | None = None,
-                    only_if: Q | None = None) -> None:
+                    only_if: Q | None = None) -> str | None:
+    """FAILED, and its job with it. Returns the error message stored, None when this claim no longer owned the chunk."""
     with transaction.atomic():
         failed = _move_owned(chunk, ChunkStatus.FAILED, only_if, error_message=message, end_time=database_now(),
                              lease_expires_at=None,
                              error_count=error_count if error_count is not None else chunk.error_count)
         if failed:
             flow.fail_job(chunk.instance_id, message)
+    return message if failed else None
 
 
 def on_lease_expired(chunk: WorkChunk, now) -> None:
@@ -282,7 +313,7 @@ def on_chunk_poll_requested(chunk: WorkChunk, definition: JobDefinition, delay) 
         _after_chunk_left_flight(chunk, definition)
 
 
-def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> None:
+def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> str | None:
     """A cancel stopped the step: the chunk goes back to READY, to run again if the job is restarted.
 
     A lost lease also looks like a cancel to the step; then the chunk is someone else's (or errored by
@@ -291,7 +322,8 @@ def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> None:
     if context.job_is_stopped():
         _move_owned(chunk, ChunkStatus.READY, lease_expires_at=None)  # fenced: only while this claim owns it
     elif not context.lease.lost:
-        on_chunk_errored(chunk, "the step raised JobCancelled but the job is not cancelled")
+        return on_chunk_errored(chunk, "the step raised JobCancelled but the job is not cancelled")
+    return None
 
 
 def _after_chunk_left_flight(chunk: WorkChunk, definition: JobDefinition, unfinished_seen: int | None = None) -> None:

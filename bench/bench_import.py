@@ -20,24 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
-import subprocess
 import tempfile
-import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import psycopg
 
-from bench.bench_export import _sample_rss, _start, _stop
-from bench.support import bench_database, free_port, percentile_ms
+from bench.fhirstack import FhirStack, fhir_stack, idle_latencies, reads_meanwhile, worker_rss
+from bench.support import bench_database, percentile_ms
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 COPY_CHUNK = 1 << 20
-IDLE_READS = 500
 SEED_RESOURCES = 5_000  # in the store before the import, so that reads have patients to read
 RSS_SAMPLE_SECONDS = 0.2
 POLL_SECONDS = 0.5
@@ -57,7 +51,6 @@ def main() -> None:
         inputs = workdir / "inputs"
         environment = {**os.environ, "NODE_ID": node, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING",
                        "BULK_IMPORT_FILE_ROOT": str(inputs)}
-        stack: list[subprocess.Popen] = []
         try:
             from django.conf import settings
 
@@ -69,19 +62,10 @@ def main() -> None:
             copy_seconds = raw_copy(bench_url, inputs)
             print(f"raw COPY into a jsonb table: {copy_seconds:.1f} s = {total / copy_seconds:,.0f} resources/s",
                   flush=True)
-            port = free_port()
-            stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                                 "--threads", "4"], environment, workdir / "web.log"))
-            worker = _start(["celery", "-A", "jobsite", "worker", "--loglevel", "INFO", "--hostname",
-                             f"{node}-%h-%i"], environment, workdir / "worker.log")
-            stack.append(worker)
-            client = Client(f"http://127.0.0.1:{port}/fhir", _token())
-            client.wait_until_up()
-            _wait_for_worker(workdir / "worker.log")  # a message to a queue no worker declared yet is dropped
-            patients = _patient_ids()
-            idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
-            first = run_import(client, worker, patients, inputs, workdir)
-            again = run_import(client, worker, patients, inputs, workdir)
+            with fhir_stack(node, environment, workdir, username="bench-import", staff=True) as stack:
+                idle = idle_latencies(stack.client, stack.patients)
+                first = run_import(stack, inputs, workdir)
+                again = run_import(stack, inputs, workdir)
             figures = {
                 "resources": total, "copy_resources_per_s": round(total / copy_seconds),
                 "import_seconds": round(first["seconds"], 1),
@@ -109,8 +93,6 @@ def main() -> None:
             if options.json:
                 print(json.dumps(figures))
         finally:
-            for process in reversed(stack):
-                _stop(process)
             shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -150,104 +132,29 @@ def raw_copy(database_url: str, directory: Path) -> float:
     return seconds
 
 
-def run_import(client: Client, worker: subprocess.Popen, patients: list[str], inputs: Path, workdir: Path) -> dict:
-    latencies: list[float] = []
-    peak_rss: dict[str, int] = {}
-    running = threading.Event()
-    running.set()
-
-    def read_meanwhile() -> None:
-        while running.is_set():
-            latencies.append(client.read_patient(random.choice(patients)))
-
-    reader = threading.Thread(target=read_meanwhile, daemon=True)
+def run_import(stack: FhirStack, inputs: Path, workdir: Path) -> dict:
+    """`$import` of every file in `inputs`, with worker RSS sampled and reads timed while it runs."""
+    peak_rss: dict[int, int] = {}
     started = time.monotonic()
-    status_url = client.kick_off([path.as_uri() for path in sorted(inputs.iterdir())])
-    reader.start()
+    status_url = stack.client.kick_off("$import", {"resourceType": "Parameters", "parameter": [
+        {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
+        *({"name": "input", "part": [{"name": "url", "valueUri": path.as_uri()}]} for path in sorted(inputs.iterdir()))]})
     last_poll, outcome = 0.0, None
-    try:
+    with reads_meanwhile(stack.client, stack.patients) as latencies:
         while outcome is None:
             if time.monotonic() - started > IMPORT_TIMEOUT_SECONDS:
                 logs = "".join((workdir / name).read_text(errors="replace")[-3000:] for name in ("web.log", "worker.log"))
                 raise SystemExit(f"the import did not finish in {IMPORT_TIMEOUT_SECONDS} s:\n{logs}")
-            _sample_rss(worker, peak_rss, {}, {})
+            for pid, (_, rss) in worker_rss(stack.worker).items():
+                peak_rss[pid] = max(peak_rss.get(pid, 0), rss)
             if time.monotonic() - last_poll >= POLL_SECONDS:
                 last_poll = time.monotonic()
-                outcome = client.poll(status_url)
+                outcome = stack.client.poll(status_url)
             else:
                 time.sleep(RSS_SAMPLE_SECONDS)
         seconds = time.monotonic() - started
-    finally:
-        running.clear()
-        reader.join()
     return {"seconds": seconds, "rss": peak_rss, "latencies": latencies,
             "outcome": outcome["issue"][0]["diagnostics"]}
-
-
-class Client:
-    """An `$import` client over plain HTTP, with a staff user's API token."""
-
-    def __init__(self, base: str, token: str):
-        self.base = base
-        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
-
-    def wait_until_up(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._request("GET", f"{self.base}/metadata")
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    def read_patient(self, logical_id: str) -> float:
-        started = time.perf_counter()
-        self._request("GET", f"{self.base}/Patient/{logical_id}")
-        return time.perf_counter() - started
-
-    def kick_off(self, urls: list[str]) -> str:
-        body = {"resourceType": "Parameters", "parameter": [
-            {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
-            *({"name": "input", "part": [{"name": "url", "valueUri": url}]} for url in urls)]}
-        response = self._request("POST", f"{self.base}/$import", {"Prefer": "respond-async",
-                                                                  "Content-Type": "application/fhir+json"},
-                                 json.dumps(body).encode())
-        return response.headers["Content-Location"]
-
-    def poll(self, status_url: str) -> dict | None:
-        response = self._request("GET", status_url)
-        return json.loads(response.read()) if response.status == 200 else None
-
-    def _request(self, method: str, url: str, headers: dict | None = None, data: bytes | None = None):
-        request = urllib.request.Request(url, method=method, data=data, headers={**self.headers, **(headers or {})})
-        response = urllib.request.urlopen(request, timeout=60)
-        if response.status not in (200, 202):
-            raise SystemExit(f"{method} {url}: {response.status} {response.read()[:500]!r}")
-        return response
-
-
-def _wait_for_worker(log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while " ready." not in log.read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the worker did not start in {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.5)
-
-
-def _token() -> str:
-    from django.contrib.auth import get_user_model
-    from jobsite.tokens import token_for
-
-    user, _ = get_user_model().objects.get_or_create(username="bench-import", defaults={"is_staff": True})
-    return token_for(user)
-
-
-def _patient_ids(limit: int = 10_000) -> list[str]:
-    from fhirstore.models import Resource
-
-    return list(Resource.objects.filter(resource_type="Patient").values_list("logical_id", flat=True)[:limit])
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@
 4. Memory: the RSS of every worker process, sampled every 0.2 s; the peak in the first and in the second
    half of the reindex are compared (flat: no growth with the resources done).
 5. Latency: `GET /fhir/Patient/[id]` with a Bearer token, back to back from one client, p50/p99 idle and
-   during the reindex (the issue's bar: p99 during ÷ p99 idle ≤ 1.5).
+   during the reindex (the issue's bar: p99 during ÷ p99 idle ≤ 1.5). The idle reads are taken before
+   and after the reindex and pooled: on a machine shared with others the load drifts over the minutes a
+   reindex takes, and a baseline on both sides brackets it. The 1-minute load average is reported for each
+   phase (idle before, the mean during the reindex, idle after), since it moves the figures more than
+   anything here.
 
 It runs in a database of its own (`<DATABASE_URL's name>_bench_reindex`), created at start and dropped at
 the end (`--keep` keeps it, `--reuse` starts from a kept one). `--json` prints the figures as one JSON
@@ -22,22 +26,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import tempfile
-import threading
+import statistics
 import time
 import uuid
 from pathlib import Path
 
-import psutil
 import psycopg
 
-from bench.bench_export import Client, _patient_ids, _start, _stop, _stored, _token, fill
-from bench.support import bench_database, free_port, percentile_ms
+from bench.fhirstack import FhirStack, fhir_stack, fill, idle_latencies, reads_meanwhile, stored, worker_rss
+from bench.support import bench_database, percentile_ms
 
 RSS_SAMPLE_SECONDS = 0.2
-IDLE_READS = 500
 
 
 def main() -> None:
@@ -53,80 +54,59 @@ def main() -> None:
     with bench_database("bench_reindex", reuse=options.reuse, keep=options.keep) as (bench_url, bench_name):
         workdir = Path(tempfile.mkdtemp(prefix="bench-reindex-"))
         environment = {**os.environ, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING"}
-        stack = []
         try:
             from django.conf import settings
 
-            print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}",
-                  flush=True)
-            fill(options.resources - _stored())
-            port = free_port()
-            stack.append(_start(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                                 "--threads", "4"], environment, workdir / "web.log"))
-            from batch.queues import work_notification_queue
-
-            # Queues named explicitly: the default ones of `jobsite.celery` lack the node's queue at present.
-            worker = _start(["celery", "-A", "jobsite", "worker", "--loglevel", "WARNING", "--hostname",
-                             f"{node}-%h-%i", "-Q", f"default,{work_notification_queue(node)}"], environment,
-                            workdir / "worker.log")
-            stack.append(worker)
-            client = Client(f"http://127.0.0.1:{port}/fhir", _token())
-            client.wait_until_up()
-            patients = _patient_ids()
-            idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
-            print(f"\n-- idle: GET /fhir/Patient/[id] p50 {percentile_ms(idle, 50):.1f} ms, "
-                  f"p99 {percentile_ms(idle, 99):.1f} ms ({len(idle)} reads)", flush=True)
-            run = reindex(client, worker, patients)
+            print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
+                  f"reindex chunks at once {settings.REINDEX_MAX_CONCURRENT_CHUNKS or 'all'}", flush=True)
+            fill(options.resources - stored())
+            with fhir_stack(node, environment, workdir, username="bench-reindex") as stack:
+                load_before = os.getloadavg()[0]
+                idle = idle_latencies(stack.client, stack.patients)
+                run = reindex(stack)
+                load_after = os.getloadavg()[0]
+                idle_after = idle_latencies(stack.client, stack.patients)
             sql_seconds, sql_resources, sql_rows = sql_rebuild(bench_url)
-            figures = summary(idle, run, sql_seconds, sql_resources, sql_rows)
+            figures = summary(idle, idle_after, run, sql_seconds, sql_resources, sql_rows)
+            figures.update(max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS,
+                           load_idle_before=round(load_before, 2), load_reindex=round(statistics.mean(run["loads"]), 2),
+                           load_idle_after=round(load_after, 2))
             if options.json:
                 print(json.dumps(figures))
         finally:
-            for process in reversed(stack):
-                _stop(process)
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def reindex(client: Client, worker, patients: list[str]) -> dict:
+def reindex(stack: FhirStack) -> dict:
     """A REINDEX of everything, with worker RSS sampled and reads timed while it runs."""
     from batch import control
     from fhirstore.reindex.services import ReindexRequest, start_reindex
 
-    latencies: list[float] = []
     rss_samples: list[tuple[float, int]] = []  # (seconds since start, largest worker process RSS)
-    running = threading.Event()
-    running.set()
-
-    def read_meanwhile() -> None:
-        while running.is_set():
-            latencies.append(client.read_patient(random.choice(patients)))
-
-    reader = threading.Thread(target=read_meanwhile, daemon=True)
+    loads: list[float] = []  # 1-minute load average, sampled with the RSS
     started = time.monotonic()
     job = start_reindex(ReindexRequest(), started_by="bench")
-    reader.start()
-    try:
+    with reads_meanwhile(stack.client, stack.patients) as latencies:
         while not job.ended:
-            rss_samples.append((time.monotonic() - started, _largest_rss(worker)))
+            largest = max((rss for _, rss in worker_rss(stack.worker).values()), default=0)
+            rss_samples.append((time.monotonic() - started, largest))
+            loads.append(os.getloadavg()[0])
             time.sleep(RSS_SAMPLE_SECONDS)
             job = control.get_job(job.id)
         seconds = time.monotonic() - started
-    finally:
-        running.clear()
-        reader.join()
     if job.status != control.JobStatus.COMPLETED:
         raise SystemExit(f"the reindex ended {job.status}: {job.error_message}")
     half = seconds / 2
     first = max((rss for at, rss in rss_samples if at < half), default=0)
     second = max((rss for at, rss in rss_samples if at >= half), default=0)
-    reindexed = _stored()  # every stored, not deleted resource: what a reindex of everything rebuilds
+    reindexed = stored()  # every stored, not deleted resource: what a reindex of everything rebuilds
     print(f"\n-- reindex: {reindexed:,} resources in {seconds:.1f} s = {reindexed / seconds:,.0f} resources/s "
           f"({job.step('load-ids').done} ranges, {job.step('reindex').done} pages)\n"
           f"   largest worker process RSS: first half {first / 2**20:.0f} MiB, second half {second / 2**20:.0f} MiB\n"
           f"   reads meanwhile: p50 {percentile_ms(latencies, 50):.1f} ms, p99 {percentile_ms(latencies, 99):.1f} ms "
           f"({len(latencies)} reads)", flush=True)
     return {"resources": reindexed, "seconds": seconds, "rss_first_half": first, "rss_second_half": second,
-            "latencies": latencies}
+            "latencies": latencies, "loads": loads}
 
 
 def sql_rebuild(database_url: str) -> tuple[float, int, int]:
@@ -150,15 +130,18 @@ def sql_rebuild(database_url: str) -> tuple[float, int, int]:
     return seconds, resources, inserted
 
 
-def summary(idle: list[float], run: dict, sql_seconds: float, sql_resources: int, sql_rows: int) -> dict:
+def summary(idle_before: list[float], idle_after: list[float], run: dict, sql_seconds: float, sql_resources: int,
+            sql_rows: int) -> dict:
     rate, sql_rate = run["resources"] / run["seconds"], sql_resources / sql_seconds
+    idle = idle_before + idle_after
     idle_p99, busy_p99 = percentile_ms(idle, 99), percentile_ms(run["latencies"], 99)
     print("\n== summary ==")
     print(f"reindex throughput  {rate:,.0f} resources/s ({run['resources']:,} resources, every parameter); "
           f"SQL rebuild of one token parameter {sql_rate:,.0f} resources/s; reindex = {rate / sql_rate:.1%} of it")
     print(f"worker RSS          largest process {run['rss_first_half'] / 2**20:.0f} MiB in the first half, "
           f"{run['rss_second_half'] / 2**20:.0f} MiB in the second")
-    print(f"read latency        idle p50 {percentile_ms(idle, 50):.1f} / p99 {idle_p99:.1f} ms; during the reindex "
+    print(f"read latency        idle (before and after) p50 {percentile_ms(idle, 50):.1f} / p99 {idle_p99:.1f} ms "
+          f"(p99 before {percentile_ms(idle_before, 99):.1f}, after {percentile_ms(idle_after, 99):.1f}); during the reindex "
           f"p50 {percentile_ms(run['latencies'], 50):.1f} / p99 {busy_p99:.1f} ms; p99 ratio {busy_p99 / idle_p99:.2f}",
           flush=True)
     return {"resources": run["resources"], "reindex_seconds": round(run["seconds"], 1),
@@ -167,24 +150,11 @@ def summary(idle: list[float], run: dict, sql_seconds: float, sql_resources: int
             "worker_rss_mib_first_half": round(run["rss_first_half"] / 2**20),
             "worker_rss_mib_second_half": round(run["rss_second_half"] / 2**20),
             "read_p50_ms_idle": round(percentile_ms(idle, 50), 1), "read_p99_ms_idle": round(idle_p99, 1),
+            "read_p99_ms_idle_before": round(percentile_ms(idle_before, 99), 1),
+            "read_p99_ms_idle_after": round(percentile_ms(idle_after, 99), 1),
             "read_p50_ms_reindex": round(percentile_ms(run["latencies"], 50), 1),
             "read_p99_ms_reindex": round(busy_p99, 1), "read_p99_ratio": round(busy_p99 / idle_p99, 2),
             "reads_during_reindex": len(run["latencies"])}
-
-
-def _largest_rss(worker) -> int:
-    try:
-        main = psutil.Process(worker.pid)
-        processes = [main, *main.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    sizes = []
-    for process in processes:
-        try:
-            sizes.append(process.memory_info().rss)
-        except psutil.NoSuchProcess:
-            continue
-    return max(sizes, default=0)
 
 
 if __name__ == "__main__":

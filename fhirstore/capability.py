@@ -1,10 +1,16 @@
-"""The CapabilityStatement (`GET /fhir/metadata`): what this server stores, does and searches by."""
+"""The CapabilityStatement (`GET /fhir/metadata`): what this server stores, does and searches by.
+
+The built-in part is computed once per process; the custom SearchParameters are read on every request (two
+small queries), so that a parameter appears as soon as its reindex completed and goes when it is deleted.
+"""
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 
 from django.utils import timezone
 
+from fhirstore.custom_params import codes_being_indexed, searchable_custom_parameters
 from fhirstore.fhirdates import format_instant
 from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.search_params import params_for
@@ -40,13 +46,33 @@ def capability_statement(base_url: str) -> dict:
             "mode": "server",
             "security": {"description": "Send an API token as `Authorization: Bearer <token>` (or `Token <token>`); "
                                         "staff sessions also work. Writes always need one."},
-            "resource": _resources(),
+            "resource": _resources_with_custom_parameters(),
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
             "operation": [{"name": "export", "definition": EXPORT_OPERATION},
                           {"name": "import", "definition": IMPORT_OPERATION},
                           {"name": "bulk-submit", "definition": BULK_SUBMIT_OPERATION}],
         }],
     }
+
+
+def _resources_with_custom_parameters() -> list[dict]:
+    """The built-in resource entries, with the searchable custom parameters added or replacing built-in ones,
+    and the parameters being (re)indexed left out: a search by them is refused until their reindex completed."""
+    custom = searchable_custom_parameters()
+    hidden = codes_being_indexed() | {(p.resource_type, p.code) for p in custom}
+    if not hidden:
+        return _resources()
+    resources = copy.deepcopy(_resources())
+    by_type = {entry["type"]: entry for entry in resources}
+    for entry in resources:
+        entry["searchParam"] = [p for p in entry["searchParam"] if (entry["type"], p["name"]) not in hidden]
+    for param in custom:
+        by_type[param.resource_type]["searchParam"].append({
+            "name": param.code, "type": param.kind,
+            **({"definition": param.url} if param.url else {}),
+            **({"documentation": param.description} if param.description else {}),
+        })
+    return resources
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,7 @@
 An active SearchParameter resource (R4) becomes one `CustomSearchParameter` row per base type, in the
 transaction that writes it. Its FHIRPath `expression` is evaluated with `fhirpathpy` on every write of a
 resource of that type from then on, and the rows it finds go into the index table of its `type`: token,
-string, date and reference (the store's four index tables; number, quantity, uri, composite and special
+string, date, reference, number and quantity (the store's index tables; uri, composite and special
 parameters are refused). A parameter with the code and base of a built-in one replaces it, as in HAPI.
 
 A new or changed parameter is not trusted for search until the reindex job started with it (the
@@ -31,11 +31,11 @@ from django.dispatch import Signal
 from fhirstore.exceptions import InvalidRequest, InvalidResource
 from fhirstore.models import CustomSearchParameter
 from fhirstore.resource_types import RESOURCE_TYPES
-from fhirstore.search_params import IndexRows, SearchParam, add_index_values, extractor_for, params_for
+from fhirstore.search_params import INDEX_KINDS, IndexRows, SearchParam, add_index_values, extractor_for, params_for
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_KINDS = ("token", "string", "date", "reference")
+SUPPORTED_KINDS = ("token", "string", "date", "reference", "number", "quantity")
 INDEXED_STATUS = "active"  # draft and retired SearchParameters are stored but not indexed, as in HAPI
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-_.]{0,63}$")
 # pg_advisory_xact_lock key of "the set of search parameters": shared by writes, exclusive for a change.
@@ -140,8 +140,7 @@ def only_params(rows: IndexRows, *, keep: Iterable[str] | None = None, exclude: 
     def wanted(row: tuple) -> bool:
         return (keep is None or row[0] in keep) and row[0] not in exclude
 
-    return IndexRows(*({row for row in getattr(rows, kind) if wanted(row)}
-                       for kind in ("tokens", "strings", "dates", "references")))
+    return IndexRows(*({row for row in getattr(rows, kind) if wanted(row)} for kind in INDEX_KINDS))
 
 
 def searchable_param(resource_type: str, name: str, warnings: list[str]) -> SearchParam | None:
@@ -165,6 +164,33 @@ def searchable_param(resource_type: str, name: str, warnings: list[str]) -> Sear
 def custom_codes(resource_type: str) -> list[str]:
     """The codes of the custom parameters of a type (for a reindex that rebuilds them)."""
     return sorted(current_registry().by_type.get(resource_type, {}))
+
+
+@dataclass(frozen=True)
+class SearchableParameter:
+    """A custom parameter that searches may use: for the CapabilityStatement."""
+
+    resource_type: str
+    code: str
+    kind: str
+    url: str | None  # the SearchParameter's canonical url
+    description: str | None
+
+
+def searchable_custom_parameters() -> list[SearchableParameter]:
+    """The custom parameters whose reindex completed, by type and code (one query, bodies not loaded)."""
+    rows = (CustomSearchParameter.objects.filter(ready=True, expression__isnull=False)
+            .order_by("resource_type", "code")
+            .values_list("resource_type", "code", "kind", "search_parameter__body__url",
+                         "search_parameter__body__description"))
+    return [SearchableParameter(t, code, kind, url if isinstance(url, str) else None,
+                                description if isinstance(description, str) else None)
+            for t, code, kind, url, description in rows]
+
+
+def codes_being_indexed() -> set[tuple[str, str]]:
+    """(type, code) of the custom rows not ready yet: searches refuse them, built-in or not."""
+    return set(CustomSearchParameter.objects.filter(ready=False).values_list("resource_type", "code"))
 
 
 @dataclass(frozen=True)

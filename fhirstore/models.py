@@ -102,6 +102,29 @@ class ReferenceIndex(models.Model):
     resource = _index_resource_field()
 
 
+class NumberIndex(models.Model):
+    """Custom `number` parameters: a decimal as a double (15 significant digits, more than FHIR data carries)."""
+
+    pk = models.CompositePrimaryKey("resource_type", "param", "value", "resource")
+    resource_type = models.CharField(max_length=64, db_collation=C)
+    param = models.CharField(max_length=64, db_collation=C)
+    value = models.FloatField()
+    resource = _index_resource_field()
+
+
+class QuantityIndex(models.Model):
+    """Custom `quantity` parameters: a value with its unit's system and code (`5.4|http://unitsofmeasure.org|mg`)."""
+
+    # Unit first: `value|system|code` searches are one range scan; a bare number scans the parameter's rows.
+    pk = models.CompositePrimaryKey("resource_type", "param", "system", "code", "value", "resource")
+    resource_type = models.CharField(max_length=64, db_collation=C)
+    param = models.CharField(max_length=64, db_collation=C)
+    system = models.CharField(max_length=200, db_collation=C)  # "" when the quantity has none
+    code = models.CharField(max_length=200, db_collation=C)  # `code`, else `unit`; "" when it has neither
+    value = models.FloatField()
+    resource = _index_resource_field()
+
+
 class SearchCache(models.Model):
     """One search's matches in order, so its pages stay stable; rows expire after EXPIRE_SEARCH_RESULTS_AFTER_MINUTES."""
 
@@ -126,7 +149,7 @@ class CustomSearchParameter(models.Model):
     search_parameter = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="+")
     resource_type = models.CharField(max_length=64, db_collation=C)  # one of the SearchParameter's bases
     code = models.CharField(max_length=64, db_collation=C)
-    kind = models.CharField(max_length=16)  # token, string, date or reference: the index tables there are
+    kind = models.CharField(max_length=16)  # token, string, date, reference, number or quantity: the index tables
     expression = models.TextField(null=True)  # FHIRPath; null: a deleted override of a built-in parameter
     targets = ArrayField(models.CharField(max_length=64), default=list)  # reference: SearchParameter.target
     ready = models.BooleanField(default=False)  # its reindex completed: searches may use it

@@ -14,6 +14,7 @@ resource passes when it matches any of them (the `_typeFilter`s of one type are 
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
@@ -21,6 +22,7 @@ import psycopg
 from django.db import connection
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 
+from fhirstore.custom_params import current_registry
 from fhirstore.exceptions import ResourceGone, ResourceNotFound
 from fhirstore.models import ReferenceIndex, Resource, ResourceVersion
 from fhirstore.search_params import parse_relative_reference, patient_compartment_params
@@ -121,6 +123,98 @@ SELECT count(*)::int, convert_to(coalesce(string_agg(body || E'\n', ''), ''), 'U
 """
 
 
+def row_span(*, until: datetime) -> tuple[int, int] | None:
+    """`(first, last)` row ids (`Resource.id`) of the resources that existed at `until`, or None when none did.
+
+    A row id never changes, and rows created after `until` can only be skipped, so ranges of row ids cut from
+    this span page the store as it was at `until` the same way however often they are cut. Both ends are an
+    index scan of the primary key from its end that stops at the first row that existed then.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(ROW_SPAN_SQL, {"until": until})
+        first, last = cursor.fetchone()
+    return None if first is None else (first, last)
+
+
+ROW_SPAN_SQL = """
+SELECT min(r.id), max(r.id) FROM fhirstore_resource r
+WHERE r.last_updated <= %(until)s
+   OR EXISTS (SELECT FROM fhirstore_resourceversion v WHERE v.resource_id = r.id AND v.last_updated <= %(until)s)
+"""
+
+
+def iter_row_ranges(*, until: datetime, width: int) -> Iterator[tuple[int, int]]:
+    """`(after, last)` row id ranges of at most `width` ids each that cover every resource that existed at
+    `until`, in row id order (see `row_span`); a range holds at most `width` resources, of any types."""
+    span = row_span(until=until)
+    if span is None:
+        return
+    first, end = span
+    for after in range(first - 1, end, width):
+        yield after, min(after + width, end)
+
+
+def row_range_bodies_ndjson(resource_types: Sequence[str], after: int, last: int, *,
+                            until: datetime) -> list[tuple[str, int, bytes]]:
+    """`(type, count, NDJSON)` per type of `resource_types` that has resources current at `until` among the
+    rows `(after, last]`, in type order: their bodies as they were then, one JSON text a line, in no
+    particular order.
+
+    Row ids follow the order rows were created in, so a range is a nearly sequential read of a stretch of the
+    table, read once for all the types in it: no type's rows are spread over the whole table, as a range of
+    logical ids (random UUIDs) is. The rows arrive as `COPY` sends them, as PostgreSQL's own COPY of the table
+    would, each as it is produced; Python only splits them by type (measured against joining them per type in
+    the database with `string_agg`: 66-143 ms against 80-250 ms per 10,000 resources, on a loaded machine).
+    """
+    lines: dict[str, list[bytes]] = {}
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        with cursor.copy(ROW_RANGE_BODIES_COPY, {"types": list(resource_types), "after": after, "last": last,
+                                                 "until": until}) as copy:
+            for row in copy:
+                resource_type, _, line = bytes(row).partition(COPY_DELIMITER)
+                lines.setdefault(resource_type.decode(), []).append(line)
+    return [(resource_type, len(lines[resource_type]), b"".join(lines[resource_type]))
+            for resource_type in sorted(lines)]
+
+
+# `COPY … CSV` with a delimiter and a quote that JSON text never holds raw (jsonb::text escapes every control
+# character): each line is `Type<0x02>body<newline>`, the body exactly as `body::text` gives it. (The text
+# format would double every backslash of the JSON.)
+COPY_DELIMITER = b"\x02"
+# As RANGE_BODIES_SQL, over a range of row ids (the primary key), every type.
+ROW_RANGE_BODIES_COPY = """
+COPY (
+    SELECT r.resource_type, CASE WHEN r.last_updated <= %(until)s THEN r.body::text ELSE old.body::text END
+    FROM fhirstore_resource r
+    LEFT JOIN LATERAL (
+        SELECT v.body, v.deleted FROM fhirstore_resourceversion v
+        WHERE r.last_updated > %(until)s AND v.resource_id = r.id AND v.last_updated <= %(until)s
+        ORDER BY v.version_id DESC LIMIT 1
+    ) old ON true
+    WHERE r.id > %(after)s AND r.id <= %(last)s AND r.resource_type = ANY(%(types)s)
+      AND CASE WHEN r.last_updated <= %(until)s THEN NOT r.deleted ELSE NOT old.deleted END
+) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')
+"""
+
+
+def share_of_rows(resource_types: Sequence[str]) -> float:
+    """About which share of the table's rows (current or deleted) are of these types, from 0 to 1.
+
+    The types are counted (an index-only scan of the type index); the whole table is PostgreSQL's estimate
+    (`reltuples`), counted only when the table was never analyzed.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM fhirstore_resource WHERE resource_type = ANY(%s)", [list(resource_types)])
+        (of_types,) = cursor.fetchone()
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'fhirstore_resource'::regclass")
+        (estimate,) = cursor.fetchone()
+        if estimate is None or estimate < of_types:
+            cursor.execute("SELECT count(*) FROM fhirstore_resource")
+            (estimate,) = cursor.fetchone()
+    return of_types / estimate if estimate else 1.0
+
+
 def compartment_ids_page(resource_type: str, patient_ids: Sequence[str], *, after: str | None = None,
                          since: datetime | None = None, until: datetime | None = None, filters: Sequence[Q] = (),
                          limit: int = ID_PAGE_SIZE) -> list[str]:
@@ -188,6 +282,45 @@ def iter_deleted_id_pages(resource_type: str, *, since: datetime, until: datetim
     rows = rows.alias(then_deleted=Subquery(then.values("deleted")[:1]),
                       then_updated=Subquery(then.values("last_updated")[:1])).filter(deleted_then)
     return _pages(lambda after: _page(rows, after, page_size))
+
+
+def deleted_in_compartments(resource_type: str, ids: Sequence[str], patient_ids: Sequence[str] | None, *,
+                            until: datetime) -> list[str]:
+    """Those of `ids` (resources deleted as of `until`) that were in the Patient compartment of one of
+    `patient_ids` (of any Patient when None) when they were deleted, in id order.
+
+    A deletion removes a resource's index rows, so its compartments are judged by its last version before the
+    deletion (the latest undeleted one up to `until`): by the references the index would hold for that body
+    now, with the same parameters (`compartment` ones, custom SearchParameters included) as a write. A Patient
+    is in its own compartment, and in those of the Patients its `link` names.
+    """
+    params = set(patient_compartment_params(resource_type))
+    if not params and resource_type != "Patient":
+        return []
+    extract = current_registry().extract
+    wanted = None if patient_ids is None else set(patient_ids)
+    kept = []
+    with connection.cursor() as cursor:
+        cursor.execute(LAST_LIVE_BODIES_SQL, {"type": resource_type, "ids": list(ids), "until": until})
+        for logical_id, body in cursor.fetchall():
+            if resource_type == "Patient" and (wanted is None or logical_id in wanted):
+                kept.append(logical_id)
+                continue
+            targets = {target_id for param, target_type, target_id in extract(json.loads(body)).references
+                       if target_type == "Patient" and (param in params or (resource_type == "Patient" and
+                                                                           param == "link"))}
+            if targets and (wanted is None or targets & wanted):
+                kept.append(logical_id)
+    return kept
+
+
+LAST_LIVE_BODIES_SQL = """
+SELECT DISTINCT ON (r.logical_id) r.logical_id, v.body::text
+FROM fhirstore_resource r JOIN fhirstore_resourceversion v ON v.resource_id = r.id
+WHERE r.resource_type = %(type)s AND r.logical_id = ANY(%(ids)s)
+  AND NOT v.deleted AND v.body IS NOT NULL AND v.last_updated <= %(until)s
+ORDER BY r.logical_id, v.version_id DESC
+"""
 
 
 def missing_ids(resource_type: str, ids: Sequence[str]) -> list[str]:

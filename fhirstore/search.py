@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from urllib.parse import parse_qsl, urlencode
 
 from django.conf import settings
@@ -25,11 +26,21 @@ from fhirstore.custom_params import searchable_param
 from fhirstore.exceptions import InvalidRequest, PreconditionFailed, SearchExpired, UnknownResourceType, \
     UnsupportedSearch
 from fhirstore.fhirdates import parse_date_range
-from fhirstore.models import DateIndex, ReferenceIndex, Resource, SearchCache, StringIndex, TokenIndex
+from fhirstore.models import (
+    DateIndex,
+    NumberIndex,
+    QuantityIndex,
+    ReferenceIndex,
+    Resource,
+    SearchCache,
+    StringIndex,
+    TokenIndex,
+)
 from fhirstore.resource_types import RESOURCE_TYPES, is_resource_type, is_valid_id
 from fhirstore.search_params import INDEXED_TEXT_LENGTH, SearchParam, normalize_string
 
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
+NUMBER_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le")  # number and quantity: no sa/eb/ap
 IGNORED_PARAMS = frozenset({"_format", "_pretty", "_total"})  # accepted, no effect on the matches
 SORTS = {"_lastUpdated": ("last_updated", "id"), "_id": ("logical_id",)}
 DEFAULT_SORT = ("id",)  # insertion order: stable, and free with the primary key
@@ -265,6 +276,52 @@ def _reference_rows(param: SearchParam, modifier: str | None, values: Sequence[s
     return rows.filter(target_type__in=param.targets) if param.stored_as else rows
 
 
+def _number_rows(param: SearchParam, modifier: str | None, values: Sequence[str]) -> QuerySet:
+    _no_modifier(param.name, modifier)
+    return _index_rows(NumberIndex, param).filter(_any(_number_condition(param.name, value) for value in values))
+
+
+def _quantity_rows(param: SearchParam, modifier: str | None, values: Sequence[str]) -> QuerySet:
+    """`[prefix]number`, `[prefix]number||code` or `[prefix]number|system|code` (code: the unit's code or text)."""
+    _no_modifier(param.name, modifier)
+    conditions = Q()
+    for value in values:
+        parts = value.split("|")
+        if len(parts) not in (1, 3):
+            raise InvalidRequest(f"{param.name}={value!r} is not a quantity ([prefix]number, [prefix]number||code or "
+                                 f"[prefix]number|system|code)")
+        condition = _number_condition(param.name, parts[0])
+        if len(parts) == 3 and parts[1]:
+            condition &= Q(system=parts[1][:INDEXED_TEXT_LENGTH])
+        if len(parts) == 3 and parts[2]:
+            condition &= Q(code=parts[2][:INDEXED_TEXT_LENGTH])
+        conditions |= condition
+    return _index_rows(QuantityIndex, param).filter(conditions)
+
+
+def _number_condition(name: str, value: str) -> Q:
+    """The `value` column condition of `[prefix]number`.
+
+    `eq` and `ne` apply FHIR's implicit precision: the search value stands for the interval of half a unit
+    of its last digit either side (`100` is [99.5, 100.5), `100.0` is [99.95, 100.05), `1e2` is [50, 150));
+    the other prefixes compare with the number as written, as HAPI does.
+    """
+    prefix = value[:2] if value[:2].isalpha() else "eq"
+    text = value[2:] if value[:2].isalpha() else value
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        number = None
+    if prefix not in NUMBER_PREFIXES or number is None or not number.is_finite():
+        raise InvalidRequest(f"{name}={value!r} is not a number (optional prefix {'/'.join(NUMBER_PREFIXES)})")
+    half_unit = Decimal(5).scaleb(number.as_tuple().exponent - 1)
+    within = Q(value__gte=float(number - half_unit), value__lt=float(number + half_unit))
+    return {
+        "eq": within, "ne": ~within, "gt": Q(value__gt=float(number)), "lt": Q(value__lt=float(number)),
+        "ge": Q(value__gte=float(number)), "le": Q(value__lte=float(number)),
+    }[prefix]
+
+
 def _parse_reference_value(param: SearchParam, modifier: str | None, value: str) -> tuple[str | None, str]:
     if modifier is not None:
         target_type, target_id = modifier, value
@@ -310,4 +367,5 @@ def _any(conditions: Iterable[Q]) -> Q:
     return combined
 
 
-_INDEX_FILTERS = {"token": _token_rows, "string": _string_rows, "date": _date_rows, "reference": _reference_rows}
+_INDEX_FILTERS = {"token": _token_rows, "string": _string_rows, "date": _date_rows, "reference": _reference_rows,
+                  "number": _number_rows, "quantity": _quantity_rows}

@@ -3,7 +3,7 @@
 Every parameter is a row: the resource type, the name clients search by, its kind, and the element paths
 it reads (FHIRPath reduced to dotted paths; a list anywhere on the way is walked through, and a choice
 type `effective[x]` is spelled out as its alternatives). `extract_index_rows` turns a resource into the
-rows for the four index tables, with one extraction function per resource type compiled from this table,
+rows for the index tables, with one extraction function per resource type compiled from this table,
 so a reindex job re-runs exactly what a write runs.
 
 The Patient compartment comes from `compartments` (R4's CompartmentDefinition "patient"): each of its
@@ -14,10 +14,12 @@ An alias (`stored_as`) searches the rows of another parameter restricted to some
 """
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
 
@@ -25,7 +27,7 @@ from fhirstore.compartments import PATIENT_COMPARTMENT, PATIENT_COMPARTMENT_EXTE
 from fhirstore.fhirdates import HIGHEST, LOWEST, parse_date_range
 from fhirstore.resource_types import RESOURCE_TYPES, is_valid_id
 
-Kind = Literal["token", "string", "date", "reference"]
+Kind = Literal["token", "string", "date", "reference", "number", "quantity"]  # number, quantity: custom only
 
 INDEXED_TEXT_LENGTH = 200  # longest string or code kept in an index row (HAPI's limit); B-tree keys stay small
 
@@ -253,12 +255,17 @@ def patient_compartment_types() -> tuple[str, ...]:
 
 @dataclass
 class IndexRows:
-    """What one resource contributes to the four index tables (sets: repeats in a resource count once)."""
+    """What one resource contributes to the index tables (sets: repeats in a resource count once)."""
 
     tokens: set[tuple[str, str, str]] = field(default_factory=set)  # (param, system, code)
     strings: set[tuple[str, str, str]] = field(default_factory=set)  # (param, normalized, exact)
     dates: set[tuple[str, datetime, datetime]] = field(default_factory=set)  # (param, low, high)
     references: set[tuple[str, str, str]] = field(default_factory=set)  # (param, target type, target id)
+    numbers: set[tuple[str, float]] = field(default_factory=set)  # (param, value)
+    quantities: set[tuple[str, str, str, float]] = field(default_factory=set)  # (param, system, code, value)
+
+
+INDEX_KINDS = ("tokens", "strings", "dates", "references", "numbers", "quantities")  # the fields of IndexRows
 
 
 def extract_index_rows(resource: dict) -> IndexRows:
@@ -388,6 +395,37 @@ def _add_reference(rows: IndexRows, param: SearchParam, value: object) -> None:
         rows.references.add((param.name, *target))
 
 
+def _number(value: object) -> float | None:
+    """A FHIR integer or decimal (fhirpathpy gives `Decimal`s) as stored; None for anything else, or beyond a double."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+# Quantity-like types without a `code`: Money's currency is an ISO 4217 code.
+_CURRENCY_SYSTEM = "urn:iso:std:iso:4217"
+
+
+def _add_number(rows: IndexRows, param: SearchParam, value: object) -> None:
+    number = _number(value)
+    if number is not None:
+        rows.numbers.add((param.name, number))
+
+
+def _add_quantity(rows: IndexRows, param: SearchParam, value: object) -> None:
+    """Quantity, and its profiles Age, Duration, Distance, Count, SimpleQuantity; Money (value + currency)."""
+    if not isinstance(value, dict) or (number := _number(value.get("value"))) is None:
+        return
+    if isinstance(value.get("currency"), str):
+        system, code = _CURRENCY_SYSTEM, value["currency"]
+    else:
+        system = value.get("system") if isinstance(value.get("system"), str) else ""
+        code = next((value[key] for key in ("code", "unit") if isinstance(value.get(key), str)), "")
+    rows.quantities.add((param.name, system[:INDEXED_TEXT_LENGTH], code[:INDEXED_TEXT_LENGTH], number))
+
+
 _ADD: dict[Kind, Callable[[IndexRows, SearchParam, object], None]] = {
     "token": _add_token, "string": _add_string, "date": _add_date, "reference": _add_reference,
+    "number": _add_number, "quantity": _add_quantity,
 }

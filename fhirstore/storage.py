@@ -28,6 +28,8 @@ from fhirstore.exceptions import (
 from fhirstore.fhirdates import format_instant
 from fhirstore.models import (
     DateIndex,
+    NumberIndex,
+    QuantityIndex,
     ReferenceIndex,
     Resource,
     ResourceVersion,
@@ -38,7 +40,7 @@ from fhirstore.resource_types import is_resource_type
 from fhirstore.custom_params import index_extractor, only_params, sync_search_parameters
 from fhirstore.search_params import IndexRows
 
-INDEX_TABLES = (TokenIndex, StringIndex, DateIndex, ReferenceIndex)
+INDEX_TABLES = (TokenIndex, StringIndex, DateIndex, ReferenceIndex, NumberIndex, QuantityIndex)
 
 
 @dataclass(frozen=True)
@@ -399,6 +401,9 @@ def _write_index_rows(cursor, items: Iterable[tuple[int, str, IndexRows]]) -> No
     _copy(cursor, DateIndex, ("resource_id", "resource_type", "param", "low", "high"), _rows(items, "dates"))
     _copy(cursor, ReferenceIndex, ("resource_id", "resource_type", "param", "target_type", "target_id"),
           _rows(items, "references"))
+    _copy(cursor, NumberIndex, ("resource_id", "resource_type", "param", "value"), _rows(items, "numbers"))
+    _copy(cursor, QuantityIndex, ("resource_id", "resource_type", "param", "system", "code", "value"),
+          _rows(items, "quantities"))
 
 
 def _rows(items: list[tuple[int, str, IndexRows]], kind: str) -> Iterator[tuple]:

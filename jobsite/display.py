@@ -8,9 +8,11 @@ from django.utils.safestring import SafeString
 
 
 def short_duration(seconds: float | None) -> str:
-    """`3 min 19 s`, `2 h 5 min`, `4 s`, `0.4 s`: elapsed times and ETAs; `-` when unknown."""
+    """`3 min 19 s`, `2 h 5 min`, `4 s`, `0.4 s`, `< 0.1 s`: elapsed times and ETAs; `-` when unknown."""
     if seconds is None:
         return "-"
+    if 0 < seconds < 0.05:  # would read "0.0 s", as if it had taken no time
+        return "< 0.1 s"
     if seconds < 10:
         return f"{seconds:.1f} s" if seconds % 1 else f"{seconds:.0f} s"
     whole = round(seconds)

@@ -291,8 +291,11 @@ EXPIRE_SEARCH_RESULTS_AFTER_MINUTES = env_int("EXPIRE_SEARCH_RESULTS_AFTER_MINUT
 FHIR_SEARCH_WHILE_INDEXING = env_str("FHIR_SEARCH_WHILE_INDEXING", "refuse").lower()
 if FHIR_SEARCH_WHILE_INDEXING not in ("refuse", "warn"):
     raise ImproperlyConfigured(f"FHIR_SEARCH_WHILE_INDEXING must be refuse or warn, got {FHIR_SEARCH_WHILE_INDEXING!r}")
-# Chunks of one reindex job running at once (0: as many as there are workers), to leave room for other work.
-REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", 0)
+# Chunks of one reindex job running at once (0: as many as there are workers). A chunk keeps about one core
+# busy: its worker extracts while its PostgreSQL backend waits, then the backend deletes and COPYs (~80 % of
+# a chunk's time, profiled), so half the cores leaves the other half to the live API. On 2 cores, 1 chunk
+# kept the read p99 ratio at 1.28–1.39 where 2 made it 1.73 (docs/reindex.md, Performance).
+REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", max(1, (os.cpu_count() or 2) // 2))
 
 # --- Scheduling -----------------------------------------------------------------------------------
 # Clustered scheduled jobs go through this queue, consumed only by `manage.py run_scheduler_worker`,
@@ -309,7 +312,8 @@ BULK_EXPORT_CHUNK_SIZE = env_int("BULK_EXPORT_CHUNK_SIZE", 10000, minimum=1)  # 
 # Export files are deleted this long after their export ended (HAPI keeps them 2 hours); `Expires` says when.
 BULK_EXPORT_RETENTION_SECONDS = env_int("BULK_EXPORT_RETENTION_SECONDS", 2 * 3600, minimum=1)
 BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3, minimum=1)  # one more gets 429
-# Chunks of one export running at once (0: as many as there are worker processes); a cap leaves room for others.
+# Chunks of one export running at once (0: as many as there are worker processes); a cap leaves room for others
+# (1 on the 2-core bench: read p99 back to idle, but export / COPY 0.25-0.30 instead of 0.42-0.77; docs/export.md).
 BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS", 0)
 # Where export files live: any Django storage backend (e.g. storages.backends.s3.S3Storage) and its options as
 # JSON; by default the file system under MEDIA_ROOT/bulkexport.

@@ -5,6 +5,8 @@ runs them now (through `scheduling.operations`). Changing anything needs the mod
 """
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -12,13 +14,15 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.safestring import mark_safe
 
 from jobsite.display import moment, short_duration
 from scheduling import operations, scripts
 from scheduling.exceptions import InvalidScript, SchedulingError
 from scheduling.models import CustomScript, JobRun, ScheduledJobSchedule, ScriptAudit
+from scheduling.schedules import EverySeconds
 
 
 def _outcome(outcome: str | None) -> str:
@@ -65,7 +69,8 @@ class StateFilter(admin.SimpleListFilter):
 class ScheduledJobAdmin(admin.ModelAdmin):
     """Every clustered and local job, with pause/resume and run-now; the recent runs below, failures in red."""
 
-    list_display = ["name", "kind", "schedule", "state", "next_run", "last_run", "last_outcome", "last_duration"]
+    list_display = ["job_name", "kind", "schedule", "state", "next_run", "last_run", "last_outcome", "last_duration"]
+    list_display_links = ["job_name"]
     list_filter = [StateFilter, KindFilter]
     search_fields = ["name"]
     ordering = ["name"]
@@ -96,13 +101,22 @@ class ScheduledJobAdmin(admin.ModelAdmin):
         return super().changelist_view(request, {"title": "Scheduled jobs", **(extra_context or {}),
                                                  "recent_runs": operations.recent_runs()})
 
+    @admin.display(description="name", ordering="name")
+    def job_name(self, job) -> str:
+        """Dotted names are long: a line may break after a dot or an underscore, not inside a word."""
+        parts = re.split(r"(?<=[._])", job.name)
+        return format_html_join(mark_safe("<wbr>"), "{}", ((part,) for part in parts))
+
     @admin.display(description="kind", ordering="task")
     def kind(self, job) -> str:
         return "clustered" if operations.is_clustered(job) else "local"
 
     @admin.display(description="schedule")
     def schedule(self, job) -> str:
-        return str(operations.schedule_of(job))
+        schedule = operations.schedule_of(job)
+        if isinstance(schedule, EverySeconds):  # "every 1 h" rather than "every 3600 s"
+            return format_html('<span title="{}">every {}</span>', str(schedule), short_duration(schedule.seconds))
+        return str(schedule)
 
     @admin.display(description="state", ordering="enabled")
     def state(self, job) -> str:

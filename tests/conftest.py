@@ -1,15 +1,43 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.processes import Process, stop_all
+from tests.processes import Process, process_logs, stop_all
+
+FIRST_PROCESS_OF_TEST = pytest.StashKey[int]()
 
 if TYPE_CHECKING:  # batch's modules need Django set up, which happens after this file is read
     from batch.api import JobDefinition
     from batch.testing import InProcessBus
+
+
+@pytest.fixture(scope="session", autouse=True)
+def process_log_directory(tmp_path_factory) -> Path:
+    """Process logs go to pytest's temporary directory of this run (pytest removes all but the last few runs)."""
+    process_logs.directory = tmp_path_factory.mktemp("process-logs")
+    return process_logs.directory
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[FIRST_PROCESS_OF_TEST] = len(process_logs.started)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failing test's report ends with the tails of the logs of the processes it started or that still run."""
+    if call.excinfo is not None and call.when in ("setup", "call") and not call.excinfo.errisinstance(
+            pytest.skip.Exception):
+        first = item.stash.get(FIRST_PROCESS_OF_TEST, len(process_logs.started))
+        involved = [process for index, process in enumerate(process_logs.started)
+                    if index >= first or process.popen.poll() is None]
+        if involved:
+            item.add_report_section(call.when, "process logs", "\n".join(process.tail() for process in involved))
+    yield
 
 
 @pytest.fixture

@@ -14,10 +14,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
+
+from tests.processes import wait_until
 
 PG_SYSTEM_USER = "pgserver"  # initdb refuses to run as root; the pgserver wheel runs its servers as this user
 
@@ -26,14 +27,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout}s")
-        time.sleep(0.1)
 
 
 class RestartablePostgres:
@@ -78,15 +71,15 @@ class RestartablePostgres:
         """Start, retrying while the backends of a SIGKILLed postmaster are still exiting."""
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory} "
                    "-c fsync=off -c max_connections=100")
-        deadline = time.monotonic() + timeout
-        while True:
-            started = self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.directory / "log"),
-                                "-w", "-t", "30", "start", check=False)
-            if started.returncode == 0 and self.is_up():
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"PostgreSQL did not start: {started.stdout}")
-            time.sleep(0.5)
+        attempts: list[str] = []
+
+        def started() -> bool:
+            done = self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.directory / "log"),
+                             "-w", "-t", "30", "start", check=False)
+            attempts.append(done.stdout)
+            return done.returncode == 0 and self.is_up()
+
+        wait_until(started, timeout, message=lambda: f"PostgreSQL did not start: {attempts[-1]}")
 
     def stop_fast(self) -> None:
         """`pg_ctl stop -m fast`: open transactions are rolled back and every connection is closed."""
@@ -96,7 +89,7 @@ class RestartablePostgres:
         """SIGKILL the postmaster; its backends notice and exit, and the next start runs crash recovery."""
         pid = int((self.data / "postmaster.pid").read_text().split()[0])
         os.kill(pid, signal.SIGKILL)
-        _wait_for(lambda: not self.is_up(), timeout=30, what="PostgreSQL going away")
+        wait_until(lambda: not self.is_up(), timeout=30, message="PostgreSQL going away")
 
     def create_database(self, name: str) -> str:
         with psycopg.connect(self.url(), autocommit=True) as connection:
@@ -137,7 +130,7 @@ class RestartableRedis:
              "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        _wait_for(self.is_up, timeout=30, what="Redis")
+        wait_until(self.is_up, timeout=30, message="Redis starting")
 
     def kill(self) -> None:
         if self.process is not None:

@@ -10,16 +10,37 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from django.db import connection
+from django.db.models import Model, QuerySet
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+FAILURE_TAIL_CHARACTERS = 3000  # the end of a log is where a process says why it failed; all of it would bury that
+
+
+class ProcessLogs:
+    """Where the processes of this test run write their output, and which were started, for failure reports.
+
+    tests/conftest.py points `directory` at a pytest temporary directory (pytest keeps the last few runs' and
+    removes older ones), and adds the tails of the logs of the processes a failing test ran to its report.
+    """
+
+    def __init__(self) -> None:
+        self.directory: Path | None = None
+        self.started: list[Process] = []
+
+    def new_log(self, name: str) -> Path:
+        if self.directory is None:
+            raise RuntimeError("tests.processes used outside pytest: tests/conftest.py sets the log directory")
+        return self.directory / f"{len(self.started):04d}-{name}.log"
+
+
+process_logs = ProcessLogs()
 
 
 def subprocess_database_url() -> str:
@@ -40,27 +61,31 @@ def free_port() -> int:
 
 
 class Process:
-    """One subprocess with its output in a temporary log file, stopped at the end of the test."""
+    """One subprocess with its output in a log file of the test run (ProcessLogs), stopped at the end of the test."""
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None, name: str = "process"):
         self.name = name
-        self.log = Path(tempfile.mkstemp(prefix=f"heavylift-{name}-", suffix=".log")[1])
+        self.log = process_logs.new_log(name)
         full_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "PYTHONUNBUFFERED": "1", **(env or {})}
         with self.log.open("wb") as out:
             self.popen = subprocess.Popen(
                 argv, cwd=PROJECT_DIR, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+        process_logs.started.append(self)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def tail(self) -> str:
+        return f"--- {self.name} ({self.log}):\n{self.output()[-FAILURE_TAIL_CHARACTERS:]}"
 
     def wait_for_output(self, text: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.output():
             if self.popen.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.popen.returncode}:\n{self.output()[-3000:]}")
+                raise AssertionError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} did not print {text!r} in {timeout}s:\n{self.output()[-3000:]}")
+                raise AssertionError(f"{self.name} did not print {text!r} in {timeout}s:\n{self.tail()}")
             time.sleep(0.1)
 
     def signal_group(self, sig: int) -> None:
@@ -174,3 +199,28 @@ def start_all(processes: list[Process], ready: Callable[[Process], None]) -> Non
     """Wait for processes that were started together (they come up in parallel, not one after another)."""
     for process in processes:
         ready(process)
+
+
+IN_FLIGHT_SETTLE_SECONDS = 1  # far above the time PostgreSQL takes to apply a statement already sent to it
+
+
+def kill_while_it_holds(worker: Process, holding: QuerySet, timeout: float) -> Model:
+    """SIGKILL the worker (its whole process group) while it holds a row of `holding` (IN_PROGRESS chunks of its).
+
+    Seeing the chunk held and killing are two steps, and the chunk may finish in between; so the worker is
+    frozen first (SIGSTOP) and killed only if, frozen, it still holds the chunk a moment later. That moment
+    is the one fixed wait here: it waits for the absence of a completion the frozen worker may already have
+    sent, which nothing can be polled for. Otherwise the worker thaws and the hunt goes on.
+    """
+    def frozen_holding() -> Model | None:
+        if not holding.exists():
+            return None
+        worker.signal_group(signal.SIGSTOP)
+        time.sleep(IN_FLIGHT_SETTLE_SECONDS)
+        held = holding.first()
+        if held is not None:
+            worker.signal_group(signal.SIGKILL)
+        worker.signal_group(signal.SIGCONT)
+        return held
+
+    return wait_until(frozen_holding, timeout, message=lambda: f"{worker.name} held no such chunk:\n{worker.tail()}")

@@ -16,7 +16,8 @@ from jobsite import display
 
 register = template.Library()
 
-CHART_WIDTH, CHART_HEIGHT, CHART_LEFT, CHART_BOTTOM = 600, 120, 44, 18
+# In the SVG's own units (its labels are 15 units high, dashboard.css): the left margin holds a peak like 1,000,000.
+CHART_WIDTH, CHART_HEIGHT, CHART_LEFT, CHART_BOTTOM = 600, 130, 76, 22
 
 
 @register.filter
@@ -74,7 +75,7 @@ def throughput_chart(minutes: Sequence[MinuteThroughput], field: str, label: str
     return format_html(
         '<svg class="throughput" viewBox="0 0 {} {}" role="img" aria-label="{} per minute, last hour, peak {}">'
         '<line x1="{}" y1="0" x2="{}" y2="{}" class="axis"/><line x1="{}" y1="{}" x2="{}" y2="{}" class="axis"/>'
-        '<text x="{}" y="10" text-anchor="end">{}</text><text x="{}" y="{}" text-anchor="end">0</text>'
+        '<text x="{}" y="13" text-anchor="end">{}</text><text x="{}" y="{}" text-anchor="end">0</text>'
         '<g class="bars">{}</g><g class="ticks">{}</g></svg>',
         CHART_WIDTH, CHART_HEIGHT, label, f"{peak:,}",
         CHART_LEFT, CHART_LEFT, plot_height, CHART_LEFT, plot_height, CHART_WIDTH, plot_height,

@@ -45,6 +45,7 @@ BULK_EXPORT: JobDefinition = (
     .parameter("request_url", str, required=True, description="the kick-off URL, for the manifest")
     .parameter("transaction_time", str, required=True, description="FHIR instant of the kick-off")
     .parameter("chunk_size", int, default=1000, minimum=1, description="ids per chunk (and file)")
+    .parameter("row_ranges", bool, default=False, description="walk the whole store by ranges of row ids")
     .validate_with(_check)
     .first_step("fetch-resources", fetch_resources, "walks the matching ids, one chunk per chunk_size ids")
     .intermediate_step("expand-resources", expand_resources, "loads the bodies; _elements")

@@ -24,6 +24,7 @@ from fhirstore.bulkexport.files import delete_files, open_file
 from fhirstore.bulkexport.models import BulkExport, ExportFile
 from fhirstore.bulkexport.parameters import ExportRequest
 from fhirstore.bulkexport.steps import BULK_EXPORT_JOB, job_parameters
+from fhirstore.ownership import owned_row
 from fhirstore.storage import settled_time
 
 PURGE_PAGE = 100  # exports deleted per transaction by the purge
@@ -205,11 +206,4 @@ def delete_files_of_ended_exports() -> int:
 
 
 def _owned_export(user: AbstractBaseUser, export_id: uuid.UUID | str, *, lock: bool = False) -> BulkExport:
-    try:
-        exports = BulkExport.objects.filter(id=uuid.UUID(str(export_id)), owner_id=user.pk)
-    except ValueError:
-        raise ExportNotFound(f"{export_id!r} is not an export id") from None
-    export = (exports.select_for_update() if lock else exports).first()
-    if export is None:
-        raise ExportNotFound(f"Export {export_id} is not known (deleted, expired or not yours)")
-    return export
+    return owned_row(BulkExport.objects.all(), user, export_id, noun="export", not_found=ExportNotFound, lock=lock)

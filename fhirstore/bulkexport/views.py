@@ -16,8 +16,9 @@ from fhirstore.bulkexport.exceptions import TooManyExports
 from fhirstore.bulkexport.files import gzipped
 from fhirstore.bulkexport.parameters import Level, body_parameters, parse_export_request, query_parameters
 from fhirstore.bulkexport.services import ExportState, delete_export, export_status, kick_off, open_export_file
-from fhirstore.exceptions import InvalidRequest
-from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
+from fhirstore.http import (
+    FhirAccess, FhirView, base_url, informational, read_json_body, require_async, status_job_id, still_running,
+)
 from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
 
@@ -59,21 +60,15 @@ class KickOffView(BulkExportView):
                              group_id)
 
     def kick_off(self, request, pairs: list[tuple[str, str]], group_id: str | None):
-        preferences = {token.strip().lower() for part in request.headers.get("Prefer", "").split(",")
-                       for token in part.split(";")}
-        if "respond-async" not in preferences:
-            raise InvalidRequest("$export runs asynchronously: send the header Prefer: respond-async")
+        preferences = require_async(request, "$export")
         export_request = parse_export_request(self.level, pairs, lenient="handling=lenient" in preferences,
                                               group_id=group_id)
         started = kick_off(request.user, export_request, base_url=base_url(request),
                            request_url=request.build_absolute_uri())
         message = ("An identical export of yours is running; poll its status URL" if started.reused
                    else "The export has started; poll its status URL")
-        issues = [{"severity": "information", "code": "informational", "diagnostics": message}]
-        issues += [{"severity": "warning", "code": "not-supported", "diagnostics": f"Ignored: {warning}"}
-                   for warning in started.warnings]
-        return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, status=202,
-                             headers={"Content-Location": status_url(request, started.export.id)})
+        return informational(message, status=202, headers={"Content-Location": status_url(request, started.export.id)},
+                             warnings=[f"Ignored: {warning}" for warning in started.warnings])
 
 
 class PatientKickOffView(KickOffView):
@@ -86,21 +81,18 @@ class GroupKickOffView(KickOffView):
 
 class ExportStatusView(BulkExportView):
     def get(self, request):
-        status = export_status(request.user, _job_id(request))
+        status = export_status(request.user, status_job_id(request))
         if status.state is ExportState.RUNNING:
-            return fhir_response(None, status=202, headers={"X-Progress": status.progress[:100],
-                                                            "Retry-After": str(RETRY_AFTER_SECONDS)})
+            return still_running(status.progress, RETRY_AFTER_SECONDS)
         response = HttpResponse(json.dumps(status.manifest), content_type="application/json")
         if status.expires_at is not None:
             response["Expires"] = http_date(status.expires_at.timestamp())
         return response
 
     def delete(self, request):
-        export_id = _job_id(request)
+        export_id = status_job_id(request)
         delete_export(request.user, export_id)
-        return fhir_response({"resourceType": "OperationOutcome", "issue": [{
-            "severity": "information", "code": "informational",
-            "diagnostics": f"Export {export_id} is cancelled and its files deleted"}]}, status=202)
+        return informational(f"Export {export_id} is cancelled and its files deleted", status=202)
 
 
 class ExportFileView(BulkExportView):
@@ -118,9 +110,3 @@ class ExportFileView(BulkExportView):
 def _pairs(query_dict) -> list[tuple[str, str]]:
     return [(name, value) for name, values in query_dict.lists() for value in values]
 
-
-def _job_id(request) -> str:
-    job_id = request.GET.get("_jobId")
-    if not job_id:
-        raise InvalidRequest("The status URL needs _jobId (use the Content-Location of the kick-off)")
-    return job_id

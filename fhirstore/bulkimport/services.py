@@ -34,6 +34,7 @@ from fhirstore.bulkimport.parameters import ImportRequest, SubmitRequest
 from fhirstore.bulkimport.sources import READ_BLOCK, lines
 from fhirstore.bulkimport.steps import BULK_IMPORT_JOB
 from fhirstore.loading import BadInput, LoadReport
+from fhirstore.ownership import owned_row
 
 ISSUE_PAGE = 1000  # error lines read per query while streaming the error NDJSON
 
@@ -159,14 +160,7 @@ def _after(file: str, line: int | None, issue_id: int) -> Q:
 
 
 def _owned_import(user: AbstractBaseUser, import_id: uuid.UUID | str, *, lock: bool = False) -> BulkImport:
-    try:
-        imports = BulkImport.objects.filter(id=uuid.UUID(str(import_id)), owner_id=user.pk)
-    except ValueError:
-        raise ImportNotFound(f"{import_id!r} is not an import id") from None
-    bulk_import = (imports.select_for_update() if lock else imports).first()
-    if bulk_import is None:
-        raise ImportNotFound(f"Import {import_id} is not known (cancelled, or not yours)")
-    return bulk_import
+    return owned_row(BulkImport.objects.all(), user, import_id, noun="import", not_found=ImportNotFound, lock=lock)
 
 
 def submit(user: AbstractBaseUser, request: SubmitRequest, *, base_url: str) -> BulkSubmission:

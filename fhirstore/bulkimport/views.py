@@ -28,8 +28,10 @@ from fhirstore.bulkimport.services import (
     submission_status,
     submit,
 )
-from fhirstore.exceptions import InvalidRequest
-from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
+from fhirstore.http import (
+    FhirAccess, FhirView, base_url, fhir_response, informational, read_json_body, require_async, status_job_id,
+    still_running,
+)
 from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
 
@@ -49,43 +51,27 @@ class BulkImportView(FhirView):
     required_scope = Scope.IMPORT  # kick-off, status, cancel, error file and Bulk Submit alike
 
 
-def _require_async(request, operation: str) -> None:
-    preferences = {token.strip().lower() for part in request.headers.get("Prefer", "").split(",")
-                   for token in part.split(";")}
-    if "respond-async" not in preferences:
-        raise InvalidRequest(f"{operation} runs asynchronously: send the header Prefer: respond-async")
-
-
-def _accepted(message: str, location: str) -> HttpResponse:
-    return fhir_response({"resourceType": "OperationOutcome", "issue": [
-        {"severity": "information", "code": "informational", "diagnostics": message}]}, status=202,
-        headers={"Content-Location": location})
-
-
 class ImportKickOffView(BulkImportView):
     def post(self, request):
-        _require_async(request, "$import")
+        require_async(request, "$import")
         import_request = parse_import_request(read_json_body(request))
         started = kick_off(request.user, import_request, base_url=base_url(request),
                            request_url=request.build_absolute_uri())
-        return _accepted("The import has started; poll its status URL",
-                         f"{base_url(request)}/$import-poll-status?_jobId={started.id}")
+        return informational("The import has started; poll its status URL", status=202,
+                             headers={"Content-Location": f"{base_url(request)}/$import-poll-status?_jobId={started.id}"})
 
 
 class ImportStatusView(BulkImportView):
     def get(self, request):
-        status = import_status(request.user, _job_id(request))
+        status = import_status(request.user, status_job_id(request))
         if status.state is ImportState.RUNNING:
-            return fhir_response(None, status=202, headers={"X-Progress": status.progress[:100],
-                                                            "Retry-After": str(RETRY_AFTER_SECONDS)})
+            return still_running(status.progress, RETRY_AFTER_SECONDS)
         return fhir_response(report_outcome(status.report))
 
     def delete(self, request):
-        import_id = _job_id(request)
+        import_id = status_job_id(request)
         cancel_import(request.user, import_id)
-        return fhir_response({"resourceType": "OperationOutcome", "issue": [{
-            "severity": "information", "code": "informational",
-            "diagnostics": f"Import {import_id} is cancelled (what it loaded stays)"}]}, status=202)
+        return informational(f"Import {import_id} is cancelled (what it loaded stays)", status=202)
 
 
 class ImportErrorsView(BulkImportView):
@@ -96,9 +82,7 @@ class ImportErrorsView(BulkImportView):
 class BulkSubmitView(BulkImportView):
     def post(self, request):
         submission = submit(request.user, parse_submit_request(read_json_body(request)), base_url=base_url(request))
-        return fhir_response({"resourceType": "OperationOutcome", "issue": [{
-            "severity": "information", "code": "informational",
-            "diagnostics": f"Submission {submission.submission_id} is {submission.status}"}]})
+        return informational(f"Submission {submission.submission_id} is {submission.status}")
 
 
 class BulkSubmitStatusView(BulkImportView):
@@ -106,13 +90,6 @@ class BulkSubmitStatusView(BulkImportView):
         submitter, submission_id = parse_submission_key(read_json_body(request))
         status = submission_status(request.user, submitter, submission_id)
         if status.state is ImportState.RUNNING:
-            return fhir_response(None, status=202, headers={"X-Progress": status.progress[:100],
-                                                            "Retry-After": str(RETRY_AFTER_SECONDS)})
+            return still_running(status.progress, RETRY_AFTER_SECONDS)
         return HttpResponse(json.dumps(status.manifest), content_type="application/json")
 
-
-def _job_id(request) -> str:
-    job_id = request.GET.get("_jobId")
-    if not job_id:
-        raise InvalidRequest("The status URL needs _jobId (use the Content-Location of the kick-off)")
-    return job_id

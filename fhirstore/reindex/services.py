@@ -124,4 +124,6 @@ def dry_run_parameters(rows: IndexRows) -> dict:
         *rows_of("string", rows.strings, ("param", "normalized", "exact")),
         *rows_of("date", rows.dates, ("param", "low", "high")),
         *rows_of("reference", rows.references, ("param", "targetType", "targetId")),
+        *rows_of("number", rows.numbers, ("param", "value")),
+        *rows_of("quantity", rows.quantities, ("param", "system", "code", "value")),
     ]}

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from batch import control, dashboard
 from batch.heartbeats import record_heartbeat
+from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
 from jobsite.display import short_duration
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
@@ -85,7 +86,7 @@ def test_node_activity_counts_chunks_in_flight_per_node_and_names_its_queue_and_
 
     nodes = {node.node_id: node for node in dashboard.node_activity()}
 
-    assert nodes["node-a"].queue == control.work_notification_queue("node-a", "batch")
+    assert nodes["node-a"].queue == work_notification_queue("node-a", "batch")
     assert nodes["node-a"].chunks_in_flight == 2
     assert nodes["node-a"].workers == ("w1@host/1",)
     assert nodes["node-a"].queue_depth == 0
@@ -127,7 +128,7 @@ def test_job_errors_total_every_attempt_of_every_chunk_and_show_the_latest():
 
 
 @pytest.mark.parametrize(("seconds", "shown"), [
-    (None, "-"), (0.4, "0.4 s"), (4, "4 s"), (199, "3 min 19 s"), (3600 + 5 * 60 + 2, "1 h 5 min"), (86400 * 2, "2 d"),
+    (None, "-"), (0, "0 s"), (0.02, "< 0.1 s"), (0.4, "0.4 s"), (4, "4 s"), (199, "3 min 19 s"), (3600 + 5 * 60 + 2, "1 h 5 min"), (86400 * 2, "2 d"),
 ])
 def test_durations_read_like_a_person_says_them(seconds, shown):
     assert short_duration(seconds) == shown

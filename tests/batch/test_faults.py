@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -22,12 +21,17 @@ from psycopg.rows import dict_row
 
 from tests.faults import RestartablePostgres, RestartableRedis
 from tests.processes import (
-    PROJECT_DIR, Process, celery_beat, celery_worker, scheduler_worker, wait_until_beating, wait_until_ready,
+    PROJECT_DIR, Process, celery_beat, celery_worker, scheduler_worker, wait_until, wait_until_beating,
+    wait_until_ready,
 )
 
 pytestmark = [pytest.mark.acceptance]
 
 MAX_CHUNK_SECONDS = 5
+HELD_FROM = 2  # chunks before this index run freely, so "midway" means some done and some in flight
+LEASE_SECONDS = 20  # outlives an outage plus PostgreSQL's crash recovery on a busy machine
+DATABASE_LOST = "the database connection was lost"  # batch.connections, when a worker meets an outage
+BROKER_LOST = "Connection to broker lost"  # Celery's consumer, when Redis goes away
 
 
 class Cluster:
@@ -59,16 +63,13 @@ class Cluster:
 
     def wait_for(self, condition, timeout: float, what: str):
         """Polls `condition` (which may query the database: errors while it is down count as "not yet")."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def answered():
             try:
-                if result := condition():
-                    return result
+                return condition()
             except psycopg.OperationalError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: not within {timeout}s\n{self.logs()}")
-            time.sleep(0.25)
+                return None
+
+        return wait_until(answered, timeout, message=lambda: f"{what}\n{self.logs()}")
 
     def logs(self) -> str:
         tails = []
@@ -96,8 +97,7 @@ def cluster(django_db_blocker):
         env = {
             "DATABASE_URL": database_url, "REDIS_URL": redis.url, "NODE_ID": f"faults{uuid.uuid4().hex[:8]}",
             "DJANGO_SETTINGS_MODULE": "tests.batch.worker_settings", "SCHEDULER_QUEUE": f"sched{uuid.uuid4().hex[:8]}",
-            "SCHEDULER_THREAD_COUNT": "2", "BATCH_MAINTENANCE_INTERVAL_SECONDS": "2", "BATCH_LEASE_SECONDS": "20",
-            # the lease outlives a 3 s outage plus PostgreSQL's crash recovery on a busy machine
+            "SCHEDULER_THREAD_COUNT": "2", "BATCH_MAINTENANCE_INTERVAL_SECONDS": "2", "BATCH_LEASE_SECONDS": str(LEASE_SECONDS),
             "BATCH_REANNOUNCE_AFTER_SECONDS": "4", "BATCH_MAX_CHUNK_SECONDS": str(MAX_CHUNK_SECONDS),
             "BATCH_DIAGNOSTIC_JOBS": "true",
         }
@@ -122,15 +122,19 @@ def executions(log: Path) -> Counter:
     return Counter(int(line) for line in log.read_text().split()) if log.exists() else Counter()
 
 
-def start_logged_job(cluster: Cluster, log: Path, chunks: int = 12, sleep_ms: int = 700) -> str:
-    return cluster.start_job("TEST_LOGGED", {"chunks": chunks, "sleep_ms": sleep_ms, "log": str(log)})
+def start_logged_job(cluster: Cluster, log: Path, chunks: int = 12, sleep_ms: int = 700, hold: Path | None = None) -> str:
+    """`hold`: while that file exists, chunks from HELD_FROM on wait once started (see `wait_until_midway`)."""
+    held = {"hold_while": str(hold), "hold_from": HELD_FROM} if hold is not None else {}
+    return cluster.start_job("TEST_LOGGED", {"chunks": chunks, "sleep_ms": sleep_ms, "log": str(log), **held})
 
 
 def wait_until_midway(cluster: Cluster, job_id: str, log: Path) -> None:
-    """Some chunks done, some running: the moment to break something."""
+    """Some chunks done, some running: the moment to break something. The job was started with a hold, so it
+    cannot end before the test has seen this, however slow the machine (the test releases the hold once the
+    fault is in)."""
     cluster.wait_for(lambda: executions(log) and any(chunk["status"] == "IN_PROGRESS"
                                                      for chunk in cluster.chunks(job_id, "log")),
-                     timeout=60, what="the job midway")
+                     timeout=120, what="the job midway")
 
 
 def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chunks: int, crash: bool = False) -> None:
@@ -158,15 +162,22 @@ def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chu
 
 @pytest.mark.parametrize("outage", ["fast-shutdown", "postmaster-sigkill"])
 def test_a_job_completes_after_postgresql_goes_away_mid_job(cluster, tmp_path, outage):
-    log = tmp_path / "ran"
-    job_id = start_logged_job(cluster, log)
+    log, hold = tmp_path / "ran", tmp_path / "hold"
+    hold.touch()
+    job_id = start_logged_job(cluster, log, hold=hold)
     wait_until_midway(cluster, job_id, log)
 
+    worker = cluster.processes[0]
+    met_before = worker.output().count(DATABASE_LOST)
     if outage == "fast-shutdown":
         cluster.postgres.stop_fast()
     else:
         cluster.postgres.kill_postmaster()
-    time.sleep(3)  # workers finish steps meanwhile and find the database gone
+    hold.unlink()  # the held chunks go on and meet the outage when they record their outcome
+    # The database stays away until a worker, finishing a step, has found it gone; well inside the lease, so
+    # no chunk looks abandoned (a longer outage is another test's matter).
+    cluster.wait_for(lambda: worker.output().count(DATABASE_LOST) > met_before, timeout=LEASE_SECONDS / 2,
+                     what="the batch worker meeting the outage")
     cluster.postgres.start()
 
     assert_each_chunk_counted_once(cluster, job_id, log, chunks=12, crash=outage == "postmaster-sigkill")
@@ -176,8 +187,7 @@ def test_a_job_started_during_a_postgresql_outage_completes_after_it(cluster, tm
     log = tmp_path / "ran"
     job_id = start_logged_job(cluster, log, chunks=4, sleep_ms=100)
     cluster.wait_until_ended(job_id)
-    cluster.postgres.stop_fast()  # every process now holds a connection that is dead
-    time.sleep(1)
+    cluster.postgres.stop_fast()  # once it returns, every process holds a connection that is dead
     cluster.postgres.start()
 
     second = start_logged_job(cluster, tmp_path / "second", chunks=6, sleep_ms=100)
@@ -186,12 +196,17 @@ def test_a_job_started_during_a_postgresql_outage_completes_after_it(cluster, tm
 
 
 def test_a_job_completes_after_redis_is_killed_and_comes_back_empty(cluster, tmp_path):
-    log = tmp_path / "ran"
-    job_id = start_logged_job(cluster, log)
+    log, hold = tmp_path / "ran", tmp_path / "hold"
+    hold.touch()
+    job_id = start_logged_job(cluster, log, hold=hold)
     wait_until_midway(cluster, job_id, log)
 
+    worker = cluster.processes[0]
+    lost_before = worker.output().count(BROKER_LOST)
     cluster.redis.kill()  # the queued announcements and the unacknowledged messages are gone
-    time.sleep(2)
+    hold.unlink()  # the chunks in flight go on while Redis is away
+    cluster.wait_for(lambda: worker.output().count(BROKER_LOST) > lost_before, timeout=60,
+                     what="the batch worker noticing Redis gone")  # so it must reconnect, not just carry on
     cluster.redis.start()
 
     assert_each_chunk_counted_once(cluster, job_id, log, chunks=12)

@@ -1,4 +1,4 @@
-"""Leases, in one process: a step past its maximum run time is errored and retried; a cancelled job's lease lapses."""
+"""Leases, in one process: a step or reduction past its maximum run time is retried; a cancelled job's lease lapses."""
 from __future__ import annotations
 
 import time
@@ -7,7 +7,8 @@ import pytest
 
 from batch.control import cancel_job, get_job, start_job
 from batch.leases import chunk_lease
-from batch.models import WorkChunk
+from batch.maintenance import run_maintenance_pass
+from batch.models import JobInstance, WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
 from batch.worker import on_chunk_claimed
 
@@ -42,6 +43,27 @@ def test_a_chunk_running_past_the_jobs_maximum_is_errored_with_the_reason_and_it
     assert (chunk.status, chunk.attempts, chunk.error_count) == (ChunkStatus.COMPLETED, 2, 1)
     assert "ran longer than its maximum of 1 s (BATCH_MAX_CHUNK_SECONDS)" in chunk.error_message
     assert get_job(job.id).status == JobStatus.COMPLETED
+
+
+def count_after_hanging_on_first_attempt(context, inputs) -> dict:
+    hang_on_first_attempt(context, None)
+    return {"inputs": sum(1 for _ in inputs)}
+
+
+def test_a_reduction_running_past_the_jobs_maximum_lapses_and_maintenance_starts_one_that_completes(bus, define_job):
+    definition = define_job(lambda b: b.gated().max_chunk_seconds(1).first_step("emit", emit_one)
+                            .reduction_step("count", count_after_hanging_on_first_attempt))
+    job = start_job(definition.id, {})
+
+    bus.drain()  # the reduction's first attempt hangs until its lease is taken from it
+    assert get_job(job.id).status == JobStatus.FINALIZE
+    assert "reduction ran longer than its maximum of 1 s" in JobInstance.objects.get(id=job.id).error_message
+    run_maintenance_pass()
+    bus.drain()
+
+    finished = get_job(job.id)
+    assert (finished.status, finished.report) == (JobStatus.COMPLETED, {"inputs": 1})
+    assert JobInstance.objects.get(id=job.id).reducer_attempts == 2
 
 
 def test_the_lease_of_a_chunk_whose_job_was_cancelled_is_not_renewed(bus, define_job):

@@ -19,20 +19,12 @@ from batch.maintenance import run_maintenance_pass
 from batch.models import WorkChunk
 from batch.statuses import ChunkStatus
 from tests.batch.conftest import unique_node
-from tests.processes import PROJECT_DIR, celery_worker, subprocess_database_url
+from tests.processes import PROJECT_DIR, celery_worker, subprocess_database_url, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
 NODE_TIMEOUT = 10
-
-
-def wait_until(condition, timeout: float, while_waiting=lambda: None):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"not within {timeout}s"
-        while_waiting()
-        time.sleep(0.5)
-    return result
+RECOVERY_CLAIM_SECONDS = 60  # README: a dead node's jobs complete elsewhere "within a minute"
 
 
 def start_workers(processes: list, nodes: dict[str, str]) -> list:
@@ -64,15 +56,19 @@ def test_jobs_of_a_dead_node_and_of_a_node_without_workers_complete_on_a_live_no
     orphan = start_job_from_the_shell(f"gone-{live}", '{"chunks": 4, "sleep_ms": 50}')
     pinned = start_job("DIAGNOSTIC_NOOP", {"chunks": 20, "sleep_ms": 300}, node_id=doomed)
     chunks = WorkChunk.objects.filter(instance_id=pinned.id, target_step_id="sleep")
-    wait_until(lambda: chunks.filter(status=ChunkStatus.COMPLETED).count() >= 2, timeout=30)
+    wait_until(lambda: chunks.filter(status=ChunkStatus.COMPLETED).count() >= 2, timeout=120,
+               message="the victim running the pinned job")
     assert {node.node_id for node in live_nodes()} >= {live, doomed}, "both nodes' workers beat"
 
     victim.signal_group(signal.SIGKILL)
     killed_at = time.monotonic()
-    wait_until(lambda: get_job(pinned.id).ended and get_job(orphan).ended, timeout=60,
-               while_waiting=run_maintenance_pass)
+    wait_until(lambda: get_job(pinned.id).ended, timeout=3 * RECOVERY_CLAIM_SECONDS,
+               while_waiting=run_maintenance_pass, message=lambda: f"the pinned job: {get_job(pinned.id)}")
+    recovered_after = time.monotonic() - killed_at  # only the claim is timed: kill to the dead node's job ended
+    wait_until(lambda: get_job(orphan).ended, timeout=3 * RECOVERY_CLAIM_SECONDS, while_waiting=run_maintenance_pass,
+               message=lambda: f"the orphan job: {get_job(orphan)}")
 
-    assert time.monotonic() - killed_at < 60
+    assert recovered_after < RECOVERY_CLAIM_SECONDS, f"ended {recovered_after:.1f} s after the kill"
     assert chunks.filter(status=ChunkStatus.COMPLETED, worker__startswith="victim-").count() < 20, \
         "the victim was killed mid-job"
     for job_id, from_node in [(pinned.id, doomed), (orphan, f"gone-{live}")]:

@@ -84,7 +84,7 @@ def test_a_chunk_retried_after_an_error_runs_before_the_backlog_of_new_chunks_dr
                                    name="lone"))
 
     instance = start_job(logged_job.id, {"chunks": BACKLOG, "sleep_ms": CHUNK_MS, "log": str(tmp_path / "log"),
-                                         "error_once_index": 0}, node_id=node)
+                                         "error_index": 0}, node_id=node)
 
     assert wait_for_the_end(instance).status == JobStatus.COMPLETED
     retried = log_chunks(instance).get(error_count=1)

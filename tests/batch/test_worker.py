@@ -1,7 +1,6 @@
 """The worker: claims are exclusive, duplicates and late messages change nothing, a lost claim cannot write,
 re-run steps do not duplicate their output, leases are renewed, cancels stop steps, caps hold."""
 import threading
-import time
 import uuid
 from datetime import timedelta
 
@@ -20,7 +19,7 @@ from batch.notifications import WorkNotification
 from batch.registry import registry
 from batch.statuses import ChunkStatus, JobStatus
 from batch.sink import SINK_FLUSH_BYTES
-from batch.worker import Claim, NextChunk, on_chunk_claimed, run_chunk
+from batch.worker import ChunkRun, Claim, NextChunk, on_chunk_claimed, run_chunk
 from tests.batch.conftest import count_records, emit
 from tests.processes import wait_until
 
@@ -225,12 +224,14 @@ class FakeClock:
         self.now += seconds
 
 
-def test_emitting_into_a_cancelled_job_raises_and_stops_the_step(define_job, bus):
+def test_emitting_into_a_cancelled_job_raises_and_stops_the_step(define_job, bus, monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(step_context, "time", clock)
     emitted = []
 
     def plan(context, sink) -> int:
         cancel_job(context.instance_id)
-        time.sleep(1.05)  # past the cancel check interval
+        clock.advance(step_context.CANCEL_CHECK_SECONDS)  # the next emit is due to check
         for n in range(1000):
             sink.accept({"n": n})
             emitted.append(n)
@@ -351,13 +352,14 @@ def test_a_completion_claims_the_next_chunk_of_its_message_in_the_same_statement
     bus.deliver_next()
     first, second = [message.chunk_id for message in bus.take()]
 
-    claim = run_chunk(job, on_chunk_claimed(first, worker="w"), NextChunk(second, worker="w", task_id="t"))
+    claim = run_chunk(job, on_chunk_claimed(first, worker="w"), NextChunk(second, worker="w", task_id="t")).next_claim
 
     assert WorkChunk.objects.get(id=first).status == ChunkStatus.COMPLETED
     claimed = WorkChunk.objects.get(id=second)
     assert (claimed.status, claimed.worker, claimed.task_id, claimed.attempts) == (ChunkStatus.IN_PROGRESS, "w", "t", 1)
     assert (claim.chunk.id, claim.chunk.claim_token) == (second, claimed.claim_token)
-    assert run_chunk(job, claim.chunk, NextChunk(second)) == Claim(None), "a chunk already claimed is not claimed again"
+    assert run_chunk(job, claim.chunk, NextChunk(second)) == ChunkRun(next_claim=Claim(None)), \
+        "a chunk already claimed is not claimed again"
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
 
 
@@ -370,6 +372,6 @@ def test_a_failed_step_claims_nothing_and_leaves_the_next_chunk_to_its_own_claim
     bus.deliver_next()
     first, second = [message.chunk_id for message in bus.take()]
 
-    assert run_chunk(job, on_chunk_claimed(first), NextChunk(second)) is None
+    assert run_chunk(job, on_chunk_claimed(first), NextChunk(second)) == ChunkRun(error="RuntimeError: broken")
     assert WorkChunk.objects.get(id=first).status == ChunkStatus.ERRORED
     assert WorkChunk.objects.get(id=second).status == ChunkStatus.QUEUED

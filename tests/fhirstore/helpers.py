@@ -1,8 +1,12 @@
-"""Helpers for the FHIR store tests: a FHIR JSON client, sample resources, OperationOutcome checks."""
+"""Helpers for the FHIR store tests: a FHIR JSON client, sample resources, OperationOutcome and reference checks."""
 import json
 from pathlib import Path
 
 from django.test import Client
+
+from fhirstore.models import Resource
+from fhirstore.references import reference_elements
+from fhirstore.search_params import parse_relative_reference
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SYNTHEA_NDJSON = FIXTURES / "synthea-3-patients"
@@ -48,3 +52,13 @@ def assert_outcome(response, status: int, text: str = "") -> dict:
     diagnostics = " ".join(issue.get("diagnostics", "") for issue in body["issue"])
     assert text in diagnostics, diagnostics
     return body
+
+
+def assert_every_reference_resolves() -> None:
+    for body in Resource.objects.filter(deleted=False).values_list("body", flat=True).iterator():
+        for element in reference_elements(body):
+            if element["reference"].startswith("#"):
+                continue
+            target = parse_relative_reference(element["reference"])
+            assert target is not None, element["reference"]
+            assert Resource.objects.filter(resource_type=target[0], logical_id=target[1]).exists(), target

@@ -10,9 +10,7 @@ from django.core.management import CommandError, call_command
 
 from fhirstore.loading import load_paths
 from fhirstore.models import Resource, TokenIndex
-from fhirstore.references import reference_elements
-from fhirstore.search_params import parse_relative_reference
-from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, patient
+from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, assert_every_reference_resolves, patient
 
 pytestmark = pytest.mark.django_db
 
@@ -34,16 +32,6 @@ def printed_counts(output: str) -> dict[str, int]:
 
 def stored_counts() -> Counter:
     return Counter(Resource.objects.filter(deleted=False).values_list("resource_type", flat=True))
-
-
-def assert_every_reference_resolves() -> None:
-    for body in Resource.objects.filter(deleted=False).values_list("body", flat=True).iterator():
-        for element in reference_elements(body):
-            if element["reference"].startswith("#"):
-                continue
-            target = parse_relative_reference(element["reference"])
-            assert target is not None, element["reference"]
-            assert Resource.objects.filter(resource_type=target[0], logical_id=target[1]).exists(), target
 
 
 def write_lines(path, *lines) -> None:

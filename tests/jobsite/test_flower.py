@@ -1,9 +1,8 @@
-"""Flower shows workers and queues, and never without credentials."""
+"""Flower shows workers, queues and the chunks that errored (as failed tasks), and never without credentials."""
 import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -11,8 +10,17 @@ from base64 import b64encode
 from pathlib import Path
 
 import pytest
+import redis
+from django.conf import settings
 
-from tests.processes import PROJECT_DIR, Process, celery_worker, free_port, wait_until
+from batch.coordinator import start_job
+from batch.models import JobInstance, WorkChunk
+from batch.queues import pending_notifications, work_notification_queue
+from batch.registry import registry
+from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
+from tests.batch.conftest import unique_node
+from tests.batch.testjobs.definition import LOGGED_JOB
+from tests.processes import PROJECT_DIR, STARTUP_TIMEOUT, Process, celery_worker, free_port, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -41,14 +49,14 @@ def test_flower_refuses_requests_without_credentials(processes):
                      env={"FLOWER_PORT": str(port), "FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"}, name="flower")
     processes.append(flower)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
+
+    def answered() -> tuple[int] | None:
         try:
-            status = get(url)
-            break
+            return (get(url),)
         except (urllib.error.URLError, ConnectionError):
-            assert time.monotonic() < deadline, flower.output()
-            time.sleep(0.2)
+            return None
+
+    status, = wait_until(answered, STARTUP_TIMEOUT, message="Flower answering")
 
     assert status == 401
     assert get(url, "ops:wrong") == 401
@@ -77,6 +85,70 @@ def test_flower_shows_the_running_workers(processes):
     assert listed[hostname]["stats"]["pool"]["max-concurrency"] == 1
     # The page renders what Flower's last inspect stored, which may lag the API's refresh by one round.
     wait_until(lambda: hostname in read(f"http://127.0.0.1:{port}/workers?refresh=1", "ops:s3cret"), timeout=120)
+
+
+def flower(processes: list[Process]) -> str:
+    """Start Flower (user ops, password s3cret) and return its address once it answers."""
+    port = free_port()
+    processes.append(Process([sys.executable, "manage.py", "run_flower"], name="flower",
+                             env={"FLOWER_PORT": str(port), "FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"}))
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return get(url, "ops:s3cret") == 200
+        except (urllib.error.URLError, ConnectionError):
+            return False
+
+    wait_until(answers, timeout=120, message=lambda: processes[-1].output()[-3000:])
+    return url
+
+
+@pytest.fixture
+def logged_job():
+    registry.register(LOGGED_JOB)
+    yield LOGGED_JOB
+    registry.unregister(LOGGED_JOB.id, LOGGED_JOB.version)
+
+
+def test_flower_shows_chunks_that_errored_or_failed_as_failed_tasks_with_their_messages(processes, logged_job,
+                                                                                     tmp_path):
+    node = unique_node()
+    worker = celery_worker(env={"NODE_ID": node, "DJANGO_SETTINGS_MODULE": "tests.batch.worker_settings"},
+                           concurrency=1, name="erring")
+    processes.append(worker)
+    url = flower(processes)
+    # Flower switches on the worker's task events (not on by default): what runs before that it never sees.
+    worker.wait_for_output("Events of group {task} enabled by remote", timeout=120)
+    broken = tmp_path / "broken"
+    broken.touch()
+    errs_once = start_job(logged_job.id, {"chunks": 2, "log": str(tmp_path / "a"), "error_index": 0}, node_id=node)
+    fails = start_job(logged_job.id, {"chunks": 1, "log": str(tmp_path / "b"), "fail_index": 0,
+                                      "fail_while": str(broken)}, node_id=node)
+    for instance in (errs_once, fails):
+        wait_until(lambda: JobInstance.objects.get(id=instance.id).status in ENDED_JOB_STATUSES, timeout=120)
+    assert JobInstance.objects.get(id=errs_once.id).status == JobStatus.COMPLETED
+    assert JobInstance.objects.get(id=fails.id).status == JobStatus.FAILED
+    errored = WorkChunk.objects.get(instance_id=errs_once.id, target_step_id="log", error_count__gt=0)
+    failed = WorkChunk.objects.get(instance_id=fails.id, target_step_id="log")
+
+    def failed_task(chunk_id) -> dict | None:
+        tasks = json.loads(read(f"{url}/api/tasks?state=FAILURE", "ops:s3cret"))
+        return next((task for task in tasks.values() if str(chunk_id) in (task.get("exception") or "")), None)
+
+    for chunk, message in ((errored, "RuntimeError: chunk 0 errors on its first attempt"),
+                           (failed, f"chunk 0 fails while {broken} exists")):
+        task = wait_until(lambda: failed_task(chunk.id), timeout=120, message=lambda: worker.output()[-3000:])
+        assert task["state"] == "FAILURE" and task["name"] == "batch.work_notification"
+        assert f"chunk {chunk.id}: {message}" in task["exception"]
+    errored.refresh_from_db()
+    assert (errored.status, errored.error_count, errored.attempts) == (ChunkStatus.COMPLETED, 1, 2), \
+        "the engine retried it once; Celery did not retry, and the error counted once"
+    # Acknowledged though it raised: nothing of the node's queue is left waiting for redelivery.
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queue = work_notification_queue(node, settings.MODULE_ID)
+    wait_until(lambda: not any(json.loads(entry)[2] == queue for entry in broker.hvals("unacked")), timeout=60)
+    assert pending_notifications(queue) == 0  # new work and work announced again
 
 
 def test_flower_does_not_start_without_a_password():

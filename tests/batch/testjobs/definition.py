@@ -13,16 +13,16 @@ def emit_chunks(context: StepContext, sink: DataSink) -> int:
 
 
 def sleep_then_log(context: StepContext, sink: DataSink) -> int:
-    """Fails fatally on `fail_index` while the file `fail_while` exists; raises (an error, retried) on
-    `error_once_index` at its first attempt; waits while the file `hold_while` exists (so a test knows its
+    """Fails fatally on `fail_index` while the file `fail_while` exists; errors on the first attempt of
+    `error_index` (the engine retries it); waits while the file `hold_while` exists (so a test knows its
     chunks are running when it injects a fault); logs the index once finished."""
     index = context.data["index"]
-    if index == context.parameters["error_once_index"] and context.attempt == 1:
-        raise RuntimeError(f"chunk {index} fails on its first attempt")
+    if index == context.parameters["error_index"] and context.attempt == 1:
+        raise RuntimeError(f"chunk {index} errors on its first attempt")
     if index == context.parameters["fail_index"] and Path(context.parameters["fail_while"]).exists():
         raise JobFailed(f"chunk {index} fails while {context.parameters['fail_while']} exists")
     hold = Path(context.parameters["hold_while"])
-    while hold.exists():
+    while index >= context.parameters["hold_from"] and hold.exists():
         context.check_cancelled()
         time.sleep(HOLD_POLL_SECONDS)
     deadline = time.monotonic() + context.parameters["sleep_ms"] / 1000
@@ -41,8 +41,9 @@ LOGGED_JOB = (
     .parameter("log", str, required=True)
     .parameter("fail_index", int, default=-1)
     .parameter("fail_while", str, default="/nonexistent")
-    .parameter("error_once_index", int, default=-1)
+    .parameter("error_index", int, default=-1)
     .parameter("hold_while", str, default="/nonexistent")
+    .parameter("hold_from", int, default=0)
     .first_step("emit", emit_chunks)
     .last_step("log", sleep_then_log)
     .build()

@@ -9,10 +9,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -35,8 +33,8 @@ from fhirstore.synthetic import generate_resources
 from tests.fhirstore.bulkexport.conftest import delete, observation, store
 from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON
 from tests.processes import (
-    Process, celery_beat, celery_worker, free_port, scheduler_worker, start_all, wait_until, wait_until_beating,
-    wait_until_ready,
+    Process, celery_beat, celery_worker, free_port, kill_while_it_holds, scheduler_worker, start_all, wait_until,
+    wait_until_beating, wait_until_ready,
 )
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
@@ -206,7 +204,10 @@ def test_a_worker_killed_mid_export_costs_a_retry_that_beat_arranges_and_the_man
     request = parse_export_request(Level.SYSTEM, [])
     export = kick_off(owner, request, base_url="http://testserver/fhir", request_url="http://testserver/fhir/$export").export
 
-    killed = _kill_while_it_runs_a_chunk(doomed, export.job_instance_id)
+    killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
+        instance_id=export.job_instance_id, status=ChunkStatus.IN_PROGRESS,
+        target_step_id__in=["expand-resources", "write-to-binaries"], worker__startswith=doomed.name + "-"),
+        timeout=180)
     instance = wait_until(lambda: (job := JobInstance.objects.get(id=export.job_instance_id)).status in (
         JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and job, timeout=180,
         message=lambda: JobInstance.objects.get(id=export.job_instance_id))
@@ -223,28 +224,3 @@ def test_a_worker_killed_mid_export_costs_a_retry_that_beat_arranges_and_the_man
         listed.update((output["type"], json.loads(line)["id"]) for line in lines)
     stored = Counter(Resource.objects.filter(deleted=False).values_list("resource_type", "logical_id"))
     assert listed == stored
-
-
-def _kill_while_it_runs_a_chunk(worker: Process, instance_id, timeout: float = 180) -> WorkChunk:
-    """SIGKILL the worker (its whole process group) while it expands or writes a chunk of the job.
-
-    Seeing the chunk IN_PROGRESS and killing are two steps, and the chunk may finish in between; so the
-    worker is frozen first (SIGSTOP), and killed only if, frozen, it still holds the chunk a moment later
-    (time for a completion already sent to PostgreSQL to land). Otherwise it thaws and the hunt goes on.
-    """
-    holding = WorkChunk.objects.filter(instance_id=instance_id, status=ChunkStatus.IN_PROGRESS,
-                                       target_step_id__in=["expand-resources", "write-to-binaries"],
-                                       worker__startswith=worker.name + "-")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if holding.exists():
-            worker.signal_group(signal.SIGSTOP)
-            time.sleep(1)
-            held = holding.first()
-            if held is not None:
-                worker.signal_group(signal.SIGKILL)
-                worker.signal_group(signal.SIGCONT)
-                return held
-            worker.signal_group(signal.SIGCONT)
-        time.sleep(0.01)
-    raise AssertionError(f"{worker.name} ran no chunk of the export in {timeout} s:\n{worker.output()[-3000:]}")

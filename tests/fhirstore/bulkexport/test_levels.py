@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fhirstore.bulkexport.steps import SUBSETTED
+from fhirstore.models import Resource
 from tests.fhirstore.bulkexport.conftest import delete, observation, patient, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,6 +62,33 @@ def test_files_are_split_every_chunk_size_resources(exporter, settings):
 
     assert [output["count"] for output in manifest["output"]] == [2, 2, 1]
     assert exporter.ids(manifest) == {"Patient": ["p0", "p1", "p2", "p3", "p4"]}
+
+
+def test_a_whole_store_export_has_one_file_per_type_of_each_row_range_every_body_exactly_as_stored(exporter,
+                                                                                                   settings):
+    settings.BULK_EXPORT_CHUNK_SIZE = 4
+    awkward = 'quote " backslash \\ newline \n tab \t control \u0001 accents é 漢字 \\u0041'
+    store(*(resource for n in range(3) for resource in (
+        patient(f"p{n}", text={"status": "generated", "div": awkward}), observation(f"o{n}", f"p{n}"))))
+    stored = {(row.resource_type, row.logical_id): row.body for row in Resource.objects.all()}
+
+    manifest = exporter.export("/fhir/$export")
+
+    assert sorted((output["type"], output["count"]) for output in manifest["output"]) == [
+        ("Observation", 1), ("Observation", 2), ("Patient", 1), ("Patient", 2)]  # rows 1-4 and 5-6
+    downloaded = exporter.download(manifest)
+    assert {(resource["resourceType"], resource["id"]): resource
+            for resources in downloaded.values() for resource in resources} == stored
+
+
+def test_a_type_that_is_a_minority_of_the_store_is_paged_by_its_own_ids(exporter, settings):
+    settings.BULK_EXPORT_CHUNK_SIZE = 2
+    store(*(resource for n in range(5) for resource in (
+        patient(f"p{n}"), *(observation(f"o{n}-{k}", f"p{n}") for k in range(3)))))
+
+    manifest = exporter.export("/fhir/$export?_type=Patient")
+
+    assert [output["count"] for output in manifest["output"]] == [2, 2, 1]
 
 
 def test_type_limits_the_export_to_those_types(exporter, two_patients):

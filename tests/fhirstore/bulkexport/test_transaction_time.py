@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from fhirstore.bulkexport.steps import fetch_resources
 from fhirstore.models import Resource, ResourceVersion
 from fhirstore.storage import Write, delete_resource, save_resources, settled_time
-from tests.fhirstore.bulkexport.conftest import delete, patient, store
+from tests.fhirstore.bulkexport.conftest import delete, observation, patient, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,9 +84,12 @@ def test_a_write_that_commits_after_the_kick_off_is_in_the_next_since_export_not
     assert exporter.ids(second) == {"Patient": ["slow"]}
 
 
-def test_a_rerun_fetch_emits_exactly_the_pages_of_the_first_run_whatever_was_written_since(exporter, settings):
+@pytest.mark.parametrize("observations", [0, 21], ids=["row ranges of the whole store", "pages of Patient ids"])
+def test_a_rerun_fetch_emits_exactly_the_pages_of_the_first_run_whatever_was_written_since(exporter, settings,
+                                                                                           observations):
     settings.BULK_EXPORT_CHUNK_SIZE = 2
     store(*(patient(f"p{n}") for n in range(7)))
+    store(*(observation(f"o{n}", "p0") for n in range(observations)))  # they make Patient a minority of the rows
     status_url = kick_off(exporter, "/fhir/$export?_type=Patient")
     parameters = _job_parameters(status_url)
 
@@ -97,7 +100,12 @@ def test_a_rerun_fetch_emits_exactly_the_pages_of_the_first_run_whatever_was_wri
         delete_resource("Patient", "p1", now=later)
     again = _run_fetch(parameters)
 
-    assert again == first and len(first) == 4
+    assert again == first and len(_pages(first)) == 4
+
+
+def _pages(chunks: list[dict]) -> list:
+    """Pages of ids, or row ranges (several to a fetch chunk)."""
+    return [page for chunk in chunks for page in chunk.get("row_ranges", [chunk])]
 
 
 def test_a_system_export_and_a_since_export_while_another_writer_runs_hold_every_version_of_the_end(exporter,
@@ -203,3 +211,37 @@ def _run_fetch(parameters: dict) -> list[dict]:
     sink = _Sink()
     fetch_resources(_Context(parameters), sink)
     return sink.emitted
+
+
+def deleted_urls(exporter, manifest: dict) -> list[str]:
+    """The `Type/id` of every DELETE the manifest's `deleted` files list."""
+    urls = []
+    for deleted in manifest["deleted"]:
+        for line in b"".join(exporter.fhir.get(deleted["url"]).streaming_content).decode().splitlines():
+            urls.extend(entry["request"]["url"] for entry in json.loads(line)["entry"])
+    return sorted(urls)
+
+
+def test_patient_and_group_since_exports_list_the_deletions_in_their_compartments_by_the_last_version(exporter):
+    store(patient("p1"), patient("p2"), patient("outsider"),
+          {"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
+           "member": [{"entity": {"reference": "Patient/p1"}}]})
+    store(observation("o1", "p1"), observation("o2", "p2"), observation("o3", "ghost"), observation("moved", "p1"),
+          observation("before", "p1"))
+    delete("Observation", "before")
+    since = settled_time()
+    store(observation("moved", "p2"))  # its last version before the deletion is in p2's compartment, not p1's
+    for resource_type, logical_id in [("Observation", "o1"), ("Observation", "o2"), ("Observation", "o3"),
+                                      ("Observation", "moved"), ("Patient", "outsider")]:
+        delete(resource_type, logical_id)
+    after = f"_since={since.isoformat().replace('+', '%2B')}"
+
+    group = exporter.export(f"/fhir/Group/g1/$export?{after}")
+    listed = exporter.finish(exporter.kick_off_post(f"/fhir/Patient/$export?{after}", [
+        {"name": "patient", "valueReference": {"reference": "Patient/p2"}}])["Content-Location"])
+    every_patient = exporter.export(f"/fhir/Patient/$export?{after}")
+
+    assert deleted_urls(exporter, group) == ["Observation/o1"]
+    assert deleted_urls(exporter, listed) == ["Observation/moved", "Observation/o2"]
+    assert deleted_urls(exporter, every_patient) == ["Observation/moved", "Observation/o1", "Observation/o2",
+                                                     "Observation/o3", "Patient/outsider"]

@@ -5,10 +5,8 @@ in the middle of an import.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -30,7 +28,9 @@ from fhirstore.loading import load_paths
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirstore.helpers import SYNTHEA_NDJSON
-from tests.processes import PROJECT_DIR, Process, celery_worker, free_port, subprocess_database_url
+from tests.processes import (
+    PROJECT_DIR, Process, celery_worker, free_port, kill_while_it_holds, subprocess_database_url, wait_until,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -64,13 +64,11 @@ class Node:
 
     def wait(self, client: httpx.Client, status_url: str, method: str = "GET", body: dict | None = None,
              timeout: float = 240) -> httpx.Response:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def answered() -> httpx.Response | None:
             response = client.request(method, status_url, json=body, headers={"Prefer": "respond-async"})
-            if response.status_code != 202:
-                return response
-            time.sleep(0.5)
-        raise AssertionError(f"{status_url} did not finish in {timeout}s:\n{self.web.output()[-3000:]}")
+            return response if response.status_code != 202 else None
+
+        return wait_until(answered, timeout, message=f"{status_url} still in progress")
 
 
 def _environ() -> dict[str, str]:
@@ -178,37 +176,22 @@ def test_a_worker_killed_mid_import_costs_a_retry_and_nothing_is_missing_or_dupl
                             chunk_size=50)
     bulk_import = kick_off(None, request, base_url="http://testserver/fhir")
 
-    killed_holding = _kill_while_it_loads(doomed, bulk_import.job_instance_id)
+    killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
+        instance_id=bulk_import.job_instance_id, status=ChunkStatus.IN_PROGRESS, target_step_id="load-resources",
+        worker__startswith=doomed.name + "-"), timeout=90)
     instance = _wait_for_the_end(bulk_import.job_instance_id)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
-    assert killed_holding, "the kill landed while the doomed worker held a load chunk"
-    assert WorkChunk.objects.filter(instance_id=instance.id, attempts__gt=1).exists(), "a chunk was run again"
+    killed.refresh_from_db()
+    assert (killed.status, killed.attempts) == (ChunkStatus.COMPLETED, 2), "the killed chunk was run again"
     stored = Counter(Resource.objects.values_list("resource_type", flat=True))
     assert stored == {resource_type: len(lines) for resource_type, lines in files.items()}
     assert set(Resource.objects.values_list("version_id", flat=True)) == {1}
     assert instance.report["totals"]["failed"] == 0
 
 
-def _kill_while_it_loads(worker: Process, instance_id, timeout: float = 90) -> bool:
-    deadline = time.monotonic() + timeout
-    holding = WorkChunk.objects.filter(instance_id=instance_id, status=ChunkStatus.IN_PROGRESS,
-                                       target_step_id="load-resources", worker__startswith=worker.name)
-    while time.monotonic() < deadline:
-        if holding.exists():
-            worker.signal_group(signal.SIGKILL)
-            return True
-        time.sleep(0.002)
-    worker.signal_group(signal.SIGKILL)
-    return False
-
-
 def _wait_for_the_end(instance_id, timeout: float = 120) -> JobInstance:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        instance = JobInstance.objects.get(id=instance_id)
-        if instance.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
-            return instance
-        run_maintenance_pass()
-        time.sleep(0.5)
-    raise AssertionError(f"the import did not finish in {timeout}s: {JobInstance.objects.get(id=instance_id)}")
+    """Runs the maintenance pass (beat's job) meanwhile: it retries the chunks whose worker stopped renewing."""
+    return wait_until(lambda: (instance := JobInstance.objects.get(id=instance_id)).status in (
+        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and instance, timeout,
+        while_waiting=run_maintenance_pass, message=lambda: f"the import: {JobInstance.objects.get(id=instance_id)}")

@@ -6,10 +6,8 @@ import pytest
 
 from fhirstore.bulkimport.models import StagedId
 from fhirstore.models import Resource, ResourceVersion
-from fhirstore.references import reference_elements
-from fhirstore.search_params import parse_relative_reference
 from tests.fhirstore.bulkimport.conftest import diagnostics, file_urls
-from tests.fhirstore.helpers import SYNTHEA_NDJSON
+from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_every_reference_resolves
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,16 +18,6 @@ def stored_counts() -> Counter:
 
 def file_counts(directory) -> dict[str, int]:
     return {path.name.split(".")[0]: sum(1 for _ in path.open()) for path in directory.glob("*.ndjson")}
-
-
-def assert_every_reference_resolves() -> None:
-    for body in Resource.objects.filter(deleted=False).values_list("body", flat=True).iterator():
-        for element in reference_elements(body):
-            if element["reference"].startswith("#"):
-                continue
-            target = parse_relative_reference(element["reference"])
-            assert target is not None, element["reference"]
-            assert Resource.objects.filter(resource_type=target[0], logical_id=target[1]).exists(), target
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 `$reindex` that survives a worker killed with SIGKILL in the middle of it."""
 from __future__ import annotations
 
-import signal
-import time
 import uuid
 
 import pytest
@@ -19,7 +17,7 @@ from fhirstore.reindex.services import ReindexRequest, start_reindex
 from fhirstore.synthetic import generate_resources
 from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_outcome
 from tests.fhirstore.reindex.conftest import BIRTH_SEX, INDEX_TABLES, index_snapshot, patient, search_parameter, store
-from tests.processes import Process, celery_worker
+from tests.processes import Process, celery_worker, kill_while_it_holds, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -42,14 +40,9 @@ def start_workers(processes, node: str, *names: str) -> list[Process]:
 
 def wait_for_the_end(job_id, timeout: float = 120) -> JobInstance:
     """Runs the maintenance pass (beat's job) meanwhile: it retries the chunks whose worker stopped renewing."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        instance = JobInstance.objects.get(id=job_id)
-        if instance.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
-            return instance
-        run_maintenance_pass()
-        time.sleep(0.3)
-    raise AssertionError(f"the reindex did not finish in {timeout}s: {JobInstance.objects.get(id=job_id)}")
+    return wait_until(lambda: (instance := JobInstance.objects.get(id=job_id)).status in (
+        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and instance, timeout,
+        while_waiting=run_maintenance_pass, message=lambda: f"the reindex: {JobInstance.objects.get(id=job_id)}")
 
 
 def birth_sex_by_scan(code: str) -> set[str]:
@@ -97,24 +90,13 @@ def test_a_reindex_with_a_worker_killed_mid_way_completes_and_equals_a_fresh_reb
     doomed, _ = start_workers(processes, node, "doomed", "survivor")
 
     job = start_reindex(ReindexRequest(("Observation?",), batch_size=10), started_by="test")
-    killed_holding = kill_while_it_reindexes(doomed, job.id)
+    killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
+        instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="reindex",
+        worker__startswith=doomed.name + "-"), timeout=60)
     instance = wait_for_the_end(job.id)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
-    assert killed_holding, "the kill landed while the doomed worker held a reindex chunk"
-    assert WorkChunk.objects.filter(instance_id=job.id, attempts__gt=1).exists(), "a chunk was run again"
+    killed.refresh_from_db()
+    assert (killed.status, killed.attempts) == (ChunkStatus.COMPLETED, 2), "the killed chunk was run again"
     assert sum(map(len, fresh.values())) > 1000
     assert index_snapshot(resource_type="Observation") == fresh
-
-
-def kill_while_it_reindexes(worker: Process, job_id, timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    holding = WorkChunk.objects.filter(instance_id=job_id, status=ChunkStatus.IN_PROGRESS, target_step_id="reindex",
-                                       worker__startswith=worker.name)
-    while time.monotonic() < deadline:
-        if holding.exists():
-            worker.signal_group(signal.SIGKILL)
-            return True
-        time.sleep(0.002)
-    worker.signal_group(signal.SIGKILL)
-    return False

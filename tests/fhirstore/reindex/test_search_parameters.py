@@ -121,7 +121,7 @@ def test_draft_and_retired_parameters_are_stored_but_not_indexed(operator, bus):
 
 
 @pytest.mark.parametrize("change, problem", [
-    ({"type": "quantity"}, "type 'quantity' is not supported"),
+    ({"type": "uri"}, "type 'uri' is not supported"),
     ({"base": ["Nonsense"]}, "is not a resource type"),
     ({"expression": "Patient.where("}, "is not valid FHIRPath"),
     ({"code": "_hidden"}, "must be a search parameter name"),

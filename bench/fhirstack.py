@@ -1,0 +1,221 @@
+"""What the FHIR job benchmarks (export, import, reindex) share.
+
+Each of them runs the Procfile's `web` (gunicorn) and `worker` (celery) on a node of its own, reads patients
+over HTTP with an API token while its job runs (the live API's latency is part of every figure), and samples
+the worker processes' memory. Those parts live here so that the three measure the same way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from bench.support import free_port, percentile_ms
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+IDLE_READS = 500  # reads timed with the system idle: enough for a stable p99
+STARTUP_SECONDS = 120  # a cold gunicorn or celery start on a loaded 2-core machine
+
+
+class FhirClient:
+    """A FHIR client over plain HTTP with an API token; any answer but 200/202 ends the benchmark."""
+
+    def __init__(self, base: str, token: str):
+        self.base = base
+        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+
+    def wait_until_up(self, timeout: float = STARTUP_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.request("GET", f"{self.base}/metadata")
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def read_patient(self, logical_id: str) -> float:
+        """Seconds one `GET Patient/[id]` took."""
+        started = time.perf_counter()
+        self.request("GET", f"{self.base}/Patient/{logical_id}")
+        return time.perf_counter() - started
+
+    def kick_off(self, operation: str, parameters: dict | None = None) -> str:
+        """Start an async operation (`$export` by GET, others by POSTing a Parameters body); its status URL."""
+        headers = {"Prefer": "respond-async"}
+        if parameters is None:
+            response = self.request("GET", f"{self.base}/{operation}", headers)
+        else:
+            response = self.request("POST", f"{self.base}/{operation}", {**headers, "Content-Type": "application/fhir+json"},
+                                    json.dumps(parameters).encode())
+        return response.headers["Content-Location"]
+
+    def poll(self, status_url: str) -> dict | None:
+        """The final answer of an async operation, or None while it runs."""
+        response = self.request("GET", status_url)
+        return json.loads(response.read()) if response.status == 200 else None
+
+    def request(self, method: str, url: str, headers: dict | None = None, data: bytes | None = None):
+        request = urllib.request.Request(url, method=method, data=data, headers={**self.headers, **(headers or {})})
+        response = urllib.request.urlopen(request, timeout=60)
+        if response.status not in (200, 202):
+            raise SystemExit(f"{method} {url}: {response.status} {response.read()[:500]!r}")
+        return response
+
+
+@dataclass
+class FhirStack:
+    client: FhirClient
+    worker: subprocess.Popen
+    patients: list[str]  # ids the latency probe reads
+
+
+@contextmanager
+def fhir_stack(node: str, environment: dict[str, str], workdir: Path, *, username: str,
+               staff: bool = False) -> Iterator[FhirStack]:
+    """The Procfile's web and worker processes on `node`, up and ready; stopped on exit.
+
+    The worker is the Procfile's command line: it declares its node's batch queue itself (`celeryd_init`).
+    It is waited for until it consumes that queue, because a message sent to a queue no worker declared
+    yet is dropped by Redis."""
+    port = free_port()
+    web = start_process(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                         "--threads", "4"], environment, workdir / "web.log")
+    worker = start_process(["celery", "-A", "jobsite", "worker", "-E", "--loglevel", "WARNING", "--hostname",
+                            f"{node}-%h-%i"], environment, workdir / "worker.log")
+    try:
+        client = FhirClient(f"http://127.0.0.1:{port}/fhir", api_token(username, staff=staff))
+        client.wait_until_up()
+        _wait_for_queue_consumer(node, workdir / "worker.log")
+        yield FhirStack(client, worker, _patient_ids())
+    finally:
+        stop_process(worker)
+        stop_process(web)
+
+
+def idle_latencies(client: FhirClient, patients: list[str]) -> list[float]:
+    """Reads timed with nothing else running: the baseline of every 'during' figure."""
+    idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
+    print(f"\n-- idle: GET /fhir/Patient/[id] p50 {percentile_ms(idle, 50):.1f} ms, p99 {percentile_ms(idle, 99):.1f} ms "
+          f"({len(idle)} reads)", flush=True)
+    return idle
+
+
+@contextmanager
+def reads_meanwhile(client: FhirClient, patients: list[str]) -> Iterator[list[float]]:
+    """Reads back to back from one client while the block runs; yields the list their timings go to."""
+    latencies: list[float] = []
+    running = threading.Event()
+    running.set()
+
+    def read() -> None:
+        while running.is_set():
+            latencies.append(client.read_patient(random.choice(patients)))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield latencies
+    finally:
+        running.clear()
+        reader.join()
+
+
+def worker_rss(worker: subprocess.Popen) -> dict[int, tuple[str, int]]:
+    """pid -> (role, RSS in bytes) of the worker's main process and its pool processes."""
+    try:
+        main = psutil.Process(worker.pid)
+        processes = [("main", main), *(("pool", child) for child in main.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return {}
+    sizes = {}
+    for role, process in processes:
+        try:
+            sizes[process.pid] = (role, process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            continue
+    return sizes
+
+
+def fill(resources: int) -> None:
+    """Add `resources` generated resources to the store (the bulk loader's path), then VACUUM ANALYZE."""
+    from django.db import connection
+
+    from fhirstore.loading import BulkLoader
+    from fhirstore.synthetic import generate_resources, patient_count_for
+
+    if resources > 0:
+        started = time.monotonic()
+        with BulkLoader() as loader:
+            for resource in generate_resources(patient_count_for(resources), seed=stored()):
+                loader.add(resource, "generated", None)
+        print(f"\n-- fill: {loader.report.total:,} more resources in {time.monotonic() - started:.0f} s", flush=True)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")  # what autovacuum does after a bulk load; index-only scans need it
+        cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        print(f"store: {stored():,} resources, database {cursor.fetchone()[0]}", flush=True)
+
+
+def stored() -> int:
+    """Resources in the store, not deleted."""
+    from fhirstore.models import Resource
+
+    return Resource.objects.filter(deleted=False).count()
+
+
+def api_token(username: str, *, staff: bool = False) -> str:
+    from django.contrib.auth import get_user_model
+
+    from jobsite.tokens import token_for
+
+    user, _ = get_user_model().objects.get_or_create(username=username, defaults={"is_staff": staff})
+    return token_for(user)
+
+
+def start_process(argv: list[str], environment: dict[str, str], log: Path) -> subprocess.Popen:
+    """`argv[0]` from this virtualenv, in its own session (so that stopping it stops its children)."""
+    executable = str(Path(sys.executable).parent / argv[0])
+    with log.open("wb") as out:
+        return subprocess.Popen([executable, *argv[1:]], cwd=PROJECT_DIR, env=environment, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def _patient_ids(limit: int = 10_000) -> list[str]:
+    from fhirstore.models import Resource
+
+    return list(Resource.objects.filter(resource_type="Patient").values_list("logical_id", flat=True)[:limit])
+
+
+def _wait_for_queue_consumer(node: str, log: Path, timeout: float = STARTUP_SECONDS) -> None:
+    from batch.queues import work_notification_queue
+    from jobsite.celery import app
+
+    queue = work_notification_queue(node)
+    deadline = time.monotonic() + timeout
+    while not any(declared["name"] == queue for queues in (app.control.inspect(timeout=1).active_queues() or {}).values()
+                  for declared in queues):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no worker consumes {queue} after {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
