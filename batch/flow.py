@@ -42,14 +42,16 @@ CHUNKS_PER_MESSAGE = 8  # at most, in one work message (see announce_chunks)
 MESSAGES_PER_ANNOUNCEMENT = 64  # at least, before chunks share messages
 
 
-def announce_chunks(instance: JobInstance, chunks: Iterable[tuple[UUID, str]], delay_seconds: float = 0.0) -> None:
+def announce_chunks(instance: JobInstance, chunks: Iterable[tuple[UUID, str]], delay_seconds: float = 0.0, *,
+                    again: bool = False) -> None:
     """One message per chunk, or, when many are announced at once, one per few chunks of the same step.
 
     A message costs the worker's main process more than a no-op chunk costs the database (delivery,
     the unacked bookkeeping in Redis, the hand-over to a pool process, the acknowledgement), so a
     large announcement is cut into at least MESSAGES_PER_ANNOUNCEMENT messages of up to
     CHUNKS_PER_MESSAGE chunks: still enough messages to keep every worker busy. A capped job's
-    chunks go one per message: each is one of its slots.
+    chunks go one per message: each is one of its slots. Work announced `again` goes ahead of new work
+    (`notifications.announce`).
     """
     chunks = list(chunks)
     per_message = 1 if instance.max_concurrent_chunks else \
@@ -61,13 +63,13 @@ def announce_chunks(instance: JobInstance, chunks: Iterable[tuple[UUID, str]], d
             first, *following = chunk_ids[start:start + per_message]
             notifications.append(WorkNotification(instance.id, instance.definition_id, instance.definition_version,
                                                   step_id, first, tuple(following)))
-    announce(instance.node_id, instance.module_id, notifications, delay_seconds=delay_seconds)
+    announce(instance.node_id, instance.module_id, notifications, delay_seconds=delay_seconds, again=again)
 
 
-def announce_reduction(instance: JobInstance, step_id: str) -> None:
+def announce_reduction(instance: JobInstance, step_id: str, *, again: bool = False) -> None:
     announce(instance.node_id, instance.module_id, [
         WorkNotification(instance.id, instance.definition_id, instance.definition_version, step_id, None)
-    ])
+    ], again=again)
 
 
 def enqueue_ready_chunks(instance: JobInstance, only: list[UUID] | None = None) -> int:

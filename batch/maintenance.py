@@ -117,7 +117,8 @@ def _unfinished_instances() -> Iterator[JobInstance]:
 
 
 def _queue_is_drained(instance: JobInstance) -> bool:
-    """With nothing waiting in the node's queue, an old unclaimed announcement can only have been lost."""
+    """With nothing waiting in the node's queue (new work or again), an old unclaimed announcement can only
+    have been lost."""
     return pending_notifications(work_notification_queue(instance.node_id, instance.module_id)) == 0
 
 
@@ -130,7 +131,7 @@ def _reannounce_lost_chunks(instance: JobInstance, now: datetime) -> int:
         chunks = list(WorkChunk.objects.filter(lost).select_for_update(skip_locked=True)
                       .values_list("id", "target_step_id")[:CHUNK_PAGE])
         WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in chunks]).update(announced_at=now)
-        flow.announce_chunks(instance, chunks)
+        flow.announce_chunks(instance, chunks, again=True)
     logger.warning("job %s: %d chunk announcements were lost; announced again", instance.id, len(chunks))
     return len(chunks)
 
@@ -149,7 +150,7 @@ def _recover_reduction(instance: JobInstance, now: datetime, report: Maintenance
     if not _queue_is_drained(instance):
         return
     definition = registry.get(instance.definition_id, instance.definition_version)
-    flow.announce_reduction(instance, definition.reduction_step.id)
+    flow.announce_reduction(instance, definition.reduction_step.id, again=True)
     report.reductions_reannounced += 1
 
 

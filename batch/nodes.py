@@ -200,7 +200,10 @@ def _announce_waiting_work(instance: JobInstance) -> int:
     FINALIZE job's reduction when no reducer holds its lease. Running chunks stay with their workers;
     if those died, their leases lapse and maintenance retries them on the new queue. Page by page, so
     a job with a million queued chunks costs bounded memory; a page lost to a crash is re-announced by
-    maintenance's lost-message recovery."""
+    maintenance's lost-message recovery.
+
+    Retries and the reduction go ahead of the new node's new work; never-run chunks queue behind it, as
+    new work does, so a large moved backlog cannot hold up that node's own retries."""
     announced = 0
     after = None
     while True:
@@ -210,9 +213,11 @@ def _announce_waiting_work(instance: JobInstance) -> int:
             waiting = waiting.filter(id__gt=after)
         with transaction.atomic():
             page = list(waiting.order_by("id").select_for_update(skip_locked=True)
-                        .values_list("id", "target_step_id")[:ANNOUNCE_PAGE])
-            WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in page]).update(announced_at=timezone.now())
-            flow.announce_chunks(instance, page)
+                        .values_list("id", "target_step_id", "status")[:ANNOUNCE_PAGE])
+            WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _, _ in page]).update(announced_at=timezone.now())
+            for again in (False, True):
+                flow.announce_chunks(instance, [(chunk_id, step_id) for chunk_id, step_id, status in page
+                                                if (status == ChunkStatus.ERRORED) == again], again=again)
         announced += len(page)
         if len(page) < ANNOUNCE_PAGE:
             break
@@ -220,7 +225,7 @@ def _announce_waiting_work(instance: JobInstance) -> int:
     reducer_free = Q(reducer_lease_expires_at__isnull=True) | Q(reducer_lease_expires_at__lt=Now())
     if JobInstance.objects.filter(reducer_free, id=instance.id, status=JobStatus.FINALIZE).exists():
         definition = registry.get(instance.definition_id, instance.definition_version)
-        flow.announce_reduction(instance, definition.reduction_step.id)
+        flow.announce_reduction(instance, definition.reduction_step.id, again=True)
     return announced
 
 

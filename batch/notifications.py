@@ -60,10 +60,10 @@ class WorkNotification:
         )
 
 
-Publisher = Callable[[str, list[dict[str, Any]], float], None]
-"""Hands a queue's messages to the broker, to be delivered no sooner than the given seconds from now: the
-Celery publisher, wired in `BatchConfig.ready()`, or a test's in-process bus (`batch.testing`). Set at
-start-up, so the engine never imports Celery."""
+Publisher = Callable[[str, list[dict[str, Any]], float, bool], None]
+"""Hands a queue's messages to the broker, to be delivered no sooner than the given seconds from now, and
+(when the flag is set) ahead of the queue's new work: the Celery publisher, wired in `BatchConfig.ready()`,
+or a test's in-process bus (`batch.testing`). Set at start-up, so the engine never imports Celery."""
 
 _publisher: Publisher | None = None
 
@@ -76,9 +76,13 @@ def use_publisher(publisher: Publisher | None) -> Publisher | None:
 
 
 def announce(node_id: str, module_id: str, notifications: Iterable[WorkNotification], *,
-             delay_seconds: float = 0.0) -> None:
+             delay_seconds: float = 0.0, again: bool = False) -> None:
     """Publish once the current transaction commits (at once outside a transaction), for delivery after
     `delay_seconds` (a retry's backoff).
+
+    `again`: this work was announced before (a retry after an error or a lost worker, a lost message, a
+    job moved off a dead node), so it goes ahead of the node's new work: a retry waits for its backoff, not
+    for a backlog of thousands of chunks to drain.
 
     A failed publish is logged, not raised: the chunk stays QUEUED and maintenance announces it again.
     """
@@ -86,10 +90,10 @@ def announce(node_id: str, module_id: str, notifications: Iterable[WorkNotificat
     if not messages:
         return
     queue = work_notification_queue(node_id, module_id)
-    transaction.on_commit(lambda: _publish(queue, messages, delay_seconds), robust=True)
+    transaction.on_commit(lambda: _publish(queue, messages, delay_seconds, again), robust=True)
 
 
-def _publish(queue: str, messages: list[dict[str, Any]], delay_seconds: float) -> None:
+def _publish(queue: str, messages: list[dict[str, Any]], delay_seconds: float, again: bool) -> None:
     if _publisher is None:
         raise RuntimeError("no work-notification publisher: BatchConfig.ready() has not run")
-    _publisher(queue, messages, delay_seconds)
+    _publisher(queue, messages, delay_seconds, again)

@@ -1,5 +1,16 @@
-"""Per-node queue naming: only chunk ids travel, on the queue of the node that owns the job."""
+"""Per-node queue naming: only chunk ids travel, on the queue of the node that owns the job.
+
+On the Redis broker a queue is one list per priority step (CELERY_BROKER_TRANSPORT_OPTIONS
+"priority_steps"), and kombu serves the lower step first: the list named as the queue holds step 0,
+`<queue>\\x06\\x16<step>` the others. New work is announced at NEW_WORK_PRIORITY; work announced again (a
+retry after an error or a lost worker, a lost message, a re-homed job) at AGAIN_PRIORITY, so it runs next
+instead of waiting for the node's backlog of new work to drain.
+"""
 from django.conf import settings
+
+AGAIN_PRIORITY = 0  # served first, with every message that has no priority
+NEW_WORK_PRIORITY = 9
+PRIORITY_SEPARATOR = "\x06\x16"  # kombu.transport.redis.Channel.sep
 
 
 def work_notification_queue(node_id: str | None = None, module_id: str | None = None) -> str:
@@ -10,15 +21,15 @@ def work_notification_queue(node_id: str | None = None, module_id: str | None = 
     return name
 
 
+def broker_lists(queue: str) -> list[str]:
+    """The Redis lists that hold a queue's waiting messages: work announced again first, then new work."""
+    return [queue if priority == 0 else f"{queue}{PRIORITY_SEPARATOR}{priority}"
+            for priority in (AGAIN_PRIORITY, NEW_WORK_PRIORITY)]
+
+
 def pending_notifications(queue: str) -> int:
     """Messages waiting in a node's queue on the Redis broker (not counting those a worker holds)."""
-    import redis
-
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    try:
-        return client.llen(queue)
-    finally:
-        client.close()
+    return pending_notifications_of([queue])[queue]
 
 
 def pending_notifications_of(queues: list[str]) -> dict[str, int]:
@@ -29,7 +40,9 @@ def pending_notifications_of(queues: list[str]) -> dict[str, int]:
     try:
         with client.pipeline(transaction=False) as pipeline:
             for queue in queues:
-                pipeline.llen(queue)
-            return dict(zip(queues, pipeline.execute()))
+                for name in broker_lists(queue):
+                    pipeline.llen(name)
+            lengths = iter(pipeline.execute())
+            return {queue: sum(next(lengths) for _ in broker_lists(queue)) for queue in queues}
     finally:
         client.close()

@@ -14,6 +14,7 @@ from batch.exceptions import ChunksErrored
 from batch.leases import kill_this_process, lease_keeper
 from batch.maintenance_watchdog import start_watchdog
 from batch.notifications import WorkNotification
+from batch.queues import AGAIN_PRIORITY, NEW_WORK_PRIORITY
 
 PUBLISH_BATCH = 500  # Redis commands pipelined per round trip when many chunks are announced at once
 
@@ -32,13 +33,16 @@ def work_notification(self, message: dict[str, Any]) -> None:
         raise ChunksErrored(errors)
 
 
-def publish_work_notifications(queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0) -> None:
-    """Publish straight to the queue's Redis list (anonymous exchange: no routing table to lose).
+def publish_work_notifications(queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0,
+                               again: bool = False) -> None:
+    """Publish straight to the queue's Redis lists (anonymous exchange: no routing table to lose); work
+    announced `again` at the priority served before new work (`batch.queues`).
 
     Built with `app.amqp`'s message functions rather than `apply_async`: a first step may announce
     thousands of chunks, and this skips the per-call option merging and routing (about 2.5 times faster).
     """
     amqp = current_app.amqp
+    priority = AGAIN_PRIORITY if again else NEW_WORK_PRIORITY
     with current_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
         for message in messages:
             task_message = amqp.create_task_message(
@@ -49,7 +53,7 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]], delay
                         + (f" +{len(message['followingChunkIds'])}" if "followingChunkIds" in message else ""),
             )
             amqp.send_task_message(producer, work_notification.name, task_message, exchange="", routing_key=queue,
-                                   queue=queue)
+                                   queue=queue, priority=priority)
 
 
 @worker_process_init.connect

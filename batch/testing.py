@@ -35,16 +35,23 @@ class InProcessBus:
     """Stands in for Redis between the engine and a worker, so a test decides when each message arrives."""
 
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # The messages of `sent` that Redis would serve ahead of new work (`announce(..., again=True)`); the
+    # bus itself delivers in the order sent.
+    sent_again: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     worker: str = "test-worker"  # what the chunks record as the worker that ran them
 
-    def record(self, queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0) -> None:
+    def record(self, queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0,
+               again: bool = False) -> None:
         """A delayed message (a retry's backoff) is deliverable at once: the test decides when time passes."""
         self.sent.extend((queue, message) for message in messages)
+        if again:
+            self.sent_again.extend((queue, message) for message in messages)
 
     def take(self) -> list[WorkNotification]:
         """Remove and return every message sent so far, undelivered (a lost message, or to deliver twice)."""
         taken = [WorkNotification.from_message(message) for _, message in self.sent]
         self.sent.clear()
+        self.sent_again.clear()
         return taken
 
     def deliver(self, notification: WorkNotification) -> None:

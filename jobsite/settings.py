@@ -240,7 +240,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Redis has no real acks: an unacked message comes back after this many seconds (default one hour).
 # Lost chunks are recovered from Postgres by maintenance long before that; the broker is only a hint.
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=10)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# kombu's Redis transport keeps a queue as one list per priority step and serves the lower step first; a
+# message without a priority (every `default` and scheduler task) counts as 0. Two steps: a batch queue's
+# work announced again (a retry, a lost worker's chunk, a re-homed job: 0) goes ahead of its new work (9),
+# see `batch.queues`. Each step is one more list in every poll, so no more steps than that.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT, "priority_steps": [0, 9]}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 
 # --- Batch ----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from django.conf import settings as django_settings
 from batch.coordinator import cancel_job, restart_job, start_job
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
-from batch.queues import pending_notifications, work_notification_queue
+from batch.queues import broker_lists, pending_notifications, work_notification_queue
 from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.tasks import publish_work_notifications
@@ -206,7 +206,7 @@ def test_messages_delivered_twice_run_their_chunk_once_and_lost_ones_are_announc
     queued = list(waiting.order_by("sequence"))
 
     broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
-    broker.delete(queue)  # all eight waiting announcements lost ...
+    broker.delete(*broker_lists(queue))  # all eight waiting announcements lost ...
     duplicated = queued[:4] + running(instance, 2)
     publish_work_notifications(queue, [  # ... four of them, and the two running chunks', delivered twice
         WorkNotification(instance.id, logged_job.id, 1, "log", chunk.id).to_message() for chunk in duplicated * 2

@@ -37,6 +37,7 @@ def test_a_chunk_whose_worker_died_is_retried_after_its_lease(define_job, bus, s
     chunk = WorkChunk.objects.get(id=work.chunk_id)
     assert (chunk.status, chunk.error_count) == (ChunkStatus.ERRORED, 1)
     assert chunk.error_message == "Worker lost: doomed stopped renewing its lease (attempt 1)"
+    assert bus.sent_again == bus.sent, "its retry goes ahead of the node's new work"
     assert [n.chunk_id for n in bus.take()] == [work.chunk_id], "announced again for its retry"
     bus.sent.append(("q", work.to_message()))
     bus.drain()
@@ -78,6 +79,7 @@ def test_a_lost_announcement_is_sent_again_once_the_node_queue_is_drained(define
         broker.delete(queue)
     with later(settings.BATCH_REANNOUNCE_AFTER_SECONDS + 1):
         assert run_maintenance_pass().reannounced == 1
+        assert bus.sent_again == bus.sent
         assert run_maintenance_pass().reannounced == 0, "announced again once per period, not every pass"
 
     bus.drain()

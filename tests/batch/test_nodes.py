@@ -133,6 +133,7 @@ def test_a_job_of_a_node_that_never_had_a_worker_moves_to_a_live_node_once_older
 
     assert node_of(instance) == "node-b"
     assert queues(bus) == {work_notification_queue("node-b", module)}, "its waiting chunk announced there"
+    assert not bus.sent_again, "a chunk that never ran queues behind node-b's own retries, as new work"
     bus.drain()
     job = control.get_job(instance.id)
     assert job.status == JobStatus.COMPLETED
@@ -209,6 +210,7 @@ def test_a_finalizing_job_gets_its_reduction_announced_on_the_new_node(define_jo
     assert run_maintenance_pass().rehomed == 1
     [(queue, message)] = bus.sent
     assert (queue, "chunkId" in message) == (work_notification_queue("node-b", module), False)
+    assert bus.sent_again == bus.sent, "the reduction was announced before: it goes ahead of node-b's new work"
     bus.drain()
     assert control.get_job(instance.id).report == {"chunks": 2}
 

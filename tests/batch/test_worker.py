@@ -19,7 +19,7 @@ from batch.notifications import WorkNotification
 from batch.registry import registry
 from batch.statuses import ChunkStatus, JobStatus
 from batch.sink import SINK_FLUSH_BYTES
-from batch.worker import on_chunk_claimed, run_chunk
+from batch.worker import ChunkRun, Claim, NextChunk, on_chunk_claimed, run_chunk
 from tests.batch.conftest import count_records, emit
 from tests.processes import wait_until
 
@@ -344,3 +344,34 @@ def test_a_capped_job_announces_one_chunk_per_message(define_job, bus):
     start_job(job.id, {})
     bus.deliver_next()
     assert all(len(m.chunk_ids) == 1 for m in bus.take())
+
+
+def test_a_completion_claims_the_next_chunk_of_its_message_in_the_same_statement(define_job, bus):
+    job = define_job(lambda b: b.first_step("plan", emit(2)).last_step("work", count_records()))
+    instance = start_job(job.id, {})
+    bus.deliver_next()
+    first, second = [message.chunk_id for message in bus.take()]
+
+    claim = run_chunk(job, on_chunk_claimed(first, worker="w"), NextChunk(second, worker="w", task_id="t")).next_claim
+
+    assert WorkChunk.objects.get(id=first).status == ChunkStatus.COMPLETED
+    claimed = WorkChunk.objects.get(id=second)
+    assert (claimed.status, claimed.worker, claimed.task_id, claimed.attempts) == (ChunkStatus.IN_PROGRESS, "w", "t", 1)
+    assert (claim.chunk.id, claim.chunk.claim_token) == (second, claimed.claim_token)
+    assert run_chunk(job, claim.chunk, NextChunk(second)) == ChunkRun(next_claim=Claim(None)), \
+        "a chunk already claimed is not claimed again"
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
+
+
+def test_a_failed_step_claims_nothing_and_leaves_the_next_chunk_to_its_own_claim(define_job, bus):
+    def broken(context, sink) -> int:
+        raise RuntimeError("broken")
+
+    job = define_job(lambda b: b.first_step("plan", emit(2)).last_step("work", broken))
+    start_job(job.id, {})
+    bus.deliver_next()
+    first, second = [message.chunk_id for message in bus.take()]
+
+    assert run_chunk(job, on_chunk_claimed(first), NextChunk(second)) == ChunkRun(error="RuntimeError: broken")
+    assert WorkChunk.objects.get(id=first).status == ChunkStatus.ERRORED
+    assert WorkChunk.objects.get(id=second).status == ChunkStatus.QUEUED
