@@ -81,8 +81,8 @@ class ChunkSink:
                 "status": ChunkStatus.GATE_WAITING if self.definition.gated else ChunkStatus.READY,
                 "ids": list(ids), "sequences": list(sequences), "documents": list(documents),
             })
-            inserted = [row[0] for row in cursor.fetchall()]
+            inserted = {str(row[0]) for row in cursor.fetchall()}  # a re-run's chunks already written are not
         if inserted and not self.definition.gated:
-            flow.enqueue_ready_chunks(self.instance, only=inserted)
+            flow.enqueue_ready_chunks(self.instance, only=[chunk_id for chunk_id in ids if str(chunk_id) in inserted])
         self._buffer = []
         self._buffered_bytes = 0

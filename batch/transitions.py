@@ -134,7 +134,8 @@ def change_chunks_status(
 
 
 def change_listed_chunks_status(chunk_ids: list[UUID], target: ChunkStatus, **fields) -> list[tuple[UUID, str]]:
-    """Move the listed chunks the table allows to `target`, in one statement; return (id, step) of those moved.
+    """Move the listed chunks the table allows to `target`, in one statement; return (id, step) of those moved,
+    in the order listed (`RETURNING` has none; emitted chunks are announced, and so run, in emission order).
 
     For long lists of ids known in advance (a batch just written): one array parameter, no row lock
     first; a row another process moves at the same moment is re-checked by PostgreSQL and skipped.
@@ -146,7 +147,8 @@ def change_listed_chunks_status(chunk_ids: list[UUID], target: ChunkStatus, **fi
             "WHERE id = ANY(%s::uuid[]) AND status = ANY(%s) RETURNING id, target_step_id",
             [target, *values, list(chunk_ids), chunk_statuses_leading_to(target)],
         )
-        return [(chunk_id, step_id) for chunk_id, step_id in cursor.fetchall()]
+        moved = {str(chunk_id): (chunk_id, step_id) for chunk_id, step_id in cursor.fetchall()}
+    return [moved[str(chunk_id)] for chunk_id in chunk_ids if str(chunk_id) in moved]
 
 
 def change_all_chunks_status(where: Q, target: ChunkStatus, **fields) -> int:
