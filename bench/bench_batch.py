@@ -8,6 +8,8 @@ run's queue counts: other processes' unacknowledged messages in the same Redis a
     python -m bench.bench_batch [--chunks 10000] [--concurrency N] [--json]
 
 `--json` prints the figures as one JSON object as the last line: `engine_per_s`, `celery_per_s`, `ratio`.
+It runs in a database of its own (`<DATABASE_URL's name>_bench_batch`), created at start and dropped at the
+end: chunk tables left bloated by earlier runs (or autovacuum cleaning them up mid-run) would be measured too.
 """
 from __future__ import annotations
 
@@ -21,20 +23,12 @@ import time
 import uuid
 from pathlib import Path
 
-import django
+import redis
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
+from bench.support import bench_database
+from bench.tasks import publish_noops, wait_until_consumed
+
 os.environ["BATCH_DIAGNOSTIC_JOBS"] = "true"  # the benchmark runs DIAGNOSTIC_NOOP; its workers inherit this
-django.setup()
-
-import redis  # noqa: E402
-from django.conf import settings  # noqa: E402
-
-from batch.coordinator import start_job  # noqa: E402
-from batch.models import JobInstance  # noqa: E402
-from batch.queues import work_notification_queue  # noqa: E402
-from batch.statuses import ENDED_JOB_STATUSES  # noqa: E402
-from bench.tasks import publish_noops, wait_until_consumed  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 POLL_SECONDS = 0.05  # completion is seen within this; small against the runs timed
@@ -51,6 +45,8 @@ def start_worker(node: str, queue: str, concurrency: int) -> subprocess.Popen:
 
 
 def plain_celery(queue: str, count: int) -> float:
+    from django.conf import settings
+
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     started = time.perf_counter()
     publish_noops(queue, count)
@@ -66,6 +62,10 @@ def unacknowledged(broker: redis.Redis, queue: str) -> int:
 
 
 def engine(node: str, count: int) -> float:
+    from batch.coordinator import start_job
+    from batch.models import JobInstance
+    from batch.statuses import ENDED_JOB_STATUSES
+
     started = time.perf_counter()
     instance = start_job("DIAGNOSTIC_NOOP", {"chunks": count, "sleep_ms": 0}, started_by="bench", node_id=node)
     while (status := JobInstance.objects.values_list("status", flat=True).get(id=instance.id)) \
@@ -80,28 +80,33 @@ def engine(node: str, count: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=10_000)
-    parser.add_argument("--concurrency", type=int, default=settings.BATCH_MAX_THREADS)
+    parser.add_argument("--concurrency", type=int, default=None, help="pool processes (default: BATCH_MAX_THREADS)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="alternate the two this many times and keep the best of each (a shared machine is noisy)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object as the last line")
     args = parser.parse_args()
 
-    node = f"bench-{uuid.uuid4().hex[:8]}"
-    queue = work_notification_queue(node, settings.MODULE_ID)
-    worker = start_worker(node, queue, args.concurrency)
-    plain_runs, engine_runs = [], []
-    try:
-        plain_celery(queue, WARM_UP)
-        engine(node, WARM_UP)
-        for round_number in range(1, args.rounds + 1):
-            plain_runs.append(plain_celery(queue, args.chunks))
-            engine_runs.append(engine(node, args.chunks))
-            print(f"round {round_number}: plain Celery {args.chunks / plain_runs[-1]:.0f} tasks/s, "
-                  f"engine {args.chunks / engine_runs[-1]:.0f} chunks/s", flush=True)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
-        JobInstance.objects.filter(node_id=node).delete()
+    with bench_database("bench_batch"):
+        from django.conf import settings
+
+        from batch.queues import work_notification_queue
+
+        args.concurrency = args.concurrency or settings.BATCH_MAX_THREADS
+        node = f"bench-{uuid.uuid4().hex[:8]}"
+        queue = work_notification_queue(node, settings.MODULE_ID)
+        worker = start_worker(node, queue, args.concurrency)
+        plain_runs, engine_runs = [], []
+        try:
+            plain_celery(queue, WARM_UP)
+            engine(node, WARM_UP)
+            for round_number in range(1, args.rounds + 1):
+                plain_runs.append(plain_celery(queue, args.chunks))
+                engine_runs.append(engine(node, args.chunks))
+                print(f"round {round_number}: plain Celery {args.chunks / plain_runs[-1]:.0f} tasks/s, "
+                      f"engine {args.chunks / engine_runs[-1]:.0f} chunks/s", flush=True)
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)
 
     plain_seconds, engine_seconds = min(plain_runs), min(engine_runs)
     plain_rate, engine_rate = args.chunks / plain_seconds, args.chunks / engine_seconds
