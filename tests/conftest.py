@@ -64,3 +64,14 @@ def define_job() -> Iterator[Callable[..., JobDefinition]]:
 
     with throwaway_jobs() as define:
         yield define
+
+
+@pytest.fixture
+def logged_job():
+    """TEST_LOGGED (tests/batch/testjobs), registered for this test: real workers run it, each chunk writes itself down."""
+    from batch.registry import registry
+    from tests.batch.testjobs.definition import LOGGED_JOB
+
+    registry.register(LOGGED_JOB)
+    yield LOGGED_JOB
+    registry.unregister(LOGGED_JOB.id, LOGGED_JOB.version)

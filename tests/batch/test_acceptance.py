@@ -24,12 +24,10 @@ from batch.coordinator import cancel_job, restart_job, start_job
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.queues import broker_lists, pending_notifications, work_notification_queue
-from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.tasks import publish_work_notifications
 from scheduling.models import JobRun, RunOutcome
 from tests.batch.conftest import unique_node
-from tests.batch.testjobs.definition import LOGGED_JOB
 from tests.isolation import flush_test_redis
 from tests.processes import (
     Process, celery_beat, celery_worker, scheduler_worker, start_all, stop_all, wait_until, wait_until_beating,
@@ -75,13 +73,6 @@ def maintenance_by_beat(processes) -> Process:
     wait_until_ready(scheduler)
     wait_until_beating(beat)
     return scheduler
-
-
-@pytest.fixture
-def logged_job():
-    registry.register(LOGGED_JOB)
-    yield LOGGED_JOB
-    registry.unregister(LOGGED_JOB.id, LOGGED_JOB.version)
 
 
 @pytest.fixture

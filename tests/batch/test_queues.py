@@ -20,11 +20,9 @@ from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.queues import broker_lists, pending_notifications, work_notification_queue
-from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.tasks import publish_work_notifications
 from tests.batch.conftest import unique_node
-from tests.batch.testjobs.definition import LOGGED_JOB
 from tests.processes import celery_worker, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,13 +34,6 @@ JOB_END = 180  # ceiling for the backlog, recovery included, on a loaded machine
 
 def worker_env(node: str, **extra: str) -> dict[str, str]:
     return {"NODE_ID": node, "DJANGO_SETTINGS_MODULE": "tests.batch.worker_settings", **extra}
-
-
-@pytest.fixture
-def logged_job():
-    registry.register(LOGGED_JOB)
-    yield LOGGED_JOB
-    registry.unregister(LOGGED_JOB.id, LOGGED_JOB.version)
 
 
 def log_chunks(instance: JobInstance):

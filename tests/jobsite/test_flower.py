@@ -16,10 +16,8 @@ from django.conf import settings
 from batch.coordinator import start_job
 from batch.models import JobInstance, WorkChunk
 from batch.queues import pending_notifications, work_notification_queue
-from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
 from tests.batch.conftest import unique_node
-from tests.batch.testjobs.definition import LOGGED_JOB
 from tests.processes import PROJECT_DIR, STARTUP_TIMEOUT, Process, celery_worker, free_port, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
@@ -102,13 +100,6 @@ def flower(processes: list[Process]) -> str:
 
     wait_until(answers, timeout=120, message=lambda: processes[-1].output()[-3000:])
     return url
-
-
-@pytest.fixture
-def logged_job():
-    registry.register(LOGGED_JOB)
-    yield LOGGED_JOB
-    registry.unregister(LOGGED_JOB.id, LOGGED_JOB.version)
 
 
 def test_flower_shows_chunks_that_errored_or_failed_as_failed_tasks_with_their_messages(processes, logged_job,
