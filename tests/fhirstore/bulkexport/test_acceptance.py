@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -18,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 from smart_fetch.resources import PATIENT_TYPES as SMART_FETCH_DEFAULT_TYPES
 
 from jobsite.tokens import token_for
@@ -63,6 +64,17 @@ def read_downloads(directory: Path) -> dict[str, list[dict]]:
         with gzip.open(path, "rt") as lines:
             downloaded.setdefault(path.name.split(".")[0], []).extend(json.loads(line) for line in lines if line.strip())
     return downloaded
+
+
+def exported_ids(report: dict, export_storage: Path) -> Counter:
+    """(type, id) of every line of the export's files, each file checked against its manifest count."""
+    listed = Counter()
+    for output in report["output"]:
+        path = next(export_storage.rglob(output["url"].rsplit("/", 1)[1] + ".ndjson"))
+        lines = path.read_text().splitlines()
+        assert len(lines) == output["count"]
+        listed.update((output["type"], json.loads(line)["id"]) for line in lines)
+    return listed
 
 
 def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the_store(processes, tmp_path,
@@ -204,12 +216,19 @@ def test_a_worker_killed_mid_export_costs_a_retry_that_beat_arranges_and_the_man
     doomed = started[0]
     owner = get_user_model().objects.create_user("exporter")
     request = parse_export_request(Level.SYSTEM, [])
+    # The export row is locked FOR UPDATE before any worker runs (they are frozen meanwhile): a write step then
+    # waits for it while it holds its chunk, so the kill lands mid-step however fast the machine is.
+    for worker in started[:2]:
+        worker.signal_group(signal.SIGSTOP)
     export = kick_off(owner, request, base_url="http://testserver/fhir", request_url="http://testserver/fhir/$export").export
-
-    killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
-        instance_id=export.job_instance_id, status=ChunkStatus.IN_PROGRESS,
-        target_step_id__in=["expand-resources", "write-to-binaries"], worker__startswith=doomed.name + "-"),
-        timeout=180)
+    with transaction.atomic():
+        BulkExport.objects.select_for_update().get(id=export.id)
+        for worker in started[:2]:
+            worker.signal_group(signal.SIGCONT)
+        killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
+            instance_id=export.job_instance_id, status=ChunkStatus.IN_PROGRESS,
+            target_step_id__in=["expand-resources", "write-to-binaries"], worker__startswith=doomed.name + "-"),
+            timeout=180)
     instance = wait_until(lambda: (job := JobInstance.objects.get(id=export.job_instance_id)).status in (
         JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and job, timeout=180,
         message=lambda: JobInstance.objects.get(id=export.job_instance_id))
@@ -218,12 +237,7 @@ def test_a_worker_killed_mid_export_costs_a_retry_that_beat_arranges_and_the_man
     killed.refresh_from_db()
     assert (killed.status, killed.attempts, killed.error_count) == (ChunkStatus.COMPLETED, 2, 1)
     assert killed.error_message.startswith("Worker lost: doomed-")
-    listed = Counter()
-    for output in instance.report["output"]:
-        path = next(export_storage.rglob(output["url"].rsplit("/", 1)[1] + ".ndjson"))
-        lines = path.read_text().splitlines()
-        assert len(lines) == output["count"]
-        listed.update((output["type"], json.loads(line)["id"]) for line in lines)
+    listed = exported_ids(instance.report, export_storage)
     stored = Counter(Resource.objects.filter(deleted=False).values_list("resource_type", "logical_id"))
     assert listed == stored
 
@@ -352,11 +366,6 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
     assert (fetch.status, fetch.attempts, fetch.error_count) == (ChunkStatus.COMPLETED, KILLS + 1, KILLS)
     assert fetch.error_message.startswith(f"Worker lost: doomed{KILLS}-")
     assert sorted(emitted.values_list("sequence", flat=True)) == list(range(emitted.count()))
-    listed = Counter()
-    for output in instance.report["output"]:
-        path = next(export_storage.rglob(output["url"].rsplit("/", 1)[1] + ".ndjson"))
-        lines = path.read_text().splitlines()
-        assert len(lines) == output["count"]
-        listed.update((output["type"], json.loads(line)["id"]) for line in lines)
+    listed = exported_ids(instance.report, export_storage)
     assert max(listed.values()) == 1
     assert listed == expected
