@@ -129,6 +129,40 @@ def test_reindex_rebuilds_the_rows_of_the_given_resources():
     assert TokenIndex.objects.filter(resource__logical_id="p2").count() == 0  # p2 has no tokens to rebuild
 
 
+def _index_rows_with_row_versions(logical_id: str) -> dict[tuple, str]:
+    """Every index row of one Patient, by table and values, with its xmin (which changes when a row is rewritten)."""
+    rows = {}
+    with connection.cursor() as cursor:
+        for table, columns in [("tokenindex", "param, system, code"), ("stringindex", "param, normalized, exact"),
+                               ("dateindex", "param, low, high"), ("referenceindex", "param, target_type, target_id")]:
+            cursor.execute(f"SELECT {columns}, i.xmin::text FROM fhirstore_{table} i JOIN fhirstore_resource r"
+                           " ON r.id = i.resource_id WHERE r.logical_id = %s", [logical_id])
+            rows.update({(table, *values): xmin for *values, xmin in cursor.fetchall()})
+    return rows
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reindex_rewrites_only_the_rows_that_differ():
+    """A reindex after one parameter changed must not rewrite every other row (WAL, dead tuples, the live API)."""
+    with transaction.atomic():
+        save_resources([Write(patient(id="p1", identifier=[{"system": "urn:s", "value": "1"}], name=[{"family": "Doe"}],
+                                      birthDate="1970-01-02", generalPractitioner=[{"reference": "Practitioner/d"}]))])
+    with connection.cursor() as cursor:  # one row gone stale, one missing
+        cursor.execute("UPDATE fhirstore_tokenindex SET code = 'stale' WHERE param = 'identifier'")
+        cursor.execute("DELETE FROM fhirstore_stringindex WHERE param = 'family'")
+    before = _index_rows_with_row_versions("p1")
+
+    assert reindex_resources("Patient", ["p1"]) == 1
+
+    after = _index_rows_with_row_versions("p1")
+    assert ("tokenindex", "identifier", "urn:s", "stale") not in after
+    assert ("tokenindex", "identifier", "urn:s", "1") in after
+    assert ("stringindex", "family", "doe", "Doe") in after
+    unchanged = {key: xmin for key, xmin in before.items() if key in after}
+    assert any(key[0] == "dateindex" for key in unchanged) and any(key[0] == "referenceindex" for key in unchanged)
+    assert {key: after[key] for key in unchanged} == unchanged
+
+
 @pytest.mark.django_db
 def test_keyset_and_compartment_queries_can_run_on_indexes_alone():
     """The two scans the export depends on are index range scans, whatever the table size."""
