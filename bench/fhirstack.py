@@ -7,12 +7,12 @@ the worker processes' memory. Those parts live here so that the three measure th
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +26,7 @@ from bench.support import free_port, percentile_ms
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 IDLE_READS = 500  # reads timed with the system idle: enough for a stable p99
+WARMUP_READS = 100  # untimed reads first: each gunicorn thread's first requests are slower (lazy imports, caches)
 STARTUP_SECONDS = 120  # a cold gunicorn or celery start on a loaded 2-core machine
 
 
@@ -107,31 +108,48 @@ def fhir_stack(node: str, environment: dict[str, str], workdir: Path, *, usernam
 
 
 def idle_latencies(client: FhirClient, patients: list[str]) -> list[float]:
-    """Reads timed with nothing else running: the baseline of every 'during' figure."""
-    idle = [client.read_patient(random.choice(patients)) for _ in range(IDLE_READS)]
+    """Reads timed with nothing else running: the baseline of every 'during' figure (taken by the same probe),
+    after WARMUP_READS untimed ones (without them the first baseline was 1.2-4x the one after the job)."""
+    for _ in range(WARMUP_READS):
+        client.read_patient(random.choice(patients))
+    with reads_meanwhile(client, patients, reads=IDLE_READS) as idle:
+        pass
     print(f"\n-- idle: GET /fhir/Patient/[id] p50 {percentile_ms(idle, 50):.1f} ms, p99 {percentile_ms(idle, 99):.1f} ms "
           f"({len(idle)} reads)", flush=True)
     return idle
 
 
 @contextmanager
-def reads_meanwhile(client: FhirClient, patients: list[str]) -> Iterator[list[float]]:
-    """Reads back to back from one client while the block runs; yields the list their timings go to."""
+def reads_meanwhile(client: FhirClient, patients: list[str], *, reads: int | None = None) -> Iterator[list[float]]:
+    """Reads back to back from one client while the block runs (or until `reads` were timed); the list yielded
+    holds their timings once the block has ended.
+
+    The client is a process of its own: in a thread of this one, each read would wait for the GIL behind the
+    benchmark's own polling and sampling (Python switches threads every 5 ms), which inflated the 'during'
+    figures by as much as the job did."""
     latencies: list[float] = []
-    running = threading.Event()
-    running.set()
-
-    def read() -> None:
-        while running.is_set():
-            latencies.append(client.read_patient(random.choice(patients)))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    receiver, sender = context.Pipe(duplex=False)
+    probe = context.Process(target=_read_until, args=(client, patients, stop, reads, sender), daemon=True)
+    probe.start()
+    sender.close()
     try:
+        if reads is not None:
+            latencies.extend(receiver.recv())
         yield latencies
     finally:
-        running.clear()
-        reader.join()
+        stop.set()
+        if reads is None:
+            latencies.extend(receiver.recv())
+        probe.join()
+
+
+def _read_until(client: FhirClient, patients: list[str], stop, reads: int | None, sender) -> None:
+    timings: list[float] = []
+    while not stop.is_set() and (reads is None or len(timings) < reads):
+        timings.append(client.read_patient(random.choice(patients)))
+    sender.send(timings)
 
 
 def worker_rss(worker: subprocess.Popen) -> dict[int, tuple[str, int]]:

@@ -7,12 +7,14 @@ batch costs a handful of statements whatever its size.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 from django.db import IntegrityError, connection, transaction
@@ -267,32 +269,48 @@ def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequenc
 
     Takes a page of `scan.resource_ids_page`; returns how many current resources were reindexed. `params`
     (index names) limits the rebuild to those parameters' rows. Bodies and versions are not touched.
-    Only the difference is written: the stored rows are read and compared with the extracted ones, and
-    only stale rows are deleted and missing ones added (as HAPI's reindex does). Most rows of a reindex
-    after one parameter changed are unchanged, and skipping them spares PostgreSQL the deletes, inserts,
-    WAL and dead tuples that would otherwise compete with the live API.
-    Runs in its own short transaction: the rows are locked (FOR UPDATE, in id order as writes lock them), so
-    a concurrent write of one of them either committed before (its body is what is reindexed) or waits
-    and then replaces the rows itself.
+
+    Only the difference is written, as HAPI's reindex does: the stored rows are read and compared with the
+    extracted ones, and only stale rows are deleted and missing ones added. The bodies and rows are read
+    without locks; only the resources whose rows differ are then locked (FOR UPDATE, in id order as writes
+    lock them) and, if their version is still the one read, corrected. A resource written meanwhile has had
+    its rows replaced by that write. So a reindex that finds the rows right (most of them, after one
+    parameter changed) writes nothing: no row locks, no dirtied pages, no WAL competing with the live API.
+    One short transaction, which holds the parameters lock: the extraction cannot change halfway.
     """
     with transaction.atomic():
         extract = index_extractor()
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT id, body::text FROM fhirstore_resource WHERE resource_type = %s"
-                " AND logical_id = ANY(%s) AND NOT deleted ORDER BY id FOR UPDATE", [resource_type, list(ids)],
+                "SELECT id, version_id, body::text FROM fhirstore_resource WHERE resource_type = %s"
+                " AND logical_id = ANY(%s) AND NOT deleted", [resource_type, list(ids)],
             )
-            items = [(pk, resource_type, extract(json.loads(body))) for pk, body in cursor.fetchall()]
-            if params is not None:
-                items = [(pk, found_type, only_params(rows, keep=params)) for pk, found_type, rows in items]
-            pks = [pk for pk, _, _ in items]
-            for kind, (model, columns) in INDEX_COLUMNS.items():
-                wanted = {(pk, *row) for pk, _, rows in items for row in getattr(rows, kind)}
-                stored = _stored_index_rows(cursor, model, columns, pks, params)
-                _delete_stale_index_rows(cursor, model, columns, pks, stored - wanted)
-                _copy(cursor, model, ("resource_id", "resource_type", *columns),
-                      ((pk, resource_type, *row) for pk, *row in sorted(wanted - stored)))
-    return len(items)
+            versions, rows = {}, {}
+            for pk, version_id, body in cursor.fetchall():
+                versions[pk] = version_id
+                extracted = extract(json.loads(body))
+                rows[pk] = only_params(extracted, keep=params) if params is not None else extracted
+            differing = {pk for _, _, stale, missing in _index_differences(cursor, rows, params)
+                         for pk, *_ in itertools.chain(stale, missing)}
+            if differing:
+                cursor.execute("SELECT id, version_id FROM fhirstore_resource WHERE id = ANY(%s) AND NOT deleted"
+                               " ORDER BY id FOR UPDATE", [sorted(differing)])
+                unchanged = {pk: rows[pk] for pk, version_id in cursor.fetchall() if versions[pk] == version_id}
+                for model, columns, stale, missing in _index_differences(cursor, unchanged, params):
+                    _delete_stale_index_rows(cursor, model, columns, stale)
+                    _copy(cursor, model, ("resource_id", "resource_type", *columns),
+                          ((pk, resource_type, *row) for pk, *row in sorted(missing)))
+    return len(rows)
+
+
+def _index_differences(cursor, rows: dict[int, IndexRows], params: Sequence[str] | None
+                       ) -> Iterator[tuple[Any, Sequence[str], set[tuple], set[tuple]]]:
+    """Per index table: (model, columns, stale rows, missing rows) of these resources, rows as (pk, *columns)."""
+    pks = list(rows)
+    for kind, (model, columns) in INDEX_COLUMNS.items():
+        wanted = {(pk, *row) for pk, extracted in rows.items() for row in getattr(extracted, kind)}
+        stored = _stored_index_rows(cursor, model, columns, pks, params)
+        yield model, columns, stored - wanted, wanted - stored
 
 
 def _stored_index_rows(cursor, model, columns: Sequence[str], pks: Sequence[int],
@@ -306,7 +324,7 @@ def _stored_index_rows(cursor, model, columns: Sequence[str], pks: Sequence[int]
     return set(cursor.fetchall())
 
 
-def _delete_stale_index_rows(cursor, model, columns: Sequence[str], pks: Sequence[int], stale: set[tuple]) -> None:
+def _delete_stale_index_rows(cursor, model, columns: Sequence[str], stale: set[tuple]) -> None:
     """Delete these exact rows: found by the resource index, matched against the arrays of their values."""
     if not stale:
         return

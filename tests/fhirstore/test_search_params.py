@@ -141,18 +141,27 @@ def _index_rows_with_row_versions(logical_id: str) -> dict[tuple, str]:
     return rows
 
 
+def _resource_row_lockers() -> dict[str, str]:
+    """logical id -> xmax of its resource row: the transaction that last locked it (FOR UPDATE sets it)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT logical_id, xmax::text FROM fhirstore_resource")
+        return dict(cursor.fetchall())
+
+
 @pytest.mark.django_db(transaction=True)
 def test_reindex_rewrites_only_the_rows_that_differ():
     """A reindex after one parameter changed must not rewrite every other row (WAL, dead tuples, the live API)."""
     with transaction.atomic():
         save_resources([Write(patient(id="p1", identifier=[{"system": "urn:s", "value": "1"}], name=[{"family": "Doe"}],
-                                      birthDate="1970-01-02", generalPractitioner=[{"reference": "Practitioner/d"}]))])
+                                      birthDate="1970-01-02", generalPractitioner=[{"reference": "Practitioner/d"}])),
+                        Write(patient(id="p2", identifier=[{"system": "urn:s", "value": "2"}]))])
     with connection.cursor() as cursor:  # one row gone stale, one missing
-        cursor.execute("UPDATE fhirstore_tokenindex SET code = 'stale' WHERE param = 'identifier'")
-        cursor.execute("DELETE FROM fhirstore_stringindex WHERE param = 'family'")
+        cursor.execute("UPDATE fhirstore_tokenindex SET code = 'stale' WHERE code = '1'")
+        cursor.execute("DELETE FROM fhirstore_stringindex WHERE exact = 'Doe'")
     before = _index_rows_with_row_versions("p1")
+    lockers_before = _resource_row_lockers()
 
-    assert reindex_resources("Patient", ["p1"]) == 1
+    assert reindex_resources("Patient", ["p1", "p2"]) == 2
 
     after = _index_rows_with_row_versions("p1")
     assert ("tokenindex", "identifier", "urn:s", "stale") not in after
@@ -161,6 +170,8 @@ def test_reindex_rewrites_only_the_rows_that_differ():
     unchanged = {key: xmin for key, xmin in before.items() if key in after}
     assert any(key[0] == "dateindex" for key in unchanged) and any(key[0] == "referenceindex" for key in unchanged)
     assert {key: after[key] for key in unchanged} == unchanged
+    lockers_after = _resource_row_lockers()  # only the resource whose rows differed was locked
+    assert lockers_after["p1"] != lockers_before["p1"] and lockers_after["p2"] == lockers_before["p2"]
 
 
 @pytest.mark.django_db
