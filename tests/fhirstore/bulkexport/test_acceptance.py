@@ -199,6 +199,7 @@ def test_a_worker_killed_mid_export_costs_a_retry_that_beat_arranges_and_the_man
     node = f"test-{uuid.uuid4().hex[:8]}"
     settings.NODE_ID = node
     settings.BULK_EXPORT_CHUNK_SIZE = 25
+    settings.BULK_EXPORT_MAX_CONCURRENT_CHUNKS = 2  # a chunk for each worker: the doomed one can be caught holding one
     environment = node_environment(node, export_storage)
     queue = work_notification_queue(node)
     # Production's safety net, not the test, notices the dead worker: beat runs batch.maintenance every second.
