@@ -292,9 +292,9 @@ FHIR_SEARCH_WHILE_INDEXING = env_str("FHIR_SEARCH_WHILE_INDEXING", "refuse").low
 if FHIR_SEARCH_WHILE_INDEXING not in ("refuse", "warn"):
     raise ImproperlyConfigured(f"FHIR_SEARCH_WHILE_INDEXING must be refuse or warn, got {FHIR_SEARCH_WHILE_INDEXING!r}")
 # Chunks of one reindex job running at once (0: as many as there are workers). A chunk keeps about one core
-# busy: its worker extracts while its PostgreSQL backend waits, then the backend deletes and COPYs (~80 % of
-# a chunk's time, profiled), so half the cores leaves the other half to the live API. On 2 cores, 1 chunk
-# kept the read p99 ratio at 1.28–1.39 where 2 made it 1.73 (docs/reindex.md, Performance).
+# busy: its worker extracts while its PostgreSQL backend waits, then the backend reads the stored rows to
+# compare, so half the cores leaves the other half to the live API. On 2 cores, 1 chunk kept the read p99
+# ratio at 1.28–1.39 where 2 made it 1.73 (docs/reindex.md, Performance).
 REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", max(1, (os.cpu_count() or 2) // 2))
 
 # --- Scheduling -----------------------------------------------------------------------------------
