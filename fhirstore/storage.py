@@ -295,8 +295,8 @@ def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequenc
             if differing:
                 cursor.execute("SELECT id, version_id FROM fhirstore_resource WHERE id = ANY(%s) AND NOT deleted"
                                " ORDER BY id FOR UPDATE", [sorted(differing)])
-                unchanged = {pk: rows[pk] for pk, version_id in cursor.fetchall() if versions[pk] == version_id}
-                for model, columns, stale, missing in _index_differences(cursor, unchanged, params):
+                still_current = {pk: rows[pk] for pk, version_id in cursor.fetchall() if versions[pk] == version_id}
+                for model, columns, stale, missing in _index_differences(cursor, still_current, params):
                     _delete_stale_index_rows(cursor, model, columns, stale)
                     _copy(cursor, model, ("resource_id", "resource_type", *columns),
                           ((pk, resource_type, *row) for pk, *row in sorted(missing)))

@@ -155,8 +155,11 @@ def test_reindex_rewrites_only_the_rows_that_differ():
         save_resources([Write(patient(id="p1", identifier=[{"system": "urn:s", "value": "1"}], name=[{"family": "Doe"}],
                                       birthDate="1970-01-02", generalPractitioner=[{"reference": "Practitioner/d"}])),
                         Write(patient(id="p2", identifier=[{"system": "urn:s", "value": "2"}]))])
-    with connection.cursor() as cursor:  # one row gone stale, one missing
+    with connection.cursor() as cursor:  # rows gone stale (a token, a date), one missing
         cursor.execute("UPDATE fhirstore_tokenindex SET code = 'stale' WHERE code = '1'")
+        cursor.execute("INSERT INTO fhirstore_dateindex (resource_id, resource_type, param, low, high)"
+                       " SELECT id, 'Patient', 'birthdate', '1999-01-01', '1999-01-02' FROM fhirstore_resource"
+                       " WHERE logical_id = 'p1'")
         cursor.execute("DELETE FROM fhirstore_stringindex WHERE exact = 'Doe'")
     before = _index_rows_with_row_versions("p1")
     lockers_before = _resource_row_lockers()
@@ -167,6 +170,7 @@ def test_reindex_rewrites_only_the_rows_that_differ():
     assert ("tokenindex", "identifier", "urn:s", "stale") not in after
     assert ("tokenindex", "identifier", "urn:s", "1") in after
     assert ("stringindex", "family", "doe", "Doe") in after
+    assert [key for key in after if key[0] == "dateindex" and key[2].year == 1999] == []
     unchanged = {key: xmin for key, xmin in before.items() if key in after}
     assert any(key[0] == "dateindex" for key in unchanged) and any(key[0] == "referenceindex" for key in unchanged)
     assert {key: after[key] for key in unchanged} == unchanged
