@@ -31,7 +31,9 @@ from pathlib import Path
 
 import psycopg
 
-from bench.fhirstack import FhirStack, fhir_stack, fill, idle_latencies, reads_meanwhile, stored, worker_rss
+from bench.fhirstack import (
+    FhirStack, fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, stored, worker_rss,
+)
 from bench.support import bench_database, percentile_ms
 
 RSS_SAMPLE_SECONDS = 0.2  # often enough to catch a step's peak, cheap enough not to load the machine
@@ -104,7 +106,7 @@ def export(stack: FhirStack) -> ExportRun:
     with reads_meanwhile(stack.client, stack.patients) as latencies:
         while seconds is None:
             # A 2 s export timed by 0.5 s polls was off by up to a quarter: the end is seen in the database.
-            if _job_ended(instance_id):
+            if job_ended(instance_id):
                 seconds = time.monotonic() - started
             elif time.monotonic() - last_sample >= RSS_SAMPLE_SECONDS:
                 last_sample = time.monotonic()
@@ -177,12 +179,6 @@ def _job_instance_id(status_url: str) -> str:
     from fhirstore.bulkexport.models import BulkExport
 
     return BulkExport.objects.values_list("job_instance_id", flat=True).get(id=status_url.rsplit("=", 1)[1])
-
-
-def _job_ended(instance_id: str) -> bool:
-    from batch.models import JobInstance
-
-    return JobInstance.objects.filter(id=instance_id, end_time__isnull=False).exists()
 
 
 def _running_steps(instance_id: str) -> dict[int, str]:

@@ -35,7 +35,9 @@ from pathlib import Path
 
 import psycopg
 
-from bench.fhirstack import FhirStack, fhir_stack, fill, idle_latencies, reads_meanwhile, stored, worker_rss
+from bench.fhirstack import (
+    FhirStack, fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, stored, worker_rss,
+)
 from bench.support import bench_database, percentile_ms
 
 RSS_SAMPLE_SECONDS = 0.2
@@ -80,7 +82,6 @@ def main() -> None:
 def reindex(stack: FhirStack) -> dict:
     """A REINDEX of everything, with worker RSS sampled and reads timed while it runs."""
     from batch import control
-    from batch.models import JobInstance
     from fhirstore.reindex.services import ReindexRequest, start_reindex
 
     rss_samples: list[tuple[float, int]] = []  # (seconds since start, largest worker process RSS)
@@ -88,9 +89,7 @@ def reindex(stack: FhirStack) -> dict:
     started = time.monotonic()
     job = start_reindex(ReindexRequest(), started_by="bench")
     with reads_meanwhile(stack.client, stack.patients) as latencies:
-        # The end is seen in the job row (an index probe), not by `control.get_job`, which computes the
-        # progress over all of the job's chunks: every 0.2 s, that was load the benchmark itself added.
-        while not JobInstance.objects.filter(id=job.id, end_time__isnull=False).exists():
+        while not job_ended(job.id):  # not `control.get_job` every 0.2 s: load the benchmark itself added
             largest = max((rss for _, rss in worker_rss(stack.worker).values()), default=0)
             rss_samples.append((time.monotonic() - started, largest))
             loads.append(os.getloadavg()[0])

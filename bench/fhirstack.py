@@ -152,6 +152,14 @@ def _read_until(client: FhirClient, patients: list[str], stop, reads: int | None
     sender.send(timings)
 
 
+def job_ended(job_id) -> bool:
+    """Whether the job has ended, from its row (an index probe): cheap enough to ask every few milliseconds,
+    where `control.get_job` computes the progress over all of the job's chunks."""
+    from batch.models import JobInstance
+
+    return JobInstance.objects.filter(id=job_id, end_time__isnull=False).exists()
+
+
 def worker_rss(worker: subprocess.Popen) -> dict[int, tuple[str, int]]:
     """pid -> (role, RSS in bytes) of the worker's main process and its pool processes."""
     try:

@@ -293,6 +293,7 @@ def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequenc
             differing = {pk for _, _, stale, missing in _index_differences(cursor, rows, params)
                          for pk, *_ in itertools.chain(stale, missing)}
             if differing:
+                # Locked, the stored rows are read again: another chunk may have corrected them meanwhile.
                 cursor.execute("SELECT id, version_id FROM fhirstore_resource WHERE id = ANY(%s) AND NOT deleted"
                                " ORDER BY id FOR UPDATE", [sorted(differing)])
                 still_current = {pk: rows[pk] for pk, version_id in cursor.fetchall() if versions[pk] == version_id}
@@ -470,12 +471,9 @@ def _move_to_history(cursor, pks: Sequence[int]) -> None:
     _delete_index_rows(cursor, pks)
 
 
-def _delete_index_rows(cursor, pks: Sequence[int], params: Sequence[str] | None = None) -> None:
-    if pks:
-        only = " AND param = ANY(%s)" if params is not None else ""
-        for model in INDEX_TABLES:
-            cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE resource_id = ANY(%s){only}",
-                           [list(pks), *([list(params)] if params is not None else [])])
+def _delete_index_rows(cursor, pks: Sequence[int]) -> None:
+    for model in INDEX_TABLES:
+        cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE resource_id = ANY(%s)", [list(pks)])
 
 
 def _allocate_pks(cursor, count: int) -> list[int]:

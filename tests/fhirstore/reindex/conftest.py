@@ -6,11 +6,10 @@ from django.contrib.auth.models import Permission
 from django.db import transaction
 from jobsite.tokens import token_for
 
-from fhirstore.models import DateIndex, NumberIndex, QuantityIndex, ReferenceIndex, Resource, StringIndex, TokenIndex
-from fhirstore.storage import Write, save_resources
+from fhirstore.models import Resource
+from fhirstore.storage import INDEX_TABLES, Write, save_resources
 from tests.fhirstore.helpers import FhirClient
 
-INDEX_TABLES = (TokenIndex, StringIndex, DateIndex, ReferenceIndex, NumberIndex, QuantityIndex)
 BIRTH_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
 
 
