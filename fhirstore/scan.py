@@ -106,15 +106,19 @@ def range_bodies_ndjson(resource_type: str, after: str, last: str, *, since: dat
 # In the order the heap gives them (sorting 5,000 bodies by id costs more than reading them, and spills to
 # disk). A row changed after `until` is read in its latest version up to then (the lateral subquery is skipped for
 # the others: its condition on the outer row is false), and only if that version is not a deletion.
-RANGE_BODIES_SQL = """
-SELECT count(*)::int, convert_to(coalesce(string_agg(body || E'\n', ''), ''), 'UTF8') FROM (
-    SELECT r.logical_id, CASE WHEN r.last_updated <= %(until)s THEN r.body::text ELSE old.body::text END AS body
-    FROM fhirstore_resource r
+# The body at `until`, and the rows it is read from: `old` is the latest version up to `until` of a row changed
+# after it (NULL for the others).
+BODY_AT_UNTIL = "CASE WHEN r.last_updated <= %(until)s THEN r.body::text ELSE old.body::text END"
+ROWS_AT_UNTIL = """fhirstore_resource r
     LEFT JOIN LATERAL (
         SELECT v.body, v.deleted, v.last_updated FROM fhirstore_resourceversion v
         WHERE r.last_updated > %(until)s AND v.resource_id = r.id AND v.last_updated <= %(until)s
         ORDER BY v.version_id DESC LIMIT 1
-    ) old ON true
+    ) old ON true"""
+RANGE_BODIES_SQL = f"""
+SELECT count(*)::int, convert_to(coalesce(string_agg(body || E'\n', ''), ''), 'UTF8') FROM (
+    SELECT r.logical_id, {BODY_AT_UNTIL} AS body
+    FROM {ROWS_AT_UNTIL}
     WHERE r.resource_type = %(type)s AND r.logical_id > %(after)s AND r.logical_id <= %(last)s
       AND CASE WHEN r.last_updated <= %(until)s
                THEN NOT r.deleted AND r.last_updated >= coalesce(%(since)s, '-infinity'::timestamptz)
@@ -183,15 +187,10 @@ def row_range_bodies_ndjson(resource_types: Sequence[str], after: int, last: int
 # format would double every backslash of the JSON.)
 COPY_DELIMITER = b"\x02"
 # As RANGE_BODIES_SQL, over a range of row ids (the primary key), every type.
-ROW_RANGE_BODIES_COPY = """
+ROW_RANGE_BODIES_COPY = f"""
 COPY (
-    SELECT r.resource_type, CASE WHEN r.last_updated <= %(until)s THEN r.body::text ELSE old.body::text END
-    FROM fhirstore_resource r
-    LEFT JOIN LATERAL (
-        SELECT v.body, v.deleted FROM fhirstore_resourceversion v
-        WHERE r.last_updated > %(until)s AND v.resource_id = r.id AND v.last_updated <= %(until)s
-        ORDER BY v.version_id DESC LIMIT 1
-    ) old ON true
+    SELECT r.resource_type, {BODY_AT_UNTIL}
+    FROM {ROWS_AT_UNTIL}
     WHERE r.id > %(after)s AND r.id <= %(last)s AND r.resource_type = ANY(%(types)s)
       AND CASE WHEN r.last_updated <= %(until)s THEN NOT r.deleted ELSE NOT old.deleted END
 ) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')
