@@ -13,7 +13,8 @@
    and after the reindex and pooled: on a machine shared with others the load drifts over the minutes a
    reindex takes, and a baseline on both sides brackets it. The 1-minute load average is reported for each
    phase (idle before, the mean during the reindex, idle after), since it moves the figures more than
-   anything here.
+   anything here. The floor, in the same run: the reads while one process only spins at the lowest CPU
+   priority (`spinning_latencies`): what any work keeping one core busy costs the API on this machine.
 
 It runs in a database of its own (`<DATABASE_URL's name>_bench_reindex`), created at start and dropped at
 the end (`--keep` keeps it, `--reuse` starts from a kept one). `--json` prints the figures as one JSON
@@ -36,7 +37,7 @@ from pathlib import Path
 import psycopg
 
 from bench.fhirstack import (
-    FhirStack, fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, stored, worker_rss,
+    FhirStack, fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, spinning_latencies, stored, worker_rss,
 )
 from bench.support import bench_database, percentile_ms
 
@@ -65,11 +66,12 @@ def main() -> None:
             with fhir_stack(node, environment, workdir, username="bench-reindex") as stack:
                 load_before = os.getloadavg()[0]
                 idle = idle_latencies(stack.client, stack.patients)
+                spinning = spinning_latencies(stack.client, stack.patients)
                 run = reindex(stack)
                 load_after = os.getloadavg()[0]
                 idle_after = idle_latencies(stack.client, stack.patients)
             sql_seconds, sql_resources, sql_rows = sql_rebuild(bench_url)
-            figures = summary(idle, idle_after, run, sql_seconds, sql_resources, sql_rows)
+            figures = summary(idle, idle_after, spinning, run, sql_seconds, sql_resources, sql_rows)
             figures.update(max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS,
                            load_idle_before=round(load_before, 2), load_reindex=round(statistics.mean(run["loads"]), 2),
                            load_idle_after=round(load_after, 2))
@@ -132,11 +134,11 @@ def sql_rebuild(database_url: str) -> tuple[float, int, int]:
     return seconds, resources, inserted
 
 
-def summary(idle_before: list[float], idle_after: list[float], run: dict, sql_seconds: float, sql_resources: int,
-            sql_rows: int) -> dict:
+def summary(idle_before: list[float], idle_after: list[float], spinning: list[float], run: dict, sql_seconds: float,
+            sql_resources: int, sql_rows: int) -> dict:
     rate, sql_rate = run["resources"] / run["seconds"], sql_resources / sql_seconds
     idle = idle_before + idle_after
-    idle_p99, busy_p99 = percentile_ms(idle, 99), percentile_ms(run["latencies"], 99)
+    idle_p99, busy_p99, spin_p99 = percentile_ms(idle, 99), percentile_ms(run["latencies"], 99), percentile_ms(spinning, 99)
     print("\n== summary ==")
     print(f"reindex throughput  {rate:,.0f} resources/s ({run['resources']:,} resources, every parameter); "
           f"SQL rebuild of one token parameter {sql_rate:,.0f} resources/s; reindex = {rate / sql_rate:.1%} of it")
@@ -144,8 +146,9 @@ def summary(idle_before: list[float], idle_after: list[float], run: dict, sql_se
           f"{run['rss_second_half'] / 2**20:.0f} MiB in the second")
     print(f"read latency        idle (before and after) p50 {percentile_ms(idle, 50):.1f} / p99 {idle_p99:.1f} ms "
           f"(p99 before {percentile_ms(idle_before, 99):.1f}, after {percentile_ms(idle_after, 99):.1f}); during the reindex "
-          f"p50 {percentile_ms(run['latencies'], 50):.1f} / p99 {busy_p99:.1f} ms; p99 ratio {busy_p99 / idle_p99:.2f}",
-          flush=True)
+          f"p50 {percentile_ms(run['latencies'], 50):.1f} / p99 {busy_p99:.1f} ms; p99 ratio {busy_p99 / idle_p99:.2f}\n"
+          f"                    beside one core spinning at the lowest priority p99 {spin_p99:.1f} ms, ratio "
+          f"{spin_p99 / idle_p99:.2f}: the floor of any job on this machine", flush=True)
     return {"resources": run["resources"], "reindex_seconds": round(run["seconds"], 1),
             "reindex_resources_per_second": round(rate), "sql_rebuild_resources_per_second": round(sql_rate),
             "sql_rebuild_rows": sql_rows, "reindex_vs_sql": round(rate / sql_rate, 4),
@@ -156,6 +159,7 @@ def summary(idle_before: list[float], idle_after: list[float], run: dict, sql_se
             "read_p99_ms_idle_after": round(percentile_ms(idle_after, 99), 1),
             "read_p50_ms_reindex": round(percentile_ms(run["latencies"], 50), 1),
             "read_p99_ms_reindex": round(busy_p99, 1), "read_p99_ratio": round(busy_p99 / idle_p99, 2),
+            "read_p99_ms_spinning": round(spin_p99, 1), "read_p99_ratio_spinning": round(spin_p99 / idle_p99, 2),
             "reads_during_reindex": len(run["latencies"])}
 
 
