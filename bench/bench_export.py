@@ -9,7 +9,8 @@
 3. Memory: the peak RSS of every worker process during each export, sampled every 0.2 s (psutil). It must
    not grow with the export: the small and the full export are compared.
 4. Latency: `GET /fhir/Patient/[id]` with a Bearer token, back to back from one client, p50/p99 with the
-   system idle and while each export runs.
+   system idle and while each export runs; beside them, in the same run, the reads during the raw COPY and
+   beside one process spinning at the lowest CPU priority (`spinning_latencies`: the floor of any job).
 
 It runs in a database of its own (`<DATABASE_URL's name>_bench_export`), created at start and dropped at
 the end (`--keep` keeps it, `--reuse` starts from a kept one).
@@ -32,7 +33,7 @@ from pathlib import Path
 import psycopg
 
 from bench.fhirstack import (
-    FhirStack, fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, stored, worker_rss,
+    FhirStack, fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, spinning_latencies, stored, worker_rss,
 )
 from bench.support import bench_database, percentile_ms
 
@@ -75,6 +76,7 @@ def main() -> None:
             fill(options.resources // SMALL_FRACTION - stored())
             with fhir_stack(node, environment, workdir, username="bench-export") as stack:
                 idle = idle_latencies(stack.client, stack.patients)
+                spinning = spinning_latencies(stack.client, stack.patients)
                 small = export(stack)
                 report_export("small export", small)
                 fill(options.resources - stored())
@@ -88,9 +90,9 @@ def main() -> None:
                       f"({len(copy_latencies)} reads): what the database's own export costs the API", flush=True)
                 full = export(stack)
             report_export("full export", full)
-            summary(idle, small, full, copied / copy_seconds, copy_latencies)
+            summary(idle, spinning, small, full, copied / copy_seconds, copy_latencies)
             if options.json:
-                print(json.dumps(figures(idle, small, full, copied / copy_seconds, copy_latencies)), flush=True)
+                print(json.dumps(figures(idle, spinning, small, full, copied / copy_seconds, copy_latencies)), flush=True)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -143,7 +145,7 @@ def report_export(title: str, run: ExportRun) -> None:
           flush=True)
 
 
-def summary(idle: list[float], small: ExportRun, full: ExportRun, copy_rate: float, copy_latencies: list[float]) -> None:
+def summary(idle: list[float], spinning: list[float], small: ExportRun, full: ExportRun, copy_rate: float, copy_latencies: list[float]) -> None:
     rate = full.resources / full.seconds
     print("\n== summary ==")
     print(f"export throughput   {rate:,.0f} resources/s ({full.resources:,} resources); raw COPY {copy_rate:,.0f} "
@@ -153,11 +155,12 @@ def summary(idle: list[float], small: ExportRun, full: ExportRun, copy_rate: flo
     print(f"read latency        idle p50 {percentile_ms(idle, 50):.1f} / p99 {percentile_ms(idle, 99):.1f} ms; during the full export "
           f"p50 {percentile_ms(full.latencies, 50):.1f} / p99 {percentile_ms(full.latencies, 99):.1f} ms (p99 ratio "
           f"{percentile_ms(full.latencies, 99) / percentile_ms(idle, 99):.2f}); during the raw COPY p99 "
-          f"{percentile_ms(copy_latencies, 99):.1f} ms (ratio {percentile_ms(copy_latencies, 99) / percentile_ms(idle, 99):.2f})",
-          flush=True)
+          f"{percentile_ms(copy_latencies, 99):.1f} ms (ratio {percentile_ms(copy_latencies, 99) / percentile_ms(idle, 99):.2f}); "
+          f"beside one core spinning at the lowest priority p99 {percentile_ms(spinning, 99):.1f} ms (ratio "
+          f"{percentile_ms(spinning, 99) / percentile_ms(idle, 99):.2f})", flush=True)
 
 
-def figures(idle: list[float], small: ExportRun, full: ExportRun, copy_rate: float,
+def figures(idle: list[float], spinning: list[float], small: ExportRun, full: ExportRun, copy_rate: float,
             copy_latencies: list[float]) -> dict[str, float | int]:
     rate = full.resources / full.seconds
     return {
@@ -172,6 +175,8 @@ def figures(idle: list[float], small: ExportRun, full: ExportRun, copy_rate: flo
         "read_p99_ratio": round(percentile_ms(full.latencies, 99) / percentile_ms(idle, 99), 2),
         "read_p99_ms_during_copy": round(percentile_ms(copy_latencies, 99), 1),
         "read_p99_ratio_during_copy": round(percentile_ms(copy_latencies, 99) / percentile_ms(idle, 99), 2),
+        "read_p99_ms_spinning": round(percentile_ms(spinning, 99), 1),
+        "read_p99_ratio_spinning": round(percentile_ms(spinning, 99) / percentile_ms(idle, 99), 2),
     }
 
 
