@@ -333,7 +333,9 @@ BULK_IMPORT_FETCH_ATTEMPTS = env_int("BULK_IMPORT_FETCH_ATTEMPTS", 4, minimum=1)
 # A reference neither literal nor resolvable (e.g. `urn:uuid:` of a resource nowhere to be found): stored
 # verbatim with a warning, or (true) the line is rejected.
 BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR = env_bool("BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR", False)
-BULK_IMPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_IMPORT_MAX_CONCURRENT_CHUNKS", 0)  # 0: as many as workers
+# Chunks of one import at once (0: as many as workers). Half the CPUs, as for export and reindex: on 2 cores
+# one chunk cost 10-14 % of the throughput and cut the read p99 during the import from 2.3-2.4x to 1.6-1.8x.
+BULK_IMPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_IMPORT_MAX_CONCURRENT_CHUNKS", max(1, (os.cpu_count() or 2) // 2))
 # Allowed $bulk-submit submitters as system|value (comma-separated); empty: any authenticated importer.
 BULK_SUBMIT_ALLOWED_SUBMITTERS = [s.strip() for s in env_str("BULK_SUBMIT_ALLOWED_SUBMITTERS", "").split(",")
                                   if s.strip()]

@@ -166,6 +166,7 @@ def test_a_worker_killed_mid_import_costs_a_retry_and_nothing_is_missing_or_dupl
     node = f"test-{uuid.uuid4().hex[:8]}"
     settings.NODE_ID = node
     settings.BATCH_REANNOUNCE_AFTER_SECONDS = 1
+    settings.BULK_IMPORT_MAX_CONCURRENT_CHUNKS = 2  # a chunk for each worker: the doomed one can be caught holding one
     environment = {"NODE_ID": node, "JOB_SCHEDULING": "false", "BATCH_LEASE_SECONDS": "3",
                    "BULK_IMPORT_FILE_ROOT": str(inputs)}
     queue = work_notification_queue(node)
