@@ -125,7 +125,7 @@ def spinning_latencies(client: FhirClient, patients: list[str]) -> list[float]:
 
     The floor of every 'during' figure on this machine: on a 2-core VM, a `while True: pass` that the kernel
     preempts for any other task still raised the read p99 by 1.4-1.9x (idle 5.6-7.8 ms, spinning 10.1-10.8 ms),
-    so a job that keeps one core busy cannot cost the API less, however it schedules itself."""
+    so a job that keeps one core busy all the time costs the API that much, however it schedules itself."""
     spinner = multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
     spinner.start()
     try:
