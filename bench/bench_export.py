@@ -145,7 +145,8 @@ def report_export(title: str, run: ExportRun) -> None:
           flush=True)
 
 
-def summary(idle: list[float], spinning: list[float], small: ExportRun, full: ExportRun, copy_rate: float, copy_latencies: list[float]) -> None:
+def summary(idle: list[float], spinning: list[float], small: ExportRun, full: ExportRun, copy_rate: float,
+            copy_latencies: list[float]) -> None:
     rate = full.resources / full.seconds
     print("\n== summary ==")
     print(f"export throughput   {rate:,.0f} resources/s ({full.resources:,} resources); raw COPY {copy_rate:,.0f} "

@@ -129,6 +129,9 @@ MODULE_ID = env_identifier("MODULE_ID", "batch")
 REPLACE_HYPHENS_WITH_PERIODS = env_bool("REPLACE_HYPHENS_WITH_PERIODS", False)
 JOB_SCHEDULING = env_bool("JOB_SCHEDULING", True)  # false: this node leaves scheduling to the others
 BATCH_MAX_THREADS = env_int("BATCH_MAX_THREADS", os.cpu_count() or 2, minimum=1)  # worker processes
+# The default cap of chunks one reindex, export or import runs at once: a chunk keeps about one core busy,
+# so half the cores are left to the live API (each job's setting below says what that cost and bought).
+HALF_THE_CPUS = max(1, (os.cpu_count() or 2) // 2)
 
 # --- Web process (Procfile, `make demo`) -----------------------------------------------------------
 BIND_ADDRESS = env_str("BIND_ADDRESS", "127.0.0.1")  # only this machine unless told otherwise (0.0.0.0)
@@ -295,7 +298,7 @@ if FHIR_SEARCH_WHILE_INDEXING not in ("refuse", "warn"):
 # busy: its worker extracts while its PostgreSQL backend waits, then the backend reads the stored rows to
 # compare, so half the cores leaves the other half to the live API. On 2 cores, 1 chunk kept the read p99
 # ratio at 1.28–1.39 where 2 made it 1.73 (docs/reindex.md, Performance).
-REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", max(1, (os.cpu_count() or 2) // 2))
+REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
 
 # --- Scheduling -----------------------------------------------------------------------------------
 # Clustered scheduled jobs go through this queue, consumed only by `manage.py run_scheduler_worker`,
@@ -316,7 +319,7 @@ BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3
 # stream: its PostgreSQL backend turns jsonb into text at a core's speed, as a raw COPY does. Half the cores
 # leaves the other half to the live API: on the 2-core bench, 1 chunk exported 1M at 0.62 of a raw COPY with
 # read p99 1.26x idle (the raw COPY itself: 1.21x); 2 chunks gained 6 % and made it 1.90x (docs/export.md).
-BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS", max(1, (os.cpu_count() or 2) // 2))
+BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
 # Where export files live: any Django storage backend (e.g. storages.backends.s3.S3Storage) and its options as
 # JSON; by default the file system under MEDIA_ROOT/bulkexport.
 BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
@@ -335,7 +338,7 @@ BULK_IMPORT_FETCH_ATTEMPTS = env_int("BULK_IMPORT_FETCH_ATTEMPTS", 4, minimum=1)
 BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR = env_bool("BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR", False)
 # Chunks of one import at once (0: as many as workers). Half the CPUs, as for export and reindex: on 2 cores
 # one chunk cost 10-14 % of the throughput and cut the read p99 during the import from 2.3-2.4x to 1.6-1.8x.
-BULK_IMPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_IMPORT_MAX_CONCURRENT_CHUNKS", max(1, (os.cpu_count() or 2) // 2))
+BULK_IMPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_IMPORT_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
 # Allowed $bulk-submit submitters as system|value (comma-separated); empty: any authenticated importer.
 BULK_SUBMIT_ALLOWED_SUBMITTERS = [s.strip() for s in env_str("BULK_SUBMIT_ALLOWED_SUBMITTERS", "").split(",")
                                   if s.strip()]
