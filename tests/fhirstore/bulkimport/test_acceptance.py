@@ -29,7 +29,8 @@ from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirstore.helpers import SYNTHEA_NDJSON
 from tests.processes import (
-    PROJECT_DIR, Process, celery_worker, free_port, kill_while_it_holds, subprocess_database_url, wait_until,
+    PROJECT_DIR, Process, celery_worker, free_port, kill_while_it_holds, locked_by_another_transaction,
+    subprocess_database_url, wait_until,
 )
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
@@ -176,16 +177,12 @@ def test_a_worker_killed_mid_import_costs_a_retry_and_nothing_is_missing_or_dupl
     request = ImportRequest(inputs=tuple({"type": name, "url": (inputs / f"{name}.ndjson").as_uri()} for name in files),
                             chunk_size=50)
 
-    # Another transaction holds the resource table in SHARE mode: a load-resources chunk, whose writes need
-    # ROW EXCLUSIVE, waits for it while it holds its chunk, so the kill lands mid-step however fast the chunks
-    # are (hunting for a 50-line chunk in flight missed it on a busy machine).
-    with psycopg.connect(subprocess_database_url()) as holder:
-        holder.execute("LOCK TABLE fhirstore_resource IN SHARE MODE")
+    # A load-resources chunk's writes need ROW EXCLUSIVE: with the table held in SHARE mode, it waits holding its chunk.
+    with locked_by_another_transaction("LOCK TABLE fhirstore_resource IN SHARE MODE"):
         bulk_import = kick_off(None, request, base_url="http://testserver/fhir")
         killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
             instance_id=bulk_import.job_instance_id, status=ChunkStatus.IN_PROGRESS, target_step_id="load-resources",
             worker__startswith=doomed.name + "-"), timeout=90)
-        holder.rollback()
     instance = _wait_for_the_end(bulk_import.job_instance_id)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message

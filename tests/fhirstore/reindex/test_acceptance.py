@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import uuid
 
-import psycopg
 import pytest
 from django.db import connection
 
@@ -19,7 +18,7 @@ from fhirstore.reindex.services import ReindexRequest, start_reindex
 from fhirstore.synthetic import generate_resources
 from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_outcome
 from tests.fhirstore.reindex.conftest import BIRTH_SEX, INDEX_TABLES, index_snapshot, patient, search_parameter, store
-from tests.processes import Process, celery_worker, kill_while_it_holds, subprocess_database_url, wait_until
+from tests.processes import Process, celery_worker, kill_while_it_holds, locked_by_another_transaction, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -94,15 +93,13 @@ def test_a_reindex_with_a_worker_killed_mid_way_completes_and_equals_a_fresh_reb
             cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE resource_type = 'Observation'")
     doomed, _ = start_workers(processes, node, "doomed", "survivor")
 
-    # Another transaction holds every Observation row (FOR UPDATE): a reindex chunk, which locks the rows it
-    # corrects, waits for it while it holds its chunk, so the kill lands mid-step however fast the chunks are.
-    with psycopg.connect(subprocess_database_url()) as holder:
-        holder.execute("SELECT id FROM fhirstore_resource WHERE resource_type = 'Observation' FOR UPDATE")
+    # A reindex chunk locks the rows it corrects: with every Observation row locked, it waits holding its chunk.
+    every_observation = "SELECT id FROM fhirstore_resource WHERE resource_type = 'Observation' FOR UPDATE"
+    with locked_by_another_transaction(every_observation):
         job = start_reindex(ReindexRequest(("Observation?",), batch_size=10), started_by="test")
         killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
             instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="reindex",
             worker__startswith=doomed.name + "-"), timeout=60)
-        holder.rollback()
     instance = wait_for_the_end(job.id)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
