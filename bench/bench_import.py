@@ -151,23 +151,23 @@ def raw_copy(database_url: str, directory: Path) -> float:
     return seconds
 
 
-STORE_TABLES = ("fhirstore_resource", "fhirstore_tokenindex", "fhirstore_stringindex", "fhirstore_dateindex",
-                "fhirstore_referenceindex", "fhirstore_numberindex", "fhirstore_quantityindex")
-
-
 def schema_insert(database_url: str) -> float:
     """Seconds to insert the store's rows again into empty copies of its tables (indexes included)."""
+    from fhirstore.models import Resource
+    from fhirstore.storage import INDEX_TABLES
+
+    store_tables = [model._meta.db_table for model in (Resource, *INDEX_TABLES)]
     with psycopg.connect(database_url, autocommit=True) as raw:
-        for table in STORE_TABLES:
+        for table in store_tables:
             raw.execute(f"CREATE TABLE bench_{table} (LIKE {table} INCLUDING ALL)")
         try:
             started = time.monotonic()
             with raw.transaction():
-                for table in STORE_TABLES:
+                for table in store_tables:
                     raw.execute(f"INSERT INTO bench_{table} SELECT * FROM {table}")
             return time.monotonic() - started
         finally:
-            for table in STORE_TABLES:
+            for table in store_tables:
                 raw.execute(f"DROP TABLE bench_{table}")
 
 

@@ -113,11 +113,7 @@ def idle_latencies(client: FhirClient, patients: list[str]) -> list[float]:
     after WARMUP_READS untimed ones (without them the first baseline was 1.2-4x the one after the job)."""
     for _ in range(WARMUP_READS):
         client.read_patient(random.choice(patients))
-    with reads_meanwhile(client, patients, reads=IDLE_READS) as idle:
-        pass
-    print(f"\n-- idle: GET /fhir/Patient/[id] p50 {percentile_ms(idle, 50):.1f} ms, p99 {percentile_ms(idle, 99):.1f} ms "
-          f"({len(idle)} reads)", flush=True)
-    return idle
+    return _counted_reads(client, patients, IDLE_READS, "idle")
 
 
 def spinning_latencies(client: FhirClient, patients: list[str]) -> list[float]:
@@ -129,14 +125,19 @@ def spinning_latencies(client: FhirClient, patients: list[str]) -> list[float]:
     spinner = multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
     spinner.start()
     try:
-        with reads_meanwhile(client, patients, reads=SPIN_READS) as spinning:
-            pass
+        return _counted_reads(client, patients, SPIN_READS, "one core spinning at the lowest priority")
     finally:
         spinner.kill()
         spinner.join()
-    print(f"\n-- one core spinning at the lowest priority: GET /fhir/Patient/[id] p50 {percentile_ms(spinning, 50):.1f} ms, "
-          f"p99 {percentile_ms(spinning, 99):.1f} ms ({len(spinning)} reads)", flush=True)
-    return spinning
+
+
+def _counted_reads(client: FhirClient, patients: list[str], count: int, label: str) -> list[float]:
+    """`count` reads timed by the probe process, their p50 and p99 printed under `label`."""
+    with reads_meanwhile(client, patients, reads=count) as latencies:
+        pass
+    print(f"\n-- {label}: GET /fhir/Patient/[id] p50 {percentile_ms(latencies, 50):.1f} ms, "
+          f"p99 {percentile_ms(latencies, 99):.1f} ms ({len(latencies)} reads)", flush=True)
+    return latencies
 
 
 def _spin() -> None:
