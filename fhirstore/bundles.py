@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 from django.conf import settings
 from django.db import transaction
 
+from fhirstore.authority import WriteAuthority
 from fhirstore.exceptions import FhirStoreError, InvalidRequest, PreconditionFailed, UnknownResourceType
 from fhirstore.fhirdates import format_instant
 from fhirstore.interactions import prepare_resource
@@ -48,8 +49,9 @@ class _Entry:
     skip_write: bool = False  # conditional create that matched, conditional delete that matched nothing
 
 
-def process_bundle(bundle: object, *, base_url: str = "") -> dict:
-    """Process a transaction or batch Bundle and return its transaction-response / batch-response."""
+def process_bundle(bundle: object, *, authority: WriteAuthority, base_url: str = "") -> dict:
+    """Process a transaction or batch Bundle and return its transaction-response / batch-response; each write
+    and delete is checked against the caller's `authority` in `storage`."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise InvalidRequest("POST to the base URL takes a Bundle of type transaction or batch")
     kind = bundle.get("type")
@@ -57,13 +59,13 @@ def process_bundle(bundle: object, *, base_url: str = "") -> dict:
     if kind not in ("transaction", "batch") or not isinstance(entries, list):
         raise InvalidRequest(f"Bundle type must be transaction or batch, not {kind!r}")
     if kind == "transaction":
-        responses = process_transaction(entries, base_url=base_url)
+        responses = process_transaction(entries, authority=authority, base_url=base_url)
     else:
-        responses = process_batch(entries, base_url=base_url)
+        responses = process_batch(entries, authority=authority, base_url=base_url)
     return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses}
 
 
-def process_transaction(raw_entries: list, *, base_url: str = "") -> list[dict]:
+def process_transaction(raw_entries: list, *, authority: WriteAuthority, base_url: str = "") -> list[dict]:
     """All the entries or none: the response entries, in request order."""
     entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
     with transaction.atomic():
@@ -77,9 +79,9 @@ def process_transaction(raw_entries: list, *, base_url: str = "") -> list[dict]:
                 _at(entry, prepare_resource, entry.resource, resolve)
         for entry in entries:
             if entry.method == "DELETE" and not entry.skip_write:
-                _at(entry, _delete, entry)
+                _at(entry, _delete, entry, authority)
         writes = [e for e in entries if e.method in ("POST", "PUT") and not e.skip_write]
-        stored = save_resources([Write(e.resource, e.if_match) for e in writes])
+        stored = save_resources([Write(e.resource, e.if_match) for e in writes], authority=authority)
         for entry, version in zip(writes, stored):
             entry.response = _write_response(version)
         for entry in entries:
@@ -88,7 +90,7 @@ def process_transaction(raw_entries: list, *, base_url: str = "") -> list[dict]:
     return [entry.response for entry in entries]
 
 
-def process_batch(raw_entries: list, *, base_url: str = "") -> list[dict]:
+def process_batch(raw_entries: list, *, authority: WriteAuthority, base_url: str = "") -> list[dict]:
     """Each entry on its own; a failure becomes that entry's response."""
     responses = []
     for index, raw in enumerate(raw_entries):
@@ -97,10 +99,11 @@ def process_batch(raw_entries: list, *, base_url: str = "") -> list[dict]:
             with transaction.atomic():
                 _settle_identity(entry, {})
                 if entry.method == "DELETE" and not entry.skip_write:
-                    _delete(entry)
+                    _delete(entry, authority)
                 elif entry.method in ("POST", "PUT") and not entry.skip_write:
                     prepare_resource(entry.resource)
-                    entry.response = _write_response(save_resources([Write(entry.resource, entry.if_match)])[0])
+                    entry.response = _write_response(
+                        save_resources([Write(entry.resource, entry.if_match)], authority=authority)[0])
                 elif entry.method == "GET":
                     _read(entry, base_url)
             responses.append(entry.response)
@@ -201,8 +204,8 @@ def _refuse_duplicate_targets(entries: list[_Entry]) -> None:
         seen[key] = entry.index
 
 
-def _delete(entry: _Entry) -> None:
-    deletion = delete_resource(entry.resource_type, entry.logical_id, if_match=entry.if_match)
+def _delete(entry: _Entry, authority: WriteAuthority) -> None:
+    deletion = delete_resource(entry.resource_type, entry.logical_id, authority=authority, if_match=entry.if_match)
     entry.response = {"response": {"status": "204 No Content"}} if deletion is None else \
         {"response": {"status": "204 No Content", "etag": deletion.etag,
                       "lastModified": format_instant(deletion.last_updated)}}

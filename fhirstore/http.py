@@ -19,12 +19,13 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.renderers import BaseRenderer
 from rest_framework.views import APIView
 
+from fhirstore.authority import MANAGE_PERMISSION, WriteAuthority
 from fhirstore.exceptions import (
     FhirStoreError, Forbidden, InvalidRequest, NotAuthorized, PayloadTooLarge, UnsupportedMediaType,
 )
 from fhirstore.responses import operation_outcome, outcome
 from fhirstore.storage import StoredVersion, version_from_etag
-from jobsite.auth import ScopeRule, TokenHasScope, scope_by_method
+from jobsite.auth import ScopeRule, TokenHasScope, is_operator, scope_by_method
 from jobsite.models import Scope
 
 logger = logging.getLogger(__name__)
@@ -181,3 +182,10 @@ def if_match_version(request) -> int | None:
 
 def wants_minimal(request) -> bool:
     return "return=minimal" in request.headers.get("Prefer", "")
+
+
+def write_authority(request) -> WriteAuthority:
+    """The caller's authority for `storage`: SearchParameters change what every write indexes and start reindex
+    jobs, so they are for operators or users granted the permission `fhirstore.manage_search_parameters`."""
+    return WriteAuthority(manages_search_parameters=bool(is_operator(request) or request.user.has_perm(MANAGE_PERMISSION)),
+                          caller=request.user.get_username())

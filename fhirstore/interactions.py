@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from django.db import transaction
 
+from fhirstore.authority import WriteAuthority
 from fhirstore.exceptions import InvalidRequest, PreconditionFailed
 from fhirstore.references import is_conditional_reference, rewrite_references
 from fhirstore.search import find_logical_ids, resolve_conditional_reference
@@ -26,7 +27,8 @@ def prepare_resource(resource: dict, resolve: Callable[[str], str | None] = reso
     return resource
 
 
-def create_resource(resource_type: str, resource: object, *, if_none_exist: str | None = None) -> StoredVersion:
+def create_resource(resource_type: str, resource: object, *, authority: WriteAuthority,
+                    if_none_exist: str | None = None) -> StoredVersion:
     """Create with a server-assigned id (a client's id is ignored, as the spec says).
 
     With `if_none_exist` (a query string), an existing match is returned instead (`created` False);
@@ -42,10 +44,10 @@ def create_resource(resource_type: str, resource: object, *, if_none_exist: str 
                 return read_resource(resource_type, matches[0])
         resource["id"] = new_logical_id()
         prepare_resource(resource)
-        return save_resources([Write(resource)])[0]
+        return save_resources([Write(resource)], authority=authority)[0]
 
 
-def update_resource(resource_type: str, logical_id: str, resource: object, *,
+def update_resource(resource_type: str, logical_id: str, resource: object, *, authority: WriteAuthority,
                     if_match: int | None = None) -> StoredVersion:
     """Replace (or create with the client's id); the body's id must be the URL's."""
     resource = check_resource_type(resource, resource_type)
@@ -53,10 +55,10 @@ def update_resource(resource_type: str, logical_id: str, resource: object, *,
         raise InvalidRequest(f"The resource id {resource.get('id')!r} must match the id in the URL {logical_id!r}")
     prepare_resource(resource)
     with transaction.atomic():
-        return save_resources([Write(resource, if_match=if_match)])[0]
+        return save_resources([Write(resource, if_match=if_match)], authority=authority)[0]
 
 
-def conditional_update(resource_type: str, query: str, resource: object) -> StoredVersion:
+def conditional_update(resource_type: str, query: str, resource: object, *, authority: WriteAuthority) -> StoredVersion:
     """Update the one resource matching `query`, or create one when none does; 412 when several do."""
     resource = check_resource_type(resource, resource_type)
     with transaction.atomic():
@@ -67,10 +69,11 @@ def conditional_update(resource_type: str, query: str, resource: object) -> Stor
             raise InvalidRequest(f"The resource id {resource['id']!r} is not the matching resource's {matches[0]!r}")
         resource["id"] = matches[0] if matches else resource.get("id") or new_logical_id()
         prepare_resource(resource)
-        return save_resources([Write(resource)])[0]
+        return save_resources([Write(resource)], authority=authority)[0]
 
 
-def delete(resource_type: str, logical_id: str, *, if_match: int | None = None) -> StoredVersion | None:
+def delete(resource_type: str, logical_id: str, *, authority: WriteAuthority,
+           if_match: int | None = None) -> StoredVersion | None:
     """Delete; None when it was deleted already."""
     with transaction.atomic():
-        return delete_resource(resource_type, logical_id, if_match=if_match)
+        return delete_resource(resource_type, logical_id, authority=authority, if_match=if_match)

@@ -5,7 +5,8 @@ chunks, `urn:uuid:` and conditional references resolved, unchanged resources lef
 reported with its file, line number and reason while the load goes on. Bundles are read whole (one
 patient each) and processed as transactions. Files load in reference order — Organizations, Locations and
 Practitioners before the resources that point at them. `BulkLoader` writes resources made in Python
-(`generate_fhir`) in batches through `storage.save_resources`.
+(`generate_fhir`) in batches through `storage.save_resources`. These are the shell's commands (run by whoever
+may run the server): they write with the server's own authority (`authority.SERVER`), SearchParameters included.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import IO
 
 from django.db import DatabaseError, transaction
 
+from fhirstore.authority import SERVER
 from fhirstore.bundles import process_bundle
 from fhirstore.exceptions import FhirStoreError, InvalidRequest, PreconditionFailed
 from fhirstore.interactions import prepare_resource
@@ -111,7 +113,7 @@ class BulkLoader:
         self._unresolvable.clear()
         try:
             with transaction.atomic():
-                save_resources([Write(resource) for resource, _, _ in pending])
+                save_resources([Write(resource) for resource, _, _ in pending], authority=SERVER)
             self.report.counts.update(resource["resourceType"] for resource, _, _ in pending)
         except (FhirStoreError, DatabaseError):
             for resource, path, line_number in pending:
@@ -120,7 +122,7 @@ class BulkLoader:
     def _write_alone(self, resource: dict, path: str, line_number: int | None) -> None:
         try:
             with transaction.atomic():
-                save_resources([Write(resource)])
+                save_resources([Write(resource)], authority=SERVER)
             self.report.counts[resource["resourceType"]] += 1
         except FhirStoreError as error:
             self.report.bad.append(BadInput(path, line_number, error.message))
@@ -176,7 +178,7 @@ def load_bundle_file(path: Path, report: LoadReport) -> None:
             loader.add(document, str(path), None)
         return
     try:
-        response = process_bundle(document)
+        response = process_bundle(document, authority=SERVER)
     except FhirStoreError as error:
         report.bad.append(BadInput(str(path), None, error.message))
         return

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from django.db import IntegrityError, connection, transaction
 
+from fhirstore.authority import WriteAuthority
 from fhirstore.exceptions import (
     InvalidRequest,
     PreconditionFailed,
@@ -99,19 +100,21 @@ def new_logical_id() -> str:
     return str(uuid.uuid4())
 
 
-def save_resources(writes: Sequence[Write], *, now: datetime | None = None) -> list[StoredVersion]:
+def save_resources(writes: Sequence[Write], *, authority: WriteAuthority,
+                   now: datetime | None = None) -> list[StoredVersion]:
     """Create or update a batch of checked resources, in the caller's transaction.
 
     Each resource gets its next version id and `meta.versionId` / `meta.lastUpdated` (its body is
     updated in place); its search index rows are replaced. A resource may appear only once per batch.
     Raises PreconditionFailed when an If-Match version is not the current one, and VersionConflict
     when a concurrent transaction created the same resource first. SearchParameter resources change what
-    is indexed (`custom_params`).
+    is indexed (`custom_params`): Forbidden unless `authority` may write them (the one check, for every path).
     """
     if not writes:
         return []
     _require_transaction()
     keys = _unique_keys(writes)
+    authority.check(resource_type for resource_type, _ in keys)
     changes_parameters = any(resource_type == "SearchParameter" for resource_type, _ in keys)
     extract = index_extractor(exclusive=changes_parameters)
     with connection.cursor() as cursor:
@@ -186,18 +189,20 @@ def _json_text(body: dict) -> str:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def save_changed_resources(writes: Sequence[Write], *, now: datetime | None = None
+def save_changed_resources(writes: Sequence[Write], *, authority: WriteAuthority, now: datetime | None = None
                            ) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
     """`save_resources` for imports: a resource whose content equals its current version is left alone.
 
     "Equal" ignores `meta.versionId` and `meta.lastUpdated` (the source's, or ours), so loading the same
     data again makes no new version. Returns the versions written and the `(type, id)`s left unchanged.
-    The comparison is one statement over the batch, and only for resources that exist already.
+    The comparison is one statement over the batch, and only for resources that exist already. Forbidden as
+    `save_resources` when `authority` may not write one of the types (even an unchanged one).
     """
     if not writes:
         return [], set()
     _require_transaction()
     keys = _unique_keys(writes)
+    authority.check(resource_type for resource_type, _ in keys)
     # The parameters lock before any row lock, in the order save_resources takes them (no lock-order deadlock).
     changes_parameters = any(resource_type == "SearchParameter" for resource_type, _ in keys)
     extract = index_extractor(exclusive=changes_parameters)
@@ -234,14 +239,15 @@ def _without_version_meta(resource: dict) -> dict:
     return {**resource, "meta": kept} if kept else {name: value for name, value in resource.items() if name != "meta"}
 
 
-def delete_resource(resource_type: str, logical_id: str, *, if_match: int | None = None,
+def delete_resource(resource_type: str, logical_id: str, *, authority: WriteAuthority, if_match: int | None = None,
                     now: datetime | None = None) -> StoredVersion | None:
     """Delete (logically) in the caller's transaction; the deletion is a new version without a body.
 
     Returns None when the resource was already deleted (deleting is idempotent); raises ResourceNotFound
-    when it never existed.
+    when it never existed; Forbidden when `authority` may not write this type.
     """
     _require_transaction()
+    authority.check([resource_type])
     key = (resource_type, logical_id)
     if resource_type == "SearchParameter":
         index_extractor(exclusive=True)

@@ -8,17 +8,16 @@ from django.conf import settings
 from fhirstore import interactions
 from fhirstore.bundles import process_bundle
 from fhirstore.capability import capability_statement
-from fhirstore.exceptions import Forbidden, InvalidRequest, ResourceNotFound, UnknownResourceType
+from fhirstore.exceptions import InvalidRequest, ResourceNotFound, UnknownResourceType
 from fhirstore.fhirdates import parse_date_range
 from fhirstore.http import (
     FhirView, base_url, fhir_response, if_match_version, read_form_body, read_json_body, version_headers,
-    wants_minimal,
+    wants_minimal, write_authority,
 )
 from fhirstore.resource_types import is_resource_type
 from fhirstore.responses import history_bundle, outcome, searchset_bundle
 from fhirstore.search import parse_search, run_search, search_page
 from fhirstore.storage import StoredVersion, read_resource, read_version, resource_history
-from jobsite.auth import is_operator
 from jobsite.models import Scope
 
 
@@ -26,30 +25,6 @@ def _known_type(resource_type: str) -> str:
     if not is_resource_type(resource_type):
         raise UnknownResourceType(f"Unknown resource type {resource_type!r}")
     return resource_type
-
-
-def _may_write(request, resource_type: str) -> str:
-    """SearchParameters change what every write indexes and start reindex jobs: operators only (a staff
-    session or a token with `control`), or users granted the permission `fhirstore.manage_search_parameters`."""
-    if resource_type == "SearchParameter" and not (
-            is_operator(request) or request.user.has_perm("fhirstore.manage_search_parameters")):
-        raise Forbidden("Creating, changing or deleting a SearchParameter is for operators (a token with the "
-                        "'control' scope) or users with the permission fhirstore.manage_search_parameters")
-    return resource_type
-
-
-def _bundle_types(bundle: object) -> set[str]:
-    """The resource types a Bundle's entries write or delete (by their resource or request URL)."""
-    entries = bundle.get("entry") if isinstance(bundle, dict) else None
-    types = set()
-    for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict):
-            resource, request = entry.get("resource"), entry.get("request")
-            if isinstance(resource, dict):
-                types.add(resource.get("resourceType"))
-            if isinstance(request, dict) and isinstance(request.get("url"), str):
-                types.add(request["url"].lstrip("/").partition("/")[0].partition("?")[0])
-    return types
 
 
 def _query_pairs(query_dict) -> list[tuple[str, str]]:
@@ -94,10 +69,8 @@ class SystemView(FhirView):
         return fhir_response(searchset_bundle(search_page(search_id, offset, count), base_url(request)))
 
     def post(self, request):
-        bundle = read_json_body(request)
-        if "SearchParameter" in _bundle_types(bundle):
-            _may_write(request, "SearchParameter")
-        return fhir_response(process_bundle(bundle, base_url=base_url(request)))
+        return fhir_response(process_bundle(read_json_body(request), authority=write_authority(request),
+                                            base_url=base_url(request)))
 
 
 class MetadataView(FhirView):
@@ -116,17 +89,18 @@ class TypeView(FhirView):
         return _search(request, _known_type(resource_type), _query_pairs(request.GET))
 
     def post(self, request, resource_type: str):
-        _may_write(request, _known_type(resource_type))
-        version = interactions.create_resource(resource_type, read_json_body(request),
+        version = interactions.create_resource(_known_type(resource_type), read_json_body(request),
+                                               authority=write_authority(request),
                                                if_none_exist=request.headers.get("If-None-Exist"))
         return _written(request, version)
 
     def put(self, request, resource_type: str):
-        _may_write(request, _known_type(resource_type))
+        _known_type(resource_type)
         query = request.META.get("QUERY_STRING", "")
         if not query:
             raise InvalidRequest("PUT needs an id (/fhir/T/id) or search parameters (/fhir/T?…)")
-        return _written(request, interactions.conditional_update(resource_type, query, read_json_body(request)))
+        return _written(request, interactions.conditional_update(resource_type, query, read_json_body(request),
+                                                                 authority=write_authority(request)))
 
 
 class TypeSearchView(FhirView):
@@ -148,14 +122,13 @@ class InstanceView(FhirView):
         return fhir_response(version.body, headers=version_headers(version))
 
     def put(self, request, resource_type: str, logical_id: str):
-        _may_write(request, _known_type(resource_type))
-        version = interactions.update_resource(resource_type, logical_id, read_json_body(request),
-                                               if_match=if_match_version(request))
+        version = interactions.update_resource(_known_type(resource_type), logical_id, read_json_body(request),
+                                               authority=write_authority(request), if_match=if_match_version(request))
         return _written(request, version)
 
     def delete(self, request, resource_type: str, logical_id: str):
-        _may_write(request, _known_type(resource_type))
-        deletion = interactions.delete(resource_type, logical_id, if_match=if_match_version(request))
+        deletion = interactions.delete(_known_type(resource_type), logical_id, authority=write_authority(request),
+                                       if_match=if_match_version(request))
         if deletion is None:
             return fhir_response(outcome("information", "informational",
                                          f"{resource_type}/{logical_id} was already deleted"))

@@ -328,6 +328,10 @@ BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"l
 BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # NDJSON lines per load chunk
 # URL prefixes $import / $bulk-submit may fetch from (comma-separated); none by default: nothing is fetched.
 BULK_IMPORT_ALLOWED_SOURCES = [p.strip() for p in env_str("BULK_IMPORT_ALLOWED_SOURCES", "").split(",") if p.strip()]
+# Header names a $bulk-submit fileRequestHeader may set (comma-separated, any case); others are a 400. Never
+# Host, Cookie or hop-by-hop headers: they would steer the request, not authenticate it.
+BULK_IMPORT_REQUEST_HEADERS = [h.strip().lower() for h in env_str("BULK_IMPORT_REQUEST_HEADERS", "Authorization")
+                               .split(",") if h.strip()]
 # file:// inputs are allowed only under this directory; unset: never.
 BULK_IMPORT_FILE_ROOT = env_str("BULK_IMPORT_FILE_ROOT", "")
 BULK_IMPORT_MAX_FILE_BYTES = env_int("BULK_IMPORT_MAX_FILE_BYTES", 8 * 1024**3, minimum=1)  # per input, decompressed

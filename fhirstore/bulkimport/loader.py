@@ -4,7 +4,8 @@ Each line is parsed and checked as the REST API checks a PUT (a known type, an i
 R4B validation when FHIR_FULL_VALIDATION), its references resolved, and the good ones written in
 set-based batches through `storage.save_changed_resources` (COPY of resources and index rows, one short
 transaction per batch; unchanged content makes no new version). A bad line never stops the others: it
-becomes an `Issue` naming its file and line.
+becomes an `Issue` naming its file and line. So does a line the importer may not write (a SearchParameter,
+without the authority to manage them: `fhirstore.authority`), refused here and again by `storage`.
 
 References:
 - `urn:uuid:<id>` → `Type/<id>` when the import set (its staged ids) or the store has exactly one
@@ -31,6 +32,7 @@ import orjson
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from fhirstore.authority import WriteAuthority
 from fhirstore.bulkimport.models import StagedId
 from fhirstore.exceptions import FhirStoreError, InvalidRequest, PreconditionFailed
 from fhirstore.references import (
@@ -113,22 +115,23 @@ class _Parsed:
     references: list[dict]
 
 
-def load_lines(lines: Iterable[SourceLine], *, import_id: uuid.UUID | None, defer_unresolved: bool = False,
-               outcome: ChunkOutcome | None = None) -> ChunkOutcome:
-    """Parse, check, resolve and write these lines, WRITE_BATCH_SIZE at a time (only those are held parsed)."""
+def load_lines(lines: Iterable[SourceLine], *, import_id: uuid.UUID | None, authority: WriteAuthority,
+               defer_unresolved: bool = False, outcome: ChunkOutcome | None = None) -> ChunkOutcome:
+    """Parse, check, resolve and write these lines, WRITE_BATCH_SIZE at a time (only those are held parsed),
+    with the importer's `authority`."""
     outcome = outcome or ChunkOutcome()
     resolver = _ConditionalResolver(import_id)
     with _cycle_collector_paused():
         remaining = iter(lines)
         while some_lines := list(itertools.islice(remaining, WRITE_BATCH_SIZE)):
-            parsed = [item for item in (_parse(line, outcome) for line in some_lines) if item is not None]
+            parsed = [item for item in (_parse(line, outcome, authority) for line in some_lines) if item is not None]
             targets = urn_uuid_targets(import_id, {element["reference"][len(URN_UUID):] for item in parsed
                                                    for element in item.references
                                                    if element["reference"].startswith(URN_UUID)})
             ready = [item for item in parsed
                      if _resolve_and_check(item, targets, resolver, outcome, defer_unresolved)]
             for batch in _unique_batches(ready):
-                _write(batch, outcome)
+                _write(batch, outcome, authority)
     return outcome
 
 
@@ -148,7 +151,7 @@ def _cycle_collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _parse(line: SourceLine, outcome: ChunkOutcome) -> _Parsed | None:
+def _parse(line: SourceLine, outcome: ChunkOutcome, authority: WriteAuthority) -> _Parsed | None:
     if line.content is None:
         outcome.fail(line, f"the line is longer than {settings.BULK_IMPORT_MAX_LINE_BYTES} bytes "
                            "(BULK_IMPORT_MAX_LINE_BYTES)")
@@ -164,6 +167,7 @@ def _parse(line: SourceLine, outcome: ChunkOutcome) -> _Parsed | None:
         resource = check_resource_type(resource)
         if "id" not in resource:
             raise InvalidRequest("the resource has no id (bulk data keeps the ids it was exported with)")
+        authority.check([resource["resourceType"]])
     except FhirStoreError as error:
         resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
         outcome.fail(line, error.message, resource_type if isinstance(resource_type, str) else "unknown")
@@ -287,25 +291,25 @@ def _unique_batches(items: Sequence[_Parsed]) -> Iterable[list[_Parsed]]:
         yield batch
 
 
-def _write(batch: list[_Parsed], outcome: ChunkOutcome) -> None:
+def _write(batch: list[_Parsed], outcome: ChunkOutcome, authority: WriteAuthority) -> None:
     """One transaction for the batch; when the database refuses it, one per resource to find the bad ones."""
     try:
         with transaction.atomic():
-            _, unchanged = save_changed_resources([Write(item.resource) for item in batch])
+            _, unchanged = save_changed_resources([Write(item.resource) for item in batch], authority=authority)
     except (FhirStoreError, DatabaseError):
         for item in batch:
-            _write_alone(item, outcome)
+            _write_alone(item, outcome, authority)
         return
     for item in batch:
         key = (item.resource["resourceType"], item.resource["id"])
         outcome.counts[key[0]]["unchanged" if key in unchanged else "loaded"] += 1
 
 
-def _write_alone(item: _Parsed, outcome: ChunkOutcome) -> None:
+def _write_alone(item: _Parsed, outcome: ChunkOutcome, authority: WriteAuthority) -> None:
     resource_type = item.resource["resourceType"]
     try:
         with transaction.atomic():
-            _, unchanged = save_changed_resources([Write(item.resource)])
+            _, unchanged = save_changed_resources([Write(item.resource)], authority=authority)
     except FhirStoreError as error:
         outcome.fail(item.line, error.message, resource_type)
     except DatabaseError as error:

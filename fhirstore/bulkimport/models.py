@@ -23,6 +23,9 @@ class BulkImport(models.Model):
     submission = models.ForeignKey("BulkSubmission", on_delete=models.CASCADE, null=True, blank=True,
                                    related_name="imports")
     manifest_url = models.TextField(blank=True)  # $bulk-submit: the manifest this import reads
+    # The starter's authority over SearchParameters at kick-off (fhirstore.authority); the load also wants the
+    # owner still active and staff or granted the permission, so it does not outlive the owner's standing.
+    manages_search_parameters = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

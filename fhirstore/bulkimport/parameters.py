@@ -105,7 +105,14 @@ def parse_submit_request(body: object) -> SubmitRequest:
         elif name == "fileRequestHeader":
             parts = {part.get("name"): _value(part) for part in parameter.get("part") or [] if isinstance(part, dict)}
             if parts.get("headerName") and parts.get("headerValue"):
-                headers[str(parts["headerName"])] = str(parts["headerValue"])
+                header_name, header_value = str(parts["headerName"]), str(parts["headerValue"])
+                if header_name.lower() not in settings.BULK_IMPORT_REQUEST_HEADERS:
+                    problems.append(f"fileRequestHeader {header_name!r} is not one of the headers a provider may set "
+                                    f"({', '.join(settings.BULK_IMPORT_REQUEST_HEADERS)}: BULK_IMPORT_REQUEST_HEADERS)")
+                elif any(character in header_value for character in "\r\n\0"):
+                    problems.append(f"fileRequestHeader {header_name!r} has a line break or NUL in its value")
+                else:
+                    headers[header_name] = header_value
     if submitter is None:
         problems.append("submitter (an Identifier with a value) is required")
     elif settings.BULK_SUBMIT_ALLOWED_SUBMITTERS and submitter not in settings.BULK_SUBMIT_ALLOWED_SUBMITTERS:

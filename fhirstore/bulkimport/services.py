@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from batch import control
 from batch.control import JobNotFound, JobSnapshot, JobStateConflict, JobStatus
+from fhirstore.authority import SERVER, WriteAuthority
 from fhirstore.bulkimport.exceptions import ImportFailed, ImportNotFound
 from fhirstore.bulkimport.loader import (
     ChunkOutcome,
@@ -44,9 +45,11 @@ def can_import(user: AbstractBaseUser) -> bool:
     return bool(user and user.is_authenticated and (user.is_staff or user.has_perm("bulkimport.start_import")))
 
 
-def kick_off(user: AbstractBaseUser | None, request: ImportRequest, *, base_url: str, request_url: str = "",
-             submission: BulkSubmission | None = None) -> BulkImport:
-    """Record the import and start its job, in one transaction (nothing starts if either fails)."""
+def kick_off(user: AbstractBaseUser | None, request: ImportRequest, *, authority: WriteAuthority, base_url: str,
+             request_url: str = "", submission: BulkSubmission | None = None) -> BulkImport:
+    """Record the import and start its job, in one transaction (nothing starts if either fails). The starter's
+    `authority` is recorded with it: the load writes with it (a SearchParameter line of an importer who may not
+    manage them is an error line)."""
     import_id = uuid.uuid4()
     with transaction.atomic():
         job = control.start_job(
@@ -58,7 +61,8 @@ def kick_off(user: AbstractBaseUser | None, request: ImportRequest, *, base_url:
         )
         return BulkImport.objects.create(id=import_id, owner=user, job_instance_id=job.id, request_url=request_url,
                                          request_headers=request.headers, submission=submission,
-                                         manifest_url=request.manifest_url)
+                                         manifest_url=request.manifest_url,
+                                         manages_search_parameters=authority.manages_search_parameters)
 
 
 class ImportState(enum.Enum):
@@ -163,7 +167,8 @@ def _owned_import(user: AbstractBaseUser, import_id: uuid.UUID | str, *, lock: b
     return owned_row(BulkImport.objects.all(), user, import_id, noun="import", not_found=ImportNotFound, lock=lock)
 
 
-def submit(user: AbstractBaseUser, request: SubmitRequest, *, base_url: str) -> BulkSubmission:
+def submit(user: AbstractBaseUser, request: SubmitRequest, *, authority: WriteAuthority,
+           base_url: str) -> BulkSubmission:
     """`$bulk-submit`: add manifests to a submission (each becomes a BULK_IMPORT job) or change its status.
 
     An aborted submission cancels the imports it started."""
@@ -177,8 +182,8 @@ def submit(user: AbstractBaseUser, request: SubmitRequest, *, base_url: str) -> 
         known = set(submission.imports.values_list("manifest_url", flat=True))
         for manifest_url in request.manifest_urls:
             if manifest_url not in known:  # a repeated request adds nothing
-                kick_off(user, ImportRequest(headers=request.headers, manifest_url=manifest_url), base_url=base_url,
-                         request_url=manifest_url, submission=submission)
+                kick_off(user, ImportRequest(headers=request.headers, manifest_url=manifest_url), authority=authority,
+                         base_url=base_url, request_url=manifest_url, submission=submission)
         submission.status = request.status
         submission.save(update_fields=["status"])
         if request.status == "entered-in-error":
@@ -240,7 +245,7 @@ def load_ndjson_files(paths: Sequence[Path], report: LoadReport, *, chunk_size: 
     """The BULK_IMPORT job's steps run inline on local files (`load_fhir`): the same staging of ids, the same
     chunk loader, the same deferral of conditional references, without the batch engine's round trips.
 
-    Files are streamed chunk by chunk; only the deferred lines (conditional references whose target is in a
+    A shell command: it writes with the server's authority (`authority.SERVER`). Files are streamed chunk by chunk; only the deferred lines (conditional references whose target is in a
     later file: rare, since files load in reference order) are held until the end.
     """
     import_id = BulkImport.objects.create(request_url="load_fhir").id  # known: the purge leaves its staged ids alone
@@ -251,12 +256,12 @@ def load_ndjson_files(paths: Sequence[Path], report: LoadReport, *, chunk_size: 
         outcome = ChunkOutcome()
         for path in paths:
             for chunk in _chunks(path, chunk_size):
-                load_lines(chunk, import_id=import_id, defer_unresolved=True, outcome=outcome)
+                load_lines(chunk, import_id=import_id, authority=SERVER, defer_unresolved=True, outcome=outcome)
                 if progress:
                     progress(sum(len(line.content or b"") + 1 for line in chunk))
         deferred, outcome.deferred = outcome.deferred, []
         for start in range(0, len(deferred), chunk_size):
-            load_lines(deferred[start:start + chunk_size], import_id=import_id, outcome=outcome)
+            load_lines(deferred[start:start + chunk_size], import_id=import_id, authority=SERVER, outcome=outcome)
     finally:
         drop_staged_ids(import_id)
         BulkImport.objects.filter(id=import_id).delete()

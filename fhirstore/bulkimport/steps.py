@@ -30,6 +30,7 @@ import orjson
 from django.conf import settings
 
 from batch.api import DataSink, JobCancelled, JobFailed, StepContext
+from fhirstore.authority import MANAGE_PERMISSION, WriteAuthority
 from fhirstore.bulkimport.exceptions import InvalidImportRequest, SourceUnavailable
 from fhirstore.bulkimport.loader import (
     ChunkOutcome,
@@ -53,7 +54,7 @@ MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 def list_files(context: StepContext, sink: DataSink) -> int:
     """One chunk per input (the inputs a Bulk Data manifest lists too): each is fetched by its own chunk of
     `fetch-files`, so several worker processes split files at once. Returns the number of inputs."""
-    inputs = _inputs(context, _request_headers(_import_id(context)))
+    inputs = _inputs(context, _request_headers(context))
     for item in inputs:
         sink.accept({"url": item["url"]})
     return len(inputs)
@@ -62,14 +63,14 @@ def list_files(context: StepContext, sink: DataSink) -> int:
 def fetch_file(context: StepContext, sink: DataSink) -> int:
     """Split one input into chunks of `chunk_size` lines, noting its ids for `urn:uuid:` references; the job is
     gated, so every input's ids are staged before any chunk loads."""
-    import_id = _import_id(context)
-    return _split(sink, import_id, context.data["url"], _request_headers(import_id), context.parameters["chunk_size"])
+    return _split(sink, _import_id(context), context.data["url"], _request_headers(context),
+                  context.parameters["chunk_size"])
 
 
 def fetch_files(context: StepContext, sink: DataSink) -> int:
     """Version 1's first step, every input split in one chunk: kept for imports started before version 2."""
     import_id = _import_id(context)
-    headers = _request_headers(import_id)
+    headers = _request_headers(context)
     return sum(_split(sink, import_id, item["url"], headers, context.parameters["chunk_size"])
                for item in _inputs(context, headers))
 
@@ -101,11 +102,8 @@ def _reference_rank(item: Mapping[str, str]) -> int:
     return LOAD_ORDER.index(resource_type) if resource_type in LOAD_ORDER else len(LOAD_ORDER)
 
 
-def _request_headers(import_id: uuid.UUID) -> dict[str, str]:
-    headers = BulkImport.objects.filter(id=import_id).values_list("request_headers", flat=True).first()
-    if headers is None:
-        raise JobCancelled(f"import {import_id} was deleted")
-    return headers
+def _request_headers(context: StepContext) -> dict[str, str]:
+    return _import_row(context).request_headers
 
 
 def _emit(sink: DataSink, import_id: uuid.UUID, url: str, batch: list[Line]) -> int:
@@ -163,7 +161,8 @@ def load_resources(context: StepContext, sink: DataSink) -> int:
     too_long = set(data["too_long"])
     source_lines = [SourceLine(data["file"], number, None if number in too_long else content)
                     for number, content in enumerate(unpack(data["lines_zlib"]).split(b"\n"), data["first_line"])]
-    outcome = load_lines(source_lines, import_id=_import_id(context), defer_unresolved=True)
+    outcome = load_lines(source_lines, import_id=_import_id(context), authority=_authority(context),
+                         defer_unresolved=True)
     _record_issues(context, outcome)
     deferred = [[line.file, line.number, line.content.decode()] for line in outcome.deferred]
     if not deferred:  # nothing for load-deferred to do: no chunk, the report reads the summary from its row
@@ -187,7 +186,7 @@ def load_deferred(context: StepContext, sink: DataSink) -> int:
     if context.data["deferred_zlib"]:  # None in chunks emitted before LoadSummary rows existed
         deferred = orjson.loads(unpack(context.data["deferred_zlib"]))
         outcome = load_lines((SourceLine(file, number, content.encode()) for file, number, content in deferred),
-                             import_id=_import_id(context))
+                             import_id=_import_id(context), authority=_authority(context))
         _record_issues(context, outcome)
         summaries.append(outcome.summary())
         count = len(deferred)
@@ -209,6 +208,28 @@ def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[st
 
 def _import_id(context: StepContext) -> uuid.UUID:
     return uuid.UUID(context.parameters["import_id"])
+
+
+def _import_row(context: StepContext) -> BulkImport:
+    """The job's own BulkImport row: the one `kick_off` created with this very job. A job started by hand with
+    another import's id (its owner's credentials, its authority) fails instead; a deleted row cancels it."""
+    row = BulkImport.objects.select_related("owner").filter(id=_import_id(context)).first()
+    if row is None:
+        raise JobCancelled(f"import {context.parameters['import_id']} was deleted")
+    if row.job_instance_id != context.instance_id:
+        raise JobFailed(f"import {row.id} belongs to another job: a BULK_IMPORT job loads only the import it was "
+                        "started for")
+    return row
+
+
+def _authority(context: StepContext) -> WriteAuthority:
+    """The importer's authority: what the kick-off recorded, while the owner is still active and staff (or
+    granted the permission); an import started from the shell (no owner) keeps what it recorded."""
+    row = _import_row(context)
+    owner = row.owner
+    still = owner is None or (owner.is_active and (owner.is_staff or owner.has_perm(MANAGE_PERMISSION)))
+    return WriteAuthority(manages_search_parameters=row.manages_search_parameters and still,
+                          caller=owner.get_username() if owner else "")
 
 
 def _record_issues(context: StepContext, outcome: ChunkOutcome) -> None:

@@ -30,7 +30,7 @@ from fhirstore.bulkimport.services import (
 )
 from fhirstore.http import (
     FhirAccess, FhirView, base_url, fhir_response, informational, read_json_body, require_async, status_job_id,
-    still_running,
+    still_running, write_authority,
 )
 from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
@@ -55,8 +55,8 @@ class ImportKickOffView(BulkImportView):
     def post(self, request):
         require_async(request, "$import")
         import_request = parse_import_request(read_json_body(request))
-        started = kick_off(request.user, import_request, base_url=base_url(request),
-                           request_url=request.build_absolute_uri())
+        started = kick_off(request.user, import_request, authority=write_authority(request),
+                           base_url=base_url(request), request_url=request.build_absolute_uri())
         return informational("The import has started; poll its status URL", status=202,
                              headers={"Content-Location": f"{base_url(request)}/$import-poll-status?_jobId={started.id}"})
 
@@ -81,7 +81,8 @@ class ImportErrorsView(BulkImportView):
 
 class BulkSubmitView(BulkImportView):
     def post(self, request):
-        submission = submit(request.user, parse_submit_request(read_json_body(request)), base_url=base_url(request))
+        submission = submit(request.user, parse_submit_request(read_json_body(request)),
+                            authority=write_authority(request), base_url=base_url(request))
         return informational(f"Submission {submission.submission_id} is {submission.status}")
 
 

@@ -5,6 +5,7 @@ import time
 import pytest
 from django.db import connection, transaction
 
+from fhirstore.authority import SERVER
 from fhirstore.storage import Write, save_resources
 from tests.fhirstore.helpers import FhirClient, assert_outcome, patient
 
@@ -98,7 +99,7 @@ def test_a_concurrent_create_of_the_same_resource_is_409(token):
 
     def first_writer():
         with transaction.atomic():
-            save_resources([Write(patient(id="race"))])
+            save_resources([Write(patient(id="race"))], authority=SERVER)
             inserted.set()
             release.wait(120)
         connection.close()

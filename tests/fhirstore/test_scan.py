@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from django.db import transaction
 
+from fhirstore.authority import SERVER
 from fhirstore.exceptions import InvalidRequest, ResourceNotFound
 from fhirstore.scan import (
     compartment_ids_page, current_bodies, current_bodies_json, group_patient_ids, iter_compartment_id_pages,
@@ -21,7 +22,7 @@ T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 
 def store(*resources: dict, at: datetime = T0) -> None:
     with transaction.atomic():
-        save_resources([Write(resource) for resource in resources], now=at)
+        save_resources([Write(resource) for resource in resources], now=at, authority=SERVER)
 
 
 def observation(observation_id: str, subject: str, category: str = "vital-signs", status: str = "final") -> dict:
@@ -42,7 +43,7 @@ def test_id_pages_walk_a_type_in_id_order_by_keyset():
 def test_id_pages_leave_out_deleted_resources():
     store(patient(id="a"), patient(id="b"))
     with transaction.atomic():
-        delete_resource("Patient", "a")
+        delete_resource("Patient", "a", authority=SERVER)
 
     assert resource_ids_page("Patient") == ["b"]
 
@@ -94,7 +95,7 @@ def test_compartments_hold_what_points_at_the_patients_through_compartment_param
 def test_bodies_load_in_id_order_without_deleted_ones():
     store(patient(id="b"), patient(id="a"), patient(id="gone"))
     with transaction.atomic():
-        delete_resource("Patient", "gone")
+        delete_resource("Patient", "gone", authority=SERVER)
 
     assert [body["id"] for body in current_bodies("Patient", ["b", "gone", "a", "unknown"])] == ["a", "b"]
     lines = current_bodies_json("Patient", ["b", "a"])

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 import pytest
 from django.db import connection, transaction
 
+from fhirstore.authority import SERVER
 from fhirstore.fhirdates import HIGHEST, LOWEST, parse_date_range
 from fhirstore.models import TokenIndex
 from fhirstore.scan import compartment_ids_page, resource_ids_page
@@ -121,7 +122,7 @@ def test_the_last_year_reaches_the_end_of_time():
 def test_reindex_rebuilds_the_rows_of_the_given_resources():
     with transaction.atomic():
         save_resources([Write(patient(id="p1", identifier=[{"system": "urn:s", "value": "1"}])),
-                        Write(patient(id="p2"))])
+                        Write(patient(id="p2"))], authority=SERVER)
     TokenIndex.objects.filter(resource__logical_id="p1").delete()
 
     assert reindex_resources("Patient", resource_ids_page("Patient")) == 2
@@ -154,7 +155,7 @@ def test_reindex_rewrites_only_the_rows_that_differ():
     with transaction.atomic():
         save_resources([Write(patient(id="p1", identifier=[{"system": "urn:s", "value": "1"}], name=[{"family": "Doe"}],
                                       birthDate="1970-01-02", generalPractitioner=[{"reference": "Practitioner/d"}])),
-                        Write(patient(id="p2", identifier=[{"system": "urn:s", "value": "2"}]))])
+                        Write(patient(id="p2", identifier=[{"system": "urn:s", "value": "2"}]))], authority=SERVER)
     with connection.cursor() as cursor:  # rows gone stale (a token, a date), one missing
         cursor.execute("UPDATE fhirstore_tokenindex SET code = 'stale' WHERE code = '1'")
         cursor.execute("INSERT INTO fhirstore_dateindex (resource_id, resource_type, param, low, high)"
@@ -183,7 +184,7 @@ def test_keyset_and_compartment_queries_can_run_on_indexes_alone():
     """The two scans the export depends on are index range scans, whatever the table size."""
     with transaction.atomic():
         save_resources([Write(patient(id="p1")), Write({"resourceType": "Observation", "id": "o1", "status": "final",
-                                                        "code": {}, "subject": {"reference": "Patient/p1"}})])
+                                                        "code": {}, "subject": {"reference": "Patient/p1"}})], authority=SERVER)
 
     with connection.cursor() as cursor:
         # "Can run on indexes alone": with the alternatives priced out, whatever the statistics and the index

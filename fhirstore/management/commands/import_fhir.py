@@ -3,6 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from batch.control import BatchError, JobStatus, follow_job
+from fhirstore.authority import SERVER  # a shell command: the server's own authority
 from fhirstore.bulkimport.exceptions import InvalidImportRequest
 from fhirstore.bulkimport.parameters import ImportRequest
 from fhirstore.bulkimport.services import kick_off
@@ -28,7 +29,7 @@ class Command(BaseCommand):
             for url in urls:
                 check_source(url)
             bulk_import = kick_off(None, ImportRequest(inputs=tuple({"type": "", "url": url} for url in urls),
-                                                       chunk_size=chunk_size), base_url=base_url)
+                                                       chunk_size=chunk_size), authority=SERVER, base_url=base_url)
         except (InvalidImportRequest, BatchError) as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"import {bulk_import.id}: job {bulk_import.job_instance_id}")

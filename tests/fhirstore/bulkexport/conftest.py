@@ -9,6 +9,7 @@ import pytest
 from django.db import transaction
 from jobsite.tokens import token_for
 
+from fhirstore.authority import SERVER
 from fhirstore.storage import Write, delete_resource, save_resources
 from batch.testing import InProcessBus
 from tests.fhirstore.helpers import FhirClient
@@ -78,12 +79,12 @@ def other_user_client(django_user_model) -> FhirClient:
 def store(*resources: dict, at: datetime | None = None) -> None:
     """Write resources (with their ids) as one batch, optionally as of `at` (their meta.lastUpdated)."""
     with transaction.atomic():
-        save_resources([Write(resource) for resource in resources], now=at)
+        save_resources([Write(resource) for resource in resources], now=at, authority=SERVER)
 
 
 def delete(resource_type: str, logical_id: str) -> None:
     with transaction.atomic():
-        delete_resource(resource_type, logical_id)
+        delete_resource(resource_type, logical_id, authority=SERVER)
 
 
 def patient(logical_id: str, **extra) -> dict:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.db import connection, transaction
 
+from fhirstore.authority import SERVER
 from fhirstore.bulkexport.steps import fetch_resources
 from fhirstore.models import Resource, ResourceVersion
 from fhirstore.storage import Write, delete_resource, save_resources, settled_time
@@ -32,7 +33,7 @@ def test_an_export_holds_the_store_as_it_was_at_its_transaction_time(exporter):
     later = datetime.fromisoformat(_transaction_time(status_url)) + timedelta(seconds=1)
     store(patient("p1", gender="female"), patient("p4"), at=later)
     with transaction.atomic():
-        delete_resource("Patient", "p2", now=later)
+        delete_resource("Patient", "p2", now=later, authority=SERVER)
 
     downloaded = exporter.download(exporter.finish(status_url))
 
@@ -65,7 +66,7 @@ def test_a_write_that_commits_after_the_kick_off_is_in_the_next_since_export_not
     def slow_writer():
         try:
             with transaction.atomic():
-                save_resources([Write(patient("slow"))])
+                save_resources([Write(patient("slow"))], authority=SERVER)
                 writing.set()
                 kicked_off.wait(timeout=60)
         finally:
@@ -97,7 +98,7 @@ def test_a_rerun_fetch_emits_exactly_the_pages_of_the_first_run_whatever_was_wri
     later = datetime.fromisoformat(parameters["transaction_time"]) + timedelta(seconds=1)
     store(patient("p0a"), patient("p3", gender="male"), at=later)
     with transaction.atomic():
-        delete_resource("Patient", "p1", now=later)
+        delete_resource("Patient", "p1", now=later, authority=SERVER)
     again = _run_fetch(parameters)
 
     assert again == first and len(_pages(first)) == 4
@@ -123,7 +124,7 @@ def test_a_system_export_and_a_since_export_while_another_writer_runs_hold_every
                 n += 1
                 with transaction.atomic():
                     save_resources([Write(patient(f"seed-{n % 30:02}", gender="other" if n % 2 else "unknown")),
-                                    Write(patient(f"new-{n:04}"))])
+                                    Write(patient(f"new-{n:04}"))], authority=SERVER)
                 if n % 5 == 0:
                     delete("Patient", f"new-{n - 3:04}")
                 writes["batches"] += 1

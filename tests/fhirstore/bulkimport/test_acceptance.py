@@ -23,6 +23,7 @@ from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
 from fhirstore.bulkimport.parameters import ImportRequest
+from fhirstore.authority import SERVER
 from fhirstore.bulkimport.services import kick_off
 from fhirstore.loading import load_paths
 from fhirstore.models import Resource
@@ -179,7 +180,7 @@ def test_a_worker_killed_mid_import_costs_a_retry_and_nothing_is_missing_or_dupl
 
     # A load-resources chunk's writes need ROW EXCLUSIVE: with the table held in SHARE mode, it waits holding its chunk.
     with locked_by_another_transaction("LOCK TABLE fhirstore_resource IN SHARE MODE"):
-        bulk_import = kick_off(None, request, base_url="http://testserver/fhir")
+        bulk_import = kick_off(None, request, authority=SERVER, base_url="http://testserver/fhir")
         killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
             instance_id=bulk_import.job_instance_id, status=ChunkStatus.IN_PROGRESS, target_step_id="load-resources",
             worker__startswith=doomed.name + "-"), timeout=90)

@@ -6,6 +6,7 @@ from django.contrib.auth.models import Permission
 from django.db import transaction
 from jobsite.tokens import token_for
 
+from fhirstore.authority import SERVER
 from fhirstore.models import Resource
 from fhirstore.storage import INDEX_TABLES, Write, save_resources
 from tests.fhirstore.helpers import FhirClient
@@ -23,7 +24,7 @@ def operator(django_user_model) -> FhirClient:
 
 def store(*resources: dict) -> None:
     with transaction.atomic():
-        save_resources([Write(resource) for resource in resources])
+        save_resources([Write(resource) for resource in resources], authority=SERVER)
 
 
 def patient(logical_id: str, birth_sex: str | None = None, **extra) -> dict:

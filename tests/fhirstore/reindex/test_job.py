@@ -9,6 +9,7 @@ from django.db import connection, transaction
 
 from batch import control
 from batch.control import JobStatus
+from fhirstore.authority import SERVER
 from fhirstore.models import Resource, TokenIndex
 from fhirstore.synthetic import generate_resources
 from fhirstore.storage import Write, save_resources
@@ -165,7 +166,7 @@ def test_the_command_starts_a_job_and_waits_for_it(bus):
 
 def test_generated_data_reindexes_to_exactly_what_its_writes_indexed(bus):
     with transaction.atomic():
-        save_resources([Write(resource) for resource in generate_resources(patients=3, seed=7)])
+        save_resources([Write(resource) for resource in generate_resources(patients=3, seed=7)], authority=SERVER)
     fresh = index_snapshot()
     for resource_type in set(Resource.objects.values_list("resource_type", flat=True)):
         wipe_index(resource_type)

@@ -8,6 +8,7 @@ from django.db import connection, transaction
 
 from batch import control
 from batch.control import JobStatus
+from fhirstore.authority import SERVER
 from fhirstore.models import CustomSearchParameter, Resource, TokenIndex
 from fhirstore.storage import Write, save_resources
 from jobsite.tokens import token_for
@@ -178,7 +179,7 @@ def test_a_write_in_flight_when_a_parameter_is_created_is_indexed_by_the_write_o
     def slow_write():
         try:
             with transaction.atomic():
-                save_resources([Write(patient("late", "F"))])
+                save_resources([Write(patient("late", "F"))], authority=SERVER)
                 writing.set()
                 release.wait(60)
         finally:
