@@ -27,7 +27,7 @@ from batch.control import (
     JobStatus,
 )
 from batch.serializers import JobDetailSerializer, JobSerializer, StartJobRequest
-from jobsite.auth import TokenHasScope, is_operator
+from jobsite.auth import TokenHasScope, is_operator, missing_job_scope
 
 
 class IsStaffOrTokenClient(BasePermission):
@@ -56,6 +56,14 @@ def refused(error: BatchError) -> Response:
     if isinstance(error, InvalidParameters):
         return errors(error.problems, status.HTTP_400_BAD_REQUEST)
     return errors([str(error)], status.HTTP_400_BAD_REQUEST)
+
+
+def lacks_scope(request: Request, definition_id: str) -> Response | None:
+    """A 403 when the caller's token lacks the scope jobs of this definition need to be acted on."""
+    scope = missing_job_scope(request, definition_id)
+    if scope is None:
+        return None
+    return errors([f"this token lacks the {scope.value!r} scope {definition_id} jobs need"], status.HTTP_403_FORBIDDEN)
 
 
 def owner_filter(request: Request) -> str | None:
@@ -108,6 +116,8 @@ class JobListView(ControlView):
         if not is_operator(request) and definition_id not in settings.BATCH_CLIENT_JOB_DEFINITIONS:
             return errors([f"you may not start {definition_id!r} jobs here (BATCH_CLIENT_JOB_DEFINITIONS)"],
                           status.HTTP_403_FORBIDDEN)
+        if forbidden := lacks_scope(request, definition_id):
+            return forbidden
         try:
             job = control.start_job(
                 definition_id, start.validated_data["parameters"],
@@ -123,6 +133,9 @@ class JobListView(ControlView):
         if not instance_id:
             return errors(["instanceId is required: DELETE /control/jobs?instanceId=<id>"], status.HTTP_400_BAD_REQUEST)
         try:
+            if forbidden := lacks_scope(request, control.get_job(instance_id, started_by=owner_filter(request))
+                                        .definition_id):
+                return forbidden
             job = control.cancel_job(instance_id, started_by=owner_filter(request))
         except BatchError as error:
             return refused(error)
@@ -141,6 +154,9 @@ class JobDetailView(ControlView):
 class JobRestartView(ControlView):
     def post(self, request: Request, instance_id: str) -> Response:
         try:
+            if forbidden := lacks_scope(request, control.get_job(instance_id, started_by=owner_filter(request))
+                                        .definition_id):
+                return forbidden
             job = control.restart_job(instance_id, started_by=owner_filter(request))
         except BatchError as error:
             return refused(error)

@@ -8,8 +8,9 @@ Scopes: a view declares what a token needs with one class attribute, `required_s
 permission classes of the FHIR and control views, refuses a token without it (403); a session has every scope
 (sessions are for staff on these APIs). A view without `required_scope` needs no particular scope.
 
-Roles: an operator — a staff user's session, or a token with the `control` scope — acts on every job; any other
-caller is a client and sees only its own.
+Roles: an operator — a staff user's session, or a token with the `control` scope of a user who may operate (staff,
+or granted `jobsite.operate`) — acts on every job; any other caller is a client and sees only its own. The role
+is decided on every request from the user as they are now: a token does not outlive its user's staff status.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
 from jobsite.models import ApiToken, Scope
-from jobsite.tokens import find_token, record_use
+from jobsite.tokens import find_token, may_operate, record_use
 
 ScopeRule = Scope | Mapping[str, Scope] | None
 
@@ -85,9 +86,26 @@ class TokenHasScope(BasePermission):
 
 
 def is_operator(request: Request) -> bool:
-    """Staff on a session, or a token with the `control` scope: sees and acts on every job."""
+    """Staff on a session, or a token with the `control` scope of a user who may operate: sees and acts on
+    every job."""
     user = request.user
     if not (user and user.is_authenticated):
         return False
     scopes = token_scopes(request)
-    return Scope.CONTROL in scopes if scopes is not None else user.is_staff
+    return Scope.CONTROL in scopes and may_operate(user) if scopes is not None else user.is_staff
+
+
+# The scope a token needs to cancel, restart or start a job of these definitions on /control/jobs (reading one
+# needs none): what starting it through its own endpoint needs, so a `fhir:read` token cannot cancel or restart
+# its user's exports and imports. Definitions not listed need no particular scope; operators act on all.
+JOB_DEFINITION_SCOPES: dict[str, Scope] = {
+    "BULK_EXPORT": Scope.EXPORT, "BULK_IMPORT": Scope.IMPORT, "REINDEX": Scope.FHIR_WRITE,
+}
+
+
+def missing_job_scope(request: Request, definition_id: str) -> Scope | None:
+    """The scope this caller lacks to act on a job of `definition_id`, or None when it may act."""
+    scope = JOB_DEFINITION_SCOPES.get(definition_id)
+    if scope is None or is_operator(request) or has_scope(request, scope):
+        return None
+    return scope

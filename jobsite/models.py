@@ -30,6 +30,8 @@ class ApiToken(models.Model):
     class Meta:
         verbose_name = "API token"
         ordering = ["-created_at"]
+        # For service accounts that operate jobs without being staff (a dashboard): with a `control` token.
+        permissions = [("operate", "May act as an operator with a token carrying the control scope")]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"

@@ -39,9 +39,18 @@ class IssuedToken:
     plaintext: str  # shown once; never stored
 
 
+OPERATE_PERMISSION = "jobsite.operate"
+
+
+def may_operate(user: AbstractBaseUser) -> bool:
+    """Whether the user may hold the operator role (with a `control` token): active staff, or active users
+    granted `jobsite.operate` (service accounts)."""
+    return bool(user.is_active and (user.is_staff or user.has_perm(OPERATE_PERMISSION)))
+
+
 def default_scopes(user: AbstractBaseUser) -> list[str]:
-    """Every scope the user's role allows: staff get `control` (operator) too, other users everything else."""
-    return [scope for scope in ALL_SCOPES if scope != Scope.CONTROL or user.is_staff]
+    """Every scope the user's role allows: operators get `control` too, other users everything else."""
+    return [scope for scope in ALL_SCOPES if scope != Scope.CONTROL or may_operate(user)]
 
 
 def token_digest(plaintext: str, secret: str | None = None) -> str:
@@ -58,6 +67,9 @@ def issue_token(user: AbstractBaseUser, scopes: Iterable[str] | None = None,
         raise TokenError(f"unknown scope {', '.join(unknown)}; one of {', '.join(ALL_SCOPES)}")
     if not chosen:
         raise TokenError("a token needs at least one scope")
+    if Scope.CONTROL in chosen and not may_operate(user):
+        raise TokenError(f"the control scope is for operators: {user.get_username()} is neither staff nor granted "
+                         f"{OPERATE_PERMISSION}")
     if expires_in_days is not None and expires_in_days < 1:
         raise TokenError(f"--expires-in must be at least 1 day, got {expires_in_days}")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)

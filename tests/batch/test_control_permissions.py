@@ -66,7 +66,9 @@ def test_a_client_cancels_and_restarts_its_own_job(alice, alices_job):
 
 
 def test_an_operator_token_sees_and_cancels_every_job(django_user_model, alices_job):
-    service = django_user_model.objects.create_user("dashboard")  # not staff: the token's scope decides
+    from django.contrib.auth.models import Permission
+    service = django_user_model.objects.create_user("dashboard")  # not staff: granted the operate permission
+    service.user_permissions.add(Permission.objects.get(codename="operate"))
     operator = with_token(token_for(service, ["control"]))
 
     assert [job["startedBy"] for job in operator.get("/control/jobs").json()["results"]] == ["alice"]

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 
 from batch.control import get_job, start_job
 from jobsite.tokens import token_for
@@ -56,6 +57,7 @@ def test_roles_and_scopes_hold_on_every_endpoint(web):
     users = get_user_model().objects
     alice, bob = users.create_user("alice"), users.create_user("bob")
     ops, dashboard = users.create_user("ops", is_staff=True), users.create_user("dashboard")
+    dashboard.user_permissions.add(Permission.objects.get(codename="operate"))  # a service account, not staff
     root = users.create_superuser("root", password=None)
     caller = {
         "anonymous": Caller(web, None), "alice": Caller(web, token_for(alice)), "bob": Caller(web, token_for(bob)),

@@ -107,7 +107,7 @@ def test_reindex_is_for_operators_only(fhir, anonymous):
 
 
 def test_an_operator_token_needs_the_control_and_fhir_write_scopes(django_user_model):
-    user = django_user_model.objects.create_user("ops")
+    user = django_user_model.objects.create_user("ops", is_staff=True)
     operator = FhirClient(f"Bearer {token_for(user, ['control', 'fhir:write'])}")
     read_only_operator = FhirClient(f"Bearer {token_for(user, ['control', 'fhir:read'])}")
 

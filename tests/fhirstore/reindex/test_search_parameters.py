@@ -141,7 +141,7 @@ def test_a_second_parameter_with_the_same_code_and_base_is_refused(operator, bus
 
 
 def test_an_operator_token_may_write_search_parameters(django_user_model, bus):
-    user = django_user_model.objects.create_user("ops")
+    user = django_user_model.objects.create_user("ops", is_staff=True)
     operator = FhirClient(f"Bearer {token_for(user, ['control', 'fhir:write', 'fhir:read'])}")
     assert operator.post("/fhir/SearchParameter", search_parameter()).status_code == 201
 
