@@ -213,10 +213,12 @@ class CustomScriptForm(forms.ModelForm):
         widgets = {"source": forms.Textarea(attrs={"rows": 30, "cols": 100, "style": "font-family: monospace"})}
 
     def clean(self) -> dict:
+        """The static check of `/control/scripts` (compiled, declarations read from the syntax tree): none of the
+        script's code runs in the web process."""
         data = super().clean()
         if "name" in data and "source" in data:
             try:
-                scripts.compile_script(data["name"], data["source"])
+                scripts.check_script(data["name"], data["source"])
             except InvalidScript as exc:
                 raise ValidationError({"source": str(exc)}) from None
         return data

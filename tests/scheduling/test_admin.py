@@ -48,6 +48,21 @@ def test_adding_a_script_in_the_admin_validates_audits_and_schedules(root_client
     assert ScriptAudit.objects.get().action == "created"
 
 
+def test_the_admin_checks_a_script_statically_without_running_its_code(root_client, settings, tmp_path):
+    """Issue #29 item 6: the admin's form ran the script's top-level code in the web process."""
+    settings.CUSTOM_SCRIPTS_ENABLED = True
+    marker = tmp_path / "ran-in-the-web-process"
+    source = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')\n" + SCRIPT
+
+    accepted = root_client.post("/admin/scheduling/customscript/add/", {"name": "tidy", "source": source, "enabled": "on"})
+
+    assert accepted.status_code == 302
+    assert not marker.exists()
+    refused = root_client.post("/admin/scheduling/customscript/add/",
+                               {"name": "other", "source": "import os\nos.getcwd()\n", "enabled": "on"})
+    assert refused.status_code == 200 and b"no @scheduled function" in refused.content
+
+
 def test_the_admin_cannot_add_scripts_while_they_are_off(root_client, settings):
     settings.CUSTOM_SCRIPTS_ENABLED = False
 
