@@ -27,6 +27,10 @@ HOSTILE = [
      FHIR_JSON, {}),
     ("fhir: \\u0000 in a string", 400, "post", "/fhir/Patient", b'{"resourceType":"Patient","name":[{"family":"a\\u0000b"}]}',
      FHIR_JSON, {}),
+    # Issue #29: a body without Content-Type went past the edge's checks (RecursionError, \u0000 → 500).
+    ("fhir: JSON nested 50,000 deep, no Content-Type", 400, "post", "/fhir/Patient", DEEP_RESOURCE(50_000), "", {}),
+    ("fhir: \\u0000 in a string, no Content-Type", 400, "put", "/fhir/Patient/p1",
+     b'{"resourceType":"Patient","id":"p1","name":[{"family":"a\\u0000b"}]}', "", {}),
     ("fhir: raw NUL byte in the body", 400, "post", "/fhir/Patient", b'{"resourceType":"Patient","id":"a\x00"}', FHIR_JSON, {}),
     ("fhir: lone high surrogate", 400, "post", "/fhir/Patient", b'{"resourceType":"Patient","name":[{"family":"\\ud800"}]}',
      FHIR_JSON, {}),
