@@ -100,6 +100,11 @@ def env_url(name: str, schemes: tuple[str, ...]) -> str:
 # --- Core -----------------------------------------------------------------------------------------
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
+# The placeholder of .env.example (and its like) keys every token's HMAC and session: outside DEBUG, refused.
+PLACEHOLDER_SECRET_KEYS = {"change-me", "changeme", "secret", "insecure", "django-insecure"}
+if not DEBUG and (SECRET_KEY.strip().lower() in PLACEHOLDER_SECRET_KEYS or len(SECRET_KEY) < 16):
+    raise ImproperlyConfigured("SECRET_KEY is a placeholder or shorter than 16 characters; set a random one, e.g. "
+                               "python -c 'import secrets; print(secrets.token_hex(24))' (DEBUG=true accepts it)")
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 

@@ -33,6 +33,7 @@ def test_valid_environment_is_parsed():
         ({"DATABASE_URL": "mysql://localhost/x"}, "DATABASE_URL must be a URL starting with postgres://"),
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL must be a URL starting with redis://"),
         ({"SECRET_KEY": ""}, "SECRET_KEY is not set"),
+        ({"SECRET_KEY": "change-me", "DEBUG": "false"}, "SECRET_KEY is a placeholder"),  # .env.example's value
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(env, message):
@@ -49,3 +50,7 @@ def test_queue_name_carries_node_and_module(settings):
 def test_queue_name_uses_periods_when_configured(settings):
     settings.REPLACE_HYPHENS_WITH_PERIODS = True
     assert work_notification_queue("node-7", "batch") == "batch2.work.notification.node.7.batch"
+
+
+def test_the_placeholder_secret_key_is_accepted_in_debug_only():
+    assert load_settings(SECRET_KEY="change-me", DEBUG="true").returncode == 0

@@ -6,12 +6,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
-    help = "Start Flower on this node's broker, behind basic auth from FLOWER_USER / FLOWER_PASSWORD."
+    help = ("Start Flower on this node's broker, on BIND_ADDRESS, behind basic auth from FLOWER_USER / "
+            "FLOWER_PASSWORD (its /metrics and /healthcheck too).")
 
     def handle(self, *args, **options):
         if not settings.FLOWER_PASSWORD:
             raise CommandError("FLOWER_PASSWORD is not set: Flower never runs without credentials")
-        argv = [sys.executable, "-m", "celery", "-A", "jobsite", "flower", f"--port={settings.FLOWER_PORT}"]
+        argv = [sys.executable, "-m", "jobsite.flower", "-A", "jobsite", "flower", f"--port={settings.FLOWER_PORT}",
+                f"--address={settings.BIND_ADDRESS}"]
         # The credentials go through Flower's environment, not its command line: anyone on the machine can read
         # a process's arguments (`ps`), only its owner its environment.
         env = {name: value for name, value in os.environ.items() if name != "FLOWER_PASSWORD"}
