@@ -117,6 +117,7 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
     index) name the same pages, and the copies it already has are ignored.
     """
     job = ExportJob.from_parameters(context.parameters)
+    _check_own_export(job.export_id, context.instance_id)
     patients = job.patients
     if job.level is Level.GROUP:
         try:
@@ -166,6 +167,17 @@ def walks_row_ranges(request: ExportRequest) -> bool:
     if RESOURCE_TYPES <= set(request.types):  # every row: no need to count them (~250 ms at 1M resources)
         return True
     return share_of_rows(request.types) >= ROW_RANGES_MIN_SHARE
+
+
+def _check_own_export(export_id: uuid.UUID, instance_id: uuid.UUID) -> None:
+    """The job writes only the export row `kick_off` created with this very job: a job started by hand with
+    another user's export id fails instead of filling that export with what it selects."""
+    owner_job = BulkExport.objects.filter(id=export_id).values_list("job_instance_id", flat=True).first()
+    if owner_job is None:
+        raise JobCancelled(f"export {export_id} was deleted")
+    if owner_job != instance_id:
+        raise JobFailed(f"export {export_id} belongs to another job: a BULK_EXPORT job writes only the export it "
+                        "was started for")
 
 
 def expand_resources(context: StepContext, sink: DataSink) -> int:

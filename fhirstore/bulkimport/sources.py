@@ -16,6 +16,7 @@ BULK_IMPORT_MAX_FILE_BYTES: a 1 GB file is never held in memory.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import zlib
 from collections.abc import Iterator, Mapping
@@ -34,6 +35,27 @@ READ_BLOCK = 256 * 1024
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 GZIP_MAGIC = b"\x1f\x8b"
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})  # not sent to another origin
+
+
+def redacted(url: str) -> str:
+    """The URL as messages, logs and job errors may show it: without its query string (a presigned URL's
+    signature is a credential), fragment and password."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2] if parts.password else parts.netloc
+    return parts._replace(netloc=netloc, query="<redacted>" if parts.query else "", fragment="").geturl() \
+        .replace("?%3Credacted%3E", "?<redacted>")
+
+
+class _RedactedRequestLine(logging.Filter):
+    """httpx logs each request at INFO with its full URL: the query string is cut from the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redacted(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in record.args)
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactedRequestLine())
 
 
 @dataclass(frozen=True)
@@ -57,15 +79,15 @@ def _allowed_prefix(url: str) -> SplitResult | None:
         _file_path(url)
         return None
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidImportRequest(f"{url!r} is not an http(s) or file URL")
+        raise InvalidImportRequest(f"{redacted(url)!r} is not an http(s) or file URL")
     segments = unquote(parts.path).replace("\\", "/").split("/")
     if any(segment in (".", "..") for segment in segments):
-        raise InvalidImportRequest(f"{url!r} has dot segments (. or ..); give the file's own path")
+        raise InvalidImportRequest(f"{redacted(url)!r} has dot segments (. or ..); give the file's own path")
     for prefix in settings.BULK_IMPORT_ALLOWED_SOURCES:
         if _under(parts, urlsplit(prefix)):
             return urlsplit(prefix)
     raise InvalidImportRequest(
-        f"{url!r} is not under an allowed import source (BULK_IMPORT_ALLOWED_SOURCES); nothing was fetched")
+        f"{redacted(url)!r} is not under an allowed import source (BULK_IMPORT_ALLOWED_SOURCES); nothing was fetched")
 
 
 def _under(url: SplitResult, prefix: SplitResult) -> bool:
@@ -165,15 +187,16 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
                     yield response.iter_raw(READ_BLOCK)
                     return
             except httpx.HTTPError as error:
-                raise SourceUnavailable(f"{url}: {error.__class__.__name__}: {error}", retryable=True) from None
-        raise SourceUnavailable(f"{url}: more than {MAX_REDIRECTS} redirects", retryable=False)
+                raise SourceUnavailable(f"{redacted(url)}: {error.__class__.__name__}: "
+                                        f"{str(error).replace(url, redacted(url))}", retryable=True) from None
+        raise SourceUnavailable(f"{redacted(url)}: more than {MAX_REDIRECTS} redirects", retryable=False)
 
 
 def _check_status(url: str, response: httpx.Response) -> None:
     if response.status_code == 200:
         return
     retryable = response.status_code >= 500 or response.status_code in (408, 429)
-    raise SourceUnavailable(f"{url}: HTTP {response.status_code}", retryable=retryable)
+    raise SourceUnavailable(f"{redacted(url)}: HTTP {response.status_code}", retryable=retryable)
 
 
 def inflated(blocks: Iterator[bytes]) -> Iterator[bytes]:

@@ -41,7 +41,7 @@ from fhirstore.bulkimport.loader import (
     stage_ids,
 )
 from fhirstore.bulkimport.models import BulkImport, ImportIssue, LoadSummary
-from fhirstore.bulkimport.sources import Line, check_source, lines, open_blocks
+from fhirstore.bulkimport.sources import Line, check_source, lines, open_blocks, redacted
 from fhirstore.loading import LOAD_ORDER
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _request_headers(context: StepContext) -> dict[str, str]:
 
 def _emit(sink: DataSink, import_id: uuid.UUID, url: str, batch: list[Line]) -> int:
     stage_ids(import_id, (line.content for line in batch if not line.too_long))
-    sink.accept({"file": url, "first_line": batch[0].number, "lines_zlib": pack(b"\n".join(line.content for line in batch)),
+    sink.accept({"file": redacted(url), "first_line": batch[0].number, "lines_zlib": pack(b"\n".join(line.content for line in batch)),
                  "too_long": [line.number for line in batch if line.too_long]})
     return len(batch)
 
@@ -120,17 +120,17 @@ def read_lines(url: str, headers: Mapping[str, str]) -> Iterator[Line]:
     while True:
         try:
             with open_blocks(url, headers) as blocks:
-                for line in lines(blocks, source=url):
+                for line in lines(blocks, source=redacted(url)):
                     if line.number > done:
                         done = line.number
                         yield line
             return
         except InvalidImportRequest as error:  # a redirect out of the allow-list: no point in retrying
-            raise JobFailed(f"Could not read {url}: {error.message}") from None
+            raise JobFailed(f"Could not read {redacted(url)}: {error.message}") from None
         except SourceUnavailable as error:
             if not error.retryable or attempt >= settings.BULK_IMPORT_FETCH_ATTEMPTS:
-                raise JobFailed(f"Could not read {url}: {error} (after {attempt} attempts)") from None
-            logger.warning("reading %s failed (%s); trying again", url, error)
+                raise JobFailed(f"Could not read {redacted(url)}: {error} (after {attempt} attempts)") from None
+            logger.warning("reading %s failed (%s); trying again", redacted(url), error)
             time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
             attempt += 1
 
@@ -141,17 +141,17 @@ def manifest_inputs(url: str, headers: Mapping[str, str]) -> list[dict[str, str]
     for line in read_lines(url, headers):
         content += line.content + b"\n"
         if len(content) > MAX_MANIFEST_BYTES:
-            raise JobFailed(f"The manifest {url} is larger than {MAX_MANIFEST_BYTES} bytes")
+            raise JobFailed(f"The manifest {redacted(url)} is larger than {MAX_MANIFEST_BYTES} bytes")
     try:
         manifest = orjson.loads(bytes(content))
         outputs = [{"type": str(item.get("type", "")), "url": str(item["url"])} for item in manifest["output"]]
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raise JobFailed(f"{url} is not a Bulk Data manifest (JSON with an `output` list of {{type, url}})") from None
+        raise JobFailed(f"{redacted(url)} is not a Bulk Data manifest (JSON with an `output` list of {{type, url}})") from None
     for output in outputs:
         try:
             check_source(output["url"])
         except InvalidImportRequest as error:
-            raise JobFailed(f"The manifest {url} lists a file that may not be fetched: {error.message}") from None
+            raise JobFailed(f"The manifest {redacted(url)} lists a file that may not be fetched: {error.message}") from None
     return outputs
 
 

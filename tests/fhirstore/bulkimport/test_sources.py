@@ -128,6 +128,21 @@ def test_a_redirect_to_a_private_address_is_refused_even_under_an_allowed_name(s
     assert [path for _, path, *_ in Recorder.seen] == ["/files/a"]
 
 
+def test_query_strings_stay_out_of_logs_and_job_errors(servers, settings, caplog, monkeypatch):
+    provider = servers[0]
+    settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{provider}/files/"]
+    settings.BULK_IMPORT_FETCH_ATTEMPTS = 2
+    monkeypatch.setattr(steps, "RETRY_BACKOFF_SECONDS", 0.01)
+    url = f"{provider}/files/Patient.ndjson?X-Amz-Credential=AKIA&X-Amz-Signature=s3cr3t"
+    caplog.set_level("INFO")
+
+    with pytest.raises(steps.JobFailed) as failed:
+        list(steps.read_lines(url, {}))
+
+    assert "s3cr3t" not in str(failed.value) and "Patient.ndjson?<redacted>: HTTP 404" in str(failed.value)
+    assert "HTTP Request" in caplog.text and "s3cr3t" not in caplog.text
+
+
 NDJSON = [json.dumps({"resourceType": "Patient", "id": f"p{n}"}).encode() for n in range(6)]
 
 

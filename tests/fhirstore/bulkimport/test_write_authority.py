@@ -8,13 +8,18 @@ import json
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import transaction
-from jobsite.tokens import token_for
 
 from fhirstore.authority import CLIENT, SERVER
 from fhirstore.bulkimport.models import ImportIssue
 from fhirstore.exceptions import Forbidden
 from fhirstore.models import CustomSearchParameter, Resource
-from fhirstore.storage import Write, delete_resource, save_changed_resources, save_resources
+from fhirstore.storage import (
+    Write,
+    delete_resource,
+    save_changed_resources,
+    save_resources,
+)
+from jobsite.tokens import token_for
 from tests.fhirstore.bulkimport.conftest import Importer, diagnostics, write_ndjson
 from tests.fhirstore.helpers import FhirClient
 
@@ -87,7 +92,7 @@ def test_an_operator_imports_search_parameters_while_staff(django_user_model, bu
     importer = Importer(FhirClient(f"Bearer {token_for(operator, ['import', 'control'])}"), bus)
     url = write_ndjson(file_root / "SearchParameter.ndjson", HIJACK).as_uri()
 
-    response = importer.kick_off(url)
+    importer.kick_off(url)
     operator.is_staff = False  # between the kick-off and the load: the load wants the owner's standing still
     operator.save()
     bus.drain()
