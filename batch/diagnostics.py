@@ -1,6 +1,7 @@
 """Diagnostic jobs for demos, tests and benchmarks: they do nothing but emit, sleep and count."""
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -19,6 +20,8 @@ def generate_chunks(context: StepContext, sink: DataSink) -> int:
 def sleep_and_count(context: StepContext, sink: DataSink) -> int:
     if context.data["index"] == context.parameters["hang_at_chunk"] and context.attempt == 1:
         hang_forever()
+    if context.data["index"] == context.parameters["spin_at_chunk"] and context.attempt == 1:
+        spin_holding_the_gil()
     deadline = time.monotonic() + context.parameters["sleep_ms"] / 1000
     while (remaining := deadline - time.monotonic()) > 0:
         context.check_cancelled()
@@ -30,6 +33,12 @@ def hang_forever() -> None:
     """What a step blocked on a dead socket or a lock looks like: alive, deaf to cancels, never returning."""
     while True:
         time.sleep(3600)
+
+
+def spin_holding_the_gil() -> None:
+    """What a catastrophic regular expression looks like: Python's `re` backtracks 2^60 times in C without
+    releasing the GIL, so no other thread of the process (the lease keeper) runs until it is killed."""
+    re.match(r"^(a+)+$", "a" * 60 + "!")
 
 
 def sleep_count_and_pass_on(context: StepContext, sink: DataSink) -> int:
@@ -54,7 +63,10 @@ def _with_parameters(builder: JobDefinitionBuilder) -> JobDefinitionBuilder:
                        description="how long each chunk sleeps")
             .parameter("records_per_chunk", int, default=1, minimum=0, description="records each chunk reports")
             .parameter("hang_at_chunk", int, default=-1, minimum=-1,
-                       description="this chunk hangs forever on its first attempt (-1: none); see BATCH_MAX_CHUNK_SECONDS"))
+                       description="this chunk hangs forever on its first attempt (-1: none); see BATCH_MAX_CHUNK_SECONDS")
+            .parameter("spin_at_chunk", int, default=-1, minimum=-1,
+                       description="this chunk spins holding the GIL on its first attempt (-1: none); see "
+                                   "batch.recycling"))
 
 
 DIAGNOSTIC_NOOP: JobDefinition = (

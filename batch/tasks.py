@@ -13,6 +13,7 @@ from batch.dispatch import on_work_notification
 from batch.exceptions import ChunksErrored
 from batch.leases import kill_this_process, lease_keeper
 from batch.maintenance_watchdog import start_watchdog
+from batch.recycling import start_pool_watchdog
 from batch.notifications import WorkNotification
 from batch.queues import AGAIN_PRIORITY, NEW_WORK_PRIORITY
 
@@ -78,3 +79,9 @@ def stop_node_heartbeat(**kwargs) -> None:
 def watch_for_starved_maintenance(**kwargs) -> None:
     """Each worker's main process runs maintenance itself when the scheduled pass has not run for a while."""
     start_watchdog()
+
+
+@worker_ready.connect
+def watch_pool_processes_for_overruns(sender, **kwargs) -> None:
+    """Each worker's main process kills a pool process whose step overran and holds on (`batch.recycling`)."""
+    start_pool_watchdog(sender.hostname)
