@@ -77,10 +77,7 @@ def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
     with lease_keeper.holding(reducer_lease(instance.id, attempt, max_seconds)) as lease:
         context = RunningStepContext(instance.id, step.id, None, instance.parameters, None, lease, attempt=attempt)
         try:
-            # A database restart while the inputs are read is no fault of the reduction: it runs again from
-            # the start once the database answers (its inputs are still there), under the same lease.
-            report = surviving_connection_loss(lambda: step.reduce(context, _inputs(instance.id, step.id, context)),
-                                               f"reducing job {instance.id}")
+            report = step.reduce(context, _inputs(instance.id, step.id, context))
         except JobCancelled:
             logger.info("job %s: reduction stopped by a cancel", instance.id)
             return

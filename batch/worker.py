@@ -222,11 +222,9 @@ def on_chunk_completed(chunk: WorkChunk, definition: JobDefinition, sink: ChunkS
     """COMPLETED (fenced by the claim token), and the job moved on if that was its last chunk; with
     `next_chunk`, the claim of that chunk made in the same statement."""
     if sink.pending:
-        # The last emitted chunks and the completion commit together; the sink keeps them until that commit,
-        # so a retry after a lost connection writes them again instead of completing the chunk without them.
         with transaction.atomic():
-            completed, claim = _complete(chunk, definition, records, warnings, next_chunk) if sink.flush() \
-                else (None, None)
+            sink.flush()
+            completed, claim = _complete(chunk, definition, records, warnings, next_chunk)
             if completed is None:
                 transaction.set_rollback(True)  # another claim owns the chunk now: its run counts, not ours
                 return None  # the next chunk's claim is rolled back with it

@@ -113,7 +113,7 @@ def check_request(request: HttpRequest, max_bytes: int) -> None:
     if not declared:
         return
     content_type = request.content_type or ""
-    if "json" in content_type:
+    if "json" in content_type or not content_type:  # no Content-Type: the FHIR API reads the body as JSON
         data = request.body
         check_text(data, "body")
         check_json(data)
