@@ -1,6 +1,6 @@
 """Bulk loading: NDJSON files (bulk-export layout, `Type.000.ndjson`) and transaction bundles (Synthea's).
 
-NDJSON files go through the BULK_IMPORT job's own code (`fhirstore.bulkimport`), run inline: streamed in
+NDJSON files go through the BULK_IMPORT job's own code (`fhirjobs.bulkimport`), run inline: streamed in
 chunks, `urn:uuid:` and conditional references resolved, unchanged resources left alone, a bad line
 reported with its file, line number and reason while the load goes on. Bundles are read whole (one
 patient each) and processed as transactions. Files load in reference order — Organizations, Locations and
@@ -148,7 +148,7 @@ class BulkLoader:
 def load_paths(paths: Iterable[str | Path], *, batch_size: int = LOAD_BATCH_SIZE,
                progress: Callable[[int], None] | None = None) -> LoadReport:
     """Load NDJSON files, bundle files and directories of them; `progress` is told of the bytes consumed."""
-    from fhirstore.bulkimport.services import (
+    from fhirjobs.bulkimport.services import (
         load_ndjson_files,  # the import job's path; it builds on this module
     )
 

@@ -9,7 +9,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from fhirstore.bulkimport import loader
+from fhirjobs.bulkimport import loader
 from fhirstore.loading import load_paths
 from fhirstore.models import Resource, TokenIndex
 from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, assert_every_reference_resolves, patient
