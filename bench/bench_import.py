@@ -116,7 +116,7 @@ def main() -> None:
 
 
 def seed(directory: Path) -> None:
-    from fhirstore.loading import load_paths
+    from fhirjobs.bulkimport.inline import load_paths
     from fhirstore.synthetic import generate_resources, patient_count_for, write_ndjson
 
     write_ndjson(generate_resources(patient_count_for(SEED_RESOURCES), seed=99), directory)

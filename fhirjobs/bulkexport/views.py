@@ -16,9 +16,8 @@ from fhirjobs.bulkexport.exceptions import TooManyExports
 from fhirjobs.bulkexport.files import gzipped
 from fhirjobs.bulkexport.parameters import Level, body_parameters, parse_export_request, query_parameters
 from fhirjobs.bulkexport.services import ExportState, delete_export, export_status, kick_off, open_export_file
-from fhirstore.http import (
-    FhirAccess, FhirView, base_url, informational, read_json_body, require_async, status_job_id, still_running,
-)
+from fhirjobs.common.http import informational, require_async, status_job_id, still_running
+from fhirstore.http import FhirAccess, FhirView, base_url, read_json_body
 from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,18 +21,9 @@ from django.utils import timezone
 from batch import control
 from batch.control import JobNotFound, JobSnapshot, JobStateConflict, JobStatus
 from fhirjobs.bulkimport.exceptions import ImportFailed, ImportNotFound
-from fhirjobs.bulkimport.loader import (
-    ChunkOutcome,
-    SourceLine,
-    drop_staged_ids,
-    load_lines,
-    stage_ids,
-)
 from fhirjobs.bulkimport.models import BulkImport, BulkSubmission, ImportIssue, LoadSummary, StagedId
 from fhirjobs.bulkimport.parameters import ImportRequest, SubmitRequest
-from fhirjobs.bulkimport.sources import READ_BLOCK, lines
 from fhirjobs.bulkimport.steps import BULK_IMPORT_JOB
-from fhirstore.loading import BadInput, LoadReport
 from fhirstore.ownership import owned_row
 
 ISSUE_PAGE = 1000  # error lines read per query while streaming the error NDJSON
@@ -235,40 +225,6 @@ def submission_status(user: AbstractBaseUser, submitter: str, submission_id: str
         "output": outputs, "error": errors})
 
 
-def load_ndjson_files(paths: Sequence[Path], report: LoadReport, *, chunk_size: int,
-                      progress: Callable[[int], None] | None = None) -> None:
-    """The BULK_IMPORT job's steps run inline on local files (`load_fhir`): the same staging of ids, the same
-    chunk loader, the same deferral of conditional references, without the batch engine's round trips.
-
-    Files are streamed chunk by chunk; only the deferred lines (conditional references whose target is in a
-    later file: rare, since files load in reference order) are held until the end.
-    """
-    import_id = BulkImport.objects.create(request_url="load_fhir").id  # known: the purge leaves its staged ids alone
-    try:
-        for path in paths:
-            for chunk in _chunks(path, chunk_size):
-                stage_ids(import_id, (line.content for line in chunk if line.content))
-        outcome = ChunkOutcome()
-        for path in paths:
-            for chunk in _chunks(path, chunk_size):
-                load_lines(chunk, import_id=import_id, defer_unresolved=True, outcome=outcome)
-                if progress:
-                    progress(sum(len(line.content or b"") + 1 for line in chunk))
-        deferred, outcome.deferred = outcome.deferred, []
-        for start in range(0, len(deferred), chunk_size):
-            load_lines(deferred[start:start + chunk_size], import_id=import_id, outcome=outcome)
-    finally:
-        drop_staged_ids(import_id)
-        BulkImport.objects.filter(id=import_id).delete()
-    for resource_type, counts in outcome.counts.items():
-        if counts["loaded"] + counts["unchanged"]:
-            report.counts[resource_type] += counts["loaded"] + counts["unchanged"]
-        if counts["unchanged"]:
-            report.unchanged[resource_type] += counts["unchanged"]
-    report.warnings.extend(outcome.warning_samples)
-    report.bad.extend(BadInput(issue.file, issue.line, issue.message) for issue in outcome.issues)
-
-
 STAGED_IDS_KEPT_AFTER_END = timedelta(days=1)  # a failed or cancelled import restarted within a day still has them
 
 
@@ -294,15 +250,3 @@ def purge_ended_imports(*, now: datetime | None = None) -> PurgeReport:
     report.staged_ids = StagedId.objects.filter(leftover).delete()[0]
     report.load_summaries = LoadSummary.objects.filter(leftover).delete()[0]
     return report
-
-
-def _chunks(path: Path, chunk_size: int) -> Iterator[list[SourceLine]]:
-    chunk: list[SourceLine] = []
-    with path.open("rb") as stream:
-        for line in lines(iter(lambda: stream.read(READ_BLOCK), b""), source=str(path)):
-            chunk.append(SourceLine(str(path), line.number, None if line.too_long else line.content))
-            if len(chunk) >= chunk_size:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk

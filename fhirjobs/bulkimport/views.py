@@ -28,10 +28,8 @@ from fhirjobs.bulkimport.services import (
     submission_status,
     submit,
 )
-from fhirstore.http import (
-    FhirAccess, FhirView, base_url, fhir_response, informational, read_json_body, require_async, status_job_id,
-    still_running,
-)
+from fhirjobs.common.http import informational, require_async, status_job_id, still_running
+from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
 from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
 

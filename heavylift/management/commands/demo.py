@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from batch.control import BatchError, follow_job, start_job
-from fhirstore.loading import load_paths
+from fhirjobs.bulkimport.inline import load_paths
 from fhirstore.models import Resource
 from jobsite.accounts import ensure_admin_user
 from jobsite.tokens import token_for

@@ -30,7 +30,8 @@ from batch.statuses import ChunkStatus, JobStatus
 from fhirjobs.bulkexport.models import BulkExport
 from fhirjobs.bulkexport.parameters import Level, parse_export_request
 from fhirjobs.bulkexport.services import kick_off
-from fhirstore.loading import BulkLoader, load_paths
+from fhirjobs.bulkimport.inline import load_paths
+from fhirstore.loading import BulkLoader
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirjobs.bulkexport.conftest import delete, observation, patient, store

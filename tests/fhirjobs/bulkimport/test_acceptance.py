@@ -24,7 +24,7 @@ from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
 from fhirjobs.bulkimport.parameters import ImportRequest
 from fhirjobs.bulkimport.services import kick_off
-from fhirstore.loading import load_paths
+from fhirjobs.bulkimport.inline import load_paths
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirstore.helpers import SYNTHEA_NDJSON

@@ -12,7 +12,8 @@ from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
-from fhirstore.loading import BulkLoader, load_paths
+from fhirjobs.bulkimport.inline import load_paths
+from fhirstore.loading import BulkLoader
 from fhirstore.models import CustomSearchParameter, Resource
 from fhirjobs.reindex.services import ReindexRequest, start_reindex
 from fhirstore.synthetic import generate_resources

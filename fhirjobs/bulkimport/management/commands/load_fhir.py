@@ -4,7 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from fhirstore.exceptions import InvalidRequest
-from fhirstore.loading import LOAD_BATCH_SIZE, LoadReport, load_paths, ordered_input_files
+from fhirjobs.bulkimport.inline import load_paths
+from fhirstore.loading import LOAD_BATCH_SIZE, ordered_input_files, print_report
 
 
 class Command(BaseCommand):
@@ -33,15 +34,3 @@ class Command(BaseCommand):
         print_report(self, report, time.monotonic() - started)
         if report.bad:
             raise CommandError(f"{len(report.bad)} inputs were rejected (listed above); everything else was loaded")
-
-
-def print_report(command: BaseCommand, report: LoadReport, seconds: float) -> None:
-    for resource_type, count in sorted(report.counts.items()):
-        unchanged = report.unchanged[resource_type]
-        command.stdout.write(f"{resource_type:<28}{count:>10}" + (f"  ({unchanged} unchanged)" if unchanged else ""))
-    rate = report.total / seconds if seconds > 0 else 0.0
-    command.stdout.write(f"{'total':<28}{report.total:>10}  in {seconds:.1f} s ({rate:,.0f} resources/s)")
-    for warning in report.warnings:
-        command.stderr.write(f"warning {warning}")
-    for bad in report.bad:
-        command.stderr.write(f"rejected {bad}")

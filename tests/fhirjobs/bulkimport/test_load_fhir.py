@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from fhirjobs.bulkimport import loader
-from fhirstore.loading import load_paths
+from fhirjobs.bulkimport.inline import load_paths
 from fhirstore.models import Resource, TokenIndex
 from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, assert_every_reference_resolves, patient
 
@@ -214,8 +214,8 @@ def test_generated_data_is_deterministic(tmp_path):
 
 
 def test_generated_data_loads_through_the_bulk_loader_with_references_resolved(tmp_path):
-    run("generate_fhir", "--patients", "4", "--seed", "3", "--output", str(tmp_path))
-    in_files = {path.name.split(".")[0]: sum(1 for _ in path.open()) for path in tmp_path.iterdir()}
+    run("generate_fhir", "--patients", "4", "--seed", "3", "--output", str(tmp_path / "generated"))
+    in_files = {path.name.split(".")[0]: sum(1 for _ in path.open()) for path in (tmp_path / "generated").iterdir()}
 
     output, _ = run("generate_fhir", "--patients", "4", "--seed", "3", "--batch-size", "50")
 
