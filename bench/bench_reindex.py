@@ -84,7 +84,8 @@ def main() -> None:
 def reindex(stack: FhirStack) -> dict:
     """A REINDEX of everything, with worker RSS sampled and reads timed while it runs."""
     from batch import control
-    from fhirjobs.reindex.services import ReindexRequest, start_reindex
+    from fhirjobs.reindex.parameters import ReindexRequest
+    from fhirjobs.reindex.services import start_reindex
 
     rss_samples: list[tuple[float, int]] = []  # (seconds since start, largest worker process RSS)
     loads: list[float] = []  # 1-minute load average, sampled with the RSS

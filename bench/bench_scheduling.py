@@ -105,12 +105,13 @@ class Exports:
     def top_up(self) -> None:
         """Replaces every finished export by a new one (a failed export raises ExportFailed)."""
         from fhirjobs.bulkexport.parameters import Level, parse_export_request
-        from fhirjobs.bulkexport.services import ExportState, delete_export, export_status, kick_off
+        from fhirjobs.bulkexport.services import delete_export, export_status, kick_off
+        from fhirjobs.common.status import State
 
         for user in self.users:
             export_id = self.running.get(user.pk)
             if export_id is not None:
-                if export_status(user, export_id).state is ExportState.RUNNING:
+                if export_status(user, export_id).state is State.RUNNING:
                     continue
                 delete_export(user, export_id)  # its files: the disk stays bounded however long the run
                 self.completed += 1

@@ -7,11 +7,13 @@ from typing import Any
 from batch.api import JobDefinition, JobDefinitionBuilder
 from fhirjobs.bulkexport.parameters import Level
 from fhirjobs.bulkexport.steps import (
-    BULK_EXPORT_JOB, create_report, expand_resources, fetch_resources, write_to_binaries,
+    create_report, expand_resources, fetch_resources, write_to_binaries,
 )
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.search import type_filter
+
+BULK_EXPORT_JOB = "BULK_EXPORT"  # the definition id: stored in every job row, never changes
 
 
 def _check(parameters: Mapping[str, Any]) -> Iterable[str]:

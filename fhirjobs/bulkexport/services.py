@@ -4,7 +4,6 @@ An export belongs to the user who started it: another user's export is "not foun
 """
 from __future__ import annotations
 
-import enum
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,12 +17,14 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from batch import control
-from batch.control import JobNotFound, JobSnapshot, JobStateConflict, JobStatus
+from batch.control import JobNotFound, JobStateConflict
+from fhirjobs.bulkexport.definition import BULK_EXPORT_JOB
 from fhirjobs.bulkexport.exceptions import ExportFailed, ExportFileNotFound, ExportNotFound, TooManyExports
 from fhirjobs.bulkexport.files import delete_files, open_file
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.parameters import ExportRequest
-from fhirjobs.bulkexport.steps import BULK_EXPORT_JOB, job_parameters
+from fhirjobs.bulkexport.steps import job_parameters
+from fhirjobs.common.status import State, job_status
 from fhirstore.ownership import owned_row
 from fhirstore.storage import settled_time
 
@@ -72,14 +73,9 @@ def _running_exports(user: AbstractBaseUser) -> QuerySet[BulkExport]:
     return BulkExport.objects.filter(owner=user, job_instance_id__in=control.unfinished_job_ids())
 
 
-class ExportState(enum.Enum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-
-
 @dataclass(frozen=True)
 class ExportStatus:
-    state: ExportState
+    state: State  # RUNNING or COMPLETED: the other states are errors
     progress: str  # X-Progress while running: short, for people
     manifest: dict[str, Any] | None = None
     expires_at: datetime | None = None
@@ -89,21 +85,19 @@ def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportS
     """Running or completed; ExportFailed for a failed export, ExportNotFound for a deleted, cancelled,
     expired or unknown one (or another user's)."""
     export = _owned_export(user, export_id)
-    try:
-        job = control.get_job(export.job_instance_id)
-    except JobNotFound:
-        raise ExportNotFound(f"Export {export_id} was cancelled") from None
-    if job.status == JobStatus.CANCELLED:
+    status = job_status(export.job_instance_id)
+    if status.state is State.CANCELLED:
         raise ExportNotFound(f"Export {export_id} was cancelled")
-    if job.status == JobStatus.FAILED:
+    if status.state is State.FAILED:
         control.discard_chunk_data([export.job_instance_id])
         raise ExportFailed(f"Export {export_id} failed: {export.failure}" if export.failure else
-                           f"Export {export_id} failed on the server (job {job.id}); an operator can see why")
-    if job.status == JobStatus.COMPLETED:
+                           f"Export {export_id} failed on the server (job {export.job_instance_id}); an operator "
+                           "can see why")
+    if status.state is State.COMPLETED:
         if export.expires_at is not None and export.expires_at <= timezone.now():
             raise ExportNotFound(f"Export {export_id} has expired")
-        return ExportStatus(ExportState.COMPLETED, "Completed", _in_spec_order(job.report), export.expires_at)
-    return ExportStatus(ExportState.RUNNING, _progress(job))
+        return ExportStatus(State.COMPLETED, status.progress, _in_spec_order(status.job.report), export.expires_at)
+    return ExportStatus(State.RUNNING, status.progress)
 
 
 def discard_ended_export_data() -> int:
@@ -116,17 +110,6 @@ def _in_spec_order(manifest: dict[str, Any]) -> dict[str, Any]:
     keys = ("transactionTime", "request", "requiresAccessToken", "output", "deleted", "error")
     return {**{key: manifest[key] for key in keys if key in manifest},
             "output": [{"type": item["type"], "url": item["url"], "count": item["count"]} for item in manifest["output"]]}
-
-
-def _progress(job: JobSnapshot) -> str:
-    if job.status == JobStatus.QUEUED:
-        return "Queued"
-    number, count, step_id = job.current_step_number, job.step_count, job.current_step
-    if job.status == JobStatus.FINALIZE:
-        return f"{step_id} (step {number} of {count})"
-    step = job.step(step_id or "")
-    return (f"{step_id}: {step.done} of {step.total} chunks done (step {number} of {count}), "
-            f"{job.combined_records_processed} records")
 
 
 def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:

@@ -19,10 +19,8 @@ same thing, so it rewrites the same chunks, file and row instead of adding any.
 """
 from __future__ import annotations
 
-import base64
 import json
 import uuid
-import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from fhirjobs.bulkexport.files import delete_files, file_path, write_file
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportRequest, Level
 from fhirjobs.bulkexport.selection import id_pages, type_filters_for
+from fhirjobs.common.chunks import pack, unpack
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.fhirdates import format_instant, parse_date_range
 from fhirstore.resource_types import RESOURCE_TYPES
@@ -47,7 +46,6 @@ from fhirstore.scan import (
     range_bodies_ndjson, row_range_bodies_ndjson, share_of_rows,
 )
 
-BULK_EXPORT_JOB = "BULK_EXPORT"
 # A whole-store walk pages by row id when the types asked for are at least this share of the rows: a row range
 # reads every row of its stretch of the table once (10,000 rows of all types: 59 ms, measured), a range of one
 # type's logical ids reads a third of that type's blocks (10,000 Observations of 200k resources: 124 ms).
@@ -209,19 +207,6 @@ def deletion_bundle(resource_type: str, logical_id: str) -> str:
     """One line of a `deleted` file: "a FHIR Bundle with a type of transaction", its entry a DELETE request."""
     return json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"request": {"method": "DELETE", "url": f"{resource_type}/{logical_id}"}}]}, separators=(",", ":"))
-
-
-def pack(text: str) -> str:
-    """Text compressed for a chunk's data: NDJSON ~5x smaller, and a page of ids one string instead of 1,000.
-
-    Less to write into and read back from the chunk table, and less held by the engine while it buffers the
-    fetch step's chunks (500 of them). Level 1: ~10 ms for 1,000 resources; higher levels cost more than they save.
-    """
-    return base64.b64encode(zlib.compress(text.encode(), 1)).decode("ascii")
-
-
-def unpack(packed: str) -> bytes:
-    return zlib.decompress(base64.b64decode(packed))
 
 
 def elements_of(resource_type: str, elements: Iterable[str]) -> frozenset[str]:

@@ -15,8 +15,9 @@ from django.utils.http import http_date
 from fhirjobs.bulkexport.exceptions import TooManyExports
 from fhirjobs.bulkexport.files import gzipped
 from fhirjobs.bulkexport.parameters import Level, body_parameters, parse_export_request, query_parameters
-from fhirjobs.bulkexport.services import ExportState, delete_export, export_status, kick_off, open_export_file
+from fhirjobs.bulkexport.services import delete_export, export_status, kick_off, open_export_file
 from fhirjobs.common.http import informational, require_async, status_job_id, still_running
+from fhirjobs.common.status import State
 from fhirstore.http import FhirAccess, FhirView, base_url, read_json_body
 from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
@@ -81,7 +82,7 @@ class GroupKickOffView(KickOffView):
 class ExportStatusView(BulkExportView):
     def get(self, request):
         status = export_status(request.user, status_job_id(request))
-        if status.state is ExportState.RUNNING:
+        if status.state is State.RUNNING:
             return still_running(status.progress, RETRY_AFTER_SECONDS)
         response = HttpResponse(json.dumps(status.manifest), content_type="application/json")
         if status.expires_at is not None:

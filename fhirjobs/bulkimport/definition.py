@@ -8,7 +8,6 @@ from batch.api import JobDefinition, JobDefinitionBuilder
 from fhirjobs.bulkimport.exceptions import InvalidImportRequest
 from fhirjobs.bulkimport.sources import check_source
 from fhirjobs.bulkimport.steps import (
-    BULK_IMPORT_JOB,
     fetch_file,
     fetch_files,
     list_files,
@@ -16,6 +15,8 @@ from fhirjobs.bulkimport.steps import (
     load_resources,
     report,
 )
+
+BULK_IMPORT_JOB = "BULK_IMPORT"  # the definition id: stored in every job row, never changes
 
 
 def _check(parameters: Mapping[str, Any]) -> Iterable[str]:

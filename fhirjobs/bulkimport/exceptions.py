@@ -19,6 +19,13 @@ class ImportFailed(FhirStoreError):
     issue_code = "exception"
 
 
+class InvalidSubmission(ImportFailed):
+    """A `$bulk-submit` the submission's state refuses (more manifests for a completed one, among others)."""
+
+    status = 400
+    issue_code = "invalid"
+
+
 class SourceUnavailable(Exception):
     """A source could not be read; `retryable` when trying again later may help (network, 5xx, 429)."""
 

@@ -1,10 +1,10 @@
-"""The bulk import as plain functions: kick-off, status, cancel, error lines, Bulk Submit. Views are thin over these.
+"""The bulk import as plain functions: kick-off, status, cancel, error lines, purge. Views are thin over these.
+Bulk Submit, which starts imports, is in `submission`; the steps run inline for `load_fhir` in `inline`.
 
 An import belongs to the user who started it: another user's import is "not found" to them.
 """
 from __future__ import annotations
 
-import enum
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,11 +19,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from batch import control
-from batch.control import JobNotFound, JobSnapshot, JobStateConflict, JobStatus
+from batch.control import JobNotFound, JobStateConflict
+from fhirjobs.bulkimport.definition import BULK_IMPORT_JOB
 from fhirjobs.bulkimport.exceptions import ImportFailed, ImportNotFound
 from fhirjobs.bulkimport.models import BulkImport, BulkSubmission, ImportIssue, LoadSummary, StagedId
-from fhirjobs.bulkimport.parameters import ImportRequest, SubmitRequest
-from fhirjobs.bulkimport.steps import BULK_IMPORT_JOB
+from fhirjobs.bulkimport.parameters import ImportRequest
+from fhirjobs.common.status import State, job_status
 from fhirstore.ownership import owned_row
 
 ISSUE_PAGE = 1000  # error lines read per query while streaming the error NDJSON
@@ -51,14 +52,9 @@ def kick_off(user: AbstractBaseUser | None, request: ImportRequest, *, base_url:
                                          manifest_url=request.manifest_url)
 
 
-class ImportState(enum.Enum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-
-
 @dataclass(frozen=True)
 class ImportStatus:
-    state: ImportState
+    state: State  # RUNNING or COMPLETED: the other states are errors
     progress: str  # X-Progress while running
     report: dict[str, Any] | None = None
 
@@ -70,26 +66,16 @@ def import_status(user: AbstractBaseUser, import_id: uuid.UUID | str) -> ImportS
 
 
 def status_of(bulk_import: BulkImport) -> ImportStatus:
-    try:
-        job = control.get_job(bulk_import.job_instance_id)
-    except JobNotFound:
-        raise ImportNotFound(f"Import {bulk_import.id} is not known any more") from None
-    if job.status == JobStatus.CANCELLED:
+    status = job_status(bulk_import.job_instance_id)
+    if status.job is None:
+        raise ImportNotFound(f"Import {bulk_import.id} is not known any more")
+    if status.state is State.CANCELLED:
         raise ImportNotFound(f"Import {bulk_import.id} was cancelled")
-    if job.status == JobStatus.FAILED:
-        raise ImportFailed(f"Import {bulk_import.id} failed: {job.error_message or 'unknown error'}")
-    if job.status == JobStatus.COMPLETED:
-        return ImportStatus(ImportState.COMPLETED, "Completed", job.report)
-    return ImportStatus(ImportState.RUNNING, _progress(job))
-
-
-def _progress(job: JobSnapshot) -> str:
-    if job.status == JobStatus.QUEUED:
-        return "Queued"
-    number, count, step_id = job.current_step_number, job.step_count, job.current_step
-    step = job.step(step_id or "")
-    return (f"{step_id}: {step.done} of {step.total} chunks done (step {number} of {count}), "
-            f"{job.combined_records_processed} records")
+    if status.state is State.FAILED:
+        raise ImportFailed(f"Import {bulk_import.id} failed: {status.job.error_message or 'unknown error'}")
+    if status.state is State.COMPLETED:
+        return ImportStatus(State.COMPLETED, status.progress, status.job.report)
+    return ImportStatus(State.RUNNING, status.progress)
 
 
 def report_outcome(report: dict[str, Any]) -> dict[str, Any]:
@@ -151,78 +137,6 @@ def _after(file: str, line: int | None, issue_id: int) -> Q:
 
 def _owned_import(user: AbstractBaseUser, import_id: uuid.UUID | str, *, lock: bool = False) -> BulkImport:
     return owned_row(BulkImport.objects.all(), user, import_id, noun="import", not_found=ImportNotFound, lock=lock)
-
-
-def submit(user: AbstractBaseUser, request: SubmitRequest, *, base_url: str) -> BulkSubmission:
-    """`$bulk-submit`: add manifests to a submission (each becomes a BULK_IMPORT job) or change its status.
-
-    An aborted submission cancels the imports it started."""
-    with transaction.atomic():
-        submission, _ = BulkSubmission.objects.select_for_update().get_or_create(
-            submitter=request.submitter, submission_id=request.submission_id, defaults={"owner": user})
-        if submission.owner_id != user.pk:
-            raise ImportNotFound("This submission belongs to another user")
-        if submission.status != "in-progress" and request.manifest_urls:
-            raise InvalidSubmission(f"Submission {request.submission_id} is {submission.status}: no more manifests")
-        known = set(submission.imports.values_list("manifest_url", flat=True))
-        for manifest_url in request.manifest_urls:
-            if manifest_url not in known:  # a repeated request adds nothing
-                kick_off(user, ImportRequest(headers=request.headers, manifest_url=manifest_url), base_url=base_url,
-                         request_url=manifest_url, submission=submission)
-        submission.status = request.status
-        submission.save(update_fields=["status"])
-        if request.status == "entered-in-error":
-            for job_instance_id in submission.imports.values_list("job_instance_id", flat=True):
-                try:
-                    control.cancel_job(job_instance_id)
-                except (JobStateConflict, JobNotFound):
-                    pass
-    return submission
-
-
-class InvalidSubmission(ImportFailed):
-    status = 400
-    issue_code = "invalid"
-
-
-@dataclass(frozen=True)
-class SubmissionStatus:
-    state: ImportState
-    progress: str
-    manifest: dict[str, Any] | None = None
-
-
-def submission_status(user: AbstractBaseUser, submitter: str, submission_id: str) -> SubmissionStatus:
-    """Running until the provider marked it completed and every import ended; then a status manifest."""
-    submission = BulkSubmission.objects.filter(submitter=submitter, submission_id=submission_id,
-                                               owner_id=user.pk).first()
-    if submission is None:
-        raise ImportNotFound(f"Submission {submission_id} of {submitter} is not known")
-    imports = list(submission.imports.order_by("created"))
-    outputs, errors, running = [], [], 0
-    for bulk_import in imports:
-        try:
-            status = status_of(bulk_import)
-        except (ImportFailed, ImportNotFound) as error:
-            errors.append({"type": "OperationOutcome", "manifestUrl": bulk_import.manifest_url,
-                           "diagnostics": error.message})
-            continue
-        if status.state is ImportState.RUNNING:
-            running += 1
-            continue
-        for resource_type, counts in status.report["counts"].items():
-            outputs.append({"type": resource_type, "manifestUrl": bulk_import.manifest_url,
-                            "count": counts["loaded"] + counts["unchanged"]})
-        if status.report.get("error_file"):
-            errors.append({"type": "OperationOutcome", "url": status.report["error_file"],
-                           "manifestUrl": bulk_import.manifest_url, "count": status.report["errors"]})
-    if submission.status == "in-progress" or running:
-        return SubmissionStatus(ImportState.RUNNING, f"{len(imports) - running} of {len(imports)} manifests imported"
-                                + ("" if submission.status != "in-progress" else "; the submission is open"))
-    return SubmissionStatus(ImportState.COMPLETED, "Completed", {
-        "transactionTime": submission.created.isoformat(), "submissionId": submission.submission_id,
-        "submitter": submission.submitter, "status": submission.status, "requiresAccessToken": True,
-        "output": outputs, "error": errors})
 
 
 STAGED_IDS_KEPT_AFTER_END = timedelta(days=1)  # a failed or cancelled import restarted within a day still has them

@@ -17,12 +17,10 @@ no new version), and replaces its issues.
 """
 from __future__ import annotations
 
-import base64
 import itertools
 import logging
 import time
 import uuid
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -41,11 +39,11 @@ from fhirjobs.bulkimport.loader import (
 )
 from fhirjobs.bulkimport.models import BulkImport, ImportIssue, LoadSummary
 from fhirjobs.bulkimport.sources import Line, check_source, lines, open_blocks
+from fhirjobs.common.chunks import pack, unpack
 from fhirstore.loading import LOAD_ORDER
 
 logger = logging.getLogger(__name__)
 
-BULK_IMPORT_JOB = "BULK_IMPORT"
 RETRY_BACKOFF_SECONDS = 1.0  # the first wait before reading a failed source again; doubled each time
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
@@ -216,12 +214,3 @@ def _record_issues(context: StepContext, outcome: ChunkOutcome) -> None:
     ImportIssue.objects.filter(chunk_id=context.chunk_id).delete()
     ImportIssue.objects.bulk_create(ImportIssue(import_id=import_id, chunk_id=context.chunk_id, file=issue.file,
                                                 line=issue.line, message=issue.message) for issue in outcome.issues)
-
-
-def pack(content: bytes) -> str:
-    """Lines compressed for a chunk's data (~5x smaller in the chunk table); level 1 costs least per byte saved."""
-    return base64.b64encode(zlib.compress(content, 1)).decode("ascii")
-
-
-def unpack(packed: str) -> bytes:
-    return zlib.decompress(base64.b64decode(packed))

@@ -18,17 +18,16 @@ from fhirjobs.bulkimport.parameters import (
     parse_submit_request,
 )
 from fhirjobs.bulkimport.services import (
-    ImportState,
     can_import,
     cancel_import,
     error_lines,
     import_status,
     kick_off,
     report_outcome,
-    submission_status,
-    submit,
 )
+from fhirjobs.bulkimport.submission import submission_status, submit
 from fhirjobs.common.http import informational, require_async, status_job_id, still_running
+from fhirjobs.common.status import State
 from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
 from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
@@ -62,7 +61,7 @@ class ImportKickOffView(BulkImportView):
 class ImportStatusView(BulkImportView):
     def get(self, request):
         status = import_status(request.user, status_job_id(request))
-        if status.state is ImportState.RUNNING:
+        if status.state is State.RUNNING:
             return still_running(status.progress, RETRY_AFTER_SECONDS)
         return fhir_response(report_outcome(status.report))
 
@@ -87,7 +86,7 @@ class BulkSubmitStatusView(BulkImportView):
     def post(self, request):
         submitter, submission_id = parse_submission_key(read_json_body(request))
         status = submission_status(request.user, submitter, submission_id)
-        if status.state is ImportState.RUNNING:
+        if status.state is State.RUNNING:
             return still_running(status.progress, RETRY_AFTER_SECONDS)
         return HttpResponse(json.dumps(status.manifest), content_type="application/json")
 

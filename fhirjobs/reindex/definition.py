@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from batch.api import CompletedJob, JobDefinition, JobDefinitionBuilder
 from fhirstore.custom_params import reindex_completed
-from fhirjobs.reindex.steps import REINDEX_JOB, generate_ranges, load_ids, reindex, request_problems
+from fhirjobs.common.ranges import generate_ranges, load_ids, url_problems
+from fhirjobs.reindex.steps import reindex
+
+REINDEX_JOB = "REINDEX"  # the definition id: stored in every job row, never changes
 
 
 def _completed(job: CompletedJob) -> None:
@@ -19,7 +22,7 @@ REINDEX: JobDefinition = (
                description="resources per chunk of the reindex step (and per transaction)")
     .parameter("search_parameters", list, default=[], items=str,
                description="codes of the parameters whose rows to rebuild; none: all of the resource's")
-    .validate_with(request_problems)
+    .validate_with(url_problems)  # codes are not checked: rebuilding a deleted parameter's rows removes them
     .on_completion(_completed)
     .first_step("generate-ranges", generate_ranges, "splits each url's resources into id ranges, one chunk each")
     .intermediate_step("load-ids", load_ids, "the matching ids of one range, one chunk per batch_size ids")

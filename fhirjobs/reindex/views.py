@@ -10,8 +10,8 @@ from __future__ import annotations
 from django.urls import reverse
 
 from fhirstore.http import FhirAccess, FhirView, fhir_response, read_json_body
-from fhirjobs.reindex.services import REINDEX_PERMISSION, dry_run, dry_run_parameters, parse_reindex_parameters, \
-    start_reindex
+from fhirjobs.reindex.parameters import dry_run_parameters, parse_reindex_parameters
+from fhirjobs.reindex.services import REINDEX_PERMISSION, dry_run, start_reindex
 from jobsite.auth import TokenHasScope, is_operator
 from jobsite.models import Scope
 

@@ -15,7 +15,8 @@ from batch.statuses import ChunkStatus, JobStatus
 from fhirjobs.bulkimport.inline import load_paths
 from fhirstore.loading import BulkLoader
 from fhirstore.models import CustomSearchParameter, Resource
-from fhirjobs.reindex.services import ReindexRequest, start_reindex
+from fhirjobs.reindex.parameters import ReindexRequest
+from fhirjobs.reindex.services import start_reindex
 from fhirstore.synthetic import generate_resources
 from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_outcome
 from tests.fhirjobs.reindex.conftest import BIRTH_SEX, INDEX_TABLES, index_snapshot, patient, search_parameter, store

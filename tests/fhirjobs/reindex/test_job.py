@@ -12,7 +12,8 @@ from batch.control import JobStatus
 from fhirstore.models import Resource, TokenIndex
 from fhirstore.synthetic import generate_resources
 from fhirstore.storage import Write, save_resources
-from fhirjobs.reindex.services import ReindexRequest, start_reindex
+from fhirjobs.reindex.parameters import ReindexRequest
+from fhirjobs.reindex.services import start_reindex
 from jobsite.tokens import token_for
 from tests.fhirstore.helpers import FhirClient, assert_outcome
 from tests.fhirjobs.reindex.conftest import INDEX_TABLES, index_snapshot, patient, store

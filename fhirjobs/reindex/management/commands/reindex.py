@@ -4,7 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from batch.control import BatchError, JobStatus, follow_job
 from fhirstore.exceptions import FhirStoreError
-from fhirjobs.reindex.services import ReindexRequest, start_reindex
+from fhirjobs.reindex.parameters import ReindexRequest
+from fhirjobs.reindex.services import start_reindex
 
 
 class Command(BaseCommand):
