@@ -7,8 +7,8 @@ in an import). The shell's commands (`load_fhir`, `generate_fhir`) are the serve
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from fhirstore.exceptions import Forbidden
 
@@ -18,13 +18,24 @@ MANAGE_PERMISSION = "fhirstore.manage_search_parameters"
 
 @dataclass(frozen=True)
 class WriteAuthority:
-    """The caller's standing, decided once at the edge (a request, an import's owner) and checked in storage."""
+    """The caller's standing, decided at the edge (a request, an import's owner) and checked in storage.
 
-    manages_search_parameters: bool
+    `manages_search_parameters` may be a function, asked (once) only when a guarded type is written: a
+    request's permission lookup costs two queries, which a write of a Patient need not pay."""
+
+    manages_search_parameters: bool | Callable[[], bool]
     caller: str = ""  # named in the refusal, for the error line of an import
+    _decided: list[bool] = field(default_factory=list, compare=False, repr=False)
+
+    def manages(self) -> bool:
+        """Whether the caller may write SearchParameters (the function asked at most once)."""
+        if not self._decided:
+            decide = self.manages_search_parameters
+            self._decided.append(bool(decide() if callable(decide) else decide))
+        return self._decided[0]
 
     def may_write(self, resource_type: str) -> bool:
-        return resource_type not in GUARDED_TYPES or self.manages_search_parameters
+        return resource_type not in GUARDED_TYPES or self.manages()
 
     def check(self, resource_types: Iterable[str]) -> None:
         """Forbidden (403) when one of these types is not the caller's to write."""

@@ -153,5 +153,6 @@ def wants_minimal(request) -> bool:
 def write_authority(request) -> WriteAuthority:
     """The caller's authority for `storage`: SearchParameters change what every write indexes and start reindex
     jobs, so they are for operators or users granted the permission `fhirstore.manage_search_parameters`."""
-    return WriteAuthority(manages_search_parameters=bool(is_operator(request) or request.user.has_perm(MANAGE_PERMISSION)),
-                          caller=request.user.get_username())
+    return WriteAuthority(
+        manages_search_parameters=lambda: bool(is_operator(request) or request.user.has_perm(MANAGE_PERMISSION)),
+        caller=request.user.get_username())

@@ -53,7 +53,7 @@ def kick_off(user: AbstractBaseUser | None, request: ImportRequest, *, authority
         return BulkImport.objects.create(id=import_id, owner=user, job_instance_id=job.id, request_url=request_url,
                                          request_headers=request.headers, submission=submission,
                                          manifest_url=request.manifest_url,
-                                         manages_search_parameters=authority.manages_search_parameters)
+                                         manages_search_parameters=authority.manages())
 
 
 @dataclass(frozen=True)
