@@ -52,7 +52,6 @@ _wrapped = False
 def _re2_matches(ctx, coll, regex):
     """FHIRPath `matches` on RE2 (fhirpathpy's own, with `re.DOTALL`, otherwise)."""
     import re2
-
     from fhirpathpy.engine.invocations.strings import ensure_string_singleton
 
     if not regex or not coll:
@@ -65,7 +64,6 @@ def _re2_matches(ctx, coll, regex):
 def _re2_replace_matches(ctx, coll, regex, repl):
     """FHIRPath `replaceMatches` on RE2; `$1` in the replacement is the first group, as fhirpathpy reads it."""
     import re2
-
     from fhirpathpy.engine.invocations.strings import ensure_string_singleton
 
     string = ensure_string_singleton(coll)
@@ -105,7 +103,9 @@ def bounded_fhirpath() -> None:
 def compile_bounded(expression: str) -> Callable[[dict], list]:
     """A FHIRPath expression as a function of a resource (R4 model: choice types such as `value` resolve),
     each call within MAX_VALUES and MAX_SECONDS (`ExpressionTooCostly` past them)."""
-    from fhirpathpy import compile as compile_fhirpath  # ~0.2 s to import: only processes that index load it
+    from fhirpathpy import (
+        compile as compile_fhirpath,  # ~0.2 s to import: only processes that index load it
+    )
     from fhirpathpy.models import models
 
     bounded_fhirpath()

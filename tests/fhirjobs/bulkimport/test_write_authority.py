@@ -9,8 +9,8 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.db import transaction
 
-from fhirstore.authority import CLIENT, SERVER
 from fhirjobs.bulkimport.models import ImportIssue
+from fhirstore.authority import CLIENT, SERVER
 from fhirstore.exceptions import Forbidden
 from fhirstore.models import CustomSearchParameter, Resource
 from fhirstore.storage import (
