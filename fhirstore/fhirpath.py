@@ -103,9 +103,8 @@ def bounded_fhirpath() -> None:
 def compile_bounded(expression: str) -> Callable[[dict], list]:
     """A FHIRPath expression as a function of a resource (R4 model: choice types such as `value` resolve),
     each call within MAX_VALUES and MAX_SECONDS (`ExpressionTooCostly` past them)."""
-    from fhirpathpy import (
-        compile as compile_fhirpath,  # ~0.2 s to import: only processes that index load it
-    )
+    # ~0.2 s to import: only processes that index load it
+    from fhirpathpy import compile as compile_fhirpath
     from fhirpathpy.models import models
 
     bounded_fhirpath()
