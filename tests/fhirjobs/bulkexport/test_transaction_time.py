@@ -209,8 +209,12 @@ class _Context:
 
 
 def _run_fetch(parameters: dict) -> list[dict]:
+    """The fetch step as the export's own job runs it (a job writes only the export it was started for)."""
+    from fhirjobs.bulkexport.models import BulkExport
+
     sink = _Sink()
-    fetch_resources(_Context(parameters), sink)
+    job_id = BulkExport.objects.get(id=parameters["export_id"]).job_instance_id
+    fetch_resources(_Context(parameters, instance_id=job_id), sink)
     return sink.emitted
 
 
