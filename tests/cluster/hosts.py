@@ -56,14 +56,7 @@ import psycopg
 import pytest
 
 from tests.faults import postgres_system_user
-from tests.processes import (
-    PROJECT_DIR,
-    STARTUP_TIMEOUT,
-    Process,
-    process_logs,
-    stop_all,
-    wait_until,
-)
+from tests.processes import PROJECT_DIR, STARTUP_TIMEOUT, Process, process_logs, stop_all, wait_until
 
 CLAIM_DIRECTORY = Path("/run/heavylift-cluster")  # one file per subnet in use: the owning pid, the host holders
 SUBNETS = range(77, 100)  # 10.231.N.0/24: a corner of 10/8 nothing else on a test machine is likely to use
@@ -123,6 +116,11 @@ def _ip(*args: str) -> None:
     done = subprocess.run(["ip", *args], check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0:
         raise ClusterError(f"ip {' '.join(args)}: {done.stdout.strip()}")
+
+
+def _delete_bridge(bridge: str) -> None:
+    """Delete the bridge if it exists (the veths plugged into it went with their namespaces)."""
+    subprocess.run(["ip", "link", "del", bridge], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _alive(pid: int) -> bool:
@@ -213,9 +211,10 @@ class Host:
         _ip("link", "add", interface, "type", "veth", "peer", "name", inside)
         _ip("link", "set", inside, "netns", str(self.holder.pid))
         _ip("link", "set", interface, "master", cluster.bridge, "up")
+        disk, data_path = shlex.quote(str(self.disk)), shlex.quote(str(cluster.data_path))
         self._as_root(["sh", "-c", (f"ip link set lo up && ip link set {inside} name eth0 && "
                                     f"ip addr add {address}/24 dev eth0 && ip link set eth0 up && hostname {name} && "
-                                    f"mount --bind {shlex.quote(str(self.disk))} {shlex.quote(str(cluster.data_path))}")])
+                                    f"mount --bind {disk} {data_path}")])
 
     # --- Running things on the host -------------------------------------------------------------------
     def enter(self, user: str | None = None) -> list[str]:
@@ -354,7 +353,8 @@ class Cluster:
                 cluster.destroy()
                 raise
             return cluster
-        raise ClusterError(f"no free subnet among 10.231.{SUBNETS.start}-{SUBNETS.stop - 1}.0/24 (see {CLAIM_DIRECTORY})")
+        raise ClusterError(f"no free subnet among 10.231.{SUBNETS.start}-{SUBNETS.stop - 1}.0/24 "
+                           f"(claims in {CLAIM_DIRECTORY})")
 
     def __enter__(self) -> Self:
         return self
@@ -370,7 +370,7 @@ class Cluster:
                 host.destroy()
             except (ClusterError, OSError, subprocess.SubprocessError) as error:
                 errors.append(f"host {host.name}: {error}")
-        subprocess.run(["ip", "link", "del", self.bridge], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _delete_bridge(self.bridge)
         shutil.rmtree(self.directory, ignore_errors=True)
         self.claim.unlink(missing_ok=True)
         if errors:
@@ -465,7 +465,7 @@ def _clear_stale_claim(claim: Path, subnet: int) -> None:
                 errors="replace"):
             _kill_host_processes(holder)
             os.kill(holder, signal.SIGKILL)
-    subprocess.run(["ip", "link", "del", f"hlc{subnet}"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _delete_bridge(f"hlc{subnet}")
     for leftover in Path(tempfile.gettempdir()).glob(f"heavylift-cluster-{subnet}-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     claim.unlink(missing_ok=True)
