@@ -27,6 +27,7 @@ API (fault scenarios build on it; see tests/cluster/test_cluster.py for a whole 
         w1.cut(); w1.heal()                            # cable out / back in: packets silently lost, no RST
         w1.power_off()                                 # cable out + SIGKILL of everything running on it
         w1.power_on()                                  # cable back in (start its processes again yourself)
+        w1.pids()                                      # every process running on the host
 
 `cluster.settings` are the settings every host shares (database, Redis, secret key, data path, …); a host's
 keyword arguments add to or override them for its processes (`host.settings`). `host.disk` is the host's
@@ -118,9 +119,9 @@ def _ip(*args: str) -> None:
         raise ClusterError(f"ip {' '.join(args)}: {done.stdout.strip()}")
 
 
-def _delete_bridge(bridge: str) -> None:
-    """Delete the bridge if it exists (the veths plugged into it went with their namespaces)."""
-    subprocess.run(["ip", "link", "del", bridge], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _delete_link(name: str) -> None:
+    """Delete the interface (a bridge, a veth) if it exists."""
+    subprocess.run(["ip", "link", "del", name], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _alive(pid: int) -> bool:
@@ -204,6 +205,17 @@ class Host:
                                         "bash", "-c", f"exec -a {HOLDER_MARKER} sleep infinity"],
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         cluster.record_holder(self.holder.pid)
+        try:
+            self._plug_in(cluster)
+        except BaseException:
+            self.holder.kill()
+            self.holder.wait(10)
+            _delete_link(interface)  # if it never made it into the namespace
+            raise
+
+    def _plug_in(self, cluster: Cluster) -> None:
+        """Wait for the namespaces, give the host its cable, address, hostname and disk."""
+        address, name, interface = self.address, self.name, self.interface
         wait_until(lambda: _network_namespace(self.holder.pid) != _network_namespace(os.getpid())
                    and HOLDER_MARKER in Path(f"/proc/{self.holder.pid}/cmdline").read_text(), 10,
                    message=f"host {name}'s namespaces")
@@ -251,10 +263,11 @@ class Host:
                                f"{done.stdout[-2000:]}{done.stderr[-3000:]}")
         return done.stdout
 
-    def start(self, entry: str, **extra: str) -> HostProcess:
+    def start(self, entry: str, *arguments: str, **extra: str) -> HostProcess:
         """Start the Procfile's `entry` (web, worker, beat, scheduler, flower) on this host, as `sh -c` would
-        (the command's `${BIND_ADDRESS:-…}` expands from the host's settings). Wait with `wait_until_ready`."""
-        command = procfile()[entry]
+        (the command's `${BIND_ADDRESS:-…}` expands from the host's settings), `arguments` appended (a
+        benchmark's `--include bench.tasks`). Wait with `wait_until_ready`."""
+        command = f"{procfile()[entry]} {shlex.join(arguments)}".strip()
         return self._started(HostProcess(self, ["sh", "-c", f"exec {command}"], self.environment(**extra), entry))
 
     def start_program(self, argv: Sequence[str], name: str, user: str | None = None, **extra: str) -> HostProcess:
@@ -269,6 +282,10 @@ class Host:
     def stop(self, processes: Iterable[HostProcess] | None = None, timeout: float = 15) -> None:
         """SIGTERM (a warm shutdown), SIGKILL after `timeout`: the given processes, or all of this host's."""
         stop_all(list(self.processes if processes is None else processes), timeout)
+
+    def pids(self) -> list[int]:
+        """Every process running on this host now (whoever started it)."""
+        return _pids_in_namespace_of(self.holder.pid)
 
     def url(self, path: str = "/", port: int = WEB_PORT) -> str:
         return f"http://{self.address}:{port}{path}"
@@ -370,7 +387,7 @@ class Cluster:
                 host.destroy()
             except (ClusterError, OSError, subprocess.SubprocessError) as error:
                 errors.append(f"host {host.name}: {error}")
-        _delete_bridge(self.bridge)
+        _delete_link(self.bridge)
         shutil.rmtree(self.directory, ignore_errors=True)
         self.claim.unlink(missing_ok=True)
         if errors:
@@ -389,7 +406,9 @@ class Cluster:
         if not re.match(r"^[a-z][a-z0-9-]{0,30}$", name) or name in self.hosts:
             raise ClusterError(f"host name {name!r}: a new lowercase hostname")
         number = FIRST_HOST_ADDRESS + len(self.hosts)
-        host = Host(self, name, self.address(number), f"{self.bridge}-{number}", settings)
+        # A name of its own each time: a removed host's veth outlives it while the kernel frees its namespace
+        # (its killed processes' TCP connections linger there), so a name reused at once may still be taken.
+        host = Host(self, name, self.address(number), f"hlv{secrets.token_hex(4)}", settings)
         self.hosts[name] = host
         return host
 
@@ -465,7 +484,7 @@ def _clear_stale_claim(claim: Path, subnet: int) -> None:
                 errors="replace"):
             _kill_host_processes(holder)
             os.kill(holder, signal.SIGKILL)
-    _delete_bridge(f"hlc{subnet}")
+    _delete_link(f"hlc{subnet}")
     for leftover in Path(tempfile.gettempdir()).glob(f"heavylift-cluster-{subnet}-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     claim.unlink(missing_ok=True)
