@@ -25,6 +25,7 @@ API (fault scenarios build on it; see tests/cluster/test_cluster.py for a whole 
         w1.run(["python", "manage.py", "…"])           # a one-off command on that host (raises on failure)
         w1.start_program(["python", "-m", "http.server"], name="files")   # any other process on the host
         w1.cut(); w1.heal()                            # cable out / back in: packets silently lost, no RST
+        w1.cut_from(db, 5432); w1.heal_from(db, 5432)  # a partition from one host (one TCP port of it) only
         w1.power_off()                                 # cable out + SIGKILL of everything running on it
         w1.power_on()                                  # cable back in (start its processes again yourself)
         w1.pids()                                      # every process running on the host
@@ -69,6 +70,9 @@ REDIS_PORT = 6379
 DATABASE = "heavylift"
 ADMIN = "cluster-admin"
 HOLDER_MARKER = "heavylift-cluster-host"  # in every holder's argv, so stale cleanup kills only holders
+DEAD_END_ADDRESS = 254  # an address on the subnet that no host has: cut_from sends packets to it
+DEAD_END_MAC = "02:00:00:00:00:fe"  # and to this MAC address, which no interface has: the bridge floods, nobody takes
+DEAD_END_TABLE = 231  # the routing table (and rule priority) of those routes, inside a host's namespace
 READY_OUTPUT = {"worker": " ready.", "scheduler": " ready.", "beat": "beat: Starting...", "flower": "Visit me at"}
 
 
@@ -298,6 +302,24 @@ class Host:
 
     def heal(self) -> None:
         _ip("link", "set", self.interface, "master", self.cluster.bridge)
+
+    def cut_from(self, other: Host, port: int | None = None) -> None:
+        """Lose, silently, what this host sends to `other` (to its TCP `port` only, if given: PostgreSQL's
+        5432, Redis's 6379), as a partition between the two; the rest of its traffic flows. Its packets go
+        to a neighbour that does not exist (a policy route; no firewall needed), so no RST or ICMP tells
+        either side; what `other` sends still arrives, but this host's answers are lost too."""
+        table, dead_end = DEAD_END_TABLE, self.cluster.address(DEAD_END_ADDRESS)
+        self._as_root(["sh", "-c", (
+            f"ip neigh replace {dead_end} lladdr {DEAD_END_MAC} nud permanent dev eth0 && "
+            f"ip route replace {other.address}/32 via {dead_end} dev eth0 table {table} && "
+            f"ip rule add {self._rule(other, port)} table {table} priority {table}")])
+
+    def heal_from(self, other: Host, port: int | None = None) -> None:
+        self._as_root(["sh", "-c", f"ip rule del {self._rule(other, port)} table {DEAD_END_TABLE}"])
+
+    @staticmethod
+    def _rule(other: Host, port: int | None) -> str:
+        return f"to {other.address}/32" + (f" ipproto tcp dport {port}" if port is not None else "")
 
     def power_off(self) -> None:
         """Cable out, then SIGKILL everything running on the host: its peers see silence, as after a power
