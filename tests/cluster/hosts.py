@@ -208,7 +208,7 @@ class Host:
         self.holder = subprocess.Popen(["unshare", "--net", "--uts", "--mount", "--propagation", "private", "--",
                                         "bash", "-c", f"exec -a {HOLDER_MARKER} sleep infinity"],
                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        cluster.record_holder(self.holder.pid)
+        cluster.record_host(self.holder.pid, interface)
         try:
             self._plug_in(cluster)
         except BaseException:
@@ -341,6 +341,7 @@ class Host:
         _kill_host_processes(self.holder.pid)
         self.holder.kill()
         self.holder.wait(10)
+        _delete_link(self.interface)  # at once: the namespace, which takes the veth with it, may linger a while
 
 
 class Cluster:
@@ -415,9 +416,10 @@ class Cluster:
         if errors:
             raise ClusterError("; ".join(errors))
 
-    def record_holder(self, pid: int) -> None:
+    def record_host(self, holder: int, interface: str) -> None:
+        """Written down before anything else of the host exists, for the cleanup after a killed run."""
         with self.claim.open("a") as out:
-            out.write(json.dumps({"holder": pid}) + "\n")
+            out.write(json.dumps({"holder": holder, "interface": interface}) + "\n")
 
     # --- Hosts ------------------------------------------------------------------------------------------
     def address(self, number: int) -> str:
@@ -506,6 +508,8 @@ def _clear_stale_claim(claim: Path, subnet: int) -> None:
                 errors="replace"):
             _kill_host_processes(holder)
             os.kill(holder, signal.SIGKILL)
+        if record.get("interface"):
+            _delete_link(record["interface"])  # its namespace may linger a while with the TCP connections in it
     _delete_link(f"hlc{subnet}")
     for leftover in Path(tempfile.gettempdir()).glob(f"heavylift-cluster-{subnet}-*"):
         shutil.rmtree(leftover, ignore_errors=True)
