@@ -8,17 +8,19 @@ namespaces (network, UTS, mount) held by one `sleep` process: its own interface 
 over the data path that every host's settings name (MEDIA_ROOT), so "the same path" is a different disk on
 each host, as on real machines. Processes enter a host with `nsenter`; the test process itself stays in the
 root namespace and reaches every host through the bridge, which holds the subnet's first address.
-Needs root (CI runs as root); `tests/cluster/conftest.py` skips elsewhere.
+Needs root (CI runs as root): mark tests with `needs_root`, which skips them elsewhere, saying so.
 
 API (fault scenarios build on it; see tests/cluster/test_cluster.py for a whole cluster):
 
     with Cluster.create() as cluster:                  # claims a free 10.231.N.0/24 and bridge `hlcN`
-        cluster.start_database()                       # host "db": PostgreSQL + Redis on its address,
+        db = cluster.start_database()                  # host "db": PostgreSQL + Redis on its address,
                                                        # database `heavylift`, migrated
         front = cluster.add_host("front", NODE_ID="front")   # keyword args: this host's own settings
         w1 = cluster.add_host("w1", NODE_ID="main")
         started = [front.start("web"), w1.start("worker"), w1.start("beat")]  # Procfile entries, by name
+        w2.start("worker", "--include", "bench.tasks", BATCH_MAX_THREADS="4")  # extra arguments, settings
         wait_until_ready(started)                      # each as its Procfile entry shows it (worker " ready.", …)
+        w1.stop(started[1:])                           # SIGTERM (warm shutdown), SIGKILL after a timeout
         token = cluster.api_token()                    # a superuser's API token (every scope)
         httpx.get(front.url("/fhir/metadata"), headers={"Authorization": f"Bearer {token}"})
         cluster.sql("SELECT worker FROM batch_workchunk")    # rows of the cluster database
