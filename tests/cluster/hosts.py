@@ -18,7 +18,7 @@ API (fault scenarios build on it; see tests/cluster/test_cluster.py for a whole 
         front = cluster.add_host("front", NODE_ID="front")   # keyword args: this host's own settings
         w1 = cluster.add_host("w1", NODE_ID="main")
         started = [front.start("web"), w1.start("worker"), w1.start("beat")]  # Procfile entries, by name
-        w2.start("worker", "--include", "bench.tasks", BATCH_MAX_THREADS="4")  # extra arguments, settings
+        w1.start("worker", "--include", "bench.tasks", BATCH_MAX_THREADS="4")  # extra arguments, settings
         wait_until_ready(started)                      # each as its Procfile entry shows it (worker " ready.", …)
         w1.stop(started[1:])                           # SIGTERM (warm shutdown), SIGKILL after a timeout
         token = cluster.api_token()                    # a superuser's API token (every scope)
