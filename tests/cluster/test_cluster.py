@@ -23,13 +23,17 @@ WORKER_HOSTS = ("w1", "w2", "w3")
 NODE = "main"
 IMPORT_SOURCE_PORT = 8080
 JOB_TIMEOUT = 180  # seconds: generous for a loaded 2-core machine; the jobs take a few seconds
+LEASE_SECONDS = 8
 
 
 @pytest.fixture(scope="module")
 def cluster(empty_cluster: Cluster) -> Iterator[Cluster]:
     front_address = empty_cluster.address(10 + len(empty_cluster.hosts))
-    # Identical on every host, as docs/cluster.md asks: the allow-list names the front host's file server.
-    empty_cluster.settings["BULK_IMPORT_ALLOWED_SOURCES"] = f"http://{front_address}:{IMPORT_SOURCE_PORT}/"
+    # Identical on every host, as docs/cluster.md asks: the allow-list names the front host's file server;
+    # leases and lost-message recovery shorter than their 30 s defaults, so a lost machine costs seconds here.
+    empty_cluster.settings.update({"BULK_IMPORT_ALLOWED_SOURCES": f"http://{front_address}:{IMPORT_SOURCE_PORT}/",
+                                   "BATCH_LEASE_SECONDS": str(LEASE_SECONDS),
+                                   "BATCH_REANNOUNCE_AFTER_SECONDS": str(LEASE_SECONDS)})
     front = empty_cluster.add_host("front", NODE_ID="front")
     assert front.address == front_address
     workers = [empty_cluster.add_host(name, NODE_ID=NODE) for name in WORKER_HOSTS]
@@ -161,6 +165,36 @@ def test_an_import_started_on_one_host_is_fetched_by_the_workers_of_others(clust
         assert hosts_that_ran(cluster, job_id)
     finally:
         front.stop([server])
+
+
+def test_a_machine_powered_off_mid_job_costs_only_its_chunks_and_the_job_ends_on_the_others(cluster):
+    """A node of several machines survives one of them: the chunks it held are retried by the others once
+    their leases lapse; the node stays live, so nothing is re-homed. Each chunk counts once."""
+    w1, w3 = cluster.hosts["w1"], cluster.hosts["w3"]
+    chunks = 150
+    with client(cluster) as http:
+        started = http.post(w1.url("/control/jobs"), json={
+            "jobDefinitionId": "DIAGNOSTIC_NOOP", "parameters": {"chunks": chunks, "sleep_ms": 100}})
+    assert started.status_code == 201, started.text
+    job_id = started.json()["instanceId"]
+    held_by_w3 = ("SELECT count(*) FROM batch_workchunk WHERE instance_id = %s AND status = 'IN_PROGRESS' "
+                  "AND worker LIKE '%%@worker-w3-%%'")
+    wait_until(lambda: cluster.sql(held_by_w3, [job_id])[0][0], JOB_TIMEOUT, message="w3 holding a chunk")
+    try:
+        w3.power_off()
+
+        assert wait_for_job(cluster, job_id) == "COMPLETED"
+        [(completed, retried)] = cluster.sql(
+            "SELECT count(*) FILTER (WHERE status = 'COMPLETED'), count(*) FILTER (WHERE attempts > 1) "
+            "FROM batch_workchunk WHERE instance_id = %s AND target_step_id = 'sleep'", [job_id])
+        assert (completed, retried >= 1) == (chunks, True), "the chunks w3 held ran again on another machine"
+        assert cluster.sql("SELECT combined_records_processed FROM batch_jobinstance WHERE id = %s", [job_id]) \
+            == [(chunks,)]  # every chunk counted once, the retried ones too
+        assert cluster.sql("SELECT count(*) FROM batch_jobreassignment WHERE instance_id = %s", [job_id]) == [(0,)]
+        assert {"w1", "w2"} <= hosts_that_ran(cluster, job_id)
+    finally:
+        w3.power_on()
+        wait_until_ready([w3.start("worker"), w3.start("web")])
 
 
 def _answers(url: str) -> bool:
