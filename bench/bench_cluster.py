@@ -98,8 +98,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="timed runs of each per host count; the best is kept")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object as the last line")
     args = parser.parse_args()
-    if os.geteuid() != 0 or missing_tools():
-        sys.exit("bench_cluster needs root and ip/nsenter/unshare: it builds simulated hosts (tests/cluster/hosts.py)")
+    if os.geteuid() != 0 or missing_tools():  # skipped, not failed: `make bench` runs every benchmark
+        print("bench_cluster skipped: it needs root and ip, nsenter, unshare to build simulated hosts "
+              "(tests/cluster/hosts.py)", file=sys.stderr)
+        return
 
     process_logs.directory = Path(tempfile.mkdtemp(prefix="bench-cluster-logs-"))
     results = []
