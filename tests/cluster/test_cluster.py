@@ -28,14 +28,13 @@ LEASE_SECONDS = 8
 
 @pytest.fixture(scope="module")
 def cluster(empty_cluster: Cluster) -> Iterator[Cluster]:
-    front_address = empty_cluster.address(10 + len(empty_cluster.hosts))
-    # Identical on every host, as docs/cluster.md asks: the allow-list names the front host's file server;
-    # leases and lost-message recovery shorter than their 30 s defaults, so a lost machine costs seconds here.
-    empty_cluster.settings.update({"BULK_IMPORT_ALLOWED_SOURCES": f"http://{front_address}:{IMPORT_SOURCE_PORT}/",
+    front = empty_cluster.add_host("front", NODE_ID="front")
+    # Identical on every host (processes read the shared settings when they start), as docs/cluster.md asks:
+    # the allow-list names the front host's file server; leases and lost-message recovery shorter than their
+    # 30 s defaults, so a lost machine costs seconds here.
+    empty_cluster.settings.update({"BULK_IMPORT_ALLOWED_SOURCES": f"http://{front.address}:{IMPORT_SOURCE_PORT}/",
                                    "BATCH_LEASE_SECONDS": str(LEASE_SECONDS),
                                    "BATCH_REANNOUNCE_AFTER_SECONDS": str(LEASE_SECONDS)})
-    front = empty_cluster.add_host("front", NODE_ID="front")
-    assert front.address == front_address
     workers = [empty_cluster.add_host(name, NODE_ID=NODE) for name in WORKER_HOSTS]
     started = [front.start("web")]
     for host in workers:
