@@ -205,7 +205,8 @@ class Host:
         self.settings = settings
         self.disk = cluster.directory / "disks" / name
         self.disk.mkdir(parents=True)
-        self.disk.chmod(0o755)
+        for directory in (self.disk.parent, self.disk):  # PostgreSQL's user must reach the db host's disk
+            directory.chmod(0o755)
         self.processes: list[HostProcess] = []
         self.holder = subprocess.Popen(["unshare", "--net", "--uts", "--mount", "--propagation", "private", "--",
                                         "bash", "-c", f"exec -a {HOLDER_MARKER} sleep infinity"],
