@@ -107,7 +107,7 @@ def main() -> None:
     results = []
     with Cluster.create() as cluster:
         cluster.start_database()
-        os.environ.update({**cluster.settings, "DJANGO_SETTINGS_MODULE": "jobsite.settings"})
+        os.environ.update({**cluster.settings, "DJANGO_SETTINGS_MODULE": "heavylift.settings"})
         import django
 
         django.setup()
