@@ -128,7 +128,7 @@ def main() -> None:
                 cpu_after = (cpu_seconds(db, "postgres"), cpu_seconds(db, "redis"),
                              sum(cpu_seconds(host) for host in workers[:count]))
                 engine_runs.append((seconds, [(after - before) * 1000 / args.chunks
-                                              for before, after in zip(cpu_before, cpu_after)]))
+                                              for before, after in zip(cpu_before, cpu_after, strict=True)]))
                 spread = hosts_that_ran(job_id, workers[:count])
                 if spread != count:
                     raise SystemExit(f"the job ran on {spread} of {count} hosts")
