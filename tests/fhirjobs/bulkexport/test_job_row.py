@@ -7,7 +7,8 @@ import pytest
 from batch import control
 from batch.control import JobStatus
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
-from tests.fhirjobs.bulkexport.conftest import patient, store
+from tests.fhirjobs.bulkexport.helpers import patient
+from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,7 +9,7 @@ from batch import control
 from batch.control import JobStatus
 from fhirjobs.bulkimport.models import BulkImport
 from fhirstore.models import Resource
-from tests.fhirjobs.bulkimport.conftest import write_ndjson
+from tests.fhirjobs.bulkimport.helpers import write_ndjson
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,7 +16,7 @@ from fhirjobs.bulkimport.exceptions import InvalidImportRequest, SourceUnavailab
 from fhirjobs.bulkimport.parameters import parse_submit_request
 from fhirjobs.bulkimport.sources import check_source, inflated, lines, open_blocks
 from fhirstore.models import Resource
-from tests.fhirjobs.bulkimport.conftest import diagnostics
+from tests.fhirjobs.bulkimport.helpers import diagnostics
 
 ALLOWED = "https://data.example.org/exports"
 

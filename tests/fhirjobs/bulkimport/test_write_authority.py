@@ -20,7 +20,7 @@ from fhirstore.storage import (
     save_resources,
 )
 from jobsite.tokens import token_for
-from tests.fhirjobs.bulkimport.conftest import Importer, diagnostics, write_ndjson
+from tests.fhirjobs.bulkimport.helpers import Importer, diagnostics, write_ndjson
 from tests.fhirstore.helpers import FhirClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
