@@ -22,10 +22,10 @@ from batch.conf import batch_settings
 from batch.connections import surviving_connection_loss
 from batch.exceptions import JobCancelled, JobFailed, RetryChunkLater
 from batch.leases import chunk_lease, lease_keeper
-from batch.prepared import RELAXED_COMMIT, execute_prepared
-from batch.sink import ChunkSink
 from batch.models import JobInstance, WorkChunk
+from batch.prepared import RELAXED_COMMIT, execute_prepared
 from batch.progress import settle_totals
+from batch.sink import ChunkSink
 from batch.statuses import (
     CHUNK_TRANSITIONS,
     CLAIMABLE_CHUNK_STATUSES,
@@ -50,7 +50,7 @@ MAX_ERROR_MESSAGE = 2000  # characters kept of an exception's text
 # The claim, as one statement: lock the chunk row unless another worker holds it (SKIP LOCKED), check
 # that it is claimable and that its job runs and is not cancelled, move it to IN_PROGRESS with a lease.
 # (Two common table expressions, so the completion of the chunk before can claim in the same statement.)
-CLAIM_CTES = """
+CLAIM_CTES = f"""
 claimable AS (
     SELECT chunk.id FROM batch_workchunk chunk JOIN batch_jobinstance job ON job.id = chunk.instance_id
     WHERE chunk.id = %(claim_id)s AND chunk.status = ANY(%(claimable)s)
@@ -60,12 +60,12 @@ claimable AS (
     UPDATE batch_workchunk chunk
     SET status = %(in_progress)s, attempts = chunk.attempts + 1, claim_token = gen_random_uuid(), start_time = COALESCE(chunk.start_time, now()),
         lease_expires_at = now() + %(lease)s, worker = %(worker)s, task_id = %(task_id)s, update_time = now()
-    FROM claimable, batch_jobinstance job, {relaxed_commit} AS relaxed
+    FROM claimable, batch_jobinstance job, {RELAXED_COMMIT} AS relaxed
     WHERE chunk.id = claimable.id AND job.id = chunk.instance_id
     RETURNING chunk.claim_token, chunk.target_step_id, chunk.data::text, chunk.attempts, chunk.error_count, chunk.poll_attempts,
               chunk.sequence, job.id, job.definition_id, job.definition_version, job.status, job.parameters::text,
               job.node_id, job.module_id, job.max_concurrent_chunks
-)""".format(relaxed_commit=RELAXED_COMMIT)
+)"""
 CLAIM_SQL = f"WITH {CLAIM_CTES} SELECT * FROM claimed"
 CLAIMABLE_SOURCES = sorted(CLAIMABLE_CHUNK_STATUSES & set(chunk_statuses_leading_to(ChunkStatus.IN_PROGRESS)))
 
@@ -222,9 +222,11 @@ def on_chunk_completed(chunk: WorkChunk, definition: JobDefinition, sink: ChunkS
     """COMPLETED (fenced by the claim token), and the job moved on if that was its last chunk; with
     `next_chunk`, the claim of that chunk made in the same statement."""
     if sink.pending:
+        # The last emitted chunks and the completion commit together; the sink keeps them until that commit,
+        # so a retry after a lost connection writes them again instead of completing the chunk without them.
         with transaction.atomic():
-            sink.flush()
-            completed, claim = _complete(chunk, definition, records, warnings, next_chunk)
+            completed, claim = _complete(chunk, definition, records, warnings, next_chunk) if sink.flush() \
+                else (None, None)
             if completed is None:
                 transaction.set_rollback(True)  # another claim owns the chunk now: its run counts, not ours
                 return None  # the next chunk's claim is rolled back with it

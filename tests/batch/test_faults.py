@@ -13,6 +13,8 @@ import os
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -21,7 +23,13 @@ from psycopg.rows import dict_row
 
 from tests.faults import RestartablePostgres, RestartableRedis
 from tests.processes import (
-    PROJECT_DIR, Process, celery_beat, celery_worker, scheduler_worker, wait_until, wait_until_beating,
+    PROJECT_DIR,
+    Process,
+    celery_beat,
+    celery_worker,
+    scheduler_worker,
+    wait_until,
+    wait_until_beating,
     wait_until_ready,
 )
 
@@ -31,6 +39,9 @@ MAX_CHUNK_SECONDS = 5
 HELD_FROM = 2  # chunks before this index run freely, so "midway" means some done and some in flight
 LEASE_SECONDS = 20  # outlives an outage plus PostgreSQL's crash recovery on a busy machine
 DATABASE_LOST = "the database connection was lost"  # batch.connections, when a worker meets an outage
+MOVING_ON_FAILED = "moving the job on failed"  # batch.worker, when the outage meets a gate opening (maintenance opens it)
+EMITTED = 600  # chunks the first step emits in the emission tests: one mid-step batch of 500 (batch.sink), then the rest
+PAUSE_LOCK = 0x66617573  # the advisory lock a paused commit waits for (see `paused_at_commit`)
 BROKER_LOST = "Connection to broker lost"  # Celery's consumer, when Redis goes away
 
 
@@ -43,7 +54,7 @@ class Cluster:
         import subprocess
 
         done = subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env={**os.environ, **self.env},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+                              capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
@@ -53,6 +64,10 @@ class Cluster:
     def query(self, sql: str, *params) -> list[dict]:
         with psycopg.connect(self.database_url, row_factory=dict_row) as connection:
             return connection.execute(sql, params).fetchall()
+
+    def execute(self, sql: str) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            connection.execute(sql)
 
     def job(self, job_id: str) -> dict:
         return self.query("SELECT * FROM batch_jobinstance WHERE id = %s", job_id)[0]
@@ -241,3 +256,86 @@ def test_a_worker_whose_clock_is_30_s_behind_charges_no_healthy_chunk_an_error(c
         assert any(row["worker"].startswith("skewed-") for row in cluster.chunks(job_id, "log"))
     finally:
         skewed.stop()
+
+
+@contextmanager
+def paused_at_commit(cluster: Cluster, table: str, event: str, condition: str) -> Iterator[Callable[[], None]]:
+    """Until the database stops, a transaction that does `event` on a `table` row matching `condition` waits
+    at its COMMIT (a deferred constraint trigger takes an advisory lock this test holds): the outage then
+    meets the engine after its statements ran and before they committed, the moment a rolled-back write
+    can be mistaken for a done one. Yields a function that waits until a transaction is held there."""
+    cluster.execute(f"""
+        CREATE OR REPLACE FUNCTION faults_pause() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_advisory_xact_lock_shared({PAUSE_LOCK}); RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER faults_pause AFTER {event} ON {table} DEFERRABLE INITIALLY DEFERRED
+        FOR EACH ROW WHEN ({condition}) EXECUTE FUNCTION faults_pause();
+    """)
+    holder = psycopg.connect(cluster.database_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", [PAUSE_LOCK])  # released when the database stops
+
+    def wait_until_held() -> None:
+        cluster.wait_for(lambda: cluster.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                                               "AND objid = %s", PAUSE_LOCK), timeout=120,
+                         what=f"a transaction paused at its commit ({event} on {table} where {condition})")
+
+    try:
+        yield wait_until_held
+    finally:
+        holder.close()
+        if not cluster.postgres.is_up():  # the test failed during the outage
+            cluster.postgres.start()
+        cluster.execute(f"DROP TRIGGER IF EXISTS faults_pause ON {table}")
+
+
+# Where the commit waits, for each moment a step's emitted chunks are saved: (job, table, event, condition).
+SAVING_EMITTED_CHUNKS = {
+    "a mid-step batch": ("TEST_LOGGED", "batch_workchunk", "INSERT",
+                         "NEW.target_step_id = 'log' AND NEW.sequence = 0"),
+    "the last batch with the completion": ("TEST_LOGGED", "batch_workchunk", "INSERT",
+                                           f"NEW.target_step_id = 'log' AND NEW.sequence = {EMITTED - 1}"),
+    "a gated middle step's chunk for the reduction": ("TEST_LOGGED_GATED", "batch_workchunk", "INSERT",
+                                                     "NEW.target_step_id = 'sum'"),
+    "the gate opening": ("TEST_LOGGED_GATED", "batch_jobinstance", "UPDATE",
+                         "OLD.current_gated_step_id = 'emit' AND NEW.current_gated_step_id = 'log'"),
+}
+
+
+def assert_completed_with_every_emitted_chunk(cluster: Cluster, definition_id: str, job_id: str, log: Path) -> None:
+    assert_each_chunk_counted_once(cluster, job_id, log, chunks=EMITTED)
+    if definition_id == "TEST_LOGGED_GATED":
+        assert cluster.job(job_id)["report"] == {"chunks": EMITTED, "records": EMITTED}
+
+
+@pytest.mark.parametrize("moment", SAVING_EMITTED_CHUNKS)
+def test_no_emitted_chunk_is_lost_when_postgresql_restarts_while_they_are_saved(cluster, tmp_path, moment):
+    definition_id, table, event, condition = SAVING_EMITTED_CHUNKS[moment]
+    log = tmp_path / "ran"
+    worker = cluster.processes[0]
+    with paused_at_commit(cluster, table, event, condition) as wait_until_held:
+        job_id = cluster.start_job(definition_id, {"chunks": EMITTED, "log": str(log)})
+        wait_until_held()
+        met_before = worker.output().count(DATABASE_LOST) + worker.output().count(MOVING_ON_FAILED)
+        cluster.postgres.stop_fast()  # the paused commit fails: its transaction is rolled back
+        cluster.wait_for(lambda: worker.output().count(DATABASE_LOST) + worker.output().count(MOVING_ON_FAILED)
+                         > met_before, timeout=LEASE_SECONDS / 2,
+                         what="the batch worker meeting the outage at the paused commit")
+        cluster.postgres.start()
+
+    assert_completed_with_every_emitted_chunk(cluster, definition_id, job_id, log)
+
+
+def test_a_reduction_cut_off_by_a_postgresql_restart_runs_again_and_counts_every_input(cluster, tmp_path):
+    log, hold = tmp_path / "ran", tmp_path / "hold"
+    hold.touch()
+    job_id = cluster.start_job("TEST_LOGGED_GATED", {"chunks": EMITTED, "log": str(log),
+                                                     "hold_reduction_while": str(hold)})
+    cluster.wait_for(lambda: Path(f"{hold}.reached").exists(), timeout=120, what="the reduction reading its inputs")
+    worker = cluster.processes[0]
+    met_before = worker.output().count(DATABASE_LOST)
+    cluster.postgres.stop_fast()
+    hold.unlink()  # the reduction reads its next page of inputs (of more than 500) from a database that is away
+    cluster.wait_for(lambda: worker.output().count(DATABASE_LOST) > met_before, timeout=LEASE_SECONDS / 2,
+                     what="the reduction meeting the outage")
+    cluster.postgres.start()
+
+    assert_completed_with_every_emitted_chunk(cluster, "TEST_LOGGED_GATED", job_id, log)
