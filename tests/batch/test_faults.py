@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import uuid
 from collections import Counter
@@ -50,11 +51,12 @@ class Cluster:
         self.postgres, self.redis, self.database_url, self.env = postgres, redis, database_url, env
         self.processes: list[Process] = []
 
-    def manage(self, *args: str) -> str:
-        import subprocess
-
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env={**os.environ, **self.env},
+    def run_manage(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env={**os.environ, **self.env},
                               capture_output=True, text=True, check=False)
+
+    def manage(self, *args: str) -> str:
+        done = self.run_manage(*args)
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
@@ -165,7 +167,8 @@ def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chu
     assert sorted(ran) == list(range(chunks))  # every chunk ran...
     by_index = {row["sequence"]: row for row in rows}
     assert all(row["status"] == "COMPLETED" and row["records_processed"] == 1 for row in rows)
-    charged = [row["error_message"] for row in rows if row["error_count"]]
+    every_chunk = cluster.query("SELECT * FROM batch_workchunk WHERE instance_id = %s", job_id)
+    charged = [row["error_message"] for row in every_chunk if row["error_count"]]  # the emitting steps' too
     if crash:  # what the crash lost looks like a lost worker, and only that
         charged = [message for message in charged if not message.startswith("Worker lost:")]
     assert charged == []  # an outage is no chunk's fault
@@ -198,16 +201,25 @@ def test_a_job_completes_after_postgresql_goes_away_mid_job(cluster, tmp_path, o
     assert_each_chunk_counted_once(cluster, job_id, log, chunks=12, crash=outage == "postmaster-sigkill")
 
 
-def test_a_job_started_during_a_postgresql_outage_completes_after_it(cluster, tmp_path):
+def test_start_job_during_an_outage_says_so_in_one_line_and_workers_on_dead_connections_run_the_next_job(
+        cluster, tmp_path):
     log = tmp_path / "ran"
     job_id = start_logged_job(cluster, log, chunks=4, sleep_ms=100)
-    cluster.wait_until_ended(job_id)
-    cluster.postgres.stop_fast()  # once it returns, every process holds a connection that is dead
-    cluster.postgres.start()
+    cluster.wait_until_ended(job_id)  # the worker's pool processes now hold connections
+    worker = cluster.processes[0]
+    met_before = worker.output().count(DATABASE_LOST)
+    cluster.postgres.stop_fast()  # every connection the workers hold is dead from here on
 
+    refused = cluster.run_manage("start_job", "TEST_LOGGED", "--params", json.dumps({"log": str(log)}))
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()], refused.stderr  # one line
+    assert "no job started: the database is unavailable" in refused.stderr and "Traceback" not in refused.stderr
+
+    cluster.postgres.start()
     second = start_logged_job(cluster, tmp_path / "second", chunks=6, sleep_ms=100)
 
     assert_each_chunk_counted_once(cluster, second, tmp_path / "second", chunks=6)
+    assert worker.output().count(DATABASE_LOST) > met_before  # its claims met the dead connections and rode them out
 
 
 def test_a_job_completes_after_redis_is_killed_and_comes_back_empty(cluster, tmp_path):
