@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.db.models.functions import Now
-from django.utils import timezone
 
 from batch import coordinator, flow
 from batch.conf import batch_settings
@@ -183,7 +182,7 @@ def _move_job(job_id: UUID, from_node: str, to_node: str, reason: str) -> Reassi
     work there. None when another process moved or ended it first."""
     with transaction.atomic():
         moved = JobInstance.objects.filter(id=job_id, node_id=from_node, status__in=UNFINISHED_JOB_STATUSES).update(
-            node_id=to_node, update_time=timezone.now())
+            node_id=to_node, update_time=Now())
         if not moved:
             return None
         JobReassignment.objects.create(instance_id=job_id, from_node_id=from_node, to_node_id=to_node,
@@ -203,7 +202,9 @@ def _announce_waiting_work(instance: JobInstance) -> int:
     maintenance's lost-message recovery.
 
     Retries and the reduction go ahead of the new node's new work; never-run chunks queue behind it, as
-    new work does, so a large moved backlog cannot hold up that node's own retries."""
+    new work does, so a large moved backlog cannot hold up that node's own retries. A retry keeps its
+    backoff: it is announced for the moment it is due (its `announced_at`, on the database's clock), which
+    is left as it is."""
     announced = 0
     after = None
     while True:
@@ -213,11 +214,15 @@ def _announce_waiting_work(instance: JobInstance) -> int:
             waiting = waiting.filter(id__gt=after)
         with transaction.atomic():
             page = list(waiting.order_by("id").select_for_update(skip_locked=True)
-                        .values_list("id", "target_step_id", "status")[:ANNOUNCE_PAGE])
-            WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _, _ in page]).update(announced_at=timezone.now())
-            for again in (False, True):
-                flow.announce_chunks(instance, [(chunk_id, step_id) for chunk_id, step_id, status in page
-                                                if (status == ChunkStatus.ERRORED) == again], again=again)
+                        .annotate(due_in=F("announced_at") - Now())
+                        .values_list("id", "target_step_id", "status", "due_in")[:ANNOUNCE_PAGE])
+            queued = [(chunk_id, step_id) for chunk_id, step_id, status, _ in page if status == ChunkStatus.QUEUED]
+            WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in queued]).update(announced_at=Now())
+            flow.announce_chunks(instance, queued)
+            for chunk_id, step_id, status, due_in in page:
+                if status == ChunkStatus.ERRORED:
+                    delay = max(due_in.total_seconds(), 0.0) if due_in is not None else 0.0
+                    flow.announce_chunks(instance, [(chunk_id, step_id)], delay, again=True)
         announced += len(page)
         if len(page) < ANNOUNCE_PAGE:
             break

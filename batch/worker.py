@@ -49,11 +49,15 @@ MAX_ERROR_MESSAGE = 2000  # characters kept of an exception's text
 # --- Events --------------------------------------------------------------------------------------------
 # The claim, as one statement: lock the chunk row unless another worker holds it (SKIP LOCKED), check
 # that it is claimable and that its job runs and is not cancelled, move it to IN_PROGRESS with a lease.
+# An ERRORED chunk is claimable only once its retry is due by the database's clock (`announced_at`, set to
+# now() + backoff when it errored): a duplicate message, or one a host with a wrong clock delivered early,
+# finds nothing to claim, and maintenance sends the retry again once it is due (`batch.maintenance`).
 # (Two common table expressions, so the completion of the chunk before can claim in the same statement.)
 CLAIM_CTES = f"""
 claimable AS (
     SELECT chunk.id FROM batch_workchunk chunk JOIN batch_jobinstance job ON job.id = chunk.instance_id
     WHERE chunk.id = %(claim_id)s AND chunk.status = ANY(%(claimable)s)
+      AND (chunk.status <> %(errored)s OR chunk.announced_at IS NULL OR chunk.announced_at <= now())
       AND NOT job.cancelled AND job.status = ANY(%(running)s)
     FOR UPDATE OF chunk SKIP LOCKED
 ), claimed AS (
@@ -94,7 +98,7 @@ class ChunkRun:
 
 def _claim_parameters(chunk_id: UUID, worker: str, task_id: str) -> dict:
     return {"claim_id": chunk_id, "claimable": CLAIMABLE_SOURCES, "running": [JobStatus.QUEUED, JobStatus.IN_PROGRESS],
-            "in_progress": ChunkStatus.IN_PROGRESS, "lease": batch_settings().lease,
+            "in_progress": ChunkStatus.IN_PROGRESS, "errored": ChunkStatus.ERRORED, "lease": batch_settings().lease,
             "worker": worker[:200], "task_id": task_id[:64]}
 
 
@@ -268,6 +272,9 @@ def _complete(chunk: WorkChunk, definition: JobDefinition, records: int, warning
 def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> str | None:
     """ERRORED and announced again for a retry after a backoff (ahead of the node's new work, so the retry
     does not wait for a backlog to drain); past the retry limit, FAILED and the job with it.
+
+    The backoff is kept on the database's clock: `announced_at` is when the retry is due, and the claim
+    refuses the chunk before then; the message's countdown only saves the worker a wasted delivery.
 
     Returns the error message stored, None when this claim no longer owned the chunk.
     """

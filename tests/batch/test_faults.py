@@ -263,9 +263,20 @@ def test_a_worker_whose_clock_is_30_s_behind_charges_no_healthy_chunk_an_error(c
     try:
         log = tmp_path / "ran"
         job_id = start_logged_job(cluster, log, chunks=8, sleep_ms=2500)  # each chunk spans a maintenance pass
+        passes_ended = set()  # when each maintenance pass seen meanwhile ended (PostgreSQL's clock)
+
+        def ended() -> bool:
+            passes_ended.update(row["ended_at"] for row in cluster.query("SELECT ended_at FROM batch_maintenancepass"))
+            return cluster.job(job_id)["status"] in ("COMPLETED", "FAILED", "CANCELLED")
+
+        cluster.wait_for(ended, timeout=120, what=f"job {job_id} ending")
 
         assert_each_chunk_counted_once(cluster, job_id, log, chunks=8)
-        assert any(row["worker"].startswith("skewed-") for row in cluster.chunks(job_id, "log"))
+        held_by_skewed = [(row["start_time"], row["end_time"]) for row in cluster.chunks(job_id, "log")
+                          if row["worker"].startswith("skewed-")]
+        assert held_by_skewed
+        assert any(start < pass_ended < end for start, end in held_by_skewed for pass_ended in passes_ended), \
+            "no maintenance pass judged the leases while the skewed worker held a chunk: the test proved nothing"
     finally:
         skewed.stop()
 

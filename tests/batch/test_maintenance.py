@@ -40,7 +40,8 @@ def test_a_chunk_whose_worker_died_is_retried_after_its_lease(define_job, bus, s
     assert bus.sent_again == bus.sent, "its retry goes ahead of the node's new work"
     assert [n.chunk_id for n in bus.take()] == [work.chunk_id], "announced again for its retry"
     bus.sent.append(("q", work.to_message()))
-    bus.drain()
+    with later(settings.BATCH_RETRY_BACKOFF_SECONDS[0]):  # once its backoff has passed
+        bus.drain()
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
 
 
@@ -51,7 +52,8 @@ def test_a_chunk_that_kills_every_worker_fails_at_the_retry_limit(define_job, bu
     [work] = bus.take()
 
     for attempt in range(1, 5):
-        assert on_chunk_claimed(work.chunk_id) is not None, f"claim {attempt}"
+        with later(max(settings.BATCH_RETRY_BACKOFF_SECONDS)):  # the retry is due
+            assert on_chunk_claimed(work.chunk_id) is not None, f"claim {attempt}"
         with later(attempt * (settings.BATCH_LEASE_SECONDS + 1)):
             run_maintenance_pass()
         bus.take()
@@ -167,3 +169,28 @@ def test_maintenance_completes_a_job_whose_last_worker_died_between_commit_and_c
     run_maintenance_pass()
 
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
+
+
+def test_a_retry_not_claimed_when_due_is_sent_again_first_even_behind_a_full_queue(define_job, bus, settings):
+    node = unique_node()
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", count_records()))
+    start_job(job.id, {}, node_id=node)
+    bus.deliver_next()
+    [work] = bus.take()
+    on_chunk_claimed(work.chunk_id, worker="doomed")
+    with later(settings.BATCH_LEASE_SECONDS + 1):
+        run_maintenance_pass()  # the lease lapsed: ERRORED, its retry due after the first backoff
+    bus.take()  # ...and the worker holding the retry's message for its countdown is killed: the message is gone
+    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    queue = work_notification_queue(node, settings.MODULE_ID)
+    broker.lpush(queue, "a backlog of new work")
+    try:
+        assert run_maintenance_pass().retries_resent == 0, "not due yet"
+        with later(settings.BATCH_RETRY_BACKOFF_SECONDS[0] + settings.BATCH_MAINTENANCE_INTERVAL_SECONDS + 1):
+            report = run_maintenance_pass()
+    finally:
+        broker.delete(queue)
+
+    assert report.retries_resent == 1, "sent again although the node's queue is not drained"
+    assert [n.chunk_id for n in bus.take()] == [work.chunk_id]
+    assert run_maintenance_pass().retries_resent == 0, "sent again once per interval, not every pass"
