@@ -85,7 +85,7 @@ def _record_pass_ended() -> None:
 
 
 def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
-    now = read_database_now()  # every "is it late" below is judged by the database's clock, as it wrote them
+    now, database_started_at = _database_clock()  # every "is it late" below is judged by the database's clock
     if instance.status == JobStatus.FINALIZE:
         _recover_reduction(instance, now, report)
     else:
@@ -96,7 +96,7 @@ def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
                    .filter(instance_id=instance.id, status=ChunkStatus.IN_PROGRESS, lease_expires_at__lt=now)
                    .order_by("lease_expires_at")[:CHUNK_PAGE])
         for chunk in expired:
-            on_lease_expired(chunk, now)
+            on_lease_expired(chunk, now, database_started_at)
             report.leases_expired += 1
         if instance.current_gated_step_id:
             # Chunks a lost worker emitted into a step whose gate has opened meanwhile.
@@ -108,6 +108,13 @@ def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
         report.reannounced += _reannounce_lost_chunks(instance, now)
     if JobInstance.objects.filter(id=instance.id, status__in=UNFINISHED_JOB_STATUSES).exists():
         refresh_progress(instance.id)
+
+
+def _database_clock() -> tuple[datetime, datetime]:
+    """The database's now, and when it (re)started: a lease last renewed before then lapsed with the restart."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now(), pg_postmaster_start_time()")
+        return cursor.fetchone()
 
 
 def _unfinished_instances() -> Iterator[JobInstance]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from uuid import UUID
 
@@ -304,15 +305,37 @@ def on_chunk_failed(chunk: WorkChunk, message: str, *, error_count: int | None =
     return message if failed else None
 
 
-def on_lease_expired(chunk: WorkChunk, now) -> None:
+def on_lease_expired(chunk: WorkChunk, now: datetime, database_started_at: datetime) -> None:
     """Its worker stopped renewing the lease (killed, hung, cut off): an error, retried up to the limit.
 
-    Counting lost workers as errors is what stops a chunk that kills every worker it runs on.
+    Counting lost workers as errors is what stops a chunk that kills every worker it runs on. But a lease
+    last renewed before the database (re)started (`pg_postmaster_start_time()`) may have lapsed only
+    because the restart lost the outcome or the renewals (they commit asynchronously): that retry is free,
+    not charged against BATCH_MAX_CHUNK_RETRIES.
     """
+    lapsed = Q(lease_expires_at__lt=now)
+    if chunk.lease_expires_at - batch_settings().lease < database_started_at:
+        on_chunk_released_by_restart(chunk, only_if=lapsed)
+        return
     on_chunk_errored(
         chunk, f"Worker lost: {chunk.worker or 'a worker'} stopped renewing its lease (attempt {chunk.attempts})",
-        only_if=Q(lease_expires_at__lt=now),
+        only_if=lapsed,
     )
+
+
+def on_chunk_released_by_restart(chunk: WorkChunk, *, only_if: Q) -> bool:
+    """ERRORED without an error counted, due at once and announced ahead of new work: the database restart
+    that cut the claim off is no fault of the chunk's. Its step runs again (steps are idempotent); what the
+    lost run recorded in the database was rolled back with the outcome, so nothing counts twice."""
+    with transaction.atomic():
+        released = _move_owned(chunk, ChunkStatus.ERRORED, only_if, lease_expires_at=None,
+                               announced_at=database_now())
+        if released:
+            flow.announce_chunks(chunk.instance, [(chunk.id, chunk.target_step_id)], again=True)
+    if released:
+        logger.warning("job %s chunk %s: its lease lapsed across a database restart; retried without an error",
+                       chunk.instance_id, chunk.id)
+    return released
 
 
 def on_chunk_poll_requested(chunk: WorkChunk, definition: JobDefinition, delay) -> None:

@@ -12,9 +12,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -154,11 +155,12 @@ def wait_until_midway(cluster: Cluster, job_id: str, log: Path) -> None:
                      timeout=120, what="the job midway")
 
 
-def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chunks: int, crash: bool = False) -> None:
+def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chunks: int, crash: bool = False,
+                                   errors_before: Mapping[uuid.UUID, int] | None = None) -> None:
     """`crash`: PostgreSQL was SIGKILLed. The hot statements commit without waiting for the WAL flush
     (docs/batch.md), so a crash may lose the last fraction of a second of claims: those chunks run once
     more than their recorded claims, and lost outcomes leave a lapsed lease ("Worker lost"), exactly as after a
-    worker crash; their results still count once."""
+    worker crash; their results still count once. `errors_before`: errors the test gave chunks itself, by id."""
     job = cluster.wait_until_ended(job_id)
     rows = cluster.chunks(job_id, "log")
     ran = executions(log)
@@ -168,7 +170,8 @@ def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chu
     by_index = {row["sequence"]: row for row in rows}
     assert all(row["status"] == "COMPLETED" and row["records_processed"] == 1 for row in rows)
     every_chunk = cluster.query("SELECT * FROM batch_workchunk WHERE instance_id = %s", job_id)
-    charged = [row["error_message"] for row in every_chunk if row["error_count"]]  # the emitting steps' too
+    charged = [row["error_message"] for row in every_chunk  # the emitting steps' too
+               if row["error_count"] > (errors_before or {}).get(row["id"], 0)]
     if crash:  # what the crash lost looks like a lost worker, and only that
         charged = [message for message in charged if not message.startswith("Worker lost:")]
     assert charged == []  # an outage is no chunk's fault
@@ -362,3 +365,44 @@ def test_a_reduction_cut_off_by_a_postgresql_restart_runs_again_and_counts_every
     cluster.postgres.start()
 
     assert_completed_with_every_emitted_chunk(cluster, "TEST_LOGGED_GATED", job_id, log)
+
+
+def test_a_crash_that_loses_a_chunks_completion_charges_no_error_and_fails_no_job(cluster, tmp_path):
+    """With fsync on and the WAL writer slowed to 10 s, SIGKILLing every PostgreSQL process really loses the
+    completion of a chunk on its last retry (the worker's hot statements commit asynchronously): its lease,
+    last renewed before the database restarted, lapses, and the retry is free (docs/batch.md, *Faults*)."""
+    postgres = cluster.postgres
+    postgres.stop_fast()
+    postgres.start(fsync="on", wal_writer_delay="10s")
+    try:
+        log, hold = tmp_path / "ran", tmp_path / "hold"
+        hold.touch()  # chunks 0 and 1 run, the last is held, so the job cannot end (and commit) meanwhile
+        job_id = start_logged_job(cluster, log, chunks=HELD_FROM + 1, sleep_ms=1500, hold=hold)
+        first = cluster.wait_for(lambda: [row for row in cluster.chunks(job_id, "log")
+                                          if row["sequence"] == 0 and row["status"] == "IN_PROGRESS"],
+                                 timeout=120, what="the first chunk running")[0]
+        last_retry = 3  # BATCH_MAX_CHUNK_RETRIES: one more error fails the job
+        cluster.query("UPDATE batch_workchunk SET error_count = %s WHERE id = %s RETURNING id", last_retry, first["id"])
+        postgres.stop_wal_writer()  # from here only a synchronous commit writes the WAL out
+        with psycopg.connect(cluster.database_url, autocommit=True) as watcher:
+            deadline = time.monotonic() + 60
+            # Polled tightly: any synchronous commit (a maintenance pass, a lease renewal) writes the WAL out.
+            while watcher.execute("SELECT status FROM batch_workchunk WHERE id = %s",
+                                  [first["id"]]).fetchone()[0] != "COMPLETED":
+                assert time.monotonic() < deadline, f"the first chunk did not complete\n{cluster.logs()}"
+                time.sleep(0.005)
+            postgres.kill_every_process()  # its completion is committed, but not yet written to the WAL on disk
+        postgres.start(fsync="on", wal_writer_delay="10s")
+        assert cluster.job(job_id) and cluster.query("SELECT status FROM batch_workchunk WHERE id = %s",
+                                                     first["id"])[0]["status"] == "IN_PROGRESS", \
+            "the crash lost nothing: this run cannot show what a lost completion does"
+        hold.unlink()
+
+        assert_each_chunk_counted_once(cluster, job_id, log, chunks=HELD_FROM + 1, crash=True,
+                                       errors_before={first["id"]: last_retry})
+        row = cluster.query("SELECT * FROM batch_workchunk WHERE id = %s", first["id"])[0]
+        assert (row["error_count"], row["attempts"]) == (last_retry, 2), "retried once, without an error"
+    finally:
+        if postgres.is_up():
+            postgres.stop_fast()
+        postgres.start()

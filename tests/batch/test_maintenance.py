@@ -194,3 +194,26 @@ def test_a_retry_not_claimed_when_due_is_sent_again_first_even_behind_a_full_que
     assert report.retries_resent == 1, "sent again although the node's queue is not drained"
     assert [n.chunk_id for n in bus.take()] == [work.chunk_id]
     assert run_maintenance_pass().retries_resent == 0, "sent again once per interval, not every pass"
+
+
+def test_a_lease_that_lapsed_across_a_database_restart_is_retried_without_an_error(define_job, bus, settings):
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", count_records()))
+    instance = start_job(job.id, {}, node_id=unique_node())
+    bus.deliver_next()
+    [work] = bus.take()
+    last_retry = settings.BATCH_MAX_CHUNK_RETRIES
+    WorkChunk.objects.filter(id=work.chunk_id).update(error_count=last_retry)  # one more error would fail the job
+    on_chunk_claimed(work.chunk_id, worker="w")  # it ran and succeeded, and the database crash lost its completion
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time())")
+        database_up_for = float(cursor.fetchone()[0])
+
+    with later(database_up_for + settings.BATCH_LEASE_SECONDS + 1):  # last renewed before the database started
+        assert run_maintenance_pass().leases_expired == 1
+
+    chunk = WorkChunk.objects.get(id=work.chunk_id)
+    assert (chunk.status, chunk.error_count) == (ChunkStatus.ERRORED, last_retry), "a free retry"
+    assert bus.sent_again == bus.sent and [n.chunk_id for n in bus.take()] == [work.chunk_id]
+    bus.sent.append(("q", work.to_message()))
+    bus.drain()  # due at once: no backoff
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
