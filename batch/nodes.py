@@ -30,6 +30,7 @@ from batch.conf import batch_settings
 from batch.exceptions import BatchError, JobStateConflict, NoLiveNode
 from batch.heartbeats import forget_departed_workers, live_nodes
 from batch.models import JobInstance, JobReassignment, WorkChunk
+from batch.queues import discard_notifications, work_notification_queue
 from batch.registry import registry
 from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 
@@ -95,7 +96,25 @@ def rehome_stranded_jobs() -> int:
             moved += _move_job(job_id, node_id, target, reason) is not None
         except Exception:
             logger.exception("job %s: moving it from dead node %s failed; the next pass tries again", job_id, node_id)
+    for node_id, module_id in sorted({(node_id, module_id) for _, node_id, module_id in stranded}):
+        _discard_stale_queue(node_id, module_id)
     return moved
+
+
+def _discard_stale_queue(node_id: str, module_id: str) -> None:
+    """Once a dead node has no unfinished job left, its queue's messages are stale (their chunks were announced
+    again where the jobs went): delete them instead of leaving them on the broker forever. While a job stays
+    (too young to move, or of a module no live node runs), so does the queue."""
+    if JobInstance.objects.filter(node_id=node_id, module_id=module_id, status__in=UNFINISHED_JOB_STATUSES).exists():
+        return
+    try:
+        discarded = discard_notifications(work_notification_queue(node_id, module_id))
+    except Exception:  # Redis away: the messages stay stale a while longer, harmless (they find nothing to claim)
+        logger.exception("node %s: deleting its stale queue failed", node_id)
+        return
+    if discarded:
+        logger.warning("node %s (module %s) is dead and has no job left: %d stale messages deleted from its queue",
+                       node_id, module_id, discarded)
 
 
 def reassign_jobs(*, from_node: str | None = None, to_node: str | None = None, job_id: UUID | str | None = None,

@@ -6,6 +6,8 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+import redis
+from django.conf import settings as django_settings
 from django.db import connection
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -310,3 +312,21 @@ def test_a_job_moved_off_a_dead_node_keeps_its_retrys_backoff(define_job, bus, m
     with time_passes(30):
         bus.deliver(retry)
     assert control.get_job(instance.id).status == JobStatus.COMPLETED
+
+
+def test_a_dead_nodes_stale_messages_are_deleted_once_its_last_job_has_moved(two_step_job, bus, module):
+    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    dead_queue = work_notification_queue("gone", module)
+    record_heartbeat("b1", "node-b", module)
+    aged(start_job(two_step_job.id, {}, node_id="gone", module_id=module))
+    young = start_job(two_step_job.id, {}, node_id="gone", module_id=module)  # too young to move yet
+    bus.take()
+    broker.rpush(dead_queue, "a message nobody will consume")
+    try:
+        assert run_maintenance_pass().rehomed == 1
+        assert broker.llen(dead_queue) == 1, "a job is still on the node: its queue stays"
+        aged(young)
+        assert run_maintenance_pass().rehomed == 1
+        assert not broker.exists(dead_queue), "stale: every chunk it announced was announced on node-b"
+    finally:
+        broker.delete(dead_queue)
