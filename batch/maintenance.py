@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 
 from batch import flow
+from batch.claims import ClaimedChunk, ClaimedJob
 from batch.conf import batch_settings
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import rehome_stranded_jobs
@@ -96,7 +97,7 @@ def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
                    .filter(instance_id=instance.id, status=ChunkStatus.IN_PROGRESS, lease_expires_at__lt=now)
                    .order_by("lease_expires_at")[:CHUNK_PAGE])
         for chunk in expired:
-            on_lease_expired(chunk, now, database_started_at)
+            on_lease_expired(_held(chunk), now, database_started_at)
             report.leases_expired += 1
         if instance.current_gated_step_id:
             # Chunks a lost worker emitted into a step whose gate has opened meanwhile.
@@ -108,6 +109,18 @@ def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
         report.reannounced += _reannounce_lost_chunks(instance, now)
     if JobInstance.objects.filter(id=instance.id, status__in=UNFINISHED_JOB_STATUSES).exists():
         refresh_progress(instance.id)
+
+
+def _held(chunk: WorkChunk) -> ClaimedChunk:
+    """A chunk row whose lease lapsed, as the claim its worker held."""
+    instance = chunk.instance
+    job = ClaimedJob(id=instance.id, definition_id=instance.definition_id, definition_version=instance.definition_version,
+                     parameters=instance.parameters, node_id=instance.node_id, module_id=instance.module_id,
+                     max_concurrent_chunks=instance.max_concurrent_chunks)
+    return ClaimedChunk(id=chunk.id, job=job, target_step_id=chunk.target_step_id, sequence=chunk.sequence,
+                        data=chunk.data, attempts=chunk.attempts, error_count=chunk.error_count,
+                        poll_attempts=chunk.poll_attempts, claim_token=chunk.claim_token, worker=chunk.worker,
+                        lease_expires_at=chunk.lease_expires_at)
 
 
 def _database_clock() -> tuple[datetime, datetime]:

@@ -11,9 +11,9 @@ from django.db import connection, transaction
 
 from batch import flow
 from batch.api import JobDefinition, StepDefinition
+from batch.claims import ClaimedChunk, ClaimedJob
 from batch.connections import surviving_connection_loss
 from batch.exceptions import BatchError, JobCancelled
-from batch.models import JobInstance, WorkChunk
 from batch.prepared import RELAXED_COMMIT
 from batch.statuses import ChunkStatus
 from batch.step_context import RunningStepContext
@@ -55,7 +55,7 @@ class ChunkSink:
     lost connection (PostgreSQL restarting) is written again by the retry, never silently dropped.
     """
 
-    def __init__(self, definition: JobDefinition, instance: JobInstance, chunk: WorkChunk, step: StepDefinition,
+    def __init__(self, definition: JobDefinition, instance: ClaimedJob, chunk: ClaimedChunk, step: StepDefinition,
                  context: RunningStepContext):
         self.definition = definition
         self.instance = instance

@@ -26,7 +26,7 @@ def test_a_claim_lost_in_a_database_crash_cannot_record_over_the_claim_that_repl
     assert current.attempts == lost.attempts  # the attempt number repeats; the token does not
 
     step = definition.step("work")
-    on_chunk_completed(lost, definition, ChunkSink(definition, lost.instance, lost, step, None), 99, [])
+    on_chunk_completed(lost, definition, ChunkSink(definition, lost.job, lost, step, None), 99, [])
 
     row = WorkChunk.objects.get(id=chunk_id)
     assert (row.status, row.worker, row.records_processed) == (ChunkStatus.IN_PROGRESS, "survivor", None)
