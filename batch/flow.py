@@ -1,6 +1,6 @@
 """How a job moves on: chunks are queued and announced, gates open, the reducer is triggered, the job ends.
 
-Every function here is safe to call from any process at any time (worker, maintenance, coordinator):
+Every function here is safe to call from any process at any time (worker, maintenance, batch.control):
 each move is a conditional update, so the first caller wins and the others change nothing.
 """
 from __future__ import annotations

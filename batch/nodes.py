@@ -25,9 +25,9 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.db.models.functions import Now
 
-from batch import coordinator, flow
+from batch import flow
 from batch.conf import batch_settings
-from batch.exceptions import BatchError, JobStateConflict, NoLiveNode
+from batch.exceptions import BatchError, JobNotFound, JobStateConflict, NoLiveNode
 from batch.heartbeats import forget_departed_workers, live_nodes
 from batch.models import JobInstance, JobReassignment, WorkChunk
 from batch.queues import discard_notifications, work_notification_queue
@@ -135,7 +135,9 @@ def reassign_jobs(*, from_node: str | None = None, to_node: str | None = None, j
         raise BatchError(f"the jobs are on node {from_node} already")
     jobs = JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES)
     if job_id is not None:
-        instance = coordinator.get_job(job_id)
+        instance = JobInstance.objects.filter(id=_job_uuid(job_id)).first()
+        if instance is None:
+            raise JobNotFound(f"no job instance {job_id}")
         if instance.status not in UNFINISHED_JOB_STATUSES:
             raise JobStateConflict(f"job {instance.id} has ended ({instance.status}): there is nothing to move")
         if from_node is not None and instance.node_id != from_node:
@@ -164,6 +166,13 @@ def reassign_jobs(*, from_node: str | None = None, to_node: str | None = None, j
         if move is not None:
             moves.append(move)
     return moves
+
+
+def _job_uuid(job_id: UUID | str) -> UUID | None:
+    try:
+        return UUID(str(job_id))
+    except ValueError:
+        return None
 
 
 class _TargetPicker:

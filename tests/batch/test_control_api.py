@@ -2,7 +2,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.models import JobInstance
 from batch.statuses import JobStatus
 from jobsite.tokens import token_for

@@ -14,7 +14,7 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from batch import control
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.heartbeats import (
     Heartbeat,
     live_nodes,

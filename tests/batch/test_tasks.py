@@ -4,7 +4,7 @@ stored; the engine, not Celery, retries."""
 import pytest
 
 from batch.api import JobFailed
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.exceptions import ChunksErrored
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
