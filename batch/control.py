@@ -28,7 +28,7 @@ from batch.exceptions import (
     NoLiveNode,
     UnknownJobDefinition,
 )
-from batch.heartbeats import LiveNode, live_nodes
+from batch.heartbeats import LiveNode, live_nodes, node_for_new_job
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import Reassignment, reassign_jobs
 from batch.progress import compute_progress, describe_duration, settle_totals
@@ -163,7 +163,7 @@ def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *
     with transaction.atomic():
         instance = JobInstance.objects.create(
             definition_id=definition.id, definition_version=definition.version, status=JobStatus.QUEUED,
-            parameters=values, started_by=started_by[:150], node_id=node_id or settings.NODE_ID,
+            parameters=values, started_by=started_by[:150], node_id=node_id or node_for_new_job(module_id),
             module_id=module_id or settings.MODULE_ID,
             max_concurrent_chunks=max_concurrent_chunks or definition.max_concurrent_chunks,
             current_gated_step_id=first_step.id if definition.gated else None,
