@@ -28,6 +28,7 @@ urlpatterns = [
     path("", include("fhirstore.bulkexport.urls")),  # $export operations, ahead of the type routes
     path("", include("fhirstore.bulkimport.urls")),  # $import, $bulk-submit
     path("", include("fhirstore.reindex.urls")),  # $reindex, $reindex-dryrun
+    path("", include("fhirstore.terminology.urls")),  # $lookup, $expand, …
     path("fhir", views.SystemView.as_view(), name="fhir-system"),
     path("fhir/metadata", views.MetadataView.as_view(), name="fhir-metadata"),
     path("fhir/<fhirtype:resource_type>", views.TypeView.as_view(), name="fhir-type"),

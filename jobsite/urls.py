@@ -8,5 +8,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("batch.urls")),  # the batch control API: /control/jobs
     path("control/scripts", include("scheduling.urls")),
+    path("", include("fhirjobs.terminology.urls")),  # $upload-external-code-system, ahead of the type routes
     path("", include("fhirstore.urls")),  # the FHIR API: /fhir
 ]

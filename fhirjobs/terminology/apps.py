@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class TerminologyJobsConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "fhirjobs.terminology"
+    label = "terminology_jobs"
+    verbose_name = "FHIR terminology jobs"
+
+    def ready(self) -> None:
+        from batch.api import register
+        from fhirjobs.terminology.definition import TERMINOLOGY_UPLOAD
+
+        register(TERMINOLOGY_UPLOAD)

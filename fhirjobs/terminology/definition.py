@@ -1,0 +1,33 @@
+"""The TERMINOLOGY_UPLOAD batch job definition, registered in `apps.py`."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from batch.api import JobDefinition, JobDefinitionBuilder
+from fhirjobs.terminology.steps import TERMINOLOGY_UPLOAD_JOB, build_closure, make_current, parse, write_concepts
+
+
+def _files_are_references(parameters: Mapping[str, Any]) -> Iterable[str]:
+    for number, reference in enumerate(parameters["files"], 1):
+        if not isinstance(reference, dict) or not (reference.get("url") or reference.get("stored")):
+            yield f"file {number} must be {{'url': …}} or {{'stored': <id>}}"
+
+
+TERMINOLOGY_UPLOAD: JobDefinition = (
+    JobDefinitionBuilder(TERMINOLOGY_UPLOAD_JOB, 1, "Load a code system version: concepts, links, closure")
+    .parameter("system", str, required=True, description="the code system URL")
+    .parameter("version_id", int, required=True, minimum=1, description="the BUILDING CodeSystemVersion to fill")
+    .parameter("version", str, default="", description="its label; empty: the one the files declare")
+    .parameter("files", list, required=True, items=dict, description="{'url': …} or {'stored': id, 'name': …}")
+    .parameter("make_current", bool, default=True, description="make it the current version at the end")
+    .parameter("chunk_concepts", int, default=2000, minimum=1, maximum=50_000,
+               description="concepts per write and closure chunk")
+    .validate_with(_files_are_references)
+    .gated()
+    .first_step("parse", parse, "streams the files, one chunk per chunk_concepts concepts")
+    .intermediate_step("write-concepts", write_concepts, "writes a chunk's concepts, designations, properties, links")
+    .intermediate_step("build-closure", build_closure, "inserts the closure rows of a chunk's concepts")
+    .reduction_step("make-current", make_current, "counts, and makes the version current (one transaction)")
+    .build()
+)

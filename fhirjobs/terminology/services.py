@@ -1,0 +1,40 @@
+"""The upload as plain functions: start one (from a request), and who may.
+
+The `$upload-external-code-system` view and the `upload_terminology` command are thin over these.
+"""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import transaction
+
+from batch import control
+from batch.control import InvalidParameters, JobSnapshot
+from fhirjobs.terminology.exceptions import InvalidUploadRequest
+from fhirjobs.terminology.parameters import UploadRequest
+from fhirjobs.terminology.steps import TERMINOLOGY_UPLOAD_JOB
+from fhirstore.terminology import storage
+
+
+def start_upload(request: UploadRequest, *, started_by: str) -> JobSnapshot:
+    """A BUILDING version, the inline files kept for the workers, and a TERMINOLOGY_UPLOAD job filling it."""
+    with transaction.atomic():
+        version = storage.new_version(request.system, request.version or None)
+        files = []
+        for upload_file in request.files:
+            if upload_file.data is not None:
+                file_id = uuid.uuid4()
+                storage.store_uploaded_file(file_id, upload_file.name, upload_file.data)
+                files.append({"stored": str(file_id), "name": upload_file.name})
+            else:
+                files.append({"url": upload_file.url, "name": upload_file.name})
+        try:
+            job = control.start_job(TERMINOLOGY_UPLOAD_JOB, {
+                "system": request.system, "version_id": version.id, "version": request.version, "files": files,
+                "make_current": request.make_current, "chunk_concepts": settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS,
+            }, started_by=started_by, max_concurrent_chunks=settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS or None)
+        except InvalidParameters as error:
+            raise InvalidUploadRequest(list(error.problems)) from None
+        storage.note_upload(version.id, str(job.id))
+    return job

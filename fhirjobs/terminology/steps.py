@@ -1,0 +1,85 @@
+"""The steps of the TERMINOLOGY_UPLOAD job, written against the batch job-author API only.
+
+parse → write-concepts → build-closure → make-current (a gated job: each step starts once the one before
+has completed everywhere, so the closure is built from every link, and the version is made current once).
+
+- `parse` streams the files through the system's loader and emits one chunk per `chunk_concepts` concepts
+  (the records themselves, as compact JSON: the data travels through PostgreSQL, never a file shared by
+  workers), in file order: run again, it emits the same chunks, which the engine ignores.
+- `write-concepts` writes one chunk's concepts, designations, properties and links in one transaction
+  (idempotent: upserts, and the chunk's own rows replaced) and emits its codes for the closure.
+- `build-closure` inserts the closure rows of those codes (`ON CONFLICT DO NOTHING`): chunks run in
+  parallel, and one run twice adds nothing.
+- `make-current` (the reduction) counts what was written and makes the version current in one short
+  transaction, unless the upload was asked not to; it drops the inline files.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from batch.api import DataSink, JobFailed, StepContext
+from fhirjobs.terminology.loaders import FileFacts, loader_for
+from fhirjobs.terminology.sources import open_file
+from fhirstore.terminology import storage
+from fhirstore.terminology.exceptions import InvalidTerminologyFile
+from fhirstore.terminology.records import ConceptRecord
+
+TERMINOLOGY_UPLOAD_JOB = "TERMINOLOGY_UPLOAD"
+
+
+def parse(context: StepContext, sink: DataSink) -> int:
+    """Read every file, one chunk per `chunk_concepts` concepts; label the version as the files declare."""
+    parameters = context.parameters
+    loader, facts = loader_for(parameters["system"]), FileFacts()
+    size, batch, read = parameters["chunk_concepts"], [], 0
+    try:
+        for reference in parameters["files"]:
+            with open_file(reference) as stream:
+                for record in loader.read(stream, facts):
+                    batch.append(record.to_json())
+                    read += 1
+                    if len(batch) >= size:
+                        sink.accept({"concepts": batch})
+                        batch = []
+    except InvalidTerminologyFile as error:
+        raise JobFailed(error.message) from None
+    if batch:
+        sink.accept({"concepts": batch})
+    if read == 0:
+        raise JobFailed("the files hold no concepts")
+    storage.label_version(parameters["version_id"], parameters["version"] or facts.version, facts.name)
+    return read
+
+
+def write_concepts(context: StepContext, sink: DataSink) -> int:
+    records = [ConceptRecord.from_json(item) for item in context.data["concepts"]]
+    written = storage.write_concepts(context.parameters["version_id"], records)
+    sink.accept({"codes": [record.code for record in records]})
+    return written
+
+
+def build_closure(context: StepContext, sink: DataSink) -> int:
+    codes = context.data["codes"]
+    dangling = storage.dangling_links(context.parameters["version_id"], codes)
+    if dangling:
+        raise JobFailed("links to codes the files do not define: "
+                        + ", ".join(f"{child} → {parent}" for child, parent in dangling))
+    storage.build_closure(context.parameters["version_id"], codes)
+    sink.accept({"concepts": len(codes)})
+    return len(codes)
+
+
+def make_current(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The report; the version made current (when asked) with its counts."""
+    parameters = context.parameters
+    version_id = parameters["version_id"]
+    concepts, closure_rows = storage.counts(version_id)
+    if parameters["make_current"]:
+        storage.make_current(version_id, concepts=concepts, closure_rows=closure_rows)
+    else:
+        storage.record_counts(version_id, concepts=concepts, closure_rows=closure_rows)
+    storage.drop_uploaded_files([f["stored"] for f in parameters["files"] if f.get("stored")])
+    version = storage.version_row(version_id)
+    return {"system": version.system, "version": version.version, "status": version.status,
+            "concepts": concepts, "closureRows": closure_rows}
