@@ -46,7 +46,7 @@ ON CONFLICT DO NOTHING
 # UNION ALL, so a concept reached by several paths (SNOMED's multiple parents) or a cycle is walked once.
 BUILD_CLOSURE_SQL = """
 WITH RECURSIVE up(descendant, ancestor) AS (
-    SELECT code, code FROM unnest(%(codes)s::text[]) AS chunk(code)
+    SELECT code COLLATE "C", code COLLATE "C" FROM unnest(%(codes)s::text[]) AS chunk(code)
     UNION
     SELECT up.descendant, link.parent
     FROM up JOIN terminology_parentlink link

@@ -17,7 +17,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("system", help="e.g. http://hl7.org/fhir/sid/icd-10-cm")
         parser.add_argument("files", nargs="+", metavar="FILE", help="a path, or an http(s):// or file:// URL")
-        parser.add_argument("--version", dest="label", default="", help="the version's label (default: the file's)")
+        parser.add_argument("--label", default="", help="the new version's label (default: the one the file declares)")
         parser.add_argument("--dont-make-current", action="store_true",
                             help="load it, but keep answering from the current version")
         parser.add_argument("--wait", action="store_true",
