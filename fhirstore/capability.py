@@ -24,7 +24,14 @@ BULK_SUBMIT_OPERATION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bul
 TYPE_OPERATIONS = {
     "Patient": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}],
     "Group": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}],
+    "CodeSystem": [{"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/CodeSystem-{name}"}
+                   for name in ("lookup", "validate-code", "subsumes")]
+    + [{"name": "upload-external-code-system",
+        "definition": "http://hapifhir.io/fhir/OperationDefinition/CodeSystem-upload-external-code-system"}],
+    "ValueSet": [{"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/ValueSet-{name}"}
+                 for name in ("expand", "validate-code")],
 }
+TOKEN_MODIFIERS = ("below", "above", "in", "not-in")  # answered from the loaded code systems' closure
 COMMON_SEARCH_PARAMS = (
     {"name": "_id", "type": "token", "documentation": "The logical id"},
     {"name": "_lastUpdated", "type": "date", "documentation": "meta.lastUpdated, with prefixes eq ne gt ge lt le sa eb"},
@@ -87,7 +94,9 @@ def _resources() -> list[dict]:
         "conditionalUpdate": True,
         "searchParam": [*COMMON_SEARCH_PARAMS, *(
             {"name": param.name, "type": param.kind,
-             "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{param.name}"}
+             "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{param.name}",
+             **({"documentation": f"modifiers: :{', :'.join(TOKEN_MODIFIERS)} (loaded code systems)"}
+                if param.kind == "token" else {})}
             for param in params_for(resource_type).values()
         )],
         **({"operation": TYPE_OPERATIONS[resource_type]} if resource_type in TYPE_OPERATIONS else {}),

@@ -43,3 +43,24 @@ def upload_body(content: bytes, *, version: str | None = None, make_current: boo
 def parameters_of(response) -> dict:
     assert response.status_code == 200, response.content[:2000]
     return {p["name"]: p for p in response.json()["parameter"]}
+
+
+def load_slice(version: str = "2026", *, current: bool = True, content: bytes | None = None) -> int:
+    """The slice written straight through the store's functions (what the upload's steps call); its id."""
+    import io
+
+    from fhirstore.terminology import storage
+    from fhirstore.terminology.icd10cm import read_concepts
+
+    loaded = storage.new_version(ICD10CM, version)
+    records = list(read_concepts(io.BytesIO(content or SLICE.read_bytes())))
+    storage.write_concepts(loaded.id, records)
+    storage.build_closure(loaded.id, [record.code for record in records])
+    if current:
+        storage.make_current(loaded.id, concepts=len(records))
+    return loaded.id
+
+
+@pytest.fixture
+def icd10cm(db) -> int:
+    return load_slice()
