@@ -9,6 +9,7 @@ class TerminologyJobsConfig(AppConfig):
 
     def ready(self) -> None:
         from batch.api import register
-        from fhirjobs.terminology.definition import TERMINOLOGY_UPLOAD
+        from fhirjobs.terminology.definition import TERMINOLOGY_UPLOAD, VALUESET_EXPAND
 
         register(TERMINOLOGY_UPLOAD)
+        register(VALUESET_EXPAND)

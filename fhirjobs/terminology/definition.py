@@ -1,11 +1,14 @@
-"""The TERMINOLOGY_UPLOAD batch job definition, registered in `apps.py`."""
+"""The TERMINOLOGY_UPLOAD and VALUESET_EXPAND batch job definitions, registered in `apps.py`."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from batch.api import JobDefinition, JobDefinitionBuilder
-from fhirjobs.terminology.steps import TERMINOLOGY_UPLOAD_JOB, build_closure, make_current, parse, write_concepts
+from fhirjobs.terminology.steps import (
+    TERMINOLOGY_UPLOAD_JOB, VALUESET_EXPAND_JOB, build_closure, expand_value_set, find_stale_value_sets, make_current,
+    parse, write_concepts,
+)
 
 
 def _files_are_references(parameters: Mapping[str, Any]) -> Iterable[str]:
@@ -29,5 +32,12 @@ TERMINOLOGY_UPLOAD: JobDefinition = (
     .intermediate_step("write-concepts", write_concepts, "writes a chunk's concepts, designations, properties, links")
     .intermediate_step("build-closure", build_closure, "inserts the closure rows of a chunk's concepts")
     .reduction_step("make-current", make_current, "counts, and makes the version current (one transaction)")
+    .build()
+)
+
+VALUESET_EXPAND: JobDefinition = (
+    JobDefinitionBuilder(VALUESET_EXPAND_JOB, 1, "Pre-expand the stored ValueSets whose expansion is missing or stale")
+    .first_step("find-stale-value-sets", find_stale_value_sets, "one chunk per stale ValueSet")
+    .last_step("expand-value-set", expand_value_set, "expands one ValueSet into the expansion table")
     .build()
 )

@@ -1,6 +1,7 @@
-"""The upload as plain functions: start one (from a request), and who may.
+"""The terminology jobs as plain functions: start an upload (from a request), start a pre-expansion.
 
-The `$upload-external-code-system` view and the `upload_terminology` command are thin over these.
+The `$upload-external-code-system` view, the `upload_terminology` command and the scheduled job are thin
+over these.
 """
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from django.conf import settings
 from django.db import transaction
 
 from batch import control
-from batch.control import InvalidParameters, JobSnapshot
+from batch.control import InvalidParameters, JobSnapshot, JobStatus
 from fhirjobs.terminology.exceptions import InvalidUploadRequest
 from fhirjobs.terminology.parameters import UploadRequest
-from fhirjobs.terminology.steps import TERMINOLOGY_UPLOAD_JOB
-from fhirstore.terminology import storage
+from fhirjobs.terminology.steps import TERMINOLOGY_UPLOAD_JOB, VALUESET_EXPAND_JOB
+from fhirstore.terminology import storage, valuesets
+
+VALUESET_EXPAND_STARTER = "system:valueset-expand"  # `started_by` of the scheduled pre-expansions
+UNFINISHED = (JobStatus.QUEUED, JobStatus.IN_PROGRESS, JobStatus.FINALIZE)
 
 
 def start_upload(request: UploadRequest, *, started_by: str) -> JobSnapshot:
@@ -38,3 +42,13 @@ def start_upload(request: UploadRequest, *, started_by: str) -> JobSnapshot:
             raise InvalidUploadRequest(list(error.problems)) from None
         storage.note_upload(version.id, str(job.id))
     return job
+
+
+def expand_stale_value_sets_now(*, started_by: str = VALUESET_EXPAND_STARTER) -> JobSnapshot | None:
+    """A VALUESET_EXPAND job, when some stored ValueSet's expansion is missing or stale and no such job is
+    unfinished; None otherwise."""
+    if not valuesets.stale_value_sets(1):
+        return None
+    if control.list_jobs(UNFINISHED, definition_ids=[VALUESET_EXPAND_JOB])[:1]:
+        return None
+    return control.start_job(VALUESET_EXPAND_JOB, {}, started_by=started_by)

@@ -12,6 +12,9 @@ has completed everywhere, so the closure is built from every link, and the versi
   parallel, and one run twice adds nothing.
 - `make-current` (the reduction) counts what was written and makes the version current in one short
   transaction, unless the upload was asked not to; it drops the inline files.
+
+VALUESET_EXPAND (pre-expansion): find-stale-value-sets → expand-value-set, one chunk per stale ValueSet, many
+at once; started by the clustered scheduled job `expand_stale_value_sets` (periodic.py) when any is stale.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from typing import Any
 from batch.api import DataSink, JobFailed, StepContext
 from fhirjobs.terminology.loaders import FileFacts, loader_for
 from fhirjobs.terminology.sources import open_file
-from fhirstore.terminology import storage
+from fhirstore.exceptions import FhirStoreError
+from fhirstore.terminology import storage, valuesets
 from fhirstore.terminology.exceptions import InvalidTerminologyFile
 from fhirstore.terminology.records import ConceptRecord
 
@@ -83,3 +87,26 @@ def make_current(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> d
     version = storage.version_row(version_id)
     return {"system": version.system, "version": version.version, "status": version.status,
             "concepts": concepts, "closureRows": closure_rows}
+
+
+VALUESET_EXPAND_JOB = "VALUESET_EXPAND"
+STALE_PER_RUN = 10_000  # ValueSets one VALUESET_EXPAND run picks up; the next run takes the rest
+
+
+def find_stale_value_sets(context: StepContext, sink: DataSink) -> int:
+    """One chunk per stored ValueSet whose expansion is missing or stale, in id order."""
+    stale = valuesets.stale_value_sets(STALE_PER_RUN)
+    for logical_id in stale:
+        sink.accept({"id": logical_id})
+    return len(stale)
+
+
+def expand_value_set(context: StepContext, sink: DataSink) -> int:
+    """Expand one ValueSet and store it; one that cannot be expanded is FAILED with its error (a warning
+    here: the other ValueSets go on)."""
+    try:
+        value_set = valuesets.stored_value_set(logical_id=context.data["id"])
+        valuesets.store_expansion(value_set)
+    except FhirStoreError as error:
+        context.add_warning(f"ValueSet/{context.data['id']}: {error.message}")
+    return 1

@@ -19,7 +19,7 @@ element. Each concept also has a `kind` property (chapter, block, category, code
 """
 from __future__ import annotations
 
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO

@@ -152,6 +152,9 @@ class ValueSetExpansion(models.Model):
 
     url = models.CharField(max_length=200, db_collation=C)
     version = models.CharField(max_length=64, db_collation=C, blank=True)
+    source = models.CharField(max_length=64, db_collation=C, blank=True, help_text="the ValueSet resource's id")
+    source_version = models.PositiveIntegerField(null=True, blank=True,
+                                                 help_text="its versionId expanded: another one makes this stale")
     status = models.CharField(max_length=16, choices=ExpansionStatus.choices, default=ExpansionStatus.NOT_EXPANDED)
     error = models.TextField(blank=True)
     systems = ArrayField(models.CharField(max_length=200), default=list,

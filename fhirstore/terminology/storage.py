@@ -17,7 +17,7 @@ from django.db.models.functions import Now
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.storage import Write, save_changed_resources
 from fhirstore.terminology.models import (
-    Closure, CodeSystemVersion, Concept, ExpansionStatus, UploadedFile, ValueSetExpansion, VersionStatus,
+    Closure, CodeSystemVersion, Concept, ExpansionStatus, ParentLink, UploadedFile, ValueSetExpansion, VersionStatus,
 )
 from fhirstore.terminology.records import ConceptRecord
 
@@ -223,3 +223,30 @@ def make_version_current(system: str, version: str) -> CodeSystemVersion:
 def note_upload(version_id: int, upload_id: str) -> None:
     """Remember which upload (job) writes the version."""
     CodeSystemVersion.objects.filter(pk=version_id).update(loaded_by=upload_id)
+
+
+def add_concepts(system: str, records: Sequence[ConceptRecord]) -> int:
+    """`$apply-codesystem-delta-add`: add (or replace) concepts in the current version of `system`, in one
+    transaction: their rows, their closure, and the stored expansions using the system marked stale. A
+    concept may name parents already in the version or added with it; it may not become the parent of a
+    concept already there (the closure of those would change: upload a new version instead)."""
+    from fhirstore.terminology.lookup import resolve_version
+
+    version = resolve_version(system)
+    codes = [record.code for record in records]
+    with transaction.atomic():
+        existing_children = set(ParentLink.objects.filter(code_system_version=version, parent__in=codes)
+                                .exclude(child__in=codes).values_list("child", flat=True))
+        if existing_children:
+            raise InvalidRequest(f"A delta may not add parents to existing concepts "
+                                 f"({', '.join(sorted(existing_children)[:5])}): upload a new version")
+        write_concepts(version.id, records)
+        missing = dangling_links(version.id, codes)
+        if missing:
+            raise InvalidRequest("Parents not in the code system: " + ", ".join(f"{c} → {p}" for c, p in missing))
+        Closure.objects.filter(code_system_version=version, descendant__in=codes).delete()
+        build_closure(version.id, codes)
+        CodeSystemVersion.objects.filter(pk=version.id).update(
+            concept_count=Concept.objects.filter(code_system_version=version).count())
+        mark_expansions_stale([system])
+    return len(records)

@@ -12,6 +12,9 @@ OPERATIONS = (
 )
 
 urlpatterns = [
+    path("fhir/CodeSystem/$apply-codesystem-delta-add", views.DeltaAddView.as_view(), name="terminology-delta-add"),
+    path("fhir/ValueSet/<fhirid:logical_id>/$invalidate-expansion", views.InvalidateExpansionView.as_view(),
+         name="terminology-invalidate-expansion"),
     *(path(f"fhir/{resource_type}/{operation}", view.as_view(), name=f"terminology-{name}")
       for resource_type, operation, view, name in OPERATIONS),
     *(path(f"fhir/{resource_type}/<fhirid:logical_id>/{operation}", view.as_view(),

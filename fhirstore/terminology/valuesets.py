@@ -10,7 +10,7 @@ used makes it stale (`storage.mark_expansions_stale`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
-from fhirstore.exceptions import InvalidRequest, UnsupportedSearch
+from fhirstore.exceptions import FhirStoreError, InvalidRequest, UnsupportedSearch
 from fhirstore.fhirdates import format_instant
 from fhirstore.models import Resource
 from fhirstore.terminology.exceptions import ExpansionTooCostly, UnknownValueSet
@@ -135,6 +135,7 @@ class ExpansionPage:
     offset: int
     contains: list[tuple[str, str, str, str, bool]]  # (system, version, code, display, abstract)
     stored: bool  # answered from a stored pre-expansion
+    status: str = ""  # the stored expansion's status (a stored ValueSet's), "" for one sent inline
 
 
 def expand(value_set: Mapping[str, Any], *, text: str = "", offset: int = 0, count: int | None = None
@@ -154,7 +155,8 @@ def expand(value_set: Mapping[str, Any], *, text: str = "", offset: int = 0, cou
         total = rows.count()
         _check_size(total, count, limit)
         page = rows.order_by("position")[offset: offset + (count if count is not None else total)]
-        return ExpansionPage(total, offset, [(r.system, r.version, r.code, r.display, False) for r in page], True)
+        return ExpansionPage(total, offset, [(r.system, r.version, r.code, r.display, False) for r in page], True,
+                             ExpansionStatus.EXPANDED)
     query = compose_query(value_set.get("compose") or {})
     where, params = ("", [])
     if text:
@@ -165,7 +167,28 @@ def expand(value_set: Mapping[str, Any], *, text: str = "", offset: int = 0, cou
         _check_size(total, count, limit)
         cursor.execute(f"SELECT * FROM ({query.sql}) expansion{where} ORDER BY system, code OFFSET %s LIMIT %s",
                        [*query.params, *params, offset, count if count is not None else total])
-        return ExpansionPage(total, offset, [tuple(row) for row in cursor.fetchall()], False)
+        contains = [tuple(row) for row in cursor.fetchall()]
+    return ExpansionPage(total, offset, contains, False, expansion_status(value_set))
+
+
+def expansion_status(value_set: Mapping[str, Any]) -> str:
+    """The pre-expansion status of a stored ValueSet: NOT_EXPANDED (also: stale, changed since), EXPANDING,
+    EXPANDED or FAILED; "" for one sent inline."""
+    source, source_version = _source(value_set)
+    if source_version is None:
+        return ""
+    row = ValueSetExpansion.objects.filter(url=value_set.get("url") or "", version=value_set.get("version") or "") \
+        .values_list("status", "source", "source_version").first()
+    if row is None or (row[0] != ExpansionStatus.EXPANDING and (row[1], row[2]) != (source, source_version)):
+        return ExpansionStatus.NOT_EXPANDED
+    return row[0]
+
+
+def invalidate_expansion(value_set: Mapping[str, Any]) -> int:
+    """`$invalidate-expansion`: the stored expansion of this ValueSet is stale (expanded again by the next
+    VALUESET_EXPAND run)."""
+    return ValueSetExpansion.objects.filter(url=value_set.get("url") or "", version=value_set.get("version") or "") \
+        .update(status=ExpansionStatus.NOT_EXPANDED, updated_at=Now())
 
 
 def _check_size(total: int, count: int | None, limit: int) -> None:
@@ -176,11 +199,12 @@ def _check_size(total: int, count: int | None, limit: int) -> None:
 
 
 def _expanded(value_set: Mapping[str, Any]) -> ValueSetExpansion | None:
-    url = value_set.get("url")
-    if not isinstance(url, str):
+    """The stored expansion of this very ValueSet version: a stored one, unchanged since it was expanded."""
+    url, (source, source_version) = value_set.get("url"), _source(value_set)
+    if not isinstance(url, str) or source_version is None:
         return None
-    return ValueSetExpansion.objects.filter(url=url, version=value_set.get("version") or "",
-                                            status=ExpansionStatus.EXPANDED).first()
+    return ValueSetExpansion.objects.filter(url=url, version=value_set.get("version") or "", source=source,
+                                            source_version=source_version, status=ExpansionStatus.EXPANDED).first()
 
 
 def expansion_resource(value_set: Mapping[str, Any], page: ExpansionPage, *, text: str = "",
@@ -193,6 +217,8 @@ def expansion_resource(value_set: Mapping[str, Any], page: ExpansionPage, *, tex
     if text:
         parameters.append({"name": "filter", "valueString": text})
     parameters.append({"name": "expansion-source", "valueString": "stored" if page.stored else "on-the-fly"})
+    if page.status:
+        parameters.append({"name": "expansion-status", "valueCode": page.status})
     contains = []
     for system, version, code, display, abstract in page.contains:
         item = {"system": system, **({"version": version} if version else {}), "code": code, "display": display}
@@ -235,32 +261,61 @@ def validate_in_value_set(value_set: Mapping[str, Any], system: str, code: str) 
     return row is not None, row[0] if row else ""
 
 
+STALE_SQL = """
+SELECT r.logical_id FROM fhirstore_resource r
+LEFT JOIN terminology_valuesetexpansion e
+       ON e.url = r.body->>'url' AND e.version = coalesce(r.body->>'version', '')
+WHERE r.resource_type = 'ValueSet' AND NOT r.deleted AND r.body ? 'url' AND r.body ? 'compose'
+  AND (e.id IS NULL
+       OR e.status = 'NOT_EXPANDED'
+       OR (e.status = 'EXPANDING' AND e.updated_at < now() - interval '10 minutes')
+       OR (e.status IN ('EXPANDED', 'FAILED')
+           AND (e.source <> r.logical_id OR e.source_version IS DISTINCT FROM r.version_id)))
+ORDER BY r.logical_id
+LIMIT %s
+"""
+
+
+def stale_value_sets(limit: int) -> list[str]:
+    """Ids of the stored ValueSets (with a url and a compose) whose expansion is missing or stale: never
+    expanded, marked stale by a new current code system version, changed since (another versionId), or
+    left EXPANDING for 10 minutes by an expansion that died."""
+    with connection.cursor() as cursor:
+        cursor.execute(STALE_SQL, [limit])
+        return [row[0] for row in cursor.fetchall()]
+
+
 def store_expansion(value_set: Mapping[str, Any]) -> ValueSetExpansion:
-    """Expand a ValueSet (with a url) and keep it: EXPANDED with its codes, or FAILED with the error. The
-    row is EXPANDING meanwhile; answers keep coming on the fly until it is EXPANDED."""
+    """Expand a ValueSet (with a url) and keep it: EXPANDED with its codes, or FAILED with the error (raised
+    again). The row is EXPANDING meanwhile; answers keep coming on the fly until it is EXPANDED."""
     url, version = value_set.get("url"), value_set.get("version") or ""
     if not isinstance(url, str) or not url:
         raise InvalidRequest("Only a ValueSet with a url can be pre-expanded")
+    source, source_version = _source(value_set)
     expansion, _ = ValueSetExpansion.objects.get_or_create(url=url, version=version)
-    ValueSetExpansion.objects.filter(pk=expansion.pk).update(status=ExpansionStatus.EXPANDING, updated_at=Now())
+    rows = ValueSetExpansion.objects.filter(pk=expansion.pk)
+    rows.update(status=ExpansionStatus.EXPANDING, source=source, source_version=source_version, updated_at=Now())
     try:
         query = compose_query(value_set.get("compose") or {})
-    except InvalidRequest as error:
-        ValueSetExpansion.objects.filter(pk=expansion.pk).update(status=ExpansionStatus.FAILED, error=error.message,
-                                                                 updated_at=Now())
+    except FhirStoreError as error:
+        rows.update(status=ExpansionStatus.FAILED, error=error.message, updated_at=Now())
         raise
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM terminology_expansionconcept WHERE expansion_id = %s", [expansion.pk])
         cursor.execute(
             "INSERT INTO terminology_expansionconcept (expansion_id, position, system, version, code, display)"
-            f" SELECT %s, row_number() OVER (ORDER BY system, code), system, version, code, display"
+            " SELECT %s, row_number() OVER (ORDER BY system, code), system, version, code, display"
             f" FROM ({query.sql}) expansion", [expansion.pk, *query.params])
-        total = cursor.rowcount
-        ValueSetExpansion.objects.filter(pk=expansion.pk).update(
-            status=ExpansionStatus.EXPANDED, error="", total=total, systems=query.systems,
-            built_from=query.version_ids, updated_at=Now())
+        rows.update(status=ExpansionStatus.EXPANDED, error="", total=cursor.rowcount, systems=query.systems,
+                    built_from=query.version_ids, updated_at=Now())
     expansion.refresh_from_db()
     return expansion
+
+
+def _source(value_set: Mapping[str, Any]) -> tuple[str, int | None]:
+    """(id, versionId) of a stored ValueSet; ("", None) for one sent inline."""
+    version_id = (value_set.get("meta") or {}).get("versionId")
+    return str(value_set.get("id") or ""), int(version_id) if str(version_id or "").isdigit() else None
 
 
 def _now():

@@ -10,12 +10,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
+
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.http import FhirView, fhir_response, read_json_body
 from fhirstore.models import Resource
 from fhirstore.terminology.exceptions import UnknownCodeSystem
 from fhirstore.terminology.lookup import lookup, subsumes, validate_code
-from fhirstore.terminology.valuesets import expand, expansion_resource, stored_value_set, validate_in_value_set
+from fhirstore.terminology.records import ConceptRecord, Property
+from fhirstore.terminology.storage import add_concepts
+from fhirstore.terminology.valuesets import (
+    expand,
+    expansion_resource,
+    invalidate_expansion,
+    stored_value_set,
+    validate_in_value_set,
+)
+from jobsite.auth import scope_by_method
 from jobsite.models import Scope
 
 
@@ -217,3 +228,54 @@ class ValueSetValidateCodeView(TerminologyReadView):
         valid, display = validate_in_value_set(value_set, system, code)
         message = "" if valid else f"{system}|{code} is not in the ValueSet {value_set.get('url') or ''}".rstrip()
         return _validation(valid, message, display)
+
+
+class InvalidateExpansionView(FhirView):
+    """`POST ValueSet/[id]/$invalidate-expansion`: its stored expansion is stale; the next pre-expansion run
+    expands it again (on-the-fly answers meanwhile)."""
+
+    required_scope = scope_by_method(read=Scope.FHIR_READ, write=Scope.FHIR_WRITE)
+
+    def post(self, request, logical_id: str):
+        invalidated = invalidate_expansion(stored_value_set(logical_id=logical_id))
+        return fhir_response({"resourceType": "Parameters", "parameter": [
+            {"name": "invalidated", "valueBoolean": bool(invalidated)}]})
+
+
+class DeltaAddView(FhirView):
+    """`POST CodeSystem/$apply-codesystem-delta-add` (Parameters: system, codeSystem with `concept`s, nested
+    for children, or a `parent` property): concepts added to the current version synchronously, up to
+    TERMINOLOGY_DELTA_MAX_CONCEPTS; the stored expansions using the system become stale. Needs `terminology`."""
+
+    required_scope = Scope.TERMINOLOGY
+
+    def post(self, request):
+        parameters = OperationParameters.of(request)
+        code_system = parameters.resource("codeSystem") or {}
+        system = parameters.text("system") or code_system.get("url")
+        if not system or not code_system.get("concept"):
+            raise InvalidRequest("Give system and a codeSystem with concepts")
+        records = _delta_records(code_system["concept"], None)
+        limit = settings.TERMINOLOGY_DELTA_MAX_CONCEPTS
+        if len(records) > limit:
+            raise InvalidRequest(f"{len(records)} concepts: a delta takes at most {limit} "
+                                 f"(TERMINOLOGY_DELTA_MAX_CONCEPTS); upload a new version")
+        added = add_concepts(system, records)
+        return fhir_response({"resourceType": "Parameters", "parameter": [
+            {"name": "added", "valueInteger": added}]})
+
+
+def _delta_records(concepts: Any, parent: str | None) -> list[ConceptRecord]:
+    if not isinstance(concepts, list):
+        raise InvalidRequest("CodeSystem.concept must be a list")
+    records = []
+    for concept in concepts:
+        if not isinstance(concept, Mapping) or not isinstance(concept.get("code"), str) or not concept["code"]:
+            raise InvalidRequest("Every concept needs a code")
+        parents = [parent] if parent else []
+        parents += [p.get("valueCode") for p in concept.get("property") or [] if isinstance(p, Mapping)
+                    and p.get("code") == "parent" and isinstance(p.get("valueCode"), str)]
+        records.append(ConceptRecord(concept["code"], str(concept.get("display") or ""), parents,
+                                     properties=[Property("kind", "delta", "code")]))
+        records += _delta_records(concept.get("concept") or [], concept["code"])
+    return records

@@ -30,7 +30,8 @@ def value_set(*filters: dict, concepts: tuple[str, ...] = (), exclude: tuple[str
 
 def expand(client, resource: dict, **parameters) -> dict:
     body = {"resourceType": "Parameters", "parameter": [{"name": "valueSet", "resource": resource}, *(
-        {"name": name, ("valueInteger" if isinstance(v, int) else "valueString"): v} for name, v in parameters.items())]}
+        {"name": name, ("valueInteger" if isinstance(v, int) else "valueString"): v}
+        for name, v in parameters.items())]}
     response = client.post("/fhir/ValueSet/$expand", body)
     assert response.status_code == 200, response.content[:2000]
     return response.json()["expansion"]
