@@ -112,10 +112,11 @@ class TerminologyReadView(FhirView):
 
 
 def _system_and_code(parameters: OperationParameters, logical_id: str | None) -> tuple[str, str, str | None]:
-    """The system, code and version asked about: `system`+`code` (+`version`), or `coding`; at instance level
-    the system is the CodeSystem's url."""
+    """The system, code and version asked about: `system` (or `url`, $validate-code's name) + `code`
+    (+ `version`), or `coding`; at instance level the system is the CodeSystem's url."""
     coding_system, coding_code, coding_version = parameters.coding("coding")
-    system = parameters.text("system") or coding_system or (_code_system_url(logical_id) if logical_id else None)
+    system = parameters.text("system") or parameters.text("url") or coding_system or (
+        _code_system_url(logical_id) if logical_id else None)
     code = parameters.text("code") or coding_code
     if not system or not code:
         raise InvalidRequest("Give system and code (or a coding)")

@@ -74,7 +74,7 @@ def test_lookup_errors(reader, icd10cm):
 
 
 def test_validate_code(reader, icd10cm):
-    ok = parameters_of(reader.get(f"/fhir/CodeSystem/$validate-code?url={ICD10CM}&system={ICD10CM}&code=E11.9"))
+    ok = parameters_of(reader.get(f"/fhir/CodeSystem/$validate-code?url={ICD10CM}&code=E11.9"))
     assert ok["result"]["valueBoolean"] is True
     wrong = parameters_of(reader.get(f"/fhir/CodeSystem/$validate-code?system={ICD10CM}&code=E11.9&display=Nope"))
     assert wrong["result"]["valueBoolean"] is False and "is not a display" in wrong["message"]["valueString"]
