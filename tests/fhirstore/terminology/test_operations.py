@@ -6,7 +6,7 @@ from django.db import transaction
 
 from fhirstore.storage import Write, save_resources
 from fhirstore.terminology.models import ExpansionStatus, ValueSetExpansion
-from fhirstore.terminology.valuesets import store_expansion
+from fhirstore.terminology.valuesets import store_expansion, stored_value_set
 from tests.fhirstore.helpers import assert_outcome
 from tests.fhirstore.terminology.conftest import ICD10CM, load_slice, parameters_of
 
@@ -145,7 +145,7 @@ def parameters_of_expand(response) -> dict:
 def test_a_stored_expansion_answers_until_a_new_version_makes_it_stale(reader, icd10cm):
     with transaction.atomic():
         save_resources([Write(value_set(is_a("E11")))])
-    stored = store_expansion(value_set(is_a("E11")))
+    stored = store_expansion(stored_value_set(logical_id="vs"))  # with its id and versionId
     assert (stored.status, stored.total) == (ExpansionStatus.EXPANDED, E11_CODES)
     answer = parameters_of_expand(reader.get("/fhir/ValueSet/vs/$expand"))
     assert {"name": "expansion-source", "valueString": "stored"} in answer["parameter"]
