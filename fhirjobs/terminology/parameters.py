@@ -65,18 +65,15 @@ def parse_upload_request(body: object) -> UploadRequest:
     if not files:
         problems.append("at least one file is required")
     request = UploadRequest(system, tuple(files), version, make_current)
-    if system:
-        try:
-            loader_for(system)
-        except InvalidUploadRequest as error:
-            problems += error.problems
+    if system and files:
+        problems += loader_for(system).file_problems([f.name for f in files])
     if problems:
         raise InvalidUploadRequest(problems)
     return request
 
 
 def _file(attachment: dict[str, Any], number: int, problems: list[str]) -> UploadFile:
-    name = str(attachment.get("title") or attachment.get("url") or f"file {number}")
+    name = str(attachment.get("title") or attachment.get("url") or f"file {number}")  # custom CSV: by name
     if attachment.get("data"):
         try:
             return UploadFile(name, data=base64.b64decode(attachment["data"], validate=True))

@@ -19,6 +19,7 @@ at once; started by the clustered scheduled job `expand_stale_value_sets` (perio
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from batch.api import DataSink, JobFailed, StepContext
@@ -36,16 +37,16 @@ def parse(context: StepContext, sink: DataSink) -> int:
     """Read every file, one chunk per `chunk_concepts` concepts; label the version as the files declare."""
     parameters = context.parameters
     loader, facts = loader_for(parameters["system"]), FileFacts()
+    files = [(reference.get("name") or reference.get("url") or "", partial(open_file, reference))
+             for reference in parameters["files"]]
     size, batch, read = parameters["chunk_concepts"], [], 0
     try:
-        for reference in parameters["files"]:
-            with open_file(reference) as stream:
-                for record in loader.read(stream, facts):
-                    batch.append(record.to_json())
-                    read += 1
-                    if len(batch) >= size:
-                        sink.accept({"concepts": batch})
-                        batch = []
+        for record in loader.read(files, facts):
+            batch.append(record.to_json())
+            read += 1
+            if len(batch) >= size:
+                sink.accept({"concepts": batch})
+                batch = []
     except InvalidTerminologyFile as error:
         raise JobFailed(error.message) from None
     if batch:

@@ -81,9 +81,10 @@ def label_version(version_id: int, label: str, name: str = "") -> str:
         row = CodeSystemVersion.objects.select_for_update().get(pk=version_id)
         if row.version:
             return row.version
+        label = label or "1"
         taken = set(CodeSystemVersion.objects.filter(system=row.system, version__startswith=label)
                      .values_list("version", flat=True))
-        chosen, n = label or "1", 1
+        chosen, n = label, 1
         while chosen in taken:
             n += 1
             chosen = f"{label}-{n}"

@@ -119,7 +119,7 @@ def test_uploads_need_the_terminology_scope(reader, fhir):
 
 @pytest.mark.parametrize("body, message", [
     ({"resourceType": "Parameters", "parameter": []}, "at least one file is required"),
-    (upload_body(b"x", system="http://example.org/unknown"), "no loader for the system"),
+    (upload_body(b"x", system="http://example.org/local"), "a custom code system needs a concepts.csv"),
     ({"resourceType": "Parameters", "parameter": [{"name": "system", "valueUri": ICD10CM}, {
         "name": "file", "valueAttachment": {"url": "https://evil.example.org/x.xml"}}]}, "not under an allowed"),
     ({"resourceType": "Parameters", "parameter": [{"name": "system", "valueUri": ICD10CM}, {

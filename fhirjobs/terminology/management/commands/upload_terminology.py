@@ -26,8 +26,10 @@ class Command(BaseCommand):
     def handle(self, *args, system: str, files: list[str], label: str, dont_make_current: bool, wait: bool,
                **options):
         try:
-            loader_for(system)
             request = UploadRequest(system, tuple(_file(name) for name in files), label, not dont_make_current)
+            problems = loader_for(system).file_problems([upload_file.name for upload_file in request.files])
+            if problems:
+                raise CommandError("; ".join(problems))
             job = start_upload(request, started_by=f"cli:{getpass.getuser()}")
         except FhirStoreError as error:
             raise CommandError(error.message) from None
