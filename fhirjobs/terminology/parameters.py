@@ -14,8 +14,7 @@ from typing import Any
 
 from fhirjobs.terminology.exceptions import InvalidUploadRequest
 from fhirjobs.terminology.loaders import loader_for
-from fhirstore.bulkimport.exceptions import InvalidImportRequest
-from fhirstore.bulkimport.sources import check_source
+from fhirjobs.common.sources import SourceNotAllowed, check_source
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,6 @@ def _file(attachment: dict[str, Any], number: int, problems: list[str]) -> Uploa
         return UploadFile(name)
     try:
         check_source(url)
-    except InvalidImportRequest as error:
+    except SourceNotAllowed as error:
         problems.append(error.message)
     return UploadFile(name, url=url)

@@ -8,8 +8,7 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from batch.api import JobFailed, RetryChunkLater
-from fhirstore.bulkimport.exceptions import SourceUnavailable
-from fhirstore.bulkimport.sources import inflated, open_blocks
+from fhirjobs.common.sources import SourceNotAllowed, SourceUnavailable, inflated, open_blocks
 from fhirstore.terminology.models import UploadedFile
 from fhirstore.terminology.storage import uploaded_file
 
@@ -51,6 +50,8 @@ def open_file(reference: Mapping[str, Any]) -> Iterator[IO[bytes]]:
     try:
         with open_blocks(reference["url"]) as blocks:
             yield io.BufferedReader(BlockStream(inflated(blocks)), buffer_size=256 * 1024)
+    except SourceNotAllowed as error:  # a redirect out of the allow-list
+        raise JobFailed(error.message) from None
     except SourceUnavailable as error:
         if error.retryable:
             raise RetryChunkLater(RETRY_UNAVAILABLE_SECONDS) from error

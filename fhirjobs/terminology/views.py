@@ -12,7 +12,8 @@ from django.urls import reverse
 
 from fhirjobs.terminology.parameters import parse_upload_request
 from fhirjobs.terminology.services import start_upload
-from fhirstore.http import FhirView, fhir_response, informational, preferences, read_json_body
+from fhirjobs.common.http import informational, preferences
+from fhirstore.http import FhirView, fhir_response, read_json_body
 from jobsite.models import Scope
 
 

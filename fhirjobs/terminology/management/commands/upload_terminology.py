@@ -4,6 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from batch.control import BatchError, JobStatus, follow_job
+from fhirjobs.common.sources import check_source
 from fhirjobs.terminology.parameters import UploadFile, UploadRequest
 from fhirjobs.terminology.loaders import loader_for
 from fhirjobs.terminology.services import start_upload
@@ -49,8 +50,6 @@ class Command(BaseCommand):
 
 def _file(name: str) -> UploadFile:
     if "://" in name:
-        from fhirstore.bulkimport.sources import check_source
-
         check_source(name)
         return UploadFile(name, url=name)
     path = Path(name)
