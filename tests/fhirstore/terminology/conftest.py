@@ -5,8 +5,8 @@ import base64
 from pathlib import Path
 
 import pytest
-from jobsite.tokens import token_for
 
+from jobsite.tokens import token_for
 from tests.fhirstore.helpers import FhirClient
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"

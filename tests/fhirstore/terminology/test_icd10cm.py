@@ -78,8 +78,9 @@ def test_the_whole_2026_file_matches_the_cms_code_list():
     """Every code of the CMS code list that ships with the file (through simple_icd_10_cm, which reads it),
     and no other. The list's 258 blocks include 39 one-category sections (B10, C7A, …) whose id is also
     their category's code: here they are the category only, so 22 + 219 + 98,225 codes."""
-    import simple_icd_10_cm
     from importlib.resources import files
+
+    import simple_icd_10_cm
 
     full = files("simple_icd_10_cm") / "data" / "icd10c-tabular-April-1-2026.xml"
     codes, parents = set(), {}

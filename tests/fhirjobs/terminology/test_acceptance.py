@@ -19,8 +19,8 @@ from fhirjobs.terminology.parameters import UploadFile, UploadRequest
 from fhirjobs.terminology.services import start_upload
 from fhirstore.storage import Write, save_resources
 from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, VersionStatus
+from tests.fhirjobs.terminology.test_upload import independent_closure, lookup_display, stored_closure
 from tests.fhirstore.terminology.conftest import ICD10CM, SLICE, parameters_of, upload_body
-from tests.fhirstore.terminology.test_upload import independent_closure, lookup_display, stored_closure
 from tests.processes import Process, celery_worker, kill_while_it_holds, locked_by_another_transaction, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]

@@ -9,8 +9,8 @@ from django.core.management import CommandError, call_command
 
 from batch import control
 from batch.control import JobStatus
-from fhirjobs.terminology.services import start_upload
 from fhirjobs.terminology.parameters import UploadFile, UploadRequest
+from fhirjobs.terminology.services import start_upload
 from fhirstore.models import Resource
 from fhirstore.terminology import storage
 from fhirstore.terminology.icd10cm import read_concepts
