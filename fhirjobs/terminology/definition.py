@@ -1,4 +1,4 @@
-"""The TERMINOLOGY_UPLOAD and VALUESET_EXPAND batch job definitions, registered in `apps.py`."""
+"""The TERMINOLOGY_UPLOAD, VALUESET_EXPAND and TERMINOLOGY_DELETE batch job definitions, registered in `apps.py`."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -6,8 +6,8 @@ from typing import Any
 
 from batch.api import JobDefinition, JobDefinitionBuilder
 from fhirjobs.terminology.steps import (
-    TERMINOLOGY_UPLOAD_JOB, VALUESET_EXPAND_JOB, build_closure, expand_value_set, find_stale_value_sets, make_current,
-    parse, write_concepts,
+    TERMINOLOGY_DELETE_JOB, TERMINOLOGY_UPLOAD_JOB, VALUESET_EXPAND_JOB, build_closure, delete_rows, expand_value_set,
+    find_stale_value_sets, forget_version, make_current, parse, plan_deletion, write_concepts,
 )
 
 
@@ -39,5 +39,17 @@ VALUESET_EXPAND: JobDefinition = (
     JobDefinitionBuilder(VALUESET_EXPAND_JOB, 1, "Pre-expand the stored ValueSets whose expansion is missing or stale")
     .first_step("find-stale-value-sets", find_stale_value_sets, "one chunk per stale ValueSet")
     .last_step("expand-value-set", expand_value_set, "expands one ValueSet into the expansion table")
+    .build()
+)
+
+TERMINOLOGY_DELETE: JobDefinition = (
+    JobDefinitionBuilder(TERMINOLOGY_DELETE_JOB, 1, "Delete a code system version in chunks, no long transaction")
+    .parameter("version_id", int, required=True, minimum=1, description="the CodeSystemVersion to delete")
+    .parameter("system", str, default="", description="its system (for the report)")
+    .parameter("version", str, default="", description="its label (for the report)")
+    .gated()
+    .first_step("plan-deletion", plan_deletion, "the version stops answering; one chunk per table")
+    .intermediate_step("delete-rows", delete_rows, "deletes one table's rows of the version, 10,000 per transaction")
+    .reduction_step("forget-version", forget_version, "deletes the version's row; reports the rows deleted")
     .build()
 )

@@ -14,8 +14,9 @@ from batch import control
 from batch.control import InvalidParameters, JobSnapshot, JobStatus
 from fhirjobs.terminology.exceptions import InvalidUploadRequest
 from fhirjobs.terminology.parameters import UploadRequest
-from fhirjobs.terminology.steps import TERMINOLOGY_UPLOAD_JOB, VALUESET_EXPAND_JOB
+from fhirjobs.terminology.steps import TERMINOLOGY_DELETE_JOB, TERMINOLOGY_UPLOAD_JOB, VALUESET_EXPAND_JOB
 from fhirstore.terminology import storage, valuesets
+from fhirstore.terminology.lookup import resolve_version
 
 VALUESET_EXPAND_STARTER = "system:valueset-expand"  # `started_by` of the scheduled pre-expansions
 UNFINISHED = (JobStatus.QUEUED, JobStatus.IN_PROGRESS, JobStatus.FINALIZE)
@@ -52,3 +53,14 @@ def expand_stale_value_sets_now(*, started_by: str = VALUESET_EXPAND_STARTER) ->
     if control.list_jobs(UNFINISHED, definition_ids=[VALUESET_EXPAND_JOB])[:1]:
         return None
     return control.start_job(VALUESET_EXPAND_JOB, {}, started_by=started_by)
+
+
+def delete_version(system: str, version: str, *, started_by: str) -> JobSnapshot:
+    """A TERMINOLOGY_DELETE job for one version, which stops answering now (DELETING); UnknownCodeSystem (404)
+    when there is no such version."""
+    found = resolve_version(system, version)
+    with transaction.atomic():
+        storage.start_deleting(found.id)
+        return control.start_job(TERMINOLOGY_DELETE_JOB, {"version_id": found.id, "system": system, "version": version},
+                                 started_by=started_by,
+                                 max_concurrent_chunks=settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS or None)

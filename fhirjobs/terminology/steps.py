@@ -111,3 +111,35 @@ def expand_value_set(context: StepContext, sink: DataSink) -> int:
     except FhirStoreError as error:
         context.add_warning(f"ValueSet/{context.data['id']}: {error.message}")
     return 1
+
+
+TERMINOLOGY_DELETE_JOB = "TERMINOLOGY_DELETE"
+DELETE_BATCH_ROWS = 10_000  # rows per DELETE statement and transaction: well under a second each
+
+
+def plan_deletion(context: StepContext, sink: DataSink) -> int:
+    """The version stops answering (DELETING); one chunk per table of its rows."""
+    storage.start_deleting(context.parameters["version_id"])
+    for table in storage.VERSION_TABLES:
+        sink.accept({"table": table})
+    return 0
+
+
+def delete_rows(context: StepContext, sink: DataSink) -> int:
+    """Every row of the version in one table, DELETE_BATCH_ROWS per transaction (a re-run finds fewer)."""
+    deleted = 0
+    while True:
+        context.check_cancelled()
+        batch = storage.delete_version_rows(context.parameters["version_id"], context.data["table"],
+                                            DELETE_BATCH_ROWS)
+        deleted += batch
+        if batch == 0:
+            break
+    sink.accept({"table": context.data["table"], "rows": deleted})
+    return deleted
+
+
+def forget_version(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    rows = {item["table"].removeprefix("terminology_"): item["rows"] for item in inputs}
+    storage.forget_version(context.parameters["version_id"])
+    return {"system": context.parameters["system"], "version": context.parameters["version"], "rowsDeleted": rows}

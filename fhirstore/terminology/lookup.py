@@ -21,7 +21,7 @@ BUILT_IN_PROPERTIES = ("parent", "child", "inactive")
 
 def resolve_version(system: str, version: str | None = None) -> CodeSystemVersion:
     """The version that answers for `system`: the named one, else the CURRENT one; UnknownCodeSystem (404)."""
-    versions = CodeSystemVersion.objects.filter(system=system)
+    versions = CodeSystemVersion.objects.filter(system=system).exclude(status=VersionStatus.DELETING)
     found = (versions.filter(version=version) if version else versions.filter(status=VersionStatus.CURRENT)).first()
     if found is None:
         what = f"version {version!r} of {system!r}" if version else f"a current version of {system!r}"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
-from fhirstore.exceptions import InvalidRequest
+from fhirstore.exceptions import FhirStoreError, InvalidRequest
 from fhirstore.storage import Write, save_changed_resources
 from fhirstore.terminology.models import (
     Closure, CodeSystemVersion, Concept, ExpansionStatus, ParentLink, UploadedFile, ValueSetExpansion, VersionStatus,
@@ -251,3 +251,45 @@ def add_concepts(system: str, records: Sequence[ConceptRecord]) -> int:
             concept_count=Concept.objects.filter(code_system_version=version).count())
         mark_expansions_stale([system])
     return len(records)
+
+
+VERSION_TABLES = ("terminology_closure", "terminology_conceptproperty", "terminology_designation",
+                  "terminology_parentlink", "terminology_concept")  # the rows of a version, deleted in this order
+
+
+def start_deleting(version_id: int) -> CodeSystemVersion:
+    """The version answers nothing from now on: DELETING (from any other status, in one transaction). When it
+    was the current one, the system has none until another is made current: its CodeSystem resource goes and
+    the stored expansions using it become stale."""
+    from fhirstore.storage import delete_resource
+
+    with transaction.atomic():
+        version = CodeSystemVersion.objects.select_for_update().get(pk=version_id)
+        if version.status == VersionStatus.DELETING:
+            return version
+        was_current = version.status == VersionStatus.CURRENT
+        CodeSystemVersion.objects.filter(pk=version_id).update(status=VersionStatus.DELETING)
+        if was_current:
+            mark_expansions_stale([version.system])
+            try:
+                delete_resource("CodeSystem", resource_id(version.system))
+            except FhirStoreError:
+                pass  # never written, or deleted by hand: nothing to take back
+    version.refresh_from_db()
+    return version
+
+
+def delete_version_rows(version_id: int, table: str, limit: int) -> int:
+    """Delete up to `limit` rows of a DELETING version from one of its tables, in a transaction of its own
+    (short, whatever the version's size). Returns the rows deleted: 0 once the table holds none."""
+    if table not in VERSION_TABLES:
+        raise ValueError(f"{table} is not a terminology table")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
+                       f"WHERE code_system_version_id = %s LIMIT %s))", [version_id, limit])
+        return cursor.rowcount
+
+
+def forget_version(version_id: int) -> None:
+    """The version's own row, once its rows are gone."""
+    CodeSystemVersion.objects.filter(pk=version_id, status=VersionStatus.DELETING).delete()

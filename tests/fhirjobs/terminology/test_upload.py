@@ -145,3 +145,27 @@ def test_a_taken_version_label_is_refused(uploader, bus):
                                  upload_body(SLICE.read_bytes(), version="v1")), 400, "already has a version 'v1'")
     with pytest.raises(CommandError, match="already has a version"):
         call_command("upload_terminology", ICD10CM, str(SLICE), "--label", "v1", stdout=StringIO())
+
+
+def test_a_version_is_deleted_in_chunks_and_stops_answering_at_once(reader, bus, monkeypatch):
+    from fhirjobs.terminology import steps
+
+    monkeypatch.setattr(steps, "DELETE_BATCH_ROWS", 50)  # several transactions per table
+    start_upload(UploadRequest(ICD10CM, (UploadFile("slice", data=SLICE.read_bytes()),)), started_by="test")
+    bus.drain()
+    version = CodeSystemVersion.objects.get(system=ICD10CM)
+    closure_rows = version.closure_count
+    out = StringIO()
+    call_command("delete_terminology", ICD10CM, "2026", stdout=out)
+    assert_outcome(reader.get(f"/fhir/CodeSystem/$lookup?system={ICD10CM}&code=E11.9"), 404, "no a current version")
+    bus.drain()
+
+    job = control.get_job(out.getvalue().strip())
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.report["rowsDeleted"]["concept"] == 284 and job.report["rowsDeleted"]["closure"] == closure_rows
+    assert not CodeSystemVersion.objects.exists()
+    for model in (Concept, Closure, ParentLink):
+        assert not model.objects.exists()
+    assert Resource.objects.get(resource_type="CodeSystem", logical_id="icd-10-cm").deleted
+    with pytest.raises(CommandError, match="no version '2026'"):
+        call_command("delete_terminology", ICD10CM, "2026", stdout=StringIO())
