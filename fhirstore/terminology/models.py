@@ -2,9 +2,10 @@
 
 A loaded code system is a `CodeSystemVersion` (BUILDING while an upload writes it, then CURRENT, then
 SUPERSEDED when another version of the same system is made current: exactly one CURRENT per system URL, a
-partial unique index; DELETING while a TERMINOLOGY_DELETE removes its rows). Its concepts, designations,
-properties, parent links and closure rows carry the version's id and the concept's code (the "C" collation, as the search index), not surrogate keys: an upload
-writes them chunk by chunk without looking ids up, and a `:below` search joins the token index on the code.
+partial unique index; DELETING while its rows are deleted in chunks). Its concepts, designations,
+properties, parent links and closure rows carry the version's id and the concept's code (the "C" collation,
+as the search index), not surrogate keys: an upload writes them chunk by chunk without looking ids up, and a
+`:below` search joins the token index on the code.
 
 The bulk tables have no database foreign keys to the version (as the search index has none to `Resource`):
 uploads write them with set-based statements and deletes go in chunks, never as one cascade.
