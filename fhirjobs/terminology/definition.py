@@ -6,8 +6,18 @@ from typing import Any
 
 from batch.api import JobDefinition, JobDefinitionBuilder
 from fhirjobs.terminology.steps import (
-    TERMINOLOGY_DELETE_JOB, TERMINOLOGY_UPLOAD_JOB, VALUESET_EXPAND_JOB, build_closure, delete_rows, expand_value_set,
-    find_stale_value_sets, forget_version, make_current, parse, plan_deletion, write_concepts,
+    TERMINOLOGY_DELETE_JOB,
+    TERMINOLOGY_UPLOAD_JOB,
+    VALUESET_EXPAND_JOB,
+    build_closure,
+    delete_rows,
+    expand_value_set,
+    find_stale_value_sets,
+    forget_version,
+    make_current,
+    parse,
+    plan_deletion,
+    write_concepts,
 )
 
 

@@ -12,9 +12,9 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
+from fhirjobs.common.sources import SourceNotAllowed, check_source
 from fhirjobs.terminology.exceptions import InvalidUploadRequest
 from fhirjobs.terminology.loaders import loader_for
-from fhirjobs.common.sources import SourceNotAllowed, check_source
 
 
 @dataclass(frozen=True)

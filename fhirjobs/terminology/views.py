@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from django.urls import reverse
 
+from fhirjobs.common.http import informational, preferences
 from fhirjobs.terminology.parameters import parse_upload_request
 from fhirjobs.terminology.services import start_upload
-from fhirjobs.common.http import informational, preferences
 from fhirstore.http import FhirView, fhir_response, read_json_body
 from jobsite.models import Scope
 

@@ -19,10 +19,10 @@ element. Each concept also has a `kind` property (chapter, block, category, code
 """
 from __future__ import annotations
 
-from xml.etree import ElementTree
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
+from xml.etree import ElementTree
 
 from fhirstore.terminology.exceptions import InvalidTerminologyFile
 from fhirstore.terminology.records import SYNONYM, ConceptRecord, Designation, Property

@@ -13,7 +13,13 @@ from django.db.models import QuerySet
 
 from fhirstore.terminology.exceptions import UnknownCode, UnknownCodeSystem
 from fhirstore.terminology.models import (
-    Closure, CodeSystemVersion, Concept, ConceptProperty, Designation, ParentLink, VersionStatus,
+    Closure,
+    CodeSystemVersion,
+    Concept,
+    ConceptProperty,
+    Designation,
+    ParentLink,
+    VersionStatus,
 )
 
 BUILT_IN_PROPERTIES = ("parent", "child", "inactive")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import timedelta
 
 from django.db import connection, transaction
 from django.db.models.functions import Now
@@ -17,7 +18,14 @@ from django.db.models.functions import Now
 from fhirstore.exceptions import FhirStoreError, InvalidRequest
 from fhirstore.storage import Write, save_changed_resources
 from fhirstore.terminology.models import (
-    Closure, CodeSystemVersion, Concept, ExpansionStatus, ParentLink, UploadedFile, ValueSetExpansion, VersionStatus,
+    Closure,
+    CodeSystemVersion,
+    Concept,
+    ExpansionStatus,
+    ParentLink,
+    UploadedFile,
+    ValueSetExpansion,
+    VersionStatus,
 )
 from fhirstore.terminology.records import ConceptRecord
 
@@ -199,6 +207,13 @@ def uploaded_file(file_id) -> bytes:
 
 def drop_uploaded_files(file_ids: Sequence) -> None:
     UploadedFile.objects.filter(pk__in=list(file_ids)).delete()
+
+
+def drop_abandoned_uploaded_files(older_than_hours: int = 24) -> int:
+    """Inline files of uploads that never finished (failed, cancelled): the finished ones dropped their own."""
+    deleted, _ = UploadedFile.objects.filter(
+        created_at__lt=Now() - timedelta(hours=older_than_hours)).delete()
+    return deleted
 
 
 def record_counts(version_id: int, *, concepts: int, closure_rows: int) -> None:

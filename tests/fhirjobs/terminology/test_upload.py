@@ -14,7 +14,7 @@ from fhirjobs.terminology.services import start_upload
 from fhirstore.models import Resource
 from fhirstore.terminology import storage
 from fhirstore.terminology.icd10cm import read_concepts
-from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, ParentLink, VersionStatus
+from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, ParentLink, UploadedFile, VersionStatus
 from fhirstore.terminology.records import ConceptRecord
 from tests.fhirstore.helpers import assert_outcome
 from tests.fhirstore.terminology.conftest import ICD10CM, SLICE, parameters_of, upload_body
@@ -66,6 +66,7 @@ def test_async_upload_loads_the_file_and_makes_it_current(uploader, reader, bus,
     assert stored_closure(version.id) == independent_closure(version.id)
     assert lookup_display(reader, "E11.9") == "Type 2 diabetes mellitus without complications"
     assert Resource.objects.get(resource_type="CodeSystem", logical_id="icd-10-cm").body["content"] == "not-present"
+    assert not UploadedFile.objects.exists()  # the inline file, dropped once read
 
 
 def test_the_cli_uploads_a_second_version_that_answers_only_once_made_current(uploader, reader, bus, tmp_path):
@@ -169,3 +170,18 @@ def test_a_version_is_deleted_in_chunks_and_stops_answering_at_once(reader, bus,
     assert Resource.objects.get(resource_type="CodeSystem", logical_id="icd-10-cm").deleted
     with pytest.raises(CommandError, match="no version '2026'"):
         call_command("delete_terminology", ICD10CM, "2026", stdout=StringIO())
+
+
+def test_inline_files_of_abandoned_uploads_are_dropped_a_day_later(uploader):
+    from django.db import connection
+
+    from fhirjobs.terminology.periodic import drop_abandoned_upload_files
+
+    uploader.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(b"<never read/>"))  # no bus: never runs
+    assert UploadedFile.objects.count() == 1
+    drop_abandoned_upload_files()
+    assert UploadedFile.objects.count() == 1
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE terminology_uploadedfile SET created_at = now() - interval '25 hours'")
+    drop_abandoned_upload_files()
+    assert not UploadedFile.objects.exists()

@@ -5,8 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from batch.control import BatchError, JobStatus, follow_job
 from fhirjobs.common.sources import check_source
-from fhirjobs.terminology.parameters import UploadFile, UploadRequest
 from fhirjobs.terminology.loaders import loader_for
+from fhirjobs.terminology.parameters import UploadFile, UploadRequest
 from fhirjobs.terminology.services import start_upload
 from fhirstore.exceptions import FhirStoreError
 
