@@ -124,7 +124,7 @@ REDIS_URL = env_url("REDIS_URL", ("redis", "rediss"))
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
 
 # --- Cluster identity -----------------------------------------------------------------------------
-NODE_ID = env_identifier("NODE_ID", "Master")  # one per machine; names this node's batch queue
+NODE_ID = env_identifier("NODE_ID", "Master")  # the logical node, shared by its machines; names its batch queue
 MODULE_ID = env_identifier("MODULE_ID", "batch")
 REPLACE_HYPHENS_WITH_PERIODS = env_bool("REPLACE_HYPHENS_WITH_PERIODS", False)
 JOB_SCHEDULING = env_bool("JOB_SCHEDULING", True)  # false: this node leaves scheduling to the others
