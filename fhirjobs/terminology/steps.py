@@ -9,7 +9,8 @@ has completed everywhere, so the closure is built from every link, and the versi
 - `write-concepts` writes one chunk's concepts, designations, properties and links in one transaction
   (idempotent: upserts, and the chunk's own rows replaced) and emits its codes for the closure.
 - `build-closure` inserts the closure rows of those codes (`ON CONFLICT DO NOTHING`): chunks run in
-  parallel, and one run twice adds nothing.
+  parallel, and one run twice adds nothing. A reader that knows each concept's ancestors (a strict tree read
+  top-down, as ICD-10-CM) has them written with the concepts instead; this step then only checks the links.
 - `make-current` (the reduction) counts what was written and makes the version current in one short
   transaction, unless the upload was asked not to; it drops the inline files.
 
@@ -60,7 +61,7 @@ def parse(context: StepContext, sink: DataSink) -> int:
 def write_concepts(context: StepContext, sink: DataSink) -> int:
     records = [ConceptRecord.from_json(item) for item in context.data["concepts"]]
     written = storage.write_concepts(context.parameters["version_id"], records)
-    sink.accept({"codes": [record.code for record in records]})
+    sink.accept({"codes": [record.code for record in records], "closed": storage.closure_known(records)})
     return written
 
 
@@ -70,7 +71,8 @@ def build_closure(context: StepContext, sink: DataSink) -> int:
     if dangling:
         raise JobFailed("links to codes the files do not define: "
                         + ", ".join(f"{child} → {parent}" for child, parent in dangling))
-    storage.build_closure(context.parameters["version_id"], codes)
+    if not context.data.get("closed"):  # the reader knew the ancestors: the rows were written with the concepts
+        storage.build_closure(context.parameters["version_id"], codes)
     sink.accept({"concepts": len(codes)})
     return len(codes)
 

@@ -15,7 +15,8 @@ then cleared, so a 10 MB file is parsed with a few kilobytes of tree at any mome
 
 Inclusion terms become designations (use: Synonym); the other notes (includes, excludes1, excludes2,
 codeFirst, codeAlso, useAdditionalCode, notes, sevenChrNote) properties of type string named after their
-element. Each concept also has a `kind` property (chapter, block, category, code, extension).
+element. Each concept also has a `kind` property (chapter, block, category, code, extension), and its
+ancestors (the list is a tree: they are the concepts open around it), so its closure rows are written with it.
 """
 from __future__ import annotations
 
@@ -127,10 +128,11 @@ def _close(frames: list[_Frame]) -> Iterator[ConceptRecord]:
         frames[-1].has_children = True
     kind = {"chapter": "chapter", "section": "block"}.get(frame.tag) or ("category" if "." not in frame.code
                                                                          else "code")
+    ancestors = [f.code for f in frames if f.tag != "section" or _is_block(f.code)]  # a tree: the open concepts
     yield ConceptRecord(
         frame.code, frame.display, [frame.parent] if frame.parent else [], abstract=frame.tag != "diag",
         designations=[Designation(term, "en", *SYNONYM) for term in frame.inclusion_terms],
-        properties=[Property("kind", kind, "code"), *frame.notes],
+        properties=[Property("kind", kind, "code"), *frame.notes], ancestors=ancestors,
     )
     if frame.tag != "diag" or frame.has_children:
         return
@@ -139,7 +141,7 @@ def _close(frames: list[_Frame]) -> Iterator[ConceptRecord]:
         if not _extension_applies(frame.code, character):
             continue
         yield ConceptRecord(_with_seventh(frame.code, character), f"{frame.display}, {meaning}", [frame.code],
-                            properties=[Property("kind", "extension", "code")])
+                            properties=[Property("kind", "extension", "code")], ancestors=[*ancestors, frame.code])
 
 
 def _extension_applies(code: str, character: str) -> bool:

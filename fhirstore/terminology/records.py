@@ -32,15 +32,18 @@ class ConceptRecord:
     abstract: bool = False
     designations: list[Designation] = field(default_factory=list)
     properties: list[Property] = field(default_factory=list)
+    # Every ancestor, when the reader knows them (a strict tree read top-down, as ICD-10-CM): the closure rows
+    # are then written with the concept. None: the upload computes them from the links (several parents).
+    ancestors: list[str] | None = None
 
     def to_json(self) -> list[Any]:
-        """`[code, display, abstract, parents, designations, properties]`: chunks hold thousands of these."""
+        """`[code, display, abstract, parents, designations, properties, ancestors]`: chunks hold thousands."""
         return [self.code, self.display, self.abstract, self.parents,
                 [[d.value, d.language, d.use_system, d.use_code] for d in self.designations],
-                [[p.name, p.value, p.type, p.system] for p in self.properties]]
+                [[p.name, p.value, p.type, p.system] for p in self.properties], self.ancestors]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> ConceptRecord:
-        code, display, abstract, parents, designations, properties = data
+        code, display, abstract, parents, designations, properties, ancestors = data
         return cls(code, display, list(parents), bool(abstract), [Designation(*d) for d in designations],
-                   [Property(*p) for p in properties])
+                   [Property(*p) for p in properties], None if ancestors is None else list(ancestors))

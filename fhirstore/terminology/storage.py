@@ -50,6 +50,11 @@ INSERT INTO terminology_parentlink (code_system_version_id, child, parent)
 SELECT %(version)s, * FROM unnest(%(children)s::text[], %(parents)s::text[])
 ON CONFLICT DO NOTHING
 """
+WRITE_CLOSURE_SQL = """
+INSERT INTO terminology_closure (code_system_version_id, ancestor, descendant)
+SELECT %(version)s, * FROM unnest(%(ancestors)s::text[], %(descendants)s::text[])
+ON CONFLICT DO NOTHING
+"""
 # Every ancestor of the chunk's concepts (and each concept itself), walking the links up; UNION, not
 # UNION ALL, so a concept reached by several paths (SNOMED's multiple parents) or a cycle is walked once.
 BUILD_CLOSURE_SQL = """
@@ -130,7 +135,16 @@ def write_concepts(version_id: int, records: Sequence[ConceptRecord]) -> int:
         if links:
             cursor.execute(WRITE_LINKS_SQL, {"version": version_id, "children": [child for child, _ in links],
                                              "parents": [parent for _, parent in links]})
+        if closure_known(records):
+            pairs = [(ancestor, r.code) for r in records for ancestor in (r.code, *r.ancestors)]
+            cursor.execute(WRITE_CLOSURE_SQL, {"version": version_id, "ancestors": [a for a, _ in pairs],
+                                               "descendants": [d for _, d in pairs]})
     return len(records)
+
+
+def closure_known(records: Sequence[ConceptRecord]) -> bool:
+    """Whether the records carry their ancestors (then `write_concepts` writes their closure rows too)."""
+    return all(record.ancestors is not None for record in records)
 
 
 def dangling_links(version_id: int, codes: Sequence[str]) -> list[tuple[str, str]]:

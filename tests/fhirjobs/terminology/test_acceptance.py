@@ -1,8 +1,9 @@
 """TERMINOLOGY_UPLOAD through real celery workers: the whole ICD-10-CM 2026 file by `$upload-external-code-system`
-(async) and by `upload_terminology --wait`, and an upload whose workers are SIGKILLed mid-write and
-mid-closure."""
+(async) and by `upload_terminology --wait`, and an upload (of a code system with several parents per concept)
+whose workers are SIGKILLed mid-write and mid-closure."""
 from __future__ import annotations
 
+import random
 import uuid
 from importlib.resources import files
 from io import StringIO
@@ -20,12 +21,24 @@ from fhirjobs.terminology.services import start_upload
 from fhirstore.storage import Write, save_resources
 from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, VersionStatus
 from tests.fhirjobs.terminology.test_upload import independent_closure, lookup_display, stored_closure
-from tests.fhirstore.terminology.conftest import ICD10CM, SLICE, parameters_of, upload_body
+from tests.fhirstore.terminology.conftest import ICD10CM, parameters_of, upload_body
 from tests.processes import Process, celery_worker, kill_while_it_holds, locked_by_another_transaction, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
 FULL_FILE = files("simple_icd_10_cm") / "data" / "icd10c-tabular-April-1-2026.xml"
+LOCAL = "http://example.org/CodeSystem/dag"
+LOCAL_CONCEPTS = 300
+
+
+def local_code_system() -> tuple[UploadFile, UploadFile]:
+    """A custom CSV code system whose concepts have one to three parents each (the closure step's real work:
+    ICD-10-CM, a tree, has its closure written with its concepts)."""
+    chosen = random.Random(23)
+    concepts = "CODE,DISPLAY\n" + "".join(f"C{n},Concept {n}\n" for n in range(LOCAL_CONCEPTS))
+    hierarchy = "PARENT,CHILD\n" + "".join(f"C{parent},C{n}\n" for n in range(1, LOCAL_CONCEPTS)
+                                           for parent in sorted(set(chosen.choices(range(n), k=chosen.randint(1, 3)))))
+    return UploadFile("concepts.csv", data=concepts.encode()), UploadFile("hierarchy.csv", data=hierarchy.encode())
 
 
 @pytest.fixture
@@ -104,8 +117,7 @@ def test_workers_killed_mid_write_and_mid_closure_leave_every_concept_once_and_t
     # With the table locked against inserts, a chunk of the step waits holding its chunk: it is killed so.
     with locked_by_another_transaction("LOCK TABLE terminology_closure IN SHARE MODE"):
         with locked_by_another_transaction("LOCK TABLE terminology_concept IN SHARE MODE"):
-            job = start_upload(UploadRequest(ICD10CM, (UploadFile("slice", data=SLICE.read_bytes()),)),
-                               started_by="test")
+            job = start_upload(UploadRequest(LOCAL, local_code_system()), started_by="test")
             killed_writing = kill_while_it_holds(doomed_writer, WorkChunk.objects.filter(
                 instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="write-concepts",
                 worker__startswith=doomed_writer.name + "-"), timeout=120)
@@ -120,9 +132,9 @@ def test_workers_killed_mid_write_and_mid_closure_leave_every_concept_once_and_t
     for killed in (killed_writing, killed_closing):
         killed.refresh_from_db()
         assert killed.status == ChunkStatus.COMPLETED and killed.attempts >= 2, "the killed chunk was run again"
-    version = CodeSystemVersion.objects.get(system=ICD10CM)
+    version = CodeSystemVersion.objects.get(system=LOCAL)
     assert version.status == VersionStatus.CURRENT
-    assert Concept.objects.filter(code_system_version=version).count() == 284 == version.concept_count
+    assert Concept.objects.filter(code_system_version=version).count() == LOCAL_CONCEPTS == version.concept_count
     assert stored_closure(version.id) == independent_closure(version.id)
 
 
