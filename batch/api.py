@@ -180,6 +180,17 @@ class JobDefinition:
             raise InvalidParameters(problems)
         return values
 
+    def parameters_for_step(self, stored: JsonObject | None) -> dict[str, Any]:
+        """The parameters a step sees: those stored at start, plus the defaults of parameters the starting
+        process did not know. In a rolling upgrade a job started by the previous release runs its later
+        steps on the new one, whose new parameters were never stored; the defaults are applied here, when a
+        step reads them, not only at start."""
+        values = dict(stored or {})
+        for parameter in self.parameters:
+            if values.get(parameter.name) is None:
+                values[parameter.name] = parameter.default
+        return values
+
     def step(self, step_id: str) -> StepDefinition:
         for step in self.steps:
             if step.id == step_id:
