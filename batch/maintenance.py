@@ -29,7 +29,7 @@ from batch.maintenance_lease import LeaseLost, maintenance_lease
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import rehome_stranded_jobs
 from batch.progress import refresh_progress
-from batch.queues import pending_notifications, work_notification_queue
+from batch.queues import broker_is_reachable, pending_notifications, work_notification_queue
 from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.transitions import change_all_chunks_status, read_database_now
@@ -56,6 +56,9 @@ class MaintenanceReport:
 
 
 def run_maintenance_pass() -> MaintenanceReport:
+    if not broker_is_reachable():  # its calls to Redis would block the pass; a host that reaches both runs it
+        logger.warning("the broker does not answer from this host: no maintenance pass here")
+        return MaintenanceReport(ran=False)
     with maintenance_lease() as lease:
         if lease is None:
             logger.debug("another maintenance pass is running; this one skips")

@@ -260,7 +260,19 @@ CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1
 # message without a priority (every `default` and scheduler task) counts as 0. Two steps: a batch queue's
 # work announced again (a retry, a lost worker's chunk, a re-homed job: 0) goes ahead of its new work (9),
 # see `batch.queues`. Each step is one more list in every poll, so no more steps than that.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT, "priority_steps": [0, 9]}
+# Redis socket timeouts, for the broker and every client of ours: a call to a Redis host that vanished fails in
+# seconds instead of when TCP gives up (a host cut off from Redis held the maintenance pass ~20 s per call).
+REDIS_SOCKET_TIMEOUT_SECONDS = env_int("REDIS_SOCKET_TIMEOUT_SECONDS", 10, minimum=2)  # above kombu's 1 s BRPOP
+REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS = env_int("REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS", 5, minimum=1)
+REDIS_HEALTH_CHECK_INTERVAL_SECONDS = env_int("REDIS_HEALTH_CHECK_INTERVAL_SECONDS", 10, minimum=1)  # PING when idle this long
+REDIS_CLIENT_OPTIONS = {
+    "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS,
+    "socket_keepalive": True, "health_check_interval": REDIS_HEALTH_CHECK_INTERVAL_SECONDS,
+}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT, "priority_steps": [0, 9],
+                                   **REDIS_CLIENT_OPTIONS}
+CELERY_REDIS_SOCKET_TIMEOUT = REDIS_SOCKET_TIMEOUT_SECONDS  # the result backend's
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 
 # --- Batch ----------------------------------------------------------------------------------------
