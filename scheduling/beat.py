@@ -18,6 +18,7 @@ from datetime import datetime
 
 from celery.schedules import BaseSchedule, schedstate
 from django.conf import settings
+from django.db import DatabaseError
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
 from scheduling.clock import database_clock
@@ -93,6 +94,18 @@ class NodeAwareScheduler(DatabaseScheduler):
         if not settings.JOB_SCHEDULING:
             return {}
         return super().schedule
+
+    def schedule_changed(self) -> bool:
+        """When the rows changed, declare this release's jobs again before reading them: a beat of the previous
+        release, starting mid-upgrade, disables every job it does not declare (this release's sync never does),
+        and its change reaches this beat here, within a loop."""
+        changed = super().schedule_changed()
+        if changed:
+            try:
+                sync_declared_jobs(registry.all())
+            except DatabaseError:
+                logger.exception("declaring the scheduled jobs again failed; the next change tries again")
+        return changed
 
     def enabled_models_qs(self):
         """Clustered jobs always, custom scripts' only while CUSTOM_SCRIPTS_ENABLED; local jobs never (each worker

@@ -7,11 +7,12 @@ from django_celery_beat.models import PeriodicTask
 from kombu import Connection
 
 from jobsite.celery import app
+from scheduling import beat
 from scheduling.beat import NodeAwareScheduler, TickSchedule
 from scheduling.clock import DatabaseClock, database_clock, database_now
-from scheduling.registry import ScheduledJob
+from scheduling.registry import JobRegistry, ScheduledJob
 from scheduling.schedules import CronSchedule, EverySeconds
-from scheduling.sync import sync_declared_jobs
+from scheduling.sync import REMOVED_FROM_CODE, sync_declared_jobs
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
 
@@ -168,3 +169,23 @@ def test_a_send_that_straddles_the_next_tick_carries_the_tick_found_due(settings
         message.ack()
         queue.close()
     assert datetime.fromisoformat(message.payload[1]["tick"]) == T0
+
+
+@pytest.mark.django_db(transaction=True)  # django-celery-beat commits and closes connections itself
+def test_jobs_a_beat_of_the_previous_release_disabled_are_declared_again_by_this_releases_beat(monkeypatch):
+    new_job = ScheduledJob("a.new_in_this_release", noop, EverySeconds(2), True, False)
+    this_release = JobRegistry()
+    this_release.add(new_job)
+    monkeypatch.setattr(beat, "registry", this_release)
+    sync_declared_jobs([new_job])
+    scheduler = NodeAwareScheduler(app=app, lazy=True)
+    assert "a.new_in_this_release" in scheduler.schedule
+    scheduler.schedule_changed()  # beat's loop checks the change marker every few seconds; the first check notes it
+
+    # What the previous release's sync did at its beat's start to every job it did not declare.
+    row = PeriodicTask.objects.get(name="a.new_in_this_release")
+    row.enabled, row.description = False, REMOVED_FROM_CODE
+    row.save()  # moves django-celery-beat's change marker, as the old beat's save did
+
+    assert "a.new_in_this_release" in scheduler.schedule
+    assert PeriodicTask.objects.get(name="a.new_in_this_release").enabled
