@@ -6,7 +6,7 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 from kombu import Connection
 
-from jobsite.celery import app
+from heavylift.celery import app
 from scheduling import beat
 from scheduling.beat import NodeAwareScheduler, TickSchedule
 from scheduling.clock import DatabaseClock, database_clock, database_now
