@@ -75,7 +75,8 @@ def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
     attempt = instance.reducer_attempts
     max_seconds = definition.max_chunk_seconds or batch_settings().max_chunk_run.total_seconds()
     with lease_keeper.holding(reducer_lease(instance.id, attempt, max_seconds)) as lease:
-        context = RunningStepContext(instance.id, step.id, None, instance.parameters, None, lease, attempt=attempt)
+        context = RunningStepContext(instance.id, step.id, None, definition.parameters_for_step(instance.parameters),
+                                     None, lease, attempt=attempt)
         try:
             # A database restart while the inputs are read is no fault of the reduction: it runs again from
             # the start once the database answers (its inputs are still there), under the same lease.

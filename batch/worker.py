@@ -147,8 +147,8 @@ def run_chunk(definition: JobDefinition, chunk: ClaimedChunk, next_chunk: NextCh
     error: str | None = None
     next_claim: Claim | None = None
     with lease_keeper.holding(lease):
-        context = RunningStepContext(instance.id, step.id, chunk.id, instance.parameters, chunk.data, lease,
-                                     attempt=chunk.attempts)
+        context = RunningStepContext(instance.id, step.id, chunk.id, definition.parameters_for_step(instance.parameters),
+                                     chunk.data, lease, attempt=chunk.attempts)
         sink = ChunkSink(definition, instance, chunk, step, context)
         completion: Callable[[], Claim | None] | None = None  # a completion returns its claim of the next chunk
         other_outcome: Callable[[], str | None] | None = None  # any other outcome, the error message it stored
