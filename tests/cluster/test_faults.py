@@ -2,8 +2,9 @@
 
 `w1` and `w2` run a batch worker, beat and the scheduler worker (two scheduling hosts, node `main`); `w3` is a
 node of its own (`edge`, a batch worker only), the host that is cut off; `clock` runs nothing until the
-scheduling scenario starts a beat and a scheduler worker there, 45 s ahead (libfaketime). PostgreSQL and Redis
-run on `db`. Leases, node timeout and client timeouts are short (CLUSTER_SETTINGS), so each fault costs seconds.
+scheduling scenario starts a beat and a scheduler worker there, 45 s ahead (libfaketime); `old` (node `main`)
+runs nothing until the rolling-upgrade scenario starts the previous release's processes there. PostgreSQL and
+Redis run on `db`. Leases, node timeout and client timeouts are short (CLUSTER_SETTINGS), so each fault costs seconds.
 
 Executions are counted, not only statuses: TEST_LOGGED's chunks and tests/cluster/periodic_ticks.py's runs
 write each execution to a file that every host sees (outside the per-host data path), and a chunk may have
@@ -13,6 +14,8 @@ run more often than it was claimed only if never. Each scenario prints its time 
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -27,10 +30,11 @@ from tests.cluster.hosts import (
     REDIS_PORT,
     Cluster,
     Host,
+    HostProcess,
     needs_root,
     wait_until_ready,
 )
-from tests.processes import wait_until
+from tests.processes import PROJECT_DIR, wait_until
 from tests.scheduling.recorder import RECORD_FILE, read_runs
 
 pytestmark = [needs_root, pytest.mark.acceptance]
@@ -58,7 +62,7 @@ CLUSTER_SETTINGS = {
     "REDIS_HEALTH_CHECK_INTERVAL_SECONDS": "2",
 }
 ROLES = {"w1": ("worker", "beat", "scheduler"), "w2": ("worker", "beat", "scheduler"), "w3": ("worker",)}
-NODES = {"w1": "main", "w2": "main", "w3": "edge", "clock": "clock"}
+NODES = {"w1": "main", "w2": "main", "w3": "edge", "clock": "clock", "old": "main"}
 HELD_FROM = 2  # TEST_LOGGED chunks from this index on wait while the hold file exists: the job is midway
 RECOVERY_SLACK = 8  # seconds beyond a timeout that a loaded 2-core machine may take to act on it
 JOB_TIMEOUT = 120
@@ -150,21 +154,11 @@ def report(scenario: str, **figures: float | str | None) -> None:
 
 # --- 1. A host powered off while it holds the maintenance lock -------------------------------------------------
 
-MAINTENANCE_LOCK_KEY = 0x6261746368  # batch.maintenance's session advisory lock, before issue #22's lease
-
-
 def maintenance_holder(cluster: Cluster) -> str | None:
-    """The host whose maintenance pass holds the cluster's maintenance lock now: the lease row's holder
-    (`host:pid:token`), or, where maintenance takes an advisory lock, the host its backend's client is on."""
-    if cluster.sql("SELECT to_regclass('batch_maintenancelease') IS NOT NULL")[0][0]:
-        rows = cluster.sql("SELECT split_part(holder, ':', 1) FROM batch_maintenancelease "
-                           "WHERE holder <> '' AND expires_at > clock_timestamp()")
-        return rows[0][0] if rows else None
-    rows = cluster.sql("SELECT host(activity.client_addr) FROM pg_locks lock JOIN pg_stat_activity activity "
-                       "USING (pid) WHERE lock.locktype = 'advisory' AND lock.granted "
-                       "AND (lock.classid::bigint << 32 | lock.objid::bigint) = %s", [MAINTENANCE_LOCK_KEY])
-    by_address = {host.address: name for name, host in cluster.hosts.items()}
-    return by_address.get(rows[0][0]) if rows else None
+    """The host whose maintenance pass holds the cluster's maintenance lease now (its holder is `host:pid:token`)."""
+    rows = cluster.sql("SELECT split_part(holder, ':', 1) FROM batch_maintenancelease "
+                       "WHERE holder <> '' AND expires_at > clock_timestamp()")
+    return rows[0][0] if rows else None
 
 
 def last_pass_ended(cluster: Cluster) -> datetime | None:
@@ -172,9 +166,6 @@ def last_pass_ended(cluster: Cluster) -> datetime | None:
     return rows[0][0] if rows else None
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue #22 item 1, fixed on branch 'survive' (maintenance lease on the database's clock): main's pass takes a "
-    "session advisory lock, which the powered-off holder's backend keeps for hours, so no pass runs anywhere"))
 def test_a_host_powered_off_while_it_holds_the_maintenance_lock_stops_maintenance_only_briefly(cluster, shared):
     """The pass is caught holding the lock: the test holds the row every pass writes last, so a pass that took
     the lock waits there; its host is powered off, the row let go. Another host's pass must follow within the
@@ -209,10 +200,6 @@ def test_a_host_powered_off_while_it_holds_the_maintenance_lock_stops_maintenanc
 # --- 2. A worker host cut off from PostgreSQL, from Redis, from both ------------------------------------------
 
 CUTS = {"postgresql": POSTGRES_PORT, "redis": REDIS_PORT, "both": None}
-REDIS_CUT_UNFIXED = pytest.mark.xfail(strict=False, reason=(
-    "issue #22 item 2, fixed on branch 'survive' (node heartbeat only while the consumer is connected, Redis socket "
-    "timeouts): main's heartbeat is a PostgreSQL write, so a host cut from Redis keeps its node live and its job "
-    "stalls until the heal"))
 CUT_SECONDS = NODE_TIMEOUT_SECONDS + LEASE_SECONDS + 4  # longer than the lease and the node timeout
 
 
@@ -225,8 +212,7 @@ def job_node(cluster: Cluster, job_id: str) -> str:
     return cluster.sql("SELECT node_id FROM batch_jobinstance WHERE id = %s", [job_id])[0][0]
 
 
-@pytest.mark.parametrize("cut", [pytest.param(cut, marks=REDIS_CUT_UNFIXED) if cut == "redis" else cut
-                                 for cut in CUTS])
+@pytest.mark.parametrize("cut", CUTS)
 def test_a_worker_host_cut_off_longer_than_the_node_timeout_loses_its_job_to_a_live_node(cluster, shared, cut):
     """`w3`, the only machine of node `edge`, is cut from the database host (one port of it, or all) for longer
     than the lease and the node timeout, mid-job: its node must be found dead and its job re-homed to `main`
@@ -269,10 +255,6 @@ def test_a_worker_host_cut_off_longer_than_the_node_timeout_loses_its_job_to_a_l
 
 # --- 3. A scheduling host 45 s ahead ---------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue #22 item 4, fixed on branch 'survive' (scheduling on the database's clock): main's beat computes ticks and "
-    "its scheduler judges staleness on the host's clock, so a host 45 s ahead runs ticks early and records others "
-    "missed"))
 @pytest.mark.skipif(not LIBFAKETIME.exists(), reason="libfaketime is absent (Debian: apt-get install faketime)")
 def test_a_scheduling_host_45_seconds_ahead_runs_every_tick_once_and_abandons_no_healthy_run(cluster):
     """Beat and a scheduler worker on `clock`, whose clock is 45 s ahead, beside `w1` and `w2`'s: every tick of
@@ -314,3 +296,78 @@ def test_a_scheduling_host_45_seconds_ahead_runs_every_tick_once_and_abandons_no
     long_runs = sorted((run["started"], run["finished"]) for run in runs_since(LONG_RUNNER))
     assert abandoned == 0
     assert all(earlier_end <= later_start for (_, earlier_end), (later_start, _) in pairwise(long_runs)), long_runs
+
+
+# --- 4. A rolling upgrade: the previous release's processes on one host ---------------------------------------
+
+PREVIOUS_RELEASE = "395d480"  # the release this one upgrades from (README, Upgrading): move it on with each release
+PREVIOUS_PROCESSES = {  # its Procfile's commands (`jobsite`, its shell then), run with the venv's python
+    "worker": "python -m celery -A jobsite worker -E --loglevel INFO --hostname worker-%h-%i",
+    "scheduler": "python manage.py run_scheduler_worker",
+    "beat": "python -m celery -A jobsite beat --loglevel INFO --pidfile=",
+}
+
+
+@pytest.fixture(scope="module")
+def previous_release(cluster: Cluster) -> Path:
+    """The previous release's tree (`git archive`), where every host sees it."""
+    known = subprocess.run(["git", "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"], cwd=PROJECT_DIR,
+                           capture_output=True, check=False)
+    if known.returncode != 0:
+        pytest.skip(f"the previous release {PREVIOUS_RELEASE} is not in this clone's history")
+    tree = cluster.directory / "previous-release"
+    tree.mkdir(mode=0o755)
+    archive = subprocess.run(["git", "archive", PREVIOUS_RELEASE], cwd=PROJECT_DIR, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def start_previous(host: Host, tree: Path, kind: str) -> HostProcess:
+    """A process of the previous release on `host`, run from its tree so that it imports its own code, with the
+    cluster's settings but for this release's test schedules (a module the previous release does not have)."""
+    return host.start_program(["sh", "-c", f"cd {shlex.quote(str(tree))} && exec {PREVIOUS_PROCESSES[kind]}"],
+                              name=kind, SCHEDULING_JOB_MODULES="")
+
+
+def hosts_that_ran(cluster: Cluster, job_id: str) -> set[str]:
+    workers = {worker for (worker,) in cluster.sql(
+        "SELECT DISTINCT worker FROM batch_workchunk WHERE instance_id = %s AND worker <> ''", [job_id])}
+    return {host for host in cluster.hosts if any(f"@worker-{host}-" in worker for worker in workers)}
+
+
+def test_a_host_of_the_previous_release_beside_this_ones_keeps_every_job_and_schedule_running(
+        cluster, shared, previous_release):
+    """`old` runs the previous release's worker, scheduler worker and beat on node `main`, beside `w1` and `w2`'s
+    current ones: a job's chunks run on both releases, each exactly once, and the scheduled jobs only this
+    release declares (which the previous beat disables at its start) keep running."""
+    old = cluster.hosts["old"]
+    log = shared / "ran"
+    chunks = 30
+    processes = [start_previous(old, previous_release, "worker"), start_previous(old, previous_release, "scheduler")]
+    try:
+        wait_until_ready(processes)
+        job_id = start_logged_job(cluster.hosts["w1"], log, shared / "no-hold", chunks=chunks, sleep_ms=300)
+        processes.append(start_previous(old, previous_release, "beat"))
+        wait_until_ready(processes[-1:])
+        old_beat_started = database_now(cluster)
+        assert wait_for_job(cluster, job_id) == "COMPLETED"
+        ran_on = hosts_that_ran(cluster, job_id)
+
+        def ticks_since_old_beat() -> list[datetime]:
+            return sorted(tick for (tick,) in cluster.sql(
+                "SELECT tick FROM scheduling_jobrun WHERE job_name = %s AND outcome = 'succeeded' AND tick > %s",
+                [TICKING, old_beat_started]))
+
+        ticks = wait_until(lambda: len(ticks := ticks_since_old_beat()) >= 4 and ticks, JOB_TIMEOUT,
+                           message="this release's scheduled job stopped after the previous release's beat started")
+        disabled = "SELECT name FROM django_celery_beat_periodictask WHERE NOT enabled"
+        wait_until(lambda: cluster.sql(disabled) == [], JOB_TIMEOUT,
+                   message=lambda: f"scheduled jobs left disabled: {cluster.sql(disabled)}")
+    finally:
+        old.stop(processes)
+    report("previous release's worker, scheduler and beat on one host", chunks_on_previous=cluster.sql(
+        "SELECT count(*) FROM batch_workchunk WHERE instance_id = %s AND target_step_id = 'log' "
+        "AND worker LIKE '%%@worker-old-%%'", [job_id])[0][0],
+           longest_gap_between_ticks_s=max((later - earlier).total_seconds() for earlier, later in pairwise(ticks)))
+    assert {"old", "w1"} <= ran_on or {"old", "w2"} <= ran_on, ran_on
+    assert_each_chunk_ran_and_counted_once(cluster, job_id, log, chunks)
