@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 INSTANCE_PAGE = 100  # instances read per query
 CHUNK_PAGE = 1000  # chunks of one kind handled per instance per pass; the rest wait for the next pass
+LATE_AFTER_INTERVALS = 3  # a pass starting this many intervals after the last one ended says it is late
 DELETE_PAGE = 5000  # chunks deleted per statement when an ended job is purged
 
 
@@ -63,6 +64,7 @@ def run_maintenance_pass() -> MaintenanceReport:
         if lease is None:
             logger.debug("another maintenance pass is running; this one skips")
             return MaintenanceReport(ran=False)
+        _say_if_late()
         report = MaintenanceReport(rehomed=rehome_stranded_jobs())  # first: the jobs below see their new node
         try:
             for instance in _unfinished_instances():
@@ -79,6 +81,17 @@ def run_maintenance_pass() -> MaintenanceReport:
         _purge_ended(report)
         _record_pass_ended()
     return report
+
+
+def _say_if_late() -> None:
+    """A log line when the last pass ended more than LATE_AFTER_INTERVALS ago: passes were skipped (no scheduler,
+    a lapsed lease, a host cut off) and whatever they would have recovered waited that long."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXTRACT(EPOCH FROM now() - ended_at)::float FROM batch_maintenancepass WHERE id = 1")
+        row = cursor.fetchone()
+    interval = batch_settings().maintenance_interval.total_seconds()
+    if row is not None and row[0] > LATE_AFTER_INTERVALS * interval:
+        logger.warning("maintenance is late: the last pass ended %.0f s ago (one is due every %.0f s)", row[0], interval)
 
 
 def _record_pass_ended() -> None:

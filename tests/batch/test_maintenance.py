@@ -178,3 +178,15 @@ def test_maintenance_completes_a_job_whose_last_worker_died_between_commit_and_c
     run_maintenance_pass()
 
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
+
+
+def test_a_pass_long_after_the_last_one_says_maintenance_was_late(settings, caplog):
+    run_maintenance_pass()
+    with connection.cursor() as cursor:  # the last pass ended two minutes ago (by the database's clock)
+        cursor.execute("UPDATE batch_maintenancepass SET ended_at = now() - interval '120 seconds'")
+
+    assert run_maintenance_pass().ran
+    assert "maintenance is late: the last pass ended 120 s ago" in caplog.text
+    caplog.clear()
+    assert run_maintenance_pass().ran
+    assert "maintenance is late" not in caplog.text
