@@ -60,14 +60,7 @@ import psycopg
 import pytest
 
 from tests.faults import postgres_system_user
-from tests.processes import (
-    PROJECT_DIR,
-    STARTUP_TIMEOUT,
-    Process,
-    process_logs,
-    stop_all,
-    wait_until,
-)
+from tests.processes import PROJECT_DIR, STARTUP_TIMEOUT, Process, process_logs, stop_all, wait_until
 
 CLAIM_DIRECTORY = Path("/run/heavylift-cluster")  # one file per subnet in use: the owning pid, the host holders
 SUBNETS = range(77, 100)  # 10.231.N.0/24: a corner of 10/8 nothing else on a test machine is likely to use
