@@ -7,8 +7,8 @@ runs nothing until the rolling-upgrade scenario starts the previous release's pr
 Redis run on `db`. Leases, node timeout and client timeouts are short (CLUSTER_SETTINGS), so each fault costs seconds.
 
 Executions are counted, not only statuses: TEST_LOGGED's chunks and tests/cluster/periodic_ticks.py's runs
-write each execution to a file that every host sees (outside the per-host data path), and a chunk may have
-run more often than it was claimed only if never. Each scenario prints its time to recover (docs/cluster.md,
+write each execution to a file that every host sees (outside the per-host data path), and no chunk may have
+run more often than it was claimed. Each scenario prints its time to recover (docs/cluster.md,
 "Faults measured on the harness").
 """
 from __future__ import annotations
