@@ -55,19 +55,30 @@ class ExportRun:
     latencies: list[float] = field(default_factory=list)
 
 
+def files_storage(workdir: Path) -> dict[str, str]:
+    return {"BULK_EXPORT_STORAGE_BACKEND": "django.core.files.storage.FileSystemStorage",
+            "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")})}
+
+
+# The settings of each storage the export can write to, for the benchmark's processes.
+STORAGES = {"database": lambda workdir: {}, "files": files_storage}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=1_000_000, help="store size of the full export")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--reuse", action="store_true", help="start from a kept benchmark database")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object, the last line")
+    parser.add_argument("--storage", choices=sorted(STORAGES), default="database",
+                        help="where the export files go (default: the database, the default setting)")
     options = parser.parse_args()
 
     with bench_database("bench_export", reuse=options.reuse, keep=options.keep) as (bench_url, bench_name):
         workdir = Path(tempfile.mkdtemp(prefix="bench-export-"))
         node = f"bench-export-{uuid.uuid4().hex[:8]}"
         environment = {**os.environ, "NODE_ID": node, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING",
-                       "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")})}
+                       **STORAGES[options.storage](workdir)}
         try:
             from django.conf import settings
 
@@ -92,7 +103,9 @@ def main() -> None:
             report_export("full export", full)
             summary(idle, spinning, small, full, copied / copy_seconds, copy_latencies)
             if options.json:
-                print(json.dumps(figures(idle, spinning, small, full, copied / copy_seconds, copy_latencies)), flush=True)
+                print(json.dumps({"storage": options.storage,
+                                  **figures(idle, spinning, small, full, copied / copy_seconds, copy_latencies)}),
+                      flush=True)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

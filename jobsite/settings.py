@@ -152,6 +152,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_celery_beat",
+    "blobstore",
     "jobsite",
     "batch",
     "scheduling",
@@ -320,10 +321,15 @@ BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3
 # leaves the other half to the live API: on the 2-core bench, 1 chunk exported 1M at 0.62 of a raw COPY with
 # read p99 1.26x idle (the raw COPY itself: 1.21x); 2 chunks gained 6 % and made it 1.90x (docs/export.md).
 BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
-# Where export files live: any Django storage backend (e.g. storages.backends.s3.S3Storage) and its options as
-# JSON; by default the file system under MEDIA_ROOT/bulkexport.
-BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
-BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"location": str(MEDIA_ROOT / "bulkexport")})
+# Where export files live: any Django storage backend and its options as JSON. By default the database
+# (blobstore: every host that reaches PostgreSQL serves every file, nothing else to run); an S3-compatible
+# store (storages.backends.s3.S3Storage) for large exports; the file system (FileSystemStorage, its default
+# location MEDIA_ROOT/bulkexport) for one host only (docs/export.md, "Files, storage, expiry").
+FILE_SYSTEM_STORAGE = "django.core.files.storage.FileSystemStorage"
+BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "blobstore.storage.DatabaseStorage")
+BULK_EXPORT_STORAGE_OPTIONS = env_json_object(
+    "BULK_EXPORT_STORAGE_OPTIONS",
+    {"location": str(MEDIA_ROOT / "bulkexport")} if BULK_EXPORT_STORAGE_BACKEND == FILE_SYSTEM_STORAGE else {})
 # --- Bulk import ----------------------------------------------------------------------------------
 BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # NDJSON lines per load chunk
 # URL prefixes $import / $bulk-submit may fetch from (comma-separated); none by default: nothing is fetched.

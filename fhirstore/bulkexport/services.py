@@ -20,7 +20,7 @@ from django.utils import timezone
 from batch import control
 from batch.control import JobNotFound, JobSnapshot, JobStateConflict, JobStatus
 from fhirstore.bulkexport.exceptions import ExportFailed, ExportFileNotFound, ExportNotFound, TooManyExports
-from fhirstore.bulkexport.files import delete_files, open_file
+from fhirstore.bulkexport.files import delete_export_files, open_file
 from fhirstore.bulkexport.models import BulkExport, ExportFile
 from fhirstore.bulkexport.parameters import ExportRequest
 from fhirstore.bulkexport.steps import BULK_EXPORT_JOB, job_parameters
@@ -138,9 +138,8 @@ def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:
         except (JobStateConflict, JobNotFound):
             pass  # it has ended already (or batch purged it): only the files are left to remove
         control.discard_chunk_data([export.job_instance_id])  # the patient data its unfinished chunks held
-        paths = list(export.files.values_list("path", flat=True))
         export.delete()
-    delete_files(paths)
+    delete_export_files(export_id)
 
 
 def open_export_file(user: AbstractBaseUser, file_id: uuid.UUID | str) -> tuple[ExportFile, IO[bytes]]:
@@ -176,11 +175,9 @@ def purge_expired_exports(*, now: datetime | None = None) -> PurgeReport:
     while True:
         with transaction.atomic():
             page = list(expired.select_for_update(skip_locked=True).values_list("id", flat=True)[:PURGE_PAGE])
-            paths = list(ExportFile.objects.filter(export_id__in=page).values_list("path", flat=True))
             BulkExport.objects.filter(id__in=page).delete()
-        delete_files(paths)
         report.exports += len(page)
-        report.files += len(paths)
+        report.files += sum(delete_export_files(export_id) for export_id in page)
         if len(page) < PURGE_PAGE:
             return report
 
@@ -197,10 +194,10 @@ def delete_files_of_ended_exports() -> int:
     while True:
         with transaction.atomic():
             page = list(ExportFile.objects.filter(export__in=ended).select_for_update(skip_locked=True)
-                        .values_list("id", "path")[:PURGE_PAGE])
+                        .values_list("id", "export_id")[:PURGE_PAGE])
             ExportFile.objects.filter(id__in=[file_id for file_id, _ in page]).delete()
-        delete_files([path for _, path in page])
-        deleted += len(page)
+        # Each export's directory, so that what a write step left without a row goes too.
+        deleted += sum(delete_export_files(export_id) for export_id in {export_id for _, export_id in page})
         if len(page) < PURGE_PAGE:
             return deleted
 

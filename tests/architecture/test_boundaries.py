@@ -66,6 +66,12 @@ def test_the_engine_and_the_scheduler_know_nothing_of_fhir(package):
     assert imports_of(package, "fhirstore") == []
 
 
+@pytest.mark.parametrize("other", ["fhirstore", "batch", "scheduling", "jobsite"])
+def test_the_database_storage_is_a_django_app_of_its_own(other):
+    """blobstore stores files for anyone: it knows nothing of FHIR, jobs or the project."""
+    assert imports_of("blobstore", other) == []
+
+
 def test_the_scheduler_does_not_depend_on_the_batch_engine():
     assert imports_of("scheduling", "batch") == []
 
