@@ -26,7 +26,7 @@ from batch.exceptions import (
     NoLiveNode,
     UnknownJobDefinition,
 )
-from batch.heartbeats import LiveNode, live_nodes
+from batch.heartbeats import LiveNode, LiveWorker, live_nodes, live_workers
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import Reassignment, reassign_jobs
 from batch.progress import compute_progress, describe_duration
@@ -38,7 +38,7 @@ __all__ = [
     "ChunkWorker", "StepProgress", "UnknownJobDefinition", "cancel_job", "chunk_workers", "describe_duration", "ended_job_ids", "follow_job", "get_job", "job_ids", "list_jobs",
     "restart_job", "start_job", "unfinished_job_ids", "watch_job",
     # nodes (batch.heartbeats, batch.nodes): which have live workers, and moving jobs between them
-    "LiveNode", "NoLiveNode", "Reassignment", "live_nodes", "reassign_jobs",
+    "LiveNode", "LiveWorker", "NoLiveNode", "Reassignment", "live_nodes", "live_workers", "reassign_jobs",
 ]
 
 

@@ -5,6 +5,7 @@ A bad value stops start-up with one line naming the variable and what it accepts
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -353,3 +354,29 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "bulkexport": {"BACKEND": BULK_EXPORT_STORAGE_BACKEND, "OPTIONS": BULK_EXPORT_STORAGE_OPTIONS},
 }
+
+# --- Settings every host must share --------------------------------------------------------------
+# Any web host may kick off any job and any worker host may run it, so these must be identical on every
+# machine (only NODE_ID, MODULE_ID, BIND_ADDRESS, PORT and the process counts may differ). Each worker reports
+# their fingerprint with its heartbeat; at start-up a web or worker process compares its own with the live
+# workers' and warns, naming the settings that differ (jobsite.cluster). Per setting a short hash, never the
+# value (storage options may hold credentials): {"NAME": "<12 hex>", …} as compact JSON.
+CLUSTER_WIDE_SETTINGS = (
+    "SECRET_KEY", "REPLACE_HYPHENS_WITH_PERIODS", "BATCH_LEASE_SECONDS", "BATCH_MAX_CHUNK_RETRIES",
+    "BATCH_MAX_CHUNK_SECONDS", "BATCH_NODE_TIMEOUT_SECONDS", "BATCH_DIAGNOSTIC_JOBS", "BATCH_CLIENT_JOB_DEFINITIONS",
+    "FHIR_ALLOW_ANONYMOUS_READ", "FHIR_FULL_VALIDATION", "FHIR_SEARCH_WHILE_INDEXING", "REINDEX_MAX_CONCURRENT_CHUNKS",
+    "BULK_EXPORT_CHUNK_SIZE", "BULK_EXPORT_RETENTION_SECONDS", "BULK_EXPORT_MAX_RUNNING_PER_USER",
+    "BULK_EXPORT_MAX_CONCURRENT_CHUNKS", "BULK_EXPORT_STORAGE_BACKEND", "BULK_EXPORT_STORAGE_OPTIONS",
+    "BULK_IMPORT_CHUNK_SIZE", "BULK_IMPORT_ALLOWED_SOURCES", "BULK_IMPORT_FILE_ROOT", "BULK_IMPORT_MAX_FILE_BYTES",
+    "BULK_IMPORT_MAX_LINE_BYTES", "BULK_IMPORT_FETCH_ATTEMPTS", "BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR",
+    "BULK_IMPORT_MAX_CONCURRENT_CHUNKS", "BULK_SUBMIT_ALLOWED_SUBMITTERS",
+)
+
+
+def settings_fingerprint(values: dict) -> str:
+    digest = {name: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+              for name, value in sorted(values.items())}
+    return json.dumps(digest, separators=(",", ":"))
+
+
+BATCH_SETTINGS_FINGERPRINT = settings_fingerprint({name: globals()[name] for name in CLUSTER_WIDE_SETTINGS})
