@@ -331,6 +331,10 @@ BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "blobstore.
 BULK_EXPORT_STORAGE_OPTIONS = env_json_object(
     "BULK_EXPORT_STORAGE_OPTIONS",
     {"location": str(MEDIA_ROOT / "bulkexport")} if BULK_EXPORT_STORAGE_BACKEND == FILE_SYSTEM_STORAGE else {})
+# Downloads from a storage that makes presigned URLs (S3Storage with querystring_auth, their lifetime its
+# querystring_expire) are answered with a 302 to one, after the token is checked; false: streamed through the
+# web process, as from the database or the file system.
+BULK_EXPORT_DOWNLOAD_REDIRECT = env_bool("BULK_EXPORT_DOWNLOAD_REDIRECT", True)
 # --- Bulk import ----------------------------------------------------------------------------------
 BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # NDJSON lines per load chunk
 # URL prefixes $import / $bulk-submit may fetch from (comma-separated); none by default: nothing is fetched.

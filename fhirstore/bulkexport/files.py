@@ -75,6 +75,15 @@ def gzipped(stream: IO[bytes]) -> Iterator[bytes]:
     yield compressor.flush()
 
 
+def presigned_url(path: str) -> str | None:
+    """A URL of the file that authorizes its bearer for a short while (an object store's presigned URL), or None
+    when the storage makes none (the database, the file system, an S3Storage without `querystring_auth`)."""
+    storage = export_storage()
+    if not getattr(storage, "querystring_auth", False):
+        return None
+    return storage.url(path)
+
+
 def open_file(path: str) -> IO[bytes]:
     """FileNotFoundError when the file is gone."""
     return export_storage().open(path, "rb")

@@ -20,7 +20,7 @@ from django.utils import timezone
 from batch import control
 from batch.control import JobNotFound, JobSnapshot, JobStateConflict, JobStatus
 from fhirstore.bulkexport.exceptions import ExportFailed, ExportFileNotFound, ExportNotFound, TooManyExports
-from fhirstore.bulkexport.files import delete_export_files, open_file
+from fhirstore.bulkexport.files import delete_export_files, open_file, presigned_url
 from fhirstore.bulkexport.models import BulkExport, ExportFile
 from fhirstore.bulkexport.parameters import ExportRequest
 from fhirstore.bulkexport.steps import BULK_EXPORT_JOB, job_parameters
@@ -142,16 +142,35 @@ def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:
     delete_export_files(export_id)
 
 
-def open_export_file(user: AbstractBaseUser, file_id: uuid.UUID | str) -> tuple[ExportFile, IO[bytes]]:
-    """The file's row and its content as a stream; ExportFileNotFound for a deleted, expired or foreign one."""
+@dataclass(frozen=True)
+class ExportDownload:
+    """How to answer a download: a redirect to a URL that carries its own short-lived authorization (an object
+    store's presigned URL), or the content streamed through this process."""
+
+    file: ExportFile
+    redirect_to: str | None = None
+    stream: IO[bytes] | None = None
+
+
+def download_export_file(user: AbstractBaseUser, file_id: uuid.UUID | str) -> ExportDownload:
+    """The caller's file, after the same checks either way; ExportFileNotFound for a deleted, expired or foreign one.
+
+    The manifest says `requiresAccessToken: true`: its URLs are this server's, and a download needs the
+    export's owner's token. Once that is checked, a storage that makes presigned URLs (django-storages'
+    S3Storage with `querystring_auth`) is answered with a redirect to one, valid for its `querystring_expire`
+    seconds, unless BULK_EXPORT_DOWNLOAD_REDIRECT is false; Bulk Data clients follow the 302 (and, as HTTP
+    clients do on a redirect to another origin, without the token).
+    """
     try:
         file = ExportFile.objects.filter(id=uuid.UUID(str(file_id)), export__owner=user).first()
     except ValueError:
         file = None
     if file is None or (file.expires_at is not None and file.expires_at <= timezone.now()):
         raise ExportFileNotFound(f"Export file {file_id} is not known (deleted, expired or not yours)")
+    if settings.BULK_EXPORT_DOWNLOAD_REDIRECT and (url := presigned_url(file.path)):
+        return ExportDownload(file, redirect_to=url)
     try:
-        return file, open_file(file.path)
+        return ExportDownload(file, stream=open_file(file.path))
     except FileNotFoundError:
         raise ExportFileNotFound(f"Export file {file_id} is gone") from None
 
