@@ -18,7 +18,7 @@ class Blob(models.Model):
 
 
 class Piece(models.Model):
-    """Bytes `number * piece_bytes` onwards of a blob, zlib-compressed: every piece but the last holds
+    """Bytes `number * piece_bytes` onwards of a blob, compressed (zlib format): every piece but the last holds
     `piece_bytes` bytes before compression, so a read at any offset knows its piece without asking."""
 
     pk = models.CompositePrimaryKey("blob_id", "number")
