@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.txt
 install: $(VENV)/.installed
 
 services: install
-	$(PY) -m jobsite.devservices start
+	$(PY) -m heavylift.devservices start
 
 migrate: services
 	$(ENV) $(PY) manage.py migrate --noinput
@@ -29,4 +29,4 @@ bench: migrate
 	$(ENV) $(PY) -m bench
 
 stop:
-	test ! -x $(PY) || $(PY) -m jobsite.devservices stop
+	test ! -x $(PY) || $(PY) -m heavylift.devservices stop

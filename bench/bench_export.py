@@ -2,7 +2,7 @@
 
 1. The store is filled with generated resources (`generate_fhir`'s bulk path) to a tenth of `--resources`,
    and a system `$export` runs over HTTP (gunicorn as in the Procfile) on the standard Procfile worker
-   (`celery -A jobsite worker`, BATCH_MAX_THREADS processes); then it is filled to `--resources` and the
+   (`celery -A heavylift worker`, BATCH_MAX_THREADS processes); then it is filled to `--resources` and the
    export runs again. Each export is timed from kick-off to the manifest, and its files are counted.
 2. The physical limit, in the same run on the full store: `COPY (SELECT body FROM fhirstore_resource …)
    TO STDOUT` into a file — no Python, no chunks, no second copy through the database; the median of three.
@@ -38,7 +38,7 @@ from bench.fhirstack import (
     FhirStack, fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, spinning_latencies, stored, worker_rss,
 )
 from bench.support import bench_database, percentile_ms
-from jobsite.devobjectstore import create_bucket, running_object_store, storage_options
+from heavylift.devobjectstore import create_bucket, running_object_store, storage_options
 
 RSS_SAMPLE_SECONDS = 0.2  # often enough to catch a step's peak, cheap enough not to load the machine
 STATUS_SECONDS = 0.02  # the job's status read from the database between polls: the end is timed to 20 ms
@@ -207,7 +207,7 @@ def figures(idle: list[float], spinning: list[float], small: ExportRun, full: Ex
 
 
 def _job_instance_id(status_url: str) -> str:
-    from fhirstore.bulkexport.models import BulkExport
+    from fhirjobs.bulkexport.models import BulkExport
 
     return BulkExport.objects.values_list("job_instance_id", flat=True).get(id=status_url.rsplit("=", 1)[1])
 
