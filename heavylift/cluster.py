@@ -79,8 +79,12 @@ def warn_at_start(process: str) -> None:
 def check_cluster(app_configs=None, databases=None, **kwargs) -> list[Warning]:
     if not databases:
         return []
+    try:
+        warnings = cluster_warnings()
+    except DatabaseError:  # `migrate` checks before it creates the tables: nothing to compare with yet
+        return []
     return [Warning(text, id="heavylift.W001" if text.startswith("settings") else "heavylift.W002")
-            for text in cluster_warnings()]
+            for text in warnings]
 
 
 def _decoded(fingerprint: str) -> dict[str, str]:

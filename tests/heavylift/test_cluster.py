@@ -6,6 +6,7 @@ import logging
 import socket
 
 import pytest
+from django.db import connection
 
 from batch.heartbeats import live_workers, record_heartbeat
 from heavylift.cluster import check_cluster, cluster_warnings, warn_at_start
@@ -84,3 +85,15 @@ def test_the_check_needs_the_database_and_runs_only_when_asked_with_it(settings)
     beat_as(settings, "celery@host-b/7", BULK_IMPORT_FILE_ROOT="/elsewhere")
 
     assert check_cluster(databases=None) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrate_on_an_empty_database_runs_the_check_before_the_tables_exist():
+    """`migrate` runs the database checks first: with no heartbeat table yet the check finds nothing to say."""
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE batch_workerheartbeat RENAME TO batch_workerheartbeat_away")
+    try:
+        assert check_cluster(databases=["default"]) == []
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE batch_workerheartbeat_away RENAME TO batch_workerheartbeat")
