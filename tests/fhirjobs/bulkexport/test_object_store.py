@@ -23,7 +23,8 @@ from heavylift.devobjectstore import (
     running_object_store,
     storage_options,
 )
-from tests.fhirjobs.bulkexport.conftest import patient, store
+from tests.fhirjobs.bulkexport.helpers import patient
+from tests.fhirstore.helpers import store
 from tests.fhirstore.helpers import assert_outcome
 
 pytestmark = pytest.mark.django_db(transaction=True)

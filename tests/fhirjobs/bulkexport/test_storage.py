@@ -20,7 +20,8 @@ from blobstore.storage import DatabaseStorage
 from fhirjobs.bulkexport import steps
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.services import purge_expired_exports
-from tests.fhirjobs.bulkexport.conftest import patient, store
+from tests.fhirjobs.bulkexport.helpers import patient
+from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
