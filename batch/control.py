@@ -17,7 +17,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet, Sum
 
 from batch import flow
 from batch.exceptions import (
@@ -28,7 +28,7 @@ from batch.exceptions import (
     NoLiveNode,
     UnknownJobDefinition,
 )
-from batch.heartbeats import LiveNode, live_nodes, node_for_new_job
+from batch.heartbeats import LiveNode, LiveWorker, live_nodes, live_workers, node_for_new_job
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import Reassignment, reassign_jobs
 from batch.progress import compute_progress, describe_duration, settle_totals
@@ -49,10 +49,10 @@ REISSUED_CHUNK_STATUSES = [ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS, ChunkSta
 
 __all__ = [
     "BatchError", "InvalidParameters", "JobList", "JobNotFound", "JobSnapshot", "JobStateConflict", "JobStatus",
-    "StepProgress", "UnknownJobDefinition", "cancel_job", "describe_duration", "ended_job_ids", "follow_job", "get_job", "job_ids", "list_jobs",
+    "ChunkWorker", "StepProgress", "UnknownJobDefinition", "cancel_job", "chunk_workers", "describe_duration", "ended_job_ids", "follow_job", "get_job", "job_ids", "list_jobs",
     "restart_job", "start_job", "unfinished_job_ids", "watch_job",
     # nodes (batch.heartbeats, batch.nodes): which have live workers, and moving jobs between them
-    "LiveNode", "NoLiveNode", "Reassignment", "live_nodes", "reassign_jobs",
+    "LiveNode", "LiveWorker", "NoLiveNode", "Reassignment", "live_nodes", "live_workers", "reassign_jobs",
 ]
 
 
@@ -275,6 +275,37 @@ def follow_job(job_id: UUID | str, out: TextIO, timeout: float | None = None) ->
             if deadline is not None and time.monotonic() > deadline and not snapshot.ended:
                 raise JobStateConflict(f"job {job_id} did not end within {timeout:.0f}s (is a worker running?)")
     return snapshot
+
+
+@dataclass(frozen=True)
+class ChunkWorker:
+    """A worker process that ran chunks of a job, and what it did for it. A chunk keeps the last worker that
+    claimed it (`WorkChunk.worker`), so a chunk retried elsewhere counts for the worker of its last attempt."""
+
+    worker: str  # Celery's hostname and the pool process's pid, as claimed: "celery@host-b/4242"
+    chunks: Mapping[str, int]  # its chunks of the job by status
+    records: int  # records those chunks processed
+    last_update: datetime  # its latest chunk's last change, on the database's clock
+
+    @property
+    def host(self) -> str:
+        """The host part of the Celery hostname (`name@host`): what tells machines apart."""
+        return self.worker.partition("@")[2].rpartition("/")[0] or self.worker
+
+
+def chunk_workers(job_id: UUID | str) -> list[ChunkWorker]:
+    """Every worker that ran (or runs) a chunk of the job, by worker name: where the job ran, host by host."""
+    rows = (WorkChunk.objects.filter(instance_id=job_id).exclude(worker="").order_by()
+            .values_list("worker", "status").annotate(count=Count("*"), records=Sum("records_processed"),
+                                                      last=Max("update_time")))
+    chunks: dict[str, dict[str, int]] = defaultdict(dict)
+    records: dict[str, int] = defaultdict(int)
+    last: dict[str, datetime] = {}
+    for worker, status, count, processed, updated in rows:
+        chunks[worker][status] = count
+        records[worker] += processed or 0
+        last[worker] = max(last.get(worker, updated), updated)
+    return [ChunkWorker(worker, chunks[worker], records[worker], last[worker]) for worker in sorted(chunks)]
 
 
 def discard_chunk_data(job_ids: Iterable[UUID | str] | QuerySet) -> int:
