@@ -8,14 +8,15 @@ again, a FINALIZE job whose reducer died gets a new one, and the jobs of a node 
 move to a live node (`batch.nodes`). Ended jobs are deleted after a week.
 
 A plain function, callable from anywhere (beat task, test, shell). Only one pass runs at a time in the
-cluster (a PostgreSQL advisory lock); a second caller returns at once. Each change inside is a
-conditional update anyway, so even two passes could not corrupt anything.
+cluster (a lease on the database's clock, `batch.maintenance_lease`, renewed between jobs); a second
+caller returns at once, and a holder that died or froze stops holding it after
+`BATCH_MAINTENANCE_LEASE_SECONDS`. Each change inside is a conditional update anyway, so even two
+passes could not corrupt anything.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,21 +24,28 @@ from django.db import connection, transaction
 from django.db.models import Q
 
 from batch import flow
+from batch.claims import ClaimedChunk, ClaimedJob
 from batch.conf import batch_settings
+from batch.maintenance_lease import LeaseLost, maintenance_lease
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import rehome_stranded_jobs
 from batch.progress import refresh_progress
-from batch.queues import pending_notifications, work_notification_queue
+from batch.queues import broker_is_reachable, pending_notifications, work_notification_queue
 from batch.registry import registry
-from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.statuses import (
+    ENDED_JOB_STATUSES,
+    UNFINISHED_JOB_STATUSES,
+    ChunkStatus,
+    JobStatus,
+)
 from batch.transitions import change_all_chunks_status, read_database_now
 from batch.worker import on_lease_expired
 
 logger = logging.getLogger(__name__)
 
-MAINTENANCE_LOCK_KEY = 0x6261746368  # "batch": the advisory lock every maintenance pass of the cluster takes
 INSTANCE_PAGE = 100  # instances read per query
 CHUNK_PAGE = 1000  # chunks of one kind handled per instance per pass; the rest wait for the next pass
+LATE_AFTER_INTERVALS = 3  # a pass starting this many intervals after the last one ended says it is late
 DELETE_PAGE = 5000  # chunks deleted per statement when an ended job is purged
 
 
@@ -49,26 +57,48 @@ class MaintenanceReport:
     leases_expired: int = 0
     enqueued: int = 0
     reannounced: int = 0
+    retries_resent: int = 0
     reductions_reannounced: int = 0
     purged_instances: int = 0
     rehomed: int = 0
 
 
 def run_maintenance_pass() -> MaintenanceReport:
-    with _advisory_lock(MAINTENANCE_LOCK_KEY) as acquired:
-        if not acquired:
+    if not broker_is_reachable():  # its calls to Redis would block the pass; a host that reaches both runs it
+        logger.warning("the broker does not answer from this host: no maintenance pass here")
+        return MaintenanceReport(ran=False)
+    with maintenance_lease() as lease:
+        if lease is None:
             logger.debug("another maintenance pass is running; this one skips")
             return MaintenanceReport(ran=False)
+        _say_if_late()
         report = MaintenanceReport(rehomed=rehome_stranded_jobs())  # first: the jobs below see their new node
-        for instance in _unfinished_instances():
-            report.instances += 1
-            try:
-                maintain_instance(instance, report)
-            except Exception:
-                logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
+        try:
+            for instance in _unfinished_instances():
+                lease.renew()
+                report.instances += 1
+                try:
+                    maintain_instance(instance, report)
+                except Exception:
+                    logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
+            lease.renew()
+        except LeaseLost as lost:
+            logger.warning("%s", lost)
+            return report
         _purge_ended(report)
         _record_pass_ended()
     return report
+
+
+def _say_if_late() -> None:
+    """A log line when the last pass ended more than LATE_AFTER_INTERVALS ago: passes were skipped (no scheduler,
+    a lapsed lease, a host cut off) and whatever they would have recovered waited that long."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXTRACT(EPOCH FROM now() - ended_at)::float FROM batch_maintenancepass WHERE id = 1")
+        row = cursor.fetchone()
+    interval = batch_settings().maintenance_interval.total_seconds()
+    if row is not None and row[0] > LATE_AFTER_INTERVALS * interval:
+        logger.warning("maintenance is late: the last pass ended %.0f s ago (one is due every %.0f s)", row[0], interval)
 
 
 def _record_pass_ended() -> None:
@@ -79,7 +109,7 @@ def _record_pass_ended() -> None:
 
 
 def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
-    now = read_database_now()  # every "is it late" below is judged by the database's clock, as it wrote them
+    now, database_started_at = _database_clock()  # every "is it late" below is judged by the database's clock
     if instance.status == JobStatus.FINALIZE:
         _recover_reduction(instance, now, report)
     else:
@@ -90,17 +120,37 @@ def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
                    .filter(instance_id=instance.id, status=ChunkStatus.IN_PROGRESS, lease_expires_at__lt=now)
                    .order_by("lease_expires_at")[:CHUNK_PAGE])
         for chunk in expired:
-            on_lease_expired(chunk, now)
+            on_lease_expired(_held(chunk), now, database_started_at)
             report.leases_expired += 1
         if instance.current_gated_step_id:
             # Chunks a lost worker emitted into a step whose gate has opened meanwhile.
             change_all_chunks_status(Q(instance_id=instance.id, target_step_id=instance.current_gated_step_id,
                                        status=ChunkStatus.GATE_WAITING), ChunkStatus.READY)
+        report.retries_resent += _resend_overdue_retries(instance, now)  # first, whatever the queue holds
         flow.advance_job(instance.id)
         report.enqueued += flow.enqueue_ready_chunks(instance)
         report.reannounced += _reannounce_lost_chunks(instance, now)
     if JobInstance.objects.filter(id=instance.id, status__in=UNFINISHED_JOB_STATUSES).exists():
         refresh_progress(instance.id)
+
+
+def _held(chunk: WorkChunk) -> ClaimedChunk:
+    """A chunk row whose lease lapsed, as the claim its worker held."""
+    instance = chunk.instance
+    job = ClaimedJob(id=instance.id, definition_id=instance.definition_id, definition_version=instance.definition_version,
+                     parameters=instance.parameters, node_id=instance.node_id, module_id=instance.module_id,
+                     max_concurrent_chunks=instance.max_concurrent_chunks)
+    return ClaimedChunk(id=chunk.id, job=job, target_step_id=chunk.target_step_id, sequence=chunk.sequence,
+                        data=chunk.data, attempts=chunk.attempts, error_count=chunk.error_count,
+                        poll_attempts=chunk.poll_attempts, claim_token=chunk.claim_token, worker=chunk.worker,
+                        lease_expires_at=chunk.lease_expires_at)
+
+
+def _database_clock() -> tuple[datetime, datetime]:
+    """The database's now, and when it (re)started: a lease last renewed before then lapsed with the restart."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now(), pg_postmaster_start_time()")
+        return cursor.fetchone()
 
 
 def _unfinished_instances() -> Iterator[JobInstance]:
@@ -122,9 +172,27 @@ def _queue_is_drained(instance: JobInstance) -> bool:
     return pending_notifications(work_notification_queue(instance.node_id, instance.module_id)) == 0
 
 
+def _resend_overdue_retries(instance: JobInstance, now: datetime) -> int:
+    """ERRORED chunks still unclaimed one maintenance interval after their retry was due: their message was
+    lost (a worker killed while holding it for its countdown, Redis flushed) or arrived early and found
+    nothing to claim (another host's clock ahead). Sent again at once, ahead of the node's new work, however
+    much new work waits: a retry must not wait for a backlog. `announced_at` moves to now, so the next
+    pass waits another interval before sending it again (a duplicate is harmless, only not free)."""
+    overdue = Q(instance_id=instance.id, status=ChunkStatus.ERRORED,
+                announced_at__lt=now - batch_settings().maintenance_interval)
+    with transaction.atomic():
+        chunks = list(WorkChunk.objects.filter(overdue).order_by("announced_at").select_for_update(skip_locked=True)
+                      .values_list("id", "target_step_id")[:CHUNK_PAGE])
+        if not chunks:
+            return 0
+        WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in chunks]).update(announced_at=now)
+        flow.announce_chunks(instance, chunks, again=True)
+    logger.warning("job %s: %d retries were not claimed when due; sent again", instance.id, len(chunks))
+    return len(chunks)
+
+
 def _reannounce_lost_chunks(instance: JobInstance, now: datetime) -> int:
-    lost = Q(instance_id=instance.id, status__in=[ChunkStatus.QUEUED, ChunkStatus.ERRORED],
-             announced_at__lt=now - batch_settings().reannounce_after)
+    lost = Q(instance_id=instance.id, status=ChunkStatus.QUEUED, announced_at__lt=now - batch_settings().reannounce_after)
     if not WorkChunk.objects.filter(lost).exists() or not _queue_is_drained(instance):
         return 0
     with transaction.atomic():
@@ -166,16 +234,3 @@ def _purge_ended(report: MaintenanceReport) -> None:
             WorkChunk.objects.filter(id__in=chunk_ids).delete()
         JobInstance.objects.filter(id=instance_id).delete()
         report.purged_instances += 1
-
-
-@contextmanager
-def _advisory_lock(key: int) -> Iterator[bool]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        acquired = cursor.fetchone()[0]
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])

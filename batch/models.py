@@ -136,6 +136,9 @@ class WorkerHeartbeat(models.Model):
     started_at = models.DateTimeField(db_default=Now())
     last_seen = models.DateTimeField(db_default=Now())
     stopped_at = models.DateTimeField(null=True, blank=True)  # set by a clean shutdown
+    # BATCH_SETTINGS_FINGERPRINT of the worker's process: opaque to the engine, which only stores it; the
+    # project compares them across live workers (settings every host must share) and says which differ.
+    settings_fingerprint = models.TextField(blank=True, default="")
 
     class Meta:
         indexes = [models.Index(fields=["node_id", "module_id", "last_seen"], name="batch_heartbeat_node_seen")]
@@ -175,3 +178,17 @@ class MaintenancePass(models.Model):
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     ended_at = models.DateTimeField()
+
+
+class MaintenanceLease(models.Model):
+    """One row: which maintenance pass may run now, until when (the database's clock).
+
+    A lease, not a session-level advisory lock: a lock lives as long as its holder's backend, and the
+    backend of a host that powered off lives on for hours (until TCP gives up). The lease lapses on the
+    database's clock whatever became of its holder; the pass renews it as it goes (`batch.maintenance`).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    holder = models.CharField(max_length=200)  # `host:pid:token` of the pass, for the operator's eyes
+    token = models.UUIDField()  # the holding pass's own; renewals and the release are fenced by it
+    expires_at = models.DateTimeField()

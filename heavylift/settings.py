@@ -5,6 +5,7 @@ A bad value stops start-up with one line naming the variable and what it accepts
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -127,6 +128,19 @@ X_FRAME_OPTIONS = "DENY"
 DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql"))
 REDIS_URL = env_url("REDIS_URL", ("redis", "rediss"))
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+# libpq's client-side timeouts, so a connection to a database host that vanished (powered off, cut off) fails
+# in seconds instead of when TCP gives up (~15 min with data in flight, ~2 h idle on Linux's defaults).
+# Parameters in DATABASE_URL's query string win. Measured effect and the server's side: docs/cluster.md.
+DATABASE_CLIENT_TIMEOUTS = {
+    "connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT_SECONDS", 10, minimum=2),  # libpq's minimum is 2
+    "keepalives": 1 if env_bool("DATABASE_KEEPALIVES", True) else 0,
+    "keepalives_idle": env_int("DATABASE_KEEPALIVES_IDLE_SECONDS", 10, minimum=1),  # idle this long: probe
+    "keepalives_interval": env_int("DATABASE_KEEPALIVES_INTERVAL_SECONDS", 5, minimum=1),  # between probes
+    "keepalives_count": env_int("DATABASE_KEEPALIVES_COUNT", 3, minimum=1),  # unanswered probes: dead (idle: 25 s)
+    # Sent data unacknowledged this long: the connection is dead (0: the kernel's ~15 min retransmissions).
+    "tcp_user_timeout": env_int("DATABASE_TCP_USER_TIMEOUT_MS", 30_000),
+}
+DATABASES["default"]["OPTIONS"] = {**DATABASE_CLIENT_TIMEOUTS, **DATABASES["default"].get("OPTIONS", {})}
 
 # --- Cluster identity -----------------------------------------------------------------------------
 NODE_ID = env_identifier("NODE_ID", "Master")  # the logical node, shared by its machines; names its batch queue
@@ -157,13 +171,16 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_celery_beat",
+    "blobstore",
     "jobsite",
     "batch",
     "scheduling",
     "fhirstore",
+    "fhirstore.terminology",
     "fhirjobs.bulkexport",
     "fhirjobs.bulkimport",
     "fhirjobs.reindex",
+    "fhirjobs.terminology",
     "heavylift",
 ]
 
@@ -253,7 +270,19 @@ CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1
 # message without a priority (every `default` and scheduler task) counts as 0. Two steps: a batch queue's
 # work announced again (a retry, a lost worker's chunk, a re-homed job: 0) goes ahead of its new work (9),
 # see `batch.queues`. Each step is one more list in every poll, so no more steps than that.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT, "priority_steps": [0, 9]}
+# Redis socket timeouts, for the broker and every client of ours: a call to a Redis host that vanished fails in
+# seconds instead of when TCP gives up (a host cut off from Redis held the maintenance pass ~20 s per call).
+REDIS_SOCKET_TIMEOUT_SECONDS = env_int("REDIS_SOCKET_TIMEOUT_SECONDS", 10, minimum=2)  # above kombu's 1 s BRPOP
+REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS = env_int("REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS", 5, minimum=1)
+REDIS_HEALTH_CHECK_INTERVAL_SECONDS = env_int("REDIS_HEALTH_CHECK_INTERVAL_SECONDS", 10, minimum=1)  # PING when idle this long
+REDIS_CLIENT_OPTIONS = {
+    "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS,
+    "socket_keepalive": True, "health_check_interval": REDIS_HEALTH_CHECK_INTERVAL_SECONDS,
+}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT, "priority_steps": [0, 9],
+                                   **REDIS_CLIENT_OPTIONS}
+CELERY_REDIS_SOCKET_TIMEOUT = REDIS_SOCKET_TIMEOUT_SECONDS  # the result backend's
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 
 # --- Batch ----------------------------------------------------------------------------------------
@@ -273,6 +302,9 @@ BATCH_CLIENT_JOB_DEFINITIONS = [d.strip() for d in env_str("BATCH_CLIENT_JOB_DEF
 # A node none of whose batch workers has recorded a heartbeat for this long is dead: maintenance moves
 # its unfinished jobs to a live node. Workers beat every third of it.
 BATCH_NODE_TIMEOUT_SECONDS = env_int("BATCH_NODE_TIMEOUT_SECONDS", 60, minimum=3)
+# One maintenance pass at a time holds a lease this long, renewed as it goes; a holder that died or froze
+# stops holding it after this, on the database's clock (batch/maintenance.py, docs/cluster.md).
+BATCH_MAINTENANCE_LEASE_SECONDS = env_int("BATCH_MAINTENANCE_LEASE_SECONDS", 20, minimum=2)
 BATCH_FLOWER_URL = env_str("BATCH_FLOWER_URL", f"http://127.0.0.1:{FLOWER_PORT}")  # admin links chunks' tasks here
 # Celery's Django fixup closes the database connection around every task unless this is set; a fresh
 # PostgreSQL connection per chunk would cost more than the chunk. Reopened after this many tasks.
@@ -326,10 +358,28 @@ BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3
 # leaves the other half to the live API: on the 2-core bench, 1 chunk exported 1M at 0.62 of a raw COPY with
 # read p99 1.26x idle (the raw COPY itself: 1.21x); 2 chunks gained 6 % and made it 1.90x (docs/export.md).
 BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
-# Where export files live: any Django storage backend (e.g. storages.backends.s3.S3Storage) and its options as
-# JSON; by default the file system under MEDIA_ROOT/bulkexport.
-BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
-BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"location": str(MEDIA_ROOT / "bulkexport")})
+# Where export files live: any Django storage backend and its options as JSON. By default the database
+# (blobstore: every host that reaches PostgreSQL serves every file, nothing else to run); an S3-compatible
+# store (storages.backends.s3.S3Storage) for large exports; the file system (FileSystemStorage, its default
+# location MEDIA_ROOT/bulkexport) for one host only (docs/export.md, "Files, storage, expiry").
+FILE_SYSTEM_STORAGE = "django.core.files.storage.FileSystemStorage"
+BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "blobstore.storage.DatabaseStorage")
+BULK_EXPORT_STORAGE_OPTIONS = env_json_object(
+    "BULK_EXPORT_STORAGE_OPTIONS",
+    {"location": str(MEDIA_ROOT / "bulkexport")} if BULK_EXPORT_STORAGE_BACKEND == FILE_SYSTEM_STORAGE else {})
+# Downloads from a storage that makes presigned URLs (S3Storage with querystring_auth, their lifetime its
+# querystring_expire) are answered with a 302 to one, after the token is checked; false: streamed through the
+# web process, as from the database or the file system.
+BULK_EXPORT_DOWNLOAD_REDIRECT = env_bool("BULK_EXPORT_DOWNLOAD_REDIRECT", True)
+# --- Terminology (docs/terminology.md) ---------------------------------------------------------------
+# Codes an on-the-fly $expand returns in one answer (a larger expansion: 422 too-costly, page it with count).
+TERMINOLOGY_EXPANSION_MAX_CODES = env_int("TERMINOLOGY_EXPANSION_MAX_CODES", 20000, minimum=1)
+# Concepts one $apply-codesystem-delta-add adds synchronously (more: upload a new version).
+TERMINOLOGY_DELTA_MAX_CONCEPTS = env_int("TERMINOLOGY_DELTA_MAX_CONCEPTS", 1000, minimum=1)
+# Concepts per write chunk of an upload (and per closure chunk): ~1 s of work each for ICD-10-CM.
+TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = env_int("TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS", 2000, minimum=1)
+# Chunks of one upload at once (0: as many as workers); half the CPUs, as the other jobs.
+TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS = env_int("TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
 # --- Bulk import ----------------------------------------------------------------------------------
 BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # NDJSON lines per load chunk
 # URL prefixes $import / $bulk-submit may fetch from (comma-separated); none by default: nothing is fetched.
@@ -357,3 +407,29 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "bulkexport": {"BACKEND": BULK_EXPORT_STORAGE_BACKEND, "OPTIONS": BULK_EXPORT_STORAGE_OPTIONS},
 }
+
+# --- Settings every host must share --------------------------------------------------------------
+# Any web host may kick off any job and any worker host may run it, so these must be identical on every
+# machine (only NODE_ID, MODULE_ID, BIND_ADDRESS, PORT and the process counts may differ). Each worker reports
+# their fingerprint with its heartbeat; at start-up a web or worker process compares its own with the live
+# workers' and warns, naming the settings that differ (heavylift.cluster). Per setting a short hash, never the
+# value (storage options may hold credentials): {"NAME": "<12 hex>", …} as compact JSON.
+CLUSTER_WIDE_SETTINGS = (
+    "SECRET_KEY", "REPLACE_HYPHENS_WITH_PERIODS", "BATCH_LEASE_SECONDS", "BATCH_MAX_CHUNK_RETRIES",
+    "BATCH_MAX_CHUNK_SECONDS", "BATCH_NODE_TIMEOUT_SECONDS", "BATCH_DIAGNOSTIC_JOBS", "BATCH_CLIENT_JOB_DEFINITIONS",
+    "FHIR_ALLOW_ANONYMOUS_READ", "FHIR_FULL_VALIDATION", "FHIR_SEARCH_WHILE_INDEXING", "REINDEX_MAX_CONCURRENT_CHUNKS",
+    "BULK_EXPORT_CHUNK_SIZE", "BULK_EXPORT_RETENTION_SECONDS", "BULK_EXPORT_MAX_RUNNING_PER_USER",
+    "BULK_EXPORT_MAX_CONCURRENT_CHUNKS", "BULK_EXPORT_STORAGE_BACKEND", "BULK_EXPORT_STORAGE_OPTIONS",
+    "BULK_IMPORT_CHUNK_SIZE", "BULK_IMPORT_ALLOWED_SOURCES", "BULK_IMPORT_FILE_ROOT", "BULK_IMPORT_MAX_FILE_BYTES",
+    "BULK_IMPORT_MAX_LINE_BYTES", "BULK_IMPORT_FETCH_ATTEMPTS", "BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR",
+    "BULK_IMPORT_MAX_CONCURRENT_CHUNKS", "BULK_SUBMIT_ALLOWED_SUBMITTERS",
+)
+
+
+def settings_fingerprint(values: dict) -> str:
+    digest = {name: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+              for name, value in sorted(values.items())}
+    return json.dumps(digest, separators=(",", ":"))
+
+
+BATCH_SETTINGS_FINGERPRINT = settings_fingerprint({name: globals()[name] for name in CLUSTER_WIDE_SETTINGS})

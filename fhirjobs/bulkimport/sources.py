@@ -1,61 +1,23 @@
 """Reading import sources: which URLs may be fetched, and their NDJSON lines as a bounded stream.
 
-Only URLs under a prefix of BULK_IMPORT_ALLOWED_SOURCES are fetched (no SSRF to internal addresses by
-default: the list is empty), `file://` only under BULK_IMPORT_FILE_ROOT. A URL cannot be bent out of its
-prefix: dot segments (`..`, `%2e%2e`, which HTTP clients remove) are refused, and the prefix must end at a
-path segment boundary (`/exports` admits `/exports/x`, not `/exports-internal/x`). A host name is resolved
-before each request and refused when it leads to a loopback, private, link-local or otherwise non-public
-address, unless the allow-list names that address itself (`http://10.0.0.5/…`); the connection then goes to
-the address checked (no second lookup for DNS rebinding to change). Redirects are followed by hand so each
-target is checked like the first URL, and `Authorization` / `Cookie` are not sent on to another origin (a
-presigned S3 URL refuses a second auth mechanism anyway). Content is read as a stream (gzip detected by its
-magic bytes and inflated on the fly, every member of a multi-member file; a cut-off stream is an error to
-retry, never a short file), split into lines no longer than BULK_IMPORT_MAX_LINE_BYTES, and stops at
-BULK_IMPORT_MAX_FILE_BYTES: a 1 GB file is never held in memory.
+Which URLs, and their bytes, are `fhirjobs.common.sources`' (the allow-list BULK_IMPORT_ALLOWED_SOURCES,
+`file://` under BULK_IMPORT_FILE_ROOT, redirects checked, gzip inflated on the fly); a refused URL is an
+InvalidImportRequest here. The bytes are split into lines no longer than BULK_IMPORT_MAX_LINE_BYTES, and
+reading stops at BULK_IMPORT_MAX_FILE_BYTES: a 1 GB file is never held in memory.
 """
 from __future__ import annotations
 
-import ipaddress
-import logging
-import socket
-import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
-import httpx
 from django.conf import settings
 
-from fhirjobs.bulkimport.exceptions import InvalidImportRequest, SourceUnavailable
+from fhirjobs.bulkimport.exceptions import InvalidImportRequest
+from fhirjobs.common import sources as common_sources
+from fhirjobs.common.sources import READ_BLOCK, SourceNotAllowed, SourceUnavailable, inflated, redacted
 
-MAX_REDIRECTS = 5
-READ_BLOCK = 256 * 1024
-TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-GZIP_MAGIC = b"\x1f\x8b"
-CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})  # not sent to another origin
-
-
-def redacted(url: str) -> str:
-    """The URL as messages, logs and job errors may show it: without its query string (a presigned URL's
-    signature is a credential), fragment and password."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2] if parts.password else parts.netloc
-    return parts._replace(netloc=netloc, query="<redacted>" if parts.query else "", fragment="").geturl() \
-        .replace("?%3Credacted%3E", "?<redacted>")
-
-
-class _RedactedRequestLine(logging.Filter):
-    """httpx logs each request at INFO with its full URL: the query string is cut from the record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redacted(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in record.args)
-        return True
-
-
-logging.getLogger("httpx").addFilter(_RedactedRequestLine())
+__all__ = ["READ_BLOCK", "Line", "check_source", "inflated", "lines", "open_blocks", "redacted"]
 
 
 @dataclass(frozen=True)
@@ -68,171 +30,22 @@ class Line:
 
 
 def check_source(url: str) -> None:
-    """InvalidImportRequest unless `url` may be fetched (by its text: the address is checked when fetched)."""
-    _allowed_prefix(url)
-
-
-def _allowed_prefix(url: str) -> SplitResult | None:
-    """The allow-list prefix `url` is under (None for a file URL); InvalidImportRequest when there is none."""
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        _file_path(url)
-        return None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidImportRequest(f"{redacted(url)!r} is not an http(s) or file URL")
-    segments = unquote(parts.path).replace("\\", "/").split("/")
-    if any(segment in (".", "..") for segment in segments):
-        raise InvalidImportRequest(f"{redacted(url)!r} has dot segments (. or ..); give the file's own path")
-    for prefix in settings.BULK_IMPORT_ALLOWED_SOURCES:
-        if _under(parts, urlsplit(prefix)):
-            return urlsplit(prefix)
-    raise InvalidImportRequest(
-        f"{redacted(url)!r} is not under an allowed import source (BULK_IMPORT_ALLOWED_SOURCES); nothing was fetched")
-
-
-def _under(url: SplitResult, prefix: SplitResult) -> bool:
-    """Same scheme and host (userinfo included, so `https://allowed@evil/` is not `https://allowed/`), and a
-    path under the prefix's at a segment boundary: `https://data.example.org` does not admit
-    `https://data.example.org.evil.com`, `/exports` does not admit `/exports-internal/dump`."""
-    if (url.scheme, url.netloc.lower()) != (prefix.scheme, prefix.netloc.lower()):
-        return False
-    path, base = unquote(url.path) or "/", unquote(prefix.path) or "/"
-    return path.startswith(base) if base.endswith("/") else path == base or path.startswith(base + "/")
-
-
-def _address(parts: SplitResult, prefix: SplitResult) -> str:
-    """The IP address to connect to for this http(s) URL: its host resolved once, every address it resolves to
-    public, or named itself by the allow-list entry the URL is under (`prefix`). InvalidImportRequest otherwise;
-    SourceUnavailable (retryable) when the name does not resolve."""
-    host = parts.hostname or ""
+    """InvalidImportRequest unless `url` may be fetched (`fhirjobs.common.sources.check_source`)."""
     try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            found = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
-                                       type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as error:
-            raise SourceUnavailable(f"{host}: cannot be resolved ({error})", retryable=True) from None
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in found))
-    named = ipaddress.ip_address(prefix.hostname) if _is_ip_literal(prefix.hostname) else None
-    for address in addresses:
-        if not address.is_global and address != named:
-            raise InvalidImportRequest(
-                f"{host} resolves to {address}, a loopback, private or link-local address; only an allow-list "
-                "entry naming that address itself (BULK_IMPORT_ALLOWED_SOURCES) admits it")
-    return str(addresses[0])
-
-
-def _is_ip_literal(host: str | None) -> bool:
-    try:
-        ipaddress.ip_address(host or "")
-    except ValueError:
-        return False
-    return True
-
-
-def _pinned(url: str, address: str) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
-    """The request for `url` sent to `address`: the URL with the address as host, the original Host header,
-    and for https the original name for SNI and certificate checks."""
-    original = httpx.URL(url)
-    target = original.copy_with(host=address)
-    host_header = original.host if original.port is None else f"{original.host}:{original.port}"
-    extensions = {"sni_hostname": original.host} if original.scheme == "https" else {}
-    return target, {"Host": host_header}, extensions
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
-
-
-def _file_path(url: str) -> Path:
-    root = settings.BULK_IMPORT_FILE_ROOT
-    if not root:
-        raise InvalidImportRequest("file:// inputs are not allowed (BULK_IMPORT_FILE_ROOT is not set)")
-    path = Path(unquote(urlsplit(url).path)).resolve()
-    if not path.is_relative_to(Path(root).resolve()):
-        raise InvalidImportRequest(f"{url!r} is not under BULK_IMPORT_FILE_ROOT")
-    return path
+        common_sources.check_source(url)
+    except SourceNotAllowed as error:
+        raise InvalidImportRequest(error.message) from None
 
 
 @contextmanager
 def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[Iterator[bytes]]:
-    """The raw bytes of a source, block by block; SourceUnavailable when it cannot be read."""
-    check_source(url)
-    if urlsplit(url).scheme == "file":
-        path = _file_path(url)
-        try:
-            stream = path.open("rb")
-        except OSError as error:
-            raise SourceUnavailable(f"{url}: {error.strerror or error}", retryable=False) from None
-        with stream:
-            yield iter(lambda: stream.read(READ_BLOCK), b"")
-        return
-    sent = dict(headers or {})
-    origin = _origin(url)
-    with httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            target, host, extensions = _pinned(url, _address(urlsplit(url), _allowed_prefix(url)))
-            try:
-                with client.stream("GET", target, headers={**sent, **host}, extensions=extensions) as response:
-                    if response.is_redirect:
-                        url = urljoin(url, response.headers.get("Location", ""))
-                        check_source(url)  # a redirect may not lead outside the allow-list
-                        if _origin(url) != origin:  # credentials stay with the origin they were given for
-                            sent = {name: value for name, value in sent.items()
-                                    if name.lower() not in CREDENTIAL_HEADERS}
-                        continue
-                    _check_status(url, response)
-                    yield response.iter_raw(READ_BLOCK)
-                    return
-            except httpx.HTTPError as error:
-                raise SourceUnavailable(f"{redacted(url)}: {error.__class__.__name__}: "
-                                        f"{str(error).replace(url, redacted(url))}", retryable=True) from None
-        raise SourceUnavailable(f"{redacted(url)}: more than {MAX_REDIRECTS} redirects", retryable=False)
-
-
-def _check_status(url: str, response: httpx.Response) -> None:
-    if response.status_code == 200:
-        return
-    retryable = response.status_code >= 500 or response.status_code in (408, 429)
-    raise SourceUnavailable(f"{redacted(url)}: HTTP {response.status_code}", retryable=retryable)
-
-
-def inflated(blocks: Iterator[bytes]) -> Iterator[bytes]:
-    """The blocks as they are, or inflated when they start as gzip (whatever the name or Content-Type says).
-
-    Every member of a multi-member gzip (`cat a.gz b.gz`, what parallel compressors write) is read. A stream
-    that ends inside a member was cut off: SourceUnavailable (retryable), never a short file; bytes that are
-    not gzip after a member, or corrupt data: SourceUnavailable (not retryable)."""
-    first = next(blocks, b"")
-    if not first.startswith(GZIP_MAGIC):
-        if first:
-            yield first
-        yield from blocks
-        return
-    inflater, in_member = zlib.decompressobj(wbits=31), False
+    """The raw bytes of a source, block by block; SourceUnavailable when it cannot be read, InvalidImportRequest
+    when it (or a redirect) is not allowed."""
     try:
-        for block in _chain(first, blocks):
-            while block:
-                in_member = True
-                yield inflater.decompress(block, READ_BLOCK * 16)
-                while inflater.unconsumed_tail:  # bounded output per call: a gzip bomb cannot blow up memory
-                    yield inflater.decompress(inflater.unconsumed_tail, READ_BLOCK * 16)
-                block = b""
-                if inflater.eof:  # the member ended: what follows in this block starts the next one
-                    block = inflater.unused_data
-                    inflater, in_member = zlib.decompressobj(wbits=31), False
-    except zlib.error as error:
-        raise SourceUnavailable(f"the gzip data is corrupt: {error}", retryable=False) from None
-    if in_member:
-        raise SourceUnavailable("the gzip stream ends in the middle of a member: the file was cut off",
-                                retryable=True)
-
-
-def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
+        with common_sources.open_blocks(url, headers) as blocks:
+            yield blocks
+    except SourceNotAllowed as error:
+        raise InvalidImportRequest(error.message) from None
 
 
 def lines(blocks: Iterator[bytes], *, source: str, max_line: int | None = None,

@@ -12,9 +12,10 @@ import pytest
 from batch.models import JobInstance
 from batch.statuses import JobStatus
 from fhirjobs.bulkimport import steps
-from fhirjobs.bulkimport.exceptions import InvalidImportRequest, SourceUnavailable
+from fhirjobs.bulkimport.exceptions import InvalidImportRequest
 from fhirjobs.bulkimport.parameters import parse_submit_request
 from fhirjobs.bulkimport.sources import check_source, inflated, lines, open_blocks
+from fhirjobs.common.sources import SourceUnavailable
 from fhirstore.models import Resource
 from tests.fhirjobs.bulkimport.helpers import diagnostics
 
