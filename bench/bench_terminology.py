@@ -125,6 +125,7 @@ def upload_icd10cm(stack) -> dict:
 def lookups_and_below(client) -> dict:
     from django.db import transaction
 
+    from fhirstore.authority import SERVER
     from fhirstore.storage import Write, save_resources
     from fhirstore.terminology.models import Concept
 
@@ -134,7 +135,7 @@ def lookups_and_below(client) -> dict:
         save_resources([Write({"resourceType": "Condition", "id": f"bench-c{n}",
                                "subject": {"reference": "Patient/bench"},
                                "code": {"coding": [{"system": ICD10CM, "code": code}]}})
-                        for n, code in enumerate(random.Random(8).sample(codes, 500))])
+                        for n, code in enumerate(random.Random(8).sample(codes, 500))], authority=SERVER)
     lookups, below = [], []
     for code in chosen:
         started = time.perf_counter()

@@ -15,6 +15,7 @@ from datetime import timedelta
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
+from fhirstore.authority import CLIENT
 from fhirstore.exceptions import FhirStoreError, InvalidRequest
 from fhirstore.storage import Write, save_changed_resources
 from fhirstore.terminology.models import (
@@ -180,7 +181,8 @@ def make_current(version_id: int, *, concepts: int | None = None, closure_rows: 
         CodeSystemVersion.objects.filter(pk=version_id).update(**changes)
         mark_expansions_stale([version.system])
         version.refresh_from_db()
-        save_changed_resources([Write(code_system_resource(version))])
+        # The CodeSystem resource the server builds itself: no SearchParameter, no special authority needed.
+        save_changed_resources([Write(code_system_resource(version))], authority=CLIENT)
     return True
 
 
@@ -301,7 +303,7 @@ def start_deleting(version_id: int) -> CodeSystemVersion:
         if was_current:
             mark_expansions_stale([version.system])
             try:
-                delete_resource("CodeSystem", resource_id(version.system))
+                delete_resource("CodeSystem", resource_id(version.system), authority=CLIENT)
             except FhirStoreError:
                 pass  # never written, or deleted by hand: nothing to take back
     version.refresh_from_db()

@@ -18,6 +18,7 @@ from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
 from fhirjobs.terminology.parameters import UploadFile, UploadRequest
 from fhirjobs.terminology.services import start_upload
+from fhirstore.authority import SERVER
 from fhirstore.storage import Write, save_resources
 from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, VersionStatus
 from tests.fhirjobs.terminology.test_upload import independent_closure, lookup_display, stored_closure
@@ -88,7 +89,7 @@ def test_the_real_icd10cm_file_async_then_a_second_version_by_the_cli(processes,
     with transaction.atomic():
         save_resources([Write({"resourceType": "Condition", "id": f"c{n}", "subject": {"reference": "Patient/p"},
                                "code": {"coding": [{"system": ICD10CM, "code": code}]}})
-                        for n, code in enumerate(["E11", "E11.9", "E11.3211", "E10.9", "S72.001A"])])
+                        for n, code in enumerate(["E11", "E11.9", "E11.3211", "E10.9", "S72.001A"])], authority=SERVER)
     response = reader.get(f"/fhir/Condition?code:below={ICD10CM}|E11&_count=100")
     assert {entry["resource"]["id"] for entry in response.json()["entry"]} == {"c0", "c1", "c2"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
+from fhirstore.authority import SERVER
 from fhirstore.storage import Write, save_resources
 from fhirstore.terminology.models import ExpansionStatus, ValueSetExpansion
 from fhirstore.terminology.valuesets import store_expansion, stored_value_set
@@ -126,7 +127,7 @@ def test_expand_pages_filters_text_and_refuses_too_costly(reader, icd10cm, setti
 
 def test_expand_and_validate_a_stored_value_set_by_url_and_id(reader, icd10cm):
     with transaction.atomic():
-        save_resources([Write(value_set(is_a("E11")))])
+        save_resources([Write(value_set(is_a("E11")))], authority=SERVER)
     assert len(codes(parameters_of_expand(reader.get("/fhir/ValueSet/$expand?url=http://example.org/ValueSet/vs")))) \
         == E11_CODES
     assert parameters_of_expand(reader.get("/fhir/ValueSet/vs/$expand?count=1"))["total"] == E11_CODES
@@ -144,7 +145,7 @@ def parameters_of_expand(response) -> dict:
 
 def test_a_stored_expansion_answers_until_a_new_version_makes_it_stale(reader, icd10cm):
     with transaction.atomic():
-        save_resources([Write(value_set(is_a("E11")))])
+        save_resources([Write(value_set(is_a("E11")))], authority=SERVER)
     stored = store_expansion(stored_value_set(logical_id="vs"))  # with its id and versionId
     assert (stored.status, stored.total) == (ExpansionStatus.EXPANDED, E11_CODES)
     answer = parameters_of_expand(reader.get("/fhir/ValueSet/vs/$expand"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
+from fhirstore.authority import SERVER
 from fhirstore.storage import Write, save_resources
 from tests.fhirstore.helpers import assert_outcome
 from tests.fhirstore.terminology.conftest import ICD10CM
@@ -20,7 +21,7 @@ def conditions(icd10cm):
                                "code": {"coding": [{"system": ICD10CM, "code": code}]}})
                         for logical_id, code in CODED.items()]
                        + [Write({"resourceType": "Condition", "id": "c-other", "subject": {"reference": "Patient/p"},
-                                 "code": {"coding": [{"system": "http://example.org/other", "code": "E11.9"}]}})])
+                                 "code": {"coding": [{"system": "http://example.org/other", "code": "E11.9"}]}})], authority=SERVER)
 
 
 def found(client, query: str) -> set[str]:
@@ -44,7 +45,7 @@ def test_in_and_not_in_a_stored_value_set(reader, conditions):
     with transaction.atomic():
         save_resources([Write({"resourceType": "ValueSet", "id": "diabetes", "url": "http://example.org/vs/diabetes",
                                "status": "active", "compose": {"include": [{"system": ICD10CM, "filter": [
-                                   {"property": "concept", "op": "descendent-of", "value": "E11"}]}]}})])
+                                   {"property": "concept", "op": "descendent-of", "value": "E11"}]}]}})], authority=SERVER)
     assert found(reader, "code:in=http://example.org/vs/diabetes") == {"c-e119", "c-e1121"}
     assert found(reader, "code:not-in=http://example.org/vs/diabetes") == {"c-e11", "c-s72", "c-b10", "c-other"}
 
