@@ -8,14 +8,13 @@ engine's state machine and the engine can change its tables without breaking the
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO, overload
 from uuid import UUID
 
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 
 from batch import coordinator
 from batch.exceptions import (
@@ -29,9 +28,9 @@ from batch.exceptions import (
 from batch.heartbeats import LiveNode, live_nodes
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import Reassignment, reassign_jobs
-from batch.progress import compute_progress, describe_duration
+from batch.progress import StepTotals, compute_progress, describe_duration, step_totals
 from batch.registry import registry
-from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, JobStatus
 
 __all__ = [
     "BatchError", "InvalidParameters", "JobList", "JobNotFound", "JobSnapshot", "JobStateConflict", "JobStatus",
@@ -42,20 +41,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class StepProgress:
-    """One step of a job: its chunks so far, by status."""
-
-    step_id: str
-    chunks: Mapping[str, int]  # {chunk status: count}
-
-    @property
-    def total(self) -> int:
-        return sum(self.chunks.values())
-
-    @property
-    def done(self) -> int:
-        return self.chunks.get(ChunkStatus.COMPLETED, 0)
+# One step of a job: its chunks by status, records, failed attempts, first start and last end.
+StepProgress = StepTotals
 
 
 @dataclass(frozen=True)
@@ -87,6 +74,7 @@ class JobSnapshot:
     current_gated_step_id: str | None
     report: Any
     steps: tuple[StepProgress, ...]  # every step of the definition, in order, then any unknown to it
+    records_step_id: str | None = None  # whose records are the job's (None: the definition is not registered)
 
     @property
     def ended(self) -> bool:
@@ -268,20 +256,17 @@ def _snapshot(instance: JobInstance) -> JobSnapshot:
 
 def _snapshots(instances: list[JobInstance]) -> list[JobSnapshot]:
     """Snapshots of the jobs with their per-step chunk counts, read in one grouped query."""
-    counts: dict[UUID, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
-    rows = (WorkChunk.objects.filter(instance_id__in=[instance.id for instance in instances])
-            .values_list("instance_id", "target_step_id", "status").annotate(chunks=Count("*")).order_by())
-    for instance_id, step_id, status, chunks in rows:
-        counts[instance_id][step_id][status] = chunks
-    return [_to_snapshot(instance, counts[instance.id]) for instance in instances]
+    totals = step_totals(instance.id for instance in instances)
+    return [_to_snapshot(instance, totals.get(instance.id, {})) for instance in instances]
 
 
-def _to_snapshot(instance: JobInstance, counts: Mapping[str, Mapping[str, int]]) -> JobSnapshot:
+def _to_snapshot(instance: JobInstance, steps: Mapping[str, StepTotals]) -> JobSnapshot:
     try:
-        order = [step.id for step in registry.get(instance.definition_id, instance.definition_version).steps]
+        definition = registry.get(instance.definition_id, instance.definition_version)
+        order, records_step_id = [step.id for step in definition.steps], definition.records_step_id
     except UnknownJobDefinition:
-        order = []
-    order += sorted(set(counts) - set(order))
+        order, records_step_id = [], None
+    order += sorted(set(steps) - set(order))
     return JobSnapshot(
         id=instance.id, definition_id=instance.definition_id, definition_version=instance.definition_version,
         status=JobStatus(instance.status), cancelled=instance.cancelled, parameters=instance.parameters,
@@ -293,5 +278,5 @@ def _to_snapshot(instance: JobInstance, counts: Mapping[str, Mapping[str, int]])
         estimated_seconds_remaining=instance.estimated_seconds_remaining, error_count=instance.error_count,
         error_message=instance.error_message, warning_messages=instance.warning_messages,
         current_gated_step_id=instance.current_gated_step_id, report=instance.report,
-        steps=tuple(StepProgress(step_id, dict(counts.get(step_id, {}))) for step_id in order),
+        steps=tuple(steps.get(step_id, StepTotals(step_id)) for step_id in order), records_step_id=records_step_id,
     )

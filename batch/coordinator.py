@@ -10,7 +10,8 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import DurationField, ExpressionWrapper, F, FloatField, Func, Q, QuerySet, Value
+from django.db.models.functions import Coalesce, Now
 
 from batch import flow
 from batch.exceptions import InvalidParameters, JobNotFound, JobStateConflict, UnknownJobDefinition
@@ -23,6 +24,13 @@ from batch.transitions import change_all_chunks_status, change_job_status, datab
 # Chunks a restart issues again; COMPLETED ones stay done, GATE_WAITING ones wait for their gate.
 REISSUED_CHUNK_STATUSES = [ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS, ChunkStatus.ERRORED, ChunkStatus.FAILED,
                            ChunkStatus.POLL_WAITING]
+
+
+# The time between the job's end (FAILED or CANCELLED) and this restart, by the database's clock: not running time.
+PAUSED_SECONDS_AFTER_RESTART = F("paused_seconds") + Coalesce(
+    Func(ExpressionWrapper(Now() - F("end_time"), output_field=DurationField()),
+         template="EXTRACT(EPOCH FROM %(expressions)s)", output_field=FloatField()),
+    Value(0.0))
 
 
 def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *, started_by: str = "",
@@ -110,6 +118,7 @@ def restart_job(instance_id: UUID | str) -> JobInstance:
         restarted = change_job_status(
             instance.id, JobStatus.IN_PROGRESS, cancelled=False, end_time=None, error_message=None,
             start_time=instance.start_time or database_now(), reducer_lease_expires_at=None, reducer_attempts=0,
+            paused_seconds=PAUSED_SECONDS_AFTER_RESTART,
         )
         if not restarted:
             instance.refresh_from_db()

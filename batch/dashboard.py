@@ -17,12 +17,12 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models import Count, Q, Sum
 
 from batch import control
-from batch.control import JobSnapshot
+from batch.control import JobSnapshot, StepProgress
 from batch.models import JobInstance, WorkChunk
-from batch.progress import estimate_rates
+from batch.progress import definition_of, estimate_rates
 from batch.queues import pending_notifications_of, work_notification_queue
 from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 from jobsite.display import short_duration
@@ -51,36 +51,6 @@ class NodeActivity:
     queue_depth: int | None  # None: Redis did not answer
     chunks_in_flight: int
     workers: Sequence[str]  # Celery hostname/pid of each worker whose heartbeat is recent
-
-
-@dataclass(frozen=True)
-class StepTimeline:
-    """One step of a job: its chunks by status, when its first chunk started and its last ended."""
-
-    step_id: str
-    chunks: Mapping[str, int]
-    start_time: datetime | None
-    end_time: datetime | None
-    records: int
-
-    @property
-    def total(self) -> int:
-        return sum(self.chunks.values())
-
-    @property
-    def done(self) -> int:
-        return self.chunks.get(ChunkStatus.COMPLETED, 0)
-
-    @property
-    def duration_seconds(self) -> float | None:
-        if self.start_time is None or self.end_time is None or self.end_time < self.start_time:
-            return None
-        return (self.end_time - self.start_time).total_seconds()
-
-    @property
-    def records_per_second(self) -> float | None:
-        duration = self.duration_seconds
-        return self.records / duration if duration else None
 
 
 @dataclass(frozen=True)
@@ -152,14 +122,19 @@ def throughput_per_minute(minutes: int = THROUGHPUT_MINUTES) -> list[MinuteThrou
                          settled_before)
         cursor.execute(
             f"""
-            SELECT date_trunc('minute', end_time), count(*), coalesce(sum(records_processed), 0)
+            SELECT date_trunc('minute', end_time), definition_id, definition_version, target_step_id, count(*),
+                   coalesce(sum(records_processed), 0)
             FROM {WorkChunk._meta.db_table}
             WHERE status = %s AND end_time >= %s
-            GROUP BY 1
+            GROUP BY 1, 2, 3, 4
             """,
             [ChunkStatus.COMPLETED.value, read_from],
         )
-        read = {minute: (int(chunks), int(records)) for minute, chunks, records in cursor.fetchall()}
+        read: dict[datetime, tuple[int, int]] = {}
+        for minute, definition_id, version, step_id, chunks, records in cursor.fetchall():
+            counted = step_id == _records_step_id(definition_id, version, step_id)
+            so_far = read.get(minute, (0, 0))
+            read[minute] = (so_far[0] + int(chunks), so_far[1] + (int(records) if counted else 0))
     settled_minutes.remember({minute: read.get(minute, (0, 0)) for minute in window
                               if read_from <= minute < settled_before})
     totals = {**known, **read}
@@ -168,18 +143,16 @@ def throughput_per_minute(minutes: int = THROUGHPUT_MINUTES) -> list[MinuteThrou
 
 def running_jobs(limit: int = RUNNING_JOBS_SHOWN) -> list[JobSnapshot]:
     """The unfinished jobs, newest first, their progress, records, rate and ETA computed from their chunks now
-    (one grouped query for all of them) rather than read from the row maintenance refreshes every few seconds."""
+    (the snapshots' one grouped query for all of them) rather than read from the row maintenance refreshes every
+    few seconds."""
     jobs = list(control.list_jobs(UNFINISHED_JOB_STATUSES)[:limit])
-    totals = {
-        instance_id: (records or 0, first_start, last_end) for instance_id, records, first_start, last_end in
-        WorkChunk.objects.filter(instance_id__in=[job.id for job in jobs]).order_by().values_list("instance_id")
-        .annotate(records=Sum("records_processed"), first_start=Min("start_time"), last_end=Max("end_time"))
-    }
+    paused = dict(JobInstance.objects.filter(id__in=[job.id for job in jobs]).values_list("id", "paused_seconds"))
     live = []
     for job in jobs:
-        records, first_start, last_end = totals.get(job.id, (0, None, None))
-        rates = estimate_rates(job.chunk_count, job.completed_chunks, records, first_start, last_end)
-        live.append(replace(job, combined_records_processed=records, progress=rates.progress,
+        rates = estimate_rates(definition_of(job.definition_id, job.definition_version),
+                               {step.step_id: step for step in job.steps}, status=job.status,
+                               paused_seconds=paused.get(job.id, 0.0))
+        live.append(replace(job, combined_records_processed=rates.records, progress=rates.progress,
                             records_per_second=rates.records_per_second, elapsed_seconds=rates.elapsed_seconds,
                             estimated_seconds_remaining=rates.estimated_seconds_remaining))
     return live
@@ -206,14 +179,9 @@ def node_activity() -> list[NodeActivity]:
     ]
 
 
-def step_timeline(job: JobSnapshot) -> list[StepTimeline]:
-    """Each step of the job in definition order: chunks by status, first start, last end, records."""
-    spans = {
-        step_id: (start, end, records or 0) for step_id, start, end, records in
-        WorkChunk.objects.filter(instance_id=job.id).order_by().values_list("target_step_id")
-        .annotate(start=Min("start_time"), end=Max("end_time"), records=Sum("records_processed"))
-    }
-    return [StepTimeline(step.step_id, step.chunks, *spans.get(step.step_id, (None, None, 0))) for step in job.steps]
+def step_timeline(job: JobSnapshot) -> Sequence[StepProgress]:
+    """Each step of the job in definition order: chunks by status, first start, last end, records, rate."""
+    return job.steps
 
 
 def job_errors(job_id: UUID, limit: int = ERRORS_SHOWN) -> JobErrors:
@@ -230,6 +198,12 @@ def job_errors(job_id: UUID, limit: int = ERRORS_SHOWN) -> JobErrors:
             "announced_at")[:limit]  # an errored chunk is announced for when its backoff ends
     ]
     return JobErrors(total=totals["total"] or 0, chunks_with_errors=totals["chunks"], shown=shown)
+
+
+def _records_step_id(definition_id: str, version: int, step_id: str) -> str:
+    """The step whose records count for the job (a definition no longer registered: every step's)."""
+    definition = definition_of(definition_id, version)
+    return definition.records_step_id if definition is not None else step_id
 
 
 def eta(job: JobSnapshot) -> str:

@@ -285,11 +285,12 @@ def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None
 
 def on_chunk_failed(chunk: WorkChunk, message: str, *, error_count: int | None = None,
                     only_if: Q | None = None) -> str | None:
-    """FAILED, and its job with it. Returns the error message stored, None when this claim no longer owned the chunk."""
+    """FAILED, and its job with it: the attempt that failed counts as an error (one failing on its first attempt
+    too). Returns the error message stored, None when this claim no longer owned the chunk."""
     with transaction.atomic():
         failed = _move_owned(chunk, ChunkStatus.FAILED, only_if, error_message=message, end_time=database_now(),
                              lease_expires_at=None,
-                             error_count=error_count if error_count is not None else chunk.error_count)
+                             error_count=error_count if error_count is not None else chunk.error_count + 1)
         if failed:
             flow.fail_job(chunk.instance_id, message)
     return message if failed else None
