@@ -25,7 +25,7 @@ from fhirstore.interactions import prepare_resource
 from fhirstore.references import is_conditional_reference
 from fhirstore.search import find_logical_ids, resolve_conditional_reference
 from fhirstore.storage import Write, save_resources
-from fhirstore.validation import check_resource_type
+from fhirstore.validation import check_resource_type, refused_by_the_database
 
 # Resources per write transaction: ~0.1 s of COPY for Synthea-sized resources; larger batches gain little.
 LOAD_BATCH_SIZE = 1000
@@ -125,7 +125,7 @@ class BulkLoader:
         except FhirStoreError as error:
             self.report.bad.append(BadInput(path, line_number, error.message))
         except DatabaseError as error:
-            self.report.bad.append(BadInput(path, line_number, f"the database refused it: {error}".strip()))
+            self.report.bad.append(BadInput(path, line_number, refused_by_the_database(error)))
 
     def _resolve(self, reference: str) -> str | None:
         if not is_conditional_reference(reference):

@@ -20,8 +20,11 @@ class ImportFailed(FhirStoreError):
 
 
 class SourceUnavailable(Exception):
-    """A source could not be read; `retryable` when trying again later may help (network, 5xx, 429)."""
+    """A source could not be read; `retryable` when trying again later may help (network, 5xx, 429).
 
-    def __init__(self, message: str, *, retryable: bool):
-        super().__init__(message)
+    `reason` says why without the source (`HTTP 503`), for messages that name the source already."""
+
+    def __init__(self, source: str, reason: str, *, retryable: bool):
+        super().__init__(f"{source}: {reason}")
+        self.reason = reason
         self.retryable = retryable

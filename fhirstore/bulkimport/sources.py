@@ -74,7 +74,7 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
         try:
             stream = path.open("rb")
         except OSError as error:
-            raise SourceUnavailable(f"{url}: {error.strerror or error}", retryable=False) from None
+            raise SourceUnavailable(url, str(error.strerror or error), retryable=False) from None
         with stream:
             yield iter(lambda: stream.read(READ_BLOCK), b"")
         return
@@ -90,15 +90,15 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
                     yield response.iter_raw(READ_BLOCK)
                     return
             except httpx.HTTPError as error:
-                raise SourceUnavailable(f"{url}: {error.__class__.__name__}: {error}", retryable=True) from None
-        raise SourceUnavailable(f"{url}: more than {MAX_REDIRECTS} redirects", retryable=False)
+                raise SourceUnavailable(url, f"{error.__class__.__name__}: {error}", retryable=True) from None
+        raise SourceUnavailable(url, f"more than {MAX_REDIRECTS} redirects", retryable=False)
 
 
 def _check_status(url: str, response: httpx.Response) -> None:
     if response.status_code == 200:
         return
     retryable = response.status_code >= 500 or response.status_code in (408, 429)
-    raise SourceUnavailable(f"{url}: HTTP {response.status_code}", retryable=retryable)
+    raise SourceUnavailable(url, f"HTTP {response.status_code}", retryable=retryable)
 
 
 def inflated(blocks: Iterator[bytes]) -> Iterator[bytes]:
@@ -133,7 +133,7 @@ def lines(blocks: Iterator[bytes], *, source: str, max_line: int | None = None,
     for block in inflated(blocks):
         total += len(block)
         if total > max_bytes:
-            raise SourceUnavailable(f"{source} is larger than {max_bytes} bytes (BULK_IMPORT_MAX_FILE_BYTES)",
+            raise SourceUnavailable(source, f"larger than {max_bytes} bytes (BULK_IMPORT_MAX_FILE_BYTES)",
                                     retryable=False)
         start = 0
         while True:

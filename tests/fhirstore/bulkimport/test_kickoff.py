@@ -88,7 +88,9 @@ def test_a_source_that_keeps_failing_fails_the_import_with_a_clear_message(impor
     response = importer.kick_off(f"{source}/allowed/Patient.ndjson")
     importer.bus.drain()
 
-    assert_outcome(importer.fhir.get(response["Content-Location"]), 500, "HTTP 503 (after 2 attempts)")
+    failed = importer.fhir.get(response["Content-Location"])
+    assert_outcome(failed, 500, "HTTP 503 (after 2 attempts)")
+    assert failed.content.decode().count("/allowed/Patient.ndjson") == 1, "the source is named once"
     assert len(Source.requests) == 2
 
 
