@@ -116,12 +116,16 @@ class JobSnapshot:
 
 def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *, started_by: str = "",
               node_id: str | None = None, module_id: str | None = None,
-              max_concurrent_chunks: int | None = None) -> JobSnapshot:
+              max_concurrent_chunks: int | None = None, instance_id: UUID | None = None) -> JobSnapshot:
     """Validate the parameters and queue the job. `InvalidParameters` (listing every problem) or
     `UnknownJobDefinition` leave nothing written. Call inside the caller's transaction to start the
-    job only if that transaction commits: nothing is announced before the commit."""
+    job only if that transaction commits: nothing is announced before the commit.
+
+    `instance_id`: the job's id chosen by the caller (a fresh UUID), so that the id a client is given for its
+    request (an `$export`'s `_jobId`) is the job's id on every operator surface too."""
     instance = coordinator.start_job(definition_id, parameters, started_by=started_by, node_id=node_id,
-                                     module_id=module_id, max_concurrent_chunks=max_concurrent_chunks)
+                                     module_id=module_id, max_concurrent_chunks=max_concurrent_chunks,
+                                     instance_id=instance_id)
     return _snapshot(instance)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.db import transaction
@@ -35,7 +35,7 @@ PAUSED_SECONDS_AFTER_RESTART = F("paused_seconds") + Coalesce(
 
 def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *, started_by: str = "",
               node_id: str | None = None, module_id: str | None = None,
-              max_concurrent_chunks: int | None = None) -> JobInstance:
+              max_concurrent_chunks: int | None = None, instance_id: UUID | None = None) -> JobInstance:
     """Validate, then write the QUEUED instance and its first, data-less chunk, announced after the commit.
 
     Invalid input raises `InvalidParameters` listing every problem, and nothing is written.
@@ -56,7 +56,7 @@ def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *
     first_step = definition.first_step
     with transaction.atomic():
         instance = JobInstance.objects.create(
-            definition_id=definition.id, definition_version=definition.version, status=JobStatus.QUEUED,
+            id=instance_id or uuid4(), definition_id=definition.id, definition_version=definition.version, status=JobStatus.QUEUED,
             parameters=values, started_by=started_by[:150], node_id=node_id or settings.NODE_ID,
             module_id=module_id or settings.MODULE_ID,
             max_concurrent_chunks=max_concurrent_chunks or definition.max_concurrent_chunks,

@@ -190,3 +190,12 @@ def test_import_needs_a_token_with_the_import_scope(file_root, django_user_model
 
     assert_outcome(client.post("/fhir/$import", parameters(url), HTTP_PREFER="respond-async"), 403, "import")
     assert not BulkImport.objects.exists()
+
+
+def test_the_import_s_job_id_is_its_batch_job_s_id(importer, file_root):
+    path = file_root / "Patient.ndjson"
+    path.write_text('{"resourceType":"Patient","id":"p1"}\n')
+
+    job_id = importer.kick_off(path.as_uri())["Content-Location"].split("_jobId=")[1]
+
+    assert str(BulkImport.objects.get().job_instance_id) == job_id
