@@ -24,6 +24,7 @@ from django.db.models import Q
 
 from batch import flow
 from batch.conf import batch_settings
+from batch.metrics import maintenance_pass_duration
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import rehome_stranded_jobs
 from batch.progress import refresh_progress
@@ -59,15 +60,20 @@ def run_maintenance_pass() -> MaintenanceReport:
         if not acquired:
             logger.debug("another maintenance pass is running; this one skips")
             return MaintenanceReport(ran=False)
-        report = MaintenanceReport(rehomed=rehome_stranded_jobs())  # first: the jobs below see their new node
-        for instance in _unfinished_instances():
-            report.instances += 1
-            try:
-                maintain_instance(instance, report)
-            except Exception:
-                logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
-        _purge_ended(report)
-        _record_pass_ended()
+        with maintenance_pass_duration.time():
+            return _maintain_everything()
+
+
+def _maintain_everything() -> MaintenanceReport:
+    report = MaintenanceReport(rehomed=rehome_stranded_jobs())  # first: the jobs below see their new node
+    for instance in _unfinished_instances():
+        report.instances += 1
+        try:
+            maintain_instance(instance, report)
+        except Exception:
+            logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
+    _purge_ended(report)
+    _record_pass_ended()
     return report
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from functools import partial
 from uuid import UUID
@@ -16,7 +17,7 @@ from uuid import UUID
 from django.db import transaction
 from django.db.models import Q
 
-from batch import flow
+from batch import flow, metrics
 from batch.api import JobDefinition
 from batch.conf import batch_settings
 from batch.connections import surviving_connection_loss
@@ -145,6 +146,7 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk, next_chunk: NextChunk
         context = RunningStepContext(instance.id, step.id, chunk.id, instance.parameters, chunk.data, lease,
                                      attempt=chunk.attempts)
         sink = ChunkSink(definition, instance, chunk, step, context)
+        started = time.monotonic()
         try:
             records = step.run(context, sink)
         except RetryChunkLater as signal:
@@ -163,12 +165,15 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk, next_chunk: NextChunk
             else:
                 outcome = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings,
                                   next_chunk)
+        ran_for = time.monotonic() - started
         # Recording the outcome outlives a database restart: the step's work is not thrown away for it.
         # An outcome that stores an error (errored, failed) returns its message; a completion, its claim of
         # the next chunk.
+        recorded_as = OUTCOMES[outcome.func]
         try:
             recorded = surviving_connection_loss(outcome, f"recording the outcome of chunk {chunk.id}")
         except Exception as failure:  # recorded now with its real message, not later as "Worker lost"
+            recorded_as = "errored"
             logger.exception("job %s chunk %s: recording the outcome failed", instance.id, chunk.id)
             message = f"recording the outcome failed: {_describe(failure)}"
             error = surviving_connection_loss(partial(on_chunk_errored, chunk, message),
@@ -178,6 +183,7 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk, next_chunk: NextChunk
                 next_claim = recorded
             else:
                 error = recorded
+        metrics.chunk_ran(definition.id, step.id, recorded_as, ran_for)
     return ChunkRun(error or (overrun_errors[0] if overrun_errors else None), next_claim)
 
 
@@ -335,3 +341,8 @@ def _after_chunk_left_flight(chunk: WorkChunk, definition: JobDefinition, unfini
 
 def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"[:MAX_ERROR_MESSAGE]
+
+
+# How each outcome function is named in `heavylift_chunks_finished{outcome=…}`.
+OUTCOMES = {on_chunk_completed: "completed", on_chunk_errored: "errored", on_chunk_failed: "failed",
+            on_chunk_poll_requested: "poll", on_chunk_interrupted: "interrupted"}

@@ -2,10 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 
 from jobsite.health import healthz
+from jobsite.metrics import MetricsView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", MetricsView.as_view(), name="metrics"),  # Prometheus, operators only
     path("", include("batch.urls")),  # the batch control API: /control/jobs
     path("control/scripts", include("scheduling.urls")),
     path("", include("fhirstore.urls")),  # the FHIR API: /fhir
