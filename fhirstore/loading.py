@@ -190,8 +190,11 @@ def load_bundle_file(path: Path, report: LoadReport) -> None:
             report.bad.append(BadInput(str(path), None, f"{status}: {issue.get('diagnostics', '')}"))
 
 
-def ordered_input_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The files to load (directories expanded), referenced types first; InvalidRequest for a missing path."""
+def ordered_input_files(paths: Iterable[str | Path], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """The files to load (directories expanded), referenced types first; InvalidRequest for a missing path.
+
+    A Bulk Data export's own bookkeeping in a directory (its manifest, a client's log) holds no resources: it is
+    left out, and listed in `skipped` with why."""
     files = []
     for raw in paths:
         path = Path(raw)
@@ -201,7 +204,36 @@ def ordered_input_files(paths: Iterable[str | Path]) -> list[Path]:
             files.append(path)
         else:
             raise InvalidRequest(f"{path} does not exist")
-    return sorted(files, key=_load_rank)
+    kept = []
+    for path in files:
+        why = bulk_data_bookkeeping(path)
+        if why is None:
+            kept.append(path)
+        elif skipped is not None:
+            skipped.append((path, why))
+    return sorted(kept, key=_load_rank)
+
+
+BOOKKEEPING_PEEK_BYTES = 64 * 1024  # enough for a manifest's first keys or a log's first line
+
+
+def bulk_data_bookkeeping(path: Path) -> str | None:
+    """Why the file is a Bulk Data export's bookkeeping rather than resources, or None: a manifest
+    (`transactionTime` and `output`, no `resourceType`) or a client's log (`log.ndjson`, lines of events)."""
+    if not path.name.startswith(("manifest", "log")):
+        return None
+    try:
+        with _open(path) as stream:
+            head = stream.read(BOOKKEEPING_PEEK_BYTES)
+    except OSError:
+        return None
+    if b'"resourceType"' in head.split(b"\n", 1)[0]:
+        return None
+    if path.name.startswith("manifest") and b'"transactionTime"' in head and b'"output"' in head:
+        return "a Bulk Data export manifest, not resources"
+    if _is_ndjson(path) and path.name.startswith("log"):
+        return "a Bulk Data client's log, not resources"
+    return None
 
 
 def _load_rank(path: Path) -> tuple:
