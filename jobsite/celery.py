@@ -6,8 +6,10 @@ from celery.signals import celeryd_init, task_postrun, task_prerun
 from kombu import Queue
 
 from jobsite.broker import survive_lost_broker_connections
+from jobsite.startup import settings_or_exit
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
+settings_or_exit()
 survive_lost_broker_connections()
 
 app = Celery("jobsite")

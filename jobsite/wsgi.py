@@ -2,6 +2,9 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from jobsite.startup import settings_or_exit
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
+settings_or_exit()
 
 application = get_wsgi_application()

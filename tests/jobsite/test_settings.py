@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +50,17 @@ def test_queue_name_carries_node_and_module(settings):
 def test_queue_name_uses_periods_when_configured(settings):
     settings.REPLACE_HYPHENS_WITH_PERIODS = True
     assert work_notification_queue("node-7", "batch") == "batch2.work.notification.node.7.batch"
+
+
+@pytest.mark.parametrize("entry_point", [
+    [sys.executable, "manage.py", "check"],
+    [str(Path(sys.executable).parent / "gunicorn"), "jobsite.wsgi", "--check-config"],
+    [str(Path(sys.executable).parent / "celery"), "-A", "jobsite", "report"],
+])
+def test_a_bad_setting_stops_every_entry_point_with_one_line_naming_it(entry_point):
+    """As the README promises: not a 40-line traceback from inside Django, gunicorn or Celery."""
+    result = subprocess.run(entry_point, cwd=PROJECT_DIR, env={**os.environ, "PORT": "abc"}, capture_output=True,
+                            text=True, timeout=120)
+
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == ["heavylift: configuration error: PORT must be an integer, got 'abc'"]
