@@ -1,7 +1,10 @@
 """`make demo` binds to this machine only, says in one line which port is taken, notices the stack exiting,
 and leaves one expiring admin token however often it runs."""
+import os
+import re
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -9,7 +12,7 @@ from django.core.management import CommandError, call_command
 
 from jobsite.management.commands import demo
 from jobsite.models import ApiToken
-from tests.processes import free_port
+from tests.processes import PROJECT_DIR, free_port, subprocess_database_url
 
 
 def test_a_busy_port_is_one_line_before_anything_starts(settings):
@@ -67,8 +70,22 @@ def test_each_demo_revokes_the_last_demo_s_token_and_its_own_expires(django_user
 
 
 def test_the_web_process_listens_on_loopback_unless_told_otherwise(settings):
-    from tests.processes import PROJECT_DIR
-
     web = next(line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line.startswith("web:"))
     assert "--bind ${BIND_ADDRESS:-127.0.0.1}:${PORT:-8000}" in web
     assert "--no-control-socket" in web  # no shared ~/.gunicorn/gunicorn.ctl
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_readme_s_start_job_example_works_in_the_readme_s_own_shell():
+    """The diagnostic jobs are registered only where BATCH_DIAGNOSTIC_JOBS is true: the example says so."""
+    readme = " ".join((PROJECT_DIR / "README.md").read_text().split())
+    example = re.search(r"`((?:[A-Z_]+=\S+ )*)\.venv/bin/python manage\.py start_job (DIAGNOSTIC_NOOP [^`]*?) --wait`",
+                        readme)
+    assert example, "the README shows how to start a job from the shell"
+    variables = dict(pair.split("=", 1) for pair in example[1].split())
+    environment = {name: value for name, value in os.environ.items() if name != "BATCH_DIAGNOSTIC_JOBS"}
+    arguments = ["DIAGNOSTIC_NOOP", "--params", '{"chunks": 1}']
+    result = subprocess.run([sys.executable, "manage.py", "start_job", *arguments], cwd=PROJECT_DIR,
+                            env={**environment, **variables, "DATABASE_URL": subprocess_database_url()}, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
