@@ -14,7 +14,9 @@ from datetime import datetime
 from typing import Any, TextIO, overload
 from uuid import UUID
 
+from django.db import transaction
 from django.db.models import QuerySet
+from django.db.models.functions import Now
 
 from batch import coordinator
 from batch.exceptions import (
@@ -25,17 +27,24 @@ from batch.exceptions import (
     NoLiveNode,
     UnknownJobDefinition,
 )
+from batch.flow import announce_chunks
 from batch.heartbeats import LiveNode, live_nodes
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import Reassignment, reassign_jobs
 from batch.progress import StepTotals, compute_progress, describe_duration, step_totals
 from batch.registry import registry
-from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, JobStatus
+from batch.statuses import (
+    ENDED_JOB_STATUSES,
+    RESTARTABLE_JOB_STATUSES,
+    UNFINISHED_JOB_STATUSES,
+    ChunkStatus,
+    JobStatus,
+)
 
 __all__ = [
     "BatchError", "InvalidParameters", "JobList", "JobNotFound", "JobSnapshot", "JobStateConflict", "JobStatus",
     "StepProgress", "UnknownJobDefinition", "cancel_job", "describe_duration", "ended_job_ids", "follow_job", "get_job", "job_ids", "list_jobs",
-    "restart_job", "start_job", "unfinished_job_ids", "watch_job",
+    "restart_job", "retry_failed_chunks", "start_job", "unfinished_job_ids", "watch_job",
     # nodes (batch.heartbeats, batch.nodes): which have live workers, and moving jobs between them
     "LiveNode", "NoLiveNode", "Reassignment", "live_nodes", "reassign_jobs",
 ]
@@ -284,3 +293,29 @@ def _to_snapshot(instance: JobInstance, steps: Mapping[str, StepTotals]) -> JobS
         current_gated_step_id=instance.current_gated_step_id, report=instance.report,
         steps=tuple(steps.get(step_id, StepTotals(step_id)) for step_id in order), records_step_id=records_step_id,
     )
+
+
+def retry_failed_chunks(job_id: UUID | str, chunk_ids: Iterable[UUID | str] | None = None, *,
+                        started_by: str | None = None) -> int:
+    """Run failed chunks again now (all of the job's, or those of `chunk_ids`); returns how many.
+
+    A running job's ERRORED chunks (waiting out their retry backoff) are announced again at once, ahead of new
+    work; the backoff's own message, arriving later, finds them taken. A FAILED or CANCELLED job is restarted
+    where it stopped, which runs its failed chunks again (and any other unfinished one). `JobNotFound`, or
+    `JobStateConflict` when there is nothing to retry."""
+    instance = _owned(job_id, started_by)
+    if instance.status in RESTARTABLE_JOB_STATUSES:
+        again = WorkChunk.objects.filter(instance_id=instance.id).exclude(status=ChunkStatus.COMPLETED).count()
+        coordinator.restart_job(instance.id)
+        return again
+    errored = WorkChunk.objects.filter(instance_id=instance.id, status=ChunkStatus.ERRORED)
+    if chunk_ids is not None:
+        errored = errored.filter(id__in=[UUID(str(chunk_id)) for chunk_id in chunk_ids])
+    with transaction.atomic():
+        chunks = list(errored.select_for_update(skip_locked=True).values_list("id", "target_step_id"))
+        if not chunks:
+            raise JobStateConflict(f"job {instance.id} has no chunk waiting to be retried")
+        WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in chunks], status=ChunkStatus.ERRORED) \
+            .update(announced_at=Now())
+        announce_chunks(instance, chunks, again=True)
+    return len(chunks)

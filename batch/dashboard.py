@@ -17,7 +17,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Max, Min, Q, Sum
 
 from batch import control
 from batch.control import JobSnapshot, StepProgress
@@ -25,6 +25,7 @@ from batch.models import JobInstance, WorkChunk
 from batch.progress import definition_of, estimate_rates
 from batch.queues import pending_notifications_of, work_notification_queue
 from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.transitions import read_database_now
 from jobsite.display import short_duration
 
 logger = logging.getLogger(__name__)
@@ -179,9 +180,34 @@ def node_activity() -> list[NodeActivity]:
     ]
 
 
-def step_timeline(job: JobSnapshot) -> Sequence[StepProgress]:
-    """Each step of the job in definition order: chunks by status, first start, last end, records, rate."""
-    return job.steps
+@dataclass(frozen=True)
+class TimelineRow:
+    """One step on the job page's timeline: its figures, and its bar from first start to last end, in percent
+    of the job's span (a Gantt chart: the step that took longest, the bottleneck, is marked)."""
+
+    step: StepProgress
+    left_percent: float
+    width_percent: float
+    longest: bool
+
+
+def step_timeline(job: JobSnapshot) -> list[TimelineRow]:
+    """Each step of the job in definition order: chunks by status, first start, last end, records, rate, bar."""
+    starts = [step.start_time for step in job.steps if step.start_time]
+    ends = [step.end_time for step in job.steps if step.end_time]
+    first, last = (min(starts), max(ends)) if starts and ends else (None, None)
+    span = (last - first).total_seconds() if first and last and last > first else 0.0
+    longest = max(job.steps, key=lambda step: step.duration_seconds or 0.0, default=None)
+    rows = []
+    for step in job.steps:
+        if span and step.start_time and step.end_time:
+            left = (step.start_time - first).total_seconds() / span * 100
+            width = max((step.end_time - step.start_time).total_seconds() / span * 100, 0.5)
+        else:
+            left = width = 0.0
+        rows.append(TimelineRow(step, round(left, 2), round(min(width, 100 - left), 2),
+                                step is longest and bool(step.duration_seconds)))
+    return rows
 
 
 def job_errors(job_id: UUID, limit: int = ERRORS_SHOWN) -> JobErrors:
@@ -220,3 +246,45 @@ def _queue_depths(queues: list[str]) -> dict[str, int]:
     except Exception:
         logger.warning("queues could not be measured", exc_info=True)
         return {}
+
+
+def why_waiting(job: JobSnapshot) -> list[str]:
+    """Why an unfinished job has no chunk running, one line per cause found: a gate, its concurrency cap, no
+    live worker on its node, retry backoffs, chunks waiting to poll, the messages ahead of it in its queue.
+    Empty for an ended job or one with chunks running. Times are the database's."""
+    if job.ended or any(step.chunks.get(ChunkStatus.IN_PROGRESS) for step in job.steps):
+        return []
+    count = {status: sum(step.chunks.get(status, 0) for step in job.steps) for status in ChunkStatus}
+    reasons = []
+    if job.current_gated_step_id:
+        gated = job.step(job.current_gated_step_id)
+        held = sum(step.chunks.get(ChunkStatus.GATE_WAITING, 0) for step in job.steps)
+        if held and gated.done < gated.total:
+            reasons.append(f"the gate: {held} chunks of the next step wait until the {gated.total - gated.done} "
+                           f"unfinished chunks of step {gated.step_id} have completed")
+    in_flight = count[ChunkStatus.QUEUED] + count[ChunkStatus.IN_PROGRESS]
+    if job.max_concurrent_chunks and count[ChunkStatus.READY] and in_flight >= job.max_concurrent_chunks:
+        reasons.append(f"its concurrency cap: {in_flight} of at most {job.max_concurrent_chunks} chunks queued or "
+                       f"running, {count[ChunkStatus.READY]} more ready")
+    live = {(node.node_id, node.module_id) for node in control.live_nodes()}
+    if (job.node_id, job.module_id) not in live:
+        reasons.append(f"no live worker on node {job.node_id} (module {job.module_id}): its chunks wait until one "
+                       f"starts there, or maintenance moves the job to a live node after "
+                       f"BATCH_NODE_TIMEOUT_SECONDS ({settings.BATCH_NODE_TIMEOUT_SECONDS} s)")
+    waits = WorkChunk.objects.filter(instance_id=job.id).aggregate(
+        backoff_until=Max("announced_at", filter=Q(status=ChunkStatus.ERRORED)),
+        poll_at=Min("next_poll_time", filter=Q(status=ChunkStatus.POLL_WAITING)))
+    now = read_database_now()
+    if count[ChunkStatus.ERRORED] and waits["backoff_until"] and waits["backoff_until"] > now:
+        reasons.append(f"{count[ChunkStatus.ERRORED]} chunk(s) wait out their retry backoff after an error, until "
+                       f"{waits['backoff_until']:%H:%M:%S %Z} (Retry now skips it)")
+    if count[ChunkStatus.POLL_WAITING] and waits["poll_at"]:
+        reasons.append(f"{count[ChunkStatus.POLL_WAITING]} chunk(s) asked to run again later, the first at "
+                       f"{waits['poll_at']:%H:%M:%S %Z}")
+    if count[ChunkStatus.QUEUED]:
+        queue = work_notification_queue(job.node_id, job.module_id)
+        depth = _queue_depths([queue]).get(queue)
+        ahead = "an unknown number of" if depth is None else str(depth)
+        reasons.append(f"{count[ChunkStatus.QUEUED]} of its chunks are announced on queue {queue}, where {ahead} "
+                       "messages wait for a worker")
+    return reasons

@@ -44,7 +44,7 @@ def test_a_job_s_records_are_its_last_step_s_counted_once_everywhere(define_job,
     assert ended.combined_records_processed == 15, "3 chunks of 5 resources, not expand's and write's added up"
     assert JobInstance.objects.get(id=instance.id).combined_records_processed == 15
     assert JobDetailSerializer(ended).data["combinedRecordsProcessed"] == 15
-    assert {step.step_id: step.records for step in dashboard.step_timeline(ended)} == \
+    assert {row.step.step_id: row.step.records for row in dashboard.step_timeline(ended)} == \
         {"read": 0, "expand": 15, "write": 15}, "each step still shows its own records"
     assert sum(minute.records for minute in dashboard.throughput_per_minute()) == 15
     out = StringIO()
@@ -153,3 +153,47 @@ def test_a_restarted_job_s_rate_counts_only_its_running_time_and_its_first_attem
     assert ended.elapsed_seconds < 60, "the ten minutes FAILED are not running time"
     assert ended.records_per_second > 20 / 60
     assert JobInstance.objects.get(id=instance.id).paused_seconds == pytest.approx(600, abs=30)
+
+
+def test_retry_now_runs_a_running_job_s_errored_chunk_without_waiting_out_its_backoff(define_job, bus, admin_client):
+    calls = []
+
+    def flaky(context, sink) -> int:
+        calls.append(context.attempt)
+        if len(calls) == 1:
+            raise ValueError("the source hiccuped")
+        return 1
+
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", flaky))
+    instance = start_job(job.id, {})
+    bus.deliver_next()  # plan
+    bus.deliver_next()  # work: errors, and is announced again for when its backoff ends ...
+    assert control.get_job(instance.id).step("work").chunks == {ChunkStatus.ERRORED: 1}
+    bus.take()  # ... a message the bus would deliver at once: dropped, so only Retry now runs the chunk
+
+    response = admin_client.post(f"/admin/batch/jobinstance/{instance.id}/retry/")
+    bus.drain()
+
+    assert response.status_code == 302
+    assert control.get_job(instance.id).status == JobStatus.COMPLETED and calls == [1, 2]
+
+
+def test_retrying_a_failed_job_s_chunks_resumes_it_and_nothing_to_retry_is_a_conflict(define_job, bus):
+    attempts = []
+
+    def fails_first(context, sink) -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise JobFailed("down")
+        return 1
+
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", fails_first))
+    instance = start_job(job.id, {})
+    bus.drain()
+    assert control.get_job(instance.id).status == JobStatus.FAILED
+
+    assert control.retry_failed_chunks(instance.id) == 1
+    bus.drain()
+    assert control.get_job(instance.id).status == JobStatus.COMPLETED
+    with pytest.raises(control.JobStateConflict):
+        control.retry_failed_chunks(instance.id)
