@@ -175,8 +175,9 @@ class ProgressFigures:
 
 
 def compute_progress(instance_id: UUID) -> ProgressFigures:
-    definition_id, version, status, paused = JobInstance.objects.filter(id=instance_id).values_list(
-        "definition_id", "definition_version", "status", "paused_seconds").get()
+    row = JobInstance.objects.filter(id=instance_id).values_list(
+        "definition_id", "definition_version", "status", "paused_seconds").first()
+    definition_id, version, status, paused = row or ("", 0, "", 0.0)  # purged meanwhile: figures of nothing
     steps = step_totals([instance_id]).get(instance_id, {})
     rates = estimate_rates(definition_of(definition_id, version), steps, status=status, paused_seconds=paused)
     errors = sum(step.errors for step in steps.values())
