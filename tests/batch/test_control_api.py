@@ -55,7 +55,8 @@ def test_invalid_parameters_are_400_listing_every_problem_and_nothing_is_written
 
 @pytest.mark.parametrize("body, problem", [
     ({}, "jobDefinitionId: This field is required."),
-    ({"jobDefinitionId": "NOPE"}, "unknown job definition 'NOPE'"),
+    ({"jobDefinitionId": "NOPE"}, "unknown job definition 'NOPE'; known: BULK_EXPORT, BULK_IMPORT, DIAGNOSTIC_NOOP, "
+                                  "DIAGNOSTIC_NOOP_GATED, REINDEX"),
     ({"jobDefinitionId": "DIAGNOSTIC_NOOP", "maxConcurrentChunks": 0},
      "maxConcurrentChunks: Ensure this value is greater than or equal to 1."),
 ])
