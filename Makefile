@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 services: install
-	$(PY) -m jobsite.devservices start
+	$(PY) -m heavylift.devservices start
 
 migrate: services
 	$(ENV) $(PY) manage.py migrate --noinput
@@ -37,4 +37,4 @@ bench: install-test migrate
 	$(ENV) $(PY) -m bench
 
 stop:
-	test ! -x $(PY) || $(PY) -m jobsite.devservices stop
+	test ! -x $(PY) || $(PY) -m heavylift.devservices stop

@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce, Now
 
 from batch import flow
 from batch.exceptions import InvalidParameters, JobNotFound, JobStateConflict, UnknownJobDefinition
+from batch.heartbeats import node_for_new_job
 from batch.models import JobInstance, WorkChunk
 from batch.progress import settle_totals
 from batch.registry import registry
@@ -56,8 +57,9 @@ def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *
     first_step = definition.first_step
     with transaction.atomic():
         instance = JobInstance.objects.create(
-            id=instance_id or uuid4(), definition_id=definition.id, definition_version=definition.version, status=JobStatus.QUEUED,
-            parameters=values, started_by=started_by[:150], node_id=node_id or settings.NODE_ID,
+            id=instance_id or uuid4(), definition_id=definition.id, definition_version=definition.version,
+            status=JobStatus.QUEUED, parameters=values, started_by=started_by[:150],
+            node_id=node_id or node_for_new_job(module_id),
             module_id=module_id or settings.MODULE_ID,
             max_concurrent_chunks=max_concurrent_chunks or definition.max_concurrent_chunks,
             current_gated_step_id=first_step.id if definition.gated else None,

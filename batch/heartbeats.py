@@ -4,7 +4,8 @@ Every batch worker (the main process of a `celery worker` that consumes its node
 records a heartbeat from a thread: node id, module id, `hostname/pid`, stamped with the database's
 `now()`, so "not seen for N seconds" means the same on every machine whatever their clocks say.
 `batch.nodes` moves the jobs of a node none of whose workers beat within `BATCH_NODE_TIMEOUT_SECONDS`;
-the job dashboard lists `live_nodes()`. Web processes and the scheduler worker record nothing.
+the job dashboard lists `live_nodes()`; a new job starts on `node_for_new_job()`. Web processes and the
+scheduler worker record nothing.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from django.db.models.functions import Now
 from batch.conf import batch_settings
 from batch.models import WorkerHeartbeat
 from batch.queues import work_notification_queue
+from batch.statuses import UNFINISHED_JOB_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,34 @@ def live_nodes(module_id: str | None = None) -> list[LiveNode]:
         nodes.setdefault((node_id, module), []).append((worker, last_seen))
     return [LiveNode(node_id, module, tuple(worker for worker, _ in seen), max(last for _, last in seen))
             for (node_id, module), seen in nodes.items()]
+
+
+# This process's node if one of its batch workers of the module is live, else the live node of the module
+# with the fewest unfinished jobs (then by id, deterministic); liveness as `live_nodes`, on PostgreSQL's clock.
+NODE_FOR_NEW_JOB_SQL = """
+SELECT seen.node_id FROM batch_workerheartbeat seen
+WHERE seen.module_id = %(module)s AND seen.stopped_at IS NULL AND seen.last_seen > now() - %(timeout)s
+GROUP BY seen.node_id
+ORDER BY seen.node_id <> %(own)s,
+         (SELECT count(*) FROM batch_jobinstance job WHERE job.node_id = seen.node_id
+            AND job.module_id = %(module)s AND job.status = ANY(%(unfinished)s)),
+         seen.node_id
+LIMIT 1
+"""
+
+
+def node_for_new_job(module_id: str | None = None) -> str:
+    """The node a job started by this process runs on: its own node when that has a live batch worker of
+    the module; otherwise (a web-only host, or its node's workers are all down) a live node that has, the
+    least busy, so the job starts at once instead of waiting `BATCH_NODE_TIMEOUT_SECONDS` for maintenance
+    to move it. With no live node of the module at all, its own node: maintenance moves the job once one is."""
+    module_id = module_id or settings.MODULE_ID
+    with connection.cursor() as cursor:
+        cursor.execute(NODE_FOR_NEW_JOB_SQL, {"module": module_id, "own": settings.NODE_ID,
+                                              "timeout": batch_settings().node_timeout,
+                                              "unfinished": sorted(UNFINISHED_JOB_STATUSES)})
+        row = cursor.fetchone()
+    return row[0] if row else settings.NODE_ID
 
 
 class Heartbeat:

@@ -1,8 +1,10 @@
 """Nodes: moving the jobs of a node that has no live batch worker to one that has.
 
-A job is pinned to the queue of the node that started it (as the reference's per-node queues). If that
-node dies, or never ran a batch worker (a web-only node), nothing consumes its queue and the job would
-wait forever. So every batch worker records a heartbeat (`batch.heartbeats`, on PostgreSQL's clock);
+A job is pinned to the queue of its node (as the reference's per-node queues): the starting process's
+node, or, when that has no live batch worker (a web-only host), a live node chosen at kick-off
+(`heartbeats.node_for_new_job`). A node is logical: every machine of it consumes its queue, so a dead
+machine costs only its chunks' leases. If a whole node dies, or a job was started with no live node at
+all, nothing consumes its queue and the job would wait forever. So every batch worker records a heartbeat (`batch.heartbeats`, on PostgreSQL's clock);
 a node none of whose workers has beaten for `BATCH_NODE_TIMEOUT_SECONDS` is dead,
 and maintenance moves its unfinished jobs to a live node of the same module, announces their waiting
 chunks on that node's queue and records the move, which the job's warnings show. Operators move jobs

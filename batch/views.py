@@ -67,7 +67,7 @@ class ControlView(APIView):
     """Every control endpoint: authenticated, scope-checked, and every error in the `{"errors": [...]}` shape."""
 
     permission_classes = [IsStaffOrTokenClient, TokenHasScope]
-    parser_classes = [JSONParser]  # JSON only: the edge checks JSON bodies (jobsite/edge.py); others get 415
+    parser_classes = [JSONParser]  # JSON only: the edge checks JSON bodies (heavylift/edge.py); others get 415
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, Http404):

@@ -36,7 +36,7 @@ WARM_UP = 200  # tasks and chunks run before timing: worker imports, connections
 
 
 def start_worker(node: str, queue: str, concurrency: int) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "celery", "-A", "jobsite", "worker", "--loglevel", "WARNING",
+    argv = [sys.executable, "-m", "celery", "-A", "heavylift", "worker", "--loglevel", "WARNING",
             "--concurrency", str(concurrency), "--queues", queue, "--include", "bench.tasks",
             "--hostname", f"bench-{node}@%h", "--without-mingle", "--without-gossip"]
     worker = subprocess.Popen(argv, cwd=PROJECT_DIR, env={**os.environ, "NODE_ID": node}, start_new_session=True)

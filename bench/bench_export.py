@@ -2,7 +2,7 @@
 
 1. The store is filled with generated resources (`generate_fhir`'s bulk path) to a tenth of `--resources`,
    and a system `$export` runs over HTTP (gunicorn as in the Procfile) on the standard Procfile worker
-   (`celery -A jobsite worker`, BATCH_MAX_THREADS processes); then it is filled to `--resources` and the
+   (`celery -A heavylift worker`, BATCH_MAX_THREADS processes); then it is filled to `--resources` and the
    export runs again. Each export is timed from kick-off to the manifest, and its files are counted.
 2. The physical limit, in the same run on the full store: `COPY (SELECT body FROM fhirstore_resource …)
    TO STDOUT` into a file — no Python, no chunks, no second copy through the database; the median of three.
@@ -182,7 +182,7 @@ def figures(idle: list[float], spinning: list[float], small: ExportRun, full: Ex
 
 
 def _job_instance_id(status_url: str) -> str:
-    from fhirstore.bulkexport.models import BulkExport
+    from fhirjobs.bulkexport.models import BulkExport
 
     return BulkExport.objects.values_list("job_instance_id", flat=True).get(id=status_url.rsplit("=", 1)[1])
 

@@ -52,7 +52,7 @@ def main() -> None:
 
 
 def bench_load(workdir: Path, resources: int, database_url: str) -> int:
-    from fhirstore.loading import load_paths
+    from fhirjobs.bulkimport.inline import load_paths
     from fhirstore.synthetic import generate_resources, patient_count_for, write_ndjson
 
     ndjson = workdir / "ndjson"

@@ -4,7 +4,7 @@
 2. The physical limit, in the same run: `COPY … FROM STDIN` of those files into a bare jsonb table (WAL-logged,
    as the store's tables are) — no parsing in Python, no versions, no index rows.
 3. The import: `POST /fhir/$import` (Prefer: respond-async) of the files as file:// URLs, over HTTP (gunicorn
-   as in the Procfile), run by the standard Procfile worker (`celery -A jobsite worker`, BATCH_MAX_THREADS
+   as in the Procfile), run by the standard Procfile worker (`celery -A heavylift worker`, BATCH_MAX_THREADS
    processes), timed from kick-off to the final OperationOutcome. Then the same files once more: every
    resource unchanged, no new version.
 4. The store's own limit, after the import: the rows the import wrote (resources and index rows) inserted
@@ -116,7 +116,7 @@ def main() -> None:
 
 
 def seed(directory: Path) -> None:
-    from fhirstore.loading import load_paths
+    from fhirjobs.bulkimport.inline import load_paths
     from fhirstore.synthetic import generate_resources, patient_count_for, write_ndjson
 
     write_ndjson(generate_resources(patient_count_for(SEED_RESOURCES), seed=99), directory)

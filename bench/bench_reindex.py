@@ -2,7 +2,7 @@
 
 1. The store is filled with generated resources (`generate_fhir`'s bulk path) to `--resources`.
 2. A `REINDEX` of everything (no urls, every parameter, batch size 1000) runs on the standard Procfile worker
-   (`celery -A jobsite worker`, BATCH_MAX_THREADS processes), timed from the start to COMPLETED.
+   (`celery -A heavylift worker`, BATCH_MAX_THREADS processes), timed from the start to COMPLETED.
 3. The physical limit, in the same run on the same store: one `INSERT … SELECT` that rebuilds the
    `identifier` token rows of every resource in SQL (`jsonb_array_elements`, no Python, no chunks) into a
    copy of the token table with the same primary key — one parameter, where the reindex does all of them.
@@ -84,7 +84,8 @@ def main() -> None:
 def reindex(stack: FhirStack) -> dict:
     """A REINDEX of everything, with worker RSS sampled and reads timed while it runs."""
     from batch import control
-    from fhirstore.reindex.services import ReindexRequest, start_reindex
+    from fhirjobs.reindex.parameters import ReindexRequest
+    from fhirjobs.reindex.services import start_reindex
 
     rss_samples: list[tuple[float, int]] = []  # (seconds since start, largest worker process RSS)
     loads: list[float] = []  # 1-minute load average, sampled with the RSS

@@ -2,7 +2,7 @@
 
 Three phases, in one run:
   idle        — nothing else runs;
-  busy        — system `$export`s keep three standard batch workers (`celery -A jobsite worker`,
+  busy        — system `$export`s keep three standard batch workers (`celery -A heavylift worker`,
                 BATCH_MAX_THREADS=2 each) busy on their node's batch queue, as the dedicated scheduler
                 queue intends: two exports at a time (one per user), each started through the bulk-export
                 service layer as soon as the previous one of its user has finished;
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench.support import bench_database, percentile_ms
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heavylift.settings")
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PHASE_SECONDS = 40  # two 1 s jobs: ~80 start delays per phase
@@ -76,7 +76,7 @@ class Stack:
 
 
 def beat(stack: Stack, env: dict[str, str]) -> subprocess.Popen:
-    return stack.start([sys.executable, "-m", "celery", "-A", "jobsite", "beat", "--loglevel", "INFO", "--pidfile="],
+    return stack.start([sys.executable, "-m", "celery", "-A", "heavylift", "beat", "--loglevel", "INFO", "--pidfile="],
                        env, "beat: Starting...")
 
 
@@ -104,13 +104,14 @@ class Exports:
 
     def top_up(self) -> None:
         """Replaces every finished export by a new one (a failed export raises ExportFailed)."""
-        from fhirstore.bulkexport.parameters import Level, parse_export_request
-        from fhirstore.bulkexport.services import ExportState, delete_export, export_status, kick_off
+        from fhirjobs.bulkexport.parameters import Level, parse_export_request
+        from fhirjobs.bulkexport.services import delete_export, export_status, kick_off
+        from fhirjobs.common.status import State
 
         for user in self.users:
             export_id = self.running.get(user.pk)
             if export_id is not None:
-                if export_status(user, export_id).state is ExportState.RUNNING:
+                if export_status(user, export_id).state is State.RUNNING:
                     continue
                 delete_export(user, export_id)  # its files: the disk stays bounded however long the run
                 self.completed += 1
@@ -145,7 +146,7 @@ def main() -> None:
             from django.core.management import call_command
 
             from batch.queues import work_notification_queue
-            from jobsite.celery import app
+            from heavylift.celery import app
 
             scheduled_queue, batch_queue = f"bench-scheduled-{uuid.uuid4().hex[:6]}", work_notification_queue()
             base = {"SCHEDULING_JOB_MODULES": "bench.periodic_for_bench", "SCHEDULER_THREAD_COUNT": SCHEDULER_THREADS}
@@ -166,7 +167,7 @@ def main() -> None:
                 print(f"starting {BUSY_WORKERS} batch workers (BATCH_MAX_THREADS={BUSY_CONCURRENCY}) on {batch_queue}, "
                       f"exports back to back ...", flush=True)
                 for index in range(BUSY_WORKERS):
-                    stack.start([sys.executable, "-m", "celery", "-A", "jobsite", "worker", "-Q", batch_queue,
+                    stack.start([sys.executable, "-m", "celery", "-A", "heavylift", "worker", "-Q", batch_queue,
                                  "--loglevel", "INFO", "--without-mingle", "--without-gossip",
                                  "--hostname", f"{batch_node}-{index}@%h"],
                                 {**base, "BATCH_MAX_THREADS": str(BUSY_CONCURRENCY)}, " ready.")

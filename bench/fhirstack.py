@@ -94,9 +94,9 @@ def fhir_stack(node: str, environment: dict[str, str], workdir: Path, *, usernam
     It is waited for until it consumes that queue, because a message sent to a queue no worker declared
     yet is dropped by Redis."""
     port = free_port()
-    web = start_process(["gunicorn", "jobsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+    web = start_process(["gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                          "--threads", "4"], environment, workdir / "web.log")
-    worker = start_process(["celery", "-A", "jobsite", "worker", "-E", "--loglevel", "WARNING", "--hostname",
+    worker = start_process(["celery", "-A", "heavylift", "worker", "-E", "--loglevel", "WARNING", "--hostname",
                             f"{node}-%h-%i"], environment, workdir / "worker.log")
     try:
         client = FhirClient(f"http://127.0.0.1:{port}/fhir", api_token(username, staff=staff))
@@ -264,7 +264,7 @@ def _patient_ids(limit: int = 10_000) -> list[str]:
 
 def _wait_for_queue_consumer(node: str, log: Path, timeout: float = STARTUP_SECONDS) -> None:
     from batch.queues import work_notification_queue
-    from jobsite.celery import app
+    from heavylift.celery import app
 
     queue = work_notification_queue(node)
     deadline = time.monotonic() + timeout

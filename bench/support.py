@@ -21,7 +21,7 @@ def bench_database(suffix: str, *, reuse: bool = False, keep: bool = False) -> I
     if not reuse:
         recreate_database(base_url, name)
     os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heavylift.settings")
     import django
 
     django.setup()

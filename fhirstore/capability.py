@@ -2,6 +2,8 @@
 
 The built-in part is computed once per process; the custom SearchParameters are read on every request (two
 small queries), so that a parameter appears as soon as its reindex completed and goes when it is deleted.
+The operations (`$export`, `$import`…) are not the store's: the apps that implement them register them here
+from their `AppConfig.ready`, so the store lists them without knowing them.
 """
 from __future__ import annotations
 
@@ -17,18 +19,28 @@ from fhirstore.search_params import params_for
 
 FHIR_VERSION = "4.0.1"  # the R4 data Synthea writes; validation uses the compatible R4B models
 INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "create", "search-type")
-BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"  # Bulk Data Access IG v2
-EXPORT_OPERATION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
-IMPORT_OPERATION = "http://hapifhir.io/fhir/OperationDefinition/import"  # HAPI's $import
-BULK_SUBMIT_OPERATION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit"
-TYPE_OPERATIONS = {
-    "Patient": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}],
-    "Group": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}],
-}
 COMMON_SEARCH_PARAMS = (
     {"name": "_id", "type": "token", "documentation": "The logical id"},
     {"name": "_lastUpdated", "type": "date", "documentation": "meta.lastUpdated, with prefixes eq ne gt ge lt le sa eb"},
 )
+
+
+_instantiates: list[str] = []  # canonical URLs of the CapabilityStatements this server implements
+_system_operations: dict[str, str] = {}  # name → OperationDefinition URL
+_type_operations: dict[str, dict[str, str]] = {}  # resource type → name → OperationDefinition URL
+
+
+def register_operation(name: str, definition: str, *, resource_type: str | None = None) -> None:
+    """List an operation (`export`, without the `$`) at system level, or on one resource type."""
+    operations = _system_operations if resource_type is None else _type_operations.setdefault(resource_type, {})
+    operations[name] = definition
+    _resources.cache_clear()
+
+
+def register_instantiates(canonical: str) -> None:
+    """Declare that the server implements another CapabilityStatement (the Bulk Data IG's, for one)."""
+    if canonical not in _instantiates:
+        _instantiates.append(canonical)
 
 
 def capability_statement(base_url: str) -> dict:
@@ -37,7 +49,7 @@ def capability_statement(base_url: str) -> dict:
         "status": "active",
         "date": format_instant(timezone.now()),
         "kind": "instance",
-        "instantiates": [BULK_DATA],
+        **({"instantiates": list(_instantiates)} if _instantiates else {}),
         "software": {"name": "Heavylift FHIR store"},
         "implementation": {"description": "Heavylift FHIR store", "url": base_url},
         "fhirVersion": FHIR_VERSION,
@@ -48,9 +60,7 @@ def capability_statement(base_url: str) -> dict:
                                         "staff sessions also work. Writes always need one."},
             "resource": _resources_with_custom_parameters(),
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
-            "operation": [{"name": "export", "definition": EXPORT_OPERATION},
-                          {"name": "import", "definition": IMPORT_OPERATION},
-                          {"name": "bulk-submit", "definition": BULK_SUBMIT_OPERATION}],
+            **({"operation": _operation_list(_system_operations)} if _system_operations else {}),
         }],
     }
 
@@ -90,5 +100,10 @@ def _resources() -> list[dict]:
              "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{param.name}"}
             for param in params_for(resource_type).values()
         )],
-        **({"operation": TYPE_OPERATIONS[resource_type]} if resource_type in TYPE_OPERATIONS else {}),
+        **({"operation": _operation_list(_type_operations[resource_type])}
+           if resource_type in _type_operations else {}),
     } for resource_type in sorted(RESOURCE_TYPES)]
+
+
+def _operation_list(operations: dict[str, str]) -> list[dict]:
+    return [{"name": name, "definition": definition} for name, definition in operations.items()]

@@ -7,7 +7,7 @@ string, date, reference, number and quantity (the store's index tables; uri, com
 parameters are refused). A parameter with the code and base of a built-in one replaces it, as in HAPI.
 
 A new or changed parameter is not trusted for search until the reindex job started with it (the
-`search_parameters_changed` signal; the `fhirstore.reindex` app answers it) has applied it to the resources
+`search_parameters_changed` signal; the `fhirjobs.reindex` app answers it) has applied it to the resources
 stored before: `searchable_param` refuses it until then.
 
 No write may miss a parameter change, or its resources would lack index rows once the reindex has passed

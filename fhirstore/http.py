@@ -96,42 +96,6 @@ def fhir_response(document: dict | None, status: int = 200, headers: dict[str, s
     return response
 
 
-def informational(message: str, *, status: int = 200, headers: dict[str, str] | None = None,
-                  warnings: tuple[str, ...] | list[str] = ()) -> HttpResponse:
-    """An OperationOutcome that reports what happened (kick-offs, cancels), with any warnings after it."""
-    issues = [{"severity": "information", "code": "informational", "diagnostics": message}]
-    issues += [{"severity": "warning", "code": "not-supported", "diagnostics": warning} for warning in warnings]
-    return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, status=status, headers=headers)
-
-
-def preferences(request) -> set[str]:
-    """The tokens of the `Prefer` header, lower-cased (`respond-async`, `handling=lenient`, …)."""
-    return {token.strip().lower() for part in request.headers.get("Prefer", "").split(",")
-            for token in part.split(";")}
-
-
-def require_async(request, operation: str) -> set[str]:
-    """The request's preferences, after checking it asks for the asynchronous pattern the operation needs."""
-    preferred = preferences(request)
-    if "respond-async" not in preferred:
-        raise InvalidRequest(f"{operation} runs asynchronously: send the header Prefer: respond-async")
-    return preferred
-
-
-def still_running(progress: str, retry_after_seconds: int) -> HttpResponse:
-    """The status answer of an asynchronous operation that has not ended: 202, how far, when to ask again."""
-    return fhir_response(None, status=202, headers={"X-Progress": progress[:100],
-                                                    "Retry-After": str(retry_after_seconds)})
-
-
-def status_job_id(request) -> str:
-    """The `_jobId` of an asynchronous operation's status URL."""
-    job_id = request.GET.get("_jobId")
-    if not job_id:
-        raise InvalidRequest("The status URL needs _jobId (use the Content-Location of the kick-off)")
-    return job_id
-
-
 def error_response(error: FhirStoreError) -> HttpResponse:
     return fhir_response(operation_outcome(error), status=error.status)
 

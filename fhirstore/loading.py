@@ -1,22 +1,22 @@
 """Bulk loading: NDJSON files (bulk-export layout, `Type.000.ndjson`) and transaction bundles (Synthea's).
 
-NDJSON files go through the BULK_IMPORT job's own code (`fhirstore.bulkimport`), run inline: streamed in
-chunks, `urn:uuid:` and conditional references resolved, unchanged resources left alone, a bad line
-reported with its file, line number and reason while the load goes on. Bundles are read whole (one
-patient each) and processed as transactions. Files load in reference order — Organizations, Locations and
-Practitioners before the resources that point at them. `BulkLoader` writes resources made in Python
-(`generate_fhir`) in batches through `storage.save_resources`.
+The store's part of loading: the report of a load (`LoadReport`, `BadInput`), the order files load in
+(Organizations, Locations and Practitioners before the resources that point at them), bundle files (read
+whole, one patient each, processed as transactions), and `BulkLoader`, which writes resources made in
+Python (`generate_fhir`) in batches through `storage.save_resources`. NDJSON files are the bulk import's
+business: `fhirjobs.bulkimport.inline.load_paths` runs its steps on them and loads bundles with this module.
 """
 from __future__ import annotations
 
 import gzip
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from django.core.management.base import BaseCommand
 from django.db import DatabaseError, transaction
 
 from fhirstore.bundles import process_bundle
@@ -145,24 +145,6 @@ class BulkLoader:
         return self._resolved[reference]
 
 
-def load_paths(paths: Iterable[str | Path], *, batch_size: int = LOAD_BATCH_SIZE,
-               progress: Callable[[int], None] | None = None) -> LoadReport:
-    """Load NDJSON files, bundle files and directories of them; `progress` is told of the bytes consumed."""
-    from fhirstore.bulkimport.services import (
-        load_ndjson_files,  # the import job's path; it builds on this module
-    )
-
-    files = ordered_input_files(paths)
-    report = LoadReport()
-    load_ndjson_files([path for path in files if _is_ndjson(path)], report, chunk_size=batch_size, progress=progress)
-    for path in files:
-        if not _is_ndjson(path):
-            load_bundle_file(path, report)
-            if progress:
-                progress(path.stat().st_size)
-    return report
-
-
 def load_bundle_file(path: Path, report: LoadReport) -> None:
     """Process one JSON file: a transaction/batch Bundle, or a single resource written as one."""
     try:
@@ -231,21 +213,21 @@ def bulk_data_bookkeeping(path: Path) -> str | None:
         return None
     if path.name.startswith("manifest") and b'"transactionTime"' in head and b'"output"' in head:
         return "a Bulk Data export manifest, not resources"
-    if _is_ndjson(path) and path.name.startswith("log"):
+    if is_ndjson(path) and path.name.startswith("log"):
         return "a Bulk Data client's log, not resources"
     return None
 
 
 def _load_rank(path: Path) -> tuple:
     name = path.name
-    if _is_ndjson(path):
+    if is_ndjson(path):
         resource_type = name.split(".")[0]
         rank = LOAD_ORDER.index(resource_type) if resource_type in LOAD_ORDER else len(LOAD_ORDER)
         return 0, rank, name
     return 1, 0 if name.startswith(REFERENCE_DATA_BUNDLES) else 1, name
 
 
-def _is_ndjson(path: Path) -> bool:
+def is_ndjson(path: Path) -> bool:
     return path.name.endswith((".ndjson", ".ndjson.gz"))
 
 
@@ -255,3 +237,16 @@ def _is_loadable(path: Path) -> bool:
 
 def _open(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+
+
+def print_report(command: BaseCommand, report: LoadReport, seconds: float) -> None:
+    """What a load command prints: counts by type, the rate, then each warning and each rejected input."""
+    for resource_type, count in sorted(report.counts.items()):
+        unchanged = report.unchanged[resource_type]
+        command.stdout.write(f"{resource_type:<28}{count:>10}" + (f"  ({unchanged} unchanged)" if unchanged else ""))
+    rate = report.total / seconds if seconds > 0 else 0.0
+    command.stdout.write(f"{'total':<28}{report.total:>10}  in {seconds:.1f} s ({rate:,.0f} resources/s)")
+    for warning in report.warnings:
+        command.stderr.write(f"warning {warning}")
+    for bad in report.bad:
+        command.stderr.write(f"rejected {bad}")

@@ -1,6 +1,6 @@
 """Reading the store in bulk: keyset pages of ids, Patient compartments, bodies by id.
 
-This is what the Bulk Data `$export` job builds on. Every function reads current versions only
+This is what the jobs that walk the store build on (`$export`; the range walk of `fhirjobs.common.ranges`). Every function reads current versions only
 (deleted resources are left out), pages by keyset on the logical id (`WHERE logical_id > after ORDER BY
 logical_id LIMIT n`, an index-only scan of the `(resource_type, logical_id)` index), and never holds more
 than one page in memory.
@@ -25,6 +25,7 @@ from django.db.models import OuterRef, Q, QuerySet, Subquery
 from fhirstore.custom_params import current_registry
 from fhirstore.exceptions import ResourceGone, ResourceNotFound
 from fhirstore.models import ReferenceIndex, Resource, ResourceVersion
+from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.search_params import parse_relative_reference, patient_compartment_params
 
 ID_PAGE_SIZE = 1000  # ids per page: the bulk export's chunk size, as HAPI's
@@ -41,6 +42,24 @@ def iter_resource_id_pages(resource_type: str, *, since: datetime | None = None,
     """Every id of a type (changed since `since`), page by page, in id order."""
     return _pages(lambda after: resource_ids_page(resource_type, after=after, since=since, until=until,
                                                   filters=filters, limit=page_size))
+
+
+def id_after(resource_type: str, after: str | None, *, offset: int) -> str | None:
+    """The current or deleted id `offset` places after `after` in id order (an index-only scan), None past the
+    last one: the boundaries of ranges of ids, each read later by a keyset walk of its own."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT logical_id FROM {Resource._meta.db_table} WHERE resource_type = %s"
+            f"{' AND logical_id > %s' if after is not None else ''} ORDER BY logical_id OFFSET %s LIMIT 1",
+            [resource_type, *([after] if after is not None else []), offset],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def stored_types() -> list[str]:
+    """The resource types that have stored resources, sorted (one index probe per known type)."""
+    return [t for t in sorted(RESOURCE_TYPES) if Resource.objects.filter(resource_type=t).exists()]
 
 
 def iter_resource_id_ranges(resource_type: str, *, since: datetime | None = None, until: datetime,

@@ -267,7 +267,7 @@ def delete_resource(resource_type: str, logical_id: str, *, if_match: int | None
 def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequence[str] | None = None) -> int:
     """Re-extract the search index rows of these resources (after the parameters changed), set-based.
 
-    Takes a page of `scan.resource_ids_page`; returns how many current resources were reindexed. `params`
+    Takes a page of ids (the REINDEX job's `load-ids` pages); returns how many current resources were reindexed. `params`
     (index names) limits the rebuild to those parameters' rows. Bodies and versions are not touched.
 
     Only the difference is written, as HAPI's reindex does: the stored rows are read and compared with the

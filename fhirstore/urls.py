@@ -1,33 +1,12 @@
 """`/fhir` routes. Included at the site root (`path("", include(...))`) so the base URL `/fhir` itself,
-where transaction bundles are POSTed, needs no trailing slash. More specific FHIR routes (operations such
-as `$export`) go before the last, catch-all pattern.
+where transaction bundles are POSTed, needs no trailing slash. The jobs' operations (`$export`, `$import`,
+`$reindex`…) are included by the project's URLs ahead of these, whose last pattern catches everything.
 """
-from django.urls import include, path, re_path, register_converter
+from django.urls import path, re_path
 
-from fhirstore import views
-
-
-class ResourceTypeConverter:
-    regex = "[A-Z][A-Za-z]{0,63}"  # unknown names reach the views, which answer 404 with an OperationOutcome
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value
-
-
-class LogicalIdConverter(ResourceTypeConverter):
-    regex = r"[A-Za-z0-9\-.]{1,64}"  # FHIR's id; `$operation` paths do not match
-
-
-register_converter(ResourceTypeConverter, "fhirtype")
-register_converter(LogicalIdConverter, "fhirid")
+from fhirstore import converters, views  # noqa: F401  converters: registers <fhirtype:> and <fhirid:>
 
 urlpatterns = [
-    path("", include("fhirstore.bulkexport.urls")),  # $export operations, ahead of the type routes
-    path("", include("fhirstore.bulkimport.urls")),  # $import, $bulk-submit
-    path("", include("fhirstore.reindex.urls")),  # $reindex, $reindex-dryrun
     path("fhir", views.SystemView.as_view(), name="fhir-system"),
     path("fhir/metadata", views.MetadataView.as_view(), name="fhir-metadata"),
     path("fhir/<fhirtype:resource_type>", views.TypeView.as_view(), name="fhir-type"),

@@ -1,4 +1,1 @@
-"""Heavylift's Django project: settings, the Celery app, URLs."""
-from jobsite.celery import app as celery_app
-
-__all__ = ["celery_app"]
+"""What every app shares: API tokens and their scopes, authentication, display helpers, accounts."""

@@ -1,13 +1,8 @@
-"""The admin's site (titled Heavylift, its index leading to the batch dashboard) and API tokens in it: listed by
-prefix (the plaintext exists only when created), revocable, never shown."""
+"""API tokens in the admin: listed by prefix (the plaintext exists only when created), revocable, never shown."""
 from django.contrib import admin, messages
 from django.db.models.functions import Now
 
 from jobsite.models import ApiToken
-
-admin.site.site_header = admin.site.site_title = "Heavylift"
-admin.site.index_title = "Operations"
-admin.site.index_template = "admin/heavylift_index.html"  # the batch dashboard first, then every model
 
 
 @admin.register(ApiToken)

@@ -13,6 +13,7 @@ FIRST_PROCESS_OF_TEST = pytest.StashKey[int]()
 if TYPE_CHECKING:  # batch's modules need Django set up, which happens after this file is read
     from batch.api import JobDefinition
     from batch.testing import InProcessBus
+    from tests.fhirstore.helpers import FhirClient
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -75,3 +76,30 @@ def logged_job():
     registry.register(LOGGED_JOB)
     yield LOGGED_JOB
     registry.unregister(LOGGED_JOB.id, LOGGED_JOB.version)
+
+
+@pytest.fixture
+def api_user(django_user_model):
+    """A FHIR client's user (the store's tests and the FHIR jobs' tests)."""
+    return django_user_model.objects.create_user("fhir-client")  # no password: hashing one costs ~0.3 s
+
+
+@pytest.fixture
+def token(api_user) -> str:
+    from jobsite.tokens import token_for
+
+    return token_for(api_user)
+
+
+@pytest.fixture
+def fhir(token) -> FhirClient:
+    from tests.fhirstore.helpers import FhirClient
+
+    return FhirClient(f"Bearer {token}")
+
+
+@pytest.fixture
+def anonymous() -> FhirClient:
+    from tests.fhirstore.helpers import FhirClient
+
+    return FhirClient()

@@ -23,6 +23,15 @@ from tests.processes import wait_until
 PG_SYSTEM_USER = "pgserver"  # initdb refuses to run as root; the pgserver wheel runs its servers as this user
 
 
+def postgres_system_user() -> pwd.struct_passwd:
+    """The user a root test runs PostgreSQL as (initdb refuses root), created on first use."""
+    try:
+        return pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", PG_SYSTEM_USER], check=True)
+        return pwd.getpwnam(PG_SYSTEM_USER)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -40,12 +49,8 @@ class RestartablePostgres:
         self.port = _free_port()
         self.user: str | None = None
         if os.geteuid() == 0:
-            try:
-                owner = pwd.getpwnam(PG_SYSTEM_USER)
-            except KeyError:
-                subprocess.run(["useradd", "--system", PG_SYSTEM_USER], check=True)
-                owner = pwd.getpwnam(PG_SYSTEM_USER)
-            self.user = PG_SYSTEM_USER
+            owner = postgres_system_user()
+            self.user = owner.pw_name
             os.chown(self.directory, owner.pw_uid, owner.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
 

@@ -144,7 +144,7 @@ def celery_worker(
     The node name is `<name>-<pid>-<ns>@host`, unique, so a test can address this worker alone.
     """
     argv = [
-        sys.executable, "-m", "celery", "-A", "jobsite", "worker", "--loglevel", "INFO",
+        sys.executable, "-m", "celery", "-A", "heavylift", "worker", "--loglevel", "INFO",
         "--hostname", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-mingle", "--without-gossip",
     ]
     if concurrency is not None:
@@ -163,7 +163,7 @@ def wait_until_ready(worker: Process) -> None:
 
 def celery_beat(env: dict[str, str], name: str = "beat") -> Process:
     """`celery beat` with the project's scheduler (CELERY_BEAT_SCHEDULER); wait with `wait_until_beating`."""
-    return Process([sys.executable, "-m", "celery", "-A", "jobsite", "beat", "--loglevel", "INFO", "--pidfile="],
+    return Process([sys.executable, "-m", "celery", "-A", "heavylift", "beat", "--loglevel", "INFO", "--pidfile="],
                    env=env, name=name)
 
 
@@ -188,7 +188,7 @@ def inspect_worker(hostname: str, method: str, timeout: float = 60) -> Any:
     A worker busy or just started may miss one broadcast round; asking again until the ceiling is what
     turns "no answer yet" into a retry instead of a KeyError.
     """
-    from jobsite.celery import app
+    from heavylift.celery import app
 
     def answer() -> Any:
         replies = getattr(app.control.inspect(destination=[hostname], timeout=2), method)() or {}

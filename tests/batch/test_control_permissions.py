@@ -106,5 +106,5 @@ def test_the_diagnostic_jobs_exist_only_when_the_setting_asks(flag, expected):
     probe = ("import django; django.setup(); from batch.registry import registry; "
              "print(sorted(i for i in registry.ids() if i.startswith('DIAGNOSTIC')))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "BATCH_DIAGNOSTIC_JOBS": flag, "DJANGO_SETTINGS_MODULE": "jobsite.settings"})
+                            env={**os.environ, "BATCH_DIAGNOSTIC_JOBS": flag, "DJANGO_SETTINGS_MODULE": "heavylift.settings"})
     assert result.stdout.strip() == str(expected), result.stderr[-2000:]

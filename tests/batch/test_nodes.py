@@ -119,6 +119,53 @@ def test_the_heartbeat_thread_outlives_a_failing_database_and_records_a_clean_st
     assert live_nodes(module) == []
 
 
+# --- A new job starts where workers are ---------------------------------------------------------------------
+def test_a_job_starts_on_this_processs_node_when_it_has_a_live_worker(two_step_job, bus, module, settings):
+    settings.NODE_ID = "node-a"
+    record_heartbeat("a1", "node-a", module)
+    record_heartbeat("b1", "node-b", module)  # idle, but this node is live: the job stays here
+
+    instance = start_job(two_step_job.id, {}, module_id=module)
+
+    assert node_of(instance) == "node-a"
+    assert queues(bus) == {work_notification_queue("node-a", module)}
+
+
+def test_a_job_started_on_a_node_without_live_workers_starts_on_the_least_busy_live_node(
+        two_step_job, bus, module, settings):
+    settings.NODE_ID = "web-only"  # a web host: no batch worker of its node, ever
+    for worker, node in [("b1", "node-b"), ("c1", "node-c"), ("d1", "node-d")]:
+        record_heartbeat(worker, node, module)
+    record_heartbeat("e1", "node-e", "another-module")
+    seen_ago("d1", TIMEOUT + 1)  # dead
+    start_job(two_step_job.id, {}, node_id="node-b", module_id=module)  # node-b is busier than node-c
+
+    instance = start_job(two_step_job.id, {}, module_id=module)
+
+    assert node_of(instance) == "node-c"
+    assert work_notification_queue("node-c", module) in queues(bus)
+    bus.drain()
+    job = control.get_job(instance.id)
+    assert (job.status, job.warning_messages) == (JobStatus.COMPLETED, None), "no move, no warning"
+
+
+def test_a_job_started_on_a_node_whose_workers_all_stopped_starts_on_a_live_one(two_step_job, bus, module, settings):
+    settings.NODE_ID = "node-a"
+    record_heartbeat("a1", "node-a", module)
+    record_heartbeat("b1", "node-b", module)
+    record_stopped("a1")
+
+    assert node_of(start_job(two_step_job.id, {}, module_id=module)) == "node-b"
+
+
+def test_with_no_live_node_of_its_module_a_new_job_starts_on_this_node(two_step_job, bus, module, settings):
+    settings.NODE_ID = "web-only"
+    record_heartbeat("b1", "node-b", "another-module")
+
+    assert node_of(start_job(two_step_job.id, {}, module_id=module)) == "web-only", \
+        "nowhere better: maintenance moves it once a node of its module is up"
+
+
 # --- Maintenance moves jobs of dead nodes -------------------------------------------------------------------
 def test_a_job_of_a_node_that_never_had_a_worker_moves_to_a_live_node_once_older_than_the_timeout(
         two_step_job, bus, module):

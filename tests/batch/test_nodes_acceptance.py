@@ -1,4 +1,5 @@
-"""Acceptance: jobs of a node whose workers all died, or that never had one, complete on a live node.
+"""Acceptance: jobs of a node whose workers all died, or that never had one, complete on a live node; a job
+started on a node without workers (a web-only host) starts on a live node.
 
 Real `celery worker` processes record their heartbeats; the test runs the maintenance passes beat would.
 """
@@ -53,7 +54,7 @@ def test_jobs_of_a_dead_node_and_of_a_node_without_workers_complete_on_a_live_no
     settings.BATCH_NODE_TIMEOUT_SECONDS = NODE_TIMEOUT
     live, doomed = unique_node(), unique_node()
     live_worker, victim = start_workers(processes, {"live": live, "victim": doomed})
-    orphan = start_job_from_the_shell(f"gone-{live}", '{"chunks": 4, "sleep_ms": 50}')
+    orphan = start_job("DIAGNOSTIC_NOOP", {"chunks": 4, "sleep_ms": 50}, node_id=f"gone-{live}").id  # never a worker
     pinned = start_job("DIAGNOSTIC_NOOP", {"chunks": 20, "sleep_ms": 300}, node_id=doomed)
     chunks = WorkChunk.objects.filter(instance_id=pinned.id, target_step_id="sleep")
     wait_until(lambda: chunks.filter(status=ChunkStatus.COMPLETED).count() >= 2, timeout=120,
@@ -78,6 +79,10 @@ def test_jobs_of_a_dead_node_and_of_a_node_without_workers_complete_on_a_live_no
                in job.warning_messages
     assert chunks.filter(worker__startswith="live-").exists(), "the rest ran on the live node"
     assert doomed not in {node.node_id for node in live_nodes()}
+    web_only = start_job_from_the_shell(f"web-{live}", '{"chunks": 2}')
+    assert get_job(web_only).node_id == live, "a job started where no worker is starts on a live node at once"
+    wait_until(lambda: get_job(web_only).ended, timeout=RECOVERY_CLAIM_SECONDS, message="the web-only node's job")
+    assert (get_job(web_only).status, get_job(web_only).warning_messages) == (JobStatus.COMPLETED, None)
 
     live_worker.stop()  # a clean shutdown: no longer listed as live, though its node keeps its jobs a while
     assert live not in {node.node_id for node in live_nodes()}

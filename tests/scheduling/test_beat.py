@@ -6,7 +6,7 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 from kombu import Connection
 
-from jobsite.celery import app
+from heavylift.celery import app
 from scheduling.beat import NodeAwareScheduler, ScheduledJobEntry, TickSchedule
 from scheduling.registry import ScheduledJob
 from scheduling.schedules import CronSchedule, EverySeconds

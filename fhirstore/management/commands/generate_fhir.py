@@ -4,8 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from fhirstore.loading import LOAD_BATCH_SIZE, BulkLoader
-from fhirstore.management.commands.load_fhir import print_report
+from fhirstore.loading import LOAD_BATCH_SIZE, BulkLoader, print_report
 from fhirstore.synthetic import RESOURCES_PER_PATIENT, generate_resources, write_ndjson
 
 

@@ -14,7 +14,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, celery_args: list[str], **options):
         argv = [
-            sys.executable, "-m", "celery", "-A", "jobsite", "worker",
+            sys.executable, "-m", "celery", "-A", "heavylift", "worker",
             "--queues", settings.SCHEDULER_QUEUE,
             "--concurrency", str(settings.SCHEDULER_THREAD_COUNT),
             "--hostname", f"scheduler-{settings.NODE_ID}-{os.getpid()}@%h",

@@ -1,0 +1,57 @@
+"""The BULK_EXPORT batch job definition, registered in `apps.py`: parameters, checks and steps."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from batch.api import JobDefinition, JobDefinitionBuilder
+from fhirjobs.bulkexport.parameters import Level
+from fhirjobs.bulkexport.steps import (
+    create_report, expand_resources, fetch_resources, write_to_binaries,
+)
+from fhirstore.exceptions import InvalidRequest
+from fhirstore.resource_types import RESOURCE_TYPES
+from fhirstore.search import type_filter
+
+BULK_EXPORT_JOB = "BULK_EXPORT"  # the definition id: stored in every job row, never changes
+
+
+def _check(parameters: Mapping[str, Any]) -> Iterable[str]:
+    """Across parameters; the kick-off checked them for the client already, this guards other starters."""
+    unknown = sorted(set(parameters["types"]) - RESOURCE_TYPES)
+    if unknown:
+        yield f"unknown resource types: {', '.join(unknown)}"
+    for expression in parameters["type_filters"]:
+        try:
+            type_filter(expression)
+        except InvalidRequest as error:
+            yield f"type filter {expression!r}: {error.message}"
+    if parameters["level"] == Level.GROUP and not parameters["group_id"]:
+        yield "a group export needs group_id"
+    if parameters["level"] != Level.PATIENT and parameters["patients"]:
+        yield "patients are only for a patient-level export"
+
+
+BULK_EXPORT: JobDefinition = (
+    JobDefinitionBuilder(BULK_EXPORT_JOB, 1, "FHIR Bulk Data $export: resources to NDJSON files and a manifest")
+    .gated()
+    .parameter("export_id", str, required=True, description="the BulkExport row")
+    .parameter("level", str, required=True, choices=[level.value for level in Level])
+    .parameter("types", list, required=True, items=str, description="resource types, in export order")
+    .parameter("since", str, description="FHIR instant: resources changed at or after it")
+    .parameter("type_filters", list, default=[], items=str, description="_typeFilter: Type?query")
+    .parameter("elements", list, default=[], items=str, description="_elements: name or Type.name")
+    .parameter("patients", list, default=[], items=str, description="Patient ids (patient level)")
+    .parameter("group_id", str, description="the Group (group level)")
+    .parameter("base_url", str, required=True, description="the FHIR base URL the client used, for file URLs")
+    .parameter("request_url", str, required=True, description="the kick-off URL, for the manifest")
+    .parameter("transaction_time", str, required=True, description="FHIR instant of the kick-off")
+    .parameter("chunk_size", int, default=1000, minimum=1, description="ids per chunk (and file)")
+    .parameter("row_ranges", bool, default=False, description="walk the whole store by ranges of row ids")
+    .validate_with(_check)
+    .first_step("fetch-resources", fetch_resources, "walks the matching ids, one chunk per chunk_size ids")
+    .intermediate_step("expand-resources", expand_resources, "loads the bodies; _elements")
+    .intermediate_step("write-to-binaries", write_to_binaries, "one NDJSON file per chunk")
+    .reduction_step("create-report", create_report, "the manifest")
+    .build()
+)

@@ -1,0 +1,217 @@
+"""The kick-off parameters of `$export`: from a query string or a `Parameters` body to one checked request.
+
+Every problem is collected and reported at once (400 with one OperationOutcome issue each). With
+`Prefer: handling=lenient`, what this server does not support (unknown parameters, unknown types, filters
+on unindexed search parameters, `includeAssociatedData`) is left out with a warning instead; what is
+wrong whatever the server (a malformed `_since`, `patient` at system level, an unknown patient) is
+refused either way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from fhirjobs.bulkexport.exceptions import InvalidExportRequest
+from fhirstore.exceptions import InvalidRequest, UnsupportedSearch
+from fhirstore.fhirdates import format_instant, parse_date_range
+from fhirstore.resource_types import RESOURCE_TYPES, is_valid_id
+from fhirstore.scan import group_patient_ids, missing_ids
+from fhirstore.search import type_filter
+from fhirstore.search_params import parse_relative_reference, patient_compartment_types
+
+OUTPUT_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
+SUPPORTED = frozenset({"_outputFormat", "_since", "_type", "_typeFilter", "_elements", "patient"})
+ELEMENT = re.compile(r"^[a-z][A-Za-z0-9]*$")  # a top-level FHIR element name
+ALWAYS_KEPT_ELEMENTS = ("resourceType", "id", "meta")  # `_elements` never removes these
+
+
+class Level(StrEnum):
+    SYSTEM = "system"
+    PATIENT = "patient"
+    GROUP = "group"
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """A checked export request, in canonical form (sorted, deduplicated), as the job receives it."""
+
+    level: Level
+    types: tuple[str, ...]
+    since: datetime | None = None
+    type_filters: tuple[str, ...] = ()  # `Type?query`, each parsed by the store's search
+    elements: tuple[str, ...] = ()  # `name` (every type) or `Type.name`
+    patients: tuple[str, ...] = ()  # Patient ids (patient level only)
+    group_id: str | None = None
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # what lenient handling left out
+
+    def fingerprint(self) -> str:
+        """The same for two requests that export the same thing."""
+        canonical = {**asdict(self), "since": format_instant(self.since) if self.since else None}
+        del canonical["warnings"]
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class _Problems:
+    lenient: bool
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def unsupported(self, message: str) -> None:
+        """Refused, or left out when the client asked for lenient handling."""
+        (self.warnings if self.lenient else self.errors).append(message)
+
+
+def query_parameters(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """GET parameters: a comma-joined value is a list, as a repeated parameter is (`_typeFilter` too)."""
+    return [(name, item) for name, value in pairs for item in value.split(",") if item.strip()]
+
+
+def body_parameters(document: object) -> list[tuple[str, str]]:
+    """A POSTed `Parameters` resource as (name, value) pairs; `_type` and `_elements` may still be comma-joined."""
+    if not isinstance(document, dict) or document.get("resourceType") != "Parameters":
+        raise InvalidRequest("POST $export takes a Parameters resource")
+    pairs = []
+    for parameter in document.get("parameter") or []:
+        if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
+            raise InvalidRequest("Each Parameters.parameter needs a name")
+        name = parameter["name"]
+        value = _parameter_value(name, parameter)
+        items = value.split(",") if name in ("_type", "_elements") else [value]
+        pairs.extend((name, item) for item in items if item.strip())
+    return pairs
+
+
+def _parameter_value(name: str, parameter: dict) -> str:
+    if isinstance(parameter.get("valueReference"), dict):
+        return str(parameter["valueReference"].get("reference", ""))
+    values = [value for key, value in parameter.items() if key.startswith("value")]
+    if len(values) != 1 or not isinstance(values[0], (str, bool)):
+        raise InvalidRequest(f"Parameter {name!r} needs one value (valueString, valueInstant, valueReference, …)")
+    return str(values[0]).lower() if isinstance(values[0], bool) else values[0]
+
+
+def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, lenient: bool = False,
+                         group_id: str | None = None) -> ExportRequest:
+    """Check every parameter; InvalidExportRequest lists every problem. Group and patients must exist."""
+    problems = _Problems(lenient)
+    values: dict[str, list[str]] = {}
+    for name, value in pairs:
+        values.setdefault(name, []).append(value.strip())
+    for name in sorted(set(values) - SUPPORTED):
+        if name == "includeAssociatedData":
+            problems.unsupported(f"includeAssociatedData ({', '.join(sorted(set(values[name])))}) is not supported: "
+                                 "this server exports no associated data (Provenance, …) beside the resources")
+        else:
+            problems.unsupported(f"Parameter {name!r} is not supported by this server")
+
+    _check_output_format(values.get("_outputFormat", []), problems)
+    since = _since(values.get("_since", []), problems)
+    allowed = RESOURCE_TYPES if level is Level.SYSTEM else frozenset(patient_compartment_types())
+    types = _types(values.get("_type"), allowed, level, problems)
+    type_filters = _type_filters(values.get("_typeFilter", []), types, problems)
+    elements = _elements(values.get("_elements", []), problems)
+    patients = _patients(values.get("patient", []), level, problems)
+    if level is Level.GROUP:
+        group_patient_ids(group_id)  # 404 or 410 for an unknown or deleted Group
+    if problems.errors:
+        raise InvalidExportRequest(problems.errors)
+    return ExportRequest(level=level, types=types, since=since, type_filters=type_filters, elements=elements,
+                         patients=patients, group_id=group_id, warnings=tuple(problems.warnings))
+
+
+def _check_output_format(formats: list[str], problems: _Problems) -> None:
+    for output_format in set(formats):
+        if output_format.replace(" ", "+") not in OUTPUT_FORMATS:  # an unencoded `+` arrives as a space
+            problems.errors.append(f"_outputFormat {output_format!r} is not supported; use application/fhir+ndjson")
+
+
+def _since(texts: list[str], problems: _Problems) -> datetime | None:
+    if not texts:
+        return None
+    if len(set(texts)) > 1:
+        problems.errors.append("_since may be given once")
+        return None
+    text = texts[0].replace(" ", "+")  # an unencoded `+01:00` arrives as a space
+    covered = parse_date_range(text)
+    if covered is None:
+        problems.errors.append(f"_since {texts[0]!r} is not a FHIR instant (e.g. 2024-01-31T12:00:00Z)")
+        return None
+    return covered[0]
+
+
+def _types(names: list[str] | None, allowed: frozenset[str], level: Level, problems: _Problems) -> tuple[str, ...]:
+    if names is None:
+        return tuple(sorted(allowed))
+    types = set()
+    for name in names:
+        if name not in RESOURCE_TYPES:
+            problems.unsupported(f"_type {name!r} is not a resource type this server knows")
+        elif name not in allowed:
+            problems.unsupported(f"_type {name!r} cannot be in a Patient compartment, so a {level} export "
+                                 "has none of it")
+        else:
+            types.add(name)
+    return tuple(sorted(types))
+
+
+def _type_filters(expressions: list[str], types: tuple[str, ...], problems: _Problems) -> tuple[str, ...]:
+    kept = set()
+    for expression in expressions:
+        resource_type = expression.partition("?")[0]
+        try:
+            type_filter(expression)
+        except UnsupportedSearch as error:
+            problems.unsupported(f"_typeFilter {expression!r}: {error.message}")
+            continue
+        except InvalidRequest as error:
+            if resource_type in RESOURCE_TYPES and "?" in expression:
+                problems.unsupported(f"_typeFilter {expression!r}: {error.message}")
+            else:
+                problems.errors.append(f"_typeFilter {expression!r}: {error.message}")
+            continue
+        if resource_type not in types:
+            problems.unsupported(f"_typeFilter {expression!r} is for a type this export does not include")
+            continue
+        kept.add(expression)
+    return tuple(sorted(kept))
+
+
+def _elements(names: list[str], problems: _Problems) -> tuple[str, ...]:
+    kept = set()
+    for name in names:
+        first, _, rest = name.partition(".")
+        if first[:1].isupper() and first not in RESOURCE_TYPES:
+            problems.errors.append(f"_elements {name!r}: {first!r} is not a resource type")
+        elif not ELEMENT.match(rest if first[:1].isupper() else name):
+            problems.unsupported(f"_elements {name!r}: only top-level elements (e.g. status, Patient.name) are supported")
+        else:
+            kept.add(name)
+    return tuple(sorted(kept))
+
+
+def _patients(references: list[str], level: Level, problems: _Problems) -> tuple[str, ...]:
+    if not references:
+        return ()
+    if level is Level.SYSTEM:
+        problems.errors.append("patient is not allowed at system level; use Patient/$export or Group/[id]/$export")
+        return ()
+    if level is Level.GROUP:
+        problems.unsupported("patient is not supported at group level; the Group says who is exported")
+        return ()
+    ids = set()
+    for reference in references:
+        target = parse_relative_reference(reference) if "/" in reference else ("Patient", reference)
+        if target is None or target[0] != "Patient" or not is_valid_id(target[1]):
+            problems.errors.append(f"patient {reference!r} is not a Patient reference (Patient/[id])")
+        else:
+            ids.add(target[1])
+    unknown = missing_ids("Patient", sorted(ids)) if ids else []
+    if unknown:
+        problems.errors.append(f"Unknown patient(s): {', '.join('Patient/' + patient for patient in unknown)}")
+    return tuple(sorted(ids))

@@ -1,0 +1,112 @@
+"""The Bulk Data protocol over HTTP: thin views over `parameters` and `services`.
+
+Kick-off `GET|POST [base]/$export`, `[base]/Patient/$export`, `[base]/Group/[id]/$export` (Prefer:
+respond-async) → 202 + Content-Location; `GET [status]` → 202 (X-Progress, Retry-After) or 200 + manifest;
+`DELETE [status]` → 202; `GET [file]` → the NDJSON stream. Every endpoint needs an authenticated caller.
+"""
+from __future__ import annotations
+
+import json
+
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.utils.cache import patch_vary_headers
+from django.utils.http import http_date
+
+from fhirjobs.bulkexport.exceptions import TooManyExports
+from fhirjobs.bulkexport.files import gzipped
+from fhirjobs.bulkexport.parameters import Level, body_parameters, parse_export_request, query_parameters
+from fhirjobs.bulkexport.services import delete_export, export_status, kick_off, open_export_file
+from fhirjobs.common.http import informational, require_async, status_job_id, still_running
+from fhirjobs.common.status import State
+from fhirstore.http import FhirAccess, FhirView, base_url, read_json_body
+from jobsite.auth import TokenHasScope
+from jobsite.models import Scope
+
+NDJSON = "application/fhir+ndjson"
+RETRY_AFTER_SECONDS = 2  # how soon to poll again: clients wait as told, so short keeps small exports quick
+TOO_MANY_RETRY_AFTER_SECONDS = 30  # a running export of the same user takes at least this long to make room
+
+
+class ExportAccess(FhirAccess):
+    """Exports belong to a user: anonymous callers are refused even where anonymous FHIR reads are allowed."""
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated) and super().has_permission(request, view)
+
+
+class BulkExportView(FhirView):
+    permission_classes = [ExportAccess, TokenHasScope]
+    required_scope = Scope.EXPORT  # kick-off, status, cancel and downloads alike
+
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        response = super().handle_exception(exc)
+        if isinstance(exc, TooManyExports):
+            response["Retry-After"] = str(TOO_MANY_RETRY_AFTER_SECONDS)
+        return response
+
+
+def status_url(request, export_id) -> str:
+    return f"{base_url(request)}/$export-poll-status?_jobId={export_id}"
+
+
+class KickOffView(BulkExportView):
+    level: Level = Level.SYSTEM
+
+    def get(self, request, group_id: str | None = None):
+        return self.kick_off(request, query_parameters(_pairs(request.GET)), group_id)
+
+    def post(self, request, group_id: str | None = None):
+        return self.kick_off(request, body_parameters(read_json_body(request)) + query_parameters(_pairs(request.GET)),
+                             group_id)
+
+    def kick_off(self, request, pairs: list[tuple[str, str]], group_id: str | None):
+        preferences = require_async(request, "$export")
+        export_request = parse_export_request(self.level, pairs, lenient="handling=lenient" in preferences,
+                                              group_id=group_id)
+        started = kick_off(request.user, export_request, base_url=base_url(request),
+                           request_url=request.build_absolute_uri())
+        message = ("An identical export of yours is running; poll its status URL" if started.reused
+                   else "The export has started; poll its status URL")
+        return informational(message, status=202, headers={"Content-Location": status_url(request, started.export.id)},
+                             warnings=[f"Ignored: {warning}" for warning in started.warnings])
+
+
+class PatientKickOffView(KickOffView):
+    level = Level.PATIENT
+
+
+class GroupKickOffView(KickOffView):
+    level = Level.GROUP
+
+
+class ExportStatusView(BulkExportView):
+    def get(self, request):
+        status = export_status(request.user, status_job_id(request))
+        if status.state is State.RUNNING:
+            return still_running(status.progress, RETRY_AFTER_SECONDS)
+        response = HttpResponse(json.dumps(status.manifest), content_type="application/json")
+        if status.expires_at is not None:
+            response["Expires"] = http_date(status.expires_at.timestamp())
+        return response
+
+    def delete(self, request):
+        export_id = status_job_id(request)
+        delete_export(request.user, export_id)
+        return informational(f"Export {export_id} is cancelled and its files deleted", status=202)
+
+
+class ExportFileView(BulkExportView):
+    def get(self, request, file_id: str):
+        _, stream = open_export_file(request.user, file_id)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):  # as the reference server: ~8x fewer bytes
+            response = StreamingHttpResponse(gzipped(stream), content_type=NDJSON)
+            response["Content-Encoding"] = "gzip"
+        else:
+            response = FileResponse(stream, content_type=NDJSON)
+        patch_vary_headers(response, ["Accept-Encoding"])
+        return response
+
+
+def _pairs(query_dict) -> list[tuple[str, str]]:
+    return [(name, value) for name, values in query_dict.lists() for value in values]
+

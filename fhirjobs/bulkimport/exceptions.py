@@ -1,0 +1,37 @@
+"""The bulk import's errors: part of the FHIR store's exception tree, so they answer as OperationOutcomes."""
+from __future__ import annotations
+
+from fhirstore.exceptions import FhirStoreError, InvalidRequest, ResourceNotFound
+
+
+class InvalidImportRequest(InvalidRequest):
+    """The import request is not valid (a source outside the allow-list among others)."""
+
+
+class ImportNotFound(ResourceNotFound):
+    """No such import: it never existed, was cancelled, or is another user's."""
+
+
+class ImportFailed(FhirStoreError):
+    """The import failed (a source could not be read, among others)."""
+
+    status = 500
+    issue_code = "exception"
+
+
+class InvalidSubmission(ImportFailed):
+    """A `$bulk-submit` the submission's state refuses (more manifests for a completed one, among others)."""
+
+    status = 400
+    issue_code = "invalid"
+
+
+class SourceUnavailable(Exception):
+    """A source could not be read; `retryable` when trying again later may help (network, 5xx, 429).
+
+    `reason` says why without the source (`HTTP 503`), for messages that name the source already."""
+
+    def __init__(self, source: str, reason: str, *, retryable: bool):
+        super().__init__(f"{source}: {reason}")
+        self.reason = reason
+        self.retryable = retryable

@@ -1,0 +1,145 @@
+"""`$import` and `$bulk-submit` request bodies (FHIR `Parameters`) as typed requests, checked at kick-off.
+
+Every source URL is checked against the allow-list here, so a refused source is a 400 before anything
+is fetched or started.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from fhirjobs.bulkimport.exceptions import InvalidImportRequest
+from fhirjobs.bulkimport.sources import check_source
+from fhirstore.resource_types import is_resource_type
+
+NDJSON_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
+STORAGE_TYPES = ("https", "http", "file")
+SUBMISSION_STATUSES = ("in-progress", "completed", "entered-in-error", "aborted")
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    inputs: tuple[dict[str, str], ...] = ()  # {type, url}
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every fetch
+    chunk_size: int = 0  # 0: BULK_IMPORT_CHUNK_SIZE
+    manifest_url: str = ""
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    submitter: str  # system|value
+    submission_id: str
+    status: str
+    manifest_urls: tuple[str, ...]
+    headers: dict[str, str]
+
+
+def _value(parameter: dict[str, Any]) -> Any:
+    return next((value for name, value in parameter.items() if name.startswith("value")), None)
+
+
+def _parameters(body: object, operation: str) -> list[dict[str, Any]]:
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise InvalidImportRequest(f"{operation} takes a Parameters resource as its body")
+    parameters = body.get("parameter") or []
+    if not isinstance(parameters, list) or not all(isinstance(p, dict) for p in parameters):
+        raise InvalidImportRequest("Parameters.parameter must be a list of parameters")
+    return parameters
+
+
+def parse_import_request(body: object) -> ImportRequest:
+    """HAPI's `$import` Parameters: inputFormat, inputSource, storageDetail, repeated input {type, url}."""
+    inputs, headers, chunk_size, problems = [], {}, 0, []
+    for parameter in _parameters(body, "$import"):
+        name, value = parameter.get("name"), _value(parameter)
+        parts = {part.get("name"): _value(part) for part in parameter.get("part") or [] if isinstance(part, dict)}
+        if name == "inputFormat" and value not in NDJSON_FORMATS:
+            problems.append(f"inputFormat {value!r} is not supported; use application/fhir+ndjson")
+        elif name == "storageDetail":
+            if parts.get("type") not in (None, *STORAGE_TYPES):
+                problems.append(f"storageDetail type {parts.get('type')!r} is not one of {', '.join(STORAGE_TYPES)}")
+            if parts.get("credentialHttpBasic"):
+                encoded = base64.b64encode(str(parts["credentialHttpBasic"]).encode()).decode()
+                headers["Authorization"] = f"Basic {encoded}"
+            if parts.get("credentialBearerToken"):
+                headers["Authorization"] = f"Bearer {parts['credentialBearerToken']}"
+            if parts.get("maxBatchResourceCount") is not None:
+                chunk_size = _positive_int(parts["maxBatchResourceCount"], "maxBatchResourceCount", problems)
+        elif name == "input":
+            url, resource_type = parts.get("url"), parts.get("type")
+            if not isinstance(url, str) or not url:
+                problems.append("every input needs a url")
+                continue
+            if resource_type is not None and not is_resource_type(str(resource_type)):
+                problems.append(f"input type {resource_type!r} is not a resource type")
+            inputs.append({"type": str(resource_type or ""), "url": url})
+    if not inputs:
+        problems.append("give at least one input (with a url)")
+    problems += _source_problems(item["url"] for item in inputs)
+    if problems:
+        raise InvalidImportRequest("; ".join(problems))
+    return ImportRequest(tuple(inputs), headers, chunk_size)
+
+
+def parse_submit_request(body: object) -> SubmitRequest:
+    """Bulk Data 4.0 `$bulk-submit`: submitter, submissionId, submissionStatus, manifestUrl, fileRequestHeader."""
+    submitter = submission_id = None
+    status, manifests, headers, problems = "in-progress", [], {}, []
+    for parameter in _parameters(body, "$bulk-submit"):
+        name, value = parameter.get("name"), _value(parameter)
+        if name == "submitter":
+            if isinstance(value, dict) and value.get("value"):
+                submitter = f"{value.get('system', '')}|{value['value']}"
+        elif name == "submissionId" and isinstance(value, str) and value:
+            submission_id = value
+        elif name == "submissionStatus":
+            code = value.get("code") if isinstance(value, dict) else value
+            if code not in SUBMISSION_STATUSES:
+                problems.append(f"submissionStatus {code!r} is not one of {', '.join(SUBMISSION_STATUSES)}")
+            status = "entered-in-error" if code == "aborted" else str(code)
+        elif name == "manifestUrl" and isinstance(value, str) and value:
+            manifests.append(value)
+        elif name == "fileRequestHeader":
+            parts = {part.get("name"): _value(part) for part in parameter.get("part") or [] if isinstance(part, dict)}
+            if parts.get("headerName") and parts.get("headerValue"):
+                headers[str(parts["headerName"])] = str(parts["headerValue"])
+    if submitter is None:
+        problems.append("submitter (an Identifier with a value) is required")
+    elif settings.BULK_SUBMIT_ALLOWED_SUBMITTERS and submitter not in settings.BULK_SUBMIT_ALLOWED_SUBMITTERS:
+        problems.append(f"submitter {submitter!r} is not an allowed submitter")
+    if submission_id is None:
+        problems.append("submissionId is required")
+    problems += _source_problems(manifests)
+    if problems:
+        raise InvalidImportRequest("; ".join(problems))
+    return SubmitRequest(submitter, submission_id, status, tuple(manifests), headers)
+
+
+def parse_submission_key(body: object) -> tuple[str, str]:
+    """`(submitter, submissionId)` of a `$bulk-submit-status` request."""
+    request = parse_submit_request(body)
+    return request.submitter, request.submission_id
+
+
+def _source_problems(urls) -> list[str]:
+    problems = []
+    for url in urls:
+        try:
+            check_source(url)
+        except InvalidImportRequest as error:
+            problems.append(error.message)
+    return problems
+
+
+def _positive_int(value: object, name: str, problems: list[str]) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 100_000:
+        problems.append(f"{name} must be an integer from 1 to 100000, got {value!r}")
+        return 0
+    return number

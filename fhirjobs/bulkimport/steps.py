@@ -1,0 +1,216 @@
+"""The steps of the BULK_IMPORT job, written against the batch job-author API only.
+
+list-files → fetch-files → load-resources → load-deferred → report, gated:
+- `list-files` emits one chunk per input (reading the Bulk Data manifest, when given one), so that inputs
+  are fetched in parallel.
+- `fetch-files` streams its one input, splits it into chunks of `chunk_size` lines (compressed), and notes
+  its ids for `urn:uuid:` references; the gate makes every input's ids staged before any chunk loads. A
+  source that fails is read again with backoff, resuming after the last line emitted; emitted chunks have
+  ids derived from their input chunk and position, so a rerun of the chunk does not duplicate them.
+- `load-resources` loads one chunk (see `loader`), records its bad lines, and passes on the lines whose
+  conditional references found nothing yet, with its counts; a chunk that has none emits nothing and keeps
+  its counts in a `LoadSummary` row.
+- `load-deferred` loads those once every chunk has loaded: the order of the files does not matter.
+- `report` adds up the counts (those passed on and the rows) and drops the staged ids.
+A rerun of a load chunk writes the same resources again, which changes nothing (unchanged content makes
+no new version), and replaces its issues.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from batch.api import DataSink, JobCancelled, JobFailed, StepContext
+from fhirjobs.bulkimport.exceptions import InvalidImportRequest, SourceUnavailable
+from fhirjobs.bulkimport.loader import (
+    ChunkOutcome,
+    SourceLine,
+    drop_staged_ids,
+    load_lines,
+    merge_summaries,
+    stage_ids,
+)
+from fhirjobs.bulkimport.models import BulkImport, ImportIssue, LoadSummary
+from fhirjobs.bulkimport.sources import Line, check_source, lines, open_blocks
+from fhirjobs.common.chunks import pack, unpack
+from fhirstore.loading import LOAD_ORDER
+
+logger = logging.getLogger(__name__)
+
+RETRY_BACKOFF_SECONDS = 1.0  # the first wait before reading a failed source again; doubled each time
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
+def list_files(context: StepContext, sink: DataSink) -> int:
+    """One chunk per input (the inputs a Bulk Data manifest lists too): each is fetched by its own chunk of
+    `fetch-files`, so several worker processes split files at once. Returns the number of inputs."""
+    inputs = _inputs(context, _request_headers(_import_id(context)))
+    for item in inputs:
+        sink.accept({"url": item["url"]})
+    return len(inputs)
+
+
+def fetch_file(context: StepContext, sink: DataSink) -> int:
+    """Split one input into chunks of `chunk_size` lines, noting its ids for `urn:uuid:` references; the job is
+    gated, so every input's ids are staged before any chunk loads."""
+    import_id = _import_id(context)
+    return _split(sink, import_id, context.data["url"], _request_headers(import_id), context.parameters["chunk_size"])
+
+
+def fetch_files(context: StepContext, sink: DataSink) -> int:
+    """Version 1's first step, every input split in one chunk: kept for imports started before version 2."""
+    import_id = _import_id(context)
+    headers = _request_headers(import_id)
+    return sum(_split(sink, import_id, item["url"], headers, context.parameters["chunk_size"])
+               for item in _inputs(context, headers))
+
+
+def _inputs(context: StepContext, headers: Mapping[str, str]) -> list[dict[str, str]]:
+    inputs = list(context.parameters["inputs"])
+    if context.parameters.get("manifest_url"):
+        inputs += manifest_inputs(context.parameters["manifest_url"], headers)
+    inputs.sort(key=_reference_rank)  # fewer conditional references wait for load-deferred; the order stays fixed
+    return inputs
+
+
+def _split(sink: DataSink, import_id: uuid.UUID, url: str, headers: Mapping[str, str], chunk_size: int) -> int:
+    fetched = 0
+    batch: list[Line] = []
+    for line in read_lines(url, headers):
+        batch.append(line)
+        if len(batch) >= chunk_size:
+            fetched += _emit(sink, import_id, url, batch)
+            batch = []
+    if batch:
+        fetched += _emit(sink, import_id, url, batch)
+    return fetched
+
+
+def _reference_rank(item: Mapping[str, str]) -> int:
+    """Referenced types (Organization, Practitioner, …) first: by the input's type, else its file name."""
+    resource_type = item.get("type") or item["url"].rsplit("/", 1)[-1].split(".")[0]
+    return LOAD_ORDER.index(resource_type) if resource_type in LOAD_ORDER else len(LOAD_ORDER)
+
+
+def _request_headers(import_id: uuid.UUID) -> dict[str, str]:
+    headers = BulkImport.objects.filter(id=import_id).values_list("request_headers", flat=True).first()
+    if headers is None:
+        raise JobCancelled(f"import {import_id} was deleted")
+    return headers
+
+
+def _emit(sink: DataSink, import_id: uuid.UUID, url: str, batch: list[Line]) -> int:
+    stage_ids(import_id, (line.content for line in batch if not line.too_long))
+    sink.accept({"file": url, "first_line": batch[0].number, "lines_zlib": pack(b"\n".join(line.content for line in batch)),
+                 "too_long": [line.number for line in batch if line.too_long]})
+    return len(batch)
+
+
+def read_lines(url: str, headers: Mapping[str, str]) -> Iterator[Line]:
+    """The lines of one source; after a retryable failure it is read again, resuming after the last line
+    yielded, up to BULK_IMPORT_FETCH_ATTEMPTS times with doubling waits. JobFailed when it cannot be read."""
+    done, attempt = 0, 1
+    while True:
+        try:
+            with open_blocks(url, headers) as blocks:
+                for line in lines(blocks, source=url):
+                    if line.number > done:
+                        done = line.number
+                        yield line
+            return
+        except InvalidImportRequest as error:  # a redirect out of the allow-list: no point in retrying
+            raise JobFailed(f"Could not read {url}: {error.message}") from None
+        except SourceUnavailable as error:
+            if not error.retryable or attempt >= settings.BULK_IMPORT_FETCH_ATTEMPTS:
+                raise JobFailed(f"Could not read {url}: {error.reason} (after {attempt} attempts)") from None
+            logger.warning("reading %s failed (%s); trying again", url, error)
+            time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            attempt += 1
+
+
+def manifest_inputs(url: str, headers: Mapping[str, str]) -> list[dict[str, str]]:
+    """The `output` files of a Bulk Data export manifest, each checked against the allow-list."""
+    content = bytearray()
+    for line in read_lines(url, headers):
+        content += line.content + b"\n"
+        if len(content) > MAX_MANIFEST_BYTES:
+            raise JobFailed(f"The manifest {url} is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = orjson.loads(bytes(content))
+        outputs = [{"type": str(item.get("type", "")), "url": str(item["url"])} for item in manifest["output"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise JobFailed(f"{url} is not a Bulk Data manifest (JSON with an `output` list of {{type, url}})") from None
+    for output in outputs:
+        try:
+            check_source(output["url"])
+        except InvalidImportRequest as error:
+            raise JobFailed(f"The manifest {url} lists a file that may not be fetched: {error.message}") from None
+    return outputs
+
+
+def load_resources(context: StepContext, sink: DataSink) -> int:
+    """Load one chunk; its bad lines become issues, lines waiting for a conditional target go on."""
+    data = context.data
+    too_long = set(data["too_long"])
+    source_lines = [SourceLine(data["file"], number, None if number in too_long else content)
+                    for number, content in enumerate(unpack(data["lines_zlib"]).split(b"\n"), data["first_line"])]
+    outcome = load_lines(source_lines, import_id=_import_id(context), defer_unresolved=True)
+    _record_issues(context, outcome)
+    deferred = [[line.file, line.number, line.content.decode()] for line in outcome.deferred]
+    if not deferred:  # nothing for load-deferred to do: no chunk, the report reads the summary from its row
+        LoadSummary.objects.update_or_create(chunk_id=context.chunk_id, defaults={
+            "import_id": _import_id(context), "summary": outcome.summary()})
+        return len(source_lines)
+    LoadSummary.objects.filter(chunk_id=context.chunk_id).delete()  # an earlier run of the chunk deferred nothing
+    sink.accept({"load_chunk": str(context.chunk_id), "summary": outcome.summary(),
+                 "deferred_zlib": pack(orjson.dumps(deferred))})
+    return len(source_lines)
+
+
+def load_deferred(context: StepContext, sink: DataSink) -> int:
+    """The chunk's lines whose conditional references matched nothing before every chunk had loaded."""
+    if "load_chunk" in context.data:  # absent from chunks emitted before LoadSummary rows existed
+        # A run of the load chunk that deferred nothing may have followed one whose chunk for this step was
+        # written already (the sink flushes large chunks early): this chunk carries the counts, not both.
+        LoadSummary.objects.filter(chunk_id=context.data["load_chunk"]).delete()
+    summaries = [context.data["summary"]]
+    count = 0
+    if context.data["deferred_zlib"]:  # None in chunks emitted before LoadSummary rows existed
+        deferred = orjson.loads(unpack(context.data["deferred_zlib"]))
+        outcome = load_lines((SourceLine(file, number, content.encode()) for file, number, content in deferred),
+                             import_id=_import_id(context))
+        _record_issues(context, outcome)
+        summaries.append(outcome.summary())
+        count = len(deferred)
+    sink.accept({"summary": merge_summaries(summaries)})
+    return count
+
+
+def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts per type (loaded / unchanged / failed), warnings, and where the rejected lines are."""
+    import_id = _import_id(context)
+    loaded_alone = LoadSummary.objects.filter(import_id=import_id).values_list("summary", flat=True)
+    merged = merge_summaries(itertools.chain((item["summary"] for item in inputs), loaded_alone.iterator()))
+    drop_staged_ids(import_id)
+    errors = ImportIssue.objects.filter(import_id=import_id).count()
+    totals = {kind: sum(counts[kind] for counts in merged["counts"].values()) for kind in ("loaded", "unchanged", "failed")}
+    return {**merged, "totals": totals, "errors": errors,
+            "error_file": f"{context.parameters['base_url']}/$import-errors/{import_id}" if errors else None}
+
+
+def _import_id(context: StepContext) -> uuid.UUID:
+    return uuid.UUID(context.parameters["import_id"])
+
+
+def _record_issues(context: StepContext, outcome: ChunkOutcome) -> None:
+    import_id = _import_id(context)
+    ImportIssue.objects.filter(chunk_id=context.chunk_id).delete()
+    ImportIssue.objects.bulk_create(ImportIssue(import_id=import_id, chunk_id=context.chunk_id, file=issue.file,
+                                                line=issue.line, message=issue.message) for issue in outcome.issues)

@@ -1,0 +1,54 @@
+"""A job's snapshot as the status URL of an asynchronous FHIR operation answers it.
+
+Each job keeps its own row (a `BulkExport`, a `BulkImport`) that names its batch job; its status URL asks
+`job_status` where that job is, answers 202 with `progress` as `X-Progress` while it runs, and makes the
+failed, cancelled and forgotten cases its own errors (an export deletes its files, an import keeps them).
+"""
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+
+from batch import control
+from batch.control import JobNotFound, JobSnapshot, JobStatus
+
+
+class State(enum.Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # also: purged by the engine, or never known
+
+
+@dataclass(frozen=True)
+class AsyncJobStatus:
+    state: State
+    progress: str  # X-Progress while running: short, for people
+    job: JobSnapshot | None  # None when the engine does not know the job (any more)
+
+
+def job_status(job_instance_id: uuid.UUID | str) -> AsyncJobStatus:
+    try:
+        job = control.get_job(job_instance_id)
+    except JobNotFound:
+        return AsyncJobStatus(State.CANCELLED, "", None)
+    if job.status == JobStatus.CANCELLED:
+        return AsyncJobStatus(State.CANCELLED, "", job)
+    if job.status == JobStatus.FAILED:
+        return AsyncJobStatus(State.FAILED, "", job)
+    if job.status == JobStatus.COMPLETED:
+        return AsyncJobStatus(State.COMPLETED, "Completed", job)
+    return AsyncJobStatus(State.RUNNING, progress(job), job)
+
+
+def progress(job: JobSnapshot) -> str:
+    """`X-Progress`: queued, or the current step, how many of its chunks are done and the records so far."""
+    if job.status == JobStatus.QUEUED:
+        return "Queued"
+    number, count, step_id = job.current_step_number, job.step_count, job.current_step
+    if job.status == JobStatus.FINALIZE:
+        return f"{step_id} (step {number} of {count})"
+    step = job.step(step_id or "")
+    return (f"{step_id}: {step.done} of {step.total} chunks done (step {number} of {count}), "
+            f"{job.combined_records_processed} records")

@@ -1,0 +1,357 @@
+"""Heavylift settings: the one place that reads the environment.
+
+Every setting comes from an environment variable with a documented default (see `.env.example`).
+A bad value stops start-up with one line naming the variable and what it accepts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def env_str(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        raise ImproperlyConfigured(f"{name} is not set (see .env.example; `make demo` sets it up for you)")
+    return default
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {os.environ[name]!r}")
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_seconds_list(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """`1,5,30`: non-negative numbers of seconds, comma-separated."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be comma-separated seconds like 1,5,30, got {raw!r}") from None
+    if any(value < 0 for value in values):
+        raise ImproperlyConfigured(f"{name} must not be negative, got {raw!r}")
+    return values
+
+
+def env_identifier(name: str, default: str) -> str:
+    value = env_str(name, default)
+    if not _IDENTIFIER.match(value):
+        raise ImproperlyConfigured(
+            f"{name} must be 1-64 letters, digits, '-' or '_' (it names a queue), got {value!r}"
+        )
+    return value
+
+
+def env_json_object(name: str, default: dict) -> dict:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object, got {raw!r}")
+    return value
+
+
+def env_url(name: str, schemes: tuple[str, ...]) -> str:
+    value = env_str(name)
+    if urlsplit(value).scheme not in schemes:
+        raise ImproperlyConfigured(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    return value
+
+
+# --- Core -----------------------------------------------------------------------------------------
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY")
+ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+# --- Behind a TLS-terminating proxy (docs/security.md) --------------------------------------------
+# Trust the proxy's X-Forwarded-Proto / X-Forwarded-Host, so that URLs the server hands out (export manifests,
+# Content-Location, paging links) say https:// and the public host. Only behind a proxy that sets them.
+TRUST_X_FORWARDED_PROTO = env_bool("TRUST_X_FORWARDED_PROTO", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUST_X_FORWARDED_PROTO else None
+USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
+# Outside DEBUG: cookies only over HTTPS, HSTS on HTTPS answers, no MIME sniffing, no framing.
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)  # sent on HTTPS answers only
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)  # true where the server itself should send http to https
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql"))
+REDIS_URL = env_url("REDIS_URL", ("redis", "rediss"))
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+
+# --- Cluster identity -----------------------------------------------------------------------------
+NODE_ID = env_identifier("NODE_ID", "Master")  # the logical node, shared by its machines; names its batch queue
+MODULE_ID = env_identifier("MODULE_ID", "batch")
+REPLACE_HYPHENS_WITH_PERIODS = env_bool("REPLACE_HYPHENS_WITH_PERIODS", False)
+JOB_SCHEDULING = env_bool("JOB_SCHEDULING", True)  # false: this node leaves scheduling to the others
+BATCH_MAX_THREADS = env_int("BATCH_MAX_THREADS", os.cpu_count() or 2, minimum=1)  # worker processes
+# The default cap of chunks one reindex, export or import runs at once: a chunk keeps about one core busy,
+# so half the cores are left to the live API (each job's setting below says what that cost and bought).
+HALF_THE_CPUS = max(1, (os.cpu_count() or 2) // 2)
+
+# --- Web process (Procfile, `make demo`) -----------------------------------------------------------
+BIND_ADDRESS = env_str("BIND_ADDRESS", "127.0.0.1")  # only this machine unless told otherwise (0.0.0.0)
+PORT = env_int("PORT", 8000, minimum=1)
+
+# --- Flower ---------------------------------------------------------------------------------------
+FLOWER_USER = env_str("FLOWER_USER", "admin")
+FLOWER_PASSWORD = os.environ.get("FLOWER_PASSWORD", "")  # empty: Flower refuses to start
+FLOWER_PORT = env_int("FLOWER_PORT", 5555, minimum=1)
+# Prometheus `/metrics`: with a directory, every gunicorn and Celery process writes its counters and histograms
+# there and `/metrics` adds them up (prometheus-client's multiprocess mode; empty it when the stack starts).
+# Without one, `/metrics` shows the web process's own counters and the cluster's gauges.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+
+# --- Django ---------------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_celery_beat",
+    "jobsite",
+    "batch",
+    "scheduling",
+    "fhirstore",
+    "fhirjobs.bulkexport",
+    "fhirjobs.bulkimport",
+    "fhirjobs.reindex",
+    "heavylift",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "heavylift.metrics.RequestLatencyMiddleware",  # outermost but one: a refused request's time counts too
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "heavylift.edge.HostileInputMiddleware",  # 400/413 in each API's error shape before a view sees bad input
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "heavylift.urls"
+WSGI_APPLICATION = "heavylift.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+WHITENOISE_USE_FINDERS = True  # admin CSS without a collectstatic step
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "jobsite.auth.BearerOrTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+# --- Celery ---------------------------------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_TASK_IGNORE_RESULT = True  # chunk outcomes live in Postgres; tasks opt in to results
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ACKS_LATE = True  # a message is acknowledged only once its task has run
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed pool process re-queues its message
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # nothing stranded in a dead worker's buffer
+CELERY_WORKER_CONCURRENCY = BATCH_MAX_THREADS
+# A Redis blip must not kill the chunks running meanwhile (and charge each an error): their outcome goes to
+# PostgreSQL, and the claim makes a redelivered copy of their message harmless.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "scheduling.beat:NodeAwareScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Redis has no real acks: an unacked message comes back after this many seconds (default one hour).
+# Lost chunks are recovered from Postgres by maintenance long before that; the broker is only a hint.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=10)
+# kombu's Redis transport keeps a queue as one list per priority step and serves the lower step first; a
+# message without a priority (every `default` and scheduler task) counts as 0. Two steps: a batch queue's
+# work announced again (a retry, a lost worker's chunk, a re-homed job: 0) goes ahead of its new work (9),
+# see `batch.queues`. Each step is one more list in every poll, so no more steps than that.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT, "priority_steps": [0, 9]}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+
+# --- Batch ----------------------------------------------------------------------------------------
+BATCH_MAINTENANCE_INTERVAL_SECONDS = env_int("BATCH_MAINTENANCE_INTERVAL_SECONDS", 5, minimum=1)  # safety-net pass
+BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 30, minimum=2)  # a dead worker's chunk is retried after this
+BATCH_MAX_CHUNK_RETRIES = env_int("BATCH_MAX_CHUNK_RETRIES", 3)  # as the reference: the 4th error fails the chunk
+BATCH_RETRY_LATER_SECONDS = env_int("BATCH_RETRY_LATER_SECONDS", 60)  # RetryChunkLater without a delay
+BATCH_REANNOUNCE_AFTER_SECONDS = env_int("BATCH_REANNOUNCE_AFTER_SECONDS", 30, minimum=1)  # lost-message recovery
+# The retry after a chunk's 1st, 2nd, 3rd... error waits this long (the last value repeats).
+BATCH_RETRY_BACKOFF_SECONDS = env_seconds_list("BATCH_RETRY_BACKOFF_SECONDS", (1.0, 5.0, 30.0))
+BATCH_MAX_CHUNK_SECONDS = env_int("BATCH_MAX_CHUNK_SECONDS", 3600, minimum=1)  # a chunk running longer is hung
+BATCH_PURGE_ENDED_AFTER_DAYS = env_int("BATCH_PURGE_ENDED_AFTER_DAYS", 7, minimum=1)  # ended jobs are deleted then
+# Diagnostic no-op jobs (DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED) exist only when this is true (tests, `make demo`).
+BATCH_DIAGNOSTIC_JOBS = env_bool("BATCH_DIAGNOSTIC_JOBS", False)
+# Job definitions a client (not an operator) may start through POST /control/jobs; comma-separated, default none.
+BATCH_CLIENT_JOB_DEFINITIONS = [d.strip() for d in env_str("BATCH_CLIENT_JOB_DEFINITIONS", "").split(",") if d.strip()]
+# A node none of whose batch workers has recorded a heartbeat for this long is dead: maintenance moves
+# its unfinished jobs to a live node. Workers beat every third of it.
+BATCH_NODE_TIMEOUT_SECONDS = env_int("BATCH_NODE_TIMEOUT_SECONDS", 60, minimum=3)
+BATCH_FLOWER_URL = env_str("BATCH_FLOWER_URL", f"http://127.0.0.1:{FLOWER_PORT}")  # admin links chunks' tasks here
+# Celery's Django fixup closes the database connection around every task unless this is set; a fresh
+# PostgreSQL connection per chunk would cost more than the chunk. Reopened after this many tasks.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=1)
+
+# --- Hostile input (heavylift/edge.py, docs/security.md) ---------------------------------------------
+API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 100, minimum=2)  # deeper JSON bodies get 400, not a stack overflow
+CONTROL_MAX_REQUEST_BYTES = env_int("CONTROL_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024)  # larger: 413
+
+# --- FHIR store -----------------------------------------------------------------------------------
+FHIR_ALLOW_ANONYMOUS_READ = env_bool("FHIR_ALLOW_ANONYMOUS_READ", False)  # reads without a token or session
+FHIR_FULL_VALIDATION = env_bool("FHIR_FULL_VALIDATION", False)  # validate every write against the R4B models
+# Synthea's largest single-patient transaction bundles are ~20 MB; anything beyond this is refused (413).
+FHIR_MAX_REQUEST_BYTES = env_int("FHIR_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
+# Bodies up to the larger API limit are read by Django (the edge checks them first); the admin's forms too.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(FHIR_MAX_REQUEST_BYTES, CONTROL_MAX_REQUEST_BYTES)
+FHIR_DEFAULT_PAGE_SIZE = env_int("FHIR_DEFAULT_PAGE_SIZE", 20, minimum=1)  # search page size without _count
+FHIR_MAX_PAGE_SIZE = env_int("FHIR_MAX_PAGE_SIZE", 1000, minimum=1)  # largest _count honoured
+# Ids kept per cached search (HAPI's default fetch limit): a broader search is cut there, with a warning.
+FHIR_SEARCH_MAX_RESULTS = env_int("FHIR_SEARCH_MAX_RESULTS", 10000, minimum=1)
+# Cached searches (and the paging links into them) live this long, then the clustered job deletes them.
+EXPIRE_SEARCH_RESULTS_AFTER_MINUTES = env_int("EXPIRE_SEARCH_RESULTS_AFTER_MINUTES", 60, minimum=1)
+# A search by a SearchParameter whose reindex has not completed: `refuse` (400) or `warn` (the matches so
+# far, with an OperationOutcome warning in the Bundle).
+FHIR_SEARCH_WHILE_INDEXING = env_str("FHIR_SEARCH_WHILE_INDEXING", "refuse").lower()
+if FHIR_SEARCH_WHILE_INDEXING not in ("refuse", "warn"):
+    raise ImproperlyConfigured(f"FHIR_SEARCH_WHILE_INDEXING must be refuse or warn, got {FHIR_SEARCH_WHILE_INDEXING!r}")
+# Chunks of one reindex job running at once (0: as many as there are workers). A chunk keeps about one core
+# busy: its worker extracts while its PostgreSQL backend waits, then the backend reads the stored rows to
+# compare, so half the cores leaves the other half to the live API. On 2 cores, 1 chunk kept the read p99
+# ratio at 1.28–1.39 where 2 made it 1.73 (docs/reindex.md, Performance).
+REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
+
+# --- Scheduling -----------------------------------------------------------------------------------
+# Clustered scheduled jobs go through this queue, consumed only by `manage.py run_scheduler_worker`,
+# so batch chunks never delay scheduled work and scheduled work never delays chunks.
+SCHEDULER_QUEUE = env_identifier("SCHEDULER_QUEUE", "scheduled-jobs")
+SCHEDULER_THREAD_COUNT = env_int("SCHEDULER_THREAD_COUNT", 4, minimum=1)  # scheduled jobs a node runs at once
+SCHEDULER_RUN_RETENTION_DAYS = env_int("SCHEDULER_RUN_RETENTION_DAYS", 7, minimum=1)  # JobRun rows kept
+# Modules declaring @scheduled jobs besides each installed app's `periodic.py` (comma-separated dotted paths).
+SCHEDULING_JOB_MODULES = [m.strip() for m in env_str("SCHEDULING_JOB_MODULES", "").split(",") if m.strip()]
+CUSTOM_SCRIPTS_ENABLED = env_bool("CUSTOM_SCRIPTS_ENABLED", False)  # superusers may upload scheduled scripts
+
+# --- Bulk export ----------------------------------------------------------------------------------
+BULK_EXPORT_CHUNK_SIZE = env_int("BULK_EXPORT_CHUNK_SIZE", 10000, minimum=1)  # resources per chunk and file
+# Export files are deleted this long after their export ended (HAPI keeps them 2 hours); `Expires` says when.
+BULK_EXPORT_RETENTION_SECONDS = env_int("BULK_EXPORT_RETENTION_SECONDS", 2 * 3600, minimum=1)
+BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3, minimum=1)  # one more gets 429
+# Chunks of one export running at once (0: as many as there are worker processes). A write chunk is one COPY
+# stream: its PostgreSQL backend turns jsonb into text at a core's speed, as a raw COPY does. Half the cores
+# leaves the other half to the live API: on the 2-core bench, 1 chunk exported 1M at 0.62 of a raw COPY with
+# read p99 1.26x idle (the raw COPY itself: 1.21x); 2 chunks gained 6 % and made it 1.90x (docs/export.md).
+BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
+# Where export files live: any Django storage backend (e.g. storages.backends.s3.S3Storage) and its options as
+# JSON; by default the file system under MEDIA_ROOT/bulkexport.
+BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
+BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"location": str(MEDIA_ROOT / "bulkexport")})
+# --- Bulk import ----------------------------------------------------------------------------------
+BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # NDJSON lines per load chunk
+# URL prefixes $import / $bulk-submit may fetch from (comma-separated); none by default: nothing is fetched.
+BULK_IMPORT_ALLOWED_SOURCES = [p.strip() for p in env_str("BULK_IMPORT_ALLOWED_SOURCES", "").split(",") if p.strip()]
+# file:// inputs are allowed only under this directory; unset: never.
+BULK_IMPORT_FILE_ROOT = env_str("BULK_IMPORT_FILE_ROOT", "")
+BULK_IMPORT_MAX_FILE_BYTES = env_int("BULK_IMPORT_MAX_FILE_BYTES", 8 * 1024**3, minimum=1)  # per input, decompressed
+BULK_IMPORT_MAX_LINE_BYTES = env_int("BULK_IMPORT_MAX_LINE_BYTES", 16 * 1024**2, minimum=1024)  # longer: a bad line
+BULK_IMPORT_FETCH_ATTEMPTS = env_int("BULK_IMPORT_FETCH_ATTEMPTS", 4, minimum=1)  # tries per input, with backoff
+# A reference neither literal nor resolvable (e.g. `urn:uuid:` of a resource nowhere to be found): stored
+# verbatim with a warning, or (true) the line is rejected.
+BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR = env_bool("BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR", False)
+# Chunks of one import at once (0: as many as workers). Half the CPUs, as for export and reindex: on 2 cores
+# one chunk cost 10-14 % of the throughput and cut the read p99 during the import from 2.3-2.4x to 1.6-1.8x.
+BULK_IMPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_IMPORT_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
+# Allowed $bulk-submit submitters as system|value (comma-separated); empty: any authenticated importer.
+BULK_SUBMIT_ALLOWED_SUBMITTERS = [s.strip() for s in env_str("BULK_SUBMIT_ALLOWED_SUBMITTERS", "").split(",")
+                                  if s.strip()]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},  # Django's defaults, kept
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "bulkexport": {"BACKEND": BULK_EXPORT_STORAGE_BACKEND, "OPTIONS": BULK_EXPORT_STORAGE_OPTIONS},
+}

@@ -1,0 +1,247 @@
+"""transactionTime means "everything up to it": an export reads the store as it was then, whatever is written
+while it runs; a write that commits late is in the next `_since` export; deletions are listed under `deleted`."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import pytest
+from django.db import connection, transaction
+
+from fhirjobs.bulkexport.steps import fetch_resources
+from fhirstore.models import Resource, ResourceVersion
+from fhirstore.storage import Write, delete_resource, save_resources, settled_time
+from tests.fhirjobs.bulkexport.conftest import delete, observation, patient, store
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def kick_off(exporter, path: str) -> str:
+    response = exporter.kick_off(path)
+    assert response.status_code == 202, response.content
+    return response["Content-Location"]
+
+
+def test_an_export_holds_the_store_as_it_was_at_its_transaction_time(exporter):
+    store(patient("p1"), patient("p2"), patient("p3"))
+    status_url = kick_off(exporter, "/fhir/$export?_type=Patient")
+    later = datetime.fromisoformat(_transaction_time(status_url)) + timedelta(seconds=1)
+    store(patient("p1", gender="female"), patient("p4"), at=later)
+    with transaction.atomic():
+        delete_resource("Patient", "p2", now=later)
+
+    downloaded = exporter.download(exporter.finish(status_url))
+
+    assert {resource["id"]: resource["meta"]["versionId"] for resource in downloaded["Patient"]} == {
+        "p1": "1", "p2": "1", "p3": "1"}
+    assert "gender" not in next(resource for resource in downloaded["Patient"] if resource["id"] == "p1")
+
+
+def test_a_since_export_lists_what_was_deleted_since_as_transaction_bundles(exporter):
+    store(patient("kept"), patient("gone"), patient("old-gone"))
+    delete("Patient", "old-gone")
+    since = settled_time()
+    delete("Patient", "gone")
+    store(patient("new"))
+
+    manifest = exporter.export(f"/fhir/$export?_type=Patient&_since={since.isoformat().replace('+', '%2B')}")
+
+    assert exporter.ids(manifest) == {"Patient": ["new"]}
+    [deleted] = manifest["deleted"]
+    assert (deleted["type"], deleted["count"]) == ("Bundle", 1)
+    bundle = json.loads(b"".join(exporter.fhir.get(deleted["url"]).streaming_content))
+    assert bundle == {"resourceType": "Bundle", "type": "transaction",
+                      "entry": [{"request": {"method": "DELETE", "url": "Patient/gone"}}]}
+
+
+def test_a_write_that_commits_after_the_kick_off_is_in_the_next_since_export_not_lost(exporter):
+    store(patient("early"))
+    writing, kicked_off = threading.Event(), threading.Event()
+
+    def slow_writer():
+        try:
+            with transaction.atomic():
+                save_resources([Write(patient("slow"))])
+                writing.set()
+                kicked_off.wait(timeout=60)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    assert writing.wait(timeout=30)
+    first_status = kick_off(exporter, "/fhir/$export?_type=Patient")
+    kicked_off.set()
+    writer.join(timeout=60)
+    first = exporter.finish(first_status)
+    second = exporter.export(f"/fhir/$export?_type=Patient&_since={first['transactionTime'].replace('+', '%2B')}")
+
+    assert exporter.ids(first) == {"Patient": ["early"]}  # "slow" is stamped with its start, after transactionTime
+    assert exporter.ids(second) == {"Patient": ["slow"]}
+
+
+@pytest.mark.parametrize("observations", [0, 21], ids=["row ranges of the whole store", "pages of Patient ids"])
+def test_a_rerun_fetch_emits_exactly_the_pages_of_the_first_run_whatever_was_written_since(exporter, settings,
+                                                                                           observations):
+    settings.BULK_EXPORT_CHUNK_SIZE = 2
+    store(*(patient(f"p{n}") for n in range(7)))
+    store(*(observation(f"o{n}", "p0") for n in range(observations)))  # they make Patient a minority of the rows
+    status_url = kick_off(exporter, "/fhir/$export?_type=Patient")
+    parameters = _job_parameters(status_url)
+
+    first = _run_fetch(parameters)
+    later = datetime.fromisoformat(parameters["transaction_time"]) + timedelta(seconds=1)
+    store(patient("p0a"), patient("p3", gender="male"), at=later)
+    with transaction.atomic():
+        delete_resource("Patient", "p1", now=later)
+    again = _run_fetch(parameters)
+
+    assert again == first and len(_pages(first)) == 4
+
+
+def _pages(chunks: list[dict]) -> list:
+    """Pages of ids, or row ranges (several to a fetch chunk)."""
+    return [page for chunk in chunks for page in chunk.get("row_ranges", [chunk])]
+
+
+def test_a_system_export_and_a_since_export_while_another_writer_runs_hold_every_version_of_the_end(exporter,
+                                                                                                    settings):
+    """Together they hold every resource in the version it had at the second's transactionTime, once each."""
+    settings.BULK_EXPORT_CHUNK_SIZE = 7
+    store(*(patient(f"seed-{n:02}") for n in range(30)))
+    stop = threading.Event()
+    writes = Counter()
+
+    def writer():
+        try:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                with transaction.atomic():
+                    save_resources([Write(patient(f"seed-{n % 30:02}", gender="other" if n % 2 else "unknown")),
+                                    Write(patient(f"new-{n:04}"))])
+                if n % 5 == 0:
+                    delete("Patient", f"new-{n - 3:04}")
+                writes["batches"] += 1
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        first = exporter.export("/fhir/$export?_type=Patient")
+        second = exporter.export(f"/fhir/$export?_type=Patient&_since={first['transactionTime'].replace('+', '%2B')}")
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+    assert writes["batches"] > 0
+    end = datetime.fromisoformat(second["transactionTime"])
+    exported: dict[str, str] = {}
+    for manifest in (first, second):
+        resources = exporter.download(manifest).get("Patient", [])
+        assert len(resources) == len({resource["id"] for resource in resources}), "once per export"
+        for resource in resources:
+            if resource["meta"]["lastUpdated"] >= exported.get(resource["id"], ("", ""))[1]:
+                exported[resource["id"]] = (resource["meta"]["versionId"], resource["meta"]["lastUpdated"])
+    deleted_since = {entry["request"]["url"].split("/")[1] for file in second["deleted"]
+                     for line in b"".join(exporter.fhir.get(file["url"]).streaming_content).splitlines()
+                     for entry in json.loads(line)["entry"]}
+    at_the_end = _versions_at(end)
+    assert {logical_id: version for logical_id, (version, _) in exported.items()
+            if logical_id not in deleted_since} == at_the_end
+
+
+def _versions_at(moment: datetime) -> dict[str, str]:
+    """Each Patient's version at `moment`, if it was live then: the oracle, read straight from the tables."""
+    versions: dict[str, tuple[int, bool]] = {}
+    rows = [*Resource.objects.filter(resource_type="Patient", last_updated__lte=moment)
+            .values_list("logical_id", "version_id", "deleted"),
+            *ResourceVersion.objects.filter(resource__resource_type="Patient", last_updated__lte=moment)
+            .values_list("resource__logical_id", "version_id", "deleted")]
+    for logical_id, version_id, deleted in rows:
+        if version_id > versions.get(logical_id, (0, False))[0]:
+            versions[logical_id] = (version_id, deleted)
+    return {logical_id: str(version_id) for logical_id, (version_id, deleted) in versions.items() if not deleted}
+
+
+def _transaction_time(status_url: str) -> str:
+    return _job_parameters(status_url)["transaction_time"]
+
+
+def _job_parameters(status_url: str) -> dict:
+    from batch.control import get_job
+    from fhirjobs.bulkexport.models import BulkExport
+
+    export = BulkExport.objects.get(id=status_url.rsplit("=", 1)[1])
+    return dict(get_job(export.job_instance_id).parameters)
+
+
+@dataclass
+class _Sink:
+    emitted: list[dict] = field(default_factory=list)
+
+    def accept(self, data) -> None:
+        self.emitted.append(dict(data))
+
+
+@dataclass
+class _Context:
+    parameters: dict
+    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    step_id: str = "fetch-resources"
+    chunk_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    data: None = None
+
+    def is_cancelled(self) -> bool:
+        return False
+
+    def check_cancelled(self) -> None:
+        pass
+
+    def add_warning(self, message: str) -> None:
+        pass
+
+
+def _run_fetch(parameters: dict) -> list[dict]:
+    sink = _Sink()
+    fetch_resources(_Context(parameters), sink)
+    return sink.emitted
+
+
+def deleted_urls(exporter, manifest: dict) -> list[str]:
+    """The `Type/id` of every DELETE the manifest's `deleted` files list."""
+    urls = []
+    for deleted in manifest["deleted"]:
+        for line in b"".join(exporter.fhir.get(deleted["url"]).streaming_content).decode().splitlines():
+            urls.extend(entry["request"]["url"] for entry in json.loads(line)["entry"])
+    return sorted(urls)
+
+
+def test_patient_and_group_since_exports_list_the_deletions_in_their_compartments_by_the_last_version(exporter):
+    store(patient("p1"), patient("p2"), patient("outsider"),
+          {"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
+           "member": [{"entity": {"reference": "Patient/p1"}}]})
+    store(observation("o1", "p1"), observation("o2", "p2"), observation("o3", "ghost"), observation("moved", "p1"),
+          observation("before", "p1"))
+    delete("Observation", "before")
+    since = settled_time()
+    store(observation("moved", "p2"))  # its last version before the deletion is in p2's compartment, not p1's
+    for resource_type, logical_id in [("Observation", "o1"), ("Observation", "o2"), ("Observation", "o3"),
+                                      ("Observation", "moved"), ("Patient", "outsider")]:
+        delete(resource_type, logical_id)
+    after = f"_since={since.isoformat().replace('+', '%2B')}"
+
+    group = exporter.export(f"/fhir/Group/g1/$export?{after}")
+    listed = exporter.finish(exporter.kick_off_post(f"/fhir/Patient/$export?{after}", [
+        {"name": "patient", "valueReference": {"reference": "Patient/p2"}}])["Content-Location"])
+    every_patient = exporter.export(f"/fhir/Patient/$export?{after}")
+
+    assert deleted_urls(exporter, group) == ["Observation/o1"]
+    assert deleted_urls(exporter, listed) == ["Observation/moved", "Observation/o2"]
+    assert deleted_urls(exporter, every_patient) == ["Observation/moved", "Observation/o1", "Observation/o2",
+                                                     "Observation/o3", "Patient/outsider"]

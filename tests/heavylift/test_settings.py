@@ -1,0 +1,66 @@
+"""Settings come from the environment only, and a bad value stops start-up with one clear line."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batch.queues import work_notification_queue
+from tests.processes import PROJECT_DIR
+
+
+def load_settings(**env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **env}
+    return subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.NODE_ID, settings.BATCH_MAX_THREADS, settings.JOB_SCHEDULING)"],
+        cwd=PROJECT_DIR, env={**full_env, "DJANGO_SETTINGS_MODULE": "heavylift.settings"}, capture_output=True, text=True,
+    )
+
+
+def test_valid_environment_is_parsed():
+    result = load_settings(NODE_ID="node-2", BATCH_MAX_THREADS="3", JOB_SCHEDULING="false")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["node-2", "3", "False"]
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"JOB_SCHEDULING": "maybe"}, "JOB_SCHEDULING must be true or false, got 'maybe'"),
+        ({"BATCH_MAX_THREADS": "0"}, "BATCH_MAX_THREADS must be at least 1, got 0"),
+        ({"BATCH_MAX_THREADS": "many"}, "BATCH_MAX_THREADS must be an integer, got 'many'"),
+        ({"NODE_ID": "node one"}, "NODE_ID must be 1-64 letters, digits"),
+        ({"DATABASE_URL": "mysql://localhost/x"}, "DATABASE_URL must be a URL starting with postgres://"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL must be a URL starting with redis://"),
+        ({"SECRET_KEY": ""}, "SECRET_KEY is not set"),
+    ],
+)
+def test_bad_values_are_refused_with_a_clear_message(env, message):
+    result = load_settings(**env)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_queue_name_carries_node_and_module(settings):
+    settings.REPLACE_HYPHENS_WITH_PERIODS = False
+    assert work_notification_queue("node-7", "batch") == "batch2-work-notification-node-7-batch"
+
+
+def test_queue_name_uses_periods_when_configured(settings):
+    settings.REPLACE_HYPHENS_WITH_PERIODS = True
+    assert work_notification_queue("node-7", "batch") == "batch2.work.notification.node.7.batch"
+
+
+@pytest.mark.parametrize("entry_point", [
+    [sys.executable, "manage.py", "check"],
+    [str(Path(sys.executable).parent / "gunicorn"), "heavylift.wsgi", "--check-config"],
+    [str(Path(sys.executable).parent / "celery"), "-A", "heavylift", "report"],
+])
+def test_a_bad_setting_stops_every_entry_point_with_one_line_naming_it(entry_point):
+    """As the README promises: not a 40-line traceback from inside Django, gunicorn or Celery."""
+    result = subprocess.run(entry_point, cwd=PROJECT_DIR, env={**os.environ, "PORT": "abc"}, capture_output=True,
+                            text=True, timeout=120)
+
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == ["heavylift: configuration error: PORT must be an integer, got 'abc'"]
