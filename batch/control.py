@@ -72,7 +72,7 @@ class JobSnapshot:
     start_time: datetime | None
     end_time: datetime | None
     update_time: datetime
-    progress: float  # completed chunks / all chunks, 0..1
+    progress: float  # 0..1, by chunks (ungated) or by each step's pace (gated): batch.progress
     combined_records_processed: int
     records_per_second: float | None
     elapsed_seconds: float | None

@@ -25,6 +25,8 @@ from batch.queues import pending_notifications_of, work_notification_queue
 from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.transitions import read_database_now
 
+__all__ = ["ClusterCollector", "chunk_duration", "chunk_ran", "chunks_finished", "maintenance_pass_duration"]
+
 logger = logging.getLogger(__name__)
 
 # Chunks take from milliseconds (no-op) to minutes (an export's range of a million rows).
