@@ -1,4 +1,5 @@
-"""The kick-off parameters of `$export`: from a query string or a `Parameters` body to one checked request.
+"""The kick-off parameters of `$export`: from a query string or a `Parameters` body to one checked request,
+and from that request to the BULK_EXPORT job's parameters (`job_parameters`) and back (`ExportJob`).
 
 Every problem is collected and reported at once (400 with one OperationOutcome issue each). With
 `Prefer: handling=lenient`, what this server does not support (unknown parameters, unknown types, filters
@@ -11,16 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
+
+from django.conf import settings
 
 from fhirjobs.bulkexport.exceptions import InvalidExportRequest
 from fhirstore.exceptions import InvalidRequest, UnsupportedSearch
 from fhirstore.fhirdates import format_instant, parse_date_range
 from fhirstore.resource_types import RESOURCE_TYPES, is_valid_id
-from fhirstore.scan import group_patient_ids, missing_ids
+from fhirstore.scan import group_patient_ids, missing_ids, share_of_rows
 from fhirstore.search import type_filter
 from fhirstore.search_params import parse_relative_reference, patient_compartment_types
 
@@ -28,6 +33,10 @@ OUTPUT_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "nd
 SUPPORTED = frozenset({"_outputFormat", "_since", "_type", "_typeFilter", "_elements", "patient"})
 ELEMENT = re.compile(r"^[a-z][A-Za-z0-9]*$")  # a top-level FHIR element name
 ALWAYS_KEPT_ELEMENTS = ("resourceType", "id", "meta")  # `_elements` never removes these
+# A whole-store walk pages by row id when the types asked for are at least this share of the rows: a row range
+# reads every row of its stretch of the table once (10,000 rows of all types: 59 ms, measured), a range of one
+# type's logical ids reads a third of that type's blocks (10,000 Observations of 200k resources: 124 ms).
+ROW_RANGES_MIN_SHARE = 0.5
 
 
 class Level(StrEnum):
@@ -215,3 +224,64 @@ def _patients(references: list[str], level: Level, problems: _Problems) -> tuple
     if unknown:
         problems.errors.append(f"Unknown patient(s): {', '.join('Patient/' + patient for patient in unknown)}")
     return tuple(sorted(ids))
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """The job's parameters, typed."""
+
+    export_id: uuid.UUID
+    level: Level
+    types: tuple[str, ...]
+    since: datetime | None
+    type_filters: tuple[str, ...]
+    elements: tuple[str, ...]
+    patients: tuple[str, ...]
+    group_id: str | None
+    base_url: str
+    request_url: str
+    transaction_time: str
+    chunk_size: int
+    row_ranges: bool  # walks the whole store by row id ranges (decided at the kick-off, see `walks_row_ranges`)
+
+    @property
+    def until(self) -> datetime:
+        """The export reads the store as it was at its transactionTime (see `scan`)."""
+        return datetime.fromisoformat(self.transaction_time)
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> ExportJob:
+        since = parameters.get("since")
+        return cls(
+            export_id=uuid.UUID(parameters["export_id"]), level=Level(parameters["level"]),
+            types=tuple(parameters["types"]), since=parse_date_range(since)[0] if since else None,
+            type_filters=tuple(parameters["type_filters"]), elements=tuple(parameters["elements"]),
+            patients=tuple(parameters["patients"]), group_id=parameters.get("group_id"),
+            base_url=parameters["base_url"], request_url=parameters["request_url"],
+            transaction_time=parameters["transaction_time"], chunk_size=parameters["chunk_size"],
+            row_ranges=parameters.get("row_ranges", False),
+        )
+
+
+def job_parameters(request: ExportRequest, *, export_id: uuid.UUID, base_url: str, request_url: str,
+                   transaction_time: datetime) -> dict[str, Any]:
+    return {
+        "export_id": str(export_id), "level": request.level.value, "types": list(request.types),
+        "since": format_instant(request.since) if request.since else None, "type_filters": list(request.type_filters),
+        "elements": list(request.elements), "patients": list(request.patients), "group_id": request.group_id,
+        "base_url": base_url, "request_url": request_url, "transaction_time": format_instant(transaction_time),
+        "chunk_size": settings.BULK_EXPORT_CHUNK_SIZE, "row_ranges": walks_row_ranges(request),
+    }
+
+
+def walks_row_ranges(request: ExportRequest) -> bool:
+    """Whether the export takes the store nearly whole, as it is: every type or most rows, unfiltered.
+
+    Decided once, at the kick-off, and kept in the job's parameters: the share of rows changes with writes,
+    and a `fetch-resources` run again after a lost worker must walk exactly as its first run did.
+    """
+    if request.level is not Level.SYSTEM or request.since is not None or request.elements or request.type_filters:
+        return False
+    if RESOURCE_TYPES <= set(request.types):  # every row: no need to count them (~250 ms at 1M resources)
+        return True
+    return share_of_rows(request.types) >= ROW_RANGES_MIN_SHARE

@@ -22,8 +22,7 @@ from fhirjobs.bulkexport.definition import BULK_EXPORT_JOB
 from fhirjobs.bulkexport.exceptions import ExportFailed, ExportFileNotFound, ExportNotFound, TooManyExports
 from fhirjobs.bulkexport.files import delete_files, open_file
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
-from fhirjobs.bulkexport.parameters import ExportRequest
-from fhirjobs.bulkexport.steps import job_parameters
+from fhirjobs.bulkexport.parameters import ExportRequest, job_parameters
 from fhirjobs.common.status import State, job_status
 from fhirstore.ownership import owned_row
 from fhirstore.storage import settled_time

@@ -23,9 +23,8 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from itertools import islice
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -35,75 +34,21 @@ from django.utils import timezone
 from batch.api import DataSink, JobCancelled, JobFailed, StepContext
 from fhirjobs.bulkexport.files import delete_files, file_path, write_file
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
-from fhirjobs.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportRequest, Level
+from fhirjobs.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportJob, Level
 from fhirjobs.bulkexport.selection import id_pages, type_filters_for
 from fhirjobs.common.chunks import pack, unpack
 from fhirstore.exceptions import FhirStoreError
-from fhirstore.fhirdates import format_instant, parse_date_range
-from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.scan import (
     current_bodies_json, deleted_in_compartments, group_patient_ids, iter_deleted_id_pages, iter_resource_id_ranges, iter_row_ranges,
-    range_bodies_ndjson, row_range_bodies_ndjson, share_of_rows,
+    range_bodies_ndjson, row_range_bodies_ndjson,
 )
 
-# A whole-store walk pages by row id when the types asked for are at least this share of the rows: a row range
-# reads every row of its stretch of the table once (10,000 rows of all types: 59 ms, measured), a range of one
-# type's logical ids reads a third of that type's blocks (10,000 Observations of 200k resources: 124 ms).
-ROW_RANGES_MIN_SHARE = 0.5
 # Row ranges per fetch chunk, which `expand` splits into one write chunk each: a chunk costs the engine a claim
 # and a completion per step, most of the pass-through step's time (21 chunks of 10,000: 0.6-1.6 s of a 7-12 s
 # export, measured); a handful per chunk still spreads the expand step over the worker processes.
 ROW_RANGES_PER_CHUNK = 8
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
              "display": "subsetted"}
-
-
-@dataclass(frozen=True)
-class ExportJob:
-    """The job's parameters, typed."""
-
-    export_id: uuid.UUID
-    level: Level
-    types: tuple[str, ...]
-    since: datetime | None
-    type_filters: tuple[str, ...]
-    elements: tuple[str, ...]
-    patients: tuple[str, ...]
-    group_id: str | None
-    base_url: str
-    request_url: str
-    transaction_time: str
-    chunk_size: int
-    row_ranges: bool  # walks the whole store by row id ranges (decided at the kick-off, see `walks_row_ranges`)
-
-    @property
-    def until(self) -> datetime:
-        """The export reads the store as it was at its transactionTime (see `scan`)."""
-        return datetime.fromisoformat(self.transaction_time)
-
-    @classmethod
-    def from_parameters(cls, parameters: Mapping[str, Any]) -> ExportJob:
-        since = parameters.get("since")
-        return cls(
-            export_id=uuid.UUID(parameters["export_id"]), level=Level(parameters["level"]),
-            types=tuple(parameters["types"]), since=parse_date_range(since)[0] if since else None,
-            type_filters=tuple(parameters["type_filters"]), elements=tuple(parameters["elements"]),
-            patients=tuple(parameters["patients"]), group_id=parameters.get("group_id"),
-            base_url=parameters["base_url"], request_url=parameters["request_url"],
-            transaction_time=parameters["transaction_time"], chunk_size=parameters["chunk_size"],
-            row_ranges=parameters.get("row_ranges", False),
-        )
-
-
-def job_parameters(request: ExportRequest, *, export_id: uuid.UUID, base_url: str, request_url: str,
-                   transaction_time: datetime) -> dict[str, Any]:
-    return {
-        "export_id": str(export_id), "level": request.level.value, "types": list(request.types),
-        "since": format_instant(request.since) if request.since else None, "type_filters": list(request.type_filters),
-        "elements": list(request.elements), "patients": list(request.patients), "group_id": request.group_id,
-        "base_url": base_url, "request_url": request_url, "transaction_time": format_instant(transaction_time),
-        "chunk_size": settings.BULK_EXPORT_CHUNK_SIZE, "row_ranges": walks_row_ranges(request),
-    }
 
 
 def fetch_resources(context: StepContext, sink: DataSink) -> int:
@@ -151,19 +96,6 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
                     sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids)), "deleted": True})
                     fetched += len(ids)
     return fetched
-
-
-def walks_row_ranges(request: ExportRequest) -> bool:
-    """Whether the export takes the store nearly whole, as it is: every type or most rows, unfiltered.
-
-    Decided once, at the kick-off, and kept in the job's parameters: the share of rows changes with writes,
-    and a `fetch-resources` run again after a lost worker must walk exactly as its first run did.
-    """
-    if request.level is not Level.SYSTEM or request.since is not None or request.elements or request.type_filters:
-        return False
-    if RESOURCE_TYPES <= set(request.types):  # every row: no need to count them (~250 ms at 1M resources)
-        return True
-    return share_of_rows(request.types) >= ROW_RANGES_MIN_SHARE
 
 
 def expand_resources(context: StepContext, sink: DataSink) -> int:

@@ -1,12 +1,15 @@
 """Helpers for the FHIR store tests: a FHIR JSON client, sample resources, OperationOutcome and reference checks."""
 import json
+from datetime import datetime
 from pathlib import Path
 
+from django.db import transaction
 from django.test import Client
 
 from fhirstore.models import Resource
 from fhirstore.references import reference_elements
 from fhirstore.search_params import parse_relative_reference
+from fhirstore.storage import Write, delete_resource, save_resources
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SYNTHEA_NDJSON = FIXTURES / "synthea-3-patients"
@@ -36,6 +39,18 @@ class FhirClient:
 
 def _body(document) -> str | bytes:
     return document if isinstance(document, (str, bytes)) else json.dumps(document)
+
+
+def store(*resources: dict, at: datetime | None = None) -> None:
+    """Write resources (with their ids) as one batch, as the store's write path does, optionally as of `at`
+    (their meta.lastUpdated)."""
+    with transaction.atomic():
+        save_resources([Write(resource) for resource in resources], now=at)
+
+
+def delete(resource_type: str, logical_id: str) -> None:
+    with transaction.atomic():
+        delete_resource(resource_type, logical_id)
 
 
 def patient(family: str = "Chalmers", given: str = "Peter", birth_date: str = "1974-12-25", **extra) -> dict:

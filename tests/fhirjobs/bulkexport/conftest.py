@@ -1,16 +1,11 @@
 """Fixtures of the bulk export tests: export files in a temporary storage, jobs run in this process."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from datetime import datetime
 
 import pytest
-from django.db import transaction
 from jobsite.tokens import token_for
 
-from fhirstore.storage import Write, delete_resource, save_resources
-from batch.testing import InProcessBus
+from tests.fhirjobs.bulkexport.helpers import Exporter
 from tests.fhirstore.helpers import FhirClient
 
 
@@ -22,48 +17,6 @@ def export_storage(settings, tmp_path):
     return tmp_path / "exports"
 
 
-@dataclass
-class Exporter:
-    """A Bulk Data client over the Django test client, with the job run in-process by `bus`."""
-
-    fhir: FhirClient
-    bus: InProcessBus
-
-    def kick_off(self, path: str, prefer: str = "respond-async"):
-        return self.fhir.get(path, HTTP_PREFER=prefer)
-
-    def kick_off_post(self, path: str, parameters: list[dict], prefer: str = "respond-async"):
-        return self.fhir.post(path, {"resourceType": "Parameters", "parameter": parameters}, HTTP_PREFER=prefer)
-
-    def export(self, path: str, prefer: str = "respond-async") -> dict:
-        """Kick off, run the job to its end, and return the manifest."""
-        response = self.kick_off(path, prefer)
-        assert response.status_code == 202, response.content
-        return self.finish(response["Content-Location"])
-
-    def finish(self, status_url: str) -> dict:
-        self.bus.drain()
-        response = self.fhir.get(status_url)
-        assert response.status_code == 200, response.content
-        return response.json()
-
-    def download(self, manifest: dict) -> dict[str, list[dict]]:
-        """Every output file's resources, by type."""
-        downloaded: dict[str, list[dict]] = {}
-        for output in manifest["output"]:
-            response = self.fhir.get(output["url"])
-            assert response.status_code == 200, response.content
-            assert response["Content-Type"] == "application/fhir+ndjson"
-            lines = b"".join(response.streaming_content).decode().splitlines()
-            assert len(lines) == output["count"]
-            downloaded.setdefault(output["type"], []).extend(json.loads(line) for line in lines)
-        return downloaded
-
-    def ids(self, manifest: dict) -> dict[str, list[str]]:
-        return {resource_type: sorted(resource["id"] for resource in resources)
-                for resource_type, resources in self.download(manifest).items()}
-
-
 @pytest.fixture
 def exporter(fhir, bus) -> Exporter:
     return Exporter(fhir, bus)
@@ -73,26 +26,3 @@ def exporter(fhir, bus) -> Exporter:
 def other_user_client(django_user_model) -> FhirClient:
     user = django_user_model.objects.create_user("someone-else")
     return FhirClient(f"Bearer {token_for(user)}")
-
-
-def store(*resources: dict, at: datetime | None = None) -> None:
-    """Write resources (with their ids) as one batch, optionally as of `at` (their meta.lastUpdated)."""
-    with transaction.atomic():
-        save_resources([Write(resource) for resource in resources], now=at)
-
-
-def delete(resource_type: str, logical_id: str) -> None:
-    with transaction.atomic():
-        delete_resource(resource_type, logical_id)
-
-
-def patient(logical_id: str, **extra) -> dict:
-    return {"resourceType": "Patient", "id": logical_id, "name": [{"family": logical_id}], **extra}
-
-
-def observation(logical_id: str, subject: str, category: str = "laboratory", **extra) -> dict:
-    return {"resourceType": "Observation", "id": logical_id, "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                      "code": category}]}],
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-            "subject": {"reference": f"Patient/{subject}"}, **extra}

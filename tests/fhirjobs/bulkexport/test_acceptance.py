@@ -34,8 +34,8 @@ from fhirjobs.bulkimport.inline import load_paths
 from fhirstore.loading import BulkLoader
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
-from tests.fhirjobs.bulkexport.conftest import delete, observation, patient, store
-from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON
+from tests.fhirjobs.bulkexport.helpers import observation, patient
+from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, delete, store
 from tests.processes import (
     Process, celery_beat, celery_worker, free_port, kill_while_it_holds, scheduler_worker, start_all,
     subprocess_database_url, wait_until, wait_until_beating, wait_until_ready,

@@ -7,8 +7,8 @@ from django.core.management import call_command
 
 from batch.models import JobInstance
 from fhirjobs.bulkexport.models import BulkExport
-from tests.fhirjobs.bulkexport.conftest import patient, store
-from tests.fhirstore.helpers import FhirClient, assert_outcome
+from tests.fhirjobs.bulkexport.helpers import patient
+from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
 pytestmark = pytest.mark.django_db
 
@@ -97,7 +97,7 @@ def test_lenient_handling_still_refuses_what_is_wrong_whatever_the_server(export
 
 
 def test_an_unknown_group_is_404_and_a_deleted_one_410(exporter):
-    from tests.fhirjobs.bulkexport.conftest import delete
+    from tests.fhirstore.helpers import delete
 
     assert_outcome(exporter.kick_off("/fhir/Group/nobody/$export"), 404, "Group/nobody")
     store({"resourceType": "Group", "id": "g1", "type": "person", "actual": True})

@@ -6,7 +6,8 @@ import pytest
 
 from fhirjobs.bulkexport.steps import SUBSETTED
 from fhirstore.models import Resource
-from tests.fhirjobs.bulkexport.conftest import delete, observation, patient, store
+from tests.fhirjobs.bulkexport.helpers import observation, patient
+from tests.fhirstore.helpers import delete, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,8 +12,8 @@ from batch.statuses import JobStatus
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.services import delete_files_of_ended_exports, purge_expired_exports
 from scheduling.registry import registry as scheduled_jobs
-from tests.fhirjobs.bulkexport.conftest import delete, observation, patient, store
-from tests.fhirstore.helpers import assert_outcome
+from tests.fhirjobs.bulkexport.helpers import observation, patient
+from tests.fhirstore.helpers import assert_outcome, delete, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,8 @@ from django.core.files.storage import FileSystemStorage, InMemoryStorage, storag
 from batch.models import JobInstance
 from batch.statuses import JobStatus
 from fhirjobs.bulkexport.models import ExportFile
-from tests.fhirjobs.bulkexport.conftest import patient, store
+from tests.fhirjobs.bulkexport.helpers import patient
+from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,7 +15,8 @@ from django.db import connection, transaction
 from fhirjobs.bulkexport.steps import fetch_resources
 from fhirstore.models import Resource, ResourceVersion
 from fhirstore.storage import Write, delete_resource, save_resources, settled_time
-from tests.fhirjobs.bulkexport.conftest import delete, observation, patient, store
+from tests.fhirjobs.bulkexport.helpers import observation, patient
+from tests.fhirstore.helpers import delete, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,7 +6,7 @@ import pytest
 
 from fhirjobs.bulkimport.models import LoadSummary, StagedId
 from fhirstore.models import Resource, ResourceVersion
-from tests.fhirjobs.bulkimport.conftest import diagnostics, file_urls
+from tests.fhirjobs.bulkimport.helpers import diagnostics, file_urls
 from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_every_reference_resolves
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ from batch.statuses import JobStatus
 from fhirjobs.bulkimport import steps
 from fhirjobs.bulkimport.models import BulkImport
 from fhirstore.models import Resource
-from tests.fhirjobs.bulkimport.conftest import diagnostics, parameters, write_ndjson
+from tests.fhirjobs.bulkimport.helpers import diagnostics, parameters, write_ndjson
 from tests.fhirstore.helpers import assert_outcome
 
 pytestmark = pytest.mark.django_db(transaction=True)

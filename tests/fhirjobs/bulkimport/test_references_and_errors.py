@@ -6,7 +6,7 @@ import pytest
 
 from fhirjobs.bulkimport.models import BulkImport
 from fhirstore.models import Resource
-from tests.fhirjobs.bulkimport.conftest import diagnostics, write_ndjson
+from tests.fhirjobs.bulkimport.helpers import diagnostics, write_ndjson
 from tests.fhirstore.helpers import SYNTHEA_NDJSON
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -3,14 +3,9 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import transaction
 from jobsite.tokens import token_for
 
-from fhirstore.models import Resource
-from fhirstore.storage import INDEX_TABLES, Write, save_resources
 from tests.fhirstore.helpers import FhirClient
-
-BIRTH_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
 
 
 @pytest.fixture
@@ -19,31 +14,3 @@ def operator(django_user_model) -> FhirClient:
     user = django_user_model.objects.create_user("operator")
     user.user_permissions.add(*Permission.objects.filter(codename__in=["manage_search_parameters", "reindex"]))
     return FhirClient(f"Bearer {token_for(user)}")
-
-
-def store(*resources: dict) -> None:
-    with transaction.atomic():
-        save_resources([Write(resource) for resource in resources])
-
-
-def patient(logical_id: str, birth_sex: str | None = None, **extra) -> dict:
-    extensions = [{"url": BIRTH_SEX, "valueCode": birth_sex}] if birth_sex else []
-    return {"resourceType": "Patient", "id": logical_id, "extension": extensions, **extra}
-
-
-def search_parameter(code: str = "birthsex", expression: str | None = None, base=("Patient",), kind: str = "token",
-                     **extra) -> dict:
-    return {"resourceType": "SearchParameter", "url": f"http://example.org/SearchParameter/{code}", "name": code,
-            "status": "active", "description": code, "code": code, "base": list(base), "type": kind,
-            "expression": expression or f"Patient.extension.where(url='{BIRTH_SEX}').value", **extra}
-
-
-def index_snapshot(**filters) -> dict[str, set[tuple]]:
-    """Every index row (of the resources matching `filters`), by table, keyed by logical id instead of pk."""
-    logical = dict(Resource.objects.values_list("id", "logical_id"))
-    snapshot = {}
-    for model in INDEX_TABLES:
-        columns = [f.column for f in model._meta.local_fields if f.column and f.column != "resource_id"]
-        rows = model.objects.filter(**filters).values_list("resource_id", *columns)
-        snapshot[model.__name__] = {(logical[row[0]], *row[1:]) for row in rows}
-    return snapshot

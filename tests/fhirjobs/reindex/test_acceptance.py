@@ -18,8 +18,8 @@ from fhirstore.models import CustomSearchParameter, Resource
 from fhirjobs.reindex.parameters import ReindexRequest
 from fhirjobs.reindex.services import start_reindex
 from fhirstore.synthetic import generate_resources
-from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_outcome
-from tests.fhirjobs.reindex.conftest import BIRTH_SEX, INDEX_TABLES, index_snapshot, patient, search_parameter, store
+from tests.fhirjobs.reindex.helpers import BIRTH_SEX, INDEX_TABLES, index_snapshot, patient, search_parameter
+from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_outcome, store
 from tests.processes import Process, celery_worker, kill_while_it_holds, locked_by_another_transaction, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]

@@ -15,8 +15,8 @@ from fhirstore.storage import Write, save_resources
 from fhirjobs.reindex.parameters import ReindexRequest
 from fhirjobs.reindex.services import start_reindex
 from jobsite.tokens import token_for
-from tests.fhirstore.helpers import FhirClient, assert_outcome
-from tests.fhirjobs.reindex.conftest import INDEX_TABLES, index_snapshot, patient, store
+from tests.fhirjobs.reindex.helpers import INDEX_TABLES, index_snapshot, patient
+from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fhirstore.models import CustomSearchParameter, NumberIndex, QuantityIndex
-from tests.fhirstore.helpers import assert_outcome
-from tests.fhirjobs.reindex.conftest import patient, search_parameter, store
+from tests.fhirjobs.reindex.helpers import patient, search_parameter
+from tests.fhirstore.helpers import assert_outcome, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,8 +11,8 @@ from batch.control import JobStatus
 from fhirstore.models import CustomSearchParameter, Resource, TokenIndex
 from fhirstore.storage import Write, save_resources
 from jobsite.tokens import token_for
-from tests.fhirstore.helpers import FhirClient, assert_outcome
-from tests.fhirjobs.reindex.conftest import BIRTH_SEX, patient, search_parameter, store
+from tests.fhirjobs.reindex.helpers import BIRTH_SEX, patient, search_parameter
+from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
