@@ -162,9 +162,11 @@ INSTALLED_APPS = [
     "batch",
     "scheduling",
     "fhirstore",
+    "fhirstore.terminology",
     "fhirjobs.bulkexport",
     "fhirjobs.bulkimport",
     "fhirjobs.reindex",
+    "fhirjobs.terminology",
     "heavylift",
 ]
 
@@ -332,6 +334,15 @@ BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS",
 # JSON; by default the file system under MEDIA_ROOT/bulkexport.
 BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
 BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"location": str(MEDIA_ROOT / "bulkexport")})
+# --- Terminology (docs/terminology.md) ---------------------------------------------------------------
+# Codes an on-the-fly $expand returns in one answer (a larger expansion: 422 too-costly, page it with count).
+TERMINOLOGY_EXPANSION_MAX_CODES = env_int("TERMINOLOGY_EXPANSION_MAX_CODES", 20000, minimum=1)
+# Concepts one $apply-codesystem-delta-add adds synchronously (more: upload a new version).
+TERMINOLOGY_DELTA_MAX_CONCEPTS = env_int("TERMINOLOGY_DELTA_MAX_CONCEPTS", 1000, minimum=1)
+# Concepts per write chunk of an upload (and per closure chunk): ~1 s of work each for ICD-10-CM.
+TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = env_int("TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS", 2000, minimum=1)
+# Chunks of one upload at once (0: as many as workers); half the CPUs, as the other jobs.
+TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS = env_int("TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
 # --- Bulk import ----------------------------------------------------------------------------------
 BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # NDJSON lines per load chunk
 # URL prefixes $import / $bulk-submit may fetch from (comma-separated); none by default: nothing is fetched.

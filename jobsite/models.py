@@ -13,6 +13,7 @@ class Scope(models.TextChoices):
     EXPORT = "export", "run and download bulk exports"
     IMPORT = "import", "run bulk imports"
     CONTROL = "control", "operate every job on the control API (operator)"
+    TERMINOLOGY = "terminology", "upload code systems (operators by default)"
 
 
 class ApiToken(models.Model):
