@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batch', '0005_maintenancepass'),
+        ('batch', '0006_maintenancelease'),
     ]
 
     operations = [
