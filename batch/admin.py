@@ -152,6 +152,7 @@ class JobInstanceAdmin(admin.ModelAdmin):
             "errors": dashboard.job_errors(job.id),
             "waiting": dashboard.why_waiting(job),
             "may_retry": may_change and job.status not in (JobStatus.COMPLETED,),
+            "workers": control.chunk_workers(job.id),
             "may_cancel": may_change and not job.ended,
             "may_restart": may_change and job.status in RESTARTABLE_JOB_STATUSES,
             "refresh_seconds": 0 if job.ended else REFRESH_SECONDS,

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batch', '0006_maintenancelease'),
+        ('batch', '0007_workerheartbeat_settings_fingerprint'),
     ]
 
     operations = [
