@@ -45,10 +45,13 @@ class SourceNotAllowed(InvalidRequest):
 
 
 class SourceUnavailable(Exception):
-    """A source could not be read; `retryable` when trying again later may help (network, 5xx, 429)."""
+    """A source could not be read; `retryable` when trying again later may help (network, 5xx, 429).
 
-    def __init__(self, message: str, *, retryable: bool):
-        super().__init__(message)
+    `reason` says why without the source (`HTTP 503`), for messages that name the source already."""
+
+    def __init__(self, source: str, reason: str, *, retryable: bool):
+        super().__init__(f"{source}: {reason}")
+        self.reason = reason
         self.retryable = retryable
 
 
@@ -119,7 +122,7 @@ def _address(parts: SplitResult, prefix: SplitResult) -> str:
             found = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
                                        type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as error:
-            raise SourceUnavailable(f"{host}: cannot be resolved ({error})", retryable=True) from None
+            raise SourceUnavailable(host, f"cannot be resolved ({error})", retryable=True) from None
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in found))
     named = ipaddress.ip_address(prefix.hostname) if _is_ip_literal(prefix.hostname) else None
     for address in addresses:
@@ -173,7 +176,7 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
         try:
             stream = path.open("rb")
         except OSError as error:
-            raise SourceUnavailable(f"{redacted(url)}: {error.strerror or error} (looked for on host {socket.gethostname()}, "
+            raise SourceUnavailable(redacted(url), f"{error.strerror or error} (looked for on host {socket.gethostname()}, "
                                     "under its BULK_IMPORT_FILE_ROOT)", retryable=False) from None
         with stream:
             yield iter(lambda: stream.read(READ_BLOCK), b"")
@@ -196,16 +199,16 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
                     yield response.iter_raw(READ_BLOCK)
                     return
             except httpx.HTTPError as error:
-                raise SourceUnavailable(f"{redacted(url)}: {error.__class__.__name__}: "
-                                        f"{str(error).replace(url, redacted(url))}", retryable=True) from None
-        raise SourceUnavailable(f"{redacted(url)}: more than {MAX_REDIRECTS} redirects", retryable=False)
+                reason = f"{error.__class__.__name__}: {str(error).replace(url, redacted(url))}"
+                raise SourceUnavailable(redacted(url), reason, retryable=True) from None
+        raise SourceUnavailable(redacted(url), f"more than {MAX_REDIRECTS} redirects", retryable=False)
 
 
 def _check_status(url: str, response: httpx.Response) -> None:
     if response.status_code == 200:
         return
     retryable = response.status_code >= 500 or response.status_code in (408, 429)
-    raise SourceUnavailable(f"{redacted(url)}: HTTP {response.status_code}", retryable=retryable)
+    raise SourceUnavailable(redacted(url), f"HTTP {response.status_code}", retryable=retryable)
 
 
 def inflated(blocks: Iterator[bytes]) -> Iterator[bytes]:
@@ -233,9 +236,9 @@ def inflated(blocks: Iterator[bytes]) -> Iterator[bytes]:
                     block = inflater.unused_data
                     inflater, in_member = zlib.decompressobj(wbits=31), False
     except zlib.error as error:
-        raise SourceUnavailable(f"the gzip data is corrupt: {error}", retryable=False) from None
+        raise SourceUnavailable("the gzip stream", f"corrupt data: {error}", retryable=False) from None
     if in_member:
-        raise SourceUnavailable("the gzip stream ends in the middle of a member: the file was cut off",
+        raise SourceUnavailable("the gzip stream", "it ends in the middle of a member: the file was cut off",
                                 retryable=True)
 
 
