@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import ENDED_JOB_STATUSES, JobStatus
 from tests.batch.conftest import unique_node
