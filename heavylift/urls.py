@@ -12,5 +12,6 @@ urlpatterns = [
     path("", include("fhirjobs.bulkexport.urls")),  # $export
     path("", include("fhirjobs.bulkimport.urls")),  # $import, $bulk-submit
     path("", include("fhirjobs.reindex.urls")),  # $reindex, $reindex-dryrun
+    path("", include("fhirjobs.deleteexpunge.urls")),  # $delete-expunge, $delete-expunge-status
     path("", include("fhirstore.urls")),  # the FHIR API: /fhir
 ]
