@@ -123,7 +123,7 @@ def expunge_resources(resource_type: str, logical_ids: Sequence[str], *, cascade
         )
         doomed = dict(cursor.fetchall())
         frontier = list(doomed)
-        for round_number in range(cascade_rounds + 1):
+        for round_number in range(cascade_rounds + 1 if cascade_rounds else 0):
             referrers = _referrer_pks(cursor, frontier, exclude=doomed)
             if not referrers:
                 break
