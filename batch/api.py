@@ -180,6 +180,31 @@ class JobDefinition:
             raise InvalidParameters(problems)
         return values
 
+    def parameters_for_step(self, stored: JsonObject | None) -> dict[str, Any]:
+        """The parameters a step sees: those stored at start, plus the defaults of parameters the starting
+        process did not know. In a rolling upgrade a job started by the previous release runs its later
+        steps on the new one, whose new parameters were never stored; the defaults are applied here, when a
+        step reads them, not only at start."""
+        values = dict(stored or {})
+        for parameter in self.parameters:
+            if values.get(parameter.name) is None:
+                values[parameter.name] = parameter.default
+        return values
+
+    def shape(self) -> dict[str, Any]:
+        """What processes of different releases must agree on to share a job of this id and version: its
+        parameters and its steps. Recorded per version in tests/batch/definition_shapes.json, so a change of
+        shape without a new version fails a test (docs/batch.md, *Versions*)."""
+        return {
+            "parameters": [{"name": parameter.name, "type": parameter.type.__name__, "required": parameter.required,
+                            "default": parameter.default, "minimum": parameter.minimum, "maximum": parameter.maximum,
+                            "choices": list(parameter.choices) if parameter.choices is not None else None,
+                            "items": parameter.items.__name__ if parameter.items is not None else None}
+                           for parameter in self.parameters],
+            "steps": [[step.id, step.kind.name] for step in self.steps],
+            "gated": self.gated,
+        }
+
     def step(self, step_id: str) -> StepDefinition:
         for step in self.steps:
             if step.id == step_id:

@@ -18,6 +18,7 @@ class BatchSettings:
     purge_ended_after: timedelta
     max_chunk_run: timedelta
     node_timeout: timedelta
+    maintenance_lease: timedelta
     retry_backoffs: tuple[timedelta, ...]
 
     def retry_backoff(self, errors: int) -> timedelta:
@@ -45,5 +46,6 @@ def batch_settings() -> BatchSettings:
         purge_ended_after=timedelta(days=settings.BATCH_PURGE_ENDED_AFTER_DAYS),
         max_chunk_run=timedelta(seconds=settings.BATCH_MAX_CHUNK_SECONDS),
         node_timeout=timedelta(seconds=settings.BATCH_NODE_TIMEOUT_SECONDS),
+        maintenance_lease=timedelta(seconds=settings.BATCH_MAINTENANCE_LEASE_SECONDS),
         retry_backoffs=tuple(timedelta(seconds=seconds) for seconds in settings.BATCH_RETRY_BACKOFF_SECONDS),
     )

@@ -2,7 +2,9 @@
 
 Every batch worker (the main process of a `celery worker` that consumes its node's batch queue)
 records a heartbeat from a thread: node id, module id, `hostname/pid`, stamped with the database's
-`now()`, so "not seen for N seconds" means the same on every machine whatever their clocks say.
+`now()`, so "not seen for N seconds" means the same on every machine whatever their clocks say. It beats
+only after a round trip to the broker: a host cut off from Redis but not from PostgreSQL consumes nothing,
+and must count as dead so that its jobs move (a beat proving the database alone kept them stalled).
 `batch.nodes` moves the jobs of a node none of whose workers beat within `BATCH_NODE_TIMEOUT_SECONDS`;
 the job dashboard lists `live_nodes()`; a new job starts on `node_for_new_job()`. Web processes and the
 scheduler worker record nothing.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,12 +25,13 @@ from django.db.models.functions import Now
 
 from batch.conf import batch_settings
 from batch.models import WorkerHeartbeat
-from batch.queues import work_notification_queue
+from batch.queues import broker_is_reachable, work_notification_queue
 from batch.statuses import UNFINISHED_JOB_STATUSES
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_RETENTION = timedelta(days=1)  # rows of workers not seen for this long are deleted
+LATE_AFTER_INTERVALS = 1.5  # a beat recorded this many intervals after the one before is logged as late
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class Heartbeat:
         self.node_id = node_id or settings.NODE_ID
         self.module_id = module_id or settings.MODULE_ID
         self.failing = False
+        self._last_beat: float | None = None  # time.monotonic() of the last recorded beat
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -139,8 +144,10 @@ class Heartbeat:
             _close_connection()
 
     def beat(self) -> bool:
-        """One heartbeat; False (logged) when it could not be recorded."""
+        """One heartbeat, after a broker round trip; False (logged) when it could not be recorded."""
         try:
+            if not broker_is_reachable():
+                raise ConnectionError("the broker does not answer: this worker consumes nothing")
             record_heartbeat(self.worker, self.node_id, self.module_id)
         except Exception as error:
             if not self.failing:
@@ -150,10 +157,19 @@ class Heartbeat:
             return False
         finally:
             _close_connection()
-        if self.failing:
-            logger.info("worker %s: heartbeat recorded again", self.worker)
+        now = time.monotonic()
+        late = self._last_beat is not None and now - self._last_beat > LATE_AFTER_INTERVALS * self._interval()
+        if self.failing or late:
+            silent = "" if self._last_beat is None else f" after {now - self._last_beat:.1f} s without"
+            logger.warning("worker %s: heartbeat recorded again%s (the node counts as dead after %.0f s)", self.worker,
+                           silent, batch_settings().node_timeout.total_seconds())
+        self._last_beat = now
         self.failing = False
         return True
+
+    @staticmethod
+    def _interval() -> float:
+        return batch_settings().heartbeat_interval.total_seconds()
 
     def _run(self) -> None:
         while True:

@@ -8,14 +8,15 @@ again, a FINALIZE job whose reducer died gets a new one, and the jobs of a node 
 move to a live node (`batch.nodes`). Ended jobs are deleted after a week.
 
 A plain function, callable from anywhere (beat task, test, shell). Only one pass runs at a time in the
-cluster (a PostgreSQL advisory lock); a second caller returns at once. Each change inside is a
-conditional update anyway, so even two passes could not corrupt anything.
+cluster (a lease on the database's clock, `batch.maintenance_lease`, renewed between jobs); a second
+caller returns at once, and a holder that died or froze stops holding it after
+`BATCH_MAINTENANCE_LEASE_SECONDS`. Each change inside is a conditional update anyway, so even two
+passes could not corrupt anything.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,10 +25,11 @@ from django.db.models import Q
 
 from batch import flow
 from batch.conf import batch_settings
+from batch.maintenance_lease import LeaseLost, maintenance_lease
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import rehome_stranded_jobs
 from batch.progress import refresh_progress
-from batch.queues import pending_notifications, work_notification_queue
+from batch.queues import broker_is_reachable, pending_notifications, work_notification_queue
 from batch.registry import registry
 from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.transitions import change_all_chunks_status, read_database_now
@@ -35,9 +37,9 @@ from batch.worker import on_lease_expired
 
 logger = logging.getLogger(__name__)
 
-MAINTENANCE_LOCK_KEY = 0x6261746368  # "batch": the advisory lock every maintenance pass of the cluster takes
 INSTANCE_PAGE = 100  # instances read per query
 CHUNK_PAGE = 1000  # chunks of one kind handled per instance per pass; the rest wait for the next pass
+LATE_AFTER_INTERVALS = 3  # a pass starting this many intervals after the last one ended says it is late
 DELETE_PAGE = 5000  # chunks deleted per statement when an ended job is purged
 
 
@@ -55,20 +57,41 @@ class MaintenanceReport:
 
 
 def run_maintenance_pass() -> MaintenanceReport:
-    with _advisory_lock(MAINTENANCE_LOCK_KEY) as acquired:
-        if not acquired:
+    if not broker_is_reachable():  # its calls to Redis would block the pass; a host that reaches both runs it
+        logger.warning("the broker does not answer from this host: no maintenance pass here")
+        return MaintenanceReport(ran=False)
+    with maintenance_lease() as lease:
+        if lease is None:
             logger.debug("another maintenance pass is running; this one skips")
             return MaintenanceReport(ran=False)
+        _say_if_late()
         report = MaintenanceReport(rehomed=rehome_stranded_jobs())  # first: the jobs below see their new node
-        for instance in _unfinished_instances():
-            report.instances += 1
-            try:
-                maintain_instance(instance, report)
-            except Exception:
-                logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
+        try:
+            for instance in _unfinished_instances():
+                lease.renew()
+                report.instances += 1
+                try:
+                    maintain_instance(instance, report)
+                except Exception:
+                    logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
+            lease.renew()
+        except LeaseLost as lost:
+            logger.warning("%s", lost)
+            return report
         _purge_ended(report)
         _record_pass_ended()
     return report
+
+
+def _say_if_late() -> None:
+    """A log line when the last pass ended more than LATE_AFTER_INTERVALS ago: passes were skipped (no scheduler,
+    a lapsed lease, a host cut off) and whatever they would have recovered waited that long."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXTRACT(EPOCH FROM now() - ended_at)::float FROM batch_maintenancepass WHERE id = 1")
+        row = cursor.fetchone()
+    interval = batch_settings().maintenance_interval.total_seconds()
+    if row is not None and row[0] > LATE_AFTER_INTERVALS * interval:
+        logger.warning("maintenance is late: the last pass ended %.0f s ago (one is due every %.0f s)", row[0], interval)
 
 
 def _record_pass_ended() -> None:
@@ -166,16 +189,3 @@ def _purge_ended(report: MaintenanceReport) -> None:
             WorkChunk.objects.filter(id__in=chunk_ids).delete()
         JobInstance.objects.filter(id=instance_id).delete()
         report.purged_instances += 1
-
-
-@contextmanager
-def _advisory_lock(key: int) -> Iterator[bool]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        acquired = cursor.fetchone()[0]
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])

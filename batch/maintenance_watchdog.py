@@ -3,7 +3,7 @@
 Maintenance is a clustered scheduled job, run by the scheduler workers. If those are all busy with long
 user scheduled jobs (or down), no lease would expire, no lost message be re-sent, no gate be opened by
 maintenance. So every batch worker (its main process) checks, every maintenance interval, when the last
-pass ended; past three intervals it runs one itself. The pass's advisory lock keeps it one at a time.
+pass ended; past three intervals it runs one itself. The pass's lease keeps it one at a time.
 """
 from __future__ import annotations
 

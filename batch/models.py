@@ -175,3 +175,17 @@ class MaintenancePass(models.Model):
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     ended_at = models.DateTimeField()
+
+
+class MaintenanceLease(models.Model):
+    """One row: which maintenance pass may run now, until when (the database's clock).
+
+    A lease, not a session-level advisory lock: a lock lives as long as its holder's backend, and the
+    backend of a host that powered off lives on for hours (until TCP gives up). The lease lapses on the
+    database's clock whatever became of its holder; the pass renews it as it goes (`batch.maintenance`).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    holder = models.CharField(max_length=200)  # `host:pid:token` of the pass, for the operator's eyes
+    token = models.UUIDField()  # the holding pass's own; renewals and the release are fenced by it
+    expires_at = models.DateTimeField()

@@ -26,7 +26,6 @@ from uuid import UUID
 from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.db.models.functions import Now
-from django.utils import timezone
 
 from batch import coordinator, flow
 from batch.conf import batch_settings
@@ -57,7 +56,8 @@ class Reassignment:
 # --- Moving jobs ----------------------------------------------------------------------------------------
 # Unfinished jobs older than the timeout on a node/module none of whose workers beat within it, of a
 # module some other node has live workers of (so jobs that cannot move never crowd out those that can).
-# Every comparison is on PostgreSQL's clock but `create_time`, which the starting host wrote.
+# Every comparison is on PostgreSQL's clock but `create_time`, which the starting host wrote; every time this
+# module stamps (a move's update time, a re-announcement) is PostgreSQL's too.
 STRANDED_JOBS_SQL = """
 SELECT job.id, job.node_id, job.module_id FROM batch_jobinstance job
 WHERE job.status = ANY(%(unfinished)s) AND job.create_time < now() - %(timeout)s
@@ -185,7 +185,7 @@ def _move_job(job_id: UUID, from_node: str, to_node: str, reason: str) -> Reassi
     work there. None when another process moved or ended it first."""
     with transaction.atomic():
         moved = JobInstance.objects.filter(id=job_id, node_id=from_node, status__in=UNFINISHED_JOB_STATUSES).update(
-            node_id=to_node, update_time=timezone.now())
+            node_id=to_node, update_time=Now())
         if not moved:
             return None
         JobReassignment.objects.create(instance_id=job_id, from_node_id=from_node, to_node_id=to_node,
@@ -216,7 +216,7 @@ def _announce_waiting_work(instance: JobInstance) -> int:
         with transaction.atomic():
             page = list(waiting.order_by("id").select_for_update(skip_locked=True)
                         .values_list("id", "target_step_id", "status")[:ANNOUNCE_PAGE])
-            WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _, _ in page]).update(announced_at=timezone.now())
+            WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _, _ in page]).update(announced_at=Now())
             for again in (False, True):
                 flow.announce_chunks(instance, [(chunk_id, step_id) for chunk_id, step_id, status in page
                                                 if (status == ChunkStatus.ERRORED) == again], again=again)

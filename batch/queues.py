@@ -34,9 +34,7 @@ def pending_notifications(queue: str) -> int:
 
 def pending_notifications_of(queues: list[str]) -> dict[str, int]:
     """`pending_notifications` of several queues in one round trip on one connection (the dashboard's nodes)."""
-    import redis
-
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client = _broker_client()
     try:
         with client.pipeline(transaction=False) as pipeline:
             for queue in queues:
@@ -46,3 +44,23 @@ def pending_notifications_of(queues: list[str]) -> dict[str, int]:
             return {queue: sum(next(lengths) for _ in broker_lists(queue)) for queue in queues}
     finally:
         client.close()
+
+
+def broker_is_reachable() -> bool:
+    """The broker answers a PING within REDIS_SOCKET_TIMEOUT_SECONDS (False, not an exception, when it does not)."""
+    import redis
+
+    client = _broker_client()
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def _broker_client():
+    """A client of the broker with the socket timeouts of the settings: a vanished Redis fails a call in seconds."""
+    import redis
+
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL, **settings.REDIS_CLIENT_OPTIONS)

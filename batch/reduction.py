@@ -75,7 +75,8 @@ def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
     attempt = instance.reducer_attempts
     max_seconds = definition.max_chunk_seconds or batch_settings().max_chunk_run.total_seconds()
     with lease_keeper.holding(reducer_lease(instance.id, attempt, max_seconds)) as lease:
-        context = RunningStepContext(instance.id, step.id, None, instance.parameters, None, lease, attempt=attempt)
+        context = RunningStepContext(instance.id, step.id, None, definition.parameters_for_step(instance.parameters),
+                                     None, lease, attempt=attempt)
         try:
             report = step.reduce(context, _inputs(instance.id, step.id, context))
         except JobCancelled:

@@ -42,6 +42,10 @@ class JobDefinitionRegistry:
             raise UnknownJobDefinition(f"unknown job definition {definition_id!r}")
         return self._definitions[(definition_id, max(versions))]
 
+    def definitions(self) -> list[JobDefinition]:
+        """Every registered definition, every version, by id and version."""
+        return [self._definitions[key] for key in sorted(self._definitions)]
+
     def ids(self) -> list[str]:
         return sorted({definition_id for definition_id, _ in self._definitions})
 

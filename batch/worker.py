@@ -142,8 +142,8 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk, next_chunk: NextChunk
     error: str | None = None
     next_claim: Claim | None = None
     with lease_keeper.holding(lease):
-        context = RunningStepContext(instance.id, step.id, chunk.id, instance.parameters, chunk.data, lease,
-                                     attempt=chunk.attempts)
+        context = RunningStepContext(instance.id, step.id, chunk.id, definition.parameters_for_step(instance.parameters),
+                                     chunk.data, lease, attempt=chunk.attempts)
         sink = ChunkSink(definition, instance, chunk, step, context)
         try:
             records = step.run(context, sink)

@@ -19,6 +19,7 @@ from fhirstore.search_params import params_for
 
 FHIR_VERSION = "4.0.1"  # the R4 data Synthea writes; validation uses the compatible R4B models
 INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "create", "search-type")
+TOKEN_MODIFIERS = ("below", "above", "in", "not-in")  # answered from the loaded code systems' closure
 COMMON_SEARCH_PARAMS = (
     {"name": "_id", "type": "token", "documentation": "The logical id"},
     {"name": "_lastUpdated", "type": "date", "documentation": "meta.lastUpdated, with prefixes eq ne gt ge lt le sa eb"},
@@ -97,7 +98,9 @@ def _resources() -> list[dict]:
         "conditionalUpdate": True,
         "searchParam": [*COMMON_SEARCH_PARAMS, *(
             {"name": param.name, "type": param.kind,
-             "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{param.name}"}
+             "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{param.name}",
+             **({"documentation": f"modifiers: :{', :'.join(TOKEN_MODIFIERS)} (loaded code systems)"}
+                if param.kind == "token" else {})}
             for param in params_for(resource_type).values()
         )],
         **({"operation": _operation_list(_type_operations[resource_type])}

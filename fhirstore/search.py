@@ -226,6 +226,10 @@ def _param_filter(resource_type: str, name: str, modifier: str | None, values: S
 
 
 def _token_rows(param: SearchParam, modifier: str | None, values: Sequence[str]) -> QuerySet:
+    if modifier in ("below", "above"):
+        return _index_rows(TokenIndex, param).filter(_any(_hierarchy_condition(param, modifier, v) for v in values))
+    if modifier in ("in", "not-in"):
+        return _value_set_rows(param, modifier, values)
     _no_modifier(param.name, modifier)
     conditions = Q()
     for value in values:
@@ -238,6 +242,33 @@ def _token_rows(param: SearchParam, modifier: str | None, values: Sequence[str])
             condition = Q(code=value[:INDEXED_TEXT_LENGTH])
         conditions |= condition
     return _index_rows(TokenIndex, param).filter(conditions)
+
+
+def _hierarchy_condition(param: SearchParam, modifier: str, value: str) -> Q:
+    """`:below=system|code`: the codes at or below `code` in the current version of the system (`:above`: at
+    or above), from the terminology's closure: one index scan joined to the token index, in SQL."""
+    from fhirstore.terminology.lookup import codes_above, codes_below
+
+    system, separator, code = value.partition("|")
+    if not separator or not system or not code:
+        raise InvalidRequest(f"{param.name}:{modifier}={value!r}: give system|code (the code system must be loaded)")
+    codes = codes_below(system, code) if modifier == "below" else codes_above(system, code)
+    return Q(system=system[:INDEXED_TEXT_LENGTH], code__in=codes)
+
+
+def _value_set_rows(param: SearchParam, modifier: str, values: Sequence[str]) -> QuerySet:
+    """`:in=<ValueSet url>`: the resources with a coding in the ValueSet's expansion (`:not-in`: the resources
+    of the type with none), expanded in SQL."""
+    from fhirstore.terminology.valuesets import expansion_subquery
+
+    if len(values) != 1:
+        raise UnsupportedSearch(f"{param.name}:{modifier} takes one ValueSet url")
+    sql, params = expansion_subquery(values[0])
+    rows = _index_rows(TokenIndex, param).extra(where=[f"(system, code) IN (SELECT system, code FROM ({sql}) vs)"],
+                                                params=params)
+    if modifier == "in":
+        return rows
+    return Resource.objects.filter(resource_type=param.resource_type).exclude(pk__in=rows).values("id")
 
 
 def _string_rows(param: SearchParam, modifier: str | None, values: Sequence[str]) -> QuerySet:

@@ -2,11 +2,12 @@
 where transaction bundles are POSTed, needs no trailing slash. The jobs' operations (`$export`, `$import`,
 `$reindex`…) are included by the project's URLs ahead of these, whose last pattern catches everything.
 """
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from fhirstore import converters, views  # noqa: F401  converters: registers <fhirtype:> and <fhirid:>
 
 urlpatterns = [
+    path("", include("fhirstore.terminology.urls")),  # $lookup, $expand, … (the store's own operations)
     path("fhir", views.SystemView.as_view(), name="fhir-system"),
     path("fhir/metadata", views.MetadataView.as_view(), name="fhir-metadata"),
     path("fhir/<fhirtype:resource_type>", views.TypeView.as_view(), name="fhir-type"),

@@ -122,6 +122,19 @@ X_FRAME_OPTIONS = "DENY"
 DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql"))
 REDIS_URL = env_url("REDIS_URL", ("redis", "rediss"))
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+# libpq's client-side timeouts, so a connection to a database host that vanished (powered off, cut off) fails
+# in seconds instead of when TCP gives up (~15 min with data in flight, ~2 h idle on Linux's defaults).
+# Parameters in DATABASE_URL's query string win. Measured effect and the server's side: docs/cluster.md.
+DATABASE_CLIENT_TIMEOUTS = {
+    "connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT_SECONDS", 10, minimum=2),  # libpq's minimum is 2
+    "keepalives": 1 if env_bool("DATABASE_KEEPALIVES", True) else 0,
+    "keepalives_idle": env_int("DATABASE_KEEPALIVES_IDLE_SECONDS", 10, minimum=1),  # idle this long: probe
+    "keepalives_interval": env_int("DATABASE_KEEPALIVES_INTERVAL_SECONDS", 5, minimum=1),  # between probes
+    "keepalives_count": env_int("DATABASE_KEEPALIVES_COUNT", 3, minimum=1),  # unanswered probes: dead (idle: 25 s)
+    # Sent data unacknowledged this long: the connection is dead (0: the kernel's ~15 min retransmissions).
+    "tcp_user_timeout": env_int("DATABASE_TCP_USER_TIMEOUT_MS", 30_000),
+}
+DATABASES["default"]["OPTIONS"] = {**DATABASE_CLIENT_TIMEOUTS, **DATABASES["default"].get("OPTIONS", {})}
 
 # --- Cluster identity -----------------------------------------------------------------------------
 NODE_ID = env_identifier("NODE_ID", "Master")  # the logical node, shared by its machines; names its batch queue
@@ -156,10 +169,12 @@ INSTALLED_APPS = [
     "batch",
     "scheduling",
     "fhirstore",
+    "fhirstore.terminology",
     "fhirjobs.bulkexport",
     "fhirjobs.bulkimport",
     "fhirjobs.reindex",
     "fhirjobs.deleteexpunge",
+    "fhirjobs.terminology",
     "heavylift",
 ]
 
@@ -249,7 +264,19 @@ CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1
 # message without a priority (every `default` and scheduler task) counts as 0. Two steps: a batch queue's
 # work announced again (a retry, a lost worker's chunk, a re-homed job: 0) goes ahead of its new work (9),
 # see `batch.queues`. Each step is one more list in every poll, so no more steps than that.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT, "priority_steps": [0, 9]}
+# Redis socket timeouts, for the broker and every client of ours: a call to a Redis host that vanished fails in
+# seconds instead of when TCP gives up (a host cut off from Redis held the maintenance pass ~20 s per call).
+REDIS_SOCKET_TIMEOUT_SECONDS = env_int("REDIS_SOCKET_TIMEOUT_SECONDS", 10, minimum=2)  # above kombu's 1 s BRPOP
+REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS = env_int("REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS", 5, minimum=1)
+REDIS_HEALTH_CHECK_INTERVAL_SECONDS = env_int("REDIS_HEALTH_CHECK_INTERVAL_SECONDS", 10, minimum=1)  # PING when idle this long
+REDIS_CLIENT_OPTIONS = {
+    "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS,
+    "socket_keepalive": True, "health_check_interval": REDIS_HEALTH_CHECK_INTERVAL_SECONDS,
+}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT, "priority_steps": [0, 9],
+                                   **REDIS_CLIENT_OPTIONS}
+CELERY_REDIS_SOCKET_TIMEOUT = REDIS_SOCKET_TIMEOUT_SECONDS  # the result backend's
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 
 # --- Batch ----------------------------------------------------------------------------------------
@@ -269,6 +296,9 @@ BATCH_CLIENT_JOB_DEFINITIONS = [d.strip() for d in env_str("BATCH_CLIENT_JOB_DEF
 # A node none of whose batch workers has recorded a heartbeat for this long is dead: maintenance moves
 # its unfinished jobs to a live node. Workers beat every third of it.
 BATCH_NODE_TIMEOUT_SECONDS = env_int("BATCH_NODE_TIMEOUT_SECONDS", 60, minimum=3)
+# One maintenance pass at a time holds a lease this long, renewed as it goes; a holder that died or froze
+# stops holding it after this, on the database's clock (batch/maintenance.py, docs/cluster.md).
+BATCH_MAINTENANCE_LEASE_SECONDS = env_int("BATCH_MAINTENANCE_LEASE_SECONDS", 20, minimum=2)
 BATCH_FLOWER_URL = env_str("BATCH_FLOWER_URL", f"http://127.0.0.1:{FLOWER_PORT}")  # admin links chunks' tasks here
 # Celery's Django fixup closes the database connection around every task unless this is set; a fresh
 # PostgreSQL connection per chunk would cost more than the chunk. Reopened after this many tasks.
@@ -329,6 +359,15 @@ BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS",
 # JSON; by default the file system under MEDIA_ROOT/bulkexport.
 BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
 BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"location": str(MEDIA_ROOT / "bulkexport")})
+# --- Terminology (docs/terminology.md) ---------------------------------------------------------------
+# Codes an on-the-fly $expand returns in one answer (a larger expansion: 422 too-costly, page it with count).
+TERMINOLOGY_EXPANSION_MAX_CODES = env_int("TERMINOLOGY_EXPANSION_MAX_CODES", 20000, minimum=1)
+# Concepts one $apply-codesystem-delta-add adds synchronously (more: upload a new version).
+TERMINOLOGY_DELTA_MAX_CONCEPTS = env_int("TERMINOLOGY_DELTA_MAX_CONCEPTS", 1000, minimum=1)
+# Concepts per write chunk of an upload (and per closure chunk): ~1 s of work each for ICD-10-CM.
+TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = env_int("TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS", 2000, minimum=1)
+# Chunks of one upload at once (0: as many as workers); half the CPUs, as the other jobs.
+TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS = env_int("TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
 # --- Bulk import ----------------------------------------------------------------------------------
 BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # NDJSON lines per load chunk
 # URL prefixes $import / $bulk-submit may fetch from (comma-separated); none by default: nothing is fetched.

@@ -27,6 +27,7 @@ TOKEN_PREFIX = "hl_"
 PREFIX_LENGTH = 10  # characters of the token stored in clear to recognise it ("hl_" + 7)
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # `last_used_at` is written at most this often per token
 ALL_SCOPES: tuple[str, ...] = tuple(Scope.values)
+OPERATOR_SCOPES = frozenset({Scope.CONTROL, Scope.TERMINOLOGY})  # given by default to staff only
 
 
 class TokenError(ValueError):
@@ -40,8 +41,9 @@ class IssuedToken:
 
 
 def default_scopes(user: AbstractBaseUser) -> list[str]:
-    """Every scope the user's role allows: staff get `control` (operator) too, other users everything else."""
-    return [scope for scope in ALL_SCOPES if scope != Scope.CONTROL or user.is_staff]
+    """Every scope the user's role allows: staff get `control` (operator) and `terminology` too, other users
+    everything else."""
+    return [scope for scope in ALL_SCOPES if scope not in OPERATOR_SCOPES or user.is_staff]
 
 
 def token_digest(plaintext: str, secret: str | None = None) -> str:

@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models.functions import Now
-from django.utils import timezone
 
+from scheduling.clock import database_now
 from scheduling.exceptions import UnknownJob
 from scheduling.models import JobRun, RunOutcome
 from scheduling.registry import RunContext, ScheduledJob, running
@@ -71,7 +71,7 @@ def run_occurrence(
     if not on_demand and not is_enabled(job_name):
         logger.info("%s @ %s: not run, the job is paused or no longer declared", job_name, tick)
         return Occurrence.NOT_SCHEDULED
-    if not on_demand and is_stale(schedule, tick, timezone.now()):
+    if not on_demand and is_stale(schedule, tick, database_now()):  # never the host's clock: hosts disagree
         recorded = _insert_run(job_name, tick, RunOutcome.MISSED)
         return Occurrence.MISSED if recorded else Occurrence.TAKEN
     abandon_silent_runs(job_name)
@@ -107,8 +107,9 @@ def execute(job: ScheduledJob) -> None:
 
 
 def abandon_silent_runs(job_name: str | None = None) -> int:
-    """Runs whose process stopped heartbeating are abandoned, so the job is not blocked forever."""
-    silent = JobRun.objects.filter(outcome=RunOutcome.RUNNING, heartbeat_at__lt=timezone.now() - ABANDONED_AFTER)
+    """Runs whose process stopped heartbeating are abandoned, so the job is not blocked forever. The
+    heartbeats are stamped with the database's clock, and judged by it."""
+    silent = JobRun.objects.filter(outcome=RunOutcome.RUNNING, heartbeat_at__lt=Now() - ABANDONED_AFTER)
     if job_name is not None:
         silent = silent.filter(job_name=job_name)
     abandoned = 0
@@ -119,7 +120,7 @@ def abandon_silent_runs(job_name: str | None = None) -> int:
 
 def prune_runs(older_than: timedelta) -> int:
     """Delete finished run records started before `older_than` ago, a batch at a time."""
-    cutoff = timezone.now() - older_than
+    cutoff = Now() - older_than
     deleted = 0
     while True:
         batch = list(

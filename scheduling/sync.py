@@ -5,6 +5,8 @@ is never sent (each worker process runs them itself), so that the admin lists an
 The row's kwargs hold the exact schedule; its interval/crontab is only what the admin can display. The queue
 is not in the row: each beat sends to its own SCHEDULER_QUEUE, so no process's sync can re-route the others.
 The schedule is owned by code: a sync overwrites it, but leaves the `enabled` flag set in the admin alone.
+A sync only adds and updates (any process of any release runs it at start); retiring the jobs a release no
+longer declares is an explicit step of the upgrade, `retire_undeclared_jobs`.
 """
 from __future__ import annotations
 
@@ -38,20 +40,39 @@ class SyncReport:
 
 
 def sync_declared_jobs(jobs: Iterable[ScheduledJob]) -> SyncReport:
-    """Make the rows of code-declared jobs match `jobs`; rows of jobs no longer declared are disabled."""
+    """Add the rows of code-declared jobs and update them to match `jobs`; never disable one.
+
+    Every beat and worker runs this at start, and in a rolling upgrade the starting process may be of the
+    previous release: disabling what it does not declare disabled every job the new release added, cluster-wide.
+    Removing is `retire_undeclared_jobs`, an explicit step once every process runs the new release.
+    """
     report = SyncReport()
     wanted = {job.name: job for job in jobs if not job.name.startswith(SCRIPT_JOB_PREFIX)}
     with transaction.atomic():
         _lock()
+        for job in wanted.values():
+            _upsert(job, _description(job, "declared in code"), report, enabled_if_created=True)
+    _log(report, "code")
+    return report
+
+
+def retire_undeclared_jobs(jobs: Iterable[ScheduledJob]) -> SyncReport:
+    """Disable the rows of code-declared jobs that `jobs` (this release's) no longer declares.
+
+    The last step of an upgrade (`manage.py retire_scheduled_jobs`), run once no process of the previous release
+    is left: a job declared again later is enabled again by the next sync (an operator's pause is never undone).
+    """
+    report = SyncReport()
+    declared = {job.name for job in jobs}
+    with transaction.atomic():
+        _lock()
         rows = PeriodicTask.objects.filter(task__in=OUR_TASKS).exclude(name__startswith=SCRIPT_JOB_PREFIX)
-        for row in rows.select_for_update():
-            if row.name not in wanted and (row.enabled or row.description != REMOVED_FROM_CODE):
+        for row in rows.exclude(name__in=declared).select_for_update():
+            if row.enabled or row.description != REMOVED_FROM_CODE:
                 row.enabled = False
                 row.description = REMOVED_FROM_CODE
                 row.save()
                 report.disabled.append(row.name)
-        for job in wanted.values():
-            _upsert(job, _description(job, "declared in code"), report, enabled_if_created=True)
     _log(report, "code")
     return report
 

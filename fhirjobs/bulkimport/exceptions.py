@@ -1,7 +1,10 @@
 """The bulk import's errors: part of the FHIR store's exception tree, so they answer as OperationOutcomes."""
 from __future__ import annotations
 
+from fhirjobs.common.sources import SourceUnavailable
 from fhirstore.exceptions import FhirStoreError, InvalidRequest, ResourceNotFound
+
+__all__ = ["ImportFailed", "ImportNotFound", "InvalidImportRequest", "InvalidSubmission", "SourceUnavailable"]
 
 
 class InvalidImportRequest(InvalidRequest):
@@ -24,11 +27,3 @@ class InvalidSubmission(ImportFailed):
 
     status = 400
     issue_code = "invalid"
-
-
-class SourceUnavailable(Exception):
-    """A source could not be read; `retryable` when trying again later may help (network, 5xx, 429)."""
-
-    def __init__(self, message: str, *, retryable: bool):
-        super().__init__(message)
-        self.retryable = retryable

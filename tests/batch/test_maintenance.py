@@ -1,13 +1,13 @@
 """Maintenance recovers what the broker and dead processes lose, and only one pass runs at a time."""
 
-import psycopg
 import pytest
 import redis
 from django.conf import settings as django_settings
 from django.db import connection
 
 from batch.coordinator import cancel_job, start_job
-from batch.maintenance import MAINTENANCE_LOCK_KEY, run_maintenance_pass
+from batch.maintenance import run_maintenance_pass
+from batch.maintenance_lease import LeaseLost, MaintenanceLease
 from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
 from batch.reduction import on_reduction_claimed
@@ -86,14 +86,25 @@ def test_a_lost_announcement_is_sent_again_once_the_node_queue_is_drained(define
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
 
 
-def test_a_pass_skips_while_another_holds_the_lock():
-    params = connection.settings_dict
-    with psycopg.connect(host=params["HOST"], port=params["PORT"] or None, user=params["USER"],
-                         dbname=params["NAME"], password=params["PASSWORD"] or None, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", [MAINTENANCE_LOCK_KEY])
-        assert run_maintenance_pass().ran is False
-        other.execute("SELECT pg_advisory_unlock(%s)", [MAINTENANCE_LOCK_KEY])
+def test_a_pass_skips_while_another_holds_the_lease_and_runs_once_it_is_given_back():
+    other = MaintenanceLease()
+    assert other.take()
+    assert run_maintenance_pass().ran is False
+    other.release()
     assert run_maintenance_pass().ran is True
+
+
+def test_a_lease_lapses_on_the_database_clock_and_its_late_holder_cannot_renew_it(settings, caplog):
+    settings.BATCH_MAINTENANCE_LEASE_SECONDS = 2
+    frozen = MaintenanceLease()
+    assert frozen.take()
+    assert run_maintenance_pass().ran is False
+    with connection.cursor() as cursor:  # the database's clock runs on past the lease
+        cursor.execute("UPDATE batch_maintenancelease SET expires_at = clock_timestamp() - interval '1 second'")
+    assert run_maintenance_pass().ran is True
+    assert "let its lease lapse" in caplog.text
+    with pytest.raises(LeaseLost):
+        frozen.renew()
 
 
 def sum_n(context, inputs) -> dict:
@@ -167,3 +178,15 @@ def test_maintenance_completes_a_job_whose_last_worker_died_between_commit_and_c
     run_maintenance_pass()
 
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
+
+
+def test_a_pass_long_after_the_last_one_says_maintenance_was_late(settings, caplog):
+    run_maintenance_pass()
+    with connection.cursor() as cursor:  # the last pass ended two minutes ago (by the database's clock)
+        cursor.execute("UPDATE batch_maintenancepass SET ended_at = now() - interval '120 seconds'")
+
+    assert run_maintenance_pass().ran
+    assert "maintenance is late: the last pass ended 120 s ago" in caplog.text
+    caplog.clear()
+    assert run_maintenance_pass().ran
+    assert "maintenance is late" not in caplog.text

@@ -1,4 +1,5 @@
 """Settings come from the environment only, and a bad value stops start-up with one clear line."""
+import json
 import os
 import subprocess
 import sys
@@ -49,3 +50,30 @@ def test_queue_name_carries_node_and_module(settings):
 def test_queue_name_uses_periods_when_configured(settings):
     settings.REPLACE_HYPHENS_WITH_PERIODS = True
     assert work_notification_queue("node-7", "batch") == "batch2.work.notification.node.7.batch"
+
+
+def database_options(**env: str) -> dict:
+    full_env = {**os.environ, **env, "DJANGO_SETTINGS_MODULE": "heavylift.settings"}
+    program = "import json; from django.conf import settings; print(json.dumps(settings.DATABASES['default']['OPTIONS']))"
+    result = subprocess.run([sys.executable, "-c", program], cwd=PROJECT_DIR, env=full_env, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_database_connections_time_out_by_default_and_the_environment_or_the_url_override_it():
+    defaults = database_options()
+    assert defaults == {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                        "keepalives_count": 3, "tcp_user_timeout": 30000}
+    assert database_options(DATABASE_TCP_USER_TIMEOUT_MS="5000", DATABASE_KEEPALIVES="false")["tcp_user_timeout"] == 5000
+    url = f"{os.environ['DATABASE_URL'].split('?')[0]}?connect_timeout=3"
+    assert database_options(DATABASE_URL=url)["connect_timeout"] == 3
+
+
+@pytest.mark.django_db
+def test_a_live_connection_carries_the_client_timeouts():
+    from django.db import connection
+
+    connection.ensure_connection()
+    dsn = connection.connection.info.dsn
+    assert "tcp_user_timeout=30000" in dsn and "keepalives_idle=10" in dsn and "connect_timeout=10" in dsn

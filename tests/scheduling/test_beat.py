@@ -1,16 +1,18 @@
 """Beat fires clustered jobs on their exact ticks and stamps each message with the tick it is for."""
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from django_celery_beat.models import PeriodicTask
 from kombu import Connection
 
 from heavylift.celery import app
-from scheduling.beat import NodeAwareScheduler, ScheduledJobEntry, TickSchedule
-from scheduling.registry import ScheduledJob
+from scheduling import beat
+from scheduling.beat import NodeAwareScheduler, TickSchedule
+from scheduling.clock import DatabaseClock, database_clock, database_now
+from scheduling.registry import JobRegistry, ScheduledJob
 from scheduling.schedules import CronSchedule, EverySeconds
-from scheduling.sync import sync_declared_jobs
+from scheduling.sync import REMOVED_FROM_CODE, sync_declared_jobs
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
 
@@ -102,8 +104,7 @@ def test_beat_through_a_daylight_saving_night_sends_each_calendar_occurrence_onc
     settings.SCHEDULER_QUEUE = f"test-{uuid.uuid4().hex[:8]}"
     first, last = BERLIN_NIGHTS[night]
     clock = {"now": first}
-    monkeypatch.setattr(app, "now", lambda: clock["now"])
-    monkeypatch.setattr(ScheduledJobEntry, "_default_now", lambda entry: clock["now"])
+    monkeypatch.setattr(database_clock, "now", lambda: clock["now"])  # beat's every reading of the time
     half_past_two = CronSchedule("0 30 2 * * ?", "Europe/Berlin")
     quarterly = CronSchedule("0 */15 * * * ?", "Europe/Berlin")
     declare(("dst.half_past_two", half_past_two, True), ("dst.quarterly", quarterly, True))
@@ -138,3 +139,53 @@ def test_beat_through_a_daylight_saving_night_sends_each_calendar_occurrence_onc
         assert sent["dst.half_past_two"] == [datetime(2024, 3, 31, 1, 0, tzinfo=utc)]
         assert sent["dst.quarterly"] == [datetime(2024, 3, 31, 0, 0, tzinfo=utc) + timedelta(minutes=15 * n)
                                          for n in range(9)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("skew", [45, -45])
+def test_beat_reads_the_database_clock_whatever_its_host_clock_says(skew):
+    clock = DatabaseClock(host_now=lambda: datetime.now(UTC) + timedelta(seconds=skew))
+
+    assert abs((clock.now() - database_now()).total_seconds()) < 1
+    assert abs(clock.offset.total_seconds() + skew) < 1
+
+
+@pytest.mark.django_db(transaction=True)  # django-celery-beat commits and closes connections itself
+def test_a_send_that_straddles_the_next_tick_carries_the_tick_found_due(settings, monkeypatch):
+    settings.SCHEDULER_QUEUE = f"test-{uuid.uuid4().hex[:8]}"
+    clock = {"now": T0 + timedelta(seconds=1.999)}
+    monkeypatch.setattr(database_clock, "now", lambda: clock["now"])
+    declare(("a.every_two", EverySeconds(2), True))
+    PeriodicTask.objects.filter(name="a.every_two").update(last_run_at=T0 - timedelta(seconds=1))
+    entry = NodeAwareScheduler(app=app, lazy=True).schedule["a.every_two"]
+
+    assert entry.is_due().is_due
+    clock["now"] += timedelta(seconds=0.002)  # the next tick (T0 + 2 s) comes while beat sends T0's
+    NodeAwareScheduler(app=app, lazy=True).apply_async(entry, advance=False)
+
+    with Connection(settings.CELERY_BROKER_URL) as broker:
+        queue = broker.SimpleQueue(settings.SCHEDULER_QUEUE)
+        message = queue.get(timeout=5)
+        message.ack()
+        queue.close()
+    assert datetime.fromisoformat(message.payload[1]["tick"]) == T0
+
+
+@pytest.mark.django_db(transaction=True)  # django-celery-beat commits and closes connections itself
+def test_jobs_a_beat_of_the_previous_release_disabled_are_declared_again_by_this_releases_beat(monkeypatch):
+    new_job = ScheduledJob("a.new_in_this_release", noop, EverySeconds(2), True, False)
+    this_release = JobRegistry()
+    this_release.add(new_job)
+    monkeypatch.setattr(beat, "registry", this_release)
+    sync_declared_jobs([new_job])
+    scheduler = NodeAwareScheduler(app=app, lazy=True)
+    assert "a.new_in_this_release" in scheduler.schedule
+    scheduler.schedule_changed()  # beat's loop checks the change marker every few seconds; the first check notes it
+
+    # What the previous release's sync did at its beat's start to every job it did not declare.
+    row = PeriodicTask.objects.get(name="a.new_in_this_release")
+    row.enabled, row.description = False, REMOVED_FROM_CODE
+    row.save()  # moves django-celery-beat's change marker, as the old beat's save did
+
+    assert "a.new_in_this_release" in scheduler.schedule
+    assert PeriodicTask.objects.get(name="a.new_in_this_release").enabled

@@ -213,3 +213,23 @@ def test_pruning_deletes_finished_runs_past_retention_only():
 
     assert runs.prune_runs(timedelta(days=7)) == 2
     assert sorted(JobRun.objects.values_list("outcome", flat=True)) == [RunOutcome.FAILED, RunOutcome.RUNNING]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("skew", [45, -45])
+def test_on_a_host_whose_clock_is_off_a_due_tick_runs_and_a_healthy_run_is_not_abandoned(skew, monkeypatch):
+    """Staleness and heartbeats are judged on the database's clock: the host's says nothing."""
+    every_five = EverySeconds(5)
+    due = every_five.latest_tick_at_or_before(timezone.now())  # the tick beat sends now (by the database's clock)
+    healthy = JobRun.objects.create(job_name="app.jobs.other", tick=due, node="n1", process="alive:1",
+                                    started_at=timezone.now(), heartbeat_at=timezone.now(), outcome=RunOutcome.RUNNING)
+    host_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: host_now() + timedelta(seconds=skew))
+    counting = CountingJob()
+
+    occurrence = run_occurrence(counting.job.name, every_five, due, resolve=lambda name: counting.job,
+                                is_enabled=lambda name: True)
+
+    assert (occurrence, counting.calls) == (Occurrence.SUCCEEDED, 1)
+    assert runs.abandon_silent_runs() == 0
+    assert JobRun.objects.get(pk=healthy.pk).outcome == RunOutcome.RUNNING

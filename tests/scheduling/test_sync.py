@@ -1,4 +1,5 @@
-"""Declared jobs become PeriodicTask rows: created, updated with the code, disabled when gone; pauses stay."""
+"""Declared jobs become PeriodicTask rows: created and updated with the code by every starting process, disabled
+when gone only by the explicit retiring step of an upgrade; pauses stay."""
 import json
 
 import pytest
@@ -6,7 +7,7 @@ from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
 from scheduling.registry import ScheduledJob
 from scheduling.schedules import CronSchedule, EverySeconds
-from scheduling.sync import CLUSTERED_TASK, LOCAL_TASK, REMOVED_FROM_CODE, sync_declared_jobs
+from scheduling.sync import CLUSTERED_TASK, LOCAL_TASK, REMOVED_FROM_CODE, retire_undeclared_jobs, sync_declared_jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -76,15 +77,32 @@ def test_an_unchanged_declaration_writes_nothing():
     assert PeriodicTasks.last_change() == before
 
 
-def test_a_job_removed_from_code_is_disabled_and_comes_back_when_declared_again():
-    sync_declared_jobs([job()])
+def test_a_process_of_the_previous_release_disables_none_of_the_jobs_the_new_release_added():
+    sync_declared_jobs([job(), job("app.jobs.new_in_this_release")])
 
-    assert sync_declared_jobs([]).disabled == ["app.jobs.cleanup"]
-    assert not row().enabled
+    assert sync_declared_jobs([job()]).disabled == []  # an old beat starting mid-upgrade
+    assert row("app.jobs.new_in_this_release").enabled
+
+
+def test_a_job_removed_from_code_is_disabled_by_the_retiring_step_and_comes_back_when_declared_again():
+    sync_declared_jobs([job(), job("app.jobs.kept")])
+
+    retired = retire_undeclared_jobs([job("app.jobs.kept")]).disabled  # (and the project's own jobs, not declared here)
+    assert "app.jobs.cleanup" in retired and "app.jobs.kept" not in retired
+    assert not row().enabled and row("app.jobs.kept").enabled
     assert row().description == REMOVED_FROM_CODE
+    assert retire_undeclared_jobs([job("app.jobs.kept")]).disabled == [], "once"
 
     sync_declared_jobs([job()])
     assert row().enabled
+
+
+def test_the_retiring_step_never_touches_an_operators_pause_of_a_declared_job():
+    sync_declared_jobs([job()])
+    PeriodicTask.objects.filter(name="app.jobs.cleanup").update(enabled=False)
+
+    assert "app.jobs.cleanup" not in retire_undeclared_jobs([job()]).disabled
+    assert row().description != REMOVED_FROM_CODE
 
 
 def test_a_pause_in_the_admin_survives_a_sync_and_a_code_change():
@@ -106,6 +124,6 @@ def test_rows_that_are_not_ours_are_left_alone():
     PeriodicTask.objects.create(name="app.jobs.cleanup", task="someone.elses", interval=every_hour)
 
     sync_declared_jobs([job()])
-    sync_declared_jobs([])
+    retire_undeclared_jobs([])
 
     assert (row().task, row().enabled) == ("someone.elses", True)

@@ -1,0 +1,12 @@
+"""The upload's errors: part of the FHIR store's exception tree, so they answer as OperationOutcomes."""
+from __future__ import annotations
+
+from fhirstore.exceptions import InvalidRequest
+
+
+class InvalidUploadRequest(InvalidRequest):
+    """The upload request is not valid."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems

@@ -1,0 +1,64 @@
+"""Which reader parses a system's distribution files, chosen by the system URL.
+
+A loader turns the upload's files (each a name and a way to open it as a binary stream) into
+`ConceptRecord`s, streaming, and says the version the files declare once read. ICD-10-CM has its own
+format; every other system is read as HAPI's custom terminology CSV files.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import IO
+
+from fhirstore.terminology import customcsv, icd10cm
+from fhirstore.terminology.records import ConceptRecord
+
+Opener = Callable[[], AbstractContextManager[IO[bytes]]]
+NamedFile = tuple[str, Opener]
+
+
+@dataclass
+class FileFacts:
+    """What the files say about the version, filled in as they are read."""
+
+    version: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Loader:
+    name: str
+    read: Callable[[Sequence[NamedFile], FileFacts], Iterator[ConceptRecord]]
+    file_problems: Callable[[Sequence[str]], list[str]]  # checked at kick-off on the files' names
+
+
+def _read_icd10cm(files: Sequence[NamedFile], facts: FileFacts) -> Iterator[ConceptRecord]:
+    about = icd10cm.Icd10CmFile()
+    for _, opener in files:
+        with opener() as stream:
+            yield from icd10cm.read_concepts(stream, about)
+    facts.version, facts.name = about.version, "ICD-10-CM"
+
+
+def _read_custom(files: Sequence[NamedFile], facts: FileFacts) -> Iterator[ConceptRecord]:
+    yield from customcsv.read_concepts({customcsv.file_kind(name): opener for name, opener in files})
+
+
+def _custom_file_problems(names: Sequence[str]) -> list[str]:
+    kinds = [customcsv.file_kind(name) for name in names]
+    problems = [f"{name}: a custom code system takes {', '.join(customcsv.FILE_NAMES)}"
+                for name, kind in zip(names, kinds, strict=True) if kind is None]
+    if customcsv.CONCEPTS not in kinds:
+        problems.append("a custom code system needs a concepts.csv (CODE,DISPLAY)")
+    return problems
+
+
+ICD10CM = Loader("ICD-10-CM tabular XML", _read_icd10cm, lambda names: [])
+CUSTOM_CSV = Loader("custom terminology CSV (concepts.csv, hierarchy.csv, properties.csv)", _read_custom,
+                    _custom_file_problems)
+LOADERS = {icd10cm.SYSTEM: ICD10CM}
+
+
+def loader_for(system: str) -> Loader:
+    return LOADERS.get(system, CUSTOM_CSV)

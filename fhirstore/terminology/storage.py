@@ -1,0 +1,324 @@
+"""Writing a code system version: the statements an upload runs, each one short transaction.
+
+An upload creates a BUILDING version, writes its concepts chunk by chunk (`write_concepts`), then builds
+the closure chunk by chunk (`build_closure`), then makes it current (`make_current`). Every write is
+idempotent, so a chunk run twice (a worker killed after its commit, before the engine recorded it) leaves
+the same rows: concepts are upserted, a chunk's designations, properties and links are replaced, closure
+rows are inserted `ON CONFLICT DO NOTHING`. Readers never see a BUILDING version unless they name it.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models.functions import Now
+
+from fhirstore.exceptions import FhirStoreError, InvalidRequest
+from fhirstore.storage import Write, save_changed_resources
+from fhirstore.terminology.models import (
+    Closure,
+    CodeSystemVersion,
+    Concept,
+    ExpansionStatus,
+    ParentLink,
+    UploadedFile,
+    ValueSetExpansion,
+    VersionStatus,
+)
+from fhirstore.terminology.records import ConceptRecord
+
+WRITE_CONCEPTS_SQL = """
+INSERT INTO terminology_concept (code_system_version_id, code, display, abstract)
+SELECT %(version)s, code, display, abstract
+FROM unnest(%(codes)s::text[], %(displays)s::text[], %(abstracts)s::bool[]) AS c(code, display, abstract)
+ON CONFLICT (code_system_version_id, code) DO UPDATE SET display = excluded.display, abstract = excluded.abstract
+"""
+WRITE_DESIGNATIONS_SQL = """
+INSERT INTO terminology_designation (code_system_version_id, code, value, language, use_system, use_code)
+SELECT %(version)s, * FROM unnest(%(codes)s::text[], %(values)s::text[], %(languages)s::text[],
+                                  %(use_systems)s::text[], %(use_codes)s::text[])
+"""
+WRITE_PROPERTIES_SQL = """
+INSERT INTO terminology_conceptproperty (code_system_version_id, code, property, value, type, system)
+SELECT %(version)s, * FROM unnest(%(codes)s::text[], %(names)s::text[], %(values)s::text[], %(types)s::text[],
+                                  %(systems)s::text[])
+"""
+WRITE_LINKS_SQL = """
+INSERT INTO terminology_parentlink (code_system_version_id, child, parent)
+SELECT %(version)s, * FROM unnest(%(children)s::text[], %(parents)s::text[])
+ON CONFLICT DO NOTHING
+"""
+WRITE_CLOSURE_SQL = """
+INSERT INTO terminology_closure (code_system_version_id, ancestor, descendant)
+SELECT %(version)s, * FROM unnest(%(ancestors)s::text[], %(descendants)s::text[])
+ON CONFLICT DO NOTHING
+"""
+# Every ancestor of the chunk's concepts (and each concept itself), walking the links up; UNION, not
+# UNION ALL, so a concept reached by several paths (SNOMED's multiple parents) or a cycle is walked once.
+BUILD_CLOSURE_SQL = """
+WITH RECURSIVE up(descendant, ancestor) AS (
+    SELECT code COLLATE "C", code COLLATE "C" FROM unnest(%(codes)s::text[]) AS chunk(code)
+    UNION
+    SELECT up.descendant, link.parent
+    FROM up JOIN terminology_parentlink link
+      ON link.code_system_version_id = %(version)s AND link.child = up.ancestor
+)
+INSERT INTO terminology_closure (code_system_version_id, ancestor, descendant)
+SELECT %(version)s, ancestor, descendant FROM up
+ON CONFLICT DO NOTHING
+"""
+DANGLING_LINKS_SQL = """
+SELECT link.child, link.parent FROM terminology_parentlink link
+WHERE link.code_system_version_id = %(version)s AND link.child = ANY(%(codes)s::text[])
+  AND NOT EXISTS (SELECT 1 FROM terminology_concept c
+                  WHERE c.code_system_version_id = %(version)s AND c.code = link.parent)
+LIMIT 10
+"""
+SLUG = re.compile(r"[^A-Za-z0-9\-.]+")
+
+
+def new_version(system: str, version: str | None = None) -> CodeSystemVersion:
+    """A BUILDING version of `system`; its label may be given now or read from the file later (`label_version`).
+    InvalidRequest when the system already has a version with that label."""
+    if version and CodeSystemVersion.objects.filter(system=system, version=version).exists():
+        raise InvalidRequest(f"{system} already has a version {version!r}; give another label")
+    return CodeSystemVersion.objects.create(system=system, version=version or None)
+
+
+def label_version(version_id: int, label: str, name: str = "") -> str:
+    """Give a version still without a label the one its file declares, or `label-2`, `label-3`… when another
+    version of the system already has it. Returns the version's label (the one it had, if any)."""
+    with transaction.atomic():
+        row = CodeSystemVersion.objects.select_for_update().get(pk=version_id)
+        if row.version:
+            return row.version
+        label = label or "1"
+        taken = set(CodeSystemVersion.objects.filter(system=row.system, version__startswith=label)
+                     .values_list("version", flat=True))
+        chosen, n = label, 1
+        while chosen in taken:
+            n += 1
+            chosen = f"{label}-{n}"
+        row.version, row.name = chosen, name or row.name
+        row.save(update_fields=["version", "name"])
+        return chosen
+
+
+def write_concepts(version_id: int, records: Sequence[ConceptRecord]) -> int:
+    """Write a chunk of concepts with their designations, properties and parent links, in one transaction;
+    running it again leaves the same rows. Returns the number of concepts."""
+    codes = [record.code for record in records]
+    with transaction.atomic(), connection.cursor() as cursor:
+        for table, column in (("terminology_designation", "code"), ("terminology_conceptproperty", "code"),
+                              ("terminology_parentlink", "child")):
+            cursor.execute(f"DELETE FROM {table} WHERE code_system_version_id = %s AND {column} = ANY(%s::text[])",
+                           [version_id, codes])
+        cursor.execute(WRITE_CONCEPTS_SQL, {"version": version_id, "codes": codes,
+                                            "displays": [r.display for r in records],
+                                            "abstracts": [r.abstract for r in records]})
+        designations = [(r.code, d) for r in records for d in r.designations]
+        if designations:
+            cursor.execute(WRITE_DESIGNATIONS_SQL, {
+                "version": version_id, "codes": [code for code, _ in designations],
+                "values": [d.value for _, d in designations], "languages": [d.language for _, d in designations],
+                "use_systems": [d.use_system for _, d in designations],
+                "use_codes": [d.use_code for _, d in designations]})
+        properties = [(r.code, p) for r in records for p in r.properties]
+        if properties:
+            cursor.execute(WRITE_PROPERTIES_SQL, {
+                "version": version_id, "codes": [code for code, _ in properties],
+                "names": [p.name for _, p in properties], "values": [p.value for _, p in properties],
+                "types": [p.type for _, p in properties], "systems": [p.system for _, p in properties]})
+        links = [(r.code, parent) for r in records for parent in r.parents]
+        if links:
+            cursor.execute(WRITE_LINKS_SQL, {"version": version_id, "children": [child for child, _ in links],
+                                             "parents": [parent for _, parent in links]})
+        if closure_known(records):
+            pairs = [(ancestor, r.code) for r in records for ancestor in (r.code, *r.ancestors)]
+            cursor.execute(WRITE_CLOSURE_SQL, {"version": version_id, "ancestors": [a for a, _ in pairs],
+                                               "descendants": [d for _, d in pairs]})
+    return len(records)
+
+
+def closure_known(records: Sequence[ConceptRecord]) -> bool:
+    """Whether the records carry their ancestors (then `write_concepts` writes their closure rows too)."""
+    return all(record.ancestors is not None for record in records)
+
+
+def dangling_links(version_id: int, codes: Sequence[str]) -> list[tuple[str, str]]:
+    """Up to 10 links of these concepts to a parent the version does not have (a file naming an unknown code)."""
+    with connection.cursor() as cursor:
+        cursor.execute(DANGLING_LINKS_SQL, {"version": version_id, "codes": list(codes)})
+        return cursor.fetchall()
+
+
+def build_closure(version_id: int, codes: Sequence[str]) -> int:
+    """The closure rows of these concepts (each with itself and every ancestor); returns the rows new."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(BUILD_CLOSURE_SQL, {"version": version_id, "codes": list(codes)})
+        return cursor.rowcount
+
+
+def make_current(version_id: int, *, concepts: int | None = None, closure_rows: int | None = None) -> bool:
+    """Make a version the CURRENT one of its system in one short transaction: the previous current version
+    becomes SUPERSEDED, the stored expansions that use the system become stale (NOT_EXPANDED), and the
+    system's CodeSystem resource (content not-present) names the new version. False when the version is
+    already current (a second run); raises CodeSystemVersion.DoesNotExist for an unknown id."""
+    with transaction.atomic():
+        version = CodeSystemVersion.objects.select_for_update().get(pk=version_id)
+        if version.status == VersionStatus.CURRENT:
+            return False
+        CodeSystemVersion.objects.filter(system=version.system, status=VersionStatus.CURRENT) \
+            .update(status=VersionStatus.SUPERSEDED)
+        changes = {"status": VersionStatus.CURRENT, "made_current_at": Now()}
+        if concepts is not None:
+            changes["concept_count"] = concepts
+        if closure_rows is not None:
+            changes["closure_count"] = closure_rows
+        CodeSystemVersion.objects.filter(pk=version_id).update(**changes)
+        mark_expansions_stale([version.system])
+        version.refresh_from_db()
+        save_changed_resources([Write(code_system_resource(version))])
+    return True
+
+
+def mark_expansions_stale(systems: Sequence[str]) -> int:
+    """Stored expansions built from these systems are stale: NOT_EXPANDED, to be expanded again."""
+    return ValueSetExpansion.objects.filter(systems__overlap=list(systems)) \
+        .exclude(status=ExpansionStatus.NOT_EXPANDED).update(status=ExpansionStatus.NOT_EXPANDED,
+                                                             updated_at=Now())
+
+
+def code_system_resource(version: CodeSystemVersion) -> dict:
+    """The CodeSystem resource of a loaded system: its metadata, the concepts stay in the terminology tables."""
+    return {"resourceType": "CodeSystem", "id": resource_id(version.system), "url": version.system,
+            "version": version.version or "", "name": SLUG.sub("_", version.name or resource_id(version.system)),
+            "status": "active", "content": "not-present", "count": version.concept_count}
+
+
+def resource_id(system: str) -> str:
+    """A FHIR id for a system URL: its last path segment (`icd-10-cm`), made safe."""
+    tail = system.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return (SLUG.sub("-", tail).strip("-.") or "codesystem")[:64]
+
+
+def counts(version_id: int) -> tuple[int, int]:
+    """(concepts, closure rows) of a version, counted."""
+    return (Concept.objects.filter(code_system_version_id=version_id).count(),
+            Closure.objects.filter(code_system_version_id=version_id).count())
+
+
+def store_uploaded_file(file_id, name: str, content: bytes) -> None:
+    UploadedFile.objects.create(id=file_id, name=name, content=content)
+
+
+def uploaded_file(file_id) -> bytes:
+    """An inline file's bytes; UploadedFile.DoesNotExist once dropped."""
+    return bytes(UploadedFile.objects.values_list("content", flat=True).get(pk=file_id))
+
+
+def drop_uploaded_files(file_ids: Sequence) -> None:
+    UploadedFile.objects.filter(pk__in=list(file_ids)).delete()
+
+
+def drop_abandoned_uploaded_files(older_than_hours: int = 24) -> int:
+    """Inline files of uploads that never finished (failed, cancelled): the finished ones dropped their own."""
+    deleted, _ = UploadedFile.objects.filter(
+        created_at__lt=Now() - timedelta(hours=older_than_hours)).delete()
+    return deleted
+
+
+def record_counts(version_id: int, *, concepts: int, closure_rows: int) -> None:
+    CodeSystemVersion.objects.filter(pk=version_id).update(concept_count=concepts, closure_count=closure_rows)
+
+
+def version_row(version_id: int) -> CodeSystemVersion:
+    return CodeSystemVersion.objects.get(pk=version_id)
+
+
+def make_version_current(system: str, version: str) -> CodeSystemVersion:
+    """Make a loaded version (one uploaded without being made current, or a superseded one) current again;
+    UnknownCodeSystem when there is no such version, InvalidRequest while it is still being built."""
+    from fhirstore.terminology.lookup import resolve_version
+
+    found = resolve_version(system, version)
+    if found.status == VersionStatus.BUILDING and found.concept_count == 0:
+        raise InvalidRequest(f"Version {version!r} of {system} is still being uploaded")
+    make_current(found.id)
+    return version_row(found.id)
+
+
+def note_upload(version_id: int, upload_id: str) -> None:
+    """Remember which upload (job) writes the version."""
+    CodeSystemVersion.objects.filter(pk=version_id).update(loaded_by=upload_id)
+
+
+def add_concepts(system: str, records: Sequence[ConceptRecord]) -> int:
+    """`$apply-codesystem-delta-add`: add (or replace) concepts in the current version of `system`, in one
+    transaction: their rows, their closure, and the stored expansions using the system marked stale. A
+    concept may name parents already in the version or added with it; it may not become the parent of a
+    concept already there (the closure of those would change: upload a new version instead)."""
+    from fhirstore.terminology.lookup import resolve_version
+
+    version = resolve_version(system)
+    codes = [record.code for record in records]
+    with transaction.atomic():
+        existing_children = set(ParentLink.objects.filter(code_system_version=version, parent__in=codes)
+                                .exclude(child__in=codes).values_list("child", flat=True))
+        if existing_children:
+            raise InvalidRequest(f"A delta may not add parents to existing concepts "
+                                 f"({', '.join(sorted(existing_children)[:5])}): upload a new version")
+        write_concepts(version.id, records)
+        missing = dangling_links(version.id, codes)
+        if missing:
+            raise InvalidRequest("Parents not in the code system: " + ", ".join(f"{c} → {p}" for c, p in missing))
+        Closure.objects.filter(code_system_version=version, descendant__in=codes).delete()
+        build_closure(version.id, codes)
+        CodeSystemVersion.objects.filter(pk=version.id).update(
+            concept_count=Concept.objects.filter(code_system_version=version).count())
+        mark_expansions_stale([system])
+    return len(records)
+
+
+VERSION_TABLES = ("terminology_closure", "terminology_conceptproperty", "terminology_designation",
+                  "terminology_parentlink", "terminology_concept")  # the rows of a version, deleted in this order
+
+
+def start_deleting(version_id: int) -> CodeSystemVersion:
+    """The version answers nothing from now on: DELETING (from any other status, in one transaction). When it
+    was the current one, the system has none until another is made current: its CodeSystem resource goes and
+    the stored expansions using it become stale."""
+    from fhirstore.storage import delete_resource
+
+    with transaction.atomic():
+        version = CodeSystemVersion.objects.select_for_update().get(pk=version_id)
+        if version.status == VersionStatus.DELETING:
+            return version
+        was_current = version.status == VersionStatus.CURRENT
+        CodeSystemVersion.objects.filter(pk=version_id).update(status=VersionStatus.DELETING)
+        if was_current:
+            mark_expansions_stale([version.system])
+            try:
+                delete_resource("CodeSystem", resource_id(version.system))
+            except FhirStoreError:
+                pass  # never written, or deleted by hand: nothing to take back
+    version.refresh_from_db()
+    return version
+
+
+def delete_version_rows(version_id: int, table: str, limit: int) -> int:
+    """Delete up to `limit` rows of a DELETING version from one of its tables, in a transaction of its own
+    (short, whatever the version's size). Returns the rows deleted: 0 once the table holds none."""
+    if table not in VERSION_TABLES:
+        raise ValueError(f"{table} is not a terminology table")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
+                       f"WHERE code_system_version_id = %s LIMIT %s))", [version_id, limit])
+        return cursor.rowcount
+
+
+def forget_version(version_id: int) -> None:
+    """The version's own row, once its rows are gone."""
+    CodeSystemVersion.objects.filter(pk=version_id, status=VersionStatus.DELETING).delete()

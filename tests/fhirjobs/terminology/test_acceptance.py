@@ -1,0 +1,147 @@
+"""TERMINOLOGY_UPLOAD through real celery workers: the whole ICD-10-CM 2026 file by `$upload-external-code-system`
+(async) and by `upload_terminology --wait`, and an upload (of a code system with several parents per concept)
+whose workers are SIGKILLed mid-write and mid-closure."""
+from __future__ import annotations
+
+import random
+import uuid
+from importlib.resources import files
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+
+from batch.maintenance import run_maintenance_pass
+from batch.models import JobInstance, WorkChunk
+from batch.queues import work_notification_queue
+from batch.statuses import ChunkStatus, JobStatus
+from fhirjobs.terminology.parameters import UploadFile, UploadRequest
+from fhirjobs.terminology.services import start_upload
+from fhirstore.storage import Write, save_resources
+from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, VersionStatus
+from tests.fhirjobs.terminology.test_upload import independent_closure, lookup_display, stored_closure
+from tests.fhirstore.terminology.conftest import ICD10CM, parameters_of, upload_body
+from tests.processes import Process, celery_worker, kill_while_it_holds, locked_by_another_transaction, wait_until
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
+
+FULL_FILE = files("simple_icd_10_cm") / "data" / "icd10c-tabular-April-1-2026.xml"
+LOCAL = "http://example.org/CodeSystem/dag"
+LOCAL_CONCEPTS = 300
+
+
+def local_code_system() -> tuple[UploadFile, UploadFile]:
+    """A custom CSV code system whose concepts have one to three parents each (the closure step's real work:
+    ICD-10-CM, a tree, has its closure written with its concepts)."""
+    chosen = random.Random(23)
+    concepts = "CODE,DISPLAY\n" + "".join(f"C{n},Concept {n}\n" for n in range(LOCAL_CONCEPTS))
+    hierarchy = "PARENT,CHILD\n" + "".join(f"C{parent},C{n}\n" for n in range(1, LOCAL_CONCEPTS)
+                                           for parent in sorted(set(chosen.choices(range(n), k=chosen.randint(1, 3)))))
+    return UploadFile("concepts.csv", data=concepts.encode()), UploadFile("hierarchy.csv", data=hierarchy.encode())
+
+
+@pytest.fixture
+def node(settings) -> str:
+    settings.NODE_ID = f"test-{uuid.uuid4().hex[:8]}"
+    settings.BATCH_REANNOUNCE_AFTER_SECONDS = 1
+    return settings.NODE_ID
+
+
+def start_workers(processes, node: str, *names: str) -> list[Process]:
+    environment = {"NODE_ID": node, "JOB_SCHEDULING": "false", "BATCH_LEASE_SECONDS": "3"}
+    started = [celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=1, name=name)
+               for name in names]
+    processes.extend(started)
+    return started
+
+
+def wait_for_the_end(job_id, timeout: float = 300) -> JobInstance:
+    return wait_until(lambda: (instance := JobInstance.objects.get(id=job_id)).status in (
+        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and instance, timeout,
+        while_waiting=run_maintenance_pass, message=lambda: f"the upload: {JobInstance.objects.get(id=job_id)}")
+
+
+def test_the_real_icd10cm_file_async_then_a_second_version_by_the_cli(processes, node, uploader, reader):
+    import simple_icd_10_cm
+
+    start_workers(processes, node, "worker-1", "worker-2")
+    content = FULL_FILE.read_bytes()
+    response = uploader.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(content),
+                             HTTP_PREFER="respond-async")
+    assert response.status_code == 202, response.content
+    job = wait_for_the_end(response["Content-Location"].rstrip("/").rsplit("/", 1)[-1])
+    assert job.status == JobStatus.COMPLETED, job.error_message
+
+    assert lookup_display(reader, "E11.9") == "Type 2 diabetes mellitus without complications"
+    assert parameters_of(reader.get(f"/fhir/CodeSystem/$validate-code?system={ICD10CM}&code=S72.001A"))[
+        "result"]["valueBoolean"] is True
+    assert parameters_of(reader.get(f"/fhir/CodeSystem/$subsumes?system={ICD10CM}&codeA=E11&codeB=E11.9"))[
+        "outcome"]["valueCode"] == "subsumes"
+    first = CodeSystemVersion.objects.get(system=ICD10CM)
+    assert first.concept_count == 98_466
+    for chapter in map(str, range(1, 23)):  # every chapter's codes, as the file's own code list has them
+        below = set(Closure.objects.filter(code_system_version=first, ancestor=chapter)
+                    .values_list("descendant", flat=True)) - {chapter}
+        assert below == set(simple_icd_10_cm.get_descendants(chapter)), chapter
+
+    with transaction.atomic():
+        save_resources([Write({"resourceType": "Condition", "id": f"c{n}", "subject": {"reference": "Patient/p"},
+                               "code": {"coding": [{"system": ICD10CM, "code": code}]}})
+                        for n, code in enumerate(["E11", "E11.9", "E11.3211", "E10.9", "S72.001A"])])
+    response = reader.get(f"/fhir/Condition?code:below={ICD10CM}|E11&_count=100")
+    assert {entry["resource"]["id"] for entry in response.json()["entry"]} == {"c0", "c1", "c2"}
+
+    out = StringIO()
+    call_command("upload_terminology", ICD10CM, str(FULL_FILE), "--dont-make-current", "--wait", stdout=out,
+                 stderr=StringIO())
+    assert "COMPLETED" in out.getvalue() and "2026-2" in out.getvalue()
+    second = CodeSystemVersion.objects.get(system=ICD10CM, version="2026-2")
+    assert (second.status, second.concept_count) == (VersionStatus.BUILDING, 98_466)
+    first.refresh_from_db()
+    assert first.status == VersionStatus.CURRENT  # lookups keep answering from the first until made current
+    assert lookup_display(reader, "E11.9") == "Type 2 diabetes mellitus without complications"
+    call_command("make_terminology_current", ICD10CM, "2026-2", stdout=StringIO())
+    assert dict(CodeSystemVersion.objects.values_list("version", "status")) == {
+        "2026": VersionStatus.SUPERSEDED, "2026-2": VersionStatus.CURRENT}
+    assert parameters_of(reader.get(f"/fhir/CodeSystem/$lookup?system={ICD10CM}&code=E11.9"))[
+        "version"]["valueString"] == "2026-2"
+
+
+def test_workers_killed_mid_write_and_mid_closure_leave_every_concept_once_and_the_closure_exact(
+        processes, node, settings):
+    settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = 20  # 15 write chunks and 15 closure chunks
+    settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS = 2  # a chunk each for two of the three workers
+    doomed_writer, _ = start_workers(processes, node, "doomed-writer", "survivor")
+
+    # With the table locked against inserts, a chunk of the step waits holding its chunk: it is killed so.
+    with locked_by_another_transaction("LOCK TABLE terminology_closure IN SHARE MODE"):
+        with locked_by_another_transaction("LOCK TABLE terminology_concept IN SHARE MODE"):
+            job = start_upload(UploadRequest(LOCAL, local_code_system()), started_by="test")
+            killed_writing = kill_while_it_holds(doomed_writer, WorkChunk.objects.filter(
+                instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="write-concepts",
+                worker__startswith=doomed_writer.name + "-"), timeout=120)
+            doomed_closer, = start_workers(processes, node, "doomed-closer")
+        killed_closing = wait_until(lambda: _killed_while_holding(doomed_closer, WorkChunk.objects.filter(
+            instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="build-closure",
+            worker__startswith=doomed_closer.name + "-")), 180, while_waiting=run_maintenance_pass,
+            message="the closer held no closure chunk")
+    instance = wait_for_the_end(job.id)
+
+    assert instance.status == JobStatus.COMPLETED, instance.error_message
+    for killed in (killed_writing, killed_closing):
+        killed.refresh_from_db()
+        assert killed.status == ChunkStatus.COMPLETED and killed.attempts >= 2, "the killed chunk was run again"
+    version = CodeSystemVersion.objects.get(system=LOCAL)
+    assert version.status == VersionStatus.CURRENT
+    assert Concept.objects.filter(code_system_version=version).count() == LOCAL_CONCEPTS == version.concept_count
+    assert stored_closure(version.id) == independent_closure(version.id)
+
+
+def _killed_while_holding(worker: Process, holding) -> WorkChunk | None:
+    """One try of `kill_while_it_holds`; the caller runs the maintenance pass between tries (the killed
+    writer's chunk must be retried before the closure step opens)."""
+    try:
+        return kill_while_it_holds(worker, holding, timeout=1)
+    except AssertionError:
+        return None

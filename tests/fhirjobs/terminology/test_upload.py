@@ -1,0 +1,187 @@
+"""TERMINOLOGY_UPLOAD: `$upload-external-code-system` and `upload_terminology`, run in this process by `bus`."""
+from __future__ import annotations
+
+from collections import defaultdict
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from batch import control
+from batch.control import JobStatus
+from fhirjobs.terminology.parameters import UploadFile, UploadRequest
+from fhirjobs.terminology.services import start_upload
+from fhirstore.models import Resource
+from fhirstore.terminology import storage
+from fhirstore.terminology.icd10cm import read_concepts
+from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, ParentLink, UploadedFile, VersionStatus
+from fhirstore.terminology.records import ConceptRecord
+from tests.fhirstore.helpers import assert_outcome
+from tests.fhirstore.terminology.conftest import ICD10CM, SLICE, parameters_of, upload_body
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def lookup_display(client, code: str) -> str:
+    return parameters_of(client.get(f"/fhir/CodeSystem/$lookup?system={ICD10CM}&code={code}"))[
+        "display"]["valueString"]
+
+
+def independent_closure(version_id: int) -> set[tuple[str, str]]:
+    """(ancestor, descendant) computed in Python from the stored links, for comparison."""
+    parents = defaultdict(set)
+    for child, parent in ParentLink.objects.filter(code_system_version_id=version_id).values_list("child", "parent"):
+        parents[child].add(parent)
+    pairs = set()
+    for code in Concept.objects.filter(code_system_version_id=version_id).values_list("code", flat=True):
+        seen, todo = {code}, [code]
+        while todo:
+            for parent in parents[todo.pop()] - seen:
+                seen.add(parent)
+                todo.append(parent)
+        pairs |= {(ancestor, code) for ancestor in seen}
+    return pairs
+
+
+def stored_closure(version_id: int) -> set[tuple[str, str]]:
+    return set(Closure.objects.filter(code_system_version_id=version_id).values_list("ancestor", "descendant"))
+
+
+def test_async_upload_loads_the_file_and_makes_it_current(uploader, reader, bus, settings):
+    settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = 50  # several write and closure chunks
+    response = uploader.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(SLICE.read_bytes()),
+                             HTTP_PREFER="respond-async")
+    assert response.status_code == 202, response.content
+    job_id = response["Content-Location"].rstrip("/").rsplit("/", 1)[-1]
+    bus.drain()
+
+    job = control.get_job(job_id)
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert [step.step_id for step in job.steps] == ["parse", "write-concepts", "build-closure", "make-current"]
+    assert job.step("write-concepts").total == 6  # 284 concepts in chunks of 50
+    version = CodeSystemVersion.objects.get(system=ICD10CM)
+    assert (version.version, version.status, version.concept_count) == ("2026", VersionStatus.CURRENT, 284)
+    assert job.report == {"system": ICD10CM, "version": "2026", "status": "CURRENT", "concepts": 284,
+                          "closureRows": version.closure_count}
+    assert stored_closure(version.id) == independent_closure(version.id)
+    assert lookup_display(reader, "E11.9") == "Type 2 diabetes mellitus without complications"
+    assert Resource.objects.get(resource_type="CodeSystem", logical_id="icd-10-cm").body["content"] == "not-present"
+    assert not UploadedFile.objects.exists()  # the inline file, dropped once read
+
+
+def test_the_cli_uploads_a_second_version_that_answers_only_once_made_current(uploader, reader, bus, tmp_path):
+    start_upload(UploadRequest(ICD10CM, (UploadFile("slice", data=SLICE.read_bytes()),)), started_by="test")
+    bus.drain()
+    changed = tmp_path / "tabular.xml"
+    changed.write_bytes(SLICE.read_bytes().replace(b"Type 2 diabetes mellitus without complications",
+                                                   b"Type 2 diabetes mellitus, no complications"))
+    out = StringIO()
+    call_command("upload_terminology", ICD10CM, str(changed), "--dont-make-current", stdout=out)
+    bus.drain()
+
+    assert control.get_job(out.getvalue().strip()).status == JobStatus.COMPLETED
+    versions = dict(CodeSystemVersion.objects.filter(system=ICD10CM).values_list("version", "status"))
+    assert versions == {"2026": VersionStatus.CURRENT, "2026-2": VersionStatus.BUILDING}
+    assert lookup_display(reader, "E11.9") == "Type 2 diabetes mellitus without complications"
+    named = reader.get(f"/fhir/CodeSystem/$lookup?system={ICD10CM}&code=E11.9&version=2026-2")
+    assert parameters_of(named)["display"]["valueString"] == "Type 2 diabetes mellitus, no complications"
+
+    call_command("make_terminology_current", ICD10CM, "2026-2", stdout=StringIO())
+    assert lookup_display(reader, "E11.9") == "Type 2 diabetes mellitus, no complications"
+    versions = dict(CodeSystemVersion.objects.filter(system=ICD10CM).values_list("version", "status"))
+    assert versions == {"2026": VersionStatus.SUPERSEDED, "2026-2": VersionStatus.CURRENT}
+
+
+def test_chunks_run_twice_leave_every_concept_once_and_the_closure_exact():
+    """What a worker killed after its chunk committed leads to: the engine runs the chunk again."""
+    version = storage.new_version(ICD10CM, "twice")
+    with SLICE.open("rb") as stream:
+        records = list(read_concepts(stream))
+    for _ in range(2):
+        for start in range(0, len(records), 40):
+            chunk = [ConceptRecord.from_json(r.to_json()) for r in records[start: start + 40]]
+            storage.write_concepts(version.id, chunk)
+    for _ in range(2):
+        for start in range(0, len(records), 40):
+            storage.build_closure(version.id, [r.code for r in records[start: start + 40]])
+    assert storage.counts(version.id)[0] == len(records) == len({r.code for r in records})
+    assert stored_closure(version.id) == independent_closure(version.id)
+    designations = sum(len(r.designations) for r in records)
+    from fhirstore.terminology.models import Designation
+    assert Designation.objects.filter(code_system_version_id=version.id).count() == designations
+
+
+def test_uploads_need_the_terminology_scope(reader, fhir):
+    assert_outcome(reader.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(b"<x/>")), 403,
+                   "'terminology' scope")
+    assert_outcome(fhir.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(b"<x/>")), 403,
+                   "'terminology' scope")
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"resourceType": "Parameters", "parameter": []}, "at least one file is required"),
+    (upload_body(b"x", system="http://example.org/local"), "a custom code system needs a concepts.csv"),
+    ({"resourceType": "Parameters", "parameter": [{"name": "system", "valueUri": ICD10CM}, {
+        "name": "file", "valueAttachment": {"url": "https://evil.example.org/x.xml"}}]}, "not under an allowed"),
+    ({"resourceType": "Parameters", "parameter": [{"name": "system", "valueUri": ICD10CM}, {
+        "name": "file", "valueAttachment": {"data": "***"}}]}, "data is not base64"),
+])
+def test_bad_requests_are_400_with_every_problem(uploader, body, message):
+    assert_outcome(uploader.post("/fhir/CodeSystem/$upload-external-code-system", body), 400, message)
+
+
+def test_a_file_that_is_not_icd10cm_fails_the_job_with_the_reason(uploader, bus):
+    response = uploader.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(b"<ClaML/>"))
+    job_id = parameters_of(response)["jobId"]["valueString"]
+    bus.drain()
+    job = control.get_job(job_id)
+    assert job.status == JobStatus.FAILED and "root element is <ClaML>" in job.error_message
+    assert not CodeSystemVersion.objects.filter(status=VersionStatus.CURRENT).exists()
+
+
+def test_a_taken_version_label_is_refused(uploader, bus):
+    start_upload(UploadRequest(ICD10CM, (UploadFile("slice", data=SLICE.read_bytes()),), "v1"), started_by="test")
+    bus.drain()
+    assert_outcome(uploader.post("/fhir/CodeSystem/$upload-external-code-system",
+                                 upload_body(SLICE.read_bytes(), version="v1")), 400, "already has a version 'v1'")
+    with pytest.raises(CommandError, match="already has a version"):
+        call_command("upload_terminology", ICD10CM, str(SLICE), "--label", "v1", stdout=StringIO())
+
+
+def test_a_version_is_deleted_in_chunks_and_stops_answering_at_once(reader, bus, monkeypatch):
+    from fhirjobs.terminology import steps
+
+    monkeypatch.setattr(steps, "DELETE_BATCH_ROWS", 50)  # several transactions per table
+    start_upload(UploadRequest(ICD10CM, (UploadFile("slice", data=SLICE.read_bytes()),)), started_by="test")
+    bus.drain()
+    version = CodeSystemVersion.objects.get(system=ICD10CM)
+    closure_rows = version.closure_count
+    out = StringIO()
+    call_command("delete_terminology", ICD10CM, "2026", stdout=out)
+    assert_outcome(reader.get(f"/fhir/CodeSystem/$lookup?system={ICD10CM}&code=E11.9"), 404, "no a current version")
+    bus.drain()
+
+    job = control.get_job(out.getvalue().strip())
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.report["rowsDeleted"]["concept"] == 284 and job.report["rowsDeleted"]["closure"] == closure_rows
+    assert not CodeSystemVersion.objects.exists()
+    for model in (Concept, Closure, ParentLink):
+        assert not model.objects.exists()
+    assert Resource.objects.get(resource_type="CodeSystem", logical_id="icd-10-cm").deleted
+    with pytest.raises(CommandError, match="no version '2026'"):
+        call_command("delete_terminology", ICD10CM, "2026", stdout=StringIO())
+
+
+def test_inline_files_of_abandoned_uploads_are_dropped_a_day_later(uploader):
+    from django.db import connection
+
+    from fhirjobs.terminology.periodic import drop_abandoned_upload_files
+
+    uploader.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(b"<never read/>"))  # no bus: never runs
+    assert UploadedFile.objects.count() == 1
+    drop_abandoned_upload_files()
+    assert UploadedFile.objects.count() == 1
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE terminology_uploadedfile SET created_at = now() - interval '25 hours'")
+    drop_abandoned_upload_files()
+    assert not UploadedFile.objects.exists()
