@@ -36,10 +36,12 @@ class DeleteExpungeAccess(FhirAccess):
                 and super().has_permission(request, view))
 
 
-class DeleteExpungeView(FhirView):
+class DeleteExpungeEndpoint(FhirView):
     permission_classes = [DeleteExpungeAccess, TokenHasScope]
     required_scope = Scope.FHIR_WRITE  # kick-off, status and cancel alike
 
+
+class DeleteExpungeView(DeleteExpungeEndpoint):
     def post(self, request):
         job = start_delete_expunge(parse_delete_expunge_parameters(read_json_body(request)),
                                    started_by=request.user.get_username())
@@ -53,7 +55,7 @@ class DeleteExpungeView(FhirView):
         ]}, headers={"Content-Location": status_url})
 
 
-class DeleteExpungeStatusView(DeleteExpungeView):
+class DeleteExpungeStatusView(DeleteExpungeEndpoint):
     def get(self, request):
         status = delete_expunge_status(status_job_id(request), started_by=_owner(request))
         if status.state is State.RUNNING:

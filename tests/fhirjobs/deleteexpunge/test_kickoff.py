@@ -34,6 +34,7 @@ def test_an_async_kick_off_answers_202_and_its_status_url_the_counts(deleter, bu
     assert_outcome(kicked, 202, "has started")
     assert "/fhir/$delete-expunge-status?_jobId=" in kicked["Content-Location"]
 
+    assert deleter.post(status_path(kicked), parameters("Patient?")).status_code == 405
     running = deleter.get(status_path(kicked))
     assert running.status_code == 202 and running["X-Progress"] and running["Retry-After"] == "2"
     bus.drain()
