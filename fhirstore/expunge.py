@@ -170,3 +170,15 @@ def forget_searches(resource_types: Sequence[str]) -> int:
     """Drop the cached searches over these types (their pages name resources that are gone); how many."""
     deleted, _ = SearchCache.objects.filter(resource_type__in=list(resource_types)).delete()
     return deleted
+
+
+def expunge_previous_versions(resource_type: str, logical_ids: Sequence[str]) -> int:
+    """Delete the superseded versions of these resources (the current ones stay); how many went. One statement:
+    the rows by (resource_type, logical_id), their versions by the (resource_id, version_id) key."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {ResourceVersion._meta.db_table} v USING fhirstore_resource r"
+            " WHERE r.resource_type = %s AND r.logical_id = ANY(%s) AND v.resource_id = r.id",
+            [resource_type, list(logical_ids)],
+        )
+        return cursor.rowcount

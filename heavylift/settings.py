@@ -174,6 +174,7 @@ INSTALLED_APPS = [
     "fhirjobs.bulkimport",
     "fhirjobs.reindex",
     "fhirjobs.deleteexpunge",
+    "fhirjobs.expunge",
     "fhirjobs.terminology",
     "heavylift",
 ]
