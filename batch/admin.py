@@ -149,6 +149,7 @@ class JobInstanceAdmin(admin.ModelAdmin):
             "job": job,
             "timeline": dashboard.step_timeline(job),
             "errors": dashboard.job_errors(job.id),
+            "workers": control.chunk_workers(job.id),
             "may_cancel": may_change and not job.ended,
             "may_restart": may_change and job.status in RESTARTABLE_JOB_STATUSES,
             "refresh_seconds": 0 if job.ended else REFRESH_SECONDS,

@@ -20,6 +20,7 @@ class BatchSettings:
     node_timeout: timedelta
     maintenance_lease: timedelta
     retry_backoffs: tuple[timedelta, ...]
+    settings_fingerprint: str  # opaque: recorded with every heartbeat, compared by the project (not the engine)
 
     def retry_backoff(self, errors: int) -> timedelta:
         """How long the retry after a chunk's `errors`-th error waits: the n-th backoff, the last one repeating."""
@@ -48,4 +49,5 @@ def batch_settings() -> BatchSettings:
         node_timeout=timedelta(seconds=settings.BATCH_NODE_TIMEOUT_SECONDS),
         maintenance_lease=timedelta(seconds=settings.BATCH_MAINTENANCE_LEASE_SECONDS),
         retry_backoffs=tuple(timedelta(seconds=seconds) for seconds in settings.BATCH_RETRY_BACKOFF_SECONDS),
+        settings_fingerprint=getattr(settings, "BATCH_SETTINGS_FINGERPRINT", ""),
     )

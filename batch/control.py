@@ -15,9 +15,11 @@ from datetime import datetime
 from typing import Any, TextIO, overload
 from uuid import UUID
 
-from django.db.models import Count, QuerySet
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Max, Q, QuerySet, Sum
 
-from batch import coordinator
+from batch import flow
 from batch.exceptions import (
     BatchError,
     InvalidParameters,
@@ -26,19 +28,31 @@ from batch.exceptions import (
     NoLiveNode,
     UnknownJobDefinition,
 )
-from batch.heartbeats import LiveNode, live_nodes
+from batch.heartbeats import LiveNode, LiveWorker, live_nodes, live_workers, node_for_new_job
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import Reassignment, reassign_jobs
-from batch.progress import compute_progress, describe_duration
+from batch.progress import compute_progress, describe_duration, settle_totals
 from batch.registry import registry
-from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.statuses import (
+    ENDED_JOB_STATUSES,
+    RESTARTABLE_JOB_STATUSES,
+    UNFINISHED_CHUNK_STATUSES,
+    UNFINISHED_JOB_STATUSES,
+    ChunkStatus,
+    JobStatus,
+)
+from batch.transitions import change_all_chunks_status, change_job_status, database_now
+
+# Chunks a restart issues again; COMPLETED ones stay done, GATE_WAITING ones wait for their gate.
+REISSUED_CHUNK_STATUSES = [ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS, ChunkStatus.ERRORED, ChunkStatus.FAILED,
+                           ChunkStatus.POLL_WAITING]
 
 __all__ = [
     "BatchError", "InvalidParameters", "JobList", "JobNotFound", "JobSnapshot", "JobStateConflict", "JobStatus",
-    "StepProgress", "UnknownJobDefinition", "cancel_job", "describe_duration", "ended_job_ids", "follow_job", "get_job", "job_ids", "list_jobs",
+    "ChunkWorker", "StepProgress", "UnknownJobDefinition", "cancel_job", "chunk_workers", "describe_duration", "ended_job_ids", "follow_job", "get_job", "job_ids", "list_jobs",
     "restart_job", "start_job", "unfinished_job_ids", "watch_job",
     # nodes (batch.heartbeats, batch.nodes): which have live workers, and moving jobs between them
-    "LiveNode", "NoLiveNode", "Reassignment", "live_nodes", "reassign_jobs",
+    "LiveNode", "LiveWorker", "NoLiveNode", "Reassignment", "live_nodes", "live_workers", "reassign_jobs",
 ]
 
 
@@ -129,11 +143,36 @@ class JobSnapshot:
 def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *, started_by: str = "",
               node_id: str | None = None, module_id: str | None = None,
               max_concurrent_chunks: int | None = None) -> JobSnapshot:
-    """Validate the parameters and queue the job. `InvalidParameters` (listing every problem) or
-    `UnknownJobDefinition` leave nothing written. Call inside the caller's transaction to start the
-    job only if that transaction commits: nothing is announced before the commit."""
-    instance = coordinator.start_job(definition_id, parameters, started_by=started_by, node_id=node_id,
-                                     module_id=module_id, max_concurrent_chunks=max_concurrent_chunks)
+    """Validate the parameters, then write the QUEUED job and its first, data-less chunk, announced after the
+    commit. `InvalidParameters` (listing every problem) or `UnknownJobDefinition` leave nothing written. Call
+    inside the caller's transaction to start the job only if that transaction commits."""
+    definition = registry.latest(definition_id)
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    try:
+        values = definition.validate_parameters(parameters)
+    except InvalidParameters as invalid:
+        problems += invalid.problems
+    if max_concurrent_chunks is not None and (
+            isinstance(max_concurrent_chunks, bool) or not isinstance(max_concurrent_chunks, int)
+            or max_concurrent_chunks < 1):
+        problems.append(f"max concurrent chunks must be a positive integer, got {max_concurrent_chunks!r}")
+    if problems:
+        raise InvalidParameters(problems)
+    first_step = definition.first_step
+    with transaction.atomic():
+        instance = JobInstance.objects.create(
+            definition_id=definition.id, definition_version=definition.version, status=JobStatus.QUEUED,
+            parameters=values, started_by=started_by[:150], node_id=node_id or node_for_new_job(module_id),
+            module_id=module_id or settings.MODULE_ID,
+            max_concurrent_chunks=max_concurrent_chunks or definition.max_concurrent_chunks,
+            current_gated_step_id=first_step.id if definition.gated else None,
+        )
+        WorkChunk.objects.create(
+            instance=instance, definition_id=definition.id, definition_version=definition.version,
+            target_step_id=first_step.id, sequence=0, status=ChunkStatus.READY, data=None,
+        )
+        flow.enqueue_ready_chunks(instance)
     return _snapshot(instance)
 
 
@@ -142,8 +181,10 @@ def get_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnapshot
     client cannot tell the two apart. Progress figures are computed from the chunks now, not read from
     the job row that maintenance refreshes every few seconds."""
     instance = _owned(job_id, started_by)
-    figures = compute_progress(instance.id)
-    for name, value in figures.as_fields().items():
+    fields = compute_progress(instance.id).as_fields()
+    if instance.status in ENDED_JOB_STATUSES:
+        del fields["error_message"]  # the one its ending wrote ("cancelled at step …", "Too many errors …") stays
+    for name, value in fields.items():
         setattr(instance, name, value)
     return _snapshot(instance)
 
@@ -151,23 +192,54 @@ def get_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnapshot
 def cancel_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnapshot:
     """CANCELLED at once; a running step notices within about a second and its chunk is released.
     `JobNotFound`, or `JobStateConflict` when the job has ended already."""
-    _owned(job_id, started_by)
-    coordinator.cancel_job(job_id)
-    return get_job(job_id)
+    instance = _owned(job_id, started_by)
+    step = _current_step(instance)
+    cancelled = change_job_status(instance.id, JobStatus.CANCELLED, cancelled=True, end_time=database_now(),
+                                  error_message=f"Job instance cancelled at step {step}")
+    if cancelled:
+        settle_totals(instance.id)
+    instance.refresh_from_db()
+    if not cancelled:
+        raise JobStateConflict(f"job {instance.id} has already ended: it is {instance.status}")
+    return get_job(instance.id)
 
 
 def restart_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnapshot:
-    """Resume a FAILED or CANCELLED job where it stopped: completed chunks stay done.
-    `JobNotFound`, or `JobStateConflict` for a job in any other status."""
-    _owned(job_id, started_by)
-    coordinator.restart_job(job_id)
-    return get_job(job_id)
+    """Resume a FAILED or CANCELLED job where it stopped: completed chunks stay done, the others run again
+    with fresh error counts. `JobNotFound`, or `JobStateConflict` for a job in any other status."""
+    instance = _owned(job_id, started_by)
+    if instance.status not in RESTARTABLE_JOB_STATUSES:
+        raise JobStateConflict(f"only FAILED or CANCELLED jobs can be restarted; job {instance.id} is {instance.status}")
+    try:
+        definition = registry.get(instance.definition_id, instance.definition_version)
+    except UnknownJobDefinition as unknown:
+        raise JobStateConflict(f"job {instance.id} cannot be restarted: {unknown}") from None
+    reissued = Q(instance_id=instance.id, status__in=REISSUED_CHUNK_STATUSES)
+    if definition.reduction_step is not None:
+        reissued &= ~Q(target_step_id=definition.reduction_step.id)
+    with transaction.atomic():
+        restarted = change_job_status(
+            instance.id, JobStatus.IN_PROGRESS, cancelled=False, end_time=None, error_message=None,
+            start_time=instance.start_time or database_now(), reducer_lease_expires_at=None, reducer_attempts=0,
+        )
+        if not restarted:
+            instance.refresh_from_db()
+            raise JobStateConflict(f"job {instance.id} is {instance.status} now; it was not restarted")
+        change_all_chunks_status(reissued, ChunkStatus.READY, error_count=0, error_message=None,
+                                 lease_expires_at=None, next_poll_time=None)
+    instance.refresh_from_db()
+    flow.enqueue_ready_chunks(instance)
+    flow.advance_job(instance.id)
+    return get_job(instance.id)
 
 
 def list_jobs(statuses: Iterable[str] = (), *, started_by: str | None = None,
               definition_ids: Iterable[str] = ()) -> JobList:
     """Newest first, as a lazy sequence: slice it (Django's and DRF's paginators do) to read a page."""
-    jobs = coordinator.list_jobs(statuses)
+    jobs = JobInstance.objects.order_by("-create_time", "id")
+    statuses = list(statuses)
+    if statuses:
+        jobs = jobs.filter(status__in=statuses)
     if started_by is not None:
         jobs = jobs.filter(started_by=started_by)
     definition_ids = list(definition_ids)
@@ -203,6 +275,37 @@ def follow_job(job_id: UUID | str, out: TextIO, timeout: float | None = None) ->
             if deadline is not None and time.monotonic() > deadline and not snapshot.ended:
                 raise JobStateConflict(f"job {job_id} did not end within {timeout:.0f}s (is a worker running?)")
     return snapshot
+
+
+@dataclass(frozen=True)
+class ChunkWorker:
+    """A worker process that ran chunks of a job, and what it did for it. A chunk keeps the last worker that
+    claimed it (`WorkChunk.worker`), so a chunk retried elsewhere counts for the worker of its last attempt."""
+
+    worker: str  # Celery's hostname and the pool process's pid, as claimed: "celery@host-b/4242"
+    chunks: Mapping[str, int]  # its chunks of the job by status
+    records: int  # records those chunks processed
+    last_update: datetime  # its latest chunk's last change, on the database's clock
+
+    @property
+    def host(self) -> str:
+        """The host part of the Celery hostname (`name@host`): what tells machines apart."""
+        return self.worker.partition("@")[2].rpartition("/")[0] or self.worker
+
+
+def chunk_workers(job_id: UUID | str) -> list[ChunkWorker]:
+    """Every worker that ran (or runs) a chunk of the job, by worker name: where the job ran, host by host."""
+    rows = (WorkChunk.objects.filter(instance_id=job_id).exclude(worker="").order_by()
+            .values_list("worker", "status").annotate(count=Count("*"), records=Sum("records_processed"),
+                                                      last=Max("update_time")))
+    chunks: dict[str, dict[str, int]] = defaultdict(dict)
+    records: dict[str, int] = defaultdict(int)
+    last: dict[str, datetime] = {}
+    for worker, status, count, processed, updated in rows:
+        chunks[worker][status] = count
+        records[worker] += processed or 0
+        last[worker] = max(last.get(worker, updated), updated)
+    return [ChunkWorker(worker, chunks[worker], records[worker], last[worker]) for worker in sorted(chunks)]
 
 
 def discard_chunk_data(job_ids: Iterable[UUID | str] | QuerySet) -> int:
@@ -256,10 +359,26 @@ class JobList(Sequence[JobSnapshot]):
 
 
 def _owned(job_id: UUID | str, started_by: str | None) -> JobInstance:
-    instance = coordinator.get_job(job_id)
+    try:
+        instance = JobInstance.objects.get(id=UUID(str(job_id)))
+    except (ValueError, JobInstance.DoesNotExist):
+        raise JobNotFound(f"no job instance {job_id}") from None
     if started_by is not None and instance.started_by != started_by:
         raise JobNotFound(f"no job instance {job_id}")
     return instance
+
+
+def _current_step(instance: JobInstance) -> str:
+    """The gated step, or else the earliest step that still has unfinished chunks."""
+    if instance.current_gated_step_id:
+        return instance.current_gated_step_id
+    pending = set(WorkChunk.objects.filter(instance_id=instance.id, status__in=UNFINISHED_CHUNK_STATUSES)
+                  .order_by().values_list("target_step_id", flat=True).distinct())
+    try:
+        steps = [step.id for step in registry.get(instance.definition_id, instance.definition_version).steps]
+    except UnknownJobDefinition:
+        steps = sorted(pending)
+    return next((step for step in steps if step in pending), steps[-1] if steps else "unknown")
 
 
 def _snapshot(instance: JobInstance) -> JobSnapshot:

@@ -1,6 +1,6 @@
 """How a job moves on: chunks are queued and announced, gates open, the reducer is triggered, the job ends.
 
-Every function here is safe to call from any process at any time (worker, maintenance, coordinator):
+Every function here is safe to call from any process at any time (worker, maintenance, batch.control):
 each move is a conditional update, so the first caller wins and the others change nothing.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from batch.api import CompletedJob, JobDefinition, StepDefinition, StepKind
+from batch.claims import ClaimedJob
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification, announce
 from batch.progress import compute_progress, settle_totals
@@ -42,7 +43,7 @@ CHUNKS_PER_MESSAGE = 8  # at most, in one work message (see announce_chunks)
 MESSAGES_PER_ANNOUNCEMENT = 64  # at least, before chunks share messages
 
 
-def announce_chunks(instance: JobInstance, chunks: Iterable[tuple[UUID, str]], delay_seconds: float = 0.0, *,
+def announce_chunks(instance: JobInstance | ClaimedJob, chunks: Iterable[tuple[UUID, str]], delay_seconds: float = 0.0, *,
                     again: bool = False) -> None:
     """One message per chunk, or, when many are announced at once, one per few chunks of the same step.
 
@@ -66,13 +67,13 @@ def announce_chunks(instance: JobInstance, chunks: Iterable[tuple[UUID, str]], d
     announce(instance.node_id, instance.module_id, notifications, delay_seconds=delay_seconds, again=again)
 
 
-def announce_reduction(instance: JobInstance, step_id: str, *, again: bool = False) -> None:
+def announce_reduction(instance: JobInstance | ClaimedJob, step_id: str, *, again: bool = False) -> None:
     announce(instance.node_id, instance.module_id, [
         WorkNotification(instance.id, instance.definition_id, instance.definition_version, step_id, None)
     ], again=again)
 
 
-def enqueue_ready_chunks(instance: JobInstance, only: list[UUID] | None = None) -> int:
+def enqueue_ready_chunks(instance: JobInstance | ClaimedJob, only: list[UUID] | None = None) -> int:
     """READY -> QUEUED, announced after commit; a capped job only up to its number of chunks in flight."""
     ready = Q(instance_id=instance.id, status=ChunkStatus.READY)
     if instance.max_concurrent_chunks:
@@ -92,7 +93,7 @@ def enqueue_ready_chunks(instance: JobInstance, only: list[UUID] | None = None) 
             return queued
 
 
-def _top_up(instance: JobInstance, ready: Q) -> int:
+def _top_up(instance: JobInstance | ClaimedJob, ready: Q) -> int:
     with transaction.atomic():
         # The instance row lock makes concurrent top-ups of one job take turns, so the cap holds.
         JobInstance.objects.select_for_update().filter(id=instance.id).values_list("id").first()

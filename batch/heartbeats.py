@@ -44,11 +44,23 @@ class LiveNode:
     last_seen: datetime  # the latest heartbeat, on the database's clock
 
 
+@dataclass(frozen=True)
+class LiveWorker:
+    """A batch worker that beat within the node timeout, with the settings fingerprint its process reported."""
+
+    worker: str  # Celery hostname/pid
+    node_id: str
+    module_id: str
+    settings_fingerprint: str  # BATCH_SETTINGS_FINGERPRINT: opaque here
+    last_seen: datetime
+
+
 HEARTBEAT_SQL = """
-INSERT INTO batch_workerheartbeat (worker, node_id, module_id, started_at, last_seen, stopped_at)
-VALUES (%(worker)s, %(node_id)s, %(module_id)s, now(), now(), NULL)
+INSERT INTO batch_workerheartbeat (worker, node_id, module_id, started_at, last_seen, stopped_at, settings_fingerprint)
+VALUES (%(worker)s, %(node_id)s, %(module_id)s, now(), now(), NULL, %(fingerprint)s)
 ON CONFLICT (worker) DO UPDATE
-SET node_id = EXCLUDED.node_id, module_id = EXCLUDED.module_id, last_seen = now(), stopped_at = NULL
+SET node_id = EXCLUDED.node_id, module_id = EXCLUDED.module_id, last_seen = now(), stopped_at = NULL,
+    settings_fingerprint = EXCLUDED.settings_fingerprint
 """
 
 
@@ -56,7 +68,8 @@ def record_heartbeat(worker: str, node_id: str | None = None, module_id: str | N
     """This worker is alive now (by the database's clock). Defaults: this process's node and module."""
     with connection.cursor() as cursor:
         cursor.execute(HEARTBEAT_SQL, {"worker": worker[:200], "node_id": node_id or settings.NODE_ID,
-                                       "module_id": module_id or settings.MODULE_ID})
+                                       "module_id": module_id or settings.MODULE_ID,
+                                       "fingerprint": batch_settings().settings_fingerprint})
 
 
 def record_stopped(worker: str) -> None:
@@ -77,6 +90,13 @@ def live_nodes(module_id: str | None = None) -> list[LiveNode]:
         nodes.setdefault((node_id, module), []).append((worker, last_seen))
     return [LiveNode(node_id, module, tuple(worker for worker, _ in seen), max(last for _, last in seen))
             for (node_id, module), seen in nodes.items()]
+
+
+def live_workers() -> list[LiveWorker]:
+    """Every batch worker seen within the node timeout (and not stopped since), by name."""
+    workers = (WorkerHeartbeat.objects.filter(_seen_recently(), stopped_at__isnull=True).order_by("worker")
+               .values_list("worker", "node_id", "module_id", "settings_fingerprint", "last_seen"))
+    return [LiveWorker(*row) for row in workers]
 
 
 # This process's node if one of its batch workers of the module is live, else the live node of the module

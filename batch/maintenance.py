@@ -24,6 +24,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 
 from batch import flow
+from batch.claims import ClaimedChunk, ClaimedJob
 from batch.conf import batch_settings
 from batch.maintenance_lease import LeaseLost, maintenance_lease
 from batch.models import JobInstance, WorkChunk
@@ -31,7 +32,12 @@ from batch.nodes import rehome_stranded_jobs
 from batch.progress import refresh_progress
 from batch.queues import broker_is_reachable, pending_notifications, work_notification_queue
 from batch.registry import registry
-from batch.statuses import ENDED_JOB_STATUSES, UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.statuses import (
+    ENDED_JOB_STATUSES,
+    UNFINISHED_JOB_STATUSES,
+    ChunkStatus,
+    JobStatus,
+)
 from batch.transitions import change_all_chunks_status, read_database_now
 from batch.worker import on_lease_expired
 
@@ -51,6 +57,7 @@ class MaintenanceReport:
     leases_expired: int = 0
     enqueued: int = 0
     reannounced: int = 0
+    retries_resent: int = 0
     reductions_reannounced: int = 0
     purged_instances: int = 0
     rehomed: int = 0
@@ -102,7 +109,7 @@ def _record_pass_ended() -> None:
 
 
 def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
-    now = read_database_now()  # every "is it late" below is judged by the database's clock, as it wrote them
+    now, database_started_at = _database_clock()  # every "is it late" below is judged by the database's clock
     if instance.status == JobStatus.FINALIZE:
         _recover_reduction(instance, now, report)
     else:
@@ -113,17 +120,37 @@ def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
                    .filter(instance_id=instance.id, status=ChunkStatus.IN_PROGRESS, lease_expires_at__lt=now)
                    .order_by("lease_expires_at")[:CHUNK_PAGE])
         for chunk in expired:
-            on_lease_expired(chunk, now)
+            on_lease_expired(_held(chunk), now, database_started_at)
             report.leases_expired += 1
         if instance.current_gated_step_id:
             # Chunks a lost worker emitted into a step whose gate has opened meanwhile.
             change_all_chunks_status(Q(instance_id=instance.id, target_step_id=instance.current_gated_step_id,
                                        status=ChunkStatus.GATE_WAITING), ChunkStatus.READY)
+        report.retries_resent += _resend_overdue_retries(instance, now)  # first, whatever the queue holds
         flow.advance_job(instance.id)
         report.enqueued += flow.enqueue_ready_chunks(instance)
         report.reannounced += _reannounce_lost_chunks(instance, now)
     if JobInstance.objects.filter(id=instance.id, status__in=UNFINISHED_JOB_STATUSES).exists():
         refresh_progress(instance.id)
+
+
+def _held(chunk: WorkChunk) -> ClaimedChunk:
+    """A chunk row whose lease lapsed, as the claim its worker held."""
+    instance = chunk.instance
+    job = ClaimedJob(id=instance.id, definition_id=instance.definition_id, definition_version=instance.definition_version,
+                     parameters=instance.parameters, node_id=instance.node_id, module_id=instance.module_id,
+                     max_concurrent_chunks=instance.max_concurrent_chunks)
+    return ClaimedChunk(id=chunk.id, job=job, target_step_id=chunk.target_step_id, sequence=chunk.sequence,
+                        data=chunk.data, attempts=chunk.attempts, error_count=chunk.error_count,
+                        poll_attempts=chunk.poll_attempts, claim_token=chunk.claim_token, worker=chunk.worker,
+                        lease_expires_at=chunk.lease_expires_at)
+
+
+def _database_clock() -> tuple[datetime, datetime]:
+    """The database's now, and when it (re)started: a lease last renewed before then lapsed with the restart."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now(), pg_postmaster_start_time()")
+        return cursor.fetchone()
 
 
 def _unfinished_instances() -> Iterator[JobInstance]:
@@ -145,9 +172,27 @@ def _queue_is_drained(instance: JobInstance) -> bool:
     return pending_notifications(work_notification_queue(instance.node_id, instance.module_id)) == 0
 
 
+def _resend_overdue_retries(instance: JobInstance, now: datetime) -> int:
+    """ERRORED chunks still unclaimed one maintenance interval after their retry was due: their message was
+    lost (a worker killed while holding it for its countdown, Redis flushed) or arrived early and found
+    nothing to claim (another host's clock ahead). Sent again at once, ahead of the node's new work, however
+    much new work waits: a retry must not wait for a backlog. `announced_at` moves to now, so the next
+    pass waits another interval before sending it again (a duplicate is harmless, only not free)."""
+    overdue = Q(instance_id=instance.id, status=ChunkStatus.ERRORED,
+                announced_at__lt=now - batch_settings().maintenance_interval)
+    with transaction.atomic():
+        chunks = list(WorkChunk.objects.filter(overdue).order_by("announced_at").select_for_update(skip_locked=True)
+                      .values_list("id", "target_step_id")[:CHUNK_PAGE])
+        if not chunks:
+            return 0
+        WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in chunks]).update(announced_at=now)
+        flow.announce_chunks(instance, chunks, again=True)
+    logger.warning("job %s: %d retries were not claimed when due; sent again", instance.id, len(chunks))
+    return len(chunks)
+
+
 def _reannounce_lost_chunks(instance: JobInstance, now: datetime) -> int:
-    lost = Q(instance_id=instance.id, status__in=[ChunkStatus.QUEUED, ChunkStatus.ERRORED],
-             announced_at__lt=now - batch_settings().reannounce_after)
+    lost = Q(instance_id=instance.id, status=ChunkStatus.QUEUED, announced_at__lt=now - batch_settings().reannounce_after)
     if not WorkChunk.objects.filter(lost).exists() or not _queue_is_drained(instance):
         return 0
     with transaction.atomic():

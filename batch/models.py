@@ -136,6 +136,9 @@ class WorkerHeartbeat(models.Model):
     started_at = models.DateTimeField(db_default=Now())
     last_seen = models.DateTimeField(db_default=Now())
     stopped_at = models.DateTimeField(null=True, blank=True)  # set by a clean shutdown
+    # BATCH_SETTINGS_FINGERPRINT of the worker's process: opaque to the engine, which only stores it; the
+    # project compares them across live workers (settings every host must share) and says which differ.
+    settings_fingerprint = models.TextField(blank=True, default="")
 
     class Meta:
         indexes = [models.Index(fields=["node_id", "module_id", "last_seen"], name="batch_heartbeat_node_seen")]

@@ -24,14 +24,15 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.db.models.functions import Now
 
-from batch import coordinator, flow
+from batch import flow
 from batch.conf import batch_settings
-from batch.exceptions import BatchError, JobStateConflict, NoLiveNode
+from batch.exceptions import BatchError, JobNotFound, JobStateConflict, NoLiveNode
 from batch.heartbeats import forget_departed_workers, live_nodes
 from batch.models import JobInstance, JobReassignment, WorkChunk
+from batch.queues import discard_notifications, work_notification_queue
 from batch.registry import registry
 from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 
@@ -98,7 +99,25 @@ def rehome_stranded_jobs() -> int:
             moved += _move_job(job_id, node_id, target, reason) is not None
         except Exception:
             logger.exception("job %s: moving it from dead node %s failed; the next pass tries again", job_id, node_id)
+    for node_id, module_id in sorted({(node_id, module_id) for _, node_id, module_id in stranded}):
+        _discard_stale_queue(node_id, module_id)
     return moved
+
+
+def _discard_stale_queue(node_id: str, module_id: str) -> None:
+    """Once a dead node has no unfinished job left, its queue's messages are stale (their chunks were announced
+    again where the jobs went): delete them instead of leaving them on the broker forever. While a job stays
+    (too young to move, or of a module no live node runs), so does the queue."""
+    if JobInstance.objects.filter(node_id=node_id, module_id=module_id, status__in=UNFINISHED_JOB_STATUSES).exists():
+        return
+    try:
+        discarded = discard_notifications(work_notification_queue(node_id, module_id))
+    except Exception:  # Redis away: the messages stay stale a while longer, harmless (they find nothing to claim)
+        logger.exception("node %s: deleting its stale queue failed", node_id)
+        return
+    if discarded:
+        logger.warning("node %s (module %s) is dead and has no job left: %d stale messages deleted from its queue",
+                       node_id, module_id, discarded)
 
 
 def reassign_jobs(*, from_node: str | None = None, to_node: str | None = None, job_id: UUID | str | None = None,
@@ -119,7 +138,9 @@ def reassign_jobs(*, from_node: str | None = None, to_node: str | None = None, j
         raise BatchError(f"the jobs are on node {from_node} already")
     jobs = JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES)
     if job_id is not None:
-        instance = coordinator.get_job(job_id)
+        instance = JobInstance.objects.filter(id=_job_uuid(job_id)).first()
+        if instance is None:
+            raise JobNotFound(f"no job instance {job_id}")
         if instance.status not in UNFINISHED_JOB_STATUSES:
             raise JobStateConflict(f"job {instance.id} has ended ({instance.status}): there is nothing to move")
         if from_node is not None and instance.node_id != from_node:
@@ -148,6 +169,13 @@ def reassign_jobs(*, from_node: str | None = None, to_node: str | None = None, j
         if move is not None:
             moves.append(move)
     return moves
+
+
+def _job_uuid(job_id: UUID | str) -> UUID | None:
+    try:
+        return UUID(str(job_id))
+    except ValueError:
+        return None
 
 
 class _TargetPicker:
@@ -205,7 +233,9 @@ def _announce_waiting_work(instance: JobInstance) -> int:
     maintenance's lost-message recovery.
 
     Retries and the reduction go ahead of the new node's new work; never-run chunks queue behind it, as
-    new work does, so a large moved backlog cannot hold up that node's own retries."""
+    new work does, so a large moved backlog cannot hold up that node's own retries. A retry keeps its
+    backoff: it is announced for the moment it is due (its `announced_at`, on the database's clock), which
+    is left as it is."""
     announced = 0
     after = None
     while True:
@@ -215,11 +245,15 @@ def _announce_waiting_work(instance: JobInstance) -> int:
             waiting = waiting.filter(id__gt=after)
         with transaction.atomic():
             page = list(waiting.order_by("id").select_for_update(skip_locked=True)
-                        .values_list("id", "target_step_id", "status")[:ANNOUNCE_PAGE])
-            WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _, _ in page]).update(announced_at=Now())
-            for again in (False, True):
-                flow.announce_chunks(instance, [(chunk_id, step_id) for chunk_id, step_id, status in page
-                                                if (status == ChunkStatus.ERRORED) == again], again=again)
+                        .annotate(due_in=F("announced_at") - Now())
+                        .values_list("id", "target_step_id", "status", "due_in")[:ANNOUNCE_PAGE])
+            queued = [(chunk_id, step_id) for chunk_id, step_id, status, _ in page if status == ChunkStatus.QUEUED]
+            WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in queued]).update(announced_at=Now())
+            flow.announce_chunks(instance, queued)
+            for chunk_id, step_id, status, due_in in page:
+                if status == ChunkStatus.ERRORED:
+                    delay = max(due_in.total_seconds(), 0.0) if due_in is not None else 0.0
+                    flow.announce_chunks(instance, [(chunk_id, step_id)], delay, again=True)
         announced += len(page)
         if len(page) < ANNOUNCE_PAGE:
             break

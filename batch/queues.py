@@ -64,3 +64,20 @@ def _broker_client():
     import redis
 
     return redis.Redis.from_url(settings.CELERY_BROKER_URL, **settings.REDIS_CLIENT_OPTIONS)
+
+
+def discard_notifications(queue: str) -> int:
+    """Delete a node's queue from the Redis broker (both priority lists); return how many messages it held.
+
+    For the queue of a dead node whose jobs have all moved: nothing will consume it, and every chunk its
+    messages announced was announced again on the jobs' new node."""
+    client = _broker_client()
+    try:
+        with client.pipeline(transaction=True) as pipeline:
+            for name in broker_lists(queue):
+                pipeline.llen(name)
+            pipeline.delete(*broker_lists(queue))
+            *lengths, _ = pipeline.execute()
+        return sum(lengths)
+    finally:
+        client.close()

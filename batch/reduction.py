@@ -22,11 +22,11 @@ from batch.api import JobDefinition
 from batch.conf import batch_settings
 from batch.connections import surviving_connection_loss
 from batch.exceptions import JobCancelled
+from batch.leases import Lease, lease_keeper
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
-from batch.transitions import change_job_status, database_now
-from batch.leases import Lease, lease_keeper
 from batch.step_context import RunningStepContext
+from batch.transitions import change_job_status, database_now
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,10 @@ def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
         context = RunningStepContext(instance.id, step.id, None, definition.parameters_for_step(instance.parameters),
                                      None, lease, attempt=attempt)
         try:
-            report = step.reduce(context, _inputs(instance.id, step.id, context))
+            # A database restart while the inputs are read is no fault of the reduction: it runs again from
+            # the start once the database answers (its inputs are still there), under the same lease.
+            report = surviving_connection_loss(lambda: step.reduce(context, _inputs(instance.id, step.id, context)),
+                                               f"reducing job {instance.id}")
         except JobCancelled:
             logger.info("job %s: reduction stopped by a cancel", instance.id)
             return

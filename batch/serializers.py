@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from batch.control import JobSnapshot, describe_duration
+from batch.control import JobSnapshot, chunk_workers, describe_duration
 
 
 class JobSerializer(serializers.Serializer):
@@ -41,10 +41,17 @@ class JobSerializer(serializers.Serializer):
 
 class JobDetailSerializer(JobSerializer):
     steps = serializers.SerializerMethodField()
+    workers = serializers.SerializerMethodField()
 
     def get_steps(self, job: JobSnapshot) -> list[dict]:
         """Chunk counts per step and status, steps in the definition's order."""
         return [{"stepId": step.step_id, "chunks": dict(step.chunks)} for step in job.steps]
+
+    def get_workers(self, job: JobSnapshot) -> list[dict]:
+        """Where the job's chunks ran: each worker (Celery hostname/pid), its host, its chunks by status."""
+        return [{"worker": worker.worker, "host": worker.host, "chunks": dict(worker.chunks),
+                 "recordsProcessed": worker.records, "lastUpdate": worker.last_update.isoformat()}
+                for worker in chunk_workers(job.id)]
 
 
 class StartJobRequest(serializers.Serializer):

@@ -11,8 +11,9 @@ from django.db import connection, transaction
 
 from batch import flow
 from batch.api import JobDefinition, StepDefinition
-from batch.exceptions import BatchError
-from batch.models import JobInstance, WorkChunk
+from batch.claims import ClaimedChunk, ClaimedJob
+from batch.connections import surviving_connection_loss
+from batch.exceptions import BatchError, JobCancelled
 from batch.prepared import RELAXED_COMMIT
 from batch.statuses import ChunkStatus
 from batch.step_context import RunningStepContext
@@ -22,16 +23,26 @@ SINK_FLUSH_BYTES = 4 * 1024 * 1024  # ...or per 4 MiB of chunk data, so large ch
 
 # Emitted chunks, written in one statement per batch: arrays of ids, sequences and JSON documents
 # instead of one parameter per column per row. Ids already present (a re-run re-emitting) are skipped.
-INSERT_CHUNKS_SQL = """
-INSERT INTO batch_workchunk (id, instance_id, definition_id, definition_version, target_step_id, sequence, status,
-                             data, error_count, poll_attempts, attempts, create_time, update_time, worker, task_id)
-SELECT emitted.id, %(instance_id)s, %(definition_id)s, %(definition_version)s, %(step_id)s, emitted.sequence,
-       %(status)s, emitted.data::jsonb, 0, 0, 0, now(), now(), '', ''
-FROM unnest(%(ids)s::uuid[], %(sequences)s::int[], %(documents)s::text[]) AS emitted(id, sequence, data),
-     {relaxed_commit} AS relaxed
-ON CONFLICT (id) DO NOTHING
-RETURNING id
-""".format(relaxed_commit=RELAXED_COMMIT)
+# Fenced like every outcome: written only while the source chunk is IN_PROGRESS under this claim's token,
+# so a worker past its lease (a zombie) cannot add children; the share lock on the source row makes a
+# lease expiry or a cancel wait for this batch's commit instead of racing it.
+INSERT_CHUNKS_SQL = f"""
+WITH source AS (
+    SELECT 1 FROM batch_workchunk WHERE id = %(source_id)s AND status = %(in_progress)s AND claim_token = %(claim_token)s
+    FOR SHARE
+), inserted AS (
+    INSERT INTO batch_workchunk (id, instance_id, definition_id, definition_version, target_step_id, sequence, status,
+                                 data, error_count, poll_attempts, attempts, create_time, update_time, worker, task_id)
+    SELECT emitted.id, %(instance_id)s, %(definition_id)s, %(definition_version)s, %(step_id)s, emitted.sequence,
+           %(status)s, emitted.data::jsonb, 0, 0, 0, now(), now(), '', ''
+    FROM unnest(%(ids)s::uuid[], %(sequences)s::int[], %(documents)s::text[]) AS emitted(id, sequence, data),
+         {RELAXED_COMMIT} AS relaxed
+    WHERE EXISTS (SELECT 1 FROM source)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+SELECT EXISTS (SELECT 1 FROM source), ARRAY(SELECT id FROM inserted)
+"""
 
 
 class ChunkSink:
@@ -39,9 +50,12 @@ class ChunkSink:
 
     The n-th chunk a chunk emits always gets the same id, so a step that is run again (after an error
     or a lost worker) re-emits the same chunks, and the copies are ignored instead of doing work twice.
+
+    A batch leaves the buffer only when the transaction that wrote it commits: a write rolled back by a
+    lost connection (PostgreSQL restarting) is written again by the retry, never silently dropped.
     """
 
-    def __init__(self, definition: JobDefinition, instance: JobInstance, chunk: WorkChunk, step: StepDefinition,
+    def __init__(self, definition: JobDefinition, instance: ClaimedJob, chunk: ClaimedChunk, step: StepDefinition,
                  context: RunningStepContext):
         self.definition = definition
         self.instance = instance
@@ -50,7 +64,7 @@ class ChunkSink:
         self.step = step
         self.context = context
         self.emitted = 0
-        self._buffer: list[tuple[UUID, int, str]] = []
+        self._buffer: list[tuple[UUID, int, str]] = []  # (id, sequence, document), in sequence order
         self._buffered_bytes = 0
 
     def accept(self, data: Mapping[str, Any]) -> None:
@@ -62,27 +76,51 @@ class ChunkSink:
         self._buffered_bytes += len(document)
         self.emitted += 1
         if len(self._buffer) >= SINK_FLUSH_SIZE or self._buffered_bytes >= SINK_FLUSH_BYTES:
-            with transaction.atomic():
-                self.flush()
+            # A mid-step batch outlives a database restart like an outcome does: the step is not charged for it.
+            owned = surviving_connection_loss(self._flush_committed,
+                                              f"writing the chunks emitted by chunk {self.source.id}")
+            if not owned:
+                self.context.lease.lost = True  # the step sees a cancel from now on; its outcome will not count
+                raise JobCancelled(f"chunk {self.source.id} is no longer this worker's: step {self.step.id} stops")
+
+    def _flush_committed(self) -> bool:
+        with transaction.atomic():
+            return self.flush()
 
     @property
     def pending(self) -> bool:
         return bool(self._buffer)
 
-    def flush(self) -> None:
-        """Write the buffered chunks; a non-gated job's are queued and announced with the commit."""
+    def flush(self) -> bool:
+        """Write the buffered chunks; a non-gated job's are queued and announced with the commit.
+
+        False when the source chunk is no longer this claim's (nothing is written). The written batch is
+        dropped from the buffer when the surrounding transaction commits, not before.
+        """
         if not self._buffer:
-            return
+            return True
         ids, sequences, documents = zip(*self._buffer)
         with connection.cursor() as cursor:
             cursor.execute(INSERT_CHUNKS_SQL, {
+                "source_id": self.source.id, "in_progress": ChunkStatus.IN_PROGRESS,
+                "claim_token": self.source.claim_token,
                 "instance_id": self.instance.id, "definition_id": self.definition.id,
                 "definition_version": self.definition.version, "step_id": self.target.id,
                 "status": ChunkStatus.GATE_WAITING if self.definition.gated else ChunkStatus.READY,
                 "ids": list(ids), "sequences": list(sequences), "documents": list(documents),
             })
-            inserted = {str(row[0]) for row in cursor.fetchall()}  # a re-run's chunks already written are not
+            owned, inserted_ids = cursor.fetchone()
+        if not owned:
+            return False
+        inserted = {str(chunk_id) for chunk_id in inserted_ids}  # a re-run's chunks already written are not
         if inserted and not self.definition.gated:
             flow.enqueue_ready_chunks(self.instance, only=[chunk_id for chunk_id in ids if str(chunk_id) in inserted])
-        self._buffer = []
-        self._buffered_bytes = 0
+        written_through = sequences[-1]
+        transaction.on_commit(lambda: self._forget_through(written_through))
+        return True
+
+    def _forget_through(self, sequence: int) -> None:
+        """Drop the committed batches (up to and including `sequence`) from the buffer."""
+        kept = [entry for entry in self._buffer if entry[1] > sequence]
+        self._buffer = kept
+        self._buffered_bytes = sum(len(document) for _, _, document in kept)

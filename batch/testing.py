@@ -22,10 +22,11 @@ from typing import Any
 from django.db.models import F
 
 from batch.api import JobDefinition, JobDefinitionBuilder
+from batch.dispatch import on_work_notification
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification, use_publisher
 from batch.registry import registry
-from batch.dispatch import on_work_notification
+from batch.statuses import ChunkStatus
 
 __all__ = ["InProcessBus", "JobShape", "in_process_bus", "throwaway_jobs", "time_passes"]
 
@@ -39,19 +40,26 @@ class InProcessBus:
     # bus itself delivers in the order sent.
     sent_again: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     worker: str = "test-worker"  # what the chunks record as the worker that ran them
+    # The delay of each delayed message of `sent`, by the message's id().
+    _delays: dict[int, float] = field(default_factory=dict)
 
     def record(self, queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0,
                again: bool = False) -> None:
-        """A delayed message (a retry's backoff) is deliverable at once: the test decides when time passes."""
+        """A delayed message (a retry's backoff) is deliverable at once: `deliver_next` delivers it as Redis
+        would once its delay had passed, its chunks' retry time moved into the past by that delay (the claim
+        refuses a retry before it is due by the database's clock)."""
         self.sent.extend((queue, message) for message in messages)
         if again:
             self.sent_again.extend((queue, message) for message in messages)
+        if delay_seconds:
+            self._delays.update((id(message), delay_seconds) for message in messages)
 
     def take(self) -> list[WorkNotification]:
         """Remove and return every message sent so far, undelivered (a lost message, or to deliver twice)."""
         taken = [WorkNotification.from_message(message) for _, message in self.sent]
         self.sent.clear()
         self.sent_again.clear()
+        self._delays.clear()
         return taken
 
     def deliver(self, notification: WorkNotification) -> None:
@@ -61,6 +69,10 @@ class InProcessBus:
     def deliver_next(self) -> WorkNotification:
         _, message = self.sent.pop(0)
         notification = WorkNotification.from_message(message)
+        delay = self._delays.pop(id(message), 0.0)
+        if delay:
+            WorkChunk.objects.filter(id__in=notification.chunk_ids, status=ChunkStatus.ERRORED).update(
+                announced_at=F("announced_at") - timedelta(seconds=delay))
         self.deliver(notification)
         return notification
 

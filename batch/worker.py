@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from uuid import UUID
 
@@ -18,14 +20,14 @@ from django.db.models import Q
 
 from batch import flow
 from batch.api import JobDefinition
+from batch.claims import ClaimedChunk, ClaimedJob
 from batch.conf import batch_settings
 from batch.connections import surviving_connection_loss
 from batch.exceptions import JobCancelled, JobFailed, RetryChunkLater
 from batch.leases import chunk_lease, lease_keeper
 from batch.prepared import RELAXED_COMMIT, execute_prepared
-from batch.sink import ChunkSink
-from batch.models import JobInstance, WorkChunk
 from batch.progress import settle_totals
+from batch.sink import ChunkSink
 from batch.statuses import (
     CHUNK_TRANSITIONS,
     CLAIMABLE_CHUNK_STATUSES,
@@ -49,23 +51,27 @@ MAX_ERROR_MESSAGE = 2000  # characters kept of an exception's text
 # --- Events --------------------------------------------------------------------------------------------
 # The claim, as one statement: lock the chunk row unless another worker holds it (SKIP LOCKED), check
 # that it is claimable and that its job runs and is not cancelled, move it to IN_PROGRESS with a lease.
+# An ERRORED chunk is claimable only once its retry is due by the database's clock (`announced_at`, set to
+# now() + backoff when it errored): a duplicate message, or one a host with a wrong clock delivered early,
+# finds nothing to claim, and maintenance sends the retry again once it is due (`batch.maintenance`).
 # (Two common table expressions, so the completion of the chunk before can claim in the same statement.)
-CLAIM_CTES = """
+CLAIM_CTES = f"""
 claimable AS (
     SELECT chunk.id FROM batch_workchunk chunk JOIN batch_jobinstance job ON job.id = chunk.instance_id
     WHERE chunk.id = %(claim_id)s AND chunk.status = ANY(%(claimable)s)
+      AND (chunk.status <> %(errored)s OR chunk.announced_at IS NULL OR chunk.announced_at <= now())
       AND NOT job.cancelled AND job.status = ANY(%(running)s)
     FOR UPDATE OF chunk SKIP LOCKED
 ), claimed AS (
     UPDATE batch_workchunk chunk
     SET status = %(in_progress)s, attempts = chunk.attempts + 1, claim_token = gen_random_uuid(), start_time = COALESCE(chunk.start_time, now()),
         lease_expires_at = now() + %(lease)s, worker = %(worker)s, task_id = %(task_id)s, update_time = now()
-    FROM claimable, batch_jobinstance job, {relaxed_commit} AS relaxed
+    FROM claimable, batch_jobinstance job, {RELAXED_COMMIT} AS relaxed
     WHERE chunk.id = claimable.id AND job.id = chunk.instance_id
     RETURNING chunk.claim_token, chunk.target_step_id, chunk.data::text, chunk.attempts, chunk.error_count, chunk.poll_attempts,
               chunk.sequence, job.id, job.definition_id, job.definition_version, job.status, job.parameters::text,
               job.node_id, job.module_id, job.max_concurrent_chunks
-)""".format(relaxed_commit=RELAXED_COMMIT)
+)"""
 CLAIM_SQL = f"WITH {CLAIM_CTES} SELECT * FROM claimed"
 CLAIMABLE_SOURCES = sorted(CLAIMABLE_CHUNK_STATUSES & set(chunk_statuses_leading_to(ChunkStatus.IN_PROGRESS)))
 
@@ -81,7 +87,7 @@ class NextChunk:
 @dataclass(frozen=True)
 class Claim:
     """What a completion's claim of the next chunk got: the chunk, or None when it was not claimable."""
-    chunk: WorkChunk | None
+    chunk: ClaimedChunk | None
 
 
 @dataclass(frozen=True)
@@ -94,34 +100,33 @@ class ChunkRun:
 
 def _claim_parameters(chunk_id: UUID, worker: str, task_id: str) -> dict:
     return {"claim_id": chunk_id, "claimable": CLAIMABLE_SOURCES, "running": [JobStatus.QUEUED, JobStatus.IN_PROGRESS],
-            "in_progress": ChunkStatus.IN_PROGRESS, "lease": batch_settings().lease,
+            "in_progress": ChunkStatus.IN_PROGRESS, "errored": ChunkStatus.ERRORED, "lease": batch_settings().lease,
             "worker": worker[:200], "task_id": task_id[:64]}
 
 
-def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> WorkChunk | None:
+def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> ClaimedChunk | None:
     """QUEUED/ERRORED -> IN_PROGRESS under a row lock; None when there is nothing (more) to claim."""
     row = execute_prepared(CLAIM_SQL, _claim_parameters(chunk_id, worker, task_id))
-    return None if row is None else _claimed_chunk(chunk_id, row)
+    return None if row is None else _claimed_chunk(chunk_id, worker, row)
 
 
-def _claimed_chunk(chunk_id: UUID, row: tuple) -> WorkChunk:
+def _claimed_chunk(chunk_id: UUID, worker: str, row: tuple) -> ClaimedChunk:
     """The claimed chunk from the columns the claim returned; a QUEUED job is IN_PROGRESS from its first claim."""
     (claim_token, step_id, data, attempts, error_count, poll_attempts, sequence, instance_id, definition_id, definition_version,
      job_status, parameters, node_id, module_id, max_concurrent_chunks) = row
-    instance = JobInstance(id=instance_id, definition_id=definition_id, definition_version=definition_version,
-                           status=job_status, parameters=json.loads(parameters), node_id=node_id,
-                           module_id=module_id, max_concurrent_chunks=max_concurrent_chunks)
     if job_status == JobStatus.QUEUED:
         change_job_status(instance_id, JobStatus.IN_PROGRESS, only_if=Q(status=JobStatus.QUEUED),
                           start_time=database_now())
-    return WorkChunk(id=chunk_id, instance=instance, definition_id=definition_id,
-                     definition_version=definition_version, target_step_id=step_id, sequence=sequence,
-                     status=ChunkStatus.IN_PROGRESS, data=json.loads(data) if data is not None else None,
-                     attempts=attempts, claim_token=claim_token, error_count=error_count,
-                     poll_attempts=poll_attempts)
+    job = ClaimedJob(id=instance_id, definition_id=definition_id, definition_version=definition_version,
+                     parameters=json.loads(parameters), node_id=node_id, module_id=module_id,
+                     max_concurrent_chunks=max_concurrent_chunks)
+    return ClaimedChunk(id=chunk_id, job=job, target_step_id=step_id, sequence=sequence,
+                        data=json.loads(data) if data is not None else None, attempts=attempts,
+                        error_count=error_count, poll_attempts=poll_attempts, claim_token=claim_token,
+                        worker=worker[:200])
 
 
-def run_chunk(definition: JobDefinition, chunk: WorkChunk, next_chunk: NextChunk | None = None) -> ChunkRun:
+def run_chunk(definition: JobDefinition, chunk: ClaimedChunk, next_chunk: NextChunk | None = None) -> ChunkRun:
     """Run the claimed chunk's step (its lease renewed meanwhile) and store the outcome.
 
     Returns the error message stored for the chunk when this run errored or failed it (the Celery task
@@ -129,7 +134,7 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk, next_chunk: NextChunk
     completed, the claim of `next_chunk` its completion made in the same round trip; after any other
     outcome the caller claims the next chunk itself.
     """
-    instance = chunk.instance
+    instance = chunk.job
     step = definition.step(chunk.target_step_id)
     max_seconds = definition.max_chunk_seconds or batch_settings().max_chunk_run.total_seconds()
     overrun_errors: list[str | None] = []  # written by the lease keeper's thread, read once the step returned
@@ -145,43 +150,41 @@ def run_chunk(definition: JobDefinition, chunk: WorkChunk, next_chunk: NextChunk
         context = RunningStepContext(instance.id, step.id, chunk.id, definition.parameters_for_step(instance.parameters),
                                      chunk.data, lease, attempt=chunk.attempts)
         sink = ChunkSink(definition, instance, chunk, step, context)
+        completion: Callable[[], Claim | None] | None = None  # a completion returns its claim of the next chunk
+        other_outcome: Callable[[], str | None] | None = None  # any other outcome, the error message it stored
         try:
             records = step.run(context, sink)
         except RetryChunkLater as signal:
-            outcome = partial(on_chunk_poll_requested, chunk, definition,
-                              signal.delay or batch_settings().retry_later_delay)
+            other_outcome = partial(on_chunk_poll_requested, chunk, definition,
+                                    signal.delay or batch_settings().retry_later_delay)
         except JobFailed as failure:
-            outcome = partial(on_chunk_failed, chunk, str(failure))
+            other_outcome = partial(on_chunk_failed, chunk, str(failure))
         except JobCancelled:
-            outcome = partial(on_chunk_interrupted, chunk, context)
+            other_outcome = partial(on_chunk_interrupted, chunk, context)
         except Exception as raised:
             logger.exception("job %s chunk %s: step %s raised", instance.id, chunk.id, step.id)
-            outcome = partial(on_chunk_errored, chunk, _describe(raised))
+            other_outcome = partial(on_chunk_errored, chunk, _describe(raised))
         else:
             if lease.lost:  # the chunk is no longer this claim's (lapsed, overrun, cancelled): its result does not count
-                outcome = partial(on_chunk_interrupted, chunk, context)
+                other_outcome = partial(on_chunk_interrupted, chunk, context)
             else:
-                outcome = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings,
-                                  next_chunk)
+                completion = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings,
+                                     next_chunk)
         # Recording the outcome outlives a database restart: the step's work is not thrown away for it.
-        # An outcome that stores an error (errored, failed) returns its message; a completion, its claim of
-        # the next chunk.
         try:
-            recorded = surviving_connection_loss(outcome, f"recording the outcome of chunk {chunk.id}")
+            if completion is not None:
+                next_claim = surviving_connection_loss(completion, f"recording the completion of chunk {chunk.id}")
+            else:
+                error = surviving_connection_loss(other_outcome, f"recording the outcome of chunk {chunk.id}")
         except Exception as failure:  # recorded now with its real message, not later as "Worker lost"
             logger.exception("job %s chunk %s: recording the outcome failed", instance.id, chunk.id)
             message = f"recording the outcome failed: {_describe(failure)}"
             error = surviving_connection_loss(partial(on_chunk_errored, chunk, message),
                                               f"recording the error of {chunk.id}")
-        else:
-            if outcome.func is on_chunk_completed:
-                next_claim = recorded
-            else:
-                error = recorded
     return ChunkRun(error or (overrun_errors[0] if overrun_errors else None), next_claim)
 
 
-def _move_owned(chunk: WorkChunk, target: ChunkStatus, only_if: Q | None = None, **fields) -> bool:
+def _move_owned(chunk: ClaimedChunk, target: ChunkStatus, only_if: Q | None = None, **fields) -> bool:
     """Move the chunk only while this claim still owns it (and `only_if` holds)."""
     if only_if is None:
         return change_owned_chunk_status(chunk.id, chunk.claim_token, target, **fields)
@@ -217,14 +220,16 @@ COMPLETE_AND_CLAIM_SQL = {gated: COMPLETE_AND_CLAIM_TEMPLATE.format(complete=COM
 assert ChunkStatus.COMPLETED in CHUNK_TRANSITIONS[ChunkStatus.IN_PROGRESS]
 
 
-def on_chunk_completed(chunk: WorkChunk, definition: JobDefinition, sink: ChunkSink, records: int,
+def on_chunk_completed(chunk: ClaimedChunk, definition: JobDefinition, sink: ChunkSink, records: int,
                        warnings: list[str], next_chunk: NextChunk | None = None) -> Claim | None:
     """COMPLETED (fenced by the claim token), and the job moved on if that was its last chunk; with
     `next_chunk`, the claim of that chunk made in the same statement."""
     if sink.pending:
+        # The last emitted chunks and the completion commit together; the sink keeps them until that commit,
+        # so a retry after a lost connection writes them again instead of completing the chunk without them.
         with transaction.atomic():
-            sink.flush()
-            completed, claim = _complete(chunk, definition, records, warnings, next_chunk)
+            completed, claim = _complete(chunk, definition, records, warnings, next_chunk) if sink.flush() \
+                else (None, None)
             if completed is None:
                 transaction.set_rollback(True)  # another claim owns the chunk now: its run counts, not ours
                 return None  # the next chunk's claim is rolled back with it
@@ -243,7 +248,7 @@ def on_chunk_completed(chunk: WorkChunk, definition: JobDefinition, sink: ChunkS
     return claim
 
 
-def _complete(chunk: WorkChunk, definition: JobDefinition, records: int, warnings: list[str],
+def _complete(chunk: ClaimedChunk, definition: JobDefinition, records: int, warnings: list[str],
               next_chunk: NextChunk | None) -> tuple[tuple[int, str] | None, Claim | None]:
     """(None when this claim no longer owns the chunk, else the unfinished chunks its statement saw and the
     job's status; the claim of `next_chunk`, None without one)."""
@@ -260,12 +265,15 @@ def _complete(chunk: WorkChunk, definition: JobDefinition, records: int, warning
                            {**parameters, **_claim_parameters(next_chunk.id, next_chunk.worker, next_chunk.task_id)})
     unfinished, job_status, *claimed = row
     completed = None if unfinished is None else (unfinished, job_status)
-    return completed, Claim(None if claimed[0] is None else _claimed_chunk(next_chunk.id, tuple(claimed)))
+    return completed, Claim(None if claimed[0] is None else _claimed_chunk(next_chunk.id, next_chunk.worker, tuple(claimed)))
 
 
-def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None) -> str | None:
+def on_chunk_errored(chunk: ClaimedChunk, message: str, *, only_if: Q | None = None) -> str | None:
     """ERRORED and announced again for a retry after a backoff (ahead of the node's new work, so the retry
     does not wait for a backlog to drain); past the retry limit, FAILED and the job with it.
+
+    The backoff is kept on the database's clock: `announced_at` is when the retry is due, and the claim
+    refuses the chunk before then; the message's countdown only saves the worker a wasted delivery.
 
     Returns the error message stored, None when this claim no longer owned the chunk.
     """
@@ -278,12 +286,12 @@ def on_chunk_errored(chunk: WorkChunk, message: str, *, only_if: Q | None = None
         errored = _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,
                               lease_expires_at=None, announced_at=database_now(backoff))
         if errored:
-            flow.announce_chunks(chunk.instance, [(chunk.id, chunk.target_step_id)], backoff.total_seconds(),
+            flow.announce_chunks(chunk.job, [(chunk.id, chunk.target_step_id)], backoff.total_seconds(),
                                  again=True)
     return message if errored else None
 
 
-def on_chunk_failed(chunk: WorkChunk, message: str, *, error_count: int | None = None,
+def on_chunk_failed(chunk: ClaimedChunk, message: str, *, error_count: int | None = None,
                     only_if: Q | None = None) -> str | None:
     """FAILED, and its job with it. Returns the error message stored, None when this claim no longer owned the chunk."""
     with transaction.atomic():
@@ -295,25 +303,47 @@ def on_chunk_failed(chunk: WorkChunk, message: str, *, error_count: int | None =
     return message if failed else None
 
 
-def on_lease_expired(chunk: WorkChunk, now) -> None:
+def on_lease_expired(chunk: ClaimedChunk, now: datetime, database_started_at: datetime) -> None:
     """Its worker stopped renewing the lease (killed, hung, cut off): an error, retried up to the limit.
 
-    Counting lost workers as errors is what stops a chunk that kills every worker it runs on.
+    Counting lost workers as errors is what stops a chunk that kills every worker it runs on. But a lease
+    last renewed before the database (re)started (`pg_postmaster_start_time()`) may have lapsed only
+    because the restart lost the outcome or the renewals (they commit asynchronously): that retry is free,
+    not charged against BATCH_MAX_CHUNK_RETRIES.
     """
+    lapsed = Q(lease_expires_at__lt=now)
+    if chunk.lease_expires_at - batch_settings().lease < database_started_at:
+        on_chunk_released_by_restart(chunk, only_if=lapsed)
+        return
     on_chunk_errored(
         chunk, f"Worker lost: {chunk.worker or 'a worker'} stopped renewing its lease (attempt {chunk.attempts})",
-        only_if=Q(lease_expires_at__lt=now),
+        only_if=lapsed,
     )
 
 
-def on_chunk_poll_requested(chunk: WorkChunk, definition: JobDefinition, delay) -> None:
+def on_chunk_released_by_restart(chunk: ClaimedChunk, *, only_if: Q) -> bool:
+    """ERRORED without an error counted, due at once and announced ahead of new work: the database restart
+    that cut the claim off is no fault of the chunk's. Its step runs again (steps are idempotent); what the
+    lost run recorded in the database was rolled back with the outcome, so nothing counts twice."""
+    with transaction.atomic():
+        released = _move_owned(chunk, ChunkStatus.ERRORED, only_if, lease_expires_at=None,
+                               announced_at=database_now())
+        if released:
+            flow.announce_chunks(chunk.job, [(chunk.id, chunk.target_step_id)], again=True)
+    if released:
+        logger.warning("job %s chunk %s: its lease lapsed across a database restart; retried without an error",
+                       chunk.instance_id, chunk.id)
+    return released
+
+
+def on_chunk_poll_requested(chunk: ClaimedChunk, definition: JobDefinition, delay) -> None:
     """POLL_WAITING until `delay` has passed; maintenance makes it READY again then."""
     if _move_owned(chunk, ChunkStatus.POLL_WAITING, lease_expires_at=None, next_poll_time=database_now(delay),
                    poll_attempts=chunk.poll_attempts + 1):
         _after_chunk_left_flight(chunk, definition)
 
 
-def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> str | None:
+def on_chunk_interrupted(chunk: ClaimedChunk, context: RunningStepContext) -> str | None:
     """A cancel stopped the step: the chunk goes back to READY, to run again if the job is restarted.
 
     A lost lease also looks like a cancel to the step; then the chunk is someone else's (or errored by
@@ -326,10 +356,10 @@ def on_chunk_interrupted(chunk: WorkChunk, context: RunningStepContext) -> str |
     return None
 
 
-def _after_chunk_left_flight(chunk: WorkChunk, definition: JobDefinition, unfinished_seen: int | None = None) -> None:
+def _after_chunk_left_flight(chunk: ClaimedChunk, definition: JobDefinition, unfinished_seen: int | None = None) -> None:
     flow.on_chunk_finished(chunk.instance_id, definition, chunk.target_step_id, unfinished_seen)
-    if chunk.instance.max_concurrent_chunks:
-        flow.enqueue_ready_chunks(chunk.instance)
+    if chunk.job.max_concurrent_chunks:
+        flow.enqueue_ready_chunks(chunk.job)
 
 
 def _describe(error: Exception) -> str:

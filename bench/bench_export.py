@@ -27,6 +27,8 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from bench.fhirstack import (
     FhirStack, fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, spinning_latencies, stored, worker_rss,
 )
 from bench.support import bench_database, percentile_ms
+from heavylift.devobjectstore import create_bucket, running_object_store, storage_options
 
 RSS_SAMPLE_SECONDS = 0.2  # often enough to catch a step's peak, cheap enough not to load the machine
 STATUS_SECONDS = 0.02  # the job's status read from the database between polls: the end is timed to 20 ms
@@ -55,46 +58,68 @@ class ExportRun:
     latencies: list[float] = field(default_factory=list)
 
 
+STORAGES = ("database", "files", "s3")
+
+
+@contextmanager
+def storage_settings(storage: str, workdir: Path) -> Iterator[dict[str, str]]:
+    """The export storage's settings for the benchmark's processes: the database (the default), files in the
+    work directory, or a bucket of an S3-compatible server (SeaweedFS) started for the run."""
+    if storage == "files":
+        yield {"BULK_EXPORT_STORAGE_BACKEND": "django.core.files.storage.FileSystemStorage",
+               "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")})}
+    elif storage == "s3":
+        with running_object_store(workdir / "seaweedfs") as store:
+            create_bucket(store, "exports")
+            yield {"BULK_EXPORT_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
+                   "BULK_EXPORT_STORAGE_OPTIONS": json.dumps(storage_options(store, "exports"))}
+    else:
+        yield {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=1_000_000, help="store size of the full export")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--reuse", action="store_true", help="start from a kept benchmark database")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object, the last line")
+    parser.add_argument("--storage", choices=STORAGES, default="database",
+                        help="where the export files go (default: the database, the default setting)")
     options = parser.parse_args()
 
-    with bench_database("bench_export", reuse=options.reuse, keep=options.keep) as (bench_url, bench_name):
+    with bench_database("bench_export", reuse=options.reuse, keep=options.keep) as (bench_url, bench_name), \
+            ExitStack() as cleanup:
         workdir = Path(tempfile.mkdtemp(prefix="bench-export-"))
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)  # last, once the storage has stopped
         node = f"bench-export-{uuid.uuid4().hex[:8]}"
         environment = {**os.environ, "NODE_ID": node, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING",
-                       "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")})}
-        try:
-            from django.conf import settings
+                       **cleanup.enter_context(storage_settings(options.storage, workdir))}
+        from django.conf import settings
 
-            print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
-                  f"chunk size {settings.BULK_EXPORT_CHUNK_SIZE}", flush=True)
-            fill(options.resources // SMALL_FRACTION - stored())
-            with fhir_stack(node, environment, workdir, username="bench-export") as stack:
-                idle = idle_latencies(stack.client, stack.patients)
-                spinning = spinning_latencies(stack.client, stack.patients)
-                small = export(stack)
-                report_export("small export", small)
-                fill(options.resources - stored())
-                with reads_meanwhile(stack.client, stack.patients) as copy_latencies:
-                    copies = sorted(raw_copy(bench_url, workdir / "copy.ndjson") for _ in range(COPY_RUNS))
-                copy_seconds, copied = copies[COPY_RUNS // 2]
-                print(f"\n-- COPY (SELECT body FROM fhirstore_resource WHERE NOT deleted) TO a file: {copied:,} "
-                      f"resources in {copy_seconds:.1f} s = {copied / copy_seconds:,.0f} resources/s (the median of "
-                      f"{', '.join(f'{seconds:.1f}' for seconds, _ in copies)} s)\n   reads meanwhile: p50 "
-                      f"{percentile_ms(copy_latencies, 50):.1f} ms, p99 {percentile_ms(copy_latencies, 99):.1f} ms "
-                      f"({len(copy_latencies)} reads): what the database's own export costs the API", flush=True)
-                full = export(stack)
-            report_export("full export", full)
-            summary(idle, spinning, small, full, copied / copy_seconds, copy_latencies)
-            if options.json:
-                print(json.dumps(figures(idle, spinning, small, full, copied / copy_seconds, copy_latencies)), flush=True)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
+              f"chunk size {settings.BULK_EXPORT_CHUNK_SIZE}", flush=True)
+        fill(options.resources // SMALL_FRACTION - stored())
+        with fhir_stack(node, environment, workdir, username="bench-export") as stack:
+            idle = idle_latencies(stack.client, stack.patients)
+            spinning = spinning_latencies(stack.client, stack.patients)
+            small = export(stack)
+            report_export("small export", small)
+            fill(options.resources - stored())
+            with reads_meanwhile(stack.client, stack.patients) as copy_latencies:
+                copies = sorted(raw_copy(bench_url, workdir / "copy.ndjson") for _ in range(COPY_RUNS))
+            copy_seconds, copied = copies[COPY_RUNS // 2]
+            print(f"\n-- COPY (SELECT body FROM fhirstore_resource WHERE NOT deleted) TO a file: {copied:,} "
+                  f"resources in {copy_seconds:.1f} s = {copied / copy_seconds:,.0f} resources/s (the median of "
+                  f"{', '.join(f'{seconds:.1f}' for seconds, _ in copies)} s)\n   reads meanwhile: p50 "
+                  f"{percentile_ms(copy_latencies, 50):.1f} ms, p99 {percentile_ms(copy_latencies, 99):.1f} ms "
+                  f"({len(copy_latencies)} reads): what the database's own export costs the API", flush=True)
+            full = export(stack)
+        report_export("full export", full)
+        summary(idle, spinning, small, full, copied / copy_seconds, copy_latencies)
+        if options.json:
+            print(json.dumps({"storage": options.storage,
+                              **figures(idle, spinning, small, full, copied / copy_seconds, copy_latencies)}),
+                  flush=True)
 
 
 def export(stack: FhirStack) -> ExportRun:

@@ -14,7 +14,6 @@ Start delay = JobRun.started_at (Postgres clock) − tick; both clocks are this 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -137,10 +136,9 @@ def report(name: str, started: datetime, stopped: datetime) -> str:
 def main() -> None:
     batch_node = f"bench-batch-{uuid.uuid4().hex[:6]}"
     workdir = Path(tempfile.mkdtemp(prefix="bench-scheduling-"))
-    # The subprocesses inherit these (and the benchmark database): export files in the work directory, and
-    # this process kicks exports off on the batch workers' node, so its announcements reach their queue.
-    os.environ.update({"NODE_ID": batch_node,
-                       "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")})})
+    # The subprocesses inherit this (and the benchmark database, which holds the export files): this process
+    # kicks exports off on the batch workers' node, so its announcements reach their queue.
+    os.environ.update({"NODE_ID": batch_node})
     try:
         with bench_database("bench_scheduling") as (_, bench_name):
             from django.core.management import call_command

@@ -2,7 +2,11 @@ from django.apps import AppConfig
 
 
 class HeavyliftConfig(AppConfig):
-    """Installed for its management commands (`demo`, `run_flower`); it has no models."""
+    """Installed for its management commands (`demo`, `run_flower`) and the cluster's system checks; it has no
+    models."""
 
     name = "heavylift"
     verbose_name = "Heavylift"
+
+    def ready(self) -> None:
+        from heavylift import cluster  # noqa: F401  registers the cluster's system checks

@@ -2,7 +2,7 @@
 import os
 
 from celery import Celery
-from celery.signals import celeryd_init, task_postrun, task_prerun
+from celery.signals import celeryd_init, task_postrun, task_prerun, worker_ready
 from kombu import Queue
 
 from heavylift.broker import survive_lost_broker_connections
@@ -25,6 +25,15 @@ def declare_queues(conf, **kwargs) -> None:
     from batch.queues import work_notification_queue
 
     conf.task_queues = (Queue("default"), Queue(work_notification_queue()))
+
+
+@worker_ready.connect
+def check_the_cluster(sender=None, **kwargs) -> None:
+    """Once consuming: warn of settings that differ from the live workers', and of export files on a local disk
+    while workers run on other hosts (`heavylift.cluster`)."""
+    from heavylift.cluster import warn_at_start
+
+    warn_at_start(f"worker {getattr(sender, 'hostname', '')}")
 
 
 @app.task(name="heavylift.ping", ignore_result=False)

@@ -5,6 +5,7 @@ A bad value stops start-up with one line naming the variable and what it accepts
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -165,6 +166,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_celery_beat",
+    "blobstore",
     "jobsite",
     "batch",
     "scheduling",
@@ -356,10 +358,19 @@ BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3
 # leaves the other half to the live API: on the 2-core bench, 1 chunk exported 1M at 0.62 of a raw COPY with
 # read p99 1.26x idle (the raw COPY itself: 1.21x); 2 chunks gained 6 % and made it 1.90x (docs/export.md).
 BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
-# Where export files live: any Django storage backend (e.g. storages.backends.s3.S3Storage) and its options as
-# JSON; by default the file system under MEDIA_ROOT/bulkexport.
-BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
-BULK_EXPORT_STORAGE_OPTIONS = env_json_object("BULK_EXPORT_STORAGE_OPTIONS", {"location": str(MEDIA_ROOT / "bulkexport")})
+# Where export files live: any Django storage backend and its options as JSON. By default the database
+# (blobstore: every host that reaches PostgreSQL serves every file, nothing else to run); an S3-compatible
+# store (storages.backends.s3.S3Storage) for large exports; the file system (FileSystemStorage, its default
+# location MEDIA_ROOT/bulkexport) for one host only (docs/export.md, "Files, storage, expiry").
+FILE_SYSTEM_STORAGE = "django.core.files.storage.FileSystemStorage"
+BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "blobstore.storage.DatabaseStorage")
+BULK_EXPORT_STORAGE_OPTIONS = env_json_object(
+    "BULK_EXPORT_STORAGE_OPTIONS",
+    {"location": str(MEDIA_ROOT / "bulkexport")} if BULK_EXPORT_STORAGE_BACKEND == FILE_SYSTEM_STORAGE else {})
+# Downloads from a storage that makes presigned URLs (S3Storage with querystring_auth, their lifetime its
+# querystring_expire) are answered with a 302 to one, after the token is checked; false: streamed through the
+# web process, as from the database or the file system.
+BULK_EXPORT_DOWNLOAD_REDIRECT = env_bool("BULK_EXPORT_DOWNLOAD_REDIRECT", True)
 # --- Terminology (docs/terminology.md) ---------------------------------------------------------------
 # Codes an on-the-fly $expand returns in one answer (a larger expansion: 422 too-costly, page it with count).
 TERMINOLOGY_EXPANSION_MAX_CODES = env_int("TERMINOLOGY_EXPANSION_MAX_CODES", 20000, minimum=1)
@@ -392,3 +403,29 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "bulkexport": {"BACKEND": BULK_EXPORT_STORAGE_BACKEND, "OPTIONS": BULK_EXPORT_STORAGE_OPTIONS},
 }
+
+# --- Settings every host must share --------------------------------------------------------------
+# Any web host may kick off any job and any worker host may run it, so these must be identical on every
+# machine (only NODE_ID, MODULE_ID, BIND_ADDRESS, PORT and the process counts may differ). Each worker reports
+# their fingerprint with its heartbeat; at start-up a web or worker process compares its own with the live
+# workers' and warns, naming the settings that differ (heavylift.cluster). Per setting a short hash, never the
+# value (storage options may hold credentials): {"NAME": "<12 hex>", …} as compact JSON.
+CLUSTER_WIDE_SETTINGS = (
+    "SECRET_KEY", "REPLACE_HYPHENS_WITH_PERIODS", "BATCH_LEASE_SECONDS", "BATCH_MAX_CHUNK_RETRIES",
+    "BATCH_MAX_CHUNK_SECONDS", "BATCH_NODE_TIMEOUT_SECONDS", "BATCH_DIAGNOSTIC_JOBS", "BATCH_CLIENT_JOB_DEFINITIONS",
+    "FHIR_ALLOW_ANONYMOUS_READ", "FHIR_FULL_VALIDATION", "FHIR_SEARCH_WHILE_INDEXING", "REINDEX_MAX_CONCURRENT_CHUNKS",
+    "BULK_EXPORT_CHUNK_SIZE", "BULK_EXPORT_RETENTION_SECONDS", "BULK_EXPORT_MAX_RUNNING_PER_USER",
+    "BULK_EXPORT_MAX_CONCURRENT_CHUNKS", "BULK_EXPORT_STORAGE_BACKEND", "BULK_EXPORT_STORAGE_OPTIONS",
+    "BULK_IMPORT_CHUNK_SIZE", "BULK_IMPORT_ALLOWED_SOURCES", "BULK_IMPORT_FILE_ROOT", "BULK_IMPORT_MAX_FILE_BYTES",
+    "BULK_IMPORT_MAX_LINE_BYTES", "BULK_IMPORT_FETCH_ATTEMPTS", "BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR",
+    "BULK_IMPORT_MAX_CONCURRENT_CHUNKS", "BULK_SUBMIT_ALLOWED_SUBMITTERS",
+)
+
+
+def settings_fingerprint(values: dict) -> str:
+    digest = {name: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+              for name, value in sorted(values.items())}
+    return json.dumps(digest, separators=(",", ":"))
+
+
+BATCH_SETTINGS_FINGERPRINT = settings_fingerprint({name: globals()[name] for name in CLUSTER_WIDE_SETTINGS})

@@ -20,6 +20,7 @@ import psycopg
 
 from tests.processes import wait_until
 
+PG_SERVER_SETTINGS = {"fsync": "off", "max_connections": "100"}  # a fault test needs no durable disk, as a rule
 PG_SYSTEM_USER = "pgserver"  # initdb refuses to run as root; the pgserver wheel runs its servers as this user
 
 
@@ -39,7 +40,7 @@ def _free_port() -> int:
 
 
 class RestartablePostgres:
-    """A PostgreSQL cluster of the test's own (trust auth, no fsync: a fault test needs no durable disk)."""
+    """A PostgreSQL cluster of the test's own (trust auth; no fsync unless a test asks, see `start`)."""
 
     def __init__(self) -> None:
         self.bin = Path(importlib.util.find_spec("pgserver").submodule_search_locations[0]) / "pginstall" / "bin"
@@ -72,10 +73,11 @@ class RestartablePostgres:
         except psycopg.Error:
             return False
 
-    def start(self, timeout: float = 60) -> None:
-        """Start, retrying while the backends of a SIGKILLed postmaster are still exiting."""
+    def start(self, timeout: float = 60, **settings: str) -> None:
+        """Start, retrying while the backends of a SIGKILLed postmaster are still exiting; `settings` are
+        server settings for this run (`fsync="on", wal_writer_delay="10s"`) over PG_SERVER_SETTINGS."""
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory} "
-                   "-c fsync=off -c max_connections=100")
+                   + " ".join(f"-c {name}={value}" for name, value in {**PG_SERVER_SETTINGS, **settings}.items()))
         attempts: list[str] = []
 
         def started() -> bool:
@@ -96,6 +98,36 @@ class RestartablePostgres:
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not self.is_up(), timeout=30, message="PostgreSQL going away")
 
+    def _children(self) -> list[int]:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        return [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat") if _parent_pid(stat) == postmaster]
+
+    def stop_wal_writer(self) -> None:
+        """SIGSTOP the WAL writer: asynchronous commits stay in shared memory until a synchronous one (or a
+        full WAL buffer) writes them out. With `kill_every_process` after it, the loss is certain, not a race
+        against the WAL writer's next round (the server must be killed afterwards: it cannot stop cleanly)."""
+        for pid in self._children():
+            try:
+                if "walwriter" in Path(f"/proc/{pid}/cmdline").read_text():
+                    os.kill(pid, signal.SIGSTOP)
+                    return
+            except OSError:
+                continue
+        raise AssertionError("no WAL writer process found")
+
+    def kill_every_process(self) -> None:
+        """SIGKILL the postmaster and every process of the cluster at once (backends, WAL writer, checkpointer):
+        nothing gets to write what it holds in shared memory, so asynchronous commits the WAL writer has not
+        written yet are lost, as in a machine crash."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = self._children()
+        for pid in (postmaster, *children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_until(lambda: not self.is_up(), timeout=30, message="PostgreSQL going away")
+
     def create_database(self, name: str) -> str:
         with psycopg.connect(self.url(), autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
@@ -104,6 +136,13 @@ class RestartablePostgres:
     def destroy(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _parent_pid(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])  # the field after the state, past the name
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class RestartableRedis:

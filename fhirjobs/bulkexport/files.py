@@ -1,8 +1,16 @@
-"""Export files in the `bulkexport` storage (STORAGES["bulkexport"]: the file system by default, any backend)."""
+"""Export files in the `bulkexport` storage (STORAGES["bulkexport"]: the database by default, any backend).
+
+Every writing of a file gets a name of its own (`<export id>/<Type>/<file id>.<attempt>.ndjson`): the file's
+row is pointed at it only once it is whole, so a download never reads a file being written or rewritten,
+and a rerun of a write step never writes over the file a client may be reading. What an attempt that died
+before its row was written left behind is under the export's directory: deleting an export deletes that
+directory, not only the files its rows name.
+"""
 from __future__ import annotations
 
+import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO
 from uuid import UUID
 
@@ -14,24 +22,43 @@ def export_storage() -> Storage:
     return storages["bulkexport"]
 
 
-def file_path(export_id: UUID | str, resource_type: str, file_id: UUID | str) -> str:
-    return f"{export_id}/{resource_type}/{file_id}.ndjson"
+def new_file_path(export_id: UUID | str, resource_type: str, file_id: UUID | str) -> str:
+    """A name no other writing of this file has had."""
+    return f"{export_id}/{resource_type}/{file_id}.{uuid.uuid4().hex[:12]}.ndjson"
 
 
 def write_file(path: str, content: bytes) -> None:
-    """Write `content` under exactly `path`, replacing what a failed earlier attempt left there."""
-    storage = export_storage()
-    if storage.exists(path):
-        storage.delete(path)
-    saved = storage.save(path, ContentFile(content))
-    if saved != path:  # another writer got there in between; ours is the same content, so keep one
-        storage.delete(saved)
+    """Write `content` under `path`, a fresh name (see `new_file_path`), as the storage writes: in pieces."""
+    saved = export_storage().save(path, ContentFile(content))
+    if saved != path:  # a storage that renames on a clash cannot clash here: the name is new
+        raise RuntimeError(f"the export storage stored {path!r} as {saved!r}")
 
 
-def delete_files(paths: list[str]) -> None:
-    storage = export_storage()
+def delete_files(paths: Iterable[str]) -> None:
+    storage, paths = export_storage(), list(paths)
+    if hasattr(storage, "delete_many"):  # the database storage: a few statements for any number of files
+        storage.delete_many(paths)
+        return
     for path in paths:
         storage.delete(path)
+
+
+def delete_export_files(export_id: UUID | str) -> int:
+    """Delete every file under the export's directory, also those no row names (a write step that died
+    between storing a file and writing its row). Returns how many there were."""
+    paths = list(_files_under(export_storage(), f"{export_id}/"))
+    delete_files(paths)
+    return len(paths)
+
+
+def _files_under(storage: Storage, directory: str) -> Iterator[str]:
+    try:
+        directories, files = storage.listdir(directory)
+    except FileNotFoundError:  # the file system: the export never wrote a file
+        return
+    yield from (f"{directory}{name}" for name in files)
+    for name in directories:
+        yield from _files_under(storage, f"{directory}{name}/")
 
 
 GZIP_LEVEL = 1  # NDJSON shrinks ~8x even at level 1, at a fraction of the CPU of the default 6
@@ -46,6 +73,15 @@ def gzipped(stream: IO[bytes]) -> Iterator[bytes]:
             if compressed := compressor.compress(block):
                 yield compressed
     yield compressor.flush()
+
+
+def presigned_url(path: str) -> str | None:
+    """A URL of the file that authorizes its bearer for a short while (an object store's presigned URL), or None
+    when the storage makes none (the database, the file system, an S3Storage without `querystring_auth`)."""
+    storage = export_storage()
+    if not getattr(storage, "querystring_auth", False):
+        return None
+    return storage.url(path)
 
 
 def open_file(path: str) -> IO[bytes]:

@@ -20,7 +20,7 @@ from batch import control
 from batch.control import JobNotFound, JobStateConflict
 from fhirjobs.bulkexport.definition import BULK_EXPORT_JOB
 from fhirjobs.bulkexport.exceptions import ExportFailed, ExportFileNotFound, ExportNotFound, TooManyExports
-from fhirjobs.bulkexport.files import delete_files, open_file
+from fhirjobs.bulkexport.files import delete_export_files, open_file, presigned_url
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.parameters import ExportRequest, job_parameters
 from fhirjobs.common.status import State, job_status
@@ -120,21 +120,39 @@ def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:
         except (JobStateConflict, JobNotFound):
             pass  # it has ended already (or batch purged it): only the files are left to remove
         control.discard_chunk_data([export.job_instance_id])  # the patient data its unfinished chunks held
-        paths = list(export.files.values_list("path", flat=True))
         export.delete()
-    delete_files(paths)
+    delete_export_files(export_id)
 
 
-def open_export_file(user: AbstractBaseUser, file_id: uuid.UUID | str) -> tuple[ExportFile, IO[bytes]]:
-    """The file's row and its content as a stream; ExportFileNotFound for a deleted, expired or foreign one."""
+@dataclass(frozen=True)
+class ExportDownload:
+    """How to answer a download: a redirect to a URL that carries its own short-lived authorization (an object
+    store's presigned URL), or the content streamed through this process."""
+
+    file: ExportFile
+    redirect_to: str | None = None
+    stream: IO[bytes] | None = None
+
+
+def download_export_file(user: AbstractBaseUser, file_id: uuid.UUID | str) -> ExportDownload:
+    """The caller's file, after the same checks either way; ExportFileNotFound for a deleted, expired or foreign one.
+
+    The manifest says `requiresAccessToken: true`: its URLs are this server's, and a download needs the
+    export's owner's token. Once that is checked, a storage that makes presigned URLs (django-storages'
+    S3Storage with `querystring_auth`) is answered with a redirect to one, valid for its `querystring_expire`
+    seconds, unless BULK_EXPORT_DOWNLOAD_REDIRECT is false; Bulk Data clients follow the 302 (and, as HTTP
+    clients do on a redirect to another origin, without the token).
+    """
     try:
         file = ExportFile.objects.filter(id=uuid.UUID(str(file_id)), export__owner=user).first()
     except ValueError:
         file = None
     if file is None or (file.expires_at is not None and file.expires_at <= timezone.now()):
         raise ExportFileNotFound(f"Export file {file_id} is not known (deleted, expired or not yours)")
+    if settings.BULK_EXPORT_DOWNLOAD_REDIRECT and (url := presigned_url(file.path)):
+        return ExportDownload(file, redirect_to=url)
     try:
-        return file, open_file(file.path)
+        return ExportDownload(file, stream=open_file(file.path))
     except FileNotFoundError:
         raise ExportFileNotFound(f"Export file {file_id} is gone") from None
 
@@ -158,11 +176,9 @@ def purge_expired_exports(*, now: datetime | None = None) -> PurgeReport:
     while True:
         with transaction.atomic():
             page = list(expired.select_for_update(skip_locked=True).values_list("id", flat=True)[:PURGE_PAGE])
-            paths = list(ExportFile.objects.filter(export_id__in=page).values_list("path", flat=True))
             BulkExport.objects.filter(id__in=page).delete()
-        delete_files(paths)
         report.exports += len(page)
-        report.files += len(paths)
+        report.files += sum(delete_export_files(export_id) for export_id in page)
         if len(page) < PURGE_PAGE:
             return report
 
@@ -179,10 +195,10 @@ def delete_files_of_ended_exports() -> int:
     while True:
         with transaction.atomic():
             page = list(ExportFile.objects.filter(export__in=ended).select_for_update(skip_locked=True)
-                        .values_list("id", "path")[:PURGE_PAGE])
+                        .values_list("id", "export_id")[:PURGE_PAGE])
             ExportFile.objects.filter(id__in=[file_id for file_id, _ in page]).delete()
-        delete_files([path for _, path in page])
-        deleted += len(page)
+        # Each export's directory, so that what a write step left without a row goes too.
+        deleted += sum(delete_export_files(export_id) for export_id in {export_id for _, export_id in page})
         if len(page) < PURGE_PAGE:
             return deleted
 

@@ -32,7 +32,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from batch.api import DataSink, JobCancelled, JobFailed, StepContext
-from fhirjobs.bulkexport.files import delete_files, file_path, write_file
+from fhirjobs.bulkexport.files import delete_files, new_file_path, write_file
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportJob, Level
 from fhirjobs.bulkexport.selection import id_pages, type_filters_for
@@ -178,8 +178,9 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
             content = unpack(context.data["ndjson_zlib"])
         contents = [(resource_type, uuid.uuid5(context.chunk_id, "file"), count, content)] if count else []
     files = []
+    context.check_cancelled()  # a cancelled or deleted export writes nothing more
     for resource_type, file_id, count, content in contents:
-        path = file_path(job.export_id, resource_type, file_id)
+        path = new_file_path(job.export_id, resource_type, file_id)
         write_file(path, content)
         files.append(ExportFile(id=file_id, export_id=job.export_id, job_instance_id=context.instance_id,
                                 resource_type=resource_type, path=path, count=count))
@@ -192,8 +193,11 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
         if not _export_key_share_locked(job.export_id):
             delete_files([file.path for file in files])
             raise JobCancelled(f"export {job.export_id} was deleted")
+        # A rerun's files replace those of the earlier run: their rows now name the new, whole files.
+        replaced = list(ExportFile.objects.filter(id__in=[file.id for file in files]).values_list("path", flat=True))
         ExportFile.objects.bulk_create(files, update_conflicts=True, unique_fields=["id"],
                                        update_fields=["resource_type", "path", "count"])
+    delete_files(replaced)
     for file in files:
         sink.accept({"file": str(file.id), "type": file.resource_type, "count": file.count, "deleted": deleted})
     return sum(file.count for file in files)

@@ -2,20 +2,20 @@
 
 Kick-off `GET|POST [base]/$export`, `[base]/Patient/$export`, `[base]/Group/[id]/$export` (Prefer:
 respond-async) → 202 + Content-Location; `GET [status]` → 202 (X-Progress, Retry-After) or 200 + manifest;
-`DELETE [status]` → 202; `GET [file]` → the NDJSON stream. Every endpoint needs an authenticated caller.
+`DELETE [status]` → 202; `GET [file]` → the NDJSON stream, or 302 to an object store's presigned URL. Every endpoint needs an authenticated caller.
 """
 from __future__ import annotations
 
 import json
 
-from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
 from fhirjobs.bulkexport.exceptions import TooManyExports
 from fhirjobs.bulkexport.files import gzipped
 from fhirjobs.bulkexport.parameters import Level, body_parameters, parse_export_request, query_parameters
-from fhirjobs.bulkexport.services import delete_export, export_status, kick_off, open_export_file
+from fhirjobs.bulkexport.services import delete_export, download_export_file, export_status, kick_off
 from fhirjobs.common.http import informational, require_async, status_job_id, still_running
 from fhirjobs.common.status import State
 from fhirstore.http import FhirAccess, FhirView, base_url, read_json_body
@@ -97,7 +97,10 @@ class ExportStatusView(BulkExportView):
 
 class ExportFileView(BulkExportView):
     def get(self, request, file_id: str):
-        _, stream = open_export_file(request.user, file_id)
+        download = download_export_file(request.user, file_id)
+        if download.redirect_to is not None:  # a presigned URL of the object store, valid for a short while
+            return HttpResponseRedirect(download.redirect_to)
+        stream = download.stream
         if "gzip" in request.headers.get("Accept-Encoding", ""):  # as the reference server: ~8x fewer bytes
             response = StreamingHttpResponse(gzipped(stream), content_type=NDJSON)
             response["Content-Encoding"] = "gzip"

@@ -1,13 +1,17 @@
 """Reading the files a job is given by URL: which URLs may be fetched, and their bytes as a bounded stream.
 
 Only URLs under a prefix of BULK_IMPORT_ALLOWED_SOURCES are fetched (no SSRF to internal addresses by
-default: the list is empty), `file://` only under BULK_IMPORT_FILE_ROOT. Redirects are followed by hand so
+default: the list is empty), `file://` only under BULK_IMPORT_FILE_ROOT. A kick-off checks a source with the
+settings of the host it arrives on, the fetching step again with those of the worker's host: every refusal and
+every unreadable file names the host that looked and the setting it went by, so settings that differ between
+hosts (which the start-up check warns of) show where. Redirects are followed by hand so
 each target is checked like the first URL. Content is read block by block (gzip detected by its magic bytes
 and inflated on the fly, in bounded pieces): a 1 GB file is never held in memory. The bulk import reads its
 NDJSON through these (`fhirjobs.bulkimport.sources`), the terminology upload its distribution files.
 """
 from __future__ import annotations
 
+import socket
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -46,8 +50,8 @@ def check_source(url: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SourceNotAllowed(f"{url!r} is not an http(s) or file URL")
     if not any(_under(parts, urlsplit(prefix)) for prefix in settings.BULK_IMPORT_ALLOWED_SOURCES):
-        raise SourceNotAllowed(
-            f"{url!r} is not under an allowed import source (BULK_IMPORT_ALLOWED_SOURCES); nothing was fetched")
+        raise SourceNotAllowed(f"{url!r} is not under an allowed import source (BULK_IMPORT_ALLOWED_SOURCES on "
+                               f"host {socket.gethostname()}); nothing was fetched")
 
 
 def _under(url: SplitResult, prefix: SplitResult) -> bool:
@@ -60,10 +64,11 @@ def _under(url: SplitResult, prefix: SplitResult) -> bool:
 def _file_path(url: str) -> Path:
     root = settings.BULK_IMPORT_FILE_ROOT
     if not root:
-        raise SourceNotAllowed("file:// inputs are not allowed (BULK_IMPORT_FILE_ROOT is not set)")
+        raise SourceNotAllowed(f"file:// inputs are not allowed (BULK_IMPORT_FILE_ROOT is not set on host "
+                               f"{socket.gethostname()})")
     path = Path(unquote(urlsplit(url).path)).resolve()
     if not path.is_relative_to(Path(root).resolve()):
-        raise SourceNotAllowed(f"{url!r} is not under BULK_IMPORT_FILE_ROOT")
+        raise SourceNotAllowed(f"{url!r} is not under BULK_IMPORT_FILE_ROOT (on host {socket.gethostname()})")
     return path
 
 
@@ -76,7 +81,8 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
         try:
             stream = path.open("rb")
         except OSError as error:
-            raise SourceUnavailable(f"{url}: {error.strerror or error}", retryable=False) from None
+            raise SourceUnavailable(f"{url}: {error.strerror or error} (looked for on host {socket.gethostname()}, "
+                                    "under its BULK_IMPORT_FILE_ROOT)", retryable=False) from None
         with stream:
             yield iter(lambda: stream.read(READ_BLOCK), b"")
         return

@@ -20,7 +20,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from batch.coordinator import cancel_job, restart_job, start_job
+from batch.control import cancel_job, restart_job, start_job
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.queues import broker_lists, pending_notifications, work_notification_queue
@@ -30,7 +30,14 @@ from scheduling.models import JobRun, RunOutcome
 from tests.batch.conftest import unique_node
 from tests.isolation import flush_test_redis
 from tests.processes import (
-    Process, celery_beat, celery_worker, scheduler_worker, start_all, stop_all, wait_until, wait_until_beating,
+    Process,
+    celery_beat,
+    celery_worker,
+    scheduler_worker,
+    start_all,
+    stop_all,
+    wait_until,
+    wait_until_beating,
     wait_until_ready,
 )
 

@@ -163,3 +163,16 @@ def test_chunks_are_read_only_and_link_to_their_job_and_celery_task(admin_client
     assert 'name="_save"' not in detail.content.decode()
     assert admin_client.get(reverse("admin:batch_workchunk_add")).status_code == 403
     assert admin_client.post(reverse("admin:batch_workchunk_delete", args=[chunk.id])).status_code == 403
+
+
+def test_the_job_page_shows_the_workers_that_ran_its_chunks(admin_client):
+    instance = JobInstanceFactory(status=JobStatus.IN_PROGRESS)
+    WorkChunkFactory.create_batch(2, instance=instance, status=ChunkStatus.COMPLETED, worker="celery@host-a/101")
+    WorkChunkFactory(instance=instance, status=ChunkStatus.IN_PROGRESS, worker="celery@host-b/202")
+    WorkChunkFactory(instance=instance, status=ChunkStatus.QUEUED, worker="")
+
+    html = admin_client.get(reverse("admin:batch_jobinstance_change", args=[instance.id])).content.decode()
+
+    assert "2 worker processes" in html
+    assert '<td class="host">host-a</td>' in html and '<td class="worker">celery@host-a/101</td>' in html
+    assert '<td class="host">host-b</td>' in html and "IN_PROGRESS 1" in html

@@ -8,7 +8,7 @@ import threading
 import pytest
 from django.core.management import CommandError, call_command
 
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.exceptions import JobFailed
 from batch.models import JobInstance
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus

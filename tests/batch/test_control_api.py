@@ -1,8 +1,10 @@
 """The control API at /control/jobs: camelCase JSON, every problem listed, and nothing without credentials."""
+from dataclasses import replace
+
 import pytest
 from rest_framework.test import APIClient
 
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.models import JobInstance
 from batch.statuses import JobStatus
 from jobsite.tokens import token_for
@@ -159,3 +161,24 @@ def test_a_session_needs_a_staff_user(django_user_model):
 
     client.force_login(django_user_model.objects.create_user("operator", password="x", is_staff=True))
     assert client.get("/control/jobs").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)  # chunks are announced on commit
+def test_one_instance_shows_the_workers_its_chunks_ran_on_host_by_host(api, bus):
+    """Each chunk keeps the worker that claimed it (Celery hostname/pid): a job spread over hosts shows it."""
+    job = start_job("DIAGNOSTIC_NOOP", {"chunks": 4})
+    bus.worker = "celery@host-a/101"
+    bus.deliver_next()  # the first step, which makes the 4 chunks
+    announced = [(message, chunk_id) for message in bus.take() for chunk_id in message.chunk_ids]
+    assert len(announced) == 4
+    for number, (message, chunk_id) in enumerate(announced):  # one chunk per delivery, as on 4 busy workers
+        bus.worker = "celery@host-a/101" if number < 1 else "celery@host-b/202"
+        bus.deliver(replace(message, chunk_id=chunk_id, following_chunk_ids=()))
+    bus.drain()
+
+    workers = api.get(f"/control/jobs/{job.id}").json()["workers"]
+
+    assert [(w["worker"], w["host"]) for w in workers] == [("celery@host-a/101", "host-a"),
+                                                         ("celery@host-b/202", "host-b")]
+    assert [w["chunks"] for w in workers] == [{"COMPLETED": 2}, {"COMPLETED": 3}]
+    assert all(w["lastUpdate"] for w in workers)

@@ -1,9 +1,15 @@
-"""Coordinator services: start validates before writing, cancel and restart obey the job's status,
-and a restart resumes where the job stopped."""
+"""Starting, cancelling and restarting jobs (batch.control): start validates before writing, cancel and restart
+obey the job's status, and a restart resumes where the job stopped."""
 import pytest
 
-from batch.coordinator import cancel_job, get_job, list_jobs, restart_job, start_job
-from batch.exceptions import InvalidParameters, JobFailed, JobNotFound, JobStateConflict, UnknownJobDefinition
+from batch.control import cancel_job, get_job, list_jobs, restart_job, start_job
+from batch.exceptions import (
+    InvalidParameters,
+    JobFailed,
+    JobNotFound,
+    JobStateConflict,
+    UnknownJobDefinition,
+)
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
 from tests.batch.conftest import emit
@@ -52,7 +58,7 @@ def test_list_filters_by_status_newest_first():
     running = JobInstanceFactory(status=JobStatus.IN_PROGRESS)
     queued = JobInstanceFactory(status=JobStatus.QUEUED)
 
-    assert list(list_jobs([JobStatus.QUEUED, JobStatus.IN_PROGRESS])) == [queued, running]
+    assert [job.id for job in list_jobs([JobStatus.QUEUED, JobStatus.IN_PROGRESS])] == [queued.id, running.id]
     assert len(list_jobs()) == 3
 
 
@@ -89,7 +95,7 @@ def test_restart_after_a_failure_resumes_without_redoing_completed_chunks(define
     assert (restarted.status, restarted.error_message, restarted.end_time) == (JobStatus.IN_PROGRESS, None, None)
     bus.drain()
 
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.status, instance.combined_records_processed) == (JobStatus.COMPLETED, 60)
     assert sorted(runs) == sorted(set(range(6)) - succeeded_before), "only what had not succeeded runs again"
     assert set(WorkChunk.objects.filter(id__in=done_before, attempts=1).values_list("id", flat=True)) == done_before
@@ -116,7 +122,7 @@ def test_restart_after_a_cancel_runs_the_interrupted_and_the_waiting_chunks(defi
     restart_job(instance.id)
     bus.drain()
 
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.status, instance.cancelled, instance.combined_records_processed) == \
         (JobStatus.COMPLETED, False, 3)
 
@@ -144,7 +150,7 @@ def test_restart_after_the_reducer_failed_runs_the_reduction_again(define_job, b
     restart_job(instance.id)
     bus.drain()
 
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.status, instance.report) == (JobStatus.COMPLETED, {"total": 3})
 
 

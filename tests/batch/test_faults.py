@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -21,7 +25,13 @@ from psycopg.rows import dict_row
 
 from tests.faults import RestartablePostgres, RestartableRedis
 from tests.processes import (
-    PROJECT_DIR, Process, celery_beat, celery_worker, scheduler_worker, wait_until, wait_until_beating,
+    PROJECT_DIR,
+    Process,
+    celery_beat,
+    celery_worker,
+    scheduler_worker,
+    wait_until,
+    wait_until_beating,
     wait_until_ready,
 )
 
@@ -31,6 +41,9 @@ MAX_CHUNK_SECONDS = 5
 HELD_FROM = 2  # chunks before this index run freely, so "midway" means some done and some in flight
 LEASE_SECONDS = 20  # outlives an outage plus PostgreSQL's crash recovery on a busy machine
 DATABASE_LOST = "the database connection was lost"  # batch.connections, when a worker meets an outage
+MOVING_ON_FAILED = "moving the job on failed"  # batch.worker, when the outage meets a gate opening (maintenance opens it)
+EMITTED = 600  # chunks the first step emits in the emission tests: one mid-step batch of 500 (batch.sink), then the rest
+PAUSE_LOCK = 0x66617573  # the advisory lock a paused commit waits for (see `paused_at_commit`)
 BROKER_LOST = "Connection to broker lost"  # Celery's consumer, when Redis goes away
 
 
@@ -39,11 +52,12 @@ class Cluster:
         self.postgres, self.redis, self.database_url, self.env = postgres, redis, database_url, env
         self.processes: list[Process] = []
 
-    def manage(self, *args: str) -> str:
-        import subprocess
+    def run_manage(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env={**os.environ, **self.env},
+                              capture_output=True, text=True, check=False)
 
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env={**os.environ, **self.env},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+    def manage(self, *args: str) -> str:
+        done = self.run_manage(*args)
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
@@ -53,6 +67,10 @@ class Cluster:
     def query(self, sql: str, *params) -> list[dict]:
         with psycopg.connect(self.database_url, row_factory=dict_row) as connection:
             return connection.execute(sql, params).fetchall()
+
+    def execute(self, sql: str) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            connection.execute(sql)
 
     def job(self, job_id: str) -> dict:
         return self.query("SELECT * FROM batch_jobinstance WHERE id = %s", job_id)[0]
@@ -137,11 +155,12 @@ def wait_until_midway(cluster: Cluster, job_id: str, log: Path) -> None:
                      timeout=120, what="the job midway")
 
 
-def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chunks: int, crash: bool = False) -> None:
+def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chunks: int, crash: bool = False,
+                                   errors_before: Mapping[uuid.UUID, int] | None = None) -> None:
     """`crash`: PostgreSQL was SIGKILLed. The hot statements commit without waiting for the WAL flush
     (docs/batch.md), so a crash may lose the last fraction of a second of claims: those chunks run once
     more than their recorded claims, and lost outcomes leave a lapsed lease ("Worker lost"), exactly as after a
-    worker crash; their results still count once."""
+    worker crash; their results still count once. `errors_before`: errors the test gave chunks itself, by id."""
     job = cluster.wait_until_ended(job_id)
     rows = cluster.chunks(job_id, "log")
     ran = executions(log)
@@ -150,7 +169,9 @@ def assert_each_chunk_counted_once(cluster: Cluster, job_id: str, log: Path, chu
     assert sorted(ran) == list(range(chunks))  # every chunk ran...
     by_index = {row["sequence"]: row for row in rows}
     assert all(row["status"] == "COMPLETED" and row["records_processed"] == 1 for row in rows)
-    charged = [row["error_message"] for row in rows if row["error_count"]]
+    every_chunk = cluster.query("SELECT * FROM batch_workchunk WHERE instance_id = %s", job_id)
+    charged = [row["error_message"] for row in every_chunk  # the emitting steps' too
+               if row["error_count"] > (errors_before or {}).get(row["id"], 0)]
     if crash:  # what the crash lost looks like a lost worker, and only that
         charged = [message for message in charged if not message.startswith("Worker lost:")]
     assert charged == []  # an outage is no chunk's fault
@@ -183,16 +204,25 @@ def test_a_job_completes_after_postgresql_goes_away_mid_job(cluster, tmp_path, o
     assert_each_chunk_counted_once(cluster, job_id, log, chunks=12, crash=outage == "postmaster-sigkill")
 
 
-def test_a_job_started_during_a_postgresql_outage_completes_after_it(cluster, tmp_path):
+def test_start_job_during_an_outage_says_so_in_one_line_and_workers_on_dead_connections_run_the_next_job(
+        cluster, tmp_path):
     log = tmp_path / "ran"
     job_id = start_logged_job(cluster, log, chunks=4, sleep_ms=100)
-    cluster.wait_until_ended(job_id)
-    cluster.postgres.stop_fast()  # once it returns, every process holds a connection that is dead
-    cluster.postgres.start()
+    cluster.wait_until_ended(job_id)  # the worker's pool processes now hold connections
+    worker = cluster.processes[0]
+    met_before = worker.output().count(DATABASE_LOST)
+    cluster.postgres.stop_fast()  # every connection the workers hold is dead from here on
 
+    refused = cluster.run_manage("start_job", "TEST_LOGGED", "--params", json.dumps({"log": str(log)}))
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()], refused.stderr  # one line
+    assert "no job started: the database is unavailable" in refused.stderr and "Traceback" not in refused.stderr
+
+    cluster.postgres.start()
     second = start_logged_job(cluster, tmp_path / "second", chunks=6, sleep_ms=100)
 
     assert_each_chunk_counted_once(cluster, second, tmp_path / "second", chunks=6)
+    assert worker.output().count(DATABASE_LOST) > met_before  # its claims met the dead connections and rode them out
 
 
 def test_a_job_completes_after_redis_is_killed_and_comes_back_empty(cluster, tmp_path):
@@ -236,8 +266,143 @@ def test_a_worker_whose_clock_is_30_s_behind_charges_no_healthy_chunk_an_error(c
     try:
         log = tmp_path / "ran"
         job_id = start_logged_job(cluster, log, chunks=8, sleep_ms=2500)  # each chunk spans a maintenance pass
+        passes_ended = set()  # when each maintenance pass seen meanwhile ended (PostgreSQL's clock)
+
+        def ended() -> bool:
+            passes_ended.update(row["ended_at"] for row in cluster.query("SELECT ended_at FROM batch_maintenancepass"))
+            return cluster.job(job_id)["status"] in ("COMPLETED", "FAILED", "CANCELLED")
+
+        cluster.wait_for(ended, timeout=120, what=f"job {job_id} ending")
 
         assert_each_chunk_counted_once(cluster, job_id, log, chunks=8)
-        assert any(row["worker"].startswith("skewed-") for row in cluster.chunks(job_id, "log"))
+        held_by_skewed = [(row["start_time"], row["end_time"]) for row in cluster.chunks(job_id, "log")
+                          if row["worker"].startswith("skewed-")]
+        assert held_by_skewed
+        assert any(start < pass_ended < end for start, end in held_by_skewed for pass_ended in passes_ended), \
+            "no maintenance pass judged the leases while the skewed worker held a chunk: the test proved nothing"
     finally:
         skewed.stop()
+
+
+@contextmanager
+def paused_at_commit(cluster: Cluster, table: str, event: str, condition: str) -> Iterator[Callable[[], None]]:
+    """Until the database stops, a transaction that does `event` on a `table` row matching `condition` waits
+    at its COMMIT (a deferred constraint trigger takes an advisory lock this test holds): the outage then
+    meets the engine after its statements ran and before they committed, the moment a rolled-back write
+    can be mistaken for a done one. Yields a function that waits until a transaction is held there."""
+    cluster.execute(f"""
+        CREATE OR REPLACE FUNCTION faults_pause() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_advisory_xact_lock_shared({PAUSE_LOCK}); RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER faults_pause AFTER {event} ON {table} DEFERRABLE INITIALLY DEFERRED
+        FOR EACH ROW WHEN ({condition}) EXECUTE FUNCTION faults_pause();
+    """)
+    holder = psycopg.connect(cluster.database_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", [PAUSE_LOCK])  # released when the database stops
+
+    def wait_until_held() -> None:
+        cluster.wait_for(lambda: cluster.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                                               "AND objid = %s", PAUSE_LOCK), timeout=120,
+                         what=f"a transaction paused at its commit ({event} on {table} where {condition})")
+
+    try:
+        yield wait_until_held
+    finally:
+        holder.close()
+        if not cluster.postgres.is_up():  # the test failed during the outage
+            cluster.postgres.start()
+        cluster.execute(f"DROP TRIGGER IF EXISTS faults_pause ON {table}")
+
+
+# Where the commit waits, for each moment a step's emitted chunks are saved: (job, table, event, condition).
+SAVING_EMITTED_CHUNKS = {
+    "a mid-step batch": ("TEST_LOGGED", "batch_workchunk", "INSERT",
+                         "NEW.target_step_id = 'log' AND NEW.sequence = 0"),
+    "the last batch with the completion": ("TEST_LOGGED", "batch_workchunk", "INSERT",
+                                           f"NEW.target_step_id = 'log' AND NEW.sequence = {EMITTED - 1}"),
+    "a gated middle step's chunk for the reduction": ("TEST_LOGGED_GATED", "batch_workchunk", "INSERT",
+                                                     "NEW.target_step_id = 'sum'"),
+    "the gate opening": ("TEST_LOGGED_GATED", "batch_jobinstance", "UPDATE",
+                         "OLD.current_gated_step_id = 'emit' AND NEW.current_gated_step_id = 'log'"),
+}
+
+
+def assert_completed_with_every_emitted_chunk(cluster: Cluster, definition_id: str, job_id: str, log: Path) -> None:
+    assert_each_chunk_counted_once(cluster, job_id, log, chunks=EMITTED)
+    if definition_id == "TEST_LOGGED_GATED":
+        assert cluster.job(job_id)["report"] == {"chunks": EMITTED, "records": EMITTED}
+
+
+@pytest.mark.parametrize("moment", SAVING_EMITTED_CHUNKS)
+def test_no_emitted_chunk_is_lost_when_postgresql_restarts_while_they_are_saved(cluster, tmp_path, moment):
+    definition_id, table, event, condition = SAVING_EMITTED_CHUNKS[moment]
+    log = tmp_path / "ran"
+    worker = cluster.processes[0]
+    with paused_at_commit(cluster, table, event, condition) as wait_until_held:
+        job_id = cluster.start_job(definition_id, {"chunks": EMITTED, "log": str(log)})
+        wait_until_held()
+        met_before = worker.output().count(DATABASE_LOST) + worker.output().count(MOVING_ON_FAILED)
+        cluster.postgres.stop_fast()  # the paused commit fails: its transaction is rolled back
+        cluster.wait_for(lambda: worker.output().count(DATABASE_LOST) + worker.output().count(MOVING_ON_FAILED)
+                         > met_before, timeout=LEASE_SECONDS / 2,
+                         what="the batch worker meeting the outage at the paused commit")
+        cluster.postgres.start()
+
+    assert_completed_with_every_emitted_chunk(cluster, definition_id, job_id, log)
+
+
+def test_a_reduction_cut_off_by_a_postgresql_restart_runs_again_and_counts_every_input(cluster, tmp_path):
+    log, hold = tmp_path / "ran", tmp_path / "hold"
+    hold.touch()
+    job_id = cluster.start_job("TEST_LOGGED_GATED", {"chunks": EMITTED, "log": str(log),
+                                                     "hold_reduction_while": str(hold)})
+    cluster.wait_for(lambda: Path(f"{hold}.reached").exists(), timeout=120, what="the reduction reading its inputs")
+    worker = cluster.processes[0]
+    met_before = worker.output().count(DATABASE_LOST)
+    cluster.postgres.stop_fast()
+    hold.unlink()  # the reduction reads its next page of inputs (of more than 500) from a database that is away
+    cluster.wait_for(lambda: worker.output().count(DATABASE_LOST) > met_before, timeout=LEASE_SECONDS / 2,
+                     what="the reduction meeting the outage")
+    cluster.postgres.start()
+
+    assert_completed_with_every_emitted_chunk(cluster, "TEST_LOGGED_GATED", job_id, log)
+
+
+def test_a_crash_that_loses_a_chunks_completion_charges_no_error_and_fails_no_job(cluster, tmp_path):
+    """With fsync on and the WAL writer slowed to 10 s, SIGKILLing every PostgreSQL process really loses the
+    completion of a chunk on its last retry (the worker's hot statements commit asynchronously): its lease,
+    last renewed before the database restarted, lapses, and the retry is free (docs/batch.md, *Faults*)."""
+    postgres = cluster.postgres
+    postgres.stop_fast()
+    postgres.start(fsync="on", wal_writer_delay="10s")
+    try:
+        log, hold = tmp_path / "ran", tmp_path / "hold"
+        hold.touch()  # chunks 0 and 1 run, the last is held, so the job cannot end (and commit) meanwhile
+        job_id = start_logged_job(cluster, log, chunks=HELD_FROM + 1, sleep_ms=1500, hold=hold)
+        first = cluster.wait_for(lambda: [row for row in cluster.chunks(job_id, "log")
+                                          if row["sequence"] == 0 and row["status"] == "IN_PROGRESS"],
+                                 timeout=120, what="the first chunk running")[0]
+        last_retry = 3  # BATCH_MAX_CHUNK_RETRIES: one more error fails the job
+        cluster.query("UPDATE batch_workchunk SET error_count = %s WHERE id = %s RETURNING id", last_retry, first["id"])
+        postgres.stop_wal_writer()  # from here only a synchronous commit writes the WAL out
+        with psycopg.connect(cluster.database_url, autocommit=True) as watcher:
+            deadline = time.monotonic() + 60
+            # Polled tightly: any synchronous commit (a maintenance pass, a lease renewal) writes the WAL out.
+            while watcher.execute("SELECT status FROM batch_workchunk WHERE id = %s",
+                                  [first["id"]]).fetchone()[0] != "COMPLETED":
+                assert time.monotonic() < deadline, f"the first chunk did not complete\n{cluster.logs()}"
+                time.sleep(0.005)
+            postgres.kill_every_process()  # its completion is committed, but not yet written to the WAL on disk
+        postgres.start(fsync="on", wal_writer_delay="10s")
+        assert cluster.job(job_id) and cluster.query("SELECT status FROM batch_workchunk WHERE id = %s",
+                                                     first["id"])[0]["status"] == "IN_PROGRESS", \
+            "the crash lost nothing: this run cannot show what a lost completion does"
+        hold.unlink()
+
+        assert_each_chunk_counted_once(cluster, job_id, log, chunks=HELD_FROM + 1, crash=True,
+                                       errors_before={first["id"]: last_retry})
+        row = cluster.query("SELECT * FROM batch_workchunk WHERE id = %s", first["id"])[0]
+        assert (row["error_count"], row["attempts"]) == (last_retry, 2), "retried once, without an error"
+    finally:
+        if postgres.is_up():
+            postgres.stop_fast()
+        postgres.start()

@@ -5,7 +5,7 @@ import redis
 from django.conf import settings as django_settings
 from django.db import connection
 
-from batch.coordinator import cancel_job, start_job
+from batch.control import cancel_job, get_job, start_job
 from batch.maintenance import run_maintenance_pass
 from batch.maintenance_lease import LeaseLost, MaintenanceLease
 from batch.models import JobInstance, WorkChunk
@@ -40,7 +40,8 @@ def test_a_chunk_whose_worker_died_is_retried_after_its_lease(define_job, bus, s
     assert bus.sent_again == bus.sent, "its retry goes ahead of the node's new work"
     assert [n.chunk_id for n in bus.take()] == [work.chunk_id], "announced again for its retry"
     bus.sent.append(("q", work.to_message()))
-    bus.drain()
+    with later(settings.BATCH_RETRY_BACKOFF_SECONDS[0]):  # once its backoff has passed
+        bus.drain()
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
 
 
@@ -51,7 +52,8 @@ def test_a_chunk_that_kills_every_worker_fails_at_the_retry_limit(define_job, bu
     [work] = bus.take()
 
     for attempt in range(1, 5):
-        assert on_chunk_claimed(work.chunk_id) is not None, f"claim {attempt}"
+        with later(max(settings.BATCH_RETRY_BACKOFF_SECONDS)):  # the retry is due
+            assert on_chunk_claimed(work.chunk_id) is not None, f"claim {attempt}"
         with later(attempt * (settings.BATCH_LEASE_SECONDS + 1)):
             run_maintenance_pass()
         bus.take()
@@ -129,7 +131,7 @@ def test_a_reducer_that_died_is_run_again_after_its_lease(define_job, bus, setti
         assert run_maintenance_pass().reductions_reannounced == 1
         bus.drain()
 
-    instance.refresh_from_db()
+    instance = JobInstance.objects.get(id=instance.id)  # the reducer's attempts are the engine's, not the snapshot's
     assert (instance.status, instance.report, instance.reducer_attempts) == (JobStatus.COMPLETED, {"total": 3}, 2)
 
 
@@ -147,7 +149,7 @@ def test_a_reducer_that_keeps_dying_fails_the_job(define_job, bus, settings):
     with later(5 * (settings.BATCH_LEASE_SECONDS + 1)):
         run_maintenance_pass()
 
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert instance.status == JobStatus.FAILED
     assert instance.error_message.startswith("Too many errors: 4")
 
@@ -164,7 +166,7 @@ def test_a_cancel_during_the_reduction_wins_over_its_result(define_job, bus):
 
     bus.drain()
 
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.status, instance.report) == (JobStatus.CANCELLED, None)
     assert instance.error_message == "Job instance cancelled at step sum"
 
@@ -177,6 +179,54 @@ def test_maintenance_completes_a_job_whose_last_worker_died_between_commit_and_c
 
     run_maintenance_pass()
 
+    assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
+
+
+def test_a_retry_not_claimed_when_due_is_sent_again_first_even_behind_a_full_queue(define_job, bus, settings):
+    node = unique_node()
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", count_records()))
+    start_job(job.id, {}, node_id=node)
+    bus.deliver_next()
+    [work] = bus.take()
+    on_chunk_claimed(work.chunk_id, worker="doomed")
+    with later(settings.BATCH_LEASE_SECONDS + 1):
+        run_maintenance_pass()  # the lease lapsed: ERRORED, its retry due after the first backoff
+    bus.take()  # ...and the worker holding the retry's message for its countdown is killed: the message is gone
+    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    queue = work_notification_queue(node, settings.MODULE_ID)
+    broker.lpush(queue, "a backlog of new work")
+    try:
+        assert run_maintenance_pass().retries_resent == 0, "not due yet"
+        with later(settings.BATCH_RETRY_BACKOFF_SECONDS[0] + settings.BATCH_MAINTENANCE_INTERVAL_SECONDS + 1):
+            report = run_maintenance_pass()
+    finally:
+        broker.delete(queue)
+
+    assert report.retries_resent == 1, "sent again although the node's queue is not drained"
+    assert [n.chunk_id for n in bus.take()] == [work.chunk_id]
+    assert run_maintenance_pass().retries_resent == 0, "sent again once per interval, not every pass"
+
+
+def test_a_lease_that_lapsed_across_a_database_restart_is_retried_without_an_error(define_job, bus, settings):
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", count_records()))
+    instance = start_job(job.id, {}, node_id=unique_node())
+    bus.deliver_next()
+    [work] = bus.take()
+    last_retry = settings.BATCH_MAX_CHUNK_RETRIES
+    WorkChunk.objects.filter(id=work.chunk_id).update(error_count=last_retry)  # one more error would fail the job
+    on_chunk_claimed(work.chunk_id, worker="w")  # it ran and succeeded, and the database crash lost its completion
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time())")
+        database_up_for = float(cursor.fetchone()[0])
+
+    with later(database_up_for + settings.BATCH_LEASE_SECONDS + 1):  # last renewed before the database started
+        assert run_maintenance_pass().leases_expired == 1
+
+    chunk = WorkChunk.objects.get(id=work.chunk_id)
+    assert (chunk.status, chunk.error_count) == (ChunkStatus.ERRORED, last_retry), "a free retry"
+    assert bus.sent_again == bus.sent and [n.chunk_id for n in bus.take()] == [work.chunk_id]
+    bus.sent.append(("q", work.to_message()))
+    bus.drain()  # due at once: no backoff
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
 
 

@@ -6,13 +6,15 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+import redis
+from django.conf import settings as django_settings
 from django.db import connection
 from django.db.models.functions import Now
 from django.utils import timezone
 from freezegun import freeze_time
 
 from batch import control
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.heartbeats import (
     Heartbeat,
     live_nodes,
@@ -21,10 +23,11 @@ from batch.heartbeats import (
     start_heartbeat,
 )
 from batch.maintenance import run_maintenance_pass
-from batch.models import JobInstance, WorkerHeartbeat
+from batch.models import JobInstance, WorkChunk, WorkerHeartbeat
 from batch.nodes import JOB_PAGE, reassign_jobs
 from batch.queues import work_notification_queue
-from batch.statuses import JobStatus
+from batch.statuses import ChunkStatus, JobStatus
+from batch.testing import time_passes
 from tests.batch.conftest import count_records, emit
 from tests.processes import wait_until
 
@@ -328,3 +331,49 @@ def test_an_ended_job_or_one_on_another_node_is_not_moved(two_step_job, bus, mod
     control.cancel_job(instance.id)
     with pytest.raises(control.JobStateConflict, match="has ended"):
         reassign_jobs(job_id=instance.id)
+
+
+def test_a_job_moved_off_a_dead_node_keeps_its_retrys_backoff(define_job, bus, module, settings):
+    settings.BATCH_RETRY_BACKOFF_SECONDS = (30.0,)
+
+    def fails_first(context, sink) -> int:
+        if context.attempt == 1:
+            raise RuntimeError("first attempt")
+        return 1
+
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", fails_first))
+    instance = aged(start_job(job.id, {}, node_id="dead", module_id=module))
+    bus.deliver_next()
+    bus.deliver_next()  # ERRORED: its retry is due in 30 s
+    bus.take()  # the retry's message sits in the dead node's queue
+    retry_due = WorkChunk.objects.get(instance_id=instance.id, target_step_id="work").announced_at
+    record_heartbeat("b1", "node-b", module)
+
+    assert run_maintenance_pass().rehomed == 1
+
+    assert WorkChunk.objects.get(instance_id=instance.id, target_step_id="work").announced_at == retry_due
+    [retry] = bus.take()
+    bus.deliver(retry)  # announced on node-b at once, or duplicated: before its time there is nothing to claim
+    chunk = WorkChunk.objects.get(instance_id=instance.id, target_step_id="work")
+    assert (chunk.status, chunk.attempts) == (ChunkStatus.ERRORED, 1)
+    with time_passes(30):
+        bus.deliver(retry)
+    assert control.get_job(instance.id).status == JobStatus.COMPLETED
+
+
+def test_a_dead_nodes_stale_messages_are_deleted_once_its_last_job_has_moved(two_step_job, bus, module):
+    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    dead_queue = work_notification_queue("gone", module)
+    record_heartbeat("b1", "node-b", module)
+    aged(start_job(two_step_job.id, {}, node_id="gone", module_id=module))
+    young = start_job(two_step_job.id, {}, node_id="gone", module_id=module)  # too young to move yet
+    bus.take()
+    broker.rpush(dead_queue, "a message nobody will consume")
+    try:
+        assert run_maintenance_pass().rehomed == 1
+        assert broker.llen(dead_queue) == 1, "a job is still on the node: its queue stays"
+        aged(young)
+        assert run_maintenance_pass().rehomed == 1
+        assert not broker.exists(dead_queue), "stale: every chunk it announced was announced on node-b"
+    finally:
+        broker.delete(dead_queue)

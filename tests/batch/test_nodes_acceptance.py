@@ -14,13 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from batch.control import JobStatus, get_job, live_nodes
-from batch.coordinator import start_job
+from batch.control import JobStatus, get_job, live_nodes, start_job
 from batch.maintenance import run_maintenance_pass
 from batch.models import WorkChunk
 from batch.statuses import ChunkStatus
 from tests.batch.conftest import unique_node
-from tests.processes import PROJECT_DIR, celery_worker, subprocess_database_url, wait_until
+from tests.processes import (
+    PROJECT_DIR,
+    celery_worker,
+    subprocess_database_url,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 

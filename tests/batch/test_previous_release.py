@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import JobStatus
 from scheduling.clock import database_now

@@ -15,7 +15,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification

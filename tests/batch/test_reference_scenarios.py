@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from batch import flow
-from batch.coordinator import cancel_job, start_job
+from batch.control import cancel_job, get_job, start_job
 from batch.exceptions import JobFailed, JobStateConflict, RetryChunkLater
 from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
@@ -145,7 +145,7 @@ def test_7_error_then_success_completes_and_the_error_stays_in_the_sum(define_jo
 
     [work] = chunks_of(instance, "work")
     assert (work.status, work.error_count) == (ChunkStatus.COMPLETED, 1)
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.status, instance.error_count) == (JobStatus.COMPLETED, 1)
 
 
@@ -160,7 +160,7 @@ def test_8_a_step_that_always_throws_runs_four_times_then_fails_chunk_and_job(de
     [work] = chunks_of(instance, "work")
     assert work.status == ChunkStatus.FAILED
     assert work.error_message == "Too many errors: 4. Last error msg was RuntimeError: boom 4"
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert instance.status == JobStatus.FAILED
     assert instance.error_message.startswith("Too many errors: 4")
 
@@ -176,7 +176,7 @@ def test_9_a_fatal_error_fails_chunk_and_job_at_once(define_job, bus):
     assert len(calls) == 1
     [work] = chunks_of(instance, "work")
     assert (work.status, work.error_message) == (ChunkStatus.FAILED, "the source is gone")
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.status, instance.error_message) == (JobStatus.FAILED, "the source is gone")
 
 
@@ -239,7 +239,7 @@ def test_13_a_first_step_that_emits_nothing_completes_the_job(define_job, bus):
 
     bus.drain()
 
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.status, instance.progress) == (JobStatus.COMPLETED, 1.0)
 
 
@@ -271,7 +271,7 @@ def test_14a_the_reducer_runs_exactly_once_even_when_maintenance_is_forced_repea
         bus.drain()
 
     assert reannounced == 3 and len(calls) == 1
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.status, instance.report) == (JobStatus.COMPLETED, {"total": 0 + 1 + 2 + 3})
     assert [chunk.status for chunk in chunks_of(instance, "sum")] == [ChunkStatus.COMPLETED] * 4
 
@@ -289,7 +289,7 @@ def test_14b_a_reducer_that_throws_fails_the_job(define_job, bus):
 
     bus.drain()
 
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert instance.status == JobStatus.FAILED
     assert instance.error_message == "Reduction step sum failed: ValueError: cannot sum"
     assert len(calls) == 1
@@ -311,7 +311,7 @@ def test_15_progress_rate_and_eta_from_the_chunks():
     assert round(figures.records_per_second, 4) == 0.0833
     assert figures.estimated_seconds_remaining == 600
     assert describe_duration(figures.estimated_seconds_remaining) == "10 minutes"
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.progress, instance.combined_records_processed) == (0.5, 50)
 
 
@@ -324,7 +324,7 @@ def test_16_all_done_completes_with_progress_one_purged_data_and_one_completion_
     bus.drain()
     run_maintenance_pass()
 
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.status, instance.progress, instance.combined_records_processed) == (JobStatus.COMPLETED, 1.0, 12)
     assert not chunks_of(instance).filter(data__isnull=False).exists()
     assert [(c.instance_id, c.combined_records_processed) for c in completions] == [(instance.id, 12)]
@@ -340,7 +340,7 @@ def test_17a_one_failed_chunk_fails_the_job_at_five_of_six(define_job, bus):
     run_chunk(job, on_chunk_claimed(last.id))
     figures = refresh_progress(instance.id)
 
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.status, instance.error_message) == (JobStatus.FAILED, "bad row")
     assert figures.progress == pytest.approx(5 / 6)
     assert WorkChunk.objects.get(id=last.id).status == ChunkStatus.FAILED

@@ -1,7 +1,7 @@
 """Mixed releases for one version step: what a job started by the previous release meets on the new one."""
 import pytest
 
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.dispatch import on_work_notification
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification

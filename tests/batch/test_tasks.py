@@ -4,12 +4,13 @@ stored; the engine, not Celery, retries."""
 import pytest
 
 from batch.api import JobFailed
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.exceptions import ChunksErrored
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.statuses import ChunkStatus, JobStatus
 from batch.tasks import work_notification
+from batch.testing import time_passes
 from tests.batch.conftest import emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,7 +40,8 @@ def run_task(message: dict):
     return work_notification.apply(args=(message,))
 
 
-def test_a_chunk_that_errors_fails_its_task_once_the_error_is_stored_and_the_engine_retries_it(define_job, bus):
+def test_a_chunk_that_errors_fails_its_task_once_the_error_is_stored_and_the_engine_retries_it(
+        define_job, bus, settings):
     job = define_job(lambda b: b.first_step("plan", emit(1))
                      .last_step("work", failing_on({0: RuntimeError("storage hiccup")})))
     instance = start_job(job.id, {})
@@ -56,8 +58,12 @@ def test_a_chunk_that_errors_fails_its_task_once_the_error_is_stored_and_the_eng
     assert str(result.result) == f"1 chunk errored: chunk {chunk.id}: RuntimeError: storage hiccup"
     [retry] = bus.take()
     assert retry.chunk_ids == [chunk.id], "the engine announced the retry itself (after its backoff)"
+    assert run_task(retry.to_message()).successful()  # delivered early (a duplicate, a host clock ahead)...
+    chunk.refresh_from_db()
+    assert (chunk.status, chunk.attempts) == (ChunkStatus.ERRORED, 1), "...it finds nothing to claim before its time"
 
-    assert run_task(retry.to_message()).successful()
+    with time_passes(settings.BATCH_RETRY_BACKOFF_SECONDS[0]):
+        assert run_task(retry.to_message()).successful()
     chunk.refresh_from_db()
     assert (chunk.status, chunk.error_count, chunk.attempts) == (ChunkStatus.COMPLETED, 1, 2), "one error, counted once"
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED

@@ -10,15 +10,15 @@ from django.utils import timezone
 
 from batch import flow, step_context
 from batch.api import JobDefinitionBuilder
-from batch.coordinator import cancel_job, start_job
+from batch.control import cancel_job, get_job, start_job
 from batch.dispatch import on_work_notification
 from batch.exceptions import BatchError, UnknownJobDefinition
 from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.registry import registry
-from batch.statuses import ChunkStatus, JobStatus
 from batch.sink import SINK_FLUSH_BYTES
+from batch.statuses import ChunkStatus, JobStatus
 from batch.worker import ChunkRun, Claim, NextChunk, on_chunk_claimed, run_chunk
 from tests.batch.conftest import count_records, emit
 from tests.processes import wait_until
@@ -272,7 +272,7 @@ def test_warnings_are_kept_on_the_chunk_and_joined_into_the_job(define_job, bus)
 
     bus.drain()
 
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert instance.warning_messages == "row 0 skipped\nrow 1 skipped"
     assert instance.status == JobStatus.COMPLETED
 
@@ -290,7 +290,7 @@ def test_a_running_instance_keeps_its_version_when_a_newer_one_is_registered(def
     finally:
         registry.unregister(old.id, 2)
 
-    instance.refresh_from_db()
+    instance = get_job(instance.id)
     assert (instance.definition_version, instance.combined_records_processed) == (1, 1)
     assert timezone.now() >= instance.end_time
 

@@ -103,9 +103,6 @@ def test_a_job_started_on_a_web_only_host_starts_on_the_node_that_has_workers(cl
         == [(0,)]  # no "moved from node front" warning
 
 
-@pytest.mark.xfail(reason="issue #28 item 1 (branch 'cluster'): main's default export storage is still the local file "
-                          "system of the worker that wrote the file; other web hosts answer 404. Passes with that "
-                          "branch merged: remove this mark then", strict=False)
 def test_an_export_started_on_a_web_only_host_is_served_by_every_web_host(cluster):
     cluster.hosts["w2"].run(["python", "manage.py", "generate_fhir", "--patients", "4", "--seed", "3",
                              "--no-progress"])

@@ -13,12 +13,19 @@ import pytest
 import redis
 from django.conf import settings
 
-from batch.coordinator import start_job
+from batch.control import start_job
 from batch.models import JobInstance, WorkChunk
 from batch.queues import pending_notifications, work_notification_queue
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
 from tests.batch.conftest import unique_node
-from tests.processes import PROJECT_DIR, STARTUP_TIMEOUT, Process, celery_worker, free_port, wait_until
+from tests.processes import (
+    PROJECT_DIR,
+    STARTUP_TIMEOUT,
+    Process,
+    celery_worker,
+    free_port,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 

@@ -2,6 +2,7 @@ import getpass
 import json
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from batch.control import BatchError, JobStatus, follow_job, start_job
 
@@ -28,6 +29,9 @@ class Command(BaseCommand):
                                  max_concurrent_chunks=max_concurrent_chunks)
         except BatchError as error:
             raise CommandError(str(error)) from None
+        except DatabaseError as error:  # PostgreSQL away (restarting, unreachable): one line, not a traceback
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CommandError(f"no job started: the database is unavailable ({reason})") from None
         self.stdout.write(str(instance.id))
         if wait:
             self.follow(instance.id)

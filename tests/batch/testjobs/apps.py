@@ -7,6 +7,7 @@ class TestJobsConfig(AppConfig):
 
     def ready(self) -> None:
         from batch.api import register
-        from tests.batch.testjobs.definition import LOGGED_JOB
+        from tests.batch.testjobs.definition import LOGGED_GATED_JOB, LOGGED_JOB
 
         register(LOGGED_JOB)
+        register(LOGGED_GATED_JOB)

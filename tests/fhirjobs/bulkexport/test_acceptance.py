@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.files.storage import storages
 from django.db import connection, transaction
 from smart_fetch.resources import PATIENT_TYPES as SMART_FETCH_DEFAULT_TYPES
 
@@ -27,7 +28,7 @@ from jobsite.tokens import token_for
 from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
-from fhirjobs.bulkexport.models import BulkExport
+from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.parameters import Level, parse_export_request
 from fhirjobs.bulkexport.services import kick_off
 from fhirjobs.bulkimport.inline import load_paths
@@ -50,9 +51,9 @@ DEFAULT_OBSERVATION_CATEGORIES = {"social-history", "vital-signs", "imaging", "l
 EXPORTED_TYPES = ("Patient", "Encounter", "Condition", "Immunization", "MedicationRequest", "Observation", "Procedure")
 
 
-def node_environment(node: str, export_storage: Path, **extra: str) -> dict[str, str]:
-    return {"NODE_ID": node, "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(export_storage)}),
-            "JOB_SCHEDULING": "false", **extra}
+def node_environment(node: str, **extra: str) -> dict[str, str]:
+    """A node of its own; its export files go to the default storage, the test database."""
+    return {"NODE_ID": node, "JOB_SCHEDULING": "false", **extra}
 
 
 def store_bodies(resource_type: str) -> dict[str, dict]:
@@ -67,12 +68,13 @@ def read_downloads(directory: Path) -> dict[str, list[dict]]:
     return downloaded
 
 
-def exported_ids(report: dict, export_storage: Path) -> Counter:
+def exported_ids(report: dict) -> Counter:
     """(type, id) of every line of the export's files, each file checked against its manifest count."""
     listed = Counter()
     for output in report["output"]:
-        path = next(export_storage.rglob(output["url"].rsplit("/", 1)[1] + ".ndjson"))
-        lines = path.read_text().splitlines()
+        path = ExportFile.objects.get(id=output["url"].rsplit("/", 1)[1]).path
+        with storages["bulkexport"].open(path) as file:
+            lines = file.read().decode().splitlines()
         assert len(lines) == output["count"]
         listed.update((output["type"], json.loads(line)["id"]) for line in lines)
     return listed
@@ -87,7 +89,7 @@ def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the
     delete("Condition", some_condition)
     output = tmp_path / "out"
 
-    smart_fetch = SmartFetch.serving(processes, tmp_path, export_storage)
+    smart_fetch = SmartFetch.serving(processes, tmp_path)
     downloaded = smart_fetch.bulk(output, "--type", ",".join(EXPORTED_TYPES))
 
     assert set(downloaded) == set(EXPORTED_TYPES)
@@ -102,7 +104,7 @@ def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the
     assert some_condition not in {resource["id"] for resource in downloaded["Condition"]}
     # smart-fetch DELETEs the export once it has the files: nothing is left on the server.
     assert not BulkExport.objects.exists()
-    assert not [path for path in export_storage.rglob("*") if path.is_file()]
+    assert export_storage.names() == []
 
 
 def test_smart_fetch_default_group_export_gets_exactly_the_members_patient_compartments(processes, tmp_path,
@@ -123,7 +125,7 @@ def test_smart_fetch_default_group_export_gets_exactly_the_members_patient_compa
     store({"resourceType": "Group", "id": "cohort", "type": "person", "actual": True,
            "member": [{"entity": {"reference": f"Patient/{patient_id}"}} for patient_id in members]})
 
-    smart_fetch = SmartFetch.serving(processes, tmp_path, export_storage)
+    smart_fetch = SmartFetch.serving(processes, tmp_path)
     downloaded = smart_fetch.bulk(tmp_path / "out", "--group", "cohort")
 
     member_references = {f"Patient/{patient_id}" for patient_id in members}
@@ -168,12 +170,12 @@ class SmartFetch:
         self.url, self.token_file, self.web = url, token_file, web
 
     @classmethod
-    def serving(cls, processes, tmp_path: Path, export_storage: Path) -> SmartFetch:
+    def serving(cls, processes, tmp_path: Path) -> SmartFetch:
         user = get_user_model().objects.create_user("smart-fetch")
         token_file = tmp_path / "token"
         token_file.write_text(token_for(user))
         node, port = f"test-{uuid.uuid4().hex[:8]}", free_port()
-        environment = node_environment(node, export_storage)
+        environment = node_environment(node)
         processes.append(celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=2))
         web = Process([sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
                        "1", "--threads", "4"], env=environment, name="web")
@@ -201,7 +203,7 @@ def test_a_worker_killed_mid_export_costs_a_retry_that_beat_arranges_and_the_man
     settings.NODE_ID = node
     settings.BULK_EXPORT_CHUNK_SIZE = 25
     settings.BULK_EXPORT_MAX_CONCURRENT_CHUNKS = 2  # a chunk for each worker: the doomed one can be caught holding one
-    environment = node_environment(node, export_storage)
+    environment = node_environment(node)
     queue = work_notification_queue(node)
     # Production's safety net, not the test, notices the dead worker: beat runs batch.maintenance every second.
     scheduling = {**environment, "JOB_SCHEDULING": "true", "SCHEDULER_QUEUE": f"scheduled-{node}",
@@ -239,7 +241,7 @@ def test_a_worker_killed_mid_export_costs_a_retry_that_beat_arranges_and_the_man
     killed.refresh_from_db()
     assert (killed.status, killed.attempts, killed.error_count) == (ChunkStatus.COMPLETED, 2, 1)
     assert killed.error_message.startswith("Worker lost: doomed-")
-    listed = exported_ids(instance.report, export_storage)
+    listed = exported_ids(instance.report)
     stored = Counter(Resource.objects.filter(deleted=False).values_list("resource_type", "logical_id"))
     assert listed == stored
 
@@ -320,7 +322,7 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
     node = f"test-{uuid.uuid4().hex[:8]}"
     settings.NODE_ID = node
     settings.BULK_EXPORT_CHUNK_SIZE = chunk_size
-    environment = node_environment(node, export_storage, BATCH_RETRY_BACKOFF_SECONDS="1")
+    environment = node_environment(node, BATCH_RETRY_BACKOFF_SECONDS="1")
     queue = work_notification_queue(node)
     scheduling = {**environment, "JOB_SCHEDULING": "true", "SCHEDULER_QUEUE": f"scheduled-{node}",
                   "SCHEDULER_THREAD_COUNT": "1", "BATCH_MAINTENANCE_INTERVAL_SECONDS": "1",
@@ -368,6 +370,6 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
     assert (fetch.status, fetch.attempts, fetch.error_count) == (ChunkStatus.COMPLETED, KILLS + 1, KILLS)
     assert fetch.error_message.startswith(f"Worker lost: doomed{KILLS}-")
     assert sorted(emitted.values_list("sequence", flat=True)) == list(range(emitted.count()))
-    listed = exported_ids(instance.report, export_storage)
+    listed = exported_ids(instance.report)
     assert max(listed.values()) == 1
     assert listed == expected

@@ -1,16 +1,25 @@
-"""Export files live in whatever Django storage STORAGES["bulkexport"] names, and a DELETE that comes while
-a write step is storing a file leaves nothing behind, whichever of the two gets the export's row lock first."""
+"""Export files live in whatever Django storage STORAGES["bulkexport"] names (the database by default), and a
+DELETE that comes while a write step is storing a file leaves nothing behind, whichever of the two gets the
+export's row lock first; nor does a write step of a cancelled export, or a worker that died mid-write."""
 from __future__ import annotations
 
+import json
 import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, InMemoryStorage, storages
+from django.db import connection
+from freezegun import freeze_time
 
+from batch import control
 from batch.models import JobInstance
 from batch.statuses import JobStatus
-from fhirjobs.bulkexport.models import ExportFile
+from blobstore.storage import DatabaseStorage
+from fhirjobs.bulkexport import steps
+from fhirjobs.bulkexport.models import BulkExport, ExportFile
+from fhirjobs.bulkexport.services import purge_expired_exports
 from tests.fhirjobs.bulkexport.helpers import patient
 from tests.fhirstore.helpers import store
 
@@ -21,8 +30,7 @@ def use_storage(settings, backend: str, **options) -> None:
     settings.STORAGES = {**settings.STORAGES, "bulkexport": {"BACKEND": backend, "OPTIONS": options}}
 
 
-def test_export_files_are_written_to_and_served_from_the_configured_storage_backend(
-        exporter, settings, export_storage):
+def test_export_files_are_written_to_and_served_from_the_configured_storage_backend(exporter, settings):
     use_storage(settings, "django.core.files.storage.InMemoryStorage")
     store(*(patient(f"p{n}") for n in range(3)))
 
@@ -33,7 +41,7 @@ def test_export_files_are_written_to_and_served_from_the_configured_storage_back
     [path] = ExportFile.objects.values_list("path", flat=True)
     assert backend.exists(path)
     assert sorted(r["id"] for r in exporter.download(manifest)["Patient"]) == ["p0", "p1", "p2"]
-    assert not export_storage.exists(), "nothing went to the file system"
+    assert DatabaseStorage().listdir("") == ([], []), "nothing went to the default storage"
 
 
 class PausingStorage(FileSystemStorage):
@@ -78,3 +86,64 @@ def test_a_delete_while_a_write_step_stores_its_file_removes_that_file_too(expor
     assert JobInstance.objects.get().status == JobStatus.CANCELLED
     assert not ExportFile.objects.exists()
     assert [path for path in location.rglob("*") if path.is_file()] == [], "the write step removed its own file"
+
+
+def test_the_default_storage_is_the_database_and_a_download_streams_it_with_its_length(exporter, export_storage):
+    store(*(patient(f"p{n}") for n in range(3)))
+
+    manifest = exporter.export("/fhir/$export?_type=Patient")
+
+    assert isinstance(storages["bulkexport"], DatabaseStorage)
+    [name] = export_storage.names()
+    response = exporter.fhir.get(manifest["output"][0]["url"])
+    body = b"".join(response.streaming_content)
+    assert int(response["Content-Length"]) == len(body) == DatabaseStorage().size(name)
+    assert sorted(json.loads(line)["id"] for line in body.splitlines()) == ["p0", "p1", "p2"]
+
+
+def test_a_file_no_row_names_is_deleted_with_its_export(exporter, export_storage):
+    """A write step that died between storing its file and writing its row left the file under the export's
+    directory: the DELETE of the export removes it too."""
+    store(patient("p0"))
+    status_url = exporter.kick_off("/fhir/$export?_type=Patient")["Content-Location"]
+    export = BulkExport.objects.get()
+    exporter.finish(status_url)
+    storages["bulkexport"].save(f"{export.id}/Patient/left-by-a-dead-worker.ndjson", ContentFile(b"{}\n"))
+    storages["bulkexport"].save("another-export/Patient/kept.ndjson", ContentFile(b"{}\n"))
+
+    assert exporter.fhir.delete(status_url).status_code == 202
+
+    assert export_storage.names() == ["another-export/Patient/kept.ndjson"]
+
+
+def test_the_purge_deletes_the_files_no_row_names_too(exporter, export_storage, settings):
+    settings.BULK_EXPORT_RETENTION_SECONDS = 1
+    store(patient("p0"))
+    exporter.export("/fhir/$export?_type=Patient")
+    export = BulkExport.objects.get()
+    storages["bulkexport"].save(f"{export.id}/Patient/left-by-a-dead-worker.ndjson", ContentFile(b"{}\n"))
+
+    with freeze_time(datetime.now(UTC) + timedelta(seconds=5)):
+        report = purge_expired_exports()
+
+    assert (report.exports, report.files) == (1, 2)
+    assert export_storage.names() == []
+
+
+def test_a_write_step_cancelled_while_it_reads_writes_no_file(exporter, export_storage, monkeypatch):
+    """The export is cancelled (by an operator: its row stays) while a write step reads the bodies: the step
+    stops before it stores anything."""
+    store(*(patient(f"p{n}") for n in range(3)))
+    exporter.kick_off("/fhir/$export?_type=Patient")
+    read_bodies = steps.row_range_bodies_ndjson
+
+    def read_then_cancelled(*args, **kwargs):
+        bodies = read_bodies(*args, **kwargs)
+        control.cancel_job(JobInstance.objects.get().id)
+        return bodies
+
+    monkeypatch.setattr(steps, "row_range_bodies_ndjson", read_then_cancelled)
+    exporter.bus.drain()
+
+    assert JobInstance.objects.get().status == JobStatus.CANCELLED
+    assert export_storage.names() == [] and not ExportFile.objects.exists()

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -44,12 +43,11 @@ def without_version_meta(body: dict) -> dict:
 class Node:
     """A web process and a worker on one database: one Heavylift."""
 
-    def __init__(self, processes: list, database_url: str, tmp_path: Path, **env: str):
+    def __init__(self, processes: list, database_url: str, **env: str):
         self.name = f"test-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
-        self.env = {"NODE_ID": self.name, "JOB_SCHEDULING": "false", "DATABASE_URL": database_url,
-                    "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(tmp_path / self.name)}), **env}
+        self.env = {"NODE_ID": self.name, "JOB_SCHEDULING": "false", "DATABASE_URL": database_url, **env}
         processes.append(celery_worker(env=self.env, queues=[work_notification_queue(self.name)], concurrency=1,
                                        name=f"worker-{self.name}"))
         self.web = Process([sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{self.port}",
@@ -101,8 +99,8 @@ def test_an_export_of_one_heavylift_imports_into_another_by_import_and_by_bulk_s
     assert not report.bad
     exporter = get_user_model().objects.create_user("exporter")
     source_token = token_for(exporter)
-    source = Node(processes, subprocess_database_url(), tmp_path)
-    target = Node(processes, second_database, tmp_path, BULK_IMPORT_ALLOWED_SOURCES=f"{source.base}/",
+    source = Node(processes, subprocess_database_url())
+    target = Node(processes, second_database, BULK_IMPORT_ALLOWED_SOURCES=f"{source.base}/",
                   BULK_IMPORT_CHUNK_SIZE="100")
     target_token = target.manage("shell", "-c", (
         "from django.contrib.auth import get_user_model; from jobsite.tokens import token_for;"

@@ -2,6 +2,7 @@
 import gzip
 import io
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -188,3 +189,30 @@ def test_import_needs_a_token_with_the_import_scope(file_root, django_user_model
 
     assert_outcome(client.post("/fhir/$import", parameters(url), HTTP_PREFER="respond-async"), 403, "import")
     assert not BulkImport.objects.exists()
+
+
+def test_a_source_the_workers_host_does_not_allow_fails_naming_that_host_and_the_setting(importer, source, settings):
+    """Accepted by the web host's allow-list, refused by the worker's (set on one host only): the error says
+    which host refused, by which setting."""
+    Source.routes["/allowed/Patient.ndjson"] = (200, {}, PATIENTS)
+    response = importer.kick_off(f"{source}/allowed/Patient.ndjson")
+    assert response.status_code == 202
+    settings.BULK_IMPORT_ALLOWED_SOURCES = []  # the worker's host
+
+    importer.bus.drain()
+
+    assert_outcome(importer.fhir.get(response["Content-Location"]), 500,
+                   f"BULK_IMPORT_ALLOWED_SOURCES on host {socket.gethostname()}")
+    assert Source.requests == []
+
+
+def test_a_file_only_the_web_host_has_fails_naming_the_host_that_looked(importer, file_root):
+    path = write_ndjson(file_root / "Patient.ndjson", {"resourceType": "Patient", "id": "p"})
+    response = importer.kick_off(path.as_uri())
+    assert response.status_code == 202
+    path.unlink()  # not on the worker's disk
+
+    importer.bus.drain()
+
+    assert_outcome(importer.fhir.get(response["Content-Location"]), 500,
+                   f"looked for on host {socket.gethostname()}, under its BULK_IMPORT_FILE_ROOT")

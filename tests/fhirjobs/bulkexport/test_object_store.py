@@ -1,0 +1,121 @@
+"""Export files in an S3-compatible object store: a real one (SeaweedFS, started here), never a mock.
+
+Downloads are a 302 to a short-lived presigned URL once the token is checked; DELETE and the purge remove
+the objects, also those no row names."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
+from freezegun import freeze_time
+
+from fhirjobs.bulkexport.models import BulkExport
+from fhirjobs.bulkexport.services import purge_expired_exports
+from heavylift.devobjectstore import (
+    client,
+    create_bucket,
+    running_object_store,
+    storage_options,
+)
+from tests.fhirjobs.bulkexport.helpers import patient
+from tests.fhirstore.helpers import store
+from tests.fhirstore.helpers import assert_outcome
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+BUCKET = "exports"
+
+
+@pytest.fixture(scope="module")
+def object_store(tmp_path_factory):
+    with running_object_store(tmp_path_factory.mktemp("seaweedfs")) as running:
+        create_bucket(running, BUCKET)
+        yield running
+
+
+@pytest.fixture
+def folder(object_store, settings) -> str:
+    """The export storage: a folder of this test's own in the bucket."""
+    folder = f"test-{uuid.uuid4().hex[:12]}"
+    settings.STORAGES = {**settings.STORAGES, "bulkexport": {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": storage_options(object_store, BUCKET, 30, location=folder)}}
+    return folder
+
+
+def objects(object_store, folder: str) -> list[str]:
+    listed = client(object_store).list_objects_v2(Bucket=BUCKET, Prefix=f"{folder}/")
+    return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
+
+
+def test_a_download_is_a_redirect_to_a_presigned_url_of_the_object(exporter, object_store, folder):
+    store(*(patient(f"p{n}") for n in range(3)))
+
+    manifest = exporter.export("/fhir/$export?_type=Patient")
+    response = exporter.fhir.get(manifest["output"][0]["url"])
+
+    assert manifest["requiresAccessToken"] is True, "the manifest's URLs are this server's: the token is checked"
+    assert response.status_code == 302
+    location = response["Location"]
+    assert location.startswith(f"{object_store.endpoint_url}/{BUCKET}/{folder}/") and "Expires=" in location
+    assert sorted(json.loads(line)["id"] for line in fetch(location).splitlines()) == ["p0", "p1", "p2"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        fetch(location.split("?")[0])  # without the signature: the object store refuses
+    assert refused.value.code == 403
+
+
+def test_without_redirects_the_object_is_streamed_through_the_web_process(exporter, folder, settings):
+    settings.BULK_EXPORT_DOWNLOAD_REDIRECT = False
+    store(*(patient(f"p{n}") for n in range(3)))
+
+    manifest = exporter.export("/fhir/$export?_type=Patient")
+
+    assert exporter.ids(manifest) == {"Patient": ["p0", "p1", "p2"]}
+
+
+def test_another_users_download_is_404_and_never_a_redirect(exporter, folder, other_user_client):
+    store(patient("p0"))
+    manifest = exporter.export("/fhir/$export?_type=Patient")
+
+    response = other_user_client.get(manifest["output"][0]["url"])
+
+    assert_outcome(response, 404)
+    assert "Location" not in response
+
+
+def test_delete_removes_every_object_of_the_export_also_one_no_row_names(exporter, object_store, folder):
+    store(*(patient(f"p{n}") for n in range(3)))
+    status_url = exporter.kick_off("/fhir/$export?_type=Patient")["Content-Location"]
+    exporter.finish(status_url)
+    export = BulkExport.objects.get()
+    storages["bulkexport"].save(f"{export.id}/Patient/left-by-a-dead-worker.ndjson", ContentFile(b"{}\n"))
+    assert len(objects(object_store, folder)) == 2
+
+    assert exporter.fhir.delete(status_url).status_code == 202
+
+    assert objects(object_store, folder) == []
+
+
+def test_the_purge_removes_the_objects_of_expired_exports(exporter, object_store, folder, settings):
+    settings.BULK_EXPORT_RETENTION_SECONDS = 1
+    store(patient("p0"))
+    exporter.export("/fhir/$export?_type=Patient")
+    assert len(objects(object_store, folder)) == 1
+
+    with freeze_time(datetime.now(UTC) + timedelta(seconds=5)):
+        report = purge_expired_exports()
+
+    assert (report.exports, report.files) == (1, 1)
+    assert objects(object_store, folder) == []
