@@ -6,21 +6,29 @@ without it 200 + a Parameters naming the job (`jobId`) and that URL (HAPI's answ
 when resources the urls do not match refer to ones they match (unless `cascade`). `GET` the status URL → 202
 (X-Progress, Retry-After) or 200 + an OperationOutcome of the counts per type; `DELETE` it → 202 (cancelled).
 
+`DELETE [base]/[Type]?[criteria]&_expunge=true` (HAPI's) starts the same job over `Type?criteria`: 200 (202 with
+`Prefer: respond-async`) and an OperationOutcome naming the job, Content-Location its status URL. The store's own
+interactions on `/fhir/[Type]` (search, create, conditional update) are unchanged: the view is theirs plus DELETE.
+
 Who may: a staff user or one granted `deleteexpunge.delete_expunge`; with a token, it needs the scopes
 `fhir:write` and `admin:delete`. Everyone else: 403.
 """
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode
+
 from fhirjobs.common.http import informational, preferences, status_job_id, still_running
 from fhirjobs.common.status import State
-from fhirjobs.deleteexpunge.parameters import parse_delete_expunge_parameters, report_outcome
+from fhirjobs.deleteexpunge.parameters import DeleteExpungeRequest, parse_delete_expunge_parameters, report_outcome
 from fhirjobs.deleteexpunge.services import (
     cancel_delete_expunge,
     delete_expunge_status,
     may_delete_expunge,
     start_delete_expunge,
 )
+from fhirstore.exceptions import InvalidRequest
 from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
+from fhirstore.views import TypeView
 from jobsite.auth import TokenHasScope, has_scope, is_operator
 from jobsite.models import Scope
 
@@ -66,6 +74,27 @@ class DeleteExpungeStatusView(DeleteExpungeEndpoint):
         job_id = status_job_id(request)
         cancel_delete_expunge(job_id, started_by=_owner(request))
         return informational(f"Delete-expunge {job_id} is cancelled (the pages deleted stay deleted)", status=202)
+
+
+class TypeDeleteExpungeView(TypeView):
+    """The store's type endpoint, plus `DELETE ?criteria&_expunge=true` (for callers allowed to delete-expunge)."""
+
+    def get_permissions(self):
+        if self.request.method == "DELETE":
+            return [DeleteExpungeAccess(), TokenHasScope()]
+        return super().get_permissions()
+
+    def delete(self, request, resource_type: str):
+        pairs = parse_qsl(request.META.get("QUERY_STRING", ""), keep_blank_values=True)
+        if ("_expunge", "true") not in pairs:
+            raise InvalidRequest("DELETE of a type needs _expunge=true (a delete-expunge); conditional delete is not"
+                                 " supported")
+        url = f"{resource_type}?{urlencode([(name, value) for name, value in pairs if name != '_expunge'])}"
+        job = start_delete_expunge(DeleteExpungeRequest((url,)), started_by=request.user.get_username())
+        asynchronous = "respond-async" in preferences(request)
+        return informational(f"Delete-expunge job {job.id} submitted; poll its status URL",
+                             status=202 if asynchronous else 200,
+                             headers={"Content-Location": f"{base_url(request)}/$delete-expunge-status?_jobId={job.id}"})
 
 
 def _owner(request) -> str | None:

@@ -125,3 +125,29 @@ def test_the_capability_statement_lists_the_operation(deleter):
     operations = deleter.get("/fhir/metadata").json()["rest"][0]["operation"]
     assert {"name": "delete-expunge",
             "definition": "http://hapifhir.io/fhir/OperationDefinition/delete-expunge"} in operations
+
+
+def test_delete_of_a_type_with_expunge_deletes_every_match_sharing_one_last_updated(deleter, bus):
+    """The issue's acceptance, scaled down: more than one page (batch size 1000) of matches sharing one lastUpdated."""
+    from datetime import UTC, datetime
+
+    store(*(observation(f"o{n:04}") for n in range(2100)), observation("other", code="2339-0"),
+          at=datetime(2024, 1, 1, tzinfo=UTC))
+    response = deleter.delete("/fhir/Observation?code=http://loinc.org|8867-4&_expunge=true")
+    assert_outcome(response, 200, "submitted")
+    bus.drain()
+    job_id = response["Content-Location"].rpartition("_jobId=")[2]
+    job = control.get_job(job_id)
+    assert job.status == JobStatus.COMPLETED and job.step("delete-expunge").total == 3
+    assert job.report == {"deleted": {"Observation": 2100}, "total": 2100}
+    assert rows_of("Observation")["resource"] == 1
+
+
+def test_the_type_endpoint_keeps_the_stores_interactions_and_refuses_a_plain_delete(deleter, django_user_model):
+    assert deleter.post("/fhir/Patient", patient("x")).status_code == 201
+    assert deleter.get("/fhir/Patient?name=x").json()["total"] == 1
+    assert_outcome(deleter.delete("/fhir/Patient?name=x"), 400, "needs _expunge=true")
+    plain = FhirClient(f"Bearer {token_for(django_user_model.objects.create_user('plain'), DELETER_SCOPES)}")
+    assert plain.get("/fhir/Patient?name=x").status_code == 200
+    assert_outcome(plain.delete("/fhir/Patient?name=x&_expunge=true"), 403)
+    assert rows_of("Patient")["resource"] == 1
