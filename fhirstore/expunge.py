@@ -46,10 +46,10 @@ def _matched_by(urls: Sequence[str]) -> Q:
     return spared
 
 
-def referrals_into(resource_type: str, logical_ids: Sequence[str], *, excluding_urls: Sequence[str] = (),
-                   limit: int | None = None) -> list[Referral]:
+def referrals_into(resource_type: str, logical_ids: Sequence[str], *, excluding_urls: Sequence[str] = ()
+                   ) -> list[Referral]:
     """The references from current resources to these, except from these themselves and from resources any
-    of `excluding_urls` matches (they go too). Sorted; at most `limit`."""
+    of `excluding_urls` matches (they go too). Sorted."""
     if not logical_ids:
         return []
     with connection.cursor() as cursor:
@@ -64,8 +64,7 @@ def referrals_into(resource_type: str, logical_ids: Sequence[str], *, excluding_
     if rows and excluding_urls:
         spared = set(matching_resources_of_pks([row[0] for row in rows], excluding_urls))
         rows = [row for row in rows if row[0] not in spared]
-    referrals = sorted(Referral(f"{t}/{i}", param, f"{resource_type}/{target}") for _, t, i, param, target in rows)
-    return referrals[:limit] if limit is not None else referrals
+    return sorted(Referral(f"{t}/{i}", param, f"{resource_type}/{target}") for _, t, i, param, target in rows)
 
 
 def matching_resources_of_pks(pks: Sequence[int], urls: Sequence[str]) -> list[int]:
