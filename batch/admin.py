@@ -21,7 +21,7 @@ from django.utils.html import format_html
 from batch import control, dashboard
 from batch.control import BatchError, JobNotFound
 from batch.models import JobInstance, WorkChunk
-from batch.statuses import RESTARTABLE_JOB_STATUSES, UNFINISHED_JOB_STATUSES
+from batch.statuses import RESTARTABLE_JOB_STATUSES, UNFINISHED_JOB_STATUSES, JobStatus
 from jobsite.display import moment, short_duration
 
 REFRESH_SECONDS = 3  # how often the overview and an unfinished job's page refresh their live parts
@@ -47,7 +47,7 @@ class JobInstanceAdmin(admin.ModelAdmin):
     search_help_text = "Job instance id, or its first characters"
     ordering = ("-create_time",)
     list_per_page = 50
-    actions = ("cancel_jobs", "restart_jobs")
+    actions = ("cancel_jobs", "restart_jobs", "retry_failed_chunks")
     change_list_template = "admin/batch/jobinstance/change_list.html"
 
     class Media:
@@ -74,6 +74,7 @@ class JobInstanceAdmin(admin.ModelAdmin):
             path("<uuid:job_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="batch_jobinstance_cancel"),
             path("<uuid:job_id>/restart/", self.admin_site.admin_view(self.restart_view),
                  name="batch_jobinstance_restart"),
+            path("<uuid:job_id>/retry/", self.admin_site.admin_view(self.retry_view), name="batch_jobinstance_retry"),
         ]
         return own + super().get_urls()
 
@@ -149,6 +150,8 @@ class JobInstanceAdmin(admin.ModelAdmin):
             "job": job,
             "timeline": dashboard.step_timeline(job),
             "errors": dashboard.job_errors(job.id),
+            "waiting": dashboard.why_waiting(job),
+            "may_retry": may_change and job.status not in (JobStatus.COMPLETED,),
             "workers": control.chunk_workers(job.id),
             "may_cancel": may_change and not job.ended,
             "may_restart": may_change and job.status in RESTARTABLE_JOB_STATUSES,
@@ -162,6 +165,12 @@ class JobInstanceAdmin(admin.ModelAdmin):
 
     def restart_view(self, request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
         return self._change_one(request, job_id, control.restart_job, "restarted")
+
+    def retry_view(self, request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+        """Retry now the job's failed chunks, or the one chunk the form names (`chunk`)."""
+        chunk = request.POST.get("chunk")
+        return self._change_one(request, job_id, lambda job: control.retry_failed_chunks(
+            job, [chunk] if chunk else None), "retried its failed chunks")
 
     def _change_one(self, request: HttpRequest, job_id: uuid.UUID, action, done: str) -> HttpResponse:
         if request.method != "POST":
@@ -188,6 +197,10 @@ class JobInstanceAdmin(admin.ModelAdmin):
                   permissions=["change"])
     def restart_jobs(self, request: HttpRequest, queryset: QuerySet[JobInstance]) -> None:
         self._apply(request, queryset, control.restart_job, "restarted")
+
+    @admin.action(description="Retry the failed chunks of the selected jobs now", permissions=["change"])
+    def retry_failed_chunks(self, request: HttpRequest, queryset: QuerySet[JobInstance]) -> None:
+        self._apply(request, queryset, control.retry_failed_chunks, "retried")
 
     def _apply(self, request: HttpRequest, queryset: QuerySet[JobInstance], action, done: str) -> None:
         succeeded = 0

@@ -156,6 +156,7 @@ class JobDefinition:
     validator: Callable[[JsonObject], Iterable[str]] | None = None
     completion_handler: CompletionHandler | None = None
     max_chunk_seconds: int | None = None  # a chunk running longer is ERRORED and retried; None: BATCH_MAX_CHUNK_SECONDS
+    counted_step_id: str | None = None  # whose records are the job's; None: the last step that runs chunks
 
     def validate_parameters(self, raw: JsonObject | None) -> dict[str, Any]:
         """The parameters with defaults filled in; raises `InvalidParameters` listing every problem."""
@@ -224,6 +225,21 @@ class JobDefinition:
     def reduction_step(self) -> StepDefinition | None:
         return self.steps[-1] if self.steps[-1].kind is StepKind.REDUCTION else None
 
+    @property
+    def chunk_steps(self) -> tuple[StepDefinition, ...]:
+        """The steps that run chunk by chunk: all but a reduction."""
+        return tuple(step for step in self.steps if step.kind is not StepKind.REDUCTION)
+
+    @property
+    def records_step_id(self) -> str:
+        """The step whose records are the job's records (`combined_records_processed`, its rate, the chart).
+
+        Each step reports what it handled, so a resource read, expanded and written would count three times if
+        the steps were added up. By default the last step that runs chunks counts: the job's work is done once
+        that step has done it. A job whose last step handles only part of the work names another
+        (`JobDefinitionBuilder.counts_records_of`)."""
+        return self.counted_step_id or self.chunk_steps[-1].id
+
 
 @dataclass
 class JobDefinitionBuilder:
@@ -243,6 +259,7 @@ class JobDefinitionBuilder:
     _validator: Callable[[JsonObject], Iterable[str]] | None = None
     _completion_handler: CompletionHandler | None = None
     _max_chunk_seconds: int | None = None
+    _counted_step_id: str | None = None
 
     def parameter(self, name: str, type_: type, *, required: bool = False, default: Any = None,
                   minimum: float | None = None, maximum: float | None = None, choices: Iterable[Any] | None = None,
@@ -273,6 +290,14 @@ class JobDefinitionBuilder:
         self._max_chunk_seconds = seconds
         return self
 
+    def counts_records_of(self, step_id: str) -> JobDefinitionBuilder:
+        """The records this step reports are the job's records; by default the last step that runs chunks.
+
+        Every step still shows its own records on the job page; only this one's make the job's total, rate and
+        the dashboard's chart, so a resource is counted once however many steps handle it."""
+        self._counted_step_id = step_id
+        return self
+
     def on_completion(self, handler: CompletionHandler) -> JobDefinitionBuilder:
         """Called once, in the worker that completes the job, after it is COMPLETED."""
         self._completion_handler = handler
@@ -301,7 +326,7 @@ class JobDefinitionBuilder:
             raise InvalidJobDefinition(f"job definition {self.id!r} v{self.version}: " + "; ".join(problems))
         return JobDefinition(self.id, self.version, self.description, tuple(self._parameters), tuple(self._steps),
                              self._gated, self._max_concurrent_chunks, self._validator, self._completion_handler,
-                             self._max_chunk_seconds)
+                             self._max_chunk_seconds, self._counted_step_id)
 
     def _problems(self) -> list[str]:
         found = []
@@ -327,6 +352,9 @@ class JobDefinitionBuilder:
             found.append("a reduction step is only allowed on a gated job")
         if len(set(ids)) != len(ids):
             found.append("step ids must be unique")
+        if self._counted_step_id is not None and self._counted_step_id not in [
+                step.id for step in self._steps if step.kind is not StepKind.REDUCTION]:
+            found.append(f"counts_records_of: {self._counted_step_id!r} is not a step that runs chunks")
         if any(not step_id or len(step_id) > MAX_ID_LENGTH for step_id in ids):
             found.append(f"step ids must be 1 to {MAX_ID_LENGTH} characters")
         return found

@@ -13,11 +13,24 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO, overload
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import (
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Func,
+    Max,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce, Now
 
 from batch import flow
 from batch.exceptions import (
@@ -31,7 +44,7 @@ from batch.exceptions import (
 from batch.heartbeats import LiveNode, LiveWorker, live_nodes, live_workers, node_for_new_job
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import Reassignment, reassign_jobs
-from batch.progress import compute_progress, describe_duration, settle_totals
+from batch.progress import StepTotals, compute_progress, describe_duration, settle_totals, step_totals
 from batch.registry import registry
 from batch.statuses import (
     ENDED_JOB_STATUSES,
@@ -47,29 +60,23 @@ from batch.transitions import change_all_chunks_status, change_job_status, datab
 REISSUED_CHUNK_STATUSES = [ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS, ChunkStatus.ERRORED, ChunkStatus.FAILED,
                            ChunkStatus.POLL_WAITING]
 
+# The time between the job's end (FAILED or CANCELLED) and its restart, by the database's clock: not running time.
+PAUSED_SECONDS_AFTER_RESTART = F("paused_seconds") + Coalesce(
+    Func(ExpressionWrapper(Now() - F("end_time"), output_field=DurationField()),
+         template="EXTRACT(EPOCH FROM %(expressions)s)", output_field=FloatField()),
+    Value(0.0))
+
 __all__ = [
     "BatchError", "InvalidParameters", "JobList", "JobNotFound", "JobSnapshot", "JobStateConflict", "JobStatus",
     "ChunkWorker", "StepProgress", "UnknownJobDefinition", "cancel_job", "chunk_workers", "describe_duration", "ended_job_ids", "follow_job", "get_job", "job_ids", "list_jobs",
-    "restart_job", "start_job", "unfinished_job_ids", "watch_job",
+    "restart_job", "retry_failed_chunks", "start_job", "unfinished_job_ids", "watch_job",
     # nodes (batch.heartbeats, batch.nodes): which have live workers, and moving jobs between them
     "LiveNode", "LiveWorker", "NoLiveNode", "Reassignment", "live_nodes", "live_workers", "reassign_jobs",
 ]
 
 
-@dataclass(frozen=True)
-class StepProgress:
-    """One step of a job: its chunks so far, by status."""
-
-    step_id: str
-    chunks: Mapping[str, int]  # {chunk status: count}
-
-    @property
-    def total(self) -> int:
-        return sum(self.chunks.values())
-
-    @property
-    def done(self) -> int:
-        return self.chunks.get(ChunkStatus.COMPLETED, 0)
+# One step of a job: its chunks by status, records, failed attempts, first start and last end.
+StepProgress = StepTotals
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ class JobSnapshot:
     start_time: datetime | None
     end_time: datetime | None
     update_time: datetime
-    progress: float  # completed chunks / all chunks, 0..1
+    progress: float  # 0..1, by chunks (ungated) or by each step's pace (gated): batch.progress
     combined_records_processed: int
     records_per_second: float | None
     elapsed_seconds: float | None
@@ -101,6 +108,7 @@ class JobSnapshot:
     current_gated_step_id: str | None
     report: Any
     steps: tuple[StepProgress, ...]  # every step of the definition, in order, then any unknown to it
+    records_step_id: str | None = None  # whose records are the job's (None: the definition is not registered)
 
     @property
     def ended(self) -> bool:
@@ -142,10 +150,13 @@ class JobSnapshot:
 
 def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *, started_by: str = "",
               node_id: str | None = None, module_id: str | None = None,
-              max_concurrent_chunks: int | None = None) -> JobSnapshot:
+              max_concurrent_chunks: int | None = None, instance_id: UUID | None = None) -> JobSnapshot:
     """Validate the parameters, then write the QUEUED job and its first, data-less chunk, announced after the
     commit. `InvalidParameters` (listing every problem) or `UnknownJobDefinition` leave nothing written. Call
-    inside the caller's transaction to start the job only if that transaction commits."""
+    inside the caller's transaction to start the job only if that transaction commits.
+
+    `instance_id`: the job's id chosen by the caller (a fresh UUID), so that the id a client is given for its
+    request (an `$export`'s `_jobId`) is the job's id on every operator surface too."""
     definition = registry.latest(definition_id)
     problems: list[str] = []
     values: dict[str, Any] = {}
@@ -162,7 +173,8 @@ def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *
     first_step = definition.first_step
     with transaction.atomic():
         instance = JobInstance.objects.create(
-            definition_id=definition.id, definition_version=definition.version, status=JobStatus.QUEUED,
+            id=instance_id or uuid4(), definition_id=definition.id, definition_version=definition.version,
+            status=JobStatus.QUEUED,
             parameters=values, started_by=started_by[:150], node_id=node_id or node_for_new_job(module_id),
             module_id=module_id or settings.MODULE_ID,
             max_concurrent_chunks=max_concurrent_chunks or definition.max_concurrent_chunks,
@@ -221,6 +233,7 @@ def restart_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnap
         restarted = change_job_status(
             instance.id, JobStatus.IN_PROGRESS, cancelled=False, end_time=None, error_message=None,
             start_time=instance.start_time or database_now(), reducer_lease_expires_at=None, reducer_attempts=0,
+            paused_seconds=PAUSED_SECONDS_AFTER_RESTART,
         )
         if not restarted:
             instance.refresh_from_db()
@@ -386,21 +399,18 @@ def _snapshot(instance: JobInstance) -> JobSnapshot:
 
 
 def _snapshots(instances: list[JobInstance]) -> list[JobSnapshot]:
-    """Snapshots of the jobs with their per-step chunk counts, read in one grouped query."""
-    counts: dict[UUID, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
-    rows = (WorkChunk.objects.filter(instance_id__in=[instance.id for instance in instances])
-            .values_list("instance_id", "target_step_id", "status").annotate(chunks=Count("*")).order_by())
-    for instance_id, step_id, status, chunks in rows:
-        counts[instance_id][step_id][status] = chunks
-    return [_to_snapshot(instance, counts[instance.id]) for instance in instances]
+    """Snapshots of the jobs with their per-step totals, read in one grouped query."""
+    totals = step_totals(instance.id for instance in instances)
+    return [_to_snapshot(instance, totals.get(instance.id, {})) for instance in instances]
 
 
-def _to_snapshot(instance: JobInstance, counts: Mapping[str, Mapping[str, int]]) -> JobSnapshot:
+def _to_snapshot(instance: JobInstance, steps: Mapping[str, StepTotals]) -> JobSnapshot:
     try:
-        order = [step.id for step in registry.get(instance.definition_id, instance.definition_version).steps]
+        definition = registry.get(instance.definition_id, instance.definition_version)
+        order, records_step_id = [step.id for step in definition.steps], definition.records_step_id
     except UnknownJobDefinition:
-        order = []
-    order += sorted(set(counts) - set(order))
+        order, records_step_id = [], None
+    order += sorted(set(steps) - set(order))
     return JobSnapshot(
         id=instance.id, definition_id=instance.definition_id, definition_version=instance.definition_version,
         status=JobStatus(instance.status), cancelled=instance.cancelled, parameters=instance.parameters,
@@ -412,5 +422,31 @@ def _to_snapshot(instance: JobInstance, counts: Mapping[str, Mapping[str, int]])
         estimated_seconds_remaining=instance.estimated_seconds_remaining, error_count=instance.error_count,
         error_message=instance.error_message, warning_messages=instance.warning_messages,
         current_gated_step_id=instance.current_gated_step_id, report=instance.report,
-        steps=tuple(StepProgress(step_id, dict(counts.get(step_id, {}))) for step_id in order),
+        steps=tuple(steps.get(step_id, StepTotals(step_id)) for step_id in order), records_step_id=records_step_id,
     )
+
+
+def retry_failed_chunks(job_id: UUID | str, chunk_ids: Iterable[UUID | str] | None = None, *,
+                        started_by: str | None = None) -> int:
+    """Run failed chunks again now (all of the job's, or those of `chunk_ids`); returns how many.
+
+    A running job's ERRORED chunks (waiting out their retry backoff) are announced again at once, ahead of new
+    work; the backoff's own message, arriving later, finds them taken. A FAILED or CANCELLED job is restarted
+    where it stopped, which runs its failed chunks again (and any other unfinished one). `JobNotFound`, or
+    `JobStateConflict` when there is nothing to retry."""
+    instance = _owned(job_id, started_by)
+    if instance.status in RESTARTABLE_JOB_STATUSES:
+        again = WorkChunk.objects.filter(instance_id=instance.id).exclude(status=ChunkStatus.COMPLETED).count()
+        restart_job(instance.id)
+        return again
+    errored = WorkChunk.objects.filter(instance_id=instance.id, status=ChunkStatus.ERRORED)
+    if chunk_ids is not None:
+        errored = errored.filter(id__in=[UUID(str(chunk_id)) for chunk_id in chunk_ids])
+    with transaction.atomic():
+        chunks = list(errored.select_for_update(skip_locked=True).values_list("id", "target_step_id"))
+        if not chunks:
+            raise JobStateConflict(f"job {instance.id} has no chunk waiting to be retried")
+        WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in chunks], status=ChunkStatus.ERRORED) \
+            .update(announced_at=Now())
+        flow.announce_chunks(instance, chunks, again=True)
+    return len(chunks)

@@ -20,11 +20,12 @@ from django.db import connection
 from django.db.models import Count, Max, Min, Q, Sum
 
 from batch import control
-from batch.control import JobSnapshot
+from batch.control import JobSnapshot, StepProgress
 from batch.models import JobInstance, WorkChunk
-from batch.progress import estimate_rates
+from batch.progress import definition_of, estimate_rates
 from batch.queues import pending_notifications_of, work_notification_queue
 from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+from batch.transitions import read_database_now
 from jobsite.display import short_duration
 
 logger = logging.getLogger(__name__)
@@ -51,36 +52,6 @@ class NodeActivity:
     queue_depth: int | None  # None: Redis did not answer
     chunks_in_flight: int
     workers: Sequence[str]  # Celery hostname/pid of each worker whose heartbeat is recent
-
-
-@dataclass(frozen=True)
-class StepTimeline:
-    """One step of a job: its chunks by status, when its first chunk started and its last ended."""
-
-    step_id: str
-    chunks: Mapping[str, int]
-    start_time: datetime | None
-    end_time: datetime | None
-    records: int
-
-    @property
-    def total(self) -> int:
-        return sum(self.chunks.values())
-
-    @property
-    def done(self) -> int:
-        return self.chunks.get(ChunkStatus.COMPLETED, 0)
-
-    @property
-    def duration_seconds(self) -> float | None:
-        if self.start_time is None or self.end_time is None or self.end_time < self.start_time:
-            return None
-        return (self.end_time - self.start_time).total_seconds()
-
-    @property
-    def records_per_second(self) -> float | None:
-        duration = self.duration_seconds
-        return self.records / duration if duration else None
 
 
 @dataclass(frozen=True)
@@ -152,14 +123,19 @@ def throughput_per_minute(minutes: int = THROUGHPUT_MINUTES) -> list[MinuteThrou
                          settled_before)
         cursor.execute(
             f"""
-            SELECT date_trunc('minute', end_time), count(*), coalesce(sum(records_processed), 0)
+            SELECT date_trunc('minute', end_time), definition_id, definition_version, target_step_id, count(*),
+                   coalesce(sum(records_processed), 0)
             FROM {WorkChunk._meta.db_table}
             WHERE status = %s AND end_time >= %s
-            GROUP BY 1
+            GROUP BY 1, 2, 3, 4
             """,
             [ChunkStatus.COMPLETED.value, read_from],
         )
-        read = {minute: (int(chunks), int(records)) for minute, chunks, records in cursor.fetchall()}
+        read: dict[datetime, tuple[int, int]] = {}
+        for minute, definition_id, version, step_id, chunks, records in cursor.fetchall():
+            counted = step_id == _records_step_id(definition_id, version, step_id)
+            so_far = read.get(minute, (0, 0))
+            read[minute] = (so_far[0] + int(chunks), so_far[1] + (int(records) if counted else 0))
     settled_minutes.remember({minute: read.get(minute, (0, 0)) for minute in window
                               if read_from <= minute < settled_before})
     totals = {**known, **read}
@@ -168,18 +144,16 @@ def throughput_per_minute(minutes: int = THROUGHPUT_MINUTES) -> list[MinuteThrou
 
 def running_jobs(limit: int = RUNNING_JOBS_SHOWN) -> list[JobSnapshot]:
     """The unfinished jobs, newest first, their progress, records, rate and ETA computed from their chunks now
-    (one grouped query for all of them) rather than read from the row maintenance refreshes every few seconds."""
+    (the snapshots' one grouped query for all of them) rather than read from the row maintenance refreshes every
+    few seconds."""
     jobs = list(control.list_jobs(UNFINISHED_JOB_STATUSES)[:limit])
-    totals = {
-        instance_id: (records or 0, first_start, last_end) for instance_id, records, first_start, last_end in
-        WorkChunk.objects.filter(instance_id__in=[job.id for job in jobs]).order_by().values_list("instance_id")
-        .annotate(records=Sum("records_processed"), first_start=Min("start_time"), last_end=Max("end_time"))
-    }
+    paused = dict(JobInstance.objects.filter(id__in=[job.id for job in jobs]).values_list("id", "paused_seconds"))
     live = []
     for job in jobs:
-        records, first_start, last_end = totals.get(job.id, (0, None, None))
-        rates = estimate_rates(job.chunk_count, job.completed_chunks, records, first_start, last_end)
-        live.append(replace(job, combined_records_processed=records, progress=rates.progress,
+        rates = estimate_rates(definition_of(job.definition_id, job.definition_version),
+                               {step.step_id: step for step in job.steps}, status=job.status,
+                               paused_seconds=paused.get(job.id, 0.0))
+        live.append(replace(job, combined_records_processed=rates.records, progress=rates.progress,
                             records_per_second=rates.records_per_second, elapsed_seconds=rates.elapsed_seconds,
                             estimated_seconds_remaining=rates.estimated_seconds_remaining))
     return live
@@ -206,14 +180,34 @@ def node_activity() -> list[NodeActivity]:
     ]
 
 
-def step_timeline(job: JobSnapshot) -> list[StepTimeline]:
-    """Each step of the job in definition order: chunks by status, first start, last end, records."""
-    spans = {
-        step_id: (start, end, records or 0) for step_id, start, end, records in
-        WorkChunk.objects.filter(instance_id=job.id).order_by().values_list("target_step_id")
-        .annotate(start=Min("start_time"), end=Max("end_time"), records=Sum("records_processed"))
-    }
-    return [StepTimeline(step.step_id, step.chunks, *spans.get(step.step_id, (None, None, 0))) for step in job.steps]
+@dataclass(frozen=True)
+class TimelineRow:
+    """One step on the job page's timeline: its figures, and its bar from first start to last end, in percent
+    of the job's span (a Gantt chart: the step that took longest, the bottleneck, is marked)."""
+
+    step: StepProgress
+    left_percent: float
+    width_percent: float
+    longest: bool
+
+
+def step_timeline(job: JobSnapshot) -> list[TimelineRow]:
+    """Each step of the job in definition order: chunks by status, first start, last end, records, rate, bar."""
+    starts = [step.start_time for step in job.steps if step.start_time]
+    ends = [step.end_time for step in job.steps if step.end_time]
+    first, last = (min(starts), max(ends)) if starts and ends else (None, None)
+    span = (last - first).total_seconds() if first and last and last > first else 0.0
+    longest = max(job.steps, key=lambda step: step.duration_seconds or 0.0, default=None)
+    rows = []
+    for step in job.steps:
+        if span and step.start_time and step.end_time:
+            left = (step.start_time - first).total_seconds() / span * 100
+            width = max((step.end_time - step.start_time).total_seconds() / span * 100, 0.5)
+        else:
+            left = width = 0.0
+        rows.append(TimelineRow(step, round(left, 2), round(min(width, 100 - left), 2),
+                                step is longest and bool(step.duration_seconds)))
+    return rows
 
 
 def job_errors(job_id: UUID, limit: int = ERRORS_SHOWN) -> JobErrors:
@@ -232,6 +226,12 @@ def job_errors(job_id: UUID, limit: int = ERRORS_SHOWN) -> JobErrors:
     return JobErrors(total=totals["total"] or 0, chunks_with_errors=totals["chunks"], shown=shown)
 
 
+def _records_step_id(definition_id: str, version: int, step_id: str) -> str:
+    """The step whose records count for the job (a definition no longer registered: every step's)."""
+    definition = definition_of(definition_id, version)
+    return definition.records_step_id if definition is not None else step_id
+
+
 def eta(job: JobSnapshot) -> str:
     """An ended job has no ETA; an unfinished one has one once it has progress to extrapolate from."""
     if job.ended:
@@ -246,3 +246,45 @@ def _queue_depths(queues: list[str]) -> dict[str, int]:
     except Exception:
         logger.warning("queues could not be measured", exc_info=True)
         return {}
+
+
+def why_waiting(job: JobSnapshot) -> list[str]:
+    """Why an unfinished job has no chunk running, one line per cause found: a gate, its concurrency cap, no
+    live worker on its node, retry backoffs, chunks waiting to poll, the messages ahead of it in its queue.
+    Empty for an ended job or one with chunks running. Times are the database's."""
+    if job.ended or any(step.chunks.get(ChunkStatus.IN_PROGRESS) for step in job.steps):
+        return []
+    count = {status: sum(step.chunks.get(status, 0) for step in job.steps) for status in ChunkStatus}
+    reasons = []
+    if job.current_gated_step_id:
+        gated = job.step(job.current_gated_step_id)
+        held = sum(step.chunks.get(ChunkStatus.GATE_WAITING, 0) for step in job.steps)
+        if held and gated.done < gated.total:
+            reasons.append(f"the gate: {held} chunks of the next step wait until the {gated.total - gated.done} "
+                           f"unfinished chunks of step {gated.step_id} have completed")
+    in_flight = count[ChunkStatus.QUEUED] + count[ChunkStatus.IN_PROGRESS]
+    if job.max_concurrent_chunks and count[ChunkStatus.READY] and in_flight >= job.max_concurrent_chunks:
+        reasons.append(f"its concurrency cap: {in_flight} of at most {job.max_concurrent_chunks} chunks queued or "
+                       f"running, {count[ChunkStatus.READY]} more ready")
+    live = {(node.node_id, node.module_id) for node in control.live_nodes()}
+    if (job.node_id, job.module_id) not in live:
+        reasons.append(f"no live worker on node {job.node_id} (module {job.module_id}): its chunks wait until one "
+                       f"starts there, or maintenance moves the job to a live node after "
+                       f"BATCH_NODE_TIMEOUT_SECONDS ({settings.BATCH_NODE_TIMEOUT_SECONDS} s)")
+    waits = WorkChunk.objects.filter(instance_id=job.id).aggregate(
+        backoff_until=Max("announced_at", filter=Q(status=ChunkStatus.ERRORED)),
+        poll_at=Min("next_poll_time", filter=Q(status=ChunkStatus.POLL_WAITING)))
+    now = read_database_now()
+    if count[ChunkStatus.ERRORED] and waits["backoff_until"] and waits["backoff_until"] > now:
+        reasons.append(f"{count[ChunkStatus.ERRORED]} chunk(s) wait out their retry backoff after an error, until "
+                       f"{waits['backoff_until']:%H:%M:%S %Z} (Retry now skips it)")
+    if count[ChunkStatus.POLL_WAITING] and waits["poll_at"]:
+        reasons.append(f"{count[ChunkStatus.POLL_WAITING]} chunk(s) asked to run again later, the first at "
+                       f"{waits['poll_at']:%H:%M:%S %Z}")
+    if count[ChunkStatus.QUEUED]:
+        queue = work_notification_queue(job.node_id, job.module_id)
+        depth = _queue_depths([queue]).get(queue)
+        ahead = "an unknown number of" if depth is None else str(depth)
+        reasons.append(f"{count[ChunkStatus.QUEUED]} of its chunks are announced on queue {queue}, where {ahead} "
+                       "messages wait for a worker")
+    return reasons

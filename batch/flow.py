@@ -188,7 +188,7 @@ def complete_job(instance: JobInstance, definition: JobDefinition, *, only_if: Q
     """COMPLETED with final figures and chunk data purged; the completion handler runs once, in the winner."""
     figures = compute_progress(instance.id)
     now = database_now()
-    fields = {**figures.as_fields(), "progress": 1.0, "estimated_seconds_remaining": 0.0, "end_time": now}
+    fields = {**figures.as_fields(), "progress": 1.0, "estimated_seconds_remaining": None, "end_time": now}
     if report is not None:
         fields["report"] = report
     with transaction.atomic():

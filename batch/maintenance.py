@@ -27,6 +27,7 @@ from batch import flow
 from batch.claims import ClaimedChunk, ClaimedJob
 from batch.conf import batch_settings
 from batch.maintenance_lease import LeaseLost, maintenance_lease
+from batch.metrics import maintenance_pass_duration
 from batch.models import JobInstance, WorkChunk
 from batch.nodes import rehome_stranded_jobs
 from batch.progress import refresh_progress
@@ -71,22 +72,23 @@ def run_maintenance_pass() -> MaintenanceReport:
         if lease is None:
             logger.debug("another maintenance pass is running; this one skips")
             return MaintenanceReport(ran=False)
-        _say_if_late()
-        report = MaintenanceReport(rehomed=rehome_stranded_jobs())  # first: the jobs below see their new node
-        try:
-            for instance in _unfinished_instances():
+        with maintenance_pass_duration.time():  # a pass that ran, as long as it ran
+            _say_if_late()
+            report = MaintenanceReport(rehomed=rehome_stranded_jobs())  # first: the jobs below see their new node
+            try:
+                for instance in _unfinished_instances():
+                    lease.renew()
+                    report.instances += 1
+                    try:
+                        maintain_instance(instance, report)
+                    except Exception:
+                        logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
                 lease.renew()
-                report.instances += 1
-                try:
-                    maintain_instance(instance, report)
-                except Exception:
-                    logger.exception("maintenance of job %s failed; the other jobs go on", instance.id)
-            lease.renew()
-        except LeaseLost as lost:
-            logger.warning("%s", lost)
-            return report
-        _purge_ended(report)
-        _record_pass_ended()
+            except LeaseLost as lost:
+                logger.warning("%s", lost)
+                return report
+            _purge_ended(report)
+            _record_pass_ended()
     return report
 
 

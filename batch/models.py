@@ -34,6 +34,8 @@ class JobInstance(models.Model):
     elapsed_seconds = models.FloatField(null=True, blank=True)
     progress = models.FloatField(default=0.0)  # completed chunks / all chunks, 0..1
     estimated_seconds_remaining = models.FloatField(null=True, blank=True)
+    # Time spent FAILED or CANCELLED before a restart: not running, so not in the job's rate.
+    paused_seconds = models.FloatField(default=0.0)
     error_count = models.IntegerField(default=0)
     error_message = models.TextField(null=True, blank=True)
     warning_messages = models.TextField(null=True, blank=True)
@@ -112,7 +114,9 @@ class WorkChunk(models.Model):
             models.Index(fields=["instance", "target_step_id"], name="batch_chunk_unfinished",
                          condition=~Q(status=ChunkStatus.COMPLETED)),
             # The dashboard's throughput: chunks completed in the last hour, by minute.
-            models.Index(fields=["end_time"], include=["records_processed"], name="batch_chunk_completed_end",
+            # Each minute's records are those of the step that counts a job's records (its definition says which).
+            models.Index(fields=["end_time"], include=["records_processed", "definition_id", "definition_version",
+                                                       "target_step_id"], name="batch_chunk_completed_end_step",
                          condition=Q(status=ChunkStatus.COMPLETED)),
             # Maintenance: leases that ran out.
             models.Index(fields=["lease_expires_at"], name="batch_chunk_leases",

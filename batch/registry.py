@@ -39,7 +39,8 @@ class JobDefinitionRegistry:
         """The highest version: what a new job of this id runs."""
         versions = [version for (known, version) in self._definitions if known == definition_id]
         if not versions:
-            raise UnknownJobDefinition(f"unknown job definition {definition_id!r}")
+            known = ", ".join(self.ids()) or "none (is the app that defines it installed, or a setting off?)"
+            raise UnknownJobDefinition(f"unknown job definition {definition_id!r}; known: {known}")
         return self._definitions[(definition_id, max(versions))]
 
     def definitions(self) -> list[JobDefinition]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,7 @@ from uuid import UUID
 from django.db import transaction
 from django.db.models import Q
 
-from batch import flow
+from batch import flow, metrics
 from batch.api import JobDefinition
 from batch.claims import ClaimedChunk, ClaimedJob
 from batch.conf import batch_settings
@@ -152,6 +153,7 @@ def run_chunk(definition: JobDefinition, chunk: ClaimedChunk, next_chunk: NextCh
         sink = ChunkSink(definition, instance, chunk, step, context)
         completion: Callable[[], Claim | None] | None = None  # a completion returns its claim of the next chunk
         other_outcome: Callable[[], str | None] | None = None  # any other outcome, the error message it stored
+        started = time.monotonic()
         try:
             records = step.run(context, sink)
         except RetryChunkLater as signal:
@@ -170,6 +172,8 @@ def run_chunk(definition: JobDefinition, chunk: ClaimedChunk, next_chunk: NextCh
             else:
                 completion = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings,
                                      next_chunk)
+        ran_for = time.monotonic() - started
+        recorded_as = OUTCOMES[(completion or other_outcome).func]
         # Recording the outcome outlives a database restart: the step's work is not thrown away for it.
         try:
             if completion is not None:
@@ -177,10 +181,12 @@ def run_chunk(definition: JobDefinition, chunk: ClaimedChunk, next_chunk: NextCh
             else:
                 error = surviving_connection_loss(other_outcome, f"recording the outcome of chunk {chunk.id}")
         except Exception as failure:  # recorded now with its real message, not later as "Worker lost"
+            recorded_as = "errored"
             logger.exception("job %s chunk %s: recording the outcome failed", instance.id, chunk.id)
             message = f"recording the outcome failed: {_describe(failure)}"
             error = surviving_connection_loss(partial(on_chunk_errored, chunk, message),
                                               f"recording the error of {chunk.id}")
+        metrics.chunk_ran(definition.id, step.id, recorded_as, ran_for)
     return ChunkRun(error or (overrun_errors[0] if overrun_errors else None), next_claim)
 
 
@@ -297,7 +303,7 @@ def on_chunk_failed(chunk: ClaimedChunk, message: str, *, error_count: int | Non
     with transaction.atomic():
         failed = _move_owned(chunk, ChunkStatus.FAILED, only_if, error_message=message, end_time=database_now(),
                              lease_expires_at=None,
-                             error_count=error_count if error_count is not None else chunk.error_count)
+                             error_count=error_count if error_count is not None else chunk.error_count + 1)
         if failed:
             flow.fail_job(chunk.instance_id, message)
     return message if failed else None
@@ -364,3 +370,8 @@ def _after_chunk_left_flight(chunk: ClaimedChunk, definition: JobDefinition, unf
 
 def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"[:MAX_ERROR_MESSAGE]
+
+
+# How each outcome function is named in `heavylift_chunks_finished{outcome=…}`.
+OUTCOMES = {on_chunk_completed: "completed", on_chunk_errored: "errored", on_chunk_failed: "failed",
+            on_chunk_poll_requested: "poll", on_chunk_interrupted: "interrupted"}

@@ -25,7 +25,7 @@ from fhirstore.interactions import prepare_resource
 from fhirstore.references import is_conditional_reference
 from fhirstore.search import find_logical_ids, resolve_conditional_reference
 from fhirstore.storage import Write, save_resources
-from fhirstore.validation import check_resource_type
+from fhirstore.validation import check_resource_type, refused_by_the_database
 
 # Resources per write transaction: ~0.1 s of COPY for Synthea-sized resources; larger batches gain little.
 LOAD_BATCH_SIZE = 1000
@@ -125,7 +125,7 @@ class BulkLoader:
         except FhirStoreError as error:
             self.report.bad.append(BadInput(path, line_number, error.message))
         except DatabaseError as error:
-            self.report.bad.append(BadInput(path, line_number, f"the database refused it: {error}".strip()))
+            self.report.bad.append(BadInput(path, line_number, refused_by_the_database(error)))
 
     def _resolve(self, reference: str) -> str | None:
         if not is_conditional_reference(reference):
@@ -172,8 +172,11 @@ def load_bundle_file(path: Path, report: LoadReport) -> None:
             report.bad.append(BadInput(str(path), None, f"{status}: {issue.get('diagnostics', '')}"))
 
 
-def ordered_input_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The files to load (directories expanded), referenced types first; InvalidRequest for a missing path."""
+def ordered_input_files(paths: Iterable[str | Path], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """The files to load (directories expanded), referenced types first; InvalidRequest for a missing path.
+
+    A Bulk Data export's own bookkeeping in a directory (its manifest, a client's log) holds no resources: it is
+    left out, and listed in `skipped` with why."""
     files = []
     for raw in paths:
         path = Path(raw)
@@ -183,7 +186,36 @@ def ordered_input_files(paths: Iterable[str | Path]) -> list[Path]:
             files.append(path)
         else:
             raise InvalidRequest(f"{path} does not exist")
-    return sorted(files, key=_load_rank)
+    kept = []
+    for path in files:
+        why = bulk_data_bookkeeping(path)
+        if why is None:
+            kept.append(path)
+        elif skipped is not None:
+            skipped.append((path, why))
+    return sorted(kept, key=_load_rank)
+
+
+BOOKKEEPING_PEEK_BYTES = 64 * 1024  # enough for a manifest's first keys or a log's first line
+
+
+def bulk_data_bookkeeping(path: Path) -> str | None:
+    """Why the file is a Bulk Data export's bookkeeping rather than resources, or None: a manifest
+    (`transactionTime` and `output`, no `resourceType`) or a client's log (`log.ndjson`, lines of events)."""
+    if not path.name.startswith(("manifest", "log")):
+        return None
+    try:
+        with _open(path) as stream:
+            head = stream.read(BOOKKEEPING_PEEK_BYTES)
+    except OSError:
+        return None
+    if b'"resourceType"' in head.split(b"\n", 1)[0]:
+        return None
+    if path.name.startswith("manifest") and b'"transactionTime"' in head and b'"output"' in head:
+        return "a Bulk Data export manifest, not resources"
+    if is_ndjson(path) and path.name.startswith("log"):
+        return "a Bulk Data client's log, not resources"
+    return None
 
 
 def _load_rank(path: Path) -> tuple:

@@ -47,8 +47,10 @@ def rewrite_references(resource: dict, resolve: Callable[[str], str | None]) -> 
     return elements
 
 
-def reference_problem(reference: str) -> str | None:
-    """Why a stored reference would be unusable, or None when it is a literal, absolute or contained one."""
+def reference_problem(reference: str, within: str = "the bundle") -> str | None:
+    """Why a stored reference would be unusable, or None when it is a literal, absolute or contained one.
+
+    `within`: what a `urn:` reference should have named an entry of (a bundle; an import's NDJSON files)."""
     if reference.startswith("#") or reference.startswith(("http://", "https://")):
         return None
     if parse_relative_reference(reference) is not None:
@@ -56,5 +58,5 @@ def reference_problem(reference: str) -> str | None:
     if is_conditional_reference(reference):
         return f"conditional reference {reference!r} was not resolved"
     if reference.startswith("urn:"):
-        return f"reference {reference!r} does not resolve to any entry of the bundle"
+        return f"reference {reference!r} does not resolve to any resource of {within}"
     return f"reference {reference!r} is not Type/id, an absolute URL or #contained"

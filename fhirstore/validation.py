@@ -7,14 +7,37 @@ FHIR_FULL_VALIDATION.
 """
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
+from django.db import DatabaseError
 from pydantic import ValidationError
 
 from fhirstore.exceptions import InvalidRequest, InvalidResource, UnknownResourceType
 from fhirstore.references import reference_elements, reference_problem
 from fhirstore.resource_types import is_resource_type, is_valid_id
 
+logger = logging.getLogger(__name__)
+
 MAX_REPORTED_PROBLEMS = 20  # issues listed in one OperationOutcome; the rest are summarized
+# The REST API's words for the same body (jobsite/edge.py), said of a line of NDJSON.
+NUL_ESCAPE_REFUSED = "the line contains the escape \\u0000 (NUL), which cannot be stored"
+UNSTORABLE_TEXT_STATES = ("22P05", "22021")  # untranslatable_character, character_not_in_repertoire
+
+
+def holds_nul_escape(json_text: bytes) -> bool:
+    """True when the JSON text has a `\\u0000` escape (PostgreSQL's jsonb cannot hold NUL); `\\\\u0000`,
+    an escaped backslash before `u0000`, is text, not one."""
+    return b"\\u0000" in json_text and b"\\u0000" in json_text.replace(b"\\\\", b"")
+
+
+def refused_by_the_database(error: DatabaseError) -> str:
+    """What a load's error file says of a write PostgreSQL refused: never the server's own text, which names
+    its internals (`CONTEXT: JSON data, line 1`); that goes to the log."""
+    logger.warning("the database refused a resource: %s", error)
+    if getattr(error.__cause__, "sqlstate", None) in UNSTORABLE_TEXT_STATES:
+        return "the resource contains text that cannot be stored (a \\u0000 escape, or not valid Unicode)"
+    return "the database refused the resource (the server's log says why)"
 
 
 def check_resource_type(resource: object, expected_type: str | None = None) -> dict:

@@ -2,8 +2,8 @@ from django.apps import AppConfig
 
 
 class HeavyliftConfig(AppConfig):
-    """Installed for its management commands (`demo`, `run_flower`) and the cluster's system checks; it has no
-    models."""
+    """Installed for its management commands (`demo`, `run_flower`), the cluster's system checks and the admin
+    site's title and index; it has no models."""
 
     name = "heavylift"
     verbose_name = "Heavylift"

@@ -6,8 +6,10 @@ from celery.signals import celeryd_init, task_postrun, task_prerun, worker_ready
 from kombu import Queue
 
 from heavylift.broker import survive_lost_broker_connections
+from heavylift.startup import settings_or_exit
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heavylift.settings")
+settings_or_exit()
 survive_lost_broker_connections()
 
 app = Celery("heavylift")

@@ -155,6 +155,12 @@ PORT = env_int("PORT", 8000, minimum=1)
 FLOWER_USER = env_str("FLOWER_USER", "admin")
 FLOWER_PASSWORD = os.environ.get("FLOWER_PASSWORD", "")  # empty: Flower refuses to start
 FLOWER_PORT = env_int("FLOWER_PORT", 5555, minimum=1)
+# Prometheus `/metrics`: with a directory, every gunicorn and Celery process writes its counters and histograms
+# there and `/metrics` adds them up (prometheus-client's multiprocess mode; empty it when the stack starts).
+# Without one, `/metrics` shows the web process's own counters and the cluster's gauges.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
 # --- Django ---------------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -184,6 +190,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "heavylift.metrics.RequestLatencyMiddleware",  # outermost but one: a refused request's time counts too
     "django.contrib.sessions.middleware.SessionMiddleware",
     "heavylift.edge.HostileInputMiddleware",  # 400/413 in each API's error shape before a view sees bad input
     "django.middleware.common.CommonMiddleware",

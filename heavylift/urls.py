@@ -1,11 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from heavylift.health import healthz
+from heavylift.metrics import MetricsView
 
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),  # the operations view opens at /
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", MetricsView.as_view(), name="metrics"),  # Prometheus, operators only
     path("", include("batch.urls")),  # the batch control API: /control/jobs
     path("control/scripts", include("scheduling.urls")),
     # The FHIR jobs' operations go ahead of the FHIR API, whose last route catches every other /fhir path.

@@ -2,7 +2,10 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from heavylift.startup import settings_or_exit
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heavylift.settings")
+settings_or_exit()
 
 application = get_wsgi_application()
 

@@ -62,6 +62,7 @@ def kick_off(user: AbstractBaseUser, request: ExportRequest, *, base_url: str, r
                            transaction_time=now),
             started_by=user.get_username(),
             max_concurrent_chunks=settings.BULK_EXPORT_MAX_CONCURRENT_CHUNKS or None,
+            instance_id=export_id,  # one id: the `_jobId` a client polls is the job's id for operators
         )
         export = BulkExport.objects.create(id=export_id, owner=user, job_instance_id=job.id,
                                            request_url=request_url, fingerprint=fingerprint, transaction_time=now)

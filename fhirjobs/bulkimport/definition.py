@@ -56,6 +56,7 @@ def _loading(builder: JobDefinitionBuilder) -> JobDefinition:
         .intermediate_step("load-resources", load_resources, "parse, check, resolve references, write (set-based)")
         .intermediate_step("load-deferred", load_deferred, "lines whose conditional targets loaded in other chunks")
         .reduction_step("report", report, "counts per type, warnings, the error file")
+        .counts_records_of("load-resources")  # every line once; load-deferred loads again some of them
         .build()
     )
 

@@ -41,7 +41,13 @@ from fhirstore.references import (
 from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.search import find_logical_ids
 from fhirstore.storage import Write, save_changed_resources
-from fhirstore.validation import check_resource, check_resource_type
+from fhirstore.validation import (
+    NUL_ESCAPE_REFUSED,
+    check_resource,
+    check_resource_type,
+    holds_nul_escape,
+    refused_by_the_database,
+)
 
 URN_UUID = "urn:uuid:"
 RESOLVED_REFERENCE_MEMO = 100_000
@@ -160,6 +166,9 @@ def _parse(line: SourceLine, outcome: ChunkOutcome) -> _Parsed | None:
     except orjson.JSONDecodeError as error:
         outcome.fail(line, f"not valid JSON: {error}")
         return None
+    if holds_nul_escape(line.content):
+        outcome.fail(line, NUL_ESCAPE_REFUSED, resource.get("resourceType") if isinstance(resource, dict) else None)
+        return None
     try:
         resource = check_resource_type(resource)
         if "id" not in resource:
@@ -249,7 +258,7 @@ def _resolve_and_check(item: _Parsed, targets: dict[str, str | None], resolve_co
                 element["reference"] = resolve_conditional(reference)
                 checked.append(element)
                 continue
-            problem = reference_problem(reference)
+            problem = reference_problem(reference, within="the import")
             if problem is None:
                 checked.append(element)
             elif settings.BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR:
@@ -309,7 +318,7 @@ def _write_alone(item: _Parsed, outcome: ChunkOutcome) -> None:
     except FhirStoreError as error:
         outcome.fail(item.line, error.message, resource_type)
     except DatabaseError as error:
-        outcome.fail(item.line, f"the database refused it: {error}".strip(), resource_type)
+        outcome.fail(item.line, refused_by_the_database(error), resource_type)
     else:
         outcome.counts[resource_type]["unchanged" if unchanged else "loaded"] += 1
 

@@ -46,6 +46,7 @@ def kick_off(user: AbstractBaseUser | None, request: ImportRequest, *, base_url:
              "base_url": base_url, "chunk_size": request.chunk_size or settings.BULK_IMPORT_CHUNK_SIZE},
             started_by=user.get_username() if user else "",
             max_concurrent_chunks=settings.BULK_IMPORT_MAX_CONCURRENT_CHUNKS or None,
+            instance_id=import_id,  # one id: the `_jobId` a client polls is the job's id for operators
         )
         return BulkImport.objects.create(id=import_id, owner=user, job_instance_id=job.id, request_url=request_url,
                                          request_headers=request.headers, submission=submission,

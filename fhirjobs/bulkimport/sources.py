@@ -59,7 +59,7 @@ def lines(blocks: Iterator[bytes], *, source: str, max_line: int | None = None,
     for block in inflated(blocks):
         total += len(block)
         if total > max_bytes:
-            raise SourceUnavailable(f"{source} is larger than {max_bytes} bytes (BULK_IMPORT_MAX_FILE_BYTES)",
+            raise SourceUnavailable(source, f"larger than {max_bytes} bytes (BULK_IMPORT_MAX_FILE_BYTES)",
                                     retryable=False)
         start = 0
         while True:

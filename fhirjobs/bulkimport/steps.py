@@ -129,7 +129,7 @@ def read_lines(url: str, headers: Mapping[str, str]) -> Iterator[Line]:
             raise JobFailed(f"Could not read {url}: {error.message}") from None
         except SourceUnavailable as error:
             if not error.retryable or attempt >= settings.BULK_IMPORT_FETCH_ATTEMPTS:
-                raise JobFailed(f"Could not read {url}: {error} (after {attempt} attempts)") from None
+                raise JobFailed(f"Could not read {url}: {error.reason} (after {attempt} attempts)") from None
             logger.warning("reading %s failed (%s); trying again", url, error)
             time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
             attempt += 1

@@ -34,10 +34,13 @@ class SourceNotAllowed(InvalidRequest):
 
 
 class SourceUnavailable(Exception):
-    """A source could not be read; `retryable` when trying again later may help (network, 5xx, 429)."""
+    """A source could not be read; `retryable` when trying again later may help (network, 5xx, 429).
 
-    def __init__(self, message: str, *, retryable: bool):
-        super().__init__(message)
+    `reason` says why without the source (`HTTP 503`), for messages that name the source already."""
+
+    def __init__(self, source: str, reason: str, *, retryable: bool):
+        super().__init__(f"{source}: {reason}")
+        self.reason = reason
         self.retryable = retryable
 
 
@@ -81,7 +84,7 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
         try:
             stream = path.open("rb")
         except OSError as error:
-            raise SourceUnavailable(f"{url}: {error.strerror or error} (looked for on host {socket.gethostname()}, "
+            raise SourceUnavailable(url, f"{error.strerror or error} (looked for on host {socket.gethostname()}, "
                                     "under its BULK_IMPORT_FILE_ROOT)", retryable=False) from None
         with stream:
             yield iter(lambda: stream.read(READ_BLOCK), b"")
@@ -98,15 +101,15 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
                     yield response.iter_raw(READ_BLOCK)
                     return
             except httpx.HTTPError as error:
-                raise SourceUnavailable(f"{url}: {error.__class__.__name__}: {error}", retryable=True) from None
-        raise SourceUnavailable(f"{url}: more than {MAX_REDIRECTS} redirects", retryable=False)
+                raise SourceUnavailable(url, f"{error.__class__.__name__}: {error}", retryable=True) from None
+        raise SourceUnavailable(url, f"more than {MAX_REDIRECTS} redirects", retryable=False)
 
 
 def _check_status(url: str, response: httpx.Response) -> None:
     if response.status_code == 200:
         return
     retryable = response.status_code >= 500 or response.status_code in (408, 429)
-    raise SourceUnavailable(f"{url}: HTTP {response.status_code}", retryable=retryable)
+    raise SourceUnavailable(url, f"HTTP {response.status_code}", retryable=retryable)
 
 
 def inflated(blocks: Iterator[bytes]) -> Iterator[bytes]:

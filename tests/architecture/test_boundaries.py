@@ -34,7 +34,9 @@ LAYERS = {
 }
 # batch.queues names the Redis queues (`batch2-work-notification-<node>-<module>`): a deployment contract
 # that the Celery app's configuration reads before Django's models are loaded.
-BATCH_PUBLIC_MODULES = {"batch.api", "batch.control", "batch.queues", "batch.testing"}
+# batch.metrics names the engine's Prometheus metrics, another (dashboards and alerts are built on the names);
+# the shell's /metrics exposes them.
+BATCH_PUBLIC_MODULES = {"batch.api", "batch.control", "batch.metrics", "batch.queues", "batch.testing"}
 JOBS_COMMON = "fhirjobs.common"
 
 

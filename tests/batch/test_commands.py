@@ -74,7 +74,7 @@ def test_start_job_wait_fails_when_the_job_fails(worker_thread, define_job):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["NOPE"], "unknown job definition 'NOPE'"),
+    (["NOPE"], "unknown job definition 'NOPE'; known: .*DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED"),
     (["DIAGNOSTIC_NOOP", "--params", "{chunks: 1}"], "--params is not valid JSON"),
     (["DIAGNOSTIC_NOOP", "--params", '{"chunks": -1, "x": 1}'],
      "invalid parameters: unknown parameter 'x'; 'chunks' must be at least 0, got -1"),

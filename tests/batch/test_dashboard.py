@@ -104,11 +104,14 @@ def test_step_timeline_spans_each_step_with_its_records_and_rate():
     WorkChunkFactory(instance=job, target_step_id="sleep", status=ChunkStatus.IN_PROGRESS,
                      start_time=start + timedelta(seconds=2), records_processed=None)
 
-    first, sleep = dashboard.step_timeline(control.get_job(job.id))
+    first_row, sleep_row = dashboard.step_timeline(control.get_job(job.id))
+    first, sleep = first_row.step, sleep_row.step
 
     assert first.step_id == "generate-chunks" and first.duration_seconds == 1
     assert sleep.chunks == {"COMPLETED": 1, "IN_PROGRESS": 1} and (sleep.done, sleep.total) == (1, 2)
     assert sleep.records == 50 and sleep.records_per_second == 5.0
+    assert (first_row.left_percent, first_row.width_percent) == (0, round(100 / 11, 2)), "a Gantt bar per step"
+    assert (sleep_row.left_percent, sleep_row.width_percent, sleep_row.longest) == (round(100 / 11, 2), 90.91, True)
 
 
 def test_job_errors_total_every_attempt_of_every_chunk_and_show_the_latest():
@@ -142,3 +145,32 @@ def test_an_ended_job_has_no_eta():
     (cancelled,) = control.list_jobs([JobStatus.CANCELLED])
 
     assert (dashboard.eta(running), dashboard.eta(cancelled)) == ("1 min 20 s", "-")
+
+
+def test_why_a_queued_job_waits_gate_cap_no_worker_backoff_and_queue(define_job, settings):
+    job = define_job(lambda b: b.gated().first_step("plan", lambda c, s: 0).intermediate_step("work", lambda c, s: 1)
+                     .last_step("write", lambda c, s: 1))
+    instance = JobInstanceFactory(definition_id=job.id, status=JobStatus.IN_PROGRESS, current_gated_step_id="work",
+                                  node_id="nobody-home", max_concurrent_chunks=2)
+    WorkChunkFactory(instance=instance, target_step_id="plan", status=ChunkStatus.COMPLETED)
+    WorkChunkFactory.create_batch(2, instance=instance, target_step_id="work", status=ChunkStatus.QUEUED)
+    WorkChunkFactory.create_batch(3, instance=instance, target_step_id="work", status=ChunkStatus.READY)
+    WorkChunkFactory(instance=instance, target_step_id="work", status=ChunkStatus.ERRORED,
+                     announced_at=timezone.now() + timedelta(minutes=5))
+    WorkChunkFactory.create_batch(4, instance=instance, target_step_id="write", status=ChunkStatus.GATE_WAITING)
+
+    reasons = dashboard.why_waiting(control.get_job(instance.id))
+
+    assert [reason.split(":")[0].split(" ")[0] for reason in reasons] == ["the", "its", "no", "1", "2"]
+    assert reasons[0] == "the gate: 4 chunks of the next step wait until the 6 unfinished chunks of step work have completed"
+    assert reasons[1] == "its concurrency cap: 2 of at most 2 chunks queued or running, 3 more ready"
+    assert reasons[2].startswith("no live worker on node nobody-home (module batch)")
+    assert "retry backoff after an error, until" in reasons[3]
+    assert "messages wait for a worker" in reasons[4] and "batch2-work-notification-nobody-home-batch" in reasons[4]
+
+
+def test_a_job_with_a_chunk_running_is_not_waiting():
+    instance = JobInstanceFactory(status=JobStatus.IN_PROGRESS)
+    WorkChunkFactory(instance=instance, status=ChunkStatus.IN_PROGRESS)
+
+    assert dashboard.why_waiting(control.get_job(instance.id)) == []

@@ -25,7 +25,7 @@ def chromium():
     database calls are still plain synchronous code, so Django is told not to refuse them meanwhile."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements.txt)")
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-test.txt)")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with playwright_api.sync_playwright() as playwright:

@@ -66,7 +66,9 @@ def test_flower_refuses_requests_without_credentials(processes):
     assert status == 401
     assert get(url, "ops:wrong") == 401
     assert get(url, "ops:s3cret") == 200
-    assert b"s3cret" not in Path(f"/proc/{flower.popen.pid}/cmdline").read_bytes()  # `ps` shows no password
+    command_line = Path(f"/proc/{flower.popen.pid}/cmdline").read_bytes()
+    assert b"s3cret" not in command_line  # `ps` shows no password
+    assert b"--address=127.0.0.1" in command_line, "Flower listens where the web process does (BIND_ADDRESS)"
 
 
 def test_flower_shows_the_running_workers(processes):

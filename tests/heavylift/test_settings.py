@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,17 @@ def test_a_live_connection_carries_the_client_timeouts():
     connection.ensure_connection()
     dsn = connection.connection.info.dsn
     assert "tcp_user_timeout=30000" in dsn and "keepalives_idle=10" in dsn and "connect_timeout=10" in dsn
+
+
+@pytest.mark.parametrize("entry_point", [
+    [sys.executable, "manage.py", "check"],
+    [str(Path(sys.executable).parent / "gunicorn"), "heavylift.wsgi", "--check-config"],
+    [str(Path(sys.executable).parent / "celery"), "-A", "heavylift", "report"],
+])
+def test_a_bad_setting_stops_every_entry_point_with_one_line_naming_it(entry_point):
+    """As the README promises: not a 40-line traceback from inside Django, gunicorn or Celery."""
+    result = subprocess.run(entry_point, cwd=PROJECT_DIR, env={**os.environ, "PORT": "abc"}, capture_output=True,
+                            text=True, timeout=120)
+
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == ["heavylift: configuration error: PORT must be an integer, got 'abc'"]

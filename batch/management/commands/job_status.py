@@ -25,8 +25,10 @@ class Command(BaseCommand):
             return
         rate = f"{instance.records_per_second:.1f} records/s" if instance.records_per_second else "rate unknown"
         self.stdout.write(f"{instance.id}  {instance.definition_id} v{instance.definition_version}  {instance.status}")
+        timing = (f"took {describe_duration(instance.elapsed_seconds)}" if instance.ended
+                  else f"ETA {describe_duration(instance.estimated_seconds_remaining)}")
         self.stdout.write(f"  progress {instance.progress:.0%}, {instance.combined_records_processed} records, {rate}, "
-                          f"ETA {describe_duration(instance.estimated_seconds_remaining)}")
+                          f"{timing}")
         self.stdout.write(f"  started {instance.start_time or '-'} by {instance.started_by or '-'}, "
                           f"ended {instance.end_time or '-'}, errors {instance.error_count}")
         if instance.error_message:

@@ -11,7 +11,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if not settings.FLOWER_PASSWORD:
             raise CommandError("FLOWER_PASSWORD is not set: Flower never runs without credentials")
-        argv = [sys.executable, "-m", "celery", "-A", "heavylift", "flower", f"--port={settings.FLOWER_PORT}"]
+        # The same interface as the web process (BIND_ADDRESS): only this machine unless told otherwise.
+        argv = [sys.executable, "-m", "celery", "-A", "heavylift", "flower", f"--port={settings.FLOWER_PORT}",
+                f"--address={settings.BIND_ADDRESS}"]
         # The credentials go through Flower's environment, not its command line: anyone on the machine can read
         # a process's arguments (`ps`), only its owner its environment.
         env = {name: value for name, value in os.environ.items() if name != "FLOWER_PASSWORD"}

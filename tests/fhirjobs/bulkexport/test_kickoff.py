@@ -1,5 +1,9 @@
 """Kick-off: the protocol's answers, bad requests as OperationOutcomes, lenient handling, reuse and limits."""
+import uuid
+from io import StringIO
+
 import pytest
+from django.core.management import call_command
 
 from batch.models import JobInstance
 from fhirjobs.bulkexport.models import BulkExport
@@ -185,3 +189,27 @@ def test_concurrent_kick_offs_of_one_user_cannot_both_pass_the_limit(api_user, s
 
     assert outcomes == ["refused", "refused", "refused", "started"]
     assert BulkExport.objects.count() == 1
+
+
+def test_one_id_the_job_id_a_client_polls_finds_the_job_on_every_operator_surface(exporter, admin_client):
+    """HAPI's `_jobId` is the job instance id: job_status, the admin's search and /control/jobs take it."""
+    job_id = exporter.kick_off("/fhir/$export?_type=Patient")["Content-Location"].split("_jobId=")[1]
+
+    assert str(BulkExport.objects.get().job_instance_id) == job_id
+    out = StringIO()
+    call_command("job_status", job_id, stdout=out)
+    assert out.getvalue().startswith(f"{job_id}  BULK_EXPORT")
+    assert admin_client.get(f"/control/jobs/{job_id}").json()["instanceId"] == job_id
+    found = admin_client.get("/admin/batch/jobinstance/", {"q": job_id})
+    assert found.status_code == 200 and f"/admin/batch/jobinstance/{job_id}/change/" in found.content.decode()
+
+
+def test_an_export_kicked_off_before_ids_were_one_still_answers_its_status_url(exporter):
+    """Exports started before the `_jobId` was the job's id keep their own ids: their status URLs work on."""
+    exporter.kick_off("/fhir/$export?_type=Patient")
+    export = BulkExport.objects.get()
+    BulkExport.objects.filter(id=export.id).update(id=uuid.uuid4())
+
+    response = exporter.fhir.get(f"/fhir/$export-poll-status?_jobId={BulkExport.objects.get().id}")
+
+    assert response.status_code == 202

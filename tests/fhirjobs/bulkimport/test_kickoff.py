@@ -89,7 +89,9 @@ def test_a_source_that_keeps_failing_fails_the_import_with_a_clear_message(impor
     response = importer.kick_off(f"{source}/allowed/Patient.ndjson")
     importer.bus.drain()
 
-    assert_outcome(importer.fhir.get(response["Content-Location"]), 500, "HTTP 503 (after 2 attempts)")
+    failed = importer.fhir.get(response["Content-Location"])
+    assert_outcome(failed, 500, "HTTP 503 (after 2 attempts)")
+    assert failed.content.decode().count("/allowed/Patient.ndjson") == 1, "the source is named once"
     assert len(Source.requests) == 2
 
 
@@ -189,6 +191,15 @@ def test_import_needs_a_token_with_the_import_scope(file_root, django_user_model
 
     assert_outcome(client.post("/fhir/$import", parameters(url), HTTP_PREFER="respond-async"), 403, "import")
     assert not BulkImport.objects.exists()
+
+
+def test_the_import_s_job_id_is_its_batch_job_s_id(importer, file_root):
+    path = file_root / "Patient.ndjson"
+    path.write_text('{"resourceType":"Patient","id":"p1"}\n')
+
+    job_id = importer.kick_off(path.as_uri())["Content-Location"].split("_jobId=")[1]
+
+    assert str(BulkImport.objects.get().job_instance_id) == job_id
 
 
 def test_a_source_the_workers_host_does_not_allow_fails_naming_that_host_and_the_setting(importer, source, settings):

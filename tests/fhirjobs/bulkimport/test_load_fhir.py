@@ -124,14 +124,15 @@ def test_the_rejection_report_names_each_line():
     ]
 
 
-def test_a_line_the_database_refuses_is_reported_and_its_batch_neighbours_still_load(tmp_path):
+def test_a_line_the_database_cannot_store_is_reported_in_the_rest_api_s_words_and_its_neighbours_load(tmp_path):
     path = tmp_path / "Patient.000.ndjson"
     write_lines(path, patient(id="before"), patient(id="nul", family="\u0000"), patient(id="after"))
 
     report = load_paths([path])
 
     assert report.counts == {"Patient": 2}
-    assert [(bad.line, "database refused" in bad.reason) for bad in report.bad] == [(2, True)]
+    assert [(bad.line, bad.reason) for bad in report.bad] == [
+        (2, "the line contains the escape \\u0000 (NUL), which cannot be stored")]
     assert sorted(Resource.objects.values_list("logical_id", flat=True)) == ["after", "before"]
 
 
@@ -223,3 +224,20 @@ def test_generated_data_loads_through_the_bulk_loader_with_references_resolved(t
     assert stored_counts() == in_files
     assert_every_reference_resolves()
     assert Resource.objects.filter(resource_type="Patient").count() == 4
+
+
+def test_a_bulk_data_export_s_manifest_and_log_are_skipped_with_a_note(tmp_path):
+    """smart-fetch leaves `log.ndjson` and `manifest.json` beside the resources: neither is 50 rejected lines."""
+    shutil.copy(SYNTHEA_NDJSON / "Patient.000.ndjson", tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "transactionTime": "2026-01-01T00:00:00Z", "request": "http://x/fhir/$export", "requiresAccessToken": True,
+        "output": [{"type": "Patient", "url": "http://x/Patient.000.ndjson"}], "error": []}))
+    write_lines(tmp_path / "log.ndjson", {"exportId": "1", "eventId": "kickoff", "eventDetail": {}},
+                {"exportId": "1", "eventId": "export_complete", "eventDetail": {}})
+
+    out, err = run("load_fhir", str(tmp_path))
+
+    assert printed_counts(out)["Patient"] == 3
+    assert f"skipped {tmp_path / 'manifest.json'}: a Bulk Data export manifest, not resources" in err
+    assert f"skipped {tmp_path / 'log.ndjson'}: a Bulk Data client's log, not resources" in err
+    assert "rejected" not in err

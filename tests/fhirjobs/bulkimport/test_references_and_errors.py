@@ -64,6 +64,7 @@ def test_a_reference_to_nothing_is_kept_verbatim_with_a_warning_or_rejected_when
 
     assert diagnostics(outcome)[0] == "Import completed: 1 loaded, 0 unchanged, 0 failed, 1 warnings"
     assert any("urn:uuid:nowhere" in text for text in diagnostics(outcome)[1:])
+    assert not any("bundle" in text for text in diagnostics(outcome)), "NDJSON files are not a bundle"
     assert reference_of("Observation", "subject") == "urn:uuid:nowhere"
 
     settings.BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR = True
@@ -124,3 +125,18 @@ def test_a_conditional_reference_to_a_later_line_waits_for_load_deferred_and_onl
     assert encounter_body["participant"][0]["individual"]["reference"] == "Practitioner/p1"
     job = control.get_job(BulkImport.objects.get().job_instance_id)
     assert (job.step("load-resources").total, job.step("load-deferred").total) == (2, 1)
+
+
+def test_a_nul_escape_is_refused_in_the_rest_api_s_words_never_postgresql_s(importer, file_root):
+    path = file_root / "Patient.ndjson"
+    path.write_text('{"resourceType":"Patient","id":"nul","name":[{"text":"a\\u0000b"}]}\n'
+                    '{"resourceType":"Patient","id":"backslash","name":[{"text":"a\\\\u0000b"}]}\n')
+
+    outcome = importer.run(path.as_uri())
+
+    assert diagnostics(outcome)[0] == "Import completed: 1 loaded, 0 unchanged, 1 failed, 0 warnings"
+    error_file = next(issue for issue in outcome["issue"] if issue["severity"] == "error")["details"]["text"]
+    response = importer.fhir.get(error_file.removeprefix("http://testserver"))
+    [error] = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+    assert error["issue"][0]["diagnostics"] == "the line contains the escape \\u0000 (NUL), which cannot be stored"
+    assert list(Resource.objects.values_list("logical_id", flat=True)) == ["backslash"]

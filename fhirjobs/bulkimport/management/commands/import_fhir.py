@@ -7,6 +7,7 @@ from fhirjobs.bulkimport.exceptions import InvalidImportRequest
 from fhirjobs.bulkimport.parameters import ImportRequest
 from fhirjobs.bulkimport.services import kick_off
 from fhirjobs.bulkimport.sources import check_source
+from fhirstore.loading import ordered_input_files
 
 
 class Command(BaseCommand):
@@ -23,7 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args, sources: list[str], chunk_size: int, base_url: str, wait: bool, **options):
         if chunk_size < 0:
             raise CommandError("--chunk-size must be at least 1")
-        urls = [url for source in sources for url in _urls(source)]
+        urls = [url for source in sources for url in self._urls(source)]
         try:
             for url in urls:
                 check_source(url)
@@ -44,12 +45,16 @@ class Command(BaseCommand):
             raise CommandError(f"{job.report['errors']} lines were rejected: {job.report['error_file']}")
 
 
-def _urls(source: str) -> list[str]:
-    if "://" in source:
-        return [source]
-    path = Path(source).resolve()
-    if path.is_dir():
-        return [file.as_uri() for file in sorted(path.iterdir()) if file.name.endswith((".ndjson", ".ndjson.gz"))]
-    if path.is_file():
-        return [path.as_uri()]
-    raise CommandError(f"{source} does not exist")
+    def _urls(self, source: str) -> list[str]:
+        """A URL as it is; a file, or a directory's NDJSON files, as file:// URLs (a Bulk Data export's own
+        log and manifest skipped, with a note)."""
+        if "://" in source:
+            return [source]
+        path = Path(source).resolve()
+        if not path.exists():
+            raise CommandError(f"{source} does not exist")
+        skipped: list = []
+        files = ordered_input_files([path], skipped)
+        for skipped_path, why in skipped:
+            self.stderr.write(f"skipped {skipped_path}: {why}")
+        return [file.as_uri() for file in files if path.is_file() or file.name.endswith((".ndjson", ".ndjson.gz"))]

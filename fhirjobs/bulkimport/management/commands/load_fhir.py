@@ -22,10 +22,13 @@ class Command(BaseCommand):
     def handle(self, *args, paths: list[str], batch_size: int, no_progress: bool, **options):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
+        skipped: list = []
         try:
-            files = ordered_input_files(paths)
+            files = ordered_input_files(paths, skipped)
         except InvalidRequest as error:
             raise CommandError(error.message) from None
+        for path, why in skipped:
+            self.stderr.write(f"skipped {path}: {why}")
         started = time.monotonic()
         total_bytes = sum(path.stat().st_size for path in files)
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="load_fhir",
