@@ -110,3 +110,14 @@ class InvalidResource(FhirStoreError):
     def __init__(self, message: str | None = None, problems: list[str] | None = None):
         super().__init__(message)
         self.problems = problems or [self.message]
+
+
+class ResourceReferenced(FhirStoreError):
+    """Other resources still refer to the resources to delete."""
+
+    status = 409
+    issue_code = "conflict"
+
+    def __init__(self, message: str | None = None, referrers: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.referrers = list(referrers)

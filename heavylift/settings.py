@@ -186,6 +186,8 @@ INSTALLED_APPS = [
     "fhirjobs.bulkexport",
     "fhirjobs.bulkimport",
     "fhirjobs.reindex",
+    "fhirjobs.deleteexpunge",
+    "fhirjobs.expunge",
     "fhirjobs.terminology",
     "heavylift",
 ]
@@ -344,6 +346,9 @@ if FHIR_SEARCH_WHILE_INDEXING not in ("refuse", "warn"):
 # compare, so half the cores leaves the other half to the live API. On 2 cores, 1 chunk kept the read p99
 # ratio at 1.28–1.39 where 2 made it 1.73 (docs/reindex.md, Performance).
 REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
+# Chunks of one delete-expunge job running at once (0: as many as there are workers); half the cores, as the
+# reindex, so the live API keeps the other half (deleting is index maintenance, as writing is).
+DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS = env_int("DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
 
 # --- Scheduling -----------------------------------------------------------------------------------
 # Clustered scheduled jobs go through this queue, consumed only by `manage.py run_scheduler_worker`,

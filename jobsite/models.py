@@ -13,6 +13,7 @@ class Scope(models.TextChoices):
     EXPORT = "export", "run and download bulk exports"
     IMPORT = "import", "run bulk imports"
     CONTROL = "control", "operate every job on the control API (operator)"
+    ADMIN_DELETE = "admin:delete", "delete resources for good ($delete-expunge), with fhir:write"
     TERMINOLOGY = "terminology", "upload code systems (operators by default)"
 
 

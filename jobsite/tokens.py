@@ -27,7 +27,7 @@ TOKEN_PREFIX = "hl_"
 PREFIX_LENGTH = 10  # characters of the token stored in clear to recognise it ("hl_" + 7)
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # `last_used_at` is written at most this often per token
 ALL_SCOPES: tuple[str, ...] = tuple(Scope.values)
-OPERATOR_SCOPES = frozenset({Scope.CONTROL, Scope.TERMINOLOGY})  # given by default to staff only
+OPERATOR_SCOPES = frozenset({Scope.CONTROL, Scope.TERMINOLOGY, Scope.ADMIN_DELETE})  # given by default to staff only
 
 
 class TokenError(ValueError):
@@ -50,8 +50,8 @@ def may_operate(user: AbstractBaseUser) -> bool:
 
 
 def default_scopes(user: AbstractBaseUser) -> list[str]:
-    """Every scope the user's role allows: operators (`may_operate`) get `control` and `terminology` too, other
-    users everything else."""
+    """Every scope the user's role allows: operators (`may_operate`) get `control`, `terminology` and
+    `admin:delete` too, other users everything else."""
     return [scope for scope in ALL_SCOPES if scope not in OPERATOR_SCOPES or may_operate(user)]
 
 

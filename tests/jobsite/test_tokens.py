@@ -41,7 +41,7 @@ def test_default_scopes_follow_the_role(client_user, django_user_model):
     staff = django_user_model.objects.create_user("staff", is_staff=True)
 
     assert set(issue_token(staff).token.scopes) == set(ALL_SCOPES)
-    assert set(issue_token(client_user).token.scopes) == set(ALL_SCOPES) - {"control", "terminology"}
+    assert set(issue_token(client_user).token.scopes) == set(ALL_SCOPES) - {"control", "terminology", "admin:delete"}
 
 
 def test_unknown_scopes_and_bad_expiry_are_refused(client_user):

@@ -1,0 +1,41 @@
+"""The DELETE_EXPUNGE batch job definition, registered in `apps.py`: parameters, checks and steps (HAPI's)."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from batch.api import JobDefinition, JobDefinitionBuilder
+from fhirjobs.common.ranges import generate_ranges, load_ids, url_problems
+from fhirjobs.deleteexpunge.steps import delete_expunge, report
+
+DELETE_EXPUNGE_JOB = "DELETE_EXPUNGE"  # the definition id: stored in every job row, never changes
+NOT_EXPUNGED = ("SearchParameter",)  # their rows drive the index: delete them through the REST API
+
+
+def _problems(parameters: Mapping[str, Any]) -> Iterable[str]:
+    if not parameters["urls"]:
+        yield "at least one url (Type?search) is needed: what to delete"
+    for url in parameters["urls"]:
+        if url.partition("?")[0] in NOT_EXPUNGED:
+            yield f"url {url!r}: {url.partition('?')[0]} resources cannot be delete-expunged"
+    yield from url_problems(parameters)
+
+
+DELETE_EXPUNGE: JobDefinition = (
+    JobDefinitionBuilder(DELETE_EXPUNGE_JOB, 1, "Delete-expunge: delete the resources searches match, for good")
+    .parameter("urls", list, default=[], items=str, description="Type? or Type?search: what to delete (1..*)")
+    .parameter("batch_size", int, default=1000, minimum=1, maximum=10_000,
+               description="resources per chunk of the delete-expunge step (and per transaction)")
+    .parameter("cascade", bool, default=False,
+               description="delete the resources that refer to them too, instead of refusing")
+    .parameter("cascade_max_rounds", int, default=10, minimum=1, maximum=100,
+               description="with cascade: how many levels of referrers deep (HAPI's default: 10)")
+    .validate_with(_problems)
+    .gated()  # every page listed before any is deleted: deleting cannot shift the walk
+    .first_step("generate-ranges", generate_ranges, "splits each url's resources into id ranges, one chunk each")
+    .intermediate_step("load-ids", load_ids, "the matching ids of one range, one chunk per batch_size ids")
+    .intermediate_step("delete-expunge", delete_expunge,
+                       "deletes one page for good (rows, versions, index rows) in one transaction")
+    .reduction_step("report", report, "the counts per type")
+    .build()
+)

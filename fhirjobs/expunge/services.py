@@ -1,0 +1,68 @@
+"""`$expunge` as plain functions: who may, an instance now, a type as a job, its status and cancel."""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from batch import control
+from batch.control import InvalidParameters, JobNotFound, JobSnapshot
+from fhirjobs.common.status import State, job_status
+from fhirjobs.expunge.definition import EXPUNGE_JOB
+from fhirjobs.expunge.exceptions import ExpungeFailed, ExpungeNotFound, InvalidExpungeRequest
+from fhirstore.expunge import expunge_previous_versions
+from fhirstore.storage import read_resource
+
+EXPUNGE_PERMISSION = "expunge.expunge"
+
+
+def may_expunge(user) -> bool:
+    """Staff, or a user granted `expunge.expunge`: the versions go for good."""
+    return bool(user and user.is_authenticated and (user.is_staff or user.has_perm(EXPUNGE_PERMISSION)))
+
+
+def expunge_instance(resource_type: str, logical_id: str) -> int:
+    """The previous versions of one resource, now (404 for an unknown one, 410 for a deleted one); how many went."""
+    read_resource(resource_type, logical_id)
+    with transaction.atomic():
+        return expunge_previous_versions(resource_type, [logical_id])
+
+
+def start_type_expunge(resource_type: str, *, started_by: str) -> JobSnapshot:
+    try:
+        return control.start_job(EXPUNGE_JOB, {"urls": [f"{resource_type}?"]}, started_by=started_by,
+                                 max_concurrent_chunks=settings.DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS or None)
+    except InvalidParameters as error:
+        raise InvalidExpungeRequest("; ".join(error.problems)) from None
+
+
+def expunge_status(job_id: uuid.UUID | str, *, started_by: str | None) -> tuple[State, str, int | None]:
+    """(RUNNING, progress, None) or (COMPLETED, "", versions removed); ExpungeNotFound / ExpungeFailed else."""
+    _owned(job_id, started_by)
+    status = job_status(job_id)
+    if status.job is None or status.state is State.CANCELLED:
+        raise ExpungeNotFound(f"Expunge {job_id} was cancelled or is not known any more")
+    if status.state is State.FAILED:
+        raise ExpungeFailed(f"Expunge {job_id} failed: {status.job.error_message or 'unknown error'}")
+    if status.state is State.COMPLETED:
+        return State.COMPLETED, "", status.job.report["count"]
+    return State.RUNNING, status.progress, None
+
+
+def cancel_expunge(job_id: uuid.UUID | str, *, started_by: str | None) -> None:
+    """Stop: the pages done stay done."""
+    _owned(job_id, started_by)
+    control.cancel_job(job_id, started_by=started_by)
+
+
+def _owned(job_id: uuid.UUID | str, started_by: str | None) -> JobSnapshot:
+    """The job, if it is an EXPUNGE job of this owner (any owner's for None); ExpungeNotFound otherwise."""
+    try:
+        job = control.get_job(job_id, started_by=started_by)
+    except (JobNotFound, ValueError, ValidationError):
+        raise ExpungeNotFound() from None
+    if job.definition_id != EXPUNGE_JOB:
+        raise ExpungeNotFound()
+    return job

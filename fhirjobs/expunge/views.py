@@ -1,0 +1,71 @@
+"""`$expunge` (previous versions) over HTTP: thin views over `parameters` and `services`.
+
+`POST [base]/[Type]/[id]/$expunge` with `expungePreviousVersions=true` deletes that resource's previous versions
+now and answers HAPI's Parameters `count`. `POST [base]/[Type]/$expunge` (Prefer: respond-async) starts an
+EXPUNGE job over the type → 202 + Content-Location `[base]/$expunge-status?_jobId=…`; `GET` it → 202 while it
+runs, then 200 + Parameters `count`; `DELETE` it cancels. Who may: staff or the permission `expunge.expunge`;
+tokens need `fhir:write` and `admin:delete`.
+"""
+from __future__ import annotations
+
+from fhirjobs.common.http import informational, require_async, status_job_id, still_running
+from fhirjobs.common.status import State
+from fhirjobs.expunge.parameters import check_expunge_parameters, count_parameters
+from fhirjobs.expunge.services import (
+    cancel_expunge,
+    expunge_instance,
+    expunge_status,
+    may_expunge,
+    start_type_expunge,
+)
+from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
+from jobsite.auth import TokenHasScope, has_scope, is_operator
+from jobsite.models import Scope
+
+RETRY_AFTER_SECONDS = 2
+
+
+class ExpungeAccess(FhirAccess):
+    message = ("$expunge needs a staff user or the permission expunge.expunge, and a token with the scopes "
+               "'fhir:write' and 'admin:delete'")
+
+    def has_permission(self, request, view) -> bool:
+        return may_expunge(request.user) and has_scope(request, Scope.ADMIN_DELETE) and super().has_permission(
+            request, view)
+
+
+class ExpungeEndpoint(FhirView):
+    permission_classes = [ExpungeAccess, TokenHasScope]
+    required_scope = Scope.FHIR_WRITE
+
+
+class InstanceExpungeView(ExpungeEndpoint):
+    def post(self, request, resource_type: str, logical_id: str):
+        check_expunge_parameters(read_json_body(request))
+        return fhir_response(count_parameters(expunge_instance(resource_type, logical_id)))
+
+
+class TypeExpungeView(ExpungeEndpoint):
+    def post(self, request, resource_type: str):
+        check_expunge_parameters(read_json_body(request))
+        require_async(request, "$expunge of a type")
+        job = start_type_expunge(resource_type, started_by=request.user.get_username())
+        return informational("The expunge has started; poll its status URL", status=202,
+                             headers={"Content-Location": f"{base_url(request)}/$expunge-status?_jobId={job.id}"})
+
+
+class ExpungeStatusView(ExpungeEndpoint):
+    def get(self, request):
+        state, progress, count = expunge_status(status_job_id(request), started_by=_owner(request))
+        if state is State.RUNNING:
+            return still_running(progress, RETRY_AFTER_SECONDS)
+        return fhir_response(count_parameters(count))
+
+    def delete(self, request):
+        job_id = status_job_id(request)
+        cancel_expunge(job_id, started_by=_owner(request))
+        return informational(f"Expunge {job_id} is cancelled (the pages done stay done)", status=202)
+
+
+def _owner(request) -> str | None:
+    return None if is_operator(request) else request.user.get_username()

@@ -1,0 +1,183 @@
+"""Deleting resources for good: the current row, every superseded version and every index row, with the
+referential integrity check that must come first (the store side of `$delete-expunge`).
+
+Everything is keyed by the ids of one page (an array parameter, `= ANY(%s)`, never a literal IN list of
+thousands), so each statement is an index scan: `fhirstore_resource` by (resource_type, logical_id) then by
+its primary key, `fhirstore_resourceversion` by its (resource_id, version_id) key, the index tables by their
+`resource_id` index, the referrers by the reference index's leading (target_id, target_type).
+`tests/fhirjobs/deleteexpunge/test_store.py` checks the plans. The caller owns the transaction: a page is
+one short one.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import Q
+
+from fhirstore.exceptions import ResourceReferenced
+from fhirstore.models import ReferenceIndex, Resource, ResourceVersion, SearchCache
+from fhirstore.search import matching_resources, type_filter
+from fhirstore.storage import INDEX_TABLES
+
+REFERRERS_NAMED = 20  # referrers an OperationOutcome names; the rest are counted
+
+
+@dataclass(frozen=True)
+class Referral:
+    """`referrer` (Type/id) refers to `target` (Type/id) by the search parameter `param`."""
+
+    referrer: str
+    param: str
+    target: str
+
+    def __str__(self) -> str:
+        return f"{self.referrer} refers to {self.target} ({self.param})"
+
+
+def _matched_by(urls: Sequence[str]) -> Q:
+    """Resources (by pk) that one of the urls matches now."""
+    spared = Q(pk__in=[])
+    for url in urls:
+        resource_type, conditions = type_filter(url)
+        spared |= Q(pk__in=matching_resources(resource_type, conditions).values("id"))
+    return spared
+
+
+def referrals_into(resource_type: str, logical_ids: Sequence[str], *, excluding_urls: Sequence[str] = ()
+                   ) -> list[Referral]:
+    """The references from current resources to these, except from these themselves and from resources any
+    of `excluding_urls` matches (they go too). Sorted."""
+    if not logical_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT r.id, r.resource_type, r.logical_id, ri.param, ri.target_id"
+            " FROM fhirstore_referenceindex ri JOIN fhirstore_resource r ON r.id = ri.resource_id"
+            " WHERE ri.target_id = ANY(%s) AND ri.target_type = %s"
+            " AND NOT (r.resource_type = %s AND r.logical_id = ANY(%s))",
+            [list(logical_ids), resource_type, resource_type, list(logical_ids)],
+        )
+        rows = cursor.fetchall()
+    if rows and excluding_urls:
+        spared = set(matching_resources_of_pks([row[0] for row in rows], excluding_urls))
+        rows = [row for row in rows if row[0] not in spared]
+    return sorted(Referral(f"{t}/{i}", param, f"{resource_type}/{target}") for _, t, i, param, target in rows)
+
+
+def matching_resources_of_pks(pks: Sequence[int], urls: Sequence[str]) -> list[int]:
+    """Those of these resource pks that one of the urls matches."""
+    return list(Resource.objects.filter(pk__in=list(pks), deleted=False).filter(_matched_by(urls))
+                .values_list("pk", flat=True))
+
+
+def refuse_if_referenced(referrals: Sequence[Referral], *, total: int | None = None) -> None:
+    """ResourceReferenced naming the referrers (HAPI: 409, "Unable to delete … because … refers to it")."""
+    if not referrals:
+        return
+    named = [str(referral) for referral in referrals[:REFERRERS_NAMED]]
+    more = (total or len(referrals)) - len(named)
+    raise ResourceReferenced(
+        "Unable to delete: other resources refer to them (delete those too, or ask for cascade): "
+        + "; ".join(named) + (f"; and {more} more" if more > 0 else ""),
+        referrers=sorted({referral.referrer for referral in referrals}),
+    )
+
+
+def referrals_into_matches(urls: Sequence[str], *, limit: int = REFERRERS_NAMED) -> list[Referral]:
+    """The references into what the urls match from resources none of them matches: what a delete-expunge
+    of the urls would leave dangling. One set-based query per url (a semi-join on the reference index)."""
+    found: list[Referral] = []
+    spared = Resource.objects.filter(_matched_by(urls)).values("id")
+    for url in urls:
+        resource_type, conditions = type_filter(url)
+        targets = matching_resources(resource_type, conditions).values("logical_id")
+        rows = (ReferenceIndex.objects.filter(target_type=resource_type, target_id__in=targets)
+                .exclude(resource__in=spared)
+                .filter(resource__deleted=False)
+                .values_list("resource_type", "resource__logical_id", "param", "target_id")
+                .order_by("resource_type", "resource__logical_id", "param", "target_id")[:limit - len(found)])
+        found += [Referral(f"{t}/{i}", param, f"{resource_type}/{target}") for t, i, param, target in rows]
+        if len(found) >= limit:
+            break
+    return found
+
+
+def expunge_resources(resource_type: str, logical_ids: Sequence[str], *, cascade_rounds: int = 0) -> Counter[str]:
+    """Delete these resources for good (deleted ones too): current rows, versions, index rows. Returns the
+    count per type of the resources removed. In the caller's transaction.
+
+    With `cascade_rounds` > 0, the resources that refer to them are removed too, and those that refer to
+    those, up to that many rounds; ResourceReferenced if referrers remain after the last round. Without,
+    the caller has checked the referrers first (`referrals_into`). Rows are locked in id order, as writes lock them.
+    """
+    assert connection.in_atomic_block, "expunge_resources runs in the caller's transaction"
+    removed: Counter[str] = Counter()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, resource_type FROM fhirstore_resource WHERE resource_type = %s AND logical_id = ANY(%s)"
+            " ORDER BY id FOR UPDATE", [resource_type, list(logical_ids)],
+        )
+        doomed = dict(cursor.fetchall())
+        frontier = list(doomed)
+        for round_number in range(cascade_rounds + 1 if cascade_rounds else 0):
+            referrers = _referrer_pks(cursor, frontier, exclude=doomed)
+            if not referrers:
+                break
+            if round_number == cascade_rounds:
+                _refuse_remaining(cursor, referrers, cascade_rounds)
+            cursor.execute("SELECT id, resource_type FROM fhirstore_resource WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+                           [sorted(referrers)])
+            found = dict(cursor.fetchall())
+            doomed.update(found)
+            frontier = list(found)
+        pks = sorted(doomed)
+        if not pks:
+            return removed
+        for model in INDEX_TABLES:
+            cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE resource_id = ANY(%s)", [pks])
+        cursor.execute(f"DELETE FROM {ResourceVersion._meta.db_table} WHERE resource_id = ANY(%s)", [pks])
+        cursor.execute("DELETE FROM fhirstore_resource WHERE id = ANY(%s) RETURNING resource_type", [pks])
+        removed.update(row_type for (row_type,) in cursor.fetchall())
+    return removed
+
+
+def _referrer_pks(cursor, targets: Sequence[int], *, exclude: dict[int, str]) -> set[int]:
+    """The pks of current resources referring to these (by pk), not among `exclude`."""
+    if not targets:
+        return set()
+    cursor.execute(
+        "SELECT DISTINCT ri.resource_id FROM fhirstore_resource t"
+        " JOIN fhirstore_referenceindex ri ON ri.target_id = t.logical_id AND ri.target_type = t.resource_type"
+        " WHERE t.id = ANY(%s)", [list(targets)],
+    )
+    return {pk for (pk,) in cursor.fetchall() if pk not in exclude}
+
+
+def _refuse_remaining(cursor, referrers: set[int], rounds: int) -> None:
+    cursor.execute("SELECT resource_type || '/' || logical_id FROM fhirstore_resource WHERE id = ANY(%s)"
+                   " ORDER BY 1 LIMIT %s", [sorted(referrers), REFERRERS_NAMED])
+    named = [name for (name,) in cursor.fetchall()]
+    raise ResourceReferenced(f"Resources still refer to them after {rounds} cascade rounds (cascadeMaxRounds):"
+                             f" {', '.join(named)}" + (f" and {len(referrers) - len(named)} more"
+                                                       if len(referrers) > len(named) else ""), referrers=named)
+
+
+def forget_searches(resource_types: Sequence[str]) -> int:
+    """Drop the cached searches over these types (their pages name resources that are gone); how many."""
+    deleted, _ = SearchCache.objects.filter(resource_type__in=list(resource_types)).delete()
+    return deleted
+
+
+def expunge_previous_versions(resource_type: str, logical_ids: Sequence[str]) -> int:
+    """Delete the superseded versions of these resources (the current ones stay); how many went. One statement:
+    the rows by (resource_type, logical_id), their versions by the (resource_id, version_id) key."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {ResourceVersion._meta.db_table} v USING fhirstore_resource r"
+            " WHERE r.resource_type = %s AND r.logical_id = ANY(%s) AND v.resource_id = r.id",
+            [resource_type, list(logical_ids)],
+        )
+        return cursor.rowcount
