@@ -25,8 +25,13 @@ def with_token(token: str) -> APIClient:
 
 @pytest.fixture
 def prometheus(django_user_model) -> APIClient:
-    """What Prometheus scrapes with: a token with the `control` scope."""
-    return with_token(token_for(django_user_model.objects.create_user("prometheus"), scopes=["control"]))
+    """What Prometheus scrapes with: a service account's token with the `control` scope (the account is granted
+    `jobsite.operate`: `control` is for operators only)."""
+    from django.contrib.auth.models import Permission
+
+    account = django_user_model.objects.create_user("prometheus")
+    account.user_permissions.add(Permission.objects.get(codename="operate"))
+    return with_token(token_for(account, scopes=["control"]))
 
 
 def samples(api: APIClient) -> dict[tuple[str, frozenset], float]:
