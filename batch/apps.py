@@ -10,7 +10,7 @@ class BatchConfig(AppConfig):
         from django.conf import settings
 
         from batch.api import register
-        from batch.diagnostics import DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED
+        from batch.diagnostics import DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED, DIAGNOSTIC_SPIN
         from batch.notifications import use_publisher
         from batch.tasks import publish_work_notifications
 
@@ -18,3 +18,4 @@ class BatchConfig(AppConfig):
         if settings.BATCH_DIAGNOSTIC_JOBS:  # for tests and demos only: anyone allowed to start them could load the cluster
             register(DIAGNOSTIC_NOOP)
             register(DIAGNOSTIC_NOOP_GATED)
+            register(DIAGNOSTIC_SPIN)

@@ -20,7 +20,7 @@ def generate_chunks(context: StepContext, sink: DataSink) -> int:
 def sleep_and_count(context: StepContext, sink: DataSink) -> int:
     if context.data["index"] == context.parameters["hang_at_chunk"] and context.attempt == 1:
         hang_forever()
-    if context.data["index"] == context.parameters["spin_at_chunk"] and context.attempt == 1:
+    if context.data["index"] == context.parameters.get("spin_at_chunk", -1) and context.attempt == 1:
         spin_holding_the_gil()
     deadline = time.monotonic() + context.parameters["sleep_ms"] / 1000
     while (remaining := deadline - time.monotonic()) > 0:
@@ -63,16 +63,23 @@ def _with_parameters(builder: JobDefinitionBuilder) -> JobDefinitionBuilder:
                        description="how long each chunk sleeps")
             .parameter("records_per_chunk", int, default=1, minimum=0, description="records each chunk reports")
             .parameter("hang_at_chunk", int, default=-1, minimum=-1,
-                       description="this chunk hangs forever on its first attempt (-1: none); see BATCH_MAX_CHUNK_SECONDS")
-            .parameter("spin_at_chunk", int, default=-1, minimum=-1,
-                       description="this chunk spins holding the GIL on its first attempt (-1: none); see "
-                                   "batch.recycling"))
+                       description="this chunk hangs forever on its first attempt (-1: none); see BATCH_MAX_CHUNK_SECONDS"))
 
 
 DIAGNOSTIC_NOOP: JobDefinition = (
     _with_parameters(JobDefinitionBuilder("DIAGNOSTIC_NOOP", 1, "Emits chunks that sleep and count (not gated)."))
     .first_step("generate-chunks", generate_chunks, "emits `chunks` chunks")
     .last_step("sleep", sleep_and_count, "sleeps `sleep_ms`, reports `records_per_chunk`")
+    .build()
+)
+
+# A definition of its own (not a new parameter of DIAGNOSTIC_NOOP v1, whose shape is recorded): the recycling test.
+DIAGNOSTIC_SPIN: JobDefinition = (
+    _with_parameters(JobDefinitionBuilder("DIAGNOSTIC_SPIN", 1, "DIAGNOSTIC_NOOP whose chunk `spin_at_chunk` spins "
+                                          "holding the GIL on its first attempt (see batch.recycling)."))
+    .parameter("spin_at_chunk", int, default=-1, minimum=-1, description="the chunk that spins (-1: none)")
+    .first_step("generate-chunks", generate_chunks, "emits `chunks` chunks")
+    .last_step("sleep", sleep_and_count, "sleeps `sleep_ms` (or spins), reports `records_per_chunk`")
     .build()
 )
 

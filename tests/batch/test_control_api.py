@@ -35,8 +35,7 @@ def test_start_returns_201_with_the_instance_in_camel_case(api):
     assert response.status_code == 201
     body = response.json()
     assert body["jobDefinitionId"] == "DIAGNOSTIC_NOOP" and body["status"] == "QUEUED"
-    assert body["parameters"] == {"chunks": 3, "sleep_ms": 0, "records_per_chunk": 1, "hang_at_chunk": -1,
-                                  "spin_at_chunk": -1}
+    assert body["parameters"] == {"chunks": 3, "sleep_ms": 0, "records_per_chunk": 1, "hang_at_chunk": -1}
     assert body["startedBy"] == "operator"
     assert JobInstance.objects.filter(id=body["instanceId"]).exists()
     assert {"combinedRecordsProcessed", "recordsPerSecond", "estimatedTimeRemaining", "errorCount",

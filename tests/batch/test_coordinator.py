@@ -40,8 +40,7 @@ def test_start_records_who_started_it_and_where_it_runs(bus, settings):
 
     assert (instance.started_by, instance.node_id, instance.module_id) == ("alice", settings.NODE_ID,
                                                                            settings.MODULE_ID)
-    assert instance.parameters == {"chunks": 2, "sleep_ms": 0, "records_per_chunk": 1, "hang_at_chunk": -1,
-                                   "spin_at_chunk": -1}
+    assert instance.parameters == {"chunks": 2, "sleep_ms": 0, "records_per_chunk": 1, "hang_at_chunk": -1}
     [(queue, _)] = bus.sent
     assert queue == f"batch2-work-notification-{settings.NODE_ID}-{settings.MODULE_ID}"
 

@@ -28,7 +28,7 @@ def test_a_pool_process_spinning_with_the_gil_held_is_killed_and_its_chunk_retri
         worker = celery_worker(env=env, concurrency=2, name="spinner")
     processes.append(worker)
 
-    instance = start_job("DIAGNOSTIC_NOOP", {"chunks": 3, "sleep_ms": 10, "spin_at_chunk": 1}, node_id=node)
+    instance = start_job("DIAGNOSTIC_SPIN", {"chunks": 3, "sleep_ms": 10, "spin_at_chunk": 1}, node_id=node)
     spinning = wait_until(lambda: WorkChunk.objects.filter(instance_id=instance.id, target_step_id="sleep",
                                                            sequence=1, status="IN_PROGRESS").first(), timeout=60,
                           message="the spinning chunk claimed")
