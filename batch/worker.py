@@ -71,7 +71,8 @@ claimable AS (
     WHERE chunk.id = claimable.id AND job.id = chunk.instance_id
     RETURNING chunk.claim_token, chunk.target_step_id, chunk.data::text, chunk.attempts, chunk.error_count, chunk.poll_attempts,
               chunk.sequence, job.id, job.definition_id, job.definition_version, job.status, job.parameters::text,
-              job.node_id, job.module_id, job.max_concurrent_chunks
+              job.node_id, job.module_id, job.max_concurrent_chunks,
+              EXTRACT(EPOCH FROM now() - chunk.announced_at)::float8 AS waited_seconds
 )"""
 CLAIM_SQL = f"WITH {CLAIM_CTES} SELECT * FROM claimed"
 CLAIMABLE_SOURCES = sorted(CLAIMABLE_CHUNK_STATUSES & set(chunk_statuses_leading_to(ChunkStatus.IN_PROGRESS)))
@@ -111,10 +112,26 @@ def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> Cla
     return None if row is None else _claimed_chunk(chunk_id, worker, row)
 
 
+_last_late_claim_log = 0.0  # monotonic time of this process's last "claimed late" line
+
+
+def _log_if_late(chunk_id: UUID, waited_seconds: float | None) -> None:
+    """A chunk announced longer ago than a node may stay silent waited for a deep queue or for workers that
+    were cut off: say so (at most once a minute per process, a backlog of thousands would say it each time)."""
+    global _last_late_claim_log
+    if waited_seconds is None or waited_seconds <= batch_settings().node_timeout.total_seconds():
+        return
+    if time.monotonic() - _last_late_claim_log >= 60:
+        _last_late_claim_log = time.monotonic()
+        logger.warning("chunk %s claimed %.0f s after it was announced (a deep queue, or workers cut off)",
+                       chunk_id, waited_seconds)
+
+
 def _claimed_chunk(chunk_id: UUID, worker: str, row: tuple) -> ClaimedChunk:
     """The claimed chunk from the columns the claim returned; a QUEUED job is IN_PROGRESS from its first claim."""
     (claim_token, step_id, data, attempts, error_count, poll_attempts, sequence, instance_id, definition_id, definition_version,
-     job_status, parameters, node_id, module_id, max_concurrent_chunks) = row
+     job_status, parameters, node_id, module_id, max_concurrent_chunks, waited_seconds) = row
+    _log_if_late(chunk_id, waited_seconds)
     if job_status == JobStatus.QUEUED:
         change_job_status(instance_id, JobStatus.IN_PROGRESS, only_if=Q(status=JobStatus.QUEUED),
                           start_time=database_now())

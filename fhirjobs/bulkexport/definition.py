@@ -32,26 +32,39 @@ def _check(parameters: Mapping[str, Any]) -> Iterable[str]:
         yield "patients are only for a patient-level export"
 
 
-BULK_EXPORT: JobDefinition = (
-    JobDefinitionBuilder(BULK_EXPORT_JOB, 1, "FHIR Bulk Data $export: resources to NDJSON files and a manifest")
-    .gated()
-    .parameter("export_id", str, required=True, description="the BulkExport row")
-    .parameter("level", str, required=True, choices=[level.value for level in Level])
-    .parameter("types", list, required=True, items=str, description="resource types, in export order")
-    .parameter("since", str, description="FHIR instant: resources changed at or after it")
-    .parameter("type_filters", list, default=[], items=str, description="_typeFilter: Type?query")
-    .parameter("elements", list, default=[], items=str, description="_elements: name or Type.name")
-    .parameter("patients", list, default=[], items=str, description="Patient ids (patient level)")
-    .parameter("group_id", str, description="the Group (group level)")
-    .parameter("base_url", str, required=True, description="the FHIR base URL the client used, for file URLs")
-    .parameter("request_url", str, required=True, description="the kick-off URL, for the manifest")
-    .parameter("transaction_time", str, required=True, description="FHIR instant of the kick-off")
-    .parameter("chunk_size", int, default=1000, minimum=1, description="ids per chunk (and file)")
-    .parameter("row_ranges", bool, default=False, description="walk the whole store by ranges of row ids")
-    .validate_with(_check)
-    .first_step("fetch-resources", fetch_resources, "walks the matching ids, one chunk per chunk_size ids")
-    .intermediate_step("expand-resources", expand_resources, "loads the bodies; _elements")
-    .intermediate_step("write-to-binaries", write_to_binaries, "one NDJSON file per chunk")
-    .reduction_step("create-report", create_report, "the manifest")
-    .build()
-)
+def _definition(version: int, *, until: bool) -> JobDefinition:
+    builder = (
+        JobDefinitionBuilder(BULK_EXPORT_JOB, version, "FHIR Bulk Data $export: resources to NDJSON files and a manifest")
+        .gated()
+        .parameter("export_id", str, required=True, description="the BulkExport row")
+        .parameter("level", str, required=True, choices=[level.value for level in Level])
+        .parameter("types", list, required=True, items=str, description="resource types, in export order")
+        .parameter("since", str, description="FHIR instant: resources changed at or after it")
+        .parameter("type_filters", list, default=[], items=str, description="_typeFilter: Type?query")
+        .parameter("elements", list, default=[], items=str, description="_elements: name or Type.name")
+        .parameter("patients", list, default=[], items=str, description="Patient ids (patient level)")
+        .parameter("group_id", str, description="the Group (group level)")
+        .parameter("base_url", str, required=True, description="the FHIR base URL the client used, for file URLs")
+        .parameter("request_url", str, required=True, description="the kick-off URL, for the manifest")
+        .parameter("transaction_time", str, required=True, description="FHIR instant of the kick-off")
+        .parameter("chunk_size", int, default=1000, minimum=1, description="ids per chunk (and file)")
+        .parameter("row_ranges", bool, default=False, description="walk the whole store by ranges of row ids")
+    )
+    if until:
+        builder = builder.parameter("until", str, description="FHIR instant (_until): the store as it was then")
+    return (
+        builder
+        .validate_with(_check)
+        .first_step("fetch-resources", fetch_resources, "walks the matching ids, one chunk per chunk_size ids")
+        .intermediate_step("expand-resources", expand_resources, "loads the bodies; _elements")
+        .intermediate_step("write-to-binaries", write_to_binaries, "one NDJSON file per chunk")
+        .reduction_step("create-report", create_report, "the manifest")
+        .build()
+    )
+
+
+# Version 2 added `until` (STU3's `_until`).
+BULK_EXPORT: JobDefinition = _definition(2, until=True)
+# Version 1, kept registered so that exports started before version 2 can end (a running instance keeps its
+# version; the steps read a missing `until` as none); remove it in the release after.
+BULK_EXPORT_V1: JobDefinition = _definition(1, until=False)

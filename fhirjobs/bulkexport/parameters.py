@@ -4,8 +4,8 @@ and from that request to the BULK_EXPORT job's parameters (`job_parameters`) and
 Every problem is collected and reported at once (400 with one OperationOutcome issue each). With
 `Prefer: handling=lenient`, what this server does not support (unknown parameters, unknown types, filters
 on unindexed search parameters, `includeAssociatedData`) is left out with a warning instead; what is
-wrong whatever the server (a malformed `_since`, `patient` at system level, an unknown patient) is
-refused either way.
+wrong whatever the server (a malformed `_since` or `_until`, an `_until` before `_since`, `patient` at system
+level, an unknown patient) is refused either way.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from fhirstore.search import type_filter
 from fhirstore.search_params import parse_relative_reference, patient_compartment_types
 
 OUTPUT_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
-SUPPORTED = frozenset({"_outputFormat", "_since", "_type", "_typeFilter", "_elements", "patient"})
+SUPPORTED = frozenset({"_outputFormat", "_since", "_until", "_type", "_typeFilter", "_elements", "patient"})
 ELEMENT = re.compile(r"^[a-z][A-Za-z0-9]*$")  # a top-level FHIR element name
 ALWAYS_KEPT_ELEMENTS = ("resourceType", "id", "meta")  # `_elements` never removes these
 # A whole-store walk pages by row id when the types asked for are at least this share of the rows: a row range
@@ -52,6 +52,7 @@ class ExportRequest:
     level: Level
     types: tuple[str, ...]
     since: datetime | None = None
+    until: datetime | None = None  # `_until`: the export reads the store as it was then (if before transactionTime)
     type_filters: tuple[str, ...] = ()  # `Type?query`, each parsed by the store's search
     elements: tuple[str, ...] = ()  # `name` (every type) or `Type.name`
     patients: tuple[str, ...] = ()  # Patient ids (patient level only)
@@ -60,7 +61,8 @@ class ExportRequest:
 
     def fingerprint(self) -> str:
         """The same for two requests that export the same thing."""
-        canonical = {**asdict(self), "since": format_instant(self.since) if self.since else None}
+        canonical = {**asdict(self), "since": format_instant(self.since) if self.since else None,
+                     "until": format_instant(self.until) if self.until else None}
         del canonical["warnings"]
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
@@ -120,7 +122,11 @@ def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, leni
             problems.unsupported(f"Parameter {name!r} is not supported by this server")
 
     _check_output_format(values.get("_outputFormat", []), problems)
-    since = _since(values.get("_since", []), problems)
+    since = _instant("_since", values.get("_since", []), problems, last=False)
+    until = _instant("_until", values.get("_until", []), problems, last=True)
+    if since is not None and until is not None and until < since:
+        problems.errors.append(f"_until ({format_instant(until)}) is before _since ({format_instant(since)}): "
+                               "the window is empty")
     allowed = RESOURCE_TYPES if level is Level.SYSTEM else frozenset(patient_compartment_types())
     types = _types(values.get("_type"), allowed, level, problems)
     type_filters = _type_filters(values.get("_typeFilter", []), types, problems)
@@ -130,7 +136,7 @@ def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, leni
         group_patient_ids(group_id)  # 404 or 410 for an unknown or deleted Group
     if problems.errors:
         raise InvalidExportRequest(problems.errors)
-    return ExportRequest(level=level, types=types, since=since, type_filters=type_filters, elements=elements,
+    return ExportRequest(level=level, types=types, since=since, until=until, type_filters=type_filters, elements=elements,
                          patients=patients, group_id=group_id, warnings=tuple(problems.warnings))
 
 
@@ -140,18 +146,20 @@ def _check_output_format(formats: list[str], problems: _Problems) -> None:
             problems.errors.append(f"_outputFormat {output_format!r} is not supported; use application/fhir+ndjson")
 
 
-def _since(texts: list[str], problems: _Problems) -> datetime | None:
+def _instant(name: str, texts: list[str], problems: _Problems, *, last: bool) -> datetime | None:
+    """`_since` or `_until`. A value coarser than an instant (a date, a time to the second) covers a span: `_since`
+    takes its first instant, `_until` its last, so that both include the whole of what the client wrote."""
     if not texts:
         return None
     if len(set(texts)) > 1:
-        problems.errors.append("_since may be given once")
+        problems.errors.append(f"{name} may be given once")
         return None
     text = texts[0].replace(" ", "+")  # an unencoded `+01:00` arrives as a space
     covered = parse_date_range(text)
     if covered is None:
-        problems.errors.append(f"_since {texts[0]!r} is not a FHIR instant (e.g. 2024-01-31T12:00:00Z)")
+        problems.errors.append(f"{name} {texts[0]!r} is not a FHIR instant (e.g. 2024-01-31T12:00:00Z)")
         return None
-    return covered[0]
+    return covered[1] if last else covered[0]
 
 
 def _types(names: list[str] | None, allowed: frozenset[str], level: Level, problems: _Problems) -> tuple[str, ...]:
@@ -234,6 +242,7 @@ class ExportJob:
     level: Level
     types: tuple[str, ...]
     since: datetime | None
+    requested_until: datetime | None  # `_until`
     type_filters: tuple[str, ...]
     elements: tuple[str, ...]
     patients: tuple[str, ...]
@@ -246,15 +255,21 @@ class ExportJob:
 
     @property
     def until(self) -> datetime:
-        """The export reads the store as it was at its transactionTime (see `scan`)."""
-        return datetime.fromisoformat(self.transaction_time)
+        """The export reads the store as it was at its transactionTime (see `scan`), or at `_until` when that is
+        earlier: a resource changed after `_until` is exported in its version of then, one created after it is
+        left out, and one deleted after it is still exported (and not listed under `deleted`)."""
+        transaction_time = datetime.fromisoformat(self.transaction_time)
+        if self.requested_until is None:
+            return transaction_time
+        return min(transaction_time, self.requested_until)
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> ExportJob:
-        since = parameters.get("since")
+        since, until = parameters.get("since"), parameters.get("until")
         return cls(
             export_id=uuid.UUID(parameters["export_id"]), level=Level(parameters["level"]),
             types=tuple(parameters["types"]), since=parse_date_range(since)[0] if since else None,
+            requested_until=parse_date_range(until)[0] if until else None,
             type_filters=tuple(parameters["type_filters"]), elements=tuple(parameters["elements"]),
             patients=tuple(parameters["patients"]), group_id=parameters.get("group_id"),
             base_url=parameters["base_url"], request_url=parameters["request_url"],
@@ -267,7 +282,8 @@ def job_parameters(request: ExportRequest, *, export_id: uuid.UUID, base_url: st
                    transaction_time: datetime) -> dict[str, Any]:
     return {
         "export_id": str(export_id), "level": request.level.value, "types": list(request.types),
-        "since": format_instant(request.since) if request.since else None, "type_filters": list(request.type_filters),
+        "since": format_instant(request.since) if request.since else None,
+        "until": format_instant(request.until) if request.until else None, "type_filters": list(request.type_filters),
         "elements": list(request.elements), "patients": list(request.patients), "group_id": request.group_id,
         "base_url": base_url, "request_url": request_url, "transaction_time": format_instant(transaction_time),
         "chunk_size": settings.BULK_EXPORT_CHUNK_SIZE, "row_ranges": walks_row_ranges(request),

@@ -375,3 +375,22 @@ def test_a_failed_step_claims_nothing_and_leaves_the_next_chunk_to_its_own_claim
     assert run_chunk(job, on_chunk_claimed(first), NextChunk(second)) == ChunkRun(error="RuntimeError: broken")
     assert WorkChunk.objects.get(id=first).status == ChunkStatus.ERRORED
     assert WorkChunk.objects.get(id=second).status == ChunkStatus.QUEUED
+
+
+def test_a_chunk_claimed_long_after_its_announcement_is_logged_once_a_minute(define_job, bus, caplog, monkeypatch):
+    job = define_job(lambda b: b.first_step("plan", emit(3)).last_step("work", count_records()))
+    start_job(job.id, {})
+    bus.deliver_next()
+    fresh, late, later = bus.take()
+    WorkChunk.objects.filter(id__in=[late.chunk_id, later.chunk_id]).update(
+        announced_at=timezone.now() - timedelta(hours=1))
+    monkeypatch.setattr("batch.worker._last_late_claim_log", 0.0)
+
+    with caplog.at_level("WARNING", logger="batch.worker"):
+        on_chunk_claimed(fresh.chunk_id)
+        assert "claimed" not in caplog.text  # announced just now
+        on_chunk_claimed(late.chunk_id)
+        on_chunk_claimed(later.chunk_id)
+
+    assert caplog.text.count("after it was announced") == 1
+    assert str(late.chunk_id) in caplog.text
