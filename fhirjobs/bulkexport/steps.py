@@ -24,12 +24,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from itertools import islice
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
 from batch.api import DataSink, JobCancelled, JobFailed, StepContext
 from fhirjobs.bulkexport.files import delete_files, new_file_path, write_file
@@ -230,7 +228,9 @@ def create_report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> 
     for item in inputs:
         file = {"type": item["type"], "url": f"{job.base_url}/$export-file/{item['file']}", "count": item["count"]}
         (deleted if item.get("deleted") else files_by_type[item["type"]]).append(file)
-    expires_at = timezone.now() + timedelta(seconds=settings.BULK_EXPORT_RETENTION_SECONDS)
+    with connection.cursor() as cursor:  # the database's clock: every host stamps the same way
+        cursor.execute("SELECT now() + make_interval(secs => %s)", [settings.BULK_EXPORT_RETENTION_SECONDS])
+        [expires_at] = cursor.fetchone()
     ExportFile.objects.filter(export_id=job.export_id).update(expires_at=expires_at)
     BulkExport.objects.filter(id=job.export_id).update(expires_at=expires_at)
     return {
