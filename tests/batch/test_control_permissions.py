@@ -103,7 +103,8 @@ def test_an_operator_starts_any_definition(django_user_model):
     assert response.status_code == 201
 
 
-@pytest.mark.parametrize("flag, expected", [("false", []), ("true", ["DIAGNOSTIC_NOOP", "DIAGNOSTIC_NOOP_GATED"])])
+@pytest.mark.parametrize("flag, expected", [
+    ("false", []), ("true", ["DIAGNOSTIC_NOOP", "DIAGNOSTIC_NOOP_GATED", "DIAGNOSTIC_SPIN"])])
 def test_the_diagnostic_jobs_exist_only_when_the_setting_asks(flag, expected):
     probe = ("import django; django.setup(); from batch.registry import registry; "
              "print(sorted(i for i in registry.ids() if i.startswith('DIAGNOSTIC')))")
