@@ -48,7 +48,10 @@ def start_job_from_the_shell(node: str, parameters: str) -> str:
     """`NODE_ID=<node> manage.py start_job …`, as on a web-only node; returns the job id."""
     started = subprocess.run(
         [sys.executable, "manage.py", "start_job", "DIAGNOSTIC_NOOP", "--params", parameters], cwd=PROJECT_DIR,
-        env={**os.environ, "DATABASE_URL": subprocess_database_url(), "NODE_ID": node},
+        # The cluster's node timeout, as every process of it has: with the default 60 s, the victim killed
+        # seconds ago would still count as live there (and, with nothing left to run, as the least busy).
+        env={**os.environ, "DATABASE_URL": subprocess_database_url(), "NODE_ID": node,
+             "BATCH_NODE_TIMEOUT_SECONDS": str(NODE_TIMEOUT)},
         capture_output=True, text=True, timeout=60, check=True,
     )
     return started.stdout.split()[-1]
