@@ -122,7 +122,7 @@ def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
                    .filter(instance_id=instance.id, status=ChunkStatus.IN_PROGRESS, lease_expires_at__lt=now)
                    .order_by("lease_expires_at")[:CHUNK_PAGE])
         for chunk in expired:
-            on_lease_expired(_held(chunk), now, database_started_at)
+            on_lease_expired(held_claim(chunk), now, database_started_at)
             report.leases_expired += 1
         if instance.current_gated_step_id:
             # Chunks a lost worker emitted into a step whose gate has opened meanwhile.
@@ -136,8 +136,9 @@ def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
         refresh_progress(instance.id)
 
 
-def _held(chunk: WorkChunk) -> ClaimedChunk:
-    """A chunk row whose lease lapsed, as the claim its worker held."""
+def held_claim(chunk: WorkChunk) -> ClaimedChunk:
+    """A chunk row IN_PROGRESS, as the claim its worker holds (a lapsed lease here, a hung step in
+    `batch.recycling`): every outcome given for it is fenced by its claim token."""
     instance = chunk.instance
     job = ClaimedJob(id=instance.id, definition_id=instance.definition_id, definition_version=instance.definition_version,
                      parameters=instance.parameters, node_id=instance.node_id, module_id=instance.module_id,

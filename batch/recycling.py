@@ -37,9 +37,9 @@ from uuid import UUID
 
 from django.db import connection
 
-from batch.claims import ClaimedChunk, ClaimedJob
 from batch.conf import batch_settings
 from batch.exceptions import UnknownJobDefinition
+from batch.maintenance import held_claim
 from batch.models import WorkChunk
 from batch.registry import registry
 from batch.statuses import ChunkStatus
@@ -103,7 +103,7 @@ class PoolWatchdog:
         if chunk is None:
             return  # it ended meanwhile (or the keeper recorded the overrun itself)
         max_seconds = _max_seconds(chunk.definition_id, chunk.definition_version)
-        on_chunk_errored(_as_claim(chunk), f"the step ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS) "
+        on_chunk_errored(held_claim(chunk), f"the step ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS) "
                                 f"and its process did not stop: taken as hung, process {held.pid} killed")
         if held.pid == self.main_pid or not _is_child(held.pid, self.main_pid):
             logger.error("chunk %s overran in process %s, which is not a pool process of this worker: not killed "
@@ -115,18 +115,6 @@ class PoolWatchdog:
             os.kill(held.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass  # it ended meanwhile
-
-
-def _as_claim(chunk: WorkChunk) -> ClaimedChunk:
-    """The chunk row as the claim its pool process holds (the outcome is fenced by its claim token)."""
-    instance = chunk.instance
-    job = ClaimedJob(id=instance.id, definition_id=instance.definition_id, definition_version=instance.definition_version,
-                     parameters=instance.parameters, node_id=instance.node_id, module_id=instance.module_id,
-                     max_concurrent_chunks=instance.max_concurrent_chunks)
-    return ClaimedChunk(id=chunk.id, job=job, target_step_id=chunk.target_step_id, sequence=chunk.sequence,
-                        data=chunk.data, attempts=chunk.attempts, error_count=chunk.error_count,
-                        poll_attempts=chunk.poll_attempts, claim_token=chunk.claim_token, worker=chunk.worker,
-                        lease_expires_at=chunk.lease_expires_at)
 
 
 def _like_prefix(hostname: str) -> str:
