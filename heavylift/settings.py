@@ -140,7 +140,23 @@ DATABASE_CLIENT_TIMEOUTS = {
     # Sent data unacknowledged this long: the connection is dead (0: the kernel's ~15 min retransmissions).
     "tcp_user_timeout": env_int("DATABASE_TCP_USER_TIMEOUT_MS", 30_000),
 }
-DATABASES["default"]["OPTIONS"] = {**DATABASE_CLIENT_TIMEOUTS, **DATABASES["default"].get("OPTIONS", {})}
+# The server's side of the same, set by every session for itself (the settings are per session), so a
+# process that dies with its host frees its backend, connection slot and row locks in seconds whatever
+# postgresql.conf says: a dead client's open transaction otherwise holds its locks (a job row, a chunk row)
+# until the server's own TCP gives up, and every worker and maintenance pass that needs them waits as long.
+DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = env_int("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 60, minimum=0)
+DATABASE_SERVER_TIMEOUTS = {
+    "tcp_keepalives_idle": DATABASE_CLIENT_TIMEOUTS["keepalives_idle"],
+    "tcp_keepalives_interval": DATABASE_CLIENT_TIMEOUTS["keepalives_interval"],
+    "tcp_keepalives_count": DATABASE_CLIENT_TIMEOUTS["keepalives_count"],
+    "tcp_user_timeout": DATABASE_CLIENT_TIMEOUTS["tcp_user_timeout"],
+    "idle_in_transaction_session_timeout": DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS * 1000,  # ms; 0: never
+}
+DATABASES["default"]["OPTIONS"] = {
+    **DATABASE_CLIENT_TIMEOUTS,
+    "options": " ".join(f"-c {name}={value}" for name, value in DATABASE_SERVER_TIMEOUTS.items()),
+    **DATABASES["default"].get("OPTIONS", {}),
+}
 
 # --- Cluster identity -----------------------------------------------------------------------------
 NODE_ID = env_identifier("NODE_ID", "Master")  # the logical node, shared by its machines; names its batch queue

@@ -70,7 +70,11 @@ def database_options(**env: str) -> dict:
 def test_database_connections_time_out_by_default_and_the_environment_or_the_url_override_it():
     defaults = database_options()
     assert defaults == {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-                        "keepalives_count": 3, "tcp_user_timeout": 30000}
+                        "keepalives_count": 3, "tcp_user_timeout": 30000,
+                        "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
+                                   "-c tcp_user_timeout=30000 -c idle_in_transaction_session_timeout=60000"}
+    assert "idle_in_transaction_session_timeout=0" in \
+        database_options(DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS="0")["options"]
     assert database_options(DATABASE_TCP_USER_TIMEOUT_MS="5000", DATABASE_KEEPALIVES="false")["tcp_user_timeout"] == 5000
     url = f"{os.environ['DATABASE_URL'].split('?')[0]}?connect_timeout=3"
     assert database_options(DATABASE_URL=url)["connect_timeout"] == 3
