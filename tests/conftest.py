@@ -23,6 +23,20 @@ def process_log_directory(tmp_path_factory) -> Path:
     return process_logs.directory
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The migrated test database, with a fast reset after transactional tests (tests/database_baseline.py)."""
+    from django.test import TransactionTestCase
+
+    from tests.database_baseline import baseline, restore_baseline
+
+    with django_db_blocker.unblock():
+        baseline.capture()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TransactionTestCase, "_fixture_teardown", restore_baseline)
+        yield
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[FIRST_PROCESS_OF_TEST] = len(process_logs.started)
