@@ -98,6 +98,10 @@ class WorkChunk(models.Model):
     # An IN_PROGRESS chunk belongs to its worker until then; the worker renews it while the step runs.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)  # Celery hostname and pid of the last claimer
+    # The database time of the last progress a claim's step reported, written by its lease renewal: the
+    # worker's watchdog counts the chunk's maximum run time from here when that is later than the claim
+    # (`batch.recycling`). Not reset by a claim: an earlier claim's value is older than the new claim.
+    progress_at = models.DateTimeField(null=True, blank=True)
     task_id = models.CharField(max_length=64, blank=True)  # Celery task id of the last claim (Flower)
 
     class Meta:

@@ -61,7 +61,7 @@ def list_files(context: StepContext, sink: DataSink) -> int:
 def fetch_file(context: StepContext, sink: DataSink) -> int:
     """Split one input into chunks of `chunk_size` lines, noting its ids for `urn:uuid:` references; the job is
     gated, so every input's ids are staged before any chunk loads."""
-    return _split(sink, _import_id(context), context.data["url"], _request_headers(context),
+    return _split(context, sink, _import_id(context), context.data["url"], _request_headers(context),
                   context.parameters["chunk_size"])
 
 
@@ -69,7 +69,7 @@ def fetch_files(context: StepContext, sink: DataSink) -> int:
     """Version 1's first step, every input split in one chunk: kept for imports started before version 2."""
     import_id = _import_id(context)
     headers = _request_headers(context)
-    return sum(_split(sink, import_id, item["url"], headers, context.parameters["chunk_size"])
+    return sum(_split(context, sink, import_id, item["url"], headers, context.parameters["chunk_size"])
                for item in _inputs(context, headers))
 
 
@@ -81,10 +81,14 @@ def _inputs(context: StepContext, headers: Mapping[str, str]) -> list[dict[str, 
     return inputs
 
 
-def _split(sink: DataSink, import_id: uuid.UUID, url: str, headers: Mapping[str, str], chunk_size: int) -> int:
+def _split(context: StepContext, sink: DataSink, import_id: uuid.UUID, url: str, headers: Mapping[str, str],
+           chunk_size: int) -> int:
+    """Each line read is progress: a large input streamed slowly but steadily is not taken as hung at the
+    job's maximum run time (`max_chunk_seconds`), only a source that stops sending."""
     fetched = 0
     batch: list[Line] = []
     for line in read_lines(url, headers):
+        context.report_progress()
         batch.append(line)
         if len(batch) >= chunk_size:
             fetched += _emit(sink, import_id, url, batch)
