@@ -10,10 +10,12 @@ import uuid
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
-from django.utils import timezone
 
 from batch.api import MAX_ID_LENGTH as ID_LENGTH
 from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+
+
+DATABASE_CLOCK = models.Func(function="clock_timestamp", output_field=models.DateTimeField())
 
 
 class JobInstance(models.Model):
@@ -24,10 +26,12 @@ class JobInstance(models.Model):
     cancelled = models.BooleanField(default=False)
     parameters = models.JSONField(default=dict)
 
-    create_time = models.DateTimeField(default=timezone.now)
+    # The database's clock, never the inserting host's: maintenance judges a job's age by it (`batch.nodes`),
+    # and hosts' clocks disagree. clock_timestamp(), not now(): jobs started in one transaction keep their order.
+    create_time = models.DateTimeField(db_default=DATABASE_CLOCK)
     start_time = models.DateTimeField(null=True, blank=True)
     end_time = models.DateTimeField(null=True, blank=True)
-    update_time = models.DateTimeField(default=timezone.now)
+    update_time = models.DateTimeField(db_default=Now())
 
     combined_records_processed = models.BigIntegerField(default=0)
     records_per_second = models.FloatField(null=True, blank=True)
@@ -81,10 +85,10 @@ class WorkChunk(models.Model):
     error_message = models.TextField(null=True, blank=True)
     warning_message = models.TextField(null=True, blank=True)
 
-    create_time = models.DateTimeField(default=timezone.now)
+    create_time = models.DateTimeField(db_default=Now())  # the database's clock, as every chunk time
     start_time = models.DateTimeField(null=True, blank=True)
     end_time = models.DateTimeField(null=True, blank=True)
-    update_time = models.DateTimeField(default=timezone.now)
+    update_time = models.DateTimeField(db_default=Now())
     next_poll_time = models.DateTimeField(null=True, blank=True)
     poll_attempts = models.IntegerField(default=0)
 

@@ -57,8 +57,8 @@ class Reassignment:
 # --- Moving jobs ----------------------------------------------------------------------------------------
 # Unfinished jobs older than the timeout on a node/module none of whose workers beat within it, of a
 # module some other node has live workers of (so jobs that cannot move never crowd out those that can).
-# Every comparison is on PostgreSQL's clock but `create_time`, which the starting host wrote; every time this
-# module stamps (a move's update time, a re-announcement) is PostgreSQL's too.
+# Every comparison is on PostgreSQL's clock, `create_time` included (the database stamps it at the insert, not
+# the starting host); every time this module stamps (a move's update time, a re-announcement) is PostgreSQL's too.
 STRANDED_JOBS_SQL = """
 SELECT job.id, job.node_id, job.module_id FROM batch_jobinstance job
 WHERE job.status = ANY(%(unfinished)s) AND job.create_time < now() - %(timeout)s

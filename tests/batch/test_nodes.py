@@ -191,6 +191,23 @@ def test_a_job_of_a_node_that_never_had_a_worker_moves_to_a_live_node_once_older
            in job.warning_messages
 
 
+def test_a_job_started_by_a_host_whose_clock_is_behind_is_not_taken_for_old(two_step_job, bus, module):
+    record_heartbeat("b1", "node-b", module)
+    with freeze_time(timezone.now() - timedelta(hours=1)):  # the starting host's clock is an hour behind
+        instance = start_job(two_step_job.id, {}, node_id="gone", module_id=module)
+    bus.take()
+
+    assert run_maintenance_pass().rehomed == 0, "its age is the database's: younger than the timeout"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        database_now = cursor.fetchone()[0]
+    created = JobInstance.objects.get(id=instance.id).create_time
+    chunk_created = WorkChunk.objects.get(instance_id=instance.id).create_time
+    assert abs((database_now - created).total_seconds()) < 5
+    assert abs((database_now - chunk_created).total_seconds()) < 5
+    assert abs((control.get_job(instance.id).create_time - created).total_seconds()) < 0.001
+
+
 def test_a_node_keeps_its_jobs_until_its_workers_have_not_beaten_for_the_timeout(two_step_job, bus, module):
     record_heartbeat("a1", "node-a", module)
     record_heartbeat("b1", "node-b", module)
