@@ -171,6 +171,9 @@ class JobReassignment(models.Model):
     to_node_id = models.CharField(max_length=64)
     reason = models.CharField(max_length=500)
     at = models.DateTimeField(db_default=Now())
+    # An operator's forced move to a node with no live worker (`reassign_jobs --force`): maintenance leaves the
+    # job there until that node's workers have beaten after the move (then it is a node like any other).
+    forced = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["at", "id"]
