@@ -159,7 +159,7 @@ def manifest_inputs(url: str, headers: Mapping[str, str]) -> list[dict[str, str]
 
 def load_resources(context: StepContext, sink: DataSink) -> int:
     """Load one chunk; its bad lines become issues, lines waiting for a conditional target go on."""
-    data = context.data
+    data = _chunk_data(context)
     too_long = set(data["too_long"])
     source_lines = [SourceLine(data["file"], number, None if number in too_long else content)
                     for number, content in enumerate(unpack(data["lines_zlib"]).split(b"\n"), data["first_line"])]
@@ -179,7 +179,7 @@ def load_resources(context: StepContext, sink: DataSink) -> int:
 
 def load_deferred(context: StepContext, sink: DataSink) -> int:
     """The chunk's lines whose conditional references matched nothing before every chunk had loaded."""
-    if "load_chunk" in context.data:  # absent from chunks emitted before LoadSummary rows existed
+    if "load_chunk" in _chunk_data(context):  # absent from chunks emitted before LoadSummary rows existed
         # A run of the load chunk that deferred nothing may have followed one whose chunk for this step was
         # written already (the sink flushes large chunks early): this chunk carries the counts, not both.
         LoadSummary.objects.filter(chunk_id=context.data["load_chunk"]).delete()
@@ -206,6 +206,15 @@ def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[st
     totals = {kind: sum(counts[kind] for counts in merged["counts"].values()) for kind in ("loaded", "unchanged", "failed")}
     return {**merged, "totals": totals, "errors": errors,
             "error_file": f"{context.parameters['base_url']}/$import-errors/{import_id}" if errors else None}
+
+
+def _chunk_data(context: StepContext) -> Mapping[str, Any]:
+    """A load chunk's data: None once discarded after the import failed or was cancelled (it held raw NDJSON,
+    `services.discard_ended_import_data`), so a restart of such an import fails with the reason."""
+    if context.data is None:
+        raise JobFailed("this import's data was discarded when it ended (it held the source's lines): it cannot be "
+                        "restarted where it stopped; start a new import")
+    return context.data
 
 
 def _import_id(context: StepContext) -> uuid.UUID:
