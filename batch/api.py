@@ -55,6 +55,11 @@ class StepContext(Protocol):
     def add_warning(self, message: str) -> None:
         """Record a non-fatal problem; it is shown with the chunk and joined into the job's warnings."""
 
+    def report_progress(self) -> None:
+        """Say the step moved (a block read, a line parsed): its maximum run time (`max_chunk_seconds`, else
+        BATCH_MAX_CHUNK_SECONDS) counts again from now, so slow but steady work is not taken as hung. Cheap
+        (no query): call it per item of a long stream."""
+
 
 class DataSink(Protocol):
     """Where a step emits its output: each `accept` creates one chunk for the next step."""

@@ -337,8 +337,10 @@ def unfinished_job_ids() -> QuerySet:
     return JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES).values("id")
 
 
-def ended_job_ids(*, before: datetime) -> QuerySet:
-    """Ids of jobs that ended before `before`."""
+def ended_job_ids(*, before: datetime | None = None) -> QuerySet:
+    """Ids of jobs that ended (COMPLETED, FAILED, CANCELLED): before `before`, or at any time."""
+    if before is None:
+        return JobInstance.objects.filter(status__in=ENDED_JOB_STATUSES).values("id")
     return JobInstance.objects.filter(end_time__lt=before).values("id")
 
 

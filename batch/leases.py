@@ -9,6 +9,11 @@ blocked socket, a lock, a deadlock) would otherwise renew its lease forever. At 
 records the overrun (the chunk is ERRORED and retried elsewhere) and the lease is lost; a step that has
 not returned a few seconds later cannot be stopped from inside, so the keeper recycles the process
 (in a Celery pool process: SIGKILL, and the pool starts a fresh one).
+
+The deadline is on silence, not on the whole run: a step that reports progress (`Lease.report_progress`, the
+step's `context.report_progress()`) has its deadline start again from its last report, so a step that streams a
+large input slowly but steadily is never taken as hung. The renewal after a report writes the database time of
+it (`progress_at`), which the worker's main process reads to move its own deadline (`batch.recycling`).
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ RECYCLE_GRACE_SECONDS = 3.0  # after an overrun, how long a step has to notice (
 class Lease:
     """A claim on running work that must be renewed; `lost` turns true when a renewal finds it gone.
 
-    `max_seconds`: past this the work is taken as hung and `on_overrun` records it (once).
+    `max_seconds`: past this without progress the work is taken as hung and `on_overrun` records it (once).
     """
 
     renew: Callable[[], bool]
@@ -47,6 +52,17 @@ class Lease:
     renew_at: float = 0.0  # time.monotonic() of the next renewal
     deadline: float = float("inf")  # time.monotonic() past which the work has overrun
     recycle_at: float = float("inf")  # time.monotonic() past which a still running overrun recycles the process
+    progressed_at: float = float("-inf")  # time.monotonic() of the step's last report of progress
+    progress_recorded_at: float = float("-inf")  # the last `progressed_at` a renewal wrote to the database
+
+    def report_progress(self) -> None:
+        """The work moved (a block read, a chunk emitted): its deadline starts again from now. Cheap (no lock, no
+        query; the keeper reads it at the deadline and the next renewal records it), so call it per item."""
+        self.progressed_at = time.monotonic()
+
+    @property
+    def progress_unrecorded(self) -> bool:
+        return self.progressed_at > self.progress_recorded_at
 
     def next_event(self) -> float:
         return min(self.renew_at, self.deadline, self.recycle_at)
@@ -107,6 +123,15 @@ class LeaseKeeper:
             if self.recycle_process is not None:
                 self.recycle_process()
             return
+        if lease.deadline <= now and lease.max_seconds is not None and not lease.lost \
+                and lease.progressed_at + lease.max_seconds > now:
+            # It progressed since: not hung. The new deadline counts from its last report, and the progress is
+            # recorded at once, so the main process's watchdog (which reads it) moves its deadline in time.
+            lease.deadline = lease.progressed_at + lease.max_seconds
+            lease.renew_at = now + batch_settings().lease_renewal_interval.total_seconds()
+            if not lease.renew():
+                lease.lost = True
+            return
         if lease.deadline <= now:
             lease.deadline = float("inf")
             lease.recycle_at = now + RECYCLE_GRACE_SECONDS
@@ -126,9 +151,11 @@ lease_keeper = LeaseKeeper()
 
 
 # Renewed only while the claim owns the chunk and the job is not cancelled: a cancelled job's step that
-# ignores the cancel lets its lease lapse instead of holding a worker slot forever.
+# ignores the cancel lets its lease lapse instead of holding a worker slot forever. A renewal after the step
+# reported progress stamps `progress_at` (database time, at most a renewal interval after the report).
 RENEW_CHUNK_LEASE_SQL = """
-UPDATE batch_workchunk chunk SET lease_expires_at = now() + %s, update_time = now()
+UPDATE batch_workchunk chunk SET lease_expires_at = now() + %s, update_time = now(),
+    progress_at = CASE WHEN %s THEN now() ELSE chunk.progress_at END
 WHERE chunk.id = %s AND chunk.status = %s AND chunk.claim_token = %s
   AND NOT EXISTS (SELECT 1 FROM batch_jobinstance job WHERE job.id = chunk.instance_id AND job.cancelled)
 """
@@ -137,12 +164,18 @@ WHERE chunk.id = %s AND chunk.status = %s AND chunk.claim_token = %s
 def chunk_lease(chunk_id: UUID, claim_token: UUID, max_seconds: float | None = None,
                 on_overrun: Callable[[], object] | None = None) -> Lease:
     def renew() -> bool:
+        progressed_at = lease.progressed_at
+        progressed = lease.progress_unrecorded
         with connection.cursor() as cursor:
-            cursor.execute(RENEW_CHUNK_LEASE_SQL, [batch_settings().lease, chunk_id,
+            cursor.execute(RENEW_CHUNK_LEASE_SQL, [batch_settings().lease, progressed, chunk_id,
                                                    ChunkStatus.IN_PROGRESS, claim_token])
-            return cursor.rowcount == 1
+            renewed = cursor.rowcount == 1
+        if renewed and progressed:
+            lease.progress_recorded_at = progressed_at
+        return renewed
 
-    return Lease(renew, max_seconds=max_seconds, on_overrun=on_overrun)
+    lease = Lease(renew, max_seconds=max_seconds, on_overrun=on_overrun)
+    return lease
 
 
 def kill_this_process() -> None:

@@ -10,10 +10,12 @@ import uuid
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
-from django.utils import timezone
 
 from batch.api import MAX_ID_LENGTH as ID_LENGTH
 from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
+
+
+DATABASE_CLOCK = models.Func(function="clock_timestamp", output_field=models.DateTimeField())
 
 
 class JobInstance(models.Model):
@@ -24,10 +26,12 @@ class JobInstance(models.Model):
     cancelled = models.BooleanField(default=False)
     parameters = models.JSONField(default=dict)
 
-    create_time = models.DateTimeField(default=timezone.now)
+    # The database's clock, never the inserting host's: maintenance judges a job's age by it (`batch.nodes`),
+    # and hosts' clocks disagree. clock_timestamp(), not now(): jobs started in one transaction keep their order.
+    create_time = models.DateTimeField(db_default=DATABASE_CLOCK)
     start_time = models.DateTimeField(null=True, blank=True)
     end_time = models.DateTimeField(null=True, blank=True)
-    update_time = models.DateTimeField(default=timezone.now)
+    update_time = models.DateTimeField(db_default=Now())
 
     combined_records_processed = models.BigIntegerField(default=0)
     records_per_second = models.FloatField(null=True, blank=True)
@@ -81,10 +85,10 @@ class WorkChunk(models.Model):
     error_message = models.TextField(null=True, blank=True)
     warning_message = models.TextField(null=True, blank=True)
 
-    create_time = models.DateTimeField(default=timezone.now)
+    create_time = models.DateTimeField(db_default=Now())  # the database's clock, as every chunk time
     start_time = models.DateTimeField(null=True, blank=True)
     end_time = models.DateTimeField(null=True, blank=True)
-    update_time = models.DateTimeField(default=timezone.now)
+    update_time = models.DateTimeField(db_default=Now())
     next_poll_time = models.DateTimeField(null=True, blank=True)
     poll_attempts = models.IntegerField(default=0)
 
@@ -98,6 +102,10 @@ class WorkChunk(models.Model):
     # An IN_PROGRESS chunk belongs to its worker until then; the worker renews it while the step runs.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)  # Celery hostname and pid of the last claimer
+    # The database time of the last progress a claim's step reported, written by its lease renewal: the
+    # worker's watchdog counts the chunk's maximum run time from here when that is later than the claim
+    # (`batch.recycling`). Not reset by a claim: an earlier claim's value is older than the new claim.
+    progress_at = models.DateTimeField(null=True, blank=True)
     task_id = models.CharField(max_length=64, blank=True)  # Celery task id of the last claim (Flower)
 
     class Meta:
@@ -163,6 +171,9 @@ class JobReassignment(models.Model):
     to_node_id = models.CharField(max_length=64)
     reason = models.CharField(max_length=500)
     at = models.DateTimeField(db_default=Now())
+    # An operator's forced move to a node with no live worker (`reassign_jobs --force`): maintenance leaves the
+    # job there until that node's workers have beaten after the move (then it is a node like any other).
+    forced = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["at", "id"]

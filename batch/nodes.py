@@ -8,7 +8,8 @@ all, nothing consumes its queue and the job would wait forever. So every batch w
 a node none of whose workers has beaten for `BATCH_NODE_TIMEOUT_SECONDS` is dead,
 and maintenance moves its unfinished jobs to a live node of the same module, announces their waiting
 chunks on that node's queue and records the move, which the job's warnings show. Operators move jobs
-by hand with `manage.py reassign_jobs`.
+by hand with `manage.py reassign_jobs`; a job they force to a node with no live worker stays there until
+that node's workers have beaten (maintenance does not move it back).
 
 The timeout is also the grace period of a restart: a node whose workers come back within it keeps its
 jobs. A job younger than the timeout is never moved, so a node that has not beaten *yet* (the job was
@@ -56,9 +57,12 @@ class Reassignment:
 
 # --- Moving jobs ----------------------------------------------------------------------------------------
 # Unfinished jobs older than the timeout on a node/module none of whose workers beat within it, of a
-# module some other node has live workers of (so jobs that cannot move never crowd out those that can).
-# Every comparison is on PostgreSQL's clock but `create_time`, which the starting host wrote; every time this
-# module stamps (a move's update time, a re-announcement) is PostgreSQL's too.
+# module some other node has live workers of (so jobs that cannot move never crowd out those that can),
+# but for a job an operator last forced to its node while it had no live worker: it waits there, as the
+# operator said, until that node's workers have beaten after the move (a node about to come up is not
+# dead); from then on the node is judged like any other.
+# Every comparison is on PostgreSQL's clock, `create_time` included (the database stamps it at the insert, not
+# the starting host); every time this module stamps (a move's update time, a re-announcement) is PostgreSQL's too.
 STRANDED_JOBS_SQL = """
 SELECT job.id, job.node_id, job.module_id FROM batch_jobinstance job
 WHERE job.status = ANY(%(unfinished)s) AND job.create_time < now() - %(timeout)s
@@ -68,6 +72,12 @@ WHERE job.status = ANY(%(unfinished)s) AND job.create_time < now() - %(timeout)s
   AND EXISTS (SELECT 1 FROM batch_workerheartbeat live
               WHERE live.module_id = job.module_id AND live.stopped_at IS NULL
                 AND live.last_seen > now() - %(timeout)s)
+  AND NOT EXISTS (SELECT 1 FROM (SELECT latest.forced, latest.to_node_id, latest.at FROM batch_jobreassignment latest
+                                 WHERE latest.instance_id = job.id ORDER BY latest.at DESC, latest.id DESC LIMIT 1) latest
+                  WHERE latest.forced AND latest.to_node_id = job.node_id
+                    AND NOT EXISTS (SELECT 1 FROM batch_workerheartbeat came
+                                    WHERE came.node_id = job.node_id AND came.module_id = job.module_id
+                                      AND came.last_seen > latest.at))
 ORDER BY job.create_time, job.id
 LIMIT %(limit)s
 """
@@ -165,7 +175,10 @@ def reassign_jobs(*, from_node: str | None = None, to_node: str | None = None, j
     moves = []
     for job in _paged(jobs):
         target = to_node or targets.pick(job.module_id, excluding=from_node)
-        move = _move_job(job.id, job.node_id, target, "reassigned by an operator")
+        forced = not targets.is_live(target, job.module_id)  # only `force` gets here with a node not live
+        reason = ("reassigned by an operator, forced to a node with no live worker: it keeps the job until its "
+                  "workers come up" if forced else "reassigned by an operator")
+        move = _move_job(job.id, job.node_id, target, reason, forced=forced)
         if move is not None:
             moves.append(move)
     return moves
@@ -208,16 +221,17 @@ class _TargetPicker:
         return chosen
 
 
-def _move_job(job_id: UUID, from_node: str, to_node: str, reason: str) -> Reassignment | None:
+def _move_job(job_id: UUID, from_node: str, to_node: str, reason: str, *, forced: bool = False) -> Reassignment | None:
     """Re-point the job at `to_node` (if it is still unfinished on `from_node`) and announce its waiting
-    work there. None when another process moved or ended it first."""
+    work there. None when another process moved or ended it first. `forced`: an operator's move to a node
+    with no live worker, which maintenance does not undo (`STRANDED_JOBS_SQL`)."""
     with transaction.atomic():
         moved = JobInstance.objects.filter(id=job_id, node_id=from_node, status__in=UNFINISHED_JOB_STATUSES).update(
             node_id=to_node, update_time=Now())
         if not moved:
             return None
         JobReassignment.objects.create(instance_id=job_id, from_node_id=from_node, to_node_id=to_node,
-                                       reason=reason[:500])
+                                       reason=reason[:500], forced=forced)
     instance = JobInstance.objects.get(id=job_id)
     announced = _announce_waiting_work(instance)
     logger.warning("job %s moved from node %s to node %s (%s); %d waiting chunks announced there",

@@ -9,7 +9,8 @@ main process, which runs no steps (prefork pool), watches its pool processes' ch
   `<hostname>/<pid>`, written by the claim), with the database's clock;
 - a claim (chunk id and claim token) seen for the first time at database time T has its deadline at
   T + the definition's maximum run time (`max_chunk_seconds`, else BATCH_MAX_CHUNK_SECONDS); the claim
-  happened at most one poll before T;
+  happened at most one poll before T; a step that reports progress moves it to its last recorded progress
+  (`progress_at`, written by the lease renewal) + that maximum;
 - past the deadline and a grace (`RECYCLE_GRACE_SECONDS`, the keeper's own chance to record the overrun and
   recycle its process when it can run), a claim still IN_PROGRESS with the same token is recorded as an
   overrun (ERRORED and announced for its retry, fenced by the token like every outcome) and its process is
@@ -31,7 +32,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -53,7 +54,8 @@ RECYCLE_GRACE_SECONDS = 3.0  # as the keeper's own grace: it records and recycle
 # The chunks this worker's pool processes hold, and the database's clock. The partial index on the leases of
 # IN_PROGRESS chunks holds these rows only (a few per worker process).
 HELD_CHUNKS_SQL = """
-SELECT chunk.id, chunk.claim_token, chunk.worker, chunk.definition_id, chunk.definition_version, now()
+SELECT chunk.id, chunk.claim_token, chunk.worker, chunk.definition_id, chunk.definition_version, chunk.progress_at,
+       now()
 FROM batch_workchunk chunk
 WHERE chunk.status = %s AND chunk.lease_expires_at IS NOT NULL AND chunk.worker LIKE %s
 """
@@ -64,7 +66,7 @@ class HeldChunk:
     chunk_id: UUID
     claim_token: UUID
     pid: int
-    deadline: datetime  # database time past which the claim has overrun (grace not included)
+    deadline: datetime  # database time past which the claim has overrun (grace not included), moved by progress
 
 
 class PoolWatchdog:
@@ -80,15 +82,18 @@ class PoolWatchdog:
         with connection.cursor() as cursor:
             cursor.execute(HELD_CHUNKS_SQL, [ChunkStatus.IN_PROGRESS, _like_prefix(self.hostname)])
             rows = cursor.fetchall()
-        now = rows[0][5] if rows else None
+        now = rows[0][6] if rows else None
         held: dict[tuple[UUID, UUID], HeldChunk] = {}
-        for chunk_id, claim_token, worker, definition_id, version, db_now in rows:
+        for chunk_id, claim_token, worker, definition_id, version, progress_at, db_now in rows:
             pid = _pid_of(worker)
             if pid is None:
                 continue
             key = (chunk_id, claim_token)
-            held[key] = self._first_seen.get(key) or HeldChunk(
-                chunk_id, claim_token, pid, db_now + timedelta(seconds=_max_seconds(definition_id, version)))
+            max_run = timedelta(seconds=_max_seconds(definition_id, version))
+            seen = self._first_seen.get(key) or HeldChunk(chunk_id, claim_token, pid, db_now + max_run)
+            if progress_at is not None and progress_at + max_run > seen.deadline:
+                seen = replace(seen, deadline=progress_at + max_run)  # it progressed: the maximum counts from there
+            held[key] = seen
         self._first_seen = held  # claims that ended are forgotten
         grace = timedelta(seconds=RECYCLE_GRACE_SECONDS)
         overrun = [chunk for chunk in held.values() if now is not None and now > chunk.deadline + grace]

@@ -58,5 +58,8 @@ class RunningStepContext:
         if self.is_cancelled():
             raise JobCancelled(f"job {self.instance_id} was cancelled; step {self.step_id} stops")
 
+    def report_progress(self) -> None:
+        self.lease.report_progress()
+
     def add_warning(self, message: str) -> None:
         self.warnings.append(message)

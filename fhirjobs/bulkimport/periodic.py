@@ -1,9 +1,10 @@
-"""The bulk import's scheduled task: the hourly clean-up of what ended imports leave behind."""
+"""The bulk import's scheduled tasks: every minute, what an ended import must not keep (raw NDJSON in chunks,
+source credentials); every hour, the clean-up of what ended imports leave behind."""
 from __future__ import annotations
 
 import logging
 
-from fhirjobs.bulkimport.services import purge_ended_imports
+from fhirjobs.bulkimport.services import discard_ended_import_data, purge_ended_imports
 from scheduling import scheduled
 
 logger = logging.getLogger(__name__)
@@ -21,3 +22,13 @@ def purge_import_leftovers() -> None:
     if report.imports or report.staged_ids or report.load_summaries:
         logger.info("purged %d imports, %d staged ids and %d load summaries", report.imports, report.staged_ids,
                     report.load_summaries)
+
+
+@scheduled(every_seconds=60)
+def discard_ended_import_data_and_credentials() -> None:
+    """A failed or cancelled import's unfinished chunks hold raw NDJSON, and an ended import's row its source
+    credentials: gone within a minute of the end, not at the purge days later."""
+    report = discard_ended_import_data()
+    if report.chunks or report.credentials:
+        logger.info("discarded the data of %d chunks and the source credentials of %d imports that ended",
+                    report.chunks, report.credentials)

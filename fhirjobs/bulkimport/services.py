@@ -111,6 +111,7 @@ def cancel_import(user: AbstractBaseUser, import_id: uuid.UUID | str) -> None:
             control.cancel_job(bulk_import.job_instance_id)
         except (JobStateConflict, JobNotFound):
             pass  # it has ended already
+        control.discard_chunk_data([bulk_import.job_instance_id])  # the raw NDJSON its unfinished chunks held
         ImportIssue.objects.filter(import_id=bulk_import.id).delete()
         bulk_import.delete()
 
@@ -144,7 +145,25 @@ def _owned_import(user: AbstractBaseUser, import_id: uuid.UUID | str, *, lock: b
     return owned_row(BulkImport.objects.all(), user, import_id, noun="import", not_found=ImportNotFound, lock=lock)
 
 
-STAGED_IDS_KEPT_AFTER_END = timedelta(days=1)  # a failed or cancelled import restarted within a day still has them
+@dataclass(frozen=True)
+class DiscardReport:
+    chunks: int  # chunks whose data (raw NDJSON lines, source URLs) was cleared
+    credentials: int  # imports whose source credentials were forgotten
+
+
+def discard_ended_import_data() -> DiscardReport:
+    """What an ended import no longer needs and must not keep (PHI, secrets): the raw NDJSON in the chunks a
+    failed or cancelled import left unfinished, and the source credentials of any ended import (completed
+    too). Run every minute (`periodic`); such an import can no longer be restarted where it stopped: start
+    a new one."""
+    chunks = control.discard_chunk_data(BulkImport.objects.filter(job_instance_id__isnull=False)
+                                        .values("job_instance_id"))
+    credentials = (BulkImport.objects.filter(job_instance_id__in=control.ended_job_ids())
+                   .exclude(request_headers={}).update(request_headers={}))
+    return DiscardReport(chunks, credentials)
+
+
+STAGED_IDS_KEPT_AFTER_END = timedelta(days=1)  # a reduction run again after a crash still finds them
 
 
 @dataclass

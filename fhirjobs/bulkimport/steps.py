@@ -61,7 +61,7 @@ def list_files(context: StepContext, sink: DataSink) -> int:
 def fetch_file(context: StepContext, sink: DataSink) -> int:
     """Split one input into chunks of `chunk_size` lines, noting its ids for `urn:uuid:` references; the job is
     gated, so every input's ids are staged before any chunk loads."""
-    return _split(sink, _import_id(context), context.data["url"], _request_headers(context),
+    return _split(context, sink, _import_id(context), context.data["url"], _request_headers(context),
                   context.parameters["chunk_size"])
 
 
@@ -69,7 +69,7 @@ def fetch_files(context: StepContext, sink: DataSink) -> int:
     """Version 1's first step, every input split in one chunk: kept for imports started before version 2."""
     import_id = _import_id(context)
     headers = _request_headers(context)
-    return sum(_split(sink, import_id, item["url"], headers, context.parameters["chunk_size"])
+    return sum(_split(context, sink, import_id, item["url"], headers, context.parameters["chunk_size"])
                for item in _inputs(context, headers))
 
 
@@ -81,10 +81,14 @@ def _inputs(context: StepContext, headers: Mapping[str, str]) -> list[dict[str, 
     return inputs
 
 
-def _split(sink: DataSink, import_id: uuid.UUID, url: str, headers: Mapping[str, str], chunk_size: int) -> int:
+def _split(context: StepContext, sink: DataSink, import_id: uuid.UUID, url: str, headers: Mapping[str, str],
+           chunk_size: int) -> int:
+    """Each line read is progress: a large input streamed slowly but steadily is not taken as hung at the
+    job's maximum run time (`max_chunk_seconds`), only a source that stops sending."""
     fetched = 0
     batch: list[Line] = []
     for line in read_lines(url, headers):
+        context.report_progress()
         batch.append(line)
         if len(batch) >= chunk_size:
             fetched += _emit(sink, import_id, url, batch)
@@ -155,7 +159,7 @@ def manifest_inputs(url: str, headers: Mapping[str, str]) -> list[dict[str, str]
 
 def load_resources(context: StepContext, sink: DataSink) -> int:
     """Load one chunk; its bad lines become issues, lines waiting for a conditional target go on."""
-    data = context.data
+    data = _chunk_data(context)
     too_long = set(data["too_long"])
     source_lines = [SourceLine(data["file"], number, None if number in too_long else content)
                     for number, content in enumerate(unpack(data["lines_zlib"]).split(b"\n"), data["first_line"])]
@@ -175,7 +179,7 @@ def load_resources(context: StepContext, sink: DataSink) -> int:
 
 def load_deferred(context: StepContext, sink: DataSink) -> int:
     """The chunk's lines whose conditional references matched nothing before every chunk had loaded."""
-    if "load_chunk" in context.data:  # absent from chunks emitted before LoadSummary rows existed
+    if "load_chunk" in _chunk_data(context):  # absent from chunks emitted before LoadSummary rows existed
         # A run of the load chunk that deferred nothing may have followed one whose chunk for this step was
         # written already (the sink flushes large chunks early): this chunk carries the counts, not both.
         LoadSummary.objects.filter(chunk_id=context.data["load_chunk"]).delete()
@@ -202,6 +206,15 @@ def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[st
     totals = {kind: sum(counts[kind] for counts in merged["counts"].values()) for kind in ("loaded", "unchanged", "failed")}
     return {**merged, "totals": totals, "errors": errors,
             "error_file": f"{context.parameters['base_url']}/$import-errors/{import_id}" if errors else None}
+
+
+def _chunk_data(context: StepContext) -> Mapping[str, Any]:
+    """A load chunk's data: None once discarded after the import failed or was cancelled (it held raw NDJSON,
+    `services.discard_ended_import_data`), so a restart of such an import fails with the reason."""
+    if context.data is None:
+        raise JobFailed("this import's data was discarded when it ended (it held the source's lines): it cannot be "
+                        "restarted where it stopped; start a new import")
+    return context.data
 
 
 def _import_id(context: StepContext) -> uuid.UUID:

@@ -45,6 +45,30 @@ def test_a_chunk_running_past_the_jobs_maximum_is_errored_with_the_reason_and_it
     assert get_job(job.id).status == JobStatus.COMPLETED
 
 
+def progress_past_the_maximum(context, sink) -> int:
+    """Runs 2.5 s, past the job's maximum of 1 s, reporting progress every 50 ms (as a slow, steady stream)."""
+    until = time.monotonic() + 2.5
+    while time.monotonic() < until:
+        context.report_progress()
+        context.check_cancelled()
+        time.sleep(0.05)
+    return 1
+
+
+def test_a_chunk_reporting_progress_runs_past_the_jobs_maximum_and_its_progress_is_recorded(bus, define_job):
+    definition = define_job(lambda b: b.max_chunk_seconds(1).first_step("emit", emit_one)
+                            .last_step("work", progress_past_the_maximum))
+    job = start_job(definition.id, {})
+
+    bus.drain()
+
+    chunk = WorkChunk.objects.get(instance_id=job.id, target_step_id="work")
+    assert (chunk.status, chunk.attempts, chunk.error_count, chunk.error_message) == \
+        (ChunkStatus.COMPLETED, 1, 0, None)
+    assert chunk.progress_at is not None  # what the worker's watchdog reads (batch.recycling)
+    assert get_job(job.id).status == JobStatus.COMPLETED
+
+
 def count_after_hanging_on_first_attempt(context, inputs) -> dict:
     hang_on_first_attempt(context, None)
     return {"inputs": sum(1 for _ in inputs)}

@@ -23,7 +23,7 @@ from batch.heartbeats import (
     start_heartbeat,
 )
 from batch.maintenance import run_maintenance_pass
-from batch.models import JobInstance, WorkChunk, WorkerHeartbeat
+from batch.models import JobInstance, JobReassignment, WorkChunk, WorkerHeartbeat
 from batch.nodes import JOB_PAGE, reassign_jobs
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
@@ -191,6 +191,23 @@ def test_a_job_of_a_node_that_never_had_a_worker_moves_to_a_live_node_once_older
            in job.warning_messages
 
 
+def test_a_job_started_by_a_host_whose_clock_is_behind_is_not_taken_for_old(two_step_job, bus, module):
+    record_heartbeat("b1", "node-b", module)
+    with freeze_time(timezone.now() - timedelta(hours=1)):  # the starting host's clock is an hour behind
+        instance = start_job(two_step_job.id, {}, node_id="gone", module_id=module)
+    bus.take()
+
+    assert run_maintenance_pass().rehomed == 0, "its age is the database's: younger than the timeout"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        database_now = cursor.fetchone()[0]
+    created = JobInstance.objects.get(id=instance.id).create_time
+    chunk_created = WorkChunk.objects.get(instance_id=instance.id).create_time
+    assert abs((database_now - created).total_seconds()) < 5
+    assert abs((database_now - chunk_created).total_seconds()) < 5
+    assert abs((control.get_job(instance.id).create_time - created).total_seconds()) < 0.001
+
+
 def test_a_node_keeps_its_jobs_until_its_workers_have_not_beaten_for_the_timeout(two_step_job, bus, module):
     record_heartbeat("a1", "node-a", module)
     record_heartbeat("b1", "node-b", module)
@@ -309,6 +326,23 @@ def test_a_move_to_a_node_without_live_workers_is_refused_unless_forced(two_step
 
     [move] = reassign_jobs(from_node="node-a", to_node="node-z", force=True)
     assert move.to_node_id == node_of(instance) == "node-z"
+
+
+def test_a_forced_move_to_a_node_not_yet_up_sticks_until_that_node_has_beaten(two_step_job, bus, module):
+    record_heartbeat("a1", "node-a", module)
+    instance = aged(start_job(two_step_job.id, {}, node_id="node-a", module_id=module))
+    reassign_jobs(job_id=instance.id, to_node="node-z", force=True)  # node-z is about to come up
+    bus.take()
+
+    assert run_maintenance_pass().rehomed == 0, "the operator's word holds while node-z has not beaten"
+    assert node_of(instance) == "node-z"
+    assert "forced to a node with no live worker" in control.get_job(instance.id).warning_messages
+
+    JobReassignment.objects.filter(instance_id=instance.id).update(at=Now() - timedelta(seconds=TIMEOUT + 5))
+    record_heartbeat("z1", "node-z", module)  # node-z came up after the move ...
+    seen_ago("z1", TIMEOUT + 1)  # ... and died: now it is a node like any other
+    assert run_maintenance_pass().rehomed == 1
+    assert node_of(instance) == "node-a"
 
 
 @pytest.mark.parametrize("arguments, error, message", [

@@ -14,7 +14,8 @@ class Command(BaseCommand):
                             help="move them to this node (default: the least busy other node with live workers)")
         parser.add_argument("--job", dest="job_id", metavar="ID", help="move this job only")
         parser.add_argument("--force", action="store_true",
-                            help="move to --to even if no live worker of that node has been seen")
+                            help="move to --to even if no live worker of that node has been seen; maintenance leaves "
+                                 "the jobs there until that node's workers have beaten")
 
     def handle(self, *args, from_node: str | None, to_node: str | None, job_id: str | None, force: bool, **options):
         if from_node is None and job_id is None:
