@@ -189,6 +189,7 @@ INSTALLED_APPS = [
     "fhirjobs.deleteexpunge",
     "fhirjobs.expunge",
     "fhirjobs.merge",
+    "fhirjobs.bulkpatch",
     "fhirjobs.terminology",
     "heavylift",
 ]
