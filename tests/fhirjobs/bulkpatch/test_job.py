@@ -2,11 +2,14 @@
 dry run; its patch step alone: a page run again, a resource the patch or the write fails on failing alone."""
 from __future__ import annotations
 
+import io
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from batch import control
 from batch.control import JobStatus
@@ -115,3 +118,16 @@ def test_a_page_whose_write_fails_is_written_resource_by_resource(monkeypatch):
     assert patch(context, sink=None) == 2
     assert PatchedChunk.objects.get(chunk_id=context.chunk_id).failed == {"bad": "Observation/bad was changed meanwhile"}
     assert versions(resource_type="Observation") == {"o1": 2, "bad": 1, "o3": 2}
+
+
+@pytest.mark.django_db
+def test_the_command_starts_a_job_with_the_patch_file(tmp_path):
+    patch_file = tmp_path / "amend.json"
+    patch_file.write_text(json.dumps(AMEND))
+    printed = io.StringIO()
+    call_command("bulk_patch", str(patch_file), "Observation", "--dry-run", stdout=printed)
+    job = control.get_job(printed.getvalue().strip())
+    assert job.parameters["urls"] == ["Observation?"] and job.parameters["dry_run"] is True
+    with pytest.raises(CommandError, match="patch: the patch has no operation"):
+        patch_file.write_text('{"resourceType": "Parameters"}')
+        call_command("bulk_patch", str(patch_file), "Observation?", stdout=io.StringIO())

@@ -2,11 +2,13 @@
 preview, by identifiers, deleting the source, a page run again, and the patients that cannot be merged."""
 from __future__ import annotations
 
+import io
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from batch import control
@@ -162,3 +164,13 @@ def test_a_page_run_again_writes_no_second_version():
     assert versions("Observation") == {"o1": 2, "o2": 2}
     assert MergedChunk.objects.get(chunk_id=context.chunk_id).versions == ["Observation/o1/_history/2",
                                                                            "Observation/o2/_history/2"]
+
+
+def test_the_command_merges_and_prints_the_outcome():
+    store(patient("src"), patient("tgt"), observation("o1", "Patient/src"))
+    printed = io.StringIO()
+    call_command("merge_patients", "src", "tgt", stdout=printed)
+    assert "1 resources referring to the source updated" in printed.getvalue()
+    assert versions("Observation") == {"o1": 2}
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command("merge_patients", "nobody", "tgt", stdout=io.StringIO())
