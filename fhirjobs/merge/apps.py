@@ -1,6 +1,7 @@
 from django.apps import AppConfig
 
 MERGE_OPERATION = "http://hl7.org/fhir/OperationDefinition/Patient-merge"  # FHIR's, as HAPI implements it
+REPLACE_REFERENCES_OPERATION = "http://hapifhir.io/fhir/OperationDefinition/hapi.fhir.replace-references"
 
 
 class MergeConfig(AppConfig):
@@ -11,8 +12,10 @@ class MergeConfig(AppConfig):
 
     def ready(self) -> None:
         from batch.api import register
-        from fhirjobs.merge.definition import MERGE
+        from fhirjobs.merge.definition import MERGE, REPLACE_REFERENCES
         from fhirstore.capability import register_operation
 
         register(MERGE)
+        register(REPLACE_REFERENCES)
         register_operation("merge", MERGE_OPERATION, resource_type="Patient")
+        register_operation("hapi.fhir.replace-references", REPLACE_REFERENCES_OPERATION)

@@ -22,7 +22,7 @@ _KINDS = {"source-patient": "valueReference", "source-patient-identifier": "valu
           "batch-size": "valueInteger"}
 _ONCE = ("source-patient", "target-patient", "result-patient", "preview", "delete-source", "batch-size")
 _TYPES = {"valueReference": dict, "valueIdentifier": dict, "resource": dict, "valueBoolean": bool,
-          "valueInteger": int}
+          "valueInteger": int, "valueString": str}
 
 
 @dataclass(frozen=True)
@@ -105,3 +105,55 @@ def merge_answer(request: MergeRequest, outcome: dict, *, result: dict | None = 
     if task is not None:
         parameters.append({"name": "task", "resource": task})
     return {"resourceType": "Parameters", "parameter": parameters}
+
+
+REFERENCE = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})$")
+_REPLACE_KINDS = {"source-reference-id": "valueString", "target-reference-id": "valueString",
+                  "resource-limit": "valueInteger"}
+
+
+@dataclass(frozen=True)
+class ReplaceReferencesRequest:
+    source: str  # Type/id
+    target: str  # Type/id, of the same type
+    resource_limit: int = 512  # HAPI's default: at most this many referrers rewritten synchronously
+
+
+def parse_replace_references_parameters(body: object) -> ReplaceReferencesRequest:
+    """A `$hapi.fhir.replace-references` Parameters body (HAPI's names: source-reference-id,
+    target-reference-id, resource-limit); InvalidMergeRequest (400) lists every problem."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise InvalidRequest("$hapi.fhir.replace-references takes a Parameters resource")
+    values: dict[str, list] = {name: [] for name in _REPLACE_KINDS}
+    problems = []
+    for parameter in body.get("parameter") or []:
+        name = parameter.get("name") if isinstance(parameter, dict) else None
+        kind = _REPLACE_KINDS.get(name)
+        value = parameter.get(kind) if kind else None
+        if kind is not None and isinstance(value, _TYPES.get(kind, str)) and not isinstance(value, bool):
+            values[name].append(value)
+        else:
+            problems.append(f"parameter {name!r} is not understood ({', '.join(_REPLACE_KINDS)}) or has no "
+                            f"{kind or 'value'}")
+    problems += [f"{name} may be given once" for name, given in values.items() if len(given) > 1]
+    references = {}
+    for name in ("source-reference-id", "target-reference-id"):
+        given = next(iter(values[name]), None)
+        if given is None:
+            problems.append(f"{name} is needed (Type/id)")
+        elif REFERENCE.match(given) is None:
+            problems.append(f"{name} must be Type/id, got {given!r}")
+        else:
+            references[name] = given
+    if len(references) == 2:
+        source, target = references["source-reference-id"], references["target-reference-id"]
+        if source.partition("/")[0] != target.partition("/")[0]:
+            problems.append("source-reference-id and target-reference-id must be of the same resource type")
+        elif source == target:
+            problems.append("source-reference-id and target-reference-id are the same resource")
+    limit = next(iter(values["resource-limit"]), 512)
+    if limit < 1:
+        problems.append("resource-limit must be at least 1")
+    if problems:
+        raise InvalidMergeRequest(problems)
+    return ReplaceReferencesRequest(references["source-reference-id"], references["target-reference-id"], limit)

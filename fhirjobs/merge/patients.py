@@ -13,6 +13,7 @@ import copy
 from urllib.parse import quote
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from fhirjobs.merge.exceptions import MergeNotPossible
 from fhirstore.authority import WriteAuthority
@@ -22,7 +23,11 @@ from fhirstore.search import find_logical_ids
 from fhirstore.storage import StoredVersion, Write, delete_resource, new_logical_id, read_resource, save_resources
 
 LIFECYCLE = "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle"
+LIFECYCLE_EVENTS = {"merge": "Merge Record Lifecycle Event", "update": "Update/Amend Record Lifecycle Event"}
 JOB_ID_SYSTEM = "http://hapifhir.io/batch/jobId"  # HAPI's: the Task names the batch job by this identifier
+MERGE, REPLACE_REFERENCES = "Patient/$merge", "$hapi.fhir.replace-references"
+TASK_INPUTS = {MERGE: ("source-patient", "target-patient"),
+               REPLACE_REFERENCES: ("source-reference-id", "target-reference-id")}
 
 
 @dataclass(frozen=True)
@@ -101,29 +106,40 @@ def complete_merge(source_id: str, target_id: str, *, result_patient: dict | Non
     patients = save_resources(writes, authority=authority)
     if delete_source:
         patients.append(delete_resource("Patient", source_id, authority=authority, if_match=source.version_id))
+    provenance_id = record_provenance(
+        [version.versioned_reference for version in patients if not version.deleted] + list(rewritten),
+        activity="merge", started_by=started_by, authority=authority,
+        removed=patients[-1].versioned_reference if delete_source else None)
+    return CompletedMerge(patients[0], provenance_id)
+
+
+def record_provenance(targets: Sequence[str], *, activity: str, started_by: str, authority: WriteAuthority,
+                      removed: str | None = None) -> str:
+    """A Provenance of these versions (ISO 21089 lifecycle `merge` or `update`), by the caller; its id."""
     provenance = {
         "resourceType": "Provenance", "id": new_logical_id(),
-        "target": [{"reference": version.versioned_reference} for version in patients if not version.deleted]
-                  + [{"reference": reference} for reference in rewritten],
-        "recorded": format_instant(patients[0].last_updated),
-        "activity": {"coding": [{"system": LIFECYCLE, "code": "merge", "display": "Merge Record Lifecycle Event"}]},
+        "target": [{"reference": reference} for reference in targets],
+        "recorded": format_instant(datetime.now(UTC)),
+        "activity": {"coding": [{"system": LIFECYCLE, "code": activity, "display": LIFECYCLE_EVENTS[activity]}]},
         "agent": [{"who": {"display": started_by}}],
     }
-    if delete_source:
-        provenance["entity"] = [{"role": "removal", "what": {"reference": patients[-1].versioned_reference}}]
+    if removed is not None:
+        provenance["entity"] = [{"role": "removal", "what": {"reference": removed}}]
     save_resources([Write(provenance)], authority=authority)
-    return CompletedMerge(patients[0], provenance["id"])
+    return provenance["id"]
 
 
-def task_body(task_id: str, job_id: str, source_id: str, target_id: str, *, status: str = "in-progress",
-              output: Sequence[dict] = ()) -> dict:
-    """The Task that follows an asynchronous merge (`GET /fhir/Task/[id]`)."""
+def task_body(task_id: str, job_id: str, source: str, target: str, *, operation: str = MERGE,
+              status: str = "in-progress", output: Sequence[dict] = ()) -> dict:
+    """The Task that follows an asynchronous merge or replace-references (`GET /fhir/Task/[id]`); `source` and
+    `target` are references (`Patient/a`)."""
+    source_input, target_input = TASK_INPUTS[operation]
     task = {
         "resourceType": "Task", "id": task_id, "status": status, "intent": "order",
         "identifier": [{"system": JOB_ID_SYSTEM, "value": job_id}],
-        "code": {"text": "Patient/$merge"},
-        "input": [{"type": {"text": "source-patient"}, "valueReference": {"reference": f"Patient/{source_id}"}},
-                  {"type": {"text": "target-patient"}, "valueReference": {"reference": f"Patient/{target_id}"}}],
+        "code": {"text": operation},
+        "input": [{"type": {"text": source_input}, "valueReference": {"reference": source}},
+                  {"type": {"text": target_input}, "valueReference": {"reference": target}}],
     }
     if output:
         task["output"] = list(output)

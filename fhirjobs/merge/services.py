@@ -1,4 +1,5 @@
-"""Patient `$merge` as plain functions: who may, and the merge itself (preview, now, or as a MERGE job).
+"""Patient `$merge` and `$hapi.fhir.replace-references` as plain functions: who may, and the operations
+themselves (preview, now, or as a MERGE / REPLACE_REFERENCES job).
 
 The view is thin over these. Up to MERGE_SYNC_MAX_RESOURCES referrers a merge runs in the request, in one
 transaction (HAPI's limit: 512); above it the client must ask with `Prefer: respond-async` and a MERGE job
@@ -14,13 +15,22 @@ from django.db import transaction
 
 from batch import control
 from batch.control import InvalidParameters
-from fhirjobs.merge.definition import MERGE_JOB
-from fhirjobs.merge.exceptions import InvalidMergeRequest, TooManyReferrers
-from fhirjobs.merge.parameters import MergeRequest, information, merge_answer
-from fhirjobs.merge.patients import check_mergeable, complete_merge, merged_target, resolve_patient, task_body
+from fhirjobs.merge.definition import MERGE_JOB, REPLACE_REFERENCES_JOB
+from fhirjobs.merge.exceptions import InvalidMergeRequest, MergeNotPossible, TooManyReferrers
+from fhirjobs.merge.parameters import MergeRequest, ReplaceReferencesRequest, information, merge_answer
+from fhirjobs.merge.patients import (
+    REPLACE_REFERENCES,
+    check_mergeable,
+    complete_merge,
+    merged_target,
+    record_provenance,
+    resolve_patient,
+    task_body,
+)
 from fhirjobs.merge.steps import merge_authority, referrer_pages
 from fhirstore.referrers import replace_references
-from fhirstore.storage import Write, save_resources
+from fhirstore.exceptions import ResourceGone, ResourceNotFound
+from fhirstore.storage import Write, read_resource, save_resources
 
 MERGE_PERMISSION = "merge.merge_patients"
 
@@ -45,7 +55,7 @@ def merge_patients(request: MergeRequest, *, started_by: str, asynchronous: bool
     if request.result_patient is not None and request.result_patient.get("id") != target.logical_id:
         raise InvalidMergeRequest([f"result-patient must have the target's id ({target.logical_id!r})"])
     batch_size = request.batch_size or settings.MERGE_SYNC_MAX_RESOURCES
-    pages = list(referrer_pages(source.logical_id, target.logical_id, batch_size))
+    pages = list(referrer_pages(f"Patient/{source.logical_id}", f"Patient/{target.logical_id}", batch_size))
     referrers = sum(len(ids) for _, ids in pages)
     if request.preview:
         return MergeAnswer(200, merge_answer(request, information(
@@ -70,20 +80,58 @@ def merge_patients(request: MergeRequest, *, started_by: str, asynchronous: bool
 
 
 def _start_merge_job(request: MergeRequest, source_id: str, target_id: str, started_by: str) -> MergeAnswer:
-    """The Task and the job, in one transaction: the job starts only with its Task written."""
     job_id, task_id = uuid.uuid4(), str(uuid.uuid4())
     parameters = {"source_patient": source_id, "target_patient": target_id, "task_id": task_id,
                   "started_by": started_by, "result_patient": request.result_patient or {},
                   "delete_source": request.delete_source}
     if request.batch_size is not None:
         parameters["batch_size"] = request.batch_size
-    task = task_body(task_id, str(job_id), source_id, target_id)
-    with transaction.atomic():
-        save_resources([Write(task)], authority=merge_authority(started_by))
-        try:
-            control.start_job(MERGE_JOB, parameters, started_by=started_by, instance_id=job_id)
-        except InvalidParameters as error:
-            raise InvalidMergeRequest(list(error.problems)) from None
+    task = task_body(task_id, str(job_id), f"Patient/{source_id}", f"Patient/{target_id}")
+    _start_with_task(MERGE_JOB, parameters, job_id, task, started_by)
     return MergeAnswer(202, merge_answer(request, information(
         "Merge request is accepted, and will be processed asynchronously. See the task resource returned"
         " in this response for details."), task=task))
+
+
+def replace_references_to(request: ReplaceReferencesRequest, *, started_by: str, asynchronous: bool) -> MergeAnswer:
+    """`$hapi.fhir.replace-references`: every reference to `source` pointed at `target` (a Provenance of the
+    new versions), now or as a REPLACE_REFERENCES job; MergeNotPossible (422) for an unknown target,
+    TooManyReferrers (412) above `resource_limit` when synchronous."""
+    try:
+        read_resource(*request.target.split("/"))
+    except (ResourceNotFound, ResourceGone):
+        raise MergeNotPossible(f"target {request.target} does not exist or is deleted") from None
+    pages = list(referrer_pages(request.source, request.target, settings.MERGE_SYNC_MAX_RESOURCES))
+    referrers = sum(len(ids) for _, ids in pages)
+    if asynchronous:
+        job_id, task_id = uuid.uuid4(), str(uuid.uuid4())
+        task = task_body(task_id, str(job_id), request.source, request.target, operation=REPLACE_REFERENCES)
+        _start_with_task(REPLACE_REFERENCES_JOB, {"source": request.source, "target": request.target,
+                                                  "task_id": task_id, "started_by": started_by}, job_id, task,
+                         started_by)
+        return MergeAnswer(202, {"resourceType": "Parameters", "parameter": [
+            {"name": "outcome", "resource": information("Replace references request is accepted, and will be "
+                                                        "processed asynchronously (see the task)")},
+            {"name": "task", "resource": task}]})
+    if referrers > request.resource_limit:
+        raise TooManyReferrers(f"{referrers} resources refer to {request.source}, more than resource-limit "
+                               f"({request.resource_limit}): send the header Prefer: respond-async")
+    authority = merge_authority(started_by)
+    with transaction.atomic():
+        rewritten = [version.versioned_reference for resource_type, ids in pages
+                     for version in replace_references(resource_type, ids, request.source, request.target,
+                                                       authority=authority)]
+        if rewritten:
+            record_provenance(rewritten, activity="update", started_by=started_by, authority=authority)
+    return MergeAnswer(200, {"resourceType": "Parameters", "parameter": [{"name": "outcome", "resource": information(
+        f"{len(rewritten)} resources referring to {request.source} now refer to {request.target}")}]})
+
+
+def _start_with_task(definition_id: str, parameters: dict, job_id: uuid.UUID, task: dict, started_by: str) -> None:
+    """The Task and the job, in one transaction: the job starts only with its Task written."""
+    with transaction.atomic():
+        save_resources([Write(task)], authority=merge_authority(started_by))
+        try:
+            control.start_job(definition_id, parameters, started_by=started_by, instance_id=job_id)
+        except InvalidParameters as error:
+            raise InvalidMergeRequest(list(error.problems)) from None

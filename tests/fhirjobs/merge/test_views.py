@@ -1,5 +1,5 @@
 """`POST /fhir/Patient/$merge` over HTTP: HAPI's answers (merged, preview, Task), bad input as 400 / 422
-OperationOutcomes, who may, and the CapabilityStatement."""
+OperationOutcomes, who may, and the CapabilityStatement; then `$hapi.fhir.replace-references`."""
 from __future__ import annotations
 
 import pytest
@@ -13,6 +13,7 @@ from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 pytestmark = pytest.mark.django_db
 
 MERGE = "/fhir/Patient/$merge"
+REPLACE = "/fhir/$hapi.fhir.replace-references"
 
 
 def test_a_merge_answers_the_input_an_outcome_and_the_merged_target(merger):
@@ -96,3 +97,52 @@ def test_the_capability_statement_lists_the_operation_on_patient(merger):
     [patient_entry] = [entry for entry in resources if entry["type"] == "Patient"]
     assert {"name": "merge", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-merge"} in \
         patient_entry["operation"]
+
+
+def replace_parameters(source: str = "Patient/src", target: str = "Patient/tgt", **extra) -> dict:
+    values = [{"name": "source-reference-id", "valueString": source},
+              {"name": "target-reference-id", "valueString": target}]
+    values += [{"name": name.replace("_", "-"), "valueInteger": value} for name, value in extra.items()]
+    return {"resourceType": "Parameters", "parameter": values}
+
+
+def test_replace_references_points_every_referrer_at_the_target_and_leaves_both_resources(merger):
+    store(patient("src"), patient("tgt"), observation("o1", "Patient/src"), observation("o2", "Patient/src"))
+    response = merger.post(REPLACE, replace_parameters())
+    assert response.status_code == 200, response.content
+    assert "2 resources referring to Patient/src now refer to Patient/tgt" in str(output(response.json(), "outcome"))
+    assert merger.get("/fhir/Observation/o2").json()["subject"] == {"reference": "Patient/tgt"}
+    assert dict(Resource.objects.filter(resource_type="Patient").values_list("logical_id", "version_id")) == {
+        "src": 1, "tgt": 1}
+    [provenance] = Resource.objects.filter(resource_type="Provenance").values_list("body", flat=True)
+    assert provenance["activity"]["coding"][0]["code"] == "update" and len(provenance["target"]) == 2
+    again = merger.post(REPLACE, replace_parameters(resource_limit=1))  # nothing left to rewrite
+    assert "0 resources referring" in str(output(again.json(), "outcome"))
+    store(observation("o3", "Patient/src"), observation("o4", "Patient/src"))
+    assert_outcome(merger.post(REPLACE, replace_parameters(resource_limit=1)), 412, "more than resource-limit (1)")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replace_references_with_respond_async_is_a_job_and_its_task(merger, bus):
+    store(patient("src"), patient("tgt"), *(observation(f"o{n}", "Patient/src") for n in range(3)))
+    response = merger.post(REPLACE, replace_parameters(), **ASYNC)
+    assert response.status_code == 202, response.content
+    task = output(response.json(), "task")
+    bus.drain()
+    done = merger.get(f"/fhir/Task/{task['id']}").json()
+    assert done["status"] == "completed" and done["code"] == {"text": "$hapi.fhir.replace-references"}
+    assert {"type": {"text": "resources-updated"}, "valueInteger": 3} in done["output"]
+    assert merger.get("/fhir/Observation/o2").json()["subject"] == {"reference": "Patient/tgt"}
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    (replace_parameters(source="Patient"), 400, "source-reference-id must be Type/id"),
+    (replace_parameters(target="Observation/o1"), 400, "must be of the same resource type"),
+    (replace_parameters(target="Patient/src"), 400, "are the same resource"),
+    (replace_parameters(resource_limit=0), 400, "resource-limit must be at least 1"),
+    ({"resourceType": "Parameters", "parameter": []}, 400, "source-reference-id is needed"),
+    (replace_parameters(target="Patient/nobody"), 422, "target Patient/nobody does not exist"),
+])
+def test_replace_references_bad_input(merger, body, status, message):
+    store(patient("src"), patient("tgt"))
+    assert_outcome(merger.post(REPLACE, body), status, message)
