@@ -204,6 +204,8 @@ INSTALLED_APPS = [
     "fhirjobs.reindex",
     "fhirjobs.deleteexpunge",
     "fhirjobs.expunge",
+    "fhirjobs.merge",
+    "fhirjobs.bulkpatch",
     "fhirjobs.terminology",
     "heavylift",
 ]
@@ -365,6 +367,9 @@ REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", HALF_TH
 # Chunks of one delete-expunge job running at once (0: as many as there are workers); half the cores, as the
 # reindex, so the live API keeps the other half (deleting is index maintenance, as writing is).
 DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS = env_int("DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
+# Patient/$merge rewrites up to this many referring resources in the request itself (HAPI's limit: 512); above
+# it the client asks with Prefer: respond-async and a MERGE job does it. Also the job's default page size.
+MERGE_SYNC_MAX_RESOURCES = env_int("MERGE_SYNC_MAX_RESOURCES", 512)
 
 # --- Scheduling -----------------------------------------------------------------------------------
 # Clustered scheduled jobs go through this queue, consumed only by `manage.py run_scheduler_worker`,

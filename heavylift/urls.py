@@ -18,6 +18,8 @@ urlpatterns = [
     path("", include("fhirjobs.reindex.urls")),  # $reindex, $reindex-dryrun
     path("", include("fhirjobs.deleteexpunge.urls")),  # $delete-expunge, $delete-expunge-status
     path("", include("fhirjobs.expunge.urls")),  # $expunge (previous versions), $expunge-status
+    path("", include("fhirjobs.merge.urls")),  # Patient/$merge, $hapi.fhir.replace-references
+    path("", include("fhirjobs.bulkpatch.urls")),  # $hapi.fhir.bulk-patch, $hapi.fhir.bulk-patch-status
     path("", include("fhirjobs.terminology.urls")),  # $upload-external-code-system
     path("", include("fhirstore.urls")),  # the FHIR API: /fhir
 ]

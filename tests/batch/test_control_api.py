@@ -57,7 +57,7 @@ def test_invalid_parameters_are_400_listing_every_problem_and_nothing_is_written
 
 @pytest.mark.parametrize("body, problem", [
     ({}, "jobDefinitionId: This field is required."),
-    ({"jobDefinitionId": "NOPE"}, "unknown job definition 'NOPE'; known: BULK_EXPORT, BULK_IMPORT, DELETE_EXPUNGE, DIAGNOSTIC_NOOP, "),
+    ({"jobDefinitionId": "NOPE"}, "unknown job definition 'NOPE'; known: BULK_EXPORT, BULK_IMPORT, BULK_PATCH, DELETE_EXPUNGE, DIAGNOSTIC_NOOP, "),
     ({"jobDefinitionId": "DIAGNOSTIC_NOOP", "maxConcurrentChunks": 0},
      "maxConcurrentChunks: Ensure this value is greater than or equal to 1."),
 ])

@@ -156,7 +156,8 @@ def test_the_capability_statement_instantiates_bulk_data_and_lists_the_export_op
 
     assert "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data" in statement["instantiates"]
     assert [operation["name"] for operation in statement["rest"][0]["operation"]] == [
-        "export", "import", "bulk-submit", "delete-expunge", "expunge"]
+        "export", "import", "bulk-submit", "delete-expunge", "expunge", "hapi.fhir.replace-references",
+        "hapi.fhir.bulk-patch"]
     resources = {resource["type"]: resource for resource in statement["rest"][0]["resource"]}
     assert resources["Patient"]["operation"][0]["definition"].endswith("patient-export")
     assert resources["Group"]["operation"][0]["definition"].endswith("group-export")

@@ -1,0 +1,64 @@
+"""The bulk patch as plain functions: who may, start one, its status, cancel it.
+
+The views are thin over these. A client (not an operator) sees and cancels only the jobs it started; another's
+is "not found", as an unknown one.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from batch import control
+from batch.control import InvalidParameters, JobNotFound, JobSnapshot
+from fhirjobs.bulkpatch.definition import BULK_PATCH_JOB
+from fhirjobs.bulkpatch.exceptions import BulkPatchFailed, BulkPatchNotFound, InvalidBulkPatchRequest
+from fhirjobs.common.status import State, job_status
+
+BULK_PATCH_PERMISSION = "bulkpatch.bulk_patch"
+
+
+def may_bulk_patch(user) -> bool:
+    """Staff, or a user granted `bulkpatch.bulk_patch`: one request changes every resource a search matches."""
+    return bool(user and user.is_authenticated and (user.is_staff or user.has_perm(BULK_PATCH_PERMISSION)))
+
+
+def start_bulk_patch(parameters: dict[str, Any], *, started_by: str) -> JobSnapshot:
+    """Start a BULK_PATCH job; InvalidBulkPatchRequest (400) listing every problem of its parameters."""
+    try:
+        return control.start_job(BULK_PATCH_JOB, parameters, started_by=started_by)
+    except InvalidParameters as error:
+        raise InvalidBulkPatchRequest("; ".join(error.problems)) from None
+
+
+def bulk_patch_status(job_id: uuid.UUID | str, *, started_by: str | None) -> tuple[State, str, dict | None]:
+    """(RUNNING, progress, None) or (COMPLETED, "", the report); BulkPatchNotFound / BulkPatchFailed else."""
+    _owned(job_id, started_by)
+    status = job_status(job_id)
+    if status.job is None or status.state is State.CANCELLED:
+        raise BulkPatchNotFound(f"Bulk patch {job_id} was cancelled or is not known any more")
+    if status.state is State.FAILED:
+        raise BulkPatchFailed(f"Bulk patch {job_id} failed: {status.job.error_message or 'unknown error'}")
+    if status.state is State.COMPLETED:
+        return State.COMPLETED, "", status.job.report
+    return State.RUNNING, status.progress, None
+
+
+def cancel_bulk_patch(job_id: uuid.UUID | str, *, started_by: str | None) -> None:
+    """Stop patching: the pages already patched stay patched, the rest stay as they were."""
+    _owned(job_id, started_by)
+    try:
+        control.cancel_job(job_id, started_by=started_by)
+    except JobNotFound:
+        raise BulkPatchNotFound() from None
+
+
+def _owned(job_id: uuid.UUID | str, started_by: str | None) -> JobSnapshot:
+    try:
+        job = control.get_job(job_id, started_by=started_by)
+    except (JobNotFound, ValueError, ValidationError):
+        raise BulkPatchNotFound() from None
+    if job.definition_id != BULK_PATCH_JOB:
+        raise BulkPatchNotFound()
+    return job
