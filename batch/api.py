@@ -55,6 +55,10 @@ class StepContext(Protocol):
     def add_warning(self, message: str) -> None:
         """Record a non-fatal problem; it is shown with the chunk and joined into the job's warnings."""
 
+    def say_waiting(self, reason: str | None, for_seconds: float = 60.0) -> None:
+        """Tell the operator what this running chunk waits for (a source that is down): the job page shows it
+        under "waiting for" for about `for_seconds` unless said again. None once it moves on again."""
+
 
 class DataSink(Protocol):
     """Where a step emits its output: each `accept` creates one chunk for the next step."""

@@ -404,7 +404,9 @@ BULK_IMPORT_REQUEST_HEADERS = [h.strip().lower() for h in env_str("BULK_IMPORT_R
 BULK_IMPORT_FILE_ROOT = env_str("BULK_IMPORT_FILE_ROOT", "")
 BULK_IMPORT_MAX_FILE_BYTES = env_int("BULK_IMPORT_MAX_FILE_BYTES", 8 * 1024**3, minimum=1)  # per input, decompressed
 BULK_IMPORT_MAX_LINE_BYTES = env_int("BULK_IMPORT_MAX_LINE_BYTES", 16 * 1024**2, minimum=1024)  # longer: a bad line
-BULK_IMPORT_FETCH_ATTEMPTS = env_int("BULK_IMPORT_FETCH_ATTEMPTS", 4, minimum=1)  # tries per input, with backoff
+# How long a source that fails (network, 5xx, 429) is tried again, with backoff, before the import fails: a
+# proxy or object-store restart fits in it (0: one attempt). The window starts again once lines flow.
+BULK_IMPORT_SOURCE_RETRY_SECONDS = env_int("BULK_IMPORT_SOURCE_RETRY_SECONDS", 60)
 # A reference neither literal nor resolvable (e.g. `urn:uuid:` of a resource nowhere to be found): stored
 # verbatim with a warning, or (true) the line is rejected.
 BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR = env_bool("BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR", False)
@@ -433,7 +435,7 @@ CLUSTER_WIDE_SETTINGS = (
     "BULK_EXPORT_CHUNK_SIZE", "BULK_EXPORT_RETENTION_SECONDS", "BULK_EXPORT_MAX_RUNNING_PER_USER",
     "BULK_EXPORT_MAX_CONCURRENT_CHUNKS", "BULK_EXPORT_STORAGE_BACKEND", "BULK_EXPORT_STORAGE_OPTIONS",
     "BULK_IMPORT_CHUNK_SIZE", "BULK_IMPORT_ALLOWED_SOURCES", "BULK_IMPORT_FILE_ROOT", "BULK_IMPORT_MAX_FILE_BYTES",
-    "BULK_IMPORT_MAX_LINE_BYTES", "BULK_IMPORT_FETCH_ATTEMPTS", "BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR",
+    "BULK_IMPORT_MAX_LINE_BYTES", "BULK_IMPORT_SOURCE_RETRY_SECONDS", "BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR",
     "BULK_IMPORT_MAX_CONCURRENT_CHUNKS", "BULK_SUBMIT_ALLOWED_SUBMITTERS",
 )
 
