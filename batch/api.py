@@ -60,6 +60,10 @@ class StepContext(Protocol):
         BATCH_MAX_CHUNK_SECONDS) counts again from now, so slow but steady work is not taken as hung. Cheap
         (no query): call it per item of a long stream."""
 
+    def say_waiting(self, reason: str | None, for_seconds: float = 60.0) -> None:
+        """Tell the operator what this running chunk waits for (a source that is down): the job page shows it
+        under "waiting for" for about `for_seconds` unless said again. None once it moves on again."""
+
 
 class DataSink(Protocol):
     """Where a step emits its output: each `accept` creates one chunk for the next step."""

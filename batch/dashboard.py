@@ -26,6 +26,7 @@ from batch.progress import definition_of, estimate_rates
 from batch.queues import pending_notifications_of, work_notification_queue
 from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.transitions import read_database_now
+from batch.waiting import waiting_notes
 from jobsite.display import short_duration
 
 logger = logging.getLogger(__name__)
@@ -249,11 +250,14 @@ def _queue_depths(queues: list[str]) -> dict[str, int]:
 
 
 def why_waiting(job: JobSnapshot) -> list[str]:
-    """Why an unfinished job has no chunk running, one line per cause found: a gate, its concurrency cap, no
-    live worker on its node, retry backoffs, chunks waiting to poll, the messages ahead of it in its queue.
-    Empty for an ended job or one with chunks running. Times are the database's."""
-    if job.ended or any(step.chunks.get(ChunkStatus.IN_PROGRESS) for step in job.steps):
+    """Why an unfinished job makes no progress, one line per cause found. With chunks running: what those say
+    they wait for (`StepContext.say_waiting`: a source that is down), if anything. With none running: a gate,
+    its concurrency cap, no live worker on its node, retry backoffs, chunks waiting to poll, the messages ahead
+    of it in its queue. Empty for an ended job. Times are the database's."""
+    if job.ended:
         return []
+    if any(step.chunks.get(ChunkStatus.IN_PROGRESS) for step in job.steps):
+        return waiting_notes(job.id)
     count = {status: sum(step.chunks.get(status, 0) for step in job.steps) for status in ChunkStatus}
     reasons = []
     if job.current_gated_step_id:

@@ -21,6 +21,24 @@ def work_notification_queue(node_id: str | None = None, module_id: str | None = 
     return name
 
 
+def declared_work_notification_queues() -> list[str]:
+    """Every node's queue that a worker has declared on the Redis broker, sorted (those of nodes since gone
+    too): kombu keeps a queue's binding in the set `_kombu.binding.<exchange>`, a member per bound queue
+    (`routing key`, `pattern`, `queue`, joined by PRIORITY_SEPARATOR), whether or not messages wait in it."""
+    prefix = "batch2.work.notification." if settings.REPLACE_HYPHENS_WITH_PERIODS else "batch2-work-notification-"
+    client = _broker_client()
+    try:
+        keys = list(client.scan_iter(match=b"_kombu.binding.*", count=1000))
+        with client.pipeline(transaction=False) as pipeline:
+            for key in keys:
+                pipeline.smembers(key)
+            bindings = pipeline.execute()
+    finally:
+        client.close()
+    queues = {member.decode().rsplit(PRIORITY_SEPARATOR, 1)[-1] for members in bindings for member in members}
+    return sorted(queue for queue in queues if queue.startswith(prefix))
+
+
 def broker_lists(queue: str) -> list[str]:
     """The Redis lists that hold a queue's waiting messages: work announced again first, then new work."""
     return [queue if priority == 0 else f"{queue}{PRIORITY_SEPARATOR}{priority}"

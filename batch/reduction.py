@@ -23,6 +23,7 @@ from batch.conf import batch_settings
 from batch.connections import surviving_connection_loss
 from batch.exceptions import JobCancelled
 from batch.leases import Lease, lease_keeper
+from batch.log_context import chunk_in_hand
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
 from batch.step_context import RunningStepContext
@@ -74,7 +75,8 @@ def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
     step = definition.reduction_step
     attempt = instance.reducer_attempts
     max_seconds = definition.max_chunk_seconds or batch_settings().max_chunk_run.total_seconds()
-    with lease_keeper.holding(reducer_lease(instance.id, attempt, max_seconds)) as lease:
+    with (lease_keeper.holding(reducer_lease(instance.id, attempt, max_seconds)) as lease,
+          chunk_in_hand(instance.id, None, step.id)):
         context = RunningStepContext(instance.id, step.id, None, definition.parameters_for_step(instance.parameters),
                                      None, lease, attempt=attempt)
         try:

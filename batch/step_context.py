@@ -10,6 +10,7 @@ from uuid import UUID
 from django.db import DatabaseError, connection
 from django.db.models import Q
 
+from batch import waiting
 from batch.connections import is_connection_loss
 from batch.exceptions import JobCancelled
 from batch.leases import Lease
@@ -63,3 +64,6 @@ class RunningStepContext:
 
     def add_warning(self, message: str) -> None:
         self.warnings.append(message)
+
+    def say_waiting(self, reason: str | None, for_seconds: float = 60.0) -> None:
+        waiting.note_waiting(self.instance_id, str(self.chunk_id or self.step_id), self.step_id, reason, for_seconds)

@@ -26,6 +26,7 @@ from batch.conf import batch_settings
 from batch.connections import surviving_connection_loss
 from batch.exceptions import JobCancelled, JobFailed, RetryChunkLater
 from batch.leases import chunk_lease, lease_keeper
+from batch.log_context import chunk_in_hand
 from batch.prepared import RELAXED_COMMIT, execute_prepared
 from batch.progress import settle_totals
 from batch.sink import ChunkSink
@@ -164,7 +165,7 @@ def run_chunk(definition: JobDefinition, chunk: ClaimedChunk, next_chunk: NextCh
     lease = chunk_lease(chunk.id, chunk.claim_token, max_seconds, on_overrun=record_overrun)
     error: str | None = None
     next_claim: Claim | None = None
-    with lease_keeper.holding(lease):
+    with lease_keeper.holding(lease), chunk_in_hand(instance.id, chunk.id, step.id):
         context = RunningStepContext(instance.id, step.id, chunk.id, definition.parameters_for_step(instance.parameters),
                                      chunk.data, lease, attempt=chunk.attempts)
         sink = ChunkSink(definition, instance, chunk, step, context)

@@ -264,11 +264,18 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
+# LOG_FORMAT=json: one JSON object per line (heavylift.logs), with the node, and the job, chunk and step of the
+# chunk a worker runs (batch.log_context); plain: the readable default.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+                   "json": {"()": "heavylift.logs.JsonFormatter"}},
+    "filters": {"chunk": {"()": "batch.log_context.ChunkLogFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["chunk"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
 
@@ -425,7 +432,9 @@ BULK_IMPORT_REQUEST_HEADERS = [h.strip().lower() for h in env_str("BULK_IMPORT_R
 BULK_IMPORT_FILE_ROOT = env_str("BULK_IMPORT_FILE_ROOT", "")
 BULK_IMPORT_MAX_FILE_BYTES = env_int("BULK_IMPORT_MAX_FILE_BYTES", 8 * 1024**3, minimum=1)  # per input, decompressed
 BULK_IMPORT_MAX_LINE_BYTES = env_int("BULK_IMPORT_MAX_LINE_BYTES", 16 * 1024**2, minimum=1024)  # longer: a bad line
-BULK_IMPORT_FETCH_ATTEMPTS = env_int("BULK_IMPORT_FETCH_ATTEMPTS", 4, minimum=1)  # tries per input, with backoff
+# How long a source that fails (network, 5xx, 429) is tried again, with backoff, before the import fails: a
+# proxy or object-store restart fits in it (0: one attempt). The window starts again once lines flow.
+BULK_IMPORT_SOURCE_RETRY_SECONDS = env_int("BULK_IMPORT_SOURCE_RETRY_SECONDS", 60)
 # A reference neither literal nor resolvable (e.g. `urn:uuid:` of a resource nowhere to be found): stored
 # verbatim with a warning, or (true) the line is rejected.
 BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR = env_bool("BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR", False)
@@ -454,7 +463,7 @@ CLUSTER_WIDE_SETTINGS = (
     "BULK_EXPORT_CHUNK_SIZE", "BULK_EXPORT_RETENTION_SECONDS", "BULK_EXPORT_MAX_RUNNING_PER_USER",
     "BULK_EXPORT_MAX_CONCURRENT_CHUNKS", "BULK_EXPORT_STORAGE_BACKEND", "BULK_EXPORT_STORAGE_OPTIONS",
     "BULK_IMPORT_CHUNK_SIZE", "BULK_IMPORT_ALLOWED_SOURCES", "BULK_IMPORT_FILE_ROOT", "BULK_IMPORT_MAX_FILE_BYTES",
-    "BULK_IMPORT_MAX_LINE_BYTES", "BULK_IMPORT_FETCH_ATTEMPTS", "BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR",
+    "BULK_IMPORT_MAX_LINE_BYTES", "BULK_IMPORT_SOURCE_RETRY_SECONDS", "BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR",
     "BULK_IMPORT_MAX_CONCURRENT_CHUNKS", "BULK_SUBMIT_ALLOWED_SUBMITTERS",
 )
 

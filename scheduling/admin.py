@@ -1,7 +1,9 @@
 """The durable dashboard of scheduled work: the scheduled jobs, their runs, custom scripts and their audit trail.
 
 "Scheduled jobs" lists clustered and local jobs with their schedule, next and last run, and pauses, resumes or
-runs them now (through `scheduling.operations`). Changing anything needs the model's `change` permission.
+runs them now (through `scheduling.operations`), by a button on the row, on the job's page, or for many rows at
+once by the bulk actions. A job's page shows its tick history: every recent tick of its schedule with its run,
+so a tick that was skipped, missed or never run shows. Changing anything needs the model's `change` permission.
 """
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.http import HttpResponseRedirect
-from django.urls import reverse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -20,7 +24,7 @@ from django.utils.safestring import mark_safe
 
 from jobsite.display import moment, short_duration
 from scheduling import operations, scripts
-from scheduling.exceptions import InvalidScript, SchedulingError
+from scheduling.exceptions import InvalidScript, SchedulingError, UnknownJob
 from scheduling.models import CustomScript, JobRun, ScheduledJobSchedule, ScriptAudit
 from scheduling.schedules import EverySeconds
 
@@ -69,7 +73,7 @@ class StateFilter(admin.SimpleListFilter):
 class ScheduledJobAdmin(admin.ModelAdmin):
     """Every clustered and local job, with pause/resume and run-now; the recent runs below, failures in red."""
 
-    list_display = ["job_name", "kind", "schedule", "state", "next_run", "last_run", "last_outcome", "last_duration"]
+    list_display = ["job_name", "kind", "schedule", "state", "next_run", "last_run", "last_outcome"]
     list_display_links = ["job_name"]
     list_filter = [StateFilter, KindFilter]
     search_fields = ["name"]
@@ -90,16 +94,81 @@ class ScheduledJobAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    def get_list_display(self, request):
+        return [*self.list_display, "buttons"] if self.has_change_permission(request) else self.list_display
+
+    def get_urls(self):
+        own = [
+            path("<int:job_id>/pause/", self.admin_site.admin_view(self.pause_view), name="scheduling_job_pause"),
+            path("<int:job_id>/resume/", self.admin_site.admin_view(self.resume_view), name="scheduling_job_resume"),
+            path("<int:job_id>/run-now/", self.admin_site.admin_view(self.run_now_view), name="scheduling_job_run_now"),
+        ]
+        return own + super().get_urls()
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        """A job's page is its run history."""
+        """A job's page: what it is, its buttons, and its tick history (clustered jobs: local ones are not recorded)."""
         job = self.get_object(request, object_id)
         if job is None or not self.has_view_or_change_permission(request, job):
-            return HttpResponseRedirect(reverse("admin:scheduling_scheduledjobschedule_changelist"))
-        return HttpResponseRedirect(f"{reverse('admin:scheduling_jobrun_changelist')}?{urlencode({'job_name': job.name})}")
+            raise Http404(f"no scheduled job {object_id}")
+        now = timezone.now()
+        clustered = operations.is_clustered(job)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": job.name,
+            "opts": self.model._meta,
+            "job": job,
+            "kind": self.kind(job),
+            "schedule": self.schedule(job),
+            "next_run": operations.next_run(job, now),
+            "clustered": clustered,
+            "ticks": [(entry, short_duration(entry.duration_seconds))
+                      for entry in (operations.tick_history(job, now) if clustered else [])],
+            "may_change": self.has_change_permission(request, job),
+            "runs_url": f"{reverse('admin:scheduling_jobrun_changelist')}?{urlencode({'job_name': job.name})}",
+        }
+        return TemplateResponse(request, "admin/scheduling/scheduledjobschedule/job.html", context)
 
     def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(request, {"title": "Scheduled jobs", **(extra_context or {}),
-                                                 "recent_runs": operations.recent_runs()})
+        """The recent runs below the table take their own filters (`runs_job`, `runs`=problems), kept out of the
+        changelist's query, which would refuse parameters it does not know."""
+        query = request.GET.copy()
+        runs_job, problems_only = query.pop("runs_job", [""])[-1], query.pop("runs", [""])[-1] == "problems"
+        request.GET = query
+        return super().changelist_view(request, {
+            "title": "Scheduled jobs", **(extra_context or {}),
+            "recent_runs": operations.recent_runs(job_name=runs_job or None, problems_only=problems_only),
+            "runs_job": runs_job, "runs_problems_only": problems_only, "run_job_names": operations.recorded_job_names(),
+        })
+
+    def pause_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        return self._act(request, job_id, lambda name: operations.set_paused([name], paused=True), "Paused")
+
+    def resume_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        return self._act(request, job_id, lambda name: operations.set_paused([name], paused=False), "Resumed")
+
+    def run_now_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        return self._act(request, job_id, operations.run_now, "Sent to run once now:")
+
+    def _act(self, request: HttpRequest, job_id: int, action, done: str) -> HttpResponse:
+        """POST only, with the `change` permission; back to the page the button was on (`back`=job: its page)."""
+        if request.method != "POST":
+            return HttpResponse(status=405, headers={"Allow": "POST"})
+        job = self.get_object(request, str(job_id))
+        if job is None:
+            raise Http404(f"no scheduled job {job_id}")
+        if not self.has_change_permission(request, job):
+            raise PermissionDenied
+        try:
+            action(job.name)
+        except UnknownJob:
+            raise Http404(f"no scheduled job {job.name}") from None
+        except SchedulingError as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:  # the job's name after the verb: the admin capitalises a message's first letter
+            self.message_user(request, f"{done} {job.name}", messages.SUCCESS)
+        if request.POST.get("back") == "job":
+            return HttpResponseRedirect(reverse("admin:scheduling_scheduledjobschedule_change", args=[job.pk]))
+        return HttpResponseRedirect(reverse("admin:scheduling_scheduledjobschedule_changelist"))
 
     @admin.display(description="name", ordering="name")
     def job_name(self, job) -> str:
@@ -136,23 +205,38 @@ class ScheduledJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="outcome")
     def last_outcome(self, job) -> str:
+        """The last run's outcome and, once it finished, how long it took (one column: the row fits 1280 px)."""
         run = operations.last_run(job)
-        return _outcome(run.outcome if run else None)
+        if run is None or run.duration_seconds is None:
+            return _outcome(run.outcome if run else None)
+        return format_html('{}<br><span class="quiet">{}</span>', _outcome(run.outcome),
+                           short_duration(run.duration_seconds))
 
-    @admin.display(description="took")
-    def last_duration(self, job) -> str:
-        run = operations.last_run(job)
-        return short_duration(run.duration_seconds) if run else "-"
+    @admin.display(description="")
+    def buttons(self, job) -> str:
+        """Pause or resume, and run now (clustered jobs), as buttons of the changelist's own form (its CSRF token;
+        `formaction` sends the click to the job's URL); a column only for those who may change jobs."""
+        verb, url_name = ("Resume", "scheduling_job_resume") if not job.enabled else ("Pause", "scheduling_job_pause")
+        buttons = [format_html('<button type="submit" class="button row-button" formmethod="post" formaction="{}" '
+                               'name="back" value="list">{}</button>',
+                               reverse(f"admin:{url_name}", args=[job.pk]), verb)]
+        if operations.is_clustered(job):
+            buttons.append(format_html(
+                '<button type="submit" class="button row-button" formmethod="post" formaction="{}" name="back" '
+                'value="list">Run now</button>', reverse("admin:scheduling_job_run_now", args=[job.pk])))
+        return format_html('<span class="row-buttons">{}</span>', mark_safe("".join(buttons)))
 
     @admin.action(description="Pause the selected jobs", permissions=["change"])
     def pause_jobs(self, request, queryset) -> None:
-        changed = operations.set_paused(queryset.values_list("name", flat=True), paused=True)
-        self.message_user(request, f"{changed} job(s) paused", messages.SUCCESS)
+        names = list(queryset.values_list("name", flat=True))
+        changed = operations.set_paused(names, paused=True)
+        self.message_user(request, f"{changed} job(s) paused: {', '.join(names)}", messages.SUCCESS)
 
     @admin.action(description="Resume the selected jobs", permissions=["change"])
     def resume_jobs(self, request, queryset) -> None:
-        changed = operations.set_paused(queryset.values_list("name", flat=True), paused=False)
-        self.message_user(request, f"{changed} job(s) resumed", messages.SUCCESS)
+        names = list(queryset.values_list("name", flat=True))
+        changed = operations.set_paused(names, paused=False)
+        self.message_user(request, f"{changed} job(s) resumed: {', '.join(names)}", messages.SUCCESS)
 
     @admin.action(description="Run the selected clustered jobs now (once in the cluster)", permissions=["change"])
     def run_jobs_now(self, request, queryset) -> None:
@@ -162,7 +246,7 @@ class ScheduledJobAdmin(admin.ModelAdmin):
             except SchedulingError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
             else:
-                self.message_user(request, f"{name}: sent to run once now", messages.SUCCESS)
+                self.message_user(request, f"Sent to run once now: {name}", messages.SUCCESS)
 
 
 @admin.register(JobRun)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -18,13 +18,17 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
 from scheduling.exceptions import SchedulingError, UnknownJob
-from scheduling.models import JobRun
+from scheduling.models import JobRun, RunOutcome
 from scheduling.schedules import Schedule, schedule_from_dict
 from scheduling.sync import CLUSTERED_TASK, LOCAL_TASK, OUR_TASKS
 from scheduling.tasks import run_clustered_job_now
 
 RECENT_RUNS_SHOWN = 25
+TICKS_SHOWN = 30
 KINDS = {"clustered": CLUSTERED_TASK, "local": LOCAL_TASK}
+# The recent-runs filter "problems": every outcome but a plain success (and a run still going).
+PROBLEM_OUTCOMES = (RunOutcome.FAILED, RunOutcome.SKIPPED, RunOutcome.MISSED, RunOutcome.ABANDONED)
+NOT_RUN = "not run"  # a tick of the schedule that left no run row: paused then, or no scheduler was up
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,56 @@ def last_run(row: PeriodicTask) -> LastRun | None:
     return LastRun(row.last_tick, row.last_outcome, row.last_started_at, row.last_finished_at)
 
 
-def recent_runs(limit: int = RECENT_RUNS_SHOWN) -> list[JobRun]:
-    return list(JobRun.objects.order_by("-started_at")[:limit])
+@dataclass(frozen=True)
+class Tick:
+    """One line of a job's tick history: a point on its schedule (or an operator's run-now) and its run, if any."""
+
+    tick: datetime
+    run: JobRun | None
+    on_schedule: bool
+
+    @property
+    def outcome(self) -> str:
+        return self.run.outcome if self.run else NOT_RUN
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.run is None or self.run.finished_at is None:
+            return None
+        return (self.run.finished_at - self.run.started_at).total_seconds()
+
+
+def recent_runs(limit: int = RECENT_RUNS_SHOWN, job_name: str | None = None,
+                problems_only: bool = False) -> list[JobRun]:
+    """The latest runs, newest first; of one job, or only those that did not simply succeed (a job every few
+    seconds, like the maintenance pass, would otherwise fill the list)."""
+    runs = JobRun.objects.order_by("-started_at")
+    if job_name:
+        runs = runs.filter(job_name=job_name)
+    if problems_only:
+        runs = runs.filter(outcome__in=PROBLEM_OUTCOMES)
+    return list(runs[:limit])
+
+
+def recorded_job_names() -> list[str]:
+    """The clustered jobs that have runs on record, for the recent-runs filter."""
+    return list(JobRun.objects.order_by("job_name").values_list("job_name", flat=True).distinct())
+
+
+def tick_history(row: PeriodicTask, now: datetime, limit: int = TICKS_SHOWN) -> list[Tick]:
+    """The latest `limit` ticks of a clustered job up to `now`, newest first, each with its run: a tick that
+    left no row shows as not run (the job was paused, or no beat or scheduler worker was up), so gaps are seen,
+    not just the runs that happened. Run-now runs (ticks off the schedule) are listed among them."""
+    schedule = schedule_of(row)
+    ticks, moment = [], now
+    for _ in range(limit):
+        tick = schedule.latest_tick_at_or_before(moment)
+        ticks.append(tick)
+        moment = tick - timedelta(microseconds=1)
+    runs = {run.tick: run for run in JobRun.objects.filter(job_name=row.name, tick__gte=ticks[-1], tick__lte=now)}
+    history = [Tick(tick, runs.pop(tick, None), on_schedule=True) for tick in ticks]
+    history += [Tick(tick, run, on_schedule=False) for tick, run in runs.items()]
+    return sorted(history, key=lambda entry: entry.tick, reverse=True)
 
 
 def set_paused(job_names: Iterable[str], paused: bool) -> int:

@@ -5,7 +5,8 @@ list-files → fetch-files → load-resources → load-deferred → report, gate
   are fetched in parallel.
 - `fetch-files` streams its one input, splits it into chunks of `chunk_size` lines (compressed), and notes
   its ids for `urn:uuid:` references; the gate makes every input's ids staged before any chunk loads. A
-  source that fails is read again with backoff, resuming after the last line emitted; emitted chunks have
+  source that fails is read again with backoff for BULK_IMPORT_SOURCE_RETRY_SECONDS (a proxy restart fits),
+  resuming after the last line emitted, while the job page says the chunk waits for it; emitted chunks have
   ids derived from their input chunk and position, so a rerun of the chunk does not duplicate them.
 - `load-resources` loads one chunk (see `loader`), records its bad lines, and passes on the lines whose
   conditional references found nothing yet, with its counts; a chunk that has none emits nothing and keeps
@@ -21,7 +22,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -45,8 +46,11 @@ from fhirstore.loading import LOAD_ORDER
 
 logger = logging.getLogger(__name__)
 
-RETRY_BACKOFF_SECONDS = 1.0  # the first wait before reading a failed source again; doubled each time
+RETRY_BACKOFF_SECONDS = 1.0  # the first wait before reading a failed source again; doubled each time,
+MAX_RETRY_WAIT_SECONDS = 10.0  # up to this: a source back up is read again within 10 s
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+SayWaiting = Callable[..., None]  # StepContext.say_waiting: (reason or None, for_seconds)
 
 
 def list_files(context: StepContext, sink: DataSink) -> int:
@@ -76,7 +80,7 @@ def fetch_files(context: StepContext, sink: DataSink) -> int:
 def _inputs(context: StepContext, headers: Mapping[str, str]) -> list[dict[str, str]]:
     inputs = list(context.parameters["inputs"])
     if context.parameters.get("manifest_url"):
-        inputs += manifest_inputs(context.parameters["manifest_url"], headers)
+        inputs += manifest_inputs(context.parameters["manifest_url"], headers, context.say_waiting)
     inputs.sort(key=_reference_rank)  # fewer conditional references wait for load-deferred; the order stays fixed
     return inputs
 
@@ -84,10 +88,11 @@ def _inputs(context: StepContext, headers: Mapping[str, str]) -> list[dict[str, 
 def _split(context: StepContext, sink: DataSink, import_id: uuid.UUID, url: str, headers: Mapping[str, str],
            chunk_size: int) -> int:
     """Each line read is progress: a large input streamed slowly but steadily is not taken as hung at the
-    job's maximum run time (`max_chunk_seconds`), only a source that stops sending."""
+    job's maximum run time (`max_chunk_seconds`), only a source that stops sending; while the source is down,
+    the job page says so (`say_waiting`)."""
     fetched = 0
     batch: list[Line] = []
-    for line in read_lines(url, headers):
+    for line in read_lines(url, headers, context.say_waiting):
         context.report_progress()
         batch.append(line)
         if len(batch) >= chunk_size:
@@ -115,32 +120,53 @@ def _emit(sink: DataSink, import_id: uuid.UUID, url: str, batch: list[Line]) -> 
     return len(batch)
 
 
-def read_lines(url: str, headers: Mapping[str, str]) -> Iterator[Line]:
-    """The lines of one source; after a retryable failure it is read again, resuming after the last line
-    yielded, up to BULK_IMPORT_FETCH_ATTEMPTS times with doubling waits. JobFailed when it cannot be read."""
-    done, attempt = 0, 1
-    while True:
-        try:
-            with open_blocks(url, headers) as blocks:
-                for line in lines(blocks, source=redacted(url)):
-                    if line.number > done:
-                        done = line.number
-                        yield line
-            return
-        except InvalidImportRequest as error:  # a redirect out of the allow-list: no point in retrying
-            raise JobFailed(f"Could not read {redacted(url)}: {error.message}") from None
-        except SourceUnavailable as error:
-            if not error.retryable or attempt >= settings.BULK_IMPORT_FETCH_ATTEMPTS:
-                raise JobFailed(f"Could not read {redacted(url)}: {error.reason} (after {attempt} attempts)") from None
-            logger.warning("reading %s failed (%s); trying again", redacted(url), error)
-            time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
-            attempt += 1
+def read_lines(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) -> Iterator[Line]:
+    """The lines of one source. After a retryable failure (network, 5xx, 429) it is read again, resuming after
+    the last line yielded, with doubling waits (up to MAX_RETRY_WAIT_SECONDS) for as long as
+    BULK_IMPORT_SOURCE_RETRY_SECONDS since it first failed, so a proxy restart fails nothing; each wait is said
+    (`say_waiting`: the job page's "waiting for"). Lines read again restart that window. JobFailed when the
+    source cannot be read."""
+    window = settings.BULK_IMPORT_SOURCE_RETRY_SECONDS
+    done, attempts, failing_since = 0, 0, None
+    try:
+        while True:
+            attempts += 1
+            try:
+                with open_blocks(url, headers) as blocks:
+                    for line in lines(blocks, source=redacted(url)):
+                        if line.number > done:
+                            if failing_since is not None:
+                                failing_since, attempts = None, 1
+                                say_waiting(None)
+                            done = line.number
+                            yield line
+                return
+            except InvalidImportRequest as error:  # a redirect out of the allow-list: no point in retrying
+                raise JobFailed(f"Could not read {redacted(url)}: {error.message}") from None
+            except SourceUnavailable as error:
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                left = failing_since + window - now
+                if not error.retryable or left <= 0:
+                    tried = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+                    over = f" over {now - failing_since:.0f} s" if attempts > 1 else ""
+                    raise JobFailed(f"Could not read {redacted(url)}: {error.reason} (after {tried}{over}; "
+                                    f"BULK_IMPORT_SOURCE_RETRY_SECONDS={window:g})") from None
+                wait = min(RETRY_BACKOFF_SECONDS * 2 ** (attempts - 1), MAX_RETRY_WAIT_SECONDS, left)
+                logger.warning("reading %s failed (%s); trying again in %.1f s", redacted(url), error, wait)
+                say_waiting(f"waiting for the source {redacted(url)}, unavailable for {now - failing_since:.0f} s "
+                            f"({error.reason}): attempt {attempts + 1} in {wait:.0f} s, giving up {left:.0f} s from "
+                            f"now (BULK_IMPORT_SOURCE_RETRY_SECONDS={window:g})", wait + MAX_RETRY_WAIT_SECONDS)
+                time.sleep(wait)
+    finally:
+        if failing_since is not None:
+            say_waiting(None)
 
 
-def manifest_inputs(url: str, headers: Mapping[str, str]) -> list[dict[str, str]]:
+def manifest_inputs(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) -> list[dict[str, str]]:
     """The `output` files of a Bulk Data export manifest, each checked against the allow-list."""
     content = bytearray()
-    for line in read_lines(url, headers):
+    for line in read_lines(url, headers, say_waiting):
         content += line.content + b"\n"
         if len(content) > MAX_MANIFEST_BYTES:
             raise JobFailed(f"The manifest {redacted(url)} is larger than {MAX_MANIFEST_BYTES} bytes")

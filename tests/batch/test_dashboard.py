@@ -4,7 +4,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from batch import control, dashboard
+from batch import control, dashboard, waiting
 from batch.heartbeats import record_heartbeat
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
@@ -169,8 +169,16 @@ def test_why_a_queued_job_waits_gate_cap_no_worker_backoff_and_queue(define_job,
     assert "messages wait for a worker" in reasons[4] and "batch2-work-notification-nobody-home-batch" in reasons[4]
 
 
-def test_a_job_with_a_chunk_running_is_not_waiting():
+def test_a_job_with_a_chunk_running_waits_only_for_what_that_chunk_says_until_it_lapses_or_is_cleared():
     instance = JobInstanceFactory(status=JobStatus.IN_PROGRESS)
-    WorkChunkFactory(instance=instance, status=ChunkStatus.IN_PROGRESS)
+    chunk = WorkChunkFactory(instance=instance, target_step_id="fetch", status=ChunkStatus.IN_PROGRESS)
+    other = WorkChunkFactory(instance=instance, target_step_id="fetch", status=ChunkStatus.IN_PROGRESS)
+    assert dashboard.why_waiting(control.get_job(instance.id)) == []
 
+    waiting.note_waiting(instance.id, str(chunk.id), "fetch", "the source is down", for_seconds=60)
+    waiting.note_waiting(instance.id, str(other.id), "fetch", "said long ago", for_seconds=0)  # lapsed at once
+    assert dashboard.why_waiting(control.get_job(instance.id)) == [
+        f"chunk {str(chunk.id)[:8]} of step fetch: the source is down"]
+
+    waiting.note_waiting(instance.id, str(chunk.id), "fetch", None, for_seconds=60)
     assert dashboard.why_waiting(control.get_job(instance.id)) == []

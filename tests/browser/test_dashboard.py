@@ -131,23 +131,27 @@ def test_a_failed_job_shows_each_chunks_errors_their_true_total_and_a_retrys_nex
 
 
 def test_pause_a_scheduled_job_and_run_it_now(logged_in, live_server, worker, screenshot):
+    """With the row's button, and the job page's, whose tick history then shows the run among the ticks not run."""
     page = logged_in
     wait_until(lambda: PeriodicTask.objects.filter(name=PRUNE_JOB).exists(), 60)
     changelist = f"{live_server.url}/admin/scheduling/scheduledjobschedule/"
 
     page.goto(changelist)
-    row = page.locator("#result_list tr", has_text=PRUNE_JOB)
-    row.locator("input.action-select").check()
-    page.select_option("select[name=action]", "pause_jobs")
-    page.click("button[name=index]")
+    page.locator("#result_list tr", has_text=PRUNE_JOB).locator("button", has_text="Pause").click()
+    page.wait_for_selector(f"text=Paused {PRUNE_JOB}")
     assert "paused" in page.locator("#result_list tr", has_text=PRUNE_JOB).inner_text()
-
-    page.locator("#result_list tr", has_text=PRUNE_JOB).locator("input.action-select").check()
-    page.select_option("select[name=action]", "run_jobs_now")
-    page.click("button[name=index]")
-    wait_until(lambda: JobRun.objects.filter(job_name=PRUNE_JOB, outcome="succeeded").exists(), 60)
-    page.goto(changelist)
-    assert "succeeded" in page.locator("#result_list tr", has_text=PRUNE_JOB).inner_text()
-    assert JobRun.objects.filter(job_name=PRUNE_JOB).count() == 1, "run now ran exactly once"
-    assert fits_its_width(page, "#changelist .results")
     screenshot("scheduled-jobs", wide=True)
+    assert fits_its_width(page, "#changelist .results")
+
+    page.locator("#result_list tr", has_text=PRUNE_JOB).locator("a").first.click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#run-job-now")
+    page.wait_for_selector(f"text=Sent to run once now: {PRUNE_JOB}")
+    wait_until(lambda: JobRun.objects.filter(job_name=PRUNE_JOB, outcome="succeeded").exists(), 60)
+    page.reload()
+    history = page.locator(".tick-history tbody tr")
+    assert "succeeded" in history.first.inner_text() and "run now" in history.first.inner_text()
+    assert page.locator(".tick-history .outcome-not-run").count() >= 1, "the paused hourly ticks show as not run"
+    assert JobRun.objects.filter(job_name=PRUNE_JOB).count() == 1, "run now ran exactly once"
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    screenshot("scheduled-job-page")

@@ -63,3 +63,39 @@ def test_a_waiting_job_says_why_and_its_errored_chunk_can_be_retried(logged_in, 
     page.click("button.retry-chunk")
     page.wait_for_selector("text=retried its failed chunks")
     screenshot("job-retried")
+
+
+PRESIGNED = ("https://object-store.internal.example.org/bulk-exports/2026-12-06/Patient.ndjson?X-Amz-Algorithm=AWS4-HMAC"
+             "-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20261206%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=ab")
+
+
+def nothing_cut(page, selector: str) -> bool:
+    """Every box the selector matches shows all of its content without scrolling sideways."""
+    return page.evaluate("(selector) => [...document.querySelectorAll(selector)].every("
+                         "box => box.scrollWidth <= box.clientWidth)", selector)
+
+
+def test_the_older_tables_show_everything_at_1280_px(logged_in, live_server, screenshot, django_user_model):
+    """Issue #24: the running jobs' BY column, a job's parameters with long URLs, the API tokens' last used and
+    revoked columns were cut at 1280 px."""
+    from jobsite.tokens import issue_token
+
+    page = logged_in
+    long_name = "a.very.long.username@hospital-network.example.org"
+    job = JobInstanceFactory(definition_id="DIAGNOSTIC_NOOP", status=JobStatus.IN_PROGRESS, started_by=long_name,
+                             start_time=timezone.now(), parameters={"inputs": [{"type": "Patient", "url": PRESIGNED}]})
+    WorkChunkFactory(instance=job, target_step_id="sleep", status=ChunkStatus.IN_PROGRESS)
+    client_user = django_user_model.objects.create_user(long_name)
+    tokens = [issue_token(client_user, None, 90).token for _ in range(2)]
+    tokens[0].last_used_at = tokens[0].revoked_at = timezone.now()
+    tokens[0].save()
+
+    page.goto(f"{live_server.url}/admin/batch/jobinstance/dashboard/")
+    assert long_name in page.inner_text("#live-running td.by")
+    assert nothing_cut(page, ".table-scroll") and fits_its_width(page)
+    page.goto(f"{live_server.url}/admin/batch/jobinstance/{job.id}/change/")
+    assert nothing_cut(page, "pre.json") and fits_its_width(page)
+    screenshot("job-long-parameters")
+    page.goto(f"{live_server.url}/admin/jobsite/apitoken/")
+    assert page.locator("th.column-revoked").is_visible() and nothing_cut(page, "#changelist .results")
+    screenshot("api-tokens")

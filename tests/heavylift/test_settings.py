@@ -1,5 +1,7 @@
 """Settings come from the environment only, and a bad value stops start-up with one clear line."""
 import json
+import logging
+import logging.config
 import os
 import subprocess
 import sys
@@ -36,12 +38,27 @@ def test_valid_environment_is_parsed():
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL must be a URL starting with redis://"),
         ({"SECRET_KEY": ""}, "SECRET_KEY is not set"),
         ({"SECRET_KEY": "change-me", "DEBUG": "false"}, "SECRET_KEY is a placeholder"),  # .env.example's value
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be plain or json, got 'xml'"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(env, message):
     result = load_settings(**env)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_the_logging_settings_name_the_json_formatter_and_the_chunk_filter_that_exist(settings):
+    """What LOG_FORMAT=json selects, built as Django's dictConfig builds it (in this process, without reconfiguring it)."""
+    configurator = logging.config.DictConfigurator(settings.LOGGING)
+    formatter = configurator.configure_formatter(dict(settings.LOGGING["formatters"]["json"]))
+    chunk_filter = configurator.configure_filter(dict(settings.LOGGING["filters"]["chunk"]))
+    record = logging.LogRecord("heavylift.x", logging.WARNING, __file__, 1, "hello %s", ("there",), None)
+
+    assert chunk_filter.filter(record)
+    line = json.loads(formatter.format(record))
+    assert (line["level"], line["logger"], line["message"], line["node"]) == ("WARNING", "heavylift.x", "hello there",
+                                                                              settings.NODE_ID)
+    assert settings.LOGGING["handlers"]["console"]["filters"] == ["chunk"]
 
 
 def test_queue_name_carries_node_and_module(settings):

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from tests.batch.factories import JobInstanceFactory
 from tests.processes import Process, free_port
 
 pytestmark = pytest.mark.django_db
@@ -35,6 +36,48 @@ def test_create_api_token_prints_a_new_token_the_apis_accept_each_time():
 def test_create_api_token_for_an_unknown_user_says_so():
     with pytest.raises(CommandError, match="no such user: 'nobody'"):
         create_api_token("nobody")
+
+
+def create_user(*arguments: str) -> str:
+    out = io.StringIO()
+    call_command("create_user", *arguments, stdout=out, stderr=io.StringIO())
+    return out.getvalue().strip()
+
+
+def test_create_user_makes_a_client_with_a_token_that_sees_only_its_own_jobs_and_no_admin():
+    JobInstanceFactory(started_by="someone-else")
+    token = create_user("client-a", "--token", "--scopes", "fhir:read", "export", "--expires-in", "90")
+
+    user = get_user_model().objects.get(username="client-a")
+    assert not user.is_staff and not user.is_superuser and not user.has_usable_password()
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert api.get("/fhir/Patient").status_code == 200
+    jobs = api.get("/control/jobs")
+    assert jobs.status_code == 200 and jobs.json()["results"] == [], "another user's job is not a client's to see"
+    assert sorted(user.api_tokens.get().scopes) == ["export", "fhir:read"]
+    session = Client()
+    session.force_login(user)
+    assert session.get("/admin/").status_code == 302, "not staff: the admin sends it to its login"
+
+
+def test_create_user_operator_is_staff_without_superuser_and_may_use_the_dashboard(client):
+    assert create_user("ops", "--operator") == "", "no token asked for, none printed"
+
+    operator = get_user_model().objects.get(username="ops")
+    assert operator.is_staff and not operator.is_superuser
+    client.force_login(operator)
+    assert client.get("/admin/batch/jobinstance/dashboard/").status_code == 200
+    assert client.get("/admin/scheduling/scheduledjobschedule/").status_code == 200
+    assert operator.has_perm("batch.change_jobinstance") and not operator.has_perm("auth.change_user")
+
+
+def test_create_user_refuses_a_taken_name_and_leaves_no_user_when_the_token_is_refused():
+    with pytest.raises(CommandError, match="the control scope is for operators"):
+        create_user("client-b", "--token", "--scopes", "control")
+    assert not get_user_model().objects.filter(username="client-b").exists()
+    create_user("client-b")
+    with pytest.raises(CommandError, match="a user 'client-b' exists already"):
+        create_user("client-b")
 
 
 @pytest.mark.acceptance

@@ -151,3 +151,68 @@ def test_a_job_paused_in_the_admin_is_not_run_until_it_is_resumed(root_client, j
     assert resumed.status_code == 302
     assert run_clustered_job(job.name, job.schedule.to_dict(), tick.isoformat()) == Occurrence.SUCCEEDED
     assert calls == [1]
+
+
+def test_each_row_has_its_own_pause_resume_and_run_now_buttons_naming_the_job_in_the_message(
+        root_client, declared_jobs, monkeypatch):
+    sent = []
+    monkeypatch.setattr("scheduling.operations.run_now", lambda name: sent.append(name))
+    tidy = PeriodicTask.objects.get(name="app.jobs.tidy")
+    cache = PeriodicTask.objects.get(name="app.jobs.cache")
+    html = root_client.get("/admin/scheduling/scheduledjobschedule/").content.decode()
+    assert f'formaction="/admin/scheduling/scheduledjobschedule/{tidy.pk}/pause/"' in html
+    assert f'formaction="/admin/scheduling/scheduledjobschedule/{tidy.pk}/run-now/"' in html
+    assert f"{cache.pk}/run-now/" not in html, "a local job has no single run to start"
+
+    paused = root_client.post(f"/admin/scheduling/scheduledjobschedule/{tidy.pk}/pause/", {"back": "list"}, follow=True)
+    assert not PeriodicTask.objects.get(pk=tidy.pk).enabled
+    assert [str(message) for message in paused.context["messages"]] == ["Paused app.jobs.tidy"]
+    assert f'formaction="/admin/scheduling/scheduledjobschedule/{tidy.pk}/resume/"' in paused.content.decode()
+
+    ran = root_client.post(f"/admin/scheduling/scheduledjobschedule/{tidy.pk}/run-now/", {"back": "job"})
+    assert ran.status_code == 302 and ran.url == f"/admin/scheduling/scheduledjobschedule/{tidy.pk}/change/"
+    assert sent == ["app.jobs.tidy"]
+    root_client.post(f"/admin/scheduling/scheduledjobschedule/{tidy.pk}/resume/", {})
+    assert PeriodicTask.objects.get(pk=tidy.pk).enabled
+    assert root_client.get(f"/admin/scheduling/scheduledjobschedule/{tidy.pk}/pause/").status_code == 405
+
+
+def test_the_row_buttons_need_the_change_permission(client, declared_jobs):
+    from django.contrib.auth.models import Permission
+
+    viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_scheduledjobschedule"))
+    client.force_login(viewer)
+    tidy = PeriodicTask.objects.get(name="app.jobs.tidy")
+
+    assert "/pause/" not in client.get("/admin/scheduling/scheduledjobschedule/").content.decode()
+    assert client.post(f"/admin/scheduling/scheduledjobschedule/{tidy.pk}/pause/").status_code == 403
+    assert PeriodicTask.objects.get(pk=tidy.pk).enabled
+
+
+def test_a_jobs_page_shows_its_buttons_and_tick_history_with_the_ticks_not_run(root_client, declared_jobs):
+    tidy = PeriodicTask.objects.get(name="app.jobs.tidy")
+
+    html = root_client.get(f"/admin/scheduling/scheduledjobschedule/{tidy.pk}/change/").content.decode()
+
+    assert 'id="pause-job"' in html and 'id="run-job-now"' in html
+    assert "Tick history" in html and "outcome-not-run" in html, "an hourly job's earlier ticks left no run"
+    assert "Traceback: boom" in html and '<span class="chip">run now</span>' in html, "the failed run is off-schedule"
+    cache = PeriodicTask.objects.get(name="app.jobs.cache")
+    local = root_client.get(f"/admin/scheduling/scheduledjobschedule/{cache.pk}/change/").content.decode()
+    assert "Tick history" not in local and 'id="run-job-now"' not in local and "logged, not recorded" in local
+
+
+def test_the_recent_runs_filter_by_job_and_problems_without_upsetting_the_changelist(root_client, declared_jobs):
+    now = timezone.now()
+    JobRun.objects.create(job_name="batch.maintenance", tick=now, node="n1", process="h:1", started_at=now,
+                          finished_at=now, outcome=RunOutcome.SUCCEEDED)
+    page = "/admin/scheduling/scheduledjobschedule/"
+
+    problems = root_client.get(page, {"runs": "problems", "state": "active"})
+    one_job = root_client.get(page, {"runs_job": "batch.maintenance"})
+
+    assert problems.status_code == 200 and "?e=1" not in problems.get("Location", "")
+    assert [run.job_name for run in problems.context["recent_runs"]] == ["app.jobs.tidy"]
+    assert [run.job_name for run in one_job.context["recent_runs"]] == ["batch.maintenance"]
+    assert '<option value="batch.maintenance" selected>' in one_job.content.decode()

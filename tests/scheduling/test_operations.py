@@ -85,3 +85,42 @@ def test_a_run_now_runs_off_schedule_even_when_paused_and_exactly_once_however_o
     assert outcomes == [Occurrence.SUCCEEDED, Occurrence.TAKEN]
     assert calls == [1]
     assert JobRun.objects.get().tick == click
+
+
+def _run(name: str, tick, outcome: RunOutcome) -> JobRun:
+    return JobRun.objects.create(job_name=name, tick=tick, node="n", process="h:1", started_at=tick,
+                                 finished_at=tick + timedelta(seconds=2), outcome=outcome)
+
+
+def test_the_tick_history_shows_every_tick_of_the_schedule_and_the_ticks_that_left_no_run(declared):
+    row = PeriodicTask.objects.get(name="app.jobs.tidy")
+    now = timezone.now()
+    latest = EverySeconds(60).latest_tick_at_or_before(now)
+    _run("app.jobs.tidy", latest, RunOutcome.SUCCEEDED)
+    _run("app.jobs.tidy", latest - timedelta(minutes=1), RunOutcome.SKIPPED)
+    clicked = latest - timedelta(seconds=90)  # a run-now, off the schedule
+    _run("app.jobs.tidy", clicked, RunOutcome.FAILED)
+
+    history = operations.tick_history(row, now, limit=4)
+
+    assert [(entry.tick, entry.outcome, entry.on_schedule) for entry in history] == [
+        (latest, RunOutcome.SUCCEEDED, True),
+        (latest - timedelta(minutes=1), RunOutcome.SKIPPED, True),
+        (clicked, RunOutcome.FAILED, False),
+        (latest - timedelta(minutes=2), operations.NOT_RUN, True),
+        (latest - timedelta(minutes=3), operations.NOT_RUN, True),
+    ]
+    assert history[0].duration_seconds == 2 and history[3].duration_seconds is None
+
+
+def test_recent_runs_of_one_job_or_only_the_problems():
+    now = timezone.now()
+    for seconds in range(10):  # a chatty job every 5 s, all fine
+        _run("batch.maintenance", now - timedelta(seconds=5 * seconds), RunOutcome.SUCCEEDED)
+    _run("app.jobs.tidy", now - timedelta(minutes=1), RunOutcome.FAILED)
+    _run("app.jobs.tidy", now - timedelta(minutes=2), RunOutcome.SUCCEEDED)
+
+    assert [run.outcome for run in operations.recent_runs(job_name="app.jobs.tidy")] == ["failed", "succeeded"]
+    assert [run.job_name for run in operations.recent_runs(problems_only=True)] == ["app.jobs.tidy"]
+    assert len(operations.recent_runs(limit=5)) == 5
+    assert operations.recorded_job_names() == ["app.jobs.tidy", "batch.maintenance"]

@@ -18,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, username: str, scopes: list[str] | None, expires_in: int | None, **options):
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
-            raise CommandError(f"no such user: {username!r} (create one with `manage.py createsuperuser`)")
+            raise CommandError(f"no such user: {username!r} (create one with `manage.py create_user`)")
         if scopes is not None:
             scopes = [scope for value in scopes for scope in value.split(",") if scope]
         try:

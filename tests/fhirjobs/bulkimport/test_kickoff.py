@@ -84,15 +84,53 @@ def test_gzipped_http_source_with_basic_credentials_loads_after_transient_failur
 
 
 def test_a_source_that_keeps_failing_fails_the_import_with_a_clear_message(importer, source, settings):
-    settings.BULK_IMPORT_FETCH_ATTEMPTS = 2
+    settings.BULK_IMPORT_SOURCE_RETRY_SECONDS = 0
     Source.failures["/allowed/Patient.ndjson"] = 5
     response = importer.kick_off(f"{source}/allowed/Patient.ndjson")
     importer.bus.drain()
 
     failed = importer.fhir.get(response["Content-Location"])
-    assert_outcome(failed, 500, "HTTP 503 (after 2 attempts)")
+    assert_outcome(failed, 500, "HTTP 503 (after 1 attempt; BULK_IMPORT_SOURCE_RETRY_SECONDS=0)")
     assert failed.content.decode().count("/allowed/Patient.ndjson") == 1, "the source is named once"
-    assert len(Source.requests) == 2
+    assert len(Source.requests) == 1
+
+
+def test_a_source_down_for_a_proxy_restart_is_waited_for_and_the_job_page_says_so(importer, settings, monkeypatch,
+                                                                                 admin_client):
+    """Issue #24: down for ~7 s used to fail the import (4 attempts). The source here refuses connections (nothing
+    listens on its port) for 15 s of the steps' clock, then comes up; meanwhile the job page says what it waits for."""
+    from tests.fhirjobs.bulkimport.test_sources import FakeClock
+
+    with socket.socket() as probe:  # a port nothing listens on until the server starts on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{base}/allowed/"]
+    Source.routes, Source.failures, Source.requests = {"/allowed/Patient.ndjson": (200, {}, PATIENTS)}, {}, []
+    servers, pages = [], []
+
+    def source_comes_up_after_15_s(now: float) -> None:
+        if now - 1000 >= 15 and not servers:
+            job = JobInstance.objects.get()
+            pages.append(admin_client.get(f"/admin/batch/jobinstance/{job.id}/change/").content.decode())
+            servers.append(ThreadingHTTPServer(("127.0.0.1", port), Source))
+            threading.Thread(target=servers[0].serve_forever, daemon=True).start()
+
+    clock = FakeClock(source_comes_up_after_15_s)
+    monkeypatch.setattr(steps, "time", clock)
+    try:
+        outcome = importer.run(f"{base}/allowed/Patient.ndjson")
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+    assert diagnostics(outcome)[0] == "Import completed: 5 loaded, 0 unchanged, 0 failed, 0 warnings"
+    assert clock.slept == [1, 2, 4, 8], "15 s down: four waits, the fifth attempt reads it"
+    assert 'id="why-waiting"' in pages[0] and f"waiting for the source {base}/allowed/Patient.ndjson" in pages[0]
+    assert "unavailable for 7 s" in pages[0] and "attempt 5 in 8 s, giving up 53 s from now" in pages[0]
+    job = JobInstance.objects.get()
+    assert "waiting for the source" not in admin_client.get(f"/admin/batch/jobinstance/{job.id}/change/").content.decode()
 
 
 def test_a_redirect_out_of_the_allow_list_is_not_followed(importer, source):

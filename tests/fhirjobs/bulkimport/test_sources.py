@@ -132,13 +132,12 @@ def test_a_redirect_to_a_private_address_is_refused_even_under_an_allowed_name(s
 def test_query_strings_stay_out_of_logs_and_job_errors(servers, settings, caplog, monkeypatch):
     provider = servers[0]
     settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{provider}/files/"]
-    settings.BULK_IMPORT_FETCH_ATTEMPTS = 2
-    monkeypatch.setattr(steps, "RETRY_BACKOFF_SECONDS", 0.01)
+    settings.BULK_IMPORT_SOURCE_RETRY_SECONDS = 0
     url = f"{provider}/files/Patient.ndjson?X-Amz-Credential=AKIA&X-Amz-Signature=s3cr3t"
     caplog.set_level("INFO")
 
     with pytest.raises(steps.JobFailed) as failed:
-        list(steps.read_lines(url, {}))
+        list(steps.read_lines(url, {}, lambda reason, for_seconds=0: None))
 
     assert "s3cr3t" not in str(failed.value) and "Patient.ndjson?<redacted>: HTTP 404" in str(failed.value)
     assert "HTTP Request" in caplog.text and "s3cr3t" not in caplog.text
@@ -168,8 +167,8 @@ def test_a_truncated_gzip_stream_is_a_retryable_source_error():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_import_of_a_truncated_gzip_fails_instead_of_completing(importer, file_root, monkeypatch):
-    monkeypatch.setattr(steps, "RETRY_BACKOFF_SECONDS", 0.01)
+def test_an_import_of_a_truncated_gzip_fails_instead_of_completing(importer, file_root, settings):
+    settings.BULK_IMPORT_SOURCE_RETRY_SECONDS = 0
     data = gzip.compress(b"\n".join(NDJSON) + b"\n")
     (file_root / "Patient.ndjson.gz").write_bytes(data[: len(data) // 2])
 
@@ -181,3 +180,37 @@ def test_an_import_of_a_truncated_gzip_fails_instead_of_completing(importer, fil
     failed = importer.fhir.get(response["Content-Location"])
     assert failed.status_code == 500 and "cut off" in " ".join(diagnostics(failed.json()))
     assert Resource.objects.count() < len(NDJSON)
+
+
+class FakeClock:
+    """`time` as `steps` sees it: sleeping moves the clock on at once; `on_sleep(now)` runs at every sleep."""
+
+    def __init__(self, on_sleep=lambda now: None):
+        self.now, self.slept, self.on_sleep = 1000.0, [], on_sleep
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 3))
+        self.now += seconds
+        self.on_sleep(self.now)
+
+
+def test_a_source_that_stays_down_is_tried_again_for_the_whole_window_then_fails_the_import(settings, monkeypatch):
+    """Issue #24: 4 attempts within 7 s failed an import whose proxy restarted. Now a window, with capped backoff."""
+    settings.BULK_IMPORT_ALLOWED_SOURCES = ["http://127.0.0.1:9/"]  # the discard port: nothing listens
+    settings.BULK_IMPORT_SOURCE_RETRY_SECONDS = 60
+    clock = FakeClock()
+    monkeypatch.setattr(steps, "time", clock)
+    said = []
+
+    with pytest.raises(steps.JobFailed) as failed:
+        list(steps.read_lines("http://127.0.0.1:9/Patient.ndjson", {},
+                              lambda reason, for_seconds=0: said.append(reason)))
+
+    assert clock.slept == [1, 2, 4, 8, 10, 10, 10, 10, 5], "doubling up to 10 s, the last wait ending the window"
+    assert "(after 10 attempts over 60 s; BULK_IMPORT_SOURCE_RETRY_SECONDS=60)" in str(failed.value)
+    assert said[0].startswith("waiting for the source http://127.0.0.1:9/Patient.ndjson, unavailable for 0 s (")
+    assert "attempt 2 in 1 s, giving up 60 s from now" in said[0]
+    assert len(said) == 10 and said[-1] is None, "each wait said, and cleared when the step gives up"
