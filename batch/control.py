@@ -344,6 +344,11 @@ def ended_job_ids(*, before: datetime | None = None) -> QuerySet:
     return JobInstance.objects.filter(end_time__lt=before).values("id")
 
 
+def completed_job_ids() -> QuerySet:
+    """Ids of jobs that COMPLETED."""
+    return JobInstance.objects.filter(status=JobStatus.COMPLETED).values("id")
+
+
 def job_ids() -> QuerySet:
     """Ids of every job the engine still knows."""
     return JobInstance.objects.values("id")

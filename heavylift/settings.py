@@ -435,6 +435,9 @@ BULK_IMPORT_MAX_LINE_BYTES = env_int("BULK_IMPORT_MAX_LINE_BYTES", 16 * 1024**2,
 # How long a source that fails (network, 5xx, 429) is tried again, with backoff, before the import fails: a
 # proxy or object-store restart fits in it (0: one attempt). The window starts again once lines flow.
 BULK_IMPORT_SOURCE_RETRY_SECONDS = env_int("BULK_IMPORT_SOURCE_RETRY_SECONDS", 60)
+# A failed or cancelled import keeps its unfinished chunks' raw lines and its source credentials this long, so an
+# operator can restart it where it stopped; then both go (patient data and secrets). A completed one's at once.
+BULK_IMPORT_RESTART_WINDOW_SECONDS = env_int("BULK_IMPORT_RESTART_WINDOW_SECONDS", 86_400, minimum=0)
 # A reference neither literal nor resolvable (e.g. `urn:uuid:` of a resource nowhere to be found): stored
 # verbatim with a warning, or (true) the line is rejected.
 BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR = env_bool("BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR", False)
@@ -463,7 +466,8 @@ CLUSTER_WIDE_SETTINGS = (
     "BULK_EXPORT_CHUNK_SIZE", "BULK_EXPORT_RETENTION_SECONDS", "BULK_EXPORT_MAX_RUNNING_PER_USER",
     "BULK_EXPORT_MAX_CONCURRENT_CHUNKS", "BULK_EXPORT_STORAGE_BACKEND", "BULK_EXPORT_STORAGE_OPTIONS",
     "BULK_IMPORT_CHUNK_SIZE", "BULK_IMPORT_ALLOWED_SOURCES", "BULK_IMPORT_FILE_ROOT", "BULK_IMPORT_MAX_FILE_BYTES",
-    "BULK_IMPORT_MAX_LINE_BYTES", "BULK_IMPORT_SOURCE_RETRY_SECONDS", "BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR",
+    "BULK_IMPORT_MAX_LINE_BYTES", "BULK_IMPORT_SOURCE_RETRY_SECONDS", "BULK_IMPORT_RESTART_WINDOW_SECONDS",
+    "BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR",
     "BULK_IMPORT_MAX_CONCURRENT_CHUNKS", "BULK_SUBMIT_ALLOWED_SUBMITTERS",
 )
 

@@ -108,6 +108,9 @@ JOB_DEFINITION_SCOPES: dict[str, tuple[Scope, ...]] = {
     "TERMINOLOGY_UPLOAD": (Scope.TERMINOLOGY,),
     "TERMINOLOGY_DELETE": (Scope.TERMINOLOGY,),
     "VALUESET_EXPAND": (Scope.TERMINOLOGY,),
+    "MERGE": (Scope.FHIR_WRITE,),  # as Patient/$merge
+    "REPLACE_REFERENCES": (Scope.FHIR_WRITE,),  # as $hapi.fhir.replace-references
+    "BULK_PATCH": (Scope.FHIR_WRITE,),  # as $hapi.fhir.bulk-patch
 }
 # Definitions any token of the job's owner may act on: the diagnostic jobs touch no data.
 UNSCOPED_JOB_DEFINITIONS = frozenset({"DIAGNOSTIC_NOOP", "DIAGNOSTIC_NOOP_GATED", "DIAGNOSTIC_SPIN"})

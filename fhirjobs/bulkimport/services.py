@@ -151,14 +151,18 @@ class DiscardReport:
     credentials: int  # imports whose source credentials were forgotten
 
 
-def discard_ended_import_data() -> DiscardReport:
-    """What an ended import no longer needs and must not keep (PHI, secrets): the raw NDJSON in the chunks a
-    failed or cancelled import left unfinished, and the source credentials of any ended import (completed
-    too). Run every minute (`periodic`); such an import can no longer be restarted where it stopped: start
-    a new one."""
-    chunks = control.discard_chunk_data(BulkImport.objects.filter(job_instance_id__isnull=False)
+def discard_ended_import_data(*, now: datetime | None = None) -> DiscardReport:
+    """What an ended import no longer needs and must not keep (PHI, secrets): the source credentials of a
+    completed import at once; the raw NDJSON a failed or cancelled import's unfinished chunks hold, and its
+    credentials, once its restart window (BULK_IMPORT_RESTART_WINDOW_SECONDS) is over. Within the window an
+    operator can restart it where it stopped, as any batch job; after it, start a new import. Run every
+    minute (`periodic`)."""
+    window_over = control.ended_job_ids(before=(now or timezone.now())
+                                        - timedelta(seconds=settings.BULK_IMPORT_RESTART_WINDOW_SECONDS))
+    chunks = control.discard_chunk_data(BulkImport.objects.filter(job_instance_id__in=window_over)
                                         .values("job_instance_id"))
-    credentials = (BulkImport.objects.filter(job_instance_id__in=control.ended_job_ids())
+    credentials = (BulkImport.objects.filter(Q(job_instance_id__in=window_over)
+                                             | Q(job_instance_id__in=control.completed_job_ids()))
                    .exclude(request_headers={}).update(request_headers={}))
     return DiscardReport(chunks, credentials)
 

@@ -1,14 +1,19 @@
 """Issue #29 (low, PHI left behind): an ended import keeps neither the raw NDJSON its unfinished chunks held nor
-its source credentials until the purge days later; both go within a minute of the end (a clustered job), and a
+its source credentials until the purge days later: a completed import's credentials go within a minute (a
+clustered job), a failed or cancelled one's lines and credentials once its restart window is over, and a
 client's cancel discards the chunks' data at once."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from batch import control
 from batch.control import JobStatus
 from batch.models import WorkChunk
 from fhirjobs.bulkimport.models import BulkImport
+from fhirjobs.bulkimport.services import discard_ended_import_data
 from scheduling.registry import registry as scheduled_jobs
 from tests.fhirjobs.bulkimport.helpers import write_ndjson
 
@@ -49,12 +54,25 @@ def test_a_clients_cancel_discards_the_chunks_raw_lines_with_the_import(importer
     assert not BulkImport.objects.exists()
 
 
-def test_an_import_cancelled_by_an_operator_loses_its_lines_and_credentials_within_a_minute_and_cannot_resume(
+def test_an_import_cancelled_by_an_operator_can_be_restarted_where_it_stopped_within_its_restart_window(
         importer, patients_url):
     bulk_import, _ = split_but_not_loaded(importer, patients_url)
     control.cancel_job(bulk_import.job_instance_id)  # as an operator on /control would
 
     scheduled_jobs.get(DISCARD_JOB).function()
+
+    assert chunks_with_data(bulk_import) and BulkImport.objects.get().request_headers
+    control.restart_job(bulk_import.job_instance_id)
+    importer.bus.drain()
+    assert control.get_job(bulk_import.job_instance_id).status == JobStatus.COMPLETED
+
+
+def test_after_its_restart_window_a_cancelled_import_loses_its_lines_and_credentials_and_cannot_resume(
+        importer, patients_url, settings):
+    bulk_import, _ = split_but_not_loaded(importer, patients_url)
+    control.cancel_job(bulk_import.job_instance_id)
+
+    discard_ended_import_data(now=timezone.now() + timedelta(seconds=settings.BULK_IMPORT_RESTART_WINDOW_SECONDS + 1))
 
     assert chunks_with_data(bulk_import) == 0
     assert BulkImport.objects.get().request_headers == {}
