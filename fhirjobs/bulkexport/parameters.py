@@ -30,7 +30,8 @@ from fhirstore.search import type_filter
 from fhirstore.search_params import parse_relative_reference, patient_compartment_types
 
 OUTPUT_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
-SUPPORTED = frozenset({"_outputFormat", "_since", "_until", "_type", "_typeFilter", "_elements", "patient"})
+SUPPORTED = frozenset({"_outputFormat", "_since", "_until", "_type", "_typeFilter", "_elements", "patient",
+                       "allowPartialManifests"})
 ELEMENT = re.compile(r"^[a-z][A-Za-z0-9]*$")  # a top-level FHIR element name
 ALWAYS_KEPT_ELEMENTS = ("resourceType", "id", "meta")  # `_elements` never removes these
 # A whole-store walk pages by row id when the types asked for are at least this share of the rows: a row range
@@ -57,6 +58,7 @@ class ExportRequest:
     elements: tuple[str, ...] = ()  # `name` (every type) or `Type.name`
     patients: tuple[str, ...] = ()  # Patient ids (patient level only)
     group_id: str | None = None
+    partial_manifests: bool = False  # `allowPartialManifests`: the status URL lists files while the export runs
     warnings: tuple[str, ...] = field(default=(), compare=False)  # what lenient handling left out
 
     def fingerprint(self) -> str:
@@ -132,18 +134,30 @@ def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, leni
     type_filters = _type_filters(values.get("_typeFilter", []), types, problems)
     elements = _elements(values.get("_elements", []), problems)
     patients = _patients(values.get("patient", []), level, problems)
+    partial_manifests = _boolean("allowPartialManifests", values.get("allowPartialManifests", []), problems)
     if level is Level.GROUP:
         group_patient_ids(group_id)  # 404 or 410 for an unknown or deleted Group
     if problems.errors:
         raise InvalidExportRequest(problems.errors)
     return ExportRequest(level=level, types=types, since=since, until=until, type_filters=type_filters, elements=elements,
-                         patients=patients, group_id=group_id, warnings=tuple(problems.warnings))
+                         patients=patients, group_id=group_id, partial_manifests=partial_manifests,
+                         warnings=tuple(problems.warnings))
 
 
 def _check_output_format(formats: list[str], problems: _Problems) -> None:
     for output_format in set(formats):
         if output_format.replace(" ", "+") not in OUTPUT_FORMATS:  # an unencoded `+` arrives as a space
             problems.errors.append(f"_outputFormat {output_format!r} is not supported; use application/fhir+ndjson")
+
+
+def _boolean(name: str, texts: list[str], problems: _Problems) -> bool:
+    """A boolean parameter (`true`/`false`, as FHIR writes them; a POST's valueBoolean arrives as that text)."""
+    if not texts:
+        return False
+    if len(set(texts)) > 1 or texts[0] not in ("true", "false"):
+        problems.errors.append(f"{name} takes one value, true or false (got {', '.join(sorted(set(texts)))})")
+        return False
+    return texts[0] == "true"
 
 
 def _instant(name: str, texts: list[str], problems: _Problems, *, last: bool) -> datetime | None:

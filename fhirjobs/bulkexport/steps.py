@@ -193,7 +193,7 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
         path = new_file_path(job.export_id, resource_type, file_id)
         write_file(path, content)
         files.append(ExportFile(id=file_id, export_id=job.export_id, job_instance_id=context.instance_id,
-                                resource_type=resource_type, path=path, count=count))
+                                resource_type=resource_type, path=path, count=count, deleted=deleted))
     if not files:
         return 0
     with transaction.atomic():
