@@ -276,18 +276,41 @@ def current_bodies_json(resource_type: str, ids: Sequence[str], *, until: dateti
 
     With `until`, the bodies as they were then (see the module docstring).
     """
+    return [body for _, body in bodies_json_by_id(resource_type, ids, until=until)]
+
+
+def bodies_json_by_id(resource_type: str, ids: Sequence[str], *, until: datetime | None = None) -> list[tuple[str, str]]:
+    """(logical id, body as JSON text) of these ids, in id order, current (at `until`, if given)."""
     if until is None:
-        sql = ("SELECT body::text FROM fhirstore_resource WHERE resource_type = %(type)s AND logical_id = ANY(%(ids)s)"
-               " AND NOT deleted ORDER BY logical_id")
+        sql = ("SELECT logical_id, body::text FROM fhirstore_resource WHERE resource_type = %(type)s"
+               " AND logical_id = ANY(%(ids)s) AND NOT deleted ORDER BY logical_id")
     else:
-        sql = ("SELECT body FROM (SELECT r.logical_id, CASE WHEN r.last_updated <= %(until)s THEN r.body::text ELSE"
-               " (SELECT v.body::text FROM fhirstore_resourceversion v WHERE v.resource_id = r.id"
+        sql = ("SELECT logical_id, body FROM (SELECT r.logical_id, CASE WHEN r.last_updated <= %(until)s THEN"
+               " r.body::text ELSE (SELECT v.body::text FROM fhirstore_resourceversion v WHERE v.resource_id = r.id"
                " AND v.last_updated <= %(until)s ORDER BY v.version_id DESC LIMIT 1) END AS body"
                " FROM fhirstore_resource r WHERE r.resource_type = %(type)s AND r.logical_id = ANY(%(ids)s)) as_of"
                " WHERE body IS NOT NULL ORDER BY logical_id")
     with connection.cursor() as cursor:
         cursor.execute(sql, {"type": resource_type, "ids": list(ids), "until": until})
-        return [body for (body,) in cursor.fetchall()]
+        return cursor.fetchall()
+
+
+def compartment_members(resource_type: str, patient_ids: Sequence[str], *, since: datetime | None = None,
+                        until: datetime | None = None, filters: Sequence[Q] = ()) -> list[tuple[str, str]]:
+    """(patient id, logical id) of every resource of a type (not Patient) in the compartment of each of
+    `patient_ids`, by patient and id; a resource in several of these compartments comes once for each.
+
+    The compartment is that of `compartment_ids_page`; the patients' pages of an export organized by Patient.
+    """
+    params = patient_compartment_params(resource_type)
+    if resource_type == "Patient" or not params:
+        return []
+    resources = current_resources(resource_type, since=since, until=until, filters=filters)
+    links = ReferenceIndex.objects.filter(target_id__in=list(patient_ids), target_type="Patient",
+                                          resource_type=resource_type, param__in=params,
+                                          resource__in=resources.values("pk"))
+    return list(links.values_list("target_id", "resource__logical_id").distinct()
+                .order_by("target_id", "resource__logical_id"))
 
 
 def iter_deleted_id_pages(resource_type: str, *, since: datetime, until: datetime,

@@ -48,15 +48,18 @@ def manifest_page(export_id: Any, parameters: Mapping[str, Any], *, page: int, p
                 return None
         files = list(ExportFile.objects.filter(export_id=export_id, manifest_page=page)
                      .order_by("resource_type", "created", "id"))
-    base_url = parameters["base_url"]
-    entries = {False: [], True: []}
+    base_url, organized_by = parameters["base_url"], parameters.get("organize_output_by")
+    entries: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for file in files:
-        entries[file.deleted].append({"type": file.resource_type, "url": f"{base_url}/$export-file/{file.id}",
-                                      "count": file.count})
+        entry = {"type": file.resource_type, "url": f"{base_url}/$export-file/{file.id}", "count": file.count}
+        if organized_by and not file.deleted:  # a file of Patient blocks holds many types
+            del entry["type"]
+        entries[file.deleted].append(entry)
     manifest: dict[str, Any] = {
         "transactionTime": format_instant(export.transaction_time),
         "request": export.request_url,
         "requiresAccessToken": True,
+        **({"outputOrganizedBy": organized_by} if organized_by else {}),
         "output": entries[False],
         "deleted": entries[True],
         "error": [],

@@ -31,7 +31,8 @@ from fhirstore.search_params import parse_relative_reference, patient_compartmen
 
 OUTPUT_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
 SUPPORTED = frozenset({"_outputFormat", "_since", "_until", "_type", "_typeFilter", "_elements", "patient",
-                       "allowPartialManifests"})
+                       "allowPartialManifests", "organizeOutputBy"})
+ORGANIZE_OUTPUT_BY = frozenset({"Patient"})  # `organizeOutputBy` values this server supports
 ELEMENT = re.compile(r"^[a-z][A-Za-z0-9]*$")  # a top-level FHIR element name
 ALWAYS_KEPT_ELEMENTS = ("resourceType", "id", "meta")  # `_elements` never removes these
 # A whole-store walk pages by row id when the types asked for are at least this share of the rows: a row range
@@ -59,6 +60,7 @@ class ExportRequest:
     patients: tuple[str, ...] = ()  # Patient ids (patient level only)
     group_id: str | None = None
     partial_manifests: bool = False  # `allowPartialManifests`: the status URL lists files while the export runs
+    organize_output_by: str | None = None  # `organizeOutputBy`: files of Patient blocks instead of one type each
     warnings: tuple[str, ...] = field(default=(), compare=False)  # what lenient handling left out
 
     def fingerprint(self) -> str:
@@ -129,8 +131,10 @@ def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, leni
     if since is not None and until is not None and until < since:
         problems.errors.append(f"_until ({format_instant(until)}) is before _since ({format_instant(since)}): "
                                "the window is empty")
-    allowed = RESOURCE_TYPES if level is Level.SYSTEM else frozenset(patient_compartment_types())
-    types = _types(values.get("_type"), allowed, level, problems)
+    organize_output_by = _organize_output_by(values.get("organizeOutputBy", []), problems)
+    in_compartments = level is not Level.SYSTEM or organize_output_by is not None
+    allowed = frozenset(patient_compartment_types()) if in_compartments else RESOURCE_TYPES
+    types = _types(values.get("_type"), allowed, level, problems, organized=organize_output_by is not None)
     type_filters = _type_filters(values.get("_typeFilter", []), types, problems)
     elements = _elements(values.get("_elements", []), problems)
     patients = _patients(values.get("patient", []), level, problems)
@@ -141,6 +145,7 @@ def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, leni
         raise InvalidExportRequest(problems.errors)
     return ExportRequest(level=level, types=types, since=since, until=until, type_filters=type_filters, elements=elements,
                          patients=patients, group_id=group_id, partial_manifests=partial_manifests,
+                         organize_output_by=organize_output_by,
                          warnings=tuple(problems.warnings))
 
 
@@ -176,13 +181,31 @@ def _instant(name: str, texts: list[str], problems: _Problems, *, last: bool) ->
     return covered[1] if last else covered[0]
 
 
-def _types(names: list[str] | None, allowed: frozenset[str], level: Level, problems: _Problems) -> tuple[str, ...]:
+def _organize_output_by(texts: list[str], problems: _Problems) -> str | None:
+    """`organizeOutputBy`: Patient blocks, or None (files of one type each). Another type is not supported."""
+    if not texts:
+        return None
+    if len(set(texts)) > 1:
+        problems.errors.append("organizeOutputBy may be given once")
+        return None
+    if texts[0] not in ORGANIZE_OUTPUT_BY:
+        problems.unsupported(f"organizeOutputBy {texts[0]!r} is not supported: this server organizes output by "
+                             "Patient only (or by resource type, without organizeOutputBy)")
+        return None
+    return texts[0]
+
+
+def _types(names: list[str] | None, allowed: frozenset[str], level: Level, problems: _Problems, *,
+           organized: bool = False) -> tuple[str, ...]:
     if names is None:
         return tuple(sorted(allowed))
     types = set()
     for name in names:
         if name not in RESOURCE_TYPES:
             problems.unsupported(f"_type {name!r} is not a resource type this server knows")
+        elif name not in allowed and organized:
+            problems.unsupported(f"_type {name!r} cannot be in a Patient compartment, so an export organized by "
+                                 "Patient has no block to put it in")
         elif name not in allowed:
             problems.unsupported(f"_type {name!r} cannot be in a Patient compartment, so a {level} export "
                                  "has none of it")
@@ -266,6 +289,8 @@ class ExportJob:
     transaction_time: str
     chunk_size: int
     row_ranges: bool  # walks the whole store by row id ranges (decided at the kick-off, see `walks_row_ranges`)
+    organize_output_by: str | None = None  # "Patient": files of Patient blocks (definition version 3)
+    patients_per_file: int = 100  # blocks per file, when organized by Patient
 
     @property
     def until(self) -> datetime:
@@ -289,6 +314,8 @@ class ExportJob:
             base_url=parameters["base_url"], request_url=parameters["request_url"],
             transaction_time=parameters["transaction_time"], chunk_size=parameters["chunk_size"],
             row_ranges=parameters.get("row_ranges", False),
+            organize_output_by=parameters.get("organize_output_by"),
+            patients_per_file=parameters.get("patients_per_file", 100),
         )
 
 
@@ -301,6 +328,8 @@ def job_parameters(request: ExportRequest, *, export_id: uuid.UUID, base_url: st
         "elements": list(request.elements), "patients": list(request.patients), "group_id": request.group_id,
         "base_url": base_url, "request_url": request_url, "transaction_time": format_instant(transaction_time),
         "chunk_size": settings.BULK_EXPORT_CHUNK_SIZE, "row_ranges": walks_row_ranges(request),
+        "organize_output_by": request.organize_output_by,
+        "patients_per_file": settings.BULK_EXPORT_PATIENTS_PER_FILE,
     }
 
 
@@ -310,7 +339,8 @@ def walks_row_ranges(request: ExportRequest) -> bool:
     Decided once, at the kick-off, and kept in the job's parameters: the share of rows changes with writes,
     and a `fetch-resources` run again after a lost worker must walk exactly as its first run did.
     """
-    if request.level is not Level.SYSTEM or request.since is not None or request.elements or request.type_filters:
+    if (request.level is not Level.SYSTEM or request.since is not None or request.elements or request.type_filters
+            or request.organize_output_by):
         return False
     if RESOURCE_TYPES <= set(request.types):  # every row: no need to count them (~250 ms at 1M resources)
         return True

@@ -128,9 +128,10 @@ def discard_ended_export_data() -> int:
 
 def _in_spec_order(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest with its keys in the order of the spec's example (the report column keeps them jsonb's way)."""
-    keys = ("transactionTime", "request", "requiresAccessToken", "output", "deleted", "error")
+    keys = ("transactionTime", "request", "requiresAccessToken", "outputOrganizedBy", "output", "deleted", "error")
+    entry_keys = ("type", "url", "count")
     return {**{key: manifest[key] for key in keys if key in manifest},
-            "output": [{"type": item["type"], "url": item["url"], "count": item["count"]} for item in manifest["output"]]}
+            "output": [{key: item[key] for key in entry_keys if key in item} for item in manifest["output"]]}
 
 
 def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:
