@@ -242,19 +242,26 @@ def compartment_ids_page(resource_type: str, patient_ids: Sequence[str], *, afte
     `search_params.patient_compartment_params`) points at that Patient; the Patients themselves are in
     their own compartments. Types outside the Patient compartment have no ids here.
     """
-    resources = current_resources(resource_type, since=since, until=until, filters=filters)
+    in_compartments = compartment_condition(resource_type, patient_ids)
+    if in_compartments is None:
+        return []
+    resources = current_resources(resource_type, since=since, until=until, filters=filters).filter(in_compartments)
+    return _page(resources, after, limit)
+
+
+def compartment_condition(resource_type: str, patient_ids: Sequence[str]) -> Q | None:
+    """The filter on `Resource` rows of a type that are in the Patient compartments of `patient_ids` (see
+    `compartment_ids_page`); None for a type that is never in a Patient compartment."""
     if resource_type == "Patient":
         links = ReferenceIndex.objects.filter(resource_type="Patient", param="link", target_type="Patient",
-                                              target_id__in=patient_ids).values("resource_id")
-        resources = resources.filter(Q(logical_id__in=patient_ids) | Q(pk__in=links))
-    else:
-        params = patient_compartment_params(resource_type)
-        if not params:
-            return []
-        links = ReferenceIndex.objects.filter(target_id__in=patient_ids, target_type="Patient",
-                                              resource_type=resource_type, param__in=params).values("resource_id")
-        resources = resources.filter(pk__in=links)
-    return _page(resources, after, limit)
+                                              target_id__in=list(patient_ids)).values("resource_id")
+        return Q(logical_id__in=list(patient_ids)) | Q(pk__in=links)
+    params = patient_compartment_params(resource_type)
+    if not params:
+        return None
+    links = ReferenceIndex.objects.filter(target_id__in=list(patient_ids), target_type="Patient",
+                                          resource_type=resource_type, param__in=params).values("resource_id")
+    return Q(pk__in=links)
 
 
 def iter_compartment_id_pages(resource_type: str, patient_ids: Sequence[str], *, since: datetime | None = None,

@@ -58,6 +58,8 @@ def _definition(version: int, *, until: bool, organized: bool) -> JobDefinition:
             .parameter("organize_output_by", str, choices=["Patient"],
                        description="organizeOutputBy: files of Patient blocks (header, Patient, its compartment)")
             .parameter("patients_per_file", int, default=100, minimum=1, description="Patient blocks per file")
+            .parameter("associated_data", str, choices=["LatestProvenanceResources", "RelevantProvenanceResources"],
+                       description="includeAssociatedData: the Provenance of the exported resources to add")
         )
     return (
         builder
@@ -70,7 +72,8 @@ def _definition(version: int, *, until: bool, organized: bool) -> JobDefinition:
     )
 
 
-# Version 3 added `organize_output_by` and `patients_per_file` (STU3's `organizeOutputBy`).
+# Version 3 added `organize_output_by`, `patients_per_file` (STU3's `organizeOutputBy`) and `associated_data`
+# (`includeAssociatedData`).
 BULK_EXPORT: JobDefinition = _definition(3, until=True, organized=True)
 # Version 2 added `until` (STU3's `_until`). Versions 1 and 2 are kept registered so that exports started
 # before version 3 can end (a running instance keeps its version; the steps read a missing `until` as none

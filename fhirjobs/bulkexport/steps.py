@@ -34,7 +34,7 @@ from batch.api import DataSink, JobCancelled, JobFailed, StepContext
 from fhirjobs.bulkexport.files import delete_files, new_file_path, write_file
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportJob, Level
-from fhirjobs.bulkexport.selection import id_pages, type_filters_for
+from fhirjobs.bulkexport.selection import associated_provenance_pages, id_pages, type_filters_for
 from fhirjobs.common.chunks import pack, unpack
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.scan import (
@@ -89,6 +89,12 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
                          filters=filters, page_size=job.chunk_size)
         for ids in pages:
             sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids))})
+            fetched += len(ids)
+    if job.associated_data:
+        for ids in associated_provenance_pages(
+                associated_data=job.associated_data, types=job.types, level=job.level, patients=patients,
+                since=job.since, until=job.until, type_filters=job.type_filters, page_size=job.chunk_size):
+            sink.accept({"type": "Provenance", "ids_zlib": pack("\n".join(ids))})
             fetched += len(ids)
     if job.since is not None and (job.level is not Level.GROUP or patients):
         for resource_type in job.types:
