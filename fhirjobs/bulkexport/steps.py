@@ -249,23 +249,21 @@ def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[i
     of its compartment that the export takes, type by type in name order, each in id order: what the export
     would take by type (`_type`, `_since`, `_typeFilter`, `_elements`, as of `until`), grouped by patient. A
     resource in several compartments is in each of their blocks (the IG allows it). A patient with nothing
-    to export has no block. One query per type for all the patients of the file.
+    to export has no block. A few queries for all the patients of the file: one for their compartments'
+    reference rows, two per type present (which of those resources the export takes, their bodies).
     """
     blocks: dict[str, list[str]] = {patient_id: [] for patient_id in patient_ids}
-    for resource_type in sorted(job.types, key=lambda name: (name != "Patient", name)):  # the Patient first
-        filters = type_filters_for(resource_type, job.type_filters)
-        if resource_type == "Patient":
-            selected = current_resources("Patient", since=job.since, until=job.until, filters=filters)
-            members = [(patient_id, patient_id) for patient_id in selected.filter(logical_id__in=patient_ids)
-                       .values_list("logical_id", flat=True)]
-        else:
-            members = compartment_members(resource_type, patient_ids, since=job.since, until=job.until,
-                                          filters=filters)
-        if not members:
-            continue
-        bodies = dict(bodies_json_by_id(resource_type, sorted({member for _, member in members}), until=job.until))
+    filters = {resource_type: type_filters_for(resource_type, job.type_filters) for resource_type in job.types}
+    members = compartment_members(patient_ids, filters, since=job.since, until=job.until)
+    if "Patient" in job.types:  # the Patient first in its block
+        selected = current_resources("Patient", since=job.since, until=job.until, filters=filters["Patient"])
+        members = {"Patient": [(patient_id, patient_id) for patient_id in
+                               selected.filter(logical_id__in=patient_ids).values_list("logical_id", flat=True)],
+                   **members}
+    for resource_type, pairs in members.items():
+        bodies = dict(bodies_json_by_id(resource_type, sorted({member for _, member in pairs}), until=job.until))
         elements = elements_of(resource_type, job.elements)
-        for patient_id, member in members:
+        for patient_id, member in pairs:
             if (body := bodies.get(member)) is not None:
                 blocks[patient_id].append(subset(body, elements) if elements else body)
     lines = []
