@@ -15,12 +15,13 @@ resource passes when it matches any of them (the `_typeFilter`s of one type are 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 
 import psycopg
 from django.db import connection
 from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models.expressions import RawSQL
 
 from fhirstore.custom_params import current_registry
 from fhirstore.exceptions import ResourceGone, ResourceNotFound
@@ -242,19 +243,26 @@ def compartment_ids_page(resource_type: str, patient_ids: Sequence[str], *, afte
     `search_params.patient_compartment_params`) points at that Patient; the Patients themselves are in
     their own compartments. Types outside the Patient compartment have no ids here.
     """
-    resources = current_resources(resource_type, since=since, until=until, filters=filters)
+    in_compartments = compartment_condition(resource_type, patient_ids)
+    if in_compartments is None:
+        return []
+    resources = current_resources(resource_type, since=since, until=until, filters=filters).filter(in_compartments)
+    return _page(resources, after, limit)
+
+
+def compartment_condition(resource_type: str, patient_ids: Sequence[str]) -> Q | None:
+    """The filter on `Resource` rows of a type that are in the Patient compartments of `patient_ids` (see
+    `compartment_ids_page`); None for a type that is never in a Patient compartment."""
     if resource_type == "Patient":
         links = ReferenceIndex.objects.filter(resource_type="Patient", param="link", target_type="Patient",
-                                              target_id__in=patient_ids).values("resource_id")
-        resources = resources.filter(Q(logical_id__in=patient_ids) | Q(pk__in=links))
-    else:
-        params = patient_compartment_params(resource_type)
-        if not params:
-            return []
-        links = ReferenceIndex.objects.filter(target_id__in=patient_ids, target_type="Patient",
-                                              resource_type=resource_type, param__in=params).values("resource_id")
-        resources = resources.filter(pk__in=links)
-    return _page(resources, after, limit)
+                                              target_id__in=list(patient_ids)).values("resource_id")
+        return Q(logical_id__in=list(patient_ids)) | Q(pk__in=links)
+    params = patient_compartment_params(resource_type)
+    if not params:
+        return None
+    links = ReferenceIndex.objects.filter(target_id__in=list(patient_ids), target_type="Patient",
+                                          resource_type=resource_type, param__in=params).values("resource_id")
+    return Q(pk__in=links)
 
 
 def iter_compartment_id_pages(resource_type: str, patient_ids: Sequence[str], *, since: datetime | None = None,
@@ -276,18 +284,57 @@ def current_bodies_json(resource_type: str, ids: Sequence[str], *, until: dateti
 
     With `until`, the bodies as they were then (see the module docstring).
     """
+    return [body for _, body in bodies_json_by_id(resource_type, ids, until=until)]
+
+
+def bodies_json_by_id(resource_type: str, ids: Sequence[str], *, until: datetime | None = None) -> list[tuple[str, str]]:
+    """(logical id, body as JSON text) of these ids, in id order, current (at `until`, if given).
+
+    The ids travel as one newline-joined text (an id never holds a newline): a list of thousands of strings
+    costs the driver more to send than the database takes to read them.
+    """
     if until is None:
-        sql = ("SELECT body::text FROM fhirstore_resource WHERE resource_type = %(type)s AND logical_id = ANY(%(ids)s)"
-               " AND NOT deleted ORDER BY logical_id")
+        sql = ("SELECT logical_id, body::text FROM fhirstore_resource WHERE resource_type = %(type)s"
+               " AND logical_id = ANY(string_to_array(%(ids)s, E'\\n')) AND NOT deleted ORDER BY logical_id")
     else:
-        sql = ("SELECT body FROM (SELECT r.logical_id, CASE WHEN r.last_updated <= %(until)s THEN r.body::text ELSE"
-               " (SELECT v.body::text FROM fhirstore_resourceversion v WHERE v.resource_id = r.id"
+        sql = ("SELECT logical_id, body FROM (SELECT r.logical_id, CASE WHEN r.last_updated <= %(until)s THEN"
+               " r.body::text ELSE (SELECT v.body::text FROM fhirstore_resourceversion v WHERE v.resource_id = r.id"
                " AND v.last_updated <= %(until)s ORDER BY v.version_id DESC LIMIT 1) END AS body"
-               " FROM fhirstore_resource r WHERE r.resource_type = %(type)s AND r.logical_id = ANY(%(ids)s)) as_of"
-               " WHERE body IS NOT NULL ORDER BY logical_id")
+               " FROM fhirstore_resource r WHERE r.resource_type = %(type)s"
+               " AND r.logical_id = ANY(string_to_array(%(ids)s, E'\\n'))) as_of WHERE body IS NOT NULL ORDER BY logical_id")
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"type": resource_type, "ids": list(ids), "until": until})
-        return [body for (body,) in cursor.fetchall()]
+        cursor.execute(sql, {"type": resource_type, "ids": "\n".join(ids), "until": until})
+        return cursor.fetchall()
+
+
+def compartment_members(patient_ids: Sequence[str], filters_by_type: Mapping[str, Sequence[Q]], *,
+                        since: datetime | None = None, until: datetime | None = None) -> dict[str, list[tuple[str, str]]]:
+    """Per type of `filters_by_type` (Patient aside), (patient id, logical id) of every resource of the type in
+    the compartment of each of `patient_ids` that is current (at `until`), changed at or after `since` and matches
+    any of the type's filters (none: every one), by patient and id; a resource in several of these compartments
+    comes once for each. Types without any are left out.
+
+    The compartment is that of `compartment_ids_page`. One query finds the compartments' reference rows of every
+    type at once (most types have none for a page of patients), then one per type present checks the resources.
+    """
+    in_compartments = Q(resource_type__in=[])
+    for resource_type in filters_by_type:
+        if resource_type != "Patient" and (params := patient_compartment_params(resource_type)):
+            in_compartments |= Q(resource_type=resource_type, param__in=params)
+    links: dict[str, set[tuple[str, int]]] = {}
+    for resource_type, patient_id, row_id in (
+            ReferenceIndex.objects.filter(in_compartments, target_id__in=list(patient_ids), target_type="Patient")
+            .values_list("resource_type", "target_id", "resource_id")):
+        links.setdefault(resource_type, set()).add((patient_id, row_id))
+    members = {}
+    for resource_type, pairs in sorted(links.items()):
+        kept = dict(current_resources(resource_type, since=since, until=until, filters=filters_by_type[resource_type])
+                    .filter(pk__in=RawSQL("SELECT unnest(string_to_array(%s, ',')::bigint[])",
+                                          [",".join(str(row_id) for row_id in sorted({row for _, row in pairs}))]))
+                    .values_list("pk", "logical_id"))  # the row ids as one text: a parameter each costs more
+        if chosen := sorted((patient_id, kept[row_id]) for patient_id, row_id in pairs if row_id in kept):
+            members[resource_type] = chosen
+    return members
 
 
 def iter_deleted_id_pages(resource_type: str, *, since: datetime, until: datetime,

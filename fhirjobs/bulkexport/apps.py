@@ -12,10 +12,11 @@ class BulkExportConfig(AppConfig):
 
     def ready(self) -> None:
         from batch.api import register
-        from fhirjobs.bulkexport.definition import BULK_EXPORT, BULK_EXPORT_V1
+        from fhirjobs.bulkexport.definition import BULK_EXPORT, BULK_EXPORT_V1, BULK_EXPORT_V2
         from fhirstore.capability import register_instantiates, register_operation
 
         register(BULK_EXPORT)
+        register(BULK_EXPORT_V2)
         register(BULK_EXPORT_V1)
         register_instantiates(BULK_DATA)
         register_operation("export", OPERATIONS + "export")

@@ -32,7 +32,7 @@ def _check(parameters: Mapping[str, Any]) -> Iterable[str]:
         yield "patients are only for a patient-level export"
 
 
-def _definition(version: int, *, until: bool) -> JobDefinition:
+def _definition(version: int, *, until: bool, organized: bool) -> JobDefinition:
     builder = (
         JobDefinitionBuilder(BULK_EXPORT_JOB, version, "FHIR Bulk Data $export: resources to NDJSON files and a manifest")
         .gated()
@@ -52,6 +52,15 @@ def _definition(version: int, *, until: bool) -> JobDefinition:
     )
     if until:
         builder = builder.parameter("until", str, description="FHIR instant (_until): the store as it was then")
+    if organized:
+        builder = (
+            builder
+            .parameter("organize_output_by", str, choices=["Patient"],
+                       description="organizeOutputBy: files of Patient blocks (header, Patient, its compartment)")
+            .parameter("patients_per_file", int, default=100, minimum=1, description="Patient blocks per file")
+            .parameter("associated_data", str, choices=["LatestProvenanceResources", "RelevantProvenanceResources"],
+                       description="includeAssociatedData: the Provenance of the exported resources to add")
+        )
     return (
         builder
         .validate_with(_check)
@@ -63,8 +72,11 @@ def _definition(version: int, *, until: bool) -> JobDefinition:
     )
 
 
-# Version 2 added `until` (STU3's `_until`).
-BULK_EXPORT: JobDefinition = _definition(2, until=True)
-# Version 1, kept registered so that exports started before version 2 can end (a running instance keeps its
-# version; the steps read a missing `until` as none); remove it in the release after.
-BULK_EXPORT_V1: JobDefinition = _definition(1, until=False)
+# Version 3 added `organize_output_by`, `patients_per_file` (STU3's `organizeOutputBy`) and `associated_data`
+# (`includeAssociatedData`).
+BULK_EXPORT: JobDefinition = _definition(3, until=True, organized=True)
+# Version 2 added `until` (STU3's `_until`). Versions 1 and 2 are kept registered so that exports started
+# before version 3 can end (a running instance keeps its version; the steps read a missing `until` as none
+# and a missing `organize_output_by` as organized by type); remove them in the release after.
+BULK_EXPORT_V2: JobDefinition = _definition(2, until=True, organized=False)
+BULK_EXPORT_V1: JobDefinition = _definition(1, until=False, organized=False)

@@ -22,6 +22,10 @@ class BulkExport(models.Model):
     # Why the export failed, in words for its client: a poll shows this, never the engine's error text
     # (an exception's message may name server paths or SQL). Empty: failed for a reason of the server's.
     failure = models.TextField(blank=True, default="")
+    # `allowPartialManifests` (Bulk Data STU3): the status URL lists the files written so far while the export
+    # runs, in manifest pages that never change once served (see `manifests`).
+    partial_manifests = models.BooleanField(default=False)
+    manifest_pages = models.PositiveIntegerField(default=0)  # pages served so far (partial manifests only)
 
     class Meta:
         indexes = [models.Index(fields=["owner", "fingerprint"], name="bulkexport_owner_request")]
@@ -39,6 +43,8 @@ class ExportFile(models.Model):
     resource_type = models.CharField(max_length=64)
     path = models.CharField(max_length=500)  # the name in the storage
     count = models.PositiveIntegerField()  # resources (lines) in the file
+    deleted = models.BooleanField(default=False)  # a `deleted` file (transaction Bundles), not an `output` one
+    manifest_page = models.PositiveIntegerField(null=True, blank=True)  # the partial manifest page listing it
     created = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)  # null while the export runs
 

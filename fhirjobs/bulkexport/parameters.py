@@ -3,9 +3,9 @@ and from that request to the BULK_EXPORT job's parameters (`job_parameters`) and
 
 Every problem is collected and reported at once (400 with one OperationOutcome issue each). With
 `Prefer: handling=lenient`, what this server does not support (unknown parameters, unknown types, filters
-on unindexed search parameters, `includeAssociatedData`) is left out with a warning instead; what is
-wrong whatever the server (a malformed `_since` or `_until`, an `_until` before `_since`, `patient` at system
-level, an unknown patient) is refused either way.
+on unindexed search parameters, `includeAssociatedData` values other than the IG's two) is left out with a
+warning instead; what is wrong whatever the server (a malformed `_since` or `_until`, an `_until` before
+`_since`, `patient` at system level, an unknown patient) is refused either way.
 """
 from __future__ import annotations
 
@@ -30,7 +30,11 @@ from fhirstore.search import type_filter
 from fhirstore.search_params import parse_relative_reference, patient_compartment_types
 
 OUTPUT_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
-SUPPORTED = frozenset({"_outputFormat", "_since", "_until", "_type", "_typeFilter", "_elements", "patient"})
+SUPPORTED = frozenset({"_outputFormat", "_since", "_until", "_type", "_typeFilter", "_elements", "patient",
+                       "allowPartialManifests", "organizeOutputBy", "includeAssociatedData"})
+ORGANIZE_OUTPUT_BY = frozenset({"Patient"})  # `organizeOutputBy` values this server supports
+LATEST_PROVENANCE, RELEVANT_PROVENANCE = "LatestProvenanceResources", "RelevantProvenanceResources"
+ASSOCIATED_DATA_SYSTEM = "http://hl7.org/fhir/uv/bulkdata/CodeSystem/include-associated-data"
 ELEMENT = re.compile(r"^[a-z][A-Za-z0-9]*$")  # a top-level FHIR element name
 ALWAYS_KEPT_ELEMENTS = ("resourceType", "id", "meta")  # `_elements` never removes these
 # A whole-store walk pages by row id when the types asked for are at least this share of the rows: a row range
@@ -57,6 +61,9 @@ class ExportRequest:
     elements: tuple[str, ...] = ()  # `name` (every type) or `Type.name`
     patients: tuple[str, ...] = ()  # Patient ids (patient level only)
     group_id: str | None = None
+    partial_manifests: bool = False  # `allowPartialManifests`: the status URL lists files while the export runs
+    organize_output_by: str | None = None  # `organizeOutputBy`: files of Patient blocks instead of one type each
+    associated_data: str | None = None  # `includeAssociatedData`: LatestProvenanceResources or RelevantProvenanceResources
     warnings: tuple[str, ...] = field(default=(), compare=False)  # what lenient handling left out
 
     def fingerprint(self) -> str:
@@ -101,6 +108,9 @@ def body_parameters(document: object) -> list[tuple[str, str]]:
 def _parameter_value(name: str, parameter: dict) -> str:
     if isinstance(parameter.get("valueReference"), dict):
         return str(parameter["valueReference"].get("reference", ""))
+    if isinstance(parameter.get("valueCoding"), dict):  # includeAssociatedData is a Coding in the IG's definition
+        system, code = parameter["valueCoding"].get("system"), str(parameter["valueCoding"].get("code", ""))
+        return code if system in (None, ASSOCIATED_DATA_SYSTEM) else f"{system}|{code}"  # another system's: unknown
     values = [value for key, value in parameter.items() if key.startswith("value")]
     if len(values) != 1 or not isinstance(values[0], (str, bool)):
         raise InvalidRequest(f"Parameter {name!r} needs one value (valueString, valueInstant, valueReference, …)")
@@ -115,11 +125,7 @@ def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, leni
     for name, value in pairs:
         values.setdefault(name, []).append(value.strip())
     for name in sorted(set(values) - SUPPORTED):
-        if name == "includeAssociatedData":
-            problems.unsupported(f"includeAssociatedData ({', '.join(sorted(set(values[name])))}) is not supported: "
-                                 "this server exports no associated data (Provenance, …) beside the resources")
-        else:
-            problems.unsupported(f"Parameter {name!r} is not supported by this server")
+        problems.unsupported(f"Parameter {name!r} is not supported by this server")
 
     _check_output_format(values.get("_outputFormat", []), problems)
     since = _instant("_since", values.get("_since", []), problems, last=False)
@@ -127,23 +133,40 @@ def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, leni
     if since is not None and until is not None and until < since:
         problems.errors.append(f"_until ({format_instant(until)}) is before _since ({format_instant(since)}): "
                                "the window is empty")
-    allowed = RESOURCE_TYPES if level is Level.SYSTEM else frozenset(patient_compartment_types())
-    types = _types(values.get("_type"), allowed, level, problems)
+    organize_output_by = _organize_output_by(values.get("organizeOutputBy", []), problems)
+    in_compartments = level is not Level.SYSTEM or organize_output_by is not None
+    allowed = frozenset(patient_compartment_types()) if in_compartments else RESOURCE_TYPES
+    types = _types(values.get("_type"), allowed, level, problems, organized=organize_output_by is not None)
     type_filters = _type_filters(values.get("_typeFilter", []), types, problems)
     elements = _elements(values.get("_elements", []), problems)
     patients = _patients(values.get("patient", []), level, problems)
+    partial_manifests = _boolean("allowPartialManifests", values.get("allowPartialManifests", []), problems)
+    associated_data = _associated_data(values.get("includeAssociatedData", []), problems,
+                                       organized=organize_output_by is not None)
     if level is Level.GROUP:
         group_patient_ids(group_id)  # 404 or 410 for an unknown or deleted Group
     if problems.errors:
         raise InvalidExportRequest(problems.errors)
     return ExportRequest(level=level, types=types, since=since, until=until, type_filters=type_filters, elements=elements,
-                         patients=patients, group_id=group_id, warnings=tuple(problems.warnings))
+                         patients=patients, group_id=group_id, partial_manifests=partial_manifests,
+                         organize_output_by=organize_output_by, associated_data=associated_data,
+                         warnings=tuple(problems.warnings))
 
 
 def _check_output_format(formats: list[str], problems: _Problems) -> None:
     for output_format in set(formats):
         if output_format.replace(" ", "+") not in OUTPUT_FORMATS:  # an unencoded `+` arrives as a space
             problems.errors.append(f"_outputFormat {output_format!r} is not supported; use application/fhir+ndjson")
+
+
+def _boolean(name: str, texts: list[str], problems: _Problems) -> bool:
+    """A boolean parameter (`true`/`false`, as FHIR writes them; a POST's valueBoolean arrives as that text)."""
+    if not texts:
+        return False
+    if len(set(texts)) > 1 or texts[0] not in ("true", "false"):
+        problems.errors.append(f"{name} takes one value, true or false (got {', '.join(sorted(set(texts)))})")
+        return False
+    return texts[0] == "true"
 
 
 def _instant(name: str, texts: list[str], problems: _Problems, *, last: bool) -> datetime | None:
@@ -162,13 +185,54 @@ def _instant(name: str, texts: list[str], problems: _Problems, *, last: bool) ->
     return covered[1] if last else covered[0]
 
 
-def _types(names: list[str] | None, allowed: frozenset[str], level: Level, problems: _Problems) -> tuple[str, ...]:
+def _organize_output_by(texts: list[str], problems: _Problems) -> str | None:
+    """`organizeOutputBy`: Patient blocks, or None (files of one type each). Another type is not supported."""
+    if not texts:
+        return None
+    if len(set(texts)) > 1:
+        problems.errors.append("organizeOutputBy may be given once")
+        return None
+    if texts[0] not in ORGANIZE_OUTPUT_BY:
+        problems.unsupported(f"organizeOutputBy {texts[0]!r} is not supported: this server organizes output by "
+                             "Patient only (or by resource type, without organizeOutputBy)")
+        return None
+    return texts[0]
+
+
+def _associated_data(texts: list[str], problems: _Problems, *, organized: bool) -> str | None:
+    """`includeAssociatedData`: which Provenance to export beside the resources, or None.
+
+    Of the IG's values, both Provenance ones are supported; given both, the least restrictive (the largest
+    export) applies, as the IG says: every Provenance of each exported resource. A custom value (`_name`) or
+    any other is not supported (400; lenient: left out with a warning).
+    """
+    known, other = set(), set()
+    for text in texts:
+        (known if text in (LATEST_PROVENANCE, RELEVANT_PROVENANCE) else other).add(text)
+    for value in sorted(other):
+        kind = "custom value" if value.startswith("_") else "value"
+        problems.unsupported(f"includeAssociatedData {kind} {value!r} is not supported: this server supports "
+                             f"{LATEST_PROVENANCE} and {RELEVANT_PROVENANCE}")
+    if known and organized:
+        problems.unsupported("includeAssociatedData is not supported with organizeOutputBy: the Provenance files "
+                             "would stand outside the Patient blocks")
+        return None
+    if not known:
+        return None
+    return RELEVANT_PROVENANCE if RELEVANT_PROVENANCE in known else LATEST_PROVENANCE
+
+
+def _types(names: list[str] | None, allowed: frozenset[str], level: Level, problems: _Problems, *,
+           organized: bool = False) -> tuple[str, ...]:
     if names is None:
         return tuple(sorted(allowed))
     types = set()
     for name in names:
         if name not in RESOURCE_TYPES:
             problems.unsupported(f"_type {name!r} is not a resource type this server knows")
+        elif name not in allowed and organized:
+            problems.unsupported(f"_type {name!r} cannot be in a Patient compartment, so an export organized by "
+                                 "Patient has no block to put it in")
         elif name not in allowed:
             problems.unsupported(f"_type {name!r} cannot be in a Patient compartment, so a {level} export "
                                  "has none of it")
@@ -252,6 +316,9 @@ class ExportJob:
     transaction_time: str
     chunk_size: int
     row_ranges: bool  # walks the whole store by row id ranges (decided at the kick-off, see `walks_row_ranges`)
+    organize_output_by: str | None = None  # "Patient": files of Patient blocks (definition version 3)
+    patients_per_file: int = 100  # blocks per file, when organized by Patient
+    associated_data: str | None = None  # includeAssociatedData: which Provenance to add
 
     @property
     def until(self) -> datetime:
@@ -275,6 +342,9 @@ class ExportJob:
             base_url=parameters["base_url"], request_url=parameters["request_url"],
             transaction_time=parameters["transaction_time"], chunk_size=parameters["chunk_size"],
             row_ranges=parameters.get("row_ranges", False),
+            organize_output_by=parameters.get("organize_output_by"),
+            patients_per_file=parameters.get("patients_per_file", 100),
+            associated_data=parameters.get("associated_data"),
         )
 
 
@@ -287,6 +357,8 @@ def job_parameters(request: ExportRequest, *, export_id: uuid.UUID, base_url: st
         "elements": list(request.elements), "patients": list(request.patients), "group_id": request.group_id,
         "base_url": base_url, "request_url": request_url, "transaction_time": format_instant(transaction_time),
         "chunk_size": settings.BULK_EXPORT_CHUNK_SIZE, "row_ranges": walks_row_ranges(request),
+        "organize_output_by": request.organize_output_by,
+        "patients_per_file": settings.BULK_EXPORT_PATIENTS_PER_FILE, "associated_data": request.associated_data,
     }
 
 
@@ -296,7 +368,8 @@ def walks_row_ranges(request: ExportRequest) -> bool:
     Decided once, at the kick-off, and kept in the job's parameters: the share of rows changes with writes,
     and a `fetch-resources` run again after a lost worker must walk exactly as its first run did.
     """
-    if request.level is not Level.SYSTEM or request.since is not None or request.elements or request.type_filters:
+    if (request.level is not Level.SYSTEM or request.since is not None or request.elements or request.type_filters
+            or request.organize_output_by or request.associated_data):
         return False
     if RESOURCE_TYPES <= set(request.types):  # every row: no need to count them (~250 ms at 1M resources)
         return True

@@ -15,11 +15,12 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from itertools import islice
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
-from fhirjobs.bulkexport.parameters import Level
-from fhirstore.models import ReferenceIndex
+from fhirjobs.bulkexport.parameters import LATEST_PROVENANCE, Level
+from fhirstore.models import ReferenceIndex, Resource
 from fhirstore.scan import (
+    compartment_condition,
     current_resources,
     iter_compartment_id_pages,
     iter_resource_id_pages,
@@ -62,3 +63,47 @@ def _in_some_patient_compartment(resource_type: str) -> Q:
     links = ReferenceIndex.objects.filter(resource_type=resource_type, param__in=patient_compartment_params(resource_type),
                                           target_type="Patient").values("resource_id")
     return Q(pk__in=links)
+
+
+def selected_resources(resource_type: str, *, level: Level, patients: Sequence[str], since: datetime | None,
+                       until: datetime, filters: Sequence[Q]) -> QuerySet[Resource]:
+    """The rows `id_pages` walks, as one query (for joins: the Provenance of the exported resources)."""
+    resources = current_resources(resource_type, since=since, until=until, filters=filters)
+    if level is Level.GROUP or (level is Level.PATIENT and patients):
+        in_compartments = compartment_condition(resource_type, patients) if patients else None
+        return resources.filter(in_compartments) if in_compartments is not None else resources.none()
+    if level is Level.PATIENT and resource_type != "Patient":
+        return resources.filter(_in_some_patient_compartment(resource_type))
+    return resources
+
+
+def associated_provenance_pages(*, associated_data: str, types: Sequence[str], level: Level, patients: Sequence[str],
+                                since: datetime | None, until: datetime, type_filters: Sequence[str],
+                                page_size: int) -> Iterator[list[str]]:
+    """`includeAssociatedData`: the ids of the Provenance (as of `until`) whose `target` is a resource the export
+    takes, page by page in id order, leaving out those the export takes as Provenance already.
+
+    RelevantProvenanceResources: every such Provenance. LatestProvenanceResources: per exported resource, the
+    one last changed (`meta.lastUpdated`, then the greatest id). `_since` and `_typeFilter` choose the exported
+    resources, not their Provenance.
+    """
+    targets = Q(target_type__in=[])  # no type: no target
+    for resource_type in types:
+        if resource_type != "Provenance":
+            exported = selected_resources(resource_type, level=level, patients=patients, since=since, until=until,
+                                          filters=type_filters_for(resource_type, type_filters))
+            targets |= Q(target_type=resource_type, target_id__in=exported.values("logical_id"))
+    provenance = current_resources("Provenance", until=until)
+    links = ReferenceIndex.objects.filter(targets, resource_type="Provenance", param="target",
+                                          resource__in=provenance.values("pk"))
+    if associated_data == LATEST_PROVENANCE:
+        links = (links.order_by("target_type", "target_id", "-resource__last_updated", "-resource__logical_id")
+                 .distinct("target_type", "target_id"))
+    associated = provenance.filter(pk__in=links.values("resource_id"))
+    if "Provenance" in types:  # those the export takes by type are in its Provenance files already
+        associated = associated.exclude(pk__in=selected_resources(
+            "Provenance", level=level, patients=patients, since=since, until=until,
+            filters=type_filters_for("Provenance", type_filters)).values("pk"))
+    ids = associated.order_by("logical_id").values_list("logical_id", flat=True).iterator(chunk_size=page_size)
+    while page := list(islice(ids, page_size)):
+        yield page

@@ -21,6 +21,7 @@ from batch.control import JobNotFound, JobStateConflict
 from fhirjobs.bulkexport.definition import BULK_EXPORT_JOB
 from fhirjobs.bulkexport.exceptions import ExportFailed, ExportFileNotFound, ExportNotFound, TooManyExports
 from fhirjobs.bulkexport.files import delete_export_files, open_file, presigned_url
+from fhirjobs.bulkexport.manifests import manifest_page
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.parameters import ExportRequest, job_parameters
 from fhirjobs.common.status import State, job_status
@@ -65,7 +66,8 @@ def kick_off(user: AbstractBaseUser, request: ExportRequest, *, base_url: str, r
             instance_id=export_id,  # one id: the `_jobId` a client polls is the job's id for operators
         )
         export = BulkExport.objects.create(id=export_id, owner=user, job_instance_id=job.id,
-                                           request_url=request_url, fingerprint=fingerprint, transaction_time=now)
+                                           request_url=request_url, fingerprint=fingerprint, transaction_time=now,
+                                           partial_manifests=request.partial_manifests)
     return KickOff(export, False, request.warnings)
 
 
@@ -77,14 +79,22 @@ def _running_exports(user: AbstractBaseUser) -> QuerySet[BulkExport]:
 class ExportStatus:
     state: State  # RUNNING or COMPLETED: the other states are errors
     progress: str  # X-Progress while running: short, for people
-    manifest: dict[str, Any] | None = None
+    manifest: dict[str, Any] | None = None  # while running: the partial manifest, if asked for and any file is written
     expires_at: datetime | None = None
 
 
-def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportStatus:
+def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str, *, page: int = 1,
+                  status_url: str = "") -> ExportStatus:
     """Running or completed; ExportFailed for a failed export, ExportNotFound for a deleted, cancelled,
-    expired or unknown one (or another user's)."""
+    expired or unknown one (or another user's).
+
+    An export kicked off with `allowPartialManifests` answers with page `page` of its manifest (see
+    `manifests`; a `next` link is `status_url` with `&page=N`), while it runs too; any other export has
+    one page, its whole manifest, once it has completed.
+    """
     export = _owned_export(user, export_id)
+    if page != 1 and not export.partial_manifests:
+        raise ExportNotFound(f"Export {export_id} has one manifest: it was not kicked off with allowPartialManifests")
     status = job_status(export.job_instance_id)
     if status.state is State.CANCELLED:
         raise ExportNotFound(f"Export {export_id} was cancelled")
@@ -96,8 +106,19 @@ def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str) -> ExportS
     if status.state is State.COMPLETED:
         if export.expires_at is not None and export.expires_at <= timezone.now():
             raise ExportNotFound(f"Export {export_id} has expired")
+        if export.partial_manifests:
+            return ExportStatus(State.COMPLETED, status.progress,
+                                _paged(export, status.job.parameters, page, status_url, completed=True), export.expires_at)
         return ExportStatus(State.COMPLETED, status.progress, _in_spec_order(status.job.report), export.expires_at)
+    if export.partial_manifests:
+        return ExportStatus(State.RUNNING, status.progress,
+                            _paged(export, status.job.parameters, page, status_url, completed=False))
     return ExportStatus(State.RUNNING, status.progress)
+
+
+def _paged(export: BulkExport, parameters: Any, page: int, status_url: str, *, completed: bool) -> dict[str, Any] | None:
+    return manifest_page(export.id, parameters, page=page, page_url=lambda number: f"{status_url}&page={number}",
+                         completed=completed)
 
 
 def discard_ended_export_data() -> int:
@@ -107,9 +128,10 @@ def discard_ended_export_data() -> int:
 
 def _in_spec_order(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest with its keys in the order of the spec's example (the report column keeps them jsonb's way)."""
-    keys = ("transactionTime", "request", "requiresAccessToken", "output", "deleted", "error")
+    keys = ("transactionTime", "request", "requiresAccessToken", "outputOrganizedBy", "output", "deleted", "error")
+    entry_keys = ("type", "url", "count")
     return {**{key: manifest[key] for key in keys if key in manifest},
-            "output": [{"type": item["type"], "url": item["url"], "count": item["count"]} for item in manifest["output"]]}
+            "output": [{key: item[key] for key in entry_keys if key in item} for item in manifest["output"]]}
 
 
 def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:

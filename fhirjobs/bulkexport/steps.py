@@ -9,7 +9,8 @@ of a few types emits id bounds {type, after, last, count}: `expand` passes them 
 the bodies) and `write` streams the bodies of `(after, last]` from the database into the file, so they cross
 the database once, as text. A filtered or compartment walk emits {type, ids} (compressed), which `expand`
 turns into NDJSON (compressed) for `write`. Each `write` makes one file ({file, type, count}), or one per type
-of a row range; the reducer lists them as the manifest. With `_since`, deletions travel as ids (`deleted: true`) into transaction Bundles, listed
+of a row range; the reducer lists them as the manifest. Organized by Patient (`organizeOutputBy`), the walk
+emits pages of patient ids {patients_zlib} instead, and `write` makes one file of their Patient blocks. With `_since`, deletions travel as ids (`deleted: true`) into transaction Bundles, listed
 under `deleted`; at Patient and Group level those that were in the compartments when deleted.
 
 The export reads the store as it was at its transactionTime (`storage.settled_time()` at the kick-off: no
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
@@ -33,11 +34,12 @@ from batch.api import DataSink, JobCancelled, JobFailed, StepContext
 from fhirjobs.bulkexport.files import delete_files, new_file_path, write_file
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportJob, Level
-from fhirjobs.bulkexport.selection import id_pages, type_filters_for
+from fhirjobs.bulkexport.selection import associated_provenance_pages, id_pages, type_filters_for
 from fhirjobs.common.chunks import pack, unpack
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.scan import (
-    current_bodies_json, deleted_in_compartments, group_patient_ids, iter_deleted_id_pages, iter_resource_id_ranges, iter_row_ranges,
+    bodies_json_by_id, compartment_members, current_bodies_json, current_resources, deleted_in_compartments,
+    group_patient_ids, iter_deleted_id_pages, iter_resource_id_pages, iter_resource_id_ranges, iter_row_ranges,
     range_bodies_ndjson, row_range_bodies_ndjson,
 )
 
@@ -72,7 +74,10 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
             sink.accept({"row_ranges": batch})
         return 0  # bounds only: the resources are counted where they are read, in write-to-binaries
     fetched = 0
-    for resource_type in job.types:
+    for page in _patient_pages(job, patients) if job.organize_output_by else ():
+        sink.accept({"patients_zlib": pack("\n".join(page))})
+        fetched += len(page)
+    for resource_type in () if job.organize_output_by else job.types:
         filters = type_filters_for(resource_type, job.type_filters)
         if job.level is Level.SYSTEM and not filters:
             for after, last, count in iter_resource_id_ranges(resource_type, since=job.since, until=job.until,
@@ -85,6 +90,12 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
         for ids in pages:
             sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids))})
             fetched += len(ids)
+    if job.associated_data:
+        for ids in associated_provenance_pages(
+                associated_data=job.associated_data, types=job.types, level=job.level, patients=patients,
+                since=job.since, until=job.until, type_filters=job.type_filters, page_size=job.chunk_size):
+            sink.accept({"type": "Provenance", "ids_zlib": pack("\n".join(ids))})
+            fetched += len(ids)
     if job.since is not None and (job.level is not Level.GROUP or patients):
         for resource_type in job.types:
             for ids in iter_deleted_id_pages(resource_type, since=job.since, until=job.until,
@@ -95,6 +106,17 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
                     sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids)), "deleted": True})
                     fetched += len(ids)
     return fetched
+
+
+def _patient_pages(job: ExportJob, patients: Sequence[str]) -> Iterator[list[str]]:
+    """The Patients whose blocks an export organized by Patient writes, `patients_per_file` at a time: the
+    listed patients or the Group's members, or every Patient of the store (as of `until`)."""
+    if job.level is Level.GROUP or (job.level is Level.PATIENT and patients):
+        ordered = iter(sorted(patients))
+        while page := list(islice(ordered, job.patients_per_file)):
+            yield page
+        return
+    yield from iter_resource_id_pages("Patient", until=job.until, page_size=job.patients_per_file)
 
 
 def _check_own_export(export_id: uuid.UUID, instance_id: uuid.UUID) -> None:
@@ -119,6 +141,9 @@ def expand_resources(context: StepContext, sink: DataSink) -> int:
     if "row_ranges" in context.data:  # rows are taken whole: one write chunk per range, nothing to load
         for after, last in context.data["row_ranges"]:
             sink.accept({"after_row": after, "last_row": last})
+        return 0
+    if "patients_zlib" in context.data:  # Patient blocks: `write-to-binaries` reads them straight into the file
+        sink.accept(dict(context.data))
         return 0
     resource_type = context.data["type"]
     elements = elements_of(resource_type, job.elements)
@@ -178,6 +203,10 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
                     for resource_type, count, ndjson in row_range_bodies_ndjson(
                         job.types, context.data["after_row"], context.data["last_row"], until=job.until)]
         deleted = False
+    elif "patients_zlib" in context.data:
+        count, content = patient_blocks_ndjson(job, unpack(context.data["patients_zlib"]).decode().split("\n"))
+        contents = [("Patient", uuid.uuid5(context.chunk_id, "file"), count, content)] if count else []
+        deleted = False
     else:
         deleted = bool(context.data.get("deleted"))
         resource_type, count = ("Bundle" if deleted else context.data["type"]), context.data["count"]
@@ -193,7 +222,7 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
         path = new_file_path(job.export_id, resource_type, file_id)
         write_file(path, content)
         files.append(ExportFile(id=file_id, export_id=job.export_id, job_instance_id=context.instance_id,
-                                resource_type=resource_type, path=path, count=count))
+                                resource_type=resource_type, path=path, count=count, deleted=deleted))
     if not files:
         return 0
     with transaction.atomic():
@@ -213,6 +242,44 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
     return sum(file.count for file in files)
 
 
+def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[int, bytes]:
+    """The blocks of these patients (`organizeOutputBy=Patient`), in their order, as NDJSON, and its line count.
+
+    A block is a header `Parameters` (`header`: a reference to the Patient), then the Patient, then the resources
+    of its compartment that the export takes, type by type in name order, each in id order: what the export
+    would take by type (`_type`, `_since`, `_typeFilter`, `_elements`, as of `until`), grouped by patient. A
+    resource in several compartments is in each of their blocks (the IG allows it). A patient with nothing
+    to export has no block. A few queries for all the patients of the file: one for their compartments'
+    reference rows, two per type present (which of those resources the export takes, their bodies).
+    """
+    blocks: dict[str, list[str]] = {patient_id: [] for patient_id in patient_ids}
+    filters = {resource_type: type_filters_for(resource_type, job.type_filters) for resource_type in job.types}
+    members = compartment_members(patient_ids, filters, since=job.since, until=job.until)
+    if "Patient" in job.types:  # the Patient first in its block
+        selected = current_resources("Patient", since=job.since, until=job.until, filters=filters["Patient"])
+        members = {"Patient": [(patient_id, patient_id) for patient_id in
+                               selected.filter(logical_id__in=patient_ids).values_list("logical_id", flat=True)],
+                   **members}
+    for resource_type, pairs in members.items():
+        bodies = dict(bodies_json_by_id(resource_type, sorted({member for _, member in pairs}), until=job.until))
+        elements = elements_of(resource_type, job.elements)
+        for patient_id, member in pairs:
+            if (body := bodies.get(member)) is not None:
+                blocks[patient_id].append(subset(body, elements) if elements else body)
+    lines = []
+    for patient_id in patient_ids:
+        if blocks[patient_id]:
+            lines.append(block_header(patient_id))
+            lines.extend(blocks[patient_id])
+    return len(lines), ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def block_header(patient_id: str) -> str:
+    """The line that starts a Patient block: a `Parameters` with a `header` reference to the Patient."""
+    return json.dumps({"resourceType": "Parameters", "parameter": [
+        {"name": "header", "valueReference": {"reference": f"Patient/{patient_id}"}}]}, separators=(",", ":"))
+
+
 def _export_key_share_locked(export_id: uuid.UUID) -> bool:
     """Lock the export row against its deletion (FOR KEY SHARE) for this transaction; False when it is gone."""
     with connection.cursor() as cursor:
@@ -227,16 +294,23 @@ def create_report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> 
     deleted: list[dict[str, Any]] = []
     for item in inputs:
         file = {"type": item["type"], "url": f"{job.base_url}/$export-file/{item['file']}", "count": item["count"]}
-        (deleted if item.get("deleted") else files_by_type[item["type"]]).append(file)
+        if item.get("deleted"):
+            deleted.append(file)
+        elif job.organize_output_by:  # files of blocks hold many types: the IG leaves `type` out
+            files_by_type[""].append({"url": file["url"], "count": file["count"]})
+        else:
+            files_by_type[item["type"]].append(file)
     with connection.cursor() as cursor:  # the database's clock: every host stamps the same way
         cursor.execute("SELECT now() + make_interval(secs => %s)", [settings.BULK_EXPORT_RETENTION_SECONDS])
         [expires_at] = cursor.fetchone()
     ExportFile.objects.filter(export_id=job.export_id).update(expires_at=expires_at)
     BulkExport.objects.filter(id=job.export_id).update(expires_at=expires_at)
+    organized = {"outputOrganizedBy": job.organize_output_by} if job.organize_output_by else {}
     return {
         "transactionTime": job.transaction_time,
         "request": job.request_url,
         "requiresAccessToken": True,
+        **organized,
         "output": [file for resource_type in sorted(files_by_type) for file in files_by_type[resource_type]],
         "deleted": deleted,
         "error": [],

@@ -18,6 +18,7 @@ from fhirjobs.bulkexport.parameters import Level, body_parameters, parse_export_
 from fhirjobs.bulkexport.services import delete_export, download_export_file, export_status, kick_off
 from fhirjobs.common.http import informational, require_async, status_job_id, still_running
 from fhirjobs.common.status import State
+from fhirstore.exceptions import InvalidRequest
 from fhirstore.http import FhirAccess, FhirView, base_url, read_json_body
 from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
@@ -81,9 +82,15 @@ class GroupKickOffView(KickOffView):
 
 class ExportStatusView(BulkExportView):
     def get(self, request):
-        status = export_status(request.user, status_job_id(request))
+        export_id = status_job_id(request)
+        status = export_status(request.user, export_id, page=_page(request),
+                               status_url=status_url(request, export_id))
         if status.state is State.RUNNING:
-            return still_running(status.progress, RETRY_AFTER_SECONDS)
+            response = still_running(status.progress, RETRY_AFTER_SECONDS)
+            if status.manifest is not None:  # allowPartialManifests: 202 with the files written so far (STU3)
+                response.content = json.dumps(status.manifest).encode()
+                response["Content-Type"] = "application/json"
+            return response
         response = HttpResponse(json.dumps(status.manifest), content_type="application/json")
         if status.expires_at is not None:
             response["Expires"] = http_date(status.expires_at.timestamp())
@@ -108,6 +115,14 @@ class ExportFileView(BulkExportView):
             response = FileResponse(stream, content_type=NDJSON)
         patch_vary_headers(response, ["Accept-Encoding"])
         return response
+
+
+def _page(request) -> int:
+    """The manifest page a `next` link of a partial manifest names (`&page=N`); 1 without."""
+    text = request.GET.get("page", "1")
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidRequest(f"page {text!r} is not a manifest page number (1, 2, …)")
+    return int(text)
 
 
 def _pairs(query_dict) -> list[tuple[str, str]]:

@@ -8,8 +8,8 @@ from django.db import transaction
 from fhirstore.authority import SERVER
 from fhirstore.exceptions import InvalidRequest, ResourceNotFound
 from fhirstore.scan import (
-    compartment_ids_page, current_bodies, current_bodies_json, group_patient_ids, iter_compartment_id_pages,
-    iter_resource_id_pages, missing_ids, resource_ids_page,
+    bodies_json_by_id, compartment_ids_page, compartment_members, current_bodies, current_bodies_json,
+    group_patient_ids, iter_compartment_id_pages, iter_resource_id_pages, missing_ids, resource_ids_page,
 )
 from fhirstore.search import search_filter, type_filter
 from fhirstore.storage import Write, delete_resource, save_resources
@@ -102,6 +102,22 @@ def test_bodies_load_in_id_order_without_deleted_ones():
     assert [json.loads(line)["id"] for line in lines] == ["a", "b"]
     assert all("\n" not in line for line in lines)
     assert json.loads(lines[0])["meta"]["versionId"] == "1"
+
+
+def test_compartment_members_are_by_type_and_patient_once_per_compartment_with_filters_applied():
+    store(patient(id="p1"), patient(id="p2"), patient(id="p3"),
+          observation("o1", "Patient/p1"), observation("lab", "Patient/p1", category="laboratory"),
+          {**observation("shared", "Patient/p1"), "performer": [{"reference": "Patient/p2"}]},
+          {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p2"}},
+          observation("elsewhere", "Patient/p3"))
+    vital_signs = type_filter("Observation?category=vital-signs")[1]
+
+    members = compartment_members(["p1", "p2"], {"Patient": [], "Observation": [vital_signs], "Condition": []})
+
+    assert members == {"Condition": [("p2", "c1")],
+                       "Observation": [("p1", "o1"), ("p1", "shared"), ("p2", "shared")]}
+    assert [logical_id for logical_id, _ in bodies_json_by_id("Observation", ["shared", "o1", "nope"])] == \
+        ["o1", "shared"]
 
 
 def test_missing_ids_and_group_members():
