@@ -5,5 +5,6 @@
 - `chunks`: packing chunk data (lines of NDJSON, ids) small for the work-chunk rows;
 - `ranges`: the generate-ranges / load-ids walk over the store's keyset, the opening steps of any job that
   works through the resources (reindex, export);
+- `registration`: what each job app's `ready()` registers (its job definitions, its FHIR operations);
 - `commands`: the management commands' `--wait` (follow the job to its end, non-zero exit unless it completed).
 """
