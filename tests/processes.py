@@ -173,6 +173,16 @@ def node_workers(processes: list[Process], node: str, *names: str, **env: str) -
     return started
 
 
+def chunks_held_by(worker: Process, job_id: Any, *step_ids: str) -> QuerySet:
+    """The job's chunks of these steps that `worker` (started by `celery_worker`) runs now: what
+    `kill_while_it_holds` waits for."""
+    from batch.models import WorkChunk
+    from batch.statuses import ChunkStatus
+
+    return WorkChunk.objects.filter(instance_id=job_id, status=ChunkStatus.IN_PROGRESS, target_step_id__in=step_ids,
+                                    worker__startswith=worker.name + "-")
+
+
 def wait_for_the_end(job_id: Any, timeout: float) -> JobInstance:
     """The job's row once it has ended. Runs the maintenance pass (beat's job) meanwhile: it retries the chunks
     whose worker stopped renewing their leases."""

@@ -17,7 +17,6 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from jobsite.tokens import token_for
 
-from batch.models import WorkChunk
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
 from fhirjobs.bulkimport.parameters import ImportRequest
@@ -28,7 +27,7 @@ from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirstore.helpers import SYNTHEA_NDJSON
 from tests.processes import (
-    PROJECT_DIR, Process, celery_worker, free_port, kill_while_it_holds, locked_by_another_transaction, node_workers,
+    PROJECT_DIR, Process, celery_worker, free_port, chunks_held_by, kill_while_it_holds, locked_by_another_transaction, node_workers,
     subprocess_database_url, wait_for_the_end, wait_until,
 )
 
@@ -170,9 +169,8 @@ def test_a_worker_killed_mid_import_costs_a_retry_and_nothing_is_missing_or_dupl
     # A load-resources chunk's writes need ROW EXCLUSIVE: with the table held in SHARE mode, it waits holding its chunk.
     with locked_by_another_transaction("LOCK TABLE fhirstore_resource IN SHARE MODE"):
         bulk_import = kick_off(None, request, authority=SERVER, base_url="http://testserver/fhir")
-        killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
-            instance_id=bulk_import.job_instance_id, status=ChunkStatus.IN_PROGRESS, target_step_id="load-resources",
-            worker__startswith=doomed.name + "-"), timeout=90)
+        killed = kill_while_it_holds(doomed, chunks_held_by(doomed, bulk_import.job_instance_id, "load-resources"),
+                                     timeout=90)
     instance = wait_for_the_end(bulk_import.job_instance_id, 120)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message

@@ -14,7 +14,7 @@ from fhirstore.loading import BulkLoader
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirjobs.deleteexpunge.helpers import no_rows, rows_of
-from tests.processes import kill_while_it_holds, locked_by_another_transaction, node_workers, wait_for_the_end
+from tests.processes import chunks_held_by, kill_while_it_holds, locked_by_another_transaction, node_workers, wait_for_the_end
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -34,9 +34,7 @@ def test_a_delete_expunge_with_a_worker_killed_mid_chunk_completes_exact(process
                                        " FOR UPDATE"):
         job = start_delete_expunge(DeleteExpungeRequest(tuple(f"{t}?" for t in types), batch_size=10),
                                    started_by="test")
-        killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
-            instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="delete-expunge",
-            worker__startswith=doomed.name + "-"), timeout=60)
+        killed = kill_while_it_holds(doomed, chunks_held_by(doomed, job.id, "delete-expunge"), timeout=60)
     instance = wait_for_the_end(job.id, 120)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message

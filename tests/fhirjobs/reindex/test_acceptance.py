@@ -7,7 +7,6 @@ import signal
 import pytest
 from django.db import connection
 
-from batch.models import WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
 from fhirjobs.bulkimport.inline import load_paths
 from fhirstore.loading import BulkLoader
@@ -17,7 +16,7 @@ from fhirjobs.reindex.services import start_reindex
 from fhirstore.synthetic import generate_resources
 from tests.fhirjobs.reindex.helpers import BIRTH_SEX, INDEX_TABLES, index_snapshot, patient, search_parameter
 from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_outcome, store
-from tests.processes import kill_while_it_holds, locked_by_another_transaction, node_workers, wait_for_the_end
+from tests.processes import chunks_held_by, kill_while_it_holds, locked_by_another_transaction, node_workers, wait_for_the_end
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -73,9 +72,7 @@ def test_a_reindex_with_a_worker_killed_mid_way_completes_and_equals_a_fresh_reb
     every_observation = "SELECT id FROM fhirstore_resource WHERE resource_type = 'Observation' FOR UPDATE"
     with locked_by_another_transaction(every_observation):
         job = start_reindex(ReindexRequest(("Observation?",), batch_size=10), started_by="test")
-        killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
-            instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="reindex",
-            worker__startswith=doomed.name + "-"), timeout=60)
+        killed = kill_while_it_holds(doomed, chunks_held_by(doomed, job.id, "reindex"), timeout=60)
     instance = wait_for_the_end(job.id, 120)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message

@@ -22,7 +22,7 @@ from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, Ve
 from tests.fhirjobs.terminology.test_upload import independent_closure, lookup_display, stored_closure
 from tests.fhirstore.terminology.conftest import ICD10CM, parameters_of, upload_body
 from tests.processes import (
-    Process, kill_while_it_holds, locked_by_another_transaction, node_workers, wait_for_the_end, wait_until,
+    Process, chunks_held_by, kill_while_it_holds, locked_by_another_transaction, node_workers, wait_for_the_end, wait_until,
 )
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
@@ -98,14 +98,12 @@ def test_workers_killed_mid_write_and_mid_closure_leave_every_concept_once_and_t
     with locked_by_another_transaction("LOCK TABLE terminology_closure IN SHARE MODE"):
         with locked_by_another_transaction("LOCK TABLE terminology_concept IN SHARE MODE"):
             job = start_upload(UploadRequest(LOCAL, local_code_system()), started_by="test")
-            killed_writing = kill_while_it_holds(doomed_writer, WorkChunk.objects.filter(
-                instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="write-concepts",
-                worker__startswith=doomed_writer.name + "-"), timeout=120)
+            killed_writing = kill_while_it_holds(doomed_writer, chunks_held_by(doomed_writer, job.id, "write-concepts"),
+                                                 timeout=120)
             doomed_closer, = node_workers(processes, node, "doomed-closer")
-        killed_closing = wait_until(lambda: _killed_while_holding(doomed_closer, WorkChunk.objects.filter(
-            instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="build-closure",
-            worker__startswith=doomed_closer.name + "-")), 180, while_waiting=run_maintenance_pass,
-            message="the closer held no closure chunk")
+        killed_closing = wait_until(
+            lambda: _killed_while_holding(doomed_closer, chunks_held_by(doomed_closer, job.id, "build-closure")), 180,
+            while_waiting=run_maintenance_pass, message="the closer held no closure chunk")
     instance = wait_for_the_end(job.id, 300)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
