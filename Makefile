@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ENV := set -a && . ./.services/env && set +a &&
 
-.PHONY: demo test services stop install install-test migrate bench
+.PHONY: demo test services stop install install-test migrate bench chromium
 
 # The runtime set for the demo; the test and benchmark tools (playwright, smart-fetch, pytest, ...) on top for
 # `make test` and `make bench`.
@@ -30,7 +30,16 @@ migrate: services
 demo: migrate
 	$(ENV) BATCH_DIAGNOSTIC_JOBS=true SECURE_COOKIES=false $(PY) manage.py demo  # plain http on loopback
 
-test: install-test services
+# The browser tests drive Debian's Chromium (Playwright never downloads a browser of its own): apt installs it
+# where this is root or sudo asks no password; elsewhere a warning here, and again at the end of pytest's run.
+chromium:
+	@command -v chromium >/dev/null || { \
+	    if [ "$$(id -u)" = 0 ]; then as_root=; elif sudo -n true 2>/dev/null; then as_root="sudo -n"; \
+	    else echo "WARNING: chromium is missing and cannot be installed (not root): the browser tests will be SKIPPED" >&2; exit 0; fi; \
+	    $$as_root apt-get update -qq && $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	    || echo "WARNING: apt-get could not install chromium: the browser tests will be SKIPPED" >&2; }
+
+test: install-test services chromium
 	$(ENV) $(PY) -m pytest
 
 bench: install-test migrate

@@ -14,12 +14,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
 from django.db import connection
 from django.db.models import Model, QuerySet
+
+if TYPE_CHECKING:  # batch's models need Django set up, which happens after tests/conftest.py imports this module
+    from batch.models import JobInstance
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -155,6 +158,40 @@ def celery_worker(
     if wait:
         wait_until_ready(process)
     return process
+
+
+def node_workers(processes: list[Process], node: str, *names: str, **env: str) -> list[Process]:
+    """One single-process worker per name consuming `node`'s queue, with 3 s leases (a killed worker's chunk
+    is free again soon), added to `processes`; returned once all consume."""
+    from batch.queues import work_notification_queue
+
+    environment = {"NODE_ID": node, "JOB_SCHEDULING": "false", "BATCH_LEASE_SECONDS": "3", **env}
+    started = [celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=1, name=name,
+                             wait=False) for name in names]
+    processes.extend(started)
+    start_all(started, wait_until_ready)
+    return started
+
+
+def chunks_held_by(worker: Process, job_id: Any, *step_ids: str) -> QuerySet:
+    """The job's chunks of these steps that `worker` (started by `celery_worker`) runs now: what
+    `kill_while_it_holds` waits for."""
+    from batch.models import WorkChunk
+    from batch.statuses import ChunkStatus
+
+    return WorkChunk.objects.filter(instance_id=job_id, status=ChunkStatus.IN_PROGRESS, target_step_id__in=step_ids,
+                                    worker__startswith=worker.name + "-")
+
+
+def wait_for_the_end(job_id: Any, timeout: float) -> JobInstance:
+    """The job's row once it has ended. Runs the maintenance pass (beat's job) meanwhile: it retries the chunks
+    whose worker stopped renewing their leases."""
+    from batch.maintenance import run_maintenance_pass
+    from batch.models import JobInstance
+    from batch.statuses import ENDED_JOB_STATUSES
+
+    return wait_until(lambda: (instance := JobInstance.objects.get(id=job_id)).status in ENDED_JOB_STATUSES and instance,
+                      timeout, while_waiting=run_maintenance_pass, message=lambda: f"{JobInstance.objects.get(id=job_id)}")
 
 
 def wait_until_ready(worker: Process) -> None:

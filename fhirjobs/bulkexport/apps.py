@@ -1,7 +1,12 @@
 from django.apps import AppConfig
 
+from fhirjobs.common.registration import Operation, register_job_app
+
 BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"  # Bulk Data Access IG v2
-OPERATIONS = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+BULK_DATA_OPERATIONS = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+OPERATIONS = [Operation("export", BULK_DATA_OPERATIONS + "export"),
+              Operation("export", BULK_DATA_OPERATIONS + "patient-export", resource_type="Patient"),
+              Operation("export", BULK_DATA_OPERATIONS + "group-export", resource_type="Group")]
 
 
 class BulkExportConfig(AppConfig):
@@ -11,14 +16,6 @@ class BulkExportConfig(AppConfig):
     verbose_name = "FHIR Bulk Data export"
 
     def ready(self) -> None:
-        from batch.api import register
         from fhirjobs.bulkexport.definition import BULK_EXPORT, BULK_EXPORT_V1, BULK_EXPORT_V2
-        from fhirstore.capability import register_instantiates, register_operation
 
-        register(BULK_EXPORT)
-        register(BULK_EXPORT_V2)
-        register(BULK_EXPORT_V1)
-        register_instantiates(BULK_DATA)
-        register_operation("export", OPERATIONS + "export")
-        register_operation("export", OPERATIONS + "patient-export", resource_type="Patient")
-        register_operation("export", OPERATIONS + "group-export", resource_type="Group")
+        register_job_app([BULK_EXPORT, BULK_EXPORT_V2, BULK_EXPORT_V1], OPERATIONS, instantiates=[BULK_DATA])

@@ -1,7 +1,9 @@
 from django.apps import AppConfig
 
-IMPORT_OPERATION = "http://hapifhir.io/fhir/OperationDefinition/import"  # HAPI's $import
-BULK_SUBMIT_OPERATION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit"
+from fhirjobs.common.registration import Operation, register_job_app
+
+OPERATIONS = [Operation("import", "http://hapifhir.io/fhir/OperationDefinition/import"),  # HAPI's $import
+              Operation("bulk-submit", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit")]
 
 
 class BulkImportConfig(AppConfig):
@@ -11,11 +13,6 @@ class BulkImportConfig(AppConfig):
     verbose_name = "FHIR bulk import"
 
     def ready(self) -> None:
-        from batch.api import register
         from fhirjobs.bulkimport.definition import BULK_IMPORT, BULK_IMPORT_V1
-        from fhirstore.capability import register_operation
 
-        register(BULK_IMPORT)
-        register(BULK_IMPORT_V1)
-        register_operation("import", IMPORT_OPERATION)
-        register_operation("bulk-submit", BULK_SUBMIT_OPERATION)
+        register_job_app([BULK_IMPORT, BULK_IMPORT_V1], OPERATIONS)

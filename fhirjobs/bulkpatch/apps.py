@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from fhirjobs.common.registration import Operation, register_job_app
+
 BULK_PATCH_OPERATION = "http://hapifhir.io/fhir/OperationDefinition/hapi.fhir.bulk-patch"  # HAPI's
 
 
@@ -10,9 +12,6 @@ class BulkPatchConfig(AppConfig):
     verbose_name = "FHIR bulk patch"
 
     def ready(self) -> None:
-        from batch.api import register
         from fhirjobs.bulkpatch.definition import BULK_PATCH
-        from fhirstore.capability import register_operation
 
-        register(BULK_PATCH)
-        register_operation("hapi.fhir.bulk-patch", BULK_PATCH_OPERATION)
+        register_job_app([BULK_PATCH], [Operation("hapi.fhir.bulk-patch", BULK_PATCH_OPERATION)])

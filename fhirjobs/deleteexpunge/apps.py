@@ -1,6 +1,8 @@
 from django.apps import AppConfig
 
-DELETE_EXPUNGE_OPERATION = "http://hapifhir.io/fhir/OperationDefinition/delete-expunge"  # HAPI's $delete-expunge
+from fhirjobs.common.registration import Operation, register_job_app
+
+OPERATIONS = [Operation("delete-expunge", "http://hapifhir.io/fhir/OperationDefinition/delete-expunge")]  # HAPI's
 
 
 class DeleteExpungeConfig(AppConfig):
@@ -10,9 +12,6 @@ class DeleteExpungeConfig(AppConfig):
     verbose_name = "FHIR delete-expunge"
 
     def ready(self) -> None:
-        from batch.api import register
         from fhirjobs.deleteexpunge.definition import DELETE_EXPUNGE
-        from fhirstore.capability import register_operation
 
-        register(DELETE_EXPUNGE)
-        register_operation("delete-expunge", DELETE_EXPUNGE_OPERATION)
+        register_job_app([DELETE_EXPUNGE], OPERATIONS)

@@ -1,6 +1,9 @@
 from django.apps import AppConfig
 
-EXPUNGE_OPERATION = "http://hapifhir.io/fhir/OperationDefinition/expunge"  # HAPI's $expunge
+from fhirjobs.common.registration import Operation, register_job_app
+
+# HAPI's $expunge, at type and instance level; listed once, as HAPI does
+OPERATIONS = [Operation("expunge", "http://hapifhir.io/fhir/OperationDefinition/expunge")]
 
 
 class ExpungeConfig(AppConfig):
@@ -10,9 +13,6 @@ class ExpungeConfig(AppConfig):
     verbose_name = "FHIR expunge of previous versions"
 
     def ready(self) -> None:
-        from batch.api import register
         from fhirjobs.expunge.definition import EXPUNGE
-        from fhirstore.capability import register_operation
 
-        register(EXPUNGE)
-        register_operation("expunge", EXPUNGE_OPERATION)  # at type and instance level; listed once, as HAPI does
+        register_job_app([EXPUNGE], OPERATIONS)

@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from fhirjobs.common.registration import Operation, register_job_app
+
 MERGE_OPERATION = "http://hl7.org/fhir/OperationDefinition/Patient-merge"  # FHIR's, as HAPI implements it
 REPLACE_REFERENCES_OPERATION = "http://hapifhir.io/fhir/OperationDefinition/hapi.fhir.replace-references"
 
@@ -11,11 +13,8 @@ class MergeConfig(AppConfig):
     verbose_name = "FHIR Patient $merge"
 
     def ready(self) -> None:
-        from batch.api import register
         from fhirjobs.merge.definition import MERGE, REPLACE_REFERENCES
-        from fhirstore.capability import register_operation
 
-        register(MERGE)
-        register(REPLACE_REFERENCES)
-        register_operation("merge", MERGE_OPERATION, resource_type="Patient")
-        register_operation("hapi.fhir.replace-references", REPLACE_REFERENCES_OPERATION)
+        register_job_app([MERGE, REPLACE_REFERENCES], [
+            Operation("merge", MERGE_OPERATION, resource_type="Patient"),
+            Operation("hapi.fhir.replace-references", REPLACE_REFERENCES_OPERATION)])

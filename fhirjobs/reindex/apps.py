@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from fhirjobs.common.registration import register_job_app
+
 
 class ReindexConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
@@ -8,10 +10,9 @@ class ReindexConfig(AppConfig):
     verbose_name = "FHIR reindex"
 
     def ready(self) -> None:
-        from batch.api import register
-        from fhirstore.custom_params import search_parameters_changed
         from fhirjobs.reindex.definition import REINDEX
         from fhirjobs.reindex.services import reindex_changed_parameters
+        from fhirstore.custom_params import search_parameters_changed
 
-        register(REINDEX)
+        register_job_app([REINDEX])  # no FHIR operation: the reindex command and changed SearchParameters start it
         search_parameters_changed.connect(reindex_changed_parameters, dispatch_uid="reindex-changed-parameters")

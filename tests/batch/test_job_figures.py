@@ -1,5 +1,6 @@
 """The numbers an operator reads (issue #24, "Numbers you can believe"): a job's records counted once, progress
 and ETA of gated jobs, no ETA once ended, rate over running time only, every failed attempt an error."""
+from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
 
@@ -26,6 +27,37 @@ def pass_on(records: int):
         sink.accept(dict(context.data))
         return records
     return step
+
+
+def failing_once(error: Exception, records: int) -> tuple[Callable, list[int]]:
+    """A step whose first run raises `error` and whose later runs handle `records` records; and the attempt
+    numbers it saw."""
+    attempts: list[int] = []
+
+    def step(context, sink) -> int:
+        attempts.append(context.attempt)
+        if len(attempts) == 1:
+            raise error
+        return records
+    return step, attempts
+
+
+def gated_job_at(job, step: str, *, first_step: str, first_seconds: int, completed: int, emitted: tuple[str, str],
+                 queued: int, records: int | None = None) -> JobInstance:
+    """Rows of `job` running its gated `step`, as if it ran until now: the first step's one chunk took
+    `first_seconds`, then `completed` chunks of `step` ran one a second (`records` each, if given), each
+    emitting one chunk (step, status) `emitted`; `queued` chunks of `step` are still to run."""
+    start = timezone.now() - timedelta(seconds=first_seconds + completed)
+    instance = JobInstanceFactory(definition_id=job.id, status=JobStatus.IN_PROGRESS, current_gated_step_id=step)
+    WorkChunkFactory(instance=instance, target_step_id=first_step, status=ChunkStatus.COMPLETED, records_processed=0,
+                     start_time=start, end_time=start + timedelta(seconds=first_seconds))
+    for n in range(completed):
+        began = start + timedelta(seconds=first_seconds + n)
+        WorkChunkFactory(instance=instance, target_step_id=step, status=ChunkStatus.COMPLETED, records_processed=records,
+                         start_time=began, end_time=began + timedelta(seconds=1))
+        WorkChunkFactory(instance=instance, target_step_id=emitted[0], status=emitted[1])
+    WorkChunkFactory.create_batch(queued, instance=instance, target_step_id=step, status=ChunkStatus.QUEUED)
+    return instance
 
 
 def read_expand_write(builder: JobDefinitionBuilder) -> JobDefinitionBuilder:
@@ -71,15 +103,8 @@ def test_a_gated_job_at_88_percent_reads_88_percent_and_the_eta_of_its_last_24_c
     """The reduction's input chunks appear as the step before completes: they are not work still to do."""
     job = define_job(lambda b: b.gated().first_step("generate", emit(0)).intermediate_step("sleep", pass_on(1))
                      .reduction_step("sum", lambda context, inputs: {}))
-    start = timezone.now() - timedelta(seconds=186)
-    instance = JobInstanceFactory(definition_id=job.id, status=JobStatus.IN_PROGRESS, current_gated_step_id="sleep")
-    WorkChunkFactory(instance=instance, target_step_id="generate", status=ChunkStatus.COMPLETED,
-                     start_time=start, end_time=start + timedelta(seconds=10), records_processed=0)
-    for n in range(176):  # one a second
-        WorkChunkFactory(instance=instance, target_step_id="sleep", status=ChunkStatus.COMPLETED, records_processed=1,
-                         start_time=start + timedelta(seconds=10 + n), end_time=start + timedelta(seconds=11 + n))
-        WorkChunkFactory(instance=instance, target_step_id="sum", status=ChunkStatus.REDUCTION_READY)
-    WorkChunkFactory.create_batch(24, instance=instance, target_step_id="sleep", status=ChunkStatus.QUEUED)
+    instance = gated_job_at(job, "sleep", first_step="generate", first_seconds=10, completed=176, records=1,
+                            emitted=("sum", ChunkStatus.REDUCTION_READY), queued=24)
 
     snapshot = control.get_job(instance.id)
     [running] = dashboard.running_jobs()
@@ -93,15 +118,8 @@ def test_a_gated_job_at_88_percent_reads_88_percent_and_the_eta_of_its_last_24_c
 def test_a_gated_step_s_chunks_still_to_come_are_expected_in_the_proportion_so_far(define_job):
     """Half of `expand` done has emitted half of `write`'s chunks: `write` is expected to have all 100."""
     job = define_job(read_expand_write)
-    start = timezone.now() - timedelta(seconds=51)
-    instance = JobInstanceFactory(definition_id=job.id, status=JobStatus.IN_PROGRESS, current_gated_step_id="expand")
-    WorkChunkFactory(instance=instance, target_step_id="read", status=ChunkStatus.COMPLETED,
-                     start_time=start, end_time=start + timedelta(seconds=1))
-    for n in range(50):
-        WorkChunkFactory(instance=instance, target_step_id="expand", status=ChunkStatus.COMPLETED,
-                         start_time=start + timedelta(seconds=1 + n), end_time=start + timedelta(seconds=2 + n))
-        WorkChunkFactory(instance=instance, target_step_id="write", status=ChunkStatus.GATE_WAITING)
-    WorkChunkFactory.create_batch(50, instance=instance, target_step_id="expand", status=ChunkStatus.QUEUED)
+    instance = gated_job_at(job, "expand", first_step="read", first_seconds=1, completed=50,
+                            emitted=("write", ChunkStatus.GATE_WAITING), queued=50)
 
     snapshot = control.get_job(instance.id)
 
@@ -129,14 +147,7 @@ def test_an_ended_job_has_no_eta(status):
 
 
 def test_a_restarted_job_s_rate_counts_only_its_running_time_and_its_first_attempt_failure_counts(define_job, bus):
-    attempts = []
-
-    def fails_once(context, sink) -> int:
-        attempts.append(context.attempt)
-        if len(attempts) == 1:
-            raise JobFailed("the source is down")
-        return 10
-
+    fails_once, _ = failing_once(JobFailed("the source is down"), records=10)
     job = define_job(lambda b: b.first_step("plan", emit(2)).last_step("work", fails_once))
     instance = start_job(job.id, {})
     bus.drain()
@@ -156,14 +167,7 @@ def test_a_restarted_job_s_rate_counts_only_its_running_time_and_its_first_attem
 
 
 def test_retry_now_runs_a_running_job_s_errored_chunk_without_waiting_out_its_backoff(define_job, bus, admin_client):
-    calls = []
-
-    def flaky(context, sink) -> int:
-        calls.append(context.attempt)
-        if len(calls) == 1:
-            raise ValueError("the source hiccuped")
-        return 1
-
+    flaky, calls = failing_once(ValueError("the source hiccuped"), records=1)
     job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", flaky))
     instance = start_job(job.id, {})
     bus.deliver_next()  # plan
@@ -179,14 +183,7 @@ def test_retry_now_runs_a_running_job_s_errored_chunk_without_waiting_out_its_ba
 
 
 def test_retrying_a_failed_job_s_chunks_resumes_it_and_nothing_to_retry_is_a_conflict(define_job, bus):
-    attempts = []
-
-    def fails_first(context, sink) -> int:
-        attempts.append(1)
-        if len(attempts) == 1:
-            raise JobFailed("down")
-        return 1
-
+    fails_first, _ = failing_once(JobFailed("down"), records=1)
     job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", fails_first))
     instance = start_job(job.id, {})
     bus.drain()

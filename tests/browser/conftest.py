@@ -1,6 +1,9 @@
 """Headless Debian Chromium driven by Playwright (never Playwright's own browser download).
 
 Screenshots go to test-artifacts/screenshots/ (ignored by git): look at them when the pages change.
+
+Without a browser these tests skip, and the run ends with a banner saying so (a "3 skipped" alone is easily
+missed); where the environment says `CI`, they fail instead, since a CI machine must run them.
 """
 from __future__ import annotations
 
@@ -17,15 +20,40 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = PROJECT_DIR / "test-artifacts" / "screenshots"
+WHY_NOT_RUN = pytest.StashKey[str]()
+
+
+def browser_tests_must_run() -> bool:
+    """CI services set `CI` (GitHub, GitLab, ...: `true`); there a missing browser is a failure, not a skip."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def cannot_run(config: pytest.Config, reason: str) -> None:
+    if browser_tests_must_run():
+        pytest.fail(f"{reason}, and CI is set: the browser tests must run here", pytrace=False)
+    config.stash[WHY_NOT_RUN] = reason
+    pytest.skip(reason)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    reason = config.stash.get(WHY_NOT_RUN, None)
+    if reason:
+        terminalreporter.write_sep("!", "THE BROWSER TESTS DID NOT RUN", red=True, bold=True)
+        terminalreporter.write_line(f"{reason}.", red=True, bold=True)
+        terminalreporter.write_line("The live dashboard is untested in this run: `make test` installs chromium as root.",
+                                    red=True, bold=True)
 
 
 @pytest.fixture(scope="session")
-def chromium():
+def chromium(request):
     """Playwright's sync API runs an event loop in this thread while the browser is open; the tests' own
     database calls are still plain synchronous code, so Django is told not to refuse them meanwhile."""
     if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-test.txt)")
+        cannot_run(request.config, "Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright import sync_api as playwright_api
+    except ImportError:
+        cannot_run(request.config, "playwright is not installed (requirements-test.txt)")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with playwright_api.sync_playwright() as playwright:

@@ -1,5 +1,8 @@
 """Hostile input never gives a 500: every request below is answered 4xx in its API's error shape (an
-OperationOutcome on /fhir, `{"errors": [...]}` on /control), and the server still answers /healthz."""
+OperationOutcome on /fhir, `{"errors": [...]}` on /control), and /healthz still answers.
+
+In process, through Django's test client (a body's size is its Content-Length header here); the cases where the
+server process matters run against a real gunicorn in test_hostile_input_server.py."""
 import json
 
 import pytest

@@ -1,13 +1,14 @@
-"""Fixtures of the bulk import tests: a staff client, inputs as file:// URLs under a temporary root, jobs
-run in this process by `bus`."""
+"""Fixtures of the bulk import tests: a staff client, inputs as file:// URLs under a temporary root or from
+local HTTP servers, jobs run in this process by `bus`."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from jobsite.tokens import token_for
 
-from tests.fhirjobs.bulkimport.helpers import Importer
+from tests.fhirjobs.bulkimport.helpers import HttpSources, Importer
 from tests.fhirstore.helpers import FhirClient
 
 
@@ -29,3 +30,10 @@ def importer_client(django_user_model) -> FhirClient:
 @pytest.fixture
 def importer(importer_client, bus) -> Importer:
     return Importer(importer_client, bus)
+
+
+@pytest.fixture
+def http_sources() -> Iterator[HttpSources]:
+    sources = HttpSources()
+    yield sources
+    sources.close()

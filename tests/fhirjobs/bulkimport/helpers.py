@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NamedTuple
 
 from batch.testing import InProcessBus
 from tests.fhirstore.helpers import FhirClient
@@ -55,3 +58,55 @@ def write_ndjson(path: Path, *lines) -> Path:
 
 def diagnostics(outcome: dict) -> list[str]:
     return [issue["diagnostics"] for issue in outcome["issue"]]
+
+
+class SeenRequest(NamedTuple):
+    port: int  # which of the servers
+    path: str
+    authorization: str | None
+    cookie: str | None
+
+
+class HttpSources:
+    """Two local HTTP servers standing in for import sources (a provider and, say, its storage).
+
+    Every server answers `routes` {path with query: (status, headers, body)} (404 otherwise), each path its
+    `failures` count of 503s first, and records every request it gets in `requests`."""
+
+    def __init__(self, count: int = 2, ports: list[int] | None = None):
+        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.failures: dict[str, int] = {}
+        self.requests: list[SeenRequest] = []
+        self._servers = [ThreadingHTTPServer(("127.0.0.1", port), _SourceHandler) for port in ports or [0] * count]
+        for server in self._servers:
+            server.sources = self
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.bases = [f"http://127.0.0.1:{server.server_address[1]}" for server in self._servers]
+        self.base = self.bases[0]
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+
+
+class _SourceHandler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        sources: HttpSources = self.server.sources
+        sources.requests.append(SeenRequest(self.server.server_address[1], self.path, self.headers.get("Authorization"),
+                                            self.headers.get("Cookie")))
+        if sources.failures.get(self.path):
+            sources.failures[self.path] -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        status, headers, body = sources.routes.get(self.path, (404, {}, b""))
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass

@@ -17,8 +17,6 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from jobsite.tokens import token_for
 
-from batch.maintenance import run_maintenance_pass
-from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
 from fhirjobs.bulkimport.parameters import ImportRequest
@@ -29,8 +27,8 @@ from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirstore.helpers import SYNTHEA_NDJSON
 from tests.processes import (
-    PROJECT_DIR, Process, celery_worker, free_port, kill_while_it_holds, locked_by_another_transaction,
-    subprocess_database_url, wait_until,
+    PROJECT_DIR, Process, celery_worker, free_port, chunks_held_by, kill_while_it_holds, locked_by_another_transaction, node_workers,
+    subprocess_database_url, wait_for_the_end, wait_until,
 )
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
@@ -156,33 +154,24 @@ def test_an_export_of_one_heavylift_imports_into_another_by_import_and_by_bulk_s
 
 
 def test_a_worker_killed_mid_import_costs_a_retry_and_nothing_is_missing_or_duplicated(
-        processes, settings, file_root):
+        processes, node, settings, file_root):
     inputs = file_root
     files: dict[str, list[str]] = {}
     for resource in generate_resources(patients=15, seed=11):
         files.setdefault(resource["resourceType"], []).append(json.dumps(resource))
     for resource_type, lines in files.items():
         (inputs / f"{resource_type}.ndjson").write_text("\n".join(lines) + "\n")
-    node = f"test-{uuid.uuid4().hex[:8]}"
-    settings.NODE_ID = node
-    settings.BATCH_REANNOUNCE_AFTER_SECONDS = 1
     settings.BULK_IMPORT_MAX_CONCURRENT_CHUNKS = 2  # a chunk for each worker: the doomed one can be caught holding one
-    environment = {"NODE_ID": node, "JOB_SCHEDULING": "false", "BATCH_LEASE_SECONDS": "3",
-                   "BULK_IMPORT_FILE_ROOT": str(inputs)}
-    queue = work_notification_queue(node)
-    doomed = celery_worker(env=environment, queues=[queue], concurrency=1, name="doomed")
-    processes.append(doomed)
-    processes.append(celery_worker(env=environment, queues=[queue], concurrency=1, name="survivor"))
+    doomed, _ = node_workers(processes, node, "doomed", "survivor", BULK_IMPORT_FILE_ROOT=str(inputs))
     request = ImportRequest(inputs=tuple({"type": name, "url": (inputs / f"{name}.ndjson").as_uri()} for name in files),
                             chunk_size=50)
 
     # A load-resources chunk's writes need ROW EXCLUSIVE: with the table held in SHARE mode, it waits holding its chunk.
     with locked_by_another_transaction("LOCK TABLE fhirstore_resource IN SHARE MODE"):
         bulk_import = kick_off(None, request, authority=SERVER, base_url="http://testserver/fhir")
-        killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
-            instance_id=bulk_import.job_instance_id, status=ChunkStatus.IN_PROGRESS, target_step_id="load-resources",
-            worker__startswith=doomed.name + "-"), timeout=90)
-    instance = _wait_for_the_end(bulk_import.job_instance_id)
+        killed = kill_while_it_holds(doomed, chunks_held_by(doomed, bulk_import.job_instance_id, "load-resources"),
+                                     timeout=90)
+    instance = wait_for_the_end(bulk_import.job_instance_id, 120)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
     killed.refresh_from_db()
@@ -191,10 +180,3 @@ def test_a_worker_killed_mid_import_costs_a_retry_and_nothing_is_missing_or_dupl
     assert stored == {resource_type: len(lines) for resource_type, lines in files.items()}
     assert set(Resource.objects.values_list("version_id", flat=True)) == {1}
     assert instance.report["totals"]["failed"] == 0
-
-
-def _wait_for_the_end(instance_id, timeout: float = 120) -> JobInstance:
-    """Runs the maintenance pass (beat's job) meanwhile: it retries the chunks whose worker stopped renewing."""
-    return wait_until(lambda: (instance := JobInstance.objects.get(id=instance_id)).status in (
-        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and instance, timeout,
-        while_waiting=run_maintenance_pass, message=lambda: f"the import: {JobInstance.objects.get(id=instance_id)}")

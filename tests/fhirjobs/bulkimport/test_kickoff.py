@@ -3,8 +3,6 @@ import gzip
 import io
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -13,7 +11,7 @@ from batch.statuses import JobStatus
 from fhirjobs.bulkimport import steps
 from fhirjobs.bulkimport.models import BulkImport
 from fhirstore.models import Resource
-from tests.fhirjobs.bulkimport.helpers import diagnostics, parameters, write_ndjson
+from tests.fhirjobs.bulkimport.helpers import HttpSources, diagnostics, parameters, write_ndjson
 from tests.fhirstore.helpers import assert_outcome
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,51 +19,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PATIENTS = b"".join(json.dumps({"resourceType": "Patient", "id": f"p{n}"}).encode() + b"\n" for n in range(5))
 
 
-class Source(BaseHTTPRequestHandler):
-    """Serves `routes` {path: (status, headers, body)}; each path answers its `failures` first."""
-
-    routes: dict = {}
-    failures: dict = {}
-    requests: list = []
-
-    def do_GET(self):
-        self.requests.append((self.path, self.headers.get("Authorization")))
-        if self.failures.get(self.path):
-            self.failures[self.path] -= 1
-            self.send_response(503)
-            self.end_headers()
-            return
-        status, headers, body = self.routes.get(self.path, (404, {}, b""))
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def source(settings, monkeypatch):
-    Source.routes, Source.failures, Source.requests = {}, {}, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Source)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{base}/allowed/"]
+def source(http_sources, settings, monkeypatch) -> HttpSources:
+    """The first server's /allowed/ is the only allowed source; retries do not wait."""
+    settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{http_sources.base}/allowed/"]
     monkeypatch.setattr(steps, "RETRY_BACKOFF_SECONDS", 0.01)
-    yield base
-    server.shutdown()
-    server.server_close()
+    return http_sources
 
 
 def test_a_source_outside_the_allow_list_is_400_and_nothing_is_fetched_or_started(importer, source):
-    response = importer.kick_off(f"{source}/elsewhere/Patient.ndjson")
+    response = importer.kick_off(f"{source.base}/elsewhere/Patient.ndjson")
 
     assert_outcome(response, 400, "not under an allowed import source")
-    assert Source.requests == [] and not JobInstance.objects.exists() and not BulkImport.objects.exists()
+    assert source.requests == [] and not JobInstance.objects.exists() and not BulkImport.objects.exists()
 
 
 def test_file_urls_outside_the_file_root_are_400(importer, tmp_path):
@@ -74,25 +40,25 @@ def test_file_urls_outside_the_file_root_are_400(importer, tmp_path):
 
 
 def test_gzipped_http_source_with_basic_credentials_loads_after_transient_failures(importer, source):
-    Source.routes["/allowed/Patient.ndjson.gz"] = (200, {"Content-Type": "application/gzip"}, gzip.compress(PATIENTS))
-    Source.failures["/allowed/Patient.ndjson.gz"] = 2
+    source.routes["/allowed/Patient.ndjson.gz"] = (200, {"Content-Type": "application/gzip"}, gzip.compress(PATIENTS))
+    source.failures["/allowed/Patient.ndjson.gz"] = 2
 
-    outcome = importer.run(f"{source}/allowed/Patient.ndjson.gz", credentialHttpBasic="user:secret")
+    outcome = importer.run(f"{source.base}/allowed/Patient.ndjson.gz", credentialHttpBasic="user:secret")
 
     assert diagnostics(outcome)[0] == "Import completed: 5 loaded, 0 unchanged, 0 failed, 0 warnings"
-    assert [authorization for _, authorization in Source.requests] == ["Basic dXNlcjpzZWNyZXQ="] * 3
+    assert [request.authorization for request in source.requests] == ["Basic dXNlcjpzZWNyZXQ="] * 3
 
 
 def test_a_source_that_keeps_failing_fails_the_import_with_a_clear_message(importer, source, settings):
     settings.BULK_IMPORT_SOURCE_RETRY_SECONDS = 0
-    Source.failures["/allowed/Patient.ndjson"] = 5
-    response = importer.kick_off(f"{source}/allowed/Patient.ndjson")
+    source.failures["/allowed/Patient.ndjson"] = 5
+    response = importer.kick_off(f"{source.base}/allowed/Patient.ndjson")
     importer.bus.drain()
 
     failed = importer.fhir.get(response["Content-Location"])
     assert_outcome(failed, 500, "HTTP 503 (after 1 attempt; BULK_IMPORT_SOURCE_RETRY_SECONDS=0)")
     assert failed.content.decode().count("/allowed/Patient.ndjson") == 1, "the source is named once"
-    assert len(Source.requests) == 1
+    assert len(source.requests) == 1
 
 
 def test_a_source_down_for_a_proxy_restart_is_waited_for_and_the_job_page_says_so(importer, settings, monkeypatch,
@@ -106,15 +72,14 @@ def test_a_source_down_for_a_proxy_restart_is_waited_for_and_the_job_page_says_s
         port = probe.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{base}/allowed/"]
-    Source.routes, Source.failures, Source.requests = {"/allowed/Patient.ndjson": (200, {}, PATIENTS)}, {}, []
     servers, pages = [], []
 
     def source_comes_up_after_15_s(now: float) -> None:
         if now - 1000 >= 15 and not servers:
             job = JobInstance.objects.get()
             pages.append(admin_client.get(f"/admin/batch/jobinstance/{job.id}/change/").content.decode())
-            servers.append(ThreadingHTTPServer(("127.0.0.1", port), Source))
-            threading.Thread(target=servers[0].serve_forever, daemon=True).start()
+            servers.append(HttpSources(ports=[port]))
+            servers[0].routes["/allowed/Patient.ndjson"] = (200, {}, PATIENTS)
 
     clock = FakeClock(source_comes_up_after_15_s)
     monkeypatch.setattr(steps, "time", clock)
@@ -122,8 +87,7 @@ def test_a_source_down_for_a_proxy_restart_is_waited_for_and_the_job_page_says_s
         outcome = importer.run(f"{base}/allowed/Patient.ndjson")
     finally:
         for server in servers:
-            server.shutdown()
-            server.server_close()
+            server.close()
 
     assert diagnostics(outcome)[0] == "Import completed: 5 loaded, 0 unchanged, 0 failed, 0 warnings"
     assert clock.slept == [1, 2, 4, 8], "15 s down: four waits, the fifth attempt reads it"
@@ -134,12 +98,12 @@ def test_a_source_down_for_a_proxy_restart_is_waited_for_and_the_job_page_says_s
 
 
 def test_a_redirect_out_of_the_allow_list_is_not_followed(importer, source):
-    Source.routes["/allowed/Patient.ndjson"] = (302, {"Location": f"{source}/internal/secret"}, b"")
-    response = importer.kick_off(f"{source}/allowed/Patient.ndjson")
+    source.routes["/allowed/Patient.ndjson"] = (302, {"Location": f"{source.base}/internal/secret"}, b"")
+    response = importer.kick_off(f"{source.base}/allowed/Patient.ndjson")
     importer.bus.drain()
 
     assert_outcome(importer.fhir.get(response["Content-Location"]), 500, "not under an allowed import source")
-    assert [path for path, _ in Source.requests] == ["/allowed/Patient.ndjson"]
+    assert [request.path for request in source.requests] == ["/allowed/Patient.ndjson"]
 
 
 def test_kick_off_needs_respond_async_and_ndjson(importer, file_root):
@@ -243,8 +207,8 @@ def test_the_import_s_job_id_is_its_batch_job_s_id(importer, file_root):
 def test_a_source_the_workers_host_does_not_allow_fails_naming_that_host_and_the_setting(importer, source, settings):
     """Accepted by the web host's allow-list, refused by the worker's (set on one host only): the error says
     which host refused, by which setting."""
-    Source.routes["/allowed/Patient.ndjson"] = (200, {}, PATIENTS)
-    response = importer.kick_off(f"{source}/allowed/Patient.ndjson")
+    source.routes["/allowed/Patient.ndjson"] = (200, {}, PATIENTS)
+    response = importer.kick_off(f"{source.base}/allowed/Patient.ndjson")
     assert response.status_code == 202
     settings.BULK_IMPORT_ALLOWED_SOURCES = []  # the worker's host
 
@@ -252,7 +216,7 @@ def test_a_source_the_workers_host_does_not_allow_fails_naming_that_host_and_the
 
     assert_outcome(importer.fhir.get(response["Content-Location"]), 500,
                    f"BULK_IMPORT_ALLOWED_SOURCES on host {socket.gethostname()}")
-    assert Source.requests == []
+    assert source.requests == []
 
 
 def test_a_file_only_the_web_host_has_fails_naming_the_host_that_looked(importer, file_root):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -55,82 +53,49 @@ def test_a_file_request_header_must_be_one_a_provider_may_set(name):
         parse_submit_request(submit_body(name, "admin.internal"))
 
 
-class Recorder(BaseHTTPRequestHandler):
-    """Answers `routes` {path: (status, headers, body)} and records (port, path, Authorization, Cookie)."""
-
-    routes: dict = {}
-    seen: list = []
-
-    def do_GET(self):
-        self.seen.append((self.server.server_address[1], self.path, self.headers.get("Authorization"),
-                          self.headers.get("Cookie"), self.headers.get("Host")))
-        status, headers, body = self.routes.get(self.path, (404, {}, b""))
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def servers():
-    Recorder.routes, Recorder.seen = {}, []
-    started = [ThreadingHTTPServer(("127.0.0.1", 0), Recorder) for _ in range(2)]
-    for server in started:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield [f"http://127.0.0.1:{server.server_address[1]}" for server in started]
-    for server in started:
-        server.shutdown()
-        server.server_close()
-
-
 def read_all(url: str, headers: dict) -> bytes:
     with open_blocks(url, headers) as blocks:
         return b"".join(blocks)
 
 
-def test_credentials_stay_with_their_origin_across_a_redirect(servers, settings):
-    provider, storage = servers
+def test_credentials_stay_with_their_origin_across_a_redirect(http_sources, settings):
+    provider, storage = http_sources.bases
     settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{provider}/files/", f"{storage}/bucket/"]
-    Recorder.routes = {"/files/a": (302, {"Location": "/files/b"}, b""),
-                       "/files/b": (307, {"Location": f"{storage}/bucket/b?X-Amz-Signature=s"}, b""),
-                       "/bucket/b?X-Amz-Signature=s": (200, {}, b"content")}
+    http_sources.routes = {"/files/a": (302, {"Location": "/files/b"}, b""),
+                           "/files/b": (307, {"Location": f"{storage}/bucket/b?X-Amz-Signature=s"}, b""),
+                           "/bucket/b?X-Amz-Signature=s": (200, {}, b"content")}
 
     assert read_all(f"{provider}/files/a", {"Authorization": "Bearer secret", "Cookie": "c=1"}) == b"content"
 
-    assert [(path, auth, cookie) for _, path, auth, cookie, _ in Recorder.seen] == [
+    assert [(path, auth, cookie) for _, path, auth, cookie in http_sources.requests] == [
         ("/files/a", "Bearer secret", "c=1"), ("/files/b", "Bearer secret", "c=1"),
         ("/bucket/b?X-Amz-Signature=s", None, None)]
 
 
-def test_a_name_resolving_to_a_private_address_is_refused_unless_the_address_is_listed(servers, settings):
-    port = servers[0].rsplit(":", 1)[1]
-    Recorder.routes = {"/files/a": (200, {}, b"content")}
+def test_a_name_resolving_to_a_private_address_is_refused_unless_the_address_is_listed(http_sources, settings):
+    port = http_sources.base.rsplit(":", 1)[1]
+    http_sources.routes = {"/files/a": (200, {}, b"content")}
     settings.BULK_IMPORT_ALLOWED_SOURCES = [f"http://localhost:{port}/files/"]
     with pytest.raises(InvalidImportRequest, match="loopback, private or link-local"):
         read_all(f"http://localhost:{port}/files/a", {})
-    assert Recorder.seen == []
+    assert http_sources.requests == []
 
     settings.BULK_IMPORT_ALLOWED_SOURCES = [f"http://127.0.0.1:{port}/files/"]
     assert read_all(f"http://127.0.0.1:{port}/files/a", {}) == b"content"
 
 
-def test_a_redirect_to_a_private_address_is_refused_even_under_an_allowed_name(servers, settings):
-    provider, other = servers
+def test_a_redirect_to_a_private_address_is_refused_even_under_an_allowed_name(http_sources, settings):
+    provider, other = http_sources.bases
     other_port = other.rsplit(":", 1)[1]
     settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{provider}/files/", f"http://localhost:{other_port}/"]
-    Recorder.routes = {"/files/a": (302, {"Location": f"http://localhost:{other_port}/admin"}, b"")}
+    http_sources.routes = {"/files/a": (302, {"Location": f"http://localhost:{other_port}/admin"}, b"")}
     with pytest.raises(InvalidImportRequest, match="resolves to 127.0.0.1"):
         read_all(f"{provider}/files/a", {})
-    assert [path for _, path, *_ in Recorder.seen] == ["/files/a"]
+    assert [request.path for request in http_sources.requests] == ["/files/a"]
 
 
-def test_query_strings_stay_out_of_logs_and_job_errors(servers, settings, caplog, monkeypatch):
-    provider = servers[0]
+def test_query_strings_stay_out_of_logs_and_job_errors(http_sources, settings, caplog, monkeypatch):
+    provider = http_sources.base
     settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{provider}/files/"]
     settings.BULK_IMPORT_SOURCE_RETRY_SECONDS = 0
     url = f"{provider}/files/Patient.ndjson?X-Amz-Credential=AKIA&X-Amz-Signature=s3cr3t"

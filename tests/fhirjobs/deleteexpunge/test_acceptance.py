@@ -2,13 +2,10 @@
 retry, and the job still deletes every row of every table exactly once and counts exactly."""
 from __future__ import annotations
 
-import uuid
 
 import pytest
 
-from batch.maintenance import run_maintenance_pass
-from batch.models import JobInstance, WorkChunk
-from batch.queues import work_notification_queue
+from batch.models import WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
 from fhirjobs.deleteexpunge.models import ExpungedChunk
 from fhirjobs.deleteexpunge.parameters import DeleteExpungeRequest
@@ -17,17 +14,9 @@ from fhirstore.loading import BulkLoader
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirjobs.deleteexpunge.helpers import no_rows, rows_of
-from tests.processes import celery_worker, kill_while_it_holds, locked_by_another_transaction, wait_until
+from tests.processes import chunks_held_by, kill_while_it_holds, locked_by_another_transaction, node_workers, wait_for_the_end
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def node(settings) -> str:
-    """This test's node: the jobs it starts go to this node's queue, which its workers consume."""
-    settings.NODE_ID = f"test-{uuid.uuid4().hex[:8]}"
-    settings.BATCH_REANNOUNCE_AFTER_SECONDS = 1
-    return settings.NODE_ID
 
 
 def test_a_delete_expunge_with_a_worker_killed_mid_chunk_completes_exact(processes, node, settings):
@@ -38,22 +27,15 @@ def test_a_delete_expunge_with_a_worker_killed_mid_chunk_completes_exact(process
     types = ("DiagnosticReport", "Observation")
     before = {resource_type: Resource.objects.filter(resource_type=resource_type).count() for resource_type in types}
     others = rows_of("Patient")
-    environment = {"NODE_ID": node, "JOB_SCHEDULING": "false", "BATCH_LEASE_SECONDS": "3"}
-    doomed, survivor = (celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=1,
-                                      name=name) for name in ("doomed", "survivor"))
-    processes.extend([doomed, survivor])
+    doomed, _ = node_workers(processes, node, "doomed", "survivor")
 
     # A delete chunk locks its rows first: with every Observation locked, it waits holding its chunk.
     with locked_by_another_transaction("SELECT id FROM fhirstore_resource WHERE resource_type = 'Observation'"
                                        " FOR UPDATE"):
         job = start_delete_expunge(DeleteExpungeRequest(tuple(f"{t}?" for t in types), batch_size=10),
                                    started_by="test")
-        killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
-            instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="delete-expunge",
-            worker__startswith=doomed.name + "-"), timeout=60)
-    instance = wait_until(lambda: (found := JobInstance.objects.get(id=job.id)).status in (
-        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and found, 120,
-        while_waiting=run_maintenance_pass, message=lambda: str(JobInstance.objects.get(id=job.id)))
+        killed = kill_while_it_holds(doomed, chunks_held_by(doomed, job.id, "delete-expunge"), timeout=60)
+    instance = wait_for_the_end(job.id, 120)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
     killed.refresh_from_db()

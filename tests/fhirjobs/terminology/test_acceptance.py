@@ -4,7 +4,6 @@ whose workers are SIGKILLed mid-write and mid-closure."""
 from __future__ import annotations
 
 import random
-import uuid
 from importlib.resources import files
 from io import StringIO
 
@@ -13,8 +12,7 @@ from django.core.management import call_command
 from django.db import transaction
 
 from batch.maintenance import run_maintenance_pass
-from batch.models import JobInstance, WorkChunk
-from batch.queues import work_notification_queue
+from batch.models import WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
 from fhirjobs.terminology.parameters import UploadFile, UploadRequest
 from fhirjobs.terminology.services import start_upload
@@ -23,7 +21,9 @@ from fhirstore.storage import Write, save_resources
 from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, VersionStatus
 from tests.fhirjobs.terminology.test_upload import independent_closure, lookup_display, stored_closure
 from tests.fhirstore.terminology.conftest import ICD10CM, parameters_of, upload_body
-from tests.processes import Process, celery_worker, kill_while_it_holds, locked_by_another_transaction, wait_until
+from tests.processes import (
+    Process, chunks_held_by, kill_while_it_holds, locked_by_another_transaction, node_workers, wait_for_the_end, wait_until,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -42,36 +42,15 @@ def local_code_system() -> tuple[UploadFile, UploadFile]:
     return UploadFile("concepts.csv", data=concepts.encode()), UploadFile("hierarchy.csv", data=hierarchy.encode())
 
 
-@pytest.fixture
-def node(settings) -> str:
-    settings.NODE_ID = f"test-{uuid.uuid4().hex[:8]}"
-    settings.BATCH_REANNOUNCE_AFTER_SECONDS = 1
-    return settings.NODE_ID
-
-
-def start_workers(processes, node: str, *names: str) -> list[Process]:
-    environment = {"NODE_ID": node, "JOB_SCHEDULING": "false", "BATCH_LEASE_SECONDS": "3"}
-    started = [celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=1, name=name)
-               for name in names]
-    processes.extend(started)
-    return started
-
-
-def wait_for_the_end(job_id, timeout: float = 300) -> JobInstance:
-    return wait_until(lambda: (instance := JobInstance.objects.get(id=job_id)).status in (
-        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and instance, timeout,
-        while_waiting=run_maintenance_pass, message=lambda: f"the upload: {JobInstance.objects.get(id=job_id)}")
-
-
 def test_the_real_icd10cm_file_async_then_a_second_version_by_the_cli(processes, node, uploader, reader):
     import simple_icd_10_cm
 
-    start_workers(processes, node, "worker-1", "worker-2")
+    node_workers(processes, node, "worker-1", "worker-2")
     content = FULL_FILE.read_bytes()
     response = uploader.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(content),
                              HTTP_PREFER="respond-async")
     assert response.status_code == 202, response.content
-    job = wait_for_the_end(response["Content-Location"].rstrip("/").rsplit("/", 1)[-1])
+    job = wait_for_the_end(response["Content-Location"].rstrip("/").rsplit("/", 1)[-1], 300)
     assert job.status == JobStatus.COMPLETED, job.error_message
 
     assert lookup_display(reader, "E11.9") == "Type 2 diabetes mellitus without complications"
@@ -113,21 +92,19 @@ def test_workers_killed_mid_write_and_mid_closure_leave_every_concept_once_and_t
         processes, node, settings):
     settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = 20  # 15 write chunks and 15 closure chunks
     settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS = 2  # a chunk each for two of the three workers
-    doomed_writer, _ = start_workers(processes, node, "doomed-writer", "survivor")
+    doomed_writer, _ = node_workers(processes, node, "doomed-writer", "survivor")
 
     # With the table locked against inserts, a chunk of the step waits holding its chunk: it is killed so.
     with locked_by_another_transaction("LOCK TABLE terminology_closure IN SHARE MODE"):
         with locked_by_another_transaction("LOCK TABLE terminology_concept IN SHARE MODE"):
             job = start_upload(UploadRequest(LOCAL, local_code_system()), started_by="test")
-            killed_writing = kill_while_it_holds(doomed_writer, WorkChunk.objects.filter(
-                instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="write-concepts",
-                worker__startswith=doomed_writer.name + "-"), timeout=120)
-            doomed_closer, = start_workers(processes, node, "doomed-closer")
-        killed_closing = wait_until(lambda: _killed_while_holding(doomed_closer, WorkChunk.objects.filter(
-            instance_id=job.id, status=ChunkStatus.IN_PROGRESS, target_step_id="build-closure",
-            worker__startswith=doomed_closer.name + "-")), 180, while_waiting=run_maintenance_pass,
-            message="the closer held no closure chunk")
-    instance = wait_for_the_end(job.id)
+            killed_writing = kill_while_it_holds(doomed_writer, chunks_held_by(doomed_writer, job.id, "write-concepts"),
+                                                 timeout=120)
+            doomed_closer, = node_workers(processes, node, "doomed-closer")
+        killed_closing = wait_until(
+            lambda: _killed_while_holding(doomed_closer, chunks_held_by(doomed_closer, job.id, "build-closure")), 180,
+            while_waiting=run_maintenance_pass, message="the closer held no closure chunk")
+    instance = wait_for_the_end(job.id, 300)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
     for killed in (killed_writing, killed_closing):

@@ -2,11 +2,12 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from batch.control import BatchError, JobStatus, follow_job
+from batch.control import BatchError
 from fhirjobs.bulkimport.exceptions import InvalidImportRequest
 from fhirjobs.bulkimport.parameters import ImportRequest
 from fhirjobs.bulkimport.services import kick_off
 from fhirjobs.bulkimport.sources import check_source
+from fhirjobs.common.commands import add_wait_argument, wait_for_job
 from fhirstore.authority import SERVER  # a shell command: the server's own authority
 from fhirstore.loading import ordered_input_files
 
@@ -20,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("sources", nargs="+", help="URLs, NDJSON files, or directories of them")
         parser.add_argument("--chunk-size", type=int, default=0, help="lines per load chunk (default: the setting)")
         parser.add_argument("--base-url", default="http://localhost:8000/fhir", help="FHIR base URL for the error file")
-        parser.add_argument("--wait", action="store_true", help="follow the job; non-zero exit unless it completes")
+        add_wait_argument(parser)
 
     def handle(self, *args, sources: list[str], chunk_size: int, base_url: str, wait: bool, **options):
         if chunk_size < 0:
@@ -36,9 +37,7 @@ class Command(BaseCommand):
         self.stdout.write(f"import {bulk_import.id}: job {bulk_import.job_instance_id}")
         if not wait:
             return
-        job = follow_job(bulk_import.job_instance_id, self.stderr._out)
-        if job.status != JobStatus.COMPLETED:
-            raise CommandError(f"the import ended {job.status}: {job.error_message or ''}".strip())
+        job = wait_for_job(self, bulk_import.job_instance_id)
         for resource_type, counts in job.report["counts"].items():
             self.stdout.write(f"{resource_type:<28}{counts['loaded']:>10} loaded {counts['unchanged']:>10} unchanged "
                               f"{counts['failed']:>8} failed")

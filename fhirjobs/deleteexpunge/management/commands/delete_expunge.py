@@ -2,7 +2,7 @@ import getpass
 
 from django.core.management.base import BaseCommand, CommandError
 
-from batch.control import BatchError, JobStatus, follow_job
+from fhirjobs.common.commands import add_wait_argument, wait_for_job
 from fhirjobs.deleteexpunge.parameters import DeleteExpungeRequest
 from fhirjobs.deleteexpunge.services import start_delete_expunge
 from fhirstore.exceptions import FhirStoreError
@@ -17,8 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=None, help="resources per chunk and transaction")
         parser.add_argument("--cascade", action="store_true", help="delete the resources that refer to them too")
         parser.add_argument("--cascade-max-rounds", type=int, default=None, help="levels of referrers (default 10)")
-        parser.add_argument("--wait", action="store_true",
-                            help="follow the job until it ends; non-zero exit unless it completes")
+        add_wait_argument(parser)
 
     def handle(self, *args, urls: list[str], batch_size: int | None, cascade: bool, cascade_max_rounds: int | None,
                wait: bool, **options):
@@ -29,13 +28,5 @@ class Command(BaseCommand):
         except FhirStoreError as error:
             raise CommandError(error.message) from None
         self.stdout.write(str(job.id))
-        if not wait:
-            return
-        try:
-            # The bar writes to the raw stream: Django's wrapper would end every redraw with a newline.
-            job = follow_job(job.id, self.stderr._out)
-        except BatchError as error:
-            raise CommandError(str(error)) from None
-        if job.status != JobStatus.COMPLETED:
-            raise CommandError(f"job {job.id} {job.status}: {job.error_message or 'no message'}")
-        self.stdout.write(f"COMPLETED: {job.report}")
+        if wait:
+            self.stdout.write(f"COMPLETED: {wait_for_job(self, job.id).report}")

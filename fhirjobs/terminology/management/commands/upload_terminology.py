@@ -3,7 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from batch.control import BatchError, JobStatus, follow_job
+from fhirjobs.common.commands import add_wait_argument, wait_for_job
 from fhirjobs.common.sources import check_source
 from fhirjobs.terminology.loaders import loader_for
 from fhirjobs.terminology.parameters import UploadFile, UploadRequest
@@ -21,8 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--label", default="", help="the new version's label (default: the one the file declares)")
         parser.add_argument("--dont-make-current", action="store_true",
                             help="load it, but keep answering from the current version")
-        parser.add_argument("--wait", action="store_true",
-                            help="follow the job until it ends; non-zero exit unless it completes")
+        add_wait_argument(parser)
 
     def handle(self, *args, system: str, files: list[str], label: str, dont_make_current: bool, wait: bool,
                **options):
@@ -37,13 +36,7 @@ class Command(BaseCommand):
         self.stdout.write(str(job.id))
         if not wait:
             return
-        try:
-            job = follow_job(job.id, self.stderr._out)  # the raw stream: Django's wrapper adds newlines
-        except BatchError as error:
-            raise CommandError(str(error)) from None
-        if job.status != JobStatus.COMPLETED:
-            raise CommandError(f"job {job.id} {job.status}: {job.error_message or 'no message'}")
-        report = job.report or {}
+        report = wait_for_job(self, job.id).report or {}
         self.stdout.write(f"COMPLETED: {report.get('system')} version {report.get('version')} {report.get('status')}, "
                           f"{report.get('concepts')} concepts, {report.get('closureRows')} closure rows")
 
