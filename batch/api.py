@@ -28,8 +28,8 @@ from batch.exceptions import (
 __all__ = [
     "BatchError", "CompletedJob", "DataSink", "DuplicateJobDefinition", "InvalidJobDefinition", "InvalidParameters",
     "JobCancelled", "JobDefinition", "JobDefinitionBuilder", "JobFailed", "Parameter", "ReduceFunction",
-    "RetryChunkLater", "StepContext", "StepDefinition", "StepFunction", "StepKind", "UnknownJobDefinition",
-    "register",
+    "RetryChunkLater", "StepContext", "StepDefinition", "StepFunction", "StepKind", "StoppedJob",
+    "UnknownJobDefinition", "register",
 ]
 
 JsonObject = Mapping[str, Any]
@@ -87,6 +87,19 @@ class CompletedJob:
 
 
 CompletionHandler = Callable[[CompletedJob], None]
+
+
+@dataclass(frozen=True)
+class StoppedJob:
+    """What a stop handler receives, once per ending, after the job ended without completing."""
+
+    instance_id: UUID
+    parameters: JsonObject
+    status: str  # "FAILED" or "CANCELLED"
+    error_message: str | None  # why: the last chunk's error, or "Job instance cancelled at step …"
+
+
+StopHandler = Callable[[StoppedJob], None]
 
 
 class StepKind(enum.Enum):
@@ -166,6 +179,7 @@ class JobDefinition:
     completion_handler: CompletionHandler | None = None
     max_chunk_seconds: int | None = None  # a chunk running longer is ERRORED and retried; None: BATCH_MAX_CHUNK_SECONDS
     counted_step_id: str | None = None  # whose records are the job's; None: the last step that runs chunks
+    stop_handler: StopHandler | None = None
 
     def validate_parameters(self, raw: JsonObject | None) -> dict[str, Any]:
         """The parameters with defaults filled in; raises `InvalidParameters` listing every problem."""
@@ -269,6 +283,7 @@ class JobDefinitionBuilder:
     _completion_handler: CompletionHandler | None = None
     _max_chunk_seconds: int | None = None
     _counted_step_id: str | None = None
+    _stop_handler: StopHandler | None = None
 
     def parameter(self, name: str, type_: type, *, required: bool = False, default: Any = None,
                   minimum: float | None = None, maximum: float | None = None, choices: Iterable[Any] | None = None,
@@ -312,6 +327,13 @@ class JobDefinitionBuilder:
         self._completion_handler = handler
         return self
 
+    def on_stop(self, handler: StopHandler) -> JobDefinitionBuilder:
+        """Called once each time the job ends FAILED or CANCELLED, after that status is committed, in the process
+        that ended it (a worker, maintenance, or the one that cancelled it): what the job promised outside the
+        engine (a FHIR Task, a notification) can say so. A job restarted and ending again calls it again."""
+        self._stop_handler = handler
+        return self
+
     def first_step(self, step_id: str, run: StepFunction, description: str = "") -> JobDefinitionBuilder:
         return self._add(StepDefinition(step_id, StepKind.FIRST, run=run, description=description))
 
@@ -335,7 +357,7 @@ class JobDefinitionBuilder:
             raise InvalidJobDefinition(f"job definition {self.id!r} v{self.version}: " + "; ".join(problems))
         return JobDefinition(self.id, self.version, self.description, tuple(self._parameters), tuple(self._steps),
                              self._gated, self._max_concurrent_chunks, self._validator, self._completion_handler,
-                             self._max_chunk_seconds, self._counted_step_id)
+                             self._max_chunk_seconds, self._counted_step_id, self._stop_handler)
 
     def _problems(self) -> list[str]:
         found = []

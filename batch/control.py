@@ -210,6 +210,7 @@ def cancel_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnaps
                                   error_message=f"Job instance cancelled at step {step}")
     if cancelled:
         settle_totals(instance.id)
+        flow.call_stop_handler(instance.id)
     instance.refresh_from_db()
     if not cancelled:
         raise JobStateConflict(f"job {instance.id} has already ended: it is {instance.status}")

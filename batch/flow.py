@@ -15,8 +15,9 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from batch.api import CompletedJob, JobDefinition, StepDefinition, StepKind
+from batch.api import CompletedJob, JobDefinition, StepDefinition, StepKind, StoppedJob
 from batch.claims import ClaimedJob
+from batch.exceptions import UnknownJobDefinition
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification, announce
 from batch.progress import compute_progress, settle_totals
@@ -213,4 +214,26 @@ def fail_job(instance_id: UUID, message: str) -> bool:
     if failed:
         settle_totals(instance_id)
         logger.warning("job %s failed: %s", instance_id, message)
+        call_stop_handler(instance_id)
     return failed
+
+
+def call_stop_handler(instance_id: UUID) -> None:
+    """Once the job's FAILED or CANCELLED is committed, its definition's stop handler (if any) with the row as
+    it then is; a handler that raises is logged, the job's status stays."""
+    def call() -> None:
+        instance = JobInstance.objects.get(id=instance_id)
+        try:
+            definition = registry.get(instance.definition_id, instance.definition_version)
+        except UnknownJobDefinition:
+            return
+        if definition.stop_handler is None or instance.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            return
+        try:
+            with transaction.atomic():
+                definition.stop_handler(StoppedJob(instance.id, instance.parameters, instance.status,
+                                                   instance.error_message))
+        except Exception:
+            logger.exception("job %s: the stop handler failed (the job stays %s)", instance.id, instance.status)
+
+    transaction.on_commit(call)

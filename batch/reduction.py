@@ -101,8 +101,9 @@ def run_reduction(definition: JobDefinition, instance: JobInstance) -> None:
 
 
 def on_reduction_failed(instance: JobInstance, attempt: int, message: str) -> None:
-    change_job_status(instance.id, JobStatus.FAILED, only_if=Q(reducer_attempts=attempt), error_message=message,
-                      end_time=database_now(), reducer_lease_expires_at=None)
+    if change_job_status(instance.id, JobStatus.FAILED, only_if=Q(reducer_attempts=attempt), error_message=message,
+                         end_time=database_now(), reducer_lease_expires_at=None):
+        flow.call_stop_handler(instance.id)
 
 
 def _inputs(instance_id: UUID, step_id: str, context: RunningStepContext) -> Iterator[dict[str, Any]]:

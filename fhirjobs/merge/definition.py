@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from batch.api import JobDefinition, JobDefinitionBuilder
-from fhirjobs.merge.steps import finish_merge, finish_replace_references, query_ids, replace_references_step
+from fhirjobs.merge.steps import (
+    finish_merge,
+    finish_replace_references,
+    query_ids,
+    replace_references_step,
+    stop_task,
+)
 
 MERGE_JOB = "MERGE"  # the definition ids: stored in every job row, never change
 REPLACE_REFERENCES_JOB = "REPLACE_REFERENCES"
@@ -24,6 +30,7 @@ MERGE: JobDefinition = (
                        "points one page's references at the target, a new version each, in one transaction")
     .reduction_step("finish-merge", finish_merge,
                     "updates both patients, writes the Provenance, completes the Task")
+    .on_stop(stop_task)  # a failed or cancelled job's Task says so
     .build()
 )
 
@@ -41,5 +48,6 @@ REPLACE_REFERENCES: JobDefinition = (
                        "points one page's references at the target, a new version each, in one transaction")
     .reduction_step("finish-replace-references", finish_replace_references,
                     "writes the Provenance, completes the Task")
+    .on_stop(stop_task)
     .build()
 )

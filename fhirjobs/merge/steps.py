@@ -22,10 +22,11 @@ from itertools import groupby
 
 from django.db import transaction
 
-from batch.api import DataSink, StepContext
+from batch.api import DataSink, StepContext, StoppedJob
 from fhirjobs.merge.models import MergedChunk
 from fhirjobs.merge.patients import MERGE, REPLACE_REFERENCES, complete_merge, record_provenance, task_body
 from fhirstore.authority import WriteAuthority
+from fhirstore.exceptions import ResourceGone, ResourceNotFound
 from fhirstore.referrers import referrer_keys, replace_references
 from fhirstore.storage import Write, read_resource, save_resources
 
@@ -127,6 +128,28 @@ def finish_replace_references(context: StepContext, inputs: Iterable[dict]) -> d
                                         status="completed", output=output),
                               if_match=task.version_id)], authority=authority)
     return report
+
+
+TASK_STATUS_OF_STOPPED_JOB = {"FAILED": "failed", "CANCELLED": "cancelled"}
+
+
+def stop_task(job: StoppedJob) -> None:
+    """The job's stop handler (HAPI's error-handler step): a failed or cancelled job's Task says so, with the
+    job's error as its `statusReason`, so no client follows an `in-progress` Task forever. A Task completed
+    already stays: the finishing step's transaction (the patients, the Provenance, the Task) won the race."""
+    parameters = job.parameters
+    try:
+        task = read_resource("Task", parameters["task_id"])
+    except (ResourceNotFound, ResourceGone):
+        return
+    if task.body["status"] == "completed":
+        return
+    operation = MERGE if "source_patient" in parameters else REPLACE_REFERENCES
+    body = task_body(parameters["task_id"], str(job.instance_id), *_source_and_target(parameters),
+                     operation=operation, status=TASK_STATUS_OF_STOPPED_JOB[job.status])
+    if job.error_message:
+        body["statusReason"] = {"text": job.error_message}
+    save_resources([Write(body, if_match=task.version_id)], authority=merge_authority(parameters["started_by"]))
 
 
 def _report(rewritten: list[str], parameters: dict, provenance: str) -> dict:

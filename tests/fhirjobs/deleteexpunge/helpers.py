@@ -20,8 +20,19 @@ def rows_of(resource_type: str, logical_ids=None) -> dict[str, int]:
     resources = Resource.objects.filter(resource_type=resource_type)
     if logical_ids is not None:
         resources = resources.filter(logical_id__in=list(logical_ids))
-    pks = list(resources.values_list("id", flat=True))
-    counts = {"resource": len(pks), "version": ResourceVersion.objects.filter(resource_id__in=pks).count()}
+    return rows_of_keys(list(resources.values_list("id", flat=True)))
+
+
+def keys_of(resource_type: str) -> list[int]:
+    """The row keys (pk) of every resource of the type: after a deletion, `rows_of_keys` of these finds what
+    was left behind, index rows included (their tables have no foreign key to stop an orphan)."""
+    return list(Resource.objects.filter(resource_type=resource_type).values_list("id", flat=True))
+
+
+def rows_of_keys(pks: list[int]) -> dict[str, int]:
+    """How many rows every table holds of the resources with these row keys, whether those still exist or not."""
+    counts = {"resource": Resource.objects.filter(id__in=pks).count(),
+              "version": ResourceVersion.objects.filter(resource_id__in=pks).count()}
     counts.update({model.__name__: model.objects.filter(resource_id__in=pks).count() for model in INDEX_TABLES})
     return counts
 

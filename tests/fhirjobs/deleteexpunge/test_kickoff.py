@@ -7,9 +7,10 @@ from django.contrib.auth.models import Permission
 
 from batch import control
 from batch.control import JobStatus
+from fhirstore.models import Resource
 from jobsite.tokens import token_for
 from tests.fhirjobs.deleteexpunge.conftest import DELETER_SCOPES
-from tests.fhirjobs.deleteexpunge.helpers import observation, patient, rows_of
+from tests.fhirjobs.deleteexpunge.helpers import no_rows, observation, patient, rows_of, rows_of_keys
 from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -133,6 +134,8 @@ def test_delete_of_a_type_with_expunge_deletes_every_match_sharing_one_last_upda
 
     store(*(observation(f"o{n:04}") for n in range(2100)), observation("other", code="2339-0"),
           at=datetime(2024, 1, 1, tzinfo=UTC))
+    matches = list(Resource.objects.filter(resource_type="Observation").exclude(logical_id="other")
+                   .values_list("id", flat=True))
     response = deleter.delete("/fhir/Observation?code=http://loinc.org|8867-4&_expunge=true")
     assert_outcome(response, 200, "submitted")
     bus.drain()
@@ -140,6 +143,7 @@ def test_delete_of_a_type_with_expunge_deletes_every_match_sharing_one_last_upda
     job = control.get_job(job_id)
     assert job.status == JobStatus.COMPLETED and job.step("delete-expunge").total == 3
     assert job.report == {"deleted": {"Observation": 2100}, "total": 2100}
+    assert rows_of_keys(matches) == no_rows()  # every table
     assert rows_of("Observation")["resource"] == 1
 
 

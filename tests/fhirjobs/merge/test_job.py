@@ -93,6 +93,42 @@ def test_an_async_merge_of_50_referrers_runs_in_pages_and_completes_its_task(bus
     assert read_resource("Patient", "src").body["link"][0]["type"] == "replaced-by"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_cancelled_merge_job_cancels_its_task():
+    store(patient("src"), patient("tgt"), observation("o1", "Patient/src"))
+    task = output(merge(asynchronous=True), "task")
+
+    control.cancel_job(task["identifier"][0]["value"])
+
+    cancelled = read_resource("Task", task["id"]).body
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["statusReason"] == {"text": "Job instance cancelled at step query-ids"}
+    assert cancelled["identifier"] == task["identifier"] and cancelled["input"] == task["input"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_merge_job_fails_its_task_and_a_restart_completes_it(bus, monkeypatch):
+    store(patient("src"), patient("tgt"), observation("o1", "Patient/src"))
+    task = output(merge(asynchronous=True), "task")
+    job_id = task["identifier"][0]["value"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the store is broken")
+    with monkeypatch.context() as patched:
+        patched.setattr("fhirjobs.merge.steps.replace_references", broken)
+        bus.drain()
+    assert control.get_job(job_id).status == JobStatus.FAILED
+    failed = read_resource("Task", task["id"]).body
+    assert failed["status"] == "failed" and "the store is broken" in failed["statusReason"]["text"]
+    assert versions("Observation") == {"o1": 1}
+
+    control.restart_job(job_id)
+    bus.drain()
+    assert control.get_job(job_id).status == JobStatus.COMPLETED
+    assert read_resource("Task", task["id"]).body["status"] == "completed"
+    assert versions("Observation") == {"o1": 2}
+
+
 def test_a_preview_counts_and_writes_nothing():
     store(patient("src"), patient("tgt"), observation("o1", "Patient/src"), encounter("e1", "Patient/src"))
     before = list(Resource.objects.order_by("id").values_list("resource_type", "logical_id", "version_id"))

@@ -1,0 +1,40 @@
+"""A job's stop handler (`JobDefinitionBuilder.on_stop`): called once, after commit, when the job ends FAILED
+or CANCELLED, so what the job promised outside the engine can say it stopped."""
+from __future__ import annotations
+
+import pytest
+
+from batch.control import cancel_job, get_job, start_job
+from batch.exceptions import JobFailed
+from batch.statuses import JobStatus
+from tests.batch.conftest import emit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def fail(context, sink) -> int:
+    raise JobFailed("bad row")
+
+
+def test_a_failed_job_calls_its_stop_handler_once_with_its_error(define_job, bus):
+    stopped = []
+    job = define_job(lambda b: b.first_step("plan", emit(2)).last_step("work", fail).on_stop(stopped.append))
+    instance = start_job(job.id, {})
+
+    bus.drain()
+
+    assert get_job(instance.id).status == JobStatus.FAILED
+    assert [(s.instance_id, s.status, s.error_message) for s in stopped] == [(instance.id, "FAILED", "bad row")]
+
+
+def test_a_cancelled_job_calls_its_stop_handler_and_a_completed_one_does_not(define_job, bus):
+    stopped = []
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", lambda c, s: 1).on_stop(stopped.append))
+    cancelled, completed = start_job(job.id, {}), start_job(job.id, {})
+
+    cancel_job(cancelled.id)
+    bus.drain()
+
+    assert get_job(completed.id).status == JobStatus.COMPLETED
+    assert [(s.instance_id, s.status, s.error_message) for s in stopped] == [
+        (cancelled.id, "CANCELLED", "Job instance cancelled at step plan")]
