@@ -326,6 +326,9 @@ CONTROL_MAX_REQUEST_BYTES = env_int("CONTROL_MAX_REQUEST_BYTES", 1024 * 1024, mi
 # --- FHIR store -----------------------------------------------------------------------------------
 FHIR_ALLOW_ANONYMOUS_READ = env_bool("FHIR_ALLOW_ANONYMOUS_READ", False)  # reads without a token or session
 FHIR_FULL_VALIDATION = env_bool("FHIR_FULL_VALIDATION", False)  # validate every write against the R4B models
+# Bulk imports and reindexes extract the built-in search parameters' index rows inside PostgreSQL
+# (fhirstore.index_sql); false: in Python, row by row, as single writes do (the oracle, and a way back).
+FHIR_INDEX_IN_DATABASE = env_bool("FHIR_INDEX_IN_DATABASE", True)
 # Synthea's largest single-patient transaction bundles are ~20 MB; anything beyond this is refused (413).
 FHIR_MAX_REQUEST_BYTES = env_int("FHIR_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
 # Bodies up to the larger API limit are read by Django (the edge checks them first); the admin's forms too.
@@ -429,7 +432,7 @@ STORAGES = {
 CLUSTER_WIDE_SETTINGS = (
     "SECRET_KEY", "REPLACE_HYPHENS_WITH_PERIODS", "BATCH_LEASE_SECONDS", "BATCH_MAX_CHUNK_RETRIES",
     "BATCH_MAX_CHUNK_SECONDS", "BATCH_NODE_TIMEOUT_SECONDS", "BATCH_DIAGNOSTIC_JOBS", "BATCH_CLIENT_JOB_DEFINITIONS",
-    "FHIR_ALLOW_ANONYMOUS_READ", "FHIR_FULL_VALIDATION", "FHIR_SEARCH_WHILE_INDEXING", "REINDEX_MAX_CONCURRENT_CHUNKS",
+    "FHIR_ALLOW_ANONYMOUS_READ", "FHIR_FULL_VALIDATION", "FHIR_INDEX_IN_DATABASE", "FHIR_SEARCH_WHILE_INDEXING", "REINDEX_MAX_CONCURRENT_CHUNKS",
     "BULK_EXPORT_CHUNK_SIZE", "BULK_EXPORT_RETENTION_SECONDS", "BULK_EXPORT_MAX_RUNNING_PER_USER",
     "BULK_EXPORT_MAX_CONCURRENT_CHUNKS", "BULK_EXPORT_STORAGE_BACKEND", "BULK_EXPORT_STORAGE_OPTIONS",
     "BULK_IMPORT_CHUNK_SIZE", "BULK_IMPORT_ALLOWED_SOURCES", "BULK_IMPORT_FILE_ROOT", "BULK_IMPORT_MAX_FILE_BYTES",
