@@ -332,8 +332,9 @@ def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequenc
     return len(rows)
 
 
-# Scratch tables of a reindex page (this session's, emptied at commit): the bodies as read, in one snapshot, and
-# the index rows extracted from them, compared with the stored rows in SQL.
+# Scratch tables of a reindex page (this session's, emptied at commit, and at the start of a page in case the caller's
+# transaction holds several): the bodies as read, in one snapshot, and the index rows extracted from them,
+# compared with the stored rows in SQL.
 _SCRATCH_PAGE = "reindex_page"
 _SCRATCH = {kind: f"reindex_{model._meta.db_table}" for kind, (model, _) in INDEX_COLUMNS.items()}
 _SCRATCH_TABLES = (
@@ -341,6 +342,7 @@ _SCRATCH_TABLES = (
     " ON COMMIT DELETE ROWS;"
     + "".join(f"CREATE TEMP TABLE IF NOT EXISTS {_SCRATCH[kind]} (LIKE {model._meta.db_table}) ON COMMIT DELETE ROWS;"
               for kind, (model, _) in INDEX_COLUMNS.items())
+    + "".join(f"DELETE FROM {table};" for table in (_SCRATCH_PAGE, *_SCRATCH.values()))
 )
 _SQL_KIND = {"tokens": "token", "strings": "string", "dates": "date", "references": "reference"}
 

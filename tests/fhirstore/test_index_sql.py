@@ -7,9 +7,11 @@ from collections import Counter
 import pytest
 from django.db import connection, transaction
 
+from fhirjobs.bulkimport.inline import load_paths
 from fhirstore.index_sql import TABLE_OF_KIND, compiled_params, insert_index_rows, python_only_params
 from fhirstore.models import Resource
 from fhirstore.search_params import REGISTRY
+from fhirstore.storage import reindex_resources
 from fhirstore.synthetic import generate_resources
 from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, store
 
@@ -149,3 +151,65 @@ def test_every_built_in_parameter_with_rows_of_its_own_compiles_to_sql():
 
     assert python_only_params() == ()
     assert {(p.resource_type, p.name) for p in compiled_params()} == stored
+
+
+def rows_by_key() -> dict[str, set[tuple]]:
+    """The index rows with the resource as (type, logical id): comparable across two loads."""
+    keys = dict(Resource.objects.values_list("id", "resource_type")), dict(Resource.objects.values_list("id",
+                                                                                                         "logical_id"))
+    return {kind: {(keys[0][row[0]], keys[1][row[0]], *row[2:]) for row in rows}
+            for kind, rows in stored_rows().items()}
+
+
+@pytest.mark.django_db
+def test_a_reindex_in_the_database_repairs_exactly_the_rows_that_differ_and_leaves_the_others_alone():
+    store(*synthea_resources())
+    python = stored_rows()
+    procedure_ids = list(Resource.objects.filter(resource_type="Procedure").values_list("logical_id", flat=True))
+    damaged = Resource.objects.filter(resource_type="Patient").order_by("id").first()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM fhirstore_stringindex WHERE resource_id = %s AND param = 'family'", [damaged.pk])
+        cursor.execute("INSERT INTO fhirstore_tokenindex VALUES ('Patient', 'gender', 'stale', '', %s)",
+                       [damaged.pk])
+        cursor.execute("SELECT ctid::text FROM fhirstore_tokenindex WHERE resource_type = 'Procedure'")
+        procedure_tokens_before = set(cursor.fetchall())
+
+    assert reindex_resources("Patient", [damaged.logical_id], in_database=True) == 1
+    assert reindex_resources("Procedure", procedure_ids, in_database=True) == len(procedure_ids)
+
+    assert stored_rows() == python
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT ctid::text FROM fhirstore_tokenindex WHERE resource_type = 'Procedure'")
+        assert set(cursor.fetchall()) == procedure_tokens_before  # rows found right were not rewritten
+
+
+@pytest.mark.django_db
+def test_a_reindex_in_the_database_of_some_parameters_touches_only_theirs():
+    store(*json.loads(json.dumps(CORNERS)))
+    python = stored_rows()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM fhirstore_tokenindex WHERE resource_type = 'Patient'")
+
+    reindex_resources("Patient", ["corner-names", "corner-inactive", "corner-date-newline"], params=["gender"],
+                      in_database=True)
+
+    tokens = stored_rows()["token"]
+    assert {row[2] for row in tokens if row[1] == "Patient"} == {"gender"}
+    assert {row for row in tokens if row[2] == "gender"} == {row for row in python["token"] if row[2] == "gender"}
+
+
+@pytest.mark.django_db
+def test_a_bulk_load_indexes_the_same_rows_in_the_database_as_in_python(settings):
+    settings.FHIR_INDEX_IN_DATABASE = False
+    load_paths([SYNTHEA_NDJSON])
+    in_python = rows_by_key()
+    Resource.objects.all().delete()
+    with connection.cursor() as cursor:
+        for table in TABLE_OF_KIND.values():
+            cursor.execute(f"DELETE FROM {table}")
+
+    settings.FHIR_INDEX_IN_DATABASE = True
+    load_paths([SYNTHEA_NDJSON])
+
+    assert rows_by_key() == in_python
+    assert sum(map(len, in_python.values())) > 2000
