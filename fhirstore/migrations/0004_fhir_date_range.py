@@ -4,8 +4,9 @@ from django.db import migrations
 
 # No row where `parse_date_range` answers None. Python's `datetime` holds years 1-9999 only: where it overflows
 # (OverflowError) there is no row either; a year-only value of 9999 has no upper bound (HIGHEST). `$` of Python's
-# `re` also matches before a final newline: `\n?$` here. The shape is checked by one regular expression without
-# captures (PostgreSQL's fast path: ~50x cheaper than `regexp_match`), the parts are then read by position.
+# `re` also matches before a final newline: here too. The shape (`9999-99-99T99:99:99.9…+99:99`) is checked with
+# `translate` and string comparisons, the parts are then read by position: PostgreSQL's regular expressions
+# cost 10-50 µs a value here (captures, bounded repeats), this ~1 µs.
 # A set-returning SQL function, not strict: the planner inlines it; `OFFSET 0` keeps each step's values computed
 # once (inlined, every expression would be copied into the next).
 CREATE = r"""
@@ -50,17 +51,24 @@ SELECT low, high FROM (
           FROM (
             SELECT b, length(b) AS nb, z
             FROM (
-              SELECT left(v, length(v) - length(z)) AS b, z
+              SELECT b, z, translate(b, '012345678', '999999999') AS shape
               FROM (
-                SELECT v, CASE WHEN length(v) < 16 THEN '' WHEN right(v, 1) = 'Z' THEN 'Z'
-                               WHEN substr(v, length(v) - 5, 1) IN ('+', '-') THEN right(v, 6) ELSE '' END AS z
-                FROM (SELECT CASE WHEN right(value, 1) = E'\n' THEN left(value, -1) ELSE value END AS v OFFSET 0) stripped
-                WHERE value ~ '^[0-9]{4}(-[0-9]{2}(-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?\n?$'
+                SELECT left(v, length(v) - length(z)) AS b, z
+                FROM (
+                  SELECT v, CASE WHEN length(v) < 16 THEN '' WHEN right(v, 1) = 'Z' THEN 'Z'
+                                 WHEN substr(v, length(v) - 5, 1) IN ('+', '-') THEN right(v, 6) ELSE '' END AS z
+                  FROM (SELECT CASE WHEN right(value, 1) = E'\n' THEN left(value, -1) ELSE value END AS v OFFSET 0) stripped
+                  OFFSET 0
+                ) zoned
                 OFFSET 0
-              ) zoned
+              ) split
               OFFSET 0
-            ) split
-            OFFSET 0
+            ) shaped
+            WHERE (shape IN ('9999', '9999-99', '9999-99-99', '9999-99-99T99:99', '9999-99-99T99:99:99')
+                   OR (length(shape) > 20 AND left(shape, 20) = '9999-99-99T99:99:99.'
+                       AND substr(shape, 21) = repeat('9', length(shape) - 20)))
+              AND (z = '' OR (length(b) >= 16
+                              AND (z = 'Z' OR translate(z, '012345678', '999999999') IN ('+99:99', '-99:99'))))
           ) measured
           OFFSET 0
         ) parts
