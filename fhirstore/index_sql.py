@@ -102,12 +102,12 @@ _WANTED = (" WHERE NOT (r.resource_type || ' ' || p.param) = ANY(%(skip)s)"
 _L = INDEXED_TEXT_LENGTH
 
 # `search_params._tokens`: a CodeableConcept's codings, else the value itself; then a boolean, a string, a
-# Coding's code, an Identifier's value. `str(value.get("system", ""))` for the system.
+# Coding's code, an Identifier's value. `str(value.get("system", ""))` for the system. One set-returning call
+# per value (each costs a few µs in PostgreSQL; expressions far less).
 _TOKEN_SELECT = (
     "SELECT DISTINCT r.id, r.resource_type, p.param, left(t.system, {L}), left(t.code, {L}) " + _VALUES +
-    " CROSS JOIN LATERAL (SELECT c FROM jsonb_array_elements(v->'coding') AS c"
-    "  WHERE jsonb_typeof(v->'coding') = 'array'"
-    "  UNION ALL SELECT v WHERE jsonb_typeof(v->'coding') IS DISTINCT FROM 'array') AS l(c)"
+    " CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(v->'coding') = 'array' THEN v->'coding'"
+    "  ELSE jsonb_build_array(v) END) AS c"
     " CROSS JOIN LATERAL (SELECT"
     "  CASE jsonb_typeof(c->'system') WHEN 'string' THEN c->>'system' WHEN 'null' THEN 'None'"
     "   WHEN 'boolean' THEN initcap(c->>'system') WHEN 'number' THEN c->>'system' ELSE '' END AS system,"
@@ -118,14 +118,14 @@ _TOKEN_SELECT = (
     + _WANTED + " AND t.code <> ''"
 )
 
-# `search_params._strings`: a string, or the string parts (one level of list) of a HumanName or Address.
+# `search_params._strings`: a string, or the string parts (one level of list) of a HumanName or Address: the
+# parts gathered in one array (an absent one is a JSON null), walked two levels deep by one lax path.
 _STRING_FOUND = (
-    "SELECT DISTINCT r.id, r.resource_type, p.param, s.text " + _VALUES +
-    " CROSS JOIN LATERAL (SELECT v #>> '{{}}' WHERE jsonb_typeof(v) = 'string'"
-    "  UNION ALL SELECT x #>> '{{}}' FROM unnest(ARRAY[" + ", ".join(map(_literal, _STRING_PARTS)) + "]) AS k,"
-    "   jsonb_path_query(v -> k, 'lax $[*]') AS x"
-    "   WHERE jsonb_typeof(v) = 'object' AND jsonb_typeof(x) = 'string') AS s(text)"
-    + _WANTED + " AND s.text <> ''"
+    "SELECT DISTINCT r.id, r.resource_type, p.param, s.x #>> '{{}}' AS text " + _VALUES +
+    " CROSS JOIN LATERAL jsonb_path_query(CASE jsonb_typeof(v) WHEN 'string' THEN jsonb_build_array(v)"
+    "  WHEN 'object' THEN jsonb_build_array(" + ", ".join(f"v->{_literal(part)}" for part in _STRING_PARTS) + ")"
+    "  END, 'lax $[*][*]') AS s(x)"
+    + _WANTED + " AND jsonb_typeof(s.x) = 'string' AND s.x <> '\"\"'"
 )
 
 # `search_params._date_range`: a date/dateTime/instant, or a Period (an absent or unreadable end is open).
