@@ -46,6 +46,7 @@ class CompiledParam:
     name: str  # the `param` column of its rows
     kind: str
     json_paths: tuple[str, ...]
+    first_elements: tuple[str, ...]  # each path's first element: most are absent from a resource, and `?` is cheap
     targets: tuple[str, ...]
 
 
@@ -62,7 +63,7 @@ def _compiles(param: SearchParam) -> bool:
 def compiled_params() -> tuple[CompiledParam, ...]:
     """Every built-in parameter with rows of its own whose extraction SQL expresses."""
     return tuple(CompiledParam(p.resource_type, p.name, p.kind, tuple(json_path(path) for path in p.paths),
-                               p.targets)
+                               tuple(path.split(".")[0] for path in p.paths), p.targets)
                  for params in REGISTRY.values() for p in params.values()
                  if p.stored_as is None and _compiles(p))
 
@@ -84,17 +85,17 @@ def _literal(text: str) -> str:
 
 def _param_table(kind: str) -> str:
     """The compiled parameters of one kind as a VALUES list: (resource_type, param, path, targets)."""
-    rows = [f"({_literal(p.resource_type)}, {_literal(p.name)}, {_literal(path)}::jsonpath, "
+    rows = [f"({_literal(p.resource_type)}, {_literal(p.name)}, {_literal(path)}::jsonpath, {_literal(first)}, "
             + (f"ARRAY[{', '.join(map(_literal, p.targets))}]::text[])" if p.targets else "NULL::text[])")
-            for p in compiled_params() if p.kind == kind for path in p.json_paths]
-    return f"(VALUES {', '.join(rows)}) AS p(resource_type, param, path, targets)"
+            for p in compiled_params() if p.kind == kind for path, first in zip(p.json_paths, p.first_elements)]
+    return f"(VALUES {', '.join(rows)}) AS p(resource_type, param, path, first, targets)"
 
 
 # The values of one kind's parameters in the bodies of the source rows `r` (id, resource_type, body), as
 # (r.id, r.resource_type, p.param, v): v each JSON value a path finds; _WANTED: %(skip)s: "type param" pairs left to
 # Python; %(only)s: the index names wanted, or NULL for all.
 _VALUES = (" FROM (SELECT id, resource_type, body || '{{}}'::jsonb AS body FROM {source} s OFFSET 0) r"
-           " JOIN {params} ON p.resource_type = r.resource_type"
+           " JOIN {params} ON p.resource_type = r.resource_type AND r.body ? p.first"
            " CROSS JOIN LATERAL jsonb_path_query(r.body, p.path) AS v")
 _WANTED = (" WHERE NOT (r.resource_type || ' ' || p.param) = ANY(%(skip)s)"
            " AND (%(only)s::text[] IS NULL OR p.param = ANY(%(only)s::text[]))")
