@@ -326,9 +326,10 @@ CONTROL_MAX_REQUEST_BYTES = env_int("CONTROL_MAX_REQUEST_BYTES", 1024 * 1024, mi
 # --- FHIR store -----------------------------------------------------------------------------------
 FHIR_ALLOW_ANONYMOUS_READ = env_bool("FHIR_ALLOW_ANONYMOUS_READ", False)  # reads without a token or session
 FHIR_FULL_VALIDATION = env_bool("FHIR_FULL_VALIDATION", False)  # validate every write against the R4B models
-# Bulk imports and reindexes extract the built-in search parameters' index rows inside PostgreSQL
-# (fhirstore.index_sql); false: in Python, row by row, as single writes do (the oracle, and a way back).
-FHIR_INDEX_IN_DATABASE = env_bool("FHIR_INDEX_IN_DATABASE", True)
+# true: bulk imports and reindexes extract the built-in search parameters' index rows inside PostgreSQL
+# (fhirstore.index_sql). Off by default: on the 2-core bench it costs more CPU than the Python extraction
+# (docs/reindex.md, Performance), and the Python extraction is what single writes use anyway.
+FHIR_INDEX_IN_DATABASE = env_bool("FHIR_INDEX_IN_DATABASE", False)
 # Synthea's largest single-patient transaction bundles are ~20 MB; anything beyond this is refused (413).
 FHIR_MAX_REQUEST_BYTES = env_int("FHIR_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
 # Bodies up to the larger API limit are read by Django (the edge checks them first); the admin's forms too.

@@ -2,9 +2,9 @@
 
 Each line is parsed and checked as the REST API checks a PUT (a known type, an id, sound references;
 R4B validation when FHIR_FULL_VALIDATION), its references resolved, and the good ones written in
-set-based batches through `storage.save_changed_resources` (COPY of resources, index rows of the built-in
-search parameters extracted inside PostgreSQL unless FHIR_INDEX_IN_DATABASE is false; one short transaction
-per batch; unchanged content makes no new version). A bad line never stops the others: it
+set-based batches through `storage.save_changed_resources` (COPY of resources and index rows; with
+FHIR_INDEX_IN_DATABASE the built-in search parameters' rows extracted inside PostgreSQL instead; one short
+transaction per batch; unchanged content makes no new version). A bad line never stops the others: it
 becomes an `Issue` naming its file and line. So does a line the importer may not write (a SearchParameter,
 without the authority to manage them: `fhirstore.authority`), refused here and again by `storage`.
 

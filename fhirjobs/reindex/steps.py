@@ -3,7 +3,7 @@
 generate-ranges → load-ids → reindex, as HAPI's. The first two are the shared range walk
 (`fhirjobs.common.ranges`: ranges of logical ids, then the matching ids in pages of batch_size); `reindex`
 rebuilds the index rows of one page in one short transaction (`storage.reindex_resources`; the built-in
-parameters extracted and compared inside PostgreSQL unless FHIR_INDEX_IN_DATABASE is false).
+parameters extracted and compared inside PostgreSQL when FHIR_INDEX_IN_DATABASE).
 
 Every chunk is the same work when run again (a lost worker, a restart): ranges and pages derive from the
 parameters and the ids, and a reindex of a resource replaces its rows. A restart resumes from the chunks
