@@ -74,10 +74,28 @@ class Registry:
         """The index rows of a resource: the built-in table's, with custom parameters replacing or adding."""
         resource_type = resource["resourceType"]
         rows = extractor_for(resource_type)(resource)
-        custom = [c for c in self.by_type.get(resource_type, {}).values() if c.expression is not None]
+        custom = self._indexed(resource_type)
         if not custom:
             return rows
         rows = only_params(rows, exclude={c.param.name for c in custom})
+        self._add_custom_rows(rows, resource, custom)
+        return rows
+
+    def extract_custom(self, resource: dict) -> IndexRows:
+        """The index rows of a resource's custom parameters only (the built-in ones are extracted in SQL)."""
+        rows = IndexRows()
+        self._add_custom_rows(rows, resource, self._indexed(resource["resourceType"]))
+        return rows
+
+    def replacing(self, resource_type: str) -> set[str]:
+        """The codes of the custom parameters of a type that are indexed (a built-in one of that code is not)."""
+        return {c.param.name for c in self._indexed(resource_type)}
+
+    def _indexed(self, resource_type: str) -> list[CustomParam]:
+        return [c for c in self.by_type.get(resource_type, {}).values() if c.expression is not None]
+
+    def _add_custom_rows(self, rows: IndexRows, resource: dict, custom: Iterable[CustomParam]) -> None:
+        resource_type = resource["resourceType"]
         for parameter in custom:
             try:
                 values = self._evaluator(parameter)(resource)
@@ -86,7 +104,6 @@ class Registry:
                                resource_type, resource.get("id"), error)
                 continue
             add_index_values(rows, parameter.param, values)
-        return rows
 
     def _evaluator(self, parameter: CustomParam) -> Callable[[dict], list]:
         key = (parameter.param.resource_type, parameter.param.name)
@@ -125,9 +142,14 @@ def index_extractor(*, exclusive: bool = False) -> Callable[[dict], IndexRows]:
 
     `exclusive` for a transaction that changes SearchParameters: take it before any other lock.
     """
+    return index_registry(exclusive=exclusive).extract
+
+
+def index_registry(*, exclusive: bool = False) -> Registry:
+    """The custom parameters for a write transaction, after taking the parameters lock (as `index_extractor`)."""
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT pg_advisory_xact_lock{'' if exclusive else '_shared'}(%s)", [PARAMETERS_LOCK])
-    return current_registry().extract
+    return current_registry()
 
 
 def only_params(rows: IndexRows, *, keep: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> IndexRows:

@@ -40,7 +40,8 @@ from fhirstore.models import (
     TokenIndex,
 )
 from fhirstore.resource_types import is_resource_type
-from fhirstore.custom_params import index_extractor, only_params, sync_search_parameters
+from fhirstore.custom_params import Registry, index_extractor, index_registry, only_params, sync_search_parameters
+from fhirstore.index_sql import TABLE_OF_KIND, insert_index_rows
 from fhirstore.search_params import IndexRows
 
 # Each kind of IndexRows: its table and the columns its tuples fill, after resource_id and resource_type.
@@ -134,9 +135,10 @@ def _unique_keys(writes: Sequence[Write]) -> list[tuple[str, str]]:
 
 def _write_locked(cursor, writes: Sequence[Write], keys: Sequence[tuple[str, str]],
                   existing: dict[tuple[str, str], tuple[int, int, bool]], extract: Callable[[dict], IndexRows],
-                  now: datetime | None) -> tuple[list[StoredVersion], list[int]]:
+                  now: datetime | None, registry: Registry | None = None) -> tuple[list[StoredVersion], list[int]]:
     """The writing half of `save_resources`, once the parameters lock is taken and the rows are locked.
-    Returns the versions and their rows' ids."""
+    Returns the versions and their rows' ids. With a `registry`, `extract` gives the custom parameters' rows
+    only, and the built-in ones are extracted in SQL from the rows written (`index_sql`)."""
     if not writes:
         return [], []
     now = now or _transaction_start(cursor)
@@ -172,7 +174,18 @@ def _write_locked(cursor, writes: Sequence[Write], keys: Sequence[tuple[str, str
                 [now, *map(list, zip(*updated_rows))],
             )
         _write_index_rows(cursor, index_items)
+        if registry is not None:
+            _insert_built_in_index_rows(cursor, [pk for pk, _, _ in index_items], registry)
     return results, [pk for pk, _, _ in index_items]
+
+
+def _insert_built_in_index_rows(cursor, pks: Sequence[int], registry: Registry) -> None:
+    """The built-in parameters' index rows of these resources, extracted in SQL from their stored bodies."""
+    cursor.execute("SELECT DISTINCT resource_type FROM fhirstore_resource WHERE id = ANY(%s)", [list(pks)])
+    skip = [(resource_type, name) for (resource_type,) in cursor.fetchall()
+            for name in registry.replacing(resource_type)]
+    insert_index_rows(cursor, source="(SELECT id, resource_type, body FROM fhirstore_resource WHERE id = ANY(%(ids)s))",
+                      source_params={"ids": list(pks)}, targets=TABLE_OF_KIND, skip=skip)
 
 
 def _sync_search_parameters(results: Sequence[StoredVersion], pks: Sequence[int]) -> None:
@@ -189,14 +202,16 @@ def _json_text(body: dict) -> str:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def save_changed_resources(writes: Sequence[Write], *, authority: WriteAuthority, now: datetime | None = None
-                           ) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
+def save_changed_resources(writes: Sequence[Write], *, authority: WriteAuthority, now: datetime | None = None,
+                           index_in_database: bool = False) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
     """`save_resources` for imports: a resource whose content equals its current version is left alone.
 
     "Equal" ignores `meta.versionId` and `meta.lastUpdated` (the source's, or ours), so loading the same
     data again makes no new version. Returns the versions written and the `(type, id)`s left unchanged.
     The comparison is one statement over the batch, and only for resources that exist already. Forbidden as
     `save_resources` when `authority` may not write one of the types (even an unchanged one).
+    `index_in_database`: the built-in parameters' index rows are extracted in PostgreSQL (`index_sql`), a few
+    statements for the batch; only custom parameters are evaluated in Python.
     """
     if not writes:
         return [], set()
@@ -205,7 +220,8 @@ def save_changed_resources(writes: Sequence[Write], *, authority: WriteAuthority
     authority.check(resource_type for resource_type, _ in keys)
     # The parameters lock before any row lock, in the order save_resources takes them (no lock-order deadlock).
     changes_parameters = any(resource_type == "SearchParameter" for resource_type, _ in keys)
-    extract = index_extractor(exclusive=changes_parameters)
+    registry = index_registry(exclusive=changes_parameters)
+    extract = registry.extract_custom if index_in_database else registry.extract
     with connection.cursor() as cursor:
         existing = _lock_current_rows(cursor, keys)
         candidates = [(key, _without_version_meta(write.resource)) for write, key in zip(writes, keys)
@@ -225,7 +241,7 @@ def save_changed_resources(writes: Sequence[Write], *, authority: WriteAuthority
             unchanged = {(resource_type, logical_id) for resource_type, logical_id in cursor.fetchall()}
         changed = [(write, key) for write, key in zip(writes, keys) if key not in unchanged]
         results, pks = _write_locked(cursor, [write for write, _ in changed], [key for _, key in changed],
-                                     existing, extract, now)
+                                     existing, extract, now, registry if index_in_database else None)
     if changes_parameters:
         _sync_search_parameters(results, pks)
     return results, unchanged
@@ -270,7 +286,8 @@ def delete_resource(resource_type: str, logical_id: str, *, authority: WriteAuth
     return StoredVersion(resource_type, logical_id, version_id + 1, now, True, None)
 
 
-def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequence[str] | None = None) -> int:
+def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequence[str] | None = None,
+                      in_database: bool = False) -> int:
     """Re-extract the search index rows of these resources (after the parameters changed), set-based.
 
     Takes a page of ids (the REINDEX job's `load-ids` pages); returns how many current resources were reindexed. `params`
@@ -283,7 +300,12 @@ def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequenc
     its rows replaced by that write. So a reindex that finds the rows right (most of them, after one
     parameter changed) writes nothing: no row locks, no dirtied pages, no WAL competing with the live API.
     One short transaction, which holds the parameters lock: the extraction cannot change halfway.
+
+    `in_database`: the built-in parameters' rows are extracted in PostgreSQL (`index_sql`) into scratch tables
+    and compared there; only custom parameters are evaluated in Python. Otherwise every row goes through Python.
     """
+    if in_database:
+        return _reindex_in_database(resource_type, ids, params)
     with transaction.atomic():
         extract = index_extractor()
         with connection.cursor() as cursor:
@@ -308,6 +330,82 @@ def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequenc
                     _copy(cursor, model, ("resource_id", "resource_type", *columns),
                           ((pk, resource_type, *row) for pk, *row in sorted(missing)))
     return len(rows)
+
+
+# Scratch tables of a reindex page (this session's, emptied at commit, and at the start of a page in case the caller's
+# transaction holds several): the bodies as read, in one snapshot, and the index rows extracted from them,
+# compared with the stored rows in SQL.
+_SCRATCH_PAGE = "reindex_page"
+_SCRATCH = {kind: f"reindex_{model._meta.db_table}" for kind, (model, _) in INDEX_COLUMNS.items()}
+_SCRATCH_TABLES = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_SCRATCH_PAGE} (id bigint, resource_type text, version_id int, body jsonb)"
+    " ON COMMIT DELETE ROWS;"
+    + "".join(f"CREATE TEMP TABLE IF NOT EXISTS {_SCRATCH[kind]} (LIKE {model._meta.db_table}) ON COMMIT DELETE ROWS;"
+              for kind, (model, _) in INDEX_COLUMNS.items())
+    + "".join(f"DELETE FROM {table};" for table in (_SCRATCH_PAGE, *_SCRATCH.values()))
+)
+_SQL_KIND = {"tokens": "token", "strings": "string", "dates": "date", "references": "reference"}
+
+
+def _reindex_in_database(resource_type: str, ids: Sequence[str], params: Sequence[str] | None) -> int:
+    """`reindex_resources` with the built-in parameters extracted and every row compared in PostgreSQL."""
+    with transaction.atomic():
+        registry = index_registry()
+        with connection.cursor() as cursor:
+            cursor.execute(_SCRATCH_TABLES)
+            cursor.execute(
+                f"INSERT INTO {_SCRATCH_PAGE} SELECT id, resource_type, version_id, body FROM fhirstore_resource"
+                " WHERE resource_type = %s AND logical_id = ANY(%s) AND NOT deleted RETURNING id, version_id",
+                [resource_type, list(ids)],
+            )
+            versions = dict(cursor.fetchall())
+            custom = registry.replacing(resource_type)
+            if custom and (params is None or custom & set(params)):
+                cursor.execute(f"SELECT id, body::text FROM {_SCRATCH_PAGE}")
+                items = []
+                for pk, body in cursor.fetchall():
+                    extracted = registry.extract_custom(json.loads(body))
+                    items.append((pk, resource_type, only_params(extracted, keep=params) if params is not None
+                                  else extracted))
+                for kind, (model, columns) in INDEX_COLUMNS.items():
+                    _copy_into(cursor, _SCRATCH[kind], ("resource_id", "resource_type", *columns), _rows(items, kind))
+            insert_index_rows(cursor, source=_SCRATCH_PAGE, source_params={},
+                              targets={_SQL_KIND[kind]: table for kind, table in _SCRATCH.items() if kind in _SQL_KIND},
+                              skip=[(resource_type, name) for name in custom], only=params)
+            only = " AND param = ANY(%(params)s)" if params is not None else ""
+            # The stored rows by the resource index: a scratch table has no statistics to plan a join with.
+            arguments = {"params": list(params) if params is not None else None, "page": list(versions)}
+            differences = " UNION ".join(
+                f"(SELECT resource_id FROM (SELECT resource_id, {', '.join(columns)} FROM {_SCRATCH[kind]}"
+                f" EXCEPT SELECT resource_id, {', '.join(columns)} FROM {model._meta.db_table}"
+                f" WHERE resource_id = ANY(%(page)s){only}) missing)"
+                f" UNION (SELECT resource_id FROM (SELECT resource_id, {', '.join(columns)} FROM {model._meta.db_table}"
+                f" WHERE resource_id = ANY(%(page)s){only}"
+                f" EXCEPT SELECT resource_id, {', '.join(columns)} FROM {_SCRATCH[kind]}) stale)"
+                for kind, (model, columns) in INDEX_COLUMNS.items())
+            cursor.execute(differences, arguments)
+            differing = sorted(pk for (pk,) in cursor.fetchall())
+            if not differing:
+                return len(versions)
+            # Locked, the stored rows are compared again: another chunk may have corrected them meanwhile.
+            cursor.execute("SELECT id, version_id FROM fhirstore_resource WHERE id = ANY(%s) AND NOT deleted"
+                           " ORDER BY id FOR UPDATE", [differing])
+            arguments["still"] = [pk for pk, version_id in cursor.fetchall() if versions[pk] == version_id]
+            for kind, (model, columns) in INDEX_COLUMNS.items():
+                same = " AND ".join(f"w.{column} = x.{column}" for column in columns)
+                cursor.execute(
+                    f"DELETE FROM {model._meta.db_table} x WHERE resource_id = ANY(%(still)s){only}"
+                    f" AND NOT EXISTS (SELECT FROM {_SCRATCH[kind]} w WHERE w.resource_id = x.resource_id AND {same})",
+                    arguments,
+                )
+                cursor.execute(
+                    f"INSERT INTO {model._meta.db_table} (resource_id, resource_type, {', '.join(columns)})"
+                    f" SELECT DISTINCT resource_id, resource_type, {', '.join(columns)} FROM {_SCRATCH[kind]} w"
+                    f" WHERE resource_id = ANY(%(still)s) AND NOT EXISTS (SELECT FROM {model._meta.db_table} x"
+                    f" WHERE x.resource_id = w.resource_id AND {same})",
+                    arguments,
+                )
+    return len(versions)
 
 
 def _index_differences(cursor, rows: dict[int, IndexRows], params: Sequence[str] | None
@@ -504,13 +602,15 @@ def _rows(items: list[tuple[int, str, IndexRows]], kind: str) -> Iterator[tuple]
 
 
 def _copy(cursor, model, columns: Sequence[str], rows: Iterable[tuple]) -> None:
+    _copy_into(cursor, model._meta.db_table, columns, rows)
+
+
+def _copy_into(cursor, table: str, columns: Sequence[str], rows: Iterable[tuple]) -> None:
     rows = iter(rows)
     first = next(rows, None)
     if first is None:
         return
-    with connection.wrap_database_errors, cursor.copy(
-        f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN"
-    ) as copy:
+    with connection.wrap_database_errors, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         copy.write_row(first)
         for row in rows:
             copy.write_row(row)

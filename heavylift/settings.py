@@ -351,6 +351,10 @@ CONTROL_MAX_REQUEST_BYTES = env_int("CONTROL_MAX_REQUEST_BYTES", 1024 * 1024, mi
 # --- FHIR store -----------------------------------------------------------------------------------
 FHIR_ALLOW_ANONYMOUS_READ = env_bool("FHIR_ALLOW_ANONYMOUS_READ", False)  # reads without a token or session
 FHIR_FULL_VALIDATION = env_bool("FHIR_FULL_VALIDATION", False)  # validate every write against the R4B models
+# true: bulk imports and reindexes extract the built-in search parameters' index rows inside PostgreSQL
+# (fhirstore.index_sql). Off by default: on the 2-core bench it costs more CPU than the Python extraction
+# (docs/reindex.md, Performance), and the Python extraction is what single writes use anyway.
+FHIR_INDEX_IN_DATABASE = env_bool("FHIR_INDEX_IN_DATABASE", False)
 # Synthea's largest single-patient transaction bundles are ~20 MB; anything beyond this is refused (413).
 FHIR_MAX_REQUEST_BYTES = env_int("FHIR_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
 # Bodies up to the larger API limit are read by Django (the edge checks them first); the admin's forms too.
@@ -466,7 +470,8 @@ STORAGES = {
 CLUSTER_WIDE_SETTINGS = (
     "SECRET_KEY", "REPLACE_HYPHENS_WITH_PERIODS", "BATCH_LEASE_SECONDS", "BATCH_MAX_CHUNK_RETRIES",
     "BATCH_MAX_CHUNK_SECONDS", "BATCH_NODE_TIMEOUT_SECONDS", "BATCH_DIAGNOSTIC_JOBS", "BATCH_CLIENT_JOB_DEFINITIONS",
-    "FHIR_ALLOW_ANONYMOUS_READ", "FHIR_FULL_VALIDATION", "FHIR_SEARCH_WHILE_INDEXING", "REINDEX_MAX_CONCURRENT_CHUNKS",
+    "FHIR_ALLOW_ANONYMOUS_READ", "FHIR_FULL_VALIDATION", "FHIR_INDEX_IN_DATABASE", "FHIR_SEARCH_WHILE_INDEXING",
+    "REINDEX_MAX_CONCURRENT_CHUNKS",
     "BULK_EXPORT_CHUNK_SIZE", "BULK_EXPORT_MANIFEST_PAGE_FILES", "BULK_EXPORT_PATIENTS_PER_FILE",
     "BULK_EXPORT_RETENTION_SECONDS", "BULK_EXPORT_MAX_RUNNING_PER_USER", "BULK_EXPORT_MAX_CONCURRENT_CHUNKS",
     "BULK_EXPORT_STORAGE_BACKEND", "BULK_EXPORT_STORAGE_OPTIONS",

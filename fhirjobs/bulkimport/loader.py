@@ -2,7 +2,8 @@
 
 Each line is parsed and checked as the REST API checks a PUT (a known type, an id, sound references;
 R4B validation when FHIR_FULL_VALIDATION), its references resolved, and the good ones written in
-set-based batches through `storage.save_changed_resources` (COPY of resources and index rows, one short
+set-based batches through `storage.save_changed_resources` (COPY of resources and index rows; with
+FHIR_INDEX_IN_DATABASE the built-in search parameters' rows extracted inside PostgreSQL instead; one short
 transaction per batch; unchanged content makes no new version). A bad line never stops the others: it
 becomes an `Issue` naming its file and line. So does a line the importer may not write (a SearchParameter,
 without the authority to manage them: `fhirstore.authority`), refused here and again by `storage`.
@@ -304,7 +305,8 @@ def _write(batch: list[_Parsed], outcome: ChunkOutcome, authority: WriteAuthorit
     """One transaction for the batch; when the database refuses it, one per resource to find the bad ones."""
     try:
         with transaction.atomic():
-            _, unchanged = save_changed_resources([Write(item.resource) for item in batch], authority=authority)
+            _, unchanged = save_changed_resources([Write(item.resource) for item in batch], authority=authority,
+                                                  index_in_database=settings.FHIR_INDEX_IN_DATABASE)
     except (FhirStoreError, DatabaseError):
         for item in batch:
             _write_alone(item, outcome, authority)
@@ -318,7 +320,8 @@ def _write_alone(item: _Parsed, outcome: ChunkOutcome, authority: WriteAuthority
     resource_type = item.resource["resourceType"]
     try:
         with transaction.atomic():
-            _, unchanged = save_changed_resources([Write(item.resource)], authority=authority)
+            _, unchanged = save_changed_resources([Write(item.resource)], authority=authority,
+                                                  index_in_database=settings.FHIR_INDEX_IN_DATABASE)
     except FhirStoreError as error:
         outcome.fail(item.line, error.message, resource_type)
     except DatabaseError as error:

@@ -2,7 +2,8 @@
 
 generate-ranges → load-ids → reindex, as HAPI's. The first two are the shared range walk
 (`fhirjobs.common.ranges`: ranges of logical ids, then the matching ids in pages of batch_size); `reindex`
-rebuilds the index rows of one page in one short transaction (`storage.reindex_resources`).
+rebuilds the index rows of one page in one short transaction (`storage.reindex_resources`; the built-in
+parameters extracted and compared inside PostgreSQL when FHIR_INDEX_IN_DATABASE).
 
 Every chunk is the same work when run again (a lost worker, a restart): ranges and pages derive from the
 parameters and the ids, and a reindex of a resource replaces its rows. A restart resumes from the chunks
@@ -11,6 +12,8 @@ not yet done: the completed ranges and pages stay done.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
+from django.conf import settings
 
 from batch.api import DataSink, StepContext
 from fhirstore.custom_params import current_registry
@@ -32,7 +35,8 @@ def reindex(context: StepContext, sink: DataSink) -> int:
     resource_type = context.data["type"]
     codes = context.parameters["search_parameters"]
     return reindex_resources(resource_type, context.data["ids"],
-                             params=index_names(resource_type, codes) if codes else None)
+                             params=index_names(resource_type, codes) if codes else None,
+                             in_database=settings.FHIR_INDEX_IN_DATABASE)
 
 
 def index_names(resource_type: str, codes: Sequence[str]) -> list[str]:
