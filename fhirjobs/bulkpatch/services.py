@@ -14,7 +14,7 @@ from batch import control
 from batch.control import InvalidParameters, JobNotFound, JobSnapshot
 from fhirjobs.bulkpatch.definition import BULK_PATCH_JOB
 from fhirjobs.bulkpatch.exceptions import BulkPatchFailed, BulkPatchNotFound, InvalidBulkPatchRequest
-from fhirjobs.common.status import State, job_status
+from fhirjobs.common.status import State, operation_status
 
 BULK_PATCH_PERMISSION = "bulkpatch.bulk_patch"
 
@@ -35,11 +35,7 @@ def start_bulk_patch(parameters: dict[str, Any], *, started_by: str) -> JobSnaps
 def bulk_patch_status(job_id: uuid.UUID | str, *, started_by: str | None) -> tuple[State, str, dict | None]:
     """(RUNNING, progress, None) or (COMPLETED, "", the report); BulkPatchNotFound / BulkPatchFailed else."""
     _owned(job_id, started_by)
-    status = job_status(job_id)
-    if status.job is None or status.state is State.CANCELLED:
-        raise BulkPatchNotFound(f"Bulk patch {job_id} was cancelled or is not known any more")
-    if status.state is State.FAILED:
-        raise BulkPatchFailed(f"Bulk patch {job_id} failed: {status.job.error_message or 'unknown error'}")
+    status = operation_status(job_id, "Bulk patch", not_found=BulkPatchNotFound, failed=BulkPatchFailed)
     if status.state is State.COMPLETED:
         return State.COMPLETED, "", status.job.report
     return State.RUNNING, status.progress, None

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from fhirjobs.bulkpatch.parameters import parse_bulk_patch_parameters, report_outcome
 from fhirjobs.bulkpatch.services import bulk_patch_status, cancel_bulk_patch, may_bulk_patch, start_bulk_patch
-from fhirjobs.common.http import informational, status_job_id, still_running
+from fhirjobs.common.http import informational, jobs_owner, status_job_id, still_running
 from fhirjobs.common.status import State
 from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
-from jobsite.auth import TokenHasScope, is_operator
+from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
 
 RETRY_AFTER_SECONDS = 2
@@ -42,17 +42,13 @@ class BulkPatchView(BulkPatchEndpoint):
 
 class BulkPatchStatusView(BulkPatchEndpoint):
     def get(self, request):
-        state, progress, report = bulk_patch_status(status_job_id(request), started_by=_owner(request))
+        state, progress, report = bulk_patch_status(status_job_id(request), started_by=jobs_owner(request))
         if state is State.RUNNING:
             return still_running(progress, RETRY_AFTER_SECONDS)
         return fhir_response(report_outcome(report))
 
     def delete(self, request):
         job_id = status_job_id(request)
-        cancel_bulk_patch(job_id, started_by=_owner(request))
+        cancel_bulk_patch(job_id, started_by=jobs_owner(request))
         return informational(f"Bulk patch {job_id} is cancelled (the pages patched stay patched)", status=202)
 
-
-def _owner(request) -> str | None:
-    """Operators act on every job; anyone else on their own."""
-    return None if is_operator(request) else request.user.get_username()

@@ -8,6 +8,7 @@ from django.http import HttpResponse
 
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.http import fhir_response
+from jobsite.auth import is_operator
 
 
 def preferences(request) -> set[str]:
@@ -44,3 +45,9 @@ def status_job_id(request) -> str:
     if not job_id:
         raise InvalidRequest("The status URL needs _jobId (use the Content-Location of the kick-off)")
     return job_id
+
+
+def jobs_owner(request) -> str | None:
+    """Whose jobs this caller may see and act on through a status URL: None for an operator (everyone's),
+    otherwise the caller's own."""
+    return None if is_operator(request) else request.user.get_username()

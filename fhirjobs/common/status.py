@@ -42,6 +42,19 @@ def job_status(job_instance_id: uuid.UUID | str) -> AsyncJobStatus:
     return AsyncJobStatus(State.RUNNING, progress(job), job)
 
 
+def operation_status(job_instance_id: uuid.UUID | str, noun: str, *, not_found: type[Exception],
+                     failed: type[Exception]) -> AsyncJobStatus:
+    """The status of a job an operation started, as its status URL answers it: running or completed; a
+    cancelled or forgotten one raises `not_found`, a failed one `failed`, each naming the job in a sentence
+    that begins with `noun` ("Bulk patch")."""
+    status = job_status(job_instance_id)
+    if status.job is None or status.state is State.CANCELLED:
+        raise not_found(f"{noun} {job_instance_id} was cancelled or is not known any more")
+    if status.state is State.FAILED:
+        raise failed(f"{noun} {job_instance_id} failed: {status.job.error_message or 'unknown error'}")
+    return status
+
+
 def progress(job: JobSnapshot) -> str:
     """`X-Progress`: queued, or the current step, how many of its chunks are done and the records so far."""
     if job.status == JobStatus.QUEUED:

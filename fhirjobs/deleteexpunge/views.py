@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode
 
-from fhirjobs.common.http import informational, preferences, status_job_id, still_running
+from fhirjobs.common.http import informational, jobs_owner, preferences, status_job_id, still_running
 from fhirjobs.common.status import State
 from fhirjobs.deleteexpunge.parameters import DeleteExpungeRequest, parse_delete_expunge_parameters, report_outcome
 from fhirjobs.deleteexpunge.services import (
@@ -29,7 +29,7 @@ from fhirjobs.deleteexpunge.services import (
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
 from fhirstore.views import TypeView
-from jobsite.auth import TokenHasScope, has_scope, is_operator
+from jobsite.auth import TokenHasScope, has_scope
 from jobsite.models import Scope
 
 RETRY_AFTER_SECONDS = 2
@@ -65,14 +65,14 @@ class DeleteExpungeView(DeleteExpungeEndpoint):
 
 class DeleteExpungeStatusView(DeleteExpungeEndpoint):
     def get(self, request):
-        status = delete_expunge_status(status_job_id(request), started_by=_owner(request))
+        status = delete_expunge_status(status_job_id(request), started_by=jobs_owner(request))
         if status.state is State.RUNNING:
             return still_running(status.progress, RETRY_AFTER_SECONDS)
         return fhir_response(report_outcome(status.report))
 
     def delete(self, request):
         job_id = status_job_id(request)
-        cancel_delete_expunge(job_id, started_by=_owner(request))
+        cancel_delete_expunge(job_id, started_by=jobs_owner(request))
         return informational(f"Delete-expunge {job_id} is cancelled (the pages deleted stay deleted)", status=202)
 
 
@@ -96,7 +96,3 @@ class TypeDeleteExpungeView(TypeView):
                              status=202 if asynchronous else 200,
                              headers={"Content-Location": f"{base_url(request)}/$delete-expunge-status?_jobId={job.id}"})
 
-
-def _owner(request) -> str | None:
-    """Operators act on every job; anyone else on their own."""
-    return None if is_operator(request) else request.user.get_username()

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from batch import control
 from batch.control import InvalidParameters, JobNotFound, JobSnapshot
-from fhirjobs.common.status import State, job_status
+from fhirjobs.common.status import State, operation_status
 from fhirjobs.expunge.definition import EXPUNGE_JOB
 from fhirjobs.expunge.exceptions import ExpungeFailed, ExpungeNotFound, InvalidExpungeRequest
 from fhirstore.expunge import expunge_previous_versions
@@ -41,11 +41,7 @@ def start_type_expunge(resource_type: str, *, started_by: str) -> JobSnapshot:
 def expunge_status(job_id: uuid.UUID | str, *, started_by: str | None) -> tuple[State, str, int | None]:
     """(RUNNING, progress, None) or (COMPLETED, "", versions removed); ExpungeNotFound / ExpungeFailed else."""
     _owned(job_id, started_by)
-    status = job_status(job_id)
-    if status.job is None or status.state is State.CANCELLED:
-        raise ExpungeNotFound(f"Expunge {job_id} was cancelled or is not known any more")
-    if status.state is State.FAILED:
-        raise ExpungeFailed(f"Expunge {job_id} failed: {status.job.error_message or 'unknown error'}")
+    status = operation_status(job_id, "Expunge", not_found=ExpungeNotFound, failed=ExpungeFailed)
     if status.state is State.COMPLETED:
         return State.COMPLETED, "", status.job.report["count"]
     return State.RUNNING, status.progress, None

@@ -8,7 +8,7 @@ tokens need `fhir:write` and `admin:delete`.
 """
 from __future__ import annotations
 
-from fhirjobs.common.http import informational, require_async, status_job_id, still_running
+from fhirjobs.common.http import informational, jobs_owner, require_async, status_job_id, still_running
 from fhirjobs.common.status import State
 from fhirjobs.expunge.parameters import check_expunge_parameters, count_parameters
 from fhirjobs.expunge.services import (
@@ -19,7 +19,7 @@ from fhirjobs.expunge.services import (
     start_type_expunge,
 )
 from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
-from jobsite.auth import TokenHasScope, has_scope, is_operator
+from jobsite.auth import TokenHasScope, has_scope
 from jobsite.models import Scope
 
 RETRY_AFTER_SECONDS = 2
@@ -56,16 +56,13 @@ class TypeExpungeView(ExpungeEndpoint):
 
 class ExpungeStatusView(ExpungeEndpoint):
     def get(self, request):
-        state, progress, count = expunge_status(status_job_id(request), started_by=_owner(request))
+        state, progress, count = expunge_status(status_job_id(request), started_by=jobs_owner(request))
         if state is State.RUNNING:
             return still_running(progress, RETRY_AFTER_SECONDS)
         return fhir_response(count_parameters(count))
 
     def delete(self, request):
         job_id = status_job_id(request)
-        cancel_expunge(job_id, started_by=_owner(request))
+        cancel_expunge(job_id, started_by=jobs_owner(request))
         return informational(f"Expunge {job_id} is cancelled (the pages done stay done)", status=202)
 
-
-def _owner(request) -> str | None:
-    return None if is_operator(request) else request.user.get_username()
