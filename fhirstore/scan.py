@@ -8,8 +8,11 @@ than one page in memory.
 `until` reads the store as it was at that instant instead (a `storage.settled_time()`): a resource changed
 later counts in the version it had then (from the history), one created later not at all, one deleted later
 still. Nothing committed later changes what such a read returns, so a walk run twice pages the same way.
-Filters and compartments are still decided by the current index rows (only the rare resource changed after
-`until` could be judged by its newer version). `filters` take the `Q`s of `search.search_filter` / `search.type_filter`; a
+Filters and compartments are still decided by the current index rows (only the rare resource changed or
+reindexed after `until` could be judged by its newer rows), so a walk of a selection judged by them is not
+repeatable page by page: `iter_resource_id_ranges` gives the fixed bounds (every id current at `until`) to cut
+such a walk at (the bulk export's `selection.pages_within_ranges`), where keyset pages of the selection would
+shift when a resource joins or leaves it. `filters` take the `Q`s of `search.search_filter` / `search.type_filter`; a
 resource passes when it matches any of them (the `_typeFilter`s of one type are ORed).
 """
 from __future__ import annotations
@@ -263,14 +266,6 @@ def compartment_condition(resource_type: str, patient_ids: Sequence[str]) -> Q |
     links = ReferenceIndex.objects.filter(target_id__in=list(patient_ids), target_type="Patient",
                                           resource_type=resource_type, param__in=params).values("resource_id")
     return Q(pk__in=links)
-
-
-def iter_compartment_id_pages(resource_type: str, patient_ids: Sequence[str], *, since: datetime | None = None,
-                              until: datetime | None = None, filters: Sequence[Q] = (),
-                              page_size: int = ID_PAGE_SIZE) -> Iterator[list[str]]:
-    """Every id of a type in the compartments of `patient_ids`, page by page, in id order."""
-    return _pages(lambda after: compartment_ids_page(resource_type, patient_ids, after=after, since=since,
-                                                     until=until, filters=filters, limit=page_size))
 
 
 def current_bodies(resource_type: str, ids: Sequence[str]) -> list[dict]:

@@ -1,19 +1,22 @@
 """Which resource ids an export takes, type by type, in pages of ids in id order: the `fetch-resources` walk.
 
 System level: every current resource of the type. Patient level with a `patient` list, and group level:
-the Patient compartments of those patients (`scan.compartment_ids_page`). Patient level without a list:
+the Patient compartments of those patients (`scan.compartment_condition`). Patient level without a list:
 every resource of the type that is in some Patient's compartment. `_since` and `_typeFilter` narrow each.
 
-An unfiltered walk pages by keyset (`scan.iter_resource_id_pages`: each page an index-only range scan). A
-filtered one (`_typeFilter`, or "in some compartment") is one streamed query per type instead (a server-side
-cursor read a page at a time): paged, each page would evaluate the filter's index subquery in full again,
-which makes the walk quadratic (measured: 134k Observations filtered by category, 5.6 s paged).
+A walk of every resource of a type pages by keyset (`scan.iter_resource_id_pages`: each page an index-only
+range scan). A selection judged by index rows (`_typeFilter`, compartments) is one streamed query per type
+instead (a server-side cursor read a page at a time): paged, each page would evaluate the filter's index
+subquery in full again, which makes the walk quadratic (measured: 134k Observations filtered by category,
+5.6 s paged). Its ids are cut into pages at fixed bounds, the id ranges of every resource of the type at
+`until` (`pages_within_ranges`), not "the next `page_size` selected": index rows change after `until` (a write,
+a reindex), and a rerun of the walk must not shift its pages. A sparse selection pays for it with empty pages
+(one per `page_size` ids of the type), each a chunk that reads nothing.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from itertools import islice
 
 from django.db.models import Q, QuerySet
 
@@ -22,8 +25,8 @@ from fhirstore.models import ReferenceIndex, Resource
 from fhirstore.scan import (
     compartment_condition,
     current_resources,
-    iter_compartment_id_pages,
     iter_resource_id_pages,
+    iter_resource_id_ranges,
 )
 from fhirstore.search import type_filter
 from fhirstore.search_params import patient_compartment_params
@@ -37,26 +40,48 @@ def type_filters_for(resource_type: str, expressions: Sequence[str]) -> list[Q]:
 def id_pages(resource_type: str, *, level: Level, patients: Sequence[str], since: datetime | None,
              until: datetime, filters: Sequence[Q], page_size: int) -> Iterator[list[str]]:
     """The ids to export of one type as the store was at `until`, page by page in id order; `patients` are the
-    listed patients or members."""
-    if level is Level.GROUP or (level is Level.PATIENT and patients):
-        if not patients:
-            return iter(())  # a Group without members
-        return iter_compartment_id_pages(resource_type, patients, since=since, until=until, filters=filters,
-                                         page_size=page_size)
-    if level is Level.PATIENT and resource_type != "Patient":
-        in_a_compartment = _in_some_patient_compartment(resource_type)
-        filters = [condition & in_a_compartment for condition in filters] or [in_a_compartment]
-    if not filters:
+    listed patients or members.
+
+    A selection judged by index rows (compartments, `_typeFilter`) is paged by the fixed id ranges of
+    `pages_within_ranges`; every resource of the type is taken by a keyset walk, which nothing later changes.
+    """
+    if level is Level.GROUP and not patients:
+        return iter(())  # a Group without members
+    in_compartments = level is Level.GROUP or (level is Level.PATIENT and bool(patients or resource_type != "Patient"))
+    if not in_compartments and not filters:
         return iter_resource_id_pages(resource_type, since=since, until=until, page_size=page_size)
-    return _streamed_pages(resource_type, since, until, filters, page_size)
+    if in_compartments and resource_type != "Patient" and not patient_compartment_params(resource_type):
+        return iter(())  # a type never in a Patient compartment
+    resources = selected_resources(resource_type, level=level, patients=patients, since=since, until=until,
+                                   filters=filters)
+    return pages_within_ranges(resource_type, _streamed_ids(resources, page_size), since=since, until=until,
+                               page_size=page_size)
 
 
-def _streamed_pages(resource_type: str, since: datetime | None, until: datetime, filters: Sequence[Q],
-                    page_size: int) -> Iterator[list[str]]:
-    resources = current_resources(resource_type, since=since, until=until, filters=filters)
-    ids = resources.order_by("logical_id").values_list("logical_id", flat=True).iterator(chunk_size=page_size)
-    while page := list(islice(ids, page_size)):
+def pages_within_ranges(resource_type: str, ids: Iterator[str], *, since: datetime | None, until: datetime,
+                        page_size: int) -> Iterator[list[str]]:
+    """`ids` (of resources of the type current at `until` and changed at or after `since`, in id order) as one
+    page per range of `scan.iter_resource_id_ranges`, empty ones included.
+
+    The ranges are those of every id current at `until`, which nothing written later changes; which ids of a
+    range are selected is judged by the index rows of the moment, which a later write or a reindex does change.
+    So a rerun of the walk emits the same number of pages with the same bounds: a resource that left or joined
+    the selection since changes only its own page, and no other resource moves to a page of another index (the
+    engine names emitted chunks by index, and keeps a rerun's copy only of those it did not have). A page
+    "the next `page_size` selected ids after the last one" would shift every later page instead: a resource
+    exported twice, or lost. A page holds at most `page_size` ids, as its range.
+    """
+    pending = next(ids, None)
+    for _, last, _ in iter_resource_id_ranges(resource_type, since=since, until=until, page_size=page_size):
+        page = []
+        while pending is not None and pending <= last:
+            page.append(pending)
+            pending = next(ids, None)
         yield page
+
+
+def _streamed_ids(resources: QuerySet[Resource], page_size: int) -> Iterator[str]:
+    return resources.order_by("logical_id").values_list("logical_id", flat=True).iterator(chunk_size=page_size)
 
 
 def _in_some_patient_compartment(resource_type: str) -> Q:
@@ -104,6 +129,5 @@ def associated_provenance_pages(*, associated_data: str, types: Sequence[str], l
         associated = associated.exclude(pk__in=selected_resources(
             "Provenance", level=level, patients=patients, since=since, until=until,
             filters=type_filters_for("Provenance", type_filters)).values("pk"))
-    ids = associated.order_by("logical_id").values_list("logical_id", flat=True).iterator(chunk_size=page_size)
-    while page := list(islice(ids, page_size)):
-        yield page
+    return pages_within_ranges("Provenance", _streamed_ids(associated, page_size), since=None, until=until,
+                               page_size=page_size)

@@ -9,7 +9,8 @@ of a few types emits id bounds {type, after, last, count}: `expand` passes them 
 the bodies) and `write` streams the bodies of `(after, last]` from the database into the file, so they cross
 the database once, as text. A filtered or compartment walk emits {type, ids} (compressed), which `expand`
 turns into NDJSON (compressed) for `write`. Each `write` makes one file ({file, type, count}), or one per type
-of a row range; the reducer lists them as the manifest. Organized by Patient (`organizeOutputBy`), the walk
+of a row range; the reducer lists them as the manifest. A selection judged by index rows (compartments,
+`_typeFilter`) is cut into pages at fixed id bounds, some empty (see `selection.id_pages`). Organized by Patient (`organizeOutputBy`), the walk
 emits pages of patient ids {patients_zlib} instead, and `write` makes one file of their Patient blocks. With `_since`, deletions travel as ids (`deleted: true`) into transaction Bundles, listed
 under `deleted`; at Patient and Group level those that were in the compartments when deleted.
 
@@ -161,8 +162,8 @@ def expand_resources(context: StepContext, sink: DataSink) -> int:
                      "deleted": True})
         return len(lines)
     else:
-        ids = unpack(context.data["ids_zlib"]).decode().split("\n")
-        lines = current_bodies_json(resource_type, ids, until=job.until)
+        ids = unpack(context.data["ids_zlib"]).decode()  # "": an empty page of a fixed range (see `id_pages`)
+        lines = current_bodies_json(resource_type, ids.split("\n"), until=job.until) if ids else []
     if elements:
         lines = [subset(line, elements) for line in lines]
     if lines:

@@ -9,7 +9,7 @@ from fhirstore.authority import SERVER
 from fhirstore.exceptions import InvalidRequest, ResourceNotFound
 from fhirstore.scan import (
     bodies_json_by_id, compartment_ids_page, compartment_members, current_bodies, current_bodies_json,
-    group_patient_ids, iter_compartment_id_pages, iter_resource_id_pages, missing_ids, resource_ids_page,
+    group_patient_ids, iter_resource_id_pages, missing_ids, resource_ids_page,
 )
 from fhirstore.search import search_filter, type_filter
 from fhirstore.storage import Write, delete_resource, save_resources
@@ -88,8 +88,6 @@ def test_compartments_hold_what_points_at_the_patients_through_compartment_param
     assert compartment_ids_page("Encounter", ["p1"]) == ["e1"]
     assert compartment_ids_page("Patient", ["p1"]) == ["p1", "p3"]  # itself, and who links to it
     assert compartment_ids_page("Organization", ["p1"]) == []
-    assert list(iter_compartment_id_pages("Observation", ["p1", "p2", "p3"], page_size=2)) == \
-        [["o1", "o2"], ["o3", "performed-by-p2"]]
 
 
 def test_bodies_load_in_id_order_without_deleted_ones():

@@ -251,3 +251,43 @@ def test_patient_and_group_since_exports_list_the_deletions_in_their_compartment
     assert deleted_urls(exporter, listed) == ["Observation/moved", "Observation/o2"]
     assert deleted_urls(exporter, every_patient) == ["Observation/moved", "Observation/o1", "Observation/o2",
                                                      "Observation/o3", "Patient/outsider"]
+
+
+LABORATORY = "_typeFilter=Observation%3Fcategory%3Dlaboratory"
+
+
+@pytest.mark.parametrize("path", [
+    "/fhir/Group/g1/$export?_type=Observation",
+    f"/fhir/Patient/$export?_type=Observation&{LABORATORY}",
+    f"/fhir/$export?_type=Observation&{LABORATORY}",
+], ids=["group compartments", "patient level, type filter", "system level, type filter"])
+def test_a_rerun_fetch_after_index_rows_changed_keeps_its_pages_so_no_resource_is_lost_or_doubled(exporter, settings,
+                                                                                                 path):
+    """A lost fetch's rerun judges compartments and `_typeFilter`s by the index rows of its own time: resources
+    that moved into or out of the selection since the first run (after transactionTime) must not shift the pages
+    of the others, whichever emitted pages of the first run the engine kept (it keeps those by emission index)."""
+    settings.BULK_EXPORT_CHUNK_SIZE = 2
+    store(patient("p0"), patient("outsider"), {"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
+                                               "member": [{"entity": {"reference": "Patient/p0"}}]})
+    store(*(observation(f"o{n}", "p0") for n in range(10)), observation("o5-in", "outsider"))
+    parameters = _job_parameters(kick_off(exporter, path))
+
+    first = _run_fetch(parameters)
+    later = datetime.fromisoformat(parameters["transaction_time"]) + timedelta(seconds=1)
+    store(observation("o1", "outsider"), observation("o3", "p0", category="vital-signs"),
+          observation("o5-in", "p0"), at=later)  # out of the compartment, out of the filter, into the compartment
+    again = _run_fetch(parameters)
+
+    assert len(again) == len(first)
+    untouched = {f"o{n}" for n in range(10)} - {"o1", "o3"}
+    for flushed in range(len(first) + 1):  # the first run's pages the engine had when its worker was lost
+        kept = Counter(logical_id for chunk in first[:flushed] + again[flushed:] for logical_id in _chunk_ids(chunk))
+        assert max(kept.values()) == 1, f"after {flushed} pages: {kept}"
+        assert untouched <= set(kept), f"after {flushed} pages: {sorted(untouched - set(kept))} lost"
+
+
+def _chunk_ids(chunk: dict) -> list[str]:
+    from fhirjobs.common.chunks import unpack
+
+    text = unpack(chunk["ids_zlib"]).decode()
+    return text.split("\n") if text else []
