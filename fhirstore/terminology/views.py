@@ -18,7 +18,7 @@ from fhirstore.models import Resource
 from fhirstore.terminology.exceptions import UnknownCodeSystem
 from fhirstore.terminology.lookup import lookup, subsumes, validate_code
 from fhirstore.terminology.records import ConceptRecord, Property
-from fhirstore.terminology.storage import add_concepts
+from fhirstore.terminology.storage import add_concepts, remove_concepts
 from fhirstore.terminology.valuesets import (
     expand,
     expansion_resource,
@@ -264,6 +264,30 @@ class DeltaAddView(FhirView):
         added = add_concepts(system, records)
         return fhir_response({"resourceType": "Parameters", "parameter": [
             {"name": "added", "valueInteger": added}]})
+
+
+class DeltaRemoveView(FhirView):
+    """`POST CodeSystem/$apply-codesystem-delta-remove` (Parameters: system, codeSystem whose `concept`s name
+    the codes, nested or not): those concepts removed from the current version synchronously, up to
+    TERMINOLOGY_DELTA_MAX_CONCEPTS, each with its children; the stored expansions using the system become
+    stale. Needs `terminology`."""
+
+    required_scope = Scope.TERMINOLOGY
+
+    def post(self, request):
+        parameters = OperationParameters.of(request)
+        code_system = parameters.resource("codeSystem") or {}
+        system = parameters.text("system") or code_system.get("url")
+        if not system or not code_system.get("concept"):
+            raise InvalidRequest("Give system and a codeSystem with the concepts to remove")
+        codes = [record.code for record in _delta_records(code_system["concept"], None)]
+        limit = settings.TERMINOLOGY_DELTA_MAX_CONCEPTS
+        if len(codes) > limit:
+            raise InvalidRequest(f"{len(codes)} concepts: a delta takes at most {limit} "
+                                 f"(TERMINOLOGY_DELTA_MAX_CONCEPTS); upload a new version")
+        removed = remove_concepts(system, codes)
+        return fhir_response({"resourceType": "Parameters", "parameter": [
+            {"name": "removed", "valueInteger": removed}]})
 
 
 def _delta_records(concepts: Any, parent: str | None) -> list[ConceptRecord]:
