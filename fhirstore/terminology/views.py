@@ -80,6 +80,15 @@ class OperationParameters:
             raise InvalidRequest(f"The parameter {name!r} must not be negative")
         return number
 
+    def boolean(self, name: str) -> bool:
+        """A boolean parameter: valueBoolean (POST) or `true`/`false` (GET); false when absent."""
+        value = (self.values.get(name) or [None])[0]
+        if value in (None, False, "false"):
+            return False
+        if value in (True, "true"):
+            return True
+        raise InvalidRequest(f"The parameter {name!r} must be true or false")
+
     def coding(self, name: str) -> tuple[str | None, str | None, str | None]:
         """(system, code, version) of a Coding parameter (POST only), or Nones."""
         value = (self.values.get(name) or [None])[0]
@@ -134,7 +143,7 @@ def _code_system_url(logical_id: str) -> str:
 class LookupView(TerminologyReadView):
     def answer(self, parameters, logical_id):
         system, code, version = _system_and_code(parameters, logical_id)
-        found = lookup(system, code, version, parameters.texts("property"))
+        found = lookup(system, code, version, parameters.texts("property"), parameters.text("displayLanguage") or "")
         if found is None:
             raise InvalidRequest(f"Unknown code {code!r} in {system}")
         out = [{"name": "name", "valueString": found.version.name or found.version.system},
@@ -215,7 +224,9 @@ class ExpandView(TerminologyReadView):
     def answer(self, parameters, logical_id):
         value_set = _value_set(parameters, logical_id)
         text, count = parameters.text("filter") or "", parameters.integer("count")
-        page = expand(value_set, text=text, offset=parameters.integer("offset") or 0, count=count)
+        page = expand(value_set, text=text, offset=parameters.integer("offset") or 0, count=count,
+                      active_only=parameters.boolean("activeOnly"),
+                      display_language=parameters.text("displayLanguage") or "")
         return expansion_resource(value_set, page, text=text, count=count)
 
 
