@@ -3,7 +3,8 @@
 
 Each `include` is a SELECT over one code system version's concepts, narrowed by its `concept` list and
 its `filter`s (ANDed): `is-a`, `descendent-of`, `is-not-a` (the closure), `=`, `in`, `not-in` and
-`regex` (the concept's code or display, or a stored property). Includes are UNIONed and the excludes taken
+`regex` (the concept's code or display, or a stored property), and by the codes of the ValueSets it
+imports (`valueSet`: their stored expansion, or their compose as SQL). Includes are UNIONed and the excludes taken
 away (EXCEPT). A stored expansion is used when it is EXPANDED; a new current version of a code system it
 used makes it stale (`storage.mark_expansions_stale`).
 """
@@ -34,6 +35,9 @@ from fhirstore.terminology.models import (
 
 CODE_PROPERTIES = ("code", "concept")  # filter properties that mean the concept itself
 CLOSURE_SQL = ("SELECT descendant FROM terminology_closure WHERE code_system_version_id = %s AND ancestor = %s")
+STORED_ACTIVE_SQL = ("AND NOT EXISTS (SELECT 1 FROM terminology_conceptproperty p JOIN terminology_codesystemversion v"
+                     " ON v.id = p.code_system_version_id WHERE v.system = e.system AND v.version = e.version"
+                     " AND p.code = e.code AND p.property = 'inactive' AND p.value = 'true')")
 ACTIVE_SQL = ("AND NOT EXISTS (SELECT 1 FROM terminology_conceptproperty p WHERE p.code_system_version_id = "
               "c.code_system_version_id AND p.code = c.code AND p.property = 'inactive' AND p.value = 'true')")
 
@@ -62,19 +66,26 @@ def compose_query(compose: Mapping[str, Any], *, active_only: bool = False) -> C
     """The compose's codes as SQL; InvalidRequest for what cannot be expanded, UnknownCodeSystem (404).
     Inactive concepts (a stored `inactive` property true: SNOMED's, LOINC's deprecated) are left out when
     `active_only` (`$expand`'s activeOnly) or the compose says `inactive: false`."""
+    systems: list[str] = []
+    version_ids: list[int] = []
+    part = _compose_sql(compose, systems, version_ids, active_only, ())
+    return ComposeQuery(part.sql, part.params, sorted(set(systems)), sorted(set(version_ids)))
+
+
+def _compose_sql(compose: Mapping[str, Any], systems: list[str], version_ids: list[int], active_only: bool,
+                 importing: tuple[str, ...]) -> _Part:
     if not isinstance(compose, Mapping) or not compose.get("include"):
         raise InvalidRequest("The ValueSet has no compose.include to expand")
     active_only = active_only or compose.get("inactive") is False
-    systems: list[str] = []
-    version_ids: list[int] = []
-    parts = [_include_sql(include, systems, version_ids, active_only) for include in _list(compose, "include")]
-    excluded = [_include_sql(exclude, systems, version_ids, False) for exclude in _list(compose, "exclude")]
+    parts = [_include_sql(include, systems, version_ids, active_only, importing)
+             for include in _list(compose, "include")]
+    excluded = [_include_sql(exclude, systems, version_ids, False, importing) for exclude in _list(compose, "exclude")]
     sql = " UNION ".join(f"({part.sql})" for part in parts)
     params = [p for part in parts for p in part.params]
     if excluded:
         sql = f"SELECT * FROM ({sql}) included EXCEPT ({' UNION '.join(f'({e.sql})' for e in excluded)})"
         params += [p for part in excluded for p in part.params]
-    return ComposeQuery(sql, params, sorted(set(systems)), sorted(set(version_ids)))
+    return _Part(sql, params)
 
 
 @dataclass(frozen=True)
@@ -90,13 +101,27 @@ def _list(compose: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     return value
 
 
-def _include_sql(include: Mapping[str, Any], systems: list[str], version_ids: list[int], active_only: bool
-                 ) -> _Part:
-    if include.get("valueSet"):
-        raise InvalidRequest("compose.include.valueSet (importing other ValueSets) is not supported yet")
+def _include_sql(include: Mapping[str, Any], systems: list[str], version_ids: list[int], active_only: bool,
+                 importing: tuple[str, ...]) -> _Part:
+    """One include (or exclude): the system's concepts narrowed by its concept list and filters, and by the
+    codes of every ValueSet it imports (`valueSet`: FHIR's intersection); without a system, the codes of
+    the imported ValueSets (in all of them)."""
+    imports = include.get("valueSet") or []
+    if not isinstance(imports, list) or not all(isinstance(url, str) and url for url in imports):
+        raise InvalidRequest("compose.include.valueSet must be a list of canonical URLs")
     system = include.get("system")
-    if not isinstance(system, str) or not system:
-        raise InvalidRequest("Every compose.include and exclude needs a system")
+    if not imports and (not isinstance(system, str) or not system):
+        raise InvalidRequest("Every compose.include and exclude needs a system or a valueSet")
+    imported = [_imported_sql(url, systems, version_ids, active_only, importing) for url in imports]
+    if not system:
+        first, *others = imported
+        sql = _Sql([f"SELECT * FROM ({first.sql}) imported WHERE true"], list(first.params))
+        for other in others:
+            sql.add(f"AND (imported.system, imported.code) IN (WITH other AS MATERIALIZED ({other.sql}) "
+                    f"SELECT system, code FROM other)", *other.params)  # run once, not once per row
+        return _Part(" ".join(sql.text), sql.params)
+    if not isinstance(system, str):
+        raise InvalidRequest("compose.include.system must be a URI")
     version = resolve_version(system, include.get("version") or None)
     systems.append(system)
     version_ids.append(version.id)
@@ -110,7 +135,28 @@ def _include_sql(include: Mapping[str, Any], systems: list[str], version_ids: li
         _filter_sql(concept_filter, version.id, sql)
     if active_only:
         sql.add(ACTIVE_SQL)
+    for part in imported:
+        sql.add(f"AND c.code IN (WITH imported AS MATERIALIZED ({part.sql}) SELECT code FROM imported "
+                f"WHERE system = %s)", *part.params, system)
     return _Part(" ".join(sql.text), sql.params)
+
+
+def _imported_sql(url: str, systems: list[str], version_ids: list[int], active_only: bool,
+                  importing: tuple[str, ...]) -> _Part:
+    """The codes of an imported ValueSet (`url` or `url|version`, a stored one): its stored expansion when
+    EXPANDED, else its compose (imports of imports too; a cycle is refused)."""
+    if url in importing:
+        raise InvalidRequest(f"The ValueSet {url} imports itself ({' → '.join([*importing, url])})")
+    canonical, _, version = url.partition("|")
+    value_set = stored_value_set(url=canonical, version=version or None)
+    stored = _expanded(value_set)
+    if stored is None:
+        return _compose_sql(value_set.get("compose") or {}, systems, version_ids, active_only, (*importing, url))
+    systems.extend(stored.systems)
+    version_ids.extend(stored.built_from)
+    return _Part("SELECT e.system::text AS system, e.version::text AS version, e.code, e.display, false AS abstract "
+                 "FROM terminology_expansionconcept e WHERE e.expansion_id = %s"
+                 + (f" {STORED_ACTIVE_SQL}" if active_only else ""), [stored.pk])
 
 
 def _filter_sql(concept_filter: Any, version_id: int, sql: _Sql) -> None:
