@@ -12,10 +12,15 @@
 4. After: `$lookup` of random codes and `Condition?code:below=…|E11` (500 Conditions coded with random ICD-10-CM
    codes), p50/p99 each.
 
+With `--snomed [CONCEPTS]` it measures the SNOMED-sized edition instead: a synthetic RF2 Snapshot in the
+released layout (`bench/generate_snomed_rf2.py`, 360,000 active concepts by default) is written to a
+temporary directory and uploaded by `file://` URLs (`BULK_IMPORT_FILE_ROOT` the directory): load + closure
++ make-current wall time, closure rows/s, worker RSS first and second half (flat: the files are streamed).
+
 It runs in a database of its own (`<DATABASE_URL's name>_bench_terminology`), dropped at the end. `--json`
 prints the figures as one JSON object on the last line.
 
-    python -m bench.bench_terminology [--json]
+    python -m bench.bench_terminology [--json] [--snomed [CONCEPTS]]
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from bench.fhirstack import fhir_stack, fill, idle_latencies, job_ended, reads_m
 from bench.support import bench_database, percentile_ms
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+SNOMED_CT = "http://snomed.info/sct"
 FULL_FILE = files("simple_icd_10_cm") / "data" / "icd10c-tabular-April-1-2026.xml"
 RSS_SAMPLE_SECONDS = 0.2
 PROBES = 300  # timed $lookup and :below requests each
@@ -44,7 +50,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=2000, help="generated resources for the read probe")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    parser.add_argument("--snomed", type=int, nargs="?", const=360_000, default=0, metavar="CONCEPTS",
+                        help="upload a synthetic SNOMED CT edition of this many active concepts instead")
     options = parser.parse_args()
+    if options.snomed:
+        bench_snomed(options)
+        return
 
     node = f"bench-terminology-{uuid.uuid4().hex[:8]}"
     os.environ["NODE_ID"] = node
@@ -91,13 +102,54 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def bench_snomed(options) -> None:
+    """Generate the edition, upload it by file:// URLs, report wall time, closure rows/s and worker RSS."""
+    from bench.generate_snomed_rf2 import FILE_NAMES, write_edition
+
+    node = f"bench-terminology-{uuid.uuid4().hex[:8]}"
+    os.environ["NODE_ID"] = node
+    with bench_database("bench_terminology") as (_, name):
+        workdir = Path(tempfile.mkdtemp(prefix="bench-terminology-"))
+        edition = workdir / "rf2"
+        environment = {**os.environ, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING",
+                       "BULK_IMPORT_FILE_ROOT": str(edition)}
+        try:
+            started = time.monotonic()
+            counts = write_edition(edition, options.snomed)
+            print(f"database {name}; edition written in {time.monotonic() - started:.1f} s: "
+                  + ", ".join(f"{kind} {count:,}" for kind, count in counts.items()), flush=True)
+            fill(options.resources)
+            attachments = [{"title": file_name, "url": (edition / file_name).as_uri()}
+                           for file_name in FILE_NAMES.values()]
+            with fhir_stack(node, environment, workdir, username="bench-terminology", staff=True) as stack:
+                load_before = os.getloadavg()[0]
+                upload = upload_files(stack, SNOMED_CT, attachments)
+            figures = {
+                "snomed_concepts": upload["concepts"], "snomed_closure_rows": upload["closure_rows"],
+                "snomed_is_a_links": counts["is_a"], "snomed_upload_seconds": round(upload["seconds"], 1),
+                "snomed_closure_rows_per_s": round(upload["closure_rows"] / upload["seconds"]),
+                "rss_first_half_mib": round(upload["rss_first_half"] / 2**20),
+                "rss_second_half_mib": round(upload["rss_second_half"] / 2**20),
+                "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+            }
+            if options.json:
+                print(json.dumps(figures))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def upload_icd10cm(stack) -> dict:
+    return upload_files(stack, ICD10CM, [{"title": "icd10cm-tabular-2026.xml",
+                                          "data": base64.b64encode(FULL_FILE.read_bytes()).decode()}])
+
+
+def upload_files(stack, system: str, attachments: list[dict]) -> dict:
+    """Upload, timed until the job has ended, with worker RSS sampled; SystemExit unless made current."""
     from fhirstore.terminology.models import CodeSystemVersion
 
     body = {"resourceType": "Parameters", "parameter": [
-        {"name": "system", "valueUri": ICD10CM},
-        {"name": "file", "valueAttachment": {"title": "icd10cm-tabular-2026.xml",
-                                             "data": base64.b64encode(FULL_FILE.read_bytes()).decode()}}]}
+        {"name": "system", "valueUri": system},
+        *({"name": "file", "valueAttachment": attachment} for attachment in attachments)]}
     rss_samples: list[tuple[float, int]] = []
     started = time.monotonic()
     status_url = stack.client.kick_off("CodeSystem/$upload-external-code-system", body)
@@ -108,9 +160,9 @@ def upload_icd10cm(stack) -> dict:
                                                                 default=0)))
             time.sleep(RSS_SAMPLE_SECONDS)
         seconds = time.monotonic() - started
-    version = CodeSystemVersion.objects.filter(system=ICD10CM).first()
+    version = CodeSystemVersion.objects.filter(system=system).first()
     if version is None or version.status != "CURRENT":
-        raise SystemExit(f"the upload did not make ICD-10-CM current: {version}")
+        raise SystemExit(f"the upload did not make {system} current: {version}")
     half = seconds / 2
     first = max((rss for at, rss in rss_samples if at < half), default=0)
     second = max((rss for at, rss in rss_samples if at >= half), default=0)

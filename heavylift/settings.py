@@ -422,7 +422,7 @@ BULK_EXPORT_DOWNLOAD_REDIRECT = env_bool("BULK_EXPORT_DOWNLOAD_REDIRECT", True)
 # --- Terminology (docs/terminology.md) ---------------------------------------------------------------
 # Codes an on-the-fly $expand returns in one answer (a larger expansion: 422 too-costly, page it with count).
 TERMINOLOGY_EXPANSION_MAX_CODES = env_int("TERMINOLOGY_EXPANSION_MAX_CODES", 20000, minimum=1)
-# Concepts one $apply-codesystem-delta-add adds synchronously (more: upload a new version).
+# Concepts one $apply-codesystem-delta-add or -remove takes synchronously (more: upload a new version).
 TERMINOLOGY_DELTA_MAX_CONCEPTS = env_int("TERMINOLOGY_DELTA_MAX_CONCEPTS", 1000, minimum=1)
 # Concepts per write chunk of an upload (and per closure chunk): ~1 s of work each for ICD-10-CM.
 TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = env_int("TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS", 2000, minimum=1)

@@ -2,7 +2,8 @@
 
 A loader turns the upload's files (each a name and a way to open it as a binary stream) into
 `ConceptRecord`s, streaming, and says the version the files declare once read. ICD-10-CM has its own
-format; every other system is read as HAPI's custom terminology CSV files.
+format, SNOMED CT its RF2 Snapshot files, LOINC its CSV files; every other system is read as HAPI's custom
+terminology CSV files.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO
 
-from fhirstore.terminology import customcsv, icd10cm
+from fhirstore.terminology import customcsv, icd10cm, loinc, snomed
 from fhirstore.terminology.records import ConceptRecord
 
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
@@ -45,6 +46,18 @@ def _read_custom(files: Sequence[NamedFile], facts: FileFacts) -> Iterator[Conce
     yield from customcsv.read_concepts({customcsv.file_kind(name): opener for name, opener in files})
 
 
+def _read_snomed(files: Sequence[NamedFile], facts: FileFacts) -> Iterator[ConceptRecord]:
+    release = snomed.ReleaseFacts()
+    yield from snomed.read_concepts(files, release)
+    facts.version, facts.name = release.version, "SNOMED CT"
+
+
+def _read_loinc(files: Sequence[NamedFile], facts: FileFacts) -> Iterator[ConceptRecord]:
+    release = loinc.ReleaseFacts()
+    yield from loinc.read_concepts(files, release)
+    facts.version, facts.name = release.version, "LOINC"
+
+
 def _custom_file_problems(names: Sequence[str]) -> list[str]:
     kinds = [customcsv.file_kind(name) for name in names]
     problems = [f"{name}: a custom code system takes {', '.join(customcsv.FILE_NAMES)}"
@@ -57,7 +70,9 @@ def _custom_file_problems(names: Sequence[str]) -> list[str]:
 ICD10CM = Loader("ICD-10-CM tabular XML", _read_icd10cm, lambda names: [])
 CUSTOM_CSV = Loader("custom terminology CSV (concepts.csv, hierarchy.csv, properties.csv)", _read_custom,
                     _custom_file_problems)
-LOADERS = {icd10cm.SYSTEM: ICD10CM}
+SNOMED_CT = Loader("SNOMED CT RF2 Snapshot", _read_snomed, snomed.file_problems)
+LOINC = Loader("LOINC CSV (Loinc.csv, Part.csv, LoincPartLink, hierarchy)", _read_loinc, loinc.file_problems)
+LOADERS = {icd10cm.SYSTEM: ICD10CM, snomed.SYSTEM: SNOMED_CT, loinc.SYSTEM: LOINC}
 
 
 def loader_for(system: str) -> Loader:

@@ -15,8 +15,8 @@ class TerminologyConfig(AppConfig):
 
         for name in ("lookup", "validate-code", "subsumes"):
             register_operation(name, f"{HL7_OPERATIONS}CodeSystem-{name}", resource_type="CodeSystem")
-        register_operation("apply-codesystem-delta-add", f"{HAPI_OPERATIONS}CodeSystem-apply-codesystem-delta-add",
-                           resource_type="CodeSystem")
+        for name in ("apply-codesystem-delta-add", "apply-codesystem-delta-remove"):
+            register_operation(name, f"{HAPI_OPERATIONS}CodeSystem-{name}", resource_type="CodeSystem")
         for name in ("expand", "validate-code"):
             register_operation(name, f"{HL7_OPERATIONS}ValueSet-{name}", resource_type="ValueSet")
         register_operation("invalidate-expansion", f"{HAPI_OPERATIONS}ValueSet-invalidate-expansion",

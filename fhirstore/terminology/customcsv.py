@@ -37,12 +37,12 @@ def read_concepts(files: dict[str, Opener]) -> Iterator[ConceptRecord]:
         raise InvalidTerminologyFile("a custom code system needs a concepts.csv (CODE,DISPLAY)")
     parents: dict[str, list[str]] = defaultdict(list)
     if HIERARCHY in files:
-        for row in _rows(files[HIERARCHY], HIERARCHY, ("PARENT", "CHILD")):
+        for row in read_csv(files[HIERARCHY], HIERARCHY, ("PARENT", "CHILD")):
             if row["PARENT"] and row["CHILD"]:
                 parents[row["CHILD"]].append(row["PARENT"])
     properties: dict[str, list[Property]] = defaultdict(list)
     if PROPERTIES in files:
-        for row in _rows(files[PROPERTIES], PROPERTIES, ("CODE", "KEY", "VALUE")):
+        for row in read_csv(files[PROPERTIES], PROPERTIES, ("CODE", "KEY", "VALUE")):
             kind = PROPERTY_TYPES.get((row.get("TYPE") or "").upper())
             if kind is None:
                 raise InvalidTerminologyFile(f"properties.csv: TYPE {row['TYPE']!r} is not STRING or CODING")
@@ -50,7 +50,7 @@ def read_concepts(files: dict[str, Opener]) -> Iterator[ConceptRecord]:
                 system, _, code = row["VALUE"].rpartition("|") if kind == "Coding" else ("", "", row["VALUE"])
                 properties[row["CODE"]].append(Property(row["KEY"], code, kind, system))
     seen: set[str] = set()
-    for row in _rows(files[CONCEPTS], CONCEPTS, ("CODE", "DISPLAY")):
+    for row in read_csv(files[CONCEPTS], CONCEPTS, ("CODE", "DISPLAY")):
         code = row["CODE"]
         if not code:
             continue
@@ -64,7 +64,9 @@ def read_concepts(files: dict[str, Opener]) -> Iterator[ConceptRecord]:
                                      f"{', '.join(unknown)}")
 
 
-def _rows(opener: Opener, name: str, columns: tuple[str, ...]) -> Iterator[dict[str, str]]:
+def read_csv(opener: Opener, name: str, columns: tuple[str, ...]) -> Iterator[dict[str, str]]:
+    """The rows of a CSV file with a header (names upper-cased, values stripped); InvalidTerminologyFile when a
+    needed column is missing or the file is not CSV in UTF-8. Also LOINC's files."""
     with opener() as stream:
         reader = csv.DictReader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
         header = [column.strip().upper() for column in reader.fieldnames or []]

@@ -50,14 +50,18 @@ class Lookup:
     properties: list[tuple[str, str, str, str]]  # (name, type, value, system)
 
 
-def lookup(system: str, code: str, version: str | None = None, properties: Sequence[str] = ()) -> Lookup | None:
-    """A concept with its designations and properties (the asked ones, all without), or None when unknown.
+def lookup(system: str, code: str, version: str | None = None, properties: Sequence[str] = (),
+           display_language: str = "") -> Lookup | None:
+    """A concept with its designations and properties (the asked ones, all without), or None when unknown;
+    its display in `display_language` when asked (`displays_in_language`).
 
     The built-in properties `parent` and `child` come from the links; `inactive` is false unless stored."""
     found = resolve_version(system, version)
     concept = Concept.objects.filter(code_system_version=found, code=code).first()
     if concept is None:
         return None
+    if display_language:
+        concept.display = displays_in_language(found.id, {code: concept.display}, display_language)[code]
     wanted = set(properties)
     stored = ConceptProperty.objects.filter(code_system_version=found, code=code).order_by("id")
     if wanted:
@@ -75,6 +79,24 @@ def lookup(system: str, code: str, version: str | None = None, properties: Seque
         values.append(("inactive", "boolean", "false", ""))
     designations = list(Designation.objects.filter(code_system_version=found, code=code).order_by("id"))
     return Lookup(found, concept.code, concept.display, concept.abstract, designations, values)
+
+
+SYNONYM_USE = "900000000000013009"
+
+
+def displays_in_language(version_id: int, displays: dict[str, str], language: str) -> dict[str, str]:
+    """Each code's display in a language (`displayLanguage`, matched on its primary subtag: `en-US` takes
+    `en` designations and `de` takes `de-CH`): the concept's display when it is one of its designations in
+    that language, else the first such designation (synonyms first), else the display unchanged."""
+    wanted = language.split("-")[0].lower()
+    found: dict[str, list[tuple[bool, str]]] = {}
+    for code, value, designation_language, use_code in Designation.objects.filter(
+            code_system_version_id=version_id, code__in=list(displays)).exclude(language="").order_by("id") \
+            .values_list("code", "value", "language", "use_code"):
+        if designation_language.split("-")[0].lower() == wanted:
+            found.setdefault(code, []).append((use_code != SYNONYM_USE, value))
+    return {code: display if not found.get(code) or display in [v for _, v in found[code]]
+            else sorted(found[code], key=lambda item: item[0])[0][1] for code, display in displays.items()}
 
 
 @dataclass(frozen=True)

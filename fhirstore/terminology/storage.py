@@ -284,6 +284,39 @@ def add_concepts(system: str, records: Sequence[ConceptRecord]) -> int:
     return len(records)
 
 
+def remove_concepts(system: str, codes: Sequence[str]) -> int:
+    """`$apply-codesystem-delta-remove`: remove concepts from the current version of `system`, in one
+    transaction: their rows and closure rows, and the stored expansions using the system marked stale. A
+    concept goes only with its children (a child left behind would keep a parent that no longer exists:
+    remove them too, or upload a new version); so every descendant goes too and no other concept's closure
+    changes. Codes the version does not have are ignored (a delta retried removes nothing more). Returns the
+    number removed."""
+    from fhirstore.terminology.lookup import resolve_version
+
+    version = resolve_version(system)
+    with transaction.atomic():
+        present = sorted(Concept.objects.filter(code_system_version=version, code__in=codes)
+                         .values_list("code", flat=True))
+        left_behind = sorted(set(ParentLink.objects.filter(code_system_version=version, parent__in=present)
+                                 .exclude(child__in=present).values_list("child", flat=True)))
+        if left_behind:
+            raise InvalidRequest(f"A delta may remove a concept only with its children; not removed: "
+                                 f"{', '.join(left_behind[:5])}{' …' if len(left_behind) > 5 else ''}")
+        if not present:
+            return 0
+        with connection.cursor() as cursor:
+            for table, column in (("terminology_closure", "descendant"), ("terminology_conceptproperty", "code"),
+                                  ("terminology_designation", "code"), ("terminology_parentlink", "child"),
+                                  ("terminology_concept", "code")):
+                cursor.execute(f"DELETE FROM {table} WHERE code_system_version_id = %s AND {column} = ANY(%s::text[])",
+                               [version.id, present])
+        CodeSystemVersion.objects.filter(pk=version.id).update(
+            concept_count=Concept.objects.filter(code_system_version=version).count(),
+            closure_count=Closure.objects.filter(code_system_version=version).count())
+        mark_expansions_stale([system])
+    return len(present)
+
+
 VERSION_TABLES = ("terminology_closure", "terminology_conceptproperty", "terminology_designation",
                   "terminology_parentlink", "terminology_concept")  # the rows of a version, deleted in this order
 

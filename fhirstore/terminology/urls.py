@@ -13,6 +13,8 @@ OPERATIONS = (
 
 urlpatterns = [
     path("fhir/CodeSystem/$apply-codesystem-delta-add", views.DeltaAddView.as_view(), name="terminology-delta-add"),
+    path("fhir/CodeSystem/$apply-codesystem-delta-remove", views.DeltaRemoveView.as_view(),
+         name="terminology-delta-remove"),
     path("fhir/ValueSet/<fhirid:logical_id>/$invalidate-expansion", views.InvalidateExpansionView.as_view(),
          name="terminology-invalidate-expansion"),
     *(path(f"fhir/{resource_type}/{operation}", view.as_view(), name=f"terminology-{name}")

@@ -3,7 +3,8 @@
 
 Each `include` is a SELECT over one code system version's concepts, narrowed by its `concept` list and
 its `filter`s (ANDed): `is-a`, `descendent-of`, `is-not-a` (the closure), `=`, `in`, `not-in` and
-`regex` (the concept's code or display, or a stored property). Includes are UNIONed and the excludes taken
+`regex` (the concept's code or display, or a stored property), and by the codes of the ValueSets it
+imports (`valueSet`: their stored expansion, or their compose as SQL). Includes are UNIONed and the excludes taken
 away (EXCEPT). A stored expansion is used when it is EXPANDED; a new current version of a code system it
 used makes it stale (`storage.mark_expansions_stale`).
 """
@@ -16,17 +17,29 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.db.models.functions import Now
 
 from fhirstore.exceptions import FhirStoreError, InvalidRequest, UnsupportedSearch
 from fhirstore.fhirdates import format_instant
 from fhirstore.models import Resource
 from fhirstore.terminology.exceptions import ExpansionTooCostly, UnknownValueSet
-from fhirstore.terminology.lookup import resolve_version
-from fhirstore.terminology.models import ExpansionConcept, ExpansionStatus, ValueSetExpansion
+from fhirstore.terminology.lookup import displays_in_language, resolve_version
+from fhirstore.terminology.models import (
+    CodeSystemVersion,
+    ConceptProperty,
+    ExpansionConcept,
+    ExpansionStatus,
+    ValueSetExpansion,
+)
 
 CODE_PROPERTIES = ("code", "concept")  # filter properties that mean the concept itself
 CLOSURE_SQL = ("SELECT descendant FROM terminology_closure WHERE code_system_version_id = %s AND ancestor = %s")
+STORED_ACTIVE_SQL = ("AND NOT EXISTS (SELECT 1 FROM terminology_conceptproperty p JOIN terminology_codesystemversion v"
+                     " ON v.id = p.code_system_version_id WHERE v.system = e.system AND v.version = e.version"
+                     " AND p.code = e.code AND p.property = 'inactive' AND p.value = 'true')")
+ACTIVE_SQL = ("AND NOT EXISTS (SELECT 1 FROM terminology_conceptproperty p WHERE p.code_system_version_id = "
+              "c.code_system_version_id AND p.code = c.code AND p.property = 'inactive' AND p.value = 'true')")
 
 
 @dataclass
@@ -49,20 +62,30 @@ class ComposeQuery:
     version_ids: list[int]
 
 
-def compose_query(compose: Mapping[str, Any]) -> ComposeQuery:
-    """The compose's codes as SQL; InvalidRequest for what cannot be expanded, UnknownCodeSystem (404)."""
-    if not isinstance(compose, Mapping) or not compose.get("include"):
-        raise InvalidRequest("The ValueSet has no compose.include to expand")
+def compose_query(compose: Mapping[str, Any], *, active_only: bool = False) -> ComposeQuery:
+    """The compose's codes as SQL; InvalidRequest for what cannot be expanded, UnknownCodeSystem (404).
+    Inactive concepts (a stored `inactive` property true: SNOMED's, LOINC's deprecated) are left out when
+    `active_only` (`$expand`'s activeOnly) or the compose says `inactive: false`."""
     systems: list[str] = []
     version_ids: list[int] = []
-    parts = [_include_sql(include, systems, version_ids) for include in _list(compose, "include")]
-    excluded = [_include_sql(exclude, systems, version_ids) for exclude in _list(compose, "exclude")]
+    part = _compose_sql(compose, systems, version_ids, active_only, ())
+    return ComposeQuery(part.sql, part.params, sorted(set(systems)), sorted(set(version_ids)))
+
+
+def _compose_sql(compose: Mapping[str, Any], systems: list[str], version_ids: list[int], active_only: bool,
+                 importing: tuple[str, ...]) -> _Part:
+    if not isinstance(compose, Mapping) or not compose.get("include"):
+        raise InvalidRequest("The ValueSet has no compose.include to expand")
+    active_only = active_only or compose.get("inactive") is False
+    parts = [_include_sql(include, systems, version_ids, active_only, importing)
+             for include in _list(compose, "include")]
+    excluded = [_include_sql(exclude, systems, version_ids, False, importing) for exclude in _list(compose, "exclude")]
     sql = " UNION ".join(f"({part.sql})" for part in parts)
     params = [p for part in parts for p in part.params]
     if excluded:
         sql = f"SELECT * FROM ({sql}) included EXCEPT ({' UNION '.join(f'({e.sql})' for e in excluded)})"
         params += [p for part in excluded for p in part.params]
-    return ComposeQuery(sql, params, sorted(set(systems)), sorted(set(version_ids)))
+    return _Part(sql, params)
 
 
 @dataclass(frozen=True)
@@ -78,12 +101,27 @@ def _list(compose: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     return value
 
 
-def _include_sql(include: Mapping[str, Any], systems: list[str], version_ids: list[int]) -> _Part:
-    if include.get("valueSet"):
-        raise InvalidRequest("compose.include.valueSet (importing other ValueSets) is not supported yet")
+def _include_sql(include: Mapping[str, Any], systems: list[str], version_ids: list[int], active_only: bool,
+                 importing: tuple[str, ...]) -> _Part:
+    """One include (or exclude): the system's concepts narrowed by its concept list and filters, and by the
+    codes of every ValueSet it imports (`valueSet`: FHIR's intersection); without a system, the codes of
+    the imported ValueSets (in all of them)."""
+    imports = include.get("valueSet") or []
+    if not isinstance(imports, list) or not all(isinstance(url, str) and url for url in imports):
+        raise InvalidRequest("compose.include.valueSet must be a list of canonical URLs")
     system = include.get("system")
-    if not isinstance(system, str) or not system:
-        raise InvalidRequest("Every compose.include and exclude needs a system")
+    if not imports and (not isinstance(system, str) or not system):
+        raise InvalidRequest("Every compose.include and exclude needs a system or a valueSet")
+    imported = [_imported_sql(url, systems, version_ids, active_only, importing) for url in imports]
+    if not system:
+        first, *others = imported
+        sql = _Sql([f"SELECT * FROM ({first.sql}) imported WHERE true"], list(first.params))
+        for other in others:
+            sql.add(f"AND (imported.system, imported.code) IN (WITH other AS MATERIALIZED ({other.sql}) "
+                    f"SELECT system, code FROM other)", *other.params)  # run once, not once per row
+        return _Part(" ".join(sql.text), sql.params)
+    if not isinstance(system, str):
+        raise InvalidRequest("compose.include.system must be a URI")
     version = resolve_version(system, include.get("version") or None)
     systems.append(system)
     version_ids.append(version.id)
@@ -95,7 +133,30 @@ def _include_sql(include: Mapping[str, Any], systems: list[str], version_ids: li
         sql.add("AND c.code = ANY(%s::text[])", [code for code in codes if isinstance(code, str)])
     for concept_filter in include.get("filter") or []:
         _filter_sql(concept_filter, version.id, sql)
+    if active_only:
+        sql.add(ACTIVE_SQL)
+    for part in imported:
+        sql.add(f"AND c.code IN (WITH imported AS MATERIALIZED ({part.sql}) SELECT code FROM imported "
+                f"WHERE system = %s)", *part.params, system)
     return _Part(" ".join(sql.text), sql.params)
+
+
+def _imported_sql(url: str, systems: list[str], version_ids: list[int], active_only: bool,
+                  importing: tuple[str, ...]) -> _Part:
+    """The codes of an imported ValueSet (`url` or `url|version`, a stored one): its stored expansion when
+    EXPANDED, else its compose (imports of imports too; a cycle is refused)."""
+    if url in importing:
+        raise InvalidRequest(f"The ValueSet {url} imports itself ({' → '.join([*importing, url])})")
+    canonical, _, version = url.partition("|")
+    value_set = stored_value_set(url=canonical, version=version or None)
+    stored = _expanded(value_set)
+    if stored is None:
+        return _compose_sql(value_set.get("compose") or {}, systems, version_ids, active_only, (*importing, url))
+    systems.extend(stored.systems)
+    version_ids.extend(stored.built_from)
+    return _Part("SELECT e.system::text AS system, e.version::text AS version, e.code, e.display, false AS abstract "
+                 "FROM terminology_expansionconcept e WHERE e.expansion_id = %s"
+                 + (f" {STORED_ACTIVE_SQL}" if active_only else ""), [stored.pk])
 
 
 def _filter_sql(concept_filter: Any, version_id: int, sql: _Sql) -> None:
@@ -138,12 +199,36 @@ class ExpansionPage:
     status: str = ""  # the stored expansion's status (a stored ValueSet's), "" for one sent inline
 
 
-def expand(value_set: Mapping[str, Any], *, text: str = "", offset: int = 0, count: int | None = None
-           ) -> ExpansionPage:
-    """One page of a ValueSet's expansion: from its stored expansion when EXPANDED, else on the fly.
+def expand(value_set: Mapping[str, Any], *, text: str = "", offset: int = 0, count: int | None = None,
+           active_only: bool = False, display_language: str = "") -> ExpansionPage:
+    """One page of a ValueSet's expansion: from its stored expansion when EXPANDED, else on the fly; without
+    inactive concepts when `active_only`; displays in `display_language` when asked.
 
     On the fly, an answer of more than TERMINOLOGY_EXPANSION_MAX_CODES codes is refused (ExpansionTooCostly);
     ask for pages with `count`."""
+    page = _expand(value_set, text=text, offset=offset, count=count, active_only=active_only)
+    if display_language:
+        page = ExpansionPage(page.total, page.offset, _in_language(page.contains, display_language), page.stored,
+                             page.status)
+    return page
+
+
+def _in_language(contains: list[tuple[str, str, str, str, bool]], language: str
+                 ) -> list[tuple[str, str, str, str, bool]]:
+    displays: dict[tuple[str, str], dict[str, str]] = {}
+    for system, version, code, display, _ in contains:
+        displays.setdefault((system, version), {})[code] = display
+    for (system, version), by_code in displays.items():
+        version_id = CodeSystemVersion.objects.filter(system=system, version=version).values_list(
+            "id", flat=True).first()
+        if version_id is not None:
+            by_code.update(displays_in_language(version_id, by_code, language))
+    return [(system, version, code, displays[(system, version)][code], abstract)
+            for system, version, code, _, abstract in contains]
+
+
+def _expand(value_set: Mapping[str, Any], *, text: str, offset: int, count: int | None, active_only: bool
+            ) -> ExpansionPage:
     limit = settings.TERMINOLOGY_EXPANSION_MAX_CODES
     if count is not None and count > limit:
         raise ExpansionTooCostly(f"count={count} is more than this server returns at once ({limit})")
@@ -152,12 +237,16 @@ def expand(value_set: Mapping[str, Any], *, text: str = "", offset: int = 0, cou
         rows = ExpansionConcept.objects.filter(expansion=stored)
         if text:
             rows = rows.filter(display__icontains=text) | rows.filter(code__istartswith=text)
+        if active_only:
+            rows = rows.filter(~Exists(ConceptProperty.objects.filter(
+                code_system_version__system=OuterRef("system"), code_system_version__version=OuterRef("version"),
+                code=OuterRef("code"), property="inactive", value="true")))
         total = rows.count()
         _check_size(total, count, limit)
         page = rows.order_by("position")[offset: offset + (count if count is not None else total)]
         return ExpansionPage(total, offset, [(r.system, r.version, r.code, r.display, False) for r in page], True,
                              ExpansionStatus.EXPANDED)
-    query = compose_query(value_set.get("compose") or {})
+    query = compose_query(value_set.get("compose") or {}, active_only=active_only)
     where, params = ("", [])
     if text:
         where, params = " WHERE expansion.display ILIKE %s OR expansion.code ILIKE %s", [f"%{text}%", f"{text}%"]

@@ -18,7 +18,7 @@ from fhirstore.models import Resource
 from fhirstore.terminology.exceptions import UnknownCodeSystem
 from fhirstore.terminology.lookup import lookup, subsumes, validate_code
 from fhirstore.terminology.records import ConceptRecord, Property
-from fhirstore.terminology.storage import add_concepts
+from fhirstore.terminology.storage import add_concepts, remove_concepts
 from fhirstore.terminology.valuesets import (
     expand,
     expansion_resource,
@@ -80,6 +80,15 @@ class OperationParameters:
             raise InvalidRequest(f"The parameter {name!r} must not be negative")
         return number
 
+    def boolean(self, name: str) -> bool:
+        """A boolean parameter: valueBoolean (POST) or `true`/`false` (GET); false when absent."""
+        value = (self.values.get(name) or [None])[0]
+        if value in (None, False, "false"):
+            return False
+        if value in (True, "true"):
+            return True
+        raise InvalidRequest(f"The parameter {name!r} must be true or false")
+
     def coding(self, name: str) -> tuple[str | None, str | None, str | None]:
         """(system, code, version) of a Coding parameter (POST only), or Nones."""
         value = (self.values.get(name) or [None])[0]
@@ -134,7 +143,7 @@ def _code_system_url(logical_id: str) -> str:
 class LookupView(TerminologyReadView):
     def answer(self, parameters, logical_id):
         system, code, version = _system_and_code(parameters, logical_id)
-        found = lookup(system, code, version, parameters.texts("property"))
+        found = lookup(system, code, version, parameters.texts("property"), parameters.text("displayLanguage") or "")
         if found is None:
             raise InvalidRequest(f"Unknown code {code!r} in {system}")
         out = [{"name": "name", "valueString": found.version.name or found.version.system},
@@ -215,7 +224,9 @@ class ExpandView(TerminologyReadView):
     def answer(self, parameters, logical_id):
         value_set = _value_set(parameters, logical_id)
         text, count = parameters.text("filter") or "", parameters.integer("count")
-        page = expand(value_set, text=text, offset=parameters.integer("offset") or 0, count=count)
+        page = expand(value_set, text=text, offset=parameters.integer("offset") or 0, count=count,
+                      active_only=parameters.boolean("activeOnly"),
+                      display_language=parameters.text("displayLanguage") or "")
         return expansion_resource(value_set, page, text=text, count=count)
 
 
@@ -264,6 +275,30 @@ class DeltaAddView(FhirView):
         added = add_concepts(system, records)
         return fhir_response({"resourceType": "Parameters", "parameter": [
             {"name": "added", "valueInteger": added}]})
+
+
+class DeltaRemoveView(FhirView):
+    """`POST CodeSystem/$apply-codesystem-delta-remove` (Parameters: system, codeSystem whose `concept`s name
+    the codes, nested or not): those concepts removed from the current version synchronously, up to
+    TERMINOLOGY_DELTA_MAX_CONCEPTS, each with its children; the stored expansions using the system become
+    stale. Needs `terminology`."""
+
+    required_scope = Scope.TERMINOLOGY
+
+    def post(self, request):
+        parameters = OperationParameters.of(request)
+        code_system = parameters.resource("codeSystem") or {}
+        system = parameters.text("system") or code_system.get("url")
+        if not system or not code_system.get("concept"):
+            raise InvalidRequest("Give system and a codeSystem with the concepts to remove")
+        codes = [record.code for record in _delta_records(code_system["concept"], None)]
+        limit = settings.TERMINOLOGY_DELTA_MAX_CONCEPTS
+        if len(codes) > limit:
+            raise InvalidRequest(f"{len(codes)} concepts: a delta takes at most {limit} "
+                                 f"(TERMINOLOGY_DELTA_MAX_CONCEPTS); upload a new version")
+        removed = remove_concepts(system, codes)
+        return fhir_response({"resourceType": "Parameters", "parameter": [
+            {"name": "removed", "valueInteger": removed}]})
 
 
 def _delta_records(concepts: Any, parent: str | None) -> list[ConceptRecord]:

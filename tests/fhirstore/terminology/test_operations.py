@@ -179,7 +179,8 @@ def test_the_capability_statement_lists_the_operations(reader):
     statement = reader.get("/fhir/metadata").json()
     by_type = {entry["type"]: entry for entry in statement["rest"][0]["resource"]}
     assert {op["name"] for op in by_type["CodeSystem"]["operation"]} == {
-        "lookup", "validate-code", "subsumes", "upload-external-code-system", "apply-codesystem-delta-add"}
+        "lookup", "validate-code", "subsumes", "upload-external-code-system", "apply-codesystem-delta-add",
+        "apply-codesystem-delta-remove"}
     assert {op["name"] for op in by_type["ValueSet"]["operation"]} == {"expand", "validate-code",
                                                                        "invalidate-expansion"}
     code = next(p for p in by_type["Condition"]["searchParam"] if p["name"] == "code")
