@@ -68,6 +68,7 @@ def test_work_announced_again_waits_in_the_list_served_first_and_both_lists_coun
         broker.delete(served_first, new_work)
 
 
+@pytest.mark.acceptance
 def test_a_chunk_retried_after_an_error_runs_before_the_backlog_of_new_chunks_drains(
         processes, logged_job, tmp_path):
     node = unique_node()
@@ -84,6 +85,7 @@ def test_a_chunk_retried_after_an_error_runs_before_the_backlog_of_new_chunks_dr
     assert finished_after(retried) >= BACKLOG // 2
 
 
+@pytest.mark.acceptance
 def test_the_chunk_of_a_lost_worker_runs_before_the_backlog_of_new_chunks_drains(
         processes, logged_job, tmp_path, settings):
     node = unique_node()
