@@ -416,9 +416,9 @@ BULK_SUBMIT_ALLOWED_SUBMITTERS = [s.strip() for s in env_str("BULK_SUBMIT_ALLOWE
                                   if s.strip()]
 # An object store gets one PUT per export file: boto3's defaults cut a file over 8 MiB (a 10,000-resource file is
 # ~11 MB) into a multipart upload (3-4 requests) run by a pool of 10 threads started for every file. One PUT from
-# the process itself: the client's CPU per 11 MB file 50 -> 26 ms, its wall time 560 -> 430 ms on SeaweedFS
-# (loaded 2-core machine; docs/export.md, Per storage). Larger files still go in 8 MiB parts, one at a time.
-# Options that name their own `transfer_config` (in code: JSON cannot) keep it.
+# the process itself halved the client's CPU per 11 MB file (50 -> 26 ms, SeaweedFS on a loaded 2-core machine;
+# the wall time there is the store's: docs/export.md, Per storage). Larger files still go in 8 MiB parts, one
+# at a time.
 S3_STORAGE = "storages.backends.s3.S3Storage"
 S3_SINGLE_PUT_BYTES = 64 * 1024**2
 BULK_EXPORT_STORAGE_BACKEND_OPTIONS = dict(BULK_EXPORT_STORAGE_OPTIONS)
