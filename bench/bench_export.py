@@ -38,7 +38,6 @@ from bench.fhirstack import (
     FhirStack, fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, spinning_latencies, stored, worker_rss,
 )
 from bench.support import bench_database, percentile_ms
-from heavylift.devobjectstore import create_bucket, running_object_store, storage_options
 
 RSS_SAMPLE_SECONDS = 0.2  # often enough to catch a step's peak, cheap enough not to load the machine
 STATUS_SECONDS = 0.02  # the job's status read from the database between polls: the end is timed to 20 ms
@@ -69,6 +68,10 @@ def storage_settings(storage: str, workdir: Path) -> Iterator[dict[str, str]]:
         yield {"BULK_EXPORT_STORAGE_BACKEND": "django.core.files.storage.FileSystemStorage",
                "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")})}
     elif storage == "s3":
+        # Imported here: importing `heavylift` sets Django up, which must wait until `bench_database` has
+        # pointed DATABASE_URL at the benchmark's database.
+        from heavylift.devobjectstore import create_bucket, running_object_store, storage_options
+
         with running_object_store(workdir / "seaweedfs") as store:
             create_bucket(store, "exports")
             yield {"BULK_EXPORT_STORAGE_BACKEND": "storages.backends.s3.S3Storage",

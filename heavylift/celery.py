@@ -2,7 +2,7 @@
 import os
 
 from celery import Celery
-from celery.signals import celeryd_init, task_postrun, task_prerun, worker_ready
+from celery.signals import celeryd_init, task_postrun, task_prerun, worker_process_init, worker_ready
 from kombu import Queue
 
 from heavylift.broker import survive_lost_broker_connections
@@ -36,6 +36,15 @@ def check_the_cluster(sender=None, **kwargs) -> None:
     from heavylift.cluster import warn_at_start
 
     warn_at_start(f"worker {getattr(sender, 'hostname', '')}")
+
+
+@worker_process_init.connect
+def connect_export_storage(**kwargs) -> None:
+    """Each pool process sets up the export storage's client when it starts, not in the middle of an export
+    (an object store's: 0.3-1 s on a loaded machine, which the first file a process wrote used to pay)."""
+    from fhirjobs.bulkexport.files import connect_export_storage
+
+    connect_export_storage()
 
 
 @app.task(name="heavylift.ping", ignore_result=False)

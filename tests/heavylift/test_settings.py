@@ -118,3 +118,19 @@ def test_a_bad_setting_stops_every_entry_point_with_one_line_naming_it(entry_poi
 
     assert result.returncode != 0
     assert result.stderr.splitlines() == ["heavylift: configuration error: PORT must be an integer, got 'abc'"]
+
+
+def test_an_object_store_gets_one_put_per_export_file_from_the_process_itself():
+    program = ("import json; from django.conf import settings; o = settings.STORAGES['bulkexport']['OPTIONS']; "
+               "t = o['transfer_config']; print(json.dumps([t.use_threads, t.multipart_threshold, "
+               "'transfer_config' in settings.BULK_EXPORT_STORAGE_OPTIONS, o['bucket_name']]))")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "heavylift.settings",
+           "BULK_EXPORT_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
+           "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"bucket_name": "exports"})}
+    result = subprocess.run([sys.executable, "-c", program], cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr
+    use_threads, threshold, in_the_fingerprinted_setting, bucket = json.loads(result.stdout)
+    assert (use_threads, bucket) == (False, "exports")
+    assert threshold >= 32 * 1024**2, "a 10,000-resource file (~11 MB) is one PUT, not a multipart upload"
+    assert not in_the_fingerprinted_setting, "the options as configured are what hosts compare"

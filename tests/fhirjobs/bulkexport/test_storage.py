@@ -18,6 +18,7 @@ from batch.models import JobInstance
 from batch.statuses import JobStatus
 from blobstore.storage import DatabaseStorage
 from fhirjobs.bulkexport import steps
+from fhirjobs.bulkexport.files import connect_export_storage
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.services import purge_expired_exports
 from tests.fhirjobs.bulkexport.helpers import patient
@@ -147,3 +148,21 @@ def test_a_write_step_cancelled_while_it_reads_writes_no_file(exporter, export_s
 
     assert JobInstance.objects.get().status == JobStatus.CANCELLED
     assert export_storage.names() == [] and not ExportFile.objects.exists()
+
+
+def test_a_pool_process_sets_up_the_object_store_client_when_it_starts_without_a_request(settings):
+    use_storage(settings, "storages.backends.s3.S3Storage", bucket_name="exports",
+                endpoint_url="http://127.0.0.1:9", access_key="k", secret_key="s", region_name="us-east-1")
+    storage = storages["bulkexport"]
+    assert getattr(storage._connections, "connection", None) is None
+
+    connect_export_storage()  # port 9 (discard) answers nothing: setting up must not reach the store
+
+    assert getattr(storage._connections, "connection", None) is not None
+    assert storage.connection is storage._connections.connection, "the first file reuses it"
+
+
+def test_storages_without_a_client_need_no_setting_up(settings):
+    use_storage(settings, "blobstore.storage.DatabaseStorage")
+
+    connect_export_storage()  # nothing to set up, nothing raised
