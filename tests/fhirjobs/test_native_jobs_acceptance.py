@@ -33,7 +33,8 @@ from fhirstore.storage import read_resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirjobs.bulkpatch.helpers import replace
 from tests.fhirjobs.deleteexpunge.helpers import keys_of, no_rows, rows_of, rows_of_keys
-from tests.fhirjobs.merge.helpers import observation, output, patient
+from tests.fhirjobs.merge.helpers import observation, output
+from tests.fhirjobs.helpers import patient
 from tests.processes import Process, celery_worker, kill_while_it_holds, locked_by_another_transaction, start_all, \
     stop_all, wait_until, wait_until_ready
 

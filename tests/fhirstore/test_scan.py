@@ -12,17 +12,12 @@ from fhirstore.scan import (
     group_patient_ids, iter_resource_id_pages, missing_ids, resource_ids_page,
 )
 from fhirstore.search import search_filter, type_filter
-from fhirstore.storage import Write, delete_resource, save_resources
-from tests.fhirstore.helpers import patient
+from fhirstore.storage import delete_resource
+from tests.fhirstore.helpers import patient, store
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
-
-
-def store(*resources: dict, at: datetime = T0) -> None:
-    with transaction.atomic():
-        save_resources([Write(resource) for resource in resources], now=at, authority=SERVER)
 
 
 def observation(observation_id: str, subject: str, category: str = "vital-signs", status: str = "final") -> dict:

@@ -2,23 +2,15 @@
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from django.db import transaction
 from freezegun import freeze_time
 
-from fhirstore.authority import SERVER
 from fhirstore.models import SearchCache
 from fhirstore.search import delete_expired_searches
-from fhirstore.storage import Write, save_resources
-from tests.fhirstore.helpers import assert_outcome, patient
+from tests.fhirstore.helpers import assert_outcome, patient, store
 
 pytestmark = pytest.mark.django_db
 
 LOINC = "http://loinc.org"
-
-
-def store(*resources: dict, at: datetime | None = None) -> None:
-    with transaction.atomic():
-        save_resources([Write(resource) for resource in resources], now=at, authority=SERVER)
 
 
 def ids(fhir, query: str) -> list[str]:

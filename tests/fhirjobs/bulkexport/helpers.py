@@ -50,10 +50,6 @@ class Exporter:
                 for resource_type, resources in self.download(manifest).items()}
 
 
-def patient(logical_id: str, **extra) -> dict:
-    return {"resourceType": "Patient", "id": logical_id, "name": [{"family": logical_id}], **extra}
-
-
 def observation(logical_id: str, subject: str, category: str = "laboratory", **extra) -> dict:
     return {"resourceType": "Observation", "id": logical_id, "status": "final",
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",

@@ -35,7 +35,8 @@ from fhirjobs.bulkimport.inline import load_paths
 from fhirstore.loading import BulkLoader
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
-from tests.fhirjobs.bulkexport.helpers import observation, patient
+from tests.fhirjobs.bulkexport.helpers import observation
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, delete, store
 from tests.processes import (
     Process, celery_beat, celery_worker, free_port, kill_while_it_holds, scheduler_worker, start_all,

@@ -1,7 +1,7 @@
 """Behind a TLS-terminating proxy, the URLs an export hands out say https:// — once the proxy is trusted."""
 import pytest
 
-from tests.fhirjobs.bulkexport.helpers import patient
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,7 +7,7 @@ import pytest
 from batch import control
 from batch.control import JobStatus
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
-from tests.fhirjobs.bulkexport.helpers import patient
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db(transaction=True)

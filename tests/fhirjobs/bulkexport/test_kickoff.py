@@ -7,7 +7,7 @@ from django.core.management import call_command
 
 from batch.models import JobInstance
 from fhirjobs.bulkexport.models import BulkExport
-from tests.fhirjobs.bulkexport.helpers import patient
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
 pytestmark = pytest.mark.django_db

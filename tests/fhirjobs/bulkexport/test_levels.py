@@ -6,7 +6,8 @@ import pytest
 
 from fhirjobs.bulkexport.steps import SUBSETTED
 from fhirstore.models import Resource
-from tests.fhirjobs.bulkexport.helpers import observation, patient
+from tests.fhirjobs.bulkexport.helpers import observation
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import delete, store
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,7 +12,8 @@ from batch.statuses import JobStatus
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.services import delete_files_of_ended_exports, purge_expired_exports
 from scheduling.registry import registry as scheduled_jobs
-from tests.fhirjobs.bulkexport.helpers import observation, patient
+from tests.fhirjobs.bulkexport.helpers import observation
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import assert_outcome, delete, store
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -23,7 +23,7 @@ from heavylift.devobjectstore import (
     running_object_store,
     storage_options,
 )
-from tests.fhirjobs.bulkexport.helpers import patient
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import store
 from tests.fhirstore.helpers import assert_outcome
 

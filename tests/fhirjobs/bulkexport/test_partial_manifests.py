@@ -5,7 +5,8 @@ import pytest
 
 from batch.models import JobInstance
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
-from tests.fhirjobs.bulkexport.helpers import observation, patient
+from tests.fhirjobs.bulkexport.helpers import observation
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import assert_outcome, store
 
 pytestmark = pytest.mark.django_db(transaction=True)

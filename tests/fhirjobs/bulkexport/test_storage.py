@@ -21,7 +21,7 @@ from fhirjobs.bulkexport import steps
 from fhirjobs.bulkexport.files import connect_export_storage
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.services import purge_expired_exports
-from tests.fhirjobs.bulkexport.helpers import patient
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -16,7 +16,8 @@ from fhirjobs.bulkexport.steps import fetch_resources
 from fhirstore.authority import SERVER
 from fhirstore.models import Resource, ResourceVersion
 from fhirstore.storage import Write, delete_resource, save_resources, settled_time
-from tests.fhirjobs.bulkexport.helpers import observation, patient
+from tests.fhirjobs.bulkexport.helpers import observation
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import delete, store
 
 pytestmark = pytest.mark.django_db(transaction=True)

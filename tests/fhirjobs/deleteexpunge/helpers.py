@@ -11,10 +11,6 @@ def observation(logical_id: str, subject: str | None = None, code: str = "8867-4
             **({"subject": {"reference": subject}} if subject else {})}
 
 
-def patient(logical_id: str, active: bool = True) -> dict:
-    return {"resourceType": "Patient", "id": logical_id, "active": active, "name": [{"family": logical_id}]}
-
-
 def rows_of(resource_type: str, logical_ids=None) -> dict[str, int]:
     """How many rows every table holds of these resources (of every resource of the type when None)."""
     resources = Resource.objects.filter(resource_type=resource_type)

@@ -23,7 +23,8 @@ from fhirstore.expunge import expunge_resources
 from fhirstore.loading import BulkLoader
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
-from tests.fhirjobs.deleteexpunge.helpers import no_rows, observation, patient, rows_of
+from tests.fhirjobs.deleteexpunge.helpers import no_rows, observation, rows_of
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Permission
 from fhirjobs.expunge.steps import expunge
 from fhirstore.models import Resource, ResourceVersion
 from jobsite.tokens import token_for
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,17 +28,13 @@ def expunger(django_user_model) -> FhirClient:
     return FhirClient(f"Bearer {token_for(user, SCOPES)}")
 
 
-def patient(logical_id: str, family: str) -> dict:
-    return {"resourceType": "Patient", "id": logical_id, "name": [{"family": family}]}
-
-
 def versions_of(logical_id: str) -> list[int]:
     return sorted(ResourceVersion.objects.filter(resource__logical_id=logical_id).values_list("version_id", flat=True))
 
 
 def write_three_versions(*ids: str) -> None:
     for family in ("A", "B", "C"):
-        store(*(patient(logical_id, family) for logical_id in ids))
+        store(*(patient(logical_id, name=[{"family": family}]) for logical_id in ids))
 
 
 def test_an_instance_loses_its_previous_versions_and_keeps_its_current_one(expunger):
@@ -69,7 +66,7 @@ def test_a_type_is_expunged_by_a_job_with_its_count_on_the_status_url(expunger, 
     ({"resourceType": "Patient"}, "takes a Parameters resource"),
 ])
 def test_what_is_not_done_yet_is_a_400(expunger, body, problem):
-    store(patient("p1", "A"))
+    store(patient("p1", name=[{"family": "A"}]))
     assert_outcome(expunger.post("/fhir/Patient/p1/$expunge", body), 400, problem)
 
 
@@ -93,6 +90,6 @@ def test_a_chunk_run_again_counts_the_same_and_deletes_no_newer_version():
     write_three_versions("p1")
     context = ChunkContext({"type": "Patient", "ids": ["p1"]})
     assert expunge(context, sink=None) == 2
-    store(patient("p1", "D"))  # version 3 becomes a previous version after the chunk ran
+    store(patient("p1", name=[{"family": "D"}]))  # version 3 becomes a previous version after the chunk ran
     assert expunge(context, sink=None) == 2
     assert versions_of("p1") == [3]

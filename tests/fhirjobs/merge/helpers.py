@@ -4,11 +4,6 @@ from __future__ import annotations
 ASYNC = {"HTTP_PREFER": "respond-async"}
 
 
-def patient(logical_id: str, *identifiers: str) -> dict:
-    return {"resourceType": "Patient", "id": logical_id, "active": True, "name": [{"family": logical_id}],
-            "identifier": [{"system": "urn:mrn", "value": value} for value in identifiers]}
-
-
 def observation(logical_id: str, subject: str) -> dict:
     return {"resourceType": "Observation", "id": logical_id, "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},

@@ -21,7 +21,8 @@ from fhirjobs.merge.steps import replace_references_step
 from fhirstore.models import Resource
 from fhirstore.referrers import referrer_keys
 from fhirstore.storage import read_resource
-from tests.fhirjobs.merge.helpers import encounter, observation, output, patient
+from tests.fhirjobs.merge.helpers import encounter, observation, output
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db  # in the test's transaction (rolled back): the job's test commits, as workers do

@@ -7,7 +7,8 @@ from django.contrib.auth.models import Permission
 
 from fhirstore.models import Resource
 from jobsite.tokens import token_for
-from tests.fhirjobs.merge.helpers import ASYNC, merge_parameters, observation, output, patient
+from tests.fhirjobs.merge.helpers import ASYNC, merge_parameters, observation, output
+from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
 pytestmark = pytest.mark.django_db
