@@ -27,7 +27,7 @@ from batch.queues import broker_lists, pending_notifications, work_notification_
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.tasks import publish_work_notifications
 from scheduling.models import JobRun, RunOutcome
-from tests.batch.conftest import unique_node
+from tests.batch.helpers import unique_node
 from tests.isolation import flush_test_redis
 from tests.processes import (
     Process,

@@ -4,7 +4,7 @@ import pytest
 from batch.api import InvalidJobDefinition, InvalidParameters, JobDefinitionBuilder, register
 from batch.exceptions import DuplicateJobDefinition, UnknownJobDefinition
 from batch.registry import JobDefinitionRegistry, registry
-from tests.batch.conftest import count_records, emit
+from tests.batch.helpers import count_records, emit
 
 
 def two_steps(builder: JobDefinitionBuilder) -> JobDefinitionBuilder:

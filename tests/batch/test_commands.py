@@ -12,7 +12,7 @@ from batch.control import start_job
 from batch.exceptions import JobFailed
 from batch.models import JobInstance
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
-from tests.batch.conftest import emit
+from tests.batch.helpers import emit
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
 from tests.processes import PROJECT_DIR
 

@@ -7,7 +7,7 @@ import pytest
 
 from batch import control
 from batch.control import JobNotFound, JobStateConflict, JobStatus
-from tests.batch.conftest import count_records, emit
+from tests.batch.helpers import count_records, emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,7 +12,7 @@ from batch.exceptions import (
 )
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
-from tests.batch.conftest import emit
+from tests.batch.helpers import emit
 from tests.batch.factories import JobInstanceFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,7 +9,7 @@ from batch.models import WorkChunk
 from batch.sink import SINK_FLUSH_SIZE, ChunkSink
 from batch.statuses import ChunkStatus
 from batch.worker import on_chunk_claimed, on_chunk_completed, run_chunk
-from tests.batch.conftest import count_records, emit
+from tests.batch.helpers import count_records, emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,7 +15,7 @@ from batch.models import JobInstance
 from batch.serializers import JobDetailSerializer
 from batch.statuses import ChunkStatus, JobStatus
 from batch.testing import time_passes
-from tests.batch.conftest import count_records, emit
+from tests.batch.helpers import count_records, emit
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

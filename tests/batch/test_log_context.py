@@ -12,7 +12,7 @@ from batch.control import start_job
 from batch.log_context import ChunkLogFilter
 from batch.models import WorkChunk
 from heavylift.logs import JsonFormatter
-from tests.batch.conftest import emit
+from tests.batch.helpers import emit
 
 logger = logging.getLogger("tests.batch.a_step")
 

@@ -14,7 +14,7 @@ from batch.reduction import on_reduction_claimed
 from batch.statuses import ChunkStatus, JobStatus
 from batch.testing import time_passes
 from batch.worker import on_chunk_claimed
-from tests.batch.conftest import count_records, emit, unique_node
+from tests.batch.helpers import count_records, emit, unique_node
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -28,7 +28,7 @@ from batch.nodes import JOB_PAGE, reassign_jobs
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
 from batch.testing import time_passes
-from tests.batch.conftest import count_records, emit
+from tests.batch.helpers import count_records, emit
 from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -18,7 +18,7 @@ from batch.control import JobStatus, get_job, live_nodes, start_job
 from batch.maintenance import run_maintenance_pass
 from batch.models import WorkChunk
 from batch.statuses import ChunkStatus
-from tests.batch.conftest import unique_node
+from tests.batch.helpers import unique_node
 from tests.processes import (
     PROJECT_DIR,
     celery_worker,

@@ -21,7 +21,7 @@ from batch.models import JobInstance, WorkChunk
 from batch.statuses import JobStatus
 from scheduling.clock import database_now
 from scheduling.models import JobRun, RunOutcome
-from tests.batch.conftest import unique_node
+from tests.batch.helpers import unique_node
 from tests.processes import (
     PROJECT_DIR, Process, celery_beat, celery_worker, scheduler_worker, start_all, wait_until, wait_until_beating,
     wait_until_ready,

@@ -16,7 +16,7 @@ from batch.maintenance import run_maintenance_pass
 from batch.models import WorkChunk
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus
-from tests.batch.conftest import unique_node
+from tests.batch.helpers import unique_node
 from tests.processes import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)

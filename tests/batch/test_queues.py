@@ -22,7 +22,7 @@ from batch.notifications import WorkNotification
 from batch.queues import broker_lists, pending_notifications, work_notification_queue
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.tasks import publish_work_notifications
-from tests.batch.conftest import unique_node
+from tests.batch.helpers import unique_node
 from tests.processes import celery_worker, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

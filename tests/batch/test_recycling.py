@@ -10,7 +10,7 @@ import pytest
 from batch.control import start_job
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import ENDED_JOB_STATUSES, JobStatus
-from tests.batch.conftest import unique_node
+from tests.batch.helpers import unique_node
 from tests.processes import celery_worker, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]

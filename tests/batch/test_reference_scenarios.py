@@ -17,7 +17,7 @@ from batch.progress import describe_duration, refresh_progress
 from batch.statuses import CANCELLABLE_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.testing import time_passes
 from batch.worker import on_chunk_claimed, run_chunk
-from tests.batch.conftest import count_records, emit
+from tests.batch.helpers import count_records, emit
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,7 +6,7 @@ from batch.dispatch import on_work_notification
 from batch.models import JobInstance, WorkChunk
 from batch.notifications import WorkNotification
 from batch.statuses import ChunkStatus, JobStatus
-from tests.batch.conftest import count_records, emit
+from tests.batch.helpers import count_records, emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,7 +7,7 @@ import pytest
 from batch.control import cancel_job, get_job, start_job
 from batch.exceptions import JobFailed
 from batch.statuses import JobStatus
-from tests.batch.conftest import emit
+from tests.batch.helpers import emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

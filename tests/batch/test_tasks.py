@@ -11,7 +11,7 @@ from batch.notifications import WorkNotification
 from batch.statuses import ChunkStatus, JobStatus
 from batch.tasks import work_notification
 from batch.testing import time_passes
-from tests.batch.conftest import emit
+from tests.batch.helpers import emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -20,7 +20,7 @@ from batch.registry import registry
 from batch.sink import SINK_FLUSH_BYTES
 from batch.statuses import ChunkStatus, JobStatus
 from batch.worker import ChunkRun, Claim, NextChunk, on_chunk_claimed, run_chunk
-from tests.batch.conftest import count_records, emit
+from tests.batch.helpers import count_records, emit
 from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -14,7 +14,7 @@ from batch.control import get_job, start_job
 from batch.progress import settle_totals
 from batch.statuses import ChunkStatus, JobStatus
 from scheduling.models import JobRun
-from tests.batch.conftest import unique_node
+from tests.batch.helpers import unique_node
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
 from tests.processes import celery_worker, wait_until
 

@@ -17,7 +17,7 @@ from batch.control import start_job
 from batch.models import JobInstance, WorkChunk
 from batch.queues import pending_notifications, work_notification_queue
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
-from tests.batch.conftest import unique_node
+from tests.batch.helpers import unique_node
 from tests.processes import (
     PROJECT_DIR,
     STARTUP_TIMEOUT,

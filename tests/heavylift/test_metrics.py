@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from batch.control import start_job
 from batch.maintenance import run_maintenance_pass
 from jobsite.tokens import token_for
-from tests.batch.conftest import count_records, emit
+from tests.batch.helpers import count_records, emit
 from tests.processes import PROJECT_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -5,9 +5,8 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from jobsite.tokens import token_for
+from tests.fhirjobs.deleteexpunge.helpers import DELETER_SCOPES
 from tests.fhirstore.helpers import FhirClient
-
-DELETER_SCOPES = ["fhir:read", "fhir:write", "admin:delete"]
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
-"""Helpers of the delete-expunge tests: resources, and every table's rows of some resources."""
+"""Helpers of the delete-expunge tests: the deleter's scopes, resources, and every table's rows of some resources."""
 from __future__ import annotations
 
 from fhirstore.models import Resource, ResourceVersion
 from fhirstore.storage import INDEX_TABLES
+
+DELETER_SCOPES = ["fhir:read", "fhir:write", "admin:delete"]
 
 
 def observation(logical_id: str, subject: str | None = None, code: str = "8867-4") -> dict:

@@ -9,8 +9,7 @@ from batch import control
 from batch.control import JobStatus
 from fhirstore.models import Resource
 from jobsite.tokens import token_for
-from tests.fhirjobs.deleteexpunge.conftest import DELETER_SCOPES
-from tests.fhirjobs.deleteexpunge.helpers import no_rows, observation, rows_of, rows_of_keys
+from tests.fhirjobs.deleteexpunge.helpers import DELETER_SCOPES, no_rows, observation, rows_of, rows_of_keys
 from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
