@@ -20,7 +20,7 @@ from fhirstore.authority import SERVER
 from fhirstore.storage import Write, save_resources
 from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, VersionStatus
 from tests.fhirjobs.terminology.test_upload import independent_closure, lookup_display, stored_closure
-from tests.fhirstore.terminology.conftest import ICD10CM, parameters_of, upload_body
+from tests.fhirstore.terminology.helpers import ICD10CM, parameters_of, upload_body
 from tests.processes import (
     Process, chunks_held_by, kill_while_it_holds, locked_by_another_transaction, node_workers, wait_for_the_end, wait_until,
 )

@@ -8,7 +8,7 @@ import pytest
 from batch import control
 from batch.control import JobStatus
 from fhirstore.terminology.models import CodeSystemVersion
-from tests.fhirstore.terminology.conftest import parameters_of
+from tests.fhirstore.terminology.helpers import parameters_of
 from tests.fhirstore.terminology.test_customcsv import CONCEPTS, HIERARCHY, LOCAL, PROPERTIES
 
 

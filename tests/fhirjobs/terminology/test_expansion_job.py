@@ -9,7 +9,7 @@ from batch.control import JobStatus
 from fhirjobs.terminology.periodic import expand_stale_value_sets
 from fhirstore.terminology.models import ExpansionConcept, ExpansionStatus, ValueSetExpansion
 from tests.fhirstore.helpers import assert_outcome
-from tests.fhirstore.terminology.conftest import ICD10CM, load_slice, parameters_of
+from tests.fhirstore.terminology.helpers import ICD10CM, load_slice, parameters_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ from batch import control
 from batch.control import JobStatus
 from fhirstore.terminology.models import Closure, CodeSystemVersion
 from tests.fhirstore.terminology import rf2
-from tests.fhirstore.terminology.conftest import parameters_of
+from tests.fhirstore.terminology.helpers import parameters_of
 
 SNOMED, LOINC = "http://snomed.info/sct", "http://loinc.org"
 

@@ -17,7 +17,7 @@ from fhirstore.terminology.icd10cm import read_concepts
 from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, ParentLink, UploadedFile, VersionStatus
 from fhirstore.terminology.records import ConceptRecord
 from tests.fhirstore.helpers import assert_outcome
-from tests.fhirstore.terminology.conftest import ICD10CM, SLICE, parameters_of, upload_body
+from tests.fhirstore.terminology.helpers import ICD10CM, SLICE, parameters_of, upload_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,7 +7,7 @@ import pytest
 from fhirstore.terminology import snomed, storage
 from fhirstore.terminology.valuesets import store_expansion, stored_value_set
 from tests.fhirstore.terminology import rf2
-from tests.fhirstore.terminology.conftest import parameters_of
+from tests.fhirstore.terminology.helpers import parameters_of
 
 pytestmark = pytest.mark.django_db
 SPANISH = rf2._file(rf2.DESCRIPTION_HEADER, [

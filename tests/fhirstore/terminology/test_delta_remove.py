@@ -6,7 +6,7 @@ import pytest
 
 from fhirstore.terminology.models import Closure, CodeSystemVersion, ExpansionStatus, ValueSetExpansion
 from tests.fhirstore.helpers import assert_outcome
-from tests.fhirstore.terminology.conftest import ICD10CM, parameters_of
+from tests.fhirstore.terminology.helpers import ICD10CM, parameters_of
 
 pytestmark = pytest.mark.django_db
 REMOVE = "/fhir/CodeSystem/$apply-codesystem-delta-remove"

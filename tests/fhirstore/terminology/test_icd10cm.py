@@ -8,7 +8,7 @@ import pytest
 
 from fhirstore.terminology.exceptions import InvalidTerminologyFile
 from fhirstore.terminology.icd10cm import Icd10CmFile, read_concepts
-from tests.fhirstore.terminology.conftest import SLICE
+from tests.fhirstore.terminology.helpers import SLICE
 
 
 def concepts(path: Path = SLICE) -> dict:

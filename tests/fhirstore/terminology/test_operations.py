@@ -9,7 +9,7 @@ from fhirstore.storage import Write, save_resources
 from fhirstore.terminology.models import ExpansionStatus, ValueSetExpansion
 from fhirstore.terminology.valuesets import store_expansion, stored_value_set
 from tests.fhirstore.helpers import assert_outcome
-from tests.fhirstore.terminology.conftest import ICD10CM, load_slice, parameters_of
+from tests.fhirstore.terminology.helpers import ICD10CM, load_slice, parameters_of
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from django.db import transaction
 from fhirstore.authority import SERVER
 from fhirstore.storage import Write, save_resources
 from tests.fhirstore.helpers import assert_outcome
-from tests.fhirstore.terminology.conftest import ICD10CM
+from tests.fhirstore.terminology.helpers import ICD10CM
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ import pytest
 from fhirstore.terminology.models import ExpansionConcept
 from fhirstore.terminology.valuesets import compose_query, store_expansion, stored_value_set
 from tests.fhirstore.helpers import assert_outcome
-from tests.fhirstore.terminology.conftest import ICD10CM
+from tests.fhirstore.terminology.helpers import ICD10CM
 
 pytestmark = pytest.mark.django_db
 E11_CODES, E11_2_CODES = 117, 4
