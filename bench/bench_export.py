@@ -19,14 +19,9 @@ the end (`--keep` keeps it, `--reuse` starts from a kept one).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -35,9 +30,10 @@ from pathlib import Path
 import psycopg
 
 from bench.fhirstack import (
-    FhirStack, fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, spinning_latencies, stored, worker_rss,
+    FhirStack, fhir_stack, fill, idle_latencies, job_bench, job_bench_arguments, job_ended, print_json, print_setup,
+    reads_meanwhile, spinning_latencies, stored, worker_rss,
 )
-from bench.support import bench_database, percentile_ms
+from bench.support import percentile_ms
 
 RSS_SAMPLE_SECONDS = 0.2  # often enough to catch a step's peak, cheap enough not to load the machine
 STATUS_SECONDS = 0.02  # the job's status read from the database between polls: the end is timed to 20 ms
@@ -81,35 +77,26 @@ def storage_settings(storage: str, workdir: Path) -> Iterator[dict[str, str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resources", type=int, default=1_000_000, help="store size of the full export")
-    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
-    parser.add_argument("--reuse", action="store_true", help="start from a kept benchmark database")
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object, the last line")
+    parser = job_bench_arguments(__doc__, resources=1_000_000, resources_help="store size of the full export")
     parser.add_argument("--storage", choices=STORAGES, default="database",
                         help="where the export files go (default: the database, the default setting)")
     options = parser.parse_args()
 
-    with bench_database("bench_export", reuse=options.reuse, keep=options.keep) as (bench_url, bench_name), \
-            ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="bench-export-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)  # last, once the storage has stopped
-        node = f"bench-export-{uuid.uuid4().hex[:8]}"
-        environment = {**os.environ, "NODE_ID": node, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING",
-                       **cleanup.enter_context(storage_settings(options.storage, workdir))}
+    with job_bench("export", options) as bench, ExitStack() as cleanup:  # the storage stops before the workdir goes
+        workdir = bench.workdir
+        environment = {**bench.environment, **cleanup.enter_context(storage_settings(options.storage, workdir))}
         from django.conf import settings
 
-        print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
-              f"chunk size {settings.BULK_EXPORT_CHUNK_SIZE}", flush=True)
+        print_setup(bench, f"chunk size {settings.BULK_EXPORT_CHUNK_SIZE}")
         fill(options.resources // SMALL_FRACTION - stored())
-        with fhir_stack(node, environment, workdir, username="bench-export") as stack:
+        with fhir_stack(bench.node, environment, workdir, username="bench-export") as stack:
             idle = idle_latencies(stack.client, stack.patients)
             spinning = spinning_latencies(stack.client, stack.patients)
             small = export(stack)
             report_export("small export", small)
             fill(options.resources - stored())
             with reads_meanwhile(stack.client, stack.patients) as copy_latencies:
-                copies = sorted(raw_copy(bench_url, workdir / "copy.ndjson") for _ in range(COPY_RUNS))
+                copies = sorted(raw_copy(bench.database_url, workdir / "copy.ndjson") for _ in range(COPY_RUNS))
             copy_seconds, copied = copies[COPY_RUNS // 2]
             print(f"\n-- COPY (SELECT body FROM fhirstore_resource WHERE NOT deleted) TO a file: {copied:,} "
                   f"resources in {copy_seconds:.1f} s = {copied / copy_seconds:,.0f} resources/s (the median of "
@@ -119,10 +106,8 @@ def main() -> None:
             full = export(stack)
         report_export("full export", full)
         summary(idle, spinning, small, full, copied / copy_seconds, copy_latencies)
-        if options.json:
-            print(json.dumps({"storage": options.storage,
-                              **figures(idle, spinning, small, full, copied / copy_seconds, copy_latencies)}),
-                  flush=True)
+        print_json(options, {"storage": options.storage,
+                             **figures(idle, spinning, small, full, copied / copy_seconds, copy_latencies)})
 
 
 def export(stack: FhirStack) -> ExportRun:

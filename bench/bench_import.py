@@ -23,19 +23,16 @@ It runs in a database of its own (`<DATABASE_URL's name>_bench_import`), created
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shutil
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
 
-from bench.fhirstack import FhirStack, fhir_stack, idle_latencies, reads_meanwhile, spinning_latencies, worker_rss
-from bench.support import bench_database, percentile_ms
+from bench.fhirstack import (
+    FhirStack, fhir_stack, idle_latencies, job_bench, job_bench_arguments, print_json, print_setup, reads_meanwhile,
+    spinning_latencies, worker_rss,
+)
+from bench.support import percentile_ms
 
 COPY_CHUNK = 1 << 20
 SEED_RESOURCES = 5_000  # in the store before the import, so that reads have patients to read
@@ -45,74 +42,64 @@ IMPORT_TIMEOUT_SECONDS = 3600
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resources", type=int, default=200_000, help="resources imported")
-    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures as the last line")
-    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
-    options = parser.parse_args()
+    options = job_bench_arguments(__doc__, resources=200_000, resources_help="resources imported",
+                                  reuse=False).parse_args()
 
-    with bench_database("bench_import", keep=options.keep) as (bench_url, bench_name):
-        workdir = Path(tempfile.mkdtemp(prefix="bench-import-"))
-        node = f"bench-import-{uuid.uuid4().hex[:8]}"
+    with job_bench("import", options) as bench:
+        workdir, bench_url = bench.workdir, bench.database_url
         inputs = workdir / "inputs"
-        environment = {**os.environ, "NODE_ID": node, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING",
-                       "BULK_IMPORT_FILE_ROOT": str(inputs)}
-        try:
-            from django.conf import settings
+        environment = {**bench.environment, "BULK_IMPORT_FILE_ROOT": str(inputs)}
+        from django.conf import settings
 
-            print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
-                  f"chunk size {settings.BULK_IMPORT_CHUNK_SIZE}", flush=True)
-            seed(workdir / "seed")
-            total, size = write_inputs(inputs, options.resources)
-            print(f"\n-- input: {total:,} resources, {size / 1e6:.0f} MB of NDJSON", flush=True)
-            copy_seconds = raw_copy(bench_url, inputs)
-            print(f"raw COPY into a jsonb table: {copy_seconds:.1f} s = {total / copy_seconds:,.0f} resources/s",
-                  flush=True)
-            with fhir_stack(node, environment, workdir, username="bench-import", staff=True) as stack:
-                idle = idle_latencies(stack.client, stack.patients)
-                spinning = spinning_latencies(stack.client, stack.patients)
-                first = run_import(stack, inputs, workdir)
-                again = run_import(stack, inputs, workdir)
-            schema_seconds = schema_insert(bench_url)
-            print(f"\n-- the imported rows inserted again into empty copies of the store's tables (with their indexes):"
-                  f" {schema_seconds:.1f} s = {total / schema_seconds:,.0f} resources/s", flush=True)
-            figures = {
-                "resources": total, "copy_resources_per_s": round(total / copy_seconds),
-                "import_seconds": round(first["seconds"], 1),
-                "import_resources_per_s": round(total / first["seconds"]),
-                "ratio_to_copy": round(copy_seconds / first["seconds"], 3),
-                "schema_insert_resources_per_s": round(total / schema_seconds),
-                "schema_insert_ratio_to_copy": round(copy_seconds / schema_seconds, 3),
-                "import_ratio_to_schema_insert": round(schema_seconds / first["seconds"], 3),
-                "reimport_seconds": round(again["seconds"], 1), "reimport_outcome": again["outcome"],
-                "outcome": first["outcome"],
-                "worker_peak_rss_mib": round(max(first["rss"].values()) / 2**20),
-                "idle_read_p50_ms": round(percentile_ms(idle, 50), 1),
-                "idle_read_p99_ms": round(percentile_ms(idle, 99), 1),
-                "import_read_p50_ms": round(percentile_ms(first["latencies"], 50), 1),
-                "import_read_p99_ms": round(percentile_ms(first["latencies"], 99), 1),
-                "reads_during_import": len(first["latencies"]),
-                "spinning_read_p99_ms": round(percentile_ms(spinning, 99), 1),
-            }
-            print(f"\n== summary ==\nimport      {figures['import_resources_per_s']:,} resources/s "
-                  f"({total:,} in {figures['import_seconds']} s): {first['outcome']}\n"
-                  f"raw COPY    {figures['copy_resources_per_s']:,} resources/s; import = "
-                  f"{figures['ratio_to_copy']:.1%} of COPY\n"
-                  f"store tables {figures['schema_insert_resources_per_s']:,} resources/s by INSERT … SELECT alone = "
-                  f"{figures['schema_insert_ratio_to_copy']:.1%} of COPY; the import = "
-                  f"{figures['import_ratio_to_schema_insert']:.1%} of it\n"
-                  f"re-import   {figures['reimport_seconds']} s: {again['outcome']}\n"
-                  f"worker RSS  peak {figures['worker_peak_rss_mib']} MiB (largest process)\n"
-                  f"reads       idle p50 {figures['idle_read_p50_ms']} / p99 {figures['idle_read_p99_ms']} ms; during "
-                  f"the import p50 {figures['import_read_p50_ms']} / p99 {figures['import_read_p99_ms']} ms "
-                  f"({figures['reads_during_import']} reads); ratio p99 "
-                  f"{figures['import_read_p99_ms'] / figures['idle_read_p99_ms']:.2f}; beside one core spinning at the "
-                  f"lowest priority p99 {figures['spinning_read_p99_ms']} ms, ratio "
-                  f"{figures['spinning_read_p99_ms'] / figures['idle_read_p99_ms']:.2f}", flush=True)
-            if options.json:
-                print(json.dumps(figures))
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        print_setup(bench, f"chunk size {settings.BULK_IMPORT_CHUNK_SIZE}")
+        seed(workdir / "seed")
+        total, size = write_inputs(inputs, options.resources)
+        print(f"\n-- input: {total:,} resources, {size / 1e6:.0f} MB of NDJSON", flush=True)
+        copy_seconds = raw_copy(bench_url, inputs)
+        print(f"raw COPY into a jsonb table: {copy_seconds:.1f} s = {total / copy_seconds:,.0f} resources/s",
+              flush=True)
+        with fhir_stack(bench.node, environment, workdir, username="bench-import", staff=True) as stack:
+            idle = idle_latencies(stack.client, stack.patients)
+            spinning = spinning_latencies(stack.client, stack.patients)
+            first = run_import(stack, inputs, workdir)
+            again = run_import(stack, inputs, workdir)
+        schema_seconds = schema_insert(bench_url)
+        print(f"\n-- the imported rows inserted again into empty copies of the store's tables (with their indexes):"
+              f" {schema_seconds:.1f} s = {total / schema_seconds:,.0f} resources/s", flush=True)
+        figures = {
+            "resources": total, "copy_resources_per_s": round(total / copy_seconds),
+            "import_seconds": round(first["seconds"], 1),
+            "import_resources_per_s": round(total / first["seconds"]),
+            "ratio_to_copy": round(copy_seconds / first["seconds"], 3),
+            "schema_insert_resources_per_s": round(total / schema_seconds),
+            "schema_insert_ratio_to_copy": round(copy_seconds / schema_seconds, 3),
+            "import_ratio_to_schema_insert": round(schema_seconds / first["seconds"], 3),
+            "reimport_seconds": round(again["seconds"], 1), "reimport_outcome": again["outcome"],
+            "outcome": first["outcome"],
+            "worker_peak_rss_mib": round(max(first["rss"].values()) / 2**20),
+            "idle_read_p50_ms": round(percentile_ms(idle, 50), 1),
+            "idle_read_p99_ms": round(percentile_ms(idle, 99), 1),
+            "import_read_p50_ms": round(percentile_ms(first["latencies"], 50), 1),
+            "import_read_p99_ms": round(percentile_ms(first["latencies"], 99), 1),
+            "reads_during_import": len(first["latencies"]),
+            "spinning_read_p99_ms": round(percentile_ms(spinning, 99), 1),
+        }
+        print(f"\n== summary ==\nimport      {figures['import_resources_per_s']:,} resources/s "
+              f"({total:,} in {figures['import_seconds']} s): {first['outcome']}\n"
+              f"raw COPY    {figures['copy_resources_per_s']:,} resources/s; import = "
+              f"{figures['ratio_to_copy']:.1%} of COPY\n"
+              f"store tables {figures['schema_insert_resources_per_s']:,} resources/s by INSERT … SELECT alone = "
+              f"{figures['schema_insert_ratio_to_copy']:.1%} of COPY; the import = "
+              f"{figures['import_ratio_to_schema_insert']:.1%} of it\n"
+              f"re-import   {figures['reimport_seconds']} s: {again['outcome']}\n"
+              f"worker RSS  peak {figures['worker_peak_rss_mib']} MiB (largest process)\n"
+              f"reads       idle p50 {figures['idle_read_p50_ms']} / p99 {figures['idle_read_p99_ms']} ms; during "
+              f"the import p50 {figures['import_read_p50_ms']} / p99 {figures['import_read_p99_ms']} ms "
+              f"({figures['reads_during_import']} reads); ratio p99 "
+              f"{figures['import_read_p99_ms'] / figures['idle_read_p99_ms']:.2f}; beside one core spinning at the "
+              f"lowest priority p99 {figures['spinning_read_p99_ms']} ms, ratio "
+              f"{figures['spinning_read_p99_ms'] / figures['idle_read_p99_ms']:.2f}", flush=True)
+        print_json(options, figures)
 
 
 def seed(directory: Path) -> None:

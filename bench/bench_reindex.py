@@ -24,61 +24,42 @@ object on the last line.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import shutil
-import tempfile
 import statistics
 import time
-import uuid
-from pathlib import Path
 
 import psycopg
 
 from bench.fhirstack import (
-    FhirStack, fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, spinning_latencies, stored, worker_rss,
+    FhirStack, fhir_stack, fill, idle_latencies, job_bench, job_bench_arguments, job_ended, print_json, print_setup,
+    reads_meanwhile, spinning_latencies, stored, worker_rss,
 )
-from bench.support import bench_database, percentile_ms
+from bench.support import percentile_ms
 
 RSS_SAMPLE_SECONDS = 0.2
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resources", type=int, default=1_000_000, help="store size")
-    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
-    parser.add_argument("--reuse", action="store_true", help="start from a kept benchmark database")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
-    options = parser.parse_args()
+    options = job_bench_arguments(__doc__, resources=1_000_000).parse_args()
 
-    node = f"bench-reindex-{uuid.uuid4().hex[:8]}"
-    os.environ["NODE_ID"] = node  # this process starts the job: it goes to the bench worker's queue
-    with bench_database("bench_reindex", reuse=options.reuse, keep=options.keep) as (bench_url, bench_name):
-        workdir = Path(tempfile.mkdtemp(prefix="bench-reindex-"))
-        environment = {**os.environ, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING"}
-        try:
-            from django.conf import settings
+    with job_bench("reindex", options) as bench:  # this process starts the job: it goes to the bench worker's queue
+        from django.conf import settings
 
-            print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
-                  f"reindex chunks at once {settings.REINDEX_MAX_CONCURRENT_CHUNKS or 'all'}", flush=True)
-            fill(options.resources - stored())
-            with fhir_stack(node, environment, workdir, username="bench-reindex") as stack:
-                load_before = os.getloadavg()[0]
-                idle = idle_latencies(stack.client, stack.patients)
-                spinning = spinning_latencies(stack.client, stack.patients)
-                run = reindex(stack)
-                load_after = os.getloadavg()[0]
-                idle_after = idle_latencies(stack.client, stack.patients)
-            sql_seconds, sql_resources, sql_rows = sql_rebuild(bench_url)
-            figures = summary(idle, idle_after, spinning, run, sql_seconds, sql_resources, sql_rows)
-            figures.update(max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS,
-                           load_idle_before=round(load_before, 2), load_reindex=round(statistics.mean(run["loads"]), 2),
-                           load_idle_after=round(load_after, 2))
-            if options.json:
-                print(json.dumps(figures))
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        print_setup(bench, f"reindex chunks at once {settings.REINDEX_MAX_CONCURRENT_CHUNKS or 'all'}")
+        fill(options.resources - stored())
+        with fhir_stack(bench.node, bench.environment, bench.workdir, username="bench-reindex") as stack:
+            load_before = os.getloadavg()[0]
+            idle = idle_latencies(stack.client, stack.patients)
+            spinning = spinning_latencies(stack.client, stack.patients)
+            run = reindex(stack)
+            load_after = os.getloadavg()[0]
+            idle_after = idle_latencies(stack.client, stack.patients)
+        sql_seconds, sql_resources, sql_rows = sql_rebuild(bench.database_url)
+        figures = summary(idle, idle_after, spinning, run, sql_seconds, sql_resources, sql_rows)
+        figures.update(max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS,
+                       load_idle_before=round(load_before, 2), load_reindex=round(statistics.mean(run["loads"]), 2),
+                       load_idle_after=round(load_after, 2))
+        print_json(options, figures)
 
 
 def reindex(stack: FhirStack) -> dict:

@@ -6,15 +6,19 @@ the worker processes' memory. Those parts live here so that the three measure th
 """
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,13 +26,66 @@ from pathlib import Path
 
 import psutil
 
-from bench.support import free_port, percentile_ms
+from bench.support import bench_database, free_port, percentile_ms
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 IDLE_READS = 1500  # reads timed with the system idle: a p99 of 500 (the 5th slowest) moved by 1.4x between runs
 SPIN_READS = 3000  # reads timed beside a spinning process (about 15 s)
 WARMUP_READS = 100  # untimed reads first: each gunicorn thread's first requests are slower (lazy imports, caches)
 STARTUP_SECONDS = 120  # a cold gunicorn or celery start on a loaded 2-core machine
+
+
+def job_bench_arguments(doc: str, *, resources: int, resources_help: str = "store size",
+                        reuse: bool = True) -> argparse.ArgumentParser:
+    """The options every FHIR job benchmark takes (`--resources`, `--keep`, `--reuse` where a kept store can be
+    measured again, `--json`); a benchmark adds its own before parsing."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=resources, help=resources_help)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    if reuse:
+        parser.add_argument("--reuse", action="store_true", help="start from a kept benchmark database")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object, the last line")
+    return parser
+
+
+@dataclass(frozen=True)
+class JobBench:
+    """Where one FHIR job benchmark runs: its database, a scratch directory, its node, its processes' environment."""
+    database_url: str
+    database_name: str
+    workdir: Path
+    node: str
+    environment: dict[str, str]
+
+
+@contextmanager
+def job_bench(name: str, options: argparse.Namespace) -> Iterator[JobBench]:
+    """A database `<DATABASE_URL's>_bench_<name>` (kept or reused as the options say), a scratch directory
+    removed afterwards, and a node of its own: set in this process too (a job it starts goes to the bench
+    worker's queue) and in the environment of the stack's processes, which schedule no jobs and log warnings."""
+    node = f"bench-{name}-{uuid.uuid4().hex[:8]}"
+    os.environ["NODE_ID"] = node
+    with bench_database(f"bench_{name}", reuse=getattr(options, "reuse", False), keep=options.keep) as (url, database):
+        workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        try:
+            yield JobBench(url, database, workdir, node,
+                           {**os.environ, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING"})
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def print_setup(bench: JobBench, detail: str) -> None:
+    """The first line of every FHIR job benchmark: what it runs on."""
+    from django.conf import settings
+
+    print(f"database {bench.database_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
+          f"{detail}", flush=True)
+
+
+def print_json(options: argparse.Namespace, figures: dict) -> None:
+    """The figures as one JSON object on the last line, when `--json` asked for it."""
+    if options.json:
+        print(json.dumps(figures), flush=True)
 
 
 class FhirClient:
