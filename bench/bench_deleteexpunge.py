@@ -131,11 +131,12 @@ def delete_expunge(url: str) -> tuple[float, int]:
 def small_job() -> tuple[float, int]:
     from django.db import transaction
 
+    from fhirstore.authority import SERVER
     from fhirstore.storage import Write, save_resources
 
     with transaction.atomic():
         save_resources([Write({"resourceType": "Basic", "id": f"bench-small-{n}", "code": {"text": "bench"}})
-                        for n in range(10)])
+                        for n in range(10)], authority=SERVER)
     seconds, deleted = delete_expunge("Basic?")
     print(f"\n-- small delete-expunge: {deleted} resources in {seconds:.2f} s", flush=True)
     return seconds, deleted
