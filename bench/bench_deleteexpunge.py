@@ -14,7 +14,7 @@ tables in the same run, API latency meanwhile, and a small job end to end.
 It runs in a database of its own (`<DATABASE_URL's name>_bench_deleteexpunge`), created at start and dropped at
 the end (`--keep` keeps it). `--json` prints the figures as one JSON object on the last line.
 
-    python -m bench.bench_deleteexpunge [--resources 200000] [--json]
+    python -m bench.bench_deleteexpunge [--resources 200000] [--batch-size N] [--json]
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ DELETED_TYPE = "Observation"  # the bulk of generated data, referenced by nothin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=200_000, help="store size")
+    parser.add_argument("--batch-size", type=int, default=None, help="the job's batchSize (default: the job's)")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     options = parser.parse_args()
@@ -58,7 +59,7 @@ def main() -> None:
                 idle = idle_latencies(stack.client, stack.patients)
                 spinning = spinning_latencies(stack.client, stack.patients)
                 with reads_meanwhile(stack.client, stack.patients) as during:
-                    job_seconds, deleted = delete_expunge(f"{DELETED_TYPE}?")
+                    job_seconds, deleted = delete_expunge(f"{DELETED_TYPE}?", options.batch_size)
                 small_seconds, small = small_job()
             rate, sql_rate = deleted / job_seconds, sql_resources / sql_seconds
             idle_p99, busy_p99, spin_p99 = (percentile_ms(idle, 99), percentile_ms(during, 99),
@@ -78,7 +79,7 @@ def main() -> None:
                     "read_p99_ms_during": round(busy_p99, 1), "read_p99_ratio": round(busy_p99 / idle_p99, 2),
                     "read_p99_ratio_spinning": round(spin_p99 / idle_p99, 2),
                     "small_job_seconds": round(small_seconds, 2), "reads_during": len(during),
-                    "load_average": round(os.getloadavg()[0], 2)}))
+                    "batch_size": options.batch_size, "load_average": round(os.getloadavg()[0], 2)}))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -112,13 +113,13 @@ class _RollBack(Exception):
     pass
 
 
-def delete_expunge(url: str) -> tuple[float, int]:
+def delete_expunge(url: str, batch_size: int | None = None) -> tuple[float, int]:
     from batch import control
     from fhirjobs.deleteexpunge.parameters import DeleteExpungeRequest
     from fhirjobs.deleteexpunge.services import start_delete_expunge
 
     started = time.monotonic()
-    job = start_delete_expunge(DeleteExpungeRequest((url,)), started_by="bench")
+    job = start_delete_expunge(DeleteExpungeRequest((url,), batch_size=batch_size), started_by="bench")
     while not job_ended(job.id):
         time.sleep(0.01)
     seconds = time.monotonic() - started
