@@ -53,11 +53,16 @@ def referrals_into(resource_type: str, logical_ids: Sequence[str], *, excluding_
     if not logical_ids:
         return []
     with connection.cursor() as cursor:
+        # One index probe of the reference index's (target_id, target_type) per id (the OFFSET 0 keeps the
+        # lateral apart): the planner, seeing few references into the type, would otherwise read the whole
+        # reference index once per page, a cost that grows with the store rather than with the page.
         cursor.execute(
             "SELECT DISTINCT r.id, r.resource_type, r.logical_id, ri.param, ri.target_id"
-            " FROM fhirstore_referenceindex ri JOIN fhirstore_resource r ON r.id = ri.resource_id"
-            " WHERE ri.target_id = ANY(%s) AND ri.target_type = %s"
-            " AND NOT (r.resource_type = %s AND r.logical_id = ANY(%s))",
+            " FROM unnest(%s::text[]) AS page(target_id) CROSS JOIN LATERAL"
+            " (SELECT resource_id, param, target_id FROM fhirstore_referenceindex"
+            "  WHERE target_id = page.target_id AND target_type = %s OFFSET 0) ri"
+            " JOIN fhirstore_resource r ON r.id = ri.resource_id"
+            " WHERE NOT (r.resource_type = %s AND r.logical_id = ANY(%s))",
             [list(logical_ids), resource_type, resource_type, list(logical_ids)],
         )
         rows = cursor.fetchall()

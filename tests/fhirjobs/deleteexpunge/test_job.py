@@ -19,7 +19,7 @@ from fhirjobs.deleteexpunge.parameters import DeleteExpungeRequest
 from fhirjobs.deleteexpunge.services import start_delete_expunge
 from fhirjobs.deleteexpunge.steps import delete_expunge
 from fhirstore.exceptions import ResourceReferenced
-from fhirstore.expunge import expunge_resources
+from fhirstore.expunge import expunge_resources, referrals_into
 from fhirstore.loading import BulkLoader
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
@@ -142,6 +142,7 @@ def test_the_deletes_are_index_scans_by_an_array_of_ids():
     ids = list(Resource.objects.filter(resource_type="Observation").values_list("logical_id", flat=True)[:20])
     assert len(ids) == 20 and Resource.objects.count() > 1000
     with transaction.atomic(), CaptureQueriesContext(connection) as captured:
+        assert referrals_into("Observation", ids) == []  # the page's check, by the reference index, per id
         assert sum(expunge_resources("Observation", ids).values()) == len(ids)
         statements = [query["sql"] for query in captured.captured_queries
                       if query["sql"].startswith(("DELETE", "SELECT", "WITH"))]
