@@ -5,6 +5,8 @@ tables in the same run, API latency meanwhile, and a small job end to end.
 2. The baseline, first: one transaction of plain `DELETE … WHERE resource_id = ANY(%s)` over the six index
    tables, the versions, then the rows, of every Observation (what the job will delete) — rolled back, so the
    job finds the same rows. No listing, no pages, no checks: the physical limit of removing those rows.
+2b. The same baseline again while `GET /fhir/Patient/[id]` runs back to back (the reads the job meets in 3,
+   which compete with it for the cores): `job_vs_sql_under_reads` compares like with like.
 3. `DELETE_EXPUNGE` of `Observation?` (batch size 1000, the default concurrency) on the standard Procfile worker,
    timed from the kick-off to COMPLETED, with `GET /fhir/Patient/[id]` timed back to back meanwhile (the
    Patients stay), against idle reads before and the floor of one core spinning at the lowest priority.
@@ -14,7 +16,7 @@ tables in the same run, API latency meanwhile, and a small job end to end.
 It runs in a database of its own (`<DATABASE_URL's name>_bench_deleteexpunge`), created at start and dropped at
 the end (`--keep` keeps it). `--json` prints the figures as one JSON object on the last line.
 
-    python -m bench.bench_deleteexpunge [--resources 200000] [--json]
+    python -m bench.bench_deleteexpunge [--resources 200000] [--batch-size N] [--json]
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ DELETED_TYPE = "Observation"  # the bulk of generated data, referenced by nothin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=200_000, help="store size")
+    parser.add_argument("--batch-size", type=int, default=None, help="the job's batchSize (default: the job's)")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     options = parser.parse_args()
@@ -57,15 +60,18 @@ def main() -> None:
             with fhir_stack(node, environment, workdir, username="bench-deleteexpunge", staff=True) as stack:
                 idle = idle_latencies(stack.client, stack.patients)
                 spinning = spinning_latencies(stack.client, stack.patients)
+                with reads_meanwhile(stack.client, stack.patients):
+                    busy_sql_seconds, _ = plain_delete("while the same reads run")
                 with reads_meanwhile(stack.client, stack.patients) as during:
-                    job_seconds, deleted = delete_expunge(f"{DELETED_TYPE}?")
+                    job_seconds, deleted = delete_expunge(f"{DELETED_TYPE}?", options.batch_size)
                 small_seconds, small = small_job()
-            rate, sql_rate = deleted / job_seconds, sql_resources / sql_seconds
+            rate, sql_rate, busy_sql_rate = deleted / job_seconds, sql_resources / sql_seconds, sql_resources / busy_sql_seconds
             idle_p99, busy_p99, spin_p99 = (percentile_ms(idle, 99), percentile_ms(during, 99),
                                             percentile_ms(spinning, 99))
             print("\n== summary ==\n"
                   f"delete-expunge      {deleted:,} {DELETED_TYPE} in {job_seconds:.1f} s = {rate:,.0f} resources/s; "
-                  f"plain SQL DELETE {sql_rate:,.0f} resources/s; ratio {rate / sql_rate:.2f} (goal >= 0.5)\n"
+                  f"plain SQL DELETE {sql_rate:,.0f} resources/s; ratio {rate / sql_rate:.2f} (goal >= 0.5); "
+                  f"plain SQL under the same reads {busy_sql_rate:,.0f} resources/s, ratio {rate / busy_sql_rate:.2f}\n"
                   f"read latency        idle p99 {idle_p99:.1f} ms; during p99 {busy_p99:.1f} ms, ratio "
                   f"{busy_p99 / idle_p99:.2f}; one core spinning p99 {spin_p99:.1f} ms, ratio {spin_p99 / idle_p99:.2f}\n"
                   f"small job           {small} resources, kick-off to COMPLETED {small_seconds:.2f} s (goal < 2 s)",
@@ -74,17 +80,20 @@ def main() -> None:
                 print(json.dumps({
                     "resources_deleted": deleted, "job_seconds": round(job_seconds, 2),
                     "job_resources_per_second": round(rate), "sql_delete_resources_per_second": round(sql_rate),
-                    "job_vs_sql": round(rate / sql_rate, 3), "read_p99_ms_idle": round(idle_p99, 1),
+                    "job_vs_sql": round(rate / sql_rate, 3),
+                    "sql_delete_under_reads_resources_per_second": round(busy_sql_rate),
+                    "job_vs_sql_under_reads": round(rate / busy_sql_rate, 3), "read_p99_ms_idle": round(idle_p99, 1),
                     "read_p99_ms_during": round(busy_p99, 1), "read_p99_ratio": round(busy_p99 / idle_p99, 2),
                     "read_p99_ratio_spinning": round(spin_p99 / idle_p99, 2),
                     "small_job_seconds": round(small_seconds, 2), "reads_during": len(during),
-                    "load_average": round(os.getloadavg()[0], 2)}))
+                    "batch_size": options.batch_size, "load_average": round(os.getloadavg()[0], 2)}))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def plain_delete() -> tuple[float, int]:
-    """Every DELETED_TYPE row, version and index row removed by plain statements in one transaction, rolled back."""
+def plain_delete(conditions: str = "") -> tuple[float, int]:
+    """Every DELETED_TYPE row, version and index row removed by plain statements in one transaction, rolled back.
+    Timed twice: alone, then while the reads the job will meet run (the job competes with them for the cores)."""
     from django.db import connection, transaction
 
     from fhirstore.models import ResourceVersion
@@ -103,7 +112,7 @@ def plain_delete() -> tuple[float, int]:
             raise _RollBack
     except _RollBack:
         pass
-    print(f"\n-- plain SQL DELETE of {len(pks):,} {DELETED_TYPE} (rolled back): {seconds:.1f} s = "
+    print(f"\n-- plain SQL DELETE of {len(pks):,} {DELETED_TYPE} (rolled back) {conditions}: {seconds:.1f} s = "
           f"{len(pks) / seconds:,.0f} resources/s", flush=True)
     return seconds, len(pks)
 
@@ -112,13 +121,13 @@ class _RollBack(Exception):
     pass
 
 
-def delete_expunge(url: str) -> tuple[float, int]:
+def delete_expunge(url: str, batch_size: int | None = None) -> tuple[float, int]:
     from batch import control
     from fhirjobs.deleteexpunge.parameters import DeleteExpungeRequest
     from fhirjobs.deleteexpunge.services import start_delete_expunge
 
     started = time.monotonic()
-    job = start_delete_expunge(DeleteExpungeRequest((url,)), started_by="bench")
+    job = start_delete_expunge(DeleteExpungeRequest((url,), batch_size=batch_size), started_by="bench")
     while not job_ended(job.id):
         time.sleep(0.01)
     seconds = time.monotonic() - started
@@ -131,11 +140,12 @@ def delete_expunge(url: str) -> tuple[float, int]:
 def small_job() -> tuple[float, int]:
     from django.db import transaction
 
+    from fhirstore.authority import SERVER
     from fhirstore.storage import Write, save_resources
 
     with transaction.atomic():
         save_resources([Write({"resourceType": "Basic", "id": f"bench-small-{n}", "code": {"text": "bench"}})
-                        for n in range(10)])
+                        for n in range(10)], authority=SERVER)
     seconds, deleted = delete_expunge("Basic?")
     print(f"\n-- small delete-expunge: {deleted} resources in {seconds:.2f} s", flush=True)
     return seconds, deleted

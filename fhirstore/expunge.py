@@ -53,11 +53,16 @@ def referrals_into(resource_type: str, logical_ids: Sequence[str], *, excluding_
     if not logical_ids:
         return []
     with connection.cursor() as cursor:
+        # One index probe of the reference index's (target_id, target_type) per id (the OFFSET 0 keeps the
+        # lateral apart): the planner, seeing few references into the type, would otherwise read the whole
+        # reference index once per page, a cost that grows with the store rather than with the page.
         cursor.execute(
             "SELECT DISTINCT r.id, r.resource_type, r.logical_id, ri.param, ri.target_id"
-            " FROM fhirstore_referenceindex ri JOIN fhirstore_resource r ON r.id = ri.resource_id"
-            " WHERE ri.target_id = ANY(%s) AND ri.target_type = %s"
-            " AND NOT (r.resource_type = %s AND r.logical_id = ANY(%s))",
+            " FROM unnest(%s::text[]) AS page(target_id) CROSS JOIN LATERAL"
+            " (SELECT resource_id, param, target_id FROM fhirstore_referenceindex"
+            "  WHERE target_id = page.target_id AND target_type = %s OFFSET 0) ri"
+            " JOIN fhirstore_resource r ON r.id = ri.resource_id"
+            " WHERE NOT (r.resource_type = %s AND r.logical_id = ANY(%s))",
             [list(logical_ids), resource_type, resource_type, list(logical_ids)],
         )
         rows = cursor.fetchall()
@@ -133,15 +138,25 @@ def expunge_resources(resource_type: str, logical_ids: Sequence[str], *, cascade
             found = dict(cursor.fetchall())
             doomed.update(found)
             frontier = list(found)
-        pks = sorted(doomed)
-        if not pks:
+        if not doomed:
             return removed
-        for model in INDEX_TABLES:
-            cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE resource_id = ANY(%s)", [pks])
-        cursor.execute(f"DELETE FROM {ResourceVersion._meta.db_table} WHERE resource_id = ANY(%s)", [pks])
-        cursor.execute("DELETE FROM fhirstore_resource WHERE id = ANY(%s) RETURNING resource_type", [pks])
-        removed.update(row_type for (row_type,) in cursor.fetchall())
+        cursor.execute(_DELETE_EVERY_ROW, {"pks": sorted(doomed)})
+        removed.update(dict(cursor.fetchall()))
     return removed
+
+
+def _delete_every_row() -> str:
+    """One statement deleting the index rows, the versions and the rows of the resources `%(pks)s`, answering
+    (resource_type, count) per type: one round trip a page instead of eight, each part still an index scan by the
+    array (the foreign keys are deferred, so the order within the statement does not matter). It runs after the
+    rows are locked, so its snapshot sees every index row written before the lock."""
+    parts = [f"d{n} AS (DELETE FROM {table} WHERE resource_id = ANY(%(pks)s))" for n, table in
+             enumerate([model._meta.db_table for model in INDEX_TABLES] + [ResourceVersion._meta.db_table])]
+    return ("WITH " + ", ".join(parts) + ", rows AS (DELETE FROM fhirstore_resource WHERE id = ANY(%(pks)s)"
+            " RETURNING resource_type) SELECT resource_type, count(*) FROM rows GROUP BY resource_type")
+
+
+_DELETE_EVERY_ROW = _delete_every_row()
 
 
 def _referrer_pks(cursor, targets: Sequence[int], *, exclude: dict[int, str]) -> set[int]:
