@@ -81,16 +81,20 @@ def _rewritten(context: StepContext) -> list[str]:
                   .values_list("versions", flat=True) for reference in versions)
 
 
+def _task_provenance(task: dict) -> str:
+    """The Provenance reference a completed merge's Task lists among its outputs."""
+    return next(output["valueReference"]["reference"] for output in task["output"]
+                if output["type"]["text"] == "provenance")
+
+
 def finish_merge(context: StepContext, inputs: Iterable[dict]) -> dict:
     """The two patients, the Provenance and the Task, in one transaction; the report."""
     parameters = context.parameters
     rewritten = _rewritten(context)
     with transaction.atomic():
         task = read_resource("Task", parameters["task_id"])
-        if task.body["status"] == "completed":
-            provenance = next(output["valueReference"]["reference"] for output in task.body["output"]
-                              if output["type"]["text"] == "provenance")
-            return _report(rewritten, parameters, provenance)
+        if task.body["status"] == "completed":  # this step ran before and committed: report what it wrote
+            return _report(rewritten, parameters, _task_provenance(task.body))
         authority = merge_authority(parameters["started_by"])
         merged = complete_merge(parameters["source_patient"], parameters["target_patient"],
                                 result_patient=parameters["result_patient"] or None,
@@ -113,10 +117,8 @@ def finish_replace_references(context: StepContext, inputs: Iterable[dict]) -> d
     rewritten = _rewritten(context)
     with transaction.atomic():
         task = read_resource("Task", parameters["task_id"])
-        if task.body["status"] == "completed":
-            provenance = next(output["valueReference"]["reference"] for output in task.body["output"]
-                              if output["type"]["text"] == "provenance")
-            return _report(rewritten, parameters, provenance)
+        if task.body["status"] == "completed":  # this step ran before and committed: report what it wrote
+            return _report(rewritten, parameters, _task_provenance(task.body))
         authority = merge_authority(parameters["started_by"])
         provenance_id = record_provenance(rewritten, activity="update", started_by=parameters["started_by"],
                                           authority=authority)
