@@ -4,6 +4,7 @@ Thin over `batch.control` (cancel, restart, snapshots) and `batch.dashboard` (th
 changes a status by itself. Changing a job (cancel, restart) needs the `change` permission on jobs; viewing
 needs `view`. Jobs and chunks are never edited or deleted here: pages show no Save or Delete.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -36,11 +37,9 @@ def _search_by_id(queryset: QuerySet, term: str, field: str = "id") -> QuerySet:
         return queryset.annotate(id_text=Cast(field, CharField())).filter(id_text__startswith=term)
 
 
-
 @admin.register(JobInstance)
 class JobInstanceAdmin(admin.ModelAdmin):
-    list_display = ("short_id", "definition", "status_badge", "progress_bar", "records", "timing", "started",
-                    "errors")
+    list_display = ("short_id", "definition", "status_badge", "progress_bar", "records", "timing", "started", "errors")
     list_display_links = ("short_id",)
     list_filter = ("status", "definition_id", "node_id", "started_by")
     search_fields = ("id",)
@@ -71,9 +70,14 @@ class JobInstanceAdmin(admin.ModelAdmin):
     def get_urls(self):
         own = [
             path("dashboard/", self.admin_site.admin_view(self.overview_view), name="batch_dashboard"),
-            path("<uuid:job_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="batch_jobinstance_cancel"),
-            path("<uuid:job_id>/restart/", self.admin_site.admin_view(self.restart_view),
-                 name="batch_jobinstance_restart"),
+            path(
+                "<uuid:job_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="batch_jobinstance_cancel"
+            ),
+            path(
+                "<uuid:job_id>/restart/",
+                self.admin_site.admin_view(self.restart_view),
+                name="batch_jobinstance_restart",
+            ),
             path("<uuid:job_id>/retry/", self.admin_site.admin_view(self.retry_view), name="batch_jobinstance_retry"),
         ]
         return own + super().get_urls()
@@ -90,8 +94,9 @@ class JobInstanceAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress", ordering="progress")
     def progress_bar(self, instance: JobInstance) -> str:
-        return format_html('<progress value="{}" max="1"></progress> {}%', f"{instance.progress:.3f}",
-                           round(instance.progress * 100))
+        return format_html(
+            '<progress value="{}" max="1"></progress> {}%', f"{instance.progress:.3f}", round(instance.progress * 100)
+        )
 
     @admin.display(description="records", ordering="combined_records_processed")
     def records(self, instance: JobInstance) -> str:
@@ -169,8 +174,12 @@ class JobInstanceAdmin(admin.ModelAdmin):
     def retry_view(self, request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
         """Retry now the job's failed chunks, or the one chunk the form names (`chunk`)."""
         chunk = request.POST.get("chunk")
-        return self._change_one(request, job_id, lambda job: control.retry_failed_chunks(
-            job, [chunk] if chunk else None), "retried its failed chunks")
+        return self._change_one(
+            request,
+            job_id,
+            lambda job: control.retry_failed_chunks(job, [chunk] if chunk else None),
+            "retried its failed chunks",
+        )
 
     def _change_one(self, request: HttpRequest, job_id: uuid.UUID, action, done: str) -> HttpResponse:
         if request.method != "POST":
@@ -193,8 +202,9 @@ class JobInstanceAdmin(admin.ModelAdmin):
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[JobInstance]) -> None:
         self._apply(request, queryset, control.cancel_job, "cancelled")
 
-    @admin.action(description="Restart the selected jobs (failed or cancelled) where they stopped",
-                  permissions=["change"])
+    @admin.action(
+        description="Restart the selected jobs (failed or cancelled) where they stopped", permissions=["change"]
+    )
     def restart_jobs(self, request: HttpRequest, queryset: QuerySet[JobInstance]) -> None:
         self._apply(request, queryset, control.restart_job, "restarted")
 
@@ -216,8 +226,20 @@ class JobInstanceAdmin(admin.ModelAdmin):
 
 @admin.register(WorkChunk)
 class WorkChunkAdmin(admin.ModelAdmin):
-    list_display = ("short_id", "job", "target_step_id", "sequence", "status", "attempts", "error_count",
-                    "records_processed", "started", "ended", "worker", "celery_task")
+    list_display = (
+        "short_id",
+        "job",
+        "target_step_id",
+        "sequence",
+        "status",
+        "attempts",
+        "error_count",
+        "records_processed",
+        "started",
+        "ended",
+        "worker",
+        "celery_task",
+    )
     list_filter = ("status", "target_step_id")
     search_fields = ("id",)
     search_help_text = "Chunk id, or its first characters"
@@ -248,8 +270,11 @@ class WorkChunkAdmin(admin.ModelAdmin):
 
     @admin.display(description="job")
     def job(self, chunk: WorkChunk) -> str:
-        return format_html('<a href="{}">{}</a>', reverse("admin:batch_jobinstance_change", args=[chunk.instance_id]),
-                           f"{chunk.instance.definition_id} {str(chunk.instance_id)[:8]}")
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:batch_jobinstance_change", args=[chunk.instance_id]),
+            f"{chunk.instance.definition_id} {str(chunk.instance_id)[:8]}",
+        )
 
     @admin.display(description="started", ordering="start_time")
     def started(self, chunk: WorkChunk) -> str:

@@ -6,6 +6,7 @@ A job is a `JobDefinition` built with `JobDefinitionBuilder` and registered with
 `reduce(context: StepContext, inputs: Iterable[dict]) -> dict` (the job's report).
 See docs/batch.md, "How to write a job".
 """
+
 from __future__ import annotations
 
 import enum
@@ -26,10 +27,26 @@ from batch.exceptions import (
 )
 
 __all__ = [
-    "BatchError", "CompletedJob", "DataSink", "DuplicateJobDefinition", "InvalidJobDefinition", "InvalidParameters",
-    "JobCancelled", "JobDefinition", "JobDefinitionBuilder", "JobFailed", "Parameter", "ReduceFunction",
-    "RetryChunkLater", "StepContext", "StepDefinition", "StepFunction", "StepKind", "StoppedJob",
-    "UnknownJobDefinition", "register",
+    "BatchError",
+    "CompletedJob",
+    "DataSink",
+    "DuplicateJobDefinition",
+    "InvalidJobDefinition",
+    "InvalidParameters",
+    "JobCancelled",
+    "JobDefinition",
+    "JobDefinitionBuilder",
+    "JobFailed",
+    "Parameter",
+    "ReduceFunction",
+    "RetryChunkLater",
+    "StepContext",
+    "StepDefinition",
+    "StepFunction",
+    "StepKind",
+    "StoppedJob",
+    "UnknownJobDefinition",
+    "register",
 ]
 
 JsonObject = Mapping[str, Any]
@@ -122,8 +139,14 @@ class StepDefinition:
         return self.kind in (StepKind.FIRST, StepKind.INTERMEDIATE)
 
 
-_JSON_TYPES: dict[type, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-                                list: "a list", dict: "an object"}
+_JSON_TYPES: dict[type, str] = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+}
 
 
 @dataclass(frozen=True)
@@ -151,8 +174,11 @@ class Parameter:
         if self.choices is not None and value not in self.choices:
             found.append(f"{self.name!r} must be one of {', '.join(map(repr, self.choices))}, got {value!r}")
         if self.items is not None:
-            found += [f"{self.name!r} items must be {_JSON_TYPES[self.items]}, got {item!r}"
-                      for item in value if not _is_json_type(item, self.items)]
+            found += [
+                f"{self.name!r} items must be {_JSON_TYPES[self.items]}, got {item!r}"
+                for item in value
+                if not _is_json_type(item, self.items)
+            ]
         return found
 
 
@@ -220,11 +246,19 @@ class JobDefinition:
         parameters and its steps. Recorded per version in tests/batch/definition_shapes.json, so a change of
         shape without a new version fails a test (docs/batch.md, *Versions*)."""
         return {
-            "parameters": [{"name": parameter.name, "type": parameter.type.__name__, "required": parameter.required,
-                            "default": parameter.default, "minimum": parameter.minimum, "maximum": parameter.maximum,
-                            "choices": list(parameter.choices) if parameter.choices is not None else None,
-                            "items": parameter.items.__name__ if parameter.items is not None else None}
-                           for parameter in self.parameters],
+            "parameters": [
+                {
+                    "name": parameter.name,
+                    "type": parameter.type.__name__,
+                    "required": parameter.required,
+                    "default": parameter.default,
+                    "minimum": parameter.minimum,
+                    "maximum": parameter.maximum,
+                    "choices": list(parameter.choices) if parameter.choices is not None else None,
+                    "items": parameter.items.__name__ if parameter.items is not None else None,
+                }
+                for parameter in self.parameters
+            ],
             "steps": [[step.id, step.kind.name] for step in self.steps],
             "gated": self.gated,
         }
@@ -285,13 +319,34 @@ class JobDefinitionBuilder:
     _counted_step_id: str | None = None
     _stop_handler: StopHandler | None = None
 
-    def parameter(self, name: str, type_: type, *, required: bool = False, default: Any = None,
-                  minimum: float | None = None, maximum: float | None = None, choices: Iterable[Any] | None = None,
-                  items: type | None = None, description: str = "") -> JobDefinitionBuilder:
+    def parameter(
+        self,
+        name: str,
+        type_: type,
+        *,
+        required: bool = False,
+        default: Any = None,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        choices: Iterable[Any] | None = None,
+        items: type | None = None,
+        description: str = "",
+    ) -> JobDefinitionBuilder:
         if type_ not in _JSON_TYPES or (items is not None and items not in _JSON_TYPES):
             raise InvalidJobDefinition(f"parameter {name!r}: type must be one of bool, int, float, str, list, dict")
-        self._parameters.append(Parameter(name, type_, required, default, minimum, maximum,
-                                          tuple(choices) if choices is not None else None, items, description))
+        self._parameters.append(
+            Parameter(
+                name,
+                type_,
+                required,
+                default,
+                minimum,
+                maximum,
+                tuple(choices) if choices is not None else None,
+                items,
+                description,
+            )
+        )
         return self
 
     def validate_with(self, validator: Callable[[JsonObject], Iterable[str]]) -> JobDefinitionBuilder:
@@ -355,9 +410,20 @@ class JobDefinitionBuilder:
         problems = self._problems()
         if problems:
             raise InvalidJobDefinition(f"job definition {self.id!r} v{self.version}: " + "; ".join(problems))
-        return JobDefinition(self.id, self.version, self.description, tuple(self._parameters), tuple(self._steps),
-                             self._gated, self._max_concurrent_chunks, self._validator, self._completion_handler,
-                             self._max_chunk_seconds, self._counted_step_id, self._stop_handler)
+        return JobDefinition(
+            self.id,
+            self.version,
+            self.description,
+            tuple(self._parameters),
+            tuple(self._steps),
+            self._gated,
+            self._max_concurrent_chunks,
+            self._validator,
+            self._completion_handler,
+            self._max_chunk_seconds,
+            self._counted_step_id,
+            self._stop_handler,
+        )
 
     def _problems(self) -> list[str]:
         found = []
@@ -376,15 +442,19 @@ class JobDefinitionBuilder:
         ids = [step.id for step in self._steps]
         if len(kinds) < 2:
             found.append("a job needs at least two steps")
-        elif kinds[0] is not StepKind.FIRST or kinds[-1] not in (StepKind.LAST, StepKind.REDUCTION) \
-                or any(kind is not StepKind.INTERMEDIATE for kind in kinds[1:-1]):
+        elif (
+            kinds[0] is not StepKind.FIRST
+            or kinds[-1] not in (StepKind.LAST, StepKind.REDUCTION)
+            or any(kind is not StepKind.INTERMEDIATE for kind in kinds[1:-1])
+        ):
             found.append("steps must be: one first step, any intermediate steps, then a last or reduction step")
         if kinds and kinds[-1] is StepKind.REDUCTION and not self._gated:
             found.append("a reduction step is only allowed on a gated job")
         if len(set(ids)) != len(ids):
             found.append("step ids must be unique")
         if self._counted_step_id is not None and self._counted_step_id not in [
-                step.id for step in self._steps if step.kind is not StepKind.REDUCTION]:
+            step.id for step in self._steps if step.kind is not StepKind.REDUCTION
+        ]:
             found.append(f"counts_records_of: {self._counted_step_id!r} is not a step that runs chunks")
         if any(not step_id or len(step_id) > MAX_ID_LENGTH for step_id in ids):
             found.append(f"step ids must be 1 to {MAX_ID_LENGTH} characters")

@@ -15,7 +15,9 @@ class BatchConfig(AppConfig):
         from batch.tasks import publish_work_notifications
 
         use_publisher(publish_work_notifications)
-        if settings.BATCH_DIAGNOSTIC_JOBS:  # for tests and demos only: anyone allowed to start them could load the cluster
+        if (
+            settings.BATCH_DIAGNOSTIC_JOBS
+        ):  # for tests and demos only: anyone allowed to start them could load the cluster
             register(DIAGNOSTIC_NOOP)
             register(DIAGNOSTIC_NOOP_GATED)
             register(DIAGNOSTIC_SPIN)

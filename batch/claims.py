@@ -3,6 +3,7 @@
 Not database rows: nothing here can be saved by mistake, and nothing is half filled. Every outcome is
 fenced by `claim_token` (`batch.worker`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

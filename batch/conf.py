@@ -1,5 +1,6 @@
 """The batch app's settings, read from `django.conf.settings` (which reads the environment) each time,
 so a test can change them with the `settings` fixture."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ it fails; without care the failure is charged to the chunk, or worse, the dead c
 every later task fails on it. Here the engine's own statements (claims, outcomes, reductions) drop the
 dead connection and run again once the database answers, so a job in flight simply continues.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,10 @@ def surviving_connection_loss(operation: Callable[[], T], what: str) -> T:
                 raise
             delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
             if attempt == 0:
-                logger.warning("%s: the database connection was lost (%s); waiting for the database", what,
-                               str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+                logger.warning(
+                    "%s: the database connection was lost (%s); waiting for the database",
+                    what,
+                    str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+                )
             attempt += 1
             time.sleep(delay)

@@ -5,6 +5,7 @@ the engine may touch: the FHIR jobs, the control API, the commands and the admin
 back as `JobSnapshot`s, frozen read models, never as database rows, so callers cannot write around the
 engine's state machine and the engine can change its tables without breaking them.
 """
+
 from __future__ import annotations
 
 import time
@@ -57,21 +58,56 @@ from batch.statuses import (
 from batch.transitions import change_all_chunks_status, change_job_status, database_now
 
 # Chunks a restart issues again; COMPLETED ones stay done, GATE_WAITING ones wait for their gate.
-REISSUED_CHUNK_STATUSES = [ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS, ChunkStatus.ERRORED, ChunkStatus.FAILED,
-                           ChunkStatus.POLL_WAITING]
+REISSUED_CHUNK_STATUSES = [
+    ChunkStatus.QUEUED,
+    ChunkStatus.IN_PROGRESS,
+    ChunkStatus.ERRORED,
+    ChunkStatus.FAILED,
+    ChunkStatus.POLL_WAITING,
+]
 
 # The time between the job's end (FAILED or CANCELLED) and its restart, by the database's clock: not running time.
 PAUSED_SECONDS_AFTER_RESTART = F("paused_seconds") + Coalesce(
-    Func(ExpressionWrapper(Now() - F("end_time"), output_field=DurationField()),
-         template="EXTRACT(EPOCH FROM %(expressions)s)", output_field=FloatField()),
-    Value(0.0))
+    Func(
+        ExpressionWrapper(Now() - F("end_time"), output_field=DurationField()),
+        template="EXTRACT(EPOCH FROM %(expressions)s)",
+        output_field=FloatField(),
+    ),
+    Value(0.0),
+)
 
 __all__ = [
-    "BatchError", "InvalidParameters", "JobList", "JobNotFound", "JobSnapshot", "JobStateConflict", "JobStatus",
-    "ChunkWorker", "StepProgress", "UnknownJobDefinition", "cancel_job", "chunk_workers", "describe_duration", "ended_job_ids", "follow_job", "get_job", "job_ids", "list_jobs",
-    "restart_job", "retry_failed_chunks", "start_job", "unfinished_job_ids", "watch_job",
+    "BatchError",
+    "InvalidParameters",
+    "JobList",
+    "JobNotFound",
+    "JobSnapshot",
+    "JobStateConflict",
+    "JobStatus",
+    "ChunkWorker",
+    "StepProgress",
+    "UnknownJobDefinition",
+    "cancel_job",
+    "chunk_workers",
+    "describe_duration",
+    "ended_job_ids",
+    "follow_job",
+    "get_job",
+    "job_ids",
+    "list_jobs",
+    "restart_job",
+    "retry_failed_chunks",
+    "start_job",
+    "unfinished_job_ids",
+    "watch_job",
     # nodes (batch.heartbeats, batch.nodes): which have live workers, and moving jobs between them
-    "LiveNode", "LiveWorker", "NoLiveNode", "Reassignment", "live_nodes", "live_workers", "reassign_jobs",
+    "LiveNode",
+    "LiveWorker",
+    "NoLiveNode",
+    "Reassignment",
+    "live_nodes",
+    "live_workers",
+    "reassign_jobs",
 ]
 
 
@@ -148,9 +184,16 @@ class JobSnapshot:
         return next((step for step in self.steps if step.step_id == step_id), StepProgress(step_id, {}))
 
 
-def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *, started_by: str = "",
-              node_id: str | None = None, module_id: str | None = None,
-              max_concurrent_chunks: int | None = None, instance_id: UUID | None = None) -> JobSnapshot:
+def start_job(
+    definition_id: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    started_by: str = "",
+    node_id: str | None = None,
+    module_id: str | None = None,
+    max_concurrent_chunks: int | None = None,
+    instance_id: UUID | None = None,
+) -> JobSnapshot:
     """Validate the parameters, then write the QUEUED job and its first, data-less chunk, announced after the
     commit. `InvalidParameters` (listing every problem) or `UnknownJobDefinition` leave nothing written. Call
     inside the caller's transaction to start the job only if that transaction commits.
@@ -165,24 +208,35 @@ def start_job(definition_id: str, parameters: Mapping[str, Any] | None = None, *
     except InvalidParameters as invalid:
         problems += invalid.problems
     if max_concurrent_chunks is not None and (
-            isinstance(max_concurrent_chunks, bool) or not isinstance(max_concurrent_chunks, int)
-            or max_concurrent_chunks < 1):
+        isinstance(max_concurrent_chunks, bool)
+        or not isinstance(max_concurrent_chunks, int)
+        or max_concurrent_chunks < 1
+    ):
         problems.append(f"max concurrent chunks must be a positive integer, got {max_concurrent_chunks!r}")
     if problems:
         raise InvalidParameters(problems)
     first_step = definition.first_step
     with transaction.atomic():
         instance = JobInstance.objects.create(
-            id=instance_id or uuid4(), definition_id=definition.id, definition_version=definition.version,
+            id=instance_id or uuid4(),
+            definition_id=definition.id,
+            definition_version=definition.version,
             status=JobStatus.QUEUED,
-            parameters=values, started_by=started_by[:150], node_id=node_id or node_for_new_job(module_id),
+            parameters=values,
+            started_by=started_by[:150],
+            node_id=node_id or node_for_new_job(module_id),
             module_id=module_id or settings.MODULE_ID,
             max_concurrent_chunks=max_concurrent_chunks or definition.max_concurrent_chunks,
             current_gated_step_id=first_step.id if definition.gated else None,
         )
         WorkChunk.objects.create(
-            instance=instance, definition_id=definition.id, definition_version=definition.version,
-            target_step_id=first_step.id, sequence=0, status=ChunkStatus.READY, data=None,
+            instance=instance,
+            definition_id=definition.id,
+            definition_version=definition.version,
+            target_step_id=first_step.id,
+            sequence=0,
+            status=ChunkStatus.READY,
+            data=None,
         )
         flow.enqueue_ready_chunks(instance)
     return _snapshot(instance)
@@ -206,8 +260,13 @@ def cancel_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnaps
     `JobNotFound`, or `JobStateConflict` when the job has ended already."""
     instance = _owned(job_id, started_by)
     step = _current_step(instance)
-    cancelled = change_job_status(instance.id, JobStatus.CANCELLED, cancelled=True, end_time=database_now(),
-                                  error_message=f"Job instance cancelled at step {step}")
+    cancelled = change_job_status(
+        instance.id,
+        JobStatus.CANCELLED,
+        cancelled=True,
+        end_time=database_now(),
+        error_message=f"Job instance cancelled at step {step}",
+    )
     if cancelled:
         settle_totals(instance.id)
         flow.call_stop_handler(instance.id)
@@ -222,7 +281,9 @@ def restart_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnap
     with fresh error counts. `JobNotFound`, or `JobStateConflict` for a job in any other status."""
     instance = _owned(job_id, started_by)
     if instance.status not in RESTARTABLE_JOB_STATUSES:
-        raise JobStateConflict(f"only FAILED or CANCELLED jobs can be restarted; job {instance.id} is {instance.status}")
+        raise JobStateConflict(
+            f"only FAILED or CANCELLED jobs can be restarted; job {instance.id} is {instance.status}"
+        )
     try:
         definition = registry.get(instance.definition_id, instance.definition_version)
     except UnknownJobDefinition as unknown:
@@ -232,23 +293,31 @@ def restart_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnap
         reissued &= ~Q(target_step_id=definition.reduction_step.id)
     with transaction.atomic():
         restarted = change_job_status(
-            instance.id, JobStatus.IN_PROGRESS, cancelled=False, end_time=None, error_message=None,
-            start_time=instance.start_time or database_now(), reducer_lease_expires_at=None, reducer_attempts=0,
+            instance.id,
+            JobStatus.IN_PROGRESS,
+            cancelled=False,
+            end_time=None,
+            error_message=None,
+            start_time=instance.start_time or database_now(),
+            reducer_lease_expires_at=None,
+            reducer_attempts=0,
             paused_seconds=PAUSED_SECONDS_AFTER_RESTART,
         )
         if not restarted:
             instance.refresh_from_db()
             raise JobStateConflict(f"job {instance.id} is {instance.status} now; it was not restarted")
-        change_all_chunks_status(reissued, ChunkStatus.READY, error_count=0, error_message=None,
-                                 lease_expires_at=None, next_poll_time=None)
+        change_all_chunks_status(
+            reissued, ChunkStatus.READY, error_count=0, error_message=None, lease_expires_at=None, next_poll_time=None
+        )
     instance.refresh_from_db()
     flow.enqueue_ready_chunks(instance)
     flow.advance_job(instance.id)
     return get_job(instance.id)
 
 
-def list_jobs(statuses: Iterable[str] = (), *, started_by: str | None = None,
-              definition_ids: Iterable[str] = ()) -> JobList:
+def list_jobs(
+    statuses: Iterable[str] = (), *, started_by: str | None = None, definition_ids: Iterable[str] = ()
+) -> JobList:
     """Newest first, as a lazy sequence: slice it (Django's and DRF's paginators do) to read a page."""
     jobs = JobInstance.objects.order_by("-create_time", "id")
     statuses = list(statuses)
@@ -278,14 +347,21 @@ def follow_job(job_id: UUID | str, out: TextIO, timeout: float | None = None) ->
     from tqdm import tqdm  # only commands draw bars; web processes never import it
 
     deadline = time.monotonic() + timeout if timeout is not None else None
-    with tqdm(total=1, unit="chunk", file=out, dynamic_ncols=True,
-              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} chunks [{elapsed}{postfix}]") as bar:
+    with tqdm(
+        total=1,
+        unit="chunk",
+        file=out,
+        dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} chunks [{elapsed}{postfix}]",
+    ) as bar:
         for snapshot in watch_job(job_id):
             bar.total = max(snapshot.chunk_count, 1)
             bar.n = snapshot.completed_chunks
             rate = f"{snapshot.records_per_second:.1f}" if snapshot.records_per_second else "-"
-            bar.set_postfix_str(f"{snapshot.status} {snapshot.combined_records_processed} records, {rate} rec/s, "
-                                f"ETA {describe_duration(snapshot.estimated_seconds_remaining)}")
+            bar.set_postfix_str(
+                f"{snapshot.status} {snapshot.combined_records_processed} records, {rate} rec/s, "
+                f"ETA {describe_duration(snapshot.estimated_seconds_remaining)}"
+            )
             if deadline is not None and time.monotonic() > deadline and not snapshot.ended:
                 raise JobStateConflict(f"job {job_id} did not end within {timeout:.0f}s (is a worker running?)")
     return snapshot
@@ -309,9 +385,13 @@ class ChunkWorker:
 
 def chunk_workers(job_id: UUID | str) -> list[ChunkWorker]:
     """Every worker that ran (or runs) a chunk of the job, by worker name: where the job ran, host by host."""
-    rows = (WorkChunk.objects.filter(instance_id=job_id).exclude(worker="").order_by()
-            .values_list("worker", "status").annotate(count=Count("*"), records=Sum("records_processed"),
-                                                      last=Max("update_time")))
+    rows = (
+        WorkChunk.objects.filter(instance_id=job_id)
+        .exclude(worker="")
+        .order_by()
+        .values_list("worker", "status")
+        .annotate(count=Count("*"), records=Sum("records_processed"), last=Max("update_time"))
+    )
     chunks: dict[str, dict[str, int]] = defaultdict(dict)
     records: dict[str, int] = defaultdict(int)
     last: dict[str, datetime] = {}
@@ -375,7 +455,7 @@ class JobList(Sequence[JobSnapshot]):
 
     def __getitem__(self, index: int | slice) -> JobSnapshot | list[JobSnapshot]:
         if isinstance(index, int):
-            return self[index:index + 1][0]
+            return self[index : index + 1][0]
         return _snapshots(list(self._jobs[index]))
 
 
@@ -393,8 +473,12 @@ def _current_step(instance: JobInstance) -> str:
     """The gated step, or else the earliest step that still has unfinished chunks."""
     if instance.current_gated_step_id:
         return instance.current_gated_step_id
-    pending = set(WorkChunk.objects.filter(instance_id=instance.id, status__in=UNFINISHED_CHUNK_STATUSES)
-                  .order_by().values_list("target_step_id", flat=True).distinct())
+    pending = set(
+        WorkChunk.objects.filter(instance_id=instance.id, status__in=UNFINISHED_CHUNK_STATUSES)
+        .order_by()
+        .values_list("target_step_id", flat=True)
+        .distinct()
+    )
     try:
         steps = [step.id for step in registry.get(instance.definition_id, instance.definition_version).steps]
     except UnknownJobDefinition:
@@ -420,22 +504,38 @@ def _to_snapshot(instance: JobInstance, steps: Mapping[str, StepTotals]) -> JobS
         order, records_step_id = [], None
     order += sorted(set(steps) - set(order))
     return JobSnapshot(
-        id=instance.id, definition_id=instance.definition_id, definition_version=instance.definition_version,
-        status=JobStatus(instance.status), cancelled=instance.cancelled, parameters=instance.parameters,
-        started_by=instance.started_by, node_id=instance.node_id, module_id=instance.module_id,
-        max_concurrent_chunks=instance.max_concurrent_chunks, create_time=instance.create_time,
-        start_time=instance.start_time, end_time=instance.end_time, update_time=instance.update_time,
-        progress=instance.progress, combined_records_processed=instance.combined_records_processed,
-        records_per_second=instance.records_per_second, elapsed_seconds=instance.elapsed_seconds,
-        estimated_seconds_remaining=instance.estimated_seconds_remaining, error_count=instance.error_count,
-        error_message=instance.error_message, warning_messages=instance.warning_messages,
-        current_gated_step_id=instance.current_gated_step_id, report=instance.report,
-        steps=tuple(steps.get(step_id, StepTotals(step_id)) for step_id in order), records_step_id=records_step_id,
+        id=instance.id,
+        definition_id=instance.definition_id,
+        definition_version=instance.definition_version,
+        status=JobStatus(instance.status),
+        cancelled=instance.cancelled,
+        parameters=instance.parameters,
+        started_by=instance.started_by,
+        node_id=instance.node_id,
+        module_id=instance.module_id,
+        max_concurrent_chunks=instance.max_concurrent_chunks,
+        create_time=instance.create_time,
+        start_time=instance.start_time,
+        end_time=instance.end_time,
+        update_time=instance.update_time,
+        progress=instance.progress,
+        combined_records_processed=instance.combined_records_processed,
+        records_per_second=instance.records_per_second,
+        elapsed_seconds=instance.elapsed_seconds,
+        estimated_seconds_remaining=instance.estimated_seconds_remaining,
+        error_count=instance.error_count,
+        error_message=instance.error_message,
+        warning_messages=instance.warning_messages,
+        current_gated_step_id=instance.current_gated_step_id,
+        report=instance.report,
+        steps=tuple(steps.get(step_id, StepTotals(step_id)) for step_id in order),
+        records_step_id=records_step_id,
     )
 
 
-def retry_failed_chunks(job_id: UUID | str, chunk_ids: Iterable[UUID | str] | None = None, *,
-                        started_by: str | None = None) -> int:
+def retry_failed_chunks(
+    job_id: UUID | str, chunk_ids: Iterable[UUID | str] | None = None, *, started_by: str | None = None
+) -> int:
     """Run failed chunks again now (all of the job's, or those of `chunk_ids`); returns how many.
 
     A running job's ERRORED chunks (waiting out their retry backoff) are announced again at once, ahead of new
@@ -454,7 +554,8 @@ def retry_failed_chunks(job_id: UUID | str, chunk_ids: Iterable[UUID | str] | No
         chunks = list(errored.select_for_update(skip_locked=True).values_list("id", "target_step_id"))
         if not chunks:
             raise JobStateConflict(f"job {instance.id} has no chunk waiting to be retried")
-        WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in chunks], status=ChunkStatus.ERRORED) \
-            .update(announced_at=Now())
+        WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in chunks], status=ChunkStatus.ERRORED).update(
+            announced_at=Now()
+        )
         flow.announce_chunks(instance, chunks, again=True)
     return len(chunks)

@@ -6,6 +6,7 @@ tables: counts per status, completed chunks of the last minutes, chunks in fligh
 The totals of minutes that can no longer change are kept per web process, so a view stays cheap on a busy
 cluster.
 """
+
 from __future__ import annotations
 
 import logging
@@ -120,8 +121,9 @@ def throughput_per_minute(minutes: int = THROUGHPUT_MINUTES) -> list[MinuteThrou
         settled_before = current - timedelta(minutes=SETTLE_MINUTES)
         window = [first + timedelta(minutes=offset) for offset in range(minutes)]
         known = settled_minutes.known(since=first)
-        read_from = next((minute for minute in window if minute not in known and minute < settled_before),
-                         settled_before)
+        read_from = next(
+            (minute for minute in window if minute not in known and minute < settled_before), settled_before
+        )
         cursor.execute(
             f"""
             SELECT date_trunc('minute', end_time), definition_id, definition_version, target_step_id, count(*),
@@ -137,8 +139,9 @@ def throughput_per_minute(minutes: int = THROUGHPUT_MINUTES) -> list[MinuteThrou
             counted = step_id == _records_step_id(definition_id, version, step_id)
             so_far = read.get(minute, (0, 0))
             read[minute] = (so_far[0] + int(chunks), so_far[1] + (int(records) if counted else 0))
-    settled_minutes.remember({minute: read.get(minute, (0, 0)) for minute in window
-                              if read_from <= minute < settled_before})
+    settled_minutes.remember(
+        {minute: read.get(minute, (0, 0)) for minute in window if read_from <= minute < settled_before}
+    )
     totals = {**known, **read}
     return [MinuteThroughput(minute, *totals.get(minute, (0, 0))) for minute in window]
 
@@ -151,12 +154,22 @@ def running_jobs(limit: int = RUNNING_JOBS_SHOWN) -> list[JobSnapshot]:
     paused = dict(JobInstance.objects.filter(id__in=[job.id for job in jobs]).values_list("id", "paused_seconds"))
     live = []
     for job in jobs:
-        rates = estimate_rates(definition_of(job.definition_id, job.definition_version),
-                               {step.step_id: step for step in job.steps}, status=job.status,
-                               paused_seconds=paused.get(job.id, 0.0))
-        live.append(replace(job, combined_records_processed=rates.records, progress=rates.progress,
-                            records_per_second=rates.records_per_second, elapsed_seconds=rates.elapsed_seconds,
-                            estimated_seconds_remaining=rates.estimated_seconds_remaining))
+        rates = estimate_rates(
+            definition_of(job.definition_id, job.definition_version),
+            {step.step_id: step for step in job.steps},
+            status=job.status,
+            paused_seconds=paused.get(job.id, 0.0),
+        )
+        live.append(
+            replace(
+                job,
+                combined_records_processed=rates.records,
+                progress=rates.progress,
+                records_per_second=rates.records_per_second,
+                elapsed_seconds=rates.elapsed_seconds,
+                estimated_seconds_remaining=rates.estimated_seconds_remaining,
+            )
+        )
     return live
 
 
@@ -164,19 +177,31 @@ def node_activity() -> list[NodeActivity]:
     """Every node with live batch workers (their heartbeats, `batch.control.live_nodes()`), with an unfinished
     job, or this web process's own: its queue's depth, its chunks in flight and its live workers."""
     live = {(node.node_id, node.module_id): node.workers for node in control.live_nodes()}
-    nodes = set(JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES).order_by()
-                .values_list("node_id", "module_id").distinct())
+    nodes = set(
+        JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES)
+        .order_by()
+        .values_list("node_id", "module_id")
+        .distinct()
+    )
     nodes |= set(live) | {(settings.NODE_ID, settings.MODULE_ID)}
     in_flight = dict(
-        ((node, module), count) for node, module, count in
-        WorkChunk.objects.filter(status=ChunkStatus.IN_PROGRESS).order_by()
-        .values_list("instance__node_id", "instance__module_id").annotate(chunks=Count("*"))
+        ((node, module), count)
+        for node, module, count in WorkChunk.objects.filter(status=ChunkStatus.IN_PROGRESS)
+        .order_by()
+        .values_list("instance__node_id", "instance__module_id")
+        .annotate(chunks=Count("*"))
     )
     queues = {(node_id, module_id): work_notification_queue(node_id, module_id) for node_id, module_id in sorted(nodes)}
     depths = _queue_depths(list(queues.values()))
     return [
-        NodeActivity(node_id=node_id, module_id=module_id, queue=queue, queue_depth=depths.get(queue),
-                     chunks_in_flight=in_flight.get((node_id, module_id), 0), workers=live.get((node_id, module_id), ()))
+        NodeActivity(
+            node_id=node_id,
+            module_id=module_id,
+            queue=queue,
+            queue_depth=depths.get(queue),
+            chunks_in_flight=in_flight.get((node_id, module_id), 0),
+            workers=live.get((node_id, module_id), ()),
+        )
         for (node_id, module_id), queue in queues.items()
     ]
 
@@ -206,23 +231,45 @@ def step_timeline(job: JobSnapshot) -> list[TimelineRow]:
             width = max((step.end_time - step.start_time).total_seconds() / span * 100, 0.5)
         else:
             left = width = 0.0
-        rows.append(TimelineRow(step, round(left, 2), round(min(width, 100 - left), 2),
-                                step is longest and bool(step.duration_seconds)))
+        rows.append(
+            TimelineRow(
+                step, round(left, 2), round(min(width, 100 - left), 2), step is longest and bool(step.duration_seconds)
+            )
+        )
     return rows
 
 
 def job_errors(job_id: UUID, limit: int = ERRORS_SHOWN) -> JobErrors:
     """The job's errors from its chunks: the total of failed attempts, and the latest chunks that had any."""
-    with_errors = WorkChunk.objects.filter(instance_id=job_id).filter(Q(error_count__gt=0) | Q(status=ChunkStatus.FAILED))
+    with_errors = WorkChunk.objects.filter(instance_id=job_id).filter(
+        Q(error_count__gt=0) | Q(status=ChunkStatus.FAILED)
+    )
     totals = with_errors.aggregate(total=Sum("error_count"), chunks=Count("*"))
     shown = [
-        ChunkError(chunk_id=chunk_id, step_id=step_id, status=status, attempts=attempts, error_count=errors,
-                   worker=worker, message=message or "", time=updated,
-                   next_attempt_at=due if status == ChunkStatus.ERRORED else None)
-        for chunk_id, step_id, status, attempts, errors, worker, message, updated, due in
-        with_errors.order_by("-update_time").values_list(
-            "id", "target_step_id", "status", "attempts", "error_count", "worker", "error_message", "update_time",
-            "announced_at")[:limit]  # an errored chunk is announced for when its backoff ends
+        ChunkError(
+            chunk_id=chunk_id,
+            step_id=step_id,
+            status=status,
+            attempts=attempts,
+            error_count=errors,
+            worker=worker,
+            message=message or "",
+            time=updated,
+            next_attempt_at=due if status == ChunkStatus.ERRORED else None,
+        )
+        for chunk_id, step_id, status, attempts, errors, worker, message, updated, due in with_errors.order_by(
+            "-update_time"
+        ).values_list(
+            "id",
+            "target_step_id",
+            "status",
+            "attempts",
+            "error_count",
+            "worker",
+            "error_message",
+            "update_time",
+            "announced_at",
+        )[:limit]  # an errored chunk is announced for when its backoff ends
     ]
     return JobErrors(total=totals["total"] or 0, chunks_with_errors=totals["chunks"], shown=shown)
 
@@ -264,31 +311,44 @@ def why_waiting(job: JobSnapshot) -> list[str]:
         gated = job.step(job.current_gated_step_id)
         held = sum(step.chunks.get(ChunkStatus.GATE_WAITING, 0) for step in job.steps)
         if held and gated.done < gated.total:
-            reasons.append(f"the gate: {held} chunks of the next step wait until the {gated.total - gated.done} "
-                           f"unfinished chunks of step {gated.step_id} have completed")
+            reasons.append(
+                f"the gate: {held} chunks of the next step wait until the {gated.total - gated.done} "
+                f"unfinished chunks of step {gated.step_id} have completed"
+            )
     in_flight = count[ChunkStatus.QUEUED] + count[ChunkStatus.IN_PROGRESS]
     if job.max_concurrent_chunks and count[ChunkStatus.READY] and in_flight >= job.max_concurrent_chunks:
-        reasons.append(f"its concurrency cap: {in_flight} of at most {job.max_concurrent_chunks} chunks queued or "
-                       f"running, {count[ChunkStatus.READY]} more ready")
+        reasons.append(
+            f"its concurrency cap: {in_flight} of at most {job.max_concurrent_chunks} chunks queued or "
+            f"running, {count[ChunkStatus.READY]} more ready"
+        )
     live = {(node.node_id, node.module_id) for node in control.live_nodes()}
     if (job.node_id, job.module_id) not in live:
-        reasons.append(f"no live worker on node {job.node_id} (module {job.module_id}): its chunks wait until one "
-                       f"starts there, or maintenance moves the job to a live node after "
-                       f"BATCH_NODE_TIMEOUT_SECONDS ({settings.BATCH_NODE_TIMEOUT_SECONDS} s)")
+        reasons.append(
+            f"no live worker on node {job.node_id} (module {job.module_id}): its chunks wait until one "
+            f"starts there, or maintenance moves the job to a live node after "
+            f"BATCH_NODE_TIMEOUT_SECONDS ({settings.BATCH_NODE_TIMEOUT_SECONDS} s)"
+        )
     waits = WorkChunk.objects.filter(instance_id=job.id).aggregate(
         backoff_until=Max("announced_at", filter=Q(status=ChunkStatus.ERRORED)),
-        poll_at=Min("next_poll_time", filter=Q(status=ChunkStatus.POLL_WAITING)))
+        poll_at=Min("next_poll_time", filter=Q(status=ChunkStatus.POLL_WAITING)),
+    )
     now = read_database_now()
     if count[ChunkStatus.ERRORED] and waits["backoff_until"] and waits["backoff_until"] > now:
-        reasons.append(f"{count[ChunkStatus.ERRORED]} chunk(s) wait out their retry backoff after an error, until "
-                       f"{waits['backoff_until']:%H:%M:%S %Z} (Retry now skips it)")
+        reasons.append(
+            f"{count[ChunkStatus.ERRORED]} chunk(s) wait out their retry backoff after an error, until "
+            f"{waits['backoff_until']:%H:%M:%S %Z} (Retry now skips it)"
+        )
     if count[ChunkStatus.POLL_WAITING] and waits["poll_at"]:
-        reasons.append(f"{count[ChunkStatus.POLL_WAITING]} chunk(s) asked to run again later, the first at "
-                       f"{waits['poll_at']:%H:%M:%S %Z}")
+        reasons.append(
+            f"{count[ChunkStatus.POLL_WAITING]} chunk(s) asked to run again later, the first at "
+            f"{waits['poll_at']:%H:%M:%S %Z}"
+        )
     if count[ChunkStatus.QUEUED]:
         queue = work_notification_queue(job.node_id, job.module_id)
         depth = _queue_depths([queue]).get(queue)
         ahead = "an unknown number of" if depth is None else str(depth)
-        reasons.append(f"{count[ChunkStatus.QUEUED]} of its chunks are announced on queue {queue}, where {ahead} "
-                       "messages wait for a worker")
+        reasons.append(
+            f"{count[ChunkStatus.QUEUED]} of its chunks are announced on queue {queue}, where {ahead} "
+            "messages wait for a worker"
+        )
     return reasons

@@ -1,4 +1,5 @@
 """Diagnostic jobs for demos, tests and benchmarks: they do nothing but emit, sleep and count."""
+
 from __future__ import annotations
 
 import re
@@ -56,14 +57,20 @@ def sum_records(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> di
 
 
 def _with_parameters(builder: JobDefinitionBuilder) -> JobDefinitionBuilder:
-    return (builder
-            .parameter("chunks", int, default=10, minimum=0, maximum=1_000_000,
-                       description="chunks the first step emits")
-            .parameter("sleep_ms", int, default=0, minimum=0, maximum=3_600_000,
-                       description="how long each chunk sleeps")
-            .parameter("records_per_chunk", int, default=1, minimum=0, description="records each chunk reports")
-            .parameter("hang_at_chunk", int, default=-1, minimum=-1,
-                       description="this chunk hangs forever on its first attempt (-1: none); see BATCH_MAX_CHUNK_SECONDS"))
+    return (
+        builder.parameter(
+            "chunks", int, default=10, minimum=0, maximum=1_000_000, description="chunks the first step emits"
+        )
+        .parameter("sleep_ms", int, default=0, minimum=0, maximum=3_600_000, description="how long each chunk sleeps")
+        .parameter("records_per_chunk", int, default=1, minimum=0, description="records each chunk reports")
+        .parameter(
+            "hang_at_chunk",
+            int,
+            default=-1,
+            minimum=-1,
+            description="this chunk hangs forever on its first attempt (-1: none); see BATCH_MAX_CHUNK_SECONDS",
+        )
+    )
 
 
 DIAGNOSTIC_NOOP: JobDefinition = (
@@ -75,8 +82,14 @@ DIAGNOSTIC_NOOP: JobDefinition = (
 
 # A definition of its own (not a new parameter of DIAGNOSTIC_NOOP v1, whose shape is recorded): the recycling test.
 DIAGNOSTIC_SPIN: JobDefinition = (
-    _with_parameters(JobDefinitionBuilder("DIAGNOSTIC_SPIN", 1, "DIAGNOSTIC_NOOP whose chunk `spin_at_chunk` spins "
-                                          "holding the GIL on its first attempt (see batch.recycling)."))
+    _with_parameters(
+        JobDefinitionBuilder(
+            "DIAGNOSTIC_SPIN",
+            1,
+            "DIAGNOSTIC_NOOP whose chunk `spin_at_chunk` spins "
+            "holding the GIL on its first attempt (see batch.recycling).",
+        )
+    )
     .parameter("spin_at_chunk", int, default=-1, minimum=-1, description="the chunk that spins (-1: none)")
     .first_step("generate-chunks", generate_chunks, "emits `chunks` chunks")
     .last_step("sleep", sleep_and_count, "sleeps `sleep_ms` (or spins), reports `records_per_chunk`")
@@ -84,8 +97,11 @@ DIAGNOSTIC_SPIN: JobDefinition = (
 )
 
 DIAGNOSTIC_NOOP_GATED: JobDefinition = (
-    _with_parameters(JobDefinitionBuilder("DIAGNOSTIC_NOOP_GATED", 1,
-                                          "Emits chunks that sleep and count, then sums them (gated, reduced)."))
+    _with_parameters(
+        JobDefinitionBuilder(
+            "DIAGNOSTIC_NOOP_GATED", 1, "Emits chunks that sleep and count, then sums them (gated, reduced)."
+        )
+    )
     .gated()
     .first_step("generate-chunks", generate_chunks, "emits `chunks` chunks")
     .intermediate_step("sleep", sleep_count_and_pass_on, "sleeps `sleep_ms`, reports `records_per_chunk`")

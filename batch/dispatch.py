@@ -1,4 +1,5 @@
 """Where a work message goes: chunk ids to the worker, no chunk id to the job's reduction."""
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,11 @@ def on_work_notification(notification: WorkNotification, worker: str = "", task_
     claim: Claim | None = None
     for position, chunk_id in enumerate(chunk_ids):
         if claim is None:
-            claim = Claim(surviving_connection_loss(partial(on_chunk_claimed, chunk_id, worker, task_id),
-                                                    f"claiming chunk {chunk_id}"))
+            claim = Claim(
+                surviving_connection_loss(
+                    partial(on_chunk_claimed, chunk_id, worker, task_id), f"claiming chunk {chunk_id}"
+                )
+            )
         chunk, claim = claim.chunk, None
         if chunk is not None:
             following = chunk_ids[position + 1] if position + 1 < len(chunk_ids) else None
@@ -58,13 +62,25 @@ def on_work_notification(notification: WorkNotification, worker: str = "", task_
 def hand_back(notification: WorkNotification) -> bool:
     """Announce the message again, after HAND_BACK_SECONDS, on the queue of its job if the job exists with that
     definition version; False when it does not (the message is garbage, not a version this process lacks)."""
-    job = (JobInstance.objects.filter(id=notification.instance_id, definition_id=notification.definition_id,
-                                      definition_version=notification.definition_version)
-           .values("node_id", "module_id").first())
+    job = (
+        JobInstance.objects.filter(
+            id=notification.instance_id,
+            definition_id=notification.definition_id,
+            definition_version=notification.definition_version,
+        )
+        .values("node_id", "module_id")
+        .first()
+    )
     if job is None:
         return False
-    logger.warning("job %s: this process lacks %s version %d (another release's); its work goes back to queue "
-                   "%s/%s for a process that has it", notification.instance_id, notification.definition_id,
-                   notification.definition_version, job["node_id"], job["module_id"])
+    logger.warning(
+        "job %s: this process lacks %s version %d (another release's); its work goes back to queue "
+        "%s/%s for a process that has it",
+        notification.instance_id,
+        notification.definition_id,
+        notification.definition_version,
+        job["node_id"],
+        job["module_id"],
+    )
     announce(job["node_id"], job["module_id"], [notification], delay_seconds=HAND_BACK_SECONDS, again=True)
     return True

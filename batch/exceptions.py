@@ -1,4 +1,5 @@
 """The one exception tree of the batch app. A subclass's docstring is its default message."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -38,8 +39,10 @@ class ChunksErrored(BatchError):
 
     def __init__(self, errors: dict[str, str]):
         """`errors`: each chunk's error message by chunk id."""
-        super().__init__(f"{len(errors)} chunk{'s' if len(errors) > 1 else ''} errored: "
-                         + "; ".join(f"chunk {chunk_id}: {message}" for chunk_id, message in errors.items()))
+        super().__init__(
+            f"{len(errors)} chunk{'s' if len(errors) > 1 else ''} errored: "
+            + "; ".join(f"chunk {chunk_id}: {message}" for chunk_id, message in errors.items())
+        )
         self.errors = errors
 
     def __reduce__(self):  # rebuilt from `errors` when Celery's pool hands it from its child to the main process

@@ -3,6 +3,7 @@
 Every function here is safe to call from any process at any time (worker, maintenance, batch.control):
 each move is a conditional update, so the first caller wins and the others change nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,13 @@ CHUNKS_PER_MESSAGE = 8  # at most, in one work message (see announce_chunks)
 MESSAGES_PER_ANNOUNCEMENT = 64  # at least, before chunks share messages
 
 
-def announce_chunks(instance: JobInstance | ClaimedJob, chunks: Iterable[tuple[UUID, str]], delay_seconds: float = 0.0, *,
-                    again: bool = False) -> None:
+def announce_chunks(
+    instance: JobInstance | ClaimedJob,
+    chunks: Iterable[tuple[UUID, str]],
+    delay_seconds: float = 0.0,
+    *,
+    again: bool = False,
+) -> None:
     """One message per chunk, or, when many are announced at once, one per few chunks of the same step.
 
     A message costs the worker's main process more than a no-op chunk costs the database (delivery,
@@ -56,22 +62,31 @@ def announce_chunks(instance: JobInstance | ClaimedJob, chunks: Iterable[tuple[U
     (`notifications.announce`).
     """
     chunks = list(chunks)
-    per_message = 1 if instance.max_concurrent_chunks else \
-        max(1, min(CHUNKS_PER_MESSAGE, len(chunks) // MESSAGES_PER_ANNOUNCEMENT))
+    per_message = (
+        1
+        if instance.max_concurrent_chunks
+        else max(1, min(CHUNKS_PER_MESSAGE, len(chunks) // MESSAGES_PER_ANNOUNCEMENT))
+    )
     notifications = []
     for step_id, same_step in groupby(chunks, key=itemgetter(1)):
         chunk_ids = [chunk_id for chunk_id, _ in same_step]
         for start in range(0, len(chunk_ids), per_message):
-            first, *following = chunk_ids[start:start + per_message]
-            notifications.append(WorkNotification(instance.id, instance.definition_id, instance.definition_version,
-                                                  step_id, first, tuple(following)))
+            first, *following = chunk_ids[start : start + per_message]
+            notifications.append(
+                WorkNotification(
+                    instance.id, instance.definition_id, instance.definition_version, step_id, first, tuple(following)
+                )
+            )
     announce(instance.node_id, instance.module_id, notifications, delay_seconds=delay_seconds, again=again)
 
 
 def announce_reduction(instance: JobInstance | ClaimedJob, step_id: str, *, again: bool = False) -> None:
-    announce(instance.node_id, instance.module_id, [
-        WorkNotification(instance.id, instance.definition_id, instance.definition_version, step_id, None)
-    ], again=again)
+    announce(
+        instance.node_id,
+        instance.module_id,
+        [WorkNotification(instance.id, instance.definition_id, instance.definition_version, step_id, None)],
+        again=again,
+    )
 
 
 def enqueue_ready_chunks(instance: JobInstance | ClaimedJob, only: list[UUID] | None = None) -> int:
@@ -107,8 +122,9 @@ def _top_up(instance: JobInstance | ClaimedJob, ready: Q) -> int:
     return len(moved)
 
 
-def on_chunk_finished(instance_id: UUID, definition: JobDefinition, step_id: str,
-                      unfinished_seen: int | None = None) -> None:
+def on_chunk_finished(
+    instance_id: UUID, definition: JobDefinition, step_id: str, unfinished_seen: int | None = None
+) -> None:
     """A chunk left flight: when it was the last of its step (gated) or of its job, move the job on.
 
     `unfinished_seen` is what the chunk's own completion statement counted (up to NEAR_THE_END). Far
@@ -184,8 +200,9 @@ def _finalize(instance: JobInstance, reduction_step_id: str) -> None:
             announce_reduction(instance, reduction_step_id)
 
 
-def complete_job(instance: JobInstance, definition: JobDefinition, *, only_if: Q | None = None,
-                 report: dict | None = None) -> bool:
+def complete_job(
+    instance: JobInstance, definition: JobDefinition, *, only_if: Q | None = None, report: dict | None = None
+) -> bool:
     """COMPLETED with final figures and chunk data purged; the completion handler runs once, in the winner."""
     figures = compute_progress(instance.id)
     now = database_now()
@@ -195,15 +212,21 @@ def complete_job(instance: JobInstance, definition: JobDefinition, *, only_if: Q
     with transaction.atomic():
         if not change_job_status(instance.id, JobStatus.COMPLETED, only_if=only_if, **fields):
             return False
-        change_all_chunks_status(Q(instance_id=instance.id, status=ChunkStatus.REDUCTION_READY),
-                                 ChunkStatus.COMPLETED, end_time=now, data=None)
+        change_all_chunks_status(
+            Q(instance_id=instance.id, status=ChunkStatus.REDUCTION_READY),
+            ChunkStatus.COMPLETED,
+            end_time=now,
+            data=None,
+        )
         WorkChunk.objects.filter(instance_id=instance.id, data__isnull=False).update(data=None)
-    logger.info("job %s (%s) completed: %s records", instance.id, instance.definition_id,
-                figures.combined_records_processed)
+    logger.info(
+        "job %s (%s) completed: %s records", instance.id, instance.definition_id, figures.combined_records_processed
+    )
     if definition.completion_handler is not None:
         try:
-            definition.completion_handler(CompletedJob(instance.id, instance.parameters,
-                                                       figures.combined_records_processed, report))
+            definition.completion_handler(
+                CompletedJob(instance.id, instance.parameters, figures.combined_records_processed, report)
+            )
         except Exception:
             logger.exception("job %s: the completion handler failed (the job stays COMPLETED)", instance.id)
     return True
@@ -221,6 +244,7 @@ def fail_job(instance_id: UUID, message: str) -> bool:
 def call_stop_handler(instance_id: UUID) -> None:
     """Once the job's FAILED or CANCELLED is committed, its definition's stop handler (if any) with the row as
     it then is; a handler that raises is logged, the job's status stays."""
+
     def call() -> None:
         instance = JobInstance.objects.get(id=instance_id)
         try:
@@ -231,8 +255,9 @@ def call_stop_handler(instance_id: UUID) -> None:
             return
         try:
             with transaction.atomic():
-                definition.stop_handler(StoppedJob(instance.id, instance.parameters, instance.status,
-                                                   instance.error_message))
+                definition.stop_handler(
+                    StoppedJob(instance.id, instance.parameters, instance.status, instance.error_message)
+                )
         except Exception:
             logger.exception("job %s: the stop handler failed (the job stays %s)", instance.id, instance.status)
 

@@ -9,6 +9,7 @@ and must count as dead so that its jobs move (a beat proving the database alone 
 the job dashboard lists `live_nodes()`; a new job starts on `node_for_new_job()`. Web processes and the
 scheduler worker record nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,9 +68,15 @@ SET node_id = EXCLUDED.node_id, module_id = EXCLUDED.module_id, last_seen = now(
 def record_heartbeat(worker: str, node_id: str | None = None, module_id: str | None = None) -> None:
     """This worker is alive now (by the database's clock). Defaults: this process's node and module."""
     with connection.cursor() as cursor:
-        cursor.execute(HEARTBEAT_SQL, {"worker": worker[:200], "node_id": node_id or settings.NODE_ID,
-                                       "module_id": module_id or settings.MODULE_ID,
-                                       "fingerprint": batch_settings().settings_fingerprint})
+        cursor.execute(
+            HEARTBEAT_SQL,
+            {
+                "worker": worker[:200],
+                "node_id": node_id or settings.NODE_ID,
+                "module_id": module_id or settings.MODULE_ID,
+                "fingerprint": batch_settings().settings_fingerprint,
+            },
+        )
 
 
 def record_stopped(worker: str) -> None:
@@ -81,21 +88,29 @@ def record_stopped(worker: str) -> None:
 def live_nodes(module_id: str | None = None) -> list[LiveNode]:
     """Nodes with a batch worker seen within `BATCH_NODE_TIMEOUT_SECONDS` (and not stopped since),
     by node and module id. What the dashboard shows as "workers seen alive recently"."""
-    workers = (WorkerHeartbeat.objects.filter(_seen_recently(), stopped_at__isnull=True)
-               .order_by("node_id", "module_id", "worker").values_list("node_id", "module_id", "worker", "last_seen"))
+    workers = (
+        WorkerHeartbeat.objects.filter(_seen_recently(), stopped_at__isnull=True)
+        .order_by("node_id", "module_id", "worker")
+        .values_list("node_id", "module_id", "worker", "last_seen")
+    )
     if module_id is not None:
         workers = workers.filter(module_id=module_id)
     nodes: dict[tuple[str, str], list[tuple[str, datetime]]] = {}
     for node_id, module, worker, last_seen in workers.iterator():
         nodes.setdefault((node_id, module), []).append((worker, last_seen))
-    return [LiveNode(node_id, module, tuple(worker for worker, _ in seen), max(last for _, last in seen))
-            for (node_id, module), seen in nodes.items()]
+    return [
+        LiveNode(node_id, module, tuple(worker for worker, _ in seen), max(last for _, last in seen))
+        for (node_id, module), seen in nodes.items()
+    ]
 
 
 def live_workers() -> list[LiveWorker]:
     """Every batch worker seen within the node timeout (and not stopped since), by name."""
-    workers = (WorkerHeartbeat.objects.filter(_seen_recently(), stopped_at__isnull=True).order_by("worker")
-               .values_list("worker", "node_id", "module_id", "settings_fingerprint", "last_seen"))
+    workers = (
+        WorkerHeartbeat.objects.filter(_seen_recently(), stopped_at__isnull=True)
+        .order_by("worker")
+        .values_list("worker", "node_id", "module_id", "settings_fingerprint", "last_seen")
+    )
     return [LiveWorker(*row) for row in workers]
 
 
@@ -120,9 +135,15 @@ def node_for_new_job(module_id: str | None = None) -> str:
     to move it. With no live node of the module at all, its own node: maintenance moves the job once one is."""
     module_id = module_id or settings.MODULE_ID
     with connection.cursor() as cursor:
-        cursor.execute(NODE_FOR_NEW_JOB_SQL, {"module": module_id, "own": settings.NODE_ID,
-                                              "timeout": batch_settings().node_timeout,
-                                              "unfinished": sorted(UNFINISHED_JOB_STATUSES)})
+        cursor.execute(
+            NODE_FOR_NEW_JOB_SQL,
+            {
+                "module": module_id,
+                "own": settings.NODE_ID,
+                "timeout": batch_settings().node_timeout,
+                "unfinished": sorted(UNFINISHED_JOB_STATUSES),
+            },
+        )
         row = cursor.fetchone()
     return row[0] if row else settings.NODE_ID
 
@@ -171,8 +192,12 @@ class Heartbeat:
             record_heartbeat(self.worker, self.node_id, self.module_id)
         except Exception as error:
             if not self.failing:
-                logger.warning("worker %s: heartbeat failed (%s); retrying every %.0fs", self.worker, error,
-                               batch_settings().heartbeat_interval.total_seconds())
+                logger.warning(
+                    "worker %s: heartbeat failed (%s); retrying every %.0fs",
+                    self.worker,
+                    error,
+                    batch_settings().heartbeat_interval.total_seconds(),
+                )
             self.failing = True
             return False
         finally:
@@ -181,8 +206,12 @@ class Heartbeat:
         late = self._last_beat is not None and now - self._last_beat > LATE_AFTER_INTERVALS * self._interval()
         if self.failing or late:
             silent = "" if self._last_beat is None else f" after {now - self._last_beat:.1f} s without"
-            logger.warning("worker %s: heartbeat recorded again%s (the node counts as dead after %.0f s)", self.worker,
-                           silent, batch_settings().node_timeout.total_seconds())
+            logger.warning(
+                "worker %s: heartbeat recorded again%s (the node counts as dead after %.0f s)",
+                self.worker,
+                silent,
+                batch_settings().node_timeout.total_seconds(),
+            )
         self._last_beat = now
         self.failing = False
         return True
@@ -206,8 +235,7 @@ def start_heartbeat(worker: str, consumed_queues: Collection[str]) -> bool:
     other queues only, such as the scheduler's, does not keep the node's jobs running)."""
     global _heartbeat
     if work_notification_queue() not in consumed_queues:
-        logger.info("worker %s consumes no batch queue of node %s: it records no heartbeat", worker,
-                    settings.NODE_ID)
+        logger.info("worker %s consumes no batch queue of node %s: it records no heartbeat", worker, settings.NODE_ID)
         return False
     if _heartbeat is None or _heartbeat.worker != worker:
         _heartbeat = Heartbeat(worker)

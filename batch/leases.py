@@ -15,6 +15,7 @@ step's `context.report_progress()`) has its deadline start again from its last r
 large input slowly but steadily is never taken as hung. The renewal after a report writes the database time of
 it (`progress_at`), which the worker's main process reads to move its own deadline (`batch.recycling`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -118,13 +119,19 @@ class LeaseKeeper:
     def _handle(self, lease: Lease, now: float) -> None:
         if lease.recycle_at <= now:
             lease.recycle_at = float("inf")
-            logger.error("a step overran its maximum run time of %s s and did not stop: recycling this process",
-                         lease.max_seconds)
+            logger.error(
+                "a step overran its maximum run time of %s s and did not stop: recycling this process",
+                lease.max_seconds,
+            )
             if self.recycle_process is not None:
                 self.recycle_process()
             return
-        if lease.deadline <= now and lease.max_seconds is not None and not lease.lost \
-                and lease.progressed_at + lease.max_seconds > now:
+        if (
+            lease.deadline <= now
+            and lease.max_seconds is not None
+            and not lease.lost
+            and lease.progressed_at + lease.max_seconds > now
+        ):
             # It progressed since: not hung. The new deadline counts from its last report, and the progress is
             # recorded at once, so the main process's watchdog (which reads it) moves its deadline in time.
             lease.deadline = lease.progressed_at + lease.max_seconds
@@ -161,14 +168,17 @@ WHERE chunk.id = %s AND chunk.status = %s AND chunk.claim_token = %s
 """
 
 
-def chunk_lease(chunk_id: UUID, claim_token: UUID, max_seconds: float | None = None,
-                on_overrun: Callable[[], object] | None = None) -> Lease:
+def chunk_lease(
+    chunk_id: UUID, claim_token: UUID, max_seconds: float | None = None, on_overrun: Callable[[], object] | None = None
+) -> Lease:
     def renew() -> bool:
         progressed_at = lease.progressed_at
         progressed = lease.progress_unrecorded
         with connection.cursor() as cursor:
-            cursor.execute(RENEW_CHUNK_LEASE_SQL, [batch_settings().lease, progressed, chunk_id,
-                                                   ChunkStatus.IN_PROGRESS, claim_token])
+            cursor.execute(
+                RENEW_CHUNK_LEASE_SQL,
+                [batch_settings().lease, progressed, chunk_id, ChunkStatus.IN_PROGRESS, claim_token],
+            )
             renewed = cursor.rowcount == 1
         if renewed and progressed:
             lease.progress_recorded_at = progressed_at

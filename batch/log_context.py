@@ -5,6 +5,7 @@ the log handler (heavylift/settings.py), copies it onto each record as `job_id`,
 which the JSON log format (LOG_FORMAT=json) writes as fields a log shipper can index. Threads the step starts
 itself do not inherit the mark (context variables stay in their thread); their lines carry the node only.
 """
+
 from __future__ import annotations
 
 import contextvars

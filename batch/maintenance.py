@@ -13,6 +13,7 @@ caller returns at once, and a holder that died or froze stops holding it after
 `BATCH_MAINTENANCE_LEASE_SECONDS`. Each change inside is a conditional update anyway, so even two
 passes could not corrupt anything.
 """
+
 from __future__ import annotations
 
 import logging
@@ -100,14 +101,18 @@ def _say_if_late() -> None:
         row = cursor.fetchone()
     interval = batch_settings().maintenance_interval.total_seconds()
     if row is not None and row[0] > LATE_AFTER_INTERVALS * interval:
-        logger.warning("maintenance is late: the last pass ended %.0f s ago (one is due every %.0f s)", row[0], interval)
+        logger.warning(
+            "maintenance is late: the last pass ended %.0f s ago (one is due every %.0f s)", row[0], interval
+        )
 
 
 def _record_pass_ended() -> None:
     """Tell the batch workers' watchdogs that maintenance is not starved (`batch.maintenance_watchdog`)."""
     with connection.cursor() as cursor:
-        cursor.execute("INSERT INTO batch_maintenancepass (id, ended_at) VALUES (1, now()) "
-                       "ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at")
+        cursor.execute(
+            "INSERT INTO batch_maintenancepass (id, ended_at) VALUES (1, now()) "
+            "ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at"
+        )
 
 
 def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
@@ -118,16 +123,24 @@ def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
         report.polls_due += change_all_chunks_status(
             Q(instance_id=instance.id, status=ChunkStatus.POLL_WAITING, next_poll_time__lte=now), ChunkStatus.READY
         )
-        expired = (WorkChunk.objects.select_related("instance")
-                   .filter(instance_id=instance.id, status=ChunkStatus.IN_PROGRESS, lease_expires_at__lt=now)
-                   .order_by("lease_expires_at")[:CHUNK_PAGE])
+        expired = (
+            WorkChunk.objects.select_related("instance")
+            .filter(instance_id=instance.id, status=ChunkStatus.IN_PROGRESS, lease_expires_at__lt=now)
+            .order_by("lease_expires_at")[:CHUNK_PAGE]
+        )
         for chunk in expired:
             on_lease_expired(held_claim(chunk), now, database_started_at)
             report.leases_expired += 1
         if instance.current_gated_step_id:
             # Chunks a lost worker emitted into a step whose gate has opened meanwhile.
-            change_all_chunks_status(Q(instance_id=instance.id, target_step_id=instance.current_gated_step_id,
-                                       status=ChunkStatus.GATE_WAITING), ChunkStatus.READY)
+            change_all_chunks_status(
+                Q(
+                    instance_id=instance.id,
+                    target_step_id=instance.current_gated_step_id,
+                    status=ChunkStatus.GATE_WAITING,
+                ),
+                ChunkStatus.READY,
+            )
         report.retries_resent += _resend_overdue_retries(instance, now)  # first, whatever the queue holds
         flow.advance_job(instance.id)
         report.enqueued += flow.enqueue_ready_chunks(instance)
@@ -140,13 +153,28 @@ def held_claim(chunk: WorkChunk) -> ClaimedChunk:
     """A chunk row IN_PROGRESS, as the claim its worker holds (a lapsed lease here, a hung step in
     `batch.recycling`): every outcome given for it is fenced by its claim token."""
     instance = chunk.instance
-    job = ClaimedJob(id=instance.id, definition_id=instance.definition_id, definition_version=instance.definition_version,
-                     parameters=instance.parameters, node_id=instance.node_id, module_id=instance.module_id,
-                     max_concurrent_chunks=instance.max_concurrent_chunks)
-    return ClaimedChunk(id=chunk.id, job=job, target_step_id=chunk.target_step_id, sequence=chunk.sequence,
-                        data=chunk.data, attempts=chunk.attempts, error_count=chunk.error_count,
-                        poll_attempts=chunk.poll_attempts, claim_token=chunk.claim_token, worker=chunk.worker,
-                        lease_expires_at=chunk.lease_expires_at)
+    job = ClaimedJob(
+        id=instance.id,
+        definition_id=instance.definition_id,
+        definition_version=instance.definition_version,
+        parameters=instance.parameters,
+        node_id=instance.node_id,
+        module_id=instance.module_id,
+        max_concurrent_chunks=instance.max_concurrent_chunks,
+    )
+    return ClaimedChunk(
+        id=chunk.id,
+        job=job,
+        target_step_id=chunk.target_step_id,
+        sequence=chunk.sequence,
+        data=chunk.data,
+        attempts=chunk.attempts,
+        error_count=chunk.error_count,
+        poll_attempts=chunk.poll_attempts,
+        claim_token=chunk.claim_token,
+        worker=chunk.worker,
+        lease_expires_at=chunk.lease_expires_at,
+    )
 
 
 def _database_clock() -> tuple[datetime, datetime]:
@@ -181,11 +209,18 @@ def _resend_overdue_retries(instance: JobInstance, now: datetime) -> int:
     nothing to claim (another host's clock ahead). Sent again at once, ahead of the node's new work, however
     much new work waits: a retry must not wait for a backlog. `announced_at` moves to now, so the next
     pass waits another interval before sending it again (a duplicate is harmless, only not free)."""
-    overdue = Q(instance_id=instance.id, status=ChunkStatus.ERRORED,
-                announced_at__lt=now - batch_settings().maintenance_interval)
+    overdue = Q(
+        instance_id=instance.id,
+        status=ChunkStatus.ERRORED,
+        announced_at__lt=now - batch_settings().maintenance_interval,
+    )
     with transaction.atomic():
-        chunks = list(WorkChunk.objects.filter(overdue).order_by("announced_at").select_for_update(skip_locked=True)
-                      .values_list("id", "target_step_id")[:CHUNK_PAGE])
+        chunks = list(
+            WorkChunk.objects.filter(overdue)
+            .order_by("announced_at")
+            .select_for_update(skip_locked=True)
+            .values_list("id", "target_step_id")[:CHUNK_PAGE]
+        )
         if not chunks:
             return 0
         WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in chunks]).update(announced_at=now)
@@ -195,12 +230,17 @@ def _resend_overdue_retries(instance: JobInstance, now: datetime) -> int:
 
 
 def _reannounce_lost_chunks(instance: JobInstance, now: datetime) -> int:
-    lost = Q(instance_id=instance.id, status=ChunkStatus.QUEUED, announced_at__lt=now - batch_settings().reannounce_after)
+    lost = Q(
+        instance_id=instance.id, status=ChunkStatus.QUEUED, announced_at__lt=now - batch_settings().reannounce_after
+    )
     if not WorkChunk.objects.filter(lost).exists() or not _queue_is_drained(instance):
         return 0
     with transaction.atomic():
-        chunks = list(WorkChunk.objects.filter(lost).select_for_update(skip_locked=True)
-                      .values_list("id", "target_step_id")[:CHUNK_PAGE])
+        chunks = list(
+            WorkChunk.objects.filter(lost)
+            .select_for_update(skip_locked=True)
+            .values_list("id", "target_step_id")[:CHUNK_PAGE]
+        )
         WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in chunks]).update(announced_at=now)
         flow.announce_chunks(instance, chunks, again=True)
     logger.warning("job %s: %d chunk announcements were lost; announced again", instance.id, len(chunks))
@@ -227,11 +267,16 @@ def _recover_reduction(instance: JobInstance, now: datetime, report: Maintenance
 
 def _purge_ended(report: MaintenanceReport) -> None:
     cutoff = read_database_now() - batch_settings().purge_ended_after
-    ended = list(JobInstance.objects.filter(end_time__lt=cutoff, status__in=ENDED_JOB_STATUSES)
-                 .values_list("id", flat=True)[:INSTANCE_PAGE])
+    ended = list(
+        JobInstance.objects.filter(end_time__lt=cutoff, status__in=ENDED_JOB_STATUSES).values_list("id", flat=True)[
+            :INSTANCE_PAGE
+        ]
+    )
     for instance_id in ended:
         while True:
-            chunk_ids = list(WorkChunk.objects.filter(instance_id=instance_id).values_list("id", flat=True)[:DELETE_PAGE])
+            chunk_ids = list(
+                WorkChunk.objects.filter(instance_id=instance_id).values_list("id", flat=True)[:DELETE_PAGE]
+            )
             if not chunk_ids:
                 break
             WorkChunk.objects.filter(id__in=chunk_ids).delete()

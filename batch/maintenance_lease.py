@@ -8,6 +8,7 @@ renewing loses it after `BATCH_MAINTENANCE_LEASE_SECONDS`, on `now()`, whatever 
 holder that wakes after its lease was taken finds its renewal refused and stops; two passes overlapping
 for a moment would corrupt nothing anyway (every change inside is a conditional update).
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,12 +61,18 @@ class MaintenanceLease:
         with connection.cursor() as cursor:
             cursor.execute(LAPSED_SQL)
             lapsed = cursor.fetchone()
-            cursor.execute(TAKE_SQL, {"holder": self.holder, "token": self.token,
-                                      "lease": batch_settings().maintenance_lease})
+            cursor.execute(
+                TAKE_SQL, {"holder": self.holder, "token": self.token, "lease": batch_settings().maintenance_lease}
+            )
             taken = cursor.fetchone() is not None
         if taken and lapsed is not None:
-            logger.warning("maintenance pass %s let its lease lapse %.1f s ago without giving it back (its host "
-                           "died, froze or lost the database); %s takes over", lapsed[0], lapsed[1], self.holder)
+            logger.warning(
+                "maintenance pass %s let its lease lapse %.1f s ago without giving it back (its host "
+                "died, froze or lost the database); %s takes over",
+                lapsed[0],
+                lapsed[1],
+                self.holder,
+            )
         return taken
 
     def renew(self) -> None:
@@ -75,8 +82,10 @@ class MaintenanceLease:
             cursor.execute(RENEW_SQL, {"token": self.token, "lease": batch_settings().maintenance_lease})
             renewed = cursor.rowcount == 1
         if not renewed:
-            raise LeaseLost(f"maintenance pass {self.holder} stalled past its lease "
-                            f"(BATCH_MAINTENANCE_LEASE_SECONDS); it stops here")
+            raise LeaseLost(
+                f"maintenance pass {self.holder} stalled past its lease "
+                f"(BATCH_MAINTENANCE_LEASE_SECONDS); it stops here"
+            )
 
     def release(self) -> None:
         with connection.cursor() as cursor:
@@ -97,5 +106,6 @@ def maintenance_lease() -> Iterator[MaintenanceLease | None]:
         try:
             lease.release()
         except DatabaseError as error:  # the database away: the lease lapses by itself
-            logger.warning("maintenance pass %s could not give its lease back (%s); it lapses by itself",
-                           lease.holder, error)
+            logger.warning(
+                "maintenance pass %s could not give its lease back (%s); it lapses by itself", lease.holder, error
+            )

@@ -5,6 +5,7 @@ user scheduled jobs (or down), no lease would expire, no lost message be re-sent
 maintenance. So every batch worker (its main process) checks, every maintenance interval, when the last
 pass ended; past three intervals it runs one itself. The pass's lease keeps it one at a time.
 """
+
 from __future__ import annotations
 
 import logging

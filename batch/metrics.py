@@ -8,6 +8,7 @@ Two kinds, because a scrape reaches one web process while the work happens in Ce
 - what the cluster is (jobs by status, queue depths, live workers) is read from PostgreSQL and Redis at scrape
   time by `ClusterCollector`, so it is the same whichever web process answers and needs no process's memory.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,14 +34,22 @@ logger = logging.getLogger(__name__)
 CHUNK_SECONDS_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 180, 600, 1800, 3600)
 
 chunks_finished = Counter(
-    "heavylift_chunks_finished", "Chunk runs by how they ended: completed, errored (retried), failed, poll "
-    "(retry later) or interrupted (cancelled, lease lost)", ["definition", "step", "outcome"])
+    "heavylift_chunks_finished",
+    "Chunk runs by how they ended: completed, errored (retried), failed, poll "
+    "(retry later) or interrupted (cancelled, lease lost)",
+    ["definition", "step", "outcome"],
+)
 chunk_duration = Histogram(
-    "heavylift_chunk_duration_seconds", "How long a chunk's step ran, whatever its outcome",
-    ["definition", "step"], buckets=CHUNK_SECONDS_BUCKETS)
+    "heavylift_chunk_duration_seconds",
+    "How long a chunk's step ran, whatever its outcome",
+    ["definition", "step"],
+    buckets=CHUNK_SECONDS_BUCKETS,
+)
 maintenance_pass_duration = Histogram(
-    "heavylift_maintenance_pass_duration_seconds", "How long a maintenance pass that ran took",
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+    "heavylift_maintenance_pass_duration_seconds",
+    "How long a maintenance pass that ran took",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 
 
 def chunk_ran(definition_id: str, step_id: str, outcome: str, seconds: float) -> None:
@@ -54,29 +63,43 @@ class ClusterCollector(Collector):
     a few indexed aggregates, as the dashboard's overview."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        jobs = GaugeMetricFamily("heavylift_jobs", "Job instances by definition and status (ended ones until purged)",
-                                 labels=["definition", "status"])
-        counts = {(definition, status): count for definition, status, count in
-                  JobInstance.objects.order_by().values_list("definition_id", "status").annotate(n=Count("*"))}
+        jobs = GaugeMetricFamily(
+            "heavylift_jobs",
+            "Job instances by definition and status (ended ones until purged)",
+            labels=["definition", "status"],
+        )
+        counts = {
+            (definition, status): count
+            for definition, status, count in JobInstance.objects.order_by()
+            .values_list("definition_id", "status")
+            .annotate(n=Count("*"))
+        }
         for definition in sorted({definition for definition, _ in counts}):
             for status in JobStatus:
                 jobs.add_metric([definition, status.value], counts.get((definition, status.value), 0))
         yield jobs
 
-        unfinished = {instance_id: (node, module) for instance_id, node, module in
-                      JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES).order_by()
-                      .values_list("id", "node_id", "module_id")}
+        unfinished = {
+            instance_id: (node, module)
+            for instance_id, node, module in JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES)
+            .order_by()
+            .values_list("id", "node_id", "module_id")
+        }
         live = {(node.node_id, node.module_id): len(node.workers) for node in live_nodes()}
         nodes = set(live) | set(unfinished.values()) | {(settings.NODE_ID, settings.MODULE_ID)}  # as the dashboard
-        workers = GaugeMetricFamily("heavylift_live_workers", "Batch worker processes whose heartbeat is recent",
-                                    labels=["node", "module"])
+        workers = GaugeMetricFamily(
+            "heavylift_live_workers", "Batch worker processes whose heartbeat is recent", labels=["node", "module"]
+        )
         for node, module in sorted(nodes):
             workers.add_metric([node, module], live.get((node, module), 0))
         yield workers
 
         queues = {(node, module): work_notification_queue(node, module) for node, module in sorted(nodes)}
-        depth = GaugeMetricFamily("heavylift_queue_depth", "Messages waiting in a node's batch queue on Redis",
-                                  labels=["node", "module", "queue"])
+        depth = GaugeMetricFamily(
+            "heavylift_queue_depth",
+            "Messages waiting in a node's batch queue on Redis",
+            labels=["node", "module", "queue"],
+        )
         try:
             depths = pending_notifications_of(list(queues.values()))
         except Exception:  # Redis down: the gauges it answers are left out, the others still scraped
@@ -89,11 +112,18 @@ class ClusterCollector(Collector):
         oldest = GaugeMetricFamily(
             "heavylift_queue_oldest_message_age_seconds",
             "Age of the oldest announcement of a node's queue not yet taken by a worker (its QUEUED chunks), "
-            "by the database's clock; 0 when none waits", labels=["node", "module"])
+            "by the database's clock; 0 when none waits",
+            labels=["node", "module"],
+        )
         announced: dict[tuple[str, str], object] = {}
-        for instance_id, at in (WorkChunk.objects.filter(instance_id__in=list(unfinished), status=ChunkStatus.QUEUED,
-                                                         announced_at__isnull=False)
-                                .order_by().values_list("instance_id").annotate(at=Min("announced_at"))):
+        for instance_id, at in (
+            WorkChunk.objects.filter(
+                instance_id__in=list(unfinished), status=ChunkStatus.QUEUED, announced_at__isnull=False
+            )
+            .order_by()
+            .values_list("instance_id")
+            .annotate(at=Min("announced_at"))
+        ):
             node = unfinished[instance_id]  # per job, from the (instance, status) index
             announced[node] = min(at, announced.get(node, at))
         now = read_database_now()

@@ -3,6 +3,7 @@
 The rows are the truth; Redis messages only announce them. Statuses change only through
 `batch.transitions` (conditional updates), never by assigning `status` and calling `save()`.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -13,7 +14,6 @@ from django.db.models.functions import Now
 
 from batch.api import MAX_ID_LENGTH as ID_LENGTH
 from batch.statuses import UNFINISHED_JOB_STATUSES, ChunkStatus, JobStatus
-
 
 DATABASE_CLOCK = models.Func(function="clock_timestamp", output_field=models.DateTimeField())
 
@@ -62,7 +62,9 @@ class JobInstance(models.Model):
             models.Index(fields=["status", "-create_time"], name="batch_job_status_created"),
             models.Index(fields=["definition_id", "-create_time"], name="batch_job_definition_created"),
             # Maintenance walks only the unfinished instances.
-            models.Index(fields=["id"], name="batch_job_unfinished", condition=Q(status__in=sorted(UNFINISHED_JOB_STATUSES))),
+            models.Index(
+                fields=["id"], name="batch_job_unfinished", condition=Q(status__in=sorted(UNFINISHED_JOB_STATUSES))
+            ),
             models.Index(fields=["end_time"], name="batch_job_ended", condition=Q(end_time__isnull=False)),
         ]
 
@@ -119,16 +121,23 @@ class WorkChunk(models.Model):
                 name="batch_chunk_step_status",
             ),
             # "Is anything left in this step / job?" after every chunk: stops at the first few entries.
-            models.Index(fields=["instance", "target_step_id"], name="batch_chunk_unfinished",
-                         condition=~Q(status=ChunkStatus.COMPLETED)),
+            models.Index(
+                fields=["instance", "target_step_id"],
+                name="batch_chunk_unfinished",
+                condition=~Q(status=ChunkStatus.COMPLETED),
+            ),
             # The dashboard's throughput: chunks completed in the last hour, by minute.
             # Each minute's records are those of the step that counts a job's records (its definition says which).
-            models.Index(fields=["end_time"], include=["records_processed", "definition_id", "definition_version",
-                                                       "target_step_id"], name="batch_chunk_completed_end_step",
-                         condition=Q(status=ChunkStatus.COMPLETED)),
+            models.Index(
+                fields=["end_time"],
+                include=["records_processed", "definition_id", "definition_version", "target_step_id"],
+                name="batch_chunk_completed_end_step",
+                condition=Q(status=ChunkStatus.COMPLETED),
+            ),
             # Maintenance: leases that ran out.
-            models.Index(fields=["lease_expires_at"], name="batch_chunk_leases",
-                         condition=Q(status=ChunkStatus.IN_PROGRESS)),
+            models.Index(
+                fields=["lease_expires_at"], name="batch_chunk_leases", condition=Q(status=ChunkStatus.IN_PROGRESS)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -183,8 +192,12 @@ class JobReassignment(models.Model):
 
     def describe(self) -> str:
         """The line the job's warnings show, e.g. `2026-11-30 00:01:02 UTC: moved from node a to node b: …`."""
-        return (f"{self.at:%Y-%m-%d %H:%M:%S %Z}: moved from node {self.from_node_id} to node {self.to_node_id}: "
-                f"{self.reason}")
+        return (
+            f"{self.at:%Y-%m-%d %H:%M:%S %Z}: moved from node {self.from_node_id} to node {self.to_node_id}: "
+            f"{self.reason}"
+        )
+
+
 class MaintenancePass(models.Model):
     """One row: when the last maintenance pass of the cluster ended, by the database's clock.
 

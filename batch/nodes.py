@@ -15,6 +15,7 @@ The timeout is also the grace period of a restart: a node whose workers come bac
 jobs. A job younger than the timeout is never moved, so a node that has not beaten *yet* (the job was
 started the moment its workers came up) is not taken for dead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,8 +93,9 @@ def rehome_stranded_jobs() -> int:
     timeout = batch_settings().node_timeout
     forget_departed_workers()
     with connection.cursor() as cursor:
-        cursor.execute(STRANDED_JOBS_SQL, {"unfinished": sorted(UNFINISHED_JOB_STATUSES), "timeout": timeout,
-                                           "limit": JOB_PAGE})
+        cursor.execute(
+            STRANDED_JOBS_SQL, {"unfinished": sorted(UNFINISHED_JOB_STATUSES), "timeout": timeout, "limit": JOB_PAGE}
+        )
         stranded = cursor.fetchall()
     if not stranded:
         return 0
@@ -103,8 +105,9 @@ def rehome_stranded_jobs() -> int:
         target = targets.pick(module_id, excluding=node_id)
         if target is None:
             continue  # the live node stopped between the two queries: the next pass decides again
-        reason = (f"no batch worker of node {node_id} seen for {timeout.total_seconds():.0f}s "
-                  "(BATCH_NODE_TIMEOUT_SECONDS)")
+        reason = (
+            f"no batch worker of node {node_id} seen for {timeout.total_seconds():.0f}s (BATCH_NODE_TIMEOUT_SECONDS)"
+        )
         try:
             moved += _move_job(job_id, node_id, target, reason) is not None
         except Exception:
@@ -126,12 +129,17 @@ def _discard_stale_queue(node_id: str, module_id: str) -> None:
         logger.exception("node %s: deleting its stale queue failed", node_id)
         return
     if discarded:
-        logger.warning("node %s (module %s) is dead and has no job left: %d stale messages deleted from its queue",
-                       node_id, module_id, discarded)
+        logger.warning(
+            "node %s (module %s) is dead and has no job left: %d stale messages deleted from its queue",
+            node_id,
+            module_id,
+            discarded,
+        )
 
 
-def reassign_jobs(*, from_node: str | None = None, to_node: str | None = None, job_id: UUID | str | None = None,
-                  force: bool = False) -> list[Reassignment]:
+def reassign_jobs(
+    *, from_node: str | None = None, to_node: str | None = None, job_id: UUID | str | None = None, force: bool = False
+) -> list[Reassignment]:
     """Move unfinished jobs to another node's queue: those of `from_node`, or the one job `job_id` (or
     that job only if it is on `from_node`), to `to_node` or else to the least busy other live node.
 
@@ -166,18 +174,26 @@ def reassign_jobs(*, from_node: str | None = None, to_node: str | None = None, j
     for module_id in modules:
         if to_node is not None:
             if not force and not targets.is_live(to_node, module_id):
-                raise NoLiveNode(f"node {to_node} has no batch worker of module {module_id} seen in the last "
-                                 f"{batch_settings().node_timeout.total_seconds():.0f}s; force the move to "
-                                 "send the jobs there anyway")
+                raise NoLiveNode(
+                    f"node {to_node} has no batch worker of module {module_id} seen in the last "
+                    f"{batch_settings().node_timeout.total_seconds():.0f}s; force the move to "
+                    "send the jobs there anyway"
+                )
         elif not targets.has_live_node(module_id, excluding=from_node):
-            raise NoLiveNode(f"no {'other ' if from_node else ''}node has a live batch worker of module "
-                             f"{module_id}; name a node to move the jobs to")
+            raise NoLiveNode(
+                f"no {'other ' if from_node else ''}node has a live batch worker of module "
+                f"{module_id}; name a node to move the jobs to"
+            )
     moves = []
     for job in _paged(jobs):
         target = to_node or targets.pick(job.module_id, excluding=from_node)
         forced = not targets.is_live(target, job.module_id)  # only `force` gets here with a node not live
-        reason = ("reassigned by an operator, forced to a node with no live worker: it keeps the job until its "
-                  "workers come up" if forced else "reassigned by an operator")
+        reason = (
+            "reassigned by an operator, forced to a node with no live worker: it keeps the job until its "
+            "workers come up"
+            if forced
+            else "reassigned by an operator"
+        )
         move = _move_job(job.id, job.node_id, target, reason, forced=forced)
         if move is not None:
             moves.append(move)
@@ -199,12 +215,17 @@ class _TargetPicker:
         modules = set(module_ids)
         self._live = {module: [node.node_id for node in live_nodes(module)] for module in modules}
         candidates = [node for nodes in self._live.values() for node in nodes]
-        self._load = Counter({
-            (row["node_id"], row["module_id"]): row["jobs"]
-            for row in JobInstance.objects.filter(status__in=UNFINISHED_JOB_STATUSES, node_id__in=candidates,
-                                                  module_id__in=modules)
-            .values("node_id", "module_id").annotate(jobs=Count("*")).order_by()
-        })
+        self._load = Counter(
+            {
+                (row["node_id"], row["module_id"]): row["jobs"]
+                for row in JobInstance.objects.filter(
+                    status__in=UNFINISHED_JOB_STATUSES, node_id__in=candidates, module_id__in=modules
+                )
+                .values("node_id", "module_id")
+                .annotate(jobs=Count("*"))
+                .order_by()
+            }
+        )
 
     def is_live(self, node_id: str, module_id: str) -> bool:
         return node_id in self._live.get(module_id, [])
@@ -227,15 +248,23 @@ def _move_job(job_id: UUID, from_node: str, to_node: str, reason: str, *, forced
     with no live worker, which maintenance does not undo (`STRANDED_JOBS_SQL`)."""
     with transaction.atomic():
         moved = JobInstance.objects.filter(id=job_id, node_id=from_node, status__in=UNFINISHED_JOB_STATUSES).update(
-            node_id=to_node, update_time=Now())
+            node_id=to_node, update_time=Now()
+        )
         if not moved:
             return None
-        JobReassignment.objects.create(instance_id=job_id, from_node_id=from_node, to_node_id=to_node,
-                                       reason=reason[:500], forced=forced)
+        JobReassignment.objects.create(
+            instance_id=job_id, from_node_id=from_node, to_node_id=to_node, reason=reason[:500], forced=forced
+        )
     instance = JobInstance.objects.get(id=job_id)
     announced = _announce_waiting_work(instance)
-    logger.warning("job %s moved from node %s to node %s (%s); %d waiting chunks announced there",
-                   job_id, from_node, to_node, reason, announced)
+    logger.warning(
+        "job %s moved from node %s to node %s (%s); %d waiting chunks announced there",
+        job_id,
+        from_node,
+        to_node,
+        reason,
+        announced,
+    )
     return Reassignment(job_id, instance.module_id, from_node, to_node, announced)
 
 
@@ -253,14 +282,18 @@ def _announce_waiting_work(instance: JobInstance) -> int:
     announced = 0
     after = None
     while True:
-        waiting = WorkChunk.objects.filter(instance_id=instance.id,
-                                           status__in=[ChunkStatus.QUEUED, ChunkStatus.ERRORED])
+        waiting = WorkChunk.objects.filter(
+            instance_id=instance.id, status__in=[ChunkStatus.QUEUED, ChunkStatus.ERRORED]
+        )
         if after is not None:
             waiting = waiting.filter(id__gt=after)
         with transaction.atomic():
-            page = list(waiting.order_by("id").select_for_update(skip_locked=True)
-                        .annotate(due_in=F("announced_at") - Now())
-                        .values_list("id", "target_step_id", "status", "due_in")[:ANNOUNCE_PAGE])
+            page = list(
+                waiting.order_by("id")
+                .select_for_update(skip_locked=True)
+                .annotate(due_in=F("announced_at") - Now())
+                .values_list("id", "target_step_id", "status", "due_in")[:ANNOUNCE_PAGE]
+            )
             queued = [(chunk_id, step_id) for chunk_id, step_id, status, _ in page if status == ChunkStatus.QUEUED]
             WorkChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in queued]).update(announced_at=Now())
             flow.announce_chunks(instance, queued)

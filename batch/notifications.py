@@ -3,6 +3,7 @@
 The message is a hint that a chunk (or a reduction) is ready; the database row is the truth. A lost
 message is re-sent by maintenance, a duplicate finds nothing to claim.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,8 +76,14 @@ def use_publisher(publisher: Publisher | None) -> Publisher | None:
     return previous
 
 
-def announce(node_id: str, module_id: str, notifications: Iterable[WorkNotification], *,
-             delay_seconds: float = 0.0, again: bool = False) -> None:
+def announce(
+    node_id: str,
+    module_id: str,
+    notifications: Iterable[WorkNotification],
+    *,
+    delay_seconds: float = 0.0,
+    again: bool = False,
+) -> None:
     """Publish once the current transaction commits (at once outside a transaction), for delivery after
     `delay_seconds` (a retry's backoff).
 

@@ -1,4 +1,5 @@
 """The batch engine's scheduled job: the maintenance pass, once per interval in the whole cluster."""
+
 from django.conf import settings
 
 from batch.maintenance import run_maintenance_pass

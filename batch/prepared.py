@@ -1,4 +1,5 @@
 """The hot path's SQL helpers: statements prepared on the server, and commits that do not wait for the disk."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

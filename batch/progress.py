@@ -13,6 +13,7 @@ input chunks are not work of their own and count in neither. An ended job has no
 errors = the chunks' failed attempts; error message = the first ERRORED chunk's, replaced by a FAILED one's;
 warnings = the job's moves between nodes, then the chunks' distinct warnings.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -64,10 +65,18 @@ class StepTotals:
 
 def step_totals(instance_ids: Iterable[UUID]) -> dict[UUID, dict[str, StepTotals]]:
     """Per job, per step: one grouped query (answered from the chunks' step/status index) for all the jobs."""
-    rows = (WorkChunk.objects.filter(instance_id__in=list(instance_ids)).order_by()
-            .values_list("instance_id", "target_step_id", "status")
-            .annotate(chunks=Count("*"), records=Sum("records_processed"), errors=Sum("error_count"),
-                      first_start=Min("start_time"), last_end=Max("end_time")))
+    rows = (
+        WorkChunk.objects.filter(instance_id__in=list(instance_ids))
+        .order_by()
+        .values_list("instance_id", "target_step_id", "status")
+        .annotate(
+            chunks=Count("*"),
+            records=Sum("records_processed"),
+            errors=Sum("error_count"),
+            first_start=Min("start_time"),
+            last_end=Max("end_time"),
+        )
+    )
     parts: dict[UUID, dict[str, list]] = defaultdict(dict)
     for instance_id, step_id, status, chunks, records, errors, first_start, last_end in rows:
         part = parts[instance_id].setdefault(step_id, [{}, 0, 0, None, None])
@@ -76,8 +85,10 @@ def step_totals(instance_ids: Iterable[UUID]) -> dict[UUID, dict[str, StepTotals
         part[2] += errors or 0
         part[3] = min(filter(None, (part[3], first_start)), default=None)
         part[4] = max(filter(None, (part[4], last_end)), default=None)
-    return {instance_id: {step_id: StepTotals(step_id, *part) for step_id, part in steps.items()}
-            for instance_id, steps in parts.items()}
+    return {
+        instance_id: {step_id: StepTotals(step_id, *part) for step_id, part in steps.items()}
+        for instance_id, steps in parts.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -96,8 +107,9 @@ def definition_of(definition_id: str, version: int) -> JobDefinition | None:
         return None
 
 
-def estimate_rates(definition: JobDefinition | None, steps: Mapping[str, StepTotals], *, status: str,
-                   paused_seconds: float = 0.0) -> Rates:
+def estimate_rates(
+    definition: JobDefinition | None, steps: Mapping[str, StepTotals], *, status: str, paused_seconds: float = 0.0
+) -> Rates:
     """The job's figures from its steps' totals (`step_totals`); shared by the job row, the API and the dashboard."""
     if definition is None:  # a definition no longer registered: every step, as they are
         chunk_steps = sorted(steps)
@@ -175,8 +187,11 @@ class ProgressFigures:
 
 
 def compute_progress(instance_id: UUID) -> ProgressFigures:
-    row = JobInstance.objects.filter(id=instance_id).values_list(
-        "definition_id", "definition_version", "status", "paused_seconds").first()
+    row = (
+        JobInstance.objects.filter(id=instance_id)
+        .values_list("definition_id", "definition_version", "status", "paused_seconds")
+        .first()
+    )
     definition_id, version, status, paused = row or ("", 0, "", 0.0)  # purged meanwhile: figures of nothing
     steps = step_totals([instance_id]).get(instance_id, {})
     rates = estimate_rates(definition_of(definition_id, version), steps, status=status, paused_seconds=paused)
@@ -207,8 +222,14 @@ def refresh_progress(instance_id: UUID) -> ProgressFigures:
     return figures
 
 
-SETTLED_FIELDS = ("combined_records_processed", "records_per_second", "elapsed_seconds", "progress",
-                  "estimated_seconds_remaining", "error_count")
+SETTLED_FIELDS = (
+    "combined_records_processed",
+    "records_per_second",
+    "elapsed_seconds",
+    "progress",
+    "estimated_seconds_remaining",
+    "error_count",
+)
 
 
 def settle_totals(instance_id: UUID) -> None:
@@ -218,7 +239,8 @@ def settle_totals(instance_id: UUID) -> None:
     """
     fields = compute_progress(instance_id).as_fields()
     JobInstance.objects.filter(id=instance_id, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]).update(
-        **{name: fields[name] for name in SETTLED_FIELDS})
+        **{name: fields[name] for name in SETTLED_FIELDS}
+    )
 
 
 def describe_duration(seconds: float | None) -> str:
@@ -242,15 +264,25 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> float | No
 
 def _error_message(instance_id: UUID) -> str | None:
     failed_first = Case(When(status=ChunkStatus.FAILED, then=Value(0)), default=Value(1), output_field=IntegerField())
-    return (WorkChunk.objects.filter(instance_id=instance_id, status__in=[ChunkStatus.FAILED, ChunkStatus.ERRORED],
-                                     error_message__isnull=False)
-            .order_by(failed_first, "update_time").values_list("error_message", flat=True).first())
+    return (
+        WorkChunk.objects.filter(
+            instance_id=instance_id, status__in=[ChunkStatus.FAILED, ChunkStatus.ERRORED], error_message__isnull=False
+        )
+        .order_by(failed_first, "update_time")
+        .values_list("error_message", flat=True)
+        .first()
+    )
 
 
 def _warnings(instance_id: UUID) -> str | None:
     """The job's moves between nodes (latest few, oldest first), then its chunks' distinct warnings."""
-    moves = reversed(JobReassignment.objects.filter(instance_id=instance_id).order_by("-at", "-id")
-                     [:MAX_REASSIGNMENTS_SHOWN])
-    warnings = list(WorkChunk.objects.filter(instance_id=instance_id, warning_message__isnull=False)
-                    .order_by().values_list("warning_message", flat=True).distinct()[:MAX_WARNINGS_SHOWN])
+    moves = reversed(
+        JobReassignment.objects.filter(instance_id=instance_id).order_by("-at", "-id")[:MAX_REASSIGNMENTS_SHOWN]
+    )
+    warnings = list(
+        WorkChunk.objects.filter(instance_id=instance_id, warning_message__isnull=False)
+        .order_by()
+        .values_list("warning_message", flat=True)
+        .distinct()[:MAX_WARNINGS_SHOWN]
+    )
     return "\n".join([*(move.describe() for move in moves), *sorted(warnings)]) or None

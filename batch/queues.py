@@ -6,6 +6,7 @@ On the Redis broker a queue is one list per priority step (CELERY_BROKER_TRANSPO
 retry after an error or a lost worker, a lost message, a re-homed job) at AGAIN_PRIORITY, so it runs next
 instead of waiting for the node's backlog of new work to drain.
 """
+
 from django.conf import settings
 
 AGAIN_PRIORITY = 0  # served first, with every message that has no priority
@@ -41,8 +42,10 @@ def declared_work_notification_queues() -> list[str]:
 
 def broker_lists(queue: str) -> list[str]:
     """The Redis lists that hold a queue's waiting messages: work announced again first, then new work."""
-    return [queue if priority == 0 else f"{queue}{PRIORITY_SEPARATOR}{priority}"
-            for priority in (AGAIN_PRIORITY, NEW_WORK_PRIORITY)]
+    return [
+        queue if priority == 0 else f"{queue}{PRIORITY_SEPARATOR}{priority}"
+        for priority in (AGAIN_PRIORITY, NEW_WORK_PRIORITY)
+    ]
 
 
 def pending_notifications(queue: str) -> int:

@@ -25,6 +25,7 @@ recorded by the keeper only while it can run, and the chunk's lease lapses other
 elsewhere), but the thread is never stopped. Reductions hold no chunk row: a wedged reduction lapses its
 lease and maintenance starts another attempt, without the process being recycled.
 """
+
 from __future__ import annotations
 
 import logging
@@ -103,19 +104,33 @@ class PoolWatchdog:
         return overrun
 
     def _recycle(self, held: HeldChunk) -> None:
-        chunk = WorkChunk.objects.select_related("instance").filter(
-            id=held.chunk_id, claim_token=held.claim_token, status=ChunkStatus.IN_PROGRESS).first()
+        chunk = (
+            WorkChunk.objects.select_related("instance")
+            .filter(id=held.chunk_id, claim_token=held.claim_token, status=ChunkStatus.IN_PROGRESS)
+            .first()
+        )
         if chunk is None:
             return  # it ended meanwhile (or the keeper recorded the overrun itself)
         max_seconds = _max_seconds(chunk.definition_id, chunk.definition_version)
-        on_chunk_errored(held_claim(chunk), f"the step ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS) "
-                                f"and its process did not stop: taken as hung, process {held.pid} killed")
+        on_chunk_errored(
+            held_claim(chunk),
+            f"the step ran longer than its maximum of {max_seconds:g} s (BATCH_MAX_CHUNK_SECONDS) "
+            f"and its process did not stop: taken as hung, process {held.pid} killed",
+        )
         if held.pid == self.main_pid or not _is_child(held.pid, self.main_pid):
-            logger.error("chunk %s overran in process %s, which is not a pool process of this worker: not killed "
-                         "(--pool threads/solo are not recycled)", held.chunk_id, held.pid)
+            logger.error(
+                "chunk %s overran in process %s, which is not a pool process of this worker: not killed "
+                "(--pool threads/solo are not recycled)",
+                held.chunk_id,
+                held.pid,
+            )
             return
-        logger.error("chunk %s overran its maximum of %g s and its pool process %s did not stop: killing it",
-                     held.chunk_id, max_seconds, held.pid)
+        logger.error(
+            "chunk %s overran its maximum of %g s and its pool process %s did not stop: killing it",
+            held.chunk_id,
+            max_seconds,
+            held.pid,
+        )
         try:
             os.kill(held.pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -1,4 +1,5 @@
 """The job definitions this process can run, registered at start-up by the apps that own them."""
+
 from __future__ import annotations
 
 import threading

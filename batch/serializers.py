@@ -1,5 +1,6 @@
 """The JSON shape of jobs, in the reference's camelCase: what the control API returns and
 `job_status --json` prints."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -49,13 +50,21 @@ class JobDetailSerializer(JobSerializer):
 
     def get_workers(self, job: JobSnapshot) -> list[dict]:
         """Where the job's chunks ran: each worker (Celery hostname/pid), its host, its chunks by status."""
-        return [{"worker": worker.worker, "host": worker.host, "chunks": dict(worker.chunks),
-                 "recordsProcessed": worker.records, "lastUpdate": worker.last_update.isoformat()}
-                for worker in chunk_workers(job.id)]
+        return [
+            {
+                "worker": worker.worker,
+                "host": worker.host,
+                "chunks": dict(worker.chunks),
+                "recordsProcessed": worker.records,
+                "lastUpdate": worker.last_update.isoformat(),
+            }
+            for worker in chunk_workers(job.id)
+        ]
 
 
 class StartJobRequest(serializers.Serializer):
     jobDefinitionId = serializers.CharField(max_length=100)
     parameters = serializers.JSONField(required=False, default=dict)
-    maxConcurrentChunks = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1, allow_null=True,
-                                                  default=None)
+    maxConcurrentChunks = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**31 - 1, allow_null=True, default=None
+    )

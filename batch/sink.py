@@ -1,4 +1,5 @@
 """Where a step's emitted chunks go: written to PostgreSQL in batches while the step runs."""
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,14 @@ class ChunkSink:
     lost connection (PostgreSQL restarting) is written again by the retry, never silently dropped.
     """
 
-    def __init__(self, definition: JobDefinition, instance: ClaimedJob, chunk: ClaimedChunk, step: StepDefinition,
-                 context: RunningStepContext):
+    def __init__(
+        self,
+        definition: JobDefinition,
+        instance: ClaimedJob,
+        chunk: ClaimedChunk,
+        step: StepDefinition,
+        context: RunningStepContext,
+    ):
         self.definition = definition
         self.instance = instance
         self.source = chunk
@@ -77,8 +84,9 @@ class ChunkSink:
         self.emitted += 1
         if len(self._buffer) >= SINK_FLUSH_SIZE or self._buffered_bytes >= SINK_FLUSH_BYTES:
             # A mid-step batch outlives a database restart like an outcome does: the step is not charged for it.
-            owned = surviving_connection_loss(self._flush_committed,
-                                              f"writing the chunks emitted by chunk {self.source.id}")
+            owned = surviving_connection_loss(
+                self._flush_committed, f"writing the chunks emitted by chunk {self.source.id}"
+            )
             if not owned:
                 self.context.lease.lost = True  # the step sees a cancel from now on; its outcome will not count
                 raise JobCancelled(f"chunk {self.source.id} is no longer this worker's: step {self.step.id} stops")
@@ -101,14 +109,22 @@ class ChunkSink:
             return True
         ids, sequences, documents = zip(*self._buffer)
         with connection.cursor() as cursor:
-            cursor.execute(INSERT_CHUNKS_SQL, {
-                "source_id": self.source.id, "in_progress": ChunkStatus.IN_PROGRESS,
-                "claim_token": self.source.claim_token,
-                "instance_id": self.instance.id, "definition_id": self.definition.id,
-                "definition_version": self.definition.version, "step_id": self.target.id,
-                "status": ChunkStatus.GATE_WAITING if self.definition.gated else ChunkStatus.READY,
-                "ids": list(ids), "sequences": list(sequences), "documents": list(documents),
-            })
+            cursor.execute(
+                INSERT_CHUNKS_SQL,
+                {
+                    "source_id": self.source.id,
+                    "in_progress": ChunkStatus.IN_PROGRESS,
+                    "claim_token": self.source.claim_token,
+                    "instance_id": self.instance.id,
+                    "definition_id": self.definition.id,
+                    "definition_version": self.definition.version,
+                    "step_id": self.target.id,
+                    "status": ChunkStatus.GATE_WAITING if self.definition.gated else ChunkStatus.READY,
+                    "ids": list(ids),
+                    "sequences": list(sequences),
+                    "documents": list(documents),
+                },
+            )
             owned, inserted_ids = cursor.fetchone()
         if not owned:
             return False

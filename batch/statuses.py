@@ -2,6 +2,7 @@
 
 No database code here: `batch.transitions` makes the moves, models and every other module read these.
 """
+
 from __future__ import annotations
 
 from django.db import models
@@ -74,5 +75,3 @@ def job_statuses_leading_to(target: JobStatus) -> list[str]:
 
 def chunk_statuses_leading_to(target: ChunkStatus) -> list[str]:
     return _sources(CHUNK_TRANSITIONS, target)
-
-

@@ -1,4 +1,5 @@
 """What a running step sees of the engine: the `batch.api.StepContext` it is given."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """Celery glue of the batch engine: thin tasks that call engine functions, and the publisher."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,9 @@ from batch.dispatch import on_work_notification
 from batch.exceptions import ChunksErrored
 from batch.leases import kill_this_process, lease_keeper
 from batch.maintenance_watchdog import start_watchdog
-from batch.recycling import start_pool_watchdog
 from batch.notifications import WorkNotification
 from batch.queues import AGAIN_PRIORITY, NEW_WORK_PRIORITY
+from batch.recycling import start_pool_watchdog
 
 PUBLISH_BATCH = 500  # Redis commands pipelined per round trip when many chunks are announced at once
 
@@ -25,17 +26,28 @@ PUBLISH_BATCH = 500  # Redis commands pipelined per round trip when many chunks 
 # the run as failed, with the chunks' messages: no autoretry; `acks_on_failure` acknowledges the message all
 # the same (a redelivery would find nothing to claim anyway); `throws` logs it in one line, without a
 # traceback (the step's own was logged when it raised).
-@shared_task(name="batch.work_notification", bind=True, acks_late=True, reject_on_worker_lost=True,
-             acks_on_failure=True, throws=(ChunksErrored,), ignore_result=True)
+@shared_task(
+    name="batch.work_notification",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    acks_on_failure=True,
+    throws=(ChunksErrored,),
+    ignore_result=True,
+)
 def work_notification(self, message: dict[str, Any]) -> None:
-    errors = on_work_notification(WorkNotification.from_message(message),
-                                  worker=f"{self.request.hostname}/{os.getpid()}", task_id=self.request.id or "")
+    errors = on_work_notification(
+        WorkNotification.from_message(message),
+        worker=f"{self.request.hostname}/{os.getpid()}",
+        task_id=self.request.id or "",
+    )
     if errors:
         raise ChunksErrored(errors)
 
 
-def publish_work_notifications(queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0,
-                               again: bool = False) -> None:
+def publish_work_notifications(
+    queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0, again: bool = False
+) -> None:
     """Publish straight to the queue's Redis lists (anonymous exchange: no routing table to lose); work
     announced `again` at the priority served before new work (`batch.queues`).
 
@@ -47,14 +59,26 @@ def publish_work_notifications(queue: str, messages: list[dict[str, Any]], delay
     with current_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
         for message in messages:
             task_message = amqp.create_task_message(
-                uuid(), work_notification.name, (message,), {}, ignore_result=True, kwargsrepr="",
+                uuid(),
+                work_notification.name,
+                (message,),
+                {},
+                ignore_result=True,
+                kwargsrepr="",
                 countdown=delay_seconds or None,  # a retry's backoff: the worker holds it until then
                 # what Flower shows for the task; cheaper than Celery's own repr of the message
                 argsrepr=f"{message['jobDefinitionId']} {message['targetStepId']} {message.get('chunkId', 'reduction')}"
-                        + (f" +{len(message['followingChunkIds'])}" if "followingChunkIds" in message else ""),
+                + (f" +{len(message['followingChunkIds'])}" if "followingChunkIds" in message else ""),
             )
-            amqp.send_task_message(producer, work_notification.name, task_message, exchange="", routing_key=queue,
-                                   queue=queue, priority=priority)
+            amqp.send_task_message(
+                producer,
+                work_notification.name,
+                task_message,
+                exchange="",
+                routing_key=queue,
+                queue=queue,
+                priority=priority,
+            )
 
 
 @worker_process_init.connect

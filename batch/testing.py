@@ -10,6 +10,7 @@ and lets the test deliver them in its own process, one at a time or until none a
         control.start_job(job.id)
         bus.drain()
 """
+
 from __future__ import annotations
 
 import uuid
@@ -43,8 +44,9 @@ class InProcessBus:
     # The delay of each delayed message of `sent`, by the message's id().
     _delays: dict[int, float] = field(default_factory=dict)
 
-    def record(self, queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0,
-               again: bool = False) -> None:
+    def record(
+        self, queue: str, messages: list[dict[str, Any]], delay_seconds: float = 0.0, again: bool = False
+    ) -> None:
         """A delayed message (a retry's backoff) is deliverable at once: `deliver_next` delivers it as Redis
         would once its delay had passed, its chunks' retry time moved into the past by that delay (the claim
         refuses a retry before it is due by the database's clock)."""
@@ -72,7 +74,8 @@ class InProcessBus:
         delay = self._delays.pop(id(message), 0.0)
         if delay:
             WorkChunk.objects.filter(id__in=notification.chunk_ids, status=ChunkStatus.ERRORED).update(
-                announced_at=F("announced_at") - timedelta(seconds=delay))
+                announced_at=F("announced_at") - timedelta(seconds=delay)
+            )
         self.deliver(notification)
         return notification
 
@@ -127,8 +130,15 @@ def time_passes(seconds: float) -> Iterator[None]:
     cannot move; instead every time the engine stored is moved `seconds` into the past.
     """
     shift = timedelta(seconds=seconds)
-    chunk_times = ("lease_expires_at", "announced_at", "next_poll_time", "update_time", "start_time", "end_time",
-                   "create_time")
+    chunk_times = (
+        "lease_expires_at",
+        "announced_at",
+        "next_poll_time",
+        "update_time",
+        "start_time",
+        "end_time",
+        "create_time",
+    )
     job_times = ("reducer_lease_expires_at", "update_time", "start_time", "end_time", "create_time")
     WorkChunk.objects.update(**{name: F(name) - shift for name in chunk_times})
     JobInstance.objects.update(**{name: F(name) - shift for name in job_times})

@@ -8,6 +8,7 @@ Times are PostgreSQL's (`now()`), never a host's: leases, announcements and poll
 compared by maintenance on another machine, whose clock may differ. `database_now(offset)` stands for
 "the database's now plus offset" as a field value.
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,8 +77,9 @@ def change_job_status(instance_id: UUID, target: JobStatus, *, only_if: Q | None
     condition = Q(id=instance_id, status__in=job_statuses_leading_to(target)) & (only_if or Q())
     moved = JobInstance.objects.filter(condition).update(status=target, update_time=Now(), **_orm_fields(fields))
     if not moved:
-        logger.debug("job %s: move to %s refused (not allowed from its status, or another process won)",
-                     instance_id, target)
+        logger.debug(
+            "job %s: move to %s refused (not allowed from its status, or another process won)", instance_id, target
+        )
     return bool(moved)
 
 

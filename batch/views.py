@@ -5,6 +5,7 @@ and acts on every job; any other caller is a client and sees, cancels and restar
 another user's job answers 404 exactly as an unknown id does. Clients may start only the definitions listed
 in BATCH_CLIENT_JOB_DEFINITIONS.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -84,8 +85,11 @@ class ControlView(APIView):
         if isinstance(exc, drf_exceptions.APIException):
             detail = exc.detail
             if isinstance(detail, dict):
-                problems = [f"{field}: {message}" for field, messages in detail.items()
-                            for message in (messages if isinstance(messages, list) else [messages])]
+                problems = [
+                    f"{field}: {message}"
+                    for field, messages in detail.items()
+                    for message in (messages if isinstance(messages, list) else [messages])
+                ]
             elif isinstance(detail, list):
                 problems = [str(message) for message in detail]
             else:
@@ -99,8 +103,10 @@ class JobListView(ControlView):
         statuses = [s for value in request.query_params.getlist("jobStatus") for s in value.split(",") if s]
         unknown = sorted(set(statuses) - set(JobStatus))
         if unknown:
-            return errors([f"unknown jobStatus {s!r}; one of {', '.join(JobStatus)}" for s in unknown],
-                          status.HTTP_400_BAD_REQUEST)
+            return errors(
+                [f"unknown jobStatus {s!r}; one of {', '.join(JobStatus)}" for s in unknown],
+                status.HTTP_400_BAD_REQUEST,
+            )
         definitions = [d for value in request.query_params.getlist("jobDefinitionId") for d in value.split(",") if d]
         pages = JobPages()
         jobs = control.list_jobs(statuses, started_by=owner_filter(request), definition_ids=definitions)
@@ -110,17 +116,22 @@ class JobListView(ControlView):
     def post(self, request: Request) -> Response:
         start = StartJobRequest(data=request.data)
         if not start.is_valid():
-            return errors([f"{field}: {message}" for field, messages in start.errors.items() for message in messages],
-                          status.HTTP_400_BAD_REQUEST)
+            return errors(
+                [f"{field}: {message}" for field, messages in start.errors.items() for message in messages],
+                status.HTTP_400_BAD_REQUEST,
+            )
         definition_id = start.validated_data["jobDefinitionId"]
         if not is_operator(request) and definition_id not in settings.BATCH_CLIENT_JOB_DEFINITIONS:
-            return errors([f"you may not start {definition_id!r} jobs here (BATCH_CLIENT_JOB_DEFINITIONS)"],
-                          status.HTTP_403_FORBIDDEN)
+            return errors(
+                [f"you may not start {definition_id!r} jobs here (BATCH_CLIENT_JOB_DEFINITIONS)"],
+                status.HTTP_403_FORBIDDEN,
+            )
         if forbidden := lacks_scope(request, definition_id):
             return forbidden
         try:
             job = control.start_job(
-                definition_id, start.validated_data["parameters"],
+                definition_id,
+                start.validated_data["parameters"],
                 started_by=request.user.get_username(),
                 max_concurrent_chunks=start.validated_data["maxConcurrentChunks"],
             )
@@ -133,8 +144,9 @@ class JobListView(ControlView):
         if not instance_id:
             return errors(["instanceId is required: DELETE /control/jobs?instanceId=<id>"], status.HTTP_400_BAD_REQUEST)
         try:
-            if forbidden := lacks_scope(request, control.get_job(instance_id, started_by=owner_filter(request))
-                                        .definition_id):
+            if forbidden := lacks_scope(
+                request, control.get_job(instance_id, started_by=owner_filter(request)).definition_id
+            ):
                 return forbidden
             job = control.cancel_job(instance_id, started_by=owner_filter(request))
         except BatchError as error:
@@ -154,8 +166,9 @@ class JobDetailView(ControlView):
 class JobRestartView(ControlView):
     def post(self, request: Request, instance_id: str) -> Response:
         try:
-            if forbidden := lacks_scope(request, control.get_job(instance_id, started_by=owner_filter(request))
-                                        .definition_id):
+            if forbidden := lacks_scope(
+                request, control.get_job(instance_id, started_by=owner_filter(request)).definition_id
+            ):
                 return forbidden
             job = control.restart_job(instance_id, started_by=owner_filter(request))
         except BatchError as error:

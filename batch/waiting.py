@@ -6,6 +6,7 @@ not in the chunk's row: one hash per job, a field per chunk holding the note and
 on its own when its process dies mid-wait, and the step clears it when it moves on. Writing or reading a note
 never fails the step or the page: Redis away, the note is logged and left out.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,13 @@ def note_waiting(job_id: UUID, chunk: str, step_id: str, reason: str | None, for
         finally:
             client.close()
     except Exception:
-        logger.warning("job %s chunk %s waits for %s (not shown: the note could not be written)", job_id, chunk,
-                       reason, exc_info=True)
+        logger.warning(
+            "job %s chunk %s waits for %s (not shown: the note could not be written)",
+            job_id,
+            chunk,
+            reason,
+            exc_info=True,
+        )
 
 
 def waiting_notes(job_id: UUID) -> list[str]:

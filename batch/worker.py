@@ -5,6 +5,7 @@ and a late one finds the chunk no longer claimable: both change nothing. Every o
 update fenced by the claim's random token, so a worker that lost its chunk (its lease ran out and
 another worker took it) cannot overwrite the new owner's result.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,6 +83,7 @@ CLAIMABLE_SOURCES = sorted(CLAIMABLE_CHUNK_STATUSES & set(chunk_statuses_leading
 @dataclass(frozen=True)
 class NextChunk:
     """The chunk that the same message announces next: the completion of the one before claims it."""
+
     id: UUID
     worker: str = ""
     task_id: str = ""
@@ -90,6 +92,7 @@ class NextChunk:
 @dataclass(frozen=True)
 class Claim:
     """What a completion's claim of the next chunk got: the chunk, or None when it was not claimable."""
+
     chunk: ClaimedChunk | None
 
 
@@ -97,14 +100,22 @@ class Claim:
 class ChunkRun:
     """What running a claimed chunk left: the error message it stored (errored or failed), and the claim of
     the next chunk its completion made (None: no claim was tried)."""
+
     error: str | None = None
     next_claim: Claim | None = None
 
 
 def _claim_parameters(chunk_id: UUID, worker: str, task_id: str) -> dict:
-    return {"claim_id": chunk_id, "claimable": CLAIMABLE_SOURCES, "running": [JobStatus.QUEUED, JobStatus.IN_PROGRESS],
-            "in_progress": ChunkStatus.IN_PROGRESS, "errored": ChunkStatus.ERRORED, "lease": batch_settings().lease,
-            "worker": worker[:200], "task_id": task_id[:64]}
+    return {
+        "claim_id": chunk_id,
+        "claimable": CLAIMABLE_SOURCES,
+        "running": [JobStatus.QUEUED, JobStatus.IN_PROGRESS],
+        "in_progress": ChunkStatus.IN_PROGRESS,
+        "errored": ChunkStatus.ERRORED,
+        "lease": batch_settings().lease,
+        "worker": worker[:200],
+        "task_id": task_id[:64],
+    }
 
 
 def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> ClaimedChunk | None:
@@ -124,25 +135,59 @@ def _log_if_late(chunk_id: UUID, waited_seconds: float | None) -> None:
         return
     if time.monotonic() - _last_late_claim_log >= 60:
         _last_late_claim_log = time.monotonic()
-        logger.warning("chunk %s claimed %.0f s after it was announced (a deep queue, or workers cut off)",
-                       chunk_id, waited_seconds)
+        logger.warning(
+            "chunk %s claimed %.0f s after it was announced (a deep queue, or workers cut off)",
+            chunk_id,
+            waited_seconds,
+        )
 
 
 def _claimed_chunk(chunk_id: UUID, worker: str, row: tuple) -> ClaimedChunk:
     """The claimed chunk from the columns the claim returned; a QUEUED job is IN_PROGRESS from its first claim."""
-    (claim_token, step_id, data, attempts, error_count, poll_attempts, sequence, instance_id, definition_id, definition_version,
-     job_status, parameters, node_id, module_id, max_concurrent_chunks, waited_seconds) = row
+    (
+        claim_token,
+        step_id,
+        data,
+        attempts,
+        error_count,
+        poll_attempts,
+        sequence,
+        instance_id,
+        definition_id,
+        definition_version,
+        job_status,
+        parameters,
+        node_id,
+        module_id,
+        max_concurrent_chunks,
+        waited_seconds,
+    ) = row
     _log_if_late(chunk_id, waited_seconds)
     if job_status == JobStatus.QUEUED:
-        change_job_status(instance_id, JobStatus.IN_PROGRESS, only_if=Q(status=JobStatus.QUEUED),
-                          start_time=database_now())
-    job = ClaimedJob(id=instance_id, definition_id=definition_id, definition_version=definition_version,
-                     parameters=json.loads(parameters), node_id=node_id, module_id=module_id,
-                     max_concurrent_chunks=max_concurrent_chunks)
-    return ClaimedChunk(id=chunk_id, job=job, target_step_id=step_id, sequence=sequence,
-                        data=json.loads(data) if data is not None else None, attempts=attempts,
-                        error_count=error_count, poll_attempts=poll_attempts, claim_token=claim_token,
-                        worker=worker[:200])
+        change_job_status(
+            instance_id, JobStatus.IN_PROGRESS, only_if=Q(status=JobStatus.QUEUED), start_time=database_now()
+        )
+    job = ClaimedJob(
+        id=instance_id,
+        definition_id=definition_id,
+        definition_version=definition_version,
+        parameters=json.loads(parameters),
+        node_id=node_id,
+        module_id=module_id,
+        max_concurrent_chunks=max_concurrent_chunks,
+    )
+    return ClaimedChunk(
+        id=chunk_id,
+        job=job,
+        target_step_id=step_id,
+        sequence=sequence,
+        data=json.loads(data) if data is not None else None,
+        attempts=attempts,
+        error_count=error_count,
+        poll_attempts=poll_attempts,
+        claim_token=claim_token,
+        worker=worker[:200],
+    )
 
 
 def run_chunk(definition: JobDefinition, chunk: ClaimedChunk, next_chunk: NextChunk | None = None) -> ChunkRun:
@@ -166,8 +211,15 @@ def run_chunk(definition: JobDefinition, chunk: ClaimedChunk, next_chunk: NextCh
     error: str | None = None
     next_claim: Claim | None = None
     with lease_keeper.holding(lease), chunk_in_hand(instance.id, chunk.id, step.id):
-        context = RunningStepContext(instance.id, step.id, chunk.id, definition.parameters_for_step(instance.parameters),
-                                     chunk.data, lease, attempt=chunk.attempts)
+        context = RunningStepContext(
+            instance.id,
+            step.id,
+            chunk.id,
+            definition.parameters_for_step(instance.parameters),
+            chunk.data,
+            lease,
+            attempt=chunk.attempts,
+        )
         sink = ChunkSink(definition, instance, chunk, step, context)
         completion: Callable[[], Claim | None] | None = None  # a completion returns its claim of the next chunk
         other_outcome: Callable[[], str | None] | None = None  # any other outcome, the error message it stored
@@ -175,8 +227,9 @@ def run_chunk(definition: JobDefinition, chunk: ClaimedChunk, next_chunk: NextCh
         try:
             records = step.run(context, sink)
         except RetryChunkLater as signal:
-            other_outcome = partial(on_chunk_poll_requested, chunk, definition,
-                                    signal.delay or batch_settings().retry_later_delay)
+            other_outcome = partial(
+                on_chunk_poll_requested, chunk, definition, signal.delay or batch_settings().retry_later_delay
+            )
         except JobFailed as failure:
             other_outcome = partial(on_chunk_failed, chunk, str(failure))
         except JobCancelled:
@@ -185,11 +238,14 @@ def run_chunk(definition: JobDefinition, chunk: ClaimedChunk, next_chunk: NextCh
             logger.exception("job %s chunk %s: step %s raised", instance.id, chunk.id, step.id)
             other_outcome = partial(on_chunk_errored, chunk, _describe(raised))
         else:
-            if lease.lost:  # the chunk is no longer this claim's (lapsed, overrun, cancelled): its result does not count
+            if (
+                lease.lost
+            ):  # the chunk is no longer this claim's (lapsed, overrun, cancelled): its result does not count
                 other_outcome = partial(on_chunk_interrupted, chunk, context)
             else:
-                completion = partial(on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings,
-                                     next_chunk)
+                completion = partial(
+                    on_chunk_completed, chunk, definition, sink, int(records or 0), context.warnings, next_chunk
+                )
         ran_for = time.monotonic() - started
         recorded_as = OUTCOMES[(completion or other_outcome).func]
         # Recording the outcome outlives a database restart: the step's work is not thrown away for it.
@@ -202,8 +258,9 @@ def run_chunk(definition: JobDefinition, chunk: ClaimedChunk, next_chunk: NextCh
             recorded_as = "errored"
             logger.exception("job %s chunk %s: recording the outcome failed", instance.id, chunk.id)
             message = f"recording the outcome failed: {_describe(failure)}"
-            error = surviving_connection_loss(partial(on_chunk_errored, chunk, message),
-                                              f"recording the error of {chunk.id}")
+            error = surviving_connection_loss(
+                partial(on_chunk_errored, chunk, message), f"recording the error of {chunk.id}"
+            )
         metrics.chunk_ran(definition.id, step.id, recorded_as, ran_for)
     return ChunkRun(error or (overrun_errors[0] if overrun_errors else None), next_claim)
 
@@ -237,23 +294,33 @@ WITH completed(unfinished, job_status) AS ({complete}), {claim}
 SELECT completed.*, claimed.* FROM (VALUES (1)) AS one LEFT JOIN completed ON true LEFT JOIN claimed ON true
 """
 SAME_STEP = "AND other.target_step_id = %(step_id)s"
-COMPLETE_SQL = {gated: COMPLETE_TEMPLATE.format(relaxed_commit=RELAXED_COMMIT, same_step=SAME_STEP if gated else "")
-                for gated in (False, True)}
-COMPLETE_AND_CLAIM_SQL = {gated: COMPLETE_AND_CLAIM_TEMPLATE.format(complete=COMPLETE_SQL[gated], claim=CLAIM_CTES)
-                          for gated in (False, True)}
+COMPLETE_SQL = {
+    gated: COMPLETE_TEMPLATE.format(relaxed_commit=RELAXED_COMMIT, same_step=SAME_STEP if gated else "")
+    for gated in (False, True)
+}
+COMPLETE_AND_CLAIM_SQL = {
+    gated: COMPLETE_AND_CLAIM_TEMPLATE.format(complete=COMPLETE_SQL[gated], claim=CLAIM_CTES) for gated in (False, True)
+}
 assert ChunkStatus.COMPLETED in CHUNK_TRANSITIONS[ChunkStatus.IN_PROGRESS]
 
 
-def on_chunk_completed(chunk: ClaimedChunk, definition: JobDefinition, sink: ChunkSink, records: int,
-                       warnings: list[str], next_chunk: NextChunk | None = None) -> Claim | None:
+def on_chunk_completed(
+    chunk: ClaimedChunk,
+    definition: JobDefinition,
+    sink: ChunkSink,
+    records: int,
+    warnings: list[str],
+    next_chunk: NextChunk | None = None,
+) -> Claim | None:
     """COMPLETED (fenced by the claim token), and the job moved on if that was its last chunk; with
     `next_chunk`, the claim of that chunk made in the same statement."""
     if sink.pending:
         # The last emitted chunks and the completion commit together; the sink keeps them until that commit,
         # so a retry after a lost connection writes them again instead of completing the chunk without them.
         with transaction.atomic():
-            completed, claim = _complete(chunk, definition, records, warnings, next_chunk) if sink.flush() \
-                else (None, None)
+            completed, claim = (
+                _complete(chunk, definition, records, warnings, next_chunk) if sink.flush() else (None, None)
+            )
             if completed is None:
                 transaction.set_rollback(True)  # another claim owns the chunk now: its run counts, not ours
                 return None  # the next chunk's claim is rolled back with it
@@ -272,24 +339,34 @@ def on_chunk_completed(chunk: ClaimedChunk, definition: JobDefinition, sink: Chu
     return claim
 
 
-def _complete(chunk: ClaimedChunk, definition: JobDefinition, records: int, warnings: list[str],
-              next_chunk: NextChunk | None) -> tuple[tuple[int, str] | None, Claim | None]:
+def _complete(
+    chunk: ClaimedChunk, definition: JobDefinition, records: int, warnings: list[str], next_chunk: NextChunk | None
+) -> tuple[tuple[int, str] | None, Claim | None]:
     """(None when this claim no longer owns the chunk, else the unfinished chunks its statement saw and the
     job's status; the claim of `next_chunk`, None without one)."""
     parameters = {
-        "completed": ChunkStatus.COMPLETED, "in_progress": ChunkStatus.IN_PROGRESS,
-        "records": records, "warnings": "\n".join(warnings) or None, "chunk_id": chunk.id,
-        "claim_token": chunk.claim_token, "instance_id": chunk.instance_id, "step_id": chunk.target_step_id,
+        "completed": ChunkStatus.COMPLETED,
+        "in_progress": ChunkStatus.IN_PROGRESS,
+        "records": records,
+        "warnings": "\n".join(warnings) or None,
+        "chunk_id": chunk.id,
+        "claim_token": chunk.claim_token,
+        "instance_id": chunk.instance_id,
+        "step_id": chunk.target_step_id,
         "limit": flow.NEAR_THE_END,
     }
     if next_chunk is None:
         row = execute_prepared(COMPLETE_SQL[definition.gated], parameters)
         return ((row[0], row[1]) if row else None), None
-    row = execute_prepared(COMPLETE_AND_CLAIM_SQL[definition.gated],
-                           {**parameters, **_claim_parameters(next_chunk.id, next_chunk.worker, next_chunk.task_id)})
+    row = execute_prepared(
+        COMPLETE_AND_CLAIM_SQL[definition.gated],
+        {**parameters, **_claim_parameters(next_chunk.id, next_chunk.worker, next_chunk.task_id)},
+    )
     unfinished, job_status, *claimed = row
     completed = None if unfinished is None else (unfinished, job_status)
-    return completed, Claim(None if claimed[0] is None else _claimed_chunk(next_chunk.id, next_chunk.worker, tuple(claimed)))
+    return completed, Claim(
+        None if claimed[0] is None else _claimed_chunk(next_chunk.id, next_chunk.worker, tuple(claimed))
+    )
 
 
 def on_chunk_errored(chunk: ClaimedChunk, message: str, *, only_if: Q | None = None) -> str | None:
@@ -303,25 +380,39 @@ def on_chunk_errored(chunk: ClaimedChunk, message: str, *, only_if: Q | None = N
     """
     errors = chunk.error_count + 1
     if errors > batch_settings().max_chunk_retries:
-        return on_chunk_failed(chunk, f"Too many errors: {errors}. Last error msg was {message}", error_count=errors,
-                               only_if=only_if)
+        return on_chunk_failed(
+            chunk, f"Too many errors: {errors}. Last error msg was {message}", error_count=errors, only_if=only_if
+        )
     backoff = batch_settings().retry_backoff(errors)
     with transaction.atomic():
-        errored = _move_owned(chunk, ChunkStatus.ERRORED, only_if, error_count=errors, error_message=message,
-                              lease_expires_at=None, announced_at=database_now(backoff))
+        errored = _move_owned(
+            chunk,
+            ChunkStatus.ERRORED,
+            only_if,
+            error_count=errors,
+            error_message=message,
+            lease_expires_at=None,
+            announced_at=database_now(backoff),
+        )
         if errored:
-            flow.announce_chunks(chunk.job, [(chunk.id, chunk.target_step_id)], backoff.total_seconds(),
-                                 again=True)
+            flow.announce_chunks(chunk.job, [(chunk.id, chunk.target_step_id)], backoff.total_seconds(), again=True)
     return message if errored else None
 
 
-def on_chunk_failed(chunk: ClaimedChunk, message: str, *, error_count: int | None = None,
-                    only_if: Q | None = None) -> str | None:
+def on_chunk_failed(
+    chunk: ClaimedChunk, message: str, *, error_count: int | None = None, only_if: Q | None = None
+) -> str | None:
     """FAILED, and its job with it. Returns the error message stored, None when this claim no longer owned the chunk."""
     with transaction.atomic():
-        failed = _move_owned(chunk, ChunkStatus.FAILED, only_if, error_message=message, end_time=database_now(),
-                             lease_expires_at=None,
-                             error_count=error_count if error_count is not None else chunk.error_count + 1)
+        failed = _move_owned(
+            chunk,
+            ChunkStatus.FAILED,
+            only_if,
+            error_message=message,
+            end_time=database_now(),
+            lease_expires_at=None,
+            error_count=error_count if error_count is not None else chunk.error_count + 1,
+        )
         if failed:
             flow.fail_job(chunk.instance_id, message)
     return message if failed else None
@@ -340,7 +431,8 @@ def on_lease_expired(chunk: ClaimedChunk, now: datetime, database_started_at: da
         on_chunk_released_by_restart(chunk, only_if=lapsed)
         return
     on_chunk_errored(
-        chunk, f"Worker lost: {chunk.worker or 'a worker'} stopped renewing its lease (attempt {chunk.attempts})",
+        chunk,
+        f"Worker lost: {chunk.worker or 'a worker'} stopped renewing its lease (attempt {chunk.attempts})",
         only_if=lapsed,
     )
 
@@ -350,20 +442,27 @@ def on_chunk_released_by_restart(chunk: ClaimedChunk, *, only_if: Q) -> bool:
     that cut the claim off is no fault of the chunk's. Its step runs again (steps are idempotent); what the
     lost run recorded in the database was rolled back with the outcome, so nothing counts twice."""
     with transaction.atomic():
-        released = _move_owned(chunk, ChunkStatus.ERRORED, only_if, lease_expires_at=None,
-                               announced_at=database_now())
+        released = _move_owned(chunk, ChunkStatus.ERRORED, only_if, lease_expires_at=None, announced_at=database_now())
         if released:
             flow.announce_chunks(chunk.job, [(chunk.id, chunk.target_step_id)], again=True)
     if released:
-        logger.warning("job %s chunk %s: its lease lapsed across a database restart; retried without an error",
-                       chunk.instance_id, chunk.id)
+        logger.warning(
+            "job %s chunk %s: its lease lapsed across a database restart; retried without an error",
+            chunk.instance_id,
+            chunk.id,
+        )
     return released
 
 
 def on_chunk_poll_requested(chunk: ClaimedChunk, definition: JobDefinition, delay) -> None:
     """POLL_WAITING until `delay` has passed; maintenance makes it READY again then."""
-    if _move_owned(chunk, ChunkStatus.POLL_WAITING, lease_expires_at=None, next_poll_time=database_now(delay),
-                   poll_attempts=chunk.poll_attempts + 1):
+    if _move_owned(
+        chunk,
+        ChunkStatus.POLL_WAITING,
+        lease_expires_at=None,
+        next_poll_time=database_now(delay),
+        poll_attempts=chunk.poll_attempts + 1,
+    ):
         _after_chunk_left_flight(chunk, definition)
 
 
@@ -380,7 +479,9 @@ def on_chunk_interrupted(chunk: ClaimedChunk, context: RunningStepContext) -> st
     return None
 
 
-def _after_chunk_left_flight(chunk: ClaimedChunk, definition: JobDefinition, unfinished_seen: int | None = None) -> None:
+def _after_chunk_left_flight(
+    chunk: ClaimedChunk, definition: JobDefinition, unfinished_seen: int | None = None
+) -> None:
     flow.on_chunk_finished(chunk.instance_id, definition, chunk.target_step_id, unfinished_seen)
     if chunk.job.max_concurrent_chunks:
         flow.enqueue_ready_chunks(chunk.job)
@@ -391,5 +492,10 @@ def _describe(error: Exception) -> str:
 
 
 # How each outcome function is named in `heavylift_chunks_finished{outcome=…}`.
-OUTCOMES = {on_chunk_completed: "completed", on_chunk_errored: "errored", on_chunk_failed: "failed",
-            on_chunk_poll_requested: "poll", on_chunk_interrupted: "interrupted"}
+OUTCOMES = {
+    on_chunk_completed: "completed",
+    on_chunk_errored: "errored",
+    on_chunk_failed: "failed",
+    on_chunk_poll_requested: "poll",
+    on_chunk_interrupted: "interrupted",
+}

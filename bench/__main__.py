@@ -1,4 +1,5 @@
 """Run every benchmark module in its own process, one after the other."""
+
 import subprocess
 import sys
 from pathlib import Path

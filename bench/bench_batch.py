@@ -11,6 +11,7 @@ run's queue counts: other processes' unacknowledged messages in the same Redis a
 It runs in a database of its own (`<DATABASE_URL's name>_bench_batch`), created at start and dropped at the
 end: chunk tables left bloated by earlier runs (or autovacuum cleaning them up mid-run) would be measured too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,26 @@ WARM_UP = 200  # tasks and chunks run before timing: worker imports, connections
 
 
 def start_worker(node: str, queue: str, concurrency: int) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "celery", "-A", "heavylift", "worker", "--loglevel", "WARNING",
-            "--concurrency", str(concurrency), "--queues", queue, "--include", "bench.tasks",
-            "--hostname", f"bench-{node}@%h", "--without-mingle", "--without-gossip"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "heavylift",
+        "worker",
+        "--loglevel",
+        "WARNING",
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        queue,
+        "--include",
+        "bench.tasks",
+        "--hostname",
+        f"bench-{node}@%h",
+        "--without-mingle",
+        "--without-gossip",
+    ]
     worker = subprocess.Popen(argv, cwd=PROJECT_DIR, env={**os.environ, "NODE_ID": node}, start_new_session=True)
     wait_until_consumed(queue, timeout=120)
     return worker
@@ -79,8 +97,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=None, help="pool processes (default: BATCH_MAX_THREADS)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="alternate the two this many times and keep the best of each (a shared machine is noisy)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternate the two this many times and keep the best of each (a shared machine is noisy)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object as the last line")
     args = parser.parse_args()
 
@@ -100,8 +122,11 @@ def main() -> None:
             for round_number in range(1, args.rounds + 1):
                 plain_runs.append(plain_celery(queue, args.chunks))
                 engine_runs.append(engine(node, args.chunks))
-                print(f"round {round_number}: plain Celery {args.chunks / plain_runs[-1]:.0f} tasks/s, "
-                      f"engine {args.chunks / engine_runs[-1]:.0f} chunks/s", flush=True)
+                print(
+                    f"round {round_number}: plain Celery {args.chunks / plain_runs[-1]:.0f} tasks/s, "
+                    f"engine {args.chunks / engine_runs[-1]:.0f} chunks/s",
+                    flush=True,
+                )
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(30)
@@ -113,9 +138,18 @@ def main() -> None:
     print(f"engine DIAGNOSTIC_NOOP chunks {engine_seconds:7.2f} s  {engine_rate:8.0f} chunks/s")
     print(f"engine / plain Celery         {engine_rate / plain_rate:7.0%}")
     if args.json:
-        print(json.dumps({"engine_per_s": round(engine_rate, 1), "celery_per_s": round(plain_rate, 1),
-                          "ratio": round(engine_rate / plain_rate, 3), "chunks": args.chunks,
-                          "concurrency": args.concurrency, "rounds": args.rounds}))
+        print(
+            json.dumps(
+                {
+                    "engine_per_s": round(engine_rate, 1),
+                    "celery_per_s": round(plain_rate, 1),
+                    "ratio": round(engine_rate / plain_rate, 3),
+                    "chunks": args.chunks,
+                    "concurrency": args.concurrency,
+                    "rounds": args.rounds,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

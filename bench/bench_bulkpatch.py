@@ -8,6 +8,7 @@ the same patch on the now-patched resources (all unchanged). A database of its o
 
     python -m bench.bench_bulkpatch [--resources 20000] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,19 @@ import time
 
 from bench.support import bench_database
 
-AMEND = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
-    {"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Observation.status"},
-    {"name": "value", "valueCode": "amended"}]}]}
+AMEND = {
+    "resourceType": "Parameters",
+    "parameter": [
+        {
+            "name": "operation",
+            "part": [
+                {"name": "type", "valueCode": "replace"},
+                {"name": "path", "valueString": "Observation.status"},
+                {"name": "value", "valueCode": "amended"},
+            ],
+        }
+    ],
+}
 
 
 def main() -> None:
@@ -38,8 +49,16 @@ def main() -> None:
 
         with BulkLoader() as loader:
             for n in range(options.resources):
-                loader.add({"resourceType": "Observation", "id": f"o{n:07}", "status": "final",
-                            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}}, "bench", None)
+                loader.add(
+                    {
+                        "resourceType": "Observation",
+                        "id": f"o{n:07}",
+                        "status": "final",
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                    },
+                    "bench",
+                    None,
+                )
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
 
@@ -47,19 +66,25 @@ def main() -> None:
         for dry_run in (False, True):
             with in_process_bus() as bus:
                 started = time.perf_counter()
-                job = start_bulk_patch({"urls": ["Observation?"], "patch": AMEND, "dry_run": dry_run},
-                                       started_by="bench")
+                job = start_bulk_patch(
+                    {"urls": ["Observation?"], "patch": AMEND, "dry_run": dry_run}, started_by="bench"
+                )
                 bus.drain()
                 seconds[dry_run] = time.perf_counter() - started
             job = control.get_job(job.id)
             expected = ("unchanged" if dry_run else "total", options.resources)
             assert job.status == control.JobStatus.COMPLETED and job.report[expected[0]] == expected[1], job
 
-    figures = {"resources": options.resources, "patch_seconds": round(seconds[False], 2),
-               "patch_resources_per_second": round(options.resources / seconds[False]),
-               "dry_run_seconds": round(seconds[True], 2)}
-    print(f"BULK_PATCH of {options.resources} Observations: {seconds[False]:.2f} s "
-          f"({figures['patch_resources_per_second']} resources/s); dry run (all unchanged): {seconds[True]:.2f} s")
+    figures = {
+        "resources": options.resources,
+        "patch_seconds": round(seconds[False], 2),
+        "patch_resources_per_second": round(options.resources / seconds[False]),
+        "dry_run_seconds": round(seconds[True], 2),
+    }
+    print(
+        f"BULK_PATCH of {options.resources} Observations: {seconds[False]:.2f} s "
+        f"({figures['patch_resources_per_second']} resources/s); dry run (all unchanged): {seconds[True]:.2f} s"
+    )
     if options.json:
         print(json.dumps(figures))
 

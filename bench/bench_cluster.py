@@ -18,6 +18,7 @@ database's share is what sets the cluster's ceiling (docs/cluster.md).
 
 `--json` prints the figures as one JSON object as the last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,7 @@ def cpu_seconds(host: Host, command: str | None = None) -> float:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
         if command is None or name.startswith(command):
             total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
     return total / CLOCK_TICKS
@@ -56,8 +57,7 @@ def engine(chunks: int, sleep_ms: int) -> tuple[float, str]:
     from batch.control import get_job, start_job, unfinished_job_ids
 
     started = time.perf_counter()
-    instance = start_job("DIAGNOSTIC_NOOP", {"chunks": chunks, "sleep_ms": sleep_ms}, started_by="bench",
-                         node_id=NODE)
+    instance = start_job("DIAGNOSTIC_NOOP", {"chunks": chunks, "sleep_ms": sleep_ms}, started_by="bench", node_id=NODE)
     while unfinished_job_ids().filter(id=instance.id).exists():  # one index lookup: no load on the run timed
         time.sleep(POLL_SECONDS)
     elapsed = time.perf_counter() - started
@@ -97,8 +97,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object as the last line")
     args = parser.parse_args()
     if os.geteuid() != 0 or missing_tools():  # skipped, not failed: `make bench` runs every benchmark
-        print("bench_cluster skipped: it needs root and ip, nsenter, unshare to build simulated hosts "
-              "(tests/cluster/hosts.py)", file=sys.stderr)
+        print(
+            "bench_cluster skipped: it needs root and ip, nsenter, unshare to build simulated hosts "
+            "(tests/cluster/hosts.py)",
+            file=sys.stderr,
+        )
         return
 
     process_logs.directory = Path(tempfile.mkdtemp(prefix="bench-cluster-logs-"))
@@ -120,26 +123,47 @@ def main() -> None:
             plain_runs, engine_runs = [], []
             for _ in range(args.rounds):
                 plain_runs.append(plain_celery(args.chunks, args.sleep_ms))
-                cpu_before = (cpu_seconds(db, "postgres"), cpu_seconds(db, "redis"),
-                              sum(cpu_seconds(host) for host in workers[:count]))
+                cpu_before = (
+                    cpu_seconds(db, "postgres"),
+                    cpu_seconds(db, "redis"),
+                    sum(cpu_seconds(host) for host in workers[:count]),
+                )
                 seconds, job_id = engine(args.chunks, args.sleep_ms)
-                cpu_after = (cpu_seconds(db, "postgres"), cpu_seconds(db, "redis"),
-                             sum(cpu_seconds(host) for host in workers[:count]))
-                engine_runs.append((seconds, [(after - before) * 1000 / args.chunks
-                                              for before, after in zip(cpu_before, cpu_after, strict=True)]))
+                cpu_after = (
+                    cpu_seconds(db, "postgres"),
+                    cpu_seconds(db, "redis"),
+                    sum(cpu_seconds(host) for host in workers[:count]),
+                )
+                engine_runs.append(
+                    (
+                        seconds,
+                        [
+                            (after - before) * 1000 / args.chunks
+                            for before, after in zip(cpu_before, cpu_after, strict=True)
+                        ],
+                    )
+                )
                 spread = hosts_that_ran(job_id, workers[:count])
                 if spread != count:
                     raise SystemExit(f"the job ran on {spread} of {count} hosts")
             seconds, cpu_ms = min(engine_runs)
-            results.append({"hosts": count, "engine_per_s": round(args.chunks / seconds, 1),
-                            "celery_per_s": round(args.chunks / min(plain_runs), 1),
-                            "postgres_cpu_ms_per_chunk": round(cpu_ms[0], 2),
-                            "redis_cpu_ms_per_chunk": round(cpu_ms[1], 2),
-                            "worker_cpu_ms_per_chunk": round(cpu_ms[2], 2)})
+            results.append(
+                {
+                    "hosts": count,
+                    "engine_per_s": round(args.chunks / seconds, 1),
+                    "celery_per_s": round(args.chunks / min(plain_runs), 1),
+                    "postgres_cpu_ms_per_chunk": round(cpu_ms[0], 2),
+                    "redis_cpu_ms_per_chunk": round(cpu_ms[1], 2),
+                    "worker_cpu_ms_per_chunk": round(cpu_ms[2], 2),
+                }
+            )
             latest = results[-1]
-            print(f"{count} host(s): engine {latest['engine_per_s']:.0f} chunks/s, plain Celery "
-                  f"{latest['celery_per_s']:.0f} tasks/s; CPU per chunk: PostgreSQL "
-                  f"{cpu_ms[0]:.2f} ms, Redis {cpu_ms[1]:.2f} ms, workers {cpu_ms[2]:.2f} ms", flush=True)
+            print(
+                f"{count} host(s): engine {latest['engine_per_s']:.0f} chunks/s, plain Celery "
+                f"{latest['celery_per_s']:.0f} tasks/s; CPU per chunk: PostgreSQL "
+                f"{cpu_ms[0]:.2f} ms, Redis {cpu_ms[1]:.2f} ms, workers {cpu_ms[2]:.2f} ms",
+                flush=True,
+            )
         processes = settings.BATCH_MAX_THREADS
 
     for row in results:
@@ -148,14 +172,25 @@ def main() -> None:
     print(f"{args.chunks} chunks of {args.sleep_ms} ms, {processes} worker processes per host, one node")
     print("hosts  engine chunks/s  x linear   plain Celery tasks/s  x linear   engine/Celery")
     for row in results:
-        print(f"{row['hosts']:5d}  {row['engine_per_s']:15.0f}  {row['engine_scaling']:8.2f}   "
-              f"{row['celery_per_s']:20.0f}  {row['celery_scaling']:8.2f}   "
-              f"{row['engine_per_s'] / row['celery_per_s']:11.0%}")
+        print(
+            f"{row['hosts']:5d}  {row['engine_per_s']:15.0f}  {row['engine_scaling']:8.2f}   "
+            f"{row['celery_per_s']:20.0f}  {row['celery_scaling']:8.2f}   "
+            f"{row['engine_per_s'] / row['celery_per_s']:11.0%}"
+        )
     print(f"process logs: {process_logs.directory}")
     if args.json:
-        print(json.dumps({"chunks": args.chunks, "sleep_ms": args.sleep_ms, "processes_per_host": processes,
-                          "rounds": args.rounds, "by_hosts": results,
-                          "scaling_at_3": results[-1]["engine_scaling"]}))
+        print(
+            json.dumps(
+                {
+                    "chunks": args.chunks,
+                    "sleep_ms": args.sleep_ms,
+                    "processes_per_host": processes,
+                    "rounds": args.rounds,
+                    "by_hosts": results,
+                    "scaling_at_3": results[-1]["engine_scaling"],
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

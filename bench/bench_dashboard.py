@@ -11,6 +11,7 @@ end (`--keep` keeps it, `--reuse` measures a kept one).
 
     python -m bench.bench_dashboard [--jobs 10000] [--chunks 1000000] [--repeats 200] [--json] [--keep] [--reuse]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,14 +39,19 @@ def main() -> None:
         if not options.reuse:
             started = time.monotonic()
             fill(options.jobs, options.chunks)
-            print(f"filled {options.jobs:,} jobs, {options.chunks:,} chunks in {time.monotonic() - started:.0f} s",
-                  flush=True)
+            print(
+                f"filled {options.jobs:,} jobs, {options.chunks:,} chunks in {time.monotonic() - started:.0f} s",
+                flush=True,
+            )
         figures = measure(options.repeats)
         for page, (p50, p99) in figures.items():
             print(f"{page:<28} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
         if options.json:
-            print(json.dumps({page: {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1)}
-                              for page, (p50, p99) in figures.items()}))
+            print(
+                json.dumps(
+                    {page: {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1)} for page, (p50, p99) in figures.items()}
+                )
+            )
 
 
 def fill(jobs: int, chunks: int) -> None:
@@ -91,7 +97,9 @@ def measure(repeats: int) -> dict[str, tuple[float, float]]:
 
     from batch.models import JobInstance
 
-    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True, "is_superuser": True})
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench", defaults={"is_staff": True, "is_superuser": True}
+    )
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)
     running = JobInstance.objects.filter(status="IN_PROGRESS").values_list("id", flat=True).first()

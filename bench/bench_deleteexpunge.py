@@ -18,6 +18,7 @@ the end (`--keep` keeps it). `--json` prints the figures as one JSON object on t
 
     python -m bench.bench_deleteexpunge [--resources 200000] [--batch-size N] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,13 @@ import uuid
 from pathlib import Path
 
 from bench.fhirstack import (
-    fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, spinning_latencies, stored,
+    fhir_stack,
+    fill,
+    idle_latencies,
+    job_ended,
+    reads_meanwhile,
+    spinning_latencies,
+    stored,
 )
 from bench.support import bench_database, percentile_ms
 
@@ -53,8 +60,11 @@ def main() -> None:
         try:
             from django.conf import settings
 
-            print(f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
-                  f"delete-expunge chunks at once {settings.DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS or 'all'}", flush=True)
+            print(
+                f"database {bench_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
+                f"delete-expunge chunks at once {settings.DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS or 'all'}",
+                flush=True,
+            )
             fill(options.resources - stored())
             sql_seconds, sql_resources = plain_delete()
             with fhir_stack(node, environment, workdir, username="bench-deleteexpunge", staff=True) as stack:
@@ -65,28 +75,48 @@ def main() -> None:
                 with reads_meanwhile(stack.client, stack.patients) as during:
                     job_seconds, deleted = delete_expunge(f"{DELETED_TYPE}?", options.batch_size)
                 small_seconds, small = small_job()
-            rate, sql_rate, busy_sql_rate = deleted / job_seconds, sql_resources / sql_seconds, sql_resources / busy_sql_seconds
-            idle_p99, busy_p99, spin_p99 = (percentile_ms(idle, 99), percentile_ms(during, 99),
-                                            percentile_ms(spinning, 99))
-            print("\n== summary ==\n"
-                  f"delete-expunge      {deleted:,} {DELETED_TYPE} in {job_seconds:.1f} s = {rate:,.0f} resources/s; "
-                  f"plain SQL DELETE {sql_rate:,.0f} resources/s; ratio {rate / sql_rate:.2f} (goal >= 0.5); "
-                  f"plain SQL under the same reads {busy_sql_rate:,.0f} resources/s, ratio {rate / busy_sql_rate:.2f}\n"
-                  f"read latency        idle p99 {idle_p99:.1f} ms; during p99 {busy_p99:.1f} ms, ratio "
-                  f"{busy_p99 / idle_p99:.2f}; one core spinning p99 {spin_p99:.1f} ms, ratio {spin_p99 / idle_p99:.2f}\n"
-                  f"small job           {small} resources, kick-off to COMPLETED {small_seconds:.2f} s (goal < 2 s)",
-                  flush=True)
+            rate, sql_rate, busy_sql_rate = (
+                deleted / job_seconds,
+                sql_resources / sql_seconds,
+                sql_resources / busy_sql_seconds,
+            )
+            idle_p99, busy_p99, spin_p99 = (
+                percentile_ms(idle, 99),
+                percentile_ms(during, 99),
+                percentile_ms(spinning, 99),
+            )
+            print(
+                "\n== summary ==\n"
+                f"delete-expunge      {deleted:,} {DELETED_TYPE} in {job_seconds:.1f} s = {rate:,.0f} resources/s; "
+                f"plain SQL DELETE {sql_rate:,.0f} resources/s; ratio {rate / sql_rate:.2f} (goal >= 0.5); "
+                f"plain SQL under the same reads {busy_sql_rate:,.0f} resources/s, ratio {rate / busy_sql_rate:.2f}\n"
+                f"read latency        idle p99 {idle_p99:.1f} ms; during p99 {busy_p99:.1f} ms, ratio "
+                f"{busy_p99 / idle_p99:.2f}; one core spinning p99 {spin_p99:.1f} ms, ratio {spin_p99 / idle_p99:.2f}\n"
+                f"small job           {small} resources, kick-off to COMPLETED {small_seconds:.2f} s (goal < 2 s)",
+                flush=True,
+            )
             if options.json:
-                print(json.dumps({
-                    "resources_deleted": deleted, "job_seconds": round(job_seconds, 2),
-                    "job_resources_per_second": round(rate), "sql_delete_resources_per_second": round(sql_rate),
-                    "job_vs_sql": round(rate / sql_rate, 3),
-                    "sql_delete_under_reads_resources_per_second": round(busy_sql_rate),
-                    "job_vs_sql_under_reads": round(rate / busy_sql_rate, 3), "read_p99_ms_idle": round(idle_p99, 1),
-                    "read_p99_ms_during": round(busy_p99, 1), "read_p99_ratio": round(busy_p99 / idle_p99, 2),
-                    "read_p99_ratio_spinning": round(spin_p99 / idle_p99, 2),
-                    "small_job_seconds": round(small_seconds, 2), "reads_during": len(during),
-                    "batch_size": options.batch_size, "load_average": round(os.getloadavg()[0], 2)}))
+                print(
+                    json.dumps(
+                        {
+                            "resources_deleted": deleted,
+                            "job_seconds": round(job_seconds, 2),
+                            "job_resources_per_second": round(rate),
+                            "sql_delete_resources_per_second": round(sql_rate),
+                            "job_vs_sql": round(rate / sql_rate, 3),
+                            "sql_delete_under_reads_resources_per_second": round(busy_sql_rate),
+                            "job_vs_sql_under_reads": round(rate / busy_sql_rate, 3),
+                            "read_p99_ms_idle": round(idle_p99, 1),
+                            "read_p99_ms_during": round(busy_p99, 1),
+                            "read_p99_ratio": round(busy_p99 / idle_p99, 2),
+                            "read_p99_ratio_spinning": round(spin_p99 / idle_p99, 2),
+                            "small_job_seconds": round(small_seconds, 2),
+                            "reads_during": len(during),
+                            "batch_size": options.batch_size,
+                            "load_average": round(os.getloadavg()[0], 2),
+                        }
+                    )
+                )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -112,8 +142,11 @@ def plain_delete(conditions: str = "") -> tuple[float, int]:
             raise _RollBack
     except _RollBack:
         pass
-    print(f"\n-- plain SQL DELETE of {len(pks):,} {DELETED_TYPE} (rolled back) {conditions}: {seconds:.1f} s = "
-          f"{len(pks) / seconds:,.0f} resources/s", flush=True)
+    print(
+        f"\n-- plain SQL DELETE of {len(pks):,} {DELETED_TYPE} (rolled back) {conditions}: {seconds:.1f} s = "
+        f"{len(pks) / seconds:,.0f} resources/s",
+        flush=True,
+    )
     return seconds, len(pks)
 
 
@@ -144,8 +177,10 @@ def small_job() -> tuple[float, int]:
     from fhirstore.storage import Write, save_resources
 
     with transaction.atomic():
-        save_resources([Write({"resourceType": "Basic", "id": f"bench-small-{n}", "code": {"text": "bench"}})
-                        for n in range(10)], authority=SERVER)
+        save_resources(
+            [Write({"resourceType": "Basic", "id": f"bench-small-{n}", "code": {"text": "bench"}}) for n in range(10)],
+            authority=SERVER,
+        )
     seconds, deleted = delete_expunge("Basic?")
     print(f"\n-- small delete-expunge: {deleted} resources in {seconds:.2f} s", flush=True)
     return seconds, deleted

@@ -17,6 +17,7 @@ the end (`--keep` keeps it, `--reuse` starts from a kept one).
 
     python -m bench.bench_export [--resources 1000000]
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,19 @@ from pathlib import Path
 import psycopg
 
 from bench.fhirstack import (
-    FhirStack, fhir_stack, fill, idle_latencies, job_bench, job_bench_arguments, job_ended, print_json, print_setup,
-    reads_meanwhile, spinning_latencies, stored, worker_rss,
+    FhirStack,
+    fhir_stack,
+    fill,
+    idle_latencies,
+    job_bench,
+    job_bench_arguments,
+    job_ended,
+    print_json,
+    print_setup,
+    reads_meanwhile,
+    spinning_latencies,
+    stored,
+    worker_rss,
 )
 from bench.support import percentile_ms
 
@@ -61,8 +73,10 @@ def storage_settings(storage: str, workdir: Path) -> Iterator[dict[str, str]]:
     """The export storage's settings for the benchmark's processes: the database (the default), files in the
     work directory, or a bucket of an S3-compatible server (SeaweedFS) started for the run."""
     if storage == "files":
-        yield {"BULK_EXPORT_STORAGE_BACKEND": "django.core.files.storage.FileSystemStorage",
-               "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")})}
+        yield {
+            "BULK_EXPORT_STORAGE_BACKEND": "django.core.files.storage.FileSystemStorage",
+            "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")}),
+        }
     elif storage == "s3":
         # Imported here: importing `heavylift` sets Django up, which must wait until `bench_database` has
         # pointed DATABASE_URL at the benchmark's database.
@@ -70,16 +84,22 @@ def storage_settings(storage: str, workdir: Path) -> Iterator[dict[str, str]]:
 
         with running_object_store(workdir / "seaweedfs") as store:
             create_bucket(store, "exports")
-            yield {"BULK_EXPORT_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
-                   "BULK_EXPORT_STORAGE_OPTIONS": json.dumps(storage_options(store, "exports"))}
+            yield {
+                "BULK_EXPORT_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
+                "BULK_EXPORT_STORAGE_OPTIONS": json.dumps(storage_options(store, "exports")),
+            }
     else:
         yield {}
 
 
 def main() -> None:
     parser = job_bench_arguments(__doc__, resources=1_000_000, resources_help="store size of the full export")
-    parser.add_argument("--storage", choices=STORAGES, default="database",
-                        help="where the export files go (default: the database, the default setting)")
+    parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        default="database",
+        help="where the export files go (default: the database, the default setting)",
+    )
     options = parser.parse_args()
 
     with job_bench("export", options) as bench, ExitStack() as cleanup:  # the storage stops before the workdir goes
@@ -98,16 +118,21 @@ def main() -> None:
             with reads_meanwhile(stack.client, stack.patients) as copy_latencies:
                 copies = sorted(raw_copy(bench.database_url, workdir / "copy.ndjson") for _ in range(COPY_RUNS))
             copy_seconds, copied = copies[COPY_RUNS // 2]
-            print(f"\n-- COPY (SELECT body FROM fhirstore_resource WHERE NOT deleted) TO a file: {copied:,} "
-                  f"resources in {copy_seconds:.1f} s = {copied / copy_seconds:,.0f} resources/s (the median of "
-                  f"{', '.join(f'{seconds:.1f}' for seconds, _ in copies)} s)\n   reads meanwhile: p50 "
-                  f"{percentile_ms(copy_latencies, 50):.1f} ms, p99 {percentile_ms(copy_latencies, 99):.1f} ms "
-                  f"({len(copy_latencies)} reads): what the database's own export costs the API", flush=True)
+            print(
+                f"\n-- COPY (SELECT body FROM fhirstore_resource WHERE NOT deleted) TO a file: {copied:,} "
+                f"resources in {copy_seconds:.1f} s = {copied / copy_seconds:,.0f} resources/s (the median of "
+                f"{', '.join(f'{seconds:.1f}' for seconds, _ in copies)} s)\n   reads meanwhile: p50 "
+                f"{percentile_ms(copy_latencies, 50):.1f} ms, p99 {percentile_ms(copy_latencies, 99):.1f} ms "
+                f"({len(copy_latencies)} reads): what the database's own export costs the API",
+                flush=True,
+            )
             full = export(stack)
         report_export("full export", full)
         summary(idle, spinning, small, full, copied / copy_seconds, copy_latencies)
-        print_json(options, {"storage": options.storage,
-                             **figures(idle, spinning, small, full, copied / copy_seconds, copy_latencies)})
+        print_json(
+            options,
+            {"storage": options.storage, **figures(idle, spinning, small, full, copied / copy_seconds, copy_latencies)},
+        )
 
 
 def export(stack: FhirStack) -> ExportRun:
@@ -133,8 +158,14 @@ def export(stack: FhirStack) -> ExportRun:
         if manifest is None:
             time.sleep(STATUS_SECONDS)
     stack.client.request("DELETE", status_url)
-    return ExportRun(sum(output["count"] for output in manifest["output"]), len(manifest["output"]), seconds,
-                     peak_rss, peak_rss_by_step, latencies)
+    return ExportRun(
+        sum(output["count"] for output in manifest["output"]),
+        len(manifest["output"]),
+        seconds,
+        peak_rss,
+        peak_rss_by_step,
+        latencies,
+    )
 
 
 def raw_copy(database_url: str, target: Path) -> tuple[float, int]:
@@ -151,39 +182,66 @@ def raw_copy(database_url: str, target: Path) -> tuple[float, int]:
 def report_export(title: str, run: ExportRun) -> None:
     rss = ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sorted(run.peak_rss.items()))
     by_step = ", ".join(f"{step} {size / 2**20:.0f} MiB" for step, size in run.peak_rss_by_step.items())
-    print(f"\n-- {title}: {run.resources:,} resources in {run.files:,} files, {run.seconds:.1f} s = "
-          f"{run.resources / run.seconds:,.0f} resources/s\n   peak RSS: {rss}\n   peak RSS of a process while it "
-          f"ran a chunk of: {by_step}\n   reads meanwhile: "
-          f"p50 {percentile_ms(run.latencies, 50):.1f} ms, p99 {percentile_ms(run.latencies, 99):.1f} ms ({len(run.latencies)} reads)",
-          flush=True)
+    print(
+        f"\n-- {title}: {run.resources:,} resources in {run.files:,} files, {run.seconds:.1f} s = "
+        f"{run.resources / run.seconds:,.0f} resources/s\n   peak RSS: {rss}\n   peak RSS of a process while it "
+        f"ran a chunk of: {by_step}\n   reads meanwhile: "
+        f"p50 {percentile_ms(run.latencies, 50):.1f} ms, p99 {percentile_ms(run.latencies, 99):.1f} ms ({len(run.latencies)} reads)",
+        flush=True,
+    )
 
 
-def summary(idle: list[float], spinning: list[float], small: ExportRun, full: ExportRun, copy_rate: float,
-            copy_latencies: list[float]) -> None:
+def summary(
+    idle: list[float],
+    spinning: list[float],
+    small: ExportRun,
+    full: ExportRun,
+    copy_rate: float,
+    copy_latencies: list[float],
+) -> None:
     rate = full.resources / full.seconds
     print("\n== summary ==")
-    print(f"export throughput   {rate:,.0f} resources/s ({full.resources:,} resources); raw COPY {copy_rate:,.0f} "
-          f"resources/s; export = {rate / copy_rate:.1%} of COPY")
-    print(f"worker peak RSS     largest process: {max(small.peak_rss.values()) / 2**20:.0f} MiB at "
-          f"{small.resources:,} resources, {max(full.peak_rss.values()) / 2**20:.0f} MiB at {full.resources:,}")
-    print(f"read latency        idle p50 {percentile_ms(idle, 50):.1f} / p99 {percentile_ms(idle, 99):.1f} ms; during the full export "
-          f"p50 {percentile_ms(full.latencies, 50):.1f} / p99 {percentile_ms(full.latencies, 99):.1f} ms (p99 ratio "
-          f"{percentile_ms(full.latencies, 99) / percentile_ms(idle, 99):.2f}); during the raw COPY p99 "
-          f"{percentile_ms(copy_latencies, 99):.1f} ms (ratio {percentile_ms(copy_latencies, 99) / percentile_ms(idle, 99):.2f}); "
-          f"beside one core spinning at the lowest priority p99 {percentile_ms(spinning, 99):.1f} ms (ratio "
-          f"{percentile_ms(spinning, 99) / percentile_ms(idle, 99):.2f})", flush=True)
+    print(
+        f"export throughput   {rate:,.0f} resources/s ({full.resources:,} resources); raw COPY {copy_rate:,.0f} "
+        f"resources/s; export = {rate / copy_rate:.1%} of COPY"
+    )
+    print(
+        f"worker peak RSS     largest process: {max(small.peak_rss.values()) / 2**20:.0f} MiB at "
+        f"{small.resources:,} resources, {max(full.peak_rss.values()) / 2**20:.0f} MiB at {full.resources:,}"
+    )
+    print(
+        f"read latency        idle p50 {percentile_ms(idle, 50):.1f} / p99 {percentile_ms(idle, 99):.1f} ms; during the full export "
+        f"p50 {percentile_ms(full.latencies, 50):.1f} / p99 {percentile_ms(full.latencies, 99):.1f} ms (p99 ratio "
+        f"{percentile_ms(full.latencies, 99) / percentile_ms(idle, 99):.2f}); during the raw COPY p99 "
+        f"{percentile_ms(copy_latencies, 99):.1f} ms (ratio {percentile_ms(copy_latencies, 99) / percentile_ms(idle, 99):.2f}); "
+        f"beside one core spinning at the lowest priority p99 {percentile_ms(spinning, 99):.1f} ms (ratio "
+        f"{percentile_ms(spinning, 99) / percentile_ms(idle, 99):.2f})",
+        flush=True,
+    )
 
 
-def figures(idle: list[float], spinning: list[float], small: ExportRun, full: ExportRun, copy_rate: float,
-            copy_latencies: list[float]) -> dict[str, float | int]:
+def figures(
+    idle: list[float],
+    spinning: list[float],
+    small: ExportRun,
+    full: ExportRun,
+    copy_rate: float,
+    copy_latencies: list[float],
+) -> dict[str, float | int]:
     rate = full.resources / full.seconds
     return {
-        "resources": full.resources, "files": full.files, "export_seconds": round(full.seconds, 2),
-        "export_per_s": round(rate), "copy_per_s": round(copy_rate), "ratio": round(rate / copy_rate, 3),
-        "small_resources": small.resources, "small_export_per_s": round(small.resources / small.seconds),
+        "resources": full.resources,
+        "files": full.files,
+        "export_seconds": round(full.seconds, 2),
+        "export_per_s": round(rate),
+        "copy_per_s": round(copy_rate),
+        "ratio": round(rate / copy_rate, 3),
+        "small_resources": small.resources,
+        "small_export_per_s": round(small.resources / small.seconds),
         "peak_rss_mib_small": round(max(small.peak_rss.values()) / 2**20),
         "peak_rss_mib": round(max(full.peak_rss.values()) / 2**20),
-        "read_p50_ms_idle": round(percentile_ms(idle, 50), 1), "read_p99_ms_idle": round(percentile_ms(idle, 99), 1),
+        "read_p50_ms_idle": round(percentile_ms(idle, 50), 1),
+        "read_p99_ms_idle": round(percentile_ms(idle, 99), 1),
         "read_p50_ms_during": round(percentile_ms(full.latencies, 50), 1),
         "read_p99_ms_during": round(percentile_ms(full.latencies, 99), 1),
         "read_p99_ratio": round(percentile_ms(full.latencies, 99) / percentile_ms(idle, 99), 2),
@@ -204,15 +262,21 @@ def _running_steps(instance_id: str) -> dict[int, str]:
     """pid -> the step of the chunk that process runs now (the reducer runs no chunk: FINALIZE)."""
     from batch.models import JobInstance, WorkChunk
 
-    running = {int(worker.rsplit("/", 1)[1]): step for worker, step in WorkChunk.objects.filter(
-        instance_id=instance_id, status="IN_PROGRESS").values_list("worker", "target_step_id") if "/" in worker}
+    running = {
+        int(worker.rsplit("/", 1)[1]): step
+        for worker, step in WorkChunk.objects.filter(instance_id=instance_id, status="IN_PROGRESS").values_list(
+            "worker", "target_step_id"
+        )
+        if "/" in worker
+    }
     if JobInstance.objects.filter(id=instance_id, status="FINALIZE").exists():
         running.setdefault(-1, "create-report")
     return running
 
 
-def _sample_rss(worker: subprocess.Popen, peak_rss: dict[str, int], steps: dict[int, str],
-                peak_rss_by_step: dict[str, int]) -> None:
+def _sample_rss(
+    worker: subprocess.Popen, peak_rss: dict[str, int], steps: dict[int, str], peak_rss_by_step: dict[str, int]
+) -> None:
     for pid, (role, rss) in worker_rss(worker).items():
         name = f"{role} {pid}"
         peak_rss[name] = max(peak_rss.get(name, 0), rss)

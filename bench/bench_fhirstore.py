@@ -13,6 +13,7 @@ It runs in a database of its own (`<DATABASE_URL's name>_bench`), created at sta
     python -m bench.bench_fhirstore [--resources 1000000] [--load-resources 100000] [--repeats 200]
                                     [--keep] [--reuse]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,12 +74,19 @@ def bench_load(workdir: Path, resources: int, database_url: str) -> int:
     load_seconds = time.monotonic() - started
     assert report.total == total and not report.bad, (report.total, report.bad[:3])
 
-    print(f"raw COPY into a jsonb table (WAL-logged) {total / logged_seconds:>12,.0f} resources/s "
-          f"({logged_seconds:.1f} s)")
-    print(f"raw COPY into an UNLOGGED jsonb table   {total / unlogged_seconds:>12,.0f} resources/s "
-          f"({unlogged_seconds:.1f} s)")
-    print(f"load_fhir                               {total / load_seconds:>12,.0f} resources/s "
-          f"({load_seconds:.1f} s) = {logged_seconds / load_seconds:.0%} of the logged COPY", flush=True)
+    print(
+        f"raw COPY into a jsonb table (WAL-logged) {total / logged_seconds:>12,.0f} resources/s "
+        f"({logged_seconds:.1f} s)"
+    )
+    print(
+        f"raw COPY into an UNLOGGED jsonb table   {total / unlogged_seconds:>12,.0f} resources/s "
+        f"({unlogged_seconds:.1f} s)"
+    )
+    print(
+        f"load_fhir                               {total / load_seconds:>12,.0f} resources/s "
+        f"({load_seconds:.1f} s) = {logged_seconds / load_seconds:.0%} of the logged COPY",
+        flush=True,
+    )
     return total
 
 
@@ -86,8 +94,9 @@ def _raw_copy(connection: psycopg.Connection, directory: Path, table: str) -> fl
     started = time.monotonic()
     with connection.cursor() as cursor:
         # CSV with quote and delimiter bytes that never occur in JSON: each line arrives verbatim.
-        with cursor.copy(f"COPY {table} (body) FROM STDIN WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')") \
-                as copy:
+        with cursor.copy(
+            f"COPY {table} (body) FROM STDIN WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')"
+        ) as copy:
             for path in sorted(directory.iterdir()):
                 with path.open("rb") as file:
                     while chunk := file.read(COPY_CHUNK):
@@ -107,15 +116,17 @@ def bench_fill(resources: int) -> None:
             for resource in generate_resources(patient_count_for(resources), seed=2):
                 loader.add(resource, "generated", None)
         seconds = time.monotonic() - started
-        print(f"\n-- fill: generate_fhir's bulk path stored {loader.report.total:,} more resources in {seconds:.0f} s "
-              f"({loader.report.total / seconds:,.0f} resources/s)", flush=True)
+        print(
+            f"\n-- fill: generate_fhir's bulk path stored {loader.report.total:,} more resources in {seconds:.0f} s "
+            f"({loader.report.total / seconds:,.0f} resources/s)",
+            flush=True,
+        )
     started = time.monotonic()
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")  # what autovacuum does after a bulk load; index-only scans need it
         cursor.execute("SELECT count(*), pg_size_pretty(pg_database_size(current_database())) FROM fhirstore_resource")
         count, size = cursor.fetchone()
-    print(f"store: {count:,} resources, database {size}; VACUUM ANALYZE {time.monotonic() - started:.0f} s",
-          flush=True)
+    print(f"store: {count:,} resources, database {size}; VACUUM ANALYZE {time.monotonic() - started:.0f} s", flush=True)
 
 
 def bench_search(repeats: int) -> None:
@@ -130,13 +141,16 @@ def bench_search(repeats: int) -> None:
     client = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}", HTTP_HOST="localhost")
     rng = random.Random(3)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT logical_id, body->'name'->0->>'family', body->'identifier'->0->>'value'"
-                       " FROM fhirstore_resource WHERE resource_type = 'Patient' ORDER BY random() LIMIT 500")
+        cursor.execute(
+            "SELECT logical_id, body->'name'->0->>'family', body->'identifier'->0->>'value'"
+            " FROM fhirstore_resource WHERE resource_type = 'Patient' ORDER BY random() LIMIT 500"
+        )
         patients = cursor.fetchall()
         cursor.execute("SELECT max(last_updated) FROM fhirstore_resource")
         newest = cursor.fetchone()[0]
-        cursor.execute("SELECT logical_id FROM fhirstore_resource WHERE resource_type = 'Observation'"
-                       " ORDER BY random() LIMIT 500")
+        cursor.execute(
+            "SELECT logical_id FROM fhirstore_resource WHERE resource_type = 'Observation' ORDER BY random() LIMIT 500"
+        )
         observation_ids = [row[0] for row in cursor.fetchall()]
     synthea = "https://github.com/synthetichealth/synthea"
     recent = (newest.replace(microsecond=0)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -146,6 +160,7 @@ def bench_search(repeats: int) -> None:
             response = client.get(url)
             assert response.status_code == 200, (url, response.status_code, response.content[:300])
             return response
+
         return run
 
     def page_two(url: str):
@@ -155,6 +170,7 @@ def bench_search(repeats: int) -> None:
             started = time.perf_counter()
             assert client.get(next_url).status_code == 200
             return time.perf_counter() - started
+
         return run
 
     kinds = {
@@ -163,19 +179,25 @@ def bench_search(repeats: int) -> None:
         "Patient?identifier=s|v (token)": lambda p: get(f"/fhir/Patient?identifier={synthea}|{p[2]}"),
         "Observation?subject=Patient/id (ref)": lambda p: get(f"/fhir/Observation?subject=Patient/{p[0]}"),
         "Observation?patient=id&category=laboratory": lambda p: get(
-            f"/fhir/Observation?patient={p[0]}&category=laboratory"),
+            f"/fhir/Observation?patient={p[0]}&category=laboratory"
+        ),
         "Encounter?patient=id&date=ge2000 (ref+date)": lambda p: get(f"/fhir/Encounter?patient={p[0]}&date=ge2000"),
         "Observation?code=loinc|8867-4 (~10% of obs)": lambda p: get(
-            "/fhir/Observation?code=http://loinc.org|8867-4&_count=20"),
+            "/fhir/Observation?code=http://loinc.org|8867-4&_count=20"
+        ),
         "Condition?code=sct|44054006&_sort=-_lastUpdated": lambda p: get(
-            "/fhir/Condition?code=http://snomed.info/sct|44054006&_sort=-_lastUpdated"),
+            "/fhir/Condition?code=http://snomed.info/sct|44054006&_sort=-_lastUpdated"
+        ),
         "Observation?_lastUpdated=ge<newest> (date col)": lambda p: get(
-            f"/fhir/Observation?_lastUpdated=ge{recent}&_count=20"),
+            f"/fhir/Observation?_lastUpdated=ge{recent}&_count=20"
+        ),
         "next page from the search cache": lambda p: page_two(f"/fhir/Observation?subject=Patient/{p[0]}&_count=5"),
-        "export: compartment_ids_page(Observation, 1 pt)": lambda p: lambda: compartment_ids_page(
-            "Observation", [p[0]]),
-        "export: resource_ids_page(Observation, 1000)": lambda p: lambda: resource_ids_page(
-            "Observation", after=rng.choice(observation_ids)),
+        "export: compartment_ids_page(Observation, 1 pt)": lambda p: (
+            lambda: compartment_ids_page("Observation", [p[0]])
+        ),
+        "export: resource_ids_page(Observation, 1000)": lambda p: (
+            lambda: resource_ids_page("Observation", after=rng.choice(observation_ids))
+        ),
     }
     print(f"\n-- search latency, {repeats} runs each, through the REST stack (ms)")
     print(f"{'query':<52}{'p50':>9}{'p99':>9}{'max':>9}")
@@ -189,19 +211,14 @@ def bench_search(repeats: int) -> None:
             result = run()
             timings.append(result if isinstance(result, float) else time.perf_counter() - started)
         everything.extend(timings)
-        print(f"{name:<52}{percentile_ms(timings, 50):>9.1f}{percentile_ms(timings, 99):>9.1f}{max(timings) * 1000:>9.1f}", flush=True)
-    print(f"{'all of the above':<52}{percentile_ms(everything, 50):>9.1f}{percentile_ms(everything, 99):>9.1f}"
-          f"{max(everything) * 1000:>9.1f}")
-
-
-
-
-
-
-
-
-
-
+        print(
+            f"{name:<52}{percentile_ms(timings, 50):>9.1f}{percentile_ms(timings, 99):>9.1f}{max(timings) * 1000:>9.1f}",
+            flush=True,
+        )
+    print(
+        f"{'all of the above':<52}{percentile_ms(everything, 50):>9.1f}{percentile_ms(everything, 99):>9.1f}"
+        f"{max(everything) * 1000:>9.1f}"
+    )
 
 
 if __name__ == "__main__":

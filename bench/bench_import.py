@@ -21,6 +21,7 @@ It runs in a database of its own (`<DATABASE_URL's name>_bench_import`), created
 
     python -m bench.bench_import [--resources 200000] [--json]
 """
+
 from __future__ import annotations
 
 import time
@@ -29,8 +30,16 @@ from pathlib import Path
 import psycopg
 
 from bench.fhirstack import (
-    FhirStack, fhir_stack, idle_latencies, job_bench, job_bench_arguments, print_json, print_setup, reads_meanwhile,
-    spinning_latencies, worker_rss,
+    FhirStack,
+    fhir_stack,
+    idle_latencies,
+    job_bench,
+    job_bench_arguments,
+    print_json,
+    print_setup,
+    reads_meanwhile,
+    spinning_latencies,
+    worker_rss,
 )
 from bench.support import percentile_ms
 
@@ -42,8 +51,9 @@ IMPORT_TIMEOUT_SECONDS = 3600
 
 
 def main() -> None:
-    options = job_bench_arguments(__doc__, resources=200_000, resources_help="resources imported",
-                                  reuse=False).parse_args()
+    options = job_bench_arguments(
+        __doc__, resources=200_000, resources_help="resources imported", reuse=False
+    ).parse_args()
 
     with job_bench("import", options) as bench:
         workdir, bench_url = bench.workdir, bench.database_url
@@ -56,25 +66,31 @@ def main() -> None:
         total, size = write_inputs(inputs, options.resources)
         print(f"\n-- input: {total:,} resources, {size / 1e6:.0f} MB of NDJSON", flush=True)
         copy_seconds = raw_copy(bench_url, inputs)
-        print(f"raw COPY into a jsonb table: {copy_seconds:.1f} s = {total / copy_seconds:,.0f} resources/s",
-              flush=True)
+        print(
+            f"raw COPY into a jsonb table: {copy_seconds:.1f} s = {total / copy_seconds:,.0f} resources/s", flush=True
+        )
         with fhir_stack(bench.node, environment, workdir, username="bench-import", staff=True) as stack:
             idle = idle_latencies(stack.client, stack.patients)
             spinning = spinning_latencies(stack.client, stack.patients)
             first = run_import(stack, inputs, workdir)
             again = run_import(stack, inputs, workdir)
         schema_seconds = schema_insert(bench_url)
-        print(f"\n-- the imported rows inserted again into empty copies of the store's tables (with their indexes):"
-              f" {schema_seconds:.1f} s = {total / schema_seconds:,.0f} resources/s", flush=True)
+        print(
+            f"\n-- the imported rows inserted again into empty copies of the store's tables (with their indexes):"
+            f" {schema_seconds:.1f} s = {total / schema_seconds:,.0f} resources/s",
+            flush=True,
+        )
         figures = {
-            "resources": total, "copy_resources_per_s": round(total / copy_seconds),
+            "resources": total,
+            "copy_resources_per_s": round(total / copy_seconds),
             "import_seconds": round(first["seconds"], 1),
             "import_resources_per_s": round(total / first["seconds"]),
             "ratio_to_copy": round(copy_seconds / first["seconds"], 3),
             "schema_insert_resources_per_s": round(total / schema_seconds),
             "schema_insert_ratio_to_copy": round(copy_seconds / schema_seconds, 3),
             "import_ratio_to_schema_insert": round(schema_seconds / first["seconds"], 3),
-            "reimport_seconds": round(again["seconds"], 1), "reimport_outcome": again["outcome"],
+            "reimport_seconds": round(again["seconds"], 1),
+            "reimport_outcome": again["outcome"],
             "outcome": first["outcome"],
             "worker_peak_rss_mib": round(max(first["rss"].values()) / 2**20),
             "idle_read_p50_ms": round(percentile_ms(idle, 50), 1),
@@ -84,21 +100,24 @@ def main() -> None:
             "reads_during_import": len(first["latencies"]),
             "spinning_read_p99_ms": round(percentile_ms(spinning, 99), 1),
         }
-        print(f"\n== summary ==\nimport      {figures['import_resources_per_s']:,} resources/s "
-              f"({total:,} in {figures['import_seconds']} s): {first['outcome']}\n"
-              f"raw COPY    {figures['copy_resources_per_s']:,} resources/s; import = "
-              f"{figures['ratio_to_copy']:.1%} of COPY\n"
-              f"store tables {figures['schema_insert_resources_per_s']:,} resources/s by INSERT … SELECT alone = "
-              f"{figures['schema_insert_ratio_to_copy']:.1%} of COPY; the import = "
-              f"{figures['import_ratio_to_schema_insert']:.1%} of it\n"
-              f"re-import   {figures['reimport_seconds']} s: {again['outcome']}\n"
-              f"worker RSS  peak {figures['worker_peak_rss_mib']} MiB (largest process)\n"
-              f"reads       idle p50 {figures['idle_read_p50_ms']} / p99 {figures['idle_read_p99_ms']} ms; during "
-              f"the import p50 {figures['import_read_p50_ms']} / p99 {figures['import_read_p99_ms']} ms "
-              f"({figures['reads_during_import']} reads); ratio p99 "
-              f"{figures['import_read_p99_ms'] / figures['idle_read_p99_ms']:.2f}; beside one core spinning at the "
-              f"lowest priority p99 {figures['spinning_read_p99_ms']} ms, ratio "
-              f"{figures['spinning_read_p99_ms'] / figures['idle_read_p99_ms']:.2f}", flush=True)
+        print(
+            f"\n== summary ==\nimport      {figures['import_resources_per_s']:,} resources/s "
+            f"({total:,} in {figures['import_seconds']} s): {first['outcome']}\n"
+            f"raw COPY    {figures['copy_resources_per_s']:,} resources/s; import = "
+            f"{figures['ratio_to_copy']:.1%} of COPY\n"
+            f"store tables {figures['schema_insert_resources_per_s']:,} resources/s by INSERT … SELECT alone = "
+            f"{figures['schema_insert_ratio_to_copy']:.1%} of COPY; the import = "
+            f"{figures['import_ratio_to_schema_insert']:.1%} of it\n"
+            f"re-import   {figures['reimport_seconds']} s: {again['outcome']}\n"
+            f"worker RSS  peak {figures['worker_peak_rss_mib']} MiB (largest process)\n"
+            f"reads       idle p50 {figures['idle_read_p50_ms']} / p99 {figures['idle_read_p99_ms']} ms; during "
+            f"the import p50 {figures['import_read_p50_ms']} / p99 {figures['import_read_p99_ms']} ms "
+            f"({figures['reads_during_import']} reads); ratio p99 "
+            f"{figures['import_read_p99_ms'] / figures['idle_read_p99_ms']:.2f}; beside one core spinning at the "
+            f"lowest priority p99 {figures['spinning_read_p99_ms']} ms, ratio "
+            f"{figures['spinning_read_p99_ms'] / figures['idle_read_p99_ms']:.2f}",
+            flush=True,
+        )
         print_json(options, figures)
 
 
@@ -127,8 +146,9 @@ def raw_copy(database_url: str, directory: Path) -> float:
         started = time.monotonic()
         with raw.cursor() as cursor:
             # CSV with quote and delimiter bytes that never occur in JSON: each line arrives verbatim.
-            with cursor.copy("COPY bench_raw_copy (body) FROM STDIN WITH (FORMAT csv, QUOTE e'\\x01', "
-                             "DELIMITER e'\\x02')") as copy:
+            with cursor.copy(
+                "COPY bench_raw_copy (body) FROM STDIN WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')"
+            ) as copy:
                 for path in sorted(directory.iterdir()):
                     with path.open("rb") as file:
                         while chunk := file.read(COPY_CHUNK):
@@ -162,14 +182,26 @@ def run_import(stack: FhirStack, inputs: Path, workdir: Path) -> dict:
     """`$import` of every file in `inputs`, with worker RSS sampled and reads timed while it runs."""
     peak_rss: dict[int, int] = {}
     started = time.monotonic()
-    status_url = stack.client.kick_off("$import", {"resourceType": "Parameters", "parameter": [
-        {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
-        *({"name": "input", "part": [{"name": "url", "valueUri": path.as_uri()}]} for path in sorted(inputs.iterdir()))]})
+    status_url = stack.client.kick_off(
+        "$import",
+        {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
+                *(
+                    {"name": "input", "part": [{"name": "url", "valueUri": path.as_uri()}]}
+                    for path in sorted(inputs.iterdir())
+                ),
+            ],
+        },
+    )
     last_poll, outcome = 0.0, None
     with reads_meanwhile(stack.client, stack.patients) as latencies:
         while outcome is None:
             if time.monotonic() - started > IMPORT_TIMEOUT_SECONDS:
-                logs = "".join((workdir / name).read_text(errors="replace")[-3000:] for name in ("web.log", "worker.log"))
+                logs = "".join(
+                    (workdir / name).read_text(errors="replace")[-3000:] for name in ("web.log", "worker.log")
+                )
                 raise SystemExit(f"the import did not finish in {IMPORT_TIMEOUT_SECONDS} s:\n{logs}")
             for pid, (_, rss) in worker_rss(stack.worker).items():
                 peak_rss[pid] = max(peak_rss.get(pid, 0), rss)
@@ -179,8 +211,7 @@ def run_import(stack: FhirStack, inputs: Path, workdir: Path) -> dict:
             else:
                 time.sleep(RSS_SAMPLE_SECONDS)
         seconds = time.monotonic() - started
-    return {"seconds": seconds, "rss": peak_rss, "latencies": latencies,
-            "outcome": outcome["issue"][0]["diagnostics"]}
+    return {"seconds": seconds, "rss": peak_rss, "latencies": latencies, "outcome": outcome["issue"][0]["diagnostics"]}
 
 
 if __name__ == "__main__":

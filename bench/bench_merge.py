@@ -10,6 +10,7 @@ It runs in a database of its own (`<DATABASE_URL's name>_bench_merge`), dropped 
 
     python -m bench.bench_merge [--referrers 10000] [--batch-size 512] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,14 @@ from bench.support import bench_database
 
 def observations(count: int, subject: str, prefix: str):
     for n in range(count):
-        yield {"resourceType": "Observation", "id": f"{prefix}{n:06}", "status": "final",
-               "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-               "subject": {"reference": subject}, "performer": [{"reference": subject}]}
+        yield {
+            "resourceType": "Observation",
+            "id": f"{prefix}{n:06}",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": subject},
+            "performer": [{"reference": subject}],
+        }
 
 
 def load(resources) -> None:
@@ -63,8 +69,11 @@ def main() -> None:
 
         with in_process_bus() as bus:
             started = time.perf_counter()
-            answer = merge_patients(MergeRequest(source_id="src", target_id="tgt", batch_size=options.batch_size),
-                                    started_by="bench", asynchronous=True)
+            answer = merge_patients(
+                MergeRequest(source_id="src", target_id="tgt", batch_size=options.batch_size),
+                started_by="bench",
+                asynchronous=True,
+            )
             bus.drain()
             job_seconds = time.perf_counter() - started
         task = next(p["resource"] for p in answer.body["parameter"] if p["name"] == "task")
@@ -72,17 +81,24 @@ def main() -> None:
         assert job.status == control.JobStatus.COMPLETED and job.report["total"] == options.referrers, job
 
         started = time.perf_counter()
-        merge_patients(MergeRequest(source_id="small-src", target_id="small-tgt"), started_by="bench",
-                       asynchronous=False)
+        merge_patients(
+            MergeRequest(source_id="small-src", target_id="small-tgt"), started_by="bench", asynchronous=False
+        )
         sync_seconds = time.perf_counter() - started
 
-    figures = {"referrers": options.referrers, "batch_size": options.batch_size,
-               "job_seconds": round(job_seconds, 2),
-               "job_resources_per_second": round(options.referrers / job_seconds),
-               "sync_referrers": settings.MERGE_SYNC_MAX_RESOURCES, "sync_seconds": round(sync_seconds, 2)}
-    print(f"MERGE job, {options.referrers} referrers in pages of {options.batch_size}: {job_seconds:.2f} s "
-          f"({figures['job_resources_per_second']} resources/s); synchronous merge of "
-          f"{settings.MERGE_SYNC_MAX_RESOURCES} referrers: {sync_seconds:.2f} s")
+    figures = {
+        "referrers": options.referrers,
+        "batch_size": options.batch_size,
+        "job_seconds": round(job_seconds, 2),
+        "job_resources_per_second": round(options.referrers / job_seconds),
+        "sync_referrers": settings.MERGE_SYNC_MAX_RESOURCES,
+        "sync_seconds": round(sync_seconds, 2),
+    }
+    print(
+        f"MERGE job, {options.referrers} referrers in pages of {options.batch_size}: {job_seconds:.2f} s "
+        f"({figures['job_resources_per_second']} resources/s); synchronous merge of "
+        f"{settings.MERGE_SYNC_MAX_RESOURCES} referrers: {sync_seconds:.2f} s"
+    )
     if options.json:
         print(json.dumps(figures))
 

@@ -22,6 +22,7 @@ object on the last line.
 
     python -m bench.bench_reindex [--resources 1000000] [--json]
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,19 @@ import time
 import psycopg
 
 from bench.fhirstack import (
-    FhirStack, fhir_stack, fill, idle_latencies, job_bench, job_bench_arguments, job_ended, print_json, print_setup,
-    reads_meanwhile, spinning_latencies, stored, worker_rss,
+    FhirStack,
+    fhir_stack,
+    fill,
+    idle_latencies,
+    job_bench,
+    job_bench_arguments,
+    job_ended,
+    print_json,
+    print_setup,
+    reads_meanwhile,
+    spinning_latencies,
+    stored,
+    worker_rss,
 )
 from bench.support import percentile_ms
 
@@ -56,9 +68,12 @@ def main() -> None:
             idle_after = idle_latencies(stack.client, stack.patients)
         sql_seconds, sql_resources, sql_rows = sql_rebuild(bench.database_url)
         figures = summary(idle, idle_after, spinning, run, sql_seconds, sql_resources, sql_rows)
-        figures.update(max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS,
-                       load_idle_before=round(load_before, 2), load_reindex=round(statistics.mean(run["loads"]), 2),
-                       load_idle_after=round(load_after, 2))
+        figures.update(
+            max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS,
+            load_idle_before=round(load_before, 2),
+            load_reindex=round(statistics.mean(run["loads"]), 2),
+            load_idle_after=round(load_after, 2),
+        )
         print_json(options, figures)
 
 
@@ -86,13 +101,22 @@ def reindex(stack: FhirStack) -> dict:
     first = max((rss for at, rss in rss_samples if at < half), default=0)
     second = max((rss for at, rss in rss_samples if at >= half), default=0)
     reindexed = stored()  # every stored, not deleted resource: what a reindex of everything rebuilds
-    print(f"\n-- reindex: {reindexed:,} resources in {seconds:.1f} s = {reindexed / seconds:,.0f} resources/s "
-          f"({job.step('load-ids').done} ranges, {job.step('reindex').done} pages)\n"
-          f"   largest worker process RSS: first half {first / 2**20:.0f} MiB, second half {second / 2**20:.0f} MiB\n"
-          f"   reads meanwhile: p50 {percentile_ms(latencies, 50):.1f} ms, p99 {percentile_ms(latencies, 99):.1f} ms "
-          f"({len(latencies)} reads)", flush=True)
-    return {"resources": reindexed, "seconds": seconds, "rss_first_half": first, "rss_second_half": second,
-            "latencies": latencies, "loads": loads}
+    print(
+        f"\n-- reindex: {reindexed:,} resources in {seconds:.1f} s = {reindexed / seconds:,.0f} resources/s "
+        f"({job.step('load-ids').done} ranges, {job.step('reindex').done} pages)\n"
+        f"   largest worker process RSS: first half {first / 2**20:.0f} MiB, second half {second / 2**20:.0f} MiB\n"
+        f"   reads meanwhile: p50 {percentile_ms(latencies, 50):.1f} ms, p99 {percentile_ms(latencies, 99):.1f} ms "
+        f"({len(latencies)} reads)",
+        flush=True,
+    )
+    return {
+        "resources": reindexed,
+        "seconds": seconds,
+        "rss_first_half": first,
+        "rss_second_half": second,
+        "latencies": latencies,
+        "loads": loads,
+    }
 
 
 def sql_rebuild(database_url: str) -> tuple[float, int, int]:
@@ -111,38 +135,67 @@ def sql_rebuild(database_url: str) -> tuple[float, int, int]:
         seconds = time.monotonic() - started
         resources = connection.execute("SELECT count(*) FROM fhirstore_resource WHERE NOT deleted").fetchone()[0]
         connection.execute("DROP TABLE bench_tokenindex")
-    print(f"\n-- INSERT … SELECT of the identifier token rows of {resources:,} resources ({inserted:,} rows): "
-          f"{seconds:.1f} s = {resources / seconds:,.0f} resources/s", flush=True)
+    print(
+        f"\n-- INSERT … SELECT of the identifier token rows of {resources:,} resources ({inserted:,} rows): "
+        f"{seconds:.1f} s = {resources / seconds:,.0f} resources/s",
+        flush=True,
+    )
     return seconds, resources, inserted
 
 
-def summary(idle_before: list[float], idle_after: list[float], spinning: list[float], run: dict, sql_seconds: float,
-            sql_resources: int, sql_rows: int) -> dict:
+def summary(
+    idle_before: list[float],
+    idle_after: list[float],
+    spinning: list[float],
+    run: dict,
+    sql_seconds: float,
+    sql_resources: int,
+    sql_rows: int,
+) -> dict:
     rate, sql_rate = run["resources"] / run["seconds"], sql_resources / sql_seconds
     idle = idle_before + idle_after
-    idle_p99, busy_p99, spin_p99 = percentile_ms(idle, 99), percentile_ms(run["latencies"], 99), percentile_ms(spinning, 99)
+    idle_p99, busy_p99, spin_p99 = (
+        percentile_ms(idle, 99),
+        percentile_ms(run["latencies"], 99),
+        percentile_ms(spinning, 99),
+    )
     print("\n== summary ==")
-    print(f"reindex throughput  {rate:,.0f} resources/s ({run['resources']:,} resources, every parameter); "
-          f"SQL rebuild of one token parameter {sql_rate:,.0f} resources/s; reindex = {rate / sql_rate:.1%} of it")
-    print(f"worker RSS          largest process {run['rss_first_half'] / 2**20:.0f} MiB in the first half, "
-          f"{run['rss_second_half'] / 2**20:.0f} MiB in the second")
-    print(f"read latency        idle (before and after) p50 {percentile_ms(idle, 50):.1f} / p99 {idle_p99:.1f} ms "
-          f"(p99 before {percentile_ms(idle_before, 99):.1f}, after {percentile_ms(idle_after, 99):.1f}); during the reindex "
-          f"p50 {percentile_ms(run['latencies'], 50):.1f} / p99 {busy_p99:.1f} ms; p99 ratio {busy_p99 / idle_p99:.2f}\n"
-          f"                    beside one core spinning at the lowest priority p99 {spin_p99:.1f} ms, ratio "
-          f"{spin_p99 / idle_p99:.2f}: the floor of any job on this machine", flush=True)
-    return {"resources": run["resources"], "reindex_seconds": round(run["seconds"], 1),
-            "reindex_resources_per_second": round(rate), "sql_rebuild_resources_per_second": round(sql_rate),
-            "sql_rebuild_rows": sql_rows, "reindex_vs_sql": round(rate / sql_rate, 4),
-            "worker_rss_mib_first_half": round(run["rss_first_half"] / 2**20),
-            "worker_rss_mib_second_half": round(run["rss_second_half"] / 2**20),
-            "read_p50_ms_idle": round(percentile_ms(idle, 50), 1), "read_p99_ms_idle": round(idle_p99, 1),
-            "read_p99_ms_idle_before": round(percentile_ms(idle_before, 99), 1),
-            "read_p99_ms_idle_after": round(percentile_ms(idle_after, 99), 1),
-            "read_p50_ms_reindex": round(percentile_ms(run["latencies"], 50), 1),
-            "read_p99_ms_reindex": round(busy_p99, 1), "read_p99_ratio": round(busy_p99 / idle_p99, 2),
-            "read_p99_ms_spinning": round(spin_p99, 1), "read_p99_ratio_spinning": round(spin_p99 / idle_p99, 2),
-            "reads_during_reindex": len(run["latencies"])}
+    print(
+        f"reindex throughput  {rate:,.0f} resources/s ({run['resources']:,} resources, every parameter); "
+        f"SQL rebuild of one token parameter {sql_rate:,.0f} resources/s; reindex = {rate / sql_rate:.1%} of it"
+    )
+    print(
+        f"worker RSS          largest process {run['rss_first_half'] / 2**20:.0f} MiB in the first half, "
+        f"{run['rss_second_half'] / 2**20:.0f} MiB in the second"
+    )
+    print(
+        f"read latency        idle (before and after) p50 {percentile_ms(idle, 50):.1f} / p99 {idle_p99:.1f} ms "
+        f"(p99 before {percentile_ms(idle_before, 99):.1f}, after {percentile_ms(idle_after, 99):.1f}); during the reindex "
+        f"p50 {percentile_ms(run['latencies'], 50):.1f} / p99 {busy_p99:.1f} ms; p99 ratio {busy_p99 / idle_p99:.2f}\n"
+        f"                    beside one core spinning at the lowest priority p99 {spin_p99:.1f} ms, ratio "
+        f"{spin_p99 / idle_p99:.2f}: the floor of any job on this machine",
+        flush=True,
+    )
+    return {
+        "resources": run["resources"],
+        "reindex_seconds": round(run["seconds"], 1),
+        "reindex_resources_per_second": round(rate),
+        "sql_rebuild_resources_per_second": round(sql_rate),
+        "sql_rebuild_rows": sql_rows,
+        "reindex_vs_sql": round(rate / sql_rate, 4),
+        "worker_rss_mib_first_half": round(run["rss_first_half"] / 2**20),
+        "worker_rss_mib_second_half": round(run["rss_second_half"] / 2**20),
+        "read_p50_ms_idle": round(percentile_ms(idle, 50), 1),
+        "read_p99_ms_idle": round(idle_p99, 1),
+        "read_p99_ms_idle_before": round(percentile_ms(idle_before, 99), 1),
+        "read_p99_ms_idle_after": round(percentile_ms(idle_after, 99), 1),
+        "read_p50_ms_reindex": round(percentile_ms(run["latencies"], 50), 1),
+        "read_p99_ms_reindex": round(busy_p99, 1),
+        "read_p99_ratio": round(busy_p99 / idle_p99, 2),
+        "read_p99_ms_spinning": round(spin_p99, 1),
+        "read_p99_ratio_spinning": round(spin_p99 / idle_p99, 2),
+        "reads_during_reindex": len(run["latencies"]),
+    }
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ The store holds `generate_fhir --patients 500 --seed 1` in a database of its own
 (`<DATABASE_URL's name>_bench_scheduling`), created at start and dropped at the end.
 Start delay = JobRun.started_at (Postgres clock) − tick; both clocks are this machine's.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,14 @@ class Stack:
     def start(self, argv: list[str], env: dict[str, str], ready: str) -> subprocess.Popen:
         log = Path(tempfile.mkstemp(prefix="bench-scheduling-", suffix=".log")[1])
         with log.open("wb") as out:
-            process = subprocess.Popen(argv, cwd=PROJECT_DIR, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                argv,
+                cwd=PROJECT_DIR,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes.append((process, log))
         deadline = time.monotonic() + 90
         while ready not in log.read_text(errors="replace"):
@@ -75,8 +82,11 @@ class Stack:
 
 
 def beat(stack: Stack, env: dict[str, str]) -> subprocess.Popen:
-    return stack.start([sys.executable, "-m", "celery", "-A", "heavylift", "beat", "--loglevel", "INFO", "--pidfile="],
-                       env, "beat: Starting...")
+    return stack.start(
+        [sys.executable, "-m", "celery", "-A", "heavylift", "beat", "--loglevel", "INFO", "--pidfile="],
+        env,
+        "beat: Starting...",
+    )
 
 
 def phase(name: str, seconds: int, meanwhile: Callable[[], None] = lambda: None) -> tuple[str, datetime, datetime]:
@@ -96,8 +106,9 @@ class Exports:
     def __init__(self) -> None:
         from django.contrib.auth import get_user_model
 
-        self.users = [get_user_model().objects.create(username=f"bench-scheduling-{index}")
-                      for index in range(EXPORT_USERS)]
+        self.users = [
+            get_user_model().objects.create(username=f"bench-scheduling-{index}") for index in range(EXPORT_USERS)
+        ]
         self.running: dict[int, uuid.UUID] = {}
         self.completed = 0
 
@@ -114,14 +125,18 @@ class Exports:
                     continue
                 delete_export(user, export_id)  # its files: the disk stays bounded however long the run
                 self.completed += 1
-            started = kick_off(user, parse_export_request(Level.SYSTEM, []), base_url="http://bench/fhir",
-                               request_url="http://bench/fhir/$export")
+            started = kick_off(
+                user,
+                parse_export_request(Level.SYSTEM, []),
+                base_url="http://bench/fhir",
+                request_url="http://bench/fhir/$export",
+            )
             self.running[user.pk] = started.export.id
 
 
 def report(name: str, started: datetime, stopped: datetime) -> str:
-    from scheduling.models import JobRun, RunOutcome
     from bench.periodic_for_bench import BENCH_JOBS
+    from scheduling.models import JobRun, RunOutcome
 
     runs = JobRun.objects.filter(job_name__in=BENCH_JOBS, tick__gt=started + SETTLE, tick__lt=stopped - SETTLE)
     ticks = int((stopped - started - 2 * SETTLE).total_seconds()) * len(BENCH_JOBS)
@@ -155,20 +170,50 @@ def main() -> None:
                 call_command("generate_fhir", patients=PATIENTS, seed=1, no_progress=True)
                 print(f"starting 3 scheduler workers (x{SCHEDULER_THREADS}) and 2 beats ...", flush=True)
                 for index in range(3):
-                    stack.start([sys.executable, "manage.py", "run_scheduler_worker", "--", "--without-mingle",
-                                 "--without-gossip"],
-                                {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": scheduled_queue}, " ready.")
-                beats = [beat(stack, {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": scheduled_queue})
-                         for index in range(2)]
+                    stack.start(
+                        [
+                            sys.executable,
+                            "manage.py",
+                            "run_scheduler_worker",
+                            "--",
+                            "--without-mingle",
+                            "--without-gossip",
+                        ],
+                        {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": scheduled_queue},
+                        " ready.",
+                    )
+                beats = [
+                    beat(stack, {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": scheduled_queue})
+                    for index in range(2)
+                ]
                 phases.append(phase("idle", PHASE_SECONDS))
 
-                print(f"starting {BUSY_WORKERS} batch workers (BATCH_MAX_THREADS={BUSY_CONCURRENCY}) on {batch_queue}, "
-                      f"exports back to back ...", flush=True)
+                print(
+                    f"starting {BUSY_WORKERS} batch workers (BATCH_MAX_THREADS={BUSY_CONCURRENCY}) on {batch_queue}, "
+                    f"exports back to back ...",
+                    flush=True,
+                )
                 for index in range(BUSY_WORKERS):
-                    stack.start([sys.executable, "-m", "celery", "-A", "heavylift", "worker", "-Q", batch_queue,
-                                 "--loglevel", "INFO", "--without-mingle", "--without-gossip",
-                                 "--hostname", f"{batch_node}-{index}@%h"],
-                                {**base, "BATCH_MAX_THREADS": str(BUSY_CONCURRENCY)}, " ready.")
+                    stack.start(
+                        [
+                            sys.executable,
+                            "-m",
+                            "celery",
+                            "-A",
+                            "heavylift",
+                            "worker",
+                            "-Q",
+                            batch_queue,
+                            "--loglevel",
+                            "INFO",
+                            "--without-mingle",
+                            "--without-gossip",
+                            "--hostname",
+                            f"{batch_node}-{index}@%h",
+                        ],
+                        {**base, "BATCH_MAX_THREADS": str(BUSY_CONCURRENCY)},
+                        " ready.",
+                    )
                 exports = Exports()
                 exports.top_up()
                 phases.append(phase("busy", PHASE_SECONDS, exports.top_up))
@@ -180,8 +225,10 @@ def main() -> None:
                     beat(stack, {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": batch_queue})
                 phases.append(phase("baseline", PHASE_SECONDS, exports.top_up))
 
-                print(f"\nstart delay of a clustered job after its tick (ms), 2 beats, 3 scheduler workers, "
-                      f"{os.cpu_count()} CPUs; {exports.completed} exports completed meanwhile")
+                print(
+                    f"\nstart delay of a clustered job after its tick (ms), 2 beats, 3 scheduler workers, "
+                    f"{os.cpu_count()} CPUs; {exports.completed} exports completed meanwhile"
+                )
                 print(f"{'phase':<10} {'p50':>8} {'p99':>8} {'max':>8} {'ran/ticks':>11} {'missed':>6}")
                 for name, started, stopped in phases:
                     print(report(name, started, stopped))
@@ -193,6 +240,7 @@ def main() -> None:
                         broker.default_channel.queue_purge(queue)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
 
 if __name__ == "__main__":
     main()

@@ -22,6 +22,7 @@ prints the figures as one JSON object on the last line.
 
     python -m bench.bench_terminology [--json] [--snomed [CONCEPTS]]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=2000, help="generated resources for the read probe")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
-    parser.add_argument("--snomed", type=int, nargs="?", const=360_000, default=0, metavar="CONCEPTS",
-                        help="upload a synthetic SNOMED CT edition of this many active concepts instead")
+    parser.add_argument(
+        "--snomed",
+        type=int,
+        nargs="?",
+        const=360_000,
+        default=0,
+        metavar="CONCEPTS",
+        help="upload a synthetic SNOMED CT edition of this many active concepts instead",
+    )
     options = parser.parse_args()
     if options.snomed:
         bench_snomed(options)
@@ -65,9 +73,12 @@ def main() -> None:
         try:
             from django.conf import settings
 
-            print(f"database {name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
-                  f"upload chunks at once {settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS or 'all'}, "
-                  f"{settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS} concepts each", flush=True)
+            print(
+                f"database {name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
+                f"upload chunks at once {settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS or 'all'}, "
+                f"{settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS} concepts each",
+                flush=True,
+            )
             fill(options.resources)
             with fhir_stack(node, environment, workdir, username="bench-terminology", staff=True) as stack:
                 load_before = os.getloadavg()[0]
@@ -76,26 +87,34 @@ def main() -> None:
                 probes = lookups_and_below(stack.client)
             copy_seconds, copied, all_copy_seconds, all_rows = raw_copy()
             figures = {
-                "concepts": upload["concepts"], "closure_rows": upload["closure_rows"],
+                "concepts": upload["concepts"],
+                "closure_rows": upload["closure_rows"],
                 "upload_seconds": round(upload["seconds"], 2),
                 "upload_concepts_per_s": round(upload["concepts"] / upload["seconds"]),
-                "copy_seconds": round(copy_seconds, 3), "copy_concepts_per_s": round(copied / copy_seconds),
+                "copy_seconds": round(copy_seconds, 3),
+                "copy_concepts_per_s": round(copied / copy_seconds),
                 "upload_vs_copy": round((upload["concepts"] / upload["seconds"]) / (copied / copy_seconds), 4),
-                "copy_all_rows": all_rows, "copy_all_seconds": round(all_copy_seconds, 3),
+                "copy_all_rows": all_rows,
+                "copy_all_seconds": round(all_copy_seconds, 3),
                 "upload_vs_copy_all": round(all_copy_seconds / upload["seconds"], 4),
                 "rss_first_half_mib": round(upload["rss_first_half"] / 2**20),
                 "rss_second_half_mib": round(upload["rss_second_half"] / 2**20),
                 "read_p99_idle_ms": round(percentile_ms(idle, 99), 2),
                 "read_p99_during_ms": round(percentile_ms(upload["latencies"], 99), 2),
                 "read_p99_ratio": round(percentile_ms(upload["latencies"], 99) / percentile_ms(idle, 99), 2),
-                **probes, "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+                **probes,
+                "load_before": round(load_before, 2),
+                "load_after": round(os.getloadavg()[0], 2),
             }
-            print(f"\n-- raw COPY of the same {copied:,} concept rows: {copy_seconds:.2f} s = "
-                  f"{copied / copy_seconds:,.0f} concepts/s; the upload reached {figures['upload_vs_copy']:.1%} "
-                  f"of it (parse, designations, properties, links and closure included)\n"
-                  f"-- raw COPY of every row the upload writes ({all_rows:,}: concepts, designations, properties, "
-                  f"links, closure computed beforehand): {all_copy_seconds:.2f} s; the upload took "
-                  f"{upload['seconds'] / all_copy_seconds:.1f}x that", flush=True)
+            print(
+                f"\n-- raw COPY of the same {copied:,} concept rows: {copy_seconds:.2f} s = "
+                f"{copied / copy_seconds:,.0f} concepts/s; the upload reached {figures['upload_vs_copy']:.1%} "
+                f"of it (parse, designations, properties, links and closure included)\n"
+                f"-- raw COPY of every row the upload writes ({all_rows:,}: concepts, designations, properties, "
+                f"links, closure computed beforehand): {all_copy_seconds:.2f} s; the upload took "
+                f"{upload['seconds'] / all_copy_seconds:.1f}x that",
+                flush=True,
+            )
             if options.json:
                 print(json.dumps(figures))
         finally:
@@ -111,26 +130,37 @@ def bench_snomed(options) -> None:
     with bench_database("bench_terminology") as (_, name):
         workdir = Path(tempfile.mkdtemp(prefix="bench-terminology-"))
         edition = workdir / "rf2"
-        environment = {**os.environ, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING",
-                       "BULK_IMPORT_FILE_ROOT": str(edition)}
+        environment = {
+            **os.environ,
+            "JOB_SCHEDULING": "false",
+            "LOG_LEVEL": "WARNING",
+            "BULK_IMPORT_FILE_ROOT": str(edition),
+        }
         try:
             started = time.monotonic()
             counts = write_edition(edition, options.snomed)
-            print(f"database {name}; edition written in {time.monotonic() - started:.1f} s: "
-                  + ", ".join(f"{kind} {count:,}" for kind, count in counts.items()), flush=True)
+            print(
+                f"database {name}; edition written in {time.monotonic() - started:.1f} s: "
+                + ", ".join(f"{kind} {count:,}" for kind, count in counts.items()),
+                flush=True,
+            )
             fill(options.resources)
-            attachments = [{"title": file_name, "url": (edition / file_name).as_uri()}
-                           for file_name in FILE_NAMES.values()]
+            attachments = [
+                {"title": file_name, "url": (edition / file_name).as_uri()} for file_name in FILE_NAMES.values()
+            ]
             with fhir_stack(node, environment, workdir, username="bench-terminology", staff=True) as stack:
                 load_before = os.getloadavg()[0]
                 upload = upload_files(stack, SNOMED_CT, attachments)
             figures = {
-                "snomed_concepts": upload["concepts"], "snomed_closure_rows": upload["closure_rows"],
-                "snomed_is_a_links": counts["is_a"], "snomed_upload_seconds": round(upload["seconds"], 1),
+                "snomed_concepts": upload["concepts"],
+                "snomed_closure_rows": upload["closure_rows"],
+                "snomed_is_a_links": counts["is_a"],
+                "snomed_upload_seconds": round(upload["seconds"], 1),
                 "snomed_closure_rows_per_s": round(upload["closure_rows"] / upload["seconds"]),
                 "rss_first_half_mib": round(upload["rss_first_half"] / 2**20),
                 "rss_second_half_mib": round(upload["rss_second_half"] / 2**20),
-                "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+                "load_before": round(load_before, 2),
+                "load_after": round(os.getloadavg()[0], 2),
             }
             if options.json:
                 print(json.dumps(figures))
@@ -139,25 +169,33 @@ def bench_snomed(options) -> None:
 
 
 def upload_icd10cm(stack) -> dict:
-    return upload_files(stack, ICD10CM, [{"title": "icd10cm-tabular-2026.xml",
-                                          "data": base64.b64encode(FULL_FILE.read_bytes()).decode()}])
+    return upload_files(
+        stack,
+        ICD10CM,
+        [{"title": "icd10cm-tabular-2026.xml", "data": base64.b64encode(FULL_FILE.read_bytes()).decode()}],
+    )
 
 
 def upload_files(stack, system: str, attachments: list[dict]) -> dict:
     """Upload, timed until the job has ended, with worker RSS sampled; SystemExit unless made current."""
     from fhirstore.terminology.models import CodeSystemVersion
 
-    body = {"resourceType": "Parameters", "parameter": [
-        {"name": "system", "valueUri": system},
-        *({"name": "file", "valueAttachment": attachment} for attachment in attachments)]}
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "system", "valueUri": system},
+            *({"name": "file", "valueAttachment": attachment} for attachment in attachments),
+        ],
+    }
     rss_samples: list[tuple[float, int]] = []
     started = time.monotonic()
     status_url = stack.client.kick_off("CodeSystem/$upload-external-code-system", body)
     job_id = status_url.rstrip("/").rsplit("/", 1)[-1]
     with reads_meanwhile(stack.client, stack.patients) as latencies:
         while not job_ended(job_id):
-            rss_samples.append((time.monotonic() - started, max((rss for _, rss in worker_rss(stack.worker).values()),
-                                                                default=0)))
+            rss_samples.append(
+                (time.monotonic() - started, max((rss for _, rss in worker_rss(stack.worker).values()), default=0))
+            )
             time.sleep(RSS_SAMPLE_SECONDS)
         seconds = time.monotonic() - started
     version = CodeSystemVersion.objects.filter(system=system).first()
@@ -166,12 +204,21 @@ def upload_files(stack, system: str, attachments: list[dict]) -> dict:
     half = seconds / 2
     first = max((rss for at, rss in rss_samples if at < half), default=0)
     second = max((rss for at, rss in rss_samples if at >= half), default=0)
-    print(f"\n-- upload: {version.concept_count:,} concepts, {version.closure_count:,} closure rows in {seconds:.1f} s "
-          f"= {version.concept_count / seconds:,.0f} concepts/s\n"
-          f"   largest worker process RSS: first half {first / 2**20:.0f} MiB, second half {second / 2**20:.0f} MiB\n"
-          f"   reads meanwhile: p99 {percentile_ms(latencies, 99):.1f} ms ({len(latencies)} reads)", flush=True)
-    return {"concepts": version.concept_count, "closure_rows": version.closure_count, "seconds": seconds,
-            "rss_first_half": first, "rss_second_half": second, "latencies": latencies}
+    print(
+        f"\n-- upload: {version.concept_count:,} concepts, {version.closure_count:,} closure rows in {seconds:.1f} s "
+        f"= {version.concept_count / seconds:,.0f} concepts/s\n"
+        f"   largest worker process RSS: first half {first / 2**20:.0f} MiB, second half {second / 2**20:.0f} MiB\n"
+        f"   reads meanwhile: p99 {percentile_ms(latencies, 99):.1f} ms ({len(latencies)} reads)",
+        flush=True,
+    )
+    return {
+        "concepts": version.concept_count,
+        "closure_rows": version.closure_count,
+        "seconds": seconds,
+        "rss_first_half": first,
+        "rss_second_half": second,
+        "latencies": latencies,
+    }
 
 
 def lookups_and_below(client) -> dict:
@@ -184,10 +231,20 @@ def lookups_and_below(client) -> dict:
     codes = list(Concept.objects.filter(abstract=False).values_list("code", flat=True))
     chosen = random.Random(7).sample(codes, PROBES)
     with transaction.atomic():
-        save_resources([Write({"resourceType": "Condition", "id": f"bench-c{n}",
-                               "subject": {"reference": "Patient/bench"},
-                               "code": {"coding": [{"system": ICD10CM, "code": code}]}})
-                        for n, code in enumerate(random.Random(8).sample(codes, 500))], authority=SERVER)
+        save_resources(
+            [
+                Write(
+                    {
+                        "resourceType": "Condition",
+                        "id": f"bench-c{n}",
+                        "subject": {"reference": "Patient/bench"},
+                        "code": {"coding": [{"system": ICD10CM, "code": code}]},
+                    }
+                )
+                for n, code in enumerate(random.Random(8).sample(codes, 500))
+            ],
+            authority=SERVER,
+        )
     lookups, below = [], []
     for code in chosen:
         started = time.perf_counter()
@@ -197,11 +254,17 @@ def lookups_and_below(client) -> dict:
         started = time.perf_counter()
         client.request("GET", f"{client.base}/Condition?code:below={ICD10CM}|E11&_count=50")
         below.append(time.perf_counter() - started)
-    print(f"\n-- $lookup p50 {percentile_ms(lookups, 50):.1f} ms, p99 {percentile_ms(lookups, 99):.1f} ms; "
-          f":below=E11 p50 {percentile_ms(below, 50):.1f} ms, p99 {percentile_ms(below, 99):.1f} ms", flush=True)
-    return {"lookup_p50_ms": round(percentile_ms(lookups, 50), 2),
-            "lookup_p99_ms": round(percentile_ms(lookups, 99), 2),
-            "below_p50_ms": round(percentile_ms(below, 50), 2), "below_p99_ms": round(percentile_ms(below, 99), 2)}
+    print(
+        f"\n-- $lookup p50 {percentile_ms(lookups, 50):.1f} ms, p99 {percentile_ms(lookups, 99):.1f} ms; "
+        f":below=E11 p50 {percentile_ms(below, 50):.1f} ms, p99 {percentile_ms(below, 99):.1f} ms",
+        flush=True,
+    )
+    return {
+        "lookup_p50_ms": round(percentile_ms(lookups, 50), 2),
+        "lookup_p99_ms": round(percentile_ms(lookups, 99), 2),
+        "below_p50_ms": round(percentile_ms(below, 50), 2),
+        "below_p99_ms": round(percentile_ms(below, 99), 2),
+    }
 
 
 def raw_copy() -> tuple[float, int, float, int]:
@@ -225,13 +288,18 @@ def raw_copy() -> tuple[float, int, float, int]:
                     todo.append(parent)
         closure += [(0, ancestor, record.code) for ancestor in seen]
     tables = {
-        "concept": ("code_system_version_id, code, display, abstract",
-                    [(0, r.code, r.display, r.abstract) for r in records]),
-        "designation": ("code_system_version_id, code, value, language, use_system, use_code",
-                        [(0, r.code, d.value, d.language, d.use_system, d.use_code)
-                         for r in records for d in r.designations]),
-        "conceptproperty": ("code_system_version_id, code, property, value, type, system",
-                            [(0, r.code, p.name, p.value, p.type, p.system) for r in records for p in r.properties]),
+        "concept": (
+            "code_system_version_id, code, display, abstract",
+            [(0, r.code, r.display, r.abstract) for r in records],
+        ),
+        "designation": (
+            "code_system_version_id, code, value, language, use_system, use_code",
+            [(0, r.code, d.value, d.language, d.use_system, d.use_code) for r in records for d in r.designations],
+        ),
+        "conceptproperty": (
+            "code_system_version_id, code, property, value, type, system",
+            [(0, r.code, p.name, p.value, p.type, p.system) for r in records for p in r.properties],
+        ),
         "parentlink": ("code_system_version_id, child, parent", [(0, r.code, p) for r in records for p in r.parents]),
         "closure": ("code_system_version_id, ancestor, descendant", closure),
     }

@@ -4,6 +4,7 @@ Each of them runs the Procfile's `web` (gunicorn) and `worker` (celery) on a nod
 over HTTP with an API token while its job runs (the live API's latency is part of every figure), and samples
 the worker processes' memory. Those parts live here so that the three measure the same way.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,9 @@ WARMUP_READS = 100  # untimed reads first: each gunicorn thread's first requests
 STARTUP_SECONDS = 120  # a cold gunicorn or celery start on a loaded 2-core machine
 
 
-def job_bench_arguments(doc: str, *, resources: int, resources_help: str = "store size",
-                        reuse: bool = True) -> argparse.ArgumentParser:
+def job_bench_arguments(
+    doc: str, *, resources: int, resources_help: str = "store size", reuse: bool = True
+) -> argparse.ArgumentParser:
     """The options every FHIR job benchmark takes (`--resources`, `--keep`, `--reuse` where a kept store can be
     measured again, `--json`); a benchmark adds its own before parsing."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -51,6 +53,7 @@ def job_bench_arguments(doc: str, *, resources: int, resources_help: str = "stor
 @dataclass(frozen=True)
 class JobBench:
     """Where one FHIR job benchmark runs: its database, a scratch directory, its node, its processes' environment."""
+
     database_url: str
     database_name: str
     workdir: Path
@@ -68,8 +71,9 @@ def job_bench(name: str, options: argparse.Namespace) -> Iterator[JobBench]:
     with bench_database(f"bench_{name}", reuse=getattr(options, "reuse", False), keep=options.keep) as (url, database):
         workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         try:
-            yield JobBench(url, database, workdir, node,
-                           {**os.environ, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING"})
+            yield JobBench(
+                url, database, workdir, node, {**os.environ, "JOB_SCHEDULING": "false", "LOG_LEVEL": "WARNING"}
+            )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -78,8 +82,11 @@ def print_setup(bench: JobBench, detail: str) -> None:
     """The first line of every FHIR job benchmark: what it runs on."""
     from django.conf import settings
 
-    print(f"database {bench.database_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
-          f"{detail}", flush=True)
+    print(
+        f"database {bench.database_name}; {os.cpu_count()} CPUs; worker processes {settings.BATCH_MAX_THREADS}; "
+        f"{detail}",
+        flush=True,
+    )
 
 
 def print_json(options: argparse.Namespace, figures: dict) -> None:
@@ -118,8 +125,12 @@ class FhirClient:
         if parameters is None:
             response = self.request("GET", f"{self.base}/{operation}", headers)
         else:
-            response = self.request("POST", f"{self.base}/{operation}", {**headers, "Content-Type": "application/fhir+json"},
-                                    json.dumps(parameters).encode())
+            response = self.request(
+                "POST",
+                f"{self.base}/{operation}",
+                {**headers, "Content-Type": "application/fhir+json"},
+                json.dumps(parameters).encode(),
+            )
         return response.headers["Content-Location"]
 
     def poll(self, status_url: str) -> dict | None:
@@ -143,18 +154,25 @@ class FhirStack:
 
 
 @contextmanager
-def fhir_stack(node: str, environment: dict[str, str], workdir: Path, *, username: str,
-               staff: bool = False) -> Iterator[FhirStack]:
+def fhir_stack(
+    node: str, environment: dict[str, str], workdir: Path, *, username: str, staff: bool = False
+) -> Iterator[FhirStack]:
     """The Procfile's web and worker processes on `node`, up and ready; stopped on exit.
 
     The worker is the Procfile's command line: it declares its node's batch queue itself (`celeryd_init`).
     It is waited for until it consumes that queue, because a message sent to a queue no worker declared
     yet is dropped by Redis."""
     port = free_port()
-    web = start_process(["gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                         "--threads", "4"], environment, workdir / "web.log")
-    worker = start_process(["celery", "-A", "heavylift", "worker", "-E", "--loglevel", "WARNING", "--hostname",
-                            f"{node}-%h-%i"], environment, workdir / "worker.log")
+    web = start_process(
+        ["gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"],
+        environment,
+        workdir / "web.log",
+    )
+    worker = start_process(
+        ["celery", "-A", "heavylift", "worker", "-E", "--loglevel", "WARNING", "--hostname", f"{node}-%h-%i"],
+        environment,
+        workdir / "worker.log",
+    )
     try:
         client = FhirClient(f"http://127.0.0.1:{port}/fhir", api_token(username, staff=staff))
         client.wait_until_up()
@@ -192,8 +210,11 @@ def _counted_reads(client: FhirClient, patients: list[str], count: int, label: s
     """`count` reads timed by the probe process, their p50 and p99 printed under `label`."""
     with reads_meanwhile(client, patients, reads=count) as latencies:
         pass
-    print(f"\n-- {label}: GET /fhir/Patient/[id] p50 {percentile_ms(latencies, 50):.1f} ms, "
-          f"p99 {percentile_ms(latencies, 99):.1f} ms ({len(latencies)} reads)", flush=True)
+    print(
+        f"\n-- {label}: GET /fhir/Patient/[id] p50 {percentile_ms(latencies, 50):.1f} ms, "
+        f"p99 {percentile_ms(latencies, 99):.1f} ms ({len(latencies)} reads)",
+        flush=True,
+    )
     return latencies
 
 
@@ -299,8 +320,14 @@ def start_process(argv: list[str], environment: dict[str, str], log: Path) -> su
     """`argv[0]` from this virtualenv, in its own session (so that stopping it stops its children)."""
     executable = str(Path(sys.executable).parent / argv[0])
     with log.open("wb") as out:
-        return subprocess.Popen([executable, *argv[1:]], cwd=PROJECT_DIR, env=environment, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [executable, *argv[1:]],
+            cwd=PROJECT_DIR,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -325,7 +352,12 @@ def _wait_for_queue_consumer(node: str, log: Path, timeout: float = STARTUP_SECO
 
     queue = work_notification_queue(node)
     deadline = time.monotonic() + timeout
-    while not any(declared["name"] == queue for queues in (app.control.inspect(timeout=1).active_queues() or {}).values()
-                  for declared in queues):
+    while not any(
+        declared["name"] == queue
+        for queues in (app.control.inspect(timeout=1).active_queues() or {}).values()
+        for declared in queues
+    ):
         if time.monotonic() > deadline:
-            raise SystemExit(f"no worker consumes {queue} after {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
+            raise SystemExit(
+                f"no worker consumes {queue} after {timeout} s:\n{log.read_text(errors='replace')[-3000:]}"
+            )

@@ -12,6 +12,7 @@ English refset, the others acceptable; 3 % more concepts inactive (no IS-A). Fil
 
     python -m bench.generate_snomed_rf2 DIRECTORY [--concepts 360000] [--seed 23]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,7 @@ HEADERS = {
     "concept": "id effectiveTime active moduleId definitionStatusId",
     "description": "id effectiveTime active moduleId conceptId languageCode typeId term caseSignificanceId",
     "relationship": "id effectiveTime active moduleId sourceId destinationId relationshipGroup typeId "
-                    "characteristicTypeId modifierId",
+    "characteristicTypeId modifierId",
     "language": "id effectiveTime active moduleId refsetId referencedComponentId acceptabilityId",
 }
 FILE_NAMES = {
@@ -40,19 +41,66 @@ FILE_NAMES = {
     "relationship": f"sct2_Relationship_Snapshot_INT_{DATE}.txt",
     "language": f"der2_cRefset_LanguageSnapshot-en_INT_{DATE}.txt",
 }
-WORDS = ("acute", "chronic", "lesion", "disorder", "fracture", "structure", "procedure", "finding", "left", "right",
-         "upper", "lower", "renal", "hepatic", "cardiac", "pulmonary", "neoplasm", "infection", "congenital", "bone")
+WORDS = (
+    "acute",
+    "chronic",
+    "lesion",
+    "disorder",
+    "fracture",
+    "structure",
+    "procedure",
+    "finding",
+    "left",
+    "right",
+    "upper",
+    "lower",
+    "renal",
+    "hepatic",
+    "cardiac",
+    "pulmonary",
+    "neoplasm",
+    "infection",
+    "congenital",
+    "bone",
+)
 
-_D = [[(i + j) % 5 + 5 * ((i // 5 + j // 5) % 2) if i < 5 and j < 5 else
-                (i + j) % 5 + 5 * ((i // 5 + j // 5) % 2) if i >= 5 and j >= 5 else
-                (i + j) % 5 + 5 if i < 5 else (i - j) % 5 + 5 if False else 0 for j in range(10)] for i in range(10)]
-_D = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5], [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
-      [3, 4, 0, 1, 2, 8, 9, 5, 6, 7], [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-      [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3], [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
-      [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]]
-_P = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4], [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-      [8, 9, 1, 6, 0, 4, 3, 5, 2, 7], [9, 4, 5, 3, 1, 2, 6, 8, 7, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
-      [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8]]
+_D = [
+    [
+        (i + j) % 5 + 5 * ((i // 5 + j // 5) % 2)
+        if i < 5 and j < 5
+        else (i + j) % 5 + 5 * ((i // 5 + j // 5) % 2)
+        if i >= 5 and j >= 5
+        else (i + j) % 5 + 5
+        if i < 5
+        else (i - j) % 5 + 5
+        if False
+        else 0
+        for j in range(10)
+    ]
+    for i in range(10)
+]
+_D = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+    [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+    [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+    [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+    [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+    [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+    [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+]
+_P = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+    [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+    [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+    [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+    [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+    [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+]
 _INV = [0, 4, 3, 2, 1, 5, 6, 7, 8, 9]
 
 
@@ -75,9 +123,9 @@ def level_sizes(concepts: int, levels: int = LEVELS) -> list[int]:
     low, high = 1.0, 10.0
     for _ in range(60):
         ratio = (low + high) / 2
-        total = sum(ratio ** k for k in range(1, levels))
+        total = sum(ratio**k for k in range(1, levels))
         low, high = (ratio, high) if total < concepts - 1 else (low, ratio)
-    sizes = [max(1, round(ratio ** k)) for k in range(1, levels)]
+    sizes = [max(1, round(ratio**k)) for k in range(1, levels)]
     sizes[-1] += concepts - 1 - sum(sizes)
     return sizes
 
@@ -88,8 +136,10 @@ def write_edition(directory: Path, concepts: int = 360_000, seed: int = 23) -> d
     rng = random.Random(seed)
     counts = dict.fromkeys((*HEADERS, "is_a"), 0)
     with ExitStack() as stack:
-        out = {kind: stack.enter_context(open(directory / name, "w", encoding="utf-8", newline=""))
-               for kind, name in FILE_NAMES.items()}
+        out = {
+            kind: stack.enter_context(open(directory / name, "w", encoding="utf-8", newline=""))
+            for kind, name in FILE_NAMES.items()
+        }
         for kind, header in HEADERS.items():
             out[kind].write(header.replace(" ", "\t") + "\r\n")
 
@@ -109,14 +159,23 @@ def write_edition(directory: Path, concepts: int = 360_000, seed: int = 23) -> d
                 if len(levels) > 1 and rng.random() < SECOND_PARENT_SHARE:
                     parents.add(rng.choice(levels[rng.randrange(len(levels))]))
                 for parent in sorted(parents):
-                    write("relationship", sctid(ids.next(), "02"), DATE, 1, CORE, code, parent, 0, IS_A, INFERRED,
-                          SOME)
+                    write("relationship", sctid(ids.next(), "02"), DATE, 1, CORE, code, parent, 0, IS_A, INFERRED, SOME)
                     counts["is_a"] += 1
                 if rng.random() < 0.1:  # an attribute, and a retired IS-A: rows the loader must skip
-                    write("relationship", sctid(ids.next(), "02"), DATE, 1, CORE, code, rng.choice(above), 1,
-                          FINDING_SITE, INFERRED, SOME)
-                    write("relationship", sctid(ids.next(), "02"), DATE, 0, CORE, code, ROOT, 0, IS_A, INFERRED,
-                          SOME)
+                    write(
+                        "relationship",
+                        sctid(ids.next(), "02"),
+                        DATE,
+                        1,
+                        CORE,
+                        code,
+                        rng.choice(above),
+                        1,
+                        FINDING_SITE,
+                        INFERRED,
+                        SOME,
+                    )
+                    write("relationship", sctid(ids.next(), "02"), DATE, 0, CORE, code, ROOT, 0, IS_A, INFERRED, SOME)
                 level.append(code)
             levels.append(level)
         for _ in range(round(concepts * INACTIVE_SHARE)):
@@ -136,8 +195,9 @@ class _Ids:
 def _concept(write, ids: _Ids, rng: random.Random, code: str, *, active: bool, name: str = "") -> None:
     name = name or " ".join(rng.choice(WORDS) for _ in range(3)).capitalize() + f" {code}"
     write("concept", code, DATE, 1 if active else 0, CORE, PRIMITIVE)
-    terms = [(FSN, f"{name} (disorder)")] + [(SYNONYM, name if n == 0 else f"{name}, variant {n}")
-                                             for n in range(rng.randint(1, 3))]
+    terms = [(FSN, f"{name} (disorder)")] + [
+        (SYNONYM, name if n == 0 else f"{name}, variant {n}") for n in range(rng.randint(1, 3))
+    ]
     for number, (type_id, term) in enumerate(terms):
         description = sctid(ids.next(), "01")
         write("description", description, DATE, 1, CORE, code, "en", type_id, term, CASE)
@@ -162,4 +222,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -1,4 +1,5 @@
 """The clustered jobs `bench_scheduling` measures, loaded into its beats and workers via SCHEDULING_JOB_MODULES."""
+
 from scheduling import scheduled
 
 BENCH_JOBS = ("bench.scheduling.tick_a", "bench.scheduling.tick_b")

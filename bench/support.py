@@ -1,4 +1,5 @@
 """What the benchmarks share: a throw-away database of their own, percentiles, a free port."""
+
 from __future__ import annotations
 
 import os

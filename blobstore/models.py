@@ -4,6 +4,7 @@ A file is a name and a row id: rewriting a name makes a new row, so a reader tha
 mixes pieces of two versions. The name is compared byte-wise (collation "C") so that the unique index also
 answers the prefix searches of `listdir`.
 """
+
 from django.db import models
 from django.db.models.functions import Now
 
@@ -22,7 +23,9 @@ class Piece(models.Model):
     `piece_bytes` bytes before compression, so a read at any offset knows its piece without asking."""
 
     pk = models.CompositePrimaryKey("blob_id", "number")
-    blob = models.ForeignKey(Blob, on_delete=models.CASCADE, related_name="pieces", db_index=False)  # the key's 1st column
+    blob = models.ForeignKey(
+        Blob, on_delete=models.CASCADE, related_name="pieces", db_index=False
+    )  # the key's 1st column
     number = models.IntegerField()
     data = models.BinaryField()
 

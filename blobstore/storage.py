@@ -15,6 +15,7 @@ A save is one transaction: until it commits, no other connection sees the file a
 file is never listed, opened or served), and a writer that dies leaves nothing behind. Saving a name that
 exists replaces it in the same transaction (the old blob's pieces go with it).
 """
+
 from __future__ import annotations
 
 import io
@@ -103,8 +104,9 @@ class DatabaseStorage(Storage):
         if mode not in ("r", "rb"):
             raise ValueError(f"DatabaseStorage opens files for reading only, not {mode!r}")
         blob_id, size, _ = self._find(name)
-        reader = io.BufferedReader(PieceReader(self.using, blob_id, size, self.piece_bytes),
-                                   buffer_size=self.piece_bytes)
+        reader = io.BufferedReader(
+            PieceReader(self.using, blob_id, size, self.piece_bytes), buffer_size=self.piece_bytes
+        )
         return File(reader, name)
 
     def exists(self, name: str) -> bool:
@@ -210,4 +212,3 @@ class PieceReader(io.RawIOBase):
                 raise OSError(f"blob {self.blob_id} was deleted while it was read")
             self.piece = (number, isal_zlib.decompress(row[0]))
         return self.piece[1]
-

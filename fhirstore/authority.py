@@ -5,6 +5,7 @@ them may write one: the REST API, transaction bundles, `$import` and `$bulk-subm
 the caller's `WriteAuthority`, and `storage` refuses a SearchParameter write without it (403, or an error line
 in an import). The shell's commands (`load_fhir`, `generate_fhir`) are the server's own: `SERVER`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -41,9 +42,11 @@ class WriteAuthority:
         """Forbidden (403) when one of these types is not the caller's to write."""
         refused = sorted({resource_type for resource_type in resource_types if not self.may_write(resource_type)})
         if refused:
-            raise Forbidden(f"Creating, changing or deleting a {', '.join(refused)} is for operators (a staff user's "
-                            f"token with the 'control' scope) or users with the permission {MANAGE_PERMISSION}"
-                            + (f"; {self.caller} is neither" if self.caller else ""))
+            raise Forbidden(
+                f"Creating, changing or deleting a {', '.join(refused)} is for operators (a staff user's "
+                f"token with the 'control' scope) or users with the permission {MANAGE_PERMISSION}"
+                + (f"; {self.caller} is neither" if self.caller else "")
+            )
 
 
 SERVER = WriteAuthority(manages_search_parameters=True, caller="the server")  # shell commands, migrations, tests

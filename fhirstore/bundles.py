@@ -7,6 +7,7 @@ transaction — deletes, then all creates and updates as one `save_resources` ba
 entry fails the whole bundle with its own status. A batch runs each entry on its own, and a failing entry
 gets its error in its response entry.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -26,7 +27,13 @@ from fhirstore.resource_types import is_resource_type, is_valid_id
 from fhirstore.responses import operation_outcome, searchset_bundle
 from fhirstore.search import find_logical_ids, parse_search, resolve_conditional_reference, run_search, search_page
 from fhirstore.storage import (
-    StoredVersion, Write, delete_resource, new_logical_id, read_resource, read_version, save_resources,
+    StoredVersion,
+    Write,
+    delete_resource,
+    new_logical_id,
+    read_resource,
+    read_version,
+    save_resources,
     version_from_etag,
 )
 from fhirstore.validation import check_resource_type
@@ -103,13 +110,13 @@ def process_batch(raw_entries: list, *, authority: WriteAuthority, base_url: str
                 elif entry.method in ("POST", "PUT") and not entry.skip_write:
                     prepare_resource(entry.resource)
                     entry.response = _write_response(
-                        save_resources([Write(entry.resource, entry.if_match)], authority=authority)[0])
+                        save_resources([Write(entry.resource, entry.if_match)], authority=authority)[0]
+                    )
                 elif entry.method == "GET":
                     _read(entry, base_url)
             responses.append(entry.response)
         except FhirStoreError as error:
-            responses.append({"response": {"status": _status_line(error.status),
-                                           "outcome": operation_outcome(error)}})
+            responses.append({"response": {"status": _status_line(error.status), "outcome": operation_outcome(error)}})
     return responses
 
 
@@ -199,16 +206,25 @@ def _refuse_duplicate_targets(entries: list[_Entry]) -> None:
             continue
         key = (entry.resource_type, entry.logical_id)
         if key in seen:
-            raise InvalidRequest(f"Bundle.entry[{entry.index}] and Bundle.entry[{seen[key]}] both change "
-                                 f"{key[0]}/{key[1]}")
+            raise InvalidRequest(
+                f"Bundle.entry[{entry.index}] and Bundle.entry[{seen[key]}] both change {key[0]}/{key[1]}"
+            )
         seen[key] = entry.index
 
 
 def _delete(entry: _Entry, authority: WriteAuthority) -> None:
     deletion = delete_resource(entry.resource_type, entry.logical_id, authority=authority, if_match=entry.if_match)
-    entry.response = {"response": {"status": "204 No Content"}} if deletion is None else \
-        {"response": {"status": "204 No Content", "etag": deletion.etag,
-                      "lastModified": format_instant(deletion.last_updated)}}
+    entry.response = (
+        {"response": {"status": "204 No Content"}}
+        if deletion is None
+        else {
+            "response": {
+                "status": "204 No Content",
+                "etag": deletion.etag,
+                "lastModified": format_instant(deletion.last_updated),
+            }
+        }
+    )
 
 
 def _read(entry: _Entry, base_url: str) -> None:
@@ -218,18 +234,23 @@ def _read(entry: _Entry, base_url: str) -> None:
         page = search_page(run_search(search), 0, count)
         entry.response = {"resource": searchset_bundle(page, base_url), "response": {"status": "200 OK"}}
         return
-    version = read_version(entry.resource_type, entry.logical_id, entry.version_id) if entry.version_id \
+    version = (
+        read_version(entry.resource_type, entry.logical_id, entry.version_id)
+        if entry.version_id
         else read_resource(entry.resource_type, entry.logical_id)
+    )
     entry.response = {"resource": version.body, **_write_response(version, status="200 OK")}
 
 
 def _write_response(version: StoredVersion, status: str | None = None) -> dict:
-    return {"response": {
-        "status": status or ("201 Created" if version.created else "200 OK"),
-        "location": version.versioned_reference,
-        "etag": version.etag,
-        "lastModified": format_instant(version.last_updated),
-    }}
+    return {
+        "response": {
+            "status": status or ("201 Created" if version.created else "200 OK"),
+            "location": version.versioned_reference,
+            "etag": version.etag,
+            "lastModified": format_instant(version.last_updated),
+        }
+    }
 
 
 def _at(entry: _Entry, function: Callable, *args):

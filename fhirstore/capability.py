@@ -5,6 +5,7 @@ small queries), so that a parameter appears as soon as its reindex completed and
 The operations (`$export`, `$import`…) are not the store's: the apps that implement them register them here
 from their `AppConfig.ready`, so the store lists them without knowing them.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,7 +23,11 @@ INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "create
 TOKEN_MODIFIERS = ("below", "above", "in", "not-in")  # answered from the loaded code systems' closure
 COMMON_SEARCH_PARAMS = (
     {"name": "_id", "type": "token", "documentation": "The logical id"},
-    {"name": "_lastUpdated", "type": "date", "documentation": "meta.lastUpdated, with prefixes eq ne gt ge lt le sa eb"},
+    {
+        "name": "_lastUpdated",
+        "type": "date",
+        "documentation": "meta.lastUpdated, with prefixes eq ne gt ge lt le sa eb",
+    },
 )
 
 
@@ -55,14 +60,18 @@ def capability_statement(base_url: str) -> dict:
         "implementation": {"description": "Heavylift FHIR store", "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
-        "rest": [{
-            "mode": "server",
-            "security": {"description": "Send an API token as `Authorization: Bearer <token>` (or `Token <token>`); "
-                                        "staff sessions also work. Writes always need one."},
-            "resource": _resources_with_custom_parameters(),
-            "interaction": [{"code": "transaction"}, {"code": "batch"}],
-            **({"operation": _operation_list(_system_operations)} if _system_operations else {}),
-        }],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "description": "Send an API token as `Authorization: Bearer <token>` (or `Token <token>`); "
+                    "staff sessions also work. Writes always need one."
+                },
+                "resource": _resources_with_custom_parameters(),
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                **({"operation": _operation_list(_system_operations)} if _system_operations else {}),
+            }
+        ],
     }
 
 
@@ -78,34 +87,52 @@ def _resources_with_custom_parameters() -> list[dict]:
     for entry in resources:
         entry["searchParam"] = [p for p in entry["searchParam"] if (entry["type"], p["name"]) not in hidden]
     for param in custom:
-        by_type[param.resource_type]["searchParam"].append({
-            "name": param.code, "type": param.kind,
-            **({"definition": param.url} if param.url else {}),
-            **({"documentation": param.description} if param.description else {}),
-        })
+        by_type[param.resource_type]["searchParam"].append(
+            {
+                "name": param.code,
+                "type": param.kind,
+                **({"definition": param.url} if param.url else {}),
+                **({"documentation": param.description} if param.description else {}),
+            }
+        )
     return resources
 
 
 @lru_cache(maxsize=1)
 def _resources() -> list[dict]:
-    return [{
-        "type": resource_type,
-        "interaction": [{"code": code} for code in INTERACTIONS],
-        "versioning": "versioned-update",
-        "readHistory": True,
-        "updateCreate": True,
-        "conditionalCreate": True,
-        "conditionalUpdate": True,
-        "searchParam": [*COMMON_SEARCH_PARAMS, *(
-            {"name": param.name, "type": param.kind,
-             "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{param.name}",
-             **({"documentation": f"modifiers: :{', :'.join(TOKEN_MODIFIERS)} (loaded code systems)"}
-                if param.kind == "token" else {})}
-            for param in params_for(resource_type).values()
-        )],
-        **({"operation": _operation_list(_type_operations[resource_type])}
-           if resource_type in _type_operations else {}),
-    } for resource_type in sorted(RESOURCE_TYPES)]
+    return [
+        {
+            "type": resource_type,
+            "interaction": [{"code": code} for code in INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalUpdate": True,
+            "searchParam": [
+                *COMMON_SEARCH_PARAMS,
+                *(
+                    {
+                        "name": param.name,
+                        "type": param.kind,
+                        "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{param.name}",
+                        **(
+                            {"documentation": f"modifiers: :{', :'.join(TOKEN_MODIFIERS)} (loaded code systems)"}
+                            if param.kind == "token"
+                            else {}
+                        ),
+                    }
+                    for param in params_for(resource_type).values()
+                ),
+            ],
+            **(
+                {"operation": _operation_list(_type_operations[resource_type])}
+                if resource_type in _type_operations
+                else {}
+            ),
+        }
+        for resource_type in sorted(RESOURCE_TYPES)
+    ]
 
 
 def _operation_list(operations: dict[str, str]) -> list[dict]:

@@ -8,6 +8,7 @@ ones its own table lacks) as a reference parameter, under the definition's name.
 Each parameter maps to the element paths its R4 SearchParameter reads (FHIRPath reduced to dotted paths, as
 in `search_params`; `.where(resolve() is Patient)` dropped: only references to a Patient count anyway).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -28,13 +29,21 @@ PATIENT_COMPARTMENT: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "ClaimResponse": {"patient": ("patient",)},
     "ClinicalImpression": {"subject": ("subject",)},
     "Communication": {"subject": ("subject",), "sender": ("sender",), "recipient": ("recipient",)},
-    "CommunicationRequest": {"subject": ("subject",), "sender": ("sender",), "recipient": ("recipient",),
-                             "requester": ("requester",)},
+    "CommunicationRequest": {
+        "subject": ("subject",),
+        "sender": ("sender",),
+        "recipient": ("recipient",),
+        "requester": ("requester",),
+    },
     "Composition": {"subject": ("subject",), "author": ("author",), "attester": ("attester.party",)},
     "Condition": {"patient": ("subject",), "asserter": ("asserter",)},
     "Consent": {"patient": ("patient",)},
-    "Coverage": {"policy-holder": ("policyHolder",), "subscriber": ("subscriber",), "beneficiary": ("beneficiary",),
-                 "payor": ("payor",)},
+    "Coverage": {
+        "policy-holder": ("policyHolder",),
+        "subscriber": ("subscriber",),
+        "beneficiary": ("beneficiary",),
+        "payor": ("payor",),
+    },
     "CoverageEligibilityRequest": {"patient": ("patient",)},
     "CoverageEligibilityResponse": {"patient": ("patient",)},
     "DetectedIssue": {"patient": ("patient",)},

@@ -2,6 +2,7 @@
 
 Registered when this module is first imported: a URL module that uses them imports it first.
 """
+
 from django.urls import register_converter
 
 

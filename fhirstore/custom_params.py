@@ -15,6 +15,7 @@ them by. Every write transaction takes a shared advisory lock before it reads th
 parameters takes the same lock exclusively. So a write either commits before the change does (and the
 reindex job, which starts after that commit, reindexes it) or reads the changed parameters.
 """
+
 from __future__ import annotations
 
 import logging
@@ -100,8 +101,14 @@ class Registry:
             try:
                 values = self._evaluator(parameter)(resource)
             except Exception as error:  # a SearchParameter's bad luck with one resource must not fail the write
-                logger.warning("SearchParameter %s.%s failed on %s/%s: %s", resource_type, parameter.param.name,
-                               resource_type, resource.get("id"), error)
+                logger.warning(
+                    "SearchParameter %s.%s failed on %s/%s: %s",
+                    resource_type,
+                    parameter.param.name,
+                    resource_type,
+                    resource.get("id"),
+                    error,
+                )
                 continue
             add_index_values(rows, parameter.param, values)
 
@@ -131,8 +138,9 @@ def current_registry() -> Registry:
         by_type: dict[str, dict[str, CustomParam]] = {}
         for row in CustomSearchParameter.objects.all():
             param = SearchParam(row.resource_type, row.code, row.kind, targets=tuple(row.targets))
-            by_type.setdefault(row.resource_type, {})[row.code] = CustomParam(param, row.expression, row.ready,
-                                                                             row.reindex_job_id)
+            by_type.setdefault(row.resource_type, {})[row.code] = CustomParam(
+                param, row.expression, row.ready, row.reindex_job_id
+            )
         registry = _registry = Registry(key, by_type)
     return registry
 
@@ -199,13 +207,19 @@ class SearchableParameter:
 
 def searchable_custom_parameters() -> list[SearchableParameter]:
     """The custom parameters whose reindex completed, by type and code (one query, bodies not loaded)."""
-    rows = (CustomSearchParameter.objects.filter(ready=True, expression__isnull=False)
-            .order_by("resource_type", "code")
-            .values_list("resource_type", "code", "kind", "search_parameter__body__url",
-                         "search_parameter__body__description"))
-    return [SearchableParameter(t, code, kind, url if isinstance(url, str) else None,
-                                description if isinstance(description, str) else None)
-            for t, code, kind, url, description in rows]
+    rows = (
+        CustomSearchParameter.objects.filter(ready=True, expression__isnull=False)
+        .order_by("resource_type", "code")
+        .values_list(
+            "resource_type", "code", "kind", "search_parameter__body__url", "search_parameter__body__description"
+        )
+    )
+    return [
+        SearchableParameter(
+            t, code, kind, url if isinstance(url, str) else None, description if isinstance(description, str) else None
+        )
+        for t, code, kind, url, description in rows
+    ]
 
 
 def codes_being_indexed() -> set[tuple[str, str]]:
@@ -251,8 +265,10 @@ def definitions_of(resource: Mapping[str, Any]) -> list[Definition]:
         problems += _expression_problems(expression, bases)
     if problems:
         raise InvalidResource(f"SearchParameter cannot be indexed: {problems[0]}", problems=problems)
-    return [Definition(base, code, kind, expression, tuple(targets) if kind == "reference" else ())
-            for base in dict.fromkeys(bases)]
+    return [
+        Definition(base, code, kind, expression, tuple(targets) if kind == "reference" else ())
+        for base in dict.fromkeys(bases)
+    ]
 
 
 def _expression_problems(expression: str, bases: Sequence[str]) -> list[str]:
@@ -268,8 +284,10 @@ def _expression_problems(expression: str, bases: Sequence[str]) -> list[str]:
         try:
             evaluate(worst_case_sample(base))
         except ExpressionTooCostly as error:
-            return [f"expression {expression!r} is too costly on a sample {base} ({error}); every write of a "
-                    f"{base} would run it"]
+            return [
+                f"expression {expression!r} is too costly on a sample {base} ({error}); every write of a "
+                f"{base} would run it"
+            ]
         except Exception:  # noqa: BLE001 - the sample's made-up values may not suit the expression's functions
             continue
     return []
@@ -285,26 +303,42 @@ def sync_search_parameters(written: Sequence[tuple[int, dict | None]]) -> None:
     for pk, body in written:
         new = definitions_of(body) if body is not None else []
         old = list(CustomSearchParameter.objects.filter(search_parameter_id=pk))
-        defined = {(r.resource_type, r.code): (r.kind, r.expression, tuple(r.targets)) for r in old
-                   if r.expression is not None}
+        defined = {
+            (r.resource_type, r.code): (r.kind, r.expression, tuple(r.targets)) for r in old if r.expression is not None
+        }
         if defined == {(d.resource_type, d.code): (d.kind, d.expression, d.targets) for d in new}:
             continue
         CustomSearchParameter.objects.filter(search_parameter_id=pk).delete()
-        rows = [CustomSearchParameter(search_parameter_id=pk, resource_type=d.resource_type, code=d.code, kind=d.kind,
-                                      expression=d.expression, targets=list(d.targets)) for d in new]
+        rows = [
+            CustomSearchParameter(
+                search_parameter_id=pk,
+                resource_type=d.resource_type,
+                code=d.code,
+                kind=d.kind,
+                expression=d.expression,
+                targets=list(d.targets),
+            )
+            for d in new
+        ]
         new_keys = {(d.resource_type, d.code) for d in new}
-        rows += [CustomSearchParameter(search_parameter_id=pk, resource_type=t, code=c, kind="", expression=None)
-                 for t, c in defined if (t, c) not in new_keys and c in params_for(t)]  # built-ins come back
+        rows += [
+            CustomSearchParameter(search_parameter_id=pk, resource_type=t, code=c, kind="", expression=None)
+            for t, c in defined
+            if (t, c) not in new_keys and c in params_for(t)
+        ]  # built-ins come back
         for row in rows:
             taken = CustomSearchParameter.objects.filter(resource_type=row.resource_type, code=row.code).first()
             if taken is not None and taken.expression is not None:
-                raise InvalidResource(f"Search parameter {row.code!r} of {row.resource_type} is defined already, "
-                                      f"by another SearchParameter; change or delete that one")
+                raise InvalidResource(
+                    f"Search parameter {row.code!r} of {row.resource_type} is defined already, "
+                    f"by another SearchParameter; change or delete that one"
+                )
             if taken is not None:
                 taken.delete()  # a deleted override being reindexed: this definition replaces it
         CustomSearchParameter.objects.bulk_create(rows)
         search_parameters_changed.send(
-            sender=CustomSearchParameter, search_parameter=pk,
+            sender=CustomSearchParameter,
+            search_parameter=pk,
             resource_types=sorted({t for t, _ in defined} | {d.resource_type for d in new}),
             codes=sorted({c for _, c in defined} | {d.code for d in new}),
         )

@@ -4,6 +4,7 @@ Each error knows the HTTP status and the OperationOutcome `issue.code` it is rep
 layer, the bundle processor and the loader all report a failure the same way. A subclass's docstring is
 its default message.
 """
+
 from __future__ import annotations
 
 

@@ -8,6 +8,7 @@ its primary key, `fhirstore_resourceversion` by its (resource_id, version_id) ke
 `tests/fhirjobs/deleteexpunge/test_store.py` checks the plans. The caller owns the transaction: a page is
 one short one.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -46,8 +47,9 @@ def _matched_by(urls: Sequence[str]) -> Q:
     return spared
 
 
-def referrals_into(resource_type: str, logical_ids: Sequence[str], *, excluding_urls: Sequence[str] = ()
-                   ) -> list[Referral]:
+def referrals_into(
+    resource_type: str, logical_ids: Sequence[str], *, excluding_urls: Sequence[str] = ()
+) -> list[Referral]:
     """The references from current resources to these, except from these themselves and from resources any
     of `excluding_urls` matches (they go too). Sorted."""
     if not logical_ids:
@@ -74,8 +76,9 @@ def referrals_into(resource_type: str, logical_ids: Sequence[str], *, excluding_
 
 def matching_resources_of_pks(pks: Sequence[int], urls: Sequence[str]) -> list[int]:
     """Those of these resource pks that one of the urls matches."""
-    return list(Resource.objects.filter(pk__in=list(pks), deleted=False).filter(_matched_by(urls))
-                .values_list("pk", flat=True))
+    return list(
+        Resource.objects.filter(pk__in=list(pks), deleted=False).filter(_matched_by(urls)).values_list("pk", flat=True)
+    )
 
 
 def refuse_if_referenced(referrals: Sequence[Referral], *, total: int | None = None) -> None:
@@ -86,7 +89,8 @@ def refuse_if_referenced(referrals: Sequence[Referral], *, total: int | None = N
     more = (total or len(referrals)) - len(named)
     raise ResourceReferenced(
         "Unable to delete: other resources refer to them (delete those too, or ask for cascade): "
-        + "; ".join(named) + (f"; and {more} more" if more > 0 else ""),
+        + "; ".join(named)
+        + (f"; and {more} more" if more > 0 else ""),
         referrers=sorted({referral.referrer for referral in referrals}),
     )
 
@@ -99,11 +103,13 @@ def referrals_into_matches(urls: Sequence[str], *, limit: int = REFERRERS_NAMED)
     for url in urls:
         resource_type, conditions = type_filter(url)
         targets = matching_resources(resource_type, conditions).values("logical_id")
-        rows = (ReferenceIndex.objects.filter(target_type=resource_type, target_id__in=targets)
-                .exclude(resource__in=spared)
-                .filter(resource__deleted=False)
-                .values_list("resource_type", "resource__logical_id", "param", "target_id")
-                .order_by("resource_type", "resource__logical_id", "param", "target_id")[:limit - len(found)])
+        rows = (
+            ReferenceIndex.objects.filter(target_type=resource_type, target_id__in=targets)
+            .exclude(resource__in=spared)
+            .filter(resource__deleted=False)
+            .values_list("resource_type", "resource__logical_id", "param", "target_id")
+            .order_by("resource_type", "resource__logical_id", "param", "target_id")[: limit - len(found)]
+        )
         found += [Referral(f"{t}/{i}", param, f"{resource_type}/{target}") for t, i, param, target in rows]
         if len(found) >= limit:
             break
@@ -123,7 +129,8 @@ def expunge_resources(resource_type: str, logical_ids: Sequence[str], *, cascade
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT id, resource_type FROM fhirstore_resource WHERE resource_type = %s AND logical_id = ANY(%s)"
-            " ORDER BY id FOR UPDATE", [resource_type, list(logical_ids)],
+            " ORDER BY id FOR UPDATE",
+            [resource_type, list(logical_ids)],
         )
         doomed = dict(cursor.fetchall())
         frontier = list(doomed)
@@ -133,8 +140,10 @@ def expunge_resources(resource_type: str, logical_ids: Sequence[str], *, cascade
                 break
             if round_number == cascade_rounds:
                 _refuse_remaining(cursor, referrers, cascade_rounds)
-            cursor.execute("SELECT id, resource_type FROM fhirstore_resource WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-                           [sorted(referrers)])
+            cursor.execute(
+                "SELECT id, resource_type FROM fhirstore_resource WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+                [sorted(referrers)],
+            )
             found = dict(cursor.fetchall())
             doomed.update(found)
             frontier = list(found)
@@ -150,10 +159,14 @@ def _delete_every_row() -> str:
     (resource_type, count) per type: one round trip a page instead of eight, each part still an index scan by the
     array (the foreign keys are deferred, so the order within the statement does not matter). It runs after the
     rows are locked, so its snapshot sees every index row written before the lock."""
-    parts = [f"d{n} AS (DELETE FROM {table} WHERE resource_id = ANY(%(pks)s))" for n, table in
-             enumerate([model._meta.db_table for model in INDEX_TABLES] + [ResourceVersion._meta.db_table])]
-    return ("WITH " + ", ".join(parts) + ", rows AS (DELETE FROM fhirstore_resource WHERE id = ANY(%(pks)s)"
-            " RETURNING resource_type) SELECT resource_type, count(*) FROM rows GROUP BY resource_type")
+    parts = [
+        f"d{n} AS (DELETE FROM {table} WHERE resource_id = ANY(%(pks)s))"
+        for n, table in enumerate([model._meta.db_table for model in INDEX_TABLES] + [ResourceVersion._meta.db_table])
+    ]
+    return (
+        "WITH " + ", ".join(parts) + ", rows AS (DELETE FROM fhirstore_resource WHERE id = ANY(%(pks)s)"
+        " RETURNING resource_type) SELECT resource_type, count(*) FROM rows GROUP BY resource_type"
+    )
 
 
 _DELETE_EVERY_ROW = _delete_every_row()
@@ -166,18 +179,23 @@ def _referrer_pks(cursor, targets: Sequence[int], *, exclude: dict[int, str]) ->
     cursor.execute(
         "SELECT DISTINCT ri.resource_id FROM fhirstore_resource t"
         " JOIN fhirstore_referenceindex ri ON ri.target_id = t.logical_id AND ri.target_type = t.resource_type"
-        " WHERE t.id = ANY(%s)", [list(targets)],
+        " WHERE t.id = ANY(%s)",
+        [list(targets)],
     )
     return {pk for (pk,) in cursor.fetchall() if pk not in exclude}
 
 
 def _refuse_remaining(cursor, referrers: set[int], rounds: int) -> None:
-    cursor.execute("SELECT resource_type || '/' || logical_id FROM fhirstore_resource WHERE id = ANY(%s)"
-                   " ORDER BY 1 LIMIT %s", [sorted(referrers), REFERRERS_NAMED])
+    cursor.execute(
+        "SELECT resource_type || '/' || logical_id FROM fhirstore_resource WHERE id = ANY(%s) ORDER BY 1 LIMIT %s",
+        [sorted(referrers), REFERRERS_NAMED],
+    )
     named = [name for (name,) in cursor.fetchall()]
-    raise ResourceReferenced(f"Resources still refer to them after {rounds} cascade rounds (cascadeMaxRounds):"
-                             f" {', '.join(named)}" + (f" and {len(referrers) - len(named)} more"
-                                                       if len(referrers) > len(named) else ""), referrers=named)
+    raise ResourceReferenced(
+        f"Resources still refer to them after {rounds} cascade rounds (cascadeMaxRounds):"
+        f" {', '.join(named)}" + (f" and {len(referrers) - len(named)} more" if len(referrers) > len(named) else ""),
+        referrers=named,
+    )
 
 
 def forget_searches(resource_types: Sequence[str]) -> int:

@@ -4,6 +4,7 @@ A FHIR date is as precise as it is written: `2020` covers the whole year, `2020-
 indexing and searching turn a value into the range `[low, high]` it covers, which makes the search
 prefixes (`ge`, `lt`, …) plain comparisons.
 """
+
 from __future__ import annotations
 
 import calendar

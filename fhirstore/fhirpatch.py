@@ -11,6 +11,7 @@ repeats (`add` makes a list or a single value) comes from the R4B models (`fhir.
 patched copy of a resource or raises PatchFailed (the spec: a path that must match one element matches none
 or several, an index out of range, `add` of a single element that exists).
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,8 +23,13 @@ from typing import Any
 
 from fhirstore.exceptions import InvalidRequest, InvalidResource
 
-OPERATIONS = {"add": ("path", "name", "value"), "insert": ("path", "index", "value"), "delete": ("path",),
-              "replace": ("path", "value"), "move": ("path", "source", "destination")}
+OPERATIONS = {
+    "add": ("path", "name", "value"),
+    "insert": ("path", "index", "value"),
+    "delete": ("path",),
+    "replace": ("path", "value"),
+    "move": ("path", "source", "destination"),
+}
 _STEP = re.compile(r"\.([A-Za-z][A-Za-z0-9_]*)|\[(\d+)\]")
 
 
@@ -83,18 +89,23 @@ def parse_patch(parameters: object) -> list[Operation]:
         value, value_type = _value(parts.get("value"))
         numbers = {key: _value(parts.get(key))[0] for key in ("index", "source", "destination")}
         if not isinstance(path, str) or _steps(path) is None:
-            problems.append(f"operation {number} ({kind}): path {path!r} is not Type.name… (with [n], first(), "
-                            "last() or where(…) after a name)")
+            problems.append(
+                f"operation {number} ({kind}): path {path!r} is not Type.name… (with [n], first(), "
+                "last() or where(…) after a name)"
+            )
             continue
-        if any(key in OPERATIONS[kind] and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
-               for key, v in numbers.items()):
+        if any(
+            key in OPERATIONS[kind] and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+            for key, v in numbers.items()
+        ):
             problems.append(f"operation {number} ({kind}): index, source and destination are integers ≥ 0")
             continue
         if "name" in OPERATIONS[kind] and not (isinstance(name, str) and re.fullmatch(r"[A-Za-z]\w*", name)):
             problems.append(f"operation {number} ({kind}): name must be an element name")
             continue
-        operations.append(Operation(kind, path, name, value, value_type, numbers["index"], numbers["source"],
-                                    numbers["destination"]))
+        operations.append(
+            Operation(kind, path, name, value, value_type, numbers["index"], numbers["source"], numbers["destination"])
+        )
     if not operations and not problems:
         problems.append("the patch has no operation")
     if problems:
@@ -132,7 +143,7 @@ def _steps(path: str) -> list[tuple[str, str]] | None:
                 end = _closing(path, position + 6)
                 if end is None:
                     return None
-                steps.append(("where", path[position + 7:end]))
+                steps.append(("where", path[position + 7 : end]))
                 position = end + 1
                 continue
             match = _STEP.match(path, position)
@@ -238,7 +249,7 @@ def _places(resource: dict, path: str) -> list[_Place]:
         if kind == "name":
             places = list(_children(places, argument))
         elif kind == "index":
-            places = places[int(argument):int(argument) + 1]
+            places = places[int(argument) : int(argument) + 1]
         elif kind == "first":
             places = places[:1]
         elif kind == "last":
@@ -253,8 +264,18 @@ def _children(places: list[_Place], name: str) -> Iterator[_Place]:
         owner = place.value
         if not isinstance(owner, dict):
             continue
-        key = name if name in owner else next((k for k in owner if k.startswith(name) and k[len(name):][:1].isupper()
-                                               and _is_choice(place.type_name, name)), name)
+        key = (
+            name
+            if name in owner
+            else next(
+                (
+                    k
+                    for k in owner
+                    if k.startswith(name) and k[len(name) :][:1].isupper() and _is_choice(place.type_name, name)
+                ),
+                name,
+            )
+        )
         if key not in owner:
             continue
         type_name = _element_type(place.type_name, key)

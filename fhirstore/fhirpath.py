@@ -13,6 +13,7 @@ Python's backtracking `re`, and six nested `select`s made 10⁶ values (407 MB).
 `fhirpathpy`'s function table is shared by every evaluation in the process; `bounded_fhirpath()` wraps it
 once. Only evaluations run through `compile_bounded` carry a budget: the wrapper costs nothing elsewhere.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -126,12 +127,44 @@ def worst_case_sample(resource_type: str) -> dict[str, Any]:
     a linear walk of it stays far below the budget, a product of walks does not."""
     coding = {"system": "urn:s", "code": SAMPLE_TEXT, "display": SAMPLE_TEXT}
     extension = {"url": SAMPLE_TEXT, "valueString": SAMPLE_TEXT}
-    element = {"system": "urn:s", "value": SAMPLE_TEXT, "family": SAMPLE_TEXT, "given": [SAMPLE_TEXT] * 3,
-               "text": SAMPLE_TEXT, "line": [SAMPLE_TEXT] * 3, "coding": [coding] * 3,
-               "reference": f"Patient/{'a' * 64}", "extension": [extension] * 3}
+    element = {
+        "system": "urn:s",
+        "value": SAMPLE_TEXT,
+        "family": SAMPLE_TEXT,
+        "given": [SAMPLE_TEXT] * 3,
+        "text": SAMPLE_TEXT,
+        "line": [SAMPLE_TEXT] * 3,
+        "coding": [coding] * 3,
+        "reference": f"Patient/{'a' * 64}",
+        "extension": [extension] * 3,
+    }
     repeated = [element] * SAMPLE_WIDTH
-    return {"resourceType": resource_type, "id": "a" * 64, "extension": [extension] * SAMPLE_WIDTH,
-            **{name: repeated for name in ("identifier", "name", "telecom", "address", "contact", "category",
-                                           "code", "component", "performer", "participant", "item", "entry",
-                                           "member", "coding", "note", "reasonCode")},
-            "subject": element, "status": SAMPLE_TEXT, "text": {"status": "generated", "div": SAMPLE_TEXT}}
+    return {
+        "resourceType": resource_type,
+        "id": "a" * 64,
+        "extension": [extension] * SAMPLE_WIDTH,
+        **{
+            name: repeated
+            for name in (
+                "identifier",
+                "name",
+                "telecom",
+                "address",
+                "contact",
+                "category",
+                "code",
+                "component",
+                "performer",
+                "participant",
+                "item",
+                "entry",
+                "member",
+                "coding",
+                "note",
+                "reasonCode",
+            )
+        },
+        "subject": element,
+        "status": SAMPLE_TEXT,
+        "text": {"status": "generated", "div": SAMPLE_TEXT},
+    }

@@ -4,6 +4,7 @@ Authentication is DRF's, configured in settings (API tokens as `Bearer`/`Token`,
 for staff only. Writes always need an authenticated caller; reads too unless FHIR_ALLOW_ANONYMOUS_READ.
 Every failure, authentication included, is answered with an OperationOutcome.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,12 @@ from rest_framework.views import APIView
 
 from fhirstore.authority import MANAGE_PERMISSION, WriteAuthority
 from fhirstore.exceptions import (
-    FhirStoreError, Forbidden, InvalidRequest, NotAuthorized, PayloadTooLarge, UnsupportedMediaType,
+    FhirStoreError,
+    Forbidden,
+    InvalidRequest,
+    NotAuthorized,
+    PayloadTooLarge,
+    UnsupportedMediaType,
 )
 from fhirstore.responses import operation_outcome, outcome
 from fhirstore.storage import StoredVersion, version_from_etag
@@ -155,4 +161,5 @@ def write_authority(request) -> WriteAuthority:
     jobs, so they are for operators or users granted the permission `fhirstore.manage_search_parameters`."""
     return WriteAuthority(
         manages_search_parameters=lambda: bool(is_operator(request) or request.user.has_perm(MANAGE_PERMISSION)),
-        caller=request.user.get_username())
+        caller=request.user.get_username(),
+    )

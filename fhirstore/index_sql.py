@@ -21,6 +21,7 @@ SQL does not express:
 Values that are not valid FHIR JSON are where the two may differ: a list directly inside a list (lax SQL/JSON
 paths unwrap it, `_walk` skips it), a Coding nested in a Coding's `coding`, a `system` that is an object.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,10 +35,25 @@ from fhirstore.search_params import INDEXED_TEXT_LENGTH, REGISTRY, SearchParam, 
 logger = logging.getLogger(__name__)
 
 SQL_KINDS = ("token", "string", "date", "reference")  # the kinds with a rule in SQL here
-TABLE_OF_KIND = {"token": "fhirstore_tokenindex", "string": "fhirstore_stringindex",
-                 "date": "fhirstore_dateindex", "reference": "fhirstore_referenceindex"}
-_STRING_PARTS = ("text", "family", "given", "prefix", "suffix", "line", "city", "district", "state", "postalCode",
-                 "country")  # as `search_params._STRING_PARTS`
+TABLE_OF_KIND = {
+    "token": "fhirstore_tokenindex",
+    "string": "fhirstore_stringindex",
+    "date": "fhirstore_dateindex",
+    "reference": "fhirstore_referenceindex",
+}
+_STRING_PARTS = (
+    "text",
+    "family",
+    "given",
+    "prefix",
+    "suffix",
+    "line",
+    "city",
+    "district",
+    "state",
+    "postalCode",
+    "country",
+)  # as `search_params._STRING_PARTS`
 
 
 @dataclass(frozen=True)
@@ -62,20 +78,34 @@ def _compiles(param: SearchParam) -> bool:
 @lru_cache(maxsize=1)
 def compiled_params() -> tuple[CompiledParam, ...]:
     """Every built-in parameter with rows of its own whose extraction SQL expresses."""
-    return tuple(CompiledParam(p.resource_type, p.name, p.kind, tuple(json_path(path) for path in p.paths),
-                               tuple(path.split(".")[0] for path in p.paths), p.targets)
-                 for params in REGISTRY.values() for p in params.values()
-                 if p.stored_as is None and _compiles(p))
+    return tuple(
+        CompiledParam(
+            p.resource_type,
+            p.name,
+            p.kind,
+            tuple(json_path(path) for path in p.paths),
+            tuple(path.split(".")[0] for path in p.paths),
+            p.targets,
+        )
+        for params in REGISTRY.values()
+        for p in params.values()
+        if p.stored_as is None and _compiles(p)
+    )
 
 
 @lru_cache(maxsize=1)
 def python_only_params() -> tuple[tuple[str, str], ...]:
     """(type, name) of the built-in parameters SQL does not express: they are extracted in Python (and logged)."""
-    missing = tuple(sorted((p.resource_type, p.name) for params in REGISTRY.values() for p in params.values()
-                           if p.stored_as is None and not _compiles(p)))
+    missing = tuple(
+        sorted(
+            (p.resource_type, p.name)
+            for params in REGISTRY.values()
+            for p in params.values()
+            if p.stored_as is None and not _compiles(p)
+        )
+    )
     if missing:
-        logger.info("search parameters extracted in Python, not in SQL: %s",
-                    ", ".join(f"{t}.{n}" for t, n in missing))
+        logger.info("search parameters extracted in Python, not in SQL: %s", ", ".join(f"{t}.{n}" for t, n in missing))
     return missing
 
 
@@ -85,20 +115,28 @@ def _literal(text: str) -> str:
 
 def _param_table(kind: str) -> str:
     """The compiled parameters of one kind as a VALUES list: (resource_type, param, path, targets)."""
-    rows = [f"({_literal(p.resource_type)}, {_literal(p.name)}, {_literal(path)}::jsonpath, {_literal(first)}, "
-            + (f"ARRAY[{', '.join(map(_literal, p.targets))}]::text[])" if p.targets else "NULL::text[])")
-            for p in compiled_params() if p.kind == kind for path, first in zip(p.json_paths, p.first_elements)]
+    rows = [
+        f"({_literal(p.resource_type)}, {_literal(p.name)}, {_literal(path)}::jsonpath, {_literal(first)}, "
+        + (f"ARRAY[{', '.join(map(_literal, p.targets))}]::text[])" if p.targets else "NULL::text[])")
+        for p in compiled_params()
+        if p.kind == kind
+        for path, first in zip(p.json_paths, p.first_elements)
+    ]
     return f"(VALUES {', '.join(rows)}) AS p(resource_type, param, path, first, targets)"
 
 
 # The values of one kind's parameters in the bodies of the source rows `r` (id, resource_type, body), as
 # (r.id, r.resource_type, p.param, v): v each JSON value a path finds; _WANTED: %(skip)s: "type param" pairs left to
 # Python; %(only)s: the index names wanted, or NULL for all.
-_VALUES = (" FROM (SELECT id, resource_type, body || '{{}}'::jsonb AS body FROM {source} s OFFSET 0) r"
-           " JOIN {params} ON p.resource_type = r.resource_type AND r.body ? p.first"
-           " CROSS JOIN LATERAL jsonb_path_query(r.body, p.path) AS v")
-_WANTED = (" WHERE NOT (r.resource_type || ' ' || p.param) = ANY(%(skip)s)"
-           " AND (%(only)s::text[] IS NULL OR p.param = ANY(%(only)s::text[]))")
+_VALUES = (
+    " FROM (SELECT id, resource_type, body || '{{}}'::jsonb AS body FROM {source} s OFFSET 0) r"
+    " JOIN {params} ON p.resource_type = r.resource_type AND r.body ? p.first"
+    " CROSS JOIN LATERAL jsonb_path_query(r.body, p.path) AS v"
+)
+_WANTED = (
+    " WHERE NOT (r.resource_type || ' ' || p.param) = ANY(%(skip)s)"
+    " AND (%(only)s::text[] IS NULL OR p.param = ANY(%(only)s::text[]))"
+)
 
 _L = INDEXED_TEXT_LENGTH
 
@@ -106,8 +144,9 @@ _L = INDEXED_TEXT_LENGTH
 # Coding's code, an Identifier's value. `str(value.get("system", ""))` for the system. One set-returning call
 # per value (each costs a few µs in PostgreSQL; expressions far less).
 _TOKEN_SELECT = (
-    "SELECT DISTINCT r.id, r.resource_type, p.param, left(t.system, {L}), left(t.code, {L}) " + _VALUES +
-    " CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(v->'coding') = 'array' THEN v->'coding'"
+    "SELECT DISTINCT r.id, r.resource_type, p.param, left(t.system, {L}), left(t.code, {L}) "
+    + _VALUES
+    + " CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(v->'coding') = 'array' THEN v->'coding'"
     "  ELSE jsonb_build_array(v) END) AS c"
     " CROSS JOIN LATERAL (SELECT"
     "  CASE jsonb_typeof(c->'system') WHEN 'string' THEN c->>'system' WHEN 'null' THEN 'None'"
@@ -116,23 +155,25 @@ _TOKEN_SELECT = (
     "   WHEN 'object' THEN CASE WHEN jsonb_typeof(c->'coding') = 'array' THEN NULL"
     "    WHEN jsonb_typeof(c->'code') = 'string' THEN c->>'code'"
     "    WHEN jsonb_typeof(c->'value') = 'string' THEN c->>'value' END END AS code) AS t"
-    + _WANTED + " AND t.code <> ''"
+    + _WANTED
+    + " AND t.code <> ''"
 )
 
 # `search_params._strings`: a string, or the string parts (one level of list) of a HumanName or Address: the
 # parts gathered in one array (an absent one is a JSON null), walked two levels deep by one lax path.
 _STRING_FOUND = (
-    "SELECT DISTINCT r.id, r.resource_type, p.param, s.x #>> '{{}}' AS text " + _VALUES +
-    " CROSS JOIN LATERAL jsonb_path_query(CASE jsonb_typeof(v) WHEN 'string' THEN jsonb_build_array(v)"
+    "SELECT DISTINCT r.id, r.resource_type, p.param, s.x #>> '{{}}' AS text "
+    + _VALUES
+    + " CROSS JOIN LATERAL jsonb_path_query(CASE jsonb_typeof(v) WHEN 'string' THEN jsonb_build_array(v)"
     "  WHEN 'object' THEN jsonb_build_array(" + ", ".join(f"v->{_literal(part)}" for part in _STRING_PARTS) + ")"
-    "  END, 'lax $[*][*]') AS s(x)"
-    + _WANTED + " AND jsonb_typeof(s.x) = 'string' AND s.x <> '\"\"'"
+    "  END, 'lax $[*][*]') AS s(x)" + _WANTED + " AND jsonb_typeof(s.x) = 'string' AND s.x <> '\"\"'"
 )
 
 # `search_params._date_range`: a date/dateTime/instant, or a Period (an absent or unreadable end is open).
 _DATE_SELECT = (
-    "SELECT DISTINCT r.id, r.resource_type, p.param, d.low, d.high " + _VALUES +
-    " CROSS JOIN LATERAL (SELECT f.low, f.high"
+    "SELECT DISTINCT r.id, r.resource_type, p.param, d.low, d.high "
+    + _VALUES
+    + " CROSS JOIN LATERAL (SELECT f.low, f.high"
     "  FROM fhir_date_range(CASE WHEN jsonb_typeof(v) = 'string' THEN v #>> '{{}}' END) AS f"
     "  UNION ALL SELECT coalesce(s.low, '0001-01-01 00:00:00+00'), coalesce(e.high, '9999-12-31 23:59:59.999999+00')"
     "  FROM (SELECT WHERE jsonb_typeof(v) = 'object' AND (v ? 'start' OR v ? 'end')) AS period"
@@ -148,9 +189,10 @@ _DATE_SELECT = (
 # newline) by character classes: a bounded repeat `{1,64}` costs PostgreSQL's regex engine ~10x more.
 _REFERENCE_SELECT = (
     "SELECT DISTINCT r.id, r.resource_type, p.param, split_part(t.ref, '/', 1), split_part(t.ref, '/', 2) "
-    + _VALUES +
-    " CROSS JOIN LATERAL (SELECT v->>'reference' WHERE jsonb_typeof(v->'reference') = 'string') AS t(ref)"
-    + _WANTED + " AND (length(t.ref) - length(replace(t.ref, '/', '')) = 1"
+    + _VALUES
+    + " CROSS JOIN LATERAL (SELECT v->>'reference' WHERE jsonb_typeof(v->'reference') = 'string') AS t(ref)"
+    + _WANTED
+    + " AND (length(t.ref) - length(replace(t.ref, '/', '')) = 1"
     "  OR (length(t.ref) - length(replace(t.ref, '/', '')) = 3 AND split_part(t.ref, '/', 3) = '_history'))"
     " AND split_part(t.ref, '/', 1) = ANY(%(types)s)"
     " AND length(rtrim(split_part(t.ref, '/', 2), E'\\n')) BETWEEN 1 AND 64"
@@ -159,8 +201,12 @@ _REFERENCE_SELECT = (
     " AND (p.targets IS NULL OR split_part(t.ref, '/', 1) = ANY(p.targets))"
 )
 
-COLUMNS = {"token": ("param", "system", "code"), "string": ("param", "normalized", "exact"),
-           "date": ("param", "low", "high"), "reference": ("param", "target_type", "target_id")}
+COLUMNS = {
+    "token": ("param", "system", "code"),
+    "string": ("param", "normalized", "exact"),
+    "date": ("param", "low", "high"),
+    "reference": ("param", "target_type", "target_id"),
+}
 
 
 @lru_cache(maxsize=None)
@@ -170,16 +216,25 @@ def _statement(kind: str, source: str, target: str) -> str:
     if kind == "string":
         # One statement: the ASCII strings inserted, the others returned for Python to normalize.
         found = _STRING_FOUND.format(source=source, params=params)
-        return (f"WITH found AS ({found}), inserted AS (INSERT INTO {target} ({columns})"
-                f" SELECT DISTINCT id, resource_type, param, left(lower(text COLLATE \"C\"), {_L}), left(text, {_L})"
-                f" FROM found WHERE octet_length(text) = char_length(text))"
-                f" SELECT id, resource_type, param, text FROM found WHERE octet_length(text) <> char_length(text)")
+        return (
+            f"WITH found AS ({found}), inserted AS (INSERT INTO {target} ({columns})"
+            f' SELECT DISTINCT id, resource_type, param, left(lower(text COLLATE "C"), {_L}), left(text, {_L})'
+            f" FROM found WHERE octet_length(text) = char_length(text))"
+            f" SELECT id, resource_type, param, text FROM found WHERE octet_length(text) <> char_length(text)"
+        )
     select = {"token": _TOKEN_SELECT, "date": _DATE_SELECT, "reference": _REFERENCE_SELECT}[kind]
     return f"INSERT INTO {target} ({columns}) " + select.format(source=source, params=params, L=_L)
 
 
-def insert_index_rows(cursor, *, source: str, source_params: dict, targets: dict[str, str],
-                      skip: Iterable[tuple[str, str]] = (), only: Sequence[str] | None = None) -> None:
+def insert_index_rows(
+    cursor,
+    *,
+    source: str,
+    source_params: dict,
+    targets: dict[str, str],
+    skip: Iterable[tuple[str, str]] = (),
+    only: Sequence[str] | None = None,
+) -> None:
     """Extract the built-in parameters' index rows of the resources `source` selects, into `targets`.
 
     `source` is a FROM item with columns id, resource_type, body (`source_params` fill its placeholders);
@@ -191,8 +246,12 @@ def insert_index_rows(cursor, *, source: str, source_params: dict, targets: dict
     # The parameter table makes the planner expect a costly statement: JIT compilation would take ~1 s per
     # statement, far longer than the statement itself. Off for the rest of this transaction.
     cursor.execute("SET LOCAL jit = off")
-    arguments = {**source_params, "skip": [f"{t} {n}" for t, n in skip],
-                 "only": list(only) if only is not None else None, "types": sorted(RESOURCE_TYPES)}
+    arguments = {
+        **source_params,
+        "skip": [f"{t} {n}" for t, n in skip],
+        "only": list(only) if only is not None else None,
+        "types": sorted(RESOURCE_TYPES),
+    }
     for kind in SQL_KINDS:
         cursor.execute(_statement(kind, source, targets[kind]), arguments)
         if kind == "string":
@@ -202,8 +261,9 @@ def insert_index_rows(cursor, *, source: str, source_params: dict, targets: dict
 def _insert_normalized(cursor, target: str, found: Sequence[tuple[int, str, str, str]]) -> None:
     """String rows of non-ASCII text, normalized by `normalize_string` (the Python side's rule). A long one may
     equal an ASCII string's row once both are cut to INDEXED_TEXT_LENGTH: rows are a set, it is written once."""
-    rows = {(pk, resource_type, param, normalize_string(text)[:_L], text[:_L])
-            for pk, resource_type, param, text in found}
+    rows = {
+        (pk, resource_type, param, normalize_string(text)[:_L], text[:_L]) for pk, resource_type, param, text in found
+    }
     if not rows:
         return
     cursor.execute(

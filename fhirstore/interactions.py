@@ -2,6 +2,7 @@
 functions the REST views call. Each runs in its own transaction; bundles and bulk loads batch their
 writes through `storage.save_resources` directly.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,8 +28,9 @@ def prepare_resource(resource: dict, resolve: Callable[[str], str | None] = reso
     return resource
 
 
-def create_resource(resource_type: str, resource: object, *, authority: WriteAuthority,
-                    if_none_exist: str | None = None) -> StoredVersion:
+def create_resource(
+    resource_type: str, resource: object, *, authority: WriteAuthority, if_none_exist: str | None = None
+) -> StoredVersion:
     """Create with a server-assigned id (a client's id is ignored, as the spec says).
 
     With `if_none_exist` (a query string), an existing match is returned instead (`created` False);
@@ -47,8 +49,9 @@ def create_resource(resource_type: str, resource: object, *, authority: WriteAut
         return save_resources([Write(resource)], authority=authority)[0]
 
 
-def update_resource(resource_type: str, logical_id: str, resource: object, *, authority: WriteAuthority,
-                    if_match: int | None = None) -> StoredVersion:
+def update_resource(
+    resource_type: str, logical_id: str, resource: object, *, authority: WriteAuthority, if_match: int | None = None
+) -> StoredVersion:
     """Replace (or create with the client's id); the body's id must be the URL's."""
     resource = check_resource_type(resource, resource_type)
     if resource.get("id") != logical_id:
@@ -72,8 +75,9 @@ def conditional_update(resource_type: str, query: str, resource: object, *, auth
         return save_resources([Write(resource)], authority=authority)[0]
 
 
-def delete(resource_type: str, logical_id: str, *, authority: WriteAuthority,
-           if_match: int | None = None) -> StoredVersion | None:
+def delete(
+    resource_type: str, logical_id: str, *, authority: WriteAuthority, if_match: int | None = None
+) -> StoredVersion | None:
     """Delete; None when it was deleted already."""
     with transaction.atomic():
         return delete_resource(resource_type, logical_id, authority=authority, if_match=if_match)

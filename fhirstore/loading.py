@@ -8,6 +8,7 @@ business: `fhirjobs.bulkimport.inline.load_paths` runs its steps on them and loa
 These are the shell's loads (run by whoever may run the server): they write with the server's own authority
 (`authority.SERVER`), SearchParameters included.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -36,8 +37,17 @@ LOAD_BATCH_SIZE = 1000
 # organizations millions of times); the memo is cleared when it grows past this, keeping memory bounded.
 RESOLVED_REFERENCE_MEMO = 100_000
 # Referenced types first; anything else after them, by name.
-LOAD_ORDER = ("Organization", "Location", "Practitioner", "PractitionerRole", "Medication", "Patient", "Group",
-              "Device", "Encounter")
+LOAD_ORDER = (
+    "Organization",
+    "Location",
+    "Practitioner",
+    "PractitionerRole",
+    "Medication",
+    "Patient",
+    "Group",
+    "Device",
+    "Encounter",
+)
 REFERENCE_DATA_BUNDLES = ("hospitalInformation", "practitionerInformation")  # Synthea's shared bundles
 
 

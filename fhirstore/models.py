@@ -10,6 +10,7 @@ Layout choices, for scans over millions of rows:
   foreign key constraint (bulk loads COPY them in without a trigger per row); every write replaces a
   resource's rows in the same transaction.
 """
+
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
@@ -29,7 +30,8 @@ class Resource(models.Model):
         constraints = [
             # Reads by id, and "ids of type T (changed since S) in id order" as an index-only keyset scan.
             models.UniqueConstraint(
-                fields=["resource_type", "logical_id"], include=["last_updated", "deleted"],
+                fields=["resource_type", "logical_id"],
+                include=["last_updated", "deleted"],
                 name="fhir_resource_type_id",
             ),
         ]

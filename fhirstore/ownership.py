@@ -3,6 +3,7 @@
 A malformed id, an unknown one and another user's all get the same "not found", so that nobody can probe
 for the ids of other users' work.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -16,8 +17,15 @@ from fhirstore.exceptions import ResourceNotFound
 Row = TypeVar("Row", bound=Model)
 
 
-def owned_row(rows: QuerySet[Row], user: AbstractBaseUser, row_id: uuid.UUID | str, *, noun: str,
-              not_found: type[ResourceNotFound], lock: bool = False) -> Row:
+def owned_row(
+    rows: QuerySet[Row],
+    user: AbstractBaseUser,
+    row_id: uuid.UUID | str,
+    *,
+    noun: str,
+    not_found: type[ResourceNotFound],
+    lock: bool = False,
+) -> Row:
     """The row of `rows` with id `row_id` owned by `user` (`SELECT … FOR UPDATE` when `lock`).
 
     `noun` names the row in the messages ("export"); `not_found` is the error raised when there is none."""

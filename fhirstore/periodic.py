@@ -1,4 +1,5 @@
 """The FHIR store's scheduled jobs (found by `scheduling`, which imports every installed app's `periodic` module)."""
+
 from fhirstore.search import delete_expired_searches
 from scheduling import scheduled
 

@@ -4,6 +4,7 @@ A transaction bundle's `urn:uuid:` references and conditional references (`Pract
 are rewritten to literal `Type/id` references before a resource is stored; everything stored afterwards
 is a reference the store (or the wider web) can follow.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -6,6 +6,7 @@ version of it, `Patient/a/_history/2`): a rewritten resource gets a new version 
 with its index rows, so it stops being a referrer of the source. A resource that no longer refers to the
 source is left alone (no new version): a page run again changes nothing twice.
 """
+
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
@@ -18,8 +19,9 @@ from fhirstore.references import reference_elements
 from fhirstore.storage import StoredVersion, Write, save_resources
 
 
-def referrer_keys(target_type: str, target_id: str, *, excluding: Collection[tuple[str, str]] = ()
-                  ) -> list[tuple[str, str]]:
+def referrer_keys(
+    target_type: str, target_id: str, *, excluding: Collection[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
     """`(type, id)` of the current resources that refer to `target_type/target_id`, sorted, without `excluding`."""
     with connection.cursor() as cursor:
         cursor.execute(
@@ -36,15 +38,19 @@ def refers_to(reference: str, target: str) -> bool:
     return reference == target or reference.startswith(f"{target}/_history/")
 
 
-def replace_references(resource_type: str, logical_ids: Sequence[str], source: str, target: str, *,
-                       authority: WriteAuthority) -> list[StoredVersion]:
+def replace_references(
+    resource_type: str, logical_ids: Sequence[str], source: str, target: str, *, authority: WriteAuthority
+) -> list[StoredVersion]:
     """Point every reference of these resources to `source` (`Type/id`) at `target` instead, each changed
     resource as a new version; in the caller's transaction. Resources gone or no longer referring to `source`
     are skipped. Each write carries the version read (If-Match): a concurrent change fails the page (412), to
     be run again, rather than being overwritten."""
     writes = []
-    rows = (Resource.objects.filter(resource_type=resource_type, logical_id__in=list(logical_ids), deleted=False)
-            .order_by("logical_id").values_list("version_id", "body"))
+    rows = (
+        Resource.objects.filter(resource_type=resource_type, logical_id__in=list(logical_ids), deleted=False)
+        .order_by("logical_id")
+        .values_list("version_id", "body")
+    )
     for version_id, body in rows:
         changed = False
         for element in reference_elements(body):

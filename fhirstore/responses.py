@@ -1,4 +1,5 @@
 """The FHIR documents the store answers with: OperationOutcome, searchset and history Bundles."""
+
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -18,14 +19,17 @@ def operation_outcome(error: FhirStoreError) -> dict:
 
 
 def outcome(severity: str, code: str, *diagnostics: str) -> dict:
-    return {"resourceType": "OperationOutcome",
-            "issue": [{"severity": severity, "code": code, "diagnostics": text} for text in diagnostics]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": code, "diagnostics": text} for text in diagnostics],
+    }
 
 
 def page_url(base_url: str, search_id: object, offset: int, count: int) -> str:
     """The link to one page of a cached search (HAPI's form, which clients know)."""
-    return f"{base_url}?" + urlencode({"_getpages": str(search_id), "_getpagesoffset": offset, "_count": count,
-                                       "_bundletype": "searchset"})
+    return f"{base_url}?" + urlencode(
+        {"_getpages": str(search_id), "_getpagesoffset": offset, "_count": count, "_bundletype": "searchset"}
+    )
 
 
 def searchset_bundle(page: SearchPage, base_url: str) -> dict:
@@ -35,27 +39,53 @@ def searchset_bundle(page: SearchPage, base_url: str) -> dict:
     else:
         links = [{"relation": "self", "url": page_url(base_url, page.search_id, page.offset, page.count)}]
     if page.count and page.offset + page.count < page.total:
-        links.append({"relation": "next", "url": page_url(base_url, page.search_id, page.offset + page.count,
-                                                          page.count)})
+        links.append(
+            {"relation": "next", "url": page_url(base_url, page.search_id, page.offset + page.count, page.count)}
+        )
     if page.count and page.offset > 0:
-        links.append({"relation": "previous", "url": page_url(base_url, page.search_id,
-                                                              max(0, page.offset - page.count), page.count)})
-    entries = [{"fullUrl": f"{base_url}/{page.resource_type}/{body['id']}", "resource": body,
-                "search": {"mode": "match"}} for body in page.resources]
-    bundle = {"resourceType": "Bundle", "id": str(page.search_id),
-              "meta": {"lastUpdated": format_instant(timezone.now())}, "type": "searchset"}
+        links.append(
+            {
+                "relation": "previous",
+                "url": page_url(base_url, page.search_id, max(0, page.offset - page.count), page.count),
+            }
+        )
+    entries = [
+        {"fullUrl": f"{base_url}/{page.resource_type}/{body['id']}", "resource": body, "search": {"mode": "match"}}
+        for body in page.resources
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "id": str(page.search_id),
+        "meta": {"lastUpdated": format_instant(timezone.now())},
+        "type": "searchset",
+    }
     if page.truncated:
-        entries.append({"resource": outcome(
-            "warning", "too-costly",
-            f"More than {page.total} resources match; only the first {page.total} are kept. Narrow the search.",
-        ), "search": {"mode": "outcome"}})
+        entries.append(
+            {
+                "resource": outcome(
+                    "warning",
+                    "too-costly",
+                    f"More than {page.total} resources match; only the first {page.total} are kept. Narrow the search.",
+                ),
+                "search": {"mode": "outcome"},
+            }
+        )
     else:
         bundle["total"] = page.total
     return {**bundle, "link": links, "entry": entries}
 
 
-def history_bundle(resource_type: str, logical_id: str, total: int, versions: list[StoredVersion], *,
-                   base_url: str, offset: int, count: int, since: str | None) -> dict:
+def history_bundle(
+    resource_type: str,
+    logical_id: str,
+    total: int,
+    versions: list[StoredVersion],
+    *,
+    base_url: str,
+    offset: int,
+    count: int,
+    since: str | None,
+) -> dict:
     """A page of one resource's versions, newest first, with `next` / `previous` links."""
     path = f"{base_url}/{resource_type}/{logical_id}/_history"
 
@@ -68,8 +98,13 @@ def history_bundle(resource_type: str, logical_id: str, total: int, versions: li
         links.append(link("next", offset + count))
     if offset > 0:
         links.append(link("previous", max(0, offset - count)))
-    return {"resourceType": "Bundle", "type": "history", "total": total, "link": links,
-            "entry": [_history_entry(version, base_url) for version in versions]}
+    return {
+        "resourceType": "Bundle",
+        "type": "history",
+        "total": total,
+        "link": links,
+        "entry": [_history_entry(version, base_url) for version in versions],
+    }
 
 
 def _history_entry(version: StoredVersion, base_url: str) -> dict:
@@ -83,5 +118,8 @@ def _history_entry(version: StoredVersion, base_url: str) -> dict:
     entry = {"fullUrl": f"{base_url}/{reference}"}
     if version.body is not None:
         entry["resource"] = version.body
-    return {**entry, "request": request, "response": {
-        "status": status, "etag": version.etag, "lastModified": format_instant(version.last_updated)}}
+    return {
+        **entry,
+        "request": request,
+        "response": {"status": status, "etag": version.etag, "lastModified": format_instant(version.last_updated)},
+    }

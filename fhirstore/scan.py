@@ -15,6 +15,7 @@ such a walk at (the bulk export's `selection.pages_within_ranges`), where keyset
 shift when a resource joins or leaves it. `filters` take the `Q`s of `search.search_filter` / `search.type_filter`; a
 resource passes when it matches any of them (the `_typeFilter`s of one type are ORed).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,17 +36,33 @@ from fhirstore.search_params import parse_relative_reference, patient_compartmen
 ID_PAGE_SIZE = 1000  # ids per page: the bulk export's chunk size, as HAPI's
 
 
-def resource_ids_page(resource_type: str, *, after: str | None = None, since: datetime | None = None,
-                      until: datetime | None = None, filters: Sequence[Q] = (), limit: int = ID_PAGE_SIZE) -> list[str]:
+def resource_ids_page(
+    resource_type: str,
+    *,
+    after: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    filters: Sequence[Q] = (),
+    limit: int = ID_PAGE_SIZE,
+) -> list[str]:
     """The next `limit` ids of a type in id order, after `after`; changed at or after `since` if given."""
     return _page(current_resources(resource_type, since=since, until=until, filters=filters), after, limit)
 
 
-def iter_resource_id_pages(resource_type: str, *, since: datetime | None = None, until: datetime | None = None,
-                           filters: Sequence[Q] = (), page_size: int = ID_PAGE_SIZE) -> Iterator[list[str]]:
+def iter_resource_id_pages(
+    resource_type: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    filters: Sequence[Q] = (),
+    page_size: int = ID_PAGE_SIZE,
+) -> Iterator[list[str]]:
     """Every id of a type (changed since `since`), page by page, in id order."""
-    return _pages(lambda after: resource_ids_page(resource_type, after=after, since=since, until=until,
-                                                  filters=filters, limit=page_size))
+    return _pages(
+        lambda after: resource_ids_page(
+            resource_type, after=after, since=since, until=until, filters=filters, limit=page_size
+        )
+    )
 
 
 def id_after(resource_type: str, after: str | None, *, offset: int) -> str | None:
@@ -66,8 +83,9 @@ def stored_types() -> list[str]:
     return [t for t in sorted(RESOURCE_TYPES) if Resource.objects.filter(resource_type=t).exists()]
 
 
-def iter_resource_id_ranges(resource_type: str, *, since: datetime | None = None, until: datetime,
-                            page_size: int = ID_PAGE_SIZE) -> Iterator[tuple[str, str, int]]:
+def iter_resource_id_ranges(
+    resource_type: str, *, since: datetime | None = None, until: datetime, page_size: int = ID_PAGE_SIZE
+) -> Iterator[tuple[str, str, int]]:
     """`(after, last, count)` per page of the ids current at `until` (changed at or after `since`), in id
     order: the page is the ids in `(after, last]`.
 
@@ -77,8 +95,10 @@ def iter_resource_id_ranges(resource_type: str, *, since: datetime | None = None
     after = ""
     while True:
         with connection.cursor() as cursor:
-            cursor.execute(RANGE_PAGE_SQL, {"type": resource_type, "after": after, "until": until, "since": since,
-                                            "limit": page_size})
+            cursor.execute(
+                RANGE_PAGE_SQL,
+                {"type": resource_type, "after": after, "until": until, "since": since, "limit": page_size},
+            )
             last, count = cursor.fetchone()
         if not count:
             return
@@ -110,8 +130,9 @@ SELECT max(logical_id), count(*) FROM (
 """
 
 
-def range_bodies_ndjson(resource_type: str, after: str, last: str, *, since: datetime | None,
-                        until: datetime) -> tuple[int, bytes]:
+def range_bodies_ndjson(
+    resource_type: str, after: str, last: str, *, since: datetime | None, until: datetime
+) -> tuple[int, bytes]:
     """`(count, NDJSON)`: the bodies, as they were at `until`, of the ids in `(after, last]` that were current then
     (and changed at or after `since`), one JSON text a line, in no particular order.
 
@@ -120,8 +141,11 @@ def range_bodies_ndjson(resource_type: str, after: str, last: str, *, since: dat
     """
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(RANGE_BODIES_SQL, {"type": resource_type, "after": after, "last": last, "until": until,
-                                          "since": since}, binary=True)
+        cursor.execute(
+            RANGE_BODIES_SQL,
+            {"type": resource_type, "after": after, "last": last, "until": until, "since": since},
+            binary=True,
+        )
         count, ndjson = cursor.fetchone()
     return count, ndjson
 
@@ -181,8 +205,9 @@ def iter_row_ranges(*, until: datetime, width: int) -> Iterator[tuple[int, int]]
         yield after, min(after + width, end)
 
 
-def row_range_bodies_ndjson(resource_types: Sequence[str], after: int, last: int, *,
-                            until: datetime) -> list[tuple[str, int, bytes]]:
+def row_range_bodies_ndjson(
+    resource_types: Sequence[str], after: int, last: int, *, until: datetime
+) -> list[tuple[str, int, bytes]]:
     """`(type, count, NDJSON)` per type of `resource_types` that has resources current at `until` among the
     rows `(after, last]`, in type order: their bodies as they were then, one JSON text a line, in no
     particular order.
@@ -196,13 +221,15 @@ def row_range_bodies_ndjson(resource_types: Sequence[str], after: int, last: int
     lines: dict[str, list[bytes]] = {}
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:
-        with cursor.copy(ROW_RANGE_BODIES_COPY, {"types": list(resource_types), "after": after, "last": last,
-                                                 "until": until}) as copy:
+        with cursor.copy(
+            ROW_RANGE_BODIES_COPY, {"types": list(resource_types), "after": after, "last": last, "until": until}
+        ) as copy:
             for row in copy:
                 resource_type, _, line = bytes(row).partition(COPY_DELIMITER)
                 lines.setdefault(resource_type.decode(), []).append(line)
-    return [(resource_type, len(lines[resource_type]), b"".join(lines[resource_type]))
-            for resource_type in sorted(lines)]
+    return [
+        (resource_type, len(lines[resource_type]), b"".join(lines[resource_type])) for resource_type in sorted(lines)
+    ]
 
 
 # `COPY … CSV` with a delimiter and a quote that JSON text never holds raw (jsonb::text escapes every control
@@ -237,9 +264,16 @@ def share_of_rows(resource_types: Sequence[str]) -> float:
     return of_types / estimate if estimate else 1.0
 
 
-def compartment_ids_page(resource_type: str, patient_ids: Sequence[str], *, after: str | None = None,
-                         since: datetime | None = None, until: datetime | None = None, filters: Sequence[Q] = (),
-                         limit: int = ID_PAGE_SIZE) -> list[str]:
+def compartment_ids_page(
+    resource_type: str,
+    patient_ids: Sequence[str],
+    *,
+    after: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    filters: Sequence[Q] = (),
+    limit: int = ID_PAGE_SIZE,
+) -> list[str]:
     """The next ids of a type in the Patient compartments of `patient_ids`, in id order, after `after`.
 
     A resource is in a patient's compartment when one of its compartment references (see
@@ -257,21 +291,26 @@ def compartment_condition(resource_type: str, patient_ids: Sequence[str]) -> Q |
     """The filter on `Resource` rows of a type that are in the Patient compartments of `patient_ids` (see
     `compartment_ids_page`); None for a type that is never in a Patient compartment."""
     if resource_type == "Patient":
-        links = ReferenceIndex.objects.filter(resource_type="Patient", param="link", target_type="Patient",
-                                              target_id__in=list(patient_ids)).values("resource_id")
+        links = ReferenceIndex.objects.filter(
+            resource_type="Patient", param="link", target_type="Patient", target_id__in=list(patient_ids)
+        ).values("resource_id")
         return Q(logical_id__in=list(patient_ids)) | Q(pk__in=links)
     params = patient_compartment_params(resource_type)
     if not params:
         return None
-    links = ReferenceIndex.objects.filter(target_id__in=list(patient_ids), target_type="Patient",
-                                          resource_type=resource_type, param__in=params).values("resource_id")
+    links = ReferenceIndex.objects.filter(
+        target_id__in=list(patient_ids), target_type="Patient", resource_type=resource_type, param__in=params
+    ).values("resource_id")
     return Q(pk__in=links)
 
 
 def current_bodies(resource_type: str, ids: Sequence[str]) -> list[dict]:
     """The current bodies of these ids, in id order; deleted and unknown ids are left out."""
-    return list(Resource.objects.filter(resource_type=resource_type, logical_id__in=list(ids), deleted=False)
-                .order_by("logical_id").values_list("body", flat=True))
+    return list(
+        Resource.objects.filter(resource_type=resource_type, logical_id__in=list(ids), deleted=False)
+        .order_by("logical_id")
+        .values_list("body", flat=True)
+    )
 
 
 def current_bodies_json(resource_type: str, ids: Sequence[str], *, until: datetime | None = None) -> list[str]:
@@ -282,28 +321,39 @@ def current_bodies_json(resource_type: str, ids: Sequence[str], *, until: dateti
     return [body for _, body in bodies_json_by_id(resource_type, ids, until=until)]
 
 
-def bodies_json_by_id(resource_type: str, ids: Sequence[str], *, until: datetime | None = None) -> list[tuple[str, str]]:
+def bodies_json_by_id(
+    resource_type: str, ids: Sequence[str], *, until: datetime | None = None
+) -> list[tuple[str, str]]:
     """(logical id, body as JSON text) of these ids, in id order, current (at `until`, if given).
 
     The ids travel as one newline-joined text (an id never holds a newline): a list of thousands of strings
     costs the driver more to send than the database takes to read them.
     """
     if until is None:
-        sql = ("SELECT logical_id, body::text FROM fhirstore_resource WHERE resource_type = %(type)s"
-               " AND logical_id = ANY(string_to_array(%(ids)s, E'\\n')) AND NOT deleted ORDER BY logical_id")
+        sql = (
+            "SELECT logical_id, body::text FROM fhirstore_resource WHERE resource_type = %(type)s"
+            " AND logical_id = ANY(string_to_array(%(ids)s, E'\\n')) AND NOT deleted ORDER BY logical_id"
+        )
     else:
-        sql = ("SELECT logical_id, body FROM (SELECT r.logical_id, CASE WHEN r.last_updated <= %(until)s THEN"
-               " r.body::text ELSE (SELECT v.body::text FROM fhirstore_resourceversion v WHERE v.resource_id = r.id"
-               " AND v.last_updated <= %(until)s ORDER BY v.version_id DESC LIMIT 1) END AS body"
-               " FROM fhirstore_resource r WHERE r.resource_type = %(type)s"
-               " AND r.logical_id = ANY(string_to_array(%(ids)s, E'\\n'))) as_of WHERE body IS NOT NULL ORDER BY logical_id")
+        sql = (
+            "SELECT logical_id, body FROM (SELECT r.logical_id, CASE WHEN r.last_updated <= %(until)s THEN"
+            " r.body::text ELSE (SELECT v.body::text FROM fhirstore_resourceversion v WHERE v.resource_id = r.id"
+            " AND v.last_updated <= %(until)s ORDER BY v.version_id DESC LIMIT 1) END AS body"
+            " FROM fhirstore_resource r WHERE r.resource_type = %(type)s"
+            " AND r.logical_id = ANY(string_to_array(%(ids)s, E'\\n'))) as_of WHERE body IS NOT NULL ORDER BY logical_id"
+        )
     with connection.cursor() as cursor:
         cursor.execute(sql, {"type": resource_type, "ids": "\n".join(ids), "until": until})
         return cursor.fetchall()
 
 
-def compartment_members(patient_ids: Sequence[str], filters_by_type: Mapping[str, Sequence[Q]], *,
-                        since: datetime | None = None, until: datetime | None = None) -> dict[str, list[tuple[str, str]]]:
+def compartment_members(
+    patient_ids: Sequence[str],
+    filters_by_type: Mapping[str, Sequence[Q]],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, list[tuple[str, str]]]:
     """Per type of `filters_by_type` (Patient aside), (patient id, logical id) of every resource of the type in
     the compartment of each of `patient_ids` that is current (at `until`), changed at or after `since` and matches
     any of the type's filters (none: every one), by patient and id; a resource in several of these compartments
@@ -317,35 +367,45 @@ def compartment_members(patient_ids: Sequence[str], filters_by_type: Mapping[str
         if resource_type != "Patient" and (params := patient_compartment_params(resource_type)):
             in_compartments |= Q(resource_type=resource_type, param__in=params)
     links: dict[str, set[tuple[str, int]]] = {}
-    for resource_type, patient_id, row_id in (
-            ReferenceIndex.objects.filter(in_compartments, target_id__in=list(patient_ids), target_type="Patient")
-            .values_list("resource_type", "target_id", "resource_id")):
+    for resource_type, patient_id, row_id in ReferenceIndex.objects.filter(
+        in_compartments, target_id__in=list(patient_ids), target_type="Patient"
+    ).values_list("resource_type", "target_id", "resource_id"):
         links.setdefault(resource_type, set()).add((patient_id, row_id))
     members = {}
     for resource_type, pairs in sorted(links.items()):
-        kept = dict(current_resources(resource_type, since=since, until=until, filters=filters_by_type[resource_type])
-                    .filter(pk__in=RawSQL("SELECT unnest(string_to_array(%s, ',')::bigint[])",
-                                          [",".join(str(row_id) for row_id in sorted({row for _, row in pairs}))]))
-                    .values_list("pk", "logical_id"))  # the row ids as one text: a parameter each costs more
+        kept = dict(
+            current_resources(resource_type, since=since, until=until, filters=filters_by_type[resource_type])
+            .filter(
+                pk__in=RawSQL(
+                    "SELECT unnest(string_to_array(%s, ',')::bigint[])",
+                    [",".join(str(row_id) for row_id in sorted({row for _, row in pairs}))],
+                )
+            )
+            .values_list("pk", "logical_id")
+        )  # the row ids as one text: a parameter each costs more
         if chosen := sorted((patient_id, kept[row_id]) for patient_id, row_id in pairs if row_id in kept):
             members[resource_type] = chosen
     return members
 
 
-def iter_deleted_id_pages(resource_type: str, *, since: datetime, until: datetime,
-                          page_size: int = ID_PAGE_SIZE) -> Iterator[list[str]]:
+def iter_deleted_id_pages(
+    resource_type: str, *, since: datetime, until: datetime, page_size: int = ID_PAGE_SIZE
+) -> Iterator[list[str]]:
     """The ids of a type deleted at or after `since` and still deleted at `until`, page by page, in id order."""
     rows = Resource.objects.filter(resource_type=resource_type)
     then = _as_of(until)
-    deleted_then = (Q(last_updated__lte=until, deleted=True, last_updated__gte=since)
-                    | Q(last_updated__gt=until, then_deleted=True, then_updated__gte=since))
-    rows = rows.alias(then_deleted=Subquery(then.values("deleted")[:1]),
-                      then_updated=Subquery(then.values("last_updated")[:1])).filter(deleted_then)
+    deleted_then = Q(last_updated__lte=until, deleted=True, last_updated__gte=since) | Q(
+        last_updated__gt=until, then_deleted=True, then_updated__gte=since
+    )
+    rows = rows.alias(
+        then_deleted=Subquery(then.values("deleted")[:1]), then_updated=Subquery(then.values("last_updated")[:1])
+    ).filter(deleted_then)
     return _pages(lambda after: _page(rows, after, page_size))
 
 
-def deleted_in_compartments(resource_type: str, ids: Sequence[str], patient_ids: Sequence[str] | None, *,
-                            until: datetime) -> list[str]:
+def deleted_in_compartments(
+    resource_type: str, ids: Sequence[str], patient_ids: Sequence[str] | None, *, until: datetime
+) -> list[str]:
     """Those of `ids` (resources deleted as of `until`) that were in the Patient compartment of one of
     `patient_ids` (of any Patient when None) when they were deleted, in id order.
 
@@ -366,9 +426,11 @@ def deleted_in_compartments(resource_type: str, ids: Sequence[str], patient_ids:
             if resource_type == "Patient" and (wanted is None or logical_id in wanted):
                 kept.append(logical_id)
                 continue
-            targets = {target_id for param, target_type, target_id in extract(json.loads(body)).references
-                       if target_type == "Patient" and (param in params or (resource_type == "Patient" and
-                                                                           param == "link"))}
+            targets = {
+                target_id
+                for param, target_type, target_id in extract(json.loads(body)).references
+                if target_type == "Patient" and (param in params or (resource_type == "Patient" and param == "link"))
+            }
             if targets and (wanted is None or targets & wanted):
                 kept.append(logical_id)
     return kept
@@ -385,8 +447,11 @@ ORDER BY r.logical_id, v.version_id DESC
 
 def missing_ids(resource_type: str, ids: Sequence[str]) -> list[str]:
     """Those of `ids` that are not current resources of the type (unknown or deleted), sorted."""
-    present = set(Resource.objects.filter(resource_type=resource_type, logical_id__in=list(ids), deleted=False)
-                  .values_list("logical_id", flat=True))
+    present = set(
+        Resource.objects.filter(resource_type=resource_type, logical_id__in=list(ids), deleted=False).values_list(
+            "logical_id", flat=True
+        )
+    )
     return sorted(set(ids) - present)
 
 
@@ -405,8 +470,9 @@ def group_patient_ids(group_id: str) -> list[str]:
     return sorted(patients)
 
 
-def current_resources(resource_type: str, *, since: datetime | None = None, until: datetime | None = None,
-                      filters: Sequence[Q] = ()) -> QuerySet[Resource]:
+def current_resources(
+    resource_type: str, *, since: datetime | None = None, until: datetime | None = None, filters: Sequence[Q] = ()
+) -> QuerySet[Resource]:
     """The resources of a type that are current (at `until`, if given), changed at or after `since`, matching any
     of `filters`."""
     resources = Resource.objects.filter(resource_type=resource_type)
@@ -419,10 +485,12 @@ def current_resources(resource_type: str, *, since: datetime | None = None, unti
         then = _as_of(until)
         live_then = Q(last_updated__lte=until, deleted=False) | Q(last_updated__gt=until, then_deleted=False)
         if since is not None:
-            live_then = ((Q(last_updated__lte=until, deleted=False) & Q(last_updated__gte=since))
-                         | Q(last_updated__gt=until, then_deleted=False, then_updated__gte=since))
-        resources = resources.alias(then_deleted=Subquery(then.values("deleted")[:1]),
-                                    then_updated=Subquery(then.values("last_updated")[:1])).filter(live_then)
+            live_then = (Q(last_updated__lte=until, deleted=False) & Q(last_updated__gte=since)) | Q(
+                last_updated__gt=until, then_deleted=False, then_updated__gte=since
+            )
+        resources = resources.alias(
+            then_deleted=Subquery(then.values("deleted")[:1]), then_updated=Subquery(then.values("last_updated")[:1])
+        ).filter(live_then)
     if filters:
         matches_any = Q()
         for condition in filters:

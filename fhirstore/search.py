@@ -8,6 +8,7 @@ A REST search runs once: its matching ids, in result order, go into a `SearchCac
 database (`INSERT … SELECT ARRAY(…)`, no ids travel through Python), and every page is a slice of that
 array. Paging links stay stable while resources change, until the row expires.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -23,8 +24,13 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from fhirstore.custom_params import searchable_param
-from fhirstore.exceptions import InvalidRequest, PreconditionFailed, SearchExpired, UnknownResourceType, \
-    UnsupportedSearch
+from fhirstore.exceptions import (
+    InvalidRequest,
+    PreconditionFailed,
+    SearchExpired,
+    UnknownResourceType,
+    UnsupportedSearch,
+)
 from fhirstore.fhirdates import parse_date_range
 from fhirstore.models import (
     DateIndex,
@@ -70,8 +76,9 @@ class SearchPage:
     resources: list[dict]  # current bodies, in result order (resources deleted since the search are skipped)
 
 
-def parse_search(resource_type: str, params: Iterable[tuple[str, str]], *,
-                 allow_result_params: bool = True) -> ParsedSearch:
+def parse_search(
+    resource_type: str, params: Iterable[tuple[str, str]], *, allow_result_params: bool = True
+) -> ParsedSearch:
     """Parse a type's search parameters; InvalidRequest (400) for unknown or malformed ones.
 
     Parameters repeated are ANDed; comma-separated values of one parameter are ORed. With
@@ -127,8 +134,9 @@ def matching_resources(resource_type: str, conditions: Q = Q()) -> QuerySet[Reso
 def find_logical_ids(expression: str, limit: int = 2) -> list[str]:
     """Up to `limit` ids matching `Type?query` (conditional create, update and references look for one)."""
     resource_type, conditions = type_filter(expression)
-    return list(matching_resources(resource_type, conditions).order_by("id").values_list("logical_id", flat=True)
-                [:limit])
+    return list(
+        matching_resources(resource_type, conditions).order_by("id").values_list("logical_id", flat=True)[:limit]
+    )
 
 
 def resolve_conditional_reference(reference: str) -> str:
@@ -143,8 +151,11 @@ def resolve_conditional_reference(reference: str) -> str:
 def run_search(search: ParsedSearch, *, now: datetime | None = None) -> uuid.UUID:
     """Run a search once and keep its matching ids, in order, in the search result cache."""
     limit = settings.FHIR_SEARCH_MAX_RESULTS
-    matches = (matching_resources(search.resource_type, search.filter).order_by(*search.order_by)
-               .values_list("id", flat=True)[: limit + 1])
+    matches = (
+        matching_resources(search.resource_type, search.filter)
+        .order_by(*search.order_by)
+        .values_list("id", flat=True)[: limit + 1]
+    )
     sql, params = matches.query.sql_with_params()
     search_id = uuid.uuid4()
     with connection.cursor() as cursor:
@@ -175,8 +186,16 @@ def search_page(search_id: uuid.UUID | str, offset: int, count: int, *, now: dat
         raise SearchExpired(f"Search {search_id} has expired or never existed; run the search again")
     resource_type, query, _, total, truncated, page_ids = row
     bodies = dict(Resource.objects.filter(pk__in=page_ids or [], deleted=False).values_list("id", "body"))
-    return SearchPage(search_id, resource_type, query, total, truncated, offset, count,
-                      [bodies[pk] for pk in page_ids or [] if pk in bodies])
+    return SearchPage(
+        search_id,
+        resource_type,
+        query,
+        total,
+        truncated,
+        offset,
+        count,
+        [bodies[pk] for pk in page_ids or [] if pk in bodies],
+    )
 
 
 def delete_expired_searches(*, now: datetime | None = None) -> int:
@@ -207,8 +226,7 @@ def _parse_sort(value: str) -> tuple[str, ...]:
     return (*order, "id")
 
 
-def _param_filter(resource_type: str, name: str, modifier: str | None, values: Sequence[str],
-                  warnings: list[str]) -> Q:
+def _param_filter(resource_type: str, name: str, modifier: str | None, values: Sequence[str], warnings: list[str]) -> Q:
     if name == "_id":
         _no_modifier(name, modifier)
         return Q(logical_id__in=values)
@@ -264,8 +282,9 @@ def _value_set_rows(param: SearchParam, modifier: str, values: Sequence[str]) ->
     if len(values) != 1:
         raise UnsupportedSearch(f"{param.name}:{modifier} takes one ValueSet url")
     sql, params = expansion_subquery(values[0])
-    rows = _index_rows(TokenIndex, param).extra(where=[f"(system, code) IN (SELECT system, code FROM ({sql}) vs)"],
-                                                params=params)
+    rows = _index_rows(TokenIndex, param).extra(
+        where=[f"(system, code) IN (SELECT system, code FROM ({sql}) vs)"], params=params
+    )
     if modifier == "in":
         return rows
     return Resource.objects.filter(resource_type=param.resource_type).exclude(pk__in=rows).values("id")
@@ -289,9 +308,14 @@ def _date_rows(param: SearchParam, modifier: str | None, values: Sequence[str]) 
     for value in values:
         prefix, low, high = _parse_date_value(param.name, value)
         conditions |= {
-            "eq": Q(low__gte=low, high__lte=high), "ne": ~Q(low__gte=low, high__lte=high),
-            "gt": Q(high__gt=high), "ge": Q(high__gte=low), "lt": Q(low__lt=low), "le": Q(low__lte=high),
-            "sa": Q(low__gt=high), "eb": Q(high__lt=low),
+            "eq": Q(low__gte=low, high__lte=high),
+            "ne": ~Q(low__gte=low, high__lte=high),
+            "gt": Q(high__gt=high),
+            "ge": Q(high__gte=low),
+            "lt": Q(low__lt=low),
+            "le": Q(low__lte=high),
+            "sa": Q(low__gt=high),
+            "eb": Q(high__lt=low),
         }[prefix]
     return _index_rows(DateIndex, param).filter(conditions)
 
@@ -319,8 +343,10 @@ def _quantity_rows(param: SearchParam, modifier: str | None, values: Sequence[st
     for value in values:
         parts = value.split("|")
         if len(parts) not in (1, 3):
-            raise InvalidRequest(f"{param.name}={value!r} is not a quantity ([prefix]number, [prefix]number||code or "
-                                 f"[prefix]number|system|code)")
+            raise InvalidRequest(
+                f"{param.name}={value!r} is not a quantity ([prefix]number, [prefix]number||code or "
+                f"[prefix]number|system|code)"
+            )
         condition = _number_condition(param.name, parts[0])
         if len(parts) == 3 and parts[1]:
             condition &= Q(system=parts[1][:INDEXED_TEXT_LENGTH])
@@ -348,8 +374,12 @@ def _number_condition(name: str, value: str) -> Q:
     half_unit = Decimal(5).scaleb(number.as_tuple().exponent - 1)
     within = Q(value__gte=float(number - half_unit), value__lt=float(number + half_unit))
     return {
-        "eq": within, "ne": ~within, "gt": Q(value__gt=float(number)), "lt": Q(value__lt=float(number)),
-        "ge": Q(value__gte=float(number)), "le": Q(value__lte=float(number)),
+        "eq": within,
+        "ne": ~within,
+        "gt": Q(value__gt=float(number)),
+        "lt": Q(value__lt=float(number)),
+        "ge": Q(value__gte=float(number)),
+        "le": Q(value__lte=float(number)),
     }[prefix]
 
 
@@ -380,9 +410,14 @@ def _parse_date_value(name: str, value: str) -> tuple[str, datetime, datetime]:
 def _instant_filter(value: str) -> Q:
     prefix, low, high = _parse_date_value("_lastUpdated", value)
     return {
-        "eq": Q(last_updated__range=(low, high)), "ne": ~Q(last_updated__range=(low, high)),
-        "gt": Q(last_updated__gt=high), "sa": Q(last_updated__gt=high), "ge": Q(last_updated__gte=low),
-        "lt": Q(last_updated__lt=low), "eb": Q(last_updated__lt=low), "le": Q(last_updated__lte=high),
+        "eq": Q(last_updated__range=(low, high)),
+        "ne": ~Q(last_updated__range=(low, high)),
+        "gt": Q(last_updated__gt=high),
+        "sa": Q(last_updated__gt=high),
+        "ge": Q(last_updated__gte=low),
+        "lt": Q(last_updated__lt=low),
+        "eb": Q(last_updated__lt=low),
+        "le": Q(last_updated__lte=high),
     }[prefix]
 
 
@@ -398,5 +433,11 @@ def _any(conditions: Iterable[Q]) -> Q:
     return combined
 
 
-_INDEX_FILTERS = {"token": _token_rows, "string": _string_rows, "date": _date_rows, "reference": _reference_rows,
-                  "number": _number_rows, "quantity": _quantity_rows}
+_INDEX_FILTERS = {
+    "token": _token_rows,
+    "string": _string_rows,
+    "date": _date_rows,
+    "reference": _reference_rows,
+    "number": _number_rows,
+    "quantity": _quantity_rows,
+}

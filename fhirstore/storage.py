@@ -5,6 +5,7 @@ thousands of NDJSON lines all go through it. It takes a batch, locks the existin
 moves their current versions into the history, and COPYs the new rows and all their index rows, so a
 batch costs a handful of statements whatever its size.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -20,6 +21,7 @@ import orjson
 from django.db import IntegrityError, connection, transaction
 
 from fhirstore.authority import WriteAuthority
+from fhirstore.custom_params import Registry, index_extractor, index_registry, only_params, sync_search_parameters
 from fhirstore.exceptions import (
     InvalidRequest,
     PreconditionFailed,
@@ -29,6 +31,7 @@ from fhirstore.exceptions import (
     VersionConflict,
 )
 from fhirstore.fhirdates import format_instant
+from fhirstore.index_sql import TABLE_OF_KIND, insert_index_rows
 from fhirstore.models import (
     DateIndex,
     NumberIndex,
@@ -40,8 +43,6 @@ from fhirstore.models import (
     TokenIndex,
 )
 from fhirstore.resource_types import is_resource_type
-from fhirstore.custom_params import Registry, index_extractor, index_registry, only_params, sync_search_parameters
-from fhirstore.index_sql import TABLE_OF_KIND, insert_index_rows
 from fhirstore.search_params import IndexRows
 
 # Each kind of IndexRows: its table and the columns its tuples fill, after resource_id and resource_type.
@@ -92,7 +93,7 @@ def version_from_etag(value: object) -> int | None:
     text = str(value).strip()
     text = (text.removeprefix("W/")).strip('"')
     if not text.isdigit():
-        raise InvalidRequest(f"{value!r} is not a version (W/\"<version>\")")
+        raise InvalidRequest(f'{value!r} is not a version (W/"<version>")')
     return int(text)
 
 
@@ -101,8 +102,9 @@ def new_logical_id() -> str:
     return str(uuid.uuid4())
 
 
-def save_resources(writes: Sequence[Write], *, authority: WriteAuthority,
-                   now: datetime | None = None) -> list[StoredVersion]:
+def save_resources(
+    writes: Sequence[Write], *, authority: WriteAuthority, now: datetime | None = None
+) -> list[StoredVersion]:
     """Create or update a batch of checked resources, in the caller's transaction.
 
     Each resource gets its next version id and `meta.versionId` / `meta.lastUpdated` (its body is
@@ -133,9 +135,15 @@ def _unique_keys(writes: Sequence[Write]) -> list[tuple[str, str]]:
     return keys
 
 
-def _write_locked(cursor, writes: Sequence[Write], keys: Sequence[tuple[str, str]],
-                  existing: dict[tuple[str, str], tuple[int, int, bool]], extract: Callable[[dict], IndexRows],
-                  now: datetime | None, registry: Registry | None = None) -> tuple[list[StoredVersion], list[int]]:
+def _write_locked(
+    cursor,
+    writes: Sequence[Write],
+    keys: Sequence[tuple[str, str]],
+    existing: dict[tuple[str, str], tuple[int, int, bool]],
+    extract: Callable[[dict], IndexRows],
+    now: datetime | None,
+    registry: Registry | None = None,
+) -> tuple[list[StoredVersion], list[int]]:
     """The writing half of `save_resources`, once the parameters lock is taken and the rows are locked.
     Returns the versions and their rows' ids. With a `registry`, `extract` gives the custom parameters' rows
     only, and the built-in ones are extracted in SQL from the rows written (`index_sql`)."""
@@ -164,8 +172,12 @@ def _write_locked(cursor, writes: Sequence[Write], keys: Sequence[tuple[str, str
         created = current is None or current[2]
         results.append(StoredVersion(key[0], key[1], version_id, now, False, body, created))
     with _concurrent_creation_is_a_conflict():
-        _copy(cursor, Resource, ("id", "resource_type", "logical_id", "version_id", "last_updated", "deleted",
-                                 "body"), new_rows)
+        _copy(
+            cursor,
+            Resource,
+            ("id", "resource_type", "logical_id", "version_id", "last_updated", "deleted", "body"),
+            new_rows,
+        )
         if updated_rows:
             cursor.execute(
                 "UPDATE fhirstore_resource r SET version_id = u.version_id, last_updated = %s, deleted = false,"
@@ -182,15 +194,22 @@ def _write_locked(cursor, writes: Sequence[Write], keys: Sequence[tuple[str, str
 def _insert_built_in_index_rows(cursor, pks: Sequence[int], registry: Registry) -> None:
     """The built-in parameters' index rows of these resources, extracted in SQL from their stored bodies."""
     cursor.execute("SELECT DISTINCT resource_type FROM fhirstore_resource WHERE id = ANY(%s)", [list(pks)])
-    skip = [(resource_type, name) for (resource_type,) in cursor.fetchall()
-            for name in registry.replacing(resource_type)]
-    insert_index_rows(cursor, source="(SELECT id, resource_type, body FROM fhirstore_resource WHERE id = ANY(%(ids)s))",
-                      source_params={"ids": list(pks)}, targets=TABLE_OF_KIND, skip=skip)
+    skip = [
+        (resource_type, name) for (resource_type,) in cursor.fetchall() for name in registry.replacing(resource_type)
+    ]
+    insert_index_rows(
+        cursor,
+        source="(SELECT id, resource_type, body FROM fhirstore_resource WHERE id = ANY(%(ids)s))",
+        source_params={"ids": list(pks)},
+        targets=TABLE_OF_KIND,
+        skip=skip,
+    )
 
 
 def _sync_search_parameters(results: Sequence[StoredVersion], pks: Sequence[int]) -> None:
-    sync_search_parameters([(pk, version.body) for pk, version in zip(pks, results)
-                            if version.resource_type == "SearchParameter"])
+    sync_search_parameters(
+        [(pk, version.body) for pk, version in zip(pks, results) if version.resource_type == "SearchParameter"]
+    )
 
 
 def _json_text(body: dict) -> str:
@@ -202,8 +221,9 @@ def _json_text(body: dict) -> str:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def save_changed_resources(writes: Sequence[Write], *, authority: WriteAuthority, now: datetime | None = None,
-                           index_in_database: bool = False) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
+def save_changed_resources(
+    writes: Sequence[Write], *, authority: WriteAuthority, now: datetime | None = None, index_in_database: bool = False
+) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
     """`save_resources` for imports: a resource whose content equals its current version is left alone.
 
     "Equal" ignores `meta.versionId` and `meta.lastUpdated` (the source's, or ours), so loading the same
@@ -224,8 +244,11 @@ def save_changed_resources(writes: Sequence[Write], *, authority: WriteAuthority
     extract = registry.extract_custom if index_in_database else registry.extract
     with connection.cursor() as cursor:
         existing = _lock_current_rows(cursor, keys)
-        candidates = [(key, _without_version_meta(write.resource)) for write, key in zip(writes, keys)
-                      if key in existing and not existing[key][2] and write.if_match is None]
+        candidates = [
+            (key, _without_version_meta(write.resource))
+            for write, key in zip(writes, keys)
+            if key in existing and not existing[key][2] and write.if_match is None
+        ]
         unchanged: set[tuple[str, str]] = set()
         if candidates:
             # One JSON parameter rather than a text[] of bodies: quoting an array client-side costs a regex
@@ -240,8 +263,15 @@ def save_changed_resources(writes: Sequence[Write], *, authority: WriteAuthority
             )
             unchanged = {(resource_type, logical_id) for resource_type, logical_id in cursor.fetchall()}
         changed = [(write, key) for write, key in zip(writes, keys) if key not in unchanged]
-        results, pks = _write_locked(cursor, [write for write, _ in changed], [key for _, key in changed],
-                                     existing, extract, now, registry if index_in_database else None)
+        results, pks = _write_locked(
+            cursor,
+            [write for write, _ in changed],
+            [key for _, key in changed],
+            existing,
+            extract,
+            now,
+            registry if index_in_database else None,
+        )
     if changes_parameters:
         _sync_search_parameters(results, pks)
     return results, unchanged
@@ -255,8 +285,14 @@ def _without_version_meta(resource: dict) -> dict:
     return {**resource, "meta": kept} if kept else {name: value for name, value in resource.items() if name != "meta"}
 
 
-def delete_resource(resource_type: str, logical_id: str, *, authority: WriteAuthority, if_match: int | None = None,
-                    now: datetime | None = None) -> StoredVersion | None:
+def delete_resource(
+    resource_type: str,
+    logical_id: str,
+    *,
+    authority: WriteAuthority,
+    if_match: int | None = None,
+    now: datetime | None = None,
+) -> StoredVersion | None:
     """Delete (logically) in the caller's transaction; the deletion is a new version without a body.
 
     Returns None when the resource was already deleted (deleting is idempotent); raises ResourceNotFound
@@ -279,15 +315,17 @@ def delete_resource(resource_type: str, logical_id: str, *, authority: WriteAuth
         _move_to_history(cursor, [pk])
         cursor.execute(
             "UPDATE fhirstore_resource SET version_id = %s, last_updated = %s, deleted = true, body = NULL"
-            " WHERE id = %s", [version_id + 1, now, pk],
+            " WHERE id = %s",
+            [version_id + 1, now, pk],
         )
     if resource_type == "SearchParameter":
         sync_search_parameters([(pk, None)])
     return StoredVersion(resource_type, logical_id, version_id + 1, now, True, None)
 
 
-def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequence[str] | None = None,
-                      in_database: bool = False) -> int:
+def reindex_resources(
+    resource_type: str, ids: Sequence[str], *, params: Sequence[str] | None = None, in_database: bool = False
+) -> int:
     """Re-extract the search index rows of these resources (after the parameters changed), set-based.
 
     Takes a page of ids (the REINDEX job's `load-ids` pages); returns how many current resources were reindexed. `params`
@@ -311,24 +349,35 @@ def reindex_resources(resource_type: str, ids: Sequence[str], *, params: Sequenc
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT id, version_id, body::text FROM fhirstore_resource WHERE resource_type = %s"
-                " AND logical_id = ANY(%s) AND NOT deleted", [resource_type, list(ids)],
+                " AND logical_id = ANY(%s) AND NOT deleted",
+                [resource_type, list(ids)],
             )
             versions, rows = {}, {}
             for pk, version_id, body in cursor.fetchall():
                 versions[pk] = version_id
                 extracted = extract(json.loads(body))
                 rows[pk] = only_params(extracted, keep=params) if params is not None else extracted
-            differing = {pk for _, _, stale, missing in _index_differences(cursor, rows, params)
-                         for pk, *_ in itertools.chain(stale, missing)}
+            differing = {
+                pk
+                for _, _, stale, missing in _index_differences(cursor, rows, params)
+                for pk, *_ in itertools.chain(stale, missing)
+            }
             if differing:
                 # Locked, the stored rows are read again: another chunk may have corrected them meanwhile.
-                cursor.execute("SELECT id, version_id FROM fhirstore_resource WHERE id = ANY(%s) AND NOT deleted"
-                               " ORDER BY id FOR UPDATE", [sorted(differing)])
+                cursor.execute(
+                    "SELECT id, version_id FROM fhirstore_resource WHERE id = ANY(%s) AND NOT deleted"
+                    " ORDER BY id FOR UPDATE",
+                    [sorted(differing)],
+                )
                 still_current = {pk: rows[pk] for pk, version_id in cursor.fetchall() if versions[pk] == version_id}
                 for model, columns, stale, missing in _index_differences(cursor, still_current, params):
                     _delete_stale_index_rows(cursor, model, columns, stale)
-                    _copy(cursor, model, ("resource_id", "resource_type", *columns),
-                          ((pk, resource_type, *row) for pk, *row in sorted(missing)))
+                    _copy(
+                        cursor,
+                        model,
+                        ("resource_id", "resource_type", *columns),
+                        ((pk, resource_type, *row) for pk, *row in sorted(missing)),
+                    )
     return len(rows)
 
 
@@ -340,8 +389,10 @@ _SCRATCH = {kind: f"reindex_{model._meta.db_table}" for kind, (model, _) in INDE
 _SCRATCH_TABLES = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_SCRATCH_PAGE} (id bigint, resource_type text, version_id int, body jsonb)"
     " ON COMMIT DELETE ROWS;"
-    + "".join(f"CREATE TEMP TABLE IF NOT EXISTS {_SCRATCH[kind]} (LIKE {model._meta.db_table}) ON COMMIT DELETE ROWS;"
-              for kind, (model, _) in INDEX_COLUMNS.items())
+    + "".join(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_SCRATCH[kind]} (LIKE {model._meta.db_table}) ON COMMIT DELETE ROWS;"
+        for kind, (model, _) in INDEX_COLUMNS.items()
+    )
     + "".join(f"DELETE FROM {table};" for table in (_SCRATCH_PAGE, *_SCRATCH.values()))
 )
 _SQL_KIND = {"tokens": "token", "strings": "string", "dates": "date", "references": "reference"}
@@ -365,13 +416,19 @@ def _reindex_in_database(resource_type: str, ids: Sequence[str], params: Sequenc
                 items = []
                 for pk, body in cursor.fetchall():
                     extracted = registry.extract_custom(json.loads(body))
-                    items.append((pk, resource_type, only_params(extracted, keep=params) if params is not None
-                                  else extracted))
+                    items.append(
+                        (pk, resource_type, only_params(extracted, keep=params) if params is not None else extracted)
+                    )
                 for kind, (model, columns) in INDEX_COLUMNS.items():
                     _copy_into(cursor, _SCRATCH[kind], ("resource_id", "resource_type", *columns), _rows(items, kind))
-            insert_index_rows(cursor, source=_SCRATCH_PAGE, source_params={},
-                              targets={_SQL_KIND[kind]: table for kind, table in _SCRATCH.items() if kind in _SQL_KIND},
-                              skip=[(resource_type, name) for name in custom], only=params)
+            insert_index_rows(
+                cursor,
+                source=_SCRATCH_PAGE,
+                source_params={},
+                targets={_SQL_KIND[kind]: table for kind, table in _SCRATCH.items() if kind in _SQL_KIND},
+                skip=[(resource_type, name) for name in custom],
+                only=params,
+            )
             only = " AND param = ANY(%(params)s)" if params is not None else ""
             # The stored rows by the resource index: a scratch table has no statistics to plan a join with.
             arguments = {"params": list(params) if params is not None else None, "page": list(versions)}
@@ -382,14 +439,18 @@ def _reindex_in_database(resource_type: str, ids: Sequence[str], params: Sequenc
                 f" UNION (SELECT resource_id FROM (SELECT resource_id, {', '.join(columns)} FROM {model._meta.db_table}"
                 f" WHERE resource_id = ANY(%(page)s){only}"
                 f" EXCEPT SELECT resource_id, {', '.join(columns)} FROM {_SCRATCH[kind]}) stale)"
-                for kind, (model, columns) in INDEX_COLUMNS.items())
+                for kind, (model, columns) in INDEX_COLUMNS.items()
+            )
             cursor.execute(differences, arguments)
             differing = sorted(pk for (pk,) in cursor.fetchall())
             if not differing:
                 return len(versions)
             # Locked, the stored rows are compared again: another chunk may have corrected them meanwhile.
-            cursor.execute("SELECT id, version_id FROM fhirstore_resource WHERE id = ANY(%s) AND NOT deleted"
-                           " ORDER BY id FOR UPDATE", [differing])
+            cursor.execute(
+                "SELECT id, version_id FROM fhirstore_resource WHERE id = ANY(%s) AND NOT deleted"
+                " ORDER BY id FOR UPDATE",
+                [differing],
+            )
             arguments["still"] = [pk for pk, version_id in cursor.fetchall() if versions[pk] == version_id]
             for kind, (model, columns) in INDEX_COLUMNS.items():
                 same = " AND ".join(f"w.{column} = x.{column}" for column in columns)
@@ -408,8 +469,9 @@ def _reindex_in_database(resource_type: str, ids: Sequence[str], params: Sequenc
     return len(versions)
 
 
-def _index_differences(cursor, rows: dict[int, IndexRows], params: Sequence[str] | None
-                       ) -> Iterator[tuple[Any, Sequence[str], set[tuple], set[tuple]]]:
+def _index_differences(
+    cursor, rows: dict[int, IndexRows], params: Sequence[str] | None
+) -> Iterator[tuple[Any, Sequence[str], set[tuple], set[tuple]]]:
     """Per index table: (model, columns, stale rows, missing rows) of these resources, rows as (pk, *columns)."""
     pks = list(rows)
     for kind, (model, columns) in INDEX_COLUMNS.items():
@@ -418,14 +480,17 @@ def _index_differences(cursor, rows: dict[int, IndexRows], params: Sequence[str]
         yield model, columns, stored - wanted, wanted - stored
 
 
-def _stored_index_rows(cursor, model, columns: Sequence[str], pks: Sequence[int],
-                       params: Sequence[str] | None) -> set[tuple]:
+def _stored_index_rows(
+    cursor, model, columns: Sequence[str], pks: Sequence[int], params: Sequence[str] | None
+) -> set[tuple]:
     """(resource pk, *columns) of the rows stored for these resources (of these index names only, if given)."""
     if not pks:
         return set()
     only = " AND param = ANY(%s)" if params is not None else ""
-    cursor.execute(f"SELECT resource_id, {', '.join(columns)} FROM {model._meta.db_table} WHERE resource_id = ANY(%s){only}",
-                   [list(pks), *([list(params)] if params is not None else [])])
+    cursor.execute(
+        f"SELECT resource_id, {', '.join(columns)} FROM {model._meta.db_table} WHERE resource_id = ANY(%s){only}",
+        [list(pks), *([list(params)] if params is not None else [])],
+    )
     return set(cursor.fetchall())
 
 
@@ -472,8 +537,9 @@ def read_version(resource_type: str, logical_id: str, version_id: int) -> Stored
     return version
 
 
-def resource_history(resource_type: str, logical_id: str, *, since: datetime | None = None,
-                     offset: int = 0, count: int = 20) -> tuple[int, list[StoredVersion]]:
+def resource_history(
+    resource_type: str, logical_id: str, *, since: datetime | None = None, offset: int = 0, count: int = 20
+) -> tuple[int, list[StoredVersion]]:
     """`(total, page)`: the versions of one resource, newest first, deletions included."""
     row = _current_row(resource_type, logical_id)
     versions = (
@@ -488,11 +554,20 @@ def resource_history(resource_type: str, logical_id: str, *, since: datetime | N
         total = cursor.fetchone()[0]
         cursor.execute(
             f"SELECT version_id, last_updated, deleted, body FROM ({versions}) v {where}"
-            " ORDER BY version_id DESC OFFSET %(offset)s LIMIT %(count)s", arguments,
+            " ORDER BY version_id DESC OFFSET %(offset)s LIMIT %(count)s",
+            arguments,
         )
-        page = [StoredVersion(resource_type, logical_id, version_id, last_updated, deleted,
-                              json.loads(body) if body is not None else None)
-                for version_id, last_updated, deleted, body in cursor.fetchall()]
+        page = [
+            StoredVersion(
+                resource_type,
+                logical_id,
+                version_id,
+                last_updated,
+                deleted,
+                json.loads(body) if body is not None else None,
+            )
+            for version_id, last_updated, deleted, body in cursor.fetchall()
+        ]
     return total, page
 
 
@@ -551,8 +626,10 @@ def _lock_current_rows(cursor, keys: Sequence[tuple[str, str]]) -> dict[tuple[st
         " ON r.resource_type = k.key->>0 AND r.logical_id = k.key->>1 ORDER BY r.id FOR UPDATE OF r",
         [orjson.dumps(keys).decode()],
     )
-    return {(resource_type, logical_id): (pk, version_id, deleted)
-            for pk, resource_type, logical_id, version_id, deleted in cursor.fetchall()}
+    return {
+        (resource_type, logical_id): (pk, version_id, deleted)
+        for pk, resource_type, logical_id, version_id, deleted in cursor.fetchall()
+    }
 
 
 def _check_if_match(key: tuple[str, str], if_match: int | None, current: tuple[int, int, bool] | None) -> None:

@@ -5,6 +5,7 @@ matching the URL, with a well-formed id and meta, and only references the store 
 validation against the `fhir.resources` R4B models (~3,500 resources/s per core) is switched on with
 FHIR_FULL_VALIDATION.
 """
+
 from __future__ import annotations
 
 import logging
@@ -83,6 +84,8 @@ def _model_problems(resource: dict) -> list[str]:
     try:
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
     except ValidationError as error:
-        return [f"{'.'.join(str(part) for part in problem['loc']) or resource['resourceType']}: {problem['msg']}"
-                for problem in error.errors()]
+        return [
+            f"{'.'.join(str(part) for part in problem['loc']) or resource['resourceType']}: {problem['msg']}"
+            for problem in error.errors()
+        ]
     return []

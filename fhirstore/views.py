@@ -1,4 +1,5 @@
 """The FHIR REST API under `/fhir`: thin views over `interactions`, `storage`, `search` and `bundles`."""
+
 from __future__ import annotations
 
 from urllib.parse import parse_qsl
@@ -11,8 +12,15 @@ from fhirstore.capability import capability_statement
 from fhirstore.exceptions import InvalidRequest, ResourceNotFound, UnknownResourceType
 from fhirstore.fhirdates import parse_date_range
 from fhirstore.http import (
-    FhirView, base_url, fhir_response, if_match_version, read_form_body, read_json_body, version_headers,
-    wants_minimal, write_authority,
+    FhirView,
+    base_url,
+    fhir_response,
+    if_match_version,
+    read_form_body,
+    read_json_body,
+    version_headers,
+    wants_minimal,
+    write_authority,
 )
 from fhirstore.resource_types import is_resource_type
 from fhirstore.responses import history_bundle, outcome, searchset_bundle
@@ -52,8 +60,10 @@ def _search(request, resource_type: str, params: list[tuple[str, str]]):
     count = search.count if search.count is not None else settings.FHIR_DEFAULT_PAGE_SIZE
     page = search_page(run_search(search), 0, count)
     bundle = searchset_bundle(page, base_url(request))
-    bundle["entry"] += [{"resource": outcome("warning", "incomplete", warning), "search": {"mode": "outcome"}}
-                        for warning in search.warnings]
+    bundle["entry"] += [
+        {"resource": outcome("warning", "incomplete", warning), "search": {"mode": "outcome"}}
+        for warning in search.warnings
+    ]
     return fhir_response(bundle)
 
 
@@ -69,8 +79,9 @@ class SystemView(FhirView):
         return fhir_response(searchset_bundle(search_page(search_id, offset, count), base_url(request)))
 
     def post(self, request):
-        return fhir_response(process_bundle(read_json_body(request), authority=write_authority(request),
-                                            base_url=base_url(request)))
+        return fhir_response(
+            process_bundle(read_json_body(request), authority=write_authority(request), base_url=base_url(request))
+        )
 
 
 class MetadataView(FhirView):
@@ -89,9 +100,12 @@ class TypeView(FhirView):
         return _search(request, _known_type(resource_type), _query_pairs(request.GET))
 
     def post(self, request, resource_type: str):
-        version = interactions.create_resource(_known_type(resource_type), read_json_body(request),
-                                               authority=write_authority(request),
-                                               if_none_exist=request.headers.get("If-None-Exist"))
+        version = interactions.create_resource(
+            _known_type(resource_type),
+            read_json_body(request),
+            authority=write_authority(request),
+            if_none_exist=request.headers.get("If-None-Exist"),
+        )
         return _written(request, version)
 
     def put(self, request, resource_type: str):
@@ -99,8 +113,12 @@ class TypeView(FhirView):
         query = request.META.get("QUERY_STRING", "")
         if not query:
             raise InvalidRequest("PUT needs an id (/fhir/T/id) or search parameters (/fhir/T?…)")
-        return _written(request, interactions.conditional_update(resource_type, query, read_json_body(request),
-                                                                 authority=write_authority(request)))
+        return _written(
+            request,
+            interactions.conditional_update(
+                resource_type, query, read_json_body(request), authority=write_authority(request)
+            ),
+        )
 
 
 class TypeSearchView(FhirView):
@@ -122,18 +140,30 @@ class InstanceView(FhirView):
         return fhir_response(version.body, headers=version_headers(version))
 
     def put(self, request, resource_type: str, logical_id: str):
-        version = interactions.update_resource(_known_type(resource_type), logical_id, read_json_body(request),
-                                               authority=write_authority(request), if_match=if_match_version(request))
+        version = interactions.update_resource(
+            _known_type(resource_type),
+            logical_id,
+            read_json_body(request),
+            authority=write_authority(request),
+            if_match=if_match_version(request),
+        )
         return _written(request, version)
 
     def delete(self, request, resource_type: str, logical_id: str):
-        deletion = interactions.delete(_known_type(resource_type), logical_id, authority=write_authority(request),
-                                       if_match=if_match_version(request))
+        deletion = interactions.delete(
+            _known_type(resource_type),
+            logical_id,
+            authority=write_authority(request),
+            if_match=if_match_version(request),
+        )
         if deletion is None:
-            return fhir_response(outcome("information", "informational",
-                                         f"{resource_type}/{logical_id} was already deleted"))
-        return fhir_response(outcome("information", "informational", f"Deleted {resource_type}/{logical_id}"),
-                             headers={"ETag": deletion.etag})
+            return fhir_response(
+                outcome("information", "informational", f"{resource_type}/{logical_id} was already deleted")
+            )
+        return fhir_response(
+            outcome("information", "informational", f"Deleted {resource_type}/{logical_id}"),
+            headers={"ETag": deletion.etag},
+        )
 
 
 class HistoryView(FhirView):
@@ -151,8 +181,18 @@ class HistoryView(FhirView):
                 raise InvalidRequest(f"_since={since_text!r} is not an instant")
             since = covered[0]
         total, versions = resource_history(resource_type, logical_id, since=since, offset=offset, count=count)
-        return fhir_response(history_bundle(resource_type, logical_id, total, versions, base_url=base_url(request),
-                                            offset=offset, count=count, since=since_text))
+        return fhir_response(
+            history_bundle(
+                resource_type,
+                logical_id,
+                total,
+                versions,
+                base_url=base_url(request),
+                offset=offset,
+                count=count,
+                since=since_text,
+            )
+        )
 
 
 class VersionView(FhirView):

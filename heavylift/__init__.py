@@ -2,6 +2,7 @@
 
 It sits on top: it may import every app, and no app imports it (they meet it only through settings strings).
 """
+
 from heavylift.celery import app as celery_app
 
 __all__ = ["celery_app"]

@@ -1,4 +1,5 @@
 """The admin's site: titled Heavylift, its index leading with the batch dashboard (the operations view)."""
+
 from django.contrib import admin
 
 admin.site.site_header = admin.site.site_title = "Heavylift"

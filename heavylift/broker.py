@@ -9,6 +9,7 @@ connection errors it ignores there), and Celery stops the worker as "Unrecoverab
 are still running, and a lost batch message is re-announced by maintenance anyway. So that restore is
 skipped when the connection is gone, and the consumer reconnects as usual.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,11 @@ class QoSSurvivingLostConnection(kombu_redis.QoS):
         try:
             super().restore_unacked(client)
         except AttributeError as error:  # the channel's connection is already torn down
-            logger.warning("broker connection lost: %d unacknowledged message(s) not restored (%s); their "
-                           "tasks keep running", len(self._delivered), error)
+            logger.warning(
+                "broker connection lost: %d unacknowledged message(s) not restored (%s); their tasks keep running",
+                len(self._delivered),
+                error,
+            )
             self._delivered.clear()
 
 

@@ -1,4 +1,5 @@
 """The Celery app. Queues: `default`, and this node's batch queue (see `batch.queues`)."""
+
 import os
 
 from celery import Celery

@@ -12,6 +12,7 @@ The same warnings are Django system checks (`heavylift.W001`, `heavylift.W002`, 
 check --database default` and `migrate` run them). Warnings, not refusals: a rolling restart that changes a
 setting has old and new processes side by side for a while.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,14 +54,17 @@ def cluster_warnings() -> list[str]:
     warnings = []
     differences = settings_differences(settings.BATCH_SETTINGS_FINGERPRINT, workers)
     if differences:
-        warnings.append("settings that must be identical on every host differ from this process's: "
-                        + "; ".join(differences))
+        warnings.append(
+            "settings that must be identical on every host differ from this process's: " + "; ".join(differences)
+        )
     other_hosts = sorted(hosts_of(workers) - {socket.gethostname()})
     if isinstance(storages["bulkexport"], FileSystemStorage) and other_hosts:
-        warnings.append(f"export files go to this host's file system (BULK_EXPORT_STORAGE_BACKEND "
-                        f"FileSystemStorage), but batch workers run on other hosts too ({', '.join(other_hosts)}): "
-                        "a file written on one host is 404 on the others. Use the database (the default) or an "
-                        "S3-compatible store")
+        warnings.append(
+            f"export files go to this host's file system (BULK_EXPORT_STORAGE_BACKEND "
+            f"FileSystemStorage), but batch workers run on other hosts too ({', '.join(other_hosts)}): "
+            "a file written on one host is 404 on the others. Use the database (the default) or an "
+            "S3-compatible store"
+        )
     return warnings
 
 
@@ -83,8 +87,9 @@ def check_cluster(app_configs=None, databases=None, **kwargs) -> list[Warning]:
         warnings = cluster_warnings()
     except DatabaseError:  # `migrate` checks before it creates the tables: nothing to compare with yet
         return []
-    return [Warning(text, id="heavylift.W001" if text.startswith("settings") else "heavylift.W002")
-            for text in warnings]
+    return [
+        Warning(text, id="heavylift.W001" if text.startswith("settings") else "heavylift.W002") for text in warnings
+    ]
 
 
 def _decoded(fingerprint: str) -> dict[str, str]:

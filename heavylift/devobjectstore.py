@@ -5,6 +5,7 @@ otherwise take by default is given, so several runs side by side do not collide)
 waits until its S3 API answers, and stops it afterwards. Production uses a real object store through
 `BULK_EXPORT_STORAGE_OPTIONS`; `storage_options(store, bucket)` is what such options look like.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,18 +71,44 @@ def running_object_store(directory: Path) -> Iterator[ObjectStore]:
     """A SeaweedFS master, volume server, filer and S3 gateway, data under `directory`, until the block ends."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "s3.json"
-    config.write_text(json.dumps({"identities": [{
-        "name": "heavylift", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, iceberg, lance,
-     metrics) = _free_ports(11)
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "heavylift",
+                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, iceberg, lance, metrics) = _free_ports(
+        11
+    )
     command = [
-        weed_binary(), "server", f"-dir={directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.volumeSizeLimitMB=64",
-        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=16",
-        "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.port.iceberg={iceberg}",
-        f"-s3.port.lance={lance}", f"-s3.config={config}", f"-metricsPort={metrics}",
+        weed_binary(),
+        "server",
+        f"-dir={directory}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        "-master.volumeSizeLimitMB=64",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        "-volume.max=16",
+        "-filer",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        f"-s3.port.iceberg={iceberg}",
+        f"-s3.port.lance={lance}",
+        f"-s3.config={config}",
+        f"-metricsPort={metrics}",
     ]
     with (directory / "weed.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -110,14 +137,28 @@ def client(store: ObjectStore):
     """A boto3 S3 client of the store (tests look into buckets with it)."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=store.endpoint_url, aws_access_key_id=store.access_key,
-                        aws_secret_access_key=store.secret_key, region_name=store.region)
+    return boto3.client(
+        "s3",
+        endpoint_url=store.endpoint_url,
+        aws_access_key_id=store.access_key,
+        aws_secret_access_key=store.secret_key,
+        region_name=store.region,
+    )
 
 
 def storage_options(store: ObjectStore, bucket: str, presigned_seconds: int = 60, location: str = "") -> dict:
     """`BULK_EXPORT_STORAGE_OPTIONS` for django-storages' S3Storage on this store (names under `location` in
     the bucket): downloads get presigned URLs valid `presigned_seconds`."""
-    return {"bucket_name": bucket, "location": location, "endpoint_url": store.endpoint_url, "access_key": store.access_key,
-            "secret_key": store.secret_key, "region_name": store.region, "addressing_style": "path",
-            "signature_version": "s3v4", "querystring_auth": True, "querystring_expire": presigned_seconds,
-            "file_overwrite": True}
+    return {
+        "bucket_name": bucket,
+        "location": location,
+        "endpoint_url": store.endpoint_url,
+        "access_key": store.access_key,
+        "secret_key": store.secret_key,
+        "region_name": store.region,
+        "addressing_style": "path",
+        "signature_version": "s3v4",
+        "querystring_auth": True,
+        "querystring_expire": presigned_seconds,
+        "file_overwrite": True,
+    }

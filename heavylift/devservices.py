@@ -10,6 +10,7 @@ This runs before Django is configured, so it reads the environment itself and im
 as a script, not with `-m`: importing the `heavylift` package loads the Celery app, which reads the settings
 (and refuses to start without the SECRET_KEY this very command is about to write).
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,15 +87,24 @@ def _start_redis() -> str:
     subprocess.run(
         [
             REDIS_SERVER_PATH,
-            "--daemonize", "yes",
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--dir", str(REDIS_DIR),
-            "--pidfile", str(REDIS_DIR / "redis.pid"),
-            "--logfile", str(REDIS_DIR / "redis.log"),
-            "--save", "",
-            "--appendonly", "no",
-            "--maxmemory-policy", "noeviction",  # a broker must never drop messages to save memory
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(REDIS_DIR),
+            "--pidfile",
+            str(REDIS_DIR / "redis.pid"),
+            "--logfile",
+            str(REDIS_DIR / "redis.log"),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",  # a broker must never drop messages to save memory
         ],
         check=True,
     )

@@ -11,6 +11,7 @@ After the view, any error page Django itself rendered as HTML on these paths (an
 SuspiciousOperation) is replaced by the API's error document: an OperationOutcome on `/fhir`, `{"errors": [...]}`
 on `/control`.
 """
+
 from __future__ import annotations
 
 import json
@@ -126,9 +127,10 @@ def error_response(path: str, status: int, message: str) -> HttpResponse:
     if path.startswith(FHIR_PREFIX):
         code = {401: "login", 403: "forbidden", 404: "not-found", 413: "too-costly"}.get(status, "invalid")
         severity = "fatal" if status >= 500 else "error"
-        document = {"resourceType": "OperationOutcome",
-                    "issue": [{"severity": severity, "code": "exception" if status >= 500 else code,
-                               "diagnostics": message}]}
+        document = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": severity, "code": "exception" if status >= 500 else code, "diagnostics": message}],
+        }
         content_type = "application/fhir+json; charset=utf-8"
     else:
         document, content_type = {"errors": [message]}, "application/json"
@@ -136,8 +138,10 @@ def error_response(path: str, status: int, message: str) -> HttpResponse:
 
 
 def _api_of(path: str) -> bool:
-    return any(path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + "?")
-               for prefix in (FHIR_PREFIX, CONTROL_PREFIX))
+    return any(
+        path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + "?")
+        for prefix in (FHIR_PREFIX, CONTROL_PREFIX)
+    )
 
 
 class HostileInputMiddleware:
@@ -150,7 +154,9 @@ class HostileInputMiddleware:
         path = request.path_info
         if not _api_of(path):
             return self.get_response(request)
-        max_bytes = settings.FHIR_MAX_REQUEST_BYTES if path.startswith(FHIR_PREFIX) else settings.CONTROL_MAX_REQUEST_BYTES
+        max_bytes = (
+            settings.FHIR_MAX_REQUEST_BYTES if path.startswith(FHIR_PREFIX) else settings.CONTROL_MAX_REQUEST_BYTES
+        )
         try:
             check_request(request, max_bytes)
         except Refused as refused:
@@ -158,6 +164,7 @@ class HostileInputMiddleware:
         response = self.get_response(request)
         if response.status_code >= 400 and response.get("Content-Type", "").startswith("text/html"):
             message = {404: "no such endpoint", 500: "internal error; see the server log"}.get(
-                response.status_code, response.reason_phrase or "refused")
+                response.status_code, response.reason_phrase or "refused"
+            )
             return error_response(path, response.status_code, message)
         return response

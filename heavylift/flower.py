@@ -8,6 +8,7 @@ inspects once, at its start, often before the workers are up, so the page showed
 queues declared on the broker (`batch.queues.declared_work_notification_queues`) are added to whatever it
 found, with their messages waiting, new work and work announced again together.
 """
+
 from __future__ import annotations
 
 import logging

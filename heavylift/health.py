@@ -2,6 +2,7 @@
 
 The answer is public, so it names the part that is down but not why: database error text can carry host
 names, user names and file paths. The reason goes to the log."""
+
 import logging
 
 import redis
@@ -9,7 +10,6 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
-
 
 logger = logging.getLogger(__name__)
 

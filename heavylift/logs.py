@@ -6,6 +6,7 @@ line, `job_id`, `chunk_id` and `step` on the lines written while a worker runs a
 any `extra={...}` a call passed; `exception` with the traceback when there is one. orjson (already a
 dependency) writes the line: no logging library of its own for a dozen lines.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,11 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "process": record.process,
         }
-        line.update((name, value) for name, value in vars(record).items()
-                    if name not in _RECORD_ATTRIBUTES and not name.startswith("_"))
+        line.update(
+            (name, value)
+            for name, value in vars(record).items()
+            if name not in _RECORD_ATTRIBUTES and not name.startswith("_")
+        )
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:

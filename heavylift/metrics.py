@@ -4,6 +4,7 @@ Prometheus scrapes with a token that has the `control` scope (`Authorization: Be
 look too. The engine's metrics are `batch.metrics`'; this adds how long the APIs take to answer. With
 `PROMETHEUS_MULTIPROC_DIR` set, the counters of every gunicorn and Celery process are added up here.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,11 @@ from jobsite.auth import is_operator
 MEASURED_APIS = {"fhir": "fhir", "control": "control"}
 
 request_duration = Histogram(
-    "heavylift_http_request_duration_seconds", "Time to answer an API request, by API, method and status code",
-    ["api", "method", "status"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+    "heavylift_http_request_duration_seconds",
+    "Time to answer an API request, by API, method and status code",
+    ["api", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 class RequestLatencyMiddleware:

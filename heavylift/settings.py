@@ -3,6 +3,7 @@
 Every setting comes from an environment variable with a documented default (see `.env.example`).
 A bad value stops start-up with one line naming the variable and what it accepts.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,9 +73,7 @@ def env_seconds_list(name: str, default: tuple[float, ...]) -> tuple[float, ...]
 def env_identifier(name: str, default: str) -> str:
     value = env_str(name, default)
     if not _IDENTIFIER.match(value):
-        raise ImproperlyConfigured(
-            f"{name} must be 1-64 letters, digits, '-' or '_' (it names a queue), got {value!r}"
-        )
+        raise ImproperlyConfigured(f"{name} must be 1-64 letters, digits, '-' or '_' (it names a queue), got {value!r}")
     return value
 
 
@@ -104,8 +103,10 @@ SECRET_KEY = env_str("SECRET_KEY")
 # The placeholder of .env.example (and its like) keys every token's HMAC and session: outside DEBUG, refused.
 PLACEHOLDER_SECRET_KEYS = {"change-me", "changeme", "secret", "insecure", "django-insecure"}
 if not DEBUG and (SECRET_KEY.strip().lower() in PLACEHOLDER_SECRET_KEYS or len(SECRET_KEY) < 16):
-    raise ImproperlyConfigured("SECRET_KEY is a placeholder or shorter than 16 characters; set a random one, e.g. "
-                               "python -c 'import secrets; print(secrets.token_hex(24))' (DEBUG=true accepts it)")
+    raise ImproperlyConfigured(
+        "SECRET_KEY is a placeholder or shorter than 16 characters; set a random one, e.g. "
+        "python -c 'import secrets; print(secrets.token_hex(24))' (DEBUG=true accepts it)"
+    )
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
@@ -272,8 +273,10 @@ if LOG_FORMAT not in ("plain", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-                   "json": {"()": "heavylift.logs.JsonFormatter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "heavylift.logs.JsonFormatter"},
+    },
     "filters": {"chunk": {"()": "batch.log_context.ChunkLogFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["chunk"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
@@ -308,13 +311,20 @@ CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1
 # seconds instead of when TCP gives up (a host cut off from Redis held the maintenance pass ~20 s per call).
 REDIS_SOCKET_TIMEOUT_SECONDS = env_int("REDIS_SOCKET_TIMEOUT_SECONDS", 10, minimum=2)  # above kombu's 1 s BRPOP
 REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS = env_int("REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS", 5, minimum=1)
-REDIS_HEALTH_CHECK_INTERVAL_SECONDS = env_int("REDIS_HEALTH_CHECK_INTERVAL_SECONDS", 10, minimum=1)  # PING when idle this long
+REDIS_HEALTH_CHECK_INTERVAL_SECONDS = env_int(
+    "REDIS_HEALTH_CHECK_INTERVAL_SECONDS", 10, minimum=1
+)  # PING when idle this long
 REDIS_CLIENT_OPTIONS = {
-    "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS,
-    "socket_keepalive": True, "health_check_interval": REDIS_HEALTH_CHECK_INTERVAL_SECONDS,
+    "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+    "socket_connect_timeout": REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS,
+    "socket_keepalive": True,
+    "health_check_interval": REDIS_HEALTH_CHECK_INTERVAL_SECONDS,
 }
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT, "priority_steps": [0, 9],
-                                   **REDIS_CLIENT_OPTIONS}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    "priority_steps": [0, 9],
+    **REDIS_CLIENT_OPTIONS,
+}
 CELERY_REDIS_SOCKET_TIMEOUT = REDIS_SOCKET_TIMEOUT_SECONDS  # the result backend's
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_SOCKET_CONNECT_TIMEOUT_SECONDS
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
@@ -414,7 +424,8 @@ FILE_SYSTEM_STORAGE = "django.core.files.storage.FileSystemStorage"
 BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "blobstore.storage.DatabaseStorage")
 BULK_EXPORT_STORAGE_OPTIONS = env_json_object(
     "BULK_EXPORT_STORAGE_OPTIONS",
-    {"location": str(MEDIA_ROOT / "bulkexport")} if BULK_EXPORT_STORAGE_BACKEND == FILE_SYSTEM_STORAGE else {})
+    {"location": str(MEDIA_ROOT / "bulkexport")} if BULK_EXPORT_STORAGE_BACKEND == FILE_SYSTEM_STORAGE else {},
+)
 # Downloads from a storage that makes presigned URLs (S3Storage with querystring_auth, their lifetime its
 # querystring_expire) are answered with a 302 to one, after the token is checked; false: streamed through the
 # web process, as from the database or the file system.
@@ -434,8 +445,9 @@ BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # N
 BULK_IMPORT_ALLOWED_SOURCES = [p.strip() for p in env_str("BULK_IMPORT_ALLOWED_SOURCES", "").split(",") if p.strip()]
 # Header names a $bulk-submit fileRequestHeader may set (comma-separated, any case); others are a 400. Never
 # Host, Cookie or hop-by-hop headers: they would steer the request, not authenticate it.
-BULK_IMPORT_REQUEST_HEADERS = [h.strip().lower() for h in env_str("BULK_IMPORT_REQUEST_HEADERS", "Authorization")
-                               .split(",") if h.strip()]
+BULK_IMPORT_REQUEST_HEADERS = [
+    h.strip().lower() for h in env_str("BULK_IMPORT_REQUEST_HEADERS", "Authorization").split(",") if h.strip()
+]
 # file:// inputs are allowed only under this directory; unset: never.
 BULK_IMPORT_FILE_ROOT = env_str("BULK_IMPORT_FILE_ROOT", "")
 BULK_IMPORT_MAX_FILE_BYTES = env_int("BULK_IMPORT_MAX_FILE_BYTES", 8 * 1024**3, minimum=1)  # per input, decompressed
@@ -453,8 +465,9 @@ BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR = env_bool("BULK_IMPORT_UNRESOLVED_REF
 # one chunk cost 10-14 % of the throughput and cut the read p99 during the import from 2.3-2.4x to 1.6-1.8x.
 BULK_IMPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_IMPORT_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
 # Allowed $bulk-submit submitters as system|value (comma-separated); empty: any authenticated importer.
-BULK_SUBMIT_ALLOWED_SUBMITTERS = [s.strip() for s in env_str("BULK_SUBMIT_ALLOWED_SUBMITTERS", "").split(",")
-                                  if s.strip()]
+BULK_SUBMIT_ALLOWED_SUBMITTERS = [
+    s.strip() for s in env_str("BULK_SUBMIT_ALLOWED_SUBMITTERS", "").split(",") if s.strip()
+]
 # An object store gets one PUT per export file: boto3's defaults cut a file over 8 MiB (a 10,000-resource file is
 # ~11 MB) into a multipart upload (3-4 requests) run by a pool of 10 threads started for every file. One PUT from
 # the process itself halved the client's CPU per 11 MB file (50 -> 26 ms, SeaweedFS on a loaded 2-core machine;
@@ -467,7 +480,8 @@ if BULK_EXPORT_STORAGE_BACKEND == S3_STORAGE and "transfer_config" not in BULK_E
     from boto3.s3.transfer import TransferConfig
 
     BULK_EXPORT_STORAGE_BACKEND_OPTIONS["transfer_config"] = TransferConfig(
-        use_threads=False, multipart_threshold=S3_SINGLE_PUT_BYTES)
+        use_threads=False, multipart_threshold=S3_SINGLE_PUT_BYTES
+    )
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},  # Django's defaults, kept
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -481,23 +495,45 @@ STORAGES = {
 # workers' and warns, naming the settings that differ (heavylift.cluster). Per setting a short hash, never the
 # value (storage options may hold credentials): {"NAME": "<12 hex>", …} as compact JSON.
 CLUSTER_WIDE_SETTINGS = (
-    "SECRET_KEY", "REPLACE_HYPHENS_WITH_PERIODS", "BATCH_LEASE_SECONDS", "BATCH_MAX_CHUNK_RETRIES",
-    "BATCH_MAX_CHUNK_SECONDS", "BATCH_NODE_TIMEOUT_SECONDS", "BATCH_DIAGNOSTIC_JOBS", "BATCH_CLIENT_JOB_DEFINITIONS",
-    "FHIR_ALLOW_ANONYMOUS_READ", "FHIR_FULL_VALIDATION", "FHIR_INDEX_IN_DATABASE", "FHIR_SEARCH_WHILE_INDEXING",
+    "SECRET_KEY",
+    "REPLACE_HYPHENS_WITH_PERIODS",
+    "BATCH_LEASE_SECONDS",
+    "BATCH_MAX_CHUNK_RETRIES",
+    "BATCH_MAX_CHUNK_SECONDS",
+    "BATCH_NODE_TIMEOUT_SECONDS",
+    "BATCH_DIAGNOSTIC_JOBS",
+    "BATCH_CLIENT_JOB_DEFINITIONS",
+    "FHIR_ALLOW_ANONYMOUS_READ",
+    "FHIR_FULL_VALIDATION",
+    "FHIR_INDEX_IN_DATABASE",
+    "FHIR_SEARCH_WHILE_INDEXING",
     "REINDEX_MAX_CONCURRENT_CHUNKS",
-    "BULK_EXPORT_CHUNK_SIZE", "BULK_EXPORT_MANIFEST_PAGE_FILES", "BULK_EXPORT_PATIENTS_PER_FILE",
-    "BULK_EXPORT_RETENTION_SECONDS", "BULK_EXPORT_MAX_RUNNING_PER_USER", "BULK_EXPORT_MAX_CONCURRENT_CHUNKS",
-    "BULK_EXPORT_STORAGE_BACKEND", "BULK_EXPORT_STORAGE_OPTIONS",
-    "BULK_IMPORT_CHUNK_SIZE", "BULK_IMPORT_ALLOWED_SOURCES", "BULK_IMPORT_FILE_ROOT", "BULK_IMPORT_MAX_FILE_BYTES",
-    "BULK_IMPORT_MAX_LINE_BYTES", "BULK_IMPORT_SOURCE_RETRY_SECONDS", "BULK_IMPORT_RESTART_WINDOW_SECONDS",
+    "BULK_EXPORT_CHUNK_SIZE",
+    "BULK_EXPORT_MANIFEST_PAGE_FILES",
+    "BULK_EXPORT_PATIENTS_PER_FILE",
+    "BULK_EXPORT_RETENTION_SECONDS",
+    "BULK_EXPORT_MAX_RUNNING_PER_USER",
+    "BULK_EXPORT_MAX_CONCURRENT_CHUNKS",
+    "BULK_EXPORT_STORAGE_BACKEND",
+    "BULK_EXPORT_STORAGE_OPTIONS",
+    "BULK_IMPORT_CHUNK_SIZE",
+    "BULK_IMPORT_ALLOWED_SOURCES",
+    "BULK_IMPORT_FILE_ROOT",
+    "BULK_IMPORT_MAX_FILE_BYTES",
+    "BULK_IMPORT_MAX_LINE_BYTES",
+    "BULK_IMPORT_SOURCE_RETRY_SECONDS",
+    "BULK_IMPORT_RESTART_WINDOW_SECONDS",
     "BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR",
-    "BULK_IMPORT_MAX_CONCURRENT_CHUNKS", "BULK_SUBMIT_ALLOWED_SUBMITTERS",
+    "BULK_IMPORT_MAX_CONCURRENT_CHUNKS",
+    "BULK_SUBMIT_ALLOWED_SUBMITTERS",
 )
 
 
 def settings_fingerprint(values: dict) -> str:
-    digest = {name: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
-              for name, value in sorted(values.items())}
+    digest = {
+        name: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        for name, value in sorted(values.items())
+    }
     return json.dumps(digest, separators=(",", ":"))
 
 

@@ -3,6 +3,7 @@
 A bad or missing variable then stops the process with one line naming it, rather than a 40-line traceback
 from deep inside Django, Celery or gunicorn.
 """
+
 from __future__ import annotations
 
 import sys

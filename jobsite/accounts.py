@@ -1,4 +1,5 @@
 """Users: the first one of a new installation, clients and operators (API tokens: `jobsite.tokens`)."""
+
 import secrets
 
 from django.contrib.auth import get_user_model
@@ -17,8 +18,12 @@ def ensure_admin_user(username: str = "admin") -> str | None:
 
 # What an operator needs in the admin besides staff: the dashboard's pages and buttons (docs/dashboard.md).
 OPERATOR_PERMISSIONS = (
-    "batch.view_jobinstance", "batch.change_jobinstance", "batch.view_workchunk",
-    "scheduling.view_scheduledjobschedule", "scheduling.change_scheduledjobschedule", "scheduling.view_jobrun",
+    "batch.view_jobinstance",
+    "batch.change_jobinstance",
+    "batch.view_workchunk",
+    "scheduling.view_scheduledjobschedule",
+    "scheduling.change_scheduledjobschedule",
+    "scheduling.view_jobrun",
 )
 
 
@@ -36,6 +41,7 @@ def create_account(username: str, operator: bool = False):
     user = User.objects.create_user(username=username, is_staff=operator)  # no password: unusable
     if operator:
         wanted = [name.split(".") for name in OPERATOR_PERMISSIONS]
-        user.user_permissions.add(*[Permission.objects.get(content_type__app_label=app, codename=codename)
-                                    for app, codename in wanted])
+        user.user_permissions.add(
+            *[Permission.objects.get(content_type__app_label=app, codename=codename) for app, codename in wanted]
+        )
     return user

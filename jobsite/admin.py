@@ -1,4 +1,5 @@
 """API tokens in the admin: listed by prefix (the plaintext exists only when created), revocable, never shown."""
+
 from django.contrib import admin, messages
 from django.db.models.functions import Now
 

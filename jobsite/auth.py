@@ -12,6 +12,7 @@ Roles: an operator — a staff user's session, or a token with the `control` sco
 or granted `jobsite.operate`) — acts on every job; any other caller is a client and sees only its own. The role
 is decided on every request from the user as they are now: a token does not outlive its user's staff status.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -1,4 +1,5 @@
 """How the admin pages of every app show times and durations to people (the dashboard's conventions)."""
+
 from __future__ import annotations
 
 from datetime import datetime

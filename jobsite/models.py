@@ -1,4 +1,5 @@
 """API tokens: stored as a keyed hash with a visible prefix, scoped, optionally expiring."""
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -6,6 +6,7 @@ does not give working tokens, and checking costs one indexed lookup and one HMAC
 deliberate slowness on every request. Digests are compared in constant time. Rotating SECRET_KEY invalidates
 tokens unless the old key stays in SECRET_KEY_FALLBACKS.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,9 @@ def token_digest(plaintext: str, secret: str | None = None) -> str:
     return hmac.new(key, plaintext.encode(), hashlib.sha256).hexdigest()
 
 
-def issue_token(user: AbstractBaseUser, scopes: Iterable[str] | None = None,
-                expires_in_days: int | None = None) -> IssuedToken:
+def issue_token(
+    user: AbstractBaseUser, scopes: Iterable[str] | None = None, expires_in_days: int | None = None
+) -> IssuedToken:
     """Create a token for `user`; without `scopes`, every scope the user's role allows."""
     chosen = default_scopes(user) if scopes is None else sorted(set(scopes))
     unknown = sorted(set(chosen) - set(ALL_SCOPES))
@@ -70,14 +72,21 @@ def issue_token(user: AbstractBaseUser, scopes: Iterable[str] | None = None,
     if not chosen:
         raise TokenError("a token needs at least one scope")
     if Scope.CONTROL in chosen and not may_operate(user):
-        raise TokenError(f"the control scope is for operators: {user.get_username()} is neither staff nor granted "
-                         f"{OPERATE_PERMISSION}")
+        raise TokenError(
+            f"the control scope is for operators: {user.get_username()} is neither staff nor granted "
+            f"{OPERATE_PERMISSION}"
+        )
     if expires_in_days is not None and expires_in_days < 1:
         raise TokenError(f"--expires-in must be at least 1 day, got {expires_in_days}")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
-    token = ApiToken.objects.create(user=user, prefix=plaintext[:PREFIX_LENGTH], digest=token_digest(plaintext),
-                                    scopes=chosen, expires_at=expires_at)
+    token = ApiToken.objects.create(
+        user=user,
+        prefix=plaintext[:PREFIX_LENGTH],
+        digest=token_digest(plaintext),
+        scopes=chosen,
+        expires_at=expires_at,
+    )
     return IssuedToken(token, plaintext)
 
 
@@ -91,9 +100,11 @@ def find_token(plaintext: str) -> ApiToken | None:
     if not plaintext or len(plaintext) > 200:
         return None
     secrets_to_try = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
-    candidates = (ApiToken.objects.select_related("user")
-                  .filter(prefix=plaintext[:PREFIX_LENGTH], revoked_at__isnull=True)
-                  .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=Now())))
+    candidates = (
+        ApiToken.objects.select_related("user")
+        .filter(prefix=plaintext[:PREFIX_LENGTH], revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=Now()))
+    )
     for token in candidates:
         if any(hmac.compare_digest(token.digest, token_digest(plaintext, secret)) for secret in secrets_to_try):
             return token
@@ -102,9 +113,11 @@ def find_token(plaintext: str) -> ApiToken | None:
 
 def record_use(token: ApiToken) -> None:
     """Stamp `last_used_at` (the database's clock), at most once per LAST_USED_RESOLUTION, in one UPDATE."""
-    (ApiToken.objects.filter(pk=token.pk)
-     .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=Now() - LAST_USED_RESOLUTION))
-     .update(last_used_at=Now()))
+    (
+        ApiToken.objects.filter(pk=token.pk)
+        .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=Now() - LAST_USED_RESOLUTION))
+        .update(last_used_at=Now())
+    )
 
 
 def revoke_tokens(*, token: str | None = None, username: str | None = None) -> int:

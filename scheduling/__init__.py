@@ -7,6 +7,7 @@
 
 See docs/scheduling.md.
 """
+
 from scheduling.registry import current_run, scheduled
 
 __all__ = ["current_run", "scheduled"]

@@ -5,6 +5,7 @@ runs them now (through `scheduling.operations`), by a button on the row, on the 
 once by the bulk actions. A job's page shows its tick history: every recent tick of its schedule with its run,
 so a tick that was skipped, missed or never run shows. Changing anything needs the model's `change` permission.
 """
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,7 @@ import re
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -121,8 +121,10 @@ class ScheduledJobAdmin(admin.ModelAdmin):
             "schedule": self.schedule(job),
             "next_run": operations.next_run(job, now),
             "clustered": clustered,
-            "ticks": [(entry, short_duration(entry.duration_seconds))
-                      for entry in (operations.tick_history(job, now) if clustered else [])],
+            "ticks": [
+                (entry, short_duration(entry.duration_seconds))
+                for entry in (operations.tick_history(job, now) if clustered else [])
+            ],
             "may_change": self.has_change_permission(request, job),
             "runs_url": f"{reverse('admin:scheduling_jobrun_changelist')}?{urlencode({'job_name': job.name})}",
         }
@@ -134,11 +136,17 @@ class ScheduledJobAdmin(admin.ModelAdmin):
         query = request.GET.copy()
         runs_job, problems_only = query.pop("runs_job", [""])[-1], query.pop("runs", [""])[-1] == "problems"
         request.GET = query
-        return super().changelist_view(request, {
-            "title": "Scheduled jobs", **(extra_context or {}),
-            "recent_runs": operations.recent_runs(job_name=runs_job or None, problems_only=problems_only),
-            "runs_job": runs_job, "runs_problems_only": problems_only, "run_job_names": operations.recorded_job_names(),
-        })
+        return super().changelist_view(
+            request,
+            {
+                "title": "Scheduled jobs",
+                **(extra_context or {}),
+                "recent_runs": operations.recent_runs(job_name=runs_job or None, problems_only=problems_only),
+                "runs_job": runs_job,
+                "runs_problems_only": problems_only,
+                "run_job_names": operations.recorded_job_names(),
+            },
+        )
 
     def pause_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
         return self._act(request, job_id, lambda name: operations.set_paused([name], paused=True), "Paused")
@@ -189,7 +197,9 @@ class ScheduledJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="state", ordering="enabled")
     def state(self, job) -> str:
-        return format_html('<span class="{}">{}</span>', "" if job.enabled else "warn", "active" if job.enabled else "paused")
+        return format_html(
+            '<span class="{}">{}</span>', "" if job.enabled else "warn", "active" if job.enabled else "paused"
+        )
 
     @admin.display(description="next run")
     def next_run(self, job) -> str:
@@ -198,8 +208,10 @@ class ScheduledJobAdmin(admin.ModelAdmin):
     @admin.display(description="last run", ordering="last_tick")
     def last_run(self, job) -> str:
         if not operations.is_clustered(job):
-            return format_html('<span class="quiet" title="{}">in every process</span>',
-                               "local jobs run in every worker process and are logged, not recorded")
+            return format_html(
+                '<span class="quiet" title="{}">in every process</span>',
+                "local jobs run in every worker process and are logged, not recorded",
+            )
         run = operations.last_run(job)
         return moment(run.started_at) if run else "never"
 
@@ -209,21 +221,31 @@ class ScheduledJobAdmin(admin.ModelAdmin):
         run = operations.last_run(job)
         if run is None or run.duration_seconds is None:
             return _outcome(run.outcome if run else None)
-        return format_html('{}<br><span class="quiet">{}</span>', _outcome(run.outcome),
-                           short_duration(run.duration_seconds))
+        return format_html(
+            '{}<br><span class="quiet">{}</span>', _outcome(run.outcome), short_duration(run.duration_seconds)
+        )
 
     @admin.display(description="")
     def buttons(self, job) -> str:
         """Pause or resume, and run now (clustered jobs), as buttons of the changelist's own form (its CSRF token;
         `formaction` sends the click to the job's URL); a column only for those who may change jobs."""
         verb, url_name = ("Resume", "scheduling_job_resume") if not job.enabled else ("Pause", "scheduling_job_pause")
-        buttons = [format_html('<button type="submit" class="button row-button" formmethod="post" formaction="{}" '
-                               'name="back" value="list">{}</button>',
-                               reverse(f"admin:{url_name}", args=[job.pk]), verb)]
+        buttons = [
+            format_html(
+                '<button type="submit" class="button row-button" formmethod="post" formaction="{}" '
+                'name="back" value="list">{}</button>',
+                reverse(f"admin:{url_name}", args=[job.pk]),
+                verb,
+            )
+        ]
         if operations.is_clustered(job):
-            buttons.append(format_html(
-                '<button type="submit" class="button row-button" formmethod="post" formaction="{}" name="back" '
-                'value="list">Run now</button>', reverse("admin:scheduling_job_run_now", args=[job.pk])))
+            buttons.append(
+                format_html(
+                    '<button type="submit" class="button row-button" formmethod="post" formaction="{}" name="back" '
+                    'value="list">Run now</button>',
+                    reverse("admin:scheduling_job_run_now", args=[job.pk]),
+                )
+            )
         return format_html('<span class="row-buttons">{}</span>', mark_safe("".join(buttons)))
 
     @admin.action(description="Pause the selected jobs", permissions=["change"])
@@ -331,8 +353,11 @@ class CustomScriptAdmin(admin.ModelAdmin):
     def _say_when_switched_off(self, request) -> None:
         """The rows stay visible, so say plainly that none of them is scheduled or run on this node."""
         if not settings.CUSTOM_SCRIPTS_ENABLED and request.method == "GET":
-            messages.warning(request, "Custom scripts are switched off on this node (CUSTOM_SCRIPTS_ENABLED=false): "
-                                      "none of these scripts is scheduled or run, and they cannot be changed here.")
+            messages.warning(
+                request,
+                "Custom scripts are switched off on this node (CUSTOM_SCRIPTS_ENABLED=false): "
+                "none of these scripts is scheduled or run, and they cannot be changed here.",
+            )
 
     def has_view_permission(self, request, obj=None) -> bool:
         return request.user.is_superuser

@@ -11,6 +11,7 @@ and its `last_run_at` (also read by the other beats after a reload) would hide t
 message carries is the one found due, not recomputed at sending, so a send that straddles the next tick
 neither skips the due one nor sends the next one early.
 """
+
 from __future__ import annotations
 
 import logging

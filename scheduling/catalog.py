@@ -1,4 +1,5 @@
 """Where a job name leads: the code of this process, or a custom script stored in the database."""
+
 from __future__ import annotations
 
 from scheduling.registry import SCRIPT_JOB_PREFIX, ScheduledJob, registry

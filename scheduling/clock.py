@@ -5,6 +5,7 @@ dead); PostgreSQL's clock is one for the whole cluster. A decision taken in SQL 
 needs the time between queries, on every loop, so it keeps the offset between its host's clock and the
 database's, measured again every `REMEASURE_EVERY` seconds (a query per ten seconds, not one per entry).
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,14 +61,20 @@ class DatabaseClock:
             database = database_now()
         except DatabaseError as error:
             connection.close()  # a broken connection is not reused: the next measurement opens a new one
-            logger.warning("cannot read the database's clock (%s); keeping an offset of %.3f s", error,
-                           self._offset.total_seconds())
+            logger.warning(
+                "cannot read the database's clock (%s); keeping an offset of %.3f s",
+                error,
+                self._offset.total_seconds(),
+            )
             return
         after = self._host_now()
         offset = database - (before + (after - before) / 2)
         if abs(offset - self._offset) > SKEW_WORTH_A_WARNING:
-            logger.warning("this host's clock is %.1f s %s the database's; scheduling goes by the database's",
-                           abs(offset.total_seconds()), "behind" if offset > timedelta(0) else "ahead of")
+            logger.warning(
+                "this host's clock is %.1f s %s the database's; scheduling goes by the database's",
+                abs(offset.total_seconds()),
+                "behind" if offset > timedelta(0) else "ahead of",
+            )
         self._offset = offset
 
 

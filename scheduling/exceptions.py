@@ -1,4 +1,5 @@
 """The one exception tree of the scheduling app."""
+
 from __future__ import annotations
 
 

@@ -6,6 +6,7 @@ every worker on a node with JOB_SCHEDULING=true. Which local jobs are on comes f
 re-read whenever django-celery-beat's change marker moves (a pause in the admin, a script uploaded).
 Local runs are logged, not recorded in JobRun: there would be one row per process per tick.
 """
+
 from __future__ import annotations
 
 import logging

@@ -2,6 +2,7 @@
 
 The schedules themselves live in django-celery-beat's PeriodicTask rows, synced from the declarations.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -37,8 +38,9 @@ class JobRun(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["job_name", "tick"], name="scheduling_one_run_per_tick"),
             # A job never overlaps itself: a second running row for the same job cannot be inserted.
-            models.UniqueConstraint(fields=["job_name"], condition=Q(outcome="running"),
-                                    name="scheduling_one_running_run_per_job"),
+            models.UniqueConstraint(
+                fields=["job_name"], condition=Q(outcome="running"), name="scheduling_one_running_run_per_job"
+            ),
         ]
         indexes = [models.Index(fields=["started_at"], name="scheduling_run_started_idx")]
 

@@ -5,6 +5,7 @@ A job is its django-celery-beat `PeriodicTask` row (see `scheduling.sync`); paus
 clustered task with the moment of the click as its tick, so the (job, tick) row in Postgres still lets
 exactly one process run it, however many times the message is delivered.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,8 +95,9 @@ class Tick:
         return (self.run.finished_at - self.run.started_at).total_seconds()
 
 
-def recent_runs(limit: int = RECENT_RUNS_SHOWN, job_name: str | None = None,
-                problems_only: bool = False) -> list[JobRun]:
+def recent_runs(
+    limit: int = RECENT_RUNS_SHOWN, job_name: str | None = None, problems_only: bool = False
+) -> list[JobRun]:
     """The latest runs, newest first; of one job, or only those that did not simply succeed (a job every few
     seconds, like the maintenance pass, would otherwise fill the list)."""
     runs = JobRun.objects.order_by("-started_at")
@@ -130,8 +132,11 @@ def tick_history(row: PeriodicTask, now: datetime, limit: int = TICKS_SHOWN) -> 
 def set_paused(job_names: Iterable[str], paused: bool) -> int:
     """Pause or resume jobs; every beat and local-job runner notices through django-celery-beat's change marker."""
     with transaction.atomic():
-        changed = (PeriodicTask.objects.filter(name__in=list(job_names), task__in=OUR_TASKS)
-                   .exclude(enabled=not paused).update(enabled=not paused))
+        changed = (
+            PeriodicTask.objects.filter(name__in=list(job_names), task__in=OUR_TASKS)
+            .exclude(enabled=not paused)
+            .update(enabled=not paused)
+        )
         if changed:
             PeriodicTasks.update_changed()
     return changed
@@ -146,12 +151,16 @@ def run_now(job_name: str) -> datetime:
     if row is None:
         raise UnknownJob(f"no scheduled job {job_name!r}")
     if not is_clustered(row):
-        raise SchedulingError(f"{job_name} is a local job: it runs in every worker process on its own timer, "
-                              "so there is no single run to start")
+        raise SchedulingError(
+            f"{job_name} is a local job: it runs in every worker process on its own timer, "
+            "so there is no single run to start"
+        )
     with connection.cursor() as cursor:
         cursor.execute("SELECT clock_timestamp()")
         tick = cursor.fetchone()[0]
-    transaction.on_commit(lambda: run_clustered_job_now.apply_async(
-        kwargs={"job": job_name, "tick": tick.isoformat()}, queue=settings.SCHEDULER_QUEUE))
+    transaction.on_commit(
+        lambda: run_clustered_job_now.apply_async(
+            kwargs={"job": job_name, "tick": tick.isoformat()}, queue=settings.SCHEDULER_QUEUE
+        )
+    )
     return tick
-

@@ -1,4 +1,5 @@
 """The scheduling app's own jobs (every app declares its jobs in its `periodic.py` the same way)."""
+
 from datetime import timedelta
 
 from django.conf import settings

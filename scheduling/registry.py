@@ -3,6 +3,7 @@
 Declaring a job only records it here. At start-up the declared jobs are synced into django-celery-beat's
 `PeriodicTask` rows (see `scheduling.sync`); the rows are what beat schedules and the admin pauses.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -145,8 +146,10 @@ def _job_name(function: Callable, explicit: str | None, collector: _ScriptCollec
     if not callable(function):
         raise InvalidJobDeclaration(f"@scheduled decorates a function, not {function!r}")
     required = [
-        parameter.name for parameter in inspect.signature(function).parameters.values()
-        if parameter.default is parameter.empty and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        parameter.name
+        for parameter in inspect.signature(function).parameters.values()
+        if parameter.default is parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
     ]
     if required:
         raise InvalidJobDeclaration(
@@ -164,9 +167,7 @@ def _job_name(function: Callable, explicit: str | None, collector: _ScriptCollec
         if job_name.startswith(SCRIPT_JOB_PREFIX):
             raise InvalidJobDeclaration(f"job names starting with {SCRIPT_JOB_PREFIX!r} are kept for custom scripts")
     if not _NAME.match(job_name) or len(job_name) > MAX_NAME_LENGTH:
-        raise InvalidJobDeclaration(
-            f"job name {job_name!r} must be 1-{MAX_NAME_LENGTH} letters, digits and . _ : -"
-        )
+        raise InvalidJobDeclaration(f"job name {job_name!r} must be 1-{MAX_NAME_LENGTH} letters, digits and . _ : -")
     return job_name
 
 

@@ -6,6 +6,7 @@ it runs the job. A partial unique index allows one `running` row per job, so a r
 next tick comes makes that tick `skipped` instead of overlapping. A message that arrives once the next tick
 has come is `missed` (the newer tick runs instead: one catch-up run at most, never a storm).
 """
+
 from __future__ import annotations
 
 import enum
@@ -124,8 +125,10 @@ def prune_runs(older_than: timedelta) -> int:
     deleted = 0
     while True:
         batch = list(
-            JobRun.objects.filter(started_at__lt=cutoff).exclude(outcome=RunOutcome.RUNNING)
-            .order_by("id").values_list("id", flat=True)[:PRUNE_BATCH]
+            JobRun.objects.filter(started_at__lt=cutoff)
+            .exclude(outcome=RunOutcome.RUNNING)
+            .order_by("id")
+            .values_list("id", flat=True)[:PRUNE_BATCH]
         )
         if not batch:
             return deleted

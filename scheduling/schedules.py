@@ -16,6 +16,7 @@ Daylight saving time, as vixie cron does it:
 - a job at fixed hours fires once per calendar occurrence: a 02:30 job fires once on the night the clocks go
   back (the first 02:30), and on the night they go forward it fires once, when the skipped hour ends.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -65,7 +66,9 @@ class CronSchedule:
         try:
             zone = ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError, TypeError):
-            raise InvalidSchedule(f"unknown time zone {self.timezone!r} (use an IANA name like 'Europe/Berlin')") from None
+            raise InvalidSchedule(
+                f"unknown time zone {self.timezone!r} (use an IANA name like 'Europe/Berlin')"
+            ) from None
         seconds_first = " ".join(fields)
         try:
             parsed = croniter(seconds_first, datetime.now(zone), second_at_beginning=True, day_or=days_either)
@@ -109,8 +112,12 @@ class CronSchedule:
         return f"cron {self.expression} ({self.timezone})"
 
     def _iterator(self, moment: datetime) -> croniter:
-        return croniter(self._seconds_first, _aware(moment).astimezone(self._zone),
-                        second_at_beginning=True, day_or=self._days_either)
+        return croniter(
+            self._seconds_first,
+            _aware(moment).astimezone(self._zone),
+            second_at_beginning=True,
+            day_or=self._days_either,
+        )
 
     def _local(self, value: datetime) -> datetime:
         """The same instant with `fold` set right, so a repeated wall time says which pass it is."""

@@ -9,6 +9,7 @@ syncs its jobs into PeriodicTask rows and moves django-celery-beat's change mark
 their loop interval (5 s) and every worker process's local-job runner within its poll. Workers read the
 source from the database when a job runs and keep the compiled module per process, keyed by its hash.
 """
+
 from __future__ import annotations
 
 import ast
@@ -27,7 +28,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
-from scheduling.exceptions import CustomScriptsDisabled, InvalidScript, ScriptExists, ScriptNotFound, SchedulingError
+from scheduling.exceptions import CustomScriptsDisabled, InvalidScript, SchedulingError, ScriptExists, ScriptNotFound
 from scheduling.models import CustomScript, ScriptAction, ScriptAudit
 from scheduling.registry import MAX_NAME_LENGTH, SCRIPT_JOB_PREFIX, ScheduledJob, collecting_script_jobs
 from scheduling.schedules import make_schedule
@@ -100,7 +101,8 @@ def check_script(name: str, source: str) -> list[ScheduledJob]:
 
 def _names_scheduled(expression: ast.expr) -> bool:
     return (isinstance(expression, ast.Name) and expression.id == "scheduled") or (
-        isinstance(expression, ast.Attribute) and expression.attr == "scheduled")
+        isinstance(expression, ast.Attribute) and expression.attr == "scheduled"
+    )
 
 
 def _declared_job(script_name: str, function: ast.FunctionDef | ast.AsyncFunctionDef, call: ast.Call) -> ScheduledJob:
@@ -116,13 +118,16 @@ def _declared_job(script_name: str, function: ast.FunctionDef | ast.AsyncFunctio
     unknown = sorted(set(arguments) - set(SCHEDULED_ARGUMENTS))
     if unknown:
         raise InvalidScript(f"@scheduled has no argument {', '.join(unknown)}", line)
-    required = function.args.args[:len(function.args.args) - len(function.args.defaults)] + [
-        argument for argument, default in zip(function.args.kwonlyargs, function.args.kw_defaults, strict=True)
-        if default is None]
+    required = function.args.args[: len(function.args.args) - len(function.args.defaults)] + [
+        argument
+        for argument, default in zip(function.args.kwonlyargs, function.args.kw_defaults, strict=True)
+        if default is None
+    ]
     if function.args.posonlyargs or required:
         names = [argument.arg for argument in function.args.posonlyargs + required]
-        raise InvalidScript(f"a scheduled job is called with no arguments, but {function.name} requires "
-                            f"{', '.join(names)}", line)
+        raise InvalidScript(
+            f"a scheduled job is called with no arguments, but {function.name} requires {', '.join(names)}", line
+        )
     for flag in ("clustered", "transactional"):
         if not isinstance(arguments.get(flag, False), bool):
             raise InvalidScript(f"{flag} must be True or False, got {arguments[flag]!r}", line)
@@ -133,12 +138,18 @@ def _declared_job(script_name: str, function: ast.FunctionDef | ast.AsyncFunctio
     if not re.match(r"^[A-Za-z0-9_.:-]+$", job_name) or len(job_name) > MAX_NAME_LENGTH:
         raise InvalidScript(f"job name {job_name!r} must be 1-{MAX_NAME_LENGTH} letters, digits and . _ : -", line)
     try:
-        schedule = make_schedule(arguments.get("cron"), arguments.get("every_seconds"),
-                                 arguments.get("timezone") or settings.TIME_ZONE)
+        schedule = make_schedule(
+            arguments.get("cron"), arguments.get("every_seconds"), arguments.get("timezone") or settings.TIME_ZONE
+        )
     except SchedulingError as exc:
         raise InvalidScript(str(exc), line) from None
-    return ScheduledJob(job_name, _runs_only_in_workers, schedule, arguments.get("clustered", True),
-                        arguments.get("transactional", False))
+    return ScheduledJob(
+        job_name,
+        _runs_only_in_workers,
+        schedule,
+        arguments.get("clustered", True),
+        arguments.get("transactional", False),
+    )
 
 
 def _runs_only_in_workers() -> None:
@@ -262,7 +273,10 @@ def _require_uploads_enabled() -> None:
 
 def _audit(script: CustomScript, action: ScriptAction, user: AbstractBaseUser | None) -> None:
     ScriptAudit.objects.create(
-        script_name=script.name, action=action, sha256=script.sha256, user=user,
+        script_name=script.name,
+        action=action,
+        sha256=script.sha256,
+        user=user,
         username=user.get_username() if user is not None else "",
     )
 

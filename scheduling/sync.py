@@ -8,6 +8,7 @@ The schedule is owned by code: a sync overwrites it, but leaves the `enabled` fl
 A sync only adds and updates (any process of any release runs it at start); retiring the jobs a release no
 longer declares is an explicit step of the upgrade, `retire_undeclared_jobs`.
 """
+
 from __future__ import annotations
 
 import json
@@ -124,8 +125,12 @@ def is_enabled(job_name: str) -> bool:
 def script_job_rows(script_name: str) -> list[dict]:
     """The jobs of a script as scheduled now: name, schedule, clustered, enabled."""
     return [
-        {"name": row.name, "schedule": json.loads(row.kwargs)["schedule"], "clustered": row.task == CLUSTERED_TASK,
-         "enabled": row.enabled}
+        {
+            "name": row.name,
+            "schedule": json.loads(row.kwargs)["schedule"],
+            "clustered": row.task == CLUSTERED_TASK,
+            "enabled": row.enabled,
+        }
         for row in _script_rows(script_name).order_by("name")
     ]
 
@@ -165,8 +170,14 @@ def _display_schedule(schedule: Schedule) -> dict:
     """The nearest django-celery-beat schedule, for the admin's eyes only (beat uses the kwargs)."""
     if isinstance(schedule, CronSchedule) and schedule.fires_at_whole_minutes:
         minute, hour, day_of_month, month_of_year, day_of_week = schedule.minute_fields
-        fields = {"minute": minute, "hour": hour, "day_of_month": day_of_month, "month_of_year": month_of_year,
-                  "day_of_week": day_of_week, "timezone": schedule.timezone}
+        fields = {
+            "minute": minute,
+            "hour": hour,
+            "day_of_month": day_of_month,
+            "month_of_year": month_of_year,
+            "day_of_week": day_of_week,
+            "timezone": schedule.timezone,
+        }
         try:
             CrontabSchedule(**fields).schedule  # parsed the way django-celery-beat will parse it
         except (ValueError, KeyError, IndexError):

@@ -1,4 +1,5 @@
 """Celery glue of the scheduling app: the task beat sends for clustered jobs, and worker start-up hooks."""
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,9 @@ logger = logging.getLogger(__name__)
 @shared_task(name=CLUSTERED_TASK, ignore_result=True)
 def run_clustered_job(job: str, schedule: dict, tick: str) -> str:
     """One occurrence of a clustered job; the run row in Postgres decides whether this process runs it."""
-    occurrence = runs.run_occurrence(job, schedule_from_dict(schedule), datetime.fromisoformat(tick),
-                                     resolve=resolve_job, is_enabled=is_enabled)
+    occurrence = runs.run_occurrence(
+        job, schedule_from_dict(schedule), datetime.fromisoformat(tick), resolve=resolve_job, is_enabled=is_enabled
+    )
     logger.info("%s @ %s: %s", job, tick, occurrence.value)
     return occurrence.value
 
@@ -30,8 +32,9 @@ def run_clustered_job(job: str, schedule: dict, tick: str) -> str:
 @shared_task(name=RUN_NOW_TASK, ignore_result=True)
 def run_clustered_job_now(job: str, tick: str) -> str:
     """An operator's "run now": once in the cluster however often the message is delivered (the tick is the click)."""
-    occurrence = runs.run_occurrence(job, None, datetime.fromisoformat(tick), resolve=resolve_job,
-                                     is_enabled=is_enabled, on_demand=True)
+    occurrence = runs.run_occurrence(
+        job, None, datetime.fromisoformat(tick), resolve=resolve_job, is_enabled=is_enabled, on_demand=True
+    )
     logger.info("%s run now @ %s: %s", job, tick, occurrence.value)
     return occurrence.value
 

@@ -1,4 +1,5 @@
 """Mounted by heavylift/urls.py with one line: `path("control/scripts", include("scheduling.urls"))`."""
+
 from django.urls import path, re_path
 
 from scheduling.views import ScriptDetailView, ScriptListView

@@ -1,4 +1,5 @@
 """`/control/scripts`: superusers upload, read, change and delete custom scripts (JSON, token or session auth)."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -79,13 +80,20 @@ class ScriptsAPIView(APIView):
             if isinstance(exc, error_type):
                 if isinstance(exc, InvalidScript):
                     where = f" (line {exc.line})" if exc.line else ""
-                    return Response({"errors": [f"invalid script: {exc.reason}{where}"], "reason": exc.reason,
-                                     "line": exc.line}, status=code)
+                    return Response(
+                        {"errors": [f"invalid script: {exc.reason}{where}"], "reason": exc.reason, "line": exc.line},
+                        status=code,
+                    )
                 return Response({"errors": [str(exc)]}, status=code)
         response = super().handle_exception(exc)
         if isinstance(exc, serializers.ValidationError) and isinstance(response.data, dict):
-            response.data = {"errors": [f"{field}: {message}" for field, messages in response.data.items()
-                                        for message in (messages if isinstance(messages, list) else [messages])]}
+            response.data = {
+                "errors": [
+                    f"{field}: {message}"
+                    for field, messages in response.data.items()
+                    for message in (messages if isinstance(messages, list) else [messages])
+                ]
+            }
         elif isinstance(exc, APIException) and isinstance(response.data, dict) and "detail" in response.data:
             response.data = {"errors": [str(response.data["detail"])]}
         return response

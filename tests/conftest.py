@@ -45,11 +45,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """A failing test's report ends with the tails of the logs of the processes it started or that still run."""
-    if call.excinfo is not None and call.when in ("setup", "call") and not call.excinfo.errisinstance(
-            pytest.skip.Exception):
+    if (
+        call.excinfo is not None
+        and call.when in ("setup", "call")
+        and not call.excinfo.errisinstance(pytest.skip.Exception)
+    ):
         first = item.stash.get(FIRST_PROCESS_OF_TEST, len(process_logs.started))
-        involved = [process for index, process in enumerate(process_logs.started)
-                    if index >= first or process.popen.poll() is None]
+        involved = [
+            process
+            for index, process in enumerate(process_logs.started)
+            if index >= first or process.popen.poll() is None
+        ]
         if involved:
             item.add_report_section(call.when, "process logs", "\n".join(process.tail() for process in involved))
     yield

@@ -9,6 +9,7 @@ in one transaction. TRUNCATE rather than DELETE, so a table's statistics start f
 Django's flush: code that reads PostgreSQL's row estimates (`reltuples`) must not see an earlier test's
 table. The copied rows keep their ids, so cached content types stay right.
 """
+
 from __future__ import annotations
 
 from django.db import connection, transaction
@@ -35,9 +36,11 @@ class Baseline:
                     cursor.execute(f"CREATE TABLE {SCHEMA}.{quote(table)} AS TABLE {quote(table)}")
                     with_rows.append(table)
         self.tables_with_rows_sql = " UNION ALL ".join(
-            f"SELECT '{quote(table)}' WHERE EXISTS (SELECT FROM {quote(table)})" for table in tables)
+            f"SELECT '{quote(table)}' WHERE EXISTS (SELECT FROM {quote(table)})" for table in tables
+        )
         self.restore_sql = "".join(
-            f"INSERT INTO {quote(table)} SELECT * FROM {SCHEMA}.{quote(table)};" for table in with_rows)
+            f"INSERT INTO {quote(table)} SELECT * FROM {SCHEMA}.{quote(table)};" for table in with_rows
+        )
 
     def restore(self) -> None:
         with transaction.atomic(), connection.cursor() as cursor:

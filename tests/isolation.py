@@ -9,6 +9,7 @@ Celery prefixes its broadcast channels with the database number, so those stay a
 
 It also sets what the suite's processes need whatever the shell says: the diagnostic jobs switched on.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,7 +45,8 @@ class RedisDatabaseClaim:
     def _claim(self) -> int:
         for database in DATABASES:
             if database != self.home_database and self.home.set(
-                    CLAIM_KEY.format(database=database), self.token, nx=True, ex=CLAIM_SECONDS):
+                CLAIM_KEY.format(database=database), self.token, nx=True, ex=CLAIM_SECONDS
+            ):
                 return database
         raise pytest.UsageError("every Redis database is claimed by another test run; try again in two minutes")
 

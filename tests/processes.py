@@ -3,6 +3,7 @@
 They run against the test database that pytest-django created, so the test itself must use
 `transactional_db` (its writes must be committed for another process to see them).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
-
 from django.db import connection
 from django.db.models import Model, QuerySet
 
@@ -121,8 +121,12 @@ def stop_all(processes: list[Process], timeout: float = 15) -> None:
 STARTUP_TIMEOUT = 120  # a process importing Django and Celery on a loaded 2-core machine
 
 
-def wait_until(condition: Callable[[], T], timeout: float, while_waiting: Callable[[], object] = lambda: None,
-               message: str | Callable[[], str] = "") -> T:
+def wait_until(
+    condition: Callable[[], T],
+    timeout: float,
+    while_waiting: Callable[[], object] = lambda: None,
+    message: str | Callable[[], str] = "",
+) -> T:
     """Poll `condition()` until it returns something truthy (returned); fail after `timeout` seconds.
 
     Tests wait for what must happen, with a ceiling far above what it takes on a loaded machine, instead
@@ -138,8 +142,11 @@ def wait_until(condition: Callable[[], T], timeout: float, while_waiting: Callab
 
 
 def celery_worker(
-    env: dict[str, str] | None = None, queues: list[str] | None = None, concurrency: int | None = 2,
-    name: str = "worker", wait: bool = True,
+    env: dict[str, str] | None = None,
+    queues: list[str] | None = None,
+    concurrency: int | None = 2,
+    name: str = "worker",
+    wait: bool = True,
 ) -> Process:
     """Start `celery worker` and (unless `wait=False`) return once it is consuming.
 
@@ -147,8 +154,18 @@ def celery_worker(
     The node name is `<name>-<pid>-<ns>@host`, unique, so a test can address this worker alone.
     """
     argv = [
-        sys.executable, "-m", "celery", "-A", "heavylift", "worker", "--loglevel", "INFO",
-        "--hostname", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-mingle", "--without-gossip",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "heavylift",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
+        "--without-mingle",
+        "--without-gossip",
     ]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
@@ -166,8 +183,10 @@ def node_workers(processes: list[Process], node: str, *names: str, **env: str) -
     from batch.queues import work_notification_queue
 
     environment = {"NODE_ID": node, "JOB_SCHEDULING": "false", "BATCH_LEASE_SECONDS": "3", **env}
-    started = [celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=1, name=name,
-                             wait=False) for name in names]
+    started = [
+        celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=1, name=name, wait=False)
+        for name in names
+    ]
     processes.extend(started)
     start_all(started, wait_until_ready)
     return started
@@ -179,8 +198,12 @@ def chunks_held_by(worker: Process, job_id: Any, *step_ids: str) -> QuerySet:
     from batch.models import WorkChunk
     from batch.statuses import ChunkStatus
 
-    return WorkChunk.objects.filter(instance_id=job_id, status=ChunkStatus.IN_PROGRESS, target_step_id__in=step_ids,
-                                    worker__startswith=worker.name + "-")
+    return WorkChunk.objects.filter(
+        instance_id=job_id,
+        status=ChunkStatus.IN_PROGRESS,
+        target_step_id__in=step_ids,
+        worker__startswith=worker.name + "-",
+    )
 
 
 def wait_for_the_end(job_id: Any, timeout: float) -> JobInstance:
@@ -190,8 +213,12 @@ def wait_for_the_end(job_id: Any, timeout: float) -> JobInstance:
     from batch.models import JobInstance
     from batch.statuses import ENDED_JOB_STATUSES
 
-    return wait_until(lambda: (instance := JobInstance.objects.get(id=job_id)).status in ENDED_JOB_STATUSES and instance,
-                      timeout, while_waiting=run_maintenance_pass, message=lambda: f"{JobInstance.objects.get(id=job_id)}")
+    return wait_until(
+        lambda: (instance := JobInstance.objects.get(id=job_id)).status in ENDED_JOB_STATUSES and instance,
+        timeout,
+        while_waiting=run_maintenance_pass,
+        message=lambda: f"{JobInstance.objects.get(id=job_id)}",
+    )
 
 
 def wait_until_ready(worker: Process) -> None:
@@ -200,8 +227,11 @@ def wait_until_ready(worker: Process) -> None:
 
 def celery_beat(env: dict[str, str], name: str = "beat") -> Process:
     """`celery beat` with the project's scheduler (CELERY_BEAT_SCHEDULER); wait with `wait_until_beating`."""
-    return Process([sys.executable, "-m", "celery", "-A", "heavylift", "beat", "--loglevel", "INFO", "--pidfile="],
-                   env=env, name=name)
+    return Process(
+        [sys.executable, "-m", "celery", "-A", "heavylift", "beat", "--loglevel", "INFO", "--pidfile="],
+        env=env,
+        name=name,
+    )
 
 
 def wait_until_beating(beat: Process) -> None:
@@ -210,8 +240,11 @@ def wait_until_beating(beat: Process) -> None:
 
 def scheduler_worker(env: dict[str, str], name: str = "scheduler") -> Process:
     """`manage.py run_scheduler_worker`, as the Procfile starts it; wait with `wait_until_ready`."""
-    return Process([sys.executable, "manage.py", "run_scheduler_worker", "--", "--without-mingle", "--without-gossip"],
-                   env=env, name=name)
+    return Process(
+        [sys.executable, "manage.py", "run_scheduler_worker", "--", "--without-mingle", "--without-gossip"],
+        env=env,
+        name=name,
+    )
 
 
 def scheduler_hostname(node: str, worker: Process) -> str:
@@ -231,8 +264,11 @@ def inspect_worker(hostname: str, method: str, timeout: float = 60) -> Any:
         replies = getattr(app.control.inspect(destination=[hostname], timeout=2), method)() or {}
         return replies.get(hostname) if hostname in replies else None
 
-    return wait_until(lambda: (reply,) if (reply := answer()) is not None else None, timeout,
-                      message=f"{hostname} did not answer {method}")[0]
+    return wait_until(
+        lambda: (reply,) if (reply := answer()) is not None else None,
+        timeout,
+        message=f"{hostname} did not answer {method}",
+    )[0]
 
 
 def start_all(processes: list[Process], ready: Callable[[Process], None]) -> None:
@@ -252,6 +288,7 @@ def kill_while_it_holds(worker: Process, holding: QuerySet, timeout: float) -> M
     is the one fixed wait here: it waits for the absence of a completion the frozen worker may already have
     sent, which nothing can be polled for. Otherwise the worker thaws and the hunt goes on.
     """
+
     def frozen_holding() -> Model | None:
         if not holding.exists():
             return None

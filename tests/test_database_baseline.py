@@ -1,4 +1,5 @@
 """The reset after a transactional test: every row a test wrote is gone, what `migrate` wrote is back."""
+
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType

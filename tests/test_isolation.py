@@ -1,4 +1,5 @@
 """The suite keeps to a Redis database of its own, so it never disturbs a demo or a stack on the same Redis."""
+
 import os
 from urllib.parse import urlsplit, urlunsplit
 

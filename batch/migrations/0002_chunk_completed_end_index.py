@@ -4,14 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batch', '0001_initial'),
+        ("batch", "0001_initial"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='workchunk',
-            index=models.Index(condition=models.Q(('status', 'COMPLETED')), fields=['end_time'], include=('records_processed',), name='batch_chunk_completed_end'),
+            model_name="workchunk",
+            index=models.Index(
+                condition=models.Q(("status", "COMPLETED")),
+                fields=["end_time"],
+                include=("records_processed",),
+                name="batch_chunk_completed_end",
+            ),
         ),
     ]

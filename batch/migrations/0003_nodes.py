@@ -6,39 +6,47 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batch', '0002_chunk_completed_end_index'),
+        ("batch", "0002_chunk_completed_end_index"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='JobReassignment',
+            name="JobReassignment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_node_id', models.CharField(max_length=64)),
-                ('to_node_id', models.CharField(max_length=64)),
-                ('reason', models.CharField(max_length=500)),
-                ('at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='reassignments', to='batch.jobinstance')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("from_node_id", models.CharField(max_length=64)),
+                ("to_node_id", models.CharField(max_length=64)),
+                ("reason", models.CharField(max_length=500)),
+                ("at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="reassignments",
+                        to="batch.jobinstance",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['at', 'id'],
+                "ordering": ["at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='WorkerHeartbeat',
+            name="WorkerHeartbeat",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('worker', models.CharField(max_length=200, unique=True)),
-                ('node_id', models.CharField(max_length=64)),
-                ('module_id', models.CharField(max_length=64)),
-                ('started_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('last_seen', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('stopped_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("worker", models.CharField(max_length=200, unique=True)),
+                ("node_id", models.CharField(max_length=64)),
+                ("module_id", models.CharField(max_length=64)),
+                ("started_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                ("last_seen", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                ("stopped_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['node_id', 'module_id', 'last_seen'], name='batch_heartbeat_node_seen')],
+                "indexes": [
+                    models.Index(fields=["node_id", "module_id", "last_seen"], name="batch_heartbeat_node_seen")
+                ],
             },
         ),
     ]

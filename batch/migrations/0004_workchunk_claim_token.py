@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batch', '0003_nodes'),
+        ("batch", "0003_nodes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='workchunk',
-            name='claim_token',
+            model_name="workchunk",
+            name="claim_token",
             field=models.UUIDField(blank=True, null=True),
         ),
     ]

@@ -4,17 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batch', '0004_workchunk_claim_token'),
+        ("batch", "0004_workchunk_claim_token"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MaintenancePass',
+            name="MaintenancePass",
             fields=[
-                ('id', models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
-                ('ended_at', models.DateTimeField()),
+                ("id", models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
+                ("ended_at", models.DateTimeField()),
             ],
         ),
     ]

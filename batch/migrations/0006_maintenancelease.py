@@ -4,19 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batch', '0005_maintenancepass'),
+        ("batch", "0005_maintenancepass"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MaintenanceLease',
+            name="MaintenanceLease",
             fields=[
-                ('id', models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
-                ('holder', models.CharField(max_length=200)),
-                ('token', models.UUIDField()),
-                ('expires_at', models.DateTimeField()),
+                ("id", models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
+                ("holder", models.CharField(max_length=200)),
+                ("token", models.UUIDField()),
+                ("expires_at", models.DateTimeField()),
             ],
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batch', '0006_maintenancelease'),
+        ("batch", "0006_maintenancelease"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='workerheartbeat',
-            name='settings_fingerprint',
-            field=models.TextField(blank=True, default=''),
+            model_name="workerheartbeat",
+            name="settings_fingerprint",
+            field=models.TextField(blank=True, default=""),
         ),
     ]

@@ -4,23 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batch', '0007_workerheartbeat_settings_fingerprint'),
+        ("batch", "0007_workerheartbeat_settings_fingerprint"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='workchunk',
-            name='batch_chunk_completed_end',
+            model_name="workchunk",
+            name="batch_chunk_completed_end",
         ),
         migrations.AddField(
-            model_name='jobinstance',
-            name='paused_seconds',
+            model_name="jobinstance",
+            name="paused_seconds",
             field=models.FloatField(default=0.0),
         ),
         migrations.AddIndex(
-            model_name='workchunk',
-            index=models.Index(condition=models.Q(('status', 'COMPLETED')), fields=['end_time'], include=('records_processed', 'definition_id', 'definition_version', 'target_step_id'), name='batch_chunk_completed_end_step'),
+            model_name="workchunk",
+            index=models.Index(
+                condition=models.Q(("status", "COMPLETED")),
+                fields=["end_time"],
+                include=("records_processed", "definition_id", "definition_version", "target_step_id"),
+                name="batch_chunk_completed_end_step",
+            ),
         ),
     ]

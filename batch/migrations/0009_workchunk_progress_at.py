@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batch', '0008_job_records_step'),
+        ("batch", "0008_job_records_step"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='workchunk',
-            name='progress_at',
+            model_name="workchunk",
+            name="progress_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -5,30 +5,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batch', '0009_workchunk_progress_at'),
+        ("batch", "0009_workchunk_progress_at"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='jobinstance',
-            name='create_time',
-            field=models.DateTimeField(db_default=models.Func(function='clock_timestamp', output_field=models.DateTimeField())),
+            model_name="jobinstance",
+            name="create_time",
+            field=models.DateTimeField(
+                db_default=models.Func(function="clock_timestamp", output_field=models.DateTimeField())
+            ),
         ),
         migrations.AlterField(
-            model_name='jobinstance',
-            name='update_time',
+            model_name="jobinstance",
+            name="update_time",
             field=models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
         ),
         migrations.AlterField(
-            model_name='workchunk',
-            name='create_time',
+            model_name="workchunk",
+            name="create_time",
             field=models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
         ),
         migrations.AlterField(
-            model_name='workchunk',
-            name='update_time',
+            model_name="workchunk",
+            name="update_time",
             field=models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
         ),
     ]

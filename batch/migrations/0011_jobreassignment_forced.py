@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batch', '0010_job_and_chunk_times_on_database_clock'),
+        ("batch", "0010_job_and_chunk_times_on_database_clock"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='jobreassignment',
-            name='forced',
+            model_name="jobreassignment",
+            name="forced",
             field=models.BooleanField(db_default=False, default=False),
         ),
     ]

@@ -1,4 +1,5 @@
 """Template helpers of the job dashboard: durations, times in the viewer's locale, the throughput chart (SVG)."""
+
 from __future__ import annotations
 
 import json
@@ -60,24 +61,49 @@ def throughput_chart(minutes: Sequence[MinuteThroughput], field: str, label: str
     slot = plot_width / max(len(values), 1)
     # Numbers, times and the escaped label only: the bars are joined without escaping each (a view every 3 s).
     shown_label = conditional_escape(label)
-    bars = mark_safe("".join(
-        f'<rect x="{CHART_LEFT + index * slot + 1:.1f}" y="{plot_height - height:.1f}" width="{max(slot - 2, 1):.1f}" '
-        f'height="{height:.1f}"><title>{minute.minute:%H:%M} UTC: {value:,} {shown_label}</title></rect>'
-        for index, (minute, value) in enumerate(zip(minutes, values))
-        for height in [value / peak * plot_height if peak else 0]
-    ))
+    bars = mark_safe(
+        "".join(
+            f'<rect x="{CHART_LEFT + index * slot + 1:.1f}" y="{plot_height - height:.1f}" width="{max(slot - 2, 1):.1f}" '
+            f'height="{height:.1f}"><title>{minute.minute:%H:%M} UTC: {value:,} {shown_label}</title></rect>'
+            for index, (minute, value) in enumerate(zip(minutes, values))
+            for height in [value / peak * plot_height if peak else 0]
+        )
+    )
     last = len(values) - 1
-    ticks = format_html_join("", '<text x="{}" y="{}" text-anchor="{}">{}</text>', (
-        (f"{CHART_LEFT + index * slot + slot / 2:.1f}" if index < last else str(CHART_WIDTH), CHART_HEIGHT - 4,
-         "middle" if index < last else "end", f"-{last - index} min" if index < last else "now")
-        for index in range(len(values)) if (last - index) % 15 == 0
-    ))
+    ticks = format_html_join(
+        "",
+        '<text x="{}" y="{}" text-anchor="{}">{}</text>',
+        (
+            (
+                f"{CHART_LEFT + index * slot + slot / 2:.1f}" if index < last else str(CHART_WIDTH),
+                CHART_HEIGHT - 4,
+                "middle" if index < last else "end",
+                f"-{last - index} min" if index < last else "now",
+            )
+            for index in range(len(values))
+            if (last - index) % 15 == 0
+        ),
+    )
     return format_html(
         '<svg class="throughput" viewBox="0 0 {} {}" role="img" aria-label="{} per minute, last hour, peak {}">'
         '<line x1="{}" y1="0" x2="{}" y2="{}" class="axis"/><line x1="{}" y1="{}" x2="{}" y2="{}" class="axis"/>'
         '<text x="{}" y="13" text-anchor="end">{}</text><text x="{}" y="{}" text-anchor="end">0</text>'
         '<g class="bars">{}</g><g class="ticks">{}</g></svg>',
-        CHART_WIDTH, CHART_HEIGHT, label, f"{peak:,}",
-        CHART_LEFT, CHART_LEFT, plot_height, CHART_LEFT, plot_height, CHART_WIDTH, plot_height,
-        CHART_LEFT - 4, f"{peak:,}", CHART_LEFT - 4, plot_height, bars, ticks,
+        CHART_WIDTH,
+        CHART_HEIGHT,
+        label,
+        f"{peak:,}",
+        CHART_LEFT,
+        CHART_LEFT,
+        plot_height,
+        CHART_LEFT,
+        plot_height,
+        CHART_WIDTH,
+        plot_height,
+        CHART_LEFT - 4,
+        f"{peak:,}",
+        CHART_LEFT - 4,
+        plot_height,
+        bars,
+        ticks,
     )

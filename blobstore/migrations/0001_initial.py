@@ -6,32 +6,44 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Blob',
+            name="Blob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.TextField(db_collation='C', unique=True)),
-                ('size', models.BigIntegerField()),
-                ('created', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.TextField(db_collation="C", unique=True)),
+                ("size", models.BigIntegerField()),
+                ("created", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
             ],
         ),
         migrations.CreateModel(
-            name='Piece',
+            name="Piece",
             fields=[
-                ('pk', models.CompositePrimaryKey('blob_id', 'number', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('number', models.IntegerField()),
-                ('data', models.BinaryField()),
-                ('blob', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='pieces', to='blobstore.blob')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "blob_id", "number", blank=True, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("number", models.IntegerField()),
+                ("data", models.BinaryField()),
+                (
+                    "blob",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="pieces",
+                        to="blobstore.blob",
+                    ),
+                ),
             ],
         ),
         # The pieces come compressed (zlib, by the writer): PostgreSQL stores them out of line as they are.
-        migrations.RunSQL("ALTER TABLE blobstore_piece ALTER COLUMN data SET STORAGE EXTERNAL",
-                          reverse_sql=migrations.RunSQL.noop),
+        migrations.RunSQL(
+            "ALTER TABLE blobstore_piece ALTER COLUMN data SET STORAGE EXTERNAL", reverse_sql=migrations.RunSQL.noop
+        ),
     ]

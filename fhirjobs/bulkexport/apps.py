@@ -4,9 +4,11 @@ from fhirjobs.common.registration import Operation, register_job_app
 
 BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"  # Bulk Data Access IG v2
 BULK_DATA_OPERATIONS = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
-OPERATIONS = [Operation("export", BULK_DATA_OPERATIONS + "export"),
-              Operation("export", BULK_DATA_OPERATIONS + "patient-export", resource_type="Patient"),
-              Operation("export", BULK_DATA_OPERATIONS + "group-export", resource_type="Group")]
+OPERATIONS = [
+    Operation("export", BULK_DATA_OPERATIONS + "export"),
+    Operation("export", BULK_DATA_OPERATIONS + "patient-export", resource_type="Patient"),
+    Operation("export", BULK_DATA_OPERATIONS + "group-export", resource_type="Group"),
+]
 
 
 class BulkExportConfig(AppConfig):

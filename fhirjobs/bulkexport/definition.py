@@ -1,4 +1,5 @@
 """The BULK_EXPORT batch job definition, registered in `apps.py`: parameters, checks and steps."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -7,7 +8,10 @@ from typing import Any
 from batch.api import JobDefinition, JobDefinitionBuilder
 from fhirjobs.bulkexport.parameters import Level
 from fhirjobs.bulkexport.steps import (
-    create_report, expand_resources, fetch_resources, write_to_binaries,
+    create_report,
+    expand_resources,
+    fetch_resources,
+    write_to_binaries,
 )
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.resource_types import RESOURCE_TYPES
@@ -34,7 +38,9 @@ def _check(parameters: Mapping[str, Any]) -> Iterable[str]:
 
 def _definition(version: int, *, until: bool, organized: bool) -> JobDefinition:
     builder = (
-        JobDefinitionBuilder(BULK_EXPORT_JOB, version, "FHIR Bulk Data $export: resources to NDJSON files and a manifest")
+        JobDefinitionBuilder(
+            BULK_EXPORT_JOB, version, "FHIR Bulk Data $export: resources to NDJSON files and a manifest"
+        )
         .gated()
         .parameter("export_id", str, required=True, description="the BulkExport row")
         .parameter("level", str, required=True, choices=[level.value for level in Level])
@@ -54,16 +60,22 @@ def _definition(version: int, *, until: bool, organized: bool) -> JobDefinition:
         builder = builder.parameter("until", str, description="FHIR instant (_until): the store as it was then")
     if organized:
         builder = (
-            builder
-            .parameter("organize_output_by", str, choices=["Patient"],
-                       description="organizeOutputBy: files of Patient blocks (header, Patient, its compartment)")
+            builder.parameter(
+                "organize_output_by",
+                str,
+                choices=["Patient"],
+                description="organizeOutputBy: files of Patient blocks (header, Patient, its compartment)",
+            )
             .parameter("patients_per_file", int, default=100, minimum=1, description="Patient blocks per file")
-            .parameter("associated_data", str, choices=["LatestProvenanceResources", "RelevantProvenanceResources"],
-                       description="includeAssociatedData: the Provenance of the exported resources to add")
+            .parameter(
+                "associated_data",
+                str,
+                choices=["LatestProvenanceResources", "RelevantProvenanceResources"],
+                description="includeAssociatedData: the Provenance of the exported resources to add",
+            )
         )
     return (
-        builder
-        .validate_with(_check)
+        builder.validate_with(_check)
         .first_step("fetch-resources", fetch_resources, "walks the matching ids, one chunk per chunk_size ids")
         .intermediate_step("expand-resources", expand_resources, "loads the bodies; _elements")
         .intermediate_step("write-to-binaries", write_to_binaries, "one NDJSON file per chunk")

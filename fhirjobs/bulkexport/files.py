@@ -6,6 +6,7 @@ and a rerun of a write step never writes over the file a client may be reading. 
 before its row was written left behind is under the export's directory: deleting an export deletes that
 directory, not only the files its rows name.
 """
+
 from __future__ import annotations
 
 import logging

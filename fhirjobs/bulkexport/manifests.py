@@ -14,6 +14,7 @@ The spec's rules, and how they are kept:
 Pages are assigned under a lock of the export row (`FOR NO KEY UPDATE`: it does not wait for the write
 steps, whose key-share lock it does not conflict with), so two polls never make two pages of the same files.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -27,8 +28,9 @@ from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirstore.fhirdates import format_instant
 
 
-def manifest_page(export_id: Any, parameters: Mapping[str, Any], *, page: int, page_url: Callable[[int], str],
-                  completed: bool) -> dict[str, Any] | None:
+def manifest_page(
+    export_id: Any, parameters: Mapping[str, Any], *, page: int, page_url: Callable[[int], str], completed: bool
+) -> dict[str, Any] | None:
     """Page `page` (from 1) of the export's manifest; None while nothing is written and no page was served yet.
 
     While the export runs, files written since the last page was served make a new page (of at most
@@ -46,8 +48,11 @@ def manifest_page(export_id: Any, parameters: Mapping[str, Any], *, page: int, p
             pages = _new_pages(export, completed=completed)
             if pages == 0:
                 return None
-        files = list(ExportFile.objects.filter(export_id=export_id, manifest_page=page)
-                     .order_by("resource_type", "created", "id"))
+        files = list(
+            ExportFile.objects.filter(export_id=export_id, manifest_page=page).order_by(
+                "resource_type", "created", "id"
+            )
+        )
     base_url, organized_by = parameters["base_url"], parameters.get("organize_output_by")
     entries: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for file in files:

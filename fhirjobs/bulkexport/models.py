@@ -4,6 +4,7 @@ The batch job instance holds the export's status, progress and manifest (its rep
 the job does not know: who asked, for what exactly, and where the files are. Deleting an export (DELETE of
 its status URL, or expiry) deletes its rows and files, so a later poll finds nothing: 404.
 """
+
 import uuid
 
 from django.conf import settings

@@ -7,6 +7,7 @@ on unindexed search parameters, `includeAssociatedData` values other than the IG
 warning instead; what is wrong whatever the server (a malformed `_since` or `_until`, an `_until` before
 `_since`, `patient` at system level, an unknown patient) is refused either way.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,20 @@ from fhirstore.search import type_filter
 from fhirstore.search_params import parse_relative_reference, patient_compartment_types
 
 OUTPUT_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
-SUPPORTED = frozenset({"_outputFormat", "_since", "_until", "_type", "_typeFilter", "_elements", "patient",
-                       "allowPartialManifests", "organizeOutputBy", "includeAssociatedData"})
+SUPPORTED = frozenset(
+    {
+        "_outputFormat",
+        "_since",
+        "_until",
+        "_type",
+        "_typeFilter",
+        "_elements",
+        "patient",
+        "allowPartialManifests",
+        "organizeOutputBy",
+        "includeAssociatedData",
+    }
+)
 ORGANIZE_OUTPUT_BY = frozenset({"Patient"})  # `organizeOutputBy` values this server supports
 LATEST_PROVENANCE, RELEVANT_PROVENANCE = "LatestProvenanceResources", "RelevantProvenanceResources"
 ASSOCIATED_DATA_SYSTEM = "http://hl7.org/fhir/uv/bulkdata/CodeSystem/include-associated-data"
@@ -63,13 +76,18 @@ class ExportRequest:
     group_id: str | None = None
     partial_manifests: bool = False  # `allowPartialManifests`: the status URL lists files while the export runs
     organize_output_by: str | None = None  # `organizeOutputBy`: files of Patient blocks instead of one type each
-    associated_data: str | None = None  # `includeAssociatedData`: LatestProvenanceResources or RelevantProvenanceResources
+    associated_data: str | None = (
+        None  # `includeAssociatedData`: LatestProvenanceResources or RelevantProvenanceResources
+    )
     warnings: tuple[str, ...] = field(default=(), compare=False)  # what lenient handling left out
 
     def fingerprint(self) -> str:
         """The same for two requests that export the same thing."""
-        canonical = {**asdict(self), "since": format_instant(self.since) if self.since else None,
-                     "until": format_instant(self.until) if self.until else None}
+        canonical = {
+            **asdict(self),
+            "since": format_instant(self.since) if self.since else None,
+            "until": format_instant(self.until) if self.until else None,
+        }
         del canonical["warnings"]
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
@@ -117,8 +135,9 @@ def _parameter_value(name: str, parameter: dict) -> str:
     return str(values[0]).lower() if isinstance(values[0], bool) else values[0]
 
 
-def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, lenient: bool = False,
-                         group_id: str | None = None) -> ExportRequest:
+def parse_export_request(
+    level: Level, pairs: Sequence[tuple[str, str]], *, lenient: bool = False, group_id: str | None = None
+) -> ExportRequest:
     """Check every parameter; InvalidExportRequest lists every problem. Group and patients must exist."""
     problems = _Problems(lenient)
     values: dict[str, list[str]] = {}
@@ -131,8 +150,9 @@ def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, leni
     since = _instant("_since", values.get("_since", []), problems, last=False)
     until = _instant("_until", values.get("_until", []), problems, last=True)
     if since is not None and until is not None and until < since:
-        problems.errors.append(f"_until ({format_instant(until)}) is before _since ({format_instant(since)}): "
-                               "the window is empty")
+        problems.errors.append(
+            f"_until ({format_instant(until)}) is before _since ({format_instant(since)}): the window is empty"
+        )
     organize_output_by = _organize_output_by(values.get("organizeOutputBy", []), problems)
     in_compartments = level is not Level.SYSTEM or organize_output_by is not None
     allowed = frozenset(patient_compartment_types()) if in_compartments else RESOURCE_TYPES
@@ -141,16 +161,27 @@ def parse_export_request(level: Level, pairs: Sequence[tuple[str, str]], *, leni
     elements = _elements(values.get("_elements", []), problems)
     patients = _patients(values.get("patient", []), level, problems)
     partial_manifests = _boolean("allowPartialManifests", values.get("allowPartialManifests", []), problems)
-    associated_data = _associated_data(values.get("includeAssociatedData", []), problems,
-                                       organized=organize_output_by is not None)
+    associated_data = _associated_data(
+        values.get("includeAssociatedData", []), problems, organized=organize_output_by is not None
+    )
     if level is Level.GROUP:
         group_patient_ids(group_id)  # 404 or 410 for an unknown or deleted Group
     if problems.errors:
         raise InvalidExportRequest(problems.errors)
-    return ExportRequest(level=level, types=types, since=since, until=until, type_filters=type_filters, elements=elements,
-                         patients=patients, group_id=group_id, partial_manifests=partial_manifests,
-                         organize_output_by=organize_output_by, associated_data=associated_data,
-                         warnings=tuple(problems.warnings))
+    return ExportRequest(
+        level=level,
+        types=types,
+        since=since,
+        until=until,
+        type_filters=type_filters,
+        elements=elements,
+        patients=patients,
+        group_id=group_id,
+        partial_manifests=partial_manifests,
+        organize_output_by=organize_output_by,
+        associated_data=associated_data,
+        warnings=tuple(problems.warnings),
+    )
 
 
 def _check_output_format(formats: list[str], problems: _Problems) -> None:
@@ -193,8 +224,10 @@ def _organize_output_by(texts: list[str], problems: _Problems) -> str | None:
         problems.errors.append("organizeOutputBy may be given once")
         return None
     if texts[0] not in ORGANIZE_OUTPUT_BY:
-        problems.unsupported(f"organizeOutputBy {texts[0]!r} is not supported: this server organizes output by "
-                             "Patient only (or by resource type, without organizeOutputBy)")
+        problems.unsupported(
+            f"organizeOutputBy {texts[0]!r} is not supported: this server organizes output by "
+            "Patient only (or by resource type, without organizeOutputBy)"
+        )
         return None
     return texts[0]
 
@@ -211,19 +244,24 @@ def _associated_data(texts: list[str], problems: _Problems, *, organized: bool) 
         (known if text in (LATEST_PROVENANCE, RELEVANT_PROVENANCE) else other).add(text)
     for value in sorted(other):
         kind = "custom value" if value.startswith("_") else "value"
-        problems.unsupported(f"includeAssociatedData {kind} {value!r} is not supported: this server supports "
-                             f"{LATEST_PROVENANCE} and {RELEVANT_PROVENANCE}")
+        problems.unsupported(
+            f"includeAssociatedData {kind} {value!r} is not supported: this server supports "
+            f"{LATEST_PROVENANCE} and {RELEVANT_PROVENANCE}"
+        )
     if known and organized:
-        problems.unsupported("includeAssociatedData is not supported with organizeOutputBy: the Provenance files "
-                             "would stand outside the Patient blocks")
+        problems.unsupported(
+            "includeAssociatedData is not supported with organizeOutputBy: the Provenance files "
+            "would stand outside the Patient blocks"
+        )
         return None
     if not known:
         return None
     return RELEVANT_PROVENANCE if RELEVANT_PROVENANCE in known else LATEST_PROVENANCE
 
 
-def _types(names: list[str] | None, allowed: frozenset[str], level: Level, problems: _Problems, *,
-           organized: bool = False) -> tuple[str, ...]:
+def _types(
+    names: list[str] | None, allowed: frozenset[str], level: Level, problems: _Problems, *, organized: bool = False
+) -> tuple[str, ...]:
     if names is None:
         return tuple(sorted(allowed))
     types = set()
@@ -231,11 +269,14 @@ def _types(names: list[str] | None, allowed: frozenset[str], level: Level, probl
         if name not in RESOURCE_TYPES:
             problems.unsupported(f"_type {name!r} is not a resource type this server knows")
         elif name not in allowed and organized:
-            problems.unsupported(f"_type {name!r} cannot be in a Patient compartment, so an export organized by "
-                                 "Patient has no block to put it in")
+            problems.unsupported(
+                f"_type {name!r} cannot be in a Patient compartment, so an export organized by "
+                "Patient has no block to put it in"
+            )
         elif name not in allowed:
-            problems.unsupported(f"_type {name!r} cannot be in a Patient compartment, so a {level} export "
-                                 "has none of it")
+            problems.unsupported(
+                f"_type {name!r} cannot be in a Patient compartment, so a {level} export has none of it"
+            )
         else:
             types.add(name)
     return tuple(sorted(types))
@@ -270,7 +311,9 @@ def _elements(names: list[str], problems: _Problems) -> tuple[str, ...]:
         if first[:1].isupper() and first not in RESOURCE_TYPES:
             problems.errors.append(f"_elements {name!r}: {first!r} is not a resource type")
         elif not ELEMENT.match(rest if first[:1].isupper() else name):
-            problems.unsupported(f"_elements {name!r}: only top-level elements (e.g. status, Patient.name) are supported")
+            problems.unsupported(
+                f"_elements {name!r}: only top-level elements (e.g. status, Patient.name) are supported"
+            )
         else:
             kept.add(name)
     return tuple(sorted(kept))
@@ -334,13 +377,19 @@ class ExportJob:
     def from_parameters(cls, parameters: Mapping[str, Any]) -> ExportJob:
         since, until = parameters.get("since"), parameters.get("until")
         return cls(
-            export_id=uuid.UUID(parameters["export_id"]), level=Level(parameters["level"]),
-            types=tuple(parameters["types"]), since=parse_date_range(since)[0] if since else None,
+            export_id=uuid.UUID(parameters["export_id"]),
+            level=Level(parameters["level"]),
+            types=tuple(parameters["types"]),
+            since=parse_date_range(since)[0] if since else None,
             requested_until=parse_date_range(until)[0] if until else None,
-            type_filters=tuple(parameters["type_filters"]), elements=tuple(parameters["elements"]),
-            patients=tuple(parameters["patients"]), group_id=parameters.get("group_id"),
-            base_url=parameters["base_url"], request_url=parameters["request_url"],
-            transaction_time=parameters["transaction_time"], chunk_size=parameters["chunk_size"],
+            type_filters=tuple(parameters["type_filters"]),
+            elements=tuple(parameters["elements"]),
+            patients=tuple(parameters["patients"]),
+            group_id=parameters.get("group_id"),
+            base_url=parameters["base_url"],
+            request_url=parameters["request_url"],
+            transaction_time=parameters["transaction_time"],
+            chunk_size=parameters["chunk_size"],
             row_ranges=parameters.get("row_ranges", False),
             organize_output_by=parameters.get("organize_output_by"),
             patients_per_file=parameters.get("patients_per_file", 100),
@@ -348,17 +397,27 @@ class ExportJob:
         )
 
 
-def job_parameters(request: ExportRequest, *, export_id: uuid.UUID, base_url: str, request_url: str,
-                   transaction_time: datetime) -> dict[str, Any]:
+def job_parameters(
+    request: ExportRequest, *, export_id: uuid.UUID, base_url: str, request_url: str, transaction_time: datetime
+) -> dict[str, Any]:
     return {
-        "export_id": str(export_id), "level": request.level.value, "types": list(request.types),
+        "export_id": str(export_id),
+        "level": request.level.value,
+        "types": list(request.types),
         "since": format_instant(request.since) if request.since else None,
-        "until": format_instant(request.until) if request.until else None, "type_filters": list(request.type_filters),
-        "elements": list(request.elements), "patients": list(request.patients), "group_id": request.group_id,
-        "base_url": base_url, "request_url": request_url, "transaction_time": format_instant(transaction_time),
-        "chunk_size": settings.BULK_EXPORT_CHUNK_SIZE, "row_ranges": walks_row_ranges(request),
+        "until": format_instant(request.until) if request.until else None,
+        "type_filters": list(request.type_filters),
+        "elements": list(request.elements),
+        "patients": list(request.patients),
+        "group_id": request.group_id,
+        "base_url": base_url,
+        "request_url": request_url,
+        "transaction_time": format_instant(transaction_time),
+        "chunk_size": settings.BULK_EXPORT_CHUNK_SIZE,
+        "row_ranges": walks_row_ranges(request),
         "organize_output_by": request.organize_output_by,
-        "patients_per_file": settings.BULK_EXPORT_PATIENTS_PER_FILE, "associated_data": request.associated_data,
+        "patients_per_file": settings.BULK_EXPORT_PATIENTS_PER_FILE,
+        "associated_data": request.associated_data,
     }
 
 
@@ -368,8 +427,14 @@ def walks_row_ranges(request: ExportRequest) -> bool:
     Decided once, at the kick-off, and kept in the job's parameters: the share of rows changes with writes,
     and a `fetch-resources` run again after a lost worker must walk exactly as its first run did.
     """
-    if (request.level is not Level.SYSTEM or request.since is not None or request.elements or request.type_filters
-            or request.organize_output_by or request.associated_data):
+    if (
+        request.level is not Level.SYSTEM
+        or request.since is not None
+        or request.elements
+        or request.type_filters
+        or request.organize_output_by
+        or request.associated_data
+    ):
         return False
     if RESOURCE_TYPES <= set(request.types):  # every row: no need to count them (~250 ms at 1M resources)
         return True

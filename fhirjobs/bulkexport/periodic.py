@@ -1,6 +1,7 @@
 """The bulk export's scheduled tasks, each once per tick in the cluster: the hourly purge of expired exports,
 and, every minute, the deletion of failed or cancelled exports' files and of the patient data they left in
 work chunks."""
+
 from __future__ import annotations
 
 import logging

@@ -13,6 +13,7 @@ subquery in full again, which makes the walk quadratic (measured: 134k Observati
 a reindex), and a rerun of the walk must not shift its pages. A sparse selection pays for it with empty pages
 (one per `page_size` ids of the type), each a chunk that reads nothing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -37,8 +38,16 @@ def type_filters_for(resource_type: str, expressions: Sequence[str]) -> list[Q]:
     return [type_filter(expression)[1] for expression in expressions if expression.partition("?")[0] == resource_type]
 
 
-def id_pages(resource_type: str, *, level: Level, patients: Sequence[str], since: datetime | None,
-             until: datetime, filters: Sequence[Q], page_size: int) -> Iterator[list[str]]:
+def id_pages(
+    resource_type: str,
+    *,
+    level: Level,
+    patients: Sequence[str],
+    since: datetime | None,
+    until: datetime,
+    filters: Sequence[Q],
+    page_size: int,
+) -> Iterator[list[str]]:
     """The ids to export of one type as the store was at `until`, page by page in id order; `patients` are the
     listed patients or members.
 
@@ -52,14 +61,17 @@ def id_pages(resource_type: str, *, level: Level, patients: Sequence[str], since
         return iter_resource_id_pages(resource_type, since=since, until=until, page_size=page_size)
     if in_compartments and resource_type != "Patient" and not patient_compartment_params(resource_type):
         return iter(())  # a type never in a Patient compartment
-    resources = selected_resources(resource_type, level=level, patients=patients, since=since, until=until,
-                                   filters=filters)
-    return pages_within_ranges(resource_type, _streamed_ids(resources, page_size), since=since, until=until,
-                               page_size=page_size)
+    resources = selected_resources(
+        resource_type, level=level, patients=patients, since=since, until=until, filters=filters
+    )
+    return pages_within_ranges(
+        resource_type, _streamed_ids(resources, page_size), since=since, until=until, page_size=page_size
+    )
 
 
-def pages_within_ranges(resource_type: str, ids: Iterator[str], *, since: datetime | None, until: datetime,
-                        page_size: int) -> Iterator[list[str]]:
+def pages_within_ranges(
+    resource_type: str, ids: Iterator[str], *, since: datetime | None, until: datetime, page_size: int
+) -> Iterator[list[str]]:
     """`ids` (of resources of the type current at `until` and changed at or after `since`, in id order) as one
     page per range of `scan.iter_resource_id_ranges`, empty ones included.
 
@@ -85,13 +97,21 @@ def _streamed_ids(resources: QuerySet[Resource], page_size: int) -> Iterator[str
 
 
 def _in_some_patient_compartment(resource_type: str) -> Q:
-    links = ReferenceIndex.objects.filter(resource_type=resource_type, param__in=patient_compartment_params(resource_type),
-                                          target_type="Patient").values("resource_id")
+    links = ReferenceIndex.objects.filter(
+        resource_type=resource_type, param__in=patient_compartment_params(resource_type), target_type="Patient"
+    ).values("resource_id")
     return Q(pk__in=links)
 
 
-def selected_resources(resource_type: str, *, level: Level, patients: Sequence[str], since: datetime | None,
-                       until: datetime, filters: Sequence[Q]) -> QuerySet[Resource]:
+def selected_resources(
+    resource_type: str,
+    *,
+    level: Level,
+    patients: Sequence[str],
+    since: datetime | None,
+    until: datetime,
+    filters: Sequence[Q],
+) -> QuerySet[Resource]:
     """The rows `id_pages` walks, as one query (for joins: the Provenance of the exported resources)."""
     resources = current_resources(resource_type, since=since, until=until, filters=filters)
     if level is Level.GROUP or (level is Level.PATIENT and patients):
@@ -102,9 +122,17 @@ def selected_resources(resource_type: str, *, level: Level, patients: Sequence[s
     return resources
 
 
-def associated_provenance_pages(*, associated_data: str, types: Sequence[str], level: Level, patients: Sequence[str],
-                                since: datetime | None, until: datetime, type_filters: Sequence[str],
-                                page_size: int) -> Iterator[list[str]]:
+def associated_provenance_pages(
+    *,
+    associated_data: str,
+    types: Sequence[str],
+    level: Level,
+    patients: Sequence[str],
+    since: datetime | None,
+    until: datetime,
+    type_filters: Sequence[str],
+    page_size: int,
+) -> Iterator[list[str]]:
     """`includeAssociatedData`: the ids of the Provenance (as of `until`) whose `target` is a resource the export
     takes, page by page in id order, leaving out those the export takes as Provenance already.
 
@@ -115,19 +143,35 @@ def associated_provenance_pages(*, associated_data: str, types: Sequence[str], l
     targets = Q(target_type__in=[])  # no type: no target
     for resource_type in types:
         if resource_type != "Provenance":
-            exported = selected_resources(resource_type, level=level, patients=patients, since=since, until=until,
-                                          filters=type_filters_for(resource_type, type_filters))
+            exported = selected_resources(
+                resource_type,
+                level=level,
+                patients=patients,
+                since=since,
+                until=until,
+                filters=type_filters_for(resource_type, type_filters),
+            )
             targets |= Q(target_type=resource_type, target_id__in=exported.values("logical_id"))
     provenance = current_resources("Provenance", until=until)
-    links = ReferenceIndex.objects.filter(targets, resource_type="Provenance", param="target",
-                                          resource__in=provenance.values("pk"))
+    links = ReferenceIndex.objects.filter(
+        targets, resource_type="Provenance", param="target", resource__in=provenance.values("pk")
+    )
     if associated_data == LATEST_PROVENANCE:
-        links = (links.order_by("target_type", "target_id", "-resource__last_updated", "-resource__logical_id")
-                 .distinct("target_type", "target_id"))
+        links = links.order_by("target_type", "target_id", "-resource__last_updated", "-resource__logical_id").distinct(
+            "target_type", "target_id"
+        )
     associated = provenance.filter(pk__in=links.values("resource_id"))
     if "Provenance" in types:  # those the export takes by type are in its Provenance files already
-        associated = associated.exclude(pk__in=selected_resources(
-            "Provenance", level=level, patients=patients, since=since, until=until,
-            filters=type_filters_for("Provenance", type_filters)).values("pk"))
-    return pages_within_ranges("Provenance", _streamed_ids(associated, page_size), since=None, until=until,
-                               page_size=page_size)
+        associated = associated.exclude(
+            pk__in=selected_resources(
+                "Provenance",
+                level=level,
+                patients=patients,
+                since=since,
+                until=until,
+                filters=type_filters_for("Provenance", type_filters),
+            ).values("pk")
+        )
+    return pages_within_ranges(
+        "Provenance", _streamed_ids(associated, page_size), since=None, until=until, page_size=page_size
+    )

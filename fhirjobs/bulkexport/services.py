@@ -2,6 +2,7 @@
 
 An export belongs to the user who started it: another user's export is "not found" to everyone else.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -53,21 +54,29 @@ def kick_off(user: AbstractBaseUser, request: ExportRequest, *, base_url: str, r
             return KickOff(identical, True, request.warnings)
         limit = settings.BULK_EXPORT_MAX_RUNNING_PER_USER
         if running.count() >= limit:
-            raise TooManyExports(f"{limit} of your exports are running, the most allowed; retry once one has finished "
-                                 "(or DELETE one)")
+            raise TooManyExports(
+                f"{limit} of your exports are running, the most allowed; retry once one has finished (or DELETE one)"
+            )
         # transactionTime: the export holds everything up to it, and a `_since` of it misses nothing later.
         export_id, now = uuid.uuid4(), settled_time()
         job = control.start_job(
             BULK_EXPORT_JOB,
-            job_parameters(request, export_id=export_id, base_url=base_url, request_url=request_url,
-                           transaction_time=now),
+            job_parameters(
+                request, export_id=export_id, base_url=base_url, request_url=request_url, transaction_time=now
+            ),
             started_by=user.get_username(),
             max_concurrent_chunks=settings.BULK_EXPORT_MAX_CONCURRENT_CHUNKS or None,
             instance_id=export_id,  # one id: the `_jobId` a client polls is the job's id for operators
         )
-        export = BulkExport.objects.create(id=export_id, owner=user, job_instance_id=job.id,
-                                           request_url=request_url, fingerprint=fingerprint, transaction_time=now,
-                                           partial_manifests=request.partial_manifests)
+        export = BulkExport.objects.create(
+            id=export_id,
+            owner=user,
+            job_instance_id=job.id,
+            request_url=request_url,
+            fingerprint=fingerprint,
+            transaction_time=now,
+            partial_manifests=request.partial_manifests,
+        )
     return KickOff(export, False, request.warnings)
 
 
@@ -83,8 +92,9 @@ class ExportStatus:
     expires_at: datetime | None = None
 
 
-def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str, *, page: int = 1,
-                  status_url: str = "") -> ExportStatus:
+def export_status(
+    user: AbstractBaseUser, export_id: uuid.UUID | str, *, page: int = 1, status_url: str = ""
+) -> ExportStatus:
     """Running or completed; ExportFailed for a failed export, ExportNotFound for a deleted, cancelled,
     expired or unknown one (or another user's).
 
@@ -100,25 +110,35 @@ def export_status(user: AbstractBaseUser, export_id: uuid.UUID | str, *, page: i
         raise ExportNotFound(f"Export {export_id} was cancelled")
     if status.state is State.FAILED:
         control.discard_chunk_data([export.job_instance_id])
-        raise ExportFailed(f"Export {export_id} failed: {export.failure}" if export.failure else
-                           f"Export {export_id} failed on the server (job {export.job_instance_id}); an operator "
-                           "can see why")
+        raise ExportFailed(
+            f"Export {export_id} failed: {export.failure}"
+            if export.failure
+            else f"Export {export_id} failed on the server (job {export.job_instance_id}); an operator can see why"
+        )
     if status.state is State.COMPLETED:
         if export.expires_at is not None and export.expires_at <= timezone.now():
             raise ExportNotFound(f"Export {export_id} has expired")
         if export.partial_manifests:
-            return ExportStatus(State.COMPLETED, status.progress,
-                                _paged(export, status.job.parameters, page, status_url, completed=True), export.expires_at)
+            return ExportStatus(
+                State.COMPLETED,
+                status.progress,
+                _paged(export, status.job.parameters, page, status_url, completed=True),
+                export.expires_at,
+            )
         return ExportStatus(State.COMPLETED, status.progress, _in_spec_order(status.job.report), export.expires_at)
     if export.partial_manifests:
-        return ExportStatus(State.RUNNING, status.progress,
-                            _paged(export, status.job.parameters, page, status_url, completed=False))
+        return ExportStatus(
+            State.RUNNING, status.progress, _paged(export, status.job.parameters, page, status_url, completed=False)
+        )
     return ExportStatus(State.RUNNING, status.progress)
 
 
-def _paged(export: BulkExport, parameters: Any, page: int, status_url: str, *, completed: bool) -> dict[str, Any] | None:
-    return manifest_page(export.id, parameters, page=page, page_url=lambda number: f"{status_url}&page={number}",
-                         completed=completed)
+def _paged(
+    export: BulkExport, parameters: Any, page: int, status_url: str, *, completed: bool
+) -> dict[str, Any] | None:
+    return manifest_page(
+        export.id, parameters, page=page, page_url=lambda number: f"{status_url}&page={number}", completed=completed
+    )
 
 
 def discard_ended_export_data() -> int:
@@ -130,8 +150,10 @@ def _in_spec_order(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest with its keys in the order of the spec's example (the report column keeps them jsonb's way)."""
     keys = ("transactionTime", "request", "requiresAccessToken", "outputOrganizedBy", "output", "deleted", "error")
     entry_keys = ("type", "url", "count")
-    return {**{key: manifest[key] for key in keys if key in manifest},
-            "output": [{key: item[key] for key in entry_keys if key in item} for item in manifest["output"]]}
+    return {
+        **{key: manifest[key] for key in keys if key in manifest},
+        "output": [{key: item[key] for key in entry_keys if key in item} for item in manifest["output"]],
+    }
 
 
 def delete_export(user: AbstractBaseUser, export_id: uuid.UUID | str) -> None:
@@ -192,7 +214,8 @@ def purge_expired_exports(*, now: datetime | None = None) -> PurgeReport:
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.BULK_EXPORT_RETENTION_SECONDS)
     expired = BulkExport.objects.filter(
-        Q(expires_at__lt=now) | Q(expires_at__isnull=True, job_instance_id__in=control.ended_job_ids(before=cutoff))
+        Q(expires_at__lt=now)
+        | Q(expires_at__isnull=True, job_instance_id__in=control.ended_job_ids(before=cutoff))
         | (~Q(job_instance_id__in=control.job_ids()) & Q(transaction_time__lt=cutoff))
     )
     report = PurgeReport()
@@ -212,13 +235,17 @@ def delete_files_of_ended_exports() -> int:
 
     Returns how many files were deleted.
     """
-    ended = BulkExport.objects.filter(expires_at__isnull=True,
-                                      job_instance_id__in=control.ended_job_ids(before=timezone.now()))
+    ended = BulkExport.objects.filter(
+        expires_at__isnull=True, job_instance_id__in=control.ended_job_ids(before=timezone.now())
+    )
     deleted = 0
     while True:
         with transaction.atomic():
-            page = list(ExportFile.objects.filter(export__in=ended).select_for_update(skip_locked=True)
-                        .values_list("id", "export_id")[:PURGE_PAGE])
+            page = list(
+                ExportFile.objects.filter(export__in=ended)
+                .select_for_update(skip_locked=True)
+                .values_list("id", "export_id")[:PURGE_PAGE]
+            )
             ExportFile.objects.filter(id__in=[file_id for file_id, _ in page]).delete()
         # Each export's directory, so that what a write step left without a row goes too.
         deleted += sum(delete_export_files(export_id) for export_id in {export_id for _, export_id in page})

@@ -19,6 +19,7 @@ write stamped up to it is still uncommitted), so what a step reads never changes
 run again after a lost worker: emitted chunks and file ids derive from the chunk ids, and a rerun reads the
 same thing, so it rewrites the same chunks, file and row instead of adding any.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,17 +40,29 @@ from fhirjobs.bulkexport.selection import associated_provenance_pages, id_pages,
 from fhirjobs.common.chunks import pack, unpack
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.scan import (
-    bodies_json_by_id, compartment_members, current_bodies_json, current_resources, deleted_in_compartments,
-    group_patient_ids, iter_deleted_id_pages, iter_resource_id_pages, iter_resource_id_ranges, iter_row_ranges,
-    range_bodies_ndjson, row_range_bodies_ndjson,
+    bodies_json_by_id,
+    compartment_members,
+    current_bodies_json,
+    current_resources,
+    deleted_in_compartments,
+    group_patient_ids,
+    iter_deleted_id_pages,
+    iter_resource_id_pages,
+    iter_resource_id_ranges,
+    iter_row_ranges,
+    range_bodies_ndjson,
+    row_range_bodies_ndjson,
 )
 
 # Row ranges per fetch chunk, which `expand` splits into one write chunk each: a chunk costs the engine a claim
 # and a completion per step, most of the pass-through step's time (21 chunks of 10,000: 0.6-1.6 s of a 7-12 s
 # export, measured); a handful per chunk still spreads the expand step over the worker processes.
 ROW_RANGES_PER_CHUNK = 8
-SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
-             "display": "subsetted"}
+SUBSETTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+    "display": "subsetted",
+}
 
 
 def fetch_resources(context: StepContext, sink: DataSink) -> int:
@@ -81,26 +94,40 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
     for resource_type in () if job.organize_output_by else job.types:
         filters = type_filters_for(resource_type, job.type_filters)
         if job.level is Level.SYSTEM and not filters:
-            for after, last, count in iter_resource_id_ranges(resource_type, since=job.since, until=job.until,
-                                                              page_size=job.chunk_size):
+            for after, last, count in iter_resource_id_ranges(
+                resource_type, since=job.since, until=job.until, page_size=job.chunk_size
+            ):
                 sink.accept({"type": resource_type, "after": after, "last": last, "count": count})
                 fetched += count
             continue
-        pages = id_pages(resource_type, level=job.level, patients=patients, since=job.since, until=job.until,
-                         filters=filters, page_size=job.chunk_size)
+        pages = id_pages(
+            resource_type,
+            level=job.level,
+            patients=patients,
+            since=job.since,
+            until=job.until,
+            filters=filters,
+            page_size=job.chunk_size,
+        )
         for ids in pages:
             sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids))})
             fetched += len(ids)
     if job.associated_data:
         for ids in associated_provenance_pages(
-                associated_data=job.associated_data, types=job.types, level=job.level, patients=patients,
-                since=job.since, until=job.until, type_filters=job.type_filters, page_size=job.chunk_size):
+            associated_data=job.associated_data,
+            types=job.types,
+            level=job.level,
+            patients=patients,
+            since=job.since,
+            until=job.until,
+            type_filters=job.type_filters,
+            page_size=job.chunk_size,
+        ):
             sink.accept({"type": "Provenance", "ids_zlib": pack("\n".join(ids))})
             fetched += len(ids)
     if job.since is not None and (job.level is not Level.GROUP or patients):
         for resource_type in job.types:
-            for ids in iter_deleted_id_pages(resource_type, since=job.since, until=job.until,
-                                             page_size=job.chunk_size):
+            for ids in iter_deleted_id_pages(resource_type, since=job.since, until=job.until, page_size=job.chunk_size):
                 if job.level is not Level.SYSTEM:  # those that were in the compartments (of any Patient: None)
                     ids = deleted_in_compartments(resource_type, ids, patients or None, until=job.until)
                 if ids:
@@ -127,8 +154,9 @@ def _check_own_export(export_id: uuid.UUID, instance_id: uuid.UUID) -> None:
     if owner_job is None:
         raise JobCancelled(f"export {export_id} was deleted")
     if owner_job != instance_id:
-        raise JobFailed(f"export {export_id} belongs to another job: a BULK_EXPORT job writes only the export it "
-                        "was started for")
+        raise JobFailed(
+            f"export {export_id} belongs to another job: a BULK_EXPORT job writes only the export it was started for"
+        )
 
 
 def expand_resources(context: StepContext, sink: DataSink) -> int:
@@ -152,14 +180,16 @@ def expand_resources(context: StepContext, sink: DataSink) -> int:
         if not elements:
             sink.accept(dict(context.data))
             return context.data["count"]
-        _, ndjson = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"], since=job.since,
-                                        until=job.until)
+        _, ndjson = range_bodies_ndjson(
+            resource_type, context.data["after"], context.data["last"], since=job.since, until=job.until
+        )
         lines = ndjson.decode().splitlines()
     elif context.data.get("deleted"):
         ids = unpack(context.data["ids_zlib"]).decode().split("\n")
         lines = [deletion_bundle(resource_type, logical_id) for logical_id in ids]
-        sink.accept({"type": resource_type, "ndjson_zlib": pack("\n".join(lines) + "\n"), "count": len(lines),
-                     "deleted": True})
+        sink.accept(
+            {"type": resource_type, "ndjson_zlib": pack("\n".join(lines) + "\n"), "count": len(lines), "deleted": True}
+        )
         return len(lines)
     else:
         ids = unpack(context.data["ids_zlib"]).decode()  # "": an empty page of a fixed range (see `id_pages`)
@@ -173,8 +203,14 @@ def expand_resources(context: StepContext, sink: DataSink) -> int:
 
 def deletion_bundle(resource_type: str, logical_id: str) -> str:
     """One line of a `deleted` file: "a FHIR Bundle with a type of transaction", its entry a DELETE request."""
-    return json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"request": {"method": "DELETE", "url": f"{resource_type}/{logical_id}"}}]}, separators=(",", ":"))
+    return json.dumps(
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"request": {"method": "DELETE", "url": f"{resource_type}/{logical_id}"}}],
+        },
+        separators=(",", ":"),
+    )
 
 
 def elements_of(resource_type: str, elements: Iterable[str]) -> frozenset[str]:
@@ -200,9 +236,12 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
     """One NDJSON file per chunk (per type of a row range) in the export storage, and its `ExportFile` row."""
     job = ExportJob.from_parameters(context.parameters)
     if "last_row" in context.data:
-        contents = [(resource_type, uuid.uuid5(context.chunk_id, f"file/{resource_type}"), count, ndjson)
-                    for resource_type, count, ndjson in row_range_bodies_ndjson(
-                        job.types, context.data["after_row"], context.data["last_row"], until=job.until)]
+        contents = [
+            (resource_type, uuid.uuid5(context.chunk_id, f"file/{resource_type}"), count, ndjson)
+            for resource_type, count, ndjson in row_range_bodies_ndjson(
+                job.types, context.data["after_row"], context.data["last_row"], until=job.until
+            )
+        ]
         deleted = False
     elif "patients_zlib" in context.data:
         count, content = patient_blocks_ndjson(job, unpack(context.data["patients_zlib"]).decode().split("\n"))
@@ -212,8 +251,9 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
         deleted = bool(context.data.get("deleted"))
         resource_type, count = ("Bundle" if deleted else context.data["type"]), context.data["count"]
         if "last" in context.data:
-            count, content = range_bodies_ndjson(resource_type, context.data["after"], context.data["last"],
-                                                 since=job.since, until=job.until)
+            count, content = range_bodies_ndjson(
+                resource_type, context.data["after"], context.data["last"], since=job.since, until=job.until
+            )
         else:
             content = unpack(context.data["ndjson_zlib"])
         contents = [(resource_type, uuid.uuid5(context.chunk_id, "file"), count, content)] if count else []
@@ -222,8 +262,17 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
     for resource_type, file_id, count, content in contents:
         path = new_file_path(job.export_id, resource_type, file_id)
         write_file(path, content)
-        files.append(ExportFile(id=file_id, export_id=job.export_id, job_instance_id=context.instance_id,
-                                resource_type=resource_type, path=path, count=count, deleted=deleted))
+        files.append(
+            ExportFile(
+                id=file_id,
+                export_id=job.export_id,
+                job_instance_id=context.instance_id,
+                resource_type=resource_type,
+                path=path,
+                count=count,
+                deleted=deleted,
+            )
+        )
     if not files:
         return 0
     with transaction.atomic():
@@ -235,8 +284,9 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
             raise JobCancelled(f"export {job.export_id} was deleted")
         # A rerun's files replace those of the earlier run: their rows now name the new, whole files.
         replaced = list(ExportFile.objects.filter(id__in=[file.id for file in files]).values_list("path", flat=True))
-        ExportFile.objects.bulk_create(files, update_conflicts=True, unique_fields=["id"],
-                                       update_fields=["resource_type", "path", "count"])
+        ExportFile.objects.bulk_create(
+            files, update_conflicts=True, unique_fields=["id"], update_fields=["resource_type", "path", "count"]
+        )
     delete_files(replaced)
     for file in files:
         sink.accept({"file": str(file.id), "type": file.resource_type, "count": file.count, "deleted": deleted})
@@ -258,9 +308,13 @@ def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[i
     members = compartment_members(patient_ids, filters, since=job.since, until=job.until)
     if "Patient" in job.types:  # the Patient first in its block
         selected = current_resources("Patient", since=job.since, until=job.until, filters=filters["Patient"])
-        members = {"Patient": [(patient_id, patient_id) for patient_id in
-                               selected.filter(logical_id__in=patient_ids).values_list("logical_id", flat=True)],
-                   **members}
+        members = {
+            "Patient": [
+                (patient_id, patient_id)
+                for patient_id in selected.filter(logical_id__in=patient_ids).values_list("logical_id", flat=True)
+            ],
+            **members,
+        }
     for resource_type, pairs in members.items():
         bodies = dict(bodies_json_by_id(resource_type, sorted({member for _, member in pairs}), until=job.until))
         elements = elements_of(resource_type, job.elements)
@@ -277,8 +331,13 @@ def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[i
 
 def block_header(patient_id: str) -> str:
     """The line that starts a Patient block: a `Parameters` with a `header` reference to the Patient."""
-    return json.dumps({"resourceType": "Parameters", "parameter": [
-        {"name": "header", "valueReference": {"reference": f"Patient/{patient_id}"}}]}, separators=(",", ":"))
+    return json.dumps(
+        {
+            "resourceType": "Parameters",
+            "parameter": [{"name": "header", "valueReference": {"reference": f"Patient/{patient_id}"}}],
+        },
+        separators=(",", ":"),
+    )
 
 
 def _export_key_share_locked(export_id: uuid.UUID) -> bool:

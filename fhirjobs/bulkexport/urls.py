@@ -1,5 +1,6 @@
 """Bulk Data routes; included by the project's URLs ahead of `fhirstore.urls`,
 whose last route catches every other `/fhir` path."""
+
 from django.urls import path
 
 from fhirjobs.bulkexport import views

@@ -4,6 +4,7 @@ Kick-off `GET|POST [base]/$export`, `[base]/Patient/$export`, `[base]/Group/[id]
 respond-async) → 202 + Content-Location; `GET [status]` → 202 (X-Progress, Retry-After) or 200 + manifest;
 `DELETE [status]` → 202; `GET [file]` → the NDJSON stream, or 302 to an object store's presigned URL. Every endpoint needs an authenticated caller.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,19 +58,29 @@ class KickOffView(BulkExportView):
         return self.kick_off(request, query_parameters(_pairs(request.GET)), group_id)
 
     def post(self, request, group_id: str | None = None):
-        return self.kick_off(request, body_parameters(read_json_body(request)) + query_parameters(_pairs(request.GET)),
-                             group_id)
+        return self.kick_off(
+            request, body_parameters(read_json_body(request)) + query_parameters(_pairs(request.GET)), group_id
+        )
 
     def kick_off(self, request, pairs: list[tuple[str, str]], group_id: str | None):
         preferences = require_async(request, "$export")
-        export_request = parse_export_request(self.level, pairs, lenient="handling=lenient" in preferences,
-                                              group_id=group_id)
-        started = kick_off(request.user, export_request, base_url=base_url(request),
-                           request_url=request.build_absolute_uri())
-        message = ("An identical export of yours is running; poll its status URL" if started.reused
-                   else "The export has started; poll its status URL")
-        return informational(message, status=202, headers={"Content-Location": status_url(request, started.export.id)},
-                             warnings=[f"Ignored: {warning}" for warning in started.warnings])
+        export_request = parse_export_request(
+            self.level, pairs, lenient="handling=lenient" in preferences, group_id=group_id
+        )
+        started = kick_off(
+            request.user, export_request, base_url=base_url(request), request_url=request.build_absolute_uri()
+        )
+        message = (
+            "An identical export of yours is running; poll its status URL"
+            if started.reused
+            else "The export has started; poll its status URL"
+        )
+        return informational(
+            message,
+            status=202,
+            headers={"Content-Location": status_url(request, started.export.id)},
+            warnings=[f"Ignored: {warning}" for warning in started.warnings],
+        )
 
 
 class PatientKickOffView(KickOffView):
@@ -83,8 +94,7 @@ class GroupKickOffView(KickOffView):
 class ExportStatusView(BulkExportView):
     def get(self, request):
         export_id = status_job_id(request)
-        status = export_status(request.user, export_id, page=_page(request),
-                               status_url=status_url(request, export_id))
+        status = export_status(request.user, export_id, page=_page(request), status_url=status_url(request, export_id))
         if status.state is State.RUNNING:
             response = still_running(status.progress, RETRY_AFTER_SECONDS)
             if status.manifest is not None:  # allowPartialManifests: 202 with the files written so far (STU3)
@@ -127,4 +137,3 @@ def _page(request) -> int:
 
 def _pairs(query_dict) -> list[tuple[str, str]]:
     return [(name, value) for name, values in query_dict.lists() for value in values]
-

@@ -2,8 +2,10 @@ from django.apps import AppConfig
 
 from fhirjobs.common.registration import Operation, register_job_app
 
-OPERATIONS = [Operation("import", "http://hapifhir.io/fhir/OperationDefinition/import"),  # HAPI's $import
-              Operation("bulk-submit", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit")]
+OPERATIONS = [
+    Operation("import", "http://hapifhir.io/fhir/OperationDefinition/import"),  # HAPI's $import
+    Operation("bulk-submit", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit"),
+]
 
 
 class BulkImportConfig(AppConfig):

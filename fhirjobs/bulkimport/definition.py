@@ -1,4 +1,5 @@
 """The BULK_IMPORT batch job definition, registered in `apps.py`: parameters, checks and steps."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -38,8 +39,9 @@ def _check(parameters: Mapping[str, Any]) -> Iterable[str]:
 
 def _builder(version: int) -> JobDefinitionBuilder:
     return (
-        JobDefinitionBuilder(BULK_IMPORT_JOB, version,
-                             "FHIR bulk import ($import, $bulk-submit): NDJSON files into the store")
+        JobDefinitionBuilder(
+            BULK_IMPORT_JOB, version, "FHIR bulk import ($import, $bulk-submit): NDJSON files into the store"
+        )
         .gated()
         .parameter("import_id", str, required=True, description="the BulkImport row (owner, source credentials)")
         .parameter("inputs", list, default=[], items=dict, description="[{type, url}]: NDJSON files (http(s) or file)")
@@ -52,8 +54,9 @@ def _builder(version: int) -> JobDefinitionBuilder:
 
 def _loading(builder: JobDefinitionBuilder) -> JobDefinition:
     return (
-        builder
-        .intermediate_step("load-resources", load_resources, "parse, check, resolve references, write (set-based)")
+        builder.intermediate_step(
+            "load-resources", load_resources, "parse, check, resolve references, write (set-based)"
+        )
         .intermediate_step("load-deferred", load_deferred, "lines whose conditional targets loaded in other chunks")
         .reduction_step("report", report, "counts per type, warnings, the error file")
         .counts_records_of("load-resources")  # every line once; load-deferred loads again some of them

@@ -5,6 +5,7 @@ resolved, unchanged resources left alone, a bad line reported with its file, lin
 load goes on. Bundle files are the store's (`fhirstore.loading`). This module builds on the store; the store
 knows nothing of it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -15,12 +16,18 @@ from fhirjobs.bulkimport.models import BulkImport
 from fhirjobs.bulkimport.sources import READ_BLOCK, lines
 from fhirstore.authority import SERVER
 from fhirstore.loading import (
-    LOAD_BATCH_SIZE, BadInput, LoadReport, is_ndjson, load_bundle_file, ordered_input_files,
+    LOAD_BATCH_SIZE,
+    BadInput,
+    LoadReport,
+    is_ndjson,
+    load_bundle_file,
+    ordered_input_files,
 )
 
 
-def load_paths(paths: Iterable[str | Path], *, batch_size: int = LOAD_BATCH_SIZE,
-               progress: Callable[[int], None] | None = None) -> LoadReport:
+def load_paths(
+    paths: Iterable[str | Path], *, batch_size: int = LOAD_BATCH_SIZE, progress: Callable[[int], None] | None = None
+) -> LoadReport:
     """Load NDJSON files, bundle files and directories of them; `progress` is told of the bytes consumed."""
     files = ordered_input_files(paths)
     report = LoadReport()
@@ -33,8 +40,9 @@ def load_paths(paths: Iterable[str | Path], *, batch_size: int = LOAD_BATCH_SIZE
     return report
 
 
-def load_ndjson_files(paths: Sequence[Path], report: LoadReport, *, chunk_size: int,
-                      progress: Callable[[int], None] | None = None) -> None:
+def load_ndjson_files(
+    paths: Sequence[Path], report: LoadReport, *, chunk_size: int, progress: Callable[[int], None] | None = None
+) -> None:
     """The same staging of ids, the same chunk loader, the same deferral of conditional references as the
     job's steps, without the batch engine's round trips; a shell command, so with the server's own authority
     (`authority.SERVER`).
@@ -55,7 +63,7 @@ def load_ndjson_files(paths: Sequence[Path], report: LoadReport, *, chunk_size: 
                     progress(sum(len(line.content or b"") + 1 for line in chunk))
         deferred, outcome.deferred = outcome.deferred, []
         for start in range(0, len(deferred), chunk_size):
-            load_lines(deferred[start:start + chunk_size], import_id=import_id, authority=SERVER, outcome=outcome)
+            load_lines(deferred[start : start + chunk_size], import_id=import_id, authority=SERVER, outcome=outcome)
     finally:
         drop_staged_ids(import_id)
         BulkImport.objects.filter(id=import_id).delete()

@@ -17,6 +17,7 @@ References:
 - anything else that is not a literal, absolute or contained reference is stored verbatim and counted
   as a warning (an error with BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR).
 """
+
 from __future__ import annotations
 
 import gc
@@ -98,8 +99,11 @@ class ChunkOutcome:
 
     def summary(self) -> dict[str, Any]:
         """JSON for a chunk (and, merged, for the report): no issues or deferred lines, those travel apart."""
-        return {"counts": {resource_type: dict(counter) for resource_type, counter in sorted(self.counts.items())},
-                "warnings": self.warnings, "warning_samples": self.warning_samples}
+        return {
+            "counts": {resource_type: dict(counter) for resource_type, counter in sorted(self.counts.items())},
+            "warnings": self.warnings,
+            "warning_samples": self.warning_samples,
+        }
 
 
 def merge_summaries(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -110,9 +114,14 @@ def merge_summaries(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
             counts[resource_type].update(counter)
         warnings += summary["warnings"]
         samples.extend(summary["warning_samples"][: MAX_WARNING_SAMPLES - len(samples)])
-    return {"counts": {resource_type: {kind: counts[resource_type][kind] for kind in ("loaded", "unchanged", "failed")}
-                       for resource_type in sorted(counts)},
-            "warnings": warnings, "warning_samples": samples}
+    return {
+        "counts": {
+            resource_type: {kind: counts[resource_type][kind] for kind in ("loaded", "unchanged", "failed")}
+            for resource_type in sorted(counts)
+        },
+        "warnings": warnings,
+        "warning_samples": samples,
+    }
 
 
 @dataclass
@@ -122,8 +131,14 @@ class _Parsed:
     references: list[dict]
 
 
-def load_lines(lines: Iterable[SourceLine], *, import_id: uuid.UUID | None, authority: WriteAuthority,
-               defer_unresolved: bool = False, outcome: ChunkOutcome | None = None) -> ChunkOutcome:
+def load_lines(
+    lines: Iterable[SourceLine],
+    *,
+    import_id: uuid.UUID | None,
+    authority: WriteAuthority,
+    defer_unresolved: bool = False,
+    outcome: ChunkOutcome | None = None,
+) -> ChunkOutcome:
     """Parse, check, resolve and write these lines, WRITE_BATCH_SIZE at a time (only those are held parsed),
     with the importer's `authority`."""
     outcome = outcome or ChunkOutcome()
@@ -132,11 +147,16 @@ def load_lines(lines: Iterable[SourceLine], *, import_id: uuid.UUID | None, auth
         remaining = iter(lines)
         while some_lines := list(itertools.islice(remaining, WRITE_BATCH_SIZE)):
             parsed = [item for item in (_parse(line, outcome, authority) for line in some_lines) if item is not None]
-            targets = urn_uuid_targets(import_id, {element["reference"][len(URN_UUID):] for item in parsed
-                                                   for element in item.references
-                                                   if element["reference"].startswith(URN_UUID)})
-            ready = [item for item in parsed
-                     if _resolve_and_check(item, targets, resolver, outcome, defer_unresolved)]
+            targets = urn_uuid_targets(
+                import_id,
+                {
+                    element["reference"][len(URN_UUID) :]
+                    for item in parsed
+                    for element in item.references
+                    if element["reference"].startswith(URN_UUID)
+                },
+            )
+            ready = [item for item in parsed if _resolve_and_check(item, targets, resolver, outcome, defer_unresolved)]
             for batch in _unique_batches(ready):
                 _write(batch, outcome, authority)
     return outcome
@@ -160,8 +180,9 @@ def _cycle_collector_paused() -> Iterator[None]:
 
 def _parse(line: SourceLine, outcome: ChunkOutcome, authority: WriteAuthority) -> _Parsed | None:
     if line.content is None:
-        outcome.fail(line, f"the line is longer than {settings.BULK_IMPORT_MAX_LINE_BYTES} bytes "
-                           "(BULK_IMPORT_MAX_LINE_BYTES)")
+        outcome.fail(
+            line, f"the line is longer than {settings.BULK_IMPORT_MAX_LINE_BYTES} bytes (BULK_IMPORT_MAX_LINE_BYTES)"
+        )
         return None
     if not line.content.strip():
         return None
@@ -191,14 +212,18 @@ def urn_uuid_targets(import_id: uuid.UUID | None, ids: set[str]) -> dict[str, st
         return {}
     found: dict[str, set[str]] = defaultdict(set)
     if import_id is not None:
-        for logical_id, resource_type in StagedId.objects.filter(import_id=import_id, logical_id__in=ids) \
-                .values_list("logical_id", "resource_type"):
+        for logical_id, resource_type in StagedId.objects.filter(import_id=import_id, logical_id__in=ids).values_list(
+            "logical_id", "resource_type"
+        ):
             found[logical_id].add(resource_type)
     missing = [logical_id for logical_id in ids if logical_id not in found]
     if missing:
         with connection.cursor() as cursor:  # every type: the unique (type, id) index answers each pair
-            cursor.execute("SELECT logical_id, resource_type FROM fhirstore_resource WHERE resource_type = ANY(%s)"
-                           " AND logical_id = ANY(%s) AND NOT deleted", [sorted(RESOURCE_TYPES), missing])
+            cursor.execute(
+                "SELECT logical_id, resource_type FROM fhirstore_resource WHERE resource_type = ANY(%s)"
+                " AND logical_id = ANY(%s) AND NOT deleted",
+                [sorted(RESOURCE_TYPES), missing],
+            )
             for logical_id, resource_type in cursor.fetchall():
                 found[logical_id].add(resource_type)
     return {logical_id: next(iter(types)) if len(types) == 1 else None for logical_id, types in found.items()}
@@ -232,7 +257,8 @@ class _ConditionalResolver:
             else:
                 if len(matches) > 1:
                     self._memo[reference] = PreconditionFailed(
-                        f"Conditional reference {reference!r} matches more than one resource; it must match one")
+                        f"Conditional reference {reference!r} matches more than one resource; it must match one"
+                    )
                 else:
                     self._memo[reference] = f"{reference.partition('?')[0]}/{matches[0]}" if matches else None
                     if matches:
@@ -245,8 +271,13 @@ class _ConditionalResolver:
         return result
 
 
-def _resolve_and_check(item: _Parsed, targets: dict[str, str | None], resolve_conditional: _ConditionalResolver,
-                       outcome: ChunkOutcome, defer_unresolved: bool) -> bool:
+def _resolve_and_check(
+    item: _Parsed,
+    targets: dict[str, str | None],
+    resolve_conditional: _ConditionalResolver,
+    outcome: ChunkOutcome,
+    defer_unresolved: bool,
+) -> bool:
     resource, line = item.resource, item.line
     resource_type = resource["resourceType"]
     checked, warnings = [], []
@@ -254,9 +285,9 @@ def _resolve_and_check(item: _Parsed, targets: dict[str, str | None], resolve_co
         for element in item.references:
             reference = element["reference"]
             if reference.startswith(URN_UUID):
-                target_type = targets.get(reference[len(URN_UUID):])
+                target_type = targets.get(reference[len(URN_UUID) :])
                 if target_type is not None:
-                    element["reference"] = f"{target_type}/{reference[len(URN_UUID):]}"
+                    element["reference"] = f"{target_type}/{reference[len(URN_UUID) :]}"
                     checked.append(element)
                     continue
             elif is_conditional_reference(reference):
@@ -269,8 +300,9 @@ def _resolve_and_check(item: _Parsed, targets: dict[str, str | None], resolve_co
             elif settings.BULK_IMPORT_UNRESOLVED_REFERENCE_IS_ERROR:
                 raise InvalidRequest(f"{resource_type}/{resource['id']}: {problem}")
             else:
-                warnings.append(f"{line.file}:{line.number}: {resource_type}/{resource['id']}: {problem} "
-                                "(kept as it is)")
+                warnings.append(
+                    f"{line.file}:{line.number}: {resource_type}/{resource['id']}: {problem} (kept as it is)"
+                )
         check_resource(resource, checked)
     except _Unresolved as unresolved:
         if defer_unresolved:
@@ -305,8 +337,11 @@ def _write(batch: list[_Parsed], outcome: ChunkOutcome, authority: WriteAuthorit
     """One transaction for the batch; when the database refuses it, one per resource to find the bad ones."""
     try:
         with transaction.atomic():
-            _, unchanged = save_changed_resources([Write(item.resource) for item in batch], authority=authority,
-                                                  index_in_database=settings.FHIR_INDEX_IN_DATABASE)
+            _, unchanged = save_changed_resources(
+                [Write(item.resource) for item in batch],
+                authority=authority,
+                index_in_database=settings.FHIR_INDEX_IN_DATABASE,
+            )
     except (FhirStoreError, DatabaseError):
         for item in batch:
             _write_alone(item, outcome, authority)
@@ -320,8 +355,9 @@ def _write_alone(item: _Parsed, outcome: ChunkOutcome, authority: WriteAuthority
     resource_type = item.resource["resourceType"]
     try:
         with transaction.atomic():
-            _, unchanged = save_changed_resources([Write(item.resource)], authority=authority,
-                                                  index_in_database=settings.FHIR_INDEX_IN_DATABASE)
+            _, unchanged = save_changed_resources(
+                [Write(item.resource)], authority=authority, index_in_database=settings.FHIR_INDEX_IN_DATABASE
+            )
     except FhirStoreError as error:
         outcome.fail(item.line, error.message, resource_type)
     except DatabaseError as error:
@@ -344,8 +380,12 @@ def stage_ids(import_id: uuid.UUID, lines: Iterable[bytes]) -> int:
             resource_type, logical_id = resource["resourceType"], resource["id"]
         except (orjson.JSONDecodeError, TypeError, KeyError):
             continue  # the load step reports it
-        if isinstance(resource_type, str) and isinstance(logical_id, str) and len(logical_id) <= 64 \
-                and len(resource_type) <= 64:
+        if (
+            isinstance(resource_type, str)
+            and isinstance(logical_id, str)
+            and len(logical_id) <= 64
+            and len(resource_type) <= 64
+        ):
             types.append(resource_type)
             ids.append(logical_id)
     if ids:

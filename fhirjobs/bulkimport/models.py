@@ -7,6 +7,7 @@ shows), the ids of the import set while it loads, the counts of load chunks that
 the lines it refused (the error NDJSON is streamed
 from them).
 """
+
 import uuid
 
 from django.conf import settings
@@ -15,13 +16,15 @@ from django.db import models
 
 class BulkImport(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)  # the id in the status URL
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_imports",
-                              null=True, blank=True)  # null: started from the shell
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_imports", null=True, blank=True
+    )  # null: started from the shell
     job_instance_id = models.UUIDField(unique=True, null=True, blank=True)  # null: loaded inline (load_fhir)
     request_url = models.TextField(blank=True)
     request_headers = models.JSONField(default=dict, blank=True)  # sent with every fetch (Authorization, …)
-    submission = models.ForeignKey("BulkSubmission", on_delete=models.CASCADE, null=True, blank=True,
-                                   related_name="imports")
+    submission = models.ForeignKey(
+        "BulkSubmission", on_delete=models.CASCADE, null=True, blank=True, related_name="imports"
+    )
     manifest_url = models.TextField(blank=True)  # $bulk-submit: the manifest this import reads
     # The starter's authority over SearchParameters at kick-off (fhirstore.authority); the load also wants the
     # owner still active and staff or granted the permission, so it does not outlive the owner's standing.
@@ -55,8 +58,10 @@ class ImportIssue(models.Model):
     message = models.TextField()
 
     class Meta:
-        indexes = [models.Index(fields=["import_id", "file", "line"], name="bulkimport_issue_order"),
-                   models.Index(fields=["chunk_id"], name="bulkimport_issue_chunk")]
+        indexes = [
+            models.Index(fields=["import_id", "file", "line"], name="bulkimport_issue_order"),
+            models.Index(fields=["chunk_id"], name="bulkimport_issue_chunk"),
+        ]
 
 
 class LoadSummary(models.Model):

@@ -3,6 +3,7 @@
 Every source URL is checked against the allow-list here, so a refused source is a 400 before anything
 is fetched or started.
 """
+
 from __future__ import annotations
 
 import base64
@@ -107,8 +108,10 @@ def parse_submit_request(body: object) -> SubmitRequest:
             if parts.get("headerName") and parts.get("headerValue"):
                 header_name, header_value = str(parts["headerName"]), str(parts["headerValue"])
                 if header_name.lower() not in settings.BULK_IMPORT_REQUEST_HEADERS:
-                    problems.append(f"fileRequestHeader {header_name!r} is not one of the headers a provider may set "
-                                    f"({', '.join(settings.BULK_IMPORT_REQUEST_HEADERS)}: BULK_IMPORT_REQUEST_HEADERS)")
+                    problems.append(
+                        f"fileRequestHeader {header_name!r} is not one of the headers a provider may set "
+                        f"({', '.join(settings.BULK_IMPORT_REQUEST_HEADERS)}: BULK_IMPORT_REQUEST_HEADERS)"
+                    )
                 elif any(character in header_value for character in "\r\n\0"):
                     problems.append(f"fileRequestHeader {header_name!r} has a line break or NUL in its value")
                 else:

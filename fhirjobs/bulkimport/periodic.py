@@ -1,5 +1,6 @@
 """The bulk import's scheduled tasks: every minute, what an ended import must not keep (raw NDJSON in chunks,
 source credentials); every hour, the clean-up of what ended imports leave behind."""
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,12 @@ def purge_import_leftovers() -> None:
     """Staged ids and load summaries of imports that ended a day ago, and imports whose job batch purged."""
     report = purge_ended_imports()
     if report.imports or report.staged_ids or report.load_summaries:
-        logger.info("purged %d imports, %d staged ids and %d load summaries", report.imports, report.staged_ids,
-                    report.load_summaries)
+        logger.info(
+            "purged %d imports, %d staged ids and %d load summaries",
+            report.imports,
+            report.staged_ids,
+            report.load_summaries,
+        )
 
 
 @scheduled(every_seconds=60)
@@ -30,5 +35,8 @@ def discard_ended_import_data_and_credentials() -> None:
     credentials: gone within a minute of the end, not at the purge days later."""
     report = discard_ended_import_data()
     if report.chunks or report.credentials:
-        logger.info("discarded the data of %d chunks and the source credentials of %d imports that ended",
-                    report.chunks, report.credentials)
+        logger.info(
+            "discarded the data of %d chunks and the source credentials of %d imports that ended",
+            report.chunks,
+            report.credentials,
+        )

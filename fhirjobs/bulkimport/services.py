@@ -3,6 +3,7 @@ Bulk Submit, which starts imports, is in `submission`; the steps run inline for 
 
 An import belongs to the user who started it: another user's import is "not found" to them.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -36,8 +37,15 @@ def can_import(user: AbstractBaseUser) -> bool:
     return bool(user and user.is_authenticated and (user.is_staff or user.has_perm("bulkimport.start_import")))
 
 
-def kick_off(user: AbstractBaseUser | None, request: ImportRequest, *, authority: WriteAuthority, base_url: str,
-             request_url: str = "", submission: BulkSubmission | None = None) -> BulkImport:
+def kick_off(
+    user: AbstractBaseUser | None,
+    request: ImportRequest,
+    *,
+    authority: WriteAuthority,
+    base_url: str,
+    request_url: str = "",
+    submission: BulkSubmission | None = None,
+) -> BulkImport:
     """Record the import and start its job, in one transaction (nothing starts if either fails). The starter's
     `authority` is recorded with it: the load writes with it (a SearchParameter line of an importer who may not
     manage them is an error line)."""
@@ -45,16 +53,27 @@ def kick_off(user: AbstractBaseUser | None, request: ImportRequest, *, authority
     with transaction.atomic():
         job = control.start_job(
             BULK_IMPORT_JOB,
-            {"import_id": str(import_id), "inputs": list(request.inputs), "manifest_url": request.manifest_url,
-             "base_url": base_url, "chunk_size": request.chunk_size or settings.BULK_IMPORT_CHUNK_SIZE},
+            {
+                "import_id": str(import_id),
+                "inputs": list(request.inputs),
+                "manifest_url": request.manifest_url,
+                "base_url": base_url,
+                "chunk_size": request.chunk_size or settings.BULK_IMPORT_CHUNK_SIZE,
+            },
             started_by=user.get_username() if user else "",
             max_concurrent_chunks=settings.BULK_IMPORT_MAX_CONCURRENT_CHUNKS or None,
             instance_id=import_id,  # one id: the `_jobId` a client polls is the job's id for operators
         )
-        return BulkImport.objects.create(id=import_id, owner=user, job_instance_id=job.id, request_url=request_url,
-                                         request_headers=request.headers, submission=submission,
-                                         manifest_url=request.manifest_url,
-                                         manages_search_parameters=authority.manages())
+        return BulkImport.objects.create(
+            id=import_id,
+            owner=user,
+            job_instance_id=job.id,
+            request_url=request_url,
+            request_headers=request.headers,
+            submission=submission,
+            manifest_url=request.manifest_url,
+            manages_search_parameters=authority.manages(),
+        )
 
 
 @dataclass(frozen=True)
@@ -85,21 +104,38 @@ def status_of(bulk_import: BulkImport) -> ImportStatus:
 
 def report_outcome(report: dict[str, Any]) -> dict[str, Any]:
     """The completed import as HAPI answers it: an OperationOutcome, one issue per type and one per problem."""
-    issues = [{"severity": "information", "code": "informational",
-               "diagnostics": f"{resource_type}: {counts['loaded']} loaded, {counts['unchanged']} unchanged, "
-                              f"{counts['failed']} failed"}
-              for resource_type, counts in report["counts"].items()]
+    issues = [
+        {
+            "severity": "information",
+            "code": "informational",
+            "diagnostics": f"{resource_type}: {counts['loaded']} loaded, {counts['unchanged']} unchanged, "
+            f"{counts['failed']} failed",
+        }
+        for resource_type, counts in report["counts"].items()
+    ]
     totals = report["totals"]
-    issues.insert(0, {"severity": "information", "code": "informational",
-                      "diagnostics": f"Import completed: {totals['loaded']} loaded, {totals['unchanged']} unchanged, "
-                                     f"{totals['failed']} failed, {report['warnings']} warnings"})
+    issues.insert(
+        0,
+        {
+            "severity": "information",
+            "code": "informational",
+            "diagnostics": f"Import completed: {totals['loaded']} loaded, {totals['unchanged']} unchanged, "
+            f"{totals['failed']} failed, {report['warnings']} warnings",
+        },
+    )
     if report.get("error_file"):
-        issues.append({"severity": "error", "code": "processing",
-                       "diagnostics": f"{report['errors']} lines were rejected; the OperationOutcomes naming each "
-                                      f"file and line: {report['error_file']}",
-                       "details": {"text": report["error_file"]}})
-    issues += [{"severity": "warning", "code": "informational", "diagnostics": sample}
-               for sample in report["warning_samples"]]
+        issues.append(
+            {
+                "severity": "error",
+                "code": "processing",
+                "diagnostics": f"{report['errors']} lines were rejected; the OperationOutcomes naming each "
+                f"file and line: {report['error_file']}",
+                "details": {"text": report["error_file"]},
+            }
+        )
+    issues += [
+        {"severity": "warning", "code": "informational", "diagnostics": sample} for sample in report["warning_samples"]
+    ]
     return {"resourceType": "OperationOutcome", "issue": issues}
 
 
@@ -128,11 +164,28 @@ def _issue_lines(import_id: uuid.UUID) -> Iterator[bytes]:
     page = list(issues[:ISSUE_PAGE])
     while page:
         for issue in page:
-            yield orjson.dumps({"resourceType": "OperationOutcome", "issue": [{
-                "severity": "error", "code": "processing", "diagnostics": issue.message,
-                "location": [f"{issue.file}, line {issue.line}"],
-                "extension": [{"url": "https://heavylift.dev/fhir/StructureDefinition/import-source",
-                               "valueString": f"{issue.file}:{issue.line}"}]}]}) + b"\n"
+            yield (
+                orjson.dumps(
+                    {
+                        "resourceType": "OperationOutcome",
+                        "issue": [
+                            {
+                                "severity": "error",
+                                "code": "processing",
+                                "diagnostics": issue.message,
+                                "location": [f"{issue.file}, line {issue.line}"],
+                                "extension": [
+                                    {
+                                        "url": "https://heavylift.dev/fhir/StructureDefinition/import-source",
+                                        "valueString": f"{issue.file}:{issue.line}",
+                                    }
+                                ],
+                            }
+                        ],
+                    }
+                )
+                + b"\n"
+            )
             last = (issue.file, issue.line, issue.id)
         page = list(issues.filter(_after(*last))[:ISSUE_PAGE])
 
@@ -157,13 +210,19 @@ def discard_ended_import_data(*, now: datetime | None = None) -> DiscardReport:
     credentials, once its restart window (BULK_IMPORT_RESTART_WINDOW_SECONDS) is over. Within the window an
     operator can restart it where it stopped, as any batch job; after it, start a new import. Run every
     minute (`periodic`)."""
-    window_over = control.ended_job_ids(before=(now or timezone.now())
-                                        - timedelta(seconds=settings.BULK_IMPORT_RESTART_WINDOW_SECONDS))
-    chunks = control.discard_chunk_data(BulkImport.objects.filter(job_instance_id__in=window_over)
-                                        .values("job_instance_id"))
-    credentials = (BulkImport.objects.filter(Q(job_instance_id__in=window_over)
-                                             | Q(job_instance_id__in=control.completed_job_ids()))
-                   .exclude(request_headers={}).update(request_headers={}))
+    window_over = control.ended_job_ids(
+        before=(now or timezone.now()) - timedelta(seconds=settings.BULK_IMPORT_RESTART_WINDOW_SECONDS)
+    )
+    chunks = control.discard_chunk_data(
+        BulkImport.objects.filter(job_instance_id__in=window_over).values("job_instance_id")
+    )
+    credentials = (
+        BulkImport.objects.filter(
+            Q(job_instance_id__in=window_over) | Q(job_instance_id__in=control.completed_job_ids())
+        )
+        .exclude(request_headers={})
+        .update(request_headers={})
+    )
     return DiscardReport(chunks, credentials)
 
 

@@ -5,6 +5,7 @@ Which URLs, and their bytes, are `fhirjobs.common.sources`' (the allow-list BULK
 InvalidImportRequest here. The bytes are split into lines no longer than BULK_IMPORT_MAX_LINE_BYTES, and
 reading stops at BULK_IMPORT_MAX_FILE_BYTES: a 1 GB file is never held in memory.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
@@ -48,8 +49,9 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
         raise InvalidImportRequest(error.message) from None
 
 
-def lines(blocks: Iterator[bytes], *, source: str, max_line: int | None = None,
-          max_bytes: int | None = None) -> Iterator[Line]:
+def lines(
+    blocks: Iterator[bytes], *, source: str, max_line: int | None = None, max_bytes: int | None = None
+) -> Iterator[Line]:
     """The NDJSON lines of a byte stream; a line longer than `max_line` comes as `too_long`.
 
     SourceUnavailable (not retryable) once more than `max_bytes` were read."""
@@ -59,8 +61,9 @@ def lines(blocks: Iterator[bytes], *, source: str, max_line: int | None = None,
     for block in inflated(blocks):
         total += len(block)
         if total > max_bytes:
-            raise SourceUnavailable(source, f"larger than {max_bytes} bytes (BULK_IMPORT_MAX_FILE_BYTES)",
-                                    retryable=False)
+            raise SourceUnavailable(
+                source, f"larger than {max_bytes} bytes (BULK_IMPORT_MAX_FILE_BYTES)", retryable=False
+            )
         start = 0
         while True:
             end = block.find(b"\n", start)

@@ -16,6 +16,7 @@ list-files → fetch-files → load-resources → load-deferred → report, gate
 A rerun of a load chunk writes the same resources again, which changes nothing (unchanged content makes
 no new version), and replaces its issues.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -65,16 +66,24 @@ def list_files(context: StepContext, sink: DataSink) -> int:
 def fetch_file(context: StepContext, sink: DataSink) -> int:
     """Split one input into chunks of `chunk_size` lines, noting its ids for `urn:uuid:` references; the job is
     gated, so every input's ids are staged before any chunk loads."""
-    return _split(context, sink, _import_id(context), context.data["url"], _request_headers(context),
-                  context.parameters["chunk_size"])
+    return _split(
+        context,
+        sink,
+        _import_id(context),
+        context.data["url"],
+        _request_headers(context),
+        context.parameters["chunk_size"],
+    )
 
 
 def fetch_files(context: StepContext, sink: DataSink) -> int:
     """Version 1's first step, every input split in one chunk: kept for imports started before version 2."""
     import_id = _import_id(context)
     headers = _request_headers(context)
-    return sum(_split(context, sink, import_id, item["url"], headers, context.parameters["chunk_size"])
-               for item in _inputs(context, headers))
+    return sum(
+        _split(context, sink, import_id, item["url"], headers, context.parameters["chunk_size"])
+        for item in _inputs(context, headers)
+    )
 
 
 def _inputs(context: StepContext, headers: Mapping[str, str]) -> list[dict[str, str]]:
@@ -85,8 +94,9 @@ def _inputs(context: StepContext, headers: Mapping[str, str]) -> list[dict[str, 
     return inputs
 
 
-def _split(context: StepContext, sink: DataSink, import_id: uuid.UUID, url: str, headers: Mapping[str, str],
-           chunk_size: int) -> int:
+def _split(
+    context: StepContext, sink: DataSink, import_id: uuid.UUID, url: str, headers: Mapping[str, str], chunk_size: int
+) -> int:
     """Each line read is progress: a large input streamed slowly but steadily is not taken as hung at the
     job's maximum run time (`max_chunk_seconds`), only a source that stops sending; while the source is down,
     the job page says so (`say_waiting`)."""
@@ -115,8 +125,14 @@ def _request_headers(context: StepContext) -> dict[str, str]:
 
 def _emit(sink: DataSink, import_id: uuid.UUID, url: str, batch: list[Line]) -> int:
     stage_ids(import_id, (line.content for line in batch if not line.too_long))
-    sink.accept({"file": redacted(url), "first_line": batch[0].number, "lines_zlib": pack(b"\n".join(line.content for line in batch)),
-                 "too_long": [line.number for line in batch if line.too_long]})
+    sink.accept(
+        {
+            "file": redacted(url),
+            "first_line": batch[0].number,
+            "lines_zlib": pack(b"\n".join(line.content for line in batch)),
+            "too_long": [line.number for line in batch if line.too_long],
+        }
+    )
     return len(batch)
 
 
@@ -150,13 +166,18 @@ def read_lines(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) ->
                 if not error.retryable or left <= 0:
                     tried = f"{attempts} attempt{'s' if attempts > 1 else ''}"
                     over = f" over {now - failing_since:.0f} s" if attempts > 1 else ""
-                    raise JobFailed(f"Could not read {redacted(url)}: {error.reason} (after {tried}{over}; "
-                                    f"BULK_IMPORT_SOURCE_RETRY_SECONDS={window:g})") from None
+                    raise JobFailed(
+                        f"Could not read {redacted(url)}: {error.reason} (after {tried}{over}; "
+                        f"BULK_IMPORT_SOURCE_RETRY_SECONDS={window:g})"
+                    ) from None
                 wait = min(RETRY_BACKOFF_SECONDS * 2 ** (attempts - 1), MAX_RETRY_WAIT_SECONDS, left)
                 logger.warning("reading %s failed (%s); trying again in %.1f s", redacted(url), error, wait)
-                say_waiting(f"waiting for the source {redacted(url)}, unavailable for {now - failing_since:.0f} s "
-                            f"({error.reason}): attempt {attempts + 1} in {wait:.0f} s, giving up {left:.0f} s from "
-                            f"now (BULK_IMPORT_SOURCE_RETRY_SECONDS={window:g})", wait + MAX_RETRY_WAIT_SECONDS)
+                say_waiting(
+                    f"waiting for the source {redacted(url)}, unavailable for {now - failing_since:.0f} s "
+                    f"({error.reason}): attempt {attempts + 1} in {wait:.0f} s, giving up {left:.0f} s from "
+                    f"now (BULK_IMPORT_SOURCE_RETRY_SECONDS={window:g})",
+                    wait + MAX_RETRY_WAIT_SECONDS,
+                )
                 time.sleep(wait)
     finally:
         if failing_since is not None:
@@ -174,12 +195,16 @@ def manifest_inputs(url: str, headers: Mapping[str, str], say_waiting: SayWaitin
         manifest = orjson.loads(bytes(content))
         outputs = [{"type": str(item.get("type", "")), "url": str(item["url"])} for item in manifest["output"]]
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raise JobFailed(f"{redacted(url)} is not a Bulk Data manifest (JSON with an `output` list of {{type, url}})") from None
+        raise JobFailed(
+            f"{redacted(url)} is not a Bulk Data manifest (JSON with an `output` list of {{type, url}})"
+        ) from None
     for output in outputs:
         try:
             check_source(output["url"])
         except InvalidImportRequest as error:
-            raise JobFailed(f"The manifest {redacted(url)} lists a file that may not be fetched: {error.message}") from None
+            raise JobFailed(
+                f"The manifest {redacted(url)} lists a file that may not be fetched: {error.message}"
+            ) from None
     return outputs
 
 
@@ -187,19 +212,28 @@ def load_resources(context: StepContext, sink: DataSink) -> int:
     """Load one chunk; its bad lines become issues, lines waiting for a conditional target go on."""
     data = _chunk_data(context)
     too_long = set(data["too_long"])
-    source_lines = [SourceLine(data["file"], number, None if number in too_long else content)
-                    for number, content in enumerate(unpack(data["lines_zlib"]).split(b"\n"), data["first_line"])]
-    outcome = load_lines(source_lines, import_id=_import_id(context), authority=_authority(context),
-                         defer_unresolved=True)
+    source_lines = [
+        SourceLine(data["file"], number, None if number in too_long else content)
+        for number, content in enumerate(unpack(data["lines_zlib"]).split(b"\n"), data["first_line"])
+    ]
+    outcome = load_lines(
+        source_lines, import_id=_import_id(context), authority=_authority(context), defer_unresolved=True
+    )
     _record_issues(context, outcome)
     deferred = [[line.file, line.number, line.content.decode()] for line in outcome.deferred]
     if not deferred:  # nothing for load-deferred to do: no chunk, the report reads the summary from its row
-        LoadSummary.objects.update_or_create(chunk_id=context.chunk_id, defaults={
-            "import_id": _import_id(context), "summary": outcome.summary()})
+        LoadSummary.objects.update_or_create(
+            chunk_id=context.chunk_id, defaults={"import_id": _import_id(context), "summary": outcome.summary()}
+        )
         return len(source_lines)
     LoadSummary.objects.filter(chunk_id=context.chunk_id).delete()  # an earlier run of the chunk deferred nothing
-    sink.accept({"load_chunk": str(context.chunk_id), "summary": outcome.summary(),
-                 "deferred_zlib": pack(orjson.dumps(deferred))})
+    sink.accept(
+        {
+            "load_chunk": str(context.chunk_id),
+            "summary": outcome.summary(),
+            "deferred_zlib": pack(orjson.dumps(deferred)),
+        }
+    )
     return len(source_lines)
 
 
@@ -213,8 +247,11 @@ def load_deferred(context: StepContext, sink: DataSink) -> int:
     count = 0
     if context.data["deferred_zlib"]:  # None in chunks emitted before LoadSummary rows existed
         deferred = orjson.loads(unpack(context.data["deferred_zlib"]))
-        outcome = load_lines((SourceLine(file, number, content.encode()) for file, number, content in deferred),
-                             import_id=_import_id(context), authority=_authority(context))
+        outcome = load_lines(
+            (SourceLine(file, number, content.encode()) for file, number, content in deferred),
+            import_id=_import_id(context),
+            authority=_authority(context),
+        )
         _record_issues(context, outcome)
         summaries.append(outcome.summary())
         count = len(deferred)
@@ -229,17 +266,25 @@ def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[st
     merged = merge_summaries(itertools.chain((item["summary"] for item in inputs), loaded_alone.iterator()))
     drop_staged_ids(import_id)
     errors = ImportIssue.objects.filter(import_id=import_id).count()
-    totals = {kind: sum(counts[kind] for counts in merged["counts"].values()) for kind in ("loaded", "unchanged", "failed")}
-    return {**merged, "totals": totals, "errors": errors,
-            "error_file": f"{context.parameters['base_url']}/$import-errors/{import_id}" if errors else None}
+    totals = {
+        kind: sum(counts[kind] for counts in merged["counts"].values()) for kind in ("loaded", "unchanged", "failed")
+    }
+    return {
+        **merged,
+        "totals": totals,
+        "errors": errors,
+        "error_file": f"{context.parameters['base_url']}/$import-errors/{import_id}" if errors else None,
+    }
 
 
 def _chunk_data(context: StepContext) -> Mapping[str, Any]:
     """A load chunk's data: None once discarded after the import failed or was cancelled (it held raw NDJSON,
     `services.discard_ended_import_data`), so a restart of such an import fails with the reason."""
     if context.data is None:
-        raise JobFailed("this import's data was discarded when it ended (it held the source's lines): it cannot be "
-                        "restarted where it stopped; start a new import")
+        raise JobFailed(
+            "this import's data was discarded when it ended (it held the source's lines): it cannot be "
+            "restarted where it stopped; start a new import"
+        )
     return context.data
 
 
@@ -254,8 +299,9 @@ def _import_row(context: StepContext) -> BulkImport:
     if row is None:
         raise JobCancelled(f"import {context.parameters['import_id']} was deleted")
     if row.job_instance_id != context.instance_id:
-        raise JobFailed(f"import {row.id} belongs to another job: a BULK_IMPORT job loads only the import it was "
-                        "started for")
+        raise JobFailed(
+            f"import {row.id} belongs to another job: a BULK_IMPORT job loads only the import it was started for"
+        )
     return row
 
 
@@ -265,12 +311,17 @@ def _authority(context: StepContext) -> WriteAuthority:
     row = _import_row(context)
     owner = row.owner
     still = owner is None or (owner.is_active and (owner.is_staff or owner.has_perm(MANAGE_PERMISSION)))
-    return WriteAuthority(manages_search_parameters=row.manages_search_parameters and still,
-                          caller=owner.get_username() if owner else "")
+    return WriteAuthority(
+        manages_search_parameters=row.manages_search_parameters and still, caller=owner.get_username() if owner else ""
+    )
 
 
 def _record_issues(context: StepContext, outcome: ChunkOutcome) -> None:
     import_id = _import_id(context)
     ImportIssue.objects.filter(chunk_id=context.chunk_id).delete()
-    ImportIssue.objects.bulk_create(ImportIssue(import_id=import_id, chunk_id=context.chunk_id, file=issue.file,
-                                                line=issue.line, message=issue.message) for issue in outcome.issues)
+    ImportIssue.objects.bulk_create(
+        ImportIssue(
+            import_id=import_id, chunk_id=context.chunk_id, file=issue.file, line=issue.line, message=issue.message
+        )
+        for issue in outcome.issues
+    )

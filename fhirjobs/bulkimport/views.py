@@ -6,6 +6,7 @@ failure; `DELETE` it → 202 (cancelled). `GET [base]/$import-errors/[id]` → t
 `POST [base]/$bulk-submit`, `POST [base]/$bulk-submit-status`. Every endpoint needs a token with the `import`
 scope, of a user allowed to import (staff, or the `bulkimport.start_import` permission).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,10 +53,18 @@ class ImportKickOffView(BulkImportView):
     def post(self, request):
         require_async(request, "$import")
         import_request = parse_import_request(read_json_body(request))
-        started = kick_off(request.user, import_request, authority=write_authority(request),
-                           base_url=base_url(request), request_url=request.build_absolute_uri())
-        return informational("The import has started; poll its status URL", status=202,
-                             headers={"Content-Location": f"{base_url(request)}/$import-poll-status?_jobId={started.id}"})
+        started = kick_off(
+            request.user,
+            import_request,
+            authority=write_authority(request),
+            base_url=base_url(request),
+            request_url=request.build_absolute_uri(),
+        )
+        return informational(
+            "The import has started; poll its status URL",
+            status=202,
+            headers={"Content-Location": f"{base_url(request)}/$import-poll-status?_jobId={started.id}"},
+        )
 
 
 class ImportStatusView(BulkImportView):
@@ -78,8 +87,12 @@ class ImportErrorsView(BulkImportView):
 
 class BulkSubmitView(BulkImportView):
     def post(self, request):
-        submission = submit(request.user, parse_submit_request(read_json_body(request)),
-                            authority=write_authority(request), base_url=base_url(request))
+        submission = submit(
+            request.user,
+            parse_submit_request(read_json_body(request)),
+            authority=write_authority(request),
+            base_url=base_url(request),
+        )
         return informational(f"Submission {submission.submission_id} is {submission.status}")
 
 
@@ -90,4 +103,3 @@ class BulkSubmitStatusView(BulkImportView):
         if status.state is State.RUNNING:
             return still_running(status.progress, RETRY_AFTER_SECONDS)
         return HttpResponse(json.dumps(status.manifest), content_type="application/json")
-

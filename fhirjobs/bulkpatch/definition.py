@@ -1,4 +1,5 @@
 """The BULK_PATCH batch job definition, registered in `apps.py`: a FHIRPath Patch applied to every match."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -32,8 +33,14 @@ BULK_PATCH: JobDefinition = (
     .parameter("urls", list, default=[], items=str, description="Type? or Type?search: what to patch (1..*)")
     .parameter("patch", dict, required=True, description="the FHIRPath Patch (a Parameters resource)")
     .parameter("dry_run", bool, default=False, description="report what would change, write nothing")
-    .parameter("batch_size", int, default=1000, minimum=1, maximum=10_000,
-               description="resources per chunk of the patch step (and per transaction)")
+    .parameter(
+        "batch_size",
+        int,
+        default=1000,
+        minimum=1,
+        maximum=10_000,
+        description="resources per chunk of the patch step (and per transaction)",
+    )
     .validate_with(_problems)
     .gated()  # every page listed before any is patched: patching cannot shift the walk
     .first_step("generate-ranges", generate_ranges, "splits each url's resources into id ranges, one chunk each")

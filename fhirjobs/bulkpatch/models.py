@@ -4,6 +4,7 @@
 page run again (a killed worker, a retry), is patched once, never twice. `PatchedChunk` records a page's
 counts, failures and (dry run) diffs, so a page run again reports the same and the report is exact.
 """
+
 from django.db import models
 
 
@@ -30,8 +31,11 @@ class PatchedResource(models.Model):
     version_id = models.PositiveIntegerField()  # the version the patch wrote
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["job_instance_id", "resource_type", "logical_id"],
-                                               name="bulkpatch_once_per_job")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job_instance_id", "resource_type", "logical_id"], name="bulkpatch_once_per_job"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.resource_type}/{self.logical_id}/_history/{self.version_id} by {self.job_instance_id}"

@@ -3,6 +3,7 @@
 The views are thin over these. A client (not an operator) sees and cancels only the jobs it started; another's
 is "not found", as an unknown one.
 """
+
 from __future__ import annotations
 
 import uuid

@@ -11,6 +11,7 @@ Each patched resource gets a `PatchedResource` row (unique per job) and the page
 same transaction: a page run again, or a resource two urls match, is never patched twice. A dry run writes no
 resource, only the page's counts and its first diffs.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -41,11 +42,17 @@ def patch(context: StepContext, sink: DataSink) -> int:
         done = PatchedChunk.objects.filter(chunk_id=context.chunk_id).values_list("patched", flat=True).first()
         if done is not None:
             return done
-        patched_before = set(PatchedResource.objects.filter(
-            job_instance_id=context.instance_id, resource_type=resource_type, logical_id__in=ids)
-            .values_list("logical_id", flat=True))
-        rows = (Resource.objects.filter(resource_type=resource_type, logical_id__in=ids, deleted=False)
-                .exclude(logical_id__in=patched_before).order_by("logical_id").values_list("version_id", "body"))
+        patched_before = set(
+            PatchedResource.objects.filter(
+                job_instance_id=context.instance_id, resource_type=resource_type, logical_id__in=ids
+            ).values_list("logical_id", flat=True)
+        )
+        rows = (
+            Resource.objects.filter(resource_type=resource_type, logical_id__in=ids, deleted=False)
+            .exclude(logical_id__in=patched_before)
+            .order_by("logical_id")
+            .values_list("version_id", "body")
+        )
         failed: dict[str, str] = {}
         changes: list[tuple[dict, dict, int]] = []  # (before, after, version read)
         for version_id, body in rows:
@@ -58,17 +65,34 @@ def patch(context: StepContext, sink: DataSink) -> int:
                 changes.append((body, patched, version_id))
         unchanged = len(rows) - len(failed) - len(changes)
         if context.parameters["dry_run"]:
-            PatchedChunk.objects.create(chunk_id=context.chunk_id, job_instance_id=context.instance_id,
-                                        resource_type=resource_type, patched=len(changes), unchanged=unchanged,
-                                        failed=failed, diffs=_diffs(changes))
+            PatchedChunk.objects.create(
+                chunk_id=context.chunk_id,
+                job_instance_id=context.instance_id,
+                resource_type=resource_type,
+                patched=len(changes),
+                unchanged=unchanged,
+                failed=failed,
+                diffs=_diffs(changes),
+            )
             return len(changes)
         written = _write([Write(after, if_match=version) for _, after, version in changes], failed)
         PatchedResource.objects.bulk_create(
-            PatchedResource(job_instance_id=context.instance_id, resource_type=resource_type,
-                            logical_id=version.logical_id, version_id=version.version_id) for version in written)
-        PatchedChunk.objects.create(chunk_id=context.chunk_id, job_instance_id=context.instance_id,
-                                    resource_type=resource_type, patched=len(written), unchanged=unchanged,
-                                    failed=failed)
+            PatchedResource(
+                job_instance_id=context.instance_id,
+                resource_type=resource_type,
+                logical_id=version.logical_id,
+                version_id=version.version_id,
+            )
+            for version in written
+        )
+        PatchedChunk.objects.create(
+            chunk_id=context.chunk_id,
+            job_instance_id=context.instance_id,
+            resource_type=resource_type,
+            patched=len(written),
+            unchanged=unchanged,
+            failed=failed,
+        )
     return len(written)
 
 
@@ -101,8 +125,14 @@ def _diffs(changes: list[tuple[dict, dict, int]]) -> list[dict]:
     for before, after, _ in changes:
         for name in sorted((set(before) | set(after)) - {"meta"}):
             if before.get(name) != after.get(name):
-                diffs.append({"resource": f"{before['resourceType']}/{before['id']}", "element": name,
-                              "before": before.get(name), "after": after.get(name)})
+                diffs.append(
+                    {
+                        "resource": f"{before['resourceType']}/{before['id']}",
+                        "element": name,
+                        "before": before.get(name),
+                        "after": after.get(name),
+                    }
+                )
         if len(diffs) >= DIFFS_KEPT:
             return diffs[:DIFFS_KEPT]
     return diffs
@@ -119,6 +149,12 @@ def report(context: StepContext, inputs: Iterable[dict]) -> dict:
         diffs += chunk.diffs
     if not context.parameters["dry_run"]:
         forget_searches(sorted(patched))
-    return {"dry_run": context.parameters["dry_run"], "patched": dict(sorted(patched.items())),
-            "total": sum(patched.values()), "unchanged": unchanged, "failed_count": len(failed),
-            "failed": dict(sorted(failed.items())[:FAILURES_NAMED]), "diffs": diffs[:DIFFS_KEPT]}
+    return {
+        "dry_run": context.parameters["dry_run"],
+        "patched": dict(sorted(patched.items())),
+        "total": sum(patched.values()),
+        "unchanged": unchanged,
+        "failed_count": len(failed),
+        "failed": dict(sorted(failed.items())[:FAILURES_NAMED]),
+        "diffs": diffs[:DIFFS_KEPT],
+    }

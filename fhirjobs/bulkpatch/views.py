@@ -7,6 +7,7 @@ OperationOutcome of the counts, the failures by id and a dry run's diffs; `DELET
 
 Who may: a staff user or one granted `bulkpatch.bulk_patch`, with a token of scope `fhir:write`. Else 403.
 """
+
 from __future__ import annotations
 
 from fhirjobs.bulkpatch.parameters import parse_bulk_patch_parameters, report_outcome
@@ -34,10 +35,14 @@ class BulkPatchEndpoint(FhirView):
 
 class BulkPatchView(BulkPatchEndpoint):
     def post(self, request):
-        job = start_bulk_patch(parse_bulk_patch_parameters(read_json_body(request)),
-                               started_by=request.user.get_username())
-        return informational("The bulk patch has started; poll its status URL", status=202, headers={
-            "Content-Location": f"{base_url(request)}/$hapi.fhir.bulk-patch-status?_jobId={job.id}"})
+        job = start_bulk_patch(
+            parse_bulk_patch_parameters(read_json_body(request)), started_by=request.user.get_username()
+        )
+        return informational(
+            "The bulk patch has started; poll its status URL",
+            status=202,
+            headers={"Content-Location": f"{base_url(request)}/$hapi.fhir.bulk-patch-status?_jobId={job.id}"},
+        )
 
 
 class BulkPatchStatusView(BulkPatchEndpoint):
@@ -51,4 +56,3 @@ class BulkPatchStatusView(BulkPatchEndpoint):
         job_id = status_job_id(request)
         cancel_bulk_patch(job_id, started_by=jobs_owner(request))
         return informational(f"Bulk patch {job_id} is cancelled (the pages patched stay patched)", status=202)
-

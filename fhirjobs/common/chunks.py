@@ -4,6 +4,7 @@ Less to write into and read back from the work-chunk table (NDJSON ~5x smaller, 
 instead of 1,000), and less held by the engine while it buffers a step's emitted chunks (500 of them).
 Level 1: ~10 ms for 1,000 resources; higher levels cost more than they save.
 """
+
 from __future__ import annotations
 
 import base64

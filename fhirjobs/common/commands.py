@@ -3,6 +3,7 @@
 Each command starts its job and prints what it started; with `--wait` it draws a progress bar on stderr until
 the job ends and exits non-zero, with the job's status and error in one line, unless the job COMPLETED.
 """
+
 from __future__ import annotations
 
 from argparse import ArgumentParser
@@ -14,8 +15,9 @@ from batch.control import BatchError, JobSnapshot, JobStatus, follow_job
 
 
 def add_wait_argument(parser: ArgumentParser) -> None:
-    parser.add_argument("--wait", action="store_true",
-                        help="follow the job until it ends; non-zero exit unless it completes")
+    parser.add_argument(
+        "--wait", action="store_true", help="follow the job until it ends; non-zero exit unless it completes"
+    )
 
 
 def wait_for_job(command: BaseCommand, job_id: UUID | str) -> JobSnapshot:

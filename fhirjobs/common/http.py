@@ -2,6 +2,7 @@
 the kick-off asks for `Prefer: respond-async` and gets 202 with a status URL; the status URL names the job
 by `_jobId` and answers 202 with `X-Progress` while it runs; DELETE on it cancels.
 """
+
 from __future__ import annotations
 
 from django.http import HttpResponse
@@ -13,8 +14,7 @@ from jobsite.auth import is_operator
 
 def preferences(request) -> set[str]:
     """The tokens of the `Prefer` header, lower-cased (`respond-async`, `handling=lenient`, …)."""
-    return {token.strip().lower() for part in request.headers.get("Prefer", "").split(",")
-            for token in part.split(";")}
+    return {token.strip().lower() for part in request.headers.get("Prefer", "").split(",") for token in part.split(";")}
 
 
 def require_async(request, operation: str) -> set[str]:
@@ -25,8 +25,13 @@ def require_async(request, operation: str) -> set[str]:
     return preferred
 
 
-def informational(message: str, *, status: int = 200, headers: dict[str, str] | None = None,
-                  warnings: tuple[str, ...] | list[str] = ()) -> HttpResponse:
+def informational(
+    message: str,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    warnings: tuple[str, ...] | list[str] = (),
+) -> HttpResponse:
     """An OperationOutcome that reports what happened (kick-offs, cancels), with any warnings after it."""
     issues = [{"severity": "information", "code": "informational", "diagnostics": message}]
     issues += [{"severity": "warning", "code": "not-supported", "diagnostics": warning} for warning in warnings]
@@ -35,8 +40,9 @@ def informational(message: str, *, status: int = 200, headers: dict[str, str] | 
 
 def still_running(progress: str, retry_after_seconds: int) -> HttpResponse:
     """The status answer of an asynchronous operation that has not ended: 202, how far, when to ask again."""
-    return fhir_response(None, status=202, headers={"X-Progress": progress[:100],
-                                                    "Retry-After": str(retry_after_seconds)})
+    return fhir_response(
+        None, status=202, headers={"X-Progress": progress[:100], "Retry-After": str(retry_after_seconds)}
+    )
 
 
 def status_job_id(request) -> str:

@@ -14,6 +14,7 @@ parameters and the ids, so a restart resumes from the chunks not yet done. The w
 now; the export, which must read it as it was at its transactionTime and counts what it reads, walks with
 `fhirstore.scan`'s snapshot pages instead.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping

@@ -3,6 +3,7 @@ FHIR operations that start them (with any CapabilityStatement it implements), li
 
 Every app's `ready()` has the same shape: import its definitions (they need the app registry), then one call.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -20,8 +21,9 @@ class Operation:
     resource_type: str | None = None  # None: at system level
 
 
-def register_job_app(definitions: Iterable[JobDefinition], operations: Iterable[Operation] = (),
-                     instantiates: Iterable[str] = ()) -> None:
+def register_job_app(
+    definitions: Iterable[JobDefinition], operations: Iterable[Operation] = (), instantiates: Iterable[str] = ()
+) -> None:
     from batch.api import register
     from fhirstore.capability import register_instantiates, register_operation
 

@@ -17,6 +17,7 @@ short file): a 1 GB file is never held in memory. Messages and httpx's request l
 query strings (`redacted`). The bulk import reads its
 NDJSON through these (`fhirjobs.bulkimport.sources`), the terminology upload its distribution files.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -60,8 +61,11 @@ def redacted(url: str) -> str:
     signature is a credential), fragment and password."""
     parts = urlsplit(url)
     netloc = parts.netloc.rpartition("@")[2] if parts.password else parts.netloc
-    return parts._replace(netloc=netloc, query="<redacted>" if parts.query else "", fragment="").geturl() \
+    return (
+        parts._replace(netloc=netloc, query="<redacted>" if parts.query else "", fragment="")
+        .geturl()
         .replace("?%3Credacted%3E", "?<redacted>")
+    )
 
 
 class _RedactedRequestLine(logging.Filter):
@@ -97,7 +101,8 @@ def _allowed_prefix(url: str) -> SplitResult | None:
             return urlsplit(prefix)
     raise SourceNotAllowed(
         f"{redacted(url)!r} is not under an allowed import source (BULK_IMPORT_ALLOWED_SOURCES on host "
-        f"{socket.gethostname()}); nothing was fetched")
+        f"{socket.gethostname()}); nothing was fetched"
+    )
 
 
 def _under(url: SplitResult, prefix: SplitResult) -> bool:
@@ -119,8 +124,9 @@ def _address(parts: SplitResult, prefix: SplitResult) -> str:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:
         try:
-            found = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
-                                       type=socket.SOCK_STREAM)
+            found = socket.getaddrinfo(
+                host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
+            )
         except (socket.gaierror, UnicodeError) as error:
             raise SourceUnavailable(host, f"cannot be resolved ({error})", retryable=True) from None
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in found))
@@ -129,7 +135,8 @@ def _address(parts: SplitResult, prefix: SplitResult) -> str:
         if not address.is_global and address != named:
             raise SourceNotAllowed(
                 f"{host} resolves to {address}, a loopback, private or link-local address; only an allow-list "
-                "entry naming that address itself (BULK_IMPORT_ALLOWED_SOURCES) admits it")
+                "entry naming that address itself (BULK_IMPORT_ALLOWED_SOURCES) admits it"
+            )
     return str(addresses[0])
 
 
@@ -159,8 +166,9 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 def _file_path(url: str) -> Path:
     root = settings.BULK_IMPORT_FILE_ROOT
     if not root:
-        raise SourceNotAllowed(f"file:// inputs are not allowed (BULK_IMPORT_FILE_ROOT is not set on host "
-                               f"{socket.gethostname()})")
+        raise SourceNotAllowed(
+            f"file:// inputs are not allowed (BULK_IMPORT_FILE_ROOT is not set on host {socket.gethostname()})"
+        )
     path = Path(unquote(urlsplit(url).path)).resolve()
     if not path.is_relative_to(Path(root).resolve()):
         raise SourceNotAllowed(f"{url!r} is not under BULK_IMPORT_FILE_ROOT (on host {socket.gethostname()})")
@@ -176,8 +184,12 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
         try:
             stream = path.open("rb")
         except OSError as error:
-            raise SourceUnavailable(redacted(url), f"{error.strerror or error} (looked for on host {socket.gethostname()}, "
-                                    "under its BULK_IMPORT_FILE_ROOT)", retryable=False) from None
+            raise SourceUnavailable(
+                redacted(url),
+                f"{error.strerror or error} (looked for on host {socket.gethostname()}, "
+                "under its BULK_IMPORT_FILE_ROOT)",
+                retryable=False,
+            ) from None
         with stream:
             yield iter(lambda: stream.read(READ_BLOCK), b"")
         return
@@ -192,8 +204,9 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
                         url = urljoin(url, response.headers.get("Location", ""))
                         check_source(url)  # a redirect may not lead outside the allow-list
                         if _origin(url) != origin:  # credentials stay with the origin they were given for
-                            sent = {name: value for name, value in sent.items()
-                                    if name.lower() not in CREDENTIAL_HEADERS}
+                            sent = {
+                                name: value for name, value in sent.items() if name.lower() not in CREDENTIAL_HEADERS
+                            }
                         continue
                     _check_status(url, response)
                     yield response.iter_raw(READ_BLOCK)
@@ -238,8 +251,9 @@ def inflated(blocks: Iterator[bytes]) -> Iterator[bytes]:
     except zlib.error as error:
         raise SourceUnavailable("the gzip stream", f"corrupt data: {error}", retryable=False) from None
     if in_member:
-        raise SourceUnavailable("the gzip stream", "it ends in the middle of a member: the file was cut off",
-                                retryable=True)
+        raise SourceUnavailable(
+            "the gzip stream", "it ends in the middle of a member: the file was cut off", retryable=True
+        )
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -4,6 +4,7 @@ Each job keeps its own row (a `BulkExport`, a `BulkImport`) that names its batch
 `job_status` where that job is, answers 202 with `progress` as `X-Progress` while it runs, and makes the
 failed, cancelled and forgotten cases its own errors (an export deletes its files, an import keeps them).
 """
+
 from __future__ import annotations
 
 import enum
@@ -42,8 +43,9 @@ def job_status(job_instance_id: uuid.UUID | str) -> AsyncJobStatus:
     return AsyncJobStatus(State.RUNNING, progress(job), job)
 
 
-def operation_status(job_instance_id: uuid.UUID | str, noun: str, *, not_found: type[Exception],
-                     failed: type[Exception]) -> AsyncJobStatus:
+def operation_status(
+    job_instance_id: uuid.UUID | str, noun: str, *, not_found: type[Exception], failed: type[Exception]
+) -> AsyncJobStatus:
     """The status of a job an operation started, as its status URL answers it: running or completed; a
     cancelled or forgotten one raises `not_found`, a failed one `failed`, each naming the job in a sentence
     that begins with `noun` ("Bulk patch")."""
@@ -63,5 +65,7 @@ def progress(job: JobSnapshot) -> str:
     if job.status == JobStatus.FINALIZE:
         return f"{step_id} (step {number} of {count})"
     step = job.step(step_id or "")
-    return (f"{step_id}: {step.done} of {step.total} chunks done (step {number} of {count}), "
-            f"{job.combined_records_processed} records")
+    return (
+        f"{step_id}: {step.done} of {step.total} chunks done (step {number} of {count}), "
+        f"{job.combined_records_processed} records"
+    )

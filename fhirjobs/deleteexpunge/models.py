@@ -3,6 +3,7 @@
 A chunk run again (a killed worker, a retry) finds its row and reports the same counts without deleting
 anything: the job's counts are exact however often its chunks run. The report sums the rows per type.
 """
+
 from django.db import models
 
 

@@ -2,6 +2,7 @@
 
 The parameter names are HAPI's: `url` (1..*), `batchSize`, `cascade`, `cascadeMaxRounds`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,18 +43,23 @@ def parse_delete_expunge_parameters(body: object) -> DeleteExpungeRequest:
         if kind is not None and isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
             collected[name].append(value)
         else:
-            problems.append(f"parameter {name!r} is not understood (url, batchSize, cascade, cascadeMaxRounds)"
-                            " or has no value of its type")
+            problems.append(
+                f"parameter {name!r} is not understood (url, batchSize, cascade, cascadeMaxRounds)"
+                " or has no value of its type"
+            )
     if not collected["url"]:
         problems.append("at least one url (Type?search) is needed: what to delete")
-    problems += [f"{name} may be given once" for name in ("batchSize", "cascade", "cascadeMaxRounds")
-                 if len(collected[name]) > 1]
+    problems += [
+        f"{name} may be given once" for name in ("batchSize", "cascade", "cascadeMaxRounds") if len(collected[name]) > 1
+    ]
     if problems:
         raise InvalidDeleteExpungeRequest(problems)
     return DeleteExpungeRequest(
         tuple(url if "?" in url else f"{url}?" for url in collected["url"]),
-        next(iter(collected["batchSize"]), None), next(iter(collected["cascade"]), False),
-        next(iter(collected["cascadeMaxRounds"]), None))
+        next(iter(collected["batchSize"]), None),
+        next(iter(collected["cascade"]), False),
+        next(iter(collected["cascadeMaxRounds"]), None),
+    )
 
 
 def _value(parameter: dict) -> object:
@@ -62,8 +68,15 @@ def _value(parameter: dict) -> object:
 
 def report_outcome(report: dict[str, Any]) -> dict[str, Any]:
     """The completed job: an OperationOutcome with the total, then one issue per type."""
-    issues = [{"severity": "information", "code": "informational",
-               "diagnostics": f"Delete-expunge completed: {report['total']} resources deleted"}]
-    issues += [{"severity": "information", "code": "informational", "diagnostics": f"{resource_type}: {count} deleted"}
-               for resource_type, count in report["deleted"].items()]
+    issues = [
+        {
+            "severity": "information",
+            "code": "informational",
+            "diagnostics": f"Delete-expunge completed: {report['total']} resources deleted",
+        }
+    ]
+    issues += [
+        {"severity": "information", "code": "informational", "diagnostics": f"{resource_type}: {count} deleted"}
+        for resource_type, count in report["deleted"].items()
+    ]
     return {"resourceType": "OperationOutcome", "issue": issues}

@@ -3,6 +3,7 @@
 The views and the `delete_expunge` command are thin over these. A client (not an operator) sees and cancels
 only the jobs it started; another's is "not found", as an unknown one.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -50,8 +51,12 @@ def start_delete_expunge(request: DeleteExpungeRequest, *, started_by: str) -> J
     if not request.cascade:
         refuse_if_referenced(referrals_into_matches(request.urls))
     try:
-        return control.start_job(DELETE_EXPUNGE_JOB, request.job_parameters(), started_by=started_by,
-                                 max_concurrent_chunks=settings.DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS or None)
+        return control.start_job(
+            DELETE_EXPUNGE_JOB,
+            request.job_parameters(),
+            started_by=started_by,
+            max_concurrent_chunks=settings.DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS or None,
+        )
     except InvalidParameters as error:
         raise InvalidDeleteExpungeRequest(list(error.problems)) from None
 
@@ -66,10 +71,11 @@ def delete_expunge_status(job_id: uuid.UUID | str, *, started_by: str | None) ->
     if status.state is State.FAILED:
         message = status.job.error_message or "unknown error"
         if REFUSED in message:
-            raise DeleteExpungeRefused(message[message.index(REFUSED) + len(REFUSED):])
+            raise DeleteExpungeRefused(message[message.index(REFUSED) + len(REFUSED) :])
         raise DeleteExpungeFailed(f"Delete-expunge {job_id} failed: {message}")
-    return DeleteExpungeStatus(status.state, status.progress,
-                               status.job.report if status.state is State.COMPLETED else None)
+    return DeleteExpungeStatus(
+        status.state, status.progress, status.job.report if status.state is State.COMPLETED else None
+    )
 
 
 def cancel_delete_expunge(job_id: uuid.UUID | str, *, started_by: str | None) -> None:

@@ -7,6 +7,7 @@ gated: every page is listed before the first is deleted, so deleting never shift
 `delete_expunge` removes one page in one short transaction, together with the row that records what it
 removed (`ExpungedChunk`): run again, the chunk finds that row, deletes nothing and counts the same.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -34,20 +35,23 @@ def delete_expunge(context: StepContext, sink: DataSink) -> int:
         try:
             if not parameters["cascade"]:
                 refuse_if_referenced(referrals_into(resource_type, ids, excluding_urls=parameters["urls"]))
-            removed = expunge_resources(resource_type, ids,
-                                        cascade_rounds=parameters["cascade_max_rounds"] if parameters["cascade"] else 0)
+            removed = expunge_resources(
+                resource_type, ids, cascade_rounds=parameters["cascade_max_rounds"] if parameters["cascade"] else 0
+            )
         except ResourceReferenced as error:
             raise JobFailed(REFUSED + error.message) from None
-        ExpungedChunk.objects.create(chunk_id=context.chunk_id, job_instance_id=context.instance_id,
-                                     counts=dict(removed))
+        ExpungedChunk.objects.create(
+            chunk_id=context.chunk_id, job_instance_id=context.instance_id, counts=dict(removed)
+        )
     return sum(removed.values())
 
 
 def report(context: StepContext, inputs: Iterable[dict]) -> dict:
     """The counts per type, from the chunks' records; the cached searches over those types are dropped."""
     counts: Counter[str] = Counter()
-    for chunk_counts in ExpungedChunk.objects.filter(job_instance_id=context.instance_id).values_list("counts",
-                                                                                                     flat=True):
+    for chunk_counts in ExpungedChunk.objects.filter(job_instance_id=context.instance_id).values_list(
+        "counts", flat=True
+    ):
         counts.update(chunk_counts)
     url_types = {url.partition("?")[0] for url in context.parameters["urls"]}
     forget_searches(sorted(url_types | set(counts)))

@@ -1,5 +1,6 @@
 """Delete-expunge routes; included by the project's URLs ahead of `fhirstore.urls`,
 whose last route catches every other `/fhir` path."""
+
 from django.urls import path
 
 from fhirjobs.deleteexpunge import views

@@ -13,6 +13,7 @@ interactions on `/fhir/[Type]` (search, create, conditional update) are unchange
 Who may: a staff user or one granted `deleteexpunge.delete_expunge`; with a token, it needs the scopes
 `fhir:write` and `admin:delete`. Everyone else: 403.
 """
+
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode
@@ -36,12 +37,17 @@ RETRY_AFTER_SECONDS = 2
 
 
 class DeleteExpungeAccess(FhirAccess):
-    message = ("$delete-expunge needs a staff user or the permission deleteexpunge.delete_expunge, and a token "
-               "with the scopes 'fhir:write' and 'admin:delete'")
+    message = (
+        "$delete-expunge needs a staff user or the permission deleteexpunge.delete_expunge, and a token "
+        "with the scopes 'fhir:write' and 'admin:delete'"
+    )
 
     def has_permission(self, request, view) -> bool:
-        return (may_delete_expunge(request.user) and has_scope(request, Scope.ADMIN_DELETE)
-                and super().has_permission(request, view))
+        return (
+            may_delete_expunge(request.user)
+            and has_scope(request, Scope.ADMIN_DELETE)
+            and super().has_permission(request, view)
+        )
 
 
 class DeleteExpungeEndpoint(FhirView):
@@ -51,16 +57,26 @@ class DeleteExpungeEndpoint(FhirView):
 
 class DeleteExpungeView(DeleteExpungeEndpoint):
     def post(self, request):
-        job = start_delete_expunge(parse_delete_expunge_parameters(read_json_body(request)),
-                                   started_by=request.user.get_username())
+        job = start_delete_expunge(
+            parse_delete_expunge_parameters(read_json_body(request)), started_by=request.user.get_username()
+        )
         status_url = f"{base_url(request)}/$delete-expunge-status?_jobId={job.id}"
         if "respond-async" in preferences(request):
-            return informational("The delete-expunge has started; poll its status URL", status=202,
-                                 headers={"Content-Location": status_url})
-        return fhir_response({"resourceType": "Parameters", "parameter": [
-            {"name": "jobId", "valueString": str(job.id)},
-            {"name": "status", "valueUrl": status_url},
-        ]}, headers={"Content-Location": status_url})
+            return informational(
+                "The delete-expunge has started; poll its status URL",
+                status=202,
+                headers={"Content-Location": status_url},
+            )
+        return fhir_response(
+            {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "jobId", "valueString": str(job.id)},
+                    {"name": "status", "valueUrl": status_url},
+                ],
+            },
+            headers={"Content-Location": status_url},
+        )
 
 
 class DeleteExpungeStatusView(DeleteExpungeEndpoint):
@@ -87,12 +103,14 @@ class TypeDeleteExpungeView(TypeView):
     def delete(self, request, resource_type: str):
         pairs = parse_qsl(request.META.get("QUERY_STRING", ""), keep_blank_values=True)
         if ("_expunge", "true") not in pairs:
-            raise InvalidRequest("DELETE of a type needs _expunge=true (a delete-expunge); conditional delete is not"
-                                 " supported")
+            raise InvalidRequest(
+                "DELETE of a type needs _expunge=true (a delete-expunge); conditional delete is not supported"
+            )
         url = f"{resource_type}?{urlencode([(name, value) for name, value in pairs if name != '_expunge'])}"
         job = start_delete_expunge(DeleteExpungeRequest((url,)), started_by=request.user.get_username())
         asynchronous = "respond-async" in preferences(request)
-        return informational(f"Delete-expunge job {job.id} submitted; poll its status URL",
-                             status=202 if asynchronous else 200,
-                             headers={"Content-Location": f"{base_url(request)}/$delete-expunge-status?_jobId={job.id}"})
-
+        return informational(
+            f"Delete-expunge job {job.id} submitted; poll its status URL",
+            status=202 if asynchronous else 200,
+            headers={"Content-Location": f"{base_url(request)}/$delete-expunge-status?_jobId={job.id}"},
+        )

@@ -1,4 +1,5 @@
 """The EXPUNGE batch job definition (type level, previous versions), registered in `apps.py`."""
+
 from __future__ import annotations
 
 from batch.api import JobDefinition, JobDefinitionBuilder
@@ -10,8 +11,14 @@ EXPUNGE_JOB = "EXPUNGE"  # the definition id: stored in every job row, never cha
 EXPUNGE: JobDefinition = (
     JobDefinitionBuilder(EXPUNGE_JOB, 1, "Expunge: delete the previous versions of the resources of a type")
     .parameter("urls", list, required=True, items=str, description="Type?: whose previous versions to delete")
-    .parameter("batch_size", int, default=1000, minimum=1, maximum=10_000,
-               description="resources per chunk of the expunge step (and per transaction)")
+    .parameter(
+        "batch_size",
+        int,
+        default=1000,
+        minimum=1,
+        maximum=10_000,
+        description="resources per chunk of the expunge step (and per transaction)",
+    )
     .validate_with(url_problems)
     .gated()  # the report reads every page's record
     .first_step("generate-ranges", generate_ranges, "splits the type's resources into id ranges, one chunk each")

@@ -1,5 +1,6 @@
 """What each expunge chunk removed, written in the chunk's transaction with the deletes: a chunk run again
 finds its row, deletes nothing more and counts the same (as `deleteexpunge.ExpungedChunk`)."""
+
 from django.db import models
 
 

@@ -1,4 +1,5 @@
 """`$expunge` as plain functions: who may, an instance now, a type as a job, its status and cancel."""
+
 from __future__ import annotations
 
 import uuid
@@ -32,8 +33,12 @@ def expunge_instance(resource_type: str, logical_id: str) -> int:
 
 def start_type_expunge(resource_type: str, *, started_by: str) -> JobSnapshot:
     try:
-        return control.start_job(EXPUNGE_JOB, {"urls": [f"{resource_type}?"]}, started_by=started_by,
-                                 max_concurrent_chunks=settings.DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS or None)
+        return control.start_job(
+            EXPUNGE_JOB,
+            {"urls": [f"{resource_type}?"]},
+            started_by=started_by,
+            max_concurrent_chunks=settings.DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS or None,
+        )
     except InvalidParameters as error:
         raise InvalidExpungeRequest("; ".join(error.problems)) from None
 

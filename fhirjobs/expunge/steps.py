@@ -1,5 +1,6 @@
 """The step of the EXPUNGE job of its own: the superseded versions of one page of resources, in one short
 transaction with the row recording the count (run again, a chunk deletes nothing more and counts the same)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -16,12 +17,15 @@ def expunge(context: StepContext, sink: DataSink) -> int:
     """Delete the previous versions of one page of resources; how many versions went."""
     context.check_cancelled()
     with transaction.atomic():
-        done = ExpungedVersionsChunk.objects.filter(chunk_id=context.chunk_id).values_list("versions", flat=True).first()
+        done = (
+            ExpungedVersionsChunk.objects.filter(chunk_id=context.chunk_id).values_list("versions", flat=True).first()
+        )
         if done is not None:
             return done
         versions = expunge_previous_versions(context.data["type"], context.data["ids"])
-        ExpungedVersionsChunk.objects.create(chunk_id=context.chunk_id, job_instance_id=context.instance_id,
-                                             versions=versions)
+        ExpungedVersionsChunk.objects.create(
+            chunk_id=context.chunk_id, job_instance_id=context.instance_id, versions=versions
+        )
     return versions
 
 

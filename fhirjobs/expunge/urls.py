@@ -1,5 +1,6 @@
 """Expunge routes; included by the project's URLs ahead of `fhirstore.urls`,
 whose last route catches every other `/fhir` path."""
+
 from django.urls import path
 
 from fhirjobs.expunge import views
@@ -8,6 +9,9 @@ from fhirstore import converters  # noqa: F401  registers <fhirtype:> and <fhiri
 urlpatterns = [
     path("fhir/$expunge-status", views.ExpungeStatusView.as_view(), name="expunge-status"),
     path("fhir/<fhirtype:resource_type>/$expunge", views.TypeExpungeView.as_view(), name="expunge-type"),
-    path("fhir/<fhirtype:resource_type>/<fhirid:logical_id>/$expunge", views.InstanceExpungeView.as_view(),
-         name="expunge-instance"),
+    path(
+        "fhir/<fhirtype:resource_type>/<fhirid:logical_id>/$expunge",
+        views.InstanceExpungeView.as_view(),
+        name="expunge-instance",
+    ),
 ]

@@ -6,6 +6,7 @@ EXPUNGE job over the type → 202 + Content-Location `[base]/$expunge-status?_jo
 runs, then 200 + Parameters `count`; `DELETE` it cancels. Who may: staff or the permission `expunge.expunge`;
 tokens need `fhir:write` and `admin:delete`.
 """
+
 from __future__ import annotations
 
 from fhirjobs.common.http import informational, jobs_owner, require_async, status_job_id, still_running
@@ -26,12 +27,17 @@ RETRY_AFTER_SECONDS = 2
 
 
 class ExpungeAccess(FhirAccess):
-    message = ("$expunge needs a staff user or the permission expunge.expunge, and a token with the scopes "
-               "'fhir:write' and 'admin:delete'")
+    message = (
+        "$expunge needs a staff user or the permission expunge.expunge, and a token with the scopes "
+        "'fhir:write' and 'admin:delete'"
+    )
 
     def has_permission(self, request, view) -> bool:
-        return may_expunge(request.user) and has_scope(request, Scope.ADMIN_DELETE) and super().has_permission(
-            request, view)
+        return (
+            may_expunge(request.user)
+            and has_scope(request, Scope.ADMIN_DELETE)
+            and super().has_permission(request, view)
+        )
 
 
 class ExpungeEndpoint(FhirView):
@@ -50,8 +56,11 @@ class TypeExpungeView(ExpungeEndpoint):
         check_expunge_parameters(read_json_body(request))
         require_async(request, "$expunge of a type")
         job = start_type_expunge(resource_type, started_by=request.user.get_username())
-        return informational("The expunge has started; poll its status URL", status=202,
-                             headers={"Content-Location": f"{base_url(request)}/$expunge-status?_jobId={job.id}"})
+        return informational(
+            "The expunge has started; poll its status URL",
+            status=202,
+            headers={"Content-Location": f"{base_url(request)}/$expunge-status?_jobId={job.id}"},
+        )
 
 
 class ExpungeStatusView(ExpungeEndpoint):
@@ -65,4 +74,3 @@ class ExpungeStatusView(ExpungeEndpoint):
         job_id = status_job_id(request)
         cancel_expunge(job_id, started_by=jobs_owner(request))
         return informational(f"Expunge {job_id} is cancelled (the pages done stay done)", status=202)
-

@@ -15,6 +15,10 @@ class MergeConfig(AppConfig):
     def ready(self) -> None:
         from fhirjobs.merge.definition import MERGE, REPLACE_REFERENCES
 
-        register_job_app([MERGE, REPLACE_REFERENCES], [
-            Operation("merge", MERGE_OPERATION, resource_type="Patient"),
-            Operation("hapi.fhir.replace-references", REPLACE_REFERENCES_OPERATION)])
+        register_job_app(
+            [MERGE, REPLACE_REFERENCES],
+            [
+                Operation("merge", MERGE_OPERATION, resource_type="Patient"),
+                Operation("hapi.fhir.replace-references", REPLACE_REFERENCES_OPERATION),
+            ],
+        )

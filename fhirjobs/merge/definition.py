@@ -1,5 +1,6 @@
 """The MERGE and REPLACE_REFERENCES batch job definitions, registered in `apps.py`: Patient `$merge` and
 `$hapi.fhir.replace-references` when asked asynchronously."""
+
 from __future__ import annotations
 
 from batch.api import JobDefinition, JobDefinitionBuilder
@@ -22,32 +23,50 @@ MERGE: JobDefinition = (
     .parameter("started_by", str, default="", description="who asked: the Provenance's agent")
     .parameter("result_patient", dict, default={}, description="the target as the client wants it; {}: merged")
     .parameter("delete_source", bool, default=False, description="delete the source instead of linking it")
-    .parameter("batch_size", int, default=512, minimum=1, maximum=10_000,
-               description="resources per chunk of the replace-references step (and per transaction)")
+    .parameter(
+        "batch_size",
+        int,
+        default=512,
+        minimum=1,
+        maximum=10_000,
+        description="resources per chunk of the replace-references step (and per transaction)",
+    )
     .gated()  # every referrer listed before the first is rewritten (rewriting changes the reference index)
     .first_step("query-ids", query_ids, "lists the resources referring to the source, one chunk per batch_size")
-    .intermediate_step("replace-references", replace_references_step,
-                       "points one page's references at the target, a new version each, in one transaction")
-    .reduction_step("finish-merge", finish_merge,
-                    "updates both patients, writes the Provenance, completes the Task")
+    .intermediate_step(
+        "replace-references",
+        replace_references_step,
+        "points one page's references at the target, a new version each, in one transaction",
+    )
+    .reduction_step("finish-merge", finish_merge, "updates both patients, writes the Provenance, completes the Task")
     .on_stop(stop_task)  # a failed or cancelled job's Task says so
     .build()
 )
 
 REPLACE_REFERENCES: JobDefinition = (
-    JobDefinitionBuilder(REPLACE_REFERENCES_JOB, 1, "Replace references: point every reference to one resource at another")
+    JobDefinitionBuilder(
+        REPLACE_REFERENCES_JOB, 1, "Replace references: point every reference to one resource at another"
+    )
     .parameter("source", str, required=True, description="Type/id: the resource whose referrers are rewritten")
     .parameter("target", str, required=True, description="Type/id: what they refer to afterwards")
     .parameter("task_id", str, required=True, description="the id of the Task that follows the job")
     .parameter("started_by", str, default="", description="who asked: the Provenance's agent")
-    .parameter("batch_size", int, default=512, minimum=1, maximum=10_000,
-               description="resources per chunk of the replace-references step (and per transaction)")
+    .parameter(
+        "batch_size",
+        int,
+        default=512,
+        minimum=1,
+        maximum=10_000,
+        description="resources per chunk of the replace-references step (and per transaction)",
+    )
     .gated()
     .first_step("query-ids", query_ids, "lists the resources referring to the source, one chunk per batch_size")
-    .intermediate_step("replace-references", replace_references_step,
-                       "points one page's references at the target, a new version each, in one transaction")
-    .reduction_step("finish-replace-references", finish_replace_references,
-                    "writes the Provenance, completes the Task")
+    .intermediate_step(
+        "replace-references",
+        replace_references_step,
+        "points one page's references at the target, a new version each, in one transaction",
+    )
+    .reduction_step("finish-replace-references", finish_replace_references, "writes the Provenance, completes the Task")
     .on_stop(stop_task)
     .build()
 )

@@ -3,6 +3,7 @@
 A chunk run again (a killed worker, a retry) finds its row and reports the same versions without writing
 anything: the Provenance lists each rewritten resource once, with the version the merge made.
 """
+
 from django.db import models
 
 

@@ -6,6 +6,7 @@ The parameter names are FHIR's (and HAPI's): `source-patient` or `source-patient
 OperationOutcome), and `result` (the target patient as merged, or as it would be for a preview) or `task`
 (the Task that follows an asynchronous merge).
 """
+
 from __future__ import annotations
 
 import re
@@ -16,13 +17,25 @@ from fhirjobs.merge.exceptions import InvalidMergeRequest
 from fhirstore.exceptions import InvalidRequest
 
 PATIENT_REFERENCE = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64})(/_history/\d+)?$")
-_KINDS = {"source-patient": "valueReference", "source-patient-identifier": "valueIdentifier",
-          "target-patient": "valueReference", "target-patient-identifier": "valueIdentifier",
-          "result-patient": "resource", "preview": "valueBoolean", "delete-source": "valueBoolean",
-          "batch-size": "valueInteger"}
+_KINDS = {
+    "source-patient": "valueReference",
+    "source-patient-identifier": "valueIdentifier",
+    "target-patient": "valueReference",
+    "target-patient-identifier": "valueIdentifier",
+    "result-patient": "resource",
+    "preview": "valueBoolean",
+    "delete-source": "valueBoolean",
+    "batch-size": "valueInteger",
+}
 _ONCE = ("source-patient", "target-patient", "result-patient", "preview", "delete-source", "batch-size")
-_TYPES = {"valueReference": dict, "valueIdentifier": dict, "resource": dict, "valueBoolean": bool,
-          "valueInteger": int, "valueString": str}
+_TYPES = {
+    "valueReference": dict,
+    "valueIdentifier": dict,
+    "resource": dict,
+    "valueBoolean": bool,
+    "valueInteger": int,
+    "valueString": str,
+}
 
 
 @dataclass(frozen=True)
@@ -48,8 +61,11 @@ def parse_merge_parameters(body: object) -> MergeRequest:
         name = parameter.get("name") if isinstance(parameter, dict) else None
         kind = _KINDS.get(name)
         value = parameter.get(kind) if kind else None
-        if kind is not None and isinstance(value, _TYPES[kind]) and (kind == "valueBoolean"
-                                                                      or not isinstance(value, bool)):
+        if (
+            kind is not None
+            and isinstance(value, _TYPES[kind])
+            and (kind == "valueBoolean" or not isinstance(value, bool))
+        ):
             collected[name].append(value)
         else:
             problems.append(f"parameter {name!r} is not understood ({', '.join(_KINDS)}) or has no {kind or 'value'}")
@@ -60,8 +76,11 @@ def parse_merge_parameters(body: object) -> MergeRequest:
         by_reference, by_identifier = collected[f"{role}-patient"], collected[f"{role}-patient-identifier"]
         if bool(by_reference) == bool(by_identifier):
             problems.append(f"give the {role} patient by {role}-patient or by {role}-patient-identifier (one of them)")
-        problems += [f"{role}-patient-identifier {identifier} needs a value" for identifier in by_identifier
-                     if not isinstance(identifier.get("value"), str)]
+        problems += [
+            f"{role}-patient-identifier {identifier} needs a value"
+            for identifier in by_identifier
+            if not isinstance(identifier.get("value"), str)
+        ]
     if source_id is not None and source_id == target_id:
         problems.append("source-patient and target-patient are the same patient")
     result = next(iter(collected["result-patient"]), None)
@@ -74,10 +93,17 @@ def parse_merge_parameters(body: object) -> MergeRequest:
         problems.append("batch-size must be at least 1")
     if problems:
         raise InvalidMergeRequest(problems)
-    return MergeRequest(source_id, tuple(collected["source-patient-identifier"]), target_id,
-                        tuple(collected["target-patient-identifier"]), result,
-                        next(iter(collected["preview"]), False), next(iter(collected["delete-source"]), False),
-                        batch_size, body)
+    return MergeRequest(
+        source_id,
+        tuple(collected["source-patient-identifier"]),
+        target_id,
+        tuple(collected["target-patient-identifier"]),
+        result,
+        next(iter(collected["preview"]), False),
+        next(iter(collected["delete-source"]), False),
+        batch_size,
+        body,
+    )
 
 
 def _patient_id(references: list[dict], name: str, problems: list[str]) -> str | None:
@@ -91,13 +117,15 @@ def _patient_id(references: list[dict], name: str, problems: list[str]) -> str |
 
 
 def information(*messages: str) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome",
-            "issue": [{"severity": "information", "code": "informational", "diagnostics": message}
-                      for message in messages]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational", "diagnostics": message} for message in messages],
+    }
 
 
-def merge_answer(request: MergeRequest, outcome: dict, *, result: dict | None = None,
-                 task: dict | None = None) -> dict[str, Any]:
+def merge_answer(
+    request: MergeRequest, outcome: dict, *, result: dict | None = None, task: dict | None = None
+) -> dict[str, Any]:
     """HAPI's answer: `input`, `outcome`, then `result` (the target patient) or `task`."""
     parameters = [{"name": "input", "resource": request.given}, {"name": "outcome", "resource": outcome}]
     if result is not None:
@@ -108,8 +136,11 @@ def merge_answer(request: MergeRequest, outcome: dict, *, result: dict | None = 
 
 
 REFERENCE = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})$")
-_REPLACE_KINDS = {"source-reference-id": "valueString", "target-reference-id": "valueString",
-                  "resource-limit": "valueInteger"}
+_REPLACE_KINDS = {
+    "source-reference-id": "valueString",
+    "target-reference-id": "valueString",
+    "resource-limit": "valueInteger",
+}
 
 
 @dataclass(frozen=True)
@@ -133,8 +164,9 @@ def parse_replace_references_parameters(body: object) -> ReplaceReferencesReques
         if kind is not None and isinstance(value, _TYPES.get(kind, str)) and not isinstance(value, bool):
             values[name].append(value)
         else:
-            problems.append(f"parameter {name!r} is not understood ({', '.join(_REPLACE_KINDS)}) or has no "
-                            f"{kind or 'value'}")
+            problems.append(
+                f"parameter {name!r} is not understood ({', '.join(_REPLACE_KINDS)}) or has no {kind or 'value'}"
+            )
     problems += [f"{name} may be given once" for name, given in values.items() if len(given) > 1]
     references = {}
     for name in ("source-reference-id", "target-reference-id"):

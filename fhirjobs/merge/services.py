@@ -5,6 +5,7 @@ The view is thin over these. Up to MERGE_SYNC_MAX_RESOURCES referrers a merge ru
 transaction (HAPI's limit: 512); above it the client must ask with `Prefer: respond-async` and a MERGE job
 does it, followed by a Task; asked asynchronously, a merge is always a job.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -28,8 +29,8 @@ from fhirjobs.merge.patients import (
     task_body,
 )
 from fhirjobs.merge.steps import merge_authority, referrer_pages
-from fhirstore.referrers import replace_references
 from fhirstore.exceptions import ResourceGone, ResourceNotFound
+from fhirstore.referrers import replace_references
 from fhirstore.storage import Write, read_resource, save_resources
 
 MERGE_PERMISSION = "merge.merge_patients"
@@ -58,39 +59,78 @@ def merge_patients(request: MergeRequest, *, started_by: str, asynchronous: bool
     pages = list(referrer_pages(f"Patient/{source.logical_id}", f"Patient/{target.logical_id}", batch_size))
     referrers = sum(len(ids) for _, ids in pages)
     if request.preview:
-        return MergeAnswer(200, merge_answer(request, information(
-            "Preview only merge operation - no issues detected", f"Merge would update {referrers + 2} resources"),
-            result=merged_target(source, target, request.result_patient, request.delete_source)))
+        return MergeAnswer(
+            200,
+            merge_answer(
+                request,
+                information(
+                    "Preview only merge operation - no issues detected", f"Merge would update {referrers + 2} resources"
+                ),
+                result=merged_target(source, target, request.result_patient, request.delete_source),
+            ),
+        )
     if asynchronous:
         return _start_merge_job(request, source.logical_id, target.logical_id, started_by)
     if referrers > settings.MERGE_SYNC_MAX_RESOURCES:
-        raise TooManyReferrers(f"{referrers} resources refer to the source patient, more than a synchronous merge "
-                               f"updates ({settings.MERGE_SYNC_MAX_RESOURCES}): send the header Prefer: respond-async")
+        raise TooManyReferrers(
+            f"{referrers} resources refer to the source patient, more than a synchronous merge "
+            f"updates ({settings.MERGE_SYNC_MAX_RESOURCES}): send the header Prefer: respond-async"
+        )
     authority = merge_authority(started_by)
     with transaction.atomic():
-        rewritten = [version.versioned_reference for resource_type, ids in pages
-                     for version in replace_references(resource_type, ids, f"Patient/{source.logical_id}",
-                                                       f"Patient/{target.logical_id}", authority=authority)]
-        merged = complete_merge(source.logical_id, target.logical_id, result_patient=request.result_patient,
-                                delete_source=request.delete_source, rewritten=rewritten, started_by=started_by,
-                                authority=authority)
-    return MergeAnswer(200, merge_answer(request, information(
-        f"Merge operation completed successfully: {len(rewritten)} resources referring to the source updated"),
-        result=merged.target.body))
+        rewritten = [
+            version.versioned_reference
+            for resource_type, ids in pages
+            for version in replace_references(
+                resource_type, ids, f"Patient/{source.logical_id}", f"Patient/{target.logical_id}", authority=authority
+            )
+        ]
+        merged = complete_merge(
+            source.logical_id,
+            target.logical_id,
+            result_patient=request.result_patient,
+            delete_source=request.delete_source,
+            rewritten=rewritten,
+            started_by=started_by,
+            authority=authority,
+        )
+    return MergeAnswer(
+        200,
+        merge_answer(
+            request,
+            information(
+                f"Merge operation completed successfully: {len(rewritten)} resources referring to the source updated"
+            ),
+            result=merged.target.body,
+        ),
+    )
 
 
 def _start_merge_job(request: MergeRequest, source_id: str, target_id: str, started_by: str) -> MergeAnswer:
     job_id, task_id = uuid.uuid4(), str(uuid.uuid4())
-    parameters = {"source_patient": source_id, "target_patient": target_id, "task_id": task_id,
-                  "started_by": started_by, "result_patient": request.result_patient or {},
-                  "delete_source": request.delete_source}
+    parameters = {
+        "source_patient": source_id,
+        "target_patient": target_id,
+        "task_id": task_id,
+        "started_by": started_by,
+        "result_patient": request.result_patient or {},
+        "delete_source": request.delete_source,
+    }
     if request.batch_size is not None:
         parameters["batch_size"] = request.batch_size
     task = task_body(task_id, str(job_id), f"Patient/{source_id}", f"Patient/{target_id}")
     _start_with_task(MERGE_JOB, parameters, job_id, task, started_by)
-    return MergeAnswer(202, merge_answer(request, information(
-        "Merge request is accepted, and will be processed asynchronously. See the task resource returned"
-        " in this response for details."), task=task))
+    return MergeAnswer(
+        202,
+        merge_answer(
+            request,
+            information(
+                "Merge request is accepted, and will be processed asynchronously. See the task resource returned"
+                " in this response for details."
+            ),
+            task=task,
+        ),
+    )
 
 
 def replace_references_to(request: ReplaceReferencesRequest, *, started_by: str, asynchronous: bool) -> MergeAnswer:
@@ -106,25 +146,57 @@ def replace_references_to(request: ReplaceReferencesRequest, *, started_by: str,
     if asynchronous:
         job_id, task_id = uuid.uuid4(), str(uuid.uuid4())
         task = task_body(task_id, str(job_id), request.source, request.target, operation=REPLACE_REFERENCES)
-        _start_with_task(REPLACE_REFERENCES_JOB, {"source": request.source, "target": request.target,
-                                                  "task_id": task_id, "started_by": started_by}, job_id, task,
-                         started_by)
-        return MergeAnswer(202, {"resourceType": "Parameters", "parameter": [
-            {"name": "outcome", "resource": information("Replace references request is accepted, and will be "
-                                                        "processed asynchronously (see the task)")},
-            {"name": "task", "resource": task}]})
+        _start_with_task(
+            REPLACE_REFERENCES_JOB,
+            {"source": request.source, "target": request.target, "task_id": task_id, "started_by": started_by},
+            job_id,
+            task,
+            started_by,
+        )
+        return MergeAnswer(
+            202,
+            {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {
+                        "name": "outcome",
+                        "resource": information(
+                            "Replace references request is accepted, and will be "
+                            "processed asynchronously (see the task)"
+                        ),
+                    },
+                    {"name": "task", "resource": task},
+                ],
+            },
+        )
     if referrers > request.resource_limit:
-        raise TooManyReferrers(f"{referrers} resources refer to {request.source}, more than resource-limit "
-                               f"({request.resource_limit}): send the header Prefer: respond-async")
+        raise TooManyReferrers(
+            f"{referrers} resources refer to {request.source}, more than resource-limit "
+            f"({request.resource_limit}): send the header Prefer: respond-async"
+        )
     authority = merge_authority(started_by)
     with transaction.atomic():
-        rewritten = [version.versioned_reference for resource_type, ids in pages
-                     for version in replace_references(resource_type, ids, request.source, request.target,
-                                                       authority=authority)]
+        rewritten = [
+            version.versioned_reference
+            for resource_type, ids in pages
+            for version in replace_references(resource_type, ids, request.source, request.target, authority=authority)
+        ]
         if rewritten:
             record_provenance(rewritten, activity="update", started_by=started_by, authority=authority)
-    return MergeAnswer(200, {"resourceType": "Parameters", "parameter": [{"name": "outcome", "resource": information(
-        f"{len(rewritten)} resources referring to {request.source} now refer to {request.target}")}]})
+    return MergeAnswer(
+        200,
+        {
+            "resourceType": "Parameters",
+            "parameter": [
+                {
+                    "name": "outcome",
+                    "resource": information(
+                        f"{len(rewritten)} resources referring to {request.source} now refer to {request.target}"
+                    ),
+                }
+            ],
+        },
+    )
 
 
 def _start_with_task(definition_id: str, parameters: dict, job_id: uuid.UUID, task: dict, started_by: str) -> None:

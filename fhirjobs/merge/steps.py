@@ -14,6 +14,7 @@ transaction; a Task already completed means it ran: it answers the same report.
 The shared range walk (`fhirjobs.common.ranges`) is not used: it cuts a whole type into ranges of ids to search
 each, where the referrers of one patient are one index range however large the store.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -43,7 +44,7 @@ def referrer_pages(source: str, target: str, batch_size: int) -> Iterator[tuple[
     for resource_type, group in groupby(keys, key=lambda key: key[0]):
         ids = [logical_id for _, logical_id in group]
         for start in range(0, len(ids), batch_size):
-            yield resource_type, ids[start:start + batch_size]
+            yield resource_type, ids[start : start + batch_size]
 
 
 def query_ids(context: StepContext, sink: DataSink) -> int:
@@ -63,10 +64,17 @@ def replace_references_step(context: StepContext, sink: DataSink) -> int:
         done = MergedChunk.objects.filter(chunk_id=context.chunk_id).values_list("versions", flat=True).first()
         if done is not None:
             return len(done)
-        written = replace_references(context.data["type"], context.data["ids"], *_source_and_target(parameters),
-                                     authority=merge_authority(parameters["started_by"]))
-        MergedChunk.objects.create(chunk_id=context.chunk_id, job_instance_id=context.instance_id,
-                                   versions=[version.versioned_reference for version in written])
+        written = replace_references(
+            context.data["type"],
+            context.data["ids"],
+            *_source_and_target(parameters),
+            authority=merge_authority(parameters["started_by"]),
+        )
+        MergedChunk.objects.create(
+            chunk_id=context.chunk_id,
+            job_instance_id=context.instance_id,
+            versions=[version.versioned_reference for version in written],
+        )
     return len(written)
 
 
@@ -77,14 +85,20 @@ def _source_and_target(parameters: dict) -> tuple[str, str]:
 
 
 def _rewritten(context: StepContext) -> list[str]:
-    return sorted(reference for versions in MergedChunk.objects.filter(job_instance_id=context.instance_id)
-                  .values_list("versions", flat=True) for reference in versions)
+    return sorted(
+        reference
+        for versions in MergedChunk.objects.filter(job_instance_id=context.instance_id).values_list(
+            "versions", flat=True
+        )
+        for reference in versions
+    )
 
 
 def _task_provenance(task: dict) -> str:
     """The Provenance reference a completed merge's Task lists among its outputs."""
-    return next(output["valueReference"]["reference"] for output in task["output"]
-                if output["type"]["text"] == "provenance")
+    return next(
+        output["valueReference"]["reference"] for output in task["output"] if output["type"]["text"] == "provenance"
+    )
 
 
 def finish_merge(context: StepContext, inputs: Iterable[dict]) -> dict:
@@ -96,18 +110,37 @@ def finish_merge(context: StepContext, inputs: Iterable[dict]) -> dict:
         if task.body["status"] == "completed":  # this step ran before and committed: report what it wrote
             return _report(rewritten, parameters, _task_provenance(task.body))
         authority = merge_authority(parameters["started_by"])
-        merged = complete_merge(parameters["source_patient"], parameters["target_patient"],
-                                result_patient=parameters["result_patient"] or None,
-                                delete_source=parameters["delete_source"], rewritten=rewritten,
-                                started_by=parameters["started_by"], authority=authority)
+        merged = complete_merge(
+            parameters["source_patient"],
+            parameters["target_patient"],
+            result_patient=parameters["result_patient"] or None,
+            delete_source=parameters["delete_source"],
+            rewritten=rewritten,
+            started_by=parameters["started_by"],
+            authority=authority,
+        )
         report = _report(rewritten, parameters, f"Provenance/{merged.provenance_id}")
-        output = [{"type": {"text": "result-patient"}, "valueReference": {"reference": merged.target.versioned_reference}},
-                  {"type": {"text": "provenance"}, "valueReference": {"reference": report["provenance"]}},
-                  {"type": {"text": "resources-updated"}, "valueInteger": report["total"]}]
-        save_resources([Write(task_body(parameters["task_id"], str(context.instance_id),
-                                        *_source_and_target(parameters), operation=MERGE, status="completed",
-                                        output=output),
-                              if_match=task.version_id)], authority=authority)
+        output = [
+            {"type": {"text": "result-patient"}, "valueReference": {"reference": merged.target.versioned_reference}},
+            {"type": {"text": "provenance"}, "valueReference": {"reference": report["provenance"]}},
+            {"type": {"text": "resources-updated"}, "valueInteger": report["total"]},
+        ]
+        save_resources(
+            [
+                Write(
+                    task_body(
+                        parameters["task_id"],
+                        str(context.instance_id),
+                        *_source_and_target(parameters),
+                        operation=MERGE,
+                        status="completed",
+                        output=output,
+                    ),
+                    if_match=task.version_id,
+                )
+            ],
+            authority=authority,
+        )
     return report
 
 
@@ -120,15 +153,30 @@ def finish_replace_references(context: StepContext, inputs: Iterable[dict]) -> d
         if task.body["status"] == "completed":  # this step ran before and committed: report what it wrote
             return _report(rewritten, parameters, _task_provenance(task.body))
         authority = merge_authority(parameters["started_by"])
-        provenance_id = record_provenance(rewritten, activity="update", started_by=parameters["started_by"],
-                                          authority=authority)
+        provenance_id = record_provenance(
+            rewritten, activity="update", started_by=parameters["started_by"], authority=authority
+        )
         report = _report(rewritten, parameters, f"Provenance/{provenance_id}")
-        output = [{"type": {"text": "provenance"}, "valueReference": {"reference": report["provenance"]}},
-                  {"type": {"text": "resources-updated"}, "valueInteger": report["total"]}]
-        save_resources([Write(task_body(parameters["task_id"], str(context.instance_id),
-                                        *_source_and_target(parameters), operation=REPLACE_REFERENCES,
-                                        status="completed", output=output),
-                              if_match=task.version_id)], authority=authority)
+        output = [
+            {"type": {"text": "provenance"}, "valueReference": {"reference": report["provenance"]}},
+            {"type": {"text": "resources-updated"}, "valueInteger": report["total"]},
+        ]
+        save_resources(
+            [
+                Write(
+                    task_body(
+                        parameters["task_id"],
+                        str(context.instance_id),
+                        *_source_and_target(parameters),
+                        operation=REPLACE_REFERENCES,
+                        status="completed",
+                        output=output,
+                    ),
+                    if_match=task.version_id,
+                )
+            ],
+            authority=authority,
+        )
     return report
 
 
@@ -147,8 +195,13 @@ def stop_task(job: StoppedJob) -> None:
     if task.body["status"] == "completed":
         return
     operation = MERGE if "source_patient" in parameters else REPLACE_REFERENCES
-    body = task_body(parameters["task_id"], str(job.instance_id), *_source_and_target(parameters),
-                     operation=operation, status=TASK_STATUS_OF_STOPPED_JOB[job.status])
+    body = task_body(
+        parameters["task_id"],
+        str(job.instance_id),
+        *_source_and_target(parameters),
+        operation=operation,
+        status=TASK_STATUS_OF_STOPPED_JOB[job.status],
+    )
     if job.error_message:
         body["statusReason"] = {"text": job.error_message}
     save_resources([Write(body, if_match=task.version_id)], authority=merge_authority(parameters["started_by"]))
@@ -156,5 +209,10 @@ def stop_task(job: StoppedJob) -> None:
 
 def _report(rewritten: list[str], parameters: dict, provenance: str) -> dict:
     counts = Counter(reference.partition("/")[0] for reference in rewritten)
-    return {"updated": dict(sorted(counts.items())), "total": len(rewritten), "provenance": provenance,
-            "task": f"Task/{parameters['task_id']}", "target": _source_and_target(parameters)[1]}
+    return {
+        "updated": dict(sorted(counts.items())),
+        "total": len(rewritten),
+        "provenance": provenance,
+        "task": f"Task/{parameters['task_id']}",
+        "target": _source_and_target(parameters)[1],
+    }

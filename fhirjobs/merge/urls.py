@@ -1,5 +1,6 @@
 """Patient `$merge` and `$hapi.fhir.replace-references`; included by the project's URLs ahead of `fhirstore.urls`, whose last route catches every
 other `/fhir` path."""
+
 from django.urls import path
 
 from fhirjobs.merge import views

@@ -11,6 +11,7 @@ limit. With it: 202 and the Task that follows the MERGE job (`GET /fhir/Task/[id
 Who may: a staff user or one granted `merge.merge_patients`; with a token, it needs the scope `fhir:write`.
 Everyone else: 403.
 """
+
 from __future__ import annotations
 
 from fhirjobs.common.http import preferences
@@ -35,8 +36,11 @@ class MergeEndpoint(FhirView):
 
 class MergeView(MergeEndpoint):
     def post(self, request):
-        answer = merge_patients(parse_merge_parameters(read_json_body(request)), started_by=request.user.get_username(),
-                                asynchronous="respond-async" in preferences(request))
+        answer = merge_patients(
+            parse_merge_parameters(read_json_body(request)),
+            started_by=request.user.get_username(),
+            asynchronous="respond-async" in preferences(request),
+        )
         return fhir_response(answer.body, status=answer.status)
 
 
@@ -45,7 +49,9 @@ class ReplaceReferencesView(MergeEndpoint):
     200 and an `outcome`, 412 above resource-limit; with `Prefer: respond-async` 202 and the `task`."""
 
     def post(self, request):
-        answer = replace_references_to(parse_replace_references_parameters(read_json_body(request)),
-                                       started_by=request.user.get_username(),
-                                       asynchronous="respond-async" in preferences(request))
+        answer = replace_references_to(
+            parse_replace_references_parameters(read_json_body(request)),
+            started_by=request.user.get_username(),
+            asynchronous="respond-async" in preferences(request),
+        )
         return fhir_response(answer.body, status=answer.status)

@@ -1,4 +1,5 @@
 """The reindex's errors: part of the FHIR store's exception tree, so they answer as OperationOutcomes."""
+
 from __future__ import annotations
 
 from fhirstore.exceptions import InvalidRequest

@@ -1,4 +1,5 @@
 """`$reindex` requests ⇄ REINDEX job parameters, and the `$reindex-dryrun` answer as a Parameters resource."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -55,12 +56,18 @@ def parse_reindex_parameters(body: object, resource_type: str | None = None) -> 
         problems.append("batchSize may be given once")
     if resource_type is not None:
         collected.urls = collected.urls or [f"{resource_type}?"]
-        problems += [f"url {url!r} is not of type {resource_type}" for url in collected.urls
-                     if url.partition("?")[0] != resource_type]
+        problems += [
+            f"url {url!r} is not of type {resource_type}"
+            for url in collected.urls
+            if url.partition("?")[0] != resource_type
+        ]
     if problems:
         raise InvalidReindexRequest(problems)
-    return ReindexRequest(tuple(collected.urls), collected.batch_size[0] if collected.batch_size else None,
-                          tuple(collected.search_parameters))
+    return ReindexRequest(
+        tuple(collected.urls),
+        collected.batch_size[0] if collected.batch_size else None,
+        tuple(collected.search_parameters),
+    )
 
 
 def _value(parameter: dict) -> object:
@@ -69,18 +76,24 @@ def _value(parameter: dict) -> object:
 
 def dry_run_parameters(rows: IndexRows) -> dict:
     """Index rows as a Parameters resource: one parameter per row, grouped by table, as HAPI's dry run."""
+
     def part(name: str, value: object) -> dict:
         return {"name": name, "valueString": format_instant(value) if isinstance(value, datetime) else str(value)}
 
     def rows_of(table: str, found: Iterable[tuple], columns: tuple[str, ...]) -> list[dict]:
-        return [{"name": table, "part": [part(column, value) for column, value in zip(columns, row)]}
-                for row in sorted(found, key=lambda row: tuple(map(str, row)))]
+        return [
+            {"name": table, "part": [part(column, value) for column, value in zip(columns, row)]}
+            for row in sorted(found, key=lambda row: tuple(map(str, row)))
+        ]
 
-    return {"resourceType": "Parameters", "parameter": [
-        *rows_of("token", rows.tokens, ("param", "system", "code")),
-        *rows_of("string", rows.strings, ("param", "normalized", "exact")),
-        *rows_of("date", rows.dates, ("param", "low", "high")),
-        *rows_of("reference", rows.references, ("param", "targetType", "targetId")),
-        *rows_of("number", rows.numbers, ("param", "value")),
-        *rows_of("quantity", rows.quantities, ("param", "system", "code", "value")),
-    ]}
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            *rows_of("token", rows.tokens, ("param", "system", "code")),
+            *rows_of("string", rows.strings, ("param", "normalized", "exact")),
+            *rows_of("date", rows.dates, ("param", "low", "high")),
+            *rows_of("reference", rows.references, ("param", "targetType", "targetId")),
+            *rows_of("number", rows.numbers, ("param", "value")),
+            *rows_of("quantity", rows.quantities, ("param", "system", "code", "value")),
+        ],
+    }

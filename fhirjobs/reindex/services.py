@@ -3,6 +3,7 @@ The request's parameters (and the dry run's answer) are read and written in `par
 
 The views, the `reindex` command and the SearchParameter write path are thin over these.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,12 +12,12 @@ from django.conf import settings
 
 from batch import control
 from batch.control import InvalidParameters, JobSnapshot
-from fhirstore.models import CustomSearchParameter
-from fhirstore.exceptions import InvalidRequest
-from fhirjobs.reindex.exceptions import InvalidReindexRequest
 from fhirjobs.reindex.definition import REINDEX_JOB
+from fhirjobs.reindex.exceptions import InvalidReindexRequest
 from fhirjobs.reindex.parameters import ReindexRequest
 from fhirjobs.reindex.steps import unknown_codes
+from fhirstore.exceptions import InvalidRequest
+from fhirstore.models import CustomSearchParameter
 from fhirstore.resource_types import is_resource_type
 from fhirstore.search_params import IndexRows
 from fhirstore.storage import index_rows_of, read_resource
@@ -31,19 +32,27 @@ def start_reindex(request: ReindexRequest, *, started_by: str) -> JobSnapshot:
     if unknown:
         raise InvalidReindexRequest([f"unknown search parameters: {', '.join(unknown)}"])
     try:
-        return control.start_job(REINDEX_JOB, request.job_parameters(), started_by=started_by,
-                                 max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS or None)
+        return control.start_job(
+            REINDEX_JOB,
+            request.job_parameters(),
+            started_by=started_by,
+            max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS or None,
+        )
     except InvalidParameters as error:
         raise InvalidReindexRequest(list(error.problems)) from None
 
 
-def reindex_changed_parameters(sender: object, *, search_parameter: int, resource_types: Sequence[str],
-                               codes: Sequence[str], **_: object) -> None:
+def reindex_changed_parameters(
+    sender: object, *, search_parameter: int, resource_types: Sequence[str], codes: Sequence[str], **_: object
+) -> None:
     """`search_parameters_changed`: one job over the parameter's base types, rebuilding only its rows. It
     starts when the SearchParameter's transaction commits; the parameter is searchable when it completes."""
-    job = control.start_job(REINDEX_JOB, {"urls": [f"{t}?" for t in resource_types], "search_parameters": list(codes)},
-                            started_by=PARAMETER_CHANGE_STARTER,
-                            max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS or None)
+    job = control.start_job(
+        REINDEX_JOB,
+        {"urls": [f"{t}?" for t in resource_types], "search_parameters": list(codes)},
+        started_by=PARAMETER_CHANGE_STARTER,
+        max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS or None,
+    )
     CustomSearchParameter.objects.filter(search_parameter_id=search_parameter).update(reindex_job_id=job.id)
 
 

@@ -9,6 +9,7 @@ Every chunk is the same work when run again (a lost worker, a restart): ranges a
 parameters and the ids, and a reindex of a resource replaces its rows. A restart resumes from the chunks
 not yet done: the completed ranges and pages stay done.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -22,7 +23,6 @@ from fhirstore.search_params import params_for
 from fhirstore.storage import reindex_resources
 
 
-
 def unknown_codes(urls: Sequence[str], codes: Iterable[str]) -> list[str]:
     """Those of `codes` that no parameter of the urls' types (all types when there are none) has."""
     types = {url.partition("?")[0] for url in urls} or RESOURCE_TYPES
@@ -34,9 +34,12 @@ def reindex(context: StepContext, sink: DataSink) -> int:
     """Rebuild the index rows of one page of resources (of the chosen parameters only, if any)."""
     resource_type = context.data["type"]
     codes = context.parameters["search_parameters"]
-    return reindex_resources(resource_type, context.data["ids"],
-                             params=index_names(resource_type, codes) if codes else None,
-                             in_database=settings.FHIR_INDEX_IN_DATABASE)
+    return reindex_resources(
+        resource_type,
+        context.data["ids"],
+        params=index_names(resource_type, codes) if codes else None,
+        in_database=settings.FHIR_INDEX_IN_DATABASE,
+    )
 
 
 def index_names(resource_type: str, codes: Sequence[str]) -> list[str]:

@@ -5,13 +5,14 @@ searchParameter*) start a REINDEX job and answer 200 with a Parameters naming th
 status on the control API. `GET [base]/[Type]/[id]/$reindex-dryrun` answers the index rows a reindex would
 write for that resource. Both are for operators (see `ReindexAccess`).
 """
+
 from __future__ import annotations
 
 from django.urls import reverse
 
-from fhirstore.http import FhirAccess, FhirView, fhir_response, read_json_body
 from fhirjobs.reindex.parameters import dry_run_parameters, parse_reindex_parameters
 from fhirjobs.reindex.services import REINDEX_PERMISSION, dry_run, start_reindex
+from fhirstore.http import FhirAccess, FhirView, fhir_response, read_json_body
 from jobsite.auth import TokenHasScope, is_operator
 from jobsite.models import Scope
 
@@ -20,8 +21,10 @@ class ReindexAccess(FhirAccess):
     """Operators (a staff session, or a token with the `control` scope), or users granted the Django permission
     `fhirstore.reindex`: a reindex loads the whole store."""
 
-    message = ("Reindexing is for operators (a staff session or a token with the 'control' scope) or users with "
-               "the permission fhirstore.reindex")
+    message = (
+        "Reindexing is for operators (a staff session or a token with the 'control' scope) or users with "
+        "the permission fhirstore.reindex"
+    )
 
     def has_permission(self, request, view) -> bool:
         permitted = is_operator(request) or request.user.has_perm(REINDEX_PERMISSION)
@@ -36,10 +39,16 @@ class ReindexView(FhirView):
         body = read_json_body(request) if request.META.get("CONTENT_LENGTH") not in (None, "", "0") else None
         job = start_reindex(parse_reindex_parameters(body, resource_type), started_by=request.user.get_username())
         status_url = request.build_absolute_uri(reverse("batch-job", args=[job.id]))
-        return fhir_response({"resourceType": "Parameters", "parameter": [
-            {"name": "jobId", "valueString": str(job.id)},
-            {"name": "status", "valueUrl": status_url},
-        ]}, headers={"Content-Location": status_url})
+        return fhir_response(
+            {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "jobId", "valueString": str(job.id)},
+                    {"name": "status", "valueUrl": status_url},
+                ],
+            },
+            headers={"Content-Location": status_url},
+        )
 
 
 class ReindexDryRunView(FhirView):

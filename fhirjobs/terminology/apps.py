@@ -2,9 +2,13 @@ from django.apps import AppConfig
 
 from fhirjobs.common.registration import Operation, register_job_app
 
-OPERATIONS = [Operation("upload-external-code-system",
-                        "http://hapifhir.io/fhir/OperationDefinition/CodeSystem-upload-external-code-system",
-                        resource_type="CodeSystem")]
+OPERATIONS = [
+    Operation(
+        "upload-external-code-system",
+        "http://hapifhir.io/fhir/OperationDefinition/CodeSystem-upload-external-code-system",
+        resource_type="CodeSystem",
+    )
+]
 
 
 class TerminologyJobsConfig(AppConfig):

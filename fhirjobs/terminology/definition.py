@@ -1,4 +1,5 @@
 """The TERMINOLOGY_UPLOAD, VALUESET_EXPAND and TERMINOLOGY_DELETE batch job definitions, registered in `apps.py`."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -34,8 +35,14 @@ TERMINOLOGY_UPLOAD: JobDefinition = (
     .parameter("version", str, default="", description="its label; empty: the one the files declare")
     .parameter("files", list, required=True, items=dict, description="{'url': …} or {'stored': id, 'name': …}")
     .parameter("make_current", bool, default=True, description="make it the current version at the end")
-    .parameter("chunk_concepts", int, default=2000, minimum=1, maximum=50_000,
-               description="concepts per write and closure chunk")
+    .parameter(
+        "chunk_concepts",
+        int,
+        default=2000,
+        minimum=1,
+        maximum=50_000,
+        description="concepts per write and closure chunk",
+    )
     .validate_with(_files_are_references)
     .gated()
     .first_step("parse", parse, "streams the files, one chunk per chunk_concepts concepts")

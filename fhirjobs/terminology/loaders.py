@@ -5,6 +5,7 @@ A loader turns the upload's files (each a name and a way to open it as a binary 
 format, SNOMED CT its RF2 Snapshot files, LOINC its CSV files; every other system is read as HAPI's custom
 terminology CSV files.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -60,16 +61,20 @@ def _read_loinc(files: Sequence[NamedFile], facts: FileFacts) -> Iterator[Concep
 
 def _custom_file_problems(names: Sequence[str]) -> list[str]:
     kinds = [customcsv.file_kind(name) for name in names]
-    problems = [f"{name}: a custom code system takes {', '.join(customcsv.FILE_NAMES)}"
-                for name, kind in zip(names, kinds, strict=True) if kind is None]
+    problems = [
+        f"{name}: a custom code system takes {', '.join(customcsv.FILE_NAMES)}"
+        for name, kind in zip(names, kinds, strict=True)
+        if kind is None
+    ]
     if customcsv.CONCEPTS not in kinds:
         problems.append("a custom code system needs a concepts.csv (CODE,DISPLAY)")
     return problems
 
 
 ICD10CM = Loader("ICD-10-CM tabular XML", _read_icd10cm, lambda names: [])
-CUSTOM_CSV = Loader("custom terminology CSV (concepts.csv, hierarchy.csv, properties.csv)", _read_custom,
-                    _custom_file_problems)
+CUSTOM_CSV = Loader(
+    "custom terminology CSV (concepts.csv, hierarchy.csv, properties.csv)", _read_custom, _custom_file_problems
+)
 SNOMED_CT = Loader("SNOMED CT RF2 Snapshot", _read_snomed, snomed.file_problems)
 LOINC = Loader("LOINC CSV (Loinc.csv, Part.csv, LoincPartLink, hierarchy)", _read_loinc, loinc.file_problems)
 LOADERS = {icd10cm.SYSTEM: ICD10CM, snomed.SYSTEM: SNOMED_CT, loinc.SYSTEM: LOINC}

@@ -5,6 +5,7 @@ file:// under BULK_IMPORT_FILE_ROOT, as the import's sources — or inline base6
 `version` (the label of the new version; default the one the file declares) and `makeCurrent` (boolean,
 default true). Every problem is reported at once, before anything is fetched or started.
 """
+
 from __future__ import annotations
 
 import base64
@@ -57,8 +58,10 @@ def parse_upload_request(body: object) -> UploadRequest:
         elif name == "file" and isinstance(value, dict):
             files.append(_file(value, len(files) + 1, problems))
         else:
-            problems.append(f"parameter {name!r} is not understood (system, file, version, makeCurrent) or has no "
-                            f"value of the right type")
+            problems.append(
+                f"parameter {name!r} is not understood (system, file, version, makeCurrent) or has no "
+                f"value of the right type"
+            )
     if not system:
         problems.append("system is required")
     if not files:

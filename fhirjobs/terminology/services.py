@@ -3,6 +3,7 @@
 The `$upload-external-code-system` view, the `upload_terminology` command and the scheduled job are thin
 over these.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -35,10 +36,19 @@ def start_upload(request: UploadRequest, *, started_by: str) -> JobSnapshot:
             else:
                 files.append({"url": upload_file.url, "name": upload_file.name})
         try:
-            job = control.start_job(TERMINOLOGY_UPLOAD_JOB, {
-                "system": request.system, "version_id": version.id, "version": request.version, "files": files,
-                "make_current": request.make_current, "chunk_concepts": settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS,
-            }, started_by=started_by, max_concurrent_chunks=settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS or None)
+            job = control.start_job(
+                TERMINOLOGY_UPLOAD_JOB,
+                {
+                    "system": request.system,
+                    "version_id": version.id,
+                    "version": request.version,
+                    "files": files,
+                    "make_current": request.make_current,
+                    "chunk_concepts": settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS,
+                },
+                started_by=started_by,
+                max_concurrent_chunks=settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS or None,
+            )
         except InvalidParameters as error:
             raise InvalidUploadRequest(list(error.problems)) from None
         storage.note_upload(version.id, str(job.id))
@@ -61,6 +71,9 @@ def delete_version(system: str, version: str, *, started_by: str) -> JobSnapshot
     found = resolve_version(system, version)
     with transaction.atomic():
         storage.start_deleting(found.id)
-        return control.start_job(TERMINOLOGY_DELETE_JOB, {"version_id": found.id, "system": system, "version": version},
-                                 started_by=started_by,
-                                 max_concurrent_chunks=settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS or None)
+        return control.start_job(
+            TERMINOLOGY_DELETE_JOB,
+            {"version_id": found.id, "system": system, "version": version},
+            started_by=started_by,
+            max_concurrent_chunks=settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS or None,
+        )

@@ -1,5 +1,6 @@
 """An upload's files as binary streams: a URL read block by block (the import's allow-list and gzip
 inflation), or an inline file kept in the store until the upload has read it."""
+
 from __future__ import annotations
 
 import io

@@ -17,6 +17,7 @@ has completed everywhere, so the closure is built from every link, and the versi
 VALUESET_EXPAND (pre-expansion): find-stale-value-sets → expand-value-set, one chunk per stale ValueSet, many
 at once; started by the clustered scheduled job `expand_stale_value_sets` (periodic.py) when any is stale.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -38,8 +39,10 @@ def parse(context: StepContext, sink: DataSink) -> int:
     """Read every file, one chunk per `chunk_concepts` concepts; label the version as the files declare."""
     parameters = context.parameters
     loader, facts = loader_for(parameters["system"]), FileFacts()
-    files = [(reference.get("name") or reference.get("url") or "", partial(open_file, reference))
-             for reference in parameters["files"]]
+    files = [
+        (reference.get("name") or reference.get("url") or "", partial(open_file, reference))
+        for reference in parameters["files"]
+    ]
     size, batch, read = parameters["chunk_concepts"], [], 0
     try:
         for record in loader.read(files, facts):
@@ -69,8 +72,9 @@ def build_closure(context: StepContext, sink: DataSink) -> int:
     codes = context.data["codes"]
     dangling = storage.dangling_links(context.parameters["version_id"], codes)
     if dangling:
-        raise JobFailed("links to codes the files do not define: "
-                        + ", ".join(f"{child} → {parent}" for child, parent in dangling))
+        raise JobFailed(
+            "links to codes the files do not define: " + ", ".join(f"{child} → {parent}" for child, parent in dangling)
+        )
     if not context.data.get("closed"):  # the reader knew the ancestors: the rows were written with the concepts
         storage.build_closure(context.parameters["version_id"], codes)
     sink.accept({"concepts": len(codes)})
@@ -88,8 +92,13 @@ def make_current(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> d
         storage.record_counts(version_id, concepts=concepts, closure_rows=closure_rows)
     storage.drop_uploaded_files([f["stored"] for f in parameters["files"] if f.get("stored")])
     version = storage.version_row(version_id)
-    return {"system": version.system, "version": version.version, "status": version.status,
-            "concepts": concepts, "closureRows": closure_rows}
+    return {
+        "system": version.system,
+        "version": version.version,
+        "status": version.status,
+        "concepts": concepts,
+        "closureRows": closure_rows,
+    }
 
 
 VALUESET_EXPAND_JOB = "VALUESET_EXPAND"
@@ -132,8 +141,7 @@ def delete_rows(context: StepContext, sink: DataSink) -> int:
     deleted = 0
     while True:
         context.check_cancelled()
-        batch = storage.delete_version_rows(context.parameters["version_id"], context.data["table"],
-                                            DELETE_BATCH_ROWS)
+        batch = storage.delete_version_rows(context.parameters["version_id"], context.data["table"], DELETE_BATCH_ROWS)
         deleted += batch
         if batch == 0:
             break

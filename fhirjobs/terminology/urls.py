@@ -1,4 +1,5 @@
 """Terminology job routes; included by the site's urls ahead of the FHIR store's generic type routes."""
+
 from django.urls import path
 
 from fhirjobs.terminology import views

@@ -6,6 +6,7 @@ starts a TERMINOLOGY_UPLOAD job. With `Prefer: respond-async` it answers 202 wit
 job and that URL (the job runs in the background either way). The caller needs the `terminology` scope,
 which only operators get by default.
 """
+
 from __future__ import annotations
 
 from django.urls import reverse
@@ -24,9 +25,16 @@ class UploadView(FhirView):
         job = start_upload(parse_upload_request(read_json_body(request)), started_by=request.user.get_username())
         status_url = request.build_absolute_uri(reverse("batch-job", args=[job.id]))
         if "respond-async" in preferences(request):
-            return informational(f"Upload started as job {job.id}", status=202,
-                                 headers={"Content-Location": status_url})
-        return fhir_response({"resourceType": "Parameters", "parameter": [
-            {"name": "jobId", "valueString": str(job.id)},
-            {"name": "status", "valueUrl": status_url},
-        ]}, headers={"Content-Location": status_url})
+            return informational(
+                f"Upload started as job {job.id}", status=202, headers={"Content-Location": status_url}
+            )
+        return fhir_response(
+            {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "jobId", "valueString": str(job.id)},
+                    {"name": "status", "valueUrl": status_url},
+                ],
+            },
+            headers={"Content-Location": status_url},
+        )

@@ -6,94 +6,198 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='SearchCache',
+            name="SearchCache",
             fields=[
-                ('id', models.UUIDField(primary_key=True, serialize=False)),
-                ('resource_type', models.CharField(max_length=64)),
-                ('query', models.TextField()),
-                ('created', models.DateTimeField(db_index=True)),
-                ('total', models.PositiveIntegerField()),
-                ('truncated', models.BooleanField(default=False)),
-                ('resource_ids', django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), size=None)),
+                ("id", models.UUIDField(primary_key=True, serialize=False)),
+                ("resource_type", models.CharField(max_length=64)),
+                ("query", models.TextField()),
+                ("created", models.DateTimeField(db_index=True)),
+                ("total", models.PositiveIntegerField()),
+                ("truncated", models.BooleanField(default=False)),
+                (
+                    "resource_ids",
+                    django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), size=None),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Resource',
+            name="Resource",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('resource_type', models.CharField(db_collation='C', max_length=64)),
-                ('logical_id', models.CharField(db_collation='C', max_length=64)),
-                ('version_id', models.PositiveIntegerField()),
-                ('last_updated', models.DateTimeField()),
-                ('deleted', models.BooleanField(default=False)),
-                ('body', models.JSONField(null=True)),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("resource_type", models.CharField(db_collation="C", max_length=64)),
+                ("logical_id", models.CharField(db_collation="C", max_length=64)),
+                ("version_id", models.PositiveIntegerField()),
+                ("last_updated", models.DateTimeField()),
+                ("deleted", models.BooleanField(default=False)),
+                ("body", models.JSONField(null=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['resource_type', 'last_updated'], name='fhir_resource_type_updated')],
-                'constraints': [models.UniqueConstraint(fields=('resource_type', 'logical_id'), include=('last_updated', 'deleted'), name='fhir_resource_type_id')],
+                "indexes": [models.Index(fields=["resource_type", "last_updated"], name="fhir_resource_type_updated")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("resource_type", "logical_id"),
+                        include=("last_updated", "deleted"),
+                        name="fhir_resource_type_id",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ReferenceIndex',
+            name="ReferenceIndex",
             fields=[
-                ('pk', models.CompositePrimaryKey('target_id', 'target_type', 'resource_type', 'param', 'resource', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('resource_type', models.CharField(db_collation='C', max_length=64)),
-                ('param', models.CharField(db_collation='C', max_length=64)),
-                ('target_type', models.CharField(db_collation='C', max_length=64)),
-                ('target_id', models.CharField(db_collation='C', max_length=64)),
-                ('resource', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='fhirstore.resource')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "target_id",
+                        "target_type",
+                        "resource_type",
+                        "param",
+                        "resource",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("resource_type", models.CharField(db_collation="C", max_length=64)),
+                ("param", models.CharField(db_collation="C", max_length=64)),
+                ("target_type", models.CharField(db_collation="C", max_length=64)),
+                ("target_id", models.CharField(db_collation="C", max_length=64)),
+                (
+                    "resource",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="fhirstore.resource",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='DateIndex',
+            name="DateIndex",
             fields=[
-                ('pk', models.CompositePrimaryKey('resource_type', 'param', 'low', 'high', 'resource', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('resource_type', models.CharField(db_collation='C', max_length=64)),
-                ('param', models.CharField(db_collation='C', max_length=64)),
-                ('low', models.DateTimeField()),
-                ('high', models.DateTimeField()),
-                ('resource', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='fhirstore.resource')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "resource_type",
+                        "param",
+                        "low",
+                        "high",
+                        "resource",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("resource_type", models.CharField(db_collation="C", max_length=64)),
+                ("param", models.CharField(db_collation="C", max_length=64)),
+                ("low", models.DateTimeField()),
+                ("high", models.DateTimeField()),
+                (
+                    "resource",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="fhirstore.resource",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ResourceVersion',
+            name="ResourceVersion",
             fields=[
-                ('pk', models.CompositePrimaryKey('resource', 'version_id', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('version_id', models.PositiveIntegerField()),
-                ('last_updated', models.DateTimeField()),
-                ('deleted', models.BooleanField(default=False)),
-                ('body', models.JSONField(null=True)),
-                ('resource', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='fhirstore.resource')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "resource", "version_id", blank=True, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("version_id", models.PositiveIntegerField()),
+                ("last_updated", models.DateTimeField()),
+                ("deleted", models.BooleanField(default=False)),
+                ("body", models.JSONField(null=True)),
+                (
+                    "resource",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="versions",
+                        to="fhirstore.resource",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='StringIndex',
+            name="StringIndex",
             fields=[
-                ('pk', models.CompositePrimaryKey('resource_type', 'param', 'normalized', 'exact', 'resource', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('resource_type', models.CharField(db_collation='C', max_length=64)),
-                ('param', models.CharField(db_collation='C', max_length=64)),
-                ('normalized', models.CharField(db_collation='C', max_length=200)),
-                ('exact', models.CharField(db_collation='C', max_length=200)),
-                ('resource', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='fhirstore.resource')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "resource_type",
+                        "param",
+                        "normalized",
+                        "exact",
+                        "resource",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("resource_type", models.CharField(db_collation="C", max_length=64)),
+                ("param", models.CharField(db_collation="C", max_length=64)),
+                ("normalized", models.CharField(db_collation="C", max_length=200)),
+                ("exact", models.CharField(db_collation="C", max_length=200)),
+                (
+                    "resource",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="fhirstore.resource",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='TokenIndex',
+            name="TokenIndex",
             fields=[
-                ('pk', models.CompositePrimaryKey('resource_type', 'param', 'code', 'system', 'resource', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('resource_type', models.CharField(db_collation='C', max_length=64)),
-                ('param', models.CharField(db_collation='C', max_length=64)),
-                ('system', models.CharField(db_collation='C', max_length=200)),
-                ('code', models.CharField(db_collation='C', max_length=200)),
-                ('resource', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='fhirstore.resource')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "resource_type",
+                        "param",
+                        "code",
+                        "system",
+                        "resource",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("resource_type", models.CharField(db_collation="C", max_length=64)),
+                ("param", models.CharField(db_collation="C", max_length=64)),
+                ("system", models.CharField(db_collation="C", max_length=200)),
+                ("code", models.CharField(db_collation="C", max_length=200)),
+                (
+                    "resource",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="fhirstore.resource",
+                    ),
+                ),
             ],
         ),
     ]

@@ -6,28 +6,42 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('fhirstore', '0001_initial'),
+        ("fhirstore", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CustomSearchParameter',
+            name="CustomSearchParameter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('resource_type', models.CharField(db_collation='C', max_length=64)),
-                ('code', models.CharField(db_collation='C', max_length=64)),
-                ('kind', models.CharField(max_length=16)),
-                ('expression', models.TextField(null=True)),
-                ('targets', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=64), default=list, size=None)),
-                ('ready', models.BooleanField(default=False)),
-                ('reindex_job_id', models.UUIDField(null=True)),
-                ('search_parameter', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='fhirstore.resource')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("resource_type", models.CharField(db_collation="C", max_length=64)),
+                ("code", models.CharField(db_collation="C", max_length=64)),
+                ("kind", models.CharField(max_length=16)),
+                ("expression", models.TextField(null=True)),
+                (
+                    "targets",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=64), default=list, size=None
+                    ),
+                ),
+                ("ready", models.BooleanField(default=False)),
+                ("reindex_job_id", models.UUIDField(null=True)),
+                (
+                    "search_parameter",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="fhirstore.resource"
+                    ),
+                ),
             ],
             options={
-                'permissions': [('manage_search_parameters', 'Can create, change and delete SearchParameter resources'), ('reindex', 'Can start a reindex ($reindex)')],
-                'constraints': [models.UniqueConstraint(fields=('resource_type', 'code'), name='fhir_custom_param_code')],
+                "permissions": [
+                    ("manage_search_parameters", "Can create, change and delete SearchParameter resources"),
+                    ("reindex", "Can start a reindex ($reindex)"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("resource_type", "code"), name="fhir_custom_param_code")
+                ],
             },
         ),
     ]

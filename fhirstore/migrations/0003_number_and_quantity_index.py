@@ -5,32 +5,73 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('fhirstore', '0002_custom_search_parameters'),
+        ("fhirstore", "0002_custom_search_parameters"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='NumberIndex',
+            name="NumberIndex",
             fields=[
-                ('pk', models.CompositePrimaryKey('resource_type', 'param', 'value', 'resource', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('resource_type', models.CharField(db_collation='C', max_length=64)),
-                ('param', models.CharField(db_collation='C', max_length=64)),
-                ('value', models.FloatField()),
-                ('resource', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='fhirstore.resource')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "resource_type",
+                        "param",
+                        "value",
+                        "resource",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("resource_type", models.CharField(db_collation="C", max_length=64)),
+                ("param", models.CharField(db_collation="C", max_length=64)),
+                ("value", models.FloatField()),
+                (
+                    "resource",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="fhirstore.resource",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='QuantityIndex',
+            name="QuantityIndex",
             fields=[
-                ('pk', models.CompositePrimaryKey('resource_type', 'param', 'system', 'code', 'value', 'resource', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('resource_type', models.CharField(db_collation='C', max_length=64)),
-                ('param', models.CharField(db_collation='C', max_length=64)),
-                ('system', models.CharField(db_collation='C', max_length=200)),
-                ('code', models.CharField(db_collation='C', max_length=200)),
-                ('value', models.FloatField()),
-                ('resource', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='fhirstore.resource')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "resource_type",
+                        "param",
+                        "system",
+                        "code",
+                        "value",
+                        "resource",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("resource_type", models.CharField(db_collation="C", max_length=64)),
+                ("param", models.CharField(db_collation="C", max_length=64)),
+                ("system", models.CharField(db_collation="C", max_length=200)),
+                ("code", models.CharField(db_collation="C", max_length=200)),
+                ("value", models.FloatField()),
+                (
+                    "resource",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="fhirstore.resource",
+                    ),
+                ),
             ],
         ),
     ]

@@ -1,5 +1,6 @@
 """`fhir_date_range(text)`: the instants a FHIR date/dateTime/instant covers, as `fhirdates.parse_date_range`
 computes them (the SQL extraction of date index rows uses it; `index_sql`)."""
+
 from django.db import migrations
 
 # No row where `parse_date_range` answers None. Python's `datetime` holds years 1-9999 only: where it overflows
@@ -89,9 +90,8 @@ $fn$;
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('fhirstore', '0003_number_and_quantity_index'),
+        ("fhirstore", "0003_number_and_quantity_index"),
     ]
 
     operations = [

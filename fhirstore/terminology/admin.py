@@ -1,4 +1,5 @@
 """Loaded code system versions and ValueSet expansions in the admin: read-only, their status at a glance."""
+
 from django.contrib import admin
 
 from fhirstore.terminology.models import CodeSystemVersion, ValueSetExpansion

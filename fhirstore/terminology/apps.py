@@ -19,5 +19,6 @@ class TerminologyConfig(AppConfig):
             register_operation(name, f"{HAPI_OPERATIONS}CodeSystem-{name}", resource_type="CodeSystem")
         for name in ("expand", "validate-code"):
             register_operation(name, f"{HL7_OPERATIONS}ValueSet-{name}", resource_type="ValueSet")
-        register_operation("invalidate-expansion", f"{HAPI_OPERATIONS}ValueSet-invalidate-expansion",
-                           resource_type="ValueSet")
+        register_operation(
+            "invalidate-expansion", f"{HAPI_OPERATIONS}ValueSet-invalidate-expansion", resource_type="ValueSet"
+        )

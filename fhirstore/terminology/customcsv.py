@@ -6,6 +6,7 @@ rows, UTF-8 (a BOM is skipped), as HAPI's `$upload-external-code-system` takes t
 properties are read first into memory (keyed by code: they are the small files of a local code system),
 then the concepts are streamed with their parents and properties attached.
 """
+
 from __future__ import annotations
 
 import csv
@@ -60,8 +61,9 @@ def read_concepts(files: dict[str, Opener]) -> Iterator[ConceptRecord]:
         yield ConceptRecord(code, row["DISPLAY"], parents.pop(code, []), properties=properties.pop(code, []))
     unknown = sorted(set(parents) | set(properties))[:5]
     if unknown:
-        raise InvalidTerminologyFile(f"hierarchy.csv or properties.csv name codes concepts.csv does not have: "
-                                     f"{', '.join(unknown)}")
+        raise InvalidTerminologyFile(
+            f"hierarchy.csv or properties.csv name codes concepts.csv does not have: {', '.join(unknown)}"
+        )
 
 
 def read_csv(opener: Opener, name: str, columns: tuple[str, ...]) -> Iterator[dict[str, str]]:

@@ -18,6 +18,7 @@ codeFirst, codeAlso, useAdditionalCode, notes, sevenChrNote) properties of type 
 element. Each concept also has a `kind` property (chapter, block, category, code, extension), and its
 ancestors (the list is a tree: they are the concepts open around it), so its closure rows are written with it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -30,8 +31,9 @@ from fhirstore.terminology.records import SYNONYM, ConceptRecord, Designation, P
 
 SYSTEM = "http://hl7.org/fhir/sid/icd-10-cm"
 ROOT_TAG = "ICD10CM.tabular"
-NOTE_PROPERTIES = frozenset({"includes", "excludes1", "excludes2", "codeFirst", "codeAlso", "useAdditionalCode",
-                             "notes", "sevenChrNote"})
+NOTE_PROPERTIES = frozenset(
+    {"includes", "excludes1", "excludes2", "codeFirst", "codeAlso", "useAdditionalCode", "notes", "sevenChrNote"}
+)
 SEVENTH_CHARACTER_POSITION = 6  # characters before the 7th, without the dot
 CONCEPT_TAGS = frozenset({"chapter", "section", "diag"})
 
@@ -70,8 +72,9 @@ def read_concepts(stream: IO[bytes], about: Icd10CmFile | None = None) -> Iterat
             tag = element.tag
             if event == "start":
                 if not open_tags and tag != ROOT_TAG:
-                    raise InvalidTerminologyFile(f"not an ICD-10-CM tabular file: its root element is <{tag}>, "
-                                                 f"not <{ROOT_TAG}>")
+                    raise InvalidTerminologyFile(
+                        f"not an ICD-10-CM tabular file: its root element is <{tag}>, not <{ROOT_TAG}>"
+                    )
                 open_tags.append(tag)
                 if tag in CONCEPT_TAGS:
                     frames.append(_Frame(tag, _hanging_under(frames), code=element.get("id", "")))
@@ -126,13 +129,18 @@ def _close(frames: list[_Frame]) -> Iterator[ConceptRecord]:
         raise InvalidTerminologyFile(f"a <{frame.tag}> without a code (after {frame.parent or 'the start'})")
     if frames:
         frames[-1].has_children = True
-    kind = {"chapter": "chapter", "section": "block"}.get(frame.tag) or ("category" if "." not in frame.code
-                                                                         else "code")
+    kind = {"chapter": "chapter", "section": "block"}.get(frame.tag) or (
+        "category" if "." not in frame.code else "code"
+    )
     ancestors = [f.code for f in frames if f.tag != "section" or _is_block(f.code)]  # a tree: the open concepts
     yield ConceptRecord(
-        frame.code, frame.display, [frame.parent] if frame.parent else [], abstract=frame.tag != "diag",
+        frame.code,
+        frame.display,
+        [frame.parent] if frame.parent else [],
+        abstract=frame.tag != "diag",
         designations=[Designation(term, "en", *SYNONYM) for term in frame.inclusion_terms],
-        properties=[Property("kind", kind, "code"), *frame.notes], ancestors=ancestors,
+        properties=[Property("kind", kind, "code"), *frame.notes],
+        ancestors=ancestors,
     )
     if frame.tag != "diag" or frame.has_children:
         return
@@ -140,8 +148,13 @@ def _close(frames: list[_Frame]) -> Iterator[ConceptRecord]:
     for character, meaning in (extensions or {}).items():
         if not _extension_applies(frame.code, character):
             continue
-        yield ConceptRecord(_with_seventh(frame.code, character), f"{frame.display}, {meaning}", [frame.code],
-                            properties=[Property("kind", "extension", "code")], ancestors=[*ancestors, frame.code])
+        yield ConceptRecord(
+            _with_seventh(frame.code, character),
+            f"{frame.display}, {meaning}",
+            [frame.code],
+            properties=[Property("kind", "extension", "code")],
+            ancestors=[*ancestors, frame.code],
+        )
 
 
 def _extension_applies(code: str, character: str) -> bool:

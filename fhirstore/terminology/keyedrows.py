@@ -9,6 +9,7 @@ saying which file it came from. `grouped` sorts them by key with an external mer
 merging. The sort is stable and the input order fixed, so the same files always give the same groups in
 the same order (an upload's parse step, run again, emits the same chunks).
 """
+
 from __future__ import annotations
 
 import heapq

@@ -16,6 +16,7 @@
 Headers must hold the columns named here (others are ignored). All rows are grouped by code on disk, so
 neither the table nor the hierarchy is ever held in memory.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -30,11 +31,29 @@ from fhirstore.terminology.records import ConceptRecord, Designation, Property
 
 SYSTEM = "http://loinc.org"
 TABLE, PARTS, PART_LINKS, HIERARCHY = "Loinc.csv", "Part.csv", "LoincPartLink", "hierarchy"
-FILE_NAMES = {"loinc.csv": TABLE, "part.csv": PARTS, "loincpartlink_primary.csv": PART_LINKS,
-              "loincpartlink_supplementary.csv": PART_LINKS, "multiaxialhierarchy.csv": HIERARCHY,
-              "componenthierarchybysystem.csv": HIERARCHY}
-STRING_COLUMNS = ("COMPONENT", "PROPERTY", "TIME_ASPCT", "SYSTEM", "SCALE_TYP", "METHOD_TYP", "CLASS", "CLASSTYPE",
-                  "STATUS", "ORDER_OBS", "EXAMPLE_UCUM_UNITS", "VERSIONFIRSTRELEASED", "VERSIONLASTCHANGED")
+FILE_NAMES = {
+    "loinc.csv": TABLE,
+    "part.csv": PARTS,
+    "loincpartlink_primary.csv": PART_LINKS,
+    "loincpartlink_supplementary.csv": PART_LINKS,
+    "multiaxialhierarchy.csv": HIERARCHY,
+    "componenthierarchybysystem.csv": HIERARCHY,
+}
+STRING_COLUMNS = (
+    "COMPONENT",
+    "PROPERTY",
+    "TIME_ASPCT",
+    "SYSTEM",
+    "SCALE_TYP",
+    "METHOD_TYP",
+    "CLASS",
+    "CLASSTYPE",
+    "STATUS",
+    "ORDER_OBS",
+    "EXAMPLE_UCUM_UNITS",
+    "VERSIONFIRSTRELEASED",
+    "VERSIONLASTCHANGED",
+)
 DESIGNATION_COLUMNS = ("SHORTNAME", "DISPLAYNAME", "CONSUMER_NAME")
 COLUMNS = {
     TABLE: ("LOINC_NUM", "COMPONENT", "LONG_COMMON_NAME", "SHORTNAME", "STATUS", "VERSIONLASTCHANGED"),
@@ -53,9 +72,12 @@ def file_kind(name: str) -> str | None:
 
 def file_problems(names: Sequence[str]) -> list[str]:
     kinds = [file_kind(name) for name in names]
-    problems = [f"{name}: LOINC takes Loinc.csv, Part.csv, LoincPartLink_Primary.csv, "
-                f"LoincPartLink_Supplementary.csv, MultiAxialHierarchy.csv or ComponentHierarchyBySystem.csv"
-                for name, kind in zip(names, kinds, strict=True) if kind is None]
+    problems = [
+        f"{name}: LOINC takes Loinc.csv, Part.csv, LoincPartLink_Primary.csv, "
+        f"LoincPartLink_Supplementary.csv, MultiAxialHierarchy.csv or ComponentHierarchyBySystem.csv"
+        for name, kind in zip(names, kinds, strict=True)
+        if kind is None
+    ]
     if TABLE not in kinds:
         problems.append("LOINC needs Loinc.csv")
     return problems
@@ -66,8 +88,9 @@ class ReleaseFacts:
     version: str = ""
 
 
-def read_concepts(files: Sequence[tuple[str, Opener]], facts: ReleaseFacts | None = None,
-                  run_rows: int = keyedrows.RUN_ROWS) -> Iterator[ConceptRecord]:
+def read_concepts(
+    files: Sequence[tuple[str, Opener]], facts: ReleaseFacts | None = None, run_rows: int = keyedrows.RUN_ROWS
+) -> Iterator[ConceptRecord]:
     """The concepts of the files, in code order; InvalidTerminologyFile when a file lacks a column."""
     facts = facts if facts is not None else ReleaseFacts()
     by_kind: dict[str, list[tuple[str, Opener]]] = {}
@@ -99,8 +122,11 @@ def _keyed_rows(by_kind: dict, versions: set[str]) -> Iterator[tuple]:
         if row["LOINC_NUM"]:
             if row["VERSIONLASTCHANGED"]:
                 versions.add(row["VERSIONLASTCHANGED"])
-            yield (row["LOINC_NUM"], "T", {column: row.get(column, "") for column in
-                                           (*STRING_COLUMNS, *DESIGNATION_COLUMNS, "LONG_COMMON_NAME")})
+            yield (
+                row["LOINC_NUM"],
+                "T",
+                {column: row.get(column, "") for column in (*STRING_COLUMNS, *DESIGNATION_COLUMNS, "LONG_COMMON_NAME")},
+            )
     for row in _rows(PARTS, by_kind):
         if row["PARTNUMBER"]:
             yield row["PARTNUMBER"], "P", row["PARTDISPLAYNAME"] or row["PARTNAME"], row["PARTTYPENAME"], row["STATUS"]
@@ -128,11 +154,13 @@ def _concept(code: str, rows: list[tuple]) -> ConceptRecord:
     if table is not None:
         display = table["LONG_COMMON_NAME"] or table["SHORTNAME"] or table["COMPONENT"] or display
         linked = {name for _, _, name, _, _ in links}
-        properties += [Property(column, table[column]) for column in STRING_COLUMNS
-                       if table[column] and column not in linked]
+        properties += [
+            Property(column, table[column]) for column in STRING_COLUMNS if table[column] and column not in linked
+        ]
         properties.append(Property("inactive", _inactive(table["STATUS"]), "boolean"))
-        designations = [Designation(table[column], "en", SYSTEM, column) for column in DESIGNATION_COLUMNS
-                        if table[column]]
+        designations = [
+            Designation(table[column], "en", SYSTEM, column) for column in DESIGNATION_COLUMNS if table[column]
+        ]
     properties += [Property(name, part_number, "Coding", system) for _, _, name, part_number, system in links]
     return ConceptRecord(code, display, parents, designations=designations, properties=properties)
 

@@ -4,6 +4,7 @@ closure subqueries behind the `:below` / `:above` search modifiers.
 A question without a version is answered by the system's CURRENT version; a BUILDING version answers only
 when named, so an upload in progress (or one loaded with "don't make current") changes no answer.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,8 +37,11 @@ def resolve_version(system: str, version: str | None = None) -> CodeSystemVersio
 
 
 def current_version_id(system: str) -> int | None:
-    return CodeSystemVersion.objects.filter(system=system, status=VersionStatus.CURRENT) \
-        .values_list("id", flat=True).first()
+    return (
+        CodeSystemVersion.objects.filter(system=system, status=VersionStatus.CURRENT)
+        .values_list("id", flat=True)
+        .first()
+    )
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,9 @@ class Lookup:
     properties: list[tuple[str, str, str, str]]  # (name, type, value, system)
 
 
-def lookup(system: str, code: str, version: str | None = None, properties: Sequence[str] = (),
-           display_language: str = "") -> Lookup | None:
+def lookup(
+    system: str, code: str, version: str | None = None, properties: Sequence[str] = (), display_language: str = ""
+) -> Lookup | None:
     """A concept with its designations and properties (the asked ones, all without), or None when unknown;
     its display in `display_language` when asked (`displays_in_language`).
 
@@ -68,13 +73,19 @@ def lookup(system: str, code: str, version: str | None = None, properties: Seque
         stored = stored.filter(property__in=wanted)
     values = [(p.property, p.type, p.value, p.system) for p in stored]
     if not wanted or "parent" in wanted:
-        values += [("parent", "code", parent, "") for parent in
-                   ParentLink.objects.filter(code_system_version=found, child=code).order_by("parent")
-                   .values_list("parent", flat=True)]
+        values += [
+            ("parent", "code", parent, "")
+            for parent in ParentLink.objects.filter(code_system_version=found, child=code)
+            .order_by("parent")
+            .values_list("parent", flat=True)
+        ]
     if not wanted or "child" in wanted:
-        values += [("child", "code", child, "") for child in
-                   ParentLink.objects.filter(code_system_version=found, parent=code).order_by("child")
-                   .values_list("child", flat=True)]
+        values += [
+            ("child", "code", child, "")
+            for child in ParentLink.objects.filter(code_system_version=found, parent=code)
+            .order_by("child")
+            .values_list("child", flat=True)
+        ]
     if (not wanted or "inactive" in wanted) and not any(name == "inactive" for name, *_ in values):
         values.append(("inactive", "boolean", "false", ""))
     designations = list(Designation.objects.filter(code_system_version=found, code=code).order_by("id"))
@@ -90,13 +101,20 @@ def displays_in_language(version_id: int, displays: dict[str, str], language: st
     that language, else the first such designation (synonyms first), else the display unchanged."""
     wanted = language.split("-")[0].lower()
     found: dict[str, list[tuple[bool, str]]] = {}
-    for code, value, designation_language, use_code in Designation.objects.filter(
-            code_system_version_id=version_id, code__in=list(displays)).exclude(language="").order_by("id") \
-            .values_list("code", "value", "language", "use_code"):
+    for code, value, designation_language, use_code in (
+        Designation.objects.filter(code_system_version_id=version_id, code__in=list(displays))
+        .exclude(language="")
+        .order_by("id")
+        .values_list("code", "value", "language", "use_code")
+    ):
         if designation_language.split("-")[0].lower() == wanted:
             found.setdefault(code, []).append((use_code != SYNONYM_USE, value))
-    return {code: display if not found.get(code) or display in [v for _, v in found[code]]
-            else sorted(found[code], key=lambda item: item[0])[0][1] for code, display in displays.items()}
+    return {
+        code: display
+        if not found.get(code) or display in [v for _, v in found[code]]
+        else sorted(found[code], key=lambda item: item[0])[0][1]
+        for code, display in displays.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -114,10 +132,17 @@ def validate_code(system: str, code: str, version: str | None = None, display: s
     concept = Concept.objects.filter(code_system_version=found, code=code).first()
     if concept is None:
         return Validation(False, f"Unknown code {code!r} in {system} version {found.version}", version=found.version)
-    if display and display != concept.display and not Designation.objects.filter(
-            code_system_version=found, code=code, value=display).exists():
-        return Validation(False, f"The display {display!r} is not a display of {code!r}; it is {concept.display!r}",
-                          concept.display, found.version)
+    if (
+        display
+        and display != concept.display
+        and not Designation.objects.filter(code_system_version=found, code=code, value=display).exists()
+    ):
+        return Validation(
+            False,
+            f"The display {display!r} is not a display of {code!r}; it is {concept.display!r}",
+            concept.display,
+            found.version,
+        )
     return Validation(True, "", concept.display, found.version)
 
 
@@ -125,8 +150,9 @@ def subsumes(system: str, code_a: str, code_b: str, version: str | None = None) 
     """FHIR's outcome: `equivalent`, `subsumes` (A is an ancestor of B), `subsumed-by` or `not-subsumed`;
     UnknownCode when either is not in the system."""
     found = resolve_version(system, version)
-    known = set(Concept.objects.filter(code_system_version=found, code__in=[code_a, code_b])
-                .values_list("code", flat=True))
+    known = set(
+        Concept.objects.filter(code_system_version=found, code__in=[code_a, code_b]).values_list("code", flat=True)
+    )
     missing = [code for code in (code_a, code_b) if code not in known]
     if missing:
         raise UnknownCode(f"Unknown code {missing[0]!r} in {system} version {found.version}")
@@ -142,20 +168,22 @@ def subsumes(system: str, code_a: str, code_b: str, version: str | None = None) 
 
 def codes_below(system: str, code: str) -> QuerySet:
     """The codes the current version of `system` has at or below `code` (a subquery, for `:below`)."""
-    return Closure.objects.filter(code_system_version_id=_answering_version_id(system), ancestor=code) \
-        .values("descendant")
+    return Closure.objects.filter(code_system_version_id=_answering_version_id(system), ancestor=code).values(
+        "descendant"
+    )
 
 
 def codes_above(system: str, code: str) -> QuerySet:
     """The codes the current version of `system` has at or above `code` (a subquery, for `:above`)."""
-    return Closure.objects.filter(code_system_version_id=_answering_version_id(system), descendant=code) \
-        .values("ancestor")
+    return Closure.objects.filter(code_system_version_id=_answering_version_id(system), descendant=code).values(
+        "ancestor"
+    )
 
 
 def _answering_version_id(system: str) -> int:
     version_id = current_version_id(system)
     if version_id is None:
-        raise UnknownCodeSystem(f"This server has no current version of {system!r}: :below and :above need the "
-                                f"code system loaded")
+        raise UnknownCodeSystem(
+            f"This server has no current version of {system!r}: :below and :above need the code system loaded"
+        )
     return version_id
-

@@ -10,6 +10,7 @@ as the search index), not surrogate keys: an upload writes them chunk by chunk w
 The bulk tables have no database foreign keys to the version (as the search index has none to `Resource`):
 uploads write them with set-based statements and deletes go in chunks, never as one cascade.
 """
+
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
@@ -29,8 +30,9 @@ class CodeSystemVersion(models.Model):
     """One loaded version of a code system; queries without a version use the CURRENT one."""
 
     system = models.CharField(max_length=200, db_collation=C)
-    version = models.CharField(max_length=64, db_collation=C, null=True, blank=True,
-                               help_text="empty until the upload read it from the file")
+    version = models.CharField(
+        max_length=64, db_collation=C, null=True, blank=True, help_text="empty until the upload read it from the file"
+    )
     name = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=16, choices=VersionStatus.choices, default=VersionStatus.BUILDING)
     created_at = models.DateTimeField(db_default=Now())
@@ -42,8 +44,9 @@ class CodeSystemVersion(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["system", "version"], name="terminology_system_version"),
-            models.UniqueConstraint(fields=["system"], condition=Q(status=VersionStatus.CURRENT),
-                                    name="terminology_one_current_version"),
+            models.UniqueConstraint(
+                fields=["system"], condition=Q(status=VersionStatus.CURRENT), name="terminology_one_current_version"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -62,8 +65,11 @@ class Concept(models.Model):
     abstract = models.BooleanField(default=False, help_text="a grouper (a chapter, a block): not for use in data")
 
     class Meta:
-        indexes = [models.Index(models.F("code_system_version"), models.functions.Lower("display"),
-                                name="terminology_concept_display")]
+        indexes = [
+            models.Index(
+                models.F("code_system_version"), models.functions.Lower("display"), name="terminology_concept_display"
+            )
+        ]
 
 
 class Designation(models.Model):
@@ -129,8 +135,9 @@ class Closure(models.Model):
     descendant = models.CharField(max_length=200, db_collation=C)
 
     class Meta:
-        indexes = [models.Index(fields=["code_system_version", "descendant", "ancestor"],
-                                name="terminology_closure_up")]
+        indexes = [
+            models.Index(fields=["code_system_version", "descendant", "ancestor"], name="terminology_closure_up")
+        ]
 
 
 class UploadedFile(models.Model):
@@ -155,12 +162,16 @@ class ValueSetExpansion(models.Model):
     url = models.CharField(max_length=200, db_collation=C)
     version = models.CharField(max_length=64, db_collation=C, blank=True)
     source = models.CharField(max_length=64, db_collation=C, blank=True, help_text="the ValueSet resource's id")
-    source_version = models.PositiveIntegerField(null=True, blank=True,
-                                                 help_text="its versionId expanded: another one makes this stale")
+    source_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="its versionId expanded: another one makes this stale"
+    )
     status = models.CharField(max_length=16, choices=ExpansionStatus.choices, default=ExpansionStatus.NOT_EXPANDED)
     error = models.TextField(blank=True)
-    systems = ArrayField(models.CharField(max_length=200), default=list,
-                         help_text="the code systems the compose uses: a new current version of one makes it stale")
+    systems = ArrayField(
+        models.CharField(max_length=200),
+        default=list,
+        help_text="the code systems the compose uses: a new current version of one makes it stale",
+    )
     built_from = ArrayField(models.BigIntegerField(), default=list, help_text="the CodeSystemVersion ids used")
     total = models.PositiveIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(db_default=Now())
@@ -174,8 +185,7 @@ class ValueSetExpansion(models.Model):
 
 class ExpansionConcept(models.Model):
     pk = models.CompositePrimaryKey("expansion", "position")
-    expansion = models.ForeignKey(ValueSetExpansion, on_delete=models.DO_NOTHING, db_constraint=False,
-                                  related_name="+")
+    expansion = models.ForeignKey(ValueSetExpansion, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
     position = models.PositiveIntegerField()
     system = models.CharField(max_length=200, db_collation=C)
     version = models.CharField(max_length=64, blank=True)

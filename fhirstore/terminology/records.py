@@ -1,5 +1,6 @@
 """A concept as a loader reads it from a distribution file, before it is written: the unit every loader
 produces and the upload's chunks carry (as compact JSON lists, see `to_json`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,12 +39,25 @@ class ConceptRecord:
 
     def to_json(self) -> list[Any]:
         """`[code, display, abstract, parents, designations, properties, ancestors]`: chunks hold thousands."""
-        return [self.code, self.display, self.abstract, self.parents,
-                [[d.value, d.language, d.use_system, d.use_code] for d in self.designations],
-                [[p.name, p.value, p.type, p.system] for p in self.properties], self.ancestors]
+        return [
+            self.code,
+            self.display,
+            self.abstract,
+            self.parents,
+            [[d.value, d.language, d.use_system, d.use_code] for d in self.designations],
+            [[p.name, p.value, p.type, p.system] for p in self.properties],
+            self.ancestors,
+        ]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> ConceptRecord:
         code, display, abstract, parents, designations, properties, ancestors = data
-        return cls(code, display, list(parents), bool(abstract), [Designation(*d) for d in designations],
-                   [Property(*p) for p in properties], None if ancestors is None else list(ancestors))
+        return cls(
+            code,
+            display,
+            list(parents),
+            bool(abstract),
+            [Designation(*d) for d in designations],
+            [Property(*p) for p in properties],
+            None if ancestors is None else list(ancestors),
+        )

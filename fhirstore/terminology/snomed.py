@@ -21,6 +21,7 @@ date in the concept file's name (`…_INT_20250101.txt` → `20250101`).
 Two on-disk joins, never the edition in memory: the language refset rows with the descriptions (by
 description id), then the concepts with their descriptions and IS-A relationships (by concept id).
 """
+
 from __future__ import annotations
 
 import io
@@ -51,10 +52,29 @@ FILE_PATTERNS = (  # (kind, the start of the file's name, lower case)
 )
 COLUMNS = {
     CONCEPT: ("id", "effectiveTime", "active", "moduleId", "definitionStatusId"),
-    DESCRIPTION: ("id", "effectiveTime", "active", "moduleId", "conceptId", "languageCode", "typeId", "term",
-                  "caseSignificanceId"),
-    RELATIONSHIP: ("id", "effectiveTime", "active", "moduleId", "sourceId", "destinationId", "relationshipGroup",
-                   "typeId", "characteristicTypeId", "modifierId"),
+    DESCRIPTION: (
+        "id",
+        "effectiveTime",
+        "active",
+        "moduleId",
+        "conceptId",
+        "languageCode",
+        "typeId",
+        "term",
+        "caseSignificanceId",
+    ),
+    RELATIONSHIP: (
+        "id",
+        "effectiveTime",
+        "active",
+        "moduleId",
+        "sourceId",
+        "destinationId",
+        "relationshipGroup",
+        "typeId",
+        "characteristicTypeId",
+        "modifierId",
+    ),
     LANGUAGE: ("id", "effectiveTime", "active", "moduleId", "refsetId", "referencedComponentId", "acceptabilityId"),
 }
 RELEASE_DATE = re.compile(r"_(\d{8})\.txt(\.gz)?$", re.IGNORECASE)
@@ -70,9 +90,12 @@ def file_kind(name: str) -> str | None:
 def file_problems(names: Sequence[str]) -> list[str]:
     """What is wrong with an upload's files, by their names (checked at kick-off)."""
     kinds = [file_kind(name) for name in names]
-    problems = [f"{name}: SNOMED CT takes the RF2 Snapshot files sct2_Concept_Snapshot, sct2_Description_Snapshot, "
-                f"sct2_TextDefinition_Snapshot, sct2_Relationship_Snapshot, der2_cRefset_LanguageSnapshot"
-                for name, kind in zip(names, kinds, strict=True) if kind is None]
+    problems = [
+        f"{name}: SNOMED CT takes the RF2 Snapshot files sct2_Concept_Snapshot, sct2_Description_Snapshot, "
+        f"sct2_TextDefinition_Snapshot, sct2_Relationship_Snapshot, der2_cRefset_LanguageSnapshot"
+        for name, kind in zip(names, kinds, strict=True)
+        if kind is None
+    ]
     for needed in (CONCEPT, DESCRIPTION):
         if needed not in kinds:
             problems.append(f"SNOMED CT needs a {needed} file (sct2_{needed.capitalize()}_Snapshot_…txt)")
@@ -86,8 +109,9 @@ class ReleaseFacts:
     version: str = ""
 
 
-def read_concepts(files: Sequence[tuple[str, Opener]], facts: ReleaseFacts | None = None,
-                  run_rows: int = keyedrows.RUN_ROWS) -> Iterator[ConceptRecord]:
+def read_concepts(
+    files: Sequence[tuple[str, Opener]], facts: ReleaseFacts | None = None, run_rows: int = keyedrows.RUN_ROWS
+) -> Iterator[ConceptRecord]:
     """The concepts of an RF2 Snapshot, in concept id order. InvalidTerminologyFile when a file is not in
     its RF2 layout, or a description or relationship names a concept the concept file lacks."""
     facts = facts if facts is not None else ReleaseFacts()
@@ -115,16 +139,16 @@ def _rows(kind: str, files: Sequence[tuple[str, Opener]]) -> Iterator[list[str]]
             text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
             header = text.readline().rstrip("\r\n").split("\t")
             if tuple(header) != columns:
-                raise InvalidTerminologyFile(f"{name}: not the RF2 {kind} layout (its header: {' '.join(header)}; "
-                                             f"expected: {' '.join(columns)})")
+                raise InvalidTerminologyFile(
+                    f"{name}: not the RF2 {kind} layout (its header: {' '.join(header)}; expected: {' '.join(columns)})"
+                )
             try:
                 for number, line in enumerate(text, 2):
                     fields = line.rstrip("\r\n").split("\t")
                     if len(fields) != len(columns):
                         if not line.strip():
                             continue
-                        raise InvalidTerminologyFile(f"{name}, line {number}: {len(fields)} fields, not "
-                                                     f"{len(columns)}")
+                        raise InvalidTerminologyFile(f"{name}, line {number}: {len(fields)} fields, not {len(columns)}")
                     yield fields
             except UnicodeDecodeError as error:
                 raise InvalidTerminologyFile(f"{name}: not UTF-8 ({error})") from None
@@ -133,6 +157,7 @@ def _rows(kind: str, files: Sequence[tuple[str, Opener]]) -> Iterator[list[str]]
 def _descriptions_with_acceptability(by_kind: dict, directory: str, run_rows: int) -> Iterator[tuple]:
     """Active descriptions keyed by their concept: (conceptId, "D", typeId, languageCode, term, rank), rank 0
     for preferred in US English, 1 preferred elsewhere, 2 otherwise."""
+
     def keyed() -> Iterator[tuple]:
         for row in _rows(LANGUAGE, by_kind.get(LANGUAGE, [])):
             if row[2] == "1" and row[6] == PREFERRED:
@@ -160,19 +185,28 @@ def _concept_rows(by_kind: dict, descriptions: Iterator[tuple]) -> Iterator[tupl
 def _concept(concept_id: str, rows: list[tuple]) -> ConceptRecord:
     concept = next((row for row in rows if row[1] == "C"), None)
     if concept is None:
-        raise InvalidTerminologyFile(f"a description or IS-A relationship names the concept {concept_id}, "
-                                     f"which the concept file does not have")
+        raise InvalidTerminologyFile(
+            f"a description or IS-A relationship names the concept {concept_id}, which the concept file does not have"
+        )
     _, _, effective_time, active, module, definition_status = concept
     descriptions = sorted((row for row in rows if row[1] == "D"), key=_display_rank)
     display = descriptions[0][4] if descriptions else ""
     return ConceptRecord(
-        concept_id, display, sorted({row[2] for row in rows if row[1] == "R"}),
-        designations=[Designation(term, language, SYSTEM, type_id) for _, _, type_id, language, term, _ in
-                      descriptions],
-        properties=[Property("inactive", "false" if active == "1" else "true", "boolean"),
-                    Property("moduleId", module, "code"), Property("effectiveTime", effective_time),
-                    Property("sufficientlyDefined", "true" if definition_status == SUFFICIENTLY_DEFINED else "false",
-                             "boolean")])
+        concept_id,
+        display,
+        sorted({row[2] for row in rows if row[1] == "R"}),
+        designations=[
+            Designation(term, language, SYSTEM, type_id) for _, _, type_id, language, term, _ in descriptions
+        ],
+        properties=[
+            Property("inactive", "false" if active == "1" else "true", "boolean"),
+            Property("moduleId", module, "code"),
+            Property("effectiveTime", effective_time),
+            Property(
+                "sufficientlyDefined", "true" if definition_status == SUFFICIENTLY_DEFINED else "false", "boolean"
+            ),
+        ],
+    )
 
 
 def _display_rank(row: tuple) -> tuple:

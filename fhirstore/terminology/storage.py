@@ -6,6 +6,7 @@ idempotent, so a chunk run twice (a worker killed after its commit, before the e
 the same rows: concepts are upserted, a chunk's designations, properties and links are replaced, closure
 rows are inserted `ON CONFLICT DO NOTHING`. Readers never see a BUILDING version unless they name it.
 """
+
 from __future__ import annotations
 
 import re
@@ -96,8 +97,11 @@ def label_version(version_id: int, label: str, name: str = "") -> str:
         if row.version:
             return row.version
         label = label or "1"
-        taken = set(CodeSystemVersion.objects.filter(system=row.system, version__startswith=label)
-                     .values_list("version", flat=True))
+        taken = set(
+            CodeSystemVersion.objects.filter(system=row.system, version__startswith=label).values_list(
+                "version", flat=True
+            )
+        )
         chosen, n = label, 1
         while chosen in taken:
             n += 1
@@ -112,34 +116,66 @@ def write_concepts(version_id: int, records: Sequence[ConceptRecord]) -> int:
     running it again leaves the same rows. Returns the number of concepts."""
     codes = [record.code for record in records]
     with transaction.atomic(), connection.cursor() as cursor:
-        for table, column in (("terminology_designation", "code"), ("terminology_conceptproperty", "code"),
-                              ("terminology_parentlink", "child")):
-            cursor.execute(f"DELETE FROM {table} WHERE code_system_version_id = %s AND {column} = ANY(%s::text[])",
-                           [version_id, codes])
-        cursor.execute(WRITE_CONCEPTS_SQL, {"version": version_id, "codes": codes,
-                                            "displays": [r.display for r in records],
-                                            "abstracts": [r.abstract for r in records]})
+        for table, column in (
+            ("terminology_designation", "code"),
+            ("terminology_conceptproperty", "code"),
+            ("terminology_parentlink", "child"),
+        ):
+            cursor.execute(
+                f"DELETE FROM {table} WHERE code_system_version_id = %s AND {column} = ANY(%s::text[])",
+                [version_id, codes],
+            )
+        cursor.execute(
+            WRITE_CONCEPTS_SQL,
+            {
+                "version": version_id,
+                "codes": codes,
+                "displays": [r.display for r in records],
+                "abstracts": [r.abstract for r in records],
+            },
+        )
         designations = [(r.code, d) for r in records for d in r.designations]
         if designations:
-            cursor.execute(WRITE_DESIGNATIONS_SQL, {
-                "version": version_id, "codes": [code for code, _ in designations],
-                "values": [d.value for _, d in designations], "languages": [d.language for _, d in designations],
-                "use_systems": [d.use_system for _, d in designations],
-                "use_codes": [d.use_code for _, d in designations]})
+            cursor.execute(
+                WRITE_DESIGNATIONS_SQL,
+                {
+                    "version": version_id,
+                    "codes": [code for code, _ in designations],
+                    "values": [d.value for _, d in designations],
+                    "languages": [d.language for _, d in designations],
+                    "use_systems": [d.use_system for _, d in designations],
+                    "use_codes": [d.use_code for _, d in designations],
+                },
+            )
         properties = [(r.code, p) for r in records for p in r.properties]
         if properties:
-            cursor.execute(WRITE_PROPERTIES_SQL, {
-                "version": version_id, "codes": [code for code, _ in properties],
-                "names": [p.name for _, p in properties], "values": [p.value for _, p in properties],
-                "types": [p.type for _, p in properties], "systems": [p.system for _, p in properties]})
+            cursor.execute(
+                WRITE_PROPERTIES_SQL,
+                {
+                    "version": version_id,
+                    "codes": [code for code, _ in properties],
+                    "names": [p.name for _, p in properties],
+                    "values": [p.value for _, p in properties],
+                    "types": [p.type for _, p in properties],
+                    "systems": [p.system for _, p in properties],
+                },
+            )
         links = [(r.code, parent) for r in records for parent in r.parents]
         if links:
-            cursor.execute(WRITE_LINKS_SQL, {"version": version_id, "children": [child for child, _ in links],
-                                             "parents": [parent for _, parent in links]})
+            cursor.execute(
+                WRITE_LINKS_SQL,
+                {
+                    "version": version_id,
+                    "children": [child for child, _ in links],
+                    "parents": [parent for _, parent in links],
+                },
+            )
         if closure_known(records):
             pairs = [(ancestor, r.code) for r in records for ancestor in (r.code, *r.ancestors)]
-            cursor.execute(WRITE_CLOSURE_SQL, {"version": version_id, "ancestors": [a for a, _ in pairs],
-                                               "descendants": [d for _, d in pairs]})
+            cursor.execute(
+                WRITE_CLOSURE_SQL,
+                {"version": version_id, "ancestors": [a for a, _ in pairs], "descendants": [d for _, d in pairs]},
+            )
     return len(records)
 
 
@@ -171,8 +207,9 @@ def make_current(version_id: int, *, concepts: int | None = None, closure_rows: 
         version = CodeSystemVersion.objects.select_for_update().get(pk=version_id)
         if version.status == VersionStatus.CURRENT:
             return False
-        CodeSystemVersion.objects.filter(system=version.system, status=VersionStatus.CURRENT) \
-            .update(status=VersionStatus.SUPERSEDED)
+        CodeSystemVersion.objects.filter(system=version.system, status=VersionStatus.CURRENT).update(
+            status=VersionStatus.SUPERSEDED
+        )
         changes = {"status": VersionStatus.CURRENT, "made_current_at": Now()}
         if concepts is not None:
             changes["concept_count"] = concepts
@@ -188,16 +225,25 @@ def make_current(version_id: int, *, concepts: int | None = None, closure_rows: 
 
 def mark_expansions_stale(systems: Sequence[str]) -> int:
     """Stored expansions built from these systems are stale: NOT_EXPANDED, to be expanded again."""
-    return ValueSetExpansion.objects.filter(systems__overlap=list(systems)) \
-        .exclude(status=ExpansionStatus.NOT_EXPANDED).update(status=ExpansionStatus.NOT_EXPANDED,
-                                                             updated_at=Now())
+    return (
+        ValueSetExpansion.objects.filter(systems__overlap=list(systems))
+        .exclude(status=ExpansionStatus.NOT_EXPANDED)
+        .update(status=ExpansionStatus.NOT_EXPANDED, updated_at=Now())
+    )
 
 
 def code_system_resource(version: CodeSystemVersion) -> dict:
     """The CodeSystem resource of a loaded system: its metadata, the concepts stay in the terminology tables."""
-    return {"resourceType": "CodeSystem", "id": resource_id(version.system), "url": version.system,
-            "version": version.version or "", "name": SLUG.sub("_", version.name or resource_id(version.system)),
-            "status": "active", "content": "not-present", "count": version.concept_count}
+    return {
+        "resourceType": "CodeSystem",
+        "id": resource_id(version.system),
+        "url": version.system,
+        "version": version.version or "",
+        "name": SLUG.sub("_", version.name or resource_id(version.system)),
+        "status": "active",
+        "content": "not-present",
+        "count": version.concept_count,
+    }
 
 
 def resource_id(system: str) -> str:
@@ -208,8 +254,10 @@ def resource_id(system: str) -> str:
 
 def counts(version_id: int) -> tuple[int, int]:
     """(concepts, closure rows) of a version, counted."""
-    return (Concept.objects.filter(code_system_version_id=version_id).count(),
-            Closure.objects.filter(code_system_version_id=version_id).count())
+    return (
+        Concept.objects.filter(code_system_version_id=version_id).count(),
+        Closure.objects.filter(code_system_version_id=version_id).count(),
+    )
 
 
 def store_uploaded_file(file_id, name: str, content: bytes) -> None:
@@ -227,8 +275,7 @@ def drop_uploaded_files(file_ids: Sequence) -> None:
 
 def drop_abandoned_uploaded_files(older_than_hours: int = 24) -> int:
     """Inline files of uploads that never finished (failed, cancelled): the finished ones dropped their own."""
-    deleted, _ = UploadedFile.objects.filter(
-        created_at__lt=Now() - timedelta(hours=older_than_hours)).delete()
+    deleted, _ = UploadedFile.objects.filter(created_at__lt=Now() - timedelta(hours=older_than_hours)).delete()
     return deleted
 
 
@@ -267,11 +314,16 @@ def add_concepts(system: str, records: Sequence[ConceptRecord]) -> int:
     version = resolve_version(system)
     codes = [record.code for record in records]
     with transaction.atomic():
-        existing_children = set(ParentLink.objects.filter(code_system_version=version, parent__in=codes)
-                                .exclude(child__in=codes).values_list("child", flat=True))
+        existing_children = set(
+            ParentLink.objects.filter(code_system_version=version, parent__in=codes)
+            .exclude(child__in=codes)
+            .values_list("child", flat=True)
+        )
         if existing_children:
-            raise InvalidRequest(f"A delta may not add parents to existing concepts "
-                                 f"({', '.join(sorted(existing_children)[:5])}): upload a new version")
+            raise InvalidRequest(
+                f"A delta may not add parents to existing concepts "
+                f"({', '.join(sorted(existing_children)[:5])}): upload a new version"
+            )
         write_concepts(version.id, records)
         missing = dangling_links(version.id, codes)
         if missing:
@@ -279,7 +331,8 @@ def add_concepts(system: str, records: Sequence[ConceptRecord]) -> int:
         Closure.objects.filter(code_system_version=version, descendant__in=codes).delete()
         build_closure(version.id, codes)
         CodeSystemVersion.objects.filter(pk=version.id).update(
-            concept_count=Concept.objects.filter(code_system_version=version).count())
+            concept_count=Concept.objects.filter(code_system_version=version).count()
+        )
         mark_expansions_stale([system])
     return len(records)
 
@@ -295,30 +348,50 @@ def remove_concepts(system: str, codes: Sequence[str]) -> int:
 
     version = resolve_version(system)
     with transaction.atomic():
-        present = sorted(Concept.objects.filter(code_system_version=version, code__in=codes)
-                         .values_list("code", flat=True))
-        left_behind = sorted(set(ParentLink.objects.filter(code_system_version=version, parent__in=present)
-                                 .exclude(child__in=present).values_list("child", flat=True)))
+        present = sorted(
+            Concept.objects.filter(code_system_version=version, code__in=codes).values_list("code", flat=True)
+        )
+        left_behind = sorted(
+            set(
+                ParentLink.objects.filter(code_system_version=version, parent__in=present)
+                .exclude(child__in=present)
+                .values_list("child", flat=True)
+            )
+        )
         if left_behind:
-            raise InvalidRequest(f"A delta may remove a concept only with its children; not removed: "
-                                 f"{', '.join(left_behind[:5])}{' …' if len(left_behind) > 5 else ''}")
+            raise InvalidRequest(
+                f"A delta may remove a concept only with its children; not removed: "
+                f"{', '.join(left_behind[:5])}{' …' if len(left_behind) > 5 else ''}"
+            )
         if not present:
             return 0
         with connection.cursor() as cursor:
-            for table, column in (("terminology_closure", "descendant"), ("terminology_conceptproperty", "code"),
-                                  ("terminology_designation", "code"), ("terminology_parentlink", "child"),
-                                  ("terminology_concept", "code")):
-                cursor.execute(f"DELETE FROM {table} WHERE code_system_version_id = %s AND {column} = ANY(%s::text[])",
-                               [version.id, present])
+            for table, column in (
+                ("terminology_closure", "descendant"),
+                ("terminology_conceptproperty", "code"),
+                ("terminology_designation", "code"),
+                ("terminology_parentlink", "child"),
+                ("terminology_concept", "code"),
+            ):
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE code_system_version_id = %s AND {column} = ANY(%s::text[])",
+                    [version.id, present],
+                )
         CodeSystemVersion.objects.filter(pk=version.id).update(
             concept_count=Concept.objects.filter(code_system_version=version).count(),
-            closure_count=Closure.objects.filter(code_system_version=version).count())
+            closure_count=Closure.objects.filter(code_system_version=version).count(),
+        )
         mark_expansions_stale([system])
     return len(present)
 
 
-VERSION_TABLES = ("terminology_closure", "terminology_conceptproperty", "terminology_designation",
-                  "terminology_parentlink", "terminology_concept")  # the rows of a version, deleted in this order
+VERSION_TABLES = (
+    "terminology_closure",
+    "terminology_conceptproperty",
+    "terminology_designation",
+    "terminology_parentlink",
+    "terminology_concept",
+)  # the rows of a version, deleted in this order
 
 
 def start_deleting(version_id: int) -> CodeSystemVersion:
@@ -349,8 +422,11 @@ def delete_version_rows(version_id: int, table: str, limit: int) -> int:
     if table not in VERSION_TABLES:
         raise ValueError(f"{table} is not a terminology table")
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
-                       f"WHERE code_system_version_id = %s LIMIT %s))", [version_id, limit])
+        cursor.execute(
+            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
+            f"WHERE code_system_version_id = %s LIMIT %s))",
+            [version_id, limit],
+        )
         return cursor.rowcount
 
 

@@ -1,4 +1,5 @@
 """Terminology operation routes; included by `fhirstore.urls` ahead of its generic type routes."""
+
 from django.urls import path
 
 from fhirstore.terminology import views
@@ -13,12 +14,24 @@ OPERATIONS = (
 
 urlpatterns = [
     path("fhir/CodeSystem/$apply-codesystem-delta-add", views.DeltaAddView.as_view(), name="terminology-delta-add"),
-    path("fhir/CodeSystem/$apply-codesystem-delta-remove", views.DeltaRemoveView.as_view(),
-         name="terminology-delta-remove"),
-    path("fhir/ValueSet/<fhirid:logical_id>/$invalidate-expansion", views.InvalidateExpansionView.as_view(),
-         name="terminology-invalidate-expansion"),
-    *(path(f"fhir/{resource_type}/{operation}", view.as_view(), name=f"terminology-{name}")
-      for resource_type, operation, view, name in OPERATIONS),
-    *(path(f"fhir/{resource_type}/<fhirid:logical_id>/{operation}", view.as_view(),
-           name=f"terminology-{name}-instance") for resource_type, operation, view, name in OPERATIONS),
+    path(
+        "fhir/CodeSystem/$apply-codesystem-delta-remove",
+        views.DeltaRemoveView.as_view(),
+        name="terminology-delta-remove",
+    ),
+    path(
+        "fhir/ValueSet/<fhirid:logical_id>/$invalidate-expansion",
+        views.InvalidateExpansionView.as_view(),
+        name="terminology-invalidate-expansion",
+    ),
+    *(
+        path(f"fhir/{resource_type}/{operation}", view.as_view(), name=f"terminology-{name}")
+        for resource_type, operation, view, name in OPERATIONS
+    ),
+    *(
+        path(
+            f"fhir/{resource_type}/<fhirid:logical_id>/{operation}", view.as_view(), name=f"terminology-{name}-instance"
+        )
+        for resource_type, operation, view, name in OPERATIONS
+    ),
 ]

@@ -8,6 +8,7 @@ imports (`valueSet`: their stored expansion, or their compose as SQL). Includes 
 away (EXCEPT). A stored expansion is used when it is EXPANDED; a new current version of a code system it
 used makes it stale (`storage.mark_expansions_stale`).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -34,12 +35,16 @@ from fhirstore.terminology.models import (
 )
 
 CODE_PROPERTIES = ("code", "concept")  # filter properties that mean the concept itself
-CLOSURE_SQL = ("SELECT descendant FROM terminology_closure WHERE code_system_version_id = %s AND ancestor = %s")
-STORED_ACTIVE_SQL = ("AND NOT EXISTS (SELECT 1 FROM terminology_conceptproperty p JOIN terminology_codesystemversion v"
-                     " ON v.id = p.code_system_version_id WHERE v.system = e.system AND v.version = e.version"
-                     " AND p.code = e.code AND p.property = 'inactive' AND p.value = 'true')")
-ACTIVE_SQL = ("AND NOT EXISTS (SELECT 1 FROM terminology_conceptproperty p WHERE p.code_system_version_id = "
-              "c.code_system_version_id AND p.code = c.code AND p.property = 'inactive' AND p.value = 'true')")
+CLOSURE_SQL = "SELECT descendant FROM terminology_closure WHERE code_system_version_id = %s AND ancestor = %s"
+STORED_ACTIVE_SQL = (
+    "AND NOT EXISTS (SELECT 1 FROM terminology_conceptproperty p JOIN terminology_codesystemversion v"
+    " ON v.id = p.code_system_version_id WHERE v.system = e.system AND v.version = e.version"
+    " AND p.code = e.code AND p.property = 'inactive' AND p.value = 'true')"
+)
+ACTIVE_SQL = (
+    "AND NOT EXISTS (SELECT 1 FROM terminology_conceptproperty p WHERE p.code_system_version_id = "
+    "c.code_system_version_id AND p.code = c.code AND p.property = 'inactive' AND p.value = 'true')"
+)
 
 
 @dataclass
@@ -72,13 +77,19 @@ def compose_query(compose: Mapping[str, Any], *, active_only: bool = False) -> C
     return ComposeQuery(part.sql, part.params, sorted(set(systems)), sorted(set(version_ids)))
 
 
-def _compose_sql(compose: Mapping[str, Any], systems: list[str], version_ids: list[int], active_only: bool,
-                 importing: tuple[str, ...]) -> _Part:
+def _compose_sql(
+    compose: Mapping[str, Any],
+    systems: list[str],
+    version_ids: list[int],
+    active_only: bool,
+    importing: tuple[str, ...],
+) -> _Part:
     if not isinstance(compose, Mapping) or not compose.get("include"):
         raise InvalidRequest("The ValueSet has no compose.include to expand")
     active_only = active_only or compose.get("inactive") is False
-    parts = [_include_sql(include, systems, version_ids, active_only, importing)
-             for include in _list(compose, "include")]
+    parts = [
+        _include_sql(include, systems, version_ids, active_only, importing) for include in _list(compose, "include")
+    ]
     excluded = [_include_sql(exclude, systems, version_ids, False, importing) for exclude in _list(compose, "exclude")]
     sql = " UNION ".join(f"({part.sql})" for part in parts)
     params = [p for part in parts for p in part.params]
@@ -101,8 +112,13 @@ def _list(compose: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     return value
 
 
-def _include_sql(include: Mapping[str, Any], systems: list[str], version_ids: list[int], active_only: bool,
-                 importing: tuple[str, ...]) -> _Part:
+def _include_sql(
+    include: Mapping[str, Any],
+    systems: list[str],
+    version_ids: list[int],
+    active_only: bool,
+    importing: tuple[str, ...],
+) -> _Part:
     """One include (or exclude): the system's concepts narrowed by its concept list and filters, and by the
     codes of every ValueSet it imports (`valueSet`: FHIR's intersection); without a system, the codes of
     the imported ValueSets (in all of them)."""
@@ -117,8 +133,11 @@ def _include_sql(include: Mapping[str, Any], systems: list[str], version_ids: li
         first, *others = imported
         sql = _Sql([f"SELECT * FROM ({first.sql}) imported WHERE true"], list(first.params))
         for other in others:
-            sql.add(f"AND (imported.system, imported.code) IN (WITH other AS MATERIALIZED ({other.sql}) "
-                    f"SELECT system, code FROM other)", *other.params)  # run once, not once per row
+            sql.add(
+                f"AND (imported.system, imported.code) IN (WITH other AS MATERIALIZED ({other.sql}) "
+                f"SELECT system, code FROM other)",
+                *other.params,
+            )  # run once, not once per row
         return _Part(" ".join(sql.text), sql.params)
     if not isinstance(system, str):
         raise InvalidRequest("compose.include.system must be a URI")
@@ -126,8 +145,13 @@ def _include_sql(include: Mapping[str, Any], systems: list[str], version_ids: li
     systems.append(system)
     version_ids.append(version.id)
     sql = _Sql()
-    sql.add("SELECT %s::text AS system, %s::text AS version, c.code, c.display, c.abstract FROM terminology_concept c"
-            " WHERE c.code_system_version_id = %s", system, version.version or "", version.id)
+    sql.add(
+        "SELECT %s::text AS system, %s::text AS version, c.code, c.display, c.abstract FROM terminology_concept c"
+        " WHERE c.code_system_version_id = %s",
+        system,
+        version.version or "",
+        version.id,
+    )
     codes = [concept.get("code") for concept in include.get("concept") or [] if isinstance(concept, Mapping)]
     if include.get("concept"):
         sql.add("AND c.code = ANY(%s::text[])", [code for code in codes if isinstance(code, str)])
@@ -136,13 +160,17 @@ def _include_sql(include: Mapping[str, Any], systems: list[str], version_ids: li
     if active_only:
         sql.add(ACTIVE_SQL)
     for part in imported:
-        sql.add(f"AND c.code IN (WITH imported AS MATERIALIZED ({part.sql}) SELECT code FROM imported "
-                f"WHERE system = %s)", *part.params, system)
+        sql.add(
+            f"AND c.code IN (WITH imported AS MATERIALIZED ({part.sql}) SELECT code FROM imported WHERE system = %s)",
+            *part.params,
+            system,
+        )
     return _Part(" ".join(sql.text), sql.params)
 
 
-def _imported_sql(url: str, systems: list[str], version_ids: list[int], active_only: bool,
-                  importing: tuple[str, ...]) -> _Part:
+def _imported_sql(
+    url: str, systems: list[str], version_ids: list[int], active_only: bool, importing: tuple[str, ...]
+) -> _Part:
     """The codes of an imported ValueSet (`url` or `url|version`, a stored one): its stored expansion when
     EXPANDED, else its compose (imports of imports too; a cycle is refused)."""
     if url in importing:
@@ -154,9 +182,12 @@ def _imported_sql(url: str, systems: list[str], version_ids: list[int], active_o
         return _compose_sql(value_set.get("compose") or {}, systems, version_ids, active_only, (*importing, url))
     systems.extend(stored.systems)
     version_ids.extend(stored.built_from)
-    return _Part("SELECT e.system::text AS system, e.version::text AS version, e.code, e.display, false AS abstract "
-                 "FROM terminology_expansionconcept e WHERE e.expansion_id = %s"
-                 + (f" {STORED_ACTIVE_SQL}" if active_only else ""), [stored.pk])
+    return _Part(
+        "SELECT e.system::text AS system, e.version::text AS version, e.code, e.display, false AS abstract "
+        "FROM terminology_expansionconcept e WHERE e.expansion_id = %s"
+        + (f" {STORED_ACTIVE_SQL}" if active_only else ""),
+        [stored.pk],
+    )
 
 
 def _filter_sql(concept_filter: Any, version_id: int, sql: _Sql) -> None:
@@ -174,20 +205,26 @@ def _filter_sql(concept_filter: Any, version_id: int, sql: _Sql) -> None:
             sql.add("AND c.code <> %s", value)
         return
     if op not in ("=", "in", "not-in", "regex"):
-        raise UnsupportedSearch(f"The filter op {op!r} is not supported (is-a, descendent-of, is-not-a, =, in, "
-                                f"not-in, regex)")
+        raise UnsupportedSearch(
+            f"The filter op {op!r} is not supported (is-a, descendent-of, is-not-a, =, in, not-in, regex)"
+        )
     comparison, argument = {
-        "=": ("= %s", value), "in": ("= ANY(%s::text[])", value.split(",")),
-        "not-in": ("= ANY(%s::text[])", value.split(",")), "regex": ("~ %s", f"^(?:{value})$"),
+        "=": ("= %s", value),
+        "in": ("= ANY(%s::text[])", value.split(",")),
+        "not-in": ("= ANY(%s::text[])", value.split(",")),
+        "regex": ("~ %s", f"^(?:{value})$"),
     }[op]
     negation = "NOT " if op == "not-in" else ""
     if prop in CODE_PROPERTIES or prop == "display":
         column = "c.code" if prop in CODE_PROPERTIES else "c.display"
         sql.add(f"AND {negation}({column} {comparison})", argument)
     else:
-        sql.add(f"AND {negation}EXISTS (SELECT 1 FROM terminology_conceptproperty p WHERE p.code_system_version_id ="
-                f" c.code_system_version_id AND p.code = c.code AND p.property = %s AND p.value {comparison})",
-                prop, argument)
+        sql.add(
+            f"AND {negation}EXISTS (SELECT 1 FROM terminology_conceptproperty p WHERE p.code_system_version_id ="
+            f" c.code_system_version_id AND p.code = c.code AND p.property = %s AND p.value {comparison})",
+            prop,
+            argument,
+        )
 
 
 @dataclass(frozen=True)
@@ -199,8 +236,15 @@ class ExpansionPage:
     status: str = ""  # the stored expansion's status (a stored ValueSet's), "" for one sent inline
 
 
-def expand(value_set: Mapping[str, Any], *, text: str = "", offset: int = 0, count: int | None = None,
-           active_only: bool = False, display_language: str = "") -> ExpansionPage:
+def expand(
+    value_set: Mapping[str, Any],
+    *,
+    text: str = "",
+    offset: int = 0,
+    count: int | None = None,
+    active_only: bool = False,
+    display_language: str = "",
+) -> ExpansionPage:
     """One page of a ValueSet's expansion: from its stored expansion when EXPANDED, else on the fly; without
     inactive concepts when `active_only`; displays in `display_language` when asked.
 
@@ -208,27 +252,33 @@ def expand(value_set: Mapping[str, Any], *, text: str = "", offset: int = 0, cou
     ask for pages with `count`."""
     page = _expand(value_set, text=text, offset=offset, count=count, active_only=active_only)
     if display_language:
-        page = ExpansionPage(page.total, page.offset, _in_language(page.contains, display_language), page.stored,
-                             page.status)
+        page = ExpansionPage(
+            page.total, page.offset, _in_language(page.contains, display_language), page.stored, page.status
+        )
     return page
 
 
-def _in_language(contains: list[tuple[str, str, str, str, bool]], language: str
-                 ) -> list[tuple[str, str, str, str, bool]]:
+def _in_language(
+    contains: list[tuple[str, str, str, str, bool]], language: str
+) -> list[tuple[str, str, str, str, bool]]:
     displays: dict[tuple[str, str], dict[str, str]] = {}
     for system, version, code, display, _ in contains:
         displays.setdefault((system, version), {})[code] = display
     for (system, version), by_code in displays.items():
-        version_id = CodeSystemVersion.objects.filter(system=system, version=version).values_list(
-            "id", flat=True).first()
+        version_id = (
+            CodeSystemVersion.objects.filter(system=system, version=version).values_list("id", flat=True).first()
+        )
         if version_id is not None:
             by_code.update(displays_in_language(version_id, by_code, language))
-    return [(system, version, code, displays[(system, version)][code], abstract)
-            for system, version, code, _, abstract in contains]
+    return [
+        (system, version, code, displays[(system, version)][code], abstract)
+        for system, version, code, _, abstract in contains
+    ]
 
 
-def _expand(value_set: Mapping[str, Any], *, text: str, offset: int, count: int | None, active_only: bool
-            ) -> ExpansionPage:
+def _expand(
+    value_set: Mapping[str, Any], *, text: str, offset: int, count: int | None, active_only: bool
+) -> ExpansionPage:
     limit = settings.TERMINOLOGY_EXPANSION_MAX_CODES
     if count is not None and count > limit:
         raise ExpansionTooCostly(f"count={count} is more than this server returns at once ({limit})")
@@ -238,14 +288,27 @@ def _expand(value_set: Mapping[str, Any], *, text: str, offset: int, count: int 
         if text:
             rows = rows.filter(display__icontains=text) | rows.filter(code__istartswith=text)
         if active_only:
-            rows = rows.filter(~Exists(ConceptProperty.objects.filter(
-                code_system_version__system=OuterRef("system"), code_system_version__version=OuterRef("version"),
-                code=OuterRef("code"), property="inactive", value="true")))
+            rows = rows.filter(
+                ~Exists(
+                    ConceptProperty.objects.filter(
+                        code_system_version__system=OuterRef("system"),
+                        code_system_version__version=OuterRef("version"),
+                        code=OuterRef("code"),
+                        property="inactive",
+                        value="true",
+                    )
+                )
+            )
         total = rows.count()
         _check_size(total, count, limit)
-        page = rows.order_by("position")[offset: offset + (count if count is not None else total)]
-        return ExpansionPage(total, offset, [(r.system, r.version, r.code, r.display, False) for r in page], True,
-                             ExpansionStatus.EXPANDED)
+        page = rows.order_by("position")[offset : offset + (count if count is not None else total)]
+        return ExpansionPage(
+            total,
+            offset,
+            [(r.system, r.version, r.code, r.display, False) for r in page],
+            True,
+            ExpansionStatus.EXPANDED,
+        )
     query = compose_query(value_set.get("compose") or {}, active_only=active_only)
     where, params = ("", [])
     if text:
@@ -254,8 +317,10 @@ def _expand(value_set: Mapping[str, Any], *, text: str, offset: int, count: int 
         cursor.execute(f"SELECT count(*) FROM ({query.sql}) expansion{where}", [*query.params, *params])
         total = cursor.fetchone()[0]
         _check_size(total, count, limit)
-        cursor.execute(f"SELECT * FROM ({query.sql}) expansion{where} ORDER BY system, code OFFSET %s LIMIT %s",
-                       [*query.params, *params, offset, count if count is not None else total])
+        cursor.execute(
+            f"SELECT * FROM ({query.sql}) expansion{where} ORDER BY system, code OFFSET %s LIMIT %s",
+            [*query.params, *params, offset, count if count is not None else total],
+        )
         contains = [tuple(row) for row in cursor.fetchall()]
     return ExpansionPage(total, offset, contains, False, expansion_status(value_set))
 
@@ -266,8 +331,11 @@ def expansion_status(value_set: Mapping[str, Any]) -> str:
     source, source_version = _source(value_set)
     if source_version is None:
         return ""
-    row = ValueSetExpansion.objects.filter(url=value_set.get("url") or "", version=value_set.get("version") or "") \
-        .values_list("status", "source", "source_version").first()
+    row = (
+        ValueSetExpansion.objects.filter(url=value_set.get("url") or "", version=value_set.get("version") or "")
+        .values_list("status", "source", "source_version")
+        .first()
+    )
     if row is None or (row[0] != ExpansionStatus.EXPANDING and (row[1], row[2]) != (source, source_version)):
         return ExpansionStatus.NOT_EXPANDED
     return row[0]
@@ -276,15 +344,18 @@ def expansion_status(value_set: Mapping[str, Any]) -> str:
 def invalidate_expansion(value_set: Mapping[str, Any]) -> int:
     """`$invalidate-expansion`: the stored expansion of this ValueSet is stale (expanded again by the next
     VALUESET_EXPAND run)."""
-    return ValueSetExpansion.objects.filter(url=value_set.get("url") or "", version=value_set.get("version") or "") \
-        .update(status=ExpansionStatus.NOT_EXPANDED, updated_at=Now())
+    return ValueSetExpansion.objects.filter(
+        url=value_set.get("url") or "", version=value_set.get("version") or ""
+    ).update(status=ExpansionStatus.NOT_EXPANDED, updated_at=Now())
 
 
 def _check_size(total: int, count: int | None, limit: int) -> None:
     if count is None and total > limit:
-        raise ExpansionTooCostly(f"The expansion has {total} codes, more than this server returns at once ({limit}, "
-                                 f"TERMINOLOGY_EXPANSION_MAX_CODES): ask for pages with count and offset, or a "
-                                 f"narrower ValueSet")
+        raise ExpansionTooCostly(
+            f"The expansion has {total} codes, more than this server returns at once ({limit}, "
+            f"TERMINOLOGY_EXPANSION_MAX_CODES): ask for pages with count and offset, or a "
+            f"narrower ValueSet"
+        )
 
 
 def _expanded(value_set: Mapping[str, Any]) -> ValueSetExpansion | None:
@@ -292,12 +363,18 @@ def _expanded(value_set: Mapping[str, Any]) -> ValueSetExpansion | None:
     url, (source, source_version) = value_set.get("url"), _source(value_set)
     if not isinstance(url, str) or source_version is None:
         return None
-    return ValueSetExpansion.objects.filter(url=url, version=value_set.get("version") or "", source=source,
-                                            source_version=source_version, status=ExpansionStatus.EXPANDED).first()
+    return ValueSetExpansion.objects.filter(
+        url=url,
+        version=value_set.get("version") or "",
+        source=source,
+        source_version=source_version,
+        status=ExpansionStatus.EXPANDED,
+    ).first()
 
 
-def expansion_resource(value_set: Mapping[str, Any], page: ExpansionPage, *, text: str = "",
-                       count: int | None = None) -> dict:
+def expansion_resource(
+    value_set: Mapping[str, Any], page: ExpansionPage, *, text: str = "", count: int | None = None
+) -> dict:
     """The ValueSet with its `expansion` (FHIR R4), the compose left out."""
     resource = {key: value for key, value in value_set.items() if key not in ("compose", "expansion", "text")}
     parameters = [{"name": "offset", "valueInteger": page.offset}]
@@ -314,13 +391,21 @@ def expansion_resource(value_set: Mapping[str, Any], page: ExpansionPage, *, tex
         if abstract:
             item["abstract"] = True
         contains.append(item)
-    return {**resource, "resourceType": "ValueSet", "expansion": {
-        "identifier": f"urn:uuid:{uuid.uuid4()}", "timestamp": format_instant(_now()), "total": page.total,
-        "offset": page.offset, "parameter": parameters, "contains": contains}}
+    return {
+        **resource,
+        "resourceType": "ValueSet",
+        "expansion": {
+            "identifier": f"urn:uuid:{uuid.uuid4()}",
+            "timestamp": format_instant(_now()),
+            "total": page.total,
+            "offset": page.offset,
+            "parameter": parameters,
+            "contains": contains,
+        },
+    }
 
 
-def stored_value_set(*, url: str | None = None, version: str | None = None, logical_id: str | None = None
-                     ) -> dict:
+def stored_value_set(*, url: str | None = None, version: str | None = None, logical_id: str | None = None) -> dict:
     """A ValueSet resource of the store by id, or by canonical url (and version); UnknownValueSet (404)."""
     rows = Resource.objects.filter(resource_type="ValueSet", deleted=False)
     if logical_id is not None:
@@ -339,13 +424,18 @@ def validate_in_value_set(value_set: Mapping[str, Any], system: str, code: str) 
     """(whether (system, code) is in the ValueSet, its display)."""
     stored = _expanded(value_set)
     if stored is not None:
-        row = ExpansionConcept.objects.filter(expansion=stored, system=system, code=code).values_list(
-            "display", flat=True).first()
+        row = (
+            ExpansionConcept.objects.filter(expansion=stored, system=system, code=code)
+            .values_list("display", flat=True)
+            .first()
+        )
         return row is not None, row or ""
     query = compose_query(value_set.get("compose") or {})
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT display FROM ({query.sql}) expansion WHERE system = %s AND code = %s LIMIT 1",
-                       [*query.params, system, code])
+        cursor.execute(
+            f"SELECT display FROM ({query.sql}) expansion WHERE system = %s AND code = %s LIMIT 1",
+            [*query.params, system, code],
+        )
         row = cursor.fetchone()
     return row is not None, row[0] if row else ""
 
@@ -394,9 +484,17 @@ def store_expansion(value_set: Mapping[str, Any]) -> ValueSetExpansion:
         cursor.execute(
             "INSERT INTO terminology_expansionconcept (expansion_id, position, system, version, code, display)"
             " SELECT %s, row_number() OVER (ORDER BY system, code), system, version, code, display"
-            f" FROM ({query.sql}) expansion", [expansion.pk, *query.params])
-        rows.update(status=ExpansionStatus.EXPANDED, error="", total=cursor.rowcount, systems=query.systems,
-                    built_from=query.version_ids, updated_at=Now())
+            f" FROM ({query.sql}) expansion",
+            [expansion.pk, *query.params],
+        )
+        rows.update(
+            status=ExpansionStatus.EXPANDED,
+            error="",
+            total=cursor.rowcount,
+            systems=query.systems,
+            built_from=query.version_ids,
+            updated_at=Now(),
+        )
     expansion.refresh_from_db()
     return expansion
 

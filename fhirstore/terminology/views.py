@@ -5,6 +5,7 @@
 by GET (query parameters) or POST (a Parameters resource). They read, so a token with `fhir:read` may call
 them either way.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -49,8 +50,11 @@ class OperationParameters:
         for parameter in body.get("parameter") or []:
             if not isinstance(parameter, Mapping) or not isinstance(parameter.get("name"), str):
                 raise InvalidRequest("Every parameter needs a name")
-            value = parameter.get("resource") if "resource" in parameter else next(
-                (v for k, v in parameter.items() if k.startswith("value")), None)
+            value = (
+                parameter.get("resource")
+                if "resource" in parameter
+                else next((v for k, v in parameter.items() if k.startswith("value")), None)
+            )
             values.setdefault(parameter["name"], []).append(value)
         return cls(values)
 
@@ -124,8 +128,12 @@ def _system_and_code(parameters: OperationParameters, logical_id: str | None) ->
     """The system, code and version asked about: `system` (or `url`, $validate-code's name) + `code`
     (+ `version`), or `coding`; at instance level the system is the CodeSystem's url."""
     coding_system, coding_code, coding_version = parameters.coding("coding")
-    system = parameters.text("system") or parameters.text("url") or coding_system or (
-        _code_system_url(logical_id) if logical_id else None)
+    system = (
+        parameters.text("system")
+        or parameters.text("url")
+        or coding_system
+        or (_code_system_url(logical_id) if logical_id else None)
+    )
     code = parameters.text("code") or coding_code
     if not system or not code:
         raise InvalidRequest("Give system and code (or a coding)")
@@ -133,8 +141,11 @@ def _system_and_code(parameters: OperationParameters, logical_id: str | None) ->
 
 
 def _code_system_url(logical_id: str) -> str:
-    url = Resource.objects.filter(resource_type="CodeSystem", logical_id=logical_id, deleted=False) \
-        .values_list("body__url", flat=True).first()
+    url = (
+        Resource.objects.filter(resource_type="CodeSystem", logical_id=logical_id, deleted=False)
+        .values_list("body__url", flat=True)
+        .first()
+    )
     if not url:
         raise UnknownCodeSystem(f"No CodeSystem {logical_id!r}")
     return url
@@ -146,9 +157,11 @@ class LookupView(TerminologyReadView):
         found = lookup(system, code, version, parameters.texts("property"), parameters.text("displayLanguage") or "")
         if found is None:
             raise InvalidRequest(f"Unknown code {code!r} in {system}")
-        out = [{"name": "name", "valueString": found.version.name or found.version.system},
-               {"name": "version", "valueString": found.version.version or ""},
-               {"name": "display", "valueString": found.display}]
+        out = [
+            {"name": "name", "valueString": found.version.name or found.version.system},
+            {"name": "version", "valueString": found.version.version or ""},
+            {"name": "display", "valueString": found.display},
+        ]
         if found.abstract:
             out.append({"name": "abstract", "valueBoolean": True})
         for designation in found.designations:
@@ -156,12 +169,17 @@ class LookupView(TerminologyReadView):
             if designation.language:
                 parts.insert(0, {"name": "language", "valueCode": designation.language})
             if designation.use_code:
-                parts.insert(-1, {"name": "use", "valueCoding": {"system": designation.use_system,
-                                                                  "code": designation.use_code}})
+                parts.insert(
+                    -1, {"name": "use", "valueCoding": {"system": designation.use_system, "code": designation.use_code}}
+                )
             out.append({"name": "designation", "part": parts})
         for name, kind, value, value_system in found.properties:
-            out.append({"name": "property", "part": [{"name": "code", "valueCode": name},
-                                                     _typed_value(kind, value, value_system)]})
+            out.append(
+                {
+                    "name": "property",
+                    "part": [{"name": "code", "valueCode": name}, _typed_value(kind, value, value_system)],
+                }
+            )
         return {"resourceType": "Parameters", "parameter": out}
 
 
@@ -197,8 +215,9 @@ class SubsumesView(TerminologyReadView):
     def answer(self, parameters, logical_id):
         system_a, code_a, version_a = parameters.coding("codingA")
         system_b, code_b, _ = parameters.coding("codingB")
-        system = parameters.text("system") or system_a or system_b or (
-            _code_system_url(logical_id) if logical_id else None)
+        system = (
+            parameters.text("system") or system_a or system_b or (_code_system_url(logical_id) if logical_id else None)
+        )
         code_a, code_b = parameters.text("codeA") or code_a, parameters.text("codeB") or code_b
         if not system or not code_a or not code_b:
             raise InvalidRequest("Give system, codeA and codeB (or codingA and codingB)")
@@ -224,9 +243,14 @@ class ExpandView(TerminologyReadView):
     def answer(self, parameters, logical_id):
         value_set = _value_set(parameters, logical_id)
         text, count = parameters.text("filter") or "", parameters.integer("count")
-        page = expand(value_set, text=text, offset=parameters.integer("offset") or 0, count=count,
-                      active_only=parameters.boolean("activeOnly"),
-                      display_language=parameters.text("displayLanguage") or "")
+        page = expand(
+            value_set,
+            text=text,
+            offset=parameters.integer("offset") or 0,
+            count=count,
+            active_only=parameters.boolean("activeOnly"),
+            display_language=parameters.text("displayLanguage") or "",
+        )
         return expansion_resource(value_set, page, text=text, count=count)
 
 
@@ -250,8 +274,9 @@ class InvalidateExpansionView(FhirView):
 
     def post(self, request, logical_id: str):
         invalidated = invalidate_expansion(stored_value_set(logical_id=logical_id))
-        return fhir_response({"resourceType": "Parameters", "parameter": [
-            {"name": "invalidated", "valueBoolean": bool(invalidated)}]})
+        return fhir_response(
+            {"resourceType": "Parameters", "parameter": [{"name": "invalidated", "valueBoolean": bool(invalidated)}]}
+        )
 
 
 class DeltaAddView(FhirView):
@@ -270,11 +295,12 @@ class DeltaAddView(FhirView):
         records = _delta_records(code_system["concept"], None)
         limit = settings.TERMINOLOGY_DELTA_MAX_CONCEPTS
         if len(records) > limit:
-            raise InvalidRequest(f"{len(records)} concepts: a delta takes at most {limit} "
-                                 f"(TERMINOLOGY_DELTA_MAX_CONCEPTS); upload a new version")
+            raise InvalidRequest(
+                f"{len(records)} concepts: a delta takes at most {limit} "
+                f"(TERMINOLOGY_DELTA_MAX_CONCEPTS); upload a new version"
+            )
         added = add_concepts(system, records)
-        return fhir_response({"resourceType": "Parameters", "parameter": [
-            {"name": "added", "valueInteger": added}]})
+        return fhir_response({"resourceType": "Parameters", "parameter": [{"name": "added", "valueInteger": added}]})
 
 
 class DeltaRemoveView(FhirView):
@@ -294,11 +320,14 @@ class DeltaRemoveView(FhirView):
         codes = [record.code for record in _delta_records(code_system["concept"], None)]
         limit = settings.TERMINOLOGY_DELTA_MAX_CONCEPTS
         if len(codes) > limit:
-            raise InvalidRequest(f"{len(codes)} concepts: a delta takes at most {limit} "
-                                 f"(TERMINOLOGY_DELTA_MAX_CONCEPTS); upload a new version")
+            raise InvalidRequest(
+                f"{len(codes)} concepts: a delta takes at most {limit} "
+                f"(TERMINOLOGY_DELTA_MAX_CONCEPTS); upload a new version"
+            )
         removed = remove_concepts(system, codes)
-        return fhir_response({"resourceType": "Parameters", "parameter": [
-            {"name": "removed", "valueInteger": removed}]})
+        return fhir_response(
+            {"resourceType": "Parameters", "parameter": [{"name": "removed", "valueInteger": removed}]}
+        )
 
 
 def _delta_records(concepts: Any, parent: str | None) -> list[ConceptRecord]:
@@ -309,9 +338,18 @@ def _delta_records(concepts: Any, parent: str | None) -> list[ConceptRecord]:
         if not isinstance(concept, Mapping) or not isinstance(concept.get("code"), str) or not concept["code"]:
             raise InvalidRequest("Every concept needs a code")
         parents = [parent] if parent else []
-        parents += [p.get("valueCode") for p in concept.get("property") or [] if isinstance(p, Mapping)
-                    and p.get("code") == "parent" and isinstance(p.get("valueCode"), str)]
-        records.append(ConceptRecord(concept["code"], str(concept.get("display") or ""), parents,
-                                     properties=[Property("kind", "delta", "code")]))
+        parents += [
+            p.get("valueCode")
+            for p in concept.get("property") or []
+            if isinstance(p, Mapping) and p.get("code") == "parent" and isinstance(p.get("valueCode"), str)
+        ]
+        records.append(
+            ConceptRecord(
+                concept["code"],
+                str(concept.get("display") or ""),
+                parents,
+                properties=[Property("kind", "delta", "code")],
+            )
+        )
         records += _delta_records(concept.get("concept") or [], concept["code"])
     return records

@@ -4,14 +4,17 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobsite', '0002_hash_existing_tokens'),
+        ("jobsite", "0002_hash_existing_tokens"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='apitoken',
-            options={'ordering': ['-created_at'], 'permissions': [('operate', 'May act as an operator with a token carrying the control scope')], 'verbose_name': 'API token'},
+            name="apitoken",
+            options={
+                "ordering": ["-created_at"],
+                "permissions": [("operate", "May act as an operator with a token carrying the control scope")],
+                "verbose_name": "API token",
+            },
         ),
     ]

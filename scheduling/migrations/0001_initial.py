@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,54 +14,105 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='CustomScript',
+            name="CustomScript",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, unique=True)),
-                ('source', models.TextField()),
-                ('sha256', models.CharField(max_length=64)),
-                ('enabled', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('updated_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=64, unique=True)),
+                ("source", models.TextField()),
+                ("sha256", models.CharField(max_length=64)),
+                ("enabled", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "updated_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='JobRun',
+            name="JobRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('job_name', models.CharField(max_length=200)),
-                ('tick', models.DateTimeField(help_text='The point on the schedule this run is for (not when it started).')),
-                ('node', models.CharField(max_length=64)),
-                ('process', models.CharField(help_text='host:pid', max_length=120)),
-                ('started_at', models.DateTimeField()),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('outcome', models.CharField(choices=[('running', 'running'), ('succeeded', 'succeeded'), ('failed', 'failed'), ('skipped', 'skipped: the previous run was still going'), ('missed', 'missed: the message came after the next tick'), ('abandoned', 'abandoned: its process stopped heartbeating')], max_length=16)),
-                ('error', models.TextField(blank=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("job_name", models.CharField(max_length=200)),
+                (
+                    "tick",
+                    models.DateTimeField(help_text="The point on the schedule this run is for (not when it started)."),
+                ),
+                ("node", models.CharField(max_length=64)),
+                ("process", models.CharField(help_text="host:pid", max_length=120)),
+                ("started_at", models.DateTimeField()),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("running", "running"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                            ("skipped", "skipped: the previous run was still going"),
+                            ("missed", "missed: the message came after the next tick"),
+                            ("abandoned", "abandoned: its process stopped heartbeating"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
             ],
             options={
-                'ordering': ['-tick'],
-                'indexes': [models.Index(fields=['started_at'], name='scheduling_run_started_idx')],
-                'constraints': [models.UniqueConstraint(fields=('job_name', 'tick'), name='scheduling_one_run_per_tick'), models.UniqueConstraint(condition=models.Q(('outcome', 'running')), fields=('job_name',), name='scheduling_one_running_run_per_job')],
+                "ordering": ["-tick"],
+                "indexes": [models.Index(fields=["started_at"], name="scheduling_run_started_idx")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("job_name", "tick"), name="scheduling_one_run_per_tick"),
+                    models.UniqueConstraint(
+                        condition=models.Q(("outcome", "running")),
+                        fields=("job_name",),
+                        name="scheduling_one_running_run_per_job",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ScriptAudit',
+            name="ScriptAudit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('script_name', models.CharField(max_length=64)),
-                ('action', models.CharField(choices=[('created', 'Created'), ('updated', 'Updated'), ('enabled', 'Enabled'), ('disabled', 'Disabled'), ('deleted', 'Deleted')], max_length=16)),
-                ('sha256', models.CharField(max_length=64)),
-                ('username', models.CharField(help_text='Kept when the user is deleted.', max_length=150)),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("script_name", models.CharField(max_length=64)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("created", "Created"),
+                            ("updated", "Updated"),
+                            ("enabled", "Enabled"),
+                            ("disabled", "Disabled"),
+                            ("deleted", "Deleted"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("sha256", models.CharField(max_length=64)),
+                ("username", models.CharField(help_text="Kept when the user is deleted.", max_length=150)),
+                ("at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at'],
+                "ordering": ["-at"],
             },
         ),
     ]

@@ -4,24 +4,22 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_celery_beat', '0019_alter_periodictasks_options'),
-        ('scheduling', '0001_initial'),
+        ("django_celery_beat", "0019_alter_periodictasks_options"),
+        ("scheduling", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ScheduledJobSchedule',
-            fields=[
-            ],
+            name="ScheduledJobSchedule",
+            fields=[],
             options={
-                'verbose_name': 'scheduled job',
-                'verbose_name_plural': 'scheduled jobs',
-                'proxy': True,
-                'indexes': [],
-                'constraints': [],
+                "verbose_name": "scheduled job",
+                "verbose_name_plural": "scheduled jobs",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
             },
-            bases=('django_celery_beat.periodictask',),
+            bases=("django_celery_beat.periodictask",),
         ),
     ]

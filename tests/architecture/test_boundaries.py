@@ -11,6 +11,7 @@ cycle. Imports under `if TYPE_CHECKING:` do not run and do not count. The apps a
 top-level package of the project but `tests` and `bench`), so a new app fails here until it has a place in
 LAYERS.
 """
+
 from __future__ import annotations
 
 import ast
@@ -18,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-
 
 PROJECT = Path(__file__).resolve().parents[2]
 NOT_APPS = {"tests", "bench"}  # they may reach inside anything: they test and measure it
@@ -52,8 +52,11 @@ class Import:
 
 
 def apps() -> list[str]:
-    return sorted(path.name for path in PROJECT.iterdir()
-                  if (path / "__init__.py").is_file() and path.name not in NOT_APPS and not path.name.startswith("."))
+    return sorted(
+        path.name
+        for path in PROJECT.iterdir()
+        if (path / "__init__.py").is_file() and path.name not in NOT_APPS and not path.name.startswith(".")
+    )
 
 
 def source_files(package: str) -> list[Path]:
@@ -74,9 +77,13 @@ def imports_in(path: Path) -> Iterator[Import]:
     """Every import of the file outside `if TYPE_CHECKING:`, relative ones resolved; `from a import b` is an
     import of module `a.b` when that is a module of the project, else of name `b` from `a`."""
     tree = ast.parse(path.read_text(), str(path))
-    type_checking = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
-                     and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
-                     for statement in block.body for node in ast.walk(statement)}
+    type_checking = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+        for statement in block.body
+        for node in ast.walk(statement)
+    }
     importer = module_name(path)
     package = importer if path.name == "__init__.py" else importer.rpartition(".")[0]
     for node in ast.walk(tree):
@@ -88,7 +95,7 @@ def imports_in(path: Path) -> Iterator[Import]:
                 yield Import(where, importer, alias.name, None)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - (node.level - 1)] if package else []
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if package else []
                 source = ".".join([*base, *([node.module] if node.module else [])])
             else:
                 source = node.module or ""
@@ -102,8 +109,13 @@ def imports_in(path: Path) -> Iterator[Import]:
 
 @cache
 def project_imports() -> tuple[Import, ...]:
-    return tuple(found for app in apps() for path in source_files(app) for found in imports_in(path)
-                 if found.module.split(".")[0] in LAYERS or found.module.split(".")[0] in apps())
+    return tuple(
+        found
+        for app in apps()
+        for path in source_files(app)
+        for found in imports_in(path)
+        if found.module.split(".")[0] in LAYERS or found.module.split(".")[0] in apps()
+    )
 
 
 def app_of(module: str) -> str:
@@ -116,8 +128,9 @@ def exported_names(module: str) -> frozenset[str]:
     tree = ast.parse((PROJECT / Path(*module.split("."))).with_suffix(".py").read_text())
     defined = set()
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
-            node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         for target in targets:
             if isinstance(target, ast.Name) and target.id == "__all__":
                 return frozenset(ast.literal_eval(node.value))
@@ -133,15 +146,21 @@ def test_every_app_has_a_place_in_the_layers():
 
 
 def test_no_app_imports_one_above_it_or_beside_it():
-    upward = [str(found) for found in project_imports()
-              if app_of(found.module) != app_of(found.importer)
-              and app_of(found.module) not in LAYERS.get(app_of(found.importer), set())]
+    upward = [
+        str(found)
+        for found in project_imports()
+        if app_of(found.module) != app_of(found.importer)
+        and app_of(found.module) not in LAYERS.get(app_of(found.importer), set())
+    ]
     assert upward == [], "\n".join(upward)
 
 
 def test_the_store_imports_neither_the_engine_nor_the_jobs():
-    reaching = [str(found) for found in project_imports() if app_of(found.importer) == "fhirstore"
-                and app_of(found.module) in ("batch", "fhirjobs")]
+    reaching = [
+        str(found)
+        for found in project_imports()
+        if app_of(found.importer) == "fhirstore" and app_of(found.module) in ("batch", "fhirjobs")
+    ]
     assert reaching == [], "\n".join(reaching)
 
 
@@ -161,13 +180,18 @@ def test_other_apps_use_only_the_names_the_engines_public_modules_export():
 
 def test_a_job_package_imports_no_sibling_job_only_the_common_package():
     """`fhirjobs.common` counts as a job package here: it imports none of the jobs either."""
+
     def job_of(module: str) -> str | None:
         parts = module.split(".")
         return ".".join(parts[:2]) if parts[0] == "fhirjobs" and len(parts) > 1 else None
 
-    siblings = [str(found) for found in project_imports()
-                if job_of(found.importer) and job_of(found.module)
-                and job_of(found.module) not in (job_of(found.importer), JOBS_COMMON)]
+    siblings = [
+        str(found)
+        for found in project_imports()
+        if job_of(found.importer)
+        and job_of(found.module)
+        and job_of(found.module) not in (job_of(found.importer), JOBS_COMMON)
+    ]
     assert siblings == [], "\n".join(siblings)
 
 

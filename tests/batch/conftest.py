@@ -1,5 +1,6 @@
 """Fixtures of the batch tests (the `bus` and `define_job` fixtures come from `batch.testing`, in tests/conftest.py;
 helpers are in tests/batch/helpers.py)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Helpers of the batch tests: a node of the test's own, and step functions to define jobs with."""
+
 from __future__ import annotations
 
 import uuid
@@ -12,14 +13,17 @@ def unique_node() -> str:
 
 def emit(count: int, **data: Any):
     """A first step that emits `count` chunks `{"n": i, **data}`."""
+
     def step(context, sink) -> int:
         for n in range(count):
             sink.accept({"n": n, **data})
         return 0
+
     return step
 
 
 def count_records(records: int = 1):
     def step(context, sink) -> int:
         return records
+
     return step

@@ -1,5 +1,6 @@
 """Settings of a worker whose host clock is off by CLOCK_OFFSET_SECONDS (default -30): the batch test jobs, plus a
 patched `django.utils.timezone.now`, as if the machine's clock were wrong."""
+
 import os
 from datetime import timedelta
 

@@ -9,6 +9,7 @@ maintenance itself.
 Chunks of the TEST_LOGGED job wait while a "hold" file exists, so a fault lands while the work is known
 to be in flight, however slow the machine is.
 """
+
 from __future__ import annotations
 
 import signal
@@ -58,8 +59,7 @@ def worker_env(node: str, **extra: str) -> dict[str, str]:
 def node_workers(django_db_setup, django_db_blocker):
     """Two single-process workers of NODE, consuming its batch queue."""
     with django_db_blocker.unblock():
-        workers = [celery_worker(env=worker_env(NODE), concurrency=1, name=name, wait=False)
-                   for name in SHARED_WORKERS]
+        workers = [celery_worker(env=worker_env(NODE), concurrency=1, name=name, wait=False) for name in SHARED_WORKERS]
         try:
             start_all(workers, wait_until_ready)
         except BaseException:
@@ -72,9 +72,13 @@ def node_workers(django_db_setup, django_db_blocker):
 @pytest.fixture
 def maintenance_by_beat(processes) -> Process:
     """Beat and a scheduler worker, as in production: `batch.maintenance` runs every second; the scheduler."""
-    env = worker_env(f"{NODE}-scheduling", SCHEDULER_QUEUE=f"scheduled-{uuid.uuid4().hex[:8]}",
-                     SCHEDULER_THREAD_COUNT="1", BATCH_MAINTENANCE_INTERVAL_SECONDS=str(MAINTENANCE_INTERVAL_SECONDS),
-                     BATCH_REANNOUNCE_AFTER_SECONDS=str(REANNOUNCE_AFTER_SECONDS))
+    env = worker_env(
+        f"{NODE}-scheduling",
+        SCHEDULER_QUEUE=f"scheduled-{uuid.uuid4().hex[:8]}",
+        SCHEDULER_THREAD_COUNT="1",
+        BATCH_MAINTENANCE_INTERVAL_SECONDS=str(MAINTENANCE_INTERVAL_SECONDS),
+        BATCH_REANNOUNCE_AFTER_SECONDS=str(REANNOUNCE_AFTER_SECONDS),
+    )
     scheduler, beat = scheduler_worker(env), celery_beat(env)
     processes.extend([scheduler, beat])
     wait_until_ready(scheduler)
@@ -99,7 +103,9 @@ def has_ended(instance) -> bool:
 
 
 def wait_for_the_end(instance) -> JobInstance:
-    wait_until(lambda: has_ended(instance), timeout=JOB_END, message=lambda: f"{job(instance)}: {chunk_states(instance)}")
+    wait_until(
+        lambda: has_ended(instance), timeout=JOB_END, message=lambda: f"{job(instance)}: {chunk_states(instance)}"
+    )
     return job(instance)
 
 
@@ -114,8 +120,11 @@ def chunk_states(instance) -> Counter:
 def running(instance, count: int, worker_prefix: str = ""):
     """Wait until `count` chunks of the log step are IN_PROGRESS (on workers named `worker_prefix`...)."""
     in_progress = chunks(instance, "log").filter(status=ChunkStatus.IN_PROGRESS, worker__startswith=worker_prefix)
-    return wait_until(lambda: list(in_progress) if in_progress.count() >= count else None, timeout=JOB_END,
-                      message=lambda: f"{count} chunks running: {chunk_states(instance)}")
+    return wait_until(
+        lambda: list(in_progress) if in_progress.count() >= count else None,
+        timeout=JOB_END,
+        message=lambda: f"{count} chunks running: {chunk_states(instance)}",
+    )
 
 
 def logged(log: Path) -> Counter:
@@ -132,8 +141,9 @@ def maintenance_ran() -> bool:
 
 
 def test_two_workers_of_a_node_share_a_jobs_chunks(node_workers, logged_job, hold, tmp_path):
-    instance = start_job(logged_job.id, {"chunks": 8, "log": str(tmp_path / "log"), "hold_while": str(hold)},
-                         node_id=NODE)
+    instance = start_job(
+        logged_job.id, {"chunks": 8, "log": str(tmp_path / "log"), "hold_while": str(hold)}, node_id=NODE
+    )
     both = running(instance, 2)  # each single-process worker holds one chunk: the other must take the next
 
     hold.unlink()
@@ -157,7 +167,8 @@ def test_two_nodes_keep_their_own_queues(node_workers, processes):
 
 
 def test_beat_recovers_the_chunk_of_a_worker_killed_mid_chunk_and_every_chunk_completes_once(
-        node_workers, maintenance_by_beat, processes, logged_job, hold, tmp_path):
+    node_workers, maintenance_by_beat, processes, logged_job, hold, tmp_path
+):
     victim = celery_worker(env=worker_env(NODE, BATCH_LEASE_SECONDS="2"), concurrency=1, name="victim")
     processes.append(victim)
     log = tmp_path / "finished"
@@ -178,7 +189,8 @@ def test_beat_recovers_the_chunk_of_a_worker_killed_mid_chunk_and_every_chunk_co
 
 
 def test_beat_recovers_a_job_whose_messages_were_flushed_from_redis(
-        node_workers, maintenance_by_beat, logged_job, hold, tmp_path):
+    node_workers, maintenance_by_beat, logged_job, hold, tmp_path
+):
     log = tmp_path / "finished"
     instance = start_job(logged_job.id, {"chunks": 12, "log": str(log), "hold_while": str(hold)}, node_id=NODE)
     queue = work_notification_queue(NODE, django_settings.MODULE_ID)
@@ -194,7 +206,8 @@ def test_beat_recovers_a_job_whose_messages_were_flushed_from_redis(
 
 
 def test_messages_delivered_twice_run_their_chunk_once_and_lost_ones_are_announced_again_by_beat(
-        node_workers, maintenance_by_beat, logged_job, hold, tmp_path):
+    node_workers, maintenance_by_beat, logged_job, hold, tmp_path
+):
     log = tmp_path / "finished"
     instance = start_job(logged_job.id, {"chunks": 10, "log": str(log), "hold_while": str(hold)}, node_id=NODE)
     queue = work_notification_queue(NODE, django_settings.MODULE_ID)
@@ -206,9 +219,12 @@ def test_messages_delivered_twice_run_their_chunk_once_and_lost_ones_are_announc
     broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
     broker.delete(*broker_lists(queue))  # all eight waiting announcements lost ...
     duplicated = queued[:4] + running(instance, 2)
-    publish_work_notifications(queue, [  # ... four of them, and the two running chunks', delivered twice
-        WorkNotification(instance.id, logged_job.id, 1, "log", chunk.id).to_message() for chunk in duplicated * 2
-    ])
+    publish_work_notifications(
+        queue,
+        [  # ... four of them, and the two running chunks', delivered twice
+            WorkNotification(instance.id, logged_job.id, 1, "log", chunk.id).to_message() for chunk in duplicated * 2
+        ],
+    )
     hold.unlink()
 
     assert wait_for_the_end(instance).status == JobStatus.COMPLETED
@@ -220,7 +236,8 @@ def test_messages_delivered_twice_run_their_chunk_once_and_lost_ones_are_announc
 def test_a_cancel_during_a_long_step_stops_it_and_releases_its_chunk(node_workers):
     instance = start_job("DIAGNOSTIC_NOOP", {"chunks": 1, "sleep_ms": 600_000}, node_id=NODE)
     running_chunk = wait_until(
-        lambda: chunks(instance, "sleep").filter(status=ChunkStatus.IN_PROGRESS).first(), timeout=JOB_END)
+        lambda: chunks(instance, "sleep").filter(status=ChunkStatus.IN_PROGRESS).first(), timeout=JOB_END
+    )
 
     cancel_job(instance.id)
     # Ten minutes of sleep end long before this ceiling only if the step noticed the cancel.
@@ -234,8 +251,11 @@ def test_a_cancel_during_a_long_step_stops_it_and_releases_its_chunk(node_worker
 def test_a_restart_after_a_failure_does_not_redo_completed_chunks(node_workers, logged_job, tmp_path):
     log, broken = tmp_path / "finished", tmp_path / "broken"
     broken.touch()
-    instance = start_job(logged_job.id, {"chunks": 8, "sleep_ms": 100, "log": str(log), "fail_index": 5,
-                                         "fail_while": str(broken)}, node_id=NODE)
+    instance = start_job(
+        logged_job.id,
+        {"chunks": 8, "sleep_ms": 100, "log": str(log), "fail_index": 5, "fail_while": str(broken)},
+        node_id=NODE,
+    )
     assert wait_for_the_end(instance).status == JobStatus.FAILED
     wait_until(lambda: not chunks(instance, "log").filter(status=ChunkStatus.IN_PROGRESS).exists(), timeout=JOB_END)
     finished_before = logged(log)

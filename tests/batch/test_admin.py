@@ -1,5 +1,6 @@
 """The admin is the job dashboard: overview, job list, a read-only job page with Cancel/Restart; actions work
 only with the change permission."""
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -19,13 +20,23 @@ def no_broker(bus):
 
 @pytest.fixture
 def failed_job():
-    instance = JobInstanceFactory(status=JobStatus.FAILED, progress=0.5, combined_records_processed=50,
-                                  records_per_second=0.0833, error_count=4,
-                                  error_message="Too many errors: 4. Last error msg was disk full")
+    instance = JobInstanceFactory(
+        status=JobStatus.FAILED,
+        progress=0.5,
+        combined_records_processed=50,
+        records_per_second=0.0833,
+        error_count=4,
+        error_message="Too many errors: 4. Last error msg was disk full",
+    )
     WorkChunkFactory(instance=instance, target_step_id="generate-chunks", status=ChunkStatus.COMPLETED)
     WorkChunkFactory(instance=instance, target_step_id="sleep", status=ChunkStatus.COMPLETED, task_id="abc123")
-    WorkChunkFactory(instance=instance, target_step_id="sleep", status=ChunkStatus.FAILED, error_count=4,
-                     error_message="Too many errors: 4. Last error msg was disk full")
+    WorkChunkFactory(
+        instance=instance,
+        target_step_id="sleep",
+        status=ChunkStatus.FAILED,
+        error_count=4,
+        error_message="Too many errors: 4. Last error msg was disk full",
+    )
     return instance
 
 
@@ -129,7 +140,9 @@ def test_the_overview_shows_counts_throughput_running_jobs_and_nodes(admin_clien
     assert str(running.id)[:8] in html and "25%" in html
     assert "batch2-work-notification-test-node-batch" in html and ">none</span>" in html, "no live worker there"
     assert "Flower" in html
-    assert reverse("admin:batch_dashboard") in admin_client.get(reverse("admin:app_list", args=["batch"])).content.decode()
+    assert (
+        reverse("admin:batch_dashboard") in admin_client.get(reverse("admin:app_list", args=["batch"])).content.decode()
+    )
 
 
 def test_the_cancel_and_restart_actions_call_the_services(admin_client, failed_job):
@@ -138,14 +151,18 @@ def test_the_cancel_and_restart_actions_call_the_services(admin_client, failed_j
     changelist = reverse("admin:batch_jobinstance_changelist")
 
     admin_client.post(changelist, {"action": "cancel_jobs", "_selected_action": [running.id]})
-    response = admin_client.post(changelist, {"action": "restart_jobs", "_selected_action": [failed_job.id, running.id]},
-                                 follow=True)
+    response = admin_client.post(
+        changelist, {"action": "restart_jobs", "_selected_action": [failed_job.id, running.id]}, follow=True
+    )
 
     assert JobInstance.objects.get(id=running.id).status == JobStatus.IN_PROGRESS, "cancelled, then restarted"
     assert JobInstance.objects.get(id=failed_job.id).status == JobStatus.IN_PROGRESS
     assert "2 job(s) restarted" in response.content.decode()
-    response = admin_client.post(changelist, {"action": "cancel_jobs", "_selected_action": [
-        JobInstanceFactory(status=JobStatus.COMPLETED).id]}, follow=True)
+    response = admin_client.post(
+        changelist,
+        {"action": "cancel_jobs", "_selected_action": [JobInstanceFactory(status=JobStatus.COMPLETED).id]},
+        follow=True,
+    )
     assert "has already ended: it is COMPLETED" in response.content.decode()
 
 

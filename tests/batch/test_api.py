@@ -1,4 +1,5 @@
 """The job-author API: definitions are checked when built, parameters list every problem, ids are unique."""
+
 import pytest
 
 from batch.api import InvalidJobDefinition, InvalidParameters, JobDefinitionBuilder, register
@@ -11,15 +12,20 @@ def two_steps(builder: JobDefinitionBuilder) -> JobDefinitionBuilder:
     return builder.first_step("plan", emit(1)).last_step("work", count_records())
 
 
-@pytest.mark.parametrize("shape, problem", [
-    (lambda b: b.first_step("plan", emit(1)), "a job needs at least two steps"),
-    (lambda b: b.last_step("work", count_records()).first_step("plan", emit(1)), "steps must be: one first step"),
-    (lambda b: b.first_step("plan", emit(1)).reduction_step("sum", lambda c, i: {}),
-     "a reduction step is only allowed on a gated job"),
-    (lambda b: b.first_step("same", emit(1)).last_step("same", count_records()), "step ids must be unique"),
-    (lambda b: two_steps(b).max_concurrent_chunks(0), "max_concurrent_chunks must be at least 1"),
-    (lambda b: two_steps(b).parameter("a", int).parameter("a", str), "parameter names must be unique"),
-])
+@pytest.mark.parametrize(
+    "shape, problem",
+    [
+        (lambda b: b.first_step("plan", emit(1)), "a job needs at least two steps"),
+        (lambda b: b.last_step("work", count_records()).first_step("plan", emit(1)), "steps must be: one first step"),
+        (
+            lambda b: b.first_step("plan", emit(1)).reduction_step("sum", lambda c, i: {}),
+            "a reduction step is only allowed on a gated job",
+        ),
+        (lambda b: b.first_step("same", emit(1)).last_step("same", count_records()), "step ids must be unique"),
+        (lambda b: two_steps(b).max_concurrent_chunks(0), "max_concurrent_chunks must be at least 1"),
+        (lambda b: two_steps(b).parameter("a", int).parameter("a", str), "parameter names must be unique"),
+    ],
+)
 def test_a_malformed_definition_is_refused_when_built(shape, problem):
     with pytest.raises(InvalidJobDefinition, match=problem):
         shape(JobDefinitionBuilder("JOB", 1)).build()
@@ -57,22 +63,30 @@ def export_like():
 
 def test_valid_parameters_come_back_with_defaults_filled(export_like):
     assert export_like.validate_parameters({"types": ["Patient"], "ratio": 1}) == {
-        "types": ["Patient"], "batch_size": 1000, "format": "ndjson", "since": None, "until": None, "ratio": 1,
+        "types": ["Patient"],
+        "batch_size": 1000,
+        "format": "ndjson",
+        "since": None,
+        "until": None,
+        "ratio": 1,
     }
 
 
 def test_invalid_parameters_list_every_problem(export_like):
     with pytest.raises(InvalidParameters) as refused:
-        export_like.validate_parameters({"batch_size": 0, "format": "xml", "colour": "red", "ratio": True,
-                                         "types": ["Patient", 3]})
+        export_like.validate_parameters(
+            {"batch_size": 0, "format": "xml", "colour": "red", "ratio": True, "types": ["Patient", 3]}
+        )
 
-    assert sorted(refused.value.problems) == sorted([
-        "unknown parameter 'colour'",
-        "'batch_size' must be at least 1, got 0",
-        "'format' must be one of 'ndjson', 'csv', got 'xml'",
-        "'ratio' must be a number, got True",
-        "'types' items must be a string, got 3",
-    ])
+    assert sorted(refused.value.problems) == sorted(
+        [
+            "unknown parameter 'colour'",
+            "'batch_size' must be at least 1, got 0",
+            "'format' must be one of 'ndjson', 'csv', got 'xml'",
+            "'ratio' must be a number, got True",
+            "'types' items must be a string, got 3",
+        ]
+    )
 
 
 def test_a_missing_required_parameter_and_a_wrong_type_are_both_listed(export_like):

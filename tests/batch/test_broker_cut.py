@@ -5,6 +5,7 @@ kept them stalled on the cut host).
 The cut Redis is a socket that accepts connections and never answers: what a host whose Redis vanished
 sees, where a refused connection would fail at once anyway.
 """
+
 import socket
 import time
 from collections.abc import Iterator
@@ -28,8 +29,11 @@ def silent_broker(settings) -> Iterator[None]:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
-        settings.REDIS_CLIENT_OPTIONS = {**settings.REDIS_CLIENT_OPTIONS, "socket_timeout": SOCKET_TIMEOUT,
-                                         "socket_connect_timeout": SOCKET_TIMEOUT}
+        settings.REDIS_CLIENT_OPTIONS = {
+            **settings.REDIS_CLIENT_OPTIONS,
+            "socket_timeout": SOCKET_TIMEOUT,
+            "socket_connect_timeout": SOCKET_TIMEOUT,
+        }
         yield
 
 

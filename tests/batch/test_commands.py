@@ -1,4 +1,5 @@
 """Management commands: thin wrappers that print results and turn every refusal into one clear line."""
+
 import io
 import json
 import subprocess
@@ -12,8 +13,8 @@ from batch.control import start_job
 from batch.exceptions import JobFailed
 from batch.models import JobInstance
 from batch.statuses import ENDED_JOB_STATUSES, ChunkStatus, JobStatus
-from tests.batch.helpers import emit
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
+from tests.batch.helpers import emit
 from tests.processes import PROJECT_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,6 +33,7 @@ def worker_thread(bus):
 
     def work():
         from django.db import connection
+
         while not stop.is_set():
             bus.drain()
             if JobInstance.objects.exists() and not JobInstance.objects.exclude(status__in=ENDED_JOB_STATUSES).exists():
@@ -73,13 +75,18 @@ def test_start_job_wait_fails_when_the_job_fails(worker_thread, define_job):
         run("start_job", job.id, "--wait")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["NOPE"], "unknown job definition 'NOPE'; known: .*DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED"),
-    (["DIAGNOSTIC_NOOP", "--params", "{chunks: 1}"], "--params is not valid JSON"),
-    (["DIAGNOSTIC_NOOP", "--params", '{"chunks": -1, "x": 1}'],
-     "invalid parameters: unknown parameter 'x'; 'chunks' must be at least 0, got -1"),
-    (["DIAGNOSTIC_NOOP", "--max-concurrent-chunks", "0"], "max concurrent chunks must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["NOPE"], "unknown job definition 'NOPE'; known: .*DIAGNOSTIC_NOOP, DIAGNOSTIC_NOOP_GATED"),
+        (["DIAGNOSTIC_NOOP", "--params", "{chunks: 1}"], "--params is not valid JSON"),
+        (
+            ["DIAGNOSTIC_NOOP", "--params", '{"chunks": -1, "x": 1}'],
+            "invalid parameters: unknown parameter 'x'; 'chunks' must be at least 0, got -1",
+        ),
+        (["DIAGNOSTIC_NOOP", "--max-concurrent-chunks", "0"], "max concurrent chunks must be a positive integer"),
+    ],
+)
 def test_start_job_refuses_bad_input_and_writes_nothing(args, message):
     with pytest.raises(CommandError, match=message.replace("{", r"\{")):
         run("start_job", *args)
@@ -124,8 +131,9 @@ def test_cancel_and_restart_a_job(bus):
 
 
 def test_bad_input_is_one_line_on_stderr_and_a_non_zero_exit():
-    result = subprocess.run([sys.executable, "manage.py", "cancel_job", "no-such-job"], cwd=PROJECT_DIR,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "cancel_job", "no-such-job"], cwd=PROJECT_DIR, capture_output=True, text=True
+    )
 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["CommandError: no job instance no-such-job"]
@@ -144,12 +152,15 @@ def test_reassign_jobs_moves_a_nodes_jobs_and_prints_a_line_per_job(bus):
     assert run("reassign_jobs", "--from", "node-a")[0].strip() == "no unfinished jobs on node node-a: nothing moved"
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "name the jobs to move: --from NODE or --job ID"),
-    (["--job", "no-such-job"], "no job instance no-such-job"),
-    (["--from", "node a"], "invalid from node 'node a'"),
-    (["--from", "node-a", "--to", "node-z"], "node node-z has no batch worker of module batch seen in the last"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "name the jobs to move: --from NODE or --job ID"),
+        (["--job", "no-such-job"], "no job instance no-such-job"),
+        (["--from", "node a"], "invalid from node 'node a'"),
+        (["--from", "node-a", "--to", "node-z"], "node node-z has no batch worker of module batch seen in the last"),
+    ],
+)
 def test_reassign_jobs_refuses_bad_input_and_moves_nothing(args, message):
     instance = JobInstanceFactory(node_id="node-a")
 

@@ -1,4 +1,5 @@
 """The batch settings as the engine reads them."""
+
 from datetime import timedelta
 
 from batch.conf import batch_settings

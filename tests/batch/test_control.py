@@ -1,5 +1,6 @@
 """The public control surface: jobs come back as frozen snapshots with per-step progress, a client's
 lookups are scoped to its own jobs, and lists page lazily."""
+
 import dataclasses
 import io
 
@@ -14,8 +15,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def three_step_job(define_job):
-    return define_job(lambda b: b.gated().first_step("emit", emit(3)).intermediate_step("double", emit(2))
-                      .last_step("count", count_records()))
+    return define_job(
+        lambda b: (
+            b.gated()
+            .first_step("emit", emit(3))
+            .intermediate_step("double", emit(2))
+            .last_step("count", count_records())
+        )
+    )
 
 
 def test_a_started_job_is_a_frozen_snapshot_in_its_first_step(bus, three_step_job):

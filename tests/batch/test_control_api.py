@@ -1,4 +1,5 @@
 """The control API at /control/jobs: camelCase JSON, every problem listed, and nothing without credentials."""
+
 from dataclasses import replace
 
 import pytest
@@ -29,8 +30,9 @@ def api(django_user_model) -> APIClient:
 
 
 def test_start_returns_201_with_the_instance_in_camel_case(api):
-    response = api.post("/control/jobs", {"jobDefinitionId": "DIAGNOSTIC_NOOP", "parameters": {"chunks": 3}},
-                        format="json")
+    response = api.post(
+        "/control/jobs", {"jobDefinitionId": "DIAGNOSTIC_NOOP", "parameters": {"chunks": 3}}, format="json"
+    )
 
     assert response.status_code == 201
     body = response.json()
@@ -38,29 +40,51 @@ def test_start_returns_201_with_the_instance_in_camel_case(api):
     assert body["parameters"] == {"chunks": 3, "sleep_ms": 0, "records_per_chunk": 1, "hang_at_chunk": -1}
     assert body["startedBy"] == "operator"
     assert JobInstance.objects.filter(id=body["instanceId"]).exists()
-    assert {"combinedRecordsProcessed", "recordsPerSecond", "estimatedTimeRemaining", "errorCount",
-            "errorMessage", "progress", "createTime", "startTime", "endTime"} <= set(body)
+    assert {
+        "combinedRecordsProcessed",
+        "recordsPerSecond",
+        "estimatedTimeRemaining",
+        "errorCount",
+        "errorMessage",
+        "progress",
+        "createTime",
+        "startTime",
+        "endTime",
+    } <= set(body)
 
 
 def test_invalid_parameters_are_400_listing_every_problem_and_nothing_is_written(api):
-    response = api.post("/control/jobs", {"jobDefinitionId": "DIAGNOSTIC_NOOP",
-                                          "parameters": {"chunks": "many", "sleep_ms": -5, "colour": "red"}},
-                        format="json")
+    response = api.post(
+        "/control/jobs",
+        {"jobDefinitionId": "DIAGNOSTIC_NOOP", "parameters": {"chunks": "many", "sleep_ms": -5, "colour": "red"}},
+        format="json",
+    )
 
     assert response.status_code == 400
-    assert sorted(response.json()["errors"]) == sorted([
-        "unknown parameter 'colour'", "'chunks' must be an integer, got 'many'",
-        "'sleep_ms' must be at least 0, got -5",
-    ])
+    assert sorted(response.json()["errors"]) == sorted(
+        [
+            "unknown parameter 'colour'",
+            "'chunks' must be an integer, got 'many'",
+            "'sleep_ms' must be at least 0, got -5",
+        ]
+    )
     assert not JobInstance.objects.exists()
 
 
-@pytest.mark.parametrize("body, problem", [
-    ({}, "jobDefinitionId: This field is required."),
-    ({"jobDefinitionId": "NOPE"}, "unknown job definition 'NOPE'; known: BULK_EXPORT, BULK_IMPORT, BULK_PATCH, DELETE_EXPUNGE, DIAGNOSTIC_NOOP, "),
-    ({"jobDefinitionId": "DIAGNOSTIC_NOOP", "maxConcurrentChunks": 0},
-     "maxConcurrentChunks: Ensure this value is greater than or equal to 1."),
-])
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        ({}, "jobDefinitionId: This field is required."),
+        (
+            {"jobDefinitionId": "NOPE"},
+            "unknown job definition 'NOPE'; known: BULK_EXPORT, BULK_IMPORT, BULK_PATCH, DELETE_EXPUNGE, DIAGNOSTIC_NOOP, ",
+        ),
+        (
+            {"jobDefinitionId": "DIAGNOSTIC_NOOP", "maxConcurrentChunks": 0},
+            "maxConcurrentChunks: Ensure this value is greater than or equal to 1.",
+        ),
+    ],
+)
 def test_a_bad_start_request_is_400_saying_why(api, body, problem):
     response = api.post("/control/jobs", body, format="json")
 
@@ -97,8 +121,10 @@ def test_one_instance_shows_its_chunk_counts_per_step_and_status(api):
     body = api.get(f"/control/jobs/{instance.id}").json()
 
     assert body["instanceId"] == str(instance.id)
-    assert body["steps"] == [{"stepId": "generate-chunks", "chunks": {"COMPLETED": 1}},
-                             {"stepId": "sleep", "chunks": {"COMPLETED": 2, "QUEUED": 1}}]
+    assert body["steps"] == [
+        {"stepId": "generate-chunks", "chunks": {"COMPLETED": 1}},
+        {"stepId": "sleep", "chunks": {"COMPLETED": 2, "QUEUED": 1}},
+    ]
 
 
 def test_an_unknown_instance_is_404(api):
@@ -140,9 +166,16 @@ def test_the_token_is_also_accepted_with_the_token_keyword(django_user_model):
     assert client.get("/control/jobs").status_code == 200
 
 
-@pytest.mark.parametrize("method, path", [("get", "/control/jobs"), ("post", "/control/jobs"),
-                                          ("delete", "/control/jobs?instanceId=x"),
-                                          ("post", "/control/jobs/x/restart"), ("get", "/control/jobs/x")])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("get", "/control/jobs"),
+        ("post", "/control/jobs"),
+        ("delete", "/control/jobs?instanceId=x"),
+        ("post", "/control/jobs/x/restart"),
+        ("get", "/control/jobs/x"),
+    ],
+)
 def test_without_credentials_every_endpoint_is_401(method, path):
     response = getattr(APIClient(), method)(path)
     assert response.status_code == 401
@@ -179,7 +212,9 @@ def test_one_instance_shows_the_workers_its_chunks_ran_on_host_by_host(api, bus)
 
     workers = api.get(f"/control/jobs/{job.id}").json()["workers"]
 
-    assert [(w["worker"], w["host"]) for w in workers] == [("celery@host-a/101", "host-a"),
-                                                         ("celery@host-b/202", "host-b")]
+    assert [(w["worker"], w["host"]) for w in workers] == [
+        ("celery@host-a/101", "host-a"),
+        ("celery@host-b/202", "host-b"),
+    ]
     assert [w["chunks"] for w in workers] == [{"COMPLETED": 2}, {"COMPLETED": 3}]
     assert all(w["lastUpdate"] for w in workers)

@@ -1,5 +1,6 @@
 """Who may do what on /control/jobs: clients see and act on only their own jobs (another user's is a 404, as if
 it did not exist); operators — staff sessions, tokens with the `control` scope — on every job."""
+
 import os
 import subprocess
 import sys
@@ -48,9 +49,14 @@ def test_a_client_lists_only_its_own_jobs(alice, bob, alices_job):
     assert [job["startedBy"] for job in bob.get("/control/jobs").json()["results"]] == ["bob"]
 
 
-@pytest.mark.parametrize("method, path", [
-    ("get", "/control/jobs/{id}"), ("delete", "/control/jobs?instanceId={id}"), ("post", "/control/jobs/{id}/restart"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("get", "/control/jobs/{id}"),
+        ("delete", "/control/jobs?instanceId={id}"),
+        ("post", "/control/jobs/{id}/restart"),
+    ],
+)
 def test_another_users_job_is_404_exactly_like_an_unknown_one(alice, bob, alices_job, method, path):
     theirs = getattr(bob, method)(path.format(id=alices_job.id))
     unknown = getattr(bob, method)(path.format(id="00000000-0000-0000-0000-000000000000"))
@@ -67,6 +73,7 @@ def test_a_client_cancels_and_restarts_its_own_job(alice, alices_job):
 
 def test_an_operator_token_sees_and_cancels_every_job(django_user_model, alices_job):
     from django.contrib.auth.models import Permission
+
     service = django_user_model.objects.create_user("dashboard")  # not staff: granted the operate permission
     service.user_permissions.add(Permission.objects.get(codename="operate"))
     operator = with_token(token_for(service, ["control"]))
@@ -103,11 +110,20 @@ def test_an_operator_starts_any_definition(django_user_model):
     assert response.status_code == 201
 
 
-@pytest.mark.parametrize("flag, expected", [
-    ("false", []), ("true", ["DIAGNOSTIC_NOOP", "DIAGNOSTIC_NOOP_GATED", "DIAGNOSTIC_SPIN"])])
+@pytest.mark.parametrize(
+    "flag, expected", [("false", []), ("true", ["DIAGNOSTIC_NOOP", "DIAGNOSTIC_NOOP_GATED", "DIAGNOSTIC_SPIN"])]
+)
 def test_the_diagnostic_jobs_exist_only_when_the_setting_asks(flag, expected):
-    probe = ("import django; django.setup(); from batch.registry import registry; "
-             "print(sorted(i for i in registry.ids() if i.startswith('DIAGNOSTIC')))")
-    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "BATCH_DIAGNOSTIC_JOBS": flag, "DJANGO_SETTINGS_MODULE": "heavylift.settings"})
+    probe = (
+        "import django; django.setup(); from batch.registry import registry; "
+        "print(sorted(i for i in registry.ids() if i.startswith('DIAGNOSTIC')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "BATCH_DIAGNOSTIC_JOBS": flag, "DJANGO_SETTINGS_MODULE": "heavylift.settings"},
+    )
     assert result.stdout.strip() == str(expected), result.stderr[-2000:]

@@ -1,5 +1,6 @@
 """Starting, cancelling and restarting jobs (batch.control): start validates before writing, cancel and restart
 obey the job's status, and a restart resumes where the job stopped."""
+
 import pytest
 
 from batch.control import cancel_job, get_job, list_jobs, restart_job, start_job
@@ -12,8 +13,8 @@ from batch.exceptions import (
 )
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
-from tests.batch.helpers import emit
 from tests.batch.factories import JobInstanceFactory
+from tests.batch.helpers import emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,10 +23,14 @@ def test_invalid_parameters_list_every_problem_and_write_nothing(bus):
     with pytest.raises(InvalidParameters) as refused:
         start_job("DIAGNOSTIC_NOOP", {"chunks": -1, "sleep_ms": "long", "colour": 1}, max_concurrent_chunks=0)
 
-    assert sorted(refused.value.problems) == sorted([
-        "unknown parameter 'colour'", "'chunks' must be at least 0, got -1",
-        "'sleep_ms' must be an integer, got 'long'", "max concurrent chunks must be a positive integer, got 0",
-    ])
+    assert sorted(refused.value.problems) == sorted(
+        [
+            "unknown parameter 'colour'",
+            "'chunks' must be at least 0, got -1",
+            "'sleep_ms' must be an integer, got 'long'",
+            "max concurrent chunks must be a positive integer, got 0",
+        ]
+    )
     assert not JobInstance.objects.exists() and not WorkChunk.objects.exists()
     assert bus.sent == []
 
@@ -38,8 +43,11 @@ def test_an_unknown_definition_is_refused(bus):
 def test_start_records_who_started_it_and_where_it_runs(bus, settings):
     instance = start_job("DIAGNOSTIC_NOOP", {"chunks": 2}, started_by="alice")
 
-    assert (instance.started_by, instance.node_id, instance.module_id) == ("alice", settings.NODE_ID,
-                                                                           settings.MODULE_ID)
+    assert (instance.started_by, instance.node_id, instance.module_id) == (
+        "alice",
+        settings.NODE_ID,
+        settings.MODULE_ID,
+    )
     assert instance.parameters == {"chunks": 2, "sleep_ms": 0, "records_per_chunk": 1, "hang_at_chunk": -1}
     [(queue, _)] = bus.sent
     assert queue == f"batch2-work-notification-{settings.NODE_ID}-{settings.MODULE_ID}"
@@ -62,8 +70,7 @@ def test_list_filters_by_status_newest_first():
     assert len(list_jobs()) == 3
 
 
-@pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.IN_PROGRESS, JobStatus.FINALIZE,
-                                    JobStatus.COMPLETED])
+@pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.IN_PROGRESS, JobStatus.FINALIZE, JobStatus.COMPLETED])
 def test_only_failed_or_cancelled_jobs_can_be_restarted(status):
     instance = JobInstanceFactory(status=status)
 
@@ -85,8 +92,11 @@ def test_restart_after_a_failure_resumes_without_redoing_completed_chunks(define
     instance = start_job(job.id, {})
     bus.drain()
     assert get_job(instance.id).status == JobStatus.FAILED
-    done_before = set(WorkChunk.objects.filter(instance_id=instance.id, target_step_id="work",
-                                               status=ChunkStatus.COMPLETED).values_list("id", flat=True))
+    done_before = set(
+        WorkChunk.objects.filter(
+            instance_id=instance.id, target_step_id="work", status=ChunkStatus.COMPLETED
+        ).values_list("id", flat=True)
+    )
     succeeded_before = set(runs) - {3}
     broken.clear()  # the cause is fixed
     runs.clear()
@@ -114,8 +124,9 @@ def test_restart_after_a_cancel_runs_the_interrupted_and_the_waiting_chunks(defi
     job = define_job(lambda b: b.first_step("plan", emit(3)).last_step("work", work))
     instance = start_job(job.id, {})
     bus.drain()
-    statuses = sorted(WorkChunk.objects.filter(instance_id=instance.id, target_step_id="work")
-                      .values_list("status", flat=True))
+    statuses = sorted(
+        WorkChunk.objects.filter(instance_id=instance.id, target_step_id="work").values_list("status", flat=True)
+    )
     assert get_job(instance.id).status == JobStatus.CANCELLED
     assert statuses == [ChunkStatus.COMPLETED, ChunkStatus.QUEUED, ChunkStatus.READY]
 
@@ -123,8 +134,7 @@ def test_restart_after_a_cancel_runs_the_interrupted_and_the_waiting_chunks(defi
     bus.drain()
 
     instance = get_job(instance.id)
-    assert (instance.status, instance.cancelled, instance.combined_records_processed) == \
-        (JobStatus.COMPLETED, False, 3)
+    assert (instance.status, instance.cancelled, instance.combined_records_processed) == (JobStatus.COMPLETED, False, 3)
 
 
 def test_restart_after_the_reducer_failed_runs_the_reduction_again(define_job, bus):
@@ -140,8 +150,9 @@ def test_restart_after_the_reducer_failed_runs_the_reduction_again(define_job, b
         sink.accept({"n": context.data["n"]})
         return 1
 
-    job = define_job(lambda b: b.gated().first_step("plan", emit(3)).intermediate_step("work", pass_on)
-                     .reduction_step("sum", reduce))
+    job = define_job(
+        lambda b: b.gated().first_step("plan", emit(3)).intermediate_step("work", pass_on).reduction_step("sum", reduce)
+    )
     instance = start_job(job.id, {})
     bus.drain()
     assert get_job(instance.id).status == JobStatus.FAILED

@@ -1,4 +1,5 @@
 """The dashboard's figures: each is one aggregate over the job and chunk rows, by the database's clock."""
+
 from datetime import timedelta
 
 import pytest
@@ -29,8 +30,12 @@ def test_throughput_counts_completed_chunks_and_their_records_per_minute_of_the_
     job = JobInstanceFactory()
     for records in (10, 5):
         WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now, records_processed=records)
-    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now - timedelta(minutes=30), records_processed=1)
-    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, end_time=now - timedelta(minutes=90), records_processed=7)
+    WorkChunkFactory(
+        instance=job, status=ChunkStatus.COMPLETED, end_time=now - timedelta(minutes=30), records_processed=1
+    )
+    WorkChunkFactory(
+        instance=job, status=ChunkStatus.COMPLETED, end_time=now - timedelta(minutes=90), records_processed=7
+    )
     WorkChunkFactory(instance=job, status=ChunkStatus.FAILED, end_time=now, records_processed=100)
 
     minutes = dashboard.throughput_per_minute()
@@ -67,8 +72,13 @@ def test_running_jobs_are_the_unfinished_ones_newest_first():
 def test_running_jobs_show_progress_rate_and_eta_from_their_chunks_not_the_stored_row():
     start = timezone.now() - timedelta(seconds=10)
     job = JobInstanceFactory(status=JobStatus.IN_PROGRESS, progress=0.0, combined_records_processed=0)
-    WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED, start_time=start,
-                     end_time=start + timedelta(seconds=10), records_processed=40)
+    WorkChunkFactory(
+        instance=job,
+        status=ChunkStatus.COMPLETED,
+        start_time=start,
+        end_time=start + timedelta(seconds=10),
+        records_processed=40,
+    )
     WorkChunkFactory(instance=job, status=ChunkStatus.IN_PROGRESS, start_time=start + timedelta(seconds=5))
 
     (running,) = dashboard.running_jobs()
@@ -97,12 +107,29 @@ def test_node_activity_counts_chunks_in_flight_per_node_and_names_its_queue_and_
 def test_step_timeline_spans_each_step_with_its_records_and_rate():
     start = timezone.now() - timedelta(minutes=5)
     job = JobInstanceFactory()
-    WorkChunkFactory(instance=job, target_step_id="generate-chunks", status=ChunkStatus.COMPLETED, start_time=start,
-                     end_time=start + timedelta(seconds=1), records_processed=0)
-    WorkChunkFactory(instance=job, target_step_id="sleep", status=ChunkStatus.COMPLETED,
-                     start_time=start + timedelta(seconds=1), end_time=start + timedelta(seconds=11), records_processed=50)
-    WorkChunkFactory(instance=job, target_step_id="sleep", status=ChunkStatus.IN_PROGRESS,
-                     start_time=start + timedelta(seconds=2), records_processed=None)
+    WorkChunkFactory(
+        instance=job,
+        target_step_id="generate-chunks",
+        status=ChunkStatus.COMPLETED,
+        start_time=start,
+        end_time=start + timedelta(seconds=1),
+        records_processed=0,
+    )
+    WorkChunkFactory(
+        instance=job,
+        target_step_id="sleep",
+        status=ChunkStatus.COMPLETED,
+        start_time=start + timedelta(seconds=1),
+        end_time=start + timedelta(seconds=11),
+        records_processed=50,
+    )
+    WorkChunkFactory(
+        instance=job,
+        target_step_id="sleep",
+        status=ChunkStatus.IN_PROGRESS,
+        start_time=start + timedelta(seconds=2),
+        records_processed=None,
+    )
 
     first_row, sleep_row = dashboard.step_timeline(control.get_job(job.id))
     first, sleep = first_row.step, sleep_row.step
@@ -116,10 +143,16 @@ def test_step_timeline_spans_each_step_with_its_records_and_rate():
 
 def test_job_errors_total_every_attempt_of_every_chunk_and_show_the_latest():
     job = JobInstanceFactory(status=JobStatus.FAILED, error_count=0)  # a stale row: the chunks are the truth
-    WorkChunkFactory(instance=job, status=ChunkStatus.FAILED, error_count=4, attempts=4, worker="w1@host",
-                     error_message="disk full")
-    retrying = WorkChunkFactory(instance=job, status=ChunkStatus.ERRORED, error_count=1, error_message="timeout",
-                                announced_at=timezone.now() + timedelta(seconds=5))
+    WorkChunkFactory(
+        instance=job, status=ChunkStatus.FAILED, error_count=4, attempts=4, worker="w1@host", error_message="disk full"
+    )
+    retrying = WorkChunkFactory(
+        instance=job,
+        status=ChunkStatus.ERRORED,
+        error_count=1,
+        error_message="timeout",
+        announced_at=timezone.now() + timedelta(seconds=5),
+    )
     WorkChunkFactory(instance=job, status=ChunkStatus.COMPLETED)
 
     errors = dashboard.job_errors(job.id)
@@ -130,9 +163,19 @@ def test_job_errors_total_every_attempt_of_every_chunk_and_show_the_latest():
     assert control.get_job(job.id).error_count == 5
 
 
-@pytest.mark.parametrize(("seconds", "shown"), [
-    (None, "-"), (0, "0 s"), (0.02, "< 0.1 s"), (0.4, "0.4 s"), (4, "4 s"), (199, "3 min 19 s"), (3600 + 5 * 60 + 2, "1 h 5 min"), (86400 * 2, "2 d"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (None, "-"),
+        (0, "0 s"),
+        (0.02, "< 0.1 s"),
+        (0.4, "0.4 s"),
+        (4, "4 s"),
+        (199, "3 min 19 s"),
+        (3600 + 5 * 60 + 2, "1 h 5 min"),
+        (86400 * 2, "2 d"),
+    ],
+)
 def test_durations_read_like_a_person_says_them(seconds, shown):
     assert short_duration(seconds) == shown
 
@@ -148,21 +191,39 @@ def test_an_ended_job_has_no_eta():
 
 
 def test_why_a_queued_job_waits_gate_cap_no_worker_backoff_and_queue(define_job, settings):
-    job = define_job(lambda b: b.gated().first_step("plan", lambda c, s: 0).intermediate_step("work", lambda c, s: 1)
-                     .last_step("write", lambda c, s: 1))
-    instance = JobInstanceFactory(definition_id=job.id, status=JobStatus.IN_PROGRESS, current_gated_step_id="work",
-                                  node_id="nobody-home", max_concurrent_chunks=2)
+    job = define_job(
+        lambda b: (
+            b.gated()
+            .first_step("plan", lambda c, s: 0)
+            .intermediate_step("work", lambda c, s: 1)
+            .last_step("write", lambda c, s: 1)
+        )
+    )
+    instance = JobInstanceFactory(
+        definition_id=job.id,
+        status=JobStatus.IN_PROGRESS,
+        current_gated_step_id="work",
+        node_id="nobody-home",
+        max_concurrent_chunks=2,
+    )
     WorkChunkFactory(instance=instance, target_step_id="plan", status=ChunkStatus.COMPLETED)
     WorkChunkFactory.create_batch(2, instance=instance, target_step_id="work", status=ChunkStatus.QUEUED)
     WorkChunkFactory.create_batch(3, instance=instance, target_step_id="work", status=ChunkStatus.READY)
-    WorkChunkFactory(instance=instance, target_step_id="work", status=ChunkStatus.ERRORED,
-                     announced_at=timezone.now() + timedelta(minutes=5))
+    WorkChunkFactory(
+        instance=instance,
+        target_step_id="work",
+        status=ChunkStatus.ERRORED,
+        announced_at=timezone.now() + timedelta(minutes=5),
+    )
     WorkChunkFactory.create_batch(4, instance=instance, target_step_id="write", status=ChunkStatus.GATE_WAITING)
 
     reasons = dashboard.why_waiting(control.get_job(instance.id))
 
     assert [reason.split(":")[0].split(" ")[0] for reason in reasons] == ["the", "its", "no", "1", "2"]
-    assert reasons[0] == "the gate: 4 chunks of the next step wait until the 6 unfinished chunks of step work have completed"
+    assert (
+        reasons[0]
+        == "the gate: 4 chunks of the next step wait until the 6 unfinished chunks of step work have completed"
+    )
     assert reasons[1] == "its concurrency cap: 2 of at most 2 chunks queued or running, 3 more ready"
     assert reasons[2].startswith("no live worker on node nobody-home (module batch)")
     assert "retry backoff after an error, until" in reasons[3]
@@ -178,7 +239,8 @@ def test_a_job_with_a_chunk_running_waits_only_for_what_that_chunk_says_until_it
     waiting.note_waiting(instance.id, str(chunk.id), "fetch", "the source is down", for_seconds=60)
     waiting.note_waiting(instance.id, str(other.id), "fetch", "said long ago", for_seconds=0)  # lapsed at once
     assert dashboard.why_waiting(control.get_job(instance.id)) == [
-        f"chunk {str(chunk.id)[:8]} of step fetch: the source is down"]
+        f"chunk {str(chunk.id)[:8]} of step fetch: the source is down"
+    ]
 
     waiting.note_waiting(instance.id, str(chunk.id), "fetch", None, for_seconds=60)
     assert dashboard.why_waiting(control.get_job(instance.id)) == []

@@ -6,6 +6,7 @@ it never stored, a step it lacks). So each (id, version) has its shape recorded 
 without a new version fails. A new version, or a new definition, is recorded with
 `RECORD_DEFINITION_SHAPES=1 pytest tests/batch/test_definition_shapes.py`.
 """
+
 import json
 import os
 from pathlib import Path
@@ -29,9 +30,13 @@ def test_no_registered_definition_changed_shape_without_a_new_version():
     recorded = json.loads(RECORD.read_text()) if RECORD.exists() else {}
 
     unrecorded = sorted(set(shapes) - set(recorded))
-    assert not unrecorded, (f"new definitions or versions {unrecorded}: record their shapes with "
-                            "RECORD_DEFINITION_SHAPES=1 pytest tests/batch/test_definition_shapes.py")
+    assert not unrecorded, (
+        f"new definitions or versions {unrecorded}: record their shapes with "
+        "RECORD_DEFINITION_SHAPES=1 pytest tests/batch/test_definition_shapes.py"
+    )
     changed = sorted(key for key in shapes if shapes[key] != recorded[key])
-    assert not changed, (f"{changed} changed shape without a new version: a process of the previous release would "
-                         "run their jobs with the old shape. Register the change as the next version (keep the old "
-                         "one registered while its jobs run)")
+    assert not changed, (
+        f"{changed} changed shape without a new version: a process of the previous release would "
+        "run their jobs with the old shape. Register the change as the next version (keep the old "
+        "one registered while its jobs run)"
+    )

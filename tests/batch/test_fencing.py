@@ -1,4 +1,5 @@
 """Outcomes are fenced by each claim's random token, not by its attempt number, which can repeat."""
+
 from __future__ import annotations
 
 import pytest

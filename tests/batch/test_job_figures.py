@@ -1,5 +1,6 @@
 """The numbers an operator reads (issue #24, "Numbers you can believe"): a job's records counted once, progress
 and ETA of gated jobs, no ETA once ended, rate over running time only, every failed attempt an error."""
+
 from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
@@ -15,17 +16,19 @@ from batch.models import JobInstance
 from batch.serializers import JobDetailSerializer
 from batch.statuses import ChunkStatus, JobStatus
 from batch.testing import time_passes
-from tests.batch.helpers import count_records, emit
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
+from tests.batch.helpers import count_records, emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def pass_on(records: int):
     """A step that handles `records` records and hands its chunk on: what expand-resources does in an export."""
+
     def step(context, sink) -> int:
         sink.accept(dict(context.data))
         return records
+
     return step
 
 
@@ -39,22 +42,44 @@ def failing_once(error: Exception, records: int) -> tuple[Callable, list[int]]:
         if len(attempts) == 1:
             raise error
         return records
+
     return step, attempts
 
 
-def gated_job_at(job, step: str, *, first_step: str, first_seconds: int, completed: int, emitted: tuple[str, str],
-                 queued: int, records: int | None = None) -> JobInstance:
+def gated_job_at(
+    job,
+    step: str,
+    *,
+    first_step: str,
+    first_seconds: int,
+    completed: int,
+    emitted: tuple[str, str],
+    queued: int,
+    records: int | None = None,
+) -> JobInstance:
     """Rows of `job` running its gated `step`, as if it ran until now: the first step's one chunk took
     `first_seconds`, then `completed` chunks of `step` ran one a second (`records` each, if given), each
     emitting one chunk (step, status) `emitted`; `queued` chunks of `step` are still to run."""
     start = timezone.now() - timedelta(seconds=first_seconds + completed)
     instance = JobInstanceFactory(definition_id=job.id, status=JobStatus.IN_PROGRESS, current_gated_step_id=step)
-    WorkChunkFactory(instance=instance, target_step_id=first_step, status=ChunkStatus.COMPLETED, records_processed=0,
-                     start_time=start, end_time=start + timedelta(seconds=first_seconds))
+    WorkChunkFactory(
+        instance=instance,
+        target_step_id=first_step,
+        status=ChunkStatus.COMPLETED,
+        records_processed=0,
+        start_time=start,
+        end_time=start + timedelta(seconds=first_seconds),
+    )
     for n in range(completed):
         began = start + timedelta(seconds=first_seconds + n)
-        WorkChunkFactory(instance=instance, target_step_id=step, status=ChunkStatus.COMPLETED, records_processed=records,
-                         start_time=began, end_time=began + timedelta(seconds=1))
+        WorkChunkFactory(
+            instance=instance,
+            target_step_id=step,
+            status=ChunkStatus.COMPLETED,
+            records_processed=records,
+            start_time=began,
+            end_time=began + timedelta(seconds=1),
+        )
         WorkChunkFactory(instance=instance, target_step_id=emitted[0], status=emitted[1])
     WorkChunkFactory.create_batch(queued, instance=instance, target_step_id=step, status=ChunkStatus.QUEUED)
     return instance
@@ -62,8 +87,12 @@ def gated_job_at(job, step: str, *, first_step: str, first_seconds: int, complet
 
 def read_expand_write(builder: JobDefinitionBuilder) -> JobDefinitionBuilder:
     """Three steps that each handle the same 5 resources per chunk, as an export reads, expands and writes them."""
-    return (builder.gated().first_step("read", emit(3)).intermediate_step("expand", pass_on(5))
-            .last_step("write", count_records(5)))
+    return (
+        builder.gated()
+        .first_step("read", emit(3))
+        .intermediate_step("expand", pass_on(5))
+        .last_step("write", count_records(5))
+    )
 
 
 def test_a_job_s_records_are_its_last_step_s_counted_once_everywhere(define_job, bus):
@@ -76,8 +105,11 @@ def test_a_job_s_records_are_its_last_step_s_counted_once_everywhere(define_job,
     assert ended.combined_records_processed == 15, "3 chunks of 5 resources, not expand's and write's added up"
     assert JobInstance.objects.get(id=instance.id).combined_records_processed == 15
     assert JobDetailSerializer(ended).data["combinedRecordsProcessed"] == 15
-    assert {row.step.step_id: row.step.records for row in dashboard.step_timeline(ended)} == \
-        {"read": 0, "expand": 15, "write": 15}, "each step still shows its own records"
+    assert {row.step.step_id: row.step.records for row in dashboard.step_timeline(ended)} == {
+        "read": 0,
+        "expand": 15,
+        "write": 15,
+    }, "each step still shows its own records"
     assert sum(minute.records for minute in dashboard.throughput_per_minute()) == 15
     out = StringIO()
     call_command("job_status", str(instance.id), stdout=out)
@@ -95,16 +127,35 @@ def test_a_definition_names_the_step_whose_records_are_the_job_s(define_job, bus
 
 def test_only_a_step_that_runs_chunks_can_count_the_job_s_records():
     with pytest.raises(InvalidJobDefinition, match="counts_records_of: 'nope' is not a step that runs chunks"):
-        (JobDefinitionBuilder("X", 1).first_step("a", emit(1)).last_step("b", count_records())
-         .counts_records_of("nope").build())
+        (
+            JobDefinitionBuilder("X", 1)
+            .first_step("a", emit(1))
+            .last_step("b", count_records())
+            .counts_records_of("nope")
+            .build()
+        )
 
 
 def test_a_gated_job_at_88_percent_reads_88_percent_and_the_eta_of_its_last_24_chunks(define_job):
     """The reduction's input chunks appear as the step before completes: they are not work still to do."""
-    job = define_job(lambda b: b.gated().first_step("generate", emit(0)).intermediate_step("sleep", pass_on(1))
-                     .reduction_step("sum", lambda context, inputs: {}))
-    instance = gated_job_at(job, "sleep", first_step="generate", first_seconds=10, completed=176, records=1,
-                            emitted=("sum", ChunkStatus.REDUCTION_READY), queued=24)
+    job = define_job(
+        lambda b: (
+            b.gated()
+            .first_step("generate", emit(0))
+            .intermediate_step("sleep", pass_on(1))
+            .reduction_step("sum", lambda context, inputs: {})
+        )
+    )
+    instance = gated_job_at(
+        job,
+        "sleep",
+        first_step="generate",
+        first_seconds=10,
+        completed=176,
+        records=1,
+        emitted=("sum", ChunkStatus.REDUCTION_READY),
+        queued=24,
+    )
 
     snapshot = control.get_job(instance.id)
     [running] = dashboard.running_jobs()
@@ -118,8 +169,15 @@ def test_a_gated_job_at_88_percent_reads_88_percent_and_the_eta_of_its_last_24_c
 def test_a_gated_step_s_chunks_still_to_come_are_expected_in_the_proportion_so_far(define_job):
     """Half of `expand` done has emitted half of `write`'s chunks: `write` is expected to have all 100."""
     job = define_job(read_expand_write)
-    instance = gated_job_at(job, "expand", first_step="read", first_seconds=1, completed=50,
-                            emitted=("write", ChunkStatus.GATE_WAITING), queued=50)
+    instance = gated_job_at(
+        job,
+        "expand",
+        first_step="read",
+        first_seconds=1,
+        completed=50,
+        emitted=("write", ChunkStatus.GATE_WAITING),
+        queued=50,
+    )
 
     snapshot = control.get_job(instance.id)
 
@@ -131,8 +189,13 @@ def test_a_gated_step_s_chunks_still_to_come_are_expected_in_the_proportion_so_f
 def test_an_ended_job_has_no_eta(status):
     instance = JobInstanceFactory(status=status, end_time=timezone.now(), estimated_seconds_remaining=30.0)
     start = timezone.now() - timedelta(minutes=10)
-    WorkChunkFactory(instance=instance, status=ChunkStatus.COMPLETED, records_processed=3, start_time=start,
-                     end_time=start + timedelta(minutes=1))
+    WorkChunkFactory(
+        instance=instance,
+        status=ChunkStatus.COMPLETED,
+        records_processed=3,
+        start_time=start,
+        end_time=start + timedelta(minutes=1),
+    )
     WorkChunkFactory(instance=instance, status=ChunkStatus.QUEUED)
 
     snapshot = control.get_job(instance.id)

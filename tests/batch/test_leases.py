@@ -1,4 +1,5 @@
 """Leases, in one process: a step or reduction past its maximum run time is retried; a cancelled job's lease lapses."""
+
 from __future__ import annotations
 
 import time
@@ -33,8 +34,9 @@ def hang_on_first_attempt(context, sink) -> int:
 
 
 def test_a_chunk_running_past_the_jobs_maximum_is_errored_with_the_reason_and_its_retry_completes(bus, define_job):
-    definition = define_job(lambda b: b.max_chunk_seconds(1).first_step("emit", emit_one)
-                            .last_step("work", hang_on_first_attempt))
+    definition = define_job(
+        lambda b: b.max_chunk_seconds(1).first_step("emit", emit_one).last_step("work", hang_on_first_attempt)
+    )
     job = start_job(definition.id, {})
 
     bus.drain()
@@ -56,15 +58,15 @@ def progress_past_the_maximum(context, sink) -> int:
 
 
 def test_a_chunk_reporting_progress_runs_past_the_jobs_maximum_and_its_progress_is_recorded(bus, define_job):
-    definition = define_job(lambda b: b.max_chunk_seconds(1).first_step("emit", emit_one)
-                            .last_step("work", progress_past_the_maximum))
+    definition = define_job(
+        lambda b: b.max_chunk_seconds(1).first_step("emit", emit_one).last_step("work", progress_past_the_maximum)
+    )
     job = start_job(definition.id, {})
 
     bus.drain()
 
     chunk = WorkChunk.objects.get(instance_id=job.id, target_step_id="work")
-    assert (chunk.status, chunk.attempts, chunk.error_count, chunk.error_message) == \
-        (ChunkStatus.COMPLETED, 1, 0, None)
+    assert (chunk.status, chunk.attempts, chunk.error_count, chunk.error_message) == (ChunkStatus.COMPLETED, 1, 0, None)
     assert chunk.progress_at is not None  # what the worker's watchdog reads (batch.recycling)
     assert get_job(job.id).status == JobStatus.COMPLETED
 
@@ -75,8 +77,14 @@ def count_after_hanging_on_first_attempt(context, inputs) -> dict:
 
 
 def test_a_reduction_running_past_the_jobs_maximum_lapses_and_maintenance_starts_one_that_completes(bus, define_job):
-    definition = define_job(lambda b: b.gated().max_chunk_seconds(1).first_step("emit", emit_one)
-                            .reduction_step("count", count_after_hanging_on_first_attempt))
+    definition = define_job(
+        lambda b: (
+            b.gated()
+            .max_chunk_seconds(1)
+            .first_step("emit", emit_one)
+            .reduction_step("count", count_after_hanging_on_first_attempt)
+        )
+    )
     job = start_job(definition.id, {})
 
     bus.drain()  # the reduction's first attempt hangs until its lease is taken from it

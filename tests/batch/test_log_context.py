@@ -1,5 +1,6 @@
 """LOG_FORMAT=json for log shippers: every line a worker writes while it runs a chunk names the job, the chunk,
 the step and the node (issue #24)."""
+
 from __future__ import annotations
 
 import io
@@ -35,8 +36,9 @@ def logging_step(context, sink) -> int:
 
 
 @pytest.mark.django_db(transaction=True)  # the engine's claims and announcements commit
-def test_a_step_logs_with_its_job_chunk_step_and_node_and_other_lines_with_the_node_only(define_job, bus, json_lines,
-                                                                                           settings):
+def test_a_step_logs_with_its_job_chunk_step_and_node_and_other_lines_with_the_node_only(
+    define_job, bus, json_lines, settings
+):
     job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", logging_step))
     instance_id = start_job(job.id, {}).id
     bus.drain()
@@ -46,7 +48,11 @@ def test_a_step_logs_with_its_job_chunk_step_and_node_and_other_lines_with_the_n
     chunk = WorkChunk.objects.get(instance_id=instance_id, target_step_id="work")
     assert during["message"] == "working on 0" and during["level"] == "WARNING" and during["records"] == 1
     assert (during["job_id"], during["chunk_id"], during["step"], during["node"]) == (
-        str(instance_id), str(chunk.id), "work", settings.NODE_ID)
+        str(instance_id),
+        str(chunk.id),
+        "work",
+        settings.NODE_ID,
+    )
     assert during["time"].endswith("+00:00") and during["logger"] == "tests.batch.a_step"
     assert between["node"] == settings.NODE_ID and "job_id" not in between and "chunk_id" not in between
 
@@ -58,4 +64,4 @@ def test_an_exception_is_one_json_line_with_its_traceback(json_lines):
         logger.exception("it broke")
 
     [line] = json_lines()
-    assert line["message"] == "it broke" and 'ValueError: bad input\non two lines' in line["exception"]
+    assert line["message"] == "it broke" and "ValueError: bad input\non two lines" in line["exception"]

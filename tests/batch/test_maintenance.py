@@ -122,8 +122,11 @@ def pass_n_on(context, sink) -> int:
 
 
 def test_a_reducer_that_died_is_run_again_after_its_lease(define_job, bus, settings):
-    job = define_job(lambda b: b.gated().first_step("plan", emit(3)).intermediate_step("work", pass_n_on)
-                     .reduction_step("sum", sum_n))
+    job = define_job(
+        lambda b: (
+            b.gated().first_step("plan", emit(3)).intermediate_step("work", pass_n_on).reduction_step("sum", sum_n)
+        )
+    )
     instance = start_job(job.id, {}, node_id=unique_node())
     for _ in range(4):
         bus.deliver_next()
@@ -139,8 +142,11 @@ def test_a_reducer_that_died_is_run_again_after_its_lease(define_job, bus, setti
 
 
 def test_a_reducer_that_keeps_dying_fails_the_job(define_job, bus, settings):
-    job = define_job(lambda b: b.gated().first_step("plan", emit(1)).intermediate_step("work", pass_n_on)
-                     .reduction_step("sum", sum_n))
+    job = define_job(
+        lambda b: (
+            b.gated().first_step("plan", emit(1)).intermediate_step("work", pass_n_on).reduction_step("sum", sum_n)
+        )
+    )
     instance = start_job(job.id, {}, node_id=unique_node())
     for _ in range(2):
         bus.deliver_next()
@@ -163,8 +169,14 @@ def test_a_cancel_during_the_reduction_wins_over_its_result(define_job, bus):
         cancel_job(context.instance_id)
         return {"total": total}
 
-    job = define_job(lambda b: b.gated().first_step("plan", emit(2)).intermediate_step("work", pass_n_on)
-                     .reduction_step("sum", reduce_then_get_cancelled))
+    job = define_job(
+        lambda b: (
+            b.gated()
+            .first_step("plan", emit(2))
+            .intermediate_step("work", pass_n_on)
+            .reduction_step("sum", reduce_then_get_cancelled)
+        )
+    )
     instance = start_job(job.id, {}, node_id=unique_node())
 
     bus.drain()

@@ -6,6 +6,7 @@ killed by hand. Here a real process holds the lease in the middle of a real pass
 connection and backend stay up (the kernel still answers for the socket), exactly what the lock never
 survived. Other passes must run again once the lease has lapsed on the database's clock.
 """
+
 import signal
 import sys
 import time
@@ -45,8 +46,11 @@ def backend_alive(pid: int) -> bool:
 
 def test_a_frozen_holder_stops_other_passes_only_until_its_lease_lapses(processes, settings):
     settings.BATCH_MAINTENANCE_LEASE_SECONDS = LEASE_SECONDS
-    holder = Process([sys.executable, "-c", HOLDER], env={"BATCH_MAINTENANCE_LEASE_SECONDS": str(LEASE_SECONDS)},
-                     name="maintenance-holder")
+    holder = Process(
+        [sys.executable, "-c", HOLDER],
+        env={"BATCH_MAINTENANCE_LEASE_SECONDS": str(LEASE_SECONDS)},
+        name="maintenance-holder",
+    )
     processes.append(holder)
     holder.wait_for_output("holding the lease", timeout=CEILING)
     backend = int(holder.output().split("backend")[1].split()[0])
@@ -54,8 +58,11 @@ def test_a_frozen_holder_stops_other_passes_only_until_its_lease_lapses(processe
     try:
         frozen_at = time.monotonic()
         assert run_maintenance_pass().ran is False, "the holder's lease is still valid"
-        wait_until(lambda: run_maintenance_pass().ran, LEASE_SECONDS + 30,
-                   message="no pass ran after the frozen holder's lease lapsed")
+        wait_until(
+            lambda: run_maintenance_pass().ran,
+            LEASE_SECONDS + 30,
+            message="no pass ran after the frozen holder's lease lapsed",
+        )
         resumed_after = time.monotonic() - frozen_at
         assert backend_alive(backend), "the frozen holder's backend is still there, as a dead host's would be"
         assert resumed_after <= LEASE_SECONDS + 2

@@ -1,4 +1,5 @@
 """Batch workers step in when the scheduled maintenance pass is starved."""
+
 from datetime import timedelta
 
 import pytest
@@ -20,8 +21,9 @@ def test_a_recent_pass_leaves_the_watchdog_idle():
 
 def test_no_pass_for_three_intervals_makes_the_watchdog_run_one(settings):
     run_maintenance_pass()
-    MaintenancePass.objects.update(ended_at=F("ended_at") - timedelta(
-        seconds=3 * settings.BATCH_MAINTENANCE_INTERVAL_SECONDS + 1))
+    MaintenancePass.objects.update(
+        ended_at=F("ended_at") - timedelta(seconds=3 * settings.BATCH_MAINTENANCE_INTERVAL_SECONDS + 1)
+    )
     assert maintenance_is_overdue()
 
     assert check_once() is True

@@ -1,4 +1,5 @@
 """Node liveness: workers beat on the database's clock; jobs of a node with no live worker move to a live one."""
+
 from __future__ import annotations
 
 import uuid
@@ -135,7 +136,8 @@ def test_a_job_starts_on_this_processs_node_when_it_has_a_live_worker(two_step_j
 
 
 def test_a_job_started_on_a_node_without_live_workers_starts_on_the_least_busy_live_node(
-        two_step_job, bus, module, settings):
+    two_step_job, bus, module, settings
+):
     settings.NODE_ID = "web-only"  # a web host: no batch worker of its node, ever
     for worker, node in [("b1", "node-b"), ("c1", "node-c"), ("d1", "node-d")]:
         record_heartbeat(worker, node, module)
@@ -165,13 +167,15 @@ def test_with_no_live_node_of_its_module_a_new_job_starts_on_this_node(two_step_
     settings.NODE_ID = "web-only"
     record_heartbeat("b1", "node-b", "another-module")
 
-    assert node_of(start_job(two_step_job.id, {}, module_id=module)) == "web-only", \
+    assert node_of(start_job(two_step_job.id, {}, module_id=module)) == "web-only", (
         "nowhere better: maintenance moves it once a node of its module is up"
+    )
 
 
 # --- Maintenance moves jobs of dead nodes -------------------------------------------------------------------
 def test_a_job_of_a_node_that_never_had_a_worker_moves_to_a_live_node_once_older_than_the_timeout(
-        two_step_job, bus, module):
+    two_step_job, bus, module
+):
     record_heartbeat("b1", "node-b", module)
     instance = start_job(two_step_job.id, {}, node_id="gone", module_id=module)
     assert queues(bus) == {work_notification_queue("gone", module)}
@@ -187,8 +191,9 @@ def test_a_job_of_a_node_that_never_had_a_worker_moves_to_a_live_node_once_older
     bus.drain()
     job = control.get_job(instance.id)
     assert job.status == JobStatus.COMPLETED
-    assert f"moved from node gone to node node-b: no batch worker of node gone seen for {TIMEOUT}s" \
-           in job.warning_messages
+    assert (
+        f"moved from node gone to node node-b: no batch worker of node gone seen for {TIMEOUT}s" in job.warning_messages
+    )
 
 
 def test_a_job_started_by_a_host_whose_clock_is_behind_is_not_taken_for_old(two_step_job, bus, module):
@@ -252,9 +257,16 @@ def test_with_no_live_node_of_its_module_a_job_waits_where_it_is(two_step_job, b
 def test_jobs_that_cannot_move_do_not_crowd_out_those_that_can(two_step_job, bus, module):
     record_heartbeat("b1", "node-b", module)
     old = timezone.now() - timedelta(seconds=TIMEOUT + 60)
-    JobInstance.objects.bulk_create(JobInstance(definition_id=two_step_job.id, definition_version=1, node_id="dead",
-                                                module_id="a-module-with-no-live-node", create_time=old)
-                                    for _ in range(JOB_PAGE + 1))  # older, and more than one pass's page
+    JobInstance.objects.bulk_create(
+        JobInstance(
+            definition_id=two_step_job.id,
+            definition_version=1,
+            node_id="dead",
+            module_id="a-module-with-no-live-node",
+            create_time=old,
+        )
+        for _ in range(JOB_PAGE + 1)
+    )  # older, and more than one pass's page
     movable = aged(start_job(two_step_job.id, {}, node_id="dead", module_id=module))
 
     assert run_maintenance_pass().rehomed == 1
@@ -265,8 +277,11 @@ def test_a_finalizing_job_gets_its_reduction_announced_on_the_new_node(define_jo
     def total(context, inputs):
         return {"chunks": sum(1 for _ in inputs)}
 
-    job = define_job(lambda b: b.gated().first_step("plan", emit(2)).intermediate_step("work", pass_on)
-                     .reduction_step("total", total))
+    job = define_job(
+        lambda b: (
+            b.gated().first_step("plan", emit(2)).intermediate_step("work", pass_on).reduction_step("total", total)
+        )
+    )
     instance = aged(start_job(job.id, {}, node_id="dead", module_id=module))
     for _ in range(3):
         bus.deliver_next()
@@ -297,10 +312,16 @@ def test_an_operator_moves_a_nodes_jobs_to_a_named_live_node(two_step_job, bus, 
     [move] = reassign_jobs(from_node="node-a", to_node="node-b")
 
     assert (move.job_id, move.from_node_id, move.to_node_id, move.announced_chunks) == (
-        instance.id, "node-a", "node-b", 1)
+        instance.id,
+        "node-a",
+        "node-b",
+        1,
+    )
     assert queues(bus) == {work_notification_queue("node-b", module)}
-    assert "moved from node node-a to node node-b: reassigned by an operator" in \
-           control.get_job(instance.id).warning_messages
+    assert (
+        "moved from node node-a to node node-b: reassigned by an operator"
+        in control.get_job(instance.id).warning_messages
+    )
 
 
 def test_without_a_target_an_operator_moves_a_job_to_the_least_busy_other_live_node(two_step_job, bus, module):
@@ -345,12 +366,15 @@ def test_a_forced_move_to_a_node_not_yet_up_sticks_until_that_node_has_beaten(tw
     assert node_of(instance) == "node-a"
 
 
-@pytest.mark.parametrize("arguments, error, message", [
-    ({}, control.BatchError, "name the jobs to move"),
-    ({"from_node": "a b"}, control.BatchError, "invalid from node 'a b'"),
-    ({"from_node": "node-a", "to_node": "node-a"}, control.BatchError, "on node node-a already"),
-    ({"job_id": "not-a-job"}, control.JobNotFound, "no job instance not-a-job"),
-])
+@pytest.mark.parametrize(
+    "arguments, error, message",
+    [
+        ({}, control.BatchError, "name the jobs to move"),
+        ({"from_node": "a b"}, control.BatchError, "invalid from node 'a b'"),
+        ({"from_node": "node-a", "to_node": "node-a"}, control.BatchError, "on node node-a already"),
+        ({"job_id": "not-a-job"}, control.JobNotFound, "no job instance not-a-job"),
+    ],
+)
 def test_bad_requests_to_move_jobs_are_refused_with_the_reason(arguments, error, message):
     with pytest.raises(error, match=message):
         reassign_jobs(**arguments)

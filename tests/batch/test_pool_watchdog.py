@@ -1,5 +1,6 @@
 """The worker's pool watchdog, in one process: a claim's maximum run time counts from its last recorded
 progress, so a step that streams slowly but steadily is not killed as hung (issue #29, low: chunk deadline)."""
+
 from __future__ import annotations
 
 import os
@@ -28,12 +29,15 @@ def emit_two(context, sink) -> int:
 
 
 def test_a_claim_past_its_maximum_is_recycled_unless_its_step_reported_progress_since(bus, define_job):
-    definition = define_job(lambda b: b.max_chunk_seconds(1).first_step("emit", emit_two)
-                            .last_step("work", lambda context, sink: 1))
+    definition = define_job(
+        lambda b: b.max_chunk_seconds(1).first_step("emit", emit_two).last_step("work", lambda context, sink: 1)
+    )
     job = start_job(definition.id, {})
     bus.deliver_next()
-    silent, progressing = (on_chunk_claimed(chunk.id, worker=f"{HOST}/{NOT_A_CHILD}") for chunk in
-                           WorkChunk.objects.filter(instance_id=job.id, target_step_id="work").order_by("sequence"))
+    silent, progressing = (
+        on_chunk_claimed(chunk.id, worker=f"{HOST}/{NOT_A_CHILD}")
+        for chunk in WorkChunk.objects.filter(instance_id=job.id, target_step_id="work").order_by("sequence")
+    )
     lease = chunk_lease(progressing.id, progressing.claim_token, max_seconds=1)
     lease.report_progress()
     assert lease.renew()  # the renewal records the progress, on the database's clock
@@ -41,8 +45,9 @@ def test_a_claim_past_its_maximum_is_recycled_unless_its_step_reported_progress_
     assert watchdog.check_once() == []  # both first seen now, within their maximum
 
     # As if both claims had been seen a minute ago: far past the maximum and the grace.
-    watchdog._first_seen = {key: replace(held, deadline=held.deadline - timedelta(minutes=1))
-                            for key, held in watchdog._first_seen.items()}
+    watchdog._first_seen = {
+        key: replace(held, deadline=held.deadline - timedelta(minutes=1)) for key, held in watchdog._first_seen.items()
+    }
     recycled = watchdog.check_once()
 
     assert [held.chunk_id for held in recycled] == [silent.id]

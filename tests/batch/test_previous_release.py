@@ -5,6 +5,7 @@ the same settings. A job's chunks are shared by a worker of each release on one 
 once (counted from what the chunks wrote down); a scheduled job only this release declares must keep running
 although the previous release's beat, at its start, disables every job it does not declare.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -23,7 +24,14 @@ from scheduling.clock import database_now
 from scheduling.models import JobRun, RunOutcome
 from tests.batch.helpers import unique_node
 from tests.processes import (
-    PROJECT_DIR, Process, celery_beat, celery_worker, scheduler_worker, start_all, wait_until, wait_until_beating,
+    PROJECT_DIR,
+    Process,
+    celery_beat,
+    celery_worker,
+    scheduler_worker,
+    start_all,
+    wait_until,
+    wait_until_beating,
     wait_until_ready,
 )
 
@@ -36,8 +44,9 @@ CEILING = 240  # seconds: five processes of two releases starting on a loaded 2-
 
 @pytest.fixture(scope="module")
 def previous_release(tmp_path_factory) -> Path:
-    known = subprocess.run(["git", "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"], cwd=PROJECT_DIR,
-                           capture_output=True, check=False)
+    known = subprocess.run(
+        ["git", "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"], cwd=PROJECT_DIR, capture_output=True, check=False
+    )
     if known.returncode != 0:
         pytest.skip(f"the previous release {PREVIOUS_RELEASE} is not in this clone's history")
     tree = tmp_path_factory.mktemp("previous-release")
@@ -53,15 +62,25 @@ def previous(tree: Path, celery_args: str, env: dict[str, str], name: str) -> Pr
 
 
 def test_a_worker_and_a_beat_of_the_previous_release_beside_this_ones_lose_no_job_and_no_schedule(
-        processes, previous_release, logged_job, tmp_path):
+    processes, previous_release, logged_job, tmp_path
+):
     node = unique_node()
-    env = {"NODE_ID": node, "DJANGO_SETTINGS_MODULE": "tests.batch.worker_settings",
-           "SCHEDULER_QUEUE": f"scheduled-{uuid.uuid4().hex[:8]}", "SCHEDULER_THREAD_COUNT": "1",
-           "SCHEDULING_TEST_RECORD": str(tmp_path / "runs.jsonl")}
+    env = {
+        "NODE_ID": node,
+        "DJANGO_SETTINGS_MODULE": "tests.batch.worker_settings",
+        "SCHEDULER_QUEUE": f"scheduled-{uuid.uuid4().hex[:8]}",
+        "SCHEDULER_THREAD_COUNT": "1",
+        "SCHEDULING_TEST_RECORD": str(tmp_path / "runs.jsonl"),
+    }
     current_env = {**env, "SCHEDULING_JOB_MODULES": "tests.scheduling.periodic_skewed_hosts"}
     current = celery_worker(env=current_env, concurrency=1, name="current", wait=False)
-    old = previous(previous_release, f"worker --loglevel INFO --concurrency 1 --without-mingle --without-gossip "
-                                     f"--hostname previous-{uuid.uuid4().hex[:8]}@%h", env, "previous-worker")
+    old = previous(
+        previous_release,
+        f"worker --loglevel INFO --concurrency 1 --without-mingle --without-gossip "
+        f"--hostname previous-{uuid.uuid4().hex[:8]}@%h",
+        env,
+        "previous-worker",
+    )
     scheduler, beat = scheduler_worker(current_env), celery_beat(current_env)
     processes.extend([current, old, scheduler, beat])
     start_all([current, old, scheduler], wait_until_ready)
@@ -78,17 +97,24 @@ def test_a_worker_and_a_beat_of_the_previous_release_beside_this_ones_lose_no_jo
     assert NEW_JOB in disabled
     disabled_at = database_now()
 
-    wait_until(lambda: JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED, CEILING,
-               message=lambda: Counter(WorkChunk.objects.filter(instance_id=instance.id)
-                                       .values_list("status", flat=True)))
+    wait_until(
+        lambda: JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED,
+        CEILING,
+        message=lambda: Counter(WorkChunk.objects.filter(instance_id=instance.id).values_list("status", flat=True)),
+    )
     ran = Counter(int(line) for line in log.read_text().split())
     assert ran == Counter(range(30)), "every chunk ran exactly once"
-    workers = set(WorkChunk.objects.filter(instance_id=instance.id, target_step_id="log")
-                  .values_list("worker", flat=True))
+    workers = set(
+        WorkChunk.objects.filter(instance_id=instance.id, target_step_id="log").values_list("worker", flat=True)
+    )
     assert any(w.startswith("current-") for w in workers) and any(w.startswith("previous-") for w in workers), workers
 
     # The previous release's beat disabled the job it does not know at its start; this release's beat declared it
     # again, and it kept running.
-    wait_until(lambda: JobRun.objects.filter(job_name=NEW_JOB, outcome=RunOutcome.SUCCEEDED,
-                                             tick__gt=disabled_at).count() >= 3, CEILING,
-               message="the job only this release declares stopped after the previous release's beat started")
+    wait_until(
+        lambda: (
+            JobRun.objects.filter(job_name=NEW_JOB, outcome=RunOutcome.SUCCEEDED, tick__gt=disabled_at).count() >= 3
+        ),
+        CEILING,
+        message="the job only this release declares stopped after the previous release's beat started",
+    )

@@ -1,5 +1,6 @@
 """The Celery publisher against a real Redis: a publish that fails (the broker is down) is logged, not raised;
 the chunk stays QUEUED, and maintenance announces it again once the broker is back."""
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,7 @@ from tests.processes import free_port
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_failed_publish_is_logged_not_raised_and_maintenance_announces_the_chunk_again(
-        settings, monkeypatch, caplog):
+def test_a_failed_publish_is_logged_not_raised_and_maintenance_announces_the_chunk_again(settings, monkeypatch, caplog):
     node = unique_node()
     queue = work_notification_queue(node, settings.MODULE_ID)
     broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)

@@ -5,6 +5,7 @@ lost, is announced again at the priority Redis serves first, so it runs once its
 not once that backlog has drained. The order chunks ran in is read from their end times (the database's
 clock), never from how long anything took.
 """
+
 from __future__ import annotations
 
 import signal
@@ -44,6 +45,7 @@ def wait_for_the_end(instance: JobInstance) -> JobInstance:
     def ended() -> JobInstance | None:
         current = JobInstance.objects.get(id=instance.id)
         return current if current.status in ENDED_JOB_STATUSES else None
+
     return wait_until(ended, timeout=JOB_END, message=lambda: f"job {instance.id} still running")
 
 
@@ -69,14 +71,15 @@ def test_work_announced_again_waits_in_the_list_served_first_and_both_lists_coun
 
 
 @pytest.mark.acceptance
-def test_a_chunk_retried_after_an_error_runs_before_the_backlog_of_new_chunks_drains(
-        processes, logged_job, tmp_path):
+def test_a_chunk_retried_after_an_error_runs_before_the_backlog_of_new_chunks_drains(processes, logged_job, tmp_path):
     node = unique_node()
-    processes.append(celery_worker(env=worker_env(node, BATCH_RETRY_BACKOFF_SECONDS="0.2"), concurrency=1,
-                                   name="lone"))
+    processes.append(celery_worker(env=worker_env(node, BATCH_RETRY_BACKOFF_SECONDS="0.2"), concurrency=1, name="lone"))
 
-    instance = start_job(logged_job.id, {"chunks": BACKLOG, "sleep_ms": CHUNK_MS, "log": str(tmp_path / "log"),
-                                         "error_index": 0}, node_id=node)
+    instance = start_job(
+        logged_job.id,
+        {"chunks": BACKLOG, "sleep_ms": CHUNK_MS, "log": str(tmp_path / "log"), "error_index": 0},
+        node_id=node,
+    )
 
     assert wait_for_the_end(instance).status == JobStatus.COMPLETED
     retried = log_chunks(instance).get(error_count=1)
@@ -87,20 +90,27 @@ def test_a_chunk_retried_after_an_error_runs_before_the_backlog_of_new_chunks_dr
 
 @pytest.mark.acceptance
 def test_the_chunk_of_a_lost_worker_runs_before_the_backlog_of_new_chunks_drains(
-        processes, logged_job, tmp_path, settings):
+    processes, logged_job, tmp_path, settings
+):
     node = unique_node()
     hold = tmp_path / "hold"
     hold.touch()
     victim = celery_worker(env=worker_env(node, BATCH_LEASE_SECONDS="2"), concurrency=1, name="victim")
     processes.append(victim)
-    instance = start_job(logged_job.id, {"chunks": BACKLOG, "sleep_ms": CHUNK_MS, "log": str(tmp_path / "log"),
-                                         "hold_while": str(hold)}, node_id=node)
+    instance = start_job(
+        logged_job.id,
+        {"chunks": BACKLOG, "sleep_ms": CHUNK_MS, "log": str(tmp_path / "log"), "hold_while": str(hold)},
+        node_id=node,
+    )
     doomed = wait_until(lambda: log_chunks(instance).filter(status=ChunkStatus.IN_PROGRESS).first(), timeout=JOB_END)
     victim.signal_group(signal.SIGKILL)
     victim.popen.wait(30)
     processes.append(celery_worker(env=worker_env(node), concurrency=1, name="survivor"))
-    wait_until(lambda: log_chunks(instance).filter(status=ChunkStatus.IN_PROGRESS, worker__startswith="survivor-")
-               .exists(), timeout=JOB_END, message="the survivor holds a chunk of the backlog")
+    wait_until(
+        lambda: log_chunks(instance).filter(status=ChunkStatus.IN_PROGRESS, worker__startswith="survivor-").exists(),
+        timeout=JOB_END,
+        message="the survivor holds a chunk of the backlog",
+    )
 
     settings.BATCH_RETRY_BACKOFF_SECONDS = (0.2,)
     # Maintenance (here, in the test) finds the lapsed lease and announces the chunk again ...

@@ -3,6 +3,7 @@
 Messages go through the `bus` fixture (recorded at commit, delivered when the test says), so each step
 of a job's life can be looked at. Real PostgreSQL; the real Redis path is in test_acceptance.py.
 """
+
 from datetime import timedelta
 
 import pytest
@@ -17,8 +18,8 @@ from batch.progress import describe_duration, refresh_progress
 from batch.statuses import CANCELLABLE_JOB_STATUSES, ChunkStatus, JobStatus
 from batch.testing import time_passes
 from batch.worker import on_chunk_claimed, run_chunk
-from tests.batch.helpers import count_records, emit
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
+from tests.batch.helpers import count_records, emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,8 +43,11 @@ def test_1_start_writes_a_queued_instance_and_one_data_less_chunk_announced_afte
     assert (chunk.target_step_id, chunk.data, chunk.sequence) == ("plan", None, 0)
     assert chunk.status == ChunkStatus.QUEUED, "saved READY, queued in the same transaction, then announced"
     [notification] = bus.take()
-    assert (notification.chunk_id, notification.instance_id, notification.target_step_id) == \
-        (chunk.id, instance.id, "plan")
+    assert (notification.chunk_id, notification.instance_id, notification.target_step_id) == (
+        chunk.id,
+        instance.id,
+        "plan",
+    )
 
 
 def test_2a_chunks_emitted_by_a_non_gated_job_are_ready_then_queued_and_announced(define_job, bus):
@@ -59,8 +63,14 @@ def test_2a_chunks_emitted_by_a_non_gated_job_are_ready_then_queued_and_announce
 
 
 def test_2b_chunks_emitted_by_a_gated_job_wait_at_the_gate_unannounced(define_job, bus):
-    job = define_job(lambda b: b.gated().first_step("plan", emit(3)).intermediate_step("work", emit(1))
-                     .last_step("finish", count_records()))
+    job = define_job(
+        lambda b: (
+            b.gated()
+            .first_step("plan", emit(3))
+            .intermediate_step("work", emit(1))
+            .last_step("finish", count_records())
+        )
+    )
     instance = start_job(job.id, {})
     first = bus.take()[0]
 
@@ -113,11 +123,13 @@ def test_5_success_completes_the_chunk_clears_its_data_and_stores_its_records(de
 
 def failing(times: int, calls: list, error: Exception = None):
     """A step that raises `times` times, then reports 1 record."""
+
     def step(context, sink) -> int:
         calls.append(context.chunk_id)
         if len(calls) <= times:
             raise error or RuntimeError(f"boom {len(calls)}")
         return 1
+
     return step
 
 
@@ -167,8 +179,9 @@ def test_8_a_step_that_always_throws_runs_four_times_then_fails_chunk_and_job(de
 
 def test_9_a_fatal_error_fails_chunk_and_job_at_once(define_job, bus):
     calls = []
-    job = define_job(lambda b: b.first_step("plan", emit(1))
-                     .last_step("work", failing(99, calls, JobFailed("the source is gone"))))
+    job = define_job(
+        lambda b: b.first_step("plan", emit(1)).last_step("work", failing(99, calls, JobFailed("the source is gone")))
+    )
     instance = start_job(job.id, {})
 
     bus.drain()
@@ -196,8 +209,11 @@ def test_10_cancel_changes_only_cancellable_jobs(status):
 
 def test_11_retry_later_three_times_then_success_completes(define_job, bus):
     calls = []
-    job = define_job(lambda b: b.first_step("plan", emit(1))
-                     .last_step("work", failing(3, calls, RetryChunkLater(timedelta(seconds=30)))))
+    job = define_job(
+        lambda b: b.first_step("plan", emit(1)).last_step(
+            "work", failing(3, calls, RetryChunkLater(timedelta(seconds=30)))
+        )
+    )
     instance = start_job(job.id, {})
     bus.drain()
 
@@ -214,8 +230,14 @@ def test_11_retry_later_three_times_then_success_completes(define_job, bus):
 
 
 def test_12_gate_holds_until_the_last_chunk_completes_then_releases_the_next_step(define_job, bus):
-    job = define_job(lambda b: b.gated().first_step("plan", emit(3)).intermediate_step("work", emit(1))
-                     .last_step("finish", count_records()))
+    job = define_job(
+        lambda b: (
+            b.gated()
+            .first_step("plan", emit(3))
+            .intermediate_step("work", emit(1))
+            .last_step("finish", count_records())
+        )
+    )
     instance = start_job(job.id, {})
     bus.deliver_next()  # plan: emits three 'work' chunks, then opens the gate to 'work'
     assert [chunk.status for chunk in chunks_of(instance, "work")] == [ChunkStatus.QUEUED] * 3
@@ -224,8 +246,9 @@ def test_12_gate_holds_until_the_last_chunk_completes_then_releases_the_next_ste
     bus.deliver_next()
     assert [chunk.status for chunk in chunks_of(instance, "finish")] == [ChunkStatus.GATE_WAITING] * 2
     run_maintenance_pass()
-    assert [chunk.status for chunk in chunks_of(instance, "finish")] == [ChunkStatus.GATE_WAITING] * 2, \
+    assert [chunk.status for chunk in chunks_of(instance, "finish")] == [ChunkStatus.GATE_WAITING] * 2, (
         "one 'work' chunk is unfinished: the gate holds, whoever asks"
+    )
 
     bus.deliver_next()  # the worker finishing the last 'work' chunk opens the gate itself
 
@@ -250,13 +273,20 @@ def reducer(calls: list, fail: bool = False):
         if fail:
             raise ValueError("cannot sum")
         return {"total": total}
+
     return reduce
 
 
 def test_14a_the_reducer_runs_exactly_once_even_when_maintenance_is_forced_repeatedly(define_job, bus):
     calls = []
-    job = define_job(lambda b: b.gated().first_step("plan", emit(4)).intermediate_step("work", pass_n_on)
-                     .reduction_step("sum", reducer(calls)))
+    job = define_job(
+        lambda b: (
+            b.gated()
+            .first_step("plan", emit(4))
+            .intermediate_step("work", pass_n_on)
+            .reduction_step("sum", reducer(calls))
+        )
+    )
     instance = start_job(job.id, {})
     for _ in range(5):
         bus.deliver_next()  # plan, then the four 'work' chunks; the last opens the gate to the reducer
@@ -283,8 +313,14 @@ def pass_n_on(context, sink) -> int:
 
 def test_14b_a_reducer_that_throws_fails_the_job(define_job, bus):
     calls = []
-    job = define_job(lambda b: b.gated().first_step("plan", emit(2)).intermediate_step("work", pass_n_on)
-                     .reduction_step("sum", reducer(calls, fail=True)))
+    job = define_job(
+        lambda b: (
+            b.gated()
+            .first_step("plan", emit(2))
+            .intermediate_step("work", pass_n_on)
+            .reduction_step("sum", reducer(calls, fail=True))
+        )
+    )
     instance = start_job(job.id, {})
 
     bus.drain()
@@ -299,8 +335,13 @@ def test_15_progress_rate_and_eta_from_the_chunks():
     instance = JobInstanceFactory()
     start = timezone.now() - timedelta(hours=1)
     for n, records in enumerate([10, 15, 25]):
-        WorkChunkFactory(instance=instance, status=ChunkStatus.COMPLETED, records_processed=records,
-                         start_time=start + timedelta(seconds=n), end_time=start + timedelta(seconds=600))
+        WorkChunkFactory(
+            instance=instance,
+            status=ChunkStatus.COMPLETED,
+            records_processed=records,
+            start_time=start + timedelta(seconds=n),
+            end_time=start + timedelta(seconds=600),
+        )
     for _ in range(3):
         WorkChunkFactory(instance=instance, status=ChunkStatus.QUEUED)
 
@@ -317,8 +358,9 @@ def test_15_progress_rate_and_eta_from_the_chunks():
 
 def test_16_all_done_completes_with_progress_one_purged_data_and_one_completion_call(define_job, bus):
     completions = []
-    job = define_job(lambda b: b.first_step("plan", emit(6)).last_step("work", count_records(2))
-                     .on_completion(completions.append))
+    job = define_job(
+        lambda b: b.first_step("plan", emit(6)).last_step("work", count_records(2)).on_completion(completions.append)
+    )
     instance = start_job(job.id, {})
 
     bus.drain()
@@ -333,8 +375,9 @@ def test_16_all_done_completes_with_progress_one_purged_data_and_one_completion_
 def test_17a_one_failed_chunk_fails_the_job_at_five_of_six(define_job, bus):
     job = define_job(lambda b: b.first_step("plan", emit(0)).last_step("work", failing(99, [], JobFailed("bad row"))))
     instance = JobInstanceFactory(definition_id=job.id, status=JobStatus.IN_PROGRESS)
-    WorkChunkFactory.create_batch(5, instance=instance, target_step_id="work", status=ChunkStatus.COMPLETED,
-                                  records_processed=1)
+    WorkChunkFactory.create_batch(
+        5, instance=instance, target_step_id="work", status=ChunkStatus.COMPLETED, records_processed=1
+    )
     last = WorkChunkFactory(instance=instance, target_step_id="work", status=ChunkStatus.QUEUED)
 
     run_chunk(job, on_chunk_claimed(last.id))

@@ -1,4 +1,5 @@
 """Mixed releases for one version step: what a job started by the previous release meets on the new one."""
+
 import pytest
 
 from batch.control import start_job
@@ -18,8 +19,9 @@ def test_a_parameter_the_starting_release_never_stored_reads_as_its_default(defi
         seen.append(context.parameters["hang_at_chunk"])  # a KeyError on a job the previous release started
         return 1
 
-    job = define_job(lambda b: b.parameter("hang_at_chunk", int, default=-1).first_step("plan", emit(2))
-                     .last_step("work", work))
+    job = define_job(
+        lambda b: b.parameter("hang_at_chunk", int, default=-1).first_step("plan", emit(2)).last_step("work", work)
+    )
     instance = start_job(job.id, {})
     JobInstance.objects.filter(id=instance.id).update(parameters={})  # as the previous release stored them
 

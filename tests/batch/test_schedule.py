@@ -1,4 +1,5 @@
 """Maintenance is a clustered scheduled job: once per interval in the cluster, however many beats run."""
+
 import pytest
 from django_celery_beat.models import PeriodicTask
 

@@ -1,4 +1,5 @@
 """The transition tables are the law: every (from, to) pair is tried, and only the listed ones move."""
+
 import pytest
 from django.db.models import Q
 

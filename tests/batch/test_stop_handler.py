@@ -1,5 +1,6 @@
 """A job's stop handler (`JobDefinitionBuilder.on_stop`): called once, after commit, when the job ends FAILED
 or CANCELLED, so what the job promised outside the engine can say it stopped."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,4 +38,5 @@ def test_a_cancelled_job_calls_its_stop_handler_and_a_completed_one_does_not(def
 
     assert get_job(completed.id).status == JobStatus.COMPLETED
     assert [(s.instance_id, s.status, s.error_message) for s in stopped] == [
-        (cancelled.id, "CANCELLED", "Job instance cancelled at step plan")]
+        (cancelled.id, "CANCELLED", "Job instance cancelled at step plan")
+    ]

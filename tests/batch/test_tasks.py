@@ -1,6 +1,7 @@
 """The work task: a message whose chunks errored or failed ends as a failed Celery task (the failure Flower
 shows, with the chunks' messages), raised only after every chunk of the message ran and its outcome was
 stored; the engine, not Celery, retries."""
+
 import pytest
 
 from batch.api import JobFailed
@@ -18,12 +19,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def failing_on(errors: dict[int, Exception], calls: list | None = None):
     """A step that raises `errors[n]` on its chunk `{"n": n}`'s first attempt and counts a record otherwise."""
+
     def step(context, sink) -> int:
         if calls is not None:
             calls.append(context.data["n"])
         if context.attempt == 1 and context.data["n"] in errors:
             raise errors[context.data["n"]]
         return 1
+
     return step
 
 
@@ -41,9 +44,11 @@ def run_task(message: dict):
 
 
 def test_a_chunk_that_errors_fails_its_task_once_the_error_is_stored_and_the_engine_retries_it(
-        define_job, bus, settings):
-    job = define_job(lambda b: b.first_step("plan", emit(1))
-                     .last_step("work", failing_on({0: RuntimeError("storage hiccup")})))
+    define_job, bus, settings
+):
+    job = define_job(
+        lambda b: b.first_step("plan", emit(1)).last_step("work", failing_on({0: RuntimeError("storage hiccup")}))
+    )
     instance = start_job(job.id, {})
     [message] = announced_work(bus)
 
@@ -52,7 +57,10 @@ def test_a_chunk_that_errors_fails_its_task_once_the_error_is_stored_and_the_eng
     assert result.failed()
     chunk = WorkChunk.objects.get(instance_id=instance.id, target_step_id="work")
     assert (chunk.status, chunk.error_count, chunk.error_message) == (
-        ChunkStatus.ERRORED, 1, "RuntimeError: storage hiccup"), "stored before the task raised"
+        ChunkStatus.ERRORED,
+        1,
+        "RuntimeError: storage hiccup",
+    ), "stored before the task raised"
     assert isinstance(result.result, ChunksErrored)
     assert result.result.errors == {str(chunk.id): "RuntimeError: storage hiccup"}
     assert str(result.result) == f"1 chunk errored: chunk {chunk.id}: RuntimeError: storage hiccup"
@@ -70,8 +78,9 @@ def test_a_chunk_that_errors_fails_its_task_once_the_error_is_stored_and_the_eng
 
 
 def test_a_chunk_that_fails_for_good_fails_its_task_with_the_chunks_message(define_job, bus):
-    job = define_job(lambda b: b.first_step("plan", emit(1))
-                     .last_step("work", failing_on({0: JobFailed("the source is gone")})))
+    job = define_job(
+        lambda b: b.first_step("plan", emit(1)).last_step("work", failing_on({0: JobFailed("the source is gone")}))
+    )
     instance = start_job(job.id, {})
     [message] = announced_work(bus)
 
@@ -100,8 +109,11 @@ def test_a_chunk_past_its_retries_fails_its_task_with_the_message_the_chunk_was_
 
 def test_a_message_of_several_chunks_runs_them_all_then_raises_once_naming_those_that_errored(define_job, bus):
     calls = []
-    job = define_job(lambda b: b.first_step("plan", emit(4)).last_step(
-        "work", failing_on({1: ValueError("bad row 7"), 3: ValueError("bad row 9")}, calls)))
+    job = define_job(
+        lambda b: b.first_step("plan", emit(4)).last_step(
+            "work", failing_on({1: ValueError("bad row 7"), 3: ValueError("bad row 9")}, calls)
+        )
+    )
     instance = start_job(job.id, {})
     announced = [WorkNotification.from_message(message) for message in announced_work(bus)]
     chunk_ids = [chunk_id for notification in announced for chunk_id in notification.chunk_ids]
@@ -110,8 +122,12 @@ def test_a_message_of_several_chunks_runs_them_all_then_raises_once_naming_those
     result = run_task(shared.to_message())
 
     assert sorted(calls) == [0, 1, 2, 3], "every chunk of the message ran"
-    errored = {str(chunk.id): chunk.error_message for chunk in WorkChunk.objects.filter(
-        instance_id=instance.id, target_step_id="work", status=ChunkStatus.ERRORED)}
+    errored = {
+        str(chunk.id): chunk.error_message
+        for chunk in WorkChunk.objects.filter(
+            instance_id=instance.id, target_step_id="work", status=ChunkStatus.ERRORED
+        )
+    }
     assert sorted(errored.values()) == ["ValueError: bad row 7", "ValueError: bad row 9"]
     assert result.result.errors == errored
     assert str(result.result).startswith("2 chunks errored: ")

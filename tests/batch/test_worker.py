@@ -1,5 +1,6 @@
 """The worker: claims are exclusive, duplicates and late messages change nothing, a lost claim cannot write,
 re-run steps do not duplicate their output, leases are renewed, cancels stop steps, caps hold."""
+
 import threading
 import uuid
 from datetime import timedelta
@@ -30,6 +31,7 @@ def recording(calls: list, records: int = 1):
     def step(context, sink) -> int:
         calls.append(context.data)
         return records
+
     return step
 
 
@@ -141,8 +143,11 @@ def test_a_capped_job_never_has_more_chunks_in_flight_than_its_cap(define_job, b
     in_flight = []
 
     def work(context, sink) -> int:
-        in_flight.append(WorkChunk.objects.filter(
-            instance_id=context.instance_id, status__in=[ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS]).count())
+        in_flight.append(
+            WorkChunk.objects.filter(
+                instance_id=context.instance_id, status__in=[ChunkStatus.QUEUED, ChunkStatus.IN_PROGRESS]
+            ).count()
+        )
         return 1
 
     job = define_job(lambda b: b.first_step("plan", emit(7)).last_step("work", work).max_concurrent_chunks(2))
@@ -167,7 +172,8 @@ def test_the_lease_is_renewed_while_a_long_step_runs(define_job, bus, settings):
         # Outlive the first lease: wait (as long as a loaded machine needs) until renewals have pushed it on.
         seen["renewed_until"] = wait_until(
             lambda: (until := chunk.get().lease_expires_at) > claimed_until + timedelta(seconds=3) and until,
-            timeout=120)
+            timeout=120,
+        )
         seen["maintenance"] = run_maintenance_pass()
         seen["claimed_until"] = claimed_until
         return 1
@@ -183,8 +189,7 @@ def test_the_lease_is_renewed_while_a_long_step_runs(define_job, bus, settings):
     assert (chunk.status, chunk.error_count) == (ChunkStatus.COMPLETED, 0)
 
 
-def test_a_cancel_stops_a_running_step_within_one_check_interval_and_releases_its_chunk(
-        define_job, bus, monkeypatch):
+def test_a_cancel_stops_a_running_step_within_one_check_interval_and_releases_its_chunk(define_job, bus, monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(step_context, "time", clock)  # the step context's clock only: the test moves it
     observed = {}
@@ -281,8 +286,7 @@ def test_a_running_instance_keeps_its_version_when_a_newer_one_is_registered(def
     calls = []
     old = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", recording(calls, records=1)))
     instance = start_job(old.id, {})
-    newer = (JobDefinitionBuilder(old.id, 2).first_step("plan", emit(1))
-             .last_step("work", lambda c, s: 100).build())
+    newer = JobDefinitionBuilder(old.id, 2).first_step("plan", emit(1)).last_step("work", lambda c, s: 100).build()
     registry.register(newer)
     try:
         bus.drain()
@@ -303,7 +307,8 @@ def test_large_emitted_chunks_are_written_as_the_step_goes_so_its_memory_stays_f
         for n in range(9):
             sink.accept({"n": n, "payload": big})
             stored_while_emitting.append(
-                WorkChunk.objects.filter(instance_id=context.instance_id, target_step_id="work").count())
+                WorkChunk.objects.filter(instance_id=context.instance_id, target_step_id="work").count()
+            )
         return 0
 
     job = define_job(lambda b: b.gated().first_step("plan", plan).last_step("work", count_records()))
@@ -339,8 +344,9 @@ def test_a_large_announcement_shares_messages_and_a_redelivered_one_runs_only_wh
 
 
 def test_a_capped_job_announces_one_chunk_per_message(define_job, bus):
-    job = define_job(lambda b: b.first_step("plan", emit(640)).last_step("work", count_records())
-                     .max_concurrent_chunks(200))
+    job = define_job(
+        lambda b: b.first_step("plan", emit(640)).last_step("work", count_records()).max_concurrent_chunks(200)
+    )
     start_job(job.id, {})
     bus.deliver_next()
     assert all(len(m.chunk_ids) == 1 for m in bus.take())
@@ -358,8 +364,9 @@ def test_a_completion_claims_the_next_chunk_of_its_message_in_the_same_statement
     claimed = WorkChunk.objects.get(id=second)
     assert (claimed.status, claimed.worker, claimed.task_id, claimed.attempts) == (ChunkStatus.IN_PROGRESS, "w", "t", 1)
     assert (claim.chunk.id, claim.chunk.claim_token) == (second, claimed.claim_token)
-    assert run_chunk(job, claim.chunk, NextChunk(second)) == ChunkRun(next_claim=Claim(None)), \
+    assert run_chunk(job, claim.chunk, NextChunk(second)) == ChunkRun(next_claim=Claim(None)), (
         "a chunk already claimed is not claimed again"
+    )
     assert JobInstance.objects.get(id=instance.id).status == JobStatus.COMPLETED
 
 
@@ -383,7 +390,8 @@ def test_a_chunk_claimed_long_after_its_announcement_is_logged_once_a_minute(def
     bus.deliver_next()
     fresh, late, later = bus.take()
     WorkChunk.objects.filter(id__in=[late.chunk_id, later.chunk_id]).update(
-        announced_at=timezone.now() - timedelta(hours=1))
+        announced_at=timezone.now() - timedelta(hours=1)
+    )
     monkeypatch.setattr("batch.worker._last_late_claim_log", 0.0)
 
     with caplog.at_level("WARNING", logger="batch.worker"):

@@ -1,4 +1,5 @@
 """The database storage: files in pieces in PostgreSQL, saved in one transaction, read a piece at a time."""
+
 from __future__ import annotations
 
 import io
@@ -33,14 +34,14 @@ class Reads(io.RawIOBase):
     def readinto(self, buffer) -> int:
         self.asked.append(len(buffer))
         count = min(len(buffer), len(self.data) - self.position)
-        buffer[:count] = self.data[self.position:self.position + count]
+        buffer[:count] = self.data[self.position : self.position + count]
         self.position += count
         return count
 
     def read(self, size: int = -1) -> bytes:
         self.asked.append(size)
         end = len(self.data) if size < 0 else self.position + size
-        block, self.position = self.data[self.position:end], min(end, len(self.data))
+        block, self.position = self.data[self.position : end], min(end, len(self.data))
         return block
 
 
@@ -64,7 +65,7 @@ def test_a_reader_seeks_and_tells_across_pieces(storage):
 
     with storage.open("f") as file:
         file.seek(PIECE * 5 + 3)
-        assert file.read(PIECE * 2) == data[PIECE * 5 + 3:PIECE * 7 + 3]
+        assert file.read(PIECE * 2) == data[PIECE * 5 + 3 : PIECE * 7 + 3]
         assert file.tell() == PIECE * 7 + 3
         file.seek(-10, io.SEEK_END)
         assert file.read() == data[-10:]

@@ -5,6 +5,7 @@ Screenshots go to test-artifacts/screenshots/ (ignored by git): look at them whe
 Without a browser these tests skip, and the run ends with a banner saying so (a "3 skipped" alone is easily
 missed); where the environment says `CI`, they fail instead, since a CI machine must run them.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,16 @@ import pytest
 from tests.processes import PROJECT_DIR
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = PROJECT_DIR / "test-artifacts" / "screenshots"
 WHY_NOT_RUN = pytest.StashKey[str]()
 
@@ -40,8 +49,9 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if reason:
         terminalreporter.write_sep("!", "THE BROWSER TESTS DID NOT RUN", red=True, bold=True)
         terminalreporter.write_line(f"{reason}.", red=True, bold=True)
-        terminalreporter.write_line("The live dashboard is untested in this run: `make test` installs chromium as root.",
-                                    red=True, bold=True)
+        terminalreporter.write_line(
+            "The live dashboard is untested in this run: `make test` installs chromium as root.", red=True, bold=True
+        )
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The dashboard as an operator uses it, in a real browser against real workers: watch a job progress without
 reloading, cancel it, restart it, see it complete; read a failed job's errors; pause a scheduled job and run it now."""
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,8 @@ from batch.control import get_job, start_job
 from batch.progress import settle_totals
 from batch.statuses import ChunkStatus, JobStatus
 from scheduling.models import JobRun
-from tests.batch.helpers import unique_node
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
+from tests.batch.helpers import unique_node
 from tests.processes import celery_worker, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
@@ -29,15 +30,21 @@ def worker(processes, live_server):
     """One worker of NODE taking its batch chunks and the scheduled-jobs queue (it syncs the declared jobs)."""
     from batch.queues import work_notification_queue
 
-    process = celery_worker(env={"NODE_ID": NODE, "BATCH_DIAGNOSTIC_JOBS": "true"}, concurrency=2, name="dashboard",
-                            queues=[work_notification_queue(NODE), settings.SCHEDULER_QUEUE])
+    process = celery_worker(
+        env={"NODE_ID": NODE, "BATCH_DIAGNOSTIC_JOBS": "true"},
+        concurrency=2,
+        name="dashboard",
+        queues=[work_notification_queue(NODE), settings.SCHEDULER_QUEUE],
+    )
     processes.append(process)
     return process
 
 
 def fits_its_width(page, selector: str) -> bool:
-    return page.evaluate("(selector) => { const box = document.querySelector(selector); "
-                         "return box.scrollWidth <= box.clientWidth; }", selector)
+    return page.evaluate(
+        "(selector) => { const box = document.querySelector(selector); return box.scrollWidth <= box.clientWidth; }",
+        selector,
+    )
 
 
 def progress_of(page, job_id) -> str:
@@ -51,9 +58,13 @@ def test_watch_a_job_cancel_it_restart_it_and_see_it_complete(logged_in, live_se
     page.goto(f"{live_server.url}/admin/batch/jobinstance/dashboard/")
     page.evaluate("window.notReloaded = true")
     first = progress_of(page, job.id)
-    page.wait_for_function("""([id, before]) => {
+    page.wait_for_function(
+        """([id, before]) => {
         const cell = document.querySelector(`tr[data-job="${id}"] .progress-cell`);
-        return cell && cell.innerText !== before; }""", arg=[str(job.id), first], timeout=30_000)
+        return cell && cell.innerText !== before; }""",
+        arg=[str(job.id), first],
+        timeout=30_000,
+    )
     assert page.evaluate("window.notReloaded") is True, "the progress changed without a page reload"
     assert re.search(r"\d{2}:\d{2}:\d{2}", page.inner_text(f'tr[data-job="{job.id}"]')), "times show seconds"
     screenshot("overview-running", wide=True)
@@ -79,34 +90,77 @@ def test_watch_a_job_cancel_it_restart_it_and_see_it_complete(logged_in, live_se
     screenshot("job-list", wide=True)
 
 
-DISK_FULL = ("Too many errors: 4. Last error msg was OSError: [Errno 28] No space left on device: "
-             "'/var/lib/heavylift/exports/4e5ab906-c3e8-44ac-a328-1054512b78fa/Patient-000017.ndjson'")
+DISK_FULL = (
+    "Too many errors: 4. Last error msg was OSError: [Errno 28] No space left on device: "
+    "'/var/lib/heavylift/exports/4e5ab906-c3e8-44ac-a328-1054512b78fa/Patient-000017.ndjson'"
+)
 
 
-def test_a_failed_job_shows_each_chunks_errors_their_true_total_and_a_retrys_next_attempt(logged_in, live_server,
-                                                                                          screenshot):
+def test_a_failed_job_shows_each_chunks_errors_their_true_total_and_a_retrys_next_attempt(
+    logged_in, live_server, screenshot
+):
     page = logged_in
     now = timezone.now()
-    failed = JobInstanceFactory(status=JobStatus.FAILED, started_by="operator", error_count=0,  # the row's stale 0
-                                error_message=DISK_FULL, create_time=now - timedelta(seconds=200),
-                                start_time=now - timedelta(seconds=199), end_time=now,
-                                combined_records_processed=40, elapsed_seconds=199)
-    WorkChunkFactory(instance=failed, target_step_id="generate-chunks", status=ChunkStatus.COMPLETED, attempts=1,
-                     start_time=now - timedelta(seconds=199), end_time=now - timedelta(seconds=198))
-    WorkChunkFactory(instance=failed, status=ChunkStatus.COMPLETED, attempts=2, error_count=1, records_processed=40,
-                     worker="worker-vm-2@vm/2291", error_message="OperationalError: the connection was lost",
-                     start_time=now - timedelta(seconds=197), end_time=now - timedelta(seconds=150),
-                     update_time=now - timedelta(seconds=150))
-    WorkChunkFactory(instance=failed, status=ChunkStatus.FAILED, attempts=4, error_count=4,
-                     worker="worker-vm-1@vm/2314", error_message=DISK_FULL, start_time=now - timedelta(seconds=190),
-                     end_time=now)
-    retrying = JobInstanceFactory(status=JobStatus.IN_PROGRESS, started_by="operator", start_time=now,
-                                  create_time=now)
-    WorkChunkFactory(instance=retrying, target_step_id="generate-chunks", status=ChunkStatus.COMPLETED, attempts=1,
-                     start_time=now, end_time=now)
-    WorkChunkFactory(instance=retrying, status=ChunkStatus.ERRORED, attempts=1, error_count=1,
-                     worker="worker-vm-1@vm/2314", error_message="OperationalError: the connection was lost",
-                     announced_at=now + timedelta(seconds=5), start_time=now)
+    failed = JobInstanceFactory(
+        status=JobStatus.FAILED,
+        started_by="operator",
+        error_count=0,  # the row's stale 0
+        error_message=DISK_FULL,
+        create_time=now - timedelta(seconds=200),
+        start_time=now - timedelta(seconds=199),
+        end_time=now,
+        combined_records_processed=40,
+        elapsed_seconds=199,
+    )
+    WorkChunkFactory(
+        instance=failed,
+        target_step_id="generate-chunks",
+        status=ChunkStatus.COMPLETED,
+        attempts=1,
+        start_time=now - timedelta(seconds=199),
+        end_time=now - timedelta(seconds=198),
+    )
+    WorkChunkFactory(
+        instance=failed,
+        status=ChunkStatus.COMPLETED,
+        attempts=2,
+        error_count=1,
+        records_processed=40,
+        worker="worker-vm-2@vm/2291",
+        error_message="OperationalError: the connection was lost",
+        start_time=now - timedelta(seconds=197),
+        end_time=now - timedelta(seconds=150),
+        update_time=now - timedelta(seconds=150),
+    )
+    WorkChunkFactory(
+        instance=failed,
+        status=ChunkStatus.FAILED,
+        attempts=4,
+        error_count=4,
+        worker="worker-vm-1@vm/2314",
+        error_message=DISK_FULL,
+        start_time=now - timedelta(seconds=190),
+        end_time=now,
+    )
+    retrying = JobInstanceFactory(status=JobStatus.IN_PROGRESS, started_by="operator", start_time=now, create_time=now)
+    WorkChunkFactory(
+        instance=retrying,
+        target_step_id="generate-chunks",
+        status=ChunkStatus.COMPLETED,
+        attempts=1,
+        start_time=now,
+        end_time=now,
+    )
+    WorkChunkFactory(
+        instance=retrying,
+        status=ChunkStatus.ERRORED,
+        attempts=1,
+        error_count=1,
+        worker="worker-vm-1@vm/2314",
+        error_message="OperationalError: the connection was lost",
+        announced_at=now + timedelta(seconds=5),
+        start_time=now,
+    )
 
     page.goto(f"{live_server.url}/admin/batch/jobinstance/{failed.id}/change/")
     assert page.inner_text("#job-errors") == "5 in 2 chunks", "counted from the chunks, not the job row's 0"
@@ -120,10 +174,17 @@ def test_a_failed_job_shows_each_chunks_errors_their_true_total_and_a_retrys_nex
     screenshot("job-retrying")
 
     settle_totals(failed.id)  # what the engine does when a job fails
-    JobInstanceFactory(definition_id="DIAGNOSTIC_NOOP_GATED", status=JobStatus.COMPLETED, started_by="a.long.username",
-                       node_id="node-with-a-long-name-7", create_time=now - timedelta(days=3),
-                       start_time=now - timedelta(days=3), elapsed_seconds=3600 * 26 + 60 * 7,
-                       combined_records_processed=12_345_678, progress=1)
+    JobInstanceFactory(
+        definition_id="DIAGNOSTIC_NOOP_GATED",
+        status=JobStatus.COMPLETED,
+        started_by="a.long.username",
+        node_id="node-with-a-long-name-7",
+        create_time=now - timedelta(days=3),
+        start_time=now - timedelta(days=3),
+        elapsed_seconds=3600 * 26 + 60 * 7,
+        combined_records_processed=12_345_678,
+        progress=1,
+    )
     page.goto(f"{live_server.url}/admin/batch/jobinstance/")
     assert page.inner_text(f"#result_list tr:has(a:text('{str(failed.id)[:8]}')) td.field-errors") == "5"
     assert fits_its_width(page, "#changelist .results"), "every column of the job list shows at 1280 px"

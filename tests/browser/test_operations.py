@@ -1,5 +1,6 @@
 """The operator's new surfaces in a real browser at 1280 px: the index leading to the dashboard, why a job waits,
 retrying a failed chunk, the per-step timeline. Screenshots in test-artifacts/screenshots/ (look at them)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -32,21 +33,45 @@ def test_the_site_opens_on_the_admin_titled_heavylift_leading_to_the_dashboard(l
 def test_a_waiting_job_says_why_and_its_errored_chunk_can_be_retried(logged_in, live_server, screenshot):
     page = logged_in
     start = timezone.now() - timedelta(minutes=3)
-    job = JobInstanceFactory(definition_id="DIAGNOSTIC_NOOP_GATED", status=JobStatus.IN_PROGRESS,
-                             current_gated_step_id="sleep", node_id="no-worker-here", max_concurrent_chunks=2,
-                             start_time=start, parameters={"chunks": 8, "sleep_ms": 0, "records_per_chunk": 5,
-                                                           "hang_at_chunk": -1})
-    WorkChunkFactory(instance=job, target_step_id="generate-chunks", status=ChunkStatus.COMPLETED, start_time=start,
-                     end_time=start + timedelta(seconds=4), records_processed=0)
+    job = JobInstanceFactory(
+        definition_id="DIAGNOSTIC_NOOP_GATED",
+        status=JobStatus.IN_PROGRESS,
+        current_gated_step_id="sleep",
+        node_id="no-worker-here",
+        max_concurrent_chunks=2,
+        start_time=start,
+        parameters={"chunks": 8, "sleep_ms": 0, "records_per_chunk": 5, "hang_at_chunk": -1},
+    )
+    WorkChunkFactory(
+        instance=job,
+        target_step_id="generate-chunks",
+        status=ChunkStatus.COMPLETED,
+        start_time=start,
+        end_time=start + timedelta(seconds=4),
+        records_processed=0,
+    )
     for n in range(3):
-        WorkChunkFactory(instance=job, target_step_id="sleep", status=ChunkStatus.COMPLETED, records_processed=5,
-                         start_time=start + timedelta(seconds=4 + 20 * n), end_time=start + timedelta(seconds=24 + 20 * n))
+        WorkChunkFactory(
+            instance=job,
+            target_step_id="sleep",
+            status=ChunkStatus.COMPLETED,
+            records_processed=5,
+            start_time=start + timedelta(seconds=4 + 20 * n),
+            end_time=start + timedelta(seconds=24 + 20 * n),
+        )
         WorkChunkFactory(instance=job, target_step_id="sum-records", status=ChunkStatus.REDUCTION_READY)
     WorkChunkFactory.create_batch(2, instance=job, target_step_id="sleep", status=ChunkStatus.QUEUED)
     WorkChunkFactory.create_batch(2, instance=job, target_step_id="sleep", status=ChunkStatus.READY)
-    WorkChunkFactory(instance=job, target_step_id="sleep", status=ChunkStatus.ERRORED, error_count=1, attempts=1,
-                     error_message="ConnectError: [Errno 111] Connection refused", worker="worker-a@host/42",
-                     announced_at=timezone.now() + timedelta(minutes=4))
+    WorkChunkFactory(
+        instance=job,
+        target_step_id="sleep",
+        status=ChunkStatus.ERRORED,
+        error_count=1,
+        attempts=1,
+        error_message="ConnectError: [Errno 111] Connection refused",
+        worker="worker-a@host/42",
+        announced_at=timezone.now() + timedelta(minutes=4),
+    )
 
     page.goto(f"{live_server.url}/admin/batch/jobinstance/{job.id}/change/")
 
@@ -65,14 +90,18 @@ def test_a_waiting_job_says_why_and_its_errored_chunk_can_be_retried(logged_in, 
     screenshot("job-retried")
 
 
-PRESIGNED = ("https://object-store.internal.example.org/bulk-exports/2026-12-06/Patient.ndjson?X-Amz-Algorithm=AWS4-HMAC"
-             "-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20261206%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=ab")
+PRESIGNED = (
+    "https://object-store.internal.example.org/bulk-exports/2026-12-06/Patient.ndjson?X-Amz-Algorithm=AWS4-HMAC"
+    "-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20261206%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=ab"
+)
 
 
 def nothing_cut(page, selector: str) -> bool:
     """Every box the selector matches shows all of its content without scrolling sideways."""
-    return page.evaluate("(selector) => [...document.querySelectorAll(selector)].every("
-                         "box => box.scrollWidth <= box.clientWidth)", selector)
+    return page.evaluate(
+        "(selector) => [...document.querySelectorAll(selector)].every(box => box.scrollWidth <= box.clientWidth)",
+        selector,
+    )
 
 
 def test_the_older_tables_show_everything_at_1280_px(logged_in, live_server, screenshot, django_user_model):
@@ -82,8 +111,13 @@ def test_the_older_tables_show_everything_at_1280_px(logged_in, live_server, scr
 
     page = logged_in
     long_name = "a.very.long.username@hospital-network.example.org"
-    job = JobInstanceFactory(definition_id="DIAGNOSTIC_NOOP", status=JobStatus.IN_PROGRESS, started_by=long_name,
-                             start_time=timezone.now(), parameters={"inputs": [{"type": "Patient", "url": PRESIGNED}]})
+    job = JobInstanceFactory(
+        definition_id="DIAGNOSTIC_NOOP",
+        status=JobStatus.IN_PROGRESS,
+        started_by=long_name,
+        start_time=timezone.now(),
+        parameters={"inputs": [{"type": "Patient", "url": PRESIGNED}]},
+    )
     WorkChunkFactory(instance=job, target_step_id="sleep", status=ChunkStatus.IN_PROGRESS)
     client_user = django_user_model.objects.create_user(long_name)
     tokens = [issue_token(client_user, None, 90).token for _ in range(2)]

@@ -3,6 +3,7 @@
 They need root (network namespaces, a bridge, mounts): elsewhere they skip, saying so (`needs_root` in
 hosts.py). As root, a missing tool is an error, not a skip: CI runs as root and must run them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -39,6 +39,7 @@ Everything is removed on exit even after a failure: processes, namespaces, the b
 only in the hosts' mount namespaces) and the directories. A run killed outright leaves its claim file in
 CLAIM_DIRECTORY; the next run finds its owner dead and removes what it left.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,10 @@ DEAD_END_TABLE = 231  # the routing table (and rule priority) of those routes, i
 READY_OUTPUT = {"worker": " ready.", "scheduler": " ready.", "beat": "beat: Starting...", "flower": "Visit me at"}
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason=(
-    "multi-host cluster tests need root (network namespaces, a bridge, bind mounts); CI runs them as root"))
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason=("multi-host cluster tests need root (network namespaces, a bridge, bind mounts); CI runs them as root"),
+)
 
 
 class ClusterError(RuntimeError):
@@ -152,8 +155,11 @@ def _pids_in_namespace_of(holder: int) -> list[int]:
     namespace = _network_namespace(holder)
     if namespace is None or namespace == _network_namespace(os.getpid()):
         return []
-    return [int(entry) for entry in os.listdir("/proc")
-            if entry.isdigit() and int(entry) != holder and _network_namespace(int(entry)) == namespace]
+    return [
+        int(entry)
+        for entry in os.listdir("/proc")
+        if entry.isdigit() and int(entry) != holder and _network_namespace(int(entry)) == namespace
+    ]
 
 
 def _kill_host_processes(holder: int) -> None:
@@ -173,8 +179,14 @@ class HostProcess(Process):
         self.kind = name
         self.log = process_logs.new_log(self.name)
         with self.log.open("wb") as out:
-            self.popen = subprocess.Popen(host.enter(user) + list(argv), cwd=PROJECT_DIR, env=env, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self.popen = subprocess.Popen(
+                host.enter(user) + list(argv),
+                cwd=PROJECT_DIR,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         process_logs.started.append(self)
 
     def is_ready(self) -> bool:
@@ -208,9 +220,22 @@ class Host:
         for directory in (self.disk.parent, self.disk):  # PostgreSQL's user must reach the db host's disk
             directory.chmod(0o755)
         self.processes: list[HostProcess] = []
-        self.holder = subprocess.Popen(["unshare", "--net", "--uts", "--mount", "--propagation", "private", "--",
-                                        "bash", "-c", f"exec -a {HOLDER_MARKER} sleep infinity"],
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        self.holder = subprocess.Popen(
+            [
+                "unshare",
+                "--net",
+                "--uts",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "bash",
+                "-c",
+                f"exec -a {HOLDER_MARKER} sleep infinity",
+            ],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         cluster.record_host(self.holder.pid, interface)
         try:
             self._plug_in(cluster)
@@ -223,17 +248,30 @@ class Host:
     def _plug_in(self, cluster: Cluster) -> None:
         """Wait for the namespaces, give the host its cable, address, hostname and disk."""
         address, name, interface = self.address, self.name, self.interface
-        wait_until(lambda: _network_namespace(self.holder.pid) != _network_namespace(os.getpid())
-                   and HOLDER_MARKER in Path(f"/proc/{self.holder.pid}/cmdline").read_text(), 10,
-                   message=f"host {name}'s namespaces")
+        wait_until(
+            lambda: (
+                _network_namespace(self.holder.pid) != _network_namespace(os.getpid())
+                and HOLDER_MARKER in Path(f"/proc/{self.holder.pid}/cmdline").read_text()
+            ),
+            10,
+            message=f"host {name}'s namespaces",
+        )
         inside = f"{interface}i"
         _ip("link", "add", interface, "type", "veth", "peer", "name", inside)
         _ip("link", "set", inside, "netns", str(self.holder.pid))
         _ip("link", "set", interface, "master", cluster.bridge, "up")
         disk, data_path = shlex.quote(str(self.disk)), shlex.quote(str(cluster.data_path))
-        self._as_root(["sh", "-c", (f"ip link set lo up && ip link set {inside} name eth0 && "
-                                    f"ip addr add {address}/24 dev eth0 && ip link set eth0 up && hostname {name} && "
-                                    f"mount --bind {disk} {data_path}")])
+        self._as_root(
+            [
+                "sh",
+                "-c",
+                (
+                    f"ip link set lo up && ip link set {inside} name eth0 && "
+                    f"ip addr add {address}/24 dev eth0 && ip link set eth0 up && hostname {name} && "
+                    f"mount --bind {disk} {data_path}"
+                ),
+            ]
+        )
 
     # --- Running things on the host -------------------------------------------------------------------
     def enter(self, user: str | None = None) -> list[str]:
@@ -248,13 +286,27 @@ class Host:
 
     def environment(self, **extra: str) -> dict[str, str]:
         """The settings every host shares, this host's own, then `extra`; nothing else of the test's environment."""
-        return {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-                "HOME": str(self.disk), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
-                **self.cluster.settings, "BIND_ADDRESS": self.address, "PORT": str(WEB_PORT), **self.settings, **extra}
+        return {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(self.disk),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            **self.cluster.settings,
+            "BIND_ADDRESS": self.address,
+            "PORT": str(WEB_PORT),
+            **self.settings,
+            **extra,
+        }
 
     def _as_root(self, argv: list[str]) -> str:
-        done = subprocess.run(self.enter() + argv, check=False, cwd=PROJECT_DIR, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+        done = subprocess.run(
+            self.enter() + argv,
+            check=False,
+            cwd=PROJECT_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         if done.returncode != 0:
             raise ClusterError(f"on {self.name}: {shlex.join(argv)}: {done.stdout.strip()}")
         return done.stdout
@@ -263,11 +315,20 @@ class Host:
         """Run a one-off command on this host with its settings (`python` is the project's); its output.
         Raises ClusterError with the output when it fails."""
         argv = [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
-        done = subprocess.run(self.enter(user) + argv, check=False, cwd=PROJECT_DIR, env=self.environment(**extra),
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            self.enter(user) + argv,
+            check=False,
+            cwd=PROJECT_DIR,
+            env=self.environment(**extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if done.returncode != 0:
-            raise ClusterError(f"on {self.name}: {shlex.join(argv)} exited {done.returncode}:\n"
-                               f"{done.stdout[-2000:]}{done.stderr[-3000:]}")
+            raise ClusterError(
+                f"on {self.name}: {shlex.join(argv)} exited {done.returncode}:\n"
+                f"{done.stdout[-2000:]}{done.stderr[-3000:]}"
+            )
         return done.stdout
 
     def start(self, entry: str, *arguments: str, **extra: str) -> HostProcess:
@@ -312,10 +373,17 @@ class Host:
         to a neighbour that does not exist (a policy route; no firewall needed), so no RST or ICMP tells
         either side; what `other` sends still arrives, but this host's answers are lost too."""
         table, dead_end = DEAD_END_TABLE, self.cluster.address(DEAD_END_ADDRESS)
-        self._as_root(["sh", "-c", (
-            f"ip neigh replace {dead_end} lladdr {DEAD_END_MAC} nud permanent dev eth0 && "
-            f"ip route replace {other.address}/32 via {dead_end} dev eth0 table {table} && "
-            f"ip rule add {self._rule(other, port)} table {table} priority {table}")])
+        self._as_root(
+            [
+                "sh",
+                "-c",
+                (
+                    f"ip neigh replace {dead_end} lladdr {DEAD_END_MAC} nud permanent dev eth0 && "
+                    f"ip route replace {other.address}/32 via {dead_end} dev eth0 table {table} && "
+                    f"ip rule add {self._rule(other, port)} table {table} priority {table}"
+                ),
+            ]
+        )
 
     def heal_from(self, other: Host, port: int | None = None) -> None:
         self._as_root(["sh", "-c", f"ip rule del {self._rule(other, port)} table {DEAD_END_TABLE}"])
@@ -362,8 +430,11 @@ class Cluster:
         self.data_path.mkdir()
         self.database_host: Host | None = None
         self.settings: dict[str, str] = {
-            "SECRET_KEY": secrets.token_hex(24), "ALLOWED_HOSTS": "*", "MEDIA_ROOT": str(self.data_path),
-            "BATCH_DIAGNOSTIC_JOBS": "true", "FLOWER_PASSWORD": secrets.token_hex(12),
+            "SECRET_KEY": secrets.token_hex(24),
+            "ALLOWED_HOSTS": "*",
+            "MEDIA_ROOT": str(self.data_path),
+            "BATCH_DIAGNOSTIC_JOBS": "true",
+            "FLOWER_PASSWORD": secrets.token_hex(12),
         }
         self._token: str | None = None
 
@@ -382,8 +453,9 @@ class Cluster:
                 continue  # another live run holds it
             with os.fdopen(descriptor, "w") as out:
                 out.write(json.dumps({"owner": os.getpid()}) + "\n")
-            routes = subprocess.run(["ip", "route", "show", f"10.231.{subnet}.0/24"], check=False,
-                                    stdout=subprocess.PIPE, text=True).stdout.strip()
+            routes = subprocess.run(
+                ["ip", "route", "show", f"10.231.{subnet}.0/24"], check=False, stdout=subprocess.PIPE, text=True
+            ).stdout.strip()
             if routes:  # something outside the harness uses this subnet: leave it alone
                 claim.unlink()
                 continue
@@ -396,8 +468,9 @@ class Cluster:
                 cluster.destroy()
                 raise
             return cluster
-        raise ClusterError(f"no free subnet among 10.231.{SUBNETS.start}-{SUBNETS.stop - 1}.0/24 "
-                           f"(claims in {CLAIM_DIRECTORY})")
+        raise ClusterError(
+            f"no free subnet among 10.231.{SUBNETS.start}-{SUBNETS.stop - 1}.0/24 (claims in {CLAIM_DIRECTORY})"
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -447,17 +520,53 @@ class Cluster:
         os.chown(db.disk, owner.pw_uid, owner.pw_gid)
         data = self.data_path / "postgres"
         bin_dir = postgres_bin()
-        db.run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"],
-               user=owner.pw_name)
+        db.run(
+            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"],
+            user=owner.pw_name,
+        )
         with (db.disk / "postgres" / "pg_hba.conf").open("a") as hba:
             hba.write(f"host all all 10.231.{self.subnet}.0/24 trust\n")
-        db.start_program([str(bin_dir / "postgres"), "-D", str(data), "-c", f"listen_addresses={db.address}",
-                          "-c", f"port={POSTGRES_PORT}", "-c", f"unix_socket_directories={self.data_path}",
-                          "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=300"],
-                         name="postgres", user=owner.pw_name)
-        redis = db.start_program([redis_server(), "--bind", db.address, "--port", str(REDIS_PORT),
-                                  "--dir", str(self.data_path), "--save", "", "--appendonly", "no",
-                                  "--protected-mode", "no", "--maxmemory-policy", "noeviction"], name="redis")
+        db.start_program(
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(data),
+                "-c",
+                f"listen_addresses={db.address}",
+                "-c",
+                f"port={POSTGRES_PORT}",
+                "-c",
+                f"unix_socket_directories={self.data_path}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+            ],
+            name="postgres",
+            user=owner.pw_name,
+        )
+        redis = db.start_program(
+            [
+                redis_server(),
+                "--bind",
+                db.address,
+                "--port",
+                str(REDIS_PORT),
+                "--dir",
+                str(self.data_path),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            name="redis",
+        )
         self.settings["DATABASE_URL"] = f"postgresql://postgres@{db.address}:{POSTGRES_PORT}/{DATABASE}"
         self.settings["REDIS_URL"] = f"redis://{db.address}:{REDIS_PORT}/0"
         wait_until(lambda: self._postgres_answers(db.address), 60, message=lambda: db.processes[0].tail())
@@ -490,8 +599,19 @@ class Cluster:
         """An API token (every scope) of a superuser created for the test on first use."""
         if self._token is None:
             host = self.database_host
-            host.run(["python", "manage.py", "createsuperuser", "--noinput", "--username", ADMIN,
-                      "--email", "admin@cluster.test"], DJANGO_SUPERUSER_PASSWORD=secrets.token_hex(12))
+            host.run(
+                [
+                    "python",
+                    "manage.py",
+                    "createsuperuser",
+                    "--noinput",
+                    "--username",
+                    ADMIN,
+                    "--email",
+                    "admin@cluster.test",
+                ],
+                DJANGO_SUPERUSER_PASSWORD=secrets.token_hex(12),
+            )
             self._token = host.run(["python", "manage.py", "create_api_token", ADMIN]).strip().splitlines()[-1]
         return self._token
 
@@ -507,8 +627,11 @@ def _clear_stale_claim(claim: Path, subnet: int) -> None:
         return
     for record in records:
         holder = record.get("holder")
-        if holder and _alive(holder) and HOLDER_MARKER in Path(f"/proc/{holder}/cmdline").read_bytes().decode(
-                errors="replace"):
+        if (
+            holder
+            and _alive(holder)
+            and HOLDER_MARKER in Path(f"/proc/{holder}/cmdline").read_bytes().decode(errors="replace")
+        ):
             _kill_host_processes(holder)
             os.kill(holder, signal.SIGKILL)
         if record.get("interface"):

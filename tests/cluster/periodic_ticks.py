@@ -1,6 +1,7 @@
 """Clustered jobs for tests/cluster/test_faults.py, declared on every host (SCHEDULING_JOB_MODULES): each run
 writes down its tick and its times on the database's clock (the hosts' clocks may lie), so the test counts
 executions per tick, not only run rows."""
+
 import time
 
 from django.db import connection

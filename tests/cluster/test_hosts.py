@@ -1,5 +1,6 @@
 """The harness itself: hosts are separate machines (name, disk, address), faults are silent, and nothing is
 left behind, also when the test fails. No database: a few seconds."""
+
 from __future__ import annotations
 
 import os
@@ -12,10 +13,12 @@ from tests.processes import wait_until
 
 pytestmark = needs_root
 
-CONNECT = ("import socket, sys\n"
-           "try:\n"
-           "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close(); print('open')\n"
-           "except OSError as error: print(type(error).__name__)")
+CONNECT = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close(); print('open')\n"
+    "except OSError as error: print(type(error).__name__)"
+)
 
 
 def test_hosts_have_their_own_name_and_disk_and_reach_each_other_until_cut():

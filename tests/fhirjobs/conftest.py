@@ -1,4 +1,5 @@
 """Fixtures of the FHIR jobs' tests that run real workers (tests/processes.py: node_workers, wait_for_the_end)."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,5 @@
 """Resources the FHIR jobs' tests share."""
+
 from __future__ import annotations
 
 

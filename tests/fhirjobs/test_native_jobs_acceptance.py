@@ -8,6 +8,7 @@ job, a doomed worker consuming its own node's queue only, so each test has exact
 and the one it kills) however the others fared. Each job's chunks wait on a lock this test holds on every
 Observation row, so the doomed worker is caught holding one (`kill_while_it_holds`).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -33,10 +34,18 @@ from fhirstore.storage import read_resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirjobs.bulkpatch.helpers import replace
 from tests.fhirjobs.deleteexpunge.helpers import keys_of, no_rows, rows_of, rows_of_keys
-from tests.fhirjobs.merge.helpers import observation, output
 from tests.fhirjobs.helpers import patient
-from tests.processes import Process, celery_worker, kill_while_it_holds, locked_by_another_transaction, start_all, \
-    stop_all, wait_until, wait_until_ready
+from tests.fhirjobs.merge.helpers import observation, output
+from tests.processes import (
+    Process,
+    celery_worker,
+    kill_while_it_holds,
+    locked_by_another_transaction,
+    start_all,
+    stop_all,
+    wait_until,
+    wait_until_ready,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -52,12 +61,24 @@ def workers(django_db_setup, django_db_blocker) -> Iterator[dict[str, tuple[str,
     started: list[Process] = []
     try:
         with django_db_blocker.unblock():
-            survivor = celery_worker(env={**environment, "NODE_ID": nodes[JOBS[0]]}, concurrency=1, name="survivor",
-                                     queues=[work_notification_queue(node) for node in nodes.values()], wait=False)
+            survivor = celery_worker(
+                env={**environment, "NODE_ID": nodes[JOBS[0]]},
+                concurrency=1,
+                name="survivor",
+                queues=[work_notification_queue(node) for node in nodes.values()],
+                wait=False,
+            )
             started.append(survivor)
-            doomed = {job: celery_worker(env={**environment, "NODE_ID": node}, queues=[work_notification_queue(node)],
-                                         concurrency=1, name=f"doomed-{job}", wait=False)
-                      for job, node in nodes.items()}
+            doomed = {
+                job: celery_worker(
+                    env={**environment, "NODE_ID": node},
+                    queues=[work_notification_queue(node)],
+                    concurrency=1,
+                    name=f"doomed-{job}",
+                    wait=False,
+                )
+                for job, node in nodes.items()
+            }
             started += doomed.values()
             start_all(started, wait_until_ready)
         yield {job: (nodes[job], doomed[job]) for job in JOBS}
@@ -74,15 +95,23 @@ def on_node(settings, workers, job: str) -> Process:
 
 
 def held_by(doomed: Process, job_id, step_id: str):
-    return WorkChunk.objects.filter(instance_id=job_id, status=ChunkStatus.IN_PROGRESS, target_step_id=step_id,
-                                    worker__startswith=doomed.name + "-")
+    return WorkChunk.objects.filter(
+        instance_id=job_id, status=ChunkStatus.IN_PROGRESS, target_step_id=step_id, worker__startswith=doomed.name + "-"
+    )
 
 
 def wait_for_the_end(job_id) -> JobInstance:
     """Runs the maintenance pass (beat's job) meanwhile: it retries the chunk whose worker stopped renewing."""
-    return wait_until(lambda: (found := JobInstance.objects.get(id=job_id)).status in (
-        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and found, 120,
-        while_waiting=run_maintenance_pass, message=lambda: str(JobInstance.objects.get(id=job_id)))
+    return wait_until(
+        lambda: (
+            (found := JobInstance.objects.get(id=job_id)).status
+            in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+            and found
+        ),
+        120,
+        while_waiting=run_maintenance_pass,
+        message=lambda: str(JobInstance.objects.get(id=job_id)),
+    )
 
 
 def assert_run_again(killed: WorkChunk) -> None:
@@ -110,8 +139,9 @@ def test_a_delete_expunge_with_a_worker_killed_mid_chunk_deletes_every_row_once(
     others = rows_of("Patient")
 
     with locked_by_another_transaction(EVERY_OBSERVATION_LOCKED):  # a delete chunk locks its rows first
-        job = start_delete_expunge(DeleteExpungeRequest(tuple(f"{t}?" for t in types), batch_size=50),
-                                   started_by="test")
+        job = start_delete_expunge(
+            DeleteExpungeRequest(tuple(f"{t}?" for t in types), batch_size=50), started_by="test"
+        )
         killed = kill_while_it_holds(doomed, held_by(doomed, job.id, "delete-expunge"), timeout=60)
     instance = wait_for_the_end(job.id)
 
@@ -121,20 +151,27 @@ def test_a_delete_expunge_with_a_worker_killed_mid_chunk_deletes_every_row_once(
     assert instance.report == {"deleted": {t: n for t, n in before.items() if n}, "total": sum(before.values())}
     assert rows_of_keys(deleted_keys) == no_rows()  # every table, the index rows of the deleted resources included
     assert rows_of("Patient") == others
-    assert ExpungedChunk.objects.filter(job_instance_id=job.id).count() == WorkChunk.objects.filter(
-        instance_id=job.id, target_step_id="delete-expunge").count()
+    assert (
+        ExpungedChunk.objects.filter(job_instance_id=job.id).count()
+        == WorkChunk.objects.filter(instance_id=job.id, target_step_id="delete-expunge").count()
+    )
 
 
-def test_an_async_merge_with_a_worker_killed_mid_page_rewrites_each_referrer_once_with_an_exact_task(
-        workers, settings):
+def test_an_async_merge_with_a_worker_killed_mid_page_rewrites_each_referrer_once_with_an_exact_task(workers, settings):
     doomed = on_node(settings, workers, "merge")
     referrers = 120
-    load([patient("src", "A1"), patient("tgt", "B1"),
-          *(observation(f"o{n:03}", "Patient/src") for n in range(referrers))])
+    load(
+        [
+            patient("src", "A1"),
+            patient("tgt", "B1"),
+            *(observation(f"o{n:03}", "Patient/src") for n in range(referrers)),
+        ]
+    )
 
     with locked_by_another_transaction(EVERY_OBSERVATION_LOCKED):  # a page's writes lock its rows
-        answer = merge_patients(MergeRequest(source_id="src", target_id="tgt", batch_size=10), started_by="test",
-                                asynchronous=True)
+        answer = merge_patients(
+            MergeRequest(source_id="src", target_id="tgt", batch_size=10), started_by="test", asynchronous=True
+        )
         task = output(answer.body, "task")
         job_id = task["identifier"][0]["value"]
         killed = kill_while_it_holds(doomed, held_by(doomed, job_id, "replace-references"), timeout=60)
@@ -143,20 +180,35 @@ def test_an_async_merge_with_a_worker_killed_mid_page_rewrites_each_referrer_onc
     assert instance.status == JobStatus.COMPLETED, instance.error_message
     assert_run_again(killed)
     assert observation_versions() == {f"o{n:03}": 2 for n in range(referrers)}  # each rewritten once
-    assert all(body["subject"] == {"reference": "Patient/tgt"} for body in Resource.objects.filter(
-        resource_type="Observation").values_list("body", flat=True))
+    assert all(
+        body["subject"] == {"reference": "Patient/tgt"}
+        for body in Resource.objects.filter(resource_type="Observation").values_list("body", flat=True)
+    )
     [provenance] = Resource.objects.filter(resource_type="Provenance")
     provenance_targets = [target["reference"] for target in provenance.body["target"]]
-    assert sorted(provenance_targets) == sorted(["Patient/src/_history/2", "Patient/tgt/_history/2",
-                                                 *(f"Observation/o{n:03}/_history/2" for n in range(referrers))])
+    assert sorted(provenance_targets) == sorted(
+        [
+            "Patient/src/_history/2",
+            "Patient/tgt/_history/2",
+            *(f"Observation/o{n:03}/_history/2" for n in range(referrers)),
+        ]
+    )
     done = read_resource("Task", task["id"])
     assert (done.version_id, done.body["status"]) == (2, "completed")
-    assert {item["type"]["text"]: item.get("valueReference", item.get("valueInteger")) for item in done.body["output"]} \
-        == {"result-patient": {"reference": "Patient/tgt/_history/2"},
-            "provenance": {"reference": f"Provenance/{provenance.logical_id}"}, "resources-updated": referrers}
-    assert instance.report == {"updated": {"Observation": referrers}, "total": referrers,
-                               "provenance": f"Provenance/{provenance.logical_id}", "task": f"Task/{task['id']}",
-                               "target": "Patient/tgt"}
+    assert {
+        item["type"]["text"]: item.get("valueReference", item.get("valueInteger")) for item in done.body["output"]
+    } == {
+        "result-patient": {"reference": "Patient/tgt/_history/2"},
+        "provenance": {"reference": f"Provenance/{provenance.logical_id}"},
+        "resources-updated": referrers,
+    }
+    assert instance.report == {
+        "updated": {"Observation": referrers},
+        "total": referrers,
+        "provenance": f"Provenance/{provenance.logical_id}",
+        "task": f"Task/{task['id']}",
+        "target": "Patient/tgt",
+    }
     assert MergedChunk.objects.filter(job_instance_id=job_id).count() == referrers // 10
 
 
@@ -166,16 +218,30 @@ def test_a_bulk_patch_with_a_worker_killed_mid_page_patches_each_match_once(work
     load(observation(f"o{n:03}", "Patient/p") for n in range(matches))
 
     with locked_by_another_transaction(EVERY_OBSERVATION_LOCKED):  # a page's writes lock its rows
-        job = start_bulk_patch({"urls": ["Observation?status=final"], "batch_size": 10,
-                                "patch": replace("Observation.status", valueCode="amended")}, started_by="test")
+        job = start_bulk_patch(
+            {
+                "urls": ["Observation?status=final"],
+                "batch_size": 10,
+                "patch": replace("Observation.status", valueCode="amended"),
+            },
+            started_by="test",
+        )
         killed = kill_while_it_holds(doomed, held_by(doomed, job.id, "patch"), timeout=60)
     instance = wait_for_the_end(job.id)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
     assert_run_again(killed)
     assert observation_versions() == {f"o{n:03}": 2 for n in range(matches)}  # each patched once
-    assert {body["status"] for body in Resource.objects.filter(resource_type="Observation")
-            .values_list("body", flat=True)} == {"amended"}
-    assert instance.report == {"dry_run": False, "patched": {"Observation": matches}, "total": matches,
-                               "unchanged": 0, "failed_count": 0, "failed": {}, "diffs": []}
+    assert {
+        body["status"] for body in Resource.objects.filter(resource_type="Observation").values_list("body", flat=True)
+    } == {"amended"}
+    assert instance.report == {
+        "dry_run": False,
+        "patched": {"Observation": matches},
+        "total": matches,
+        "unchanged": 0,
+        "failed_count": 0,
+        "failed": {},
+        "diffs": [],
+    }
     assert PatchedResource.objects.filter(job_instance_id=job.id).count() == matches

@@ -1,4 +1,5 @@
 """Helpers for the FHIR store tests: a FHIR JSON client, sample resources, OperationOutcome and reference checks."""
+
 import json
 from datetime import datetime
 from pathlib import Path
@@ -55,8 +56,7 @@ def delete(resource_type: str, logical_id: str) -> None:
 
 
 def patient(family: str = "Chalmers", given: str = "Peter", birth_date: str = "1974-12-25", **extra) -> dict:
-    return {"resourceType": "Patient", "name": [{"family": family, "given": [given]}], "birthDate": birth_date,
-            **extra}
+    return {"resourceType": "Patient", "name": [{"family": family, "given": [given]}], "birthDate": birth_date, **extra}
 
 
 def assert_outcome(response, status: int, text: str = "") -> dict:

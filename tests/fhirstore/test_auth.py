@@ -1,12 +1,12 @@
 """Who may use the FHIR API: API tokens (Bearer or Token), staff sessions, anonymous reads by setting."""
+
 import pytest
 
 from tests.fhirstore.helpers import FhirClient, assert_outcome, patient
 
 pytestmark = pytest.mark.django_db
 
-READS = ["/fhir/Patient?family=x", "/fhir/Patient/p1", "/fhir/Patient/p1/_history",
-         "/fhir/Patient/p1/_history/1"]
+READS = ["/fhir/Patient?family=x", "/fhir/Patient/p1", "/fhir/Patient/p1/_history", "/fhir/Patient/p1/_history/1"]
 
 
 @pytest.fixture
@@ -57,12 +57,15 @@ def test_an_unknown_token_is_401(stored_patient):
     assert_outcome(FhirClient("Bearer not-a-real-token").get("/fhir/Patient/p1"), 401, "Invalid token")
 
 
-@pytest.mark.parametrize("write", [
-    lambda client: client.post("/fhir/Patient", patient()),
-    lambda client: client.put("/fhir/Patient/p1", patient(id="p1")),
-    lambda client: client.delete("/fhir/Patient/p1"),
-    lambda client: client.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": []}),
-])
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda client: client.post("/fhir/Patient", patient()),
+        lambda client: client.put("/fhir/Patient/p1", patient(id="p1")),
+        lambda client: client.delete("/fhir/Patient/p1"),
+        lambda client: client.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": []}),
+    ],
+)
 def test_writes_without_credentials_are_401_even_when_anonymous_reads_are_allowed(anonymous, settings, write):
     settings.FHIR_ALLOW_ANONYMOUS_READ = True
 
@@ -109,8 +112,12 @@ def test_a_read_only_token_reads_but_may_not_write(scoped, stored_patient):
     reader = scoped("fhir:read")
 
     assert reader.get("/fhir/Patient/p1").status_code == 200
-    assert reader.client.post("/fhir/Patient/_search", "family=x",
-                              content_type="application/x-www-form-urlencoded").status_code == 200
+    assert (
+        reader.client.post(
+            "/fhir/Patient/_search", "family=x", content_type="application/x-www-form-urlencoded"
+        ).status_code
+        == 200
+    )
     assert_outcome(reader.put("/fhir/Patient/p2", patient(id="p2")), 403, "'fhir:write' scope")
     assert_outcome(reader.delete("/fhir/Patient/p1"), 403, "'fhir:write' scope")
 
@@ -133,7 +140,8 @@ def test_import_needs_the_import_scope(django_user_model):
     importer = django_user_model.objects.create_user("importer", is_staff=True)
     body = {"resourceType": "Parameters", "parameter": []}
     response = FhirClient(f"Bearer {token_for(importer, ['fhir:write'])}").post(
-        "/fhir/$import", body, HTTP_PREFER="respond-async")
+        "/fhir/$import", body, HTTP_PREFER="respond-async"
+    )
     assert_outcome(response, 403, "'import' scope")
 
 
@@ -141,6 +149,7 @@ def test_reindex_needs_fhir_write(django_user_model):
     from jobsite.tokens import token_for
 
     operator = django_user_model.objects.create_user("reindexer", is_staff=True)
-    response = FhirClient(f"Bearer {token_for(operator, ['fhir:read', 'control'])}").post("/fhir/$reindex", {
-        "resourceType": "Parameters", "parameter": []})
+    response = FhirClient(f"Bearer {token_for(operator, ['fhir:read', 'control'])}").post(
+        "/fhir/$reindex", {"resourceType": "Parameters", "parameter": []}
+    )
     assert_outcome(response, 403, "'fhir:write' scope")

@@ -1,4 +1,5 @@
 """Transaction and batch Bundles at POST /fhir: urn:uuid and conditional references, all or nothing."""
+
 import json
 from collections import Counter
 
@@ -24,8 +25,12 @@ def post(resource: dict, full_url: str | None = None, **request) -> dict:
 
 
 def heart_rate(subject: str) -> dict:
-    return {"resourceType": "Observation", "status": "final", "code": {"coding": [{"code": "8867-4"}]},
-            "subject": {"reference": subject}}
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"code": "8867-4"}]},
+        "subject": {"reference": subject},
+    }
 
 
 def stored(resource_type: str) -> list[dict]:
@@ -63,8 +68,10 @@ def test_a_conditional_reference_without_a_match_fails_the_whole_transaction(fhi
 def test_if_none_exist_reuses_the_match_and_its_urn_points_there(fhir):
     fhir.put("/fhir/Patient/known", patient(id="known", identifier=[{"system": "urn:mrn", "value": "9"}]))
 
-    response = fhir.post("/fhir", transaction(post(patient(), PATIENT_URN, ifNoneExist="identifier=urn:mrn|9"),
-                                              post(heart_rate(PATIENT_URN))))
+    response = fhir.post(
+        "/fhir",
+        transaction(post(patient(), PATIENT_URN, ifNoneExist="identifier=urn:mrn|9"), post(heart_rate(PATIENT_URN))),
+    )
 
     assert [e["response"]["status"] for e in response.json()["entry"]] == ["200 OK", "201 Created"]
     assert len(stored("Patient")) == 1
@@ -84,12 +91,15 @@ def test_put_delete_and_get_entries(fhir):
     fhir.put("/fhir/Patient/old", patient(id="old"))
     fhir.put("/fhir/Patient/read-me", patient(id="read-me"))
 
-    response = fhir.post("/fhir", transaction(
-        {"resource": patient(id="new"), "request": {"method": "PUT", "url": "Patient/new"}},
-        {"request": {"method": "DELETE", "url": "Patient/old"}},
-        {"request": {"method": "GET", "url": "Patient/read-me"}},
-        {"request": {"method": "GET", "url": "Patient?_id=new"}},
-    ))
+    response = fhir.post(
+        "/fhir",
+        transaction(
+            {"resource": patient(id="new"), "request": {"method": "PUT", "url": "Patient/new"}},
+            {"request": {"method": "DELETE", "url": "Patient/old"}},
+            {"request": {"method": "GET", "url": "Patient/read-me"}},
+            {"request": {"method": "GET", "url": "Patient?_id=new"}},
+        ),
+    )
 
     entries = response.json()["entry"]
     assert [e["response"]["status"] for e in entries] == ["201 Created", "204 No Content", "200 OK", "200 OK"]
@@ -112,12 +122,15 @@ def test_if_match_inside_a_transaction(fhir):
 
 
 def test_a_batch_runs_each_entry_on_its_own(fhir):
-    response = fhir.post("/fhir", transaction(
-        post(patient()),
-        post({**patient(), "managingOrganization": {"reference": "nonsense"}}),
-        {"request": {"method": "GET", "url": "Patient/missing"}},
-        kind="batch",
-    ))
+    response = fhir.post(
+        "/fhir",
+        transaction(
+            post(patient()),
+            post({**patient(), "managingOrganization": {"reference": "nonsense"}}),
+            {"request": {"method": "GET", "url": "Patient/missing"}},
+            kind="batch",
+        ),
+    )
 
     assert response.status_code == 200
     entries = response.json()["entry"]
@@ -127,12 +140,15 @@ def test_a_batch_runs_each_entry_on_its_own(fhir):
     assert len(stored("Patient")) == 1
 
 
-@pytest.mark.parametrize("document, text", [
-    ({"resourceType": "Patient"}, "takes a Bundle"),
-    ({"resourceType": "Bundle", "type": "collection", "entry": []}, "transaction or batch"),
-    (transaction({"request": {"method": "PATCH", "url": "Patient/1"}}), "not supported"),
-    (transaction({"resource": patient(), "request": {"method": "POST"}}), "no request.url"),
-])
+@pytest.mark.parametrize(
+    "document, text",
+    [
+        ({"resourceType": "Patient"}, "takes a Bundle"),
+        ({"resourceType": "Bundle", "type": "collection", "entry": []}, "transaction or batch"),
+        (transaction({"request": {"method": "PATCH", "url": "Patient/1"}}), "not supported"),
+        (transaction({"resource": patient(), "request": {"method": "POST"}}), "no request.url"),
+    ],
+)
 def test_bundles_that_cannot_be_processed_are_400(fhir, document, text):
     assert_outcome(fhir.post("/fhir", document), 400, text)
 
@@ -145,8 +161,9 @@ def test_the_synthea_bundles_load_completely_with_every_reference_resolved(fhir,
 
     assert response.status_code == 200, response.content[:2000]
     assert {e["response"]["status"] for e in response.json()["entry"]} == {"201 Created"}
-    assert Counter(Resource.objects.values_list("resource_type", flat=True)) == \
-        Counter(entry["resource"]["resourceType"] for entry in bundle["entry"])
+    assert Counter(Resource.objects.values_list("resource_type", flat=True)) == Counter(
+        entry["resource"]["resourceType"] for entry in bundle["entry"]
+    )
     for body in Resource.objects.values_list("body", flat=True):
         for element in reference_elements(body):
             reference = element["reference"]

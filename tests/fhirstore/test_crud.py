@@ -1,4 +1,5 @@
 """Create, read, vread, update, delete and history: versions and meta kept by the server."""
+
 import pytest
 
 from fhirstore.models import Resource, ResourceVersion, TokenIndex
@@ -38,8 +39,10 @@ def test_plain_json_is_accepted(fhir):
 
 def test_a_number_beyond_64_bits_is_stored_as_sent(fhir):
     """Bodies are serialized with orjson, which refuses such integers; the store must not."""
-    created = fhir.post("/fhir/Basic", {"resourceType": "Basic", "code": {"text": "big"},
-                                        "extension": [{"url": "urn:x", "valueInteger64": 2**70}]}).json()
+    created = fhir.post(
+        "/fhir/Basic",
+        {"resourceType": "Basic", "code": {"text": "big"}, "extension": [{"url": "urn:x", "valueInteger64": 2**70}]},
+    ).json()
 
     assert fhir.get(f"/fhir/Basic/{created['id']}").json()["extension"][0]["valueInteger64"] == 2**70
 
@@ -171,11 +174,19 @@ def test_conditional_update_updates_the_one_match_or_creates(fhir):
 
 
 def test_conditional_references_in_a_create_are_resolved(fhir):
-    fhir.put("/fhir/Practitioner/doc", {"resourceType": "Practitioner", "id": "doc",
-                                        "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "123"}]})
+    fhir.put(
+        "/fhir/Practitioner/doc",
+        {
+            "resourceType": "Practitioner",
+            "id": "doc",
+            "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "123"}],
+        },
+    )
 
-    response = fhir.post("/fhir/Patient", patient(generalPractitioner=[
-        {"reference": "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|123"}]))
+    response = fhir.post(
+        "/fhir/Patient",
+        patient(generalPractitioner=[{"reference": "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|123"}]),
+    )
 
     assert response.status_code == 201
     assert response.json()["generalPractitioner"][0]["reference"] == "Practitioner/doc"
@@ -196,8 +207,9 @@ def test_metadata_lists_types_interactions_and_search_parameters(fhir):
     rest = statement["rest"][0]
     assert {"code": "transaction"} in rest["interaction"]
     observation = next(r for r in rest["resource"] if r["type"] == "Observation")
-    assert {"read", "vread", "update", "delete", "history-instance", "create", "search-type"} == \
-        {i["code"] for i in observation["interaction"]}
+    assert {"read", "vread", "update", "delete", "history-instance", "create", "search-type"} == {
+        i["code"] for i in observation["interaction"]
+    }
     names = {p["name"] for p in observation["searchParam"]}
     assert {"_id", "_lastUpdated", "code", "category", "status", "subject", "patient", "date"} <= names
 

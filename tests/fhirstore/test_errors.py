@@ -1,4 +1,5 @@
 """Every failure is an OperationOutcome with the status the FHIR spec gives it."""
+
 import threading
 import time
 
@@ -28,15 +29,18 @@ def test_an_update_whose_id_differs_from_the_urls_is_400(fhir):
     assert_outcome(fhir.put("/fhir/Patient/a", patient(id="b")), 400, "must match the id in the URL")
 
 
-@pytest.mark.parametrize("query, text", [
-    ("nickname=Pete", "Unknown search parameter 'nickname'"),
-    ("_include=Patient:organization", "not supported"),
-    ("family:phonetic=x", "Modifier :phonetic"),
-    ("birthdate=yesterday", "not a date"),
-    ("_count=many", "_count must be a whole number"),
-    ("_sort=family", "_sort='family' is not supported"),
-    ("organization=a b", "not a reference"),
-])
+@pytest.mark.parametrize(
+    "query, text",
+    [
+        ("nickname=Pete", "Unknown search parameter 'nickname'"),
+        ("_include=Patient:organization", "not supported"),
+        ("family:phonetic=x", "Modifier :phonetic"),
+        ("birthdate=yesterday", "not a date"),
+        ("_count=many", "_count must be a whole number"),
+        ("_sort=family", "_sort='family' is not supported"),
+        ("organization=a b", "not a reference"),
+    ],
+)
 def test_bad_search_parameters_are_400(fhir, query, text):
     assert_outcome(fhir.get(f"/fhir/Patient?{query}"), 400, text)
 
@@ -125,8 +129,9 @@ def _wait_for_a_backend_waiting_on_a_lock() -> None:
     deadline = time.monotonic() + 120
     with connection.cursor() as cursor:
         while time.monotonic() < deadline:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                           " AND wait_event_type = 'Lock'")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
             if cursor.fetchone()[0]:
                 return
             time.sleep(0.02)
@@ -147,13 +152,19 @@ def test_a_non_json_body_is_415(fhir):
     assert_outcome(response, 415, "not supported")
 
 
-@pytest.mark.parametrize("resource, text", [
-    (patient(managingOrganization={"reference": "not a reference"}), "is not Type/id"),
-    (patient(managingOrganization={"reference": "Organization/"}), "is not Type/id"),
-    (patient(managingOrganization={"reference": "Spaceship/1"}), "is not Type/id"),
-    (patient(managingOrganization={"reference": "urn:uuid:0b6a6e7e-5d7a-4bd4-8a80-8c5f0b1f7d0e"}), "does not resolve"),
-    (patient(meta="yesterday"), "meta must be an object"),
-])
+@pytest.mark.parametrize(
+    "resource, text",
+    [
+        (patient(managingOrganization={"reference": "not a reference"}), "is not Type/id"),
+        (patient(managingOrganization={"reference": "Organization/"}), "is not Type/id"),
+        (patient(managingOrganization={"reference": "Spaceship/1"}), "is not Type/id"),
+        (
+            patient(managingOrganization={"reference": "urn:uuid:0b6a6e7e-5d7a-4bd4-8a80-8c5f0b1f7d0e"}),
+            "does not resolve",
+        ),
+        (patient(meta="yesterday"), "meta must be an object"),
+    ],
+)
 def test_a_structurally_invalid_resource_is_422(fhir, resource, text):
     assert_outcome(fhir.post("/fhir/Patient", resource), 422, text)
 

@@ -1,6 +1,7 @@
 """Issue #29 item 2: FHIRPath of custom SearchParameters has a cost bound. A catastrophic regular expression runs
 in linear time (RE2), a product of walks stops at a budget of values, and a new expression too costly on a
 worst-case sample is refused when its SearchParameter is written."""
+
 from __future__ import annotations
 
 import time
@@ -17,8 +18,14 @@ PATIENT = {"resourceType": "Patient", "id": "p", "name": [{"family": "a" * 28 + 
 
 
 def search_parameter(expression: str) -> dict:
-    return {"resourceType": "SearchParameter", "status": "active", "code": "probe", "base": ["Patient"],
-            "type": "string", "expression": expression}
+    return {
+        "resourceType": "SearchParameter",
+        "status": "active",
+        "code": "probe",
+        "base": ["Patient"],
+        "type": "string",
+        "expression": expression,
+    }
 
 
 def test_a_catastrophic_regular_expression_runs_in_linear_time():

@@ -1,6 +1,7 @@
 """The SQL extraction of the built-in search parameters (`index_sql`) writes exactly the rows the Python one
 (`search_params.extractor_for`, the oracle) writes: on the Synthea fixtures, on the benchmarks' generated
 resources, and on values chosen for the rules' corners."""
+
 import json
 from collections import Counter
 
@@ -15,15 +16,23 @@ from fhirstore.storage import reindex_resources
 from fhirstore.synthetic import generate_resources
 from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, store
 
-COLUMNS = {"token": "param, system, code", "string": "param, normalized, exact", "date": "param, low, high",
-           "reference": "param, target_type, target_id"}
+COLUMNS = {
+    "token": "param, system, code",
+    "string": "param, normalized, exact",
+    "date": "param, low, high",
+    "reference": "param, target_type, target_id",
+}
 
 
 def synthea_resources() -> list[dict]:
     """Every resource of the NDJSON fixture and of the transaction bundles (ids from their `urn:uuid` fullUrls),
     each (type, id) once (the bundles repeat some of the NDJSON's organizations and practitioners)."""
-    resources = [json.loads(line) for path in sorted(SYNTHEA_NDJSON.iterdir()) for line in path.read_text().splitlines()
-                 if line.strip()]
+    resources = [
+        json.loads(line)
+        for path in sorted(SYNTHEA_NDJSON.iterdir())
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
     for path in sorted(SYNTHEA_BUNDLES.iterdir()):
         for entry in json.loads(path.read_text())["entry"]:
             resource = entry["resource"]
@@ -34,37 +43,93 @@ def synthea_resources() -> list[dict]:
 
 LONG = "x" * 230
 CORNERS = [
-    {"resourceType": "Patient", "id": "corner-names", "active": True, "gender": "other", "birthDate": "1974",
-     "name": [{"family": "Müller", "given": ["Straße", "ﬁona", "ÉMILE", "", None]}, {"text": "Zoë O'Brien"},
-              {"family": LONG, "given": [LONG + "é", LONG + "Y"]}, {"family": ["not", "a", "string", 3]}],
-     "identifier": [{"system": None, "value": "null-system"}, {"value": "no-system"}, {"system": 7, "value": "n"},
-                    {"system": True, "value": "b"}, {"system": "urn:s", "value": ""}, {"value": 5},
-                    {"system": "urn:s", "value": "v" * 250}],
-     "generalPractitioner": [{"reference": "Practitioner/p1/_history/2"}, {"reference": "https://x.org/Patient/1"},
-                             {"reference": "Nonsense/1"}, {"reference": "Practitioner/bad_id"},
-                             {"reference": "Practitioner/p2/history/3"}, {"reference": 12}, {"display": "none"}],
-     "link": [{"other": {"reference": "Patient/other"}}, {"other": {"reference": "Practitioner/not-a-patient"}}]},
+    {
+        "resourceType": "Patient",
+        "id": "corner-names",
+        "active": True,
+        "gender": "other",
+        "birthDate": "1974",
+        "name": [
+            {"family": "Müller", "given": ["Straße", "ﬁona", "ÉMILE", "", None]},
+            {"text": "Zoë O'Brien"},
+            {"family": LONG, "given": [LONG + "é", LONG + "Y"]},
+            {"family": ["not", "a", "string", 3]},
+        ],
+        "identifier": [
+            {"system": None, "value": "null-system"},
+            {"value": "no-system"},
+            {"system": 7, "value": "n"},
+            {"system": True, "value": "b"},
+            {"system": "urn:s", "value": ""},
+            {"value": 5},
+            {"system": "urn:s", "value": "v" * 250},
+        ],
+        "generalPractitioner": [
+            {"reference": "Practitioner/p1/_history/2"},
+            {"reference": "https://x.org/Patient/1"},
+            {"reference": "Nonsense/1"},
+            {"reference": "Practitioner/bad_id"},
+            {"reference": "Practitioner/p2/history/3"},
+            {"reference": 12},
+            {"display": "none"},
+        ],
+        "link": [{"other": {"reference": "Patient/other"}}, {"other": {"reference": "Practitioner/not-a-patient"}}],
+    },
     {"resourceType": "Patient", "id": "corner-inactive", "active": False, "birthDate": "1974-02-30"},
     {"resourceType": "Patient", "id": "corner-date-newline", "birthDate": "2001-03\n", "gender": ["male"]},
-    {"resourceType": "Encounter", "id": "corner-periods", "status": "finished",
-     "class": {"system": "urn:c", "code": "AMB"},
-     "type": [{"coding": [{"system": "urn:t", "code": "a"}, {"code": "b"}, "plain", True, {"value": "idish"},
-                          {"system": "urn:t", "code": ""}]}, {"text": "no coding"}],
-     "period": {"start": "2020-03-01T10:00:05.123+02:00"},
-     "participant": [{"individual": {"reference": "Practitioner/doc"}},
-                     {"individual": {"reference": "RelatedPerson/rel"}}],
-     "subject": {"reference": "Patient/corner-names"}},
+    {
+        "resourceType": "Encounter",
+        "id": "corner-periods",
+        "status": "finished",
+        "class": {"system": "urn:c", "code": "AMB"},
+        "type": [
+            {
+                "coding": [
+                    {"system": "urn:t", "code": "a"},
+                    {"code": "b"},
+                    "plain",
+                    True,
+                    {"value": "idish"},
+                    {"system": "urn:t", "code": ""},
+                ]
+            },
+            {"text": "no coding"},
+        ],
+        "period": {"start": "2020-03-01T10:00:05.123+02:00"},
+        "participant": [
+            {"individual": {"reference": "Practitioner/doc"}},
+            {"individual": {"reference": "RelatedPerson/rel"}},
+        ],
+        "subject": {"reference": "Patient/corner-names"},
+    },
     {"resourceType": "Encounter", "id": "corner-open-start", "period": {"end": "2020-12"}},
     {"resourceType": "Encounter", "id": "corner-no-bounds", "period": {"start": None, "end": "garbage"}},
     {"resourceType": "Encounter", "id": "corner-empty-period", "period": {}},
-    {"resourceType": "Observation", "id": "corner-times", "status": "final", "code": {"coding": []},
-     "effectiveDateTime": "2020-03-01T10:00:05.1234567-05:30", "effectivePeriod": {"start": "9999", "end": "9999"},
-     "effectiveInstant": "0001-01-01T00:00:00+01:00", "valueCodeableConcept": {"coding": {"code": "not-a-list"}},
-     "category": [{"coding": [{"system": "urn:c", "code": "c" * 250}]}]},
-    {"resourceType": "Observation", "id": "corner-more-times", "effectiveDateTime": "2020-02-29T23:59",
-     "effectivePeriod": {"start": "2021-02-29", "end": "2020-01-01T00:00:00Z"}},
-    {"resourceType": "Organization", "id": "corner-org", "name": "Ärzte & Co", "alias": ["ÅRHUS", "plain alias"],
-     "active": True, "partOf": {"reference": "Organization/corner-org/_history/1"}},
+    {
+        "resourceType": "Observation",
+        "id": "corner-times",
+        "status": "final",
+        "code": {"coding": []},
+        "effectiveDateTime": "2020-03-01T10:00:05.1234567-05:30",
+        "effectivePeriod": {"start": "9999", "end": "9999"},
+        "effectiveInstant": "0001-01-01T00:00:00+01:00",
+        "valueCodeableConcept": {"coding": {"code": "not-a-list"}},
+        "category": [{"coding": [{"system": "urn:c", "code": "c" * 250}]}],
+    },
+    {
+        "resourceType": "Observation",
+        "id": "corner-more-times",
+        "effectiveDateTime": "2020-02-29T23:59",
+        "effectivePeriod": {"start": "2021-02-29", "end": "2020-01-01T00:00:00Z"},
+    },
+    {
+        "resourceType": "Organization",
+        "id": "corner-org",
+        "name": "Ärzte & Co",
+        "alias": ["ÅRHUS", "plain alias"],
+        "active": True,
+        "partOf": {"reference": "Organization/corner-org/_history/1"},
+    },
 ]
 
 
@@ -82,10 +147,12 @@ def rows_in_sql() -> dict[str, set[tuple]]:
     with transaction.atomic(), connection.cursor() as cursor:
         for table in TABLE_OF_KIND.values():
             cursor.execute(f"DELETE FROM {table}")
-        insert_index_rows(cursor, source="(SELECT id, resource_type, body FROM fhirstore_resource"
-                                         " WHERE id = ANY(%(ids)s))", source_params={
-                              "ids": list(Resource.objects.values_list("id", flat=True))},
-                          targets=TABLE_OF_KIND)
+        insert_index_rows(
+            cursor,
+            source="(SELECT id, resource_type, body FROM fhirstore_resource WHERE id = ANY(%(ids)s))",
+            source_params={"ids": list(Resource.objects.values_list("id", flat=True))},
+            targets=TABLE_OF_KIND,
+        )
     return stored_rows()
 
 
@@ -137,8 +204,14 @@ def test_only_and_skip_limit_the_rows():
     with transaction.atomic(), connection.cursor() as cursor:
         for table in TABLE_OF_KIND.values():
             cursor.execute(f"DELETE FROM {table}")
-        insert_index_rows(cursor, source="fhirstore_resource", source_params={}, targets=TABLE_OF_KIND,
-                          only=["name", "identifier", "period-not-a-param"], skip=[("Organization", "name")])
+        insert_index_rows(
+            cursor,
+            source="fhirstore_resource",
+            source_params={},
+            targets=TABLE_OF_KIND,
+            only=["name", "identifier", "period-not-a-param"],
+            skip=[("Organization", "name")],
+        )
     sql = stored_rows()
 
     assert {row[2] for rows in sql.values() for row in rows} == {"name", "identifier"}
@@ -155,10 +228,13 @@ def test_every_built_in_parameter_with_rows_of_its_own_compiles_to_sql():
 
 def rows_by_key() -> dict[str, set[tuple]]:
     """The index rows with the resource as (type, logical id): comparable across two loads."""
-    keys = dict(Resource.objects.values_list("id", "resource_type")), dict(Resource.objects.values_list("id",
-                                                                                                         "logical_id"))
-    return {kind: {(keys[0][row[0]], keys[1][row[0]], *row[2:]) for row in rows}
-            for kind, rows in stored_rows().items()}
+    keys = (
+        dict(Resource.objects.values_list("id", "resource_type")),
+        dict(Resource.objects.values_list("id", "logical_id")),
+    )
+    return {
+        kind: {(keys[0][row[0]], keys[1][row[0]], *row[2:]) for row in rows} for kind, rows in stored_rows().items()
+    }
 
 
 @pytest.mark.django_db
@@ -169,8 +245,7 @@ def test_a_reindex_in_the_database_repairs_exactly_the_rows_that_differ_and_leav
     damaged = Resource.objects.filter(resource_type="Patient").order_by("id").first()
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM fhirstore_stringindex WHERE resource_id = %s AND param = 'family'", [damaged.pk])
-        cursor.execute("INSERT INTO fhirstore_tokenindex VALUES ('Patient', 'gender', 'stale', '', %s)",
-                       [damaged.pk])
+        cursor.execute("INSERT INTO fhirstore_tokenindex VALUES ('Patient', 'gender', 'stale', '', %s)", [damaged.pk])
         cursor.execute("SELECT ctid::text FROM fhirstore_tokenindex WHERE resource_type = 'Procedure'")
         procedure_tokens_before = set(cursor.fetchall())
 
@@ -190,8 +265,9 @@ def test_a_reindex_in_the_database_of_some_parameters_touches_only_theirs():
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM fhirstore_tokenindex WHERE resource_type = 'Patient'")
 
-    reindex_resources("Patient", ["corner-names", "corner-inactive", "corner-date-newline"], params=["gender"],
-                      in_database=True)
+    reindex_resources(
+        "Patient", ["corner-names", "corner-inactive", "corner-date-newline"], params=["gender"], in_database=True
+    )
 
     tokens = stored_rows()["token"]
     assert {row[2] for row in tokens if row[1] == "Patient"} == {"gender"}

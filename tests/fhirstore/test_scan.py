@@ -1,4 +1,5 @@
 """The bulk-read functions the $export job builds on: keyset id pages, compartments, bodies, type filters."""
+
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -8,8 +9,15 @@ from django.db import transaction
 from fhirstore.authority import SERVER
 from fhirstore.exceptions import InvalidRequest, ResourceNotFound
 from fhirstore.scan import (
-    bodies_json_by_id, compartment_ids_page, compartment_members, current_bodies, current_bodies_json,
-    group_patient_ids, iter_resource_id_pages, missing_ids, resource_ids_page,
+    bodies_json_by_id,
+    compartment_ids_page,
+    compartment_members,
+    current_bodies,
+    current_bodies_json,
+    group_patient_ids,
+    iter_resource_id_pages,
+    missing_ids,
+    resource_ids_page,
 )
 from fhirstore.search import search_filter, type_filter
 from fhirstore.storage import delete_resource
@@ -21,9 +29,14 @@ T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 
 
 def observation(observation_id: str, subject: str, category: str = "vital-signs", status: str = "final") -> dict:
-    return {"resourceType": "Observation", "id": observation_id, "status": status,
-            "category": [{"coding": [{"code": category}]}], "code": {"coding": [{"code": "x"}]},
-            "subject": {"reference": subject}}
+    return {
+        "resourceType": "Observation",
+        "id": observation_id,
+        "status": status,
+        "category": [{"coding": [{"code": category}]}],
+        "code": {"coding": [{"code": "x"}]},
+        "subject": {"reference": subject},
+    }
 
 
 def test_id_pages_walk_a_type_in_id_order_by_keyset():
@@ -52,32 +65,43 @@ def test_since_keeps_resources_changed_at_or_after_it():
 
 
 def test_type_filters_reuse_search_and_any_of_them_may_match():
-    store(observation("lab-final", "Patient/p", "laboratory"), observation("lab-prelim", "Patient/p", "laboratory",
-                                                                          "preliminary"),
-          observation("vital", "Patient/p"), observation("survey", "Patient/p", "survey"))
+    store(
+        observation("lab-final", "Patient/p", "laboratory"),
+        observation("lab-prelim", "Patient/p", "laboratory", "preliminary"),
+        observation("vital", "Patient/p"),
+        observation("survey", "Patient/p", "survey"),
+    )
     resource_type, labs = type_filter("Observation?category=laboratory&status=final")
 
     assert resource_type == "Observation"
     assert resource_ids_page("Observation", filters=[labs]) == ["lab-final"]
-    assert resource_ids_page("Observation", filters=[labs, search_filter("Observation", "category=survey")]) == \
-        ["lab-final", "survey"]
+    assert resource_ids_page("Observation", filters=[labs, search_filter("Observation", "category=survey")]) == [
+        "lab-final",
+        "survey",
+    ]
 
 
-@pytest.mark.parametrize("expression", ["Observation", "Spaceship?x=1", "Observation?nonsense=1",
-                                        "Observation?category=laboratory&_count=5"])
+@pytest.mark.parametrize(
+    "expression", ["Observation", "Spaceship?x=1", "Observation?nonsense=1", "Observation?category=laboratory&_count=5"]
+)
 def test_bad_type_filters_are_refused(expression):
     with pytest.raises(InvalidRequest):
         type_filter(expression)
 
 
 def test_compartments_hold_what_points_at_the_patients_through_compartment_parameters():
-    store(patient(id="p1"), patient(id="p2"), patient(id="p3", link=[{"other": {"reference": "Patient/p1"},
-                                                                      "type": "seealso"}]),
-          observation("o1", "Patient/p1"), observation("o2", "Patient/p2"), observation("o3", "Patient/p3"),
-          {**observation("performed-by-p2", "Patient/p3"), "performer": [{"reference": "Patient/p2"}]},
-          observation("group-obs", "Group/p1"),
-          {"resourceType": "Encounter", "id": "e1", "status": "finished", "subject": {"reference": "Patient/p1"}},
-          {"resourceType": "Organization", "id": "org", "name": "Not in any compartment"})
+    store(
+        patient(id="p1"),
+        patient(id="p2"),
+        patient(id="p3", link=[{"other": {"reference": "Patient/p1"}, "type": "seealso"}]),
+        observation("o1", "Patient/p1"),
+        observation("o2", "Patient/p2"),
+        observation("o3", "Patient/p3"),
+        {**observation("performed-by-p2", "Patient/p3"), "performer": [{"reference": "Patient/p2"}]},
+        observation("group-obs", "Group/p1"),
+        {"resourceType": "Encounter", "id": "e1", "status": "finished", "subject": {"reference": "Patient/p1"}},
+        {"resourceType": "Organization", "id": "org", "name": "Not in any compartment"},
+    )
 
     assert compartment_ids_page("Observation", ["p1", "p2"]) == ["o1", "o2", "performed-by-p2"]
     assert compartment_ids_page("Encounter", ["p1"]) == ["e1"]
@@ -98,26 +122,43 @@ def test_bodies_load_in_id_order_without_deleted_ones():
 
 
 def test_compartment_members_are_by_type_and_patient_once_per_compartment_with_filters_applied():
-    store(patient(id="p1"), patient(id="p2"), patient(id="p3"),
-          observation("o1", "Patient/p1"), observation("lab", "Patient/p1", category="laboratory"),
-          {**observation("shared", "Patient/p1"), "performer": [{"reference": "Patient/p2"}]},
-          {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p2"}},
-          observation("elsewhere", "Patient/p3"))
+    store(
+        patient(id="p1"),
+        patient(id="p2"),
+        patient(id="p3"),
+        observation("o1", "Patient/p1"),
+        observation("lab", "Patient/p1", category="laboratory"),
+        {**observation("shared", "Patient/p1"), "performer": [{"reference": "Patient/p2"}]},
+        {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p2"}},
+        observation("elsewhere", "Patient/p3"),
+    )
     vital_signs = type_filter("Observation?category=vital-signs")[1]
 
     members = compartment_members(["p1", "p2"], {"Patient": [], "Observation": [vital_signs], "Condition": []})
 
-    assert members == {"Condition": [("p2", "c1")],
-                       "Observation": [("p1", "o1"), ("p1", "shared"), ("p2", "shared")]}
-    assert [logical_id for logical_id, _ in bodies_json_by_id("Observation", ["shared", "o1", "nope"])] == \
-        ["o1", "shared"]
+    assert members == {"Condition": [("p2", "c1")], "Observation": [("p1", "o1"), ("p1", "shared"), ("p2", "shared")]}
+    assert [logical_id for logical_id, _ in bodies_json_by_id("Observation", ["shared", "o1", "nope"])] == [
+        "o1",
+        "shared",
+    ]
 
 
 def test_missing_ids_and_group_members():
-    store(patient(id="p1"), patient(id="p2"),
-          {"resourceType": "Group", "id": "g", "type": "person", "actual": True, "member": [
-              {"entity": {"reference": "Patient/p2"}}, {"entity": {"reference": "Patient/p1"}},
-              {"entity": {"reference": "Practitioner/d"}}]})
+    store(
+        patient(id="p1"),
+        patient(id="p2"),
+        {
+            "resourceType": "Group",
+            "id": "g",
+            "type": "person",
+            "actual": True,
+            "member": [
+                {"entity": {"reference": "Patient/p2"}},
+                {"entity": {"reference": "Patient/p1"}},
+                {"entity": {"reference": "Practitioner/d"}},
+            ],
+        },
+    )
 
     assert missing_ids("Patient", ["p1", "nobody"]) == ["nobody"]
     assert group_patient_ids("g") == ["p1", "p2"]

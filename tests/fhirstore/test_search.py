@@ -1,4 +1,5 @@
 """Search: each kind of parameter and prefix, _id, _lastUpdated, _count, _sort, paging through the cache."""
+
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -19,24 +20,39 @@ def ids(fhir, query: str) -> list[str]:
     return [entry["resource"]["id"] for entry in response.json()["entry"]]
 
 
-def observation(observation_id: str, *, code: str = "8867-4", system: str = LOINC, status: str = "final",
-                category: str = "vital-signs", subject: str = "Patient/p1", effective: str = "2020-06-15T10:00:00Z"):
+def observation(
+    observation_id: str,
+    *,
+    code: str = "8867-4",
+    system: str = LOINC,
+    status: str = "final",
+    category: str = "vital-signs",
+    subject: str = "Patient/p1",
+    effective: str = "2020-06-15T10:00:00Z",
+):
     return {
-        "resourceType": "Observation", "id": observation_id, "status": status,
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": category}]}],
+        "resourceType": "Observation",
+        "id": observation_id,
+        "status": status,
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}
+        ],
         "code": {"coding": [{"system": system, "code": code}]},
-        "subject": {"reference": subject}, "effectiveDateTime": effective,
+        "subject": {"reference": subject},
+        "effectiveDateTime": effective,
     }
 
 
 class TestTokens:
     @pytest.fixture(autouse=True)
     def observations(self):
-        store(observation("heart", code="8867-4"), observation("weight", code="29463-7", status="amended"),
-              observation("glucose", code="2339-0", category="laboratory"),
-              observation("local", code="8867-4", system="urn:local-codes"),
-              {**observation("no-system"), "code": {"coding": [{"code": "8867-4"}]}})
+        store(
+            observation("heart", code="8867-4"),
+            observation("weight", code="29463-7", status="amended"),
+            observation("glucose", code="2339-0", category="laboratory"),
+            observation("local", code="8867-4", system="urn:local-codes"),
+            {**observation("no-system"), "code": {"coding": [{"code": "8867-4"}]}},
+        )
 
     def test_code_alone_matches_any_system(self, fhir):
         assert sorted(ids(fhir, "Observation?code=8867-4")) == ["heart", "local", "no-system"]
@@ -72,8 +88,11 @@ class TestTokens:
 class TestStrings:
     @pytest.fixture(autouse=True)
     def patients(self):
-        store(patient(id="muller", family="Müller", given="Anna"), patient(id="mull", family="Mullins", given="Bo"),
-              patient(id="smith", family="Smith", given="Müller"))
+        store(
+            patient(id="muller", family="Müller", given="Anna"),
+            patient(id="mull", family="Mullins", given="Bo"),
+            patient(id="smith", family="Smith", given="Müller"),
+        )
 
     def test_prefix_ignores_case_and_accents(self, fhir):
         assert sorted(ids(fhir, "Patient?family=mull")) == ["mull", "muller"]
@@ -94,38 +113,55 @@ class TestStrings:
 class TestDates:
     @pytest.fixture(autouse=True)
     def resources(self):
-        store(patient(id="p1974", birth_date="1974-12-25"), patient(id="p1990", birth_date="1990"),
-              {"resourceType": "Encounter", "id": "visit", "status": "finished",
-               "period": {"start": "2020-01-01T10:00:00Z", "end": "2020-01-01T11:00:00Z"}},
-              {"resourceType": "Encounter", "id": "open", "status": "in-progress",
-               "period": {"start": "2021-05-01T08:00:00Z"}})
+        store(
+            patient(id="p1974", birth_date="1974-12-25"),
+            patient(id="p1990", birth_date="1990"),
+            {
+                "resourceType": "Encounter",
+                "id": "visit",
+                "status": "finished",
+                "period": {"start": "2020-01-01T10:00:00Z", "end": "2020-01-01T11:00:00Z"},
+            },
+            {
+                "resourceType": "Encounter",
+                "id": "open",
+                "status": "in-progress",
+                "period": {"start": "2021-05-01T08:00:00Z"},
+            },
+        )
 
-    @pytest.mark.parametrize("query, expected", [
-        ("birthdate=1974-12-25", ["p1974"]),
-        ("birthdate=1974", ["p1974"]),
-        ("birthdate=eq1974-12", ["p1974"]),
-        ("birthdate=1990-06-01", []),  # the stored year is wider than the day searched for
-        ("birthdate=ne1974-12-25", ["p1990"]),
-        ("birthdate=gt1974-12-25", ["p1990"]),
-        ("birthdate=ge1974-12-25", ["p1974", "p1990"]),
-        ("birthdate=lt1990-01-01", ["p1974"]),
-        ("birthdate=le1974-12-25", ["p1974"]),
-        ("birthdate=sa1974-12-25", ["p1990"]),
-        ("birthdate=eb1990", ["p1974"]),
-        ("birthdate=ge1970&birthdate=lt1980", ["p1974"]),
-    ])
+    @pytest.mark.parametrize(
+        "query, expected",
+        [
+            ("birthdate=1974-12-25", ["p1974"]),
+            ("birthdate=1974", ["p1974"]),
+            ("birthdate=eq1974-12", ["p1974"]),
+            ("birthdate=1990-06-01", []),  # the stored year is wider than the day searched for
+            ("birthdate=ne1974-12-25", ["p1990"]),
+            ("birthdate=gt1974-12-25", ["p1990"]),
+            ("birthdate=ge1974-12-25", ["p1974", "p1990"]),
+            ("birthdate=lt1990-01-01", ["p1974"]),
+            ("birthdate=le1974-12-25", ["p1974"]),
+            ("birthdate=sa1974-12-25", ["p1990"]),
+            ("birthdate=eb1990", ["p1974"]),
+            ("birthdate=ge1970&birthdate=lt1980", ["p1974"]),
+        ],
+    )
     def test_birthdate_prefixes(self, fhir, query, expected):
         assert sorted(ids(fhir, f"Patient?{query}")) == expected
 
-    @pytest.mark.parametrize("query, expected", [
-        ("date=2020-01-01", ["visit"]),
-        ("date=ge2020-01-01T10:30:00Z", ["open", "visit"]),
-        ("date=gt2020-01-01T11:00:00Z", ["open"]),
-        ("date=lt2020-01-01T10:00:00Z", []),
-        ("date=le2020-01-01T10:00:00Z", ["visit"]),
-        ("date=ge2030-01-01", ["open"]),  # a period without an end goes on
-        ("date=2021", []),  # the open period is not contained in 2021
-    ])
+    @pytest.mark.parametrize(
+        "query, expected",
+        [
+            ("date=2020-01-01", ["visit"]),
+            ("date=ge2020-01-01T10:30:00Z", ["open", "visit"]),
+            ("date=gt2020-01-01T11:00:00Z", ["open"]),
+            ("date=lt2020-01-01T10:00:00Z", []),
+            ("date=le2020-01-01T10:00:00Z", ["visit"]),
+            ("date=ge2030-01-01", ["open"]),  # a period without an end goes on
+            ("date=2021", []),  # the open period is not contained in 2021
+        ],
+    )
     def test_periods(self, fhir, query, expected):
         assert sorted(ids(fhir, f"Encounter?{query}")) == expected
 
@@ -138,8 +174,11 @@ class TestDates:
 class TestReferences:
     @pytest.fixture(autouse=True)
     def observations(self):
-        store(observation("mine", subject="Patient/p1"), observation("theirs", subject="Patient/p2"),
-              observation("group", subject="Group/p1"))
+        store(
+            observation("mine", subject="Patient/p1"),
+            observation("theirs", subject="Patient/p2"),
+            observation("group", subject="Group/p1"),
+        )
 
     def test_type_and_id(self, fhir):
         assert ids(fhir, "Observation?subject=Patient/p1") == ["mine"]
@@ -158,10 +197,19 @@ class TestReferences:
         assert ids(fhir, "Observation?subject=http://example.org/fhir/Patient/p2") == ["theirs"]
 
     def test_conditional_references_are_indexed_once_resolved(self, fhir):
-        fhir.put("/fhir/Practitioner/doc", {"resourceType": "Practitioner", "id": "doc",
-                                            "identifier": [{"system": "urn:npi", "value": "1"}]})
-        fhir.put("/fhir/Encounter/e1", {"resourceType": "Encounter", "id": "e1", "status": "finished",
-                                        "participant": [{"individual": {"reference": "Practitioner?identifier=urn:npi|1"}}]})
+        fhir.put(
+            "/fhir/Practitioner/doc",
+            {"resourceType": "Practitioner", "id": "doc", "identifier": [{"system": "urn:npi", "value": "1"}]},
+        )
+        fhir.put(
+            "/fhir/Encounter/e1",
+            {
+                "resourceType": "Encounter",
+                "id": "e1",
+                "status": "finished",
+                "participant": [{"individual": {"reference": "Practitioner?identifier=urn:npi|1"}}],
+            },
+        )
 
         assert ids(fhir, "Encounter?practitioner=doc") == ["e1"]
         assert ids(fhir, "Encounter?participant=Practitioner/doc") == ["e1"]
@@ -178,15 +226,18 @@ class TestIdAndLastUpdated:
     def test_id(self, fhir):
         assert sorted(ids(fhir, "Patient?_id=a,c")) == ["a", "c"]
 
-    @pytest.mark.parametrize("query, expected", [
-        ("_lastUpdated=gt2024-01-01T12:00:00Z", ["b", "c"]),
-        ("_lastUpdated=ge2024-01-01T13:00:00Z", ["b", "c"]),
-        ("_lastUpdated=lt2024-01-01T13:00:00Z", ["a"]),
-        ("_lastUpdated=le2024-01-01T13:00:00Z", ["a", "b"]),
-        ("_lastUpdated=2024-01-01T13:00:00Z", ["b"]),
-        ("_lastUpdated=2024-01-01", ["a", "b", "c"]),
-        ("_lastUpdated=gt2024-01-01T12:00:00Z&_lastUpdated=lt2024-01-01T14:00:00Z", ["b"]),
-    ])
+    @pytest.mark.parametrize(
+        "query, expected",
+        [
+            ("_lastUpdated=gt2024-01-01T12:00:00Z", ["b", "c"]),
+            ("_lastUpdated=ge2024-01-01T13:00:00Z", ["b", "c"]),
+            ("_lastUpdated=lt2024-01-01T13:00:00Z", ["a"]),
+            ("_lastUpdated=le2024-01-01T13:00:00Z", ["a", "b"]),
+            ("_lastUpdated=2024-01-01T13:00:00Z", ["b"]),
+            ("_lastUpdated=2024-01-01", ["a", "b", "c"]),
+            ("_lastUpdated=gt2024-01-01T12:00:00Z&_lastUpdated=lt2024-01-01T14:00:00Z", ["b"]),
+        ],
+    )
     def test_last_updated_prefixes(self, fhir, query, expected):
         assert sorted(ids(fhir, f"Patient?{query}")) == expected
 
@@ -260,7 +311,9 @@ class TestPaging:
     def test_an_expired_search_is_410(self, fhir, settings):
         first = fhir.get("/fhir/Patient?_count=2").json()
 
-        with freeze_time(datetime.now(timezone.utc) + timedelta(minutes=settings.EXPIRE_SEARCH_RESULTS_AFTER_MINUTES, seconds=1)):
+        with freeze_time(
+            datetime.now(timezone.utc) + timedelta(minutes=settings.EXPIRE_SEARCH_RESULTS_AFTER_MINUTES, seconds=1)
+        ):
             assert_outcome(fhir.client.get(self.link(first, "next")), 410, "expired")
             assert delete_expired_searches() == 1
 
@@ -268,8 +321,9 @@ class TestPaging:
         assert_outcome(fhir.get("/fhir?_getpages=not-a-search&_getpagesoffset=2"), 410)
 
     def test_post_search_with_form_parameters(self, fhir):
-        response = fhir.client.post("/fhir/Patient/_search", "family=pager&_count=1",
-                                    content_type="application/x-www-form-urlencoded")
+        response = fhir.client.post(
+            "/fhir/Patient/_search", "family=pager&_count=1", content_type="application/x-www-form-urlencoded"
+        )
 
         assert response.status_code == 200
         assert response.json()["total"] == 5

@@ -1,4 +1,5 @@
 """The parameter table, the per-type extraction it drives, FHIR date ranges, reindexing, and index use."""
+
 import json
 from datetime import datetime, timezone
 
@@ -10,7 +11,11 @@ from fhirstore.fhirdates import HIGHEST, LOWEST, parse_date_range
 from fhirstore.models import TokenIndex
 from fhirstore.scan import compartment_ids_page, resource_ids_page
 from fhirstore.search_params import (
-    REGISTRY, extract_index_rows, extractor_for, patient_compartment_params, patient_compartment_types,
+    REGISTRY,
+    extract_index_rows,
+    extractor_for,
+    patient_compartment_params,
+    patient_compartment_types,
 )
 from fhirstore.storage import Write, reindex_resources, save_resources
 from tests.fhirstore.helpers import SYNTHEA_NDJSON, patient
@@ -55,8 +60,11 @@ def test_a_patient_yields_identifiers_names_and_birthdate():
     assert ("identifier", "urn:s", "1") in rows.tokens
     assert ("family", "angstrom", "Ängström") in rows.strings
     assert ("given", "bo", "Bo") in rows.strings
-    assert ("birthdate", datetime(1974, 12, 25, tzinfo=timezone.utc),
-            datetime(1974, 12, 25, 23, 59, 59, 999999, tzinfo=timezone.utc)) in rows.dates
+    assert (
+        "birthdate",
+        datetime(1974, 12, 25, tzinfo=timezone.utc),
+        datetime(1974, 12, 25, 23, 59, 59, 999999, tzinfo=timezone.utc),
+    ) in rows.dates
 
 
 def test_types_without_parameters_yield_no_rows():
@@ -74,13 +82,26 @@ def test_patient_compartment_follows_the_r4_definition():
     assert patient_compartment_params("Medication") == ()
     # 66 types in R4's CompartmentDefinition/patient, and Device (through Device.patient) as HAPI exports it.
     assert len(patient_compartment_types()) == 67
-    assert {"Patient", "MedicationDispense", "Specimen", "ServiceRequest", "EpisodeOfCare", "Device",
-            "ResearchSubject", "Schedule"} <= set(patient_compartment_types())
+    assert {
+        "Patient",
+        "MedicationDispense",
+        "Specimen",
+        "ServiceRequest",
+        "EpisodeOfCare",
+        "Device",
+        "ResearchSubject",
+        "Schedule",
+    } <= set(patient_compartment_types())
 
 
 def test_compartment_parameters_the_table_lacked_are_indexed_and_searchable():
-    dispense = {"resourceType": "MedicationDispense", "id": "d", "status": "completed",
-                "subject": {"reference": "Patient/p1"}, "receiver": [{"reference": "Patient/p2"}]}
+    dispense = {
+        "resourceType": "MedicationDispense",
+        "id": "d",
+        "status": "completed",
+        "subject": {"reference": "Patient/p1"},
+        "receiver": [{"reference": "Patient/p2"}],
+    }
     specimen = {"resourceType": "Specimen", "id": "s", "subject": {"reference": "Patient/p1"}}
 
     assert extract_index_rows(dispense).references == {("subject", "Patient", "p1"), ("receiver", "Patient", "p2")}
@@ -88,12 +109,15 @@ def test_compartment_parameters_the_table_lacked_are_indexed_and_searchable():
     assert REGISTRY["MedicationDispense"]["patient"].stored_as == "subject"
 
 
-@pytest.mark.parametrize("text, low, high", [
-    ("2020", datetime(2020, 1, 1), datetime(2020, 12, 31, 23, 59, 59, 999999)),
-    ("2020-02", datetime(2020, 2, 1), datetime(2020, 2, 29, 23, 59, 59, 999999)),
-    ("2020-02-03T04:05:06-05:00", datetime(2020, 2, 3, 9, 5, 6), datetime(2020, 2, 3, 9, 5, 6, 999999)),
-    ("2020-02-03T04:05:06.25Z", datetime(2020, 2, 3, 4, 5, 6, 250000), datetime(2020, 2, 3, 4, 5, 6, 259999)),
-])
+@pytest.mark.parametrize(
+    "text, low, high",
+    [
+        ("2020", datetime(2020, 1, 1), datetime(2020, 12, 31, 23, 59, 59, 999999)),
+        ("2020-02", datetime(2020, 2, 1), datetime(2020, 2, 29, 23, 59, 59, 999999)),
+        ("2020-02-03T04:05:06-05:00", datetime(2020, 2, 3, 9, 5, 6), datetime(2020, 2, 3, 9, 5, 6, 999999)),
+        ("2020-02-03T04:05:06.25Z", datetime(2020, 2, 3, 4, 5, 6, 250000), datetime(2020, 2, 3, 4, 5, 6, 259999)),
+    ],
+)
 def test_fhir_dates_cover_the_range_their_precision_says(text, low, high):
     assert parse_date_range(text) == (low.replace(tzinfo=timezone.utc), high.replace(tzinfo=timezone.utc))
 
@@ -121,8 +145,10 @@ def test_the_last_year_reaches_the_end_of_time():
 @pytest.mark.django_db
 def test_reindex_rebuilds_the_rows_of_the_given_resources():
     with transaction.atomic():
-        save_resources([Write(patient(id="p1", identifier=[{"system": "urn:s", "value": "1"}])),
-                        Write(patient(id="p2"))], authority=SERVER)
+        save_resources(
+            [Write(patient(id="p1", identifier=[{"system": "urn:s", "value": "1"}])), Write(patient(id="p2"))],
+            authority=SERVER,
+        )
     TokenIndex.objects.filter(resource__logical_id="p1").delete()
 
     assert reindex_resources("Patient", resource_ids_page("Patient")) == 2
@@ -134,10 +160,17 @@ def _index_rows_with_row_versions(logical_id: str) -> dict[tuple, str]:
     """Every index row of one Patient, by table and values, with its xmin (which changes when a row is rewritten)."""
     rows = {}
     with connection.cursor() as cursor:
-        for table, columns in [("tokenindex", "param, system, code"), ("stringindex", "param, normalized, exact"),
-                               ("dateindex", "param, low, high"), ("referenceindex", "param, target_type, target_id")]:
-            cursor.execute(f"SELECT {columns}, i.xmin::text FROM fhirstore_{table} i JOIN fhirstore_resource r"
-                           " ON r.id = i.resource_id WHERE r.logical_id = %s", [logical_id])
+        for table, columns in [
+            ("tokenindex", "param, system, code"),
+            ("stringindex", "param, normalized, exact"),
+            ("dateindex", "param, low, high"),
+            ("referenceindex", "param, target_type, target_id"),
+        ]:
+            cursor.execute(
+                f"SELECT {columns}, i.xmin::text FROM fhirstore_{table} i JOIN fhirstore_resource r"
+                " ON r.id = i.resource_id WHERE r.logical_id = %s",
+                [logical_id],
+            )
             rows.update({(table, *values): xmin for *values, xmin in cursor.fetchall()})
     return rows
 
@@ -153,14 +186,28 @@ def _resource_row_lockers() -> dict[str, str]:
 def test_reindex_rewrites_only_the_rows_that_differ():
     """A reindex after one parameter changed must not rewrite every other row (WAL, dead tuples, the live API)."""
     with transaction.atomic():
-        save_resources([Write(patient(id="p1", identifier=[{"system": "urn:s", "value": "1"}], name=[{"family": "Doe"}],
-                                      birthDate="1970-01-02", generalPractitioner=[{"reference": "Practitioner/d"}])),
-                        Write(patient(id="p2", identifier=[{"system": "urn:s", "value": "2"}]))], authority=SERVER)
+        save_resources(
+            [
+                Write(
+                    patient(
+                        id="p1",
+                        identifier=[{"system": "urn:s", "value": "1"}],
+                        name=[{"family": "Doe"}],
+                        birthDate="1970-01-02",
+                        generalPractitioner=[{"reference": "Practitioner/d"}],
+                    )
+                ),
+                Write(patient(id="p2", identifier=[{"system": "urn:s", "value": "2"}])),
+            ],
+            authority=SERVER,
+        )
     with connection.cursor() as cursor:  # rows gone stale (a token, a date), one missing
         cursor.execute("UPDATE fhirstore_tokenindex SET code = 'stale' WHERE code = '1'")
-        cursor.execute("INSERT INTO fhirstore_dateindex (resource_id, resource_type, param, low, high)"
-                       " SELECT id, 'Patient', 'birthdate', '1999-01-01', '1999-01-02' FROM fhirstore_resource"
-                       " WHERE logical_id = 'p1'")
+        cursor.execute(
+            "INSERT INTO fhirstore_dateindex (resource_id, resource_type, param, low, high)"
+            " SELECT id, 'Patient', 'birthdate', '1999-01-01', '1999-01-02' FROM fhirstore_resource"
+            " WHERE logical_id = 'p1'"
+        )
         cursor.execute("DELETE FROM fhirstore_stringindex WHERE exact = 'Doe'")
     before = _index_rows_with_row_versions("p1")
     lockers_before = _resource_row_lockers()
@@ -183,8 +230,21 @@ def test_reindex_rewrites_only_the_rows_that_differ():
 def test_keyset_and_compartment_queries_can_run_on_indexes_alone():
     """The two scans the export depends on are index range scans, whatever the table size."""
     with transaction.atomic():
-        save_resources([Write(patient(id="p1")), Write({"resourceType": "Observation", "id": "o1", "status": "final",
-                                                        "code": {}, "subject": {"reference": "Patient/p1"}})], authority=SERVER)
+        save_resources(
+            [
+                Write(patient(id="p1")),
+                Write(
+                    {
+                        "resourceType": "Observation",
+                        "id": "o1",
+                        "status": "final",
+                        "code": {},
+                        "subject": {"reference": "Patient/p1"},
+                    }
+                ),
+            ],
+            authority=SERVER,
+        )
 
     with connection.cursor() as cursor:
         # "Can run on indexes alone": with the alternatives priced out, whatever the statistics and the index
@@ -200,8 +260,11 @@ def test_keyset_and_compartment_queries_can_run_on_indexes_alone():
 
 def _plan(cursor, run) -> str:
     captured = []
-    with connection.execute_wrapper(lambda execute, sql, params, many, context: captured.append((sql, params))
-                                    or execute(sql, params, many, context)):
+    with connection.execute_wrapper(
+        lambda execute, sql, params, many, context: (
+            captured.append((sql, params)) or execute(sql, params, many, context)
+        )
+    ):
         run()
     sql, params = captured[-1]
     cursor.execute(f"EXPLAIN {sql}", params)

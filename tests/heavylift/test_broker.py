@@ -1,4 +1,5 @@
 """A worker survives closing a Redis connection that went away while its tasks ran (heavylift/broker.py)."""
+
 from kombu import Connection
 
 from heavylift.broker import QoSSurvivingLostConnection, survive_lost_broker_connections

@@ -1,4 +1,5 @@
 """A real `celery worker` consumes this node's batch queue, named after its node and module."""
+
 import uuid
 
 import pytest

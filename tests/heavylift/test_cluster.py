@@ -1,5 +1,6 @@
 """Start-up checks of a cluster: settings that must match on every host, and export files on a local disk
 while workers run on other hosts."""
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,11 @@ from heavylift.settings import settings_fingerprint
 
 pytestmark = pytest.mark.django_db
 
-BASE = {"BULK_IMPORT_ALLOWED_SOURCES": ["https://data.example.org/"], "BULK_IMPORT_FILE_ROOT": "/data",
-        "BULK_EXPORT_STORAGE_BACKEND": "blobstore.storage.DatabaseStorage"}
+BASE = {
+    "BULK_IMPORT_ALLOWED_SOURCES": ["https://data.example.org/"],
+    "BULK_IMPORT_FILE_ROOT": "/data",
+    "BULK_EXPORT_STORAGE_BACKEND": "blobstore.storage.DatabaseStorage",
+}
 
 
 def beat_as(settings, worker: str, **values) -> None:
@@ -51,17 +55,23 @@ def test_a_worker_with_other_settings_is_named_with_the_settings_that_differ(set
 
     [warning] = cluster_warnings()
 
-    assert "celery@host-b/7 (node node-b) has other values of BULK_IMPORT_ALLOWED_SOURCES, BULK_IMPORT_FILE_ROOT" \
+    assert (
+        "celery@host-b/7 (node node-b) has other values of BULK_IMPORT_ALLOWED_SOURCES, BULK_IMPORT_FILE_ROOT"
         in warning
+    )
     assert "host-c" not in warning
     [check] = check_cluster(databases=["default"])
     assert check.id == "heavylift.W001" and check.msg == warning
 
 
-def test_export_files_on_a_local_disk_while_workers_run_on_another_host_are_a_loud_warning(settings, tmp_path,
-                                                                                          caplog):
-    settings.STORAGES = {**settings.STORAGES, "bulkexport": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}}}
+def test_export_files_on_a_local_disk_while_workers_run_on_another_host_are_a_loud_warning(settings, tmp_path, caplog):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "bulkexport": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
     record_heartbeat(f"celery@{socket.gethostname()}/7")
     assert cluster_warnings() == [], "workers of this host only: the file system serves them all"
 

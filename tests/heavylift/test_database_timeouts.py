@@ -1,5 +1,6 @@
 """The libpq client timeouts of the settings reach real connections: a database host that accepts the TCP
 connection and then says nothing (a vanished or wedged server) costs `connect_timeout`, not minutes."""
+
 import socket
 import time
 
@@ -27,8 +28,9 @@ def test_a_session_that_dies_inside_a_transaction_gives_its_row_locks_back_witho
     from django.db import connection
 
     parameters = connection.get_connection_params()
-    parameters["options"] = parameters["options"].replace("idle_in_transaction_session_timeout=60000",
-                                                          "idle_in_transaction_session_timeout=1000")
+    parameters["options"] = parameters["options"].replace(
+        "idle_in_transaction_session_timeout=60000", "idle_in_transaction_session_timeout=1000"
+    )
     dead = psycopg.connect(**parameters)
     with psycopg.connect(**parameters, autocommit=True) as alive:
         dead.execute("SELECT pg_advisory_xact_lock(4242)")  # inside a transaction; then the client says nothing

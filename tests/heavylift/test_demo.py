@@ -1,5 +1,6 @@
 """`make demo` binds to this machine only, says in one line which port is taken, notices the stack exiting,
 and leaves one expiring admin token however often it runs."""
+
 import os
 import re
 import socket
@@ -79,13 +80,20 @@ def test_the_web_process_listens_on_loopback_unless_told_otherwise(settings):
 def test_the_readme_s_start_job_example_works_in_the_readme_s_own_shell():
     """The diagnostic jobs are registered only where BATCH_DIAGNOSTIC_JOBS is true: the example says so."""
     readme = " ".join((PROJECT_DIR / "README.md").read_text().split())
-    example = re.search(r"`((?:[A-Z_]+=\S+ )*)\.venv/bin/python manage\.py start_job (DIAGNOSTIC_NOOP [^`]*?) --wait`",
-                        readme)
+    example = re.search(
+        r"`((?:[A-Z_]+=\S+ )*)\.venv/bin/python manage\.py start_job (DIAGNOSTIC_NOOP [^`]*?) --wait`", readme
+    )
     assert example, "the README shows how to start a job from the shell"
     variables = dict(pair.split("=", 1) for pair in example[1].split())
     environment = {name: value for name, value in os.environ.items() if name != "BATCH_DIAGNOSTIC_JOBS"}
     arguments = ["DIAGNOSTIC_NOOP", "--params", '{"chunks": 1}']
-    result = subprocess.run([sys.executable, "manage.py", "start_job", *arguments], cwd=PROJECT_DIR,
-                            env={**environment, **variables, "DATABASE_URL": subprocess_database_url()}, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "start_job", *arguments],
+        cwd=PROJECT_DIR,
+        env={**environment, **variables, "DATABASE_URL": subprocess_database_url()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,5 @@
 """Without DATABASE_URL / REDIS_URL, `make` starts real servers from wheels, and reuses them when up."""
+
 import os
 import subprocess
 import sys
@@ -54,8 +55,17 @@ def test_urls_that_are_set_are_passed_through(services_dir, monkeypatch):
 
 def test_the_makefiles_command_runs_before_any_setting_exists(tmp_path):
     """`make services` runs it on a new machine: no SECRET_KEY yet, which the Celery app's settings refuse."""
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
-    done = subprocess.run([sys.executable, "heavylift/devservices.py", "nonsense"], cwd=PROJECT_DIR, env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    done = subprocess.run(
+        [sys.executable, "heavylift/devservices.py", "nonsense"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (done.returncode, done.stderr.strip()) == (2, "usage: python heavylift/devservices.py start|stop")

@@ -1,4 +1,5 @@
 """`.env.example` documents every variable the settings read."""
+
 import re
 
 from tests.processes import PROJECT_DIR

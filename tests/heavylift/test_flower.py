@@ -1,4 +1,5 @@
 """Flower shows workers, queues and the chunks that errored (as failed tasks), and never without credentials."""
+
 import json
 import os
 import subprocess
@@ -50,8 +51,11 @@ def get(url: str, credentials: str | None = None) -> int:
 
 def test_flower_refuses_requests_without_credentials(processes):
     port = free_port()
-    flower = Process([sys.executable, "manage.py", "run_flower"],
-                     env={"FLOWER_PORT": str(port), "FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"}, name="flower")
+    flower = Process(
+        [sys.executable, "manage.py", "run_flower"],
+        env={"FLOWER_PORT": str(port), "FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"},
+        name="flower",
+    )
     processes.append(flower)
     url = f"http://127.0.0.1:{port}/"
 
@@ -61,7 +65,7 @@ def test_flower_refuses_requests_without_credentials(processes):
         except (urllib.error.URLError, ConnectionError):
             return None
 
-    status, = wait_until(answered, STARTUP_TIMEOUT, message="Flower answering")
+    (status,) = wait_until(answered, STARTUP_TIMEOUT, message="Flower answering")
 
     assert status == 401
     assert get(url, "ops:wrong") == 401
@@ -78,8 +82,11 @@ def test_flower_shows_the_running_workers(processes):
     processes.append(worker)
     hostname = worker.output().split(" ready.")[0].rsplit(" ", 1)[-1]
     port = free_port()
-    flower = Process([sys.executable, "manage.py", "run_flower"],
-                     env={"FLOWER_PORT": str(port), "FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"}, name="flower")
+    flower = Process(
+        [sys.executable, "manage.py", "run_flower"],
+        env={"FLOWER_PORT": str(port), "FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"},
+        name="flower",
+    )
     processes.append(flower)
 
     def workers_listed() -> dict | None:
@@ -99,8 +106,13 @@ def test_flower_shows_the_running_workers(processes):
 def flower(processes: list[Process]) -> str:
     """Start Flower (user ops, password s3cret) and return its address once it answers."""
     port = free_port()
-    processes.append(Process([sys.executable, "manage.py", "run_flower"], name="flower",
-                             env={"FLOWER_PORT": str(port), "FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"}))
+    processes.append(
+        Process(
+            [sys.executable, "manage.py", "run_flower"],
+            name="flower",
+            env={"FLOWER_PORT": str(port), "FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"},
+        )
+    )
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -113,11 +125,13 @@ def flower(processes: list[Process]) -> str:
     return url
 
 
-def test_flower_shows_chunks_that_errored_or_failed_as_failed_tasks_with_their_messages(processes, logged_job,
-                                                                                     tmp_path):
+def test_flower_shows_chunks_that_errored_or_failed_as_failed_tasks_with_their_messages(
+    processes, logged_job, tmp_path
+):
     node = unique_node()
-    worker = celery_worker(env={"NODE_ID": node, "DJANGO_SETTINGS_MODULE": "tests.batch.worker_settings"},
-                           concurrency=1, name="erring")
+    worker = celery_worker(
+        env={"NODE_ID": node, "DJANGO_SETTINGS_MODULE": "tests.batch.worker_settings"}, concurrency=1, name="erring"
+    )
     processes.append(worker)
     url = flower(processes)
     # Flower switches on the worker's task events (not on by default): what runs before that it never sees.
@@ -125,8 +139,11 @@ def test_flower_shows_chunks_that_errored_or_failed_as_failed_tasks_with_their_m
     broken = tmp_path / "broken"
     broken.touch()
     errs_once = start_job(logged_job.id, {"chunks": 2, "log": str(tmp_path / "a"), "error_index": 0}, node_id=node)
-    fails = start_job(logged_job.id, {"chunks": 1, "log": str(tmp_path / "b"), "fail_index": 0,
-                                      "fail_while": str(broken)}, node_id=node)
+    fails = start_job(
+        logged_job.id,
+        {"chunks": 1, "log": str(tmp_path / "b"), "fail_index": 0, "fail_while": str(broken)},
+        node_id=node,
+    )
     for instance in (errs_once, fails):
         wait_until(lambda: JobInstance.objects.get(id=instance.id).status in ENDED_JOB_STATUSES, timeout=120)
     assert JobInstance.objects.get(id=errs_once.id).status == JobStatus.COMPLETED
@@ -138,14 +155,17 @@ def test_flower_shows_chunks_that_errored_or_failed_as_failed_tasks_with_their_m
         tasks = json.loads(read(f"{url}/api/tasks?state=FAILURE", "ops:s3cret"))
         return next((task for task in tasks.values() if str(chunk_id) in (task.get("exception") or "")), None)
 
-    for chunk, message in ((errored, "RuntimeError: chunk 0 errors on its first attempt"),
-                           (failed, f"chunk 0 fails while {broken} exists")):
+    for chunk, message in (
+        (errored, "RuntimeError: chunk 0 errors on its first attempt"),
+        (failed, f"chunk 0 fails while {broken} exists"),
+    ):
         task = wait_until(lambda: failed_task(chunk.id), timeout=120, message=lambda: worker.output()[-3000:])
         assert task["state"] == "FAILURE" and task["name"] == "batch.work_notification"
         assert f"chunk {chunk.id}: {message}" in task["exception"]
     errored.refresh_from_db()
-    assert (errored.status, errored.error_count, errored.attempts) == (ChunkStatus.COMPLETED, 1, 2), \
+    assert (errored.status, errored.error_count, errored.attempts) == (ChunkStatus.COMPLETED, 1, 2), (
         "the engine retried it once; Celery did not retry, and the error counted once"
+    )
     # Acknowledged though it raised: nothing of the node's queue is left waiting for redelivery.
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     queue = work_notification_queue(node, settings.MODULE_ID)
@@ -154,7 +174,12 @@ def test_flower_shows_chunks_that_errored_or_failed_as_failed_tasks_with_their_m
 
 
 def test_flower_does_not_start_without_a_password():
-    result = subprocess.run([sys.executable, "manage.py", "run_flower"], cwd=PROJECT_DIR,
-                            env={**os.environ, "FLOWER_PASSWORD": ""}, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "run_flower"],
+        cwd=PROJECT_DIR,
+        env={**os.environ, "FLOWER_PASSWORD": ""},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     assert "FLOWER_PASSWORD is not set" in result.stderr

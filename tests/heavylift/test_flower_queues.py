@@ -1,4 +1,5 @@
 """Flower's Broker page lists every node's batch queue, not only `default` (issue #24): in-process, no Flower."""
+
 from __future__ import annotations
 
 import uuid
@@ -42,9 +43,10 @@ def test_the_node_queues_declared_on_the_broker_are_found_and_nothing_else(decla
 
 def test_flowers_broker_page_asks_for_its_own_queues_and_every_node_queue(declared_node_queue, monkeypatch):
     monkeypatch.setattr(BaseHandler, "get_active_queue_names", BaseHandler.get_active_queue_names)  # undone after
-    before_any_inspection = SimpleNamespace(application=SimpleNamespace(workers={}),
-                                            capp=SimpleNamespace(conf=SimpleNamespace(task_default_queue="default",
-                                                                                      task_queues=None)))
+    before_any_inspection = SimpleNamespace(
+        application=SimpleNamespace(workers={}),
+        capp=SimpleNamespace(conf=SimpleNamespace(task_default_queue="default", task_queues=None)),
+    )
     assert BaseHandler.get_active_queue_names(before_any_inspection) == ["default"], "Flower alone: default only"
 
     flower.list_node_queues()

@@ -1,4 +1,5 @@
 """`/healthz` answers 200 while PostgreSQL and Redis answer, and 503 naming the part that is down."""
+
 import subprocess
 
 import pytest
@@ -13,8 +14,9 @@ from tests.processes import free_port, wait_until
 def throwaway_redis():
     """A Redis of the test's own, so the test can stop it without touching anyone else's."""
     port = free_port()
-    server = subprocess.Popen([REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-                              stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--save", ""], stdout=subprocess.DEVNULL
+    )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
 
@@ -63,6 +65,8 @@ def test_a_part_that_is_down_is_named_without_its_error_text(client, settings, c
     assert response.json()["parts"]["redis"] == "down"
     assert "secret" not in response.content.decode() and "Error" not in response.content.decode()
     assert "redis is down" in caplog.text  # the reason is in the log, for the operator
+
+
 @pytest.mark.django_db(transaction=True)
 def test_unhealthy_names_postgresql_when_it_does_not_answer(client, monkeypatch):
     connection.close()

@@ -6,6 +6,7 @@ FHIR limit, 2 MiB over the control limit, 40 MiB chunked with no Content-Length)
 `Content-Type` really have none, and after each one a new connection asks the same server for /healthz.
 One server for the module: it starts in a few seconds, and each request is refused in milliseconds.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -46,17 +47,62 @@ def pieces(count: int, piece: bytes) -> Iterator[bytes]:
 # (name, method, path, body, headers, expected status, words of the error message); the large bodies are made
 # when their test runs, not when the suite is collected.
 HOSTILE = [
-    ("fhir: a real 33 MiB body", "POST", "/fhir/Patient", lambda: b" " * (33 * MiB), FHIR_JSON, 413, "at most 33554432"),
-    ("control: a real 2 MiB body", "POST", "/control/jobs", lambda: b" " * (2 * MiB), CONTROL_JSON, 413, "at most 1048576"),
-    ("fhir: JSON nested 50,000 deep, no Content-Type", "POST", "/fhir/Patient", DEEP_RESOURCE, NO_CONTENT_TYPE, 400,
-     "nests deeper"),
-    ("fhir: \\u0000 in a string, no Content-Type", "PUT", "/fhir/Patient/p1", NUL_ESCAPE, NO_CONTENT_TYPE, 400, "\\u0000"),
+    (
+        "fhir: a real 33 MiB body",
+        "POST",
+        "/fhir/Patient",
+        lambda: b" " * (33 * MiB),
+        FHIR_JSON,
+        413,
+        "at most 33554432",
+    ),
+    (
+        "control: a real 2 MiB body",
+        "POST",
+        "/control/jobs",
+        lambda: b" " * (2 * MiB),
+        CONTROL_JSON,
+        413,
+        "at most 1048576",
+    ),
+    (
+        "fhir: JSON nested 50,000 deep, no Content-Type",
+        "POST",
+        "/fhir/Patient",
+        DEEP_RESOURCE,
+        NO_CONTENT_TYPE,
+        400,
+        "nests deeper",
+    ),
+    (
+        "fhir: \\u0000 in a string, no Content-Type",
+        "PUT",
+        "/fhir/Patient/p1",
+        NUL_ESCAPE,
+        NO_CONTENT_TYPE,
+        400,
+        "\\u0000",
+    ),
     ("fhir: \\u0000 in a string", "POST", "/fhir/Patient", NUL_ESCAPE, FHIR_JSON, 400, "\\u0000"),
-    ("control: \\u0000 in parameters", "POST", "/control/jobs",
-     b'{"jobDefinitionId":"DIAGNOSTIC_NOOP","parameters":{"x\\u0000":1}}', CONTROL_JSON, 400, "\\u0000"),
+    (
+        "control: \\u0000 in parameters",
+        "POST",
+        "/control/jobs",
+        b'{"jobDefinitionId":"DIAGNOSTIC_NOOP","parameters":{"x\\u0000":1}}',
+        CONTROL_JSON,
+        400,
+        "\\u0000",
+    ),
     # Without Content-Length Django reads no body at all: nothing of the 40 MiB reaches a parser.
-    ("fhir: 40 MiB chunked, no Content-Length", "POST", "/fhir/Patient", lambda: pieces(40, b"[" * MiB), FHIR_JSON, 400,
-     "no body"),
+    (
+        "fhir: 40 MiB chunked, no Content-Length",
+        "POST",
+        "/fhir/Patient",
+        lambda: pieces(40, b"[" * MiB),
+        FHIR_JSON,
+        400,
+        "no body",
+    ),
 ]
 
 
@@ -65,9 +111,23 @@ def web(django_db_setup, django_db_blocker) -> Iterator[Server]:
     """One gunicorn for the module, with the Procfile's worker class (threads), on the test database, and an
     operator's token committed there for it (no test transaction to flush after each case: the cases store nothing)."""
     port = free_port()
-    server = Process([sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                      "--threads", "2", "--no-control-socket"],
-                     env={"NODE_ID": f"hostile-{uuid.uuid4().hex[:8]}", "JOB_SCHEDULING": "false"}, name="web")
+    server = Process(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "heavylift.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "2",
+            "--no-control-socket",
+        ],
+        env={"NODE_ID": f"hostile-{uuid.uuid4().hex[:8]}", "JOB_SCHEDULING": "false"},
+        name="web",
+    )
     with django_db_blocker.unblock():
         operator = get_user_model().objects.create_user(f"hostile-{uuid.uuid4().hex[:8]}", is_staff=True)
         authorization = {"Authorization": f"Bearer {token_for(operator)}"}
@@ -80,8 +140,13 @@ def web(django_db_setup, django_db_blocker) -> Iterator[Server]:
             operator.delete()
 
 
-def send(server: Server, method: str, path: str, body: bytes | Iterable[bytes] | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def send(
+    server: Server,
+    method: str,
+    path: str,
+    body: bytes | Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
     """One request on a connection of its own. A server answering before it has read the body (413) may close
     the connection while the body is still being sent: the answer is read all the same, as clients do."""
     connection = http.client.HTTPConnection(server.host, server.port, timeout=60)
@@ -96,9 +161,12 @@ def send(server: Server, method: str, path: str, body: bytes | Iterable[bytes] |
         connection.close()
 
 
-@pytest.mark.parametrize("name, method, path, body, headers, expected, message", HOSTILE, ids=[case[0] for case in HOSTILE])
-def test_the_real_server_refuses_hostile_input_and_still_answers(web, name, method, path, body, headers, expected,
-                                                                  message):
+@pytest.mark.parametrize(
+    "name, method, path, body, headers, expected, message", HOSTILE, ids=[case[0] for case in HOSTILE]
+)
+def test_the_real_server_refuses_hostile_input_and_still_answers(
+    web, name, method, path, body, headers, expected, message
+):
     status, content = send(web, method, path, body() if callable(body) else body, {**headers, **web.authorization})
 
     assert status == expected, content[:500]

@@ -1,5 +1,6 @@
 """`GET /metrics`: operators only, the metric names and labels Prometheus and the Grafana dashboard rely on,
 counters that move with the work, and values added up across processes (multiprocess mode)."""
+
 import os
 import subprocess
 import sys
@@ -38,8 +39,11 @@ def samples(api: APIClient) -> dict[tuple[str, frozenset], float]:
     response = api.get("/metrics")
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/plain; version=")
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(response.content.decode()) for sample in family.samples}
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
 
 
 def value(found: dict, name: str, **labels: str) -> float:
@@ -72,14 +76,20 @@ def test_a_completed_job_moves_the_counters_and_every_metric_is_named_and_labell
     assert value(after, "heavylift_jobs", definition=job.id, status="COMPLETED") == 1
     assert value(after, "heavylift_jobs", definition=job.id, status="FAILED") == 0, "every status, zeros too"
     finished = {"definition": job.id, "outcome": "completed"}
-    assert value(after, "heavylift_chunks_finished_total", step="work", **finished) - \
-        value(before, "heavylift_chunks_finished_total", step="work", **finished) == 3
+    assert (
+        value(after, "heavylift_chunks_finished_total", step="work", **finished)
+        - value(before, "heavylift_chunks_finished_total", step="work", **finished)
+        == 3
+    )
     assert value(after, "heavylift_chunks_finished_total", step="plan", **finished) == 1
     assert value(after, "heavylift_chunk_duration_seconds_count", definition=job.id, step="work") == 3
     assert value(after, "heavylift_chunk_duration_seconds_bucket", definition=job.id, step="work", le="+Inf") == 3
-    assert value(after, "heavylift_maintenance_pass_duration_seconds_count") > \
-        value(before, "heavylift_maintenance_pass_duration_seconds_count")
-    assert value(after, "heavylift_http_request_duration_seconds_count", api="fhir", method="GET", status=fhir_status) >= 1
+    assert value(after, "heavylift_maintenance_pass_duration_seconds_count") > value(
+        before, "heavylift_maintenance_pass_duration_seconds_count"
+    )
+    assert (
+        value(after, "heavylift_http_request_duration_seconds_count", api="fhir", method="GET", status=fhir_status) >= 1
+    )
     names = {name for name, _ in after}
     assert {"heavylift_live_workers", "heavylift_queue_depth", "heavylift_queue_oldest_message_age_seconds"} <= names
 
@@ -93,22 +103,29 @@ def test_the_cluster_gauges_show_a_waiting_node_s_queue(prometheus, define_job, 
     node = {"node": "waiting-node", "module": "batch"}
     assert value(found, "heavylift_live_workers", **node) == 0
     assert value(found, "heavylift_queue_oldest_message_age_seconds", **node) >= 0
-    assert (("heavylift_queue_oldest_message_age_seconds", frozenset(node.items())) in found)
+    assert ("heavylift_queue_oldest_message_age_seconds", frozenset(node.items())) in found
 
 
 def test_counters_of_other_processes_are_added_up_from_the_multiprocess_directory(prometheus, settings, tmp_path):
     """Gunicorn's and Celery's pool processes each write their own file; /metrics reads them all."""
-    script = "import django; django.setup(); from batch.metrics import chunk_ran; " \
-             "chunk_ran('ELSEWHERE', 'step', 'completed', 0.2)"
-    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-                   "DJANGO_SETTINGS_MODULE": "heavylift.settings"}
+    script = (
+        "import django; django.setup(); from batch.metrics import chunk_ran; "
+        "chunk_ran('ELSEWHERE', 'step', 'completed', 0.2)"
+    )
+    environment = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "heavylift.settings",
+    }
     for _ in range(2):
         subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, env=environment, check=True, timeout=120)
     settings.PROMETHEUS_MULTIPROC_DIR = str(tmp_path)
 
     found = samples(prometheus)
 
-    assert value(found, "heavylift_chunks_finished_total", definition="ELSEWHERE", step="step",
-                 outcome="completed") == 2
-    assert value(found, "heavylift_chunk_duration_seconds_sum", definition="ELSEWHERE", step="step") == \
-        pytest.approx(0.4)
+    assert (
+        value(found, "heavylift_chunks_finished_total", definition="ELSEWHERE", step="step", outcome="completed") == 2
+    )
+    assert value(found, "heavylift_chunk_duration_seconds_sum", definition="ELSEWHERE", step="step") == pytest.approx(
+        0.4
+    )

@@ -3,6 +3,7 @@
 Each row of docs/security.md's table, both ways: what a caller may do answers as it should, what it may not
 answers 401, 403 or 404 (another user's job is indistinguishable from no job).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,16 @@ class Caller:
 
     def __call__(self, method: str, path: str, body: object = None, **headers: str) -> tuple[int, object]:
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers={
-            "Content-Type": "application/json", **headers,
-            **({"Authorization": f"Bearer {self.token}"} if self.token else {})})
+        request = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={
+                "Content-Type": "application/json",
+                **headers,
+                **({"Authorization": f"Bearer {self.token}"} if self.token else {}),
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 status, content = response.status, response.read()
@@ -45,9 +53,28 @@ class Caller:
 @pytest.fixture
 def web(processes):
     port = free_port()
-    environment = {"NODE_ID": f"sec-{uuid.uuid4().hex[:8]}", "JOB_SCHEDULING": "false", "CUSTOM_SCRIPTS_ENABLED": "true"}
-    server = Process([sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                      "--threads", "4", "--no-control-socket"], env=environment, name="web")
+    environment = {
+        "NODE_ID": f"sec-{uuid.uuid4().hex[:8]}",
+        "JOB_SCHEDULING": "false",
+        "CUSTOM_SCRIPTS_ENABLED": "true",
+    }
+    server = Process(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "heavylift.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "--no-control-socket",
+        ],
+        env=environment,
+        name="web",
+    )
     processes.append(server)
     server.wait_for_output("Booting worker", timeout=60)
     return f"http://127.0.0.1:{port}"
@@ -60,17 +87,25 @@ def test_roles_and_scopes_hold_on_every_endpoint(web):
     dashboard.user_permissions.add(Permission.objects.get(codename="operate"))  # a service account, not staff
     root = users.create_superuser("root", password=None)
     caller = {
-        "anonymous": Caller(web, None), "alice": Caller(web, token_for(alice)), "bob": Caller(web, token_for(bob)),
-        "ops": Caller(web, token_for(ops)), "dashboard (control scope)": Caller(web, token_for(dashboard, ["control"])),
+        "anonymous": Caller(web, None),
+        "alice": Caller(web, token_for(alice)),
+        "bob": Caller(web, token_for(bob)),
+        "ops": Caller(web, token_for(ops)),
+        "dashboard (control scope)": Caller(web, token_for(dashboard, ["control"])),
         "alice fhir:read": Caller(web, token_for(alice, ["fhir:read"])),
         "alice export": Caller(web, token_for(alice, ["export"])),
-        "root": Caller(web, token_for(root)), "root fhir:read": Caller(web, token_for(root, ["fhir:read"])),
+        "root": Caller(web, token_for(root)),
+        "root fhir:read": Caller(web, token_for(root, ["fhir:read"])),
     }
     job = start_job("DIAGNOSTIC_NOOP", {"chunks": 1}, started_by="alice").id
     start_job("DIAGNOSTIC_NOOP", {"chunks": 1}, started_by="bob")
-    caller["alice"]("PUT", "/fhir/Patient/p1", {"resourceType": "Patient", "id": "p1"},
-                    **{"Content-Type": "application/fhir+json"})
-    script = {"name": "s", "source": "from scheduling import scheduled\n@scheduled(every_seconds=60)\ndef f():\n  pass\n"}
+    caller["alice"](
+        "PUT", "/fhir/Patient/p1", {"resourceType": "Patient", "id": "p1"}, **{"Content-Type": "application/fhir+json"}
+    )
+    script = {
+        "name": "s",
+        "source": "from scheduling import scheduled\n@scheduled(every_seconds=60)\ndef f():\n  pass\n",
+    }
 
     rows = [  # who, method, path, body, expected status
         ("anonymous", "GET", "/control/jobs", None, 401),
@@ -109,8 +144,10 @@ def test_roles_and_scopes_hold_on_every_endpoint(web):
             elif path.startswith("/control/jobs"):
                 assert list(document) == ["errors"]
 
-    listed = {who: [j["startedBy"] for j in caller[who]("GET", "/control/jobs")[1]["results"]]
-              for who in ("alice", "bob", "ops")}
+    listed = {
+        who: [j["startedBy"] for j in caller[who]("GET", "/control/jobs")[1]["results"]]
+        for who in ("alice", "bob", "ops")
+    }
     assert set(listed["alice"]) == {"alice"} and set(listed["bob"]) == {"bob"}
     assert set(listed["ops"]) == {"alice", "bob", "ops"}
     assert get_job(job).status == "CANCELLED"  # the operator's cancel; bob's changed nothing

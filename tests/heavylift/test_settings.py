@@ -1,4 +1,5 @@
 """Settings come from the environment only, and a bad value stops start-up with one clear line."""
+
 import json
 import logging
 import logging.config
@@ -16,8 +17,15 @@ from tests.processes import PROJECT_DIR
 def load_settings(**env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env}
     return subprocess.run(
-        [sys.executable, "-c", "from django.conf import settings; print(settings.NODE_ID, settings.BATCH_MAX_THREADS, settings.JOB_SCHEDULING)"],
-        cwd=PROJECT_DIR, env={**full_env, "DJANGO_SETTINGS_MODULE": "heavylift.settings"}, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from django.conf import settings; print(settings.NODE_ID, settings.BATCH_MAX_THREADS, settings.JOB_SCHEDULING)",
+        ],
+        cwd=PROJECT_DIR,
+        env={**full_env, "DJANGO_SETTINGS_MODULE": "heavylift.settings"},
+        capture_output=True,
+        text=True,
     )
 
 
@@ -56,8 +64,12 @@ def test_the_logging_settings_name_the_json_formatter_and_the_chunk_filter_that_
 
     assert chunk_filter.filter(record)
     line = json.loads(formatter.format(record))
-    assert (line["level"], line["logger"], line["message"], line["node"]) == ("WARNING", "heavylift.x", "hello there",
-                                                                              settings.NODE_ID)
+    assert (line["level"], line["logger"], line["message"], line["node"]) == (
+        "WARNING",
+        "heavylift.x",
+        "hello there",
+        settings.NODE_ID,
+    )
     assert settings.LOGGING["handlers"]["console"]["filters"] == ["chunk"]
 
 
@@ -77,22 +89,35 @@ def test_the_placeholder_secret_key_is_accepted_in_debug_only():
 
 def database_options(**env: str) -> dict:
     full_env = {**os.environ, **env, "DJANGO_SETTINGS_MODULE": "heavylift.settings"}
-    program = "import json; from django.conf import settings; print(json.dumps(settings.DATABASES['default']['OPTIONS']))"
-    result = subprocess.run([sys.executable, "-c", program], cwd=PROJECT_DIR, env=full_env, capture_output=True,
-                            text=True, check=False)
+    program = (
+        "import json; from django.conf import settings; print(json.dumps(settings.DATABASES['default']['OPTIONS']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], cwd=PROJECT_DIR, env=full_env, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def test_database_connections_time_out_by_default_and_the_environment_or_the_url_override_it():
     defaults = database_options()
-    assert defaults == {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-                        "keepalives_count": 3, "tcp_user_timeout": 30000,
-                        "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
-                                   "-c tcp_user_timeout=30000 -c idle_in_transaction_session_timeout=60000"}
-    assert "idle_in_transaction_session_timeout=0" in \
-        database_options(DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS="0")["options"]
-    assert database_options(DATABASE_TCP_USER_TIMEOUT_MS="5000", DATABASE_KEEPALIVES="false")["tcp_user_timeout"] == 5000
+    assert defaults == {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30000,
+        "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
+        "-c tcp_user_timeout=30000 -c idle_in_transaction_session_timeout=60000",
+    }
+    assert (
+        "idle_in_transaction_session_timeout=0"
+        in database_options(DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS="0")["options"]
+    )
+    assert (
+        database_options(DATABASE_TCP_USER_TIMEOUT_MS="5000", DATABASE_KEEPALIVES="false")["tcp_user_timeout"] == 5000
+    )
     url = f"{os.environ['DATABASE_URL'].split('?')[0]}?connect_timeout=3"
     assert database_options(DATABASE_URL=url)["connect_timeout"] == 3
 
@@ -106,27 +131,36 @@ def test_a_live_connection_carries_the_client_timeouts():
     assert "tcp_user_timeout=30000" in dsn and "keepalives_idle=10" in dsn and "connect_timeout=10" in dsn
 
 
-@pytest.mark.parametrize("entry_point", [
-    [sys.executable, "manage.py", "check"],
-    [str(Path(sys.executable).parent / "gunicorn"), "heavylift.wsgi", "--check-config"],
-    [str(Path(sys.executable).parent / "celery"), "-A", "heavylift", "report"],
-])
+@pytest.mark.parametrize(
+    "entry_point",
+    [
+        [sys.executable, "manage.py", "check"],
+        [str(Path(sys.executable).parent / "gunicorn"), "heavylift.wsgi", "--check-config"],
+        [str(Path(sys.executable).parent / "celery"), "-A", "heavylift", "report"],
+    ],
+)
 def test_a_bad_setting_stops_every_entry_point_with_one_line_naming_it(entry_point):
     """As the README promises: not a 40-line traceback from inside Django, gunicorn or Celery."""
-    result = subprocess.run(entry_point, cwd=PROJECT_DIR, env={**os.environ, "PORT": "abc"}, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        entry_point, cwd=PROJECT_DIR, env={**os.environ, "PORT": "abc"}, capture_output=True, text=True, timeout=120
+    )
 
     assert result.returncode != 0
     assert result.stderr.splitlines() == ["heavylift: configuration error: PORT must be an integer, got 'abc'"]
 
 
 def test_an_object_store_gets_one_put_per_export_file_from_the_process_itself():
-    program = ("import json; from django.conf import settings; o = settings.STORAGES['bulkexport']['OPTIONS']; "
-               "t = o['transfer_config']; print(json.dumps([t.use_threads, t.multipart_threshold, "
-               "'transfer_config' in settings.BULK_EXPORT_STORAGE_OPTIONS, o['bucket_name']]))")
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "heavylift.settings",
-           "BULK_EXPORT_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
-           "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"bucket_name": "exports"})}
+    program = (
+        "import json; from django.conf import settings; o = settings.STORAGES['bulkexport']['OPTIONS']; "
+        "t = o['transfer_config']; print(json.dumps([t.use_threads, t.multipart_threshold, "
+        "'transfer_config' in settings.BULK_EXPORT_STORAGE_OPTIONS, o['bucket_name']]))"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "heavylift.settings",
+        "BULK_EXPORT_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
+        "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"bucket_name": "exports"}),
+    }
     result = subprocess.run([sys.executable, "-c", program], cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
 
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,5 @@
 """`manage.py create_api_token USER` prints a token that the APIs accept; `manage.py demo` runs the whole stack."""
+
 from __future__ import annotations
 
 import io
@@ -85,10 +86,25 @@ def test_create_user_refuses_a_taken_name_and_leaves_no_user_when_the_token_is_r
 def test_make_demo_brings_the_stack_up_runs_a_job_and_an_export_and_prints_where_things_are(processes, tmp_path):
     """What `make demo` runs, on ports and a log of its own (a real demo may be running beside the tests)."""
     web_port, flower_port = free_port(), free_port()
-    demo = Process([sys.executable, "manage.py", "demo", "--exit-after", "--port", str(web_port),
-                    "--stack-log", str(tmp_path / "stack.log")],
-                   env={"FLOWER_PORT": str(flower_port), "BATCH_MAX_THREADS": "2", "SCHEDULER_THREAD_COUNT": "1",
-                        "MEDIA_ROOT": str(tmp_path / "media")}, name="demo")
+    demo = Process(
+        [
+            sys.executable,
+            "manage.py",
+            "demo",
+            "--exit-after",
+            "--port",
+            str(web_port),
+            "--stack-log",
+            str(tmp_path / "stack.log"),
+        ],
+        env={
+            "FLOWER_PORT": str(flower_port),
+            "BATCH_MAX_THREADS": "2",
+            "SCHEDULER_THREAD_COUNT": "1",
+            "MEDIA_ROOT": str(tmp_path / "media"),
+        },
+        name="demo",
+    )
     processes.append(demo)
 
     assert demo.popen.wait(600) == 0, demo.output()[-5000:] + (tmp_path / "stack.log").read_text()[-5000:]

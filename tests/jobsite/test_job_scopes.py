@@ -1,6 +1,7 @@
 """Issue #29 (low): /control/jobs maps every job definition to the scopes a client's token needs to cancel,
 restart or start its jobs — what its own endpoint needs — so a token without them cannot act on its user's
 deletions or terminology loads either; a definition nobody mapped is the operators' alone."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,8 +42,9 @@ def test_a_token_without_the_terminology_scope_cannot_cancel_its_users_value_set
 
 
 def test_a_job_of_a_definition_nobody_mapped_is_acted_on_by_operators_only(django_user_model, define_job):
-    definition = define_job(lambda b: b.first_step("emit", lambda context, sink: 0)
-                            .last_step("work", lambda context, sink: 1))
+    definition = define_job(
+        lambda b: b.first_step("emit", lambda context, sink: 0).last_step("work", lambda context, sink: 1)
+    )
     alice = django_user_model.objects.create_user("alice")
     job = start_job(definition.id, {}, started_by="alice")
 

@@ -1,5 +1,6 @@
 """Issue #29 item 7 and the control API's scopes: the operator role is staff (or `jobsite.operate`) AND the
 `control` scope, decided on every request; a token's scopes bound what it may do to its user's own jobs."""
+
 from __future__ import annotations
 
 import uuid
@@ -48,17 +49,35 @@ def test_a_control_token_stops_operating_when_its_user_is_no_longer_staff(django
     assert operator.delete(f"/control/jobs?instanceId={alices.id}").status_code == 404
     assert operator.post(f"/control/jobs/{alices.id}/restart").status_code == 404
     assert get_job(alices.id).status == "QUEUED"
-    search_parameter = {"resourceType": "SearchParameter", "id": "sp", "url": "http://example.org/sp", "name": "sp",
-                        "status": "active", "description": "sp", "code": "sp", "base": ["Patient"], "type": "token",
-                        "expression": "Patient.gender"}
+    search_parameter = {
+        "resourceType": "SearchParameter",
+        "id": "sp",
+        "url": "http://example.org/sp",
+        "name": "sp",
+        "status": "active",
+        "description": "sp",
+        "code": "sp",
+        "base": ["Patient"],
+        "type": "token",
+        "expression": "Patient.gender",
+    }
     response = operator.put("/fhir/SearchParameter/sp", search_parameter, format="json")
     assert response.status_code == 403, response.content
 
 
 def export_job(started_by: str):
-    return start_job("BULK_EXPORT", {"export_id": str(uuid.uuid4()), "level": "system", "types": ["Patient"],
-                                     "base_url": "http://testserver/fhir", "request_url": "http://testserver/fhir/$export",
-                                     "transaction_time": "2026-01-01T00:00:00Z"}, started_by=started_by)
+    return start_job(
+        "BULK_EXPORT",
+        {
+            "export_id": str(uuid.uuid4()),
+            "level": "system",
+            "types": ["Patient"],
+            "base_url": "http://testserver/fhir",
+            "request_url": "http://testserver/fhir/$export",
+            "transaction_time": "2026-01-01T00:00:00Z",
+        },
+        started_by=started_by,
+    )
 
 
 def test_a_read_only_token_cannot_cancel_or_restart_its_users_export(django_user_model):

@@ -1,4 +1,5 @@
 """Tokens from before hashing (DRF's plaintext `authtoken_token`) keep working and leave no plaintext behind."""
+
 import importlib
 
 import pytest
@@ -16,10 +17,14 @@ def test_existing_plaintext_tokens_are_hashed_and_deleted(django_user_model):
     staff = django_user_model.objects.create_user("ops", is_staff=True)
     client = django_user_model.objects.create_user("client")
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE authtoken_token (key varchar(40) PRIMARY KEY, created timestamptz NOT NULL,"
-                       " user_id integer NOT NULL)")
-        cursor.execute("INSERT INTO authtoken_token VALUES (%s, now(), %s), (%s, now(), %s)",
-                       ["a" * 40, staff.pk, "b" * 40, client.pk])
+        cursor.execute(
+            "CREATE TABLE authtoken_token (key varchar(40) PRIMARY KEY, created timestamptz NOT NULL,"
+            " user_id integer NOT NULL)"
+        )
+        cursor.execute(
+            "INSERT INTO authtoken_token VALUES (%s, now(), %s), (%s, now(), %s)",
+            ["a" * 40, staff.pk, "b" * 40, client.pk],
+        )
 
     with connection.schema_editor() as editor:
         hash_existing_tokens(apps, editor)

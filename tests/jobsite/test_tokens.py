@@ -1,4 +1,5 @@
 """API tokens: stored hashed with a visible prefix, scoped, expiring, revocable; the commands that make them."""
+
 from datetime import timedelta
 from io import StringIO
 
@@ -65,8 +66,17 @@ def test_an_expired_or_revoked_token_is_401_and_use_is_recorded(client_user):
 
 def test_create_api_token_prints_the_token_last_and_honours_scopes_and_expiry(client_user):
     out = StringIO()
-    call_command("create_api_token", "client", "--scopes", "fhir:read", "export", "--expires-in", "30",
-                 stdout=out, stderr=StringIO())
+    call_command(
+        "create_api_token",
+        "client",
+        "--scopes",
+        "fhir:read",
+        "export",
+        "--expires-in",
+        "30",
+        stdout=out,
+        stderr=StringIO(),
+    )
     plaintext = out.getvalue().strip().splitlines()[-1]
 
     token = find_token(plaintext)
@@ -74,11 +84,14 @@ def test_create_api_token_prints_the_token_last_and_honours_scopes_and_expiry(cl
     assert timedelta(days=29) < token.expires_at - timezone.now() <= timedelta(days=30)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["nobody"], "no such user"),
-    (["client", "--scopes", "root"], "unknown scope root"),
-    (["client", "--expires-in", "-1"], "at least 1 day"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nobody"], "no such user"),
+        (["client", "--scopes", "root"], "unknown scope root"),
+        (["client", "--expires-in", "-1"], "at least 1 day"),
+    ],
+)
 def test_create_api_token_refuses_in_one_line(client_user, argv, message):
     with pytest.raises(CommandError, match=message):
         call_command("create_api_token", *argv, stdout=StringIO(), stderr=StringIO())

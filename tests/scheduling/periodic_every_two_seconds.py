@@ -1,4 +1,5 @@
 """Loaded into real processes with SCHEDULING_JOB_MODULES: a clustered job every 2 s and a local one every 1 s."""
+
 from scheduling import scheduled
 from tests.scheduling.recorder import record_run
 

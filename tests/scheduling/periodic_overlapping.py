@@ -1,4 +1,5 @@
 """Loaded into real processes: a clustered job every 2 s that takes 3 s, so each run outlives the next tick."""
+
 import time
 
 from scheduling import scheduled

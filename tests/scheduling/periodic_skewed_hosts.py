@@ -1,5 +1,6 @@
 """Loaded into real processes on hosts with wrong clocks: a clustered job every 5 s, and one every 5 s that runs
 12 s (so it heartbeats while later ticks come). Times are recorded on the database's clock: the hosts' lie."""
+
 import time
 
 from scheduling import scheduled

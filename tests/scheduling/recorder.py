@@ -1,4 +1,5 @@
 """Jobs started in real processes write one JSON line per run here, so a test can count who ran what."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,16 @@ RECORD_FILE = "SCHEDULING_TEST_RECORD"  # environment variable naming the file, 
 
 def record_run(**extra: object) -> None:
     run = current_run()
-    line = json.dumps({
-        "job": run.job_name, "tick": run.tick.isoformat(), "clustered": run.clustered,
-        "node": settings.NODE_ID, "pid": os.getpid(), **extra,
-    })
+    line = json.dumps(
+        {
+            "job": run.job_name,
+            "tick": run.tick.isoformat(),
+            "clustered": run.clustered,
+            "node": settings.NODE_ID,
+            "pid": os.getpid(),
+            **extra,
+        }
+    )
     with open(os.environ[RECORD_FILE], "a") as out:  # O_APPEND: whole short lines from many processes
         out.write(line + "\n")
 

@@ -1,8 +1,8 @@
 """The admin is the durable dashboard: runs, scripts and their audit; script changes go through the service."""
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
-
 from django_celery_beat.models import PeriodicTask
 
 from scheduling import catalog
@@ -25,8 +25,14 @@ def root_client(client):
 
 
 def test_runs_scripts_and_audit_are_listed(root_client):
-    JobRun.objects.create(job_name="app.jobs.tidy", tick=timezone.now(), node="n1", process="h:1",
-                          started_at=timezone.now(), outcome=RunOutcome.SUCCEEDED)
+    JobRun.objects.create(
+        job_name="app.jobs.tidy",
+        tick=timezone.now(),
+        node="n1",
+        process="h:1",
+        started_at=timezone.now(),
+        outcome=RunOutcome.SUCCEEDED,
+    )
 
     for page in ("jobrun", "customscript", "scriptaudit"):
         response = root_client.get(f"/admin/scheduling/{page}/")
@@ -37,13 +43,16 @@ def test_runs_scripts_and_audit_are_listed(root_client):
 def test_adding_a_script_in_the_admin_validates_audits_and_schedules(root_client, settings):
     settings.CUSTOM_SCRIPTS_ENABLED = True
 
-    refused = root_client.post("/admin/scheduling/customscript/add/",
-                               {"name": "tidy", "source": SCRIPT.replace("60", "0"), "enabled": "on"})
+    refused = root_client.post(
+        "/admin/scheduling/customscript/add/", {"name": "tidy", "source": SCRIPT.replace("60", "0"), "enabled": "on"}
+    )
     assert refused.status_code == 200
     assert b"line 3: every_seconds must be a whole number of seconds" in refused.content
     assert not CustomScript.objects.exists()
 
-    accepted = root_client.post("/admin/scheduling/customscript/add/", {"name": "tidy", "source": SCRIPT, "enabled": "on"})
+    accepted = root_client.post(
+        "/admin/scheduling/customscript/add/", {"name": "tidy", "source": SCRIPT, "enabled": "on"}
+    )
     assert accepted.status_code == 302
     assert ScriptAudit.objects.get().action == "created"
 
@@ -54,12 +63,15 @@ def test_the_admin_checks_a_script_statically_without_running_its_code(root_clie
     marker = tmp_path / "ran-in-the-web-process"
     source = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')\n" + SCRIPT
 
-    accepted = root_client.post("/admin/scheduling/customscript/add/", {"name": "tidy", "source": source, "enabled": "on"})
+    accepted = root_client.post(
+        "/admin/scheduling/customscript/add/", {"name": "tidy", "source": source, "enabled": "on"}
+    )
 
     assert accepted.status_code == 302
     assert not marker.exists()
-    refused = root_client.post("/admin/scheduling/customscript/add/",
-                               {"name": "other", "source": "import os\nos.getcwd()\n", "enabled": "on"})
+    refused = root_client.post(
+        "/admin/scheduling/customscript/add/", {"name": "other", "source": "import os\nos.getcwd()\n", "enabled": "on"}
+    )
     assert refused.status_code == 200 and b"no @scheduled function" in refused.content
 
 
@@ -87,12 +99,24 @@ def declared_jobs():
     from scheduling.schedules import CronSchedule, EverySeconds
     from scheduling.sync import sync_declared_jobs
 
-    sync_declared_jobs([ScheduledJob("app.jobs.tidy", noop, CronSchedule("0 17 * * * ?", "UTC"), clustered=True,
-                                     transactional=False),
-                        ScheduledJob("app.jobs.cache", noop, EverySeconds(5), clustered=False, transactional=False)])
-    JobRun.objects.create(job_name="app.jobs.tidy", tick=timezone.now(), node="n1", process="h:1",
-                          started_at=timezone.now(), finished_at=timezone.now(), outcome=RunOutcome.FAILED,
-                          error="Traceback: boom")
+    sync_declared_jobs(
+        [
+            ScheduledJob(
+                "app.jobs.tidy", noop, CronSchedule("0 17 * * * ?", "UTC"), clustered=True, transactional=False
+            ),
+            ScheduledJob("app.jobs.cache", noop, EverySeconds(5), clustered=False, transactional=False),
+        ]
+    )
+    JobRun.objects.create(
+        job_name="app.jobs.tidy",
+        tick=timezone.now(),
+        node="n1",
+        process="h:1",
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+        outcome=RunOutcome.FAILED,
+        error="Traceback: boom",
+    )
 
 
 def test_the_scheduled_jobs_page_lists_clustered_and_local_jobs_with_runs_and_failures(root_client, declared_jobs):
@@ -130,11 +154,14 @@ def test_viewing_scheduled_jobs_does_not_allow_pausing_them(client, declared_job
 
     assert page.status_code == 200 and "pause_jobs" not in page.content.decode()
     assert PeriodicTask.objects.get(pk=row.pk).enabled
+
+
 def test_a_job_paused_in_the_admin_is_not_run_until_it_is_resumed(root_client, job_registry, monkeypatch):
     """The real check a scheduler worker makes (`scheduling.sync.is_enabled`), driven from the admin."""
     calls = []
-    job = ScheduledJob("app.jobs.pausable", lambda: calls.append(1), EverySeconds(60), clustered=True,
-                       transactional=False)
+    job = ScheduledJob(
+        "app.jobs.pausable", lambda: calls.append(1), EverySeconds(60), clustered=True, transactional=False
+    )
     job_registry.add(job)
     monkeypatch.setattr(catalog, "registry", job_registry)
     sync_declared_jobs([job])
@@ -154,7 +181,8 @@ def test_a_job_paused_in_the_admin_is_not_run_until_it_is_resumed(root_client, j
 
 
 def test_each_row_has_its_own_pause_resume_and_run_now_buttons_naming_the_job_in_the_message(
-        root_client, declared_jobs, monkeypatch):
+    root_client, declared_jobs, monkeypatch
+):
     sent = []
     monkeypatch.setattr("scheduling.operations.run_now", lambda name: sent.append(name))
     tidy = PeriodicTask.objects.get(name="app.jobs.tidy")
@@ -205,8 +233,15 @@ def test_a_jobs_page_shows_its_buttons_and_tick_history_with_the_ticks_not_run(r
 
 def test_the_recent_runs_filter_by_job_and_problems_without_upsetting_the_changelist(root_client, declared_jobs):
     now = timezone.now()
-    JobRun.objects.create(job_name="batch.maintenance", tick=now, node="n1", process="h:1", started_at=now,
-                          finished_at=now, outcome=RunOutcome.SUCCEEDED)
+    JobRun.objects.create(
+        job_name="batch.maintenance",
+        tick=now,
+        node="n1",
+        process="h:1",
+        started_at=now,
+        finished_at=now,
+        outcome=RunOutcome.SUCCEEDED,
+    )
     page = "/admin/scheduling/scheduledjobschedule/"
 
     problems = root_client.get(page, {"runs": "problems", "state": "active"})

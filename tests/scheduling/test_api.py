@@ -1,10 +1,11 @@
 """`/control/scripts`: superusers with a token (or a session) manage custom scripts; everyone else is refused."""
+
 import pytest
 from django.contrib.auth import get_user_model
 from django_celery_beat.models import PeriodicTask
-from jobsite.tokens import token_for
 from rest_framework.test import APIClient
 
+from jobsite.tokens import token_for
 from scheduling.models import CustomScript, ScriptAudit
 
 pytestmark = pytest.mark.django_db
@@ -41,8 +42,14 @@ def test_a_superuser_uploads_a_script_and_its_job_is_scheduled(root):
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["name"] == "pinger" and body["enabled"] is True and len(body["sha256"]) == 64
-    assert body["jobs"] == [{"name": "scripts.pinger.ping", "schedule": {"cron": "*/10 * * * * ?", "timezone": "UTC"},
-                             "clustered": True, "enabled": True}]
+    assert body["jobs"] == [
+        {
+            "name": "scripts.pinger.ping",
+            "schedule": {"cron": "*/10 * * * * ?", "timezone": "UTC"},
+            "clustered": True,
+            "enabled": True,
+        }
+    ]
     assert PeriodicTask.objects.get(name="scripts.pinger.ping").enabled
     assert ScriptAudit.objects.get().username == "root"
 
@@ -67,8 +74,9 @@ def test_get_put_delete_a_script(root):
 
 
 def test_a_script_that_does_not_compile_is_refused_with_its_line(root):
-    response = root.post("/control/scripts", {"name": "bad", "source": SCRIPT.replace("def ping():", "def ping(:")},
-                         format="json")
+    response = root.post(
+        "/control/scripts", {"name": "bad", "source": SCRIPT.replace("def ping():", "def ping(:")}, format="json"
+    )
 
     assert response.status_code == 400
     assert response.json()["line"] == 4
@@ -131,7 +139,9 @@ def test_everything_is_refused_while_custom_scripts_are_off(root, settings):
     response = root.post("/control/scripts", {"name": "pinger", "source": SCRIPT}, format="json")
 
     assert response.status_code == 403
-    assert response.json() == {"errors": ["custom scripts are switched off on this node (CUSTOM_SCRIPTS_ENABLED=false)"]}
+    assert response.json() == {
+        "errors": ["custom scripts are switched off on this node (CUSTOM_SCRIPTS_ENABLED=false)"]
+    }
     assert root.get("/control/scripts").status_code == 403
 
 

@@ -1,4 +1,5 @@
 """Beat fires clustered jobs on their exact ticks and stamps each message with the tick it is for."""
+
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -92,8 +93,14 @@ def test_the_message_carries_the_latest_tick_on_the_scheduler_queue(settings):
 
 
 BERLIN_NIGHTS = {  # (first minute, last minute) in UTC around 02:00-03:00 local time
-    "clocks go back": (datetime(2024, 10, 26, 23, 50, tzinfo=timezone.utc), datetime(2024, 10, 27, 2, 10, tzinfo=timezone.utc)),
-    "clocks go forward": (datetime(2024, 3, 30, 23, 50, tzinfo=timezone.utc), datetime(2024, 3, 31, 2, 10, tzinfo=timezone.utc)),
+    "clocks go back": (
+        datetime(2024, 10, 26, 23, 50, tzinfo=timezone.utc),
+        datetime(2024, 10, 27, 2, 10, tzinfo=timezone.utc),
+    ),
+    "clocks go forward": (
+        datetime(2024, 3, 30, 23, 50, tzinfo=timezone.utc),
+        datetime(2024, 3, 31, 2, 10, tzinfo=timezone.utc),
+    ),
 }
 
 
@@ -132,13 +139,15 @@ def test_beat_through_a_daylight_saving_night_sends_each_calendar_occurrence_onc
     if night == "clocks go back":
         # 02:30 comes twice (CEST, then CET): once is sent. Every quarter-hour of real time is sent, both passes.
         assert sent["dst.half_past_two"] == [datetime(2024, 10, 27, 0, 30, tzinfo=utc)]
-        assert sent["dst.quarterly"] == [datetime(2024, 10, 27, 0, 0, tzinfo=utc) + timedelta(minutes=15 * n)
-                                         for n in range(9)]
+        assert sent["dst.quarterly"] == [
+            datetime(2024, 10, 27, 0, 0, tzinfo=utc) + timedelta(minutes=15 * n) for n in range(9)
+        ]
     else:
         # 02:30 never comes: it is sent when the gap ends (03:00 CEST). No quarter-hour of the skipped hour exists.
         assert sent["dst.half_past_two"] == [datetime(2024, 3, 31, 1, 0, tzinfo=utc)]
-        assert sent["dst.quarterly"] == [datetime(2024, 3, 31, 0, 0, tzinfo=utc) + timedelta(minutes=15 * n)
-                                         for n in range(9)]
+        assert sent["dst.quarterly"] == [
+            datetime(2024, 3, 31, 0, 0, tzinfo=utc) + timedelta(minutes=15 * n) for n in range(9)
+        ]
 
 
 @pytest.mark.django_db

@@ -6,6 +6,7 @@ abandoned every running run the moment it took a message (the heartbeat, stamped
 judged on the database's clock now: every tick runs exactly once, on time, and no healthy run is abandoned.
 Executions are counted from what the jobs themselves recorded, not only from the run rows.
 """
+
 from collections import Counter
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -27,8 +28,11 @@ from tests.scheduling.recorder import RECORD_FILE, read_runs
 from tests.scheduling.test_cluster import unique
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")  # Debian's, for threaded programs
-pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True),
-              pytest.mark.skipif(not LIBFAKETIME.exists(), reason="libfaketime is absent (Debian: apt install faketime)")]
+pytestmark = [
+    pytest.mark.acceptance,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not LIBFAKETIME.exists(), reason="libfaketime is absent (Debian: apt install faketime)"),
+]
 
 EVERY_FIVE = "tests.scheduling.periodic_skewed_hosts.every_five_seconds"
 LONG_RUNNER = "tests.scheduling.periodic_skewed_hosts.runs_twelve_seconds"
@@ -51,8 +55,12 @@ def outcomes(job: str) -> Counter:
 
 def test_hosts_45_seconds_off_run_every_tick_exactly_once_and_abandon_no_healthy_run(processes, tmp_path):
     record = tmp_path / "runs.jsonl"
-    env = {"SCHEDULER_QUEUE": unique(), RECORD_FILE: str(record), "SCHEDULER_THREAD_COUNT": "2",
-           "SCHEDULING_JOB_MODULES": "tests.scheduling.periodic_skewed_hosts"}
+    env = {
+        "SCHEDULER_QUEUE": unique(),
+        RECORD_FILE: str(record),
+        "SCHEDULER_THREAD_COUNT": "2",
+        "SCHEDULING_JOB_MODULES": "tests.scheduling.periodic_skewed_hosts",
+    }
     workers, beats = [], []
     for node, skew in SKEWS.items():
         node_env = {**env, "NODE_ID": f"{node}-{unique()}", **skewed(skew)}
@@ -62,8 +70,11 @@ def test_hosts_45_seconds_off_run_every_tick_exactly_once_and_abandon_no_healthy
     start_all(workers, wait_until_ready)
     start_all(beats, wait_until_beating)
 
-    wait_until(lambda: outcomes(EVERY_FIVE)[RunOutcome.SUCCEEDED] >= 10 and outcomes(LONG_RUNNER)[RunOutcome.SUCCEEDED] >= 3,
-               CEILING, message=lambda: (outcomes(EVERY_FIVE), outcomes(LONG_RUNNER)))
+    wait_until(
+        lambda: outcomes(EVERY_FIVE)[RunOutcome.SUCCEEDED] >= 10 and outcomes(LONG_RUNNER)[RunOutcome.SUCCEEDED] >= 3,
+        CEILING,
+        message=lambda: (outcomes(EVERY_FIVE), outcomes(LONG_RUNNER)),
+    )
     stop_all(beats + workers)
     records = read_runs(record)
 
@@ -78,8 +89,11 @@ def test_hosts_45_seconds_off_run_every_tick_exactly_once_and_abandon_no_healthy
     missed = sorted(tick for tick, outcome in rows.items() if outcome == RunOutcome.MISSED)
     assert [tick for tick in missed if tick >= first] == [], f"first run {first}, missed {missed}"
     print(f"ran {len(executions)} ticks from {first} to {last}; missed before the first run: {missed}")
-    assert all(datetime.fromisoformat(r["started"]) >= datetime.fromisoformat(r["tick"])
-               for r in records if r["job"] == EVERY_FIVE), "a tick ran before its time (by the database's clock)"
+    assert all(
+        datetime.fromisoformat(r["started"]) >= datetime.fromisoformat(r["tick"])
+        for r in records
+        if r["job"] == EVERY_FIVE
+    ), "a tick ran before its time (by the database's clock)"
 
     # The 12 s job was never abandoned while it heartbeat, so it never ran beside itself.
     long_outcomes = outcomes(LONG_RUNNER)

@@ -6,6 +6,7 @@ Nothing here sleeps a fixed time and then counts: each test waits until what it 
 A tick whose message is taken after the next tick has come is MISSED by design, so only "at most once"
 and "never overlapping" are exact; "every tick" is not something a loaded 2-core machine can promise.
 """
+
 import time
 import uuid
 from collections import Counter
@@ -13,15 +14,23 @@ from collections.abc import Callable
 
 import pytest
 from django.contrib.auth import get_user_model
-from jobsite.tokens import token_for
 from rest_framework.test import APIClient
 
 from batch.control import start_job
 from batch.models import JobInstance, WorkChunk
+from jobsite.tokens import token_for
 from scheduling.models import JobRun, RunOutcome
 from tests.processes import (
-    celery_beat, celery_worker, inspect_worker, scheduler_hostname, scheduler_worker, start_all, stop_all, wait_until,
-    wait_until_beating, wait_until_ready,
+    celery_beat,
+    celery_worker,
+    inspect_worker,
+    scheduler_hostname,
+    scheduler_worker,
+    start_all,
+    stop_all,
+    wait_until,
+    wait_until_beating,
+    wait_until_ready,
 )
 from tests.scheduling.recorder import RECORD_FILE, read_runs
 
@@ -38,8 +47,12 @@ def unique(prefix: str = "test") -> str:
 
 
 def cluster_env(tmp_path, **extra: str) -> dict[str, str]:
-    return {"SCHEDULER_QUEUE": unique(), RECORD_FILE: str(tmp_path / "runs.jsonl"), "SCHEDULER_THREAD_COUNT": "2",
-            **extra}
+    return {
+        "SCHEDULER_QUEUE": unique(),
+        RECORD_FILE: str(tmp_path / "runs.jsonl"),
+        "SCHEDULER_THREAD_COUNT": "2",
+        **extra,
+    }
 
 
 def pool_pids(node: str, worker) -> set[int]:
@@ -50,10 +63,11 @@ def outcomes(job: str) -> Counter:
     return Counter(JobRun.objects.filter(job_name=job).values_list("outcome", flat=True))
 
 
-def test_two_beats_and_three_workers_run_every_tick_at_most_once_and_local_jobs_in_every_process(
-        processes, tmp_path):
-    env = cluster_env(tmp_path, SCHEDULING_JOB_MODULES="tests.scheduling.periodic_every_two_seconds,"
-                                                       "tests.scheduling.periodic_overlapping")
+def test_two_beats_and_three_workers_run_every_tick_at_most_once_and_local_jobs_in_every_process(processes, tmp_path):
+    env = cluster_env(
+        tmp_path,
+        SCHEDULING_JOB_MODULES="tests.scheduling.periodic_every_two_seconds,tests.scheduling.periodic_overlapping",
+    )
     nodes = [unique("node") for _ in range(3)]
     workers = [scheduler_worker({**env, "NODE_ID": node}, name=f"scheduler-{node}") for node in nodes]
     beats = [celery_beat({**env, "NODE_ID": node}, name=f"beat-{node}") for node in nodes[:2]]
@@ -70,10 +84,16 @@ def test_two_beats_and_three_workers_run_every_tick_at_most_once_and_local_jobs_
         return sum(worker.output().count(": taken") for worker in workers)
 
     wait_until(lambda: outcomes(FAST_JOB)[RunOutcome.SUCCEEDED] >= 12, CEILING, message=lambda: outcomes(FAST_JOB))
-    wait_until(lambda: outcomes(SLOW_JOB)[RunOutcome.SUCCEEDED] >= 4 and outcomes(SLOW_JOB)[RunOutcome.SKIPPED] >= 4,
-               CEILING, message=lambda: outcomes(SLOW_JOB))
-    wait_until(lambda: all(local_runs()[(node, pid)] >= 5 for node, pids in pids_by_node.items() for pid in pids),
-               CEILING, message=lambda: (pids_by_node, local_runs()))
+    wait_until(
+        lambda: outcomes(SLOW_JOB)[RunOutcome.SUCCEEDED] >= 4 and outcomes(SLOW_JOB)[RunOutcome.SKIPPED] >= 4,
+        CEILING,
+        message=lambda: outcomes(SLOW_JOB),
+    )
+    wait_until(
+        lambda: all(local_runs()[(node, pid)] >= 5 for node, pids in pids_by_node.items() for pid in pids),
+        CEILING,
+        message=lambda: (pids_by_node, local_runs()),
+    )
     wait_until(lambda: taken() >= 6, CEILING, message="duplicate ticks turned away")
     stop_all(beats + workers)
     records = read_runs(record)
@@ -83,7 +103,11 @@ def test_two_beats_and_three_workers_run_every_tick_at_most_once_and_local_jobs_
     fast_rows = list(JobRun.objects.filter(job_name=FAST_JOB).values_list("tick", "outcome"))
     assert len({tick for tick, _ in fast_rows}) == len(fast_rows)
     assert {outcome for _, outcome in fast_rows} <= {
-        RunOutcome.SUCCEEDED, RunOutcome.MISSED, RunOutcome.SKIPPED, RunOutcome.RUNNING}
+        RunOutcome.SUCCEEDED,
+        RunOutcome.MISSED,
+        RunOutcome.SKIPPED,
+        RunOutcome.RUNNING,
+    }
     executions = Counter(r["tick"] for r in records if r["job"] == FAST_JOB)
     assert max(executions.values()) == 1
     succeeded = {tick.isoformat() for tick, outcome in fast_rows if outcome == RunOutcome.SUCCEEDED}
@@ -116,8 +140,11 @@ def test_a_node_with_job_scheduling_off_runs_nothing_scheduled_but_still_runs_ba
     start_all([secondary_beat, primary_beat], wait_until_beating)
 
     instance = start_job("DIAGNOSTIC_NOOP", {"chunks": 4, "sleep_ms": 10}, node_id=secondary)
-    wait_until(lambda: JobInstance.objects.get(id=instance.id).status == "COMPLETED", CEILING,
-               message=lambda: JobInstance.objects.get(id=instance.id))
+    wait_until(
+        lambda: JobInstance.objects.get(id=instance.id).status == "COMPLETED",
+        CEILING,
+        message=lambda: JobInstance.objects.get(id=instance.id),
+    )
     record = tmp_path / "runs.jsonl"
 
     def runs_by_node() -> Counter:
@@ -126,8 +153,11 @@ def test_a_node_with_job_scheduling_off_runs_nothing_scheduled_but_still_runs_ba
     def local_nodes() -> Counter:
         return Counter(r["node"] for r in read_runs(record) if r["job"] == LOCAL_JOB)
 
-    wait_until(lambda: runs_by_node()[primary] >= 3 and local_nodes()[primary] >= 10, CEILING,
-               message=lambda: (runs_by_node(), local_nodes()))
+    wait_until(
+        lambda: runs_by_node()[primary] >= 3 and local_nodes()[primary] >= 10,
+        CEILING,
+        message=lambda: (runs_by_node(), local_nodes()),
+    )
 
     workers = set(WorkChunk.objects.filter(instance_id=instance.id).values_list("worker", flat=True))
     assert workers and all(worker.startswith("batch-secondary-") for worker in workers), workers
@@ -190,10 +220,15 @@ def test_a_script_uploaded_while_everything_runs_is_picked_up_and_stops_when_dis
     assert client.post("/control/scripts", {"name": "live", "source": LIVE_SCRIPT}, format="json").status_code == 201
     wait_until(lambda: ran(True) and ran(False), CEILING, message="both jobs of the script ran")
     picked_up_after = time.monotonic() - uploaded
-    assert {r["job"] for r in read_runs(record)} == {"scripts.live.clustered_every_second",
-                                                     "scripts.live.local_every_second"}
+    assert {r["job"] for r in read_runs(record)} == {
+        "scripts.live.clustered_every_second",
+        "scripts.live.local_every_second",
+    }
 
     assert client.put("/control/scripts/live", {"enabled": False}, format="json").status_code == 200
-    wait_until(quiet_for(QUIET_SECONDS, lambda: len(read_runs(record))), CEILING,
-               message="the disabled script's jobs kept running")
+    wait_until(
+        quiet_for(QUIET_SECONDS, lambda: len(read_runs(record))),
+        CEILING,
+        message="the disabled script's jobs kept running",
+    )
     print(f"custom script: both jobs ran {picked_up_after:.1f} s after upload")

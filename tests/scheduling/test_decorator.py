@@ -1,13 +1,14 @@
 """`@scheduled` declares a job with a validated schedule; mistakes stop start-up with one clear message."""
+
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from scheduling import scheduled
+from scheduling.exceptions import InvalidJobDeclaration, InvalidSchedule
 from scheduling.models import JobRun, RunOutcome
 from scheduling.registry import registry as declared
-from scheduling.exceptions import InvalidJobDeclaration, InvalidSchedule
 from scheduling.schedules import CronSchedule, EverySeconds
 
 
@@ -96,10 +97,18 @@ def test_the_run_history_is_pruned_by_a_clustered_hourly_job_declared_in_schedul
     assert job is not None and job.clustered
     assert job.schedule.to_dict() == {"cron": "0 17 * * * ?", "timezone": settings.TIME_ZONE}
     old = timezone.now() - timedelta(days=settings.SCHEDULER_RUN_RETENTION_DAYS + 1)
-    JobRun.objects.create(job_name="a.job", tick=old, node="n", process="p:1", started_at=old,
-                          outcome=RunOutcome.SUCCEEDED)
+    JobRun.objects.create(
+        job_name="a.job", tick=old, node="n", process="p:1", started_at=old, outcome=RunOutcome.SUCCEEDED
+    )
     an_hour_ago = timezone.now() - timedelta(hours=1)
-    JobRun.objects.create(job_name="b.job", tick=an_hour_ago, node="n", process="p:1", started_at=an_hour_ago,
-                          heartbeat_at=an_hour_ago, outcome=RunOutcome.RUNNING)  # its process died
+    JobRun.objects.create(
+        job_name="b.job",
+        tick=an_hour_ago,
+        node="n",
+        process="p:1",
+        started_at=an_hour_ago,
+        heartbeat_at=an_hour_ago,
+        outcome=RunOutcome.RUNNING,
+    )  # its process died
     job.function()
     assert list(JobRun.objects.values_list("job_name", "outcome")) == [("b.job", RunOutcome.ABANDONED)]

@@ -1,4 +1,5 @@
 """A process's local-job runner: each job once per tick, one catch-up at most, reloads when the marker moves."""
+
 from datetime import datetime, timedelta, timezone
 
 from scheduling import current_run

@@ -1,4 +1,5 @@
 """An operator's hands on scheduled jobs: see them with their last run, pause, resume, run now exactly once."""
+
 from datetime import timedelta
 
 import pytest
@@ -22,16 +23,26 @@ def noop() -> None:
 
 @pytest.fixture
 def declared():
-    sync_declared_jobs([ScheduledJob("app.jobs.tidy", noop, EverySeconds(60), clustered=True, transactional=False),
-                        ScheduledJob("app.jobs.cache", noop, EverySeconds(5), clustered=False, transactional=False)])
+    sync_declared_jobs(
+        [
+            ScheduledJob("app.jobs.tidy", noop, EverySeconds(60), clustered=True, transactional=False),
+            ScheduledJob("app.jobs.cache", noop, EverySeconds(5), clustered=False, transactional=False),
+        ]
+    )
 
 
 def test_rows_carry_their_last_run_and_next_tick(declared):
     started = timezone.now() - timedelta(minutes=2)
     for minutes_ago, outcome in ((2, RunOutcome.SUCCEEDED), (1, RunOutcome.FAILED)):
-        JobRun.objects.create(job_name="app.jobs.tidy", tick=timezone.now() - timedelta(minutes=minutes_ago), node="n",
-                              process="h:1", started_at=started, finished_at=started + timedelta(seconds=3),
-                              outcome=outcome)
+        JobRun.objects.create(
+            job_name="app.jobs.tidy",
+            tick=timezone.now() - timedelta(minutes=minutes_ago),
+            node="n",
+            process="h:1",
+            started_at=started,
+            finished_at=started + timedelta(seconds=3),
+            outcome=outcome,
+        )
 
     rows = {row.name: row for row in operations.scheduled_job_rows()}
 
@@ -62,11 +73,13 @@ def test_run_now_is_for_clustered_jobs_only(declared):
         operations.run_now("app.jobs.nothing")
 
 
-def test_run_now_sends_the_job_with_the_moment_of_the_click_as_its_tick(declared, settings, django_capture_on_commit_callbacks,
-                                                                         monkeypatch):
+def test_run_now_sends_the_job_with_the_moment_of_the_click_as_its_tick(
+    declared, settings, django_capture_on_commit_callbacks, monkeypatch
+):
     sent = []
-    monkeypatch.setattr("scheduling.operations.run_clustered_job_now.apply_async",
-                        lambda kwargs, queue: sent.append((kwargs, queue)))
+    monkeypatch.setattr(
+        "scheduling.operations.run_clustered_job_now.apply_async", lambda kwargs, queue: sent.append((kwargs, queue))
+    )
 
     with django_capture_on_commit_callbacks(execute=True):
         tick = operations.run_now("app.jobs.tidy")
@@ -79,8 +92,10 @@ def test_a_run_now_runs_off_schedule_even_when_paused_and_exactly_once_however_o
     job = ScheduledJob("app.jobs.tidy", lambda: calls.append(1), EverySeconds(60), clustered=True, transactional=False)
     click = timezone.now() - timedelta(minutes=5)  # off the schedule, and long stale for a scheduled tick
 
-    outcomes = [run_occurrence(job.name, None, click, resolve=lambda name: job, is_enabled=lambda name: False,
-                               on_demand=True) for _ in range(2)]
+    outcomes = [
+        run_occurrence(job.name, None, click, resolve=lambda name: job, is_enabled=lambda name: False, on_demand=True)
+        for _ in range(2)
+    ]
 
     assert outcomes == [Occurrence.SUCCEEDED, Occurrence.TAKEN]
     assert calls == [1]
@@ -88,8 +103,15 @@ def test_a_run_now_runs_off_schedule_even_when_paused_and_exactly_once_however_o
 
 
 def _run(name: str, tick, outcome: RunOutcome) -> JobRun:
-    return JobRun.objects.create(job_name=name, tick=tick, node="n", process="h:1", started_at=tick,
-                                 finished_at=tick + timedelta(seconds=2), outcome=outcome)
+    return JobRun.objects.create(
+        job_name=name,
+        tick=tick,
+        node="n",
+        process="h:1",
+        started_at=tick,
+        finished_at=tick + timedelta(seconds=2),
+        outcome=outcome,
+    )
 
 
 def test_the_tick_history_shows_every_tick_of_the_schedule_and_the_ticks_that_left_no_run(declared):

@@ -1,4 +1,5 @@
 """One occurrence of a clustered job runs on exactly one process, never overlaps itself, and is recorded."""
+
 import threading
 from datetime import datetime, timedelta
 
@@ -33,8 +34,9 @@ class CountingJob:
         self.body()
 
     def run(self, tick: datetime, enabled: bool = True) -> Occurrence:
-        return run_occurrence(self.job.name, EVERY_MINUTE, tick, resolve=lambda name: self.job,
-                              is_enabled=lambda name: enabled)
+        return run_occurrence(
+            self.job.name, EVERY_MINUTE, tick, resolve=lambda name: self.job, is_enabled=lambda name: enabled
+        )
 
 
 @pytest.mark.django_db
@@ -101,7 +103,9 @@ def test_a_run_still_going_at_the_next_tick_makes_that_tick_skipped():
     assert outcome_of_first == [Occurrence.SUCCEEDED]
     assert counting.calls == 2
     assert dict(JobRun.objects.values_list("tick", "outcome")) == {
-        first: RunOutcome.SUCCEEDED, second: RunOutcome.SKIPPED, third: RunOutcome.SUCCEEDED,
+        first: RunOutcome.SUCCEEDED,
+        second: RunOutcome.SKIPPED,
+        third: RunOutcome.SUCCEEDED,
     }
 
 
@@ -141,8 +145,9 @@ def test_a_failure_is_recorded_with_its_traceback():
 
 @pytest.mark.django_db
 def test_a_job_no_process_declares_fails_with_a_reason():
-    outcome = run_occurrence("gone.job", EVERY_MINUTE, current_tick(), resolve=lambda name: None,
-                             is_enabled=lambda name: True)
+    outcome = run_occurrence(
+        "gone.job", EVERY_MINUTE, current_tick(), resolve=lambda name: None, is_enabled=lambda name: True
+    )
 
     assert outcome == Occurrence.FAILED
     assert "gone.job is not declared" in JobRun.objects.get().error
@@ -174,10 +179,15 @@ def test_a_long_run_keeps_heartbeating(monkeypatch):
 @pytest.mark.django_db
 def test_a_run_whose_process_died_is_abandoned_and_frees_the_job():
     dead_tick = current_tick() - timedelta(minutes=5)
-    JobRun.objects.create(job_name="app.jobs.count", tick=dead_tick, node="n1", process="gone:1",
-                          started_at=timezone.now() - timedelta(minutes=5),
-                          heartbeat_at=timezone.now() - runs.ABANDONED_AFTER - timedelta(seconds=1),
-                          outcome=RunOutcome.RUNNING)
+    JobRun.objects.create(
+        job_name="app.jobs.count",
+        tick=dead_tick,
+        node="n1",
+        process="gone:1",
+        started_at=timezone.now() - timedelta(minutes=5),
+        heartbeat_at=timezone.now() - runs.ABANDONED_AFTER - timedelta(seconds=1),
+        outcome=RunOutcome.RUNNING,
+    )
 
     assert CountingJob().run(current_tick()) == Occurrence.SUCCEEDED
     assert JobRun.objects.get(tick=dead_tick).outcome == RunOutcome.ABANDONED
@@ -188,14 +198,21 @@ def test_only_a_running_run_can_finish_and_only_once():
     """The outcome state machine, walked: running → succeeded|failed|abandoned, and nothing after that."""
     tick = current_tick()
     for target in TARGETS:
-        run = JobRun.objects.create(job_name=f"walk.{target}", tick=tick, node="n", process="p:1",
-                                    started_at=timezone.now(), outcome=RunOutcome.RUNNING)
+        run = JobRun.objects.create(
+            job_name=f"walk.{target}",
+            tick=tick,
+            node="n",
+            process="p:1",
+            started_at=timezone.now(),
+            outcome=RunOutcome.RUNNING,
+        )
         assert runs._finish(run.id, target, "") is True
         for later in TARGETS:
             assert runs._finish(run.id, later, "") is False
     for initial in (RunOutcome.SKIPPED, RunOutcome.MISSED):
-        run = JobRun.objects.create(job_name=f"walk.{initial}", tick=tick, node="n", process="p:1",
-                                    started_at=timezone.now(), outcome=initial)
+        run = JobRun.objects.create(
+            job_name=f"walk.{initial}", tick=tick, node="n", process="p:1", started_at=timezone.now(), outcome=initial
+        )
         assert not any(runs._finish(run.id, target, "") for target in TARGETS)
 
 
@@ -205,11 +222,17 @@ TARGETS = (RunOutcome.SUCCEEDED, RunOutcome.FAILED, RunOutcome.ABANDONED)
 @pytest.mark.django_db
 def test_pruning_deletes_finished_runs_past_retention_only():
     old, recent = timezone.now() - timedelta(days=8), timezone.now() - timedelta(days=1)
-    for index, (started, outcome) in enumerate([
-        (old, RunOutcome.SUCCEEDED), (old, RunOutcome.SKIPPED), (old, RunOutcome.RUNNING), (recent, RunOutcome.FAILED),
-    ]):
-        JobRun.objects.create(job_name=f"j{index}", tick=started, node="n", process="p:1", started_at=started,
-                              outcome=outcome)
+    for index, (started, outcome) in enumerate(
+        [
+            (old, RunOutcome.SUCCEEDED),
+            (old, RunOutcome.SKIPPED),
+            (old, RunOutcome.RUNNING),
+            (recent, RunOutcome.FAILED),
+        ]
+    ):
+        JobRun.objects.create(
+            job_name=f"j{index}", tick=started, node="n", process="p:1", started_at=started, outcome=outcome
+        )
 
     assert runs.prune_runs(timedelta(days=7)) == 2
     assert sorted(JobRun.objects.values_list("outcome", flat=True)) == [RunOutcome.FAILED, RunOutcome.RUNNING]
@@ -221,14 +244,22 @@ def test_on_a_host_whose_clock_is_off_a_due_tick_runs_and_a_healthy_run_is_not_a
     """Staleness and heartbeats are judged on the database's clock: the host's says nothing."""
     every_five = EverySeconds(5)
     due = every_five.latest_tick_at_or_before(timezone.now())  # the tick beat sends now (by the database's clock)
-    healthy = JobRun.objects.create(job_name="app.jobs.other", tick=due, node="n1", process="alive:1",
-                                    started_at=timezone.now(), heartbeat_at=timezone.now(), outcome=RunOutcome.RUNNING)
+    healthy = JobRun.objects.create(
+        job_name="app.jobs.other",
+        tick=due,
+        node="n1",
+        process="alive:1",
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        outcome=RunOutcome.RUNNING,
+    )
     host_now = timezone.now
     monkeypatch.setattr(timezone, "now", lambda: host_now() + timedelta(seconds=skew))
     counting = CountingJob()
 
-    occurrence = run_occurrence(counting.job.name, every_five, due, resolve=lambda name: counting.job,
-                                is_enabled=lambda name: True)
+    occurrence = run_occurrence(
+        counting.job.name, every_five, due, resolve=lambda name: counting.job, is_enabled=lambda name: True
+    )
 
     assert (occurrence, counting.calls) == (Occurrence.SUCCEEDED, 1)
     assert runs.abandon_silent_runs() == 0

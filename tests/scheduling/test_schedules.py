@@ -1,4 +1,5 @@
 """Ticks: what every process computes identically from a schedule, across daylight-saving changes too."""
+
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -33,8 +34,9 @@ def test_spring_cron_with_seconds_fires_at_one_in_the_morning():
 def test_five_field_cron_fires_on_whole_minutes():
     every_five_minutes = CronSchedule("*/5 * * * *", "UTC")
 
-    assert every_five_minutes.next_tick_after(datetime(2024, 5, 1, 10, 2, 30, tzinfo=UTC)) == \
-        datetime(2024, 5, 1, 10, 5, tzinfo=UTC)
+    assert every_five_minutes.next_tick_after(datetime(2024, 5, 1, 10, 2, 30, tzinfo=UTC)) == datetime(
+        2024, 5, 1, 10, 5, tzinfo=UTC
+    )
 
 
 def test_seconds_field_gives_sub_minute_ticks():
@@ -70,16 +72,19 @@ def test_six_field_cron_needs_both_day_fields_like_spring_five_field_either_like
     assert CronSchedule("0 0 13 * FRI", "UTC").next_tick_after(start) == datetime(2024, 5, 3, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("expression, reason", [
-    ("* * * *", "expected 5 fields"),
-    ("0 0 1 * * ? 2030", "the year field of Quartz is not supported"),
-    ("61 * * * * ?", "the second field '61' is not valid"),
-    ("0 0 25 * * ?", "the hour field '25' is not valid"),
-    ("0 0 1 ? * FUNDAY", "the day-of-week field 'FUNDAY' is not valid"),
-    ("0 ? * * * *", "'?' stands alone in the day-of-month or day-of-week field only"),
-    ("0 0 0 30 2 ?", "it never fires"),
-    (42, "not a string"),
-])
+@pytest.mark.parametrize(
+    "expression, reason",
+    [
+        ("* * * *", "expected 5 fields"),
+        ("0 0 1 * * ? 2030", "the year field of Quartz is not supported"),
+        ("61 * * * * ?", "the second field '61' is not valid"),
+        ("0 0 25 * * ?", "the hour field '25' is not valid"),
+        ("0 0 1 ? * FUNDAY", "the day-of-week field 'FUNDAY' is not valid"),
+        ("0 ? * * * *", "'?' stands alone in the day-of-month or day-of-week field only"),
+        ("0 0 0 30 2 ?", "it never fires"),
+        (42, "not a string"),
+    ],
+)
 def test_invalid_crons_are_refused_with_their_reason(expression, reason):
     with pytest.raises(InvalidSchedule, match=reason.replace("?", r"\?").replace("(", r"\(")):
         CronSchedule(expression, "UTC")
@@ -132,12 +137,16 @@ def test_a_tick_is_stale_once_the_next_one_has_come():
 # Berlin: clocks go back 2024-10-27 03:00 CEST -> 02:00 CET, and forward 2024-03-31 02:00 CET -> 03:00 CEST.
 # New York: back 2024-11-03 02:00 EDT -> 01:00 EST, forward 2024-03-10 02:00 EST -> 03:00 EDT.
 
-@pytest.mark.parametrize("zone, night, fixed_time, expected", [
-    (BERLIN, datetime(2024, 10, 26, 20), "0 30 2 * * ?", ["02:30+0200"]),
-    (BERLIN, datetime(2024, 3, 30, 20), "0 30 2 * * ?", ["03:00+0200"]),
-    (NEW_YORK, datetime(2024, 11, 2, 20), "0 30 1 * * ?", ["01:30-0400"]),
-    (NEW_YORK, datetime(2024, 3, 9, 20), "30 2 * * *", ["03:00-0400"]),
-])
+
+@pytest.mark.parametrize(
+    "zone, night, fixed_time, expected",
+    [
+        (BERLIN, datetime(2024, 10, 26, 20), "0 30 2 * * ?", ["02:30+0200"]),
+        (BERLIN, datetime(2024, 3, 30, 20), "0 30 2 * * ?", ["03:00+0200"]),
+        (NEW_YORK, datetime(2024, 11, 2, 20), "0 30 1 * * ?", ["01:30-0400"]),
+        (NEW_YORK, datetime(2024, 3, 9, 20), "30 2 * * *", ["03:00-0400"]),
+    ],
+)
 def test_fixed_time_job_fires_once_on_the_night_the_clocks_change(zone, night, fixed_time, expected):
     """The repeated 02:30 fires on its first pass only; the skipped 02:30 fires once, when the gap ends."""
     schedule = CronSchedule(fixed_time, zone.key)

@@ -1,4 +1,5 @@
 """Custom scripts: checked before anything is stored, audited, scheduled through PeriodicTask rows."""
+
 import textwrap
 from datetime import timedelta
 
@@ -52,15 +53,18 @@ def test_a_script_declares_jobs_named_under_its_own_prefix(settings):
     assert jobs["scripts.reports.nightly"].function() == "nightly"
 
 
-@pytest.mark.parametrize("source, line, reason", [
-    (source_with("def broken(:\n    pass\n"), 2, "SyntaxError"),
-    (source_with("\n\nx = undefined_name\n"), 4, "NameError: name 'undefined_name' is not defined"),
-    (source_with("@scheduled(cron='0 0 25 * * ?')\ndef f():\n    pass\n"), 2, "the hour field '25' is not valid"),
-    (source_with("@scheduled(every_seconds=0)\ndef f():\n    pass\n"), 2, "every_seconds must be a whole number"),
-    (source_with("@scheduled(every_seconds=5)\ndef f(x):\n    pass\n"), 2, "requires x"),
-    (source_with("def helper():\n    pass\n"), None, "declares no @scheduled function"),
-    ("", None, "the source is empty"),
-])
+@pytest.mark.parametrize(
+    "source, line, reason",
+    [
+        (source_with("def broken(:\n    pass\n"), 2, "SyntaxError"),
+        (source_with("\n\nx = undefined_name\n"), 4, "NameError: name 'undefined_name' is not defined"),
+        (source_with("@scheduled(cron='0 0 25 * * ?')\ndef f():\n    pass\n"), 2, "the hour field '25' is not valid"),
+        (source_with("@scheduled(every_seconds=0)\ndef f():\n    pass\n"), 2, "every_seconds must be a whole number"),
+        (source_with("@scheduled(every_seconds=5)\ndef f(x):\n    pass\n"), 2, "requires x"),
+        (source_with("def helper():\n    pass\n"), None, "declares no @scheduled function"),
+        ("", None, "the source is empty"),
+    ],
+)
 def test_a_bad_script_is_refused_with_its_line_and_reason(source, line, reason):
     with pytest.raises(InvalidScript) as refused:
         scripts.compile_script("bad", source)
@@ -83,8 +87,12 @@ def test_creating_a_script_stores_audits_and_schedules_its_jobs(scripts_on, admi
 
     assert script.sha256 == scripts.source_hash(TWO_JOBS)
     audit = ScriptAudit.objects.get()
-    assert (audit.script_name, audit.action, audit.username, audit.sha256) == \
-        ("reports", "created", "root", script.sha256)
+    assert (audit.script_name, audit.action, audit.username, audit.sha256) == (
+        "reports",
+        "created",
+        "root",
+        script.sha256,
+    )
     rows = dict(PeriodicTask.objects.filter(name__startswith="scripts.").values_list("name", "task"))
     assert rows == {"scripts.reports.nightly": CLUSTERED_TASK, "scripts.reports.refresh": LOCAL_TASK}
     assert PeriodicTasks.last_change() != marker_before
@@ -120,14 +128,20 @@ def test_a_name_is_taken_once(scripts_on, admin_user):
 def test_editing_replaces_the_jobs_and_disabling_switches_them_off(scripts_on, admin_user):
     scripts.create_script("reports", TWO_JOBS, admin_user)
 
-    scripts.update_script("reports", admin_user, source=source_with("@scheduled(every_seconds=5)\ndef only():\n    pass\n"))
+    scripts.update_script(
+        "reports", admin_user, source=source_with("@scheduled(every_seconds=5)\ndef only():\n    pass\n")
+    )
     assert list(PeriodicTask.objects.filter(name__startswith="scripts.").values_list("name", "enabled")) == [
         ("scripts.reports.only", True)
     ]
 
     scripts.update_script("reports", admin_user, enabled=False)
     assert not PeriodicTask.objects.get(name="scripts.reports.only").enabled
-    assert list(ScriptAudit.objects.order_by("id").values_list("action", flat=True)) == ["created", "updated", "disabled"]
+    assert list(ScriptAudit.objects.order_by("id").values_list("action", flat=True)) == [
+        "created",
+        "updated",
+        "disabled",
+    ]
 
 
 @pytest.mark.django_db
@@ -166,14 +180,18 @@ def test_compiled_scripts_idle_too_long_are_forgotten(scripts_on, admin_user):
 
 @pytest.mark.django_db
 def test_a_script_job_that_asks_for_a_transaction_leaves_nothing_when_it_fails(scripts_on, admin_user):
-    scripts.create_script("cleanup", source_with("""
+    scripts.create_script(
+        "cleanup",
+        source_with("""
         from django.contrib.auth import get_user_model
 
         @scheduled(every_seconds=60, transactional=True)
         def two_steps():
             get_user_model().objects.create(username="first-step")
             raise RuntimeError("second step failed")
-    """), admin_user)
+    """),
+        admin_user,
+    )
     job = resolve_job("scripts.cleanup.two_steps")
     tick = job.schedule.latest_tick_at_or_before(timezone.now())
 
@@ -186,19 +204,28 @@ def test_a_script_job_that_asks_for_a_transaction_leaves_nothing_when_it_fails(s
     assert 'raise RuntimeError("second step failed")' in error  # the script's own line, for whoever reads the run
 
 
-@pytest.mark.parametrize("source, line, reason", [
-    (source_with("def broken(:\n    pass\n"), 2, "SyntaxError"),
-    (source_with("@scheduled(cron='0 0 25 * * ?')\ndef f():\n    pass\n"), 2, "the hour field '25' is not valid"),
-    (source_with("@scheduled(every_seconds=0)\ndef f():\n    pass\n"), 2, "every_seconds must be a whole number"),
-    (source_with("@scheduled(every_seconds=5)\ndef f(x):\n    pass\n"), 2, "requires x"),
-    (source_with("EVERY = 5\n@scheduled(every_seconds=EVERY)\ndef f():\n    pass\n"), 3, "must be literals"),
-    (source_with("@scheduled\ndef f():\n    pass\n"), 2, "write @scheduled(cron=...)"),
-    (source_with("def outer():\n    @scheduled(every_seconds=5)\n    def f():\n        pass\n"), 3, "top level"),
-    (source_with("@scheduled(every_seconds=5, when='now')\ndef f():\n    pass\n"), 2, "no argument when"),
-    (source_with("@scheduled(every_seconds=5)\ndef f():\n    pass\n@scheduled(every_seconds=6, name='f')\n"
-                 "def g():\n    pass\n"), 5, "two scheduled jobs"),
-    (source_with("def helper():\n    pass\n"), None, "declares no @scheduled function"),
-])
+@pytest.mark.parametrize(
+    "source, line, reason",
+    [
+        (source_with("def broken(:\n    pass\n"), 2, "SyntaxError"),
+        (source_with("@scheduled(cron='0 0 25 * * ?')\ndef f():\n    pass\n"), 2, "the hour field '25' is not valid"),
+        (source_with("@scheduled(every_seconds=0)\ndef f():\n    pass\n"), 2, "every_seconds must be a whole number"),
+        (source_with("@scheduled(every_seconds=5)\ndef f(x):\n    pass\n"), 2, "requires x"),
+        (source_with("EVERY = 5\n@scheduled(every_seconds=EVERY)\ndef f():\n    pass\n"), 3, "must be literals"),
+        (source_with("@scheduled\ndef f():\n    pass\n"), 2, "write @scheduled(cron=...)"),
+        (source_with("def outer():\n    @scheduled(every_seconds=5)\n    def f():\n        pass\n"), 3, "top level"),
+        (source_with("@scheduled(every_seconds=5, when='now')\ndef f():\n    pass\n"), 2, "no argument when"),
+        (
+            source_with(
+                "@scheduled(every_seconds=5)\ndef f():\n    pass\n@scheduled(every_seconds=6, name='f')\n"
+                "def g():\n    pass\n"
+            ),
+            5,
+            "two scheduled jobs",
+        ),
+        (source_with("def helper():\n    pass\n"), None, "declares no @scheduled function"),
+    ],
+)
 def test_the_web_process_checks_a_script_without_running_it(source, line, reason):
     with pytest.raises(InvalidScript) as refused:
         scripts.check_script("bad", source)
@@ -212,7 +239,8 @@ def test_checking_a_script_reads_the_same_jobs_its_code_declares(settings):
     compiled = {job.name: job for job in scripts.compile_script("reports", TWO_JOBS)}
 
     assert {name: (job.schedule, job.clustered) for name, job in checked.items()} == {
-        name: (job.schedule, job.clustered) for name, job in compiled.items()}
+        name: (job.schedule, job.clustered) for name, job in compiled.items()
+    }
 
 
 @pytest.mark.django_db
@@ -224,7 +252,9 @@ def test_uploading_a_script_does_not_run_its_top_level_code(scripts_on, admin_us
 
     assert not marker.exists()
     assert set(PeriodicTask.objects.filter(name__startswith="scripts.quiet.").values_list("name", flat=True)) == {
-        "scripts.quiet.nightly", "scripts.quiet.refresh"}
+        "scripts.quiet.nightly",
+        "scripts.quiet.refresh",
+    }
 
 
 @pytest.mark.django_db

@@ -1,5 +1,6 @@
 """Declared jobs become PeriodicTask rows: created and updated with the code by every starting process, disabled
 when gone only by the explicit retiring step of an upgrade; pauses stay."""
+
 import json
 
 import pytest
@@ -43,14 +44,21 @@ def test_a_local_job_row_is_never_queued():
 
 
 def test_whole_minute_crons_show_as_crontabs_and_second_crons_as_one_second_intervals():
-    sync_declared_jobs([
-        job("a.nightly", CronSchedule("0 0 1 * * ?", "Europe/Berlin")),
-        job("a.fast", CronSchedule("*/2 * * * * ?", "UTC")),
-        job("a.last_day", CronSchedule("0 0 1 L * ?", "UTC")),
-    ])
+    sync_declared_jobs(
+        [
+            job("a.nightly", CronSchedule("0 0 1 * * ?", "Europe/Berlin")),
+            job("a.fast", CronSchedule("*/2 * * * * ?", "UTC")),
+            job("a.last_day", CronSchedule("0 0 1 L * ?", "UTC")),
+        ]
+    )
 
     nightly = row("a.nightly").crontab
-    assert (nightly.minute, nightly.hour, nightly.day_of_month, str(nightly.timezone)) == ("0", "1", "*", "Europe/Berlin")
+    assert (nightly.minute, nightly.hour, nightly.day_of_month, str(nightly.timezone)) == (
+        "0",
+        "1",
+        "*",
+        "Europe/Berlin",
+    )
     assert row("a.fast").interval.every == 1
     assert row("a.last_day").interval.every == 1  # celery's crontab cannot show L; the kwargs hold the truth
     assert json.loads(row("a.last_day").kwargs)["schedule"] == {"cron": "0 0 1 L * ?", "timezone": "UTC"}

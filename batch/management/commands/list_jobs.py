@@ -15,6 +15,8 @@ class Command(BaseCommand):
         if unknown:
             raise CommandError(f"unknown status {', '.join(unknown)}; use one of {', '.join(JobStatus)}")
         for instance in list_jobs(status)[:limit]:
-            self.stdout.write(f"{instance.id}  {instance.status:<11}  {instance.progress:>4.0%}  "
-                              f"{instance.combined_records_processed:>10} records  "
-                              f"{instance.create_time:%Y-%m-%d %H:%M:%S}  {instance.definition_id}")
+            self.stdout.write(
+                f"{instance.id}  {instance.status:<11}  {instance.progress:>4.0%}  "
+                f"{instance.combined_records_processed:>10} records  "
+                f"{instance.create_time:%Y-%m-%d %H:%M:%S}  {instance.definition_id}"
+            )

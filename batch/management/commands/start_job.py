@@ -12,21 +12,29 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("definition_id", help="e.g. DIAGNOSTIC_NOOP")
-        parser.add_argument("--params", default="{}", help='job parameters as a JSON object, e.g. \'{"chunks": 10}\'')
-        parser.add_argument("--max-concurrent-chunks", type=int, default=None,
-                            help="at most this many chunks of the job queued or running at once")
-        parser.add_argument("--wait", action="store_true", help="follow the job until it ends; non-zero exit unless "
-                                                                "it completes")
+        parser.add_argument("--params", default="{}", help="job parameters as a JSON object, e.g. '{\"chunks\": 10}'")
+        parser.add_argument(
+            "--max-concurrent-chunks",
+            type=int,
+            default=None,
+            help="at most this many chunks of the job queued or running at once",
+        )
+        parser.add_argument(
+            "--wait", action="store_true", help="follow the job until it ends; non-zero exit unless it completes"
+        )
 
-    def handle(self, *args, definition_id: str, params: str, max_concurrent_chunks: int | None, wait: bool,
-               **options):
+    def handle(self, *args, definition_id: str, params: str, max_concurrent_chunks: int | None, wait: bool, **options):
         try:
             parameters = json.loads(params)
         except json.JSONDecodeError as error:
             raise CommandError(f"--params is not valid JSON: {error}") from None
         try:
-            instance = start_job(definition_id, parameters, started_by=f"cli:{getpass.getuser()}",
-                                 max_concurrent_chunks=max_concurrent_chunks)
+            instance = start_job(
+                definition_id,
+                parameters,
+                started_by=f"cli:{getpass.getuser()}",
+                max_concurrent_chunks=max_concurrent_chunks,
+            )
         except BatchError as error:
             raise CommandError(str(error)) from None
         except DatabaseError as error:  # PostgreSQL away (restarting, unreachable): one line, not a traceback
@@ -44,5 +52,7 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         if instance.status != JobStatus.COMPLETED:
             raise CommandError(f"job {instance.id} {instance.status}: {instance.error_message or 'no message'}")
-        self.stdout.write(f"COMPLETED: {instance.combined_records_processed} records"
-                          + (f", report {json.dumps(instance.report)}" if instance.report else ""))
+        self.stdout.write(
+            f"COMPLETED: {instance.combined_records_processed} records"
+            + (f", report {json.dumps(instance.report)}" if instance.report else "")
+        )

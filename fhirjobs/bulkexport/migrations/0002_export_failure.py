@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('bulkexport', '0001_initial'),
+        ("bulkexport", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='bulkexport',
-            name='failure',
-            field=models.TextField(blank=True, default=''),
+            model_name="bulkexport",
+            name="failure",
+            field=models.TextField(blank=True, default=""),
         ),
     ]

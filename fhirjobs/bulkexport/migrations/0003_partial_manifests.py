@@ -4,30 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('bulkexport', '0002_export_failure'),
+        ("bulkexport", "0002_export_failure"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='bulkexport',
-            name='manifest_pages',
+            model_name="bulkexport",
+            name="manifest_pages",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='bulkexport',
-            name='partial_manifests',
+            model_name="bulkexport",
+            name="partial_manifests",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='exportfile',
-            name='deleted',
+            model_name="exportfile",
+            name="deleted",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='exportfile',
-            name='manifest_page',
+            model_name="exportfile",
+            name="manifest_page",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
     ]

@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,57 +16,96 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='StagedId',
+            name="StagedId",
             fields=[
-                ('pk', models.CompositePrimaryKey('import_id', 'logical_id', 'resource_type', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('import_id', models.UUIDField()),
-                ('logical_id', models.CharField(db_collation='C', max_length=64)),
-                ('resource_type', models.CharField(db_collation='C', max_length=64)),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "import_id",
+                        "logical_id",
+                        "resource_type",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("import_id", models.UUIDField()),
+                ("logical_id", models.CharField(db_collation="C", max_length=64)),
+                ("resource_type", models.CharField(db_collation="C", max_length=64)),
             ],
         ),
         migrations.CreateModel(
-            name='BulkSubmission',
+            name="BulkSubmission",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('submitter', models.CharField(max_length=500)),
-                ('submission_id', models.CharField(max_length=200)),
-                ('status', models.CharField(default='in-progress', max_length=32)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='bulk_submissions', to=settings.AUTH_USER_MODEL)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("submitter", models.CharField(max_length=500)),
+                ("submission_id", models.CharField(max_length=200)),
+                ("status", models.CharField(default="in-progress", max_length=32)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="bulk_submissions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='BulkImport',
+            name="BulkImport",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('job_instance_id', models.UUIDField(blank=True, null=True, unique=True)),
-                ('request_url', models.TextField(blank=True)),
-                ('request_headers', models.JSONField(blank=True, default=dict)),
-                ('manifest_url', models.TextField(blank=True)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='bulk_imports', to=settings.AUTH_USER_MODEL)),
-                ('submission', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='imports', to='bulkimport.bulksubmission')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("job_instance_id", models.UUIDField(blank=True, null=True, unique=True)),
+                ("request_url", models.TextField(blank=True)),
+                ("request_headers", models.JSONField(blank=True, default=dict)),
+                ("manifest_url", models.TextField(blank=True)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="bulk_imports",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "submission",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="imports",
+                        to="bulkimport.bulksubmission",
+                    ),
+                ),
             ],
             options={
-                'permissions': [('start_import', 'May start bulk imports ($import, $bulk-submit)')],
+                "permissions": [("start_import", "May start bulk imports ($import, $bulk-submit)")],
             },
         ),
         migrations.CreateModel(
-            name='ImportIssue',
+            name="ImportIssue",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('import_id', models.UUIDField()),
-                ('chunk_id', models.UUIDField(null=True)),
-                ('file', models.TextField()),
-                ('line', models.PositiveIntegerField(null=True)),
-                ('message', models.TextField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("import_id", models.UUIDField()),
+                ("chunk_id", models.UUIDField(null=True)),
+                ("file", models.TextField()),
+                ("line", models.PositiveIntegerField(null=True)),
+                ("message", models.TextField()),
             ],
             options={
-                'indexes': [models.Index(fields=['import_id', 'file', 'line'], name='bulkimport_issue_order'), models.Index(fields=['chunk_id'], name='bulkimport_issue_chunk')],
+                "indexes": [
+                    models.Index(fields=["import_id", "file", "line"], name="bulkimport_issue_order"),
+                    models.Index(fields=["chunk_id"], name="bulkimport_issue_chunk"),
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='bulksubmission',
-            constraint=models.UniqueConstraint(fields=('submitter', 'submission_id'), name='bulkimport_submission'),
+            model_name="bulksubmission",
+            constraint=models.UniqueConstraint(fields=("submitter", "submission_id"), name="bulkimport_submission"),
         ),
     ]

@@ -4,18 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('bulkimport', '0001_initial'),
+        ("bulkimport", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='LoadSummary',
+            name="LoadSummary",
             fields=[
-                ('chunk_id', models.UUIDField(primary_key=True, serialize=False)),
-                ('import_id', models.UUIDField(db_index=True)),
-                ('summary', models.JSONField()),
+                ("chunk_id", models.UUIDField(primary_key=True, serialize=False)),
+                ("import_id", models.UUIDField(db_index=True)),
+                ("summary", models.JSONField()),
             ],
         ),
     ]

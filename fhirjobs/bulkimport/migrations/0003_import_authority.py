@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('bulkimport', '0002_load_summary'),
+        ("bulkimport", "0002_load_summary"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='bulkimport',
-            name='manages_search_parameters',
+            model_name="bulkimport",
+            name="manages_search_parameters",
             field=models.BooleanField(default=False),
         ),
     ]

@@ -4,39 +4,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='PatchedChunk',
+            name="PatchedChunk",
             fields=[
-                ('chunk_id', models.UUIDField(primary_key=True, serialize=False)),
-                ('job_instance_id', models.UUIDField(db_index=True)),
-                ('resource_type', models.CharField(max_length=64)),
-                ('patched', models.PositiveIntegerField(default=0)),
-                ('unchanged', models.PositiveIntegerField(default=0)),
-                ('failed', models.JSONField(default=dict)),
-                ('diffs', models.JSONField(default=list)),
+                ("chunk_id", models.UUIDField(primary_key=True, serialize=False)),
+                ("job_instance_id", models.UUIDField(db_index=True)),
+                ("resource_type", models.CharField(max_length=64)),
+                ("patched", models.PositiveIntegerField(default=0)),
+                ("unchanged", models.PositiveIntegerField(default=0)),
+                ("failed", models.JSONField(default=dict)),
+                ("diffs", models.JSONField(default=list)),
             ],
             options={
-                'permissions': [('bulk_patch', 'Can patch every resource a search matches ($hapi.fhir.bulk-patch)')],
+                "permissions": [("bulk_patch", "Can patch every resource a search matches ($hapi.fhir.bulk-patch)")],
             },
         ),
         migrations.CreateModel(
-            name='PatchedResource',
+            name="PatchedResource",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('job_instance_id', models.UUIDField()),
-                ('resource_type', models.CharField(max_length=64)),
-                ('logical_id', models.CharField(max_length=64)),
-                ('version_id', models.PositiveIntegerField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("job_instance_id", models.UUIDField()),
+                ("resource_type", models.CharField(max_length=64)),
+                ("logical_id", models.CharField(max_length=64)),
+                ("version_id", models.PositiveIntegerField()),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('job_instance_id', 'resource_type', 'logical_id'), name='bulkpatch_once_per_job')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("job_instance_id", "resource_type", "logical_id"), name="bulkpatch_once_per_job"
+                    )
+                ],
             },
         ),
     ]

@@ -4,22 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ExpungedChunk',
+            name="ExpungedChunk",
             fields=[
-                ('chunk_id', models.UUIDField(primary_key=True, serialize=False)),
-                ('job_instance_id', models.UUIDField(db_index=True)),
-                ('counts', models.JSONField(default=dict)),
+                ("chunk_id", models.UUIDField(primary_key=True, serialize=False)),
+                ("job_instance_id", models.UUIDField(db_index=True)),
+                ("counts", models.JSONField(default=dict)),
             ],
             options={
-                'permissions': [('delete_expunge', 'Can delete resources for good ($delete-expunge)')],
+                "permissions": [("delete_expunge", "Can delete resources for good ($delete-expunge)")],
             },
         ),
     ]

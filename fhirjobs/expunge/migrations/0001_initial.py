@@ -4,22 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ExpungedVersionsChunk',
+            name="ExpungedVersionsChunk",
             fields=[
-                ('chunk_id', models.UUIDField(primary_key=True, serialize=False)),
-                ('job_instance_id', models.UUIDField(db_index=True)),
-                ('versions', models.PositiveIntegerField()),
+                ("chunk_id", models.UUIDField(primary_key=True, serialize=False)),
+                ("job_instance_id", models.UUIDField(db_index=True)),
+                ("versions", models.PositiveIntegerField()),
             ],
             options={
-                'permissions': [('expunge', 'Can expunge previous versions ($expunge)')],
+                "permissions": [("expunge", "Can expunge previous versions ($expunge)")],
             },
         ),
     ]

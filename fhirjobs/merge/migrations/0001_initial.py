@@ -4,22 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='MergedChunk',
+            name="MergedChunk",
             fields=[
-                ('chunk_id', models.UUIDField(primary_key=True, serialize=False)),
-                ('job_instance_id', models.UUIDField(db_index=True)),
-                ('versions', models.JSONField(default=list)),
+                ("chunk_id", models.UUIDField(primary_key=True, serialize=False)),
+                ("job_instance_id", models.UUIDField(db_index=True)),
+                ("versions", models.JSONField(default=list)),
             ],
             options={
-                'permissions': [('merge_patients', 'Can merge patients (Patient/$merge)')],
+                "permissions": [("merge_patients", "Can merge patients (Patient/$merge)")],
             },
         ),
     ]

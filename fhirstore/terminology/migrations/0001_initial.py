@@ -8,136 +8,318 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='UploadedFile',
+            name="UploadedFile",
             fields=[
-                ('id', models.UUIDField(primary_key=True, serialize=False)),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('content', models.BinaryField()),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                ("id", models.UUIDField(primary_key=True, serialize=False)),
+                ("name", models.CharField(blank=True, max_length=200)),
+                ("content", models.BinaryField()),
+                ("created_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
             ],
         ),
         migrations.CreateModel(
-            name='CodeSystemVersion',
+            name="CodeSystemVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('system', models.CharField(db_collation='C', max_length=200)),
-                ('version', models.CharField(blank=True, db_collation='C', help_text='empty until the upload read it from the file', max_length=64, null=True)),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('status', models.CharField(choices=[('BUILDING', 'Building'), ('CURRENT', 'Current'), ('SUPERSEDED', 'Superseded'), ('DELETING', 'Deleting')], default='BUILDING', max_length=16)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('made_current_at', models.DateTimeField(blank=True, null=True)),
-                ('concept_count', models.PositiveIntegerField(default=0)),
-                ('closure_count', models.BigIntegerField(default=0)),
-                ('loaded_by', models.CharField(blank=True, help_text='the id of the upload that wrote it', max_length=64)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("system", models.CharField(db_collation="C", max_length=200)),
+                (
+                    "version",
+                    models.CharField(
+                        blank=True,
+                        db_collation="C",
+                        help_text="empty until the upload read it from the file",
+                        max_length=64,
+                        null=True,
+                    ),
+                ),
+                ("name", models.CharField(blank=True, max_length=200)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("BUILDING", "Building"),
+                            ("CURRENT", "Current"),
+                            ("SUPERSEDED", "Superseded"),
+                            ("DELETING", "Deleting"),
+                        ],
+                        default="BUILDING",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                ("made_current_at", models.DateTimeField(blank=True, null=True)),
+                ("concept_count", models.PositiveIntegerField(default=0)),
+                ("closure_count", models.BigIntegerField(default=0)),
+                (
+                    "loaded_by",
+                    models.CharField(blank=True, help_text="the id of the upload that wrote it", max_length=64),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('system', 'version'), name='terminology_system_version'), models.UniqueConstraint(condition=models.Q(('status', 'CURRENT')), fields=('system',), name='terminology_one_current_version')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("system", "version"), name="terminology_system_version"),
+                    models.UniqueConstraint(
+                        condition=models.Q(("status", "CURRENT")),
+                        fields=("system",),
+                        name="terminology_one_current_version",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ValueSetExpansion',
+            name="ValueSetExpansion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('url', models.CharField(db_collation='C', max_length=200)),
-                ('version', models.CharField(blank=True, db_collation='C', max_length=64)),
-                ('source', models.CharField(blank=True, db_collation='C', help_text="the ValueSet resource's id", max_length=64)),
-                ('source_version', models.PositiveIntegerField(blank=True, help_text='its versionId expanded: another one makes this stale', null=True)),
-                ('status', models.CharField(choices=[('NOT_EXPANDED', 'Not Expanded'), ('EXPANDING', 'Expanding'), ('EXPANDED', 'Expanded'), ('FAILED', 'Failed')], default='NOT_EXPANDED', max_length=16)),
-                ('error', models.TextField(blank=True)),
-                ('systems', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=200), default=list, help_text='the code systems the compose uses: a new current version of one makes it stale', size=None)),
-                ('built_from', django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), default=list, help_text='the CodeSystemVersion ids used', size=None)),
-                ('total', models.PositiveIntegerField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("url", models.CharField(db_collation="C", max_length=200)),
+                ("version", models.CharField(blank=True, db_collation="C", max_length=64)),
+                (
+                    "source",
+                    models.CharField(
+                        blank=True, db_collation="C", help_text="the ValueSet resource's id", max_length=64
+                    ),
+                ),
+                (
+                    "source_version",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="its versionId expanded: another one makes this stale", null=True
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("NOT_EXPANDED", "Not Expanded"),
+                            ("EXPANDING", "Expanding"),
+                            ("EXPANDED", "Expanded"),
+                            ("FAILED", "Failed"),
+                        ],
+                        default="NOT_EXPANDED",
+                        max_length=16,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                (
+                    "systems",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=200),
+                        default=list,
+                        help_text="the code systems the compose uses: a new current version of one makes it stale",
+                        size=None,
+                    ),
+                ),
+                (
+                    "built_from",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.BigIntegerField(),
+                        default=list,
+                        help_text="the CodeSystemVersion ids used",
+                        size=None,
+                    ),
+                ),
+                ("total", models.PositiveIntegerField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('url', 'version'), name='terminology_expansion_url_version')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("url", "version"), name="terminology_expansion_url_version")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ExpansionConcept',
+            name="ExpansionConcept",
             fields=[
-                ('pk', models.CompositePrimaryKey('expansion', 'position', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('position', models.PositiveIntegerField()),
-                ('system', models.CharField(db_collation='C', max_length=200)),
-                ('version', models.CharField(blank=True, max_length=64)),
-                ('code', models.CharField(db_collation='C', max_length=200)),
-                ('display', models.TextField(blank=True)),
-                ('expansion', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='terminology.valuesetexpansion')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "expansion", "position", blank=True, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("position", models.PositiveIntegerField()),
+                ("system", models.CharField(db_collation="C", max_length=200)),
+                ("version", models.CharField(blank=True, max_length=64)),
+                ("code", models.CharField(db_collation="C", max_length=200)),
+                ("display", models.TextField(blank=True)),
+                (
+                    "expansion",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="terminology.valuesetexpansion",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Closure',
+            name="Closure",
             fields=[
-                ('pk', models.CompositePrimaryKey('code_system_version', 'ancestor', 'descendant', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('ancestor', models.CharField(db_collation='C', max_length=200)),
-                ('descendant', models.CharField(db_collation='C', max_length=200)),
-                ('code_system_version', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='terminology.codesystemversion')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "code_system_version",
+                        "ancestor",
+                        "descendant",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("ancestor", models.CharField(db_collation="C", max_length=200)),
+                ("descendant", models.CharField(db_collation="C", max_length=200)),
+                (
+                    "code_system_version",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="terminology.codesystemversion",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['code_system_version', 'descendant', 'ancestor'], name='terminology_closure_up')],
+                "indexes": [
+                    models.Index(
+                        fields=["code_system_version", "descendant", "ancestor"], name="terminology_closure_up"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Concept',
+            name="Concept",
             fields=[
-                ('pk', models.CompositePrimaryKey('code_system_version', 'code', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('code', models.CharField(db_collation='C', max_length=200)),
-                ('display', models.TextField(blank=True)),
-                ('abstract', models.BooleanField(default=False, help_text='a grouper (a chapter, a block): not for use in data')),
-                ('code_system_version', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='terminology.codesystemversion')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "code_system_version", "code", blank=True, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("code", models.CharField(db_collation="C", max_length=200)),
+                ("display", models.TextField(blank=True)),
+                (
+                    "abstract",
+                    models.BooleanField(default=False, help_text="a grouper (a chapter, a block): not for use in data"),
+                ),
+                (
+                    "code_system_version",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="terminology.codesystemversion",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(models.F('code_system_version'), django.db.models.functions.text.Lower('display'), name='terminology_concept_display')],
+                "indexes": [
+                    models.Index(
+                        models.F("code_system_version"),
+                        django.db.models.functions.text.Lower("display"),
+                        name="terminology_concept_display",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ConceptProperty',
+            name="ConceptProperty",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(db_collation='C', max_length=200)),
-                ('property', models.CharField(db_collation='C', max_length=64)),
-                ('type', models.CharField(choices=[('code', 'Code'), ('Coding', 'Coding'), ('string', 'String'), ('integer', 'Integer'), ('boolean', 'Boolean'), ('dateTime', 'Datetime'), ('decimal', 'Decimal')], default='string', max_length=16)),
-                ('value', models.TextField()),
-                ('system', models.CharField(blank=True, help_text="a Coding value's system", max_length=200)),
-                ('code_system_version', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='terminology.codesystemversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("code", models.CharField(db_collation="C", max_length=200)),
+                ("property", models.CharField(db_collation="C", max_length=64)),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("code", "Code"),
+                            ("Coding", "Coding"),
+                            ("string", "String"),
+                            ("integer", "Integer"),
+                            ("boolean", "Boolean"),
+                            ("dateTime", "Datetime"),
+                            ("decimal", "Decimal"),
+                        ],
+                        default="string",
+                        max_length=16,
+                    ),
+                ),
+                ("value", models.TextField()),
+                ("system", models.CharField(blank=True, help_text="a Coding value's system", max_length=200)),
+                (
+                    "code_system_version",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="terminology.codesystemversion",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['code_system_version', 'code'], name='terminology_property_code'), models.Index(fields=['code_system_version', 'property'], name='terminology_property_name')],
+                "indexes": [
+                    models.Index(fields=["code_system_version", "code"], name="terminology_property_code"),
+                    models.Index(fields=["code_system_version", "property"], name="terminology_property_name"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Designation',
+            name="Designation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(db_collation='C', max_length=200)),
-                ('language', models.CharField(blank=True, max_length=16)),
-                ('use_system', models.CharField(blank=True, max_length=200)),
-                ('use_code', models.CharField(blank=True, max_length=64)),
-                ('value', models.TextField()),
-                ('code_system_version', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='terminology.codesystemversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("code", models.CharField(db_collation="C", max_length=200)),
+                ("language", models.CharField(blank=True, max_length=16)),
+                ("use_system", models.CharField(blank=True, max_length=200)),
+                ("use_code", models.CharField(blank=True, max_length=64)),
+                ("value", models.TextField()),
+                (
+                    "code_system_version",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="terminology.codesystemversion",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['code_system_version', 'code'], name='terminology_designation_code')],
+                "indexes": [models.Index(fields=["code_system_version", "code"], name="terminology_designation_code")],
             },
         ),
         migrations.CreateModel(
-            name='ParentLink',
+            name="ParentLink",
             fields=[
-                ('pk', models.CompositePrimaryKey('code_system_version', 'child', 'parent', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('child', models.CharField(db_collation='C', max_length=200)),
-                ('parent', models.CharField(db_collation='C', max_length=200)),
-                ('code_system_version', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='terminology.codesystemversion')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "code_system_version",
+                        "child",
+                        "parent",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("child", models.CharField(db_collation="C", max_length=200)),
+                ("parent", models.CharField(db_collation="C", max_length=200)),
+                (
+                    "code_system_version",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="terminology.codesystemversion",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['code_system_version', 'parent', 'child'], name='terminology_link_parent')],
+                "indexes": [
+                    models.Index(fields=["code_system_version", "parent", "child"], name="terminology_link_parent")
+                ],
             },
         ),
     ]

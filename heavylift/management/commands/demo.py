@@ -1,4 +1,5 @@
 """`make demo`: bring the whole stack up from the Procfile, run work through it, print where things are."""
+
 import _thread
 import json
 import os
@@ -48,8 +49,10 @@ def refuse_busy_ports(ports: dict[str, int]) -> None:
             try:
                 probe.bind((settings.BIND_ADDRESS, port))
             except OSError as error:
-                busy.append(f"{variable} {port} on {settings.BIND_ADDRESS} is busy ({error.strerror}); choose another, "
-                            f"e.g. `{variable}={port + 1} make demo`")
+                busy.append(
+                    f"{variable} {port} on {settings.BIND_ADDRESS} is busy ({error.strerror}); choose another, "
+                    f"e.g. `{variable}={port + 1} make demo`"
+                )
     if busy:
         raise CommandError("; ".join(busy))
 
@@ -112,8 +115,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--exit-after", action="store_true", help="stop the stack once the demo work is done")
         parser.add_argument("--port", type=int, default=settings.PORT, help="the web process's port (default: PORT)")
-        parser.add_argument("--stack-log", type=Path, default=settings.BASE_DIR / ".services" / "stack.log",
-                            help="where the stack's processes log (default .services/stack.log)")
+        parser.add_argument(
+            "--stack-log",
+            type=Path,
+            default=settings.BASE_DIR / ".services" / "stack.log",
+            help="where the stack's processes log (default .services/stack.log)",
+        )
 
     def handle(self, *args, exit_after: bool, port: int, stack_log: Path, **options):
         self.port = port
@@ -121,14 +128,22 @@ class Command(BaseCommand):
         password = ensure_admin_user("admin")
         token = demo_token(get_user_model().objects.get(username="admin"))
         bin_dir = str(Path(sys.executable).parent)
-        env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-               "PROMETHEUS_MULTIPROC_DIR": str(fresh_metrics_directory())}
+        env = {
+            **os.environ,
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "PROMETHEUS_MULTIPROC_DIR": str(fresh_metrics_directory()),
+        }
         log_path = stack_log
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.stdout.write(f"starting web, worker, beat and Flower (Procfile); their logs: {log_path}")
         with log_path.open("ab") as log:
-            stack = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start", "--port", str(port)],
-                                     cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+            stack = subprocess.Popen(
+                [os.path.join(bin_dir, "honcho"), "start", "--port", str(port)],
+                cwd=settings.BASE_DIR,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         watch = StackWatch(stack)
         try:
             wait_for_web(f"{web_url(self.port)}/healthz", stack)
@@ -140,8 +155,9 @@ class Command(BaseCommand):
                 stack.wait()
         except KeyboardInterrupt:
             if watch.exited:
-                raise CommandError(f"the stack exited with {stack.returncode} while the demo ran; why is at the end "
-                                   f"of {log_path}") from None
+                raise CommandError(
+                    f"the stack exited with {stack.returncode} while the demo ran; why is at the end of {log_path}"
+                ) from None
         finally:
             watch.working = False
             if stack.poll() is None:
@@ -158,9 +174,12 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         if ended.status != "COMPLETED":
             raise CommandError(f"the demo job {ended.status}: {ended.error_message}")
-        self.stdout.write(self.style.SUCCESS(
-            f"job {ended.id} COMPLETED: report {ended.report}; see it at "
-            f"{web_url(self.port)}/admin/batch/jobinstance/{ended.id}/change/"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"job {ended.id} COMPLETED: report {ended.report}; see it at "
+                f"{web_url(self.port)}/admin/batch/jobinstance/{ended.id}/change/"
+            )
+        )
 
     def run_demo_export(self, token: str) -> None:
         """Sample data in, then a Bulk Data `$export` over HTTP as a client does it: kick-off, poll, manifest."""
@@ -178,27 +197,37 @@ class Command(BaseCommand):
             with urllib.request.urlopen(urllib.request.Request(status_url, headers=headers), timeout=30) as response:
                 if response.status == 200:
                     manifest = json.load(response)
-                    self.stdout.write(self.style.SUCCESS(f"export complete; expires {response.headers['Expires']}; "
-                                                         f"manifest:\n{json.dumps(manifest, indent=2)}"))
+                    self.stdout.write(
+                        self.style.SUCCESS(
+                            f"export complete; expires {response.headers['Expires']}; "
+                            f"manifest:\n{json.dumps(manifest, indent=2)}"
+                        )
+                    )
                     if manifest["output"]:
-                        self.stdout.write(f"download a file: curl -H 'Authorization: Bearer {token}' "
-                                          f"'{manifest['output'][0]['url']}'")
+                        self.stdout.write(
+                            f"download a file: curl -H 'Authorization: Bearer {token}' '{manifest['output'][0]['url']}'"
+                        )
                     return
                 self.stdout.write(f"  202 X-Progress: {response.headers['X-Progress']}")
             time.sleep(EXPORT_POLL_SECONDS)
         raise CommandError(f"the demo export did not finish within {DEMO_TIMEOUT}s")
 
     def where_things_are(self, password: str | None, token: str) -> str:
-        login = f"admin / {password}  (shown once; `manage.py changepassword admin` to reset)" if password \
+        login = (
+            f"admin / {password}  (shown once; `manage.py changepassword admin` to reset)"
+            if password
             else "admin (already created earlier; `manage.py changepassword admin` to reset)"
-        return "\n".join([
-            "",
-            f"  Admin (job dashboard)  {web_url(self.port)}/admin/   login: {login}",
-            f"  Health                 {web_url(self.port)}/healthz",
-            f"  API token              {token}   (Authorization: Bearer <token>; expires in {DEMO_TOKEN_DAYS} days, "
-            "the next demo revokes it)",
-            f"  Flower                 http://127.0.0.1:{settings.FLOWER_PORT}/   login: "
-            f"{settings.FLOWER_USER} / {settings.FLOWER_PASSWORD}",
-            "  Ctrl-C stops the stack; `make stop` stops the embedded PostgreSQL and Redis.",
-            "",
-        ])
+        )
+        return "\n".join(
+            [
+                "",
+                f"  Admin (job dashboard)  {web_url(self.port)}/admin/   login: {login}",
+                f"  Health                 {web_url(self.port)}/healthz",
+                f"  API token              {token}   (Authorization: Bearer <token>; expires in {DEMO_TOKEN_DAYS} days, "
+                "the next demo revokes it)",
+                f"  Flower                 http://127.0.0.1:{settings.FLOWER_PORT}/   login: "
+                f"{settings.FLOWER_USER} / {settings.FLOWER_PASSWORD}",
+                "  Ctrl-C stops the stack; `make stop` stops the embedded PostgreSQL and Redis.",
+                "",
+            ]
+        )

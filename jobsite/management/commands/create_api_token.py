@@ -5,14 +5,20 @@ from jobsite.tokens import ALL_SCOPES, TokenError, issue_token
 
 
 class Command(BaseCommand):
-    help = ("Create an API token for USER and print it (once: only its hash is kept). Send it as "
-            "`Authorization: Bearer <token>`. The token is the last line printed.")
+    help = (
+        "Create an API token for USER and print it (once: only its hash is kept). Send it as "
+        "`Authorization: Bearer <token>`. The token is the last line printed."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")
-        parser.add_argument("--scopes", nargs="+", metavar="SCOPE",
-                            help=f"any of {', '.join(ALL_SCOPES)} (default: every scope the user's role allows: "
-                                 "all for staff, all but control for other users)")
+        parser.add_argument(
+            "--scopes",
+            nargs="+",
+            metavar="SCOPE",
+            help=f"any of {', '.join(ALL_SCOPES)} (default: every scope the user's role allows: "
+            "all for staff, all but control for other users)",
+        )
         parser.add_argument("--expires-in", type=int, metavar="DAYS", help="days until it expires (default: never)")
 
     def handle(self, *args, username: str, scopes: list[str] | None, expires_in: int | None, **options):
@@ -26,6 +32,8 @@ class Command(BaseCommand):
         except TokenError as error:
             raise CommandError(str(error)) from None
         expiry = issued.token.expires_at.isoformat() if issued.token.expires_at else "never"
-        self.stderr.write(f"token {issued.token.prefix}… for {username}: scopes {' '.join(issued.token.scopes)}; "
-                          f"expires {expiry}. It is shown only now.")
+        self.stderr.write(
+            f"token {issued.token.prefix}… for {username}: scopes {' '.join(issued.token.scopes)}; "
+            f"expires {expiry}. It is shown only now."
+        )
         self.stdout.write(issued.plaintext)

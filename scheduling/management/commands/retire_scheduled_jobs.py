@@ -5,9 +5,11 @@ from scheduling.sync import retire_undeclared_jobs
 
 
 class Command(BaseCommand):
-    help = ("Disable the scheduled jobs this release no longer declares in code. The last step of an upgrade, once "
-            "every process runs the new release (a starting process only adds and updates jobs; see README, "
-            "Upgrading).")
+    help = (
+        "Disable the scheduled jobs this release no longer declares in code. The last step of an upgrade, once "
+        "every process runs the new release (a starting process only adds and updates jobs; see README, "
+        "Upgrading)."
+    )
 
     def handle(self, *args, **options):
         report = retire_undeclared_jobs(registry.all())

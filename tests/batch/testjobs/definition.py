@@ -63,16 +63,17 @@ def sum_records(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> di
 
 
 def _logged_parameters(builder: JobDefinitionBuilder) -> JobDefinitionBuilder:
-    return (builder
-            .parameter("chunks", int, default=10)
-            .parameter("sleep_ms", int, default=0)
-            .parameter("log", str, required=True)
-            .parameter("fail_index", int, default=-1)
-            .parameter("fail_while", str, default="/nonexistent")
-            .parameter("error_index", int, default=-1)
-            .parameter("hold_while", str, default="/nonexistent")
-            .parameter("hold_from", int, default=0)
-            .max_chunk_seconds(MAX_CHUNK_SECONDS))
+    return (
+        builder.parameter("chunks", int, default=10)
+        .parameter("sleep_ms", int, default=0)
+        .parameter("log", str, required=True)
+        .parameter("fail_index", int, default=-1)
+        .parameter("fail_while", str, default="/nonexistent")
+        .parameter("error_index", int, default=-1)
+        .parameter("hold_while", str, default="/nonexistent")
+        .parameter("hold_from", int, default=0)
+        .max_chunk_seconds(MAX_CHUNK_SECONDS)
+    )
 
 
 LOGGED_JOB = (
@@ -83,8 +84,9 @@ LOGGED_JOB = (
 )
 
 LOGGED_GATED_JOB = (
-    _logged_parameters(JobDefinitionBuilder("TEST_LOGGED_GATED", 1,
-                                            "Writes down each chunk it finishes, gated, and sums them."))
+    _logged_parameters(
+        JobDefinitionBuilder("TEST_LOGGED_GATED", 1, "Writes down each chunk it finishes, gated, and sums them.")
+    )
     .parameter("hold_reduction_while", str, default="/nonexistent")
     .gated()
     .first_step("emit", emit_chunks)

@@ -1,12 +1,13 @@
 """Fixtures of the bulk export tests: export files in the default storage (the database), jobs run in this process."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
 from django.core.files.storage import Storage, storages
-from jobsite.tokens import token_for
 
+from jobsite.tokens import token_for
 from tests.fhirjobs.bulkexport.helpers import Exporter
 from tests.fhirstore.helpers import FhirClient
 

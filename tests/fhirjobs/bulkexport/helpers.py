@@ -1,4 +1,5 @@
 """Helpers of the bulkexport tests (builders, clients); the fixtures are in conftest.py."""
+
 from __future__ import annotations
 
 import json
@@ -46,13 +47,21 @@ class Exporter:
         return downloaded
 
     def ids(self, manifest: dict) -> dict[str, list[str]]:
-        return {resource_type: sorted(resource["id"] for resource in resources)
-                for resource_type, resources in self.download(manifest).items()}
+        return {
+            resource_type: sorted(resource["id"] for resource in resources)
+            for resource_type, resources in self.download(manifest).items()
+        }
 
 
 def observation(logical_id: str, subject: str, category: str = "laboratory", **extra) -> dict:
-    return {"resourceType": "Observation", "id": logical_id, "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                      "code": category}]}],
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-            "subject": {"reference": f"Patient/{subject}"}, **extra}
+    return {
+        "resourceType": "Observation",
+        "id": logical_id,
+        "status": "final",
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": f"Patient/{subject}"},
+        **extra,
+    }

@@ -4,6 +4,7 @@
 downloaded is compared with the store resource by resource. A worker killed with SIGKILL in the middle of
 an export costs a retry, never a lost or duplicated resource.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -23,8 +24,6 @@ from django.core.files.storage import storages
 from django.db import connection, transaction
 from smart_fetch.resources import PATIENT_TYPES as SMART_FETCH_DEFAULT_TYPES
 
-from jobsite.tokens import token_for
-
 from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
@@ -35,20 +34,39 @@ from fhirjobs.bulkimport.inline import load_paths
 from fhirstore.loading import BulkLoader
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
+from jobsite.tokens import token_for
 from tests.fhirjobs.bulkexport.helpers import observation
 from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, delete, store
 from tests.processes import (
-    Process, celery_beat, celery_worker, free_port, kill_while_it_holds, scheduler_worker, start_all,
-    subprocess_database_url, wait_until, wait_until_beating, wait_until_ready,
+    Process,
+    celery_beat,
+    celery_worker,
+    free_port,
+    kill_while_it_holds,
+    scheduler_worker,
+    start_all,
+    subprocess_database_url,
+    wait_until,
+    wait_until_beating,
+    wait_until_ready,
 )
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
 SMART_FETCH = str(Path(sys.executable).parent / "smart-fetch")
 # smart-fetch's default Observation filter (filtering.Filters, for servers other than Epic).
-DEFAULT_OBSERVATION_CATEGORIES = {"social-history", "vital-signs", "imaging", "laboratory", "survey", "exam",
-                                  "procedure", "therapy", "activity"}
+DEFAULT_OBSERVATION_CATEGORIES = {
+    "social-history",
+    "vital-signs",
+    "imaging",
+    "laboratory",
+    "survey",
+    "exam",
+    "procedure",
+    "therapy",
+    "activity",
+}
 EXPORTED_TYPES = ("Patient", "Encounter", "Condition", "Immunization", "MedicationRequest", "Observation", "Procedure")
 
 
@@ -65,7 +83,9 @@ def read_downloads(directory: Path) -> dict[str, list[dict]]:
     downloaded: dict[str, list[dict]] = {}
     for path in sorted(directory.glob("*.ndjson.gz")):
         with gzip.open(path, "rt") as lines:
-            downloaded.setdefault(path.name.split(".")[0], []).extend(json.loads(line) for line in lines if line.strip())
+            downloaded.setdefault(path.name.split(".")[0], []).extend(
+                json.loads(line) for line in lines if line.strip()
+            )
     return downloaded
 
 
@@ -81,8 +101,9 @@ def exported_ids(report: dict) -> Counter:
     return listed
 
 
-def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the_store(processes, tmp_path,
-                                                                                         export_storage):
+def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the_store(
+    processes, tmp_path, export_storage
+):
     report = load_paths([SYNTHEA_NDJSON, SYNTHEA_BUNDLES])
     assert not report.bad
     store(observation("outside-default-filter", "ghost", category="uncategorized-xyz"))
@@ -108,23 +129,51 @@ def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the
     assert export_storage.names() == []
 
 
-def test_smart_fetch_default_group_export_gets_exactly_the_members_patient_compartments(processes, tmp_path,
-                                                                                        export_storage):
+def test_smart_fetch_default_group_export_gets_exactly_the_members_patient_compartments(
+    processes, tmp_path, export_storage
+):
     """No `--type`: smart-fetch asks for its own US Core list (MedicationDispense, Specimen, Device, …)."""
     report = load_paths([SYNTHEA_NDJSON])
     assert not report.bad
     patients = sorted(Resource.objects.filter(resource_type="Patient").values_list("logical_id", flat=True))
     members, outsider = patients[:-1], patients[-1]
     for patient_id in patients:
-        store({"resourceType": "MedicationDispense", "id": f"dispense-{patient_id}", "status": "completed",
-               "medicationCodeableConcept": {"text": "aspirin"}, "subject": {"reference": f"Patient/{patient_id}"}},
-              {"resourceType": "Specimen", "id": f"specimen-{patient_id}", "subject": {"reference": f"Patient/{patient_id}"}},
-              {"resourceType": "ServiceRequest", "id": f"request-{patient_id}", "status": "active", "intent": "order",
-               "subject": {"reference": f"Patient/{patient_id}"}},
-              {"resourceType": "EpisodeOfCare", "id": f"episode-{patient_id}", "status": "active",
-               "patient": {"reference": f"Patient/{patient_id}"}})
-    store({"resourceType": "Group", "id": "cohort", "type": "person", "actual": True,
-           "member": [{"entity": {"reference": f"Patient/{patient_id}"}} for patient_id in members]})
+        store(
+            {
+                "resourceType": "MedicationDispense",
+                "id": f"dispense-{patient_id}",
+                "status": "completed",
+                "medicationCodeableConcept": {"text": "aspirin"},
+                "subject": {"reference": f"Patient/{patient_id}"},
+            },
+            {
+                "resourceType": "Specimen",
+                "id": f"specimen-{patient_id}",
+                "subject": {"reference": f"Patient/{patient_id}"},
+            },
+            {
+                "resourceType": "ServiceRequest",
+                "id": f"request-{patient_id}",
+                "status": "active",
+                "intent": "order",
+                "subject": {"reference": f"Patient/{patient_id}"},
+            },
+            {
+                "resourceType": "EpisodeOfCare",
+                "id": f"episode-{patient_id}",
+                "status": "active",
+                "patient": {"reference": f"Patient/{patient_id}"},
+            },
+        )
+    store(
+        {
+            "resourceType": "Group",
+            "id": "cohort",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": f"Patient/{patient_id}"}} for patient_id in members],
+        }
+    )
 
     smart_fetch = SmartFetch.serving(processes, tmp_path)
     downloaded = smart_fetch.bulk(tmp_path / "out", "--group", "cohort")
@@ -132,9 +181,11 @@ def test_smart_fetch_default_group_export_gets_exactly_the_members_patient_compa
     member_references = {f"Patient/{patient_id}" for patient_id in members}
     expected_types = set()
     for resource_type in SMART_FETCH_DEFAULT_TYPES:
-        expected = {logical_id: body for logical_id, body in store_bodies(resource_type).items()
-                    if (resource_type == "Patient" and logical_id in members)
-                    or member_references & set(_references_in(body))}
+        expected = {
+            logical_id: body
+            for logical_id, body in store_bodies(resource_type).items()
+            if (resource_type == "Patient" and logical_id in members) or member_references & set(_references_in(body))
+        }
         if resource_type == "Observation":
             expected = {logical_id: body for logical_id, body in expected.items() if _in_default_categories(body)}
         if expected:
@@ -160,8 +211,10 @@ def _references_in(node: object):
 
 
 def _in_default_categories(observation: dict) -> bool:
-    return bool({coding["code"] for category in observation.get("category", []) for coding in category["coding"]}
-                & DEFAULT_OBSERVATION_CATEGORIES)
+    return bool(
+        {coding["code"] for category in observation.get("category", []) for coding in category["coding"]}
+        & DEFAULT_OBSERVATION_CATEGORIES
+    )
 
 
 class SmartFetch:
@@ -178,8 +231,22 @@ class SmartFetch:
         node, port = f"test-{uuid.uuid4().hex[:8]}", free_port()
         environment = node_environment(node)
         processes.append(celery_worker(env=environment, queues=[work_notification_queue(node)], concurrency=2))
-        web = Process([sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
-                       "1", "--threads", "4"], env=environment, name="web")
+        web = Process(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "heavylift.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--threads",
+                "4",
+            ],
+            env=environment,
+            name="web",
+        )
         processes.append(web)
         web.wait_for_output("Booting worker", timeout=60)
         return cls(f"http://127.0.0.1:{port}/fhir", token_file, web)
@@ -187,16 +254,28 @@ class SmartFetch:
     def bulk(self, output: Path, *arguments: str) -> dict[str, list[dict]]:
         """Run `smart-fetch bulk`; what it downloaded, by type."""
         fetched = subprocess.run(
-            [SMART_FETCH, "bulk", "--fhir-url", self.url, "--bearer-token", str(self.token_file), *arguments,
-             str(output)],
-            capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "200"},
+            [
+                SMART_FETCH,
+                "bulk",
+                "--fhir-url",
+                self.url,
+                "--bearer-token",
+                str(self.token_file),
+                *arguments,
+                str(output),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, "COLUMNS": "200"},
         )
         assert fetched.returncode == 0, fetched.stdout[-3000:] + fetched.stderr[-3000:] + self.web.output()[-3000:]
         return read_downloads(output)
 
 
 def test_a_worker_killed_mid_export_costs_a_retry_that_beat_arranges_and_the_manifest_lists_every_resource_once(
-        processes, settings, export_storage):
+    processes, settings, export_storage
+):
     with BulkLoader() as loader:
         for resource in generate_resources(patients=15, seed=7):
             loader.add(resource, "generated", None)
@@ -207,13 +286,21 @@ def test_a_worker_killed_mid_export_costs_a_retry_that_beat_arranges_and_the_man
     environment = node_environment(node)
     queue = work_notification_queue(node)
     # Production's safety net, not the test, notices the dead worker: beat runs batch.maintenance every second.
-    scheduling = {**environment, "JOB_SCHEDULING": "true", "SCHEDULER_QUEUE": f"scheduled-{node}",
-                  "SCHEDULER_THREAD_COUNT": "1", "BATCH_MAINTENANCE_INTERVAL_SECONDS": "1",
-                  "BATCH_REANNOUNCE_AFTER_SECONDS": "2"}
-    started = [celery_worker(env={**environment, "BATCH_LEASE_SECONDS": "3"}, queues=[queue], concurrency=1,
-                             name="doomed", wait=False),
-               celery_worker(env=environment, queues=[queue], concurrency=1, name="survivor", wait=False),
-               scheduler_worker(scheduling)]
+    scheduling = {
+        **environment,
+        "JOB_SCHEDULING": "true",
+        "SCHEDULER_QUEUE": f"scheduled-{node}",
+        "SCHEDULER_THREAD_COUNT": "1",
+        "BATCH_MAINTENANCE_INTERVAL_SECONDS": "1",
+        "BATCH_REANNOUNCE_AFTER_SECONDS": "2",
+    }
+    started = [
+        celery_worker(
+            env={**environment, "BATCH_LEASE_SECONDS": "3"}, queues=[queue], concurrency=1, name="doomed", wait=False
+        ),
+        celery_worker(env=environment, queues=[queue], concurrency=1, name="survivor", wait=False),
+        scheduler_worker(scheduling),
+    ]
     beat = celery_beat(scheduling)
     processes.extend([*started, beat])
     start_all(started, wait_until_ready)
@@ -225,18 +312,32 @@ def test_a_worker_killed_mid_export_costs_a_retry_that_beat_arranges_and_the_man
     # waits for it while it holds its chunk, so the kill lands mid-step however fast the machine is.
     for worker in started[:2]:
         worker.signal_group(signal.SIGSTOP)
-    export = kick_off(owner, request, base_url="http://testserver/fhir", request_url="http://testserver/fhir/$export").export
+    export = kick_off(
+        owner, request, base_url="http://testserver/fhir", request_url="http://testserver/fhir/$export"
+    ).export
     with transaction.atomic():
         BulkExport.objects.select_for_update().get(id=export.id)
         for worker in started[:2]:
             worker.signal_group(signal.SIGCONT)
-        killed = kill_while_it_holds(doomed, WorkChunk.objects.filter(
-            instance_id=export.job_instance_id, status=ChunkStatus.IN_PROGRESS,
-            target_step_id__in=["expand-resources", "write-to-binaries"], worker__startswith=doomed.name + "-"),
-            timeout=180)
-    instance = wait_until(lambda: (job := JobInstance.objects.get(id=export.job_instance_id)).status in (
-        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and job, timeout=180,
-        message=lambda: JobInstance.objects.get(id=export.job_instance_id))
+        killed = kill_while_it_holds(
+            doomed,
+            WorkChunk.objects.filter(
+                instance_id=export.job_instance_id,
+                status=ChunkStatus.IN_PROGRESS,
+                target_step_id__in=["expand-resources", "write-to-binaries"],
+                worker__startswith=doomed.name + "-",
+            ),
+            timeout=180,
+        )
+    instance = wait_until(
+        lambda: (
+            (job := JobInstance.objects.get(id=export.job_instance_id)).status
+            in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+            and job
+        ),
+        timeout=180,
+        message=lambda: JobInstance.objects.get(id=export.job_instance_id),
+    )
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
     killed.refresh_from_db()
@@ -268,14 +369,15 @@ class EmittedChunkHeld:
         self.connection.execute(
             f"INSERT INTO {WorkChunk._meta.db_table} ({', '.join(columns)}) SELECT {', '.join(values)} "
             f"FROM {WorkChunk._meta.db_table} WHERE id = %(fetch)s",
-            {"id": uuid.uuid5(fetch_chunk.id, str(index)), "fetch": fetch_chunk.id})
+            {"id": uuid.uuid5(fetch_chunk.id, str(index)), "fetch": fetch_chunk.id},
+        )
         self.backend = self.connection.info.backend_pid
 
     def waiting_sessions(self) -> list[int]:
         """The database sessions (backend pids) waiting for this transaction: the worker's flush of the held id."""
         with connection.cursor() as cursor:
             cursor.execute("SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [self.backend])
-            return [pid for pid, in cursor.fetchall()]
+            return [pid for (pid,) in cursor.fetchall()]
 
     def release(self) -> None:
         self.connection.rollback()
@@ -291,18 +393,22 @@ def sessions_alive(pids: list[int]) -> bool:
 PER_TYPE_WALK = ("Encounter", "Patient", "Procedure")
 
 
-@pytest.mark.parametrize(("types", "chunk_size", "held_at", "persisted_when_killed", "row_ranges"), [
-    # Every type: 5,145 rows in ranges of 25 row ids, 8 ranges per fetch chunk: 26 fetch chunks, all emitted
-    # and in the worker's memory when its one flush (at its completion) is stopped.
-    pytest.param((), 25, (5, 15, 25), (0, 0, 0), True, id="whole-store-row-ranges"),
-    # Encounter, Patient and Procedure (1,056 resources, a fifth of the store), one per page by (type, last id)
-    # keysets: 1,056 fetch chunks. The first two workers each get one flush further than the one before: each
-    # re-emits what was committed (the engine must take it as the same pages) and is stopped in the flush after;
-    # the third is stopped in the last, at its completion.
-    pytest.param(PER_TYPE_WALK, 1, (750, 1025, 1050), (500, 1000, 1000), False, id="per-type-keysets"),
-])
+@pytest.mark.parametrize(
+    ("types", "chunk_size", "held_at", "persisted_when_killed", "row_ranges"),
+    [
+        # Every type: 5,145 rows in ranges of 25 row ids, 8 ranges per fetch chunk: 26 fetch chunks, all emitted
+        # and in the worker's memory when its one flush (at its completion) is stopped.
+        pytest.param((), 25, (5, 15, 25), (0, 0, 0), True, id="whole-store-row-ranges"),
+        # Encounter, Patient and Procedure (1,056 resources, a fifth of the store), one per page by (type, last id)
+        # keysets: 1,056 fetch chunks. The first two workers each get one flush further than the one before: each
+        # re-emits what was committed (the engine must take it as the same pages) and is stopped in the flush after;
+        # the third is stopped in the last, at its completion.
+        pytest.param(PER_TYPE_WALK, 1, (750, 1025, 1050), (500, 1000, 1000), False, id="per-type-keysets"),
+    ],
+)
 def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactly_once(
-        processes, settings, export_storage, types, chunk_size, held_at, persisted_when_killed, row_ranges):
+    processes, settings, export_storage, types, chunk_size, held_at, persisted_when_killed, row_ranges
+):
     """Issue 13: kill the worker during the fetch step of a 200k export, several times; every resource once.
 
     50 generated patients (5,145 resources) stand for the 200k: what a lost fetch risks (committed chunks
@@ -325,9 +431,14 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
     settings.BULK_EXPORT_CHUNK_SIZE = chunk_size
     environment = node_environment(node, BATCH_RETRY_BACKOFF_SECONDS="1")
     queue = work_notification_queue(node)
-    scheduling = {**environment, "JOB_SCHEDULING": "true", "SCHEDULER_QUEUE": f"scheduled-{node}",
-                  "SCHEDULER_THREAD_COUNT": "1", "BATCH_MAINTENANCE_INTERVAL_SECONDS": "1",
-                  "BATCH_REANNOUNCE_AFTER_SECONDS": "2"}
+    scheduling = {
+        **environment,
+        "JOB_SCHEDULING": "true",
+        "SCHEDULER_QUEUE": f"scheduled-{node}",
+        "SCHEDULER_THREAD_COUNT": "1",
+        "BATCH_MAINTENANCE_INTERVAL_SECONDS": "1",
+        "BATCH_REANNOUNCE_AFTER_SECONDS": "2",
+    }
     scheduler, beat = scheduler_worker(scheduling), celery_beat(scheduling)
     processes.extend([scheduler, beat])
     wait_until_ready(scheduler)
@@ -335,9 +446,14 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
     owner = get_user_model().objects.create_user("exporter")
     request = parse_export_request(Level.SYSTEM, [("_type", resource_type) for resource_type in types])
     exported_types = types or tuple(sorted(set(Resource.objects.values_list("resource_type", flat=True))))
-    expected = Counter(Resource.objects.filter(deleted=False, resource_type__in=exported_types)
-                       .values_list("resource_type", "logical_id"))
-    export = kick_off(owner, request, base_url="http://testserver/fhir", request_url="http://testserver/fhir/$export").export
+    expected = Counter(
+        Resource.objects.filter(deleted=False, resource_type__in=exported_types).values_list(
+            "resource_type", "logical_id"
+        )
+    )
+    export = kick_off(
+        owner, request, base_url="http://testserver/fhir", request_url="http://testserver/fhir/$export"
+    ).export
     instance = JobInstance.objects.get(id=export.job_instance_id)
     assert instance.parameters["row_ranges"] is row_ranges
     fetch = WorkChunk.objects.get(instance=instance, target_step_id=FETCH_STEP)
@@ -346,13 +462,22 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
     for kill, (index, persisted) in enumerate(zip(held_at, persisted_when_killed, strict=True), start=1):
         held = EmittedChunkHeld(fetch, index)
         try:
-            doomed = celery_worker(env={**environment, "BATCH_LEASE_SECONDS": "3"}, queues=[queue], concurrency=1,
-                                   name=f"doomed{kill}")
+            doomed = celery_worker(
+                env={**environment, "BATCH_LEASE_SECONDS": "3"}, queues=[queue], concurrency=1, name=f"doomed{kill}"
+            )
             processes.append(doomed)
-            stopped = wait_until(held.waiting_sessions, timeout=180,
-                                 message=lambda: f"fetch never reached chunk {index}:\n{doomed.tail()}")
-            kill_while_it_holds(doomed, WorkChunk.objects.filter(
-                id=fetch.id, status=ChunkStatus.IN_PROGRESS, worker__startswith=f"doomed{kill}-"), timeout=60)
+            stopped = wait_until(
+                held.waiting_sessions,
+                timeout=180,
+                message=lambda: f"fetch never reached chunk {index}:\n{doomed.tail()}",
+            )
+            kill_while_it_holds(
+                doomed,
+                WorkChunk.objects.filter(
+                    id=fetch.id, status=ChunkStatus.IN_PROGRESS, worker__startswith=f"doomed{kill}-"
+                ),
+                timeout=60,
+            )
             assert emitted.count() == persisted
         finally:
             held.release()
@@ -362,9 +487,15 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
         store(patient(f"written-after-kill-{kill}"))  # after transactionTime: in no page of any rerun
 
     processes.append(celery_worker(env=environment, queues=[queue], concurrency=2, name="survivor"))
-    instance = wait_until(lambda: (job := JobInstance.objects.get(id=export.job_instance_id)).status in (
-        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED) and job, timeout=600,
-        message=lambda: JobInstance.objects.get(id=export.job_instance_id))
+    instance = wait_until(
+        lambda: (
+            (job := JobInstance.objects.get(id=export.job_instance_id)).status
+            in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+            and job
+        ),
+        timeout=600,
+        message=lambda: JobInstance.objects.get(id=export.job_instance_id),
+    )
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
     fetch.refresh_from_db()

@@ -1,4 +1,5 @@
 """Behind a TLS-terminating proxy, the URLs an export hands out say https:// — once the proxy is trusted."""
+
 import pytest
 
 from tests.fhirjobs.helpers import patient
@@ -12,8 +13,9 @@ def test_status_and_file_urls_follow_x_forwarded_proto_only_when_trusted(exporte
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if trusted else None
     store(patient("p1"))
 
-    response = exporter.fhir.get("/fhir/$export?_type=Patient", HTTP_PREFER="respond-async",
-                                 HTTP_X_FORWARDED_PROTO="https")
+    response = exporter.fhir.get(
+        "/fhir/$export?_type=Patient", HTTP_PREFER="respond-async", HTTP_X_FORWARDED_PROTO="https"
+    )
     status_url = response["Content-Location"]
     manifest = exporter.finish(status_url)
 

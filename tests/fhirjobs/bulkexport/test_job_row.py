@@ -1,5 +1,6 @@
 """Issue #29 (low): a BULK_EXPORT job writes only the export row its kick-off created with it; a job started by
 hand (POST /control/jobs) with another user's export_id fails instead of filling that export."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,7 @@ def test_an_export_job_started_with_another_exports_id_fails(exporter, bus):
     files_before = set(ExportFile.objects.values_list("id", flat=True))
     job = control.get_job(victim.job_instance_id)
 
-    forged = control.start_job("BULK_EXPORT", dict(job.parameters),
-                               started_by="mallory")
+    forged = control.start_job("BULK_EXPORT", dict(job.parameters), started_by="mallory")
     bus.drain()
 
     forged_job = control.get_job(forged.id)

@@ -1,4 +1,5 @@
 """Kick-off: the protocol's answers, bad requests as OperationOutcomes, lenient handling, reuse and limits."""
+
 import uuid
 from io import StringIO
 
@@ -38,10 +39,15 @@ def test_a_running_export_answers_202_with_progress_and_a_short_retry_after(expo
 
 
 def test_a_post_kick_off_takes_a_parameters_resource(exporter):
-    response = exporter.kick_off_post("/fhir/$export", [
-        {"name": "_type", "valueString": "Patient"}, {"name": "_since", "valueInstant": "2020-01-01T00:00:00Z"},
-        {"name": "_outputFormat", "valueString": "application/fhir+ndjson"},
-        {"name": "_typeFilter", "valueString": "Patient?gender=female,male"}])
+    response = exporter.kick_off_post(
+        "/fhir/$export",
+        [
+            {"name": "_type", "valueString": "Patient"},
+            {"name": "_since", "valueInstant": "2020-01-01T00:00:00Z"},
+            {"name": "_outputFormat", "valueString": "application/fhir+ndjson"},
+            {"name": "_typeFilter", "valueString": "Patient?gender=female,male"},
+        ],
+    )
 
     assert response.status_code == 202, response.content
     parameters = JobInstance.objects.get().parameters
@@ -49,21 +55,26 @@ def test_a_post_kick_off_takes_a_parameters_resource(exporter):
     assert parameters["since"].startswith("2020-01-01T00:00:00")
 
 
-@pytest.mark.parametrize("path, text", [
-    ("/fhir/$export?_type=Patient,Nonsense", "_type 'Nonsense' is not a resource type"),
-    ("/fhir/$export?_since=yesterday", "_since 'yesterday' is not a FHIR instant"),
-    ("/fhir/$export?_since=2024-13-01", "is not a FHIR instant"),
-    ("/fhir/$export?patient=Patient/p1", "patient is not allowed at system level"),
-    ("/fhir/$export?_outputFormat=text/csv", "_outputFormat 'text/csv' is not supported"),
-    ("/fhir/$export?_shoeSize=9", "Parameter '_shoeSize' is not supported"),
-    ("/fhir/$export?includeAssociatedData=_myPreset",
-     "includeAssociatedData custom value '_myPreset' is not supported"),
-    ("/fhir/$export?_typeFilter=nonsense", "is not of the form Type?parameters"),
-    ("/fhir/$export?_type=Patient&_typeFilter=Patient%3Fshoe-size%3D9", "Unknown search parameter 'shoe-size'"),
-    ("/fhir/$export?_elements=name.given", "only top-level elements"),
-    ("/fhir/Patient/$export?_type=Organization", "cannot be in a Patient compartment"),
-    ("/fhir/Patient/$export?patient=Patient/nobody", "Unknown patient(s): Patient/nobody"),
-])
+@pytest.mark.parametrize(
+    "path, text",
+    [
+        ("/fhir/$export?_type=Patient,Nonsense", "_type 'Nonsense' is not a resource type"),
+        ("/fhir/$export?_since=yesterday", "_since 'yesterday' is not a FHIR instant"),
+        ("/fhir/$export?_since=2024-13-01", "is not a FHIR instant"),
+        ("/fhir/$export?patient=Patient/p1", "patient is not allowed at system level"),
+        ("/fhir/$export?_outputFormat=text/csv", "_outputFormat 'text/csv' is not supported"),
+        ("/fhir/$export?_shoeSize=9", "Parameter '_shoeSize' is not supported"),
+        (
+            "/fhir/$export?includeAssociatedData=_myPreset",
+            "includeAssociatedData custom value '_myPreset' is not supported",
+        ),
+        ("/fhir/$export?_typeFilter=nonsense", "is not of the form Type?parameters"),
+        ("/fhir/$export?_type=Patient&_typeFilter=Patient%3Fshoe-size%3D9", "Unknown search parameter 'shoe-size'"),
+        ("/fhir/$export?_elements=name.given", "only top-level elements"),
+        ("/fhir/Patient/$export?_type=Organization", "cannot be in a Patient compartment"),
+        ("/fhir/Patient/$export?patient=Patient/nobody", "Unknown patient(s): Patient/nobody"),
+    ],
+)
 def test_a_bad_kick_off_is_refused_with_400_and_an_operation_outcome(exporter, path, text):
     assert_outcome(exporter.kick_off(path), 400, text)
     assert not BulkExport.objects.exists() and not JobInstance.objects.exists()
@@ -81,8 +92,10 @@ def test_without_prefer_respond_async_the_kick_off_is_refused(exporter):
 
 
 def test_lenient_handling_leaves_out_what_is_not_supported_and_says_so(exporter):
-    response = exporter.kick_off("/fhir/$export?_type=Patient,Nonsense&_shoeSize=9"
-                                 "&_typeFilter=Patient%3Fshoe-size%3D9", prefer="respond-async, handling=lenient")
+    response = exporter.kick_off(
+        "/fhir/$export?_type=Patient,Nonsense&_shoeSize=9&_typeFilter=Patient%3Fshoe-size%3D9",
+        prefer="respond-async, handling=lenient",
+    )
 
     assert response.status_code == 202, response.content
     warnings = [issue["diagnostics"] for issue in response.json()["issue"] if issue["severity"] == "warning"]
@@ -139,10 +152,16 @@ def test_past_the_running_exports_limit_a_user_gets_429_with_retry_after(exporte
     assert int(response["Retry-After"]) > 0
 
 
-@pytest.mark.parametrize("method, path", [
-    ("get", "/fhir/$export"), ("get", "/fhir/Patient/$export"), ("get", "/fhir/$export-poll-status?_jobId=x"),
-    ("delete", "/fhir/$export-poll-status?_jobId=x"), ("get", "/fhir/$export-file/x"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("get", "/fhir/$export"),
+        ("get", "/fhir/Patient/$export"),
+        ("get", "/fhir/$export-poll-status?_jobId=x"),
+        ("delete", "/fhir/$export-poll-status?_jobId=x"),
+        ("get", "/fhir/$export-file/x"),
+    ],
+)
 def test_every_export_endpoint_needs_credentials_even_where_anonymous_reads_are_allowed(settings, method, path):
     settings.FHIR_ALLOW_ANONYMOUS_READ = True
 
@@ -156,8 +175,14 @@ def test_the_capability_statement_instantiates_bulk_data_and_lists_the_export_op
 
     assert "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data" in statement["instantiates"]
     assert [operation["name"] for operation in statement["rest"][0]["operation"]] == [
-        "export", "import", "bulk-submit", "delete-expunge", "expunge", "hapi.fhir.replace-references",
-        "hapi.fhir.bulk-patch"]
+        "export",
+        "import",
+        "bulk-submit",
+        "delete-expunge",
+        "expunge",
+        "hapi.fhir.replace-references",
+        "hapi.fhir.bulk-patch",
+    ]
     resources = {resource["type"]: resource for resource in statement["rest"][0]["resource"]}
     assert resources["Patient"]["operation"][0]["definition"].endswith("patient-export")
     assert resources["Group"]["operation"][0]["definition"].endswith("group-export")
@@ -177,8 +202,12 @@ def test_concurrent_kick_offs_of_one_user_cannot_both_pass_the_limit(api_user, s
 
     def start(resource_type: str) -> str:
         try:
-            kick_off(api_user, parse_export_request(Level.SYSTEM, [("_type", resource_type)]),
-                     base_url="http://testserver/fhir", request_url="http://testserver/fhir/$export")
+            kick_off(
+                api_user,
+                parse_export_request(Level.SYSTEM, [("_type", resource_type)]),
+                base_url="http://testserver/fhir",
+                request_url="http://testserver/fhir/$export",
+            )
             return "started"
         except TooManyExports:
             return "refused"

@@ -1,4 +1,5 @@
 """What an export contains: per level, per parameter, latest versions only, deleted ones left out."""
+
 import gzip
 from datetime import datetime, timedelta, timezone
 
@@ -23,10 +24,16 @@ def two_patients():
 def test_a_system_export_lists_every_resource_once_by_type_with_counts(exporter, two_patients):
     manifest = exporter.export("/fhir/$export")
 
-    assert exporter.ids(manifest) == {"Observation": ["o1", "o2", "o3"], "Organization": ["org1"],
-                                      "Patient": ["p1", "p2"]}
+    assert exporter.ids(manifest) == {
+        "Observation": ["o1", "o2", "o3"],
+        "Organization": ["org1"],
+        "Patient": ["p1", "p2"],
+    }
     assert [(output["type"], output["count"]) for output in manifest["output"]] == [
-        ("Observation", 3), ("Organization", 1), ("Patient", 2)]
+        ("Observation", 3),
+        ("Organization", 1),
+        ("Patient", 2),
+    ]
     assert manifest["requiresAccessToken"] is True
     assert manifest["request"] == "http://testserver/fhir/$export"
     assert manifest["deleted"] == [] and manifest["error"] == []
@@ -66,27 +73,46 @@ def test_files_are_split_every_chunk_size_resources(exporter, settings):
     assert exporter.ids(manifest) == {"Patient": ["p0", "p1", "p2", "p3", "p4"]}
 
 
-def test_a_whole_store_export_has_one_file_per_type_of_each_row_range_every_body_exactly_as_stored(exporter,
-                                                                                                   settings):
+def test_a_whole_store_export_has_one_file_per_type_of_each_row_range_every_body_exactly_as_stored(exporter, settings):
     settings.BULK_EXPORT_CHUNK_SIZE = 4
     awkward = 'quote " backslash \\ newline \n tab \t control \u0001 accents é 漢字 \\u0041'
-    store(*(resource for n in range(3) for resource in (
-        patient(f"p{n}", text={"status": "generated", "div": awkward}), observation(f"o{n}", f"p{n}"))))
+    store(
+        *(
+            resource
+            for n in range(3)
+            for resource in (
+                patient(f"p{n}", text={"status": "generated", "div": awkward}),
+                observation(f"o{n}", f"p{n}"),
+            )
+        )
+    )
     stored = {(row.resource_type, row.logical_id): row.body for row in Resource.objects.all()}
 
     manifest = exporter.export("/fhir/$export")
 
     assert sorted((output["type"], output["count"]) for output in manifest["output"]) == [
-        ("Observation", 1), ("Observation", 2), ("Patient", 1), ("Patient", 2)]  # rows 1-4 and 5-6
+        ("Observation", 1),
+        ("Observation", 2),
+        ("Patient", 1),
+        ("Patient", 2),
+    ]  # rows 1-4 and 5-6
     downloaded = exporter.download(manifest)
-    assert {(resource["resourceType"], resource["id"]): resource
-            for resources in downloaded.values() for resource in resources} == stored
+    assert {
+        (resource["resourceType"], resource["id"]): resource
+        for resources in downloaded.values()
+        for resource in resources
+    } == stored
 
 
 def test_a_type_that_is_a_minority_of_the_store_is_paged_by_its_own_ids(exporter, settings):
     settings.BULK_EXPORT_CHUNK_SIZE = 2
-    store(*(resource for n in range(5) for resource in (
-        patient(f"p{n}"), *(observation(f"o{n}-{k}", f"p{n}") for k in range(3)))))
+    store(
+        *(
+            resource
+            for n in range(5)
+            for resource in (patient(f"p{n}"), *(observation(f"o{n}-{k}", f"p{n}") for k in range(3)))
+        )
+    )
 
     manifest = exporter.export("/fhir/$export?_type=Patient")
 
@@ -106,8 +132,10 @@ def test_an_export_that_matches_nothing_has_an_empty_output(exporter, two_patien
 
 
 def test_a_patient_export_takes_every_patient_compartment_and_no_other_resources(exporter, two_patients):
-    store(observation("o4", "ghost-patient-never-stored"), {"resourceType": "Observation", "id": "o5", "status": "final",
-                                                           "code": {"text": "no subject"}})
+    store(
+        observation("o4", "ghost-patient-never-stored"),
+        {"resourceType": "Observation", "id": "o5", "status": "final", "code": {"text": "no subject"}},
+    )
 
     manifest = exporter.export("/fhir/Patient/$export")
 
@@ -115,9 +143,13 @@ def test_a_patient_export_takes_every_patient_compartment_and_no_other_resources
 
 
 def test_a_patient_export_with_a_patient_list_takes_only_their_compartments(exporter, two_patients):
-    response = exporter.kick_off_post("/fhir/Patient/$export", [
-        {"name": "patient", "valueReference": {"reference": "Patient/p2"}},
-        {"name": "_type", "valueString": "Patient,Observation"}])
+    response = exporter.kick_off_post(
+        "/fhir/Patient/$export",
+        [
+            {"name": "patient", "valueReference": {"reference": "Patient/p2"}},
+            {"name": "_type", "valueString": "Patient,Observation"},
+        ],
+    )
 
     manifest = exporter.finish(response["Content-Location"])
 
@@ -125,8 +157,15 @@ def test_a_patient_export_with_a_patient_list_takes_only_their_compartments(expo
 
 
 def test_a_group_export_takes_its_members_compartments(exporter, two_patients):
-    store({"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
-           "member": [{"entity": {"reference": "Patient/p1"}}]})
+    store(
+        {
+            "resourceType": "Group",
+            "id": "g1",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": "Patient/p1"}}],
+        }
+    )
 
     manifest = exporter.export("/fhir/Group/g1/$export")
 
@@ -160,8 +199,9 @@ def test_since_with_an_offset_compares_the_same_instant(exporter):
 
 
 def test_type_filter_uses_the_indexed_search_parameters(exporter, two_patients):
-    manifest = exporter.export("/fhir/$export?_type=Observation,Patient"
-                               "&_typeFilter=Observation%3Fcategory%3Dvital-signs")
+    manifest = exporter.export(
+        "/fhir/$export?_type=Observation,Patient&_typeFilter=Observation%3Fcategory%3Dvital-signs"
+    )
 
     assert exporter.ids(manifest) == {"Observation": ["o2"], "Patient": ["p1", "p2"]}
 
@@ -169,24 +209,29 @@ def test_type_filter_uses_the_indexed_search_parameters(exporter, two_patients):
 def test_type_filters_of_one_type_are_ored_and_comma_values_too(exporter, two_patients):
     store(observation("o9", "p2", "survey"))
 
-    either = exporter.export("/fhir/$export?_type=Observation&_typeFilter=Observation%3Fcategory%3Dsurvey,"
-                             "Observation%3Fsubject%3DPatient/p1")
-    listed = exporter.export("/fhir/$export?_type=Observation&_typeFilter="
-                             "Observation%3Fcategory%3Dsurvey%252Cvital-signs")
+    either = exporter.export(
+        "/fhir/$export?_type=Observation&_typeFilter=Observation%3Fcategory%3Dsurvey,Observation%3Fsubject%3DPatient/p1"
+    )
+    listed = exporter.export(
+        "/fhir/$export?_type=Observation&_typeFilter=Observation%3Fcategory%3Dsurvey%252Cvital-signs"
+    )
 
     assert exporter.ids(either) == {"Observation": ["o1", "o2", "o9"]}
     assert exporter.ids(listed) == {"Observation": ["o2", "o9"]}
 
 
 def test_type_filter_narrows_a_patient_export_too(exporter, two_patients):
-    manifest = exporter.export("/fhir/Patient/$export?_type=Observation&_typeFilter=Observation%3Fcategory%3Dlaboratory")
+    manifest = exporter.export(
+        "/fhir/Patient/$export?_type=Observation&_typeFilter=Observation%3Fcategory%3Dlaboratory"
+    )
 
     assert exporter.ids(manifest) == {"Observation": ["o1", "o3"]}
 
 
 def test_elements_keeps_those_top_level_elements_and_marks_the_resources_subsetted(exporter, two_patients):
-    downloaded = exporter.download(exporter.export("/fhir/$export?_type=Observation,Patient"
-                                                   "&_elements=Observation.status,name"))
+    downloaded = exporter.download(
+        exporter.export("/fhir/$export?_type=Observation,Patient&_elements=Observation.status,name")
+    )
 
     observation_keys = {key for resource in downloaded["Observation"] for key in resource}
     assert observation_keys == {"resourceType", "id", "meta", "status", "name"} - {"name"}

@@ -1,4 +1,5 @@
 """After the kick-off: DELETE before, during and after the job; failures; owners; expiry and the purge job."""
+
 import json
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime

@@ -2,6 +2,7 @@
 
 Downloads are a 302 to a short-lived presigned URL once the token is checked; DELETE and the purge remove
 the objects, also those no row names."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,7 @@ from heavylift.devobjectstore import (
     storage_options,
 )
 from tests.fhirjobs.helpers import patient
-from tests.fhirstore.helpers import store
-from tests.fhirstore.helpers import assert_outcome
+from tests.fhirstore.helpers import assert_outcome, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,9 +44,13 @@ def object_store(tmp_path_factory):
 def folder(object_store, settings) -> str:
     """The export storage: a folder of this test's own in the bucket."""
     folder = f"test-{uuid.uuid4().hex[:12]}"
-    settings.STORAGES = {**settings.STORAGES, "bulkexport": {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": storage_options(object_store, BUCKET, 30, location=folder)}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "bulkexport": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": storage_options(object_store, BUCKET, 30, location=folder),
+        },
+    }
     return folder
 
 

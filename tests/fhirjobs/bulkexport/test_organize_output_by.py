@@ -1,6 +1,7 @@
 """`organizeOutputBy=Patient` (Bulk Data STU3): files of Patient blocks, each a header `Parameters` naming the
 Patient, then the Patient, then the resources of its compartment; the manifest says `outputOrganizedBy` and
 its entries carry no `type`. Other values are refused (400; lenient: ignored with a warning)."""
+
 import json
 from urllib.parse import quote
 
@@ -23,8 +24,10 @@ def resources():
 
 
 def header(patient_id: str) -> dict:
-    return {"resourceType": "Parameters", "parameter": [{"name": "header",
-                                                        "valueReference": {"reference": f"Patient/{patient_id}"}}]}
+    return {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "header", "valueReference": {"reference": f"Patient/{patient_id}"}}],
+    }
 
 
 def blocks(exporter, manifest: dict) -> list[list[dict]]:
@@ -52,7 +55,9 @@ def test_each_patient_block_is_a_header_then_the_patient_then_its_compartment(ex
 
     assert manifest["outputOrganizedBy"] == "Patient"
     assert all(set(entry) == {"url", "count"} for entry in manifest["output"])  # no `type`: files hold many
-    exported = sorted(blocks(exporter, manifest), key=lambda block: block[0]["parameter"][0]["valueReference"]["reference"])
+    exported = sorted(
+        blocks(exporter, manifest), key=lambda block: block[0]["parameter"][0]["valueReference"]["reference"]
+    )
     assert [block[0] for block in exported] == [header("p1"), header("p2"), header("p3")]
     assert [names(block) for block in exported] == [
         ["Patient/p1", "Condition/c1", "Observation/o1", "Observation/o3"],
@@ -75,13 +80,17 @@ def test_a_resource_in_two_compartments_is_in_both_blocks(exporter):
 
     exported = blocks(exporter, exporter.export("/fhir/$export?organizeOutputBy=Patient&_type=Observation"))
 
-    assert [names(block) for block in exported] == [["Observation/o1", "Observation/o3", "Observation/shared"],
-                                                    ["Observation/o2", "Observation/shared"]]
+    assert [names(block) for block in exported] == [
+        ["Observation/o1", "Observation/o3", "Observation/shared"],
+        ["Observation/o2", "Observation/shared"],
+    ]
 
 
 def test_filters_narrow_the_blocks_and_a_patient_with_nothing_left_has_none(exporter):
-    manifest = exporter.export("/fhir/Patient/$export?organizeOutputBy=Patient&_type=Observation"
-                               "&_typeFilter=Observation%3Fcategory%3Dvital-signs&_elements=status")
+    manifest = exporter.export(
+        "/fhir/Patient/$export?organizeOutputBy=Patient&_type=Observation"
+        "&_typeFilter=Observation%3Fcategory%3Dvital-signs&_elements=status"
+    )
 
     [block] = blocks(exporter, manifest)
     assert names(block) == ["Observation/o3"]
@@ -89,13 +98,24 @@ def test_filters_narrow_the_blocks_and_a_patient_with_nothing_left_has_none(expo
 
 
 def test_group_and_patient_list_exports_write_the_blocks_of_their_patients(exporter):
-    store({"resourceType": "Group", "id": "g", "type": "person", "actual": True,
-           "member": [{"entity": {"reference": "Patient/p2"}}]})
+    store(
+        {
+            "resourceType": "Group",
+            "id": "g",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": "Patient/p2"}}],
+        }
+    )
 
     by_group = blocks(exporter, exporter.export("/fhir/Group/g/$export?organizeOutputBy=Patient"))
-    listed = exporter.kick_off_post("/fhir/Patient/$export", [
-        {"name": "organizeOutputBy", "valueString": "Patient"},
-        {"name": "patient", "valueReference": {"reference": "Patient/p1"}}])
+    listed = exporter.kick_off_post(
+        "/fhir/Patient/$export",
+        [
+            {"name": "organizeOutputBy", "valueString": "Patient"},
+            {"name": "patient", "valueReference": {"reference": "Patient/p1"}},
+        ],
+    )
     by_list = blocks(exporter, exporter.finish(listed["Content-Location"]))
 
     assert [names(block)[:2] for block in by_group] == [["Patient/p2", "Group/g"]]
@@ -107,17 +127,21 @@ def test_with_since_deletions_are_listed_as_bundles_beside_the_blocks(exporter):
     delete("Observation", "o2")
     store(observation("o4", "p3"))
 
-    manifest = exporter.export(f"/fhir/$export?organizeOutputBy=Patient&_type=Observation"
-                               f"&_since={quote(first['transactionTime'])}")
+    manifest = exporter.export(
+        f"/fhir/$export?organizeOutputBy=Patient&_type=Observation&_since={quote(first['transactionTime'])}"
+    )
 
     assert [names(block) for block in blocks(exporter, manifest)] == [["Observation/o4"]]
     assert [entry["type"] for entry in manifest["deleted"]] == ["Bundle"]
 
 
-@pytest.mark.parametrize("query, text", [
-    ("organizeOutputBy=Group", "organizeOutputBy 'Group' is not supported"),
-    ("organizeOutputBy=Patient&_type=Practitioner", "an export organized by Patient has no block to put it in"),
-])
+@pytest.mark.parametrize(
+    "query, text",
+    [
+        ("organizeOutputBy=Group", "organizeOutputBy 'Group' is not supported"),
+        ("organizeOutputBy=Patient&_type=Practitioner", "an export organized by Patient has no block to put it in"),
+    ],
+)
 def test_what_cannot_be_organized_by_patient_is_refused_unless_lenient(exporter, query, text):
     assert_outcome(exporter.kick_off(f"/fhir/$export?{query}"), 400, text)
 
@@ -128,13 +152,17 @@ def test_what_cannot_be_organized_by_patient_is_refused_unless_lenient(exporter,
 
 
 def test_organize_output_by_may_be_given_once(exporter):
-    assert_outcome(exporter.kick_off("/fhir/$export?organizeOutputBy=Patient&organizeOutputBy=Group"), 400,
-                   "organizeOutputBy may be given once")
+    assert_outcome(
+        exporter.kick_off("/fhir/$export?organizeOutputBy=Patient&organizeOutputBy=Group"),
+        400,
+        "organizeOutputBy may be given once",
+    )
 
 
 def test_a_partial_manifest_of_blocks_says_how_it_is_organized(exporter):
     status_url = exporter.kick_off("/fhir/$export?organizeOutputBy=Patient&allowPartialManifests=true")[
-        "Content-Location"]
+        "Content-Location"
+    ]
     exporter.bus.drain()
 
     manifest = exporter.fhir.get(status_url).json()

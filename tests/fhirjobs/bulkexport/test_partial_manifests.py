@@ -1,6 +1,7 @@
 """`allowPartialManifests` (Bulk Data STU3): while the export runs the status URL answers 202 with a manifest of
 the files written so far; a manifest once returned never changes but for a `link` to the next one, which lists
 what was written after; at the end every file is on exactly one page of the chain."""
+
 import pytest
 
 from batch.models import JobInstance
@@ -70,8 +71,9 @@ def test_a_served_page_never_changes_but_for_a_next_link_to_what_was_written_aft
     assert without_link(again) == first
     assert again["link"] == [{"relation": "next", "url": f"{status_url}&page=2"}]
     assert {entry["url"] for entry in second["output"]}.isdisjoint(entry["url"] for entry in first["output"])
-    assert {key: value for key, value in second.items() if key not in ("output", "link")} == \
-        {key: value for key, value in first.items() if key != "output"}
+    assert {key: value for key, value in second.items() if key not in ("output", "link")} == {
+        key: value for key, value in first.items() if key != "output"
+    }
 
 
 def test_at_the_end_the_chain_lists_every_file_once_and_the_first_page_is_unchanged(exporter):
@@ -91,8 +93,9 @@ def test_at_the_end_the_chain_lists_every_file_once_and_the_first_page_is_unchan
     report = JobInstance.objects.get().report
     assert sorted(urls) == sorted(entry["url"] for entry in report["output"])
     downloaded = [exporter.download(page) for page in pages]
-    assert sorted(resource["id"] for files in downloaded for resources in files.values() for resource in resources) \
-        == sorted([f"p{n}" for n in range(4)] + [f"o{n}" for n in range(6)])
+    assert sorted(
+        resource["id"] for files in downloaded for resources in files.values() for resource in resources
+    ) == sorted([f"p{n}" for n in range(4)] + [f"o{n}" for n in range(6)])
 
 
 def test_a_long_list_of_files_is_paged_by_manifest_page_files(exporter, settings):
@@ -103,8 +106,11 @@ def test_a_long_list_of_files_is_paged_by_manifest_page_files(exporter, settings
     pages = chain(exporter, status_url)
 
     assert [len(page["output"]) for page in pages] == [2, 2, 1]  # 4 Patients and 6 Observations, 2 a file
-    assert [page.get("link", [{}])[0].get("url") for page in pages] == \
-        [f"{status_url}&page=2", f"{status_url}&page=3", None]
+    assert [page.get("link", [{}])[0].get("url") for page in pages] == [
+        f"{status_url}&page=2",
+        f"{status_url}&page=3",
+        None,
+    ]
 
 
 def test_before_any_file_is_written_the_status_is_a_plain_202(exporter):
@@ -144,8 +150,11 @@ def test_a_page_that_does_not_exist_is_refused(exporter, page, status):
 
 
 def test_allow_partial_manifests_takes_true_or_false(exporter):
-    assert_outcome(exporter.kick_off("/fhir/$export?allowPartialManifests=yes"), 400,
-                   "allowPartialManifests takes one value, true or false")
+    assert_outcome(
+        exporter.kick_off("/fhir/$export?allowPartialManifests=yes"),
+        400,
+        "allowPartialManifests takes one value, true or false",
+    )
     response = exporter.kick_off_post("/fhir/$export", [{"name": "allowPartialManifests", "valueBoolean": True}])
     assert response.status_code == 202, response.content
     assert BulkExport.objects.get().partial_manifests is True

@@ -1,6 +1,7 @@
 """Export files live in whatever Django storage STORAGES["bulkexport"] names (the database by default), and a
 DELETE that comes while a write step is storing a file leaves nothing behind, whichever of the two gets the
 export's row lock first; nor does a write step of a cancelled export, or a worker that died mid-write."""
+
 from __future__ import annotations
 
 import json
@@ -151,8 +152,15 @@ def test_a_write_step_cancelled_while_it_reads_writes_no_file(exporter, export_s
 
 
 def test_a_pool_process_sets_up_the_object_store_client_when_it_starts_without_a_request(settings):
-    use_storage(settings, "storages.backends.s3.S3Storage", bucket_name="exports",
-                endpoint_url="http://127.0.0.1:9", access_key="k", secret_key="s", region_name="us-east-1")
+    use_storage(
+        settings,
+        "storages.backends.s3.S3Storage",
+        bucket_name="exports",
+        endpoint_url="http://127.0.0.1:9",
+        access_key="k",
+        secret_key="s",
+        region_name="us-east-1",
+    )
     storage = storages["bulkexport"]
     assert getattr(storage._connections, "connection", None) is None
 

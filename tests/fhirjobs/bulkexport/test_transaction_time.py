@@ -1,5 +1,6 @@
 """transactionTime means "everything up to it": an export reads the store as it was then, whatever is written
 while it runs; a write that commits late is in the next `_since` export; deletions are listed under `deleted`."""
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,10 @@ def test_an_export_holds_the_store_as_it_was_at_its_transaction_time(exporter):
     downloaded = exporter.download(exporter.finish(status_url))
 
     assert {resource["id"]: resource["meta"]["versionId"] for resource in downloaded["Patient"]} == {
-        "p1": "1", "p2": "1", "p3": "1"}
+        "p1": "1",
+        "p2": "1",
+        "p3": "1",
+    }
     assert "gender" not in next(resource for resource in downloaded["Patient"] if resource["id"] == "p1")
 
 
@@ -57,8 +61,11 @@ def test_a_since_export_lists_what_was_deleted_since_as_transaction_bundles(expo
     [deleted] = manifest["deleted"]
     assert (deleted["type"], deleted["count"]) == ("Bundle", 1)
     bundle = json.loads(b"".join(exporter.fhir.get(deleted["url"]).streaming_content))
-    assert bundle == {"resourceType": "Bundle", "type": "transaction",
-                      "entry": [{"request": {"method": "DELETE", "url": "Patient/gone"}}]}
+    assert bundle == {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": "Patient/gone"}}],
+    }
 
 
 def test_a_write_that_commits_after_the_kick_off_is_in_the_next_since_export_not_lost(exporter):
@@ -88,8 +95,9 @@ def test_a_write_that_commits_after_the_kick_off_is_in_the_next_since_export_not
 
 
 @pytest.mark.parametrize("observations", [0, 21], ids=["row ranges of the whole store", "pages of Patient ids"])
-def test_a_rerun_fetch_emits_exactly_the_pages_of_the_first_run_whatever_was_written_since(exporter, settings,
-                                                                                           observations):
+def test_a_rerun_fetch_emits_exactly_the_pages_of_the_first_run_whatever_was_written_since(
+    exporter, settings, observations
+):
     settings.BULK_EXPORT_CHUNK_SIZE = 2
     store(*(patient(f"p{n}") for n in range(7)))
     store(*(observation(f"o{n}", "p0") for n in range(observations)))  # they make Patient a minority of the rows
@@ -111,8 +119,7 @@ def _pages(chunks: list[dict]) -> list:
     return [page for chunk in chunks for page in chunk.get("row_ranges", [chunk])]
 
 
-def test_a_system_export_and_a_since_export_while_another_writer_runs_hold_every_version_of_the_end(exporter,
-                                                                                                    settings):
+def test_a_system_export_and_a_since_export_while_another_writer_runs_hold_every_version_of_the_end(exporter, settings):
     """Together they hold every resource in the version it had at the second's transactionTime, once each."""
     settings.BULK_EXPORT_CHUNK_SIZE = 7
     store(*(patient(f"seed-{n:02}") for n in range(30)))
@@ -125,8 +132,13 @@ def test_a_system_export_and_a_since_export_while_another_writer_runs_hold_every
             while not stop.is_set():
                 n += 1
                 with transaction.atomic():
-                    save_resources([Write(patient(f"seed-{n % 30:02}", gender="other" if n % 2 else "unknown")),
-                                    Write(patient(f"new-{n:04}"))], authority=SERVER)
+                    save_resources(
+                        [
+                            Write(patient(f"seed-{n % 30:02}", gender="other" if n % 2 else "unknown")),
+                            Write(patient(f"new-{n:04}")),
+                        ],
+                        authority=SERVER,
+                    )
                 if n % 5 == 0:
                     delete("Patient", f"new-{n - 3:04}")
                 writes["batches"] += 1
@@ -151,21 +163,29 @@ def test_a_system_export_and_a_since_export_while_another_writer_runs_hold_every
         for resource in resources:
             if resource["meta"]["lastUpdated"] >= exported.get(resource["id"], ("", ""))[1]:
                 exported[resource["id"]] = (resource["meta"]["versionId"], resource["meta"]["lastUpdated"])
-    deleted_since = {entry["request"]["url"].split("/")[1] for file in second["deleted"]
-                     for line in b"".join(exporter.fhir.get(file["url"]).streaming_content).splitlines()
-                     for entry in json.loads(line)["entry"]}
+    deleted_since = {
+        entry["request"]["url"].split("/")[1]
+        for file in second["deleted"]
+        for line in b"".join(exporter.fhir.get(file["url"]).streaming_content).splitlines()
+        for entry in json.loads(line)["entry"]
+    }
     at_the_end = _versions_at(end)
-    assert {logical_id: version for logical_id, (version, _) in exported.items()
-            if logical_id not in deleted_since} == at_the_end
+    assert {
+        logical_id: version for logical_id, (version, _) in exported.items() if logical_id not in deleted_since
+    } == at_the_end
 
 
 def _versions_at(moment: datetime) -> dict[str, str]:
     """Each Patient's version at `moment`, if it was live then: the oracle, read straight from the tables."""
     versions: dict[str, tuple[int, bool]] = {}
-    rows = [*Resource.objects.filter(resource_type="Patient", last_updated__lte=moment)
-            .values_list("logical_id", "version_id", "deleted"),
-            *ResourceVersion.objects.filter(resource__resource_type="Patient", last_updated__lte=moment)
-            .values_list("resource__logical_id", "version_id", "deleted")]
+    rows = [
+        *Resource.objects.filter(resource_type="Patient", last_updated__lte=moment).values_list(
+            "logical_id", "version_id", "deleted"
+        ),
+        *ResourceVersion.objects.filter(resource__resource_type="Patient", last_updated__lte=moment).values_list(
+            "resource__logical_id", "version_id", "deleted"
+        ),
+    ]
     for logical_id, version_id, deleted in rows:
         if version_id > versions.get(logical_id, (0, False))[0]:
             versions[logical_id] = (version_id, deleted)
@@ -230,53 +250,98 @@ def deleted_urls(exporter, manifest: dict) -> list[str]:
 
 
 def test_patient_and_group_since_exports_list_the_deletions_in_their_compartments_by_the_last_version(exporter):
-    store(patient("p1"), patient("p2"), patient("outsider"),
-          {"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
-           "member": [{"entity": {"reference": "Patient/p1"}}]})
-    store(observation("o1", "p1"), observation("o2", "p2"), observation("o3", "ghost"), observation("moved", "p1"),
-          observation("before", "p1"))
+    store(
+        patient("p1"),
+        patient("p2"),
+        patient("outsider"),
+        {
+            "resourceType": "Group",
+            "id": "g1",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": "Patient/p1"}}],
+        },
+    )
+    store(
+        observation("o1", "p1"),
+        observation("o2", "p2"),
+        observation("o3", "ghost"),
+        observation("moved", "p1"),
+        observation("before", "p1"),
+    )
     delete("Observation", "before")
     since = settled_time()
     store(observation("moved", "p2"))  # its last version before the deletion is in p2's compartment, not p1's
-    for resource_type, logical_id in [("Observation", "o1"), ("Observation", "o2"), ("Observation", "o3"),
-                                      ("Observation", "moved"), ("Patient", "outsider")]:
+    for resource_type, logical_id in [
+        ("Observation", "o1"),
+        ("Observation", "o2"),
+        ("Observation", "o3"),
+        ("Observation", "moved"),
+        ("Patient", "outsider"),
+    ]:
         delete(resource_type, logical_id)
     after = f"_since={since.isoformat().replace('+', '%2B')}"
 
     group = exporter.export(f"/fhir/Group/g1/$export?{after}")
-    listed = exporter.finish(exporter.kick_off_post(f"/fhir/Patient/$export?{after}", [
-        {"name": "patient", "valueReference": {"reference": "Patient/p2"}}])["Content-Location"])
+    listed = exporter.finish(
+        exporter.kick_off_post(
+            f"/fhir/Patient/$export?{after}", [{"name": "patient", "valueReference": {"reference": "Patient/p2"}}]
+        )["Content-Location"]
+    )
     every_patient = exporter.export(f"/fhir/Patient/$export?{after}")
 
     assert deleted_urls(exporter, group) == ["Observation/o1"]
     assert deleted_urls(exporter, listed) == ["Observation/moved", "Observation/o2"]
-    assert deleted_urls(exporter, every_patient) == ["Observation/moved", "Observation/o1", "Observation/o2",
-                                                     "Observation/o3", "Patient/outsider"]
+    assert deleted_urls(exporter, every_patient) == [
+        "Observation/moved",
+        "Observation/o1",
+        "Observation/o2",
+        "Observation/o3",
+        "Patient/outsider",
+    ]
 
 
 LABORATORY = "_typeFilter=Observation%3Fcategory%3Dlaboratory"
 
 
-@pytest.mark.parametrize("path", [
-    "/fhir/Group/g1/$export?_type=Observation",
-    f"/fhir/Patient/$export?_type=Observation&{LABORATORY}",
-    f"/fhir/$export?_type=Observation&{LABORATORY}",
-], ids=["group compartments", "patient level, type filter", "system level, type filter"])
-def test_a_rerun_fetch_after_index_rows_changed_keeps_its_pages_so_no_resource_is_lost_or_doubled(exporter, settings,
-                                                                                                 path):
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/fhir/Group/g1/$export?_type=Observation",
+        f"/fhir/Patient/$export?_type=Observation&{LABORATORY}",
+        f"/fhir/$export?_type=Observation&{LABORATORY}",
+    ],
+    ids=["group compartments", "patient level, type filter", "system level, type filter"],
+)
+def test_a_rerun_fetch_after_index_rows_changed_keeps_its_pages_so_no_resource_is_lost_or_doubled(
+    exporter, settings, path
+):
     """A lost fetch's rerun judges compartments and `_typeFilter`s by the index rows of its own time: resources
     that moved into or out of the selection since the first run (after transactionTime) must not shift the pages
     of the others, whichever emitted pages of the first run the engine kept (it keeps those by emission index)."""
     settings.BULK_EXPORT_CHUNK_SIZE = 2
-    store(patient("p0"), patient("outsider"), {"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
-                                               "member": [{"entity": {"reference": "Patient/p0"}}]})
+    store(
+        patient("p0"),
+        patient("outsider"),
+        {
+            "resourceType": "Group",
+            "id": "g1",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": "Patient/p0"}}],
+        },
+    )
     store(*(observation(f"o{n}", "p0") for n in range(10)), observation("o5-in", "outsider"))
     parameters = _job_parameters(kick_off(exporter, path))
 
     first = _run_fetch(parameters)
     later = datetime.fromisoformat(parameters["transaction_time"]) + timedelta(seconds=1)
-    store(observation("o1", "outsider"), observation("o3", "p0", category="vital-signs"),
-          observation("o5-in", "p0"), at=later)  # out of the compartment, out of the filter, into the compartment
+    store(
+        observation("o1", "outsider"),
+        observation("o3", "p0", category="vital-signs"),
+        observation("o5-in", "p0"),
+        at=later,
+    )  # out of the compartment, out of the filter, into the compartment
     again = _run_fetch(parameters)
 
     assert len(again) == len(first)

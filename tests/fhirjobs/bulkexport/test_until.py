@@ -1,5 +1,6 @@
 """`_until` (Bulk Data STU3): the export reads the store as it was at `_until` (when that is before transactionTime),
 at every level, and with `_since` exports a window; a malformed `_until`, or one before `_since`, is a 400."""
+
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -17,13 +18,18 @@ UNTIL_TEXT = "2024-05-01T12:00:00.000000Z"
 EARLY = UNTIL - timedelta(days=30)
 
 
-@pytest.mark.parametrize("query, text", [
-    ("_until=yesterday", "_until 'yesterday' is not a FHIR instant"),
-    ("_until=2024-13-01", "_until '2024-13-01' is not a FHIR instant"),
-    ("_until=2024-01-01&_until=2024-02-01", "_until may be given once"),
-    ("_since=2024-05-02T00:00:00Z&_until=2024-05-01T23:59:59Z", "_until (2024-05-01T23:59:59.999999+00:00) is before "
-                                                                 "_since (2024-05-02T00:00:00+00:00)"),
-])
+@pytest.mark.parametrize(
+    "query, text",
+    [
+        ("_until=yesterday", "_until 'yesterday' is not a FHIR instant"),
+        ("_until=2024-13-01", "_until '2024-13-01' is not a FHIR instant"),
+        ("_until=2024-01-01&_until=2024-02-01", "_until may be given once"),
+        (
+            "_since=2024-05-02T00:00:00Z&_until=2024-05-01T23:59:59Z",
+            "_until (2024-05-01T23:59:59.999999+00:00) is before _since (2024-05-02T00:00:00+00:00)",
+        ),
+    ],
+)
 @pytest.mark.parametrize("path", ["/fhir/$export", "/fhir/Patient/$export", "/fhir/Group/g1/$export"])
 def test_a_bad_until_is_refused_with_400_at_every_level_even_lenient(exporter, path, query, text):
     store({"resourceType": "Group", "id": "g1", "type": "person", "actual": True})
@@ -101,9 +107,13 @@ def test_a_resource_changed_after_until_is_exported_as_it_was_then(exporter, typ
 
         downloaded = exporter.download(manifest)
         assert {resource["id"]: resource.get("gender") for resource in downloaded["Patient"]} == {
-            "changed": "male", "deleted-later": None}
+            "changed": "male",
+            "deleted-later": None,
+        }
         assert {resource["id"]: resource["meta"]["versionId"] for resource in downloaded["Patient"]} == {
-            "changed": "1", "deleted-later": "1"}
+            "changed": "1",
+            "deleted-later": "1",
+        }
         assert manifest["deleted"] == []
 
 
@@ -114,8 +124,10 @@ def test_a_since_until_window_lists_what_was_deleted_in_it(exporter):
     deleted_at = datetime.now(timezone.utc)
     before_the_deletion = EARLY.isoformat().replace("+", "%2B")
 
-    windowed = exporter.export(f"/fhir/$export?_type=Patient&_since={before_the_deletion}"
-                               f"&_until={(deleted_at + timedelta(days=1)).isoformat().replace('+', '%2B')}")
+    windowed = exporter.export(
+        f"/fhir/$export?_type=Patient&_since={before_the_deletion}"
+        f"&_until={(deleted_at + timedelta(days=1)).isoformat().replace('+', '%2B')}"
+    )
     assert [file["type"] for file in windowed["deleted"]] == ["Bundle"] and windowed["output"] == []
 
     earlier = exporter.export(f"/fhir/$export?_type=Patient&_since={before_the_deletion}&_until={UNTIL_TEXT}")
@@ -124,21 +136,34 @@ def test_a_since_until_window_lists_what_was_deleted_in_it(exporter):
 
 def test_patient_and_group_exports_read_the_compartments_as_they_were_at_until(exporter):
     store(patient("p1"), patient("p2"), at=EARLY)
-    store({"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
-           "member": [{"entity": {"reference": "Patient/p1"}}, {"entity": {"reference": "Patient/p2"}}]}, at=EARLY)
+    store(
+        {
+            "resourceType": "Group",
+            "id": "g1",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": "Patient/p1"}}, {"entity": {"reference": "Patient/p2"}}],
+        },
+        at=EARLY,
+    )
     store(observation("o-before", "p1"), observation("o-changed", "p2"), at=UNTIL)
-    store(observation("o-changed", "p2", "vital-signs"), observation("o-after", "p1"),
-          at=UNTIL + timedelta(seconds=1))
+    store(observation("o-changed", "p2", "vital-signs"), observation("o-after", "p1"), at=UNTIL + timedelta(seconds=1))
 
     for path in ("/fhir/Patient/$export", "/fhir/Group/g1/$export"):
         manifest = exporter.export(f"{path}?_type=Patient,Observation&_until={UNTIL_TEXT}")
 
         downloaded = exporter.download(manifest)
         assert sorted(resource["id"] for resource in downloaded["Patient"]) == ["p1", "p2"], path
-        assert {resource["id"]: resource["category"][0]["coding"][0]["code"]
-                for resource in downloaded["Observation"]} == {"o-before": "laboratory", "o-changed": "laboratory"}
-    post = exporter.kick_off_post("/fhir/Patient/$export", [
-        {"name": "patient", "valueReference": {"reference": "Patient/p1"}}, {"name": "_type", "valueString": "Observation"},
-        {"name": "_until", "valueInstant": UNTIL_TEXT}])
+        assert {
+            resource["id"]: resource["category"][0]["coding"][0]["code"] for resource in downloaded["Observation"]
+        } == {"o-before": "laboratory", "o-changed": "laboratory"}
+    post = exporter.kick_off_post(
+        "/fhir/Patient/$export",
+        [
+            {"name": "patient", "valueReference": {"reference": "Patient/p1"}},
+            {"name": "_type", "valueString": "Observation"},
+            {"name": "_until", "valueInstant": UNTIL_TEXT},
+        ],
+    )
     assert post.status_code == 202, post.content
     assert exporter.ids(exporter.finish(post["Content-Location"])) == {"Observation": ["o-before"]}

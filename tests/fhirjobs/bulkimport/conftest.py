@@ -1,13 +1,14 @@
 """Fixtures of the bulk import tests: a staff client, inputs as file:// URLs under a temporary root or from
 local HTTP servers, jobs run in this process by `bus`."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobsite.tokens import token_for
 
+from jobsite.tokens import token_for
 from tests.fhirjobs.bulkimport.helpers import HttpSources, Importer
 from tests.fhirstore.helpers import FhirClient
 

@@ -1,4 +1,5 @@
 """Helpers of the bulkimport tests (builders, clients); the fixtures are in conftest.py."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,22 @@ def parameters(*urls: str, **storage: str) -> dict:
     """An `$import` Parameters body for these input URLs (type from the file name)."""
     body = [{"name": "inputFormat", "valueCode": "application/fhir+ndjson"}]
     if storage:
-        body.append({"name": "storageDetail", "part": [{"name": name, "valueString": value}
-                                                       for name, value in {"type": "https", **storage}.items()]})
+        body.append(
+            {
+                "name": "storageDetail",
+                "part": [{"name": name, "valueString": value} for name, value in {"type": "https", **storage}.items()],
+            }
+        )
     for url in urls:
-        body.append({"name": "input", "part": [{"name": "type", "valueCode": url.rsplit("/", 1)[-1].split(".")[0]},
-                                               {"name": "url", "valueUri": url}]})
+        body.append(
+            {
+                "name": "input",
+                "part": [
+                    {"name": "type", "valueCode": url.rsplit("/", 1)[-1].split(".")[0]},
+                    {"name": "url", "valueUri": url},
+                ],
+            }
+        )
     return {"resourceType": "Parameters", "parameter": body}
 
 
@@ -93,8 +105,11 @@ class HttpSources:
 class _SourceHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         sources: HttpSources = self.server.sources
-        sources.requests.append(SeenRequest(self.server.server_address[1], self.path, self.headers.get("Authorization"),
-                                            self.headers.get("Cookie")))
+        sources.requests.append(
+            SeenRequest(
+                self.server.server_address[1], self.path, self.headers.get("Authorization"), self.headers.get("Cookie")
+            )
+        )
         if sources.failures.get(self.path):
             sources.failures[self.path] -= 1
             self.send_response(503)

@@ -1,4 +1,5 @@
 """$import end to end: Synthea NDJSON in, every resource stored with its id, references resolved, counts reported."""
+
 import shutil
 from collections import Counter
 
@@ -53,8 +54,9 @@ def test_importing_the_same_files_again_makes_no_new_version(importer, synthea):
     assert dict(Resource.objects.values_list("logical_id", "body")) == bodies
 
 
-def test_each_input_is_fetched_by_a_chunk_of_its_own_and_every_id_is_staged_before_any_load(importer, synthea,
-                                                                                            settings):
+def test_each_input_is_fetched_by_a_chunk_of_its_own_and_every_id_is_staged_before_any_load(
+    importer, synthea, settings
+):
     from batch import control
     from fhirjobs.bulkimport.models import BulkImport
 
@@ -94,7 +96,8 @@ def test_an_import_started_as_version_1_still_completes(importer, synthea):
 
 
 def test_the_purge_drops_staged_ids_and_load_summaries_of_imports_that_ended_without_a_report_and_imports_batch_forgot(
-        importer, synthea):
+    importer, synthea
+):
     from datetime import timedelta
 
     from django.utils import timezone

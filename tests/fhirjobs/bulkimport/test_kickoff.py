@@ -1,4 +1,5 @@
 """Kick-off and its refusals (allow-list, permission, Prefer), HTTP sources (gzip, retries, redirects), DELETE."""
+
 import gzip
 import io
 import json
@@ -61,8 +62,9 @@ def test_a_source_that_keeps_failing_fails_the_import_with_a_clear_message(impor
     assert len(source.requests) == 1
 
 
-def test_a_source_down_for_a_proxy_restart_is_waited_for_and_the_job_page_says_so(importer, settings, monkeypatch,
-                                                                                 admin_client):
+def test_a_source_down_for_a_proxy_restart_is_waited_for_and_the_job_page_says_so(
+    importer, settings, monkeypatch, admin_client
+):
     """Issue #24: down for ~7 s used to fail the import (4 attempts). The source here refuses connections (nothing
     listens on its port) for 15 s of the steps' clock, then comes up; meanwhile the job page says what it waits for."""
     from tests.fhirjobs.bulkimport.test_sources import FakeClock
@@ -94,7 +96,9 @@ def test_a_source_down_for_a_proxy_restart_is_waited_for_and_the_job_page_says_s
     assert 'id="why-waiting"' in pages[0] and f"waiting for the source {base}/allowed/Patient.ndjson" in pages[0]
     assert "unavailable for 7 s" in pages[0] and "attempt 5 in 8 s, giving up 53 s from now" in pages[0]
     job = JobInstance.objects.get()
-    assert "waiting for the source" not in admin_client.get(f"/admin/batch/jobinstance/{job.id}/change/").content.decode()
+    assert (
+        "waiting for the source" not in admin_client.get(f"/admin/batch/jobinstance/{job.id}/change/").content.decode()
+    )
 
 
 def test_a_redirect_out_of_the_allow_list_is_not_followed(importer, source):
@@ -113,8 +117,9 @@ def test_kick_off_needs_respond_async_and_ndjson(importer, file_root):
     body = parameters(url)
     body["parameter"][0]["valueCode"] = "text/csv"
     assert_outcome(importer.fhir.post("/fhir/$import", body, HTTP_PREFER="respond-async"), 400, "inputFormat")
-    assert_outcome(importer.fhir.post("/fhir/$import", {"resourceType": "Patient"}, HTTP_PREFER="respond-async"),
-                   400, "Parameters")
+    assert_outcome(
+        importer.fhir.post("/fhir/$import", {"resourceType": "Patient"}, HTTP_PREFER="respond-async"), 400, "Parameters"
+    )
 
 
 def test_import_needs_staff_or_the_import_permission(fhir, anonymous, file_root, api_user):
@@ -124,6 +129,7 @@ def test_import_needs_staff_or_the_import_permission(fhir, anonymous, file_root,
     assert_outcome(fhir.post("/fhir/$import", parameters(url), HTTP_PREFER="respond-async"), 403, "start_import")
 
     from django.contrib.auth.models import Permission
+
     api_user.user_permissions.add(Permission.objects.get(codename="start_import"))
     assert fhir.post("/fhir/$import", parameters(url), HTTP_PREFER="respond-async").status_code == 202
 
@@ -145,8 +151,8 @@ def test_polling_shows_progress_then_delete_cancels_and_later_polls_are_404(impo
 
 def test_another_users_import_is_not_found(importer, file_root, django_user_model):
     from jobsite.tokens import token_for
-
     from tests.fhirstore.helpers import FhirClient
+
     url = write_ndjson(file_root / "Patient.ndjson", {"resourceType": "Patient", "id": "p"}).as_uri()
     status_url = importer.kick_off(url)["Content-Location"]
     other = django_user_model.objects.create_user("other-importer", is_staff=True)
@@ -169,10 +175,15 @@ def test_import_fhir_starts_the_job_on_files_under_the_file_root_and_refuses_oth
         call_command("import_fhir", str(write_ndjson(tmp_path / "Patient.ndjson", "{}")))
 
 
-@pytest.mark.parametrize("url", ["https://data.example.org.evil.com/Patient.ndjson",
-                                 "https://data.example.org@evil.com/Patient.ndjson",
-                                 "https://evil.com/https://data.example.org/Patient.ndjson",
-                                 "ftp://data.example.org/Patient.ndjson"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://data.example.org.evil.com/Patient.ndjson",
+        "https://data.example.org@evil.com/Patient.ndjson",
+        "https://evil.com/https://data.example.org/Patient.ndjson",
+        "ftp://data.example.org/Patient.ndjson",
+    ],
+)
 def test_the_allow_list_matches_host_and_path_not_just_text(url, settings):
     from fhirjobs.bulkimport.exceptions import InvalidImportRequest
     from fhirjobs.bulkimport.sources import check_source
@@ -214,8 +225,11 @@ def test_a_source_the_workers_host_does_not_allow_fails_naming_that_host_and_the
 
     importer.bus.drain()
 
-    assert_outcome(importer.fhir.get(response["Content-Location"]), 500,
-                   f"BULK_IMPORT_ALLOWED_SOURCES on host {socket.gethostname()}")
+    assert_outcome(
+        importer.fhir.get(response["Content-Location"]),
+        500,
+        f"BULK_IMPORT_ALLOWED_SOURCES on host {socket.gethostname()}",
+    )
     assert source.requests == []
 
 
@@ -227,5 +241,8 @@ def test_a_file_only_the_web_host_has_fails_naming_the_host_that_looked(importer
 
     importer.bus.drain()
 
-    assert_outcome(importer.fhir.get(response["Content-Location"]), 500,
-                   f"looked for on host {socket.gethostname()}, under its BULK_IMPORT_FILE_ROOT")
+    assert_outcome(
+        importer.fhir.get(response["Content-Location"]),
+        500,
+        f"looked for on host {socket.gethostname()}, under its BULK_IMPORT_FILE_ROOT",
+    )

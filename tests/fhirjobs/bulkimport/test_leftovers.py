@@ -2,6 +2,7 @@
 its source credentials until the purge days later: a completed import's credentials go within a minute (a
 clustered job), a failed or cancelled one's lines and credentials once its restart window is over, and a
 client's cancel discards the chunks' data at once."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -24,8 +25,9 @@ DISCARD_JOB = "fhirjobs.bulkimport.periodic.discard_ended_import_data_and_creden
 
 @pytest.fixture
 def patients_url(file_root) -> str:
-    return write_ndjson(file_root / "Patient.ndjson", *({"resourceType": "Patient", "id": f"p{n}"}
-                                                        for n in range(3))).as_uri()
+    return write_ndjson(
+        file_root / "Patient.ndjson", *({"resourceType": "Patient", "id": f"p{n}"} for n in range(3))
+    ).as_uri()
 
 
 def split_but_not_loaded(importer, url: str) -> tuple[BulkImport, str]:
@@ -55,7 +57,8 @@ def test_a_clients_cancel_discards_the_chunks_raw_lines_with_the_import(importer
 
 
 def test_an_import_cancelled_by_an_operator_can_be_restarted_where_it_stopped_within_its_restart_window(
-        importer, patients_url):
+    importer, patients_url
+):
     bulk_import, _ = split_but_not_loaded(importer, patients_url)
     control.cancel_job(bulk_import.job_instance_id)  # as an operator on /control would
 
@@ -68,7 +71,8 @@ def test_an_import_cancelled_by_an_operator_can_be_restarted_where_it_stopped_wi
 
 
 def test_after_its_restart_window_a_cancelled_import_loses_its_lines_and_credentials_and_cannot_resume(
-        importer, patients_url, settings):
+    importer, patients_url, settings
+):
     bulk_import, _ = split_but_not_loaded(importer, patients_url)
     control.cancel_job(bulk_import.job_instance_id)
 

@@ -1,4 +1,5 @@
 """load_fhir and generate_fhir: streamed, batched, every reference resolved, bad lines reported not fatal."""
+
 import gc
 import gzip
 import json
@@ -70,8 +71,16 @@ def test_loading_the_same_files_again_makes_no_new_version():
 
 
 def test_urn_uuid_references_to_resources_of_the_same_load_resolve(tmp_path):
-    write_lines(tmp_path / "Observation.000.ndjson", {"resourceType": "Observation", "id": "o", "status": "final",
-                                                      "code": {"text": "x"}, "subject": {"reference": "urn:uuid:p"}})
+    write_lines(
+        tmp_path / "Observation.000.ndjson",
+        {
+            "resourceType": "Observation",
+            "id": "o",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": "urn:uuid:p"},
+        },
+    )
     write_lines(tmp_path / "Patient.000.ndjson", patient(id="p"))
 
     run("load_fhir", str(tmp_path))
@@ -132,7 +141,8 @@ def test_a_line_the_database_cannot_store_is_reported_in_the_rest_api_s_words_an
 
     assert report.counts == {"Patient": 2}
     assert [(bad.line, bad.reason) for bad in report.bad] == [
-        (2, "the line contains the escape \\u0000 (NUL), which cannot be stored")]
+        (2, "the line contains the escape \\u0000 (NUL), which cannot be stored")
+    ]
     assert sorted(Resource.objects.values_list("logical_id", flat=True)) == ["after", "before"]
 
 
@@ -149,8 +159,14 @@ def test_a_repeated_id_in_a_file_becomes_a_new_version(tmp_path):
 def test_a_chunk_longer_than_a_write_batch_loads_whole_with_a_repeated_id_as_its_next_version(tmp_path, monkeypatch):
     monkeypatch.setattr(loader, "WRITE_BATCH_SIZE", 2)
     path = tmp_path / "Patient.000.ndjson"
-    write_lines(path, patient(id="a", gender="male"), patient(id="b"), patient(id="c"), patient(id="a", gender="female"),
-                patient(id="d"))
+    write_lines(
+        path,
+        patient(id="a", gender="male"),
+        patient(id="b"),
+        patient(id="c"),
+        patient(id="a", gender="female"),
+        patient(id="d"),
+    )
 
     report = load_paths([path], batch_size=100)
 
@@ -209,9 +225,20 @@ def test_generated_data_is_deterministic(tmp_path):
 
     assert contents(tmp_path / "a") == contents(tmp_path / "b")
     assert contents(tmp_path / "a")["Patient.000.ndjson"] != contents(tmp_path / "c")["Patient.000.ndjson"]
-    assert set(contents(tmp_path / "a")) >= {f"{t}.000.ndjson" for t in (
-        "Patient", "Encounter", "Observation", "Condition", "Procedure", "MedicationRequest", "Immunization",
-        "Practitioner", "Organization")}
+    assert set(contents(tmp_path / "a")) >= {
+        f"{t}.000.ndjson"
+        for t in (
+            "Patient",
+            "Encounter",
+            "Observation",
+            "Condition",
+            "Procedure",
+            "MedicationRequest",
+            "Immunization",
+            "Practitioner",
+            "Organization",
+        )
+    }
 
 
 def test_generated_data_loads_through_the_bulk_loader_with_references_resolved(tmp_path):
@@ -229,11 +256,22 @@ def test_generated_data_loads_through_the_bulk_loader_with_references_resolved(t
 def test_a_bulk_data_export_s_manifest_and_log_are_skipped_with_a_note(tmp_path):
     """smart-fetch leaves `log.ndjson` and `manifest.json` beside the resources: neither is 50 rejected lines."""
     shutil.copy(SYNTHEA_NDJSON / "Patient.000.ndjson", tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "transactionTime": "2026-01-01T00:00:00Z", "request": "http://x/fhir/$export", "requiresAccessToken": True,
-        "output": [{"type": "Patient", "url": "http://x/Patient.000.ndjson"}], "error": []}))
-    write_lines(tmp_path / "log.ndjson", {"exportId": "1", "eventId": "kickoff", "eventDetail": {}},
-                {"exportId": "1", "eventId": "export_complete", "eventDetail": {}})
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "transactionTime": "2026-01-01T00:00:00Z",
+                "request": "http://x/fhir/$export",
+                "requiresAccessToken": True,
+                "output": [{"type": "Patient", "url": "http://x/Patient.000.ndjson"}],
+                "error": [],
+            }
+        )
+    )
+    write_lines(
+        tmp_path / "log.ndjson",
+        {"exportId": "1", "eventId": "kickoff", "eventDetail": {}},
+        {"exportId": "1", "eventId": "export_complete", "eventDetail": {}},
+    )
 
     out, err = run("load_fhir", str(tmp_path))
 

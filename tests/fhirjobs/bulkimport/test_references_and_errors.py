@@ -1,4 +1,5 @@
 """What real exports contain: `urn:uuid:<id>` cross references, and bad lines that must not stop the rest."""
+
 import json
 import re
 
@@ -14,8 +15,20 @@ pytestmark = pytest.mark.django_db(transaction=True)
 LITERAL = re.compile(r'"reference":"(Patient|Encounter)/([A-Za-z0-9\-.]+)"')
 
 
-def as_smart_export(source, target, types=("Organization", "Location", "Practitioner", "PractitionerRole", "Patient",
-                                          "Encounter", "Condition", "Procedure")):
+def as_smart_export(
+    source,
+    target,
+    types=(
+        "Organization",
+        "Location",
+        "Practitioner",
+        "PractitionerRole",
+        "Patient",
+        "Encounter",
+        "Condition",
+        "Procedure",
+    ),
+):
     """The fixture's files as SMART's bulk-data server writes them: Patient and Encounter references as
     `urn:uuid:<id>`. The files referenced come last, so the targets load after what points at them."""
     for resource_type in reversed(types):
@@ -47,17 +60,32 @@ def test_urn_uuid_references_to_resources_of_the_import_resolve_whatever_the_fil
 def test_urn_uuid_references_resolve_against_resources_already_stored(importer, file_root):
     importer.run(write_ndjson(file_root / "Patient.ndjson", {"resourceType": "Patient", "id": "p1"}).as_uri())
 
-    importer.run(write_ndjson(file_root / "Observation.ndjson", {
-        "resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
-        "subject": {"reference": "urn:uuid:p1"}}).as_uri())
+    importer.run(
+        write_ndjson(
+            file_root / "Observation.ndjson",
+            {
+                "resourceType": "Observation",
+                "id": "o1",
+                "status": "final",
+                "code": {"text": "x"},
+                "subject": {"reference": "urn:uuid:p1"},
+            },
+        ).as_uri()
+    )
 
     assert reference_of("Observation", "subject") == "Patient/p1"
 
 
 def test_a_reference_to_nothing_is_kept_verbatim_with_a_warning_or_rejected_when_the_setting_says(
-        importer, file_root, settings):
-    observation = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
-                   "subject": {"reference": "urn:uuid:nowhere"}}
+    importer, file_root, settings
+):
+    observation = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": "urn:uuid:nowhere"},
+    }
     url = write_ndjson(file_root / "Observation.ndjson", observation).as_uri()
 
     outcome = importer.run(url)
@@ -76,10 +104,17 @@ def test_a_reference_to_nothing_is_kept_verbatim_with_a_warning_or_rejected_when
 def test_bad_lines_go_to_the_error_file_by_file_and_line_and_the_good_ones_load(importer, file_root, settings):
     settings.BULK_IMPORT_MAX_LINE_BYTES = 1024
     good = {"resourceType": "Patient", "id": "good-1"}
-    path = write_ndjson(file_root / "Patient.ndjson", good, "{not json", {"resourceType": "Nonsense", "id": "x"},
-                        "", {"resourceType": "Patient"}, {"resourceType": "Patient", "id": "bad id!"},
-                        {"resourceType": "Patient", "id": "long", "text": "x" * 2000},
-                        {"resourceType": "Patient", "id": "good-2"})
+    path = write_ndjson(
+        file_root / "Patient.ndjson",
+        good,
+        "{not json",
+        {"resourceType": "Nonsense", "id": "x"},
+        "",
+        {"resourceType": "Patient"},
+        {"resourceType": "Patient", "id": "bad id!"},
+        {"resourceType": "Patient", "id": "long", "text": "x" * 2000},
+        {"resourceType": "Patient", "id": "good-2"},
+    )
 
     outcome = importer.run(path.as_uri())
 
@@ -89,7 +124,8 @@ def test_bad_lines_go_to_the_error_file_by_file_and_line_and_the_good_ones_load(
     assert response.status_code == 200 and response["Content-Type"] == "application/fhir+ndjson"
     errors = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
     assert [error["issue"][0]["location"][0] for error in errors] == [
-        f"{path.as_uri()}, line {number}" for number in (2, 3, 5, 6, 7)]
+        f"{path.as_uri()}, line {number}" for number in (2, 3, 5, 6, 7)
+    ]
     assert all(error["resourceType"] == "OperationOutcome" for error in errors)
     assert "not valid JSON" in errors[0]["issue"][0]["diagnostics"]
     assert "Nonsense" in errors[1]["issue"][0]["diagnostics"]
@@ -107,13 +143,22 @@ def test_the_error_file_is_only_its_owners(importer, file_root, fhir):
 
 
 def test_a_conditional_reference_to_a_later_line_waits_for_load_deferred_and_only_its_chunk_goes_there(
-        importer, file_root):
+    importer, file_root
+):
     from batch import control
 
-    practitioner = {"resourceType": "Practitioner", "id": "p1",
-                    "identifier": [{"system": "https://example.org/npi", "value": "42"}]}
-    encounter = {"resourceType": "Encounter", "id": "e1", "status": "finished", "class": {"code": "AMB"},
-                 "participant": [{"individual": {"reference": "Practitioner?identifier=https://example.org/npi|42"}}]}
+    practitioner = {
+        "resourceType": "Practitioner",
+        "id": "p1",
+        "identifier": [{"system": "https://example.org/npi", "value": "42"}],
+    }
+    encounter = {
+        "resourceType": "Encounter",
+        "id": "e1",
+        "status": "finished",
+        "class": {"code": "AMB"},
+        "participant": [{"individual": {"reference": "Practitioner?identifier=https://example.org/npi|42"}}],
+    }
     waiting = write_ndjson(file_root / "Encounter.ndjson", encounter, practitioner)  # the target comes after
     alone = write_ndjson(file_root / "Patient.ndjson", {"resourceType": "Patient", "id": "a"})
 
@@ -129,8 +174,10 @@ def test_a_conditional_reference_to_a_later_line_waits_for_load_deferred_and_onl
 
 def test_a_nul_escape_is_refused_in_the_rest_api_s_words_never_postgresql_s(importer, file_root):
     path = file_root / "Patient.ndjson"
-    path.write_text('{"resourceType":"Patient","id":"nul","name":[{"text":"a\\u0000b"}]}\n'
-                    '{"resourceType":"Patient","id":"backslash","name":[{"text":"a\\\\u0000b"}]}\n')
+    path.write_text(
+        '{"resourceType":"Patient","id":"nul","name":[{"text":"a\\u0000b"}]}\n'
+        '{"resourceType":"Patient","id":"backslash","name":[{"text":"a\\\\u0000b"}]}\n'
+    )
 
     outcome = importer.run(path.as_uri())
 

@@ -1,5 +1,6 @@
 """Issue #29 items 4 and 5: import sources cannot be bent (dot segments, prefix boundaries, header names,
 credentials on redirects, private addresses), and gzip is read completely or not at all."""
+
 from __future__ import annotations
 
 import gzip
@@ -20,16 +21,19 @@ from tests.fhirjobs.bulkimport.helpers import diagnostics
 ALLOWED = "https://data.example.org/exports"
 
 
-@pytest.mark.parametrize("url", [
-    f"{ALLOWED}/../admin/secret",
-    f"{ALLOWED}/%2e%2e/admin/secret",
-    f"{ALLOWED}/.%2E/admin/secret",
-    f"{ALLOWED}/x/%2E%2E%2f..%2fadmin",
-    f"{ALLOWED}/./Patient.ndjson",
-    f"{ALLOWED}/..%5cadmin",
-    "https://data.example.org/exports-internal/dump",
-    "https://data.example.org/exportsPatient.ndjson",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"{ALLOWED}/../admin/secret",
+        f"{ALLOWED}/%2e%2e/admin/secret",
+        f"{ALLOWED}/.%2E/admin/secret",
+        f"{ALLOWED}/x/%2E%2E%2f..%2fadmin",
+        f"{ALLOWED}/./Patient.ndjson",
+        f"{ALLOWED}/..%5cadmin",
+        "https://data.example.org/exports-internal/dump",
+        "https://data.example.org/exportsPatient.ndjson",
+    ],
+)
 def test_a_url_cannot_leave_its_prefix(url, settings):
     settings.BULK_IMPORT_ALLOWED_SOURCES = [ALLOWED]
     check_source(f"{ALLOWED}/Patient.ndjson")
@@ -39,11 +43,20 @@ def test_a_url_cannot_leave_its_prefix(url, settings):
 
 
 def submit_body(header_name: str, header_value: str = "x") -> dict:
-    return {"resourceType": "Parameters", "parameter": [
-        {"name": "submitter", "valueIdentifier": {"system": "urn:p", "value": "p"}},
-        {"name": "submissionId", "valueString": "s"},
-        {"name": "fileRequestHeader", "part": [{"name": "headerName", "valueString": header_name},
-                                               {"name": "headerValue", "valueString": header_value}]}]}
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "submitter", "valueIdentifier": {"system": "urn:p", "value": "p"}},
+            {"name": "submissionId", "valueString": "s"},
+            {
+                "name": "fileRequestHeader",
+                "part": [
+                    {"name": "headerName", "valueString": header_name},
+                    {"name": "headerValue", "valueString": header_value},
+                ],
+            },
+        ],
+    }
 
 
 @pytest.mark.parametrize("name", ["Host", "Cookie", "X-Forwarded-For", "Transfer-Encoding"])
@@ -61,15 +74,19 @@ def read_all(url: str, headers: dict) -> bytes:
 def test_credentials_stay_with_their_origin_across_a_redirect(http_sources, settings):
     provider, storage = http_sources.bases
     settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{provider}/files/", f"{storage}/bucket/"]
-    http_sources.routes = {"/files/a": (302, {"Location": "/files/b"}, b""),
-                           "/files/b": (307, {"Location": f"{storage}/bucket/b?X-Amz-Signature=s"}, b""),
-                           "/bucket/b?X-Amz-Signature=s": (200, {}, b"content")}
+    http_sources.routes = {
+        "/files/a": (302, {"Location": "/files/b"}, b""),
+        "/files/b": (307, {"Location": f"{storage}/bucket/b?X-Amz-Signature=s"}, b""),
+        "/bucket/b?X-Amz-Signature=s": (200, {}, b"content"),
+    }
 
     assert read_all(f"{provider}/files/a", {"Authorization": "Bearer secret", "Cookie": "c=1"}) == b"content"
 
     assert [(path, auth, cookie) for _, path, auth, cookie in http_sources.requests] == [
-        ("/files/a", "Bearer secret", "c=1"), ("/files/b", "Bearer secret", "c=1"),
-        ("/bucket/b?X-Amz-Signature=s", None, None)]
+        ("/files/a", "Bearer secret", "c=1"),
+        ("/files/b", "Bearer secret", "c=1"),
+        ("/bucket/b?X-Amz-Signature=s", None, None),
+    ]
 
 
 def test_a_name_resolving_to_a_private_address_is_refused_unless_the_address_is_listed(http_sources, settings):
@@ -112,7 +129,7 @@ NDJSON = [json.dumps({"resourceType": "Patient", "id": f"p{n}"}).encode() for n 
 
 
 def blocks_of(data: bytes, size: int = 7):
-    return iter([data[start:start + size] for start in range(0, len(data), size)])
+    return iter([data[start : start + size] for start in range(0, len(data), size)])
 
 
 @pytest.mark.parametrize("size", [7, 1 << 20])  # members split across blocks, and several in one block
@@ -171,8 +188,9 @@ def test_a_source_that_stays_down_is_tried_again_for_the_whole_window_then_fails
     said = []
 
     with pytest.raises(steps.JobFailed) as failed:
-        list(steps.read_lines("http://127.0.0.1:9/Patient.ndjson", {},
-                              lambda reason, for_seconds=0: said.append(reason)))
+        list(
+            steps.read_lines("http://127.0.0.1:9/Patient.ndjson", {}, lambda reason, for_seconds=0: said.append(reason))
+        )
 
     assert clock.slept == [1, 2, 4, 8, 10, 10, 10, 10, 5], "doubling up to 10 s, the last wait ending the window"
     assert "(after 10 attempts over 60 s; BULK_IMPORT_SOURCE_RETRY_SECONDS=60)" in str(failed.value)

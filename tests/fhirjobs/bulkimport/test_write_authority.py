@@ -1,6 +1,7 @@
 """Issue #29 item 1: one authority check on every write path. A SearchParameter reaches the store only from a
 caller that may manage them, whichever path it takes: REST, bundles, `$import`, `$bulk-submit` — the storage
 layer refuses it otherwise, and an import reports the line as an error instead of skipping it silently."""
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,18 @@ from tests.fhirstore.helpers import FhirClient
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # The probe of the issue: the built-in Patient?identifier replaced by another element's identifiers.
-HIJACK = {"resourceType": "SearchParameter", "id": "pid", "url": "http://example.org/SearchParameter/pid",
-          "name": "identifier", "status": "active", "description": "hijack", "code": "identifier",
-          "base": ["Patient"], "type": "token", "expression": "Patient.generalPractitioner.identifier"}
+HIJACK = {
+    "resourceType": "SearchParameter",
+    "id": "pid",
+    "url": "http://example.org/SearchParameter/pid",
+    "name": "identifier",
+    "status": "active",
+    "description": "hijack",
+    "code": "identifier",
+    "base": ["Patient"],
+    "type": "token",
+    "expression": "Patient.generalPractitioner.identifier",
+}
 PATIENT = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": "urn:s", "value": "1"}]}
 
 
@@ -39,11 +49,14 @@ def data_provider(django_user_model, username="provider", **flags):
     return user
 
 
-@pytest.mark.parametrize("write", [
-    lambda authority: save_resources([Write(dict(HIJACK))], authority=authority),
-    lambda authority: save_changed_resources([Write(dict(HIJACK))], authority=authority),
-    lambda authority: delete_resource("SearchParameter", "pid", authority=authority),
-])
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda authority: save_resources([Write(dict(HIJACK))], authority=authority),
+        lambda authority: save_changed_resources([Write(dict(HIJACK))], authority=authority),
+        lambda authority: delete_resource("SearchParameter", "pid", authority=authority),
+    ],
+)
 def test_the_storage_layer_refuses_a_search_parameter_write_without_the_authority(write):
     with transaction.atomic():
         save_resources([Write(dict(HIJACK))], authority=SERVER)
@@ -72,12 +85,22 @@ def test_a_bulk_submit_manifest_of_a_data_provider_cannot_bring_search_parameter
     ndjson = write_ndjson(file_root / "SearchParameter.ndjson", HIJACK)
     manifest = file_root / "manifest.json"
     manifest.write_text(json.dumps({"output": [{"type": "SearchParameter", "url": ndjson.as_uri()}]}))
-    submission = [{"name": "submitter", "valueIdentifier": {"system": "urn:providers", "value": "p"}},
-                  {"name": "submissionId", "valueString": "s1"}]
+    submission = [
+        {"name": "submitter", "valueIdentifier": {"system": "urn:providers", "value": "p"}},
+        {"name": "submissionId", "valueString": "s1"},
+    ]
 
-    added = client.post("/fhir/$bulk-submit", {"resourceType": "Parameters", "parameter": [
-        *submission, {"name": "manifestUrl", "valueUrl": manifest.as_uri()},
-        {"name": "submissionStatus", "valueCoding": {"code": "completed"}}]})
+    added = client.post(
+        "/fhir/$bulk-submit",
+        {
+            "resourceType": "Parameters",
+            "parameter": [
+                *submission,
+                {"name": "manifestUrl", "valueUrl": manifest.as_uri()},
+                {"name": "submissionStatus", "valueCoding": {"code": "completed"}},
+            ],
+        },
+    )
     assert added.status_code == 200, added.content
     bus.drain()
 
@@ -106,13 +129,21 @@ def test_an_operator_imports_search_parameters_while_staff(django_user_model, bu
 
 
 def test_a_batch_bundle_entry_writing_a_search_parameter_is_refused_on_its_own(fhir):
-    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": dict(HIJACK), "request": {"method": "PUT", "url": "SearchParameter/pid"}},
-        {"resource": dict(PATIENT), "request": {"method": "PUT", "url": "Patient/p1"}},
-        {"request": {"method": "DELETE", "url": "SearchParameter/pid"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": dict(HIJACK), "request": {"method": "PUT", "url": "SearchParameter/pid"}},
+            {"resource": dict(PATIENT), "request": {"method": "PUT", "url": "Patient/p1"}},
+            {"request": {"method": "DELETE", "url": "SearchParameter/pid"}},
+        ],
+    }
 
     response = fhir.post("/fhir", bundle)
 
     assert [entry["response"]["status"] for entry in response.json()["entry"]] == [
-        "403 Forbidden", "201 Created", "403 Forbidden"]
+        "403 Forbidden",
+        "201 Created",
+        "403 Forbidden",
+    ]
     assert not Resource.objects.filter(resource_type="SearchParameter").exists()

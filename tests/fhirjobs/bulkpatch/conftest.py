@@ -1,4 +1,5 @@
 """Fixtures of the bulk patch tests: a FHIR client of a user allowed to bulk-patch."""
+
 from __future__ import annotations
 
 import pytest

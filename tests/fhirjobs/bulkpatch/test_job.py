@@ -1,5 +1,6 @@
 """The BULK_PATCH job run in this process (`bus`): every match patched once however many pages and urls, a
 dry run; its patch step alone: a page run again, a resource the patch or the write fails on failing alone."""
+
 from __future__ import annotations
 
 import io
@@ -39,8 +40,11 @@ def versions(**filters) -> dict[str, int]:
 
 
 def test_every_match_is_patched_once_over_many_pages_and_urls(bus):
-    store(*(observation(f"o{n:02}") for n in range(25)), observation("other", code="2339-0"),
-          observation("amended", status="amended"))
+    store(
+        *(observation(f"o{n:02}") for n in range(25)),
+        observation("other", code="2339-0"),
+        observation("amended", status="amended"),
+    )
 
     # Both urls match o00…o24: each is patched once, by whichever page comes first; "amended" (the code matches)
     # is left as it was, with no new version.
@@ -50,8 +54,15 @@ def test_every_match_is_patched_once_over_many_pages_and_urls(bus):
     assert [step.step_id for step in job.steps] == ["generate-ranges", "load-ids", "patch", "report"]
     assert versions(resource_type="Observation") == {**{f"o{n:02}": 2 for n in range(25)}, "other": 2, "amended": 1}
     assert read_resource("Observation", "o00").body["status"] == "amended"
-    assert job.report == {"dry_run": False, "patched": {"Observation": 26}, "total": 26, "unchanged": 1,
-                          "failed_count": 0, "failed": {}, "diffs": []}
+    assert job.report == {
+        "dry_run": False,
+        "patched": {"Observation": 26},
+        "total": 26,
+        "unchanged": 1,
+        "failed_count": 0,
+        "failed": {},
+        "diffs": [],
+    }
     assert PatchedResource.objects.filter(job_instance_id=job.id).count() == 26
 
 
@@ -64,8 +75,12 @@ def test_a_dry_run_writes_nothing_and_reports_the_first_diffs(bus):
     assert set(versions(resource_type="Observation").values()) == {1}
     assert job.report["total"] == 12 and job.report["unchanged"] == 1  # "done" is amended already
     assert len(job.report["diffs"]) == 10
-    assert job.report["diffs"][0] == {"resource": "Observation/o00", "element": "status", "before": "final",
-                                      "after": "amended"}
+    assert job.report["diffs"][0] == {
+        "resource": "Observation/o00",
+        "element": "status",
+        "before": "final",
+        "after": "amended",
+    }
 
 
 @dataclass
@@ -95,8 +110,10 @@ def test_a_page_run_again_patches_nothing_twice():
 @pytest.mark.django_db
 def test_a_resource_the_patch_fails_on_fails_alone_named_by_id():
     store(observation("o1", valueString="x"), observation("o2"), observation("o3", valueString="z"))
-    context = ChunkContext({"type": "Observation", "ids": ["o1", "o2", "o3"]},
-                           {"patch": replace("Observation.value", valueString="y"), "dry_run": False})
+    context = ChunkContext(
+        {"type": "Observation", "ids": ["o1", "o2", "o3"]},
+        {"patch": replace("Observation.value", valueString="y"), "dry_run": False},
+    )
     assert patch(context, sink=None) == 2
     assert versions(resource_type="Observation") == {"o1": 2, "o2": 1, "o3": 2}
     failed = PatchedChunk.objects.get(chunk_id=context.chunk_id).failed
@@ -116,7 +133,9 @@ def test_a_page_whose_write_fails_is_written_resource_by_resource(monkeypatch):
     monkeypatch.setattr(steps, "save_resources", refusing_bad)
     context = ChunkContext({"type": "Observation", "ids": ["bad", "o1", "o3"]})
     assert patch(context, sink=None) == 2
-    assert PatchedChunk.objects.get(chunk_id=context.chunk_id).failed == {"bad": "Observation/bad was changed meanwhile"}
+    assert PatchedChunk.objects.get(chunk_id=context.chunk_id).failed == {
+        "bad": "Observation/bad was changed meanwhile"
+    }
     assert versions(resource_type="Observation") == {"o1": 2, "bad": 1, "o3": 2}
 
 

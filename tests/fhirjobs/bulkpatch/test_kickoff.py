@@ -1,4 +1,5 @@
 """`$hapi.fhir.bulk-patch` over HTTP: kick-off, status, cancel, bad input, who may, the CapabilityStatement."""
+
 from __future__ import annotations
 
 import pytest
@@ -35,20 +36,30 @@ def test_a_kick_off_answers_202_and_its_status_url_the_counts_and_failures(patch
     running = patcher.get(status_path(kicked))
     assert running.status_code == 202 and running["X-Progress"]
     bus.drain()
-    done = assert_outcome(patcher.get(status_path(kicked)), 200,
-                          "Bulk patch completed: 1 resources patched, 0 unchanged, 1 failed")
+    done = assert_outcome(
+        patcher.get(status_path(kicked)), 200, "Bulk patch completed: 1 resources patched, 0 unchanged, 1 failed"
+    )
     assert [(issue["severity"], issue["diagnostics"]) for issue in done["issue"][1:]] == [
         ("information", "Observation: 1 patched"),
-        ("error", "Observation/o2: replace at Observation.value: the path matches 0 elements, replace takes one")]
+        ("error", "Observation/o2: replace at Observation.value: the path matches 0 elements, replace takes one"),
+    ]
 
 
 def test_a_dry_run_report_answers_the_diffs():
-    report = {"dry_run": True, "patched": {"Observation": 1}, "total": 1, "unchanged": 0, "failed_count": 0,
-              "failed": {}, "diffs": [{"resource": "Observation/o1", "element": "status", "before": "final",
-                                       "after": "amended"}]}
+    report = {
+        "dry_run": True,
+        "patched": {"Observation": 1},
+        "total": 1,
+        "unchanged": 0,
+        "failed_count": 0,
+        "failed": {},
+        "diffs": [{"resource": "Observation/o1", "element": "status", "before": "final", "after": "amended"}],
+    }
     assert [issue["diagnostics"] for issue in report_outcome(report)["issue"]] == [
         "Bulk patch dry run completed: 1 resources would be patched, 0 unchanged, 0 failed",
-        "Observation: 1 would be patched", "Observation/o1 status: 'final' → 'amended'"]
+        "Observation: 1 would be patched",
+        "Observation/o1 status: 'final' → 'amended'",
+    ]
 
 
 def test_cancel_answers_202_then_the_status_404(patcher):
@@ -57,15 +68,18 @@ def test_cancel_answers_202_then_the_status_404(patcher):
     assert_outcome(patcher.get(status_path(kicked)), 404)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"resourceType": "Patient"}, "takes a Parameters resource"),
-    (parameters(), "at least one url"),
-    (parameters("Observation?", patch=None), "a patch (a FHIRPath Patch Parameters"),
-    (parameters("SearchParameter?"), "SearchParameter resources cannot be bulk-patched"),
-    (parameters("Observation?nonsense=1"), "nonsense"),
-    (parameters("Observation?", patch={"resourceType": "Parameters"}), "patch: the patch has no operation"),
-    (parameters("Observation?", batchSize=0), "batch_size"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"resourceType": "Patient"}, "takes a Parameters resource"),
+        (parameters(), "at least one url"),
+        (parameters("Observation?", patch=None), "a patch (a FHIRPath Patch Parameters"),
+        (parameters("SearchParameter?"), "SearchParameter resources cannot be bulk-patched"),
+        (parameters("Observation?nonsense=1"), "nonsense"),
+        (parameters("Observation?", patch={"resourceType": "Parameters"}), "patch: the patch has no operation"),
+        (parameters("Observation?", batchSize=0), "batch_size"),
+    ],
+)
 def test_bad_input_is_a_400_before_anything_runs(patcher, body, message):
     assert_outcome(patcher.post(BULK_PATCH, body), 400, message)
 
@@ -84,5 +98,7 @@ def test_who_may(django_user_model):
 
 def test_the_capability_statement_lists_the_operation(patcher):
     operations = patcher.get("/fhir/metadata").json()["rest"][0]["operation"]
-    assert {"name": "hapi.fhir.bulk-patch",
-            "definition": "http://hapifhir.io/fhir/OperationDefinition/hapi.fhir.bulk-patch"} in operations
+    assert {
+        "name": "hapi.fhir.bulk-patch",
+        "definition": "http://hapifhir.io/fhir/OperationDefinition/hapi.fhir.bulk-patch",
+    } in operations

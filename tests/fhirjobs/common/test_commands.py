@@ -1,5 +1,6 @@
 """`--wait` of the FHIR jobs' commands (reindex, delete_expunge, import_fhir, upload/delete_terminology): the
 ended job when it completed, one clear line and a non-zero exit otherwise."""
+
 import io
 import uuid
 

@@ -1,4 +1,5 @@
 """Fixtures of the delete-expunge tests: FHIR clients of a user allowed to delete-expunge, and of one who is not."""
+
 from __future__ import annotations
 
 import pytest

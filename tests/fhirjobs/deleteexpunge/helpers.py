@@ -1,4 +1,5 @@
 """Helpers of the delete-expunge tests: the deleter's scopes, resources, and every table's rows of some resources."""
+
 from __future__ import annotations
 
 from fhirstore.models import Resource, ResourceVersion
@@ -8,9 +9,13 @@ DELETER_SCOPES = ["fhir:read", "fhir:write", "admin:delete"]
 
 
 def observation(logical_id: str, subject: str | None = None, code: str = "8867-4") -> dict:
-    return {"resourceType": "Observation", "id": logical_id, "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-            **({"subject": {"reference": subject}} if subject else {})}
+    return {
+        "resourceType": "Observation",
+        "id": logical_id,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        **({"subject": {"reference": subject}} if subject else {}),
+    }
 
 
 def rows_of(resource_type: str, logical_ids=None) -> dict[str, int]:
@@ -29,8 +34,10 @@ def keys_of(resource_type: str) -> list[int]:
 
 def rows_of_keys(pks: list[int]) -> dict[str, int]:
     """How many rows every table holds of the resources with these row keys, whether those still exist or not."""
-    counts = {"resource": Resource.objects.filter(id__in=pks).count(),
-              "version": ResourceVersion.objects.filter(resource_id__in=pks).count()}
+    counts = {
+        "resource": Resource.objects.filter(id__in=pks).count(),
+        "version": ResourceVersion.objects.filter(resource_id__in=pks).count(),
+    }
     counts.update({model.__name__: model.objects.filter(resource_id__in=pks).count() for model in INDEX_TABLES})
     return counts
 

@@ -1,5 +1,6 @@
 """The DELETE_EXPUNGE job run in this process (`bus`): what it deletes, what it leaves, its report, the
 referential integrity check, a chunk run again, and the plans of its statements."""
+
 from __future__ import annotations
 
 import re
@@ -100,14 +101,25 @@ def test_a_referrer_written_after_the_kick_off_fails_the_job_and_deletes_nothing
 
 
 def test_a_cascade_deeper_than_its_rounds_is_refused():
-    store(patient("p1"), observation("o1", "Patient/p1"),
-          {"resourceType": "DiagnosticReport", "id": "dr", "status": "final", "code": {"text": "panel"},
-           "result": [{"reference": "Observation/o1"}]})  # two levels of referrers above the patient
+    store(
+        patient("p1"),
+        observation("o1", "Patient/p1"),
+        {
+            "resourceType": "DiagnosticReport",
+            "id": "dr",
+            "status": "final",
+            "code": {"text": "panel"},
+            "result": [{"reference": "Observation/o1"}],
+        },
+    )  # two levels of referrers above the patient
     with pytest.raises(ResourceReferenced, match="after 1 cascade rounds"), transaction.atomic():
         expunge_resources("Patient", ["p1"], cascade_rounds=1)
     with transaction.atomic():
-        assert expunge_resources("Patient", ["p1"], cascade_rounds=2) == {"Patient": 1, "Observation": 1,
-                                                                          "DiagnosticReport": 1}
+        assert expunge_resources("Patient", ["p1"], cascade_rounds=2) == {
+            "Patient": 1,
+            "Observation": 1,
+            "DiagnosticReport": 1,
+        }
 
 
 @dataclass
@@ -115,8 +127,9 @@ class ChunkContext:
     """What the step reads of its chunk: a chunk id that stays the same when it runs again."""
 
     data: dict[str, Any]
-    parameters: dict[str, Any] = field(default_factory=lambda: {"urls": ["Patient?"], "cascade": False,
-                                                                "cascade_max_rounds": 10})
+    parameters: dict[str, Any] = field(
+        default_factory=lambda: {"urls": ["Patient?"], "cascade": False, "cascade_max_rounds": 10}
+    )
     instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
     chunk_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
@@ -145,15 +158,18 @@ def test_the_deletes_are_index_scans_by_an_array_of_ids():
     with transaction.atomic(), CaptureQueriesContext(connection) as captured:
         assert referrals_into("Observation", ids) == []  # the page's check, by the reference index, per id
         assert sum(expunge_resources("Observation", ids).values()) == len(ids)
-        statements = [query["sql"] for query in captured.captured_queries
-                      if query["sql"].startswith(("DELETE", "SELECT", "WITH"))]
+        statements = [
+            query["sql"] for query in captured.captured_queries if query["sql"].startswith(("DELETE", "SELECT", "WITH"))
+        ]
         with connection.cursor() as cursor:
             plans = {}
             for statement in statements:
                 cursor.execute(f"EXPLAIN {statement}")
                 plans[statement[:60]] = "\n".join(line for (line,) in cursor.fetchall())
     deletes = [statement for statement in statements if "DELETE" in statement]
-    assert len(deletes) == 1 and deletes[0].count("DELETE FROM") == 8  # one round trip: six index tables, versions, rows
+    assert (
+        len(deletes) == 1 and deletes[0].count("DELETE FROM") == 8
+    )  # one round trip: six index tables, versions, rows
     assert all(" IN (" not in statement for statement in statements)  # ids travel as one array parameter
     scanned = set(re.findall(r"Seq Scan on (\w+)", "\n".join(plans.values())))
     with connection.cursor() as cursor:
@@ -161,5 +177,6 @@ def test_the_deletes_are_index_scans_by_an_array_of_ids():
         pages = dict(cursor.fetchall())
     # Only a table of a page or two is read whole (the planner's right choice there: string rows are few here).
     assert all(pages[table] <= 2 for table in scanned), (pages, plans)
-    assert {"fhirstore_tokenindex", "fhirstore_referenceindex", "fhirstore_dateindex",
-            "fhirstore_resource"}.isdisjoint(scanned), plans
+    assert {"fhirstore_tokenindex", "fhirstore_referenceindex", "fhirstore_dateindex", "fhirstore_resource"}.isdisjoint(
+        scanned
+    ), plans

@@ -1,5 +1,6 @@
 """`$delete-expunge` over HTTP: kick-off (async and HAPI's synchronous answer), status, cancel, who may,
 bad input, and the CapabilityStatement."""
+
 from __future__ import annotations
 
 import pytest
@@ -56,8 +57,11 @@ def test_without_prefer_it_answers_as_hapi_a_parameters_with_the_job_id(deleter,
 
 def test_a_referenced_resource_is_a_409_naming_the_referrers(deleter):
     store(patient("p1"), observation("o1", "Patient/p1"), observation("o2", "Patient/p1"))
-    outcome = assert_outcome(deleter.post("/fhir/$delete-expunge", parameters("Patient?"), **ASYNC), 409,
-                             "Observation/o1 refers to Patient/p1 (subject); Observation/o2 refers to Patient/p1")
+    outcome = assert_outcome(
+        deleter.post("/fhir/$delete-expunge", parameters("Patient?"), **ASYNC),
+        409,
+        "Observation/o1 refers to Patient/p1 (subject); Observation/o2 refers to Patient/p1",
+    )
     assert outcome["issue"][0]["code"] == "conflict"
     assert rows_of("Patient")["resource"] == 1
 
@@ -70,16 +74,19 @@ def test_a_refusal_found_while_running_is_a_409_on_the_status_url(deleter, bus):
     assert_outcome(deleter.get(status_path(kicked)), 409, "Observation/late refers to Patient/p1")
 
 
-@pytest.mark.parametrize("body, problem", [
-    ({"resourceType": "Patient"}, "takes a Parameters resource"),
-    (parameters(), "at least one url"),
-    (parameters("Nope?x=1"), "Unknown resource type"),
-    (parameters("Patient?nope=1"), "nope"),
-    (parameters("SearchParameter?"), "cannot be delete-expunged"),
-    (parameters("Patient?", batchSize=0), "batch_size"),
-    (parameters("Patient?", cascadeMaxRounds=1000), "cascade_max_rounds"),
-    ({"resourceType": "Parameters", "parameter": [{"name": "url", "valueInteger": 3}]}, "not understood"),
-])
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        ({"resourceType": "Patient"}, "takes a Parameters resource"),
+        (parameters(), "at least one url"),
+        (parameters("Nope?x=1"), "Unknown resource type"),
+        (parameters("Patient?nope=1"), "nope"),
+        (parameters("SearchParameter?"), "cannot be delete-expunged"),
+        (parameters("Patient?", batchSize=0), "batch_size"),
+        (parameters("Patient?", cascadeMaxRounds=1000), "cascade_max_rounds"),
+        ({"resourceType": "Parameters", "parameter": [{"name": "url", "valueInteger": 3}]}, "not understood"),
+    ],
+)
 def test_bad_input_is_a_400_before_anything_runs(deleter, body, problem):
     assert_outcome(deleter.post("/fhir/$delete-expunge", body, **ASYNC), 400, problem)
     assert not control.list_jobs()[:1]
@@ -112,30 +119,45 @@ def test_who_may(django_user_model):
     permitted.user_permissions.add(Permission.objects.get(codename="delete_expunge"))
     staff = django_user_model.objects.create_user("staff", is_staff=True)
     body = parameters("Patient?")
-    for user, scopes in [(plain, DELETER_SCOPES), (permitted, ["fhir:read", "fhir:write"]),
-                         (permitted, ["fhir:read", "admin:delete"]), (staff, ["fhir:write", "control"])]:
-        assert_outcome(FhirClient(f"Bearer {token_for(user, scopes)}").post("/fhir/$delete-expunge", body, **ASYNC),
-                       403)
-    assert FhirClient(f"Bearer {token_for(staff, DELETER_SCOPES)}").post(
-        "/fhir/$delete-expunge", body, **ASYNC).status_code == 202
+    for user, scopes in [
+        (plain, DELETER_SCOPES),
+        (permitted, ["fhir:read", "fhir:write"]),
+        (permitted, ["fhir:read", "admin:delete"]),
+        (staff, ["fhir:write", "control"]),
+    ]:
+        assert_outcome(
+            FhirClient(f"Bearer {token_for(user, scopes)}").post("/fhir/$delete-expunge", body, **ASYNC), 403
+        )
+    assert (
+        FhirClient(f"Bearer {token_for(staff, DELETER_SCOPES)}")
+        .post("/fhir/$delete-expunge", body, **ASYNC)
+        .status_code
+        == 202
+    )
     assert FhirClient().post("/fhir/$delete-expunge", body, **ASYNC).status_code == 401
     assert len(control.list_jobs()[:5]) == 1  # the staff one
 
 
 def test_the_capability_statement_lists_the_operation(deleter):
     operations = deleter.get("/fhir/metadata").json()["rest"][0]["operation"]
-    assert {"name": "delete-expunge",
-            "definition": "http://hapifhir.io/fhir/OperationDefinition/delete-expunge"} in operations
+    assert {
+        "name": "delete-expunge",
+        "definition": "http://hapifhir.io/fhir/OperationDefinition/delete-expunge",
+    } in operations
 
 
 def test_delete_of_a_type_with_expunge_deletes_every_match_sharing_one_last_updated(deleter, bus):
     """The issue's acceptance, scaled down: more than one page (batch size 1000) of matches sharing one lastUpdated."""
     from datetime import UTC, datetime
 
-    store(*(observation(f"o{n:04}") for n in range(2100)), observation("other", code="2339-0"),
-          at=datetime(2024, 1, 1, tzinfo=UTC))
-    matches = list(Resource.objects.filter(resource_type="Observation").exclude(logical_id="other")
-                   .values_list("id", flat=True))
+    store(
+        *(observation(f"o{n:04}") for n in range(2100)),
+        observation("other", code="2339-0"),
+        at=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+    matches = list(
+        Resource.objects.filter(resource_type="Observation").exclude(logical_id="other").values_list("id", flat=True)
+    )
     response = deleter.delete("/fhir/Observation?code=http://loinc.org|8867-4&_expunge=true")
     assert_outcome(response, 200, "submitted")
     bus.drain()

@@ -1,4 +1,5 @@
 """`$expunge` of previous versions: an instance now, a type as a job (exact when a chunk runs again), who may."""
+
 from __future__ import annotations
 
 import uuid
@@ -16,8 +17,10 @@ from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PREVIOUS_VERSIONS = {"resourceType": "Parameters", "parameter": [{"name": "expungePreviousVersions",
-                                                                  "valueBoolean": True}]}
+PREVIOUS_VERSIONS = {
+    "resourceType": "Parameters",
+    "parameter": [{"name": "expungePreviousVersions", "valueBoolean": True}],
+}
 SCOPES = ["fhir:read", "fhir:write", "admin:delete"]
 
 
@@ -59,12 +62,17 @@ def test_a_type_is_expunged_by_a_job_with_its_count_on_the_status_url(expunger, 
     assert ResourceVersion.objects.count() == 0 and Resource.objects.count() == 7
 
 
-@pytest.mark.parametrize("body, problem", [
-    ({"resourceType": "Parameters"}, "needs expungePreviousVersions=true"),
-    ({"resourceType": "Parameters", "parameter": [{"name": "expungeDeletedResources", "valueBoolean": True}]},
-     "not supported: expungeDeletedResources"),
-    ({"resourceType": "Patient"}, "takes a Parameters resource"),
-])
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        ({"resourceType": "Parameters"}, "needs expungePreviousVersions=true"),
+        (
+            {"resourceType": "Parameters", "parameter": [{"name": "expungeDeletedResources", "valueBoolean": True}]},
+            "not supported: expungeDeletedResources",
+        ),
+        ({"resourceType": "Patient"}, "takes a Parameters resource"),
+    ],
+)
 def test_what_is_not_done_yet_is_a_400(expunger, body, problem):
     store(patient("p1", name=[{"family": "A"}]))
     assert_outcome(expunger.post("/fhir/Patient/p1/$expunge", body), 400, problem)

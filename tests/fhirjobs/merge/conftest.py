@@ -1,4 +1,5 @@
 """Fixtures of the merge tests: a FHIR client of a user allowed to merge patients."""
+
 from __future__ import annotations
 
 import pytest

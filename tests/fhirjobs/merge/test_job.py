@@ -1,5 +1,6 @@
 """Patient merge as a service: in the request (small), as the MERGE job run in this process (`bus`), a
 preview, by identifiers, deleting the source, a page run again, and the patients that cannot be merged."""
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,8 @@ from fhirjobs.merge.steps import replace_references_step
 from fhirstore.models import Resource
 from fhirstore.referrers import referrer_keys
 from fhirstore.storage import read_resource
-from tests.fhirjobs.merge.helpers import encounter, observation, output
 from tests.fhirjobs.helpers import patient
+from tests.fhirjobs.merge.helpers import encounter, observation, output
 from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db  # in the test's transaction (rolled back): the job's test commits, as workers do
@@ -40,9 +41,14 @@ def versions(resource_type: str) -> dict[str, int]:
 
 
 def test_a_small_merge_rewrites_every_reference_once_links_both_patients_and_records_a_provenance():
-    store(patient("src", "A1"), patient("tgt", "B1"), observation("o1", "Patient/src"),
-          observation("o2", "Patient/src/_history/1"), encounter("e1", "Patient/src"),
-          observation("other", "Patient/tgt"))
+    store(
+        patient("src", "A1"),
+        patient("tgt", "B1"),
+        observation("o1", "Patient/src"),
+        observation("o2", "Patient/src/_history/1"),
+        encounter("e1", "Patient/src"),
+        observation("other", "Patient/tgt"),
+    )
 
     answer = merge()
 
@@ -50,20 +56,28 @@ def test_a_small_merge_rewrites_every_reference_once_links_both_patients_and_rec
     assert versions("Encounter") == {"e1": 2}
     o1 = read_resource("Observation", "o1").body
     assert o1["subject"] == {"reference": "Patient/tgt"} and o1["performer"] == [{"reference": "Patient/tgt"}]
-    assert [key for key in referrer_keys("Patient", "src") if key[0] != "Provenance"] == [("Patient", "tgt")]  # replaces
+    assert [key for key in referrer_keys("Patient", "src") if key[0] != "Provenance"] == [
+        ("Patient", "tgt")
+    ]  # replaces
     source, target = read_resource("Patient", "src").body, read_resource("Patient", "tgt").body
     assert source["active"] is False
     assert source["link"] == [{"other": {"reference": "Patient/tgt"}, "type": "replaced-by"}]
     assert target["link"] == [{"other": {"reference": "Patient/src"}, "type": "replaces"}]
-    assert target["identifier"] == [{"system": "urn:mrn", "value": "B1"},
-                                    {"system": "urn:mrn", "value": "A1", "use": "old"}]
+    assert target["identifier"] == [
+        {"system": "urn:mrn", "value": "B1"},
+        {"system": "urn:mrn", "value": "A1", "use": "old"},
+    ]
     assert output(answer, "result") == target
     [provenance] = Resource.objects.filter(resource_type="Provenance").values_list("body", flat=True)
     assert provenance["activity"]["coding"][0]["code"] == "merge"
     assert provenance["agent"] == [{"who": {"display": "tester"}}]
     assert sorted(target["reference"] for target in provenance["target"]) == [
-        "Encounter/e1/_history/2", "Observation/o1/_history/2", "Observation/o2/_history/2",
-        "Patient/src/_history/2", "Patient/tgt/_history/2"]
+        "Encounter/e1/_history/2",
+        "Observation/o1/_history/2",
+        "Observation/o2/_history/2",
+        "Patient/src/_history/2",
+        "Patient/tgt/_history/2",
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -82,13 +96,20 @@ def test_an_async_merge_of_50_referrers_runs_in_pages_and_completes_its_task(bus
     assert versions("Observation") == {f"o{n:02}": 2 for n in range(50)}  # each rewritten once
     assert [key for key in referrer_keys("Patient", "src") if key[0] == "Observation"] == []
     provenance_id = job.report["provenance"]
-    assert job.report == {"updated": {"Observation": 50}, "total": 50, "provenance": provenance_id,
-                          "task": f"Task/{task['id']}", "target": "Patient/tgt"}
+    assert job.report == {
+        "updated": {"Observation": 50},
+        "total": 50,
+        "provenance": provenance_id,
+        "task": f"Task/{task['id']}",
+        "target": "Patient/tgt",
+    }
     done = read_resource("Task", task["id"]).body
     assert done["status"] == "completed"
     assert {item["type"]["text"]: item.get("valueReference", item.get("valueInteger")) for item in done["output"]} == {
-        "result-patient": {"reference": "Patient/tgt/_history/2"}, "provenance": {"reference": provenance_id},
-        "resources-updated": 50}
+        "result-patient": {"reference": "Patient/tgt/_history/2"},
+        "provenance": {"reference": provenance_id},
+        "resources-updated": 50,
+    }
     provenance = read_resource(*provenance_id.split("/")).body
     assert len(provenance["target"]) == 52  # both patients and the 50 observations, each once
     assert read_resource("Patient", "src").body["link"][0]["type"] == "replaced-by"
@@ -115,6 +136,7 @@ def test_a_failed_merge_job_fails_its_task_and_a_restart_completes_it(bus, monke
 
     def broken(*args, **kwargs):
         raise RuntimeError("the store is broken")
+
     with monkeypatch.context() as patched:
         patched.setattr("fhirjobs.merge.steps.replace_references", broken)
         bus.drain()
@@ -137,17 +159,25 @@ def test_a_preview_counts_and_writes_nothing():
     answer = merge(preview=True)
 
     assert [issue["diagnostics"] for issue in output(answer, "outcome")["issue"]] == [
-        "Preview only merge operation - no issues detected", "Merge would update 4 resources"]
+        "Preview only merge operation - no issues detected",
+        "Merge would update 4 resources",
+    ]
     assert output(answer, "result")["link"] == [{"other": {"reference": "Patient/src"}, "type": "replaces"}]
     assert list(Resource.objects.order_by("id").values_list("resource_type", "logical_id", "version_id")) == before
 
 
 def test_patients_found_by_identifiers_and_the_source_deleted():
-    store(patient("src", "A1", "A2"), patient("tgt", "B1"), patient("lookalike", "A1"),
-          observation("o1", "Patient/src"))
+    store(
+        patient("src", "A1", "A2"), patient("tgt", "B1"), patient("lookalike", "A1"), observation("o1", "Patient/src")
+    )
 
-    merge(source_id=None, source_identifiers=({"system": "urn:mrn", "value": "A1"}, {"system": "urn:mrn", "value": "A2"}),
-          target_id=None, target_identifiers=({"system": "urn:mrn", "value": "B1"},), delete_source=True)
+    merge(
+        source_id=None,
+        source_identifiers=({"system": "urn:mrn", "value": "A1"}, {"system": "urn:mrn", "value": "A2"}),
+        target_id=None,
+        target_identifiers=({"system": "urn:mrn", "value": "B1"},),
+        delete_source=True,
+    )
 
     assert Resource.objects.get(resource_type="Patient", logical_id="src").deleted
     assert "link" not in read_resource("Patient", "tgt").body  # nothing to link to: the source is gone
@@ -156,15 +186,22 @@ def test_patients_found_by_identifiers_and_the_source_deleted():
     assert provenance["entity"] == [{"role": "removal", "what": {"reference": "Patient/src/_history/2"}}]
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"source_id": "nobody"}, "source patient Patient/nobody does not exist"),
-    ({"source_id": None, "source_identifiers": ({"system": "urn:mrn", "value": "A1"},)}, "match several"),
-    ({"target_id": None, "target_identifiers": ({"value": "none"},)}, "match no patient"),
-    ({"source_id": "merged"}, "Patient/merged was merged already"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"source_id": "nobody"}, "source patient Patient/nobody does not exist"),
+        ({"source_id": None, "source_identifiers": ({"system": "urn:mrn", "value": "A1"},)}, "match several"),
+        ({"target_id": None, "target_identifiers": ({"value": "none"},)}, "match no patient"),
+        ({"source_id": "merged"}, "Patient/merged was merged already"),
+    ],
+)
 def test_patients_that_cannot_be_merged_are_refused_before_anything_is_written(options, message):
-    store(patient("src", "A1"), patient("tgt", "A1"), observation("o1", "Patient/src"),
-          {**patient("merged"), "link": [{"other": {"reference": "Patient/x"}, "type": "replaced-by"}]})
+    store(
+        patient("src", "A1"),
+        patient("tgt", "A1"),
+        observation("o1", "Patient/src"),
+        {**patient("merged"), "link": [{"other": {"reference": "Patient/x"}, "type": "replaced-by"}]},
+    )
     with pytest.raises(MergeNotPossible, match=message):
         merge(**options)
     assert versions("Observation") == {"o1": 1}
@@ -183,8 +220,9 @@ class ChunkContext:
     """What the step reads of its chunk: a chunk id that stays the same when it runs again."""
 
     data: dict[str, Any]
-    parameters: dict[str, Any] = field(default_factory=lambda: {"source_patient": "src", "target_patient": "tgt",
-                                                                "started_by": "tester"})
+    parameters: dict[str, Any] = field(
+        default_factory=lambda: {"source_patient": "src", "target_patient": "tgt", "started_by": "tester"}
+    )
     instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
     chunk_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
@@ -199,8 +237,10 @@ def test_a_page_run_again_writes_no_second_version():
     assert replace_references_step(context, sink=None) == 2  # the record of the page: the same answer
     assert replace_references_step(ChunkContext(context.data), sink=None) == 0  # another page: nothing left
     assert versions("Observation") == {"o1": 2, "o2": 2}
-    assert MergedChunk.objects.get(chunk_id=context.chunk_id).versions == ["Observation/o1/_history/2",
-                                                                           "Observation/o2/_history/2"]
+    assert MergedChunk.objects.get(chunk_id=context.chunk_id).versions == [
+        "Observation/o1/_history/2",
+        "Observation/o2/_history/2",
+    ]
 
 
 def test_the_command_merges_and_prints_the_outcome():

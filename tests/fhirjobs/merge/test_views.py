@@ -1,5 +1,6 @@
 """`POST /fhir/Patient/$merge` over HTTP: HAPI's answers (merged, preview, Task), bad input as 400 / 422
 OperationOutcomes, who may, and the CapabilityStatement; then `$hapi.fhir.replace-references`."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,8 @@ from django.contrib.auth.models import Permission
 
 from fhirstore.models import Resource
 from jobsite.tokens import token_for
-from tests.fhirjobs.merge.helpers import ASYNC, merge_parameters, observation, output
 from tests.fhirjobs.helpers import patient
+from tests.fhirjobs.merge.helpers import ASYNC, merge_parameters, observation, output
 from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
 pytestmark = pytest.mark.django_db
@@ -55,17 +56,25 @@ def test_respond_async_answers_202_with_the_task_that_the_job_completes(merger, 
     assert {"type": {"text": "resources-updated"}, "valueInteger": 5} in done["output"]
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"resourceType": "Patient"}, "takes a Parameters resource"),
-    (merge_parameters(target=None), "give the target patient by target-patient or by target-patient-identifier"),
-    (merge_parameters(source_patient_identifier={"system": "urn:mrn", "value": "A1"}),
-     "give the source patient by source-patient or by source-patient-identifier (one of them)"),
-    (merge_parameters(source="Observation/o1"), "source-patient must be a reference Patient/<id>"),
-    (merge_parameters(target="Patient/src"), "are the same patient"),
-    (merge_parameters(result_patient={"resourceType": "Patient", "id": "other"}), "must have the target's id"),
-    (merge_parameters(batch_size=0), "batch-size must be at least 1"),
-    ({"resourceType": "Parameters", "parameter": [{"name": "source", "valueString": "x"}]}, "'source' is not understood"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"resourceType": "Patient"}, "takes a Parameters resource"),
+        (merge_parameters(target=None), "give the target patient by target-patient or by target-patient-identifier"),
+        (
+            merge_parameters(source_patient_identifier={"system": "urn:mrn", "value": "A1"}),
+            "give the source patient by source-patient or by source-patient-identifier (one of them)",
+        ),
+        (merge_parameters(source="Observation/o1"), "source-patient must be a reference Patient/<id>"),
+        (merge_parameters(target="Patient/src"), "are the same patient"),
+        (merge_parameters(result_patient={"resourceType": "Patient", "id": "other"}), "must have the target's id"),
+        (merge_parameters(batch_size=0), "batch-size must be at least 1"),
+        (
+            {"resourceType": "Parameters", "parameter": [{"name": "source", "valueString": "x"}]},
+            "'source' is not understood",
+        ),
+    ],
+)
 def test_malformed_parameters_are_a_400_naming_the_problem(merger, body, message):
     store(patient("src"), patient("tgt"))
     assert_outcome(merger.post(MERGE, body), 400, message)
@@ -96,13 +105,16 @@ def test_who_may(django_user_model):
 def test_the_capability_statement_lists_the_operation_on_patient(merger):
     resources = merger.get("/fhir/metadata").json()["rest"][0]["resource"]
     [patient_entry] = [entry for entry in resources if entry["type"] == "Patient"]
-    assert {"name": "merge", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-merge"} in \
-        patient_entry["operation"]
+    assert {"name": "merge", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-merge"} in patient_entry[
+        "operation"
+    ]
 
 
 def replace_parameters(source: str = "Patient/src", target: str = "Patient/tgt", **extra) -> dict:
-    values = [{"name": "source-reference-id", "valueString": source},
-              {"name": "target-reference-id", "valueString": target}]
+    values = [
+        {"name": "source-reference-id", "valueString": source},
+        {"name": "target-reference-id", "valueString": target},
+    ]
     values += [{"name": name.replace("_", "-"), "valueInteger": value} for name, value in extra.items()]
     return {"resourceType": "Parameters", "parameter": values}
 
@@ -114,7 +126,9 @@ def test_replace_references_points_every_referrer_at_the_target_and_leaves_both_
     assert "2 resources referring to Patient/src now refer to Patient/tgt" in str(output(response.json(), "outcome"))
     assert merger.get("/fhir/Observation/o2").json()["subject"] == {"reference": "Patient/tgt"}
     assert dict(Resource.objects.filter(resource_type="Patient").values_list("logical_id", "version_id")) == {
-        "src": 1, "tgt": 1}
+        "src": 1,
+        "tgt": 1,
+    }
     [provenance] = Resource.objects.filter(resource_type="Provenance").values_list("body", flat=True)
     assert provenance["activity"]["coding"][0]["code"] == "update" and len(provenance["target"]) == 2
     again = merger.post(REPLACE, replace_parameters(resource_limit=1))  # nothing left to rewrite
@@ -136,14 +150,17 @@ def test_replace_references_with_respond_async_is_a_job_and_its_task(merger, bus
     assert merger.get("/fhir/Observation/o2").json()["subject"] == {"reference": "Patient/tgt"}
 
 
-@pytest.mark.parametrize(("body", "status", "message"), [
-    (replace_parameters(source="Patient"), 400, "source-reference-id must be Type/id"),
-    (replace_parameters(target="Observation/o1"), 400, "must be of the same resource type"),
-    (replace_parameters(target="Patient/src"), 400, "are the same resource"),
-    (replace_parameters(resource_limit=0), 400, "resource-limit must be at least 1"),
-    ({"resourceType": "Parameters", "parameter": []}, 400, "source-reference-id is needed"),
-    (replace_parameters(target="Patient/nobody"), 422, "target Patient/nobody does not exist"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (replace_parameters(source="Patient"), 400, "source-reference-id must be Type/id"),
+        (replace_parameters(target="Observation/o1"), 400, "must be of the same resource type"),
+        (replace_parameters(target="Patient/src"), 400, "are the same resource"),
+        (replace_parameters(resource_limit=0), 400, "resource-limit must be at least 1"),
+        ({"resourceType": "Parameters", "parameter": []}, 400, "source-reference-id is needed"),
+        (replace_parameters(target="Patient/nobody"), 422, "target Patient/nobody does not exist"),
+    ],
+)
 def test_replace_references_bad_input(merger, body, status, message):
     store(patient("src"), patient("tgt"))
     assert_outcome(merger.post(REPLACE, body), status, message)

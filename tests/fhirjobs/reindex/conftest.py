@@ -1,10 +1,11 @@
 """Fixtures of the reindex tests: an operator's FHIR client, jobs run in this process by `bus`."""
+
 from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Permission
-from jobsite.tokens import token_for
 
+from jobsite.tokens import token_for
 from tests.fhirstore.helpers import FhirClient
 
 

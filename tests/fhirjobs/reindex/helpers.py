@@ -1,4 +1,5 @@
 """Helpers of the reindex tests (builders, clients); the fixtures are in conftest.py."""
+
 from __future__ import annotations
 
 from fhirstore.models import Resource
@@ -12,11 +13,21 @@ def patient(logical_id: str, birth_sex: str | None = None, **extra) -> dict:
     return {"resourceType": "Patient", "id": logical_id, "extension": extensions, **extra}
 
 
-def search_parameter(code: str = "birthsex", expression: str | None = None, base=("Patient",), kind: str = "token",
-                     **extra) -> dict:
-    return {"resourceType": "SearchParameter", "url": f"http://example.org/SearchParameter/{code}", "name": code,
-            "status": "active", "description": code, "code": code, "base": list(base), "type": kind,
-            "expression": expression or f"Patient.extension.where(url='{BIRTH_SEX}').value", **extra}
+def search_parameter(
+    code: str = "birthsex", expression: str | None = None, base=("Patient",), kind: str = "token", **extra
+) -> dict:
+    return {
+        "resourceType": "SearchParameter",
+        "url": f"http://example.org/SearchParameter/{code}",
+        "name": code,
+        "status": "active",
+        "description": code,
+        "code": code,
+        "base": list(base),
+        "type": kind,
+        "expression": expression or f"Patient.extension.where(url='{BIRTH_SEX}').value",
+        **extra,
+    }
 
 
 def index_snapshot(**filters) -> dict[str, set[tuple]]:

@@ -1,5 +1,6 @@
 """Reindex through real celery workers: the automatic reindex of a SearchParameter on Synthea data, and a
 `$reindex` that survives a worker killed with SIGKILL in the middle of it."""
+
 from __future__ import annotations
 
 import signal
@@ -9,22 +10,30 @@ from django.db import connection
 
 from batch.statuses import ChunkStatus, JobStatus
 from fhirjobs.bulkimport.inline import load_paths
-from fhirstore.loading import BulkLoader
-from fhirstore.models import CustomSearchParameter, Resource
 from fhirjobs.reindex.parameters import ReindexRequest
 from fhirjobs.reindex.services import start_reindex
+from fhirstore.loading import BulkLoader
+from fhirstore.models import CustomSearchParameter, Resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirjobs.reindex.helpers import BIRTH_SEX, INDEX_TABLES, index_snapshot, patient, search_parameter
 from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_outcome, store
-from tests.processes import chunks_held_by, kill_while_it_holds, locked_by_another_transaction, node_workers, wait_for_the_end
+from tests.processes import (
+    chunks_held_by,
+    kill_while_it_holds,
+    locked_by_another_transaction,
+    node_workers,
+    wait_for_the_end,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
 
 def birth_sex_by_scan(code: str) -> set[str]:
-    return {body["id"] for body in Resource.objects.filter(resource_type="Patient", deleted=False)
-            .values_list("body", flat=True)
-            if any(e.get("url") == BIRTH_SEX and e.get("valueCode") == code for e in body.get("extension", []))}
+    return {
+        body["id"]
+        for body in Resource.objects.filter(resource_type="Patient", deleted=False).values_list("body", flat=True)
+        if any(e.get("url") == BIRTH_SEX and e.get("valueCode") == code for e in body.get("extension", []))
+    }
 
 
 def searched(client, query: str) -> set[str]:
@@ -34,10 +43,11 @@ def searched(client, query: str) -> set[str]:
 
 
 def test_a_search_parameter_on_the_synthea_birth_sex_extension_follows_its_automatic_reindexes(
-        processes, node, operator):
+    processes, node, operator
+):
     assert not load_paths([SYNTHEA_NDJSON]).bad
     store(patient("f1", "F"), patient("f2", "F"), patient("none"))
-    worker, = node_workers(processes, node, "worker")
+    (worker,) = node_workers(processes, node, "worker")
 
     worker.signal_group(signal.SIGSTOP)  # frozen: its reindex cannot end before the search below, however slow this is
     sp_id = operator.post("/fhir/SearchParameter", search_parameter()).json()["id"]
@@ -47,8 +57,10 @@ def test_a_search_parameter_on_the_synthea_birth_sex_extension_follows_its_autom
     assert searched(operator, "birthsex=M") == birth_sex_by_scan("M") and len(birth_sex_by_scan("M")) == 3
     assert searched(operator, "birthsex=F") == birth_sex_by_scan("F") == {"f1", "f2"}
 
-    operator.put(f"/fhir/SearchParameter/{sp_id}", {
-        **search_parameter(expression=f"Patient.extension.where(url='{BIRTH_SEX}').exists()"), "id": sp_id})
+    operator.put(
+        f"/fhir/SearchParameter/{sp_id}",
+        {**search_parameter(expression=f"Patient.extension.where(url='{BIRTH_SEX}').exists()"), "id": sp_id},
+    )
     assert wait_for_the_end(CustomSearchParameter.objects.get().reindex_job_id, 120).status == JobStatus.COMPLETED
     assert searched(operator, "birthsex=true") == birth_sex_by_scan("M") | birth_sex_by_scan("F")
     assert searched(operator, "birthsex=false") == {"none"}

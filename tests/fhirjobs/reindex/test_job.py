@@ -1,4 +1,5 @@
 """The REINDEX job and how it is started: `$reindex`, `manage.py reindex`, cancel and restart, the dry run."""
+
 from __future__ import annotations
 
 from io import StringIO
@@ -9,12 +10,12 @@ from django.db import connection, transaction
 
 from batch import control
 from batch.control import JobStatus
-from fhirstore.authority import SERVER
-from fhirstore.models import Resource, TokenIndex
-from fhirstore.synthetic import generate_resources
-from fhirstore.storage import Write, save_resources
 from fhirjobs.reindex.parameters import ReindexRequest
 from fhirjobs.reindex.services import start_reindex
+from fhirstore.authority import SERVER
+from fhirstore.models import Resource, TokenIndex
+from fhirstore.storage import Write, save_resources
+from fhirstore.synthetic import generate_resources
 from jobsite.tokens import token_for
 from tests.fhirjobs.reindex.helpers import INDEX_TABLES, index_snapshot, patient
 from tests.fhirstore.helpers import FhirClient, assert_outcome, store
@@ -23,10 +24,17 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def observations(count: int) -> list[dict]:
-    return [{"resourceType": "Observation", "id": f"o{n:03}", "status": "final",
-             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4" if n % 2 else "2339-0"}]},
-             "subject": {"reference": f"Patient/p{n % 3}"}, "effectiveDateTime": f"2020-01-{n % 28 + 1:02}"}
-            for n in range(count)]
+    return [
+        {
+            "resourceType": "Observation",
+            "id": f"o{n:03}",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4" if n % 2 else "2339-0"}]},
+            "subject": {"reference": f"Patient/p{n % 3}"},
+            "effectiveDateTime": f"2020-01-{n % 28 + 1:02}",
+        }
+        for n in range(count)
+    ]
 
 
 def wipe_index(resource_type: str) -> None:
@@ -49,8 +57,11 @@ def test_system_reindex_rebuilds_every_index_row_from_the_bodies(operator, bus):
     wipe_index("Observation")
     wipe_index("Patient")
 
-    job_id = job_of(operator.post("/fhir/$reindex", {"resourceType": "Parameters", "parameter": [
-        {"name": "batchSize", "valueInteger": 4}]}))
+    job_id = job_of(
+        operator.post(
+            "/fhir/$reindex", {"resourceType": "Parameters", "parameter": [{"name": "batchSize", "valueInteger": 4}]}
+        )
+    )
     bus.drain()
 
     job = control.get_job(job_id)
@@ -65,8 +76,12 @@ def test_system_reindex_rebuilds_every_index_row_from_the_bodies(operator, bus):
 def test_type_level_reindex_with_a_search_rebuilds_only_the_matching_resources(operator, bus):
     store(*observations(10))
     wipe_index("Observation")
-    job_of(operator.post("/fhir/Observation/$reindex", {"resourceType": "Parameters", "parameter": [
-        {"name": "url", "valueString": "Observation?_id=o001,o002"}]}))
+    job_of(
+        operator.post(
+            "/fhir/Observation/$reindex",
+            {"resourceType": "Parameters", "parameter": [{"name": "url", "valueString": "Observation?_id=o001,o002"}]},
+        )
+    )
     bus.drain()
     assert {row[0] for row in index_snapshot()["TokenIndex"]} == {"o001", "o002"}
 
@@ -74,20 +89,27 @@ def test_type_level_reindex_with_a_search_rebuilds_only_the_matching_resources(o
 def test_rebuilding_chosen_parameters_leaves_the_others_rows_alone(operator, bus):
     store(*observations(6))
     TokenIndex.objects.filter(param__in=["code", "status"]).delete()
-    job_of(operator.post("/fhir/Observation/$reindex", {"resourceType": "Parameters", "parameter": [
-        {"name": "searchParameter", "valueString": "code"}]}))
+    job_of(
+        operator.post(
+            "/fhir/Observation/$reindex",
+            {"resourceType": "Parameters", "parameter": [{"name": "searchParameter", "valueString": "code"}]},
+        )
+    )
     bus.drain()
     params = set(TokenIndex.objects.values_list("param", flat=True))
     assert "code" in params and "status" not in params
 
 
-@pytest.mark.parametrize("parameters, problem", [
-    ([{"name": "url", "valueString": "Nonsense?"}], "Unknown resource type"),
-    ([{"name": "url", "valueString": "Observation?nonsense=1"}], "Unknown search parameter"),
-    ([{"name": "batchSize", "valueInteger": 0}], "'batch_size' must be at least 1"),
-    ([{"name": "searchParameter", "valueString": "nonsense"}], "unknown search parameters: nonsense"),
-    ([{"name": "everything", "valueBoolean": True}], "'everything' is not understood"),
-])
+@pytest.mark.parametrize(
+    "parameters, problem",
+    [
+        ([{"name": "url", "valueString": "Nonsense?"}], "Unknown resource type"),
+        ([{"name": "url", "valueString": "Observation?nonsense=1"}], "Unknown search parameter"),
+        ([{"name": "batchSize", "valueInteger": 0}], "'batch_size' must be at least 1"),
+        ([{"name": "searchParameter", "valueString": "nonsense"}], "unknown search parameters: nonsense"),
+        ([{"name": "everything", "valueBoolean": True}], "'everything' is not understood"),
+    ],
+)
 def test_a_bad_reindex_request_is_a_400_and_starts_nothing(operator, parameters, problem):
     response = operator.post("/fhir/$reindex", {"resourceType": "Parameters", "parameter": parameters})
     assert_outcome(response, 400, problem)
@@ -95,8 +117,10 @@ def test_a_bad_reindex_request_is_a_400_and_starts_nothing(operator, parameters,
 
 
 def test_a_type_level_url_must_be_of_that_type(operator):
-    response = operator.post("/fhir/Patient/$reindex", {"resourceType": "Parameters", "parameter": [
-        {"name": "url", "valueString": "Observation?"}]})
+    response = operator.post(
+        "/fhir/Patient/$reindex",
+        {"resourceType": "Parameters", "parameter": [{"name": "url", "valueString": "Observation?"}]},
+    )
     assert_outcome(response, 400, "is not of type Patient")
 
 
@@ -142,12 +166,15 @@ def test_the_dry_run_shows_the_rows_a_reindex_would_write_and_writes_none(operat
     wipe_index("Observation")
     response = operator.get("/fhir/Observation/o000/$reindex-dryrun")
     assert response.status_code == 200, response.content
-    rows = [(p["name"], {part["name"]: part["valueString"] for part in p["part"]})
-            for p in response.json()["parameter"]]
+    rows = [
+        (p["name"], {part["name"]: part["valueString"] for part in p["part"]}) for p in response.json()["parameter"]
+    ]
     assert ("token", {"param": "code", "system": "http://loinc.org", "code": "2339-0"}) in rows
     assert ("reference", {"param": "subject", "targetType": "Patient", "targetId": "p0"}) in rows
-    assert ("date", {"param": "date", "low": "2020-01-01T00:00:00+00:00",
-                     "high": "2020-01-01T23:59:59.999999+00:00"}) in rows
+    assert (
+        "date",
+        {"param": "date", "low": "2020-01-01T00:00:00+00:00", "high": "2020-01-01T23:59:59.999999+00:00"},
+    ) in rows
     assert not index_snapshot()["TokenIndex"]
     assert_outcome(operator.get("/fhir/Observation/unknown/$reindex-dryrun"), 404)
 

@@ -1,4 +1,5 @@
 """Custom SearchParameters through the REST API: not trusted until their reindex completed, then exact."""
+
 from __future__ import annotations
 
 import threading
@@ -26,13 +27,14 @@ def found_ids(client, query: str) -> set[str]:
 
 def scanned_ids(code: str) -> set[str]:
     """The Patients whose bodies carry this birth sex, by a direct scan of the bodies."""
-    return {body["id"] for body in Resource.objects.filter(resource_type="Patient", deleted=False)
-            .values_list("body", flat=True)
-            if any(e.get("url") == BIRTH_SEX and e.get("valueCode") == code for e in body.get("extension", []))}
+    return {
+        body["id"]
+        for body in Resource.objects.filter(resource_type="Patient", deleted=False).values_list("body", flat=True)
+        if any(e.get("url") == BIRTH_SEX and e.get("valueCode") == code for e in body.get("extension", []))
+    }
 
 
-def test_a_new_parameter_is_refused_until_its_automatic_reindex_completed_then_finds_exactly_the_matches(
-        operator, bus):
+def test_a_new_parameter_is_refused_until_its_automatic_reindex_completed_then_finds_exactly_the_matches(operator, bus):
     store(patient("p1", "F"), patient("p2", "M"), patient("p3", "F"), patient("p4"))
     created = operator.post("/fhir/SearchParameter", search_parameter())
     assert created.status_code == 201, created.content
@@ -53,8 +55,9 @@ def test_changing_the_expression_reindexes_again_and_results_follow_it(operator,
     bus.drain()
     assert found_ids(operator, "birthsex=F") == {"p1"}
 
-    changed = operator.put(f"/fhir/SearchParameter/{sp_id}", {**search_parameter(expression="Patient.gender"),
-                                                              "id": sp_id})
+    changed = operator.put(
+        f"/fhir/SearchParameter/{sp_id}", {**search_parameter(expression="Patient.gender"), "id": sp_id}
+    )
     assert changed.status_code == 200, changed.content
     assert_outcome(operator.get("/fhir/Patient?birthsex=female"), 400, "is being indexed")
     bus.drain()
@@ -76,11 +79,11 @@ def test_a_deleted_parameter_is_an_unknown_one_and_its_rows_go(operator, bus):
     assert not TokenIndex.objects.filter(param="birthsex").exists()
 
 
-def test_a_parameter_with_a_built_in_code_and_base_overrides_it_and_deleting_it_brings_the_built_in_back(
-        operator, bus):
+def test_a_parameter_with_a_built_in_code_and_base_overrides_it_and_deleting_it_brings_the_built_in_back(operator, bus):
     store(patient("p1", gender="male", birthDate="1970-01-01"), patient("p2", gender="female"))
-    sp_id = operator.post("/fhir/SearchParameter", search_parameter(
-        "gender", expression="Patient.birthDate.exists()")).json()["id"]
+    sp_id = operator.post(
+        "/fhir/SearchParameter", search_parameter("gender", expression="Patient.birthDate.exists()")
+    ).json()["id"]
     bus.drain()
     assert found_ids(operator, "gender=true") == {"p1"}
     assert found_ids(operator, "gender=male") == set()
@@ -101,15 +104,24 @@ def test_a_description_change_needs_no_reindex(operator, bus):
     assert found_ids(operator, "birthsex=F") == set()
 
 
-@pytest.mark.parametrize("kind, expression, query, expected", [
-    ("string", "Patient.name.family", "maiden=smi", {"p1"}),
-    ("date", "Patient.deceased.ofType(dateTime)", "maiden=ge2020", {"p1"}),
-    ("reference", "Patient.managingOrganization", "maiden=Organization/o1", {"p1"}),
-])
+@pytest.mark.parametrize(
+    "kind, expression, query, expected",
+    [
+        ("string", "Patient.name.family", "maiden=smi", {"p1"}),
+        ("date", "Patient.deceased.ofType(dateTime)", "maiden=ge2020", {"p1"}),
+        ("reference", "Patient.managingOrganization", "maiden=Organization/o1", {"p1"}),
+    ],
+)
 def test_string_date_and_reference_parameters(operator, bus, kind, expression, query, expected):
-    store(patient("p1", name=[{"family": "Smith"}], deceasedDateTime="2021-03-04",
-                  managingOrganization={"reference": "Organization/o1"}),
-          patient("p2", name=[{"family": "Jones"}], deceasedBoolean=False))
+    store(
+        patient(
+            "p1",
+            name=[{"family": "Smith"}],
+            deceasedDateTime="2021-03-04",
+            managingOrganization={"reference": "Organization/o1"},
+        ),
+        patient("p2", name=[{"family": "Jones"}], deceasedBoolean=False),
+    )
     operator.post("/fhir/SearchParameter", search_parameter("maiden", expression, kind=kind, target=["Organization"]))
     bus.drain()
     assert found_ids(operator, query) == expected
@@ -121,13 +133,16 @@ def test_draft_and_retired_parameters_are_stored_but_not_indexed(operator, bus):
     assert not bus.sent and not CustomSearchParameter.objects.exists()
 
 
-@pytest.mark.parametrize("change, problem", [
-    ({"type": "uri"}, "type 'uri' is not supported"),
-    ({"base": ["Nonsense"]}, "is not a resource type"),
-    ({"expression": "Patient.where("}, "is not valid FHIRPath"),
-    ({"code": "_hidden"}, "must be a search parameter name"),
-    ({"expression": None}, "expression (FHIRPath) is required"),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"type": "uri"}, "type 'uri' is not supported"),
+        ({"base": ["Nonsense"]}, "is not a resource type"),
+        ({"expression": "Patient.where("}, "is not valid FHIRPath"),
+        ({"code": "_hidden"}, "must be a search parameter name"),
+        ({"expression": None}, "expression (FHIRPath) is required"),
+    ],
+)
 def test_a_parameter_that_cannot_be_indexed_is_refused_and_nothing_is_written(operator, bus, change, problem):
     response = operator.post("/fhir/SearchParameter", {**search_parameter(), **change})
     assert_outcome(response, 422, problem)
@@ -148,8 +163,11 @@ def test_an_operator_token_may_write_search_parameters(django_user_model, bus):
 
 def test_only_operators_may_write_search_parameters(fhir, operator):
     assert_outcome(fhir.post("/fhir/SearchParameter", search_parameter()), 403, "manage_search_parameters")
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": search_parameter(), "request": {"method": "POST", "url": "SearchParameter"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": search_parameter(), "request": {"method": "POST", "url": "SearchParameter"}}],
+    }
     assert_outcome(fhir.post("/fhir", bundle), 403, "manage_search_parameters")
     assert fhir.get("/fhir/SearchParameter").status_code == 200  # reading them is not restricted
     assert not Resource.objects.filter(resource_type="SearchParameter").exists()

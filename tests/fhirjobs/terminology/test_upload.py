@@ -1,4 +1,5 @@
 """TERMINOLOGY_UPLOAD: `$upload-external-code-system` and `upload_terminology`, run in this process by `bus`."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -23,8 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def lookup_display(client, code: str) -> str:
-    return parameters_of(client.get(f"/fhir/CodeSystem/$lookup?system={ICD10CM}&code={code}"))[
-        "display"]["valueString"]
+    return parameters_of(client.get(f"/fhir/CodeSystem/$lookup?system={ICD10CM}&code={code}"))["display"]["valueString"]
 
 
 def independent_closure(version_id: int) -> set[tuple[str, str]]:
@@ -49,8 +49,9 @@ def stored_closure(version_id: int) -> set[tuple[str, str]]:
 
 def test_async_upload_loads_the_file_and_makes_it_current(uploader, reader, bus, settings):
     settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = 50  # several write and closure chunks
-    response = uploader.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(SLICE.read_bytes()),
-                             HTTP_PREFER="respond-async")
+    response = uploader.post(
+        "/fhir/CodeSystem/$upload-external-code-system", upload_body(SLICE.read_bytes()), HTTP_PREFER="respond-async"
+    )
     assert response.status_code == 202, response.content
     job_id = response["Content-Location"].rstrip("/").rsplit("/", 1)[-1]
     bus.drain()
@@ -61,8 +62,13 @@ def test_async_upload_loads_the_file_and_makes_it_current(uploader, reader, bus,
     assert job.step("write-concepts").total == 6  # 284 concepts in chunks of 50
     version = CodeSystemVersion.objects.get(system=ICD10CM)
     assert (version.version, version.status, version.concept_count) == ("2026", VersionStatus.CURRENT, 284)
-    assert job.report == {"system": ICD10CM, "version": "2026", "status": "CURRENT", "concepts": 284,
-                          "closureRows": version.closure_count}
+    assert job.report == {
+        "system": ICD10CM,
+        "version": "2026",
+        "status": "CURRENT",
+        "concepts": 284,
+        "closureRows": version.closure_count,
+    }
     assert stored_closure(version.id) == independent_closure(version.id)
     assert lookup_display(reader, "E11.9") == "Type 2 diabetes mellitus without complications"
     assert Resource.objects.get(resource_type="CodeSystem", logical_id="icd-10-cm").body["content"] == "not-present"
@@ -73,8 +79,11 @@ def test_the_cli_uploads_a_second_version_that_answers_only_once_made_current(up
     start_upload(UploadRequest(ICD10CM, (UploadFile("slice", data=SLICE.read_bytes()),)), started_by="test")
     bus.drain()
     changed = tmp_path / "tabular.xml"
-    changed.write_bytes(SLICE.read_bytes().replace(b"Type 2 diabetes mellitus without complications",
-                                                   b"Type 2 diabetes mellitus, no complications"))
+    changed.write_bytes(
+        SLICE.read_bytes().replace(
+            b"Type 2 diabetes mellitus without complications", b"Type 2 diabetes mellitus, no complications"
+        )
+    )
     out = StringIO()
     call_command("upload_terminology", ICD10CM, str(changed), "--dont-make-current", stdout=out)
     bus.drain()
@@ -99,33 +108,55 @@ def test_chunks_run_twice_leave_every_concept_once_and_the_closure_exact():
         records = list(read_concepts(stream))
     for _ in range(2):
         for start in range(0, len(records), 40):
-            chunk = [ConceptRecord.from_json(r.to_json()) for r in records[start: start + 40]]
+            chunk = [ConceptRecord.from_json(r.to_json()) for r in records[start : start + 40]]
             storage.write_concepts(version.id, chunk)
     for _ in range(2):
         for start in range(0, len(records), 40):
-            storage.build_closure(version.id, [r.code for r in records[start: start + 40]])
+            storage.build_closure(version.id, [r.code for r in records[start : start + 40]])
     assert storage.counts(version.id)[0] == len(records) == len({r.code for r in records})
     assert stored_closure(version.id) == independent_closure(version.id)
     designations = sum(len(r.designations) for r in records)
     from fhirstore.terminology.models import Designation
+
     assert Designation.objects.filter(code_system_version_id=version.id).count() == designations
 
 
 def test_uploads_need_the_terminology_scope(reader, fhir):
-    assert_outcome(reader.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(b"<x/>")), 403,
-                   "'terminology' scope")
-    assert_outcome(fhir.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(b"<x/>")), 403,
-                   "'terminology' scope")
+    assert_outcome(
+        reader.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(b"<x/>")), 403, "'terminology' scope"
+    )
+    assert_outcome(
+        fhir.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(b"<x/>")), 403, "'terminology' scope"
+    )
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"resourceType": "Parameters", "parameter": []}, "at least one file is required"),
-    (upload_body(b"x", system="http://example.org/local"), "a custom code system needs a concepts.csv"),
-    ({"resourceType": "Parameters", "parameter": [{"name": "system", "valueUri": ICD10CM}, {
-        "name": "file", "valueAttachment": {"url": "https://evil.example.org/x.xml"}}]}, "not under an allowed"),
-    ({"resourceType": "Parameters", "parameter": [{"name": "system", "valueUri": ICD10CM}, {
-        "name": "file", "valueAttachment": {"data": "***"}}]}, "data is not base64"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"resourceType": "Parameters", "parameter": []}, "at least one file is required"),
+        (upload_body(b"x", system="http://example.org/local"), "a custom code system needs a concepts.csv"),
+        (
+            {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "system", "valueUri": ICD10CM},
+                    {"name": "file", "valueAttachment": {"url": "https://evil.example.org/x.xml"}},
+                ],
+            },
+            "not under an allowed",
+        ),
+        (
+            {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "system", "valueUri": ICD10CM},
+                    {"name": "file", "valueAttachment": {"data": "***"}},
+                ],
+            },
+            "data is not base64",
+        ),
+    ],
+)
 def test_bad_requests_are_400_with_every_problem(uploader, body, message):
     assert_outcome(uploader.post("/fhir/CodeSystem/$upload-external-code-system", body), 400, message)
 
@@ -142,8 +173,11 @@ def test_a_file_that_is_not_icd10cm_fails_the_job_with_the_reason(uploader, bus)
 def test_a_taken_version_label_is_refused(uploader, bus):
     start_upload(UploadRequest(ICD10CM, (UploadFile("slice", data=SLICE.read_bytes()),), "v1"), started_by="test")
     bus.drain()
-    assert_outcome(uploader.post("/fhir/CodeSystem/$upload-external-code-system",
-                                 upload_body(SLICE.read_bytes(), version="v1")), 400, "already has a version 'v1'")
+    assert_outcome(
+        uploader.post("/fhir/CodeSystem/$upload-external-code-system", upload_body(SLICE.read_bytes(), version="v1")),
+        400,
+        "already has a version 'v1'",
+    )
     with pytest.raises(CommandError, match="already has a version"):
         call_command("upload_terminology", ICD10CM, str(SLICE), "--label", "v1", stdout=StringIO())
 

@@ -1,4 +1,5 @@
 """Fixtures of the terminology tests: clients, the ICD-10-CM slice loaded (helpers are in helpers.py)."""
+
 from __future__ import annotations
 
 import pytest

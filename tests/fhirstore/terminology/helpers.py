@@ -1,4 +1,5 @@
 """Helpers of the terminology tests: a slice of the real ICD-10-CM 2026 tabular XML, upload bodies, answers."""
+
 from __future__ import annotations
 
 import base64
@@ -10,11 +11,13 @@ ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SLICE = Path(__file__).parent / "icd10cm-tabular-slice.xml"
 
 
-def upload_body(content: bytes, *, version: str | None = None, make_current: bool | None = None,
-                system: str = ICD10CM) -> dict:
-    parameters = [{"name": "system", "valueUri": system},
-                  {"name": "file", "valueAttachment": {"title": "tabular.xml",
-                                                       "data": base64.b64encode(content).decode()}}]
+def upload_body(
+    content: bytes, *, version: str | None = None, make_current: bool | None = None, system: str = ICD10CM
+) -> dict:
+    parameters = [
+        {"name": "system", "valueUri": system},
+        {"name": "file", "valueAttachment": {"title": "tabular.xml", "data": base64.b64encode(content).decode()}},
+    ]
     if version is not None:
         parameters.append({"name": "version", "valueString": version})
     if make_current is not None:

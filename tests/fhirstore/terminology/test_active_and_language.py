@@ -1,5 +1,6 @@
 """`activeOnly` and `displayLanguage` on `$expand` and `$lookup`, on a SNOMED CT edition generated in the RF2
 layout with a Spanish description file added."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,11 +11,20 @@ from tests.fhirstore.terminology import rf2
 from tests.fhirstore.terminology.helpers import parameters_of
 
 pytestmark = pytest.mark.django_db
-SPANISH = rf2._file(rf2.DESCRIPTION_HEADER, [
-    ("3001", "20250101", 1, rf2.CORE, rf2.TYPE_2, "es", rf2.FSN, "diabetes mellitus tipo 2 (trastorno)", rf2.CASE),
-    ("3002", "20250101", 1, rf2.CORE, rf2.TYPE_2, "es", rf2.SYNONYM, "diabetes mellitus tipo 2", rf2.CASE)])
-WHOLE_SYSTEM = {"resourceType": "ValueSet", "id": "sct", "url": "http://example.org/vs/sct", "status": "active",
-                "compose": {"include": [{"system": snomed.SYSTEM}]}}
+SPANISH = rf2._file(
+    rf2.DESCRIPTION_HEADER,
+    [
+        ("3001", "20250101", 1, rf2.CORE, rf2.TYPE_2, "es", rf2.FSN, "diabetes mellitus tipo 2 (trastorno)", rf2.CASE),
+        ("3002", "20250101", 1, rf2.CORE, rf2.TYPE_2, "es", rf2.SYNONYM, "diabetes mellitus tipo 2", rf2.CASE),
+    ],
+)
+WHOLE_SYSTEM = {
+    "resourceType": "ValueSet",
+    "id": "sct",
+    "url": "http://example.org/vs/sct",
+    "status": "active",
+    "compose": {"include": [{"system": snomed.SYSTEM}]},
+}
 
 
 @pytest.fixture
@@ -29,8 +39,9 @@ def edition(db) -> int:
 
 
 def lookup_display(client, code: str, language: str) -> str:
-    return parameters_of(client.get(f"/fhir/CodeSystem/$lookup?system={snomed.SYSTEM}&code={code}"
-                                    f"&displayLanguage={language}"))["display"]["valueString"]
+    return parameters_of(
+        client.get(f"/fhir/CodeSystem/$lookup?system={snomed.SYSTEM}&code={code}&displayLanguage={language}")
+    )["display"]["valueString"]
 
 
 def test_lookup_answers_the_display_in_the_asked_language_synonyms_first(edition, reader):
@@ -43,8 +54,11 @@ def expand(client, query: str) -> dict:
     response = client.get(f"/fhir/ValueSet/sct/$expand?{query}")
     assert response.status_code == 200, response.content[:2000]
     expansion = response.json()["expansion"]
-    return {"codes": {c["code"]: c["display"] for c in expansion["contains"]}, "total": expansion["total"],
-            "source": next(p["valueString"] for p in expansion["parameter"] if p["name"] == "expansion-source")}
+    return {
+        "codes": {c["code"]: c["display"] for c in expansion["contains"]},
+        "total": expansion["total"],
+        "source": next(p["valueString"] for p in expansion["parameter"] if p["name"] == "expansion-source"),
+    }
 
 
 @pytest.mark.parametrize("pre_expanded", [False, True])

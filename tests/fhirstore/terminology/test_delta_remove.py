@@ -1,5 +1,6 @@
 """`CodeSystem/$apply-codesystem-delta-remove`: concepts removed from the current version with their
 children, in one transaction; the expansions using the system become stale."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,9 +14,16 @@ REMOVE = "/fhir/CodeSystem/$apply-codesystem-delta-remove"
 
 
 def delta(*concepts: dict) -> dict:
-    return {"resourceType": "Parameters", "parameter": [
-        {"name": "system", "valueUri": ICD10CM},
-        {"name": "codeSystem", "resource": {"resourceType": "CodeSystem", "url": ICD10CM, "concept": list(concepts)}}]}
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "system", "valueUri": ICD10CM},
+            {
+                "name": "codeSystem",
+                "resource": {"resourceType": "CodeSystem", "url": ICD10CM, "concept": list(concepts)},
+            },
+        ],
+    }
 
 
 def subsumes(client, code_a: str, code_b: str):
@@ -23,8 +31,9 @@ def subsumes(client, code_a: str, code_b: str):
 
 
 def test_a_concept_goes_with_its_children_and_the_expansions_become_stale(icd10cm, uploader, reader):
-    expansion = ValueSetExpansion.objects.create(url="http://example.org/vs", systems=[ICD10CM],
-                                                 status=ExpansionStatus.EXPANDED)
+    expansion = ValueSetExpansion.objects.create(
+        url="http://example.org/vs", systems=[ICD10CM], status=ExpansionStatus.EXPANDED
+    )
     closure_before = Closure.objects.filter(code_system_version_id=icd10cm).count()
     nested = {"code": "E11.2", "concept": [{"code": "E11.21"}, {"code": "E11.22"}, {"code": "E11.29"}]}
     assert parameters_of(uploader.post(REMOVE, delta(nested)))["removed"]["valueInteger"] == 4
@@ -40,8 +49,11 @@ def test_a_concept_goes_with_its_children_and_the_expansions_become_stale(icd10c
 
 
 def test_a_concept_without_its_children_is_refused_and_nothing_is_removed(icd10cm, uploader, reader):
-    assert_outcome(uploader.post(REMOVE, delta({"code": "E11.2"}, {"code": "E11.21"})), 400,
-                   "only with its children; not removed: E11.22, E11.29")
+    assert_outcome(
+        uploader.post(REMOVE, delta({"code": "E11.2"}, {"code": "E11.21"})),
+        400,
+        "only with its children; not removed: E11.22, E11.29",
+    )
     assert parameters_of(subsumes(reader, "E11.2", "E11.21"))["outcome"]["valueCode"] == "subsumes"
 
 

@@ -1,4 +1,5 @@
 """The ICD-10-CM tabular XML reader, on a slice of the real 2026 file and on the whole file."""
+
 from __future__ import annotations
 
 import io
@@ -38,10 +39,13 @@ def test_a_one_category_section_is_not_a_block_of_its_own():
 def test_seventh_characters_apply_to_the_leaves_below_the_declaration():
     read = concepts()
     assert read["S72.001A"].parents == ["S72.001"]
-    assert read["S72.001A"].display == ("Fracture of unspecified part of neck of right femur, "
-                                        "initial encounter for closed fracture")
-    assert {code for code in read if code.startswith("S72.001")} == {"S72.001", *(
-        f"S72.001{c}" for c in "ABCDEFGHJKMNPQRS")}
+    assert read["S72.001A"].display == (
+        "Fracture of unspecified part of neck of right femur, initial encounter for closed fracture"
+    )
+    assert {code for code in read if code.startswith("S72.001")} == {
+        "S72.001",
+        *(f"S72.001{c}" for c in "ABCDEFGHJKMNPQRS"),
+    }
     assert "S72.00A" not in read and "S72.0A" not in read  # not leaves
     assert read["T07.XXXA"].parents == ["T07"]  # padded with the placeholder X
 
@@ -57,18 +61,22 @@ def test_inclusion_terms_are_designations_and_notes_properties():
     assert [d.value for d in read["E11.21"].designations] == [
         "Type 2 diabetes mellitus with intercapillary glomerulosclerosis",
         "Type 2 diabetes mellitus with intracapillary glomerulonephrosis",
-        "Type 2 diabetes mellitus with Kimmelstiel-Wilson disease"]
+        "Type 2 diabetes mellitus with Kimmelstiel-Wilson disease",
+    ]
     assert read["E11.21"].designations[0].use_code == "900000000000013009"
     excludes = [p.value for p in read["E11"].properties if p.name == "excludes1"]
     assert "type 1 diabetes mellitus (E10.-)" in excludes
     assert any(p.name == "useAdditionalCode" for p in read["E11"].properties)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"not xml at all", "not well-formed XML"),
-    (b"<?xml version='1.0'?><ClaML></ClaML>", "root element is <ClaML>"),
-    (b"<ICD10CM.tabular><chapter><desc>no name</desc></chapter></ICD10CM.tabular>", "without a code"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not xml at all", "not well-formed XML"),
+        (b"<?xml version='1.0'?><ClaML></ClaML>", "root element is <ClaML>"),
+        (b"<ICD10CM.tabular><chapter><desc>no name</desc></chapter></ICD10CM.tabular>", "without a code"),
+    ],
+)
 def test_other_files_are_refused_with_the_reason(content, message):
     with pytest.raises(InvalidTerminologyFile, match=message):
         list(read_concepts(io.BytesIO(content)))

@@ -1,4 +1,5 @@
 """`:below`, `:above`, `:in` and `:not-in` on token parameters, answered from the closure in SQL."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,11 +18,30 @@ CODED = {"c-e11": "E11", "c-e119": "E11.9", "c-e1121": "E11.21", "c-s72": "S72.0
 @pytest.fixture
 def conditions(icd10cm):
     with transaction.atomic():
-        save_resources([Write({"resourceType": "Condition", "id": logical_id, "subject": {"reference": "Patient/p"},
-                               "code": {"coding": [{"system": ICD10CM, "code": code}]}})
-                        for logical_id, code in CODED.items()]
-                       + [Write({"resourceType": "Condition", "id": "c-other", "subject": {"reference": "Patient/p"},
-                                 "code": {"coding": [{"system": "http://example.org/other", "code": "E11.9"}]}})], authority=SERVER)
+        save_resources(
+            [
+                Write(
+                    {
+                        "resourceType": "Condition",
+                        "id": logical_id,
+                        "subject": {"reference": "Patient/p"},
+                        "code": {"coding": [{"system": ICD10CM, "code": code}]},
+                    }
+                )
+                for logical_id, code in CODED.items()
+            ]
+            + [
+                Write(
+                    {
+                        "resourceType": "Condition",
+                        "id": "c-other",
+                        "subject": {"reference": "Patient/p"},
+                        "code": {"coding": [{"system": "http://example.org/other", "code": "E11.9"}]},
+                    }
+                )
+            ],
+            authority=SERVER,
+        )
 
 
 def found(client, query: str) -> set[str]:
@@ -43,9 +63,27 @@ def test_above_finds_the_conditions_coded_with_an_ancestor(reader, conditions):
 
 def test_in_and_not_in_a_stored_value_set(reader, conditions):
     with transaction.atomic():
-        save_resources([Write({"resourceType": "ValueSet", "id": "diabetes", "url": "http://example.org/vs/diabetes",
-                               "status": "active", "compose": {"include": [{"system": ICD10CM, "filter": [
-                                   {"property": "concept", "op": "descendent-of", "value": "E11"}]}]}})], authority=SERVER)
+        save_resources(
+            [
+                Write(
+                    {
+                        "resourceType": "ValueSet",
+                        "id": "diabetes",
+                        "url": "http://example.org/vs/diabetes",
+                        "status": "active",
+                        "compose": {
+                            "include": [
+                                {
+                                    "system": ICD10CM,
+                                    "filter": [{"property": "concept", "op": "descendent-of", "value": "E11"}],
+                                }
+                            ]
+                        },
+                    }
+                )
+            ],
+            authority=SERVER,
+        )
     assert found(reader, "code:in=http://example.org/vs/diabetes") == {"c-e119", "c-e1121"}
     assert found(reader, "code:not-in=http://example.org/vs/diabetes") == {"c-e11", "c-s72", "c-b10", "c-other"}
 

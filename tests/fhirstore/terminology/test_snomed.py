@@ -1,4 +1,5 @@
 """SNOMED CT RF2 Snapshot: the reader, on files generated in the released layout (tests/…/rf2.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,31 +35,50 @@ def test_display_is_the_us_preferred_synonym_else_the_fsn():
 def test_active_descriptions_are_designations_with_their_type_as_use():
     designations = read(rf2.SNOMED_FILES)[rf2.TYPE_2].designations
     assert sorted((d.value, d.use_code) for d in designations) == [
-        ("Type 2 diabetes mellitus", rf2.SYNONYM), ("Type 2 diabetes mellitus (disorder)", rf2.FSN),
-        ("Type II diabetes mellitus", rf2.SYNONYM)]
+        ("Type 2 diabetes mellitus", rf2.SYNONYM),
+        ("Type 2 diabetes mellitus (disorder)", rf2.FSN),
+        ("Type II diabetes mellitus", rf2.SYNONYM),
+    ]
     assert {(d.language, d.use_system) for d in designations} == {("en", snomed.SYSTEM)}
 
 
 def test_inactive_concepts_are_read_with_the_inactive_property():
     properties = {p.name: p.value for p in read(rf2.SNOMED_FILES)[rf2.RETIRED].properties}
-    assert properties == {"inactive": "true", "moduleId": rf2.CORE, "effectiveTime": "20250101",
-                          "sufficientlyDefined": "false"}
+    assert properties == {
+        "inactive": "true",
+        "moduleId": rf2.CORE,
+        "effectiveTime": "20250101",
+        "sufficientlyDefined": "false",
+    }
 
 
 def test_the_same_files_read_in_memory_or_in_runs_give_the_same_records():
     assert read(rf2.SNOMED_FILES, run_rows=2) == read(rf2.SNOMED_FILES, run_rows=100_000)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda files: files.pop("sct2_Concept_Snapshot_INT_20250101.txt"), "needs an sct2_Concept_Snapshot"),
-    (lambda files: files.update({"sct2_Concept_Snapshot_INT_20250101.txt": "id\tactive\n1\t1\n"}),
-     "not the RF2 concept layout"),
-    (lambda files: files.update({"sct2_Relationship_Snapshot_INT_20250101.txt": rf2.RELATIONSHIPS + "x\t1\n"}),
-     "line 11: 2 fields, not 10"),
-    (lambda files: files.update({"sct2_Description_Snapshot-en_INT_20250101.txt": rf2.DESCRIPTIONS
-                                 + "9\t20250101\t1\t1\t555\ten\t1\tStray\t1\r\n"}),
-     "names the concept 555, which the concept file does not have"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda files: files.pop("sct2_Concept_Snapshot_INT_20250101.txt"), "needs an sct2_Concept_Snapshot"),
+        (
+            lambda files: files.update({"sct2_Concept_Snapshot_INT_20250101.txt": "id\tactive\n1\t1\n"}),
+            "not the RF2 concept layout",
+        ),
+        (
+            lambda files: files.update({"sct2_Relationship_Snapshot_INT_20250101.txt": rf2.RELATIONSHIPS + "x\t1\n"}),
+            "line 11: 2 fields, not 10",
+        ),
+        (
+            lambda files: files.update(
+                {
+                    "sct2_Description_Snapshot-en_INT_20250101.txt": rf2.DESCRIPTIONS
+                    + "9\t20250101\t1\t1\t555\ten\t1\tStray\t1\r\n"
+                }
+            ),
+            "names the concept 555, which the concept file does not have",
+        ),
+    ],
+)
 def test_files_not_in_the_rf2_layout_are_refused_with_the_reason(change, message):
     files = dict(rf2.SNOMED_FILES)
     change(files)

@@ -1,4 +1,5 @@
 """`compose.include.valueSet`: ValueSets importing others, on the ICD-10-CM slice."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,9 +16,16 @@ BASE = "http://example.org/vs/"
 
 def put(client, logical_id: str, *includes: dict, exclude: tuple[dict, ...] = ()) -> None:
     compose = {"include": list(includes), **({"exclude": list(exclude)} if exclude else {})}
-    response = client.put(f"/fhir/ValueSet/{logical_id}", {"resourceType": "ValueSet", "id": logical_id,
-                                                           "url": BASE + logical_id, "status": "active",
-                                                           "compose": compose})
+    response = client.put(
+        f"/fhir/ValueSet/{logical_id}",
+        {
+            "resourceType": "ValueSet",
+            "id": logical_id,
+            "url": BASE + logical_id,
+            "status": "active",
+            "compose": compose,
+        },
+    )
     assert response.status_code in (200, 201), response.content[:2000]
 
 
@@ -47,8 +55,11 @@ def test_an_include_of_value_sets_alone_is_their_codes_and_an_exclude_takes_them
 def test_several_imports_or_a_system_with_an_import_are_intersected(value_sets, uploader, reader):
     put(uploader, "both", {"valueSet": [BASE + "e11", BASE + "e11-2"]})
     assert codes(reader, "both") == codes(reader, "e11-2") and len(codes(reader, "both")) == E11_2_CODES
-    put(uploader, "narrowed", {"system": ICD10CM, "concept": [{"code": "E11.9"}, {"code": "B10.81"}],
-                               "valueSet": [BASE + "e11"]})
+    put(
+        uploader,
+        "narrowed",
+        {"system": ICD10CM, "concept": [{"code": "E11.9"}, {"code": "B10.81"}], "valueSet": [BASE + "e11"]},
+    )
     assert codes(reader, "narrowed") == {"E11.9"}
 
 

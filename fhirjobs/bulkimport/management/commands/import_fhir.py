@@ -13,9 +13,11 @@ from fhirstore.loading import ordered_input_files
 
 
 class Command(BaseCommand):
-    help = ("Start a BULK_IMPORT job of NDJSON sources: http(s) URLs under BULK_IMPORT_ALLOWED_SOURCES, or files and "
-            "directories under BULK_IMPORT_FILE_ROOT. Prints the job id; --wait follows it with a progress bar and "
-            "prints the report. (load_fhir runs the same steps inline, without workers.)")
+    help = (
+        "Start a BULK_IMPORT job of NDJSON sources: http(s) URLs under BULK_IMPORT_ALLOWED_SOURCES, or files and "
+        "directories under BULK_IMPORT_FILE_ROOT. Prints the job id; --wait follows it with a progress bar and "
+        "prints the report. (load_fhir runs the same steps inline, without workers.)"
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("sources", nargs="+", help="URLs, NDJSON files, or directories of them")
@@ -30,8 +32,12 @@ class Command(BaseCommand):
         try:
             for url in urls:
                 check_source(url)
-            bulk_import = kick_off(None, ImportRequest(inputs=tuple({"type": "", "url": url} for url in urls),
-                                                       chunk_size=chunk_size), authority=SERVER, base_url=base_url)
+            bulk_import = kick_off(
+                None,
+                ImportRequest(inputs=tuple({"type": "", "url": url} for url in urls), chunk_size=chunk_size),
+                authority=SERVER,
+                base_url=base_url,
+            )
         except (InvalidImportRequest, BatchError) as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"import {bulk_import.id}: job {bulk_import.job_instance_id}")
@@ -39,11 +45,12 @@ class Command(BaseCommand):
             return
         job = wait_for_job(self, bulk_import.job_instance_id)
         for resource_type, counts in job.report["counts"].items():
-            self.stdout.write(f"{resource_type:<28}{counts['loaded']:>10} loaded {counts['unchanged']:>10} unchanged "
-                              f"{counts['failed']:>8} failed")
+            self.stdout.write(
+                f"{resource_type:<28}{counts['loaded']:>10} loaded {counts['unchanged']:>10} unchanged "
+                f"{counts['failed']:>8} failed"
+            )
         if job.report["errors"]:
             raise CommandError(f"{job.report['errors']} lines were rejected: {job.report['error_file']}")
-
 
     def _urls(self, source: str) -> list[str]:
         """A URL as it is; a file, or a directory's NDJSON files, as file:// URLs (a Bulk Data export's own

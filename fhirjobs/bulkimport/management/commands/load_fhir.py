@@ -3,16 +3,18 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from fhirstore.exceptions import InvalidRequest
 from fhirjobs.bulkimport.inline import load_paths
+from fhirstore.exceptions import InvalidRequest
 from fhirstore.loading import LOAD_BATCH_SIZE, ordered_input_files, print_report
 
 
 class Command(BaseCommand):
-    help = ("Load FHIR NDJSON files (bulk-export layout, Type.000.ndjson[.gz]) and transaction bundles (Synthea's); "
-            "directories are expanded. NDJSON goes through the BULK_IMPORT job's steps, run inline: urn:uuid and "
-            "conditional references resolved, unchanged resources left alone. Bad lines are reported and skipped; "
-            "exits non-zero if there were any.")
+    help = (
+        "Load FHIR NDJSON files (bulk-export layout, Type.000.ndjson[.gz]) and transaction bundles (Synthea's); "
+        "directories are expanded. NDJSON goes through the BULK_IMPORT job's steps, run inline: urn:uuid and "
+        "conditional references resolved, unchanged resources left alone. Bad lines are reported and skipped; "
+        "exits non-zero if there were any."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+", help="NDJSON files, bundle files, or directories of them")
@@ -31,8 +33,9 @@ class Command(BaseCommand):
             self.stderr.write(f"skipped {path}: {why}")
         started = time.monotonic()
         total_bytes = sum(path.stat().st_size for path in files)
-        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="load_fhir",
-                  disable=True if no_progress else None) as bar:
+        with tqdm(
+            total=total_bytes, unit="B", unit_scale=True, desc="load_fhir", disable=True if no_progress else None
+        ) as bar:
             report = load_paths(files, batch_size=batch_size, progress=bar.update)
         print_report(self, report, time.monotonic() - started)
         if report.bad:

@@ -10,19 +10,23 @@ from fhirstore.exceptions import FhirStoreError
 
 
 class Command(BaseCommand):
-    help = ("Start a BULK_PATCH job applying the FHIRPath Patch in PATCH_FILE (a Parameters, JSON) to what URL… "
-            "(Type? or Type?search) match, and print its id. --wait follows it with a progress bar.")
+    help = (
+        "Start a BULK_PATCH job applying the FHIRPath Patch in PATCH_FILE (a Parameters, JSON) to what URL… "
+        "(Type? or Type?search) match, and print its id. --wait follows it with a progress bar."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("patch_file", metavar="PATCH_FILE", help="a FHIRPath Patch Parameters, as JSON")
         parser.add_argument("urls", nargs="+", metavar="URL", help="e.g. 'Observation?status=preliminary'")
         parser.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
         parser.add_argument("--batch-size", type=int, default=None, help="resources per chunk and transaction")
-        parser.add_argument("--wait", action="store_true",
-                            help="follow the job until it ends; non-zero exit unless it completes")
+        parser.add_argument(
+            "--wait", action="store_true", help="follow the job until it ends; non-zero exit unless it completes"
+        )
 
-    def handle(self, *args, patch_file: str, urls: list[str], dry_run: bool, batch_size: int | None, wait: bool,
-               **options):
+    def handle(
+        self, *args, patch_file: str, urls: list[str], dry_run: bool, batch_size: int | None, wait: bool, **options
+    ):
         try:
             patch = json.loads(Path(patch_file).read_text())
         except (OSError, ValueError) as error:

@@ -9,8 +9,10 @@ from fhirstore.exceptions import FhirStoreError
 
 
 class Command(BaseCommand):
-    help = ("Start a DELETE_EXPUNGE job over URL… (Type? or Type?search) and print its id; the resources go for "
-            "good. --wait follows it with a progress bar.")
+    help = (
+        "Start a DELETE_EXPUNGE job over URL… (Type? or Type?search) and print its id; the resources go for "
+        "good. --wait follows it with a progress bar."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("urls", nargs="+", metavar="URL", help="e.g. 'Patient?active=false'")
@@ -19,10 +21,19 @@ class Command(BaseCommand):
         parser.add_argument("--cascade-max-rounds", type=int, default=None, help="levels of referrers (default 10)")
         add_wait_argument(parser)
 
-    def handle(self, *args, urls: list[str], batch_size: int | None, cascade: bool, cascade_max_rounds: int | None,
-               wait: bool, **options):
-        request = DeleteExpungeRequest(tuple(url if "?" in url else f"{url}?" for url in urls), batch_size, cascade,
-                                       cascade_max_rounds)
+    def handle(
+        self,
+        *args,
+        urls: list[str],
+        batch_size: int | None,
+        cascade: bool,
+        cascade_max_rounds: int | None,
+        wait: bool,
+        **options,
+    ):
+        request = DeleteExpungeRequest(
+            tuple(url if "?" in url else f"{url}?" for url in urls), batch_size, cascade, cascade_max_rounds
+        )
         try:
             job = start_delete_expunge(request, started_by=f"cli:{getpass.getuser()}")
         except FhirStoreError as error:

@@ -8,8 +8,10 @@ from fhirstore.exceptions import FhirStoreError
 
 
 class Command(BaseCommand):
-    help = ("Merge Patient SOURCE into Patient TARGET (logical ids), as Patient/$merge: in one transaction up to "
-            "MERGE_SYNC_MAX_RESOURCES referrers, as a MERGE job with --async. Prints the answer's outcome (and Task).")
+    help = (
+        "Merge Patient SOURCE into Patient TARGET (logical ids), as Patient/$merge: in one transaction up to "
+        "MERGE_SYNC_MAX_RESOURCES referrers, as a MERGE job with --async. Prints the answer's outcome (and Task)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("source", help="the source Patient's id (merged away)")
@@ -19,10 +21,20 @@ class Command(BaseCommand):
         parser.add_argument("--async", dest="asynchronous", action="store_true", help="run it as a MERGE job")
         parser.add_argument("--batch-size", type=int, default=None, help="the job's resources per chunk")
 
-    def handle(self, *args, source: str, target: str, preview: bool, delete_source: bool, asynchronous: bool,
-               batch_size: int | None, **options):
-        request = MergeRequest(source_id=source, target_id=target, preview=preview, delete_source=delete_source,
-                               batch_size=batch_size)
+    def handle(
+        self,
+        *args,
+        source: str,
+        target: str,
+        preview: bool,
+        delete_source: bool,
+        asynchronous: bool,
+        batch_size: int | None,
+        **options,
+    ):
+        request = MergeRequest(
+            source_id=source, target_id=target, preview=preview, delete_source=delete_source, batch_size=batch_size
+        )
         try:
             answer = merge_patients(request, started_by=f"cli:{getpass.getuser()}", asynchronous=asynchronous)
         except FhirStoreError as error:

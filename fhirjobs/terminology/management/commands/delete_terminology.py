@@ -8,8 +8,10 @@ from fhirstore.exceptions import FhirStoreError
 
 
 class Command(BaseCommand):
-    help = ("Delete a version of a code system as a TERMINOLOGY_DELETE job (it stops answering at once; its rows "
-            "go in chunks); prints the job's id. --wait follows it.")
+    help = (
+        "Delete a version of a code system as a TERMINOLOGY_DELETE job (it stops answering at once; its rows "
+        "go in chunks); prints the job's id. --wait follows it."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("system", help="e.g. http://hl7.org/fhir/sid/icd-10-cm")

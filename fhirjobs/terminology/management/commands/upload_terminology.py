@@ -12,19 +12,21 @@ from fhirstore.exceptions import FhirStoreError
 
 
 class Command(BaseCommand):
-    help = ("Upload a code system version from its distribution files (a path, read by this command and sent "
-            "inline, or a URL the workers fetch) as a TERMINOLOGY_UPLOAD job; prints its id. --wait follows it.")
+    help = (
+        "Upload a code system version from its distribution files (a path, read by this command and sent "
+        "inline, or a URL the workers fetch) as a TERMINOLOGY_UPLOAD job; prints its id. --wait follows it."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("system", help="e.g. http://hl7.org/fhir/sid/icd-10-cm")
         parser.add_argument("files", nargs="+", metavar="FILE", help="a path, or an http(s):// or file:// URL")
         parser.add_argument("--label", default="", help="the new version's label (default: the one the file declares)")
-        parser.add_argument("--dont-make-current", action="store_true",
-                            help="load it, but keep answering from the current version")
+        parser.add_argument(
+            "--dont-make-current", action="store_true", help="load it, but keep answering from the current version"
+        )
         add_wait_argument(parser)
 
-    def handle(self, *args, system: str, files: list[str], label: str, dont_make_current: bool, wait: bool,
-               **options):
+    def handle(self, *args, system: str, files: list[str], label: str, dont_make_current: bool, wait: bool, **options):
         try:
             request = UploadRequest(system, tuple(_file(name) for name in files), label, not dont_make_current)
             problems = loader_for(system).file_problems([upload_file.name for upload_file in request.files])
@@ -37,8 +39,10 @@ class Command(BaseCommand):
         if not wait:
             return
         report = wait_for_job(self, job.id).report or {}
-        self.stdout.write(f"COMPLETED: {report.get('system')} version {report.get('version')} {report.get('status')}, "
-                          f"{report.get('concepts')} concepts, {report.get('closureRows')} closure rows")
+        self.stdout.write(
+            f"COMPLETED: {report.get('system')} version {report.get('version')} {report.get('status')}, "
+            f"{report.get('concepts')} concepts, {report.get('closureRows')} closure rows"
+        )
 
 
 def _file(name: str) -> UploadFile:

@@ -5,8 +5,10 @@ from fhirstore.terminology.storage import make_version_current
 
 
 class Command(BaseCommand):
-    help = ("Make a loaded version of a code system (uploaded with --dont-make-current, or superseded) the one "
-            "that answers; the stored expansions using the system become stale.")
+    help = (
+        "Make a loaded version of a code system (uploaded with --dont-make-current, or superseded) the one "
+        "that answers; the stored expansions using the system become stale."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("system", help="e.g. http://hl7.org/fhir/sid/icd-10-cm")
