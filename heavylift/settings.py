@@ -90,6 +90,13 @@ def env_json_object(name: str, default: dict) -> dict:
     return value
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def env_url(name: str, schemes: tuple[str, ...]) -> str:
     value = env_str(name)
     if urlsplit(value).scheme not in schemes:
@@ -430,6 +437,10 @@ BULK_EXPORT_STORAGE_OPTIONS = env_json_object(
 # querystring_expire) are answered with a 302 to one, after the token is checked; false: streamed through the
 # web process, as from the database or the file system.
 BULK_EXPORT_DOWNLOAD_REDIRECT = env_bool("BULK_EXPORT_DOWNLOAD_REDIRECT", True)
+# The Bulk Data STU4 ballot's export protocol: `post-only` refuses GET kick-offs and comma-joined repeats, and its
+# manifests carry `outcome` (not `error`), `manifestType` and `outputFormat` and drop `request`. `both` (until
+# STU4 is published): STU3's protocol, GET or POST, as today's clients (SMART's bulk-data-client, smart-fetch) use.
+BULK_EXPORT_KICKOFF = env_choice("BULK_EXPORT_KICKOFF", "both", ("both", "post-only"))
 # --- Terminology (docs/terminology.md) ---------------------------------------------------------------
 # Codes an on-the-fly $expand returns in one answer (a larger expansion: 422 too-costly, page it with count).
 TERMINOLOGY_EXPANSION_MAX_CODES = env_int("TERMINOLOGY_EXPANSION_MAX_CODES", 20000, minimum=1)
@@ -516,6 +527,7 @@ CLUSTER_WIDE_SETTINGS = (
     "BULK_EXPORT_MAX_CONCURRENT_CHUNKS",
     "BULK_EXPORT_STORAGE_BACKEND",
     "BULK_EXPORT_STORAGE_OPTIONS",
+    "BULK_EXPORT_KICKOFF",
     "BULK_IMPORT_CHUNK_SIZE",
     "BULK_IMPORT_ALLOWED_SOURCES",
     "BULK_IMPORT_FILE_ROOT",

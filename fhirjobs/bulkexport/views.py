@@ -3,17 +3,20 @@
 Kick-off `GET|POST [base]/$export`, `[base]/Patient/$export`, `[base]/Group/[id]/$export` (Prefer:
 respond-async) → 202 + Content-Location; `GET [status]` → 202 (X-Progress, Retry-After) or 200 + manifest;
 `DELETE [status]` → 202; `GET [file]` → the NDJSON stream, or 302 to an object store's presigned URL. Every endpoint needs an authenticated caller.
+With BULK_EXPORT_KICKOFF=post-only (the STU4 ballot) a GET kick-off is 405 and the POST takes its parameters
+from the body only, each list as the parameter repeated.
 """
 
 from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
-from fhirjobs.bulkexport.exceptions import TooManyExports
+from fhirjobs.bulkexport.exceptions import GetKickOffRefused, TooManyExports
 from fhirjobs.bulkexport.files import gzipped
 from fhirjobs.bulkexport.parameters import Level, body_parameters, parse_export_request, query_parameters
 from fhirjobs.bulkexport.services import delete_export, download_export_file, export_status, kick_off
@@ -25,6 +28,7 @@ from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
 
 NDJSON = "application/fhir+ndjson"
+POST_ONLY = "post-only"  # BULK_EXPORT_KICKOFF: the STU4 ballot's protocol
 RETRY_AFTER_SECONDS = 2  # how soon to poll again: clients wait as told, so short keeps small exports quick
 TOO_MANY_RETRY_AFTER_SECONDS = 30  # a running export of the same user takes at least this long to make room
 
@@ -54,10 +58,24 @@ def status_url(request, export_id) -> str:
 class KickOffView(BulkExportView):
     level: Level = Level.SYSTEM
 
+    @property
+    def allowed_methods(self) -> list[str]:
+        """The `Allow` header: without GET when kick-offs are POST-only."""
+        methods = super().allowed_methods
+        return (
+            [m for m in methods if m not in ("GET", "HEAD")] if settings.BULK_EXPORT_KICKOFF == POST_ONLY else methods
+        )
+
     def get(self, request, group_id: str | None = None):
+        if settings.BULK_EXPORT_KICKOFF == POST_ONLY:
+            raise GetKickOffRefused()
         return self.kick_off(request, query_parameters(_pairs(request.GET)), group_id)
 
     def post(self, request, group_id: str | None = None):
+        if settings.BULK_EXPORT_KICKOFF == POST_ONLY:
+            if request.GET:
+                raise InvalidRequest("POST $export takes its parameters in the Parameters body, not the URL")
+            return self.kick_off(request, body_parameters(read_json_body(request), comma_joined=False), group_id)
         return self.kick_off(
             request, body_parameters(read_json_body(request)) + query_parameters(_pairs(request.GET)), group_id
         )
