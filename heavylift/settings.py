@@ -479,6 +479,16 @@ BULK_IMPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_IMPORT_MAX_CONCURRENT_CHUNKS",
 BULK_SUBMIT_ALLOWED_SUBMITTERS = [
     s.strip() for s in env_str("BULK_SUBMIT_ALLOWED_SUBMITTERS", "").split(",") if s.strip()
 ]
+# A `$bulk-submit` with `oauthMetadataUrl`: this server gets a token from the provider's authorization server by
+# OAuth client credentials and sends it with every fetch of the submission. The client is BULK_SUBMIT_CLIENT_ID,
+# authenticated by a signed assertion (SMART Backend Services' private_key_jwt) when BULK_SUBMIT_CLIENT_JWK holds a
+# private JWK (RS384 or ES384), else by BULK_SUBMIT_CLIENT_SECRET (HTTP Basic); none set: such a submit is a 400.
+BULK_SUBMIT_CLIENT_ID = env_str("BULK_SUBMIT_CLIENT_ID", "")
+BULK_SUBMIT_CLIENT_SECRET = env_str("BULK_SUBMIT_CLIENT_SECRET", "")
+BULK_SUBMIT_CLIENT_JWK = env_json_object("BULK_SUBMIT_CLIENT_JWK", {})
+BULK_SUBMIT_TOKEN_SCOPE = env_str("BULK_SUBMIT_TOKEN_SCOPE", "system/*.rs")  # what the token asks to read
+# A submitter's next submission while one of its submissions runs is a 429 with this Retry-After.
+BULK_SUBMIT_RETRY_AFTER_SECONDS = env_int("BULK_SUBMIT_RETRY_AFTER_SECONDS", 60, minimum=1)
 # An object store gets one PUT per export file: boto3's defaults cut a file over 8 MiB (a 10,000-resource file is
 # ~11 MB) into a multipart upload (3-4 requests) run by a pool of 10 threads started for every file. One PUT from
 # the process itself halved the client's CPU per 11 MB file (50 -> 26 ms, SeaweedFS on a loaded 2-core machine;
