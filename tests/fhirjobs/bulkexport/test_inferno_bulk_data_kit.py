@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,12 +28,11 @@ import httpx
 import pytest
 from django.contrib.auth import get_user_model
 
-from batch.queues import work_notification_queue
 from jobsite.tokens import token_for
 from tests.fhirjobs.bulkexport.helpers import observation
 from tests.fhirjobs.helpers import patient
+from tests.fhirjobs.live import LiveServer, live_server
 from tests.fhirstore.helpers import store
-from tests.processes import Process, celery_worker, free_port, stop_all, subprocess_database_url
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -47,31 +45,9 @@ KICK_OFF_HEADERS = {"Accept": "application/fhir+json", "Prefer": "respond-async"
 STATUS_TIMEOUT = 180  # the kit's default bulk_timeout
 
 
-class LiveServer:
-    """gunicorn and a celery worker of a node of their own, on the test database."""
-
-    def __init__(self, processes: list[Process]):
-        node, port = f"test-{uuid.uuid4().hex[:8]}", free_port()
-        env = {"NODE_ID": node, "JOB_SCHEDULING": "false", "DATABASE_URL": subprocess_database_url()}
-        processes.append(celery_worker(env=env, queues=[work_notification_queue(node)], concurrency=1))
-        web = Process(
-            [sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--threads", "4"],
-            env=env,
-            name="web",
-        )
-        processes.append(web)
-        web.wait_for_output("Booting worker", timeout=60)
-        self.base = f"http://127.0.0.1:{port}/fhir"
-
-
 @pytest.fixture(scope="module")
 def server(django_db_setup, django_db_blocker) -> Iterator[LiveServer]:
-    started: list[Process] = []
-    try:
-        with django_db_blocker.unblock():
-            yield LiveServer(started)
-    finally:
-        stop_all(started)
+    yield from live_server(django_db_blocker)
 
 
 @pytest.fixture
