@@ -437,6 +437,10 @@ BULK_EXPORT_STORAGE_OPTIONS = env_json_object(
 # querystring_expire) are answered with a 302 to one, after the token is checked; false: streamed through the
 # web process, as from the database or the file system.
 BULK_EXPORT_DOWNLOAD_REDIRECT = env_bool("BULK_EXPORT_DOWNLOAD_REDIRECT", True)
+# `$bulk-publish` (Bulk Data STU4 ballot): named exports refreshed every cadence and served as a static, cacheable
+# manifest. A JSON object {name: {"parameters": "<kick-off query, e.g. _type=Organization,Practitioner>",
+# "cadence_seconds": 86400}}; empty: nothing is published (docs/export.md, "$bulk-publish").
+BULK_PUBLISH = env_json_object("BULK_PUBLISH", {})
 # The Bulk Data STU4 ballot's export protocol: `post-only` refuses GET kick-offs and comma-joined repeats, and its
 # manifests carry `outcome` (not `error`), `manifestType` and `outputFormat` and drop `request`. `both` (until
 # STU4 is published): STU3's protocol, GET or POST, as today's clients (SMART's bulk-data-client, smart-fetch) use.
@@ -538,6 +542,7 @@ CLUSTER_WIDE_SETTINGS = (
     "BULK_EXPORT_STORAGE_BACKEND",
     "BULK_EXPORT_STORAGE_OPTIONS",
     "BULK_EXPORT_KICKOFF",
+    "BULK_PUBLISH",
     "BULK_IMPORT_CHUNK_SIZE",
     "BULK_IMPORT_ALLOWED_SOURCES",
     "BULK_IMPORT_FILE_ROOT",

@@ -23,7 +23,7 @@ from fhirjobs.bulkexport.definition import BULK_EXPORT_JOB
 from fhirjobs.bulkexport.exceptions import ExportFailed, ExportFileNotFound, ExportNotFound, TooManyExports
 from fhirjobs.bulkexport.files import delete_export_files, open_file, presigned_url
 from fhirjobs.bulkexport.manifests import manifest_page
-from fhirjobs.bulkexport.models import BulkExport, ExportFile
+from fhirjobs.bulkexport.models import BulkExport, ExportFile, Publication
 from fhirjobs.bulkexport.parameters import ExportRequest, job_parameters
 from fhirjobs.common.status import State, job_status
 from fhirstore.ownership import owned_row
@@ -231,14 +231,14 @@ class PurgeReport:
 
 def purge_expired_exports(*, now: datetime | None = None) -> PurgeReport:
     """Delete exports whose files expired, and those that ended without a manifest more than a retention ago
-    (failed, cancelled, or their job purged), with their files."""
+    (failed, cancelled, or their job purged), with their files; never a published one (`publish`)."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.BULK_EXPORT_RETENTION_SECONDS)
     expired = BulkExport.objects.filter(
         Q(expires_at__lt=now)
         | Q(expires_at__isnull=True, job_instance_id__in=control.ended_job_ids(before=cutoff))
         | (~Q(job_instance_id__in=control.job_ids()) & Q(transaction_time__lt=cutoff))
-    )
+    ).exclude(id__in=Publication.objects.filter(export__isnull=False).values("export_id"))  # `$bulk-publish`'s
     report = PurgeReport()
     while True:
         with transaction.atomic():
