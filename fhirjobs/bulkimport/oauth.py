@@ -99,9 +99,9 @@ def _fetched(fetch, what: str, url: str):
 def _client_assertion(token_endpoint: str) -> str:
     """SMART Backend Services' signed JWT: iss and sub the client id, aud the token endpoint, a fresh jti."""
     key = jwk.JWK(**settings.BULK_SUBMIT_CLIENT_JWK)
-    algorithm = settings.BULK_SUBMIT_CLIENT_JWK.get("alg") or ("ES384" if key.key_type == "EC" else "RS384")
+    algorithm = settings.BULK_SUBMIT_CLIENT_JWK.get("alg") or ("ES384" if key.get("kty") == "EC" else "RS384")
     now = int(time.time())
-    header = {"alg": algorithm, "typ": "JWT", **({"kid": key.key_id} if key.key_id else {})}
+    header = {"alg": algorithm, "typ": "JWT", **({"kid": key["kid"]} if key.get("kid") else {})}
     claims = {
         "iss": settings.BULK_SUBMIT_CLIENT_ID,
         "sub": settings.BULK_SUBMIT_CLIENT_ID,

@@ -157,7 +157,7 @@ def _submission_status(value: object, problems: list[str]) -> str:
             problems.append(f"submissionStatus system {system!r} is not {SUBMISSION_STATUS_SYSTEM}")
     else:
         code = value
-    code = SUBMISSION_STATUS_ALIASES.get(code, code)
+    code = SUBMISSION_STATUS_ALIASES.get(code, code) if isinstance(code, str) else code
     if code not in SUBMISSION_STATUSES:
         problems.append(f"submissionStatus {code!r} is not one of {', '.join(SUBMISSION_STATUSES)}")
     return str(code)

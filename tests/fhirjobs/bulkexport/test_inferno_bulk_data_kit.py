@@ -366,3 +366,32 @@ def test_beyond_the_kit_a_finished_export_deleted_has_its_files_gone(server, cli
 
     assert_operation_outcome(client.get(status_url), 404)
     assert_operation_outcome(client.get(manifest["output"][0]["url"]), 404)
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        (f"$export-poll-status?_jobId={uuid.uuid4()}", 404),
+        ("$export-poll-status?_jobId=not-a-uuid", 404),
+        ("$export-poll-status", 400),
+        (f"$export-file/{uuid.uuid4()}", 404),
+        ("$export-poll-status?_jobId=x&page=0", 400),
+    ],
+)
+def test_beyond_the_kit_status_and_file_urls_that_name_nothing_are_a_4xx_operation_outcome(
+    server, client, path, status
+):
+    assert_operation_outcome(client.get(f"{server.base}/{path}", headers={"Accept": "application/json"}), status)
+
+
+def test_beyond_the_kit_a_post_kick_off_with_parameters_runs_as_the_get_one(server, client):
+    kicked = client.post(
+        f"{server.base}/$export",
+        json={"resourceType": "Parameters", "parameter": [{"name": "_type", "valueString": "Patient"}]},
+        headers={**KICK_OFF_HEADERS, "Content-Type": "application/fhir+json"},
+    )
+    assert kicked.status_code == 202, kicked.text
+
+    response, _ = poll(client, kicked.headers["Content-Location"])
+
+    assert ids_by_type(client, response.json()) == {"Patient": {"pat-a", "pat-b", "pat-c"}}
