@@ -58,6 +58,7 @@ def generate_ranges(context: StepContext, sink: DataSink) -> int:
 
 def load_ids(context: StepContext, sink: DataSink) -> int:
     """The ids in (after, until] that match the url, in pages of batch_size, one chunk each."""
+    assert context.data is not None, "load-ids runs on the chunks generate-ranges emits"
     url, after, until = context.data["url"], context.data["after"], context.data["until"]
     resource_type, conditions = type_filter(url)
     resources = matching_resources(resource_type, conditions)
