@@ -17,26 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import redis
 
-from bench.support import bench_database
+from bench.support import bench_database, scratch_directory
 from bench.tasks import publish_noops, wait_until_consumed
+from tests.processes import Process
 
 os.environ["BATCH_DIAGNOSTIC_JOBS"] = "true"  # the benchmark runs DIAGNOSTIC_NOOP; its workers inherit this
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 POLL_SECONDS = 0.05  # completion is seen within this; small against the runs timed
 WARM_UP = 200  # tasks and chunks run before timing: worker imports, connections, caches
 
 
-def start_worker(node: str, queue: str, concurrency: int) -> subprocess.Popen:
+def start_worker(node: str, queue: str, concurrency: int) -> Process:
     argv = [
         sys.executable,
         "-m",
@@ -57,7 +54,7 @@ def start_worker(node: str, queue: str, concurrency: int) -> subprocess.Popen:
         "--without-mingle",
         "--without-gossip",
     ]
-    worker = subprocess.Popen(argv, cwd=PROJECT_DIR, env={**os.environ, "NODE_ID": node}, start_new_session=True)
+    worker = Process(argv, env={"NODE_ID": node}, name="worker")
     wait_until_consumed(queue, timeout=120)
     return worker
 
@@ -106,7 +103,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object as the last line")
     args = parser.parse_args()
 
-    with bench_database("bench_batch"):
+    with scratch_directory("batch"), bench_database("bench_batch"):
         from django.conf import settings
 
         from batch.queues import work_notification_queue
@@ -128,8 +125,7 @@ def main() -> None:
                     flush=True,
                 )
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(30)
+            worker.stop(timeout=30)
 
     plain_seconds, engine_seconds = min(plain_runs), min(engine_runs)
     plain_rate, engine_rate = args.chunks / plain_seconds, args.chunks / engine_seconds
