@@ -76,18 +76,20 @@ def unacknowledged(broker: redis.Redis, queue: str) -> int:
     return sum(1 for raw in broker.hvals("unacked") if json.loads(raw)[2] == queue)
 
 
-def engine(node: str, count: int) -> float:
+def engine(node: str, chunks: int, sleep_ms: int = 0) -> tuple[float, str]:
+    """Seconds from starting a DIAGNOSTIC_NOOP job of `chunks` chunks on `node` to its end, and the job's id
+    (bench_cluster times its jobs the same way); the benchmark stops unless the job COMPLETED."""
     from batch.control import get_job, start_job, unfinished_job_ids
 
     started = time.perf_counter()
-    instance = start_job("DIAGNOSTIC_NOOP", {"chunks": count, "sleep_ms": 0}, started_by="bench", node_id=node)
+    instance = start_job("DIAGNOSTIC_NOOP", {"chunks": chunks, "sleep_ms": sleep_ms}, started_by="bench", node_id=node)
     while unfinished_job_ids().filter(id=instance.id).exists():  # one index lookup: no load on the run timed
         time.sleep(POLL_SECONDS)
     elapsed = time.perf_counter() - started
     status = get_job(instance.id).status
     if status != "COMPLETED":
         raise SystemExit(f"the benchmark job ended {status}")
-    return elapsed
+    return elapsed, str(instance.id)
 
 
 def main() -> None:
@@ -118,7 +120,7 @@ def main() -> None:
             engine(node, WARM_UP)
             for round_number in range(1, args.rounds + 1):
                 plain_runs.append(plain_celery(queue, args.chunks))
-                engine_runs.append(engine(node, args.chunks))
+                engine_runs.append(engine(node, args.chunks)[0])
                 print(
                     f"round {round_number}: plain Celery {args.chunks / plain_runs[-1]:.0f} tasks/s, "
                     f"engine {args.chunks / engine_runs[-1]:.0f} chunks/s",
