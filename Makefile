@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ENV := set -a && . ./.services/env && set +a &&
 
-.PHONY: demo test services stop install install-test migrate bench chromium
+.PHONY: demo test services stop install install-test migrate bench chromium typecheck
 
 # The runtime set for the demo; the test and benchmark tools (playwright, smart-fetch, pytest, ...) on top for
 # `make test` and `make bench`.
@@ -41,6 +41,10 @@ chromium:
 
 test: install-test services chromium
 	$(ENV) $(PY) -m pytest
+
+# mypy.ini names the modules; django-stubs' plugin loads the settings, hence the services' env.
+typecheck: install-test services
+	$(ENV) $(VENV)/bin/mypy
 
 bench: install-test migrate
 	$(ENV) $(PY) -m bench

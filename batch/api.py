@@ -9,6 +9,7 @@ See docs/batch.md, "How to write a job".
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ class Parameter:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[Any, ...] | None = None
-    items: type | None = None  # element type of a list parameter
+    items: builtins.type | None = None  # element type of a list parameter (`type` is the field above here)
     description: str = ""
 
     def problems(self, value: Any) -> list[str]:

@@ -387,7 +387,7 @@ class ChunkWorker:
 def chunk_workers(job_id: UUID | str) -> list[ChunkWorker]:
     """Every worker that ran (or runs) a chunk of the job, by worker name: where the job ran, host by host."""
     rows = (
-        WorkChunk.objects.filter(instance_id=job_id)
+        WorkChunk.objects.filter(instance_id=UUID(str(job_id)))
         .exclude(worker="")
         .order_by()
         .values_list("worker", "status")

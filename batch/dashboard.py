@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Min, Q, Sum
 
-from batch import control
+from batch import control, sql
 from batch.control import JobSnapshot, StepProgress
 from batch.models import JobInstance, WorkChunk
 from batch.progress import definition_of, estimate_rates
@@ -115,7 +115,7 @@ def throughput_per_minute(minutes: int = THROUGHPUT_MINUTES) -> list[MinuteThrou
     """Chunks and records completed per minute over the last `minutes` minutes, oldest first, the current
     (partial) minute last; minutes without a completed chunk are zeros."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT date_trunc('minute', now())")
+        cursor.execute(sql.CURRENT_MINUTE)
         current = cursor.fetchone()[0]
         first = current - timedelta(minutes=minutes - 1)
         settled_before = current - timedelta(minutes=SETTLE_MINUTES)
@@ -125,13 +125,7 @@ def throughput_per_minute(minutes: int = THROUGHPUT_MINUTES) -> list[MinuteThrou
             (minute for minute in window if minute not in known and minute < settled_before), settled_before
         )
         cursor.execute(
-            f"""
-            SELECT date_trunc('minute', end_time), definition_id, definition_version, target_step_id, count(*),
-                   coalesce(sum(records_processed), 0)
-            FROM {WorkChunk._meta.db_table}
-            WHERE status = %s AND end_time >= %s
-            GROUP BY 1, 2, 3, 4
-            """,
+            sql.COMPLETED_PER_MINUTE,
             [ChunkStatus.COMPLETED.value, read_from],
         )
         read: dict[datetime, tuple[int, int]] = {}

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
+from batch import sql
 from batch.api import CompletedJob, JobDefinition, RestartedJob, StepDefinition, StepKind, StoppedJob
 from batch.claims import ClaimedJob
 from batch.exceptions import UnknownJobDefinition
@@ -140,13 +141,11 @@ def on_chunk_finished(
 
 def has_unfinished_chunks(instance_id: UUID, step_id: str | None = None) -> bool:
     """Any chunk (of the step) not COMPLETED? Answered from the partial index of unfinished chunks."""
-    sql = "SELECT EXISTS (SELECT 1 FROM batch_workchunk WHERE instance_id = %s AND NOT status = 'COMPLETED'"
-    params: list = [instance_id]
-    if step_id is not None:
-        sql += " AND target_step_id = %s"
-        params.append(step_id)
     with connection.cursor() as cursor:
-        cursor.execute(sql + ")", params)
+        if step_id is None:
+            cursor.execute(sql.UNFINISHED_CHUNKS_EXIST, [instance_id])
+        else:
+            cursor.execute(sql.UNFINISHED_CHUNKS_OF_STEP_EXIST, [instance_id, step_id])
         return cursor.fetchone()[0]
 
 

@@ -24,6 +24,7 @@ from django.db import connection
 from django.db.models import Q
 from django.db.models.functions import Now
 
+from batch import sql
 from batch.conf import batch_settings
 from batch.models import WorkerHeartbeat
 from batch.queues import broker_is_reachable, work_notification_queue
@@ -56,20 +57,11 @@ class LiveWorker:
     last_seen: datetime
 
 
-HEARTBEAT_SQL = """
-INSERT INTO batch_workerheartbeat (worker, node_id, module_id, started_at, last_seen, stopped_at, settings_fingerprint)
-VALUES (%(worker)s, %(node_id)s, %(module_id)s, now(), now(), NULL, %(fingerprint)s)
-ON CONFLICT (worker) DO UPDATE
-SET node_id = EXCLUDED.node_id, module_id = EXCLUDED.module_id, last_seen = now(), stopped_at = NULL,
-    settings_fingerprint = EXCLUDED.settings_fingerprint
-"""
-
-
 def record_heartbeat(worker: str, node_id: str | None = None, module_id: str | None = None) -> None:
     """This worker is alive now (by the database's clock). Defaults: this process's node and module."""
     with connection.cursor() as cursor:
         cursor.execute(
-            HEARTBEAT_SQL,
+            sql.HEARTBEAT,
             {
                 "worker": worker[:200],
                 "node_id": node_id or settings.NODE_ID,
@@ -114,20 +106,6 @@ def live_workers() -> list[LiveWorker]:
     return [LiveWorker(*row) for row in workers]
 
 
-# This process's node if one of its batch workers of the module is live, else the live node of the module
-# with the fewest unfinished jobs (then by id, deterministic); liveness as `live_nodes`, on PostgreSQL's clock.
-NODE_FOR_NEW_JOB_SQL = """
-SELECT seen.node_id FROM batch_workerheartbeat seen
-WHERE seen.module_id = %(module)s AND seen.stopped_at IS NULL AND seen.last_seen > now() - %(timeout)s
-GROUP BY seen.node_id
-ORDER BY seen.node_id <> %(own)s,
-         (SELECT count(*) FROM batch_jobinstance job WHERE job.node_id = seen.node_id
-            AND job.module_id = %(module)s AND job.status = ANY(%(unfinished)s)),
-         seen.node_id
-LIMIT 1
-"""
-
-
 def node_for_new_job(module_id: str | None = None) -> str:
     """The node a job started by this process runs on: its own node when that has a live batch worker of
     the module; otherwise (a web-only host, or its node's workers are all down) a live node that has, the
@@ -136,7 +114,7 @@ def node_for_new_job(module_id: str | None = None) -> str:
     module_id = module_id or settings.MODULE_ID
     with connection.cursor() as cursor:
         cursor.execute(
-            NODE_FOR_NEW_JOB_SQL,
+            sql.NODE_FOR_NEW_JOB,
             {
                 "module": module_id,
                 "own": settings.NODE_ID,

@@ -30,6 +30,7 @@ from uuid import UUID
 
 from django.db import connection
 
+from batch import sql
 from batch.conf import batch_settings
 from batch.statuses import ChunkStatus
 
@@ -157,17 +158,6 @@ class LeaseKeeper:
 lease_keeper = LeaseKeeper()
 
 
-# Renewed only while the claim owns the chunk and the job is not cancelled: a cancelled job's step that
-# ignores the cancel lets its lease lapse instead of holding a worker slot forever. A renewal after the step
-# reported progress stamps `progress_at` (database time, at most a renewal interval after the report).
-RENEW_CHUNK_LEASE_SQL = """
-UPDATE batch_workchunk chunk SET lease_expires_at = now() + %s, update_time = now(),
-    progress_at = CASE WHEN %s THEN now() ELSE chunk.progress_at END
-WHERE chunk.id = %s AND chunk.status = %s AND chunk.claim_token = %s
-  AND NOT EXISTS (SELECT 1 FROM batch_jobinstance job WHERE job.id = chunk.instance_id AND job.cancelled)
-"""
-
-
 def chunk_lease(
     chunk_id: UUID, claim_token: UUID, max_seconds: float | None = None, on_overrun: Callable[[], object] | None = None
 ) -> Lease:
@@ -176,7 +166,7 @@ def chunk_lease(
         progressed = lease.progress_unrecorded
         with connection.cursor() as cursor:
             cursor.execute(
-                RENEW_CHUNK_LEASE_SQL,
+                sql.RENEW_CHUNK_LEASE,
                 [batch_settings().lease, progressed, chunk_id, ChunkStatus.IN_PROGRESS, claim_token],
             )
             renewed = cursor.rowcount == 1

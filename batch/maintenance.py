@@ -24,7 +24,7 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.db.models import Q
 
-from batch import flow
+from batch import flow, sql
 from batch.claims import ClaimedChunk, ClaimedJob
 from batch.conf import batch_settings
 from batch.maintenance_lease import LeaseLost, maintenance_lease
@@ -97,7 +97,7 @@ def _say_if_late() -> None:
     """A log line when the last pass ended more than LATE_AFTER_INTERVALS ago: passes were skipped (no scheduler,
     a lapsed lease, a host cut off) and whatever they would have recovered waited that long."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT EXTRACT(EPOCH FROM now() - ended_at)::float FROM batch_maintenancepass WHERE id = 1")
+        cursor.execute(sql.SECONDS_SINCE_LAST_PASS)
         row = cursor.fetchone()
     interval = batch_settings().maintenance_interval.total_seconds()
     if row is not None and row[0] > LATE_AFTER_INTERVALS * interval:
@@ -109,10 +109,7 @@ def _say_if_late() -> None:
 def _record_pass_ended() -> None:
     """Tell the batch workers' watchdogs that maintenance is not starved (`batch.maintenance_watchdog`)."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO batch_maintenancepass (id, ended_at) VALUES (1, now()) "
-            "ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at"
-        )
+        cursor.execute(sql.RECORD_PASS_ENDED)
 
 
 def maintain_instance(instance: JobInstance, report: MaintenanceReport) -> None:
@@ -180,7 +177,7 @@ def held_claim(chunk: WorkChunk) -> ClaimedChunk:
 def _database_clock() -> tuple[datetime, datetime]:
     """The database's now, and when it (re)started: a lease last renewed before then lapsed with the restart."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT now(), pg_postmaster_start_time()")
+        cursor.execute(sql.DATABASE_NOW_AND_START)
         return cursor.fetchone()
 
 

@@ -20,29 +20,10 @@ from contextlib import contextmanager
 
 from django.db import DatabaseError, connection
 
+from batch import sql
 from batch.conf import batch_settings
 
 logger = logging.getLogger(__name__)
-
-TAKE_SQL = """
-INSERT INTO batch_maintenancelease AS lease (id, holder, token, expires_at)
-VALUES (1, %(holder)s, %(token)s, clock_timestamp() + %(lease)s)
-ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, token = excluded.token, expires_at = excluded.expires_at
-WHERE lease.expires_at < clock_timestamp()
-RETURNING id
-"""
-RENEW_SQL = """
-UPDATE batch_maintenancelease SET expires_at = clock_timestamp() + %(lease)s
-WHERE id = 1 AND token = %(token)s AND expires_at >= clock_timestamp()
-"""
-# Given back: free at once, and no holder named, so the next taker can tell a release from a lapse.
-RELEASE_SQL = """
-UPDATE batch_maintenancelease SET holder = '', expires_at = clock_timestamp() WHERE id = 1 AND token = %(token)s
-"""
-LAPSED_SQL = """
-SELECT holder, EXTRACT(EPOCH FROM clock_timestamp() - expires_at)::float FROM batch_maintenancelease
-WHERE id = 1 AND holder <> '' AND expires_at < clock_timestamp()
-"""
 
 
 class LeaseLost(Exception):
@@ -59,10 +40,11 @@ class MaintenanceLease:
     def take(self) -> bool:
         """True when this pass holds the lease now (it was free, given back or lapsed)."""
         with connection.cursor() as cursor:
-            cursor.execute(LAPSED_SQL)
+            cursor.execute(sql.LAPSED_MAINTENANCE_LEASE)
             lapsed = cursor.fetchone()
             cursor.execute(
-                TAKE_SQL, {"holder": self.holder, "token": self.token, "lease": batch_settings().maintenance_lease}
+                sql.TAKE_MAINTENANCE_LEASE,
+                {"holder": self.holder, "token": self.token, "lease": batch_settings().maintenance_lease},
             )
             taken = cursor.fetchone() is not None
         if taken and lapsed is not None:
@@ -79,7 +61,9 @@ class MaintenanceLease:
         """Extend the lease from now; `LeaseLost` when it lapsed meanwhile (even if nobody took it: a pass
         that stalled that long has been presumed dead, and another may be starting)."""
         with connection.cursor() as cursor:
-            cursor.execute(RENEW_SQL, {"token": self.token, "lease": batch_settings().maintenance_lease})
+            cursor.execute(
+                sql.RENEW_MAINTENANCE_LEASE, {"token": self.token, "lease": batch_settings().maintenance_lease}
+            )
             renewed = cursor.rowcount == 1
         if not renewed:
             raise LeaseLost(
@@ -89,7 +73,7 @@ class MaintenanceLease:
 
     def release(self) -> None:
         with connection.cursor() as cursor:
-            cursor.execute(RELEASE_SQL, {"token": self.token})
+            cursor.execute(sql.RELEASE_MAINTENANCE_LEASE, {"token": self.token})
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import threading
 
 from django.db import connection
 
+from batch import sql
 from batch.conf import batch_settings
 from batch.maintenance import run_maintenance_pass
 
@@ -20,15 +21,11 @@ logger = logging.getLogger(__name__)
 
 OVERDUE_AFTER_INTERVALS = 3
 
-OVERDUE_SQL = """
-SELECT NOT EXISTS (SELECT 1 FROM batch_maintenancepass WHERE id = 1 AND ended_at >= now() - %s)
-"""
-
 
 def maintenance_is_overdue() -> bool:
     """No pass ended within the last three maintenance intervals (by the database's clock)."""
     with connection.cursor() as cursor:
-        cursor.execute(OVERDUE_SQL, [batch_settings().maintenance_interval * OVERDUE_AFTER_INTERVALS])
+        cursor.execute(sql.MAINTENANCE_OVERDUE, [batch_settings().maintenance_interval * OVERDUE_AFTER_INTERVALS])
         return cursor.fetchone()[0]
 
 

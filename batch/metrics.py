@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 
 from django.conf import settings
 from django.db.models import Count, Min
@@ -115,7 +116,7 @@ class ClusterCollector(Collector):
             "by the database's clock; 0 when none waits",
             labels=["node", "module"],
         )
-        announced: dict[tuple[str, str], object] = {}
+        announced: dict[tuple[str, str], datetime] = {}
         for instance_id, at in (
             WorkChunk.objects.filter(
                 instance_id__in=list(unfinished), status=ChunkStatus.QUEUED, announced_at__isnull=False
@@ -124,8 +125,8 @@ class ClusterCollector(Collector):
             .values_list("instance_id")
             .annotate(at=Min("announced_at"))
         ):
-            node = unfinished[instance_id]  # per job, from the (instance, status) index
-            announced[node] = min(at, announced.get(node, at))
+            node_module = unfinished[instance_id]  # per job, from the (instance, status) index
+            announced[node_module] = min(at, announced.get(node_module, at))
         now = read_database_now()
         for node, module in sorted(nodes):
             at = announced.get((node, module))

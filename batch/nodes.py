@@ -29,7 +29,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.db.models.functions import Now
 
-from batch import flow
+from batch import flow, sql
 from batch.conf import batch_settings
 from batch.exceptions import BatchError, JobNotFound, JobStateConflict, NoLiveNode
 from batch.heartbeats import forget_departed_workers, live_nodes
@@ -57,33 +57,6 @@ class Reassignment:
 
 
 # --- Moving jobs ----------------------------------------------------------------------------------------
-# Unfinished jobs older than the timeout on a node/module none of whose workers beat within it, of a
-# module some other node has live workers of (so jobs that cannot move never crowd out those that can),
-# but for a job an operator last forced to its node while it had no live worker: it waits there, as the
-# operator said, until that node's workers have beaten after the move (a node about to come up is not
-# dead); from then on the node is judged like any other.
-# Every comparison is on PostgreSQL's clock, `create_time` included (the database stamps it at the insert, not
-# the starting host); every time this module stamps (a move's update time, a re-announcement) is PostgreSQL's too.
-STRANDED_JOBS_SQL = """
-SELECT job.id, job.node_id, job.module_id FROM batch_jobinstance job
-WHERE job.status = ANY(%(unfinished)s) AND job.create_time < now() - %(timeout)s
-  AND NOT EXISTS (SELECT 1 FROM batch_workerheartbeat seen
-                  WHERE seen.node_id = job.node_id AND seen.module_id = job.module_id
-                    AND seen.last_seen > now() - %(timeout)s)
-  AND EXISTS (SELECT 1 FROM batch_workerheartbeat live
-              WHERE live.module_id = job.module_id AND live.stopped_at IS NULL
-                AND live.last_seen > now() - %(timeout)s)
-  AND NOT EXISTS (SELECT 1 FROM (SELECT latest.forced, latest.to_node_id, latest.at FROM batch_jobreassignment latest
-                                 WHERE latest.instance_id = job.id ORDER BY latest.at DESC, latest.id DESC LIMIT 1) latest
-                  WHERE latest.forced AND latest.to_node_id = job.node_id
-                    AND NOT EXISTS (SELECT 1 FROM batch_workerheartbeat came
-                                    WHERE came.node_id = job.node_id AND came.module_id = job.module_id
-                                      AND came.last_seen > latest.at))
-ORDER BY job.create_time, job.id
-LIMIT %(limit)s
-"""
-
-
 def rehome_stranded_jobs() -> int:
     """The maintenance part: move the unfinished jobs of dead nodes to live ones; forget long-gone workers.
 
@@ -94,7 +67,7 @@ def rehome_stranded_jobs() -> int:
     forget_departed_workers()
     with connection.cursor() as cursor:
         cursor.execute(
-            STRANDED_JOBS_SQL, {"unfinished": sorted(UNFINISHED_JOB_STATUSES), "timeout": timeout, "limit": JOB_PAGE}
+            sql.STRANDED_JOBS, {"unfinished": sorted(UNFINISHED_JOB_STATUSES), "timeout": timeout, "limit": JOB_PAGE}
         )
         stranded = cursor.fetchall()
     if not stranded:
@@ -245,7 +218,7 @@ class _TargetPicker:
 def _move_job(job_id: UUID, from_node: str, to_node: str, reason: str, *, forced: bool = False) -> Reassignment | None:
     """Re-point the job at `to_node` (if it is still unfinished on `from_node`) and announce its waiting
     work there. None when another process moved or ended it first. `forced`: an operator's move to a node
-    with no live worker, which maintenance does not undo (`STRANDED_JOBS_SQL`)."""
+    with no live worker, which maintenance does not undo (`batch.sql.STRANDED_JOBS`)."""
     with transaction.atomic():
         moved = JobInstance.objects.filter(id=job_id, node_id=from_node, status__in=UNFINISHED_JOB_STATUSES).update(
             node_id=to_node, update_time=Now()

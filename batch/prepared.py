@@ -1,4 +1,4 @@
-"""The hot path's SQL helpers: statements prepared on the server, and commits that do not wait for the disk."""
+"""The hot path's statements (`batch.sql`) prepared on the server."""
 
 from __future__ import annotations
 
@@ -7,12 +7,6 @@ from typing import Any
 
 import psycopg
 from django.db import connection
-
-# The worker's hot statements (claim, emitted chunks, completion) commit without waiting for the WAL
-# flush to disk: on a shared disk that wait is most of a chunk's cost. A PostgreSQL crash (not a worker
-# crash) can then lose the last fraction of a second of them, always as a suffix, which looks exactly
-# like a worker that died at that point: those chunks are claimed and run again, as after any crash.
-RELAXED_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true))"
 
 
 def execute_prepared(sql: str, params: Mapping[str, Any]) -> tuple | None:

@@ -7,7 +7,14 @@ retry after an error or a lost worker, a lost message, a re-homed job) at AGAIN_
 instead of waiting for the node's backlog of new work to drain.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.conf import settings
+
+if TYPE_CHECKING:
+    import redis
 
 AGAIN_PRIORITY = 0  # served first, with every message that has no priority
 NEW_WORK_PRIORITY = 9
@@ -80,7 +87,7 @@ def broker_is_reachable() -> bool:
         client.close()
 
 
-def _broker_client():
+def _broker_client() -> redis.Redis:
     """A client of the broker with the socket timeouts of the settings: a vanished Redis fails a call in seconds."""
     import redis
 

@@ -39,6 +39,7 @@ from uuid import UUID
 
 from django.db import connection
 
+from batch import sql
 from batch.conf import batch_settings
 from batch.exceptions import UnknownJobDefinition
 from batch.maintenance import held_claim
@@ -51,15 +52,6 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # one indexed query a second per worker: only IN_PROGRESS chunks are in the index read
 RECYCLE_GRACE_SECONDS = 3.0  # as the keeper's own grace: it records and recycles first when it can run
-
-# The chunks this worker's pool processes hold, and the database's clock. The partial index on the leases of
-# IN_PROGRESS chunks holds these rows only (a few per worker process).
-HELD_CHUNKS_SQL = """
-SELECT chunk.id, chunk.claim_token, chunk.worker, chunk.definition_id, chunk.definition_version, chunk.progress_at,
-       now()
-FROM batch_workchunk chunk
-WHERE chunk.status = %s AND chunk.lease_expires_at IS NOT NULL AND chunk.worker LIKE %s
-"""
 
 
 @dataclass(frozen=True)
@@ -81,7 +73,7 @@ class PoolWatchdog:
     def check_once(self) -> list[HeldChunk]:
         """One look at the database; returns the claims recycled."""
         with connection.cursor() as cursor:
-            cursor.execute(HELD_CHUNKS_SQL, [ChunkStatus.IN_PROGRESS, _like_prefix(self.hostname)])
+            cursor.execute(sql.HELD_CHUNKS, [ChunkStatus.IN_PROGRESS, _like_prefix(self.hostname)])
             rows = cursor.fetchall()
         now = rows[0][6] if rows else None
         held: dict[tuple[UUID, UUID], HeldChunk] = {}

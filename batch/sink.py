@@ -10,40 +10,16 @@ from uuid import UUID
 
 from django.db import connection, transaction
 
-from batch import flow
+from batch import flow, sql
 from batch.api import JobDefinition, StepDefinition
 from batch.claims import ClaimedChunk, ClaimedJob
 from batch.connections import surviving_connection_loss
 from batch.exceptions import BatchError, JobCancelled
-from batch.prepared import RELAXED_COMMIT
 from batch.statuses import ChunkStatus
 from batch.step_context import RunningStepContext
 
 SINK_FLUSH_SIZE = 500  # emitted chunks written per insert: one round trip per 500 small chunks
 SINK_FLUSH_BYTES = 4 * 1024 * 1024  # ...or per 4 MiB of chunk data, so large chunks keep a step's memory flat
-
-# Emitted chunks, written in one statement per batch: arrays of ids, sequences and JSON documents
-# instead of one parameter per column per row. Ids already present (a re-run re-emitting) are skipped.
-# Fenced like every outcome: written only while the source chunk is IN_PROGRESS under this claim's token,
-# so a worker past its lease (a zombie) cannot add children; the share lock on the source row makes a
-# lease expiry or a cancel wait for this batch's commit instead of racing it.
-INSERT_CHUNKS_SQL = f"""
-WITH source AS (
-    SELECT 1 FROM batch_workchunk WHERE id = %(source_id)s AND status = %(in_progress)s AND claim_token = %(claim_token)s
-    FOR SHARE
-), inserted AS (
-    INSERT INTO batch_workchunk (id, instance_id, definition_id, definition_version, target_step_id, sequence, status,
-                                 data, error_count, poll_attempts, attempts, create_time, update_time, worker, task_id)
-    SELECT emitted.id, %(instance_id)s, %(definition_id)s, %(definition_version)s, %(step_id)s, emitted.sequence,
-           %(status)s, emitted.data::jsonb, 0, 0, 0, now(), now(), '', ''
-    FROM unnest(%(ids)s::uuid[], %(sequences)s::int[], %(documents)s::text[]) AS emitted(id, sequence, data),
-         {RELAXED_COMMIT} AS relaxed
-    WHERE EXISTS (SELECT 1 FROM source)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-)
-SELECT EXISTS (SELECT 1 FROM source), ARRAY(SELECT id FROM inserted)
-"""
 
 
 class ChunkSink:
@@ -110,7 +86,7 @@ class ChunkSink:
         ids, sequences, documents = zip(*self._buffer)
         with connection.cursor() as cursor:
             cursor.execute(
-                INSERT_CHUNKS_SQL,
+                sql.INSERT_CHUNKS,
                 {
                     "source_id": self.source.id,
                     "in_progress": ChunkStatus.IN_PROGRESS,

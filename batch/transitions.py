@@ -23,6 +23,7 @@ from django.db.models import DateTimeField, DurationField, ExpressionWrapper, Q,
 from django.db.models.functions import Now
 from psycopg.types.json import Jsonb
 
+from batch import sql
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import (
     CHUNK_TRANSITIONS,
@@ -51,7 +52,7 @@ def database_now(offset: timedelta = timedelta(0)) -> DatabaseNow:
 def read_database_now():
     """PostgreSQL's clock, for comparisons made in Python against times the database wrote."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT now()")
+        cursor.execute(sql.DATABASE_NOW)
         return cursor.fetchone()[0]
 
 
@@ -104,8 +105,7 @@ def change_owned_chunk_status(chunk_id: UUID, claim_token: UUID, target: ChunkSt
     assignments, values = _sql_assignments(fields)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE batch_workchunk SET status = %s, update_time = now(){assignments} "
-            "WHERE id = %s AND status = %s AND claim_token = %s",
+            sql.update_owned_chunk(assignments),
             [target, *values, chunk_id, ChunkStatus.IN_PROGRESS, claim_token],
         )
         moved = cursor.rowcount
@@ -145,8 +145,7 @@ def change_listed_chunks_status(chunk_ids: list[UUID], target: ChunkStatus, **fi
     assignments, values = _sql_assignments(fields)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE batch_workchunk SET status = %s, update_time = now(){assignments} "
-            "WHERE id = ANY(%s::uuid[]) AND status = ANY(%s) RETURNING id, target_step_id",
+            sql.update_listed_chunks(assignments),
             [target, *values, list(chunk_ids), chunk_statuses_leading_to(target)],
         )
         moved = {str(chunk_id): (chunk_id, step_id) for chunk_id, step_id in cursor.fetchall()}

@@ -8,6 +8,8 @@ in BATCH_CLIENT_JOB_DEFINITIONS.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
@@ -24,6 +26,7 @@ from batch.control import (
     BatchError,
     InvalidParameters,
     JobNotFound,
+    JobSnapshot,
     JobStateConflict,
     JobStatus,
 )
@@ -70,6 +73,20 @@ def lacks_scope(request: Request, definition_id: str) -> Response | None:
 def owner_filter(request: Request) -> str | None:
     """None for an operator (every job); the caller's user name for a client (only its own jobs)."""
     return None if is_operator(request) else request.user.get_username()
+
+
+def act_on_job(request: Request, instance_id: str, action: Callable[..., JobSnapshot], answer_status: int) -> Response:
+    """Cancel or restart (`action`) a job the caller may see (any, for an operator) and whose definition's scope
+    its token has; the job as it is after."""
+    try:
+        if forbidden := lacks_scope(
+            request, control.get_job(instance_id, started_by=owner_filter(request)).definition_id
+        ):
+            return forbidden
+        job = action(instance_id, started_by=owner_filter(request))
+    except BatchError as error:
+        return refused(error)
+    return Response(JobSerializer(job).data, status=answer_status)
 
 
 class ControlView(APIView):
@@ -143,15 +160,7 @@ class JobListView(ControlView):
         instance_id = request.query_params.get("instanceId")
         if not instance_id:
             return errors(["instanceId is required: DELETE /control/jobs?instanceId=<id>"], status.HTTP_400_BAD_REQUEST)
-        try:
-            if forbidden := lacks_scope(
-                request, control.get_job(instance_id, started_by=owner_filter(request)).definition_id
-            ):
-                return forbidden
-            job = control.cancel_job(instance_id, started_by=owner_filter(request))
-        except BatchError as error:
-            return refused(error)
-        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        return act_on_job(request, instance_id, control.cancel_job, status.HTTP_202_ACCEPTED)
 
 
 class JobDetailView(ControlView):
@@ -165,12 +174,4 @@ class JobDetailView(ControlView):
 
 class JobRestartView(ControlView):
     def post(self, request: Request, instance_id: str) -> Response:
-        try:
-            if forbidden := lacks_scope(
-                request, control.get_job(instance_id, started_by=owner_filter(request)).definition_id
-            ):
-                return forbidden
-            job = control.restart_job(instance_id, started_by=owner_filter(request))
-        except BatchError as error:
-            return refused(error)
-        return Response(JobSerializer(job).data)
+        return act_on_job(request, instance_id, control.restart_job, status.HTTP_200_OK)

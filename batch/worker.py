@@ -20,7 +20,7 @@ from uuid import UUID
 from django.db import transaction
 from django.db.models import Q
 
-from batch import flow, metrics
+from batch import flow, metrics, sql
 from batch.api import JobDefinition
 from batch.claims import ClaimedChunk, ClaimedJob
 from batch.conf import batch_settings
@@ -28,7 +28,7 @@ from batch.connections import surviving_connection_loss
 from batch.exceptions import JobCancelled, JobFailed, RetryChunkLater
 from batch.leases import chunk_lease, lease_keeper
 from batch.log_context import chunk_in_hand
-from batch.prepared import RELAXED_COMMIT, execute_prepared
+from batch.prepared import execute_prepared
 from batch.progress import settle_totals
 from batch.sink import ChunkSink
 from batch.statuses import (
@@ -52,31 +52,7 @@ MAX_ERROR_MESSAGE = 2000  # characters kept of an exception's text
 
 
 # --- Events --------------------------------------------------------------------------------------------
-# The claim, as one statement: lock the chunk row unless another worker holds it (SKIP LOCKED), check
-# that it is claimable and that its job runs and is not cancelled, move it to IN_PROGRESS with a lease.
-# An ERRORED chunk is claimable only once its retry is due by the database's clock (`announced_at`, set to
-# now() + backoff when it errored): a duplicate message, or one a host with a wrong clock delivered early,
-# finds nothing to claim, and maintenance sends the retry again once it is due (`batch.maintenance`).
-# (Two common table expressions, so the completion of the chunk before can claim in the same statement.)
-CLAIM_CTES = f"""
-claimable AS (
-    SELECT chunk.id FROM batch_workchunk chunk JOIN batch_jobinstance job ON job.id = chunk.instance_id
-    WHERE chunk.id = %(claim_id)s AND chunk.status = ANY(%(claimable)s)
-      AND (chunk.status <> %(errored)s OR chunk.announced_at IS NULL OR chunk.announced_at <= now())
-      AND NOT job.cancelled AND job.status = ANY(%(running)s)
-    FOR UPDATE OF chunk SKIP LOCKED
-), claimed AS (
-    UPDATE batch_workchunk chunk
-    SET status = %(in_progress)s, attempts = chunk.attempts + 1, claim_token = gen_random_uuid(), start_time = COALESCE(chunk.start_time, now()),
-        lease_expires_at = now() + %(lease)s, worker = %(worker)s, task_id = %(task_id)s, update_time = now()
-    FROM claimable, batch_jobinstance job, {RELAXED_COMMIT} AS relaxed
-    WHERE chunk.id = claimable.id AND job.id = chunk.instance_id
-    RETURNING chunk.claim_token, chunk.target_step_id, chunk.data::text, chunk.attempts, chunk.error_count, chunk.poll_attempts,
-              chunk.sequence, job.id, job.definition_id, job.definition_version, job.status, job.parameters::text,
-              job.node_id, job.module_id, job.max_concurrent_chunks,
-              EXTRACT(EPOCH FROM now() - chunk.announced_at)::float8 AS waited_seconds
-)"""
-CLAIM_SQL = f"WITH {CLAIM_CTES} SELECT * FROM claimed"
+# The claim is one statement, the completion another (with the next chunk's claim in it): `batch.sql`.
 CLAIMABLE_SOURCES = sorted(CLAIMABLE_CHUNK_STATUSES & set(chunk_statuses_leading_to(ChunkStatus.IN_PROGRESS)))
 
 
@@ -120,7 +96,7 @@ def _claim_parameters(chunk_id: UUID, worker: str, task_id: str) -> dict:
 
 def on_chunk_claimed(chunk_id: UUID, worker: str = "", task_id: str = "") -> ClaimedChunk | None:
     """QUEUED/ERRORED -> IN_PROGRESS under a row lock; None when there is nothing (more) to claim."""
-    row = execute_prepared(CLAIM_SQL, _claim_parameters(chunk_id, worker, task_id))
+    row = execute_prepared(sql.CLAIM, _claim_parameters(chunk_id, worker, task_id))
     return None if row is None else _claimed_chunk(chunk_id, worker, row)
 
 
@@ -273,35 +249,7 @@ def _move_owned(chunk: ClaimedChunk, target: ChunkStatus, only_if: Q | None = No
     return change_chunk_status(chunk.id, target, only_if=owned, **fields)
 
 
-# Completion, as one statement: COMPLETED while this claim still owns the chunk, and in the same round
-# trip, how many other chunks of its step (gated) or job its snapshot shows unfinished (up to a limit);
-# with a next chunk, that chunk's claim too (a round trip per chunk saved: the hot path's largest cost).
-COMPLETE_TEMPLATE = """
-UPDATE batch_workchunk
-SET status = %(completed)s, update_time = now(), end_time = now(), records_processed = %(records)s,
-    data = NULL, lease_expires_at = NULL, warning_message = %(warnings)s
-FROM {relaxed_commit} AS relaxed
-WHERE id = %(chunk_id)s AND status = %(in_progress)s AND claim_token = %(claim_token)s
-RETURNING (SELECT count(*) FROM (
-    SELECT 1 FROM batch_workchunk other
-    WHERE other.instance_id = %(instance_id)s AND NOT other.status = 'COMPLETED' AND other.id <> %(chunk_id)s
-    {same_step} LIMIT %(limit)s) others),
-    (SELECT job.status FROM batch_jobinstance job WHERE job.id = %(instance_id)s)
-"""
-# Both updates see the same snapshot and touch different rows; the result is one row whatever each found.
-COMPLETE_AND_CLAIM_TEMPLATE = """
-WITH completed(unfinished, job_status) AS ({complete}), {claim}
-SELECT completed.*, claimed.* FROM (VALUES (1)) AS one LEFT JOIN completed ON true LEFT JOIN claimed ON true
-"""
-SAME_STEP = "AND other.target_step_id = %(step_id)s"
-COMPLETE_SQL = {
-    gated: COMPLETE_TEMPLATE.format(relaxed_commit=RELAXED_COMMIT, same_step=SAME_STEP if gated else "")
-    for gated in (False, True)
-}
-COMPLETE_AND_CLAIM_SQL = {
-    gated: COMPLETE_AND_CLAIM_TEMPLATE.format(complete=COMPLETE_SQL[gated], claim=CLAIM_CTES) for gated in (False, True)
-}
-assert ChunkStatus.COMPLETED in CHUNK_TRANSITIONS[ChunkStatus.IN_PROGRESS]
+assert ChunkStatus.COMPLETED in CHUNK_TRANSITIONS[ChunkStatus.IN_PROGRESS]  # what `sql.COMPLETE` moves
 
 
 def on_chunk_completed(
@@ -356,10 +304,10 @@ def _complete(
         "limit": flow.NEAR_THE_END,
     }
     if next_chunk is None:
-        row = execute_prepared(COMPLETE_SQL[definition.gated], parameters)
+        row = execute_prepared(sql.COMPLETE[definition.gated], parameters)
         return ((row[0], row[1]) if row else None), None
     row = execute_prepared(
-        COMPLETE_AND_CLAIM_SQL[definition.gated],
+        sql.COMPLETE_AND_CLAIM[definition.gated],
         {**parameters, **_claim_parameters(next_chunk.id, next_chunk.worker, next_chunk.task_id)},
     )
     unfinished, job_status, *claimed = row

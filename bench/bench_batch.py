@@ -17,26 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import redis
 
-from bench.support import bench_database
+from bench.support import bench_database, scratch_directory
 from bench.tasks import publish_noops, wait_until_consumed
+from tests.processes import Process
 
 os.environ["BATCH_DIAGNOSTIC_JOBS"] = "true"  # the benchmark runs DIAGNOSTIC_NOOP; its workers inherit this
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 POLL_SECONDS = 0.05  # completion is seen within this; small against the runs timed
 WARM_UP = 200  # tasks and chunks run before timing: worker imports, connections, caches
 
 
-def start_worker(node: str, queue: str, concurrency: int) -> subprocess.Popen:
+def start_worker(node: str, queue: str, concurrency: int) -> Process:
     argv = [
         sys.executable,
         "-m",
@@ -57,7 +54,7 @@ def start_worker(node: str, queue: str, concurrency: int) -> subprocess.Popen:
         "--without-mingle",
         "--without-gossip",
     ]
-    worker = subprocess.Popen(argv, cwd=PROJECT_DIR, env={**os.environ, "NODE_ID": node}, start_new_session=True)
+    worker = Process(argv, env={"NODE_ID": node}, name="worker")
     wait_until_consumed(queue, timeout=120)
     return worker
 
@@ -79,18 +76,20 @@ def unacknowledged(broker: redis.Redis, queue: str) -> int:
     return sum(1 for raw in broker.hvals("unacked") if json.loads(raw)[2] == queue)
 
 
-def engine(node: str, count: int) -> float:
+def engine(node: str, chunks: int, sleep_ms: int = 0) -> tuple[float, str]:
+    """Seconds from starting a DIAGNOSTIC_NOOP job of `chunks` chunks on `node` to its end, and the job's id
+    (bench_cluster times its jobs the same way); the benchmark stops unless the job COMPLETED."""
     from batch.control import get_job, start_job, unfinished_job_ids
 
     started = time.perf_counter()
-    instance = start_job("DIAGNOSTIC_NOOP", {"chunks": count, "sleep_ms": 0}, started_by="bench", node_id=node)
+    instance = start_job("DIAGNOSTIC_NOOP", {"chunks": chunks, "sleep_ms": sleep_ms}, started_by="bench", node_id=node)
     while unfinished_job_ids().filter(id=instance.id).exists():  # one index lookup: no load on the run timed
         time.sleep(POLL_SECONDS)
     elapsed = time.perf_counter() - started
     status = get_job(instance.id).status
     if status != "COMPLETED":
         raise SystemExit(f"the benchmark job ended {status}")
-    return elapsed
+    return elapsed, str(instance.id)
 
 
 def main() -> None:
@@ -106,7 +105,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object as the last line")
     args = parser.parse_args()
 
-    with bench_database("bench_batch"):
+    with scratch_directory("batch"), bench_database("bench_batch"):
         from django.conf import settings
 
         from batch.queues import work_notification_queue
@@ -121,15 +120,14 @@ def main() -> None:
             engine(node, WARM_UP)
             for round_number in range(1, args.rounds + 1):
                 plain_runs.append(plain_celery(queue, args.chunks))
-                engine_runs.append(engine(node, args.chunks))
+                engine_runs.append(engine(node, args.chunks)[0])
                 print(
                     f"round {round_number}: plain Celery {args.chunks / plain_runs[-1]:.0f} tasks/s, "
                     f"engine {args.chunks / engine_runs[-1]:.0f} chunks/s",
                     flush=True,
                 )
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(30)
+            worker.stop(timeout=30)
 
     plain_seconds, engine_seconds = min(plain_runs), min(engine_runs)
     plain_rate, engine_rate = args.chunks / plain_seconds, args.chunks / engine_seconds

@@ -53,20 +53,6 @@ def cpu_seconds(host: Host, command: str | None = None) -> float:
     return total / CLOCK_TICKS
 
 
-def engine(chunks: int, sleep_ms: int) -> tuple[float, str]:
-    from batch.control import get_job, start_job, unfinished_job_ids
-
-    started = time.perf_counter()
-    instance = start_job("DIAGNOSTIC_NOOP", {"chunks": chunks, "sleep_ms": sleep_ms}, started_by="bench", node_id=NODE)
-    while unfinished_job_ids().filter(id=instance.id).exists():  # one index lookup: no load on the run timed
-        time.sleep(POLL_SECONDS)
-    elapsed = time.perf_counter() - started
-    status = get_job(instance.id).status
-    if status != "COMPLETED":
-        raise SystemExit(f"the benchmark job ended {status}")
-    return elapsed, str(instance.id)
-
-
 def plain_celery(tasks: int, sleep_ms: int) -> float:
     import redis
     from django.conf import settings
@@ -114,11 +100,13 @@ def main() -> None:
         django.setup()
         from django.conf import settings
 
+        from bench.bench_batch import engine
+
         workers = [cluster.add_host(f"w{index}", NODE_ID=NODE) for index in range(1, HOSTS + 1)]
         db = cluster.database_host
         for count in range(1, HOSTS + 1):
             wait_until_ready([workers[count - 1].start("worker", "--include", "bench.tasks")])
-            engine(WARM_UP, args.sleep_ms)
+            engine(NODE, WARM_UP, args.sleep_ms)
             plain_celery(WARM_UP, args.sleep_ms)
             plain_runs, engine_runs = [], []
             for _ in range(args.rounds):
@@ -128,7 +116,7 @@ def main() -> None:
                     cpu_seconds(db, "redis"),
                     sum(cpu_seconds(host) for host in workers[:count]),
                 )
-                seconds, job_id = engine(args.chunks, args.sleep_ms)
+                seconds, job_id = engine(NODE, args.chunks, args.sleep_ms)
                 cpu_after = (
                     cpu_seconds(db, "postgres"),
                     cpu_seconds(db, "redis"),

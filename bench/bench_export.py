@@ -21,7 +21,6 @@ the end (`--keep` keeps it, `--reuse` starts from a kept one).
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -46,6 +45,7 @@ from bench.fhirstack import (
     worker_rss,
 )
 from bench.support import percentile_ms
+from tests.processes import Process
 
 RSS_SAMPLE_SECONDS = 0.2  # often enough to catch a step's peak, cheap enough not to load the machine
 STATUS_SECONDS = 0.02  # the job's status read from the database between polls: the end is timed to 20 ms
@@ -275,7 +275,7 @@ def _running_steps(instance_id: str) -> dict[int, str]:
 
 
 def _sample_rss(
-    worker: subprocess.Popen, peak_rss: dict[str, int], steps: dict[int, str], peak_rss_by_step: dict[str, int]
+    worker: Process, peak_rss: dict[str, int], steps: dict[int, str], peak_rss_by_step: dict[str, int]
 ) -> None:
     for pid, (role, rss) in worker_rss(worker).items():
         name = f"{role} {pid}"

@@ -199,10 +199,9 @@ def run_import(stack: FhirStack, inputs: Path, workdir: Path) -> dict:
     with reads_meanwhile(stack.client, stack.patients) as latencies:
         while outcome is None:
             if time.monotonic() - started > IMPORT_TIMEOUT_SECONDS:
-                logs = "".join(
-                    (workdir / name).read_text(errors="replace")[-3000:] for name in ("web.log", "worker.log")
+                raise SystemExit(
+                    f"the import did not finish in {IMPORT_TIMEOUT_SECONDS} s:\n{stack.web.tail()}\n{stack.worker.tail()}"
                 )
-                raise SystemExit(f"the import did not finish in {IMPORT_TIMEOUT_SECONDS} s:\n{logs}")
             for pid, (_, rss) in worker_rss(stack.worker).items():
                 peak_rss[pid] = max(peak_rss.get(pid, 0), rss)
             if time.monotonic() - last_poll >= POLL_SECONDS:

@@ -16,21 +16,25 @@ Start delay = JobRun.started_at (Postgres clock) − tick; both clocks are this 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-from bench.support import bench_database, percentile_ms
+from bench.support import bench_database, percentile_ms, scratch_directory
+from tests.processes import (
+    Process,
+    celery_beat,
+    celery_worker,
+    scheduler_worker,
+    start_all,
+    stop_all,
+    wait_until_beating,
+    wait_until_ready,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "heavylift.settings")
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 PHASE_SECONDS = 40  # two 1 s jobs: ~80 start delays per phase
 SETTLE = timedelta(seconds=3)  # ticks this close to a phase change are left out
 SCHEDULER_THREADS = "2"  # per scheduler worker: 3 workers × 2 on a 2-core machine
@@ -39,54 +43,6 @@ PATIENTS = 500  # ~53,000 resources: an export of a few seconds, started again a
 EXPORT_USERS = 2  # one running export per user (identical requests of one user are one export): overlapping
 # exports keep the workers busy across one export's gated step changes
 TOP_UP_SECONDS = 0.5  # how often finished exports are replaced
-
-
-class Stack:
-    """The subprocesses of the benchmark, stopped (by pid) whatever happens."""
-
-    def __init__(self) -> None:
-        self.processes: list[tuple[subprocess.Popen, Path]] = []
-
-    def start(self, argv: list[str], env: dict[str, str], ready: str) -> subprocess.Popen:
-        log = Path(tempfile.mkstemp(prefix="bench-scheduling-", suffix=".log")[1])
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                argv,
-                cwd=PROJECT_DIR,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.processes.append((process, log))
-        deadline = time.monotonic() + 90
-        while ready not in log.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{' '.join(argv[2:6])} did not start:\n{log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.2)
-        return process
-
-    def stop(self, process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            os.killpg(process.pid, 15)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
-
-    def stop_all(self) -> None:
-        for process, log in reversed(self.processes):
-            self.stop(process)
-            log.unlink(missing_ok=True)
-
-
-def beat(stack: Stack, env: dict[str, str]) -> subprocess.Popen:
-    return stack.start(
-        [sys.executable, "-m", "celery", "-A", "heavylift", "beat", "--loglevel", "INFO", "--pidfile="],
-        env,
-        "beat: Starting...",
-    )
 
 
 def phase(name: str, seconds: int, meanwhile: Callable[[], None] = lambda: None) -> tuple[str, datetime, datetime]:
@@ -150,11 +106,10 @@ def report(name: str, started: datetime, stopped: datetime) -> str:
 
 def main() -> None:
     batch_node = f"bench-batch-{uuid.uuid4().hex[:6]}"
-    workdir = Path(tempfile.mkdtemp(prefix="bench-scheduling-"))
     # The subprocesses inherit this (and the benchmark database, which holds the export files): this process
     # kicks exports off on the batch workers' node, so its announcements reach their queue.
     os.environ.update({"NODE_ID": batch_node})
-    try:
+    with scratch_directory("scheduling"):
         with bench_database("bench_scheduling") as (_, bench_name):
             from django.core.management import call_command
 
@@ -163,29 +118,36 @@ def main() -> None:
 
             scheduled_queue, batch_queue = f"bench-scheduled-{uuid.uuid4().hex[:6]}", work_notification_queue()
             base = {"SCHEDULING_JOB_MODULES": "bench.periodic_for_bench", "SCHEDULER_THREAD_COUNT": SCHEDULER_THREADS}
-            stack = Stack()
+            processes: list[Process] = []
             phases = []
             try:
                 print(f"database {bench_name}: generate_fhir --patients {PATIENTS} --seed 1 ...", flush=True)
                 call_command("generate_fhir", patients=PATIENTS, seed=1, no_progress=True)
                 print(f"starting 3 scheduler workers (x{SCHEDULER_THREADS}) and 2 beats ...", flush=True)
-                for index in range(3):
-                    stack.start(
+
+                def start(new: list[Process], ready: Callable[[Process], None]) -> list[Process]:
+                    processes.extend(new)  # stopped at the end whatever happens
+                    start_all(new, ready)
+                    return new
+
+                def beats_routing_to(queue: str) -> list[Process]:
+                    """Two beats whose scheduled work goes to `queue`."""
+                    return start(
                         [
-                            sys.executable,
-                            "manage.py",
-                            "run_scheduler_worker",
-                            "--",
-                            "--without-mingle",
-                            "--without-gossip",
+                            celery_beat({**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": queue})
+                            for index in range(2)
                         ],
-                        {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": scheduled_queue},
-                        " ready.",
+                        wait_until_beating,
                     )
-                beats = [
-                    beat(stack, {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": scheduled_queue})
-                    for index in range(2)
-                ]
+
+                start(
+                    [
+                        scheduler_worker({**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": scheduled_queue})
+                        for index in range(3)
+                    ],
+                    wait_until_ready,
+                )
+                beats = beats_routing_to(scheduled_queue)
                 phases.append(phase("idle", PHASE_SECONDS))
 
                 print(
@@ -193,36 +155,26 @@ def main() -> None:
                     f"exports back to back ...",
                     flush=True,
                 )
-                for index in range(BUSY_WORKERS):
-                    stack.start(
-                        [
-                            sys.executable,
-                            "-m",
-                            "celery",
-                            "-A",
-                            "heavylift",
-                            "worker",
-                            "-Q",
-                            batch_queue,
-                            "--loglevel",
-                            "INFO",
-                            "--without-mingle",
-                            "--without-gossip",
-                            "--hostname",
-                            f"{batch_node}-{index}@%h",
-                        ],
-                        {**base, "BATCH_MAX_THREADS": str(BUSY_CONCURRENCY)},
-                        " ready.",
-                    )
+                start(
+                    [
+                        celery_worker(
+                            {**base, "BATCH_MAX_THREADS": str(BUSY_CONCURRENCY)},
+                            queues=[batch_queue],
+                            concurrency=None,
+                            name=f"{batch_node}-{index}",
+                            wait=False,
+                        )
+                        for index in range(BUSY_WORKERS)
+                    ],
+                    wait_until_ready,
+                )
                 exports = Exports()
                 exports.top_up()
                 phases.append(phase("busy", PHASE_SECONDS, exports.top_up))
 
                 print("baseline: beats now route scheduled work onto the batch queue ...", flush=True)
-                for old in beats:
-                    stack.stop(old)
-                for index in range(2):
-                    beat(stack, {**base, "NODE_ID": f"bench-{index}", "SCHEDULER_QUEUE": batch_queue})
+                stop_all(beats)
+                beats_routing_to(batch_queue)
                 phases.append(phase("baseline", PHASE_SECONDS, exports.top_up))
 
                 print(
@@ -234,12 +186,10 @@ def main() -> None:
                     print(report(name, started, stopped))
                 print("ran/ticks: occurrences started during the phase; missed: taken after the next tick had come.")
             finally:
-                stack.stop_all()
+                stop_all(processes)
                 with app.connection_for_write() as broker:
                     for queue in (scheduled_queue, batch_queue):
                         broker.default_channel.queue_purge(queue)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ import multiprocessing
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,9 +25,9 @@ from pathlib import Path
 
 import psutil
 
-from bench.support import bench_database, free_port, percentile_ms
+from bench.support import bench_database, percentile_ms
+from tests.processes import Process, free_port, process_logs, stop_all
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 IDLE_READS = 1500  # reads timed with the system idle: a p99 of 500 (the 5th slowest) moved by 1.4x between runs
 SPIN_READS = 3000  # reads timed beside a spinning process (about 15 s)
 WARMUP_READS = 100  # untimed reads first: each gunicorn thread's first requests are slower (lazy imports, caches)
@@ -149,7 +147,8 @@ class FhirClient:
 @dataclass
 class FhirStack:
     client: FhirClient
-    worker: subprocess.Popen
+    web: Process
+    worker: Process
     patients: list[str]  # ids the latency probe reads
 
 
@@ -157,30 +156,35 @@ class FhirStack:
 def fhir_stack(
     node: str, environment: dict[str, str], workdir: Path, *, username: str, staff: bool = False
 ) -> Iterator[FhirStack]:
-    """The Procfile's web and worker processes on `node`, up and ready; stopped on exit.
+    """The Procfile's web and worker processes on `node`, up and ready; stopped on exit. They are started with the
+    acceptance tests' harness (`tests.processes`) and log into `workdir`.
 
     The worker is the Procfile's command line: it declares its node's batch queue itself (`celeryd_init`).
     It is waited for until it consumes that queue, because a message sent to a queue no worker declared
     yet is dropped by Redis."""
     port = free_port()
-    web = start_process(
-        ["gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"],
-        environment,
-        workdir / "web.log",
-    )
-    worker = start_process(
-        ["celery", "-A", "heavylift", "worker", "-E", "--loglevel", "WARNING", "--hostname", f"{node}-%h-%i"],
-        environment,
-        workdir / "worker.log",
-    )
+    process_logs.directory = workdir
+    started: list[Process] = []
     try:
+        web = Process(
+            [_venv("gunicorn"), "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"],
+            environment,
+            name="web",
+        )
+        started.append(web)
+        hostname = f"{node}-%h-%i"
+        worker = Process(
+            [_venv("celery"), "-A", "heavylift", "worker", "-E", "--loglevel", "WARNING", "--hostname", hostname],
+            environment,
+            name="worker",
+        )
+        started.append(worker)
         client = FhirClient(f"http://127.0.0.1:{port}/fhir", api_token(username, staff=staff))
         client.wait_until_up()
-        _wait_for_queue_consumer(node, workdir / "worker.log")
-        yield FhirStack(client, worker, _patient_ids())
+        _wait_for_queue_consumer(node, worker)
+        yield FhirStack(client, web, worker, _patient_ids())
     finally:
-        stop_process(worker)
-        stop_process(web)
+        stop_all(started, timeout=30)
 
 
 def idle_latencies(client: FhirClient, patients: list[str]) -> list[float]:
@@ -265,10 +269,10 @@ def job_ended(job_id) -> bool:
     return JobInstance.objects.filter(id=job_id, end_time__isnull=False).exists()
 
 
-def worker_rss(worker: subprocess.Popen) -> dict[int, tuple[str, int]]:
+def worker_rss(worker: Process) -> dict[int, tuple[str, int]]:
     """pid -> (role, RSS in bytes) of the worker's main process and its pool processes."""
     try:
-        main = psutil.Process(worker.pid)
+        main = psutil.Process(worker.popen.pid)
         processes = [("main", main), *(("pool", child) for child in main.children(recursive=True))]
     except psutil.NoSuchProcess:
         return {}
@@ -316,28 +320,9 @@ def api_token(username: str, *, staff: bool = False) -> str:
     return token_for(user)
 
 
-def start_process(argv: list[str], environment: dict[str, str], log: Path) -> subprocess.Popen:
-    """`argv[0]` from this virtualenv, in its own session (so that stopping it stops its children)."""
-    executable = str(Path(sys.executable).parent / argv[0])
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [executable, *argv[1:]],
-            cwd=PROJECT_DIR,
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+def _venv(command: str) -> str:
+    """A command of this virtualenv (the Procfile's command lines name them bare)."""
+    return str(Path(sys.executable).parent / command)
 
 
 def _patient_ids(limit: int = 10_000) -> list[str]:
@@ -346,7 +331,7 @@ def _patient_ids(limit: int = 10_000) -> list[str]:
     return list(Resource.objects.filter(resource_type="Patient").values_list("logical_id", flat=True)[:limit])
 
 
-def _wait_for_queue_consumer(node: str, log: Path, timeout: float = STARTUP_SECONDS) -> None:
+def _wait_for_queue_consumer(node: str, worker: Process, timeout: float = STARTUP_SECONDS) -> None:
     from batch.queues import work_notification_queue
     from heavylift.celery import app
 
@@ -358,6 +343,4 @@ def _wait_for_queue_consumer(node: str, log: Path, timeout: float = STARTUP_SECO
         for declared in queues
     ):
         if time.monotonic() > deadline:
-            raise SystemExit(
-                f"no worker consumes {queue} after {timeout} s:\n{log.read_text(errors='replace')[-3000:]}"
-            )
+            raise SystemExit(f"no worker consumes {queue} after {timeout} s:\n{worker.tail()}")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
-import socket
+import shutil
 import statistics
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+
+from tests.processes import process_logs
 
 
 @contextmanager
@@ -67,7 +71,14 @@ def percentile_ms(timings: list[float], percentile: int) -> float:
     return statistics.quantiles(timings, n=100, method="inclusive")[percentile - 1] * 1000
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@contextmanager
+def scratch_directory(name: str) -> Iterator[Path]:
+    """A directory of the benchmark's own, removed afterwards; the processes it starts with `tests.processes`
+    (the acceptance tests' harness) write their logs there."""
+    directory = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    process_logs.directory = directory
+    try:
+        yield directory
+    finally:
+        process_logs.directory = None
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,7 +1,8 @@
-"""Real Heavylift processes for acceptance tests: celery workers, beat, web, Flower, as subprocesses.
+"""Real Heavylift processes for acceptance tests and benchmarks: celery workers, beat, web, Flower, as subprocesses.
 
-They run against the test database that pytest-django created, so the test itself must use
-`transactional_db` (its writes must be committed for another process to see them).
+They run against the database Django is connected to: in a test the one pytest-django created, so the test
+itself must use `transactional_db` (its writes must be committed for another process to see them); in a
+benchmark its own (`bench.support.bench_database`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class ProcessLogs:
     """Where the processes of this test run write their output, and which were started, for failure reports.
 
     tests/conftest.py points `directory` at a pytest temporary directory (pytest keeps the last few runs' and
-    removes older ones), and adds the tails of the logs of the processes a failing test ran to its report.
+    removes older ones), and adds the tails of the logs of the processes a failing test ran to its report; a
+    benchmark points it at its scratch directory (`bench.support.process_logs_in`).
     """
 
     def __init__(self) -> None:
@@ -42,7 +44,7 @@ class ProcessLogs:
 
     def new_log(self, name: str) -> Path:
         if self.directory is None:
-            raise RuntimeError("tests.processes used outside pytest: tests/conftest.py sets the log directory")
+            raise RuntimeError("tests.processes used outside pytest and the benchmarks: nobody set the log directory")
         return self.directory / f"{len(self.started):04d}-{name}.log"
 
 

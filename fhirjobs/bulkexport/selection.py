@@ -12,6 +12,11 @@ subquery in full again, which makes the walk quadratic (measured: 134k Observati
 `until` (`pages_within_ranges`), not "the next `page_size` selected": index rows change after `until` (a write,
 a reindex), and a rerun of the walk must not shift its pages. A sparse selection pays for it with empty pages
 (one per `page_size` ids of the type), each a chunk that reads nothing.
+
+This is deliberately not `fhirjobs.common.ranges` (the generate-ranges → load-ids walk of reindex and the jobs
+to come): that walk reads the store as it is now and cuts its ranges by the ids present when it runs; the export
+reads the store as it was at `until` (its transactionTime), counts what it reads, and its pages must not move
+when the walk is run again. Both page by keyset over the same index of `fhirstore.scan`.
 """
 
 from __future__ import annotations

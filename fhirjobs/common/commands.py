@@ -7,6 +7,7 @@ the job ends and exits non-zero, with the job's status and error in one line, un
 from __future__ import annotations
 
 from argparse import ArgumentParser
+from typing import TextIO, cast
 from uuid import UUID
 
 from django.core.management.base import BaseCommand, CommandError
@@ -23,8 +24,9 @@ def add_wait_argument(parser: ArgumentParser) -> None:
 def wait_for_job(command: BaseCommand, job_id: UUID | str) -> JobSnapshot:
     """The ended job, once it COMPLETED; a `CommandError` (exit 1) when it ended otherwise or cannot be followed."""
     try:
-        # The bar writes to the raw stream: Django's wrapper would end every redraw with a newline.
-        job = follow_job(job_id, command.stderr._out)
+        # The bar writes to the raw stream: Django's wrapper would end every redraw with a newline. (django-stubs
+        # types the wrapper's private attributes as callables, hence the cast.)
+        job = follow_job(job_id, cast(TextIO, command.stderr._out))
     except BatchError as error:
         raise CommandError(str(error)) from None
     if job.status != JobStatus.COMPLETED:

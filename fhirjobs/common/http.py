@@ -5,19 +5,19 @@ by `_jobId` and answers 202 with `X-Progress` while it runs; DELETE on it cancel
 
 from __future__ import annotations
 
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.http import fhir_response
 from jobsite.auth import is_operator
 
 
-def preferences(request) -> set[str]:
+def preferences(request: HttpRequest) -> set[str]:
     """The tokens of the `Prefer` header, lower-cased (`respond-async`, `handling=lenient`, …)."""
     return {token.strip().lower() for part in request.headers.get("Prefer", "").split(",") for token in part.split(";")}
 
 
-def require_async(request, operation: str) -> set[str]:
+def require_async(request: HttpRequest, operation: str) -> set[str]:
     """The request's preferences, after checking it asks for the asynchronous pattern the operation needs."""
     preferred = preferences(request)
     if "respond-async" not in preferred:
@@ -45,7 +45,7 @@ def still_running(progress: str, retry_after_seconds: int) -> HttpResponse:
     )
 
 
-def status_job_id(request) -> str:
+def status_job_id(request: HttpRequest) -> str:
     """The `_jobId` of an asynchronous operation's status URL."""
     job_id = request.GET.get("_jobId")
     if not job_id:
@@ -53,7 +53,7 @@ def status_job_id(request) -> str:
     return job_id
 
 
-def jobs_owner(request) -> str | None:
+def jobs_owner(request: HttpRequest) -> str | None:
     """Whose jobs this caller may see and act on through a status URL: None for an operator (everyone's),
     otherwise the caller's own."""
     return None if is_operator(request) else request.user.get_username()

@@ -67,6 +67,7 @@ def generate_ranges(context: StepContext, sink: DataSink) -> int:
 
 def load_ids(context: StepContext, sink: DataSink) -> int:
     """The ids in (after, until] that match the url, in pages of batch_size, one chunk each."""
+    assert context.data is not None, "load-ids runs on the chunks generate-ranges emits"
     url, after, until = context.data["url"], context.data["after"], context.data["until"]
     resource_type, conditions = type_filter(url)
     resources = matching_resources(resource_type, conditions)
@@ -105,6 +106,7 @@ def generate_key_ranges(context: StepContext, sink: DataSink) -> int:
 def load_keys(context: StepContext, sink: DataSink) -> int:
     """The row keys in (after_key, until_key] of the resources that match the url, in key order, in pages of
     batch_size, one chunk `{type, keys}` each."""
+    assert context.data is not None, "load-keys runs on the chunks generate-key-ranges emits"
     url, after, until = context.data["url"], context.data["after_key"], context.data["until_key"]
     resource_type, conditions = type_filter(url)
     resources = matching_resources(resource_type, conditions).filter(id__lte=until)

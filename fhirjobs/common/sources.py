@@ -131,8 +131,8 @@ def _address(parts: SplitResult, prefix: SplitResult) -> str:
             )
         except (socket.gaierror, UnicodeError) as error:
             raise SourceUnavailable(host, f"cannot be resolved ({error})", retryable=True) from None
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in found))
-    named = ipaddress.ip_address(prefix.hostname) if _is_ip_literal(prefix.hostname) else None
+        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found))
+    named = ipaddress.ip_address(prefix.hostname) if prefix.hostname and _is_ip_literal(prefix.hostname) else None
     for address in addresses:
         if not address.is_global and address != named:
             raise SourceNotAllowed(
@@ -199,7 +199,10 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
     origin = _origin(url)
     with httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            target, host, extensions = _pinned(url, _address(urlsplit(url), _allowed_prefix(url)))
+            prefix = _allowed_prefix(url)
+            if prefix is None:  # a server may not point the importer at this host's own files
+                raise SourceNotAllowed(f"{redacted(url)!r}: a redirect leads only to an http(s) URL")
+            target, host, extensions = _pinned(url, _address(urlsplit(url), prefix))
             try:
                 with client.stream("GET", target, headers={**sent, **host}, extensions=extensions) as response:
                     if response.is_redirect:
@@ -234,10 +237,10 @@ def read_json(url: str, headers: Mapping[str, str] | None = None) -> object:
 def post_form(url: str, form: Mapping[str, str], headers: Mapping[str, str] | None = None) -> object:
     """POST a form to an allowed URL (an OAuth token endpoint), checked and pinned as a fetch is, no redirect
     followed; the JSON answer. SourceUnavailable for an answer other than 200, ValueError when not JSON."""
-    check_source(url)
-    if urlsplit(url).scheme not in ("http", "https"):
+    prefix = _allowed_prefix(url)
+    if prefix is None:  # a file URL (allowed as a source): a form goes over http(s) only
         raise SourceNotAllowed(f"{redacted(url)!r} is not an http(s) URL")
-    target, host, extensions = _pinned(url, _address(urlsplit(url), _allowed_prefix(url)))
+    target, host, extensions = _pinned(url, _address(urlsplit(url), prefix))
     try:
         with httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
             response = client.post(target, data=dict(form), headers={**(headers or {}), **host}, extensions=extensions)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+# US Core's birth sex extension: what the reindex tests' custom SearchParameter indexes
+BIRTH_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
 
-def patient(logical_id: str, *identifiers: str, **extra) -> dict:
+
+def patient(logical_id: str, *identifiers: str, birth_sex: str | None = None, **extra) -> dict:
     """A Patient named after its id (so a test reads which one it is from any output), with `urn:mrn`
-    identifiers of these values and any other elements given."""
+    identifiers of these values, a US Core birth sex when given, and any other elements given."""
     mrns = {"identifier": [{"system": "urn:mrn", "value": value} for value in identifiers]} if identifiers else {}
-    return {"resourceType": "Patient", "id": logical_id, "name": [{"family": logical_id}], **mrns, **extra}
+    sex = {"extension": [{"url": BIRTH_SEX, "valueCode": birth_sex}]} if birth_sex else {}
+    return {"resourceType": "Patient", "id": logical_id, "name": [{"family": logical_id}], **mrns, **sex, **extra}

@@ -17,8 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from batch import control
-from batch.maintenance import run_maintenance_pass
-from batch.models import JobInstance, WorkChunk
+from batch.models import WorkChunk
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
 from fhirjobs.bulkpatch.models import PatchedResource
@@ -43,11 +42,12 @@ from tests.fhirstore.helpers import store
 from tests.processes import (
     Process,
     celery_worker,
+    chunks_held_by,
     kill_while_it_holds,
     locked_by_another_transaction,
     start_all,
     stop_all,
-    wait_until,
+    wait_for_the_end,
     wait_until_ready,
 )
 
@@ -99,26 +99,6 @@ def on_node(settings, workers, job: str) -> Process:
     return doomed
 
 
-def held_by(doomed: Process, job_id, step_id: str):
-    return WorkChunk.objects.filter(
-        instance_id=job_id, status=ChunkStatus.IN_PROGRESS, target_step_id=step_id, worker__startswith=doomed.name + "-"
-    )
-
-
-def wait_for_the_end(job_id) -> JobInstance:
-    """Runs the maintenance pass (beat's job) meanwhile: it retries the chunk whose worker stopped renewing."""
-    return wait_until(
-        lambda: (
-            (found := JobInstance.objects.get(id=job_id)).status
-            in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-            and found
-        ),
-        120,
-        while_waiting=run_maintenance_pass,
-        message=lambda: str(JobInstance.objects.get(id=job_id)),
-    )
-
-
 def assert_run_again(killed: WorkChunk) -> None:
     killed.refresh_from_db()
     assert (killed.status, killed.attempts) == (ChunkStatus.COMPLETED, 2), "the killed chunk was run again"
@@ -147,8 +127,8 @@ def test_a_delete_expunge_with_a_worker_killed_mid_chunk_deletes_every_row_once(
         job = start_delete_expunge(
             DeleteExpungeRequest(tuple(f"{t}?" for t in types), batch_size=50), started_by="test"
         )
-        killed = kill_while_it_holds(doomed, held_by(doomed, job.id, "delete-expunge"), timeout=60)
-    instance = wait_for_the_end(job.id)
+        killed = kill_while_it_holds(doomed, chunks_held_by(doomed, job.id, "delete-expunge"), timeout=60)
+    instance = wait_for_the_end(job.id, 120)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
     assert_run_again(killed)
@@ -179,8 +159,8 @@ def test_an_async_merge_with_a_worker_killed_mid_page_rewrites_each_referrer_onc
         )
         task = output(answer.body, "task")
         job_id = task["identifier"][0]["value"]
-        killed = kill_while_it_holds(doomed, held_by(doomed, job_id, "replace-references"), timeout=60)
-    instance = wait_for_the_end(job_id)
+        killed = kill_while_it_holds(doomed, chunks_held_by(doomed, job_id, "replace-references"), timeout=60)
+    instance = wait_for_the_end(job_id, 120)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
     assert_run_again(killed)
@@ -231,8 +211,8 @@ def test_a_bulk_patch_with_a_worker_killed_mid_page_patches_each_match_once(work
             },
             started_by="test",
         )
-        killed = kill_while_it_holds(doomed, held_by(doomed, job.id, "patch"), timeout=60)
-    instance = wait_for_the_end(job.id)
+        killed = kill_while_it_holds(doomed, chunks_held_by(doomed, job.id, "patch"), timeout=60)
+    instance = wait_for_the_end(job.id, 120)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
     assert_run_again(killed)
@@ -265,8 +245,8 @@ def test_a_type_expunge_with_a_worker_killed_mid_page_deletes_every_previous_ver
         job = control.start_job(
             EXPUNGE_JOB, {"urls": ["Observation?"], "batch_size": 10}, started_by="test", max_concurrent_chunks=2
         )
-        killed = kill_while_it_holds(doomed, held_by(doomed, job.id, "expunge"), timeout=60)
-    instance = wait_for_the_end(job.id)
+        killed = kill_while_it_holds(doomed, chunks_held_by(doomed, job.id, "expunge"), timeout=60)
+    instance = wait_for_the_end(job.id, 120)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
     assert_run_again(killed)

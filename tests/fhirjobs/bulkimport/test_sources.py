@@ -111,6 +111,15 @@ def test_a_redirect_to_a_private_address_is_refused_even_under_an_allowed_name(h
     assert [request.path for request in http_sources.requests] == ["/files/a"]
 
 
+def test_a_redirect_to_a_file_url_is_refused_even_under_the_file_root(http_sources, settings, tmp_path):
+    settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{http_sources.base}/files/"]
+    settings.BULK_IMPORT_FILE_ROOT = str(tmp_path)
+    (tmp_path / "Patient.ndjson").write_bytes(b"local")
+    http_sources.routes = {"/files/a": (302, {"Location": (tmp_path / "Patient.ndjson").as_uri()}, b"")}
+    with pytest.raises(InvalidImportRequest, match="a redirect leads only to an http"):
+        read_all(f"{http_sources.base}/files/a", {})
+
+
 def test_query_strings_stay_out_of_logs_and_job_errors(http_sources, settings, caplog, monkeypatch):
     provider = http_sources.base
     settings.BULK_IMPORT_ALLOWED_SOURCES = [f"{provider}/files/"]

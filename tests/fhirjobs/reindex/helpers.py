@@ -1,16 +1,11 @@
-"""Helpers of the reindex tests (builders, clients); the fixtures are in conftest.py."""
+"""Helpers of the reindex tests (builders, clients); the fixtures are in conftest.py, `patient` in
+`tests.fhirjobs.helpers`."""
 
 from __future__ import annotations
 
 from fhirstore.models import Resource
 from fhirstore.storage import INDEX_TABLES
-
-BIRTH_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
-
-
-def patient(logical_id: str, birth_sex: str | None = None, **extra) -> dict:
-    extensions = [{"url": BIRTH_SEX, "valueCode": birth_sex}] if birth_sex else []
-    return {"resourceType": "Patient", "id": logical_id, "extension": extensions, **extra}
+from tests.fhirjobs.helpers import BIRTH_SEX
 
 
 def search_parameter(

@@ -15,7 +15,8 @@ from fhirjobs.reindex.services import start_reindex
 from fhirstore.loading import BulkLoader
 from fhirstore.models import CustomSearchParameter, Resource
 from fhirstore.synthetic import generate_resources
-from tests.fhirjobs.reindex.helpers import BIRTH_SEX, INDEX_TABLES, index_snapshot, patient, search_parameter
+from tests.fhirjobs.helpers import BIRTH_SEX, patient
+from tests.fhirjobs.reindex.helpers import INDEX_TABLES, index_snapshot, search_parameter
 from tests.fhirstore.helpers import SYNTHEA_NDJSON, assert_outcome, store
 from tests.processes import (
     chunks_held_by,
@@ -46,7 +47,7 @@ def test_a_search_parameter_on_the_synthea_birth_sex_extension_follows_its_autom
     processes, node, operator
 ):
     assert not load_paths([SYNTHEA_NDJSON]).bad
-    store(patient("f1", "F"), patient("f2", "F"), patient("none"))
+    store(patient("f1", birth_sex="F"), patient("f2", birth_sex="F"), patient("none"))
     (worker,) = node_workers(processes, node, "worker")
 
     worker.signal_group(signal.SIGSTOP)  # frozen: its reindex cannot end before the search below, however slow this is

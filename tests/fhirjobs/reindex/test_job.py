@@ -17,7 +17,8 @@ from fhirstore.models import Resource, TokenIndex
 from fhirstore.storage import Write, save_resources
 from fhirstore.synthetic import generate_resources
 from jobsite.tokens import token_for
-from tests.fhirjobs.reindex.helpers import INDEX_TABLES, index_snapshot, patient
+from tests.fhirjobs.helpers import patient
+from tests.fhirjobs.reindex.helpers import INDEX_TABLES, index_snapshot
 from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
 pytestmark = pytest.mark.django_db(transaction=True)

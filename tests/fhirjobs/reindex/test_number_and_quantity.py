@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from fhirstore.models import CustomSearchParameter, NumberIndex, QuantityIndex
-from tests.fhirjobs.reindex.helpers import patient, search_parameter
+from tests.fhirjobs.helpers import patient
+from tests.fhirjobs.reindex.helpers import search_parameter
 from tests.fhirstore.helpers import assert_outcome, store
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,7 +13,8 @@ from fhirstore.authority import SERVER
 from fhirstore.models import CustomSearchParameter, Resource, TokenIndex
 from fhirstore.storage import Write, save_resources
 from jobsite.tokens import token_for
-from tests.fhirjobs.reindex.helpers import BIRTH_SEX, patient, search_parameter
+from tests.fhirjobs.helpers import BIRTH_SEX, patient
+from tests.fhirjobs.reindex.helpers import search_parameter
 from tests.fhirstore.helpers import FhirClient, assert_outcome, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,12 +36,12 @@ def scanned_ids(code: str) -> set[str]:
 
 
 def test_a_new_parameter_is_refused_until_its_automatic_reindex_completed_then_finds_exactly_the_matches(operator, bus):
-    store(patient("p1", "F"), patient("p2", "M"), patient("p3", "F"), patient("p4"))
+    store(patient("p1", birth_sex="F"), patient("p2", birth_sex="M"), patient("p3", birth_sex="F"), patient("p4"))
     created = operator.post("/fhir/SearchParameter", search_parameter())
     assert created.status_code == 201, created.content
 
     assert_outcome(operator.get("/fhir/Patient?birthsex=F"), 400, "is being indexed")
-    store(patient("p5", "F"))  # written while the parameter waits for its reindex: indexed by the write
+    store(patient("p5", birth_sex="F"))  # written while the parameter waits for its reindex: indexed by the write
     job_id = CustomSearchParameter.objects.get(code="birthsex").reindex_job_id
     bus.drain()
 
@@ -50,7 +51,7 @@ def test_a_new_parameter_is_refused_until_its_automatic_reindex_completed_then_f
 
 
 def test_changing_the_expression_reindexes_again_and_results_follow_it(operator, bus):
-    store(patient("p1", "F", gender="male"), patient("p2", "M", gender="female"))
+    store(patient("p1", birth_sex="F", gender="male"), patient("p2", birth_sex="M", gender="female"))
     sp_id = operator.post("/fhir/SearchParameter", search_parameter()).json()["id"]
     bus.drain()
     assert found_ids(operator, "birthsex=F") == {"p1"}
@@ -67,7 +68,7 @@ def test_changing_the_expression_reindexes_again_and_results_follow_it(operator,
 
 
 def test_a_deleted_parameter_is_an_unknown_one_and_its_rows_go(operator, bus):
-    store(patient("p1", "F"))
+    store(patient("p1", birth_sex="F"))
     sp_id = operator.post("/fhir/SearchParameter", search_parameter()).json()["id"]
     bus.drain()
     assert found_ids(operator, "birthsex=F") == {"p1"}
@@ -175,9 +176,9 @@ def test_only_operators_may_write_search_parameters(fhir, operator):
 
 def test_with_the_warn_setting_a_search_answers_the_matches_so_far_with_a_warning(operator, bus, settings):
     settings.FHIR_SEARCH_WHILE_INDEXING = "warn"
-    store(patient("p1", "F"))
+    store(patient("p1", birth_sex="F"))
     operator.post("/fhir/SearchParameter", search_parameter())
-    store(patient("p2", "F"))  # indexed by its write; p1 waits for the reindex
+    store(patient("p2", birth_sex="F"))  # indexed by its write; p1 waits for the reindex
 
     bundle = operator.get("/fhir/Patient?birthsex=F").json()
     assert [e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == "match"] == ["p2"]
@@ -197,7 +198,7 @@ def test_a_write_in_flight_when_a_parameter_is_created_is_indexed_by_the_write_o
     def slow_write():
         try:
             with transaction.atomic():
-                save_resources([Write(patient("late", "F"))], authority=SERVER)
+                save_resources([Write(patient("late", birth_sex="F"))], authority=SERVER)
                 writing.set()
                 release.wait(60)
         finally:
