@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,28 @@ def django_db_setup(django_db_setup, django_db_blocker):
         yield
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), plan the workers' shares.
+
+    A module whose tests share a module-scoped fixture (a cluster, a fault-test PostgreSQL, workers started once)
+    is one group, run whole by one worker: split, each worker would build the fixture again. Acceptance tests (real
+    processes, tens of seconds each) are handed out first and the quick tests fill in after them, so no worker is
+    left with a long test at the end while the others idle. Nothing changes for a run without `-n`.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for item in items:
+        definitions = getattr(item, "_fixtureinfo", None)
+        shares = definitions is not None and any(
+            definition.scope in ("module", "package")
+            for name in item.fixturenames
+            for definition in definitions.name2fixturedefs.get(name, ())
+        )
+        if shares and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("acceptance") is None)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[FIRST_PROCESS_OF_TEST] = len(process_logs.started)
@@ -59,6 +82,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         if involved:
             item.add_report_section(call.when, "process logs", "\n".join(process.tail() for process in involved))
     yield
+
+
+BROWSER_TESTS = "tests/browser/"
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """A red banner when the browser tests skipped (tests/browser/conftest.py: no chromium or Playwright).
+
+    Read from the tests' reports, not from state of this process: under pytest-xdist (`make test`) the tests ran
+    in worker processes, and this process never loaded tests/browser/conftest.py.
+    """
+    reasons = {
+        str(report.longrepr[2]).removeprefix("Skipped: ")
+        for report in terminalreporter.stats.get("skipped", [])
+        if report.nodeid.startswith(BROWSER_TESTS) and isinstance(report.longrepr, tuple | list)
+    }
+    for reason in sorted(reasons):
+        terminalreporter.write_sep("!", "THE BROWSER TESTS DID NOT RUN", red=True, bold=True)
+        terminalreporter.write_line(f"{reason}.", red=True, bold=True)
+        terminalreporter.write_line(
+            "The live dashboard is untested in this run: `make test` installs chromium as root.", red=True, bold=True
+        )
 
 
 @pytest.fixture
