@@ -43,8 +43,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     A module whose tests share a module-scoped fixture (a cluster, a fault-test PostgreSQL, workers started once)
     is one group, run whole by one worker: split, each worker would build the fixture again. Acceptance tests (real
-    processes, tens of seconds each) are handed out first and the quick tests fill in after them, so no worker is
-    left with a long test at the end while the others idle. Nothing changes for a run without `-n`.
+    processes, tens of seconds each) are handed out first, those allowed a longer timeout than pytest.ini's (the
+    longest) before them, and the quick tests fill in after, so no worker is left with a long test at the end
+    while the others idle. Nothing changes for a run without `-n`.
     """
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
@@ -57,7 +58,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
         if shares and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    items.sort(key=lambda item: item.get_closest_marker("acceptance") is None)
+    items.sort(key=lambda item: (item.get_closest_marker("acceptance") is None, -_timeout(item)))
+
+
+def _timeout(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    return float(marker.args[0]) if marker is not None and marker.args else 0.0
 
 
 @pytest.hookimpl(tryfirst=True)
