@@ -41,11 +41,11 @@ chromium:
 
 # Three pytest processes on two cores: most tests of the suite wait on real worker, beat and web processes, so a third
 # keeps the cores busy (tests/isolation.py gives each its own Redis database, pytest-django its own test database;
-# tests/conftest.py keeps a module's shared fixture on one of them). TEST_WORKERS=0 runs the suite in one process.
+# each module runs whole in one of them, longest first: tests/conftest.py). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 3
 
 test: install-test services chromium
-	$(ENV) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(ENV) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: install-test migrate
 	$(ENV) $(PY) -m bench

@@ -38,27 +38,20 @@ def django_db_setup(django_db_setup, django_db_blocker):
         yield
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), plan the workers' shares.
+    """Under pytest-xdist (`make test`: `-n 3 --dist loadfile --no-loadscope-reorder`), the order work is handed out.
 
-    A module whose tests share a module-scoped fixture (a cluster, a fault-test PostgreSQL, workers started once)
-    is one group, run whole by one worker: split, each worker would build the fixture again. Acceptance tests (real
-    processes, tens of seconds each) are handed out first, those allowed a longer timeout than pytest.ini's (the
-    longest) before them, and the quick tests fill in after, so no worker is left with a long test at the end
-    while the others idle. Nothing changes for a run without `-n`.
+    Each test module goes whole to one worker (`loadfile`), so a module-scoped fixture (a cluster, a fault-test
+    PostgreSQL, workers started once) is built once; the modules go out in the order of their first test here.
+    Acceptance tests (real processes, tens of seconds each) come first, those allowed a longer timeout than
+    pytest.ini's (the longest) before them, and the quick modules fill in after, so no worker is left with a long
+    module at the end while the others idle. After pytest-django's own sort (trylast); nothing changes without
+    `-n`. (`--dist loadgroup` would group by `xdist_group` marks, but pytest-xdist 3.8 marks a group by renaming
+    the test, which pytest 9 no longer reads: every test went out alone.)
     """
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    for item in items:
-        definitions = getattr(item, "_fixtureinfo", None)
-        shares = definitions is not None and any(
-            definition.scope in ("module", "package")
-            for name in item.fixturenames
-            for definition in definitions.name2fixturedefs.get(name, ())
-        )
-        if shares and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    items.sort(key=lambda item: (item.get_closest_marker("acceptance") is None, -_timeout(item)))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: (item.get_closest_marker("acceptance") is None, -_timeout(item)))
 
 
 def _timeout(item: pytest.Item) -> float:
