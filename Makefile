@@ -39,8 +39,13 @@ chromium:
 	    $$as_root apt-get update -qq && $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
 	    || echo "WARNING: apt-get could not install chromium: the browser tests will be SKIPPED" >&2; }
 
+# Three pytest processes on two cores: most tests of the suite wait on real worker, beat and web processes, so a third
+# keeps the cores busy (tests/isolation.py gives each its own Redis database, pytest-django its own test database;
+# each module runs whole in one of them, longest first: tests/conftest.py). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 3
+
 test: install-test services chromium
-	$(ENV) $(PY) -m pytest
+	$(ENV) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # mypy.ini names the modules; django-stubs' plugin loads the settings, hence the services' env.
 typecheck: install-test services

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,27 @@ def django_db_setup(django_db_setup, django_db_blocker):
         yield
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test`: `-n 3 --dist loadfile --no-loadscope-reorder`), the order work is handed out.
+
+    Each test module goes whole to one worker (`loadfile`), so a module-scoped fixture (a cluster, a fault-test
+    PostgreSQL, workers started once) is built once; the modules go out in the order of their first test here.
+    Acceptance tests (real processes, tens of seconds each) come first, those allowed a longer timeout than
+    pytest.ini's (the longest) before them, and the quick modules fill in after, so no worker is left with a long
+    module at the end while the others idle. After pytest-django's own sort (trylast); nothing changes without
+    `-n`. (`--dist loadgroup` would group by `xdist_group` marks, but pytest-xdist 3.8 marks a group by renaming
+    the test, which pytest 9 no longer reads: every test went out alone.)
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: (item.get_closest_marker("acceptance") is None, -_timeout(item)))
+
+
+def _timeout(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    return float(marker.args[0]) if marker is not None and marker.args else 0.0
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[FIRST_PROCESS_OF_TEST] = len(process_logs.started)
@@ -59,6 +81,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         if involved:
             item.add_report_section(call.when, "process logs", "\n".join(process.tail() for process in involved))
     yield
+
+
+BROWSER_TESTS = "tests/browser/"
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """A red banner when the browser tests skipped (tests/browser/conftest.py: no chromium or Playwright).
+
+    Read from the tests' reports, not from state of this process: under pytest-xdist (`make test`) the tests ran
+    in worker processes, and this process never loaded tests/browser/conftest.py.
+    """
+    reasons = {
+        str(report.longrepr[2]).removeprefix("Skipped: ")
+        for report in terminalreporter.stats.get("skipped", [])
+        if report.nodeid.startswith(BROWSER_TESTS) and isinstance(report.longrepr, tuple | list)
+    }
+    for reason in sorted(reasons):
+        terminalreporter.write_sep("!", "THE BROWSER TESTS DID NOT RUN", red=True, bold=True)
+        terminalreporter.write_line(f"{reason}.", red=True, bold=True)
+        terminalreporter.write_line(
+            "The live dashboard is untested in this run: `make test` installs chromium as root.", red=True, bold=True
+        )
 
 
 @pytest.fixture

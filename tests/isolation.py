@@ -7,6 +7,10 @@ the demo. Before Django reads its settings, this plugin claims a free database (
 this process and every process the tests start, and flushes that database alone when the run ends.
 Celery prefixes its broadcast channels with the database number, so those stay apart too.
 
+Under pytest-xdist (`make test` runs `-n`) every worker process is a run of its own: each claims its own
+database (and pytest-django gives each its own test database, `test_<name>_gw<N>`), so the workers' celery
+workers, queues and broadcasts never meet. The controller runs no test and claims none.
+
 It also sets what the suite's processes need whatever the shell says: the diagnostic jobs switched on.
 """
 
@@ -86,10 +90,18 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
     home_url = os.environ.get("REDIS_URL", "").strip()
     if not home_url or _claim is not None:
         return  # settings will say REDIS_URL is missing
+    if _is_xdist_controller(early_config):
+        return  # its workers, which inherit the home REDIS_URL, claim a database each
     _claim = RedisDatabaseClaim(home_url)
     _claim.flush()  # whatever a crashed run left there
     os.environ["REDIS_URL"] = _claim.url
     os.environ[TEST_REDIS_DATABASE] = str(_claim.database)
+
+
+def _is_xdist_controller(early_config) -> bool:
+    """This process hands the tests to pytest-xdist workers (`-n N`, N > 0) and runs none itself."""
+    workers = getattr(early_config.known_args_namespace, "numprocesses", None)
+    return bool(workers) and "PYTEST_XDIST_WORKER" not in os.environ
 
 
 def pytest_report_header(config) -> str | None:

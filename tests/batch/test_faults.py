@@ -317,15 +317,23 @@ def test_a_worker_whose_clock_is_30_s_behind_charges_no_healthy_chunk_an_error(c
         name="skewed",
     )
     try:
-        log = tmp_path / "ran"
-        job_id = start_logged_job(cluster, log, chunks=8, sleep_ms=2500)  # each chunk spans a maintenance pass
+        log, hold = tmp_path / "ran", tmp_path / "hold"
+        hold.touch()  # chunks from HELD_FROM on wait: the skewed worker holds one until a pass has judged its lease
+        job_id = start_logged_job(cluster, log, chunks=8, sleep_ms=100, hold=hold)
         passes_ended = set()  # when each maintenance pass seen meanwhile ended (PostgreSQL's clock)
 
-        def ended() -> bool:
+        def judged_while_skewed_holds() -> bool:
             passes_ended.update(row["ended_at"] for row in cluster.query("SELECT ended_at FROM batch_maintenancepass"))
-            return cluster.job(job_id)["status"] in ("COMPLETED", "FAILED", "CANCELLED")
+            held = [
+                row["start_time"]
+                for row in cluster.chunks(job_id, "log")
+                if row["status"] == "IN_PROGRESS" and row["worker"].startswith("skewed-")
+            ]
+            return any(start < pass_ended for start in held for pass_ended in passes_ended)
 
-        cluster.wait_for(ended, timeout=120, what=f"job {job_id} ending")
+        # Waited for, not hoped for with long chunks: on a loaded machine beat's passes may come late.
+        cluster.wait_for(judged_while_skewed_holds, timeout=120, what="a maintenance pass while skewed holds a chunk")
+        hold.unlink()
 
         assert_each_chunk_counted_once(cluster, job_id, log, chunks=8)
         held_by_skewed = [

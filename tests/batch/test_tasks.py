@@ -46,6 +46,9 @@ def run_task(message: dict):
 def test_a_chunk_that_errors_fails_its_task_once_the_error_is_stored_and_the_engine_retries_it(
     define_job, bus, settings
 ):
+    # Far longer than a loaded machine's pause between storing the error and the early delivery below (the
+    # default 1 s was not, under a parallel run); time_passes moves the database's clock past it.
+    settings.BATCH_RETRY_BACKOFF_SECONDS = (30.0,)
     job = define_job(
         lambda b: b.first_step("plan", emit(1)).last_step("work", failing_on({0: RuntimeError("storage hiccup")}))
     )

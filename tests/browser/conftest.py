@@ -29,7 +29,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = PROJECT_DIR / "test-artifacts" / "screenshots"
-WHY_NOT_RUN = pytest.StashKey[str]()
 
 
 def browser_tests_must_run() -> bool:
@@ -37,33 +36,23 @@ def browser_tests_must_run() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def cannot_run(config: pytest.Config, reason: str) -> None:
+def cannot_run(reason: str) -> None:
+    """Skip (the run ends with a banner saying so: tests/conftest.py), or fail where CI is set."""
     if browser_tests_must_run():
         pytest.fail(f"{reason}, and CI is set: the browser tests must run here", pytrace=False)
-    config.stash[WHY_NOT_RUN] = reason
     pytest.skip(reason)
 
 
-def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    reason = config.stash.get(WHY_NOT_RUN, None)
-    if reason:
-        terminalreporter.write_sep("!", "THE BROWSER TESTS DID NOT RUN", red=True, bold=True)
-        terminalreporter.write_line(f"{reason}.", red=True, bold=True)
-        terminalreporter.write_line(
-            "The live dashboard is untested in this run: `make test` installs chromium as root.", red=True, bold=True
-        )
-
-
 @pytest.fixture(scope="session")
-def chromium(request):
+def chromium():
     """Playwright's sync API runs an event loop in this thread while the browser is open; the tests' own
     database calls are still plain synchronous code, so Django is told not to refuse them meanwhile."""
     if not Path(CHROMIUM).exists():
-        cannot_run(request.config, "Debian's chromium is not installed (apt-get install chromium)")
+        cannot_run("Debian's chromium is not installed (apt-get install chromium)")
     try:
         from playwright import sync_api as playwright_api
     except ImportError:
-        cannot_run(request.config, "playwright is not installed (requirements-test.txt)")
+        cannot_run("playwright is not installed (requirements-test.txt)")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with playwright_api.sync_playwright() as playwright:
