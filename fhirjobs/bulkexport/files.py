@@ -89,6 +89,13 @@ def gzipped(stream: IO[bytes]) -> Iterator[bytes]:
     yield compressor.flush()
 
 
+def blocks(stream: IO[bytes]) -> Iterator[bytes]:
+    """The stream a block at a time, then closed."""
+    with stream:
+        while block := stream.read(STREAM_BLOCK):
+            yield block
+
+
 def presigned_url(path: str) -> str | None:
     """A URL of the file that authorizes its bearer for a short while (an object store's presigned URL), or None
     when the storage makes none (the database, the file system, an S3Storage without `querystring_auth`)."""
@@ -101,3 +108,14 @@ def presigned_url(path: str) -> str | None:
 def open_file(path: str) -> IO[bytes]:
     """FileNotFoundError when the file is gone."""
     return export_storage().open(path, "rb")
+
+
+def stores_gzipped() -> bool:
+    """Whether the storage keeps files gzip-compressed and serves them so (`blobstore.s3.GzipS3Storage`: its
+    objects carry `Content-Encoding: gzip`, and so do its presigned downloads)."""
+    return hasattr(export_storage(), "open_gzipped")
+
+
+def open_gzipped(path: str) -> IO[bytes]:
+    """The file as the storage keeps it, gzip-compressed (see `stores_gzipped`); FileNotFoundError when gone."""
+    return export_storage().open_gzipped(path)
