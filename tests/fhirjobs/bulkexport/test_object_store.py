@@ -18,7 +18,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from freezegun import freeze_time
 
-from fhirjobs.bulkexport.models import BulkExport
+from batch.models import JobInstance
+from fhirjobs.bulkexport import files
+from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.services import purge_expired_exports
 from heavylift.devobjectstore import (
     client,
@@ -26,6 +28,7 @@ from heavylift.devobjectstore import (
     running_object_store,
     storage_options,
 )
+from tests.fhirjobs.bulkexport.helpers import observation
 from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import assert_outcome, store
 
@@ -189,3 +192,40 @@ def test_the_purge_removes_the_objects_of_expired_exports(exporter, object_store
 
     assert (report.exports, report.files) == (1, 1)
     assert objects(object_store, folder) == []
+
+
+def test_uploading_while_reading_writes_a_file_per_type_of_each_half_range_and_every_resource_once(
+    exporter, folder, settings
+):
+    settings.BULK_EXPORT_UPLOAD_WHILE_READING = True
+    settings.BULK_EXPORT_CHUNK_SIZE = 10
+    store(*(patient(f"p{n}") for n in range(8)), *(observation(f"o{n}", f"p{n % 8}") for n in range(16)))
+
+    manifest = exporter.export("/fhir/$export")  # the whole store: row ranges of 10, read in halves of 5
+
+    assert exporter.ids(manifest) == {
+        "Observation": sorted(f"o{n}" for n in range(16)),
+        "Patient": sorted(f"p{n}" for n in range(8)),
+    }
+    assert max(output["count"] for output in manifest["output"]) <= 5
+    assert ExportFile.objects.count() == len(manifest["output"])
+
+
+def test_a_failed_upload_fails_the_write_and_no_row_names_a_file(exporter, folder, settings, monkeypatch):
+    settings.BULK_EXPORT_UPLOAD_WHILE_READING = True
+    settings.BULK_EXPORT_CHUNK_SIZE = 10
+    settings.BATCH_MAX_CHUNK_RETRIES = 0
+    store(*(patient(f"p{n}") for n in range(10)))
+    write_file = files.write_file
+
+    def second_half_fails(path: str, content: bytes) -> None:
+        if "/Patient/" in path and len(content.splitlines()) == 5 and b'"p9"' in content:
+            raise OSError("the object store is gone")
+        write_file(path, content)
+
+    monkeypatch.setattr(files, "write_file", second_half_fails)
+    exporter.kick_off("/fhir/$export")
+    exporter.bus.drain()
+
+    assert JobInstance.objects.get().status == "FAILED"
+    assert not ExportFile.objects.exists()
