@@ -40,7 +40,8 @@ from fhirjobs.bulkexport.selection import associated_provenance_pages, id_pages,
 from fhirjobs.common.chunks import pack, unpack
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.scan import (
-    bodies_json_by_id,
+    Member,
+    bodies_json_by_row_id,
     compartment_members,
     current_bodies_json,
     current_resources,
@@ -323,7 +324,7 @@ def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[i
     would take by type (`_type`, `_since`, `_typeFilter`, `_elements`, as of `until`), grouped by patient. A
     resource in several compartments is in each of their blocks (the IG allows it). A patient with nothing
     to export has no block. A few queries for all the patients of the file: one for their compartments'
-    reference rows, two per type present (which of those resources the export takes, their bodies).
+    reference rows, two per type present (which of those resources the export takes, their bodies by row id).
     """
     blocks: dict[str, list[str]] = {patient_id: [] for patient_id in patient_ids}
     filters = {resource_type: type_filters_for(resource_type, job.type_filters) for resource_type in job.types}
@@ -332,16 +333,16 @@ def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[i
         selected = current_resources("Patient", since=job.since, until=job.until, filters=filters["Patient"])
         members = {
             "Patient": [
-                (patient_id, patient_id)
-                for patient_id in selected.filter(logical_id__in=patient_ids).values_list("logical_id", flat=True)
+                Member(patient_id, patient_id, row_id)
+                for patient_id, row_id in selected.filter(logical_id__in=patient_ids).values_list("logical_id", "pk")
             ],
             **members,
         }
-    for resource_type, pairs in members.items():
-        bodies = dict(bodies_json_by_id(resource_type, sorted({member for _, member in pairs}), until=job.until))
+    for resource_type, type_members in members.items():
+        bodies = bodies_json_by_row_id({member.row_id for member in type_members}, until=job.until)
         elements = elements_of(resource_type, job.elements)
-        for patient_id, member in pairs:
-            if (body := bodies.get(member)) is not None:
+        for patient_id, _, row_id in type_members:
+            if (body := bodies.get(row_id)) is not None:
                 blocks[patient_id].append(subset(body, elements) if elements else body)
     lines = []
     for patient_id in patient_ids:
