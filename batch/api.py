@@ -39,6 +39,7 @@ __all__ = [
     "JobFailed",
     "Parameter",
     "ReduceFunction",
+    "RestartedJob",
     "RetryChunkLater",
     "StepContext",
     "StepDefinition",
@@ -117,6 +118,17 @@ class StoppedJob:
 
 
 StopHandler = Callable[[StoppedJob], None]
+
+
+@dataclass(frozen=True)
+class RestartedJob:
+    """What a restart handler receives, once per restart, after the FAILED or CANCELLED job is IN_PROGRESS again."""
+
+    instance_id: UUID
+    parameters: JsonObject
+
+
+RestartHandler = Callable[[RestartedJob], None]
 
 
 class StepKind(enum.Enum):
@@ -206,6 +218,7 @@ class JobDefinition:
     max_chunk_seconds: int | None = None  # a chunk running longer is ERRORED and retried; None: BATCH_MAX_CHUNK_SECONDS
     counted_step_id: str | None = None  # whose records are the job's; None: the last step that runs chunks
     stop_handler: StopHandler | None = None
+    restart_handler: RestartHandler | None = None
 
     def validate_parameters(self, raw: JsonObject | None) -> dict[str, Any]:
         """The parameters with defaults filled in; raises `InvalidParameters` listing every problem."""
@@ -318,6 +331,7 @@ class JobDefinitionBuilder:
     _max_chunk_seconds: int | None = None
     _counted_step_id: str | None = None
     _stop_handler: StopHandler | None = None
+    _restart_handler: RestartHandler | None = None
 
     def parameter(
         self,
@@ -389,6 +403,13 @@ class JobDefinitionBuilder:
         self._stop_handler = handler
         return self
 
+    def on_restart(self, handler: RestartHandler) -> JobDefinitionBuilder:
+        """Called once each time the job is restarted (`control.restart_job`), once its IN_PROGRESS is committed,
+        in the process that restarted it: what the stop handler said outside the engine (a FHIR Task `failed`)
+        can be taken back. A handler that raises is logged; the restart stands."""
+        self._restart_handler = handler
+        return self
+
     def first_step(self, step_id: str, run: StepFunction, description: str = "") -> JobDefinitionBuilder:
         return self._add(StepDefinition(step_id, StepKind.FIRST, run=run, description=description))
 
@@ -423,6 +444,7 @@ class JobDefinitionBuilder:
             self._max_chunk_seconds,
             self._counted_step_id,
             self._stop_handler,
+            self._restart_handler,
         )
 
     def _problems(self) -> list[str]:

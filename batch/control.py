@@ -309,6 +309,7 @@ def restart_job(job_id: UUID | str, *, started_by: str | None = None) -> JobSnap
         change_all_chunks_status(
             reissued, ChunkStatus.READY, error_count=0, error_message=None, lease_expires_at=None, next_poll_time=None
         )
+    flow.call_restart_handler(instance.id)
     instance.refresh_from_db()
     flow.enqueue_ready_chunks(instance)
     flow.advance_job(instance.id)

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from batch.api import CompletedJob, JobDefinition, StepDefinition, StepKind, StoppedJob
+from batch.api import CompletedJob, JobDefinition, RestartedJob, StepDefinition, StepKind, StoppedJob
 from batch.claims import ClaimedJob
 from batch.exceptions import UnknownJobDefinition
 from batch.models import JobInstance, WorkChunk
@@ -260,5 +260,26 @@ def call_stop_handler(instance_id: UUID) -> None:
                 )
         except Exception:
             logger.exception("job %s: the stop handler failed (the job stays %s)", instance.id, instance.status)
+
+    transaction.on_commit(call)
+
+
+def call_restart_handler(instance_id: UUID) -> None:
+    """Once the job's restart is committed, its definition's restart handler (if any), while the job is still
+    IN_PROGRESS; a handler that raises is logged, the job runs on."""
+
+    def call() -> None:
+        instance = JobInstance.objects.get(id=instance_id)
+        try:
+            definition = registry.get(instance.definition_id, instance.definition_version)
+        except UnknownJobDefinition:
+            return
+        if definition.restart_handler is None or instance.status != JobStatus.IN_PROGRESS:
+            return
+        try:
+            with transaction.atomic():
+                definition.restart_handler(RestartedJob(instance.id, instance.parameters))
+        except Exception:
+            logger.exception("job %s: the restart handler failed (the job runs on)", instance.id)
 
     transaction.on_commit(call)

@@ -3,8 +3,10 @@ tables in the same run, API latency meanwhile, and a small job end to end.
 
 1. The store is filled with generated resources (`generate_fhir`'s bulk path) to `--resources`.
 2. The baseline, first: one transaction of plain `DELETE … WHERE resource_id = ANY(%s)` over the six index
-   tables, the versions, then the rows, of every Observation (what the job will delete) — rolled back, so the
-   job finds the same rows. No listing, no pages, no checks: the physical limit of removing those rows.
+   tables, the versions, then the rows, of every Observation (what the job will delete), and the deferred
+   foreign keys' checks its commit would run — rolled back, so the job finds the same rows. No listing, no
+   pages, no referrer check: the physical limit of removing those rows. (Without the foreign keys' checks too,
+   as measured before 2026-12-07: `job_vs_sql_unchecked`.)
 2b. The same baseline again while `GET /fhir/Patient/[id]` runs back to back (the reads the job meets in 3,
    which compete with it for the cores): `job_vs_sql_under_reads` compares like with like.
 3. `DELETE_EXPUNGE` of `Observation?` (batch size 1000, the default concurrency) on the standard Procfile worker,
@@ -66,19 +68,21 @@ def main() -> None:
                 flush=True,
             )
             fill(options.resources - stored())
-            sql_seconds, sql_resources = plain_delete()
+            load_before = os.getloadavg()[0]
+            sql_seconds, unchecked_sql_seconds, sql_resources = plain_delete()
             with fhir_stack(node, environment, workdir, username="bench-deleteexpunge", staff=True) as stack:
                 idle = idle_latencies(stack.client, stack.patients)
                 spinning = spinning_latencies(stack.client, stack.patients)
                 with reads_meanwhile(stack.client, stack.patients):
-                    busy_sql_seconds, _ = plain_delete("while the same reads run")
+                    busy_sql_seconds, _, _ = plain_delete("while the same reads run")
                 with reads_meanwhile(stack.client, stack.patients) as during:
                     job_seconds, deleted = delete_expunge(f"{DELETED_TYPE}?", options.batch_size)
                 small_seconds, small = small_job()
-            rate, sql_rate, busy_sql_rate = (
+            rate, sql_rate, busy_sql_rate, unchecked_sql_rate = (
                 deleted / job_seconds,
                 sql_resources / sql_seconds,
                 sql_resources / busy_sql_seconds,
+                sql_resources / unchecked_sql_seconds,
             )
             idle_p99, busy_p99, spin_p99 = (
                 percentile_ms(idle, 99),
@@ -89,7 +93,9 @@ def main() -> None:
                 "\n== summary ==\n"
                 f"delete-expunge      {deleted:,} {DELETED_TYPE} in {job_seconds:.1f} s = {rate:,.0f} resources/s; "
                 f"plain SQL DELETE {sql_rate:,.0f} resources/s; ratio {rate / sql_rate:.2f} (goal >= 0.5); "
-                f"plain SQL under the same reads {busy_sql_rate:,.0f} resources/s, ratio {rate / busy_sql_rate:.2f}\n"
+                f"plain SQL under the same reads {busy_sql_rate:,.0f} resources/s, ratio {rate / busy_sql_rate:.2f}; "
+                f"plain SQL without the foreign keys' checks {unchecked_sql_rate:,.0f} resources/s, ratio "
+                f"{rate / unchecked_sql_rate:.2f}\n"
                 f"read latency        idle p99 {idle_p99:.1f} ms; during p99 {busy_p99:.1f} ms, ratio "
                 f"{busy_p99 / idle_p99:.2f}; one core spinning p99 {spin_p99:.1f} ms, ratio {spin_p99 / idle_p99:.2f}\n"
                 f"small job           {small} resources, kick-off to COMPLETED {small_seconds:.2f} s (goal < 2 s)",
@@ -106,6 +112,8 @@ def main() -> None:
                             "job_vs_sql": round(rate / sql_rate, 3),
                             "sql_delete_under_reads_resources_per_second": round(busy_sql_rate),
                             "job_vs_sql_under_reads": round(rate / busy_sql_rate, 3),
+                            "sql_delete_unchecked_resources_per_second": round(unchecked_sql_rate),
+                            "job_vs_sql_unchecked": round(rate / unchecked_sql_rate, 3),
                             "read_p99_ms_idle": round(idle_p99, 1),
                             "read_p99_ms_during": round(busy_p99, 1),
                             "read_p99_ratio": round(busy_p99 / idle_p99, 2),
@@ -113,6 +121,8 @@ def main() -> None:
                             "small_job_seconds": round(small_seconds, 2),
                             "reads_during": len(during),
                             "batch_size": options.batch_size,
+                            "max_concurrent_chunks": settings.DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS,
+                            "load_average_before": round(load_before, 2),
                             "load_average": round(os.getloadavg()[0], 2),
                         }
                     )
@@ -121,9 +131,14 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def plain_delete(conditions: str = "") -> tuple[float, int]:
+def plain_delete(conditions: str = "") -> tuple[float, float, int]:
     """Every DELETED_TYPE row, version and index row removed by plain statements in one transaction, rolled back.
-    Timed twice: alone, then while the reads the job will meet run (the job competes with them for the cores)."""
+    Timed twice: alone, then while the reads the job will meet run (the job competes with them for the cores).
+
+    The time includes the foreign keys' checks, fired by `SET CONSTRAINTS ALL IMMEDIATE` before the rollback: the
+    store's foreign keys are deferred, so a rolled-back DELETE never runs them, where a committed one (the job's
+    pages) runs one check per deleted row and foreign key at its commit (~40 % of the whole here). Returns
+    (seconds with the checks, seconds without them, rows)."""
     from django.db import connection, transaction
 
     from fhirstore.models import ResourceVersion
@@ -138,16 +153,19 @@ def plain_delete(conditions: str = "") -> tuple[float, int]:
             for table in [model._meta.db_table for model in INDEX_TABLES] + [ResourceVersion._meta.db_table]:
                 cursor.execute(f"DELETE FROM {table} WHERE resource_id = ANY(%s)", [pks])
             cursor.execute("DELETE FROM fhirstore_resource WHERE id = ANY(%s)", [pks])
+            unchecked = time.monotonic() - started
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # what the commit would do
             seconds = time.monotonic() - started
             raise _RollBack
     except _RollBack:
         pass
     print(
         f"\n-- plain SQL DELETE of {len(pks):,} {DELETED_TYPE} (rolled back) {conditions}: {seconds:.1f} s = "
-        f"{len(pks) / seconds:,.0f} resources/s",
+        f"{len(pks) / seconds:,.0f} resources/s with the foreign keys' checks; without them {unchecked:.1f} s = "
+        f"{len(pks) / unchecked:,.0f} resources/s",
         flush=True,
     )
-    return seconds, len(pks)
+    return seconds, unchecked, len(pks)
 
 
 class _RollBack(Exception):

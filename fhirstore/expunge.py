@@ -1,11 +1,11 @@
 """Deleting resources for good: the current row, every superseded version and every index row, with the
 referential integrity check that must come first (the store side of `$delete-expunge`).
 
-Everything is keyed by the ids of one page (an array parameter, `= ANY(%s)`, never a literal IN list of
-thousands), so each statement is an index scan: `fhirstore_resource` by (resource_type, logical_id) then by
-its primary key, `fhirstore_resourceversion` by its (resource_id, version_id) key, the index tables by their
-`resource_id` index, the referrers by the reference index's leading (target_id, target_type).
-`tests/fhirjobs/deleteexpunge/test_store.py` checks the plans. The caller owns the transaction: a page is
+Everything is keyed by the row keys (`fhirstore_resource.id`) of one page (an array parameter, `= ANY(%s)`,
+never a literal IN list of thousands), so each statement is an index scan: `fhirstore_resource` by its primary
+key, `fhirstore_resourceversion` by its (resource_id, version_id) key, the index tables by their `resource_id`
+index, the referrers by the reference index's leading (target_id, target_type).
+`tests/fhirjobs/deleteexpunge/test_job.py` checks the plans. The caller owns the transaction: a page is
 one short one.
 """
 
@@ -47,31 +47,29 @@ def _matched_by(urls: Sequence[str]) -> Q:
     return spared
 
 
-def referrals_into(
-    resource_type: str, logical_ids: Sequence[str], *, excluding_urls: Sequence[str] = ()
-) -> list[Referral]:
-    """The references from current resources to these, except from these themselves and from resources any
-    of `excluding_urls` matches (they go too). Sorted."""
-    if not logical_ids:
+def referrals_into(keys: Sequence[int], *, excluding_urls: Sequence[str] = ()) -> list[Referral]:
+    """The references from current resources to the resources with these row keys, except from those
+    themselves and from resources any of `excluding_urls` matches (they go too). Sorted."""
+    if not keys:
         return []
     with connection.cursor() as cursor:
-        # One index probe of the reference index's (target_id, target_type) per id (the OFFSET 0 keeps the
-        # lateral apart): the planner, seeing few references into the type, would otherwise read the whole
+        # One index probe of the reference index's (target_id, target_type) per resource (the OFFSET 0 keeps
+        # the lateral apart): the planner, seeing few references into the type, would otherwise read the whole
         # reference index once per page, a cost that grows with the store rather than with the page.
         cursor.execute(
-            "SELECT DISTINCT r.id, r.resource_type, r.logical_id, ri.param, ri.target_id"
-            " FROM unnest(%s::text[]) AS page(target_id) CROSS JOIN LATERAL"
-            " (SELECT resource_id, param, target_id FROM fhirstore_referenceindex"
-            "  WHERE target_id = page.target_id AND target_type = %s OFFSET 0) ri"
+            "SELECT DISTINCT r.id, r.resource_type, r.logical_id, ri.param, t.resource_type, t.logical_id"
+            " FROM fhirstore_resource t CROSS JOIN LATERAL"
+            " (SELECT resource_id, param FROM fhirstore_referenceindex"
+            "  WHERE target_id = t.logical_id AND target_type = t.resource_type OFFSET 0) ri"
             " JOIN fhirstore_resource r ON r.id = ri.resource_id"
-            " WHERE NOT (r.resource_type = %s AND r.logical_id = ANY(%s))",
-            [list(logical_ids), resource_type, resource_type, list(logical_ids)],
+            " WHERE t.id = ANY(%(keys)s) AND r.id <> ALL(%(keys)s)",
+            {"keys": list(keys)},
         )
         rows = cursor.fetchall()
     if rows and excluding_urls:
         spared = set(matching_resources_of_pks([row[0] for row in rows], excluding_urls))
         rows = [row for row in rows if row[0] not in spared]
-    return sorted(Referral(f"{t}/{i}", param, f"{resource_type}/{target}") for _, t, i, param, target in rows)
+    return sorted(Referral(f"{t}/{i}", param, f"{tt}/{ti}") for _, t, i, param, tt, ti in rows)
 
 
 def matching_resources_of_pks(pks: Sequence[int], urls: Sequence[str]) -> list[int]:
@@ -116,23 +114,19 @@ def referrals_into_matches(urls: Sequence[str], *, limit: int = REFERRERS_NAMED)
     return found
 
 
-def expunge_resources(resource_type: str, logical_ids: Sequence[str], *, cascade_rounds: int = 0) -> Counter[str]:
-    """Delete these resources for good (deleted ones too): current rows, versions, index rows. Returns the
-    count per type of the resources removed. In the caller's transaction.
+def expunge_resources(keys: Sequence[int], *, cascade_rounds: int = 0) -> Counter[str]:
+    """Delete the resources with these row keys for good (deleted ones too): current rows, versions, index rows.
+    Returns the count per type of the resources removed. In the caller's transaction.
 
     With `cascade_rounds` > 0, the resources that refer to them are removed too, and those that refer to
     those, up to that many rounds; ResourceReferenced if referrers remain after the last round. Without,
-    the caller has checked the referrers first (`referrals_into`). Rows are locked in id order, as writes lock them.
+    the caller has checked the referrers first (`referrals_into`). Rows are locked in key order, as writes lock
+    them; keys are never reused, so a resource created again under a logical id since is another one, and stays.
     """
     assert connection.in_atomic_block, "expunge_resources runs in the caller's transaction"
     removed: Counter[str] = Counter()
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id, resource_type FROM fhirstore_resource WHERE resource_type = %s AND logical_id = ANY(%s)"
-            " ORDER BY id FOR UPDATE",
-            [resource_type, list(logical_ids)],
-        )
-        doomed = dict(cursor.fetchall())
+        doomed = _locked(cursor, keys)
         frontier = list(doomed)
         for round_number in range(cascade_rounds + 1 if cascade_rounds else 0):
             referrers = _referrer_pks(cursor, frontier, exclude=doomed)
@@ -140,11 +134,7 @@ def expunge_resources(resource_type: str, logical_ids: Sequence[str], *, cascade
                 break
             if round_number == cascade_rounds:
                 _refuse_remaining(cursor, referrers, cascade_rounds)
-            cursor.execute(
-                "SELECT id, resource_type FROM fhirstore_resource WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-                [sorted(referrers)],
-            )
-            found = dict(cursor.fetchall())
+            found = _locked(cursor, referrers)
             doomed.update(found)
             frontier = list(found)
         if not doomed:
@@ -152,6 +142,14 @@ def expunge_resources(resource_type: str, logical_ids: Sequence[str], *, cascade
         cursor.execute(_DELETE_EVERY_ROW, {"pks": sorted(doomed)})
         removed.update(dict(cursor.fetchall()))
     return removed
+
+
+def _locked(cursor, keys) -> dict[int, str]:
+    """Lock the rows with these keys (those still there), in key order; their types by key."""
+    cursor.execute(
+        "SELECT id, resource_type FROM fhirstore_resource WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [sorted(keys)]
+    )
+    return dict(cursor.fetchall())
 
 
 def _delete_every_row() -> str:

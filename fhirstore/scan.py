@@ -79,6 +79,23 @@ def id_after(resource_type: str, after: str | None, *, offset: int) -> str | Non
     return row[0] if row else None
 
 
+def key_span(resource_type: str) -> tuple[int, int, int]:
+    """(lowest, highest, count) of the row keys (`fhirstore_resource.id`) of a type's current and deleted rows;
+    (0, 0, 0) for a type without any. Rows are stored in key order as they are written, so a range of keys is
+    a run of neighbouring pages (`fhirjobs.common.ranges`' key walk). The ends are read from whichever index
+    the planner finds cheaper (the primary key from either end for a common type, the type's for a rare one)."""
+    table = Resource._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT id FROM {table} WHERE resource_type = %(type)s ORDER BY id LIMIT 1),"
+            f" (SELECT id FROM {table} WHERE resource_type = %(type)s ORDER BY id DESC LIMIT 1),"
+            f" (SELECT count(*) FROM {table} WHERE resource_type = %(type)s)",
+            {"type": resource_type},
+        )
+        lowest, highest, count = cursor.fetchone()
+    return (lowest, highest, count) if count else (0, 0, 0)
+
+
 def stored_types() -> list[str]:
     """The resource types that have stored resources, sorted (one index probe per known type)."""
     return [t for t in sorted(RESOURCE_TYPES) if Resource.objects.filter(resource_type=t).exists()]

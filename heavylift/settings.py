@@ -90,6 +90,13 @@ def env_json_object(name: str, default: dict) -> dict:
     return value
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def env_url(name: str, schemes: tuple[str, ...]) -> str:
     value = env_str(name)
     if urlsplit(value).scheme not in schemes:
@@ -431,6 +438,14 @@ BULK_EXPORT_STORAGE_OPTIONS = env_json_object(
 # querystring_expire) are answered with a 302 to one, after the token is checked; false: streamed through the
 # web process, as from the database or the file system.
 BULK_EXPORT_DOWNLOAD_REDIRECT = env_bool("BULK_EXPORT_DOWNLOAD_REDIRECT", True)
+# `$bulk-publish` (Bulk Data STU4 ballot): named exports refreshed every cadence and served as a static, cacheable
+# manifest. A JSON object {name: {"parameters": "<kick-off query, e.g. _type=Organization,Practitioner>",
+# "cadence_seconds": 86400}}; empty: nothing is published (docs/export.md, "$bulk-publish").
+BULK_PUBLISH = env_json_object("BULK_PUBLISH", {})
+# The Bulk Data STU4 ballot's export protocol: `post-only` refuses GET kick-offs and comma-joined repeats, and its
+# manifests carry `outcome` (not `error`), `manifestType` and `outputFormat` and drop `request`. `both` (until
+# STU4 is published): STU3's protocol, GET or POST, as today's clients (SMART's bulk-data-client, smart-fetch) use.
+BULK_EXPORT_KICKOFF = env_choice("BULK_EXPORT_KICKOFF", "both", ("both", "post-only"))
 # --- Terminology (docs/terminology.md) ---------------------------------------------------------------
 # Codes an on-the-fly $expand returns in one answer (a larger expansion: 422 too-costly, page it with count).
 TERMINOLOGY_EXPANSION_MAX_CODES = env_int("TERMINOLOGY_EXPANSION_MAX_CODES", 20000, minimum=1)
@@ -469,6 +484,16 @@ BULK_IMPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_IMPORT_MAX_CONCURRENT_CHUNKS",
 BULK_SUBMIT_ALLOWED_SUBMITTERS = [
     s.strip() for s in env_str("BULK_SUBMIT_ALLOWED_SUBMITTERS", "").split(",") if s.strip()
 ]
+# A `$bulk-submit` with `oauthMetadataUrl`: this server gets a token from the provider's authorization server by
+# OAuth client credentials and sends it with every fetch of the submission. The client is BULK_SUBMIT_CLIENT_ID,
+# authenticated by a signed assertion (SMART Backend Services' private_key_jwt) when BULK_SUBMIT_CLIENT_JWK holds a
+# private JWK (RS384 or ES384), else by BULK_SUBMIT_CLIENT_SECRET (HTTP Basic); none set: such a submit is a 400.
+BULK_SUBMIT_CLIENT_ID = env_str("BULK_SUBMIT_CLIENT_ID", "")
+BULK_SUBMIT_CLIENT_SECRET = env_str("BULK_SUBMIT_CLIENT_SECRET", "")
+BULK_SUBMIT_CLIENT_JWK = env_json_object("BULK_SUBMIT_CLIENT_JWK", {})
+BULK_SUBMIT_TOKEN_SCOPE = env_str("BULK_SUBMIT_TOKEN_SCOPE", "system/*.rs")  # what the token asks to read
+# A submitter's next submission while one of its submissions runs is a 429 with this Retry-After.
+BULK_SUBMIT_RETRY_AFTER_SECONDS = env_int("BULK_SUBMIT_RETRY_AFTER_SECONDS", 60, minimum=1)
 # An object store gets one PUT per export file: boto3's defaults cut a file over 8 MiB (a 10,000-resource file is
 # ~11 MB) into a multipart upload (3-4 requests) run by a pool of 10 threads started for every file. One PUT from
 # the process itself halved the client's CPU per 11 MB file (50 -> 26 ms, SeaweedFS on a loaded 2-core machine;
@@ -525,6 +550,8 @@ CLUSTER_WIDE_SETTINGS = (
     "BULK_EXPORT_STORAGE_BACKEND",
     "BULK_EXPORT_STORAGE_OPTIONS",
     "BULK_EXPORT_UPLOAD_WHILE_READING",
+    "BULK_EXPORT_KICKOFF",
+    "BULK_PUBLISH",
     "BULK_IMPORT_CHUNK_SIZE",
     "BULK_IMPORT_ALLOWED_SOURCES",
     "BULK_IMPORT_FILE_ROOT",

@@ -3,8 +3,8 @@
 Authentication: `Authorization: Bearer <token>` (or `Token <token>`), checked against the hashed tokens of
 `jobsite.tokens`; sessions (the admin's login) are the other way in.
 
-Scopes: a view declares what a token needs with one class attribute, `required_scope`: a `Scope`, or a
-`{method: Scope}` mapping (`scope_by_method(read=…, write=…)` builds the usual one). `TokenHasScope`, in the
+Scopes: a view declares what a token needs with one class attribute, `required_scope`: a `Scope`, a tuple of
+scopes any one of which will do, or a `{method: Scope}` mapping (`scope_by_method(read=…, write=…)` builds the usual one). `TokenHasScope`, in the
 permission classes of the FHIR and control views, refuses a token without it (403); a session has every scope
 (sessions are for staff on these APIs). A view without `required_scope` needs no particular scope.
 
@@ -25,7 +25,7 @@ from rest_framework.request import Request
 from jobsite.models import ApiToken, Scope
 from jobsite.tokens import find_token, may_operate, record_use
 
-ScopeRule = Scope | Mapping[str, Scope] | None
+ScopeRule = Scope | tuple[Scope, ...] | Mapping[str, Scope] | None  # a tuple: any one of them will do
 
 
 class BearerOrTokenAuthentication(BaseAuthentication):
@@ -68,7 +68,7 @@ def has_scope(request: Request, scope: Scope) -> bool:
     return scopes is None or scope in scopes
 
 
-def required_scope(view, method: str) -> Scope | None:
+def required_scope(view, method: str) -> Scope | tuple[Scope, ...] | None:
     rule: ScopeRule = getattr(view, "required_scope", None)
     if isinstance(rule, Mapping):
         return rule.get(method)
@@ -80,9 +80,12 @@ class TokenHasScope(BasePermission):
 
     def has_permission(self, request: Request, view) -> bool:
         scope = required_scope(view, request.method)
-        if scope is None or has_scope(request, scope):
+        alternatives = scope if isinstance(scope, tuple) else (scope,)
+        if scope is None or any(has_scope(request, one) for one in alternatives):
             return True
-        self.message = f"this token lacks the {scope.value!r} scope this endpoint needs"
+        self.message = (
+            f"this token lacks the {' or '.join(repr(one.value) for one in alternatives)} scope this endpoint needs"
+        )
         return False
 
 

@@ -13,6 +13,7 @@ class Scope(models.TextChoices):
     FHIR_WRITE = "fhir:write", "create, update and delete FHIR resources"
     EXPORT = "export", "run and download bulk exports"
     IMPORT = "import", "run bulk imports"
+    BULK_SUBMIT = "system/bulk-submit", "submit bulk data ($bulk-submit and its status; the STU4 ballot's scope)"
     CONTROL = "control", "operate every job on the control API (operator)"
     ADMIN_DELETE = "admin:delete", "delete resources for good ($delete-expunge), with fhir:write"
     TERMINOLOGY = "terminology", "upload code systems (operators by default)"

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 from fhirjobs.common.registration import Operation, register_job_app
 
@@ -20,4 +21,5 @@ class BulkExportConfig(AppConfig):
     def ready(self) -> None:
         from fhirjobs.bulkexport.definition import BULK_EXPORT, BULK_EXPORT_V1, BULK_EXPORT_V2
 
-        register_job_app([BULK_EXPORT, BULK_EXPORT_V2, BULK_EXPORT_V1], OPERATIONS, instantiates=[BULK_DATA])
+        publish = [Operation("bulk-publish", BULK_DATA_OPERATIONS + "bulk-publish")] if settings.BULK_PUBLISH else []
+        register_job_app([BULK_EXPORT, BULK_EXPORT_V2, BULK_EXPORT_V1], OPERATIONS + publish, instantiates=[BULK_DATA])

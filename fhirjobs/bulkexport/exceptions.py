@@ -13,6 +13,13 @@ class InvalidExportRequest(InvalidRequest):
         self.problems = problems
 
 
+class GetKickOffRefused(FhirStoreError):
+    """This server takes export kick-offs by POST only (Bulk Data STU4 ballot): POST a Parameters resource."""
+
+    status = 405
+    issue_code = "not-supported"
+
+
 class ExportNotFound(ResourceNotFound):
     """No such export: it never existed, was deleted, or has expired."""
 

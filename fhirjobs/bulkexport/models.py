@@ -54,3 +54,18 @@ class ExportFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource_type} file {self.id} ({self.count})"
+
+
+class Publication(models.Model):
+    """A `$bulk-publish` publication (Bulk Data STU4 ballot): a named export of BULK_PUBLISH, refreshed every
+    cadence. `export` is the one served; `refreshing` the next one while it runs. The swap is one UPDATE of this
+    row, so a GET sees the old manifest or the new one, never a mix."""
+
+    name = models.CharField(primary_key=True, max_length=100)
+    export = models.ForeignKey(BulkExport, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    refreshing = models.ForeignKey(BulkExport, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    published_at = models.DateTimeField(null=True, blank=True)
+    etag = models.CharField(max_length=64, blank=True, default="")  # new at every swap
+
+    def __str__(self) -> str:
+        return f"publication {self.name}"

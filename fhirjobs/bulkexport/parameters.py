@@ -108,18 +108,23 @@ def query_parameters(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(name, item) for name, value in pairs for item in value.split(",") if item.strip()]
 
 
-def body_parameters(document: object) -> list[tuple[str, str]]:
-    """A POSTed `Parameters` resource as (name, value) pairs; `_type` and `_elements` may still be comma-joined."""
+def body_parameters(document: object, *, comma_joined: bool = True) -> list[tuple[str, str]]:
+    """A POSTed `Parameters` resource as (name, value) pairs; `_type` and `_elements` may still be comma-joined,
+    unless `comma_joined` is False (the STU4 ballot: a list is the parameter repeated, and a comma is a 400)."""
     if not isinstance(document, dict) or document.get("resourceType") != "Parameters":
         raise InvalidRequest("POST $export takes a Parameters resource")
-    pairs = []
+    pairs, joined = [], []
     for parameter in document.get("parameter") or []:
         if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
             raise InvalidRequest("Each Parameters.parameter needs a name")
         name = parameter["name"]
         value = _parameter_value(name, parameter)
         items = value.split(",") if name in ("_type", "_elements") else [value]
+        if len(items) > 1 and not comma_joined:
+            joined.append(f"{name} {value!r} is comma-joined: repeat the parameter, one value each")
         pairs.extend((name, item) for item in items if item.strip())
+    if joined:
+        raise InvalidExportRequest(joined)
     return pairs
 
 

@@ -1,11 +1,12 @@
 """The bulk export's scheduled tasks, each once per tick in the cluster: the hourly purge of expired exports,
 and, every minute, the deletion of failed or cancelled exports' files and of the patient data they left in
-work chunks."""
+work chunks, and the refresh of `$bulk-publish` publications."""
 
 from __future__ import annotations
 
 import logging
 
+from fhirjobs.bulkexport.publish import refresh_publications
 from fhirjobs.bulkexport.services import (
     delete_files_of_ended_exports,
     discard_ended_export_data,
@@ -43,3 +44,10 @@ def delete_files_of_failed_and_cancelled_exports() -> None:
     deleted = delete_files_of_ended_exports()
     if deleted:
         logger.info("deleted %d files of failed or cancelled exports", deleted)
+
+
+@scheduled(every_seconds=60)
+def refresh_published_exports() -> None:
+    """`$bulk-publish`: start each publication's next export when its cadence is up, swap it in once done."""
+    for line in refresh_publications():
+        logger.info("bulk publish: %s", line)

@@ -29,13 +29,15 @@ from fhirjobs.bulkexport.files import (
     stores_gzipped,
 )
 from fhirjobs.bulkexport.manifests import manifest_page
-from fhirjobs.bulkexport.models import BulkExport, ExportFile
+from fhirjobs.bulkexport.models import BulkExport, ExportFile, Publication
 from fhirjobs.bulkexport.parameters import ExportRequest, job_parameters
 from fhirjobs.common.status import State, job_status
 from fhirstore.ownership import owned_row
 from fhirstore.storage import settled_time
 
 PURGE_PAGE = 100  # exports deleted per transaction by the purge
+NDJSON = "application/fhir+ndjson"  # the only output format: every file of a manifest is in it
+MANIFEST_TYPE = "http://hl7.org/fhir/uv/bulkdata/StructureDefinition/BulkDataManifest"  # STU4 ballot's model
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,10 @@ def export_status(
 def _paged(
     export: BulkExport, parameters: Any, page: int, status_url: str, *, completed: bool
 ) -> dict[str, Any] | None:
-    return manifest_page(
+    manifest = manifest_page(
         export.id, parameters, page=page, page_url=lambda number: f"{status_url}&page={number}", completed=completed
     )
+    return None if manifest is None else _in_spec_order(manifest)
 
 
 def discard_ended_export_data() -> int:
@@ -153,12 +156,30 @@ def discard_ended_export_data() -> int:
 
 
 def _in_spec_order(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest with its keys in the order of the spec's example (the report column keeps them jsonb's way)."""
+    """The manifest with its keys in the order of the spec's example (the report column keeps them jsonb's way),
+    in the STU4 ballot's shape when BULK_EXPORT_KICKOFF is `post-only` (see `stu4_manifest`)."""
     keys = ("transactionTime", "request", "requiresAccessToken", "outputOrganizedBy", "output", "deleted", "error")
     entry_keys = ("type", "url", "count")
-    return {
+    ordered = {
         **{key: manifest[key] for key in keys if key in manifest},
         "output": [{key: item[key] for key in entry_keys if key in item} for item in manifest["output"]],
+        **({"link": manifest["link"]} if "link" in manifest else {}),
+    }
+    return stu4_manifest(ordered) if settings.BULK_EXPORT_KICKOFF == "post-only" else ordered
+
+
+def stu4_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest as the STU4 ballot's BulkDataManifest model has it: `manifestType` and `outputFormat` added,
+    the deprecated `request` removed, `error` renamed `outcome`. The same files and pages, so a server switched
+    to `post-only` answers exports started before in the new shape."""
+    return {
+        "manifestType": MANIFEST_TYPE,
+        "transactionTime": manifest["transactionTime"],
+        "requiresAccessToken": manifest["requiresAccessToken"],
+        "outputFormat": NDJSON,
+        **{key: manifest[key] for key in ("outputOrganizedBy", "output", "deleted") if key in manifest},
+        "outcome": manifest.get("error", []),
+        **({"link": manifest["link"]} if "link" in manifest else {}),
     }
 
 
@@ -226,14 +247,14 @@ class PurgeReport:
 
 def purge_expired_exports(*, now: datetime | None = None) -> PurgeReport:
     """Delete exports whose files expired, and those that ended without a manifest more than a retention ago
-    (failed, cancelled, or their job purged), with their files."""
+    (failed, cancelled, or their job purged), with their files; never a published one (`publish`)."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.BULK_EXPORT_RETENTION_SECONDS)
     expired = BulkExport.objects.filter(
         Q(expires_at__lt=now)
         | Q(expires_at__isnull=True, job_instance_id__in=control.ended_job_ids(before=cutoff))
         | (~Q(job_instance_id__in=control.job_ids()) & Q(transaction_time__lt=cutoff))
-    )
+    ).exclude(id__in=Publication.objects.filter(export__isnull=False).values("export_id"))  # `$bulk-publish`'s
     report = PurgeReport()
     while True:
         with transaction.atomic():

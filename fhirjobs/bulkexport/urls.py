@@ -12,4 +12,6 @@ urlpatterns = [
     path("fhir/Group/<fhirid:group_id>/$export", views.GroupKickOffView.as_view(), name="bulkexport-group"),
     path("fhir/$export-poll-status", views.ExportStatusView.as_view(), name="bulkexport-status"),
     path("fhir/$export-file/<str:file_id>", views.ExportFileView.as_view(), name="bulkexport-file"),
+    path("fhir/$bulk-publish", views.PublishView.as_view(), name="bulkexport-publish"),
+    path("fhir/$bulk-publish-file/<str:file_id>", views.PublishedFileView.as_view(), name="bulkexport-publish-file"),
 ]

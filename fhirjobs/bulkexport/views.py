@@ -3,19 +3,24 @@
 Kick-off `GET|POST [base]/$export`, `[base]/Patient/$export`, `[base]/Group/[id]/$export` (Prefer:
 respond-async) → 202 + Content-Location; `GET [status]` → 202 (X-Progress, Retry-After) or 200 + manifest;
 `DELETE [status]` → 202; `GET [file]` → the NDJSON stream, or 302 to an object store's presigned URL. Every endpoint needs an authenticated caller.
+With BULK_EXPORT_KICKOFF=post-only (the STU4 ballot) a GET kick-off is 405 and the POST takes its parameters
+from the body only, each list as the parameter repeated.
 """
 
 from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
-from fhirjobs.bulkexport.exceptions import TooManyExports
-from fhirjobs.bulkexport.files import blocks, gzipped
+from fhirjobs.bulkexport.exceptions import ExportFileNotFound, GetKickOffRefused, TooManyExports
+from fhirjobs.bulkexport.files import blocks, gzipped, open_file
 from fhirjobs.bulkexport.parameters import Level, body_parameters, parse_export_request, query_parameters
+from fhirjobs.bulkexport.publish import published_file, published_manifest
 from fhirjobs.bulkexport.services import delete_export, download_export_file, export_status, kick_off
 from fhirjobs.common.http import informational, require_async, status_job_id, still_running
 from fhirjobs.common.status import State
@@ -25,7 +30,9 @@ from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
 
 NDJSON = "application/fhir+ndjson"
+POST_ONLY = "post-only"  # BULK_EXPORT_KICKOFF: the STU4 ballot's protocol
 RETRY_AFTER_SECONDS = 2  # how soon to poll again: clients wait as told, so short keeps small exports quick
+PUBLISH_MAX_AGE_SECONDS = 300  # a published manifest is asked again within this, so a swap is seen soon
 TOO_MANY_RETRY_AFTER_SECONDS = 30  # a running export of the same user takes at least this long to make room
 
 
@@ -54,10 +61,24 @@ def status_url(request, export_id) -> str:
 class KickOffView(BulkExportView):
     level: Level = Level.SYSTEM
 
+    @property
+    def allowed_methods(self) -> list[str]:
+        """The `Allow` header: without GET when kick-offs are POST-only."""
+        methods = super().allowed_methods
+        return (
+            [m for m in methods if m not in ("GET", "HEAD")] if settings.BULK_EXPORT_KICKOFF == POST_ONLY else methods
+        )
+
     def get(self, request, group_id: str | None = None):
+        if settings.BULK_EXPORT_KICKOFF == POST_ONLY:
+            raise GetKickOffRefused()
         return self.kick_off(request, query_parameters(_pairs(request.GET)), group_id)
 
     def post(self, request, group_id: str | None = None):
+        if settings.BULK_EXPORT_KICKOFF == POST_ONLY:
+            if request.GET:
+                raise InvalidRequest("POST $export takes its parameters in the Parameters body, not the URL")
+            return self.kick_off(request, body_parameters(read_json_body(request), comma_joined=False), group_id)
         return self.kick_off(
             request, body_parameters(read_json_body(request)) + query_parameters(_pairs(request.GET)), group_id
         )
@@ -141,3 +162,44 @@ def _page(request) -> int:
 
 def _pairs(query_dict) -> list[tuple[str, str]]:
     return [(name, value) for name, values in query_dict.lists() for value in values]
+
+
+class PublishView(BulkExportView):
+    """`GET [base]/$bulk-publish[?name=…][&page=N]`: the static manifest of a publication, with an ETag; the same
+    ETag in `If-None-Match` is a 304 until the publication is refreshed."""
+
+    def get(self, request):
+        published = published_manifest(
+            request.GET.get("name"),
+            page=_page(request),
+            base_url=base_url(request),
+            page_url=lambda number: _with_page(request, number),
+        )
+        if published.etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
+            response = HttpResponse(status=304)
+        else:
+            response = HttpResponse(json.dumps(published.manifest), content_type="application/json")
+        response["ETag"] = published.etag
+        response["Last-Modified"] = http_date(published.published_at.timestamp())
+        # Cached by the caller only (downloads need its token), and asked again at the next refresh at the latest.
+        seconds = max(0, int((published.next_refresh - timezone.now()).total_seconds()))
+        response["Cache-Control"] = f"private, max-age={min(seconds, PUBLISH_MAX_AGE_SECONDS)}"
+        return response
+
+
+class PublishedFileView(BulkExportView):
+    def get(self, request, file_id: str):
+        file = published_file(file_id)
+        try:
+            stream = open_file(file.path)
+        except FileNotFoundError:
+            raise ExportFileNotFound(f"Export file {file_id} is gone") from None
+        response = FileResponse(stream, content_type=NDJSON)
+        response["Cache-Control"] = "private, max-age=3600"  # a published file never changes
+        return response
+
+
+def _with_page(request, number: int) -> str:
+    query = request.GET.copy()
+    query["page"] = str(number)
+    return f"{base_url(request)}/$bulk-publish?{query.urlencode()}"

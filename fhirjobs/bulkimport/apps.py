@@ -5,6 +5,7 @@ from fhirjobs.common.registration import Operation, register_job_app
 OPERATIONS = [
     Operation("import", "http://hapifhir.io/fhir/OperationDefinition/import"),  # HAPI's $import
     Operation("bulk-submit", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit"),
+    Operation("bulk-submit-status", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/bulk-submit-status"),
 ]
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from fhirjobs.common.sources import SourceUnavailable
 from fhirstore.exceptions import FhirStoreError, InvalidRequest, ResourceNotFound
 
-__all__ = ["ImportFailed", "ImportNotFound", "InvalidImportRequest", "InvalidSubmission", "SourceUnavailable"]
+__all__ = [
+    "ImportFailed",
+    "ImportNotFound",
+    "InvalidImportRequest",
+    "InvalidSubmission",
+    "SourceUnavailable",
+    "SubmitterBusy",
+]
 
 
 class InvalidImportRequest(InvalidRequest):
@@ -28,3 +35,10 @@ class InvalidSubmission(ImportFailed):
 
     status = 400
     issue_code = "invalid"
+
+
+class SubmitterBusy(FhirStoreError):
+    """Another submission of this submitter is running; retry once it has ended (Bulk Data STU4 ballot: 429)."""
+
+    status = 429
+    issue_code = "throttled"

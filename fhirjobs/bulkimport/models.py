@@ -81,7 +81,7 @@ class BulkSubmission(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_submissions")
     submitter = models.CharField(max_length=500)  # system|value of the submitter Identifier
     submission_id = models.CharField(max_length=200)
-    status = models.CharField(max_length=32, default="in-progress")  # in-progress, completed, entered-in-error
+    status = models.CharField(max_length=32, default="in-progress")  # in-progress, completed, stopped
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

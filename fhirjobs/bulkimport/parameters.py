@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -18,7 +19,16 @@ from fhirstore.resource_types import is_resource_type
 
 NDJSON_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 STORAGE_TYPES = ("https", "http", "file")
-SUBMISSION_STATUSES = ("in-progress", "completed", "entered-in-error", "aborted")
+SUBMISSION_STATUSES = ("in-progress", "completed", "stopped")  # the STU4 ballot's submission-status value set
+SUBMISSION_STATUS_SYSTEM = "http://hl7.org/fhir/event-status"
+# Codes of earlier drafts and of other implementations, taken as the ballot's: `complete` (Pathling, and the
+# Inferno kit's first submit), `entered-in-error` and `aborted` (the draft this server implemented first).
+SUBMISSION_STATUS_ALIASES = {"complete": "completed", "entered-in-error": "stopped", "aborted": "stopped"}
+UNSUPPORTED_SUBMIT_PARAMETERS = {
+    "replacesManifestUrl": "replacing a submitted manifest is not supported yet: stop the submission and submit "
+    "the corrected manifest under a new submissionId",
+    "fileEncryptionKey": "encrypted files are not supported yet: submit files this server can read as they are",
+}
 
 
 @dataclass(frozen=True)
@@ -33,9 +43,10 @@ class ImportRequest:
 class SubmitRequest:
     submitter: str  # system|value
     submission_id: str
-    status: str
+    status: str  # in-progress (the default), completed or stopped
     manifest_urls: tuple[str, ...]
-    headers: dict[str, str]
+    headers: dict[str, str]  # fileRequestHeader: sent with every fetch of the submission's manifests and files
+    oauth_metadata_url: str = ""  # fetch a token by client credentials from the server this describes
 
 
 def _value(parameter: dict[str, Any]) -> Any:
@@ -86,9 +97,11 @@ def parse_import_request(body: object) -> ImportRequest:
 
 
 def parse_submit_request(body: object) -> SubmitRequest:
-    """Bulk Data 4.0 `$bulk-submit`: submitter, submissionId, submissionStatus, manifestUrl, fileRequestHeader."""
+    """Bulk Data STU4 ballot `$bulk-submit`: submitter, submissionId, submissionStatus, manifestUrl,
+    fileRequestHeader, oauthMetadataUrl, fhirBaseUrl, outputFormat and metadata (checked, not kept).
+    What this server does not support (replacesManifestUrl, fileEncryptionKey) is a 400, never ignored."""
     submitter = submission_id = None
-    status, manifests, headers, problems = "in-progress", [], {}, []
+    status, manifests, headers, problems, oauth_metadata_url = "in-progress", [], {}, [], ""
     for parameter in _parameters(body, "$bulk-submit"):
         name, value = parameter.get("name"), _value(parameter)
         if name == "submitter":
@@ -97,12 +110,20 @@ def parse_submit_request(body: object) -> SubmitRequest:
         elif name == "submissionId" and isinstance(value, str) and value:
             submission_id = value
         elif name == "submissionStatus":
-            code = value.get("code") if isinstance(value, dict) else value
-            if code not in SUBMISSION_STATUSES:
-                problems.append(f"submissionStatus {code!r} is not one of {', '.join(SUBMISSION_STATUSES)}")
-            status = "entered-in-error" if code == "aborted" else str(code)
+            status = _submission_status(value, problems)
         elif name == "manifestUrl" and isinstance(value, str) and value:
             manifests.append(value)
+        elif name == "oauthMetadataUrl":
+            if not _is_http_url(value):
+                problems.append(f"oauthMetadataUrl {value!r} is not an http(s) URL")
+            else:
+                oauth_metadata_url = value
+        elif name == "fhirBaseUrl" and not _is_http_url(value):
+            problems.append(f"fhirBaseUrl {value!r} is not an http(s) URL")
+        elif name == "outputFormat" and value not in NDJSON_FORMATS:
+            problems.append(f"outputFormat {value!r} is not supported; use application/fhir+ndjson")
+        elif name in UNSUPPORTED_SUBMIT_PARAMETERS:
+            problems.append(f"{name}: {UNSUPPORTED_SUBMIT_PARAMETERS[name]}")
         elif name == "fileRequestHeader":
             parts = {part.get("name"): _value(part) for part in parameter.get("part") or [] if isinstance(part, dict)}
             if parts.get("headerName") and parts.get("headerValue"):
@@ -122,10 +143,28 @@ def parse_submit_request(body: object) -> SubmitRequest:
         problems.append(f"submitter {submitter!r} is not an allowed submitter")
     if submission_id is None:
         problems.append("submissionId is required")
-    problems += _source_problems(manifests)
+    problems += _source_problems([*manifests, *([oauth_metadata_url] if oauth_metadata_url else [])])
     if problems:
         raise InvalidImportRequest("; ".join(problems))
-    return SubmitRequest(submitter, submission_id, status, tuple(manifests), headers)
+    return SubmitRequest(submitter, submission_id, status, tuple(manifests), headers, oauth_metadata_url)
+
+
+def _submission_status(value: object, problems: list[str]) -> str:
+    """The ballot's code of a `submissionStatus` Coding (or a bare code, as earlier drafts sent it)."""
+    if isinstance(value, dict):
+        system, code = value.get("system"), value.get("code")
+        if system not in (None, SUBMISSION_STATUS_SYSTEM):
+            problems.append(f"submissionStatus system {system!r} is not {SUBMISSION_STATUS_SYSTEM}")
+    else:
+        code = value
+    code = SUBMISSION_STATUS_ALIASES.get(code, code) if isinstance(code, str) else code
+    if code not in SUBMISSION_STATUSES:
+        problems.append(f"submissionStatus {code!r} is not one of {', '.join(SUBMISSION_STATUSES)}")
+    return str(code)
+
+
+def _is_http_url(value: object) -> bool:
+    return isinstance(value, str) and urlsplit(value).scheme in ("http", "https") and bool(urlsplit(value).netloc)
 
 
 def parse_submission_key(body: object) -> tuple[str, str]:

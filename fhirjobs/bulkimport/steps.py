@@ -185,7 +185,36 @@ def read_lines(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) ->
 
 
 def manifest_inputs(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) -> list[dict[str, str]]:
-    """The `output` files of a Bulk Data export manifest, each checked against the allow-list."""
+    """The `output` files of a Bulk Data export manifest and of the pages its `link` `next` chain names (STU3's
+    paged manifests), each checked against the allow-list."""
+    outputs: list[dict[str, str]] = []
+    page: str | None = url
+    seen: set[str] = set()
+    while page is not None:
+        if page in seen:
+            raise JobFailed(f"The manifest {redacted(url)} links back to its page {redacted(page)}")
+        seen.add(page)
+        manifest = _manifest_page(page, headers, say_waiting)
+        try:
+            outputs += [{"type": str(item.get("type", "")), "url": str(item["url"])} for item in manifest["output"]]
+            page = next(
+                (str(link["url"]) for link in manifest.get("link") or [] if link.get("relation") == "next"), None
+            )
+        except (KeyError, TypeError, AttributeError):
+            raise JobFailed(
+                f"{redacted(page)} is not a Bulk Data manifest (JSON with an `output` list of {{type, url}})"
+            ) from None
+    for item in outputs:
+        try:
+            check_source(item["url"])
+        except InvalidImportRequest as error:
+            raise JobFailed(
+                f"The manifest {redacted(url)} lists a file that may not be fetched: {error.message}"
+            ) from None
+    return outputs
+
+
+def _manifest_page(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) -> dict:
     content = bytearray()
     for line in read_lines(url, headers, say_waiting):
         content += line.content + b"\n"
@@ -193,19 +222,11 @@ def manifest_inputs(url: str, headers: Mapping[str, str], say_waiting: SayWaitin
             raise JobFailed(f"The manifest {redacted(url)} is larger than {MAX_MANIFEST_BYTES} bytes")
     try:
         manifest = orjson.loads(bytes(content))
-        outputs = [{"type": str(item.get("type", "")), "url": str(item["url"])} for item in manifest["output"]]
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raise JobFailed(
-            f"{redacted(url)} is not a Bulk Data manifest (JSON with an `output` list of {{type, url}})"
-        ) from None
-    for output in outputs:
-        try:
-            check_source(output["url"])
-        except InvalidImportRequest as error:
-            raise JobFailed(
-                f"The manifest {redacted(url)} lists a file that may not be fetched: {error.message}"
-            ) from None
-    return outputs
+    except orjson.JSONDecodeError:
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise JobFailed(f"{redacted(url)} is not a Bulk Data manifest (JSON with an `output` list of {{type, url}})")
+    return manifest
 
 
 def load_resources(context: StepContext, sink: DataSink) -> int:

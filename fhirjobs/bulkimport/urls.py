@@ -12,4 +12,5 @@ urlpatterns = [
     path("fhir/$import-errors/<str:import_id>", views.ImportErrorsView.as_view(), name="bulkimport-errors"),
     path("fhir/$bulk-submit", views.BulkSubmitView.as_view(), name="bulkimport-submit"),
     path("fhir/$bulk-submit-status", views.BulkSubmitStatusView.as_view(), name="bulkimport-submit-status"),
+    path("fhir/$bulk-submit-poll-status", views.BulkSubmitPollStatusView.as_view(), name="bulkimport-submit-poll"),
 ]

@@ -3,16 +3,21 @@
 `POST [base]/$import` (Prefer: respond-async) → 202 + Content-Location `[base]/$import-poll-status?_jobId=…`;
 `GET` it → 202 (X-Progress, Retry-After) or 200 + OperationOutcome of counts, a 4xx/5xx OperationOutcome on
 failure; `DELETE` it → 202 (cancelled). `GET [base]/$import-errors/[id]` → the rejected lines as NDJSON.
-`POST [base]/$bulk-submit`, `POST [base]/$bulk-submit-status`. Every endpoint needs a token with the `import`
-scope, of a user allowed to import (staff, or the `bulkimport.start_import` permission).
+`POST [base]/$bulk-submit`, `POST [base]/$bulk-submit-status` (with `Prefer: respond-async`: 202 and
+`[base]/$bulk-submit-poll-status?_jobId=…` to poll). Every endpoint needs a token with the `import` scope (the
+Bulk Submit ones: `import` or `system/bulk-submit`), of a user allowed to import (staff, or the
+`bulkimport.start_import` permission).
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 
+from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
+from fhirjobs.bulkimport.exceptions import ImportNotFound, SubmitterBusy
 from fhirjobs.bulkimport.parameters import (
     parse_import_request,
     parse_submission_key,
@@ -26,8 +31,8 @@ from fhirjobs.bulkimport.services import (
     kick_off,
     report_outcome,
 )
-from fhirjobs.bulkimport.submission import submission_status, submit
-from fhirjobs.common.http import informational, require_async, status_job_id, still_running
+from fhirjobs.bulkimport.submission import owned_submission, submission_status, submit
+from fhirjobs.common.http import informational, preferences, require_async, status_job_id, still_running
 from fhirjobs.common.status import State
 from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body, write_authority
 from jobsite.auth import TokenHasScope
@@ -86,6 +91,14 @@ class ImportErrorsView(BulkImportView):
 
 
 class BulkSubmitView(BulkImportView):
+    required_scope = (Scope.IMPORT, Scope.BULK_SUBMIT)  # `system/bulk-submit`: the STU4 ballot's scope
+
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        response = super().handle_exception(exc)
+        if isinstance(exc, SubmitterBusy):
+            response["Retry-After"] = str(settings.BULK_SUBMIT_RETRY_AFTER_SECONDS)
+        return response
+
     def post(self, request):
         submission = submit(
             request.user,
@@ -96,10 +109,36 @@ class BulkSubmitView(BulkImportView):
         return informational(f"Submission {submission.submission_id} is {submission.status}")
 
 
-class BulkSubmitStatusView(BulkImportView):
+class BulkSubmitStatusView(BulkSubmitView):
+    """`$bulk-submit-status`: with `Prefer: respond-async` (the STU4 ballot) 202 and a status URL to poll;
+    without it, the status itself at once (as Pathling answers)."""
+
     def post(self, request):
         submitter, submission_id = parse_submission_key(read_json_body(request))
-        status = submission_status(request.user, submitter, submission_id)
-        if status.state is State.RUNNING:
-            return still_running(status.progress, RETRY_AFTER_SECONDS)
-        return HttpResponse(json.dumps(status.manifest), content_type="application/json")
+        submission = owned_submission(request.user, submitter=submitter, submission_id=submission_id)
+        if "respond-async" in preferences(request):
+            return informational(
+                f"Poll the status of submission {submission_id}",
+                status=202,
+                headers={"Content-Location": f"{base_url(request)}/$bulk-submit-poll-status?_jobId={submission.id}"},
+            )
+        return _status_response(submission)
+
+
+class BulkSubmitPollStatusView(BulkSubmitView):
+    """The status URL `$bulk-submit-status` gives: 202 (X-Progress, Retry-After) until the submission has ended
+    and every import with it, then 200 and the status manifest."""
+
+    def get(self, request):
+        try:
+            key = uuid.UUID(status_job_id(request))
+        except ValueError:
+            raise ImportNotFound("No such submission of yours") from None
+        return _status_response(owned_submission(request.user, id=key))
+
+
+def _status_response(submission) -> HttpResponse:
+    status = submission_status(submission)
+    if status.state is State.RUNNING:
+        return still_running(status.progress, RETRY_AFTER_SECONDS)
+    return HttpResponse(json.dumps(status.manifest), content_type="application/json")

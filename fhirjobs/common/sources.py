@@ -21,6 +21,7 @@ NDJSON through these (`fhirjobs.bulkimport.sources`), the terminology upload its
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import socket
 import zlib
@@ -38,6 +39,7 @@ MAX_REDIRECTS = 5
 READ_BLOCK = 256 * 1024
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_JSON_BYTES = 16 * 1024**2  # a manifest of ~50,000 files; OAuth metadata and token answers are a few KB
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})  # not sent to another origin
 
 
@@ -215,6 +217,36 @@ def open_blocks(url: str, headers: Mapping[str, str] | None = None) -> Iterator[
                 reason = f"{error.__class__.__name__}: {str(error).replace(url, redacted(url))}"
                 raise SourceUnavailable(redacted(url), reason, retryable=True) from None
         raise SourceUnavailable(redacted(url), f"more than {MAX_REDIRECTS} redirects", retryable=False)
+
+
+def read_json(url: str, headers: Mapping[str, str] | None = None) -> object:
+    """A small JSON document (a manifest, OAuth metadata) read as a source is; SourceUnavailable when it cannot
+    be read or is over MAX_JSON_BYTES, ValueError when it is not JSON."""
+    content = bytearray()
+    with open_blocks(url, headers) as blocks:
+        for block in blocks:
+            content += block
+            if len(content) > MAX_JSON_BYTES:
+                raise SourceUnavailable(redacted(url), f"larger than {MAX_JSON_BYTES} bytes", retryable=False)
+    return json.loads(content)
+
+
+def post_form(url: str, form: Mapping[str, str], headers: Mapping[str, str] | None = None) -> object:
+    """POST a form to an allowed URL (an OAuth token endpoint), checked and pinned as a fetch is, no redirect
+    followed; the JSON answer. SourceUnavailable for an answer other than 200, ValueError when not JSON."""
+    check_source(url)
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise SourceNotAllowed(f"{redacted(url)!r} is not an http(s) URL")
+    target, host, extensions = _pinned(url, _address(urlsplit(url), _allowed_prefix(url)))
+    try:
+        with httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
+            response = client.post(target, data=dict(form), headers={**(headers or {}), **host}, extensions=extensions)
+    except httpx.HTTPError as error:
+        raise SourceUnavailable(redacted(url), f"{error.__class__.__name__}: {error}", retryable=True) from None
+    _check_status(url, response)
+    if len(response.content) > MAX_JSON_BYTES:
+        raise SourceUnavailable(redacted(url), f"larger than {MAX_JSON_BYTES} bytes", retryable=False)
+    return response.json()
 
 
 def _check_status(url: str, response: httpx.Response) -> None:

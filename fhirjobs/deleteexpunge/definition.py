@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from batch.api import JobDefinition, JobDefinitionBuilder
-from fhirjobs.common.ranges import generate_ranges, load_ids, url_problems
+from fhirjobs.common.ranges import generate_key_ranges, load_keys, url_problems
 from fhirjobs.deleteexpunge.steps import delete_expunge, report
 
 DELETE_EXPUNGE_JOB = "DELETE_EXPUNGE"  # the definition id: stored in every job row, never changes
@@ -46,8 +46,8 @@ DELETE_EXPUNGE: JobDefinition = (
     )
     .validate_with(_problems)
     .gated()  # every page listed before any is deleted: deleting cannot shift the walk
-    .first_step("generate-ranges", generate_ranges, "splits each url's resources into id ranges, one chunk each")
-    .intermediate_step("load-ids", load_ids, "the matching ids of one range, one chunk per batch_size ids")
+    .first_step("generate-ranges", generate_key_ranges, "splits each url's type into row key ranges, a chunk each")
+    .intermediate_step("load-ids", load_keys, "the matching row keys of one range, one chunk per batch_size")
     .intermediate_step(
         "delete-expunge", delete_expunge, "deletes one page for good (rows, versions, index rows) in one transaction"
     )

@@ -1,8 +1,8 @@
 """The steps of the DELETE_EXPUNGE job of its own, on the batch job-author API only.
 
-generate-ranges → load-ids (the shared range walk, `fhirjobs.common.ranges`: pages of ids by logical id,
-so many resources sharing one lastUpdated are all found, HAPI #5150) → delete-expunge → report. The job is
-gated: every page is listed before the first is deleted, so deleting never shifts the walk.
+generate-ranges → load-ids (the shared range walk, `fhirjobs.common.ranges`, by row key: a page's rows are
+neighbours on disk, and many resources sharing one lastUpdated are all found, HAPI #5150) → delete-expunge →
+report. The job is gated: every page is listed before the first is deleted, so deleting never shifts the walk.
 
 `delete_expunge` removes one page in one short transaction, together with the row that records what it
 removed (`ExpungedChunk`): run again, the chunk finds that row, deletes nothing and counts the same.
@@ -26,7 +26,7 @@ REFUSED = "Refused: "  # a failure's message starts with this when referrers sto
 def delete_expunge(context: StepContext, sink: DataSink) -> int:
     """Delete one page of resources for good (and, with cascade, what refers to them); how many went."""
     context.check_cancelled()
-    resource_type, ids = context.data["type"], context.data["ids"]
+    keys = context.data["keys"]
     parameters = context.parameters
     with transaction.atomic():
         done = ExpungedChunk.objects.filter(chunk_id=context.chunk_id).values_list("counts", flat=True).first()
@@ -34,9 +34,9 @@ def delete_expunge(context: StepContext, sink: DataSink) -> int:
             return sum(done.values())
         try:
             if not parameters["cascade"]:
-                refuse_if_referenced(referrals_into(resource_type, ids, excluding_urls=parameters["urls"]))
+                refuse_if_referenced(referrals_into(keys, excluding_urls=parameters["urls"]))
             removed = expunge_resources(
-                resource_type, ids, cascade_rounds=parameters["cascade_max_rounds"] if parameters["cascade"] else 0
+                keys, cascade_rounds=parameters["cascade_max_rounds"] if parameters["cascade"] else 0
             )
         except ResourceReferenced as error:
             raise JobFailed(REFUSED + error.message) from None

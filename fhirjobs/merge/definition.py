@@ -9,6 +9,7 @@ from fhirjobs.merge.steps import (
     finish_replace_references,
     query_ids,
     replace_references_step,
+    resume_task,
     stop_task,
 )
 
@@ -40,6 +41,7 @@ MERGE: JobDefinition = (
     )
     .reduction_step("finish-merge", finish_merge, "updates both patients, writes the Provenance, completes the Task")
     .on_stop(stop_task)  # a failed or cancelled job's Task says so
+    .on_restart(resume_task)  # and a restarted one's is in progress again
     .build()
 )
 
@@ -68,5 +70,6 @@ REPLACE_REFERENCES: JobDefinition = (
     )
     .reduction_step("finish-replace-references", finish_replace_references, "writes the Provenance, completes the Task")
     .on_stop(stop_task)
+    .on_restart(resume_task)
     .build()
 )

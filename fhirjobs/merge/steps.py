@@ -23,7 +23,7 @@ from itertools import groupby
 
 from django.db import transaction
 
-from batch.api import DataSink, StepContext, StoppedJob
+from batch.api import DataSink, RestartedJob, StepContext, StoppedJob
 from fhirjobs.merge.models import MergedChunk
 from fhirjobs.merge.patients import MERGE, REPLACE_REFERENCES, complete_merge, record_provenance, task_body
 from fhirstore.authority import WriteAuthority
@@ -204,6 +204,22 @@ def stop_task(job: StoppedJob) -> None:
     )
     if job.error_message:
         body["statusReason"] = {"text": job.error_message}
+    save_resources([Write(body, if_match=task.version_id)], authority=merge_authority(parameters["started_by"]))
+
+
+def resume_task(job: RestartedJob) -> None:
+    """The job's restart handler: a restarted job's Task is `in-progress` again (its `statusReason` gone), so a
+    client following it does not take the `failed` or `cancelled` of the stop for the end. A Task completed
+    meanwhile stays completed; the write carries the version it read (If-Match), so it never overwrites one."""
+    parameters = job.parameters
+    try:
+        task = read_resource("Task", parameters["task_id"])
+    except (ResourceNotFound, ResourceGone):
+        return
+    if task.body["status"] not in TASK_STATUS_OF_STOPPED_JOB.values():
+        return
+    operation = MERGE if "source_patient" in parameters else REPLACE_REFERENCES
+    body = task_body(parameters["task_id"], str(job.instance_id), *_source_and_target(parameters), operation=operation)
     save_resources([Write(body, if_match=task.version_id)], authority=merge_authority(parameters["started_by"]))
 
 

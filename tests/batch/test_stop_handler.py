@@ -1,11 +1,12 @@
 """A job's stop handler (`JobDefinitionBuilder.on_stop`): called once, after commit, when the job ends FAILED
-or CANCELLED, so what the job promised outside the engine can say it stopped."""
+or CANCELLED, so what the job promised outside the engine can say it stopped; and its restart handler
+(`on_restart`), called once per restart, so that can be taken back."""
 
 from __future__ import annotations
 
 import pytest
 
-from batch.control import cancel_job, get_job, start_job
+from batch.control import cancel_job, get_job, restart_job, start_job
 from batch.exceptions import JobFailed
 from batch.statuses import JobStatus
 from tests.batch.helpers import emit
@@ -40,3 +41,23 @@ def test_a_cancelled_job_calls_its_stop_handler_and_a_completed_one_does_not(def
     assert [(s.instance_id, s.status, s.error_message) for s in stopped] == [
         (cancelled.id, "CANCELLED", "Job instance cancelled at step plan")
     ]
+
+
+def test_a_restarted_job_calls_its_restart_handler_once_while_in_progress(define_job, bus):
+    seen = []
+
+    def restarted(job) -> None:
+        seen.append((job.instance_id, get_job(job.instance_id).status))
+
+    job = define_job(lambda b: b.first_step("plan", emit(1)).last_step("work", lambda c, s: 1).on_restart(restarted))
+    instance = start_job(job.id, {})
+    cancel_job(instance.id)
+    bus.drain()
+    assert seen == []  # a stop is not a restart
+
+    restart_job(instance.id)
+    assert seen == [(instance.id, JobStatus.IN_PROGRESS)]
+    bus.drain()
+
+    assert get_job(instance.id).status == JobStatus.COMPLETED
+    assert len(seen) == 1

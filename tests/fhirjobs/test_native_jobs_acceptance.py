@@ -1,7 +1,7 @@
 """Issue #25's acceptance, through real celery workers: a worker SIGKILLed in the middle of a delete-expunge, of
-an asynchronous merge and of a bulk patch costs the killed chunk a retry, and each job still completes exactly:
-nothing deleted twice or left behind (every table counted), no resource patched or rewritten twice (version
-numbers), the merge's Task and Provenance exact.
+an asynchronous merge, of a bulk patch and of a type's `$expunge` costs the killed chunk a retry, and each job
+still completes exactly: nothing deleted twice or left behind (every table counted), no resource patched or
+rewritten twice (version numbers), the merge's Task and Provenance exact, the expunge's count exact.
 
 The workers start once, together, for the module: a survivor consuming the three jobs' node queues and, per
 job, a doomed worker consuming its own node's queue only, so each test has exactly two workers (the survivor
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from batch import control
 from batch.maintenance import run_maintenance_pass
 from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
@@ -25,17 +26,20 @@ from fhirjobs.bulkpatch.services import start_bulk_patch
 from fhirjobs.deleteexpunge.models import ExpungedChunk
 from fhirjobs.deleteexpunge.parameters import DeleteExpungeRequest
 from fhirjobs.deleteexpunge.services import start_delete_expunge
+from fhirjobs.expunge.definition import EXPUNGE_JOB
+from fhirjobs.expunge.models import ExpungedVersionsChunk
 from fhirjobs.merge.models import MergedChunk
 from fhirjobs.merge.parameters import MergeRequest
 from fhirjobs.merge.services import merge_patients
 from fhirstore.loading import BulkLoader
-from fhirstore.models import Resource
+from fhirstore.models import Resource, ResourceVersion
 from fhirstore.storage import read_resource
 from fhirstore.synthetic import generate_resources
 from tests.fhirjobs.bulkpatch.helpers import replace
 from tests.fhirjobs.deleteexpunge.helpers import keys_of, no_rows, rows_of, rows_of_keys
 from tests.fhirjobs.helpers import patient
 from tests.fhirjobs.merge.helpers import observation, output
+from tests.fhirstore.helpers import store
 from tests.processes import (
     Process,
     celery_worker,
@@ -49,8 +53,9 @@ from tests.processes import (
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
-JOBS = ("delete-expunge", "merge", "bulk-patch")
+JOBS = ("delete-expunge", "merge", "bulk-patch", "expunge")
 EVERY_OBSERVATION_LOCKED = "SELECT id FROM fhirstore_resource WHERE resource_type = 'Observation' FOR UPDATE"
+EVERY_PREVIOUS_VERSION_LOCKED = "SELECT resource_id FROM fhirstore_resourceversion FOR UPDATE"
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +250,35 @@ def test_a_bulk_patch_with_a_worker_killed_mid_page_patches_each_match_once(work
         "diffs": [],
     }
     assert PatchedResource.objects.filter(job_instance_id=job.id).count() == matches
+
+
+def test_a_type_expunge_with_a_worker_killed_mid_page_deletes_every_previous_version_once(workers, settings):
+    doomed = on_node(settings, workers, "expunge")
+    resources = 120
+    load(observation(f"o{n:03}", "Patient/p") for n in range(resources))
+    for status in ("amended", "corrected"):  # two previous versions each
+        store(*({**observation(f"o{n:03}", "Patient/p"), "status": status} for n in range(resources)))
+    before = rows_of("Observation")
+    assert before["version"] == 2 * resources
+
+    with locked_by_another_transaction(EVERY_PREVIOUS_VERSION_LOCKED):  # a page's DELETE waits on its versions
+        job = control.start_job(
+            EXPUNGE_JOB, {"urls": ["Observation?"], "batch_size": 10}, started_by="test", max_concurrent_chunks=2
+        )
+        killed = kill_while_it_holds(doomed, held_by(doomed, job.id, "expunge"), timeout=60)
+    instance = wait_for_the_end(job.id)
+
+    assert instance.status == JobStatus.COMPLETED, instance.error_message
+    assert_run_again(killed)
+    assert instance.report == {"count": 2 * resources}  # each version counted once
+    assert rows_of("Observation") == {**before, "version": 0}  # the current rows and their index rows stay
+    assert ResourceVersion.objects.count() == 0
+    assert observation_versions() == {f"o{n:03}": 3 for n in range(resources)}
+    assert {
+        body["status"] for body in Resource.objects.filter(resource_type="Observation").values_list("body", flat=True)
+    } == {"corrected"}
+    assert (
+        ExpungedVersionsChunk.objects.filter(job_instance_id=job.id).count()
+        == WorkChunk.objects.filter(instance_id=job.id, target_step_id="expunge").count()
+        == resources // 10
+    )

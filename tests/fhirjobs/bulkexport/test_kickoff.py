@@ -160,6 +160,8 @@ def test_past_the_running_exports_limit_a_user_gets_429_with_retry_after(exporte
         ("get", "/fhir/$export-poll-status?_jobId=x"),
         ("delete", "/fhir/$export-poll-status?_jobId=x"),
         ("get", "/fhir/$export-file/x"),
+        ("get", "/fhir/$bulk-publish"),
+        ("get", "/fhir/$bulk-publish-file/x"),
     ],
 )
 def test_every_export_endpoint_needs_credentials_even_where_anonymous_reads_are_allowed(settings, method, path):
@@ -178,6 +180,7 @@ def test_the_capability_statement_instantiates_bulk_data_and_lists_the_export_op
         "export",
         "import",
         "bulk-submit",
+        "bulk-submit-status",
         "delete-expunge",
         "expunge",
         "hapi.fhir.replace-references",

@@ -231,7 +231,9 @@ def test_an_export_of_one_heavylift_imports_into_another_by_import_and_by_bulk_s
         },
     )
     assert added.status_code == 200, added.text
-    status = target.wait(to_target, f"{target.base}/$bulk-submit-status", "POST", submission)
+    polled = to_target.post(f"{target.base}/$bulk-submit-status", json=submission, headers={"Prefer": "respond-async"})
+    assert polled.status_code == 202, polled.text
+    status = target.wait(to_target, polled.headers["Content-Location"])
 
     assert status.status_code == 200, status.text
     counts = {item["type"]: item["count"] for item in status.json()["output"]}

@@ -27,9 +27,9 @@ def rows_of(resource_type: str, logical_ids=None) -> dict[str, int]:
 
 
 def keys_of(resource_type: str) -> list[int]:
-    """The row keys (pk) of every resource of the type: after a deletion, `rows_of_keys` of these finds what
-    was left behind, index rows included (their tables have no foreign key to stop an orphan)."""
-    return list(Resource.objects.filter(resource_type=resource_type).values_list("id", flat=True))
+    """The row keys (pk) of every resource of the type, in key order: after a deletion, `rows_of_keys` of these
+    finds what was left behind, index rows included (their tables have no foreign key to stop an orphan)."""
+    return list(Resource.objects.filter(resource_type=resource_type).order_by("id").values_list("id", flat=True))
 
 
 def rows_of_keys(pks: list[int]) -> dict[str, int]:

@@ -24,7 +24,7 @@ from fhirstore.expunge import expunge_resources, referrals_into
 from fhirstore.loading import BulkLoader
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
-from tests.fhirjobs.deleteexpunge.helpers import no_rows, observation, rows_of
+from tests.fhirjobs.deleteexpunge.helpers import keys_of, no_rows, observation, rows_of
 from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import store
 
@@ -113,9 +113,9 @@ def test_a_cascade_deeper_than_its_rounds_is_refused():
         },
     )  # two levels of referrers above the patient
     with pytest.raises(ResourceReferenced, match="after 1 cascade rounds"), transaction.atomic():
-        expunge_resources("Patient", ["p1"], cascade_rounds=1)
+        expunge_resources(keys_of("Patient"), cascade_rounds=1)
     with transaction.atomic():
-        assert expunge_resources("Patient", ["p1"], cascade_rounds=2) == {
+        assert expunge_resources(keys_of("Patient"), cascade_rounds=2) == {
             "Patient": 1,
             "Observation": 1,
             "DiagnosticReport": 1,
@@ -139,7 +139,7 @@ class ChunkContext:
 
 def test_a_chunk_run_again_deletes_nothing_and_counts_the_same():
     store(patient("a"), patient("b"), patient("c"))
-    context = ChunkContext({"type": "Patient", "ids": ["a", "b"]})
+    context = ChunkContext({"type": "Patient", "keys": keys_of("Patient")[:2]})
     assert delete_expunge(context, sink=None) == 2
     store(patient("a"))  # created again meanwhile: a chunk run again must not delete it
     assert delete_expunge(context, sink=None) == 2
@@ -153,11 +153,11 @@ def test_the_deletes_are_index_scans_by_an_array_of_ids():
             loader.add(resource, "generated", None)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    ids = list(Resource.objects.filter(resource_type="Observation").values_list("logical_id", flat=True)[:20])
-    assert len(ids) == 20 and Resource.objects.count() > 1000
+    keys = keys_of("Observation")[:20]
+    assert len(keys) == 20 and Resource.objects.count() > 1000
     with transaction.atomic(), CaptureQueriesContext(connection) as captured:
-        assert referrals_into("Observation", ids) == []  # the page's check, by the reference index, per id
-        assert sum(expunge_resources("Observation", ids).values()) == len(ids)
+        assert referrals_into(keys) == []  # the page's check, by the reference index, per resource
+        assert sum(expunge_resources(keys).values()) == len(keys)
         statements = [
             query["sql"] for query in captured.captured_queries if query["sql"].startswith(("DELETE", "SELECT", "WITH"))
         ]

@@ -116,20 +116,26 @@ def test_an_async_merge_of_50_referrers_runs_in_pages_and_completes_its_task(bus
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_cancelled_merge_job_cancels_its_task():
+def test_a_cancelled_merge_job_cancels_its_task_and_a_restart_resumes_it(bus):
     store(patient("src"), patient("tgt"), observation("o1", "Patient/src"))
     task = output(merge(asynchronous=True), "task")
+    job_id = task["identifier"][0]["value"]
 
-    control.cancel_job(task["identifier"][0]["value"])
+    control.cancel_job(job_id)
 
     cancelled = read_resource("Task", task["id"]).body
     assert cancelled["status"] == "cancelled"
     assert cancelled["statusReason"] == {"text": "Job instance cancelled at step query-ids"}
     assert cancelled["identifier"] == task["identifier"] and cancelled["input"] == task["input"]
 
+    control.restart_job(job_id)
+    assert read_resource("Task", task["id"]).body["status"] == "in-progress"
+    bus.drain()
+    assert read_resource("Task", task["id"]).body["status"] == "completed"
+
 
 @pytest.mark.django_db(transaction=True)
-def test_a_failed_merge_job_fails_its_task_and_a_restart_completes_it(bus, monkeypatch):
+def test_a_failed_merge_job_fails_its_task_and_a_restart_resumes_then_completes_it(bus, monkeypatch):
     store(patient("src"), patient("tgt"), observation("o1", "Patient/src"))
     task = output(merge(asynchronous=True), "task")
     job_id = task["identifier"][0]["value"]
@@ -146,6 +152,9 @@ def test_a_failed_merge_job_fails_its_task_and_a_restart_completes_it(bus, monke
     assert versions("Observation") == {"o1": 1}
 
     control.restart_job(job_id)
+    resumed = read_resource("Task", task["id"]).body
+    assert resumed["status"] == "in-progress" and "statusReason" not in resumed  # the failure is taken back
+    assert resumed["identifier"] == task["identifier"] and resumed["input"] == task["input"]
     bus.drain()
     assert control.get_job(job_id).status == JobStatus.COMPLETED
     assert read_resource("Task", task["id"]).body["status"] == "completed"

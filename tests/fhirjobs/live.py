@@ -1,0 +1,36 @@
+"""A live Heavylift for tests that speak HTTP to it as outside clients do: gunicorn and a celery worker of a node
+of their own, on the test database, started once per module (`live_server`)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+
+from batch.queues import work_notification_queue
+from tests.processes import Process, celery_worker, free_port, stop_all, subprocess_database_url
+
+
+class LiveServer:
+    def __init__(self, processes: list[Process], **env: str):
+        node, port = f"test-{uuid.uuid4().hex[:8]}", free_port()
+        env = {"NODE_ID": node, "JOB_SCHEDULING": "false", "DATABASE_URL": subprocess_database_url(), **env}
+        processes.append(celery_worker(env=env, queues=[work_notification_queue(node)], concurrency=1))
+        web = Process(
+            [sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--threads", "4"],
+            env=env,
+            name="web",
+        )
+        processes.append(web)
+        web.wait_for_output("Booting worker", timeout=60)
+        self.base = f"http://127.0.0.1:{port}/fhir"
+
+
+def live_server(django_db_blocker, **env: str) -> Iterator[LiveServer]:
+    """For a module-scoped fixture (after `django_db_setup`): the server, stopped when the module is done."""
+    started: list[Process] = []
+    try:
+        with django_db_blocker.unblock():
+            yield LiveServer(started, **env)
+    finally:
+        stop_all(started)
