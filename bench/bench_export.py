@@ -15,12 +15,20 @@
 It runs in a database of its own (`<DATABASE_URL's name>_bench_export`), created at start and dropped at
 the end (`--keep` keeps it, `--reuse` starts from a kept one).
 
-    python -m bench.bench_export [--resources 1000000]
+Storages compared (`--storage database,s3,files --rounds 2`, several storages or rounds): the store is filled
+once to `--resources`, and each round exports it once per storage, in the same order every round (A/B/A/B on a
+shared machine, so that every storage meets the same conditions), each on a stack of its own and beside a raw
+COPY timed just before it: each export's ratio is to the COPY of its own moment. The load average is printed
+with every run; `--json` gives every run and each storage's median ratio.
+
+    python -m bench.bench_export [--resources 1000000] [--storage database,s3 --rounds 2]
 """
 
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -65,27 +73,36 @@ class ExportRun:
     latencies: list[float] = field(default_factory=list)
 
 
-STORAGES = ("database", "files", "s3")
+STORAGES = ("database", "files", "s3", "s3-plain")
+# The documented object store (objects gzip-compressed, uploads while the next part is read), and S3Storage as it
+# was before either: each upload after the COPY of its whole range.
+S3_BACKENDS = {
+    "s3": ("blobstore.s3.GzipS3Storage", {}),
+    "s3-plain": ("storages.backends.s3.S3Storage", {"BULK_EXPORT_UPLOAD_WHILE_READING": "false"}),
+}
 
 
 @contextmanager
 def storage_settings(storage: str, workdir: Path) -> Iterator[dict[str, str]]:
     """The export storage's settings for the benchmark's processes: the database (the default), files in the
-    work directory, or a bucket of an S3-compatible server (SeaweedFS) started for the run."""
+    work directory, or a bucket of an S3-compatible server (SeaweedFS) started for the run: `s3` with the
+    documented backend and settings, `s3-plain` as before them (django-storages' S3Storage, uploads after reads)."""
     if storage == "files":
         yield {
             "BULK_EXPORT_STORAGE_BACKEND": "django.core.files.storage.FileSystemStorage",
             "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"location": str(workdir / "exports")}),
         }
-    elif storage == "s3":
+    elif storage in S3_BACKENDS:
         # Imported here: importing `heavylift` sets Django up, which must wait until `bench_database` has
         # pointed DATABASE_URL at the benchmark's database.
         from heavylift.devobjectstore import create_bucket, running_object_store, storage_options
 
         with running_object_store(workdir / "seaweedfs") as store:
             create_bucket(store, "exports")
+            backend, settings = S3_BACKENDS[storage]
             yield {
-                "BULK_EXPORT_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
+                **settings,
+                "BULK_EXPORT_STORAGE_BACKEND": backend,
                 "BULK_EXPORT_STORAGE_OPTIONS": json.dumps(storage_options(store, "exports")),
             }
     else:
@@ -96,11 +113,19 @@ def main() -> None:
     parser = job_bench_arguments(__doc__, resources=1_000_000, resources_help="store size of the full export")
     parser.add_argument(
         "--storage",
-        choices=STORAGES,
-        default="database",
-        help="where the export files go (default: the database, the default setting)",
+        type=storage_list,
+        default=["database"],
+        help=f"where the export files go, one or several comma-separated of {', '.join(STORAGES)} (default: the "
+        "database, the default setting)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="with several storages: exports of each, interleaved (default 1)"
     )
     options = parser.parse_args()
+    if len(options.storage) > 1 or options.rounds > 1:
+        compare_storages(options)
+        return
+    options.storage = options.storage[0]
 
     with job_bench("export", options) as bench, ExitStack() as cleanup:  # the storage stops before the workdir goes
         workdir = bench.workdir
@@ -135,12 +160,83 @@ def main() -> None:
         )
 
 
-def export(stack: FhirStack) -> ExportRun:
-    """A system export over HTTP, with worker RSS sampled and reads timed while it runs."""
+def storage_list(text: str) -> list[str]:
+    storages = [name.strip() for name in text.split(",") if name.strip()]
+    if not storages or set(storages) - set(STORAGES):
+        raise ValueError(f"storages are of {', '.join(STORAGES)}")
+    return storages
+
+
+def compare_storages(options) -> None:
+    """Each round exports the whole store once per storage, each beside a raw COPY timed just before it."""
+    runs = []
+    with job_bench("export", options) as bench:
+        from django.conf import settings
+
+        print_setup(
+            bench,
+            f"chunk size {settings.BULK_EXPORT_CHUNK_SIZE}; storages {', '.join(options.storage)} interleaved, "
+            f"{options.rounds} round(s)",
+        )
+        fill(options.resources - stored())
+        for round_number in range(1, options.rounds + 1):
+            for storage in options.storage:
+                workdir = bench.workdir / f"{storage}-{round_number}"
+                workdir.mkdir()
+                with (
+                    storage_settings(storage, workdir) as storage_environment,
+                    fhir_stack(
+                        bench.node, {**bench.environment, **storage_environment}, workdir, username="bench-export"
+                    ) as stack,
+                ):
+                    load_before = os.getloadavg()[0]
+                    copies = sorted(raw_copy(bench.database_url, workdir / "copy.ndjson") for _ in range(COPY_RUNS))
+                    (workdir / "copy.ndjson").unlink()
+                    copy_seconds, copied = copies[COPY_RUNS // 2]
+                    run = export(stack)
+                    load = (load_before + os.getloadavg()[0]) / 2
+                rate, copy_rate = run.resources / run.seconds, copied / copy_seconds
+                runs.append(
+                    {
+                        "round": round_number,
+                        "storage": storage,
+                        "load": round(load, 1),
+                        "resources": run.resources,
+                        "files": run.files,
+                        "export_seconds": round(run.seconds, 2),
+                        "export_per_s": round(rate),
+                        "copy_per_s": round(copy_rate),
+                        "ratio": round(rate / copy_rate, 3),
+                        "peak_rss_mib": round(max(run.peak_rss.values()) / 2**20),
+                        "read_p99_ms_during": round(percentile_ms(run.latencies, 99), 1),
+                    }
+                )
+                print(
+                    f"\n-- round {round_number}, {storage}: {run.resources:,} resources in {run.files} files, "
+                    f"{run.seconds:.1f} s = {rate:,.0f} resources/s; raw COPY just before {copy_rate:,.0f} "
+                    f"resources/s (median of {', '.join(f'{seconds:.1f}' for seconds, _ in copies)} s); ratio "
+                    f"{rate / copy_rate:.2f}; load average {load:.1f}; peak RSS "
+                    f"{max(run.peak_rss.values()) / 2**20:.0f} MiB",
+                    flush=True,
+                )
+    ratios = {
+        storage: round(statistics.median(run["ratio"] for run in runs if run["storage"] == storage), 3)
+        for storage in options.storage
+    }
+    print("\n== summary: export ÷ raw COPY of the same moment, median over rounds ==")
+    for storage, ratio in ratios.items():
+        each = " / ".join(f"{run['ratio']:.2f} (load {run['load']})" for run in runs if run["storage"] == storage)
+        print(f"{storage:10} {ratio:.2f}   ({each})", flush=True)
+    print_json(options, {"storages": options.storage, "rounds": options.rounds, "ratio": ratios, "runs": runs})
+
+
+def export(stack: FhirStack, query: str = "") -> ExportRun:
+    """A system export over HTTP (`query`: its kick-off parameters, e.g. `?organizeOutputBy=Patient`), with
+    worker RSS sampled and reads timed while it runs."""
     peak_rss: dict[str, int] = {}
     peak_rss_by_step: dict[str, int] = {}
     started = time.monotonic()
-    status_url = stack.client.kick_off("$export")
+    status_url = stack.client.kick_off(f"$export{query}")
     instance_id = _job_instance_id(status_url)
     last_sample, manifest, seconds = 0.0, None, None
     with reads_meanwhile(stack.client, stack.patients) as latencies:

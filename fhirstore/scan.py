@@ -19,8 +19,9 @@ resource passes when it matches any of them (the `_typeFilter`s of one type are 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 import psycopg
 from django.db import connection
@@ -364,17 +365,48 @@ def bodies_json_by_id(
         return cursor.fetchall()
 
 
+class Member(NamedTuple):
+    """A resource in a patient's compartment: the patient, the resource's logical id and its row id."""
+
+    patient_id: str
+    logical_id: str
+    row_id: int
+
+
+def bodies_json_by_row_id(row_ids: Iterable[int], *, until: datetime | None = None) -> dict[int, str]:
+    """Row id -> body as JSON text of the rows that are current (at `until`, if given), in no order.
+
+    By the primary key, where `bodies_json_by_id` looks each logical id up in the (type, logical id) index: for
+    6,500 Observations 150-180 ms against 300-330 ms (loaded 2-core machine). The ids travel as one text."""
+    if until is None:
+        sql = (
+            "SELECT id, body::text FROM fhirstore_resource"
+            " WHERE id = ANY(string_to_array(%(ids)s, ',')::bigint[]) AND NOT deleted"
+        )
+    else:
+        sql = (
+            "SELECT id, body FROM (SELECT r.id, CASE WHEN r.last_updated <= %(until)s THEN r.body::text ELSE"
+            " (SELECT v.body::text FROM fhirstore_resourceversion v WHERE v.resource_id = r.id"
+            " AND v.last_updated <= %(until)s ORDER BY v.version_id DESC LIMIT 1) END AS body"
+            " FROM fhirstore_resource r WHERE r.id = ANY(string_to_array(%(ids)s, ',')::bigint[])) as_of"
+            " WHERE body IS NOT NULL"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"ids": ",".join(str(row_id) for row_id in row_ids), "until": until})
+        return dict(cursor.fetchall())
+
+
 def compartment_members(
     patient_ids: Sequence[str],
     filters_by_type: Mapping[str, Sequence[Q]],
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> dict[str, list[tuple[str, str]]]:
-    """Per type of `filters_by_type` (Patient aside), (patient id, logical id) of every resource of the type in
-    the compartment of each of `patient_ids` that is current (at `until`), changed at or after `since` and matches
-    any of the type's filters (none: every one), by patient and id; a resource in several of these compartments
-    comes once for each. Types without any are left out.
+) -> dict[str, list[Member]]:
+    """Per type of `filters_by_type` (Patient aside), a `Member` for every resource of the type in the compartment
+    of each of `patient_ids` that is current (at `until`), changed at or after `since` and matches any of the
+    type's filters (none: every one), by patient and id; a resource in several of these compartments comes once
+    for each. Types without any are left out.
 
     The compartment is that of `compartment_ids_page`. One query finds the compartments' reference rows of every
     type at once (most types have none for a page of patients), then one per type present checks the resources.
@@ -400,7 +432,7 @@ def compartment_members(
             )
             .values_list("pk", "logical_id")
         )  # the row ids as one text: a parameter each costs more
-        if chosen := sorted((patient_id, kept[row_id]) for patient_id, row_id in pairs if row_id in kept):
+        if chosen := sorted(Member(patient_id, kept[row_id], row_id) for patient_id, row_id in pairs if row_id in kept):
             members[resource_type] = chosen
     return members
 

@@ -425,7 +425,8 @@ BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3
 BULK_EXPORT_MAX_CONCURRENT_CHUNKS = env_int("BULK_EXPORT_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
 # Where export files live: any Django storage backend and its options as JSON. By default the database
 # (blobstore: every host that reaches PostgreSQL serves every file, nothing else to run); an S3-compatible
-# store (storages.backends.s3.S3Storage) for large exports; the file system (FileSystemStorage, its default
+# store (blobstore.s3.GzipS3Storage: S3Storage with its objects gzip-compressed, a tenth of the bytes to send
+# and store; or S3Storage itself) for large exports; the file system (FileSystemStorage, its default
 # location MEDIA_ROOT/bulkexport) for one host only (docs/export.md, "Files, storage, expiry").
 FILE_SYSTEM_STORAGE = "django.core.files.storage.FileSystemStorage"
 BULK_EXPORT_STORAGE_BACKEND = env_str("BULK_EXPORT_STORAGE_BACKEND", "blobstore.storage.DatabaseStorage")
@@ -498,15 +499,22 @@ BULK_SUBMIT_RETRY_AFTER_SECONDS = env_int("BULK_SUBMIT_RETRY_AFTER_SECONDS", 60,
 # the process itself halved the client's CPU per 11 MB file (50 -> 26 ms, SeaweedFS on a loaded 2-core machine;
 # the wall time there is the store's: docs/export.md, Per storage). Larger files still go in 8 MiB parts, one
 # at a time.
-S3_STORAGE = "storages.backends.s3.S3Storage"
+S3_STORAGES = ("blobstore.s3.GzipS3Storage", "storages.backends.s3.S3Storage")
 S3_SINGLE_PUT_BYTES = 64 * 1024**2
 BULK_EXPORT_STORAGE_BACKEND_OPTIONS = dict(BULK_EXPORT_STORAGE_OPTIONS)
-if BULK_EXPORT_STORAGE_BACKEND == S3_STORAGE and "transfer_config" not in BULK_EXPORT_STORAGE_OPTIONS:
+if BULK_EXPORT_STORAGE_BACKEND in S3_STORAGES and "transfer_config" not in BULK_EXPORT_STORAGE_OPTIONS:
     from boto3.s3.transfer import TransferConfig
 
     BULK_EXPORT_STORAGE_BACKEND_OPTIONS["transfer_config"] = TransferConfig(
         use_threads=False, multipart_threshold=S3_SINGLE_PUT_BYTES
     )
+# A write chunk of an object-store export reads its row range in two parts and uploads one part's files (from a
+# thread of the worker process) while it reads the next from PostgreSQL: the COPY and the upload overlap instead
+# of following one another, with one COPY at a time as before (docs/export.md, Per storage). Default: on for an
+# object store, off for the database (its writes would need a second connection) and the file system.
+BULK_EXPORT_UPLOAD_WHILE_READING = env_bool(
+    "BULK_EXPORT_UPLOAD_WHILE_READING", BULK_EXPORT_STORAGE_BACKEND in S3_STORAGES
+)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},  # Django's defaults, kept
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -541,6 +549,7 @@ CLUSTER_WIDE_SETTINGS = (
     "BULK_EXPORT_MAX_CONCURRENT_CHUNKS",
     "BULK_EXPORT_STORAGE_BACKEND",
     "BULK_EXPORT_STORAGE_OPTIONS",
+    "BULK_EXPORT_UPLOAD_WHILE_READING",
     "BULK_EXPORT_KICKOFF",
     "BULK_PUBLISH",
     "BULK_IMPORT_CHUNK_SIZE",

@@ -13,9 +13,12 @@ import logging
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import IO
 from uuid import UUID
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 
@@ -28,12 +31,68 @@ def export_storage() -> Storage:
 
 def connect_export_storage() -> None:
     """Set the storage's client up now, where a storage has one (S3Storage's boto3 resource: loading the S3 service
-    model takes 0.3-1 s of a loaded machine's CPU and ~35 MiB, once per process and thread); others need none.
-    A storage that cannot set up logs why and is left to fail where a file is written, with the job's error."""
+    model takes 0.3-1 s of a loaded machine's CPU and ~35 MiB, once per process and thread), in this thread and, when
+    files are written in the background (`FileWriter`), in the writing thread; others need none. A storage that
+    cannot set up logs why and is left to fail where a file is written, with the job's error."""
+    _connect()
+    if settings.BULK_EXPORT_UPLOAD_WHILE_READING:
+        _background_writer().submit(_connect)
+
+
+def _connect() -> None:
     try:
         getattr(export_storage(), "connection", None)
     except Exception:
         logger.exception("the export storage's client could not be set up")
+
+
+_writer_thread: ThreadPoolExecutor | None = None
+
+
+def _background_writer() -> ThreadPoolExecutor:
+    """One thread per process, started at its first use (in the pool process, after the fork), that writes files
+    while the step reads on: one storage client for all of them, set up once."""
+    global _writer_thread
+    if _writer_thread is None:
+        _writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-file-writer")
+    return _writer_thread
+
+
+class FileWriter:
+    """Writes files of a step: in the background when BULK_EXPORT_UPLOAD_WHILE_READING (an object store: the upload
+    of one part's files overlaps the reading of the next part from PostgreSQL, where they followed one another),
+    otherwise at once. `wait` returns once every file is written, or raises the first error."""
+
+    def __init__(self) -> None:
+        self.background = settings.BULK_EXPORT_UPLOAD_WHILE_READING
+        self.pending: list[Future] = []
+
+    def write(self, path: str, content: bytes) -> None:
+        if self.background:
+            self.pending.append(_background_writer().submit(write_file, path, content))
+        else:
+            write_file(path, content)
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, []
+        errors = [error for future in pending if (error := future.exception()) is not None]
+        if errors:
+            raise errors[0]
+
+
+@contextmanager
+def file_writer() -> Iterator[FileWriter]:
+    """A FileWriter whose files are all written when the block ends (also when it raises: nothing is left writing)."""
+    writer = FileWriter()
+    try:
+        yield writer
+    except BaseException:
+        try:
+            writer.wait()
+        except Exception:
+            logger.exception("an export file could not be written")
+        raise
+    writer.wait()
 
 
 def new_file_path(export_id: UUID | str, resource_type: str, file_id: UUID | str) -> str:
@@ -89,6 +148,13 @@ def gzipped(stream: IO[bytes]) -> Iterator[bytes]:
     yield compressor.flush()
 
 
+def blocks(stream: IO[bytes]) -> Iterator[bytes]:
+    """The stream a block at a time, then closed."""
+    with stream:
+        while block := stream.read(STREAM_BLOCK):
+            yield block
+
+
 def presigned_url(path: str) -> str | None:
     """A URL of the file that authorizes its bearer for a short while (an object store's presigned URL), or None
     when the storage makes none (the database, the file system, an S3Storage without `querystring_auth`)."""
@@ -101,3 +167,14 @@ def presigned_url(path: str) -> str | None:
 def open_file(path: str) -> IO[bytes]:
     """FileNotFoundError when the file is gone."""
     return export_storage().open(path, "rb")
+
+
+def stores_gzipped() -> bool:
+    """Whether the storage keeps files gzip-compressed and serves them so (`blobstore.s3.GzipS3Storage`: its
+    objects carry `Content-Encoding: gzip`, and so do its presigned downloads)."""
+    return hasattr(export_storage(), "open_gzipped")
+
+
+def open_gzipped(path: str) -> IO[bytes]:
+    """The file as the storage keeps it, gzip-compressed (see `stores_gzipped`); FileNotFoundError when gone."""
+    return export_storage().open_gzipped(path)

@@ -21,7 +21,13 @@ from batch import control
 from batch.control import JobNotFound, JobStateConflict
 from fhirjobs.bulkexport.definition import BULK_EXPORT_JOB
 from fhirjobs.bulkexport.exceptions import ExportFailed, ExportFileNotFound, ExportNotFound, TooManyExports
-from fhirjobs.bulkexport.files import delete_export_files, open_file, presigned_url
+from fhirjobs.bulkexport.files import (
+    delete_export_files,
+    open_file,
+    open_gzipped,
+    presigned_url,
+    stores_gzipped,
+)
 from fhirjobs.bulkexport.manifests import manifest_page
 from fhirjobs.bulkexport.models import BulkExport, ExportFile, Publication
 from fhirjobs.bulkexport.parameters import ExportRequest, job_parameters
@@ -198,9 +204,12 @@ class ExportDownload:
     file: ExportFile
     redirect_to: str | None = None
     stream: IO[bytes] | None = None
+    gzipped: bool = False  # the stream is gzip-compressed: the answer is `Content-Encoding: gzip`
 
 
-def download_export_file(user: AbstractBaseUser, file_id: uuid.UUID | str) -> ExportDownload:
+def download_export_file(
+    user: AbstractBaseUser, file_id: uuid.UUID | str, *, accepts_gzip: bool = False
+) -> ExportDownload:
     """The caller's file, after the same checks either way; ExportFileNotFound for a deleted, expired or foreign one.
 
     The manifest says `requiresAccessToken: true`: its URLs are this server's, and a download needs the
@@ -208,6 +217,10 @@ def download_export_file(user: AbstractBaseUser, file_id: uuid.UUID | str) -> Ex
     S3Storage with `querystring_auth`) is answered with a redirect to one, valid for its `querystring_expire`
     seconds, unless BULK_EXPORT_DOWNLOAD_REDIRECT is false; Bulk Data clients follow the 302 (and, as HTTP
     clients do on a redirect to another origin, without the token).
+
+    A storage that keeps files gzip-compressed serves them with `Content-Encoding: gzip`, which only a client
+    that accepts gzip may be sent: such a client gets the redirect, or the stored bytes as they are; any other
+    gets the file inflated by this process.
     """
     try:
         file = ExportFile.objects.filter(id=uuid.UUID(str(file_id)), export__owner=user).first()
@@ -215,9 +228,12 @@ def download_export_file(user: AbstractBaseUser, file_id: uuid.UUID | str) -> Ex
         file = None
     if file is None or (file.expires_at is not None and file.expires_at <= timezone.now()):
         raise ExportFileNotFound(f"Export file {file_id} is not known (deleted, expired or not yours)")
-    if settings.BULK_EXPORT_DOWNLOAD_REDIRECT and (url := presigned_url(file.path)):
+    gzipped = stores_gzipped()
+    if settings.BULK_EXPORT_DOWNLOAD_REDIRECT and (accepts_gzip or not gzipped) and (url := presigned_url(file.path)):
         return ExportDownload(file, redirect_to=url)
     try:
+        if gzipped and accepts_gzip:
+            return ExportDownload(file, stream=open_gzipped(file.path), gzipped=True)
         return ExportDownload(file, stream=open_file(file.path))
     except FileNotFoundError:
         raise ExportFileNotFound(f"Export file {file_id} is gone") from None

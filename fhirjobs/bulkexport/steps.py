@@ -26,21 +26,22 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import islice
+from itertools import islice, pairwise
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 
 from batch.api import DataSink, JobCancelled, JobFailed, StepContext
-from fhirjobs.bulkexport.files import delete_files, new_file_path, write_file
+from fhirjobs.bulkexport.files import delete_files, file_writer, new_file_path
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportJob, Level
 from fhirjobs.bulkexport.selection import associated_provenance_pages, id_pages, type_filters_for
 from fhirjobs.common.chunks import pack, unpack
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.scan import (
-    bodies_json_by_id,
+    Member,
+    bodies_json_by_row_id,
     compartment_members,
     current_bodies_json,
     current_resources,
@@ -58,6 +59,9 @@ from fhirstore.scan import (
 # and a completion per step, most of the pass-through step's time (21 chunks of 10,000: 0.6-1.6 s of a 7-12 s
 # export, measured); a handful per chunk still spreads the expand step over the worker processes.
 ROW_RANGES_PER_CHUNK = 8
+# Parts a row range is read in when its files are uploaded while the next part is read (an object store): two
+# make a file per type of each half; more would overlap a little more for more, smaller files.
+ROW_RANGE_UPLOAD_PARTS = 2
 SUBSETTED = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
     "code": "SUBSETTED",
@@ -236,16 +240,11 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
     """One NDJSON file per chunk (per type of a row range) in the export storage, and its `ExportFile` row."""
     job = ExportJob.from_parameters(context.parameters)
     if "last_row" in context.data:
-        contents = [
-            (resource_type, uuid.uuid5(context.chunk_id, f"file/{resource_type}"), count, ndjson)
-            for resource_type, count, ndjson in row_range_bodies_ndjson(
-                job.types, context.data["after_row"], context.data["last_row"], until=job.until
-            )
-        ]
+        parts = row_range_parts(job, context.chunk_id, context.data["after_row"], context.data["last_row"])
         deleted = False
     elif "patients_zlib" in context.data:
         count, content = patient_blocks_ndjson(job, unpack(context.data["patients_zlib"]).decode().split("\n"))
-        contents = [("Patient", uuid.uuid5(context.chunk_id, "file"), count, content)] if count else []
+        parts = [[("Patient", uuid.uuid5(context.chunk_id, "file"), count, content)] if count else []]
         deleted = False
     else:
         deleted = bool(context.data.get("deleted"))
@@ -256,23 +255,25 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
             )
         else:
             content = unpack(context.data["ndjson_zlib"])
-        contents = [(resource_type, uuid.uuid5(context.chunk_id, "file"), count, content)] if count else []
+        parts = [[(resource_type, uuid.uuid5(context.chunk_id, "file"), count, content)] if count else []]
     files = []
-    context.check_cancelled()  # a cancelled or deleted export writes nothing more
-    for resource_type, file_id, count, content in contents:
-        path = new_file_path(job.export_id, resource_type, file_id)
-        write_file(path, content)
-        files.append(
-            ExportFile(
-                id=file_id,
-                export_id=job.export_id,
-                job_instance_id=context.instance_id,
-                resource_type=resource_type,
-                path=path,
-                count=count,
-                deleted=deleted,
-            )
-        )
+    with file_writer() as writer:  # every file whole before any row names it
+        for contents in parts:
+            context.check_cancelled()  # a cancelled or deleted export writes nothing more
+            for resource_type, file_id, count, content in contents:
+                path = new_file_path(job.export_id, resource_type, file_id)
+                writer.write(path, content)
+                files.append(
+                    ExportFile(
+                        id=file_id,
+                        export_id=job.export_id,
+                        job_instance_id=context.instance_id,
+                        resource_type=resource_type,
+                        path=path,
+                        count=count,
+                        deleted=deleted,
+                    )
+                )
     if not files:
         return 0
     with transaction.atomic():
@@ -293,6 +294,28 @@ def write_to_binaries(context: StepContext, sink: DataSink) -> int:
     return sum(file.count for file in files)
 
 
+def row_range_parts(
+    job: ExportJob, chunk_id: uuid.UUID, after: int, last: int
+) -> Iterator[list[tuple[str, uuid.UUID, int, bytes]]]:
+    """The files of a row range, `(type, file id, count, NDJSON)`, a part of the range at a time: one file per type
+    of each part.
+
+    With BULK_EXPORT_UPLOAD_WHILE_READING (an object store) the range is read in ROW_RANGE_UPLOAD_PARTS parts, so
+    that the upload of one part's files (in the background, `FileWriter`) overlaps the reading of the next; else in
+    one. The first part's file ids are those of a range read whole, and every part's bounds follow from the range
+    alone: a rerun writes the same files under the same ids."""
+    parts = ROW_RANGE_UPLOAD_PARTS if settings.BULK_EXPORT_UPLOAD_WHILE_READING else 1
+    bounds = [after + (last - after) * part // parts for part in range(parts + 1)]
+    for part, (part_after, part_last) in enumerate(pairwise(bounds)):
+        suffix = f"/{part}" if part else ""
+        yield [
+            (resource_type, uuid.uuid5(chunk_id, f"file/{resource_type}{suffix}"), count, ndjson)
+            for resource_type, count, ndjson in row_range_bodies_ndjson(
+                job.types, part_after, part_last, until=job.until
+            )
+        ]
+
+
 def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[int, bytes]:
     """The blocks of these patients (`organizeOutputBy=Patient`), in their order, as NDJSON, and its line count.
 
@@ -301,7 +324,7 @@ def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[i
     would take by type (`_type`, `_since`, `_typeFilter`, `_elements`, as of `until`), grouped by patient. A
     resource in several compartments is in each of their blocks (the IG allows it). A patient with nothing
     to export has no block. A few queries for all the patients of the file: one for their compartments'
-    reference rows, two per type present (which of those resources the export takes, their bodies).
+    reference rows, two per type present (which of those resources the export takes, their bodies by row id).
     """
     blocks: dict[str, list[str]] = {patient_id: [] for patient_id in patient_ids}
     filters = {resource_type: type_filters_for(resource_type, job.type_filters) for resource_type in job.types}
@@ -310,16 +333,16 @@ def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[i
         selected = current_resources("Patient", since=job.since, until=job.until, filters=filters["Patient"])
         members = {
             "Patient": [
-                (patient_id, patient_id)
-                for patient_id in selected.filter(logical_id__in=patient_ids).values_list("logical_id", flat=True)
+                Member(patient_id, patient_id, row_id)
+                for patient_id, row_id in selected.filter(logical_id__in=patient_ids).values_list("logical_id", "pk")
             ],
             **members,
         }
-    for resource_type, pairs in members.items():
-        bodies = dict(bodies_json_by_id(resource_type, sorted({member for _, member in pairs}), until=job.until))
+    for resource_type, type_members in members.items():
+        bodies = bodies_json_by_row_id({member.row_id for member in type_members}, until=job.until)
         elements = elements_of(resource_type, job.elements)
-        for patient_id, member in pairs:
-            if (body := bodies.get(member)) is not None:
+        for patient_id, _, row_id in type_members:
+            if (body := bodies.get(row_id)) is not None:
                 blocks[patient_id].append(subset(body, elements) if elements else body)
     lines = []
     for patient_id in patient_ids:

@@ -8,8 +8,10 @@ from django.db import transaction
 
 from fhirstore.authority import SERVER
 from fhirstore.exceptions import InvalidRequest, ResourceNotFound
+from fhirstore.models import Resource
 from fhirstore.scan import (
     bodies_json_by_id,
+    bodies_json_by_row_id,
     compartment_ids_page,
     compartment_members,
     current_bodies,
@@ -21,7 +23,7 @@ from fhirstore.scan import (
 )
 from fhirstore.search import search_filter, type_filter
 from fhirstore.storage import delete_resource
-from tests.fhirstore.helpers import patient, store
+from tests.fhirstore.helpers import delete, patient, store
 
 pytestmark = pytest.mark.django_db
 
@@ -136,7 +138,10 @@ def test_compartment_members_are_by_type_and_patient_once_per_compartment_with_f
 
     members = compartment_members(["p1", "p2"], {"Patient": [], "Observation": [vital_signs], "Condition": []})
 
-    assert members == {"Condition": [("p2", "c1")], "Observation": [("p1", "o1"), ("p1", "shared"), ("p2", "shared")]}
+    pairs = {resource_type: [member[:2] for member in found] for resource_type, found in members.items()}
+    assert pairs == {"Condition": [("p2", "c1")], "Observation": [("p1", "o1"), ("p1", "shared"), ("p2", "shared")]}
+    bodies = bodies_json_by_row_id(member.row_id for member in members["Observation"])
+    assert sorted(json.loads(body)["id"] for body in bodies.values()) == ["o1", "shared"]
     assert [logical_id for logical_id, _ in bodies_json_by_id("Observation", ["shared", "o1", "nope"])] == [
         "o1",
         "shared",
@@ -164,3 +169,24 @@ def test_missing_ids_and_group_members():
     assert group_patient_ids("g") == ["p1", "p2"]
     with pytest.raises(ResourceNotFound):
         group_patient_ids("no-such-group")
+
+
+def test_bodies_by_row_id_as_of_until_are_the_versions_of_then():
+    then = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    store(observation("changed", "Patient/p1", status="preliminary"), observation("gone", "Patient/p1"), at=then)
+    store(observation("changed", "Patient/p1", status="final"), observation("new", "Patient/p1"))
+    delete("Observation", "gone")
+    rows = dict(Resource.objects.filter(resource_type="Observation").values_list("logical_id", "pk"))
+
+    as_of_then = bodies_json_by_row_id(rows.values(), until=then + timedelta(seconds=1))
+    now = bodies_json_by_row_id(rows.values())
+
+    assert {json.loads(body)["id"]: json.loads(body)["status"] for body in as_of_then.values()} == {
+        "changed": "preliminary",
+        "gone": "final",
+    }
+    assert {json.loads(body)["id"]: json.loads(body)["status"] for body in now.values()} == {
+        "changed": "final",
+        "new": "final",
+    }
+    assert set(now) == {rows["changed"], rows["new"]}, "keyed by row id"

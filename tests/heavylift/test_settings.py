@@ -149,7 +149,8 @@ def test_a_bad_setting_stops_every_entry_point_with_one_line_naming_it(entry_poi
     assert result.stderr.splitlines() == ["heavylift: configuration error: PORT must be an integer, got 'abc'"]
 
 
-def test_an_object_store_gets_one_put_per_export_file_from_the_process_itself():
+@pytest.mark.parametrize("backend", ["blobstore.s3.GzipS3Storage", "storages.backends.s3.S3Storage"])
+def test_an_object_store_gets_one_put_per_export_file_from_the_process_itself(backend):
     program = (
         "import json; from django.conf import settings; o = settings.STORAGES['bulkexport']['OPTIONS']; "
         "t = o['transfer_config']; print(json.dumps([t.use_threads, t.multipart_threshold, "
@@ -158,7 +159,7 @@ def test_an_object_store_gets_one_put_per_export_file_from_the_process_itself():
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "heavylift.settings",
-        "BULK_EXPORT_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
+        "BULK_EXPORT_STORAGE_BACKEND": backend,
         "BULK_EXPORT_STORAGE_OPTIONS": json.dumps({"bucket_name": "exports"}),
     }
     result = subprocess.run([sys.executable, "-c", program], cwd=PROJECT_DIR, env=env, capture_output=True, text=True)

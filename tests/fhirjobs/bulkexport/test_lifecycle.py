@@ -111,7 +111,7 @@ def test_a_failed_export_tells_the_client_no_server_paths(exporter, monkeypatch)
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device", "/srv/heavylift/media/bulkexport/x/Patient.ndjson")
 
-    monkeypatch.setattr("fhirjobs.bulkexport.steps.write_file", disk_full)
+    monkeypatch.setattr("fhirjobs.bulkexport.files.write_file", disk_full)
     status_url = exporter.kick_off("/fhir/$export?_type=Patient")["Content-Location"]
     exporter.bus.drain()
 
@@ -205,7 +205,7 @@ def test_a_poll_of_an_export_that_failed_for_the_servers_reasons_shows_no_server
     def broken_storage(path, content):
         raise OSError(f"disk full writing /srv/secret/{path}")
 
-    monkeypatch.setattr("fhirjobs.bulkexport.steps.write_file", broken_storage)
+    monkeypatch.setattr("fhirjobs.bulkexport.files.write_file", broken_storage)
     status_url = exporter.kick_off("/fhir/$export?_type=Patient")["Content-Location"]
     exporter.bus.drain()
     assert JobInstance.objects.get().status == JobStatus.FAILED
