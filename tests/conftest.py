@@ -44,14 +44,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     Each test module goes whole to one worker (`loadfile`), so a module-scoped fixture (a cluster, a fault-test
     PostgreSQL, workers started once) is built once; the modules go out in the order of their first test here.
-    Acceptance tests (real processes, tens of seconds each) come first, those allowed a longer timeout than
-    pytest.ini's (the longest) before them, and the quick modules fill in after, so no worker is left with a long
-    module at the end while the others idle. After pytest-django's own sort (trylast); nothing changes without
+    Modules with acceptance tests (real processes, tens of seconds each) come first, those allowed a longer timeout
+    than pytest.ini's (the longest) before them, and the quick modules fill in after, so no worker is left with a
+    long module at the end while the others idle. Whole modules move, never a test within its module: their tests
+    run in the order a single process runs them. After pytest-django's own sort (trylast); nothing changes without
     `-n`. (`--dist loadgroup` would group by `xdist_group` marks, but pytest-xdist 3.8 marks a group by renaming
     the test, which pytest 9 no longer reads: every test went out alone.)
     """
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=lambda item: (item.get_closest_marker("acceptance") is None, -_timeout(item)))
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    priority: dict[str, tuple[bool, float]] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        no_acceptance, longest = priority.get(module, (True, 0.0))
+        priority[module] = (
+            no_acceptance and item.get_closest_marker("acceptance") is None,
+            min(longest, -_timeout(item)),
+        )
+    items.sort(key=lambda item: priority[item.nodeid.split("::")[0]])
 
 
 def _timeout(item: pytest.Item) -> float:
