@@ -9,6 +9,15 @@ from typing import Any
 SYNONYM = ("http://snomed.info/sct", "900000000000013009")  # FHIR's designation-use "Synonym"
 
 
+@dataclass
+class ReleaseFacts:
+    """What a release's files say about it, filled in by the reader as it reads them: the version label
+    (ICD-10-CM's <version>, SNOMED CT's release date, LOINC's highest VersionLastChanged) and a name."""
+
+    version: str = ""
+    name: str = ""
+
+
 @dataclass(frozen=True)
 class Designation:
     value: str

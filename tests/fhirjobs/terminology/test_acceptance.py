@@ -1,6 +1,6 @@
 """TERMINOLOGY_UPLOAD through real celery workers: the whole ICD-10-CM 2026 file by `$upload-external-code-system`
 (async) and by `upload_terminology --wait`, and an upload (of a code system with several parents per concept)
-whose workers are SIGKILLed mid-write and mid-closure."""
+whose workers are SIGKILLed mid-load and mid-closure."""
 
 from __future__ import annotations
 
@@ -124,11 +124,10 @@ def test_the_real_icd10cm_file_async_then_a_second_version_by_the_cli(processes,
     )
 
 
-def test_workers_killed_mid_write_and_mid_closure_leave_every_concept_once_and_the_closure_exact(
+def test_workers_killed_mid_load_and_mid_closure_leave_every_concept_once_and_the_closure_exact(
     processes, node, settings
 ):
-    settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = 20  # 15 write chunks and 15 closure chunks
-    settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS = 2  # a chunk each for two of the three workers
+    settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = 20  # 15 write transactions
     doomed_writer, _ = node_workers(processes, node, "doomed-writer", "survivor")
 
     # With the table locked against inserts, a chunk of the step waits holding its chunk: it is killed so.
@@ -136,7 +135,7 @@ def test_workers_killed_mid_write_and_mid_closure_leave_every_concept_once_and_t
         with locked_by_another_transaction("LOCK TABLE terminology_concept IN SHARE MODE"):
             job = start_upload(UploadRequest(LOCAL, local_code_system()), started_by="test")
             killed_writing = kill_while_it_holds(
-                doomed_writer, chunks_held_by(doomed_writer, job.id, "write-concepts"), timeout=120
+                doomed_writer, chunks_held_by(doomed_writer, job.id, "load-concepts"), timeout=120
             )
             (doomed_closer,) = node_workers(processes, node, "doomed-closer")
         killed_closing = wait_until(
