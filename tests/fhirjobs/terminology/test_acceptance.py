@@ -128,7 +128,8 @@ def test_workers_killed_mid_load_and_mid_closure_leave_every_concept_once_and_th
     processes, node, settings
 ):
     settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = 20  # 15 write transactions
-    doomed_writer, _ = node_workers(processes, node, "doomed-writer", "survivor")
+    # Each step is one chunk: one worker at a time, so the one to be killed is the one that takes it.
+    (doomed_writer,) = node_workers(processes, node, "doomed-writer")
 
     # With the table locked against inserts, a chunk of the step waits holding its chunk: it is killed so.
     with locked_by_another_transaction("LOCK TABLE terminology_closure IN SHARE MODE"):
@@ -144,6 +145,7 @@ def test_workers_killed_mid_load_and_mid_closure_leave_every_concept_once_and_th
             while_waiting=run_maintenance_pass,
             message="the closer held no closure chunk",
         )
+    node_workers(processes, node, "survivor")
     instance = wait_for_the_end(job.id, 300)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
@@ -158,7 +160,7 @@ def test_workers_killed_mid_load_and_mid_closure_leave_every_concept_once_and_th
 
 def _killed_while_holding(worker: Process, holding) -> WorkChunk | None:
     """One try of `kill_while_it_holds`; the caller runs the maintenance pass between tries (the killed
-    writer's chunk must be retried before the closure step opens)."""
+    writer's chunk must be retried, by the closer, before the closure step opens)."""
     try:
         return kill_while_it_holds(worker, holding, timeout=1)
     except AssertionError:
