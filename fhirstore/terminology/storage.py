@@ -95,6 +95,9 @@ LIMIT 10
 # transaction: a run stopped anywhere lists what is left and goes on from there. 15 levels for a SNOMED CT
 # edition 15 deep. A concept in (or below) a cycle gets no depth: `close_remaining` walks those.
 #
+# The rows are inserted in the primary key's order (ancestor, descendant): 30 % less CPU than unordered on a
+# 10,000-concept level of the SNOMED-sized edition (docs/terminology.md).
+#
 # The joins with the version's links and closure are LATERAL probes by key, one per concept and parent, fenced
 # by OFFSET 0: planned otherwise, on statistics lagging behind a table that grows by millions of rows per
 # statement (or never analysed: a test's), PostgreSQL scanned the version's whole closure or links per concept.
@@ -142,6 +145,7 @@ WITH ready AS MATERIALIZED (
     CROSS JOIN LATERAL (SELECT above.ancestor FROM terminology_closure above
                         WHERE above.code_system_version_id = %(version)s AND above.descendant = link.parent
                         OFFSET 0) above
+    ORDER BY 2, 3
     ON CONFLICT DO NOTHING
 ), struck_off AS (
     DELETE FROM closure_pending WHERE code IN (SELECT code FROM ready)
