@@ -15,7 +15,9 @@
 With `--snomed [CONCEPTS]` it measures the SNOMED-sized edition instead: a synthetic RF2 Snapshot in the
 released layout (`bench/generate_snomed_rf2.py`, 360,000 active concepts by default) is written to a
 temporary directory and uploaded by `file://` URLs (`BULK_IMPORT_FILE_ROOT` the directory): load + closure
-+ make-current wall time, closure rows/s, worker RSS first and second half (flat: the files are streamed).
++ make-current wall time, each step's, closure rows/s, the CPU of the worker and of the database backends,
+worker RSS first and second half (flat: the files are streamed); then `$expand` of an is-a ValueSet of
+~10,000 codes, whole, on the fly and pre-expanded, p50/p99.
 
 It runs in a database of its own (`<DATABASE_URL's name>_bench_terminology`), dropped at the end. `--json`
 prints the figures as one JSON object on the last line.

@@ -117,8 +117,7 @@ def test_chunks_run_twice_leave_every_concept_once_and_the_closure_exact():
     for again_skips in (False, True):
         for _ in range(2):
             for start in range(0, len(records), 40):
-                chunk = [ConceptRecord.from_json(r.to_json()) for r in records[start : start + 40]]
-                storage.write_concepts(version.id, chunk, again_skips=again_skips)
+                storage.write_concepts(version.id, records[start : start + 40], again_skips=again_skips)
     for _ in range(2):
         for start in range(0, len(records), 40):
             storage.build_closure(version.id, [r.code for r in records[start : start + 40]])
