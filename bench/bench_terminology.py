@@ -15,7 +15,9 @@
 With `--snomed [CONCEPTS]` it measures the SNOMED-sized edition instead: a synthetic RF2 Snapshot in the
 released layout (`bench/generate_snomed_rf2.py`, 360,000 active concepts by default) is written to a
 temporary directory and uploaded by `file://` URLs (`BULK_IMPORT_FILE_ROOT` the directory): load + closure
-+ make-current wall time, closure rows/s, worker RSS first and second half (flat: the files are streamed).
++ make-current wall time, each step's, closure rows/s, the CPU of the worker and of the database backends,
+worker RSS first and second half (flat: the files are streamed); then `$expand` of an is-a ValueSet of
+~10,000 codes, whole, on the fly and pre-expanded, p50/p99.
 
 It runs in a database of its own (`<DATABASE_URL's name>_bench_terminology`), dropped at the end. `--json`
 prints the figures as one JSON object on the last line.
@@ -37,6 +39,8 @@ import uuid
 from importlib.resources import files
 from pathlib import Path
 
+import psutil
+
 from bench.fhirstack import fhir_stack, fill, idle_latencies, job_ended, reads_meanwhile, worker_rss
 from bench.support import bench_database, percentile_ms
 
@@ -45,6 +49,8 @@ SNOMED_CT = "http://snomed.info/sct"
 FULL_FILE = files("simple_icd_10_cm") / "data" / "icd10c-tabular-April-1-2026.xml"
 RSS_SAMPLE_SECONDS = 0.2
 PROBES = 300  # timed $lookup and :below requests each
+EXPAND_CODES = 10_000  # the size of the is-a ValueSet $expand is timed on
+EXPAND_PROBES = 50  # timed $expand requests each way (whole expansions of ~10k codes)
 
 
 def main() -> None:
@@ -151,21 +157,89 @@ def bench_snomed(options) -> None:
             with fhir_stack(node, environment, workdir, username="bench-terminology", staff=True) as stack:
                 load_before = os.getloadavg()[0]
                 upload = upload_files(stack, SNOMED_CT, attachments)
+                load_after_upload = os.getloadavg()[0]
+                expansion = expand_probes(stack.client)
             figures = {
                 "snomed_concepts": upload["concepts"],
                 "snomed_closure_rows": upload["closure_rows"],
                 "snomed_is_a_links": counts["is_a"],
                 "snomed_upload_seconds": round(upload["seconds"], 1),
-                "snomed_closure_rows_per_s": round(upload["closure_rows"] / upload["seconds"]),
+                "snomed_steps_seconds": upload["steps"],
+                "snomed_closure_rows_per_s": round(upload["closure_rows"] / max(upload["steps"]["build-closure"], 0.1)),
+                "worker_cpu_seconds": upload["worker_cpu_seconds"],
+                "database_cpu_seconds": upload["database_cpu_seconds"],
                 "rss_first_half_mib": round(upload["rss_first_half"] / 2**20),
                 "rss_second_half_mib": round(upload["rss_second_half"] / 2**20),
                 "load_before": round(load_before, 2),
+                "load_after_upload": round(load_after_upload, 2),
+                **expansion,
                 "load_after": round(os.getloadavg()[0], 2),
             }
             if options.json:
                 print(json.dumps(figures))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def expand_probes(client) -> dict:
+    """`$expand` of an is-a ValueSet of about EXPAND_CODES codes (the concept whose descendants come closest),
+    whole, on the fly and then pre-expanded (stored by `store_expansion`, as VALUESET_EXPAND does): p50/p99."""
+    from django.db import connection, transaction
+
+    from fhirstore.authority import SERVER
+    from fhirstore.storage import Write, save_resources
+    from fhirstore.terminology import valuesets
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT ancestor, count(*) FROM terminology_closure GROUP BY ancestor ORDER BY abs(count(*) - %s) LIMIT 1",
+            [EXPAND_CODES],
+        )
+        code, codes = cursor.fetchone()
+    value_set = {
+        "resourceType": "ValueSet",
+        "id": "bench-is-a",
+        "url": "http://example.org/ValueSet/bench-is-a",
+        "status": "active",
+        "compose": {
+            "include": [{"system": SNOMED_CT, "filter": [{"property": "concept", "op": "is-a", "value": code}]}]
+        },
+    }
+    with transaction.atomic():
+        save_resources([Write(value_set)], authority=SERVER)
+    url = f"{client.base}/ValueSet/bench-is-a/$expand"
+
+    def timed() -> tuple[list[float], str]:
+        seconds, source = [], ""
+        for _ in range(EXPAND_PROBES):
+            started = time.perf_counter()
+            answer = json.loads(client.request("GET", url).read())
+            seconds.append(time.perf_counter() - started)
+            if answer["expansion"]["total"] != codes:
+                print(f"!! $expand answered {answer['expansion']['total']} codes, the closure has {codes}", flush=True)
+            source = next(p["valueString"] for p in answer["expansion"]["parameter"] if p["name"] == "expansion-source")
+        return seconds, source
+
+    on_the_fly, fly_source = timed()
+    started = time.monotonic()
+    valuesets.store_expansion(valuesets.stored_value_set(logical_id="bench-is-a"))
+    store_seconds = time.monotonic() - started
+    stored, stored_source = timed()
+    print(
+        f"\n-- $expand of is-a {code} ({codes:,} codes, whole): {fly_source} p50 {percentile_ms(on_the_fly, 50):.0f} ms, "
+        f"p99 {percentile_ms(on_the_fly, 99):.0f} ms; {stored_source} p50 {percentile_ms(stored, 50):.0f} ms, "
+        f"p99 {percentile_ms(stored, 99):.0f} ms (stored in {store_seconds:.2f} s)",
+        flush=True,
+    )
+    return {
+        "expand_codes": codes,
+        "expand_sources": [fly_source, stored_source],
+        "expand_on_the_fly_p50_ms": round(percentile_ms(on_the_fly, 50), 1),
+        "expand_on_the_fly_p99_ms": round(percentile_ms(on_the_fly, 99), 1),
+        "expand_stored_p50_ms": round(percentile_ms(stored, 50), 1),
+        "expand_stored_p99_ms": round(percentile_ms(stored, 99), 1),
+        "expand_store_seconds": round(store_seconds, 2),
+    }
 
 
 def upload_icd10cm(stack) -> dict:
@@ -188,6 +262,7 @@ def upload_files(stack, system: str, attachments: list[dict]) -> dict:
         ],
     }
     rss_samples: list[tuple[float, int]] = []
+    worker_cpu_before, database_cpu = worker_cpu(stack.worker), DatabaseCpu()
     started = time.monotonic()
     status_url = stack.client.kick_off("CodeSystem/$upload-external-code-system", body)
     job_id = status_url.rstrip("/").rsplit("/", 1)[-1]
@@ -196,8 +271,12 @@ def upload_files(stack, system: str, attachments: list[dict]) -> dict:
             rss_samples.append(
                 (time.monotonic() - started, max((rss for _, rss in worker_rss(stack.worker).values()), default=0))
             )
+            database_cpu.sample()
             time.sleep(RSS_SAMPLE_SECONDS)
         seconds = time.monotonic() - started
+    database_cpu.sample()
+    cpu_seconds = {"worker": worker_cpu(stack.worker) - worker_cpu_before, "database": database_cpu.seconds}
+    steps = step_seconds(job_id)
     version = CodeSystemVersion.objects.filter(system=system).first()
     if version is None or version.status != "CURRENT":
         raise SystemExit(f"the upload did not make {system} current: {version}")
@@ -208,10 +287,15 @@ def upload_files(stack, system: str, attachments: list[dict]) -> dict:
         f"\n-- upload: {version.concept_count:,} concepts, {version.closure_count:,} closure rows in {seconds:.1f} s "
         f"= {version.concept_count / seconds:,.0f} concepts/s\n"
         f"   largest worker process RSS: first half {first / 2**20:.0f} MiB, second half {second / 2**20:.0f} MiB\n"
-        f"   reads meanwhile: p99 {percentile_ms(latencies, 99):.1f} ms ({len(latencies)} reads)",
+        f"   reads meanwhile: p99 {percentile_ms(latencies, 99):.1f} ms ({len(latencies)} reads)\n"
+        f"   steps: {', '.join(f'{step} {step_time:.1f} s' for step, step_time in steps.items())}\n"
+        f"   CPU: worker processes {cpu_seconds['worker']:.1f} s, database backends {cpu_seconds['database']:.1f} s",
         flush=True,
     )
     return {
+        "steps": steps,
+        "worker_cpu_seconds": round(cpu_seconds["worker"], 1),
+        "database_cpu_seconds": round(cpu_seconds["database"], 1),
         "concepts": version.concept_count,
         "closure_rows": version.closure_count,
         "seconds": seconds,
@@ -219,6 +303,63 @@ def upload_files(stack, system: str, attachments: list[dict]) -> dict:
         "rss_second_half": second,
         "latencies": latencies,
     }
+
+
+def step_seconds(job_id: str) -> dict[str, float]:
+    """Wall seconds per step, from its first chunk's start to its last chunk's end; a step without both (the
+    reduction) from the end of the step before to the job's end."""
+    from batch import control
+
+    job = control.get_job(job_id)
+    seconds, previous_end = {}, job.start_time
+    for step in job.steps:
+        start = step.start_time or previous_end
+        end = step.end_time or job.end_time
+        seconds[step.step_id] = round((end - start).total_seconds(), 1)
+        previous_end = end
+    return seconds
+
+
+def worker_cpu(worker) -> float:
+    """CPU seconds (user + system) of the worker's main process and its pool processes so far."""
+    total = 0.0
+    for pid in worker_rss(worker):
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+class DatabaseCpu:
+    """CPU seconds of the bench database's backends (the bench's own excepted) since the first sample, from
+    /proc (same host): what the upload costs PostgreSQL, beside the worker's own CPU."""
+
+    def __init__(self):
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.sample()
+        self.first = dict(self.last)
+
+    def sample(self) -> None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            pids = [pid for (pid,) in cursor.fetchall()]
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            self.last[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    @property
+    def seconds(self) -> float:
+        return sum(used - self.first.get(pid, 0.0) for pid, used in self.last.items())
 
 
 def lookups_and_below(client) -> dict:

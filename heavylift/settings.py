@@ -451,9 +451,10 @@ BULK_EXPORT_KICKOFF = env_choice("BULK_EXPORT_KICKOFF", "both", ("both", "post-o
 TERMINOLOGY_EXPANSION_MAX_CODES = env_int("TERMINOLOGY_EXPANSION_MAX_CODES", 20000, minimum=1)
 # Concepts one $apply-codesystem-delta-add or -remove takes synchronously (more: upload a new version).
 TERMINOLOGY_DELTA_MAX_CONCEPTS = env_int("TERMINOLOGY_DELTA_MAX_CONCEPTS", 1000, minimum=1)
-# Concepts per write chunk of an upload (and per closure chunk): ~1 s of work each for ICD-10-CM.
+# Concepts an upload writes per transaction (COPY; a re-run of the load step skips the chunks written).
 TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = env_int("TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS", 2000, minimum=1)
-# Chunks of one upload at once (0: as many as workers); half the CPUs, as the other jobs.
+# Chunks of one terminology job at once (0: as many as workers); half the CPUs, as the other jobs. An upload's
+# steps are one chunk each (the closure is built level by level); a delete has one chunk per table.
 TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS = env_int("TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
 # --- Bulk import ----------------------------------------------------------------------------------
 BULK_IMPORT_CHUNK_SIZE = env_int("BULK_IMPORT_CHUNK_SIZE", 1000, minimum=1)  # NDJSON lines per load chunk

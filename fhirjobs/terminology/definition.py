@@ -15,10 +15,9 @@ from fhirjobs.terminology.steps import (
     expand_value_set,
     find_stale_value_sets,
     forget_version,
+    load_concepts,
     make_current,
-    parse,
     plan_deletion,
-    write_concepts,
 )
 
 
@@ -29,7 +28,7 @@ def _files_are_references(parameters: Mapping[str, Any]) -> Iterable[str]:
 
 
 TERMINOLOGY_UPLOAD: JobDefinition = (
-    JobDefinitionBuilder(TERMINOLOGY_UPLOAD_JOB, 1, "Load a code system version: concepts, links, closure")
+    JobDefinitionBuilder(TERMINOLOGY_UPLOAD_JOB, 2, "Load a code system version: concepts, links, closure")
     .parameter("system", str, required=True, description="the code system URL")
     .parameter("version_id", int, required=True, minimum=1, description="the BUILDING CodeSystemVersion to fill")
     .parameter("version", str, default="", description="its label; empty: the one the files declare")
@@ -41,13 +40,12 @@ TERMINOLOGY_UPLOAD: JobDefinition = (
         default=2000,
         minimum=1,
         maximum=50_000,
-        description="concepts per write and closure chunk",
+        description="concepts per write transaction",
     )
     .validate_with(_files_are_references)
     .gated()
-    .first_step("parse", parse, "streams the files, one chunk per chunk_concepts concepts")
-    .intermediate_step("write-concepts", write_concepts, "writes a chunk's concepts, designations, properties, links")
-    .intermediate_step("build-closure", build_closure, "inserts the closure rows of a chunk's concepts")
+    .first_step("load-concepts", load_concepts, "streams the files into the tables, chunk_concepts per transaction")
+    .intermediate_step("build-closure", build_closure, "the closure, level by level (one statement per level)")
     .reduction_step("make-current", make_current, "counts, and makes the version current (one transaction)")
     .build()
 )

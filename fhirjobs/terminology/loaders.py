@@ -14,28 +14,20 @@ from dataclasses import dataclass
 from typing import IO
 
 from fhirstore.terminology import customcsv, icd10cm, loinc, snomed
-from fhirstore.terminology.records import ConceptRecord
+from fhirstore.terminology.records import ConceptRecord, ReleaseFacts
 
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
 NamedFile = tuple[str, Opener]
 
 
-@dataclass
-class FileFacts:
-    """What the files say about the version, filled in as they are read."""
-
-    version: str = ""
-    name: str = ""
-
-
 @dataclass(frozen=True)
 class Loader:
     name: str
-    read: Callable[[Sequence[NamedFile], FileFacts], Iterator[ConceptRecord]]
+    read: Callable[[Sequence[NamedFile], ReleaseFacts], Iterator[ConceptRecord]]
     file_problems: Callable[[Sequence[str]], list[str]]  # checked at kick-off on the files' names
 
 
-def _read_icd10cm(files: Sequence[NamedFile], facts: FileFacts) -> Iterator[ConceptRecord]:
+def _read_icd10cm(files: Sequence[NamedFile], facts: ReleaseFacts) -> Iterator[ConceptRecord]:
     about = icd10cm.Icd10CmFile()
     for _, opener in files:
         with opener() as stream:
@@ -43,20 +35,18 @@ def _read_icd10cm(files: Sequence[NamedFile], facts: FileFacts) -> Iterator[Conc
     facts.version, facts.name = about.version, "ICD-10-CM"
 
 
-def _read_custom(files: Sequence[NamedFile], facts: FileFacts) -> Iterator[ConceptRecord]:
+def _read_custom(files: Sequence[NamedFile], facts: ReleaseFacts) -> Iterator[ConceptRecord]:
     yield from customcsv.read_concepts({customcsv.file_kind(name): opener for name, opener in files})
 
 
-def _read_snomed(files: Sequence[NamedFile], facts: FileFacts) -> Iterator[ConceptRecord]:
-    release = snomed.ReleaseFacts()
-    yield from snomed.read_concepts(files, release)
-    facts.version, facts.name = release.version, "SNOMED CT"
+def _read_snomed(files: Sequence[NamedFile], facts: ReleaseFacts) -> Iterator[ConceptRecord]:
+    yield from snomed.read_concepts(files, facts)
+    facts.name = "SNOMED CT"
 
 
-def _read_loinc(files: Sequence[NamedFile], facts: FileFacts) -> Iterator[ConceptRecord]:
-    release = loinc.ReleaseFacts()
-    yield from loinc.read_concepts(files, release)
-    facts.version, facts.name = release.version, "LOINC"
+def _read_loinc(files: Sequence[NamedFile], facts: ReleaseFacts) -> Iterator[ConceptRecord]:
+    yield from loinc.read_concepts(files, facts)
+    facts.name = "LOINC"
 
 
 def _custom_file_problems(names: Sequence[str]) -> list[str]:

@@ -1,16 +1,18 @@
 """The steps of the TERMINOLOGY_UPLOAD job, written against the batch job-author API only.
 
-parse → write-concepts → build-closure → make-current (a gated job: each step starts once the one before
-has completed everywhere, so the closure is built from every link, and the version is made current once).
+load-concepts → build-closure → make-current (a gated job: each step starts once the one before has
+completed everywhere, so the closure is built from every link, and the version is made current once).
 
-- `parse` streams the files through the system's loader and emits one chunk per `chunk_concepts` concepts
-  (the records themselves, as compact JSON: the data travels through PostgreSQL, never a file shared by
-  workers), in file order: run again, it emits the same chunks, which the engine ignores.
-- `write-concepts` writes one chunk's concepts, designations, properties and links in one transaction
-  (idempotent: upserts, and the chunk's own rows replaced) and emits its codes for the closure.
-- `build-closure` inserts the closure rows of those codes (`ON CONFLICT DO NOTHING`): chunks run in
-  parallel, and one run twice adds nothing. A reader that knows each concept's ancestors (a strict tree read
-  top-down, as ICD-10-CM) has them written with the concepts instead; this step then only checks the links.
+- `load-concepts` streams the files through the system's loader and writes them, one transaction per
+  `chunk_concepts` concepts (COPY: the rows are new). The records go straight from the reader to the tables:
+  no chunk data through the engine (186 chunks of JSON for a SNOMED CT edition took most of the parse's
+  time). Run again (a worker lost), it reads the files again and skips the chunks already written (the
+  same files give the same chunks).
+- `build-closure` (one chunk): the closure level by level, set-based — the concepts whose parents are all
+  closed get themselves ∪ their parents' rows, one statement per level (≤ `CLOSURE_STATEMENT_CONCEPTS`
+  concepts), each its own transaction, until none is left; run again, it goes on from the last level
+  committed. A reader that knows each concept's ancestors (a strict tree read top-down, as ICD-10-CM) has
+  them written with the concepts: they are closed already.
 - `make-current` (the reduction) counts what was written and makes the version current in one short
   transaction, unless the upload was asked not to; it drops the inline files.
 
@@ -25,20 +27,23 @@ from functools import partial
 from typing import Any
 
 from batch.api import DataSink, JobFailed, StepContext
-from fhirjobs.terminology.loaders import FileFacts, loader_for
+from fhirjobs.terminology.loaders import loader_for
 from fhirjobs.terminology.sources import open_file
 from fhirstore.exceptions import FhirStoreError
 from fhirstore.terminology import storage, valuesets
 from fhirstore.terminology.exceptions import InvalidTerminologyFile
-from fhirstore.terminology.records import ConceptRecord
+from fhirstore.terminology.records import ReleaseFacts
 
 TERMINOLOGY_UPLOAD_JOB = "TERMINOLOGY_UPLOAD"
+CLOSURE_STATEMENT_CONCEPTS = 50_000  # concepts per closure statement: up to ~2M rows at SNOMED CT's deepest level
 
 
-def parse(context: StepContext, sink: DataSink) -> int:
-    """Read every file, one chunk per `chunk_concepts` concepts; label the version as the files declare."""
+def load_concepts(context: StepContext, sink: DataSink) -> int:
+    """Read every file and write its concepts, `chunk_concepts` per transaction; label the version as the
+    files declare; one chunk for the closure step."""
     parameters = context.parameters
-    loader, facts = loader_for(parameters["system"]), FileFacts()
+    version_id = parameters["version_id"]
+    loader, facts = loader_for(parameters["system"]), ReleaseFacts()
     files = [
         (reference.get("name") or reference.get("url") or "", partial(open_file, reference))
         for reference in parameters["files"]
@@ -46,39 +51,43 @@ def parse(context: StepContext, sink: DataSink) -> int:
     size, batch, read = parameters["chunk_concepts"], [], 0
     try:
         for record in loader.read(files, facts):
-            batch.append(record.to_json())
+            batch.append(record)
             read += 1
             if len(batch) >= size:
-                sink.accept({"concepts": batch})
+                storage.write_concepts(version_id, batch, again_skips=True)
+                context.report_progress()
+                context.check_cancelled()
                 batch = []
     except InvalidTerminologyFile as error:
         raise JobFailed(error.message) from None
     if batch:
-        sink.accept({"concepts": batch})
+        storage.write_concepts(version_id, batch, again_skips=True)
     if read == 0:
         raise JobFailed("the files hold no concepts")
-    storage.label_version(parameters["version_id"], parameters["version"] or facts.version, facts.name)
+    storage.label_version(version_id, parameters["version"] or facts.version, facts.name)
+    sink.accept({"concepts": read})
     return read
 
 
-def write_concepts(context: StepContext, sink: DataSink) -> int:
-    records = [ConceptRecord.from_json(item) for item in context.data["concepts"]]
-    written = storage.write_concepts(context.parameters["version_id"], records)
-    sink.accept({"codes": [record.code for record in records], "closed": storage.closure_known(records)})
-    return written
-
-
 def build_closure(context: StepContext, sink: DataSink) -> int:
-    codes = context.data["codes"]
-    dangling = storage.dangling_links(context.parameters["version_id"], codes)
+    """Every concept's closure rows, level by level; then those the levels cannot reach (a cycle)."""
+    version_id = context.parameters["version_id"]
+    dangling = storage.dangling_links(version_id)
     if dangling:
         raise JobFailed(
             "links to codes the files do not define: " + ", ".join(f"{child} → {parent}" for child, parent in dangling)
         )
-    if not context.data.get("closed"):  # the reader knew the ancestors: the rows were written with the concepts
-        storage.build_closure(context.parameters["version_id"], codes)
-    sink.accept({"concepts": len(codes)})
-    return len(codes)
+
+    def moved(_: int) -> None:
+        context.report_progress()
+        context.check_cancelled()
+
+    closed = storage.close_levels(version_id, CLOSURE_STATEMENT_CONCEPTS, after_each=moved)
+    while batch := storage.close_remaining(version_id, context.parameters["chunk_concepts"]):
+        closed += batch
+        moved(batch)
+    sink.accept({"concepts": closed})
+    return closed
 
 
 def make_current(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import IO
 
 from fhirstore.terminology import keyedrows
 from fhirstore.terminology.customcsv import read_csv
 from fhirstore.terminology.exceptions import InvalidTerminologyFile
-from fhirstore.terminology.records import ConceptRecord, Designation, Property
+from fhirstore.terminology.records import ConceptRecord, Designation, Property, ReleaseFacts
 
 SYSTEM = "http://loinc.org"
 TABLE, PARTS, PART_LINKS, HIERARCHY = "Loinc.csv", "Part.csv", "LoincPartLink", "hierarchy"
@@ -81,11 +80,6 @@ def file_problems(names: Sequence[str]) -> list[str]:
     if TABLE not in kinds:
         problems.append("LOINC needs Loinc.csv")
     return problems
-
-
-@dataclass
-class ReleaseFacts:
-    version: str = ""
 
 
 def read_concepts(

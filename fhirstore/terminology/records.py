@@ -1,12 +1,20 @@
 """A concept as a loader reads it from a distribution file, before it is written: the unit every loader
-produces and the upload's chunks carry (as compact JSON lists, see `to_json`)."""
+produces and the upload's load step writes, a chunk at a time."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 SYNONYM = ("http://snomed.info/sct", "900000000000013009")  # FHIR's designation-use "Synonym"
+
+
+@dataclass
+class ReleaseFacts:
+    """What a release's files say about it, filled in by the reader as it reads them: the version label
+    (ICD-10-CM's <version>, SNOMED CT's release date, LOINC's highest VersionLastChanged) and a name."""
+
+    version: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,28 +44,3 @@ class ConceptRecord:
     # Every ancestor, when the reader knows them (a strict tree read top-down, as ICD-10-CM): the closure rows
     # are then written with the concept. None: the upload computes them from the links (several parents).
     ancestors: list[str] | None = None
-
-    def to_json(self) -> list[Any]:
-        """`[code, display, abstract, parents, designations, properties, ancestors]`: chunks hold thousands."""
-        return [
-            self.code,
-            self.display,
-            self.abstract,
-            self.parents,
-            [[d.value, d.language, d.use_system, d.use_code] for d in self.designations],
-            [[p.name, p.value, p.type, p.system] for p in self.properties],
-            self.ancestors,
-        ]
-
-    @classmethod
-    def from_json(cls, data: list[Any]) -> ConceptRecord:
-        code, display, abstract, parents, designations, properties, ancestors = data
-        return cls(
-            code,
-            display,
-            list(parents),
-            bool(abstract),
-            [Designation(*d) for d in designations],
-            [Property(*p) for p in properties],
-            None if ancestors is None else list(ancestors),
-        )

@@ -28,12 +28,11 @@ import io
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import IO
 
 from fhirstore.terminology import keyedrows
 from fhirstore.terminology.exceptions import InvalidTerminologyFile
-from fhirstore.terminology.records import ConceptRecord, Designation, Property
+from fhirstore.terminology.records import ConceptRecord, Designation, Property, ReleaseFacts
 
 SYSTEM = "http://snomed.info/sct"
 IS_A = "116680003"
@@ -102,11 +101,6 @@ def file_problems(names: Sequence[str]) -> list[str]:
     if kinds.count(CONCEPT) > 1:
         problems.append("SNOMED CT takes one sct2_Concept_Snapshot file")
     return problems
-
-
-@dataclass
-class ReleaseFacts:
-    version: str = ""
 
 
 def read_concepts(

@@ -279,6 +279,24 @@ class InvalidateExpansionView(FhirView):
         )
 
 
+def _delta_request(request, concepts: str) -> tuple[str, list[ConceptRecord]]:
+    """The system and the concepts of a `$apply-codesystem-delta-add` or `-remove` request; InvalidRequest
+    when either is missing, or past TERMINOLOGY_DELTA_MAX_CONCEPTS (a larger change is a new version)."""
+    parameters = OperationParameters.of(request)
+    code_system = parameters.resource("codeSystem") or {}
+    system = parameters.text("system") or code_system.get("url")
+    if not system or not code_system.get("concept"):
+        raise InvalidRequest(f"Give system and a codeSystem with {concepts}")
+    records = _delta_records(code_system["concept"], None)
+    limit = settings.TERMINOLOGY_DELTA_MAX_CONCEPTS
+    if len(records) > limit:
+        raise InvalidRequest(
+            f"{len(records)} concepts: a delta takes at most {limit} "
+            f"(TERMINOLOGY_DELTA_MAX_CONCEPTS); upload a new version"
+        )
+    return system, records
+
+
 class DeltaAddView(FhirView):
     """`POST CodeSystem/$apply-codesystem-delta-add` (Parameters: system, codeSystem with `concept`s, nested
     for children, or a `parent` property): concepts added to the current version synchronously, up to
@@ -287,18 +305,7 @@ class DeltaAddView(FhirView):
     required_scope = Scope.TERMINOLOGY
 
     def post(self, request):
-        parameters = OperationParameters.of(request)
-        code_system = parameters.resource("codeSystem") or {}
-        system = parameters.text("system") or code_system.get("url")
-        if not system or not code_system.get("concept"):
-            raise InvalidRequest("Give system and a codeSystem with concepts")
-        records = _delta_records(code_system["concept"], None)
-        limit = settings.TERMINOLOGY_DELTA_MAX_CONCEPTS
-        if len(records) > limit:
-            raise InvalidRequest(
-                f"{len(records)} concepts: a delta takes at most {limit} "
-                f"(TERMINOLOGY_DELTA_MAX_CONCEPTS); upload a new version"
-            )
+        system, records = _delta_request(request, "concepts")
         added = add_concepts(system, records)
         return fhir_response({"resourceType": "Parameters", "parameter": [{"name": "added", "valueInteger": added}]})
 
@@ -312,19 +319,8 @@ class DeltaRemoveView(FhirView):
     required_scope = Scope.TERMINOLOGY
 
     def post(self, request):
-        parameters = OperationParameters.of(request)
-        code_system = parameters.resource("codeSystem") or {}
-        system = parameters.text("system") or code_system.get("url")
-        if not system or not code_system.get("concept"):
-            raise InvalidRequest("Give system and a codeSystem with the concepts to remove")
-        codes = [record.code for record in _delta_records(code_system["concept"], None)]
-        limit = settings.TERMINOLOGY_DELTA_MAX_CONCEPTS
-        if len(codes) > limit:
-            raise InvalidRequest(
-                f"{len(codes)} concepts: a delta takes at most {limit} "
-                f"(TERMINOLOGY_DELTA_MAX_CONCEPTS); upload a new version"
-            )
-        removed = remove_concepts(system, codes)
+        system, records = _delta_request(request, "the concepts to remove")
+        removed = remove_concepts(system, [record.code for record in records])
         return fhir_response(
             {"resourceType": "Parameters", "parameter": [{"name": "removed", "valueInteger": removed}]}
         )

@@ -1,6 +1,6 @@
 """TERMINOLOGY_UPLOAD through real celery workers: the whole ICD-10-CM 2026 file by `$upload-external-code-system`
 (async), then a second version by `upload_terminology --wait`, and an upload (of a code system with several parents
-per concept) whose workers are SIGKILLed mid-write and mid-closure."""
+per concept) whose workers are SIGKILLed mid-load and mid-closure."""
 
 from __future__ import annotations
 
@@ -128,19 +128,19 @@ def test_the_real_icd10cm_file_async_then_a_second_version_by_the_cli(processes,
     )
 
 
-def test_workers_killed_mid_write_and_mid_closure_leave_every_concept_once_and_the_closure_exact(
+def test_workers_killed_mid_load_and_mid_closure_leave_every_concept_once_and_the_closure_exact(
     processes, node, settings
 ):
-    settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = 20  # 15 write chunks and 15 closure chunks
-    settings.TERMINOLOGY_UPLOAD_MAX_CONCURRENT_CHUNKS = 2  # a chunk each for two of the three workers
-    doomed_writer, _ = node_workers(processes, node, "doomed-writer", "survivor")
+    settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = 20  # 15 write transactions
+    # Each step is one chunk: one worker at a time, so the one to be killed is the one that takes it.
+    (doomed_writer,) = node_workers(processes, node, "doomed-writer")
 
     # With the table locked against inserts, a chunk of the step waits holding its chunk: it is killed so.
     with locked_by_another_transaction("LOCK TABLE terminology_closure IN SHARE MODE"):
         with locked_by_another_transaction("LOCK TABLE terminology_concept IN SHARE MODE"):
             job = start_upload(UploadRequest(LOCAL, local_code_system()), started_by="test")
             killed_writing = kill_while_it_holds(
-                doomed_writer, chunks_held_by(doomed_writer, job.id, "write-concepts"), timeout=120
+                doomed_writer, chunks_held_by(doomed_writer, job.id, "load-concepts"), timeout=120
             )
             (doomed_closer,) = node_workers(processes, node, "doomed-closer")
         killed_closing = wait_until(
@@ -149,6 +149,7 @@ def test_workers_killed_mid_write_and_mid_closure_leave_every_concept_once_and_t
             while_waiting=run_maintenance_pass,
             message="the closer held no closure chunk",
         )
+    node_workers(processes, node, "survivor")
     instance = wait_for_the_end(job.id, 300)
 
     assert instance.status == JobStatus.COMPLETED, instance.error_message
@@ -163,7 +164,7 @@ def test_workers_killed_mid_write_and_mid_closure_leave_every_concept_once_and_t
 
 def _killed_while_holding(worker: Process, holding) -> WorkChunk | None:
     """One try of `kill_while_it_holds`; the caller runs the maintenance pass between tries (the killed
-    writer's chunk must be retried before the closure step opens)."""
+    writer's chunk must be retried, by the closer, before the closure step opens)."""
     try:
         return kill_while_it_holds(worker, holding, timeout=1)
     except AssertionError:

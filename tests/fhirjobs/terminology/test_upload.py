@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from io import StringIO
 
@@ -15,7 +16,15 @@ from fhirjobs.terminology.services import start_upload
 from fhirstore.models import Resource
 from fhirstore.terminology import storage
 from fhirstore.terminology.icd10cm import read_concepts
-from fhirstore.terminology.models import Closure, CodeSystemVersion, Concept, ParentLink, UploadedFile, VersionStatus
+from fhirstore.terminology.models import (
+    Closure,
+    CodeSystemVersion,
+    Concept,
+    Designation,
+    ParentLink,
+    UploadedFile,
+    VersionStatus,
+)
 from fhirstore.terminology.records import ConceptRecord
 from tests.fhirstore.helpers import assert_outcome
 from tests.fhirstore.terminology.helpers import ICD10CM, SLICE, parameters_of, upload_body
@@ -48,7 +57,7 @@ def stored_closure(version_id: int) -> set[tuple[str, str]]:
 
 
 def test_async_upload_loads_the_file_and_makes_it_current(uploader, reader, bus, settings):
-    settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = 50  # several write and closure chunks
+    settings.TERMINOLOGY_UPLOAD_CHUNK_CONCEPTS = 50  # several write transactions
     response = uploader.post(
         "/fhir/CodeSystem/$upload-external-code-system", upload_body(SLICE.read_bytes()), HTTP_PREFER="respond-async"
     )
@@ -58,8 +67,7 @@ def test_async_upload_loads_the_file_and_makes_it_current(uploader, reader, bus,
 
     job = control.get_job(job_id)
     assert job.status == JobStatus.COMPLETED, job.error_message
-    assert [step.step_id for step in job.steps] == ["parse", "write-concepts", "build-closure", "make-current"]
-    assert job.step("write-concepts").total == 6  # 284 concepts in chunks of 50
+    assert [step.step_id for step in job.steps] == ["load-concepts", "build-closure", "make-current"]
     version = CodeSystemVersion.objects.get(system=ICD10CM)
     assert (version.version, version.status, version.concept_count) == ("2026", VersionStatus.CURRENT, 284)
     assert job.report == {
@@ -106,19 +114,91 @@ def test_chunks_run_twice_leave_every_concept_once_and_the_closure_exact():
     version = storage.new_version(ICD10CM, "twice")
     with SLICE.open("rb") as stream:
         records = list(read_concepts(stream))
-    for _ in range(2):
-        for start in range(0, len(records), 40):
-            chunk = [ConceptRecord.from_json(r.to_json()) for r in records[start : start + 40]]
-            storage.write_concepts(version.id, chunk)
+    for again_skips in (False, True):
+        for _ in range(2):
+            for start in range(0, len(records), 40):
+                storage.write_concepts(version.id, records[start : start + 40], again_skips=again_skips)
     for _ in range(2):
         for start in range(0, len(records), 40):
             storage.build_closure(version.id, [r.code for r in records[start : start + 40]])
     assert storage.counts(version.id)[0] == len(records) == len({r.code for r in records})
     assert stored_closure(version.id) == independent_closure(version.id)
-    designations = sum(len(r.designations) for r in records)
-    from fhirstore.terminology.models import Designation
+    assert Designation.objects.filter(code_system_version_id=version.id).count() == sum(
+        len(r.designations) for r in records
+    )
 
-    assert Designation.objects.filter(code_system_version_id=version.id).count() == designations
+
+def test_a_load_run_again_skips_the_chunks_written_and_writes_the_rest():
+    """The load step's re-run after a worker was lost: the same chunks, the first ones already committed."""
+    version = storage.new_version(ICD10CM, "again")
+    with SLICE.open("rb") as stream:
+        records = list(read_concepts(stream))
+    chunks = [records[start : start + 40] for start in range(0, len(records), 40)]
+    for chunk in chunks[:3]:
+        storage.write_concepts(version.id, chunk, again_skips=True)
+    for chunk in chunks:
+        storage.write_concepts(version.id, chunk, again_skips=True)
+    assert storage.counts(version.id)[0] == len(records)
+    assert Designation.objects.filter(code_system_version_id=version.id).count() == sum(
+        len(r.designations) for r in records
+    )
+    assert stored_closure(version.id) == independent_closure(version.id)  # ICD-10-CM's, written with the concepts
+
+
+def dag_records(concepts: int, seed: int) -> list[ConceptRecord]:
+    """Concepts with one to three parents each, parents before children, in a shuffled order."""
+    chosen = random.Random(seed)
+    records = [
+        ConceptRecord(
+            f"C{n}", f"Concept {n}", sorted({f"C{p}" for p in chosen.choices(range(n), k=chosen.randint(1, 3))})
+        )
+        if n
+        else ConceptRecord("C0", "Root")
+        for n in range(concepts)
+    ]
+    chosen.shuffle(records)
+    return records
+
+
+class Stopped(Exception):
+    pass
+
+
+def test_the_closure_built_level_by_level_is_exact_and_goes_on_where_it_stopped():
+    version = storage.new_version("http://example.org/dag", "1")
+    storage.write_concepts(version.id, dag_records(400, seed=5))
+    levels = []
+
+    def stop_after_the_second(closed: int) -> None:  # a worker lost after two statements committed
+        levels.append(closed)
+        if len(levels) == 2:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        storage.close_levels(version.id, 30, after_each=stop_after_the_second)
+    assert levels[0] == 1  # the root alone: every other concept waits on a parent
+    assert Closure.objects.filter(code_system_version=version, ancestor="C0").count() == 1 + levels[1]
+
+    assert storage.close_levels(version.id, 30) == 400 - 1 - levels[1]
+    assert storage.close_remaining(version.id, 30) == 0
+    assert stored_closure(version.id) == independent_closure(version.id)
+
+
+def test_concepts_in_a_cycle_are_closed_by_walking_their_links():
+    version = storage.new_version("http://example.org/cycle", "1")
+    storage.write_concepts(
+        version.id,
+        [
+            ConceptRecord("root", "Root"),
+            ConceptRecord("a", "A", ["root", "b"]),
+            ConceptRecord("b", "B", ["a"]),
+            ConceptRecord("under", "Under b", ["b"]),
+        ],
+    )
+    assert storage.close_levels(version.id, 10) == 1  # the root; a, b and under wait on the cycle
+    assert storage.close_remaining(version.id, 10) == 3
+    assert storage.close_remaining(version.id, 10) == 0
+    assert stored_closure(version.id) == independent_closure(version.id)
 
 
 def test_uploads_need_the_terminology_scope(reader, fhir):

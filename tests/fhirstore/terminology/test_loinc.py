@@ -6,11 +6,12 @@ import pytest
 
 from fhirstore.terminology import loinc
 from fhirstore.terminology.exceptions import InvalidTerminologyFile
+from fhirstore.terminology.records import ReleaseFacts
 from tests.fhirstore.terminology import rf2
 
 
 def read(files: dict[str, str], run_rows: int = 3) -> tuple[dict, str]:
-    facts = loinc.ReleaseFacts()
+    facts = ReleaseFacts()
     records = {record.code: record for record in loinc.read_concepts(rf2.named_files(files), facts, run_rows)}
     return records, facts.version
 

@@ -6,12 +6,13 @@ import pytest
 
 from fhirstore.terminology import snomed
 from fhirstore.terminology.exceptions import InvalidTerminologyFile
+from fhirstore.terminology.records import ReleaseFacts
 from tests.fhirstore.terminology import rf2
 
 
 def read(files: dict[str, str], run_rows: int = 3) -> dict[str, object]:
     """run_rows=3: the on-disk sort writes and merges several runs even for these few rows."""
-    facts = snomed.ReleaseFacts()
+    facts = ReleaseFacts()
     records = {record.code: record for record in snomed.read_concepts(rf2.named_files(files), facts, run_rows)}
     records["version"] = facts.version
     return records
