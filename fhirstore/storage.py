@@ -194,15 +194,15 @@ def _write_locked(
 def _insert_built_in_index_rows(cursor, pks: Sequence[int], registry: Registry) -> None:
     """The built-in parameters' index rows of these resources, extracted in SQL from their stored bodies."""
     cursor.execute("SELECT DISTINCT resource_type FROM fhirstore_resource WHERE id = ANY(%s)", [list(pks)])
-    skip = [
-        (resource_type, name) for (resource_type,) in cursor.fetchall() for name in registry.replacing(resource_type)
-    ]
+    types = [resource_type for (resource_type,) in cursor.fetchall()]
+    skip = [(resource_type, name) for resource_type in types for name in registry.replacing(resource_type)]
     insert_index_rows(
         cursor,
         source="(SELECT id, resource_type, body FROM fhirstore_resource WHERE id = ANY(%(ids)s))",
         source_params={"ids": list(pks)},
         targets=TABLE_OF_KIND,
         skip=skip,
+        resource_types=types,
     )
 
 
@@ -428,6 +428,7 @@ def _reindex_in_database(resource_type: str, ids: Sequence[str], params: Sequenc
                 targets={_SQL_KIND[kind]: table for kind, table in _SCRATCH.items() if kind in _SQL_KIND},
                 skip=[(resource_type, name) for name in custom],
                 only=params,
+                resource_types=[resource_type],
             )
             only = " AND param = ANY(%(params)s)" if params is not None else ""
             # The stored rows by the resource index: a scratch table has no statistics to plan a join with.
