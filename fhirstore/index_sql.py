@@ -180,26 +180,65 @@ _STRINGS = (
     " WHERE jsonb_typeof(x) = 'string' AND x <> '\"\"'"
 )
 
-# `search_params._date_range`: a date/dateTime/instant, or a Period (an absent or unreadable end is open). Each
-# distinct text is parsed once (`fhir_date_range`, ~15 µs): in a batch the same dates repeat (an encounter's time is
-# its observations' too), as the Python side's memo of parsed dates knows. The parsed texts are looked up in one
-# JSON object (a binary search), not joined: the planner, blind to how many values a batch holds, joined a
-# Period's start and end by nested loops, every value against every text.
+# The two shapes most dates have, a dateTime to the second with a zone (`2020-03-01T10:00:05-05:00`, `…Z`) and a
+# date (`2020-03-01`), with every part in range (years 1000-9998 and zones up to ±14:59, so no bound leaves the years
+# PostgreSQL and Python share): 1 and 2, read by PostgreSQL's own timestamp input where they are found; 0 for every
+# other text, which `fhir_date_range` reads as `fhirdates` does (~5x the cost), once per distinct text of the batch.
+# The shape by a regular expression without bounded repeats (`translate` costs ~40 ns per character and character
+# of its set).
+_DIGITS = "[0-9][0-9]"
+_COMMON_SHAPE = (
+    f"CASE WHEN ({{t}} ~ '^{_DIGITS}{_DIGITS}-{_DIGITS}-{_DIGITS}T{_DIGITS}:{_DIGITS}:{_DIGITS}([+-]{_DIGITS}:{_DIGITS}|Z)$'"
+    "  AND (length({t}) = 20 OR (substr({t}, 21, 2) <= '14' AND substr({t}, 24, 2) < '60'))"
+    "  AND substr({t}, 12, 2) < '24' AND substr({t}, 15, 2) < '60' AND substr({t}, 18, 2) < '60'"
+    f"  OR {{t}} ~ '^{_DIGITS}{_DIGITS}-{_DIGITS}-{_DIGITS}$')"
+    "  AND substr({t}, 1, 4) BETWEEN '1000' AND '9998' AND substr({t}, 6, 2) BETWEEN '01' AND '12'"
+    "  AND substr({t}, 9, 2) >= '01' AND substr({t}, 9, 2)::int <= CASE substr({t}, 6, 2)"
+    "   WHEN '02' THEN CASE WHEN mod(substr({t}, 1, 4)::int, 4) = 0 AND (mod(substr({t}, 1, 4)::int, 100) <> 0"
+    "    OR mod(substr({t}, 1, 4)::int, 400) = 0) THEN 29 ELSE 28 END"
+    "   WHEN '04' THEN 30 WHEN '06' THEN 30 WHEN '09' THEN 30 WHEN '11' THEN 30 ELSE 31 END"
+    " THEN CASE WHEN length({t}) = 10 THEN 2 ELSE 1 END ELSE 0 END"
+)
+
+
+def _bound(text: str, bound: int) -> str:
+    """The low (0) or high (1) instant of the date `text` (a column of `date_values`, with its shape)."""
+    common = {
+        0: ("{t}::timestamptz", "({t} || 'T00:00:00Z')::timestamptz"),
+        1: (
+            "{t}::timestamptz + interval '1 second' - interval '1 microsecond'",
+            "({t} || 'T23:59:59.999999Z')::timestamptz",
+        ),
+    }[bound]
+    return (
+        f"CASE d.{text}_shape WHEN 1 THEN {common[0]} WHEN 2 THEN {common[1]}"
+        f" ELSE (p.ranges->{{t}}->>{bound})::timestamptz END"
+    ).format(t=f"d.{text}")
+
+
+# `search_params._date_range`: a date/dateTime/instant, or a Period (an absent or unreadable end is open). The
+# texts of other shapes are looked up in one JSON object (a binary search), not joined: the planner, blind to how
+# many values a batch holds, joined a Period's start and end by nested loops, every value against every text.
 _DATES = (
-    "WITH date_values AS MATERIALIZED (SELECT id, resource_type, param,"
+    "WITH date_values AS MATERIALIZED (SELECT *, "
+    + ", ".join(
+        f"{_COMMON_SHAPE.format(t=column)} AS {column}_shape" for column in ("single", "start_text", "end_text")
+    )
+    + " FROM (SELECT id, resource_type, param,"
     "  CASE WHEN jsonb_typeof(item) = 'string' THEN item #>> '{}' END AS single,"
     "  jsonb_typeof(item) = 'object' AND (item ? 'start' OR item ? 'end') AS period,"
     "  CASE WHEN jsonb_typeof(item->'start') = 'string' THEN item->>'start' END AS start_text,"
     "  CASE WHEN jsonb_typeof(item->'end') = 'string' THEN item->>'end' END AS end_text"
-    "  FROM found_values WHERE kind = 3),"
+    "  FROM found_values WHERE kind = 3) AS texts),"
     " parsed AS (SELECT coalesce(jsonb_object_agg(t, jsonb_build_array(f.low, f.high)), '{}') AS ranges"
-    "  FROM (SELECT single FROM date_values UNION SELECT start_text FROM date_values"
-    "  UNION SELECT end_text FROM date_values) AS distinct_texts(t), fhir_date_range(t) AS f WHERE t IS NOT NULL)"
+    "  FROM (SELECT single FROM date_values WHERE single_shape = 0 UNION SELECT start_text FROM date_values"
+    "  WHERE start_text_shape = 0 UNION SELECT end_text FROM date_values WHERE end_text_shape = 0) AS distinct_texts(t),"
+    "  fhir_date_range(t) AS f WHERE t IS NOT NULL)"
     " SELECT DISTINCT id, resource_type, param, low, high FROM (SELECT d.id, d.resource_type, d.param,"
-    "  CASE WHEN d.period THEN coalesce((p.ranges->d.start_text->>0)::timestamptz, '0001-01-01 00:00:00+00')"
-    "   ELSE (p.ranges->d.single->>0)::timestamptz END AS low,"
-    "  CASE WHEN d.period THEN coalesce((p.ranges->d.end_text->>1)::timestamptz, '9999-12-31 23:59:59.999999+00')"
-    "   ELSE (p.ranges->d.single->>1)::timestamptz END AS high"
+    f"  CASE WHEN d.period THEN coalesce({_bound('start_text', 0)}, '0001-01-01 00:00:00+00')"
+    f"   ELSE {_bound('single', 0)} END AS low,"
+    f"  CASE WHEN d.period THEN coalesce({_bound('end_text', 1)}, '9999-12-31 23:59:59.999999+00')"
+    f"   ELSE {_bound('single', 1)} END AS high"
     "  FROM date_values d, parsed p WHERE d.single IS NOT NULL OR d.period) AS ranged WHERE low IS NOT NULL"
 )
 
@@ -243,10 +282,16 @@ def _target_condition(resource_types: Sequence[str], skip: frozenset, only: froz
 
 @lru_cache(maxsize=256)
 def _statement(
-    source: str, targets: tuple[tuple[str, str], ...], resource_types: tuple[str, ...], skip: frozenset, only
+    source: str,
+    targets: tuple[tuple[str, str], ...],
+    resource_types: tuple[str, ...],
+    skip: frozenset,
+    only: frozenset | None,
+    deduplicate: bool = True,
 ) -> str:
     """One statement for a batch: the values found once, each kind's rows inserted into its target (data-modifying
-    CTEs), and the non-ASCII strings returned for Python to normalize."""
+    CTEs), and the non-ASCII strings returned for Python to normalize. Without `deduplicate` a row found twice
+    is written twice (a third of the token rows' cost is their sort)."""
     kinds = _by_type(resource_types, skip, only, lambda p, path: str(_KIND_CODE[p.kind]))
     names = _by_type(resource_types, skip, only, lambda p, path: _literal(p.name))
     values = _by_type(resource_types, skip, only, lambda p, path: _value(path))
@@ -258,16 +303,20 @@ def _statement(
         "date": _DATES,
         "reference": _REFERENCES.format(targets=_target_condition(resource_types, skip, only).replace("%", "%%")),
     }
+    if not deduplicate:
+        selects = {kind: select.replace("SELECT DISTINCT", "SELECT", 1) for kind, select in selects.items()}
+    distinct = "DISTINCT " if deduplicate else ""
     target = dict(targets)
     inserts = [
         f"{kind}_rows AS (INSERT INTO {target[kind]} (resource_id, resource_type, {', '.join(COLUMNS[kind])}) {select})"
         for kind, select in selects.items()
     ]
     return (
-        f"WITH found_values AS MATERIALIZED ({found}), strings AS MATERIALIZED ({_STRINGS.format(L=_L)}), "
+        f"WITH found_values AS MATERIALIZED ({found}), strings AS MATERIALIZED"
+        f" ({_STRINGS.format(L=_L).replace('SELECT DISTINCT', 'SELECT ' + distinct, 1)}), "
         + ", ".join(inserts)
         + f", string_rows AS (INSERT INTO {target['string']} (resource_id, resource_type, param, normalized, exact)"
-        f' SELECT DISTINCT id, resource_type, param, left(lower(text COLLATE "C"), {_L}), left(text, {_L}) FROM strings'
+        f' SELECT {distinct}id, resource_type, param, left(lower(text COLLATE "C"), {_L}), left(text, {_L}) FROM strings'
         " WHERE octet_length(text) = char_length(text))"
         " SELECT id, resource_type, param, text FROM strings WHERE octet_length(text) <> char_length(text)"
     )
@@ -282,14 +331,16 @@ def insert_index_rows(
     skip: Iterable[tuple[str, str]] = (),
     only: Sequence[str] | None = None,
     resource_types: Iterable[str] | None = None,
+    deduplicate: bool = True,
 ) -> None:
     """Extract the built-in parameters' index rows of the resources `source` selects, into `targets`.
 
     `source` is a query with columns id, resource_type, body (`source_params` fill its placeholders);
     `targets` the table of each kind (the index tables, or a reindex's scratch tables); `skip` the (type,
     param) pairs a custom parameter replaces; `only` limits the rows to these index names; `resource_types` the
-    types the source holds (fewer types, a shorter statement; default: every type). The strings that need
-    Python's Unicode normalization are completed here.
+    types the source holds (fewer types, a shorter statement; default: every type); `deduplicate=False` for
+    targets without a key, where a row found twice may be written twice (a reindex's scratch tables, compared by
+    joins). The strings that need Python's Unicode normalization are completed here.
     """
     python_only_params()
     # A long statement makes the planner expect a costly one: JIT compilation would take ~1 s per statement,
@@ -301,6 +352,7 @@ def insert_index_rows(
         tuple(sorted(resource_types if resource_types is not None else REGISTRY)),
         frozenset(skip),
         frozenset(only) if only is not None else None,
+        deduplicate,
     )
     cursor.execute(statement, {**source_params, "types": sorted(RESOURCE_TYPES)})
     _insert_normalized(cursor, targets["string"], cursor.fetchall())

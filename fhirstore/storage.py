@@ -451,6 +451,7 @@ def _reindex_in_database(resource_type: str, ids: Sequence[str], params: Sequenc
                 skip=[(resource_type, name) for name in custom],
                 only=params,
                 resource_types=[resource_type],
+                deduplicate=False,
             )
             only = " AND param = ANY(%(params)s)" if params is not None else ""
             # The stored rows by the resource index: a scratch table has no statistics to plan a join with.
