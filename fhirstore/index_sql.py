@@ -24,6 +24,7 @@ paths unwrap it, `_walk` skips it), a Coding nested in a Coding's `coding`, a `s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -354,8 +355,24 @@ def insert_index_rows(
         frozenset(only) if only is not None else None,
         deduplicate,
     )
-    cursor.execute(statement, {**source_params, "types": sorted(RESOURCE_TYPES)})
+    if source_params:
+        cursor.execute(statement, {**source_params, "types": sorted(RESOURCE_TYPES)})
+    else:
+        _execute_prepared(cursor, statement.replace("%(types)s", _TYPES))
     _insert_normalized(cursor, targets["string"], cursor.fetchall())
+
+
+_TYPES = "ARRAY[" + ", ".join(map(_literal, sorted(RESOURCE_TYPES))) + "]::text[]"
+
+
+def _execute_prepared(cursor, statement: str) -> None:
+    """Run a statement without parameters as a prepared statement of this session: planning one of these takes
+    10-20 ms (a page of a reindex, ~15 % of its time), and its plan does not depend on the page."""
+    name = "index_rows_" + hashlib.sha1(statement.encode()).hexdigest()[:20]
+    cursor.execute("SELECT FROM pg_prepared_statements WHERE name = %s", [name])
+    if cursor.fetchone() is None:
+        cursor.execute(f"PREPARE {name} AS {statement}")
+    cursor.execute(f"EXECUTE {name}")
 
 
 def _insert_normalized(cursor, target: str, found: Sequence[tuple[int, str, str, str]]) -> None:
