@@ -61,7 +61,11 @@ def main() -> None:
         environment = {**bench.environment, "BULK_IMPORT_FILE_ROOT": str(inputs)}
         from django.conf import settings
 
-        print_setup(bench, f"chunk size {settings.BULK_IMPORT_CHUNK_SIZE}")
+        print_setup(
+            bench,
+            f"chunk size {settings.BULK_IMPORT_CHUNK_SIZE}; "
+            f"index rows extracted in {'PostgreSQL' if settings.FHIR_INDEX_IN_DATABASE else 'Python'}",
+        )
         seed(workdir / "seed")
         total, size = write_inputs(inputs, options.resources)
         print(f"\n-- input: {total:,} resources, {size / 1e6:.0f} MB of NDJSON", flush=True)
@@ -81,6 +85,7 @@ def main() -> None:
             flush=True,
         )
         figures = {
+            "index_in_database": settings.FHIR_INDEX_IN_DATABASE,
             "resources": total,
             "copy_resources_per_s": round(total / copy_seconds),
             "import_seconds": round(first["seconds"], 1),

@@ -57,7 +57,11 @@ def main() -> None:
     with job_bench("reindex", options) as bench:  # this process starts the job: it goes to the bench worker's queue
         from django.conf import settings
 
-        print_setup(bench, f"reindex chunks at once {settings.REINDEX_MAX_CONCURRENT_CHUNKS or 'all'}")
+        print_setup(
+            bench,
+            f"reindex chunks at once {settings.REINDEX_MAX_CONCURRENT_CHUNKS or 'all'}; "
+            f"index rows extracted in {'PostgreSQL' if settings.FHIR_INDEX_IN_DATABASE else 'Python'}",
+        )
         fill(options.resources - stored())
         with fhir_stack(bench.node, bench.environment, bench.workdir, username="bench-reindex") as stack:
             load_before = os.getloadavg()[0]
@@ -70,6 +74,7 @@ def main() -> None:
         figures = summary(idle, idle_after, spinning, run, sql_seconds, sql_resources, sql_rows)
         figures.update(
             max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS,
+            index_in_database=settings.FHIR_INDEX_IN_DATABASE,
             load_idle_before=round(load_before, 2),
             load_reindex=round(statistics.mean(run["loads"]), 2),
             load_idle_after=round(load_after, 2),

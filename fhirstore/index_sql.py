@@ -24,8 +24,9 @@ paths unwrap it, `_walk` skips it), a Coding nested in a Coding's `coding`, a `s
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -61,8 +62,7 @@ class CompiledParam:
     resource_type: str
     name: str  # the `param` column of its rows
     kind: str
-    json_paths: tuple[str, ...]
-    first_elements: tuple[str, ...]  # each path's first element: most are absent from a resource, and `?` is cheap
+    paths: tuple[str, ...]  # dotted, as in `search_params`
     targets: tuple[str, ...]
 
 
@@ -83,8 +83,7 @@ def compiled_params() -> tuple[CompiledParam, ...]:
             p.resource_type,
             p.name,
             p.kind,
-            tuple(json_path(path) for path in p.paths),
-            tuple(path.split(".")[0] for path in p.paths),
+            p.paths,
             p.targets,
         )
         for params in REGISTRY.values()
@@ -113,92 +112,153 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _param_table(kind: str) -> str:
-    """The compiled parameters of one kind as a VALUES list: (resource_type, param, path, targets)."""
-    rows = [
-        f"({_literal(p.resource_type)}, {_literal(p.name)}, {_literal(path)}::jsonpath, {_literal(first)}, "
-        + (f"ARRAY[{', '.join(map(_literal, p.targets))}]::text[])" if p.targets else "NULL::text[])")
-        for p in compiled_params()
-        if p.kind == kind
-        for path, first in zip(p.json_paths, p.first_elements)
-    ]
-    return f"(VALUES {', '.join(rows)}) AS p(resource_type, param, path, first, targets)"
-
-
-# The values of one kind's parameters in the bodies of the source rows `r` (id, resource_type, body), as
-# (r.id, r.resource_type, p.param, v): v each JSON value a path finds; _WANTED: %(skip)s: "type param" pairs left to
-# Python; %(only)s: the index names wanted, or NULL for all.
-_VALUES = (
-    " FROM (SELECT id, resource_type, body || '{{}}'::jsonb AS body FROM {source} s OFFSET 0) r"
-    " JOIN {params} ON p.resource_type = r.resource_type AND r.body ? p.first"
-    " CROSS JOIN LATERAL jsonb_path_query(r.body, p.path) AS v"
-)
-_WANTED = (
-    " WHERE NOT (r.resource_type || ' ' || p.param) = ANY(%(skip)s)"
-    " AND (%(only)s::text[] IS NULL OR p.param = ANY(%(only)s::text[]))"
-)
-
 _L = INDEXED_TEXT_LENGTH
+_KIND_CODE = {kind: number for number, kind in enumerate(SQL_KINDS, 1)}
+
+
+def _value(path: str) -> str:
+    """The JSON value(s) at `path` in `r.body`, as one jsonb: the element itself for a one-step path (a list is
+    walked by the next step), the array of what a lax SQL/JSON path finds for a longer one (only when its
+    first element is there: `?` is cheap, starting a path query is not)."""
+    first, *rest = path.split(".")
+    if not rest:
+        return f"r.body->{_literal(first)}"
+    return f"CASE WHEN r.body ? {_literal(first)} THEN jsonb_path_query_array(r.body, {_literal(json_path(path))}) END"
+
+
+def _params_of(resource_type: str, skip: frozenset, only: frozenset | None) -> list[CompiledParam]:
+    return [
+        p
+        for p in compiled_params()
+        if p.resource_type == resource_type and (resource_type, p.name) not in skip and (only is None or p.name in only)
+    ]
+
+
+def _by_type(resource_types: Sequence[str], skip: frozenset, only: frozenset | None, column: Callable) -> str:
+    """`CASE r.resource_type WHEN … THEN ARRAY[…] END`: one array per type, of `column(param, path)`."""
+    branches = []
+    for resource_type in resource_types:
+        items = [column(p, path) for p in _params_of(resource_type, skip, only) for path in p.paths]
+        if items:
+            branches.append(f"WHEN {_literal(resource_type)} THEN ARRAY[{', '.join(items)}]")
+    return f"CASE r.resource_type {' '.join(branches)} END" if branches else "NULL::text[]"
+
+
+# Every value the parameters' paths find in each body, one row per value and parameter (a list found is walked:
+# one row per element), tagged with the kind (1 token, 2 string, 3 date, 4 reference). Set-returning functions in
+# the select list, evaluated value per call (in FROM each call's set is materialized first: ~2x the cost), and the
+# paths written per type (no join with a table of parameters, no path query for a one-step path).
+_VALUES = (
+    "SELECT id, resource_type, kind, param, jsonb_array_elements(CASE jsonb_typeof(v) WHEN 'array' THEN v"
+    " ELSE jsonb_build_array(v) END) AS item FROM (SELECT r.id, r.resource_type, unnest({kinds}) AS kind,"
+    " unnest({names}) AS param, unnest({values}) AS v FROM {source} r) found WHERE v IS NOT NULL"
+)
 
 # `search_params._tokens`: a CodeableConcept's codings, else the value itself; then a boolean, a string, a
-# Coding's code, an Identifier's value. `str(value.get("system", ""))` for the system. One set-returning call
-# per value (each costs a few µs in PostgreSQL; expressions far less).
-_TOKEN_SELECT = (
-    "SELECT DISTINCT r.id, r.resource_type, p.param, left(t.system, {L}), left(t.code, {L}) "
-    + _VALUES
-    + " CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(v->'coding') = 'array' THEN v->'coding'"
-    "  ELSE jsonb_build_array(v) END) AS c"
-    " CROSS JOIN LATERAL (SELECT"
+# Coding's code, an Identifier's value. `str(value.get("system", ""))` for the system.
+_TOKENS = (
+    "SELECT DISTINCT id, resource_type, param, left(system, {L}) AS system, left(code, {L}) AS code FROM ("
+    " SELECT id, resource_type, param,"
     "  CASE jsonb_typeof(c->'system') WHEN 'string' THEN c->>'system' WHEN 'null' THEN 'None'"
     "   WHEN 'boolean' THEN initcap(c->>'system') WHEN 'number' THEN c->>'system' ELSE '' END AS system,"
     "  CASE jsonb_typeof(c) WHEN 'boolean' THEN c::text WHEN 'string' THEN c #>> '{{}}'"
     "   WHEN 'object' THEN CASE WHEN jsonb_typeof(c->'coding') = 'array' THEN NULL"
     "    WHEN jsonb_typeof(c->'code') = 'string' THEN c->>'code'"
-    "    WHEN jsonb_typeof(c->'value') = 'string' THEN c->>'value' END END AS code) AS t"
-    + _WANTED
-    + " AND t.code <> ''"
+    "    WHEN jsonb_typeof(c->'value') = 'string' THEN c->>'value' END END AS code"
+    " FROM (SELECT id, resource_type, param, jsonb_array_elements(CASE WHEN jsonb_typeof(item->'coding') = 'array'"
+    "  THEN item->'coding' ELSE jsonb_build_array(item) END) AS c FROM found_values WHERE kind = 1) codings"
+    ") tokens WHERE code <> ''"
 )
 
 # `search_params._strings`: a string, or the string parts (one level of list) of a HumanName or Address: the
 # parts gathered in one array (an absent one is a JSON null), walked two levels deep by one lax path.
-_STRING_FOUND = (
-    "SELECT DISTINCT r.id, r.resource_type, p.param, s.x #>> '{{}}' AS text "
-    + _VALUES
-    + " CROSS JOIN LATERAL jsonb_path_query(CASE jsonb_typeof(v) WHEN 'string' THEN jsonb_build_array(v)"
-    "  WHEN 'object' THEN jsonb_build_array(" + ", ".join(f"v->{_literal(part)}" for part in _STRING_PARTS) + ")"
-    "  END, 'lax $[*][*]') AS s(x)" + _WANTED + " AND jsonb_typeof(s.x) = 'string' AND s.x <> '\"\"'"
+_STRINGS = (
+    "SELECT DISTINCT id, resource_type, param, x #>> '{{}}' AS text FROM ("
+    " SELECT id, resource_type, param, jsonb_path_query(CASE jsonb_typeof(item) WHEN 'string' THEN"
+    "  jsonb_build_array(item) WHEN 'object' THEN jsonb_build_array("
+    + ", ".join(f"item->{_literal(part)}" for part in _STRING_PARTS)
+    + ") END, 'lax $[*][*]') AS x FROM found_values WHERE kind = 2) parts"
+    " WHERE jsonb_typeof(x) = 'string' AND x <> '\"\"'"
 )
 
-# `search_params._date_range`: a date/dateTime/instant, or a Period (an absent or unreadable end is open).
-_DATE_SELECT = (
-    "SELECT DISTINCT r.id, r.resource_type, p.param, d.low, d.high "
-    + _VALUES
-    + " CROSS JOIN LATERAL (SELECT f.low, f.high"
-    "  FROM fhir_date_range(CASE WHEN jsonb_typeof(v) = 'string' THEN v #>> '{{}}' END) AS f"
-    "  UNION ALL SELECT coalesce(s.low, '0001-01-01 00:00:00+00'), coalesce(e.high, '9999-12-31 23:59:59.999999+00')"
-    "  FROM (SELECT WHERE jsonb_typeof(v) = 'object' AND (v ? 'start' OR v ? 'end')) AS period"
-    "  LEFT JOIN LATERAL fhir_date_range(CASE WHEN jsonb_typeof(v->'start') = 'string' THEN v->>'start' END) AS s"
-    "   ON true"
-    "  LEFT JOIN LATERAL fhir_date_range(CASE WHEN jsonb_typeof(v->'end') = 'string' THEN v->>'end' END) AS e"
-    "   ON true) AS d(low, high)" + _WANTED
+# The two shapes most dates have, a dateTime to the second with a zone (`2020-03-01T10:00:05-05:00`, `…Z`) and a
+# date (`2020-03-01`), with every part in range (years 1000-9998 and zones up to ±14:59, so no bound leaves the years
+# PostgreSQL and Python share): 1 and 2, read by PostgreSQL's own timestamp input where they are found; 0 for every
+# other text, which `fhir_date_range` reads as `fhirdates` does (~5x the cost), once per distinct text of the batch.
+# The shape by a regular expression without bounded repeats (`translate` costs ~40 ns per character and character
+# of its set).
+_DIGITS = "[0-9][0-9]"
+_COMMON_SHAPE = (
+    f"CASE WHEN ({{t}} ~ '^{_DIGITS}{_DIGITS}-{_DIGITS}-{_DIGITS}T{_DIGITS}:{_DIGITS}:{_DIGITS}([+-]{_DIGITS}:{_DIGITS}|Z)$'"
+    "  AND (length({t}) = 20 OR (substr({t}, 21, 2) <= '14' AND substr({t}, 24, 2) < '60'))"
+    "  AND substr({t}, 12, 2) < '24' AND substr({t}, 15, 2) < '60' AND substr({t}, 18, 2) < '60'"
+    f"  OR {{t}} ~ '^{_DIGITS}{_DIGITS}-{_DIGITS}-{_DIGITS}$')"
+    "  AND substr({t}, 1, 4) BETWEEN '1000' AND '9998' AND substr({t}, 6, 2) BETWEEN '01' AND '12'"
+    "  AND substr({t}, 9, 2) >= '01' AND substr({t}, 9, 2)::int <= CASE substr({t}, 6, 2)"
+    "   WHEN '02' THEN CASE WHEN mod(substr({t}, 1, 4)::int, 4) = 0 AND (mod(substr({t}, 1, 4)::int, 100) <> 0"
+    "    OR mod(substr({t}, 1, 4)::int, 400) = 0) THEN 29 ELSE 28 END"
+    "   WHEN '04' THEN 30 WHEN '06' THEN 30 WHEN '09' THEN 30 WHEN '11' THEN 30 ELSE 31 END"
+    " THEN CASE WHEN length({t}) = 10 THEN 2 ELSE 1 END ELSE 0 END"
+)
+
+
+def _bound(text: str, bound: int) -> str:
+    """The low (0) or high (1) instant of the date `text` (a column of `date_values`, with its shape)."""
+    common = {
+        0: ("{t}::timestamptz", "({t} || 'T00:00:00Z')::timestamptz"),
+        1: (
+            "{t}::timestamptz + interval '1 second' - interval '1 microsecond'",
+            "({t} || 'T23:59:59.999999Z')::timestamptz",
+        ),
+    }[bound]
+    return (
+        f"CASE d.{text}_shape WHEN 1 THEN {common[0]} WHEN 2 THEN {common[1]}"
+        f" ELSE (p.ranges->{{t}}->>{bound})::timestamptz END"
+    ).format(t=f"d.{text}")
+
+
+# `search_params._date_range`: a date/dateTime/instant, or a Period (an absent or unreadable end is open). The
+# texts of other shapes are looked up in one JSON object (a binary search), not joined: the planner, blind to how
+# many values a batch holds, joined a Period's start and end by nested loops, every value against every text.
+_DATES = (
+    "WITH date_values AS MATERIALIZED (SELECT *, "
+    + ", ".join(
+        f"{_COMMON_SHAPE.format(t=column)} AS {column}_shape" for column in ("single", "start_text", "end_text")
+    )
+    + " FROM (SELECT id, resource_type, param,"
+    "  CASE WHEN jsonb_typeof(item) = 'string' THEN item #>> '{}' END AS single,"
+    "  jsonb_typeof(item) = 'object' AND (item ? 'start' OR item ? 'end') AS period,"
+    "  CASE WHEN jsonb_typeof(item->'start') = 'string' THEN item->>'start' END AS start_text,"
+    "  CASE WHEN jsonb_typeof(item->'end') = 'string' THEN item->>'end' END AS end_text"
+    "  FROM found_values WHERE kind = 3) AS texts),"
+    " parsed AS (SELECT coalesce(jsonb_object_agg(t, jsonb_build_array(f.low, f.high)), '{}') AS ranges"
+    "  FROM (SELECT single FROM date_values WHERE single_shape = 0 UNION SELECT start_text FROM date_values"
+    "  WHERE start_text_shape = 0 UNION SELECT end_text FROM date_values WHERE end_text_shape = 0) AS distinct_texts(t),"
+    "  fhir_date_range(t) AS f WHERE t IS NOT NULL)"
+    " SELECT DISTINCT id, resource_type, param, low, high FROM (SELECT d.id, d.resource_type, d.param,"
+    f"  CASE WHEN d.period THEN coalesce({_bound('start_text', 0)}, '0001-01-01 00:00:00+00')"
+    f"   ELSE {_bound('single', 0)} END AS low,"
+    f"  CASE WHEN d.period THEN coalesce({_bound('end_text', 1)}, '9999-12-31 23:59:59.999999+00')"
+    f"   ELSE {_bound('single', 1)} END AS high"
+    "  FROM date_values d, parsed p WHERE d.single IS NOT NULL OR d.period) AS ranged WHERE low IS NOT NULL"
 )
 
 # `search_params._add_reference`: a relative literal reference `Type/id[/_history/v]` to a known type. Split by
 # position, not by `regexp_match` (a regular expression with captures costs ~50x one without in PostgreSQL), and
 # the id checked as `resource_types.ID_PATTERN` (1-64 of [A-Za-z0-9.-], and Python's `$` admits one final
-# newline) by character classes: a bounded repeat `{1,64}` costs PostgreSQL's regex engine ~10x more.
-_REFERENCE_SELECT = (
-    "SELECT DISTINCT r.id, r.resource_type, p.param, split_part(t.ref, '/', 1), split_part(t.ref, '/', 2) "
-    + _VALUES
-    + " CROSS JOIN LATERAL (SELECT v->>'reference' WHERE jsonb_typeof(v->'reference') = 'string') AS t(ref)"
-    + _WANTED
-    + " AND (length(t.ref) - length(replace(t.ref, '/', '')) = 1"
-    "  OR (length(t.ref) - length(replace(t.ref, '/', '')) = 3 AND split_part(t.ref, '/', 3) = '_history'))"
-    " AND split_part(t.ref, '/', 1) = ANY(%(types)s)"
-    " AND length(rtrim(split_part(t.ref, '/', 2), E'\\n')) BETWEEN 1 AND 64"
-    " AND split_part(t.ref, '/', 2) !~ '\\n.'"
-    " AND split_part(t.ref, '/', 2) !~ '[^A-Za-z0-9.\\n-]'"
-    " AND (p.targets IS NULL OR split_part(t.ref, '/', 1) = ANY(p.targets))"
+# newline) by a negated character class (~0.5 µs an id; a bounded repeat `{1,64}` costs ~10x, `translate` with
+# the 64 allowed characters ~100x).
+_REFERENCES = (
+    "SELECT DISTINCT id, resource_type, param, target_type, target_id FROM (SELECT id, resource_type, param,"
+    " split_part(ref, '/', 1) AS target_type, split_part(ref, '/', 2) AS target_id, CASE WHEN right(split_part(ref,"
+    " '/', 2), 1) = E'\\n' THEN left(split_part(ref, '/', 2), -1) ELSE split_part(ref, '/', 2) END AS bare_id"
+    " FROM (SELECT id, resource_type, param, item->>'reference' AS ref FROM found_values WHERE kind = 4"
+    "  AND jsonb_typeof(item->'reference') = 'string') refs"
+    " WHERE length(ref) - length(replace(ref, '/', '')) = 1"
+    "  OR (length(ref) - length(replace(ref, '/', '')) = 3 AND split_part(ref, '/', 3) = '_history')) parts"
+    " WHERE target_type = ANY(%(types)s) AND length(bare_id) BETWEEN 1 AND 64"
+    " AND bare_id !~ '[^A-Za-z0-9.-]'"
+    "{targets}"
 )
 
 COLUMNS = {
@@ -209,21 +269,58 @@ COLUMNS = {
 }
 
 
-@lru_cache(maxsize=None)
-def _statement(kind: str, source: str, target: str) -> str:
-    columns = ", ".join(("resource_id", "resource_type", *COLUMNS[kind]))
-    params = _param_table(kind)
-    if kind == "string":
-        # One statement: the ASCII strings inserted, the others returned for Python to normalize.
-        found = _STRING_FOUND.format(source=source, params=params)
-        return (
-            f"WITH found AS ({found}), inserted AS (INSERT INTO {target} ({columns})"
-            f' SELECT DISTINCT id, resource_type, param, left(lower(text COLLATE "C"), {_L}), left(text, {_L})'
-            f" FROM found WHERE octet_length(text) = char_length(text))"
-            f" SELECT id, resource_type, param, text FROM found WHERE octet_length(text) <> char_length(text)"
-        )
-    select = {"token": _TOKEN_SELECT, "date": _DATE_SELECT, "reference": _REFERENCE_SELECT}[kind]
-    return f"INSERT INTO {target} ({columns}) " + select.format(source=source, params=params, L=_L)
+def _target_condition(resource_types: Sequence[str], skip: frozenset, only: frozenset | None) -> str:
+    """References of a parameter with targets only to those types."""
+    limited = [
+        f"(resource_type = {_literal(p.resource_type)} AND param = {_literal(p.name)}"
+        f" AND target_type <> ALL(ARRAY[{', '.join(map(_literal, p.targets))}]))"
+        for resource_type in resource_types
+        for p in _params_of(resource_type, skip, only)
+        if p.kind == "reference" and p.targets
+    ]
+    return f" AND NOT ({' OR '.join(limited)})" if limited else ""
+
+
+@lru_cache(maxsize=256)
+def _statement(
+    source: str,
+    targets: tuple[tuple[str, str], ...],
+    resource_types: tuple[str, ...],
+    skip: frozenset,
+    only: frozenset | None,
+    deduplicate: bool = True,
+) -> str:
+    """One statement for a batch: the values found once, each kind's rows inserted into its target (data-modifying
+    CTEs), and the non-ASCII strings returned for Python to normalize. Without `deduplicate` a row found twice
+    is written twice (a third of the token rows' cost is their sort)."""
+    kinds = _by_type(resource_types, skip, only, lambda p, path: str(_KIND_CODE[p.kind]))
+    names = _by_type(resource_types, skip, only, lambda p, path: _literal(p.name))
+    values = _by_type(resource_types, skip, only, lambda p, path: _value(path))
+    if kinds == "NULL::text[]":
+        kinds, names, values = "NULL::int[]", "NULL::text[]", "NULL::jsonb[]"
+    found = _VALUES.format(kinds=kinds, names=names, values=values, source=source)
+    selects = {
+        "token": _TOKENS.format(L=_L),
+        "date": _DATES,
+        "reference": _REFERENCES.format(targets=_target_condition(resource_types, skip, only).replace("%", "%%")),
+    }
+    if not deduplicate:
+        selects = {kind: select.replace("SELECT DISTINCT", "SELECT", 1) for kind, select in selects.items()}
+    distinct = "DISTINCT " if deduplicate else ""
+    target = dict(targets)
+    inserts = [
+        f"{kind}_rows AS (INSERT INTO {target[kind]} (resource_id, resource_type, {', '.join(COLUMNS[kind])}) {select})"
+        for kind, select in selects.items()
+    ]
+    return (
+        f"WITH found_values AS MATERIALIZED ({found}), strings AS MATERIALIZED"
+        f" ({_STRINGS.format(L=_L).replace('SELECT DISTINCT', 'SELECT ' + distinct, 1)}), "
+        + ", ".join(inserts)
+        + f", string_rows AS (INSERT INTO {target['string']} (resource_id, resource_type, param, normalized, exact)"
+        f' SELECT {distinct}id, resource_type, param, left(lower(text COLLATE "C"), {_L}), left(text, {_L}) FROM strings'
+        " WHERE octet_length(text) = char_length(text))"
+        " SELECT id, resource_type, param, text FROM strings WHERE octet_length(text) <> char_length(text)"
+    )
 
 
 def insert_index_rows(
@@ -234,28 +331,48 @@ def insert_index_rows(
     targets: dict[str, str],
     skip: Iterable[tuple[str, str]] = (),
     only: Sequence[str] | None = None,
+    resource_types: Iterable[str] | None = None,
+    deduplicate: bool = True,
 ) -> None:
     """Extract the built-in parameters' index rows of the resources `source` selects, into `targets`.
 
-    `source` is a FROM item with columns id, resource_type, body (`source_params` fill its placeholders);
+    `source` is a query with columns id, resource_type, body (`source_params` fill its placeholders);
     `targets` the table of each kind (the index tables, or a reindex's scratch tables); `skip` the (type,
-    param) pairs a custom parameter replaces; `only` limits the rows to these index names. The strings that
-    need Python's Unicode normalization are completed here.
+    param) pairs a custom parameter replaces; `only` limits the rows to these index names; `resource_types` the
+    types the source holds (fewer types, a shorter statement; default: every type); `deduplicate=False` for
+    targets without a key, where a row found twice may be written twice (a reindex's scratch tables, compared by
+    joins). The strings that need Python's Unicode normalization are completed here.
     """
     python_only_params()
-    # The parameter table makes the planner expect a costly statement: JIT compilation would take ~1 s per
-    # statement, far longer than the statement itself. Off for the rest of this transaction.
+    # A long statement makes the planner expect a costly one: JIT compilation would take ~1 s per statement,
+    # far longer than the statement itself. Off for the rest of this transaction.
     cursor.execute("SET LOCAL jit = off")
-    arguments = {
-        **source_params,
-        "skip": [f"{t} {n}" for t, n in skip],
-        "only": list(only) if only is not None else None,
-        "types": sorted(RESOURCE_TYPES),
-    }
-    for kind in SQL_KINDS:
-        cursor.execute(_statement(kind, source, targets[kind]), arguments)
-        if kind == "string":
-            _insert_normalized(cursor, targets[kind], cursor.fetchall())
+    statement = _statement(
+        source,
+        tuple(sorted(targets.items())),
+        tuple(sorted(resource_types if resource_types is not None else REGISTRY)),
+        frozenset(skip),
+        frozenset(only) if only is not None else None,
+        deduplicate,
+    )
+    if source_params:
+        cursor.execute(statement, {**source_params, "types": sorted(RESOURCE_TYPES)})
+    else:
+        _execute_prepared(cursor, statement.replace("%(types)s", _TYPES))
+    _insert_normalized(cursor, targets["string"], cursor.fetchall())
+
+
+_TYPES = "ARRAY[" + ", ".join(map(_literal, sorted(RESOURCE_TYPES))) + "]::text[]"
+
+
+def _execute_prepared(cursor, statement: str) -> None:
+    """Run a statement without parameters as a prepared statement of this session: planning one of these takes
+    10-20 ms (a page of a reindex, ~15 % of its time), and its plan does not depend on the page."""
+    name = "index_rows_" + hashlib.sha1(statement.encode()).hexdigest()[:20]
+    cursor.execute("SELECT FROM pg_prepared_statements WHERE name = %s", [name])
+    if cursor.fetchone() is None:
+        cursor.execute(f"PREPARE {name} AS {statement}")
+    cursor.execute(f"EXECUTE {name}")
 
 
 def _insert_normalized(cursor, target: str, found: Sequence[tuple[int, str, str, str]]) -> None:

@@ -194,15 +194,15 @@ def _write_locked(
 def _insert_built_in_index_rows(cursor, pks: Sequence[int], registry: Registry) -> None:
     """The built-in parameters' index rows of these resources, extracted in SQL from their stored bodies."""
     cursor.execute("SELECT DISTINCT resource_type FROM fhirstore_resource WHERE id = ANY(%s)", [list(pks)])
-    skip = [
-        (resource_type, name) for (resource_type,) in cursor.fetchall() for name in registry.replacing(resource_type)
-    ]
+    types = [resource_type for (resource_type,) in cursor.fetchall()]
+    skip = [(resource_type, name) for resource_type in types for name in registry.replacing(resource_type)]
     insert_index_rows(
         cursor,
         source="(SELECT id, resource_type, body FROM fhirstore_resource WHERE id = ANY(%(ids)s))",
         source_params={"ids": list(pks)},
         targets=TABLE_OF_KIND,
         skip=skip,
+        resource_types=types,
     )
 
 
@@ -382,13 +382,12 @@ def reindex_resources(
 
 
 # Scratch tables of a reindex page (this session's, emptied at commit, and at the start of a page in case the caller's
-# transaction holds several): the bodies as read, in one snapshot, and the index rows extracted from them,
-# compared with the stored rows in SQL.
+# transaction holds several): the page's resources and the versions read, and the index rows extracted from their
+# bodies, compared with the stored rows in SQL.
 _SCRATCH_PAGE = "reindex_page"
 _SCRATCH = {kind: f"reindex_{model._meta.db_table}" for kind, (model, _) in INDEX_COLUMNS.items()}
 _SCRATCH_TABLES = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_SCRATCH_PAGE} (id bigint, resource_type text, version_id int, body jsonb)"
-    " ON COMMIT DELETE ROWS;"
+    f"CREATE TEMP TABLE IF NOT EXISTS {_SCRATCH_PAGE} (id bigint, version_id int) ON COMMIT DELETE ROWS;"
     + "".join(
         f"CREATE TEMP TABLE IF NOT EXISTS {_SCRATCH[kind]} (LIKE {model._meta.db_table}) ON COMMIT DELETE ROWS;"
         for kind, (model, _) in INDEX_COLUMNS.items()
@@ -396,6 +395,27 @@ _SCRATCH_TABLES = (
     + "".join(f"DELETE FROM {table};" for table in (_SCRATCH_PAGE, *_SCRATCH.values()))
 )
 _SQL_KIND = {"tokens": "token", "strings": "string", "dates": "date", "references": "reference"}
+# The page's bodies, for the extraction: read again by id, after the versions (a write committed in between is
+# harmless: its resource's rows are those of its new body, written by that write, and a difference found for it is
+# not corrected, its version being no longer the one read).
+_PAGE_BODIES = (
+    f"(SELECT r.id, r.resource_type, r.body FROM {_SCRATCH_PAGE} p JOIN fhirstore_resource r ON r.id = p.id"
+    " WHERE NOT r.deleted)"
+)
+
+
+def _differences_statement(only: bool) -> str:
+    """The resources of the page whose stored rows differ from the extracted ones, in any index table: one full
+    join per table (rows on one side only), the stored rows read by the resource index."""
+    condition = " AND param = ANY(%(params)s)" if only else ""
+    return " UNION ".join(
+        f"SELECT coalesce(w.resource_id, x.resource_id) FROM {_SCRATCH[kind]} w FULL JOIN"
+        f" (SELECT resource_id, {', '.join(columns)} FROM {model._meta.db_table}"
+        f" WHERE resource_id = ANY(%(page)s){condition}) x"
+        f" ON w.resource_id = x.resource_id AND {' AND '.join(f'w.{column} = x.{column}' for column in columns)}"
+        " WHERE w.resource_id IS NULL OR x.resource_id IS NULL"
+        for kind, (model, columns) in INDEX_COLUMNS.items()
+    )
 
 
 def _reindex_in_database(resource_type: str, ids: Sequence[str], params: Sequence[str] | None) -> int:
@@ -405,14 +425,16 @@ def _reindex_in_database(resource_type: str, ids: Sequence[str], params: Sequenc
         with connection.cursor() as cursor:
             cursor.execute(_SCRATCH_TABLES)
             cursor.execute(
-                f"INSERT INTO {_SCRATCH_PAGE} SELECT id, resource_type, version_id, body FROM fhirstore_resource"
+                f"INSERT INTO {_SCRATCH_PAGE} SELECT id, version_id FROM fhirstore_resource"
                 " WHERE resource_type = %s AND logical_id = ANY(%s) AND NOT deleted RETURNING id, version_id",
                 [resource_type, list(ids)],
             )
             versions = dict(cursor.fetchall())
+            if not versions:
+                return 0
             custom = registry.replacing(resource_type)
             if custom and (params is None or custom & set(params)):
-                cursor.execute(f"SELECT id, body::text FROM {_SCRATCH_PAGE}")
+                cursor.execute(f"SELECT r.id, r.body::text FROM {_PAGE_BODIES} r")
                 items = []
                 for pk, body in cursor.fetchall():
                     extracted = registry.extract_custom(json.loads(body))
@@ -423,25 +445,18 @@ def _reindex_in_database(resource_type: str, ids: Sequence[str], params: Sequenc
                     _copy_into(cursor, _SCRATCH[kind], ("resource_id", "resource_type", *columns), _rows(items, kind))
             insert_index_rows(
                 cursor,
-                source=_SCRATCH_PAGE,
+                source=_PAGE_BODIES,
                 source_params={},
                 targets={_SQL_KIND[kind]: table for kind, table in _SCRATCH.items() if kind in _SQL_KIND},
                 skip=[(resource_type, name) for name in custom],
                 only=params,
+                resource_types=[resource_type],
+                deduplicate=False,
             )
             only = " AND param = ANY(%(params)s)" if params is not None else ""
             # The stored rows by the resource index: a scratch table has no statistics to plan a join with.
             arguments = {"params": list(params) if params is not None else None, "page": list(versions)}
-            differences = " UNION ".join(
-                f"(SELECT resource_id FROM (SELECT resource_id, {', '.join(columns)} FROM {_SCRATCH[kind]}"
-                f" EXCEPT SELECT resource_id, {', '.join(columns)} FROM {model._meta.db_table}"
-                f" WHERE resource_id = ANY(%(page)s){only}) missing)"
-                f" UNION (SELECT resource_id FROM (SELECT resource_id, {', '.join(columns)} FROM {model._meta.db_table}"
-                f" WHERE resource_id = ANY(%(page)s){only}"
-                f" EXCEPT SELECT resource_id, {', '.join(columns)} FROM {_SCRATCH[kind]}) stale)"
-                for kind, (model, columns) in INDEX_COLUMNS.items()
-            )
-            cursor.execute(differences, arguments)
+            cursor.execute(_differences_statement(params is not None), arguments)
             differing = sorted(pk for (pk,) in cursor.fetchall())
             if not differing:
                 return len(versions)

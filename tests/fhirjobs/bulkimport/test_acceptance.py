@@ -24,8 +24,10 @@ from fhirjobs.bulkimport.parameters import ImportRequest
 from fhirjobs.bulkimport.services import kick_off
 from fhirstore.authority import SERVER
 from fhirstore.models import Resource
+from fhirstore.storage import reindex_resources
 from fhirstore.synthetic import generate_resources
 from jobsite.tokens import token_for
+from tests.fhirjobs.reindex.helpers import INDEX_TABLES, index_snapshot
 from tests.fhirstore.helpers import SYNTHEA_NDJSON
 from tests.processes import (
     PROJECT_DIR,
@@ -245,8 +247,9 @@ def test_an_export_of_one_heavylift_imports_into_another_by_import_and_by_bulk_s
         )  # the same content again: no new version, no duplicate
 
 
+@pytest.mark.parametrize("in_database", ["false", "true"], ids=["python", "sql"])
 def test_a_worker_killed_mid_import_costs_a_retry_and_nothing_is_missing_or_duplicated(
-    processes, node, settings, file_root
+    processes, node, settings, file_root, in_database
 ):
     inputs = file_root
     files: dict[str, list[str]] = {}
@@ -255,7 +258,9 @@ def test_a_worker_killed_mid_import_costs_a_retry_and_nothing_is_missing_or_dupl
     for resource_type, lines in files.items():
         (inputs / f"{resource_type}.ndjson").write_text("\n".join(lines) + "\n")
     settings.BULK_IMPORT_MAX_CONCURRENT_CHUNKS = 2  # a chunk for each worker: the doomed one can be caught holding one
-    doomed, _ = node_workers(processes, node, "doomed", "survivor", BULK_IMPORT_FILE_ROOT=str(inputs))
+    doomed, _ = node_workers(
+        processes, node, "doomed", "survivor", BULK_IMPORT_FILE_ROOT=str(inputs), FHIR_INDEX_IN_DATABASE=in_database
+    )
     request = ImportRequest(
         inputs=tuple({"type": name, "url": (inputs / f"{name}.ndjson").as_uri()} for name in files), chunk_size=50
     )
@@ -275,3 +280,11 @@ def test_a_worker_killed_mid_import_costs_a_retry_and_nothing_is_missing_or_dupl
     assert stored == {resource_type: len(lines) for resource_type, lines in files.items()}
     assert set(Resource.objects.values_list("version_id", flat=True)) == {1}
     assert instance.report["totals"]["failed"] == 0
+    imported = index_snapshot()
+    assert sum(model.objects.count() for model in INDEX_TABLES) == sum(map(len, imported.values())), "no row twice"
+    for model in INDEX_TABLES:
+        model.objects.all().delete()
+    for resource_type in files:
+        ids = list(Resource.objects.filter(resource_type=resource_type).values_list("logical_id", flat=True))
+        reindex_resources(resource_type, ids)  # the Python extraction, the oracle
+    assert index_snapshot() == imported

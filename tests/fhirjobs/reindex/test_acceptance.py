@@ -70,7 +70,10 @@ def test_a_search_parameter_on_the_synthea_birth_sex_extension_follows_its_autom
     assert_outcome(operator.get("/fhir/Patient?birthsex=true"), 400, "Unknown search parameter")
 
 
-def test_a_reindex_with_a_worker_killed_mid_way_completes_and_equals_a_fresh_rebuild(processes, node, settings):
+@pytest.mark.parametrize("in_database", ["false", "true"], ids=["python", "sql"])
+def test_a_reindex_with_a_worker_killed_mid_way_completes_and_equals_a_fresh_rebuild(
+    processes, node, settings, in_database
+):
     settings.REINDEX_MAX_CONCURRENT_CHUNKS = 2  # a chunk for each worker: the doomed one can be caught holding one
     with BulkLoader() as loader:
         for resource in generate_resources(patients=15, seed=7):
@@ -79,7 +82,7 @@ def test_a_reindex_with_a_worker_killed_mid_way_completes_and_equals_a_fresh_reb
     with connection.cursor() as cursor:
         for model in INDEX_TABLES:
             cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE resource_type = 'Observation'")
-    doomed, _ = node_workers(processes, node, "doomed", "survivor")
+    doomed, _ = node_workers(processes, node, "doomed", "survivor", FHIR_INDEX_IN_DATABASE=in_database)
 
     # A reindex chunk locks the rows it corrects: with every Observation row locked, it waits holding its chunk.
     every_observation = "SELECT id FROM fhirstore_resource WHERE resource_type = 'Observation' FOR UPDATE"
@@ -93,3 +96,6 @@ def test_a_reindex_with_a_worker_killed_mid_way_completes_and_equals_a_fresh_reb
     assert (killed.status, killed.attempts) == (ChunkStatus.COMPLETED, 2), "the killed chunk was run again"
     assert sum(map(len, fresh.values())) > 1000
     assert index_snapshot(resource_type="Observation") == fresh
+    assert sum(model.objects.filter(resource_type="Observation").count() for model in INDEX_TABLES) == sum(
+        map(len, fresh.values())
+    ), "no row twice"
