@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from batch.api import JobDefinition, JobDefinitionBuilder
+from batch.api import CompletedJob, JobDefinition, JobDefinitionBuilder
+from fhirjobs.bulkimport import undo
 from fhirjobs.bulkimport.exceptions import InvalidImportRequest
 from fhirjobs.bulkimport.sources import check_source
 from fhirjobs.bulkimport.steps import (
@@ -18,6 +19,7 @@ from fhirjobs.bulkimport.steps import (
 )
 
 BULK_IMPORT_JOB = "BULK_IMPORT"  # the definition id: stored in every job row, never changes
+BULK_SUBMIT_UNDO_JOB = "BULK_SUBMIT_UNDO"
 
 
 def _check(parameters: Mapping[str, Any]) -> Iterable[str]:
@@ -52,6 +54,13 @@ def _builder(version: int) -> JobDefinitionBuilder:
     )
 
 
+def _completed(job: CompletedJob) -> None:
+    """An import that replaces another (`replacesManifestUrl`) starts the undo of what only the other brought."""
+    from fhirjobs.bulkimport.submission import undo_replaced
+
+    undo_replaced(job.instance_id)
+
+
 def _loading(builder: JobDefinitionBuilder) -> JobDefinition:
     return (
         builder.intermediate_step(
@@ -60,6 +69,7 @@ def _loading(builder: JobDefinitionBuilder) -> JobDefinition:
         .intermediate_step("load-deferred", load_deferred, "lines whose conditional targets loaded in other chunks")
         .reduction_step("report", report, "counts per type, warnings, the error file")
         .counts_records_of("load-resources")  # every line once; load-deferred loads again some of them
+        .on_completion(_completed)
         .build()
     )
 
@@ -74,4 +84,21 @@ BULK_IMPORT: JobDefinition = _loading(
 # (a running instance keeps its version); remove it in the release after.
 BULK_IMPORT_V1: JobDefinition = _loading(
     _builder(1).first_step("fetch-files", fetch_files, "streams each input, one chunk per chunk_size lines; stages ids")
+)
+
+BULK_SUBMIT_UNDO: JobDefinition = (
+    JobDefinitionBuilder(
+        BULK_SUBMIT_UNDO_JOB,
+        1,
+        "Bulk Submit undo: resources imports created are removed, those they changed get their earlier version back",
+    )
+    .gated()
+    .parameter("submission_id", str, required=True, description="the BulkSubmission whose imports are undone")
+    .parameter("import_ids", list, required=True, items=str, description="the imports whose writes to take back")
+    .parameter("keep_import_id", str, default="", description="a replacing import: what it brings is left alone")
+    .parameter("batch_size", int, default=500, minimum=1, maximum=10_000, description="resources per undo chunk")
+    .first_step("list-writes", undo.list_writes, "once the imports stopped writing: pages of what they wrote")
+    .intermediate_step("undo", undo.undo, "one page reverted and its record dropped, in one transaction")
+    .reduction_step("report", undo.report, "removed, restored, kept (written since by someone else)")
+    .build()
 )
