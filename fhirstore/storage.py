@@ -370,12 +370,12 @@ def revert_versions(reverts: Sequence[Revert], *, now: datetime | None = None) -
         earlier: dict[int, tuple[bool, dict | None]] = {}
         if wanted:
             cursor.execute(
-                "SELECT v.resource_id, v.deleted, v.body FROM fhirstore_resourceversion v"
+                "SELECT v.resource_id, v.deleted, v.body::text FROM fhirstore_resourceversion v"
                 " JOIN jsonb_array_elements(%s::jsonb) AS k(item)"
                 " ON v.resource_id = (k.item->>0)::bigint AND v.version_id = (k.item->>1)::int",
                 [orjson.dumps(wanted).decode()],
             )
-            earlier = {pk: (deleted, body) for pk, deleted, body in cursor.fetchall()}
+            earlier = {pk: (deleted, body and orjson.loads(body)) for pk, deleted, body in cursor.fetchall()}
         removals, restores = [], []
         for revert, key, pk in current:
             if revert.first_version == 1 or earlier.get(pk, (False, None))[0]:

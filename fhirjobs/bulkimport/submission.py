@@ -133,7 +133,7 @@ def undo_replaced(job_instance_id: uuid.UUID) -> None:
     Not when the submission was stopped meanwhile (its own undo takes back every import)."""
     with transaction.atomic():
         bulk_import = (
-            BulkImport.objects.select_for_update()
+            BulkImport.objects.select_for_update(of=("self",))
             .select_related("submission", "owner")
             .filter(job_instance_id=job_instance_id, replaces__isnull=False, undo_job_id__isnull=True)
             .first()
