@@ -6,7 +6,7 @@ are cancelled and a BULK_SUBMIT_UNDO job takes back what they loaded: `undo`). I
 submitted with `replacesManifestUrl` replaces an earlier one of the submission: the earlier import is cancelled
 if it still runs, the new one loads, and once it completed an undo job takes back what only the earlier one
 brought. One submitter runs one submission at a time: another submissionId of the same submitter while one is
-open, importing or being undone is a 429.
+open or importing is a 429.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Q
 
 from batch import control
 from batch.control import JobNotFound, JobStateConflict
@@ -165,12 +164,9 @@ def _refuse_while_another_runs(submission: BulkSubmission) -> None:
 
 
 def _still_working(submission: BulkSubmission) -> bool:
-    """An import of the submission, or an undo of its imports, has not ended."""
-    unfinished = control.unfinished_job_ids()
-    return (
-        submission.imports.filter(Q(job_instance_id__in=unfinished) | Q(undo_job_id__in=unfinished)).exists()
-        or unfinished.filter(id=submission.undo_job_id).exists()
-    )
+    """An import of the submission has not ended. Its undo does not count: a stopped submission lets the next one
+    in at once (what the next one writes meanwhile is a later write, which the undo keeps)."""
+    return submission.imports.filter(job_instance_id__in=control.unfinished_job_ids()).exists()
 
 
 @dataclass(frozen=True)
