@@ -46,7 +46,8 @@ def submit(
     """`$bulk-submit`: add manifests to a submission (each becomes a BULK_IMPORT job) or change its status.
 
     SubmitterBusy when another submission of the submitter is running; InvalidSubmission for manifests added
-    to an ended submission or an ended one reopened. A stopped submission cancels the imports it started."""
+    to an ended submission or an ended one reopened. A stopped submission cancels the imports it started and
+    starts the undo of what they loaded (once); a manifest that replaces another cancels the other's import."""
     headers = dict(request.headers)
     if request.oauth_metadata_url and request.manifest_urls:  # a token for this request's fetches, or a 400 now
         headers["Authorization"] = f"Bearer {client_credentials_token(request.oauth_metadata_url)}"
@@ -93,7 +94,7 @@ def submit(
 
 def _replaced_import(submission: BulkSubmission, request: SubmitRequest) -> BulkImport | None:
     """The submission's import of the manifest `replacesManifestUrl` names; InvalidSubmission when there is none
-    or it was replaced already. None without the parameter, or when its replacement was submitted already."""
+    or it was replaced by another manifest already. None without the parameter."""
     if not request.replaces_manifest_url:
         return None
     replaced = submission.imports.filter(manifest_url=request.replaces_manifest_url).first()
