@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from batch.api import CompletedJob, JobDefinition, JobDefinitionBuilder
+from batch.api import JobDefinition, JobDefinitionBuilder
 from fhirjobs.bulkimport import undo
 from fhirjobs.bulkimport.exceptions import InvalidImportRequest
 from fhirjobs.bulkimport.sources import check_source
@@ -54,13 +54,6 @@ def _builder(version: int) -> JobDefinitionBuilder:
     )
 
 
-def _completed(job: CompletedJob) -> None:
-    """An import that replaces another (`replacesManifestUrl`) starts the undo of what only the other brought."""
-    from fhirjobs.bulkimport.submission import undo_replaced
-
-    undo_replaced(job.instance_id)
-
-
 def _loading(builder: JobDefinitionBuilder) -> JobDefinition:
     return (
         builder.intermediate_step(
@@ -69,7 +62,6 @@ def _loading(builder: JobDefinitionBuilder) -> JobDefinition:
         .intermediate_step("load-deferred", load_deferred, "lines whose conditional targets loaded in other chunks")
         .reduction_step("report", report, "counts per type, warnings, the error file")
         .counts_records_of("load-resources")  # every line once; load-deferred loads again some of them
-        .on_completion(_completed)
         .build()
     )
 

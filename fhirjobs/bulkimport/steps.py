@@ -292,8 +292,15 @@ def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[st
     import_id = _import_id(context)
     loaded_alone = LoadSummary.objects.filter(import_id=import_id).values_list("summary", flat=True)
     merged = merge_summaries(itertools.chain((item["summary"] for item in inputs), loaded_alone.iterator()))
-    if not BulkImport.objects.filter(id=import_id, replaces__isnull=False).exists():
-        drop_staged_ids(import_id)  # a replacing import's ids tell its undo what it brings; the undo drops them
+    if BulkImport.objects.filter(id=import_id, replaces__isnull=False).exists():
+        # Every line loaded: what only the replaced manifest brought can go. Its staged ids tell the undo what
+        # this import brings; the undo drops them. Started here, not once the job completed, so that the
+        # submission's status never shows this import done without the undo (a rerun starts none again).
+        from fhirjobs.bulkimport.submission import undo_replaced
+
+        undo_replaced(import_id)
+    else:
+        drop_staged_ids(import_id)
     errors = ImportIssue.objects.filter(import_id=import_id).count()
     totals = {
         kind: sum(counts[kind] for counts in merged["counts"].values()) for kind in ("loaded", "unchanged", "failed")

@@ -128,14 +128,14 @@ def _start_undo(submission: BulkSubmission, import_ids: list[str], *, keep: str 
     return job.id
 
 
-def undo_replaced(job_instance_id: uuid.UUID) -> None:
-    """Once an import that replaces another completed: the undo of what only the other brought, started once.
-    Not when the submission was stopped meanwhile (its own undo takes back every import)."""
+def undo_replaced(import_id: uuid.UUID) -> None:
+    """Once an import that replaces another loaded everything: the undo of what only the other brought, started
+    once. Not when the submission was stopped meanwhile (its own undo takes back every import)."""
     with transaction.atomic():
         bulk_import = (
             BulkImport.objects.select_for_update(of=("self",))
             .select_related("submission", "owner")
-            .filter(job_instance_id=job_instance_id, replaces__isnull=False, undo_job_id__isnull=True)
+            .filter(id=import_id, replaces__isnull=False, undo_job_id__isnull=True)
             .first()
         )
         if bulk_import is None or bulk_import.submission.undo_job_id is not None:
