@@ -39,7 +39,7 @@ def list_writes(context: StepContext, sink: DataSink) -> int:
     import_ids = context.parameters["import_ids"]
     busy = [import_id for import_id in import_ids if _still_writing(import_id)]
     if busy:
-        raise RetryChunkLater(WAIT_SECONDS, f"import {busy[0]} still has a chunk running")
+        raise RetryChunkLater(WAIT_SECONDS, f"import {busy[0]} has not ended or still has a chunk running")
     keep = context.parameters["keep_import_id"] or None
     size, after, listed = context.parameters["batch_size"], ("", ""), 0
     while True:

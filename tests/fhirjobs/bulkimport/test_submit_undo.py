@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from django.db import transaction
 
+from batch.api import RetryChunkLater
 from batch.models import JobInstance
 from batch.statuses import JobStatus
 from fhirjobs.bulkimport import undo
@@ -218,3 +219,11 @@ def test_an_undo_chunk_run_again_changes_nothing_and_keeps_the_counts_of_the_run
 
     assert Resource.objects.get(logical_id="p1").version_id == 2 and family("p1") is None
     assert UndoSummary.objects.get().summary["removed"] == 2
+
+
+def test_the_undo_waits_while_an_import_it_undoes_has_not_ended(client, file_root, bus):
+    submit(client, "s1", manifest_url(manifest(file_root, "m1", patient("p1"))))  # queued, not run
+    context = SimpleNamespace(parameters={"import_ids": [str(BulkImport.objects.get().id)]})
+
+    with pytest.raises(RetryChunkLater, match="has not ended or still has a chunk running"):
+        undo.list_writes(context, sink=None)
