@@ -323,6 +323,87 @@ def delete_resource(
     return StoredVersion(resource_type, logical_id, version_id + 1, now, True, None)
 
 
+@dataclass(frozen=True)
+class Revert:
+    """Take back the versions `first_version`..`last_version` of a resource, which one writer (an import) wrote."""
+
+    resource_type: str
+    logical_id: str
+    first_version: int
+    last_version: int  # must still be the current version: a later write by anyone else wins
+
+
+@dataclass
+class Reverted:
+    removed: list[tuple[str, str]]  # the writer created them: deleted (a new, deleted version)
+    restored: list[tuple[str, str]]  # the version before the writer's is current again (as a new version)
+    kept: list[tuple[str, str, int]]  # (type, id, current version): written since, or its earlier version expunged
+
+
+def revert_versions(reverts: Sequence[Revert], *, now: datetime | None = None) -> Reverted:
+    """Undo a writer's versions, in the caller's transaction, set-based: the rows locked in id order as every
+    write locks them, the earlier versions read in one statement, the removals moved to the history and marked
+    deleted in two, the restorations written as `save_resources` writes (history kept: nothing is erased).
+
+    Only a resource whose current version is still `last_version` is touched; one written since (by a client, by
+    another import) is kept and listed, as is one whose earlier version was expunged. A resource gone entirely
+    (expunged) is neither. No authority check: this takes back what a checked write did."""
+    _require_transaction()
+    outcome = Reverted([], [], [])
+    if not reverts:
+        return outcome
+    keys = _unique_keys([Write({"resourceType": r.resource_type, "id": r.logical_id}) for r in reverts])
+    changes_parameters = any(resource_type == "SearchParameter" for resource_type, _ in keys)
+    extract = index_extractor(exclusive=changes_parameters)
+    with connection.cursor() as cursor:
+        existing = _lock_current_rows(cursor, keys)
+        current = []
+        for revert, key in zip(reverts, keys):
+            row = existing.get(key)
+            if row is None:
+                continue
+            if row[1] != revert.last_version or row[2]:
+                outcome.kept.append((*key, row[1]))
+            else:
+                current.append((revert, key, row[0]))
+        wanted = [(pk, revert.first_version - 1) for revert, _, pk in current if revert.first_version > 1]
+        earlier: dict[int, tuple[bool, dict | None]] = {}
+        if wanted:
+            cursor.execute(
+                "SELECT v.resource_id, v.deleted, v.body::text FROM fhirstore_resourceversion v"
+                " JOIN jsonb_array_elements(%s::jsonb) AS k(item)"
+                " ON v.resource_id = (k.item->>0)::bigint AND v.version_id = (k.item->>1)::int",
+                [orjson.dumps(wanted).decode()],
+            )
+            earlier = {pk: (deleted, body and orjson.loads(body)) for pk, deleted, body in cursor.fetchall()}
+        removals, restores = [], []
+        for revert, key, pk in current:
+            if revert.first_version == 1 or earlier.get(pk, (False, None))[0]:
+                removals.append((key, pk))
+            elif pk in earlier:
+                restores.append((Write(earlier[pk][1]), key))
+            else:
+                outcome.kept.append((*key, revert.last_version))
+        now = now or _transaction_start(cursor)
+        removed_pks = [pk for _, pk in removals]
+        if removed_pks:
+            _move_to_history(cursor, removed_pks)
+            cursor.execute(
+                "UPDATE fhirstore_resource SET version_id = version_id + 1, last_updated = %s, deleted = true,"
+                " body = NULL WHERE id = ANY(%s)",
+                [now, removed_pks],
+            )
+        results, pks = _write_locked(
+            cursor, [write for write, _ in restores], [key for _, key in restores], existing, extract, now
+        )
+    outcome.removed = [key for key, _ in removals]
+    outcome.restored = [key for _, key in restores]
+    if changes_parameters:
+        _sync_search_parameters(results, pks)
+        sync_search_parameters([(pk, None) for key, pk in removals if key[0] == "SearchParameter"])
+    return outcome
+
+
 def reindex_resources(
     resource_type: str, ids: Sequence[str], *, params: Sequence[str] | None = None, in_database: bool = False
 ) -> int:

@@ -16,6 +16,6 @@ class BulkImportConfig(AppConfig):
     verbose_name = "FHIR bulk import"
 
     def ready(self) -> None:
-        from fhirjobs.bulkimport.definition import BULK_IMPORT, BULK_IMPORT_V1
+        from fhirjobs.bulkimport.definition import BULK_IMPORT, BULK_IMPORT_V1, BULK_SUBMIT_UNDO
 
-        register_job_app([BULK_IMPORT, BULK_IMPORT_V1], OPERATIONS)
+        register_job_app([BULK_IMPORT, BULK_IMPORT_V1, BULK_SUBMIT_UNDO], OPERATIONS)

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from batch.api import JobDefinition, JobDefinitionBuilder
+from fhirjobs.bulkimport import undo
 from fhirjobs.bulkimport.exceptions import InvalidImportRequest
 from fhirjobs.bulkimport.sources import check_source
 from fhirjobs.bulkimport.steps import (
@@ -18,6 +19,7 @@ from fhirjobs.bulkimport.steps import (
 )
 
 BULK_IMPORT_JOB = "BULK_IMPORT"  # the definition id: stored in every job row, never changes
+BULK_SUBMIT_UNDO_JOB = "BULK_SUBMIT_UNDO"
 
 
 def _check(parameters: Mapping[str, Any]) -> Iterable[str]:
@@ -74,4 +76,21 @@ BULK_IMPORT: JobDefinition = _loading(
 # (a running instance keeps its version); remove it in the release after.
 BULK_IMPORT_V1: JobDefinition = _loading(
     _builder(1).first_step("fetch-files", fetch_files, "streams each input, one chunk per chunk_size lines; stages ids")
+)
+
+BULK_SUBMIT_UNDO: JobDefinition = (
+    JobDefinitionBuilder(
+        BULK_SUBMIT_UNDO_JOB,
+        1,
+        "Bulk Submit undo: resources imports created are removed, those they changed get their earlier version back",
+    )
+    .gated()
+    .parameter("submission_id", str, required=True, description="the BulkSubmission whose imports are undone")
+    .parameter("import_ids", list, required=True, items=str, description="the imports whose writes to take back")
+    .parameter("keep_import_id", str, default="", description="a replacing import: what it brings is left alone")
+    .parameter("batch_size", int, default=500, minimum=1, maximum=10_000, description="resources per undo chunk")
+    .first_step("list-writes", undo.list_writes, "once the imports stopped writing: pages of what they wrote")
+    .intermediate_step("undo", undo.undo, "one page reverted and its record dropped, in one transaction")
+    .reduction_step("report", undo.report, "removed, restored, kept (written since by someone else)")
+    .build()
 )

@@ -44,7 +44,7 @@ from fhirstore.references import (
 )
 from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.search import find_logical_ids
-from fhirstore.storage import Write, save_changed_resources
+from fhirstore.storage import StoredVersion, Write, save_changed_resources
 from fhirstore.validation import (
     NUL_ESCAPE_REFUSED,
     check_resource,
@@ -138,9 +138,12 @@ def load_lines(
     authority: WriteAuthority,
     defer_unresolved: bool = False,
     outcome: ChunkOutcome | None = None,
+    record_writes: bool = False,
 ) -> ChunkOutcome:
     """Parse, check, resolve and write these lines, WRITE_BATCH_SIZE at a time (only those are held parsed),
-    with the importer's `authority`."""
+    with the importer's `authority`. `record_writes`: note each version written as the import's (`ImportWrite`,
+    for a Bulk Submit import, which may be undone), in the batch's transaction."""
+    recorded_as = import_id if record_writes else None
     outcome = outcome or ChunkOutcome()
     resolver = _ConditionalResolver(import_id)
     with _cycle_collector_paused():
@@ -158,7 +161,7 @@ def load_lines(
             )
             ready = [item for item in parsed if _resolve_and_check(item, targets, resolver, outcome, defer_unresolved)]
             for batch in _unique_batches(ready):
-                _write(batch, outcome, authority)
+                _write(batch, outcome, authority, recorded_as)
     return outcome
 
 
@@ -333,37 +336,58 @@ def _unique_batches(items: Sequence[_Parsed]) -> Iterable[list[_Parsed]]:
         yield batch
 
 
-def _write(batch: list[_Parsed], outcome: ChunkOutcome, authority: WriteAuthority) -> None:
+def _write(
+    batch: list[_Parsed], outcome: ChunkOutcome, authority: WriteAuthority, recorded_as: uuid.UUID | None
+) -> None:
     """One transaction for the batch; when the database refuses it, one per resource to find the bad ones."""
     try:
         with transaction.atomic():
-            _, unchanged = save_changed_resources(
+            written, unchanged = save_changed_resources(
                 [Write(item.resource) for item in batch],
                 authority=authority,
                 index_in_database=settings.FHIR_INDEX_IN_DATABASE,
             )
+            _record(recorded_as, written)
     except (FhirStoreError, DatabaseError):
         for item in batch:
-            _write_alone(item, outcome, authority)
+            _write_alone(item, outcome, authority, recorded_as)
         return
     for item in batch:
         key = (item.resource["resourceType"], item.resource["id"])
         outcome.counts[key[0]]["unchanged" if key in unchanged else "loaded"] += 1
 
 
-def _write_alone(item: _Parsed, outcome: ChunkOutcome, authority: WriteAuthority) -> None:
+def _write_alone(
+    item: _Parsed, outcome: ChunkOutcome, authority: WriteAuthority, recorded_as: uuid.UUID | None
+) -> None:
     resource_type = item.resource["resourceType"]
     try:
         with transaction.atomic():
-            _, unchanged = save_changed_resources(
+            written, unchanged = save_changed_resources(
                 [Write(item.resource)], authority=authority, index_in_database=settings.FHIR_INDEX_IN_DATABASE
             )
+            _record(recorded_as, written)
     except FhirStoreError as error:
         outcome.fail(item.line, error.message, resource_type)
     except DatabaseError as error:
         outcome.fail(item.line, refused_by_the_database(error), resource_type)
     else:
         outcome.counts[resource_type]["unchanged" if unchanged else "loaded"] += 1
+
+
+def _record(import_id: uuid.UUID | None, written: Sequence[StoredVersion]) -> None:
+    """The versions just written, as the import's: one COPY for the batch (no round trip per resource)."""
+    if import_id is None or not written:
+        return
+    with (
+        connection.cursor() as cursor,
+        connection.wrap_database_errors,
+        cursor.copy(
+            "COPY bulkimport_importwrite (import_id, resource_type, logical_id, version_id) FROM STDIN"
+        ) as copy,
+    ):
+        for version in written:
+            copy.write_row((import_id, version.resource_type, version.logical_id, version.version_id))
 
 
 def stage_ids(import_id: uuid.UUID, lines: Iterable[bytes]) -> int:

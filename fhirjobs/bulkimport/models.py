@@ -29,6 +29,12 @@ class BulkImport(models.Model):
     # The starter's authority over SearchParameters at kick-off (fhirstore.authority); the load also wants the
     # owner still active and staff or granted the permission, so it does not outlive the owner's standing.
     manages_search_parameters = models.BooleanField(default=False)
+    # $bulk-submit `replacesManifestUrl`: the import this one's manifest corrects. Once this one completes, an
+    # undo job removes what only the replaced one brought (this one's staged ids are kept until then).
+    replaces = models.OneToOneField(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replaced_by"
+    )
+    undo_job_id = models.UUIDField(null=True, blank=True)  # the undo job started when this one completed
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -82,6 +88,7 @@ class BulkSubmission(models.Model):
     submitter = models.CharField(max_length=500)  # system|value of the submitter Identifier
     submission_id = models.CharField(max_length=200)
     status = models.CharField(max_length=32, default="in-progress")  # in-progress, completed, stopped
+    undo_job_id = models.UUIDField(null=True, blank=True)  # stopped: the job removing what it loaded
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -89,3 +96,26 @@ class BulkSubmission(models.Model):
 
     def __str__(self) -> str:
         return f"submission {self.submitter} {self.submission_id}"
+
+
+class ImportWrite(models.Model):
+    """A version a Bulk Submit import wrote: what undoing the submission (`stopped`) or the import (replaced by a
+    corrected manifest) takes back. Written by one COPY per write batch, in the batch's transaction, so a rerun
+    chunk (whose content is unchanged by then) adds nothing and the record never disagrees with the store.
+    Only imports of a submission keep one: a plain `$import` or `load_fhir` has nothing to undo."""
+
+    pk = models.CompositePrimaryKey("import_id", "resource_type", "logical_id", "version_id")
+    import_id = models.UUIDField()  # no foreign key: COPY-speed inserts, as staged ids
+    resource_type = models.CharField(max_length=64, db_collation="C")
+    logical_id = models.CharField(max_length=64, db_collation="C")
+    version_id = models.PositiveIntegerField()
+
+
+class UndoSummary(models.Model):
+    """The counts of one chunk of an undo job (removed, restored, kept because written since), kept for its
+    report; written in the chunk's transaction, so a chunk run again after a crash (which finds its records
+    gone) keeps the counts of the run that did the work."""
+
+    chunk_id = models.UUIDField(primary_key=True)
+    job_id = models.UUIDField(db_index=True)
+    summary = models.JSONField()

@@ -25,8 +25,6 @@ SUBMISSION_STATUS_SYSTEM = "http://hl7.org/fhir/event-status"
 # Inferno kit's first submit), `entered-in-error` and `aborted` (the draft this server implemented first).
 SUBMISSION_STATUS_ALIASES = {"complete": "completed", "entered-in-error": "stopped", "aborted": "stopped"}
 UNSUPPORTED_SUBMIT_PARAMETERS = {
-    "replacesManifestUrl": "replacing a submitted manifest is not supported yet: stop the submission and submit "
-    "the corrected manifest under a new submissionId",
     "fileEncryptionKey": "encrypted files are not supported yet: submit files this server can read as they are",
 }
 
@@ -47,6 +45,7 @@ class SubmitRequest:
     manifest_urls: tuple[str, ...]
     headers: dict[str, str]  # fileRequestHeader: sent with every fetch of the submission's manifests and files
     oauth_metadata_url: str = ""  # fetch a token by client credentials from the server this describes
+    replaces_manifest_url: str = ""  # the submitted manifest that the one manifest_url corrects
 
 
 def _value(parameter: dict[str, Any]) -> Any:
@@ -98,10 +97,11 @@ def parse_import_request(body: object) -> ImportRequest:
 
 def parse_submit_request(body: object) -> SubmitRequest:
     """Bulk Data STU4 ballot `$bulk-submit`: submitter, submissionId, submissionStatus, manifestUrl,
-    fileRequestHeader, oauthMetadataUrl, fhirBaseUrl, outputFormat and metadata (checked, not kept).
-    What this server does not support (replacesManifestUrl, fileEncryptionKey) is a 400, never ignored."""
+    replacesManifestUrl (with exactly one manifestUrl), fileRequestHeader, oauthMetadataUrl, fhirBaseUrl,
+    outputFormat and metadata (checked, not kept). What this server does not support (fileEncryptionKey) is a
+    400, never ignored."""
     submitter = submission_id = None
-    status, manifests, headers, problems, oauth_metadata_url = "in-progress", [], {}, [], ""
+    status, manifests, headers, problems, oauth_metadata_url, replaces = "in-progress", [], {}, [], "", ""
     for parameter in _parameters(body, "$bulk-submit"):
         name, value = parameter.get("name"), _value(parameter)
         if name == "submitter":
@@ -113,6 +113,11 @@ def parse_submit_request(body: object) -> SubmitRequest:
             status = _submission_status(value, problems)
         elif name == "manifestUrl" and isinstance(value, str) and value:
             manifests.append(value)
+        elif name == "replacesManifestUrl":
+            if not isinstance(value, str) or not value:
+                problems.append("replacesManifestUrl must be the URL of a manifest submitted before")
+            else:
+                replaces = value
         elif name == "oauthMetadataUrl":
             if not _is_http_url(value):
                 problems.append(f"oauthMetadataUrl {value!r} is not an http(s) URL")
@@ -143,10 +148,12 @@ def parse_submit_request(body: object) -> SubmitRequest:
         problems.append(f"submitter {submitter!r} is not an allowed submitter")
     if submission_id is None:
         problems.append("submissionId is required")
+    if replaces and len(manifests) != 1:
+        problems.append("replacesManifestUrl goes with exactly one manifestUrl: the corrected manifest")
     problems += _source_problems([*manifests, *([oauth_metadata_url] if oauth_metadata_url else [])])
     if problems:
         raise InvalidImportRequest("; ".join(problems))
-    return SubmitRequest(submitter, submission_id, status, tuple(manifests), headers, oauth_metadata_url)
+    return SubmitRequest(submitter, submission_id, status, tuple(manifests), headers, oauth_metadata_url, replaces)
 
 
 def _submission_status(value: object, problems: list[str]) -> str:

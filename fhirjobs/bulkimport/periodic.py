@@ -20,12 +20,13 @@ NAMES_BEFORE_THE_MOVE = "fhirstore.bulkimport.periodic"
 def purge_import_leftovers() -> None:
     """Staged ids and load summaries of imports that ended a day ago, and imports whose job batch purged."""
     report = purge_ended_imports()
-    if report.imports or report.staged_ids or report.load_summaries:
+    if report.imports or report.staged_ids or report.load_summaries or report.writes:
         logger.info(
-            "purged %d imports, %d staged ids and %d load summaries",
+            "purged %d imports, %d staged ids, %d load summaries and %d recorded writes",
             report.imports,
             report.staged_ids,
             report.load_summaries,
+            report.writes,
         )
 
 

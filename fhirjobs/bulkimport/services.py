@@ -23,7 +23,15 @@ from batch import control
 from batch.control import JobNotFound, JobStateConflict
 from fhirjobs.bulkimport.definition import BULK_IMPORT_JOB
 from fhirjobs.bulkimport.exceptions import ImportFailed, ImportNotFound
-from fhirjobs.bulkimport.models import BulkImport, BulkSubmission, ImportIssue, LoadSummary, StagedId
+from fhirjobs.bulkimport.models import (
+    BulkImport,
+    BulkSubmission,
+    ImportIssue,
+    ImportWrite,
+    LoadSummary,
+    StagedId,
+    UndoSummary,
+)
 from fhirjobs.bulkimport.parameters import ImportRequest
 from fhirjobs.common.status import State, job_status
 from fhirstore.authority import WriteAuthority
@@ -45,6 +53,7 @@ def kick_off(
     base_url: str,
     request_url: str = "",
     submission: BulkSubmission | None = None,
+    replaces: BulkImport | None = None,
 ) -> BulkImport:
     """Record the import and start its job, in one transaction (nothing starts if either fails). The starter's
     `authority` is recorded with it: the load writes with it (a SearchParameter line of an importer who may not
@@ -73,6 +82,7 @@ def kick_off(
             submission=submission,
             manifest_url=request.manifest_url,
             manages_search_parameters=authority.manages(),
+            replaces=replaces,
         )
 
 
@@ -234,11 +244,13 @@ class PurgeReport:
     imports: int = 0
     staged_ids: int = 0
     load_summaries: int = 0
+    writes: int = 0  # the record of what a submission's imports wrote (`ImportWrite`)
 
 
 def purge_ended_imports(*, now: datetime | None = None) -> PurgeReport:
     """Staged ids and load summaries of imports whose job ended more than a day ago (completed ones dropped
-    their staged ids already), and imports (with their rejected lines) whose job the batch engine has purged."""
+    their staged ids already), and imports (with their rejected lines and the record of what they wrote) whose
+    job the batch engine has purged: a submission can be stopped, and what it loaded undone, until then."""
     now = now or timezone.now()
     report = PurgeReport()
     gone = BulkImport.objects.filter(job_instance_id__isnull=False).exclude(job_instance_id__in=control.job_ids())
@@ -250,4 +262,6 @@ def purge_ended_imports(*, now: datetime | None = None) -> PurgeReport:
     leftover = Q(import_id__in=ended.values("id")) | ~Q(import_id__in=known)
     report.staged_ids = StagedId.objects.filter(leftover).delete()[0]
     report.load_summaries = LoadSummary.objects.filter(leftover).delete()[0]
+    report.writes = ImportWrite.objects.filter(~Q(import_id__in=known)).delete()[0]
+    UndoSummary.objects.exclude(job_id__in=control.job_ids()).delete()
     return report

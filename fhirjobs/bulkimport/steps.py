@@ -237,8 +237,13 @@ def load_resources(context: StepContext, sink: DataSink) -> int:
         SourceLine(data["file"], number, None if number in too_long else content)
         for number, content in enumerate(unpack(data["lines_zlib"]).split(b"\n"), data["first_line"])
     ]
+    row = _import_row(context)
     outcome = load_lines(
-        source_lines, import_id=_import_id(context), authority=_authority(context), defer_unresolved=True
+        source_lines,
+        import_id=row.id,
+        authority=_authority(row),
+        defer_unresolved=True,
+        record_writes=row.submission_id is not None,
     )
     _record_issues(context, outcome)
     deferred = [[line.file, line.number, line.content.decode()] for line in outcome.deferred]
@@ -268,10 +273,12 @@ def load_deferred(context: StepContext, sink: DataSink) -> int:
     count = 0
     if context.data["deferred_zlib"]:  # None in chunks emitted before LoadSummary rows existed
         deferred = orjson.loads(unpack(context.data["deferred_zlib"]))
+        row = _import_row(context)
         outcome = load_lines(
             (SourceLine(file, number, content.encode()) for file, number, content in deferred),
-            import_id=_import_id(context),
-            authority=_authority(context),
+            import_id=row.id,
+            authority=_authority(row),
+            record_writes=row.submission_id is not None,
         )
         _record_issues(context, outcome)
         summaries.append(outcome.summary())
@@ -285,7 +292,15 @@ def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[st
     import_id = _import_id(context)
     loaded_alone = LoadSummary.objects.filter(import_id=import_id).values_list("summary", flat=True)
     merged = merge_summaries(itertools.chain((item["summary"] for item in inputs), loaded_alone.iterator()))
-    drop_staged_ids(import_id)
+    if BulkImport.objects.filter(id=import_id, replaces__isnull=False).exists():
+        # Every line loaded: what only the replaced manifest brought can go. Its staged ids tell the undo what
+        # this import brings; the undo drops them. Started here, not once the job completed, so that the
+        # submission's status never shows this import done without the undo (a rerun starts none again).
+        from fhirjobs.bulkimport.submission import undo_replaced
+
+        undo_replaced(import_id)
+    else:
+        drop_staged_ids(import_id)
     errors = ImportIssue.objects.filter(import_id=import_id).count()
     totals = {
         kind: sum(counts[kind] for counts in merged["counts"].values()) for kind in ("loaded", "unchanged", "failed")
@@ -326,10 +341,9 @@ def _import_row(context: StepContext) -> BulkImport:
     return row
 
 
-def _authority(context: StepContext) -> WriteAuthority:
+def _authority(row: BulkImport) -> WriteAuthority:
     """The importer's authority: what the kick-off recorded, while the owner is still active and staff (or
     granted the permission); an import started from the shell (no owner) keeps what it recorded."""
-    row = _import_row(context)
     owner = row.owner
     still = owner is None or (owner.is_active and (owner.is_staff or owner.has_perm(MANAGE_PERMISSION)))
     return WriteAuthority(

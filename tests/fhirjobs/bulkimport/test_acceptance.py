@@ -1,6 +1,6 @@
 """The import through real processes: one Heavylift's `$export` pulled into a second one with its own empty
-database, by `$import` of the file URLs and by `$bulk-submit` of the manifest URL; and a worker killed
-in the middle of an import.
+database, by `$import` of the file URLs and by `$bulk-submit` of the manifest URL, then by `$bulk-submit` with
+a replaced manifest and a stopped submission; and a worker killed in the middle of an import, and of an undo.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
+from batch import control
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
+from fhirjobs.bulkimport.definition import BULK_SUBMIT_UNDO_JOB
 from fhirjobs.bulkimport.inline import load_paths
+from fhirjobs.bulkimport.loader import SourceLine, load_lines
+from fhirjobs.bulkimport.models import BulkImport, BulkSubmission, ImportWrite
 from fhirjobs.bulkimport.parameters import ImportRequest
 from fhirjobs.bulkimport.services import kick_off
 from fhirstore.authority import SERVER
@@ -288,3 +292,171 @@ def test_a_worker_killed_mid_import_costs_a_retry_and_nothing_is_missing_or_dupl
         ids = list(Resource.objects.filter(resource_type=resource_type).values_list("logical_id", flat=True))
         reindex_resources(resource_type, ids)  # the Python extraction, the oracle
     assert index_snapshot() == imported
+
+
+def test_a_bulk_submit_round_trip_with_a_replaced_manifest_and_then_a_stopped_submission(processes, second_database):
+    """Heavylift B pulls A's export by `$bulk-submit`; a corrected manifest (Patients only) replaces it, and
+    what only the first brought is removed — an Organization B held before gets its own version back. A second
+    submission of the full export is stopped: what it loaded is removed again, the Organization restored again."""
+    report = load_paths([SYNTHEA_NDJSON])
+    assert not report.bad
+    source_token = token_for(get_user_model().objects.create_user("exporter"))
+    source = Node(processes, subprocess_database_url())
+    target = Node(
+        processes, second_database, BULK_IMPORT_ALLOWED_SOURCES=f"{source.base}/", BULK_IMPORT_CHUNK_SIZE="100"
+    )
+    organization = Resource.objects.filter(resource_type="Organization").values_list("body", flat=True).first()
+    held_before = {**without_version_meta(organization), "name": "held by the target before"}
+    target_token = (
+        target.manage(
+            "shell",
+            "-c",
+            (
+                "from django.contrib.auth import get_user_model; from django.db import transaction;"
+                "from jobsite.tokens import token_for; from fhirstore.storage import Write, save_resources;"
+                "from fhirstore.authority import SERVER;"
+                f"body = {json.dumps(held_before)!r};"
+                "import json; transaction.atomic()(lambda: save_resources([Write(json.loads(body))], "
+                "authority=SERVER))();"
+                "u = get_user_model().objects.create_user('importer', is_staff=True);"
+                "print(token_for(u))"
+            ),
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+    from_source = httpx.Client(headers={"Authorization": f"Bearer {source_token}"}, timeout=30)
+    to_target = httpx.Client(headers={"Authorization": f"Bearer {target_token}"}, timeout=30)
+
+    def export(query: str = "") -> str:
+        kicked = from_source.get(f"{source.base}/$export{query}", headers={"Prefer": "respond-async"})
+        assert kicked.status_code == 202, kicked.text
+        source.wait(from_source, kicked.headers["Content-Location"])
+        return kicked.headers["Content-Location"]
+
+    everything, patients_only = export(), export("?_type=Patient")
+    key = [
+        {"name": "submitter", "valueIdentifier": {"system": "https://example.org/providers", "value": "source"}},
+    ]
+    header = {
+        "name": "fileRequestHeader",
+        "part": [
+            {"name": "headerName", "valueString": "Authorization"},
+            {"name": "headerValue", "valueString": f"Bearer {source_token}"},
+        ],
+    }
+
+    def submit(submission_id: str, *more: dict) -> None:
+        body = {
+            "resourceType": "Parameters",
+            "parameter": [*key, {"name": "submissionId", "valueString": submission_id}],
+        }
+        answer = to_target.post(f"{target.base}/$bulk-submit", json={**body, "parameter": [*body["parameter"], *more]})
+        assert answer.status_code == 200, answer.text
+
+    def imported(submission_id: str, manifests: int) -> None:
+        body = {
+            "resourceType": "Parameters",
+            "parameter": [*key, {"name": "submissionId", "valueString": submission_id}],
+        }
+        wait_until(
+            lambda: (
+                to_target.post(f"{target.base}/$bulk-submit-status", json=body)
+                .headers.get("X-Progress", "")
+                .startswith(f"{manifests} of {manifests} manifests imported")
+            ),
+            240,
+            message=f"{submission_id}'s imports did not end",
+        )
+
+    def status_manifest(submission_id: str) -> dict:
+        body = {
+            "resourceType": "Parameters",
+            "parameter": [*key, {"name": "submissionId", "valueString": submission_id}],
+        }
+        polled = to_target.post(f"{target.base}/$bulk-submit-status", json=body, headers={"Prefer": "respond-async"})
+        answer = target.wait(to_target, polled.headers["Content-Location"])
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def stored() -> dict[tuple[str, str], dict]:
+        with psycopg.connect(second_database) as db:
+            rows = db.execute("SELECT resource_type, logical_id, body FROM fhirstore_resource WHERE NOT deleted")
+            return {(t, i): without_version_meta(b) for t, i, b in rows.fetchall()}
+
+    source_bodies = {
+        (t, i): without_version_meta(b)
+        for t, i, b in Resource.objects.values_list("resource_type", "logical_id", "body")
+    }
+    patients = {k: v for k, v in source_bodies.items() if k[0] == "Patient"}
+    others = len(source_bodies) - len(patients) - 1  # created by each full import; the Organization was held
+    held = ("Organization", organization["id"])
+
+    submit("replaced", {"name": "manifestUrl", "valueUrl": everything}, header)
+    imported("replaced", 1)
+    assert stored() == source_bodies
+    submit(
+        "replaced",
+        {"name": "manifestUrl", "valueUrl": patients_only},
+        {"name": "replacesManifestUrl", "valueUrl": everything},
+        {"name": "submissionStatus", "valueCoding": {"code": "completed"}},
+        header,
+    )
+    replaced = status_manifest("replaced")
+
+    assert stored() == {**patients, held: held_before}
+    assert {item["manifestUrl"] for item in replaced["output"]} == {patients_only}
+    assert sum(item["count"] for item in replaced["output"]) == len(patients)
+    assert [entry["diagnostics"] for entry in replaced["error"]] == [
+        f"What {everything} alone brought was undone: {others} resources removed, 1 restored to their earlier "
+        "version, 0 kept because written since"
+    ]
+
+    submit("stopped", {"name": "manifestUrl", "valueUrl": everything}, header)
+    imported("stopped", 1)
+    assert stored() == source_bodies
+    submit("stopped", {"name": "submissionStatus", "valueCoding": {"code": "stopped"}})
+    stopped = status_manifest("stopped")
+
+    assert stored() == {**patients, held: held_before}  # the Patients were unchanged by it: not its to remove
+    assert f"What the stopped submission loaded was undone: {others} resources removed, 1 restored" in " ".join(
+        entry.get("diagnostics", "") for entry in stopped["error"]
+    )
+    with psycopg.connect(second_database) as db:
+        assert db.execute(
+            "SELECT version_id, body->>'name' FROM fhirstore_resource WHERE resource_type = 'Organization'"
+            " AND logical_id = %s",
+            [organization["id"]],
+        ).fetchone() == (5, "held by the target before")  # held, imported, restored, imported, restored
+
+
+def test_a_worker_killed_mid_undo_costs_a_retry_and_the_undo_is_exact(processes, node, django_user_model):
+    submitter = django_user_model.objects.create_user("provider")
+    submission = BulkSubmission.objects.create(owner=submitter, submitter="s|a", submission_id="s1", status="stopped")
+    bulk_import = BulkImport.objects.create(owner=submitter, submission=submission, request_url="test")
+    lines = [json.dumps(resource).encode() for resource in generate_resources(patients=10, seed=12)]
+    load_lines(
+        [SourceLine("test", number, line) for number, line in enumerate(lines, 1)],
+        import_id=bulk_import.id,
+        authority=SERVER,
+        record_writes=True,
+    )
+    written = Resource.objects.count()
+    doomed, _ = node_workers(processes, node, "doomed", "survivor")
+
+    # An undo chunk's UPDATE of the resource rows needs ROW EXCLUSIVE: with the table held in SHARE mode, it
+    # waits inside its transaction, holding its chunk.
+    with locked_by_another_transaction("LOCK TABLE fhirstore_resource IN SHARE MODE"):
+        undo_job = control.start_job(
+            BULK_SUBMIT_UNDO_JOB,
+            {"submission_id": str(submission.id), "import_ids": [str(bulk_import.id)], "batch_size": 50},
+        )
+        killed = kill_while_it_holds(doomed, chunks_held_by(doomed, undo_job.id, "undo"), timeout=90)
+    instance = wait_for_the_end(undo_job.id, 120)
+
+    assert instance.status == JobStatus.COMPLETED, instance.error_message
+    killed.refresh_from_db()
+    assert (killed.status, killed.attempts) == (ChunkStatus.COMPLETED, 2), "the killed chunk was run again"
+    assert (instance.report["removed"], instance.report["restored"], instance.report["kept"]) == (written, 0, 0)
+    assert set(Resource.objects.values_list("deleted", "version_id")) == {(True, 2)}
+    assert not ImportWrite.objects.exists()
