@@ -1,9 +1,12 @@
+import mimetypes
+
 from django.apps import AppConfig
 from django.conf import settings
 
 from fhirjobs.common.registration import Operation, register_job_app
 
 BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"  # Bulk Data Access IG v2
+NDJSON_TYPE = "application/fhir+ndjson"
 BULK_DATA_OPERATIONS = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 OPERATIONS = [
     Operation("export", BULK_DATA_OPERATIONS + "export"),
@@ -19,6 +22,9 @@ class BulkExportConfig(AppConfig):
     verbose_name = "FHIR Bulk Data export"
 
     def ready(self) -> None:
+        # A storage that types a file by its name (django-storages' S3Storage: the object's Content-Type, which a
+        # client downloading by a presigned URL receives) then types the export's files as Bulk Data says.
+        mimetypes.add_type(NDJSON_TYPE, ".ndjson")
         from fhirjobs.bulkexport.definition import BULK_EXPORT, BULK_EXPORT_V1, BULK_EXPORT_V2
 
         publish = [Operation("bulk-publish", BULK_DATA_OPERATIONS + "bulk-publish")] if settings.BULK_PUBLISH else []

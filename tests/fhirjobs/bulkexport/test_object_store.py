@@ -99,14 +99,14 @@ def test_a_download_that_accepts_gzip_is_a_redirect_to_a_presigned_url_of_the_gz
     assert refused.value.code == 403
 
 
-def test_the_object_is_stored_gzip_compressed(exporter, object_store, folder):
+def test_the_object_is_stored_gzip_compressed_as_fhir_ndjson(exporter, object_store, folder):
     store(*(patient(f"p{n}") for n in range(3)))
 
     exporter.export("/fhir/$export?_type=Patient")
 
     (key,) = objects(object_store, folder)
     stored = client(object_store).get_object(Bucket=BUCKET, Key=key)
-    assert stored["ContentEncoding"] == "gzip"
+    assert (stored["ContentEncoding"], stored["ContentType"]) == ("gzip", "application/fhir+ndjson")
     assert ids_of(gzip.decompress(stored["Body"].read())) == ["p0", "p1", "p2"]
 
 
