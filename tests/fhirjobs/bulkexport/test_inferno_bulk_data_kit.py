@@ -43,6 +43,9 @@ FHIR_INSTANT = re.compile(
 )
 KICK_OFF_HEADERS = {"Accept": "application/fhir+json", "Prefer": "respond-async"}  # export_kick_off_performer.rb
 STATUS_TIMEOUT = 180  # the kit's default bulk_timeout
+# Fixed, so every pytest-xdist process collects the same test ids.
+UNKNOWN_JOB = "9aa4df71-2ab9-4cb2-a742-fa1a10e52504"
+UNKNOWN_FILE = "df5dc2a8-799e-41a9-800d-bb96918c2325"
 
 
 @pytest.fixture(scope="module")
@@ -371,10 +374,10 @@ def test_beyond_the_kit_a_finished_export_deleted_has_its_files_gone(server, cli
 @pytest.mark.parametrize(
     "path, status",
     [
-        (f"$export-poll-status?_jobId={uuid.uuid4()}", 404),
+        (f"$export-poll-status?_jobId={UNKNOWN_JOB}", 404),
         ("$export-poll-status?_jobId=not-a-uuid", 404),
         ("$export-poll-status", 400),
-        (f"$export-file/{uuid.uuid4()}", 404),
+        (f"$export-file/{UNKNOWN_FILE}", 404),
         ("$export-poll-status?_jobId=x&page=0", 400),
     ],
 )
