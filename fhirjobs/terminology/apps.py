@@ -18,6 +18,11 @@ class TerminologyJobsConfig(AppConfig):
     verbose_name = "FHIR terminology jobs"
 
     def ready(self) -> None:
-        from fhirjobs.terminology.definition import TERMINOLOGY_DELETE, TERMINOLOGY_UPLOAD, VALUESET_EXPAND
+        from fhirjobs.terminology.definition import (
+            TERMINOLOGY_DELETE,
+            TERMINOLOGY_UPLOAD,
+            TERMINOLOGY_UPLOAD_V1,
+            VALUESET_EXPAND,
+        )
 
-        register_job_app([TERMINOLOGY_UPLOAD, VALUESET_EXPAND, TERMINOLOGY_DELETE], OPERATIONS)
+        register_job_app([TERMINOLOGY_UPLOAD, TERMINOLOGY_UPLOAD_V1, VALUESET_EXPAND, TERMINOLOGY_DELETE], OPERATIONS)

@@ -18,6 +18,7 @@ from fhirjobs.terminology.steps import (
     load_concepts,
     make_current,
     plan_deletion,
+    started_by_an_earlier_release,
 )
 
 
@@ -27,26 +28,35 @@ def _files_are_references(parameters: Mapping[str, Any]) -> Iterable[str]:
             yield f"file {number} must be {{'url': …}} or {{'stored': <id>}}"
 
 
-TERMINOLOGY_UPLOAD: JobDefinition = (
-    JobDefinitionBuilder(TERMINOLOGY_UPLOAD_JOB, 2, "Load a code system version: concepts, links, closure")
-    .parameter("system", str, required=True, description="the code system URL")
-    .parameter("version_id", int, required=True, minimum=1, description="the BUILDING CodeSystemVersion to fill")
-    .parameter("version", str, default="", description="its label; empty: the one the files declare")
-    .parameter("files", list, required=True, items=dict, description="{'url': …} or {'stored': id, 'name': …}")
-    .parameter("make_current", bool, default=True, description="make it the current version at the end")
-    .parameter(
-        "chunk_concepts",
-        int,
-        default=2000,
-        minimum=1,
-        maximum=50_000,
-        description="concepts per write transaction",
+def _upload(version: int, chunk_concepts: str) -> JobDefinitionBuilder:
+    return (
+        JobDefinitionBuilder(TERMINOLOGY_UPLOAD_JOB, version, "Load a code system version: concepts, links, closure")
+        .parameter("system", str, required=True, description="the code system URL")
+        .parameter("version_id", int, required=True, minimum=1, description="the BUILDING CodeSystemVersion to fill")
+        .parameter("version", str, default="", description="its label; empty: the one the files declare")
+        .parameter("files", list, required=True, items=dict, description="{'url': …} or {'stored': id, 'name': …}")
+        .parameter("make_current", bool, default=True, description="make it the current version at the end")
+        .parameter("chunk_concepts", int, default=2000, minimum=1, maximum=50_000, description=chunk_concepts)
+        .validate_with(_files_are_references)
+        .gated()
     )
-    .validate_with(_files_are_references)
-    .gated()
+
+
+TERMINOLOGY_UPLOAD: JobDefinition = (
+    _upload(2, "concepts per write transaction")
     .first_step("load-concepts", load_concepts, "streams the files into the tables, chunk_concepts per transaction")
     .intermediate_step("build-closure", build_closure, "the closure, level by level (one statement per level)")
     .reduction_step("make-current", make_current, "counts, and makes the version current (one transaction)")
+    .build()
+)
+
+# The previous release's shape, kept so its uploads in flight at an upgrade fail with a reason (steps.py).
+TERMINOLOGY_UPLOAD_V1: JobDefinition = (
+    _upload(1, "concepts per write and closure chunk")
+    .first_step("parse", started_by_an_earlier_release, "(v1) streamed the files into chunks of concepts")
+    .intermediate_step("write-concepts", started_by_an_earlier_release, "(v1) wrote a chunk's concepts")
+    .intermediate_step("build-closure", started_by_an_earlier_release, "(v1) a chunk's closure rows")
+    .reduction_step("make-current", started_by_an_earlier_release, "(v1) made the version current")
     .build()
 )
 

@@ -38,6 +38,16 @@ TERMINOLOGY_UPLOAD_JOB = "TERMINOLOGY_UPLOAD"
 CLOSURE_STATEMENT_CONCEPTS = 50_000  # concepts per closure statement: up to ~2M rows at SNOMED CT's deepest level
 
 
+def started_by_an_earlier_release(context: StepContext, *_: Any) -> Any:
+    """Every step of TERMINOLOGY_UPLOAD v1 (parse → write-concepts → build-closure → make-current, chunk JSON
+    between them), kept registered so a v1 upload in flight at an upgrade fails at once with a reason instead of
+    waiting for a worker that knows its version (docs/batch.md, *Versions*): its steps are gone with v2's rework."""
+    raise JobFailed(
+        "this upload was started by an earlier release (TERMINOLOGY_UPLOAD v1), whose steps this release no "
+        "longer has: upload the files again"
+    )
+
+
 def load_concepts(context: StepContext, sink: DataSink) -> int:
     """Read every file and write its concepts, `chunk_concepts` per transaction; label the version as the
     files declare; one chunk for the closure step."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import replace
 from io import StringIO
 
 import pytest
@@ -11,6 +12,7 @@ from django.core.management import CommandError, call_command
 
 from batch import control
 from batch.control import JobStatus
+from batch.models import JobInstance, WorkChunk
 from fhirjobs.terminology.parameters import UploadFile, UploadRequest
 from fhirjobs.terminology.services import start_upload
 from fhirstore.models import Resource
@@ -299,3 +301,20 @@ def test_inline_files_of_abandoned_uploads_are_dropped_a_day_later(uploader):
         cursor.execute("UPDATE terminology_uploadedfile SET created_at = now() - interval '25 hours'")
     drop_abandoned_upload_files()
     assert not UploadedFile.objects.exists()
+
+
+def test_an_upload_of_the_previous_release_in_flight_at_an_upgrade_fails_with_a_reason(bus):
+    """A v1 upload (parse → write-concepts → …) whose steps this release no longer has ends FAILED at once,
+    saying why, instead of waiting forever for a worker that knows its version."""
+    job = start_upload(UploadRequest(ICD10CM, (UploadFile("slice", data=SLICE.read_bytes()),)), started_by="test")
+    JobInstance.objects.filter(id=job.id).update(definition_version=1)  # as the previous release started it
+    WorkChunk.objects.filter(instance_id=job.id).update(target_step_id="parse")
+    (announced,) = bus.take()
+
+    bus.deliver(replace(announced, definition_version=1, target_step_id="parse"))
+    bus.drain()
+
+    failed = control.get_job(job.id)
+    assert failed.status == JobStatus.FAILED
+    assert "started by an earlier release" in JobInstance.objects.get(id=job.id).error_message
+    assert not Concept.objects.exists()
