@@ -369,7 +369,7 @@ CONTROL_MAX_REQUEST_BYTES = env_int("CONTROL_MAX_REQUEST_BYTES", 1024 * 1024, mi
 FHIR_ALLOW_ANONYMOUS_READ = env_bool("FHIR_ALLOW_ANONYMOUS_READ", False)  # reads without a token or session
 FHIR_FULL_VALIDATION = env_bool("FHIR_FULL_VALIDATION", False)  # validate every write against the R4B models
 # true: bulk imports and reindexes extract the built-in search parameters' index rows inside PostgreSQL
-# (fhirstore.index_sql). Off by default: on the 2-core bench it makes a reindex ~1.6x faster but an import
+# (fhirstore.index_sql). Off by default: on the 2-core bench it makes a reindex 1.4-1.6x faster but an import
 # slower (docs/reindex.md and docs/import.md, Performance), and the Python extraction is what single writes use.
 FHIR_INDEX_IN_DATABASE = env_bool("FHIR_INDEX_IN_DATABASE", False)
 # Synthea's largest single-patient transaction bundles are ~20 MB; anything beyond this is refused (413).
