@@ -166,3 +166,17 @@ class CustomSearchParameter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource_type}.{self.code} ({self.kind})"
+
+
+class SnapshotHold(models.Model):
+    """A reader of the store as of a past instant (an export at its transactionTime), over some types: while it
+    holds, nothing deletes history of those types for good (see `snapshots`). Expires by the database clock
+    unless renewed, so a reader that died without releasing blocks nobody for long."""
+
+    holder = models.UUIDField(primary_key=True)  # who holds (an export: its id); released by it
+    resource_types = ArrayField(models.CharField(max_length=64))
+    as_of = models.DateTimeField()  # the instant it reads the store at: shown to whoever waits
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"snapshot hold {self.holder} over {', '.join(self.resource_types)} as of {self.as_of}"

@@ -395,6 +395,10 @@ REINDEX_MAX_CONCURRENT_CHUNKS = env_int("REINDEX_MAX_CONCURRENT_CHUNKS", HALF_TH
 # Chunks of one delete-expunge job running at once (0: as many as there are workers); half the cores, as the
 # reindex, so the live API keeps the other half (deleting is index maintenance, as writing is).
 DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS = env_int("DELETE_EXPUNGE_MAX_CONCURRENT_CHUNKS", HALF_THE_CPUS)
+# A snapshot hold (an export reading the store at its transactionTime keeps expunges off its types; see
+# fhirstore/snapshots.py) lapses this long after it was taken or last renewed (each export chunk renews it): a
+# reader that died without releasing blocks expunges for at most this long.
+SNAPSHOT_HOLD_SECONDS = env_int("SNAPSHOT_HOLD_SECONDS", 3600, minimum=1)
 # Patient/$merge rewrites up to this many referring resources in the request itself (HAPI's limit: 512); above
 # it the client asks with Prefer: respond-async and a MERGE job does it. Also the job's default page size.
 MERGE_SYNC_MAX_RESOURCES = env_int("MERGE_SYNC_MAX_RESOURCES", 512)
@@ -542,6 +546,7 @@ CLUSTER_WIDE_SETTINGS = (
     "FHIR_INDEX_IN_DATABASE",
     "FHIR_SEARCH_WHILE_INDEXING",
     "REINDEX_MAX_CONCURRENT_CHUNKS",
+    "SNAPSHOT_HOLD_SECONDS",
     "BULK_EXPORT_CHUNK_SIZE",
     "BULK_EXPORT_MANIFEST_PAGE_FILES",
     "BULK_EXPORT_PATIENTS_PER_FILE",

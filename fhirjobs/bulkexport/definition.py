@@ -11,6 +11,7 @@ from fhirjobs.bulkexport.steps import (
     create_report,
     expand_resources,
     fetch_resources,
+    release_hold,
     write_to_binaries,
 )
 from fhirstore.exceptions import InvalidRequest
@@ -76,6 +77,8 @@ def _definition(version: int, *, until: bool, organized: bool) -> JobDefinition:
         )
     return (
         builder.validate_with(_check)
+        .on_completion(release_hold)  # the snapshot hold taken at the kick-off: expunges of its types may go on
+        .on_stop(release_hold)
         .first_step("fetch-resources", fetch_resources, "walks the matching ids, one chunk per chunk_size ids")
         .intermediate_step("expand-resources", expand_resources, "loads the bodies; _elements")
         .intermediate_step("write-to-binaries", write_to_binaries, "one NDJSON file per chunk")

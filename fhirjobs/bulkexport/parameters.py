@@ -444,3 +444,8 @@ def walks_row_ranges(request: ExportRequest) -> bool:
     if RESOURCE_TYPES <= set(request.types):  # every row: no need to count them (~250 ms at 1M resources)
         return True
     return share_of_rows(request.types) >= ROW_RANGES_MIN_SHARE
+
+
+def read_types(types: Iterable[str], associated_data: str | None) -> list[str]:
+    """The types an export reads from the store: its `_type`s, and Provenance when it adds associated data."""
+    return sorted({*types, *(["Provenance"] if associated_data else [])})

@@ -30,10 +30,10 @@ from fhirjobs.bulkexport.files import (
 )
 from fhirjobs.bulkexport.manifests import manifest_page
 from fhirjobs.bulkexport.models import BulkExport, ExportFile, Publication
-from fhirjobs.bulkexport.parameters import ExportRequest, job_parameters
+from fhirjobs.bulkexport.parameters import ExportRequest, job_parameters, read_types
 from fhirjobs.common.status import State, job_status
 from fhirstore.ownership import owned_row
-from fhirstore.storage import settled_time
+from fhirstore.snapshots import hold_snapshot
 
 PURGE_PAGE = 100  # exports deleted per transaction by the purge
 NDJSON = "application/fhir+ndjson"  # the only output format: every file of a manifest is in it
@@ -65,8 +65,11 @@ def kick_off(user: AbstractBaseUser, request: ExportRequest, *, base_url: str, r
             raise TooManyExports(
                 f"{limit} of your exports are running, the most allowed; retry once one has finished (or DELETE one)"
             )
-        # transactionTime: the export holds everything up to it, and a `_since` of it misses nothing later.
-        export_id, now = uuid.uuid4(), settled_time()
+        # transactionTime: the export holds everything up to it, and a `_since` of it misses nothing later. The
+        # snapshot hold keeps expunges off the types it reads until it ends (`fhirstore.snapshots`): a resource
+        # that existed then cannot vanish with its history before the export has read it.
+        export_id = uuid.uuid4()
+        now = hold_snapshot(export_id, read_types(request.types, request.associated_data))
         job = control.start_job(
             BULK_EXPORT_JOB,
             job_parameters(

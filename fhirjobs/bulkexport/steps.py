@@ -32,7 +32,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
-from batch.api import DataSink, JobCancelled, JobFailed, StepContext
+from batch.api import CompletedJob, DataSink, JobCancelled, JobFailed, StepContext, StoppedJob
 from fhirjobs.bulkexport.files import delete_files, file_writer, new_file_path
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportJob, Level
@@ -54,6 +54,7 @@ from fhirstore.scan import (
     range_bodies_ndjson,
     row_range_bodies_ndjson,
 )
+from fhirstore.snapshots import release_snapshot, renew_snapshot
 
 # Row ranges per fetch chunk, which `expand` splits into one write chunk each: a chunk costs the engine a claim
 # and a completion per step, most of the pass-through step's time (21 chunks of 10,000: 0.6-1.6 s of a 7-12 s
@@ -79,6 +80,7 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
     """
     job = ExportJob.from_parameters(context.parameters)
     _check_own_export(job.export_id, context.instance_id)
+    keep_snapshot(job)
     patients = job.patients
     if job.level is Level.GROUP:
         try:
@@ -151,6 +153,25 @@ def _patient_pages(job: ExportJob, patients: Sequence[str]) -> Iterator[list[str
     yield from iter_resource_id_pages("Patient", until=job.until, page_size=job.patients_per_file)
 
 
+def keep_snapshot(job: ExportJob) -> None:
+    """Renew the export's snapshot hold (taken at the kick-off) as each chunk starts, so that expunges keep off
+    its types for as long as it runs. A hold that lapsed (no chunk ran for SNAPSHOT_HOLD_SECONDS: the export
+    waited that long for a worker) may have let an expunge remove what existed at transactionTime: the export
+    fails rather than deliver files that may silently miss resources."""
+    if not renew_snapshot(job.export_id):
+        message = (
+            "the export waited so long that its snapshot of the store lapsed: resources deleted for good since "
+            "its transactionTime could be missing; kick off a new export"
+        )
+        BulkExport.objects.filter(id=job.export_id).update(failure=message)
+        raise JobFailed(message)
+
+
+def release_hold(ended: CompletedJob | StoppedJob) -> None:
+    """The export ended (completed, failed or cancelled): expunges over its types may go on."""
+    release_snapshot(uuid.UUID(str(ended.parameters["export_id"])))
+
+
 def _check_own_export(export_id: uuid.UUID, instance_id: uuid.UUID) -> None:
     """The job writes only the export row `kick_off` created with this very job: a job started by hand with
     another user's export id fails instead of filling that export with what it selects."""
@@ -171,6 +192,7 @@ def expand_resources(context: StepContext, sink: DataSink) -> int:
     into the file, so they cross the database once, as text, and are never parsed.
     """
     job = ExportJob.from_parameters(context.parameters)
+    keep_snapshot(job)
     if "row_ranges" in context.data:  # rows are taken whole: one write chunk per range, nothing to load
         for after, last in context.data["row_ranges"]:
             sink.accept({"after_row": after, "last_row": last})
@@ -239,6 +261,7 @@ def subset(line: str, elements: frozenset[str]) -> str:
 def write_to_binaries(context: StepContext, sink: DataSink) -> int:
     """One NDJSON file per chunk (per type of a row range) in the export storage, and its `ExportFile` row."""
     job = ExportJob.from_parameters(context.parameters)
+    keep_snapshot(job)
     if "last_row" in context.data:
         parts = row_range_parts(job, context.chunk_id, context.data["after_row"], context.data["last_row"])
         deleted = False

@@ -6,5 +6,6 @@
 - `ranges`: the generate-ranges / load-ids walk over the store's keyset, the opening steps of any job that
   works through the resources (reindex, export);
 - `registration`: what each job app's `ready()` registers (its job definitions, its FHIR operations);
+- `snapshots`: expunging steps wait while an export reads their types as at its transactionTime;
 - `commands`: the management commands' `--wait` (follow the job to its end, non-zero exit unless it completed).
 """

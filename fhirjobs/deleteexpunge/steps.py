@@ -5,7 +5,9 @@ neighbours on disk, and many resources sharing one lastUpdated are all found, HA
 report. The job is gated: every page is listed before the first is deleted, so deleting never shifts the walk.
 
 `delete_expunge` removes one page in one short transaction, together with the row that records what it
-removed (`ExpungedChunk`): run again, the chunk finds that row, deletes nothing and counts the same.
+removed (`ExpungedChunk`): run again, the chunk finds that row, deletes nothing and counts the same. While an
+export reads one of the page's types as at its transactionTime, the page waits for it to end
+(`fhirjobs.common.snapshots`): deleted now, resources that existed then would be missing from its files.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterable
 from django.db import transaction
 
 from batch.api import DataSink, JobFailed, StepContext
+from fhirjobs.common.snapshots import wait_for_snapshot_readers
 from fhirjobs.deleteexpunge.models import ExpungedChunk
 from fhirstore.exceptions import ResourceReferenced
 from fhirstore.expunge import expunge_resources, forget_searches, referrals_into, refuse_if_referenced
@@ -32,6 +35,7 @@ def delete_expunge(context: StepContext, sink: DataSink) -> int:
         done = ExpungedChunk.objects.filter(chunk_id=context.chunk_id).values_list("counts", flat=True).first()
         if done is not None:
             return sum(done.values())
+        wait_for_snapshot_readers([context.data["type"]], locked=True)  # an export reading them goes first
         try:
             if not parameters["cascade"]:
                 refuse_if_referenced(referrals_into(keys, excluding_urls=parameters["urls"]))
@@ -40,6 +44,8 @@ def delete_expunge(context: StepContext, sink: DataSink) -> int:
             )
         except ResourceReferenced as error:
             raise JobFailed(REFUSED + error.message) from None
+        if cascaded := set(removed) - {context.data["type"]}:
+            wait_for_snapshot_readers(cascaded, locked=True)  # the referrers' types too: rolls the page back
         ExpungedChunk.objects.create(
             chunk_id=context.chunk_id, job_instance_id=context.instance_id, counts=dict(removed)
         )

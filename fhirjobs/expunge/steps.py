@@ -1,5 +1,7 @@
 """The step of the EXPUNGE job of its own: the superseded versions of one page of resources, in one short
-transaction with the row recording the count (run again, a chunk deletes nothing more and counts the same)."""
+transaction with the row recording the count (run again, a chunk deletes nothing more and counts the same).
+While an export reads the type as at its transactionTime, the page waits for it to end: the version current
+then may be one of those superseded since (`fhirjobs.common.snapshots`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from django.db import transaction
 from django.db.models import Sum
 
 from batch.api import DataSink, StepContext
+from fhirjobs.common.snapshots import wait_for_snapshot_readers
 from fhirjobs.expunge.models import ExpungedVersionsChunk
 from fhirstore.expunge import expunge_previous_versions
 
@@ -22,6 +25,7 @@ def expunge(context: StepContext, sink: DataSink) -> int:
         )
         if done is not None:
             return done
+        wait_for_snapshot_readers([context.data["type"]], locked=True)  # an export may read those versions
         versions = expunge_previous_versions(context.data["type"], context.data["ids"])
         ExpungedVersionsChunk.objects.create(
             chunk_id=context.chunk_id, job_instance_id=context.instance_id, versions=versions

@@ -1,0 +1,120 @@
+"""The rule beside every export: an expunging chunk (delete-expunge, `$expunge`) waits while a live snapshot
+hold covers a type it removes, deletes nothing meanwhile, and goes on once the hold is released or has lapsed
+(by the database clock); a hold being taken right now makes it wait too, never block."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+
+from batch.api import RetryChunkLater
+from fhirjobs.deleteexpunge.steps import delete_expunge
+from fhirjobs.expunge.steps import expunge
+from fhirstore.models import Resource, ResourceVersion, SnapshotHold
+from fhirstore.snapshots import LOCK_SPACE, hold_snapshot, release_snapshot, renew_snapshot, snapshot_holds
+from tests.fhirjobs.deleteexpunge.helpers import keys_of, observation
+from tests.fhirjobs.helpers import patient
+from tests.fhirstore.helpers import store
+from tests.processes import locked_by_another_transaction
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@dataclass
+class ChunkContext:
+    data: dict[str, Any]
+    parameters: dict[str, Any] = field(
+        default_factory=lambda: {"urls": ["Observation?"], "cascade": False, "cascade_max_rounds": 10}
+    )
+    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    chunk_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def check_cancelled(self) -> None:
+        pass
+
+
+def hold(*types: str) -> uuid.UUID:
+    holder = uuid.uuid4()
+    with transaction.atomic():
+        hold_snapshot(holder, types)
+    return holder
+
+
+def lapse(holder: uuid.UUID) -> None:
+    with connection.cursor() as cursor:  # the database's clock decides, as in production
+        cursor.execute(
+            "UPDATE fhirstore_snapshothold SET expires_at = now() - interval '1 second' WHERE holder = %s", [holder]
+        )
+
+
+def observation_chunk() -> ChunkContext:
+    return ChunkContext({"type": "Observation", "keys": keys_of("Observation")})
+
+
+def test_a_delete_expunge_chunk_waits_while_an_export_holds_its_type_and_deletes_once_it_is_released():
+    store(*(observation(f"o{n}") for n in range(3)))
+    holder = hold("Observation", "Patient")
+    chunk = observation_chunk()
+
+    with pytest.raises(RetryChunkLater, match=f"export {holder} read Observation as of"):
+        delete_expunge(chunk, sink=None)
+    assert Resource.objects.filter(resource_type="Observation").count() == 3
+
+    release_snapshot(holder)
+    assert delete_expunge(chunk, sink=None) == 3
+    assert not Resource.objects.filter(resource_type="Observation").exists()
+
+
+def test_a_hold_over_other_types_does_not_stop_it():
+    store(observation("o1"))
+    hold("Patient")
+    assert delete_expunge(observation_chunk(), sink=None) == 1
+
+
+def test_a_cascade_into_a_held_type_rolls_the_whole_page_back():
+    store(patient("p1"), observation("o1", "Patient/p1"))
+    hold("Observation")
+    chunk = ChunkContext(
+        {"type": "Patient", "keys": keys_of("Patient")},
+        parameters={"urls": ["Patient?"], "cascade": True, "cascade_max_rounds": 10},
+    )
+    with pytest.raises(RetryChunkLater, match="read Observation"):
+        delete_expunge(chunk, sink=None)
+    assert Resource.objects.count() == 2
+
+
+def test_an_expunge_chunk_of_previous_versions_waits_too():
+    store(patient("a"))
+    store(patient("a", active=False))
+    holder = hold("Patient")
+    chunk = ChunkContext({"type": "Patient", "ids": ["a"]})
+    with pytest.raises(RetryChunkLater):
+        expunge(chunk, sink=None)
+    assert ResourceVersion.objects.count() == 1
+    release_snapshot(holder)
+    assert expunge(chunk, sink=None) == 1
+
+
+def test_a_stale_hold_lapses_by_the_database_clock_and_its_holder_learns_it():
+    store(observation("o1"))
+    holder = hold("Observation")
+    assert renew_snapshot(holder), "a live hold is renewed"
+    lapse(holder)
+
+    assert snapshot_holds(["Observation"]) == []
+    assert delete_expunge(observation_chunk(), sink=None) == 1  # a dead reader blocks no one past its expiry
+    assert not renew_snapshot(holder), "the reader learns its snapshot may have lost resources"
+    assert renew_snapshot(uuid.uuid4()), "a reader that holds nothing has nothing to lose"
+
+
+def test_a_hold_being_taken_makes_the_chunk_wait_instead_of_blocking():
+    store(observation("o1"))
+    with locked_by_another_transaction(f"SELECT pg_advisory_xact_lock({LOCK_SPACE}, hashtext('Observation'))"):
+        with pytest.raises(RetryChunkLater, match="being kicked off"):
+            delete_expunge(observation_chunk(), sink=None)
+    assert not SnapshotHold.objects.exists()
+    assert delete_expunge(observation_chunk(), sink=None) == 1
