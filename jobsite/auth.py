@@ -106,6 +106,7 @@ def is_operator(request: Request) -> bool:
 JOB_DEFINITION_SCOPES: dict[str, tuple[Scope, ...]] = {
     "BULK_EXPORT": (Scope.EXPORT,),
     "BULK_IMPORT": (Scope.IMPORT,),
+    "BULK_SUBMIT_UNDO": (Scope.IMPORT,),  # as its submission's imports: $bulk-submit's `stopped`, a replaced manifest
     "REINDEX": (Scope.FHIR_WRITE,),
     "DELETE_EXPUNGE": (Scope.FHIR_WRITE, Scope.ADMIN_DELETE),  # as $delete-expunge
     "EXPUNGE": (Scope.FHIR_WRITE, Scope.ADMIN_DELETE),  # as $expunge

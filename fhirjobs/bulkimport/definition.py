@@ -17,9 +17,9 @@ from fhirjobs.bulkimport.steps import (
     load_resources,
     report,
 )
+from fhirjobs.bulkimport.undo import BULK_SUBMIT_UNDO_JOB
 
 BULK_IMPORT_JOB = "BULK_IMPORT"  # the definition id: stored in every job row, never changes
-BULK_SUBMIT_UNDO_JOB = "BULK_SUBMIT_UNDO"
 
 
 def _check(parameters: Mapping[str, Any]) -> Iterable[str]:

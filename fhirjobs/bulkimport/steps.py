@@ -41,6 +41,7 @@ from fhirjobs.bulkimport.loader import (
 )
 from fhirjobs.bulkimport.models import BulkImport, ImportIssue, LoadSummary
 from fhirjobs.bulkimport.sources import Line, check_source, lines, open_blocks, redacted
+from fhirjobs.bulkimport.undo import undo_replaced
 from fhirjobs.common.chunks import pack, unpack
 from fhirstore.authority import MANAGE_PERMISSION, WriteAuthority
 from fhirstore.loading import LOAD_ORDER
@@ -296,8 +297,6 @@ def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[st
         # Every line loaded: what only the replaced manifest brought can go. Its staged ids tell the undo what
         # this import brings; the undo drops them. Started here, not once the job completed, so that the
         # submission's status never shows this import done without the undo (a rerun starts none again).
-        from fhirjobs.bulkimport.submission import undo_replaced
-
         undo_replaced(import_id)
     else:
         drop_staged_ids(import_id)

@@ -21,7 +21,6 @@ from django.db import transaction
 
 from batch import control
 from batch.control import JobNotFound, JobStateConflict
-from fhirjobs.bulkimport.definition import BULK_SUBMIT_UNDO_JOB
 from fhirjobs.bulkimport.exceptions import (
     ImportFailed,
     ImportNotFound,
@@ -32,6 +31,7 @@ from fhirjobs.bulkimport.models import BulkImport, BulkSubmission
 from fhirjobs.bulkimport.oauth import client_credentials_token
 from fhirjobs.bulkimport.parameters import ImportRequest, SubmitRequest
 from fhirjobs.bulkimport.services import kick_off, status_of
+from fhirjobs.bulkimport.undo import start_undo
 from fhirjobs.common.status import State, job_status
 from fhirstore.authority import WriteAuthority
 from fhirstore.fhirdates import format_instant
@@ -87,7 +87,7 @@ def submit(
             for job_instance_id in submission.imports.values_list("job_instance_id", flat=True):
                 _cancel(job_instance_id)
             if submission.undo_job_id is None and import_ids:
-                submission.undo_job_id = _start_undo(submission, import_ids, user=user.get_username())
+                submission.undo_job_id = start_undo(submission, import_ids, user=user.get_username())
                 submission.save(update_fields=["undo_job_id"])
     return submission
 
@@ -116,37 +116,6 @@ def _cancel(job_instance_id) -> None:
         control.cancel_job(job_instance_id)
     except (JobStateConflict, JobNotFound):
         pass  # it has ended already
-
-
-def _start_undo(submission: BulkSubmission, import_ids: list[str], *, keep: str = "", user: str = "") -> uuid.UUID:
-    job = control.start_job(
-        BULK_SUBMIT_UNDO_JOB,
-        {"submission_id": str(submission.id), "import_ids": import_ids, "keep_import_id": keep},
-        started_by=user,
-        max_concurrent_chunks=settings.BULK_IMPORT_MAX_CONCURRENT_CHUNKS or None,
-    )
-    return job.id
-
-
-def undo_replaced(import_id: uuid.UUID) -> None:
-    """Once an import that replaces another loaded everything: the undo of what only the other brought, started
-    once. Not when the submission was stopped meanwhile (its own undo takes back every import)."""
-    with transaction.atomic():
-        bulk_import = (
-            BulkImport.objects.select_for_update(of=("self",))
-            .select_related("submission", "owner")
-            .filter(id=import_id, replaces__isnull=False, undo_job_id__isnull=True)
-            .first()
-        )
-        if bulk_import is None or bulk_import.submission.undo_job_id is not None:
-            return
-        bulk_import.undo_job_id = _start_undo(
-            bulk_import.submission,
-            [str(bulk_import.replaces_id)],
-            keep=str(bulk_import.id),
-            user=bulk_import.owner.get_username() if bulk_import.owner else "",
-        )
-        bulk_import.save(update_fields=["undo_job_id"])
 
 
 def _refuse_while_another_runs(submission: BulkSubmission) -> None:

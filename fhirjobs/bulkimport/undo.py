@@ -21,15 +21,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import connection, transaction
 
 from batch import control
 from batch.api import DataSink, RetryChunkLater, StepContext
 from batch.control import JobNotFound
 from fhirjobs.bulkimport.loader import drop_staged_ids
-from fhirjobs.bulkimport.models import UndoSummary
+from fhirjobs.bulkimport.models import BulkImport, BulkSubmission, UndoSummary
 from fhirstore.storage import Revert, revert_versions
 
+BULK_SUBMIT_UNDO_JOB = "BULK_SUBMIT_UNDO"  # here, not in definition.py, which imports this module's steps
 WAIT_SECONDS = 2.0  # between looks at an import's running chunks
 MAX_KEPT_SAMPLES = 20  # resources written since, named in the report; the rest are counted
 
@@ -132,3 +134,36 @@ def report(context: StepContext, inputs: Iterable[Mapping[str, Any]]) -> dict[st
     if context.parameters["keep_import_id"]:
         drop_staged_ids(uuid.UUID(context.parameters["keep_import_id"]))
     return totals
+
+
+def start_undo(submission: BulkSubmission, import_ids: list[str], *, keep: str = "", user: str = "") -> uuid.UUID:
+    """The BULK_SUBMIT_UNDO job of `import_ids` (all of a stopped submission's, or the one a manifest replaced,
+    keeping what the replacing import `keep` brings)."""
+    job = control.start_job(
+        BULK_SUBMIT_UNDO_JOB,
+        {"submission_id": str(submission.id), "import_ids": import_ids, "keep_import_id": keep},
+        started_by=user,
+        max_concurrent_chunks=settings.BULK_IMPORT_MAX_CONCURRENT_CHUNKS or None,
+    )
+    return job.id
+
+
+def undo_replaced(import_id: uuid.UUID) -> None:
+    """Once an import that replaces another loaded everything: the undo of what only the other brought, started
+    once. Not when the submission was stopped meanwhile (its own undo takes back every import)."""
+    with transaction.atomic():
+        bulk_import = (
+            BulkImport.objects.select_for_update(of=("self",))
+            .select_related("submission", "owner")
+            .filter(id=import_id, replaces__isnull=False, undo_job_id__isnull=True)
+            .first()
+        )
+        if bulk_import is None or bulk_import.submission.undo_job_id is not None:
+            return
+        bulk_import.undo_job_id = start_undo(
+            bulk_import.submission,
+            [str(bulk_import.replaces_id)],
+            keep=str(bulk_import.id),
+            user=bulk_import.owner.get_username() if bulk_import.owner else "",
+        )
+        bulk_import.save(update_fields=["undo_job_id"])

@@ -77,7 +77,7 @@ def test_invalid_parameters_are_400_listing_every_problem_and_nothing_is_written
         ({}, "jobDefinitionId: This field is required."),
         (
             {"jobDefinitionId": "NOPE"},
-            "unknown job definition 'NOPE'; known: BULK_EXPORT, BULK_IMPORT, BULK_PATCH, DELETE_EXPUNGE, DIAGNOSTIC_NOOP, ",
+            "unknown job definition 'NOPE'; known: BULK_EXPORT, BULK_IMPORT, BULK_PATCH, BULK_SUBMIT_UNDO, DELETE_EXPUNGE, ",
         ),
         (
             {"jobDefinitionId": "DIAGNOSTIC_NOOP", "maxConcurrentChunks": 0},

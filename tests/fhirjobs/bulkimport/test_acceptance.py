@@ -20,12 +20,12 @@ from django.db import connection
 from batch import control
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
-from fhirjobs.bulkimport.definition import BULK_SUBMIT_UNDO_JOB
 from fhirjobs.bulkimport.inline import load_paths
 from fhirjobs.bulkimport.loader import SourceLine, load_lines
 from fhirjobs.bulkimport.models import BulkImport, BulkSubmission, ImportWrite
 from fhirjobs.bulkimport.parameters import ImportRequest
 from fhirjobs.bulkimport.services import kick_off
+from fhirjobs.bulkimport.undo import BULK_SUBMIT_UNDO_JOB
 from fhirstore.authority import SERVER
 from fhirstore.models import Resource
 from fhirstore.storage import reindex_resources
