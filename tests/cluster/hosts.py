@@ -163,9 +163,13 @@ def _pids_in_namespace_of(holder: int) -> list[int]:
 
 
 def _kill_host_processes(holder: int) -> None:
+    _signal_host_processes(holder, signal.SIGKILL)
+
+
+def _signal_host_processes(holder: int, number: signal.Signals) -> None:
     for pid in _pids_in_namespace_of(holder):
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, number)
         except ProcessLookupError:
             pass
 
@@ -402,6 +406,14 @@ class Host:
                 process.popen.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+
+    def freeze(self) -> None:
+        """SIGSTOP everything running on the host: it sends nothing more and keeps what it holds, so a test
+        can see what the host holds and then power it off in exactly that state (or `thaw` it)."""
+        _signal_host_processes(self.holder.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        _signal_host_processes(self.holder.pid, signal.SIGCONT)
 
     def power_on(self) -> None:
         """Cable back in; the host runs nothing until the test starts its processes again."""
