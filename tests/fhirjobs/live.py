@@ -16,8 +16,12 @@ class LiveServer:
         node, port = f"test-{uuid.uuid4().hex[:8]}", free_port()
         env = {"NODE_ID": node, "JOB_SCHEDULING": "false", "DATABASE_URL": subprocess_database_url(), **env}
         processes.append(celery_worker(env=env, queues=[work_notification_queue(node)], concurrency=1))
+        # The Procfile's keep-alive: gunicorn's default (2 s) equals the status URLs' Retry-After, so a client that
+        # waits as told reuses its connection just as the server closes it (reset, or no response at all).
+        # No control socket: parallel test processes would share ~/.gunicorn/gunicorn.ctl.
         web = Process(
-            [sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--threads", "4"],
+            [sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--threads", "4"]
+            + ["--keep-alive", "10", "--no-control-socket"],
             env=env,
             name="web",
         )

@@ -11,6 +11,11 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 
+from fhirjobs.bulkexport import views as bulkexport
+from fhirjobs.bulkimport import views as bulkimport
+from fhirjobs.bulkpatch import views as bulkpatch
+from fhirjobs.deleteexpunge import views as deleteexpunge
+from fhirjobs.expunge import views as expunge
 from heavylift.management.commands import demo
 from jobsite.models import ApiToken
 from tests.processes import PROJECT_DIR, free_port, subprocess_database_url
@@ -74,6 +79,16 @@ def test_the_web_process_listens_on_loopback_unless_told_otherwise(settings):
     web = next(line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line.startswith("web:"))
     assert "--bind ${BIND_ADDRESS:-127.0.0.1}:${PORT:-8000}" in web
     assert "--no-control-socket" in web  # no shared ~/.gunicorn/gunicorn.ctl
+
+
+def test_the_web_process_keeps_a_connection_open_past_the_status_urls_retry_after():
+    """A client polls a status URL after its Retry-After on the same connection: closing idle connections at
+    that very moment (gunicorn's default keep-alive, 2 s) resets the poll or leaves it without a response."""
+    web = next(line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    keep_alive = int(re.search(r"--keep-alive (\d+)", web).group(1))
+    retry_afters = {bulkexport.RETRY_AFTER_SECONDS, bulkimport.RETRY_AFTER_SECONDS, bulkpatch.RETRY_AFTER_SECONDS}
+    retry_afters |= {deleteexpunge.RETRY_AFTER_SECONDS, expunge.RETRY_AFTER_SECONDS}
+    assert keep_alive >= 3 * max(retry_afters)
 
 
 @pytest.mark.django_db(transaction=True)
