@@ -44,8 +44,13 @@ chromium:
 # each module runs whole in one of them, longest first: tests/conftest.py). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 3
 
+# Tests marked `serial` (pytest.ini) run afterwards on their own: beside two other test processes on 2 cores, a lease
+# of a few seconds or a crash that must catch a commit before the WAL writer met a machine too busy to show it.
 test: install-test services chromium
-	$(ENV) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(ENV) status=0; \
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial" || status=$$?; \
+	$(PY) -m pytest -m serial || status=$$?; \
+	exit $$status
 
 # mypy.ini names the modules; django-stubs' plugin loads the settings, hence the services' env.
 typecheck: install-test services

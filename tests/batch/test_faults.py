@@ -36,7 +36,7 @@ from tests.processes import (
     wait_until_ready,
 )
 
-pytestmark = [pytest.mark.acceptance]
+pytestmark = [pytest.mark.acceptance, pytest.mark.serial]
 
 MAX_CHUNK_SECONDS = 5
 HELD_FROM = 2  # chunks before this index run freely, so "midway" means some done and some in flight

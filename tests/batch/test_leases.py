@@ -14,7 +14,7 @@ from batch.statuses import ChunkStatus, JobStatus
 from batch.worker import on_chunk_claimed
 
 # The lease keeper renews and records overruns on its own thread (and connection): commits must be real.
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.serial]
 
 
 def emit_one(context, sink) -> int:

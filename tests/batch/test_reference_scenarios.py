@@ -21,7 +21,7 @@ from batch.worker import on_chunk_claimed, run_chunk
 from tests.batch.factories import JobInstanceFactory, WorkChunkFactory
 from tests.batch.helpers import count_records, emit
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.serial]
 
 
 def chunks_of(instance, step_id=None):
