@@ -69,6 +69,18 @@ def _timeout(item: pytest.Item) -> float:
     return float(marker.args[0]) if marker is not None and marker.args else 0.0
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Names each failed test in the file `make test` gives as HEAVYLIFT_FAILED_TESTS, so it can run them again alone.
+
+    The parallel phase's summary scrolls far above the end of a long log; the rerun prints the names last.
+    Written by the controlling process only (an xdist worker's reports reach it too).
+    """
+    failed_tests = os.environ.get("HEAVYLIFT_FAILED_TESTS")
+    if report.failed and failed_tests and not os.environ.get("PYTEST_XDIST_WORKER"):
+        with open(failed_tests, "a", encoding="utf-8") as names:
+            names.write(report.nodeid + "\n")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[FIRST_PROCESS_OF_TEST] = len(process_logs.started)
