@@ -29,7 +29,7 @@ from fhirjobs.merge.patients import MERGE, REPLACE_REFERENCES, complete_merge, r
 from fhirstore.authority import WriteAuthority
 from fhirstore.exceptions import ResourceGone, ResourceNotFound
 from fhirstore.referrers import referrer_keys, replace_references
-from fhirstore.storage import Write, read_resource, save_resources
+from fhirstore.storage import StoredVersion, Write, read_resource, save_resources
 
 
 def merge_authority(started_by: str) -> WriteAuthority:
@@ -125,22 +125,7 @@ def finish_merge(context: StepContext, inputs: Iterable[dict]) -> dict:
             {"type": {"text": "provenance"}, "valueReference": {"reference": report["provenance"]}},
             {"type": {"text": "resources-updated"}, "valueInteger": report["total"]},
         ]
-        save_resources(
-            [
-                Write(
-                    task_body(
-                        parameters["task_id"],
-                        str(context.instance_id),
-                        *_source_and_target(parameters),
-                        operation=MERGE,
-                        status="completed",
-                        output=output,
-                    ),
-                    if_match=task.version_id,
-                )
-            ],
-            authority=authority,
-        )
+        _complete_task(context, task, MERGE, output, authority)
     return report
 
 
@@ -161,23 +146,25 @@ def finish_replace_references(context: StepContext, inputs: Iterable[dict]) -> d
             {"type": {"text": "provenance"}, "valueReference": {"reference": report["provenance"]}},
             {"type": {"text": "resources-updated"}, "valueInteger": report["total"]},
         ]
-        save_resources(
-            [
-                Write(
-                    task_body(
-                        parameters["task_id"],
-                        str(context.instance_id),
-                        *_source_and_target(parameters),
-                        operation=REPLACE_REFERENCES,
-                        status="completed",
-                        output=output,
-                    ),
-                    if_match=task.version_id,
-                )
-            ],
-            authority=authority,
-        )
+        _complete_task(context, task, REPLACE_REFERENCES, output, authority)
     return report
+
+
+def _complete_task(
+    context: StepContext, task: StoredVersion, operation: str, output: list[dict], authority: WriteAuthority
+) -> None:
+    """The job's Task, completed with its outputs, if no one changed it since it was read (in the caller's
+    transaction, beside the Provenance)."""
+    parameters = context.parameters
+    body = task_body(
+        parameters["task_id"],
+        str(context.instance_id),
+        *_source_and_target(parameters),
+        operation=operation,
+        status="completed",
+        output=output,
+    )
+    save_resources([Write(body, if_match=task.version_id)], authority=authority)
 
 
 TASK_STATUS_OF_STOPPED_JOB = {"FAILED": "failed", "CANCELLED": "cancelled"}
