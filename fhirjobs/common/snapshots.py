@@ -22,16 +22,22 @@ WAIT_SECONDS = 5.0  # between looks at the holds: an export takes seconds to hou
 def wait_for_snapshot_readers(resource_types: Iterable[str], *, locked: bool = False) -> None:
     """Raise RetryChunkLater while a live snapshot hold covers one of these types. `locked`: in the
     transaction that expunges them, before it commits (takes the types' locks, see `fhirstore.snapshots`)."""
+    if reader := snapshot_reader_in_the_way(resource_types, locked=locked):
+        raise RetryChunkLater(WAIT_SECONDS, reader)
+
+
+def snapshot_reader_in_the_way(resource_types: Iterable[str], *, locked: bool = False) -> str | None:
+    """Who reads one of these types as of a past instant now (a message), or None: expunging them may go on."""
     types = set(resource_types)
     if locked and not lock_against_snapshots(types):
-        raise RetryChunkLater(WAIT_SECONDS, f"an export over {', '.join(sorted(types))} is being kicked off")
+        return f"an export over {', '.join(sorted(types))} is being kicked off"
     holds = snapshot_holds(types)
-    if holds:
-        oldest = holds[0]
-        raise RetryChunkLater(
-            WAIT_SECONDS,
-            f"{len(holds)} snapshot reader(s) such as export {oldest.holder} read "
-            f"{', '.join(sorted(set(oldest.resource_types) & types))} as of "
-            f"{oldest.as_of.isoformat()}: expunging waits until they end (or their hold lapses, "
-            f"{oldest.expires_at.isoformat()})",
-        )
+    if not holds:
+        return None
+    oldest = holds[0]
+    return (
+        f"{len(holds)} snapshot reader(s) such as export {oldest.holder} read "
+        f"{', '.join(sorted(set(oldest.resource_types) & types))} as of "
+        f"{oldest.as_of.isoformat()}: expunging waits until they end (or their hold lapses, "
+        f"{oldest.expires_at.isoformat()})"
+    )
