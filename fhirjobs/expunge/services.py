@@ -18,6 +18,7 @@ from fhirjobs.expunge.parameters import ExpungeRequest
 from fhirstore.exceptions import ResourceNotFound
 from fhirstore.expunge import expunge_rows
 from fhirstore.models import Resource
+from fhirstore.snapshots import mark_expunged
 
 EXPUNGE_PERMISSION = "expunge.expunge"
 
@@ -36,7 +37,10 @@ def expunge_instance(resource_type: str, logical_id: str, request: ExpungeReques
     with transaction.atomic():
         if reader := snapshot_reader_in_the_way([resource_type], locked=True):
             raise ExpungeBusy(f"{reader}; retry later")
-        return expunge_rows(list(key), request.kinds, limit=request.limit)
+        versions = expunge_rows(list(key), request.kinds, limit=request.limit)
+        if versions:
+            mark_expunged([resource_type])
+        return versions
 
 
 def start_expunge(resource_type: str | None, request: ExpungeRequest, *, started_by: str) -> JobSnapshot:

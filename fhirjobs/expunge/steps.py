@@ -18,6 +18,7 @@ from fhirjobs.common.snapshots import wait_for_snapshot_readers
 from fhirjobs.expunge.models import ExpungedVersionsChunk
 from fhirstore.expunge import ExpungeKinds, expunge_previous_versions, expunge_rows, forget_searches
 from fhirstore.resource_types import RESOURCE_TYPES
+from fhirstore.snapshots import mark_expunged
 
 LIMIT_LOCK_SPACE = 0x5E4B  # the first key of the advisory lock a limited job's pages take turns by
 
@@ -43,6 +44,8 @@ def expunge_page(context: StepContext, sink: DataSink) -> int:
         ExpungedVersionsChunk.objects.create(
             chunk_id=context.chunk_id, job_instance_id=context.instance_id, versions=versions
         )
+        if versions:
+            mark_expunged([context.data["type"]])  # the last statement: no snapshot as of an earlier instant now
     return versions
 
 
@@ -83,6 +86,8 @@ def expunge(context: StepContext, sink: DataSink) -> int:
         ExpungedVersionsChunk.objects.create(
             chunk_id=context.chunk_id, job_instance_id=context.instance_id, versions=versions
         )
+        if versions:
+            mark_expunged([context.data["type"]])  # the last statement: no snapshot as of an earlier instant now
     return versions
 
 
