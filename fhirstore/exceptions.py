@@ -113,6 +113,13 @@ class InvalidResource(FhirStoreError):
         self.problems = problems or [self.message]
 
 
+class SnapshotUnsettled(FhirStoreError):
+    """The store as of now is not settled yet (an expunge has just committed); retry in a moment."""
+
+    status = 503
+    issue_code = "transient"
+
+
 class ResourceReferenced(FhirStoreError):
     """Other resources still refer to the resources to delete."""
 

@@ -11,9 +11,11 @@ one short one.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.db import connection
 from django.db.models import Q
@@ -221,3 +223,55 @@ def expunge_previous_versions(resource_type: str, logical_ids: Sequence[str]) ->
             [resource_type, list(logical_ids)],
         )
         return cursor.rowcount
+
+
+_VERSIONS = ResourceVersion._meta.db_table
+_DELETE_PREVIOUS_VERSIONS = f"DELETE FROM {_VERSIONS} WHERE resource_id = ANY(%s::bigint[])"
+_DELETE_OLDEST_PREVIOUS_VERSIONS = (
+    f"DELETE FROM {_VERSIONS} WHERE (resource_id, version_id) IN (SELECT resource_id, version_id FROM {_VERSIONS}"
+    " WHERE resource_id = ANY(%s::bigint[]) ORDER BY resource_id, version_id LIMIT %s)"
+)
+
+
+class ExpungeKinds(NamedTuple):
+    """What an `$expunge` removes (HAPI's parameters): `deleted` = expungeDeletedResources (a deleted resource
+    with its every version), `previous` = expungePreviousVersions (superseded versions), `everything` =
+    expungeEverything (every resource, whole)."""
+
+    deleted: bool = False
+    previous: bool = False
+    everything: bool = False
+
+
+def expunge_rows(keys: Sequence[int], kinds: ExpungeKinds, *, limit: int | None = None) -> int:
+    """Expunge what `kinds` names among the resources with these row keys; how many versions went, current ones
+    (a resource's row) included, as HAPI counts. At most `limit`: resources go in key order and whole, so the
+    one that would pass it stays, and previous versions go oldest first. In the caller's transaction.
+
+    The rows are locked in key order first, and a deleted resource is chosen under that lock: one written again
+    since the page was listed is current, and keeps its row (only its previous versions may go)."""
+    assert connection.in_atomic_block, "expunge_rows runs in the caller's transaction"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT r.id, r.deleted, (SELECT count(*) FROM {_VERSIONS} v"
+            "  WHERE v.resource_id = r.id) FROM fhirstore_resource r"
+            " WHERE r.id = ANY(%s::bigint[]) ORDER BY r.id FOR UPDATE OF r",
+            [key_array(sorted(keys))],
+        )
+        rows = cursor.fetchall()
+        budget = limit if limit is not None else math.inf
+        removed, whole = 0, set()
+        for pk, deleted, versions in rows:
+            if (kinds.everything or (kinds.deleted and deleted)) and removed + 1 + versions <= budget:
+                whole.add(pk)
+                removed += 1 + versions
+        if whole:
+            cursor.execute(_DELETE_EVERY_ROW, {"pks": key_array(sorted(whole))})
+        kept = key_array(pk for pk, _, _ in rows if pk not in whole)
+        if kinds.previous and kept != "{}" and removed < budget:
+            if limit is None:
+                cursor.execute(_DELETE_PREVIOUS_VERSIONS, [kept])
+            else:
+                cursor.execute(_DELETE_OLDEST_PREVIOUS_VERSIONS, [kept, limit - removed])
+            removed += cursor.rowcount
+    return removed

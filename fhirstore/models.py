@@ -174,9 +174,22 @@ class SnapshotHold(models.Model):
     unless renewed, so a reader that died without releasing blocks nobody for long."""
 
     holder = models.UUIDField(primary_key=True)  # who holds (an export: its id); released by it
+    purpose = models.CharField(max_length=16, default="export")  # what the holder is, named to whoever waits
     resource_types = ArrayField(models.CharField(max_length=64))
     as_of = models.DateTimeField()  # the instant it reads the store at: shown to whoever waits
     expires_at = models.DateTimeField()
 
     def __str__(self) -> str:
         return f"snapshot hold {self.holder} over {', '.join(self.resource_types)} as of {self.as_of}"
+
+
+class ExpungeMark(models.Model):
+    """When history of a type was last removed for good (an expunge), by the database clock, just before that
+    transaction committed: a snapshot of the store taken at an earlier instant lacks what existed then, so a
+    reader's as-of must not precede it (see `snapshots`)."""
+
+    resource_type = models.CharField(max_length=64, primary_key=True)
+    expunged_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.resource_type} expunged at {self.expunged_at}"

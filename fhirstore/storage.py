@@ -692,8 +692,9 @@ def _transaction_start(cursor) -> datetime:
 
 
 def settled_time() -> datetime:
-    """The latest instant up to which every write is committed: now, or just before the start of the oldest
-    other transaction of this database still open, if earlier (it may be writing, stamped with its start).
+    """The latest instant up to which every write is committed: now (by the clock, not the start of the caller's
+    transaction: one that waited for locks gets past what committed meanwhile), or just before the start of the
+    oldest other transaction of this database still open, if earlier (it may be writing, stamped with its start).
 
     A read after this (in a later transaction) sees every version stamped at or before it, and no write still
     to commit can get such a stamp: "everything up to it" holds, and stays the same however long a reader takes. Needs to see the other sessions' `xact_start`: the same
@@ -701,7 +702,8 @@ def settled_time() -> datetime:
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database()"
+            "SELECT least(clock_timestamp(), (SELECT min(xact_start) FROM pg_stat_activity"
+            " WHERE datname = current_database()"
             " AND pid <> pg_backend_pid() AND backend_type = 'client backend') - interval '1 microsecond')"
         )
         return cursor.fetchone()[0]

@@ -11,6 +11,7 @@ from fhirjobs.bulkexport.steps import (
     create_report,
     expand_resources,
     fetch_resources,
+    hold_again,
     release_hold,
     write_to_binaries,
 )
@@ -79,6 +80,7 @@ def _definition(version: int, *, until: bool, organized: bool) -> JobDefinition:
         builder.validate_with(_check)
         .on_completion(release_hold)  # the snapshot hold taken at the kick-off: expunges of its types may go on
         .on_stop(release_hold)
+        .on_restart(hold_again)  # taken again as of its transactionTime (lapsed if its types were expunged since)
         .first_step("fetch-resources", fetch_resources, "walks the matching ids, one chunk per chunk_size ids")
         .intermediate_step("expand-resources", expand_resources, "loads the bodies; _elements")
         .intermediate_step("write-to-binaries", write_to_binaries, "one NDJSON file per chunk")

@@ -26,16 +26,17 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from itertools import islice, pairwise
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 
-from batch.api import CompletedJob, DataSink, JobCancelled, JobFailed, StepContext, StoppedJob
+from batch.api import CompletedJob, DataSink, JobCancelled, JobFailed, RestartedJob, StepContext, StoppedJob
 from fhirjobs.bulkexport.files import delete_files, file_writer, new_file_path
 from fhirjobs.bulkexport.models import BulkExport, ExportFile
-from fhirjobs.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportJob, Level
+from fhirjobs.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportJob, Level, read_types
 from fhirjobs.bulkexport.selection import associated_provenance_pages, id_pages, type_filters_for
 from fhirjobs.common.chunks import pack, unpack
 from fhirstore.exceptions import FhirStoreError
@@ -54,7 +55,7 @@ from fhirstore.scan import (
     range_bodies_ndjson,
     row_range_bodies_ndjson,
 )
-from fhirstore.snapshots import release_snapshot, renew_snapshot
+from fhirstore.snapshots import hold_snapshot_again, release_snapshot, renew_snapshot
 
 # Row ranges per fetch chunk, which `expand` splits into one write chunk each: a chunk costs the engine a claim
 # and a completion per step, most of the pass-through step's time (21 chunks of 10,000: 0.6-1.6 s of a 7-12 s
@@ -165,6 +166,17 @@ def keep_snapshot(job: ExportJob) -> None:
         )
         BulkExport.objects.filter(id=job.export_id).update(failure=message)
         raise JobFailed(message)
+
+
+def hold_again(restarted: RestartedJob) -> None:
+    """A failed or cancelled export restarted: it released its hold when it stopped. It holds its types again as
+    of its transactionTime; when an expunge removed some of them since, the hold is taken lapsed and the export's
+    next chunk fails saying so (`keep_snapshot`), rather than deliver files that may miss resources."""
+    job = ExportJob.from_parameters(restarted.parameters)
+    with transaction.atomic():
+        hold_snapshot_again(
+            job.export_id, read_types(job.types, job.associated_data), datetime.fromisoformat(job.transaction_time)
+        )
 
 
 def release_hold(ended: CompletedJob | StoppedJob) -> None:

@@ -12,9 +12,11 @@ from fhirjobs.bulkimport.sources import check_source
 from fhirjobs.bulkimport.steps import (
     fetch_file,
     fetch_files,
+    hold_types_again,
     list_files,
     load_deferred,
     load_resources,
+    release_types,
     report,
 )
 from fhirjobs.bulkimport.undo import BULK_SUBMIT_UNDO_JOB
@@ -62,6 +64,9 @@ def _loading(builder: JobDefinitionBuilder) -> JobDefinition:
         .intermediate_step("load-deferred", load_deferred, "lines whose conditional targets loaded in other chunks")
         .reduction_step("report", report, "counts per type, warnings, the error file")
         .counts_records_of("load-resources")  # every line once; load-deferred loads again some of them
+        .on_completion(release_types)  # the hold against expunges taken at the kick-off
+        .on_stop(release_types)
+        .on_restart(hold_types_again)
         .build()
     )
 

@@ -33,6 +33,7 @@ from fhirjobs.bulkimport.models import (
     UndoSummary,
 )
 from fhirjobs.bulkimport.parameters import ImportRequest
+from fhirjobs.bulkimport.steps import hold_types
 from fhirjobs.common.status import State, job_status
 from fhirstore.authority import WriteAuthority
 from fhirstore.ownership import owned_row
@@ -60,6 +61,7 @@ def kick_off(
     manage them is an error line)."""
     import_id = uuid.uuid4()
     with transaction.atomic():
+        hold_types(import_id)  # expunges wait while it writes (`steps.hold_types`)
         job = control.start_job(
             BULK_IMPORT_JOB,
             {

@@ -28,8 +28,9 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.db import transaction
 
-from batch.api import DataSink, JobCancelled, JobFailed, StepContext
+from batch.api import CompletedJob, DataSink, JobCancelled, JobFailed, RestartedJob, StepContext, StoppedJob
 from fhirjobs.bulkimport.exceptions import InvalidImportRequest, SourceUnavailable
 from fhirjobs.bulkimport.loader import (
     ChunkOutcome,
@@ -45,6 +46,8 @@ from fhirjobs.bulkimport.undo import undo_replaced
 from fhirjobs.common.chunks import pack, unpack
 from fhirstore.authority import MANAGE_PERMISSION, WriteAuthority
 from fhirstore.loading import LOAD_ORDER
+from fhirstore.resource_types import RESOURCE_TYPES
+from fhirstore.snapshots import hold_against_expunges, release_snapshot, renew_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -230,8 +233,36 @@ def _manifest_page(url: str, headers: Mapping[str, str], say_waiting: SayWaiting
     return manifest
 
 
+def hold_types(import_id: uuid.UUID) -> None:
+    """In the kick-off's transaction: the import holds every type against expunges until it ends (its files may
+    hold any type, whatever type an input declares). A delete-expunge or `$expunge` page of a type waits while an
+    import runs (`fhirjobs.common.snapshots`), as it waits for an export: it neither deletes resources the import
+    is writing nor leaves the import's referrers dangling; it goes on once the import ended."""
+    hold_against_expunges(import_id, RESOURCE_TYPES, "import")
+
+
+def keep_hold(import_id: uuid.UUID) -> None:
+    """As each load chunk starts: renew the hold; one that lapsed (no chunk for SNAPSHOT_HOLD_SECONDS) is taken
+    again. Nothing the import wrote before is at stake: an expunge meanwhile only ran earlier than it could."""
+    if not renew_snapshot(import_id):
+        with transaction.atomic():
+            hold_types(import_id)
+
+
+def release_types(ended: CompletedJob | StoppedJob) -> None:
+    """The import ended (completed, failed or cancelled): expunges may go on."""
+    release_snapshot(uuid.UUID(str(ended.parameters["import_id"])))
+
+
+def hold_types_again(restarted: RestartedJob) -> None:
+    """A failed or cancelled import restarted: it writes again, so it holds again."""
+    with transaction.atomic():
+        hold_types(uuid.UUID(str(restarted.parameters["import_id"])))
+
+
 def load_resources(context: StepContext, sink: DataSink) -> int:
     """Load one chunk; its bad lines become issues, lines waiting for a conditional target go on."""
+    keep_hold(_import_id(context))
     data = _chunk_data(context)
     too_long = set(data["too_long"])
     source_lines = [
@@ -266,6 +297,7 @@ def load_resources(context: StepContext, sink: DataSink) -> int:
 
 def load_deferred(context: StepContext, sink: DataSink) -> int:
     """The chunk's lines whose conditional references matched nothing before every chunk had loaded."""
+    keep_hold(_import_id(context))
     if "load_chunk" in _chunk_data(context):  # absent from chunks emitted before LoadSummary rows existed
         # A run of the load chunk that deferred nothing may have followed one whose chunk for this step was
         # written already (the sink flushes large chunks early): this chunk carries the counts, not both.

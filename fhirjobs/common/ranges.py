@@ -29,8 +29,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from django.db.models import QuerySet
+
 from batch.api import DataSink, StepContext
 from fhirstore.exceptions import InvalidRequest
+from fhirstore.models import Resource
 from fhirstore.scan import id_after, key_span, stored_types
 from fhirstore.search import matching_resources, type_filter
 
@@ -107,9 +110,22 @@ def load_keys(context: StepContext, sink: DataSink) -> int:
     """The row keys in (after_key, until_key] of the resources that match the url, in key order, in pages of
     batch_size, one chunk `{type, keys}` each."""
     assert context.data is not None, "load-keys runs on the chunks generate-key-ranges emits"
-    url, after, until = context.data["url"], context.data["after_key"], context.data["until_key"]
-    resource_type, conditions = type_filter(url)
-    resources = matching_resources(resource_type, conditions).filter(id__lte=until)
+    resource_type, conditions = type_filter(context.data["url"])
+    return _key_pages(context, context.data, sink, resource_type, matching_resources(resource_type, conditions))
+
+
+def load_every_key(context: StepContext, sink: DataSink) -> int:
+    """As `load_keys`, for every row of the url's type, deleted resources too (`$expunge` removes those)."""
+    assert context.data is not None, "load-keys runs on the chunks generate-key-ranges emits"
+    resource_type = context.data["url"].partition("?")[0]
+    return _key_pages(context, context.data, sink, resource_type, Resource.objects.filter(resource_type=resource_type))
+
+
+def _key_pages(
+    context: StepContext, data: Mapping[str, Any], sink: DataSink, resource_type: str, resources: QuerySet[Resource]
+) -> int:
+    after, until = data["after_key"], data["until_key"]
+    resources = resources.filter(id__lte=until)
     size, loaded = context.parameters["batch_size"], 0
     while True:
         keys = list(resources.filter(id__gt=after).order_by("id").values_list("id", flat=True)[:size])

@@ -1,4 +1,5 @@
-"""Expunging waits for the snapshot readers: the rule the delete-expunge and `$expunge` steps share.
+"""Expunging waits for the snapshot readers (and the imports): the rule the delete-expunge and `$expunge` steps
+share.
 
 An export reads the store as at its transactionTime, from the history; removing resources or versions for good
 while it runs would silently take from its files what existed then. The export holds its types
@@ -6,7 +7,9 @@ while it runs would silently take from its files what existed then. The export h
 deletes (and, for the referrers a cascade deleted, before it commits). While a hold covers a type it removes,
 the chunk rolls back and is run again later (`RetryChunkLater`, as the import undo waits for imports): no
 transaction stays open while it waits, the job page says whom it waits for, and the chunk counts no error
-however long the export takes.
+however long the export takes. An import holds every type the same way while it writes (its files may hold any
+type): a page waits for it too, and neither deletes what the import is writing nor lets it refer to what the
+page deletes.
 """
 
 from __future__ import annotations
@@ -22,16 +25,22 @@ WAIT_SECONDS = 5.0  # between looks at the holds: an export takes seconds to hou
 def wait_for_snapshot_readers(resource_types: Iterable[str], *, locked: bool = False) -> None:
     """Raise RetryChunkLater while a live snapshot hold covers one of these types. `locked`: in the
     transaction that expunges them, before it commits (takes the types' locks, see `fhirstore.snapshots`)."""
+    if reader := snapshot_reader_in_the_way(resource_types, locked=locked):
+        raise RetryChunkLater(WAIT_SECONDS, reader)
+
+
+def snapshot_reader_in_the_way(resource_types: Iterable[str], *, locked: bool = False) -> str | None:
+    """Who reads one of these types as of a past instant now (a message), or None: expunging them may go on."""
     types = set(resource_types)
     if locked and not lock_against_snapshots(types):
-        raise RetryChunkLater(WAIT_SECONDS, f"an export over {', '.join(sorted(types))} is being kicked off")
+        return f"an export over {', '.join(sorted(types))} is being kicked off"
     holds = snapshot_holds(types)
-    if holds:
-        oldest = holds[0]
-        raise RetryChunkLater(
-            WAIT_SECONDS,
-            f"{len(holds)} snapshot reader(s) such as export {oldest.holder} read "
-            f"{', '.join(sorted(set(oldest.resource_types) & types))} as of "
-            f"{oldest.as_of.isoformat()}: expunging waits until they end (or their hold lapses, "
-            f"{oldest.expires_at.isoformat()})",
-        )
+    if not holds:
+        return None
+    oldest = holds[0]
+    held = ", ".join(sorted(set(oldest.resource_types) & types))
+    if oldest.purpose == "export":
+        who = f"{len(holds)} snapshot reader(s) such as export {oldest.holder} read {held} as of {oldest.as_of.isoformat()}"
+    else:
+        who = f"{len(holds)} holder(s) such as {oldest.purpose} {oldest.holder} write {held}"
+    return f"{who}: expunging waits until they end (or their hold lapses, {oldest.expires_at.isoformat()})"

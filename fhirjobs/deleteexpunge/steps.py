@@ -22,6 +22,7 @@ from fhirjobs.common.snapshots import wait_for_snapshot_readers
 from fhirjobs.deleteexpunge.models import ExpungedChunk
 from fhirstore.exceptions import ResourceReferenced
 from fhirstore.expunge import expunge_resources, forget_searches, referrals_into, refuse_if_referenced
+from fhirstore.snapshots import mark_expunged
 
 REFUSED = "Refused: "  # a failure's message starts with this when referrers stopped the job (409, not 500)
 
@@ -49,6 +50,8 @@ def delete_expunge(context: StepContext, sink: DataSink) -> int:
         ExpungedChunk.objects.create(
             chunk_id=context.chunk_id, job_instance_id=context.instance_id, counts=dict(removed)
         )
+        if removed:
+            mark_expunged(removed)  # the last statement: no snapshot as of an earlier instant from now on
     return sum(removed.values())
 
 

@@ -15,3 +15,10 @@ class ExpungeNotFound(ResourceNotFound):
 
 class ExpungeFailed(FhirStoreError):
     """The expunge failed."""
+
+
+class ExpungeBusy(FhirStoreError):
+    """An export reads these resources as at its transactionTime: expunging waits until it ends; retry later."""
+
+    status = 409
+    issue_code = "conflict"

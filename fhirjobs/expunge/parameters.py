@@ -1,32 +1,58 @@
-"""`$expunge` requests, as HAPI names their parameters; only `expungePreviousVersions=true` is done so far."""
+"""`$expunge` requests, as HAPI names their parameters: `expungeDeletedResources`, `expungePreviousVersions`,
+`expungeEverything` (booleans) and `limit` (the most versions removed, at least 1).
+
+Where this server differs from HAPI, and why: `expungeEverything` is refused below the system level (HAPI
+ignores it there; a client asking for it at a type surely meant something else), and without `limit` nothing is
+capped (HAPI caps at 1,000 because it expunges within the request; here a type or the system is a job).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fhirjobs.expunge.exceptions import InvalidExpungeRequest
+from fhirstore.expunge import ExpungeKinds
 
-NOT_YET = ("expungeDeletedResources", "expungeEverything", "limit")
+FLAGS = {
+    "expungeDeletedResources": "deleted",
+    "expungePreviousVersions": "previous",
+    "expungeEverything": "everything",
+}
+INTEGER_VALUES = ("valueInteger", "valuePositiveInt", "valueUnsignedInt", "valueInteger64")
 
 
-def check_expunge_parameters(body: object) -> None:
-    """The Parameters must ask for `expungePreviousVersions=true` and for nothing this server does not do yet."""
+@dataclass(frozen=True)
+class ExpungeRequest:
+    kinds: ExpungeKinds
+    limit: int | None = None  # None: no cap
+
+
+def expunge_request(body: object, *, system: bool = False) -> ExpungeRequest:
+    """The request a Parameters body makes; InvalidExpungeRequest when it asks for nothing, for something
+    unknown, or for `expungeEverything` below the system level (`system` False)."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise InvalidExpungeRequest("$expunge takes a Parameters resource")
-    values = {}
+    flags: dict[str, bool] = {}
+    limit = None
     for parameter in body.get("parameter") or []:
         name = parameter.get("name") if isinstance(parameter, dict) else None
-        values[name] = (
-            next((v for k, v in parameter.items() if k.startswith("value")), None)
-            if isinstance(parameter, dict)
-            else None
-        )
-    unknown = sorted(str(name) for name in values if name != "expungePreviousVersions")
-    if unknown:
-        raise InvalidExpungeRequest(
-            f"not supported: {', '.join(unknown)} (this server expunges previous versions only;"
-            f" {', '.join(NOT_YET)} are not done yet)"
-        )
-    if values.get("expungePreviousVersions") is not True:
-        raise InvalidExpungeRequest("$expunge needs expungePreviousVersions=true (the only kind done yet)")
+        if name in FLAGS:
+            value = parameter.get("valueBoolean")
+            if not isinstance(value, bool):
+                raise InvalidExpungeRequest(f"{name} takes a valueBoolean")
+            flags[FLAGS[name]] = value
+        elif name == "limit":
+            limit = next((parameter[key] for key in INTEGER_VALUES if key in parameter), None)
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                raise InvalidExpungeRequest(f"Expunge limit may not be less than 1 (an integer): {limit!r}")
+        else:
+            raise InvalidExpungeRequest(f"not a parameter of $expunge: {name!r} (expected {', '.join(FLAGS)}, limit)")
+    kinds = ExpungeKinds(**flags)
+    if not any(kinds):
+        raise InvalidExpungeRequest(f"$expunge needs one of {', '.join(FLAGS)} = true")
+    if kinds.everything and not system:
+        raise InvalidExpungeRequest("expungeEverything is a system-level operation: POST [base]/$expunge")
+    return ExpungeRequest(kinds, limit)
 
 
 def count_parameters(count: int) -> dict:

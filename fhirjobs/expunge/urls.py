@@ -8,7 +8,8 @@ from fhirstore import converters  # noqa: F401  registers <fhirtype:> and <fhiri
 
 urlpatterns = [
     path("fhir/$expunge-status", views.ExpungeStatusView.as_view(), name="expunge-status"),
-    path("fhir/<fhirtype:resource_type>/$expunge", views.TypeExpungeView.as_view(), name="expunge-type"),
+    path("fhir/$expunge", views.ExpungeJobView.as_view(), name="expunge-system"),
+    path("fhir/<fhirtype:resource_type>/$expunge", views.ExpungeJobView.as_view(), name="expunge-type"),
     path(
         "fhir/<fhirtype:resource_type>/<fhirid:logical_id>/$expunge",
         views.InstanceExpungeView.as_view(),

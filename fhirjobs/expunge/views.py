@@ -1,24 +1,19 @@
-"""`$expunge` (previous versions) over HTTP: thin views over `parameters` and `services`.
+"""`$expunge` over HTTP: thin views over `parameters` and `services`.
 
-`POST [base]/[Type]/[id]/$expunge` with `expungePreviousVersions=true` deletes that resource's previous versions
-now and answers HAPI's Parameters `count`. `POST [base]/[Type]/$expunge` (Prefer: respond-async) starts an
-EXPUNGE job over the type → 202 + Content-Location `[base]/$expunge-status?_jobId=…`; `GET` it → 202 while it
-runs, then 200 + Parameters `count`; `DELETE` it cancels. Who may: staff or the permission `expunge.expunge`;
-tokens need `fhir:write` and `admin:delete`.
+`POST [base]/[Type]/[id]/$expunge` expunges what its Parameters ask (`expungeDeletedResources`,
+`expungePreviousVersions`, `limit`) of that resource now and answers HAPI's Parameters `count`.
+`POST [base]/[Type]/$expunge` and `POST [base]/$expunge` (every type; `expungeEverything` too), with Prefer:
+respond-async, start an EXPUNGE job → 202 + Content-Location `[base]/$expunge-status?_jobId=…`; `GET` it → 202
+while it runs, then 200 + Parameters `count`; `DELETE` it cancels. Who may: staff or the permission
+`expunge.expunge`; tokens need `fhir:write` and `admin:delete`.
 """
 
 from __future__ import annotations
 
 from fhirjobs.common.http import informational, jobs_owner, require_async, status_job_id, still_running
 from fhirjobs.common.status import State
-from fhirjobs.expunge.parameters import check_expunge_parameters, count_parameters
-from fhirjobs.expunge.services import (
-    cancel_expunge,
-    expunge_instance,
-    expunge_status,
-    may_expunge,
-    start_type_expunge,
-)
+from fhirjobs.expunge.parameters import count_parameters, expunge_request
+from fhirjobs.expunge.services import cancel_expunge, expunge_instance, expunge_status, may_expunge, start_expunge
 from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
 from jobsite.auth import TokenHasScope, has_scope
 from jobsite.models import Scope
@@ -47,15 +42,15 @@ class ExpungeEndpoint(FhirView):
 
 class InstanceExpungeView(ExpungeEndpoint):
     def post(self, request, resource_type: str, logical_id: str):
-        check_expunge_parameters(read_json_body(request))
-        return fhir_response(count_parameters(expunge_instance(resource_type, logical_id)))
+        expunge = expunge_request(read_json_body(request))
+        return fhir_response(count_parameters(expunge_instance(resource_type, logical_id, expunge)))
 
 
-class TypeExpungeView(ExpungeEndpoint):
-    def post(self, request, resource_type: str):
-        check_expunge_parameters(read_json_body(request))
-        require_async(request, "$expunge of a type")
-        job = start_type_expunge(resource_type, started_by=request.user.get_username())
+class ExpungeJobView(ExpungeEndpoint):
+    def post(self, request, resource_type: str | None = None):
+        expunge = expunge_request(read_json_body(request), system=resource_type is None)
+        require_async(request, f"$expunge of {'a type' if resource_type else 'the system'}")
+        job = start_expunge(resource_type, expunge, started_by=request.user.get_username())
         return informational(
             "The expunge has started; poll its status URL",
             status=202,

@@ -243,7 +243,10 @@ def test_a_type_expunge_with_a_worker_killed_mid_page_deletes_every_previous_ver
 
     with locked_by_another_transaction(EVERY_PREVIOUS_VERSION_LOCKED):  # a page's DELETE waits on its versions
         job = control.start_job(
-            EXPUNGE_JOB, {"urls": ["Observation?"], "batch_size": 10}, started_by="test", max_concurrent_chunks=2
+            EXPUNGE_JOB,
+            {"urls": ["Observation?"], "previous_versions": True, "batch_size": 10},
+            started_by="test",
+            max_concurrent_chunks=2,
         )
         killed = kill_while_it_holds(doomed, chunks_held_by(doomed, job.id, "expunge"), timeout=60)
     instance = wait_for_the_end(job.id, 120)

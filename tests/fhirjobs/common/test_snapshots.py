@@ -1,12 +1,18 @@
 """The rule beside every export: an expunging chunk (delete-expunge, `$expunge`) waits while a live snapshot
 hold covers a type it removes, deletes nothing meanwhile, and goes on once the hold is released or has lapsed
-(by the database clock); a hold being taken right now makes it wait too, never block."""
+(by the database clock); a hold being taken right now makes it wait too, never block. And the races: a kick-off
+begun before a page committed, older transactions still open, a renewal at the moment of the expiry."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import pytest
 from django.db import connection, transaction
@@ -14,7 +20,9 @@ from django.db import connection, transaction
 from batch.api import RetryChunkLater
 from fhirjobs.deleteexpunge.steps import delete_expunge
 from fhirjobs.expunge.steps import expunge
-from fhirstore.models import Resource, ResourceVersion, SnapshotHold
+from fhirstore import snapshots
+from fhirstore.exceptions import SnapshotUnsettled
+from fhirstore.models import ExpungeMark, Resource, ResourceVersion, SnapshotHold
 from fhirstore.snapshots import LOCK_SPACE, hold_snapshot, release_snapshot, renew_snapshot, snapshot_holds
 from tests.fhirjobs.deleteexpunge.helpers import keys_of, observation
 from tests.fhirjobs.helpers import patient
@@ -22,6 +30,7 @@ from tests.fhirstore.helpers import store
 from tests.processes import locked_by_another_transaction
 
 pytestmark = pytest.mark.django_db(transaction=True)
+T = TypeVar("T")
 
 
 @dataclass
@@ -48,6 +57,15 @@ def lapse(holder: uuid.UUID) -> None:
     with connection.cursor() as cursor:  # the database's clock decides, as in production
         cursor.execute(
             "UPDATE fhirstore_snapshothold SET expires_at = now() - interval '1 second' WHERE holder = %s", [holder]
+        )
+
+
+def expire_in(holder: uuid.UUID, *, seconds: float) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE fhirstore_snapshothold SET expires_at = clock_timestamp() + make_interval(secs => %s)"
+            " WHERE holder = %s",
+            [seconds, holder],
         )
 
 
@@ -118,3 +136,98 @@ def test_a_hold_being_taken_makes_the_chunk_wait_instead_of_blocking():
             delete_expunge(observation_chunk(), sink=None)
     assert not SnapshotHold.objects.exists()
     assert delete_expunge(observation_chunk(), sink=None) == 1
+
+
+def in_a_thread(work: Callable[[], T]) -> Future[T]:
+    """`work` in a connection of its own (a thread's), closed when it is done."""
+
+    def run() -> T:
+        try:
+            return work()
+        finally:
+            connection.close()
+
+    return ThreadPoolExecutor(max_workers=1).submit(run)
+
+
+def clock() -> datetime:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
+
+
+def test_a_kick_off_begun_before_an_expunge_committed_reads_the_store_as_of_after_it():
+    """The kick-off's transaction began (its `now()`) before the page deleted; it takes the types' locks after."""
+    store(observation("o1"))
+    begun, expunged = threading.Event(), threading.Event()
+
+    def kick_off() -> datetime:
+        with transaction.atomic():
+            Resource.objects.exists()  # the transaction has begun
+            begun.set()
+            expunged.wait(10)
+            return hold_snapshot(uuid.uuid4(), ["Observation"])
+
+    as_of = in_a_thread(kick_off)
+    assert begun.wait(10)
+    before_the_delete = clock()
+    assert delete_expunge(observation_chunk(), sink=None) == 1
+    expunged.set()
+    assert as_of.result(10) > before_the_delete, "o1 existed as of an earlier instant: the export would miss it"
+
+
+def test_no_hold_is_taken_as_of_an_instant_before_an_expunge_while_older_transactions_stay_open(monkeypatch):
+    store(observation("o1"))
+    monkeypatch.setattr(snapshots, "SETTLE_SECONDS", 0.2)
+    with locked_by_another_transaction("SELECT 1"):  # began before the delete: the settled time stays before it
+        assert delete_expunge(observation_chunk(), sink=None) == 1
+        with pytest.raises(SnapshotUnsettled, match="retry in a moment"), transaction.atomic():
+            hold_snapshot(uuid.uuid4(), ["Observation"])
+        with transaction.atomic():
+            assert hold_snapshot(uuid.uuid4(), ["Patient"]), "another type's expunges are no obstacle"
+    with transaction.atomic():
+        as_of = hold_snapshot(uuid.uuid4(), ["Observation"])
+    assert as_of >= ExpungeMark.objects.get(resource_type="Observation").expunged_at
+
+
+def test_a_renewal_under_way_when_a_page_looks_is_waited_for_and_keeps_the_page_off():
+    store(observation("o1"))
+    holder = hold("Observation")
+    expire_in(holder, seconds=1.0)
+    renewed = threading.Event()
+
+    def renew_and_commit_late() -> bool:
+        with transaction.atomic():
+            live = renew_snapshot(holder)
+            renewed.set()
+            time.sleep(2.0)  # the page looks meanwhile, past the old expiry
+        return live
+
+    renewal = in_a_thread(renew_and_commit_late)
+    assert renewed.wait(10)
+    time.sleep(1.2)
+    with pytest.raises(RetryChunkLater, match=f"export {holder}"):
+        delete_expunge(observation_chunk(), sink=None)
+    assert renewal.result(10), "renewed before it lapsed"
+    assert Resource.objects.filter(resource_type="Observation").count() == 1
+
+
+def test_a_renewal_begun_before_the_expiry_that_runs_after_a_page_deleted_finds_the_hold_lapsed():
+    store(observation("o1"))
+    holder = hold("Observation")
+    expire_in(holder, seconds=1.0)
+    begun, expunged = threading.Event(), threading.Event()
+
+    def renew_late() -> bool:
+        with transaction.atomic():
+            Resource.objects.exists()  # the transaction has begun, before the expiry
+            begun.set()
+            expunged.wait(10)
+            return renew_snapshot(holder)
+
+    renewal = in_a_thread(renew_late)
+    assert begun.wait(10)
+    time.sleep(1.2)
+    assert delete_expunge(observation_chunk(), sink=None) == 1
+    expunged.set()
+    assert not renewal.result(10), "o1 was deleted after the hold lapsed: the export must learn it"
