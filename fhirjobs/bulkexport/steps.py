@@ -56,10 +56,6 @@ from fhirstore.scan import (
 )
 from fhirstore.snapshots import release_snapshot, renew_snapshot
 
-# Row ranges per fetch chunk, which `expand` splits into one write chunk each: a chunk costs the engine a claim
-# and a completion per step, most of the pass-through step's time (21 chunks of 10,000: 0.6-1.6 s of a 7-12 s
-# export, measured); a handful per chunk still spreads the expand step over the worker processes.
-ROW_RANGES_PER_CHUNK = 8
 # Parts a row range is read in when its files are uploaded while the next part is read (an object store): two
 # make a file per type of each half; more would overlap a little more for more, smaller files.
 ROW_RANGE_UPLOAD_PARTS = 2
@@ -89,8 +85,12 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
             BulkExport.objects.filter(id=job.export_id).update(failure=error.message)
             raise JobFailed(error.message) from None
     if job.row_ranges:
-        ranges = iter_row_ranges(until=job.until, width=job.chunk_size)
-        while batch := list(islice(ranges, ROW_RANGES_PER_CHUNK)):
+        # Row ranges per fetch chunk (`ranges_per_chunk`), which `expand` splits into one write chunk each: a chunk
+        # costs the engine a claim and a completion per step, most of the pass-through step's time, and the gate
+        # holds every write until the last expand chunk is done (a 1M export: 13 chunks of 8 ranges before its
+        # first file, 1 of 128). The first range is narrow (`first_range_rows`): its files are written first.
+        ranges = iter_row_ranges(until=job.until, width=job.chunk_size, first_width=job.first_range_rows)
+        while batch := list(islice(ranges, job.ranges_per_chunk)):
             sink.accept({"row_ranges": batch})
         return 0  # bounds only: the resources are counted where they are read, in write-to-binaries
     fetched = 0
