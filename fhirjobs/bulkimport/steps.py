@@ -3,11 +3,12 @@
 list-files → fetch-files → load-resources → load-deferred → report, gated:
 - `list-files` emits one chunk per input (reading the Bulk Data manifest, when given one), so that inputs
   are fetched in parallel.
-- `fetch-files` streams its one input, splits it into chunks of `chunk_size` lines (compressed), and notes
-  its ids for `urn:uuid:` references; the gate makes every input's ids staged before any chunk loads. A
-  source that fails is read again with backoff for BULK_IMPORT_SOURCE_RETRY_SECONDS (a proxy restart fits),
-  resuming after the last line emitted, while the job page says the chunk waits for it; emitted chunks have
-  ids derived from their input chunk and position, so a rerun of the chunk does not duplicate them.
+- `fetch-files` streams its one input (a `$bulk-submit`'s encrypted file decrypted as it arrives), splits it
+  into chunks of `chunk_size` lines (compressed), and notes its ids for `urn:uuid:` references; the gate
+  makes every input's ids staged before any chunk loads. A source that fails is read again with backoff for
+  BULK_IMPORT_SOURCE_RETRY_SECONDS (a proxy restart fits), resuming after the last line emitted, while the job
+  page says the chunk waits for it; emitted chunks have ids derived from their input chunk and position, so a
+  rerun of the chunk does not duplicate them.
 - `load-resources` loads one chunk (see `loader`), records its bad lines, and passes on the lines whose
   conditional references found nothing yet, with its counts; a chunk that has none emits nothing and keeps
   its counts in a `LoadSummary` row.
@@ -153,11 +154,12 @@ def _emit(sink: DataSink, import_id: uuid.UUID, url: str, batch: list[Line]) -> 
 
 
 def read_lines(url: str, reading: Reading, say_waiting: SayWaiting) -> Iterator[Line]:
-    """The lines of one source, decrypted as they stream when it is a submission's encrypted file (a file that
-    fails to decrypt fails the import here, before anything loads: the job is gated). After a retryable failure (network, 5xx, 429) it is read again, resuming after
-    the last line yielded, with doubling waits (up to MAX_RETRY_WAIT_SECONDS) for as long as
-    BULK_IMPORT_SOURCE_RETRY_SECONDS since it first failed, so a proxy restart fails nothing; each wait is said
-    (`say_waiting`: the job page's "waiting for"). Lines read again restart that window. JobFailed when the
+    """The lines of one source, decrypted as they stream when it is a submission's encrypted file (one that does
+    not decrypt fails the import here, before anything loads: the job is gated). After a retryable failure
+    (network, 5xx, 429) it is read again, resuming after the last line yielded, with doubling waits (up to
+    MAX_RETRY_WAIT_SECONDS) for as long as BULK_IMPORT_SOURCE_RETRY_SECONDS since it first failed, so a proxy
+    restart fails nothing; each wait is said (`say_waiting`: the job page's "waiting for"). Lines read again
+    restart that window. JobFailed when the
     source cannot be read."""
     window = settings.BULK_IMPORT_SOURCE_RETRY_SECONDS
     done, attempts, failing_since = 0, 0, None
