@@ -77,7 +77,7 @@ def _definition(version: int, *, until: bool, organized: bool, first_file_early:
         )
     if first_file_early:
         builder = builder.parameter(
-            "ranges_per_chunk", int, default=128, minimum=1, description="row ranges per fetch chunk (whole store)"
+            "pages_per_chunk", int, default=128, minimum=1, description="row ranges or Patient pages per fetch chunk"
         ).parameter(
             "first_range_rows", int, default=1000, minimum=1, description="the first row range's width: listed first"
         )
@@ -93,10 +93,11 @@ def _definition(version: int, *, until: bool, organized: bool, first_file_early:
     )
 
 
-# Version 4 added `ranges_per_chunk` and `first_range_rows`: a whole-store walk cuts its first row range narrow and
-# packs more ranges into each fetch chunk, so its first file is written, and listed by a partial manifest, sooner.
-# The walk emits other chunks than version 3's, so a version 3 export must keep version 3's (its rerun fetch chunk
-# must emit the same pages: the steps read the missing parameters as version 3's 8 ranges, none narrow).
+# Version 4 added `pages_per_chunk` and `first_range_rows`: a whole-store walk cuts its first row range narrow and
+# packs more ranges into each fetch chunk, so its first file is written, and listed by a partial manifest, sooner;
+# an export organized by Patient packs its pages of patients likewise ({patient_pages}, split by `expand`). The
+# walk emits other chunks than version 3's, so a version 3 export must keep version 3's (its rerun fetch chunk must
+# emit the same pages: the steps read the missing parameters as version 3's 8 ranges, none narrow, one page).
 BULK_EXPORT: JobDefinition = _definition(4, until=True, organized=True, first_file_early=True)
 # Version 3 added `organize_output_by`, `patients_per_file` (STU3's `organizeOutputBy`) and `associated_data`
 # (`includeAssociatedData`).

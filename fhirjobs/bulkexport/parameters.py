@@ -367,7 +367,7 @@ class ExportJob:
     organize_output_by: str | None = None  # "Patient": files of Patient blocks (definition version 3)
     patients_per_file: int = 100  # blocks per file, when organized by Patient
     associated_data: str | None = None  # includeAssociatedData: which Provenance to add
-    ranges_per_chunk: int = 8  # row ranges per fetch chunk of a whole-store walk (version 3: 8)
+    pages_per_chunk: int | None = None  # row ranges or Patient pages per fetch chunk (None: version 3's 8 and 1)
     first_range_rows: int | None = None  # the first row range's width (version 3: none narrower)
 
     @property
@@ -401,7 +401,7 @@ class ExportJob:
             organize_output_by=parameters.get("organize_output_by"),
             patients_per_file=parameters.get("patients_per_file", 100),
             associated_data=parameters.get("associated_data"),
-            ranges_per_chunk=parameters.get("ranges_per_chunk", 8),
+            pages_per_chunk=parameters.get("pages_per_chunk"),
             first_range_rows=parameters.get("first_range_rows"),
         )
 

@@ -124,7 +124,7 @@ def test_a_whole_store_walk_cuts_its_first_range_narrow_and_packs_its_ranges_and
     settings.BULK_EXPORT_CHUNK_SIZE = 4
     store(*(patient(f"p{n}") for n in range(40)))
     parameters = _job_parameters(kick_off(exporter, "/fhir/$export"))
-    assert parameters["row_ranges"] and parameters["ranges_per_chunk"] == 128
+    assert parameters["row_ranges"] and parameters["pages_per_chunk"] == 128
 
     narrow = _run_fetch({**parameters, "first_range_rows": 1})
     version_3 = _run_fetch({name: value for name, value in parameters.items() if name not in VERSION_4_PARAMETERS})
@@ -138,7 +138,30 @@ def test_a_whole_store_walk_cuts_its_first_range_narrow_and_packs_its_ranges_and
         assert (ranges[0][0], ranges[-1][1]) == (_pages(version_3)[0][0], _pages(version_3)[-1][1])
 
 
-VERSION_4_PARAMETERS = ("ranges_per_chunk", "first_range_rows")
+def test_an_export_organized_by_patient_packs_its_pages_into_one_fetch_chunk_and_a_version_3_one_emits_one_a_chunk(
+    exporter, settings
+):
+    """Each fetch chunk costs an `expand` chunk the gate waits for before any file is written: version 4 packs
+    the pages of patients (`expand` splits them into a write chunk each); version 3 walks as it did."""
+    settings.BULK_EXPORT_PATIENTS_PER_FILE = 2
+    store(*(patient(f"p{n}") for n in range(5)))
+    parameters = _job_parameters(kick_off(exporter, "/fhir/$export?organizeOutputBy=Patient"))
+
+    packed = _run_fetch(parameters)
+    version_3 = _run_fetch({name: value for name, value in parameters.items() if name not in VERSION_4_PARAMETERS})
+
+    pages = [["p0", "p1"], ["p2", "p3"], ["p4"]]
+    assert [[_patients(page) for page in chunk["patient_pages"]] for chunk in packed] == [pages]
+    assert [_patients(chunk["patients_zlib"]) for chunk in version_3] == pages
+
+
+def _patients(packed: str) -> list[str]:
+    from fhirjobs.common.chunks import unpack
+
+    return unpack(packed).decode().split("\n")
+
+
+VERSION_4_PARAMETERS = ("pages_per_chunk", "first_range_rows")
 
 
 def _pages(chunks: list[dict]) -> list:
