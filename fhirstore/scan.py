@@ -212,14 +212,19 @@ WHERE r.last_updated <= %(until)s
 """
 
 
-def iter_row_ranges(*, until: datetime, width: int) -> Iterator[tuple[int, int]]:
+def iter_row_ranges(*, until: datetime, width: int, first_width: int | None = None) -> Iterator[tuple[int, int]]:
     """`(after, last)` row id ranges of at most `width` ids each that cover every resource that existed at
-    `until`, in row id order (see `row_span`); a range holds at most `width` resources, of any types."""
+    `until`, in row id order (see `row_span`); a range holds at most `width` resources, of any types. With
+    `first_width`, the first range is that wide (when narrower), and the others start after it."""
     span = row_span(until=until)
     if span is None:
         return
     first, end = span
-    for after in range(first - 1, end, width):
+    start = first - 1
+    if first_width is not None and first_width < width:
+        yield start, min(start + first_width, end)
+        start += first_width
+    for after in range(start, end, width):
         yield after, min(after + width, end)
 
 

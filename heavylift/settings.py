@@ -499,6 +499,10 @@ BULK_SUBMIT_ALLOWED_SUBMITTERS = [
 BULK_SUBMIT_CLIENT_ID = env_str("BULK_SUBMIT_CLIENT_ID", "")
 BULK_SUBMIT_CLIENT_SECRET = env_str("BULK_SUBMIT_CLIENT_SECRET", "")
 BULK_SUBMIT_CLIENT_JWK = env_json_object("BULK_SUBMIT_CLIENT_JWK", {})
+# A `$bulk-submit` with `fileEncryptionKey`: the provider encrypts its manifest and files (JWE) and sends their key
+# encrypted to this private JWK (RSA or EC; RSA-OAEP(-256) or ECDH-ES), whose public half it was given out of band.
+# Unset: such a submit is a 400. Every web and worker host needs the same key.
+BULK_SUBMIT_FILE_DECRYPTION_JWK = env_json_object("BULK_SUBMIT_FILE_DECRYPTION_JWK", {})
 BULK_SUBMIT_TOKEN_SCOPE = env_str("BULK_SUBMIT_TOKEN_SCOPE", "system/*.rs")  # what the token asks to read
 # A submitter's next submission while one of its submissions runs is a 429 with this Retry-After.
 BULK_SUBMIT_RETRY_AFTER_SECONDS = env_int("BULK_SUBMIT_RETRY_AFTER_SECONDS", 60, minimum=1)

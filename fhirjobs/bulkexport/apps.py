@@ -25,7 +25,11 @@ class BulkExportConfig(AppConfig):
         # A storage that types a file by its name (django-storages' S3Storage: the object's Content-Type, which a
         # client downloading by a presigned URL receives) then types the export's files as Bulk Data says.
         mimetypes.add_type(NDJSON_TYPE, ".ndjson")
-        from fhirjobs.bulkexport.definition import BULK_EXPORT, BULK_EXPORT_V1, BULK_EXPORT_V2
+        from fhirjobs.bulkexport.definition import BULK_EXPORT, BULK_EXPORT_V1, BULK_EXPORT_V2, BULK_EXPORT_V3
 
         publish = [Operation("bulk-publish", BULK_DATA_OPERATIONS + "bulk-publish")] if settings.BULK_PUBLISH else []
-        register_job_app([BULK_EXPORT, BULK_EXPORT_V2, BULK_EXPORT_V1], OPERATIONS + publish, instantiates=[BULK_DATA])
+        register_job_app(
+            [BULK_EXPORT, BULK_EXPORT_V3, BULK_EXPORT_V2, BULK_EXPORT_V1],
+            OPERATIONS + publish,
+            instantiates=[BULK_DATA],
+        )

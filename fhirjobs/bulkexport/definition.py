@@ -38,7 +38,7 @@ def _check(parameters: Mapping[str, Any]) -> Iterable[str]:
         yield "patients are only for a patient-level export"
 
 
-def _definition(version: int, *, until: bool, organized: bool) -> JobDefinition:
+def _definition(version: int, *, until: bool, organized: bool, first_file_early: bool = False) -> JobDefinition:
     builder = (
         JobDefinitionBuilder(
             BULK_EXPORT_JOB, version, "FHIR Bulk Data $export: resources to NDJSON files and a manifest"
@@ -76,6 +76,12 @@ def _definition(version: int, *, until: bool, organized: bool) -> JobDefinition:
                 description="includeAssociatedData: the Provenance of the exported resources to add",
             )
         )
+    if first_file_early:
+        builder = builder.parameter(
+            "pages_per_chunk", int, default=128, minimum=1, description="row ranges or Patient pages per fetch chunk"
+        ).parameter(
+            "first_range_rows", int, default=1000, minimum=1, description="the first row range's width: listed first"
+        )
     return (
         builder.validate_with(_check)
         .on_completion(release_hold)  # the snapshot hold taken at the kick-off: expunges of its types may go on
@@ -89,11 +95,17 @@ def _definition(version: int, *, until: bool, organized: bool) -> JobDefinition:
     )
 
 
+# Version 4 added `pages_per_chunk` and `first_range_rows`: a whole-store walk cuts its first row range narrow and
+# packs more ranges into each fetch chunk, so its first file is written, and listed by a partial manifest, sooner;
+# an export organized by Patient packs its pages of patients likewise ({patient_pages}, split by `expand`). The
+# walk emits other chunks than version 3's, so a version 3 export must keep version 3's (its rerun fetch chunk must
+# emit the same pages: the steps read the missing parameters as version 3's 8 ranges, none narrow, one page).
+BULK_EXPORT: JobDefinition = _definition(4, until=True, organized=True, first_file_early=True)
 # Version 3 added `organize_output_by`, `patients_per_file` (STU3's `organizeOutputBy`) and `associated_data`
 # (`includeAssociatedData`).
-BULK_EXPORT: JobDefinition = _definition(3, until=True, organized=True)
-# Version 2 added `until` (STU3's `_until`). Versions 1 and 2 are kept registered so that exports started
-# before version 3 can end (a running instance keeps its version; the steps read a missing `until` as none
+BULK_EXPORT_V3: JobDefinition = _definition(3, until=True, organized=True)
+# Version 2 added `until` (STU3's `_until`). Versions 1 to 3 are kept registered so that exports started
+# before version 4 can end (a running instance keeps its version; the steps read a missing `until` as none
 # and a missing `organize_output_by` as organized by type); remove them in the release after.
 BULK_EXPORT_V2: JobDefinition = _definition(2, until=True, organized=False)
 BULK_EXPORT_V1: JobDefinition = _definition(1, until=False, organized=False)

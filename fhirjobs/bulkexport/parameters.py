@@ -367,6 +367,8 @@ class ExportJob:
     organize_output_by: str | None = None  # "Patient": files of Patient blocks (definition version 3)
     patients_per_file: int = 100  # blocks per file, when organized by Patient
     associated_data: str | None = None  # includeAssociatedData: which Provenance to add
+    pages_per_chunk: int | None = None  # row ranges or Patient pages per fetch chunk (None: version 3's 8 and 1)
+    first_range_rows: int | None = None  # the first row range's width (version 3: none narrower)
 
     @property
     def until(self) -> datetime:
@@ -399,6 +401,8 @@ class ExportJob:
             organize_output_by=parameters.get("organize_output_by"),
             patients_per_file=parameters.get("patients_per_file", 100),
             associated_data=parameters.get("associated_data"),
+            pages_per_chunk=parameters.get("pages_per_chunk"),
+            first_range_rows=parameters.get("first_range_rows"),
         )
 
 

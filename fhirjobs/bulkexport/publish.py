@@ -8,9 +8,9 @@ replaces stays downloadable for BULK_EXPORT_RETENTION_SECONDS, for clients still
 hourly purge removes it. A published export never expires while it is published: its expiry is moved on
 whenever it comes within a retention of now.
 
-The manifest is built from the published export's file rows at each GET (cheap: one query), paged by
-BULK_EXPORT_MANIFEST_PAGE_FILES, and identified by the publication's ETag and the page: a client that sends it
-back in `If-None-Match` gets 304 until the next swap. Files are served by `$bulk-publish-file/[id]` to any
+The manifest is built from the published export's file rows at each GET that is not a 304 (one query), paged
+by BULK_EXPORT_MANIFEST_PAGE_FILES, and identified by the publication's ETag and the page: a client that sends it
+back in `If-None-Match` gets 304 until the next swap, answered from the publication's row alone. Files are served by `$bulk-publish-file/[id]` to any
 caller with the `export` scope, and only while their export is published or in its grace period.
 """
 
@@ -106,40 +106,62 @@ def _expire(export_id: Any, at: datetime) -> None:
 
 
 @dataclass(frozen=True)
-class PublishedManifest:
-    manifest: dict[str, Any]
+class PublishedPage:
+    """A manifest page of a publication's current export, as far as a conditional GET needs it: its ETag and
+    dates come from the publication's row alone, so a 304 builds no manifest (`manifest` does, on a 200)."""
+
+    name: str
+    page: int
+    export_id: uuid.UUID
+    transaction_time: datetime
     etag: str  # of this page of this publication's current export
     published_at: datetime
     next_refresh: datetime
 
 
-def published_manifest(name: str | None, *, page: int, base_url: str, page_url) -> PublishedManifest:
-    """The manifest page of the publication `name` (the only one when None); ExportNotFound when there is no
-    such publication, it has not been published yet, or the page does not exist."""
+def published_page(name: str | None, *, page: int) -> PublishedPage:
+    """The manifest page `page` of the publication `name` (the only one when None), by one query of its row;
+    ExportNotFound when there is no such publication or it has not been published yet."""
     if name is None and len(settings.BULK_PUBLISH) == 1:
         name = next(iter(settings.BULK_PUBLISH))
     if name not in settings.BULK_PUBLISH:
         raise ExportNotFound(f"No publication named {name!r} (BULK_PUBLISH names {', '.join(settings.BULK_PUBLISH)})")
-    publication = Publication.objects.select_related("export").filter(name=name, export__isnull=False).first()
-    if publication is None:
+    row = (
+        Publication.objects.filter(name=name, export__isnull=False)
+        .values("export_id", "export__transaction_time", "etag", "published_at")
+        .first()
+    )
+    if row is None:
         raise ExportNotFound(f"Publication {name!r} has not been published yet; retry in a minute")
-    page_files = settings.BULK_EXPORT_MANIFEST_PAGE_FILES
+    return PublishedPage(
+        name,
+        page,
+        row["export_id"],
+        row["export__transaction_time"],
+        f'"{row["etag"]}.{page}"',
+        row["published_at"],
+        row["published_at"] + _cadence(settings.BULK_PUBLISH[name]),
+    )
+
+
+def manifest(published: PublishedPage, *, base_url: str, page_url) -> dict[str, Any]:
+    """The manifest page itself, from the export's file rows; ExportNotFound when the page does not exist."""
+    page, page_files = published.page, settings.BULK_EXPORT_MANIFEST_PAGE_FILES
     files = list(
-        ExportFile.objects.filter(export_id=publication.export_id)
+        ExportFile.objects.filter(export_id=published.export_id)
         .order_by("deleted", "resource_type", "created", "id")
         .values_list("id", "resource_type", "count", "deleted")[(page - 1) * page_files : page * page_files + 1]
     )
     if page > 1 and not files:
-        raise ExportNotFound(f"Publication {name!r} has no manifest page {page}")
-    cadence = _cadence(settings.BULK_PUBLISH[name])
+        raise ExportNotFound(f"Publication {published.name!r} has no manifest page {page}")
     entries: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for file_id, resource_type, count, deleted in files[:page_files]:
         entries[deleted].append(
             {"type": resource_type, "url": f"{base_url}/$bulk-publish-file/{file_id}", "count": count}
         )
-    manifest = stu4_manifest(
+    built = stu4_manifest(
         {
-            "transactionTime": format_instant(publication.export.transaction_time),
+            "transactionTime": format_instant(published.transaction_time),
             "requiresAccessToken": True,
             "output": entries[False],
             "deleted": entries[True],
@@ -147,11 +169,9 @@ def published_manifest(name: str | None, *, page: int, base_url: str, page_url) 
             **({"link": [{"relation": "next", "url": page_url(page + 1)}]} if len(files) > page_files else {}),
         }
     )
-    manifest["manifestType"] = MANIFEST_TYPE
-    manifest["updateCadence"] = f"PT{int(cadence.total_seconds())}S"  # an ISO 8601 duration
-    return PublishedManifest(
-        manifest, f'"{publication.etag}.{page}"', publication.published_at, publication.published_at + cadence
-    )
+    built["manifestType"] = MANIFEST_TYPE
+    built["updateCadence"] = f"PT{int((published.next_refresh - published.published_at).total_seconds())}S"
+    return built
 
 
 def published_file(file_id: str) -> ExportFile:

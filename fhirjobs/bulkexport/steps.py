@@ -57,10 +57,8 @@ from fhirstore.scan import (
 )
 from fhirstore.snapshots import hold_snapshot_again, release_snapshot, renew_snapshot
 
-# Row ranges per fetch chunk, which `expand` splits into one write chunk each: a chunk costs the engine a claim
-# and a completion per step, most of the pass-through step's time (21 chunks of 10,000: 0.6-1.6 s of a 7-12 s
-# export, measured); a handful per chunk still spreads the expand step over the worker processes.
-ROW_RANGES_PER_CHUNK = 8
+VERSION_3_RANGES_PER_CHUNK = 8  # an export started as version 3 walks as it did (its rerun emits the same pages)
+
 # Parts a row range is read in when its files are uploaded while the next part is read (an object store): two
 # make a file per type of each half; more would overlap a little more for more, smaller files.
 ROW_RANGE_UPLOAD_PARTS = 2
@@ -90,14 +88,20 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
             BulkExport.objects.filter(id=job.export_id).update(failure=error.message)
             raise JobFailed(error.message) from None
     if job.row_ranges:
-        ranges = iter_row_ranges(until=job.until, width=job.chunk_size)
-        while batch := list(islice(ranges, ROW_RANGES_PER_CHUNK)):
+        # Row ranges per fetch chunk (`pages_per_chunk`), which `expand` splits into one write chunk each: a chunk
+        # costs the engine a claim and a completion per step, most of the pass-through step's time, and the gate
+        # holds every write until the last expand chunk is done (a 1M export: 13 chunks of 8 ranges before its
+        # first file, 1 of 128). The first range is narrow (`first_range_rows`): its files are written first.
+        ranges = iter_row_ranges(until=job.until, width=job.chunk_size, first_width=job.first_range_rows)
+        while batch := list(islice(ranges, job.pages_per_chunk or VERSION_3_RANGES_PER_CHUNK)):
             sink.accept({"row_ranges": batch})
         return 0  # bounds only: the resources are counted where they are read, in write-to-binaries
     fetched = 0
-    for page in _patient_pages(job, patients) if job.organize_output_by else ():
-        sink.accept({"patients_zlib": pack("\n".join(page))})
-        fetched += len(page)
+    pages = _patient_pages(job, patients) if job.organize_output_by else iter(())
+    while batch := list(islice(pages, job.pages_per_chunk or 1)):  # split again by `expand`: one write chunk each
+        packed = [pack("\n".join(page)) for page in batch]
+        sink.accept({"patient_pages": packed} if job.pages_per_chunk else {"patients_zlib": packed[0]})
+        fetched += sum(len(page) for page in batch)
     for resource_type in () if job.organize_output_by else job.types:
         filters = type_filters_for(resource_type, job.type_filters)
         if job.level is Level.SYSTEM and not filters:
@@ -209,7 +213,11 @@ def expand_resources(context: StepContext, sink: DataSink) -> int:
         for after, last in context.data["row_ranges"]:
             sink.accept({"after_row": after, "last_row": last})
         return 0
-    if "patients_zlib" in context.data:  # Patient blocks: `write-to-binaries` reads them straight into the file
+    if "patient_pages" in context.data:  # Patient blocks: `write-to-binaries` reads each page into a file
+        for packed in context.data["patient_pages"]:
+            sink.accept({"patients_zlib": packed})
+        return 0
+    if "patients_zlib" in context.data:  # a page of version 3, one to a fetch chunk
         sink.accept(dict(context.data))
         return 0
     resource_type = context.data["type"]

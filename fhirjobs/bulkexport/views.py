@@ -20,7 +20,7 @@ from django.utils.http import http_date
 from fhirjobs.bulkexport.exceptions import ExportFileNotFound, GetKickOffRefused, TooManyExports
 from fhirjobs.bulkexport.files import blocks, gzipped, open_file
 from fhirjobs.bulkexport.parameters import Level, body_parameters, parse_export_request, query_parameters
-from fhirjobs.bulkexport.publish import published_file, published_manifest
+from fhirjobs.bulkexport.publish import manifest, published_file, published_page
 from fhirjobs.bulkexport.services import delete_export, download_export_file, export_status, kick_off
 from fhirjobs.common.http import informational, require_async, status_job_id, still_running
 from fhirjobs.common.status import State
@@ -166,19 +166,15 @@ def _pairs(query_dict) -> list[tuple[str, str]]:
 
 class PublishView(BulkExportView):
     """`GET [base]/$bulk-publish[?name=…][&page=N]`: the static manifest of a publication, with an ETag; the same
-    ETag in `If-None-Match` is a 304 until the publication is refreshed."""
+    ETag in `If-None-Match` is a 304 until the publication is refreshed, checked before any manifest is built."""
 
     def get(self, request):
-        published = published_manifest(
-            request.GET.get("name"),
-            page=_page(request),
-            base_url=base_url(request),
-            page_url=lambda number: _with_page(request, number),
-        )
+        published = published_page(request.GET.get("name"), page=_page(request))
         if published.etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
             response = HttpResponse(status=304)
         else:
-            response = HttpResponse(json.dumps(published.manifest), content_type="application/json")
+            built = manifest(published, base_url=base_url(request), page_url=lambda number: _with_page(request, number))
+            response = HttpResponse(json.dumps(built), content_type="application/json")
         response["ETag"] = published.etag
         response["Last-Modified"] = http_date(published.published_at.timestamp())
         # Cached by the caller only (downloads need its token), and asked again at the next refresh at the latest.

@@ -22,6 +22,9 @@ class BulkImport(models.Model):
     job_instance_id = models.UUIDField(unique=True, null=True, blank=True)  # null: loaded inline (load_fhir)
     request_url = models.TextField(blank=True)
     request_headers = models.JSONField(default=dict, blank=True)  # sent with every fetch (Authorization, …)
+    # $bulk-submit `fileEncryptionKey`: the JWE delivering the key of the encrypted manifest and files (only this
+    # server's key opens it). Forgotten with the request headers (`services.discard_ended_import_data`).
+    file_encryption_key = models.TextField(blank=True, default="")
     submission = models.ForeignKey(
         "BulkSubmission", on_delete=models.CASCADE, null=True, blank=True, related_name="imports"
     )

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from fhirjobs.bulkimport.encryption import InvalidFileKey, check_file_key
 from fhirjobs.bulkimport.exceptions import InvalidImportRequest
 from fhirjobs.bulkimport.sources import check_source
 from fhirstore.resource_types import is_resource_type
@@ -24,9 +25,6 @@ SUBMISSION_STATUS_SYSTEM = "http://hl7.org/fhir/event-status"
 # Codes of earlier drafts and of other implementations, taken as the ballot's: `complete` (Pathling, and the
 # Inferno kit's first submit), `entered-in-error` and `aborted` (the draft this server implemented first).
 SUBMISSION_STATUS_ALIASES = {"complete": "completed", "entered-in-error": "stopped", "aborted": "stopped"}
-UNSUPPORTED_SUBMIT_PARAMETERS = {
-    "fileEncryptionKey": "encrypted files are not supported yet: submit files this server can read as they are",
-}
 
 
 @dataclass(frozen=True)
@@ -35,6 +33,7 @@ class ImportRequest:
     headers: dict[str, str] = field(default_factory=dict)  # sent with every fetch
     chunk_size: int = 0  # 0: BULK_IMPORT_CHUNK_SIZE
     manifest_url: str = ""
+    file_encryption_key: str = field(default="", repr=False)  # $bulk-submit: the JWE delivering the files' key
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,7 @@ class SubmitRequest:
     headers: dict[str, str]  # fileRequestHeader: sent with every fetch of the submission's manifests and files
     oauth_metadata_url: str = ""  # fetch a token by client credentials from the server this describes
     replaces_manifest_url: str = ""  # the submitted manifest that the one manifest_url corrects
+    file_encryption_key: str = field(default="", repr=False)  # the JWE delivering the key of the encrypted files
 
 
 def _value(parameter: dict[str, Any]) -> Any:
@@ -98,10 +98,11 @@ def parse_import_request(body: object) -> ImportRequest:
 def parse_submit_request(body: object) -> SubmitRequest:
     """Bulk Data STU4 ballot `$bulk-submit`: submitter, submissionId, submissionStatus, manifestUrl,
     replacesManifestUrl (with exactly one manifestUrl), fileRequestHeader, oauthMetadataUrl, fhirBaseUrl,
-    outputFormat and metadata (checked, not kept). What this server does not support (fileEncryptionKey) is a
-    400, never ignored."""
+    fileEncryptionKey (opened here with this server's key: one that is not for it is a 400), outputFormat and
+    metadata (checked, not kept)."""
     submitter = submission_id = None
     status, manifests, headers, problems, oauth_metadata_url, replaces = "in-progress", [], {}, [], "", ""
+    file_encryption_key = ""
     for parameter in _parameters(body, "$bulk-submit"):
         name, value = parameter.get("name"), _value(parameter)
         if name == "submitter":
@@ -127,8 +128,12 @@ def parse_submit_request(body: object) -> SubmitRequest:
             problems.append(f"fhirBaseUrl {value!r} is not an http(s) URL")
         elif name == "outputFormat" and value not in NDJSON_FORMATS:
             problems.append(f"outputFormat {value!r} is not supported; use application/fhir+ndjson")
-        elif name in UNSUPPORTED_SUBMIT_PARAMETERS:
-            problems.append(f"{name}: {UNSUPPORTED_SUBMIT_PARAMETERS[name]}")
+        elif name == "fileEncryptionKey":
+            parts = {part.get("name"): _value(part) for part in parameter.get("part") or [] if isinstance(part, dict)}
+            try:
+                file_encryption_key = check_file_key(parts.get("coding"), parts.get("value"))
+            except InvalidFileKey as error:
+                problems.append(str(error))
         elif name == "fileRequestHeader":
             parts = {part.get("name"): _value(part) for part in parameter.get("part") or [] if isinstance(part, dict)}
             if parts.get("headerName") and parts.get("headerValue"):
@@ -153,7 +158,9 @@ def parse_submit_request(body: object) -> SubmitRequest:
     problems += _source_problems([*manifests, *([oauth_metadata_url] if oauth_metadata_url else [])])
     if problems:
         raise InvalidImportRequest("; ".join(problems))
-    return SubmitRequest(submitter, submission_id, status, tuple(manifests), headers, oauth_metadata_url, replaces)
+    return SubmitRequest(
+        submitter, submission_id, status, tuple(manifests), headers, oauth_metadata_url, replaces, file_encryption_key
+    )
 
 
 def _submission_status(value: object, problems: list[str]) -> str:

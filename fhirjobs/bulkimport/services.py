@@ -81,6 +81,7 @@ def kick_off(
             job_instance_id=job.id,
             request_url=request_url,
             request_headers=request.headers,
+            file_encryption_key=request.file_encryption_key,
             submission=submission,
             manifest_url=request.manifest_url,
             manages_search_parameters=authority.manages(),
@@ -213,12 +214,12 @@ def _owned_import(user: AbstractBaseUser, import_id: uuid.UUID | str, *, lock: b
 @dataclass(frozen=True)
 class DiscardReport:
     chunks: int  # chunks whose data (raw NDJSON lines, source URLs) was cleared
-    credentials: int  # imports whose source credentials were forgotten
+    credentials: int  # imports whose source credentials (and file encryption key) were forgotten
 
 
 def discard_ended_import_data(*, now: datetime | None = None) -> DiscardReport:
-    """What an ended import no longer needs and must not keep (PHI, secrets): the source credentials of a
-    completed import at once; the raw NDJSON a failed or cancelled import's unfinished chunks hold, and its
+    """What an ended import no longer needs and must not keep (PHI, secrets): the source credentials (and the
+    `fileEncryptionKey` of a submission's encrypted files) of a completed import at once; the raw NDJSON a failed or cancelled import's unfinished chunks hold, and its
     credentials, once its restart window (BULK_IMPORT_RESTART_WINDOW_SECONDS) is over. Within the window an
     operator can restart it where it stopped, as any batch job; after it, start a new import. Run every
     minute (`periodic`)."""
@@ -232,8 +233,8 @@ def discard_ended_import_data(*, now: datetime | None = None) -> DiscardReport:
         BulkImport.objects.filter(
             Q(job_instance_id__in=window_over) | Q(job_instance_id__in=control.completed_job_ids())
         )
-        .exclude(request_headers={})
-        .update(request_headers={})
+        .exclude(request_headers={}, file_encryption_key="")
+        .update(request_headers={}, file_encryption_key="")
     )
     return DiscardReport(chunks, credentials)
 

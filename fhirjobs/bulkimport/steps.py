@@ -3,11 +3,12 @@
 list-files → fetch-files → load-resources → load-deferred → report, gated:
 - `list-files` emits one chunk per input (reading the Bulk Data manifest, when given one), so that inputs
   are fetched in parallel.
-- `fetch-files` streams its one input, splits it into chunks of `chunk_size` lines (compressed), and notes
-  its ids for `urn:uuid:` references; the gate makes every input's ids staged before any chunk loads. A
-  source that fails is read again with backoff for BULK_IMPORT_SOURCE_RETRY_SECONDS (a proxy restart fits),
-  resuming after the last line emitted, while the job page says the chunk waits for it; emitted chunks have
-  ids derived from their input chunk and position, so a rerun of the chunk does not duplicate them.
+- `fetch-files` streams its one input (a `$bulk-submit`'s encrypted file decrypted as it arrives), splits it
+  into chunks of `chunk_size` lines (compressed), and notes its ids for `urn:uuid:` references; the gate
+  makes every input's ids staged before any chunk loads. A source that fails is read again with backoff for
+  BULK_IMPORT_SOURCE_RETRY_SECONDS (a proxy restart fits), resuming after the last line emitted, while the job
+  page says the chunk waits for it; emitted chunks have ids derived from their input chunk and position, so a
+  rerun of the chunk does not duplicate them.
 - `load-resources` loads one chunk (see `loader`), records its bad lines, and passes on the lines whose
   conditional references found nothing yet, with its counts; a chunk that has none emits nothing and keeps
   its counts in a `LoadSummary` row.
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -31,6 +34,7 @@ from django.conf import settings
 from django.db import transaction
 
 from batch.api import CompletedJob, DataSink, JobCancelled, JobFailed, RestartedJob, StepContext, StoppedJob
+from fhirjobs.bulkimport.encryption import FileDecryptionFailed, InvalidFileKey, decrypted, file_key
 from fhirjobs.bulkimport.exceptions import InvalidImportRequest, SourceUnavailable
 from fhirjobs.bulkimport.loader import (
     ChunkOutcome,
@@ -41,7 +45,7 @@ from fhirjobs.bulkimport.loader import (
     stage_ids,
 )
 from fhirjobs.bulkimport.models import BulkImport, ImportIssue, LoadSummary
-from fhirjobs.bulkimport.sources import Line, check_source, lines, open_blocks, redacted
+from fhirjobs.bulkimport.sources import Line, check_source, inflated, lines, open_blocks, redacted
 from fhirjobs.bulkimport.undo import undo_replaced
 from fhirjobs.common.chunks import pack, unpack
 from fhirstore.authority import MANAGE_PERMISSION, WriteAuthority
@@ -61,7 +65,7 @@ SayWaiting = Callable[..., None]  # StepContext.say_waiting: (reason or None, fo
 def list_files(context: StepContext, sink: DataSink) -> int:
     """One chunk per input (the inputs a Bulk Data manifest lists too): each is fetched by its own chunk of
     `fetch-files`, so several worker processes split files at once. Returns the number of inputs."""
-    inputs = _inputs(context, _request_headers(context))
+    inputs = _inputs(context, _reading(context))
     for item in inputs:
         sink.accept({"url": item["url"]})
     return len(inputs)
@@ -71,42 +75,37 @@ def fetch_file(context: StepContext, sink: DataSink) -> int:
     """Split one input into chunks of `chunk_size` lines, noting its ids for `urn:uuid:` references; the job is
     gated, so every input's ids are staged before any chunk loads."""
     return _split(
-        context,
-        sink,
-        _import_id(context),
-        context.data["url"],
-        _request_headers(context),
-        context.parameters["chunk_size"],
+        context, sink, _import_id(context), context.data["url"], _reading(context), context.parameters["chunk_size"]
     )
 
 
 def fetch_files(context: StepContext, sink: DataSink) -> int:
     """Version 1's first step, every input split in one chunk: kept for imports started before version 2."""
     import_id = _import_id(context)
-    headers = _request_headers(context)
+    reading = _reading(context)
     return sum(
-        _split(context, sink, import_id, item["url"], headers, context.parameters["chunk_size"])
-        for item in _inputs(context, headers)
+        _split(context, sink, import_id, item["url"], reading, context.parameters["chunk_size"])
+        for item in _inputs(context, reading)
     )
 
 
-def _inputs(context: StepContext, headers: Mapping[str, str]) -> list[dict[str, str]]:
+def _inputs(context: StepContext, reading: Reading) -> list[dict[str, str]]:
     inputs = list(context.parameters["inputs"])
     if context.parameters.get("manifest_url"):
-        inputs += manifest_inputs(context.parameters["manifest_url"], headers, context.say_waiting)
+        inputs += manifest_inputs(context.parameters["manifest_url"], reading, context.say_waiting)
     inputs.sort(key=_reference_rank)  # fewer conditional references wait for load-deferred; the order stays fixed
     return inputs
 
 
 def _split(
-    context: StepContext, sink: DataSink, import_id: uuid.UUID, url: str, headers: Mapping[str, str], chunk_size: int
+    context: StepContext, sink: DataSink, import_id: uuid.UUID, url: str, reading: Reading, chunk_size: int
 ) -> int:
     """Each line read is progress: a large input streamed slowly but steadily is not taken as hung at the
     job's maximum run time (`max_chunk_seconds`), only a source that stops sending; while the source is down,
     the job page says so (`say_waiting`)."""
     fetched = 0
     batch: list[Line] = []
-    for line in read_lines(url, headers, context.say_waiting):
+    for line in read_lines(url, reading, context.say_waiting):
         context.report_progress()
         batch.append(line)
         if len(batch) >= chunk_size:
@@ -123,8 +122,25 @@ def _reference_rank(item: Mapping[str, str]) -> int:
     return LOAD_ORDER.index(resource_type) if resource_type in LOAD_ORDER else len(LOAD_ORDER)
 
 
-def _request_headers(context: StepContext) -> dict[str, str]:
-    return _import_row(context).request_headers
+@dataclass(frozen=True)
+class Reading:
+    """How the import's sources are read: the headers sent with every fetch, and the key of a submission's
+    encrypted files (`encryption`)."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    file_key: bytes | None = field(default=None, repr=False)
+
+
+def _reading(context: StepContext) -> Reading:
+    """JobFailed when the import's fileEncryptionKey does not open here: this host's
+    BULK_SUBMIT_FILE_DECRYPTION_JWK is not the one the kick-off opened it with."""
+    row = _import_row(context)
+    if not row.file_encryption_key:
+        return Reading(row.request_headers)
+    try:
+        return Reading(row.request_headers, file_key(row.file_encryption_key))
+    except InvalidFileKey as error:
+        raise JobFailed(f"{error} (on host {socket.gethostname()}); nothing of this import was loaded") from None
 
 
 def _emit(sink: DataSink, import_id: uuid.UUID, url: str, batch: list[Line]) -> int:
@@ -140,11 +156,13 @@ def _emit(sink: DataSink, import_id: uuid.UUID, url: str, batch: list[Line]) -> 
     return len(batch)
 
 
-def read_lines(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) -> Iterator[Line]:
-    """The lines of one source. After a retryable failure (network, 5xx, 429) it is read again, resuming after
-    the last line yielded, with doubling waits (up to MAX_RETRY_WAIT_SECONDS) for as long as
-    BULK_IMPORT_SOURCE_RETRY_SECONDS since it first failed, so a proxy restart fails nothing; each wait is said
-    (`say_waiting`: the job page's "waiting for"). Lines read again restart that window. JobFailed when the
+def read_lines(url: str, reading: Reading, say_waiting: SayWaiting) -> Iterator[Line]:
+    """The lines of one source, decrypted as they stream when it is a submission's encrypted file (one that does
+    not decrypt fails the import here, before anything loads: the job is gated). After a retryable failure
+    (network, 5xx, 429) it is read again, resuming after the last line yielded, with doubling waits (up to
+    MAX_RETRY_WAIT_SECONDS) for as long as BULK_IMPORT_SOURCE_RETRY_SECONDS since it first failed, so a proxy
+    restart fails nothing; each wait is said (`say_waiting`: the job page's "waiting for"). Lines read again
+    restart that window. JobFailed when the
     source cannot be read."""
     window = settings.BULK_IMPORT_SOURCE_RETRY_SECONDS
     done, attempts, failing_since = 0, 0, None
@@ -152,7 +170,9 @@ def read_lines(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) ->
         while True:
             attempts += 1
             try:
-                with open_blocks(url, headers) as blocks:
+                with open_blocks(url, reading.headers) as blocks:
+                    if reading.file_key is not None:
+                        blocks = decrypted(inflated(blocks), reading.file_key, source=redacted(url))
                     for line in lines(blocks, source=redacted(url)):
                         if line.number > done:
                             if failing_since is not None:
@@ -164,6 +184,10 @@ def read_lines(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) ->
             except InvalidImportRequest as error:  # a redirect out of the allow-list: no point in retrying
                 raise JobFailed(f"Could not read {redacted(url)}: {error.message}") from None
             except SourceUnavailable as error:
+                if isinstance(error, FileDecryptionFailed) and not error.retryable:  # a cut-off file is read again
+                    raise JobFailed(
+                        f"Could not decrypt {redacted(url)}: {error.reason}; nothing of this import was loaded"
+                    ) from None
                 now = time.monotonic()
                 failing_since = now if failing_since is None else failing_since
                 left = failing_since + window - now
@@ -188,7 +212,7 @@ def read_lines(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) ->
             say_waiting(None)
 
 
-def manifest_inputs(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) -> list[dict[str, str]]:
+def manifest_inputs(url: str, reading: Reading, say_waiting: SayWaiting) -> list[dict[str, str]]:
     """The `output` files of a Bulk Data export manifest and of the pages its `link` `next` chain names (STU3's
     paged manifests), each checked against the allow-list."""
     outputs: list[dict[str, str]] = []
@@ -198,7 +222,7 @@ def manifest_inputs(url: str, headers: Mapping[str, str], say_waiting: SayWaitin
         if page in seen:
             raise JobFailed(f"The manifest {redacted(url)} links back to its page {redacted(page)}")
         seen.add(page)
-        manifest = _manifest_page(page, headers, say_waiting)
+        manifest = _manifest_page(page, reading, say_waiting)
         try:
             outputs += [{"type": str(item.get("type", "")), "url": str(item["url"])} for item in manifest["output"]]
             page = next(
@@ -218,9 +242,9 @@ def manifest_inputs(url: str, headers: Mapping[str, str], say_waiting: SayWaitin
     return outputs
 
 
-def _manifest_page(url: str, headers: Mapping[str, str], say_waiting: SayWaiting) -> dict:
+def _manifest_page(url: str, reading: Reading, say_waiting: SayWaiting) -> dict:
     content = bytearray()
-    for line in read_lines(url, headers, say_waiting):
+    for line in read_lines(url, reading, say_waiting):
         content += line.content + b"\n"
         if len(content) > MAX_MANIFEST_BYTES:
             raise JobFailed(f"The manifest {redacted(url)} is larger than {MAX_MANIFEST_BYTES} bytes")

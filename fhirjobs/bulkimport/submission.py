@@ -72,7 +72,9 @@ def submit(
                     _cancel(replaced.job_instance_id)  # what it loaded so far is undone once the new one completes
                 kick_off(
                     user,
-                    ImportRequest(headers=headers, manifest_url=manifest_url),
+                    ImportRequest(
+                        headers=headers, manifest_url=manifest_url, file_encryption_key=request.file_encryption_key
+                    ),
                     authority=authority,
                     base_url=base_url,
                     request_url=manifest_url,

@@ -72,7 +72,7 @@ def test_a_file_holds_patients_per_file_blocks(exporter, settings):
 
     assert [entry["count"] for entry in manifest["output"]] == [2 + 3 + 2, 2]  # headers count as lines
     assert JobInstance.objects.get().parameters["patients_per_file"] == 2
-    assert JobInstance.objects.get().definition_version == 3
+    assert JobInstance.objects.get().definition_version == 4
 
 
 def test_a_resource_in_two_compartments_is_in_both_blocks(exporter):

@@ -5,9 +5,11 @@ while published."""
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from fhirjobs.bulkexport.models import BulkExport, Publication
+from fhirjobs.bulkexport.models import BulkExport, ExportFile, Publication
 from fhirjobs.bulkexport.publish import refresh_publications
 from fhirjobs.bulkexport.services import purge_expired_exports
 from jobsite.tokens import token_for
@@ -75,6 +77,17 @@ def test_if_none_match_with_the_etag_is_304_until_the_next_swap(reader, bus):
     changed = reader.get("/fhir/$bulk-publish", HTTP_IF_NONE_MATCH=etag)
     assert changed.status_code == 200 and changed["ETag"] != etag
     assert changed.json()["output"][0]["count"] == 3
+
+
+def test_a_304_is_answered_from_the_publication_row_without_reading_the_file_rows(reader, bus):
+    publish(bus)
+    etag = reader.get("/fhir/$bulk-publish")["ETag"]
+
+    with CaptureQueriesContext(connection) as queries:
+        unchanged = reader.get("/fhir/$bulk-publish", HTTP_IF_NONE_MATCH=etag)
+
+    assert unchanged.status_code == 304
+    assert not [query["sql"] for query in queries if ExportFile._meta.db_table in query["sql"]]
 
 
 def test_the_old_manifest_is_served_until_the_refresh_completes_and_its_files_stay_for_a_grace_period(reader, bus):

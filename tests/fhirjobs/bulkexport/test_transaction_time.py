@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from django.db import connection, transaction
@@ -112,6 +113,55 @@ def test_a_rerun_fetch_emits_exactly_the_pages_of_the_first_run_whatever_was_wri
     again = _run_fetch(parameters)
 
     assert again == first and len(_pages(first)) == 4
+
+
+def test_a_whole_store_walk_cuts_its_first_range_narrow_and_packs_its_ranges_and_a_version_3_export_walks_as_before(
+    exporter, settings
+):
+    """Version 4 lists its first file sooner (a narrow first range, written first; one expand chunk for the gate to
+    wait for, not one per 8 ranges); an export started as version 3 walks as version 3 did, so its rerun fetch
+    emits the pages its first run did."""
+    settings.BULK_EXPORT_CHUNK_SIZE = 4
+    store(*(patient(f"p{n}") for n in range(40)))
+    parameters = _job_parameters(kick_off(exporter, "/fhir/$export"))
+    assert parameters["row_ranges"] and parameters["pages_per_chunk"] == 128
+
+    narrow = _run_fetch({**parameters, "first_range_rows": 1})
+    version_3 = _run_fetch({name: value for name, value in parameters.items() if name not in VERSION_4_PARAMETERS})
+
+    assert len(narrow) == 1 and [last - after for after, last in narrow[0]["row_ranges"]] == [1] + [4] * 9 + [3]
+    assert [len(chunk["row_ranges"]) for chunk in version_3] == [8, 2]
+    assert {last - after for after, last in _pages(version_3)} == {4}
+    for chunks in (narrow, version_3):  # the same rows, each once
+        ranges = _pages(chunks)
+        assert all(previous[1] == following[0] for previous, following in pairwise(ranges))
+        assert (ranges[0][0], ranges[-1][1]) == (_pages(version_3)[0][0], _pages(version_3)[-1][1])
+
+
+def test_an_export_organized_by_patient_packs_its_pages_into_one_fetch_chunk_and_a_version_3_one_emits_one_a_chunk(
+    exporter, settings
+):
+    """Each fetch chunk costs an `expand` chunk the gate waits for before any file is written: version 4 packs
+    the pages of patients (`expand` splits them into a write chunk each); version 3 walks as it did."""
+    settings.BULK_EXPORT_PATIENTS_PER_FILE = 2
+    store(*(patient(f"p{n}") for n in range(5)))
+    parameters = _job_parameters(kick_off(exporter, "/fhir/$export?organizeOutputBy=Patient"))
+
+    packed = _run_fetch(parameters)
+    version_3 = _run_fetch({name: value for name, value in parameters.items() if name not in VERSION_4_PARAMETERS})
+
+    pages = [["p0", "p1"], ["p2", "p3"], ["p4"]]
+    assert [[_patients(page) for page in chunk["patient_pages"]] for chunk in packed] == [pages]
+    assert [_patients(chunk["patients_zlib"]) for chunk in version_3] == pages
+
+
+def _patients(packed: str) -> list[str]:
+    from fhirjobs.common.chunks import unpack
+
+    return unpack(packed).decode().split("\n")
+
+
+VERSION_4_PARAMETERS = ("pages_per_chunk", "first_range_rows")
 
 
 def _pages(chunks: list[dict]) -> list:

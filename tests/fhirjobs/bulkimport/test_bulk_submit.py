@@ -99,7 +99,7 @@ def test_completed_closes_the_submission_in_the_ballot_coding_or_as_pathling_and
         (status("finished"), "submissionStatus 'finished' is not one of in-progress, completed, stopped"),
         (status("completed", "http://example.org/mine"), "is not http://hl7.org/fhir/event-status"),
         ({"name": "submissionStatus", "valueCoding": {"code": {"a": 1}}}, "submissionStatus {'a': 1} is not one"),
-        ({"name": "fileEncryptionKey", "valueString": "{}"}, "encrypted files are not supported"),
+        ({"name": "fileEncryptionKey", "valueString": "{}"}, "fileEncryptionKey needs a value: the JWE that delivers"),
         ({"name": "outputFormat", "valueString": "text/csv"}, "outputFormat 'text/csv' is not supported"),
         ({"name": "fhirBaseUrl", "valueUrl": "not a url"}, "fhirBaseUrl 'not a url' is not an http(s) URL"),
         ({"name": "oauthMetadataUrl", "valueUrl": "ftp://x"}, "oauthMetadataUrl 'ftp://x' is not an http(s) URL"),

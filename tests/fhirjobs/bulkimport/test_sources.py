@@ -128,7 +128,7 @@ def test_query_strings_stay_out_of_logs_and_job_errors(http_sources, settings, c
     caplog.set_level("INFO")
 
     with pytest.raises(steps.JobFailed) as failed:
-        list(steps.read_lines(url, {}, lambda reason, for_seconds=0: None))
+        list(steps.read_lines(url, steps.Reading(), lambda reason, for_seconds=0: None))
 
     assert "s3cr3t" not in str(failed.value) and "Patient.ndjson?<redacted>: HTTP 404" in str(failed.value)
     assert "HTTP Request" in caplog.text and "s3cr3t" not in caplog.text
@@ -198,7 +198,9 @@ def test_a_source_that_stays_down_is_tried_again_for_the_whole_window_then_fails
 
     with pytest.raises(steps.JobFailed) as failed:
         list(
-            steps.read_lines("http://127.0.0.1:9/Patient.ndjson", {}, lambda reason, for_seconds=0: said.append(reason))
+            steps.read_lines(
+                "http://127.0.0.1:9/Patient.ndjson", steps.Reading(), lambda reason, for_seconds=0: said.append(reason)
+            )
         )
 
     assert clock.slept == [1, 2, 4, 8, 10, 10, 10, 10, 5], "doubling up to 10 s, the last wait ending the window"
