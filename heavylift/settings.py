@@ -422,6 +422,10 @@ BULK_EXPORT_CHUNK_SIZE = env_int("BULK_EXPORT_CHUNK_SIZE", 10000, minimum=1)  # 
 BULK_EXPORT_MANIFEST_PAGE_FILES = env_int("BULK_EXPORT_MANIFEST_PAGE_FILES", 1000, minimum=1)
 # Patient blocks per file of an export with `organizeOutputBy=Patient` (a block is never split across files).
 BULK_EXPORT_PATIENTS_PER_FILE = env_int("BULK_EXPORT_PATIENTS_PER_FILE", 100, minimum=1)
+# Row ranges or pages of patients per fetch chunk of an export (BULK_EXPORT v4), which `expand` splits into one write
+# chunk each; recorded in the job at the kick-off. Each fetch chunk is an expand chunk the gate waits for before any
+# file is written: at 8 (version 3's), a 1M store's first file waited for 13 of them.
+BULK_EXPORT_PAGES_PER_CHUNK = env_int("BULK_EXPORT_PAGES_PER_CHUNK", 128, minimum=1)
 # Export files are deleted this long after their export ended (HAPI keeps them 2 hours); `Expires` says when.
 BULK_EXPORT_RETENTION_SECONDS = env_int("BULK_EXPORT_RETENTION_SECONDS", 2 * 3600, minimum=1)
 BULK_EXPORT_MAX_RUNNING_PER_USER = env_int("BULK_EXPORT_MAX_RUNNING_PER_USER", 3, minimum=1)  # one more gets 429
@@ -557,6 +561,7 @@ CLUSTER_WIDE_SETTINGS = (
     "BULK_EXPORT_CHUNK_SIZE",
     "BULK_EXPORT_MANIFEST_PAGE_FILES",
     "BULK_EXPORT_PATIENTS_PER_FILE",
+    "BULK_EXPORT_PAGES_PER_CHUNK",
     "BULK_EXPORT_RETENTION_SECONDS",
     "BULK_EXPORT_MAX_RUNNING_PER_USER",
     "BULK_EXPORT_MAX_CONCURRENT_CHUNKS",

@@ -426,6 +426,7 @@ def job_parameters(
         "row_ranges": walks_row_ranges(request),
         "organize_output_by": request.organize_output_by,
         "patients_per_file": settings.BULK_EXPORT_PATIENTS_PER_FILE,
+        "pages_per_chunk": settings.BULK_EXPORT_PAGES_PER_CHUNK,
         "associated_data": request.associated_data,
     }
 

@@ -439,6 +439,7 @@ def test_a_fetch_killed_three_times_mid_walk_still_exports_every_resource_exactl
     node = f"test-{uuid.uuid4().hex[:8]}"
     settings.NODE_ID = node
     settings.BULK_EXPORT_CHUNK_SIZE = chunk_size
+    settings.BULK_EXPORT_PAGES_PER_CHUNK = 8  # many fetch chunks to be killed among (version 3's packing)
     environment = node_environment(node, BATCH_RETRY_BACKOFF_SECONDS="1")
     queue = work_notification_queue(node)
     scheduling = {
