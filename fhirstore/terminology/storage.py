@@ -33,32 +33,33 @@ from fhirstore.terminology.models import (
 )
 from fhirstore.terminology.records import ConceptRecord
 
-WRITE_CONCEPTS_SQL = """
+# A chunk written again (a re-run whose chunk is partly there, or a delta): each table's rows as column arrays,
+# in `_chunk_rows`' order; concepts upserted, their other rows deleted beforehand, links and closure rows kept.
+REWRITE_SQL = {
+    "concepts": """
 INSERT INTO terminology_concept (code_system_version_id, code, display, abstract)
-SELECT %(version)s, code, display, abstract
-FROM unnest(%(codes)s::text[], %(displays)s::text[], %(abstracts)s::bool[]) AS c(code, display, abstract)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bool[])
 ON CONFLICT (code_system_version_id, code) DO UPDATE SET display = excluded.display, abstract = excluded.abstract
-"""
-WRITE_DESIGNATIONS_SQL = """
+""",
+    "designations": """
 INSERT INTO terminology_designation (code_system_version_id, code, value, language, use_system, use_code)
-SELECT %(version)s, * FROM unnest(%(codes)s::text[], %(values)s::text[], %(languages)s::text[],
-                                  %(use_systems)s::text[], %(use_codes)s::text[])
-"""
-WRITE_PROPERTIES_SQL = """
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+""",
+    "properties": """
 INSERT INTO terminology_conceptproperty (code_system_version_id, code, property, value, type, system)
-SELECT %(version)s, * FROM unnest(%(codes)s::text[], %(names)s::text[], %(values)s::text[], %(types)s::text[],
-                                  %(systems)s::text[])
-"""
-WRITE_LINKS_SQL = """
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+""",
+    "links": """
 INSERT INTO terminology_parentlink (code_system_version_id, child, parent)
-SELECT %(version)s, * FROM unnest(%(children)s::text[], %(parents)s::text[])
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])
 ON CONFLICT DO NOTHING
-"""
-WRITE_CLOSURE_SQL = """
+""",
+    "closure": """
 INSERT INTO terminology_closure (code_system_version_id, ancestor, descendant)
-SELECT %(version)s, * FROM unnest(%(ancestors)s::text[], %(descendants)s::text[])
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])
 ON CONFLICT DO NOTHING
-"""
+""",
+}
 # Every ancestor of the chunk's concepts (and each concept itself), walking the links up; UNION, not
 # UNION ALL, so a concept reached by several paths (SNOMED's multiple parents) or a cycle is walked once.
 BUILD_CLOSURE_SQL = """
@@ -225,10 +226,10 @@ COPY_SQL = {
 }
 
 
-def _copy_rows(cursor, version_id: int, records: Sequence[ConceptRecord]) -> None:
-    """A chunk none of whose concepts is stored yet (an upload's first attempt): every row is new, so COPY,
-    3–8 × faster per row than `INSERT … SELECT FROM unnest` (measured in docs/terminology.md)."""
-    rows = {
+def _chunk_rows(version_id: int, records: Sequence[ConceptRecord]) -> dict[str, list[tuple]]:
+    """A chunk's rows per table, the version's id first (the columns of COPY_SQL and REWRITE_SQL); a parent or
+    an ancestor named twice gives one row."""
+    return {
         "concepts": [(version_id, r.code, r.display, r.abstract) for r in records],
         "designations": [
             (version_id, r.code, d.value, d.language, d.use_system, d.use_code) for r in records for d in r.designations
@@ -242,10 +243,15 @@ def _copy_rows(cursor, version_id: int, records: Sequence[ConceptRecord]) -> Non
             for ancestor in dict.fromkeys((r.code, *r.ancestors))
         ],
     }
-    for kind, statement in COPY_SQL.items():
-        if rows[kind]:  # no COPY, and no lock, on a table the chunk has no rows for (the closure, mostly)
-            with cursor.copy(statement) as copy:
-                for row in rows[kind]:
+
+
+def _copy_rows(cursor, version_id: int, records: Sequence[ConceptRecord]) -> None:
+    """A chunk none of whose concepts is stored yet (an upload's first attempt): every row is new, so COPY,
+    3–8 × faster per row than `INSERT … SELECT FROM unnest` (measured in docs/terminology.md)."""
+    for kind, rows in _chunk_rows(version_id, records).items():
+        if rows:  # no COPY, and no lock, on a table the chunk has no rows for (the closure, mostly)
+            with cursor.copy(COPY_SQL[kind]) as copy:
+                for row in rows:
                     copy.write_row(row)
 
 
@@ -261,57 +267,9 @@ def _replace_rows(cursor, version_id: int, records: Sequence[ConceptRecord]) -> 
             f"DELETE FROM {table} WHERE code_system_version_id = %s AND {column} = ANY(%s::text[])",
             [version_id, codes],
         )
-    cursor.execute(
-        WRITE_CONCEPTS_SQL,
-        {
-            "version": version_id,
-            "codes": codes,
-            "displays": [r.display for r in records],
-            "abstracts": [r.abstract for r in records],
-        },
-    )
-    designations = [(r.code, d) for r in records for d in r.designations]
-    if designations:
-        cursor.execute(
-            WRITE_DESIGNATIONS_SQL,
-            {
-                "version": version_id,
-                "codes": [code for code, _ in designations],
-                "values": [d.value for _, d in designations],
-                "languages": [d.language for _, d in designations],
-                "use_systems": [d.use_system for _, d in designations],
-                "use_codes": [d.use_code for _, d in designations],
-            },
-        )
-    properties = [(r.code, p) for r in records for p in r.properties]
-    if properties:
-        cursor.execute(
-            WRITE_PROPERTIES_SQL,
-            {
-                "version": version_id,
-                "codes": [code for code, _ in properties],
-                "names": [p.name for _, p in properties],
-                "values": [p.value for _, p in properties],
-                "types": [p.type for _, p in properties],
-                "systems": [p.system for _, p in properties],
-            },
-        )
-    links = [(r.code, parent) for r in records for parent in r.parents]
-    if links:
-        cursor.execute(
-            WRITE_LINKS_SQL,
-            {
-                "version": version_id,
-                "children": [child for child, _ in links],
-                "parents": [parent for _, parent in links],
-            },
-        )
-    pairs = [(ancestor, r.code) for r in records if r.ancestors is not None for ancestor in (r.code, *r.ancestors)]
-    if pairs:
-        cursor.execute(
-            WRITE_CLOSURE_SQL,
-            {"version": version_id, "ancestors": [a for a, _ in pairs], "descendants": [d for _, d in pairs]},
-        )
+    for kind, rows in _chunk_rows(version_id, records).items():
+        if rows:
+            cursor.execute(REWRITE_SQL[kind], [list(column) for column in zip(*rows, strict=True)])
 
 
 def dangling_links(version_id: int, codes: Sequence[str] | None = None) -> list[tuple[str, str]]:
