@@ -33,32 +33,33 @@ from fhirstore.terminology.models import (
 )
 from fhirstore.terminology.records import ConceptRecord
 
-WRITE_CONCEPTS_SQL = """
+# A chunk written again (a re-run whose chunk is partly there, or a delta): each table's rows as column arrays,
+# in `_chunk_rows`' order; concepts upserted, their other rows deleted beforehand, links and closure rows kept.
+REWRITE_SQL = {
+    "concepts": """
 INSERT INTO terminology_concept (code_system_version_id, code, display, abstract)
-SELECT %(version)s, code, display, abstract
-FROM unnest(%(codes)s::text[], %(displays)s::text[], %(abstracts)s::bool[]) AS c(code, display, abstract)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bool[])
 ON CONFLICT (code_system_version_id, code) DO UPDATE SET display = excluded.display, abstract = excluded.abstract
-"""
-WRITE_DESIGNATIONS_SQL = """
+""",
+    "designations": """
 INSERT INTO terminology_designation (code_system_version_id, code, value, language, use_system, use_code)
-SELECT %(version)s, * FROM unnest(%(codes)s::text[], %(values)s::text[], %(languages)s::text[],
-                                  %(use_systems)s::text[], %(use_codes)s::text[])
-"""
-WRITE_PROPERTIES_SQL = """
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+""",
+    "properties": """
 INSERT INTO terminology_conceptproperty (code_system_version_id, code, property, value, type, system)
-SELECT %(version)s, * FROM unnest(%(codes)s::text[], %(names)s::text[], %(values)s::text[], %(types)s::text[],
-                                  %(systems)s::text[])
-"""
-WRITE_LINKS_SQL = """
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+""",
+    "links": """
 INSERT INTO terminology_parentlink (code_system_version_id, child, parent)
-SELECT %(version)s, * FROM unnest(%(children)s::text[], %(parents)s::text[])
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])
 ON CONFLICT DO NOTHING
-"""
-WRITE_CLOSURE_SQL = """
+""",
+    "closure": """
 INSERT INTO terminology_closure (code_system_version_id, ancestor, descendant)
-SELECT %(version)s, * FROM unnest(%(ancestors)s::text[], %(descendants)s::text[])
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])
 ON CONFLICT DO NOTHING
-"""
+""",
+}
 # Every ancestor of the chunk's concepts (and each concept itself), walking the links up; UNION, not
 # UNION ALL, so a concept reached by several paths (SNOMED's multiple parents) or a cycle is walked once.
 BUILD_CLOSURE_SQL = """
@@ -96,7 +97,10 @@ LIMIT 10
 # edition 15 deep. A concept in (or below) a cycle gets no depth: `close_remaining` walks those.
 #
 # The rows are inserted in the primary key's order (ancestor, descendant): 30 % less CPU than unordered on a
-# 10,000-concept level of the SNOMED-sized edition (docs/terminology.md).
+# 10,000-concept level of the SNOMED-sized edition (docs/terminology.md). An ancestor reached through two
+# parents comes twice (UNION ALL) and `ON CONFLICT DO NOTHING` keeps one: a UNION sorted every row once more to
+# the same end (~1.2 s of 16 per 50,000-concept level). After each level the closure is vacuumed: the next
+# level's probes read the index alone (heap fetches: 8.8 s → 2.3 s of a deep level's 50,000 concepts).
 #
 # The joins with the version's links and closure are LATERAL probes by key, one per concept and parent, fenced
 # by OFFSET 0: planned otherwise, on statistics lagging behind a table that grows by millions of rows per
@@ -117,18 +121,27 @@ LIST_UNCLOSED_SQL = (
     CROSS JOIN LATERAL (SELECT link.parent FROM terminology_parentlink link
                         WHERE link.code_system_version_id = %(version)s AND link.child = pending.code OFFSET 0) link
     WHERE EXISTS (SELECT 1 FROM closure_pending listed WHERE listed.code = link.parent)""",
+    "CREATE INDEX ON closure_pending_link (child)",
+    "CREATE INDEX ON closure_pending_link (parent)",
+    "CREATE INDEX ON closure_pending (depth)",
     "ANALYZE closure_pending_link",
 )
+# Depth 0: the listed concepts without a listed parent (one scan of the list). Depth d: those of the children of
+# depth d - 1 whose listed parents all have a depth now (a concept's depth is its deepest parent's + 1, so it is
+# a child of that level): each statement reads one level's links, not every concept still without a depth (the
+# NOT EXISTS fenced by OFFSET 0: probed per candidate, not planned as a scan of every link).
+ROOT_DEPTH_SQL = """
+UPDATE closure_pending SET depth = 0
+WHERE NOT EXISTS (SELECT 1 FROM closure_pending_link link WHERE link.child = closure_pending.code)
+"""
 DEPTH_SQL = """
 UPDATE closure_pending SET depth = %(depth)s
-WHERE depth IS NULL
+FROM (SELECT DISTINCT link.child FROM closure_pending parent JOIN closure_pending_link link ON link.parent = parent.code
+      WHERE parent.depth = %(depth)s - 1) candidate
+WHERE closure_pending.code = candidate.child
   AND NOT EXISTS (SELECT 1 FROM closure_pending_link link JOIN closure_pending parent ON parent.code = link.parent
-                  WHERE link.child = closure_pending.code AND parent.depth IS NULL)
+                  WHERE link.child = candidate.child AND parent.depth IS NULL OFFSET 0)
 """
-DEPTHS_KNOWN_SQL = (
-    "CREATE INDEX ON closure_pending (depth) WHERE depth IS NOT NULL",
-    "ANALYZE closure_pending",
-)
 CLOSE_LEVEL_SQL = """
 WITH ready AS MATERIALIZED (
     SELECT code FROM closure_pending
@@ -137,7 +150,7 @@ WITH ready AS MATERIALIZED (
 ), inserted AS (
     INSERT INTO terminology_closure (code_system_version_id, ancestor, descendant)
     SELECT %(version)s, code, code FROM ready
-    UNION
+    UNION ALL
     SELECT %(version)s, above.ancestor, ready.code
     FROM ready
     CROSS JOIN LATERAL (SELECT link.parent FROM terminology_parentlink link
@@ -225,10 +238,10 @@ COPY_SQL = {
 }
 
 
-def _copy_rows(cursor, version_id: int, records: Sequence[ConceptRecord]) -> None:
-    """A chunk none of whose concepts is stored yet (an upload's first attempt): every row is new, so COPY,
-    3–8 × faster per row than `INSERT … SELECT FROM unnest` (measured in docs/terminology.md)."""
-    rows = {
+def _chunk_rows(version_id: int, records: Sequence[ConceptRecord]) -> dict[str, list[tuple]]:
+    """A chunk's rows per table, the version's id first (the columns of COPY_SQL and REWRITE_SQL); a parent or
+    an ancestor named twice gives one row."""
+    return {
         "concepts": [(version_id, r.code, r.display, r.abstract) for r in records],
         "designations": [
             (version_id, r.code, d.value, d.language, d.use_system, d.use_code) for r in records for d in r.designations
@@ -242,10 +255,15 @@ def _copy_rows(cursor, version_id: int, records: Sequence[ConceptRecord]) -> Non
             for ancestor in dict.fromkeys((r.code, *r.ancestors))
         ],
     }
-    for kind, statement in COPY_SQL.items():
-        if rows[kind]:  # no COPY, and no lock, on a table the chunk has no rows for (the closure, mostly)
-            with cursor.copy(statement) as copy:
-                for row in rows[kind]:
+
+
+def _copy_rows(cursor, version_id: int, records: Sequence[ConceptRecord]) -> None:
+    """A chunk none of whose concepts is stored yet (an upload's first attempt): every row is new, so COPY,
+    3–8 × faster per row than `INSERT … SELECT FROM unnest` (measured in docs/terminology.md)."""
+    for kind, rows in _chunk_rows(version_id, records).items():
+        if rows:  # no COPY, and no lock, on a table the chunk has no rows for (the closure, mostly)
+            with cursor.copy(COPY_SQL[kind]) as copy:
+                for row in rows:
                     copy.write_row(row)
 
 
@@ -261,57 +279,9 @@ def _replace_rows(cursor, version_id: int, records: Sequence[ConceptRecord]) -> 
             f"DELETE FROM {table} WHERE code_system_version_id = %s AND {column} = ANY(%s::text[])",
             [version_id, codes],
         )
-    cursor.execute(
-        WRITE_CONCEPTS_SQL,
-        {
-            "version": version_id,
-            "codes": codes,
-            "displays": [r.display for r in records],
-            "abstracts": [r.abstract for r in records],
-        },
-    )
-    designations = [(r.code, d) for r in records for d in r.designations]
-    if designations:
-        cursor.execute(
-            WRITE_DESIGNATIONS_SQL,
-            {
-                "version": version_id,
-                "codes": [code for code, _ in designations],
-                "values": [d.value for _, d in designations],
-                "languages": [d.language for _, d in designations],
-                "use_systems": [d.use_system for _, d in designations],
-                "use_codes": [d.use_code for _, d in designations],
-            },
-        )
-    properties = [(r.code, p) for r in records for p in r.properties]
-    if properties:
-        cursor.execute(
-            WRITE_PROPERTIES_SQL,
-            {
-                "version": version_id,
-                "codes": [code for code, _ in properties],
-                "names": [p.name for _, p in properties],
-                "values": [p.value for _, p in properties],
-                "types": [p.type for _, p in properties],
-                "systems": [p.system for _, p in properties],
-            },
-        )
-    links = [(r.code, parent) for r in records for parent in r.parents]
-    if links:
-        cursor.execute(
-            WRITE_LINKS_SQL,
-            {
-                "version": version_id,
-                "children": [child for child, _ in links],
-                "parents": [parent for _, parent in links],
-            },
-        )
-    pairs = [(ancestor, r.code) for r in records if r.ancestors is not None for ancestor in (r.code, *r.ancestors)]
-    if pairs:
-        cursor.execute(
-            WRITE_CLOSURE_SQL,
-            {"version": version_id, "ancestors": [a for a, _ in pairs], "descendants": [d for _, d in pairs]},
-        )
+    for kind, rows in _chunk_rows(version_id, records).items():
+        if rows:
+            cursor.execute(REWRITE_SQL[kind], [list(column) for column in zip(*rows, strict=True)])
 
 
 def dangling_links(version_id: int, codes: Sequence[str] | None = None) -> list[tuple[str, str]]:
@@ -332,25 +302,26 @@ def close_levels(version_id: int, limit: int, after_each: Callable[[int], None] 
     closed = 0
     with connection.cursor() as cursor:
         try:
-            with transaction.atomic():
+            cursor.execute("VACUUM (ANALYZE) terminology_parentlink")  # the links just loaded: planned, and probed
+            with transaction.atomic():  # from the index alone (the visibility map set)
                 for statement in LIST_UNCLOSED_SQL:
                     cursor.execute(statement, {"version": version_id} if "%(version)s" in statement else None)
-                depth = 0
-                while True:
+                cursor.execute(ROOT_DEPTH_SQL)
+                depth = 1
+                while cursor.rowcount:
                     cursor.execute(DEPTH_SQL, {"depth": depth})
-                    if cursor.rowcount == 0:
-                        break
                     depth += 1
-                for statement in DEPTHS_KNOWN_SQL:
-                    cursor.execute(statement)
+                cursor.execute("ANALYZE closure_pending")
             while True:
                 with transaction.atomic():
                     cursor.execute(f"SET LOCAL work_mem = '{CLOSURE_LEVEL_WORK_MEM}'")
+                    cursor.execute("SET LOCAL jit = off")  # ~0.35 s of compiling per statement, nothing gained
                     cursor.execute(CLOSE_LEVEL_SQL, {"version": version_id, "limit": limit})
                     level = cursor.fetchone()[0]
                 if level == 0:
                     return closed
                 closed += level
+                cursor.execute("VACUUM terminology_closure")  # the next level's probes: index-only, no heap
                 after_each(level)
         finally:
             cursor.execute("DROP TABLE IF EXISTS pg_temp.closure_pending, pg_temp.closure_pending_link")

@@ -203,6 +203,28 @@ def test_a_stored_expansion_answers_until_a_new_version_makes_it_stale(reader, i
     assert {"name": "expansion-source", "valueString": "on-the-fly"} in answer["parameter"]
 
 
+def test_a_stored_expansion_answers_the_pages_and_filters_an_on_the_fly_one_does(reader, icd10cm):
+    with transaction.atomic():
+        save_resources([Write(value_set(is_a("E11")))], authority=SERVER)
+    asked = [
+        "",
+        "count=7&offset=5",
+        f"count=5&offset={E11_CODES - 2}",
+        "filter=nephropathy",
+        "filter=E11.6&count=3&offset=1",
+    ]
+    on_the_fly = {query: parameters_of_expand(reader.get(f"/fhir/ValueSet/vs/$expand?{query}")) for query in asked}
+    store_expansion(stored_value_set(logical_id="vs"))
+    for query in asked:
+        stored = parameters_of_expand(reader.get(f"/fhir/ValueSet/vs/$expand?{query}"))
+        assert {"name": "expansion-source", "valueString": "stored"} in stored["parameter"]
+        assert (stored["total"], codes(stored)) == (on_the_fly[query]["total"], codes(on_the_fly[query])), query
+    assert (
+        len(codes(on_the_fly["count=7&offset=5"])) == 7
+        and len(codes(on_the_fly[f"count=5&offset={E11_CODES - 2}"])) == 2
+    )
+
+
 def test_bad_expansions_are_4xx(reader, icd10cm):
     for resource, status, text in [
         ({"resourceType": "ValueSet"}, 400, "no compose.include"),
