@@ -340,7 +340,10 @@ def row_range_parts(
 
 
 def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[int, bytes]:
-    """The blocks of these patients (`organizeOutputBy=Patient`), in their order, as NDJSON, and its line count.
+    """The blocks of these patients (`organizeOutputBy=Patient`), in their order, as NDJSON, and its resources.
+
+    The count leaves the headers out: a manifest's `count` is the file's resources, and SMART's bulk-data-client
+    and reference server take a header for no resource (the client refuses a file whose count includes them).
 
     A block is a header `Parameters` (`header`: a reference to the Patient), then the Patient, then the resources
     of its compartment that the export takes, type by type in name order, each in id order: what the export
@@ -372,7 +375,8 @@ def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[i
         if blocks[patient_id]:
             lines.append(block_header(patient_id))
             lines.extend(blocks[patient_id])
-    return len(lines), ("\n".join(lines) + "\n").encode() if lines else b""
+    resources = sum(len(block) for block in blocks.values())
+    return resources, ("\n".join(lines) + "\n").encode() if lines else b""
 
 
 def block_header(patient_id: str) -> str:
