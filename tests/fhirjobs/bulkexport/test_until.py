@@ -214,3 +214,17 @@ def test_a_member_deleted_after_until_is_exported_once_with_its_compartment(expo
     manifest = exporter.export(f"/fhir/Group/g1/$export?_type=Patient,Observation&_until={UNTIL_TEXT}")
 
     assert exporter.ids(manifest) == {"Patient": ["p1"], "Observation": ["o1"]}
+
+
+def test_with_since_a_resource_deleted_after_until_is_exported_when_its_version_of_until_is_in_the_window(exporter):
+    store(patient("p1"), observation("o-early", "p1"), at=EARLY - timedelta(days=1))
+    store(observation("o-in-window", "p1"), at=UNTIL)
+    delete("Observation", "o-early")
+    delete("Observation", "o-in-window")
+    window = f"_since={EARLY.isoformat().replace('+', '%2B')}&_until={UNTIL_TEXT}"
+
+    for path in ("/fhir/Patient/$export", "/fhir/$export"):
+        manifest = exporter.export(f"{path}?_type=Observation&{window}")
+
+        assert exporter.ids(manifest) == {"Observation": ["o-in-window"]}, path
+        assert manifest["deleted"] == [], path
