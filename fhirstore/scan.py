@@ -9,7 +9,8 @@ than one page in memory.
 later counts in the version it had then (from the history), one created later not at all, one deleted later
 still. Nothing committed later changes what such a read returns, so a walk run twice pages the same way.
 Filters and compartments are still decided by the current index rows (only the rare resource changed or
-reindexed after `until` could be judged by its newer rows), so a walk of a selection judged by them is not
+reindexed after `until` could be judged by its newer rows; one deleted since has none, and
+`compartment_members_deleted_after` judges it by its version of `until`), so a walk of a selection judged by them is not
 repeatable page by page: `iter_resource_id_ranges` gives the fixed bounds (every id current at `until`) to cut
 such a walk at (the bulk export's `selection.pages_within_ranges`), where keyset pages of the selection would
 shift when a resource joins or leaves it. `filters` take the `Q`s of `search.search_filter` / `search.type_filter`; a
@@ -32,7 +33,7 @@ from fhirstore.custom_params import current_registry
 from fhirstore.exceptions import ResourceGone, ResourceNotFound
 from fhirstore.models import ReferenceIndex, Resource, ResourceVersion
 from fhirstore.resource_types import RESOURCE_TYPES
-from fhirstore.search_params import parse_relative_reference, patient_compartment_params
+from fhirstore.search_params import IndexRows, parse_relative_reference, patient_compartment_params
 
 ID_PAGE_SIZE = 1000  # ids per page: the bulk export's chunk size, as HAPI's
 
@@ -407,14 +408,18 @@ def compartment_members(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
+    deleted_after_until: bool = False,
 ) -> dict[str, list[Member]]:
     """Per type of `filters_by_type` (Patient aside), a `Member` for every resource of the type in the compartment
     of each of `patient_ids` that is current (at `until`), changed at or after `since` and matches any of the
-    type's filters (none: every one), by patient and id; a resource in several of these compartments comes once
-    for each. Types without any are left out.
+    type's filters (none: every one), by patient and id, types in name order; a resource in several of these
+    compartments comes once for each. Types without any are left out.
 
     The compartment is that of `compartment_ids_page`. One query finds the compartments' reference rows of every
     type at once (most types have none for a page of patients), then one per type present checks the resources.
+    `deleted_after_until` adds those deleted since `until` that were in the compartments then (one more query,
+    `compartment_members_deleted_after`), for the types without filters: a deleted resource has no index rows
+    left to match a filter against.
     """
     in_compartments = Q(resource_type__in=[])
     for resource_type in filters_by_type:
@@ -439,6 +444,12 @@ def compartment_members(
         )  # the row ids as one text: a parameter each costs more
         if chosen := sorted(Member(patient_id, kept[row_id], row_id) for patient_id, row_id in pairs if row_id in kept):
             members[resource_type] = chosen
+    if deleted_after_until and until is not None:
+        unfiltered = [t for t, filters in filters_by_type.items() if t != "Patient" and not filters]
+        deleted = compartment_members_deleted_after(unfiltered, patient_ids, since=since, until=until)
+        for resource_type, type_members in deleted.items():  # none of them has index rows: no member twice
+            members[resource_type] = sorted([*members.get(resource_type, []), *type_members])
+        members = {resource_type: members[resource_type] for resource_type in sorted(members)}
     return members
 
 
@@ -464,9 +475,7 @@ def deleted_in_compartments(
     `patient_ids` (of any Patient when None) when they were deleted, in id order.
 
     A deletion removes a resource's index rows, so its compartments are judged by its last version before the
-    deletion (the latest undeleted one up to `until`): by the references the index would hold for that body
-    now, with the same parameters (`compartment` ones, custom SearchParameters included) as a write. A Patient
-    is in its own compartment, and in those of the Patients its `link` names.
+    deletion (the latest undeleted one up to `until`): see `_compartments_of`.
     """
     params = set(patient_compartment_params(resource_type))
     if not params and resource_type != "Patient":
@@ -477,14 +486,7 @@ def deleted_in_compartments(
     with connection.cursor() as cursor:
         cursor.execute(LAST_LIVE_BODIES_SQL, {"type": resource_type, "ids": list(ids), "until": until})
         for logical_id, body in cursor.fetchall():
-            if resource_type == "Patient" and (wanted is None or logical_id in wanted):
-                kept.append(logical_id)
-                continue
-            targets = {
-                target_id
-                for param, target_type, target_id in extract(json.loads(body)).references
-                if target_type == "Patient" and (param in params or (resource_type == "Patient" and param == "link"))
-            }
+            targets = _compartments_of(resource_type, logical_id, body, params, extract)
             if targets and (wanted is None or targets & wanted):
                 kept.append(logical_id)
     return kept
@@ -497,6 +499,66 @@ WHERE r.resource_type = %(type)s AND r.logical_id = ANY(%(ids)s)
   AND NOT v.deleted AND v.body IS NOT NULL AND v.last_updated <= %(until)s
 ORDER BY r.logical_id, v.version_id DESC
 """
+
+
+def compartment_members_deleted_after(
+    resource_types: Iterable[str], patient_ids: Sequence[str] | None, *, since: datetime | None, until: datetime
+) -> dict[str, list[Member]]:
+    """Per type of `resource_types`, a `Member` for every resource that was current at `until` (changed at or after
+    `since`) and has been deleted since, for each of `patient_ids` (every Patient when None) whose compartment it
+    was in at `until`, by patient and id; types without any are left out.
+
+    The compartments of a store read as of `until` are otherwise judged by the current index rows, and a deletion
+    removes a resource's rows: such a resource is judged by its version of `until` instead (`_compartments_of`).
+    One query for all the types, an index range scan of the rows changed after `until` that reads the version of
+    the deleted ones from the history; the bodies are parsed here. Its cost grows with the deletions since
+    `until`, which is why only an export of an older store (`_until`) asks for it.
+    """
+    params = {t: set(patient_compartment_params(t)) for t in resource_types}
+    params = {t: p for t, p in params.items() if p or t == "Patient"}
+    if not params:
+        return {}
+    extract = current_registry().extract
+    wanted = None if patient_ids is None else set(patient_ids)
+    members: dict[str, list[Member]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(DELETED_AFTER_BODIES_SQL, {"types": sorted(params), "since": since, "until": until})
+        for resource_type, row_id, logical_id, body in cursor.fetchall():
+            targets = _compartments_of(resource_type, logical_id, body, params[resource_type], extract)
+            for patient_id in targets if wanted is None else targets & wanted:
+                members.setdefault(resource_type, []).append(Member(patient_id, logical_id, row_id))
+    return {resource_type: sorted(members[resource_type]) for resource_type in sorted(members)}
+
+
+# Deleted now, changed after `until` (the (resource_type, last_updated) index), and current at `until` in the
+# latest version up to then, changed at or after `since`.
+DELETED_AFTER_BODIES_SQL = """
+SELECT r.resource_type, r.id, r.logical_id, old.body::text
+FROM fhirstore_resource r
+CROSS JOIN LATERAL (
+    SELECT v.body, v.deleted, v.last_updated FROM fhirstore_resourceversion v
+    WHERE v.resource_id = r.id AND v.last_updated <= %(until)s
+    ORDER BY v.version_id DESC LIMIT 1
+) old
+WHERE r.resource_type = ANY(%(types)s) AND r.last_updated > %(until)s AND r.deleted
+  AND NOT old.deleted AND old.last_updated >= coalesce(%(since)s, '-infinity'::timestamptz)
+"""
+
+
+def _compartments_of(
+    resource_type: str, logical_id: str, body: str, params: set[str], extract: Callable[[dict], IndexRows]
+) -> set[str]:
+    """The ids of the Patients in whose compartments a body (JSON text) of a resource puts it: by the references
+    the index would hold for that body now, with the same parameters (`compartment` ones, custom SearchParameters
+    included) as a write. A Patient is in its own compartment, and in those of the Patients its `link` names."""
+    targets = {
+        target_id
+        for param, target_type, target_id in extract(json.loads(body)).references
+        if target_type == "Patient" and (param in params or (resource_type == "Patient" and param == "link"))
+    }
+    if resource_type == "Patient":
+        targets.add(logical_id)
+    return targets
 
 
 def missing_ids(resource_type: str, ids: Sequence[str]) -> list[str]:

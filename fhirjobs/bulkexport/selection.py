@@ -21,7 +21,8 @@ when the walk is run again. Both page by keyset over the same index of `fhirstor
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
 from django.db.models import Q, QuerySet
@@ -30,6 +31,7 @@ from fhirjobs.bulkexport.parameters import LATEST_PROVENANCE, Level
 from fhirstore.models import ReferenceIndex, Resource
 from fhirstore.scan import (
     compartment_condition,
+    compartment_members_deleted_after,
     current_resources,
     iter_resource_id_pages,
     iter_resource_id_ranges,
@@ -52,12 +54,15 @@ def id_pages(
     until: datetime,
     filters: Sequence[Q],
     page_size: int,
+    deleted_after_until: bool = False,
 ) -> Iterator[list[str]]:
     """The ids to export of one type as the store was at `until`, page by page in id order; `patients` are the
     listed patients or members.
 
     A selection judged by index rows (compartments, `_typeFilter`) is paged by the fixed id ranges of
     `pages_within_ranges`; every resource of the type is taken by a keyset walk, which nothing later changes.
+    `deleted_after_until` adds to an unfiltered compartment walk the resources deleted since `until` that were in
+    the compartments then: their index rows are gone (`scan.compartment_members_deleted_after`).
     """
     if level is Level.GROUP and not patients:
         return iter(())  # a Group without members
@@ -69,9 +74,11 @@ def id_pages(
     resources = selected_resources(
         resource_type, level=level, patients=patients, since=since, until=until, filters=filters
     )
-    return pages_within_ranges(
-        resource_type, _streamed_ids(resources, page_size), since=since, until=until, page_size=page_size
-    )
+    ids = _streamed_ids(resources, page_size)
+    if deleted_after_until and in_compartments and not filters:
+        deleted = compartment_members_deleted_after([resource_type], patients or None, since=since, until=until)
+        ids = _union_in_order(ids, sorted({member.logical_id for member in deleted.get(resource_type, [])}))
+    return pages_within_ranges(resource_type, ids, since=since, until=until, page_size=page_size)
 
 
 def pages_within_ranges(
@@ -99,6 +106,16 @@ def pages_within_ranges(
 
 def _streamed_ids(resources: QuerySet[Resource], page_size: int) -> Iterator[str]:
     return resources.order_by("logical_id").values_list("logical_id", flat=True).iterator(chunk_size=page_size)
+
+
+def _union_in_order(first: Iterator[str], second: Iterable[str]) -> Iterator[str]:
+    """The ids of two id-ordered streams, in id order, each once (a Patient deleted after `until` may be one of
+    the listed patients, whom the walk takes already)."""
+    previous = None
+    for logical_id in heapq.merge(first, second):
+        if logical_id != previous:
+            yield logical_id
+        previous = logical_id
 
 
 def _in_some_patient_compartment(resource_type: str) -> Q:

@@ -119,6 +119,7 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
             until=job.until,
             filters=filters,
             page_size=job.chunk_size,
+            deleted_after_until=job.reads_older_store,
         )
         for ids in pages:
             sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids))})
@@ -360,18 +361,24 @@ def row_range_parts(
 
 
 def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[int, bytes]:
-    """The blocks of these patients (`organizeOutputBy=Patient`), in their order, as NDJSON, and its line count.
+    """The blocks of these patients (`organizeOutputBy=Patient`), in their order, as NDJSON, and its resources.
+
+    The count leaves the headers out: a manifest's `count` is the file's resources, and SMART's bulk-data-client
+    and reference server take a header for no resource (the client refuses a file whose count includes them).
 
     A block is a header `Parameters` (`header`: a reference to the Patient), then the Patient, then the resources
     of its compartment that the export takes, type by type in name order, each in id order: what the export
     would take by type (`_type`, `_since`, `_typeFilter`, `_elements`, as of `until`), grouped by patient. A
     resource in several compartments is in each of their blocks (the IG allows it). A patient with nothing
     to export has no block. A few queries for all the patients of the file: one for their compartments'
-    reference rows, two per type present (which of those resources the export takes, their bodies by row id).
+    reference rows, two per type present (which of those resources the export takes, their bodies by row id),
+    and with an `_until` before transactionTime one for the resources deleted since that were in the blocks then.
     """
     blocks: dict[str, list[str]] = {patient_id: [] for patient_id in patient_ids}
     filters = {resource_type: type_filters_for(resource_type, job.type_filters) for resource_type in job.types}
-    members = compartment_members(patient_ids, filters, since=job.since, until=job.until)
+    members = compartment_members(
+        patient_ids, filters, since=job.since, until=job.until, deleted_after_until=job.reads_older_store
+    )
     if "Patient" in job.types:  # the Patient first in its block
         selected = current_resources("Patient", since=job.since, until=job.until, filters=filters["Patient"])
         members = {
@@ -392,7 +399,8 @@ def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[i
         if blocks[patient_id]:
             lines.append(block_header(patient_id))
             lines.extend(blocks[patient_id])
-    return len(lines), ("\n".join(lines) + "\n").encode() if lines else b""
+    resources = sum(len(block) for block in blocks.values())
+    return resources, ("\n".join(lines) + "\n").encode() if lines else b""
 
 
 def block_header(patient_id: str) -> str:

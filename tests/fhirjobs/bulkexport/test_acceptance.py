@@ -16,12 +16,14 @@ import sys
 import uuid
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.storage import storages
 from django.db import connection, transaction
+from django.utils import timezone
 from smart_fetch.resources import PATIENT_TYPES as SMART_FETCH_DEFAULT_TYPES
 
 from batch.models import JobInstance, WorkChunk
@@ -127,6 +129,31 @@ def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the
     # smart-fetch DELETEs the export once it has the files: nothing is left on the server.
     assert not BulkExport.objects.exists()
     assert export_storage.names() == []
+
+
+def test_smart_fetch_with_until_in_its_url_gets_the_store_as_it_was_then(processes, tmp_path, export_storage):
+    """smart-fetch (1.0.3) has no `_until` option, but keeps the query of its `--fhir-url` in the kick-off (system
+    level only: it builds its Group URL by appending to the base). Changes after `_until` are left out: the
+    changed Condition comes in its version of then, the deleted one still comes, the new Patient does not."""
+    report = load_paths([SYNTHEA_NDJSON, SYNTHEA_BUNDLES])
+    assert not report.bad
+    expected = {resource_type: store_bodies(resource_type) for resource_type in ("Condition", "Patient")}
+    until = timezone.now()
+    changed, removed = sorted(expected["Condition"])[:2]
+    store({**expected["Condition"][changed], "note": [{"text": "written after _until"}]})
+    delete("Condition", removed)
+    store(patient("born-after-until"))
+    output = tmp_path / "out"
+
+    smart_fetch = SmartFetch.serving(processes, tmp_path)
+    downloaded = smart_fetch.bulk(
+        output, "--type", "Condition,Patient", query=urlencode({"_until": until.strftime("%Y-%m-%dT%H:%M:%S.%fZ")})
+    )
+
+    for resource_type, bodies in expected.items():
+        resources = downloaded[resource_type]
+        assert len(resources) == len({resource["id"] for resource in resources}), resource_type
+        assert {resource["id"]: resource for resource in resources} == bodies, resource_type
 
 
 def test_smart_fetch_default_group_export_gets_exactly_the_members_patient_compartments(
@@ -251,14 +278,14 @@ class SmartFetch:
         web.wait_for_output("Booting worker", timeout=60)
         return cls(f"http://127.0.0.1:{port}/fhir", token_file, web)
 
-    def bulk(self, output: Path, *arguments: str) -> dict[str, list[dict]]:
-        """Run `smart-fetch bulk`; what it downloaded, by type."""
+    def bulk(self, output: Path, *arguments: str, query: str = "") -> dict[str, list[dict]]:
+        """Run `smart-fetch bulk`; what it downloaded, by type. `query` goes on its `--fhir-url`."""
         fetched = subprocess.run(
             [
                 SMART_FETCH,
                 "bulk",
                 "--fhir-url",
-                self.url,
+                f"{self.url}?{query}" if query else self.url,
                 "--bearer-token",
                 str(self.token_file),
                 *arguments,

@@ -1,6 +1,7 @@
 """`_until` (Bulk Data STU3): the export reads the store as it was at `_until` (when that is before transactionTime),
 at every level, and with `_since` exports a window; a malformed `_until`, or one before `_since`, is a 400."""
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -134,7 +135,8 @@ def test_a_since_until_window_lists_what_was_deleted_in_it(exporter):
     assert earlier["deleted"] == [] and exporter.ids(earlier) == {"Patient": ["gone"]}
 
 
-def test_patient_and_group_exports_read_the_compartments_as_they_were_at_until(exporter):
+def store_members_at_until() -> None:
+    """A Group of p1 and p2, and their Observations: changed, created and deleted after `_until`."""
     store(patient("p1"), patient("p2"), at=EARLY)
     store(
         {
@@ -146,8 +148,14 @@ def test_patient_and_group_exports_read_the_compartments_as_they_were_at_until(e
         },
         at=EARLY,
     )
-    store(observation("o-before", "p1"), observation("o-changed", "p2"), at=UNTIL)
+    store(observation("o-before", "p1"), observation("o-changed", "p2"), observation("o-deleted", "p1"), at=UNTIL)
     store(observation("o-changed", "p2", "vital-signs"), observation("o-after", "p1"), at=UNTIL + timedelta(seconds=1))
+    delete("Observation", "o-deleted")  # now: its index rows are gone, its version of `_until` is not
+
+
+def test_patient_and_group_exports_read_the_compartments_as_they_were_at_until(exporter):
+    """A resource deleted after `_until` was in its patient's compartment then: exported, as at system level."""
+    store_members_at_until()
 
     for path in ("/fhir/Patient/$export", "/fhir/Group/g1/$export"):
         manifest = exporter.export(f"{path}?_type=Patient,Observation&_until={UNTIL_TEXT}")
@@ -156,7 +164,8 @@ def test_patient_and_group_exports_read_the_compartments_as_they_were_at_until(e
         assert sorted(resource["id"] for resource in downloaded["Patient"]) == ["p1", "p2"], path
         assert {
             resource["id"]: resource["category"][0]["coding"][0]["code"] for resource in downloaded["Observation"]
-        } == {"o-before": "laboratory", "o-changed": "laboratory"}
+        } == {"o-before": "laboratory", "o-changed": "laboratory", "o-deleted": "laboratory"}, path
+        assert manifest["deleted"] == []
     post = exporter.kick_off_post(
         "/fhir/Patient/$export",
         [
@@ -166,4 +175,56 @@ def test_patient_and_group_exports_read_the_compartments_as_they_were_at_until(e
         ],
     )
     assert post.status_code == 202, post.content
-    assert exporter.ids(exporter.finish(post["Content-Location"])) == {"Observation": ["o-before"]}
+    assert exporter.ids(exporter.finish(post["Content-Location"])) == {"Observation": ["o-before", "o-deleted"]}
+
+
+def test_blocks_organized_by_patient_hold_the_compartments_as_they_were_at_until(exporter):
+    store_members_at_until()
+
+    for path in ("/fhir/$export", "/fhir/Patient/$export", "/fhir/Group/g1/$export"):
+        manifest = exporter.export(f"{path}?organizeOutputBy=Patient&_type=Patient,Observation&_until={UNTIL_TEXT}")
+
+        [file] = manifest["output"]
+        lines = [json.loads(line) for line in b"".join(exporter.fhir.get(file["url"]).streaming_content).splitlines()]
+        assert [f"{line['resourceType']}/{line['id']}" for line in lines if line["resourceType"] != "Parameters"] == [
+            "Patient/p1",
+            "Observation/o-before",
+            "Observation/o-deleted",
+            "Patient/p2",
+            "Observation/o-changed",
+        ], path
+
+
+def test_a_member_deleted_after_until_is_exported_once_with_its_compartment(exporter):
+    """A Group member's Patient and its Observation, both deleted after `_until`: the Group's compartments then."""
+    store(patient("p1"), observation("o1", "p1"), at=EARLY)
+    store(
+        {
+            "resourceType": "Group",
+            "id": "g1",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": "Patient/p1"}}],
+        },
+        at=EARLY,
+    )
+    delete("Observation", "o1")
+    delete("Patient", "p1")
+
+    manifest = exporter.export(f"/fhir/Group/g1/$export?_type=Patient,Observation&_until={UNTIL_TEXT}")
+
+    assert exporter.ids(manifest) == {"Patient": ["p1"], "Observation": ["o1"]}
+
+
+def test_with_since_a_resource_deleted_after_until_is_exported_when_its_version_of_until_is_in_the_window(exporter):
+    store(patient("p1"), observation("o-early", "p1"), at=EARLY - timedelta(days=1))
+    store(observation("o-in-window", "p1"), at=UNTIL)
+    delete("Observation", "o-early")
+    delete("Observation", "o-in-window")
+    window = f"_since={EARLY.isoformat().replace('+', '%2B')}&_until={UNTIL_TEXT}"
+
+    for path in ("/fhir/Patient/$export", "/fhir/$export"):
+        manifest = exporter.export(f"{path}?_type=Observation&{window}")
+
+        assert exporter.ids(manifest) == {"Observation": ["o-in-window"]}, path
+        assert manifest["deleted"] == [], path
