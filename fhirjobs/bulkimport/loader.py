@@ -44,7 +44,7 @@ from fhirstore.references import (
 )
 from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.search import find_logical_ids
-from fhirstore.storage import StoredVersion, Write, save_changed_resources
+from fhirstore.storage import Staged, StoredVersion, Write, save_changed_resources, save_staged_resources
 from fhirstore.validation import (
     NUL_ESCAPE_REFUSED,
     check_resource,
@@ -129,6 +129,11 @@ class _Parsed:
     line: SourceLine
     resource: dict
     references: list[dict]
+    rewritten: bool = False  # a reference resolved: the line's text is no longer the resource's
+
+    def text(self) -> bytes:
+        """The JSON text to store: the line itself, unless a reference in it was resolved."""
+        return orjson.dumps(self.resource) if self.rewritten or self.line.content is None else self.line.content
 
 
 def load_lines(
@@ -291,10 +296,12 @@ def _resolve_and_check(
                 target_type = targets.get(reference[len(URN_UUID) :])
                 if target_type is not None:
                     element["reference"] = f"{target_type}/{reference[len(URN_UUID) :]}"
+                    item.rewritten = True
                     checked.append(element)
                     continue
             elif is_conditional_reference(reference):
                 element["reference"] = resolve_conditional(reference)
+                item.rewritten = True
                 checked.append(element)
                 continue
             problem = reference_problem(reference, within="the import")
@@ -306,7 +313,9 @@ def _resolve_and_check(
                 warnings.append(
                     f"{line.file}:{line.number}: {resource_type}/{resource['id']}: {problem} (kept as it is)"
                 )
-        check_resource(resource, checked)
+        check_resource(
+            resource, checked, full=settings.FHIR_FULL_VALIDATION and settings.BULK_IMPORT_VALIDATION == "full"
+        )
     except _Unresolved as unresolved:
         if defer_unresolved:
             outcome.deferred.append(line)
@@ -339,11 +348,12 @@ def _unique_batches(items: Sequence[_Parsed]) -> Iterable[list[_Parsed]]:
 def _write(
     batch: list[_Parsed], outcome: ChunkOutcome, authority: WriteAuthority, recorded_as: uuid.UUID | None
 ) -> None:
-    """One transaction for the batch; when the database refuses it, one per resource to find the bad ones."""
+    """One transaction for the batch, a staged load; when the database refuses it, one per resource (the
+    single-resource path) to find the bad ones."""
     try:
         with transaction.atomic():
-            written, unchanged = save_changed_resources(
-                [Write(item.resource) for item in batch],
+            written, unchanged = save_staged_resources(
+                [Staged(item.resource, item.text()) for item in batch],
                 authority=authority,
                 index_in_database=settings.FHIR_INDEX_IN_DATABASE,
             )

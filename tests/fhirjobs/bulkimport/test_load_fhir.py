@@ -279,3 +279,58 @@ def test_a_bulk_data_export_s_manifest_and_log_are_skipped_with_a_note(tmp_path)
     assert f"skipped {tmp_path / 'manifest.json'}: a Bulk Data export manifest, not resources" in err
     assert f"skipped {tmp_path / 'log.ndjson'}: a Bulk Data client's log, not resources" in err
     assert "rejected" not in err
+
+
+@pytest.mark.parametrize(("validation", "rejected"), [("full", 1), ("structure", 0)])
+def test_bulk_import_validation_structure_skips_the_r4b_models_that_full_applies(
+    tmp_path, settings, validation, rejected
+):
+    settings.FHIR_FULL_VALIDATION = True
+    settings.BULK_IMPORT_VALIDATION = validation
+    path = tmp_path / "Patient.000.ndjson"
+    write_lines(path, patient(id="seventies", birth_date="the seventies"), patient(id="fine"))
+
+    report = load_paths([path])
+
+    assert len(report.bad) == rejected
+    assert report.counts == {"Patient": 2 - rejected}
+
+
+def test_a_staged_load_stamps_meta_in_the_database_and_keeps_the_source_s_other_meta(tmp_path):
+    path = tmp_path / "Patient.000.ndjson"
+    tagged = {"versionId": "7", "lastUpdated": "2001-01-01T00:00:00Z", "tag": [{"code": "t"}]}
+    write_lines(path, patient(id="tagged", meta=tagged), patient(id="plain"))
+
+    load_paths([path])
+
+    rows = {row.logical_id: row for row in Resource.objects.all()}
+    for row in rows.values():
+        assert row.body["meta"]["versionId"] == "1"
+        assert row.body["meta"]["lastUpdated"].startswith(row.last_updated.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert rows["tagged"].body["meta"]["tag"] == [{"code": "t"}]
+
+
+def test_a_changed_line_loaded_again_is_the_next_version_and_the_source_s_meta_alone_changes_nothing(tmp_path):
+    from fhirstore.models import ResourceVersion
+
+    path = tmp_path / "Patient.000.ndjson"
+    write_lines(path, patient(id="same"), patient(id="changes", gender="male"))
+    load_paths([path])
+    write_lines(
+        path,
+        patient(id="same", meta={"versionId": "9", "lastUpdated": "2001-01-01T00:00:00Z"}),
+        patient(id="changes", gender="female"),
+    )
+
+    report = load_paths([path])
+
+    assert report.unchanged == {"Patient": 1}
+    rows = {row.logical_id: row for row in Resource.objects.all()}
+    assert (rows["same"].version_id, rows["changes"].version_id) == (1, 2)
+    assert rows["changes"].body["meta"]["versionId"] == "2"
+    assert list(ResourceVersion.objects.values_list("resource__logical_id", "version_id", "body__gender")) == [
+        ("changes", 1, "male")
+    ]
+    assert set(TokenIndex.objects.filter(resource=rows["changes"], param="gender").values_list("code", flat=True)) == {
+        "female"
+    }
