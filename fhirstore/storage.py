@@ -290,66 +290,53 @@ class Staged:
 def _without_version_meta_sql(body: str) -> str:
     """SQL: `body` without `meta.versionId` / `meta.lastUpdated` (nor `meta`, when nothing else is in it)."""
     return (
-        f"CASE WHEN ({body}->'meta') - 'versionId' - 'lastUpdated' = '{{}}'::jsonb THEN {body} - 'meta'"
-        f" ELSE {body} #- '{{meta,versionId}}' #- '{{meta,lastUpdated}}' END"
+        f"CASE WHEN (({body})->'meta') - 'versionId' - 'lastUpdated' = '{{}}'::jsonb THEN ({body}) - 'meta'"
+        f" ELSE ({body}) #- '{{meta,versionId}}' #- '{{meta,lastUpdated}}' END"
     )
 
 
-def _with_version_meta_sql(body: str, version: str) -> str:
-    """SQL: `body` with `meta.versionId` = `version` (an SQL integer) and `meta.lastUpdated` = %(stamp)s."""
-    return (
-        f"{body} || jsonb_build_object('meta', coalesce({body}->'meta', '{{}}'::jsonb)"
-        f" || jsonb_build_object('versionId', ({version})::text, 'lastUpdated', %(stamp)s::text))"
-    )
+_UNCHANGED = (
+    "SELECT r.resource_type, r.logical_id FROM fhirstore_resource r"
+    " JOIN jsonb_array_elements(%(batch)s::jsonb) AS u(item) ON r.resource_type = u.item->>0 AND r.logical_id = u.item->>1"
+    f" WHERE NOT r.deleted AND {_without_version_meta_sql('u.item->2')} = {_without_version_meta_sql('r.body')}"
+)
+_UPDATE_STAGED = (
+    "UPDATE fhirstore_resource r SET version_id = (u.item->>1)::int, last_updated = %(now)s, deleted = false,"
+    " body = u.item->2 FROM jsonb_array_elements(%(batch)s::jsonb) AS u(item) WHERE r.id = (u.item->>0)::bigint"
+)
+# COPY's text format: a backslash is its escape; tab, newline and carriage return (JSON whitespace outside strings,
+# never raw inside them) would end a field or a row.
+_COPY_TEXT = bytes.maketrans(b"\t\n\r", b"   ")
 
 
-# The staged load of a batch, one statement: `staged` is the batch parsed once from one JSON array parameter; the
-# current rows are locked in id order (as every write locks them) and compared with it; replaced versions go to the
-# history, changed rows are updated and new ones inserted, `meta` set in SQL. A row created by someone else since
-# the lock is not among `current`: its insert is a unique violation, a conflict. One row a resource comes back:
-# (type, id, row id, version, created) — version NULL when unchanged.
-_STAGED_LOAD = f"""
-WITH staged AS MATERIALIZED (
-  SELECT e->>'resourceType' COLLATE "C" AS resource_type, e->>'id' COLLATE "C" AS logical_id, e AS body
-  FROM jsonb_array_elements(%(batch)s::jsonb) AS e),
-current AS MATERIALIZED (
-  SELECT r.id, r.resource_type, r.logical_id, r.version_id, r.last_updated, r.deleted, r.body
-  FROM fhirstore_resource r JOIN staged s USING (resource_type, logical_id) ORDER BY r.id FOR UPDATE OF r),
-compared AS MATERIALIZED (
-  SELECT s.resource_type, s.logical_id, s.body, c.id, c.version_id, c.deleted,
-         coalesce(NOT c.deleted AND {_without_version_meta_sql("c.body")} = {_without_version_meta_sql("s.body")},
-                  false) AS same
-  FROM staged s LEFT JOIN current c USING (resource_type, logical_id)),
-history AS (
-  INSERT INTO fhirstore_resourceversion (resource_id, version_id, last_updated, deleted, body)
-  SELECT c.id, c.version_id, c.last_updated, c.deleted, c.body FROM current c JOIN compared USING (id)
-  WHERE NOT compared.same),
-updated AS (
-  UPDATE fhirstore_resource r SET version_id = c.version_id + 1, last_updated = %(now)s, deleted = false,
-         body = {_with_version_meta_sql("c.body", "c.version_id + 1")}
-  FROM compared c WHERE r.id = c.id AND NOT c.same
-  RETURNING r.resource_type, r.logical_id, r.id, r.version_id, c.deleted AS created),
-inserted AS (
-  INSERT INTO fhirstore_resource (resource_type, logical_id, version_id, last_updated, deleted, body)
-  SELECT resource_type, logical_id, 1, %(now)s, false, {_with_version_meta_sql("body", "1")}
-  FROM compared WHERE id IS NULL
-  RETURNING resource_type, logical_id, id, version_id, true AS created)
-SELECT * FROM updated UNION ALL SELECT * FROM inserted
-UNION ALL SELECT resource_type, logical_id, id, NULL, false FROM compared WHERE same
-"""
+def _bound(statement: str, arguments: dict) -> list[tuple]:
+    """Run a statement whose parameter is a whole batch bound server-side: sent as it is, not quoted into the
+    statement (a client-side quoting of ~1 MB, scanned again by the server as a literal); psycopg prepares it."""
+    with connection.wrap_database_errors:
+        cursor = psycopg.Cursor(connection.connection)
+        cursor.execute(statement, arguments)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _stamped_text(item: Staged, meta: dict) -> bytes:
+    """The JSON text to store, `meta` in it: the staged text with `meta` appended when the source had none (jsonb
+    keeps one key), else the body serialized again with its `meta` completed."""
+    if "meta" in item.resource:
+        return orjson.dumps({**item.resource, "meta": meta})
+    return item.text.rstrip()[:-1] + b',"meta":' + orjson.dumps(meta) + b"}"
 
 
 def save_staged_resources(
     items: Sequence[Staged], *, authority: WriteAuthority, index_in_database: bool = False
 ) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
-    """`save_changed_resources` as a staged load: the batch's JSON texts go verbatim, as one JSON array, to one
-    set-based statement (`_STAGED_LOAD`) that moves them into the resource and history tables, in the caller's
-    transaction; then the index rows of what it wrote, as `save_changed_resources` writes them (extracted from
-    the parsed bodies and COPYed, or in PostgreSQL with `index_in_database`).
+    """`save_changed_resources` for NDJSON lines: their texts go to PostgreSQL as they came, in the caller's
+    transaction; nothing is serialized or compared in Python (a `meta` is appended to the text).
 
-    Nothing is serialized again or compared in Python. Not a staging table: COPY into a temporary one, the
-    ANALYZE its joins need and emptying it cost ~70 µs of PostgreSQL a resource, more than the whole write
-    (measured; docs/import.md). Returns the versions written and the `(type, id)`s left unchanged.
+    The rows that exist are locked in id order (as every write locks them); the unchanged ones found by one
+    statement over the texts (`meta.versionId` / `meta.lastUpdated` aside); replaced versions moved to the
+    history; the changed rows updated by one statement; the new ones COPYed verbatim. Index rows as
+    `save_changed_resources` writes them (extracted from the parsed bodies, or in PostgreSQL with
+    `index_in_database`). Returns the versions written and the `(type, id)`s left unchanged.
     """
     if not items:
         return [], set()
@@ -362,29 +349,53 @@ def save_staged_resources(
     with connection.cursor() as cursor:
         now = _transaction_start(cursor)
         stamp = format_instant(now)
-        batch = b"[" + b",".join(item.text for item in items) + b"]"
-        # Bound server-side: the batch travels as a parameter, not quoted into the statement for the server to
-        # scan again as a string literal; and the statement is prepared once per connection by psycopg.
-        with _concurrent_creation_is_a_conflict(), connection.wrap_database_errors:
-            bound = psycopg.Cursor(connection.connection)
-            bound.execute(_STAGED_LOAD, {"batch": batch.decode(), "now": now, "stamp": stamp})
-            stored = {(resource_type, logical_id): row for resource_type, logical_id, *row in bound.fetchall()}
-        replaced = [pk for pk, version_id, created in stored.values() if version_id is not None and version_id > 1]
-        if replaced:
-            _delete_index_rows(cursor, replaced)
-        results, index_items, unchanged = [], [], set()
-        for item, key in zip(items, keys):
-            pk, version_id, created = stored[key]
-            if version_id is None:
-                unchanged.add(key)
-                continue
+        existing = _lock_current_rows(cursor, keys)
+        # Types and ids are checked FHIR names and ids: nothing in them to escape in JSON or in COPY's text.
+        candidates = [
+            b'["%s","%s",%s]' % (key[0].encode(), key[1].encode(), item.text)
+            for item, key in zip(items, keys)
+            if key in existing and not existing[key][2]
+        ]
+        unchanged = set()
+        if candidates:
+            rows = _bound(_UNCHANGED, {"batch": (b"[" + b",".join(candidates) + b"]").decode()})
+            unchanged = {(resource_type, logical_id) for resource_type, logical_id in rows}
+        changed = [(item, key) for item, key in zip(items, keys) if key not in unchanged]
+        replaced = [existing[key][0] for _, key in changed if key in existing]
+        _move_to_history(cursor, replaced)
+        new_pks = iter(_allocate_pks(cursor, len(changed) - len(replaced)))
+        started = now.isoformat().encode()
+        results, index_items, updated, inserted = [], [], [], []
+        for item, key in changed:
+            current = existing.get(key)
+            version_id = current[1] + 1 if current else 1
+            pk = current[0] if current else next(new_pks)
+            meta = {**(item.resource.get("meta") or {}), "versionId": str(version_id), "lastUpdated": stamp}
+            text = _stamped_text(item, meta)
+            if current:
+                updated.append(b"[%d,%d,%s]" % (pk, version_id, text))
+            else:
+                body = text.translate(_COPY_TEXT).replace(b"\\", b"\\\\")
+                inserted.append(b"%d\t%s\t%s\t1\t%s\tf\t%s\n" % (pk, key[0].encode(), key[1].encode(), started, body))
             body = item.resource
-            body["meta"] = {**(body.get("meta") or {}), "versionId": str(version_id), "lastUpdated": stamp}
+            body["meta"] = meta
             index_items.append((pk, key[0], extract(body)))
-            results.append(StoredVersion(key[0], key[1], version_id, now, False, body, created))
-        _write_index_rows(cursor, index_items)
-        if index_in_database and index_items:
-            _insert_built_in_index_rows(cursor, [pk for pk, _, _ in index_items], registry)
+            results.append(StoredVersion(key[0], key[1], version_id, now, False, body, current is None or current[2]))
+        with _concurrent_creation_is_a_conflict():
+            if inserted:
+                with (
+                    connection.wrap_database_errors,
+                    cursor.copy(
+                        "COPY fhirstore_resource (id, resource_type, logical_id, version_id, last_updated, deleted,"
+                        " body) FROM STDIN"
+                    ) as copy,
+                ):
+                    copy.write(b"".join(inserted))
+            if updated:
+                _bound(_UPDATE_STAGED, {"batch": (b"[" + b",".join(updated) + b"]").decode(), "now": now})
+            _write_index_rows(cursor, index_items)
+            if index_in_database and index_items:
+                _insert_built_in_index_rows(cursor, [pk for pk, _, _ in index_items], registry)
     if changes_parameters:
         _sync_search_parameters(results, [pk for pk, _, _ in index_items])
     return results, unchanged

@@ -4,11 +4,14 @@ import gc
 import gzip
 import json
 import shutil
+import threading
+import time
 from collections import Counter
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection, transaction
 
 from fhirjobs.bulkimport import loader
 from fhirjobs.bulkimport.inline import load_paths
@@ -334,3 +337,57 @@ def test_a_changed_line_loaded_again_is_the_next_version_and_the_source_s_meta_a
     assert set(TokenIndex.objects.filter(resource=rows["changes"], param="gender").values_list("code", flat=True)) == {
         "female"
     }
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("live_write_first_makes", ["an update", "the resource"])
+def test_a_live_write_committed_while_a_batch_waits_for_its_row_is_kept_as_a_version(tmp_path, live_write_first_makes):
+    """Given a REST write of Patient/p holding its row (an update, or the create of a resource the import also
+    brings) when an import batch writing Patient/p arrives, then the batch waits, and once the live write commits
+    the import's version comes after it: both versions are there, none lost."""
+    from fhirstore.authority import SERVER
+    from fhirstore.models import ResourceVersion
+    from fhirstore.storage import Write, save_resources
+
+    if live_write_first_makes == "an update":
+        with transaction.atomic():
+            save_resources([Write(patient(id="p", gender="unknown"))], authority=SERVER)
+    path = tmp_path / "Patient.000.ndjson"
+    write_lines(path, patient(id="before"), patient(id="p", gender="female"), patient(id="after"))
+    written, release = threading.Event(), threading.Event()
+
+    def live_writer():
+        with transaction.atomic():
+            save_resources([Write(patient(id="p", gender="male"))], authority=SERVER)
+            written.set()
+            release.wait(120)
+        connection.close()
+
+    thread = threading.Thread(target=live_writer)
+    thread.start()
+    assert written.wait(120)
+    loading = threading.Thread(target=lambda: (load_paths([path]), connection.close()))
+    loading.start()
+    _wait_for_a_backend_waiting_on_a_lock()
+    release.set()
+    thread.join(120)
+    loading.join(120)
+
+    current = Resource.objects.get(logical_id="p")
+    history = dict(ResourceVersion.objects.filter(resource=current).values_list("version_id", "body__gender"))
+    assert current.body["gender"] == "female"
+    assert history[current.version_id - 1] == "male"
+    assert Resource.objects.filter(logical_id__in=["before", "after"]).count() == 2
+
+
+def _wait_for_a_backend_waiting_on_a_lock() -> None:
+    deadline = time.monotonic() + 120
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("no backend waited on a lock")
