@@ -312,8 +312,7 @@ _COPY_TEXT = bytes.maketrans(b"\t\n\r", b"   ")
 def _bound(statement: str, arguments: dict) -> list[tuple]:
     """Run a statement whose parameter is a whole batch bound server-side: sent as it is, not quoted into the
     statement (a client-side quoting of ~1 MB, scanned again by the server as a literal); psycopg prepares it."""
-    with connection.wrap_database_errors:
-        cursor = psycopg.Cursor(connection.connection)
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(statement, arguments)
         return cursor.fetchall() if cursor.description else []
 

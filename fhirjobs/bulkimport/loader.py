@@ -1,8 +1,9 @@
 """Loading a chunk of NDJSON lines: the work of the `load-resources` step, and of `load_fhir` inline.
 
 Each line is parsed and checked as the REST API checks a PUT (a known type, an id, sound references;
-R4B validation when FHIR_FULL_VALIDATION), its references resolved, and the good ones written in
-set-based batches through `storage.save_changed_resources` (COPY of resources and index rows; with
+R4B validation when FHIR_FULL_VALIDATION, unless BULK_IMPORT_VALIDATION=structure), its references resolved,
+and the good ones written in set-based batches through `storage.save_staged_resources` (the lines' texts as
+they came, compared and COPYed without serializing them again; index rows COPYed; with
 FHIR_INDEX_IN_DATABASE the built-in search parameters' rows extracted inside PostgreSQL instead; one short
 transaction per batch; unchanged content makes no new version). A bad line never stops the others: it
 becomes an `Issue` naming its file and line. So does a line the importer may not write (a SearchParameter,
