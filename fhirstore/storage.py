@@ -298,7 +298,7 @@ def _without_version_meta_sql(body: str) -> str:
 _UNCHANGED = (
     "SELECT r.resource_type, r.logical_id FROM fhirstore_resource r"
     " JOIN jsonb_array_elements(%(batch)s::jsonb) AS u(item) ON r.resource_type = u.item->>0 AND r.logical_id = u.item->>1"
-    f" WHERE NOT r.deleted AND {_without_version_meta_sql('u.item->2')} = {_without_version_meta_sql('r.body')}"
+    f" WHERE NOT r.deleted AND u.item->2 = {_without_version_meta_sql('r.body')}"
 )
 _UPDATE_STAGED = (
     "UPDATE fhirstore_resource r SET version_id = (u.item->>1)::int, last_updated = %(now)s, deleted = false,"
@@ -350,8 +350,14 @@ def save_staged_resources(
         stamp = format_instant(now)
         existing = _lock_current_rows(cursor, keys)
         # Types and ids are checked FHIR names and ids: nothing in them to escape in JSON or in COPY's text.
+        # A line with a `meta` of its own is compared without its version meta (serialized again: rare).
         candidates = [
-            b'["%s","%s",%s]' % (key[0].encode(), key[1].encode(), item.text)
+            b'["%s","%s",%s]'
+            % (
+                key[0].encode(),
+                key[1].encode(),
+                orjson.dumps(_without_version_meta(item.resource)) if "meta" in item.resource else item.text,
+            )
             for item, key in zip(items, keys)
             if key in existing and not existing[key][2]
         ]
