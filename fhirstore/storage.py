@@ -3,7 +3,8 @@
 `save_resources` is the one write path: a single REST create, a transaction bundle and a bulk load of
 thousands of NDJSON lines all go through it. It takes a batch, locks the existing rows in id order,
 moves their current versions into the history, and COPYs the new rows and all their index rows, so a
-batch costs a handful of statements whatever its size.
+batch costs a handful of statements whatever its size. An import's NDJSON lines take `save_staged_resources`,
+the same steps with the lines' texts sent as they came (no serializing them again in Python).
 """
 
 from __future__ import annotations
@@ -329,7 +330,8 @@ def save_staged_resources(
     items: Sequence[Staged], *, authority: WriteAuthority, index_in_database: bool = False
 ) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
     """`save_changed_resources` for NDJSON lines: their texts go to PostgreSQL as they came, in the caller's
-    transaction; nothing is serialized or compared in Python (a `meta` is appended to the text).
+    transaction; nothing is compared in Python, and only a line with a `meta` of its own is serialized again (to
+    the others a `meta` is appended as text).
 
     The rows that exist are locked in id order (as every write locks them); the unchanged ones found by one
     statement over the texts (`meta.versionId` / `meta.lastUpdated` aside); replaced versions moved to the
