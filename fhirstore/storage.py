@@ -3,8 +3,7 @@
 `save_resources` is the one write path: a single REST create, a transaction bundle and a bulk load of
 thousands of NDJSON lines all go through it. It takes a batch, locks the existing rows in id order,
 moves their current versions into the history, and COPYs the new rows and all their index rows, so a
-batch costs a handful of statements whatever its size. An import's NDJSON lines take `save_staged_resources`,
-the same steps with the lines' texts sent as they came (no serializing them again in Python).
+batch costs a handful of statements whatever its size.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import psycopg
 from django.db import IntegrityError, connection, transaction
 
 from fhirstore.authority import WriteAuthority
@@ -276,135 +274,6 @@ def save_changed_resources(
         )
     if changes_parameters:
         _sync_search_parameters(results, pks)
-    return results, unchanged
-
-
-@dataclass(frozen=True)
-class Staged:
-    """A checked resource for `save_staged_resources`: its parsed body (for the Python index extraction) and
-    its JSON text as it is to be stored (an NDJSON line itself when nothing in it was rewritten)."""
-
-    resource: dict
-    text: bytes
-
-
-def _without_version_meta_sql(body: str) -> str:
-    """SQL: `body` without `meta.versionId` / `meta.lastUpdated` (nor `meta`, when nothing else is in it)."""
-    return (
-        f"CASE WHEN (({body})->'meta') - 'versionId' - 'lastUpdated' = '{{}}'::jsonb THEN ({body}) - 'meta'"
-        f" ELSE ({body}) #- '{{meta,versionId}}' #- '{{meta,lastUpdated}}' END"
-    )
-
-
-_UNCHANGED = (
-    "SELECT r.resource_type, r.logical_id FROM fhirstore_resource r"
-    " JOIN jsonb_array_elements(%(batch)s::jsonb) AS u(item) ON r.resource_type = u.item->>0 AND r.logical_id = u.item->>1"
-    f" WHERE NOT r.deleted AND u.item->2 = {_without_version_meta_sql('r.body')}"
-)
-_UPDATE_STAGED = (
-    "UPDATE fhirstore_resource r SET version_id = (u.item->>1)::int, last_updated = %(now)s, deleted = false,"
-    " body = u.item->2 FROM jsonb_array_elements(%(batch)s::jsonb) AS u(item) WHERE r.id = (u.item->>0)::bigint"
-)
-# COPY's text format: a backslash is its escape; tab, newline and carriage return (JSON whitespace outside strings,
-# never raw inside them) would end a field or a row.
-_COPY_TEXT = bytes.maketrans(b"\t\n\r", b"   ")
-
-
-def _bound(statement: str, arguments: dict) -> list[tuple]:
-    """Run a statement whose parameter is a whole batch bound server-side: sent as it is, not quoted into the
-    statement (a client-side quoting of ~1 MB, scanned again by the server as a literal); psycopg prepares it."""
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(statement, arguments)
-        return cursor.fetchall() if cursor.description else []
-
-
-def _stamped_text(item: Staged, meta: dict) -> bytes:
-    """The JSON text to store, `meta` in it: the staged text with `meta` appended when the source had none (jsonb
-    keeps one key), else the body serialized again with its `meta` completed."""
-    if "meta" in item.resource:
-        return orjson.dumps({**item.resource, "meta": meta})
-    return item.text.rstrip()[:-1] + b',"meta":' + orjson.dumps(meta) + b"}"
-
-
-def save_staged_resources(
-    items: Sequence[Staged], *, authority: WriteAuthority, index_in_database: bool = False
-) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
-    """`save_changed_resources` for NDJSON lines: their texts go to PostgreSQL as they came, in the caller's
-    transaction; nothing is compared in Python, and only a line with a `meta` of its own is serialized again (to
-    the others a `meta` is appended as text).
-
-    The rows that exist are locked in id order (as every write locks them); the unchanged ones found by one
-    statement over the texts (`meta.versionId` / `meta.lastUpdated` aside); replaced versions moved to the
-    history; the changed rows updated by one statement; the new ones COPYed verbatim. Index rows as
-    `save_changed_resources` writes them (extracted from the parsed bodies, or in PostgreSQL with
-    `index_in_database`). Returns the versions written and the `(type, id)`s left unchanged.
-    """
-    if not items:
-        return [], set()
-    _require_transaction()
-    keys = _unique_keys([Write(item.resource) for item in items])
-    authority.check(resource_type for resource_type, _ in keys)
-    changes_parameters = any(resource_type == "SearchParameter" for resource_type, _ in keys)
-    registry = index_registry(exclusive=changes_parameters)
-    extract = registry.extract_custom if index_in_database else registry.extract
-    with connection.cursor() as cursor:
-        now = _transaction_start(cursor)
-        stamp = format_instant(now)
-        existing = _lock_current_rows(cursor, keys)
-        # Types and ids are checked FHIR names and ids: nothing in them to escape in JSON or in COPY's text.
-        # A line with a `meta` of its own is compared without its version meta (serialized again: rare).
-        candidates = [
-            b'["%s","%s",%s]'
-            % (
-                key[0].encode(),
-                key[1].encode(),
-                orjson.dumps(_without_version_meta(item.resource)) if "meta" in item.resource else item.text,
-            )
-            for item, key in zip(items, keys)
-            if key in existing and not existing[key][2]
-        ]
-        unchanged = set()
-        if candidates:
-            rows = _bound(_UNCHANGED, {"batch": (b"[" + b",".join(candidates) + b"]").decode()})
-            unchanged = {(resource_type, logical_id) for resource_type, logical_id in rows}
-        changed = [(item, key) for item, key in zip(items, keys) if key not in unchanged]
-        replaced = [existing[key][0] for _, key in changed if key in existing]
-        _move_to_history(cursor, replaced)
-        new_pks = iter(_allocate_pks(cursor, len(changed) - len(replaced)))
-        started = now.isoformat().encode()
-        results, index_items, updated, inserted = [], [], [], []
-        for item, key in changed:
-            current = existing.get(key)
-            version_id = current[1] + 1 if current else 1
-            pk = current[0] if current else next(new_pks)
-            meta = {**(item.resource.get("meta") or {}), "versionId": str(version_id), "lastUpdated": stamp}
-            text = _stamped_text(item, meta)
-            if current:
-                updated.append(b"[%d,%d,%s]" % (pk, version_id, text))
-            else:
-                body = text.translate(_COPY_TEXT).replace(b"\\", b"\\\\")
-                inserted.append(b"%d\t%s\t%s\t1\t%s\tf\t%s\n" % (pk, key[0].encode(), key[1].encode(), started, body))
-            body = item.resource
-            body["meta"] = meta
-            index_items.append((pk, key[0], extract(body)))
-            results.append(StoredVersion(key[0], key[1], version_id, now, False, body, current is None or current[2]))
-        with _concurrent_creation_is_a_conflict():
-            if inserted:
-                with (
-                    connection.wrap_database_errors,
-                    cursor.copy(
-                        "COPY fhirstore_resource (id, resource_type, logical_id, version_id, last_updated, deleted,"
-                        " body) FROM STDIN"
-                    ) as copy,
-                ):
-                    copy.write(b"".join(inserted))
-            if updated:
-                _bound(_UPDATE_STAGED, {"batch": (b"[" + b",".join(updated) + b"]").decode(), "now": now})
-            _write_index_rows(cursor, index_items)
-            if index_in_database and index_items:
-                _insert_built_in_index_rows(cursor, [pk for pk, _, _ in index_items], registry)
-    if changes_parameters:
-        _sync_search_parameters(results, [pk for pk, _, _ in index_items])
     return results, unchanged
 
 

@@ -2,12 +2,12 @@
 
 Each line is parsed and checked as the REST API checks a PUT (a known type, an id, sound references;
 R4B validation when FHIR_FULL_VALIDATION, unless BULK_IMPORT_VALIDATION=structure), its references resolved,
-and the good ones written in set-based batches through `storage.save_staged_resources` (the lines' texts as
-they came, compared and COPYed without serializing them again; index rows COPYed; with
-FHIR_INDEX_IN_DATABASE the built-in search parameters' rows extracted inside PostgreSQL instead; one short
-transaction per batch; unchanged content makes no new version). A bad line never stops the others: it
-becomes an `Issue` naming its file and line. So does a line the importer may not write (a SearchParameter,
-without the authority to manage them: `fhirstore.authority`), refused here and again by `storage`.
+and the good ones written in set-based batches through `storage.save_changed_resources` (COPY of resources
+and index rows; with FHIR_INDEX_IN_DATABASE the built-in search parameters' rows extracted inside PostgreSQL
+instead; one short transaction per batch; unchanged content makes no new version). A bad line never stops the
+others: it becomes an `Issue` naming its file and line. So does a line the importer may not write (a
+SearchParameter, without the authority to manage them: `fhirstore.authority`), refused here and again by
+`storage`.
 
 References:
 - `urn:uuid:<id>` → `Type/<id>` when the import set (its staged ids) or the store has exactly one
@@ -45,7 +45,7 @@ from fhirstore.references import (
 )
 from fhirstore.resource_types import RESOURCE_TYPES
 from fhirstore.search import find_logical_ids
-from fhirstore.storage import Staged, StoredVersion, Write, save_changed_resources, save_staged_resources
+from fhirstore.storage import StoredVersion, Write, save_changed_resources
 from fhirstore.validation import (
     NUL_ESCAPE_REFUSED,
     check_resource,
@@ -130,11 +130,6 @@ class _Parsed:
     line: SourceLine
     resource: dict
     references: list[dict]
-    rewritten: bool = False  # a reference resolved: the line's text is no longer the resource's
-
-    def text(self) -> bytes:
-        """The JSON text to store: the line itself, unless a reference in it was resolved."""
-        return orjson.dumps(self.resource) if self.rewritten or self.line.content is None else self.line.content
 
 
 def load_lines(
@@ -297,12 +292,10 @@ def _resolve_and_check(
                 target_type = targets.get(reference[len(URN_UUID) :])
                 if target_type is not None:
                     element["reference"] = f"{target_type}/{reference[len(URN_UUID) :]}"
-                    item.rewritten = True
                     checked.append(element)
                     continue
             elif is_conditional_reference(reference):
                 element["reference"] = resolve_conditional(reference)
-                item.rewritten = True
                 checked.append(element)
                 continue
             problem = reference_problem(reference, within="the import")
@@ -349,12 +342,11 @@ def _unique_batches(items: Sequence[_Parsed]) -> Iterable[list[_Parsed]]:
 def _write(
     batch: list[_Parsed], outcome: ChunkOutcome, authority: WriteAuthority, recorded_as: uuid.UUID | None
 ) -> None:
-    """One transaction for the batch, a staged load; when the database refuses it, one per resource (the
-    single-resource path) to find the bad ones."""
+    """One transaction for the batch; when the database refuses it, one per resource to find the bad ones."""
     try:
         with transaction.atomic():
-            written, unchanged = save_staged_resources(
-                [Staged(item.resource, item.text()) for item in batch],
+            written, unchanged = save_changed_resources(
+                [Write(item.resource) for item in batch],
                 authority=authority,
                 index_in_database=settings.FHIR_INDEX_IN_DATABASE,
             )

@@ -299,7 +299,7 @@ def test_bulk_import_validation_structure_skips_the_r4b_models_that_full_applies
     assert report.counts == {"Patient": 2 - rejected}
 
 
-def test_a_staged_load_stamps_meta_in_the_database_and_keeps_the_source_s_other_meta(tmp_path):
+def test_an_imported_resource_s_meta_is_its_stored_version_and_keeps_the_source_s_other_meta(tmp_path):
     path = tmp_path / "Patient.000.ndjson"
     tagged = {"versionId": "7", "lastUpdated": "2001-01-01T00:00:00Z", "tag": [{"code": "t"}]}
     write_lines(path, patient(id="tagged", meta=tagged), patient(id="plain"))
