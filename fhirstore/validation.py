@@ -55,10 +55,11 @@ def check_resource_type(resource: object, expected_type: str | None = None) -> d
     return resource
 
 
-def check_resource(resource: dict, references: list[dict] | None = None) -> None:
+def check_resource(resource: dict, references: list[dict] | None = None, *, full: bool | None = None) -> None:
     """Refuse (422) a resource that is not structurally sound, or not valid R4B when full validation is on.
 
-    `references` are its reference elements, when the caller has collected them already.
+    `references` are its reference elements, when the caller has collected them already; `full` says whether
+    to validate against the R4B models (default FHIR_FULL_VALIDATION; an import may ask for less).
     """
     problems = []
     if not is_valid_id(resource.get("id")):
@@ -69,7 +70,7 @@ def check_resource(resource: dict, references: list[dict] | None = None) -> None
         problem = reference_problem(element["reference"])
         if problem:
             problems.append(problem)
-    if not problems and settings.FHIR_FULL_VALIDATION:
+    if not problems and (settings.FHIR_FULL_VALIDATION if full is None else full):
         problems = _model_problems(resource)
     if problems:
         shown = problems[:MAX_REPORTED_PROBLEMS]

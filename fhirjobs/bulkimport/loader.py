@@ -1,12 +1,13 @@
 """Loading a chunk of NDJSON lines: the work of the `load-resources` step, and of `load_fhir` inline.
 
 Each line is parsed and checked as the REST API checks a PUT (a known type, an id, sound references;
-R4B validation when FHIR_FULL_VALIDATION), its references resolved, and the good ones written in
-set-based batches through `storage.save_changed_resources` (COPY of resources and index rows; with
-FHIR_INDEX_IN_DATABASE the built-in search parameters' rows extracted inside PostgreSQL instead; one short
-transaction per batch; unchanged content makes no new version). A bad line never stops the others: it
-becomes an `Issue` naming its file and line. So does a line the importer may not write (a SearchParameter,
-without the authority to manage them: `fhirstore.authority`), refused here and again by `storage`.
+R4B validation when FHIR_FULL_VALIDATION, unless BULK_IMPORT_VALIDATION=structure), its references resolved,
+and the good ones written in set-based batches through `storage.save_changed_resources` (COPY of resources
+and index rows; with FHIR_INDEX_IN_DATABASE the built-in search parameters' rows extracted inside PostgreSQL
+instead; one short transaction per batch; unchanged content makes no new version). A bad line never stops the
+others: it becomes an `Issue` naming its file and line. So does a line the importer may not write (a
+SearchParameter, without the authority to manage them: `fhirstore.authority`), refused here and again by
+`storage`.
 
 References:
 - `urn:uuid:<id>` → `Type/<id>` when the import set (its staged ids) or the store has exactly one
@@ -306,7 +307,9 @@ def _resolve_and_check(
                 warnings.append(
                     f"{line.file}:{line.number}: {resource_type}/{resource['id']}: {problem} (kept as it is)"
                 )
-        check_resource(resource, checked)
+        check_resource(
+            resource, checked, full=settings.FHIR_FULL_VALIDATION and settings.BULK_IMPORT_VALIDATION == "full"
+        )
     except _Unresolved as unresolved:
         if defer_unresolved:
             outcome.deferred.append(line)

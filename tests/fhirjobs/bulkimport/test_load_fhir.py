@@ -4,11 +4,14 @@ import gc
 import gzip
 import json
 import shutil
+import threading
+import time
 from collections import Counter
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection, transaction
 
 from fhirjobs.bulkimport import loader
 from fhirjobs.bulkimport.inline import load_paths
@@ -279,3 +282,112 @@ def test_a_bulk_data_export_s_manifest_and_log_are_skipped_with_a_note(tmp_path)
     assert f"skipped {tmp_path / 'manifest.json'}: a Bulk Data export manifest, not resources" in err
     assert f"skipped {tmp_path / 'log.ndjson'}: a Bulk Data client's log, not resources" in err
     assert "rejected" not in err
+
+
+@pytest.mark.parametrize(("validation", "rejected"), [("full", 1), ("structure", 0)])
+def test_bulk_import_validation_structure_skips_the_r4b_models_that_full_applies(
+    tmp_path, settings, validation, rejected
+):
+    settings.FHIR_FULL_VALIDATION = True
+    settings.BULK_IMPORT_VALIDATION = validation
+    path = tmp_path / "Patient.000.ndjson"
+    write_lines(path, patient(id="seventies", birth_date="the seventies"), patient(id="fine"))
+
+    report = load_paths([path])
+
+    assert len(report.bad) == rejected
+    assert report.counts == {"Patient": 2 - rejected}
+
+
+def test_an_imported_resource_s_meta_is_its_stored_version_and_keeps_the_source_s_other_meta(tmp_path):
+    path = tmp_path / "Patient.000.ndjson"
+    tagged = {"versionId": "7", "lastUpdated": "2001-01-01T00:00:00Z", "tag": [{"code": "t"}]}
+    write_lines(path, patient(id="tagged", meta=tagged), patient(id="plain"))
+
+    load_paths([path])
+
+    rows = {row.logical_id: row for row in Resource.objects.all()}
+    for row in rows.values():
+        assert row.body["meta"]["versionId"] == "1"
+        assert row.body["meta"]["lastUpdated"].startswith(row.last_updated.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert rows["tagged"].body["meta"]["tag"] == [{"code": "t"}]
+
+
+def test_a_changed_line_loaded_again_is_the_next_version_and_the_source_s_meta_alone_changes_nothing(tmp_path):
+    from fhirstore.models import ResourceVersion
+
+    path = tmp_path / "Patient.000.ndjson"
+    write_lines(path, patient(id="same"), patient(id="changes", gender="male"))
+    load_paths([path])
+    write_lines(
+        path,
+        patient(id="same", meta={"versionId": "9", "lastUpdated": "2001-01-01T00:00:00Z"}),
+        patient(id="changes", gender="female"),
+    )
+
+    report = load_paths([path])
+
+    assert report.unchanged == {"Patient": 1}
+    rows = {row.logical_id: row for row in Resource.objects.all()}
+    assert (rows["same"].version_id, rows["changes"].version_id) == (1, 2)
+    assert rows["changes"].body["meta"]["versionId"] == "2"
+    assert list(ResourceVersion.objects.values_list("resource__logical_id", "version_id", "body__gender")) == [
+        ("changes", 1, "male")
+    ]
+    assert set(TokenIndex.objects.filter(resource=rows["changes"], param="gender").values_list("code", flat=True)) == {
+        "female"
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("live_write_first_makes", ["an update", "the resource"])
+def test_a_live_write_committed_while_a_batch_waits_for_its_row_is_kept_as_a_version(tmp_path, live_write_first_makes):
+    """Given a REST write of Patient/p holding its row (an update, or the create of a resource the import also
+    brings) when an import batch writing Patient/p arrives, then the batch waits, and once the live write commits
+    the import's version comes after it: both versions are there, none lost."""
+    from fhirstore.authority import SERVER
+    from fhirstore.models import ResourceVersion
+    from fhirstore.storage import Write, save_resources
+
+    if live_write_first_makes == "an update":
+        with transaction.atomic():
+            save_resources([Write(patient(id="p", gender="unknown"))], authority=SERVER)
+    path = tmp_path / "Patient.000.ndjson"
+    write_lines(path, patient(id="before"), patient(id="p", gender="female"), patient(id="after"))
+    written, release = threading.Event(), threading.Event()
+
+    def live_writer():
+        with transaction.atomic():
+            save_resources([Write(patient(id="p", gender="male"))], authority=SERVER)
+            written.set()
+            release.wait(120)
+        connection.close()
+
+    thread = threading.Thread(target=live_writer)
+    thread.start()
+    assert written.wait(120)
+    loading = threading.Thread(target=lambda: (load_paths([path]), connection.close()))
+    loading.start()
+    _wait_for_a_backend_waiting_on_a_lock()
+    release.set()
+    thread.join(120)
+    loading.join(120)
+
+    current = Resource.objects.get(logical_id="p")
+    history = dict(ResourceVersion.objects.filter(resource=current).values_list("version_id", "body__gender"))
+    assert current.body["gender"] == "female"
+    assert history[current.version_id - 1] == "male"
+    assert Resource.objects.filter(logical_id__in=["before", "after"]).count() == 2
+
+
+def _wait_for_a_backend_waiting_on_a_lock() -> None:
+    deadline = time.monotonic() + 120
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("no backend waited on a lock")
