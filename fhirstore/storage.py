@@ -22,7 +22,7 @@ import orjson
 from django.db import IntegrityError, connection, transaction
 
 from fhirstore.authority import WriteAuthority
-from fhirstore.custom_params import Registry, index_extractor, index_registry, only_params, sync_search_parameters
+from fhirstore.custom_params import Registry, index_extractor, index_registry, sync_search_parameters
 from fhirstore.exceptions import (
     InvalidRequest,
     PreconditionFailed,
@@ -429,6 +429,7 @@ def reindex_resources(
     with transaction.atomic():
         registry = index_registry()
         kinds = _compared_kinds(resource_type, params, registry)
+        only = frozenset(params) if params is not None else None
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT id, version_id, body::text FROM fhirstore_resource WHERE resource_type = %s"
@@ -438,8 +439,7 @@ def reindex_resources(
             versions, rows = {}, {}
             for pk, version_id, body in cursor.fetchall():
                 versions[pk] = version_id
-                extracted = registry.extract(json.loads(body))
-                rows[pk] = only_params(extracted, keep=params) if params is not None else extracted
+                rows[pk] = registry.extract(json.loads(body), only)
             differing = {
                 pk
                 for _, _, stale, missing in _index_differences(cursor, rows, params, kinds)
@@ -548,12 +548,11 @@ def _reindex_in_database(resource_type: str, ids: Sequence[str], params: Sequenc
             kinds = _compared_kinds(resource_type, params, registry)
             if custom and (params is None or custom & set(params)):
                 cursor.execute(f"SELECT r.id, r.body::text FROM {_PAGE_BODIES} r")
-                items = []
-                for pk, body in cursor.fetchall():
-                    extracted = registry.extract_custom(json.loads(body))
-                    items.append(
-                        (pk, resource_type, only_params(extracted, keep=params) if params is not None else extracted)
-                    )
+                wanted = frozenset(params) if params is not None else None
+                items = [
+                    (pk, resource_type, registry.extract_custom(json.loads(body), wanted))
+                    for pk, body in cursor.fetchall()
+                ]
                 for kind, (model, columns) in INDEX_COLUMNS.items():
                     _copy_into(cursor, _SCRATCH[kind], ("resource_id", "resource_type", *columns), _rows(items, kind))
             insert_index_rows(

@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from fhirjobs.bulkimport.inline import load_paths
+from fhirstore import search_params
 from fhirstore.index_sql import TABLE_OF_KIND, compiled_params, insert_index_rows, python_only_params
 from fhirstore.models import Resource
 from fhirstore.search_params import REGISTRY
@@ -309,6 +310,28 @@ def test_a_reindex_of_built_in_parameters_reads_only_the_tables_of_their_kinds(i
     used = {table for query in queries for table in re.findall(r"(?:FROM|INTO) (fhirstore_\w+index)\b", query["sql"])}
     assert used == {"fhirstore_tokenindex"}  # the page's own scratch tables aside
     assert stored_rows() == before
+
+
+@pytest.mark.django_db
+def test_a_reindex_of_some_parameters_in_python_evaluates_no_other(monkeypatch):
+    store(*json.loads(json.dumps(CORNERS)))
+    evaluated = set()
+
+    def recording(add):
+        def record(rows, param, value):
+            evaluated.add(param.name)
+            add(rows, param, value)
+
+        return record
+
+    monkeypatch.setattr(search_params, "_ADD", {kind: recording(add) for kind, add in search_params._ADD.items()})
+    search_params.extractor_for.cache_clear()
+    try:
+        reindex_resources("Patient", ["corner-names", "corner-inactive"], params=["gender", "identifier"])
+    finally:
+        search_params.extractor_for.cache_clear()
+
+    assert evaluated == {"gender", "identifier"}
 
 
 @pytest.mark.django_db
