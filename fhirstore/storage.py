@@ -432,8 +432,8 @@ def reindex_resources(
         only = frozenset(params) if params is not None else None
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT id, version_id, body::text FROM fhirstore_resource WHERE resource_type = %s"
-                " AND logical_id = ANY(%s) AND NOT deleted",
+                f"SELECT id, version_id, {_read_body(resource_type, params, registry)} FROM fhirstore_resource"
+                " WHERE resource_type = %s AND logical_id = ANY(%s) AND NOT deleted",
                 [resource_type, list(ids)],
             )
             versions, rows = {}, {}
@@ -485,6 +485,25 @@ _PAGE_BODIES = (
     f"(SELECT r.id, r.resource_type, r.body FROM {_SCRATCH_PAGE} p JOIN fhirstore_resource r ON r.id = p.id"
     " WHERE NOT r.deleted)"
 )
+
+
+def _read_body(resource_type: str, params: Sequence[str] | None, registry: Registry) -> str:
+    """What a Python reindex reads of each body: all of it, or for some built-in parameters only the elements their
+    paths start with (the extraction looks nothing else up), so a one-parameter page transfers and parses a few
+    elements instead of whole bodies. A custom parameter's FHIRPath may look anywhere: the whole body."""
+    if params is None or set(params) & set(registry.by_type.get(resource_type, {})):
+        return "body::text"
+    firsts = sorted(
+        {
+            path.split(".", 1)[0]
+            for p in params_for(resource_type).values()
+            if p.stored_as is None and p.name in params
+            for path in p.paths
+        }
+        | {"resourceType"}
+    )
+    elements = ", ".join(f"'{first}', body->'{first}'" for first in firsts)  # the registry's element names
+    return f"jsonb_build_object({elements})::text"
 
 
 _KIND_OF_PARAM = {

@@ -313,6 +313,27 @@ def test_a_reindex_of_built_in_parameters_reads_only_the_tables_of_their_kinds(i
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("in_database", [True, False], ids=["sql", "python"])
+def test_a_reindex_of_parameters_with_longer_paths_rebuilds_their_rows(in_database):
+    """The Python path reads only the elements the parameters' paths start with (`name` for `name.family`)."""
+    store(*json.loads(json.dumps(CORNERS)))
+    before = stored_rows()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM fhirstore_stringindex WHERE param IN ('family', 'given')")
+        cursor.execute("DELETE FROM fhirstore_referenceindex WHERE param = 'link'")
+
+    reindex_resources(
+        "Patient",
+        [r["id"] for r in CORNERS if r["resourceType"] == "Patient"],
+        params=["family", "given", "link"],
+        in_database=in_database,
+    )
+
+    assert stored_rows() == before
+    assert {row[2] for row in before["string"]} >= {"family", "given"}
+
+
+@pytest.mark.django_db
 def test_a_reindex_of_some_parameters_in_python_evaluates_no_other(monkeypatch):
     store(*json.loads(json.dumps(CORNERS)))
     evaluated = set()
