@@ -81,7 +81,9 @@ def main() -> None:
             load_after = os.getloadavg()[0]
             idle_after = idle_latencies(stack.client, stack.patients)
         sql_seconds, sql_resources, sql_rows = sql_rebuild(bench.database_url)
-        figures = summary(idle, idle_after, spinning, run, sql_seconds, sql_resources, sql_rows)
+        figures = summary(
+            idle, idle_after, spinning, run, sql_seconds, sql_resources, sql_rows, options.search_parameter
+        )
         figures.update(
             max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS,
             index_in_database=settings.FHIR_INDEX_IN_DATABASE,
@@ -168,6 +170,7 @@ def summary(
     sql_seconds: float,
     sql_resources: int,
     sql_rows: int,
+    search_parameters: list[str],
 ) -> dict:
     rate, sql_rate = run["resources"] / run["seconds"], sql_resources / sql_seconds
     idle = idle_before + idle_after
@@ -178,7 +181,8 @@ def summary(
     )
     print("\n== summary ==")
     print(
-        f"reindex throughput  {rate:,.0f} resources/s ({run['resources']:,} resources, every parameter); "
+        f"reindex throughput  {rate:,.0f} resources/s ({run['resources']:,} resources, "
+        f"{'parameters ' + ', '.join(search_parameters) if search_parameters else 'every parameter'}); "
         f"SQL rebuild of one token parameter {sql_rate:,.0f} resources/s; reindex = {rate / sql_rate:.1%} of it"
     )
     print(
