@@ -1,8 +1,9 @@
 """Reindex: throughput against a set-based SQL rebuild of one token parameter, worker memory, API latency meanwhile.
 
 1. The store is filled with generated resources (`generate_fhir`'s bulk path) to `--resources`.
-2. A `REINDEX` of everything (no urls, every parameter, batch size 1000) runs on the standard Procfile worker
-   (`celery -A heavylift worker`, BATCH_MAX_THREADS processes), timed from the start to COMPLETED.
+2. A `REINDEX` of everything (no urls; every parameter, or those of `--search-parameter` as a SearchParameter
+   change does; batch size 1000 or `--batch-size`) runs on the standard Procfile worker (`celery -A heavylift
+   worker`, BATCH_MAX_THREADS processes), timed from the start to COMPLETED.
 3. The physical limit, in the same run on the same store: one `INSERT … SELECT` that rebuilds the
    `identifier` token rows of every resource in SQL (`jsonb_array_elements`, no Python, no chunks) into a
    copy of the token table with the same primary key — one parameter, where the reindex does all of them.
@@ -20,7 +21,7 @@ It runs in a database of its own (`<DATABASE_URL's name>_bench_reindex`), create
 the end (`--keep` keeps it, `--reuse` starts from a kept one). `--json` prints the figures as one JSON
 object on the last line.
 
-    python -m bench.bench_reindex [--resources 1000000] [--json]
+    python -m bench.bench_reindex [--resources 1000000] [--search-parameter identifier] [--batch-size N] [--json]
 """
 
 from __future__ import annotations
@@ -52,7 +53,15 @@ RSS_SAMPLE_SECONDS = 0.2
 
 
 def main() -> None:
-    options = job_bench_arguments(__doc__, resources=1_000_000).parse_args()
+    parser = job_bench_arguments(__doc__, resources=1_000_000)
+    parser.add_argument(
+        "--search-parameter",
+        action="append",
+        default=[],
+        help="reindex only this parameter's rows (a code; repeatable), as a SearchParameter change does",
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="resources per reindex page (default: the job's)")
+    options = parser.parse_args()
 
     with job_bench("reindex", options) as bench:  # this process starts the job: it goes to the bench worker's queue
         from django.conf import settings
@@ -60,21 +69,26 @@ def main() -> None:
         print_setup(
             bench,
             f"reindex chunks at once {settings.REINDEX_MAX_CONCURRENT_CHUNKS or 'all'}; "
-            f"index rows extracted in {'PostgreSQL' if settings.FHIR_INDEX_IN_DATABASE else 'Python'}",
+            f"index rows extracted in {'PostgreSQL' if settings.FHIR_INDEX_IN_DATABASE else 'Python'}; "
+            f"parameters {', '.join(options.search_parameter) or 'all'}; batch size {options.batch_size or 'default'}",
         )
         fill(options.resources - stored())
         with fhir_stack(bench.node, bench.environment, bench.workdir, username="bench-reindex") as stack:
             load_before = os.getloadavg()[0]
             idle = idle_latencies(stack.client, stack.patients)
             spinning = spinning_latencies(stack.client, stack.patients)
-            run = reindex(stack)
+            run = reindex(stack, tuple(options.search_parameter), options.batch_size)
             load_after = os.getloadavg()[0]
             idle_after = idle_latencies(stack.client, stack.patients)
         sql_seconds, sql_resources, sql_rows = sql_rebuild(bench.database_url)
-        figures = summary(idle, idle_after, spinning, run, sql_seconds, sql_resources, sql_rows)
+        figures = summary(
+            idle, idle_after, spinning, run, sql_seconds, sql_resources, sql_rows, options.search_parameter
+        )
         figures.update(
             max_concurrent_chunks=settings.REINDEX_MAX_CONCURRENT_CHUNKS,
             index_in_database=settings.FHIR_INDEX_IN_DATABASE,
+            search_parameters=options.search_parameter,
+            batch_size=options.batch_size,
             load_idle_before=round(load_before, 2),
             load_reindex=round(statistics.mean(run["loads"]), 2),
             load_idle_after=round(load_after, 2),
@@ -82,8 +96,8 @@ def main() -> None:
         print_json(options, figures)
 
 
-def reindex(stack: FhirStack) -> dict:
-    """A REINDEX of everything, with worker RSS sampled and reads timed while it runs."""
+def reindex(stack: FhirStack, search_parameters: tuple[str, ...], batch_size: int | None) -> dict:
+    """A REINDEX of everything (of these parameters' rows only, if any), worker RSS sampled and reads timed."""
     from batch import control
     from fhirjobs.reindex.parameters import ReindexRequest
     from fhirjobs.reindex.services import start_reindex
@@ -91,7 +105,7 @@ def reindex(stack: FhirStack) -> dict:
     rss_samples: list[tuple[float, int]] = []  # (seconds since start, largest worker process RSS)
     loads: list[float] = []  # 1-minute load average, sampled with the RSS
     started = time.monotonic()
-    job = start_reindex(ReindexRequest(), started_by="bench")
+    job = start_reindex(ReindexRequest(batch_size=batch_size, search_parameters=search_parameters), started_by="bench")
     with reads_meanwhile(stack.client, stack.patients) as latencies:
         while not job_ended(job.id):  # not `control.get_job` every 0.2 s: load the benchmark itself added
             largest = max((rss for _, rss in worker_rss(stack.worker).values()), default=0)
@@ -156,6 +170,7 @@ def summary(
     sql_seconds: float,
     sql_resources: int,
     sql_rows: int,
+    search_parameters: list[str],
 ) -> dict:
     rate, sql_rate = run["resources"] / run["seconds"], sql_resources / sql_seconds
     idle = idle_before + idle_after
@@ -166,7 +181,8 @@ def summary(
     )
     print("\n== summary ==")
     print(
-        f"reindex throughput  {rate:,.0f} resources/s ({run['resources']:,} resources, every parameter); "
+        f"reindex throughput  {rate:,.0f} resources/s ({run['resources']:,} resources, "
+        f"{'parameters ' + ', '.join(search_parameters) if search_parameters else 'every parameter'}); "
         f"SQL rebuild of one token parameter {sql_rate:,.0f} resources/s; reindex = {rate / sql_rate:.1%} of it"
     )
     print(

@@ -71,29 +71,35 @@ class Registry:
     by_type: dict[str, dict[str, CustomParam]]
     _compiled: dict[tuple[str, str], Callable[[dict], list]] = field(default_factory=dict)
 
-    def extract(self, resource: dict) -> IndexRows:
-        """The index rows of a resource: the built-in table's, with custom parameters replacing or adding."""
+    def extract(self, resource: dict, only: frozenset[str] | None = None) -> IndexRows:
+        """The index rows of a resource: the built-in table's, with custom parameters replacing or adding; of the
+        parameters named in `only` alone, if given (the others are not evaluated)."""
         resource_type = resource["resourceType"]
-        rows = extractor_for(resource_type)(resource)
-        custom = self._indexed(resource_type)
+        rows = extractor_for(resource_type, only)(resource)
+        custom = self._indexed(resource_type, only)
         if not custom:
             return rows
-        rows = only_params(rows, exclude={c.param.name for c in custom})
+        rows = without_params(rows, {c.param.name for c in custom})
         self._add_custom_rows(rows, resource, custom)
         return rows
 
-    def extract_custom(self, resource: dict) -> IndexRows:
-        """The index rows of a resource's custom parameters only (the built-in ones are extracted in SQL)."""
+    def extract_custom(self, resource: dict, only: frozenset[str] | None = None) -> IndexRows:
+        """The index rows of a resource's custom parameters only (the built-in ones are extracted in SQL); of those
+        named in `only` alone, if given."""
         rows = IndexRows()
-        self._add_custom_rows(rows, resource, self._indexed(resource["resourceType"]))
+        self._add_custom_rows(rows, resource, self._indexed(resource["resourceType"], only))
         return rows
 
     def replacing(self, resource_type: str) -> set[str]:
         """The codes of the custom parameters of a type that are indexed (a built-in one of that code is not)."""
         return {c.param.name for c in self._indexed(resource_type)}
 
-    def _indexed(self, resource_type: str) -> list[CustomParam]:
-        return [c for c in self.by_type.get(resource_type, {}).values() if c.expression is not None]
+    def _indexed(self, resource_type: str, only: frozenset[str] | None = None) -> list[CustomParam]:
+        return [
+            c
+            for c in self.by_type.get(resource_type, {}).values()
+            if c.expression is not None and (only is None or c.param.name in only)
+        ]
 
     def _add_custom_rows(self, rows: IndexRows, resource: dict, custom: Iterable[CustomParam]) -> None:
         resource_type = resource["resourceType"]
@@ -160,15 +166,10 @@ def index_registry(*, exclusive: bool = False) -> Registry:
     return current_registry()
 
 
-def only_params(rows: IndexRows, *, keep: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> IndexRows:
-    """The rows of some parameters only (`keep`, by index name), or of all but `exclude`."""
-    keep = set(keep) if keep is not None else None
+def without_params(rows: IndexRows, exclude: Iterable[str]) -> IndexRows:
+    """The rows of all parameters but `exclude` (by index name)."""
     exclude = set(exclude)
-
-    def wanted(row: tuple) -> bool:
-        return (keep is None or row[0] in keep) and row[0] not in exclude
-
-    return IndexRows(*({row for row in getattr(rows, kind) if wanted(row)} for kind in INDEX_KINDS))
+    return IndexRows(*({row for row in getattr(rows, kind) if row[0] not in exclude} for kind in INDEX_KINDS))
 
 
 def searchable_param(resource_type: str, name: str, warnings: list[str]) -> SearchParam | None:

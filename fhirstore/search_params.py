@@ -425,9 +425,10 @@ def extract_index_rows(resource: dict) -> IndexRows:
 
 
 @lru_cache(maxsize=None)
-def extractor_for(resource_type: str) -> Callable[[dict], IndexRows]:
-    """The extraction function of one resource type, compiled from the parameter table."""
-    stored = [p for p in params_for(resource_type).values() if p.stored_as is None]
+def extractor_for(resource_type: str, only: frozenset[str] | None = None) -> Callable[[dict], IndexRows]:
+    """The extraction function of one resource type, compiled from the parameter table; of the parameters named in
+    `only` alone, if given (a reindex of some parameters walks no other path)."""
+    stored = [p for p in params_for(resource_type).values() if p.stored_as is None and (only is None or p.name in only)]
     # (first element, the rest of the path, add, param) per path: most paths are one element, and most
     # elements are absent from a given resource, so the first lookup decides cheaply.
     steps = [

@@ -3,12 +3,15 @@
 resources, and on values chosen for the rules' corners."""
 
 import json
+import re
 from collections import Counter
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from fhirjobs.bulkimport.inline import load_paths
+from fhirstore import search_params
 from fhirstore.index_sql import TABLE_OF_KIND, compiled_params, insert_index_rows, python_only_params
 from fhirstore.models import Resource
 from fhirstore.search_params import REGISTRY
@@ -290,6 +293,83 @@ def test_a_reindex_in_the_database_of_some_parameters_touches_only_theirs():
     tokens = stored_rows()["token"]
     assert {row[2] for row in tokens if row[1] == "Patient"} == {"gender"}
     assert {row for row in tokens if row[2] == "gender"} == {row for row in python["token"] if row[2] == "gender"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("in_database", [True, False], ids=["sql", "python"])
+def test_a_reindex_of_built_in_parameters_reads_only_the_tables_of_their_kinds(in_database):
+    store(*json.loads(json.dumps(CORNERS)))
+    ids = ["corner-names", "corner-inactive", "corner-date-newline"]
+    before = stored_rows()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM fhirstore_tokenindex WHERE resource_type = 'Patient' AND param = 'gender'")
+
+    with CaptureQueriesContext(connection) as queries:
+        reindex_resources("Patient", ids, params=["gender", "identifier"], in_database=in_database)
+
+    used = {table for query in queries for table in re.findall(r"(?:FROM|INTO) (fhirstore_\w+index)\b", query["sql"])}
+    assert used == {"fhirstore_tokenindex"}  # the page's own scratch tables aside
+    assert stored_rows() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("in_database", [True, False], ids=["sql", "python"])
+def test_a_reindex_of_parameters_with_longer_paths_rebuilds_their_rows(in_database):
+    """The Python path reads only the elements the parameters' paths start with (`name` for `name.family`)."""
+    store(*json.loads(json.dumps(CORNERS)))
+    before = stored_rows()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM fhirstore_stringindex WHERE param IN ('family', 'given')")
+        cursor.execute("DELETE FROM fhirstore_referenceindex WHERE param = 'link'")
+
+    reindex_resources(
+        "Patient",
+        [r["id"] for r in CORNERS if r["resourceType"] == "Patient"],
+        params=["family", "given", "link"],
+        in_database=in_database,
+    )
+
+    assert stored_rows() == before
+    assert {row[2] for row in before["string"]} >= {"family", "given"}
+
+
+@pytest.mark.django_db
+def test_a_reindex_of_some_parameters_in_python_evaluates_no_other(monkeypatch):
+    store(*json.loads(json.dumps(CORNERS)))
+    evaluated = set()
+
+    def recording(add):
+        def record(rows, param, value):
+            evaluated.add(param.name)
+            add(rows, param, value)
+
+        return record
+
+    monkeypatch.setattr(search_params, "_ADD", {kind: recording(add) for kind, add in search_params._ADD.items()})
+    search_params.extractor_for.cache_clear()
+    try:
+        reindex_resources("Patient", ["corner-names", "corner-inactive"], params=["gender", "identifier"])
+    finally:
+        search_params.extractor_for.cache_clear()
+
+    assert evaluated == {"gender", "identifier"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("in_database", [True, False], ids=["sql", "python"])
+def test_a_reindex_of_a_code_no_parameter_has_any_more_clears_its_rows_from_every_table(in_database):
+    """A deleted custom parameter's rows, of whatever kind: its code is no built-in parameter's."""
+    store(*json.loads(json.dumps(CORNERS)))
+    pk = Resource.objects.get(logical_id="corner-names").pk
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO fhirstore_dateindex VALUES ('Patient', 'gone', '2020-01-01', '2020-01-02', %s)", [pk]
+        )
+        cursor.execute("INSERT INTO fhirstore_tokenindex VALUES ('Patient', 'gone', '', 'x', %s)", [pk])
+
+    reindex_resources("Patient", ["corner-names"], params=["gone"], in_database=in_database)
+
+    assert not [row for rows in stored_rows().values() for row in rows if row[2] == "gone"]
 
 
 @pytest.mark.django_db
