@@ -408,7 +408,6 @@ def compartment_members(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    deleted_after_until: bool = False,
 ) -> dict[str, list[Member]]:
     """Per type of `filters_by_type` (Patient aside), a `Member` for every resource of the type in the compartment
     of each of `patient_ids` that is current (at `until`), changed at or after `since` and matches any of the
@@ -417,7 +416,7 @@ def compartment_members(
 
     The compartment is that of `compartment_ids_page`. One query finds the compartments' reference rows of every
     type at once (most types have none for a page of patients), then one per type present checks the resources.
-    `deleted_after_until` adds those deleted since `until` that were in the compartments then (one more query,
+    With `until`, those deleted since that were in the compartments then are added (one more query,
     `compartment_members_deleted_after`), for the types without filters: a deleted resource has no index rows
     left to match a filter against.
     """
@@ -444,7 +443,7 @@ def compartment_members(
         )  # the row ids as one text: a parameter each costs more
         if chosen := sorted(Member(patient_id, kept[row_id], row_id) for patient_id, row_id in pairs if row_id in kept):
             members[resource_type] = chosen
-    if deleted_after_until and until is not None:
+    if until is not None:
         unfiltered = [t for t, filters in filters_by_type.items() if t != "Patient" and not filters]
         deleted = compartment_members_deleted_after(unfiltered, patient_ids, since=since, until=until)
         for resource_type, type_members in deleted.items():  # none of them has index rows: no member twice
@@ -511,8 +510,8 @@ def compartment_members_deleted_after(
     The compartments of a store read as of `until` are otherwise judged by the current index rows, and a deletion
     removes a resource's rows: such a resource is judged by its version of `until` instead (`_compartments_of`).
     One query for all the types, an index range scan of the rows changed after `until` that reads the version of
-    the deleted ones from the history; the bodies are parsed here. Its cost grows with the deletions since
-    `until`, which is why only an export of an older store (`_until`) asks for it.
+    the deleted ones from the history; the bodies are parsed here. Its cost grows with the rows changed since
+    `until` (each one's heap row is read to see whether it is deleted) and the deletions among them.
     """
     params = {t: set(patient_compartment_params(t)) for t in resource_types}
     params = {t: p for t, p in params.items() if p or t == "Patient"}

@@ -380,12 +380,6 @@ class ExportJob:
             return transaction_time
         return min(transaction_time, self.requested_until)
 
-    @property
-    def reads_older_store(self) -> bool:
-        """`_until` is before transactionTime: the compartments of then held resources deleted since, which the
-        index rows no longer show (see `scan.compartment_members_deleted_after`)."""
-        return self.until < datetime.fromisoformat(self.transaction_time)
-
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> ExportJob:
         since, until = parameters.get("since"), parameters.get("until")

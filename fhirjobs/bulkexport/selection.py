@@ -54,15 +54,14 @@ def id_pages(
     until: datetime,
     filters: Sequence[Q],
     page_size: int,
-    deleted_after_until: bool = False,
 ) -> Iterator[list[str]]:
     """The ids to export of one type as the store was at `until`, page by page in id order; `patients` are the
     listed patients or members.
 
     A selection judged by index rows (compartments, `_typeFilter`) is paged by the fixed id ranges of
     `pages_within_ranges`; every resource of the type is taken by a keyset walk, which nothing later changes.
-    `deleted_after_until` adds to an unfiltered compartment walk the resources deleted since `until` that were in
-    the compartments then: their index rows are gone (`scan.compartment_members_deleted_after`).
+    An unfiltered compartment walk also takes the resources deleted since `until` that were in the compartments
+    then: their index rows are gone (`scan.compartment_members_deleted_after`).
     """
     if level is Level.GROUP and not patients:
         return iter(())  # a Group without members
@@ -75,7 +74,7 @@ def id_pages(
         resource_type, level=level, patients=patients, since=since, until=until, filters=filters
     )
     ids = _streamed_ids(resources, page_size)
-    if deleted_after_until and in_compartments and not filters:
+    if in_compartments and not filters:
         deleted = compartment_members_deleted_after([resource_type], patients or None, since=since, until=until)
         ids = _union_in_order(ids, sorted({member.logical_id for member in deleted.get(resource_type, [])}))
     return pages_within_ranges(resource_type, ids, since=since, until=until, page_size=page_size)

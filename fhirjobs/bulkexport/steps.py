@@ -119,7 +119,6 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
             until=job.until,
             filters=filters,
             page_size=job.chunk_size,
-            deleted_after_until=job.reads_older_store,
         )
         for ids in pages:
             sink.accept({"type": resource_type, "ids_zlib": pack("\n".join(ids))})
@@ -372,13 +371,11 @@ def patient_blocks_ndjson(job: ExportJob, patient_ids: Sequence[str]) -> tuple[i
     resource in several compartments is in each of their blocks (the IG allows it). A patient with nothing
     to export has no block. A few queries for all the patients of the file: one for their compartments'
     reference rows, two per type present (which of those resources the export takes, their bodies by row id),
-    and with an `_until` before transactionTime one for the resources deleted since that were in the blocks then.
+    and one for the resources deleted since `until` (transactionTime or `_until`) that were in the blocks then.
     """
     blocks: dict[str, list[str]] = {patient_id: [] for patient_id in patient_ids}
     filters = {resource_type: type_filters_for(resource_type, job.type_filters) for resource_type in job.types}
-    members = compartment_members(
-        patient_ids, filters, since=job.since, until=job.until, deleted_after_until=job.reads_older_store
-    )
+    members = compartment_members(patient_ids, filters, since=job.since, until=job.until)
     if "Patient" in job.types:  # the Patient first in its block
         selected = current_resources("Patient", since=job.since, until=job.until, filters=filters["Patient"])
         members = {

@@ -49,6 +49,58 @@ def test_an_export_holds_the_store_as_it_was_at_its_transaction_time(exporter):
     assert "gender" not in next(resource for resource in downloaded["Patient"] if resource["id"] == "p1")
 
 
+def store_a_group_then_kick_off(exporter, path: str) -> str:
+    """A Group of p1 and p2 and Observations of p1; after the kick-off (the job still waiting for a worker), one
+    Observation deleted, another moved to p2 then deleted: their index rows are gone when the walk reads them."""
+    store(patient("p1"), patient("p2"))
+    store(
+        {
+            "resourceType": "Group",
+            "id": "g1",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": "Patient/p1"}}, {"entity": {"reference": "Patient/p2"}}],
+        },
+        observation("o-kept", "p1"),
+        observation("o-deleted", "p1"),
+        observation("o-moved", "p1"),
+    )
+    status_url = kick_off(exporter, path)
+    later = datetime.fromisoformat(_transaction_time(status_url)) + timedelta(seconds=1)
+    store(observation("o-moved", "p2"), at=later)
+    with transaction.atomic():
+        delete_resource("Observation", "o-deleted", now=later, authority=SERVER)
+        delete_resource("Observation", "o-moved", now=later + timedelta(seconds=1), authority=SERVER)
+    return status_url
+
+
+@pytest.mark.parametrize("path", ["/fhir/$export", "/fhir/Patient/$export", "/fhir/Group/g1/$export"])
+def test_a_resource_deleted_after_the_kick_off_is_exported_in_its_version_of_then_at_every_level(exporter, path):
+    status_url = store_a_group_then_kick_off(exporter, f"{path}?_type=Patient,Observation")
+
+    downloaded = exporter.download(exporter.finish(status_url))
+
+    assert sorted(resource["id"] for resource in downloaded["Patient"]) == ["p1", "p2"]
+    assert {
+        resource["id"]: (resource["meta"]["versionId"], resource["subject"]["reference"])
+        for resource in downloaded["Observation"]
+    } == {"o-kept": ("1", "Patient/p1"), "o-deleted": ("1", "Patient/p1"), "o-moved": ("1", "Patient/p1")}
+
+
+@pytest.mark.parametrize("path", ["/fhir/$export", "/fhir/Patient/$export", "/fhir/Group/g1/$export"])
+def test_blocks_hold_a_resource_deleted_after_the_kick_off_in_its_compartment_of_then(exporter, path):
+    status_url = store_a_group_then_kick_off(exporter, f"{path}?organizeOutputBy=Patient&_type=Patient,Observation")
+
+    [file] = exporter.finish(status_url)["output"]
+
+    lines = [json.loads(line) for line in b"".join(exporter.fhir.get(file["url"]).streaming_content).splitlines()]
+    assert [
+        f"{line['resourceType']}/{line['id']}/{line['meta']['versionId']}"
+        for line in lines
+        if line["resourceType"] != "Parameters"
+    ] == ["Patient/p1/1", "Observation/o-deleted/1", "Observation/o-kept/1", "Observation/o-moved/1", "Patient/p2/1"]
+
+
 def test_a_since_export_lists_what_was_deleted_since_as_transaction_bundles(exporter):
     store(patient("kept"), patient("gone"), patient("old-gone"))
     delete("Patient", "old-gone")
