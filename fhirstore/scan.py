@@ -577,8 +577,21 @@ def group_patient_ids(group_id: str) -> list[str]:
         raise ResourceNotFound(f"Group/{group_id} is not known")
     if row[0]:
         raise ResourceGone(f"Group/{group_id} was deleted")
+    return _member_patients(row[1])
+
+
+def group_patient_ids_at(group_id: str, until: datetime) -> list[str]:
+    """The ids of the Patients a Group listed in `member.entity` at `until`, sorted: its version of then (one
+    read, from the history when it changed or was deleted since, as `bodies_json_by_id` reads any resource);
+    none when it did not exist then. A reader of the store as of `until` takes the members of then: one added
+    since is not among them, one removed or a Group deleted since still is."""
+    bodies = bodies_json_by_id("Group", [group_id], until=until)
+    return _member_patients(json.loads(bodies[0][1])) if bodies else []
+
+
+def _member_patients(group: dict) -> list[str]:
     patients = set()
-    for member in row[1].get("member", []):
+    for member in group.get("member", []):
         target = parse_relative_reference(((member or {}).get("entity") or {}).get("reference", ""))
         if target and target[0] == "Patient":
             patients.add(target[1])

@@ -451,6 +451,7 @@ def walks_row_ranges(request: ExportRequest) -> bool:
     return share_of_rows(request.types) >= ROW_RANGES_MIN_SHARE
 
 
-def read_types(types: Iterable[str], associated_data: str | None) -> list[str]:
-    """The types an export reads from the store: its `_type`s, and Provenance when it adds associated data."""
-    return sorted({*types, *(["Provenance"] if associated_data else [])})
+def read_types(level: Level, types: Iterable[str], associated_data: str | None) -> list[str]:
+    """The types an export reads from the store: its `_type`s, Provenance when it adds associated data, and Group
+    at group level (the Group's members are read as of transactionTime, from its history once it changed)."""
+    return sorted({*types, *(["Provenance"] if associated_data else []), *(["Group"] if level is Level.GROUP else [])})

@@ -69,7 +69,7 @@ def kick_off(user: AbstractBaseUser, request: ExportRequest, *, base_url: str, r
         # snapshot hold keeps expunges off the types it reads until it ends (`fhirstore.snapshots`): a resource
         # that existed then cannot vanish with its history before the export has read it.
         export_id = uuid.uuid4()
-        now = hold_snapshot(export_id, read_types(request.types, request.associated_data))
+        now = hold_snapshot(export_id, read_types(request.level, request.types, request.associated_data))
         job = control.start_job(
             BULK_EXPORT_JOB,
             job_parameters(

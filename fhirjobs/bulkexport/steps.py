@@ -39,7 +39,6 @@ from fhirjobs.bulkexport.models import BulkExport, ExportFile
 from fhirjobs.bulkexport.parameters import ALWAYS_KEPT_ELEMENTS, ExportJob, Level, read_types
 from fhirjobs.bulkexport.selection import associated_provenance_pages, id_pages, type_filters_for
 from fhirjobs.common.chunks import pack, unpack
-from fhirstore.exceptions import FhirStoreError
 from fhirstore.scan import (
     Member,
     bodies_json_by_row_id,
@@ -47,7 +46,7 @@ from fhirstore.scan import (
     current_bodies_json,
     current_resources,
     deleted_in_compartments,
-    group_patient_ids,
+    group_patient_ids_at,
     iter_deleted_id_pages,
     iter_resource_id_pages,
     iter_resource_id_ranges,
@@ -81,12 +80,8 @@ def fetch_resources(context: StepContext, sink: DataSink) -> int:
     _check_own_export(job.export_id, context.instance_id)
     keep_snapshot(job)
     patients = job.patients
-    if job.level is Level.GROUP:
-        try:
-            patients = tuple(group_patient_ids(job.group_id))
-        except FhirStoreError as error:
-            BulkExport.objects.filter(id=job.export_id).update(failure=error.message)
-            raise JobFailed(error.message) from None
+    if job.level is Level.GROUP:  # read once: every page and file of blocks gets them from this walk
+        patients = tuple(group_patient_ids_at(job.group_id, job.until))
     if job.row_ranges:
         # Row ranges per fetch chunk (`pages_per_chunk`), which `expand` splits into one write chunk each: a chunk
         # costs the engine a claim and a completion per step, most of the pass-through step's time, and the gate
@@ -179,7 +174,9 @@ def hold_again(restarted: RestartedJob) -> None:
     job = ExportJob.from_parameters(restarted.parameters)
     with transaction.atomic():
         hold_snapshot_again(
-            job.export_id, read_types(job.types, job.associated_data), datetime.fromisoformat(job.transaction_time)
+            job.export_id,
+            read_types(job.level, job.types, job.associated_data),
+            datetime.fromisoformat(job.transaction_time),
         )
 
 

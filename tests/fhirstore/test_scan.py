@@ -17,6 +17,7 @@ from fhirstore.scan import (
     current_bodies,
     current_bodies_json,
     group_patient_ids,
+    group_patient_ids_at,
     iter_resource_id_pages,
     missing_ids,
     resource_ids_page,
@@ -190,3 +191,20 @@ def test_bodies_by_row_id_as_of_until_are_the_versions_of_then():
         "new": "final",
     }
     assert set(now) == {rows["changed"], rows["new"]}, "keyed by row id"
+
+
+def test_a_groups_members_as_of_until_are_those_of_its_version_of_then():
+    then = datetime(2024, 5, 1, tzinfo=timezone.utc)
+
+    def group(logical_id: str, *members: str) -> dict:
+        entities = [{"entity": {"reference": f"Patient/{member}"}} for member in members]
+        return {"resourceType": "Group", "id": logical_id, "type": "person", "actual": True, "member": entities}
+
+    store(group("changed", "p1", "p2"), group("gone", "p3"), group("kept", "p4"), at=then)
+    store(group("changed", "p2", "p5"), group("new", "p6"), at=then + timedelta(days=1))
+    delete("Group", "gone")
+
+    assert {
+        logical_id: group_patient_ids_at(logical_id, then) for logical_id in ("changed", "gone", "kept", "new")
+    } == {"changed": ["p1", "p2"], "gone": ["p3"], "kept": ["p4"], "new": []}
+    assert group_patient_ids_at("changed", then + timedelta(days=2)) == ["p2", "p5"]

@@ -39,6 +39,14 @@ def test_the_kick_off_holds_the_types_it_reads_as_of_its_transaction_time_until_
     assert not SnapshotHold.objects.exists()
 
 
+def test_a_group_export_holds_the_group_too_whose_members_it_reads_as_of_its_transaction_time(exporter):
+    """An expunge of the Group's superseded versions would leave it no version of then: no members."""
+    store({"resourceType": "Group", "id": "g1", "type": "person", "actual": True})
+    exporter.kick_off("/fhir/Group/g1/$export?_type=Observation")
+
+    assert SnapshotHold.objects.get().resource_types == ["Group", "Observation"]
+
+
 def test_a_cancelled_export_releases_its_hold(exporter):
     status_url = exporter.kick_off("/fhir/$export?_type=Patient")["Content-Location"]
     exporter.fhir.delete(status_url)

@@ -459,3 +459,53 @@ def _chunk_ids(chunk: dict) -> list[str]:
 
     text = unpack(chunk["ids_zlib"]).decode()
     return text.split("\n") if text else []
+
+
+def group(*members: str) -> dict:
+    return {
+        "resourceType": "Group",
+        "id": "g1",
+        "type": "person",
+        "actual": True,
+        "member": [{"entity": {"reference": f"Patient/{member}"}} for member in members],
+    }
+
+
+def store_members_then_kick_off(exporter, query: str) -> tuple[str, datetime]:
+    """A Group of p1 and p2 (p3 stored beside it), an Observation of each; the kick-off of a Group export, the job
+    still waiting for a worker; and an instant after it."""
+    store(patient("p1"), patient("p2"), patient("p3"))
+    store(group("p1", "p2"), observation("o1", "p1"), observation("o2", "p2"), observation("o3", "p3"))
+    status_url = kick_off(exporter, f"/fhir/Group/g1/$export?_type=Patient,Observation{query}")
+    return status_url, datetime.fromisoformat(_transaction_time(status_url)) + timedelta(seconds=1)
+
+
+def exported_ids(exporter, manifest: dict) -> list[str]:
+    """`Type/id` of every exported resource, whatever the files (by type, or of Patient blocks)."""
+    return sorted(
+        f"{resource['resourceType']}/{resource['id']}"
+        for file in manifest["output"]
+        for line in b"".join(exporter.fhir.get(file["url"]).streaming_content).splitlines()
+        if (resource := json.loads(line))["resourceType"] != "Parameters"
+    )
+
+
+AS_OF_KICK_OFF = ["Observation/o1", "Observation/o2", "Patient/p1", "Patient/p2"]
+
+
+@pytest.mark.parametrize("query", ["", "&organizeOutputBy=Patient"], ids=["by type", "organized by Patient"])
+def test_a_group_export_takes_the_members_the_group_had_at_the_kick_off(exporter, query):
+    status_url, later = store_members_then_kick_off(exporter, query)
+    store(group("p1", "p3"), at=later)  # p2 removed, p3 added
+
+    assert exported_ids(exporter, exporter.finish(status_url)) == AS_OF_KICK_OFF
+
+
+@pytest.mark.parametrize("query", ["", "&organizeOutputBy=Patient"], ids=["by type", "organized by Patient"])
+def test_a_group_deleted_after_the_kick_off_is_exported_with_its_members_of_then_and_refused_after(exporter, query):
+    status_url, later = store_members_then_kick_off(exporter, query)
+    with transaction.atomic():
+        delete_resource("Group", "g1", now=later, authority=SERVER)
+
+    assert exporter.kick_off("/fhir/Group/g1/$export").status_code == 410, "gone at this kick-off"
+    assert exported_ids(exporter, exporter.finish(status_url)) == AS_OF_KICK_OFF

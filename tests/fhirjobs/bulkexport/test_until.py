@@ -228,3 +228,20 @@ def test_with_since_a_resource_deleted_after_until_is_exported_when_its_version_
 
         assert exporter.ids(manifest) == {"Observation": ["o-in-window"]}, path
         assert manifest["deleted"] == [], path
+
+
+@pytest.mark.parametrize("query", ["", "&organizeOutputBy=Patient"], ids=["by type", "organized by Patient"])
+def test_a_group_export_takes_the_members_the_group_had_at_until(exporter, query):
+    store(patient("p1"), patient("p2"), observation("o1", "p1"), observation("o2", "p2"), at=EARLY)
+    group = {"resourceType": "Group", "id": "g1", "type": "person", "actual": True}
+    store({**group, "member": [{"entity": {"reference": "Patient/p1"}}]}, at=EARLY)
+    store({**group, "member": [{"entity": {"reference": "Patient/p2"}}]}, at=UNTIL + timedelta(seconds=1))
+
+    manifest = exporter.export(f"/fhir/Group/g1/$export?_type=Patient,Observation&_until={UNTIL_TEXT}{query}")
+
+    assert sorted(
+        f"{resource['resourceType']}/{resource['id']}"
+        for file in manifest["output"]
+        for line in b"".join(exporter.fhir.get(file["url"]).streaming_content).splitlines()
+        if (resource := json.loads(line))["resourceType"] != "Parameters"
+    ) == ["Observation/o1", "Patient/p1"]
