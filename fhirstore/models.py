@@ -38,6 +38,13 @@ class Resource(models.Model):
         indexes = [
             # `_lastUpdated` searches and sorting, and `_since` when few resources changed.
             models.Index(fields=["resource_type", "last_updated"], name="fhir_resource_type_updated"),
+            # The deletions since a time: an export's check of what was deleted after `until`, and its `deleted`
+            # list with `_since`. Without it those read every row changed since then to find the few deleted.
+            models.Index(
+                fields=["resource_type", "last_updated"],
+                condition=models.Q(deleted=True),
+                name="fhir_resource_deleted_updated",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -509,9 +509,9 @@ def compartment_members_deleted_after(
 
     The compartments of a store read as of `until` are otherwise judged by the current index rows, and a deletion
     removes a resource's rows: such a resource is judged by its version of `until` instead (`_compartments_of`).
-    One query for all the types, an index range scan of the rows changed after `until` that reads the version of
-    the deleted ones from the history; the bodies are parsed here. Its cost grows with the rows changed since
-    `until` (each one's heap row is read to see whether it is deleted) and the deletions among them.
+    One query for all the types, a range scan of the partial index of deleted rows (`fhir_resource_deleted_updated`)
+    from `until` on, that reads their version of then from the history; the bodies are parsed here. Its cost grows
+    with the deletions since `until`, not with the other rows changed since.
     """
     params = {t: set(patient_compartment_params(t)) for t in resource_types}
     params = {t: p for t, p in params.items() if p or t == "Patient"}
@@ -529,8 +529,8 @@ def compartment_members_deleted_after(
     return {resource_type: sorted(members[resource_type]) for resource_type in sorted(members)}
 
 
-# Deleted now, changed after `until` (the (resource_type, last_updated) index), and current at `until` in the
-# latest version up to then, changed at or after `since`.
+# Deleted now, changed after `until` (the partial (resource_type, last_updated) WHERE deleted index), and current
+# at `until` in the latest version up to then, changed at or after `since`.
 DELETED_AFTER_BODIES_SQL = """
 SELECT r.resource_type, r.id, r.logical_id, old.body::text
 FROM fhirstore_resource r
