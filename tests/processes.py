@@ -227,6 +227,16 @@ def wait_until_ready(worker: Process) -> None:
     worker.wait_for_output(" ready.", timeout=STARTUP_TIMEOUT)
 
 
+def gunicorn(port: int, env: dict[str, str], *options: str, name: str = "web") -> Process:
+    """`gunicorn heavylift.wsgi` on 127.0.0.1:`port` with these options; wait with `wait_until_serving`."""
+    argv = [sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", *options]
+    return Process(argv, env=env, name=name)
+
+
+def wait_until_serving(web: Process, timeout: float = 60) -> None:
+    web.wait_for_output("Booting worker", timeout=timeout)
+
+
 def celery_beat(env: dict[str, str], name: str = "beat") -> Process:
     """`celery beat` with the project's scheduler (CELERY_BEAT_SCHEDULER); wait with `wait_until_beating`."""
     return Process(
