@@ -327,3 +327,18 @@ def locked_by_another_transaction(statement: str) -> Iterator[None]:
         holder.execute(statement)
         yield
         holder.rollback()
+
+
+def wait_for_a_backend_waiting_on_a_lock(timeout: float = 120) -> None:
+    """Return once a session of the test database waits for a lock: the second of two racing writers is
+    queued behind the first, so the test may now let the first one go."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"no backend waited on a lock within {timeout} s")
