@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from fhirstore.resource_types import RESOURCE_TYPES
-from fhirstore.search_params import INDEXED_TEXT_LENGTH, REGISTRY, SearchParam, normalize_string
+from fhirstore.search_params import INDEXED_TEXT_LENGTH, REGISTRY, STRING_PARTS, SearchParam, normalize_string
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +42,6 @@ TABLE_OF_KIND = {
     "date": "fhirstore_dateindex",
     "reference": "fhirstore_referenceindex",
 }
-_STRING_PARTS = (
-    "text",
-    "family",
-    "given",
-    "prefix",
-    "suffix",
-    "line",
-    "city",
-    "district",
-    "state",
-    "postalCode",
-    "country",
-)  # as `search_params._STRING_PARTS`
 
 
 @dataclass(frozen=True)
@@ -176,7 +163,7 @@ _STRINGS = (
     "SELECT DISTINCT id, resource_type, param, x #>> '{{}}' AS text FROM ("
     " SELECT id, resource_type, param, jsonb_path_query(CASE jsonb_typeof(item) WHEN 'string' THEN"
     "  jsonb_build_array(item) WHEN 'object' THEN jsonb_build_array("
-    + ", ".join(f"item->{_literal(part)}" for part in _STRING_PARTS)
+    + ", ".join(f"item->{_literal(part)}" for part in STRING_PARTS)
     + ") END, 'lax $[*][*]') AS x FROM found_values WHERE kind = 2) parts"
     " WHERE jsonb_typeof(x) = 'string' AND x <> '\"\"'"
 )

@@ -510,7 +510,7 @@ def _tokens(value: object) -> Iterator[tuple[str, str]]:
             yield str(value.get("system", "")), value["value"]
 
 
-_STRING_PARTS = (
+STRING_PARTS = (  # the string elements of a HumanName or Address a string parameter indexes (SQL too: index_sql)
     "text",
     "family",
     "given",
@@ -529,7 +529,7 @@ def _strings(value: object) -> Iterator[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):  # HumanName, Address
-        for key in _STRING_PARTS:
+        for key in STRING_PARTS:
             part = value.get(key)
             for text in part if isinstance(part, list) else [part]:
                 if isinstance(text, str):

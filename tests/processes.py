@@ -227,6 +227,16 @@ def wait_until_ready(worker: Process) -> None:
     worker.wait_for_output(" ready.", timeout=STARTUP_TIMEOUT)
 
 
+def gunicorn(port: int, env: dict[str, str], *options: str, name: str = "web") -> Process:
+    """`gunicorn heavylift.wsgi` on 127.0.0.1:`port` with these options; wait with `wait_until_serving`."""
+    argv = [sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", *options]
+    return Process(argv, env=env, name=name)
+
+
+def wait_until_serving(web: Process, timeout: float = 60) -> None:
+    web.wait_for_output("Booting worker", timeout=timeout)
+
+
 def celery_beat(env: dict[str, str], name: str = "beat") -> Process:
     """`celery beat` with the project's scheduler (CELERY_BEAT_SCHEDULER); wait with `wait_until_beating`."""
     return Process(
@@ -317,3 +327,18 @@ def locked_by_another_transaction(statement: str) -> Iterator[None]:
         holder.execute(statement)
         yield
         holder.rollback()
+
+
+def wait_for_a_backend_waiting_on_a_lock(timeout: float = 120) -> None:
+    """Return once a session of the test database waits for a lock: the second of two racing writers is
+    queued behind the first, so the test may now let the first one go."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"no backend waited on a lock within {timeout} s")

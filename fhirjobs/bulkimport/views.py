@@ -32,7 +32,15 @@ from fhirjobs.bulkimport.services import (
     report_outcome,
 )
 from fhirjobs.bulkimport.submission import owned_submission, submission_status, submit
-from fhirjobs.common.http import informational, preferences, require_async, status_job_id, still_running
+from fhirjobs.common.http import (
+    informational,
+    kicked_off,
+    preferences,
+    require_async,
+    status_job_id,
+    status_url,
+    still_running,
+)
 from fhirjobs.common.status import State
 from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body, write_authority
 from jobsite.auth import TokenHasScope
@@ -65,10 +73,8 @@ class ImportKickOffView(BulkImportView):
             base_url=base_url(request),
             request_url=request.build_absolute_uri(),
         )
-        return informational(
-            "The import has started; poll its status URL",
-            status=202,
-            headers={"Content-Location": f"{base_url(request)}/$import-poll-status?_jobId={started.id}"},
+        return kicked_off(
+            "The import has started; poll its status URL", status_url(request, "import-poll-status", started.id)
         )
 
 
@@ -117,10 +123,9 @@ class BulkSubmitStatusView(BulkSubmitView):
         submitter, submission_id = parse_submission_key(read_json_body(request))
         submission = owned_submission(request.user, submitter=submitter, submission_id=submission_id)
         if "respond-async" in preferences(request):
-            return informational(
+            return kicked_off(
                 f"Poll the status of submission {submission_id}",
-                status=202,
-                headers={"Content-Location": f"{base_url(request)}/$bulk-submit-poll-status?_jobId={submission.id}"},
+                status_url(request, "bulk-submit-poll-status", submission.id),
             )
         return _status_response(submission)
 

@@ -7,21 +7,15 @@ from typing import Any
 
 from batch.api import JobDefinition, JobDefinitionBuilder
 from fhirjobs.bulkpatch.steps import patch, report
-from fhirjobs.common.ranges import generate_ranges, load_ids, url_problems
+from fhirjobs.common.ranges import changed_url_problems, generate_ranges, load_ids
 from fhirstore.exceptions import InvalidRequest
 from fhirstore.fhirpatch import parse_patch
 
 BULK_PATCH_JOB = "BULK_PATCH"  # the definition id: stored in every job row, never changes
-NOT_PATCHED = ("SearchParameter",)  # their rows drive the index: change them through the REST API
 
 
 def _problems(parameters: Mapping[str, Any]) -> Iterable[str]:
-    if not parameters["urls"]:
-        yield "at least one url (Type?search) is needed: what to patch"
-    for url in parameters["urls"]:
-        if url.partition("?")[0] in NOT_PATCHED:
-            yield f"url {url!r}: {url.partition('?')[0]} resources cannot be bulk-patched"
-    yield from url_problems(parameters)
+    yield from changed_url_problems(parameters, what="patch", done="bulk-patched")
     try:
         parse_patch(parameters["patch"])
     except InvalidRequest as error:

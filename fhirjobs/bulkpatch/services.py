@@ -9,13 +9,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.core.exceptions import ValidationError
-
 from batch import control
 from batch.control import InvalidParameters, JobNotFound, JobSnapshot
 from fhirjobs.bulkpatch.definition import BULK_PATCH_JOB
 from fhirjobs.bulkpatch.exceptions import BulkPatchFailed, BulkPatchNotFound, InvalidBulkPatchRequest
-from fhirjobs.common.status import State, operation_status
+from fhirjobs.common.status import State, operation_status, owned_job
 
 BULK_PATCH_PERMISSION = "bulkpatch.bulk_patch"
 
@@ -35,7 +33,7 @@ def start_bulk_patch(parameters: dict[str, Any], *, started_by: str) -> JobSnaps
 
 def bulk_patch_status(job_id: uuid.UUID | str, *, started_by: str | None) -> tuple[State, str, dict | None]:
     """(RUNNING, progress, None) or (COMPLETED, "", the report); BulkPatchNotFound / BulkPatchFailed else."""
-    _owned(job_id, started_by)
+    owned_job(job_id, BULK_PATCH_JOB, started_by=started_by, not_found=BulkPatchNotFound)
     status = operation_status(job_id, "Bulk patch", not_found=BulkPatchNotFound, failed=BulkPatchFailed)
     if status.state is State.COMPLETED:
         return State.COMPLETED, "", status.job.report
@@ -44,18 +42,8 @@ def bulk_patch_status(job_id: uuid.UUID | str, *, started_by: str | None) -> tup
 
 def cancel_bulk_patch(job_id: uuid.UUID | str, *, started_by: str | None) -> None:
     """Stop patching: the pages already patched stay patched, the rest stay as they were."""
-    _owned(job_id, started_by)
+    owned_job(job_id, BULK_PATCH_JOB, started_by=started_by, not_found=BulkPatchNotFound)
     try:
         control.cancel_job(job_id, started_by=started_by)
     except JobNotFound:
         raise BulkPatchNotFound() from None
-
-
-def _owned(job_id: uuid.UUID | str, started_by: str | None) -> JobSnapshot:
-    try:
-        job = control.get_job(job_id, started_by=started_by)
-    except (JobNotFound, ValueError, ValidationError):
-        raise BulkPatchNotFound() from None
-    if job.definition_id != BULK_PATCH_JOB:
-        raise BulkPatchNotFound()
-    return job

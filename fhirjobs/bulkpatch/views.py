@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from fhirjobs.bulkpatch.parameters import parse_bulk_patch_parameters, report_outcome
 from fhirjobs.bulkpatch.services import bulk_patch_status, cancel_bulk_patch, may_bulk_patch, start_bulk_patch
-from fhirjobs.common.http import informational, jobs_owner, status_job_id, still_running
+from fhirjobs.common.http import cancelled, jobs_owner, kicked_off, status_job_id, status_url, still_running
 from fhirjobs.common.status import State
-from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
+from fhirstore.http import FhirAccess, FhirView, fhir_response, read_json_body
 from jobsite.auth import TokenHasScope
 from jobsite.models import Scope
 
@@ -38,10 +38,9 @@ class BulkPatchView(BulkPatchEndpoint):
         job = start_bulk_patch(
             parse_bulk_patch_parameters(read_json_body(request)), started_by=request.user.get_username()
         )
-        return informational(
+        return kicked_off(
             "The bulk patch has started; poll its status URL",
-            status=202,
-            headers={"Content-Location": f"{base_url(request)}/$hapi.fhir.bulk-patch-status?_jobId={job.id}"},
+            status_url(request, "hapi.fhir.bulk-patch-status", job.id),
         )
 
 
@@ -53,6 +52,4 @@ class BulkPatchStatusView(BulkPatchEndpoint):
         return fhir_response(report_outcome(report))
 
     def delete(self, request):
-        job_id = status_job_id(request)
-        cancel_bulk_patch(job_id, started_by=jobs_owner(request))
-        return informational(f"Bulk patch {job_id} is cancelled (the pages patched stay patched)", status=202)
+        return cancelled(request, cancel_bulk_patch, "Bulk patch", "the pages patched stay patched")

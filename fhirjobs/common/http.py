@@ -5,10 +5,13 @@ by `_jobId` and answers 202 with `X-Progress` while it runs; DELETE on it cancel
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+
 from django.http import HttpRequest, HttpResponse
 
 from fhirstore.exceptions import InvalidRequest
-from fhirstore.http import fhir_response
+from fhirstore.http import base_url, fhir_response
 from jobsite.auth import is_operator
 
 
@@ -38,6 +41,31 @@ def informational(
     return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, status=status, headers=headers)
 
 
+def status_url(request: HttpRequest, operation: str, job_id: uuid.UUID | str) -> str:
+    """The status URL of a job an operation started: `[base]/$<operation>?_jobId=…` ("delete-expunge-status")."""
+    return f"{base_url(request)}/${operation}?_jobId={job_id}"
+
+
+def kicked_off(message: str, status_url: str) -> HttpResponse:
+    """The asynchronous kick-off's answer: 202, `message`, and the status URL to poll in Content-Location."""
+    return informational(message, status=202, headers={"Content-Location": status_url})
+
+
+def job_named(job_id: uuid.UUID | str, status_url: str) -> HttpResponse:
+    """HAPI's synchronous answer to a kick-off: 200 and a Parameters naming the job (`jobId`) and its status URL
+    (`status`, in Content-Location too); the job runs in the background all the same."""
+    return fhir_response(
+        {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "jobId", "valueString": str(job_id)},
+                {"name": "status", "valueUrl": status_url},
+            ],
+        },
+        headers={"Content-Location": status_url},
+    )
+
+
 def still_running(progress: str, retry_after_seconds: int) -> HttpResponse:
     """The status answer of an asynchronous operation that has not ended: 202, how far, when to ask again."""
     return fhir_response(
@@ -57,3 +85,11 @@ def jobs_owner(request: HttpRequest) -> str | None:
     """Whose jobs this caller may see and act on through a status URL: None for an operator (everyone's),
     otherwise the caller's own."""
     return None if is_operator(request) else request.user.get_username()
+
+
+def cancelled(request: HttpRequest, cancel: Callable[..., None], noun: str, what_stays: str) -> HttpResponse:
+    """DELETE on a status URL: `cancel(job_id, started_by=…)` the job it names, as `jobs_owner` allows, and
+    202 saying what the work done so far leaves behind."""
+    job_id = status_job_id(request)
+    cancel(job_id, started_by=jobs_owner(request))
+    return informational(f"{noun} {job_id} is cancelled ({what_stays})", status=202)

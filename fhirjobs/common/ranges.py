@@ -38,6 +38,7 @@ from fhirstore.scan import id_after, key_span, stored_types
 from fhirstore.search import matching_resources, type_filter
 
 RANGE_PAGES = 10  # pages of batch_size ids per range: a range is one load-ids chunk
+INDEX_DRIVERS = ("SearchParameter",)  # their rows drive the index: change or delete them through the REST API
 
 
 def url_problems(parameters: Mapping[str, Any]) -> Iterable[str]:
@@ -47,6 +48,17 @@ def url_problems(parameters: Mapping[str, Any]) -> Iterable[str]:
             type_filter(url)
         except InvalidRequest as error:
             yield f"url {url!r}: {error.message}"
+
+
+def changed_url_problems(parameters: Mapping[str, Any], *, what: str, done: str) -> Iterable[str]:
+    """The urls of a job that changes what they match (`what`: "patch"; `done`: "bulk-patched"): at least one,
+    none of a type whose rows drive the index (change those through the REST API), each one the store can run."""
+    if not parameters["urls"]:
+        yield f"at least one url (Type?search) is needed: what to {what}"
+    for url in parameters["urls"]:
+        if url.partition("?")[0] in INDEX_DRIVERS:
+            yield f"url {url!r}: {url.partition('?')[0]} resources cannot be {done}"
+    yield from url_problems(parameters)
 
 
 def generate_ranges(context: StepContext, sink: DataSink) -> int:

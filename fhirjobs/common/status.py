@@ -11,6 +11,8 @@ import enum
 import uuid
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
+
 from batch import control
 from batch.control import JobNotFound, JobSnapshot, JobStatus
 
@@ -41,6 +43,20 @@ def job_status(job_instance_id: uuid.UUID | str) -> AsyncJobStatus:
     if job.status == JobStatus.COMPLETED:
         return AsyncJobStatus(State.COMPLETED, "Completed", job)
     return AsyncJobStatus(State.RUNNING, progress(job), job)
+
+
+def owned_job(
+    job_instance_id: uuid.UUID | str, definition_id: str, *, started_by: str | None, not_found: type[Exception]
+) -> JobSnapshot:
+    """The job, if it is a `definition_id` job of this owner (anyone's for None); `not_found` otherwise, so that
+    another's job, a job of another kind and a malformed id all read as an unknown one."""
+    try:
+        job = control.get_job(job_instance_id, started_by=started_by)
+    except (JobNotFound, ValueError, ValidationError):
+        raise not_found() from None
+    if job.definition_id != definition_id:
+        raise not_found()
+    return job
 
 
 def operation_status(

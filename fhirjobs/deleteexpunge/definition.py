@@ -6,20 +6,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from batch.api import JobDefinition, JobDefinitionBuilder
-from fhirjobs.common.ranges import generate_key_ranges, load_keys, url_problems
+from fhirjobs.common.ranges import changed_url_problems, generate_key_ranges, load_keys
 from fhirjobs.deleteexpunge.steps import delete_expunge, report
 
 DELETE_EXPUNGE_JOB = "DELETE_EXPUNGE"  # the definition id: stored in every job row, never changes
-NOT_EXPUNGED = ("SearchParameter",)  # their rows drive the index: delete them through the REST API
 
 
 def _problems(parameters: Mapping[str, Any]) -> Iterable[str]:
-    if not parameters["urls"]:
-        yield "at least one url (Type?search) is needed: what to delete"
-    for url in parameters["urls"]:
-        if url.partition("?")[0] in NOT_EXPUNGED:
-            yield f"url {url!r}: {url.partition('?')[0]} resources cannot be delete-expunged"
-    yield from url_problems(parameters)
+    return changed_url_problems(parameters, what="delete", done="delete-expunged")
 
 
 DELETE_EXPUNGE: JobDefinition = (

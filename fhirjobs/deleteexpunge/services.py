@@ -10,11 +10,10 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 
 from batch import control
 from batch.control import InvalidParameters, JobNotFound, JobSnapshot
-from fhirjobs.common.status import State, job_status
+from fhirjobs.common.status import State, job_status, owned_job
 from fhirjobs.deleteexpunge.definition import DELETE_EXPUNGE, DELETE_EXPUNGE_JOB
 from fhirjobs.deleteexpunge.exceptions import (
     DeleteExpungeFailed,
@@ -64,7 +63,7 @@ def start_delete_expunge(request: DeleteExpungeRequest, *, started_by: str) -> J
 def delete_expunge_status(job_id: uuid.UUID | str, *, started_by: str | None) -> DeleteExpungeStatus:
     """Running or completed (with the report); DeleteExpungeRefused (409) when referrers stopped it,
     DeleteExpungeFailed otherwise, DeleteExpungeNotFound for a cancelled, unknown or foreign one."""
-    _owned(job_id, started_by)
+    owned_job(job_id, DELETE_EXPUNGE_JOB, started_by=started_by, not_found=DeleteExpungeNotFound)
     status = job_status(job_id)
     if status.job is None or status.state is State.CANCELLED:
         raise DeleteExpungeNotFound(f"Delete-expunge {job_id} was cancelled or is not known any more")
@@ -84,13 +83,3 @@ def cancel_delete_expunge(job_id: uuid.UUID | str, *, started_by: str | None) ->
         control.cancel_job(job_id, started_by=started_by)
     except JobNotFound:
         raise DeleteExpungeNotFound() from None
-
-
-def _owned(job_id: uuid.UUID | str, started_by: str | None) -> JobSnapshot:
-    try:
-        job = control.get_job(job_id, started_by=started_by)
-    except (JobNotFound, ValueError, ValidationError):
-        raise DeleteExpungeNotFound() from None
-    if job.definition_id != DELETE_EXPUNGE_JOB:
-        raise DeleteExpungeNotFound()
-    return job

@@ -18,7 +18,17 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode
 
-from fhirjobs.common.http import informational, jobs_owner, preferences, status_job_id, still_running
+from fhirjobs.common.http import (
+    cancelled,
+    informational,
+    job_named,
+    jobs_owner,
+    kicked_off,
+    preferences,
+    status_job_id,
+    status_url,
+    still_running,
+)
 from fhirjobs.common.status import State
 from fhirjobs.deleteexpunge.parameters import DeleteExpungeRequest, parse_delete_expunge_parameters, report_outcome
 from fhirjobs.deleteexpunge.services import (
@@ -28,7 +38,7 @@ from fhirjobs.deleteexpunge.services import (
     start_delete_expunge,
 )
 from fhirstore.exceptions import InvalidRequest
-from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
+from fhirstore.http import FhirAccess, FhirView, fhir_response, read_json_body
 from fhirstore.views import TypeView
 from jobsite.auth import TokenHasScope, has_scope
 from jobsite.models import Scope
@@ -60,23 +70,10 @@ class DeleteExpungeView(DeleteExpungeEndpoint):
         job = start_delete_expunge(
             parse_delete_expunge_parameters(read_json_body(request)), started_by=request.user.get_username()
         )
-        status_url = f"{base_url(request)}/$delete-expunge-status?_jobId={job.id}"
+        url = status_url(request, "delete-expunge-status", job.id)
         if "respond-async" in preferences(request):
-            return informational(
-                "The delete-expunge has started; poll its status URL",
-                status=202,
-                headers={"Content-Location": status_url},
-            )
-        return fhir_response(
-            {
-                "resourceType": "Parameters",
-                "parameter": [
-                    {"name": "jobId", "valueString": str(job.id)},
-                    {"name": "status", "valueUrl": status_url},
-                ],
-            },
-            headers={"Content-Location": status_url},
-        )
+            return kicked_off("The delete-expunge has started; poll its status URL", url)
+        return job_named(job.id, url)
 
 
 class DeleteExpungeStatusView(DeleteExpungeEndpoint):
@@ -87,9 +84,7 @@ class DeleteExpungeStatusView(DeleteExpungeEndpoint):
         return fhir_response(report_outcome(status.report))
 
     def delete(self, request):
-        job_id = status_job_id(request)
-        cancel_delete_expunge(job_id, started_by=jobs_owner(request))
-        return informational(f"Delete-expunge {job_id} is cancelled (the pages deleted stay deleted)", status=202)
+        return cancelled(request, cancel_delete_expunge, "Delete-expunge", "the pages deleted stay deleted")
 
 
 class TypeDeleteExpungeView(TypeView):
@@ -112,5 +107,5 @@ class TypeDeleteExpungeView(TypeView):
         return informational(
             f"Delete-expunge job {job.id} submitted; poll its status URL",
             status=202 if asynchronous else 200,
-            headers={"Content-Location": f"{base_url(request)}/$delete-expunge-status?_jobId={job.id}"},
+            headers={"Content-Location": status_url(request, "delete-expunge-status", job.id)},
         )

@@ -5,13 +5,12 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from batch import control
-from batch.control import InvalidParameters, JobNotFound, JobSnapshot
+from batch.control import InvalidParameters, JobSnapshot
 from fhirjobs.common.snapshots import snapshot_reader_in_the_way
-from fhirjobs.common.status import State, operation_status
+from fhirjobs.common.status import State, operation_status, owned_job
 from fhirjobs.expunge.definition import EXPUNGE_JOB
 from fhirjobs.expunge.exceptions import ExpungeBusy, ExpungeFailed, ExpungeNotFound, InvalidExpungeRequest
 from fhirjobs.expunge.parameters import ExpungeRequest
@@ -64,7 +63,7 @@ def start_expunge(resource_type: str | None, request: ExpungeRequest, *, started
 
 def expunge_status(job_id: uuid.UUID | str, *, started_by: str | None) -> tuple[State, str, int | None]:
     """(RUNNING, progress, None) or (COMPLETED, "", versions removed); ExpungeNotFound / ExpungeFailed else."""
-    _owned(job_id, started_by)
+    owned_job(job_id, EXPUNGE_JOB, started_by=started_by, not_found=ExpungeNotFound)
     status = operation_status(job_id, "Expunge", not_found=ExpungeNotFound, failed=ExpungeFailed)
     if status.state is State.COMPLETED:
         return State.COMPLETED, "", status.job.report["count"]
@@ -73,16 +72,5 @@ def expunge_status(job_id: uuid.UUID | str, *, started_by: str | None) -> tuple[
 
 def cancel_expunge(job_id: uuid.UUID | str, *, started_by: str | None) -> None:
     """Stop: the pages done stay done."""
-    _owned(job_id, started_by)
+    owned_job(job_id, EXPUNGE_JOB, started_by=started_by, not_found=ExpungeNotFound)
     control.cancel_job(job_id, started_by=started_by)
-
-
-def _owned(job_id: uuid.UUID | str, started_by: str | None) -> JobSnapshot:
-    """The job, if it is an EXPUNGE job of this owner (any owner's for None); ExpungeNotFound otherwise."""
-    try:
-        job = control.get_job(job_id, started_by=started_by)
-    except (JobNotFound, ValueError, ValidationError):
-        raise ExpungeNotFound() from None
-    if job.definition_id != EXPUNGE_JOB:
-        raise ExpungeNotFound()
-    return job

@@ -10,11 +10,19 @@ while it runs, then 200 + Parameters `count`; `DELETE` it cancels. Who may: staf
 
 from __future__ import annotations
 
-from fhirjobs.common.http import informational, jobs_owner, require_async, status_job_id, still_running
+from fhirjobs.common.http import (
+    cancelled,
+    jobs_owner,
+    kicked_off,
+    require_async,
+    status_job_id,
+    status_url,
+    still_running,
+)
 from fhirjobs.common.status import State
 from fhirjobs.expunge.parameters import count_parameters, expunge_request
 from fhirjobs.expunge.services import cancel_expunge, expunge_instance, expunge_status, may_expunge, start_expunge
-from fhirstore.http import FhirAccess, FhirView, base_url, fhir_response, read_json_body
+from fhirstore.http import FhirAccess, FhirView, fhir_response, read_json_body
 from jobsite.auth import TokenHasScope, has_scope
 from jobsite.models import Scope
 
@@ -51,11 +59,7 @@ class ExpungeJobView(ExpungeEndpoint):
         expunge = expunge_request(read_json_body(request), system=resource_type is None)
         require_async(request, f"$expunge of {'a type' if resource_type else 'the system'}")
         job = start_expunge(resource_type, expunge, started_by=request.user.get_username())
-        return informational(
-            "The expunge has started; poll its status URL",
-            status=202,
-            headers={"Content-Location": f"{base_url(request)}/$expunge-status?_jobId={job.id}"},
-        )
+        return kicked_off("The expunge has started; poll its status URL", status_url(request, "expunge-status", job.id))
 
 
 class ExpungeStatusView(ExpungeEndpoint):
@@ -66,6 +70,4 @@ class ExpungeStatusView(ExpungeEndpoint):
         return fhir_response(count_parameters(count))
 
     def delete(self, request):
-        job_id = status_job_id(request)
-        cancel_expunge(job_id, started_by=jobs_owner(request))
-        return informational(f"Expunge {job_id} is cancelled (the pages done stay done)", status=202)
+        return cancelled(request, cancel_expunge, "Expunge", "the pages done stay done")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.urls import reverse
 
+from fhirjobs.common.http import job_named
 from fhirjobs.reindex.parameters import dry_run_parameters, parse_reindex_parameters
 from fhirjobs.reindex.services import REINDEX_PERMISSION, dry_run, start_reindex
 from fhirstore.http import FhirAccess, FhirView, fhir_response, read_json_body
@@ -38,17 +39,7 @@ class ReindexView(FhirView):
     def post(self, request, resource_type: str | None = None):
         body = read_json_body(request) if request.META.get("CONTENT_LENGTH") not in (None, "", "0") else None
         job = start_reindex(parse_reindex_parameters(body, resource_type), started_by=request.user.get_username())
-        status_url = request.build_absolute_uri(reverse("batch-job", args=[job.id]))
-        return fhir_response(
-            {
-                "resourceType": "Parameters",
-                "parameter": [
-                    {"name": "jobId", "valueString": str(job.id)},
-                    {"name": "status", "valueUrl": status_url},
-                ],
-            },
-            headers={"Content-Location": status_url},
-        )
+        return job_named(job.id, request.build_absolute_uri(reverse("batch-job", args=[job.id])))
 
 
 class ReindexDryRunView(FhirView):

@@ -9,15 +9,10 @@ terminology CSV files.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import IO
 
 from fhirstore.terminology import customcsv, icd10cm, loinc, snomed
-from fhirstore.terminology.records import ConceptRecord, ReleaseFacts
-
-Opener = Callable[[], AbstractContextManager[IO[bytes]]]
-NamedFile = tuple[str, Opener]
+from fhirstore.terminology.records import ConceptRecord, NamedFile, ReleaseFacts
 
 
 @dataclass(frozen=True)

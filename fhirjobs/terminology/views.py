@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from fhirjobs.common.http import informational, preferences
+from fhirjobs.common.http import job_named, kicked_off, preferences
 from fhirjobs.terminology.parameters import parse_upload_request
 from fhirjobs.terminology.services import start_upload
-from fhirstore.http import FhirView, fhir_response, read_json_body
+from fhirstore.http import FhirView, read_json_body
 from jobsite.models import Scope
 
 
@@ -25,16 +25,5 @@ class UploadView(FhirView):
         job = start_upload(parse_upload_request(read_json_body(request)), started_by=request.user.get_username())
         status_url = request.build_absolute_uri(reverse("batch-job", args=[job.id]))
         if "respond-async" in preferences(request):
-            return informational(
-                f"Upload started as job {job.id}", status=202, headers={"Content-Location": status_url}
-            )
-        return fhir_response(
-            {
-                "resourceType": "Parameters",
-                "parameter": [
-                    {"name": "jobId", "valueString": str(job.id)},
-                    {"name": "status", "valueUrl": status_url},
-                ],
-            },
-            headers={"Content-Location": status_url},
-        )
+            return kicked_off(f"Upload started as job {job.id}", status_url)
+        return job_named(job.id, status_url)

@@ -12,18 +12,14 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
-from typing import IO
+from collections.abc import Iterator
 
 from fhirstore.terminology.exceptions import InvalidTerminologyFile
-from fhirstore.terminology.records import ConceptRecord, Property
+from fhirstore.terminology.records import ConceptRecord, Opener, Property
 
 CONCEPTS, HIERARCHY, PROPERTIES = "concepts.csv", "hierarchy.csv", "properties.csv"
 FILE_NAMES = (CONCEPTS, HIERARCHY, PROPERTIES)
 PROPERTY_TYPES = {"STRING": "string", "CODING": "Coding", "": "string"}
-
-Opener = Callable[[], AbstractContextManager[IO[bytes]]]
 
 
 def file_kind(name: str) -> str | None:

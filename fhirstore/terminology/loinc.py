@@ -19,14 +19,12 @@ neither the table nor the hierarchy is ever held in memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
-from typing import IO
+from collections.abc import Iterator, Sequence
 
 from fhirstore.terminology import keyedrows
 from fhirstore.terminology.customcsv import read_csv
 from fhirstore.terminology.exceptions import InvalidTerminologyFile
-from fhirstore.terminology.records import ConceptRecord, Designation, Property, ReleaseFacts
+from fhirstore.terminology.records import ConceptRecord, Designation, NamedFile, Property, ReleaseFacts, files_by_kind
 
 SYSTEM = "http://loinc.org"
 TABLE, PARTS, PART_LINKS, HIERARCHY = "Loinc.csv", "Part.csv", "LoincPartLink", "hierarchy"
@@ -62,8 +60,6 @@ COLUMNS = {
 }
 DEPRECATED = "DEPRECATED"
 
-Opener = Callable[[], AbstractContextManager[IO[bytes]]]
-
 
 def file_kind(name: str) -> str | None:
     return FILE_NAMES.get(name.rsplit("/", 1)[-1].lower())
@@ -83,18 +79,13 @@ def file_problems(names: Sequence[str]) -> list[str]:
 
 
 def read_concepts(
-    files: Sequence[tuple[str, Opener]], facts: ReleaseFacts | None = None, run_rows: int = keyedrows.RUN_ROWS
+    files: Sequence[NamedFile], facts: ReleaseFacts | None = None, run_rows: int = keyedrows.RUN_ROWS
 ) -> Iterator[ConceptRecord]:
     """The concepts of the files, in code order; InvalidTerminologyFile when a file lacks a column."""
     facts = facts if facts is not None else ReleaseFacts()
-    by_kind: dict[str, list[tuple[str, Opener]]] = {}
-    for name, opener in files:
-        kind = file_kind(name)
-        if kind is None:
-            raise InvalidTerminologyFile(f"{name}: not a LOINC file this server reads")
-        by_kind.setdefault(kind, []).append((name, opener))
-    if TABLE not in by_kind:
-        raise InvalidTerminologyFile("LOINC needs Loinc.csv")
+    by_kind = files_by_kind(
+        files, file_kind, unknown="not a LOINC file this server reads", needed=TABLE, missing="LOINC needs Loinc.csv"
+    )
     versions: set[str] = set()
     with keyedrows.workspace() as directory:
         for code, rows in keyedrows.grouped(_keyed_rows(by_kind, versions), directory, run_rows):

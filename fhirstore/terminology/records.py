@@ -1,11 +1,36 @@
 """A concept as a loader reads it from a distribution file, before it is written: the unit every loader
-produces and the upload's load step writes, a chunk at a time."""
+produces and the upload's load step writes, a chunk at a time; and the files a loader reads, each a name and
+a way to open it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import IO
+
+from fhirstore.terminology.exceptions import InvalidTerminologyFile
 
 SYNONYM = ("http://snomed.info/sct", "900000000000013009")  # FHIR's designation-use "Synonym"
+
+Opener = Callable[[], AbstractContextManager[IO[bytes]]]  # opens one of a release's files as a binary stream
+NamedFile = tuple[str, Opener]
+
+
+def files_by_kind(
+    files: Iterable[NamedFile], file_kind: Callable[[str], str | None], *, unknown: str, needed: str, missing: str
+) -> dict[str, list[NamedFile]]:
+    """A release's files by the kind `file_kind` reads in their names, in the order given. InvalidTerminologyFile
+    names a file of no kind (`unknown` after its name) or says `missing` when there is none of kind `needed`."""
+    by_kind: dict[str, list[NamedFile]] = {}
+    for name, opener in files:
+        kind = file_kind(name)
+        if kind is None:
+            raise InvalidTerminologyFile(f"{name}: {unknown}")
+        by_kind.setdefault(kind, []).append((name, opener))
+    if needed not in by_kind:
+        raise InvalidTerminologyFile(missing)
+    return by_kind
 
 
 @dataclass

@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
-from typing import IO
+from collections.abc import Iterator, Sequence
 
 from fhirstore.terminology import keyedrows
 from fhirstore.terminology.exceptions import InvalidTerminologyFile
-from fhirstore.terminology.records import ConceptRecord, Designation, Property, ReleaseFacts
+from fhirstore.terminology.records import ConceptRecord, Designation, NamedFile, Property, ReleaseFacts, files_by_kind
 
 SYSTEM = "http://snomed.info/sct"
 IS_A = "116680003"
@@ -78,8 +76,6 @@ COLUMNS = {
 }
 RELEASE_DATE = re.compile(r"_(\d{8})\.txt(\.gz)?$", re.IGNORECASE)
 
-Opener = Callable[[], AbstractContextManager[IO[bytes]]]
-
 
 def file_kind(name: str) -> str | None:
     base = name.rsplit("/", 1)[-1].lower()
@@ -104,19 +100,18 @@ def file_problems(names: Sequence[str]) -> list[str]:
 
 
 def read_concepts(
-    files: Sequence[tuple[str, Opener]], facts: ReleaseFacts | None = None, run_rows: int = keyedrows.RUN_ROWS
+    files: Sequence[NamedFile], facts: ReleaseFacts | None = None, run_rows: int = keyedrows.RUN_ROWS
 ) -> Iterator[ConceptRecord]:
     """The concepts of an RF2 Snapshot, in concept id order. InvalidTerminologyFile when a file is not in
     its RF2 layout, or a description or relationship names a concept the concept file lacks."""
     facts = facts if facts is not None else ReleaseFacts()
-    by_kind: dict[str, list[tuple[str, Opener]]] = {}
-    for name, opener in files:
-        kind = file_kind(name)
-        if kind is None:
-            raise InvalidTerminologyFile(f"{name}: not an RF2 Snapshot file SNOMED CT takes")
-        by_kind.setdefault(kind, []).append((name, opener))
-    if CONCEPT not in by_kind:
-        raise InvalidTerminologyFile("SNOMED CT needs an sct2_Concept_Snapshot file")
+    by_kind = files_by_kind(
+        files,
+        file_kind,
+        unknown="not an RF2 Snapshot file SNOMED CT takes",
+        needed=CONCEPT,
+        missing="SNOMED CT needs an sct2_Concept_Snapshot file",
+    )
     concept_file = by_kind[CONCEPT][0][0]
     date = RELEASE_DATE.search(concept_file)
     facts.version = date.group(1) if date else ""
@@ -126,7 +121,7 @@ def read_concepts(
             yield _concept(concept_id, rows)
 
 
-def _rows(kind: str, files: Sequence[tuple[str, Opener]]) -> Iterator[list[str]]:
+def _rows(kind: str, files: Sequence[NamedFile]) -> Iterator[list[str]]:
     columns = COLUMNS[kind]
     for name, opener in files:
         with opener() as stream:

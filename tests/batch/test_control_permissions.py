@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from batch.control import get_job, start_job
 from jobsite.tokens import token_for
+from tests.jobsite.helpers import with_token
 from tests.processes import PROJECT_DIR
 
 pytestmark = pytest.mark.django_db
@@ -19,12 +20,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def no_broker(bus):
     """Starting a job announces its first chunk; these tests look at the API, not at Redis."""
-
-
-def with_token(token: str) -> APIClient:
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return api
 
 
 @pytest.fixture

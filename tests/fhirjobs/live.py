@@ -3,12 +3,19 @@ of their own, on the test database, started once per module (`live_server`)."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 
 from batch.queues import work_notification_queue
-from tests.processes import Process, celery_worker, free_port, stop_all, subprocess_database_url
+from tests.processes import (
+    Process,
+    celery_worker,
+    free_port,
+    gunicorn,
+    stop_all,
+    subprocess_database_url,
+    wait_until_serving,
+)
 
 
 class LiveServer:
@@ -19,14 +26,9 @@ class LiveServer:
         # The Procfile's keep-alive: gunicorn's default (2 s) equals the status URLs' Retry-After, so a client that
         # waits as told reuses its connection just as the server closes it (reset, or no response at all).
         # No control socket: parallel test processes would share ~/.gunicorn/gunicorn.ctl.
-        web = Process(
-            [sys.executable, "-m", "gunicorn", "heavylift.wsgi", "--bind", f"127.0.0.1:{port}", "--threads", "4"]
-            + ["--keep-alive", "10", "--no-control-socket"],
-            env=env,
-            name="web",
-        )
+        web = gunicorn(port, env, "--threads", "4", "--keep-alive", "10", "--no-control-socket")
         processes.append(web)
-        web.wait_for_output("Booting worker", timeout=60)
+        wait_until_serving(web)
         self.base = f"http://127.0.0.1:{port}/fhir"
 
 

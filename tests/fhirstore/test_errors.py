@@ -1,7 +1,6 @@
 """Every failure is an OperationOutcome with the status the FHIR spec gives it."""
 
 import threading
-import time
 
 import pytest
 from django.db import connection, transaction
@@ -9,6 +8,7 @@ from django.db import connection, transaction
 from fhirstore.authority import SERVER
 from fhirstore.storage import Write, save_resources
 from tests.fhirstore.helpers import FhirClient, assert_outcome, patient
+from tests.processes import wait_for_a_backend_waiting_on_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -117,25 +117,12 @@ def test_a_concurrent_create_of_the_same_resource_is_409(token):
     assert inserted.wait(120)
     threads.append(threading.Thread(target=second_writer))
     threads[1].start()
-    _wait_for_a_backend_waiting_on_a_lock()
+    wait_for_a_backend_waiting_on_a_lock()
     release.set()
     for thread in threads:
         thread.join(120)
 
     assert_outcome(responses[0], 409, "at the same time")
-
-
-def _wait_for_a_backend_waiting_on_a_lock() -> None:
-    deadline = time.monotonic() + 120
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                return
-            time.sleep(0.02)
-    raise AssertionError("the second writer never waited for the first")
 
 
 def test_a_body_over_the_limit_is_413(fhir, settings):

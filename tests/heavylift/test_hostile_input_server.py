@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
@@ -20,7 +19,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from jobsite.tokens import token_for
-from tests.processes import STARTUP_TIMEOUT, Process, free_port, stop_all
+from tests.processes import STARTUP_TIMEOUT, free_port, gunicorn, stop_all, wait_until_serving
 
 pytestmark = pytest.mark.acceptance
 
@@ -111,28 +110,16 @@ def web(django_db_setup, django_db_blocker) -> Iterator[Server]:
     """One gunicorn for the module, with the Procfile's worker class (threads), on the test database, and an
     operator's token committed there for it (no test transaction to flush after each case: the cases store nothing)."""
     port = free_port()
-    server = Process(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "heavylift.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--threads",
-            "2",
-            "--no-control-socket",
-        ],
-        env={"NODE_ID": f"hostile-{uuid.uuid4().hex[:8]}", "JOB_SCHEDULING": "false"},
-        name="web",
+    server = gunicorn(
+        port,
+        {"NODE_ID": f"hostile-{uuid.uuid4().hex[:8]}", "JOB_SCHEDULING": "false"},
+        *("--workers", "1", "--threads", "2", "--no-control-socket"),
     )
     with django_db_blocker.unblock():
         operator = get_user_model().objects.create_user(f"hostile-{uuid.uuid4().hex[:8]}", is_staff=True)
         authorization = {"Authorization": f"Bearer {token_for(operator)}"}
     try:
-        server.wait_for_output("Booting worker", timeout=STARTUP_TIMEOUT)
+        wait_until_serving(server, STARTUP_TIMEOUT)
         yield Server("127.0.0.1", port, authorization)
     finally:
         stop_all([server])

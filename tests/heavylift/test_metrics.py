@@ -13,15 +13,10 @@ from batch.control import start_job
 from batch.maintenance import run_maintenance_pass
 from jobsite.tokens import token_for
 from tests.batch.helpers import count_records, emit
+from tests.jobsite.helpers import with_token
 from tests.processes import PROJECT_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def with_token(token: str) -> APIClient:
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return api
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ answers 401, 403 or 404 (another user's job is indistinguishable from no job).
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -18,7 +17,7 @@ from django.contrib.auth.models import Permission
 
 from batch.control import get_job, start_job
 from jobsite.tokens import token_for
-from tests.processes import Process, free_port
+from tests.processes import free_port, gunicorn, wait_until_serving
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -58,25 +57,9 @@ def web(processes):
         "JOB_SCHEDULING": "false",
         "CUSTOM_SCRIPTS_ENABLED": "true",
     }
-    server = Process(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "heavylift.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--threads",
-            "4",
-            "--no-control-socket",
-        ],
-        env=environment,
-        name="web",
-    )
+    server = gunicorn(port, environment, "--workers", "1", "--threads", "4", "--no-control-socket")
     processes.append(server)
-    server.wait_for_output("Booting worker", timeout=60)
+    wait_until_serving(server)
     return f"http://127.0.0.1:{port}"
 
 

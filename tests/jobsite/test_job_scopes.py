@@ -5,20 +5,14 @@ deletions or terminology loads either; a definition nobody mapped is the operato
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from batch.control import get_job, start_job
 from batch.registry import registry
 from jobsite.auth import JOB_DEFINITION_SCOPES, UNSCOPED_JOB_DEFINITIONS
 from jobsite.tokens import token_for
+from tests.jobsite.helpers import with_token
 
 pytestmark = pytest.mark.django_db
-
-
-def with_token(token: str) -> APIClient:
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return api
 
 
 def test_every_registered_definition_has_scopes_or_is_deliberately_unscoped():

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 from django.contrib.auth.models import Permission
-from rest_framework.test import APIClient
 
 from batch.control import get_job, start_job
 from jobsite.tokens import TokenError, issue_token, token_for
+from tests.jobsite.helpers import with_token
 
 pytestmark = pytest.mark.django_db
 
@@ -18,12 +18,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def no_broker(bus):
     """Starting a job announces its first chunk; these tests look at the API, not at Redis."""
-
-
-def with_token(token: str) -> APIClient:
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return api
 
 
 def test_the_control_scope_is_refused_to_a_user_who_may_not_operate(django_user_model):

@@ -35,16 +35,17 @@ from tests.fhirjobs.reindex.helpers import INDEX_TABLES, index_snapshot
 from tests.fhirstore.helpers import SYNTHEA_NDJSON
 from tests.processes import (
     PROJECT_DIR,
-    Process,
     celery_worker,
     chunks_held_by,
     free_port,
+    gunicorn,
     kill_while_it_holds,
     locked_by_another_transaction,
     node_workers,
     subprocess_database_url,
     wait_for_the_end,
     wait_until,
+    wait_until_serving,
 )
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
@@ -68,24 +69,9 @@ class Node:
                 env=self.env, queues=[work_notification_queue(self.name)], concurrency=1, name=f"worker-{self.name}"
             )
         )
-        self.web = Process(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "heavylift.wsgi",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                "1",
-                "--threads",
-                "4",
-            ],
-            env=self.env,
-            name=f"web-{self.name}",
-        )
+        self.web = gunicorn(self.port, self.env, "--workers", "1", "--threads", "4", name=f"web-{self.name}")
         processes.append(self.web)
-        self.web.wait_for_output("Booting worker", timeout=60)
+        wait_until_serving(self.web)
 
     def manage(self, *args: str) -> str:
         done = subprocess.run(

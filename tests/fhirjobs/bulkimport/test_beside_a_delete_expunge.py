@@ -4,33 +4,17 @@ listed — with the versions the import wrote — and leaves what the import cre
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, field
-from typing import Any
-
 import pytest
 
 from batch.api import RetryChunkLater
 from fhirjobs.deleteexpunge.steps import delete_expunge
 from fhirstore.models import Resource, SnapshotHold
 from tests.fhirjobs.bulkimport.helpers import write_ndjson
-from tests.fhirjobs.deleteexpunge.helpers import keys_of, observation
+from tests.fhirjobs.deleteexpunge.helpers import delete_expunge_parameters, keys_of, observation
+from tests.fhirjobs.helpers import ChunkContext
 from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@dataclass
-class ChunkContext:
-    data: dict[str, Any]
-    parameters: dict[str, Any] = field(
-        default_factory=lambda: {"urls": ["Observation?"], "cascade": False, "cascade_max_rounds": 10}
-    )
-    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    chunk_id: uuid.UUID = field(default_factory=uuid.uuid4)
-
-    def check_cancelled(self) -> None:
-        pass
 
 
 def observations() -> list[str]:
@@ -39,7 +23,9 @@ def observations() -> list[str]:
 
 def test_a_delete_expunge_page_waits_while_an_import_runs_and_goes_on_once_it_ended(importer, file_root):
     store(observation("o1"), observation("o2"))
-    page = ChunkContext({"type": "Observation", "keys": keys_of("Observation")})  # listed before the import
+    page = ChunkContext(  # listed before the import
+        {"type": "Observation", "keys": keys_of("Observation")}, delete_expunge_parameters("Observation")
+    )
     source = write_ndjson(
         file_root / "Observation.ndjson", {**observation("o1"), "status": "amended"}, observation("o3")
     )

@@ -5,7 +5,6 @@ import gzip
 import json
 import shutil
 import threading
-import time
 from collections import Counter
 from io import StringIO
 
@@ -17,6 +16,7 @@ from fhirjobs.bulkimport import loader
 from fhirjobs.bulkimport.inline import load_paths
 from fhirstore.models import Resource, TokenIndex
 from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, assert_every_reference_resolves, patient
+from tests.processes import wait_for_a_backend_waiting_on_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -368,7 +368,7 @@ def test_a_live_write_committed_while_a_batch_waits_for_its_row_is_kept_as_a_ver
     assert written.wait(120)
     loading = threading.Thread(target=lambda: (load_paths([path]), connection.close()))
     loading.start()
-    _wait_for_a_backend_waiting_on_a_lock()
+    wait_for_a_backend_waiting_on_a_lock()
     release.set()
     thread.join(120)
     loading.join(120)
@@ -378,16 +378,3 @@ def test_a_live_write_committed_while_a_batch_waits_for_its_row_is_kept_as_a_ver
     assert current.body["gender"] == "female"
     assert history[current.version_id - 1] == "male"
     assert Resource.objects.filter(logical_id__in=["before", "after"]).count() == 2
-
-
-def _wait_for_a_backend_waiting_on_a_lock() -> None:
-    deadline = time.monotonic() + 120
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            if cursor.fetchone()[0]:
-                return
-            time.sleep(0.05)
-    raise AssertionError("no backend waited on a lock")

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -22,11 +19,13 @@ from fhirstore.exceptions import PreconditionFailed
 from fhirstore.models import Resource
 from fhirstore.storage import read_resource
 from tests.fhirjobs.bulkpatch.helpers import observation, replace
+from tests.fhirjobs.helpers import ChunkContext
 from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the job's commits announce its chunks to the bus
 
 AMEND = replace("Observation.status", valueCode="amended")
+AMENDING = {"patch": AMEND, "dry_run": False}  # the job's parameters, as its patch step reads them
 
 
 def run(bus, urls, patch_parameters=AMEND, **options) -> control.JobSnapshot:
@@ -83,27 +82,14 @@ def test_a_dry_run_writes_nothing_and_reports_the_first_diffs(bus):
     }
 
 
-@dataclass
-class ChunkContext:
-    """What the step reads of its chunk: a chunk id that stays the same when it runs again."""
-
-    data: dict[str, Any]
-    parameters: dict[str, Any] = field(default_factory=lambda: {"patch": AMEND, "dry_run": False})
-    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    chunk_id: uuid.UUID = field(default_factory=uuid.uuid4)
-
-    def check_cancelled(self) -> None:
-        pass
-
-
 @pytest.mark.django_db
 def test_a_page_run_again_patches_nothing_twice():
     store(observation("o1"), observation("o2"))
-    context = ChunkContext({"type": "Observation", "ids": ["o1", "o2"]})
+    context = ChunkContext({"type": "Observation", "ids": ["o1", "o2"]}, AMENDING)
     assert patch(context, sink=None) == 2
     store(observation("o1"))  # final again meanwhile (version 3): the job patched it already
     assert patch(context, sink=None) == 2  # the page's record: the same answer
-    assert patch(ChunkContext(context.data, instance_id=context.instance_id), sink=None) == 0  # another page
+    assert patch(ChunkContext(context.data, AMENDING, context.instance_id), sink=None) == 0  # another page
     assert versions(resource_type="Observation") == {"o1": 3, "o2": 2}
 
 
@@ -131,7 +117,7 @@ def test_a_page_whose_write_fails_is_written_resource_by_resource(monkeypatch):
         return save(writes, **options)
 
     monkeypatch.setattr(steps, "save_resources", refusing_bad)
-    context = ChunkContext({"type": "Observation", "ids": ["bad", "o1", "o3"]})
+    context = ChunkContext({"type": "Observation", "ids": ["bad", "o1", "o3"]}, AMENDING)
     assert patch(context, sink=None) == 2
     assert PatchedChunk.objects.get(chunk_id=context.chunk_id).failed == {
         "bad": "Observation/bad was changed meanwhile"

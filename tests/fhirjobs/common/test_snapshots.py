@@ -10,9 +10,8 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 from django.db import connection, transaction
@@ -24,26 +23,13 @@ from fhirstore import snapshots
 from fhirstore.exceptions import SnapshotUnsettled
 from fhirstore.models import ExpungeMark, Resource, ResourceVersion, SnapshotHold
 from fhirstore.snapshots import LOCK_SPACE, hold_snapshot, release_snapshot, renew_snapshot, snapshot_holds
-from tests.fhirjobs.deleteexpunge.helpers import keys_of, observation
-from tests.fhirjobs.helpers import patient
+from tests.fhirjobs.deleteexpunge.helpers import delete_expunge_parameters, keys_of, observation
+from tests.fhirjobs.helpers import ChunkContext, patient
 from tests.fhirstore.helpers import store
 from tests.processes import locked_by_another_transaction
 
 pytestmark = pytest.mark.django_db(transaction=True)
 T = TypeVar("T")
-
-
-@dataclass
-class ChunkContext:
-    data: dict[str, Any]
-    parameters: dict[str, Any] = field(
-        default_factory=lambda: {"urls": ["Observation?"], "cascade": False, "cascade_max_rounds": 10}
-    )
-    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    chunk_id: uuid.UUID = field(default_factory=uuid.uuid4)
-
-    def check_cancelled(self) -> None:
-        pass
 
 
 def hold(*types: str) -> uuid.UUID:
@@ -70,7 +56,9 @@ def expire_in(holder: uuid.UUID, *, seconds: float) -> None:
 
 
 def observation_chunk() -> ChunkContext:
-    return ChunkContext({"type": "Observation", "keys": keys_of("Observation")})
+    return ChunkContext(
+        {"type": "Observation", "keys": keys_of("Observation")}, delete_expunge_parameters("Observation")
+    )
 
 
 def test_a_delete_expunge_chunk_waits_while_an_export_holds_its_type_and_deletes_once_it_is_released():
@@ -98,7 +86,7 @@ def test_a_cascade_into_a_held_type_rolls_the_whole_page_back():
     hold("Observation")
     chunk = ChunkContext(
         {"type": "Patient", "keys": keys_of("Patient")},
-        parameters={"urls": ["Patient?"], "cascade": True, "cascade_max_rounds": 10},
+        delete_expunge_parameters("Patient", cascade=True),
     )
     with pytest.raises(RetryChunkLater, match="read Observation"):
         delete_expunge(chunk, sink=None)
@@ -109,7 +97,7 @@ def test_an_expunge_chunk_of_previous_versions_waits_too():
     store(patient("a"))
     store(patient("a", active=False))
     holder = hold("Patient")
-    chunk = ChunkContext({"type": "Patient", "ids": ["a"]})
+    chunk = ChunkContext({"type": "Patient", "ids": ["a"]}, {"urls": ["Patient?"]})  # an EXPUNGE v1 page
     with pytest.raises(RetryChunkLater):
         expunge(chunk, sink=None)
     assert ResourceVersion.objects.count() == 1

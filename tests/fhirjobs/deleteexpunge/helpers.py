@@ -18,6 +18,11 @@ def observation(logical_id: str, subject: str | None = None, code: str = "8867-4
     }
 
 
+def delete_expunge_parameters(resource_type: str, *, cascade: bool = False) -> dict:
+    """A DELETE_EXPUNGE job's parameters over every resource of the type, as its steps read them."""
+    return {"urls": [f"{resource_type}?"], "cascade": cascade, "cascade_max_rounds": 10}
+
+
 def rows_of(resource_type: str, logical_ids=None) -> dict[str, int]:
     """How many rows every table holds of these resources (of every resource of the type when None)."""
     resources = Resource.objects.filter(resource_type=resource_type)

@@ -4,10 +4,7 @@ referential integrity check, a chunk run again, and the plans of its statements.
 from __future__ import annotations
 
 import re
-import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from django.db import connection, transaction
@@ -24,8 +21,8 @@ from fhirstore.expunge import expunge_resources, referrals_into
 from fhirstore.loading import BulkLoader
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
-from tests.fhirjobs.deleteexpunge.helpers import keys_of, no_rows, observation, rows_of
-from tests.fhirjobs.helpers import patient
+from tests.fhirjobs.deleteexpunge.helpers import delete_expunge_parameters, keys_of, no_rows, observation, rows_of
+from tests.fhirjobs.helpers import ChunkContext, patient
 from tests.fhirstore.helpers import store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -122,24 +119,9 @@ def test_a_cascade_deeper_than_its_rounds_is_refused():
         }
 
 
-@dataclass
-class ChunkContext:
-    """What the step reads of its chunk: a chunk id that stays the same when it runs again."""
-
-    data: dict[str, Any]
-    parameters: dict[str, Any] = field(
-        default_factory=lambda: {"urls": ["Patient?"], "cascade": False, "cascade_max_rounds": 10}
-    )
-    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    chunk_id: uuid.UUID = field(default_factory=uuid.uuid4)
-
-    def check_cancelled(self) -> None:
-        pass
-
-
 def test_a_chunk_run_again_deletes_nothing_and_counts_the_same():
     store(patient("a"), patient("b"), patient("c"))
-    context = ChunkContext({"type": "Patient", "keys": keys_of("Patient")[:2]})
+    context = ChunkContext({"type": "Patient", "keys": keys_of("Patient")[:2]}, delete_expunge_parameters("Patient"))
     assert delete_expunge(context, sink=None) == 2
     store(patient("a"))  # created again meanwhile: a chunk run again must not delete it
     assert delete_expunge(context, sink=None) == 2

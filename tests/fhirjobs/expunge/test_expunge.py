@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from fhirstore.models import Resource, ResourceVersion
 from fhirstore.snapshots import hold_snapshot
 from jobsite.tokens import token_for
 from tests.fhirjobs.deleteexpunge.helpers import keys_of, observation, rows_of_keys
-from tests.fhirjobs.helpers import patient
+from tests.fhirjobs.helpers import ChunkContext, patient
 from tests.fhirstore.helpers import FhirClient, assert_outcome, delete, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -130,17 +129,6 @@ def test_a_system_job_with_a_limit_removes_exactly_that_many_whole_resources_fir
         delete("Patient", f"p{n}")  # two versions each
     assert run_job(expunger, "/fhir/$expunge", parameters(expungeDeletedResources=True, limit=5), bus) == 4
     assert sorted(Resource.objects.values_list("logical_id", flat=True)) == ["p2", "p3", "p4"]
-
-
-@dataclass
-class ChunkContext:
-    data: dict[str, Any]
-    parameters: dict[str, Any]
-    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    chunk_id: uuid.UUID = field(default_factory=uuid.uuid4)
-
-    def check_cancelled(self) -> None:
-        pass
 
 
 def expunge_parameters(**given) -> dict[str, Any]:

@@ -4,9 +4,6 @@ preview, by identifiers, deleting the source, a page run again, and the patients
 from __future__ import annotations
 
 import io
-import uuid
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -22,7 +19,7 @@ from fhirjobs.merge.steps import replace_references_step
 from fhirstore.models import Resource
 from fhirstore.referrers import referrer_keys
 from fhirstore.storage import read_resource
-from tests.fhirjobs.helpers import patient
+from tests.fhirjobs.helpers import ChunkContext, patient
 from tests.fhirjobs.merge.helpers import encounter, observation, output
 from tests.fhirstore.helpers import store
 
@@ -224,27 +221,15 @@ def test_more_referrers_than_the_synchronous_limit_need_respond_async():
     assert versions("Observation") == {"o0": 1, "o1": 1, "o2": 1}
 
 
-@dataclass
-class ChunkContext:
-    """What the step reads of its chunk: a chunk id that stays the same when it runs again."""
-
-    data: dict[str, Any]
-    parameters: dict[str, Any] = field(
-        default_factory=lambda: {"source_patient": "src", "target_patient": "tgt", "started_by": "tester"}
-    )
-    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    chunk_id: uuid.UUID = field(default_factory=uuid.uuid4)
-
-    def check_cancelled(self) -> None:
-        pass
+MERGING = {"source_patient": "src", "target_patient": "tgt", "started_by": "tester"}  # as the step reads them
 
 
 def test_a_page_run_again_writes_no_second_version():
     store(patient("src"), patient("tgt"), observation("o1", "Patient/src"), observation("o2", "Patient/src"))
-    context = ChunkContext({"type": "Observation", "ids": ["o1", "o2"]})
+    context = ChunkContext({"type": "Observation", "ids": ["o1", "o2"]}, MERGING)
     assert replace_references_step(context, sink=None) == 2
     assert replace_references_step(context, sink=None) == 2  # the record of the page: the same answer
-    assert replace_references_step(ChunkContext(context.data), sink=None) == 0  # another page: nothing left
+    assert replace_references_step(ChunkContext(context.data, MERGING), sink=None) == 0  # another page: nothing left
     assert versions("Observation") == {"o1": 2, "o2": 2}
     assert MergedChunk.objects.get(chunk_id=context.chunk_id).versions == [
         "Observation/o1/_history/2",
