@@ -10,10 +10,10 @@ import uuid
 from typing import Any
 
 from batch import control
-from batch.control import InvalidParameters, JobNotFound, JobSnapshot
+from batch.control import InvalidParameters, JobSnapshot
 from fhirjobs.bulkpatch.definition import BULK_PATCH_JOB
 from fhirjobs.bulkpatch.exceptions import BulkPatchFailed, BulkPatchNotFound, InvalidBulkPatchRequest
-from fhirjobs.common.status import State, operation_status, owned_job
+from fhirjobs.common.status import State, cancel_owned_job, operation_status, owned_job
 
 BULK_PATCH_PERMISSION = "bulkpatch.bulk_patch"
 
@@ -42,8 +42,4 @@ def bulk_patch_status(job_id: uuid.UUID | str, *, started_by: str | None) -> tup
 
 def cancel_bulk_patch(job_id: uuid.UUID | str, *, started_by: str | None) -> None:
     """Stop patching: the pages already patched stay patched, the rest stay as they were."""
-    owned_job(job_id, BULK_PATCH_JOB, started_by=started_by, not_found=BulkPatchNotFound)
-    try:
-        control.cancel_job(job_id, started_by=started_by)
-    except JobNotFound:
-        raise BulkPatchNotFound() from None
+    cancel_owned_job(job_id, BULK_PATCH_JOB, started_by=started_by, not_found=BulkPatchNotFound)

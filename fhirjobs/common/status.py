@@ -59,6 +59,19 @@ def owned_job(
     return job
 
 
+def cancel_owned_job(
+    job_instance_id: uuid.UUID | str, definition_id: str, *, started_by: str | None, not_found: type[Exception]
+) -> None:
+    """Cancel the job if it is a `definition_id` job of this owner: a status URL's DELETE cancels only the kind of
+    job its operation starts, never another job of the same user; `not_found` otherwise, or when the job ended
+    and was forgotten meanwhile."""
+    owned_job(job_instance_id, definition_id, started_by=started_by, not_found=not_found)
+    try:
+        control.cancel_job(job_instance_id, started_by=started_by)
+    except JobNotFound:
+        raise not_found() from None
+
+
 def operation_status(
     job_instance_id: uuid.UUID | str, noun: str, *, not_found: type[Exception], failed: type[Exception]
 ) -> AsyncJobStatus:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from batch import control
-from batch.control import InvalidParameters, JobNotFound, JobSnapshot
-from fhirjobs.common.status import State, job_status, owned_job
+from batch.control import InvalidParameters, JobSnapshot
+from fhirjobs.common.status import State, cancel_owned_job, job_status, owned_job
 from fhirjobs.deleteexpunge.definition import DELETE_EXPUNGE, DELETE_EXPUNGE_JOB
 from fhirjobs.deleteexpunge.exceptions import (
     DeleteExpungeFailed,
@@ -79,7 +79,4 @@ def delete_expunge_status(job_id: uuid.UUID | str, *, started_by: str | None) ->
 
 def cancel_delete_expunge(job_id: uuid.UUID | str, *, started_by: str | None) -> None:
     """Stop deleting: the pages already deleted stay deleted, the rest stay."""
-    try:
-        control.cancel_job(job_id, started_by=started_by)
-    except JobNotFound:
-        raise DeleteExpungeNotFound() from None
+    cancel_owned_job(job_id, DELETE_EXPUNGE_JOB, started_by=started_by, not_found=DeleteExpungeNotFound)

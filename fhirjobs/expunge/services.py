@@ -10,7 +10,7 @@ from django.db import transaction
 from batch import control
 from batch.control import InvalidParameters, JobSnapshot
 from fhirjobs.common.snapshots import snapshot_reader_in_the_way
-from fhirjobs.common.status import State, operation_status, owned_job
+from fhirjobs.common.status import State, cancel_owned_job, operation_status, owned_job
 from fhirjobs.expunge.definition import EXPUNGE_JOB
 from fhirjobs.expunge.exceptions import ExpungeBusy, ExpungeFailed, ExpungeNotFound, InvalidExpungeRequest
 from fhirjobs.expunge.parameters import ExpungeRequest
@@ -72,5 +72,4 @@ def expunge_status(job_id: uuid.UUID | str, *, started_by: str | None) -> tuple[
 
 def cancel_expunge(job_id: uuid.UUID | str, *, started_by: str | None) -> None:
     """Stop: the pages done stay done."""
-    owned_job(job_id, EXPUNGE_JOB, started_by=started_by, not_found=ExpungeNotFound)
-    control.cancel_job(job_id, started_by=started_by)
+    cancel_owned_job(job_id, EXPUNGE_JOB, started_by=started_by, not_found=ExpungeNotFound)

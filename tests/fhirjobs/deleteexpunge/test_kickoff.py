@@ -113,6 +113,17 @@ def test_cancel_stops_it_and_its_status_is_then_not_found(deleter, bus):
     assert rows_of("Patient")["resource"] == 1
 
 
+def test_the_status_urls_delete_cancels_only_a_delete_expunge_not_another_job_of_the_same_user(deleter, bus):
+    """A DELETE on the status URL with the id of another kind of job of the same user is a 404: it cancels
+    nothing (before, it cancelled whatever job of the user the id named)."""
+    other_job = control.start_job("DIAGNOSTIC_NOOP", {}, started_by="deleter")
+
+    response = deleter.delete(f"/fhir/$delete-expunge-status?_jobId={other_job.id}")
+
+    assert_outcome(response, 404)
+    assert not control.get_job(other_job.id).cancelled
+
+
 def test_who_may(django_user_model):
     """A user without the permission, a token without admin:delete or fhir:write: 403. Staff may."""
     plain = django_user_model.objects.create_user("plain")
