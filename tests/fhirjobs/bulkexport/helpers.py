@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 
+from django.core.files.storage import storages
+
 from batch.testing import InProcessBus
+from fhirjobs.bulkexport.models import ExportFile
 from tests.fhirstore.helpers import FhirClient
 
 
@@ -51,6 +55,18 @@ class Exporter:
             resource_type: sorted(resource["id"] for resource in resources)
             for resource_type, resources in self.download(manifest).items()
         }
+
+
+def exported_ids(report: dict) -> Counter:
+    """(type, id) of every line of the export's files, each file checked against its manifest count."""
+    listed: Counter = Counter()
+    for output in report["output"]:
+        path = ExportFile.objects.get(id=output["url"].rsplit("/", 1)[1]).path
+        with storages["bulkexport"].open(path) as file:
+            lines = file.read().decode().splitlines()
+        assert len(lines) == output["count"]
+        listed.update((output["type"], json.loads(line)["id"]) for line in lines)
+    return listed
 
 
 def observation(logical_id: str, subject: str, category: str = "laboratory", **extra) -> dict:

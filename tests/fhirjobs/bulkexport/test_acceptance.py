@@ -21,7 +21,6 @@ from urllib.parse import urlencode
 import psycopg
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.files.storage import storages
 from django.db import connection, transaction
 from django.utils import timezone
 from smart_fetch.resources import PATIENT_TYPES as SMART_FETCH_DEFAULT_TYPES
@@ -29,7 +28,7 @@ from smart_fetch.resources import PATIENT_TYPES as SMART_FETCH_DEFAULT_TYPES
 from batch.models import JobInstance, WorkChunk
 from batch.queues import work_notification_queue
 from batch.statuses import ChunkStatus, JobStatus
-from fhirjobs.bulkexport.models import BulkExport, ExportFile
+from fhirjobs.bulkexport.models import BulkExport
 from fhirjobs.bulkexport.parameters import Level, parse_export_request
 from fhirjobs.bulkexport.services import kick_off
 from fhirjobs.bulkimport.inline import load_paths
@@ -37,7 +36,7 @@ from fhirstore.loading import BulkLoader
 from fhirstore.models import Resource
 from fhirstore.synthetic import generate_resources
 from jobsite.tokens import token_for
-from tests.fhirjobs.bulkexport.helpers import observation
+from tests.fhirjobs.bulkexport.helpers import exported_ids, observation
 from tests.fhirjobs.helpers import patient
 from tests.fhirstore.helpers import SYNTHEA_BUNDLES, SYNTHEA_NDJSON, delete, store
 from tests.processes import (
@@ -89,18 +88,6 @@ def read_downloads(directory: Path) -> dict[str, list[dict]]:
                 json.loads(line) for line in lines if line.strip()
             )
     return downloaded
-
-
-def exported_ids(report: dict) -> Counter:
-    """(type, id) of every line of the export's files, each file checked against its manifest count."""
-    listed = Counter()
-    for output in report["output"]:
-        path = ExportFile.objects.get(id=output["url"].rsplit("/", 1)[1]).path
-        with storages["bulkexport"].open(path) as file:
-            lines = file.read().decode().splitlines()
-        assert len(lines) == output["count"]
-        listed.update((output["type"], json.loads(line)["id"]) for line in lines)
-    return listed
 
 
 def test_smart_fetch_exports_the_synthea_fixtures_over_http_and_gets_exactly_the_store(

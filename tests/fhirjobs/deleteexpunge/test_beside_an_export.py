@@ -6,38 +6,24 @@ delete-expunge then deletes them all, and the one written after that instant."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.files.storage import storages
 
 from batch.models import JobInstance, WorkChunk
 from batch.statuses import ChunkStatus, JobStatus
-from fhirjobs.bulkexport.models import ExportFile
 from fhirjobs.bulkexport.parameters import Level, parse_export_request
 from fhirjobs.bulkexport.services import kick_off
 from fhirjobs.deleteexpunge.parameters import DeleteExpungeRequest
 from fhirjobs.deleteexpunge.services import start_delete_expunge
 from fhirstore.models import SnapshotHold
+from tests.fhirjobs.bulkexport.helpers import exported_ids
 from tests.fhirjobs.deleteexpunge.helpers import keys_of, no_rows, observation, rows_of_keys
 from tests.fhirstore.helpers import store
 from tests.processes import locked_by_another_transaction, node_workers, wait_for_the_end, wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
-
-
-def exported_ids(report: dict) -> Counter:
-    """(type, id) of every line of the export's files, each file checked against its manifest count."""
-    listed: Counter = Counter()
-    for output in report["output"]:
-        path = ExportFile.objects.get(id=output["url"].rsplit("/", 1)[1]).path
-        with storages["bulkexport"].open(path) as file:
-            lines = file.read().decode().splitlines()
-        assert len(lines) == output["count"]
-        listed.update((output["type"], json.loads(line)["id"]) for line in lines)
-    return listed
 
 
 def test_a_delete_expunge_beside_an_export_waits_for_it_and_the_export_holds_the_store_of_its_transaction_time(
