@@ -41,11 +41,7 @@ def expunge_page(context: StepContext, sink: DataSink) -> int:
             everything=parameters["everything"],
         )
         versions = expunge_rows(context.data["keys"], kinds, limit=limit) if limit is None or limit > 0 else 0
-        ExpungedVersionsChunk.objects.create(
-            chunk_id=context.chunk_id, job_instance_id=context.instance_id, versions=versions
-        )
-        if versions:
-            mark_expunged([context.data["type"]])  # the last statement: no snapshot as of an earlier instant now
+        _record(context, versions)
     return versions
 
 
@@ -60,6 +56,17 @@ def report(context: StepContext, inputs: Iterable[dict]) -> dict:
 
 def _recorded(context: StepContext) -> int | None:
     return ExpungedVersionsChunk.objects.filter(chunk_id=context.chunk_id).values_list("versions", flat=True).first()
+
+
+def _record(context: StepContext, versions: int) -> None:
+    """This page's count, in the transaction that removed them (a rerun reads it instead of expunging again);
+    then, if anything went, the type's expunge mark as the transaction's last statement: no export can take a
+    snapshot as of an earlier instant from now on."""
+    ExpungedVersionsChunk.objects.create(
+        chunk_id=context.chunk_id, job_instance_id=context.instance_id, versions=versions
+    )
+    if versions:
+        mark_expunged([context.data["type"]])
 
 
 def _taking_turns(context: StepContext) -> int:
@@ -83,11 +90,7 @@ def expunge(context: StepContext, sink: DataSink) -> int:
             return done
         wait_for_snapshot_readers([context.data["type"]], locked=True)  # an export may read those versions
         versions = expunge_previous_versions(context.data["type"], context.data["ids"])
-        ExpungedVersionsChunk.objects.create(
-            chunk_id=context.chunk_id, job_instance_id=context.instance_id, versions=versions
-        )
-        if versions:
-            mark_expunged([context.data["type"]])  # the last statement: no snapshot as of an earlier instant now
+        _record(context, versions)
     return versions
 
 
