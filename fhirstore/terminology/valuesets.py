@@ -286,7 +286,7 @@ def _expand(
     query = compose_query(value_set.get("compose") or {}, active_only=active_only)
     where, params = ("", [])
     if text:
-        where, params = " WHERE expansion.display ILIKE %s OR expansion.code ILIKE %s", [f"%{text}%", f"{text}%"]
+        where, params = " WHERE expansion.display ILIKE %s OR expansion.code ILIKE %s", _text_patterns(text)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM ({query.sql}) expansion{where}", [*query.params, *params])
         total = cursor.fetchone()[0]
@@ -297,6 +297,13 @@ def _expand(
         )
         contains = [tuple(row) for row in cursor.fetchall()]
     return ExpansionPage(total, offset, contains, False, expansion_status(value_set))
+
+
+def _text_patterns(text: str) -> list[str]:
+    """`filter`'s ILIKE patterns, display containing the text and code starting with it, for the stored and the
+    on-the-fly expansion alike: the text taken literally (`%`, `_` and `\\` escaped, as Django's icontains does)."""
+    literal = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return [f"%{literal}%", f"{literal}%"]
 
 
 # A page of a stored expansion: its rows by position, straight from the table's key (expansion, position).
@@ -326,7 +333,7 @@ def _stored_page(
             where, params = [STORED_FILTERED_SQL], [stored.pk]
             if text:
                 where.append("AND (e.display ILIKE %s OR e.code ILIKE %s)")
-                params += [f"%{text}%", f"{text}%"]
+                params += _text_patterns(text)
             if active_only:
                 where.append(STORED_ACTIVE_SQL)
             sql = " ".join(where)

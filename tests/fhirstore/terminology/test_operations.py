@@ -212,6 +212,8 @@ def test_a_stored_expansion_answers_the_pages_and_filters_an_on_the_fly_one_does
         f"count=5&offset={E11_CODES - 2}",
         "filter=nephropathy",
         "filter=E11.6&count=3&offset=1",
+        "filter=E11_",  # taken literally: no code or display holds it
+        "filter=%25",
     ]
     on_the_fly = {query: parameters_of_expand(reader.get(f"/fhir/ValueSet/vs/$expand?{query}")) for query in asked}
     store_expansion(stored_value_set(logical_id="vs"))
@@ -222,6 +224,7 @@ def test_a_stored_expansion_answers_the_pages_and_filters_an_on_the_fly_one_does
     assert (
         len(codes(on_the_fly["count=7&offset=5"])) == 7
         and len(codes(on_the_fly[f"count=5&offset={E11_CODES - 2}"])) == 2
+        and on_the_fly["filter=E11_"]["total"] == on_the_fly["filter=%25"]["total"] == 0
     )
 
 
